@@ -1,0 +1,271 @@
+"""Fixtures that run a real broker process for the client integration tests.
+
+Every test gets its own broker: a fresh port on 127.0.0.1 and a fresh data directory under
+pytest's tmp_path. The broker's stdout and stderr go to a log file in that directory; when a
+test fails, the log is attached to the failure report.
+
+Environment:
+    SPATE_BIN           the broker binary (default /work/main/target/release/spate)
+    SPATE_TEST_TARGET   "spate" (default) or "kafka": run the very same tests against Apache
+                        Kafka, to check that the tests themselves expect Kafka's behaviour
+    KAFKA_LIBS          Kafka's jars for SPATE_TEST_TARGET=kafka (default
+                        ~/.cache/spate/kafka-4.3.1/libs, filled by scripts/kafka-reference.sh
+                        fetch)
+"""
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+SPATE_BIN = os.environ.get("SPATE_BIN", "/work/main/target/release/spate")
+TARGET = os.environ.get("SPATE_TEST_TARGET", "spate")
+KAFKA_LIBS = os.environ.get(
+    "KAFKA_LIBS", os.path.expanduser("~/.cache/spate/kafka-4.3.1/libs"))
+
+START_TIMEOUT_S = 60.0 if TARGET == "kafka" else 30.0
+STOP_TIMEOUT_S = 30.0
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_accepts(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Broker:
+    """One broker process bound to one port and one data directory.
+
+    The port and the data directory stay the same across restarts, so clients can reconnect
+    and the broker finds its own files again.
+    """
+
+    def __init__(self, workdir, extra_args, index):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.workdir / "data"
+        self.data_dir.mkdir(exist_ok=True)
+        self.log_path = self.workdir / f"broker-{index}.log"
+        self.extra_args = list(extra_args)
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        self.proc = None
+        self.starts = 0
+
+    @property
+    def bootstrap(self):
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def command(self):
+        return [SPATE_BIN, "--listen", self.bootstrap, "--data-dir", str(self.data_dir),
+                "--cores", "2", "--default-partitions", "1", *self.extra_args]
+
+    def start(self):
+        """Starts the process and waits until its port accepts connections."""
+        assert not self.alive(), "broker already running"
+        self.starts += 1
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise AssertionError(
+                    f"broker exited during start-up with code {self.proc.returncode}:\n"
+                    + self.log_tail())
+            if port_accepts(self.port) and self.ready():
+                return self
+            time.sleep(0.05)
+        self.kill9()
+        raise AssertionError(f"broker did not accept connections within {START_TIMEOUT_S} s:\n"
+                             + self.log_tail())
+
+    def ready(self):
+        return True
+
+    def stop(self, timeout=STOP_TIMEOUT_S):
+        """SIGTERM, then waits for a clean exit; returns the exit code.
+
+        A broker that does not exit within `timeout` is killed and the call fails: a clean
+        shutdown that hangs is a bug.
+        """
+        if not self.alive():
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+            raise AssertionError(f"broker did not exit within {timeout} s of SIGTERM")
+
+    def kill9(self):
+        """SIGKILL, as a crash would; waits until the process is gone."""
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait(timeout=STOP_TIMEOUT_S)
+
+    def restart(self):
+        """Clean stop (SIGTERM) and start on the same port and data directory."""
+        code = self.stop()
+        assert code == 0, f"broker exited with code {code} on SIGTERM:\n{self.log_tail()}"
+        return self.start()
+
+    def close(self):
+        self.kill9()
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines=60):
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def partition_dir(self, topic, partition):
+        return self.data_dir / f"{topic}-{partition}"
+
+
+class KafkaBroker(Broker):
+    """Apache Kafka (KRaft, one node) behind the same interface, to validate the tests."""
+
+    def __init__(self, workdir, extra_args, index):
+        super().__init__(workdir, extra_args, index)
+        self.controller_port = free_port()
+        self.partitions = 1
+        args = list(extra_args)
+        while args:
+            flag = args.pop(0)
+            if flag == "--default-partitions":
+                self.partitions = int(args.pop(0))
+            else:
+                raise ValueError(f"no Kafka equivalent for {flag}")
+        self.config_path = self.workdir / "server.properties"
+
+    def command(self):
+        return ["java", "-Xmx768m", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
+                f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
+                "-cp", f"{KAFKA_LIBS}/*", "kafka.Kafka", str(self.config_path)]
+
+    def start(self):
+        if not self.config_path.exists():
+            self._format()
+        return super().start()
+
+    def ready(self):
+        # Kafka accepts connections before it is ready to serve; wait for its own log line.
+        return "Kafka Server started" in (self.workdir / "server.log").read_text(
+            errors="replace") if (self.workdir / "server.log").exists() else False
+
+    def log_text(self):
+        text = super().log_text()
+        server_log = self.workdir / "server.log"
+        if server_log.exists():
+            text += "\n" + server_log.read_text(errors="replace")
+        return text
+
+    def _format(self):
+        if not Path(KAFKA_LIBS).is_dir():
+            pytest.skip(f"no Kafka jars in {KAFKA_LIBS}; run scripts/kafka-reference.sh fetch")
+        self.config_path.write_text(f"""\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{self.controller_port}
+listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={self.data_dir}
+metadata.log.dir={self.workdir / 'metadata'}
+num.partitions={self.partitions}
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+""")
+        (self.workdir / "log4j2.properties").write_text(f"""\
+rootLogger.level=INFO
+rootLogger.appenderRef.file.ref=FILE
+appender.file.type=File
+appender.file.name=FILE
+appender.file.fileName={self.workdir / 'server.log'}
+appender.file.layout.type=PatternLayout
+appender.file.layout.pattern=[%d] %p %m (%c)%n
+""")
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        done = subprocess.run(
+            ["java", "-cp", f"{KAFKA_LIBS}/*", "kafka.tools.StorageTool", "format",
+             "-t", cluster_id, "-c", str(self.config_path)], capture_output=True, timeout=120)
+        assert done.returncode == 0, f"formatting Kafka's storage failed: {done.stdout} {done.stderr}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attaches the logs of the test's brokers to a failed test's report."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for broker in getattr(item, "_spate_brokers", []):
+            report.sections.append((f"broker log {broker.log_path}", broker.log_tail(200)))
+
+
+@pytest.fixture
+def spate_factory(tmp_path, request):
+    """Starts brokers with extra arguments: `spate_factory("--default-partitions", "4")`.
+
+    Every broker started here is killed at teardown, whatever the test did.
+    """
+    brokers = []
+    request.node._spate_brokers = brokers
+
+    def start(*extra_args, start=True):
+        if TARGET == "spate" and not os.access(SPATE_BIN, os.X_OK):
+            pytest.fail(f"broker binary {SPATE_BIN} is missing; build it or set SPATE_BIN")
+        cls = KafkaBroker if TARGET == "kafka" else Broker
+        broker = cls(tmp_path / f"broker{len(brokers)}", extra_args, len(brokers))
+        brokers.append(broker)
+        return broker.start() if start else broker
+
+    yield start
+    for broker in brokers:
+        broker.close()
+
+
+@pytest.fixture
+def broker(spate_factory):
+    """A broker with the default flags (topics auto-created with 1 partition)."""
+    return spate_factory()
+
+
+@pytest.fixture
+def broker4(spate_factory):
+    """A broker that auto-creates topics with 4 partitions."""
+    return spate_factory("--default-partitions", "4")
