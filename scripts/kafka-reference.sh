@@ -15,7 +15,8 @@
 #   KAFKA_VERSION         Kafka version to fetch (default 4.3.1)
 #   KAFKA_REF_PORT        client port on 127.0.0.1 (default 19092; the controller uses +1)
 #   KAFKA_REF_STATE_DIR   where the pid and paths of the running node live
-#                         (default /tmp/spate-kafka-reference)
+#                         (default /tmp/spate-kafka-reference-<port>, so that nodes on
+#                         different ports do not share state)
 #   KAFKA_REF_READY_SECS  how long start waits for the broker (default 90)
 set -euo pipefail
 
@@ -24,7 +25,7 @@ KAFKA_VERSION="${KAFKA_VERSION:-4.3.1}"
 LOG4J_VERSION="2.25.4"
 PORT="${KAFKA_REF_PORT:-19092}"
 CONTROLLER_PORT="$((PORT + 1))"
-STATE_DIR="${KAFKA_REF_STATE_DIR:-/tmp/spate-kafka-reference}"
+STATE_DIR="${KAFKA_REF_STATE_DIR:-/tmp/spate-kafka-reference-${PORT}}"
 READY_SECS="${KAFKA_REF_READY_SECS:-90}"
 CACHE_DIR="${HOME}/.cache/spate/kafka-${KAFKA_VERSION}"
 LIB_DIR="${CACHE_DIR}/libs"

@@ -1,0 +1,232 @@
+//! Command line: one subcommand per workload, plus `compare`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::payload::PayloadKind;
+use crate::spec::{
+    parse_bytes, parse_duration, parse_key_value, Acks, Arrival, Compression, KeySpec, RecordSize,
+    StartFrom,
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "spate-bench",
+    version,
+    about = "Load generator for any Kafka-compatible broker: open- or closed-loop, latency in \
+             microseconds corrected for coordinated omission",
+    after_help = "Examples:\n  \
+        spate-bench produce -b 127.0.0.1:9092 --rate 10000 --duration 30s --json run.json\n  \
+        spate-bench e2e --compression lz4 --acks all --rate 5k --plot run.svg\n  \
+        spate-bench consume --from earliest --records 1000000\n  \
+        spate-bench compare spate.json kafka.json --plot both.svg"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Producers only: throughput and publish latency (send to acknowledgement).
+    Produce(RunArgs),
+    /// Consumers only, from the earliest offset or from the tail: consume throughput.
+    Consume(RunArgs),
+    /// Producers and consumers together: publish latency and end-to-end latency (consume time
+    /// minus the send time carried in each record).
+    #[command(name = "e2e", visible_alias = "end-to-end")]
+    EndToEnd(RunArgs),
+    /// Print saved runs (--json files) side by side with ratios to the first, and plot them
+    /// on one chart.
+    Compare(CompareArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Bootstrap address of the broker (any Kafka-compatible broker).
+    #[arg(short, long, default_value = "127.0.0.1:9092")]
+    pub bootstrap: String,
+
+    /// Topic to use; created through the Admin API if it does not exist.
+    #[arg(short, long, default_value = "spate-bench")]
+    pub topic: String,
+
+    /// Partitions of the topic when the bench creates it.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+
+    /// Replication factor of the topic when the bench creates it.
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: i32,
+
+    /// Producer threads, each with its own client; an open-loop rate is split evenly.
+    #[arg(short = 'P', long, default_value_t = 1)]
+    pub producers: usize,
+
+    /// Consumer threads, each with its own client; partitions are split among them.
+    #[arg(short = 'C', long, default_value_t = 1)]
+    pub consumers: usize,
+
+    /// Record value size in bytes: N, uniform:MIN:MAX or normal:MEAN:STDDEV (at least 24).
+    #[arg(short = 's', long, default_value = "1024")]
+    pub record_size: RecordSize,
+
+    /// What fills record values: random (incompressible) or text (compresses like logs).
+    #[arg(long, value_enum, default_value_t = PayloadKind::Text)]
+    pub payload: PayloadKind,
+
+    /// Keys: none, round-robin (no key, partitions in turn), uniform:N, zipf:N[:EXPONENT].
+    #[arg(short, long, default_value = "none")]
+    pub keys: KeySpec,
+
+    /// Compression codec of the producers.
+    #[arg(short = 'z', long, value_enum, default_value_t = Compression::None)]
+    pub compression: Compression,
+
+    /// Acknowledgements the producers ask for: 0, 1 or all.
+    #[arg(short, long, default_value = "all")]
+    pub acks: Acks,
+
+    /// Producer linger.ms (librdkafka's default when not given: 5).
+    #[arg(long)]
+    pub linger_ms: Option<u32>,
+
+    /// Producer batch.size in bytes, e.g. 16k or 1MiB (librdkafka's default: 1000000).
+    #[arg(long, value_parser = parse_bytes)]
+    pub batch_size: Option<usize>,
+
+    /// Idempotent producers (needs --acks all).
+    #[arg(long)]
+    pub idempotence: bool,
+
+    /// Measured time after the warm-up, e.g. 30, 30s, 500ms, 2m. Ignored with --records.
+    #[arg(short, long, value_parser = parse_duration, default_value = "10s")]
+    pub duration: Duration,
+
+    /// Stop after this many measured records (produced, or consumed for `consume`) instead of
+    /// after --duration.
+    #[arg(short = 'n', long)]
+    pub records: Option<u64>,
+
+    /// Time at the start whose records are sent but left out of every result.
+    #[arg(short, long, value_parser = parse_duration, default_value = "2s")]
+    pub warmup: Duration,
+
+    /// Open loop: total records per second over all producers (e.g. 5000, 20k, 1.5m).
+    /// Without it the producers send as fast as they can (closed loop).
+    #[arg(short, long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+
+    /// Open loop: how arrivals are spaced.
+    #[arg(long, value_enum, default_value_t = Arrival::Constant)]
+    pub arrival: Arrival,
+
+    /// `consume`: start at the earliest offset or at the current end of each partition.
+    #[arg(long, value_enum, default_value_t = StartFrom::Earliest)]
+    pub from: StartFrom,
+
+    /// Extra librdkafka producer property, KEY=VALUE (repeatable); applied last.
+    #[arg(short = 'X', long = "producer-config", value_parser = parse_key_value)]
+    pub producer_config: Vec<(String, String)>,
+
+    /// Extra librdkafka consumer property, KEY=VALUE (repeatable); applied last.
+    #[arg(long = "consumer-config", value_parser = parse_key_value)]
+    pub consumer_config: Vec<(String, String)>,
+
+    /// Write the results as JSON (the input of `compare`).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+
+    /// Write each latency series in HdrHistogram's percentile distribution format, to
+    /// FILE-stem.<series>.hgrm (values in milliseconds).
+    #[arg(long)]
+    pub hgrm: Option<PathBuf>,
+
+    /// Write an SVG latency-by-percentile plot.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+
+    /// Name of this run in tables and plots (default: broker address).
+    #[arg(short, long)]
+    pub label: Option<String>,
+
+    /// Also report the CPU seconds that this process (the broker) used during the run.
+    #[arg(long)]
+    pub broker_pid: Vec<u32>,
+
+    /// Seed for sizes, keys and arrivals (default: random, printed in the results).
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// After sending stops, how long to wait for outstanding acknowledgements and for
+    /// consumers to catch up.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub drain_timeout: Duration,
+
+    /// No progress line.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Result files written by --json; the first is the baseline of the ratios.
+    #[arg(required = true, num_args = 1..)]
+    pub results: Vec<PathBuf>,
+
+    /// Write one SVG plot with every run.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+
+    /// Title of the plot.
+    #[arg(long)]
+    pub title: Option<String>,
+
+    /// Print the table as Markdown.
+    #[arg(long)]
+    pub markdown: bool,
+
+    /// Also show the uncorrected latencies of open-loop runs (measured from the actual send
+    /// time rather than the intended one).
+    #[arg(long)]
+    pub uncorrected: bool,
+}
+
+/// `5000`, `20k`, `1.5m` records per second.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (number, scale) = if let Some(n) = lower.strip_suffix('k') {
+        (n, 1e3)
+    } else if let Some(n) = lower.strip_suffix('m') {
+        (n, 1e6)
+    } else {
+        (lower.as_str(), 1.0)
+    };
+    match number.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate * scale),
+        _ => Err(format!(
+            "'{text}' is not a positive rate (examples: 5000, 20k, 1.5m)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(parse_rate("5000"), Ok(5000.0));
+        assert_eq!(parse_rate("20k"), Ok(20_000.0));
+        assert_eq!(parse_rate("1.5m"), Ok(1_500_000.0));
+        assert!(parse_rate("0").is_err());
+    }
+}

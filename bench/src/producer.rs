@@ -1,0 +1,346 @@
+//! One producer thread: generates records on schedule and records publish latency.
+//!
+//! The sender loop runs on its own thread; librdkafka's delivery reports are served by the
+//! `ThreadedProducer`'s polling thread, which blocks in librdkafka until a report arrives. Keeping
+//! the two apart means an acknowledgement is timestamped when it arrives, not when the sender
+//! next wakes up from waiting for its next intended send time.
+//!
+//! Open loop: record k of this producer is due at `start + offset + k * gap` (constant) or after
+//! exponential gaps (Poisson). When the sender falls behind (the client's queue is full, the
+//! thread was descheduled) it sends the overdue records as fast as it can, and their latency
+//! still counts from when they were due: that is the coordinated-omission correction.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Exp};
+use rdkafka::client::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+
+use crate::clock::{init_thread_timer_slack, sleep_until, Clock};
+use crate::payload::{write_key, Header, PayloadPool, KEY_BYTES_MAX};
+use crate::spec::{Arrival, KeySampler, KeySpec, RecordSize, Routing};
+use crate::stats::{bump, ErrorCounts, ProducerStats};
+
+/// How long the sender waits before retrying when librdkafka's queue is full. Short, because
+/// the wait is part of the measured latency in open loop and idle time in closed loop.
+const QUEUE_FULL_BACKOFF: Duration = Duration::from_micros(200);
+/// An open-loop record handed to the client later than this after its intended time counts as
+/// late; more than `LATE_FRACTION_MAX` of them means the bench did not keep up.
+pub const LATE_SEND_NS: u64 = 10_000_000;
+
+/// Start and end of the run, in wall ns; written once by the orchestrator before any record is
+/// sent, read by the senders and the delivery callbacks.
+#[derive(Default)]
+pub struct Timeline {
+    start_ns: AtomicU64,
+    warmup_end_ns: AtomicU64,
+    /// `u64::MAX` when the run ends after a record count rather than a duration.
+    end_ns: AtomicU64,
+}
+
+impl Timeline {
+    pub fn set(&self, start_ns: u64, warmup_end_ns: u64, end_ns: u64) {
+        assert!(start_ns <= warmup_end_ns);
+        assert!(warmup_end_ns <= end_ns);
+        self.start_ns.store(start_ns, Ordering::Release);
+        self.warmup_end_ns.store(warmup_end_ns, Ordering::Release);
+        self.end_ns.store(end_ns, Ordering::Release);
+    }
+
+    pub fn start_ns(&self) -> u64 {
+        self.start_ns.load(Ordering::Acquire)
+    }
+
+    pub fn warmup_end_ns(&self) -> u64 {
+        self.warmup_end_ns.load(Ordering::Acquire)
+    }
+
+    pub fn end_ns(&self) -> u64 {
+        self.end_ns.load(Ordering::Acquire)
+    }
+}
+
+/// The client context: where librdkafka's delivery reports and client errors land.
+pub struct ProducerCtx {
+    pub clock: Clock,
+    pub stats: Arc<ProducerStats>,
+    pub errors: Arc<ErrorCounts>,
+    pub timeline: Arc<Timeline>,
+    pub open_loop: bool,
+}
+
+impl ClientContext for ProducerCtx {
+    fn error(&self, error: KafkaError, _reason: &str) {
+        self.errors
+            .add(format!("producer client: {}", error_kind(&error)));
+    }
+}
+
+impl ProducerContext for ProducerCtx {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+        let now_ns = self.clock.wall_ns();
+        match result {
+            Ok(message) => {
+                let payload = message.payload().unwrap_or(&[]);
+                let bytes = (payload.len() + message.key().map_or(0, <[u8]>::len)) as u64;
+                bump(&self.stats.acked_total, 1);
+                bump(&self.stats.acked_bytes_total, bytes);
+                let Some(header) = Header::read(payload) else {
+                    return;
+                };
+                if header.intended_ns < self.timeline.warmup_end_ns() {
+                    return;
+                }
+                bump(&self.stats.acked_measured, 1);
+                bump(&self.stats.acked_bytes_measured, bytes);
+                self.stats
+                    .publish
+                    .record_ns(now_ns.saturating_sub(header.intended_ns));
+                if self.open_loop {
+                    self.stats
+                        .publish_uncorrected
+                        .record_ns(now_ns.saturating_sub(header.sent_ns));
+                }
+            }
+            Err((error, _message)) => {
+                bump(&self.stats.failed_total, 1);
+                self.errors.add(format!("delivery: {}", error_kind(error)));
+            }
+        }
+    }
+}
+
+/// A short, stable name for an error kind, e.g. "MessageTimedOut".
+pub fn error_kind(error: &KafkaError) -> String {
+    match error.rdkafka_error_code() {
+        Some(code) => format!("{code:?}"),
+        None => error.to_string(),
+    }
+}
+
+/// What one producer thread needs; built by the orchestrator.
+pub struct ProducerSetup {
+    pub clock: Clock,
+    pub topic: String,
+    pub partitions: i32,
+    pub record_size: RecordSize,
+    pub keys: KeySpec,
+    /// Records per second for this producer; `None` is closed loop.
+    pub rate: Option<f64>,
+    pub arrival: Arrival,
+    /// This producer's first intended send time is `start + phase_ns` so that producers with
+    /// constant arrivals do not all send at the same instant.
+    pub phase_ns: u64,
+    /// Measured records this producer sends before it stops, instead of a duration.
+    pub quota: Option<u64>,
+    pub run_id: u32,
+    pub seed: u64,
+    pub pool: Arc<PayloadPool>,
+    pub drain_timeout: Duration,
+}
+
+/// Runs the sender loop until the timeline's end, the quota, or `stop`; then waits up to the
+/// drain timeout for outstanding acknowledgements.
+pub fn run(
+    setup: ProducerSetup,
+    producer: ThreadedProducer<ProducerCtx>,
+    timeline: Arc<Timeline>,
+    stop: Arc<AtomicBool>,
+) {
+    init_thread_timer_slack();
+    let ctx = Arc::clone(producer.context());
+    let stats = &ctx.stats;
+    let clock = setup.clock;
+    let mut rng = SmallRng::seed_from_u64(setup.seed);
+    let normal = setup.record_size.normal();
+    // The spec was validated when parsed, so building the sampler cannot fail here.
+    let Ok(mut keys) = KeySampler::new(setup.keys) else {
+        return;
+    };
+    let mut buf = vec![0u8; setup.record_size.max_bytes()];
+    let mut key_buf = [0u8; KEY_BYTES_MAX];
+    let start_ns = timeline.start_ns();
+    let warmup_end_ns = timeline.warmup_end_ns();
+    let end_ns = timeline.end_ns();
+    let mut gaps = setup.rate.map(|rate| Gaps::new(rate, setup.arrival));
+    let mut next_intended_ns = start_ns + setup.phase_ns;
+    let mut measured_sent = 0u64;
+
+    'records: loop {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let now_ns = clock.wall_ns();
+        let intended_ns = if gaps.is_some() {
+            next_intended_ns
+        } else {
+            now_ns
+        };
+        if intended_ns >= end_ns || setup.quota.is_some_and(|quota| measured_sent >= quota) {
+            break;
+        }
+        if intended_ns > now_ns {
+            sleep_until(clock.instant_at(intended_ns));
+            continue;
+        }
+        let size = setup.record_size.sample(&mut rng, normal.as_ref());
+        setup.pool.fill(&mut buf[..size], &mut rng);
+        let routing = keys.next(&mut rng, setup.partitions);
+        let key_len = match routing {
+            Routing::Key(index) => write_key(&mut key_buf, index),
+            Routing::Unkeyed | Routing::Partition(_) => 0,
+        };
+        let mut header = Header {
+            run_id: setup.run_id,
+            intended_ns,
+            sent_ns: now_ns,
+        };
+        header.write(&mut buf[..size]);
+        loop {
+            let mut record = BaseRecord::to(&setup.topic).payload(&buf[..size]);
+            match routing {
+                Routing::Key(_) => record = record.key(&key_buf[..key_len]),
+                Routing::Partition(partition) => record = record.partition(partition),
+                Routing::Unkeyed => {}
+            }
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    bump(&stats.queue_full_waits, 1);
+                    std::thread::sleep(QUEUE_FULL_BACKOFF);
+                    if stop.load(Ordering::Relaxed) {
+                        break 'records;
+                    }
+                    header.sent_ns = clock.wall_ns();
+                    if gaps.is_none() {
+                        // Closed loop measures from when the client took the record.
+                        header.intended_ns = header.sent_ns;
+                    }
+                    header.write(&mut buf[..size]);
+                }
+                Err((error, _)) => {
+                    bump(&stats.failed_total, 1);
+                    ctx.errors.add(format!("send: {}", error_kind(&error)));
+                    break;
+                }
+            }
+        }
+        bump(&stats.sent_total, 1);
+        if header.intended_ns >= warmup_end_ns {
+            measured_sent += 1;
+            bump(&stats.sent_measured, 1);
+            if gaps.is_some() {
+                let lag_ns = header.sent_ns.saturating_sub(header.intended_ns);
+                stats.send_lag.record_ns(lag_ns);
+                if lag_ns > LATE_SEND_NS {
+                    bump(&stats.late_measured, 1);
+                }
+            }
+        }
+        if let Some(gaps) = gaps.as_mut() {
+            next_intended_ns = start_ns + setup.phase_ns + gaps.next_offset_ns(&mut rng);
+        }
+    }
+
+    let stopped_ns = clock.wall_ns();
+    if gaps.is_some() {
+        // Records that were due before the end (or before an interrupt) but never sent count
+        // against keeping up; otherwise a sender that fell far behind would look on time.
+        let cutoff_ns = end_ns.min(stopped_ns);
+        let mut missed = 0u64;
+        while next_intended_ns < cutoff_ns {
+            if next_intended_ns >= warmup_end_ns {
+                missed += 1;
+            }
+            next_intended_ns = match gaps.as_mut() {
+                Some(gaps) => start_ns + setup.phase_ns + gaps.next_offset_ns(&mut rng),
+                None => break,
+            };
+        }
+        bump(&stats.missed_measured, missed);
+    }
+    stats.send_end_ns.store(stopped_ns, Ordering::Release);
+    stats.done_sending.store(true, Ordering::Release);
+    if let Err(error) = producer.flush(setup.drain_timeout) {
+        ctx.errors.add(format!(
+            "flush: {} ({} records unacknowledged after the drain timeout)",
+            error_kind(&error),
+            producer.in_flight_count()
+        ));
+    }
+}
+
+/// Open-loop send times relative to the start, in ns. Offsets are accumulated in f64 from the
+/// start rather than added as rounded integer gaps, so a long run does not drift off its rate.
+struct Gaps {
+    arrival: Arrival,
+    period_ns: f64,
+    exp: Option<Exp<f64>>,
+    offset_ns: f64,
+}
+
+impl Gaps {
+    fn new(rate: f64, arrival: Arrival) -> Gaps {
+        assert!(rate > 0.0);
+        let period_ns = 1e9 / rate;
+        let exp = match arrival {
+            Arrival::Poisson => Exp::new(1.0 / period_ns).ok(),
+            Arrival::Constant => None,
+        };
+        Gaps {
+            arrival,
+            period_ns,
+            exp,
+            offset_ns: 0.0,
+        }
+    }
+
+    fn next_offset_ns(&mut self, rng: &mut SmallRng) -> u64 {
+        self.offset_ns += match (self.arrival, &self.exp) {
+            (Arrival::Poisson, Some(exp)) => exp.sample(rng),
+            _ => self.period_ns,
+        };
+        self.offset_ns as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_gaps_do_not_drift() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let mut gaps = Gaps::new(3.0, Arrival::Constant);
+        let mut last = 0;
+        for _ in 0..3_000 {
+            last = gaps.next_offset_ns(&mut rng);
+        }
+        // 3000 records at 3/s end at 1000 s, to the nanosecond.
+        assert!(last.abs_diff(1_000_000_000_000) <= 1, "last offset {last}");
+    }
+
+    #[test]
+    fn poisson_gaps_average_to_the_rate() {
+        let mut rng = SmallRng::seed_from_u64(2);
+        let mut gaps = Gaps::new(1000.0, Arrival::Poisson);
+        let count = 100_000;
+        let mut last = 0;
+        for _ in 0..count {
+            last = gaps.next_offset_ns(&mut rng);
+        }
+        let seconds = last as f64 / 1e9;
+        assert!(
+            (seconds - 100.0).abs() < 2.0,
+            "100000 arrivals at 1000/s took {seconds} s"
+        );
+    }
+}

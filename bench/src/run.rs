@@ -1,0 +1,745 @@
+//! One benchmark run: set up the topic and clients, start the workers at a common start time,
+//! report progress every second, stop, drain, and assemble the results.
+//!
+//! ```text
+//!   start ----- warm-up ----- warmup_end ------ measured window ------ end -- drain --
+//!   records sent here are     records whose (intended) send time       acks and consumers
+//!   left out of all results   falls here are the results               catch up, not timed
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::admin::{self, REQUEST_TIMEOUT};
+use crate::cli::RunArgs;
+use crate::clock::{duration_ns, Clock};
+use crate::consumer::{self, ConsumerCtx, ConsumerSetup};
+use crate::cpu::cpu_seconds;
+use crate::payload::PayloadPool;
+use crate::producer::{self, ProducerCtx, ProducerSetup, Timeline, LATE_SEND_NS};
+use crate::report::{
+    mb_per_sec, ms, per_sec, BrokerCpu, ConsumeResult, CpuResult, LatencySummary, OpenLoopResult,
+    ProduceResult, RunConfig, RunResult, FORMAT_VERSION,
+};
+use crate::spec::{Acks, Arrival, StartFrom};
+use crate::stats::{load, merge, sum, ConsumerStats, ErrorCounts, ProducerStats};
+
+/// How often the monitor wakes up to check for the end of the run.
+const TICK: Duration = Duration::from_millis(10);
+const PROGRESS_INTERVAL_NS: u64 = 1_000_000_000;
+/// An open-loop run kept up when at most this fraction of the due records were sent late or
+/// not at all.
+const LATE_FRACTION_MAX: f64 = 0.01;
+/// Producer and consumer threads a run may start; more would only measure context switches.
+const WORKERS_MAX: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    Produce,
+    Consume,
+    EndToEnd,
+}
+
+impl Workload {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Workload::Produce => "produce",
+            Workload::Consume => "consume",
+            Workload::EndToEnd => "end-to-end",
+        }
+    }
+
+    fn produces(&self) -> bool {
+        matches!(self, Workload::Produce | Workload::EndToEnd)
+    }
+
+    fn consumes(&self) -> bool {
+        matches!(self, Workload::Consume | Workload::EndToEnd)
+    }
+}
+
+/// The outcome of a run: the results and the merged histograms behind them (by series name).
+pub struct RunOutput {
+    pub result: RunResult,
+    pub histograms: Vec<(String, Histogram<u64>)>,
+}
+
+pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
+    validate(workload, args)?;
+    let clock = Clock::new();
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let run_id: u32 = rand::random();
+    let started_at_unix_ms = clock.wall_ns() / 1_000_000;
+    let partitions = admin::ensure_topic(
+        &args.bootstrap,
+        &args.topic,
+        args.partitions,
+        args.replication_factor,
+    )?;
+    let open_loop = workload.produces() && args.rate.is_some();
+    let errors = Arc::new(ErrorCounts::default());
+    let timeline = Arc::new(Timeline::default());
+    let stop_producers = Arc::new(AtomicBool::new(false));
+    let stop_consumers = Arc::new(AtomicBool::new(false));
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&interrupted))
+            .map_err(|e| format!("cannot install a signal handler: {e}"))?;
+    }
+
+    let producer_config = producer_config(args);
+    let consumer_config = consumer_config(args, run_id);
+    let producer_count = if workload.produces() {
+        args.producers
+    } else {
+        0
+    };
+    let consumer_count = if workload.consumes() {
+        args.consumers
+    } else {
+        0
+    };
+    let mut producers = Vec::new();
+    let mut producer_stats = Vec::new();
+    for _ in 0..producer_count {
+        let stats = Arc::new(ProducerStats::default());
+        let ctx = ProducerCtx {
+            clock,
+            stats: Arc::clone(&stats),
+            errors: Arc::clone(&errors),
+            timeline: Arc::clone(&timeline),
+            open_loop,
+        };
+        let mut config = admin::base_config(&args.bootstrap);
+        for (key, value) in &producer_config {
+            config.set(key, value);
+        }
+        let producer: ThreadedProducer<ProducerCtx> = config
+            .create_with_context(ctx)
+            .map_err(|e| format!("cannot create a producer: {e}"))?;
+        // Connect before the clock starts, so that connection set-up is not the first
+        // records' latency even without a warm-up.
+        producer
+            .client()
+            .fetch_metadata(Some(&args.topic), REQUEST_TIMEOUT)
+            .map_err(|e| format!("producer cannot reach {}: {e}", args.bootstrap))?;
+        producers.push(producer);
+        producer_stats.push(stats);
+    }
+
+    let mut consumers = Vec::new();
+    let mut consumer_stats = Vec::new();
+    if consumer_count > partitions as usize {
+        eprintln!(
+            "note: {consumer_count} consumers for {partitions} partitions; \
+             {} will have nothing to read",
+            consumer_count - partitions as usize
+        );
+    }
+    for index in 0..consumer_count {
+        let mut config = admin::base_config(&args.bootstrap);
+        for (key, value) in &consumer_config {
+            config.set(key, value);
+        }
+        let consumer: BaseConsumer<ConsumerCtx> = config
+            .create_with_context(ConsumerCtx {
+                errors: Arc::clone(&errors),
+            })
+            .map_err(|e| format!("cannot create a consumer: {e}"))?;
+        let mine: Vec<i32> = (0..partitions)
+            .filter(|p| *p as usize % consumer_count == index)
+            .collect();
+        let from_tail = workload == Workload::EndToEnd || args.from == StartFrom::Tail;
+        let mut assignment = TopicPartitionList::new();
+        if from_tail {
+            let marks = admin::watermarks(&consumer, &args.topic, partitions)?;
+            for partition in &mine {
+                let (_, high) = marks[*partition as usize];
+                assignment
+                    .add_partition_offset(&args.topic, *partition, Offset::Offset(high))
+                    .map_err(|e| format!("cannot build the assignment: {e}"))?;
+            }
+        } else {
+            for partition in &mine {
+                assignment
+                    .add_partition_offset(&args.topic, *partition, Offset::Beginning)
+                    .map_err(|e| format!("cannot build the assignment: {e}"))?;
+            }
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|e| format!("cannot assign partitions: {e}"))?;
+        consumers.push(consumer);
+        consumer_stats.push(Arc::new(ConsumerStats::default()));
+    }
+
+    let broker_cpu_start: Vec<Option<f64>> = args
+        .broker_pid
+        .iter()
+        .map(|pid| cpu_seconds(Some(*pid)))
+        .collect();
+    let bench_cpu_start = cpu_seconds(None).unwrap_or(0.0);
+    let pool = Arc::new(PayloadPool::new(
+        args.payload,
+        args.record_size.max_bytes(),
+        &mut rand::thread_rng(),
+    ));
+
+    let start_ns = clock.wall_ns();
+    let warmup_end_ns = start_ns + duration_ns(args.warmup);
+    let counted = args.records.is_some();
+    let end_ns = if counted {
+        u64::MAX
+    } else {
+        warmup_end_ns + duration_ns(args.duration)
+    };
+    timeline.set(start_ns, warmup_end_ns, end_ns);
+
+    let mut producer_threads: Vec<JoinHandle<()>> = Vec::new();
+    let rate_each = args.rate.map(|rate| rate / producer_count.max(1) as f64);
+    for (index, producer) in producers.into_iter().enumerate() {
+        let quota = args.records.filter(|_| workload.produces()).map(|records| {
+            let base = records / producer_count as u64;
+            base + u64::from((index as u64) < records % producer_count as u64)
+        });
+        // Spread constant-rate producers evenly over one period instead of sending together.
+        let phase_ns = match (rate_each, args.arrival) {
+            (Some(rate), Arrival::Constant) => {
+                (1e9 / rate * index as f64 / producer_count as f64) as u64
+            }
+            _ => 0,
+        };
+        let setup = ProducerSetup {
+            clock,
+            topic: args.topic.clone(),
+            partitions,
+            record_size: args.record_size,
+            keys: args.keys,
+            rate: rate_each,
+            arrival: args.arrival,
+            phase_ns,
+            quota,
+            run_id,
+            seed: seed.wrapping_add(index as u64),
+            pool: Arc::clone(&pool),
+            drain_timeout: args.drain_timeout,
+        };
+        let (timeline, stop) = (Arc::clone(&timeline), Arc::clone(&stop_producers));
+        producer_threads.push(
+            std::thread::Builder::new()
+                .name(format!("producer-{index}"))
+                .spawn(move || producer::run(setup, producer, timeline, stop))
+                .map_err(|e| format!("cannot start a producer thread: {e}"))?,
+        );
+    }
+    let mut consumer_threads: Vec<JoinHandle<()>> = Vec::new();
+    for (index, consumer) in consumers.into_iter().enumerate() {
+        let setup = ConsumerSetup {
+            clock,
+            end_to_end: workload == Workload::EndToEnd,
+            open_loop,
+            run_id,
+        };
+        let stats = Arc::clone(&consumer_stats[index]);
+        let (timeline, stop) = (Arc::clone(&timeline), Arc::clone(&stop_consumers));
+        consumer_threads.push(
+            std::thread::Builder::new()
+                .name(format!("consumer-{index}"))
+                .spawn(move || consumer::run(setup, consumer, stats, timeline, stop))
+                .map_err(|e| format!("cannot start a consumer thread: {e}"))?,
+        );
+    }
+
+    // Monitor: progress once a second, CPU samples at the window's edges, end of the window.
+    let mut progress = Progress::new(clock, start_ns, warmup_end_ns, args);
+    let mut broker_cpu_window_start: Option<Vec<Option<f64>>> = None;
+    let measure_end_ns;
+    loop {
+        std::thread::sleep(TICK);
+        let now_ns = clock.wall_ns();
+        if interrupted.load(Ordering::Relaxed) {
+            stop_producers.store(true, Ordering::Relaxed);
+        }
+        if broker_cpu_window_start.is_none() && now_ns >= warmup_end_ns {
+            broker_cpu_window_start = Some(sample_brokers(&args.broker_pid));
+        }
+        progress.maybe_print(now_ns, "", &producer_stats, &consumer_stats, &errors);
+        let done = if workload.produces() {
+            producer_stats
+                .iter()
+                .all(|s| s.done_sending.load(Ordering::Acquire))
+        } else {
+            let consumed = sum(&consumer_stats, |s| &s.consumed_measured);
+            interrupted.load(Ordering::Relaxed)
+                || args
+                    .records
+                    .map_or(now_ns >= end_ns, |records| consumed >= records)
+        };
+        if done {
+            measure_end_ns = if workload.produces() {
+                producer_stats
+                    .iter()
+                    .map(|s| load(&s.send_end_ns))
+                    .max()
+                    .unwrap_or(now_ns)
+            } else {
+                now_ns
+            };
+            break;
+        }
+    }
+    let broker_cpu_window_end = sample_brokers(&args.broker_pid);
+    let broker_cpu_window_start =
+        broker_cpu_window_start.unwrap_or_else(|| broker_cpu_window_end.clone());
+    // Counters of a consume-only run freeze at the end of its window.
+    let consume_window_snapshot = (
+        sum(&consumer_stats, |s| &s.consumed_measured),
+        sum(&consumer_stats, |s| &s.consumed_bytes_measured),
+    );
+
+    // Drain: producers flush, then end-to-end consumers catch up with what was acknowledged.
+    while producer_threads.iter().any(|t| !t.is_finished()) {
+        std::thread::sleep(TICK);
+        progress.maybe_print(
+            clock.wall_ns(),
+            "draining",
+            &producer_stats,
+            &consumer_stats,
+            &errors,
+        );
+    }
+    for thread in producer_threads {
+        let _ = thread.join();
+    }
+    if workload == Workload::EndToEnd {
+        let acked = sum(&producer_stats, |s| &s.acked_total);
+        let drain_deadline_ns = clock.wall_ns() + duration_ns(args.drain_timeout);
+        loop {
+            let seen = sum(&consumer_stats, |s| &s.run_records);
+            let now_ns = clock.wall_ns();
+            if seen >= acked {
+                break;
+            }
+            if now_ns >= drain_deadline_ns {
+                errors.add(format!(
+                    "drain: {} acknowledged records not consumed within {:.0} s",
+                    acked - seen,
+                    args.drain_timeout.as_secs_f64()
+                ));
+                break;
+            }
+            std::thread::sleep(TICK);
+            progress.maybe_print(
+                now_ns,
+                "draining",
+                &producer_stats,
+                &consumer_stats,
+                &errors,
+            );
+        }
+    }
+    stop_consumers.store(true, Ordering::Relaxed);
+    for thread in consumer_threads {
+        let _ = thread.join();
+    }
+    let broker_cpu_end = sample_brokers(&args.broker_pid);
+    let bench_cpu_seconds = cpu_seconds(None).unwrap_or(0.0) - bench_cpu_start;
+
+    let measured_seconds = measure_end_ns.saturating_sub(warmup_end_ns) as f64 / 1e9;
+    let mut latency = BTreeMap::new();
+    let mut histograms = Vec::new();
+    let mut add_series = |name: &str, histogram: Histogram<u64>, corrected: bool| {
+        latency.insert(
+            name.to_string(),
+            LatencySummary::from_histogram(&histogram, corrected),
+        );
+        histograms.push((name.to_string(), histogram));
+    };
+    let produce = workload.produces().then(|| {
+        add_series("publish", merge(&producer_stats, |s| &s.publish), open_loop);
+        if open_loop {
+            add_series(
+                "publish_uncorrected",
+                merge(&producer_stats, |s| &s.publish_uncorrected),
+                false,
+            );
+        }
+        let acked = sum(&producer_stats, |s| &s.acked_measured);
+        let bytes = sum(&producer_stats, |s| &s.acked_bytes_measured);
+        ProduceResult {
+            sent_total: sum(&producer_stats, |s| &s.sent_total),
+            acked_total: sum(&producer_stats, |s| &s.acked_total),
+            failed_total: sum(&producer_stats, |s| &s.failed_total),
+            sent: sum(&producer_stats, |s| &s.sent_measured),
+            acked,
+            bytes,
+            records_per_sec: per_sec(acked, measured_seconds),
+            mb_per_sec: mb_per_sec(bytes, measured_seconds),
+            queue_full_waits: sum(&producer_stats, |s| &s.queue_full_waits),
+        }
+    });
+    let consume = workload.consumes().then(|| {
+        let (consumed, bytes) = if workload == Workload::EndToEnd {
+            (
+                sum(&consumer_stats, |s| &s.consumed_measured),
+                sum(&consumer_stats, |s| &s.consumed_bytes_measured),
+            )
+        } else {
+            consume_window_snapshot
+        };
+        if workload == Workload::EndToEnd {
+            add_series(
+                "end_to_end",
+                merge(&consumer_stats, |s| &s.end_to_end),
+                open_loop,
+            );
+            if open_loop {
+                add_series(
+                    "end_to_end_uncorrected",
+                    merge(&consumer_stats, |s| &s.end_to_end_uncorrected),
+                    false,
+                );
+            }
+        }
+        ConsumeResult {
+            consumed_total: sum(&consumer_stats, |s| &s.consumed_total),
+            consumed,
+            bytes,
+            records_per_sec: per_sec(consumed, measured_seconds),
+            mb_per_sec: mb_per_sec(bytes, measured_seconds),
+            foreign_records: sum(&consumer_stats, |s| &s.foreign_records),
+        }
+    });
+    let open_loop_result = match (open_loop, args.rate) {
+        (true, Some(rate)) => Some(open_loop_result(
+            rate,
+            args.arrival,
+            &producer_stats,
+            measured_seconds,
+        )),
+        _ => None,
+    };
+    let brokers = args
+        .broker_pid
+        .iter()
+        .enumerate()
+        .map(|(i, pid)| BrokerCpu {
+            pid: *pid,
+            run_seconds: delta(broker_cpu_start[i], broker_cpu_end[i]),
+            measured_seconds: delta(broker_cpu_window_start[i], broker_cpu_window_end[i]),
+        })
+        .collect();
+    let result = RunResult {
+        format_version: FORMAT_VERSION,
+        label: args.label.clone().unwrap_or_else(|| args.bootstrap.clone()),
+        bootstrap: args.bootstrap.clone(),
+        workload: workload.name().to_string(),
+        started_at_unix_ms,
+        interrupted: interrupted.load(Ordering::Relaxed),
+        config: run_config(
+            workload,
+            args,
+            partitions,
+            seed,
+            producer_config,
+            consumer_config,
+        ),
+        measured_seconds,
+        produce,
+        consume,
+        open_loop: open_loop_result,
+        latency,
+        errors: errors.snapshot(),
+        cpu: CpuResult {
+            bench_seconds: bench_cpu_seconds,
+            brokers,
+        },
+    };
+    Ok(RunOutput { result, histograms })
+}
+
+fn validate(workload: Workload, args: &RunArgs) -> Result<(), String> {
+    if args.partitions < 1 {
+        return Err("--partitions must be at least 1".to_string());
+    }
+    if workload.produces() && !(1..=WORKERS_MAX).contains(&args.producers) {
+        return Err(format!("--producers must be between 1 and {WORKERS_MAX}"));
+    }
+    if workload.consumes() && !(1..=WORKERS_MAX).contains(&args.consumers) {
+        return Err(format!("--consumers must be between 1 and {WORKERS_MAX}"));
+    }
+    if args.idempotence && args.acks != Acks::All {
+        return Err("--idempotence needs --acks all (as librdkafka requires)".to_string());
+    }
+    if args.records == Some(0) {
+        return Err("--records must be at least 1".to_string());
+    }
+    if args.records.is_none() && args.duration.is_zero() {
+        return Err("--duration must be longer than zero".to_string());
+    }
+    if workload == Workload::Consume && args.rate.is_some() {
+        return Err("--rate applies to producers; `consume` reads as fast as it can".to_string());
+    }
+    Ok(())
+}
+
+fn producer_config(args: &RunArgs) -> BTreeMap<String, String> {
+    let mut config = BTreeMap::new();
+    let mut set = |key: &str, value: String| {
+        config.insert(key.to_string(), value);
+    };
+    set("acks", args.acks.librdkafka_value().to_string());
+    set(
+        "compression.type",
+        args.compression.librdkafka_name().to_string(),
+    );
+    set("enable.idempotence", args.idempotence.to_string());
+    if let Some(linger_ms) = args.linger_ms {
+        set("linger.ms", linger_ms.to_string());
+    }
+    if let Some(batch_size) = args.batch_size {
+        set("batch.size", batch_size.to_string());
+    }
+    for (key, value) in &args.producer_config {
+        set(key, value.clone());
+    }
+    config
+}
+
+fn consumer_config(args: &RunArgs, run_id: u32) -> BTreeMap<String, String> {
+    let mut config = BTreeMap::new();
+    let mut set = |key: &str, value: &str| {
+        config.insert(key.to_string(), value.to_string());
+    };
+    // librdkafka needs a group id to assign partitions, but the bench never joins the group
+    // (no subscribe) and never commits, so the group does not exist on the broker.
+    set("group.id", &format!("spate-bench-{run_id:08x}"));
+    set("enable.auto.commit", "false");
+    set("enable.auto.offset.store", "false");
+    set("auto.offset.reset", "earliest");
+    for (key, value) in &args.consumer_config {
+        set(key, value);
+    }
+    config
+}
+
+fn run_config(
+    workload: Workload,
+    args: &RunArgs,
+    partitions: i32,
+    seed: u64,
+    producer_config: BTreeMap<String, String>,
+    consumer_config: BTreeMap<String, String>,
+) -> RunConfig {
+    RunConfig {
+        topic: args.topic.clone(),
+        partitions,
+        producers: if workload.produces() {
+            args.producers
+        } else {
+            0
+        },
+        consumers: if workload.consumes() {
+            args.consumers
+        } else {
+            0
+        },
+        record_size: args.record_size.to_string(),
+        payload: format!("{:?}", args.payload).to_lowercase(),
+        keys: args.keys.to_string(),
+        compression: args.compression.librdkafka_name().to_string(),
+        acks: args.acks.librdkafka_value().to_string(),
+        linger_ms: args.linger_ms,
+        batch_size: args.batch_size,
+        idempotence: args.idempotence,
+        duration_seconds: args.duration.as_secs_f64(),
+        records: args.records,
+        warmup_seconds: args.warmup.as_secs_f64(),
+        rate: args.rate.filter(|_| workload.produces()),
+        arrival: format!("{:?}", args.arrival).to_lowercase(),
+        from: (workload == Workload::Consume).then(|| format!("{:?}", args.from).to_lowercase()),
+        seed,
+        producer_config: if workload.produces() {
+            producer_config
+        } else {
+            BTreeMap::new()
+        },
+        consumer_config: if workload.consumes() {
+            consumer_config
+        } else {
+            BTreeMap::new()
+        },
+    }
+}
+
+fn open_loop_result(
+    rate: f64,
+    arrival: Arrival,
+    producer_stats: &[Arc<ProducerStats>],
+    measured_seconds: f64,
+) -> OpenLoopResult {
+    let sent = sum(producer_stats, |s| &s.sent_measured);
+    let missed = sum(producer_stats, |s| &s.missed_measured);
+    let late = sum(producer_stats, |s| &s.late_measured);
+    let scheduled = sent + missed;
+    let achieved_rate = per_sec(sent, measured_seconds);
+    let send_lag = merge(producer_stats, |s| &s.send_lag);
+    let send_lag = (!send_lag.is_empty()).then(|| LatencySummary::from_histogram(&send_lag, false));
+    let allowed = (scheduled as f64 * LATE_FRACTION_MAX).floor() as u64;
+    let kept_up = missed <= allowed && late <= allowed;
+    let lag_text = send_lag.as_ref().map_or(String::new(), |lag| {
+        format!(
+            "; send lag p99 {} ms, max {} ms",
+            ms(lag.p99_us),
+            ms(lag.max_us)
+        )
+    });
+    let late_threshold_ms = LATE_SEND_NS as f64 / 1e6;
+    let verdict = if kept_up {
+        format!("kept up: target {rate:.0} records/s, sent {achieved_rate:.1} records/s{lag_text}")
+    } else {
+        format!(
+            "COULD NOT KEEP UP: target {rate:.0} records/s, sent {achieved_rate:.1} records/s; \
+             {missed} of {scheduled} due records never sent, {late} sent more than \
+             {late_threshold_ms:.0} ms late{lag_text}. The broker was offered less load than \
+             asked: lower --rate, add --producers, or look at the bench's CPU"
+        )
+    };
+    OpenLoopResult {
+        target_rate: rate,
+        arrival: format!("{arrival:?}").to_lowercase(),
+        scheduled,
+        sent,
+        missed,
+        achieved_rate,
+        late,
+        late_threshold_ms,
+        send_lag,
+        kept_up,
+        verdict,
+    }
+}
+
+fn sample_brokers(pids: &[u32]) -> Vec<Option<f64>> {
+    pids.iter().map(|pid| cpu_seconds(Some(*pid))).collect()
+}
+
+fn delta(before: Option<f64>, after: Option<f64>) -> f64 {
+    match (before, after) {
+        (Some(before), Some(after)) => after - before,
+        _ => 0.0,
+    }
+}
+
+/// The live progress line on stderr: rates over the last second, latency so far.
+struct Progress {
+    clock: Clock,
+    quiet: bool,
+    start_ns: u64,
+    warmup_end_ns: u64,
+    next_ns: u64,
+    last_ns: u64,
+    last: [u64; 4],
+    last_consumed_bytes: u64,
+    rate: Option<f64>,
+}
+
+impl Progress {
+    fn new(clock: Clock, start_ns: u64, warmup_end_ns: u64, args: &RunArgs) -> Progress {
+        Progress {
+            clock,
+            quiet: args.quiet,
+            start_ns,
+            warmup_end_ns,
+            next_ns: start_ns + PROGRESS_INTERVAL_NS,
+            last_ns: start_ns,
+            last: [0; 4],
+            last_consumed_bytes: 0,
+            rate: args.rate,
+        }
+    }
+
+    fn maybe_print(
+        &mut self,
+        now_ns: u64,
+        phase: &str,
+        producers: &[Arc<ProducerStats>],
+        consumers: &[Arc<ConsumerStats>],
+        errors: &ErrorCounts,
+    ) {
+        if now_ns < self.next_ns {
+            return;
+        }
+        self.next_ns += PROGRESS_INTERVAL_NS * ((now_ns - self.next_ns) / PROGRESS_INTERVAL_NS + 1);
+        if self.quiet {
+            return;
+        }
+        let counters = [
+            sum(producers, |s| &s.sent_total),
+            sum(producers, |s| &s.acked_total),
+            sum(producers, |s| &s.acked_bytes_total),
+            sum(consumers, |s| &s.consumed_total),
+        ];
+        let consumed_bytes = sum(consumers, |s| &s.consumed_bytes_total);
+        let seconds = (now_ns - self.last_ns) as f64 / 1e9;
+        let rate = |i: usize| per_sec(counters[i] - self.last[i], seconds);
+        let phase = if !phase.is_empty() {
+            phase
+        } else if now_ns < self.warmup_end_ns {
+            "warm-up"
+        } else {
+            "measuring"
+        };
+        let mut line = format!(
+            "[{:>6.1}s {phase:>9}]",
+            (now_ns - self.start_ns) as f64 / 1e9
+        );
+        if !producers.is_empty() {
+            line += &format!(
+                " sent {:>9.0}/s acked {:>9.0}/s {:>7.2} MB/s",
+                rate(0),
+                rate(1),
+                mb_per_sec(counters[2] - self.last[2], seconds)
+            );
+            line += &percentiles(" | publish", merge(producers, |s| &s.publish));
+            if let Some(target) = self.rate {
+                let due = target * (now_ns - self.start_ns) as f64 / 1e9;
+                let behind = due - counters[0] as f64;
+                if behind > (target * LATE_FRACTION_MAX).max(1.0) + producers.len() as f64 {
+                    line += &format!(" | BEHIND by {behind:.0} records");
+                }
+            }
+        }
+        if !consumers.is_empty() {
+            let bytes_rate = mb_per_sec(consumed_bytes - self.last_consumed_bytes, seconds);
+            line += &format!(" | consumed {:>9.0}/s {bytes_rate:>7.2} MB/s", rate(3));
+            if consumers.iter().any(|c| load(&c.run_records) > 0) {
+                line += &percentiles(" | e2e", merge(consumers, |s| &s.end_to_end));
+            }
+        }
+        line += &format!(" | errors {}", errors.total());
+        eprintln!("{line}");
+        self.last = counters;
+        self.last_consumed_bytes = consumed_bytes;
+        self.last_ns = self.clock.wall_ns().max(now_ns);
+    }
+}
+
+fn percentiles(name: &str, histogram: Histogram<u64>) -> String {
+    if histogram.is_empty() {
+        return format!("{name} -");
+    }
+    format!(
+        "{name} p50 {} ms p99 {} ms",
+        ms(histogram.value_at_quantile(0.5)),
+        ms(histogram.value_at_quantile(0.99))
+    )
+}
