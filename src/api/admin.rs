@@ -1,0 +1,284 @@
+//! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs and
+//! DescribeCluster. Changes go to the controller shard, which persists the catalog and tells
+//! every shard before answering, so the next request on any connection sees the change.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::{
+    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, TopicName,
+};
+
+use super::{str_bytes, Context, Outcome};
+use crate::model::topic::TOPIC_CONFIG_NAMES;
+use crate::protocol::errors;
+use crate::shard::mesh::{CreateTopic, ShardRequest, ShardResponse, TopicError};
+use crate::shard::CONTROLLER;
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+/// DescribeConfigs config sources (Kafka's `ConfigSource`).
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+pub async fn create_topics(ctx: &Context<'_>, body: Bytes) -> Outcome {
+    let request: CreateTopicsRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(close) => return close,
+    };
+    let mut response = CreateTopicsResponse::default();
+    let mut seen = BTreeMap::new();
+    for topic in &request.topics {
+        *seen.entry(topic.name.0.to_string()).or_insert(0) += 1;
+    }
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let mut result = CreatableTopicResult::default();
+        result.name = topic.name.clone();
+        result.num_partitions = -1;
+        result.replication_factor = -1;
+        let outcome = if seen.get(&name).copied().unwrap_or(0) > 1 {
+            Err(TopicError { code: errors::INVALID_REQUEST, message: "topic named twice in one request".into() })
+        } else if topic.replication_factor != -1 && topic.replication_factor != 1 {
+            Err(TopicError {
+                code: errors::INVALID_REPLICATION_FACTOR,
+                message: format!("replication factor {} is larger than the 1 available broker", topic.replication_factor),
+            })
+        } else if !topic.assignments.is_empty() {
+            Err(TopicError { code: errors::INVALID_REPLICA_ASSIGNMENT, message: "manual replica assignment is not supported".into() })
+        } else {
+            let mut overrides = BTreeMap::new();
+            let mut bad = None;
+            for config in &topic.configs {
+                match &config.value {
+                    Some(value) => {
+                        overrides.insert(config.name.to_string(), value.to_string());
+                    }
+                    None => bad = Some(config.name.to_string()),
+                }
+            }
+            match bad {
+                Some(key) => Err(TopicError { code: errors::INVALID_CONFIG, message: format!("config {key} has no value") }),
+                None => {
+                    let create = CreateTopic {
+                        name: name.clone(),
+                        partitions: topic.num_partitions,
+                        overrides,
+                        validate_only: request.validate_only,
+                    };
+                    match ctx.shard.call(CONTROLLER, ShardRequest::CreateTopic(create)).await {
+                        ShardResponse::Topic(outcome) => outcome,
+                        _ => Err(TopicError { code: errors::UNKNOWN_SERVER_ERROR, message: "controller unavailable".into() }),
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(meta) => {
+                result.topic_id = uuid::Uuid::from_bytes(meta.id);
+                result.num_partitions = meta.partitions;
+                result.replication_factor = 1;
+                if ctx.version >= 5 {
+                    result.configs = Some(
+                        TOPIC_CONFIG_NAMES
+                            .iter()
+                            .filter_map(|key| {
+                                let value = meta.config.value_of(key)?;
+                                let mut c = CreatableTopicConfigs::default();
+                                c.name = str_bytes(key);
+                                c.value = Some(str_bytes(&value));
+                                c.config_source = if meta.overrides.contains_key(*key) { SOURCE_TOPIC } else { SOURCE_DEFAULT };
+                                Some(c)
+                            })
+                            .collect(),
+                    );
+                }
+            }
+            Err(e) => {
+                result.error_code = e.code;
+                result.error_message = Some(str_bytes(&e.message));
+            }
+        }
+        response.topics.push(result);
+    }
+    ctx.reply(&response)
+}
+
+pub async fn delete_topics(ctx: &Context<'_>, body: Bytes) -> Outcome {
+    let request: DeleteTopicsRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(close) => return close,
+    };
+    // v6+ names topics by name or id in `topics`; older versions list names.
+    let mut targets: Vec<(Option<String>, uuid::Uuid)> =
+        request.topic_names.iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect();
+    targets.extend(request.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)));
+    let mut response = DeleteTopicsResponse::default();
+    for (name, id) in targets {
+        let mut result = DeletableTopicResult::default();
+        result.topic_id = id;
+        let resolved = match &name {
+            Some(name) => Some(name.clone()),
+            None => ctx.shard.catalog.borrow().name_of(id.as_bytes()).map(|n| n.to_string()),
+        };
+        result.name = name.as_ref().map(|n| TopicName(str_bytes(n)));
+        let Some(resolved) = resolved else {
+            result.error_code = errors::UNKNOWN_TOPIC_ID;
+            response.responses.push(result);
+            continue;
+        };
+        match ctx.shard.call(CONTROLLER, ShardRequest::DeleteTopic { name: resolved.clone() }).await {
+            ShardResponse::Topic(Ok(meta)) => {
+                result.topic_id = uuid::Uuid::from_bytes(meta.id);
+                result.name = Some(TopicName(str_bytes(&resolved)));
+            }
+            ShardResponse::Topic(Err(e)) => {
+                result.error_code = e.code;
+                result.error_message = Some(str_bytes(&e.message));
+            }
+            _ => result.error_code = errors::UNKNOWN_SERVER_ERROR,
+        }
+        response.responses.push(result);
+    }
+    ctx.reply(&response)
+}
+
+pub async fn create_partitions(ctx: &Context<'_>, body: Bytes) -> Outcome {
+    let request: CreatePartitionsRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(close) => return close,
+    };
+    let mut response = CreatePartitionsResponse::default();
+    for topic in request.topics {
+        let mut result = CreatePartitionsTopicResult::default();
+        result.name = topic.name.clone();
+        if topic.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+            result.error_code = errors::INVALID_REPLICA_ASSIGNMENT;
+            result.error_message = Some(str_bytes("manual replica assignment is not supported"));
+            response.results.push(result);
+            continue;
+        }
+        let call = ShardRequest::CreatePartitions {
+            name: topic.name.0.to_string(),
+            count: topic.count,
+            validate_only: request.validate_only,
+        };
+        match ctx.shard.call(CONTROLLER, call).await {
+            ShardResponse::Topic(Ok(_)) => {}
+            ShardResponse::Topic(Err(e)) => {
+                result.error_code = e.code;
+                result.error_message = Some(str_bytes(&e.message));
+            }
+            _ => result.error_code = errors::UNKNOWN_SERVER_ERROR,
+        }
+        response.results.push(result);
+    }
+    ctx.reply(&response)
+}
+
+pub async fn describe_configs(ctx: &Context<'_>, body: Bytes) -> Outcome {
+    let request: DescribeConfigsRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(close) => return close,
+    };
+    let shard = ctx.shard;
+    let mut response = DescribeConfigsResponse::default();
+    for resource in request.resources {
+        let mut result = DescribeConfigsResult::default();
+        result.resource_type = resource.resource_type;
+        result.resource_name = resource.resource_name.clone();
+        let keys: Option<Vec<String>> =
+            resource.configuration_keys.as_ref().map(|k| k.iter().map(|s| s.to_string()).collect());
+        let wanted = |name: &str| keys.as_ref().map_or(true, |k| k.iter().any(|x| x == name));
+        match resource.resource_type {
+            RESOURCE_TOPIC => {
+                let meta = shard.catalog.borrow().get(&resource.resource_name).cloned();
+                match meta {
+                    None => {
+                        result.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                        result.error_message = Some(str_bytes("unknown topic"));
+                    }
+                    Some(meta) => {
+                        for key in TOPIC_CONFIG_NAMES.iter().filter(|k| wanted(k)) {
+                            let Some(value) = meta.config.value_of(key) else { continue };
+                            let source = if meta.overrides.contains_key(*key) { SOURCE_TOPIC } else { SOURCE_DEFAULT };
+                            result.configs.push(entry(key, &value, source, false));
+                        }
+                    }
+                }
+            }
+            RESOURCE_BROKER => {
+                let ours = resource.resource_name.is_empty()
+                    || resource.resource_name.parse::<i32>().ok() == Some(shard.config.node_id);
+                if !ours {
+                    result.error_code = errors::INVALID_REQUEST;
+                    result.error_message = Some(str_bytes("unknown broker id"));
+                } else {
+                    for (key, value) in broker_configs(shard).into_iter().filter(|(k, _)| wanted(k)) {
+                        result.configs.push(entry(&key, &value, SOURCE_STATIC_BROKER, true));
+                    }
+                }
+            }
+            _ => {
+                result.error_code = errors::INVALID_REQUEST;
+                result.error_message = Some(str_bytes("only topic and broker resources are supported"));
+            }
+        }
+        response.results.push(result);
+    }
+    ctx.reply(&response)
+}
+
+fn entry(name: &str, value: &str, source: i8, read_only: bool) -> DescribeConfigsResourceResult {
+    let mut e = DescribeConfigsResourceResult::default();
+    e.name = str_bytes(name);
+    e.value = Some(str_bytes(value));
+    e.read_only = read_only;
+    e.config_source = source;
+    e
+}
+
+/// The broker configs we honour, under Kafka's names.
+fn broker_configs(shard: &crate::shard::Shard) -> Vec<(String, String)> {
+    let c = &shard.config;
+    let d = &c.topic_defaults;
+    vec![
+        ("node.id".into(), c.node_id.to_string()),
+        ("listeners".into(), format!("PLAINTEXT://{}", c.listen)),
+        ("advertised.listeners".into(), format!("PLAINTEXT://{}:{}", c.advertised_host, c.advertised_port)),
+        ("log.dirs".into(), c.data_dir.display().to_string()),
+        ("num.partitions".into(), c.default_partitions.to_string()),
+        ("auto.create.topics.enable".into(), c.auto_create_topics.to_string()),
+        ("socket.request.max.bytes".into(), c.frame_max_bytes.to_string()),
+        ("message.max.bytes".into(), d.max_message_bytes.to_string()),
+        ("log.segment.bytes".into(), d.segment_bytes.to_string()),
+        ("log.roll.ms".into(), d.segment_ms.to_string()),
+        ("log.retention.ms".into(), d.retention_ms.to_string()),
+        ("log.retention.bytes".into(), d.retention_bytes.to_string()),
+        ("num.io.threads".into(), c.cores.to_string()),
+    ]
+}
+
+pub fn describe_cluster(ctx: &Context<'_>, _body: Bytes) -> Outcome {
+    let shard = ctx.shard;
+    let mut response = DescribeClusterResponse::default();
+    response.cluster_id = str_bytes(&shard.catalog.borrow().cluster_id);
+    response.controller_id = BrokerId(shard.config.node_id);
+    response.endpoint_type = 1;
+    let mut broker = DescribeClusterBroker::default();
+    broker.broker_id = BrokerId(shard.config.node_id);
+    broker.host = str_bytes(&shard.config.advertised_host);
+    broker.port = i32::from(shard.config.advertised_port);
+    response.brokers = vec![broker];
+    ctx.reply(&response)
+}

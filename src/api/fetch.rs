@@ -1,0 +1,187 @@
+//! Fetch: one read message per owning shard, long-poll until `min_bytes` or `max_wait_ms`,
+//! and a hand-framed response whose record data is the cache's `Bytes` or file regions for
+//! sendfile, never copied into a response buffer.
+//!
+//! Waiting: when too few bytes came back, the connection's shard registers a waiter and asks
+//! each owning shard to notify it on the next append to any of the partitions (passing the
+//! high watermark it saw, so an append that raced ahead of the registration wakes it at
+//! once). It then reads again; on timeout it answers with what there is.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::future::{join_all, select, Either};
+use kafka_protocol::messages::FetchRequest;
+
+use super::{Context, Outcome};
+use crate::constants::FETCH_WAIT_MS_MAX;
+use crate::model::{ShardId, TopicPartition};
+use crate::protocol::errors;
+use crate::protocol::fetch_response::{self, FetchResponseHead, Part, PartitionData, TopicData};
+use crate::protocol::put_response_header;
+use crate::shard::mesh::{ReadResult, ReadSpec, ShardRequest, ShardResponse};
+use crate::storage::log::ReadChunk;
+
+/// One requested partition: where its answer goes and what to read.
+struct Wanted {
+    topic_index: usize,
+    partition_index: i32,
+    /// None when the topic is unknown (the error code is in `error_code`).
+    tp: Option<TopicPartition>,
+    error_code: i16,
+    offset: i64,
+    size_bytes_max: usize,
+}
+
+pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
+    let request: FetchRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(close) => return close,
+    };
+    let shard = ctx.shard;
+    let by_id = ctx.version >= fetch_response::TOPIC_ID_FROM;
+    let mut topics: Vec<(String, [u8; 16])> = Vec::new();
+    let mut wanted: Vec<Wanted> = Vec::new();
+    for (topic_index, topic) in request.topics.iter().enumerate() {
+        let (meta, unknown_code) = {
+            let catalog = shard.catalog.borrow();
+            if by_id {
+                let name = catalog.name_of(topic.topic_id.as_bytes());
+                (name.and_then(|n| catalog.get(&n).cloned()), errors::UNKNOWN_TOPIC_ID)
+            } else {
+                (catalog.get(&topic.topic.0).cloned(), errors::UNKNOWN_TOPIC_OR_PARTITION)
+            }
+        };
+        topics.push((topic.topic.0.to_string(), *topic.topic_id.as_bytes()));
+        for partition in &topic.partitions {
+            let (tp, error_code) = match &meta {
+                Some(m) if (0..m.partitions).contains(&partition.partition) => {
+                    (Some(TopicPartition::new(m.name.clone(), partition.partition)), errors::NONE)
+                }
+                Some(_) => (None, errors::UNKNOWN_TOPIC_OR_PARTITION),
+                None => (None, unknown_code),
+            };
+            wanted.push(Wanted {
+                topic_index,
+                partition_index: partition.partition,
+                tp,
+                error_code,
+                offset: partition.fetch_offset,
+                size_bytes_max: partition.partition_max_bytes.max(0) as usize,
+            });
+        }
+    }
+    let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
+    let deadline = Instant::now() + max_wait;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let mut results = read_all(ctx, &wanted).await;
+    loop {
+        let total: usize = results.values().map(|r| r.size_bytes).sum();
+        let any_error = results.values().any(|r| r.error_code != errors::NONE)
+            || wanted.iter().any(|w| w.error_code != errors::NONE);
+        let now = Instant::now();
+        if total >= min_bytes || any_error || now >= deadline || wanted.is_empty() {
+            break;
+        }
+        // Wait for an append on any partition, or the deadline.
+        let seen: Vec<(TopicPartition, i64)> = results
+            .iter()
+            .map(|(tp, r)| (tp.clone(), r.high_watermark))
+            .collect();
+        let watched: Vec<TopicPartition> = seen.iter().map(|(tp, _)| tp.clone()).collect();
+        let (waiter, notified) = shard.new_waiter();
+        shard.watch_remote(waiter, seen).await;
+        let timer = glommio::timer::sleep(deadline - now);
+        let woke = match select(notified, Box::pin(timer)).await {
+            Either::Left(_) => true,
+            Either::Right(_) => false,
+        };
+        shard.drop_waiter(waiter);
+        if !woke {
+            shard.unwatch_remote(waiter, watched).await;
+        }
+        results = read_all(ctx, &wanted).await;
+        if !woke {
+            break;
+        }
+    }
+    respond(ctx, &request, topics, wanted, results)
+}
+
+/// Reads every known partition: one message per owning shard, all in parallel.
+async fn read_all(ctx: &Context<'_>, wanted: &[Wanted]) -> BTreeMap<TopicPartition, ReadResult> {
+    let mut by_shard: BTreeMap<ShardId, Vec<ReadSpec>> = BTreeMap::new();
+    for w in wanted {
+        if let Some(tp) = &w.tp {
+            let spec = ReadSpec { tp: tp.clone(), offset: w.offset, size_bytes_max: w.size_bytes_max };
+            by_shard.entry(ctx.shard.owner(tp)).or_default().push(spec);
+        }
+    }
+    let calls = by_shard
+        .into_iter()
+        .map(|(owner, partitions)| ctx.shard.call(owner, ShardRequest::Read { partitions }));
+    let mut out = BTreeMap::new();
+    for response in join_all(calls).await {
+        if let ShardResponse::Read(results) = response {
+            for result in results {
+                out.insert(result.tp.clone(), result);
+            }
+        }
+    }
+    out
+}
+
+fn respond(
+    ctx: &Context<'_>,
+    request: &FetchRequest,
+    topics: Vec<(String, [u8; 16])>,
+    wanted: Vec<Wanted>,
+    mut results: BTreeMap<TopicPartition, ReadResult>,
+) -> Outcome {
+    let size_bytes_max = request.max_bytes.max(0) as usize;
+    let mut total = 0usize;
+    let mut out: Vec<TopicData<ReadChunk>> = topics
+        .into_iter()
+        .map(|(name, topic_id)| TopicData { name, topic_id, partitions: Vec::new() })
+        .collect();
+    for w in wanted {
+        let mut data = PartitionData {
+            partition_index: w.partition_index,
+            error_code: w.error_code,
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            records: Vec::new(),
+            records_size: 0,
+        };
+        if let Some(result) = w.tp.as_ref().and_then(|tp| results.remove(tp)) {
+            data.error_code = result.error_code;
+            data.high_watermark = result.high_watermark;
+            data.last_stable_offset = result.high_watermark;
+            data.log_start_offset = result.log_start_offset;
+            // The response limit: always let the first data through (KIP-74), then stop
+            // adding partitions once the limit is reached.
+            if total == 0 || total + result.size_bytes <= size_bytes_max {
+                total += result.size_bytes;
+                data.records_size = result.size_bytes;
+                data.records = result.chunks;
+            }
+        }
+        out[w.topic_index].partitions.push(data);
+    }
+    let head = FetchResponseHead { throttle_time_ms: 0, error_code: errors::NONE, session_id: 0 };
+    let (parts, body_size) = fetch_response::encode(ctx.version, &head, out);
+    let header_version = ctx.api_key.response_header_version(ctx.version);
+    let mut prefix = BytesMut::with_capacity(16);
+    let header_size = if header_version >= 1 { 5 } else { 4 };
+    prefix.put_i32((header_size + body_size) as i32);
+    put_response_header(&mut prefix, ctx.header.correlation_id, header_version);
+    let mut chunks = Vec::with_capacity(parts.len() + 1);
+    chunks.push(ReadChunk::Memory(prefix.freeze()));
+    chunks.extend(parts.into_iter().map(|part| match part {
+        Part::Encoded(bytes) => ReadChunk::Memory(bytes),
+        Part::Records(chunk) => chunk,
+    }));
+    Outcome::Reply(chunks)
+}

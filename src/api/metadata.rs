@@ -1,0 +1,108 @@
+//! Metadata: brokers (just us), topics and their partitions, all led by this node.
+//! Unknown topics are auto-created through the controller when the broker allows it and the
+//! client asks for it (`allow_auto_topic_creation`, v4+; always for older versions).
+
+use bytes::Bytes;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+
+use super::{str_bytes, Context, Outcome};
+use crate::model::topic::validate_topic_name;
+use crate::protocol::errors;
+use crate::shard::catalog::TopicMeta;
+
+pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
+    let request: MetadataRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(close) => return close,
+    };
+    let shard = ctx.shard;
+    let config = &shard.config;
+    let node_id = config.node_id;
+    let mut response = MetadataResponse::default();
+    let mut broker = MetadataResponseBroker::default();
+    broker.node_id = BrokerId(node_id);
+    broker.host = str_bytes(&config.advertised_host);
+    broker.port = i32::from(config.advertised_port);
+    response.brokers = vec![broker];
+    response.cluster_id = Some(str_bytes(&shard.catalog.borrow().cluster_id));
+    response.controller_id = BrokerId(node_id);
+    let auto_create = config.auto_create_topics && (ctx.version < 4 || request.allow_auto_topic_creation);
+    match request.topics {
+        None => {
+            let metas: Vec<TopicMeta> = shard.catalog.borrow().topics.values().cloned().collect();
+            response.topics = metas.iter().map(|m| topic_entry(m, node_id)).collect();
+        }
+        Some(topics) => {
+            for requested in topics {
+                let name = match (&requested.name, requested.topic_id.is_nil()) {
+                    (Some(name), _) => name.0.to_string(),
+                    (None, false) => {
+                        let found = shard.catalog.borrow().name_of(requested.topic_id.as_bytes());
+                        match found {
+                            Some(name) => name.to_string(),
+                            None => {
+                                let mut entry = MetadataResponseTopic::default();
+                                entry.error_code = errors::UNKNOWN_TOPIC_ID;
+                                entry.topic_id = requested.topic_id;
+                                response.topics.push(entry);
+                                continue;
+                            }
+                        }
+                    }
+                    (None, true) => String::new(),
+                };
+                response.topics.push(resolve(ctx, &name, auto_create, node_id).await);
+            }
+        }
+    }
+    ctx.reply(&response)
+}
+
+async fn resolve(ctx: &Context<'_>, name: &str, auto_create: bool, node_id: i32) -> MetadataResponseTopic {
+    let existing = ctx.shard.catalog.borrow().get(name).cloned();
+    if let Some(meta) = existing {
+        return topic_entry(&meta, node_id);
+    }
+    let mut entry = MetadataResponseTopic::default();
+    entry.name = Some(TopicName(str_bytes(name)));
+    if validate_topic_name(name).is_err() {
+        entry.error_code = errors::INVALID_TOPIC_EXCEPTION;
+        return entry;
+    }
+    if !auto_create {
+        entry.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+        return entry;
+    }
+    match ctx.shard.ensure_topic(name).await {
+        Ok(Some(meta)) => topic_entry(&meta, node_id),
+        Ok(None) => {
+            entry.error_code = errors::LEADER_NOT_AVAILABLE;
+            entry
+        }
+        Err(e) => {
+            entry.error_code = e.code;
+            entry
+        }
+    }
+}
+
+fn topic_entry(meta: &TopicMeta, node_id: i32) -> MetadataResponseTopic {
+    let mut entry = MetadataResponseTopic::default();
+    entry.name = Some(TopicName(str_bytes(&meta.name)));
+    entry.topic_id = uuid::Uuid::from_bytes(meta.id);
+    entry.partitions = (0..meta.partitions)
+        .map(|index| {
+            let mut p = MetadataResponsePartition::default();
+            p.partition_index = index;
+            p.leader_id = BrokerId(node_id);
+            p.leader_epoch = 0;
+            p.replica_nodes = vec![BrokerId(node_id)];
+            p.isr_nodes = vec![BrokerId(node_id)];
+            p
+        })
+        .collect();
+    entry
+}

@@ -1,0 +1,102 @@
+//! Request handlers, one file per API. `dispatch` turns one request frame into one response
+//! (or none, for acks=0 produce), or tells the connection to close when the frame cannot be
+//! trusted: unknown API key, unsupported version, undecodable header or body. This mirrors
+//! Kafka, which closes a connection it cannot parse rather than guess.
+
+mod admin;
+mod api_versions;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::rc::Rc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::protocol::{put_response_header, versions, RequestPrefix};
+use crate::shard::Shard;
+use crate::storage::log::ReadChunk;
+
+/// What the connection does with a request.
+pub enum Outcome {
+    /// Send this frame (length prefix included), in order.
+    Reply(Vec<ReadChunk>),
+    /// Send nothing (acks=0 produce).
+    NoReply,
+    /// Close the connection; the reason is logged at debug level.
+    Close(String),
+}
+
+pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes) -> Outcome {
+    let Some(prefix) = RequestPrefix::parse(&frame) else {
+        return Outcome::Close("frame shorter than a request header".into());
+    };
+    let Ok(api_key) = ApiKey::try_from(prefix.api_key) else {
+        return Outcome::Close(format!("unknown API key {}", prefix.api_key));
+    };
+    if !versions::serves(prefix.api_key, prefix.api_version) {
+        if api_key == ApiKey::ApiVersions {
+            return api_versions::unsupported_version(prefix.correlation_id);
+        }
+        return Outcome::Close(format!(
+            "unsupported version {} of {:?}",
+            prefix.api_version, api_key
+        ));
+    }
+    let mut body = frame.clone();
+    let header_version = api_key.request_header_version(prefix.api_version);
+    let header = match RequestHeader::decode(&mut body, header_version) {
+        Ok(header) => header,
+        Err(e) => return Outcome::Close(format!("bad request header: {e}")),
+    };
+    let ctx = Context { shard, header: &header, api_key, version: prefix.api_version };
+    match api_key {
+        ApiKey::ApiVersions => api_versions::handle(&ctx, body),
+        ApiKey::Metadata => metadata::handle(&ctx, body).await,
+        ApiKey::Produce => produce::handle(&ctx, body).await,
+        ApiKey::Fetch => fetch::handle(&ctx, body).await,
+        ApiKey::ListOffsets => list_offsets::handle(&ctx, body).await,
+        ApiKey::CreateTopics => admin::create_topics(&ctx, body).await,
+        ApiKey::DeleteTopics => admin::delete_topics(&ctx, body).await,
+        ApiKey::CreatePartitions => admin::create_partitions(&ctx, body).await,
+        ApiKey::DescribeConfigs => admin::describe_configs(&ctx, body).await,
+        ApiKey::DescribeCluster => admin::describe_cluster(&ctx, body),
+        other => Outcome::Close(format!("{other:?} is not implemented")),
+    }
+}
+
+pub(crate) struct Context<'a> {
+    pub shard: &'a Rc<Shard>,
+    pub header: &'a RequestHeader,
+    pub api_key: ApiKey,
+    pub version: i16,
+}
+
+impl Context<'_> {
+    /// Decodes the request body, or gives the `Close` outcome to return.
+    pub fn decode<T: Decodable>(&self, mut body: Bytes) -> Result<T, Outcome> {
+        T::decode(&mut body, self.version)
+            .map_err(|e| Outcome::Close(format!("cannot decode {:?} v{}: {e}", self.api_key, self.version)))
+    }
+
+    /// Encodes a whole response frame: length, header, body.
+    pub fn reply<T: Encodable>(&self, body: &T) -> Outcome {
+        let mut out = BytesMut::with_capacity(256);
+        out.put_i32(0);
+        let header_version = self.api_key.response_header_version(self.version);
+        put_response_header(&mut out, self.header.correlation_id, header_version);
+        if let Err(e) = body.encode(&mut out, self.version) {
+            return Outcome::Close(format!("cannot encode {:?} v{}: {e}", self.api_key, self.version));
+        }
+        let size = (out.len() - 4) as i32;
+        out[0..4].copy_from_slice(&size.to_be_bytes());
+        Outcome::Reply(vec![ReadChunk::Memory(out.freeze())])
+    }
+}
+
+pub(crate) fn str_bytes(text: &str) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(text.to_string())
+}

@@ -1,0 +1,127 @@
+//! Produce: validate every batch on the connection's core (spreading CRC work over cores),
+//! group partitions by owning shard, send one message per shard, and answer in request
+//! order. Record batches are never decompressed.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use super::{Context, Outcome};
+use crate::model::batch::{self, BatchError};
+use crate::model::{ShardId, TopicPartition};
+use crate::protocol::errors;
+use crate::shard::mesh::{ShardRequest, ShardResponse};
+
+pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
+    let request: ProduceRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(close) => return close,
+    };
+    let shard = ctx.shard;
+    let acks = request.acks;
+    // One result slot per partition, in request order.
+    let mut slots: Vec<(usize, PartitionProduceResponse)> = Vec::new();
+    let mut topics: Vec<TopicProduceResponse> = Vec::new();
+    let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, Vec<Bytes>)>> = BTreeMap::new();
+    let mut slot_of: BTreeMap<TopicPartition, (usize, usize)> = BTreeMap::new();
+    for (topic_index, topic) in request.topic_data.into_iter().enumerate() {
+        let mut topic_response = TopicProduceResponse::default();
+        topic_response.name = topic.name.clone();
+        topic_response.topic_id = topic.topic_id;
+        let name: &str = &topic.name.0;
+        let meta = if acks_valid(acks) {
+            match ctx.shard.catalog.borrow().get(name).cloned() {
+                Some(meta) => Some(meta),
+                None => None,
+            }
+        } else {
+            None
+        };
+        let meta = match meta {
+            Some(meta) => Some(meta),
+            None if acks_valid(acks) && shard.config.auto_create_topics => {
+                shard.ensure_topic(name).await.ok().flatten()
+            }
+            None => None,
+        };
+        for (partition_index, data) in topic.partition_data.into_iter().enumerate() {
+            let mut response = PartitionProduceResponse::default();
+            response.index = data.index;
+            response.base_offset = -1;
+            response.log_append_time_ms = -1;
+            response.log_start_offset = -1;
+            let code = if !acks_valid(acks) {
+                errors::INVALID_REQUIRED_ACKS
+            } else {
+                match &meta {
+                    None => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(m) if data.index < 0 || data.index >= m.partitions => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(m) => match split(data.records, m.config.max_message_bytes as usize) {
+                        Ok(batches) => {
+                            let tp = TopicPartition::new(m.name.clone(), data.index);
+                            slot_of.insert(tp.clone(), (topic_index, partition_index));
+                            by_shard.entry(shard.owner(&tp)).or_default().push((tp, batches));
+                            errors::NONE
+                        }
+                        Err(code) => code,
+                    },
+                }
+            };
+            response.error_code = code;
+            slots.push((topic_index, response.clone()));
+            topic_response.partition_responses.push(response);
+        }
+        topics.push(topic_response);
+    }
+    let calls = by_shard
+        .into_iter()
+        .map(|(owner, partitions)| shard.call(owner, ShardRequest::Produce { partitions }));
+    for response in join_all(calls).await {
+        let ShardResponse::Produce(results) = response else { continue };
+        for result in results {
+            let Some(&(topic_index, partition_index)) = slot_of.get(&result.tp) else { continue };
+            let slot = &mut topics[topic_index].partition_responses[partition_index];
+            slot.error_code = result.error_code;
+            slot.base_offset = result.base_offset;
+            slot.log_append_time_ms = result.log_append_time;
+            slot.log_start_offset = result.log_start_offset;
+        }
+    }
+    if acks == 0 {
+        return Outcome::NoReply;
+    }
+    let mut response = ProduceResponse::default();
+    response.responses = topics;
+    ctx.reply(&response)
+}
+
+fn acks_valid(acks: i16) -> bool {
+    matches!(acks, -1..=1)
+}
+
+/// Splits a partition's records into validated batches; the error is the Kafka code.
+fn split(records: Option<Bytes>, size_bytes_max: usize) -> Result<Vec<Bytes>, i16> {
+    let Some(records) = records else {
+        return Err(errors::INVALID_RECORD);
+    };
+    match batch::split_batches(&records, size_bytes_max) {
+        Ok(ends) => {
+            let mut start = 0;
+            Ok(ends
+                .into_iter()
+                .map(|end| {
+                    let piece = records.slice(start..end);
+                    start = end;
+                    piece
+                })
+                .collect())
+        }
+        Err(BatchError::TooLarge) => Err(errors::MESSAGE_TOO_LARGE),
+        Err(BatchError::UnsupportedMagic) => Err(errors::UNSUPPORTED_FOR_MESSAGE_FORMAT),
+        Err(BatchError::CorruptCrc) => Err(errors::CORRUPT_MESSAGE),
+        Err(BatchError::Truncated) | Err(BatchError::Malformed) => Err(errors::CORRUPT_MESSAGE),
+    }
+}

@@ -1,0 +1,271 @@
+//! Start-up and shutdown: check the machine, start one pinned executor per core, open the
+//! logs each shard owns, serve, and on SIGTERM/SIGINT stop accepting, answer what is in
+//! flight, and seal every log.
+//!
+//! Every start-up problem ends in `fatal` with one sentence that says how to fix it.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::io::DmaFile;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+
+use crate::config::Config;
+use crate::constants::{
+    MEMLOCK_BYTES_PER_SHARD_MIN, MESH_CHANNEL_CAPACITY, RETENTION_CHECK_INTERVAL_MS,
+    SENDFILE_THREADS_PER_SHARD,
+};
+use crate::fatal::{fatal, FatalReason};
+use crate::model::ShardId;
+use crate::net::{self, InFlight};
+use crate::shard::catalog::{self, Catalog, META_DIR};
+use crate::shard::mesh::Envelope;
+use crate::shard::Shard;
+
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+
+/// How long shutdown waits for in-flight requests before sealing the logs anyway.
+const SHUTDOWN_DRAIN_MS: u64 = 5_000;
+
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Runs the broker until SIGTERM or SIGINT. Exits the process on fatal start-up problems.
+pub fn run(config: Config) {
+    let started = Instant::now();
+    let lock = prepare_data_dir(&config.data_dir);
+    check_listen_address(&config);
+    check_memlock(config.cores);
+    install_signal_handlers();
+    let catalog = Catalog::load(&config.data_dir, &config.topic_defaults).unwrap_or_else(|e| {
+        fatal(FatalReason::DataDir, format!("cannot read the topic catalog: {e}; restore it or use an empty --data-dir"))
+    });
+    if !catalog::catalog_path(&config.data_dir).exists() {
+        catalog::write_file(&config.data_dir, catalog.to_file_text()).unwrap_or_else(|e| {
+            fatal(FatalReason::DataDir, format!("cannot write the topic catalog: {e}; check the data dir"))
+        });
+    }
+    tracing::info!(
+        cores = config.cores,
+        data_dir = %config.data_dir.display(),
+        listen = %config.listen,
+        advertised = %format!("{}:{}", config.advertised_host, config.advertised_port),
+        cluster_id = %catalog.cluster_id,
+        topics = catalog.topics.len(),
+        "starting spate"
+    );
+    // The builder holds an `Rc` inside: clone it here, on one thread, once per shard, and
+    // hand each executor its own copy (cloning it on the executor threads races).
+    let mesh = MeshBuilder::<Envelope, _>::full(config.cores, MESH_CHANNEL_CAPACITY);
+    let meshes = Arc::new(std::sync::Mutex::new(vec![mesh; config.cores]));
+    let ready = Arc::new(AtomicUsize::new(0));
+    let pool = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(config.cores, None))
+        .name("spate-shard")
+        .preempt_timer(Duration::from_millis(1))
+        .blocking_thread_pool_placement(PoolPlacement::Unbound(SENDFILE_THREADS_PER_SHARD))
+        .on_all_shards(move || {
+            let config = config.clone();
+            let catalog = catalog.clone();
+            let mesh = meshes.lock().ok().and_then(|mut m| m.pop());
+            let mesh = mesh.unwrap_or_else(|| fatal(FatalReason::Runtime, "more executors than shards"));
+            let ready = ready.clone();
+            async move { shard_main(config, catalog, mesh, ready, started).await }
+        });
+    let handles = pool.unwrap_or_else(|e| {
+        fatal(
+            FatalReason::Runtime,
+            format!("cannot start the executors ({e}); spate needs Linux 5.8+ with io_uring enabled (check /proc/sys/kernel/io_uring_disabled) and RLIMIT_MEMLOCK of at least 512 KiB (ulimit -l)"),
+        )
+    });
+    for result in handles.join_all() {
+        if let Err(e) = result {
+            fatal(FatalReason::Runtime, format!("a shard failed: {e}"));
+        }
+    }
+    drop(lock);
+    tracing::info!("spate stopped cleanly");
+}
+
+async fn shard_main(
+    config: Config,
+    catalog: Catalog,
+    mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
+    ready: Arc<AtomicUsize>,
+    started: Instant,
+) {
+    let (senders, receivers) = mesh
+        .join()
+        .await
+        .unwrap_or_else(|_| fatal(FatalReason::Runtime, "the shards could not connect to each other"));
+    let id = ShardId(senders.peer_id() as u16);
+    tracing::debug!(shard = id.0, "joined the mesh");
+    probe_direct_io(&config.data_dir, id).await;
+    tracing::debug!(shard = id.0, "O_DIRECT probe passed");
+    let shard = Rc::new(Shard::new(id, config.clone(), catalog, senders));
+    let report = shard.open_owned_logs().await.unwrap_or_else(|e| {
+        fatal(FatalReason::DataDir, format!("cannot recover the logs in {}: {e}", config.data_dir.display()))
+    });
+    tracing::info!(
+        shard = id.0,
+        partitions = shard.owned_partition_count(),
+        segments = report.segments,
+        truncated_segments = report.truncated_segments,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recovered partitions"
+    );
+    // Nobody may send a request before every shard has its logs open. The wait must not
+    // block the thread: a peer may still need this executor to finish joining the mesh.
+    ready.fetch_add(1, Ordering::AcqRel);
+    while ready.load(Ordering::Acquire) < config.cores {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    shard.spawn_receivers(receivers);
+    let listener = TcpListener::bind(config.listen).unwrap_or_else(|e| {
+        fatal(FatalReason::Listen, format!("cannot listen on {}: {e}; choose another --listen address", config.listen))
+    });
+    if id.0 == 0 {
+        tracing::info!(listen = %config.listen, elapsed_ms = started.elapsed().as_millis() as u64, "accepting clients");
+    }
+    let in_flight = Rc::new(InFlight::default());
+    let acceptor = glommio::spawn_local(net::accept_loop(shard.clone(), listener, in_flight.clone()));
+    let housekeeping = glommio::spawn_local(housekeeping(shard.clone()));
+    while !SHUTDOWN.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    in_flight.closing.set(true);
+    acceptor.cancel().await;
+    housekeeping.cancel().await;
+    let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_DRAIN_MS);
+    while in_flight.requests.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    shard.close_all().await;
+    tracing::info!(shard = id.0, "shard closed");
+}
+
+async fn housekeeping(shard: Rc<Shard>) {
+    loop {
+        glommio::timer::sleep(Duration::from_millis(RETENTION_CHECK_INTERVAL_MS)).await;
+        shard.enforce_retention().await;
+    }
+}
+
+/// Creates the data dir, checks it is writable, and locks it against a second broker.
+fn prepare_data_dir(dir: &Path) -> File {
+    let fix = "create it or choose another --data-dir";
+    if let Err(e) = std::fs::create_dir_all(dir.join(META_DIR)) {
+        fatal(FatalReason::DataDir, format!("data dir {} is not usable ({e}); {fix}", dir.display()));
+    }
+    let probe = dir.join(META_DIR).join("write-probe");
+    if let Err(e) = std::fs::write(&probe, b"spate").and_then(|_| std::fs::remove_file(&probe)) {
+        fatal(FatalReason::DataDir, format!("data dir {} is not writable ({e}); fix its permissions or choose another --data-dir", dir.display()));
+    }
+    let lock_path = dir.join(META_DIR).join("lock");
+    let lock = File::create(&lock_path).unwrap_or_else(|e| {
+        fatal(FatalReason::DataDir, format!("cannot create {} ({e}); {fix}", lock_path.display()))
+    });
+    // SAFETY: flock on a descriptor we own.
+    let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        fatal(FatalReason::DataDir, format!("data dir {} is in use by another spate process; stop it or choose another --data-dir", dir.display()));
+    }
+    lock
+}
+
+/// glommio binds with SO_REUSEPORT, which would let us share a port with another process
+/// and silently take half its connections. A plain bind first proves the port is free.
+fn check_listen_address(config: &Config) {
+    if config.listen.port() == 0 {
+        fatal(FatalReason::Listen, "--listen needs an explicit port (0 would give each core a different one)");
+    }
+    match std::net::TcpListener::bind(config.listen) {
+        Ok(listener) => drop(listener),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => fatal(
+            FatalReason::Listen,
+            format!("port {} is already in use; stop the other process or choose another --listen address", config.listen.port()),
+        ),
+        Err(e) => fatal(FatalReason::Listen, format!("cannot listen on {} ({e}); choose another --listen address", config.listen)),
+    }
+}
+
+/// glommio's io_uring rings need locked memory. Raise the soft limit if the hard one allows;
+/// otherwise say how to raise it.
+fn check_memlock(cores: usize) {
+    let needed = MEMLOCK_BYTES_PER_SHARD_MIN * cores as u64;
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur == libc::RLIM_INFINITY || limit.rlim_cur >= needed {
+        return;
+    }
+    let raised = libc::rlimit { rlim_cur: needed.max(limit.rlim_cur), rlim_max: limit.rlim_max.max(needed) };
+    // SAFETY: valid pointer to an rlimit. Raising the hard limit works only as root.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) } == 0 {
+        tracing::info!(bytes = needed, "raised RLIMIT_MEMLOCK");
+        return;
+    }
+    fatal(
+        FatalReason::Runtime,
+        format!(
+            "RLIMIT_MEMLOCK is {} KiB but spate needs {} KiB for {cores} cores; raise it with `ulimit -l {}` or LimitMEMLOCK= in the systemd unit",
+            limit.rlim_cur / 1024,
+            needed / 1024,
+            needed / 1024
+        ),
+    );
+}
+
+fn install_signal_handlers() {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .unwrap_or_else(|e| fatal(FatalReason::Runtime, format!("cannot install signal handlers: {e}")));
+    std::thread::Builder::new()
+        .name("spate-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!(signal, "shutting down");
+                SHUTDOWN.store(true, Ordering::Relaxed);
+            }
+            // A second signal while draining stops at once.
+            if signals.forever().next().is_some() {
+                std::process::exit(130);
+            }
+        })
+        .unwrap_or_else(|e| fatal(FatalReason::Runtime, format!("cannot start the signal thread: {e}")));
+}
+
+/// Works around a glommio 0.9 pitfall: if the first file a reactor opens with O_DIRECT is
+/// empty, it turns on IOPOLL and every later DMA read fails with EOPNOTSUPP. Opening and
+/// reading a non-empty file first keeps it off. Also proves the file system takes O_DIRECT.
+async fn probe_direct_io(data_dir: &Path, id: ShardId) {
+    let path = data_dir.join(META_DIR).join(format!("io-probe-{}", id.0));
+    if let Err(e) = std::fs::write(&path, vec![0x5a; 8192]) {
+        fatal(FatalReason::DataDir, format!("cannot write {} ({e}); check the data dir", path.display()));
+    }
+    let opened = DmaFile::open(&path).await;
+    let file = opened.unwrap_or_else(|e| {
+        fatal(FatalReason::DataDir, format!("the data dir's file system refuses O_DIRECT ({e}); put --data-dir on ext4 or xfs"))
+    });
+    match file.read_at_aligned(0, 4096).await {
+        Ok(read) if read.len() == 4096 && read.iter().all(|b| *b == 0x5a) => {}
+        Ok(_) => fatal(FatalReason::DataDir, "an O_DIRECT read returned wrong data; put --data-dir on ext4 or xfs"),
+        Err(e) => fatal(FatalReason::DataDir, format!("O_DIRECT reads fail on the data dir ({e}); put --data-dir on ext4 or xfs")),
+    }
+    let _ = file.close().await;
+}

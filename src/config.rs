@@ -1,0 +1,283 @@
+//! Broker configuration: command line, TOML file and defaults, validated once at start.
+//!
+//! Precedence is command line, then the file given with `--config`, then the defaults in
+//! `constants.rs`. The TOML keys are the long option names (`data-dir = "/var/lib/spate"`), so
+//! a user never has to learn two vocabularies.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::constants;
+use crate::model::topic::{Durability, TimestampType, TopicConfig};
+
+/// The command line. Every option can also be set in the TOML file under the same name.
+#[derive(Debug, Parser, Default)]
+#[command(name = "spate", version, about = "A thread-per-core, Kafka-compatible broker")]
+pub struct Args {
+    /// TOML file with any of the options below (keys are the long option names).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to accept Kafka clients on [default: 0.0.0.0:9092].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// host:port that clients are told to connect to [default: the listen address, or this
+    /// host's primary IPv4 address when listening on 0.0.0.0].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertised_listener: Option<String>,
+    /// Directory that holds the partition logs [default: ./spate-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Number of cores (one pinned executor and one shard each) [default: all cores].
+    #[arg(long, value_name = "N")]
+    pub cores: Option<usize>,
+    /// This broker's node id in Metadata responses [default: 1].
+    #[arg(long, value_name = "N")]
+    pub node_id: Option<i32>,
+    /// Create topics on first use by Metadata, Produce or Fetch [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of an auto-created topic, and of CreateTopics with -1 [default: 1].
+    #[arg(long, value_name = "N")]
+    pub default_partitions: Option<i32>,
+    /// Largest record batch a producer may send, in bytes [default: 1048588].
+    #[arg(long, value_name = "BYTES")]
+    pub message_max_bytes: Option<u32>,
+    /// Largest request frame, in bytes; bigger frames close the connection [default: 100 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub frame_max_bytes: Option<u32>,
+    /// Default segment size before a roll (topic config segment.bytes) [default: 1 GiB].
+    #[arg(long, value_name = "BYTES")]
+    pub segment_bytes: Option<u64>,
+    /// Default segment age before a roll (topic config segment.ms) [default: 7 days].
+    #[arg(long, value_name = "MS")]
+    pub segment_ms: Option<i64>,
+    /// Default retention time, -1 for forever (topic config retention.ms) [default: 7 days].
+    #[arg(long, value_name = "MS")]
+    pub retention_ms: Option<i64>,
+    /// Default retention size per partition, -1 for unlimited (retention.bytes) [default: -1].
+    #[arg(long, value_name = "BYTES")]
+    pub retention_bytes: Option<i64>,
+    /// When a produce is acknowledged: `write` once the O_DIRECT write completed (survives a
+    /// process crash), `fsync` after fdatasync with group commit (survives power loss)
+    /// [default: write].
+    #[arg(long, value_name = "POLICY")]
+    pub durability: Option<String>,
+    /// Log format: `text` or `json` [default: text]. Filter with RUST_LOG.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The same options as read from the TOML file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    advertised_listener: Option<String>,
+    data_dir: Option<PathBuf>,
+    cores: Option<usize>,
+    node_id: Option<i32>,
+    auto_create_topics: Option<bool>,
+    default_partitions: Option<i32>,
+    message_max_bytes: Option<u32>,
+    frame_max_bytes: Option<u32>,
+    segment_bytes: Option<u64>,
+    segment_ms: Option<i64>,
+    retention_ms: Option<i64>,
+    retention_bytes: Option<i64>,
+    durability: Option<String>,
+    log_format: Option<String>,
+}
+
+/// The validated configuration every shard gets a copy of.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub data_dir: PathBuf,
+    pub cores: usize,
+    pub node_id: i32,
+    pub auto_create_topics: bool,
+    pub default_partitions: i32,
+    pub frame_max_bytes: u32,
+    pub log_json: bool,
+    /// Topic configs a topic gets unless it overrides them.
+    pub topic_defaults: TopicConfig,
+}
+
+impl Config {
+    /// Builds the configuration from the command line (and the file it names).
+    /// The error is one sentence that tells the user what to fix.
+    pub fn from_args(args: Args) -> Result<Config, String> {
+        let file = match &args.config {
+            None => FileConfig::default(),
+            Some(path) => read_file(path)?,
+        };
+        let listen_text = args.listen.or(file.listen).unwrap_or_else(|| "0.0.0.0:9092".into());
+        let listen = resolve(&listen_text)
+            .map_err(|e| format!("--listen {listen_text:?} is not a usable address ({e})"))?;
+        let (advertised_host, advertised_port) =
+            match args.advertised_listener.or(file.advertised_listener) {
+                Some(text) => split_host_port(&text)?,
+                None => (default_advertised_host(listen.ip()), listen.port()),
+            };
+        let available = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = args.cores.or(file.cores).unwrap_or(available);
+        if cores == 0 || cores > available {
+            return Err(format!(
+                "--cores {cores} is out of range: this machine has {available} cores; \
+                 use a value from 1 to {available}."
+            ));
+        }
+        let default_partitions = args.default_partitions.or(file.default_partitions).unwrap_or(1);
+        if !(1..=constants::PARTITIONS_PER_TOPIC_MAX).contains(&default_partitions) {
+            return Err(format!(
+                "--default-partitions {default_partitions} is out of range; use 1 to {}.",
+                constants::PARTITIONS_PER_TOPIC_MAX
+            ));
+        }
+        let durability = match args.durability.or(file.durability).as_deref() {
+            None | Some("write") => Durability::Write,
+            Some("fsync") => Durability::Fsync,
+            Some(other) => {
+                return Err(format!("--durability {other:?} is unknown; use write or fsync."))
+            }
+        };
+        let log_json = match args.log_format.or(file.log_format).as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(format!("--log-format {other:?} is unknown; use text or json."))
+            }
+        };
+        let frame_max_bytes = args
+            .frame_max_bytes
+            .or(file.frame_max_bytes)
+            .unwrap_or(constants::FRAME_SIZE_BYTES_MAX_DEFAULT);
+        let message_max_bytes = args
+            .message_max_bytes
+            .or(file.message_max_bytes)
+            .unwrap_or(constants::MESSAGE_SIZE_BYTES_MAX_DEFAULT);
+        if message_max_bytes < 1024 || message_max_bytes >= frame_max_bytes {
+            return Err(format!(
+                "--message-max-bytes {message_max_bytes} must be at least 1024 and below \
+                 --frame-max-bytes ({frame_max_bytes})."
+            ));
+        }
+        let topic_defaults = TopicConfig {
+            segment_bytes: args
+                .segment_bytes
+                .or(file.segment_bytes)
+                .unwrap_or(constants::SEGMENT_SIZE_BYTES_DEFAULT),
+            segment_ms: args.segment_ms.or(file.segment_ms).unwrap_or(constants::SEGMENT_MS_DEFAULT),
+            retention_ms: args
+                .retention_ms
+                .or(file.retention_ms)
+                .unwrap_or(constants::RETENTION_MS_DEFAULT),
+            retention_bytes: args
+                .retention_bytes
+                .or(file.retention_bytes)
+                .unwrap_or(constants::RETENTION_BYTES_DEFAULT),
+            max_message_bytes: message_max_bytes,
+            timestamp_type: TimestampType::CreateTime,
+            durability,
+        };
+        topic_defaults.validate().map_err(|e| format!("{e}."))?;
+        Ok(Config {
+            listen,
+            advertised_host,
+            advertised_port,
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| "spate-data".into()),
+            cores,
+            node_id: args.node_id.or(file.node_id).unwrap_or(1),
+            auto_create_topics: args.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
+            default_partitions,
+            frame_max_bytes,
+            log_json,
+            topic_defaults,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}; check the path.", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|e| format!("config file {} is invalid: {e}", path.display()).replace('\n', " "))
+}
+
+fn resolve(text: &str) -> std::io::Result<SocketAddr> {
+    text.to_socket_addrs()?.next().ok_or_else(|| std::io::Error::other("no address"))
+}
+
+fn split_host_port(text: &str) -> Result<(String, u16), String> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("--advertised-listener {text:?} must look like host:port."))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("--advertised-listener {text:?} has a bad port; use host:port."))?;
+    Ok((host.to_string(), port))
+}
+
+/// Clients must be told an address they can reach. For a wildcard listen address we pick the
+/// IPv4 address of the default route (no packet is sent: connecting a UDP socket only asks the
+/// routing table) and fall back to loopback.
+fn default_advertised_host(ip: IpAddr) -> String {
+    if !ip.is_unspecified() {
+        return ip.to_string();
+    }
+    let routed = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|socket| socket.connect((Ipv4Addr::new(192, 0, 2, 1), 9)).map(|_| socket))
+        .and_then(|socket| socket.local_addr());
+    match routed {
+        Ok(addr) if !addr.ip().is_unspecified() => addr.ip().to_string(),
+        _ => Ipv4Addr::LOCALHOST.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_sensible() {
+        let config = Config::from_args(Args::default()).expect("defaults are valid");
+        assert_eq!(config.listen.port(), 9092);
+        assert_eq!(config.data_dir, PathBuf::from("spate-data"));
+        assert_eq!(config.default_partitions, 1);
+        assert!(config.auto_create_topics);
+        assert!(config.cores >= 1);
+    }
+
+    #[test]
+    fn file_values_apply_and_the_command_line_wins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spate.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\ndefault-partitions = 3\n")
+            .expect("write");
+        let args = Args { config: Some(path), default_partitions: Some(5), ..Args::default() };
+        let config = Config::from_args(args).expect("valid");
+        assert_eq!(config.listen.port(), 9999);
+        assert_eq!(config.default_partitions, 5);
+        assert_eq!(config.advertised_host, "127.0.0.1");
+    }
+
+    #[test]
+    fn bad_values_give_one_sentence() {
+        let args = Args { durability: Some("sometimes".into()), ..Args::default() };
+        let error = Config::from_args(args).expect_err("invalid");
+        assert!(error.contains("write or fsync"), "{error}");
+        let args = Args { cores: Some(100_000), ..Args::default() };
+        assert!(Config::from_args(args).is_err());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "no-such-option = 1\n").expect("write");
+        let args = Args { config: Some(path), ..Args::default() };
+        let error = Config::from_args(args).expect_err("unknown key");
+        assert!(!error.contains('\n'), "{error}");
+    }
+}

@@ -1,0 +1,84 @@
+//! Every limit and default in one place, with compile-time checks on how they relate.
+//!
+//! Units come last in a name (`_bytes`, `_ms`); a `_max` suffix is an upper bound that the
+//! broker enforces, a `_default` suffix is what a user gets without configuring anything.
+
+/// Largest request frame we accept before reading its body (Kafka's `socket.request.max.bytes`).
+pub const FRAME_SIZE_BYTES_MAX_DEFAULT: u32 = 100 * 1024 * 1024;
+
+/// Largest record batch a producer may send (Kafka's `message.max.bytes` default, 1 MiB + 12).
+pub const MESSAGE_SIZE_BYTES_MAX_DEFAULT: u32 = 1024 * 1024 + 12;
+
+/// Kafka's default segment size, 1 GiB.
+pub const SEGMENT_SIZE_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
+
+/// Smallest segment size a topic may configure; keeps the number of files sane.
+pub const SEGMENT_SIZE_BYTES_MIN: u64 = 64 * 1024;
+
+/// Kafka's default segment roll time, 7 days.
+pub const SEGMENT_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
+
+/// Kafka's default retention time, 7 days; -1 means forever.
+pub const RETENTION_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
+
+/// Kafka's default retention size: unlimited.
+pub const RETENTION_BYTES_DEFAULT: i64 = -1;
+
+/// Bytes of log between two sparse offset index entries (Kafka's `index.interval.bytes`).
+pub const INDEX_INTERVAL_BYTES: u64 = 4096;
+
+/// Size of one `.index` entry: relative offset (u32) and position (u32).
+pub const OFFSET_INDEX_ENTRY_BYTES: usize = 8;
+
+/// Size of one `.timeindex` entry: timestamp (i64) and relative offset (u32).
+pub const TIME_INDEX_ENTRY_BYTES: usize = 12;
+
+/// O_DIRECT alignment we assume at most; the real value comes from the file system.
+pub const DIRECT_IO_ALIGNMENT_BYTES_MAX: u64 = 4096;
+
+/// Recent batches each partition keeps in memory to serve tail consumers without I/O.
+pub const BATCH_CACHE_BYTES_PER_PARTITION: usize = 8 * 1024 * 1024;
+
+/// How much of a segment recovery reads at once while scanning batch headers and CRCs.
+pub const RECOVERY_READ_BYTES: usize = 1024 * 1024;
+
+/// Chunk size for reading a region of a segment while locating a batch by offset.
+pub const LOCATE_READ_BYTES: usize = 64 * 1024;
+
+/// Capacity of each cross-core channel (messages, per ordered pair of shards).
+pub const MESH_CHANNEL_CAPACITY: usize = 1024;
+
+/// How often each shard checks time-based retention and segment roll.
+pub const RETENTION_CHECK_INTERVAL_MS: u64 = 5_000;
+
+/// Longest a client may ask a fetch to wait; protects the broker from a wait of days.
+pub const FETCH_WAIT_MS_MAX: i32 = 60_000;
+
+/// Threads per shard that run blocking `sendfile` calls for catch-up reads.
+pub const SENDFILE_THREADS_PER_SHARD: usize = 2;
+
+/// How long a `sendfile` helper waits for a slow consumer's socket before giving up.
+pub const SOCKET_SEND_TIMEOUT_MS: i32 = 30_000;
+
+/// glommio needs this much locked memory per executor for its io_uring rings and buffers.
+pub const MEMLOCK_BYTES_PER_SHARD_MIN: u64 = 512 * 1024;
+
+/// Longest topic name Kafka allows (249, so that `<topic>-<partition>` fits in a file name).
+pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
+
+/// Most partitions one topic may have on this broker.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+/// The record batch header: fixed-size prefix of every magic v2 batch.
+pub const BATCH_HEADER_BYTES: usize = 61;
+
+/// Bytes before `batch_length` ends: base offset (8) and batch length (4).
+pub const BATCH_LOG_OVERHEAD_BYTES: usize = 12;
+
+const _: () = assert!(SEGMENT_SIZE_BYTES_MIN % DIRECT_IO_ALIGNMENT_BYTES_MAX == 0);
+const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT % DIRECT_IO_ALIGNMENT_BYTES_MAX == 0);
+const _: () = assert!(RECOVERY_READ_BYTES as u64 % DIRECT_IO_ALIGNMENT_BYTES_MAX == 0);
+const _: () = assert!(LOCATE_READ_BYTES >= BATCH_HEADER_BYTES);
+const _: () = assert!((MESSAGE_SIZE_BYTES_MAX_DEFAULT as u64) < SEGMENT_SIZE_BYTES_DEFAULT);
+const _: () = assert!(MESSAGE_SIZE_BYTES_MAX_DEFAULT < FRAME_SIZE_BYTES_MAX_DEFAULT);
+const _: () = assert!(BATCH_CACHE_BYTES_PER_PARTITION > MESSAGE_SIZE_BYTES_MAX_DEFAULT as usize);

@@ -1,0 +1,16 @@
+//! Spate: a thread-per-core, Kafka-compatible message broker on io_uring.
+//!
+//! Layering, bottom to top (a module never imports one above it; `tests/tidy.rs` checks):
+//! `model` -> `protocol`, `storage` -> `shard` -> `api` -> `net` -> `broker` (start-up).
+//! See docs/ARCHITECTURE.md for the request paths.
+
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod constants;
+pub mod fatal;
+pub mod model;
+pub mod net;
+pub mod protocol;
+pub mod shard;
+pub mod storage;

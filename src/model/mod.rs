@@ -1,0 +1,47 @@
+//! Plain types with no I/O: topic-partitions, topic configs and the record batch header.
+
+pub mod batch;
+pub mod topic;
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A partition of a topic. Cheap to clone and to send to another core (the name is shared).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: Arc<str>, partition: i32) -> TopicPartition {
+        TopicPartition { topic, partition }
+    }
+
+    /// The directory name Kafka uses for this partition's log: `<topic>-<partition>`.
+    pub fn dir_name(&self) -> String {
+        format!("{}-{}", self.topic, self.partition)
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// Index of a shard (one per core). Shards are numbered 0..cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardId(pub u16);
+
+impl ShardId {
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// Milliseconds since the Unix epoch, as Kafka timestamps are.
+pub fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map(|d| d.as_millis() as i64).unwrap_or(0)
+}

@@ -1,0 +1,214 @@
+//! Topic names and topic-level configs (the subset of Kafka's that Spate honours).
+
+use std::collections::BTreeMap;
+
+use crate::constants;
+
+/// When a produce is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// After the O_DIRECT write completed: the bytes are on the device's queue and survive a
+    /// process crash, not necessarily a power loss.
+    Write,
+    /// After fdatasync; every produce waiting on the same flush shares it (group commit).
+    Fsync,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+/// The topic configs Spate honours. Names mirror Kafka's (`segment.bytes` is `segment_bytes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub max_message_bytes: u32,
+    pub timestamp_type: TimestampType,
+    pub durability: Durability,
+}
+
+/// The config names Spate accepts in CreateTopics and reports in DescribeConfigs.
+pub const TOPIC_CONFIG_NAMES: [&str; 8] = [
+    "cleanup.policy",
+    "segment.bytes",
+    "segment.ms",
+    "retention.ms",
+    "retention.bytes",
+    "max.message.bytes",
+    "message.timestamp.type",
+    "flush.messages",
+];
+
+impl TopicConfig {
+    /// Applies Kafka-named overrides on top of `self`. The error names the bad entry.
+    pub fn with_overrides(&self, overrides: &BTreeMap<String, String>) -> Result<Self, String> {
+        let mut config = self.clone();
+        for (name, value) in overrides {
+            config.set(name, value)?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
+        let bad = || format!("invalid value {value:?} for config {name}");
+        match name {
+            "cleanup.policy" if value == "delete" => {}
+            "cleanup.policy" => {
+                return Err(format!("cleanup.policy {value:?} is not supported; use delete"))
+            }
+            "segment.bytes" => self.segment_bytes = value.parse().map_err(|_| bad())?,
+            "segment.ms" => self.segment_ms = value.parse().map_err(|_| bad())?,
+            "retention.ms" => self.retention_ms = value.parse().map_err(|_| bad())?,
+            "retention.bytes" => self.retention_bytes = value.parse().map_err(|_| bad())?,
+            "max.message.bytes" => self.max_message_bytes = value.parse().map_err(|_| bad())?,
+            "message.timestamp.type" => {
+                self.timestamp_type = match value {
+                    "CreateTime" => TimestampType::CreateTime,
+                    "LogAppendTime" => TimestampType::LogAppendTime,
+                    _ => return Err(bad()),
+                }
+            }
+            "flush.messages" => {
+                let messages: i64 = value.parse().map_err(|_| bad())?;
+                if messages < 1 {
+                    return Err(bad());
+                }
+                self.durability = if messages == 1 { Durability::Fsync } else { Durability::Write };
+            }
+            _ => return Err(format!("unknown topic config {name}")),
+        }
+        Ok(())
+    }
+
+    /// Checks the relations between values. The error is a phrase naming the bad value.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.segment_bytes < constants::SEGMENT_SIZE_BYTES_MIN {
+            return Err(format!(
+                "segment.bytes {} is below the minimum {}",
+                self.segment_bytes,
+                constants::SEGMENT_SIZE_BYTES_MIN
+            ));
+        }
+        if self.segment_bytes > u64::from(u32::MAX) {
+            return Err(format!("segment.bytes {} is above 4 GiB", self.segment_bytes));
+        }
+        if self.segment_ms < 1 {
+            return Err(format!("segment.ms {} must be positive", self.segment_ms));
+        }
+        if self.retention_ms < -1 {
+            return Err(format!("retention.ms {} must be -1 or more", self.retention_ms));
+        }
+        if self.retention_bytes < -1 {
+            return Err(format!("retention.bytes {} must be -1 or more", self.retention_bytes));
+        }
+        if u64::from(self.max_message_bytes) > self.segment_bytes {
+            return Err(format!(
+                "max.message.bytes {} must not exceed segment.bytes {}",
+                self.max_message_bytes, self.segment_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// The value of a named config, as DescribeConfigs reports it.
+    pub fn value_of(&self, name: &str) -> Option<String> {
+        Some(match name {
+            "cleanup.policy" => "delete".into(),
+            "segment.bytes" => self.segment_bytes.to_string(),
+            "segment.ms" => self.segment_ms.to_string(),
+            "retention.ms" => self.retention_ms.to_string(),
+            "retention.bytes" => self.retention_bytes.to_string(),
+            "max.message.bytes" => self.max_message_bytes.to_string(),
+            "message.timestamp.type" => match self.timestamp_type {
+                TimestampType::CreateTime => "CreateTime".into(),
+                TimestampType::LogAppendTime => "LogAppendTime".into(),
+            },
+            "flush.messages" => match self.durability {
+                Durability::Fsync => "1".into(),
+                Durability::Write => i64::MAX.to_string(),
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// Kafka's topic name rules: 1 to 249 characters from `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name {name:?} is not allowed"));
+    }
+    if name.len() > constants::TOPIC_NAME_LENGTH_MAX {
+        return Err(format!(
+            "topic name is {} characters; the maximum is {}",
+            name.len(),
+            constants::TOPIC_NAME_LENGTH_MAX
+        ));
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "._-".contains(*c))) {
+        return Err(format!("topic name {name:?} has the illegal character {bad:?}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> TopicConfig {
+        TopicConfig {
+            segment_bytes: constants::SEGMENT_SIZE_BYTES_DEFAULT,
+            segment_ms: constants::SEGMENT_MS_DEFAULT,
+            retention_ms: constants::RETENTION_MS_DEFAULT,
+            retention_bytes: -1,
+            max_message_bytes: constants::MESSAGE_SIZE_BYTES_MAX_DEFAULT,
+            timestamp_type: TimestampType::CreateTime,
+            durability: Durability::Write,
+        }
+    }
+
+    #[test]
+    fn overrides_apply_and_round_trip_through_value_of() {
+        let mut overrides = BTreeMap::new();
+        overrides.insert("retention.ms".to_string(), "1000".to_string());
+        overrides.insert("message.timestamp.type".to_string(), "LogAppendTime".to_string());
+        overrides.insert("flush.messages".to_string(), "1".to_string());
+        let config = defaults().with_overrides(&overrides).expect("valid");
+        for (name, value) in &overrides {
+            assert_eq!(config.value_of(name).as_deref(), Some(value.as_str()));
+        }
+        assert_eq!(config.durability, Durability::Fsync);
+    }
+
+    #[test]
+    fn bad_overrides_are_refused() {
+        for (name, value) in [
+            ("segment.bytes", "12"),
+            ("retention.ms", "-5"),
+            ("cleanup.policy", "compact"),
+            ("no.such.config", "1"),
+            ("segment.bytes", "lots"),
+        ] {
+            let overrides = BTreeMap::from([(name.to_string(), value.to_string())]);
+            assert!(defaults().with_overrides(&overrides).is_err(), "{name}={value}");
+        }
+    }
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_EU-2").is_ok());
+        for bad in ["", ".", "..", "a b", "a/b", "ü"] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_topic_name(&"a".repeat(249)).is_ok());
+        assert!(validate_topic_name(&"a".repeat(250)).is_err());
+    }
+}

@@ -1,0 +1,71 @@
+//! The one place that lists which APIs and versions Spate supports.
+//!
+//! Maxima follow what Apache Kafka 4.0 advertises (clients pin versions to what they were
+//! built for; advertising old maxima breaks them). Produce is advertised from v0 although
+//! only v3+ is served: librdkafka decides from the advertised range whether it may use the
+//! v2 message format with compression (KAFKA-18659), and Kafka 4 does the same.
+
+use kafka_protocol::messages::ApiKey;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Supported {
+    pub key: ApiKey,
+    /// Lowest version we advertise.
+    pub advertised_min: i16,
+    /// Lowest version we serve; below it the request is refused.
+    pub min: i16,
+    pub max: i16,
+}
+
+const fn api(key: ApiKey, min: i16, max: i16) -> Supported {
+    Supported { key, advertised_min: min, min, max }
+}
+
+pub const SUPPORTED: [Supported; 10] = [
+    Supported { key: ApiKey::Produce, advertised_min: 0, min: 3, max: 12 },
+    api(ApiKey::Fetch, 4, 17),
+    api(ApiKey::ListOffsets, 1, 9),
+    api(ApiKey::Metadata, 0, 12),
+    api(ApiKey::ApiVersions, 0, 4),
+    api(ApiKey::CreateTopics, 2, 7),
+    api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::DescribeConfigs, 1, 4),
+    api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The supported range of `api_key`, if we implement it.
+pub fn supported(api_key: i16) -> Option<Supported> {
+    SUPPORTED.iter().copied().find(|s| s.key as i16 == api_key)
+}
+
+/// Whether we serve this version of this API.
+pub fn serves(api_key: i16, api_version: i16) -> bool {
+    supported(api_key).is_some_and(|s| (s.min..=s.max).contains(&api_version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::protocol::Message;
+
+    #[test]
+    fn every_served_range_is_inside_what_the_codec_supports() {
+        for s in SUPPORTED {
+            let codec = s.key.valid_versions();
+            assert!(s.min >= codec.min, "{:?} min {} < codec {}", s.key, s.min, codec.min);
+            assert!(s.max <= codec.max, "{:?} max {} > codec {}", s.key, s.max, codec.max);
+            assert!(s.advertised_min <= s.min);
+        }
+        assert_eq!(kafka_protocol::messages::ApiVersionsRequest::VERSIONS.max, 4);
+    }
+
+    #[test]
+    fn lookups() {
+        assert!(serves(18, 3));
+        assert!(!serves(18, 5));
+        assert!(!serves(0, 2));
+        assert!(serves(0, 3));
+        assert!(supported(999).is_none());
+    }
+}

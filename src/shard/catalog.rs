@@ -1,0 +1,193 @@
+//! The topic catalog: names, ids, partition counts and config overrides.
+//!
+//! Shard 0 is the controller: it alone changes the catalog and writes it to
+//! `<data dir>/__spate_meta/topics.toml` (write to a temporary file, fsync, rename), then
+//! sends the change to every shard, which applies it to its own copy and opens or deletes the
+//! logs it owns. Every shard reads its copy without locks; it is at most one broadcast behind.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::topic::TopicConfig;
+
+pub const META_DIR: &str = "__spate_meta";
+const CATALOG_FILE: &str = "topics.toml";
+
+/// One topic as every shard knows it. Cheap to clone and send across cores.
+#[derive(Debug, Clone)]
+pub struct TopicMeta {
+    pub name: Arc<str>,
+    pub id: [u8; 16],
+    pub partitions: i32,
+    /// Configs set explicitly for this topic (Kafka names); the rest are broker defaults.
+    pub overrides: BTreeMap<String, String>,
+    /// Effective configs: defaults with the overrides applied.
+    pub config: TopicConfig,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    pub cluster_id: String,
+    pub topics: BTreeMap<Arc<str>, TopicMeta>,
+    by_id: HashMap<[u8; 16], Arc<str>>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct CatalogFile {
+    cluster_id: String,
+    #[serde(default)]
+    topics: Vec<TopicRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TopicRecord {
+    name: String,
+    id: String,
+    partitions: i32,
+    #[serde(default)]
+    configs: BTreeMap<String, String>,
+}
+
+impl Catalog {
+    pub fn get(&self, name: &str) -> Option<&TopicMeta> {
+        self.topics.get(name)
+    }
+
+    pub fn name_of(&self, id: &[u8; 16]) -> Option<Arc<str>> {
+        self.by_id.get(id).cloned()
+    }
+
+    pub fn apply(&mut self, meta: TopicMeta) {
+        self.by_id.insert(meta.id, meta.name.clone());
+        self.topics.insert(meta.name.clone(), meta);
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<TopicMeta> {
+        let meta = self.topics.remove(name)?;
+        self.by_id.remove(&meta.id);
+        Some(meta)
+    }
+
+    /// Loads the catalog, or starts a new one with a fresh cluster id. Topics whose stored
+    /// configs no longer validate keep the defaults for those keys, with a warning.
+    pub fn load(data_dir: &Path, defaults: &TopicConfig) -> std::io::Result<Catalog> {
+        let path = catalog_path(data_dir);
+        let file: CatalogFile = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| {
+                std::io::Error::other(format!("{} is damaged: {e}", path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogFile {
+                cluster_id: new_cluster_id(),
+                topics: Vec::new(),
+            },
+            Err(e) => return Err(e),
+        };
+        let mut catalog = Catalog { cluster_id: file.cluster_id, ..Catalog::default() };
+        for record in file.topics {
+            let id = parse_id(&record.id).unwrap_or_else(|| *uuid::Uuid::new_v4().as_bytes());
+            let config = defaults.with_overrides(&record.configs).unwrap_or_else(|e| {
+                tracing::warn!(topic = record.name, "stored topic configs are invalid ({e}); using defaults");
+                defaults.clone()
+            });
+            catalog.apply(TopicMeta {
+                name: record.name.into(),
+                id,
+                partitions: record.partitions,
+                overrides: record.configs,
+                config,
+            });
+        }
+        Ok(catalog)
+    }
+
+    /// Serialised form, written by the controller through `write_file`.
+    pub fn to_file_text(&self) -> String {
+        let file = CatalogFile {
+            cluster_id: self.cluster_id.clone(),
+            topics: self
+                .topics
+                .values()
+                .map(|t| TopicRecord {
+                    name: t.name.to_string(),
+                    id: uuid::Uuid::from_bytes(t.id).to_string(),
+                    partitions: t.partitions,
+                    configs: t.overrides.clone(),
+                })
+                .collect(),
+        };
+        toml::to_string(&file).unwrap_or_default()
+    }
+}
+
+/// Writes the catalog durably: temporary file, fsync, rename, fsync of the directory.
+/// Blocking; the controller runs it on a helper thread.
+pub fn write_file(data_dir: &Path, text: String) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = data_dir.join(META_DIR);
+    std::fs::create_dir_all(&dir)?;
+    let temporary = dir.join(format!("{CATALOG_FILE}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, catalog_path(data_dir))?;
+    std::fs::File::open(&dir)?.sync_all()
+}
+
+pub fn catalog_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(META_DIR).join(CATALOG_FILE)
+}
+
+/// Kafka cluster ids are 16 random bytes in URL-safe base64 without padding (22 chars).
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = uuid::Uuid::new_v4();
+    let mut bits: u128 = u128::from_be_bytes(*bytes.as_bytes());
+    let mut out = String::with_capacity(22);
+    for _ in 0..22 {
+        out.push(ALPHABET[(bits & 63) as usize] as char);
+        bits >>= 6;
+    }
+    out
+}
+
+fn parse_id(text: &str) -> Option<[u8; 16]> {
+    uuid::Uuid::parse_str(text).ok().map(|u| *u.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::topic::{Durability, TimestampType};
+
+    fn defaults() -> TopicConfig {
+        TopicConfig {
+            segment_bytes: 1 << 20,
+            segment_ms: 1000,
+            retention_ms: -1,
+            retention_bytes: -1,
+            max_message_bytes: 1 << 16,
+            timestamp_type: TimestampType::CreateTime,
+            durability: Durability::Write,
+        }
+    }
+
+    #[test]
+    fn catalog_survives_a_write_and_a_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut catalog = Catalog::load(dir.path(), &defaults()).expect("new");
+        assert_eq!(catalog.cluster_id.len(), 22);
+        let overrides = BTreeMap::from([("retention.ms".to_string(), "5000".to_string())]);
+        let config = defaults().with_overrides(&overrides).expect("valid");
+        catalog.apply(TopicMeta { name: "a".into(), id: [1; 16], partitions: 3, overrides, config });
+        write_file(dir.path(), catalog.to_file_text()).expect("write");
+        let loaded = Catalog::load(dir.path(), &defaults()).expect("load");
+        assert_eq!(loaded.cluster_id, catalog.cluster_id);
+        let topic = loaded.get("a").expect("topic");
+        assert_eq!(topic.partitions, 3);
+        assert_eq!(topic.config.retention_ms, 5000);
+        assert_eq!(loaded.name_of(&[1; 16]).as_deref(), Some("a"));
+    }
+}

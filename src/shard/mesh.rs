@@ -1,0 +1,94 @@
+//! Messages between shards. One request goes to each shard a client request touches
+//! (never one per partition); replies come back on the same mesh, matched by id.
+
+use bytes::Bytes;
+
+use crate::model::TopicPartition;
+use crate::shard::catalog::TopicMeta;
+use crate::storage::log::ReadChunk;
+
+#[derive(Debug)]
+pub enum Envelope {
+    Request { from: usize, id: u64, body: ShardRequest },
+    Response { id: u64, body: ShardResponse },
+    /// Register interest in appends to these partitions (fetch long-poll). The owner
+    /// notifies at once if a partition's high watermark already passed what the waiter saw.
+    Watch { from: usize, waiter: u64, partitions: Vec<(TopicPartition, i64)> },
+    Unwatch { from: usize, waiter: u64, partitions: Vec<TopicPartition> },
+    /// New data arrived on a watched partition.
+    Notify { waiter: u64 },
+}
+
+#[derive(Debug)]
+pub enum ShardRequest {
+    Produce { partitions: Vec<(TopicPartition, Vec<Bytes>)> },
+    Read { partitions: Vec<ReadSpec> },
+    ListOffsets { partitions: Vec<(TopicPartition, i64)> },
+    /// Controller (shard 0) only.
+    CreateTopic(CreateTopic),
+    /// Controller only.
+    DeleteTopic { name: String },
+    /// Controller only.
+    CreatePartitions { name: String, count: i32, validate_only: bool },
+    /// Every shard: adopt this topic and open the logs it owns.
+    ApplyTopic(TopicMeta),
+    /// Every shard: forget this topic and delete the logs it owns.
+    RemoveTopic { name: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct CreateTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub overrides: std::collections::BTreeMap<String, String>,
+    pub validate_only: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadSpec {
+    pub tp: TopicPartition,
+    pub offset: i64,
+    pub size_bytes_max: usize,
+}
+
+#[derive(Debug)]
+pub enum ShardResponse {
+    Produce(Vec<ProduceResult>),
+    Read(Vec<ReadResult>),
+    ListOffsets(Vec<OffsetResult>),
+    Topic(Result<TopicMeta, TopicError>),
+    Done,
+}
+
+#[derive(Debug, Clone)]
+pub struct TopicError {
+    pub code: i16,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProduceResult {
+    pub tp: TopicPartition,
+    pub error_code: i16,
+    pub base_offset: i64,
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug)]
+pub struct ReadResult {
+    pub tp: TopicPartition,
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub chunks: Vec<ReadChunk>,
+    pub size_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct OffsetResult {
+    pub tp: TopicPartition,
+    pub error_code: i16,
+    pub offset: i64,
+    pub timestamp: i64,
+}

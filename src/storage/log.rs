@@ -1,0 +1,685 @@
+//! The log of one partition: an ordered list of segments, the last one active.
+//!
+//! Lifecycle: `Log::open` recovers it at start (or creates it for a new partition); appends
+//! and reads run until `close` (shutdown) or `delete` (topic deletion). It lives in an
+//! `Rc<RefCell<Log>>` on the owning shard; no borrow is ever held across an `.await`.
+//!
+//! Append path (group commit): `append` assigns offsets at once (so that the order of
+//! offsets is the order of arrival), queues the batch and waits. One flusher task per log
+//! takes everything queued, writes it with a single O_DIRECT write (and one fdatasync under
+//! the `fsync` policy), then makes it visible: index, cache, high watermark, waiters. Batches
+//! that arrive while a write is in flight ride on the next one, so under load many produce
+//! requests share each write and flush.
+//!
+//! Read path: the cache of recent batches answers tail reads with `Bytes` clones; older data
+//! is located through the sparse index and returned as a file region for `sendfile`, or as
+//! bytes read with O_DIRECT for the few blocks that may still be rewritten.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::channel::oneshot;
+
+use crate::constants::{BATCH_CACHE_BYTES_PER_PARTITION, LOCATE_READ_BYTES};
+use crate::fatal::{fatal, FatalReason};
+use crate::model::batch::{self, BatchHeader};
+use crate::model::now_ms;
+use crate::model::topic::{Durability, TimestampType, TopicConfig};
+use crate::model::TopicPartition;
+use crate::storage::cache::{BatchCache, CachedBatch};
+use crate::storage::segment::{self, Segment};
+use crate::storage::{io_error, Error};
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    /// The broker's timestamp when the topic uses LogAppendTime, else -1.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+/// A piece of a fetch response's record data.
+#[derive(Debug, Clone)]
+pub enum ReadChunk {
+    /// Bytes already in memory (the cache, or a DMA read of the unstable tail).
+    Memory(Bytes),
+    /// A region of a segment file, sent with `sendfile` without a copy through user space.
+    File { file: Arc<std::fs::File>, position: u64, len: u64 },
+}
+
+impl ReadChunk {
+    pub fn len(&self) -> usize {
+        match self {
+            ReadChunk::Memory(bytes) => bytes.len(),
+            ReadChunk::File { len, .. } => *len as usize,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReadOutcome {
+    pub chunks: Vec<ReadChunk>,
+    pub size_bytes: usize,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+struct Pending {
+    bytes: Bytes,
+    base_offset: i64,
+    last_offset: i64,
+    max_timestamp: i64,
+    done: Option<oneshot::Sender<()>>,
+}
+
+pub struct Log {
+    pub tp: TopicPartition,
+    dir: PathBuf,
+    pub config: TopicConfig,
+    segments: Vec<Segment>,
+    pub log_start_offset: i64,
+    /// Next offset to assign, counting queued batches (the log end offset).
+    next_offset: i64,
+    /// Offset after the last written batch; consumers read below it.
+    pub high_watermark: i64,
+    cache: BatchCache,
+    pending: Vec<Pending>,
+    /// True while a flusher task (or a roll, or close) owns the active segment.
+    busy: bool,
+    deleted: bool,
+}
+
+/// What recovery found, for the start-up log line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub truncated_segments: usize,
+}
+
+impl Log {
+    /// Opens (recovering) or creates the log of `tp` under `data_dir`.
+    pub async fn open(
+        data_dir: &Path,
+        tp: TopicPartition,
+        config: TopicConfig,
+    ) -> Result<(Log, RecoveryReport), Error> {
+        let dir = data_dir.join(tp.dir_name());
+        std::fs::create_dir_all(&dir)?;
+        let now = now_ms();
+        let bases = segment::list_segments(&dir)?;
+        let mut report = RecoveryReport::default();
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+        for (i, base) in bases.iter().enumerate() {
+            let (opened, torn) = Segment::open(&dir, *base, now).await?;
+            report.segments += 1;
+            let follows = segments.last().map_or(true, |prev| prev.next_offset == opened.base_offset);
+            if !follows {
+                tracing::warn!(%tp, base, "segment does not follow its predecessor; dropping it and later ones");
+                for later in &bases[i..] {
+                    remove_segment_files(&dir, *later);
+                }
+                break;
+            }
+            if torn {
+                report.truncated_segments += 1;
+                tracing::warn!(%tp, base, size = opened.size, "truncated a torn segment tail");
+            }
+            let is_last = i + 1 == bases.len();
+            if !is_last {
+                opened.seal().await?;
+            }
+            segments.push(opened);
+            if torn && !is_last {
+                tracing::warn!(%tp, "dropping segments after a torn one");
+                for later in &bases[i + 1..] {
+                    remove_segment_files(&dir, *later);
+                }
+                break;
+            }
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(&dir, 0, config.segment_bytes, now).await?);
+        }
+        let log_start_offset = segments[0].base_offset;
+        let next_offset = segments.last().map_or(0, |s| s.next_offset);
+        let log = Log {
+            tp,
+            dir,
+            config,
+            segments,
+            log_start_offset,
+            next_offset,
+            high_watermark: next_offset,
+            cache: BatchCache::new(BATCH_CACHE_BYTES_PER_PARTITION),
+            pending: Vec::new(),
+            busy: false,
+            deleted: false,
+        };
+        Ok((log, report))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn active(&mut self) -> &mut Segment {
+        let last = self.segments.len() - 1;
+        &mut self.segments[last]
+    }
+}
+
+/// Appends validated batches (each one whole batch, checked by `batch::validate`) and waits
+/// until they are durable under the topic's policy.
+pub async fn append(log: &Rc<RefCell<Log>>, batches: Vec<Bytes>) -> Result<AppendInfo, Error> {
+    assert!(!batches.is_empty());
+    let (done_tx, done_rx) = oneshot::channel();
+    let (info, start_flusher) = {
+        let mut l = log.borrow_mut();
+        if l.deleted {
+            return Err(Error::Deleted);
+        }
+        let append_time = match l.config.timestamp_type {
+            TimestampType::LogAppendTime => now_ms(),
+            TimestampType::CreateTime => -1,
+        };
+        let first_offset = l.next_offset;
+        let count = batches.len();
+        let mut done = Some(done_tx);
+        for (i, original) in batches.into_iter().enumerate() {
+            let mut bytes = BytesMut::from(&original[..]);
+            let base_offset = l.next_offset;
+            batch::assign_offset(&mut bytes, base_offset, 0);
+            if append_time >= 0 {
+                batch::set_log_append_time(&mut bytes, append_time);
+            }
+            let (last_offset, max_timestamp) = {
+                let header = BatchHeader::parse(&bytes).unwrap_or_else(|_| unreachable!());
+                (header.last_offset(), header.max_timestamp())
+            };
+            l.next_offset = last_offset + 1;
+            let done = if i + 1 == count { done.take() } else { None };
+            l.pending.push(Pending { bytes: bytes.freeze(), base_offset, last_offset, max_timestamp, done });
+        }
+        let info = AppendInfo {
+            base_offset: first_offset,
+            log_append_time: append_time,
+            log_start_offset: l.log_start_offset,
+        };
+        let start = !l.busy;
+        l.busy = true;
+        (info, start)
+    };
+    if start_flusher {
+        glommio::spawn_local(flush_loop(log.clone())).detach();
+    }
+    done_rx.await.map_err(|_| Error::Deleted)?;
+    Ok(info)
+}
+
+/// Writes queued batches until the queue is empty. Exactly one runs per log at a time.
+async fn flush_loop(log: Rc<RefCell<Log>>) {
+    loop {
+        let (group, durability, roll_needed) = {
+            let mut l = log.borrow_mut();
+            if l.pending.is_empty() || l.deleted {
+                l.busy = false;
+                return;
+            }
+            let group = std::mem::take(&mut l.pending);
+            let first_size = group[0].bytes.len() as u64;
+            let roll = should_roll(&l, first_size, group[0].last_offset, now_ms());
+            (group, l.config.durability, roll)
+        };
+        if roll_needed {
+            roll(&log, group[0].base_offset).await;
+        }
+        // Split the group where the active segment would overflow and roll between runs.
+        let mut start = 0;
+        while start < group.len() {
+            let end = {
+                let l = log.borrow();
+                run_end(&l, &group, start)
+            };
+            write_run(&log, &group[start..end], durability).await;
+            let mut l = log.borrow_mut();
+            if l.deleted {
+                return;
+            }
+            for pending in &group[start..end] {
+                let position = l.active().size;
+                let size = pending.bytes.len() as u64;
+                l.active().record_batch(position, pending.last_offset, pending.max_timestamp, size);
+                l.cache.push(CachedBatch {
+                    base_offset: pending.base_offset,
+                    last_offset: pending.last_offset,
+                    bytes: pending.bytes.clone(),
+                });
+                l.high_watermark = pending.last_offset + 1;
+            }
+            drop(l);
+            start = end;
+            if start < group.len() {
+                roll(&log, group[start].base_offset).await;
+            }
+        }
+        for pending in group {
+            if let Some(done) = pending.done {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+fn should_roll(l: &Log, batch_size: u64, last_offset: i64, now: i64) -> bool {
+    let active = l.segments.last().unwrap_or_else(|| unreachable!());
+    if active.size == 0 {
+        return false;
+    }
+    active.size + batch_size > l.config.segment_bytes
+        || now - active.created_ms > l.config.segment_ms
+        || last_offset - active.base_offset > i64::from(u32::MAX)
+}
+
+/// End of the run of batches from `start` that fits in the active segment (at least one).
+fn run_end(l: &Log, group: &[Pending], start: usize) -> usize {
+    let active = l.segments.last().unwrap_or_else(|| unreachable!());
+    let mut size = active.size;
+    let mut end = start;
+    while end < group.len() {
+        let next = size + group[end].bytes.len() as u64;
+        let overflows = next > l.config.segment_bytes
+            || group[end].last_offset - active.base_offset > i64::from(u32::MAX);
+        if end > start && overflows {
+            break;
+        }
+        size = next;
+        end += 1;
+    }
+    end
+}
+
+/// One O_DIRECT write of the tail block plus `run`, from the aligned tail position.
+async fn write_run(log: &Rc<RefCell<Log>>, run: &[Pending], durability: Durability) {
+    let (file, position, buffer, new_tail, new_tail_position) = {
+        let mut l = log.borrow_mut();
+        let active = l.active();
+        let run_bytes: usize = run.iter().map(|p| p.bytes.len()).sum();
+        let total = active.tail.len() + run_bytes;
+        let alignment = active.alignment as usize;
+        let aligned = total.div_ceil(alignment) * alignment;
+        let mut buffer = active.file.alloc_dma_buffer(aligned);
+        let out = buffer.as_bytes_mut();
+        out[..active.tail.len()].copy_from_slice(&active.tail);
+        let mut at = active.tail.len();
+        for pending in run {
+            out[at..at + pending.bytes.len()].copy_from_slice(&pending.bytes);
+            at += pending.bytes.len();
+        }
+        out[total..].fill(0);
+        let full = total - total % alignment;
+        let new_tail = out[full..total].to_vec();
+        let new_tail_position = active.tail_position + full as u64;
+        (active.file.clone(), active.tail_position, buffer, new_tail, new_tail_position)
+    };
+    let expected = buffer.len();
+    match file.write_at(buffer, position).await {
+        Ok(written) if written == expected => {}
+        Ok(written) => fatal(
+            FatalReason::StorageIo,
+            format!("short O_DIRECT write ({written} of {expected} bytes); check the disk"),
+        ),
+        Err(e) => fatal(FatalReason::StorageIo, format!("log write failed: {e}; check the disk")),
+    }
+    if durability == Durability::Fsync {
+        if let Err(e) = file.fdatasync().await {
+            fatal(FatalReason::StorageIo, format!("fdatasync failed: {e}; check the disk"));
+        }
+    }
+    let mut l = log.borrow_mut();
+    if l.deleted {
+        return;
+    }
+    let active = l.active();
+    active.tail = new_tail;
+    active.tail_position = new_tail_position;
+}
+
+/// Seals the active segment and starts a new one at `base_offset`. The caller owns `busy`.
+async fn roll(log: &Rc<RefCell<Log>>, base_offset: i64) {
+    let (dir, preallocate) = {
+        let l = log.borrow();
+        (l.dir.clone(), l.config.segment_bytes)
+    };
+    let sealed = {
+        let l = log.borrow();
+        let active = l.segments.last().unwrap_or_else(|| unreachable!());
+        (active.file.clone(), active.size)
+    };
+    if let Err(e) = sealed.0.truncate(sealed.1).await {
+        fatal(FatalReason::StorageIo, format!("cannot truncate a sealed segment: {e}"));
+    }
+    if log.borrow().deleted {
+        return;
+    }
+    let created = Segment::create(&dir, base_offset, preallocate, now_ms()).await;
+    let created = created.unwrap_or_else(|e| {
+        fatal(FatalReason::StorageIo, format!("cannot create a segment in {}: {e}", dir.display()))
+    });
+    let mut l = log.borrow_mut();
+    if l.deleted {
+        return;
+    }
+    {
+        let old = l.active();
+        // The sealed segment's bytes are all below its size now: every byte is stable.
+        old.tail_position = old.size;
+        old.tail.clear();
+    }
+    let index_writer = {
+        let old = l.segments.last().unwrap_or_else(|| unreachable!());
+        let base = old.base_offset;
+        let offsets = old.index.encode_offsets();
+        let times = old.index.encode_times();
+        let dir = l.dir.clone();
+        move || {
+            let _ = std::fs::write(dir.join(segment::file_name(base, "index")), offsets);
+            let _ = std::fs::write(dir.join(segment::file_name(base, "timeindex")), times);
+        }
+    };
+    l.segments.push(created);
+    drop(l);
+    glommio::executor().spawn_blocking(index_writer).await;
+}
+
+/// Reads from `offset`: at most `size_bytes_max` bytes, but a whole first batch when
+/// `first_whole` is set (KIP-74: a consumer must always make progress).
+pub async fn read(
+    log: &Rc<RefCell<Log>>,
+    offset: i64,
+    size_bytes_max: usize,
+    first_whole: bool,
+) -> Result<ReadOutcome, Error> {
+    let (file, read_file, scan_from, end, stable_end) = {
+        let l = log.borrow();
+        let mut outcome = ReadOutcome {
+            chunks: Vec::new(),
+            size_bytes: 0,
+            high_watermark: l.high_watermark,
+            log_start_offset: l.log_start_offset,
+        };
+        if offset < l.log_start_offset || offset > l.high_watermark {
+            return Err(Error::OffsetOutOfRange);
+        }
+        if offset == l.high_watermark {
+            return Ok(outcome);
+        }
+        if let Some(cached) = l.cache.read(offset, size_bytes_max, first_whole) {
+            outcome.size_bytes = cached.iter().map(Bytes::len).sum();
+            outcome.chunks = cached.into_iter().map(ReadChunk::Memory).collect();
+            return Ok(outcome);
+        }
+        let at = l.segments.partition_point(|s| s.base_offset <= offset);
+        if at == 0 {
+            return Err(Error::OffsetOutOfRange);
+        }
+        let segment = &l.segments[at - 1];
+        let active = at == l.segments.len();
+        let relative = (offset - segment.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+        (
+            segment.file.clone(),
+            segment.read_file.clone(),
+            u64::from(segment.index.position_before(relative)),
+            segment.size,
+            segment.stable_end(active),
+        )
+    };
+    let (hw, start) = {
+        let l = log.borrow();
+        (l.high_watermark, l.log_start_offset)
+    };
+    let mut outcome =
+        ReadOutcome { chunks: Vec::new(), size_bytes: 0, high_watermark: hw, log_start_offset: start };
+    let Some((position, first_size)) = locate(&file, scan_from, end, offset).await? else {
+        return Ok(outcome);
+    };
+    let available = end - position;
+    let mut len = available.min(size_bytes_max as u64);
+    if first_whole {
+        len = len.max(first_size.min(available));
+    } else if first_size > len {
+        return Ok(outcome);
+    }
+    if len == 0 {
+        return Ok(outcome);
+    }
+    let chunk = if position + len <= stable_end {
+        ReadChunk::File { file: read_file, position, len }
+    } else {
+        let bytes = file.read_at(position, len as usize).await.map_err(io_error)?;
+        ReadChunk::Memory(Bytes::copy_from_slice(&bytes))
+    };
+    outcome.size_bytes = chunk.len();
+    outcome.chunks.push(chunk);
+    Ok(outcome)
+}
+
+/// Finds the position and size of the batch that holds `offset`, scanning batch headers from
+/// `position` (given by the index) up to `end`.
+async fn locate(
+    file: &glommio::io::DmaFile,
+    mut position: u64,
+    end: u64,
+    offset: i64,
+) -> Result<Option<(u64, u64)>, Error> {
+    while position < end {
+        let want = (end - position).min(LOCATE_READ_BYTES as u64) as usize;
+        let chunk = file.read_at(position, want).await.map_err(io_error)?;
+        let bytes: &[u8] = &chunk;
+        let mut at = 0usize;
+        while at + crate::constants::BATCH_HEADER_BYTES <= bytes.len() {
+            let Ok(header) = BatchHeader::parse(&bytes[at..]) else {
+                return Ok(None);
+            };
+            if header.last_offset() >= offset {
+                return Ok(Some((position + at as u64, header.size_bytes() as u64)));
+            }
+            at += header.size_bytes();
+        }
+        if at == 0 {
+            return Ok(None);
+        }
+        position += at as u64;
+    }
+    Ok(None)
+}
+
+/// The first offset whose record timestamp is at least `timestamp`, and that timestamp.
+/// Needs the records of one batch, so it decompresses exactly that batch; this is the only
+/// place the log reads records, and it is not on the produce or fetch path.
+pub async fn offset_for_timestamp(
+    log: &Rc<RefCell<Log>>,
+    timestamp: i64,
+) -> Result<Option<(i64, i64)>, Error> {
+    let candidates: Vec<(Rc<glommio::io::DmaFile>, u64, u64, i64)> = {
+        let l = log.borrow();
+        l.segments
+            .iter()
+            .filter(|s| s.max_timestamp >= timestamp && s.size > 0)
+            .map(|s| {
+                let from = s.index.offset_before_time(timestamp).map_or(0, |rel| s.index.position_before(rel + 1));
+                (s.file.clone(), u64::from(from), s.size, s.base_offset)
+            })
+            .collect()
+    };
+    for (file, mut position, end, _) in candidates {
+        while position < end {
+            let header_bytes = file.read_at(position, crate::constants::BATCH_HEADER_BYTES).await;
+            let header_bytes = header_bytes.map_err(io_error)?;
+            let Ok(header) = BatchHeader::parse(&header_bytes) else { break };
+            let size = header.size_bytes() as u64;
+            if header.max_timestamp() >= timestamp {
+                let whole = file.read_at(position, size as usize).await.map_err(io_error)?;
+                let mut bytes = Bytes::copy_from_slice(&whole);
+                return Ok(Some(first_record_at_or_after(&mut bytes, timestamp).unwrap_or((
+                    header.base_offset(),
+                    header.max_timestamp(),
+                ))));
+            }
+            position += size;
+        }
+    }
+    Ok(None)
+}
+
+/// The offset of the record with the largest timestamp (ListOffsets -3, KIP-734).
+pub async fn offset_of_max_timestamp(log: &Rc<RefCell<Log>>) -> Result<Option<(i64, i64)>, Error> {
+    let max = {
+        let l = log.borrow();
+        l.segments.iter().map(|s| s.max_timestamp).max().unwrap_or(-1)
+    };
+    if max < 0 {
+        return Ok(None);
+    }
+    offset_for_timestamp(log, max).await
+}
+
+fn first_record_at_or_after(bytes: &mut Bytes, timestamp: i64) -> Option<(i64, i64)> {
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(bytes).ok()?;
+    set.records
+        .iter()
+        .find(|r| r.timestamp >= timestamp)
+        .map(|r| (r.offset, r.timestamp))
+}
+
+/// Deletes whole segments past the topic's retention time or size, never the active one
+/// (an expired active segment is rolled first, so the next pass can delete it).
+pub async fn enforce_retention(log: &Rc<RefCell<Log>>, now: i64) -> Result<usize, Error> {
+    let roll_active = {
+        let mut l = log.borrow_mut();
+        if l.busy || l.deleted {
+            return Ok(0);
+        }
+        let config = l.config.clone();
+        let active = l.segments.last().unwrap_or_else(|| unreachable!());
+        let expired = config.retention_ms >= 0 && active.max_timestamp >= 0
+            && active.max_timestamp < now - config.retention_ms;
+        let aged = now - active.created_ms > config.segment_ms;
+        let roll = active.size > 0 && (expired || aged) && l.pending.is_empty();
+        if roll {
+            l.busy = true;
+        }
+        roll.then_some(l.next_offset)
+    };
+    if let Some(base) = roll_active {
+        roll(log, base).await;
+        let restart = {
+            let mut l = log.borrow_mut();
+            l.busy = false;
+            !l.pending.is_empty()
+        };
+        if restart {
+            log.borrow_mut().busy = true;
+            glommio::spawn_local(flush_loop(log.clone())).detach();
+        }
+    }
+    let removed: Vec<Segment> = {
+        let mut l = log.borrow_mut();
+        let config = l.config.clone();
+        let mut total = l.size_bytes() as i64;
+        let mut count = 0;
+        while count + 1 < l.segments.len() {
+            let segment = &l.segments[count];
+            let by_time = config.retention_ms >= 0 && segment.max_timestamp < now - config.retention_ms;
+            let by_size = config.retention_bytes >= 0 && total - segment.size as i64 >= config.retention_bytes;
+            if !(by_time || by_size) {
+                break;
+            }
+            total -= segment.size as i64;
+            count += 1;
+        }
+        let removed: Vec<Segment> = l.segments.drain(..count).collect();
+        if count > 0 {
+            l.log_start_offset = l.segments[0].base_offset;
+            l.cache.clear();
+            tracing::info!(tp = %l.tp, segments = count, log_start_offset = l.log_start_offset, "retention deleted segments");
+        }
+        removed
+    };
+    for segment in &removed {
+        segment.remove_files();
+    }
+    Ok(removed.len())
+}
+
+/// Finishes queued writes, then seals the active segment (true length, indexes written).
+pub async fn close(log: &Rc<RefCell<Log>>) -> Result<(), Error> {
+    loop {
+        let idle = {
+            let mut l = log.borrow_mut();
+            if !l.busy && l.pending.is_empty() {
+                l.busy = true;
+                true
+            } else {
+                false
+            }
+        };
+        if idle {
+            break;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let file = {
+        let l = log.borrow();
+        let active = l.segments.last().unwrap_or_else(|| unreachable!());
+        active.file.clone()
+    };
+    let size = log.borrow().segments.last().map_or(0, |s| s.size);
+    file.truncate(size).await.map_err(io_error)?;
+    file.fdatasync().await.map_err(io_error)?;
+    let writer = {
+        let l = log.borrow();
+        let active = l.segments.last().unwrap_or_else(|| unreachable!());
+        (active.base_offset, active.index.encode_offsets(), active.index.encode_times(), l.dir.clone())
+    };
+    glommio::executor()
+        .spawn_blocking(move || {
+            let (base, offsets, times, dir) = writer;
+            let _ = std::fs::write(dir.join(segment::file_name(base, "index")), offsets);
+            let _ = std::fs::write(dir.join(segment::file_name(base, "timeindex")), times);
+        })
+        .await;
+    Ok(())
+}
+
+/// Deletes the log and its directory; waiting appends fail with `Deleted`.
+pub async fn delete(log: &Rc<RefCell<Log>>) {
+    let dir = {
+        let mut l = log.borrow_mut();
+        l.deleted = true;
+        l.cache.clear();
+        for pending in l.pending.drain(..) {
+            drop(pending.done);
+        }
+        l.segments.clear();
+        l.dir.clone()
+    };
+    let _ = glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+}
+
+fn remove_segment_files(dir: &Path, base: i64) {
+    for extension in ["log", "index", "timeindex"] {
+        let _ = std::fs::remove_file(dir.join(segment::file_name(base, extension)));
+    }
+}

@@ -1,0 +1,307 @@
+//! One segment of a partition log: `<base offset>.log` plus its indexes.
+//!
+//! Lifecycle: created empty (preallocated) or opened and recovered at start; the last segment
+//! of a log is active and takes appends; a roll closes it (truncated to its true length,
+//! indexes written) and it stays read-only until retention deletes it. Lives on the shard that
+//! owns the partition; only that shard's flusher task writes to it, one write at a time.
+//!
+//! Appends go through O_DIRECT. A write must cover whole aligned blocks, so the partial block
+//! at the end of the log (`tail`, starting at the aligned `tail_position`) is kept in memory
+//! and written again, with the new bytes after it, by the next append:
+//!
+//! ```text
+//!   |<----------- size (bytes of complete batches) ---------->|
+//!   | block | block | block |  tail block: tail bytes  | zeros |
+//!   0                       ^ tail_position            ^ size  ^ aligned end on disk
+//! ```
+//!
+//! Bytes below `tail_position` are never rewritten: readers may use the page cache there
+//! (sendfile). The zeros after `size` are cut off at close; after a crash, recovery stops at
+//! the first bytes that are not a valid batch (zeros included) and truncates there.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::io::{DmaFile, OpenOptions};
+
+use crate::constants::{INDEX_INTERVAL_BYTES, RECOVERY_READ_BYTES};
+use crate::model::batch::{self, ScannedBatch};
+use crate::storage::index::SegmentIndex;
+use crate::storage::{io_error, Error};
+
+pub struct Segment {
+    pub base_offset: i64,
+    pub log_path: PathBuf,
+    pub file: Rc<DmaFile>,
+    /// A buffered descriptor of the same file, for zero-copy `sendfile` reads on a helper
+    /// thread. Only bytes below `stable_end()` are read through it.
+    pub read_file: Arc<std::fs::File>,
+    /// Bytes of complete, written batches. Readers never go past it.
+    pub size: u64,
+    /// Offset after the last batch of this segment.
+    pub next_offset: i64,
+    /// Largest batch max_timestamp in the segment, -1 when empty.
+    pub max_timestamp: i64,
+    pub index: SegmentIndex,
+    /// Log bytes appended since the last index entry.
+    bytes_since_index: u64,
+    pub created_ms: i64,
+    pub tail_position: u64,
+    pub tail: Vec<u8>,
+    pub alignment: u64,
+}
+
+impl Segment {
+    /// Creates an empty segment file, preallocating `preallocate_bytes` without changing the
+    /// file's size (so that a crash never leaves a segment that looks longer than it is).
+    pub async fn create(
+        dir: &Path,
+        base_offset: i64,
+        preallocate_bytes: u64,
+        now_ms: i64,
+    ) -> Result<Segment, Error> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let file = open_dma(&log_path).await?;
+        file.truncate(0).await.map_err(io_error)?;
+        // Preallocation is an optimisation; file systems without fallocate still work.
+        let _ = file.pre_allocate(preallocate_bytes, true).await;
+        let read_file = Arc::new(std::fs::File::open(&log_path)?);
+        let alignment = file.alignment();
+        Ok(Segment {
+            base_offset,
+            log_path,
+            file: Rc::new(file),
+            read_file,
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            index: SegmentIndex::default(),
+            bytes_since_index: 0,
+            created_ms: now_ms,
+            tail_position: 0,
+            tail: Vec::new(),
+            alignment,
+        })
+    }
+
+    /// Opens an existing segment and recovers it: loads its indexes when they are sound,
+    /// scans every batch after the last index entry (CRC included) and truncates a torn tail.
+    /// Returns the segment and whether bytes were cut off.
+    pub async fn open(dir: &Path, base_offset: i64, now_ms: i64) -> Result<(Segment, bool), Error> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let file = open_dma(&log_path).await?;
+        let file_size = file.file_size().await.map_err(io_error)?;
+        let offsets = std::fs::read(dir.join(file_name(base_offset, "index"))).unwrap_or_default();
+        let times = std::fs::read(dir.join(file_name(base_offset, "timeindex"))).unwrap_or_default();
+        let loaded = SegmentIndex::decode(&offsets, &times, file_size);
+        let mut index = loaded.clone().unwrap_or_default();
+        let (mut position, mut next_offset) = match index.offsets.last() {
+            Some(entry) => (u64::from(entry.position), base_offset),
+            None => (0, base_offset),
+        };
+        let mut max_timestamp = index.times.last().map_or(-1, |t| t.timestamp);
+        let mut bytes_since_index = 0;
+        let mut first = true;
+        let mut scanned = scan(&file, position, file_size).await?;
+        // The batch at the last index entry must be where the index says; otherwise the index
+        // is stale or damaged and we rebuild it from the start of the segment.
+        if position > 0 {
+            let matches = scanned.first().is_some_and(|(_, b)| {
+                b.last_offset - base_offset == i64::from(index.offsets.last().map_or(0, |e| e.relative_offset))
+            });
+            if !matches {
+                index = SegmentIndex::default();
+                position = 0;
+                max_timestamp = -1;
+                scanned = scan(&file, 0, file_size).await?;
+            }
+        }
+        for (batch_position, scanned_batch) in &scanned {
+            let ScannedBatch { base_offset: batch_base, last_offset, max_timestamp: ts, size_bytes } =
+                *scanned_batch;
+            if first && *batch_position == 0 && batch_base != base_offset {
+                break;
+            }
+            if !first && batch_base != next_offset {
+                break;
+            }
+            if batch_base < base_offset || last_offset - base_offset > i64::from(u32::MAX) {
+                break;
+            }
+            let indexed = index.offsets.last().is_some_and(|e| u64::from(e.position) == *batch_position);
+            if !indexed && (index.offsets.is_empty() || bytes_since_index >= INDEX_INTERVAL_BYTES) {
+                index.add((last_offset - base_offset) as u32, *batch_position as u32, ts.max(max_timestamp));
+                bytes_since_index = 0;
+            }
+            bytes_since_index += size_bytes as u64;
+            max_timestamp = max_timestamp.max(ts);
+            next_offset = last_offset + 1;
+            position = batch_position + size_bytes as u64;
+            first = false;
+        }
+        if first && index.offsets.is_empty() {
+            position = 0;
+        }
+        let torn = position < file_size;
+        if torn {
+            file.truncate(position).await.map_err(io_error)?;
+            index.truncate_to_position(position as u32);
+        }
+        let alignment = file.alignment();
+        let tail_position = position - position % alignment;
+        let tail = if position > tail_position {
+            let read = file.read_at(tail_position, (position - tail_position) as usize).await;
+            read.map_err(io_error)?.to_vec()
+        } else {
+            Vec::new()
+        };
+        let read_file = Arc::new(std::fs::File::open(&log_path)?);
+        let segment = Segment {
+            base_offset,
+            log_path,
+            file: Rc::new(file),
+            read_file,
+            size: position,
+            next_offset,
+            max_timestamp,
+            index,
+            bytes_since_index,
+            created_ms: now_ms,
+            tail_position,
+            tail,
+            alignment,
+        };
+        Ok((segment, torn))
+    }
+
+    /// End of the bytes that will never be rewritten; safe to read through the page cache.
+    pub fn stable_end(&self, active: bool) -> u64 {
+        if active {
+            self.tail_position
+        } else {
+            self.size
+        }
+    }
+
+    /// Records a batch that has been written at `position`.
+    pub fn record_batch(&mut self, position: u64, last_offset: i64, max_timestamp: i64, size: u64) {
+        assert_eq!(position, self.size);
+        assert!(last_offset >= self.next_offset);
+        let relative = last_offset - self.base_offset;
+        assert!(relative >= 0 && relative <= i64::from(u32::MAX));
+        self.max_timestamp = self.max_timestamp.max(max_timestamp);
+        if self.index.offsets.is_empty() || self.bytes_since_index >= INDEX_INTERVAL_BYTES {
+            self.index.add(relative as u32, position as u32, self.max_timestamp);
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += size;
+        self.size += size;
+        self.next_offset = last_offset + 1;
+    }
+
+    /// Writes the indexes next to the log (buffered I/O on a helper thread; they are small and
+    /// rebuilt by recovery if lost).
+    pub async fn write_indexes(&self) -> Result<(), Error> {
+        let dir = self.log_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let offsets = self.index.encode_offsets();
+        let times = self.index.encode_times();
+        let base = self.base_offset;
+        glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<()> {
+                std::fs::write(dir.join(file_name(base, "index")), offsets)?;
+                std::fs::write(dir.join(file_name(base, "timeindex")), times)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Closes the segment for writing: cut the zero padding and persist the indexes.
+    pub async fn seal(&self) -> Result<(), Error> {
+        self.file.truncate(self.size).await.map_err(io_error)?;
+        self.file.fdatasync().await.map_err(io_error)?;
+        self.write_indexes().await
+    }
+
+    /// Deletes the segment's files. Readers that hold the descriptors can finish.
+    pub fn remove_files(&self) {
+        let dir = self.log_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        for extension in ["log", "index", "timeindex"] {
+            let _ = std::fs::remove_file(dir.join(file_name(self.base_offset, extension)));
+        }
+    }
+}
+
+/// Kafka's file name: the base offset as 20 zero-padded digits.
+pub fn file_name(base_offset: i64, extension: &str) -> String {
+    format!("{base_offset:020}.{extension}")
+}
+
+/// Base offsets of the `.log` files in a partition directory, sorted.
+pub fn list_segments(dir: &Path) -> Result<Vec<i64>, Error> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".log") {
+            if stem.len() == 20 {
+                if let Ok(base) = stem.parse::<i64>() {
+                    bases.push(base);
+                }
+            }
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+pub async fn open_dma(path: &Path) -> Result<DmaFile, Error> {
+    OpenOptions::new().read(true).write(true).create(true).dma_open(path).await.map_err(io_error)
+}
+
+/// Reads the segment from `position` to `end` in large DMA reads and returns every intact
+/// batch with its position, stopping at the first torn or invalid one.
+async fn scan(file: &DmaFile, mut position: u64, end: u64) -> Result<Vec<(u64, ScannedBatch)>, Error> {
+    let mut out = Vec::new();
+    while position < end {
+        let want = (end - position).min(RECOVERY_READ_BYTES as u64) as usize;
+        let chunk = file.read_at(position, want).await.map_err(io_error)?;
+        let bytes: &[u8] = &chunk;
+        let mut at = 0usize;
+        while at < bytes.len() {
+            let rest = &bytes[at..];
+            match batch::BatchHeader::parse(rest) {
+                Ok(header) if header.size_bytes() > rest.len() => {
+                    if at == 0 {
+                        // One batch bigger than the read: fetch exactly it.
+                        let whole = file.read_at(position, header.size_bytes()).await;
+                        let whole = whole.map_err(io_error)?;
+                        match batch::scan_stored(&whole) {
+                            Some(b) if (whole.len() == header.size_bytes()) => {
+                                out.push((position, b));
+                                at = b.size_bytes;
+                            }
+                            _ => return Ok(out),
+                        }
+                    }
+                    break;
+                }
+                Ok(_) => match batch::scan_stored(rest) {
+                    Some(b) => {
+                        out.push((position + at as u64, b));
+                        at += b.size_bytes;
+                    }
+                    None => return Ok(out),
+                },
+                Err(_) if rest.len() < crate::constants::BATCH_HEADER_BYTES && position + (bytes.len() as u64) < end => break,
+                Err(_) => return Ok(out),
+            }
+        }
+        if at == 0 {
+            return Ok(out);
+        }
+        position += at as u64;
+        glommio::yield_if_needed().await;
+    }
+    Ok(out)
+}
