@@ -172,7 +172,7 @@ pub fn run(
     let end_ns = timeline.end_ns();
     let mut gaps = setup.rate.map(|rate| Gaps::new(rate, setup.arrival));
     let mut next_intended_ns = start_ns + setup.phase_ns;
-    let mut measured_sent = 0u64;
+    let mut measured_attempts = 0u64;
 
     'records: loop {
         if stop.load(Ordering::Relaxed) {
@@ -184,7 +184,10 @@ pub fn run(
         } else {
             now_ns
         };
-        if intended_ns >= end_ns || setup.quota.is_some_and(|quota| measured_sent >= quota) {
+        // An open-loop sender that is behind still stops at the end: the backlog it could not
+        // send is counted as missed below rather than stretching the run.
+        let past_end = now_ns >= end_ns || intended_ns >= end_ns;
+        if past_end || setup.quota.is_some_and(|quota| measured_attempts >= quota) {
             break;
         }
         if intended_ns > now_ns {
@@ -204,7 +207,7 @@ pub fn run(
             sent_ns: now_ns,
         };
         header.write(&mut buf[..size]);
-        loop {
+        let accepted = loop {
             let mut record = BaseRecord::to(&setup.topic).payload(&buf[..size]);
             match routing {
                 Routing::Key(_) => record = record.key(&key_buf[..key_len]),
@@ -212,7 +215,7 @@ pub fn run(
                 Routing::Unkeyed => {}
             }
             match producer.send(record) {
-                Ok(()) => break,
+                Ok(()) => break true,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     bump(&stats.queue_full_waits, 1);
                     std::thread::sleep(QUEUE_FULL_BACKOFF);
@@ -226,16 +229,40 @@ pub fn run(
                     }
                     header.write(&mut buf[..size]);
                 }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::Fatal), _)) => {
+                    // The client is unusable after a fatal error (for example an idempotent
+                    // producer against a broker without InitProducerId); say why and stop.
+                    bump(&stats.failed_total, 1);
+                    let reason = producer
+                        .client()
+                        .fatal_error()
+                        .map_or("unknown".to_string(), |(code, text)| {
+                            format!("{code:?}: {text}")
+                        });
+                    ctx.errors
+                        .add(format!("fatal producer error, producer stopped: {reason}"));
+                    break 'records;
+                }
                 Err((error, _)) => {
                     bump(&stats.failed_total, 1);
                     ctx.errors.add(format!("send: {}", error_kind(&error)));
-                    break;
+                    break false;
                 }
             }
+        };
+        let measured = header.intended_ns >= warmup_end_ns;
+        if measured {
+            // A record that failed to send still uses up its place in --records, so that a
+            // broker that rejects everything ends the run instead of stalling it.
+            measured_attempts += 1;
         }
-        bump(&stats.sent_total, 1);
-        if header.intended_ns >= warmup_end_ns {
-            measured_sent += 1;
+        if accepted {
+            bump(&stats.sent_total, 1);
+        } else if measured && gaps.is_some() {
+            // Due but never handed to the client: it counts against keeping up.
+            bump(&stats.missed_measured, 1);
+        }
+        if accepted && measured {
             bump(&stats.sent_measured, 1);
             if gaps.is_some() {
                 let lag_ns = header.sent_ns.saturating_sub(header.intended_ns);

@@ -171,7 +171,7 @@ impl LatencySummary {
             .iter_quantiles(QUANTILE_TICKS_PER_HALF)
             .map(|v| {
                 [
-                    v.quantile_iterated_to() * 100.0,
+                    percent(v.quantile_iterated_to()),
                     v.value_iterated_to() as f64,
                 ]
             })
@@ -202,6 +202,13 @@ impl LatencySummary {
             ("max", self.max_us),
         ]
     }
+}
+
+/// A quantile as a percentage, rounded to 1e-9 so that the JSON shows 30.0, not
+/// 30.000000000000004.
+fn percent(quantile: f64) -> f64 {
+    const PERCENT_DIGITS_SCALE: f64 = 1e9;
+    (quantile * 100.0 * PERCENT_DIGITS_SCALE).round() / PERCENT_DIGITS_SCALE
 }
 
 pub fn series_title(series: &str) -> &str {

@@ -1,0 +1,295 @@
+"""spate-bench against a real broker: short runs, then check what the bench wrote.
+
+Each test uses its own topic, so counts can be checked against what the broker holds.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import xml.etree.ElementTree as ElementTree
+
+import pytest
+
+from confluent_kafka import Consumer, TopicPartition
+
+from conftest import PARTITIONS
+
+# Generous: a run of a few seconds, plus topic creation and drain, on a busy two-core machine.
+RUN_TIMEOUT_S = 120
+PERCENTILE_FIELDS = ["p50_us", "p90_us", "p99_us", "p99_9_us", "p99_99_us", "max_us"]
+EXIT_OK = 0
+EXIT_DEGRADED = 3
+# The broker pause of the coordinated-omission test.
+PAUSE_S = 0.2
+PAUSE_US = int(PAUSE_S * 1e6)
+SVG_NS = "{http://www.w3.org/2000/svg}"
+
+
+def run_bench(bench_bin, *args, expect=(EXIT_OK,)):
+    result = subprocess.run([bench_bin, *map(str, args)], capture_output=True, text=True,
+                            timeout=RUN_TIMEOUT_S)
+    assert result.returncode in expect, (
+        f"spate-bench exited {result.returncode}\nstdout:\n{result.stdout}\n"
+        f"stderr:\n{result.stderr[-3000:]}")
+    return result
+
+
+def run_json(bench_bin, tmp_path, *args, expect=(EXIT_OK,), name="run"):
+    path = tmp_path / f"{name}.json"
+    result = run_bench(bench_bin, *args, "--json", path, expect=expect)
+    with open(path) as f:
+        return json.load(f), result
+
+
+def watermarks(bootstrap, topic):
+    """(low, high) per partition, from ListOffsets."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "spate-bench-test"})
+    try:
+        return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                for p in range(PARTITIONS)]
+    finally:
+        consumer.close()
+
+
+def records_held(bootstrap, topic):
+    return sum(high - low for low, high in watermarks(bootstrap, topic))
+
+
+def assert_latency_complete(summary):
+    for field in PERCENTILE_FIELDS:
+        assert field in summary, f"missing {field}"
+    values = [summary[f] for f in PERCENTILE_FIELDS]
+    assert values == sorted(values), f"percentiles not ascending: {values}"
+    assert summary["min_us"] <= summary["p50_us"]
+    assert summary["count"] > 0
+    assert summary["curve"], "no curve for plots"
+
+
+def parse_hgrm(path):
+    """Rows (value, percentile, total count) of an HdrHistogram percentile distribution."""
+    rows, footer = [], {}
+    with open(path) as f:
+        lines = f.read().splitlines()
+    assert lines[0].split() == ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"]
+    for line in lines[1:]:
+        if not line.strip():
+            continue
+        if line.startswith("#["):
+            for part in line.strip("#[]").split(","):
+                key, value = part.split("=")
+                footer[key.strip()] = float(value)
+            continue
+        fields = line.split()
+        assert len(fields) in (3, 4), f"bad row: {line!r}"
+        rows.append((float(fields[0]), float(fields[1]), int(fields[2])))
+    return rows, footer
+
+
+def svg_series(path):
+    root = ElementTree.parse(path).getroot()
+    assert root.tag == f"{SVG_NS}svg"
+    return [line.get("data-series") for line in root.iter(f"{SVG_NS}polyline")]
+
+
+def test_produce_counts_match_the_broker(broker, bench_bin, topic, tmp_path):
+    records = 5000
+    result, _ = run_json(bench_bin, tmp_path, "produce", "-b", broker.bootstrap, "-t", topic,
+                         "--partitions", PARTITIONS, "--records", records, "--warmup", "500ms",
+                         "--record-size", "uniform:100:2000", "--keys", "zipf:100",
+                         "--compression", "lz4", "--acks", "all", "-q")
+    produce = result["produce"]
+    assert result["workload"] == "produce"
+    assert result["errors"] == {}
+    assert produce["acked"] == records, "the measured records are exactly --records"
+    assert produce["sent_total"] == produce["acked_total"]
+    assert produce["acked_total"] >= records
+    assert records_held(broker.bootstrap, topic) == produce["acked_total"]
+    assert produce["records_per_sec"] > 0
+    assert set(result["latency"]) == {"publish"}
+    assert_latency_complete(result["latency"]["publish"])
+    assert result["latency"]["publish"]["count"] == records
+    assert result["open_loop"] is None
+
+
+def test_idempotent_producers(broker, bench_bin, topic, tmp_path):
+    records = 2000
+    result, _ = run_json(bench_bin, tmp_path, "produce", "-b", broker.bootstrap, "-t", topic,
+                         "--records", records, "--warmup", "0", "--idempotence", "-P", 2, "-q",
+                         expect=(EXIT_OK, EXIT_DEGRADED))
+    if any("UnsupportedFeature" in kind for kind in result["errors"]):
+        pytest.xfail("the broker does not support idempotent producers (InitProducerId)")
+    assert result["errors"] == {}
+    assert result["config"]["producer_config"]["enable.idempotence"] == "true"
+    assert result["produce"]["acked_total"] == records
+    assert records_held(broker.bootstrap, topic) == records
+
+
+def test_round_robin_spreads_records_evenly(broker, bench_bin, topic, tmp_path):
+    records = 4000
+    result, _ = run_json(bench_bin, tmp_path, "produce", "-b", broker.bootstrap, "-t", topic,
+                         "--partitions", PARTITIONS, "--records", records, "--warmup", "0",
+                         "--keys", "round-robin", "--compression", "zstd", "-q")
+    assert result["produce"]["acked_total"] == records
+    held = [high - low for low, high in watermarks(broker.bootstrap, topic)]
+    assert held == [records // PARTITIONS] * PARTITIONS
+
+
+def test_end_to_end_open_loop_outputs(broker, bench_bin, topic, tmp_path):
+    rate = 1000
+    hgrm_base = tmp_path / "e2e.hgrm"
+    plot = tmp_path / "e2e.svg"
+    result, run = run_json(bench_bin, tmp_path, "e2e", "-b", broker.bootstrap, "-t", topic,
+                           "--partitions", PARTITIONS, "--rate", rate, "--duration", "3s",
+                           "--warmup", "500ms", "--compression", "snappy",
+                           "--hgrm", hgrm_base, "--plot", plot, "--label", "under test",
+                           expect=(EXIT_OK, EXIT_DEGRADED))
+    # Degraded is allowed only for being late on a busy machine, never for errors.
+    assert result["errors"] == {}
+
+    # The intended rate is reported, and the bench says whether it generated it.
+    open_loop = result["open_loop"]
+    assert open_loop["target_rate"] == rate
+    assert abs(open_loop["achieved_rate"] - rate) / rate < 0.05
+    assert open_loop["scheduled"] == open_loop["sent"] + open_loop["missed"]
+    assert abs(open_loop["scheduled"] - rate * 3) <= 2
+    assert isinstance(open_loop["kept_up"], bool)
+    assert ("kept up" in open_loop["verdict"]) == open_loop["kept_up"]
+
+    # Every percentile of every series, and counts that add up with the broker's.
+    assert set(result["latency"]) == {"publish", "publish_uncorrected", "end_to_end",
+                                      "end_to_end_uncorrected"}
+    for summary in result["latency"].values():
+        assert_latency_complete(summary)
+    assert result["latency"]["publish"]["corrected"] is True
+    assert result["latency"]["publish_uncorrected"]["corrected"] is False
+    produce, consume = result["produce"], result["consume"]
+    assert records_held(broker.bootstrap, topic) == produce["acked_total"]
+    assert consume["consumed_total"] == produce["acked_total"]
+    assert consume["consumed"] == produce["acked"]
+    assert result["latency"]["end_to_end"]["count"] == produce["acked"]
+    assert result["latency"]["publish"]["count"] == produce["acked"]
+    # Corrected latency starts at the intended send time, never after the actual one.
+    for field in PERCENTILE_FIELDS:
+        assert (result["latency"]["publish"][field]
+                >= result["latency"]["publish_uncorrected"][field])
+
+    # The summary table on stdout has the throughput and latency rows.
+    for text in ("produced (acknowledged)", "consumed", "end-to-end", "p99.99", "open loop:"):
+        assert text in run.stdout
+
+    # .hgrm files: one per series, parseable, consistent with the JSON.
+    for series, summary in result["latency"].items():
+        rows, footer = parse_hgrm(tmp_path / f"e2e.{series}.hgrm")
+        assert len(rows) > 10
+        assert [r[1] for r in rows] == sorted(r[1] for r in rows)
+        assert rows[-1][1] == 1.0
+        assert rows[-1][2] == summary["count"]
+        assert footer["Total count"] == summary["count"]
+        assert abs(footer["Max"] * 1000 - summary["max_us"]) <= 1
+
+    # The SVG is well-formed XML, titled, with one line per series.
+    assert sorted(svg_series(plot)) == sorted([
+        "publish", "publish (uncorrected)", "end-to-end", "end-to-end (uncorrected)"])
+    root = ElementTree.parse(plot).getroot()
+    texts = [t.text for t in root.iter(f"{SVG_NS}text")]
+    assert "spate-bench: under test" in texts
+    assert "latency (log scale)" in texts
+    assert any(t and t.startswith("percentile") for t in texts)
+
+
+def test_open_loop_flags_a_rate_it_cannot_generate(broker, bench_bin, topic, tmp_path):
+    # Far beyond what one producer thread can hand to librdkafka.
+    rate = 20_000_000
+    result, run = run_json(bench_bin, tmp_path, "produce", "-b", broker.bootstrap, "-t", topic,
+                           "--rate", rate, "--duration", "2s", "--warmup", "0",
+                           "--record-size", "100", "--acks", "1", "-q",
+                           expect=(EXIT_DEGRADED,))
+    open_loop = result["open_loop"]
+    assert open_loop["target_rate"] == rate
+    assert open_loop["kept_up"] is False
+    assert open_loop["missed"] > 0
+    assert open_loop["achieved_rate"] < rate / 2
+    assert "COULD NOT KEEP UP" in open_loop["verdict"]
+    assert "COULD NOT KEEP UP" in run.stdout
+    assert records_held(broker.bootstrap, topic) == result["produce"]["acked_total"]
+
+
+def pause_broker_later(pid, delay_s):
+    def pause():
+        time.sleep(delay_s)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(PAUSE_S)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    thread = threading.Thread(target=pause)
+    thread.start()
+    return thread
+
+
+def test_broker_pause_shows_in_corrected_latency(broker, bench_bin, topic, tmp_path):
+    assert broker.pid, "the pause test needs the broker's pid (SPATE_BENCH_BROKER_PID)"
+    common = ["-b", broker.bootstrap, "-t", topic, "--partitions", PARTITIONS, "-q",
+              "--warmup", "500ms", "--duration", "3s"]
+
+    # Open loop: records due while the broker is stopped wait, and their latency counts from
+    # when they were due.
+    pauser = pause_broker_later(broker.pid, delay_s=1.5)
+    result, _ = run_json(bench_bin, tmp_path, "e2e", *common, "--rate", 2000,
+                         expect=(EXIT_OK, EXIT_DEGRADED), name="open")
+    pauser.join(timeout=10)
+    assert result["errors"] == {}
+    for series in ("publish", "end_to_end"):
+        assert result["latency"][series]["p99_9_us"] > PAUSE_US, series
+        assert result["latency"][series]["max_us"] > PAUSE_US, series
+
+    # Closed loop with one record in flight (the classic naive benchmark): the sender waits
+    # out the pause itself, so only one record sees it and the tail percentiles hide it.
+    pauser = pause_broker_later(broker.pid, delay_s=1.5)
+    naive, _ = run_json(bench_bin, tmp_path, "produce", *common, "--linger-ms", 0,
+                        "--producer-config", "queue.buffering.max.messages=1", name="naive")
+    pauser.join(timeout=10)
+    publish = naive["latency"]["publish"]
+    assert publish["max_us"] > PAUSE_US, "the pause happened during the naive run"
+    assert publish["p99_us"] < PAUSE_US, "one slow record out of hundreds is below p99"
+    assert naive["produce"]["acked"] > 200
+
+
+def test_consume_from_earliest_reads_what_was_produced(broker, bench_bin, topic, tmp_path):
+    records = 3000
+    produced, _ = run_json(bench_bin, tmp_path, "produce", "-b", broker.bootstrap, "-t", topic,
+                           "--records", records, "--warmup", "0", "-q", name="produce")
+    assert produced["produce"]["acked_total"] == records
+    consumed, _ = run_json(bench_bin, tmp_path, "consume", "-b", broker.bootstrap, "-t", topic,
+                           "--from", "earliest", "--records", records, "--warmup", "0",
+                           "--consumers", 2, "-q", name="consume")
+    assert consumed["consume"]["consumed"] == records
+    assert consumed["consume"]["consumed_total"] == records
+    assert consumed["consume"]["records_per_sec"] > 0
+    assert consumed["produce"] is None
+    assert consumed["latency"] == {}
+
+
+def test_compare_prints_ratios_and_plots_every_run(broker, bench_bin, topic, tmp_path):
+    runs = []
+    for label, rate in (("slow", 500), ("fast", 1000)):
+        result, _ = run_json(bench_bin, tmp_path, "e2e", "-b", broker.bootstrap, "-t", topic,
+                             "--rate", rate, "--duration", "2s", "--warmup", "0", "-q",
+                             "--label", label, expect=(EXIT_OK, EXIT_DEGRADED), name=label)
+        runs.append(tmp_path / f"{label}.json")
+    plot = tmp_path / "compare.svg"
+    table = run_bench(bench_bin, "compare", *runs, "--plot", plot).stdout
+    header = table.splitlines()[0].split()
+    assert header == ["metric", "slow", "fast", "fast/slow"]
+    target = next(line for line in table.splitlines() if line.startswith("target rate"))
+    assert target.split()[-3:] == ["500", "1000", "-"]
+    produced = next(line for line in table.splitlines() if line.startswith("produced records/s"))
+    ratio = float(produced.split()[-1].rstrip("x"))
+    assert 1.8 < ratio < 2.2
+    assert sorted(svg_series(plot)) == sorted([
+        "slow: publish", "slow: end-to-end", "fast: publish", "fast: end-to-end"])
+    markdown = run_bench(bench_bin, "compare", *runs, "--markdown").stdout
+    assert markdown.startswith("| metric")
