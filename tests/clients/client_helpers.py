@@ -182,6 +182,9 @@ def kp_produce(bootstrap, topic, msgs, compression="none", timeout=60.0, **conf)
         "request_timeout_ms": 15000,
         "max_block_ms": 15000,
         "retries": 3,
+        # kafka-python 3 is idempotent by default (InitProducerId), which is not part of the
+        # broker foundation; test_compat.py covers the default separately.
+        "enable_idempotence": False,
     }
     settings.update(conf)
     producer = KafkaProducer(**settings)

@@ -79,8 +79,18 @@ class Broker:
         return self.proc is not None and self.proc.poll() is None
 
     def command(self):
-        return [SPATE_BIN, "--listen", self.bootstrap, "--data-dir", str(self.data_dir),
-                "--cores", "2", "--default-partitions", "1", *self.extra_args]
+        """The broker's command line; extra arguments replace a default flag of that name."""
+        flags = {"--listen": self.bootstrap, "--data-dir": str(self.data_dir), "--cores": "2",
+                 "--default-partitions": "1"}
+        extra = list(self.extra_args)
+        rest = []
+        while extra:
+            flag = extra.pop(0)
+            if flag in flags and extra:
+                flags[flag] = extra.pop(0)
+            else:
+                rest.append(flag)
+        return [SPATE_BIN, *(part for pair in flags.items() for part in pair), *rest]
 
     def start(self):
         """Starts the process and waits until its port accepts connections."""
@@ -223,8 +233,8 @@ appender.file.layout.pattern=[%d] %p %m (%c)%n
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         done = subprocess.run(
             ["java", "-cp", f"{KAFKA_LIBS}/*", "kafka.tools.StorageTool", "format",
-             "-t", cluster_id, "-c", str(self.config_path)], capture_output=True, timeout=120)
-        assert done.returncode == 0, f"formatting Kafka's storage failed: {done.stdout} {done.stderr}"
+             f"--cluster-id={cluster_id}", "-c", str(self.config_path)], capture_output=True, timeout=120)
+        assert done.returncode == 0, f"formatting Kafka's storage failed: {done.stderr}"
 
 
 @pytest.hookimpl(hookwrapper=True)
