@@ -53,11 +53,17 @@ pub fn run(config: Config) {
     check_memlock(config.cores);
     install_signal_handlers();
     let catalog = Catalog::load(&config.data_dir, &config.topic_defaults).unwrap_or_else(|e| {
-        fatal(FatalReason::DataDir, format!("cannot read the topic catalog: {e}; restore it or use an empty --data-dir"))
+        fatal(
+            FatalReason::DataDir,
+            format!("cannot read the topic catalog: {e}; restore it or use an empty --data-dir"),
+        )
     });
     if !catalog::catalog_path(&config.data_dir).exists() {
         catalog::write_file(&config.data_dir, catalog.to_file_text()).unwrap_or_else(|e| {
-            fatal(FatalReason::DataDir, format!("cannot write the topic catalog: {e}; check the data dir"))
+            fatal(
+                FatalReason::DataDir,
+                format!("cannot write the topic catalog: {e}; check the data dir"),
+            )
         });
     }
     tracing::info!(
@@ -76,20 +82,28 @@ pub fn run(config: Config) {
     let ready = Arc::new(AtomicUsize::new(0));
     let pool = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(config.cores, None))
         .name("spate-shard")
-        .preempt_timer(Duration::from_millis(1))
+        // Not `preempt_timer(1 ms)` as DESIGN.md suggests: on this kernel (6.18) glommio 0.9
+        // then hangs at start-up in about one start in ten (an executor never wakes from its
+        // first io_uring wait; 0 hangs in 40 starts without it). Long loops call
+        // `yield_if_needed` instead.
         .blocking_thread_pool_placement(PoolPlacement::Unbound(SENDFILE_THREADS_PER_SHARD))
         .on_all_shards(move || {
             let config = config.clone();
             let catalog = catalog.clone();
             let mesh = meshes.lock().ok().and_then(|mut m| m.pop());
-            let mesh = mesh.unwrap_or_else(|| fatal(FatalReason::Runtime, "more executors than shards"));
+            let mesh =
+                mesh.unwrap_or_else(|| fatal(FatalReason::Runtime, "more executors than shards"));
             let ready = ready.clone();
             async move { shard_main(config, catalog, mesh, ready, started).await }
         });
     let handles = pool.unwrap_or_else(|e| {
         fatal(
             FatalReason::Runtime,
-            format!("cannot start the executors ({e}); spate needs Linux 5.8+ with io_uring enabled (check /proc/sys/kernel/io_uring_disabled) and RLIMIT_MEMLOCK of at least 512 KiB (ulimit -l)"),
+            format!(
+                "cannot start the executors ({e}); spate needs Linux 5.8+ with io_uring enabled \
+                 (check /proc/sys/kernel/io_uring_disabled) and RLIMIT_MEMLOCK of at least \
+                 512 KiB (ulimit -l)"
+            ),
         )
     });
     for result in handles.join_all() {
@@ -108,17 +122,19 @@ async fn shard_main(
     ready: Arc<AtomicUsize>,
     started: Instant,
 ) {
-    let (senders, receivers) = mesh
-        .join()
-        .await
-        .unwrap_or_else(|_| fatal(FatalReason::Runtime, "the shards could not connect to each other"));
+    let (senders, receivers) = mesh.join().await.unwrap_or_else(|_| {
+        fatal(FatalReason::Runtime, "the shards could not connect to each other")
+    });
     let id = ShardId(senders.peer_id() as u16);
     tracing::debug!(shard = id.0, "joined the mesh");
     probe_direct_io(&config.data_dir, id).await;
     tracing::debug!(shard = id.0, "O_DIRECT probe passed");
     let shard = Rc::new(Shard::new(id, config.clone(), catalog, senders));
     let report = shard.open_owned_logs().await.unwrap_or_else(|e| {
-        fatal(FatalReason::DataDir, format!("cannot recover the logs in {}: {e}", config.data_dir.display()))
+        fatal(
+            FatalReason::DataDir,
+            format!("cannot recover the logs in {}: {e}", config.data_dir.display()),
+        )
     });
     tracing::info!(
         shard = id.0,
@@ -136,13 +152,18 @@ async fn shard_main(
     }
     shard.spawn_receivers(receivers);
     let listener = TcpListener::bind(config.listen).unwrap_or_else(|e| {
-        fatal(FatalReason::Listen, format!("cannot listen on {}: {e}; choose another --listen address", config.listen))
+        fatal(
+            FatalReason::Listen,
+            format!("cannot listen on {}: {e}; choose another --listen address", config.listen),
+        )
     });
     if id.0 == 0 {
-        tracing::info!(listen = %config.listen, elapsed_ms = started.elapsed().as_millis() as u64, "accepting clients");
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(listen = %config.listen, elapsed_ms, "accepting clients");
     }
     let in_flight = Rc::new(InFlight::default());
-    let acceptor = glommio::spawn_local(net::accept_loop(shard.clone(), listener, in_flight.clone()));
+    let acceptor =
+        glommio::spawn_local(net::accept_loop(shard.clone(), listener, in_flight.clone()));
     let housekeeping = glommio::spawn_local(housekeeping(shard.clone()));
     while !SHUTDOWN.load(Ordering::Relaxed) {
         glommio::timer::sleep(Duration::from_millis(20)).await;
@@ -169,11 +190,18 @@ async fn housekeeping(shard: Rc<Shard>) {
 fn prepare_data_dir(dir: &Path) -> File {
     let fix = "create it or choose another --data-dir";
     if let Err(e) = std::fs::create_dir_all(dir.join(META_DIR)) {
-        fatal(FatalReason::DataDir, format!("data dir {} is not usable ({e}); {fix}", dir.display()));
+        fatal(
+            FatalReason::DataDir,
+            format!("data dir {} is not usable ({e}); {fix}", dir.display()),
+        );
     }
     let probe = dir.join(META_DIR).join("write-probe");
     if let Err(e) = std::fs::write(&probe, b"spate").and_then(|_| std::fs::remove_file(&probe)) {
-        fatal(FatalReason::DataDir, format!("data dir {} is not writable ({e}); fix its permissions or choose another --data-dir", dir.display()));
+        let message = format!(
+            "data dir {} is not writable ({e}); fix its permissions or choose another --data-dir",
+            dir.display()
+        );
+        fatal(FatalReason::DataDir, message);
     }
     let lock_path = dir.join(META_DIR).join("lock");
     let lock = File::create(&lock_path).unwrap_or_else(|e| {
@@ -182,7 +210,11 @@ fn prepare_data_dir(dir: &Path) -> File {
     // SAFETY: flock on a descriptor we own.
     let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if locked != 0 {
-        fatal(FatalReason::DataDir, format!("data dir {} is in use by another spate process; stop it or choose another --data-dir", dir.display()));
+        let message = format!(
+            "data dir {} is in use by another spate process; stop it or choose another --data-dir",
+            dir.display()
+        );
+        fatal(FatalReason::DataDir, message);
     }
     lock
 }
@@ -191,15 +223,28 @@ fn prepare_data_dir(dir: &Path) -> File {
 /// and silently take half its connections. A plain bind first proves the port is free.
 fn check_listen_address(config: &Config) {
     if config.listen.port() == 0 {
-        fatal(FatalReason::Listen, "--listen needs an explicit port (0 would give each core a different one)");
+        fatal(
+            FatalReason::Listen,
+            "--listen needs an explicit port (0 would give each core a different one)",
+        );
     }
     match std::net::TcpListener::bind(config.listen) {
         Ok(listener) => drop(listener),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => fatal(
             FatalReason::Listen,
-            format!("port {} is already in use; stop the other process or choose another --listen address", config.listen.port()),
+            format!(
+                "port {} is already in use; stop the other process or choose another --listen \
+                 address",
+                config.listen.port()
+            ),
         ),
-        Err(e) => fatal(FatalReason::Listen, format!("cannot listen on {} ({e}); choose another --listen address", config.listen)),
+        Err(e) => {
+            let message = format!(
+                "cannot listen on {} ({e}); choose another --listen address",
+                config.listen
+            );
+            fatal(FatalReason::Listen, message)
+        }
     }
 }
 
@@ -215,7 +260,8 @@ fn check_memlock(cores: usize) {
     if limit.rlim_cur == libc::RLIM_INFINITY || limit.rlim_cur >= needed {
         return;
     }
-    let raised = libc::rlimit { rlim_cur: needed.max(limit.rlim_cur), rlim_max: limit.rlim_max.max(needed) };
+    let raised =
+        libc::rlimit { rlim_cur: needed.max(limit.rlim_cur), rlim_max: limit.rlim_max.max(needed) };
     // SAFETY: valid pointer to an rlimit. Raising the hard limit works only as root.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) } == 0 {
         tracing::info!(bytes = needed, "raised RLIMIT_MEMLOCK");
@@ -224,7 +270,8 @@ fn check_memlock(cores: usize) {
     fatal(
         FatalReason::Runtime,
         format!(
-            "RLIMIT_MEMLOCK is {} KiB but spate needs {} KiB for {cores} cores; raise it with `ulimit -l {}` or LimitMEMLOCK= in the systemd unit",
+            "RLIMIT_MEMLOCK is {} KiB but spate needs {} KiB for {cores} cores; raise it with \
+             `ulimit -l {}` or LimitMEMLOCK= in the systemd unit",
             limit.rlim_cur / 1024,
             needed / 1024,
             needed / 1024
@@ -233,8 +280,13 @@ fn check_memlock(cores: usize) {
 }
 
 fn install_signal_handlers() {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .unwrap_or_else(|e| fatal(FatalReason::Runtime, format!("cannot install signal handlers: {e}")));
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .unwrap_or_else(|e| {
+        fatal(FatalReason::Runtime, format!("cannot install signal handlers: {e}"))
+    });
     std::thread::Builder::new()
         .name("spate-signals".into())
         .spawn(move || {
@@ -247,7 +299,9 @@ fn install_signal_handlers() {
                 std::process::exit(130);
             }
         })
-        .unwrap_or_else(|e| fatal(FatalReason::Runtime, format!("cannot start the signal thread: {e}")));
+        .unwrap_or_else(|e| {
+            fatal(FatalReason::Runtime, format!("cannot start the signal thread: {e}"))
+        });
 }
 
 /// Works around a glommio 0.9 pitfall: if the first file a reactor opens with O_DIRECT is
@@ -256,16 +310,30 @@ fn install_signal_handlers() {
 async fn probe_direct_io(data_dir: &Path, id: ShardId) {
     let path = data_dir.join(META_DIR).join(format!("io-probe-{}", id.0));
     if let Err(e) = std::fs::write(&path, vec![0x5a; 8192]) {
-        fatal(FatalReason::DataDir, format!("cannot write {} ({e}); check the data dir", path.display()));
+        fatal(
+            FatalReason::DataDir,
+            format!("cannot write {} ({e}); check the data dir", path.display()),
+        );
     }
     let opened = DmaFile::open(&path).await;
     let file = opened.unwrap_or_else(|e| {
-        fatal(FatalReason::DataDir, format!("the data dir's file system refuses O_DIRECT ({e}); put --data-dir on ext4 or xfs"))
+        fatal(
+            FatalReason::DataDir,
+            format!(
+                "the data dir's file system refuses O_DIRECT ({e}); put --data-dir on ext4 or xfs"
+            ),
+        )
     });
     match file.read_at_aligned(0, 4096).await {
         Ok(read) if read.len() == 4096 && read.iter().all(|b| *b == 0x5a) => {}
-        Ok(_) => fatal(FatalReason::DataDir, "an O_DIRECT read returned wrong data; put --data-dir on ext4 or xfs"),
-        Err(e) => fatal(FatalReason::DataDir, format!("O_DIRECT reads fail on the data dir ({e}); put --data-dir on ext4 or xfs")),
+        Ok(_) => fatal(
+            FatalReason::DataDir,
+            "an O_DIRECT read returned wrong data; put --data-dir on ext4 or xfs",
+        ),
+        Err(e) => fatal(
+            FatalReason::DataDir,
+            format!("O_DIRECT reads fail on the data dir ({e}); put --data-dir on ext4 or xfs"),
+        ),
     }
     let _ = file.close().await;
 }

@@ -172,7 +172,10 @@ impl Config {
                 .segment_bytes
                 .or(file.segment_bytes)
                 .unwrap_or(constants::SEGMENT_SIZE_BYTES_DEFAULT),
-            segment_ms: args.segment_ms.or(file.segment_ms).unwrap_or(constants::SEGMENT_MS_DEFAULT),
+            segment_ms: args
+                .segment_ms
+                .or(file.segment_ms)
+                .unwrap_or(constants::SEGMENT_MS_DEFAULT),
             retention_ms: args
                 .retention_ms
                 .or(file.retention_ms)

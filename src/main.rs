@@ -7,7 +7,8 @@ use spate::fatal::{fatal, FatalReason};
 
 fn main() {
     let args = Args::parse();
-    let config = Config::from_args(args).unwrap_or_else(|message| fatal(FatalReason::Config, message));
+    let config =
+        Config::from_args(args).unwrap_or_else(|message| fatal(FatalReason::Config, message));
     spate::broker::init_logging(config.log_json);
     spate::broker::run(config);
 }

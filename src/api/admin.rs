@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::describe_configs_response::{
@@ -48,14 +50,23 @@ pub async fn create_topics(ctx: &Context<'_>, body: Bytes) -> Outcome {
         result.num_partitions = -1;
         result.replication_factor = -1;
         let outcome = if seen.get(&name).copied().unwrap_or(0) > 1 {
-            Err(TopicError { code: errors::INVALID_REQUEST, message: "topic named twice in one request".into() })
+            Err(TopicError {
+                code: errors::INVALID_REQUEST,
+                message: "topic named twice in one request".into(),
+            })
         } else if topic.replication_factor != -1 && topic.replication_factor != 1 {
             Err(TopicError {
                 code: errors::INVALID_REPLICATION_FACTOR,
-                message: format!("replication factor {} is larger than the 1 available broker", topic.replication_factor),
+                message: format!(
+                    "replication factor {} is larger than the 1 available broker",
+                    topic.replication_factor
+                ),
             })
         } else if !topic.assignments.is_empty() {
-            Err(TopicError { code: errors::INVALID_REPLICA_ASSIGNMENT, message: "manual replica assignment is not supported".into() })
+            Err(TopicError {
+                code: errors::INVALID_REPLICA_ASSIGNMENT,
+                message: "manual replica assignment is not supported".into(),
+            })
         } else {
             let mut overrides = BTreeMap::new();
             let mut bad = None;
@@ -68,7 +79,10 @@ pub async fn create_topics(ctx: &Context<'_>, body: Bytes) -> Outcome {
                 }
             }
             match bad {
-                Some(key) => Err(TopicError { code: errors::INVALID_CONFIG, message: format!("config {key} has no value") }),
+                Some(key) => Err(TopicError {
+                    code: errors::INVALID_CONFIG,
+                    message: format!("config {key} has no value"),
+                }),
                 None => {
                     let create = CreateTopic {
                         name: name.clone(),
@@ -78,7 +92,10 @@ pub async fn create_topics(ctx: &Context<'_>, body: Bytes) -> Outcome {
                     };
                     match ctx.shard.call(CONTROLLER, ShardRequest::CreateTopic(create)).await {
                         ShardResponse::Topic(outcome) => outcome,
-                        _ => Err(TopicError { code: errors::UNKNOWN_SERVER_ERROR, message: "controller unavailable".into() }),
+                        _ => Err(TopicError {
+                            code: errors::UNKNOWN_SERVER_ERROR,
+                            message: "controller unavailable".into(),
+                        }),
                     }
                 }
             }
@@ -97,7 +114,11 @@ pub async fn create_topics(ctx: &Context<'_>, body: Bytes) -> Outcome {
                                 let mut c = CreatableTopicConfigs::default();
                                 c.name = str_bytes(key);
                                 c.value = Some(str_bytes(&value));
-                                c.config_source = if meta.overrides.contains_key(*key) { SOURCE_TOPIC } else { SOURCE_DEFAULT };
+                                c.config_source = if meta.overrides.contains_key(*key) {
+                                    SOURCE_TOPIC
+                                } else {
+                                    SOURCE_DEFAULT
+                                };
                                 Some(c)
                             })
                             .collect(),
@@ -122,7 +143,9 @@ pub async fn delete_topics(ctx: &Context<'_>, body: Bytes) -> Outcome {
     // v6+ names topics by name or id in `topics`; older versions list names.
     let mut targets: Vec<(Option<String>, uuid::Uuid)> =
         request.topic_names.iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect();
-    targets.extend(request.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)));
+    targets.extend(
+        request.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
+    );
     let mut response = DeleteTopicsResponse::default();
     for (name, id) in targets {
         let mut result = DeletableTopicResult::default();
@@ -137,7 +160,8 @@ pub async fn delete_topics(ctx: &Context<'_>, body: Bytes) -> Outcome {
             response.responses.push(result);
             continue;
         };
-        match ctx.shard.call(CONTROLLER, ShardRequest::DeleteTopic { name: resolved.clone() }).await {
+        match ctx.shard.call(CONTROLLER, ShardRequest::DeleteTopic { name: resolved.clone() }).await
+        {
             ShardResponse::Topic(Ok(meta)) => {
                 result.topic_id = uuid::Uuid::from_bytes(meta.id);
                 result.name = Some(TopicName(str_bytes(&resolved)));
@@ -211,7 +235,11 @@ pub async fn describe_configs(ctx: &Context<'_>, body: Bytes) -> Outcome {
                     Some(meta) => {
                         for key in TOPIC_CONFIG_NAMES.iter().filter(|k| wanted(k)) {
                             let Some(value) = meta.config.value_of(key) else { continue };
-                            let source = if meta.overrides.contains_key(*key) { SOURCE_TOPIC } else { SOURCE_DEFAULT };
+                            let source = if meta.overrides.contains_key(*key) {
+                                SOURCE_TOPIC
+                            } else {
+                                SOURCE_DEFAULT
+                            };
                             result.configs.push(entry(key, &value, source, false));
                         }
                     }
@@ -224,14 +252,16 @@ pub async fn describe_configs(ctx: &Context<'_>, body: Bytes) -> Outcome {
                     result.error_code = errors::INVALID_REQUEST;
                     result.error_message = Some(str_bytes("unknown broker id"));
                 } else {
-                    for (key, value) in broker_configs(shard).into_iter().filter(|(k, _)| wanted(k)) {
+                    for (key, value) in broker_configs(shard).into_iter().filter(|(k, _)| wanted(k))
+                    {
                         result.configs.push(entry(&key, &value, SOURCE_STATIC_BROKER, true));
                     }
                 }
             }
             _ => {
                 result.error_code = errors::INVALID_REQUEST;
-                result.error_message = Some(str_bytes("only topic and broker resources are supported"));
+                result.error_message =
+                    Some(str_bytes("only topic and broker resources are supported"));
             }
         }
         response.results.push(result);
@@ -255,7 +285,10 @@ fn broker_configs(shard: &crate::shard::Shard) -> Vec<(String, String)> {
     vec![
         ("node.id".into(), c.node_id.to_string()),
         ("listeners".into(), format!("PLAINTEXT://{}", c.listen)),
-        ("advertised.listeners".into(), format!("PLAINTEXT://{}:{}", c.advertised_host, c.advertised_port)),
+        (
+            "advertised.listeners".into(),
+            format!("PLAINTEXT://{}:{}", c.advertised_host, c.advertised_port),
+        ),
         ("log.dirs".into(), c.data_dir.display().to_string()),
         ("num.partitions".into(), c.default_partitions.to_string()),
         ("auto.create.topics.enable".into(), c.auto_create_topics.to_string()),

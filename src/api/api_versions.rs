@@ -3,8 +3,8 @@
 //! retries with a version inside it.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 
 use super::{Context, Outcome};
 use crate::protocol::{errors, versions};

@@ -85,10 +85,8 @@ pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
             break;
         }
         // Wait for an append on any partition, or the deadline.
-        let seen: Vec<(TopicPartition, i64)> = results
-            .iter()
-            .map(|(tp, r)| (tp.clone(), r.high_watermark))
-            .collect();
+        let seen: Vec<(TopicPartition, i64)> =
+            results.iter().map(|(tp, r)| (tp.clone(), r.high_watermark)).collect();
         let watched: Vec<TopicPartition> = seen.iter().map(|(tp, _)| tp.clone()).collect();
         let (waiter, notified) = shard.new_waiter();
         shard.watch_remote(waiter, seen).await;
@@ -114,7 +112,8 @@ async fn read_all(ctx: &Context<'_>, wanted: &[Wanted]) -> BTreeMap<TopicPartiti
     let mut by_shard: BTreeMap<ShardId, Vec<ReadSpec>> = BTreeMap::new();
     for w in wanted {
         if let Some(tp) = &w.tp {
-            let spec = ReadSpec { tp: tp.clone(), offset: w.offset, size_bytes_max: w.size_bytes_max };
+            let spec =
+                ReadSpec { tp: tp.clone(), offset: w.offset, size_bytes_max: w.size_bytes_max };
             by_shard.entry(ctx.shard.owner(tp)).or_default().push(spec);
         }
     }

@@ -29,7 +29,8 @@ pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
     response.brokers = vec![broker];
     response.cluster_id = Some(str_bytes(&shard.catalog.borrow().cluster_id));
     response.controller_id = BrokerId(node_id);
-    let auto_create = config.auto_create_topics && (ctx.version < 4 || request.allow_auto_topic_creation);
+    let auto_create =
+        config.auto_create_topics && (ctx.version < 4 || request.allow_auto_topic_creation);
     match request.topics {
         None => {
             let metas: Vec<TopicMeta> = shard.catalog.borrow().topics.values().cloned().collect();
@@ -61,7 +62,12 @@ pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
     ctx.reply(&response)
 }
 
-async fn resolve(ctx: &Context<'_>, name: &str, auto_create: bool, node_id: i32) -> MetadataResponseTopic {
+async fn resolve(
+    ctx: &Context<'_>,
+    name: &str,
+    auto_create: bool,
+    node_id: i32,
+) -> MetadataResponseTopic {
     let existing = ctx.shard.catalog.borrow().get(name).cloned();
     if let Some(meta) = existing {
         return topic_entry(&meta, node_id);

@@ -78,8 +78,9 @@ pub(crate) struct Context<'a> {
 impl Context<'_> {
     /// Decodes the request body, or gives the `Close` outcome to return.
     pub fn decode<T: Decodable>(&self, mut body: Bytes) -> Result<T, Outcome> {
-        T::decode(&mut body, self.version)
-            .map_err(|e| Outcome::Close(format!("cannot decode {:?} v{}: {e}", self.api_key, self.version)))
+        T::decode(&mut body, self.version).map_err(|e| {
+            Outcome::Close(format!("cannot decode {:?} v{}: {e}", self.api_key, self.version))
+        })
     }
 
     /// Encodes a whole response frame: length, header, body.
@@ -89,7 +90,10 @@ impl Context<'_> {
         let header_version = self.api_key.response_header_version(self.version);
         put_response_header(&mut out, self.header.correlation_id, header_version);
         if let Err(e) = body.encode(&mut out, self.version) {
-            return Outcome::Close(format!("cannot encode {:?} v{}: {e}", self.api_key, self.version));
+            return Outcome::Close(format!(
+                "cannot encode {:?} v{}: {e}",
+                self.api_key, self.version
+            ));
         }
         let size = (out.len() - 4) as i32;
         out[0..4].copy_from_slice(&size.to_be_bytes());

@@ -58,7 +58,9 @@ pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
             } else {
                 match &meta {
                     None => errors::UNKNOWN_TOPIC_OR_PARTITION,
-                    Some(m) if data.index < 0 || data.index >= m.partitions => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(m) if data.index < 0 || data.index >= m.partitions => {
+                        errors::UNKNOWN_TOPIC_OR_PARTITION
+                    }
                     Some(m) => match split(data.records, m.config.max_message_bytes as usize) {
                         Ok(batches) => {
                             let tp = TopicPartition::new(m.name.clone(), data.index);

@@ -46,7 +46,11 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, in_flight: Rc<
     }
 }
 
-async fn serve(shard: &Rc<Shard>, mut stream: TcpStream, in_flight: &InFlight) -> Result<(), String> {
+async fn serve(
+    shard: &Rc<Shard>,
+    mut stream: TcpStream,
+    in_flight: &InFlight,
+) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     zero_copy::prepare_socket(&stream);
     let frame_max = shard.config.frame_max_bytes as usize;

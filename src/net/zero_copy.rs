@@ -23,10 +23,8 @@ use crate::storage::log::ReadChunk;
 const GATHER_BYTES_MAX: usize = 16 * 1024;
 
 pub fn prepare_socket(stream: &TcpStream) {
-    let timeout = libc::timeval {
-        tv_sec: libc::time_t::from(SOCKET_SEND_TIMEOUT_MS / 1000),
-        tv_usec: 0,
-    };
+    let timeout =
+        libc::timeval { tv_sec: libc::time_t::from(SOCKET_SEND_TIMEOUT_MS / 1000), tv_usec: 0 };
     // SAFETY: the descriptor is open for the stream's lifetime; the option value is a valid
     // timeval of the size we pass.
     unsafe {
@@ -97,7 +95,10 @@ fn sendfile_all(socket: i32, file: i32, position: u64, len: u64) -> std::io::Res
             return Err(error);
         }
         if sent == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shorter than expected"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "file shorter than expected",
+            ));
         }
     }
     Ok(())

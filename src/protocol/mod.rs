@@ -62,7 +62,9 @@ mod tests {
 
     #[test]
     fn varints_match_the_spec() {
-        for (value, bytes) in [(0u64, vec![0u8]), (127, vec![127]), (128, vec![0x80, 1]), (300, vec![0xac, 2])] {
+        for (value, bytes) in
+            [(0u64, vec![0u8]), (127, vec![127]), (128, vec![0x80, 1]), (300, vec![0xac, 2])]
+        {
             let mut out = BytesMut::new();
             put_unsigned_varint(&mut out, value);
             assert_eq!(&out[..], &bytes[..], "{value}");

@@ -79,17 +79,19 @@ impl Catalog {
             Ok(text) => toml::from_str(&text).map_err(|e| {
                 std::io::Error::other(format!("{} is damaged: {e}", path.display()))
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogFile {
-                cluster_id: new_cluster_id(),
-                topics: Vec::new(),
-            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                CatalogFile { cluster_id: new_cluster_id(), topics: Vec::new() }
+            }
             Err(e) => return Err(e),
         };
         let mut catalog = Catalog { cluster_id: file.cluster_id, ..Catalog::default() };
         for record in file.topics {
             let id = parse_id(&record.id).unwrap_or_else(|| *uuid::Uuid::new_v4().as_bytes());
             let config = defaults.with_overrides(&record.configs).unwrap_or_else(|e| {
-                tracing::warn!(topic = record.name, "stored topic configs are invalid ({e}); using defaults");
+                tracing::warn!(
+                    topic = record.name,
+                    "stored topic configs are invalid ({e}); using defaults"
+                );
                 defaults.clone()
             });
             catalog.apply(TopicMeta {
@@ -181,7 +183,13 @@ mod tests {
         assert_eq!(catalog.cluster_id.len(), 22);
         let overrides = BTreeMap::from([("retention.ms".to_string(), "5000".to_string())]);
         let config = defaults().with_overrides(&overrides).expect("valid");
-        catalog.apply(TopicMeta { name: "a".into(), id: [1; 16], partitions: 3, overrides, config });
+        catalog.apply(TopicMeta {
+            name: "a".into(),
+            id: [1; 16],
+            partitions: 3,
+            overrides,
+            config,
+        });
         write_file(dir.path(), catalog.to_file_text()).expect("write");
         let loaded = Catalog::load(dir.path(), &defaults()).expect("load");
         assert_eq!(loaded.cluster_id, catalog.cluster_id);

@@ -9,31 +9,62 @@ use crate::storage::log::ReadChunk;
 
 #[derive(Debug)]
 pub enum Envelope {
-    Request { from: usize, id: u64, body: ShardRequest },
-    Response { id: u64, body: ShardResponse },
+    Request {
+        from: usize,
+        id: u64,
+        body: ShardRequest,
+    },
+    Response {
+        id: u64,
+        body: ShardResponse,
+    },
     /// Register interest in appends to these partitions (fetch long-poll). The owner
     /// notifies at once if a partition's high watermark already passed what the waiter saw.
-    Watch { from: usize, waiter: u64, partitions: Vec<(TopicPartition, i64)> },
-    Unwatch { from: usize, waiter: u64, partitions: Vec<TopicPartition> },
+    Watch {
+        from: usize,
+        waiter: u64,
+        partitions: Vec<(TopicPartition, i64)>,
+    },
+    Unwatch {
+        from: usize,
+        waiter: u64,
+        partitions: Vec<TopicPartition>,
+    },
     /// New data arrived on a watched partition.
-    Notify { waiter: u64 },
+    Notify {
+        waiter: u64,
+    },
 }
 
 #[derive(Debug)]
 pub enum ShardRequest {
-    Produce { partitions: Vec<(TopicPartition, Vec<Bytes>)> },
-    Read { partitions: Vec<ReadSpec> },
-    ListOffsets { partitions: Vec<(TopicPartition, i64)> },
+    Produce {
+        partitions: Vec<(TopicPartition, Vec<Bytes>)>,
+    },
+    Read {
+        partitions: Vec<ReadSpec>,
+    },
+    ListOffsets {
+        partitions: Vec<(TopicPartition, i64)>,
+    },
     /// Controller (shard 0) only.
     CreateTopic(CreateTopic),
     /// Controller only.
-    DeleteTopic { name: String },
+    DeleteTopic {
+        name: String,
+    },
     /// Controller only.
-    CreatePartitions { name: String, count: i32, validate_only: bool },
+    CreatePartitions {
+        name: String,
+        count: i32,
+        validate_only: bool,
+    },
     /// Every shard: adopt this topic and open the logs it owns.
     ApplyTopic(TopicMeta),
     /// Every shard: forget this topic and delete the logs it owns.
-    RemoveTopic { name: String },
+    RemoveTopic {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -98,7 +98,8 @@ impl Shard {
             if self.owner(&tp) != self.id || self.logs.borrow().contains_key(&tp) {
                 continue;
             }
-            let (log, report) = Log::open(&self.config.data_dir, tp.clone(), meta.config.clone()).await?;
+            let (log, report) =
+                Log::open(&self.config.data_dir, tp.clone(), meta.config.clone()).await?;
             total.segments += report.segments;
             total.truncated_segments += report.truncated_segments;
             self.logs.borrow_mut().insert(tp, Rc::new(RefCell::new(log)));
@@ -131,7 +132,11 @@ impl Shard {
     // ----- the mesh -----------------------------------------------------------------------
 
     /// Sends a request to `target` (or runs it here) and waits for the answer.
-    pub fn call(self: &Rc<Self>, target: ShardId, body: ShardRequest) -> Pin<Box<dyn Future<Output = ShardResponse>>> {
+    pub fn call(
+        self: &Rc<Self>,
+        target: ShardId,
+        body: ShardRequest,
+    ) -> Pin<Box<dyn Future<Output = ShardResponse>>> {
         let shard = self.clone();
         Box::pin(async move {
             if target == shard.id {
@@ -190,9 +195,12 @@ impl Shard {
                 }
             }
             Envelope::Watch { from, waiter, partitions } => {
-                glommio::spawn_local(async move { self.watch(from, waiter, partitions).await }).detach();
+                glommio::spawn_local(async move { self.watch(from, waiter, partitions).await })
+                    .detach();
             }
-            Envelope::Unwatch { from, waiter, partitions } => self.unwatch(from, waiter, &partitions),
+            Envelope::Unwatch { from, waiter, partitions } => {
+                self.unwatch(from, waiter, &partitions)
+            }
             Envelope::Notify { waiter } => self.wake(waiter),
         }
         let _ = peer;
@@ -220,7 +228,11 @@ impl Shard {
     }
 
     /// Asks the owners of `partitions` to notify `waiter` (on this shard) on new data.
-    pub async fn watch_remote(self: &Rc<Self>, waiter: u64, partitions: Vec<(TopicPartition, i64)>) {
+    pub async fn watch_remote(
+        self: &Rc<Self>,
+        waiter: u64,
+        partitions: Vec<(TopicPartition, i64)>,
+    ) {
         let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, i64)>> = BTreeMap::new();
         for (tp, seen) in partitions {
             by_shard.entry(self.owner(&tp)).or_default().push((tp, seen));
@@ -303,13 +315,19 @@ impl Shard {
 
     pub async fn handle(self: Rc<Self>, request: ShardRequest) -> ShardResponse {
         match request {
-            ShardRequest::Produce { partitions } => ShardResponse::Produce(self.produce(partitions).await),
+            ShardRequest::Produce { partitions } => {
+                ShardResponse::Produce(self.produce(partitions).await)
+            }
             ShardRequest::Read { partitions } => ShardResponse::Read(self.read(partitions).await),
             ShardRequest::ListOffsets { partitions } => {
                 ShardResponse::ListOffsets(self.list_offsets(partitions).await)
             }
-            ShardRequest::CreateTopic(create) => ShardResponse::Topic(self.create_topic(create).await),
-            ShardRequest::DeleteTopic { name } => ShardResponse::Topic(self.delete_topic(name).await),
+            ShardRequest::CreateTopic(create) => {
+                ShardResponse::Topic(self.create_topic(create).await)
+            }
+            ShardRequest::DeleteTopic { name } => {
+                ShardResponse::Topic(self.delete_topic(name).await)
+            }
             ShardRequest::CreatePartitions { name, count, validate_only } => {
                 ShardResponse::Topic(self.create_partitions(name, count, validate_only).await)
             }
@@ -327,7 +345,9 @@ impl Shard {
                     let mut logs = self.logs.borrow_mut();
                     let keys: Vec<TopicPartition> =
                         logs.keys().filter(|tp| &*tp.topic == name.as_str()).cloned().collect();
-                    keys.into_iter().filter_map(|tp| logs.remove(&tp).map(|log| (tp, log))).collect()
+                    keys.into_iter()
+                        .filter_map(|tp| logs.remove(&tp).map(|log| (tp, log)))
+                        .collect()
                 };
                 for (tp, log) in doomed {
                     log::delete(&log).await;
@@ -420,7 +440,12 @@ impl Shard {
         let mut out = Vec::with_capacity(partitions.len());
         for (tp, timestamp) in partitions {
             let Some(log) = self.log(&tp) else {
-                out.push(OffsetResult { tp, error_code: errors::UNKNOWN_TOPIC_OR_PARTITION, offset: -1, timestamp: -1 });
+                out.push(OffsetResult {
+                    tp,
+                    error_code: errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    offset: -1,
+                    timestamp: -1,
+                });
                 continue;
             };
             let (start, end) = {
@@ -435,14 +460,26 @@ impl Shard {
                 _ => Ok(None),
             };
             let result = match found {
-                Ok(Some((offset, ts))) => OffsetResult { tp, error_code: errors::NONE, offset, timestamp: ts },
-                Ok(None) if timestamp < -4 => {
-                    OffsetResult { tp, error_code: errors::INVALID_REQUEST, offset: -1, timestamp: -1 }
+                Ok(Some((offset, ts))) => {
+                    OffsetResult { tp, error_code: errors::NONE, offset, timestamp: ts }
                 }
-                Ok(None) => OffsetResult { tp, error_code: errors::NONE, offset: -1, timestamp: -1 },
+                Ok(None) if timestamp < -4 => OffsetResult {
+                    tp,
+                    error_code: errors::INVALID_REQUEST,
+                    offset: -1,
+                    timestamp: -1,
+                },
+                Ok(None) => {
+                    OffsetResult { tp, error_code: errors::NONE, offset: -1, timestamp: -1 }
+                }
                 Err(e) => {
                     tracing::warn!(%tp, "list offsets failed: {e}");
-                    OffsetResult { tp, error_code: errors::UNKNOWN_SERVER_ERROR, offset: -1, timestamp: -1 }
+                    OffsetResult {
+                        tp,
+                        error_code: errors::UNKNOWN_SERVER_ERROR,
+                        offset: -1,
+                        timestamp: -1,
+                    }
                 }
             };
             out.push(result);
@@ -461,7 +498,11 @@ impl Shard {
         if create.name.starts_with("__spate") {
             return fail(errors::INVALID_TOPIC_EXCEPTION, "the __spate prefix is reserved".into());
         }
-        let partitions = if create.partitions == -1 { self.config.default_partitions } else { create.partitions };
+        let partitions = if create.partitions == -1 {
+            self.config.default_partitions
+        } else {
+            create.partitions
+        };
         if !(1..=constants::PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
             return fail(
                 errors::INVALID_PARTITIONS,
@@ -473,7 +514,10 @@ impl Shard {
             Err(message) => return fail(errors::INVALID_CONFIG, message),
         };
         if self.catalog.borrow().get(&create.name).is_some() {
-            return fail(errors::TOPIC_ALREADY_EXISTS, format!("topic {} already exists", create.name));
+            return fail(
+                errors::TOPIC_ALREADY_EXISTS,
+                format!("topic {} already exists", create.name),
+            );
         }
         let meta = TopicMeta {
             name: create.name.as_str().into(),
@@ -498,7 +542,10 @@ impl Shard {
         assert_eq!(self.id, CONTROLLER);
         let removed = self.catalog.borrow_mut().remove(&name);
         let Some(meta) = removed else {
-            return Err(TopicError { code: errors::UNKNOWN_TOPIC_OR_PARTITION, message: format!("no topic {name}") });
+            return Err(TopicError {
+                code: errors::UNKNOWN_TOPIC_OR_PARTITION,
+                message: format!("no topic {name}"),
+            });
         };
         self.persist_catalog().await?;
         self.broadcast(|| ShardRequest::RemoveTopic { name: name.clone() }).await;
@@ -506,16 +553,27 @@ impl Shard {
         Ok(meta)
     }
 
-    async fn create_partitions(self: &Rc<Self>, name: String, count: i32, validate_only: bool) -> Result<TopicMeta, TopicError> {
+    async fn create_partitions(
+        self: &Rc<Self>,
+        name: String,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<TopicMeta, TopicError> {
         assert_eq!(self.id, CONTROLLER);
         let current = self.catalog.borrow().get(&name).cloned();
         let Some(mut meta) = current else {
-            return Err(TopicError { code: errors::UNKNOWN_TOPIC_OR_PARTITION, message: format!("no topic {name}") });
+            return Err(TopicError {
+                code: errors::UNKNOWN_TOPIC_OR_PARTITION,
+                message: format!("no topic {name}"),
+            });
         };
         if count <= meta.partitions {
             return Err(TopicError {
                 code: errors::INVALID_PARTITIONS,
-                message: format!("topic {name} has {} partitions; the new count must be larger", meta.partitions),
+                message: format!(
+                    "topic {name} has {} partitions; the new count must be larger",
+                    meta.partitions
+                ),
             });
         }
         if count > constants::PARTITIONS_PER_TOPIC_MAX {
@@ -538,19 +596,29 @@ impl Shard {
     async fn persist_catalog(&self) -> Result<(), TopicError> {
         let text = self.catalog.borrow().to_file_text();
         let dir = self.config.data_dir.clone();
-        glommio::executor()
-            .spawn_blocking(move || catalog::write_file(&dir, text))
-            .await
-            .map_err(|e| TopicError { code: errors::UNKNOWN_SERVER_ERROR, message: format!("cannot persist the catalog: {e}") })
+        glommio::executor().spawn_blocking(move || catalog::write_file(&dir, text)).await.map_err(
+            |e| TopicError {
+                code: errors::UNKNOWN_SERVER_ERROR,
+                message: format!("cannot persist the catalog: {e}"),
+            },
+        )
     }
 
     /// Creates a topic through the controller, as auto-creation does. Returns the topic when
     /// it exists on this shard afterwards.
-    pub async fn ensure_topic(self: &Rc<Self>, name: &str) -> Result<Option<TopicMeta>, TopicError> {
+    pub async fn ensure_topic(
+        self: &Rc<Self>,
+        name: &str,
+    ) -> Result<Option<TopicMeta>, TopicError> {
         if let Some(meta) = self.catalog.borrow().get(name) {
             return Ok(Some(meta.clone()));
         }
-        let create = CreateTopic { name: name.to_string(), partitions: -1, overrides: BTreeMap::new(), validate_only: false };
+        let create = CreateTopic {
+            name: name.to_string(),
+            partitions: -1,
+            overrides: BTreeMap::new(),
+            validate_only: false,
+        };
         match self.call(CONTROLLER, ShardRequest::CreateTopic(create)).await {
             ShardResponse::Topic(Ok(_)) => Ok(self.catalog.borrow().get(name).cloned()),
             ShardResponse::Topic(Err(e)) if e.code == errors::TOPIC_ALREADY_EXISTS => {

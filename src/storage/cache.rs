@@ -43,7 +43,12 @@ impl BatchCache {
 
     /// Batches from the one holding `offset`, up to `size_bytes_max` bytes (but at least one
     /// batch when `first_whole` is set). None when `offset` is older than the cache.
-    pub fn read(&self, offset: i64, size_bytes_max: usize, first_whole: bool) -> Option<Vec<Bytes>> {
+    pub fn read(
+        &self,
+        offset: i64,
+        size_bytes_max: usize,
+        first_whole: bool,
+    ) -> Option<Vec<Bytes>> {
         let first = self.batches.front()?;
         if offset < first.base_offset {
             return None;
@@ -73,7 +78,11 @@ mod tests {
     use super::*;
 
     fn batch(base: i64, count: i64, size: usize) -> CachedBatch {
-        CachedBatch { base_offset: base, last_offset: base + count - 1, bytes: vec![0; size].into() }
+        CachedBatch {
+            base_offset: base,
+            last_offset: base + count - 1,
+            bytes: vec![0; size].into(),
+        }
     }
 
     #[test]
@@ -95,7 +104,9 @@ mod tests {
         for i in 0..10 {
             cache.push(batch(i * 2, 2, 100));
         }
-        assert!(cache.read(15, 1000, true).is_some());
+        // 250 bytes hold two 100-byte batches: offsets 16..=19.
+        assert_eq!(cache.read(17, 1000, true).map(|v| v.len()), Some(2));
+        assert!(cache.read(15, 1000, true).is_none());
         assert!(cache.read(0, 1000, true).is_none());
         let mut tiny = BatchCache::new(10);
         tiny.push(batch(0, 1, 100));

@@ -116,9 +116,10 @@ impl Log {
         for (i, base) in bases.iter().enumerate() {
             let (opened, torn) = Segment::open(&dir, *base, now).await?;
             report.segments += 1;
-            let follows = segments.last().map_or(true, |prev| prev.next_offset == opened.base_offset);
+            let follows =
+                segments.last().map_or(true, |prev| prev.next_offset == opened.base_offset);
             if !follows {
-                tracing::warn!(%tp, base, "segment does not follow its predecessor; dropping it and later ones");
+                tracing::warn!(%tp, base, "segment does not follow the one before; dropping it on");
                 for later in &bases[i..] {
                     remove_segment_files(&dir, *later);
                 }
@@ -210,7 +211,13 @@ pub async fn append(log: &Rc<RefCell<Log>>, batches: Vec<Bytes>) -> Result<Appen
             };
             l.next_offset = last_offset + 1;
             let done = if i + 1 == count { done.take() } else { None };
-            l.pending.push(Pending { bytes: bytes.freeze(), base_offset, last_offset, max_timestamp, done });
+            l.pending.push(Pending {
+                bytes: bytes.freeze(),
+                base_offset,
+                last_offset,
+                max_timestamp,
+                done,
+            });
         }
         let info = AppendInfo {
             base_offset: first_offset,
@@ -449,8 +456,12 @@ pub async fn read(
         let l = log.borrow();
         (l.high_watermark, l.log_start_offset)
     };
-    let mut outcome =
-        ReadOutcome { chunks: Vec::new(), size_bytes: 0, high_watermark: hw, log_start_offset: start };
+    let mut outcome = ReadOutcome {
+        chunks: Vec::new(),
+        size_bytes: 0,
+        high_watermark: hw,
+        log_start_offset: start,
+    };
     let Some((position, first_size)) = locate(&file, scan_from, end, offset).await? else {
         return Ok(outcome);
     };
@@ -518,7 +529,10 @@ pub async fn offset_for_timestamp(
             .iter()
             .filter(|s| s.max_timestamp >= timestamp && s.size > 0)
             .map(|s| {
-                let from = s.index.offset_before_time(timestamp).map_or(0, |rel| s.index.position_before(rel + 1));
+                let from = s
+                    .index
+                    .offset_before_time(timestamp)
+                    .map_or(0, |rel| s.index.position_before(rel + 1));
                 (s.file.clone(), u64::from(from), s.size, s.base_offset)
             })
             .collect()
@@ -532,10 +546,10 @@ pub async fn offset_for_timestamp(
             if header.max_timestamp() >= timestamp {
                 let whole = file.read_at(position, size as usize).await.map_err(io_error)?;
                 let mut bytes = Bytes::copy_from_slice(&whole);
-                return Ok(Some(first_record_at_or_after(&mut bytes, timestamp).unwrap_or((
-                    header.base_offset(),
-                    header.max_timestamp(),
-                ))));
+                return Ok(Some(
+                    first_record_at_or_after(&mut bytes, timestamp)
+                        .unwrap_or((header.base_offset(), header.max_timestamp())),
+                ));
             }
             position += size;
         }
@@ -557,10 +571,7 @@ pub async fn offset_of_max_timestamp(log: &Rc<RefCell<Log>>) -> Result<Option<(i
 
 fn first_record_at_or_after(bytes: &mut Bytes, timestamp: i64) -> Option<(i64, i64)> {
     let set = kafka_protocol::records::RecordBatchDecoder::decode(bytes).ok()?;
-    set.records
-        .iter()
-        .find(|r| r.timestamp >= timestamp)
-        .map(|r| (r.offset, r.timestamp))
+    set.records.iter().find(|r| r.timestamp >= timestamp).map(|r| (r.offset, r.timestamp))
 }
 
 /// Deletes whole segments past the topic's retention time or size, never the active one
@@ -573,7 +584,8 @@ pub async fn enforce_retention(log: &Rc<RefCell<Log>>, now: i64) -> Result<usize
         }
         let config = l.config.clone();
         let active = l.segments.last().unwrap_or_else(|| unreachable!());
-        let expired = config.retention_ms >= 0 && active.max_timestamp >= 0
+        let expired = config.retention_ms >= 0
+            && active.max_timestamp >= 0
             && active.max_timestamp < now - config.retention_ms;
         let aged = now - active.created_ms > config.segment_ms;
         let roll = active.size > 0 && (expired || aged) && l.pending.is_empty();
@@ -601,8 +613,10 @@ pub async fn enforce_retention(log: &Rc<RefCell<Log>>, now: i64) -> Result<usize
         let mut count = 0;
         while count + 1 < l.segments.len() {
             let segment = &l.segments[count];
-            let by_time = config.retention_ms >= 0 && segment.max_timestamp < now - config.retention_ms;
-            let by_size = config.retention_bytes >= 0 && total - segment.size as i64 >= config.retention_bytes;
+            let by_time =
+                config.retention_ms >= 0 && segment.max_timestamp < now - config.retention_ms;
+            let by_size = config.retention_bytes >= 0
+                && total - segment.size as i64 >= config.retention_bytes;
             if !(by_time || by_size) {
                 break;
             }
@@ -613,7 +627,8 @@ pub async fn enforce_retention(log: &Rc<RefCell<Log>>, now: i64) -> Result<usize
         if count > 0 {
             l.log_start_offset = l.segments[0].base_offset;
             l.cache.clear();
-            tracing::info!(tp = %l.tp, segments = count, log_start_offset = l.log_start_offset, "retention deleted segments");
+            let log_start_offset = l.log_start_offset;
+            tracing::info!(tp = %l.tp, segments = count, log_start_offset, "retention deleted");
         }
         removed
     };
@@ -651,7 +666,12 @@ pub async fn close(log: &Rc<RefCell<Log>>) -> Result<(), Error> {
     let writer = {
         let l = log.borrow();
         let active = l.segments.last().unwrap_or_else(|| unreachable!());
-        (active.base_offset, active.index.encode_offsets(), active.index.encode_times(), l.dir.clone())
+        (
+            active.base_offset,
+            active.index.encode_offsets(),
+            active.index.encode_times(),
+            l.dir.clone(),
+        )
     };
     glommio::executor()
         .spawn_blocking(move || {

@@ -93,7 +93,8 @@ impl Segment {
         let file = open_dma(&log_path).await?;
         let file_size = file.file_size().await.map_err(io_error)?;
         let offsets = std::fs::read(dir.join(file_name(base_offset, "index"))).unwrap_or_default();
-        let times = std::fs::read(dir.join(file_name(base_offset, "timeindex"))).unwrap_or_default();
+        let times =
+            std::fs::read(dir.join(file_name(base_offset, "timeindex"))).unwrap_or_default();
         let loaded = SegmentIndex::decode(&offsets, &times, file_size);
         let mut index = loaded.clone().unwrap_or_default();
         let (mut position, mut next_offset) = match index.offsets.last() {
@@ -108,7 +109,8 @@ impl Segment {
         // is stale or damaged and we rebuild it from the start of the segment.
         if position > 0 {
             let matches = scanned.first().is_some_and(|(_, b)| {
-                b.last_offset - base_offset == i64::from(index.offsets.last().map_or(0, |e| e.relative_offset))
+                b.last_offset - base_offset
+                    == i64::from(index.offsets.last().map_or(0, |e| e.relative_offset))
             });
             if !matches {
                 index = SegmentIndex::default();
@@ -118,8 +120,12 @@ impl Segment {
             }
         }
         for (batch_position, scanned_batch) in &scanned {
-            let ScannedBatch { base_offset: batch_base, last_offset, max_timestamp: ts, size_bytes } =
-                *scanned_batch;
+            let ScannedBatch {
+                base_offset: batch_base,
+                last_offset,
+                max_timestamp: ts,
+                size_bytes,
+            } = *scanned_batch;
             if first && *batch_position == 0 && batch_base != base_offset {
                 break;
             }
@@ -129,9 +135,14 @@ impl Segment {
             if batch_base < base_offset || last_offset - base_offset > i64::from(u32::MAX) {
                 break;
             }
-            let indexed = index.offsets.last().is_some_and(|e| u64::from(e.position) == *batch_position);
+            let indexed =
+                index.offsets.last().is_some_and(|e| u64::from(e.position) == *batch_position);
             if !indexed && (index.offsets.is_empty() || bytes_since_index >= INDEX_INTERVAL_BYTES) {
-                index.add((last_offset - base_offset) as u32, *batch_position as u32, ts.max(max_timestamp));
+                index.add(
+                    (last_offset - base_offset) as u32,
+                    *batch_position as u32,
+                    ts.max(max_timestamp),
+                );
                 bytes_since_index = 0;
             }
             bytes_since_index += size_bytes as u64;
@@ -261,7 +272,11 @@ pub async fn open_dma(path: &Path) -> Result<DmaFile, Error> {
 
 /// Reads the segment from `position` to `end` in large DMA reads and returns every intact
 /// batch with its position, stopping at the first torn or invalid one.
-async fn scan(file: &DmaFile, mut position: u64, end: u64) -> Result<Vec<(u64, ScannedBatch)>, Error> {
+async fn scan(
+    file: &DmaFile,
+    mut position: u64,
+    end: u64,
+) -> Result<Vec<(u64, ScannedBatch)>, Error> {
     let mut out = Vec::new();
     while position < end {
         let want = (end - position).min(RECOVERY_READ_BYTES as u64) as usize;
@@ -293,7 +308,12 @@ async fn scan(file: &DmaFile, mut position: u64, end: u64) -> Result<Vec<(u64, S
                     }
                     None => return Ok(out),
                 },
-                Err(_) if rest.len() < crate::constants::BATCH_HEADER_BYTES && position + (bytes.len() as u64) < end => break,
+                Err(_)
+                    if rest.len() < crate::constants::BATCH_HEADER_BYTES
+                        && position + (bytes.len() as u64) < end =>
+                {
+                    break
+                }
                 Err(_) => return Ok(out),
             }
         }
