@@ -48,11 +48,7 @@ pub fn ensure_topic(
         }
         return Ok(existing);
     }
-    let new_topic = NewTopic::new(
-        topic,
-        partitions,
-        TopicReplication::Fixed(replication_factor),
-    );
+    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication_factor));
     let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
     let results = futures_executor::block_on(admin.create_topics([&new_topic], &options))
         .map_err(|e| format!("CreateTopics for {topic} failed: {e}"))?;
@@ -81,17 +77,10 @@ fn wait_for_leaders(
     let deadline = Instant::now() + TOPIC_READY_TIMEOUT;
     loop {
         if let Ok(metadata) = admin.inner().fetch_metadata(None, REQUEST_TIMEOUT) {
-            let ready = metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic)
-                .and_then(|t| {
-                    let all_led = t
-                        .partitions()
-                        .iter()
-                        .all(|p| p.leader() >= 0 && p.error().is_none());
-                    (t.error().is_none() && all_led).then(|| t.partitions().len() as i32)
-                });
+            let ready = metadata.topics().iter().find(|t| t.name() == topic).and_then(|t| {
+                let all_led = t.partitions().iter().all(|p| p.leader() >= 0 && p.error().is_none());
+                (t.error().is_none() && all_led).then(|| t.partitions().len() as i32)
+            });
             if let Some(count) = ready.filter(|count| *count >= partitions) {
                 return Ok(count);
             }

@@ -206,9 +206,7 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
     };
     match number.parse::<f64>() {
         Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate * scale),
-        _ => Err(format!(
-            "'{text}' is not a positive rate (examples: 5000, 20k, 1.5m)"
-        )),
+        _ => Err(format!("'{text}' is not a positive rate (examples: 5000, 20k, 1.5m)")),
     }
 }
 

@@ -22,10 +22,7 @@ impl Clock {
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
             .unwrap_or(0);
-        Clock {
-            epoch,
-            epoch_wall_ns,
-        }
+        Clock { epoch, epoch_wall_ns }
     }
 
     /// Wall-clock nanoseconds since the Unix epoch, advancing with the monotonic clock.

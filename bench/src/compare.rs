@@ -14,11 +14,8 @@ pub fn load(path: &Path) -> Result<RunResult, String> {
 }
 
 pub fn compare(args: &CompareArgs) -> Result<String, String> {
-    let mut runs: Vec<RunResult> = args
-        .results
-        .iter()
-        .map(|p| load(p))
-        .collect::<Result<_, _>>()?;
+    let mut runs: Vec<RunResult> =
+        args.results.iter().map(|p| load(p)).collect::<Result<_, _>>()?;
     make_labels_unique(&mut runs);
     let table = table(&runs, args.markdown, args.uncorrected);
     if let Some(path) = &args.plot {
@@ -91,20 +88,12 @@ fn table(runs: &[RunResult], markdown: bool, uncorrected: bool) -> String {
     let mut header = vec!["metric".to_string()];
     header.extend(runs.iter().map(|r| r.label.clone()));
     if let Some(first) = runs.first() {
-        header.extend(
-            runs.iter()
-                .skip(1)
-                .map(|r| format!("{}/{}", r.label, first.label)),
-        );
+        header.extend(runs.iter().skip(1).map(|r| format!("{}/{}", r.label, first.label)));
     }
     let mut cells: Vec<Vec<String>> = vec![header];
     for row in &rows {
         let mut line = vec![row.metric.clone()];
-        line.extend(
-            row.values
-                .iter()
-                .map(|v| v.map_or("-".to_string(), row.format)),
-        );
+        line.extend(row.values.iter().map(|v| v.map_or("-".to_string(), row.format)));
         let base = row.values.first().copied().flatten();
         for value in row.values.iter().skip(1) {
             line.push(match (row.ratio, base, value) {
@@ -139,29 +128,14 @@ fn rows(runs: &[RunResult], uncorrected: bool) -> Vec<Row> {
                    value: &dyn Fn(&RunResult) -> Option<f64>| {
         let values: Vec<Option<f64>> = runs.iter().map(value).collect();
         if values.iter().any(Option::is_some) {
-            rows.push(Row {
-                metric: metric.to_string(),
-                values,
-                format,
-                ratio,
-            });
+            rows.push(Row { metric: metric.to_string(), values, format, ratio });
         }
     };
-    add("target rate (records/s)", integer, false, &|r| {
-        r.config.rate
-    });
-    add("produced records/s", float1, true, &|r| {
-        r.produce.as_ref().map(|p| p.records_per_sec)
-    });
-    add("produced MB/s", float2, true, &|r| {
-        r.produce.as_ref().map(|p| p.mb_per_sec)
-    });
-    add("consumed records/s", float1, true, &|r| {
-        r.consume.as_ref().map(|c| c.records_per_sec)
-    });
-    add("consumed MB/s", float2, true, &|r| {
-        r.consume.as_ref().map(|c| c.mb_per_sec)
-    });
+    add("target rate (records/s)", integer, false, &|r| r.config.rate);
+    add("produced records/s", float1, true, &|r| r.produce.as_ref().map(|p| p.records_per_sec));
+    add("produced MB/s", float2, true, &|r| r.produce.as_ref().map(|p| p.mb_per_sec));
+    add("consumed records/s", float1, true, &|r| r.consume.as_ref().map(|c| c.records_per_sec));
+    add("consumed MB/s", float2, true, &|r| r.consume.as_ref().map(|c| c.mb_per_sec));
     for series in SERIES_ORDER {
         if !uncorrected && series.ends_with("uncorrected") {
             continue;
@@ -178,9 +152,7 @@ fn rows(runs: &[RunResult], uncorrected: bool) -> Vec<Row> {
             });
         }
     }
-    add("errors", integer, false, &|r| {
-        Some(r.errors.values().sum::<u64>() as f64)
-    });
+    add("errors", integer, false, &|r| Some(r.errors.values().sum::<u64>() as f64));
     add("bench CPU s", float2, true, &|r| Some(r.cpu.bench_seconds));
     add("broker CPU s (measured window)", float2, true, &|r| {
         r.cpu.brokers.first().map(|b| b.measured_seconds)
@@ -190,11 +162,8 @@ fn rows(runs: &[RunResult], uncorrected: bool) -> Vec<Row> {
     });
     add("broker CPU us per record", float2, true, &|r| {
         let broker = r.cpu.brokers.first()?;
-        let records = r
-            .produce
-            .as_ref()
-            .map(|p| p.acked)
-            .or(r.consume.as_ref().map(|c| c.consumed))?;
+        let records =
+            r.produce.as_ref().map(|p| p.acked).or(r.consume.as_ref().map(|c| c.consumed))?;
         (records > 0).then(|| broker.measured_seconds * 1e6 / records as f64)
     });
     rows
@@ -204,12 +173,7 @@ fn render(cells: &[Vec<String>], markdown: bool) -> String {
     let columns = cells.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
-            cells
-                .iter()
-                .filter_map(|row| row.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
+            cells.iter().filter_map(|row| row.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)
         })
         .collect();
     let mut out = String::new();
@@ -228,17 +192,18 @@ fn render(cells: &[Vec<String>], markdown: bool) -> String {
         if markdown {
             out += &format!("| {} |\n", padded.join(" | "));
             if index == 0 {
-                let rule: Vec<String> = widths
-                    .iter()
-                    .enumerate()
-                    .map(|(c, w)| {
-                        if c == 0 {
-                            "-".repeat(*w)
-                        } else {
-                            format!("{}:", "-".repeat(w - 1))
-                        }
-                    })
-                    .collect();
+                let rule: Vec<String> =
+                    widths
+                        .iter()
+                        .enumerate()
+                        .map(|(c, w)| {
+                            if c == 0 {
+                                "-".repeat(*w)
+                            } else {
+                                format!("{}:", "-".repeat(w - 1))
+                            }
+                        })
+                        .collect();
                 out += &format!("| {} |\n", rule.join(" | "));
             }
         } else {

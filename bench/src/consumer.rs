@@ -28,8 +28,7 @@ pub struct ConsumerCtx {
 
 impl ClientContext for ConsumerCtx {
     fn error(&self, error: KafkaError, _reason: &str) {
-        self.errors
-            .add(format!("consumer client: {}", error_kind(&error)));
+        self.errors.add(format!("consumer client: {}", error_kind(&error)));
     }
 }
 
@@ -86,13 +85,9 @@ pub fn run(
         }
         bump(&stats.consumed_measured, 1);
         bump(&stats.consumed_bytes_measured, bytes);
-        stats
-            .end_to_end
-            .record_ns(now_ns.saturating_sub(header.intended_ns));
+        stats.end_to_end.record_ns(now_ns.saturating_sub(header.intended_ns));
         if setup.open_loop {
-            stats
-                .end_to_end_uncorrected
-                .record_ns(now_ns.saturating_sub(header.sent_ns));
+            stats.end_to_end_uncorrected.record_ns(now_ns.saturating_sub(header.sent_ns));
         }
     }
 }

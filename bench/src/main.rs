@@ -79,10 +79,7 @@ fn run_workload(workload: Workload, args: &RunArgs) -> Result<ExitCode, String> 
             })
             .collect();
         let title = format!("spate-bench: {}", result.label);
-        write(
-            path,
-            &plot::svg(&title, &compare::describe(&result), &series),
-        )?;
+        write(path, &plot::svg(&title, &compare::describe(&result), &series))?;
     }
     let kept_up = result.open_loop.as_ref().is_none_or(|o| o.kept_up);
     if result.errors.is_empty() && kept_up {

@@ -106,10 +106,7 @@ impl PayloadPool {
                 bytes.truncate(len);
             }
         }
-        PayloadPool {
-            bytes,
-            record_bytes_max,
-        }
+        PayloadPool { bytes, record_bytes_max }
     }
 
     /// Fills `buf[HEADER_BYTES..]` with filler from a random place in the pool.
@@ -154,11 +151,7 @@ mod tests {
 
     #[test]
     fn header_round_trips() {
-        let header = Header {
-            run_id: 7,
-            intended_ns: 1 << 60,
-            sent_ns: (1 << 60) + 5,
-        };
+        let header = Header { run_id: 7, intended_ns: 1 << 60, sent_ns: (1 << 60) + 5 };
         let mut buf = vec![0u8; 100];
         header.write(&mut buf);
         assert_eq!(Header::read(&buf), Some(header));

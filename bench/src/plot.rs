@@ -14,9 +14,8 @@ const MARGIN_BOTTOM: f64 = 70.0;
 const NINES_MAX: i32 = 6;
 /// The x axis shows at least 90 % .. 99.9 % so short runs still read as a percentile plot.
 const NINES_MIN: i32 = 3;
-const PALETTE: [&str; 8] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-];
+const PALETTE: [&str; 8] =
+    ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
 const LEGEND_ROW_HEIGHT: f64 = 18.0;
 /// Room for the line sample left of a legend entry's name.
 const LEGEND_SAMPLE_WIDTH: f64 = 52.0;
@@ -63,15 +62,9 @@ pub struct Series {
 pub fn svg(title: &str, subtitle: &str, series: &[Series]) -> String {
     let points = || series.iter().flat_map(|s| s.points.iter());
     // The finite x extent comes from the highest percentile below 100.
-    let top_percentile = points()
-        .map(|p| p[0])
-        .filter(|p| *p < 100.0)
-        .fold(0.0, f64::max);
+    let top_percentile = points().map(|p| p[0]).filter(|p| *p < 100.0).fold(0.0, f64::max);
     let nines = (nines_of(top_percentile).ceil() as i32).clamp(NINES_MIN, NINES_MAX);
-    let latency_min = points()
-        .map(|p| p[1])
-        .filter(|v| *v > 0.0)
-        .fold(f64::INFINITY, f64::min);
+    let latency_min = points().map(|p| p[1]).filter(|v| *v > 0.0).fold(f64::INFINITY, f64::min);
     let latency_max = points().map(|p| p[1]).fold(0.0, f64::max);
     let (decade_low, decade_high) = if latency_min.is_finite() && latency_max > 0.0 {
         let low = latency_min.max(1.0).log10().floor() as i32;
@@ -83,11 +76,7 @@ pub fn svg(title: &str, subtitle: &str, series: &[Series]) -> String {
     let plot_width = WIDTH - MARGIN_LEFT - MARGIN_RIGHT;
     let plot_height = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM;
     let x_of = |percentile: f64| {
-        let nines_here = if percentile >= 100.0 {
-            f64::from(nines)
-        } else {
-            nines_of(percentile)
-        };
+        let nines_here = if percentile >= 100.0 { f64::from(nines) } else { nines_of(percentile) };
         MARGIN_LEFT + plot_width * nines_here.min(f64::from(nines)) / f64::from(nines)
     };
     let y_of = |latency_us: f64| {
@@ -115,11 +104,7 @@ pub fn svg(title: &str, subtitle: &str, series: &[Series]) -> String {
     svg.text_element("title", &[], title);
     svg.empty(
         "rect",
-        &[
-            ("width", WIDTH.to_string()),
-            ("height", total_height.to_string()),
-            fill("white"),
-        ],
+        &[("width", WIDTH.to_string()), ("height", total_height.to_string()), fill("white")],
     );
     let center = (WIDTH / 2.0).to_string();
     svg.text_element(
@@ -135,24 +120,14 @@ pub fn svg(title: &str, subtitle: &str, series: &[Series]) -> String {
     );
     svg.text_element(
         "text",
-        &[
-            ("x", center),
-            ("y", "48".to_string()),
-            ("text-anchor", "middle".to_string()),
-        ],
+        &[("x", center), ("y", "48".to_string()), ("text-anchor", "middle".to_string())],
         subtitle,
     );
 
     // Grid: a vertical line per nine, horizontal lines at 1, 2 and 5 of each decade.
     let right = MARGIN_LEFT + plot_width;
     let bottom = MARGIN_TOP + plot_height;
-    svg.open(
-        "g",
-        &[
-            ("class", "grid".to_string()),
-            ("stroke-width", "1".to_string()),
-        ],
-    );
+    svg.open("g", &[("class", "grid".to_string()), ("stroke-width", "1".to_string())]);
     for nine in 0..=nines {
         let x = MARGIN_LEFT + plot_width * f64::from(nine) / f64::from(nines);
         svg.line((x, MARGIN_TOP), (x, bottom), "#ddd", None);
@@ -200,10 +175,7 @@ pub fn svg(title: &str, subtitle: &str, series: &[Series]) -> String {
         &[
             (
                 "transform",
-                format!(
-                    "translate(22 {:.1}) rotate(-90)",
-                    MARGIN_TOP + plot_height / 2.0
-                ),
+                format!("translate(22 {:.1}) rotate(-90)", MARGIN_TOP + plot_height / 2.0),
             ),
             ("text-anchor", "middle".to_string()),
         ],
@@ -232,11 +204,7 @@ pub fn svg(title: &str, subtitle: &str, series: &[Series]) -> String {
         svg.close("polyline");
     }
 
-    let longest_name = series
-        .iter()
-        .map(|s| s.name.chars().count())
-        .max()
-        .unwrap_or(0);
+    let longest_name = series.iter().map(|s| s.name.chars().count()).max().unwrap_or(0);
     let legend_width = LEGEND_SAMPLE_WIDTH + LEGEND_CHAR_WIDTH * longest_name as f64;
     let (legend_x, legend_y) = (MARGIN_LEFT, HEIGHT);
     svg.open("g", &[("class", "legend".to_string())]);
@@ -255,12 +223,7 @@ pub fn svg(title: &str, subtitle: &str, series: &[Series]) -> String {
     for (row, s) in series.iter().enumerate() {
         let y = legend_y + 4.0 + LEGEND_ROW_HEIGHT * (row as f64 + 0.5);
         let color = PALETTE[s.color % PALETTE.len()];
-        svg.line(
-            (legend_x + 8.0, y),
-            (legend_x + 36.0, y),
-            color,
-            Some(s.stroke),
-        );
+        svg.line((legend_x + 8.0, y), (legend_x + 36.0, y), color, Some(s.stroke));
         svg.label(legend_x + 42.0, y + 4.0, "start", &s.name);
     }
     svg.close("g");
@@ -358,10 +321,7 @@ fn latency_label(decade: i32) -> String {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -383,12 +343,7 @@ mod tests {
         let series = vec![
             Series {
                 name: "a <spate>: publish".to_string(),
-                points: vec![
-                    [0.0, 100.0],
-                    [50.0, 200.0],
-                    [99.9, 5_000.0],
-                    [100.0, 9_000.0],
-                ],
+                points: vec![[0.0, 100.0], [50.0, 200.0], [99.9, 5_000.0], [100.0, 9_000.0]],
                 color: 0,
                 stroke: Stroke::Solid,
             },

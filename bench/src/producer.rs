@@ -77,8 +77,7 @@ pub struct ProducerCtx {
 
 impl ClientContext for ProducerCtx {
     fn error(&self, error: KafkaError, _reason: &str) {
-        self.errors
-            .add(format!("producer client: {}", error_kind(&error)));
+        self.errors.add(format!("producer client: {}", error_kind(&error)));
     }
 }
 
@@ -101,13 +100,9 @@ impl ProducerContext for ProducerCtx {
                 }
                 bump(&self.stats.acked_measured, 1);
                 bump(&self.stats.acked_bytes_measured, bytes);
-                self.stats
-                    .publish
-                    .record_ns(now_ns.saturating_sub(header.intended_ns));
+                self.stats.publish.record_ns(now_ns.saturating_sub(header.intended_ns));
                 if self.open_loop {
-                    self.stats
-                        .publish_uncorrected
-                        .record_ns(now_ns.saturating_sub(header.sent_ns));
+                    self.stats.publish_uncorrected.record_ns(now_ns.saturating_sub(header.sent_ns));
                 }
             }
             Err((error, _message)) => {
@@ -179,11 +174,7 @@ pub fn run(
             break;
         }
         let now_ns = clock.wall_ns();
-        let intended_ns = if gaps.is_some() {
-            next_intended_ns
-        } else {
-            now_ns
-        };
+        let intended_ns = if gaps.is_some() { next_intended_ns } else { now_ns };
         // An open-loop sender that is behind still stops at the end: the backlog it could not
         // send is counted as missed below rather than stretching the run.
         let past_end = now_ns >= end_ns || intended_ns >= end_ns;
@@ -201,11 +192,7 @@ pub fn run(
             Routing::Key(index) => write_key(&mut key_buf, index),
             Routing::Unkeyed | Routing::Partition(_) => 0,
         };
-        let mut header = Header {
-            run_id: setup.run_id,
-            intended_ns,
-            sent_ns: now_ns,
-        };
+        let mut header = Header { run_id: setup.run_id, intended_ns, sent_ns: now_ns };
         header.write(&mut buf[..size]);
         let accepted = loop {
             let mut record = BaseRecord::to(&setup.topic).payload(&buf[..size]);
@@ -236,11 +223,8 @@ pub fn run(
                     let reason = producer
                         .client()
                         .fatal_error()
-                        .map_or("unknown".to_string(), |(code, text)| {
-                            format!("{code:?}: {text}")
-                        });
-                    ctx.errors
-                        .add(format!("fatal producer error, producer stopped: {reason}"));
+                        .map_or("unknown".to_string(), |(code, text)| format!("{code:?}: {text}"));
+                    ctx.errors.add(format!("fatal producer error, producer stopped: {reason}"));
                     break 'records;
                 }
                 Err((error, _)) => {
@@ -322,12 +306,7 @@ impl Gaps {
             Arrival::Poisson => Exp::new(1.0 / period_ns).ok(),
             Arrival::Constant => None,
         };
-        Gaps {
-            arrival,
-            period_ns,
-            exp,
-            offset_ns: 0.0,
-        }
+        Gaps { arrival, period_ns, exp, offset_ns: 0.0 }
     }
 
     fn next_offset_ns(&mut self, rng: &mut SmallRng) -> u64 {
@@ -365,9 +344,6 @@ mod tests {
             last = gaps.next_offset_ns(&mut rng);
         }
         let seconds = last as f64 / 1e9;
-        assert!(
-            (seconds - 100.0).abs() < 2.0,
-            "100000 arrivals at 1000/s took {seconds} s"
-        );
+        assert!((seconds - 100.0).abs() < 2.0, "100000 arrivals at 1000/s took {seconds} s");
     }
 }

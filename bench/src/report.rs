@@ -20,12 +20,8 @@ const HGRM_SCALE_US_PER_UNIT: f64 = 1_000.0;
 const BYTES_PER_MB: f64 = 1_000_000.0;
 
 /// Latency series names, in the order tables list them.
-pub const SERIES_ORDER: [&str; 4] = [
-    "publish",
-    "publish_uncorrected",
-    "end_to_end",
-    "end_to_end_uncorrected",
-];
+pub const SERIES_ORDER: [&str; 4] =
+    ["publish", "publish_uncorrected", "end_to_end", "end_to_end_uncorrected"];
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct RunResult {
@@ -162,19 +158,11 @@ pub struct BrokerCpu {
 impl LatencySummary {
     pub fn from_histogram(histogram: &Histogram<u64>, corrected: bool) -> LatencySummary {
         if histogram.is_empty() {
-            return LatencySummary {
-                corrected,
-                ..LatencySummary::default()
-            };
+            return LatencySummary { corrected, ..LatencySummary::default() };
         }
         let curve = histogram
             .iter_quantiles(QUANTILE_TICKS_PER_HALF)
-            .map(|v| {
-                [
-                    percent(v.quantile_iterated_to()),
-                    v.value_iterated_to() as f64,
-                ]
-            })
+            .map(|v| [percent(v.quantile_iterated_to()), v.value_iterated_to() as f64])
             .collect();
         LatencySummary {
             count: histogram.len(),
@@ -270,17 +258,10 @@ pub fn summary_table(result: &RunResult) -> String {
         "measured {:.2} s after {:.2} s of warm-up{}\n",
         result.measured_seconds,
         config.warmup_seconds,
-        if result.interrupted {
-            " (interrupted)"
-        } else {
-            ""
-        }
+        if result.interrupted { " (interrupted)" } else { "" }
     );
-    let _ = writeln!(
-        out,
-        "{:<26} {:>14} {:>10} {:>12}",
-        "throughput", "records/s", "MB/s", "records"
-    );
+    let _ =
+        writeln!(out, "{:<26} {:>14} {:>10} {:>12}", "throughput", "records/s", "MB/s", "records");
     if let Some(produce) = &result.produce {
         let _ = writeln!(
             out,
@@ -361,27 +342,12 @@ pub fn hgrm(histogram: &Histogram<u64>) -> String {
         }
     }
     let scale = HGRM_SCALE_US_PER_UNIT;
-    let mean = if histogram.is_empty() {
-        0.0
-    } else {
-        histogram.mean() / scale
-    };
-    let stdev = if histogram.is_empty() {
-        0.0
-    } else {
-        histogram.stdev() / scale
-    };
+    let mean = if histogram.is_empty() { 0.0 } else { histogram.mean() / scale };
+    let stdev = if histogram.is_empty() { 0.0 } else { histogram.stdev() / scale };
     let max = histogram.max() as f64 / scale;
     let sub_buckets = (2 * 10u64.pow(u32::from(histogram.sigfig()))).next_power_of_two();
-    let _ = writeln!(
-        out,
-        "#[Mean    = {mean:>12.3}, StdDeviation   = {stdev:>12.3}]"
-    );
-    let _ = writeln!(
-        out,
-        "#[Max     = {max:>12.3}, Total count    = {:>12}]",
-        histogram.len()
-    );
+    let _ = writeln!(out, "#[Mean    = {mean:>12.3}, StdDeviation   = {stdev:>12.3}]");
+    let _ = writeln!(out, "#[Max     = {max:>12.3}, Total count    = {:>12}]", histogram.len());
     let _ = writeln!(
         out,
         "#[Buckets = {:>12}, SubBuckets     = {sub_buckets:>12}]",
@@ -420,11 +386,7 @@ mod tests {
             .collect();
         assert!(rows.len() > 20);
         let last: Vec<&str> = rows[rows.len() - 1].split_whitespace().collect();
-        assert_eq!(
-            last.len(),
-            3,
-            "the 100th percentile row has no 1/(1-p) column"
-        );
+        assert_eq!(last.len(), 3, "the 100th percentile row has no 1/(1-p) column");
         assert_eq!(last[2], "10000");
         assert!(text.contains("Total count    =        10000]"));
         assert!(text.contains("SubBuckets     =         2048]"));
@@ -436,10 +398,7 @@ mod tests {
             hgrm_path(Path::new("out/run.hgrm"), "publish"),
             Path::new("out/run.publish.hgrm")
         );
-        assert_eq!(
-            hgrm_path(Path::new("run"), "end_to_end"),
-            Path::new("run.end_to_end.hgrm")
-        );
+        assert_eq!(hgrm_path(Path::new("run"), "end_to_end"), Path::new("run.end_to_end.hgrm"));
     }
 
     #[test]

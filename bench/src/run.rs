@@ -97,16 +97,8 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
 
     let producer_config = producer_config(args);
     let consumer_config = consumer_config(args, run_id);
-    let producer_count = if workload.produces() {
-        args.producers
-    } else {
-        0
-    };
-    let consumer_count = if workload.consumes() {
-        args.consumers
-    } else {
-        0
-    };
+    let producer_count = if workload.produces() { args.producers } else { 0 };
+    let consumer_count = if workload.consumes() { args.consumers } else { 0 };
     let mut producers = Vec::new();
     let mut producer_stats = Vec::new();
     for _ in 0..producer_count {
@@ -150,13 +142,10 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
             config.set(key, value);
         }
         let consumer: BaseConsumer<ConsumerCtx> = config
-            .create_with_context(ConsumerCtx {
-                errors: Arc::clone(&errors),
-            })
+            .create_with_context(ConsumerCtx { errors: Arc::clone(&errors) })
             .map_err(|e| format!("cannot create a consumer: {e}"))?;
-        let mine: Vec<i32> = (0..partitions)
-            .filter(|p| *p as usize % consumer_count == index)
-            .collect();
+        let mine: Vec<i32> =
+            (0..partitions).filter(|p| *p as usize % consumer_count == index).collect();
         let from_tail = workload == Workload::EndToEnd || args.from == StartFrom::Tail;
         let mut assignment = TopicPartitionList::new();
         if from_tail {
@@ -174,18 +163,13 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
                     .map_err(|e| format!("cannot build the assignment: {e}"))?;
             }
         }
-        consumer
-            .assign(&assignment)
-            .map_err(|e| format!("cannot assign partitions: {e}"))?;
+        consumer.assign(&assignment).map_err(|e| format!("cannot assign partitions: {e}"))?;
         consumers.push(consumer);
         consumer_stats.push(Arc::new(ConsumerStats::default()));
     }
 
-    let broker_cpu_start: Vec<Option<f64>> = args
-        .broker_pid
-        .iter()
-        .map(|pid| cpu_seconds(Some(*pid)))
-        .collect();
+    let broker_cpu_start: Vec<Option<f64>> =
+        args.broker_pid.iter().map(|pid| cpu_seconds(Some(*pid))).collect();
     let bench_cpu_start = cpu_seconds(None).unwrap_or(0.0);
     let pool = Arc::new(PayloadPool::new(
         args.payload,
@@ -196,11 +180,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
     let start_ns = clock.wall_ns();
     let warmup_end_ns = start_ns + duration_ns(args.warmup);
     let counted = args.records.is_some();
-    let end_ns = if counted {
-        u64::MAX
-    } else {
-        warmup_end_ns + duration_ns(args.duration)
-    };
+    let end_ns = if counted { u64::MAX } else { warmup_end_ns + duration_ns(args.duration) };
     timeline.set(start_ns, warmup_end_ns, end_ns);
 
     let mut producer_threads: Vec<JoinHandle<()>> = Vec::new();
@@ -242,12 +222,8 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
     }
     let mut consumer_threads: Vec<JoinHandle<()>> = Vec::new();
     for (index, consumer) in consumers.into_iter().enumerate() {
-        let setup = ConsumerSetup {
-            clock,
-            end_to_end: workload == Workload::EndToEnd,
-            open_loop,
-            run_id,
-        };
+        let setup =
+            ConsumerSetup { clock, end_to_end: workload == Workload::EndToEnd, open_loop, run_id };
         let stats = Arc::clone(&consumer_stats[index]);
         let (timeline, stop) = (Arc::clone(&timeline), Arc::clone(&stop_consumers));
         consumer_threads.push(
@@ -273,23 +249,15 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
         }
         progress.maybe_print(now_ns, "", &producer_stats, &consumer_stats, &errors);
         let done = if workload.produces() {
-            producer_stats
-                .iter()
-                .all(|s| s.done_sending.load(Ordering::Acquire))
+            producer_stats.iter().all(|s| s.done_sending.load(Ordering::Acquire))
         } else {
             let consumed = sum(&consumer_stats, |s| &s.consumed_measured);
             interrupted.load(Ordering::Relaxed)
-                || args
-                    .records
-                    .map_or(now_ns >= end_ns, |records| consumed >= records)
+                || args.records.map_or(now_ns >= end_ns, |records| consumed >= records)
         };
         if done {
             measure_end_ns = if workload.produces() {
-                producer_stats
-                    .iter()
-                    .map(|s| load(&s.send_end_ns))
-                    .max()
-                    .unwrap_or(now_ns)
+                producer_stats.iter().map(|s| load(&s.send_end_ns)).max().unwrap_or(now_ns)
             } else {
                 now_ns
             };
@@ -337,13 +305,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
                 break;
             }
             std::thread::sleep(TICK);
-            progress.maybe_print(
-                now_ns,
-                "draining",
-                &producer_stats,
-                &consumer_stats,
-                &errors,
-            );
+            progress.maybe_print(now_ns, "draining", &producer_stats, &consumer_stats, &errors);
         }
     }
     stop_consumers.store(true, Ordering::Relaxed);
@@ -357,10 +319,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
     let mut latency = BTreeMap::new();
     let mut histograms = Vec::new();
     let mut add_series = |name: &str, histogram: Histogram<u64>, corrected: bool| {
-        latency.insert(
-            name.to_string(),
-            LatencySummary::from_histogram(&histogram, corrected),
-        );
+        latency.insert(name.to_string(), LatencySummary::from_histogram(&histogram, corrected));
         histograms.push((name.to_string(), histogram));
     };
     let produce = workload.produces().then(|| {
@@ -396,11 +355,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
             consume_window_snapshot
         };
         if workload == Workload::EndToEnd {
-            add_series(
-                "end_to_end",
-                merge(&consumer_stats, |s| &s.end_to_end),
-                open_loop,
-            );
+            add_series("end_to_end", merge(&consumer_stats, |s| &s.end_to_end), open_loop);
             if open_loop {
                 add_series(
                     "end_to_end_uncorrected",
@@ -419,12 +374,9 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
         }
     });
     let open_loop_result = match (open_loop, args.rate) {
-        (true, Some(rate)) => Some(open_loop_result(
-            rate,
-            args.arrival,
-            &producer_stats,
-            measured_seconds,
-        )),
+        (true, Some(rate)) => {
+            Some(open_loop_result(rate, args.arrival, &producer_stats, measured_seconds))
+        }
         _ => None,
     };
     let brokers = args
@@ -444,24 +396,14 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
         workload: workload.name().to_string(),
         started_at_unix_ms,
         interrupted: interrupted.load(Ordering::Relaxed),
-        config: run_config(
-            workload,
-            args,
-            partitions,
-            seed,
-            producer_config,
-            consumer_config,
-        ),
+        config: run_config(workload, args, partitions, seed, producer_config, consumer_config),
         measured_seconds,
         produce,
         consume,
         open_loop: open_loop_result,
         latency,
         errors: errors.snapshot(),
-        cpu: CpuResult {
-            bench_seconds: bench_cpu_seconds,
-            brokers,
-        },
+        cpu: CpuResult { bench_seconds: bench_cpu_seconds, brokers },
     };
     Ok(RunOutput { result, histograms })
 }
@@ -497,10 +439,7 @@ fn producer_config(args: &RunArgs) -> BTreeMap<String, String> {
         config.insert(key.to_string(), value);
     };
     set("acks", args.acks.librdkafka_value().to_string());
-    set(
-        "compression.type",
-        args.compression.librdkafka_name().to_string(),
-    );
+    set("compression.type", args.compression.librdkafka_name().to_string());
     set("enable.idempotence", args.idempotence.to_string());
     if let Some(linger_ms) = args.linger_ms {
         set("linger.ms", linger_ms.to_string());
@@ -542,16 +481,8 @@ fn run_config(
     RunConfig {
         topic: args.topic.clone(),
         partitions,
-        producers: if workload.produces() {
-            args.producers
-        } else {
-            0
-        },
-        consumers: if workload.consumes() {
-            args.consumers
-        } else {
-            0
-        },
+        producers: if workload.produces() { args.producers } else { 0 },
+        consumers: if workload.consumes() { args.consumers } else { 0 },
         record_size: args.record_size.to_string(),
         payload: format!("{:?}", args.payload).to_lowercase(),
         keys: args.keys.to_string(),
@@ -567,16 +498,8 @@ fn run_config(
         arrival: format!("{:?}", args.arrival).to_lowercase(),
         from: (workload == Workload::Consume).then(|| format!("{:?}", args.from).to_lowercase()),
         seed,
-        producer_config: if workload.produces() {
-            producer_config
-        } else {
-            BTreeMap::new()
-        },
-        consumer_config: if workload.consumes() {
-            consumer_config
-        } else {
-            BTreeMap::new()
-        },
+        producer_config: if workload.produces() { producer_config } else { BTreeMap::new() },
+        consumer_config: if workload.consumes() { consumer_config } else { BTreeMap::new() },
     }
 }
 
@@ -596,11 +519,7 @@ fn open_loop_result(
     let allowed = (scheduled as f64 * LATE_FRACTION_MAX).floor() as u64;
     let kept_up = missed <= allowed && late <= allowed;
     let lag_text = send_lag.as_ref().map_or(String::new(), |lag| {
-        format!(
-            "; send lag p99 {} ms, max {} ms",
-            ms(lag.p99_us),
-            ms(lag.max_us)
-        )
+        format!("; send lag p99 {} ms, max {} ms", ms(lag.p99_us), ms(lag.max_us))
     });
     let late_threshold_ms = LATE_SEND_NS as f64 / 1e6;
     let verdict = if kept_up {
@@ -698,10 +617,7 @@ impl Progress {
         } else {
             "measuring"
         };
-        let mut line = format!(
-            "[{:>6.1}s {phase:>9}]",
-            (now_ns - self.start_ns) as f64 / 1e9
-        );
+        let mut line = format!("[{:>6.1}s {phase:>9}]", (now_ns - self.start_ns) as f64 / 1e9);
         if !producers.is_empty() {
             line += &format!(
                 " sent {:>9.0}/s acked {:>9.0}/s {:>7.2} MB/s",

@@ -95,9 +95,7 @@ impl FromStr for RecordSize {
             ));
         }
         if size.max_bytes() > RECORD_BYTES_MAX {
-            return Err(format!(
-                "'{text}': records are limited to {RECORD_BYTES_MAX} bytes"
-            ));
+            return Err(format!("'{text}': records are limited to {RECORD_BYTES_MAX} bytes"));
         }
         Ok(size)
     }
@@ -154,35 +152,27 @@ impl FromStr for KeySpec {
         let parse_keys = |n: &str| -> Result<u64, String> {
             match n.parse::<u64>() {
                 Ok(keys) if keys > 0 => Ok(keys),
-                _ => Err(format!(
-                    "'{text}': the number of keys must be a positive integer"
-                )),
+                _ => Err(format!("'{text}': the number of keys must be a positive integer")),
             }
         };
         match parts.as_slice() {
             ["none"] => Ok(KeySpec::None),
             ["round-robin"] => Ok(KeySpec::RoundRobin),
-            ["uniform", n] => Ok(KeySpec::Uniform {
-                keys: parse_keys(n)?,
-            }),
-            ["zipf", n] => Ok(KeySpec::Zipf {
-                keys: parse_keys(n)?,
-                exponent: ZIPF_EXPONENT_DEFAULT,
-            }),
+            ["uniform", n] => Ok(KeySpec::Uniform { keys: parse_keys(n)? }),
+            ["zipf", n] => {
+                Ok(KeySpec::Zipf { keys: parse_keys(n)?, exponent: ZIPF_EXPONENT_DEFAULT })
+            }
             ["zipf", n, s] => {
                 let exponent = s
                     .parse::<f64>()
                     .ok()
                     .filter(|s| *s > 0.0)
                     .ok_or_else(|| format!("'{text}': the zipf exponent must be positive"))?;
-                Ok(KeySpec::Zipf {
-                    keys: parse_keys(n)?,
-                    exponent,
-                })
+                Ok(KeySpec::Zipf { keys: parse_keys(n)?, exponent })
             }
-            _ => Err(format!(
-                "'{text}': expected none, round-robin, uniform:N or zipf:N[:EXPONENT]"
-            )),
+            _ => {
+                Err(format!("'{text}': expected none, round-robin, uniform:N or zipf:N[:EXPONENT]"))
+            }
         }
     }
 }
@@ -329,9 +319,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         Ok(value) if value >= 0.0 && value.is_finite() => {
             Ok(Duration::from_secs_f64(value * scale))
         }
-        _ => Err(format!(
-            "'{text}' is not a duration (examples: 10, 2.5s, 500ms, 2m)"
-        )),
+        _ => Err(format!("'{text}' is not a duration (examples: 10, 2.5s, 500ms, 2m)")),
     }
 }
 
@@ -357,10 +345,7 @@ mod tests {
             "uniform:100:200".parse::<RecordSize>(),
             Ok(RecordSize::Uniform { min: 100, max: 200 })
         );
-        assert!(
-            "10".parse::<RecordSize>().is_err(),
-            "smaller than the header"
-        );
+        assert!("10".parse::<RecordSize>().is_err(), "smaller than the header");
         assert!("uniform:300:200".parse::<RecordSize>().is_err());
         assert!("lognormal:1:2".parse::<RecordSize>().is_err());
 
@@ -377,16 +362,10 @@ mod tests {
     #[test]
     fn keys_parse_and_round_robin_cycles() {
         assert_eq!("none".parse::<KeySpec>(), Ok(KeySpec::None));
-        assert_eq!(
-            "uniform:10".parse::<KeySpec>(),
-            Ok(KeySpec::Uniform { keys: 10 })
-        );
+        assert_eq!("uniform:10".parse::<KeySpec>(), Ok(KeySpec::Uniform { keys: 10 }));
         assert_eq!(
             "zipf:100:1.2".parse::<KeySpec>(),
-            Ok(KeySpec::Zipf {
-                keys: 100,
-                exponent: 1.2
-            })
+            Ok(KeySpec::Zipf { keys: 100, exponent: 1.2 })
         );
         assert!("uniform:0".parse::<KeySpec>().is_err());
         let mut sampler = KeySampler::new(KeySpec::RoundRobin).expect("valid");
@@ -397,11 +376,8 @@ mod tests {
 
     #[test]
     fn zipf_prefers_the_first_keys() {
-        let mut sampler = KeySampler::new(KeySpec::Zipf {
-            keys: 1000,
-            exponent: 1.0,
-        })
-        .expect("valid");
+        let mut sampler =
+            KeySampler::new(KeySpec::Zipf { keys: 1000, exponent: 1.0 }).expect("valid");
         let mut rng = SmallRng::seed_from_u64(3);
         let mut first = 0;
         let draws = 10_000;

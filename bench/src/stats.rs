@@ -36,9 +36,7 @@ pub struct LatencyRecorder {
 
 impl LatencyRecorder {
     pub fn new() -> LatencyRecorder {
-        LatencyRecorder {
-            histogram: Mutex::new(new_histogram()),
-        }
+        LatencyRecorder { histogram: Mutex::new(new_histogram()) }
     }
 
     pub fn record_ns(&self, latency_ns: u64) {
