@@ -128,6 +128,16 @@ plan_write() {
     PLAN_UNDO+=('')
 }
 
+# A write that only raises: at apply time it writes VALUE only if the file then holds less.
+# Used where an earlier action in the same plan may reset the file (an I/O scheduler change
+# resets nr_requests), so that the plan stays right whatever the reset leaves behind.
+plan_raise() {
+    PLAN_KIND+=(raise)
+    PLAN_TARGET+=("$1")
+    PLAN_VALUE+=("$2")
+    PLAN_UNDO+=('')
+}
+
 plan_select() {
     PLAN_KIND+=(select)
     PLAN_TARGET+=("$1")
@@ -167,6 +177,13 @@ plan_command() {
             printf 'echo %s > %s' "$(shell_quote "${PLAN_VALUE[i]}")" \
                 "$(shell_quote "${PLAN_TARGET[i]}")"
             ;;
+        raise)
+            local path value
+            path=$(shell_quote "${PLAN_TARGET[i]}")
+            value=$(shell_quote "${PLAN_VALUE[i]}")
+            # shellcheck disable=SC2016 # The $(cat) is printed for the user's shell to run.
+            printf '[ "$(cat %s)" -ge %s ] || echo %s > %s' "$path" "$value" "$value" "$path"
+            ;;
         ethtool)
             local words
             mapfile -t words < <(ethtool_argv "${PLAN_TARGET[i]}" "${PLAN_VALUE[i]}")
@@ -185,6 +202,15 @@ write_value() {
     fi
     printf '%s' "${err##*: }"
     return 1
+}
+
+write_raise() {
+    local path=$1 value=$2 current
+    current=$(read_value "$path") || current=''
+    if [[ $current =~ ^[0-9]+$ ]] && [[ $current -ge $value ]]; then
+        return 0
+    fi
+    write_value "$path" "$value"
 }
 
 # In a fake tree, emulates the kernel's selector files (see the top of this file).
@@ -292,6 +318,7 @@ run_plan_apply() {
         case ${PLAN_KIND[i]} in
             write) err=$(write_value "${PLAN_TARGET[i]}" "${PLAN_VALUE[i]}") || rc=$? ;;
             select) err=$(write_select "${PLAN_TARGET[i]}" "${PLAN_VALUE[i]}") || rc=$? ;;
+            raise) err=$(write_raise "${PLAN_TARGET[i]}" "${PLAN_VALUE[i]}") || rc=$? ;;
             ethtool)
                 mapfile -t words < <(ethtool_argv "${PLAN_TARGET[i]}" "${PLAN_VALUE[i]}")
                 err=$("${words[@]}" 2>&1 > /dev/null) || rc=$?

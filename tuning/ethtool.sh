@@ -720,8 +720,16 @@ plan_disk() {
             continue
         fi
         if [[ $changed -eq 1 ]]; then
-            report skip "$name nr_requests: changing the scheduler resets it; run --check" \
-                "again after --apply (want >= $need)"
+            # The scheduler change resets nr_requests to that scheduler's default, which the
+            # plan cannot know in advance; a conditional raise after it covers every case.
+            if [[ $nr -ge $need ]]; then
+                report ok "$name nr_requests = $nr (want >= $need; raised again after the" \
+                    "scheduler change if that lowers it)"
+            else
+                report differ "$name nr_requests: have $nr, want >= $need ($REQUESTS_PER_CORE" \
+                    "in flight per shard$depth)"
+            fi
+            plan_raise "$queue/nr_requests" "$need"
         elif [[ $nr -ge $need ]]; then
             report ok "$name nr_requests = $nr (want >= $need: $REQUESTS_PER_CORE per core$depth)"
         else
