@@ -168,6 +168,7 @@ pub fn run(
     let mut gaps = setup.rate.map(|rate| Gaps::new(rate, setup.arrival));
     let mut next_intended_ns = start_ns + setup.phase_ns;
     let mut measured_attempts = 0u64;
+    let mut fatal_reported = false;
 
     'records: loop {
         if stop.load(Ordering::Relaxed) {
@@ -224,7 +225,8 @@ pub fn run(
                         .client()
                         .fatal_error()
                         .map_or("unknown".to_string(), |(code, text)| format!("{code:?}: {text}"));
-                    ctx.errors.add(format!("fatal producer error, producer stopped: {reason}"));
+                    ctx.errors.add(format!("fatal producer error: {reason}"));
+                    fatal_reported = true;
                     break 'records;
                 }
                 Err((error, _)) => {
@@ -286,6 +288,13 @@ pub fn run(
             error_kind(&error),
             producer.in_flight_count()
         ));
+    }
+    // A fatal error raised by librdkafka itself (not by a send) shows up only as failed
+    // deliveries; name its cause once so the summary says why.
+    if let Some((code, reason)) = producer.client().fatal_error() {
+        if !fatal_reported {
+            ctx.errors.add(format!("fatal producer error: {code:?}: {reason}"));
+        }
     }
 }
 

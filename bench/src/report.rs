@@ -234,25 +234,33 @@ pub fn ms(us: u64) -> String {
 pub fn summary_table(result: &RunResult) -> String {
     let mut out = String::new();
     let config = &result.config;
-    let mode = match (config.rate, &result.open_loop) {
-        (Some(rate), _) => format!("open loop at {rate:.0} records/s ({})", config.arrival),
-        (None, _) => "closed loop (as fast as possible)".to_string(),
+    let mode = match config.rate {
+        Some(rate) => format!("open loop at {rate:.0} records/s ({})", config.arrival),
+        None => "closed loop (as fast as possible)".to_string(),
     };
     let _ = writeln!(
         out,
         "\n{} | {} | {} | topic {} ({} partitions) | {}",
         result.label, result.workload, result.bootstrap, config.topic, config.partitions, mode
     );
-    let _ = writeln!(
-        out,
-        "records {} B ({} payload), keys {}, compression {}, acks {}, idempotence {}",
-        config.record_size,
-        config.payload,
-        config.keys,
-        config.compression,
-        config.acks,
-        if config.idempotence { "on" } else { "off" }
-    );
+    if result.produce.is_some() {
+        let _ = writeln!(
+            out,
+            "records {} B ({} payload), keys {}, compression {}, acks {}, idempotence {}, \
+             {} producer(s), {} consumer(s)",
+            config.record_size,
+            config.payload,
+            config.keys,
+            config.compression,
+            config.acks,
+            if config.idempotence { "on" } else { "off" },
+            config.producers,
+            config.consumers
+        );
+    } else {
+        let from = config.from.as_deref().unwrap_or("earliest");
+        let _ = writeln!(out, "{} consumer(s) reading from {from}", config.consumers);
+    }
     let _ = writeln!(
         out,
         "measured {:.2} s after {:.2} s of warm-up{}\n",
