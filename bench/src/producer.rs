@@ -169,6 +169,7 @@ pub fn run(
     let mut next_intended_ns = start_ns + setup.phase_ns;
     let mut measured_attempts = 0u64;
     let mut fatal_reported = false;
+    let mut quota_reached = false;
 
     'records: loop {
         if stop.load(Ordering::Relaxed) {
@@ -179,7 +180,11 @@ pub fn run(
         // An open-loop sender that is behind still stops at the end: the backlog it could not
         // send is counted as missed below rather than stretching the run.
         let past_end = now_ns >= end_ns || intended_ns >= end_ns;
-        if past_end || setup.quota.is_some_and(|quota| measured_attempts >= quota) {
+        if past_end {
+            break;
+        }
+        if setup.quota.is_some_and(|quota| measured_attempts >= quota) {
+            quota_reached = true;
             break;
         }
         if intended_ns > now_ns {
@@ -264,7 +269,8 @@ pub fn run(
     }
 
     let stopped_ns = clock.wall_ns();
-    if gaps.is_some() {
+    // A sender that sent its whole --records quota missed nothing, however late it was.
+    if gaps.is_some() && !quota_reached {
         // Records that were due before the end (or before an interrupt) but never sent count
         // against keeping up; otherwise a sender that fell far behind would look on time.
         let cutoff_ns = end_ns.min(stopped_ns);

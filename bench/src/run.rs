@@ -40,6 +40,8 @@ const PROGRESS_INTERVAL_NS: u64 = 1_000_000_000;
 const LATE_FRACTION_MAX: f64 = 0.01;
 /// Producer and consumer threads a run may start; more would only measure context switches.
 const WORKERS_MAX: usize = 256;
+/// Exit code when a second SIGINT/SIGTERM arrives while a run is being wound down.
+const EXIT_SECOND_SIGNAL: i32 = 130;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workload {
@@ -90,9 +92,16 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
     let stop_producers = Arc::new(AtomicBool::new(false));
     let stop_consumers = Arc::new(AtomicBool::new(false));
     let interrupted = Arc::new(AtomicBool::new(false));
+    // The first Ctrl-C ends the run early and still prints its results; a second one, while
+    // the run drains, exits at once.
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&interrupted))
-            .map_err(|e| format!("cannot install a signal handler: {e}"))?;
+        signal_hook::flag::register_conditional_shutdown(
+            signal,
+            EXIT_SECOND_SIGNAL,
+            Arc::clone(&interrupted),
+        )
+        .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&interrupted)))
+        .map_err(|e| format!("cannot install a signal handler: {e}"))?;
     }
 
     let producer_config = producer_config(args);
@@ -238,6 +247,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
     let mut progress = Progress::new(clock, start_ns, warmup_end_ns, args);
     let mut broker_cpu_window_start: Option<Vec<Option<f64>>> = None;
     let measure_end_ns;
+    let (mut consumed_before, mut last_progress_ns) = (0u64, start_ns.max(warmup_end_ns));
     loop {
         std::thread::sleep(TICK);
         let now_ns = clock.wall_ns();
@@ -252,7 +262,22 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
             producer_stats.iter().all(|s| s.done_sending.load(Ordering::Acquire))
         } else {
             let consumed = sum(&consumer_stats, |s| &s.consumed_measured);
-            interrupted.load(Ordering::Relaxed)
+            if consumed != consumed_before {
+                (consumed_before, last_progress_ns) = (consumed, now_ns);
+            }
+            // A topic that holds fewer records than --records must not hang the run.
+            let starved = args.records.is_some()
+                && now_ns.saturating_sub(last_progress_ns) > duration_ns(args.drain_timeout);
+            if starved {
+                errors.add(format!(
+                    "consume: no new record for {:.0} s (the drain timeout) after {consumed} of \
+                     the {} asked for",
+                    args.drain_timeout.as_secs_f64(),
+                    args.records.unwrap_or(0)
+                ));
+            }
+            starved
+                || interrupted.load(Ordering::Relaxed)
                 || args.records.map_or(now_ns >= end_ns, |records| consumed >= records)
         };
         if done {
