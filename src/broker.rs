@@ -52,6 +52,9 @@ pub fn run(config: Config) {
     check_listen_address(&config);
     check_memlock(config.cores);
     install_signal_handlers();
+    for warning in crate::host_check::host_warnings(Path::new("/"), &config.data_dir) {
+        tracing::warn!("{warning}");
+    }
     let catalog = Catalog::load(&config.data_dir, &config.topic_defaults).unwrap_or_else(|e| {
         fatal(
             FatalReason::DataDir,
@@ -307,7 +310,7 @@ fn install_signal_handlers() {
 /// Works around a glommio 0.9 pitfall: if the first file a reactor opens with O_DIRECT is
 /// empty, it turns on IOPOLL and every later DMA read fails with EOPNOTSUPP. Opening and
 /// reading a non-empty file first keeps it off. Also proves the file system takes O_DIRECT.
-async fn probe_direct_io(data_dir: &Path, id: ShardId) {
+pub async fn probe_direct_io(data_dir: &Path, id: ShardId) {
     let path = data_dir.join(META_DIR).join(format!("io-probe-{}", id.0));
     if let Err(e) = std::fs::write(&path, vec![0x5a; 8192]) {
         fatal(

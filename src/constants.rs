@@ -75,9 +75,9 @@ pub const BATCH_HEADER_BYTES: usize = 61;
 /// Bytes before `batch_length` ends: base offset (8) and batch length (4).
 pub const BATCH_LOG_OVERHEAD_BYTES: usize = 12;
 
-const _: () = assert!(SEGMENT_SIZE_BYTES_MIN % DIRECT_IO_ALIGNMENT_BYTES_MAX == 0);
-const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT % DIRECT_IO_ALIGNMENT_BYTES_MAX == 0);
-const _: () = assert!(RECOVERY_READ_BYTES as u64 % DIRECT_IO_ALIGNMENT_BYTES_MAX == 0);
+const _: () = assert!(SEGMENT_SIZE_BYTES_MIN.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES_MAX));
+const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES_MAX));
+const _: () = assert!((RECOVERY_READ_BYTES as u64).is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES_MAX));
 const _: () = assert!(LOCATE_READ_BYTES >= BATCH_HEADER_BYTES);
 const _: () = assert!((MESSAGE_SIZE_BYTES_MAX_DEFAULT as u64) < SEGMENT_SIZE_BYTES_DEFAULT);
 const _: () = assert!(MESSAGE_SIZE_BYTES_MAX_DEFAULT < FRAME_SIZE_BYTES_MAX_DEFAULT);

@@ -9,6 +9,7 @@ pub mod broker;
 pub mod config;
 pub mod constants;
 pub mod fatal;
+pub mod host_check;
 pub mod model;
 pub mod net;
 pub mod protocol;

@@ -223,7 +223,7 @@ pub async fn describe_configs(ctx: &Context<'_>, body: Bytes) -> Outcome {
         result.resource_name = resource.resource_name.clone();
         let keys: Option<Vec<String>> =
             resource.configuration_keys.as_ref().map(|k| k.iter().map(|s| s.to_string()).collect());
-        let wanted = |name: &str| keys.as_ref().map_or(true, |k| k.iter().any(|x| x == name));
+        let wanted = |name: &str| keys.as_ref().is_none_or(|k| k.iter().any(|x| x == name));
         match resource.resource_type {
             RESOURCE_TOPIC => {
                 let meta = shard.catalog.borrow().get(&resource.resource_name).cloned();

@@ -32,14 +32,8 @@ pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
         topic_response.name = topic.name.clone();
         topic_response.topic_id = topic.topic_id;
         let name: &str = &topic.name.0;
-        let meta = if acks_valid(acks) {
-            match ctx.shard.catalog.borrow().get(name).cloned() {
-                Some(meta) => Some(meta),
-                None => None,
-            }
-        } else {
-            None
-        };
+        let meta =
+            if acks_valid(acks) { ctx.shard.catalog.borrow().get(name).cloned() } else { None };
         let meta = match meta {
             Some(meta) => Some(meta),
             None if acks_valid(acks) && shard.config.auto_create_topics => {

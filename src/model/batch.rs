@@ -210,52 +210,63 @@ fn array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
     out
 }
 
+/// Builds a valid uncompressed batch with `count` records of `value_size` bytes each (null
+/// keys, no headers, all records at `timestamp`). For tests and benchmarks; the broker itself
+/// never builds batches.
+pub fn build_uncompressed(
+    base_offset: i64,
+    count: i32,
+    value_size: usize,
+    timestamp: i64,
+) -> Vec<u8> {
+    let mut records = Vec::new();
+    for i in 0..count {
+        let mut body = Vec::new();
+        body.push(0u8); // attributes
+        put_varint(&mut body, 0); // timestamp delta
+        put_varint(&mut body, i64::from(i)); // offset delta
+        put_varint(&mut body, -1); // null key
+        put_varint(&mut body, value_size as i64);
+        body.extend(std::iter::repeat_n(b'v', value_size));
+        put_varint(&mut body, 0); // headers
+        put_varint(&mut records, body.len() as i64);
+        records.extend(body);
+    }
+    let mut batch = Vec::new();
+    batch.extend(base_offset.to_be_bytes());
+    batch.extend(((BATCH_HEADER_BYTES - 12 + records.len()) as i32).to_be_bytes());
+    batch.extend(0i32.to_be_bytes());
+    batch.push(2);
+    batch.extend(0u32.to_be_bytes());
+    batch.extend(0i16.to_be_bytes());
+    batch.extend((count - 1).to_be_bytes());
+    batch.extend(timestamp.to_be_bytes());
+    batch.extend(timestamp.to_be_bytes());
+    batch.extend((-1i64).to_be_bytes());
+    batch.extend((-1i16).to_be_bytes());
+    batch.extend((-1i32).to_be_bytes());
+    batch.extend(count.to_be_bytes());
+    batch.extend(records);
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+fn put_varint(out: &mut Vec<u8>, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    while zigzag >= 0x80 {
+        out.push((zigzag as u8) | 0x80);
+        zigzag >>= 7;
+    }
+    out.push(zigzag as u8);
+}
+
 #[cfg(test)]
-pub mod tests {
+mod tests {
     use super::*;
 
-    /// Builds a valid uncompressed batch with `count` records of `value_size` bytes each.
-    pub fn make_batch(base_offset: i64, count: i32, value_size: usize, timestamp: i64) -> Vec<u8> {
-        let mut records = Vec::new();
-        for i in 0..count {
-            let mut body = Vec::new();
-            body.push(0u8); // attributes
-            put_varint(&mut body, 0); // timestamp delta
-            put_varint(&mut body, i64::from(i)); // offset delta
-            put_varint(&mut body, -1); // null key
-            put_varint(&mut body, value_size as i64);
-            body.extend(std::iter::repeat(b'v').take(value_size));
-            put_varint(&mut body, 0); // headers
-            put_varint(&mut records, body.len() as i64);
-            records.extend(body);
-        }
-        let mut batch = Vec::new();
-        batch.extend(base_offset.to_be_bytes());
-        batch.extend(((BATCH_HEADER_BYTES - 12 + records.len()) as i32).to_be_bytes());
-        batch.extend(0i32.to_be_bytes());
-        batch.push(2);
-        batch.extend(0u32.to_be_bytes());
-        batch.extend(0i16.to_be_bytes());
-        batch.extend((count - 1).to_be_bytes());
-        batch.extend(timestamp.to_be_bytes());
-        batch.extend(timestamp.to_be_bytes());
-        batch.extend((-1i64).to_be_bytes());
-        batch.extend((-1i16).to_be_bytes());
-        batch.extend((-1i32).to_be_bytes());
-        batch.extend(count.to_be_bytes());
-        batch.extend(records);
-        let crc = crc32c::crc32c(&batch[CRC_START..]);
-        batch[17..21].copy_from_slice(&crc.to_be_bytes());
-        batch
-    }
-
-    fn put_varint(out: &mut Vec<u8>, value: i64) {
-        let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-        while zigzag >= 0x80 {
-            out.push((zigzag as u8) | 0x80);
-            zigzag >>= 7;
-        }
-        out.push(zigzag as u8);
+    fn make_batch(base: i64, count: i32, size: usize, ts: i64) -> Vec<u8> {
+        build_uncompressed(base, count, size, ts)
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl SegmentIndex {
             assert!(position > last.position);
         }
         self.offsets.push(OffsetEntry { relative_offset, position });
-        let newer = self.times.last().map_or(true, |last| max_timestamp > last.timestamp);
+        let newer = self.times.last().is_none_or(|last| max_timestamp > last.timestamp);
         if newer {
             self.times.push(TimeEntry { timestamp: max_timestamp, relative_offset });
         }
@@ -103,10 +103,10 @@ impl SegmentIndex {
     /// do not increase, or positions past `log_size` (Kafka's sanity check does the same).
     /// Trailing all-zero entries (Kafka preallocates index files) are ignored.
     pub fn decode(offsets: &[u8], times: &[u8], log_size: u64) -> Option<SegmentIndex> {
-        if offsets.len() % OFFSET_INDEX_ENTRY_BYTES != 0 {
+        if !offsets.len().is_multiple_of(OFFSET_INDEX_ENTRY_BYTES) {
             return None;
         }
-        if times.len() % TIME_INDEX_ENTRY_BYTES != 0 {
+        if !times.len().is_multiple_of(TIME_INDEX_ENTRY_BYTES) {
             return None;
         }
         let mut index = SegmentIndex::default();

@@ -52,6 +52,10 @@ pub enum ReadChunk {
 }
 
 impl ReadChunk {
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn len(&self) -> usize {
         match self {
             ReadChunk::Memory(bytes) => bytes.len(),
@@ -116,8 +120,7 @@ impl Log {
         for (i, base) in bases.iter().enumerate() {
             let (opened, torn) = Segment::open(&dir, *base, now).await?;
             report.segments += 1;
-            let follows =
-                segments.last().map_or(true, |prev| prev.next_offset == opened.base_offset);
+            let follows = segments.last().is_none_or(|prev| prev.next_offset == opened.base_offset);
             if !follows {
                 tracing::warn!(%tp, base, "segment does not follow the one before; dropping it on");
                 for later in &bases[i..] {
@@ -260,22 +263,9 @@ async fn flush_loop(log: Rc<RefCell<Log>>) {
                 run_end(&l, &group, start)
             };
             write_run(&log, &group[start..end], durability).await;
-            let mut l = log.borrow_mut();
-            if l.deleted {
+            if !commit_run(&log, &group[start..end]) {
                 return;
             }
-            for pending in &group[start..end] {
-                let position = l.active().size;
-                let size = pending.bytes.len() as u64;
-                l.active().record_batch(position, pending.last_offset, pending.max_timestamp, size);
-                l.cache.push(CachedBatch {
-                    base_offset: pending.base_offset,
-                    last_offset: pending.last_offset,
-                    bytes: pending.bytes.clone(),
-                });
-                l.high_watermark = pending.last_offset + 1;
-            }
-            drop(l);
             start = end;
             if start < group.len() {
                 roll(&log, group[start].base_offset).await;
@@ -287,6 +277,26 @@ async fn flush_loop(log: Rc<RefCell<Log>>) {
             }
         }
     }
+}
+
+/// Makes a written run visible: index, cache, high watermark. False if the log was deleted.
+fn commit_run(log: &Rc<RefCell<Log>>, run: &[Pending]) -> bool {
+    let mut l = log.borrow_mut();
+    if l.deleted {
+        return false;
+    }
+    for pending in run {
+        let position = l.active().size;
+        let size = pending.bytes.len() as u64;
+        l.active().record_batch(position, pending.last_offset, pending.max_timestamp, size);
+        l.cache.push(CachedBatch {
+            base_offset: pending.base_offset,
+            last_offset: pending.last_offset,
+            bytes: pending.bytes.clone(),
+        });
+        l.high_watermark = pending.last_offset + 1;
+    }
+    true
 }
 
 fn should_roll(l: &Log, batch_size: u64, last_offset: i64, now: i64) -> bool {
@@ -384,29 +394,31 @@ async fn roll(log: &Rc<RefCell<Log>>, base_offset: i64) {
     let created = created.unwrap_or_else(|e| {
         fatal(FatalReason::StorageIo, format!("cannot create a segment in {}: {e}", dir.display()))
     });
-    let mut l = log.borrow_mut();
-    if l.deleted {
-        return;
-    }
-    {
-        let old = l.active();
-        // The sealed segment's bytes are all below its size now: every byte is stable.
-        old.tail_position = old.size;
-        old.tail.clear();
-    }
     let index_writer = {
-        let old = l.segments.last().unwrap_or_else(|| unreachable!());
-        let base = old.base_offset;
-        let offsets = old.index.encode_offsets();
-        let times = old.index.encode_times();
-        let dir = l.dir.clone();
-        move || {
-            let _ = std::fs::write(dir.join(segment::file_name(base, "index")), offsets);
-            let _ = std::fs::write(dir.join(segment::file_name(base, "timeindex")), times);
+        let mut l = log.borrow_mut();
+        if l.deleted {
+            return;
         }
+        {
+            let old = l.active();
+            // The sealed segment's bytes are all below its size now: every byte is stable.
+            old.tail_position = old.size;
+            old.tail.clear();
+        }
+        let writer = {
+            let old = l.segments.last().unwrap_or_else(|| unreachable!());
+            let base = old.base_offset;
+            let offsets = old.index.encode_offsets();
+            let times = old.index.encode_times();
+            let dir = l.dir.clone();
+            move || {
+                let _ = std::fs::write(dir.join(segment::file_name(base, "index")), offsets);
+                let _ = std::fs::write(dir.join(segment::file_name(base, "timeindex")), times);
+            }
+        };
+        l.segments.push(created);
+        writer
     };
-    l.segments.push(created);
-    drop(l);
     glommio::executor().spawn_blocking(index_writer).await;
 }
 

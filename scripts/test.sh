@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need, builds, and runs
+# unit tests, Rust integration tests, the real-client tests (kcat, confluent-kafka,
+# kafka-python), the spate-bench tests, the tuning playbook tests and librdkafka's smoke set.
+#
+#   scripts/test.sh            everything (CI runs this through .ci/run)
+#   SPATE_SKIP_LIBRDKAFKA=1    skip librdkafka's own suite (it needs a ~3 min build once)
+#
+# Slow soak and benchmark runs are not here: see scripts/bench.sh.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "system packages"
+missing=()
+for tool in kcat shellcheck ethtool ip; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]} > 0)); then
+  packages=()
+  for tool in "${missing[@]}"; do
+    case "$tool" in
+      ip) packages+=(iproute2) ;;
+      *) packages+=("$tool") ;;
+    esac
+  done
+  SUDO=""
+  [[ $(id -u) -eq 0 ]] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+
+step "python packages"
+python3 -m pip install -q -r tests/clients/requirements.txt -r tests/bench/requirements.txt
+
+step "build (release)"
+cargo build --release --workspace --all-targets
+
+step "rust unit and integration tests"
+cargo test --release --workspace
+
+step "real clients against the broker (tests/clients)"
+python3 -m pytest -q tests/clients
+
+step "spate-bench against the broker (tests/bench)"
+python3 -m pytest -q tests/bench
+
+step "tuning playbook (tests/tuning)"
+python3 -m pytest -q tests/tuning
+
+if [[ "${SPATE_SKIP_LIBRDKAFKA:-0}" != 1 ]]; then
+  step "librdkafka's own test suite, allowlist (scripts/librdkafka-suite.sh)"
+  SPATE_BIN="$ROOT/target/release/spate" scripts/librdkafka-suite.sh
+fi
+
+step "all tests passed"
