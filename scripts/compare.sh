@@ -245,7 +245,7 @@ for entry in "${BROKERS[@]}"; do
         -t "compare-${WORKLOAD}-${label}-${STAMP}" --duration "${DURATION}" \
         --warmup "${WARMUP}" --label "${label}" "${pid_args[@]}" \
         --json "${OUT}/${label}.json" --hgrm "${OUT}/${label}.hgrm" \
-        --plot "${OUT}/${label}.svg" > "${OUT}/${label}.txt" || status=$?
+        --plot "${OUT}/${label}.svg" --delete-topic > "${OUT}/${label}.txt" || status=$?
     after="$([[ -n "${pid}" ]] && cpu_seconds "${pid}" || echo 0)"
     cat "${OUT}/${label}.txt"
     # Exit code 3 is a completed run with errors or an open loop that fell behind: still a

@@ -61,6 +61,22 @@ pub fn ensure_topic(
     wait_for_leaders(&admin, topic, partitions)
 }
 
+/// Deletes `topic` (DeleteTopics); for runs whose data should not outlive them.
+pub fn delete_topic(bootstrap: &str, topic: &str) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = base_config(bootstrap)
+        .create()
+        .map_err(|e| format!("cannot create an admin client for {bootstrap}: {e}"))?;
+    let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+    let results = futures_executor::block_on(admin.delete_topics(&[topic], &options))
+        .map_err(|e| format!("DeleteTopics for {topic} failed: {e}"))?;
+    for result in results {
+        if let Err((name, code)) = result {
+            return Err(format!("DeleteTopics for {name} failed: {code}"));
+        }
+    }
+    Ok(())
+}
+
 fn partition_count(metadata: &Metadata, topic: &str) -> Option<i32> {
     metadata
         .topics()

@@ -165,6 +165,10 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
 
+    /// Delete the topic when the run is over (a closed-loop run can write gigabytes).
+    #[arg(long)]
+    pub delete_topic: bool,
+
     /// No progress line.
     #[arg(short, long)]
     pub quiet: bool,

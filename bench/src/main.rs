@@ -53,6 +53,13 @@ fn main() -> ExitCode {
 
 fn run_workload(workload: Workload, args: &RunArgs) -> Result<ExitCode, String> {
     let RunOutput { result, histograms } = run::run(workload, args)?;
+    if args.delete_topic {
+        // Not an error of the run: the results stand whether or not the broker deletes.
+        match admin::delete_topic(&args.bootstrap, &args.topic) {
+            Ok(()) => eprintln!("deleted topic {}", args.topic),
+            Err(message) => eprintln!("note: {message}"),
+        }
+    }
     print!("{}", summary_table(&result));
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&result)
