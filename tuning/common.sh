@@ -46,6 +46,9 @@ ROLLBACK_HEADER='# spate-tuning rollback v1'
 ROOT="${SPATE_TUNING_ROOT:-}"
 ROOT="${ROOT%/}"
 
+# The ethtool binary; tests replace it with a fake one. Rollback needs it in both scripts.
+ETHTOOL="${SPATE_ETHTOOL:-ethtool}"
+
 MODE=''
 ROLLBACK_INPUT=''
 STATE_DIR="${SPATE_TUNING_STATE_DIR:-}"

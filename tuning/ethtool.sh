@@ -34,7 +34,6 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=common.sh
 . "$HERE/common.sh"
 
-ETHTOOL="${SPATE_ETHTOOL:-ethtool}"
 IFACE=''
 CORES_SPEC=''
 PROFILE=latency
