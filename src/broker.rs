@@ -223,7 +223,9 @@ fn prepare_data_dir(dir: &Path) -> File {
 }
 
 /// glommio binds with SO_REUSEPORT, which would let us share a port with another process
-/// and silently take half its connections. A plain bind first proves the port is free.
+/// and silently take half its connections. So a plain bind must succeed first. A plain bind
+/// also fails while connections of a previous run of ours linger on the port (FIN_WAIT after
+/// a restart); then a connect tells the two apart: only a live listener answers.
 fn check_listen_address(config: &Config) {
     if config.listen.port() == 0 {
         fatal(
@@ -231,16 +233,12 @@ fn check_listen_address(config: &Config) {
             "--listen needs an explicit port (0 would give each core a different one)",
         );
     }
-    match std::net::TcpListener::bind(config.listen) {
-        Ok(listener) => drop(listener),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => fatal(
-            FatalReason::Listen,
-            format!(
-                "port {} is already in use; stop the other process or choose another --listen \
-                 address",
-                config.listen.port()
-            ),
-        ),
+    let in_use = match std::net::TcpListener::bind(config.listen) {
+        Ok(listener) => {
+            drop(listener);
+            return;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => e,
         Err(e) => {
             let message = format!(
                 "cannot listen on {} ({e}); choose another --listen address",
@@ -248,7 +246,23 @@ fn check_listen_address(config: &Config) {
             );
             fatal(FatalReason::Listen, message)
         }
+    };
+    let mut probe = config.listen;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
+    let answered = std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(500));
+    if answered.is_ok() {
+        fatal(
+            FatalReason::Listen,
+            format!(
+                "port {} is already in use; stop the other process or choose another --listen \
+                 address",
+                config.listen.port()
+            ),
+        );
+    }
+    tracing::debug!("the listen port has leftover connections ({in_use}); nobody listens on it");
 }
 
 /// glommio's io_uring rings need locked memory. Raise the soft limit if the hard one allows;

@@ -39,6 +39,11 @@ pub const DIRECT_IO_ALIGNMENT_BYTES_MAX: u64 = 4096;
 /// Recent batches each partition keeps in memory to serve tail consumers without I/O.
 pub const BATCH_CACHE_BYTES_PER_PARTITION: usize = 8 * 1024 * 1024;
 
+/// Segment files grow their preallocated space in steps of this size (fallocate with
+/// KEEP_SIZE), so appends rarely allocate blocks and an idle partition wastes at most one step.
+/// Preallocating whole 1 GiB segments up front would cost 1 GiB of disk per partition.
+pub const PREALLOCATE_STEP_BYTES: u64 = 16 * 1024 * 1024;
+
 /// How much of a segment recovery reads at once while scanning batch headers and CRCs.
 pub const RECOVERY_READ_BYTES: usize = 1024 * 1024;
 

@@ -107,12 +107,6 @@ impl TopicConfig {
         if self.retention_bytes < -1 {
             return Err(format!("retention.bytes {} must be -1 or more", self.retention_bytes));
         }
-        if u64::from(self.max_message_bytes) > self.segment_bytes {
-            return Err(format!(
-                "max.message.bytes {} must not exceed segment.bytes {}",
-                self.max_message_bytes, self.segment_bytes
-            ));
-        }
         Ok(())
     }
 

@@ -329,7 +329,7 @@ fn run_end(l: &Log, group: &[Pending], start: usize) -> usize {
 
 /// One O_DIRECT write of the tail block plus `run`, from the aligned tail position.
 async fn write_run(log: &Rc<RefCell<Log>>, run: &[Pending], durability: Durability) {
-    let (file, position, buffer, new_tail, new_tail_position) = {
+    let (file, position, buffer, new_tail, new_tail_position, allocated, size_max) = {
         let mut l = log.borrow_mut();
         let active = l.active();
         let run_bytes: usize = run.iter().map(|p| p.bytes.len()).sum();
@@ -348,9 +348,19 @@ async fn write_run(log: &Rc<RefCell<Log>>, run: &[Pending], durability: Durabili
         let full = total - total % alignment;
         let new_tail = out[full..total].to_vec();
         let new_tail_position = active.tail_position + full as u64;
-        (active.file.clone(), active.tail_position, buffer, new_tail, new_tail_position)
+        (
+            active.file.clone(),
+            active.tail_position,
+            buffer,
+            new_tail,
+            new_tail_position,
+            active.allocated,
+            active.size_max,
+        )
     };
     let expected = buffer.len();
+    let end = position + expected as u64;
+    let allocated = Segment::reserve(&file, allocated, end, size_max).await;
     match file.write_at(buffer, position).await {
         Ok(written) if written == expected => {}
         Ok(written) => fatal(
@@ -371,6 +381,7 @@ async fn write_run(log: &Rc<RefCell<Log>>, run: &[Pending], durability: Durabili
     let active = l.active();
     active.tail = new_tail;
     active.tail_position = new_tail_position;
+    active.allocated = active.allocated.max(allocated);
 }
 
 /// Seals the active segment and starts a new one at `base_offset`. The caller owns `busy`.

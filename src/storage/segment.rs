@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use glommio::io::{DmaFile, OpenOptions};
 
-use crate::constants::{INDEX_INTERVAL_BYTES, RECOVERY_READ_BYTES};
+use crate::constants::{INDEX_INTERVAL_BYTES, PREALLOCATE_STEP_BYTES, RECOVERY_READ_BYTES};
 use crate::model::batch::{self, ScannedBatch};
 use crate::storage::index::SegmentIndex;
 use crate::storage::{io_error, Error};
@@ -50,11 +50,16 @@ pub struct Segment {
     pub tail_position: u64,
     pub tail: Vec<u8>,
     pub alignment: u64,
+    /// Bytes of the file that are preallocated (or written); appends past it grow it first.
+    pub allocated: u64,
+    /// The segment's size limit (its topic's segment.bytes when it was created or opened).
+    pub size_max: u64,
 }
 
 impl Segment {
-    /// Creates an empty segment file, preallocating `preallocate_bytes` without changing the
-    /// file's size (so that a crash never leaves a segment that looks longer than it is).
+    /// Creates an empty segment file whose size limit is `preallocate_bytes`. Space is
+    /// preallocated in steps as it fills (`reserve`), never changing the file's size, so that
+    /// a crash never leaves a segment that looks longer than it is.
     pub async fn create(
         dir: &Path,
         base_offset: i64,
@@ -64,8 +69,6 @@ impl Segment {
         let log_path = dir.join(file_name(base_offset, "log"));
         let file = open_dma(&log_path).await?;
         file.truncate(0).await.map_err(io_error)?;
-        // Preallocation is an optimisation; file systems without fallocate still work.
-        let _ = file.pre_allocate(preallocate_bytes, true).await;
         let read_file = Arc::new(std::fs::File::open(&log_path)?);
         let alignment = file.alignment();
         Ok(Segment {
@@ -82,7 +85,20 @@ impl Segment {
             tail_position: 0,
             tail: Vec::new(),
             alignment,
+            allocated: 0,
+            size_max: preallocate_bytes,
         })
+    }
+
+    /// Makes sure the file has space preallocated up to `end`, growing it by a step.
+    /// Preallocation is an optimisation: a file system without fallocate still works.
+    pub async fn reserve(file: &DmaFile, allocated: u64, end: u64, size_max: u64) -> u64 {
+        if end <= allocated {
+            return allocated;
+        }
+        let target = (allocated + PREALLOCATE_STEP_BYTES).max(end).min(size_max.max(end));
+        let _ = file.pre_allocate(target, true).await;
+        target
     }
 
     /// Opens an existing segment and recovers it: loads its indexes when they are sound,
@@ -182,6 +198,8 @@ impl Segment {
             tail_position,
             tail,
             alignment,
+            allocated: file_size.max(position),
+            size_max: u64::MAX,
         };
         Ok((segment, torn))
     }
