@@ -268,3 +268,49 @@ fn lookup_by_timestamp_finds_the_first_record_at_or_after() {
         assert_eq!(max, Some((198, 1990)));
     });
 }
+
+#[test]
+fn retention_by_time_rolls_and_deletes_expired_segments() {
+    let dir = temp_dir();
+    on_executor(dir.path().to_path_buf(), |dir| async move {
+        let mut retained = config(64 * 1024);
+        retained.retention_ms = 1_000;
+        let log = open(&dir, retained).await;
+        for i in 0..40 {
+            // Old records: timestamps 10 000 + i ms.
+            log::append(&log, vec![batch(1, 3000, 10_000 + i)]).await.expect("append");
+        }
+        assert!(log.borrow().segment_count() >= 2);
+        // "Now" is long after every record: the first pass deletes the sealed segments and
+        // rolls the expired active one, the second deletes that too.
+        let now = 1_000_000;
+        log::enforce_retention(&log, now).await.expect("retention");
+        log::enforce_retention(&log, now).await.expect("retention");
+        assert_eq!(log.borrow().segment_count(), 1, "only a fresh, empty active segment");
+        assert_eq!(log.borrow().log_start_offset, 40);
+        assert_eq!(log.borrow().high_watermark, 40);
+        let info = log::append(&log, vec![batch(1, 10, now)]).await.expect("append");
+        assert_eq!(info.base_offset, 40);
+        assert_eq!(read_all(&log, 40).await, vec![(40, 40)]);
+        // Records inside the retention window are kept.
+        log::enforce_retention(&log, now + 500).await.expect("retention");
+        assert_eq!(read_all(&log, 40).await, vec![(40, 40)]);
+    });
+}
+
+#[test]
+fn log_append_time_topics_get_the_broker_timestamp() {
+    let dir = temp_dir();
+    on_executor(dir.path().to_path_buf(), |dir| async move {
+        let mut append_time = config(1 << 20);
+        append_time.timestamp_type = TimestampType::LogAppendTime;
+        let log = open(&dir, append_time).await;
+        let before = spate::model::now_ms();
+        let info = log::append(&log, vec![batch(2, 10, 5)]).await.expect("append");
+        assert!(info.log_append_time >= before);
+        let outcome = log::read(&log, 0, 1 << 20, true).await.expect("read");
+        let ReadChunk::Memory(bytes) = &outcome.chunks[0] else { panic!("tail read from cache") };
+        let header = spate::model::batch::validate(bytes, usize::MAX).expect("CRC still valid");
+        assert_eq!(header.max_timestamp(), info.log_append_time);
+    });
+}
