@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import NamedTuple, Optional
 
-from confluent_kafka import KafkaError, Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
 
@@ -137,12 +137,28 @@ def ck_consume(bootstrap, topic, partition=0, offset=0, count=1, timeout=30.0, *
         consumer.close()
 
 
+# Errors a broker may answer while it loads its partitions after a start; clients retry them.
+RETRIABLE = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+             KafkaError._TRANSPORT, KafkaError.REQUEST_TIMED_OUT}
+
+
 def ck_watermarks(bootstrap, topic, partition=0, timeout=10.0):
-    """(earliest, latest) offsets of a partition, asked of the broker (ListOffsets)."""
+    """(earliest, latest) offsets of a partition, asked of the broker (ListOffsets).
+
+    Retriable errors (a broker still loading its partitions) are retried until `timeout`,
+    as clients do; any other error fails at once.
+    """
     consumer = ck_consumer(bootstrap)
+    deadline = time.monotonic() + timeout
     try:
-        return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout,
-                                              cached=False)
+        while True:
+            try:
+                return consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                      timeout=timeout, cached=False)
+            except KafkaException as error:
+                if error.args[0].code() not in RETRIABLE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()
 

@@ -11,10 +11,12 @@ Environment:
     KAFKA_LIBS          Kafka's jars for SPATE_TEST_TARGET=kafka (default
                         ~/.cache/spate/kafka-4.3.1/libs, filled by scripts/kafka-reference.sh
                         fetch)
+    SPATE_KEEP_DATA     set to keep each test's data directory (removed at teardown otherwise)
 """
 
 import base64
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +25,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from kafka_wire import api_versions_answered
 
 SPATE_BIN = os.environ.get("SPATE_BIN", "/work/main/target/release/spate")
 TARGET = os.environ.get("SPATE_TEST_TARGET", "spate")
@@ -46,6 +50,20 @@ def port_accepts(port):
             return True
     except OSError:
         return False
+
+
+def port_listening(port):
+    """True when some socket listens on the TCP port (read from /proc, no connection made)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":
+                return True
+    return False
 
 
 class Broker:
@@ -79,7 +97,8 @@ class Broker:
         return self.proc is not None and self.proc.poll() is None
 
     def command(self):
-        """The broker's command line; extra arguments replace a default flag of that name."""
+        """The broker's command line; extra arguments replace a default flag of that name
+        (a value of None drops the default flag)."""
         flags = {"--listen": self.bootstrap, "--data-dir": str(self.data_dir), "--cores": "2",
                  "--default-partitions": "1"}
         extra = list(self.extra_args)
@@ -90,10 +109,11 @@ class Broker:
                 flags[flag] = extra.pop(0)
             else:
                 rest.append(flag)
-        return [SPATE_BIN, *(part for pair in flags.items() for part in pair), *rest]
+        pairs = [(flag, value) for flag, value in flags.items() if value is not None]
+        return [SPATE_BIN, *(str(part) for pair in pairs for part in pair), *rest]
 
     def start(self):
-        """Starts the process and waits until its port accepts connections."""
+        """Starts the process and waits until it answers an ApiVersions request."""
         assert not self.alive(), "broker already running"
         self.starts += 1
         with open(self.log_path, "ab") as log:
@@ -112,11 +132,13 @@ class Broker:
                 return self
             time.sleep(0.05)
         self.kill9()
-        raise AssertionError(f"broker did not accept connections within {START_TIMEOUT_S} s:\n"
+        raise AssertionError(f"broker did not answer ApiVersions within {START_TIMEOUT_S} s:\n"
                              + self.log_tail())
 
     def ready(self):
-        return True
+        # A request answered, not only an accepted connection: right after a crash the dead
+        # process's listening socket can still accept connections it will never serve.
+        return api_versions_answered(self.port)
 
     def stop(self, timeout=STOP_TIMEOUT_S):
         """SIGTERM, then waits for a clean exit; returns the exit code.
@@ -133,11 +155,19 @@ class Broker:
             self.kill9()
             raise AssertionError(f"broker did not exit within {timeout} s of SIGTERM")
 
-    def kill9(self):
-        """SIGKILL, as a crash would; waits until the process is gone."""
+    def kill9(self, wait_for_port=True):
+        """SIGKILL, as a crash would; waits until the process is gone.
+
+        The kernel tears an io_uring down after its process exited, so the dead broker's
+        listening sockets can outlive it briefly; by default this also waits until nothing
+        listens on the port (test_startup.py covers a restart without waiting).
+        """
         if self.alive():
             self.proc.kill()
             self.proc.wait(timeout=STOP_TIMEOUT_S)
+        deadline = time.monotonic() + 10
+        while wait_for_port and port_listening(self.port) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def restart(self):
         """Clean stop (SIGTERM) and start on the same port and data directory."""
@@ -185,12 +215,22 @@ class KafkaBroker(Broker):
     def start(self):
         if not self.config_path.exists():
             self._format()
-        return super().start()
+        server_log = self.workdir / "server.log"
+        self.server_log_start = server_log.stat().st_size if server_log.exists() else 0
+        return Broker.start(self)
 
     def ready(self):
         # Kafka accepts connections before it is ready to serve; wait for its own log line.
-        return "Kafka Server started" in (self.workdir / "server.log").read_text(
-            errors="replace") if (self.workdir / "server.log").exists() else False
+        server_log = self.workdir / "server.log"
+        if not server_log.exists():
+            return False
+        with open(server_log, "rb") as log:
+            log.seek(self.server_log_start)
+            return b"Kafka Server started" in log.read()
+
+    def stop(self, timeout=STOP_TIMEOUT_S):
+        code = super().stop(timeout)
+        return 0 if code == 128 + signal.SIGTERM else code  # the JVM's exit code on SIGTERM
 
     def log_text(self):
         text = super().log_text()
@@ -267,6 +307,9 @@ def spate_factory(tmp_path, request):
     yield start
     for broker in brokers:
         broker.close()
+        # Data directories can be large (preallocated segments); the logs stay for debugging.
+        if not os.environ.get("SPATE_KEEP_DATA"):
+            shutil.rmtree(broker.data_dir, ignore_errors=True)
 
 
 @pytest.fixture

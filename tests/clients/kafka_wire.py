@@ -1,0 +1,147 @@
+"""Just enough of the Kafka wire protocol to send hand-made (and broken) requests.
+
+A request on the wire is a 4-byte big-endian size, then the request header
+(api_key int16, api_version int16, correlation_id int32, client_id nullable string int16 size,
+and for flexible versions an empty tagged-field section), then the body. A response is a size,
+the correlation id, and the body (ApiVersions always answers with header v0, KIP-511).
+"""
+
+import socket
+import struct
+import time
+
+API_VERSIONS = 18
+METADATA = 3
+PRODUCE = 0
+UNSUPPORTED_VERSION = 35
+
+
+def frame(payload):
+    return struct.pack(">i", len(payload)) + payload
+
+
+def request_header(api_key, api_version, correlation_id, client_id=b"spate-tests",
+                   flexible=False):
+    header = struct.pack(">hhih", api_key, api_version, correlation_id, len(client_id))
+    header += client_id
+    if flexible:
+        header += b"\x00"  # no tagged fields
+    return header
+
+
+def api_versions_request(version=0, correlation_id=1):
+    """ApiVersions: v0-v2 have an empty body; v3+ are flexible, with client software name and
+    version as compact strings."""
+    if version < 3:
+        return frame(request_header(API_VERSIONS, version, correlation_id))
+    body = b"".join(bytes([len(s) + 1]) + s for s in (b"spate-tests", b"1.0")) + b"\x00"
+    return frame(request_header(API_VERSIONS, version, correlation_id, flexible=True) + body)
+
+
+def metadata_request_v1(topics=(), correlation_id=2):
+    """Metadata v1: an array of topic names (empty array: no topics; -1: all topics)."""
+    body = struct.pack(">i", len(topics))
+    for topic in topics:
+        body += struct.pack(">h", len(topic)) + topic
+    return frame(request_header(METADATA, 1, correlation_id) + body)
+
+
+def connect(port, timeout=10.0):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def recv_exact(sock, size):
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError(f"closed after {len(data)} of {size} bytes")
+        data += chunk
+    return data
+
+
+def read_response(sock):
+    """One response frame: (correlation_id, rest of the frame after the correlation id)."""
+    (size,) = struct.unpack(">i", recv_exact(sock, 4))
+    assert 4 <= size <= 100 * 1024 * 1024, f"implausible response size {size}"
+    payload = recv_exact(sock, size)
+    return struct.unpack_from(">i", payload)[0], payload[4:]
+
+
+def parse_api_versions_v0(body):
+    """ApiVersions response v0 body: error_code, [api_key, min_version, max_version]."""
+    error_code, count = struct.unpack_from(">hi", body)
+    ranges = {}
+    for i in range(count):
+        key, low, high = struct.unpack_from(">hhh", body, 6 + 6 * i)
+        ranges[key] = (low, high)
+    return error_code, ranges
+
+
+def parse_api_versions_v3(body):
+    """ApiVersions response v3 body (flexible): error_code, compact array of
+    (api_key, min, max, tagged fields), throttle_time_ms, tagged fields."""
+    (error_code,) = struct.unpack_from(">h", body)
+    position = 2
+    count, position = read_uvarint(body, position)
+    ranges = {}
+    for _ in range(count - 1):
+        key, low, high = struct.unpack_from(">hhh", body, position)
+        position += 6
+        position = skip_tagged_fields(body, position)
+        ranges[key] = (low, high)
+    position += 4  # throttle_time_ms
+    position = skip_tagged_fields(body, position)
+    assert position == len(body), f"{len(body) - position} bytes left after the response"
+    return error_code, ranges
+
+
+def read_uvarint(data, position):
+    value, shift = 0, 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position
+        shift += 7
+
+
+def skip_tagged_fields(data, position):
+    count, position = read_uvarint(data, position)
+    for _ in range(count):
+        _, position = read_uvarint(data, position)
+        size, position = read_uvarint(data, position)
+        position += size
+    return position
+
+
+def closed_by_peer(sock, timeout=10.0):
+    """True when the broker closes the connection (EOF or reset) within `timeout` without
+    sending anything; False when it stays open; raises if it sends bytes."""
+    sock.settimeout(0.2)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return True
+        if not data:
+            return True
+        raise AssertionError(f"the broker answered {data[:64]!r} instead of closing")
+    return False
+
+
+def api_versions_answered(port, timeout=2.0):
+    """True when an ApiVersions v0 request on a new connection gets its response."""
+    try:
+        with connect(port, timeout) as sock:
+            sock.sendall(api_versions_request(0, 7))
+            correlation_id, body = read_response(sock)
+            return correlation_id == 7 and parse_api_versions_v0(body)[0] == 0
+    except (OSError, AssertionError, struct.error):
+        return False

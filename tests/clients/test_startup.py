@@ -1,0 +1,137 @@
+"""Starting and stopping the broker process: clean signals, clear start-up errors, one owner.
+
+Start-up problems must end the process with a non-zero code and one clear sentence (no panic,
+no backtrace); a second broker must never share a data directory or a port with a running one;
+SIGTERM and SIGINT shut down cleanly even with clients connected.
+"""
+
+import signal
+import subprocess
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from client_helpers import (Msg, assert_healthy, ck_consume, ck_consumer, ck_partition_count,
+                            ck_produce, unique_topic)
+from conftest import SPATE_BIN, TARGET, free_port
+
+pytestmark = pytest.mark.skipif(TARGET == "kafka", reason="Spate's command line")
+
+
+def run_spate(*args, timeout=20):
+    """Runs the broker binary to completion (it is expected to exit on its own)."""
+    return subprocess.run([SPATE_BIN, *args], capture_output=True, timeout=timeout, text=True,
+                          stdin=subprocess.DEVNULL)
+
+
+def assert_clear_failure(done):
+    """A start-up failure: non-zero exit, a short message, and no panic or backtrace."""
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "panicked" not in output and "RUST_BACKTRACE" not in output, output
+    assert 0 < len(output.strip().splitlines()) <= 5, output
+
+
+def test_help_explains_every_option():
+    """--help exits 0 and documents each option of the issue's command line."""
+    done = run_spate("--help")
+    assert done.returncode == 0, done.stderr
+    for option in ("--config", "--listen", "--advertised-listener", "--data-dir", "--cores",
+                   "--node-id", "--default-partitions"):
+        assert option in done.stdout, option
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_with_clients_connected_is_a_clean_exit(broker, signum):
+    """SIGTERM or SIGINT while a consumer long-polls at the tail and a producer is connected:
+    exit code 0 within 10 s, and everything acknowledged is there after a start."""
+    topic = unique_topic("signal")
+    ck_produce(broker.bootstrap, topic, [Msg(b"k", b"v%d" % i) for i in range(100)])
+    consumer = ck_consumer(broker.bootstrap, **{"fetch.wait.max.ms": 5000})
+    consumer.assign([TopicPartition(topic, 0, 100)])
+    consumer.poll(0.5)
+    broker.proc.send_signal(signum)
+    try:
+        code = broker.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("no exit within 10 s of the signal")
+    finally:
+        consumer.close()
+    assert code == 0
+    broker.start()
+    assert len(ck_consume(broker.bootstrap, topic, 0, 0, 100)) == 100
+
+
+def test_restart_right_after_kill9(broker):
+    """A supervisor restarts a crashed broker at once: a start right after kill -9, on the
+    same port and data dir, serves clients (the dead process's sockets must not make the new
+    one think its port is taken)."""
+    topic = unique_topic("quick")
+    ck_produce(broker.bootstrap, topic, [Msg(b"k", b"v")])
+    broker.kill9(wait_for_port=False)
+    broker.start()
+    assert [r.value for r in ck_consume(broker.bootstrap, topic, 0, 0, 1)] == [b"v"]
+
+
+def test_second_broker_on_the_same_data_dir_is_refused(broker):
+    """Another process pointed at a data dir in use exits with a clear message; the first
+    broker keeps serving and its files are untouched."""
+    topic = unique_topic("owner")
+    ck_produce(broker.bootstrap, topic, [Msg(b"k", b"v")])
+    done = run_spate("--listen", f"127.0.0.1:{free_port()}", "--data-dir",
+                     str(broker.data_dir), "--cores", "1")
+    assert_clear_failure(done)
+    assert broker.alive()
+    assert_healthy(broker.bootstrap)
+    assert [r.value for r in ck_consume(broker.bootstrap, topic, 0, 0, 1)] == [b"v"]
+
+
+def test_second_broker_on_the_same_port_is_refused(broker, tmp_path):
+    """Another process asked to listen on a port in use exits with a clear message instead of
+    sharing the port through SO_REUSEPORT; every later connection still reaches the first
+    broker (each of 20 fresh clients finds the topic only the first broker has)."""
+    topic = unique_topic("port")
+    ck_produce(broker.bootstrap, topic, [Msg(b"k", b"v")])
+    done = run_spate("--listen", broker.bootstrap, "--data-dir", str(tmp_path / "other"),
+                     "--cores", "1")
+    assert_clear_failure(done)
+    assert "use" in (done.stdout + done.stderr).lower()
+    for _ in range(20):
+        assert ck_partition_count(broker.bootstrap, topic) == 1
+
+
+@pytest.mark.parametrize("problem", [
+    "data-dir-under-a-file", "cores-zero", "bad-listen", "missing-config", "bad-config-value",
+    "unknown-config-key",
+])
+def test_startup_problems_end_with_one_clear_sentence(tmp_path, problem):
+    """Bad set-ups end the process with a non-zero code and a short message, not a panic."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    config = tmp_path / "spate.toml"
+    port = f"127.0.0.1:{free_port()}"
+    data = str(tmp_path / "data")
+    args = {
+        "data-dir-under-a-file": ["--listen", port, "--data-dir", str(blocker / "data")],
+        "cores-zero": ["--listen", port, "--data-dir", data, "--cores", "0"],
+        "bad-listen": ["--listen", "not-an-address", "--data-dir", data],
+        "missing-config": ["--config", str(tmp_path / "missing.toml")],
+        "bad-config-value": ["--config", str(config)],
+        "unknown-config-key": ["--config", str(config)],
+    }[problem]
+    if problem == "bad-config-value":
+        config.write_text(f'listen = "{port}"\ndata-dir = "{data}"\ndefault-partitions = "many"\n')
+    if problem == "unknown-config-key":
+        config.write_text(f'listen = "{port}"\ndata-dir = "{data}"\nno-such-option = 3\n')
+    assert_clear_failure(run_spate(*args))
+
+
+def test_config_file_uses_the_option_names(spate_factory, tmp_path):
+    """A TOML file with the long option names configures the broker: default-partitions = 3
+    gives auto-created topics 3 partitions (command-line flags still win for the rest)."""
+    config = tmp_path / "spate.toml"
+    config.write_text("default-partitions = 3\n")
+    broker = spate_factory("--default-partitions", None, "--config", str(config))
+    topic = unique_topic("toml")
+    ck_produce(broker.bootstrap, topic, [Msg(b"k", b"v")])
+    assert ck_partition_count(broker.bootstrap, topic) == 3
