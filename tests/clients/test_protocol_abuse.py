@@ -1,0 +1,429 @@
+"""Broken, hostile and unusual bytes on the wire, sent with raw sockets.
+
+Kafka closes a connection whose framing is broken (garbage, a negative or oversized size, a
+header it cannot parse, an unknown API key, an unsupported version of an API other than
+ApiVersions) and answers what it can parse with an error code. The broker must never crash,
+hang or buffer an oversized frame, and after each test a fresh client still produces and
+consumes (assert_healthy).
+"""
+
+import random
+import socket
+import struct
+import threading
+
+import pytest
+
+from client_helpers import Msg, assert_healthy, ck_consume, ck_produce, unique_topic
+from conftest import TARGET
+from kafka_wire import (API_VERSIONS, PRODUCE, UNSUPPORTED_VERSION, api_versions_request,
+                        closed_by_peer, connect, frame, metadata_request_v1,
+                        parse_api_versions_v0, parse_api_versions_v3, read_response,
+                        request_header)
+from segment_tools import crc32c
+
+# The APIs of the broker foundation (issue 3) and their keys.
+FOUNDATION_APIS = {"Produce": 0, "Fetch": 1, "ListOffsets": 2, "Metadata": 3,
+                   "ApiVersions": 18, "CreateTopics": 19, "DeleteTopics": 20,
+                   "DescribeConfigs": 32, "CreatePartitions": 37, "DescribeCluster": 60}
+CORRUPT_MESSAGE = 2
+MESSAGE_TOO_LARGE = 10
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+# ---------------------------------------------------------------------------------------------
+# Well-formed requests by hand
+
+
+def test_api_versions_v0_lists_the_foundation_apis(broker):
+    """ApiVersions v0 answers error 0 and a range for every API of the broker foundation;
+    Produce is advertised from v0 (librdkafka picks its message format from that range)."""
+    with connect(broker.port) as sock:
+        sock.sendall(api_versions_request(0, correlation_id=41))
+        correlation_id, body = read_response(sock)
+    assert correlation_id == 41
+    error_code, ranges = parse_api_versions_v0(body)
+    assert error_code == 0
+    for name, key in FOUNDATION_APIS.items():
+        assert key in ranges, f"{name} ({key}) not advertised"
+        low, high = ranges[key]
+        assert 0 <= low <= high, f"{name}: {low}..{high}"
+    assert ranges[PRODUCE][0] == 0
+    assert ranges[API_VERSIONS][0] == 0 and ranges[API_VERSIONS][1] >= 3
+
+
+def test_api_versions_v3_is_flexible_with_a_v0_response_header(broker):
+    """ApiVersions v3 (flexible request header) is answered with a v0 response header (no
+    tagged fields after the correlation id, KIP-511) and a body that parses to the end."""
+    with connect(broker.port) as sock:
+        sock.sendall(api_versions_request(3, correlation_id=42))
+        correlation_id, body = read_response(sock)
+    assert correlation_id == 42
+    error_code, ranges = parse_api_versions_v3(body)
+    assert error_code == 0 and API_VERSIONS in ranges
+
+
+def test_unsupported_api_versions_version_gets_a_v0_answer(broker):
+    """An ApiVersions version newer than the broker's (127) gets UNSUPPORTED_VERSION in a v0
+    body with the broker's ApiVersions range, so the client can retry lower on the same
+    connection; the retry at v3 is answered normally."""
+    body = b"\x0cspate-tests\x041.0\x00"
+    with connect(broker.port) as sock:
+        sock.sendall(frame(request_header(API_VERSIONS, 127, 43, flexible=True) + body))
+        correlation_id, response = read_response(sock)
+        assert correlation_id == 43
+        error_code, ranges = parse_api_versions_v0(response)
+        assert error_code == UNSUPPORTED_VERSION
+        assert ranges[API_VERSIONS][0] == 0 and ranges[API_VERSIONS][1] >= 3
+        sock.sendall(api_versions_request(3, correlation_id=44))
+        correlation_id, response = read_response(sock)
+        assert correlation_id == 44 and parse_api_versions_v3(response)[0] == 0
+    assert_healthy(broker.bootstrap)
+
+
+def test_pipelined_requests_are_answered_in_order(broker):
+    """Thirty requests of different kinds written back to back on one connection, before any
+    response is read, are answered in request order (matching correlation ids)."""
+    topic = unique_topic("pipeline").encode()
+    ck_produce(broker.bootstrap, topic.decode(), [Msg(b"k", b"v")])
+    requests = []
+    for correlation_id in range(1, 31):
+        if correlation_id % 3 == 0:
+            requests.append(metadata_request_v1([topic], correlation_id))
+        elif correlation_id % 3 == 1:
+            requests.append(api_versions_request(0, correlation_id))
+        else:
+            requests.append(api_versions_request(3, correlation_id))
+    with connect(broker.port) as sock:
+        sock.sendall(b"".join(requests))
+        answered = [read_response(sock)[0] for _ in range(30)]
+    assert answered == list(range(1, 31))
+
+
+# ---------------------------------------------------------------------------------------------
+# Broken framing
+
+
+def test_garbage_bytes_close_the_connection(broker):
+    """An HTTP request (its first four bytes read as a size of about 1.2 GB) is not buffered:
+    the connection is closed, and the broker keeps serving."""
+    with connect(broker.port) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: spate\r\n\r\n")
+        assert closed_by_peer(sock)
+    assert_healthy(broker.bootstrap)
+
+
+@pytest.mark.parametrize("size", [-1, -2147483648, 0])
+def test_negative_or_zero_frame_size_closes_the_connection(broker, size):
+    """A frame size below the smallest request header (negative, zero) closes the connection
+    and leaves the broker serving."""
+    with connect(broker.port) as sock:
+        sock.sendall(struct.pack(">i", size) + b"\x00" * 16)
+        assert closed_by_peer(sock)
+    assert_healthy(broker.bootstrap)
+
+
+def test_oversized_frame_is_refused_before_it_is_buffered(broker):
+    """A frame that announces 2^31-1 bytes is refused from its size alone: the connection is
+    closed while the sender is still pushing data (far less than the announced size gets
+    through, and well under 64 MiB: kernel socket buffers are all it may fill), and the
+    broker's memory does not grow by the data sent."""
+    rss_before = rss_bytes(broker.pid)
+    sent = 0
+    chunk = b"\x00" * (1024 * 1024)
+    with connect(broker.port) as sock:
+        sock.sendall(struct.pack(">i", 2**31 - 1) + request_header(0, 9, 5))
+        sock.settimeout(10)
+        try:
+            while sent < 512 * 1024 * 1024:
+                sent += sock.send(chunk)
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            pass
+        assert sent < 64 * 1024 * 1024, f"the broker took {sent >> 20} MiB of the frame"
+    growth = rss_bytes(broker.pid) - rss_before
+    assert growth < 64 * 1024 * 1024, f"broker RSS grew by {growth >> 20} MiB"
+    assert_healthy(broker.bootstrap)
+
+
+def test_frame_over_the_configured_maximum_is_refused(spate_factory):
+    """With --frame-max-bytes 2 MiB, a frame that announces 2 MiB + 1 byte closes the
+    connection at once, while a produce request of about 1 MiB is still answered."""
+    if TARGET == "kafka":
+        pytest.skip("Spate's flag (Kafka: socket.request.max.bytes)")
+    broker = spate_factory("--frame-max-bytes", str(2 * 1024 * 1024))
+    with connect(broker.port) as sock:
+        sock.sendall(struct.pack(">i", 2 * 1024 * 1024 + 1) + request_header(PRODUCE, 3, 1))
+        assert closed_by_peer(sock)
+    topic = unique_topic("frame")
+    ck_produce(broker.bootstrap, topic, [Msg(b"k", b"first")])
+    assert send_produce(broker, topic, record_batch([b"y" * (1000 * 1024)])) == (0, 1)
+    assert_healthy(broker.bootstrap)
+
+
+def test_truncated_frames_then_close(broker):
+    """Connections that send part of a frame (part of the size, part of the header, part of
+    the body) and then close leave the broker serving."""
+    whole = metadata_request_v1([b"some-topic"], 9)
+    for cut in (1, 3, 4, 6, 10, len(whole) - 1):
+        with connect(broker.port) as sock:
+            sock.sendall(whole[:cut])
+    assert_healthy(broker.bootstrap)
+
+
+def test_stalled_partial_frames_do_not_block_others(broker):
+    """Fifty connections each stuck halfway through a frame (the slowloris pattern) do not
+    keep other clients from being served on either core."""
+    stalled = []
+    try:
+        for i in range(50):
+            sock = connect(broker.port)
+            sock.sendall(struct.pack(">i", 1000) + request_header(API_VERSIONS, 0, i))
+            stalled.append(sock)
+        assert_healthy(broker.bootstrap, timeout=20)
+        for _ in range(4):
+            with connect(broker.port) as sock:
+                sock.sendall(api_versions_request(0, 99))
+                assert read_response(sock)[0] == 99
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_header_cut_short_inside_a_complete_frame(broker):
+    """A complete frame whose header stops mid-field (5 bytes: api key, version and one byte
+    of the correlation id) closes the connection."""
+    with connect(broker.port) as sock:
+        sock.sendall(frame(struct.pack(">hh", API_VERSIONS, 0) + b"\x00"))
+        assert closed_by_peer(sock)
+    assert_healthy(broker.bootstrap)
+
+
+@pytest.mark.parametrize("api_key", [9999, -1, 32767])
+def test_unknown_api_key(broker, api_key):
+    """A well-framed request for an API key that does not exist: Kafka closes the connection;
+    an error response is acceptable too. The broker keeps serving."""
+    with connect(broker.port) as sock:
+        sock.sendall(frame(request_header(api_key, 0, 77) + b"\x00" * 8))
+        sock.settimeout(10)
+        try:
+            correlation_id, _ = read_response(sock)
+            assert correlation_id == 77
+        except (ConnectionError, socket.timeout) as error:
+            assert not isinstance(error, socket.timeout), "neither an answer nor a close"
+    assert_healthy(broker.bootstrap)
+
+
+@pytest.mark.parametrize("api_key,version", [(3, 99), (0, 99), (1, 999), (19, 99)])
+def test_unsupported_version_of_a_known_api(broker, api_key, version):
+    """Metadata, Produce, Fetch or CreateTopics at a version far above the supported range:
+    the connection is closed (Kafka) or answered with the same correlation id, and the
+    broker keeps serving."""
+    with connect(broker.port) as sock:
+        sock.sendall(frame(request_header(api_key, version, 78, flexible=True) + b"\x00" * 16))
+        sock.settimeout(10)
+        try:
+            correlation_id, _ = read_response(sock)
+            assert correlation_id == 78
+        except (ConnectionError, socket.timeout) as error:
+            assert not isinstance(error, socket.timeout), "neither an answer nor a close"
+    assert_healthy(broker.bootstrap)
+
+
+def test_random_garbage_on_many_connections(broker):
+    """Two hundred connections of seeded random bytes (some with a plausible size prefix)
+    never crash the broker; each connection ends closed or answered, never hung forever."""
+    rng = random.Random(1234)
+    print("seed 1234")
+    for i in range(200):
+        payload = rng.randbytes(rng.randrange(1, 400))
+        if i % 2:
+            payload = struct.pack(">i", len(payload)) + payload
+        with connect(broker.port) as sock:
+            sock.settimeout(10)
+            try:
+                sock.sendall(payload)
+                sock.shutdown(socket.SHUT_WR)
+                while sock.recv(65536):
+                    pass
+            except (ConnectionResetError, BrokenPipeError, OSError) as error:
+                assert not isinstance(error, socket.timeout), "connection neither answered nor closed"
+    assert broker.alive()
+    assert_healthy(broker.bootstrap)
+
+
+def test_client_gone_before_its_response(broker):
+    """Clients that send requests and vanish before reading the responses (reset with
+    SO_LINGER 0) do not disturb the broker."""
+    topic = unique_topic("vanish").encode()
+    ck_produce(broker.bootstrap, topic.decode(), [Msg(b"k", b"v" * 1000)] * 50)
+    for i in range(100):
+        sock = connect(broker.port)
+        sock.sendall(b"".join(metadata_request_v1([topic], c) for c in range(5)))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    assert_healthy(broker.bootstrap)
+
+
+def test_many_concurrent_connections(broker):
+    """Three hundred connections at once, each asking ApiVersions: all are answered."""
+    socks = [connect(broker.port) for _ in range(300)]
+    try:
+        for i, sock in enumerate(socks):
+            sock.sendall(api_versions_request(0, i))
+        for i, sock in enumerate(socks):
+            assert read_response(sock)[0] == i
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Produce requests with broken record batches
+
+
+def zigzag(value):
+    return (value << 1) ^ (value >> 63)
+
+
+def varint(value):
+    value = zigzag(value)
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def record_batch(values, timestamp=1_700_000_000_000):
+    """An uncompressed magic v2 batch with one record per value, CRC-32C filled in."""
+    records = b""
+    for delta, value in enumerate(values):
+        body = b"\x00" + varint(0) + varint(delta) + varint(-1) + varint(len(value)) + value
+        body += varint(0)
+        records += varint(len(body)) + body
+    after_crc = struct.pack(">hiqqqhii", 0, len(values) - 1, timestamp, timestamp, -1, -1, -1,
+                            len(values)) + records
+    crc = crc32c(after_crc)
+    after_length = struct.pack(">ibI", 0, 2, crc) + after_crc
+    return struct.pack(">qi", 0, len(after_length)) + after_length
+
+
+def produce_v3(topic, partition, batch, correlation_id):
+    """Produce v3: transactional_id, acks=-1, timeout, [topic, [partition, records]]."""
+    body = struct.pack(">hhi", -1, -1, 10000) + struct.pack(">i", 1)
+    body += struct.pack(">h", len(topic)) + topic + struct.pack(">i", 1)
+    body += struct.pack(">ii", partition, len(batch)) + batch
+    return frame(request_header(PRODUCE, 3, correlation_id) + body)
+
+
+def produce_v3_result(response):
+    """(error_code, base_offset) of the single partition in a Produce v3 response."""
+    position = 4
+    (name_size,) = struct.unpack_from(">h", response, position)
+    position += 2 + name_size + 4
+    _, error_code, base_offset = struct.unpack_from(">ihq", response, position)
+    return error_code, base_offset
+
+
+def send_produce(broker, topic, batch, correlation_id=5):
+    with connect(broker.port) as sock:
+        sock.sendall(produce_v3(topic.encode(), 0, batch, correlation_id))
+        got_id, response = read_response(sock)
+    assert got_id == correlation_id
+    return produce_v3_result(response)
+
+
+@pytest.fixture
+def raw_topic(broker):
+    topic = unique_topic("raw")
+    ck_produce(broker.bootstrap, topic, [Msg(b"k", b"first")])
+    return topic
+
+
+def test_hand_made_batch_is_stored_as_sent(broker, raw_topic):
+    """A batch built by hand (no client library) is accepted at the next offset and read back
+    by a real consumer."""
+    assert send_produce(broker, raw_topic, record_batch([b"a", b"b", b"c"])) == (0, 1)
+    records = ck_consume(broker.bootstrap, raw_topic, 0, 0, 4)
+    assert [r.value for r in records] == [b"first", b"a", b"b", b"c"]
+
+
+INVALID_RECORD = 87
+# What Apache Kafka 4.3 answers for each damage (measured with SPATE_TEST_TARGET=kafka).
+BATCH_DAMAGES = {"crc": CORRUPT_MESSAGE, "magic": INVALID_RECORD,
+                 "length-short": CORRUPT_MESSAGE, "length-long": INVALID_RECORD,
+                 "records-count": INVALID_RECORD}
+
+
+@pytest.mark.parametrize("damage", sorted(BATCH_DAMAGES))
+def test_broken_batch_gets_kafkas_error_and_is_not_stored(broker, raw_topic, damage):
+    """A batch with a wrong CRC-32C or a batch length shorter than its header is
+    CORRUPT_MESSAGE; magic 1 in a v3+ Produce, a batch length longer than the bytes sent, or
+    a records count that disagrees with the records is INVALID_RECORD. Nothing is appended:
+    the next good batch gets offset 1.
+
+    The records-count case needs the records parsed; a passthrough broker that checks only
+    length, magic and CRC (issue 3) cannot see it, so it is expected to fail on Spate.
+    """
+    if damage == "records-count" and TARGET == "spate":
+        pytest.xfail("passthrough: records inside a batch are not parsed on produce")
+    batch = bytearray(record_batch([b"x", b"y"]))
+    if damage == "crc":
+        batch[-1] ^= 0x01
+    elif damage == "magic":
+        batch[16] = 1
+    elif damage == "records-count":
+        batch[57:61] = struct.pack(">i", 5)
+        batch[17:21] = struct.pack(">I", crc32c(bytes(batch[21:])))
+    elif damage == "length-short":
+        batch[8:12] = struct.pack(">i", 20)
+    elif damage == "length-long":
+        batch[8:12] = struct.pack(">i", len(batch) + 100)
+    error_code, _ = send_produce(broker, raw_topic, bytes(batch))
+    assert error_code == BATCH_DAMAGES[damage]
+    assert send_produce(broker, raw_topic, record_batch([b"good"])) == (0, 1)
+    records = ck_consume(broker.bootstrap, raw_topic, 0, 0, 2)
+    assert [r.value for r in records] == [b"first", b"good"]
+
+
+def test_batch_over_max_message_bytes_is_message_too_large(broker, raw_topic):
+    """A hand-made batch of about 1.5 MiB (above max.message.bytes, inside the frame limit)
+    is MESSAGE_TOO_LARGE and is not stored."""
+    error_code, _ = send_produce(broker, raw_topic, record_batch([b"z" * (1536 * 1024)]))
+    assert error_code == MESSAGE_TOO_LARGE
+    assert send_produce(broker, raw_topic, record_batch([b"good"])) == (0, 1)
+
+
+def test_produce_during_abuse(broker):
+    """A producer keeps getting acknowledgements while other connections send garbage."""
+    topic = unique_topic("steady")
+    stop = threading.Event()
+
+    def abuse():
+        rng = random.Random(99)
+        while not stop.is_set():
+            try:
+                with connect(broker.port) as sock:
+                    sock.sendall(rng.randbytes(rng.randrange(1, 200)))
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=abuse, daemon=True)
+    thread.start()
+    try:
+        for round_ in range(5):
+            msgs = [Msg(b"k", b"%d-%d" % (round_, i)) for i in range(100)]
+            assert ck_produce(broker.bootstrap, topic, msgs) == [
+                (0, round_ * 100 + i) for i in range(100)]
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert len(ck_consume(broker.bootstrap, topic, 0, 0, 500)) == 500
