@@ -168,6 +168,7 @@ async fn shard_main(
     let acceptor =
         glommio::spawn_local(net::accept_loop(shard.clone(), listener, in_flight.clone()));
     let housekeeping = glommio::spawn_local(housekeeping(shard.clone()));
+    let delayed = glommio::spawn_local(shard.delayed.clone().run());
     while !SHUTDOWN.load(Ordering::Relaxed) {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
@@ -178,6 +179,7 @@ async fn shard_main(
     while in_flight.requests.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
+    delayed.cancel().await;
     shard.close_all().await;
     tracing::info!(shard = id.0, "shard closed");
 }

@@ -15,3 +15,4 @@ pub mod net;
 pub mod protocol;
 pub mod shard;
 pub mod storage;
+pub mod wheel;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::future::{join_all, select, Either};
+use futures::future::join_all;
 use kafka_protocol::messages::FetchRequest;
 
 use super::{Context, Outcome};
@@ -88,14 +88,11 @@ pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
         let seen: Vec<(TopicPartition, i64)> =
             results.iter().map(|(tp, r)| (tp.clone(), r.high_watermark)).collect();
         let watched: Vec<TopicPartition> = seen.iter().map(|(tp, _)| tp.clone()).collect();
-        let (waiter, notified) = shard.new_waiter();
+        // Registered before the watches go out, so a notification cannot come too early.
+        let waiter = shard.new_waiter_id();
+        let notified = shard.delayed.wait(waiter, deadline - now);
         shard.watch_remote(waiter, seen).await;
-        let timer = glommio::timer::sleep(deadline - now);
-        let woke = match select(notified, Box::pin(timer)).await {
-            Either::Left(_) => true,
-            Either::Right(_) => false,
-        };
-        shard.drop_waiter(waiter);
+        let woke = notified.await.unwrap_or(false);
         if !woke {
             shard.unwatch_remote(waiter, watched).await;
         }

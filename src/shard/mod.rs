@@ -7,7 +7,9 @@
 //! it only through `Envelope`s on the mesh.
 
 pub mod catalog;
+pub mod delayed;
 pub mod mesh;
+pub mod purgatory;
 pub mod table;
 
 use std::cell::{Cell, RefCell};
@@ -27,6 +29,7 @@ use crate::model::topic::validate_topic_name;
 use crate::model::{now_ms, ShardId, TopicPartition};
 use crate::protocol::errors;
 use crate::shard::catalog::{Catalog, TopicMeta};
+use crate::shard::delayed::Delayed;
 use crate::shard::mesh::{
     CreateTopic, Envelope, OffsetResult, ProduceResult, ReadResult, ReadSpec, ShardRequest,
     ShardResponse, TopicError,
@@ -48,8 +51,8 @@ pub struct Shard {
     next_id: Cell<u64>,
     /// Remote and local fetches waiting for data on partitions this shard owns.
     watchers: RefCell<HashMap<TopicPartition, Vec<(usize, u64)>>>,
-    /// Fetches on this shard waiting for a notification, by waiter id.
-    waiters: RefCell<HashMap<u64, oneshot::Sender<()>>>,
+    /// Fetches on this shard waiting for a notification or their deadline.
+    pub delayed: Rc<Delayed>,
 }
 
 impl Shard {
@@ -63,7 +66,7 @@ impl Shard {
             pending: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
             watchers: RefCell::new(HashMap::new()),
-            waiters: RefCell::new(HashMap::new()),
+            delayed: Rc::new(Delayed::new()),
         }
     }
 
@@ -208,23 +211,15 @@ impl Shard {
 
     // ----- fetch long-poll ----------------------------------------------------------------
 
-    /// Registers a local waiter; returns its id and the receiver that fires on new data.
-    pub fn new_waiter(&self) -> (u64, oneshot::Receiver<()>) {
+    /// A new id for a waiting operation on this shard (unique per shard).
+    pub fn new_waiter_id(&self) -> u64 {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
-        let (tx, rx) = oneshot::channel();
-        self.waiters.borrow_mut().insert(id, tx);
-        (id, rx)
-    }
-
-    pub fn drop_waiter(&self, waiter: u64) {
-        self.waiters.borrow_mut().remove(&waiter);
+        id
     }
 
     fn wake(&self, waiter: u64) {
-        if let Some(tx) = self.waiters.borrow_mut().remove(&waiter) {
-            let _ = tx.send(());
-        }
+        self.delayed.notify(waiter);
     }
 
     /// Asks the owners of `partitions` to notify `waiter` (on this shard) on new data.
