@@ -24,6 +24,10 @@
 #   SUITE_TIMEOUT_SECS    bound on the whole test-runner run (default 1800; 7200 for "all")
 #   TEST_KAFKA_VERSION    broker version the tests assume (default 3.9.0)
 #   TEST_TIMEOUT_MULT     test.timeout.multiplier in test.conf (default 2: a busy 2-core box)
+#   TEST_TIMEOUT_SECS     bound on each test number's run (default 600)
+#   SPATE_SUITE_ARGS      extra broker flags (default "--segment-bytes 2097152": the suite
+#                         creates hundreds of 4-partition topics, and a broker that preallocates
+#                         whole 1 GiB segments would fill the disk)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -142,8 +146,10 @@ start_broker() {
     bootstrap="127.0.0.1:${port}"
     mkdir -p "${run_dir}/data"
     # librdkafka's tests expect topics to be auto-created with 4 partitions.
+    # shellcheck disable=SC2086 # SPATE_SUITE_ARGS is a list of flags
     "${SPATE_BIN}" --listen "${bootstrap}" --data-dir "${run_dir}/data" --cores 2 \
-        --default-partitions 4 > "${run_dir}/broker.log" 2>&1 < /dev/null &
+        --default-partitions 4 ${SPATE_SUITE_ARGS---segment-bytes 2097152} \
+        > "${run_dir}/broker.log" 2>&1 < /dev/null &
     broker_pid=$!
     for _ in $(seq 300); do
         if ! kill -0 "${broker_pid}" 2>/dev/null; then
