@@ -26,8 +26,8 @@
 #   TEST_TIMEOUT_MULT     test.timeout.multiplier in test.conf (default 2: a busy 2-core box)
 #   TEST_TIMEOUT_SECS     bound on each test number's run (default 600)
 #   SPATE_SUITE_ARGS      extra broker flags (default "--segment-bytes 2097152": the suite
-#                         creates hundreds of 4-partition topics, and a broker that preallocates
-#                         whole 1 GiB segments would fill the disk)
+#                         creates hundreds of 4-partition topics and each partition's segment
+#                         reserves disk ahead of its writes; small segments keep that small)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
