@@ -73,6 +73,17 @@ def test_restart_right_after_kill9(broker):
     assert [r.value for r in ck_consume(broker.bootstrap, topic, 0, 0, 1)] == [b"v"]
 
 
+def test_restart_right_after_clean_stops(broker):
+    """Ten times: SIGTERM, wait for the exit, start at once on the same port. A broker that
+    exited cleanly has released its port, so every start succeeds."""
+    topic = unique_topic("restarts")
+    for i in range(10):
+        ck_produce(broker.bootstrap, topic, [Msg(b"k", b"%d" % i)])
+        broker.restart()
+    assert [r.value for r in ck_consume(broker.bootstrap, topic, 0, 0, 10)] == [
+        b"%d" % i for i in range(10)]
+
+
 def test_second_broker_on_the_same_data_dir_is_refused(broker):
     """Another process pointed at a data dir in use exits with a clear message; the first
     broker keeps serving and its files are untouched."""
