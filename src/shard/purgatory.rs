@@ -765,8 +765,8 @@ mod tests {
                     let now_tick = purgatory.current_tick();
                     let deadline_tick = match rng.gen_range(0..4) {
                         0 => rng.gen_range(0..=now_tick),
-                        1 => now_tick + rng.gen_range(0..64),
-                        2 => now_tick + rng.gen_range(0..1 << 16),
+                        1 => now_tick.saturating_add(rng.gen_range(0..64)),
+                        2 => now_tick.saturating_add(rng.gen_range(0..1 << 16)),
                         _ => now_tick.saturating_add(rng.gen()),
                     };
                     let bytes_needed = rng.gen_range(1..50);
@@ -816,7 +816,7 @@ mod tests {
                         .nth(rng.gen_range(0..model.len()))
                         .expect("some");
                     let now_tick = purgatory.current_tick();
-                    let deadline_tick = now_tick + rng.gen_range(0..1 << 10);
+                    let deadline_tick = now_tick.saturating_add(rng.gen_range(0..1 << 10));
                     let model_op = model.get_mut(&serial).expect("present");
                     assert!(purgatory.reschedule(model_op.id, deadline_tick));
                     model_op.deadline_tick = deadline_tick;
@@ -825,7 +825,7 @@ mod tests {
                     let now_tick = purgatory.current_tick();
                     let now_tick = match rng.gen_range(0..4) {
                         0 => now_tick,
-                        1 => now_tick + rng.gen_range(0..64),
+                        1 => now_tick.saturating_add(rng.gen_range(0..64)),
                         2 => purgatory.next_deadline().unwrap_or(now_tick),
                         _ => now_tick.saturating_add(rng.gen_range(0..1 << 20)),
                     };
