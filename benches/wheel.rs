@@ -100,9 +100,8 @@ fn insert_cancel(criterion: &mut Criterion<ThreadCpuTime>, victim_pattern: Victi
         let mut random = Random::new(pending as u64);
         let mut victims = Victims::new(victim_pattern, pending);
         let mut heap = LazyHeap::with_capacity(pending);
-        let mut handles: Vec<HeapHandle> = (0..pending)
-            .map(|_| heap.insert(random.below(delay_max_ticks) + 1))
-            .collect();
+        let mut handles: Vec<HeapHandle> =
+            (0..pending).map(|_| heap.insert(random.below(delay_max_ticks) + 1)).collect();
         group.bench_function(BenchmarkId::new("heap", pending), |bencher| {
             bencher.iter(|| {
                 let victim = victims.next(&mut random);
@@ -125,11 +124,7 @@ struct Victims {
 
 impl Victims {
     fn new(pattern: Victim, pending: usize) -> Self {
-        Self {
-            pattern,
-            pending,
-            cursor: 0,
-        }
+        Self { pattern, pending, cursor: 0 }
     }
 
     fn next(&mut self, random: &mut Random) -> usize {
@@ -137,11 +132,7 @@ impl Victims {
             Victim::Random => random.below(self.pending as u64) as usize,
             Victim::Oldest => {
                 let victim = self.cursor;
-                self.cursor = if victim + 1 == self.pending {
-                    0
-                } else {
-                    victim + 1
-                };
+                self.cursor = if victim + 1 == self.pending { 0 } else { victim + 1 };
                 victim
             }
         }
@@ -341,10 +332,7 @@ impl Measurement for ThreadCpuTime {
 }
 
 fn thread_cpu_time() -> Duration {
-    let mut time = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut time = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `time` is a valid, writable timespec that outlives the call, and
     // CLOCK_THREAD_CPUTIME_ID is supported by every Linux the broker runs on.
     let result = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut time) };

@@ -141,10 +141,7 @@ impl<K: Hash + Eq + Clone, Op> Purgatory<K, Op> {
             ops: Vec::with_capacity(ops_capacity),
             ops_vacant_head: NIL,
             ops_len: 0,
-            watches: WatchSlab {
-                nodes: Vec::with_capacity(ops_capacity),
-                vacant_head: NIL,
-            },
+            watches: WatchSlab { nodes: Vec::with_capacity(ops_capacity), vacant_head: NIL },
             watch_lists: HashMap::with_capacity(ops_capacity),
             wheel: TimingWheel::with_capacity(start_tick, ops_capacity),
             expired_scratch: Vec::new(),
@@ -201,10 +198,7 @@ impl<K: Hash + Eq + Clone, Op> Purgatory<K, Op> {
                 None => {
                     let key_copy = key.clone();
                     let watch = self.watches.allocate(key, index, watch_head);
-                    let list = WatchList {
-                        head: watch,
-                        tail: watch,
-                    };
+                    let list = WatchList { head: watch, tail: watch };
                     self.watch_lists.insert(key_copy, list);
                     watch
                 }
@@ -213,16 +207,9 @@ impl<K: Hash + Eq + Clone, Op> Purgatory<K, Op> {
         }
         let slot = &mut self.ops[index as usize];
         assert!(slot.waiting.is_none());
-        slot.waiting = Some(WaitingOp {
-            op,
-            timer,
-            watch_head,
-        });
+        slot.waiting = Some(WaitingOp { op, timer, watch_head });
         self.ops_len += 1;
-        OpId {
-            index,
-            generation: slot.generation,
-        }
+        OpId { index, generation: slot.generation }
     }
 
     /// Offers every op watching `key`, oldest first, to `condition`; each op for which it
@@ -304,19 +291,13 @@ impl<K: Hash + Eq + Clone, Op> Purgatory<K, Op> {
     /// The waiting op, or `None` if it already completed.
     pub fn get(&self, id: OpId) -> Option<&Op> {
         let index = self.waiting_index(id)?;
-        self.ops[index as usize]
-            .waiting
-            .as_ref()
-            .map(|waiting| &waiting.op)
+        self.ops[index as usize].waiting.as_ref().map(|waiting| &waiting.op)
     }
 
     /// The waiting op, mutably, or `None` if it already completed.
     pub fn get_mut(&mut self, id: OpId) -> Option<&mut Op> {
         let index = self.waiting_index(id)?;
-        self.ops[index as usize]
-            .waiting
-            .as_mut()
-            .map(|waiting| &mut waiting.op)
+        self.ops[index as usize].waiting.as_mut().map(|waiting| &mut waiting.op)
     }
 
     fn waiting_index(&self, id: OpId) -> Option<u32> {
@@ -338,11 +319,7 @@ impl<K: Hash + Eq + Clone, Op> Purgatory<K, Op> {
             index
         } else {
             assert!(self.ops.len() < OPS_MAX, "purgatory is full");
-            self.ops.push(OpSlot {
-                generation: 0,
-                waiting: None,
-                next_vacant: NIL,
-            });
+            self.ops.push(OpSlot { generation: 0, waiting: None, next_vacant: NIL });
             (self.ops.len() - 1) as u32
         }
     }
@@ -354,10 +331,7 @@ impl<K: Hash + Eq + Clone, Op> Purgatory<K, Op> {
         let Some(waiting) = slot.waiting.take() else {
             panic!("completed an op that was not waiting");
         };
-        let id = OpId {
-            index,
-            generation: slot.generation,
-        };
+        let id = OpId { index, generation: slot.generation };
         slot.generation = slot.generation.wrapping_add(1);
         slot.next_vacant = self.ops_vacant_head;
         self.ops_vacant_head = index;
@@ -457,13 +431,7 @@ impl<K> WatchSlab<K> {
     /// A watch of `key` by op `op_index`, chained in front of that op's watch `op_next`, not
     /// yet linked into the key's list.
     fn allocate(&mut self, key: K, op_index: u32, op_next: u32) -> u32 {
-        let watch = Watch {
-            key: Some(key),
-            op_index,
-            key_prev: NIL,
-            key_next: NIL,
-            op_next,
-        };
+        let watch = Watch { key: Some(key), op_index, key_prev: NIL, key_next: NIL, op_next };
         if self.vacant_head != NIL {
             let index = self.vacant_head;
             let node = &mut self.nodes[index as usize];
@@ -472,10 +440,7 @@ impl<K> WatchSlab<K> {
             *node = watch;
             index
         } else {
-            assert!(
-                self.nodes.len() < WATCHES_MAX,
-                "purgatory has too many watches"
-            );
+            assert!(self.nodes.len() < WATCHES_MAX, "purgatory has too many watches");
             self.nodes.push(watch);
             (self.nodes.len() - 1) as u32
         }
@@ -547,11 +512,7 @@ mod tests {
     }
 
     fn fetch(serial: u64, bytes_needed: u32) -> Fetch {
-        Fetch {
-            serial,
-            bytes_needed,
-            bytes_seen: 0,
-        }
+        Fetch { serial, bytes_needed, bytes_seen: 0 }
     }
 
     /// Offers `bytes_arrived` to every fetch watching `key`.
@@ -571,10 +532,7 @@ mod tests {
         );
         assert_eq!(count, completed.len());
         purgatory.assert_invariants();
-        completed
-            .into_iter()
-            .map(|(_, fetch)| fetch.serial)
-            .collect()
+        completed.into_iter().map(|(_, fetch)| fetch.serial).collect()
     }
 
     fn expire(purgatory: &mut Purgatory<&'static str, Fetch>, now_tick: u64) -> Vec<u64> {
@@ -713,10 +671,7 @@ mod tests {
     #[test]
     fn memory_per_op() {
         println!("OpSlot<u64> = {} bytes", std::mem::size_of::<OpSlot<u64>>());
-        println!(
-            "Watch<(u32, u32)> = {} bytes",
-            std::mem::size_of::<Watch<(u32, u32)>>()
-        );
+        println!("Watch<(u32, u32)> = {} bytes", std::mem::size_of::<Watch<(u32, u32)>>());
         println!("WatchList = {} bytes", std::mem::size_of::<WatchList>());
     }
 
@@ -759,9 +714,8 @@ mod tests {
         for _ in 0..400 {
             match rng.gen_range(0..100) {
                 0..=34 => {
-                    let keys: Vec<u8> = (0..rng.gen_range(0..4))
-                        .map(|_| rng.gen_range(0..6))
-                        .collect();
+                    let keys: Vec<u8> =
+                        (0..rng.gen_range(0..4)).map(|_| rng.gen_range(0..6)).collect();
                     let now_tick = purgatory.current_tick();
                     let deadline_tick = match rng.gen_range(0..4) {
                         0 => rng.gen_range(0..=now_tick),
@@ -795,10 +749,8 @@ mod tests {
                 65..=74 => {
                     let waiting = !model.is_empty() && (finished_ids.is_empty() || rng.gen());
                     if waiting {
-                        let serial = *model
-                            .keys()
-                            .nth(rng.gen_range(0..model.len()))
-                            .expect("some");
+                        let serial =
+                            *model.keys().nth(rng.gen_range(0..model.len())).expect("some");
                         let model_op = model.remove(&serial).expect("present");
                         let cancelled = purgatory.cancel(model_op.id).map(|fetch| fetch.serial);
                         assert_eq!(cancelled, Some(serial));
@@ -811,10 +763,7 @@ mod tests {
                     }
                 }
                 75..=79 if !model.is_empty() => {
-                    let serial = *model
-                        .keys()
-                        .nth(rng.gen_range(0..model.len()))
-                        .expect("some");
+                    let serial = *model.keys().nth(rng.gen_range(0..model.len())).expect("some");
                     let now_tick = purgatory.current_tick();
                     let deadline_tick = now_tick.saturating_add(rng.gen_range(0..1 << 10));
                     let model_op = model.get_mut(&serial).expect("present");
@@ -851,10 +800,8 @@ mod tests {
             }
             purgatory.assert_invariants();
             assert_eq!(purgatory.len(), model.len());
-            let keys: BTreeSet<u8> = model
-                .values()
-                .flat_map(|op| op.keys.iter().copied())
-                .collect();
+            let keys: BTreeSet<u8> =
+                model.values().flat_map(|op| op.keys.iter().copied()).collect();
             assert_eq!(purgatory.watched_keys_len(), keys.len());
             for model_op in model.values() {
                 assert!(purgatory.contains(model_op.id));
@@ -902,9 +849,7 @@ mod tests {
         completed
             .into_iter()
             .map(|(id, fetch)| {
-                let model_op = model
-                    .remove(&fetch.serial)
-                    .expect("completed op was waiting");
+                let model_op = model.remove(&fetch.serial).expect("completed op was waiting");
                 assert_eq!(model_op.id, id);
                 assert_eq!(fetch.bytes_seen, model_op.bytes_seen);
                 (fetch.serial, id)

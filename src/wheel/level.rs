@@ -130,11 +130,7 @@ mod tests {
                 assert_eq!(level_for(0, first), level, "first tick of slot {slot}");
                 assert_eq!(level_for(0, first + 1), level, "second tick of slot {slot}");
                 let level_below = if slot == 1 { level - 1 } else { level };
-                assert_eq!(
-                    level_for(0, first - 1),
-                    level_below,
-                    "tick before slot {slot}"
-                );
+                assert_eq!(level_for(0, first - 1), level_below, "tick before slot {slot}");
             }
         }
         assert_eq!(level_for(0, u64::MAX), LEVELS - 1);

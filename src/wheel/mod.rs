@@ -203,10 +203,7 @@ impl<T> TimingWheel<T> {
     pub fn insert(&mut self, deadline_tick: u64, value: T) -> TimerHandle {
         let index = self.allocate(deadline_tick, value);
         self.link(index);
-        TimerHandle {
-            index,
-            generation: self.entries[index as usize].generation,
-        }
+        TimerHandle { index, generation: self.entries[index as usize].generation }
     }
 
     /// Removes a pending timer and returns its value, or `None` if the handle is stale (the
@@ -313,10 +310,7 @@ impl<T> TimingWheel<T> {
                 } else {
                     self.link(index);
                     let list = usize::from(self.entries[index as usize].list);
-                    assert!(
-                        list < level * SLOTS_PER_LEVEL,
-                        "an entry moves down a level"
-                    );
+                    assert!(list < level * SLOTS_PER_LEVEL, "an entry moves down a level");
                 }
                 index = next;
             }
@@ -497,11 +491,7 @@ impl<T> TimingWheel<T> {
             if list != LIST_DUE {
                 let (level, slot) = Self::level_and_slot(list);
                 let occupied = self.slots_occupied[level] & (1 << slot) != 0;
-                assert_eq!(
-                    occupied,
-                    index != NIL,
-                    "occupancy of level {level} slot {slot}"
-                );
+                assert_eq!(occupied, index != NIL, "occupancy of level {level} slot {slot}");
             }
             while index != NIL {
                 let entry = &self.entries[index as usize];
@@ -524,11 +514,7 @@ impl<T> TimingWheel<T> {
         }
         for level in 0..LEVELS {
             let occupied = self.levels_occupied & (1 << level) != 0;
-            assert_eq!(
-                occupied,
-                self.slots_occupied[level] != 0,
-                "occupancy of level {level}"
-            );
+            assert_eq!(occupied, self.slots_occupied[level] != 0, "occupancy of level {level}");
         }
         let mut vacant = 0;
         let mut index = self.vacant_head;
@@ -589,9 +575,7 @@ mod tests {
 
     fn expire_all(wheel: &mut TimingWheel<u64>, now_tick: u64) -> Vec<(u64, u64)> {
         let mut expired = Vec::new();
-        wheel.advance(now_tick, |deadline_tick, value| {
-            expired.push((deadline_tick, value))
-        });
+        wheel.advance(now_tick, |deadline_tick, value| expired.push((deadline_tick, value)));
         wheel.assert_invariants();
         expired
     }
@@ -673,16 +657,7 @@ mod tests {
 
     #[test]
     fn deadlines_around_every_level_boundary_expire_at_their_exact_tick() {
-        let starts = [
-            0,
-            1,
-            63,
-            64,
-            4_095,
-            12_345_678,
-            (1 << 36) - 1,
-            u64::MAX - (1 << 61),
-        ];
+        let starts = [0, 1, 63, 64, 4_095, 12_345_678, (1 << 36) - 1, u64::MAX - (1 << 61)];
         for start_tick in starts {
             for level in 0..LEVELS {
                 for slots in [1_u64, 2, 63] {
@@ -722,10 +697,7 @@ mod tests {
                 let expired = expire_all(&mut wheel, wake_tick);
                 assert_eq!(expired.is_empty(), wake_tick < deadline_tick);
             }
-            assert!(
-                wake_ups <= LEVELS,
-                "deadline {deadline_tick}: {wake_ups} wake-ups"
-            );
+            assert!(wake_ups <= LEVELS, "deadline {deadline_tick}: {wake_ups} wake-ups");
             assert_eq!(wheel.current_tick(), deadline_tick);
         }
     }
@@ -778,18 +750,9 @@ mod tests {
 
     #[test]
     fn memory_per_timer() {
-        println!(
-            "size_of::<Entry<u32>>() = {}",
-            std::mem::size_of::<Entry<u32>>()
-        );
-        println!(
-            "size_of::<Entry<u64>>() = {}",
-            std::mem::size_of::<Entry<u64>>()
-        );
-        println!(
-            "size_of::<TimingWheel<u32>>() = {}",
-            std::mem::size_of::<TimingWheel<u32>>()
-        );
+        println!("size_of::<Entry<u32>>() = {}", std::mem::size_of::<Entry<u32>>());
+        println!("size_of::<Entry<u64>>() = {}", std::mem::size_of::<Entry<u64>>());
+        println!("size_of::<TimingWheel<u32>>() = {}", std::mem::size_of::<TimingWheel<u32>>());
         assert_eq!(LISTS, 705);
     }
 
@@ -803,9 +766,7 @@ mod tests {
             11..=13 => now_tick.saturating_add(rng.gen_range(0..1 << 30)),
             14..=15 => {
                 let boundary = 1_u64 << rng.gen_range(0..64);
-                now_tick
-                    .saturating_add(boundary)
-                    .saturating_add_signed(rng.gen_range(-1..=1))
+                now_tick.saturating_add(boundary).saturating_add_signed(rng.gen_range(-1..=1))
             }
             16..=17 => rng.gen_range(now_tick..=u64::MAX),
             _ => u64::MAX - rng.gen_range(0..3),
@@ -825,9 +786,7 @@ mod tests {
                 let level = rng.gen_range(1..LEVELS - 1);
                 let spans = rng.gen_range(1..SLOTS_PER_LEVEL as u64 * 4);
                 let jump = spans.saturating_mul(level_width_ticks(level));
-                now_tick
-                    .saturating_add(jump)
-                    .saturating_add(rng.gen_range(0..64))
+                now_tick.saturating_add(jump).saturating_add(rng.gen_range(0..64))
             }
             _ => rng.gen_range(now_tick..=u64::MAX),
         }
@@ -931,14 +890,9 @@ mod tests {
             .map(|&(deadline, _)| deadline)
             .filter(|&deadline| deadline > elapsed_tick)
             .collect();
-        assert!(
-            later.windows(2).all(|pair| pair[0] <= pair[1]),
-            "deadline order"
-        );
+        assert!(later.windows(2).all(|pair| pair[0] <= pair[1]), "deadline order");
         let early_count = expired.len() - later.len();
-        assert!(expired[..early_count]
-            .iter()
-            .all(|&(deadline, _)| deadline <= elapsed_tick));
+        assert!(expired[..early_count].iter().all(|&(deadline, _)| deadline <= elapsed_tick));
     }
 
     fn check_pending(
