@@ -149,24 +149,47 @@ def broker():
         stop_spate(spate)
 
 
-@pytest.fixture(scope="session")
-def bench_bin():
-    given = os.environ.get("SPATE_BENCH_BIN")
-    if given:
-        return given
-    # cargo prints where it put the executable; that works whether bench/ is a workspace
-    # member (root target/) or still builds alone.
-    build = subprocess.run(
-        ["cargo", "build", "--release", "--manifest-path", str(REPO / "bench" / "Cargo.toml"),
-         "--message-format=json-render-diagnostics"],
-        cwd=REPO, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
-    assert build.returncode == 0, f"cargo build failed:\n{build.stderr[-4000:]}"
+# Set by pytest_sessionstart: (path, None) or (None, reason the build failed).
+_BENCH_BUILD = (None, "not built")
+
+
+def build_bench():
+    """Builds bench/ with cargo and returns (executable, None) or (None, why not).
+
+    cargo prints where it put the executable; that works whether bench/ is a workspace member
+    (root target/) or still builds alone.
+    """
+    try:
+        build = subprocess.run(
+            ["cargo", "build", "--release", "--manifest-path",
+             str(REPO / "bench" / "Cargo.toml"), "--message-format=json-render-diagnostics"],
+            cwd=REPO, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return None, f"cargo build of bench/ took more than {BUILD_TIMEOUT_S} s"
+    if build.returncode != 0:
+        return None, f"cargo build of bench/ failed:\n{build.stderr[-4000:]}"
     for line in build.stdout.splitlines():
         message = json.loads(line)
         if message.get("reason") == "compiler-artifact" and message.get("executable") \
                 and message["target"]["name"] == "spate-bench":
-            return message["executable"]
-    raise AssertionError("cargo did not report a spate-bench executable")
+            return message["executable"], None
+    return None, "cargo did not report a spate-bench executable"
+
+
+def pytest_sessionstart(session):
+    # Built here, before any test starts, so that the per-test timeout does not count a
+    # first build of librdkafka.
+    global _BENCH_BUILD
+    given = os.environ.get("SPATE_BENCH_BIN")
+    _BENCH_BUILD = (given, None) if given else build_bench()
+
+
+@pytest.fixture(scope="session")
+def bench_bin():
+    path, failure = _BENCH_BUILD
+    if failure:
+        pytest.fail(failure)
+    return path
 
 
 @pytest.fixture

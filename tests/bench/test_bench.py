@@ -217,30 +217,60 @@ def test_open_loop_flags_a_rate_it_cannot_generate(broker, bench_bin, topic, tmp
     assert records_held(broker.bootstrap, topic) == result["produce"]["acked_total"]
 
 
-def pause_broker_later(pid, delay_s):
-    def pause():
-        time.sleep(delay_s)
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            time.sleep(PAUSE_S)
-        finally:
-            os.kill(pid, signal.SIGCONT)
-    thread = threading.Thread(target=pause)
-    thread.start()
-    return thread
+def run_with_pause(bench_bin, tmp_path, pid, name, *args, expect=(EXIT_OK, EXIT_DEGRADED)):
+    """Runs the bench and stops the broker for PAUSE_S once the measured window has begun.
+
+    The bench's progress line (stderr, once a second) says "measuring" from the end of the
+    warm-up on; the pause starts when the first such line appears, so it falls inside the
+    window however long topic creation and connecting took.
+    """
+    path = tmp_path / f"{name}.json"
+    command = [bench_bin, *map(str, args), "--json", str(path)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    paused = threading.Event()
+    stderr_lines = []
+
+    def watch():
+        for line in proc.stderr:
+            stderr_lines.append(line)
+            if "measuring" in line and not paused.is_set():
+                paused.set()
+                os.kill(pid, signal.SIGSTOP)
+                try:
+                    time.sleep(PAUSE_S)
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        stdout = proc.stdout.read()
+        proc.wait(timeout=RUN_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=RUN_TIMEOUT_S)
+        watcher.join(timeout=RUN_TIMEOUT_S)
+    assert proc.returncode in expect, (
+        f"spate-bench exited {proc.returncode}\nstdout:\n{stdout}\n"
+        f"stderr:\n{''.join(stderr_lines)[-3000:]}")
+    assert paused.is_set(), "the run never reached its measured window"
+    with open(path) as f:
+        return json.load(f)
 
 
 def test_broker_pause_shows_in_corrected_latency(broker, bench_bin, topic, tmp_path):
     assert broker.pid, "the pause test needs the broker's pid (SPATE_BENCH_BROKER_PID)"
-    common = ["-b", broker.bootstrap, "-t", topic, "--partitions", PARTITIONS, "-q",
-              "--warmup", "500ms", "--duration", "3s"]
+    # The records that wait longer than the pause itself are those in flight when it starts
+    # (a linger's worth, a few ms); a short measured window keeps them above 0.1 % of all.
+    # The first progress line comes 1 s after the start, 0.5 s into the 1.5 s window.
+    common = ["-b", broker.bootstrap, "-t", topic, "--partitions", PARTITIONS,
+              "--warmup", "500ms", "--duration", "1500ms"]
 
     # Open loop: records due while the broker is stopped wait, and their latency counts from
     # when they were due.
-    pauser = pause_broker_later(broker.pid, delay_s=1.5)
-    result, _ = run_json(bench_bin, tmp_path, "e2e", *common, "--rate", 2000,
-                         expect=(EXIT_OK, EXIT_DEGRADED), name="open")
-    pauser.join(timeout=10)
+    result = run_with_pause(bench_bin, tmp_path, broker.pid, "open", "e2e", *common,
+                            "--rate", 2000)
     assert result["errors"] == {}
     for series in ("publish", "end_to_end"):
         assert result["latency"][series]["p99_9_us"] > PAUSE_US, series
@@ -248,10 +278,9 @@ def test_broker_pause_shows_in_corrected_latency(broker, bench_bin, topic, tmp_p
 
     # Closed loop with one record in flight (the classic naive benchmark): the sender waits
     # out the pause itself, so only one record sees it and the tail percentiles hide it.
-    pauser = pause_broker_later(broker.pid, delay_s=1.5)
-    naive, _ = run_json(bench_bin, tmp_path, "produce", *common, "--linger-ms", 0,
-                        "--producer-config", "queue.buffering.max.messages=1", name="naive")
-    pauser.join(timeout=10)
+    naive = run_with_pause(bench_bin, tmp_path, broker.pid, "naive", "produce", *common,
+                           "--linger-ms", 0, "--producer-config",
+                           "queue.buffering.max.messages=1", expect=(EXIT_OK,))
     publish = naive["latency"]["publish"]
     assert publish["max_us"] > PAUSE_US, "the pause happened during the naive run"
     assert publish["p99_us"] < PAUSE_US, "one slow record out of hundreds is below p99"
