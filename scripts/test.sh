@@ -14,6 +14,14 @@ ROOT=$(pwd)
 
 step() { printf '\n=== %s\n' "$*"; }
 
+# Every test group runs even when an earlier one failed; the script fails at the end.
+failed=()
+run() {
+  local name=$1
+  shift
+  "$@" || failed+=("$name")
+}
+
 step "system packages"
 missing=()
 for tool in kcat shellcheck ethtool ip; do
@@ -40,20 +48,24 @@ step "build (release)"
 cargo build --release --workspace --all-targets
 
 step "rust unit and integration tests"
-cargo test --release --workspace
+run "cargo test" cargo test --release --workspace
 
 step "real clients against the broker (tests/clients)"
-python3 -m pytest -q tests/clients
+run "tests/clients" python3 -m pytest -q tests/clients
 
 step "spate-bench against the broker (tests/bench)"
-python3 -m pytest -q tests/bench
+run "tests/bench" python3 -m pytest -q tests/bench
 
 step "tuning playbook (tests/tuning)"
-python3 -m pytest -q tests/tuning
+run "tests/tuning" python3 -m pytest -q tests/tuning
 
 if [[ "${SPATE_SKIP_LIBRDKAFKA:-0}" != 1 ]]; then
   step "librdkafka's own test suite, allowlist (scripts/librdkafka-suite.sh)"
-  SPATE_BIN="$ROOT/target/release/spate" scripts/librdkafka-suite.sh
+  run "librdkafka suite" env SPATE_BIN="$ROOT/target/release/spate" scripts/librdkafka-suite.sh
 fi
 
+if ((${#failed[@]} > 0)); then
+  step "FAILED: ${failed[*]}"
+  exit 1
+fi
 step "all tests passed"

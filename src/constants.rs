@@ -36,8 +36,10 @@ pub const TIME_INDEX_ENTRY_BYTES: usize = 12;
 /// O_DIRECT alignment we assume at most; the real value comes from the file system.
 pub const DIRECT_IO_ALIGNMENT_BYTES_MAX: u64 = 4096;
 
-/// Recent batches each partition keeps in memory to serve tail consumers without I/O.
-pub const BATCH_CACHE_BYTES_PER_PARTITION: usize = 8 * 1024 * 1024;
+/// Recent batches each partition keeps in memory to serve tail consumers without I/O. It is
+/// per partition, not a shard-wide budget yet, so memory grows with the partition count
+/// (1,000 busy partitions hold up to 4 GiB); a shard-wide LRU budget is the next step.
+pub const BATCH_CACHE_BYTES_PER_PARTITION: usize = 4 * 1024 * 1024;
 
 /// Segment files grow their preallocated space in steps of this size (fallocate with
 /// KEEP_SIZE), so appends rarely allocate blocks and an idle partition wastes at most one step.

@@ -116,8 +116,12 @@ fn split(records: Option<Bytes>, size_bytes_max: usize) -> Result<Vec<Bytes>, i1
                 .collect())
         }
         Err(BatchError::TooLarge) => Err(errors::MESSAGE_TOO_LARGE),
-        Err(BatchError::UnsupportedMagic) => Err(errors::UNSUPPORTED_FOR_MESSAGE_FORMAT),
-        Err(BatchError::CorruptCrc) => Err(errors::CORRUPT_MESSAGE),
-        Err(BatchError::Truncated) | Err(BatchError::Malformed) => Err(errors::CORRUPT_MESSAGE),
+        // As Kafka's ProduceRequest validation: an old magic in a v3+ request, or a batch that
+        // claims more bytes than were sent, is an invalid record; a bad CRC or a length too
+        // short for a header is a corrupt message.
+        Err(BatchError::UnsupportedMagic) | Err(BatchError::Truncated) => {
+            Err(errors::INVALID_RECORD)
+        }
+        Err(BatchError::CorruptCrc) | Err(BatchError::Malformed) => Err(errors::CORRUPT_MESSAGE),
     }
 }
