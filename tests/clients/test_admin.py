@@ -88,6 +88,43 @@ def test_create_topic_with_configs_and_describe(broker):
     assert described["max.message.bytes"].value == "1048588"
 
 
+def test_create_topic_with_any_kafka_topic_config(broker):
+    """Standard Kafka topic configs are accepted at creation and described back, even those a
+    broker does not act on (librdkafka's 0081_admin creates topics with compression.type);
+    a config name Kafka does not know is INVALID_CONFIG."""
+    admin = ck_admin(broker)
+    topic = unique_topic("kafka-configs")
+    config = {"compression.type": "lz4", "cleanup.policy": "delete",
+              "min.insync.replicas": "1", "message.timestamp.type": "CreateTime",
+              "max.message.bytes": "2000000", "retention.ms": "-1"}
+    ck_create(admin, topic, 1, config=config)
+    described = ck_topic_configs(admin, topic)
+    for name, value in config.items():
+        assert described[name].value == value, name
+    bogus = unique_topic("bogus-config")
+    code = ck_error_code(lambda: ck_create(admin, bogus, 1, config={"no.such.config": "1"}))
+    assert code == KafkaError.INVALID_CONFIG
+    assert bogus not in topic_names(admin)
+
+
+def test_create_topic_with_replica_assignment(broker):
+    """CreateTopics with an explicit replica assignment naming this broker (as librdkafka's
+    0081_admin sends) creates one partition per assignment entry."""
+    admin = ck_admin(broker)
+    node_id = admin.describe_cluster(request_timeout=TIMEOUT_S).result(TIMEOUT_S).nodes[0].id
+    topic = unique_topic("assigned")
+    futures = admin.create_topics(
+        [NewTopic(topic, 3, replica_assignment=[[node_id], [node_id], [node_id]])],
+        operation_timeout=TIMEOUT_S, request_timeout=TIMEOUT_S)
+    futures[topic].result(timeout=TIMEOUT_S)
+    assert ck_partition_count(broker.bootstrap, topic) == 3
+    missing = unique_topic("assigned-elsewhere")
+    code = ck_error_code(lambda: admin.create_topics(
+        [NewTopic(missing, 1, replica_assignment=[[node_id + 1000]])],
+        request_timeout=TIMEOUT_S)[missing].result(TIMEOUT_S))
+    assert code in (KafkaError.INVALID_REPLICA_ASSIGNMENT, KafkaError.BROKER_NOT_AVAILABLE)
+
+
 def test_create_topic_defaults_with_minus_one(broker4):
     """num_partitions = -1 and replication_factor = -1 take the broker defaults (KIP-464):
     4 partitions on a broker started with --default-partitions 4."""
