@@ -22,6 +22,7 @@ pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
     };
     let shard = ctx.shard;
     let acks = request.acks;
+    let timeout_ms = request.timeout_ms;
     // One result slot per partition, in request order.
     let mut slots: Vec<(usize, PartitionProduceResponse)> = Vec::new();
     let mut topics: Vec<TopicProduceResponse> = Vec::new();
@@ -72,9 +73,9 @@ pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
         }
         topics.push(topic_response);
     }
-    let calls = by_shard
-        .into_iter()
-        .map(|(owner, partitions)| shard.call(owner, ShardRequest::Produce { partitions }));
+    let calls = by_shard.into_iter().map(|(owner, partitions)| {
+        shard.call(owner, ShardRequest::Produce { partitions, timeout_ms })
+    });
     for response in join_all(calls).await {
         let ShardResponse::Produce(results) = response else { continue };
         for result in results {

@@ -38,8 +38,11 @@ pub enum Envelope {
 
 #[derive(Debug)]
 pub enum ShardRequest {
+    /// `timeout_ms`: how long the producer waits for the write (its request timeout); past
+    /// it the partition answers REQUEST_TIMED_OUT (the write itself still completes).
     Produce {
         partitions: Vec<(TopicPartition, Vec<Bytes>)>,
+        timeout_ms: i32,
     },
     Read {
         partitions: Vec<ReadSpec>,

@@ -310,8 +310,8 @@ impl Shard {
 
     pub async fn handle(self: Rc<Self>, request: ShardRequest) -> ShardResponse {
         match request {
-            ShardRequest::Produce { partitions } => {
-                ShardResponse::Produce(self.produce(partitions).await)
+            ShardRequest::Produce { partitions, timeout_ms } => {
+                ShardResponse::Produce(self.produce(partitions, timeout_ms).await)
             }
             ShardRequest::Read { partitions } => ShardResponse::Read(self.read(partitions).await),
             ShardRequest::ListOffsets { partitions } => {
@@ -357,7 +357,14 @@ impl Shard {
         self.logs.borrow().get(tp).cloned()
     }
 
-    async fn produce(&self, partitions: Vec<(TopicPartition, Vec<Bytes>)>) -> Vec<ProduceResult> {
+    /// Appends each partition's batches and answers when they are durable (a delayed produce:
+    /// it completes early when the flush lands, or with REQUEST_TIMED_OUT at `timeout_ms`).
+    async fn produce(
+        &self,
+        partitions: Vec<(TopicPartition, Vec<Bytes>)>,
+        timeout_ms: i32,
+    ) -> Vec<ProduceResult> {
+        let timeout = std::time::Duration::from_millis(timeout_ms.max(1) as u64);
         let appends = partitions.into_iter().map(|(tp, batches)| async move {
             let Some(log) = self.log(&tp) else {
                 return ProduceResult {
@@ -368,7 +375,33 @@ impl Shard {
                     log_start_offset: -1,
                 };
             };
-            match log::append(&log, batches).await {
+            let waiter = self.new_waiter_id();
+            let expired = self.delayed.wait(waiter, timeout);
+            let owned = log.clone();
+            let append = Box::pin(async move { log::append(&owned, batches).await });
+            let outcome = match futures::future::select(append, expired).await {
+                futures::future::Either::Left((outcome, _)) => {
+                    // The flush landed first: retire the timeout operation now.
+                    self.delayed.notify(waiter);
+                    outcome
+                }
+                futures::future::Either::Right((_, append)) => {
+                    // The write goes on (it cannot be taken back); the producer hears that it
+                    // timed out, as Kafka answers a DelayedProduce that expires.
+                    glommio::spawn_local(async move {
+                        let _ = append.await;
+                    })
+                    .detach();
+                    return ProduceResult {
+                        tp,
+                        error_code: errors::REQUEST_TIMED_OUT,
+                        base_offset: -1,
+                        log_append_time: -1,
+                        log_start_offset: -1,
+                    };
+                }
+            };
+            match outcome {
                 Ok(info) => {
                     self.notify_watchers(&tp).await;
                     ProduceResult {
