@@ -21,7 +21,7 @@ use kafka_protocol::messages::{
 };
 
 use super::{str_bytes, Context, Outcome};
-use crate::model::topic::TOPIC_CONFIG_NAMES;
+use crate::model::topic::{PASSIVE_TOPIC_CONFIG_NAMES, TOPIC_CONFIG_NAMES};
 use crate::protocol::errors;
 use crate::shard::mesh::{CreateTopic, ShardRequest, ShardResponse, TopicError};
 use crate::shard::CONTROLLER;
@@ -62,11 +62,8 @@ pub async fn create_topics(ctx: &Context<'_>, body: Bytes) -> Outcome {
                     topic.replication_factor
                 ),
             })
-        } else if !topic.assignments.is_empty() {
-            Err(TopicError {
-                code: errors::INVALID_REPLICA_ASSIGNMENT,
-                message: "manual replica assignment is not supported".into(),
-            })
+        } else if let Err(message) = check_assignments(&topic, ctx.shard.config.node_id) {
+            Err(TopicError { code: errors::INVALID_REPLICA_ASSIGNMENT, message })
         } else {
             let mut overrides = BTreeMap::new();
             let mut bad = None;
@@ -86,7 +83,11 @@ pub async fn create_topics(ctx: &Context<'_>, body: Bytes) -> Outcome {
                 None => {
                     let create = CreateTopic {
                         name: name.clone(),
-                        partitions: topic.num_partitions,
+                        partitions: if topic.assignments.is_empty() {
+                            topic.num_partitions
+                        } else {
+                            topic.assignments.len() as i32
+                        },
                         overrides,
                         validate_only: request.validate_only,
                     };
@@ -121,6 +122,16 @@ pub async fn create_topics(ctx: &Context<'_>, body: Bytes) -> Outcome {
                                 };
                                 Some(c)
                             })
+                            .chain(meta.overrides.iter().filter_map(|(key, value)| {
+                                if !PASSIVE_TOPIC_CONFIG_NAMES.contains(&key.as_str()) {
+                                    return None;
+                                }
+                                let mut c = CreatableTopicConfigs::default();
+                                c.name = str_bytes(key);
+                                c.value = Some(str_bytes(value));
+                                c.config_source = SOURCE_TOPIC;
+                                Some(c)
+                            }))
                             .collect(),
                     );
                 }
@@ -242,6 +253,12 @@ pub async fn describe_configs(ctx: &Context<'_>, body: Bytes) -> Outcome {
                             };
                             result.configs.push(entry(key, &value, source, false));
                         }
+                        for (key, value) in meta.overrides.iter() {
+                            let passive = PASSIVE_TOPIC_CONFIG_NAMES.contains(&key.as_str());
+                            if passive && wanted(key) {
+                                result.configs.push(entry(key, value, SOURCE_TOPIC, false));
+                            }
+                        }
                     }
                 }
             }
@@ -267,6 +284,32 @@ pub async fn describe_configs(ctx: &Context<'_>, body: Bytes) -> Outcome {
         response.results.push(result);
     }
     ctx.reply(&response)
+}
+
+/// With explicit assignments Kafka wants num_partitions and replication_factor at -1 and
+/// one replica list per partition; on a single node every list must name only this broker.
+fn check_assignments(
+    topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+    node_id: i32,
+) -> Result<(), String> {
+    if topic.assignments.is_empty() {
+        return Ok(());
+    }
+    if topic.num_partitions != -1 || topic.replication_factor != -1 {
+        return Err("with replica assignments, partitions and replication factor must be -1".into());
+    }
+    let mut indexes: Vec<i32> = topic.assignments.iter().map(|a| a.partition_index).collect();
+    indexes.sort_unstable();
+    if indexes.iter().enumerate().any(|(i, index)| *index != i as i32) {
+        return Err("assignments must cover partitions 0..n once each".into());
+    }
+    for assignment in &topic.assignments {
+        if assignment.broker_ids.len() != 1 || assignment.broker_ids[0].0 != node_id {
+            let index = assignment.partition_index;
+            return Err(format!("partition {index} must be assigned to broker {node_id} only"));
+        }
+    }
+    Ok(())
 }
 
 fn entry(name: &str, value: &str, source: i8, read_only: bool) -> DescribeConfigsResourceResult {

@@ -44,6 +44,34 @@ pub const TOPIC_CONFIG_NAMES: [&str; 8] = [
     "flush.messages",
 ];
 
+/// Kafka topic configs that Spate accepts, stores and reports but does not act on yet
+/// (clients and tools set them at creation, e.g. librdkafka's admin tests set
+/// compression.type). Any other name is INVALID_CONFIG, as in Kafka.
+pub const PASSIVE_TOPIC_CONFIG_NAMES: [&str; 22] = [
+    "compression.type",
+    "delete.retention.ms",
+    "file.delete.delay.ms",
+    "flush.ms",
+    "follower.replication.throttled.replicas",
+    "index.interval.bytes",
+    "leader.replication.throttled.replicas",
+    "local.retention.bytes",
+    "local.retention.ms",
+    "max.compaction.lag.ms",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "min.insync.replicas",
+    "preallocate",
+    "remote.storage.enable",
+    "segment.index.bytes",
+    "segment.jitter.ms",
+    "unclean.leader.election.enable",
+    "remote.log.copy.disable",
+    "remote.log.delete.on.disable",
+];
+
 impl TopicConfig {
     /// Applies Kafka-named overrides on top of `self`. The error names the bad entry.
     pub fn with_overrides(&self, overrides: &BTreeMap<String, String>) -> Result<Self, String> {
@@ -81,6 +109,7 @@ impl TopicConfig {
                 }
                 self.durability = if messages == 1 { Durability::Fsync } else { Durability::Write };
             }
+            _ if PASSIVE_TOPIC_CONFIG_NAMES.contains(&name) => {}
             _ => return Err(format!("unknown topic config {name}")),
         }
         Ok(())
