@@ -23,6 +23,7 @@ use crate::constants::{
     SENDFILE_THREADS_PER_SHARD,
 };
 use crate::fatal::{fatal, FatalReason};
+use crate::group::coordinator;
 use crate::model::ShardId;
 use crate::net::{self, InFlight};
 use crate::shard::catalog::{self, Catalog, META_DIR};
@@ -147,10 +148,30 @@ async fn shard_main(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered partitions"
     );
+    let groups = shard.groups.load().await.unwrap_or_else(|e| {
+        fatal(
+            FatalReason::DataDir,
+            format!("cannot recover the committed offsets in {}: {e}", config.data_dir.display()),
+        )
+    });
+    tracing::info!(
+        shard = id.0,
+        groups = groups.groups,
+        records = groups.records,
+        migrated = groups.migrated,
+        "recovered consumer groups"
+    );
     // Nobody may send a request before every shard has its logs open. The wait must not
     // block the thread: a peer may still need this executor to finish joining the mesh.
-    ready.fetch_add(1, Ordering::AcqRel);
-    while ready.load(Ordering::Acquire) < config.cores {
+    // The last shard to arrive records the offsets logs' layout (see group::coordinator)
+    // before it opens the gate (a count of cores + 1).
+    if ready.fetch_add(1, Ordering::AcqRel) + 1 == config.cores {
+        if let Err(e) = coordinator::commit_layout(&config.data_dir, config.cores) {
+            fatal(FatalReason::DataDir, format!("cannot record the offsets layout: {e}"));
+        }
+        ready.fetch_add(1, Ordering::AcqRel);
+    }
+    while ready.load(Ordering::Acquire) <= config.cores {
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
     shard.spawn_receivers(receivers);

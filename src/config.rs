@@ -11,6 +11,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::constants;
+use crate::group::state::GroupConfig;
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
 
 /// The command line. Every option can also be set in the TOML file under the same name.
@@ -68,6 +69,22 @@ pub struct Args {
     /// Log format: `text` or `json` [default: text]. Filter with RUST_LOG.
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// How long a new consumer group waits for more members before its first generation
+    /// (Kafka's group.initial.rebalance.delay.ms) [default: 3000].
+    #[arg(long, value_name = "MS")]
+    pub group_initial_rebalance_delay_ms: Option<i32>,
+    /// Smallest session timeout a group member may ask for (group.min.session.timeout.ms)
+    /// [default: 6000].
+    #[arg(long, value_name = "MS")]
+    pub group_min_session_timeout_ms: Option<i32>,
+    /// Largest session timeout a group member may ask for (group.max.session.timeout.ms)
+    /// [default: 1800000].
+    #[arg(long, value_name = "MS")]
+    pub group_max_session_timeout_ms: Option<i32>,
+    /// How long committed offsets of an empty group are kept (offsets.retention.minutes)
+    /// [default: 10080, 7 days].
+    #[arg(long, value_name = "MINUTES")]
+    pub offsets_retention_minutes: Option<i64>,
 }
 
 /// The same options as read from the TOML file.
@@ -89,6 +106,10 @@ struct FileConfig {
     retention_bytes: Option<i64>,
     durability: Option<String>,
     log_format: Option<String>,
+    group_initial_rebalance_delay_ms: Option<i32>,
+    group_min_session_timeout_ms: Option<i32>,
+    group_max_session_timeout_ms: Option<i32>,
+    offsets_retention_minutes: Option<i64>,
 }
 
 /// The validated configuration every shard gets a copy of.
@@ -106,6 +127,8 @@ pub struct Config {
     pub log_json: bool,
     /// Topic configs a topic gets unless it overrides them.
     pub topic_defaults: TopicConfig,
+    /// Consumer group timeouts and limits.
+    pub groups: GroupConfig,
 }
 
 impl Config {
@@ -189,6 +212,20 @@ impl Config {
             durability,
         };
         topic_defaults.validate().map_err(|e| format!("{e}."))?;
+        let groups = group_config(&GroupValues {
+            initial_rebalance_delay_ms: args
+                .group_initial_rebalance_delay_ms
+                .or(file.group_initial_rebalance_delay_ms),
+            session_timeout_ms_min: args
+                .group_min_session_timeout_ms
+                .or(file.group_min_session_timeout_ms),
+            session_timeout_ms_max: args
+                .group_max_session_timeout_ms
+                .or(file.group_max_session_timeout_ms),
+            offsets_retention_minutes: args
+                .offsets_retention_minutes
+                .or(file.offsets_retention_minutes),
+        })?;
         Ok(Config {
             listen,
             advertised_host,
@@ -201,8 +238,45 @@ impl Config {
             frame_max_bytes,
             log_json,
             topic_defaults,
+            groups,
         })
     }
+}
+
+/// The group options as given (None: the default).
+struct GroupValues {
+    initial_rebalance_delay_ms: Option<i32>,
+    session_timeout_ms_min: Option<i32>,
+    session_timeout_ms_max: Option<i32>,
+    offsets_retention_minutes: Option<i64>,
+}
+
+fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
+    let defaults = GroupConfig::default();
+    let delay = values.initial_rebalance_delay_ms.unwrap_or(defaults.initial_rebalance_delay_ms);
+    let min = values.session_timeout_ms_min.unwrap_or(defaults.session_timeout_ms_min);
+    let max = values.session_timeout_ms_max.unwrap_or(defaults.session_timeout_ms_max);
+    let retention_minutes =
+        values.offsets_retention_minutes.unwrap_or(defaults.offsets_retention_ms / 60_000);
+    if delay < 0 {
+        return Err(format!("--group-initial-rebalance-delay-ms {delay} must not be negative."));
+    }
+    if min <= 0 || max < min {
+        return Err(format!(
+            "--group-min-session-timeout-ms ({min}) must be positive and at most \
+             --group-max-session-timeout-ms ({max})."
+        ));
+    }
+    if !(1..=i64::MAX / 60_000).contains(&retention_minutes) {
+        return Err(format!("--offsets-retention-minutes {retention_minutes} must be positive."));
+    }
+    Ok(GroupConfig {
+        initial_rebalance_delay_ms: delay,
+        session_timeout_ms_min: min,
+        session_timeout_ms_max: max,
+        offsets_retention_ms: retention_minutes * 60_000,
+        ..defaults
+    })
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, String> {

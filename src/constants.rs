@@ -82,6 +82,40 @@ pub const BATCH_HEADER_BYTES: usize = 61;
 /// Bytes before `batch_length` ends: base offset (8) and batch length (4).
 pub const BATCH_LOG_OVERHEAD_BYTES: usize = 12;
 
+// ----- consumer groups ----------------------------------------------------------------------
+
+/// Longest group id. Kafka sets no limit of its own, but its offsets records hold the id in
+/// an int16-length string, so nothing longer could be stored.
+pub const GROUP_ID_LENGTH_MAX: usize = i16::MAX as usize;
+
+/// Generated member ids are `<client id>-<uuid>`; the client id part is cut to this length
+/// so the id stays small and storable (a client id may be 32 KiB).
+pub const MEMBER_ID_PREFIX_BYTES_MAX: usize = 255;
+
+/// How often each shard's group coordinator checks session, rebalance and join timeouts.
+/// Kafka's own timer ticks every 1 ms; 100 ms is well inside every group timeout (the
+/// smallest session timeout Kafka allows is 6 s) at a fraction of the wake-ups.
+pub const GROUP_TICK_MS: u64 = 100;
+
+/// How often expired committed offsets are purged (Kafka's
+/// offsets.retention.check.interval.ms default).
+pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS: i64 = 600_000;
+
+/// Segment size of each shard's committed-offsets log.
+pub const OFFSETS_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The offsets log is compacted (state snapshot appended, older segments deleted) once it
+/// is larger than this and twice its size after the previous compaction.
+pub const OFFSETS_COMPACT_BYTES_MIN: u64 = 4 * OFFSETS_SEGMENT_BYTES;
+
+/// Largest record batch the coordinator writes to its log.
+pub const OFFSETS_BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+const _: () = assert!(OFFSETS_SEGMENT_BYTES >= SEGMENT_SIZE_BYTES_MIN);
+const _: () = assert!((OFFSETS_BATCH_BYTES_MAX as u64) < OFFSETS_SEGMENT_BYTES);
+const _: () = assert!(OFFSETS_COMPACT_BYTES_MIN > 2 * OFFSETS_SEGMENT_BYTES);
+const _: () = assert!(MEMBER_ID_PREFIX_BYTES_MAX + 40 < GROUP_ID_LENGTH_MAX);
+
 const _: () = assert!(SEGMENT_SIZE_BYTES_MIN.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES_MAX));
 const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES_MAX));
 const _: () = assert!((RECOVERY_READ_BYTES as u64).is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES_MAX));

@@ -1,7 +1,7 @@
 //! Spate: a thread-per-core, Kafka-compatible message broker on io_uring.
 //!
 //! Layering, bottom to top (a module never imports one above it; `tests/tidy.rs` checks):
-//! `model` -> `protocol`, `storage` -> `shard` -> `api` -> `net` -> `broker` (start-up).
+//! `model` -> `protocol`, `storage` -> `shard`, `group` -> `api` -> `net` -> `broker` (start-up).
 //! See docs/ARCHITECTURE.md for the request paths.
 
 pub mod api;
@@ -9,6 +9,7 @@ pub mod broker;
 pub mod config;
 pub mod constants;
 pub mod fatal;
+pub mod group;
 pub mod host_check;
 pub mod model;
 pub mod net;

@@ -12,6 +12,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("src/protocol", &["storage", "shard", "api", "net", "broker"]),
     ("src/storage", &["protocol", "shard", "api", "net", "broker"]),
     ("src/shard", &["api", "net", "broker"]),
+    ("src/group", &["api", "net", "broker"]),
     ("src/api", &["net", "broker"]),
     ("src/net", &["broker"]),
 ];

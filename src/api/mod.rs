@@ -6,10 +6,12 @@
 mod admin;
 mod api_versions;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -30,7 +32,8 @@ pub enum Outcome {
     Close(String),
 }
 
-pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes) -> Outcome {
+/// `peer` is the client's address (group members report it as their host).
+pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes, peer: Option<SocketAddr>) -> Outcome {
     let Some(prefix) = RequestPrefix::parse(&frame) else {
         return Outcome::Close("frame shorter than a request header".into());
     };
@@ -52,7 +55,7 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes) -> Outcome {
         Ok(header) => header,
         Err(e) => return Outcome::Close(format!("bad request header: {e}")),
     };
-    let ctx = Context { shard, header: &header, api_key, version: prefix.api_version };
+    let ctx = Context { shard, header: &header, api_key, version: prefix.api_version, peer };
     match api_key {
         ApiKey::ApiVersions => api_versions::handle(&ctx, body),
         ApiKey::Metadata => metadata::handle(&ctx, body).await,
@@ -64,6 +67,17 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes) -> Outcome {
         ApiKey::CreatePartitions => admin::create_partitions(&ctx, body).await,
         ApiKey::DescribeConfigs => admin::describe_configs(&ctx, body).await,
         ApiKey::DescribeCluster => admin::describe_cluster(&ctx, body),
+        ApiKey::FindCoordinator => groups::find_coordinator(&ctx, body),
+        ApiKey::JoinGroup => groups::join_group(&ctx, body).await,
+        ApiKey::SyncGroup => groups::sync_group(&ctx, body).await,
+        ApiKey::Heartbeat => groups::heartbeat(&ctx, body).await,
+        ApiKey::LeaveGroup => groups::leave_group(&ctx, body).await,
+        ApiKey::OffsetCommit => groups::offset_commit(&ctx, body).await,
+        ApiKey::OffsetFetch => groups::offset_fetch(&ctx, body).await,
+        ApiKey::OffsetDelete => groups::offset_delete(&ctx, body).await,
+        ApiKey::DescribeGroups => groups::describe_groups(&ctx, body).await,
+        ApiKey::ListGroups => groups::list_groups(&ctx, body).await,
+        ApiKey::DeleteGroups => groups::delete_groups(&ctx, body).await,
         other => Outcome::Close(format!("{other:?} is not implemented")),
     }
 }
@@ -73,6 +87,7 @@ pub(crate) struct Context<'a> {
     pub header: &'a RequestHeader,
     pub api_key: ApiKey,
     pub version: i16,
+    pub peer: Option<SocketAddr>,
 }
 
 impl Context<'_> {

@@ -1,6 +1,7 @@
 //! Plain types with no I/O: topic-partitions, topic configs and the record batch header.
 
 pub mod batch;
+pub mod records;
 pub mod topic;
 
 use std::fmt;

@@ -32,7 +32,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, in_flight: Rc<
                 let in_flight = in_flight.clone();
                 glommio::spawn_local(async move {
                     let peer = stream.peer_addr().ok();
-                    if let Err(reason) = serve(&shard, stream, &in_flight).await {
+                    if let Err(reason) = serve(&shard, stream, &in_flight, peer).await {
                         tracing::debug!(?peer, "connection closed: {reason}");
                     }
                 })
@@ -50,6 +50,7 @@ async fn serve(
     shard: &Rc<Shard>,
     mut stream: TcpStream,
     in_flight: &InFlight,
+    peer: Option<std::net::SocketAddr>,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     zero_copy::prepare_socket(&stream);
@@ -72,7 +73,7 @@ async fn serve(
             return Err("broker shutting down".into());
         }
         in_flight.requests.set(in_flight.requests.get() + 1);
-        let outcome = api::dispatch(shard, frame.freeze()).await;
+        let outcome = api::dispatch(shard, frame.freeze(), peer).await;
         let result = match outcome {
             Outcome::Reply(chunks) => zero_copy::send(&mut stream, chunks).await,
             Outcome::NoReply => Ok(()),

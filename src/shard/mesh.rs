@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::model::TopicPartition;
 use crate::shard::catalog::TopicMeta;
 use crate::storage::log::ReadChunk;
@@ -68,6 +69,8 @@ pub enum ShardRequest {
     RemoveTopic {
         name: String,
     },
+    /// To the shard that owns the group(s): see `group::coordinator`.
+    Group(GroupRequest),
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +94,7 @@ pub enum ShardResponse {
     Read(Vec<ReadResult>),
     ListOffsets(Vec<OffsetResult>),
     Topic(Result<TopicMeta, TopicError>),
+    Group(GroupResponse),
     Done,
 }
 

@@ -25,6 +25,7 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 
 use crate::config::Config;
 use crate::constants;
+use crate::group::coordinator::{Coordinator, OFFSETS_TOPIC};
 use crate::model::topic::validate_topic_name;
 use crate::model::{now_ms, ShardId, TopicPartition};
 use crate::protocol::errors;
@@ -53,10 +54,13 @@ pub struct Shard {
     watchers: RefCell<HashMap<TopicPartition, Vec<(usize, u64)>>>,
     /// Fetches on this shard waiting for a notification or their deadline.
     pub delayed: Rc<Delayed>,
+    /// The consumer groups this shard coordinates and its committed-offsets log.
+    pub groups: Rc<Coordinator>,
 }
 
 impl Shard {
     pub fn new(id: ShardId, config: Config, catalog: Catalog, senders: Senders<Envelope>) -> Shard {
+        let groups = Rc::new(Coordinator::new(id, &config));
         Shard {
             id,
             config,
@@ -67,6 +71,7 @@ impl Shard {
             next_id: Cell::new(1),
             watchers: RefCell::new(HashMap::new()),
             delayed: Rc::new(Delayed::new()),
+            groups,
         }
     }
 
@@ -118,6 +123,7 @@ impl Shard {
                 tracing::warn!(tp = %log.borrow().tp, "closing log failed: {e}");
             }
         }
+        self.groups.close().await;
     }
 
     /// Periodic housekeeping: retention and time-based rolls.
@@ -350,6 +356,7 @@ impl Shard {
                 }
                 ShardResponse::Done
             }
+            ShardRequest::Group(request) => ShardResponse::Group(self.groups.handle(request).await),
         }
     }
 
@@ -525,6 +532,9 @@ impl Shard {
         }
         if create.name.starts_with("__spate") {
             return fail(errors::INVALID_TOPIC_EXCEPTION, "the __spate prefix is reserved".into());
+        }
+        if create.name == OFFSETS_TOPIC {
+            return fail(errors::INVALID_TOPIC_EXCEPTION, format!("{OFFSETS_TOPIC} is internal"));
         }
         let partitions = if create.partitions == -1 {
             self.config.default_partitions

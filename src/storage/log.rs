@@ -661,6 +661,29 @@ pub async fn enforce_retention(log: &Rc<RefCell<Log>>, now: i64) -> Result<usize
     Ok(removed.len())
 }
 
+/// Deletes the whole segments that lie below `offset` (never the active one) and moves the
+/// log start to the first kept segment. For internal logs that restate their whole state at
+/// `offset` (a snapshot), so that the history before it can go. Returns how many went.
+pub fn delete_segments_before(log: &Rc<RefCell<Log>>, offset: i64) -> usize {
+    let removed: Vec<Segment> = {
+        let mut l = log.borrow_mut();
+        let mut count = 0;
+        while count + 1 < l.segments.len() && l.segments[count + 1].base_offset <= offset {
+            count += 1;
+        }
+        let removed: Vec<Segment> = l.segments.drain(..count).collect();
+        if count > 0 {
+            l.log_start_offset = l.segments[0].base_offset;
+            l.cache.clear();
+        }
+        removed
+    };
+    for segment in &removed {
+        segment.remove_files();
+    }
+    removed.len()
+}
+
 /// Finishes queued writes, then seals the active segment (true length, indexes written).
 pub async fn close(log: &Rc<RefCell<Log>>) -> Result<(), Error> {
     loop {

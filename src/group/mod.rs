@@ -1,0 +1,19 @@
+//! Consumer groups and committed offsets: the classic group protocol (JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup) and the offsets store (OffsetCommit, OffsetFetch, OffsetDelete),
+//! plus DescribeGroups, ListGroups and DeleteGroups.
+//!
+//! Each group is owned by one shard, `shard::table::shard_for_key(group_id, shards)`, as
+//! Kafka hashes a group onto a partition of `__consumer_offsets`. Connections on any shard
+//! forward group requests there (one mesh message per request and owning shard).
+//!
+//! - `state`: the pure state machine (Kafka's classic group coordinator), time injected.
+//! - `timers`: keyed deadlines the state machine schedules; driven by a periodic tick.
+//! - `records`: Kafka's `__consumer_offsets` record formats (keys and values).
+//! - `coordinator`: the glue on the owning shard: parks requests, runs the tick, and persists
+//!   records in the shard's internal log `__consumer_offsets-<shard>`, which it replays at
+//!   start-up before the shard serves.
+
+pub mod coordinator;
+pub mod records;
+pub mod state;
+pub mod timers;

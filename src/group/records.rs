@@ -1,0 +1,401 @@
+//! The records of the committed-offsets log, in Kafka's own `__consumer_offsets` formats, so
+//! that Kafka's tools can read our files and the formats need no design of their own.
+//!
+//! ```text
+//!  key                                   value (null = tombstone)
+//!  OffsetCommitKey v1                    OffsetCommitValue v3 (v1 when it expires)
+//!    version   int16 = 1                   version           int16 = 3 | 1
+//!    group     string                      offset            int64
+//!    topic     string                      leader_epoch      int32   (v3 only)
+//!    partition int32                       metadata          string
+//!                                          commit_timestamp  int64
+//!                                          expire_timestamp  int64   (v1 only)
+//!  GroupMetadataKey v2                   GroupMetadataValue v3
+//!    version   int16 = 2                   version int16 = 3, protocol_type string,
+//!    group     string                      generation int32, protocol string?, leader
+//!                                          string?, current_state_timestamp int64,
+//!                                          members [member_id, group_instance_id?,
+//!                                          client_id, client_host, rebalance_timeout int32,
+//!                                          session_timeout int32, subscription bytes,
+//!                                          assignment bytes]
+//! ```
+//!
+//! Strings are an int16 length and UTF-8 (-1 for null), bytes an int32 length, arrays an
+//! int32 count. One deviation: Spate reads a group tombstone as "forget the group and its
+//! offsets" (Kafka always writes offset tombstones first, so replaying Kafka's own records
+//! gives the same state); snapshots use it to reset a group before restating it.
+//!
+//! Pure: bytes in, values out.
+
+use bytes::Bytes;
+
+const OFFSET_KEY_VERSION: i16 = 1;
+const GROUP_KEY_VERSION: i16 = 2;
+const OFFSET_VALUE_VERSION: i16 = 3;
+const OFFSET_VALUE_VERSION_EXPIRING: i16 = 1;
+const GROUP_VALUE_VERSION: i16 = 3;
+
+/// Longest string the formats can hold (int16 length).
+pub const STRING_LENGTH_MAX: usize = i16::MAX as usize;
+
+/// A committed offset as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetValue {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_timestamp: i64,
+    /// Set only by OffsetCommit v2-v4 with a retention time (then stored as value v1).
+    pub expire_timestamp: Option<i64>,
+}
+
+/// A classic group as stored: written when it stabilises, empties or changes static members.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupValue {
+    pub protocol_type: String,
+    pub generation: i32,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub current_state_timestamp: i64,
+    pub members: Vec<MemberValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MemberValue {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout: i32,
+    pub session_timeout: i32,
+    pub subscription: Bytes,
+    pub assignment: Bytes,
+}
+
+/// One record of the log, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Offset { group: String, topic: String, partition: i32, value: Option<OffsetValue> },
+    Group { group: String, value: Option<GroupValue> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    Truncated,
+    UnknownVersion(i16),
+    NegativeLength,
+}
+
+impl Record {
+    pub fn group_id(&self) -> &str {
+        match self {
+            Record::Offset { group, .. } | Record::Group { group, .. } => group,
+        }
+    }
+
+    /// Key and value bytes (value `None` for a tombstone).
+    pub fn encode(&self) -> (Vec<u8>, Option<Vec<u8>>) {
+        match self {
+            Record::Offset { group, topic, partition, value } => {
+                let mut key = Vec::with_capacity(8 + group.len() + topic.len());
+                key.extend(OFFSET_KEY_VERSION.to_be_bytes());
+                put_string(&mut key, group);
+                put_string(&mut key, topic);
+                key.extend(partition.to_be_bytes());
+                (key, value.as_ref().map(encode_offset))
+            }
+            Record::Group { group, value } => {
+                let mut key = Vec::with_capacity(4 + group.len());
+                key.extend(GROUP_KEY_VERSION.to_be_bytes());
+                put_string(&mut key, group);
+                (key, value.as_ref().map(encode_group))
+            }
+        }
+    }
+
+    pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Record, DecodeError> {
+        let mut k = Reader(key);
+        match k.i16()? {
+            0 | 1 => {
+                let group = k.string()?;
+                let topic = k.string()?;
+                let partition = k.i32()?;
+                let value = value.map(decode_offset).transpose()?;
+                Ok(Record::Offset { group, topic, partition, value })
+            }
+            2 => {
+                let group = k.string()?;
+                let value = value.map(decode_group).transpose()?;
+                Ok(Record::Group { group, value })
+            }
+            other => Err(DecodeError::UnknownVersion(other)),
+        }
+    }
+}
+
+fn encode_offset(v: &OffsetValue) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + v.metadata.len());
+    match v.expire_timestamp {
+        None => {
+            out.extend(OFFSET_VALUE_VERSION.to_be_bytes());
+            out.extend(v.offset.to_be_bytes());
+            out.extend(v.leader_epoch.to_be_bytes());
+            put_string(&mut out, &v.metadata);
+            out.extend(v.commit_timestamp.to_be_bytes());
+        }
+        Some(expire) => {
+            out.extend(OFFSET_VALUE_VERSION_EXPIRING.to_be_bytes());
+            out.extend(v.offset.to_be_bytes());
+            put_string(&mut out, &v.metadata);
+            out.extend(v.commit_timestamp.to_be_bytes());
+            out.extend(expire.to_be_bytes());
+        }
+    }
+    out
+}
+
+fn decode_offset(bytes: &[u8]) -> Result<OffsetValue, DecodeError> {
+    let mut r = Reader(bytes);
+    let version = r.i16()?;
+    if !(0..=3).contains(&version) {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let offset = r.i64()?;
+    let leader_epoch = if version >= 3 { r.i32()? } else { -1 };
+    let metadata = r.string()?;
+    let commit_timestamp = r.i64()?;
+    let expire_timestamp = if version == 1 { Some(r.i64()?) } else { None };
+    Ok(OffsetValue { offset, leader_epoch, metadata, commit_timestamp, expire_timestamp })
+}
+
+fn encode_group(v: &GroupValue) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend(GROUP_VALUE_VERSION.to_be_bytes());
+    put_string(&mut out, &v.protocol_type);
+    out.extend(v.generation.to_be_bytes());
+    put_nullable_string(&mut out, v.protocol.as_deref());
+    put_nullable_string(&mut out, v.leader.as_deref());
+    out.extend(v.current_state_timestamp.to_be_bytes());
+    out.extend((v.members.len() as i32).to_be_bytes());
+    for m in &v.members {
+        put_string(&mut out, &m.member_id);
+        put_nullable_string(&mut out, m.group_instance_id.as_deref());
+        put_string(&mut out, &m.client_id);
+        put_string(&mut out, &m.client_host);
+        out.extend(m.rebalance_timeout.to_be_bytes());
+        out.extend(m.session_timeout.to_be_bytes());
+        put_bytes(&mut out, &m.subscription);
+        put_bytes(&mut out, &m.assignment);
+    }
+    out
+}
+
+fn decode_group(bytes: &[u8]) -> Result<GroupValue, DecodeError> {
+    let mut r = Reader(bytes);
+    let version = r.i16()?;
+    if !(0..=3).contains(&version) {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let protocol_type = r.string()?;
+    let generation = r.i32()?;
+    let protocol = r.nullable_string()?;
+    let leader = r.nullable_string()?;
+    let current_state_timestamp = if version >= 2 { r.i64()? } else { -1 };
+    let count = r.i32()?;
+    if count < 0 {
+        return Err(DecodeError::NegativeLength);
+    }
+    let mut members = Vec::with_capacity((count as usize).min(bytes.len()));
+    for _ in 0..count {
+        let member_id = r.string()?;
+        let group_instance_id = if version >= 3 { r.nullable_string()? } else { None };
+        let client_id = r.string()?;
+        let client_host = r.string()?;
+        let session_or_rebalance = r.i32()?;
+        let (rebalance_timeout, session_timeout) = if version >= 1 {
+            (session_or_rebalance, r.i32()?)
+        } else {
+            (session_or_rebalance, session_or_rebalance)
+        };
+        let subscription = r.bytes()?;
+        let assignment = r.bytes()?;
+        members.push(MemberValue {
+            member_id,
+            group_instance_id,
+            client_id,
+            client_host,
+            rebalance_timeout,
+            session_timeout,
+            subscription,
+            assignment,
+        });
+    }
+    Ok(GroupValue { protocol_type, generation, protocol, leader, current_state_timestamp, members })
+}
+
+/// Writes an int16-length string. Callers validate lengths; an over-long string is cut at
+/// the limit (so the record stays well formed) rather than corrupting the log.
+fn put_string(out: &mut Vec<u8>, text: &str) {
+    let bytes = &text.as_bytes()[..text.len().min(STRING_LENGTH_MAX)];
+    out.extend((bytes.len() as i16).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn put_nullable_string(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        None => out.extend((-1i16).to_be_bytes()),
+        Some(text) => put_string(out, text),
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend((bytes.len() as i32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+
+    fn i16(&mut self) -> Result<i16, DecodeError> {
+        let b = self.take(2)?;
+        Ok(i16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn i32(&mut self) -> Result<i32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn i64(&mut self) -> Result<i64, DecodeError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(i64::from_be_bytes(a))
+    }
+
+    fn nullable_string(&mut self) -> Result<Option<String>, DecodeError> {
+        let len = self.i16()?;
+        if len < 0 {
+            return Ok(None);
+        }
+        let bytes = self.take(len as usize)?;
+        Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        Ok(self.nullable_string()?.unwrap_or_default())
+    }
+
+    fn bytes(&mut self) -> Result<Bytes, DecodeError> {
+        let len = self.i32()?;
+        if len < 0 {
+            return Ok(Bytes::new());
+        }
+        Ok(Bytes::copy_from_slice(self.take(len as usize)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(record: Record) {
+        let (key, value) = record.encode();
+        let back = Record::decode(&key, value.as_deref()).expect("decode");
+        assert_eq!(back, record);
+    }
+
+    #[test]
+    fn offsets_round_trip_in_both_value_versions() {
+        let mut value = OffsetValue {
+            offset: 42,
+            leader_epoch: 7,
+            metadata: "m".into(),
+            commit_timestamp: 1_000,
+            expire_timestamp: None,
+        };
+        let record = |value| Record::Offset {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 3,
+            value: Some(value),
+        };
+        round_trip(record(value.clone()));
+        value.leader_epoch = -1; // v1 has no leader epoch
+        value.expire_timestamp = Some(5_000);
+        round_trip(record(value));
+        round_trip(Record::Offset {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+            value: None,
+        });
+    }
+
+    #[test]
+    fn groups_round_trip() {
+        let value = GroupValue {
+            protocol_type: "consumer".into(),
+            generation: 9,
+            protocol: Some("range".into()),
+            leader: Some("a-1".into()),
+            current_state_timestamp: 77,
+            members: vec![MemberValue {
+                member_id: "a-1".into(),
+                group_instance_id: Some("i".into()),
+                client_id: "a".into(),
+                client_host: "/127.0.0.1".into(),
+                rebalance_timeout: 300_000,
+                session_timeout: 45_000,
+                subscription: Bytes::from_static(b"sub"),
+                assignment: Bytes::from_static(b"asg"),
+            }],
+        };
+        round_trip(Record::Group { group: "g".into(), value: Some(value) });
+        round_trip(Record::Group { group: "g".into(), value: None });
+    }
+
+    #[test]
+    fn keys_match_kafkas_bytes() {
+        // OffsetCommitKey v1 {group "g", topic "t", partition 1}, as Kafka writes it.
+        let (key, _) =
+            Record::Offset { group: "g".into(), topic: "t".into(), partition: 1, value: None }
+                .encode();
+        assert_eq!(key, vec![0, 1, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 1]);
+        let (key, _) = Record::Group { group: "g".into(), value: None }.encode();
+        assert_eq!(key, vec![0, 2, 0, 1, b'g']);
+    }
+
+    #[test]
+    fn damaged_records_are_errors() {
+        let (key, value) = Record::Offset {
+            group: "group".into(),
+            topic: "topic".into(),
+            partition: 1,
+            value: Some(OffsetValue {
+                offset: 1,
+                leader_epoch: 0,
+                metadata: String::new(),
+                commit_timestamp: 0,
+                expire_timestamp: None,
+            }),
+        }
+        .encode();
+        let value = value.expect("value");
+        for cut in 0..key.len() {
+            assert!(Record::decode(&key[..cut], Some(&value)).is_err(), "key cut at {cut}");
+        }
+        for cut in 0..value.len() {
+            assert!(Record::decode(&key, Some(&value[..cut])).is_err(), "value cut at {cut}");
+        }
+        assert_eq!(Record::decode(&[0, 9], None), Err(DecodeError::UnknownVersion(9)));
+    }
+}

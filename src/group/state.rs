@@ -1,0 +1,2408 @@
+//! The classic group protocol as a pure state machine: every group one shard coordinates,
+//! their members, generations and committed offsets. No I/O, no clock, no async: every call
+//! takes `now_ms`, and what must happen outside (answer a parked JoinGroup or SyncGroup,
+//! persist a record) is queued and taken by the caller (`take_replies`, `take_records`).
+//!
+//! This is a port of Kafka's classic group coordinator (`GroupMetadataManager` and
+//! `ClassicGroup` in Kafka 4's group-coordinator module); method names follow Kafka's so the
+//! two can be read side by side. Group states:
+//!
+//! ```text
+//!            join (first member)              all joined / rebalance timeout
+//!   Empty ─────────────────────▶ PreparingRebalance ─────────────────▶ CompletingRebalance
+//!     ▲                               ▲   ▲                                  │ leader's
+//!     │ last member gone               │   └── join, leave, member failure ───┤ SyncGroup
+//!     └───────────────────────────────┘                                      ▼
+//!                                     └────── join, leave, failure ───── Stable
+//! ```
+//!
+//! Lifecycle: one `Groups` per shard, owned by the shard's coordinator; single-threaded.
+//! Replies for parked requests are identified by a `ReplyId` the caller chose.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use bytes::Bytes;
+use indexmap::IndexMap;
+
+use crate::group::records::{GroupValue, MemberValue, OffsetValue, Record};
+use crate::group::timers::Timers;
+use crate::protocol::errors;
+
+/// Topics and their partition indexes, as requests name them.
+pub type TopicPartitions = Vec<(String, Vec<i32>)>;
+
+/// Per-topic, per-partition error codes.
+pub type PartitionCodes = Vec<(String, Vec<(i32, i16)>)>;
+
+/// Identifies a parked request (JoinGroup or SyncGroup) whose answer comes later.
+pub type ReplyId = u64;
+
+/// The member id a new member sends.
+pub const UNKNOWN_MEMBER_ID: &str = "";
+
+/// Protocol type of Kafka consumers (their subscriptions name topics we can read).
+pub const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
+
+/// Limits and timeouts, with Kafka's defaults (broker options override them).
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// group.initial.rebalance.delay.ms
+    pub initial_rebalance_delay_ms: i32,
+    /// group.classic.new.member.join.timeout.ms (internal in Kafka)
+    pub new_member_join_timeout_ms: i32,
+    /// group.min.session.timeout.ms
+    pub session_timeout_ms_min: i32,
+    /// group.max.session.timeout.ms
+    pub session_timeout_ms_max: i32,
+    /// offsets.retention.minutes, in ms
+    pub offsets_retention_ms: i64,
+    /// offset.metadata.max.bytes
+    pub offset_metadata_bytes_max: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            initial_rebalance_delay_ms: 3_000,
+            new_member_join_timeout_ms: 5 * 60 * 1000,
+            session_timeout_ms_min: 6_000,
+            session_timeout_ms_max: 30 * 60 * 1000,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            offset_metadata_bytes_max: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+    Dead,
+}
+
+impl GroupState {
+    /// The name Kafka reports (DescribeGroups, ListGroups).
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+        }
+    }
+
+    fn may_follow(self, from: GroupState) -> bool {
+        use GroupState::*;
+        match self {
+            Empty => from == PreparingRebalance,
+            PreparingRebalance => matches!(from, Stable | CompletingRebalance | Empty),
+            CompletingRebalance => from == PreparingRebalance,
+            Stable => from == CompletingRebalance,
+            Dead => true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protocol {
+    pub name: String,
+    pub metadata: Bytes,
+}
+
+// ----- requests and responses (plain data; `api` converts from and to the wire) ----------
+
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<Protocol>,
+    /// JoinGroup v4+: a new dynamic member first gets MEMBER_ID_REQUIRED and its id.
+    pub require_known_member_id: bool,
+    /// JoinGroup v9+: a rejoining static leader may skip computing the assignment.
+    pub supports_skip_assignment: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub metadata: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinResponse {
+    pub error_code: i16,
+    pub generation_id: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub skip_assignment: bool,
+    pub member_id: String,
+    pub members: Vec<JoinMember>,
+}
+
+impl JoinResponse {
+    pub fn error(member_id: &str, error_code: i16) -> JoinResponse {
+        JoinResponse {
+            error_code,
+            generation_id: -1,
+            protocol_type: None,
+            protocol_name: None,
+            leader: String::new(),
+            skip_assignment: false,
+            member_id: member_id.to_string(),
+            members: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    pub group_id: String,
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignments: Vec<(String, Bytes)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SyncResponse {
+    pub error_code: i16,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncResponse {
+    pub fn error(error_code: i16) -> SyncResponse {
+        SyncResponse { error_code, ..SyncResponse::default() }
+    }
+}
+
+/// The answer to a parked request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Join(JoinResponse),
+    Sync(SyncResponse),
+}
+
+#[derive(Debug, Clone)]
+pub struct HeartbeatRequest {
+    pub group_id: String,
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaveMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaveResponse {
+    pub error_code: i16,
+    pub members: Vec<(LeaveMember, i16)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CommitPartition {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    pub group_id: String,
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    /// -1: keep until the group's retention; otherwise expire that long after the commit.
+    pub retention_time_ms: i64,
+    /// OffsetCommit v9+ says GROUP_ID_NOT_FOUND where older versions say ILLEGAL_GENERATION.
+    pub api_version: i16,
+    pub partitions: Vec<CommitPartition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribedMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribedGroup {
+    pub group_id: String,
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol_data: String,
+    pub members: Vec<DescribedMember>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedGroup {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: GroupState,
+}
+
+// ----- the state ---------------------------------------------------------------------------
+
+/// Every group a shard coordinates.
+#[derive(Default)]
+pub struct Groups {
+    config: GroupConfig,
+    groups: HashMap<String, Group>,
+    fx: Effects,
+}
+
+#[derive(Default)]
+struct Effects {
+    timers: Timers<TimerKey, TimerOp>,
+    replies: Vec<(ReplyId, Reply)>,
+    records: Vec<Record>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum TimerKey {
+    Heartbeat(String, String),
+    Join(String),
+    Sync(String),
+}
+
+#[derive(Debug, Clone)]
+enum TimerOp {
+    ExpireHeartbeat { group: String, member: String },
+    CompleteJoin { group: String },
+    InitialJoin { group: String, delay_ms: i32, remaining_ms: i32 },
+    ExpireSync { group: String, generation: i32 },
+}
+
+struct Group {
+    group_id: String,
+    state: GroupState,
+    previous_state: GroupState,
+    state_timestamp_ms: Option<i64>,
+    protocol_type: Option<String>,
+    protocol_name: Option<String>,
+    generation_id: i32,
+    leader_id: Option<String>,
+    /// Insertion order, so a new leader is chosen deterministically.
+    members: IndexMap<String, Member>,
+    /// group.instance.id -> member id
+    static_members: HashMap<String, String>,
+    /// Dynamic members told MEMBER_ID_REQUIRED that have not joined with their id yet.
+    pending_join_members: HashSet<String>,
+    num_awaiting_join: usize,
+    /// Protocol name -> number of members supporting it.
+    supported_protocols: HashMap<String, usize>,
+    pending_sync_members: HashSet<String>,
+    new_member_added: bool,
+    /// Topics the members subscribe to (consumer protocol only), for offset expiry and
+    /// OffsetDelete; None when unknown.
+    subscribed_topics: Option<HashSet<String>>,
+    offsets: BTreeMap<(String, i32), OffsetValue>,
+    /// The last group record written or replayed: what a snapshot restates. (The live state
+    /// in the middle of a rebalance is not a state to restore.)
+    persisted: Option<GroupValue>,
+}
+
+struct Member {
+    member_id: String,
+    group_instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    rebalance_timeout_ms: i32,
+    session_timeout_ms: i32,
+    protocol_type: String,
+    protocols: Vec<Protocol>,
+    assignment: Bytes,
+    awaiting_join: Option<ReplyId>,
+    awaiting_sync: Option<ReplyId>,
+    is_new: bool,
+}
+
+impl Member {
+    fn metadata(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|p| p.name == protocol)
+            .map(|p| p.metadata.clone())
+            .unwrap_or_default()
+    }
+
+    fn vote(&self, candidates: &HashSet<&str>) -> Option<String> {
+        self.protocols.iter().find(|p| candidates.contains(p.name.as_str())).map(|p| p.name.clone())
+    }
+
+    fn matches(&self, protocols: &[Protocol]) -> bool {
+        self.protocols == protocols
+    }
+
+    fn has_satisfied_heartbeat(&self) -> bool {
+        !self.is_new && (self.awaiting_join.is_some() || self.awaiting_sync.is_some())
+    }
+}
+
+impl Group {
+    fn new(group_id: &str, now: i64) -> Group {
+        Group {
+            group_id: group_id.to_string(),
+            state: GroupState::Empty,
+            previous_state: GroupState::Dead,
+            state_timestamp_ms: Some(now),
+            protocol_type: None,
+            protocol_name: None,
+            generation_id: 0,
+            leader_id: None,
+            members: IndexMap::new(),
+            static_members: HashMap::new(),
+            pending_join_members: HashSet::new(),
+            num_awaiting_join: 0,
+            supported_protocols: HashMap::new(),
+            pending_sync_members: HashSet::new(),
+            new_member_added: false,
+            subscribed_topics: None,
+            offsets: BTreeMap::new(),
+            persisted: None,
+        }
+    }
+
+    fn is(&self, state: GroupState) -> bool {
+        self.state == state
+    }
+
+    fn is_leader(&self, member_id: &str) -> bool {
+        self.leader_id.as_deref() == Some(member_id)
+    }
+
+    fn transition_to(&mut self, state: GroupState, now: i64) {
+        assert!(
+            state.may_follow(self.state),
+            "group {}: {:?} -> {:?}",
+            self.group_id,
+            self.state,
+            state
+        );
+        self.previous_state = self.state;
+        self.state = state;
+        self.state_timestamp_ms = Some(now);
+    }
+
+    fn rebalance_timeout_ms(&self) -> i32 {
+        self.members.values().map(|m| m.rebalance_timeout_ms).max().unwrap_or(0)
+    }
+
+    fn has_all_members_joined(&self) -> bool {
+        self.members.len() == self.num_awaiting_join && self.pending_join_members.is_empty()
+    }
+
+    fn can_rebalance(&self) -> bool {
+        GroupState::PreparingRebalance.may_follow(self.state)
+    }
+
+    fn add(&mut self, mut member: Member, reply: Option<ReplyId>) {
+        if let Some(instance) = &member.group_instance_id {
+            assert!(!self.static_members.contains_key(instance), "static member added twice");
+            self.static_members.insert(instance.clone(), member.member_id.clone());
+        }
+        if self.members.is_empty() {
+            self.protocol_type = Some(member.protocol_type.clone());
+        }
+        if self.leader_id.is_none() {
+            self.leader_id = Some(member.member_id.clone());
+        }
+        self.count_protocols(&member.protocols, true);
+        member.awaiting_join = reply;
+        if reply.is_some() {
+            self.num_awaiting_join += 1;
+        }
+        self.pending_join_members.remove(&member.member_id);
+        self.members.insert(member.member_id.clone(), member);
+    }
+
+    /// Removes a member; a request of it still parked is answered UNKNOWN_MEMBER_ID (it is
+    /// no longer a member), so that no request waits forever.
+    fn remove(&mut self, member_id: &str, fx: &mut Effects) -> Option<Member> {
+        let removed = self.members.shift_remove(member_id);
+        if let Some(member) = &removed {
+            if let Some(parked) = member.awaiting_join {
+                let gone = JoinResponse::error(UNKNOWN_MEMBER_ID, errors::UNKNOWN_MEMBER_ID);
+                fx.replies.push((parked, Reply::Join(gone)));
+            }
+            if let Some(parked) = member.awaiting_sync {
+                fx.replies
+                    .push((parked, Reply::Sync(SyncResponse::error(errors::UNKNOWN_MEMBER_ID))));
+            }
+            self.count_protocols(&member.protocols, false);
+            if member.awaiting_join.is_some() {
+                self.num_awaiting_join -= 1;
+            }
+            if let Some(instance) = &member.group_instance_id {
+                self.static_members.remove(instance);
+            }
+        }
+        if self.is_leader(member_id) {
+            self.leader_id = self.members.keys().next().cloned();
+        }
+        self.pending_join_members.remove(member_id);
+        self.pending_sync_members.remove(member_id);
+        removed
+    }
+
+    fn count_protocols(&mut self, protocols: &[Protocol], add: bool) {
+        for protocol in protocols {
+            let count = self.supported_protocols.entry(protocol.name.clone()).or_insert(0);
+            if add {
+                *count += 1;
+            } else {
+                *count = count.saturating_sub(1);
+            }
+        }
+        self.supported_protocols.retain(|_, count| *count > 0);
+    }
+
+    fn supports_protocols(&self, protocol_type: &str, protocols: &[Protocol]) -> bool {
+        if self.is(GroupState::Empty) {
+            return !protocol_type.is_empty() && !protocols.is_empty();
+        }
+        self.protocol_type.as_deref() == Some(protocol_type)
+            && protocols.iter().any(|p| {
+                self.supported_protocols.get(&p.name).copied().unwrap_or(0) == self.members.len()
+            })
+    }
+
+    /// The protocol the most members prefer among those every member supports.
+    fn select_protocol(&self) -> Option<String> {
+        let everyone = self.members.len();
+        let candidates: HashSet<&str> = self
+            .supported_protocols
+            .iter()
+            .filter(|(_, count)| **count == everyone)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let mut votes: IndexMap<String, usize> = IndexMap::new();
+        for member in self.members.values() {
+            if let Some(choice) = member.vote(&candidates) {
+                *votes.entry(choice).or_insert(0) += 1;
+            }
+        }
+        // Ties go to the protocol voted for first, so the result does not depend on hashing.
+        let mut best: Option<(String, usize)> = None;
+        for (name, count) in votes {
+            if best.as_ref().is_none_or(|(_, top)| count > *top) {
+                best = Some((name, count));
+            }
+        }
+        best.map(|(name, _)| name)
+    }
+
+    fn validate_member(&self, member_id: &str, group_instance_id: Option<&str>) -> Result<(), i16> {
+        if let Some(instance) = group_instance_id {
+            match self.static_members.get(instance) {
+                None => return Err(errors::UNKNOWN_MEMBER_ID),
+                Some(existing) if existing != member_id => return Err(errors::FENCED_INSTANCE_ID),
+                Some(_) => {}
+            }
+        }
+        if !self.members.contains_key(member_id) {
+            return Err(errors::UNKNOWN_MEMBER_ID);
+        }
+        Ok(())
+    }
+
+    fn not_yet_rejoined_dynamic(&self) -> Vec<String> {
+        self.members
+            .values()
+            .filter(|m| m.awaiting_join.is_none() && m.group_instance_id.is_none())
+            .map(|m| m.member_id.clone())
+            .collect()
+    }
+
+    /// If the leader did not rejoin, the first member that did becomes leader. False when
+    /// nobody rejoined.
+    fn maybe_elect_new_joined_leader(&mut self) -> bool {
+        let Some(leader) = self.leader_id.clone() else { return false };
+        let leader_joined = self.members.get(&leader).is_some_and(|m| m.awaiting_join.is_some());
+        if leader_joined {
+            return true;
+        }
+        match self.members.values().find(|m| m.awaiting_join.is_some()) {
+            Some(member) => {
+                self.leader_id = Some(member.member_id.clone());
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn init_next_generation(&mut self, now: i64) {
+        self.generation_id += 1;
+        if !self.members.is_empty() {
+            self.protocol_name = self.select_protocol();
+            self.subscribed_topics = self.compute_subscribed_topics();
+            self.transition_to(GroupState::CompletingRebalance, now);
+        } else {
+            self.protocol_name = None;
+            self.subscribed_topics = self.compute_subscribed_topics();
+            self.transition_to(GroupState::Empty, now);
+        }
+        self.pending_sync_members.clear();
+    }
+
+    fn compute_subscribed_topics(&self) -> Option<HashSet<String>> {
+        if self.protocol_type.as_deref() != Some(CONSUMER_PROTOCOL_TYPE) {
+            return None;
+        }
+        if self.members.is_empty() {
+            return Some(HashSet::new());
+        }
+        let protocol = self.protocol_name.as_deref()?;
+        let mut topics = HashSet::new();
+        for member in self.members.values() {
+            topics.extend(subscription_topics(&member.metadata(protocol))?);
+        }
+        Some(topics)
+    }
+
+    fn is_subscribed_to(&self, topic: &str) -> bool {
+        match &self.subscribed_topics {
+            Some(topics) => topics.contains(topic),
+            None => self.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE),
+        }
+    }
+
+    fn join_members(&self) -> Vec<JoinMember> {
+        let protocol = self.protocol_name.clone().unwrap_or_default();
+        self.members
+            .values()
+            .map(|m| JoinMember {
+                member_id: m.member_id.clone(),
+                group_instance_id: m.group_instance_id.clone(),
+                metadata: m.metadata(&protocol),
+            })
+            .collect()
+    }
+
+    fn join_response(&self, member_id: &str, with_members: bool) -> JoinResponse {
+        JoinResponse {
+            error_code: errors::NONE,
+            generation_id: self.generation_id,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol_name.clone(),
+            leader: self.leader_id.clone().unwrap_or_default(),
+            skip_assignment: false,
+            member_id: member_id.to_string(),
+            members: if with_members { self.join_members() } else { Vec::new() },
+        }
+    }
+
+    fn complete_join(&mut self, member_id: &str, response: JoinResponse, fx: &mut Effects) -> bool {
+        let Some(member) = self.members.get_mut(member_id) else { return false };
+        let Some(reply) = member.awaiting_join.take() else { return false };
+        self.num_awaiting_join -= 1;
+        fx.replies.push((reply, Reply::Join(response)));
+        true
+    }
+
+    fn complete_sync(&mut self, member_id: &str, response: SyncResponse, fx: &mut Effects) -> bool {
+        let Some(member) = self.members.get_mut(member_id) else { return false };
+        let Some(reply) = member.awaiting_sync.take() else { return false };
+        fx.replies.push((reply, Reply::Sync(response)));
+        true
+    }
+
+    /// Parks a JoinGroup for an existing member with new protocols and timeouts. A JoinGroup
+    /// already parked for it (a client that gave up and retried) is answered at once.
+    fn update_member(
+        &mut self,
+        member_id: &str,
+        req: &JoinRequest,
+        reply: Option<ReplyId>,
+        fx: &mut Effects,
+    ) {
+        let Some(member) = self.members.get_mut(member_id) else { return };
+        let old = std::mem::replace(&mut member.protocols, req.protocols.clone());
+        member.rebalance_timeout_ms = req.rebalance_timeout_ms;
+        member.session_timeout_ms = req.session_timeout_ms;
+        let previous = std::mem::replace(&mut member.awaiting_join, reply);
+        match (previous, reply) {
+            (None, Some(_)) => self.num_awaiting_join += 1,
+            (Some(_), None) => self.num_awaiting_join -= 1,
+            _ => {}
+        }
+        if let Some(previous) = previous {
+            if reply.is_some() && Some(previous) != reply {
+                let retry = JoinResponse::error(member_id, errors::REBALANCE_IN_PROGRESS);
+                fx.replies.push((previous, Reply::Join(retry)));
+            }
+        }
+        self.count_protocols(&old, false);
+        self.count_protocols(&req.protocols, true);
+    }
+
+    fn to_record(&self, now: i64) -> Record {
+        let protocol = self.protocol_name.clone().unwrap_or_default();
+        let members = self
+            .members
+            .values()
+            .map(|m| MemberValue {
+                member_id: m.member_id.clone(),
+                group_instance_id: m.group_instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                rebalance_timeout: m.rebalance_timeout_ms,
+                session_timeout: m.session_timeout_ms,
+                subscription: m.metadata(&protocol),
+                assignment: m.assignment.clone(),
+            })
+            .collect();
+        Record::Group {
+            group: self.group_id.clone(),
+            value: Some(GroupValue {
+                protocol_type: self.protocol_type.clone().unwrap_or_default(),
+                generation: self.generation_id,
+                protocol: self.protocol_name.clone(),
+                leader: self.leader_id.clone(),
+                current_state_timestamp: self.state_timestamp_ms.unwrap_or(now),
+                members,
+            }),
+        }
+    }
+
+    fn describe(&self) -> DescribedGroup {
+        let stable = self.is(GroupState::Stable);
+        let protocol = self.protocol_name.clone().unwrap_or_default();
+        DescribedGroup {
+            group_id: self.group_id.clone(),
+            state: self.state,
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            protocol_data: if stable { protocol.clone() } else { String::new() },
+            members: self
+                .members
+                .values()
+                .map(|m| DescribedMember {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: if stable { m.metadata(&protocol) } else { Bytes::new() },
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The topics of a consumer-protocol subscription (ConsumerProtocolSubscription v0-v3:
+/// version int16, then an int32 count of int16-length topic names); None if unreadable.
+pub fn subscription_topics(metadata: &[u8]) -> Option<Vec<String>> {
+    let count = i32::from_be_bytes(metadata.get(2..6)?.try_into().ok()?);
+    let mut at = 6usize;
+    let mut topics = Vec::with_capacity(usize::try_from(count).ok()?.min(metadata.len()));
+    for _ in 0..count {
+        let len = i16::from_be_bytes(metadata.get(at..at + 2)?.try_into().ok()?);
+        let len = usize::try_from(len).ok()?;
+        let name = metadata.get(at + 2..at + 2 + len)?;
+        topics.push(String::from_utf8_lossy(name).into_owned());
+        at += 2 + len;
+    }
+    Some(topics)
+}
+
+/// Generates a member id as Kafka does: the client id (or instance id) and a UUID.
+fn new_member_id(client_id: &str, group_instance_id: Option<&str>) -> String {
+    let prefix = group_instance_id.unwrap_or(client_id);
+    // A client id can be 32 KiB; the id must stay storable (int16 strings) with the UUID.
+    let mut cut = prefix.len().min(crate::constants::MEMBER_ID_PREFIX_BYTES_MAX);
+    while !prefix.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}-{}", &prefix[..cut], uuid::Uuid::new_v4())
+}
+
+// ----- the operations ----------------------------------------------------------------------
+
+impl Groups {
+    pub fn new(config: GroupConfig) -> Groups {
+        Groups { config, groups: HashMap::new(), fx: Effects::default() }
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    /// Answers for parked requests produced since the last call.
+    pub fn take_replies(&mut self) -> Vec<(ReplyId, Reply)> {
+        std::mem::take(&mut self.fx.replies)
+    }
+
+    /// Records to persist (in this order) produced since the last call.
+    pub fn take_records(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.fx.records)
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn contains(&self, group_id: &str) -> bool {
+        self.groups.contains_key(group_id)
+    }
+
+    pub fn state_of(&self, group_id: &str) -> Option<GroupState> {
+        self.groups.get(group_id).map(|g| g.state)
+    }
+
+    pub fn pending_timers(&self) -> usize {
+        self.fx.timers.len()
+    }
+
+    /// JoinGroup. The answer comes as a `Reply::Join` for `reply`, now or later.
+    pub fn join(&mut self, now: i64, reply: ReplyId, req: JoinRequest) {
+        let Groups { config, groups, fx } = self;
+        let mut cx = Ctx { cfg: config, fx, now };
+        let unknown = req.member_id == UNKNOWN_MEMBER_ID;
+        if !groups.contains_key(&req.group_id) {
+            if !unknown {
+                let answer = JoinResponse::error(&req.member_id, errors::UNKNOWN_MEMBER_ID);
+                cx.fx.replies.push((reply, Reply::Join(answer)));
+                return;
+            }
+            groups.insert(req.group_id.clone(), Group::new(&req.group_id, now));
+        }
+        let Some(group) = groups.get_mut(&req.group_id) else { return };
+        if unknown {
+            cx.join_new_member(group, reply, req);
+        } else {
+            cx.join_existing_member(group, reply, req);
+        }
+    }
+
+    /// SyncGroup. The answer comes as a `Reply::Sync` for `reply`, now or later.
+    pub fn sync(&mut self, now: i64, reply: ReplyId, req: SyncRequest) {
+        let Groups { config, groups, fx } = self;
+        let mut cx = Ctx { cfg: config, fx, now };
+        match groups.get_mut(&req.group_id) {
+            Some(group) if !group.is(GroupState::Empty) => cx.sync(group, reply, req),
+            _ => cx
+                .fx
+                .replies
+                .push((reply, Reply::Sync(SyncResponse::error(errors::UNKNOWN_MEMBER_ID)))),
+        }
+    }
+
+    pub fn heartbeat(&mut self, now: i64, req: HeartbeatRequest) -> i16 {
+        let Groups { config, groups, fx } = self;
+        let mut cx = Ctx { cfg: config, fx, now };
+        let Some(group) = groups.get_mut(&req.group_id) else { return errors::UNKNOWN_MEMBER_ID };
+        if let Err(code) = group.validate_member(&req.member_id, req.group_instance_id.as_deref()) {
+            return code;
+        }
+        if req.generation_id != group.generation_id {
+            return errors::ILLEGAL_GENERATION;
+        }
+        match group.state {
+            GroupState::Empty => errors::UNKNOWN_MEMBER_ID,
+            GroupState::PreparingRebalance => {
+                cx.reschedule_heartbeat(group, &req.member_id);
+                errors::REBALANCE_IN_PROGRESS
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                cx.reschedule_heartbeat(group, &req.member_id);
+                errors::NONE
+            }
+            GroupState::Dead => errors::COORDINATOR_NOT_AVAILABLE,
+        }
+    }
+
+    /// LeaveGroup for a batch of members (one member for v0-v2).
+    pub fn leave(&mut self, now: i64, group_id: &str, leaving: Vec<LeaveMember>) -> LeaveResponse {
+        let Groups { config, groups, fx } = self;
+        let mut cx = Ctx { cfg: config, fx, now };
+        let Some(group) = groups.get_mut(group_id) else {
+            return LeaveResponse { error_code: errors::UNKNOWN_MEMBER_ID, members: Vec::new() };
+        };
+        let mut answers = Vec::with_capacity(leaving.len());
+        let mut any_left = false;
+        for who in leaving {
+            let code = if who.member_id == UNKNOWN_MEMBER_ID {
+                // Administrative removal of a static member by instance id alone.
+                let existing = who
+                    .group_instance_id
+                    .as_ref()
+                    .and_then(|i| group.static_members.get(i))
+                    .cloned();
+                match existing {
+                    Some(member_id) => {
+                        cx.remove_current_member(group, &member_id);
+                        errors::NONE
+                    }
+                    None => errors::UNKNOWN_MEMBER_ID,
+                }
+            } else if group.pending_join_members.contains(&who.member_id) {
+                group.remove(&who.member_id, cx.fx);
+                cx.fx
+                    .timers
+                    .cancel(&TimerKey::Heartbeat(group.group_id.clone(), who.member_id.clone()));
+                errors::NONE
+            } else {
+                match group.validate_member(&who.member_id, who.group_instance_id.as_deref()) {
+                    Ok(()) => {
+                        cx.remove_current_member(group, &who.member_id);
+                        errors::NONE
+                    }
+                    Err(code) => code,
+                }
+            };
+            any_left |= code == errors::NONE;
+            answers.push((who, code));
+        }
+        if any_left {
+            match group.state {
+                GroupState::Stable | GroupState::CompletingRebalance => {
+                    cx.maybe_prepare_rebalance_or_complete_join(group)
+                }
+                GroupState::PreparingRebalance => cx.maybe_complete_join_phase(group),
+                _ => {}
+            }
+        }
+        LeaveResponse { error_code: errors::NONE, members: answers }
+    }
+
+    /// OffsetCommit: per-partition error codes in request order, or one code for all.
+    /// Accepted offsets are in memory at once and queued as records; the caller answers
+    /// after the records are durable.
+    pub fn commit_offsets(&mut self, now: i64, req: CommitRequest) -> Result<Vec<i16>, i16> {
+        let Groups { config, groups, fx } = self;
+        let mut cx = Ctx { cfg: config, fx, now };
+        if !groups.contains_key(&req.group_id) {
+            if req.generation_id >= 0 {
+                return Err(if req.api_version >= 9 {
+                    errors::GROUP_ID_NOT_FOUND
+                } else {
+                    errors::ILLEGAL_GENERATION
+                });
+            }
+            // A consumer without group management (or an admin client): a "simple group".
+            groups.insert(req.group_id.clone(), Group::new(&req.group_id, now));
+        }
+        let Some(group) = groups.get_mut(&req.group_id) else {
+            return Err(errors::UNKNOWN_SERVER_ERROR);
+        };
+        validate_offset_commit(group, &req)?;
+        if group.is(GroupState::Stable) || group.is(GroupState::PreparingRebalance) {
+            cx.reschedule_heartbeat(group, &req.member_id);
+        }
+        let expire_timestamp = (req.retention_time_ms >= 0).then(|| now + req.retention_time_ms);
+        let mut codes = Vec::with_capacity(req.partitions.len());
+        for p in req.partitions {
+            let metadata = p.metadata.unwrap_or_default();
+            if metadata.len() > cx.cfg.offset_metadata_bytes_max {
+                codes.push(errors::OFFSET_METADATA_TOO_LARGE);
+                continue;
+            }
+            let value = OffsetValue {
+                offset: p.offset,
+                leader_epoch: p.leader_epoch,
+                metadata,
+                commit_timestamp: now,
+                expire_timestamp,
+            };
+            cx.fx.records.push(Record::Offset {
+                group: group.group_id.clone(),
+                topic: p.topic.clone(),
+                partition: p.partition,
+                value: Some(value.clone()),
+            });
+            group.offsets.insert((p.topic, p.partition), value);
+            codes.push(errors::NONE);
+        }
+        Ok(codes)
+    }
+
+    /// OffsetFetch for one group: the requested partitions (-1 where nothing is committed),
+    /// or every committed offset when `partitions` is None.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        partitions: Option<TopicPartitions>,
+    ) -> Vec<FetchedOffset> {
+        let group = self.groups.get(group_id);
+        let found = |topic: &str, partition: i32| {
+            group.and_then(|g| g.offsets.get(&(topic.to_string(), partition)))
+        };
+        match partitions {
+            Some(wanted) => wanted
+                .into_iter()
+                .flat_map(|(topic, partitions)| {
+                    partitions.into_iter().map(move |p| (topic.clone(), p))
+                })
+                .map(|(topic, partition)| match found(&topic, partition) {
+                    Some(v) => FetchedOffset {
+                        offset: v.offset,
+                        leader_epoch: v.leader_epoch,
+                        metadata: v.metadata.clone(),
+                        topic,
+                        partition,
+                    },
+                    None => FetchedOffset {
+                        topic,
+                        partition,
+                        offset: -1,
+                        leader_epoch: -1,
+                        metadata: String::new(),
+                    },
+                })
+                .collect(),
+            None => group
+                .map(|g| {
+                    g.offsets
+                        .iter()
+                        .map(|((topic, partition), v)| FetchedOffset {
+                            topic: topic.clone(),
+                            partition: *partition,
+                            offset: v.offset,
+                            leader_epoch: v.leader_epoch,
+                            metadata: v.metadata.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn describe(&self, group_id: &str) -> DescribedGroup {
+        match self.groups.get(group_id) {
+            Some(group) => group.describe(),
+            None => DescribedGroup {
+                group_id: group_id.to_string(),
+                state: GroupState::Dead,
+                protocol_type: String::new(),
+                protocol_data: String::new(),
+                members: Vec::new(),
+            },
+        }
+    }
+
+    /// ListGroups; `states` are lower-case state names (empty: all). Sorted by group id.
+    pub fn list(&self, states: &[String]) -> Vec<ListedGroup> {
+        let mut listed: Vec<ListedGroup> = self
+            .groups
+            .values()
+            .filter(|g| {
+                states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(g.state.name()))
+            })
+            .map(|g| ListedGroup {
+                group_id: g.group_id.clone(),
+                protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                state: g.state,
+            })
+            .collect();
+        listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        listed
+    }
+
+    /// DeleteGroups for one group: only an empty group can go; its offsets go with it.
+    pub fn delete_group(&mut self, group_id: &str) -> i16 {
+        let Some(group) = self.groups.get(group_id) else { return errors::GROUP_ID_NOT_FOUND };
+        match group.state {
+            GroupState::Dead => return errors::GROUP_ID_NOT_FOUND,
+            GroupState::Empty => {}
+            _ => return errors::NON_EMPTY_GROUP,
+        }
+        self.remove_group(group_id);
+        errors::NONE
+    }
+
+    /// OffsetDelete: per-partition codes, or one code for the request.
+    pub fn delete_offsets(
+        &mut self,
+        group_id: &str,
+        topics: TopicPartitions,
+    ) -> Result<PartitionCodes, i16> {
+        let Groups { groups, fx, .. } = self;
+        let Some(group) = groups.get_mut(group_id) else { return Err(errors::GROUP_ID_NOT_FOUND) };
+        match group.state {
+            GroupState::Dead => return Err(errors::GROUP_ID_NOT_FOUND),
+            GroupState::Empty => {}
+            _ if group.protocol_type.as_deref() != Some(CONSUMER_PROTOCOL_TYPE) => {
+                return Err(errors::NON_EMPTY_GROUP)
+            }
+            _ => {}
+        }
+        let mut out = Vec::with_capacity(topics.len());
+        for (topic, partitions) in topics {
+            let subscribed = !group.is(GroupState::Empty) && group.is_subscribed_to(&topic);
+            let results = partitions
+                .into_iter()
+                .map(|partition| {
+                    if subscribed {
+                        return (partition, errors::GROUP_SUBSCRIBED_TO_TOPIC);
+                    }
+                    if group.offsets.remove(&(topic.clone(), partition)).is_some() {
+                        fx.records.push(Record::Offset {
+                            group: group_id.to_string(),
+                            topic: topic.clone(),
+                            partition,
+                            value: None,
+                        });
+                    }
+                    (partition, errors::NONE)
+                })
+                .collect();
+            out.push((topic, results));
+        }
+        Ok(out)
+    }
+
+    /// Runs every timeout due at `now`: session expiry, rebalance and join delays, sync
+    /// expiry. Called by the shard's periodic tick.
+    pub fn advance(&mut self, now: i64) {
+        let Groups { config, groups, fx } = self;
+        while let Some(op) = fx.timers.pop_expired(now) {
+            let mut cx = Ctx { cfg: config, fx: &mut *fx, now };
+            match op {
+                TimerOp::ExpireHeartbeat { group, member } => {
+                    if let Some(g) = groups.get_mut(&group) {
+                        cx.expire_heartbeat(g, &member);
+                    }
+                }
+                TimerOp::CompleteJoin { group } => {
+                    if let Some(g) = groups.get_mut(&group) {
+                        cx.complete_join(g);
+                    }
+                }
+                TimerOp::InitialJoin { group, delay_ms, remaining_ms } => {
+                    if let Some(g) = groups.get_mut(&group) {
+                        cx.initial_join(g, delay_ms, remaining_ms);
+                    }
+                }
+                TimerOp::ExpireSync { group, generation } => {
+                    if let Some(g) = groups.get_mut(&group) {
+                        cx.expire_pending_sync(g, generation);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Offset retention: drops expired offsets of empty groups (and of topics a stable
+    /// consumer group no longer subscribes to), and empty groups left without offsets.
+    /// Returns how many offsets expired.
+    pub fn expire_offsets(&mut self, now: i64) -> usize {
+        let retention = self.config.offsets_retention_ms;
+        let mut expired = 0;
+        let mut doomed = Vec::new();
+        for group in self.groups.values_mut() {
+            let base: Option<Option<i64>> = if group.protocol_type.is_none() {
+                Some(None) // simple group: from each commit's timestamp
+            } else if group.is(GroupState::Empty) {
+                Some(group.state_timestamp_ms)
+            } else if group.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE)
+                && group.subscribed_topics.is_some()
+                && group.is(GroupState::Stable)
+            {
+                Some(None)
+            } else {
+                None
+            };
+            let Some(base) = base else { continue };
+            let keys: Vec<(String, i32)> = group
+                .offsets
+                .iter()
+                .filter(|((topic, _), _)| {
+                    !group.is_subscribed_to(topic) || group.is(GroupState::Empty)
+                })
+                .filter(|(_, v)| match v.expire_timestamp {
+                    Some(at) => now >= at,
+                    None => now >= base.unwrap_or(v.commit_timestamp) + retention,
+                })
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in keys {
+                group.offsets.remove(&key);
+                self.fx.records.push(Record::Offset {
+                    group: group.group_id.clone(),
+                    topic: key.0,
+                    partition: key.1,
+                    value: None,
+                });
+                expired += 1;
+            }
+            if group.is(GroupState::Empty) && group.offsets.is_empty() {
+                doomed.push(group.group_id.clone());
+            }
+        }
+        for group_id in doomed {
+            self.remove_group(&group_id);
+        }
+        expired
+    }
+
+    fn remove_group(&mut self, group_id: &str) {
+        let Some(group) = self.groups.remove(group_id) else { return };
+        for (topic, partition) in group.offsets.keys() {
+            self.fx.records.push(Record::Offset {
+                group: group_id.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+                value: None,
+            });
+        }
+        self.fx.records.push(Record::Group { group: group_id.to_string(), value: None });
+        for member_id in group.members.keys() {
+            self.fx.timers.cancel(&TimerKey::Heartbeat(group_id.to_string(), member_id.clone()));
+        }
+        for member_id in &group.pending_join_members {
+            self.fx.timers.cancel(&TimerKey::Heartbeat(group_id.to_string(), member_id.clone()));
+        }
+        self.fx.timers.cancel(&TimerKey::Join(group_id.to_string()));
+        self.fx.timers.cancel(&TimerKey::Sync(group_id.to_string()));
+    }
+
+    // ----- persistence -------------------------------------------------------------------
+
+    /// Applies one record read back from the log at start-up. Later records win.
+    pub fn replay(&mut self, now: i64, record: Record) {
+        match record {
+            Record::Offset { group, topic, partition, value } => match value {
+                Some(value) => {
+                    let g =
+                        self.groups.entry(group.clone()).or_insert_with(|| Group::new(&group, now));
+                    g.offsets.insert((topic, partition), value);
+                }
+                None => {
+                    if let Some(g) = self.groups.get_mut(&group) {
+                        g.offsets.remove(&(topic, partition));
+                    }
+                }
+            },
+            Record::Group { group, value: None } => {
+                self.groups.remove(&group);
+            }
+            Record::Group { group, value: Some(value) } => {
+                let offsets = self.groups.remove(&group).map(|g| g.offsets).unwrap_or_default();
+                let mut g = Group::new(&group, now);
+                g.offsets = offsets;
+                g.persisted = Some(value.clone());
+                g.generation_id = value.generation;
+                g.protocol_type = (!value.protocol_type.is_empty()).then_some(value.protocol_type);
+                g.protocol_name = value.protocol.clone();
+                g.leader_id = value.leader;
+                g.state_timestamp_ms =
+                    (value.current_state_timestamp >= 0).then_some(value.current_state_timestamp);
+                let protocol = value.protocol.unwrap_or_default();
+                for m in value.members {
+                    let member = Member {
+                        member_id: m.member_id,
+                        group_instance_id: m.group_instance_id,
+                        client_id: m.client_id,
+                        client_host: m.client_host,
+                        rebalance_timeout_ms: if m.rebalance_timeout < 0 {
+                            m.session_timeout
+                        } else {
+                            m.rebalance_timeout
+                        },
+                        session_timeout_ms: m.session_timeout,
+                        protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                        protocols: vec![Protocol {
+                            name: protocol.clone(),
+                            metadata: m.subscription,
+                        }],
+                        assignment: m.assignment,
+                        awaiting_join: None,
+                        awaiting_sync: None,
+                        is_new: false,
+                    };
+                    g.add(member, None);
+                }
+                if !g.members.is_empty() {
+                    g.state = GroupState::Stable;
+                    g.previous_state = GroupState::CompletingRebalance;
+                }
+                g.subscribed_topics = g.compute_subscribed_topics();
+                self.groups.insert(group, g);
+            }
+        }
+    }
+
+    /// After replay: members of loaded groups must heartbeat within their session timeout,
+    /// as after a coordinator failover in Kafka.
+    pub fn finish_load(&mut self, now: i64) {
+        let Groups { config, groups, fx } = self;
+        let mut cx = Ctx { cfg: config, fx, now };
+        for group in groups.values_mut() {
+            let members: Vec<String> = group.members.keys().cloned().collect();
+            for member in members {
+                cx.reschedule_heartbeat(group, &member);
+            }
+        }
+    }
+
+    /// Every record needed to rebuild the current state, each group reset first (so that
+    /// older records of the same group, in this log or elsewhere, cannot leak through).
+    pub fn snapshot(&self) -> Vec<Record> {
+        let mut ids: Vec<&String> = self.groups.keys().collect();
+        ids.sort();
+        let mut out = Vec::new();
+        for id in ids {
+            let Some(group) = self.groups.get(id) else { continue };
+            out.push(Record::Group { group: id.clone(), value: None });
+            if let Some(value) = &group.persisted {
+                out.push(Record::Group { group: id.clone(), value: Some(value.clone()) });
+            }
+            for ((topic, partition), value) in &group.offsets {
+                out.push(Record::Offset {
+                    group: id.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    value: Some(value.clone()),
+                });
+            }
+        }
+        out
+    }
+}
+
+fn validate_offset_commit(group: &Group, req: &CommitRequest) -> Result<(), i16> {
+    if group.is(GroupState::Dead) {
+        return Err(errors::COORDINATOR_NOT_AVAILABLE);
+    }
+    if req.generation_id < 0 && group.is(GroupState::Empty) {
+        return Ok(());
+    }
+    if req.generation_id >= 0 || !req.member_id.is_empty() || req.group_instance_id.is_some() {
+        group.validate_member(&req.member_id, req.group_instance_id.as_deref())?;
+        if req.generation_id != group.generation_id {
+            return Err(errors::ILLEGAL_GENERATION);
+        }
+    } else if !group.is(GroupState::Empty) {
+        return Err(errors::UNKNOWN_MEMBER_ID);
+    }
+    if group.is(GroupState::CompletingRebalance) {
+        return Err(errors::REBALANCE_IN_PROGRESS);
+    }
+    Ok(())
+}
+
+/// The operations that need the group, the timers and the outbox at once.
+struct Ctx<'a> {
+    cfg: &'a GroupConfig,
+    fx: &'a mut Effects,
+    now: i64,
+}
+
+impl Ctx<'_> {
+    fn reply_join(&mut self, reply: ReplyId, response: JoinResponse) {
+        self.fx.replies.push((reply, Reply::Join(response)));
+    }
+
+    fn reply_sync(&mut self, reply: ReplyId, response: SyncResponse) {
+        self.fx.replies.push((reply, Reply::Sync(response)));
+    }
+
+    /// Queues the group's record (Kafka writes it when a generation is assigned, the group
+    /// empties, or a static member is replaced) and remembers it for snapshots.
+    fn persist(&mut self, group: &mut Group) {
+        let record = group.to_record(self.now);
+        if let Record::Group { value, .. } = &record {
+            group.persisted = value.clone();
+        }
+        self.fx.records.push(record);
+    }
+
+    fn heartbeat_key(group: &Group, member_id: &str) -> TimerKey {
+        TimerKey::Heartbeat(group.group_id.clone(), member_id.to_string())
+    }
+
+    fn reschedule_heartbeat(&mut self, group: &Group, member_id: &str) {
+        let Some(member) = group.members.get(member_id) else { return };
+        self.schedule_heartbeat(group, member_id, member.session_timeout_ms);
+    }
+
+    fn schedule_heartbeat(&mut self, group: &Group, member_id: &str, timeout_ms: i32) {
+        let op = TimerOp::ExpireHeartbeat {
+            group: group.group_id.clone(),
+            member: member_id.to_string(),
+        };
+        self.fx.timers.schedule(
+            Self::heartbeat_key(group, member_id),
+            self.now + i64::from(timeout_ms),
+            op,
+        );
+    }
+
+    fn join_new_member(&mut self, group: &mut Group, reply: ReplyId, req: JoinRequest) {
+        if group.is(GroupState::Dead) {
+            self.reply_join(
+                reply,
+                JoinResponse::error(UNKNOWN_MEMBER_ID, errors::COORDINATOR_NOT_AVAILABLE),
+            );
+            return;
+        }
+        if !group.supports_protocols(&req.protocol_type, &req.protocols) {
+            self.reply_join(
+                reply,
+                JoinResponse::error(UNKNOWN_MEMBER_ID, errors::INCONSISTENT_GROUP_PROTOCOL),
+            );
+            return;
+        }
+        let new_member_id = new_member_id(&req.client_id, req.group_instance_id.as_deref());
+        if let Some(instance) = req.group_instance_id.clone() {
+            match group.static_members.get(&instance).cloned() {
+                Some(existing) => {
+                    self.update_static_member(group, reply, req, &existing, &new_member_id)
+                }
+                None => self.add_member_then_rebalance(group, reply, req, new_member_id),
+            }
+        } else if req.require_known_member_id {
+            group.pending_join_members.insert(new_member_id.clone());
+            self.schedule_heartbeat(group, &new_member_id, req.session_timeout_ms);
+            self.reply_join(reply, JoinResponse::error(&new_member_id, errors::MEMBER_ID_REQUIRED));
+        } else {
+            self.add_member_then_rebalance(group, reply, req, new_member_id);
+        }
+    }
+
+    fn join_existing_member(&mut self, group: &mut Group, reply: ReplyId, req: JoinRequest) {
+        let member_id = req.member_id.clone();
+        if group.is(GroupState::Dead) {
+            self.reply_join(
+                reply,
+                JoinResponse::error(&member_id, errors::COORDINATOR_NOT_AVAILABLE),
+            );
+            return;
+        }
+        if !group.supports_protocols(&req.protocol_type, &req.protocols) {
+            self.reply_join(
+                reply,
+                JoinResponse::error(&member_id, errors::INCONSISTENT_GROUP_PROTOCOL),
+            );
+            return;
+        }
+        if group.pending_join_members.contains(&member_id) {
+            // A pending member is always dynamic; a static one never gets MEMBER_ID_REQUIRED.
+            self.add_member_then_rebalance(group, reply, req, member_id);
+            return;
+        }
+        if let Err(code) = group.validate_member(&member_id, req.group_instance_id.as_deref()) {
+            self.reply_join(reply, JoinResponse::error(&member_id, code));
+            return;
+        }
+        let Some(member) = group.members.get(&member_id) else { return };
+        let same_metadata = member.matches(&req.protocols);
+        match group.state {
+            GroupState::PreparingRebalance => {
+                group.update_member(&member_id, &req, Some(reply), self.fx);
+                self.maybe_prepare_rebalance_or_complete_join(group);
+            }
+            GroupState::CompletingRebalance => {
+                if same_metadata {
+                    // It missed the JoinGroup answer: send the current generation again.
+                    let leader = group.is_leader(&member_id);
+                    let response = group.join_response(&member_id, leader);
+                    self.reply_join(reply, response);
+                } else {
+                    group.update_member(&member_id, &req, Some(reply), self.fx);
+                    self.maybe_prepare_rebalance_or_complete_join(group);
+                }
+            }
+            GroupState::Stable => {
+                if group.is_leader(&member_id) || !same_metadata {
+                    // The leader rejoining forces a rebalance (e.g. topic metadata changed).
+                    group.update_member(&member_id, &req, Some(reply), self.fx);
+                    self.maybe_prepare_rebalance_or_complete_join(group);
+                } else {
+                    let response = group.join_response(&member_id, false);
+                    self.reply_join(reply, response);
+                }
+            }
+            GroupState::Empty | GroupState::Dead => {
+                self.reply_join(reply, JoinResponse::error(&member_id, errors::UNKNOWN_MEMBER_ID));
+            }
+        }
+    }
+
+    fn add_member_then_rebalance(
+        &mut self,
+        group: &mut Group,
+        reply: ReplyId,
+        req: JoinRequest,
+        member_id: String,
+    ) {
+        let member = Member {
+            member_id: member_id.clone(),
+            group_instance_id: req.group_instance_id,
+            client_id: req.client_id,
+            client_host: req.client_host,
+            rebalance_timeout_ms: req.rebalance_timeout_ms,
+            session_timeout_ms: req.session_timeout_ms,
+            protocol_type: req.protocol_type,
+            protocols: req.protocols,
+            assignment: Bytes::new(),
+            awaiting_join: None,
+            awaiting_sync: None,
+            is_new: true,
+        };
+        if group.is(GroupState::PreparingRebalance) && group.previous_state == GroupState::Empty {
+            group.new_member_added = true;
+        }
+        group.add(member, Some(reply));
+        // A new member cannot heartbeat while its JoinGroup is parked, and a client that gave
+        // up would leave a ghost; so the join itself times out (Kafka: 5 minutes).
+        let timeout = self.cfg.new_member_join_timeout_ms;
+        self.schedule_heartbeat(group, &member_id, timeout);
+        self.maybe_prepare_rebalance_or_complete_join(group);
+    }
+
+    fn update_static_member(
+        &mut self,
+        group: &mut Group,
+        reply: ReplyId,
+        req: JoinRequest,
+        old_id: &str,
+        new_id: &str,
+    ) {
+        // Fence the old incarnation: its parked requests fail with FENCED_INSTANCE_ID.
+        let leader_before = group.leader_id.clone().unwrap_or_default();
+        let Some(mut member) = group.members.shift_remove(old_id) else { return };
+        if let Some(parked) = member.awaiting_join.take() {
+            group.num_awaiting_join -= 1;
+            let mut fenced = JoinResponse::error(old_id, errors::FENCED_INSTANCE_ID);
+            fenced.leader = String::new();
+            self.reply_join(parked, fenced);
+        }
+        if let Some(parked) = member.awaiting_sync.take() {
+            self.reply_sync(parked, SyncResponse::error(errors::FENCED_INSTANCE_ID));
+        }
+        self.fx.timers.cancel(&Self::heartbeat_key(group, old_id));
+        group.pending_sync_members.remove(old_id);
+        member.member_id = new_id.to_string();
+        group.members.insert(new_id.to_string(), member);
+        if group.is_leader(old_id) {
+            group.leader_id = Some(new_id.to_string());
+        }
+        if let Some(instance) = &req.group_instance_id {
+            group.static_members.insert(instance.clone(), new_id.to_string());
+        }
+        self.reschedule_heartbeat(group, new_id);
+        group.update_member(new_id, &req, Some(reply), self.fx);
+        match group.state {
+            GroupState::Stable => {
+                let selected = group.select_protocol();
+                if group.protocol_name.is_some() && group.protocol_name == selected {
+                    // Same protocol: no rebalance. Persist the new member id and answer with
+                    // the current generation (the member keeps its assignment).
+                    self.persist(group);
+                    let leader = group.is_leader(new_id);
+                    let mut response =
+                        group.join_response(new_id, leader && req.supports_skip_assignment);
+                    if req.supports_skip_assignment {
+                        response.skip_assignment = leader;
+                    } else {
+                        // An old client must not think it leads (it would compute a new
+                        // assignment); it names the old member id, as Kafka does.
+                        response.leader = leader_before;
+                    }
+                    group.complete_join(new_id, response, self.fx);
+                } else {
+                    self.maybe_prepare_rebalance_or_complete_join(group);
+                }
+            }
+            GroupState::CompletingRebalance => self.prepare_rebalance(group),
+            _ => self.maybe_complete_join_phase(group),
+        }
+    }
+
+    fn sync(&mut self, group: &mut Group, reply: ReplyId, req: SyncRequest) {
+        if group.is(GroupState::Dead) {
+            self.reply_sync(reply, SyncResponse::error(errors::COORDINATOR_NOT_AVAILABLE));
+            return;
+        }
+        if let Err(code) = group.validate_member(&req.member_id, req.group_instance_id.as_deref()) {
+            self.reply_sync(reply, SyncResponse::error(code));
+            return;
+        }
+        if req.generation_id != group.generation_id {
+            self.reply_sync(reply, SyncResponse::error(errors::ILLEGAL_GENERATION));
+            return;
+        }
+        let inconsistent = |asked: &Option<String>, ours: &Option<String>| matches!((asked, ours), (Some(a), Some(o)) if a != o);
+        if inconsistent(&req.protocol_type, &group.protocol_type)
+            || inconsistent(&req.protocol_name, &group.protocol_name)
+        {
+            self.reply_sync(reply, SyncResponse::error(errors::INCONSISTENT_GROUP_PROTOCOL));
+            return;
+        }
+        match group.state {
+            GroupState::PreparingRebalance => {
+                self.reply_sync(reply, SyncResponse::error(errors::REBALANCE_IN_PROGRESS));
+            }
+            GroupState::CompletingRebalance => {
+                if let Some(member) = group.members.get_mut(&req.member_id) {
+                    if let Some(previous) = member.awaiting_sync.replace(reply) {
+                        self.reply_sync(
+                            previous,
+                            SyncResponse::error(errors::REBALANCE_IN_PROGRESS),
+                        );
+                    }
+                }
+                self.remove_pending_sync_member(group, &req.member_id);
+                if group.is_leader(&req.member_id) {
+                    // Only the leader's assignments count; a follower's are ignored.
+                    let mut assignment: HashMap<String, Bytes> =
+                        req.assignments.into_iter().collect();
+                    for member in group.members.values_mut() {
+                        member.assignment =
+                            assignment.remove(&member.member_id).unwrap_or_default();
+                    }
+                    self.persist(group);
+                    self.propagate_assignment(group, errors::NONE);
+                    group.transition_to(GroupState::Stable, self.now);
+                }
+            }
+            GroupState::Stable => {
+                self.remove_pending_sync_member(group, &req.member_id);
+                let assignment = group
+                    .members
+                    .get(&req.member_id)
+                    .map(|m| m.assignment.clone())
+                    .unwrap_or_default();
+                self.reply_sync(
+                    reply,
+                    SyncResponse {
+                        error_code: errors::NONE,
+                        protocol_type: group.protocol_type.clone(),
+                        protocol_name: group.protocol_name.clone(),
+                        assignment,
+                    },
+                );
+            }
+            GroupState::Empty | GroupState::Dead => {
+                self.reply_sync(reply, SyncResponse::error(errors::UNKNOWN_MEMBER_ID));
+            }
+        }
+    }
+
+    fn remove_pending_sync_member(&mut self, group: &mut Group, member_id: &str) {
+        group.pending_sync_members.remove(member_id);
+        let done = match group.state {
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                group.pending_sync_members.is_empty()
+            }
+            _ => true,
+        };
+        if done {
+            self.fx.timers.cancel(&TimerKey::Sync(group.group_id.clone()));
+        }
+    }
+
+    fn propagate_assignment(&mut self, group: &mut Group, error_code: i16) {
+        let (protocol_type, protocol_name) = if error_code == errors::NONE {
+            (group.protocol_type.clone(), group.protocol_name.clone())
+        } else {
+            (None, None)
+        };
+        let ids: Vec<String> = group.members.keys().cloned().collect();
+        for id in ids {
+            let assignment =
+                group.members.get(&id).map(|m| m.assignment.clone()).unwrap_or_default();
+            let response = SyncResponse {
+                error_code,
+                protocol_type: protocol_type.clone(),
+                protocol_name: protocol_name.clone(),
+                assignment,
+            };
+            if group.complete_sync(&id, response, self.fx) {
+                self.reschedule_heartbeat(group, &id);
+            }
+        }
+    }
+
+    fn maybe_prepare_rebalance_or_complete_join(&mut self, group: &mut Group) {
+        if group.can_rebalance() {
+            self.prepare_rebalance(group);
+        } else {
+            self.maybe_complete_join_phase(group);
+        }
+    }
+
+    fn maybe_complete_join_phase(&mut self, group: &mut Group) {
+        if group.is(GroupState::PreparingRebalance)
+            && group.previous_state != GroupState::Empty
+            && group.has_all_members_joined()
+        {
+            self.complete_join(group);
+        }
+    }
+
+    fn prepare_rebalance(&mut self, group: &mut Group) {
+        if group.is(GroupState::CompletingRebalance) {
+            // Members waiting in SyncGroup must rejoin.
+            for member in group.members.values_mut() {
+                member.assignment = Bytes::new();
+            }
+            self.propagate_assignment(group, errors::REBALANCE_IN_PROGRESS);
+        }
+        group.pending_sync_members.clear();
+        self.fx.timers.cancel(&TimerKey::Sync(group.group_id.clone()));
+        let initial = group.is(GroupState::Empty);
+        if initial {
+            // A new group waits a little for more members before the first generation.
+            let delay_ms = self.cfg.initial_rebalance_delay_ms;
+            let remaining_ms = (group.rebalance_timeout_ms() - delay_ms).max(0);
+            let op = TimerOp::InitialJoin { group: group.group_id.clone(), delay_ms, remaining_ms };
+            let key = TimerKey::Join(group.group_id.clone());
+            self.fx.timers.schedule(key, self.now + i64::from(delay_ms), op);
+        }
+        group.transition_to(GroupState::PreparingRebalance, self.now);
+        if !initial {
+            if group.has_all_members_joined() {
+                self.complete_join(group);
+            } else {
+                let op = TimerOp::CompleteJoin { group: group.group_id.clone() };
+                let deadline = self.now + i64::from(group.rebalance_timeout_ms());
+                self.fx.timers.schedule(TimerKey::Join(group.group_id.clone()), deadline, op);
+            }
+        }
+    }
+
+    fn initial_join(&mut self, group: &mut Group, delay_ms: i32, remaining_ms: i32) {
+        if group.new_member_added && remaining_ms != 0 {
+            group.new_member_added = false;
+            let next_delay = self.cfg.initial_rebalance_delay_ms.min(remaining_ms);
+            let next_remaining = (remaining_ms - delay_ms).max(0);
+            let op = TimerOp::InitialJoin {
+                group: group.group_id.clone(),
+                delay_ms: next_delay,
+                remaining_ms: next_remaining,
+            };
+            let key = TimerKey::Join(group.group_id.clone());
+            self.fx.timers.schedule(key, self.now + i64::from(next_delay), op);
+        } else {
+            self.complete_join(group);
+        }
+    }
+
+    /// Ends the join phase: members that did not rejoin are dropped (static ones stay), the
+    /// generation moves on, and every parked JoinGroup is answered (the leader's with the
+    /// member list).
+    fn complete_join(&mut self, group: &mut Group) {
+        self.fx.timers.cancel(&TimerKey::Join(group.group_id.clone()));
+        if !group.is(GroupState::PreparingRebalance) {
+            return;
+        }
+        for member_id in group.not_yet_rejoined_dynamic() {
+            group.remove(&member_id, self.fx);
+            self.fx.timers.cancel(&Self::heartbeat_key(group, &member_id));
+        }
+        if !group.maybe_elect_new_joined_leader() && !group.members.is_empty() {
+            // Nobody rejoined: wait another rebalance timeout for session expiry to act.
+            let op = TimerOp::CompleteJoin { group: group.group_id.clone() };
+            let deadline = self.now + i64::from(group.rebalance_timeout_ms());
+            self.fx.timers.schedule(TimerKey::Join(group.group_id.clone()), deadline, op);
+            return;
+        }
+        group.init_next_generation(self.now);
+        if group.is(GroupState::Empty) {
+            self.persist(group);
+            return;
+        }
+        let ids: Vec<String> = group.members.keys().cloned().collect();
+        for id in ids {
+            let leader = group.is_leader(&id);
+            let response = group.join_response(&id, leader);
+            group.complete_join(&id, response, self.fx);
+            self.reschedule_heartbeat(group, &id);
+            if let Some(member) = group.members.get_mut(&id) {
+                member.is_new = false;
+            }
+            group.pending_sync_members.insert(id);
+        }
+        let op =
+            TimerOp::ExpireSync { group: group.group_id.clone(), generation: group.generation_id };
+        let deadline = self.now + i64::from(group.rebalance_timeout_ms());
+        self.fx.timers.schedule(TimerKey::Sync(group.group_id.clone()), deadline, op);
+    }
+
+    fn expire_heartbeat(&mut self, group: &mut Group, member_id: &str) {
+        if group.pending_join_members.contains(member_id) {
+            group.remove(member_id, self.fx);
+            if group.is(GroupState::PreparingRebalance) && group.has_all_members_joined() {
+                self.complete_join(group);
+            }
+            return;
+        }
+        let Some(member) = group.members.get(member_id) else { return };
+        if member.has_satisfied_heartbeat() {
+            return;
+        }
+        self.remove_member(group, member_id);
+    }
+
+    /// Removes a failed member; a parked JoinGroup of it gets UNKNOWN_MEMBER_ID.
+    fn remove_member(&mut self, group: &mut Group, member_id: &str) {
+        group.remove(member_id, self.fx);
+        match group.state {
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                self.maybe_prepare_rebalance_or_complete_join(group)
+            }
+            GroupState::PreparingRebalance if group.has_all_members_joined() => {
+                self.complete_join(group)
+            }
+            _ => {}
+        }
+    }
+
+    fn remove_current_member(&mut self, group: &mut Group, member_id: &str) {
+        self.fx.timers.cancel(&Self::heartbeat_key(group, member_id));
+        group.remove(member_id, self.fx);
+    }
+
+    fn expire_pending_sync(&mut self, group: &mut Group, generation: i32) {
+        if generation != group.generation_id {
+            return;
+        }
+        if !(group.is(GroupState::CompletingRebalance) || group.is(GroupState::Stable)) {
+            return;
+        }
+        if group.pending_sync_members.is_empty() {
+            return;
+        }
+        let late: Vec<String> = group.pending_sync_members.iter().cloned().collect();
+        for member_id in late {
+            group.remove(&member_id, self.fx);
+            self.fx.timers.cancel(&Self::heartbeat_key(group, &member_id));
+        }
+        self.prepare_rebalance(group);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SESSION_MS: i32 = 10_000;
+    const REBALANCE_MS: i32 = 30_000;
+    const DELAY_MS: i32 = 100;
+
+    /// Drives `Groups` with an explicit clock and collects the answers to parked requests.
+    struct Harness {
+        groups: Groups,
+        now: i64,
+        next_reply: ReplyId,
+        replies: HashMap<ReplyId, Reply>,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            let config =
+                GroupConfig { initial_rebalance_delay_ms: DELAY_MS, ..GroupConfig::default() };
+            Harness {
+                groups: Groups::new(config),
+                now: 1_000,
+                next_reply: 1,
+                replies: HashMap::new(),
+            }
+        }
+
+        fn collect(&mut self) {
+            for (id, reply) in self.groups.take_replies() {
+                assert!(self.replies.insert(id, reply).is_none(), "reply {id} answered twice");
+            }
+        }
+
+        fn advance(&mut self, ms: i64) {
+            self.now += ms;
+            self.groups.advance(self.now);
+            self.collect();
+        }
+
+        fn join(&mut self, req: JoinRequest) -> ReplyId {
+            let id = self.next_reply;
+            self.next_reply += 1;
+            self.groups.join(self.now, id, req);
+            self.collect();
+            id
+        }
+
+        fn sync(&mut self, req: SyncRequest) -> ReplyId {
+            let id = self.next_reply;
+            self.next_reply += 1;
+            self.groups.sync(self.now, id, req);
+            self.collect();
+            id
+        }
+
+        fn joined(&mut self, id: ReplyId) -> JoinResponse {
+            match self.replies.remove(&id) {
+                Some(Reply::Join(response)) => response,
+                other => panic!("no join answer for {id}: {other:?}"),
+            }
+        }
+
+        fn synced(&mut self, id: ReplyId) -> SyncResponse {
+            match self.replies.remove(&id) {
+                Some(Reply::Sync(response)) => response,
+                other => panic!("no sync answer for {id}: {other:?}"),
+            }
+        }
+
+        fn parked(&self, id: ReplyId) -> bool {
+            !self.replies.contains_key(&id)
+        }
+
+        fn heartbeat(&mut self, group: &str, generation: i32, member: &str) -> i16 {
+            let req = HeartbeatRequest {
+                group_id: group.into(),
+                generation_id: generation,
+                member_id: member.into(),
+                group_instance_id: None,
+            };
+            self.groups.heartbeat(self.now, req)
+        }
+
+        /// A member joins a new group (v4+ handshake) and waits out the initial delay.
+        fn join_dynamic(&mut self, group: &str, client: &str) -> String {
+            let first = self.join(join_request(group, "", client, &["range"]));
+            let answer = self.joined(first);
+            assert_eq!(answer.error_code, errors::MEMBER_ID_REQUIRED);
+            assert!(answer.member_id.starts_with(client));
+            answer.member_id
+        }
+
+        fn commit(
+            &mut self,
+            group: &str,
+            generation: i32,
+            member: &str,
+            offset: i64,
+        ) -> Result<Vec<i16>, i16> {
+            let req = CommitRequest {
+                group_id: group.into(),
+                generation_id: generation,
+                member_id: member.into(),
+                group_instance_id: None,
+                retention_time_ms: -1,
+                api_version: 9,
+                partitions: vec![CommitPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset,
+                    leader_epoch: 3,
+                    metadata: Some("meta".into()),
+                }],
+            };
+            self.groups.commit_offsets(self.now, req)
+        }
+    }
+
+    fn join_request(group: &str, member: &str, client: &str, protocols: &[&str]) -> JoinRequest {
+        JoinRequest {
+            group_id: group.into(),
+            member_id: member.into(),
+            group_instance_id: None,
+            client_id: client.into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: SESSION_MS,
+            rebalance_timeout_ms: REBALANCE_MS,
+            protocol_type: CONSUMER_PROTOCOL_TYPE.into(),
+            protocols: protocols
+                .iter()
+                .map(|name| Protocol { name: name.to_string(), metadata: subscription(&["t"]) })
+                .collect(),
+            require_known_member_id: true,
+            supports_skip_assignment: false,
+        }
+    }
+
+    fn sync_request(
+        group: &str,
+        generation: i32,
+        member: &str,
+        assignments: &[(&str, &[u8])],
+    ) -> SyncRequest {
+        SyncRequest {
+            group_id: group.into(),
+            generation_id: generation,
+            member_id: member.into(),
+            group_instance_id: None,
+            protocol_type: Some(CONSUMER_PROTOCOL_TYPE.into()),
+            protocol_name: None,
+            assignments: assignments
+                .iter()
+                .map(|(m, a)| (m.to_string(), Bytes::copy_from_slice(a)))
+                .collect(),
+        }
+    }
+
+    /// A consumer-protocol subscription (v0) to `topics`.
+    fn subscription(topics: &[&str]) -> Bytes {
+        let mut out = vec![0u8, 0];
+        out.extend((topics.len() as i32).to_be_bytes());
+        for t in topics {
+            out.extend((t.len() as i16).to_be_bytes());
+            out.extend(t.as_bytes());
+        }
+        out.extend(0i32.to_be_bytes()); // no user data
+        Bytes::from(out)
+    }
+
+    /// Two members in a stable group "g"; returns (harness, leader, follower, generation).
+    fn stable_pair() -> (Harness, String, String, i32) {
+        let mut h = Harness::new();
+        let a = h.join_dynamic("g", "a");
+        let b = h.join_dynamic("g", "b");
+        let ja = h.join(join_request("g", &a, "a", &["range"]));
+        let jb = h.join(join_request("g", &b, "b", &["range"]));
+        assert!(h.parked(ja) && h.parked(jb), "the initial delay holds the first generation");
+        h.advance(i64::from(DELAY_MS));
+        assert!(h.parked(ja), "b arrived during the delay: it is extended once");
+        h.advance(i64::from(DELAY_MS));
+        let (ra, rb) = (h.joined(ja), h.joined(jb));
+        assert_eq!(ra.generation_id, 1);
+        assert_eq!(ra.leader, a);
+        assert_eq!(rb.leader, a);
+        assert_eq!(ra.members.len(), 2, "the leader gets every member's metadata");
+        assert!(rb.members.is_empty());
+        assert_eq!(ra.protocol_name.as_deref(), Some("range"));
+        let sb = h.sync(sync_request("g", 1, &b, &[]));
+        assert!(h.parked(sb), "a follower waits for the leader's assignment");
+        let sa = h.sync(sync_request("g", 1, &a, &[(&a, b"A"), (&b, b"B")]));
+        assert_eq!(&h.synced(sa).assignment[..], b"A");
+        assert_eq!(&h.synced(sb).assignment[..], b"B");
+        assert_eq!(h.groups.state_of("g"), Some(GroupState::Stable));
+        (h, a, b, 1)
+    }
+
+    #[test]
+    fn two_members_form_a_generation_after_the_initial_delay() {
+        let (mut h, a, b, generation) = stable_pair();
+        assert_eq!(h.heartbeat("g", generation, &a), errors::NONE);
+        assert_eq!(h.heartbeat("g", generation, &b), errors::NONE);
+        let described = h.groups.describe("g");
+        assert_eq!(described.state, GroupState::Stable);
+        assert_eq!(described.protocol_data, "range");
+        assert_eq!(described.members.len(), 2);
+        let records = h.groups.take_records();
+        assert!(
+            matches!(records.last(), Some(Record::Group { value: Some(v), .. }) if v.generation == 1)
+        );
+    }
+
+    #[test]
+    fn the_initial_delay_extends_while_members_keep_arriving() {
+        let mut h = Harness::new();
+        let a = h.join_dynamic("g", "a");
+        let ja = h.join(join_request("g", &a, "a", &["range"]));
+        h.advance(i64::from(DELAY_MS) - 10);
+        let b = h.join_dynamic("g", "b");
+        let jb = h.join(join_request("g", &b, "b", &["range"]));
+        h.advance(10);
+        assert!(h.parked(ja) && h.parked(jb), "a member arrived during the delay: wait again");
+        h.advance(i64::from(DELAY_MS));
+        assert_eq!(h.joined(ja).generation_id, 1);
+        assert_eq!(h.joined(jb).generation_id, 1);
+    }
+
+    #[test]
+    fn the_protocol_is_one_every_member_supports() {
+        let mut h = Harness::new();
+        let a = h.join_dynamic("g", "a");
+        let b = h.join_dynamic("g", "b");
+        let ja = h.join(join_request("g", &a, "a", &["range", "roundrobin"]));
+        let jb = h.join(join_request("g", &b, "b", &["roundrobin"]));
+        let c = h.join(join_request("g", "", "c", &["sticky"]));
+        assert_eq!(h.joined(c).error_code, errors::INCONSISTENT_GROUP_PROTOCOL);
+        h.advance(i64::from(DELAY_MS));
+        h.advance(i64::from(DELAY_MS));
+        assert_eq!(h.joined(ja).protocol_name.as_deref(), Some("roundrobin"));
+        assert_eq!(h.joined(jb).protocol_name.as_deref(), Some("roundrobin"));
+        let mut empty_type = join_request("other", "", "x", &["range"]);
+        empty_type.protocol_type = String::new();
+        let x = h.join(empty_type);
+        assert_eq!(h.joined(x).error_code, errors::INCONSISTENT_GROUP_PROTOCOL);
+    }
+
+    #[test]
+    fn a_silent_member_is_removed_after_its_session_timeout() {
+        let (mut h, a, b, generation) = stable_pair();
+        h.advance(i64::from(SESSION_MS) / 2);
+        assert_eq!(h.heartbeat("g", generation, &a), errors::NONE);
+        h.advance(i64::from(SESSION_MS) / 2 - 1);
+        assert_eq!(h.groups.state_of("g"), Some(GroupState::Stable), "b still within its session");
+        h.advance(1);
+        assert_eq!(h.groups.state_of("g"), Some(GroupState::PreparingRebalance));
+        assert_eq!(h.heartbeat("g", generation, &b), errors::UNKNOWN_MEMBER_ID);
+        assert_eq!(h.heartbeat("g", generation, &a), errors::REBALANCE_IN_PROGRESS);
+        let ja = h.join(join_request("g", &a, "a", &["range"]));
+        let answer = h.joined(ja);
+        assert_eq!(answer.generation_id, generation + 1, "the only member rejoined: done");
+        assert_eq!(answer.members.len(), 1);
+    }
+
+    #[test]
+    fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_timeout() {
+        let (mut h, a, b, generation) = stable_pair();
+        let c = h.join_dynamic("g", "c");
+        let jc = h.join(join_request("g", &c, "c", &["range"]));
+        assert_eq!(h.heartbeat("g", generation, &a), errors::REBALANCE_IN_PROGRESS);
+        let ja = h.join(join_request("g", &a, "a", &["range"]));
+        // b keeps heartbeating but never rejoins.
+        for _ in 0..(REBALANCE_MS / 5_000) {
+            h.advance(5_000);
+            if h.parked(ja) {
+                assert_eq!(h.heartbeat("g", generation, &b), errors::REBALANCE_IN_PROGRESS);
+            }
+        }
+        let answer = h.joined(ja);
+        assert_eq!(answer.generation_id, generation + 1);
+        assert_eq!(answer.members.len(), 2, "a and c, not b");
+        assert_eq!(h.joined(jc).leader, a);
+        assert_eq!(h.heartbeat("g", generation + 1, &b), errors::UNKNOWN_MEMBER_ID);
+    }
+
+    #[test]
+    fn members_that_never_sync_are_removed_at_the_rebalance_timeout() {
+        let (mut h, a, b, generation) = stable_pair();
+        let ja = h.join(join_request("g", &a, "a", &["range"]));
+        let jb = h.join(join_request("g", &b, "b", &["range"]));
+        assert_eq!(h.joined(ja).generation_id, generation + 1);
+        assert_eq!(h.joined(jb).generation_id, generation + 1);
+        let sa = h.sync(sync_request("g", generation + 1, &a, &[(&a, b"A"), (&b, b"B")]));
+        assert_eq!(&h.synced(sa).assignment[..], b"A");
+        // Both stay alive, but b never sends its SyncGroup.
+        for _ in 0..(REBALANCE_MS / 5_000) {
+            assert_eq!(h.groups.state_of("g"), Some(GroupState::Stable));
+            assert_eq!(h.heartbeat("g", generation + 1, &a), errors::NONE);
+            assert_eq!(h.heartbeat("g", generation + 1, &b), errors::NONE);
+            h.advance(5_000);
+        }
+        assert_eq!(h.groups.state_of("g"), Some(GroupState::PreparingRebalance), "b never synced");
+        assert_eq!(h.heartbeat("g", generation + 1, &b), errors::UNKNOWN_MEMBER_ID);
+        assert_eq!(h.heartbeat("g", generation + 1, &a), errors::REBALANCE_IN_PROGRESS);
+    }
+
+    #[test]
+    fn stale_generations_and_strangers_get_kafkas_errors() {
+        let (mut h, a, b, generation) = stable_pair();
+        assert_eq!(h.heartbeat("g", generation + 5, &a), errors::ILLEGAL_GENERATION);
+        assert_eq!(h.heartbeat("g", generation, "nobody"), errors::UNKNOWN_MEMBER_ID);
+        assert_eq!(h.heartbeat("nogroup", generation, &a), errors::UNKNOWN_MEMBER_ID);
+        let s = h.sync(sync_request("g", generation + 1, &b, &[]));
+        assert_eq!(h.synced(s).error_code, errors::ILLEGAL_GENERATION);
+        let s = h.sync(sync_request("nogroup", 1, &b, &[]));
+        assert_eq!(h.synced(s).error_code, errors::UNKNOWN_MEMBER_ID);
+        assert_eq!(h.commit("g", generation, "nobody", 5), Err(errors::UNKNOWN_MEMBER_ID));
+        assert_eq!(h.commit("g", generation + 1, &a, 5), Err(errors::ILLEGAL_GENERATION));
+        assert_eq!(h.commit("g", -1, "", 5), Err(errors::UNKNOWN_MEMBER_ID), "group not empty");
+        assert_eq!(h.commit("nogroup", 1, &a, 5), Err(errors::GROUP_ID_NOT_FOUND));
+        let j = h.join(join_request("g", "made-up", "z", &["range"]));
+        assert_eq!(h.joined(j).error_code, errors::UNKNOWN_MEMBER_ID);
+        assert_eq!(h.commit("g", generation, &a, 5), Ok(vec![errors::NONE]));
+        assert_eq!(h.groups.state_of("g"), Some(GroupState::Stable), "nothing changed");
+    }
+
+    #[test]
+    fn old_offset_commit_versions_say_illegal_generation_for_an_unknown_group() {
+        let mut h = Harness::new();
+        let req = CommitRequest {
+            group_id: "nogroup".into(),
+            generation_id: 3,
+            member_id: "m".into(),
+            group_instance_id: None,
+            retention_time_ms: -1,
+            api_version: 8,
+            partitions: Vec::new(),
+        };
+        assert_eq!(h.groups.commit_offsets(h.now, req), Err(errors::ILLEGAL_GENERATION));
+        assert!(!h.groups.contains("nogroup"));
+    }
+
+    #[test]
+    fn commits_during_completing_rebalance_are_refused() {
+        let (mut h, a, b, generation) = stable_pair();
+        let ja = h.join(join_request("g", &a, "a", &["range"]));
+        let jb = h.join(join_request("g", &b, "b", &["range"]));
+        let next = h.joined(ja).generation_id;
+        h.joined(jb);
+        assert_eq!(next, generation + 1);
+        assert_eq!(h.commit("g", next, &a, 1), Err(errors::REBALANCE_IN_PROGRESS));
+    }
+
+    #[test]
+    fn only_the_leaders_assignment_counts() {
+        let (mut h, a, b, generation) = stable_pair();
+        let ja = h.join(join_request("g", &a, "a", &["range"]));
+        let jb = h.join(join_request("g", &b, "b", &["range"]));
+        h.joined(ja);
+        h.joined(jb);
+        let next = generation + 1;
+        let sb = h.sync(sync_request("g", next, &b, &[(&a, b"bogus"), (&b, b"bogus")]));
+        assert!(h.parked(sb));
+        let sa = h.sync(sync_request("g", next, &a, &[(&a, b"A2"), (&b, b"B2")]));
+        assert_eq!(&h.synced(sa).assignment[..], b"A2");
+        assert_eq!(&h.synced(sb).assignment[..], b"B2");
+    }
+
+    #[test]
+    fn a_static_member_rejoins_without_a_rebalance_and_fences_its_old_self() {
+        let mut h = Harness::new();
+        let mut req = join_request("g", "", "a", &["range"]);
+        req.group_instance_id = Some("instance-1".into());
+        let j = h.join(req.clone());
+        assert!(h.parked(j), "static members need no MEMBER_ID_REQUIRED round");
+        h.advance(i64::from(DELAY_MS));
+        let first = h.joined(j);
+        let s = h.sync(SyncRequest {
+            group_instance_id: Some("instance-1".into()),
+            ..sync_request("g", 1, &first.member_id, &[(&first.member_id, b"A")])
+        });
+        assert_eq!(&h.synced(s).assignment[..], b"A");
+        // The process restarts: same instance id, no member id.
+        let j = h.join(req.clone());
+        let second = h.joined(j);
+        assert_eq!(second.error_code, errors::NONE);
+        assert_eq!(second.generation_id, 1, "no new generation");
+        assert_ne!(second.member_id, first.member_id);
+        assert_eq!(second.leader, first.member_id, "old clients must not think they lead");
+        assert_eq!(h.groups.state_of("g"), Some(GroupState::Stable));
+        let s = h.sync(SyncRequest {
+            group_instance_id: Some("instance-1".into()),
+            ..sync_request("g", 1, &second.member_id, &[])
+        });
+        assert_eq!(&h.synced(s).assignment[..], b"A", "it keeps its assignment");
+        let old = HeartbeatRequest {
+            group_id: "g".into(),
+            generation_id: 1,
+            member_id: first.member_id.clone(),
+            group_instance_id: Some("instance-1".into()),
+        };
+        assert_eq!(h.groups.heartbeat(h.now, old), errors::FENCED_INSTANCE_ID);
+        // With JoinGroup v9 the leader is told it may skip the assignment.
+        req.supports_skip_assignment = true;
+        let j = h.join(req);
+        let third = h.joined(j);
+        assert!(third.skip_assignment);
+        assert_eq!(third.leader, third.member_id);
+    }
+
+    #[test]
+    fn a_static_member_survives_a_rebalance_it_misses() {
+        let (mut h, a, _b, generation) = stable_pair();
+        let mut req = join_request("g", "", "s", &["range"]);
+        req.group_instance_id = Some("s1".into());
+        let js = h.join(req);
+        let ja = h.join(join_request("g", &a, "a", &["range"]));
+        h.advance(i64::from(REBALANCE_MS));
+        let s = h.joined(js);
+        assert_eq!(h.joined(ja).generation_id, generation + 1);
+        assert_eq!(s.generation_id, generation + 1);
+        // Next rebalance: the static member does not rejoin in time but is not dropped.
+        let ja = h.join(join_request("g", &a, "a", &["range"]));
+        h.advance(i64::from(REBALANCE_MS));
+        let answer = h.joined(ja);
+        assert_eq!(answer.members.len(), 2, "static member kept: {answer:?}");
+    }
+
+    #[test]
+    fn a_pending_member_that_never_returns_expires() {
+        let mut h = Harness::new();
+        let a = h.join_dynamic("g", "a");
+        h.advance(i64::from(SESSION_MS));
+        let j = h.join(join_request("g", &a, "a", &["range"]));
+        let answer = h.joined(j);
+        assert_eq!(answer.error_code, errors::UNKNOWN_MEMBER_ID);
+    }
+
+    #[test]
+    fn leave_removes_members_one_by_one_and_rebalances() {
+        let (mut h, a, b, generation) = stable_pair();
+        let leaving = vec![
+            LeaveMember { member_id: b.clone(), group_instance_id: None },
+            LeaveMember { member_id: "stranger".into(), group_instance_id: None },
+        ];
+        let answer = h.groups.leave(h.now, "g", leaving);
+        assert_eq!(answer.error_code, errors::NONE);
+        assert_eq!(answer.members[0].1, errors::NONE);
+        assert_eq!(answer.members[1].1, errors::UNKNOWN_MEMBER_ID);
+        assert_eq!(h.groups.state_of("g"), Some(GroupState::PreparingRebalance));
+        let ja = h.join(join_request("g", &a, "a", &["range"]));
+        assert_eq!(h.joined(ja).generation_id, generation + 1);
+        let answer = h.groups.leave(h.now, "nogroup", vec![]);
+        assert_eq!(answer.error_code, errors::UNKNOWN_MEMBER_ID);
+        // The last member leaves: the group is empty and says so in a record.
+        let answer =
+            h.groups.leave(h.now, "g", vec![LeaveMember { member_id: a, group_instance_id: None }]);
+        assert_eq!(answer.members[0].1, errors::NONE);
+        assert_eq!(h.groups.state_of("g"), Some(GroupState::Empty));
+    }
+
+    #[test]
+    fn offsets_commit_fetch_and_survive_a_replay() {
+        let (mut h, a, _b, generation) = stable_pair();
+        assert_eq!(h.commit("g", generation, &a, 42), Ok(vec![errors::NONE]));
+        assert_eq!(h.commit("simple", -1, "", 7), Ok(vec![errors::NONE]));
+        let fetched = h.groups.fetch_offsets("g", Some(vec![("t".into(), vec![0, 1])]));
+        assert_eq!(fetched[0].offset, 42);
+        assert_eq!(fetched[0].leader_epoch, 3);
+        assert_eq!(fetched[0].metadata, "meta");
+        assert_eq!(fetched[1].offset, -1);
+        assert_eq!(h.groups.fetch_offsets("simple", None).len(), 1);
+        assert!(h.groups.fetch_offsets("none", None).is_empty());
+        // Replaying every record written so far rebuilds the same state.
+        let records = h.groups.take_records();
+        let mut copy = Groups::new(GroupConfig::default());
+        for record in records {
+            copy.replay(h.now, record);
+        }
+        copy.finish_load(h.now);
+        assert_eq!(copy.fetch_offsets("g", None), h.groups.fetch_offsets("g", None));
+        assert_eq!(copy.fetch_offsets("simple", None), h.groups.fetch_offsets("simple", None));
+        assert_eq!(copy.describe("g"), h.groups.describe("g"));
+        // The loaded members must heartbeat, or they expire.
+        assert_eq!(copy.pending_timers(), 2);
+        // A snapshot restates it all.
+        let mut again = Groups::new(GroupConfig::default());
+        for record in copy.snapshot() {
+            again.replay(h.now, record);
+        }
+        assert_eq!(again.fetch_offsets("g", None), h.groups.fetch_offsets("g", None));
+        assert_eq!(again.list(&[]), copy.list(&[]));
+    }
+
+    #[test]
+    fn metadata_over_the_limit_is_refused_per_partition() {
+        let mut h = Harness::new();
+        let req = CommitRequest {
+            group_id: "g".into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            retention_time_ms: -1,
+            api_version: 9,
+            partitions: vec![
+                CommitPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: 1,
+                    leader_epoch: -1,
+                    metadata: Some("x".repeat(4097)),
+                },
+                CommitPartition {
+                    topic: "t".into(),
+                    partition: 1,
+                    offset: 1,
+                    leader_epoch: -1,
+                    metadata: None,
+                },
+            ],
+        };
+        let codes = h.groups.commit_offsets(h.now, req).expect("accepted");
+        assert_eq!(codes, vec![errors::OFFSET_METADATA_TOO_LARGE, errors::NONE]);
+        assert_eq!(h.groups.take_records().len(), 1);
+    }
+
+    #[test]
+    fn only_empty_groups_can_be_deleted_and_heartbeats_then_fail() {
+        let (mut h, a, b, generation) = stable_pair();
+        assert_eq!(h.groups.delete_group("g"), errors::NON_EMPTY_GROUP);
+        assert_eq!(h.groups.delete_group("nogroup"), errors::GROUP_ID_NOT_FOUND);
+        h.commit("g", generation, &a, 9).expect("commit");
+        let everyone = vec![
+            LeaveMember { member_id: a.clone(), group_instance_id: None },
+            LeaveMember { member_id: b, group_instance_id: None },
+        ];
+        h.groups.leave(h.now, "g", everyone);
+        assert_eq!(h.groups.state_of("g"), Some(GroupState::Empty));
+        h.groups.take_records();
+        assert_eq!(h.groups.delete_group("g"), errors::NONE);
+        let records = h.groups.take_records();
+        assert_eq!(records.len(), 2, "an offset tombstone and a group tombstone: {records:?}");
+        assert!(!h.groups.contains("g"));
+        assert_eq!(h.heartbeat("g", generation, &a), errors::UNKNOWN_MEMBER_ID);
+        assert_eq!(h.groups.describe("g").state, GroupState::Dead);
+    }
+
+    #[test]
+    fn offset_delete_refuses_topics_a_live_group_reads() {
+        let (mut h, a, _b, generation) = stable_pair();
+        h.commit("g", generation, &a, 9).expect("commit");
+        let answer =
+            h.groups.delete_offsets("g", vec![("t".into(), vec![0]), ("u".into(), vec![0])]);
+        let answer = answer.expect("consumer group");
+        assert_eq!(answer[0].1, vec![(0, errors::GROUP_SUBSCRIBED_TO_TOPIC)]);
+        assert_eq!(answer[1].1, vec![(0, errors::NONE)]);
+        assert_eq!(h.groups.delete_offsets("nogroup", vec![]), Err(errors::GROUP_ID_NOT_FOUND));
+    }
+
+    #[test]
+    fn retention_expires_offsets_of_empty_groups_only() {
+        let (mut h, a, _b, generation) = stable_pair();
+        h.commit("g", generation, &a, 1).expect("commit");
+        h.commit("simple", -1, "", 1).expect("commit");
+        let retention = h.groups.config().offsets_retention_ms;
+        h.now += retention;
+        // Keep "g" alive (its members heartbeat): only the simple group's offset expires.
+        let expired = h.groups.expire_offsets(h.now);
+        assert_eq!(expired, 1);
+        assert!(!h.groups.contains("simple"));
+        assert!(h.groups.contains("g"));
+        assert_eq!(h.groups.fetch_offsets("g", None).len(), 1);
+    }
+
+    #[test]
+    fn list_filters_by_state_case_insensitively() {
+        let (mut h, _a, _b, _generation) = stable_pair();
+        h.commit("simple", -1, "", 1).expect("commit");
+        let all = h.groups.list(&[]);
+        assert_eq!(
+            all.iter().map(|g| g.group_id.as_str()).collect::<Vec<_>>(),
+            vec!["g", "simple"]
+        );
+        let stable = h.groups.list(&["stable".into()]);
+        assert_eq!(stable.len(), 1);
+        assert_eq!(stable[0].protocol_type, "consumer");
+        assert_eq!(h.groups.list(&["Empty".into()])[0].group_id, "simple");
+        assert!(h.groups.list(&["Dead".into()]).is_empty());
+    }
+
+    #[test]
+    fn subscriptions_are_read_from_consumer_metadata() {
+        assert_eq!(
+            subscription_topics(&subscription(&["a", "bc"])),
+            Some(vec!["a".into(), "bc".into()])
+        );
+        assert_eq!(subscription_topics(&[0, 1, 0]), None);
+        assert_eq!(subscription_topics(&[0, 0, 0, 0, 0, 1, 0, 9, b'x']), None);
+    }
+}
