@@ -388,15 +388,20 @@ impl Coordinator {
         if records.is_empty() {
             return None;
         }
-        let mut out = self.outbox.borrow_mut();
-        out.records.extend(records);
-        let answer = ack.then(|| {
-            let (tx, rx) = oneshot::channel();
-            out.acks.push(tx);
-            rx
-        });
-        if !out.flushing {
+        let (answer, start) = {
+            let mut out = self.outbox.borrow_mut();
+            out.records.extend(records);
+            let answer = ack.then(|| {
+                let (tx, rx) = oneshot::channel();
+                out.acks.push(tx);
+                rx
+            });
+            let start = !out.flushing;
             out.flushing = true;
+            (answer, start)
+        };
+        // Spawned with no borrow held: the new task may run before this returns.
+        if start {
             glommio::spawn_local(self.clone().flush_loop()).detach();
         }
         answer
