@@ -85,6 +85,10 @@ pub struct Args {
     /// [default: 10080, 7 days].
     #[arg(long, value_name = "MINUTES")]
     pub offsets_retention_minutes: Option<i64>,
+    /// Segment size of each shard's committed-offsets log (offsets.topic.segment.bytes); the
+    /// log is compacted when it spans four segments [default: 16 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub offsets_topic_segment_bytes: Option<u64>,
 }
 
 /// The same options as read from the TOML file.
@@ -110,6 +114,7 @@ struct FileConfig {
     group_min_session_timeout_ms: Option<i32>,
     group_max_session_timeout_ms: Option<i32>,
     offsets_retention_minutes: Option<i64>,
+    offsets_topic_segment_bytes: Option<u64>,
 }
 
 /// The validated configuration every shard gets a copy of.
@@ -225,6 +230,9 @@ impl Config {
             offsets_retention_minutes: args
                 .offsets_retention_minutes
                 .or(file.offsets_retention_minutes),
+            offsets_segment_bytes: args
+                .offsets_topic_segment_bytes
+                .or(file.offsets_topic_segment_bytes),
         })?;
         Ok(Config {
             listen,
@@ -249,6 +257,7 @@ struct GroupValues {
     session_timeout_ms_min: Option<i32>,
     session_timeout_ms_max: Option<i32>,
     offsets_retention_minutes: Option<i64>,
+    offsets_segment_bytes: Option<u64>,
 }
 
 fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
@@ -270,11 +279,22 @@ fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
     if !(1..=i64::MAX / 60_000).contains(&retention_minutes) {
         return Err(format!("--offsets-retention-minutes {retention_minutes} must be positive."));
     }
+    let segment_bytes = values.offsets_segment_bytes.unwrap_or(defaults.offsets_segment_bytes);
+    if !(constants::SEGMENT_SIZE_BYTES_MIN..=constants::SEGMENT_SIZE_BYTES_DEFAULT)
+        .contains(&segment_bytes)
+    {
+        return Err(format!(
+            "--offsets-topic-segment-bytes {segment_bytes} is out of range; use {} to {}.",
+            constants::SEGMENT_SIZE_BYTES_MIN,
+            constants::SEGMENT_SIZE_BYTES_DEFAULT
+        ));
+    }
     Ok(GroupConfig {
         initial_rebalance_delay_ms: delay,
         session_timeout_ms_min: min,
         session_timeout_ms_max: max,
         offsets_retention_ms: retention_minutes * 60_000,
+        offsets_segment_bytes: segment_bytes,
         ..defaults
     })
 }
@@ -356,5 +376,26 @@ mod tests {
         let args = Args { config: Some(path), ..Args::default() };
         let error = Config::from_args(args).expect_err("unknown key");
         assert!(!error.contains('\n'), "{error}");
+    }
+
+    #[test]
+    fn group_options_default_to_kafkas_and_are_checked() {
+        let config = Config::from_args(Args::default()).expect("defaults are valid");
+        assert_eq!(config.groups.initial_rebalance_delay_ms, 3_000);
+        assert_eq!(config.groups.session_timeout_ms_min, 6_000);
+        assert_eq!(config.groups.session_timeout_ms_max, 1_800_000);
+        assert_eq!(config.groups.offsets_retention_ms, 7 * 24 * 60 * 60 * 1000);
+        let args = Args { group_initial_rebalance_delay_ms: Some(0), ..Args::default() };
+        assert_eq!(Config::from_args(args).expect("valid").groups.initial_rebalance_delay_ms, 0);
+        for bad in [
+            Args { group_initial_rebalance_delay_ms: Some(-1), ..Args::default() },
+            Args { group_min_session_timeout_ms: Some(0), ..Args::default() },
+            Args { group_max_session_timeout_ms: Some(5_000), ..Args::default() },
+            Args { offsets_retention_minutes: Some(0), ..Args::default() },
+            Args { offsets_topic_segment_bytes: Some(1024), ..Args::default() },
+        ] {
+            let error = Config::from_args(bad).expect_err("invalid");
+            assert!(error.starts_with("--"), "{error}");
+        }
     }
 }

@@ -101,19 +101,20 @@ pub const GROUP_TICK_MS: u64 = 100;
 /// offsets.retention.check.interval.ms default).
 pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS: i64 = 600_000;
 
-/// Segment size of each shard's committed-offsets log.
-pub const OFFSETS_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// Segment size of each shard's committed-offsets log (Kafka's offsets.topic.segment.bytes
+/// is 100 MiB; our logs hold one shard's groups, so smaller segments compact sooner).
+pub const OFFSETS_SEGMENT_BYTES_DEFAULT: u64 = 16 * 1024 * 1024;
 
 /// The offsets log is compacted (state snapshot appended, older segments deleted) once it
-/// is larger than this and twice its size after the previous compaction.
-pub const OFFSETS_COMPACT_BYTES_MIN: u64 = 4 * OFFSETS_SEGMENT_BYTES;
+/// spans this many segments' worth of bytes and twice its size after the last compaction.
+pub const OFFSETS_COMPACT_SEGMENTS: u64 = 4;
 
-/// Largest record batch the coordinator writes to its log.
+/// Largest record batch the coordinator writes to its log (at most a quarter segment).
 pub const OFFSETS_BATCH_BYTES_MAX: usize = 1024 * 1024;
 
-const _: () = assert!(OFFSETS_SEGMENT_BYTES >= SEGMENT_SIZE_BYTES_MIN);
-const _: () = assert!((OFFSETS_BATCH_BYTES_MAX as u64) < OFFSETS_SEGMENT_BYTES);
-const _: () = assert!(OFFSETS_COMPACT_BYTES_MIN > 2 * OFFSETS_SEGMENT_BYTES);
+const _: () = assert!(OFFSETS_SEGMENT_BYTES_DEFAULT >= SEGMENT_SIZE_BYTES_MIN);
+const _: () = assert!((OFFSETS_BATCH_BYTES_MAX as u64) < OFFSETS_SEGMENT_BYTES_DEFAULT);
+const _: () = assert!(OFFSETS_COMPACT_SEGMENTS > 2);
 const _: () = assert!(MEMBER_ID_PREFIX_BYTES_MAX + 40 < GROUP_ID_LENGTH_MAX);
 
 const _: () = assert!(SEGMENT_SIZE_BYTES_MIN.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES_MAX));

@@ -19,9 +19,9 @@
 //! after its records are written (under the broker's durability policy); group records are
 //! written behind (losing one in a crash only costs the members a rejoin).
 //!
-//! Compaction: when the log outgrows `OFFSETS_COMPACT_BYTES_MIN` (and twice its size after
-//! the previous compaction), the coordinator appends a snapshot of its whole state, each
-//! group reset first, then deletes the segments wholly before the snapshot.
+//! Compaction: when the log outgrows `OFFSETS_COMPACT_SEGMENTS` segments (and twice its size
+//! after the previous compaction), the coordinator appends a snapshot of its whole state,
+//! each group reset first, then deletes the segments wholly before the snapshot.
 //!
 //! Layout: group `g` lives in the log of shard `shard_for_key(g, cores)`. The core count the
 //! logs were written with is kept in `__spate_meta/offsets-layout`; when `--cores` changes,
@@ -40,8 +40,8 @@ use futures::channel::oneshot;
 
 use crate::config::Config;
 use crate::constants::{
-    GROUP_TICK_MS, OFFSETS_BATCH_BYTES_MAX, OFFSETS_COMPACT_BYTES_MIN,
-    OFFSETS_RETENTION_CHECK_INTERVAL_MS, OFFSETS_SEGMENT_BYTES,
+    GROUP_TICK_MS, OFFSETS_BATCH_BYTES_MAX, OFFSETS_COMPACT_SEGMENTS,
+    OFFSETS_RETENTION_CHECK_INTERVAL_MS,
 };
 use crate::group::records::Record;
 use crate::group::state::{
@@ -122,6 +122,7 @@ pub struct Coordinator {
     shards: usize,
     data_dir: PathBuf,
     durability: Durability,
+    segment_bytes: u64,
     state: RefCell<Groups>,
     log: RefCell<Option<LogRef>>,
     waiting: RefCell<HashMap<ReplyId, oneshot::Sender<Reply>>>,
@@ -148,6 +149,7 @@ impl Coordinator {
             shards: config.cores,
             data_dir: config.data_dir.clone(),
             durability: config.topic_defaults.durability,
+            segment_bytes: config.groups.offsets_segment_bytes,
             state: RefCell::new(Groups::new(config.groups.clone())),
             log: RefCell::new(None),
             waiting: RefCell::new(HashMap::new()),
@@ -243,7 +245,7 @@ impl Coordinator {
 
     fn log_config(&self) -> TopicConfig {
         TopicConfig {
-            segment_bytes: OFFSETS_SEGMENT_BYTES,
+            segment_bytes: self.segment_bytes,
             segment_ms: i64::MAX,
             retention_ms: -1,
             retention_bytes: -1,
@@ -427,7 +429,8 @@ impl Coordinator {
                 tracing::error!(shard = self.shard.0, "offsets log not open; records dropped");
                 continue;
             };
-            let batches = encode_batches(&records, now_ms());
+            let batch_bytes_max = OFFSETS_BATCH_BYTES_MAX.min(self.segment_bytes as usize / 4);
+            let batches = encode_batches(&records, now_ms(), batch_bytes_max);
             match log::append(&log, batches).await {
                 Ok(info) => {
                     for ack in acks {
@@ -463,7 +466,8 @@ impl Coordinator {
         let log = self.log.borrow().clone();
         let Some(log) = log else { return };
         let size = log.borrow().size_bytes();
-        let threshold = OFFSETS_COMPACT_BYTES_MIN.max(2 * self.compacted_bytes.get());
+        let threshold =
+            (OFFSETS_COMPACT_SEGMENTS * self.segment_bytes).max(2 * self.compacted_bytes.get());
         if size < threshold || self.compacting.get() {
             return;
         }
@@ -494,9 +498,9 @@ impl Coordinator {
     }
 }
 
-/// Encodes records into batches of at most `OFFSETS_BATCH_BYTES_MAX` (at least one record
-/// each), as Kafka's coordinator writes uncompressed batches of keyed records.
-fn encode_batches(records: &[Record], timestamp: i64) -> Vec<Bytes> {
+/// Encodes records into batches of at most `batch_bytes_max` (at least one record each),
+/// as Kafka's coordinator writes uncompressed batches of keyed records.
+fn encode_batches(records: &[Record], timestamp: i64, batch_bytes_max: usize) -> Vec<Bytes> {
     let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = records.iter().map(Record::encode).collect();
     let mut batches = Vec::new();
     let mut start = 0;
@@ -506,7 +510,7 @@ fn encode_batches(records: &[Record], timestamp: i64) -> Vec<Bytes> {
         while end < encoded.len() {
             let (key, value) = &encoded[end];
             let record_size = key.len() + value.as_ref().map_or(0, Vec::len) + 16;
-            if end > start && size + record_size > OFFSETS_BATCH_BYTES_MAX {
+            if end > start && size + record_size > batch_bytes_max {
                 break;
             }
             size += record_size;

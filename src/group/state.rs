@@ -58,6 +58,8 @@ pub struct GroupConfig {
     pub offsets_retention_ms: i64,
     /// offset.metadata.max.bytes
     pub offset_metadata_bytes_max: usize,
+    /// offsets.topic.segment.bytes (for the coordinator's log; the state machine ignores it)
+    pub offsets_segment_bytes: u64,
 }
 
 impl Default for GroupConfig {
@@ -69,6 +71,7 @@ impl Default for GroupConfig {
             session_timeout_ms_max: 30 * 60 * 1000,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offset_metadata_bytes_max: 4096,
+            offsets_segment_bytes: crate::constants::OFFSETS_SEGMENT_BYTES_DEFAULT,
         }
     }
 }

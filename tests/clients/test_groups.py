@@ -538,6 +538,17 @@ class Wire:
         r.take(">i")
         return r.take(">h")
 
+    def commit_many(self, group, topic, offsets):
+        """OffsetCommit v2 for a simple group (no membership): {partition: offset}."""
+        partitions = [struct.pack(">iq", p, o) + string("m") for p, o in offsets.items()]
+        body = (string(group) + struct.pack(">i", -1) + string("") + struct.pack(">q", -1)
+                + array([string(topic) + array(partitions)]))
+        r = self.call(OFFSET_COMMIT, 2, body)
+        r.take(">i")
+        r.string()
+        errors = [(r.take(">i"), r.take(">h"))[1] for _ in range(r.take(">i"))]
+        assert errors == [NONE] * len(offsets), errors
+
     def fetch(self, group, topic, partition=0):
         body = string(group) + array([string(topic) + array([struct.pack(">i", partition)])])
         r = self.call(OFFSET_FETCH, 1, body)
@@ -678,3 +689,115 @@ def test_empty_and_overlong_group_ids_are_refused(broker):
     wire.close()
     assert listed(broker, set()) == {}, "no group was created by refused requests"
     assert_healthy(broker.bootstrap)
+
+
+# ---------------------------------------------------------------------------------------------
+# the committed-offsets log (Spate's own mechanics: compaction, a change of --cores)
+
+
+def offsets_logs(broker):
+    """{shard: (segment files, bytes)} of the __consumer_offsets-<shard> directories."""
+    found = {}
+    for entry in broker.data_dir.iterdir():
+        if entry.name.startswith("__consumer_offsets-"):
+            logs = list(entry.glob("*.log"))
+            found[int(entry.name.rsplit("-", 1)[1])] = (
+                len(logs), sum(f.stat().st_size for f in logs))
+    return found
+
+
+@pytest.mark.skipif(TARGET != "spate", reason="Spate's offsets log layout")
+def test_the_offsets_log_is_compacted_and_replays_the_same(spate_factory):
+    """Thousands of commits on 64 KiB segments: the log is compacted (a snapshot, old
+    segments deleted), stays small, and a crash or restart replays the latest offsets."""
+    broker = spate_factory("--default-partitions", "4", "--offsets-topic-segment-bytes", "65536")
+    topic = create_topic(broker)
+    groups = [unique("compact") for _ in range(5)]
+    wire = Wire(broker)
+    rounds = 800
+    for round_ in range(rounds):
+        for index, group in enumerate(groups):
+            wire.commit_many(group, topic, {p: round_ * 10 + index + p for p in range(4)})
+    wire.close()
+    written = rounds * len(groups) * 4 * 70  # bytes of offset records, at least
+    logs = offsets_logs(broker)
+    wait_until(lambda: sum(size for _, size in offsets_logs(broker).values()) < written / 3,
+               10, f"the offsets logs to be compacted: {logs}")
+    expected = {g: {p: (rounds - 1) * 10 + i + p for p in range(4)} for i, g in enumerate(groups)}
+
+    def offsets_now():
+        wire = Wire(broker)
+        try:
+            return {g: {p: wire.fetch(g, topic, p)[0] for p in range(4)} for g in groups}
+        finally:
+            wire.close()
+
+    assert offsets_now() == expected
+    broker.kill9()
+    broker.start()
+    assert offsets_now() == expected, "replay after a crash"
+    broker.restart()
+    assert offsets_now() == expected, "replay after a clean restart"
+    assert "compacted the offsets log" in broker.log_text()
+
+
+@pytest.mark.skipif(TARGET != "spate", reason="Spate's per-core offsets logs")
+def test_groups_and_offsets_survive_a_change_of_core_count(spate_factory):
+    """Groups live in the log of the shard that owns them; when --cores changes, every
+    group moves to its new owner at start-up, offsets and membership records included."""
+    broker = spate_factory("--default-partitions", "4", "--group-initial-rebalance-delay-ms",
+                           "0")
+    topic = create_topic(broker)
+    groups = [unique("moving") for _ in range(12)]
+    wire = Wire(broker)
+    for index, group in enumerate(groups):
+        wire.commit_many(group, topic, {p: 100 * index + p for p in range(4)})
+    wire.close()
+    member_wire, generation, member = stable_single_member(broker, unique("members"), topic)
+    member_group = [g for g in listed(broker, set()) if g.startswith("members")][0]
+    member_wire.leave(member_group, member)
+    member_wire.close()
+    expected = {g: {p: 100 * i + p for p in range(4)} for i, g in enumerate(groups)}
+
+    def offsets_now():
+        wire = Wire(broker)
+        try:
+            return {g: {p: wire.fetch(g, topic, p)[0] for p in range(4)} for g in groups}
+        finally:
+            wire.close()
+
+    assert sorted(offsets_logs(broker)) == [0, 1]
+    broker.stop()
+    broker.extra_args += ["--cores", "1"]
+    broker.start()
+    assert offsets_now() == expected
+    assert sorted(offsets_logs(broker)) == [0], "the log of the shard that is gone is removed"
+    assert set(listed(broker, set())) == set(groups) | {member_group}
+    kinds = {g.group_id: g for g in admin_list_groups(broker)}
+    assert kinds[member_group].protocol_type == "consumer", "the membership record moved too"
+    wire = Wire(broker)
+    for index, group in enumerate(groups[:6]):
+        wire.commit_many(group, topic, {p: 5000 + index for p in range(4)})
+    wire.close()
+    for index, group in enumerate(groups[:6]):
+        expected[group] = {p: 5000 + index for p in range(4)}
+    broker.kill9()
+    broker.extra_args[-1] = "2"
+    broker.start()
+    assert offsets_now() == expected
+    assert sorted(offsets_logs(broker)) == [0, 1]
+    broker.restart()
+    assert offsets_now() == expected
+
+
+def admin_list_groups(broker):
+    """ListGroups through kafka-python (it reports the protocol type)."""
+    from kafka import KafkaAdminClient
+
+    client = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=20000)
+    try:
+        return [type("Listed", (), {"group_id": g["group_id"],
+                                    "protocol_type": g["protocol_type"]})
+                for g in client.list_groups()]
+    finally:
+        client.close()
