@@ -527,7 +527,8 @@ fn encode_batches(records: &[Record], timestamp: i64, batch_bytes_max: usize) ->
 }
 
 /// Every intact batch of the log in `dir`, oldest first, read straight from the segment
-/// files (blocking; start-up only). Stops at the first torn or invalid batch.
+/// files (blocking; start-up only). Stops at the first torn or invalid batch: what follows a
+/// damaged spot is not a prefix of the history. (Only the last segment may end in padding.)
 fn read_batches(dir: &Path) -> std::io::Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     let bases = match crate::storage::segment::list_segments(dir) {
@@ -544,6 +545,9 @@ fn read_batches(dir: &Path) -> std::io::Result<Vec<Vec<u8>>> {
         while let Some(scanned) = batch::scan_stored(&bytes[at..]) {
             out.push(bytes[at..at + scanned.size_bytes].to_vec());
             at += scanned.size_bytes;
+        }
+        if at < bytes.len() {
+            break;
         }
     }
     Ok(out)
