@@ -82,6 +82,21 @@ pub const BATCH_HEADER_BYTES: usize = 61;
 /// Bytes before `batch_length` ends: base offset (8) and batch length (4).
 pub const BATCH_LOG_OVERHEAD_BYTES: usize = 12;
 
+/// Batches remembered per idempotent producer and partition for duplicate detection (Kafka's
+/// `NUM_BATCHES_TO_RETAIN`; clients keep at most 5 requests in flight per partition).
+pub const PRODUCER_BATCHES_RETAINED: usize = 5;
+
+/// A producer id idle this long is forgotten by a partition (Kafka's
+/// `producer.id.expiration.ms` default, 1 day); its next batch may then use any sequence.
+pub const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Producer ids the controller reserves durably at once (Kafka's AllocateProducerIds block).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// Producer-state snapshots kept per partition (the newest ones; an older one is the fallback
+/// when the newest covers offsets a crash lost).
+pub const PRODUCER_SNAPSHOTS_RETAINED: usize = 2;
+
 const _: () = assert!(SEGMENT_SIZE_BYTES_MIN.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES_MAX));
 const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES_MAX));
 const _: () = assert!((RECOVERY_READ_BYTES as u64).is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES_MAX));
@@ -89,3 +104,5 @@ const _: () = assert!(LOCATE_READ_BYTES >= BATCH_HEADER_BYTES);
 const _: () = assert!((MESSAGE_SIZE_BYTES_MAX_DEFAULT as u64) < SEGMENT_SIZE_BYTES_DEFAULT);
 const _: () = assert!(MESSAGE_SIZE_BYTES_MAX_DEFAULT < FRAME_SIZE_BYTES_MAX_DEFAULT);
 const _: () = assert!(BATCH_CACHE_BYTES_PER_PARTITION > MESSAGE_SIZE_BYTES_MAX_DEFAULT as usize);
+const _: () = assert!(PRODUCER_BATCHES_RETAINED >= 5 && PRODUCER_BATCHES_RETAINED <= 255);
+const _: () = assert!(PRODUCER_ID_BLOCK_SIZE > 0);

@@ -6,6 +6,7 @@
 mod admin;
 mod api_versions;
 mod fetch;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -64,6 +65,7 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes) -> Outcome {
         ApiKey::CreatePartitions => admin::create_partitions(&ctx, body).await,
         ApiKey::DescribeConfigs => admin::describe_configs(&ctx, body).await,
         ApiKey::DescribeCluster => admin::describe_cluster(&ctx, body),
+        ApiKey::InitProducerId => init_producer_id::handle(&ctx, body).await,
         other => Outcome::Close(format!("{other:?} is not implemented")),
     }
 }

@@ -21,7 +21,7 @@ const fn api(key: ApiKey, min: i16, max: i16) -> Supported {
     Supported { key, advertised_min: min, min, max }
 }
 
-pub const SUPPORTED: [Supported; 10] = [
+pub const SUPPORTED: [Supported; 11] = [
     Supported { key: ApiKey::Produce, advertised_min: 0, min: 3, max: 12 },
     api(ApiKey::Fetch, 4, 17),
     api(ApiKey::ListOffsets, 1, 9),
@@ -32,6 +32,7 @@ pub const SUPPORTED: [Supported; 10] = [
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DescribeCluster, 0, 1),
+    api(ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The supported range of `api_key`, if we implement it.

@@ -65,6 +65,8 @@ pub enum ShardRequest {
     RemoveTopic {
         name: String,
     },
+    /// Controller only: a producer id never handed out before (InitProducerId).
+    AllocateProducerId,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +90,8 @@ pub enum ShardResponse {
     Read(Vec<ReadResult>),
     ListOffsets(Vec<OffsetResult>),
     Topic(Result<TopicMeta, TopicError>),
+    /// A producer id, or the Kafka error code to answer.
+    ProducerId(Result<i64, i16>),
     Done,
 }
 

@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod delayed;
 pub mod mesh;
+pub mod producers;
 pub mod purgatory;
 pub mod table;
 
@@ -53,6 +54,8 @@ pub struct Shard {
     watchers: RefCell<HashMap<TopicPartition, Vec<(usize, u64)>>>,
     /// Fetches on this shard waiting for a notification or their deadline.
     pub delayed: Rc<Delayed>,
+    /// Used on the controller only.
+    producer_ids: producers::ProducerIdAllocator,
 }
 
 impl Shard {
@@ -67,6 +70,7 @@ impl Shard {
             next_id: Cell::new(1),
             watchers: RefCell::new(HashMap::new()),
             delayed: Rc::new(Delayed::new()),
+            producer_ids: producers::ProducerIdAllocator::new(),
         }
     }
 
@@ -350,6 +354,9 @@ impl Shard {
                 }
                 ShardResponse::Done
             }
+            ShardRequest::AllocateProducerId => {
+                ShardResponse::ProducerId(self.allocate_producer_id().await)
+            }
         }
     }
 
@@ -379,9 +386,12 @@ impl Shard {
                         log_start_offset: info.log_start_offset,
                     }
                 }
-                Err(_) => ProduceResult {
+                Err(e) => ProduceResult {
+                    error_code: match e {
+                        StorageError::Producer(e) => producers::error_code(e),
+                        _ => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    },
                     tp,
-                    error_code: errors::UNKNOWN_TOPIC_OR_PARTITION,
                     base_offset: -1,
                     log_append_time: -1,
                     log_start_offset: -1,
