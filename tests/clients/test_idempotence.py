@@ -226,8 +226,8 @@ def batch(producer_id, epoch, sequence, values):
     builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False,
                                         producer_id=producer_id, producer_epoch=epoch,
                                         base_sequence=sequence, batch_size=1 << 20)
-    for value in values:
-        builder.append(0, timestamp=int(time.time() * 1000), key=None, value=value, headers=[])
+    for offset, value in enumerate(values):
+        builder.append(offset, timestamp=int(time.time() * 1000), key=None, value=value, headers=[])
     return bytes(builder.build())
 
 
