@@ -88,7 +88,9 @@ def produce_through(broker, interrupt):
     sender = threading.Thread(target=send_all)
     sender.start()
     time.sleep(1.0)
+    before = acked[0]
     interrupt(broker)
+    assert sender.is_alive() and before < RECORDS, "the interruption came after the last record"
     sender.join(timeout=60)
     assert not sender.is_alive(), "the producer thread did not finish"
     remaining = producer.flush(90)
