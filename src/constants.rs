@@ -116,6 +116,20 @@ const _: () = assert!(OFFSETS_SEGMENT_BYTES_DEFAULT >= SEGMENT_SIZE_BYTES_MIN);
 const _: () = assert!((OFFSETS_BATCH_BYTES_MAX as u64) < OFFSETS_SEGMENT_BYTES_DEFAULT);
 const _: () = assert!(OFFSETS_COMPACT_SEGMENTS > 2);
 const _: () = assert!(MEMBER_ID_PREFIX_BYTES_MAX + 40 < GROUP_ID_LENGTH_MAX);
+/// Batches remembered per idempotent producer and partition for duplicate detection (Kafka's
+/// `NUM_BATCHES_TO_RETAIN`; clients keep at most 5 requests in flight per partition).
+pub const PRODUCER_BATCHES_RETAINED: usize = 5;
+
+/// A producer id idle this long is forgotten by a partition (Kafka's
+/// `producer.id.expiration.ms` default, 1 day); its next batch may then use any sequence.
+pub const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Producer ids the controller reserves durably at once (Kafka's AllocateProducerIds block).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// Producer-state snapshots kept per partition (the newest ones; an older one is the fallback
+/// when the newest covers offsets a crash lost).
+pub const PRODUCER_SNAPSHOTS_RETAINED: usize = 2;
 
 const _: () = assert!(SEGMENT_SIZE_BYTES_MIN.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES_MAX));
 const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES_MAX));
@@ -124,3 +138,5 @@ const _: () = assert!(LOCATE_READ_BYTES >= BATCH_HEADER_BYTES);
 const _: () = assert!((MESSAGE_SIZE_BYTES_MAX_DEFAULT as u64) < SEGMENT_SIZE_BYTES_DEFAULT);
 const _: () = assert!(MESSAGE_SIZE_BYTES_MAX_DEFAULT < FRAME_SIZE_BYTES_MAX_DEFAULT);
 const _: () = assert!(BATCH_CACHE_BYTES_PER_PARTITION > MESSAGE_SIZE_BYTES_MAX_DEFAULT as usize);
+const _: () = assert!(PRODUCER_BATCHES_RETAINED >= 5 && PRODUCER_BATCHES_RETAINED <= 255);
+const _: () = assert!(PRODUCER_ID_BLOCK_SIZE > 0);

@@ -7,6 +7,7 @@ mod admin;
 mod api_versions;
 mod fetch;
 mod groups;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -78,6 +79,7 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes, peer: Option<SocketAddr>)
         ApiKey::DescribeGroups => groups::describe_groups(&ctx, body).await,
         ApiKey::ListGroups => groups::list_groups(&ctx, body).await,
         ApiKey::DeleteGroups => groups::delete_groups(&ctx, body).await,
+        ApiKey::InitProducerId => init_producer_id::handle(&ctx, body).await,
         other => Outcome::Close(format!("{other:?} is not implemented")),
     }
 }

@@ -92,6 +92,12 @@ impl<'a> BatchHeader<'a> {
     pub fn producer_id(&self) -> i64 {
         i64::from_be_bytes(array(self.bytes, 43))
     }
+    pub fn producer_epoch(&self) -> i16 {
+        i16::from_be_bytes(array(self.bytes, 51))
+    }
+    pub fn base_sequence(&self) -> i32 {
+        i32::from_be_bytes(array(self.bytes, 53))
+    }
     pub fn records_count(&self) -> i32 {
         i32::from_be_bytes(array(self.bytes, 57))
     }
@@ -252,6 +258,17 @@ pub fn build_uncompressed(
     batch
 }
 
+/// Makes a built batch idempotent: sets producer id, epoch and base sequence, then the CRC
+/// (all three are covered by it). For tests and benchmarks, like `build_uncompressed`.
+pub fn set_producer(bytes: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+    assert!(bytes.len() >= BATCH_HEADER_BYTES);
+    bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    bytes[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
+    bytes[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[CRC_START..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 fn put_varint(out: &mut Vec<u8>, value: i64) {
     let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
     while zigzag >= 0x80 {
@@ -301,6 +318,24 @@ mod tests {
         let header = validate(&batch, 1 << 20).expect("still valid");
         assert_eq!(header.max_timestamp(), 99);
         assert_eq!(header.attributes() & ATTRIBUTE_TIMESTAMP_TYPE, ATTRIBUTE_TIMESTAMP_TYPE);
+    }
+
+    #[test]
+    fn producer_fields_are_read_where_kafka_puts_them() {
+        let mut batch = make_batch(0, 3, 5, 1);
+        let header = validate(&batch, 1 << 20).expect("valid");
+        assert_eq!(
+            (header.producer_id(), header.producer_epoch(), header.base_sequence()),
+            (-1, -1, -1)
+        );
+        set_producer(&mut batch, 77, 3, 40);
+        let header = validate(&batch, 1 << 20).expect("still valid");
+        assert_eq!(
+            (header.producer_id(), header.producer_epoch(), header.base_sequence()),
+            (77, 3, 40)
+        );
+        assert_eq!(&batch[51..53], &[0, 3]);
+        assert_eq!(&batch[53..57], &[0, 0, 0, 40]);
     }
 
     #[test]

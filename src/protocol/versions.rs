@@ -21,7 +21,7 @@ const fn api(key: ApiKey, min: i16, max: i16) -> Supported {
     Supported { key, advertised_min: min, min, max }
 }
 
-pub const SUPPORTED: [Supported; 21] = [
+pub const SUPPORTED: [Supported; 22] = [
     Supported { key: ApiKey::Produce, advertised_min: 0, min: 3, max: 12 },
     api(ApiKey::Fetch, 4, 17),
     api(ApiKey::ListOffsets, 1, 9),
@@ -44,6 +44,7 @@ pub const SUPPORTED: [Supported; 21] = [
     api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::OffsetDelete, 0, 0),
+    api(ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The supported range of `api_key`, if we implement it.

@@ -71,6 +71,8 @@ pub enum ShardRequest {
     },
     /// To the shard that owns the group(s): see `group::coordinator`.
     Group(GroupRequest),
+    /// Controller only: a producer id never handed out before (InitProducerId).
+    AllocateProducerId,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +97,8 @@ pub enum ShardResponse {
     ListOffsets(Vec<OffsetResult>),
     Topic(Result<TopicMeta, TopicError>),
     Group(GroupResponse),
+    /// A producer id, or the Kafka error code to answer.
+    ProducerId(Result<i64, i16>),
     Done,
 }
 

@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod delayed;
 pub mod mesh;
+pub mod producers;
 pub mod purgatory;
 pub mod table;
 
@@ -56,6 +57,8 @@ pub struct Shard {
     pub delayed: Rc<Delayed>,
     /// The consumer groups this shard coordinates and its committed-offsets log.
     pub groups: Rc<Coordinator>,
+    /// Used on the controller only.
+    producer_ids: producers::ProducerIdAllocator,
 }
 
 impl Shard {
@@ -72,6 +75,7 @@ impl Shard {
             watchers: RefCell::new(HashMap::new()),
             delayed: Rc::new(Delayed::new()),
             groups,
+            producer_ids: producers::ProducerIdAllocator::new(),
         }
     }
 
@@ -357,6 +361,9 @@ impl Shard {
                 ShardResponse::Done
             }
             ShardRequest::Group(request) => ShardResponse::Group(self.groups.handle(request).await),
+            ShardRequest::AllocateProducerId => {
+                ShardResponse::ProducerId(self.allocate_producer_id().await)
+            }
         }
     }
 
@@ -419,9 +426,12 @@ impl Shard {
                         log_start_offset: info.log_start_offset,
                     }
                 }
-                Err(_) => ProduceResult {
+                Err(e) => ProduceResult {
+                    error_code: match e {
+                        StorageError::Producer(e) => producers::error_code(e),
+                        _ => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    },
                     tp,
-                    error_code: errors::UNKNOWN_TOPIC_OR_PARTITION,
                     base_offset: -1,
                     log_append_time: -1,
                     log_start_offset: -1,

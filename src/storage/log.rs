@@ -11,6 +11,12 @@
 //! that arrive while a write is in flight ride on the next one, so under load many produce
 //! requests share each write and flush.
 //!
+//! Idempotent producers: `append` checks every batch that carries a producer id against the
+//! partition's producer state (`producer_state.rs`) before it assigns offsets, in the same
+//! borrow, so the order of checks is the order of offsets. A duplicate gets the offsets of
+//! the original (after waiting until the original is durable) and is not written again. The
+//! state is snapshotted at each roll and at close, and rebuilt at open (`snapshot.rs`).
+//!
 //! Read path: the cache of recent batches answers tail reads with `Bytes` clones; older data
 //! is located through the sparse index and returned as a file region for `sendfile`, or as
 //! bytes read with O_DIRECT for the few blocks that may still be rewritten.
@@ -23,14 +29,18 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
 
-use crate::constants::{BATCH_CACHE_BYTES_PER_PARTITION, LOCATE_READ_BYTES};
+use crate::constants::{
+    BATCH_CACHE_BYTES_PER_PARTITION, LOCATE_READ_BYTES, PRODUCER_ID_EXPIRATION_MS,
+};
 use crate::fatal::{fatal, FatalReason};
 use crate::model::batch::{self, BatchHeader};
 use crate::model::now_ms;
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
 use crate::model::TopicPartition;
 use crate::storage::cache::{BatchCache, CachedBatch};
+use crate::storage::producer_state::{self, AppendCheck, ProducerBatch, ProducerStateTable};
 use crate::storage::segment::{self, Segment};
+use crate::storage::snapshot;
 use crate::storage::{io_error, Error};
 
 /// Where an append landed.
@@ -95,6 +105,10 @@ pub struct Log {
     /// True while a flusher task (or a roll, or close) owns the active segment.
     busy: bool,
     deleted: bool,
+    /// Idempotent producers' epochs and last batches, counting queued batches.
+    pub producers: ProducerStateTable,
+    /// Duplicates waiting for their original to be durable: (original's last offset, waker).
+    durable_waiters: Vec<(i64, oneshot::Sender<()>)>,
 }
 
 /// What recovery found, for the start-up log line.
@@ -102,6 +116,10 @@ pub struct Log {
 pub struct RecoveryReport {
     pub segments: usize,
     pub truncated_segments: usize,
+    /// Idempotent producers known after recovery.
+    pub producers: usize,
+    /// Batch headers read after the producer-state snapshot.
+    pub replayed_batches: usize,
 }
 
 impl Log {
@@ -150,6 +168,10 @@ impl Log {
         }
         let log_start_offset = segments[0].base_offset;
         let next_offset = segments.last().map_or(0, |s| s.next_offset);
+        let (snapshot_offset, mut producers) = snapshot::load(&dir, log_start_offset, next_offset);
+        report.replayed_batches =
+            snapshot::replay(&segments, snapshot_offset, &mut producers, now).await?;
+        report.producers = producers.len();
         let log = Log {
             tp,
             dir,
@@ -162,6 +184,8 @@ impl Log {
             pending: Vec::new(),
             busy: false,
             deleted: false,
+            producers,
+            durable_waiters: Vec::new(),
         };
         Ok((log, report))
     }
@@ -198,44 +222,98 @@ pub async fn append(log: &Rc<RefCell<Log>>, batches: Vec<Bytes>) -> Result<Appen
             TimestampType::LogAppendTime => now_ms(),
             TimestampType::CreateTime => -1,
         };
-        let first_offset = l.next_offset;
-        let count = batches.len();
-        let mut done = Some(done_tx);
-        for (i, original) in batches.into_iter().enumerate() {
-            let mut bytes = BytesMut::from(&original[..]);
-            let base_offset = l.next_offset;
-            batch::assign_offset(&mut bytes, base_offset, 0);
-            if append_time >= 0 {
-                batch::set_log_append_time(&mut bytes, append_time);
-            }
-            let (last_offset, max_timestamp) = {
-                let header = BatchHeader::parse(&bytes).unwrap_or_else(|_| unreachable!());
-                (header.last_offset(), header.max_timestamp())
+        if let Some(original) = check_producers(&mut l, &batches, append_time)? {
+            let info = AppendInfo {
+                base_offset: original.first_offset,
+                log_append_time: if append_time >= 0 { original.timestamp } else { -1 },
+                log_start_offset: l.log_start_offset,
             };
-            l.next_offset = last_offset + 1;
-            let done = if i + 1 == count { done.take() } else { None };
-            l.pending.push(Pending {
-                bytes: bytes.freeze(),
-                base_offset,
-                last_offset,
-                max_timestamp,
-                done,
-            });
+            if original.last_offset < l.high_watermark {
+                return Ok(info);
+            }
+            // The original is still queued: answer when its write completes, not before.
+            l.durable_waiters.push((original.last_offset, done_tx));
+            (info, false)
+        } else {
+            queue(&mut l, batches, append_time, done_tx)
         }
-        let info = AppendInfo {
-            base_offset: first_offset,
-            log_append_time: append_time,
-            log_start_offset: l.log_start_offset,
-        };
-        let start = !l.busy;
-        l.busy = true;
-        (info, start)
     };
     if start_flusher {
         glommio::spawn_local(flush_loop(log.clone())).detach();
     }
     done_rx.await.map_err(|_| Error::Deleted)?;
     Ok(info)
+}
+
+/// Assigns offsets to `batches` and queues them for the flusher; `done` fires when the last
+/// one is durable. Returns the append's info and whether a flusher must be started.
+fn queue(
+    l: &mut Log,
+    batches: Vec<Bytes>,
+    append_time: i64,
+    done_tx: oneshot::Sender<()>,
+) -> (AppendInfo, bool) {
+    let first_offset = l.next_offset;
+    let count = batches.len();
+    let mut done = Some(done_tx);
+    for (i, original) in batches.into_iter().enumerate() {
+        let mut bytes = BytesMut::from(&original[..]);
+        let base_offset = l.next_offset;
+        batch::assign_offset(&mut bytes, base_offset, 0);
+        if append_time >= 0 {
+            batch::set_log_append_time(&mut bytes, append_time);
+        }
+        let (last_offset, max_timestamp) = {
+            let header = BatchHeader::parse(&bytes).unwrap_or_else(|_| unreachable!());
+            (header.last_offset(), header.max_timestamp())
+        };
+        l.next_offset = last_offset + 1;
+        let done = if i + 1 == count { done.take() } else { None };
+        l.pending.push(Pending {
+            bytes: bytes.freeze(),
+            base_offset,
+            last_offset,
+            max_timestamp,
+            done,
+        });
+    }
+    let info = AppendInfo {
+        base_offset: first_offset,
+        log_append_time: append_time,
+        log_start_offset: l.log_start_offset,
+    };
+    let start = !l.busy;
+    l.busy = true;
+    (info, start)
+}
+
+/// Runs the idempotent-producer checks of one append and records its batches in the producer
+/// state. `Some` is the original of a duplicate. Reads only batch headers.
+fn check_producers(
+    l: &mut Log,
+    batches: &[Bytes],
+    append_time: i64,
+) -> Result<Option<producer_state::BatchMetadata>, Error> {
+    fn header_of(bytes: &Bytes) -> BatchHeader<'_> {
+        BatchHeader::parse(bytes).unwrap_or_else(|_| unreachable!())
+    }
+    if batches.iter().all(|bytes| header_of(bytes).producer_id() < 0) {
+        return Ok(None);
+    }
+    let producer_batches: Vec<ProducerBatch> = batches
+        .iter()
+        .map(|bytes| {
+            let header = header_of(bytes);
+            let max_timestamp = if append_time >= 0 { append_time } else { header.max_timestamp() };
+            ProducerBatch::from_header(&header, max_timestamp)
+        })
+        .collect();
+    let first_offset = l.next_offset;
+    match l.producers.try_append(&producer_batches, first_offset, now_ms()) {
+        Ok(AppendCheck::Append) => Ok(None),
+        Ok(AppendCheck::Duplicate(original)) => Ok(Some(original)),
+        Err(e) => Err(Error::Producer(e)),
+    }
 }
 
 /// Writes queued batches until the queue is empty. Exactly one runs per log at a time.
@@ -295,6 +373,15 @@ fn commit_run(log: &Rc<RefCell<Log>>, run: &[Pending]) -> bool {
             bytes: pending.bytes.clone(),
         });
         l.high_watermark = pending.last_offset + 1;
+    }
+    if !l.durable_waiters.is_empty() {
+        let high_watermark = l.high_watermark;
+        let (durable, waiting): (Vec<_>, Vec<_>) =
+            l.durable_waiters.drain(..).partition(|(last, _)| *last < high_watermark);
+        l.durable_waiters = waiting;
+        for (_, waiter) in durable {
+            let _ = waiter.send(());
+        }
     }
     true
 }
@@ -422,9 +509,17 @@ async fn roll(log: &Rc<RefCell<Log>>, base_offset: i64) {
             let offsets = old.index.encode_offsets();
             let times = old.index.encode_times();
             let dir = l.dir.clone();
+            // The producer state counts every batch with an offset, queued ones included, so
+            // the snapshot is named by the next offset (see snapshot.rs for a crash before
+            // the queued batches are written).
+            let snapshot_offset = l.next_offset;
+            let snapshot_bytes = l.producers.encode_snapshot(snapshot_offset);
             move || {
                 let _ = std::fs::write(dir.join(segment::file_name(base, "index")), offsets);
                 let _ = std::fs::write(dir.join(segment::file_name(base, "timeindex")), times);
+                if let Err(e) = snapshot::write(&dir, snapshot_offset, &snapshot_bytes) {
+                    tracing::warn!(dir = %dir.display(), "cannot write a producer snapshot: {e}");
+                }
             }
         };
         l.segments.push(created);
@@ -602,7 +697,14 @@ fn first_record_at_or_after(bytes: &mut Bytes, timestamp: i64) -> Option<(i64, i
 pub async fn enforce_retention(log: &Rc<RefCell<Log>>, now: i64) -> Result<usize, Error> {
     let roll_active = {
         let mut l = log.borrow_mut();
-        if l.busy || l.deleted {
+        if l.deleted {
+            return Ok(0);
+        }
+        let expired = l.producers.expire(now, PRODUCER_ID_EXPIRATION_MS);
+        if expired > 0 {
+            tracing::debug!(tp = %l.tp, expired, "expired idle producer ids");
+        }
+        if l.busy {
             return Ok(0);
         }
         let config = l.config.clone();
@@ -717,15 +819,18 @@ pub async fn close(log: &Rc<RefCell<Log>>) -> Result<(), Error> {
             active.index.encode_offsets(),
             active.index.encode_times(),
             l.dir.clone(),
+            l.next_offset,
+            l.producers.encode_snapshot(l.next_offset),
         )
     };
     glommio::executor()
-        .spawn_blocking(move || {
-            let (base, offsets, times, dir) = writer;
+        .spawn_blocking(move || -> std::io::Result<()> {
+            let (base, offsets, times, dir, next_offset, snapshot_bytes) = writer;
             let _ = std::fs::write(dir.join(segment::file_name(base, "index")), offsets);
             let _ = std::fs::write(dir.join(segment::file_name(base, "timeindex")), times);
+            snapshot::write(&dir, next_offset, &snapshot_bytes)
         })
-        .await;
+        .await?;
     Ok(())
 }
 
@@ -738,6 +843,7 @@ pub async fn delete(log: &Rc<RefCell<Log>>) {
         for pending in l.pending.drain(..) {
             drop(pending.done);
         }
+        l.durable_waiters.clear();
         l.segments.clear();
         l.dir.clone()
     };

@@ -7,7 +7,9 @@
 pub mod cache;
 pub mod index;
 pub mod log;
+pub mod producer_state;
 pub mod segment;
+pub mod snapshot;
 
 use std::fmt;
 
@@ -20,6 +22,8 @@ pub enum Error {
     OffsetOutOfRange,
     /// The log was deleted (topic deletion) while the operation waited.
     Deleted,
+    /// An idempotent producer's batch failed its sequence or epoch check.
+    Producer(producer_state::ProducerError),
 }
 
 impl fmt::Display for Error {
@@ -28,6 +32,7 @@ impl fmt::Display for Error {
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::OffsetOutOfRange => write!(f, "offset out of range"),
             Error::Deleted => write!(f, "log deleted"),
+            Error::Producer(e) => write!(f, "producer check failed: {e:?}"),
         }
     }
 }

@@ -1,0 +1,113 @@
+//! InitProducerId (API 22): gives an idempotent producer its producer id and epoch.
+//!
+//! - No producer id in the request: a fresh id from the controller (shard 0), epoch 0.
+//! - A producer id and epoch (v3+, KIP-360, sent by a producer that must reset its
+//!   sequences): the same id with the epoch bumped, which fences the older epoch in every
+//!   partition (INVALID_PRODUCER_EPOCH). When the epoch is exhausted, a fresh id, epoch 0.
+//!   Kafka's transaction coordinator answers an idempotent (non-transactional) producer
+//!   with a fresh id either way; both are valid for clients, and a bump keeps the number
+//!   of producer ids the partitions must remember down. The bump needs no stored state:
+//!   the partitions hold the epochs, so it is answered on the connection's shard.
+//! - A transactional id: transactions are not supported yet, so the answer is
+//!   TRANSACTIONAL_ID_AUTHORIZATION_FAILED, the one InitProducerId error that every client
+//!   treats as fatal for a transactional producer (it fails at once instead of retrying),
+//!   the same code Kafka gives a principal that may not use transactional ids. An empty
+//!   transactional id is INVALID_REQUEST, as in Kafka.
+
+use bytes::Bytes;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use super::{Context, Outcome};
+use crate::protocol::errors;
+use crate::shard::mesh::{ShardRequest, ShardResponse};
+use crate::shard::CONTROLLER;
+use crate::storage::producer_state::{NO_PRODUCER_EPOCH, NO_PRODUCER_ID};
+
+pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
+    let request: InitProducerIdRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(close) => return close,
+    };
+    let transactional_id = request.transactional_id.as_ref().map(|id| &*id.0);
+    let answer = match plan(transactional_id, request.producer_id.0, request.producer_epoch) {
+        Plan::Refuse(code) => Err(code),
+        Plan::Bump { producer_id, producer_epoch } => Ok((producer_id, producer_epoch)),
+        Plan::Allocate => {
+            match ctx.shard.call(CONTROLLER, ShardRequest::AllocateProducerId).await {
+                ShardResponse::ProducerId(Ok(producer_id)) => Ok((producer_id, 0)),
+                ShardResponse::ProducerId(Err(code)) => Err(code),
+                _ => Err(errors::UNKNOWN_SERVER_ERROR),
+            }
+        }
+    };
+    let mut response = InitProducerIdResponse::default();
+    match answer {
+        Ok((producer_id, producer_epoch)) => {
+            response.producer_id = ProducerId(producer_id);
+            response.producer_epoch = producer_epoch;
+        }
+        Err(code) => {
+            response.error_code = code;
+            response.producer_id = ProducerId(NO_PRODUCER_ID);
+            response.producer_epoch = NO_PRODUCER_EPOCH;
+        }
+    }
+    ctx.reply(&response)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    Refuse(i16),
+    Bump { producer_id: i64, producer_epoch: i16 },
+    Allocate,
+}
+
+/// What to answer, from the request alone.
+fn plan(transactional_id: Option<&str>, producer_id: i64, producer_epoch: i16) -> Plan {
+    match transactional_id {
+        Some("") => return Plan::Refuse(errors::INVALID_REQUEST),
+        Some(_) => return Plan::Refuse(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+        None => {}
+    }
+    match (producer_id, producer_epoch) {
+        (NO_PRODUCER_ID, NO_PRODUCER_EPOCH) => Plan::Allocate,
+        (id, epoch) if id < 0 || epoch < 0 => Plan::Refuse(errors::INVALID_REQUEST),
+        // Kafka keeps i16::MAX out of use and starts over with a new id before reaching it.
+        (_, epoch) if epoch >= i16::MAX - 1 => Plan::Allocate,
+        (id, epoch) => Plan::Bump { producer_id: id, producer_epoch: epoch + 1 },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_shape_gets_kafkas_answer() {
+        assert_eq!(plan(None, -1, -1), Plan::Allocate);
+        assert_eq!(plan(None, 7, 0), Plan::Bump { producer_id: 7, producer_epoch: 1 });
+        assert_eq!(plan(None, 7, 41), Plan::Bump { producer_id: 7, producer_epoch: 42 });
+        assert_eq!(
+            plan(None, 7, i16::MAX - 2),
+            Plan::Bump { producer_id: 7, producer_epoch: i16::MAX - 1 }
+        );
+        assert_eq!(plan(None, 7, i16::MAX - 1), Plan::Allocate);
+        assert_eq!(plan(None, 7, i16::MAX), Plan::Allocate);
+        for (id, epoch) in [(-1, 0), (5, -1), (-2, -1), (-1, -2), (3, -7)] {
+            assert_eq!(
+                plan(None, id, epoch),
+                Plan::Refuse(errors::INVALID_REQUEST),
+                "{id} {epoch}"
+            );
+        }
+        assert_eq!(plan(Some(""), -1, -1), Plan::Refuse(errors::INVALID_REQUEST));
+        assert_eq!(
+            plan(Some("txn-1"), -1, -1),
+            Plan::Refuse(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        );
+        assert_eq!(
+            plan(Some("txn-1"), 7, 0),
+            Plan::Refuse(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        );
+    }
+}

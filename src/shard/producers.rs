@@ -1,0 +1,184 @@
+//! Idempotent producers, the shard side: producer id allocation on the controller, and the
+//! Kafka error codes of the per-partition producer checks.
+//!
+//! Producer ids must never repeat, across restarts and crashes included: a reused id would
+//! meet the producer state an earlier producer left in the partitions and see its batches
+//! refused or, worse, taken for duplicates. The controller (shard 0) therefore hands ids out
+//! from blocks of `PRODUCER_ID_BLOCK_SIZE` that it reserves durably before using them, as
+//! Kafka's controller does for AllocateProducerIds: `<data dir>/__spate_meta/producer_ids`
+//! holds the end of the last reserved block (temporary file, fsync, rename, fsync of the
+//! directory). After a restart allocation continues at that end, so the unused rest of a
+//! block is skipped, never reused. Other shards ask the controller over the mesh;
+//! InitProducerId is rare (once per producer), so one round trip each is cheap.
+//!
+//! Lifecycle: the allocator lives in every `Shard` but only the controller's is used; it
+//! reads its file on the first allocation. One allocation at a time (a shard-local async
+//! semaphore), since reserving a block waits for the disk.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::constants::PRODUCER_ID_BLOCK_SIZE;
+use crate::protocol::errors;
+use crate::shard::catalog::META_DIR;
+use crate::shard::{Shard, CONTROLLER};
+use crate::storage::producer_state::ProducerError;
+
+const PRODUCER_IDS_FILE: &str = "producer_ids";
+
+pub struct ProducerIdAllocator {
+    /// The next id to hand out; below `block_end`, or equal when the block is used up.
+    next: Cell<i64>,
+    /// End of the block reserved on disk; -1 until the file was read.
+    block_end: Cell<i64>,
+    one_at_a_time: glommio::sync::Semaphore,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ProducerIdsFile {
+    /// Every producer id below this one was handed out or reserved.
+    block_end: i64,
+}
+
+impl ProducerIdAllocator {
+    pub fn new() -> ProducerIdAllocator {
+        ProducerIdAllocator {
+            next: Cell::new(0),
+            block_end: Cell::new(-1),
+            one_at_a_time: glommio::sync::Semaphore::new(1),
+        }
+    }
+
+    /// A producer id never handed out before by this data dir.
+    pub async fn allocate(&self, data_dir: &Path) -> Result<i64, String> {
+        let _permit = self.one_at_a_time.acquire_permit(1).await.map_err(|e| e.to_string())?;
+        if self.block_end.get() < 0 {
+            let path = file_path(data_dir);
+            let end = glommio::executor().spawn_blocking(move || read_file(&path)).await?;
+            assert!(end >= 0);
+            self.next.set(end);
+            self.block_end.set(end);
+        }
+        if self.next.get() >= self.block_end.get() {
+            let end = self.block_end.get() + PRODUCER_ID_BLOCK_SIZE;
+            let dir = data_dir.to_path_buf();
+            glommio::executor()
+                .spawn_blocking(move || write_file(&dir, end))
+                .await
+                .map_err(|e| format!("cannot reserve producer ids: {e}"))?;
+            self.block_end.set(end);
+            tracing::info!(block_end = end, "reserved a block of producer ids");
+        }
+        let id = self.next.get();
+        assert!(id < self.block_end.get());
+        self.next.set(id + 1);
+        Ok(id)
+    }
+}
+
+impl Default for ProducerIdAllocator {
+    fn default() -> Self {
+        ProducerIdAllocator::new()
+    }
+}
+
+impl Shard {
+    /// Controller only: a fresh producer id, or the Kafka error code to answer.
+    pub(crate) async fn allocate_producer_id(&self) -> Result<i64, i16> {
+        assert_eq!(self.id, CONTROLLER);
+        self.producer_ids.allocate(&self.config.data_dir).await.map_err(|e| {
+            tracing::error!("producer id allocation failed: {e}");
+            errors::UNKNOWN_SERVER_ERROR
+        })
+    }
+}
+
+/// The Produce error code of a failed producer check (Kafka's codes for the same cases).
+pub fn error_code(e: ProducerError) -> i16 {
+    match e {
+        ProducerError::InvalidProducerEpoch => errors::INVALID_PRODUCER_EPOCH,
+        ProducerError::OutOfOrderSequence => errors::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        ProducerError::InvalidSequence => errors::INVALID_RECORD,
+        ProducerError::Transactional => errors::INVALID_TXN_STATE,
+    }
+}
+
+fn file_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(META_DIR).join(PRODUCER_IDS_FILE)
+}
+
+/// The end of the last reserved block; 0 when no id was ever handed out.
+fn read_file(path: &Path) -> Result<i64, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let file: ProducerIdsFile = toml::from_str(&text)
+        .map_err(|e| format!("{} is damaged ({e}); ids cannot be handed out", path.display()))?;
+    if file.block_end < 0 {
+        return Err(format!("{} holds a negative block end", path.display()));
+    }
+    Ok(file.block_end)
+}
+
+/// Reserves every id below `block_end`: temporary file, fsync, rename, fsync of the directory.
+fn write_file(data_dir: &Path, block_end: i64) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = data_dir.join(META_DIR);
+    std::fs::create_dir_all(&dir)?;
+    let text = toml::to_string(&ProducerIdsFile { block_end }).map_err(std::io::Error::other)?;
+    let temporary = dir.join(format!("{PRODUCER_IDS_FILE}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, file_path(data_dir))?;
+    std::fs::File::open(&dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_across_restarts_and_skip_the_rest_of_a_block() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().to_path_buf();
+        let ids = glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let mut ids = Vec::new();
+                for _restart in 0..3 {
+                    let allocator = ProducerIdAllocator::new();
+                    for _ in 0..(PRODUCER_ID_BLOCK_SIZE + 2) {
+                        ids.push(allocator.allocate(&data_dir).await.expect("id"));
+                    }
+                }
+                ids
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
+        let per_run = (PRODUCER_ID_BLOCK_SIZE + 2) as usize;
+        assert_eq!(ids[0], 0);
+        assert_eq!(ids[per_run - 1], PRODUCER_ID_BLOCK_SIZE + 1);
+        // The second run starts after the two blocks the first one reserved.
+        assert_eq!(ids[per_run], 2 * PRODUCER_ID_BLOCK_SIZE);
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len(), "no id is handed out twice");
+        assert_eq!(read_file(&file_path(dir.path())), Ok(6 * PRODUCER_ID_BLOCK_SIZE));
+    }
+
+    #[test]
+    fn a_damaged_file_stops_allocation_instead_of_reusing_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join(META_DIR)).expect("meta");
+        std::fs::write(file_path(dir.path()), "block_end = \"x\"").expect("write");
+        assert!(read_file(&file_path(dir.path())).is_err());
+        std::fs::write(file_path(dir.path()), "block_end = -5").expect("write");
+        assert!(read_file(&file_path(dir.path())).is_err());
+    }
+}

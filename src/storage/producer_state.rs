@@ -1,0 +1,703 @@
+//! Per-partition state of idempotent producers, and the checks Kafka runs on every batch that
+//! carries a producer id (`ProducerStateManager` / `ProducerAppendInfo.checkSequence`).
+//!
+//! Lifecycle: one `ProducerStateTable` per partition log, owned by the log on its shard. It is
+//! loaded from the latest snapshot and the batch headers after it when the log opens, updated
+//! by `try_append` at offset-assignment time (under the log's borrow, before the batches are
+//! queued for writing), snapshotted when a segment is sealed and at clean shutdown, and pruned
+//! of idle producers by the retention pass. Pure: no I/O, no clock (time comes in as
+//! arguments), so every rule is tested here.
+//!
+//! Per producer id it keeps the epoch and the first/last sequence and offset of the last five
+//! batches. A batch is checked in this order:
+//!
+//! ```text
+//!   no state for the producer id ............ accept any sequence (Kafka's rule since
+//!                                             KIP-360: state may have expired)
+//!   same epoch, same first and last sequence
+//!     as one of the last five batches ....... duplicate: answer with the original offsets,
+//!                                             write nothing
+//!   epoch older than the producer's ......... INVALID_PRODUCER_EPOCH
+//!   epoch newer, sequence != 0 .............. OUT_OF_ORDER_SEQUENCE_NUMBER
+//!   same epoch, not last sequence + 1 ....... OUT_OF_ORDER_SEQUENCE_NUMBER
+//!     (sequences wrap: after i32::MAX comes 0)
+//! ```
+//!
+//! The state never looks at records: the batch header holds the producer id, epoch, base
+//! sequence and last offset delta (record count - 1), which is all it needs.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::constants::PRODUCER_BATCHES_RETAINED;
+use crate::model::batch::BatchHeader;
+
+/// A batch without idempotence carries producer id -1.
+pub const NO_PRODUCER_ID: i64 = -1;
+/// Epoch of a producer with no known epoch.
+pub const NO_PRODUCER_EPOCH: i16 = -1;
+/// Sequence before the first one (the next expected sequence is then 0).
+pub const NO_SEQUENCE: i32 = -1;
+
+/// What the producer state needs from a batch header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBatch {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub last_offset_delta: i32,
+    /// The batch's max_timestamp as stored (LogAppendTime already applied).
+    pub max_timestamp: i64,
+    pub is_transactional: bool,
+}
+
+/// One of the last batches of a producer: where it landed and which sequences it held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMetadata {
+    pub first_sequence: i32,
+    pub last_sequence: i32,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    /// The batch's max_timestamp (Kafka answers a duplicate with it as log_append_time).
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerEntry {
+    pub epoch: i16,
+    /// Oldest first; never empty, at most `PRODUCER_BATCHES_RETAINED`.
+    pub batches: VecDeque<BatchMetadata>,
+    /// Broker time of the producer's last append (or of the recovery that found it); the
+    /// producer expires when it has been idle for `producer.id.expiration.ms`.
+    pub last_seen_ms: i64,
+}
+
+/// Why a batch was refused. `shard` maps each to its Kafka error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProducerError {
+    /// INVALID_PRODUCER_EPOCH (47): a zombie with an older epoch.
+    InvalidProducerEpoch,
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER (45): a gap or a reordering.
+    OutOfOrderSequence,
+    /// INVALID_RECORD (87): a producer id with a negative base sequence.
+    InvalidSequence,
+    /// INVALID_TXN_STATE (48): transactions are not supported yet, so no partition is ever
+    /// part of a transaction.
+    Transactional,
+}
+
+/// What `try_append` decided for a whole append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendCheck {
+    /// Assign offsets and write; the state already holds the new batches.
+    Append,
+    /// The batch was written before: answer with these offsets and write nothing.
+    Duplicate(BatchMetadata),
+}
+
+/// The producers of one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerStateTable {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+impl ProducerBatch {
+    pub fn from_header(header: &BatchHeader<'_>, max_timestamp: i64) -> ProducerBatch {
+        ProducerBatch {
+            producer_id: header.producer_id(),
+            producer_epoch: header.producer_epoch(),
+            base_sequence: header.base_sequence(),
+            last_offset_delta: header.last_offset_delta(),
+            max_timestamp,
+            is_transactional: header.is_transactional(),
+        }
+    }
+
+    pub fn has_producer_id(&self) -> bool {
+        self.producer_id >= 0
+    }
+
+    /// The sequence of the batch's last record, wrapping after i32::MAX as Kafka does
+    /// (`DefaultRecordBatch.incrementSequence`).
+    pub fn last_sequence(&self) -> i32 {
+        increment_sequence(self.base_sequence, self.last_offset_delta)
+    }
+}
+
+impl ProducerStateTable {
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
+        self.producers.get(&producer_id)
+    }
+
+    /// Checks the batches of one append, whose first batch will get `first_offset`, and
+    /// records them when all pass. All or nothing: on an error or a duplicate the state is
+    /// as before. Batches without a producer id pass untouched.
+    pub fn try_append(
+        &mut self,
+        batches: &[ProducerBatch],
+        first_offset: i64,
+        now_ms: i64,
+    ) -> Result<AppendCheck, ProducerError> {
+        assert!(first_offset >= 0);
+        if !batches.iter().any(ProducerBatch::has_producer_id) {
+            return Ok(AppendCheck::Append);
+        }
+        // Several batches in one append may belong to one producer, so each is checked against
+        // the state the earlier ones left; the entries they touch are saved to undo.
+        let several = batches.len() > 1;
+        let mut undo: Vec<(i64, Option<ProducerEntry>)> = Vec::new();
+        let mut offset = first_offset;
+        for batch in batches {
+            if batch.has_producer_id() {
+                let outcome = self.check(batch);
+                if !matches!(outcome, Ok(AppendCheck::Append)) {
+                    self.restore(undo);
+                    return outcome;
+                }
+                if several && !undo.iter().any(|(id, _)| *id == batch.producer_id) {
+                    undo.push((batch.producer_id, self.producers.get(&batch.producer_id).cloned()));
+                }
+                self.record(batch, offset, now_ms);
+            }
+            offset += i64::from(batch.last_offset_delta) + 1;
+        }
+        Ok(AppendCheck::Append)
+    }
+
+    /// Applies a batch found in the log during recovery, without checks (it passed them when
+    /// it was appended). Batches without a producer id or with a negative sequence (which
+    /// `try_append` never lets in) are ignored.
+    pub fn replay(&mut self, batch: &ProducerBatch, first_offset: i64, now_ms: i64) {
+        if batch.has_producer_id() && batch.base_sequence >= 0 {
+            self.record(batch, first_offset, now_ms);
+        }
+    }
+
+    /// Forgets producers idle for at least `expiration_ms` (Kafka's
+    /// `producer.id.expiration.ms`). Returns how many were removed.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers.retain(|_, entry| now_ms - entry.last_seen_ms < expiration_ms);
+        before - self.producers.len()
+    }
+
+    /// The checks of `ProducerStateManager`, in Kafka's order, for one batch.
+    fn check(&self, batch: &ProducerBatch) -> Result<AppendCheck, ProducerError> {
+        assert!(batch.has_producer_id());
+        if batch.is_transactional {
+            return Err(ProducerError::Transactional);
+        }
+        if batch.base_sequence < 0 {
+            return Err(ProducerError::InvalidSequence);
+        }
+        let Some(entry) = self.producers.get(&batch.producer_id) else {
+            return Ok(AppendCheck::Append);
+        };
+        if batch.producer_epoch == entry.epoch {
+            let last_sequence = batch.last_sequence();
+            let duplicate = entry.batches.iter().find(|m| {
+                m.first_sequence == batch.base_sequence && m.last_sequence == last_sequence
+            });
+            if let Some(original) = duplicate {
+                return Ok(AppendCheck::Duplicate(*original));
+            }
+        }
+        if batch.producer_epoch < entry.epoch {
+            return Err(ProducerError::InvalidProducerEpoch);
+        }
+        if batch.producer_epoch != entry.epoch {
+            if batch.base_sequence != 0 && entry.epoch != NO_PRODUCER_EPOCH {
+                return Err(ProducerError::OutOfOrderSequence);
+            }
+            return Ok(AppendCheck::Append);
+        }
+        let last = entry.batches.back().map_or(NO_SEQUENCE, |m| m.last_sequence);
+        if !in_sequence(last, batch.base_sequence) {
+            return Err(ProducerError::OutOfOrderSequence);
+        }
+        Ok(AppendCheck::Append)
+    }
+
+    fn record(&mut self, batch: &ProducerBatch, first_offset: i64, now_ms: i64) {
+        let metadata = BatchMetadata {
+            first_sequence: batch.base_sequence,
+            last_sequence: batch.last_sequence(),
+            first_offset,
+            last_offset: first_offset + i64::from(batch.last_offset_delta),
+            timestamp: batch.max_timestamp,
+        };
+        let entry = self.producers.entry(batch.producer_id).or_insert_with(|| ProducerEntry {
+            epoch: batch.producer_epoch,
+            batches: VecDeque::with_capacity(PRODUCER_BATCHES_RETAINED),
+            last_seen_ms: now_ms,
+        });
+        if entry.epoch != batch.producer_epoch {
+            entry.epoch = batch.producer_epoch;
+            entry.batches.clear();
+        }
+        if entry.batches.len() == PRODUCER_BATCHES_RETAINED {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(metadata);
+        entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
+        assert!(entry.batches.len() <= PRODUCER_BATCHES_RETAINED);
+    }
+
+    fn restore(&mut self, undo: Vec<(i64, Option<ProducerEntry>)>) {
+        for (producer_id, saved) in undo {
+            match saved {
+                Some(entry) => self.producers.insert(producer_id, entry),
+                None => self.producers.remove(&producer_id),
+            };
+        }
+    }
+}
+
+/// Kafka's `inSequence`: the next sequence follows the last one, wrapping at i32::MAX.
+fn in_sequence(last: i32, next: i32) -> bool {
+    i64::from(next) == i64::from(last) + 1 || (next == 0 && last == i32::MAX)
+}
+
+fn increment_sequence(sequence: i32, increment: i32) -> i32 {
+    assert!(increment >= 0);
+    if sequence > i32::MAX - increment {
+        increment - (i32::MAX - sequence) - 1
+    } else {
+        sequence + increment
+    }
+}
+
+// ----- snapshot format ---------------------------------------------------------------------
+
+/// A snapshot file, `<offset>.snapshot` (20 digits) next to the segments, all big-endian:
+///
+/// ```text
+///  offset  size  field
+///       0     4  magic "SPPS"
+///       4     2  version (1)
+///       6     4  CRC-32C of every byte after this field
+///      10     8  offset: the state covers every batch below it and none at or above it
+///      18     4  producer count
+///      22     .  producers, by ascending id:
+///                  8 producer_id   2 epoch   8 last_seen_ms   1 batch count (1..=5)
+///                  then per batch, oldest first:
+///                  4 first_sequence  4 last_sequence  8 first_offset  8 last_offset
+///                  8 timestamp
+/// ```
+const SNAPSHOT_MAGIC: &[u8; 4] = b"SPPS";
+const SNAPSHOT_VERSION: u16 = 1;
+const SNAPSHOT_HEADER_BYTES: usize = 22;
+const SNAPSHOT_PRODUCER_BYTES: usize = 19;
+const SNAPSHOT_BATCH_BYTES: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotError {
+    Truncated,
+    BadMagic,
+    UnsupportedVersion,
+    BadCrc,
+    Malformed,
+}
+
+impl ProducerStateTable {
+    /// The snapshot of this state, taken when the log's next offset is `offset`.
+    pub fn encode_snapshot(&self, offset: i64) -> Vec<u8> {
+        let batches: usize = self.producers.values().map(|e| e.batches.len()).sum();
+        let size = SNAPSHOT_HEADER_BYTES
+            + self.producers.len() * SNAPSHOT_PRODUCER_BYTES
+            + batches * SNAPSHOT_BATCH_BYTES;
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.extend(SNAPSHOT_VERSION.to_be_bytes());
+        out.extend(0u32.to_be_bytes());
+        out.extend(offset.to_be_bytes());
+        out.extend((self.producers.len() as u32).to_be_bytes());
+        let mut ids: Vec<i64> = self.producers.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let entry = &self.producers[&id];
+            out.extend(id.to_be_bytes());
+            out.extend(entry.epoch.to_be_bytes());
+            out.extend(entry.last_seen_ms.to_be_bytes());
+            out.push(entry.batches.len() as u8);
+            for m in &entry.batches {
+                out.extend(m.first_sequence.to_be_bytes());
+                out.extend(m.last_sequence.to_be_bytes());
+                out.extend(m.first_offset.to_be_bytes());
+                out.extend(m.last_offset.to_be_bytes());
+                out.extend(m.timestamp.to_be_bytes());
+            }
+        }
+        assert_eq!(out.len(), size);
+        let crc = crc32c::crc32c(&out[10..]);
+        out[6..10].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// Reads a snapshot: the offset it was taken at and the state.
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<(i64, ProducerStateTable), SnapshotError> {
+        if bytes.len() < SNAPSHOT_HEADER_BYTES {
+            return Err(SnapshotError::Truncated);
+        }
+        if &bytes[0..4] != SNAPSHOT_MAGIC {
+            return Err(SnapshotError::BadMagic);
+        }
+        if u16::from_be_bytes([bytes[4], bytes[5]]) != SNAPSHOT_VERSION {
+            return Err(SnapshotError::UnsupportedVersion);
+        }
+        let crc = u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
+        if crc32c::crc32c(&bytes[10..]) != crc {
+            return Err(SnapshotError::BadCrc);
+        }
+        let mut reader = Reader { bytes, at: 10 };
+        let offset = reader.i64()?;
+        let count = reader.u32()? as usize;
+        let mut table = ProducerStateTable::default();
+        for _ in 0..count {
+            let producer_id = reader.i64()?;
+            let epoch = reader.i16()?;
+            let last_seen_ms = reader.i64()?;
+            let batch_count = usize::from(reader.u8()?);
+            if producer_id < 0 || !(1..=PRODUCER_BATCHES_RETAINED).contains(&batch_count) {
+                return Err(SnapshotError::Malformed);
+            }
+            let mut batches = VecDeque::with_capacity(PRODUCER_BATCHES_RETAINED);
+            for _ in 0..batch_count {
+                batches.push_back(BatchMetadata {
+                    first_sequence: reader.i32()?,
+                    last_sequence: reader.i32()?,
+                    first_offset: reader.i64()?,
+                    last_offset: reader.i64()?,
+                    timestamp: reader.i64()?,
+                });
+            }
+            let entry = ProducerEntry { epoch, batches, last_seen_ms };
+            if table.producers.insert(producer_id, entry).is_some() {
+                return Err(SnapshotError::Malformed);
+            }
+        }
+        if reader.at != bytes.len() {
+            return Err(SnapshotError::Malformed);
+        }
+        Ok((offset, table))
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], SnapshotError> {
+        let end = self.at.checked_add(N).ok_or(SnapshotError::Truncated)?;
+        let slice = self.bytes.get(self.at..end).ok_or(SnapshotError::Truncated)?;
+        self.at = end;
+        let mut out = [0u8; N];
+        out.copy_from_slice(slice);
+        Ok(out)
+    }
+    fn u8(&mut self) -> Result<u8, SnapshotError> {
+        Ok(self.take::<1>()?[0])
+    }
+    fn i16(&mut self) -> Result<i16, SnapshotError> {
+        Ok(i16::from_be_bytes(self.take()?))
+    }
+    fn i32(&mut self) -> Result<i32, SnapshotError> {
+        Ok(i32::from_be_bytes(self.take()?))
+    }
+    fn u32(&mut self) -> Result<u32, SnapshotError> {
+        Ok(u32::from_be_bytes(self.take()?))
+    }
+    fn i64(&mut self) -> Result<i64, SnapshotError> {
+        Ok(i64::from_be_bytes(self.take()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PID: i64 = 1000;
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn batch(epoch: i16, base_sequence: i32, count: i32) -> ProducerBatch {
+        ProducerBatch {
+            producer_id: PID,
+            producer_epoch: epoch,
+            base_sequence,
+            last_offset_delta: count - 1,
+            max_timestamp: 5,
+            is_transactional: false,
+        }
+    }
+
+    fn append(
+        table: &mut ProducerStateTable,
+        b: ProducerBatch,
+        offset: i64,
+    ) -> Result<AppendCheck, ProducerError> {
+        table.try_append(&[b], offset, NOW)
+    }
+
+    #[test]
+    fn a_new_producer_may_start_at_any_sequence() {
+        for sequence in [0, 1, 17, i32::MAX] {
+            let mut table = ProducerStateTable::default();
+            assert_eq!(append(&mut table, batch(0, sequence, 1), 0), Ok(AppendCheck::Append));
+            assert_eq!(table.len(), 1);
+        }
+        let mut table = ProducerStateTable::default();
+        assert_eq!(append(&mut table, batch(7, 5, 3), 10), Ok(AppendCheck::Append));
+        let entry = table.get(PID).expect("entry");
+        assert_eq!(entry.epoch, 7);
+        assert_eq!(
+            entry.batches.back().copied(),
+            Some(BatchMetadata {
+                first_sequence: 5,
+                last_sequence: 7,
+                first_offset: 10,
+                last_offset: 12,
+                timestamp: 5
+            })
+        );
+    }
+
+    #[test]
+    fn in_order_batches_pass_and_every_gap_or_step_back_is_out_of_order() {
+        let mut table = ProducerStateTable::default();
+        assert_eq!(append(&mut table, batch(0, 0, 5), 0), Ok(AppendCheck::Append));
+        // Next expected is 5; anything else that is not a duplicate is out of order.
+        for wrong in [-1, 0, 1, 3, 4, 6, 7, 100, i32::MAX] {
+            let b = batch(0, wrong, 1);
+            let expected = if wrong < 0 {
+                Err(ProducerError::InvalidSequence)
+            } else {
+                Err(ProducerError::OutOfOrderSequence)
+            };
+            assert_eq!(append(&mut table, b, 5), expected, "sequence {wrong}");
+        }
+        assert_eq!(append(&mut table, batch(0, 5, 2), 5), Ok(AppendCheck::Append));
+        assert_eq!(append(&mut table, batch(0, 7, 1), 7), Ok(AppendCheck::Append));
+        assert_eq!(table.get(PID).map(|e| e.batches.len()), Some(3));
+    }
+
+    #[test]
+    fn each_of_the_last_five_batches_is_a_duplicate_with_its_original_offsets() {
+        let mut table = ProducerStateTable::default();
+        let mut offset = 100;
+        for i in 0..7 {
+            assert_eq!(append(&mut table, batch(0, i * 2, 2), offset), Ok(AppendCheck::Append));
+            offset += 2;
+        }
+        let before = table.clone();
+        // Batches 2..=6 are retained; 0 and 1 fell out and are now simply out of order.
+        for i in 0..7 {
+            let outcome = append(&mut table, batch(0, i * 2, 2), 999);
+            if i >= 2 {
+                let original = BatchMetadata {
+                    first_sequence: i * 2,
+                    last_sequence: i * 2 + 1,
+                    first_offset: 100 + i64::from(i) * 2,
+                    last_offset: 101 + i64::from(i) * 2,
+                    timestamp: 5,
+                };
+                assert_eq!(outcome, Ok(AppendCheck::Duplicate(original)), "batch {i}");
+            } else {
+                assert_eq!(outcome, Err(ProducerError::OutOfOrderSequence), "batch {i}");
+            }
+        }
+        assert_eq!(table, before, "checks that fail or find duplicates change nothing");
+    }
+
+    #[test]
+    fn a_duplicate_must_match_both_ends_and_the_epoch() {
+        let mut table = ProducerStateTable::default();
+        append(&mut table, batch(3, 0, 4), 0).expect("first");
+        // Same first sequence, different length: not a duplicate, and not in sequence.
+        assert_eq!(append(&mut table, batch(3, 0, 3), 4), Err(ProducerError::OutOfOrderSequence));
+        assert_eq!(append(&mut table, batch(3, 1, 3), 4), Err(ProducerError::OutOfOrderSequence));
+        // Same sequences from an older epoch: fenced, not a duplicate.
+        assert_eq!(append(&mut table, batch(2, 0, 4), 4), Err(ProducerError::InvalidProducerEpoch));
+    }
+
+    #[test]
+    fn an_older_epoch_is_fenced_whatever_its_sequence() {
+        let mut table = ProducerStateTable::default();
+        append(&mut table, batch(5, 0, 1), 0).expect("first");
+        for sequence in [0, 1, 2, 1000] {
+            for epoch in [0, 4] {
+                assert_eq!(
+                    append(&mut table, batch(epoch, sequence, 1), 1),
+                    Err(ProducerError::InvalidProducerEpoch)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_newer_epoch_must_start_at_sequence_zero_and_resets_the_batches() {
+        let mut table = ProducerStateTable::default();
+        append(&mut table, batch(0, 0, 3), 0).expect("first");
+        assert_eq!(append(&mut table, batch(1, 3, 1), 3), Err(ProducerError::OutOfOrderSequence));
+        assert_eq!(append(&mut table, batch(1, 1, 1), 3), Err(ProducerError::OutOfOrderSequence));
+        assert_eq!(append(&mut table, batch(1, 0, 2), 3), Ok(AppendCheck::Append));
+        let entry = table.get(PID).expect("entry");
+        assert_eq!(entry.epoch, 1);
+        assert_eq!(entry.batches.len(), 1);
+        // The old epoch's batches are gone: its retry is now fenced.
+        assert_eq!(append(&mut table, batch(0, 0, 3), 5), Err(ProducerError::InvalidProducerEpoch));
+        assert_eq!(append(&mut table, batch(1, 2, 1), 5), Ok(AppendCheck::Append));
+    }
+
+    #[test]
+    fn sequences_wrap_after_i32_max() {
+        let b = batch(0, i32::MAX - 1, 4);
+        assert_eq!(b.last_sequence(), 1);
+        assert_eq!(batch(0, i32::MAX, 1).last_sequence(), i32::MAX);
+        assert_eq!(batch(0, i32::MAX, 2).last_sequence(), 0);
+        assert_eq!(batch(0, 0, 1).last_sequence(), 0);
+        let mut table = ProducerStateTable::default();
+        append(&mut table, batch(0, i32::MAX - 2, 3), 0).expect("up to MAX");
+        assert_eq!(append(&mut table, batch(0, 0, 2), 3), Ok(AppendCheck::Append));
+        assert!(matches!(
+            append(&mut table, batch(0, i32::MAX - 2, 3), 9),
+            Ok(AppendCheck::Duplicate(m)) if m.first_offset == 0
+        ));
+        // A batch that wraps inside itself.
+        let mut table = ProducerStateTable::default();
+        append(&mut table, batch(0, i32::MAX - 1, 4), 0).expect("wrapping batch");
+        assert_eq!(append(&mut table, batch(0, 2, 1), 4), Ok(AppendCheck::Append));
+        assert!(matches!(
+            append(&mut table, batch(0, i32::MAX - 1, 4), 9),
+            Ok(AppendCheck::Duplicate(m)) if m.last_sequence == 1
+        ));
+    }
+
+    #[test]
+    fn in_sequence_matches_kafka_at_every_boundary() {
+        let cases = [
+            (NO_SEQUENCE, 0, true),
+            (NO_SEQUENCE, 1, false),
+            (0, 1, true),
+            (0, 0, false),
+            (0, 2, false),
+            (i32::MAX - 1, i32::MAX, true),
+            (i32::MAX, 0, true),
+            (i32::MAX, 1, false),
+            (i32::MAX, i32::MIN, false),
+        ];
+        for (last, next, expected) in cases {
+            assert_eq!(in_sequence(last, next), expected, "{last} -> {next}");
+        }
+    }
+
+    #[test]
+    fn batches_without_a_producer_id_are_never_checked() {
+        let mut table = ProducerStateTable::default();
+        let plain = ProducerBatch { producer_id: NO_PRODUCER_ID, ..batch(-1, -1, 3) };
+        for offset in [0, 3, 6] {
+            assert_eq!(table.try_append(&[plain], offset, NOW), Ok(AppendCheck::Append));
+        }
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn transactional_batches_are_refused() {
+        let mut table = ProducerStateTable::default();
+        let b = ProducerBatch { is_transactional: true, ..batch(0, 0, 1) };
+        assert_eq!(append(&mut table, b, 0), Err(ProducerError::Transactional));
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn several_batches_in_one_append_are_all_or_nothing() {
+        let mut table = ProducerStateTable::default();
+        let other = ProducerBatch { producer_id: PID + 1, ..batch(0, 0, 1) };
+        // Two in-order batches of one producer, and another producer, in one append.
+        let ok = [batch(0, 0, 2), batch(0, 2, 3), other];
+        assert_eq!(table.try_append(&ok, 10, NOW), Ok(AppendCheck::Append));
+        let entry = table.get(PID).expect("entry");
+        assert_eq!(entry.batches[1].first_offset, 12);
+        assert_eq!(entry.batches[1].last_offset, 14);
+        assert_eq!(table.get(PID + 1).map(|e| e.batches[0].first_offset), Some(15));
+        let before = table.clone();
+        // The second batch is out of order: the first one's update must be undone too.
+        let third = ProducerBatch { producer_id: PID + 2, ..batch(0, 0, 1) };
+        let bad = [third, batch(0, 5, 1), batch(0, 9, 1)];
+        assert_eq!(table.try_append(&bad, 16, NOW), Err(ProducerError::OutOfOrderSequence));
+        assert_eq!(table, before);
+        // A duplicate anywhere answers for the whole append, and nothing is recorded.
+        let dup = [batch(0, 5, 1), batch(0, 2, 3)];
+        assert!(matches!(
+            table.try_append(&dup, 16, NOW),
+            Ok(AppendCheck::Duplicate(m)) if m.first_offset == 12
+        ));
+        assert_eq!(table, before);
+    }
+
+    #[test]
+    fn idle_producers_expire() {
+        let mut table = ProducerStateTable::default();
+        table.try_append(&[batch(0, 0, 1)], 0, 1_000).expect("a");
+        let other = ProducerBatch { producer_id: PID + 1, ..batch(0, 0, 1) };
+        table.try_append(&[other], 1, 5_000).expect("b");
+        assert_eq!(table.expire(10_999, 10_000), 0);
+        assert_eq!(table.expire(11_000, 10_000), 1);
+        assert!(table.get(PID).is_none());
+        assert!(table.get(PID + 1).is_some());
+        // An expired producer starts over with any sequence.
+        assert_eq!(table.try_append(&[batch(0, 42, 1)], 2, 12_000), Ok(AppendCheck::Append));
+    }
+
+    #[test]
+    fn replay_records_without_checking() {
+        let mut table = ProducerStateTable::default();
+        table.replay(&batch(0, 0, 2), 0, NOW);
+        table.replay(&batch(0, 2, 2), 2, NOW);
+        table.replay(&ProducerBatch { producer_id: -1, ..batch(0, 0, 1) }, 4, NOW);
+        assert_eq!(table.len(), 1);
+        assert!(matches!(
+            append(&mut table, batch(0, 2, 2), 9),
+            Ok(AppendCheck::Duplicate(m)) if m.first_offset == 2
+        ));
+        assert_eq!(append(&mut table, batch(0, 4, 1), 5), Ok(AppendCheck::Append));
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_every_corruption_is_caught() {
+        let mut table = ProducerStateTable::default();
+        for producer in 0..4 {
+            for i in 0..(producer + 3) {
+                let b = ProducerBatch { producer_id: producer as i64, ..batch(2, i, 1) };
+                table.try_append(&[b], i64::from(producer * 100 + i), NOW).expect("append");
+            }
+        }
+        let bytes = table.encode_snapshot(12_345);
+        let (offset, loaded) = ProducerStateTable::decode_snapshot(&bytes).expect("decode");
+        assert_eq!(offset, 12_345);
+        assert_eq!(loaded, table);
+        for byte in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut corrupt = bytes.clone();
+                corrupt[byte] ^= 1 << bit;
+                assert!(
+                    ProducerStateTable::decode_snapshot(&corrupt).is_err(),
+                    "byte {byte} bit {bit}"
+                );
+            }
+        }
+        for len in 0..bytes.len() {
+            assert!(ProducerStateTable::decode_snapshot(&bytes[..len]).is_err(), "len {len}");
+        }
+        let empty = ProducerStateTable::default().encode_snapshot(0);
+        assert_eq!(ProducerStateTable::decode_snapshot(&empty), Ok((0, Default::default())));
+    }
+}

@@ -1,0 +1,48 @@
+// The Java producer with its default settings (enable.idempotence=true, acks=all since Kafka
+// 3.0): sends N records "value-0".."value-N-1" to partition 0 of a topic and waits for every
+// acknowledgement. Prints "acknowledged N" on success; exits non-zero on any failure.
+//
+// Usage: java IdempotentProducer BOOTSTRAP TOPIC N
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Properties;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.serialization.StringSerializer;
+
+public class IdempotentProducer {
+    public static void main(String[] args) throws Exception {
+        String bootstrap = args[0];
+        String topic = args[1];
+        int count = Integer.parseInt(args[2]);
+        Properties props = new Properties();
+        props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        props.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        props.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, "60000");
+        props.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, "60000");
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(props)) {
+            List<Future<RecordMetadata>> sent = new ArrayList<>();
+            for (int i = 0; i < count; i++) {
+                sent.add(producer.send(new ProducerRecord<>(topic, 0, null, "value-" + i)));
+            }
+            producer.flush();
+            long expected = 0;
+            for (Future<RecordMetadata> future : sent) {
+                RecordMetadata metadata = future.get(60, TimeUnit.SECONDS);
+                if (metadata.offset() != expected) {
+                    throw new IllegalStateException(
+                        "record " + expected + " landed at offset " + metadata.offset());
+                }
+                expected++;
+            }
+            System.out.println("acknowledged " + expected);
+        }
+    }
+}
