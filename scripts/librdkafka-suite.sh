@@ -7,6 +7,7 @@
 #   scripts/librdkafka-suite.sh --tests all          every test: to count how many pass
 #   scripts/librdkafka-suite.sh --bootstrap H:P      against a broker that is already running
 #   scripts/librdkafka-suite.sh --tests 0081 --allowlist   these tests and the allowlist
+#   scripts/librdkafka-suite.sh --summarize /tmp/librdkafka-suite.XXXXXX   verdicts of a past run
 #
 # librdkafka's source comes from the npm package @confluentinc/kafka-javascript, which ships it
 # in deps/librdkafka (this project's machines reach package registries, not GitHub). The
@@ -18,6 +19,7 @@
 # pass, 1 when one fails (or the run timed out before the table), 2 on a set-up problem.
 #
 # Environment:
+#   SPATE_REPO            the repository (default: this script's parent directory)
 #   SPATE_BIN             broker binary (default <repo>/target/release/spate)
 #   LIBRDKAFKA_NPM_PKG    npm package that carries librdkafka's source
 #                         (default @confluentinc/kafka-javascript@1.10.1)
@@ -30,7 +32,7 @@
 #                         reserves disk ahead of its writes; small segments keep that small)
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO="${SPATE_REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 ALLOWLIST="${REPO}/tests/librdkafka/allowlist.txt"
 SPATE_BIN="${SPATE_BIN:-${REPO}/target/release/spate}"
 NPM_PKG="${LIBRDKAFKA_NPM_PKG:-@confluentinc/kafka-javascript@1.10.1}"
@@ -44,18 +46,20 @@ log() { echo "librdkafka-suite: $*" >&2; }
 die() { log "$*"; exit 2; }
 
 usage() {
-    sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit 64
 }
 
 bootstrap=""
 tests=""
 use_allowlist=0
+summarize_dir=""
 while (( $# )); do
     case "$1" in
         --bootstrap) bootstrap="${2:?--bootstrap needs HOST:PORT}"; shift 2 ;;
         --tests) tests="${2:?--tests needs a list such as 0001,0017 or all}"; shift 2 ;;
         --allowlist) use_allowlist=1; shift ;;
+        --summarize) summarize_dir="${2:?--summarize needs a run directory}"; shift 2 ;;
         -h|--help) usage ;;
         *) log "unknown argument $1"; usage ;;
     esac
@@ -180,72 +184,11 @@ for m in re.finditer(r"_TEST\(\s*(\w+)\s*,\s*([^,)]*)", table):
 PY
 }
 
-fetch_source
-build
-
-run_dir="$(mktemp -d /tmp/librdkafka-suite.XXXXXX)"
-if [[ -z "${bootstrap}" ]]; then
-    start_broker
-fi
-
-# The test numbers to run, one test-runner process each: a test that fails leaves librdkafka
-# threads behind, and the runner then aborts before printing its summary, so one process per
-# number keeps every other number's verdict.
-if [[ "${tests}" == "all" ]]; then
-    numbers="$(classify_tests | grep -v manual | cut -c1-4 | sort -u | tr '\n' ' ')"
-else
-    numbers="$(echo "${tests}" | tr ',' ' ')"
-    if (( use_allowlist )); then
-        numbers="${numbers} $(allowlisted_names | cut -c1-4 | tr '\n' ' ')"
-    fi
-    numbers="$(echo "${numbers}" | tr ' ' '\n' | grep -v '^$' | sort -u | tr '\n' ' ')"
-fi
-[[ -n "${numbers// /}" ]] || die "nothing to run: the allowlist is empty and --tests is unset."
-
-conf="${run_dir}/test.conf"
-cat > "${conf}" <<CONF
-bootstrap.servers=${bootstrap}
-broker.address.family=v4
-test.timeout.multiplier=${TIMEOUT_MULT}
-test.topic.random=true
-CONF
-
-suite_secs="${SUITE_TIMEOUT_SECS:-$([[ "${tests}" == "all" ]] && echo 10800 || echo 1800)}"
-test_secs="${TEST_TIMEOUT_SECS:-600}"
-deadline=$(( $(date +%s) + suite_secs ))
-mkdir -p "${run_dir}/out"
-log "running ${numbers}against ${bootstrap}; bound ${test_secs} s per test number," \
-    "${suite_secs} s in all; output in ${run_dir}/out"
-for number in ${numbers}; do
-    left=$(( deadline - $(date +%s) ))
-    if (( left <= 0 )); then
-        echo "time bound reached before this test started" > "${run_dir}/out/${number}.skipped"
-        continue
-    fi
-    (( left < test_secs )) || left="${test_secs}"
-    set +e
-    # The group's stderr catches bash's own "Aborted" notice when the runner aborts.
-    { (
-        cd "${SRC}/tests"
-        export LD_LIBRARY_PATH="../src:../src-cpp" RDKAFKA_TEST_CONF="${conf}" TESTS="${number}"
-        # -Q quick mode; -p1 one test at a time (the broker shares a 2-core machine).
-        exec timeout --kill-after=30 "${left}" ./test-runner -Q -p1
-    ) > "${run_dir}/out/${number}.log" 2>&1; } 2>> "${run_dir}/out/${number}.log"
-    echo "$?" > "${run_dir}/out/${number}.rc"
-    set -e
-    if [[ -n "${broker_pid}" ]] && ! kill -0 "${broker_pid}" 2>/dev/null; then
-        log "the broker died during test ${number}; last lines of ${run_dir}/broker.log:"
-        tail -20 "${run_dir}/broker.log" >&2
-        start_broker
-        sed -i "s/^bootstrap.servers=.*/bootstrap.servers=${bootstrap}/" "${conf}"
-        echo "broker died during this test" >> "${run_dir}/out/${number}.log"
-    fi
-done
-
 # Verdicts: the summary table ("| <name> | <STATE> | <secs>s | <reason>") when the runner got
 # to print it, otherwise the per-test lines ("Test <name> PASSED", '### Test "<name> ..."
 # failed'); a test that started without a verdict (crash, time bound) counts as FAILED.
-python3 - "${run_dir}/out" "${ALLOWLIST}" <(classify_tests) <<'PY'
+summarize() {
+    python3 - "$1" "${ALLOWLIST}" <(classify_tests) <<'PY'
 import glob, os, re, sys
 out_dir, allowlist_path, classes_path = sys.argv[1:4]
 ansi = re.compile(r"\x1b\[[0-9;]*m")
@@ -314,3 +257,74 @@ if bad:
     sys.exit(1)
 print(f"allowlist: all {sum(1 for n in allowlist if n[:4] in selected)} selected tests passed")
 PY
+}
+
+if [[ -n "${summarize_dir}" ]]; then
+    fetch_source
+    summarize "${summarize_dir}/out"
+    exit $?
+fi
+
+fetch_source
+build
+
+run_dir="$(mktemp -d /tmp/librdkafka-suite.XXXXXX)"
+if [[ -z "${bootstrap}" ]]; then
+    start_broker
+fi
+
+# The test numbers to run, one test-runner process each: a test that fails leaves librdkafka
+# threads behind, and the runner then aborts before printing its summary, so one process per
+# number keeps every other number's verdict.
+if [[ "${tests}" == "all" ]]; then
+    numbers="$(classify_tests | grep -v manual | cut -c1-4 | sort -u | tr '\n' ' ')"
+else
+    numbers="$(echo "${tests}" | tr ',' ' ')"
+    if (( use_allowlist )); then
+        numbers="${numbers} $(allowlisted_names | cut -c1-4 | tr '\n' ' ')"
+    fi
+    numbers="$(echo "${numbers}" | tr ' ' '\n' | grep -v '^$' | sort -u | tr '\n' ' ')"
+fi
+[[ -n "${numbers// /}" ]] || die "nothing to run: the allowlist is empty and --tests is unset."
+
+conf="${run_dir}/test.conf"
+cat > "${conf}" <<CONF
+bootstrap.servers=${bootstrap}
+broker.address.family=v4
+test.timeout.multiplier=${TIMEOUT_MULT}
+test.topic.random=true
+CONF
+
+suite_secs="${SUITE_TIMEOUT_SECS:-$([[ "${tests}" == "all" ]] && echo 10800 || echo 1800)}"
+test_secs="${TEST_TIMEOUT_SECS:-600}"
+deadline=$(( $(date +%s) + suite_secs ))
+mkdir -p "${run_dir}/out"
+log "running ${numbers}against ${bootstrap}; bound ${test_secs} s per test number," \
+    "${suite_secs} s in all; output in ${run_dir}/out"
+for number in ${numbers}; do
+    left=$(( deadline - $(date +%s) ))
+    if (( left <= 0 )); then
+        echo "time bound reached before this test started" > "${run_dir}/out/${number}.skipped"
+        continue
+    fi
+    (( left < test_secs )) || left="${test_secs}"
+    set +e
+    # The group's stderr catches bash's own "Aborted" notice when the runner aborts.
+    { (
+        cd "${SRC}/tests"
+        export LD_LIBRARY_PATH="../src:../src-cpp" RDKAFKA_TEST_CONF="${conf}" TESTS="${number}"
+        # -Q quick mode; -p1 one test at a time (the broker shares a 2-core machine).
+        exec timeout --kill-after=30 "${left}" ./test-runner -Q -p1
+    ) > "${run_dir}/out/${number}.log" 2>&1; } 2>> "${run_dir}/out/${number}.log"
+    echo "$?" > "${run_dir}/out/${number}.rc"
+    set -e
+    if [[ -n "${broker_pid}" ]] && ! kill -0 "${broker_pid}" 2>/dev/null; then
+        log "the broker died during test ${number}; last lines of ${run_dir}/broker.log:"
+        tail -20 "${run_dir}/broker.log" >&2
+        start_broker
+        sed -i "s/^bootstrap.servers=.*/bootstrap.servers=${bootstrap}/" "${conf}"
+        echo "broker died during this test" >> "${run_dir}/out/${number}.log"
+    fi
+done
+
+summarize "${run_dir}/out"
