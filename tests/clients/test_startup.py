@@ -15,7 +15,7 @@ from client_helpers import (Msg, assert_healthy, ck_consume, ck_consumer, ck_par
                             ck_produce, unique_topic)
 from conftest import SPATE_BIN, TARGET, free_port
 
-pytestmark = pytest.mark.skipif(TARGET == "kafka", reason="Spate's command line")
+spate_only = pytest.mark.skipif(TARGET == "kafka", reason="Spate's command line")
 
 
 def run_spate(*args, timeout=20):
@@ -32,6 +32,7 @@ def assert_clear_failure(done):
     assert 0 < len(output.strip().splitlines()) <= 5, output
 
 
+@spate_only
 def test_help_explains_every_option():
     """--help exits 0 and documents each option of the issue's command line."""
     done = run_spate("--help")
@@ -41,6 +42,7 @@ def test_help_explains_every_option():
         assert option in done.stdout, option
 
 
+@spate_only
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_with_clients_connected_is_a_clean_exit(broker, signum):
     """SIGTERM or SIGINT while a consumer long-polls at the tail and a producer is connected:
@@ -84,6 +86,7 @@ def test_restart_right_after_clean_stops(broker):
         b"%d" % i for i in range(10)]
 
 
+@spate_only
 def test_second_broker_on_the_same_data_dir_is_refused(broker):
     """Another process pointed at a data dir in use exits with a clear message; the first
     broker keeps serving and its files are untouched."""
@@ -97,6 +100,7 @@ def test_second_broker_on_the_same_data_dir_is_refused(broker):
     assert [r.value for r in ck_consume(broker.bootstrap, topic, 0, 0, 1)] == [b"v"]
 
 
+@spate_only
 def test_second_broker_on_the_same_port_is_refused(broker, tmp_path):
     """Another process asked to listen on a port in use exits with a clear message instead of
     sharing the port through SO_REUSEPORT; every later connection still reaches the first
@@ -111,6 +115,7 @@ def test_second_broker_on_the_same_port_is_refused(broker, tmp_path):
         assert ck_partition_count(broker.bootstrap, topic) == 1
 
 
+@spate_only
 @pytest.mark.parametrize("problem", [
     "data-dir-under-a-file", "cores-zero", "bad-listen", "missing-config", "bad-config-value",
     "unknown-config-key",
@@ -137,6 +142,7 @@ def test_startup_problems_end_with_one_clear_sentence(tmp_path, problem):
     assert_clear_failure(run_spate(*args))
 
 
+@spate_only
 def test_config_file_uses_the_option_names(spate_factory, tmp_path):
     """A TOML file with the long option names configures the broker: default-partitions = 3
     gives auto-created topics 3 partitions (command-line flags still win for the rest)."""
