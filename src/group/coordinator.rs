@@ -581,7 +581,7 @@ pub fn commit_layout(data_dir: &Path, cores: usize) -> std::io::Result<()> {
             continue;
         };
         if index.parse::<usize>().is_ok_and(|i| i >= cores) {
-            tracing::info!(dir = %name, "removing the offsets log of a shard that no longer exists");
+            tracing::info!(dir = %name, "removing the offsets log of a shard that is gone");
             std::fs::remove_dir_all(entry.path())?;
         }
     }

@@ -1559,7 +1559,11 @@ impl Ctx<'_> {
             self.reply_sync(reply, SyncResponse::error(errors::ILLEGAL_GENERATION));
             return;
         }
-        let inconsistent = |asked: &Option<String>, ours: &Option<String>| matches!((asked, ours), (Some(a), Some(o)) if a != o);
+        // A protocol the request names must be the group's (no name means "no opinion").
+        let inconsistent = |asked: &Option<String>, ours: &Option<String>| {
+            let (Some(asked), Some(ours)) = (asked, ours) else { return false };
+            asked != ours
+        };
         if inconsistent(&req.protocol_type, &group.protocol_type)
             || inconsistent(&req.protocol_name, &group.protocol_name)
         {
@@ -2017,9 +2021,8 @@ mod tests {
         assert_eq!(described.protocol_data, "range");
         assert_eq!(described.members.len(), 2);
         let records = h.groups.take_records();
-        assert!(
-            matches!(records.last(), Some(Record::Group { value: Some(v), .. }) if v.generation == 1)
-        );
+        let last = records.last();
+        assert!(matches!(last, Some(Record::Group { value: Some(v), .. }) if v.generation == 1));
     }
 
     #[test]
