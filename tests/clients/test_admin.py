@@ -51,6 +51,17 @@ def topic_names(admin):
     return set(admin.list_topics(timeout=TIMEOUT_S).topics)
 
 
+def wait_partition_count(broker, topic, expected, timeout=15.0):
+    """The topic's partition count once it reaches `expected` (Kafka's metadata catches up with
+    CreatePartitions a moment after the answer), or the last count seen."""
+    deadline = time.monotonic() + timeout
+    count = ck_partition_count(broker.bootstrap, topic)
+    while count != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+        count = ck_partition_count(broker.bootstrap, topic)
+    return count
+
+
 def ck_topic_configs(admin, topic):
     resource = ConfigResource(ResourceType.TOPIC, topic)
     return admin.describe_configs([resource], request_timeout=TIMEOUT_S)[resource].result(
@@ -164,7 +175,7 @@ def test_create_partitions(broker):
     ck_produce(broker.bootstrap, topic, [Msg(b"k", b"p0", partition=0)])
     admin.create_partitions([NewPartitions(topic, 5)], operation_timeout=TIMEOUT_S,
                             request_timeout=TIMEOUT_S)[topic].result(timeout=TIMEOUT_S)
-    assert ck_partition_count(broker.bootstrap, topic) == 5
+    assert wait_partition_count(broker, topic, 5) == 5
     assert ck_produce(broker.bootstrap, topic, [Msg(b"k", b"p4", partition=4)]) == [(4, 0)]
     assert [r.value for r in ck_consume_all(broker.bootstrap, topic, 0)] == [b"p0"]
 
@@ -177,6 +188,20 @@ def test_create_partitions(broker):
         [NewPartitions(missing, 3)], request_timeout=TIMEOUT_S)[missing].result(TIMEOUT_S))
     assert code == KafkaError.UNKNOWN_TOPIC_OR_PART
     assert ck_partition_count(broker.bootstrap, topic) == 5
+
+
+def test_create_partitions_with_replica_assignment(broker):
+    """CreatePartitions with an explicit assignment of the new partitions to this broker (as
+    librdkafka's 0081_admin sends) adds them."""
+    admin = ck_admin(broker)
+    node_id = admin.describe_cluster(request_timeout=TIMEOUT_S).result(TIMEOUT_S).nodes[0].id
+    topic = unique_topic("grow-assigned")
+    ck_create(admin, topic, 2)
+    admin.create_partitions([NewPartitions(topic, 4, replica_assignment=[[node_id], [node_id]])],
+                            operation_timeout=TIMEOUT_S,
+                            request_timeout=TIMEOUT_S)[topic].result(timeout=TIMEOUT_S)
+    assert wait_partition_count(broker, topic, 4) == 4
+    assert ck_produce(broker.bootstrap, topic, [Msg(b"k", b"p3", partition=3)]) == [(3, 0)]
 
 
 def test_delete_topic_then_recreate(broker):
