@@ -34,6 +34,9 @@ static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 
 /// How long shutdown waits for in-flight requests before sealing the logs anyway.
 const SHUTDOWN_DRAIN_MS: u64 = 5_000;
+/// How long a listener that still answers on our port may take to go away before start-up
+/// calls the port taken (see `check_listen_address`).
+const LISTEN_SETTLE: Duration = Duration::from_secs(3);
 
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -249,6 +252,12 @@ fn prepare_data_dir(dir: &Path) -> File {
 /// and silently take half its connections. So a plain bind must succeed first. A plain bind
 /// also fails while connections of a previous run of ours linger on the port (FIN_WAIT after
 /// a restart); then a connect tells the two apart: only a live listener answers.
+///
+/// Right after a kill -9 the dead process's listener can still answer for a moment: its
+/// io_uring instance is torn down by a kernel worker after the process is reaped, and an
+/// accept still in flight keeps the socket listening until then. Binding next to it with
+/// SO_REUSEPORT would send some clients into that dying queue, so we wait for it to go, and
+/// call the port taken only if it is still answering after `LISTEN_SETTLE`.
 fn check_listen_address(config: &Config) {
     if config.listen.port() == 0 {
         fatal(
@@ -256,36 +265,44 @@ fn check_listen_address(config: &Config) {
             "--listen needs an explicit port (0 would give each core a different one)",
         );
     }
-    let in_use = match std::net::TcpListener::bind(config.listen) {
-        Ok(listener) => {
-            drop(listener);
-            return;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => e,
-        Err(e) => {
-            let message = format!(
-                "cannot listen on {} ({e}); choose another --listen address",
-                config.listen
-            );
-            fatal(FatalReason::Listen, message)
-        }
-    };
+    let deadline = Instant::now() + LISTEN_SETTLE;
     let mut probe = config.listen;
     if probe.ip().is_unspecified() {
         probe.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let answered = std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(500));
-    if answered.is_ok() {
-        fatal(
-            FatalReason::Listen,
-            format!(
-                "port {} is already in use; stop the other process or choose another --listen \
-                 address",
-                config.listen.port()
-            ),
-        );
+    loop {
+        let in_use = match std::net::TcpListener::bind(config.listen) {
+            Ok(listener) => {
+                drop(listener);
+                return;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => e,
+            Err(e) => {
+                let message = format!(
+                    "cannot listen on {} ({e}); choose another --listen address",
+                    config.listen
+                );
+                fatal(FatalReason::Listen, message)
+            }
+        };
+        let answered = std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(500));
+        if answered.is_err() {
+            tracing::debug!("the listen port has leftover connections ({in_use}); nobody listens");
+            return;
+        }
+        drop(answered);
+        if Instant::now() >= deadline {
+            fatal(
+                FatalReason::Listen,
+                format!(
+                    "port {} is already in use; stop the other process or choose another \
+                     --listen address",
+                    config.listen.port()
+                ),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
-    tracing::debug!("the listen port has leftover connections ({in_use}); nobody listens on it");
 }
 
 /// glommio's io_uring rings need locked memory. Raise the soft limit if the hard one allows;

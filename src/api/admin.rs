@@ -197,15 +197,22 @@ pub async fn create_partitions(ctx: &Context<'_>, body: Bytes) -> Outcome {
     for topic in request.topics {
         let mut result = CreatePartitionsTopicResult::default();
         result.name = topic.name.clone();
-        if topic.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+        let assignments = topic.assignments.as_ref().filter(|a| !a.is_empty());
+        let node_id = ctx.shard.config.node_id;
+        let foreign = assignments.and_then(|a| {
+            a.iter().position(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node_id)
+        });
+        if let Some(index) = foreign {
             result.error_code = errors::INVALID_REPLICA_ASSIGNMENT;
-            result.error_message = Some(str_bytes("manual replica assignment is not supported"));
+            let message = format!("new partition {index} must be assigned to broker {node_id} only");
+            result.error_message = Some(str_bytes(&message));
             response.results.push(result);
             continue;
         }
         let call = ShardRequest::CreatePartitions {
             name: topic.name.0.to_string(),
             count: topic.count,
+            assignments: assignments.map(Vec::len),
             validate_only: request.validate_only,
         };
         match ctx.shard.call(CONTROLLER, call).await {

@@ -61,6 +61,9 @@ pub enum ShardRequest {
     CreatePartitions {
         name: String,
         count: i32,
+        /// How many replica assignments the request carried, if it carried any: Kafka wants
+        /// one per new partition.
+        assignments: Option<usize>,
         validate_only: bool,
     },
     /// Every shard: adopt this topic and open the logs it owns.

@@ -333,8 +333,9 @@ impl Shard {
             ShardRequest::DeleteTopic { name } => {
                 ShardResponse::Topic(self.delete_topic(name).await)
             }
-            ShardRequest::CreatePartitions { name, count, validate_only } => {
-                ShardResponse::Topic(self.create_partitions(name, count, validate_only).await)
+            ShardRequest::CreatePartitions { name, count, assignments, validate_only } => {
+                let created = self.create_partitions(name, count, assignments, validate_only);
+                ShardResponse::Topic(created.await)
             }
             ShardRequest::ApplyTopic(meta) => {
                 let name = meta.name.clone();
@@ -605,6 +606,7 @@ impl Shard {
         self: &Rc<Self>,
         name: String,
         count: i32,
+        assignments: Option<usize>,
         validate_only: bool,
     ) -> Result<TopicMeta, TopicError> {
         assert_eq!(self.id, CONTROLLER);
@@ -628,6 +630,16 @@ impl Shard {
             return Err(TopicError {
                 code: errors::INVALID_PARTITIONS,
                 message: format!("at most {} partitions", constants::PARTITIONS_PER_TOPIC_MAX),
+            });
+        }
+        let added = (count - meta.partitions) as usize;
+        if let Some(given) = assignments.filter(|given| *given != added) {
+            return Err(TopicError {
+                code: errors::INVALID_REPLICA_ASSIGNMENT,
+                message: format!(
+                    "increasing the number of partitions by {added} but {given} assignments \
+                     provided"
+                ),
             });
         }
         meta.partitions = count;

@@ -204,6 +204,23 @@ def test_create_partitions_with_replica_assignment(broker):
     assert ck_produce(broker.bootstrap, topic, [Msg(b"k", b"p3", partition=3)]) == [(3, 0)]
 
 
+def test_create_partitions_with_wrong_replica_assignment(broker):
+    """An assignment list that does not hold one entry per new partition, or that names a
+    broker that does not exist, is INVALID_REPLICA_ASSIGNMENT and the topic keeps its count."""
+    admin = ck_admin(broker)
+    node_id = admin.describe_cluster(request_timeout=TIMEOUT_S).result(TIMEOUT_S).nodes[0].id
+    topic = unique_topic("grow-misassigned")
+    ck_create(admin, topic, 2)
+    for assignment in ([[node_id]], [[node_id], [node_id + 100]]):
+        future = admin.create_partitions([NewPartitions(topic, 4, replica_assignment=assignment)],
+                                         operation_timeout=TIMEOUT_S,
+                                         request_timeout=TIMEOUT_S)[topic]
+        with pytest.raises(KafkaException) as failure:
+            future.result(timeout=TIMEOUT_S)
+        assert failure.value.args[0].code() == KafkaError.INVALID_REPLICA_ASSIGNMENT, assignment
+    assert wait_partition_count(broker, topic, 2) == 2
+
+
 def test_delete_topic_then_recreate(broker):
     """DeleteTopics removes the topic from metadata and its partition directories from the
     data dir; deleting again is UNKNOWN_TOPIC_OR_PARTITION; a topic created again under the
