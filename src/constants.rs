@@ -92,10 +92,10 @@ pub const GROUP_ID_LENGTH_MAX: usize = i16::MAX as usize;
 /// so the id stays small and storable (a client id may be 32 KiB).
 pub const MEMBER_ID_PREFIX_BYTES_MAX: usize = 255;
 
-/// How often each shard's group coordinator checks session, rebalance and join timeouts.
-/// Kafka's own timer ticks every 1 ms; 100 ms is well inside every group timeout (the
-/// smallest session timeout Kafka allows is 6 s) at a fraction of the wake-ups.
-pub const GROUP_TICK_MS: u64 = 100;
+/// The longest each shard's group coordinator sleeps with no group deadline due: it then runs
+/// offset retention and checks whether its log needs compacting. Group timeouts themselves
+/// wake it at their deadline (the timing wheel in `group::timers`).
+pub const GROUP_IDLE_WAKE_MS: u64 = 1_000;
 
 /// How often expired committed offsets are purged (Kafka's
 /// offsets.retention.check.interval.ms default).

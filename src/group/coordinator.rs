@@ -10,9 +10,12 @@
 //! and a oneshot; the state machine answers every parked request eventually (rebalance or
 //! join timeouts, member removal), so no request waits forever.
 //!
-//! Time: one task per shard ticks the state machine every `GROUP_TICK_MS` (sessions,
-//! rebalance and join delays), runs offset retention, and compacts the log. No timer per
-//! member; the shard's timing wheel can replace the tick without touching the state machine.
+//! Time: the state machine keeps its deadlines (sessions, rebalance and join delays, sync
+//! expiry) on a timing wheel (`group::timers`). One task per shard sleeps until the earliest
+//! of them and is poked when a request sets an earlier one, so a timeout fires within a
+//! millisecond or so of its deadline with no timer per member and no periodic polling. The
+//! same task runs offset retention and compacts the log, waking at least every
+//! `GROUP_IDLE_WAKE_MS`.
 //!
 //! Persistence: records go through one outbox and one flusher, so they reach the log in the
 //! order the state changed, several requests' records in one batch. OffsetCommit answers
@@ -36,11 +39,13 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::channel::oneshot;
+use futures::channel::{mpsc, oneshot};
+use futures::future::{select, Either};
+use futures::StreamExt;
 
 use crate::config::Config;
 use crate::constants::{
-    GROUP_TICK_MS, OFFSETS_BATCH_BYTES_MAX, OFFSETS_COMPACT_SEGMENTS,
+    GROUP_IDLE_WAKE_MS, OFFSETS_BATCH_BYTES_MAX, OFFSETS_COMPACT_SEGMENTS,
     OFFSETS_RETENTION_CHECK_INTERVAL_MS,
 };
 use crate::group::records::Record;
@@ -129,6 +134,10 @@ pub struct Coordinator {
     next_reply: Cell<ReplyId>,
     outbox: RefCell<Outbox>,
     tick: RefCell<Option<glommio::task::JoinHandle<()>>>,
+    /// When the tick task will wake on its own (ms); an earlier deadline pokes it.
+    planned_wake_ms: Cell<i64>,
+    poke_tx: mpsc::UnboundedSender<()>,
+    poke_rx: RefCell<Option<mpsc::UnboundedReceiver<()>>>,
     /// Log size right after the last compaction: the next one waits for twice that.
     compacted_bytes: Cell<u64>,
     compacting: Cell<bool>,
@@ -144,6 +153,7 @@ struct Outbox {
 
 impl Coordinator {
     pub fn new(shard: ShardId, config: &Config) -> Coordinator {
+        let (poke_tx, poke_rx) = mpsc::unbounded();
         Coordinator {
             shard,
             shards: config.cores,
@@ -156,6 +166,9 @@ impl Coordinator {
             next_reply: Cell::new(1),
             outbox: RefCell::new(Outbox::default()),
             tick: RefCell::new(None),
+            planned_wake_ms: Cell::new(i64::MAX),
+            poke_tx,
+            poke_rx: RefCell::new(Some(poke_rx)),
             compacted_bytes: Cell::new(0),
             compacting: Cell::new(false),
         }
@@ -361,10 +374,14 @@ impl Coordinator {
     /// Delivers the state machine's answers and queues its records. With `ack`, returns a
     /// receiver that fires once those records are in the log (None: nothing to write).
     fn dispatch(self: &Rc<Self>, ack: bool) -> Option<oneshot::Receiver<i64>> {
-        let (replies, records) = {
+        let (replies, records, next_deadline) = {
             let mut state = self.state.borrow_mut();
-            (state.take_replies(), state.take_records())
+            (state.take_replies(), state.take_records(), state.next_deadline())
         };
+        if next_deadline.is_some_and(|deadline| deadline < self.planned_wake_ms.get()) {
+            self.planned_wake_ms.set(next_deadline.unwrap_or(i64::MAX));
+            let _ = self.poke_tx.unbounded_send(());
+        }
         for (id, reply) in replies {
             if let Some(tx) = self.waiting.borrow_mut().remove(&id) {
                 let _ = tx.send(reply);
@@ -445,9 +462,11 @@ impl Coordinator {
     // ----- time --------------------------------------------------------------------------------
 
     async fn run_tick(self: Rc<Self>) {
+        let Some(mut pokes) = self.poke_rx.borrow_mut().take() else {
+            return;
+        };
         let mut last_retention = now_ms();
         loop {
-            glommio::timer::sleep(Duration::from_millis(GROUP_TICK_MS)).await;
             let now = now_ms();
             self.state.borrow_mut().advance(now);
             if now - last_retention >= OFFSETS_RETENTION_CHECK_INTERVAL_MS {
@@ -457,8 +476,19 @@ impl Coordinator {
                     tracing::info!(shard = self.shard.0, expired, "expired committed offsets");
                 }
             }
+            self.planned_wake_ms.set(i64::MIN);
             self.dispatch(false);
             self.maybe_compact().await;
+            let now = now_ms();
+            let idle_wake = now + GROUP_IDLE_WAKE_MS as i64;
+            let wake = self.state.borrow().next_deadline().map_or(idle_wake, |d| d.min(idle_wake));
+            self.planned_wake_ms.set(wake);
+            let sleep_ms = wake.saturating_sub(now).max(1) as u64;
+            let sleep = glommio::timer::sleep(Duration::from_millis(sleep_ms));
+            match select(Box::pin(sleep), pokes.next()).await {
+                Either::Left(_) | Either::Right((Some(()), _)) => {}
+                Either::Right((None, _)) => return,
+            }
         }
     }
 

@@ -764,6 +764,12 @@ impl Groups {
     }
 
     /// Answers for parked requests produced since the last call.
+    /// When `advance` next has something to do (session, rebalance, join or sync deadline),
+    /// in milliseconds; None when no timeout is pending.
+    pub fn next_deadline(&self) -> Option<i64> {
+        self.fx.timers.next_deadline()
+    }
+
     pub fn take_replies(&mut self) -> Vec<(ReplyId, Reply)> {
         std::mem::take(&mut self.fx.replies)
     }

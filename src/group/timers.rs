@@ -1,66 +1,97 @@
 //! Keyed deadlines for the group state machine: `schedule(key, deadline, op)` replaces any
-//! deadline the key had, `cancel(key)` drops it, `expired(now)` hands back every due
+//! deadline the key had, `cancel(key)` drops it, `pop_expired(now)` hands back every due
 //! operation in deadline order. This mirrors the keyed timer Kafka's group coordinator uses
 //! (`timer.schedule(key, ...)`), so the state machine reads like Kafka's.
 //!
-//! Pure: time is an argument. One periodic task per shard calls `expired(now)` (every
-//! `GROUP_TICK_MS`); when the shard's timing wheel is wired in, this is the one piece to swap.
-//! Costs: schedule and cancel O(log n), expiry O(log n) per due operation.
+//! Pure: time (milliseconds) is an argument. Deadlines sit on the shard-style hierarchical
+//! timing wheel (`crate::wheel`, one tick per millisecond): schedule and cancel are O(1),
+//! expiry O(1) amortised per due operation and nothing per empty millisecond; a key map finds
+//! a key's timer. The coordinator's one task sleeps until `next_deadline()`.
+//!
+//! The clock may step backwards (wall time); the wheel never does: an earlier `now` than the
+//! wheel's current tick expires nothing new.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
+use crate::wheel::{TimerHandle, TimingWheel};
+
 pub struct Timers<K, Op> {
-    by_deadline: BTreeMap<(i64, u64), K>,
-    by_key: HashMap<K, (i64, u64, Op)>,
-    next_seq: u64,
+    wheel: TimingWheel<K>,
+    by_key: HashMap<K, (TimerHandle, Op)>,
+    /// Expired by the last advance and not popped yet, in deadline order.
+    due: VecDeque<(i64, K, Op)>,
 }
 
 impl<K: Clone + Eq + Hash, Op> Default for Timers<K, Op> {
     fn default() -> Self {
-        Timers { by_deadline: BTreeMap::new(), by_key: HashMap::new(), next_seq: 0 }
+        Timers { wheel: TimingWheel::new(0), by_key: HashMap::new(), due: VecDeque::new() }
     }
+}
+
+/// Milliseconds to wheel ticks; deadlines before the epoch are simply due.
+fn tick(ms: i64) -> u64 {
+    ms.max(0) as u64
 }
 
 impl<K: Clone + Eq + Hash, Op> Timers<K, Op> {
     pub fn schedule(&mut self, key: K, deadline_ms: i64, op: Op) {
         self.cancel(&key);
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.by_deadline.insert((deadline_ms, seq), key.clone());
-        self.by_key.insert(key, (deadline_ms, seq, op));
+        let handle = self.wheel.insert(tick(deadline_ms), key.clone());
+        self.by_key.insert(key, (handle, op));
     }
 
     pub fn cancel(&mut self, key: &K) {
-        if let Some((deadline, seq, _)) = self.by_key.remove(key) {
-            self.by_deadline.remove(&(deadline, seq));
+        match self.by_key.remove(key) {
+            Some((handle, _)) => {
+                self.wheel.cancel(handle);
+            }
+            None if !self.due.is_empty() => self.due.retain(|(_, due_key, _)| due_key != key),
+            None => {}
         }
     }
 
     pub fn deadline(&self, key: &K) -> Option<i64> {
-        self.by_key.get(key).map(|(deadline, _, _)| *deadline)
+        match self.by_key.get(key) {
+            Some((handle, _)) => self.wheel.deadline(*handle).map(|tick| tick as i64),
+            None => self.due.iter().find(|(_, k, _)| k == key).map(|(deadline, _, _)| *deadline),
+        }
     }
 
     /// Removes and returns the earliest operation due at `now_ms`, if any. Callers loop, so
     /// an operation may schedule new (even already due) deadlines while expiring.
     pub fn pop_expired(&mut self, now_ms: i64) -> Option<Op> {
-        let (&(deadline, seq), _) = self.by_deadline.first_key_value()?;
-        if deadline > now_ms {
-            return None;
+        if self.due.is_empty() {
+            let now = tick(now_ms).max(self.wheel.current_tick());
+            let mut expired = Vec::new();
+            self.wheel.advance(now, |deadline, key| expired.push((deadline as i64, key)));
+            // One advance can cross many milliseconds; keep Kafka's deadline order.
+            expired.sort_by_key(|(deadline, _)| *deadline);
+            for (deadline, key) in expired {
+                if let Some((_, op)) = self.by_key.remove(&key) {
+                    self.due.push_back((deadline, key, op));
+                }
+            }
         }
-        let key = self.by_deadline.remove(&(deadline, seq))?;
-        let (_, stored_seq, op) = self.by_key.remove(&key)?;
-        debug_assert_eq!(stored_seq, seq);
-        Some(op)
+        self.due.pop_front().map(|(_, _, op)| op)
+    }
+
+    /// The earliest deadline, in milliseconds; at most a tick late for far deadlines (see
+    /// `TimingWheel::next_deadline`), so a sleeper wakes early rather than late.
+    pub fn next_deadline(&self) -> Option<i64> {
+        if !self.due.is_empty() {
+            return Some(self.wheel.current_tick() as i64);
+        }
+        self.wheel.next_deadline().map(|tick| tick as i64)
     }
 
     pub fn len(&self) -> usize {
-        debug_assert_eq!(self.by_key.len(), self.by_deadline.len());
-        self.by_key.len()
+        debug_assert_eq!(self.by_key.len(), self.wheel.len());
+        self.by_key.len() + self.due.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+        self.len() == 0
     }
 }
 
@@ -104,5 +135,105 @@ mod tests {
         timers.cancel(&"missing");
         assert_eq!(drain(&mut timers, 10), vec![2]);
         assert!(timers.is_empty());
+    }
+
+    #[test]
+    fn far_deadlines_and_wall_clock_epochs_expire_exactly_on_time() {
+        // Deadlines are wall-clock milliseconds: the first advance jumps from 0 to now.
+        let now = 1_795_512_582_307_i64;
+        let mut timers = Timers::default();
+        timers.schedule("session", now + 45_000, 1);
+        timers.schedule("join", now + 3_000, 2);
+        assert_eq!(drain(&mut timers, now), Vec::<u32>::new());
+        assert_eq!(timers.next_deadline().map(|d| d <= now + 3_000), Some(true));
+        assert_eq!(drain(&mut timers, now + 2_999), Vec::<u32>::new());
+        assert_eq!(drain(&mut timers, now + 3_000), vec![2]);
+        assert_eq!(drain(&mut timers, now + 44_999), Vec::<u32>::new());
+        assert_eq!(drain(&mut timers, now + 45_000), vec![1]);
+        assert_eq!(timers.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_clock_that_steps_back_expires_nothing_new() {
+        let mut timers = Timers::default();
+        timers.schedule("a", 100, 1);
+        assert_eq!(drain(&mut timers, 50), Vec::<u32>::new());
+        timers.schedule("b", 60, 2);
+        assert_eq!(drain(&mut timers, 40), Vec::<u32>::new());
+        assert_eq!(drain(&mut timers, 60), vec![2]);
+    }
+
+    #[test]
+    fn an_expiring_operation_may_cancel_or_reschedule_one_that_is_also_due() {
+        let mut timers = Timers::default();
+        timers.schedule("a", 10, 1);
+        timers.schedule("b", 11, 2);
+        timers.schedule("c", 12, 3);
+        assert_eq!(timers.pop_expired(20), Some(1));
+        // While handling "a", the state machine cancels "b" and moves "c" later.
+        timers.cancel(&"b");
+        timers.schedule("c", 30, 4);
+        assert_eq!(timers.deadline(&"c"), Some(30));
+        assert_eq!(timers.pop_expired(20), None);
+        assert_eq!(drain(&mut timers, 30), vec![4]);
+    }
+
+    /// Against a reference model (an ordered list), random schedules, cancels and clock moves
+    /// (forwards, far forwards, backwards) give the same operations at the same time.
+    #[test]
+    fn matches_a_reference_model() {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        println!("seed {seed}");
+        let mut state = seed | 1;
+        let mut random = move |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % bound
+        };
+        let mut timers: Timers<u64, u64> = Timers::default();
+        let mut model: Vec<(i64, u64, u64, u64)> = Vec::new(); // deadline, order, key, op
+        let (mut now, mut order, mut op) = (1_000_i64, 0_u64, 0_u64);
+        let mut high_water = now;
+        for _ in 0..20_000 {
+            match random(10) {
+                0..=4 => {
+                    let key = random(64);
+                    let deadline = now + random(5_000) as i64 - 10;
+                    op += 1;
+                    order += 1;
+                    timers.schedule(key, deadline, op);
+                    model.retain(|entry| entry.2 != key);
+                    model.push((deadline, order, key, op));
+                }
+                5 => {
+                    let key = random(64);
+                    timers.cancel(&key);
+                    model.retain(|entry| entry.2 != key);
+                }
+                6 => now -= random(100) as i64,
+                7 => now += random(100_000) as i64,
+                _ => now += random(50) as i64,
+            }
+            high_water = high_water.max(now);
+            let mut got = Vec::new();
+            while let Some(op) = timers.pop_expired(now) {
+                got.push(op);
+            }
+            // The wheel never goes back: what is due is due at the highest time seen.
+            let mut due: Vec<_> = model.iter().filter(|e| e.0 <= high_water).cloned().collect();
+            due.sort_by_key(|e| (e.0, e.1));
+            model.retain(|e| e.0 > high_water);
+            let want: Vec<u64> = due.iter().map(|e| e.3).collect();
+            let mut got_sorted = got.clone();
+            got_sorted.sort_unstable();
+            let mut want_sorted = want.clone();
+            want_sorted.sort_unstable();
+            assert_eq!(got_sorted, want_sorted, "seed {seed}");
+            assert_eq!(timers.len(), model.len(), "seed {seed}");
+        }
     }
 }
