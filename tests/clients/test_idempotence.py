@@ -41,8 +41,8 @@ PARTITIONS = 4
 RECORDS = 12000
 
 
-def produce_through(broker, interrupt):
-    """Produces RECORDS values "0".."N-1", value i to partition i % PARTITIONS, at a steady
+def produce_through(broker, interrupt, records=RECORDS):
+    """Produces `records` values "0".."N-1", value i to partition i % PARTITIONS, at a steady
     pace, while `interrupt(broker)` stops and starts the broker in the middle. Then checks
     that every partition holds exactly its values, in order, at offsets 0.., once each."""
     topic = unique_topic("idem")
@@ -73,7 +73,7 @@ def produce_through(broker, interrupt):
     })
 
     def send_all():
-        for i in range(RECORDS):
+        for i in range(records):
             while True:
                 try:
                     producer.produce(topic, value=str(i).encode(), partition=i % PARTITIONS,
@@ -90,24 +90,24 @@ def produce_through(broker, interrupt):
     time.sleep(1.0)
     before = acked[0]
     interrupt(broker)
-    assert sender.is_alive() and before < RECORDS, "the interruption came after the last record"
+    assert sender.is_alive() and before < records, "the interruption came after the last one"
     sender.join(timeout=60)
     assert not sender.is_alive(), "the producer thread did not finish"
     remaining = producer.flush(90)
     assert remaining == 0, f"{remaining} records not delivered"
     assert not fatal, f"fatal producer error: {fatal}"
     assert not failures, f"delivery failed: {failures[:5]}"
-    assert acked[0] == RECORDS
+    assert acked[0] == records
     for partition in range(PARTITIONS):
-        records = ck_consume_all(broker.bootstrap, topic, partition, timeout=60)
-        values = [int(r.value) for r in records]
-        expected = list(range(partition, RECORDS, PARTITIONS))
+        stored = ck_consume_all(broker.bootstrap, topic, partition, timeout=60)
+        values = [int(r.value) for r in stored]
+        expected = list(range(partition, records, PARTITIONS))
         duplicates = len(values) - len(set(values))
         missing = sorted(set(expected) - set(values))[:10]
         assert duplicates == 0, f"partition {partition}: {duplicates} duplicates"
         assert not missing, f"partition {partition}: missing values, first: {missing}"
         assert values == expected, f"partition {partition}: records out of order"
-        assert [r.offset for r in records] == list(range(len(expected)))
+        assert [r.offset for r in stored] == list(range(len(expected)))
 
 
 @pytest.mark.timeout(240)
@@ -126,6 +126,38 @@ def test_idempotent_producer_through_kill9(broker):
         b.start()
 
     produce_through(broker, crash)
+
+
+def kill_broker_connections(broker):
+    """Closes every established connection on the broker's port from the broker's side (the
+    kernel aborts the broker's sockets, as `ss -K` does; the client sees a reset). Returns how
+    many sockets it closed."""
+    port = broker.bootstrap.rsplit(":", 1)[1]
+    done = subprocess.run(["ss", "-K", "-t", "-n", "-H", "state", "established",
+                           f"( sport = :{port} )"],
+                          capture_output=True, text=True, timeout=10, check=True)
+    return len([line for line in done.stdout.splitlines() if line.strip()])
+
+
+@pytest.mark.timeout(240)
+def test_idempotent_producer_through_connection_drops(broker):
+    """The broker side drops the producer's connections again and again while requests are
+    in flight: retried batches that the broker had already written are answered as
+    duplicates, so nothing is lost, doubled or reordered."""
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2)")
+    killed = []
+
+    def drops(b):
+        # For 3 s (well within the ~6 s the sender takes), close each connection as soon as
+        # the producer has made it again.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            killed.append(kill_broker_connections(b))
+            time.sleep(0.02)
+
+    produce_through(broker, drops, records=2 * RECORDS)
+    assert sum(killed) >= 3, f"the drops closed too few connections: {killed}"
 
 
 @pytest.mark.timeout(300)
