@@ -107,8 +107,10 @@ impl<'a> BatchHeader<'a> {
     pub fn is_control(&self) -> bool {
         self.attributes() & ATTRIBUTE_CONTROL != 0
     }
+    /// Saturates: the base offset is outside the CRC, so a producer (whose base offset the
+    /// broker overwrites anyway) or a damaged disk block can put any value there.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset() + i64::from(self.last_offset_delta())
+        self.base_offset().saturating_add(i64::from(self.last_offset_delta()))
     }
     /// Total size of the batch on disk and on the wire, header included.
     pub fn size_bytes(&self) -> usize {

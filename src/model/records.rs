@@ -105,8 +105,9 @@ fn parse_records<'a>(
         let key = take_bytes(&mut record)?;
         let value = take_bytes(&mut record)?;
         out.push(RecordView {
-            offset: header.base_offset() + offset_delta,
-            timestamp: header.base_timestamp() + timestamp_delta,
+            // Saturating: deltas are varints anyone could have written.
+            offset: header.base_offset().saturating_add(offset_delta),
+            timestamp: header.base_timestamp().saturating_add(timestamp_delta),
             key,
             value,
         });
