@@ -1092,7 +1092,11 @@ impl Groups {
     /// expiry. Called by the shard's periodic tick.
     pub fn advance(&mut self, now: i64) {
         let Groups { config, groups, fx } = self;
-        while let Some(op) = fx.timers.pop_expired(now) {
+        // Operations scheduled while expiring wait for the next tick, even when already due:
+        // a member's rebalance timeout may be zero or negative (JoinGroup takes any int32),
+        // and "nobody rejoined, wait another rebalance timeout" would otherwise loop forever.
+        let mark = fx.timers.mark();
+        while let Some(op) = fx.timers.pop_expired_scheduled_before(now, mark) {
             let mut cx = Ctx { cfg: config, fx: &mut *fx, now };
             match op {
                 TimerOp::ExpireHeartbeat { group, member } => {
@@ -2420,6 +2424,45 @@ mod tests {
         );
         assert_eq!(subscription_topics(&[0, 1, 0]), None);
         assert_eq!(subscription_topics(&[0, 0, 0, 0, 0, 1, 0, 9, b'x']), None);
+    }
+
+    /// A rebalance nobody rejoins waits "another rebalance timeout"; with a negative one
+    /// (JoinGroup takes any int32) that deadline is already past. The tick once looped on it
+    /// forever, stalling the shard; now it comes back at the next tick.
+    #[test]
+    fn a_negative_rebalance_timeout_does_not_loop_the_tick() {
+        let mut h = Harness::new();
+        let static_join = |instance: &str, member: &str, rebalance_ms: i32| JoinRequest {
+            group_instance_id: Some(instance.into()),
+            rebalance_timeout_ms: rebalance_ms,
+            ..join_request("g", member, instance, &["range"])
+        };
+        let static_sync =
+            |instance: &str, generation: i32, member: &str, assign: &[(&str, &[u8])]| SyncRequest {
+                group_instance_id: Some(instance.into()),
+                ..sync_request("g", generation, member, assign)
+            };
+        let ja = h.join(static_join("ia", "", REBALANCE_MS));
+        h.advance(i64::from(DELAY_MS));
+        let a = h.joined(ja).member_id;
+        let sa = h.sync(static_sync("ia", 1, &a, &[(&a, b"A")]));
+        assert_eq!(h.synced(sa).error_code, errors::NONE);
+        let jb = h.join(static_join("ib", "", -1));
+        let ja = h.join(static_join("ia", &a, -1));
+        let b = h.joined(jb).member_id;
+        assert_eq!(h.joined(ja).generation_id, 2);
+        let sb = h.sync(static_sync("ib", 2, &b, &[]));
+        let sa = h.sync(static_sync("ia", 2, &a, &[(&a, b"A"), (&b, b"B")]));
+        assert_eq!(h.synced(sa).error_code, errors::NONE);
+        assert_eq!(h.synced(sb).error_code, errors::NONE);
+        let leaving = LeaveMember { member_id: b, group_instance_id: Some("ib".into()) };
+        assert_eq!(h.groups.leave(h.now, "g", vec![leaving]).members[0].1, errors::NONE);
+        for _ in 0..3 {
+            h.advance(100); // each returns: the past deadline waits for the next tick
+        }
+        assert_eq!(h.groups.state_of("g"), Some(GroupState::PreparingRebalance));
+        let ja = h.join(static_join("ia", &a, -1));
+        assert_eq!(h.joined(ja).generation_id, 3);
     }
 
     /// Random sequences of every request, with members, instance ids and protocols drawn

@@ -54,6 +54,28 @@ impl<K: Clone + Eq + Hash, Op> Timers<K, Op> {
         Some(op)
     }
 
+    /// A mark for `pop_expired_scheduled_before`: operations scheduled from now on are after it.
+    pub fn mark(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Like `pop_expired`, but only operations scheduled before `mark` (from `mark()`): an
+    /// operation that keeps rescheduling itself at a deadline already due (a zero or negative
+    /// timeout from a client) waits for the next call instead of looping forever.
+    pub fn pop_expired_scheduled_before(&mut self, now_ms: i64, mark: u64) -> Option<Op> {
+        let (&(deadline, seq), _) = self
+            .by_deadline
+            .iter()
+            .find(|((deadline, seq), _)| *deadline > now_ms || *seq < mark)?;
+        if deadline > now_ms {
+            return None;
+        }
+        let key = self.by_deadline.remove(&(deadline, seq))?;
+        let (_, stored_seq, op) = self.by_key.remove(&key)?;
+        debug_assert_eq!(stored_seq, seq);
+        Some(op)
+    }
+
     pub fn len(&self) -> usize {
         debug_assert_eq!(self.by_key.len(), self.by_deadline.len());
         self.by_key.len()
@@ -103,6 +125,21 @@ mod tests {
         timers.cancel(&"a");
         timers.cancel(&"missing");
         assert_eq!(drain(&mut timers, 10), vec![2]);
+        assert!(timers.is_empty());
+    }
+
+    #[test]
+    fn operations_scheduled_after_the_mark_wait_for_the_next_call() {
+        let mut timers = Timers::default();
+        timers.schedule("a", 10, 1);
+        let mark = timers.mark();
+        timers.schedule("b", 5, 2);
+        timers.schedule("c", 10, 3);
+        assert_eq!(timers.pop_expired_scheduled_before(10, mark), Some(1));
+        assert_eq!(timers.pop_expired_scheduled_before(10, mark), None);
+        let mark = timers.mark();
+        assert_eq!(timers.pop_expired_scheduled_before(10, mark), Some(2));
+        assert_eq!(timers.pop_expired_scheduled_before(10, mark), Some(3));
         assert!(timers.is_empty());
     }
 }

@@ -523,10 +523,10 @@ class Wire:
         return {"error": error, "generation": generation, "protocol": protocol,
                 "leader": leader, "member": member_id, "members": peers}
 
-    def join_v5(self, group, member="", instance=None, topic="t"):
+    def join_v5(self, group, member="", instance=None, topic="t", rebalance_ms=SESSION_MS):
         """JoinGroup v5 (group.instance.id, MEMBER_ID_REQUIRED): (error, generation, member)."""
         nullable = string(instance) if instance is not None else struct.pack(">h", -1)
-        body = (string(group) + struct.pack(">ii", SESSION_MS, SESSION_MS) + string(member)
+        body = (string(group) + struct.pack(">ii", SESSION_MS, rebalance_ms) + string(member)
                 + nullable + string("consumer")
                 + array([string("range") + blob(subscription(topic))]))
         r = self.call(JOIN_GROUP, 5, body)
