@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Consumer group measurements against a Spate broker this script starts (not a test).
 
-    scripts/group_measure.py rebalance [--heartbeat-ms 3000] [--rounds 5]
+    scripts/group_measure.py rebalance [--heartbeat-ms 3000] [--rounds 5] [--kills 2]
+                                       [--session-ms 10000]
     scripts/group_measure.py commits   [--rate 10000] [--seconds 10] [--connections 64]
                                        [--shard 0]
 
 rebalance: a 4-member group (confluent-kafka members, eager range assignor, 8 partitions).
-  Reports how long a member leaving (LeaveGroup) and a member joining take until every
+  Reports how long a member killed (kill -9, the first --kills rounds), a member leaving
+  (LeaveGroup) and a member joining take until every
   partition is held again, measured from the members' own events (tests/clients/
   group_member.py). Clients learn of a rebalance from their next heartbeat, so the figure is
   dominated by heartbeat.interval.ms; the broker side is reported separately as the time the
@@ -107,6 +109,10 @@ class Member:
         self.proc.terminate()
         self.proc.wait(timeout=30)
 
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
 
 def wait_covered(members, partitions, timeout=120):
     deadline = time.monotonic() + timeout
@@ -124,7 +130,7 @@ def rebalance(args):
     try:
         topic = "rebalance-topic"
         create_topic(broker, topic, partitions)
-        conf = {"heartbeat.interval.ms": args.heartbeat_ms, "session.timeout.ms": 10000}
+        conf = {"heartbeat.interval.ms": args.heartbeat_ms, "session.timeout.ms": args.session_ms}
         group = "rebalance-group"
         members = [Member(broker, group, topic, conf) for _ in range(4)]
         while not all(m.ready_at() for m in members):
@@ -133,13 +139,17 @@ def rebalance(args):
         formed = wait_covered(members, partitions)
         print(f"4 members formed a group in {formed - last_ready:.3f} s after the last was ready "
               f"(initial rebalance delay {args.initial_delay_ms} ms)")
-        leaves, joins = [], []
-        for _ in range(args.rounds):
+        leaves, joins, kills = [], [], []
+        for round_ in range(args.rounds):
             time.sleep(1)
             leaver = members.pop()
             started = time.monotonic()
-            leaver.leave()
-            leaves.append(wait_covered(members, partitions) - started)
+            if round_ < args.kills:
+                leaver.kill()  # no LeaveGroup: the coordinator waits out the session timeout
+                kills.append(wait_covered(members, partitions) - started)
+            else:
+                leaver.leave()
+                leaves.append(wait_covered(members, partitions) - started)
             time.sleep(1)
             joiner = Member(broker, group, topic, conf)
             while not joiner.ready_at():
@@ -147,9 +157,13 @@ def rebalance(args):
             started = joiner.ready_at()
             members.append(joiner)
             joins.append(wait_covered(members, partitions) - started)
-        for name, times in (("leave (4 -> 3 members)", leaves), ("join (3 -> 4 members)", joins)):
+        for name, times in (("kill -9 (4 -> 3 members)", kills),
+                            ("leave (4 -> 3 members)", leaves), ("join (3 -> 4 members)", joins)):
+            if not times:
+                continue
             print(f"{name}: median {statistics.median(times):.3f} s, max {max(times):.3f} s, "
-                  f"rounds {len(times)}, heartbeat.interval.ms {args.heartbeat_ms}")
+                  f"rounds {len(times)}, heartbeat.interval.ms {args.heartbeat_ms}, "
+                  f"session.timeout.ms {args.session_ms}")
         for member in members:
             member.leave()
     finally:
@@ -317,6 +331,9 @@ def main():
     r.add_argument("--heartbeat-ms", type=int, default=3000)
     r.add_argument("--initial-delay-ms", type=int, default=3000)
     r.add_argument("--rounds", type=int, default=5)
+    r.add_argument("--kills", type=int, default=2,
+                   help="how many of the rounds kill -9 the member instead of closing it")
+    r.add_argument("--session-ms", type=int, default=10000)
     c = sub.add_parser("commits")
     c.add_argument("--rate", type=float, default=10000)
     c.add_argument("--seconds", type=float, default=10)

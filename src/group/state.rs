@@ -931,7 +931,8 @@ impl Groups {
         if group.is(GroupState::Stable) || group.is(GroupState::PreparingRebalance) {
             cx.reschedule_heartbeat(group, &req.member_id);
         }
-        let expire_timestamp = (req.retention_time_ms >= 0).then(|| now + req.retention_time_ms);
+        let expire_timestamp =
+            (req.retention_time_ms >= 0).then(|| now.saturating_add(req.retention_time_ms));
         let mut codes = Vec::with_capacity(req.partitions.len());
         for p in req.partitions {
             let metadata = p.metadata.unwrap_or_default();
@@ -1097,7 +1098,11 @@ impl Groups {
     /// expiry. Called by the shard's periodic tick.
     pub fn advance(&mut self, now: i64) {
         let Groups { config, groups, fx } = self;
-        while let Some(op) = fx.timers.pop_expired(now) {
+        // Operations scheduled while expiring wait for the next tick, even when already due:
+        // a member's rebalance timeout may be zero or negative (JoinGroup takes any int32),
+        // and "nobody rejoined, wait another rebalance timeout" would otherwise loop forever.
+        let mark = fx.timers.mark();
+        while let Some(op) = fx.timers.pop_expired_scheduled_before(now, mark) {
             let mut cx = Ctx { cfg: config, fx: &mut *fx, now };
             match op {
                 TimerOp::ExpireHeartbeat { group, member } => {
@@ -1420,6 +1425,14 @@ impl Ctx<'_> {
         }
         if group.pending_join_members.contains(&member_id) {
             // A pending member is always dynamic; a static one never gets MEMBER_ID_REQUIRED.
+            // A request that names an instance id with a pending member id was not sent by
+            // that member: adding it would register the instance twice. Kafka throws an
+            // IllegalStateException here, which its clients see as UNKNOWN_SERVER_ERROR.
+            if req.group_instance_id.is_some() {
+                let answer = JoinResponse::error(&member_id, errors::UNKNOWN_SERVER_ERROR);
+                self.reply_join(reply, answer);
+                return;
+            }
             self.add_member_then_rebalance(group, reply, req, member_id);
             return;
         }
@@ -1692,7 +1705,8 @@ impl Ctx<'_> {
         if initial {
             // A new group waits a little for more members before the first generation.
             let delay_ms = self.cfg.initial_rebalance_delay_ms;
-            let remaining_ms = (group.rebalance_timeout_ms() - delay_ms).max(0);
+            // Saturating: JoinGroup's rebalance timeout is any int32 a client sends.
+            let remaining_ms = group.rebalance_timeout_ms().saturating_sub(delay_ms).max(0);
             let op = TimerOp::InitialJoin { group: group.group_id.clone(), delay_ms, remaining_ms };
             let key = TimerKey::Join(group.group_id.clone());
             self.fx.timers.schedule(key, self.now + i64::from(delay_ms), op);
@@ -1713,7 +1727,7 @@ impl Ctx<'_> {
         if group.new_member_added && remaining_ms != 0 {
             group.new_member_added = false;
             let next_delay = self.cfg.initial_rebalance_delay_ms.min(remaining_ms);
-            let next_remaining = (remaining_ms - delay_ms).max(0);
+            let next_remaining = remaining_ms.saturating_sub(delay_ms).max(0);
             let op = TimerOp::InitialJoin {
                 group: group.group_id.clone(),
                 delay_ms: next_delay,
@@ -2416,5 +2430,198 @@ mod tests {
         );
         assert_eq!(subscription_topics(&[0, 1, 0]), None);
         assert_eq!(subscription_topics(&[0, 0, 0, 0, 0, 1, 0, 9, b'x']), None);
+    }
+
+    /// A rebalance nobody rejoins waits "another rebalance timeout"; with a negative one
+    /// (JoinGroup takes any int32) that deadline is already past. The tick once looped on it
+    /// forever, stalling the shard; now it comes back at the next tick.
+    #[test]
+    fn a_negative_rebalance_timeout_does_not_loop_the_tick() {
+        let mut h = Harness::new();
+        let static_join = |instance: &str, member: &str, rebalance_ms: i32| JoinRequest {
+            group_instance_id: Some(instance.into()),
+            rebalance_timeout_ms: rebalance_ms,
+            ..join_request("g", member, instance, &["range"])
+        };
+        let static_sync =
+            |instance: &str, generation: i32, member: &str, assign: &[(&str, &[u8])]| SyncRequest {
+                group_instance_id: Some(instance.into()),
+                ..sync_request("g", generation, member, assign)
+            };
+        let ja = h.join(static_join("ia", "", REBALANCE_MS));
+        h.advance(i64::from(DELAY_MS));
+        let a = h.joined(ja).member_id;
+        let sa = h.sync(static_sync("ia", 1, &a, &[(&a, b"A")]));
+        assert_eq!(h.synced(sa).error_code, errors::NONE);
+        let jb = h.join(static_join("ib", "", -1));
+        let ja = h.join(static_join("ia", &a, -1));
+        let b = h.joined(jb).member_id;
+        assert_eq!(h.joined(ja).generation_id, 2);
+        let sb = h.sync(static_sync("ib", 2, &b, &[]));
+        let sa = h.sync(static_sync("ia", 2, &a, &[(&a, b"A"), (&b, b"B")]));
+        assert_eq!(h.synced(sa).error_code, errors::NONE);
+        assert_eq!(h.synced(sb).error_code, errors::NONE);
+        let leaving = LeaveMember { member_id: b, group_instance_id: Some("ib".into()) };
+        assert_eq!(h.groups.leave(h.now, "g", vec![leaving]).members[0].1, errors::NONE);
+        for _ in 0..3 {
+            h.advance(100); // each returns: the past deadline waits for the next tick
+        }
+        assert_eq!(h.groups.state_of("g"), Some(GroupState::PreparingRebalance));
+        let ja = h.join(static_join("ia", &a, -1));
+        assert_eq!(h.joined(ja).generation_id, 3);
+    }
+
+    /// Random sequences of every request, with members, instance ids and protocols drawn
+    /// from small pools so that they collide: nothing panics, every parked request is
+    /// answered in the end, and a snapshot replays into the same offsets.
+    #[test]
+    fn random_requests_never_panic_and_every_parked_request_is_answered() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+
+        let seed: u64 = std::env::var("SPATE_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random);
+        println!("seed {seed}");
+        let mut rng = StdRng::seed_from_u64(seed);
+        for _round in
+            0..std::env::var("SPATE_TEST_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200)
+        {
+            let mut h = Harness::new();
+            let mut known: Vec<String> = vec!["".into(), "ghost".into()];
+            let mut parked: Vec<ReplyId> = Vec::new();
+            let groups = ["g", "h"];
+            let instances = [None, Some("i1"), Some("i2")];
+            for _ in 0..60 {
+                let group = groups[rng.gen_range(0..groups.len())];
+                let member = known[rng.gen_range(0..known.len())].clone();
+                let instance = instances[rng.gen_range(0..instances.len())].map(String::from);
+                let generation = rng.gen_range(-1..4);
+                match rng.gen_range(0..10) {
+                    0..=2 => {
+                        let names: &[&str] = match rng.gen_range(0..4) {
+                            0 => &["range"],
+                            1 => &["roundrobin", "range"],
+                            2 => &["range", "range"],
+                            _ => &[],
+                        };
+                        let mut req = join_request(group, &member, "c", names);
+                        req.group_instance_id = instance;
+                        req.require_known_member_id = rng.gen_bool(0.7);
+                        req.supports_skip_assignment = rng.gen_bool(0.5);
+                        if rng.gen_bool(0.1) {
+                            req.protocol_type = "other".into();
+                        }
+                        req.rebalance_timeout_ms = match rng.gen_range(0..8) {
+                            0 => i32::MIN,
+                            1 => i32::MAX,
+                            2 => -1,
+                            _ => rng.gen_range(0..2 * REBALANCE_MS),
+                        };
+                        parked.push(h.join(req));
+                    }
+                    3..=4 => {
+                        let others: Vec<(String, Bytes)> = known
+                            .iter()
+                            .filter(|_| rng.gen_bool(0.5))
+                            .map(|m| (m.clone(), Bytes::from_static(b"A")))
+                            .collect();
+                        let mut req = sync_request(group, generation, &member, &[]);
+                        req.assignments = others;
+                        req.group_instance_id = instance;
+                        parked.push(h.sync(req));
+                    }
+                    5 => {
+                        let req = HeartbeatRequest {
+                            group_id: group.into(),
+                            generation_id: generation,
+                            member_id: member,
+                            group_instance_id: instance,
+                        };
+                        h.groups.heartbeat(h.now, req);
+                    }
+                    6 => {
+                        let who = LeaveMember { member_id: member, group_instance_id: instance };
+                        let again = who.clone();
+                        h.groups.leave(h.now, group, vec![who, again]);
+                    }
+                    7 => {
+                        let mut req = CommitRequest {
+                            group_id: group.into(),
+                            generation_id: generation,
+                            member_id: member,
+                            group_instance_id: instance,
+                            retention_time_ms: [-1, 0, i64::MAX][rng.gen_range(0..3)],
+                            api_version: rng.gen_range(0..10),
+                            partitions: Vec::new(),
+                        };
+                        req.partitions.push(CommitPartition {
+                            topic: "t".into(),
+                            partition: rng.gen_range(0..3),
+                            offset: rng.gen_range(-1..100),
+                            leader_epoch: -1,
+                            metadata: None,
+                        });
+                        let _ = h.groups.commit_offsets(h.now, req);
+                    }
+                    8 => match rng.gen_range(0..5) {
+                        4 => {
+                            // A restart: the snapshot is replayed; parked requests are gone
+                            // with their connections.
+                            let records = h.groups.snapshot();
+                            h.groups = Groups::new(h.groups.config().clone());
+                            for record in records {
+                                h.groups.replay(h.now, record);
+                            }
+                            h.groups.finish_load(h.now);
+                            parked.clear();
+                        }
+                        0 => {
+                            h.groups.delete_group(group);
+                        }
+                        1 => {
+                            let _ = h.groups.delete_offsets(group, vec![("t".into(), vec![0])]);
+                        }
+                        2 => {
+                            h.groups.expire_offsets(h.now + i64::from(rng.gen_range(0..2)));
+                        }
+                        _ => {
+                            let _ = h.groups.describe(group);
+                            let _ = h.groups.list(&[]);
+                        }
+                    },
+                    _ => h.advance(rng.gen_range(0..i64::from(SESSION_MS))),
+                }
+                h.collect();
+                for reply in h.replies.values() {
+                    let id = match reply {
+                        Reply::Join(join) => &join.member_id,
+                        Reply::Sync(_) => continue,
+                    };
+                    if !id.is_empty() && !known.contains(id) {
+                        known.push(id.clone());
+                    }
+                }
+            }
+            // Nobody talks any more: within the longest timeouts every request is answered.
+            h.advance(i64::from(h.groups.config().new_member_join_timeout_ms));
+            h.advance(i64::from(2 * REBALANCE_MS));
+            h.advance(i64::from(2 * REBALANCE_MS));
+            for id in &parked {
+                assert!(!h.parked(*id), "seed {seed}: request {id} was never answered");
+            }
+            let mut replayed = Groups::new(GroupConfig::default());
+            for record in h.groups.snapshot() {
+                replayed.replay(h.now, record);
+            }
+            for group in groups {
+                assert_eq!(
+                    replayed.fetch_offsets(group, None),
+                    h.groups.fetch_offsets(group, None),
+                    "seed {seed}"
+                );
+            }
+        }
     }
 }

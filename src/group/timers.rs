@@ -18,14 +18,21 @@ use crate::wheel::{TimerHandle, TimingWheel};
 
 pub struct Timers<K, Op> {
     wheel: TimingWheel<K>,
-    by_key: HashMap<K, (TimerHandle, Op)>,
-    /// Expired by the last advance and not popped yet, in deadline order.
-    due: VecDeque<(i64, K, Op)>,
+    by_key: HashMap<K, (TimerHandle, u64, Op)>,
+    /// Expired from the wheel and not popped yet, in deadline order: (deadline, key,
+    /// scheduling sequence number, operation).
+    due: VecDeque<(i64, K, u64, Op)>,
+    next_seq: u64,
 }
 
 impl<K: Clone + Eq + Hash, Op> Default for Timers<K, Op> {
     fn default() -> Self {
-        Timers { wheel: TimingWheel::new(0), by_key: HashMap::new(), due: VecDeque::new() }
+        Timers {
+            wheel: TimingWheel::new(0),
+            by_key: HashMap::new(),
+            due: VecDeque::new(),
+            next_seq: 0,
+        }
     }
 }
 
@@ -37,43 +44,71 @@ fn tick(ms: i64) -> u64 {
 impl<K: Clone + Eq + Hash, Op> Timers<K, Op> {
     pub fn schedule(&mut self, key: K, deadline_ms: i64, op: Op) {
         self.cancel(&key);
+        let seq = self.next_seq;
+        self.next_seq += 1;
         let handle = self.wheel.insert(tick(deadline_ms), key.clone());
-        self.by_key.insert(key, (handle, op));
+        self.by_key.insert(key, (handle, seq, op));
     }
 
     pub fn cancel(&mut self, key: &K) {
         match self.by_key.remove(key) {
-            Some((handle, _)) => {
+            Some((handle, _, _)) => {
                 self.wheel.cancel(handle);
             }
-            None if !self.due.is_empty() => self.due.retain(|(_, due_key, _)| due_key != key),
+            None if !self.due.is_empty() => self.due.retain(|(_, due_key, _, _)| due_key != key),
             None => {}
         }
     }
 
     pub fn deadline(&self, key: &K) -> Option<i64> {
         match self.by_key.get(key) {
-            Some((handle, _)) => self.wheel.deadline(*handle).map(|tick| tick as i64),
-            None => self.due.iter().find(|(_, k, _)| k == key).map(|(deadline, _, _)| *deadline),
+            Some((handle, _, _)) => self.wheel.deadline(*handle).map(|tick| tick as i64),
+            None => self.due.iter().find(|due| &due.1 == key).map(|due| due.0),
         }
     }
 
     /// Removes and returns the earliest operation due at `now_ms`, if any. Callers loop, so
     /// an operation may schedule new (even already due) deadlines while expiring.
     pub fn pop_expired(&mut self, now_ms: i64) -> Option<Op> {
-        if self.due.is_empty() {
-            let now = tick(now_ms).max(self.wheel.current_tick());
-            let mut expired = Vec::new();
-            self.wheel.advance(now, |deadline, key| expired.push((deadline as i64, key)));
-            // One advance can cross many milliseconds; keep Kafka's deadline order.
-            expired.sort_by_key(|(deadline, _)| *deadline);
-            for (deadline, key) in expired {
-                if let Some((_, op)) = self.by_key.remove(&key) {
-                    self.due.push_back((deadline, key, op));
-                }
+        self.pop_expired_scheduled_before(now_ms, u64::MAX)
+    }
+
+    /// A mark for `pop_expired_scheduled_before`: operations scheduled from now on are after
+    /// it.
+    pub fn mark(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Like `pop_expired`, but only operations scheduled before `mark` (from `mark()`): an
+    /// operation that keeps rescheduling itself at a deadline already due (a zero or negative
+    /// timeout from a client) waits for the next call instead of looping forever.
+    pub fn pop_expired_scheduled_before(&mut self, now_ms: i64, mark: u64) -> Option<Op> {
+        let eligible = |due: &VecDeque<(i64, K, u64, Op)>| due.iter().position(|d| d.2 < mark);
+        let at = match eligible(&self.due) {
+            Some(at) => at,
+            None => {
+                self.advance(now_ms);
+                eligible(&self.due)?
             }
-        }
-        self.due.pop_front().map(|(_, _, op)| op)
+        };
+        self.due.remove(at).map(|(_, _, _, op)| op)
+    }
+
+    /// Moves what the wheel holds due at `now_ms` to `due`, in deadline order (one advance can
+    /// cross many milliseconds).
+    fn advance(&mut self, now_ms: i64) {
+        let now = tick(now_ms).max(self.wheel.current_tick());
+        let mut expired = Vec::new();
+        self.wheel.advance(now, |deadline, key| expired.push((deadline as i64, key)));
+        let mut moved: Vec<(i64, K, u64, Op)> = expired
+            .into_iter()
+            .filter_map(|(deadline, key)| {
+                let (_, seq, op) = self.by_key.remove(&key)?;
+                Some((deadline, key, seq, op))
+            })
+            .collect();
+        moved.sort_by_key(|due| (due.0, due.2));
+        self.due.extend(moved);
     }
 
     /// The earliest deadline, in milliseconds; at most a tick late for far deadlines (see
@@ -134,6 +169,21 @@ mod tests {
         timers.cancel(&"a");
         timers.cancel(&"missing");
         assert_eq!(drain(&mut timers, 10), vec![2]);
+        assert!(timers.is_empty());
+    }
+
+    #[test]
+    fn operations_scheduled_after_the_mark_wait_for_the_next_call() {
+        let mut timers = Timers::default();
+        timers.schedule("a", 10, 1);
+        let mark = timers.mark();
+        timers.schedule("b", 5, 2);
+        timers.schedule("c", 10, 3);
+        assert_eq!(timers.pop_expired_scheduled_before(10, mark), Some(1));
+        assert_eq!(timers.pop_expired_scheduled_before(10, mark), None);
+        let mark = timers.mark();
+        assert_eq!(timers.pop_expired_scheduled_before(10, mark), Some(2));
+        assert_eq!(timers.pop_expired_scheduled_before(10, mark), Some(3));
         assert!(timers.is_empty());
     }
 

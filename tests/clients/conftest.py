@@ -35,6 +35,7 @@ KAFKA_LIBS = os.environ.get(
 
 START_TIMEOUT_S = 60.0 if TARGET == "kafka" else 30.0
 STOP_TIMEOUT_S = 30.0
+PANIC_MARK = "panicked"  # what Rust's panic hook writes to stderr (in the broker's log)
 
 
 def free_port():
@@ -310,6 +311,11 @@ def spate_factory(tmp_path, request):
         # Data directories can be large (preallocated segments); the logs stay for debugging.
         if not os.environ.get("SPATE_KEEP_DATA"):
             shutil.rmtree(broker.data_dir, ignore_errors=True)
+    # A panic aborts the broker; a test that never talked to it again would still pass.
+    panicked = [b for b in brokers if TARGET == "spate" and PANIC_MARK in b.log_text()]
+    if panicked:
+        pytest.fail(f"the broker panicked; see {panicked[0].log_path}:\n"
+                    + panicked[0].log_tail(40), pytrace=False)
 
 
 @pytest.fixture

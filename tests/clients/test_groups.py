@@ -33,6 +33,9 @@ SESSION_MS = 6000  # Kafka's smallest allowed session timeout (group.min.session
 
 # Kafka error codes
 NONE = 0
+UNKNOWN_SERVER_ERROR = -1
+REBALANCE_IN_PROGRESS = 27
+MEMBER_ID_REQUIRED = 79
 ILLEGAL_GENERATION = 22
 INVALID_GROUP_ID = 24
 UNKNOWN_MEMBER_ID = 25
@@ -90,10 +93,16 @@ def wait_until(condition, timeout, what):
 class Member:
     """A group member process and the events it reported (see group_member.py)."""
 
-    def __init__(self, kind, broker, group, topic, conf=None, commit=True, log_dir=None):
+    def __init__(self, kind, broker, group, topic, conf=None, commit=True, log_dir=None,
+                 java_classpath=None):
         self.kind = kind
-        cmd = [sys.executable, MEMBER_SCRIPT, "--kind", kind, "--bootstrap", broker.bootstrap,
-               "--group", group, "--topic", topic, "--conf", json.dumps(conf or {})]
+        if kind == "java":  # java/GroupMember.java: the same events, always commits
+            cmd = ["java", "-cp", java_classpath, "GroupMember", broker.bootstrap, group, topic,
+                   *(f"{key}={value}" for key, value in (conf or {}).items())]
+        else:
+            cmd = [sys.executable, MEMBER_SCRIPT, "--kind", kind, "--bootstrap",
+                   broker.bootstrap, "--group", group, "--topic", topic, "--conf",
+                   json.dumps(conf or {})]
         if not commit:
             cmd.append("--no-commit")
         self.stderr = open(os.path.join(log_dir or "/tmp", f"member-{uuid.uuid4().hex[:8]}.err"),
@@ -514,6 +523,19 @@ class Wire:
         return {"error": error, "generation": generation, "protocol": protocol,
                 "leader": leader, "member": member_id, "members": peers}
 
+    def join_v5(self, group, member="", instance=None, topic="t", rebalance_ms=SESSION_MS):
+        """JoinGroup v5 (group.instance.id, MEMBER_ID_REQUIRED): (error, generation, member)."""
+        nullable = string(instance) if instance is not None else struct.pack(">h", -1)
+        body = (string(group) + struct.pack(">ii", SESSION_MS, rebalance_ms) + string(member)
+                + nullable + string("consumer")
+                + array([string("range") + blob(subscription(topic))]))
+        r = self.call(JOIN_GROUP, 5, body)
+        r.take(">i")  # throttle
+        error, generation = r.take(">h"), r.take(">i")
+        r.string()
+        r.string()
+        return error, generation, r.string()
+
     def sync(self, group, generation, member, assignments=()):
         body = (string(group) + struct.pack(">i", generation) + string(member)
                 + array([string(m) + blob(a) for m, a in assignments]))
@@ -674,6 +696,27 @@ def test_heartbeats_to_a_deleted_group_fail(broker):
     wire.close()
 
 
+def test_a_pending_member_id_cannot_claim_a_static_instance(broker):
+    """A JoinGroup that names a pending dynamic member id (one told MEMBER_ID_REQUIRED)
+    together with the instance id of a static member is refused; it once aborted the broker
+    (the instance was registered twice)."""
+    topic, group = create_topic(broker), unique("claim")
+    static_wire, dynamic_wire = Wire(broker), Wire(broker)
+    assert static_wire.coordinator(group) == NONE
+    error, generation, static_id = static_wire.join_v5(group, instance="i1", topic=topic)
+    assert (error, generation) == (NONE, 1)
+    error, _, pending_id = dynamic_wire.join_v5(group, topic=topic)
+    assert error == MEMBER_ID_REQUIRED and pending_id
+    error, _, _ = dynamic_wire.join_v5(group, member=pending_id, instance="i1", topic=topic)
+    assert error != NONE
+    if TARGET == "spate":
+        assert error == UNKNOWN_SERVER_ERROR  # Kafka: an IllegalStateException
+    assert static_wire.heartbeat(group, 1, static_id) in (NONE, REBALANCE_IN_PROGRESS)
+    static_wire.close()
+    dynamic_wire.close()
+    assert_healthy(broker.bootstrap)
+
+
 def test_empty_and_overlong_group_ids_are_refused(broker):
     topic = create_topic(broker)
     wire = Wire(broker)
@@ -801,3 +844,49 @@ def admin_list_groups(broker):
                 for g in client.list_groups()]
     finally:
         client.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the Java client (where Maven can fetch kafka-clients)
+
+
+@pytest.fixture(scope="module")
+def java_members(tmp_path_factory):
+    """The classpath to run java/GroupMember.java (compiled once), or a skip without Maven."""
+    from test_idempotence import JAVA_DIR, java_classpath
+
+    workdir = tmp_path_factory.mktemp("java")
+    classpath = java_classpath(workdir)
+    classes = workdir / "classes"
+    subprocess.run(["javac", "-d", str(classes), "-cp", classpath,
+                    str(JAVA_DIR / "GroupMember.java")], check=True, timeout=120)
+    return f"{classes}{os.pathsep}{classpath}"
+
+
+@pytest.mark.timeout(420)
+def test_java_consumers_share_a_group_with_librdkafka_and_kafka_python(broker, members,
+                                                                       java_members):
+    """Two Java consumers (classic protocol, range), a confluent-kafka and a kafka-python
+    consumer in one group on 4 partitions: disjoint shares, every record read once, the
+    commits land, and a Java member's LeaveGroup hands its partition over."""
+    topic, group = create_topic(broker), unique("java")
+    group_members = [members(kind, broker, group, topic, java_classpath=java_members)
+                     for kind in ("java", "ck", "java", "kp")]
+    wait_balanced(group_members, timeout=120)
+    produced = produce(broker, topic, per_partition=25)
+    wait_until(lambda: sum(len(m.records()) for m in group_members) >= len(produced),
+               TIMEOUT_S, "every record to be read")
+    time.sleep(1)  # anything read twice would show up now
+    seen = [(p, o) for m in group_members for p, o, _ in m.records()]
+    assert len(seen) == len(set(seen)) == len(produced), "a record was read twice or missed"
+    for member in group_members:
+        assert {p for p, _, _ in member.records()} <= set(member.assignment()), member.kind
+    leaver = group_members.pop(0)
+    left_at = time.monotonic()
+    leaver.leave()
+    assert any(e["event"] == "closed" for e in leaver.snapshot()), "the Java member's close"
+    wait_balanced(group_members, timeout=30)
+    assert time.monotonic() - left_at < SESSION_MS / 1000 + 10
+    for member in group_members:
+        member.leave()
+    assert committed(broker, group, topic) == {p: 25 for p in range(4)}
