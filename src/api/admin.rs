@@ -26,8 +26,8 @@ use crate::protocol::errors;
 use crate::shard::mesh::{CreateTopic, ShardRequest, ShardResponse, TopicError};
 use crate::shard::CONTROLLER;
 
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
+pub(super) const RESOURCE_TOPIC: i8 = 2;
+pub(super) const RESOURCE_BROKER: i8 = 4;
 /// DescribeConfigs config sources (Kafka's `ConfigSource`).
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;

@@ -4,6 +4,7 @@
 //! Kafka, which closes a connection it cannot parse rather than guess.
 
 mod admin;
+mod alter_configs;
 mod api_versions;
 mod fetch;
 mod groups;
@@ -67,6 +68,10 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes, peer: Option<SocketAddr>)
         ApiKey::DeleteTopics => admin::delete_topics(&ctx, body).await,
         ApiKey::CreatePartitions => admin::create_partitions(&ctx, body).await,
         ApiKey::DescribeConfigs => admin::describe_configs(&ctx, body).await,
+        ApiKey::AlterConfigs => alter_configs::alter_configs(&ctx, body).await,
+        ApiKey::IncrementalAlterConfigs => {
+            alter_configs::incremental_alter_configs(&ctx, body).await
+        }
         ApiKey::DescribeCluster => admin::describe_cluster(&ctx, body),
         ApiKey::FindCoordinator => groups::find_coordinator(&ctx, body),
         ApiKey::JoinGroup => groups::join_group(&ctx, body).await,

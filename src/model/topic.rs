@@ -161,6 +161,95 @@ impl TopicConfig {
     }
 }
 
+/// One change of IncrementalAlterConfigs (Kafka's `AlterConfigOp.OpType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigOp {
+    Set,
+    Delete,
+    Append,
+    Subtract,
+}
+
+impl ConfigOp {
+    pub fn from_code(code: i8) -> Option<ConfigOp> {
+        Some(match code {
+            0 => ConfigOp::Set,
+            1 => ConfigOp::Delete,
+            2 => ConfigOp::Append,
+            3 => ConfigOp::Subtract,
+            _ => return None,
+        })
+    }
+}
+
+/// Topic configs whose values are comma-separated lists, the only ones APPEND and SUBTRACT
+/// apply to (as in Kafka).
+const LIST_TOPIC_CONFIG_NAMES: [&str; 3] = [
+    "cleanup.policy",
+    "follower.replication.throttled.replicas",
+    "leader.replication.throttled.replicas",
+];
+
+/// Applies IncrementalAlterConfigs operations to a topic's overrides (the configs set for it
+/// explicitly). `effective` gives a config's current value, the starting point of APPEND and
+/// SUBTRACT when the topic has no override for it. Validating the values is the caller's
+/// next step (`TopicConfig::with_overrides`); this checks names and operations. The error is
+/// a phrase naming the bad entry.
+pub fn apply_config_ops(
+    overrides: &BTreeMap<String, String>,
+    ops: &[(String, ConfigOp, Option<String>)],
+    effective: impl Fn(&str) -> Option<String>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut out = overrides.clone();
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, op, value) in ops {
+        if !seen.insert(name.as_str()) {
+            return Err(format!("config {name} appears more than once"));
+        }
+        if !TOPIC_CONFIG_NAMES.contains(&name.as_str())
+            && !PASSIVE_TOPIC_CONFIG_NAMES.contains(&name.as_str())
+        {
+            return Err(format!("unknown topic config {name}"));
+        }
+        let is_list = LIST_TOPIC_CONFIG_NAMES.contains(&name.as_str());
+        match op {
+            ConfigOp::Set => {
+                let Some(value) = value else {
+                    return Err(format!("config {name} needs a value to be set"));
+                };
+                out.insert(name.clone(), value.clone());
+            }
+            ConfigOp::Delete => {
+                out.remove(name);
+            }
+            ConfigOp::Append | ConfigOp::Subtract if !is_list => {
+                return Err(format!("config {name} is not a list; APPEND and SUBTRACT need one"));
+            }
+            ConfigOp::Append | ConfigOp::Subtract => {
+                let current =
+                    out.get(name).cloned().or_else(|| effective(name)).unwrap_or_default();
+                let mut items: Vec<String> = split_list(&current);
+                let changes = split_list(value.as_deref().unwrap_or(""));
+                if *op == ConfigOp::Append {
+                    for item in changes {
+                        if !items.contains(&item) {
+                            items.push(item);
+                        }
+                    }
+                } else {
+                    items.retain(|item| !changes.contains(item));
+                }
+                out.insert(name.clone(), items.join(","));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn split_list(value: &str) -> Vec<String> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
 /// Kafka's topic name rules: 1 to 249 characters from `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
@@ -233,5 +322,71 @@ mod tests {
         }
         assert!(validate_topic_name(&"a".repeat(249)).is_ok());
         assert!(validate_topic_name(&"a".repeat(250)).is_err());
+    }
+
+    fn ops(list: &[(&str, ConfigOp, Option<&str>)]) -> Vec<(String, ConfigOp, Option<String>)> {
+        list.iter().map(|(n, op, v)| (n.to_string(), *op, v.map(String::from))).collect()
+    }
+
+    #[test]
+    fn incremental_ops_set_delete_and_edit_lists() {
+        let mut overrides = BTreeMap::new();
+        overrides.insert("retention.ms".to_string(), "1000".to_string());
+        overrides.insert("segment.ms".to_string(), "5000".to_string());
+        let effective = |name: &str| defaults().value_of(name);
+        let changed = apply_config_ops(
+            &overrides,
+            &ops(&[
+                ("retention.ms", ConfigOp::Set, Some("2000")),
+                ("segment.ms", ConfigOp::Delete, None),
+                ("max.message.bytes", ConfigOp::Set, Some("4096")),
+                ("leader.replication.throttled.replicas", ConfigOp::Append, Some("0:1,1:1")),
+            ]),
+            effective,
+        )
+        .unwrap();
+        assert_eq!(changed.get("retention.ms").map(String::as_str), Some("2000"));
+        assert_eq!(changed.get("segment.ms"), None);
+        assert_eq!(changed.get("max.message.bytes").map(String::as_str), Some("4096"));
+        let list = "leader.replication.throttled.replicas";
+        assert_eq!(changed.get(list).map(String::as_str), Some("0:1,1:1"));
+        let again = apply_config_ops(
+            &changed,
+            &ops(&[(list, ConfigOp::Append, Some("1:1,2:1"))]),
+            effective,
+        )
+        .unwrap();
+        assert_eq!(again.get(list).map(String::as_str), Some("0:1,1:1,2:1"));
+        let less =
+            apply_config_ops(&again, &ops(&[(list, ConfigOp::Subtract, Some("0:1"))]), effective)
+                .unwrap();
+        assert_eq!(less.get(list).map(String::as_str), Some("1:1,2:1"));
+        // APPEND to a list the topic does not override starts from the effective value.
+        let policy = apply_config_ops(
+            &BTreeMap::new(),
+            &ops(&[("cleanup.policy", ConfigOp::Append, Some("delete"))]),
+            effective,
+        )
+        .unwrap();
+        assert_eq!(policy.get("cleanup.policy").map(String::as_str), Some("delete"));
+    }
+
+    #[test]
+    fn incremental_ops_refuse_bad_names_and_operations() {
+        let none = BTreeMap::new();
+        let effective = |name: &str| defaults().value_of(name);
+        for bad in [
+            ops(&[("no.such.config", ConfigOp::Set, Some("1"))]),
+            ops(&[("retention.ms", ConfigOp::Append, Some("1"))]),
+            ops(&[("retention.ms", ConfigOp::Set, None)]),
+            ops(&[
+                ("retention.ms", ConfigOp::Set, Some("1")),
+                ("retention.ms", ConfigOp::Delete, None),
+            ]),
+        ] {
+            assert!(apply_config_ops(&none, &bad, effective).is_err(), "{bad:?}");
+        }
+        assert_eq!(ConfigOp::from_code(4), None);
+        assert_eq!(ConfigOp::from_code(3), Some(ConfigOp::Subtract));
     }
 }

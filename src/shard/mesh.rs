@@ -66,6 +66,13 @@ pub enum ShardRequest {
         assignments: Option<usize>,
         validate_only: bool,
     },
+    /// Controller only: replace a topic's config overrides (AlterConfigs and
+    /// IncrementalAlterConfigs compute the new set).
+    AlterTopicConfig {
+        name: String,
+        overrides: std::collections::BTreeMap<String, String>,
+        validate_only: bool,
+    },
     /// Every shard: adopt this topic and open the logs it owns.
     ApplyTopic(TopicMeta),
     /// Every shard: forget this topic and delete the logs it owns.

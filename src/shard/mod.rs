@@ -337,9 +337,19 @@ impl Shard {
                 let created = self.create_partitions(name, count, assignments, validate_only);
                 ShardResponse::Topic(created.await)
             }
+            ShardRequest::AlterTopicConfig { name, overrides, validate_only } => {
+                ShardResponse::Topic(self.alter_topic_config(name, overrides, validate_only).await)
+            }
             ShardRequest::ApplyTopic(meta) => {
                 let name = meta.name.clone();
                 self.catalog.borrow_mut().apply(meta.clone());
+                // Logs already open take the topic's new configs (AlterConfigs).
+                for partition in 0..meta.partitions {
+                    let tp = TopicPartition::new(meta.name.clone(), partition);
+                    if let Some(log) = self.logs.borrow().get(&tp) {
+                        log.borrow_mut().config = meta.config.clone();
+                    }
+                }
                 if let Err(e) = self.open_topic(&meta).await {
                     tracing::error!(topic = %name, "cannot open partition logs: {e}");
                 }
@@ -650,6 +660,37 @@ impl Shard {
         self.persist_catalog().await?;
         let copy = meta.clone();
         self.broadcast(move || ShardRequest::ApplyTopic(copy.clone())).await;
+        Ok(meta)
+    }
+
+    async fn alter_topic_config(
+        self: &Rc<Self>,
+        name: String,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicMeta, TopicError> {
+        assert_eq!(self.id, CONTROLLER);
+        let current = self.catalog.borrow().get(&name).cloned();
+        let Some(mut meta) = current else {
+            return Err(TopicError {
+                code: errors::UNKNOWN_TOPIC_OR_PARTITION,
+                message: format!("no topic {name}"),
+            });
+        };
+        meta.config = self
+            .config
+            .topic_defaults
+            .with_overrides(&overrides)
+            .map_err(|message| TopicError { code: errors::INVALID_CONFIG, message })?;
+        meta.overrides = overrides;
+        if validate_only {
+            return Ok(meta);
+        }
+        self.catalog.borrow_mut().apply(meta.clone());
+        self.persist_catalog().await?;
+        let copy = meta.clone();
+        self.broadcast(move || ShardRequest::ApplyTopic(copy.clone())).await;
+        tracing::info!(topic = %meta.name, overrides = ?meta.overrides, "altered topic configs");
         Ok(meta)
     }
 

@@ -336,3 +336,129 @@ def test_metadata_without_auto_create(broker):
     ck_produce(broker.bootstrap, topic, [Msg(b"k", b"v")])
     assert topic in topic_names(ck_admin(broker))
     assert [r.value for r in ck_consume(broker.bootstrap, topic, 0, 0, 1)] == [b"v"]
+
+
+# ---------------------------------------------------------------------------------------------
+# AlterConfigs and IncrementalAlterConfigs
+
+def ck_incremental(admin, topic, entries, validate_only=False):
+    """IncrementalAlterConfigs on one topic; entries are (name, value, op name)."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry(name, value, incremental_operation=getattr(AlterConfigOpType, op))
+        for name, value, op in entries])
+    futures = admin.incremental_alter_configs([resource], validate_only=validate_only,
+                                              request_timeout=TIMEOUT_S)
+    return futures[resource].result(timeout=TIMEOUT_S)
+
+
+def test_incremental_alter_configs_changes_what_the_log_does_and_survives_restart(broker):
+    """SET max.message.bytes below a record's size makes the next produce of it
+    MSG_SIZE_TOO_LARGE at once; DescribeConfigs reports the value as a topic override; the
+    change survives a restart; DELETE goes back to the broker default and the record fits."""
+    admin = ck_admin(broker)
+    topic = unique_topic("alter")
+    ck_create(admin, topic, 1)
+    value = b"\x02" * 20000
+    assert ck_produce(broker.bootstrap, topic, [Msg(b"k", value)]) == [(0, 0)]
+    ck_incremental(admin, topic, [("max.message.bytes", "10000", "SET"),
+                                  ("retention.ms", "7200000", "SET")])
+    described = ck_topic_configs(admin, topic)
+    assert described["max.message.bytes"].value == "10000"
+    assert described["max.message.bytes"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    assert described["retention.ms"].value == "7200000"
+    with pytest.raises(AssertionError, match="MSG_SIZE_TOO_LARGE"):
+        ck_produce(broker.bootstrap, topic, [Msg(b"k", value)],
+                   **{"message.send.max.retries": 0})
+
+    broker.restart()
+    admin = ck_admin(broker)
+    assert ck_topic_configs(admin, topic)["max.message.bytes"].value == "10000"
+    with pytest.raises(AssertionError, match="MSG_SIZE_TOO_LARGE"):
+        ck_produce(broker.bootstrap, topic, [Msg(b"k", value)],
+                   **{"message.send.max.retries": 0})
+
+    ck_incremental(admin, topic, [("max.message.bytes", None, "DELETE")])
+    described = ck_topic_configs(admin, topic)
+    assert described["max.message.bytes"].value == "1048588"
+    assert described["max.message.bytes"].source != ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    assert described["retention.ms"].value == "7200000", "DELETE of one config kept the other"
+    assert ck_produce(broker.bootstrap, topic, [Msg(b"k", value)]) == [(0, 1)]
+
+
+def test_alter_configs_refuses_bad_input_and_validate_only_changes_nothing(broker):
+    admin = ck_admin(broker)
+    topic = unique_topic("alter-bad")
+    ck_create(admin, topic, 1, config={"retention.ms": "3600000"})
+
+    ck_incremental(admin, topic, [("retention.ms", "60000", "SET")], validate_only=True)
+    assert ck_topic_configs(admin, topic)["retention.ms"].value == "3600000"
+
+    for entries, code in (
+            ([("retention.ms", "soon", "SET")], KafkaError.INVALID_CONFIG),
+            ([("segment.bytes", "10", "SET")], KafkaError.INVALID_CONFIG),
+            ([("no.such.config", "1", "SET")], KafkaError.INVALID_CONFIG),
+            ([("retention.ms", "5", "APPEND")], KafkaError.INVALID_CONFIG),
+    ):
+        with pytest.raises(KafkaException) as failure:
+            ck_incremental(admin, topic, entries)
+        assert failure.value.args[0].code() == code, entries
+    with pytest.raises(KafkaException) as failure:
+        ck_incremental(admin, unique_topic("missing"), [("retention.ms", "1", "SET")])
+    assert failure.value.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+    assert ck_topic_configs(admin, topic)["retention.ms"].value == "3600000"
+
+
+def alter_configs_v0(port, topic, configs):
+    """A hand-framed AlterConfigs v0 (the non-incremental API; kafka-python emulates
+    incremental changes with it by resending every override, so it cannot show the
+    replace-all rule). Returns the resource's error code."""
+    import struct
+    import kafka_wire
+
+    def string(text):
+        return struct.pack(">h", len(text)) + text.encode()
+
+    body = struct.pack(">i", 1) + struct.pack(">b", 2) + string(topic)
+    body += struct.pack(">i", len(configs))
+    for name, value in configs.items():
+        body += string(name) + string(value)
+    body += b"\x00"  # validate_only false
+    sock = kafka_wire.connect(port)
+    try:
+        sock.sendall(kafka_wire.frame(kafka_wire.request_header(33, 0, 7) + body))
+        correlation_id, payload = kafka_wire.read_response(sock)
+    finally:
+        sock.close()
+    assert correlation_id == 7
+    _throttle, count, error_code = struct.unpack_from(">iih", payload)
+    assert count == 1
+    return error_code
+
+
+def test_legacy_alter_configs_replaces_every_override(broker):
+    """AlterConfigs (not incremental) sets the given configs and drops the overrides it does
+    not name, as Kafka does; an unknown config name is INVALID_CONFIG."""
+    admin = ck_admin(broker)
+    topic = unique_topic("alter-legacy")
+    ck_create(admin, topic, 1, config={"retention.ms": "3600000", "segment.ms": "600000"})
+    port = int(broker.bootstrap.rsplit(":", 1)[1])
+    assert alter_configs_v0(port, topic, {"retention.bytes": "1048576"}) == 0
+    described = ck_topic_configs(admin, topic)
+    assert described["retention.bytes"].value == "1048576"
+    assert described["retention.bytes"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    assert described["retention.ms"].source != ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    assert described["segment.ms"].source != ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    assert alter_configs_v0(port, topic, {"no.such.config": "1"}) == KafkaError.INVALID_CONFIG
+    assert ck_topic_configs(admin, topic)["retention.bytes"].value == "1048576"
+
+    # kafka-python's alter_configs (incremental by default) changes one and keeps the rest.
+    kp = kp_admin(broker)
+    try:
+        kp.alter_configs([KpConfigResource(KpConfigResourceType.TOPIC, topic,
+                                           configs={"retention.ms": "120000"})])
+    finally:
+        kp.close()
+    described = ck_topic_configs(admin, topic)
+    assert described["retention.ms"].value == "120000"
+    assert described["retention.bytes"].value == "1048576"
