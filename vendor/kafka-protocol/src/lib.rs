@@ -100,6 +100,9 @@
 //!     _ => panic!()
 //! }
 //! ```
+// Spate: a vendored copy is a path dependency, which cargo does not cap-lint like a
+// registry crate; keep its warnings out of Spate's build and clippy output.
+#![allow(warnings, clippy::all)]
 #![deny(missing_docs)]
 // Display required features for items when rendering for docs.rs
 #![cfg_attr(docsrs, feature(doc_cfg))]
