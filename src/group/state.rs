@@ -2483,11 +2483,11 @@ mod tests {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(rand::random);
-        println!("seed {seed}");
+        let rounds: u32 =
+            std::env::var("SPATE_TEST_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
+        println!("seed {seed}, {rounds} rounds (SPATE_TEST_SEED, SPATE_TEST_ROUNDS)");
         let mut rng = StdRng::seed_from_u64(seed);
-        for _round in
-            0..std::env::var("SPATE_TEST_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200)
-        {
+        for _round in 0..rounds {
             let mut h = Harness::new();
             let mut known: Vec<String> = vec!["".into(), "ghost".into()];
             let mut parked: Vec<ReplyId> = Vec::new();

@@ -35,7 +35,8 @@ KAFKA_LIBS = os.environ.get(
 
 START_TIMEOUT_S = 60.0 if TARGET == "kafka" else 30.0
 STOP_TIMEOUT_S = 30.0
-PANIC_MARK = "panicked"  # what Rust's panic hook writes to stderr (in the broker's log)
+# What Rust writes to stderr (the broker's log) before aborting: a panic, a failed allocation.
+CRASH_MARKS = ("panicked", "memory allocation of")
 
 
 def free_port():
@@ -312,10 +313,11 @@ def spate_factory(tmp_path, request):
         if not os.environ.get("SPATE_KEEP_DATA"):
             shutil.rmtree(broker.data_dir, ignore_errors=True)
     # A panic aborts the broker; a test that never talked to it again would still pass.
-    panicked = [b for b in brokers if TARGET == "spate" and PANIC_MARK in b.log_text()]
-    if panicked:
-        pytest.fail(f"the broker panicked; see {panicked[0].log_path}:\n"
-                    + panicked[0].log_tail(40), pytrace=False)
+    crashed = [b for b in brokers
+               if TARGET == "spate" and any(mark in b.log_text() for mark in CRASH_MARKS)]
+    if crashed:
+        pytest.fail(f"the broker panicked or aborted; see {crashed[0].log_path}:\n"
+                    + crashed[0].log_tail(40), pytrace=False)
 
 
 @pytest.fixture

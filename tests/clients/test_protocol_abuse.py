@@ -236,6 +236,33 @@ def test_unsupported_version_of_a_known_api(broker, api_key, version):
     assert_healthy(broker.bootstrap)
 
 
+HUGE_COUNT = struct.pack(">i", 0x7FFFFFFF)  # an int32 array count
+HUGE_COMPACT_COUNT = b"\xff\xff\xff\xff\x0f"  # an unsigned varint array count + 1
+
+
+@pytest.mark.parametrize("api_key,version,flexible,body", [
+    (9, 1, False, struct.pack(">h", 1) + b"g" + HUGE_COUNT),  # OffsetFetch: topics
+    (47, 0, False, struct.pack(">h", 1) + b"g" + HUGE_COUNT),  # OffsetDelete: topics
+    (3, 1, False, HUGE_COUNT),  # Metadata: topics
+    (9, 8, True, HUGE_COMPACT_COUNT),  # OffsetFetch v8: groups
+], ids=["OffsetFetch-v1", "OffsetDelete-v0", "Metadata-v1", "OffsetFetch-v8-compact"])
+def test_an_array_count_beyond_the_request_does_not_reserve_memory(broker, api_key, version,
+                                                                    flexible, body):
+    """A request of a few bytes claiming 2^31 array elements is refused (a closed
+    connection or an error answer). kafka-protocol 0.18 reserved capacity for the claimed
+    count before decoding one element, and the failed allocation aborted the broker."""
+    with connect(broker.port) as sock:
+        sock.sendall(frame(request_header(api_key, version, 79, flexible=flexible) + body))
+        sock.settimeout(10)
+        try:
+            correlation_id, _ = read_response(sock)
+            assert correlation_id == 79
+        except (ConnectionError, socket.timeout) as error:
+            assert not isinstance(error, socket.timeout), "neither an answer nor a close"
+    assert broker.alive(), broker.log_tail()
+    assert_healthy(broker.bootstrap)
+
+
 def test_random_garbage_on_many_connections(broker):
     """Two hundred connections of seeded random bytes (some with a plausible size prefix)
     never crash the broker; each connection ends closed or answered, never hung forever."""
