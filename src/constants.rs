@@ -96,6 +96,9 @@ pub const MEMBER_ID_PREFIX_BYTES_MAX: usize = 255;
 /// Kafka's own timer ticks every 1 ms; 100 ms is well inside every group timeout (the
 /// smallest session timeout Kafka allows is 6 s) at a fraction of the wake-ups.
 pub const GROUP_TICK_MS: u64 = 100;
+/// How often each shard looks for transactions past their timeout (Kafka checks every
+/// 10 s, `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
+pub const TXN_TIMEOUT_CHECK_MS: u64 = 1000;
 
 /// How often expired committed offsets are purged (Kafka's
 /// offsets.retention.check.interval.ms default).

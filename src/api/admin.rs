@@ -204,7 +204,8 @@ pub async fn create_partitions(ctx: &Context<'_>, body: Bytes) -> Outcome {
         });
         if let Some(index) = foreign {
             result.error_code = errors::INVALID_REPLICA_ASSIGNMENT;
-            let message = format!("new partition {index} must be assigned to broker {node_id} only");
+            let message =
+                format!("new partition {index} must be assigned to broker {node_id} only");
             result.error_message = Some(str_bytes(&message));
             response.results.push(result);
             continue;

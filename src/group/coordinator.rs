@@ -45,9 +45,9 @@ use crate::constants::{
 };
 use crate::group::records::Record;
 use crate::group::state::{
-    CommitRequest, DescribedGroup, FetchedOffset, GroupConfig, Groups, HeartbeatRequest,
-    JoinRequest, JoinResponse, LeaveMember, LeaveResponse, ListedGroup, PartitionCodes, Reply,
-    ReplyId, SyncRequest, SyncResponse, TopicPartitions,
+    CommitPartition, CommitRequest, DescribedGroup, FetchedOffset, GroupConfig, Groups,
+    HeartbeatRequest, JoinRequest, JoinResponse, LeaveMember, LeaveResponse, ListedGroup,
+    PartitionCodes, Reply, ReplyId, SyncRequest, SyncResponse, TopicPartitions,
 };
 use crate::model::records::{self, RecordIn};
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
@@ -92,6 +92,18 @@ pub enum GroupRequest {
         group_id: String,
         topics: TopicPartitions,
     },
+    /// TxnOffsetCommit: offsets held back until the producer's transaction ends.
+    TxnCommit {
+        group_id: String,
+        producer_id: i64,
+        partitions: Vec<CommitPartition>,
+    },
+    /// From the transaction coordinator: the producer's transaction ended.
+    TxnEnd {
+        group_id: String,
+        producer_id: i64,
+        commit: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -106,6 +118,9 @@ pub enum GroupResponse {
     List(Vec<ListedGroup>),
     Delete(Vec<(String, i16)>),
     DeleteOffsets(Result<PartitionCodes, i16>),
+    /// TxnOffsetCommit: one code per partition, in request order.
+    TxnCommit(Vec<i16>),
+    Done,
 }
 
 /// What start-up did, for its log line.
@@ -132,6 +147,10 @@ pub struct Coordinator {
     /// Log size right after the last compaction: the next one waits for twice that.
     compacted_bytes: Cell<u64>,
     compacting: Cell<bool>,
+    /// TxnOffsetCommit offsets per (group, producer id), applied when the transaction
+    /// commits and dropped when it aborts. In memory only: a restart loses the pending
+    /// offsets of transactions still open (see docs/ARCHITECTURE.md, Transactions).
+    pending_txn: RefCell<HashMap<(String, i64), Vec<CommitPartition>>>,
 }
 
 #[derive(Default)]
@@ -158,6 +177,7 @@ impl Coordinator {
             tick: RefCell::new(None),
             compacted_bytes: Cell::new(0),
             compacting: Cell::new(false),
+            pending_txn: RefCell::new(HashMap::new()),
         }
     }
 
@@ -302,6 +322,42 @@ impl Coordinator {
                     }
                 }
                 GroupResponse::Commit(result)
+            }
+            GroupRequest::TxnCommit { group_id, producer_id, partitions } => {
+                let limit = self.config().offset_metadata_bytes_max;
+                let codes = partitions
+                    .iter()
+                    .map(|p| {
+                        if p.metadata.as_ref().is_some_and(|m| m.len() > limit) {
+                            errors::OFFSET_METADATA_TOO_LARGE
+                        } else {
+                            errors::NONE
+                        }
+                    })
+                    .collect::<Vec<i16>>();
+                let accepted = partitions
+                    .into_iter()
+                    .zip(&codes)
+                    .filter(|(_, code)| **code == errors::NONE)
+                    .map(|(p, _)| p);
+                let mut pending = self.pending_txn.borrow_mut();
+                let list = pending.entry((group_id, producer_id)).or_default();
+                for p in accepted {
+                    list.retain(|q| (&q.topic, q.partition) != (&p.topic, p.partition));
+                    list.push(p);
+                }
+                GroupResponse::TxnCommit(codes)
+            }
+            GroupRequest::TxnEnd { group_id, producer_id, commit } => {
+                let offsets =
+                    self.pending_txn.borrow_mut().remove(&(group_id.clone(), producer_id));
+                if let (Some(offsets), true) = (offsets, commit) {
+                    self.state.borrow_mut().commit_transactional_offsets(now, &group_id, offsets);
+                    if let Some(written) = self.dispatch(true) {
+                        let _ = written.await;
+                    }
+                }
+                GroupResponse::Done
             }
             GroupRequest::Fetch { groups } => {
                 // Answer after every record already queued is written (require_stable in
@@ -529,7 +585,7 @@ fn encode_batches(records: &[Record], timestamp: i64, batch_bytes_max: usize) ->
 /// Every intact batch of the log in `dir`, oldest first, read straight from the segment
 /// files (blocking; start-up only). Stops at the first torn or invalid batch: what follows a
 /// damaged spot is not a prefix of the history. (Only the last segment may end in padding.)
-fn read_batches(dir: &Path) -> std::io::Result<Vec<Vec<u8>>> {
+pub(crate) fn read_batches(dir: &Path) -> std::io::Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     let bases = match crate::storage::segment::list_segments(dir) {
         Ok(bases) => bases,
