@@ -40,6 +40,9 @@ use crate::shard::table::shard_for_key;
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 use crate::txn::state::Producer;
 
+/// Topics and their partition indexes, as a request names them.
+type TopicPartitions = Vec<(TopicName, Vec<i32>)>;
+
 /// InitProducerId for a transactional producer: the id, epoch, or the error code.
 pub async fn init_producer_id(
     ctx: &Context<'_>,
@@ -61,31 +64,30 @@ pub async fn add_partitions(ctx: &Context<'_>, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     // v0-3 carry one transaction at top level; v4+ (brokers) a list of them.
-    let transactions: Vec<(TransactionalId, Producer, Vec<(TopicName, Vec<i32>)>)> =
-        if ctx.version <= 3 {
-            let topics = request
-                .v3_and_below_topics
-                .iter()
-                .map(|t| (t.name.clone(), t.partitions.clone()))
-                .collect();
-            let producer = Producer {
-                producer_id: request.v3_and_below_producer_id.0,
-                producer_epoch: request.v3_and_below_producer_epoch,
-            };
-            vec![(request.v3_and_below_transactional_id.clone(), producer, topics)]
-        } else {
-            request
-                .transactions
-                .iter()
-                .map(|t| {
-                    let topics =
-                        t.topics.iter().map(|t| (t.name.clone(), t.partitions.clone())).collect();
-                    let producer =
-                        Producer { producer_id: t.producer_id.0, producer_epoch: t.producer_epoch };
-                    (t.transactional_id.clone(), producer, topics)
-                })
-                .collect()
+    let transactions: Vec<(TransactionalId, Producer, TopicPartitions)> = if ctx.version <= 3 {
+        let topics = request
+            .v3_and_below_topics
+            .iter()
+            .map(|t| (t.name.clone(), t.partitions.clone()))
+            .collect();
+        let producer = Producer {
+            producer_id: request.v3_and_below_producer_id.0,
+            producer_epoch: request.v3_and_below_producer_epoch,
         };
+        vec![(request.v3_and_below_transactional_id.clone(), producer, topics)]
+    } else {
+        request
+            .transactions
+            .iter()
+            .map(|t| {
+                let topics =
+                    t.topics.iter().map(|t| (t.name.clone(), t.partitions.clone())).collect();
+                let producer =
+                    Producer { producer_id: t.producer_id.0, producer_epoch: t.producer_epoch };
+                (t.transactional_id.clone(), producer, topics)
+            })
+            .collect()
+    };
     let answers = transactions.iter().map(|(id, producer, topics)| async move {
         let code = add_one(ctx, id, *producer, topics).await;
         let mut result = AddPartitionsToTxnResult::default();

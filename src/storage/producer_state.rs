@@ -702,7 +702,20 @@ mod tests {
         assert_eq!(fresh.on_marker(9, 3, 0), Ok(()));
         let bytes = fresh.encode_snapshot(1);
         assert_eq!(ProducerStateTable::decode_snapshot(&bytes), Ok((1, fresh)));
-        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn open_and_aborted_transactions_survive_a_snapshot() {
+        let mut table = ProducerStateTable::default();
+        table.txns.on_data(5, 0);
+        table.txns.on_marker(5, 3, false);
+        table.txns.on_data(6, 4);
+        table.txns.on_data(5, 7);
+        let bytes = table.encode_snapshot(9);
+        let (_, loaded) = ProducerStateTable::decode_snapshot(&bytes).expect("decodes");
+        assert_eq!(loaded.txns.last_stable_offset(9), 4);
+        assert_eq!(loaded.txns.aborted_between(0, 9).len(), 1);
+        assert_eq!(loaded, table);
     }
 
     #[test]
