@@ -5,6 +5,7 @@
 
 mod admin;
 mod api_versions;
+mod delete_records;
 mod fetch;
 mod groups;
 mod init_producer_id;
@@ -81,6 +82,7 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes, peer: Option<SocketAddr>)
         ApiKey::ListGroups => groups::list_groups(&ctx, body).await,
         ApiKey::DeleteGroups => groups::delete_groups(&ctx, body).await,
         ApiKey::InitProducerId => init_producer_id::handle(&ctx, body).await,
+        ApiKey::DeleteRecords => delete_records::handle(&ctx, body).await,
         ApiKey::AddPartitionsToTxn => transactions::add_partitions(&ctx, body).await,
         ApiKey::AddOffsetsToTxn => transactions::add_offsets(&ctx, body).await,
         ApiKey::TxnOffsetCommit => transactions::txn_offset_commit(&ctx, body).await,

@@ -21,7 +21,7 @@ const fn api(key: ApiKey, min: i16, max: i16) -> Supported {
     Supported { key, advertised_min: min, min, max }
 }
 
-pub const SUPPORTED: [Supported; 29] = [
+pub const SUPPORTED: [Supported; 30] = [
     Supported { key: ApiKey::Produce, advertised_min: 0, min: 3, max: 12 },
     api(ApiKey::Fetch, 4, 17),
     api(ApiKey::ListOffsets, 1, 9),
@@ -31,6 +31,7 @@ pub const SUPPORTED: [Supported; 29] = [
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::DescribeCluster, 0, 1),
     // Consumer groups (classic protocol) at Kafka 4.0's ranges.
     api(ApiKey::FindCoordinator, 0, 6),

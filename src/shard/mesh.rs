@@ -87,6 +87,10 @@ pub enum ShardRequest {
     WriteMarkers {
         markers: Vec<(TopicPartition, Marker)>,
     },
+    /// To the partitions' owner: move their log start (DeleteRecords).
+    DeleteRecords {
+        partitions: Vec<(TopicPartition, i64)>,
+    },
     /// To a partition's owner: its producers (DescribeProducers).
     DescribeProducers {
         partitions: Vec<TopicPartition>,

@@ -375,6 +375,9 @@ impl Shard {
             ShardRequest::WriteMarkers { markers } => {
                 ShardResponse::Markers(self.write_markers(markers).await)
             }
+            ShardRequest::DeleteRecords { partitions } => {
+                ShardResponse::ListOffsets(self.delete_records(partitions).await)
+            }
             ShardRequest::DescribeProducers { partitions } => {
                 ShardResponse::Producers(self.describe_producers(partitions))
             }
@@ -383,6 +386,29 @@ impl Shard {
 
     fn log(&self, tp: &TopicPartition) -> Option<LogRef> {
         self.logs.borrow().get(tp).cloned()
+    }
+
+    async fn delete_records(&self, partitions: Vec<(TopicPartition, i64)>) -> Vec<OffsetResult> {
+        let mut out = Vec::with_capacity(partitions.len());
+        for (tp, offset) in partitions {
+            let result = match self.log(&tp) {
+                None => Err(errors::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(log) => log::delete_records(&log, offset).await.map_err(|e| match e {
+                    StorageError::OffsetOutOfRange => errors::OFFSET_OUT_OF_RANGE,
+                    StorageError::Deleted => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    e => {
+                        tracing::warn!(%tp, "delete records failed: {e}");
+                        errors::UNKNOWN_SERVER_ERROR
+                    }
+                }),
+            };
+            let (error_code, offset) = match result {
+                Ok(start) => (errors::NONE, start),
+                Err(code) => (code, -1),
+            };
+            out.push(OffsetResult { tp, error_code, offset, timestamp: -1 });
+        }
+        out
     }
 
     /// The log of a partition this shard owns.

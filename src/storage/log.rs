@@ -170,9 +170,13 @@ impl Log {
         if segments.is_empty() {
             segments.push(Segment::create(&dir, 0, config.segment_bytes, now).await?);
         }
-        let log_start_offset = segments[0].base_offset;
+        let first_offset = segments[0].base_offset;
         let next_offset = segments.last().map_or(0, |s| s.next_offset);
-        let (snapshot_offset, mut producers) = snapshot::load(&dir, log_start_offset, next_offset);
+        // DeleteRecords may have moved the start inside the first segment.
+        let log_start_offset = read_log_start(&dir)
+            .filter(|start| (first_offset..=next_offset).contains(start))
+            .unwrap_or(first_offset);
+        let (snapshot_offset, mut producers) = snapshot::load(&dir, first_offset, next_offset);
         report.replayed_batches =
             snapshot::replay(&segments, snapshot_offset, &mut producers, now).await?;
         report.producers = producers.len();
@@ -292,6 +296,55 @@ pub async fn append_marker(log: &Rc<RefCell<Log>>, marker: Marker) -> Result<i64
     }
     done_rx.await.map_err(|_| Error::Deleted)?;
     Ok(info.base_offset)
+}
+
+/// DeleteRecords: moves the log start up to `offset` (-1: the high watermark), deletes the
+/// whole segments below it (never the active one) and records the start in
+/// `log-start-offset` next to the segments (temporary file, fsync, rename), so that a
+/// restart keeps it. Returns the new log start (the low watermark).
+pub async fn delete_records(log: &Rc<RefCell<Log>>, offset: i64) -> Result<i64, Error> {
+    let (dir, start, removed) = {
+        let mut l = log.borrow_mut();
+        if l.deleted {
+            return Err(Error::Deleted);
+        }
+        let offset = if offset == -1 { l.high_watermark } else { offset };
+        if offset < 0 || offset > l.high_watermark {
+            return Err(Error::OffsetOutOfRange);
+        }
+        if offset <= l.log_start_offset {
+            return Ok(l.log_start_offset);
+        }
+        l.log_start_offset = offset;
+        let mut count = 0;
+        while count + 1 < l.segments.len() && l.segments[count + 1].base_offset <= offset {
+            count += 1;
+        }
+        let removed: Vec<Segment> = l.segments.drain(..count).collect();
+        l.producers.txns.truncate_start(offset);
+        (l.dir.clone(), offset, removed)
+    };
+    for segment in &removed {
+        segment.remove_files();
+    }
+    glommio::executor().spawn_blocking(move || write_log_start(&dir, start)).await?;
+    Ok(start)
+}
+
+const LOG_START_FILE: &str = "log-start-offset";
+
+fn read_log_start(dir: &Path) -> Option<i64> {
+    std::fs::read_to_string(dir.join(LOG_START_FILE)).ok()?.trim().parse().ok()
+}
+
+fn write_log_start(dir: &Path, start: i64) -> std::io::Result<()> {
+    use std::io::Write;
+    let temporary = dir.join(format!("{LOG_START_FILE}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    writeln!(file, "{start}")?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, dir.join(LOG_START_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The last stable offset: read_committed consumers read below it.
@@ -840,7 +893,7 @@ pub async fn enforce_retention(log: &Rc<RefCell<Log>>, now: i64) -> Result<usize
         }
         let removed: Vec<Segment> = l.segments.drain(..count).collect();
         if count > 0 {
-            l.log_start_offset = l.segments[0].base_offset;
+            l.log_start_offset = l.segments[0].base_offset.max(l.log_start_offset);
             l.cache.clear();
             let log_start_offset = l.log_start_offset;
             l.producers.txns.truncate_start(log_start_offset);
@@ -866,7 +919,7 @@ pub fn delete_segments_before(log: &Rc<RefCell<Log>>, offset: i64) -> usize {
         }
         let removed: Vec<Segment> = l.segments.drain(..count).collect();
         if count > 0 {
-            l.log_start_offset = l.segments[0].base_offset;
+            l.log_start_offset = l.segments[0].base_offset.max(l.log_start_offset);
             l.cache.clear();
         }
         removed

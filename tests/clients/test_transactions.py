@@ -273,3 +273,35 @@ def test_visibility_survives_restarts_mid_transaction_and_after_commit(broker, c
     committed = read_to_end(broker.bootstrap, topic, "read_committed")
     assert committed == values("c-", 5) + values("d-", 5)
     assert len(read_to_end(broker.bootstrap, topic, "read_uncommitted")) == 20
+
+
+def test_delete_records_moves_the_log_start_durably(broker):
+    """DeleteRecords (librdkafka's transaction test uses it): the low watermark moves up,
+    reads below it are out of range, and a restart keeps it."""
+    topic = unique_topic("delrec")
+    create_topic(broker.bootstrap, topic)
+    plain = Producer({"bootstrap.servers": broker.bootstrap, **CK_COMMON})
+    for v in values("r-", 10):
+        plain.produce(topic, value=v)
+    assert plain.flush(30) == 0
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap, **CK_COMMON})
+    futures = admin.delete_records([TopicPartition(topic, 0, 4)], request_timeout=15)
+    deleted = list(futures.values())[0].result(timeout=20)
+    assert deleted.low_watermark == 4
+
+    def low():
+        c = consumer(broker.bootstrap, "read_uncommitted")
+        try:
+            return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10,
+                                           cached=False)[0]
+        finally:
+            c.close()
+
+    assert low() == 4
+    assert read_to_end(broker.bootstrap, topic, "read_uncommitted")[0] == b"r-4"
+    broker.restart()
+    assert low() == 4
+    assert read_to_end(broker.bootstrap, topic, "read_uncommitted") == values("r-", 10)[4:]
+    beyond = admin.delete_records([TopicPartition(topic, 0, 99)], request_timeout=15)
+    with pytest.raises(KafkaException):
+        list(beyond.values())[0].result(timeout=20)
