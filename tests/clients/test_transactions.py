@@ -305,3 +305,28 @@ def test_delete_records_moves_the_log_start_durably(broker):
     beyond = admin.delete_records([TopicPartition(topic, 0, 99)], request_timeout=15)
     with pytest.raises(KafkaException):
         list(beyond.values())[0].result(timeout=20)
+
+
+@pytest.mark.timeout(420)
+def test_java_transactional_producer_and_read_committed_consumer(broker, tmp_path):
+    """The Java client (transaction version 1, as the broker does not advertise
+    transaction.version): committed records visible, aborted ones not."""
+    import os
+    import subprocess
+
+    from test_idempotence import JAVA_DIR, java_classpath
+
+    classpath = java_classpath(tmp_path)
+    classes = tmp_path / "classes"
+    subprocess.run(["javac", "-d", str(classes), "-cp", classpath,
+                    str(JAVA_DIR / "TransactionalProducer.java")], check=True, timeout=120)
+    topic = unique_topic("javatxn")
+    create_topic(broker.bootstrap, topic)
+    done = subprocess.run(
+        ["java", "-cp", f"{classes}{os.pathsep}{classpath}", "TransactionalProducer",
+         broker.bootstrap, topic, "50"], capture_output=True, timeout=180)
+    output = done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
+    assert done.returncode == 0, output[-3000:]
+    assert "committed 100" in output, output[-3000:]
+    committed = read_to_end(broker.bootstrap, topic, "read_committed")
+    assert committed == values("c-", 50) + values("d-", 50)
