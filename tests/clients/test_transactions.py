@@ -330,3 +330,36 @@ def test_java_transactional_producer_and_read_committed_consumer(broker, tmp_pat
     assert "committed 100" in output, output[-3000:]
     committed = read_to_end(broker.bootstrap, topic, "read_committed")
     assert committed == values("c-", 50) + values("d-", 50)
+
+
+def test_operators_see_transactions_and_producers(broker):
+    """DescribeTransactions, ListTransactions and DescribeProducers (kafka-python's admin
+    client), with a transaction open and after it commits."""
+    from kafka import TopicPartition as KTopicPartition
+    from kafka.admin import KafkaAdminClient
+
+    topic = unique_topic("ops")
+    create_topic(broker.bootstrap, topic)
+    transactional_id = "ops-" + uuid.uuid4().hex[:8]
+    producer = txn_producer(broker.bootstrap, transactional_id)
+    producer.begin_transaction()
+    produce_in_txn(producer, topic, values("o-", 3), partition=0)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=15000)
+    try:
+        described = admin.describe_transactions([transactional_id])[transactional_id]
+        text = repr(described)
+        assert "Ongoing" in text and topic in text, text
+        listed = admin.list_transactions(state_filters=["Ongoing"])
+        assert transactional_id in repr(listed), listed
+        assert transactional_id not in repr(admin.list_transactions(state_filters=["Empty"]))
+        producers = admin.describe_producers([KTopicPartition(topic, 0)])
+        state = repr(producers)
+        # The open transaction starts at offset 0.
+        assert "current_transaction_start_offset=0" in state.replace(" ", ""), state
+        producer.commit_transaction(30)
+        described = admin.describe_transactions([transactional_id])[transactional_id]
+        assert "CompleteCommit" in repr(described), described
+        state = repr(admin.describe_producers([KTopicPartition(topic, 0)]))
+        assert "current_transaction_start_offset=-1" in state.replace(" ", ""), state
+    finally:
+        admin.close()

@@ -66,7 +66,8 @@ public class TransactionalProducer {
                 if (System.currentTimeMillis() > deadline) {
                     throw new IllegalStateException("did not reach the end offset " + end.get(tp));
                 }
-                for (ConsumerRecord<String, String> record : consumer.poll(Duration.ofMillis(200))) {
+                Duration wait = Duration.ofMillis(200);
+                for (ConsumerRecord<String, String> record : consumer.poll(wait)) {
                     seen.add(record.value());
                 }
             }
