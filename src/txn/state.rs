@@ -594,6 +594,89 @@ mod tests {
         );
     }
 
+    /// Every request against every state, from the right producer, as a table (Kafka's
+    /// answers for transaction version 1).
+    #[test]
+    fn every_request_in_every_state() {
+        use TxnState::*;
+        const STATES: [TxnState; 6] =
+            [Empty, Ongoing, PrepareCommit, PrepareAbort, CompleteCommit, CompleteAbort];
+        let in_state = |state: TxnState| {
+            let mut txns = Transactions::new();
+            txns.replay(TxnMeta {
+                transactional_id: T.into(),
+                producer_id: 7,
+                producer_epoch: 3,
+                timeout_ms: 60_000,
+                state,
+                partitions: [tp(0)].into_iter().collect(),
+                groups: Default::default(),
+                start_ms: 0,
+                update_ms: 0,
+            });
+            txns
+        };
+        let me = p(7, 3);
+        for state in STATES {
+            // AddPartitionsToTxn
+            let added = in_state(state).add(1, T, me, &[tp(1)], &[]);
+            let expected = match state {
+                PrepareCommit | PrepareAbort => Err(errors::CONCURRENT_TRANSACTIONS),
+                _ => Ok(true),
+            };
+            assert_eq!(added, expected, "add in {state:?}");
+            // EndTxn, both ways
+            for commit in [true, false] {
+                let ended = in_state(state).end(1, T, me, commit);
+                let expected = match (state, commit) {
+                    (Ongoing, _) => "markers",
+                    (CompleteCommit, true) | (CompleteAbort, false) => "done",
+                    (PrepareCommit, true) | (PrepareAbort, false) => "concurrent",
+                    _ => "invalid",
+                };
+                let got = match ended {
+                    EndOutcome::Markers(plan) => {
+                        assert_eq!(plan.commit, commit);
+                        assert_eq!(plan.producer_epoch, 3, "EndTxn does not bump the epoch");
+                        "markers"
+                    }
+                    EndOutcome::Done => "done",
+                    EndOutcome::Error(errors::CONCURRENT_TRANSACTIONS) => "concurrent",
+                    EndOutcome::Error(errors::INVALID_TXN_STATE) => "invalid",
+                    EndOutcome::Error(code) => panic!("EndTxn in {state:?}: code {code}"),
+                };
+                assert_eq!(got, expected, "EndTxn(commit={commit}) in {state:?}");
+            }
+            // InitProducerId
+            let init = in_state(state).init_producer_id(1, T, 60_000, p(-1, -1), None);
+            match state {
+                Ongoing => assert!(
+                    matches!(&init, InitOutcome::Abort(plan) if plan.producer_epoch == 4),
+                    "{init:?}"
+                ),
+                PrepareCommit | PrepareAbort => {
+                    assert_eq!(init, InitOutcome::Error(errors::CONCURRENT_TRANSACTIONS))
+                }
+                _ => assert_eq!(init, InitOutcome::Ready { producer_id: 7, producer_epoch: 4 }),
+            }
+            // TxnOffsetCommit's check
+            let checked = in_state(state).check_ongoing(T, me);
+            let expected = if state == Ongoing { Ok(()) } else { Err(errors::INVALID_TXN_STATE) };
+            assert_eq!(checked, expected, "check in {state:?}");
+            // A fenced epoch and a wrong producer id are refused the same way in every state.
+            let mut txns = in_state(state);
+            assert_eq!(txns.add(1, T, p(7, 2), &[tp(1)], &[]), Err(errors::PRODUCER_FENCED));
+            assert_eq!(
+                txns.add(1, T, p(8, 3), &[tp(1)], &[]),
+                Err(errors::INVALID_PRODUCER_ID_MAPPING)
+            );
+            assert_eq!(txns.end(1, T, p(7, 4), true), EndOutcome::Error(errors::PRODUCER_FENCED));
+            // Expiry touches only Ongoing transactions past their deadline.
+            let expired = in_state(state).expire(60_000);
+            assert_eq!(expired.len(), usize::from(state == Ongoing), "expire in {state:?}");
+        }
+    }
+
     #[test]
     fn every_state_has_a_stable_code() {
         for code in 0..6 {
