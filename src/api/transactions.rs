@@ -31,14 +31,12 @@ use kafka_protocol::messages::{
 };
 
 use super::{str_bytes, Context, Outcome};
-use crate::group::coordinator::{GroupRequest, GroupResponse};
-use crate::group::state::CommitPartition;
 use crate::model::{ShardId, TopicPartition};
 use crate::protocol::errors;
 use crate::shard::mesh::{ShardRequest, ShardResponse};
 use crate::shard::table::shard_for_key;
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
-use crate::txn::state::Producer;
+use crate::txn::state::{Producer, TxnOffset};
 
 /// Topics and their partition indexes, as a request names them.
 type TopicPartitions = Vec<(TopicName, Vec<i32>)>;
@@ -195,38 +193,37 @@ pub async fn txn_offset_commit(ctx: &Context<'_>, body: Bytes) -> Outcome {
     };
     let producer =
         Producer { producer_id: request.producer_id.0, producer_epoch: request.producer_epoch };
-    let check =
-        TxnRequest::Check { transactional_id: request.transactional_id.0.to_string(), producer };
-    let mut code = match call(ctx, &request.transactional_id.0, check).await {
+    let metadata_max = ctx.shard.groups.config().offset_metadata_bytes_max;
+    let mut codes = Vec::new();
+    let mut offsets = Vec::new();
+    for topic in &request.topics {
+        for p in &topic.partitions {
+            let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
+            if metadata.len() > metadata_max {
+                codes.push(errors::OFFSET_METADATA_TOO_LARGE);
+                continue;
+            }
+            codes.push(errors::NONE);
+            let offset = TxnOffset {
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata,
+            };
+            offsets.push((topic.name.0.to_string(), p.partition_index, offset));
+        }
+    }
+    let commit = TxnRequest::CommitOffsets {
+        transactional_id: request.transactional_id.0.to_string(),
+        producer,
+        group_id: request.group_id.0.to_string(),
+        offsets,
+    };
+    let code = match call(ctx, &request.transactional_id.0, commit).await {
         Some(TxnResponse::Code(code)) => fenced(code, ctx.version, 2),
         _ => errors::COORDINATOR_NOT_AVAILABLE,
     };
-    let partitions: Vec<CommitPartition> = request
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(|p| CommitPartition {
-                topic: t.name.0.to_string(),
-                partition: p.partition_index,
-                offset: p.committed_offset,
-                leader_epoch: p.committed_leader_epoch,
-                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-            })
-        })
-        .collect();
-    let mut codes = vec![code; partitions.len()];
-    if code == errors::NONE {
-        let group_id = request.group_id.0.to_string();
-        let owner = ctx.shard.groups.owner(&group_id);
-        let held =
-            GroupRequest::TxnCommit { group_id, producer_id: producer.producer_id, partitions };
-        match ctx.shard.call(owner, ShardRequest::Group(held)).await {
-            ShardResponse::Group(GroupResponse::TxnCommit(answered)) => codes = answered,
-            _ => code = errors::COORDINATOR_NOT_AVAILABLE,
-        }
-        if code != errors::NONE {
-            codes.iter_mut().for_each(|c| *c = code);
-        }
+    if code != errors::NONE {
+        codes.iter_mut().filter(|c| **c == errors::NONE).for_each(|c| *c = code);
     }
     let mut response = TxnOffsetCommitResponse::default();
     let mut codes = codes.into_iter();

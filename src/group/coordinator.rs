@@ -92,17 +92,13 @@ pub enum GroupRequest {
         group_id: String,
         topics: TopicPartitions,
     },
-    /// TxnOffsetCommit: offsets held back until the producer's transaction ends.
-    TxnCommit {
-        group_id: String,
-        producer_id: i64,
-        partitions: Vec<CommitPartition>,
-    },
-    /// From the transaction coordinator: the producer's transaction ended.
+    /// From the transaction coordinator: the producer's transaction ended; a commit carries
+    /// the offsets its TxnOffsetCommit requests gave (kept in the transaction log until now).
     TxnEnd {
         group_id: String,
         producer_id: i64,
         commit: bool,
+        offsets: Vec<CommitPartition>,
     },
 }
 
@@ -118,8 +114,6 @@ pub enum GroupResponse {
     List(Vec<ListedGroup>),
     Delete(Vec<(String, i16)>),
     DeleteOffsets(Result<PartitionCodes, i16>),
-    /// TxnOffsetCommit: one code per partition, in request order.
-    TxnCommit(Vec<i16>),
     Done,
 }
 
@@ -147,10 +141,6 @@ pub struct Coordinator {
     /// Log size right after the last compaction: the next one waits for twice that.
     compacted_bytes: Cell<u64>,
     compacting: Cell<bool>,
-    /// TxnOffsetCommit offsets per (group, producer id), applied when the transaction
-    /// commits and dropped when it aborts. In memory only: a restart loses the pending
-    /// offsets of transactions still open (see docs/ARCHITECTURE.md, Transactions).
-    pending_txn: RefCell<HashMap<(String, i64), Vec<CommitPartition>>>,
 }
 
 #[derive(Default)]
@@ -177,7 +167,6 @@ impl Coordinator {
             tick: RefCell::new(None),
             compacted_bytes: Cell::new(0),
             compacting: Cell::new(false),
-            pending_txn: RefCell::new(HashMap::new()),
         }
     }
 
@@ -323,40 +312,14 @@ impl Coordinator {
                 }
                 GroupResponse::Commit(result)
             }
-            GroupRequest::TxnCommit { group_id, producer_id, partitions } => {
-                let limit = self.config().offset_metadata_bytes_max;
-                let codes = partitions
-                    .iter()
-                    .map(|p| {
-                        if p.metadata.as_ref().is_some_and(|m| m.len() > limit) {
-                            errors::OFFSET_METADATA_TOO_LARGE
-                        } else {
-                            errors::NONE
-                        }
-                    })
-                    .collect::<Vec<i16>>();
-                let accepted = partitions
-                    .into_iter()
-                    .zip(&codes)
-                    .filter(|(_, code)| **code == errors::NONE)
-                    .map(|(p, _)| p);
-                let mut pending = self.pending_txn.borrow_mut();
-                let list = pending.entry((group_id, producer_id)).or_default();
-                for p in accepted {
-                    list.retain(|q| (&q.topic, q.partition) != (&p.topic, p.partition));
-                    list.push(p);
-                }
-                GroupResponse::TxnCommit(codes)
-            }
-            GroupRequest::TxnEnd { group_id, producer_id, commit } => {
-                let offsets =
-                    self.pending_txn.borrow_mut().remove(&(group_id.clone(), producer_id));
-                if let (Some(offsets), true) = (offsets, commit) {
+            GroupRequest::TxnEnd { group_id, producer_id, commit, offsets } => {
+                if commit && !offsets.is_empty() {
                     self.state.borrow_mut().commit_transactional_offsets(now, &group_id, offsets);
                     if let Some(written) = self.dispatch(true) {
                         let _ = written.await;
                     }
                 }
+                tracing::debug!(group = %group_id, producer_id, commit, "transaction ended");
                 GroupResponse::Done
             }
             GroupRequest::Fetch { groups } => {

@@ -40,7 +40,9 @@ use crate::shard::mesh::{ShardRequest, ShardResponse};
 use crate::shard::table::shard_for_key;
 use crate::shard::{Shard, CONTROLLER};
 use crate::storage::log::{self, Log, Marker};
-use crate::txn::state::{EndOutcome, EndPlan, InitOutcome, Producer, Transactions, TxnMeta};
+use crate::txn::state::{
+    EndOutcome, EndPlan, InitOutcome, Producer, Transactions, TxnMeta, TxnOffset,
+};
 
 /// Kafka's name for the transaction log; Spate keeps one partition per shard.
 pub const TRANSACTION_TOPIC: &str = "__transaction_state";
@@ -61,10 +63,12 @@ pub enum TxnRequest {
         partitions: Vec<(String, i32)>,
         groups: Vec<String>,
     },
-    /// TxnOffsetCommit: may this producer commit offsets in its transaction now?
-    Check {
+    /// TxnOffsetCommit: these offsets join the producer's transaction.
+    CommitOffsets {
         transactional_id: String,
         producer: Producer,
+        group_id: String,
+        offsets: Vec<(String, i32, TxnOffset)>,
     },
     End {
         transactional_id: String,
@@ -209,9 +213,19 @@ impl Shard {
                 };
                 TxnResponse::Code(code)
             }
-            TxnRequest::Check { transactional_id, producer } => {
-                let checked = txns.state.borrow().check_ongoing(&transactional_id, producer);
-                TxnResponse::Code(checked.err().unwrap_or(errors::NONE))
+            TxnRequest::CommitOffsets { transactional_id, producer, group_id, offsets } => {
+                let committed = txns.state.borrow_mut().commit_offsets(
+                    now_ms(),
+                    &transactional_id,
+                    producer,
+                    &group_id,
+                    offsets,
+                );
+                let code = match committed {
+                    Ok(()) => txns.persist().await.err().unwrap_or(errors::NONE),
+                    Err(code) => code,
+                };
+                TxnResponse::Code(code)
             }
             TxnRequest::End { transactional_id, producer, commit } => {
                 let outcome =
@@ -303,10 +317,21 @@ impl Shard {
             .map(|(owner, markers)| self.call(owner, ShardRequest::WriteMarkers { markers }));
         let groups = plan.groups.iter().map(|group| {
             let owner = self.groups.owner(group);
+            let offsets = plan.offsets.get(group).cloned().unwrap_or_default();
             let request = crate::group::coordinator::GroupRequest::TxnEnd {
                 group_id: group.clone(),
                 producer_id: plan.producer_id,
                 commit: plan.commit,
+                offsets: offsets
+                    .into_iter()
+                    .map(|(topic, partition, o)| crate::group::state::CommitPartition {
+                        topic,
+                        partition,
+                        offset: o.offset,
+                        leader_epoch: o.leader_epoch,
+                        metadata: Some(o.metadata),
+                    })
+                    .collect(),
             };
             self.call(owner, ShardRequest::Group(request))
         });

@@ -13,7 +13,8 @@
 //!   shard's timing wheel.
 //!
 //! The partition side (open transactions, the last stable offset, the aborted index) is in
-//! `storage::txn_index`; the pending offsets of TxnOffsetCommit are in `group::coordinator`.
+//! `storage::txn_index`. TxnOffsetCommit's offsets live in the transaction's metadata until
+//! the commit hands them to the groups' coordinators.
 
 pub mod coordinator;
 pub mod records;

@@ -9,11 +9,13 @@
 //!          | partitions: int32 count, [topic string, int32 count, [partition int32]]
 //!          | last_update_timestamp_ms int64 | start_timestamp_ms int64
 //!          | groups (Spate): int32 count, [group string]
+//!          | offsets (Spate): int32 count, [group string, topic string, partition int32,
+//!                                          offset int64, leader_epoch int32, metadata string]
 //! ```
 
 use std::collections::BTreeMap;
 
-use crate::txn::state::{TxnMeta, TxnState};
+use crate::txn::state::{TxnMeta, TxnOffset, TxnState};
 
 pub fn encode_key(transactional_id: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + transactional_id.len());
@@ -47,6 +49,15 @@ pub fn encode_value(meta: &TxnMeta) -> Vec<u8> {
     for group in &meta.groups {
         put_string(&mut out, group);
     }
+    out.extend((meta.offsets.len() as i32).to_be_bytes());
+    for ((group, topic, partition), o) in &meta.offsets {
+        put_string(&mut out, group);
+        put_string(&mut out, topic);
+        out.extend(partition.to_be_bytes());
+        out.extend(o.offset.to_be_bytes());
+        out.extend(o.leader_epoch.to_be_bytes());
+        put_string(&mut out, &o.metadata);
+    }
     out
 }
 
@@ -75,9 +86,16 @@ pub fn decode(key: &[u8], value: &[u8]) -> Option<TxnMeta> {
     let update_ms = v.i64()?;
     let start_ms = v.i64()?;
     let mut groups = std::collections::BTreeSet::new();
+    let mut offsets = std::collections::BTreeMap::new();
     if !v.0.is_empty() {
         for _ in 0..v.count()? {
             groups.insert(v.string()?);
+        }
+        for _ in 0..v.count()? {
+            let key = (v.string()?, v.string()?, v.i32()?);
+            let offset =
+                TxnOffset { offset: v.i64()?, leader_epoch: v.i32()?, metadata: v.string()? };
+            offsets.insert(key, offset);
         }
     }
     Some(TxnMeta {
@@ -88,6 +106,7 @@ pub fn decode(key: &[u8], value: &[u8]) -> Option<TxnMeta> {
         state,
         partitions,
         groups,
+        offsets,
         start_ms,
         update_ms,
     })
@@ -143,6 +162,12 @@ mod tests {
                 .into_iter()
                 .collect(),
             groups: ["g1".to_string()].into_iter().collect(),
+            offsets: [(
+                ("g1".to_string(), "in".to_string(), 3),
+                TxnOffset { offset: 77, leader_epoch: 2, metadata: "m".into() },
+            )]
+            .into_iter()
+            .collect(),
             start_ms: 10,
             update_ms: 20,
         };
@@ -150,7 +175,9 @@ mod tests {
         let value = encode_value(&meta);
         assert_eq!(decode(&key, &value), Some(meta.clone()));
         for cut in 0..value.len() {
-            if cut != value.len() - 4 - 2 - 2 {
+            // Cut right after Kafka's fields: a plain Kafka v0 value, no groups or offsets.
+            let spate_extension = 4 + 2 + 2 + 4 + (2 + 2) + (2 + 2) + 4 + 8 + 4 + (2 + 1);
+            if cut != value.len() - spate_extension {
                 assert_eq!(decode(&key, &value[..cut]), None, "cut at {cut}");
             }
         }

@@ -17,7 +17,7 @@
 //! an InitProducerId during Ongoing bumps the epoch first, so the old producer is fenced
 //! (PRODUCER_FENCED) everywhere, then aborts.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::protocol::errors;
 
@@ -84,8 +84,20 @@ pub struct TxnMeta {
     pub partitions: BTreeSet<(String, i32)>,
     /// Groups whose offsets are in the transaction (AddOffsetsToTxn).
     pub groups: BTreeSet<String>,
+    /// TxnOffsetCommit's offsets, by (group, topic, partition): kept here, in the transaction
+    /// log, so that a crash cannot separate them from the transaction's outcome; they go to
+    /// the groups' coordinators when the transaction commits.
+    pub offsets: BTreeMap<(String, String, i32), TxnOffset>,
     pub start_ms: i64,
     pub update_ms: i64,
+}
+
+/// One offset of TxnOffsetCommit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
 }
 
 /// What the glue must do to finish a transaction: write a marker to every partition and
@@ -98,6 +110,8 @@ pub struct EndPlan {
     pub commit: bool,
     pub partitions: Vec<(String, i32)>,
     pub groups: Vec<String>,
+    /// The offsets to commit per group (commit only; empty for an abort).
+    pub offsets: BTreeMap<String, Vec<(String, i32, TxnOffset)>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +203,7 @@ impl Transactions {
                 state: TxnState::Empty,
                 partitions: BTreeSet::new(),
                 groups: BTreeSet::new(),
+                offsets: BTreeMap::new(),
                 start_ms: -1,
                 update_ms: now,
             };
@@ -229,6 +244,7 @@ impl Transactions {
                 meta.state = TxnState::Empty;
                 meta.partitions.clear();
                 meta.groups.clear();
+                meta.offsets.clear();
                 meta.start_ms = -1;
                 meta.update_ms = now;
                 self.records.push(meta.clone());
@@ -267,6 +283,7 @@ impl Transactions {
                 meta.start_ms = now;
                 meta.partitions.clear();
                 meta.groups.clear();
+                meta.offsets.clear();
             }
         }
         meta.partitions.extend(partitions.iter().cloned());
@@ -277,15 +294,35 @@ impl Transactions {
         Ok(true)
     }
 
-    /// Checks that `producer` may commit offsets in this transaction (TxnOffsetCommit is
-    /// answered by the group coordinator, which asks this first in Kafka; here the API
-    /// handler does).
+    /// Checks that `producer` may commit offsets in this transaction.
     pub fn check_ongoing(&self, transactional_id: &str, producer: Producer) -> Result<(), i16> {
         let meta = self.txns.get(transactional_id).ok_or(errors::INVALID_PRODUCER_ID_MAPPING)?;
         check_producer(meta, producer)?;
         if meta.state != TxnState::Ongoing {
             return Err(errors::INVALID_TXN_STATE);
         }
+        Ok(())
+    }
+
+    /// TxnOffsetCommit: the offsets join the transaction (a later one for the same partition
+    /// replaces an earlier one) and are committed with it.
+    pub fn commit_offsets(
+        &mut self,
+        now: i64,
+        transactional_id: &str,
+        producer: Producer,
+        group_id: &str,
+        offsets: Vec<(String, i32, TxnOffset)>,
+    ) -> Result<(), i16> {
+        self.check_ongoing(transactional_id, producer)?;
+        let meta = self.owned(transactional_id, producer)?;
+        meta.groups.insert(group_id.to_string());
+        for (topic, partition, offset) in offsets {
+            meta.offsets.insert((group_id.to_string(), topic, partition), offset);
+        }
+        meta.update_ms = now;
+        let record = meta.clone();
+        self.records.push(record);
         Ok(())
     }
 
@@ -328,6 +365,7 @@ impl Transactions {
         meta.state = if plan.commit { TxnState::CompleteCommit } else { TxnState::CompleteAbort };
         meta.partitions.clear();
         meta.groups.clear();
+        meta.offsets.clear();
         meta.update_ms = now;
         let record = meta.clone();
         self.records.push(record);
@@ -407,7 +445,18 @@ fn prepare_end(meta: &mut TxnMeta, now: i64, commit: bool, fence: bool) -> Optio
 }
 
 fn plan_of(meta: &TxnMeta, commit: bool) -> EndPlan {
+    let mut offsets: BTreeMap<String, Vec<(String, i32, TxnOffset)>> = BTreeMap::new();
+    if commit {
+        for ((group, topic, partition), offset) in &meta.offsets {
+            offsets.entry(group.clone()).or_default().push((
+                topic.clone(),
+                *partition,
+                offset.clone(),
+            ));
+        }
+    }
     EndPlan {
+        offsets,
         transactional_id: meta.transactional_id.clone(),
         producer_id: meta.producer_id,
         producer_epoch: meta.producer_epoch,
@@ -501,6 +550,32 @@ mod tests {
         txns.complete(13, &plan);
         assert_eq!(txns.get(T).map(|m| m.state), Some(TxnState::CompleteAbort));
         assert_eq!(txns.end(14, T, me, false), EndOutcome::Done);
+    }
+
+    #[test]
+    fn offsets_ride_with_the_transaction_and_only_a_commit_delivers_them() {
+        let mut txns = Transactions::new();
+        let me = ready(&mut txns, 0);
+        let at = |offset| TxnOffset { offset, leader_epoch: -1, metadata: String::new() };
+        assert_eq!(
+            txns.commit_offsets(1, T, me, "g", vec![("in".into(), 0, at(5))]),
+            Err(errors::INVALID_TXN_STATE),
+            "no transaction yet"
+        );
+        txns.add(1, T, me, &[], &["g".into()]).expect("add offsets");
+        txns.commit_offsets(2, T, me, "g", vec![("in".into(), 0, at(5))]).expect("offsets");
+        txns.commit_offsets(3, T, me, "g", vec![("in".into(), 0, at(9))]).expect("offsets");
+        assert_eq!(txns.commit_offsets(3, T, p(7, 9), "g", vec![]), Err(errors::PRODUCER_FENCED));
+        let records = txns.take_records();
+        assert_eq!(records.last().map(|m| m.offsets.len()), Some(1), "persisted");
+        let EndOutcome::Markers(plan) = txns.end(4, T, me, true) else { panic!() };
+        assert_eq!(plan.offsets["g"], vec![("in".to_string(), 0, at(9))]);
+        txns.complete(5, &plan);
+        assert!(txns.get(T).map(|m| m.offsets.is_empty()).unwrap_or(false));
+        txns.add(6, T, me, &[], &["g".into()]).expect("add offsets");
+        txns.commit_offsets(7, T, me, "g", vec![("in".into(), 0, at(12))]).expect("offsets");
+        let EndOutcome::Markers(plan) = txns.end(8, T, me, false) else { panic!() };
+        assert!(plan.offsets.is_empty(), "an abort delivers nothing");
     }
 
     #[test]
@@ -611,6 +686,7 @@ mod tests {
                 state,
                 partitions: [tp(0)].into_iter().collect(),
                 groups: Default::default(),
+                offsets: Default::default(),
                 start_ms: 0,
                 update_ms: 0,
             });

@@ -363,3 +363,44 @@ def test_operators_see_transactions_and_producers(broker):
         assert "current_transaction_start_offset=-1" in state.replace(" ", ""), state
     finally:
         admin.close()
+
+
+def test_offsets_sent_to_an_open_transaction_survive_kill9(broker):
+    """send_offsets_to_transaction, then a crash before the commit: the offsets are kept in
+    the transaction log, and the commit after the restart still delivers them."""
+    source, sink = unique_topic("in"), unique_topic("out")
+    create_topic(broker.bootstrap, source)
+    create_topic(broker.bootstrap, sink)
+    group = "crash-" + uuid.uuid4().hex[:8]
+    plain = Producer({"bootstrap.servers": broker.bootstrap, **CK_COMMON})
+    for v in values("in-", 5):
+        plain.produce(source, value=v)
+    assert plain.flush(30) == 0
+    c = consumer(broker.bootstrap, "read_committed", **{"group.id": group,
+                                                         "enable.partition.eof": False})
+    c.assign([TopicPartition(source, 0, 0)])
+    taken = []
+    deadline = time.monotonic() + 30
+    while len(taken) < 5:
+        assert time.monotonic() < deadline, f"consumed {len(taken)} of 5"
+        msg = c.poll(0.2)
+        if msg is not None and not msg.error():
+            taken.append(msg)
+    producer = txn_producer(broker.bootstrap, None, **{"transaction.timeout.ms": 60000})
+    producer.begin_transaction()
+    for msg in taken:
+        producer.produce(sink, value=msg.value().upper())
+    assert producer.flush(30) == 0
+    producer.send_offsets_to_transaction([TopicPartition(source, 0, 5)],
+                                         c.consumer_group_metadata(), 30)
+    c.close()
+    broker.kill9()
+    broker.start()
+    producer.commit_transaction(60)
+    probe = consumer(broker.bootstrap, "read_committed", **{"group.id": group})
+    try:
+        assert probe.committed([TopicPartition(source, 0)], timeout=10)[0].offset == 5
+    finally:
+        probe.close()
+    assert read_to_end(broker.bootstrap, sink, "read_committed") == [
+        v.upper() for v in values("in-", 5)]
