@@ -164,6 +164,18 @@ async fn shard_main(
         migrated = groups.migrated,
         "recovered consumer groups"
     );
+    let transactions = shard.txns.load().await.unwrap_or_else(|e| {
+        fatal(
+            FatalReason::DataDir,
+            format!("cannot recover the transaction log in {}: {e}", config.data_dir.display()),
+        )
+    });
+    tracing::info!(
+        shard = id.0,
+        transactions = shard.txns.transaction_count(),
+        records = transactions,
+        "recovered transactions"
+    );
     // Nobody may send a request before every shard has its logs open. The wait must not
     // block the thread: a peer may still need this executor to finish joining the mesh.
     // The last shard to arrive records the offsets logs' layout (see group::coordinator)
@@ -193,6 +205,7 @@ async fn shard_main(
         glommio::spawn_local(net::accept_loop(shard.clone(), listener, in_flight.clone()));
     let housekeeping = glommio::spawn_local(housekeeping(shard.clone()));
     let delayed = glommio::spawn_local(shard.delayed.clone().run());
+    shard.start_txn_coordinator();
     while !SHUTDOWN.load(Ordering::Relaxed) {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }

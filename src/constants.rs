@@ -96,6 +96,9 @@ pub const MEMBER_ID_PREFIX_BYTES_MAX: usize = 255;
 /// offset retention and checks whether its log needs compacting. Group timeouts themselves
 /// wake it at their deadline (the timing wheel in `group::timers`).
 pub const GROUP_IDLE_WAKE_MS: u64 = 1_000;
+/// How often each shard looks for transactions past their timeout (Kafka checks every
+/// 10 s, `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
+pub const TXN_TIMEOUT_CHECK_MS: u64 = 1000;
 
 /// How often expired committed offsets are purged (Kafka's
 /// offsets.retention.check.interval.ms default).

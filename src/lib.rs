@@ -1,7 +1,8 @@
 //! Spate: a thread-per-core, Kafka-compatible message broker on io_uring.
 //!
 //! Layering, bottom to top (a module never imports one above it; `tests/tidy.rs` checks):
-//! `model` -> `protocol`, `storage` -> `shard`, `group` -> `api` -> `net` -> `broker` (start-up).
+//! `model` -> `protocol`, `storage` -> `shard`, `group`, `txn` -> `api` -> `net` -> `broker`
+//! (start-up).
 //! See docs/ARCHITECTURE.md for the request paths.
 
 pub mod api;
@@ -16,4 +17,5 @@ pub mod net;
 pub mod protocol;
 pub mod shard;
 pub mod storage;
+pub mod txn;
 pub mod wheel;

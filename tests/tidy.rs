@@ -13,6 +13,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("src/storage", &["protocol", "shard", "api", "net", "broker"]),
     ("src/shard", &["api", "net", "broker"]),
     ("src/group", &["api", "net", "broker"]),
+    ("src/txn", &["api", "net", "broker"]),
     ("src/api", &["net", "broker"]),
     ("src/net", &["broker"]),
 ];

@@ -101,6 +101,15 @@ pub struct RunArgs {
     #[arg(long)]
     pub idempotence: bool,
 
+    /// Transactional producers: producer i uses the transactional.id `<ID>-<i>` and commits a
+    /// transaction every --txn-interval-ms (implies idempotence and --acks all).
+    #[arg(long)]
+    pub transactional_id: Option<String>,
+
+    /// With --transactional-id: how often each producer commits its transaction.
+    #[arg(long, default_value_t = 100)]
+    pub txn_interval_ms: u64,
+
     /// Measured time after the warm-up, e.g. 30, 30s, 500ms, 2m. Ignored with --records.
     #[arg(short, long, value_parser = parse_duration, default_value = "10s")]
     pub duration: Duration,

@@ -140,6 +140,8 @@ pub struct ProducerSetup {
     pub seed: u64,
     pub pool: Arc<PayloadPool>,
     pub drain_timeout: Duration,
+    /// Transactional producers: commit a transaction this often.
+    pub txn_interval: Option<Duration>,
 }
 
 /// Runs the sender loop until the timeline's end, the quota, or `stop`; then waits up to the
@@ -170,6 +172,12 @@ pub fn run(
     let mut measured_attempts = 0u64;
     let mut fatal_reported = false;
     let mut quota_reached = false;
+    let mut txn_started = std::time::Instant::now();
+    if setup.txn_interval.is_some() {
+        if let Err(e) = producer.begin_transaction() {
+            ctx.errors.add(format!("begin transaction: {e}"));
+        }
+    }
 
     'records: loop {
         if stop.load(Ordering::Relaxed) {
@@ -190,6 +198,18 @@ pub fn run(
         if intended_ns > now_ns {
             sleep_until(clock.instant_at(intended_ns));
             continue;
+        }
+        if setup.txn_interval.is_some_and(|interval| txn_started.elapsed() >= interval) {
+            // Commit (which flushes the transaction's records) and start the next one.
+            if let Err(e) = producer.commit_transaction(setup.drain_timeout) {
+                ctx.errors.add(format!("commit transaction: {e}"));
+                break 'records;
+            }
+            if let Err(e) = producer.begin_transaction() {
+                ctx.errors.add(format!("begin transaction: {e}"));
+                break 'records;
+            }
+            txn_started = std::time::Instant::now();
         }
         let size = setup.record_size.sample(&mut rng, normal.as_ref());
         setup.pool.fill(&mut buf[..size], &mut rng);
@@ -288,6 +308,11 @@ pub fn run(
     }
     stats.send_end_ns.store(stopped_ns, Ordering::Release);
     stats.done_sending.store(true, Ordering::Release);
+    if setup.txn_interval.is_some() {
+        if let Err(e) = producer.commit_transaction(setup.drain_timeout) {
+            ctx.errors.add(format!("commit transaction: {e}"));
+        }
+    }
     if let Err(error) = producer.flush(setup.drain_timeout) {
         ctx.errors.add(format!(
             "flush: {} ({} records unacknowledged after the drain timeout)",

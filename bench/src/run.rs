@@ -110,7 +110,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
     let consumer_count = if workload.consumes() { args.consumers } else { 0 };
     let mut producers = Vec::new();
     let mut producer_stats = Vec::new();
-    for _ in 0..producer_count {
+    for index in 0..producer_count {
         let stats = Arc::new(ProducerStats::default());
         let ctx = ProducerCtx {
             clock,
@@ -123,6 +123,9 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
         for (key, value) in &producer_config {
             config.set(key, value);
         }
+        if let Some(prefix) = &args.transactional_id {
+            config.set("transactional.id", format!("{prefix}-{index}"));
+        }
         let producer: ThreadedProducer<ProducerCtx> = config
             .create_with_context(ctx)
             .map_err(|e| format!("cannot create a producer: {e}"))?;
@@ -132,6 +135,11 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
             .client()
             .fetch_metadata(Some(&args.topic), REQUEST_TIMEOUT)
             .map_err(|e| format!("producer cannot reach {}: {e}", args.bootstrap))?;
+        if args.transactional_id.is_some() {
+            producer
+                .init_transactions(REQUEST_TIMEOUT)
+                .map_err(|e| format!("producer cannot init transactions: {e}"))?;
+        }
         producers.push(producer);
         producer_stats.push(stats);
     }
@@ -220,6 +228,10 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
             seed: seed.wrapping_add(index as u64),
             pool: Arc::clone(&pool),
             drain_timeout: args.drain_timeout,
+            txn_interval: args
+                .transactional_id
+                .is_some()
+                .then(|| Duration::from_millis(args.txn_interval_ms)),
         };
         let (timeline, stop) = (Arc::clone(&timeline), Arc::clone(&stop_producers));
         producer_threads.push(
@@ -443,6 +455,12 @@ fn validate(workload: Workload, args: &RunArgs) -> Result<(), String> {
     if workload.consumes() && !(1..=WORKERS_MAX).contains(&args.consumers) {
         return Err(format!("--consumers must be between 1 and {WORKERS_MAX}"));
     }
+    if args.transactional_id.is_some() && args.acks != Acks::All {
+        return Err("--transactional-id needs --acks all (as librdkafka requires)".to_string());
+    }
+    if args.transactional_id.is_some() && args.txn_interval_ms == 0 {
+        return Err("--txn-interval-ms must be at least 1".to_string());
+    }
     if args.idempotence && args.acks != Acks::All {
         return Err("--idempotence needs --acks all (as librdkafka requires)".to_string());
     }
@@ -465,7 +483,8 @@ fn producer_config(args: &RunArgs) -> BTreeMap<String, String> {
     };
     set("acks", args.acks.librdkafka_value().to_string());
     set("compression.type", args.compression.librdkafka_name().to_string());
-    set("enable.idempotence", args.idempotence.to_string());
+    let idempotence = args.idempotence || args.transactional_id.is_some();
+    set("enable.idempotence", idempotence.to_string());
     if let Some(linger_ms) = args.linger_ms {
         set("linger.ms", linger_ms.to_string());
     }

@@ -32,6 +32,8 @@ struct Wanted {
     error_code: i16,
     offset: i64,
     size_bytes_max: usize,
+    /// isolation_level 1: read below the last stable offset.
+    committed: bool,
 }
 
 pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
@@ -69,6 +71,7 @@ pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
                 error_code,
                 offset: partition.fetch_offset,
                 size_bytes_max: partition.partition_max_bytes.max(0) as usize,
+                committed: request.isolation_level == 1,
             });
         }
     }
@@ -87,6 +90,8 @@ pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
         // Wait for an append on any partition, or the deadline.
         let seen: Vec<(TopicPartition, i64)> =
             results.iter().map(|(tp, r)| (tp.clone(), r.high_watermark)).collect();
+        // A read_committed fetch waiting at the last stable offset also wakes on appends
+        // (a marker is one), then reads again.
         let watched: Vec<TopicPartition> = seen.iter().map(|(tp, _)| tp.clone()).collect();
         // Registered before the watches go out, so a notification cannot come too early.
         let waiter = shard.new_waiter_id();
@@ -109,8 +114,12 @@ async fn read_all(ctx: &Context<'_>, wanted: &[Wanted]) -> BTreeMap<TopicPartiti
     let mut by_shard: BTreeMap<ShardId, Vec<ReadSpec>> = BTreeMap::new();
     for w in wanted {
         if let Some(tp) = &w.tp {
-            let spec =
-                ReadSpec { tp: tp.clone(), offset: w.offset, size_bytes_max: w.size_bytes_max };
+            let spec = ReadSpec {
+                tp: tp.clone(),
+                offset: w.offset,
+                size_bytes_max: w.size_bytes_max,
+                committed: w.committed,
+            };
             by_shard.entry(ctx.shard.owner(tp)).or_default().push(spec);
         }
     }
@@ -148,13 +157,18 @@ fn respond(
             high_watermark: -1,
             last_stable_offset: -1,
             log_start_offset: -1,
+            aborted: None,
             records: Vec::new(),
             records_size: 0,
         };
         if let Some(result) = w.tp.as_ref().and_then(|tp| results.remove(tp)) {
             data.error_code = result.error_code;
             data.high_watermark = result.high_watermark;
-            data.last_stable_offset = result.high_watermark;
+            data.last_stable_offset = result.last_stable_offset;
+            if w.committed {
+                let aborted = result.aborted.iter().map(|a| (a.producer_id, a.first_offset));
+                data.aborted = Some(aborted.collect());
+            }
             data.log_start_offset = result.log_start_offset;
             // The response limit: always let the first data through (KIP-74), then stop
             // adding partitions once the limit is reached.

@@ -8,11 +8,10 @@
 //!   with a fresh id either way; both are valid for clients, and a bump keeps the number
 //!   of producer ids the partitions must remember down. The bump needs no stored state:
 //!   the partitions hold the epochs, so it is answered on the connection's shard.
-//! - A transactional id: transactions are not supported yet, so the answer is
-//!   TRANSACTIONAL_ID_AUTHORIZATION_FAILED, the one InitProducerId error that every client
-//!   treats as fatal for a transactional producer (it fails at once instead of retrying),
-//!   the same code Kafka gives a principal that may not use transactional ids. An empty
-//!   transactional id is INVALID_REQUEST, as in Kafka.
+//! - A transactional id: the transaction coordinator of the shard that owns it answers
+//!   (`api::transactions`, `txn::coordinator`): a fresh id at epoch 0 the first time, the
+//!   epoch bumped on every later call (fencing the previous producer), an open transaction
+//!   aborted first. An empty transactional id is INVALID_REQUEST, as in Kafka.
 
 use bytes::Bytes;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
@@ -31,6 +30,17 @@ pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
     let transactional_id = request.transactional_id.as_ref().map(|id| &*id.0);
     let answer = match plan(transactional_id, request.producer_id.0, request.producer_epoch) {
         Plan::Refuse(code) => Err(code),
+        Plan::Transactional => {
+            let producer = crate::txn::state::Producer {
+                producer_id: request.producer_id.0,
+                producer_epoch: request.producer_epoch,
+            };
+            let id = transactional_id.unwrap_or_default();
+            let timeout_ms = request.transaction_timeout_ms;
+            super::transactions::init_producer_id(ctx, id, timeout_ms, producer)
+                .await
+                .map(|p| (p.producer_id, p.producer_epoch))
+        }
         Plan::Bump { producer_id, producer_epoch } => Ok((producer_id, producer_epoch)),
         Plan::Allocate => {
             match ctx.shard.call(CONTROLLER, ShardRequest::AllocateProducerId).await {
@@ -58,7 +68,12 @@ pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Plan {
     Refuse(i16),
-    Bump { producer_id: i64, producer_epoch: i16 },
+    /// To the transaction coordinator.
+    Transactional,
+    Bump {
+        producer_id: i64,
+        producer_epoch: i16,
+    },
     Allocate,
 }
 
@@ -66,7 +81,7 @@ enum Plan {
 fn plan(transactional_id: Option<&str>, producer_id: i64, producer_epoch: i16) -> Plan {
     match transactional_id {
         Some("") => return Plan::Refuse(errors::INVALID_REQUEST),
-        Some(_) => return Plan::Refuse(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+        Some(_) => return Plan::Transactional,
         None => {}
     }
     match (producer_id, producer_epoch) {
@@ -101,13 +116,7 @@ mod tests {
             );
         }
         assert_eq!(plan(Some(""), -1, -1), Plan::Refuse(errors::INVALID_REQUEST));
-        assert_eq!(
-            plan(Some("txn-1"), -1, -1),
-            Plan::Refuse(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
-        );
-        assert_eq!(
-            plan(Some("txn-1"), 7, 0),
-            Plan::Refuse(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
-        );
+        assert_eq!(plan(Some("txn-1"), -1, -1), Plan::Transactional);
+        assert_eq!(plan(Some("txn-1"), 7, 0), Plan::Transactional);
     }
 }

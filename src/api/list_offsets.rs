@@ -1,5 +1,6 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4), or the
-//! first offset at or after a timestamp. One message per owning shard.
+//! first offset at or after a timestamp. One message per owning shard. A read_committed
+//! request's latest is the last stable offset.
 
 use std::collections::BTreeMap;
 
@@ -46,9 +47,11 @@ pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
         }
         response.topics.push(topic_response);
     }
-    let calls = by_shard
-        .into_iter()
-        .map(|(owner, partitions)| shard.call(owner, ShardRequest::ListOffsets { partitions }));
+    // isolation_level 1 (read_committed): latest is the last stable offset.
+    let committed = request.isolation_level == 1;
+    let calls = by_shard.into_iter().map(|(owner, partitions)| {
+        shard.call(owner, ShardRequest::ListOffsets { partitions, committed })
+    });
     for answer in join_all(calls).await {
         let ShardResponse::ListOffsets(results) = answer else { continue };
         for result in results {

@@ -6,12 +6,14 @@
 mod admin;
 mod alter_configs;
 mod api_versions;
+mod delete_records;
 mod fetch;
 mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod transactions;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -85,6 +87,14 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes, peer: Option<SocketAddr>)
         ApiKey::ListGroups => groups::list_groups(&ctx, body).await,
         ApiKey::DeleteGroups => groups::delete_groups(&ctx, body).await,
         ApiKey::InitProducerId => init_producer_id::handle(&ctx, body).await,
+        ApiKey::DeleteRecords => delete_records::handle(&ctx, body).await,
+        ApiKey::AddPartitionsToTxn => transactions::add_partitions(&ctx, body).await,
+        ApiKey::AddOffsetsToTxn => transactions::add_offsets(&ctx, body).await,
+        ApiKey::TxnOffsetCommit => transactions::txn_offset_commit(&ctx, body).await,
+        ApiKey::EndTxn => transactions::end_txn(&ctx, body).await,
+        ApiKey::DescribeTransactions => transactions::describe_transactions(&ctx, body).await,
+        ApiKey::ListTransactions => transactions::list_transactions(&ctx, body).await,
+        ApiKey::DescribeProducers => transactions::describe_producers(&ctx, body).await,
         other => Outcome::Close(format!("{other:?} is not implemented")),
     }
 }

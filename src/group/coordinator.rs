@@ -50,9 +50,9 @@ use crate::constants::{
 };
 use crate::group::records::Record;
 use crate::group::state::{
-    CommitRequest, DescribedGroup, FetchedOffset, GroupConfig, Groups, HeartbeatRequest,
-    JoinRequest, JoinResponse, LeaveMember, LeaveResponse, ListedGroup, PartitionCodes, Reply,
-    ReplyId, SyncRequest, SyncResponse, TopicPartitions,
+    CommitPartition, CommitRequest, DescribedGroup, FetchedOffset, GroupConfig, Groups,
+    HeartbeatRequest, JoinRequest, JoinResponse, LeaveMember, LeaveResponse, ListedGroup,
+    PartitionCodes, Reply, ReplyId, SyncRequest, SyncResponse, TopicPartitions,
 };
 use crate::model::records::{self, RecordIn};
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
@@ -97,6 +97,14 @@ pub enum GroupRequest {
         group_id: String,
         topics: TopicPartitions,
     },
+    /// From the transaction coordinator: the producer's transaction ended; a commit carries
+    /// the offsets its TxnOffsetCommit requests gave (kept in the transaction log until now).
+    TxnEnd {
+        group_id: String,
+        producer_id: i64,
+        commit: bool,
+        offsets: Vec<CommitPartition>,
+    },
 }
 
 #[derive(Debug)]
@@ -111,6 +119,7 @@ pub enum GroupResponse {
     List(Vec<ListedGroup>),
     Delete(Vec<(String, i16)>),
     DeleteOffsets(Result<PartitionCodes, i16>),
+    Done,
 }
 
 /// What start-up did, for its log line.
@@ -315,6 +324,16 @@ impl Coordinator {
                     }
                 }
                 GroupResponse::Commit(result)
+            }
+            GroupRequest::TxnEnd { group_id, producer_id, commit, offsets } => {
+                if commit && !offsets.is_empty() {
+                    self.state.borrow_mut().commit_transactional_offsets(now, &group_id, offsets);
+                    if let Some(written) = self.dispatch(true) {
+                        let _ = written.await;
+                    }
+                }
+                tracing::debug!(group = %group_id, producer_id, commit, "transaction ended");
+                GroupResponse::Done
             }
             GroupRequest::Fetch { groups } => {
                 // Answer after every record already queued is written (require_stable in
@@ -559,7 +578,7 @@ fn encode_batches(records: &[Record], timestamp: i64, batch_bytes_max: usize) ->
 /// Every intact batch of the log in `dir`, oldest first, read straight from the segment
 /// files (blocking; start-up only). Stops at the first torn or invalid batch: what follows a
 /// damaged spot is not a prefix of the history. (Only the last segment may end in padding.)
-fn read_batches(dir: &Path) -> std::io::Result<Vec<Vec<u8>>> {
+pub(crate) fn read_batches(dir: &Path) -> std::io::Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     let bases = match crate::storage::segment::list_segments(dir) {
         Ok(bases) => bases,

@@ -959,6 +959,35 @@ impl Groups {
         Ok(codes)
     }
 
+    /// The offsets of a committed transaction (TxnOffsetCommit, then EndTxn commit): they
+    /// become the group's committed offsets now. Membership is not checked here: it was when
+    /// the offsets were sent, and a transaction's outcome may not depend on a rebalance.
+    pub fn commit_transactional_offsets(
+        &mut self,
+        now: i64,
+        group_id: &str,
+        partitions: Vec<CommitPartition>,
+    ) {
+        let group =
+            self.groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id, now));
+        for p in partitions {
+            let value = OffsetValue {
+                offset: p.offset,
+                leader_epoch: p.leader_epoch,
+                metadata: p.metadata.unwrap_or_default(),
+                commit_timestamp: now,
+                expire_timestamp: None,
+            };
+            self.fx.records.push(Record::Offset {
+                group: group.group_id.clone(),
+                topic: p.topic.clone(),
+                partition: p.partition,
+                value: Some(value.clone()),
+            });
+            group.offsets.insert((p.topic, p.partition), value);
+        }
+    }
+
     /// OffsetFetch for one group: the requested partitions (-1 where nothing is committed),
     /// or every committed offset when `partitions` is None.
     pub fn fetch_offsets(
@@ -1831,6 +1860,28 @@ impl Ctx<'_> {
             self.fx.timers.cancel(&Self::heartbeat_key(group, &member_id));
         }
         self.prepare_rebalance(group);
+    }
+}
+
+#[cfg(test)]
+mod txn_tests {
+    use super::*;
+
+    #[test]
+    fn transactional_offsets_become_committed_offsets_even_in_a_busy_group() {
+        let mut groups = Groups::new(GroupConfig::default());
+        let offset = |topic: &str, offset| CommitPartition {
+            topic: topic.into(),
+            partition: 0,
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+        };
+        groups.commit_transactional_offsets(5, "g", vec![offset("a", 10), offset("b", 3)]);
+        assert_eq!(groups.take_records().len(), 2);
+        let fetched = groups.fetch_offsets("g", None);
+        assert_eq!(fetched.len(), 2);
+        assert!(fetched.iter().any(|f| f.topic == "a" && f.offset == 10));
     }
 }
 

@@ -25,8 +25,8 @@ use crate::constants::{BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES};
 const MAGIC_V2: i8 = 2;
 const CRC_START: usize = 21;
 const ATTRIBUTE_TIMESTAMP_TYPE: i16 = 1 << 3;
-const ATTRIBUTE_TRANSACTIONAL: i16 = 1 << 4;
-const ATTRIBUTE_CONTROL: i16 = 1 << 5;
+pub const ATTRIBUTE_TRANSACTIONAL: i16 = 1 << 4;
+pub const ATTRIBUTE_CONTROL: i16 = 1 << 5;
 /// Smallest `batch_length`: the header after the length field, with no records.
 pub const BATCH_LENGTH_MIN: i32 = (BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES) as i32;
 

@@ -75,6 +75,51 @@ pub fn build_batch(timestamp: i64, records: &[RecordIn<'_>]) -> Vec<u8> {
     out
 }
 
+/// A transaction marker: the control batch the transaction coordinator asks a partition to
+/// append when a transaction ends (Kafka's `EndTransactionMarker`). One record:
+///
+/// ```text
+///   key:   version int16 (0) | type int16 (0 = ABORT, 1 = COMMIT)
+///   value: version int16 (0) | coordinator_epoch int32
+/// ```
+///
+/// The batch has the transactional and control attributes, the producer's id and epoch, and
+/// base sequence -1 (markers take no sequence).
+pub fn build_control_batch(
+    timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+) -> Vec<u8> {
+    let mut key = [0u8; 4];
+    key[2..4].copy_from_slice(&i16::from(commit).to_be_bytes());
+    let mut value = [0u8; 6];
+    value[2..6].copy_from_slice(&coordinator_epoch.to_be_bytes());
+    let record = RecordIn { key: Some(&key), value: Some(&value) };
+    let mut out = build_batch(timestamp, &[record]);
+    out[21..23].copy_from_slice(
+        &(batch::ATTRIBUTE_TRANSACTIONAL | batch::ATTRIBUTE_CONTROL).to_be_bytes(),
+    );
+    batch::set_producer(&mut out, producer_id, producer_epoch, -1);
+    out
+}
+
+/// Whether a stored control batch is a COMMIT marker (Some(true)) or an ABORT marker
+/// (Some(false)); None for anything else (a damaged or unknown control record).
+pub fn control_commit(bytes: &[u8]) -> Option<bool> {
+    let records = parse_batch(bytes).ok()?;
+    let key = records.first()?.key?;
+    if key.len() < 4 || key[0..2] != [0, 0] {
+        return None;
+    }
+    match i16::from_be_bytes([key[2], key[3]]) {
+        0 => Some(false),
+        1 => Some(true),
+        _ => None,
+    }
+}
+
 /// Reads every record of one stored batch (which must be exactly one whole batch). Only
 /// uncompressed batches are accepted: the broker's internal logs are never compressed.
 pub fn parse_batch(bytes: &[u8]) -> Result<Vec<RecordView<'_>>, BatchError> {
@@ -170,6 +215,23 @@ fn take_bytes<'a>(bytes: &mut &'a [u8]) -> Result<Option<&'a [u8]>, BatchError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markers_are_valid_control_batches_that_read_back() {
+        for commit in [false, true] {
+            let bytes = build_control_batch(9, 1234, 5, commit, 7);
+            let header = batch::validate(&bytes, usize::MAX).expect("valid");
+            assert!(header.is_control());
+            assert!(header.is_transactional());
+            assert_eq!(header.producer_id(), 1234);
+            assert_eq!(header.producer_epoch(), 5);
+            assert_eq!(header.base_sequence(), -1);
+            assert_eq!(control_commit(&bytes), Some(commit));
+            let value = parse_batch(&bytes).expect("parse")[0].value.expect("value");
+            assert_eq!(value, &[0, 0, 0, 0, 0, 7]);
+        }
+        assert_eq!(control_commit(&build_batch(0, &[RecordIn { key: None, value: None }])), None);
+    }
 
     #[test]
     fn records_survive_a_round_trip() {

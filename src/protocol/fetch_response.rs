@@ -10,7 +10,8 @@
 //! responses: [ topic (v4-12: name string; v13+: topic_id uuid)
 //!              partitions: [ partition_index i32, error_code i16, high_watermark i64,
 //!                            last_stable_offset i64, log_start_offset i64 (v5+),
-//!                            aborted_transactions nullable array,
+//!                            aborted_transactions nullable array of
+//!                              [producer_id i64, first_offset i64, tagged fields (v12+)],
 //!                            preferred_read_replica i32 (v11+),
 //!                            records nullable bytes, tagged fields (v12+) ]
 //!              tagged fields (v12+) ]
@@ -38,6 +39,9 @@ pub struct PartitionData<R> {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// read_committed: (producer id, first offset) of the aborted transactions in range;
+    /// None (null) for read_uncommitted.
+    pub aborted: Option<Vec<(i64, i64)>>,
     /// Record data, and its total size in bytes.
     pub records: Vec<R>,
     pub records_size: usize,
@@ -89,11 +93,19 @@ pub fn encode<R>(
             if version >= 5 {
                 out.put_i64(partition.log_start_offset);
             }
-            // aborted_transactions: null (no transactions yet).
-            if flexible {
-                put_unsigned_varint(&mut out, 0);
-            } else {
-                out.put_i32(-1);
+            match &partition.aborted {
+                None if flexible => put_unsigned_varint(&mut out, 0),
+                None => out.put_i32(-1),
+                Some(aborted) => {
+                    put_array_len(&mut out, aborted.len(), flexible);
+                    for (producer_id, first_offset) in aborted {
+                        out.put_i64(*producer_id);
+                        out.put_i64(*first_offset);
+                        if flexible {
+                            out.put_u8(0);
+                        }
+                    }
+                }
             }
             if version >= 11 {
                 out.put_i32(-1);
@@ -161,8 +173,9 @@ mod tests {
                         partition_index: 3,
                         error_code: 0,
                         high_watermark: 42,
-                        last_stable_offset: 42,
+                        last_stable_offset: 40,
                         log_start_offset: 5,
+                        aborted: Some(vec![(9, 30), (11, 35)]),
                         records,
                         records_size: 7,
                     },
@@ -172,6 +185,7 @@ mod tests {
                         high_watermark: -1,
                         last_stable_offset: -1,
                         log_start_offset: -1,
+                        aborted: None,
                         records: Vec::new(),
                         records_size: 0,
                     },
@@ -198,6 +212,11 @@ mod tests {
             let p = &topic.partitions[0];
             assert_eq!(p.partition_index, 3);
             assert_eq!(p.high_watermark, 42);
+            assert_eq!(p.last_stable_offset, 40);
+            let aborted = p.aborted_transactions.as_ref().expect("aborted list");
+            assert_eq!(aborted.len(), 2);
+            assert_eq!((aborted[1].producer_id.0, aborted[1].first_offset), (11, 35));
+            assert!(topic.partitions[1].aborted_transactions.is_none());
             assert_eq!(p.records.as_deref(), Some(&b"abcdefg"[..]));
             assert_eq!(topic.partitions[1].error_code, 1);
         }

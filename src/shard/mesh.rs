@@ -6,7 +6,10 @@ use bytes::Bytes;
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::model::TopicPartition;
 use crate::shard::catalog::TopicMeta;
+use crate::storage::log::Marker;
 use crate::storage::log::ReadChunk;
+use crate::storage::txn_index::AbortedTxn;
+use crate::txn::coordinator::{TxnRequest, TxnResponse};
 
 #[derive(Debug)]
 pub enum Envelope {
@@ -48,8 +51,10 @@ pub enum ShardRequest {
     Read {
         partitions: Vec<ReadSpec>,
     },
+    /// `committed`: isolation level read_committed (latest is the last stable offset).
     ListOffsets {
         partitions: Vec<(TopicPartition, i64)>,
+        committed: bool,
     },
     /// Controller (shard 0) only.
     CreateTopic(CreateTopic),
@@ -83,6 +88,30 @@ pub enum ShardRequest {
     Group(GroupRequest),
     /// Controller only: a producer id never handed out before (InitProducerId).
     AllocateProducerId,
+    /// To the shard that owns the transactional id: see `txn::coordinator`.
+    Txn(TxnRequest),
+    /// To a partition's owner: append these transaction markers.
+    WriteMarkers {
+        markers: Vec<(TopicPartition, Marker)>,
+    },
+    /// To the partitions' owner: move their log start (DeleteRecords).
+    DeleteRecords {
+        partitions: Vec<(TopicPartition, i64)>,
+    },
+    /// To a partition's owner: its producers (DescribeProducers).
+    DescribeProducers {
+        partitions: Vec<TopicPartition>,
+    },
+}
+
+/// One producer of a partition, as DescribeProducers reports it.
+#[derive(Debug, Clone)]
+pub struct ProducerInfo {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    pub current_txn_start_offset: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +127,8 @@ pub struct ReadSpec {
     pub tp: TopicPartition,
     pub offset: i64,
     pub size_bytes_max: usize,
+    /// read_committed: stop at the last stable offset, report aborted transactions.
+    pub committed: bool,
 }
 
 #[derive(Debug)]
@@ -109,6 +140,9 @@ pub enum ShardResponse {
     Group(GroupResponse),
     /// A producer id, or the Kafka error code to answer.
     ProducerId(Result<i64, i16>),
+    Txn(TxnResponse),
+    Markers(Vec<(TopicPartition, i16)>),
+    Producers(Vec<(TopicPartition, Result<Vec<ProducerInfo>, i16>)>),
     Done,
 }
 
@@ -132,7 +166,9 @@ pub struct ReadResult {
     pub tp: TopicPartition,
     pub error_code: i16,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    pub aborted: Vec<AbortedTxn>,
     pub chunks: Vec<ReadChunk>,
     pub size_bytes: usize,
 }

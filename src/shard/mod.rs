@@ -38,6 +38,7 @@ use crate::shard::mesh::{
 };
 use crate::storage::log::{self, Log, RecoveryReport};
 use crate::storage::Error as StorageError;
+use crate::txn::coordinator::TxnCoordinator;
 
 pub const CONTROLLER: ShardId = ShardId(0);
 
@@ -59,11 +60,14 @@ pub struct Shard {
     pub groups: Rc<Coordinator>,
     /// Used on the controller only.
     producer_ids: producers::ProducerIdAllocator,
+    /// The transactions this shard coordinates and its transaction log.
+    pub txns: Rc<TxnCoordinator>,
 }
 
 impl Shard {
     pub fn new(id: ShardId, config: Config, catalog: Catalog, senders: Senders<Envelope>) -> Shard {
         let groups = Rc::new(Coordinator::new(id, &config));
+        let txns = Rc::new(TxnCoordinator::new(id, &config));
         Shard {
             id,
             config,
@@ -76,6 +80,7 @@ impl Shard {
             delayed: Rc::new(Delayed::new()),
             groups,
             producer_ids: producers::ProducerIdAllocator::new(),
+            txns,
         }
     }
 
@@ -128,6 +133,7 @@ impl Shard {
             }
         }
         self.groups.close().await;
+        self.txns.close().await;
     }
 
     /// Periodic housekeeping: retention and time-based rolls.
@@ -324,8 +330,8 @@ impl Shard {
                 ShardResponse::Produce(self.produce(partitions, timeout_ms).await)
             }
             ShardRequest::Read { partitions } => ShardResponse::Read(self.read(partitions).await),
-            ShardRequest::ListOffsets { partitions } => {
-                ShardResponse::ListOffsets(self.list_offsets(partitions).await)
+            ShardRequest::ListOffsets { partitions, committed } => {
+                ShardResponse::ListOffsets(self.list_offsets(partitions, committed).await)
             }
             ShardRequest::CreateTopic(create) => {
                 ShardResponse::Topic(self.create_topic(create).await)
@@ -375,11 +381,88 @@ impl Shard {
             ShardRequest::AllocateProducerId => {
                 ShardResponse::ProducerId(self.allocate_producer_id().await)
             }
+            ShardRequest::Txn(request) => ShardResponse::Txn(self.handle_txn(request).await),
+            ShardRequest::WriteMarkers { markers } => {
+                ShardResponse::Markers(self.write_markers(markers).await)
+            }
+            ShardRequest::DeleteRecords { partitions } => {
+                ShardResponse::ListOffsets(self.delete_records(partitions).await)
+            }
+            ShardRequest::DescribeProducers { partitions } => {
+                ShardResponse::Producers(self.describe_producers(partitions))
+            }
         }
     }
 
     fn log(&self, tp: &TopicPartition) -> Option<LogRef> {
         self.logs.borrow().get(tp).cloned()
+    }
+
+    async fn delete_records(&self, partitions: Vec<(TopicPartition, i64)>) -> Vec<OffsetResult> {
+        let mut out = Vec::with_capacity(partitions.len());
+        for (tp, offset) in partitions {
+            let result = match self.log(&tp) {
+                None => Err(errors::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(log) => log::delete_records(&log, offset).await.map_err(|e| match e {
+                    StorageError::OffsetOutOfRange => errors::OFFSET_OUT_OF_RANGE,
+                    StorageError::Deleted => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    e => {
+                        tracing::warn!(%tp, "delete records failed: {e}");
+                        errors::UNKNOWN_SERVER_ERROR
+                    }
+                }),
+            };
+            let (error_code, offset) = match result {
+                Ok(start) => (errors::NONE, start),
+                Err(code) => (code, -1),
+            };
+            out.push(OffsetResult { tp, error_code, offset, timestamp: -1 });
+        }
+        out
+    }
+
+    /// The log of a partition this shard owns.
+    pub(crate) fn log_of(&self, tp: &TopicPartition) -> Option<LogRef> {
+        self.log(tp)
+    }
+
+    /// Wakes the fetches waiting on `tp` (after a marker moved its last stable offset).
+    pub(crate) async fn notify_partition(&self, tp: &TopicPartition) {
+        self.notify_watchers(tp).await;
+    }
+
+    fn describe_producers(
+        &self,
+        partitions: Vec<TopicPartition>,
+    ) -> Vec<(TopicPartition, Result<Vec<mesh::ProducerInfo>, i16>)> {
+        partitions
+            .into_iter()
+            .map(|tp| {
+                let Some(log) = self.log(&tp) else {
+                    return (tp, Err(errors::UNKNOWN_TOPIC_OR_PARTITION));
+                };
+                let l = log.borrow();
+                let infos = l
+                    .producers
+                    .entries()
+                    .map(|(producer_id, entry)| {
+                        let last = entry.batches.back();
+                        mesh::ProducerInfo {
+                            producer_id,
+                            producer_epoch: entry.epoch,
+                            last_sequence: last.map_or(-1, |b| b.last_sequence),
+                            last_timestamp: last.map_or(-1, |b| b.timestamp),
+                            current_txn_start_offset: l
+                                .producers
+                                .txns
+                                .open_transaction(producer_id)
+                                .unwrap_or(-1),
+                        }
+                    })
+                    .collect();
+                (tp, Ok(infos))
+            })
+            .collect()
     }
 
     /// Appends each partition's batches and answers when they are durable (a delayed produce:
@@ -458,18 +541,24 @@ impl Shard {
                 tp,
                 error_code: code,
                 high_watermark: -1,
+                last_stable_offset: -1,
                 log_start_offset: -1,
+                aborted: Vec::new(),
                 chunks: Vec::new(),
                 size_bytes: 0,
             };
             let Some(log) = self.log(&spec.tp) else {
                 return empty(spec.tp, errors::UNKNOWN_TOPIC_OR_PARTITION);
             };
-            match log::read(&log, spec.offset, spec.size_bytes_max, true).await {
+            let read =
+                log::read_below(&log, spec.offset, spec.size_bytes_max, true, spec.committed);
+            match read.await {
                 Ok(outcome) => ReadResult {
                     tp: spec.tp,
                     error_code: errors::NONE,
                     high_watermark: outcome.high_watermark,
+                    last_stable_offset: outcome.last_stable_offset,
+                    aborted: outcome.aborted,
                     log_start_offset: outcome.log_start_offset,
                     chunks: outcome.chunks,
                     size_bytes: outcome.size_bytes,
@@ -478,6 +567,7 @@ impl Shard {
                     let l = log.borrow();
                     ReadResult {
                         high_watermark: l.high_watermark,
+                        last_stable_offset: l.producers.txns.last_stable_offset(l.high_watermark),
                         log_start_offset: l.log_start_offset,
                         ..empty(spec.tp.clone(), errors::OFFSET_OUT_OF_RANGE)
                     }
@@ -492,7 +582,11 @@ impl Shard {
         join_all(reads).await
     }
 
-    async fn list_offsets(&self, partitions: Vec<(TopicPartition, i64)>) -> Vec<OffsetResult> {
+    async fn list_offsets(
+        &self,
+        partitions: Vec<(TopicPartition, i64)>,
+        committed: bool,
+    ) -> Vec<OffsetResult> {
         let mut out = Vec::with_capacity(partitions.len());
         for (tp, timestamp) in partitions {
             let Some(log) = self.log(&tp) else {
@@ -506,7 +600,12 @@ impl Shard {
             };
             let (start, end) = {
                 let l = log.borrow();
-                (l.log_start_offset, l.high_watermark)
+                let end = if committed {
+                    l.producers.txns.last_stable_offset(l.high_watermark)
+                } else {
+                    l.high_watermark
+                };
+                (l.log_start_offset, end)
             };
             let found = match timestamp {
                 -1 => Ok(Some((end, -1))),

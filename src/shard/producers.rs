@@ -101,7 +101,7 @@ pub fn error_code(e: ProducerError) -> i16 {
         ProducerError::InvalidProducerEpoch => errors::INVALID_PRODUCER_EPOCH,
         ProducerError::OutOfOrderSequence => errors::OUT_OF_ORDER_SEQUENCE_NUMBER,
         ProducerError::InvalidSequence => errors::INVALID_RECORD,
-        ProducerError::Transactional => errors::INVALID_TXN_STATE,
+        ProducerError::ControlFromClient => errors::INVALID_RECORD,
     }
 }
 

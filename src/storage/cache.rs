@@ -49,6 +49,18 @@ impl BatchCache {
         size_bytes_max: usize,
         first_whole: bool,
     ) -> Option<Vec<Bytes>> {
+        self.read_below(offset, size_bytes_max, first_whole, i64::MAX)
+    }
+
+    /// `read`, but only batches that start below `bound` (the last stable offset for
+    /// read_committed consumers).
+    pub fn read_below(
+        &self,
+        offset: i64,
+        size_bytes_max: usize,
+        first_whole: bool,
+        bound: i64,
+    ) -> Option<Vec<Bytes>> {
         let first = self.batches.front()?;
         if offset < first.base_offset {
             return None;
@@ -57,6 +69,9 @@ impl BatchCache {
         let mut out = Vec::new();
         let mut size = 0;
         for batch in self.batches.range(start..) {
+            if batch.base_offset >= bound {
+                break;
+            }
             let fits = size + batch.bytes.len() <= size_bytes_max;
             if !(fits || (out.is_empty() && first_whole)) {
                 break;

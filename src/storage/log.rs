@@ -77,6 +77,10 @@ impl ReadChunk {
 #[derive(Debug, Clone, Default)]
 pub struct ReadOutcome {
     pub chunks: Vec<ReadChunk>,
+    /// read_committed only: aborted transactions overlapping the range read.
+    pub aborted: Vec<crate::storage::txn_index::AbortedTxn>,
+    /// read_committed only: the last stable offset (else the high watermark).
+    pub last_stable_offset: i64,
     pub size_bytes: usize,
     pub high_watermark: i64,
     pub log_start_offset: i64,
@@ -166,9 +170,13 @@ impl Log {
         if segments.is_empty() {
             segments.push(Segment::create(&dir, 0, config.segment_bytes, now).await?);
         }
-        let log_start_offset = segments[0].base_offset;
+        let first_offset = segments[0].base_offset;
         let next_offset = segments.last().map_or(0, |s| s.next_offset);
-        let (snapshot_offset, mut producers) = snapshot::load(&dir, log_start_offset, next_offset);
+        // DeleteRecords may have moved the start inside the first segment.
+        let log_start_offset = read_log_start(&dir)
+            .filter(|start| (first_offset..=next_offset).contains(start))
+            .unwrap_or(first_offset);
+        let (snapshot_offset, mut producers) = snapshot::load(&dir, first_offset, next_offset);
         report.replayed_batches =
             snapshot::replay(&segments, snapshot_offset, &mut producers, now).await?;
         report.producers = producers.len();
@@ -245,6 +253,106 @@ pub async fn append(log: &Rc<RefCell<Log>>, batches: Vec<Bytes>) -> Result<Appen
     Ok(info)
 }
 
+/// A transaction marker for the partition, asked for by the transaction coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// Appends a transaction marker (a control batch built here) and waits until it is
+/// durable. Ends the producer's open transaction in this partition: the last stable offset
+/// moves past it, and an abort joins the aborted-transactions index. Returns its offset.
+pub async fn append_marker(log: &Rc<RefCell<Log>>, marker: Marker) -> Result<i64, Error> {
+    let (done_tx, done_rx) = oneshot::channel();
+    let (info, start_flusher) = {
+        let mut l = log.borrow_mut();
+        if l.deleted {
+            return Err(Error::Deleted);
+        }
+        let now = now_ms();
+        l.producers
+            .on_marker(marker.producer_id, marker.producer_epoch, now)
+            .map_err(Error::Producer)?;
+        let bytes = crate::model::records::build_control_batch(
+            now,
+            marker.producer_id,
+            marker.producer_epoch,
+            marker.commit,
+            marker.coordinator_epoch,
+        );
+        let append_time = match l.config.timestamp_type {
+            TimestampType::LogAppendTime => now,
+            TimestampType::CreateTime => -1,
+        };
+        let queued = queue(&mut l, vec![Bytes::from(bytes)], append_time, done_tx);
+        l.producers.txns.on_marker(marker.producer_id, queued.0.base_offset, marker.commit);
+        queued
+    };
+    if start_flusher {
+        glommio::spawn_local(flush_loop(log.clone())).detach();
+    }
+    done_rx.await.map_err(|_| Error::Deleted)?;
+    Ok(info.base_offset)
+}
+
+/// DeleteRecords: moves the log start up to `offset` (-1: the high watermark), deletes the
+/// whole segments below it (never the active one) and records the start in
+/// `log-start-offset` next to the segments (temporary file, fsync, rename), so that a
+/// restart keeps it. Returns the new log start (the low watermark).
+pub async fn delete_records(log: &Rc<RefCell<Log>>, offset: i64) -> Result<i64, Error> {
+    let (dir, start, removed) = {
+        let mut l = log.borrow_mut();
+        if l.deleted {
+            return Err(Error::Deleted);
+        }
+        let offset = if offset == -1 { l.high_watermark } else { offset };
+        if offset < 0 || offset > l.high_watermark {
+            return Err(Error::OffsetOutOfRange);
+        }
+        if offset <= l.log_start_offset {
+            return Ok(l.log_start_offset);
+        }
+        l.log_start_offset = offset;
+        let mut count = 0;
+        while count + 1 < l.segments.len() && l.segments[count + 1].base_offset <= offset {
+            count += 1;
+        }
+        let removed: Vec<Segment> = l.segments.drain(..count).collect();
+        l.producers.txns.truncate_start(offset);
+        (l.dir.clone(), offset, removed)
+    };
+    for segment in &removed {
+        segment.remove_files();
+    }
+    glommio::executor().spawn_blocking(move || write_log_start(&dir, start)).await?;
+    Ok(start)
+}
+
+const LOG_START_FILE: &str = "log-start-offset";
+
+fn read_log_start(dir: &Path) -> Option<i64> {
+    std::fs::read_to_string(dir.join(LOG_START_FILE)).ok()?.trim().parse().ok()
+}
+
+fn write_log_start(dir: &Path, start: i64) -> std::io::Result<()> {
+    use std::io::Write;
+    let temporary = dir.join(format!("{LOG_START_FILE}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    writeln!(file, "{start}")?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, dir.join(LOG_START_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The last stable offset: read_committed consumers read below it.
+pub fn last_stable_offset(log: &Rc<RefCell<Log>>) -> i64 {
+    let l = log.borrow();
+    l.producers.txns.last_stable_offset(l.high_watermark)
+}
+
 /// Assigns offsets to `batches` and queues them for the flusher; `done` fires when the last
 /// one is durable. Returns the append's info and whether a flusher must be started.
 fn queue(
@@ -265,6 +373,9 @@ fn queue(
         }
         let (last_offset, max_timestamp) = {
             let header = BatchHeader::parse(&bytes).unwrap_or_else(|_| unreachable!());
+            if header.is_transactional() && !header.is_control() && header.producer_id() >= 0 {
+                l.producers.txns.on_data(header.producer_id(), base_offset);
+            }
             (header.last_offset(), header.max_timestamp())
         };
         l.next_offset = last_offset + 1;
@@ -299,6 +410,9 @@ fn check_producers(
     }
     if batches.iter().all(|bytes| header_of(bytes).producer_id() < 0) {
         return Ok(None);
+    }
+    if batches.iter().any(|bytes| header_of(bytes).is_control()) {
+        return Err(Error::Producer(producer_state::ProducerError::ControlFromClient));
     }
     let producer_batches: Vec<ProducerBatch> = batches
         .iter()
@@ -536,21 +650,40 @@ pub async fn read(
     size_bytes_max: usize,
     first_whole: bool,
 ) -> Result<ReadOutcome, Error> {
-    let (file, read_file, scan_from, end, stable_end) = {
+    read_below(log, offset, size_bytes_max, first_whole, false).await
+}
+
+/// `read`, or for a read_committed consumer (`committed`), only batches below the last
+/// stable offset.
+pub async fn read_below(
+    log: &Rc<RefCell<Log>>,
+    offset: i64,
+    size_bytes_max: usize,
+    first_whole: bool,
+    committed: bool,
+) -> Result<ReadOutcome, Error> {
+    let (file, read_file, scan_from, end, stable_end, bound, base) = {
         let l = log.borrow();
+        if offset < l.log_start_offset || offset > l.high_watermark {
+            return Err(Error::OffsetOutOfRange);
+        }
+        let bound = l.producers.txns.last_stable_offset(l.high_watermark);
         let mut outcome = ReadOutcome {
             chunks: Vec::new(),
+            aborted: Vec::new(),
+            last_stable_offset: bound,
             size_bytes: 0,
             high_watermark: l.high_watermark,
             log_start_offset: l.log_start_offset,
         };
-        if offset < l.log_start_offset || offset > l.high_watermark {
-            return Err(Error::OffsetOutOfRange);
-        }
-        if offset == l.high_watermark {
+        let bound = if committed { bound } else { l.high_watermark };
+        if offset >= bound {
             return Ok(outcome);
         }
-        if let Some(cached) = l.cache.read(offset, size_bytes_max, first_whole) {
+        if committed {
+            outcome.aborted = l.producers.txns.aborted_between(offset, bound);
+        }
+        if let Some(cached) = l.cache.read_below(offset, size_bytes_max, first_whole, bound) {
             outcome.size_bytes = cached.iter().map(Bytes::len).sum();
             outcome.chunks = cached.into_iter().map(ReadChunk::Memory).collect();
             return Ok(outcome);
@@ -568,21 +701,31 @@ pub async fn read(
             u64::from(segment.index.position_before(relative)),
             segment.size,
             segment.stable_end(active),
+            (bound < l.high_watermark).then_some(bound),
+            outcome,
         )
     };
-    let (hw, start) = {
+    let mut outcome = {
         let l = log.borrow();
-        (l.high_watermark, l.log_start_offset)
-    };
-    let mut outcome = ReadOutcome {
-        chunks: Vec::new(),
-        size_bytes: 0,
-        high_watermark: hw,
-        log_start_offset: start,
+        ReadOutcome {
+            high_watermark: l.high_watermark,
+            log_start_offset: l.log_start_offset,
+            ..base
+        }
     };
     let Some((position, first_size)) = locate(&file, scan_from, end, offset).await? else {
         return Ok(outcome);
     };
+    let mut end = end;
+    if let Some(bound) = bound {
+        // read_committed: stop at the batch holding the last stable offset.
+        if let Some((stop, _)) = locate(&file, position, end, bound).await? {
+            end = stop;
+        }
+        if end <= position {
+            return Ok(outcome);
+        }
+    }
     let available = end - position;
     let mut len = available.min(size_bytes_max as u64);
     if first_whole {
@@ -750,9 +893,10 @@ pub async fn enforce_retention(log: &Rc<RefCell<Log>>, now: i64) -> Result<usize
         }
         let removed: Vec<Segment> = l.segments.drain(..count).collect();
         if count > 0 {
-            l.log_start_offset = l.segments[0].base_offset;
+            l.log_start_offset = l.segments[0].base_offset.max(l.log_start_offset);
             l.cache.clear();
             let log_start_offset = l.log_start_offset;
+            l.producers.txns.truncate_start(log_start_offset);
             tracing::info!(tp = %l.tp, segments = count, log_start_offset, "retention deleted");
         }
         removed
@@ -775,7 +919,7 @@ pub fn delete_segments_before(log: &Rc<RefCell<Log>>, offset: i64) -> usize {
         }
         let removed: Vec<Segment> = l.segments.drain(..count).collect();
         if count > 0 {
-            l.log_start_offset = l.segments[0].base_offset;
+            l.log_start_offset = l.segments[0].base_offset.max(l.log_start_offset);
             l.cache.clear();
         }
         removed

@@ -10,6 +10,7 @@ pub mod log;
 pub mod producer_state;
 pub mod segment;
 pub mod snapshot;
+pub mod txn_index;
 
 use std::fmt;
 

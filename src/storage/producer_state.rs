@@ -30,6 +30,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::constants::PRODUCER_BATCHES_RETAINED;
 use crate::model::batch::BatchHeader;
+use crate::storage::txn_index::{AbortedTxn, TxnIndex};
 
 /// A batch without idempotence carries producer id -1.
 pub const NO_PRODUCER_ID: i64 = -1;
@@ -80,9 +81,9 @@ pub enum ProducerError {
     OutOfOrderSequence,
     /// INVALID_RECORD (87): a producer id with a negative base sequence.
     InvalidSequence,
-    /// INVALID_TXN_STATE (48): transactions are not supported yet, so no partition is ever
-    /// part of a transaction.
-    Transactional,
+    /// INVALID_RECORD (87): a client sent a control batch (only the transaction
+    /// coordinator writes markers).
+    ControlFromClient,
 }
 
 /// What `try_append` decided for a whole append.
@@ -98,6 +99,8 @@ pub enum AppendCheck {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
+    /// Open and aborted transactions in this partition; snapshotted with the producers.
+    pub txns: TxnIndex,
 }
 
 impl ProducerBatch {
@@ -130,6 +133,13 @@ impl ProducerStateTable {
 
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
+    }
+
+    /// Every producer, by ascending id.
+    pub fn entries(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        let mut ids: Vec<i64> = self.producers.keys().copied().collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|id| (id, &self.producers[&id]))
     }
 
     pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
@@ -180,6 +190,34 @@ impl ProducerStateTable {
         }
     }
 
+    /// A transaction marker (control batch) of `producer_id` at `epoch`, written by the
+    /// transaction coordinator. Markers carry no sequence: they are checked against the epoch
+    /// only (an older one is a fenced coordinator request, INVALID_PRODUCER_EPOCH), and a
+    /// newer epoch (the coordinator bumped it to fence the producer, as on a timeout) resets
+    /// the producer's batches, so its next data batch must start a new sequence.
+    pub fn on_marker(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        now_ms: i64,
+    ) -> Result<(), ProducerError> {
+        assert!(producer_id >= 0);
+        let entry = self.producers.entry(producer_id).or_insert_with(|| ProducerEntry {
+            epoch,
+            batches: VecDeque::with_capacity(PRODUCER_BATCHES_RETAINED),
+            last_seen_ms: now_ms,
+        });
+        if epoch < entry.epoch {
+            return Err(ProducerError::InvalidProducerEpoch);
+        }
+        if epoch > entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
+        Ok(())
+    }
+
     /// Forgets producers idle for at least `expiration_ms` (Kafka's
     /// `producer.id.expiration.ms`). Returns how many were removed.
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
@@ -191,9 +229,6 @@ impl ProducerStateTable {
     /// The checks of `ProducerStateManager`, in Kafka's order, for one batch.
     fn check(&self, batch: &ProducerBatch) -> Result<AppendCheck, ProducerError> {
         assert!(batch.has_producer_id());
-        if batch.is_transactional {
-            return Err(ProducerError::Transactional);
-        }
         if batch.base_sequence < 0 {
             return Err(ProducerError::InvalidSequence);
         }
@@ -281,7 +316,7 @@ fn increment_sequence(sequence: i32, increment: i32) -> i32 {
 /// ```text
 ///  offset  size  field
 ///       0     4  magic "SPPS"
-///       4     2  version (1)
+///       4     2  version (2; 1 has no transactions section)
 ///       6     4  CRC-32C of every byte after this field
 ///      10     8  offset: the state covers every batch below it and none at or above it
 ///      18     4  producer count
@@ -290,9 +325,14 @@ fn increment_sequence(sequence: i32, increment: i32) -> i32 {
 ///                  then per batch, oldest first:
 ///                  4 first_sequence  4 last_sequence  8 first_offset  8 last_offset
 ///                  8 timestamp
+///       .     4  open transaction count (v2)
+///       .     .  per open transaction: 8 producer_id  8 first_offset
+///       .     4  aborted transaction count (v2)
+///       .     .  per aborted transaction, by marker offset:
+///                  8 producer_id  8 first_offset  8 last_offset (the abort marker)
 /// ```
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SPPS";
-const SNAPSHOT_VERSION: u16 = 1;
+const SNAPSHOT_VERSION: u16 = 2;
 const SNAPSHOT_HEADER_BYTES: usize = 22;
 const SNAPSHOT_PRODUCER_BYTES: usize = 19;
 const SNAPSHOT_BATCH_BYTES: usize = 32;
@@ -312,7 +352,10 @@ impl ProducerStateTable {
         let batches: usize = self.producers.values().map(|e| e.batches.len()).sum();
         let size = SNAPSHOT_HEADER_BYTES
             + self.producers.len() * SNAPSHOT_PRODUCER_BYTES
-            + batches * SNAPSHOT_BATCH_BYTES;
+            + batches * SNAPSHOT_BATCH_BYTES
+            + 8
+            + self.txns.ongoing().count() * 16
+            + self.txns.aborted_between(i64::MIN, i64::MAX).len() * 24;
         let mut out = Vec::with_capacity(size);
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend(SNAPSHOT_VERSION.to_be_bytes());
@@ -335,6 +378,19 @@ impl ProducerStateTable {
                 out.extend(m.timestamp.to_be_bytes());
             }
         }
+        let ongoing: Vec<(i64, i64)> = self.txns.ongoing().collect();
+        out.extend((ongoing.len() as u32).to_be_bytes());
+        for (producer_id, first_offset) in ongoing {
+            out.extend(producer_id.to_be_bytes());
+            out.extend(first_offset.to_be_bytes());
+        }
+        let aborted = self.txns.aborted_between(i64::MIN, i64::MAX);
+        out.extend((aborted.len() as u32).to_be_bytes());
+        for a in aborted {
+            out.extend(a.producer_id.to_be_bytes());
+            out.extend(a.first_offset.to_be_bytes());
+            out.extend(a.last_offset.to_be_bytes());
+        }
         assert_eq!(out.len(), size);
         let crc = crc32c::crc32c(&out[10..]);
         out[6..10].copy_from_slice(&crc.to_be_bytes());
@@ -349,7 +405,8 @@ impl ProducerStateTable {
         if &bytes[0..4] != SNAPSHOT_MAGIC {
             return Err(SnapshotError::BadMagic);
         }
-        if u16::from_be_bytes([bytes[4], bytes[5]]) != SNAPSHOT_VERSION {
+        let version = u16::from_be_bytes([bytes[4], bytes[5]]);
+        if version != SNAPSHOT_VERSION && version != 1 {
             return Err(SnapshotError::UnsupportedVersion);
         }
         let crc = u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
@@ -365,7 +422,8 @@ impl ProducerStateTable {
             let epoch = reader.i16()?;
             let last_seen_ms = reader.i64()?;
             let batch_count = usize::from(reader.u8()?);
-            if producer_id < 0 || !(1..=PRODUCER_BATCHES_RETAINED).contains(&batch_count) {
+            // No batches: a transaction marker moved the epoch on (`on_marker`).
+            if producer_id < 0 || batch_count > PRODUCER_BATCHES_RETAINED {
                 return Err(SnapshotError::Malformed);
             }
             let mut batches = VecDeque::with_capacity(PRODUCER_BATCHES_RETAINED);
@@ -382,6 +440,24 @@ impl ProducerStateTable {
             if table.producers.insert(producer_id, entry).is_some() {
                 return Err(SnapshotError::Malformed);
             }
+        }
+        if version >= 2 {
+            let mut txns = TxnIndex::default();
+            for _ in 0..reader.u32()? {
+                let (producer_id, first_offset) = (reader.i64()?, reader.i64()?);
+                txns.on_data(producer_id.max(0), first_offset);
+            }
+            for _ in 0..reader.u32()? {
+                let a = AbortedTxn {
+                    producer_id: reader.i64()?,
+                    first_offset: reader.i64()?,
+                    last_offset: reader.i64()?,
+                };
+                if !txns.restore_aborted(a) {
+                    return Err(SnapshotError::Malformed);
+                }
+            }
+            table.txns = txns;
         }
         if reader.at != bytes.len() {
             return Err(SnapshotError::Malformed);
@@ -610,11 +686,36 @@ mod tests {
     }
 
     #[test]
-    fn transactional_batches_are_refused() {
+    fn markers_check_the_epoch_and_a_newer_one_restarts_the_sequence() {
         let mut table = ProducerStateTable::default();
         let b = ProducerBatch { is_transactional: true, ..batch(0, 0, 1) };
-        assert_eq!(append(&mut table, b, 0), Err(ProducerError::Transactional));
-        assert!(table.is_empty());
+        assert_eq!(append(&mut table, b, 0), Ok(AppendCheck::Append));
+        assert_eq!(table.on_marker(PID, 0, 0), Ok(()));
+        // Same epoch: sequences go on across transactions.
+        assert_eq!(append(&mut table, batch(0, 1, 1), 2), Ok(AppendCheck::Append));
+        assert_eq!(table.on_marker(PID, 1, 0), Ok(()));
+        assert_eq!(table.get(PID).map(|e| e.batches.len()), Some(0));
+        assert_eq!(append(&mut table, batch(0, 2, 1), 4), Err(ProducerError::InvalidProducerEpoch));
+        assert_eq!(table.on_marker(PID, 0, 0), Err(ProducerError::InvalidProducerEpoch));
+        assert_eq!(append(&mut table, batch(1, 0, 1), 4), Ok(AppendCheck::Append));
+        let mut fresh = ProducerStateTable::default();
+        assert_eq!(fresh.on_marker(9, 3, 0), Ok(()));
+        let bytes = fresh.encode_snapshot(1);
+        assert_eq!(ProducerStateTable::decode_snapshot(&bytes), Ok((1, fresh)));
+    }
+
+    #[test]
+    fn open_and_aborted_transactions_survive_a_snapshot() {
+        let mut table = ProducerStateTable::default();
+        table.txns.on_data(5, 0);
+        table.txns.on_marker(5, 3, false);
+        table.txns.on_data(6, 4);
+        table.txns.on_data(5, 7);
+        let bytes = table.encode_snapshot(9);
+        let (_, loaded) = ProducerStateTable::decode_snapshot(&bytes).expect("decodes");
+        assert_eq!(loaded.txns.last_stable_offset(9), 4);
+        assert_eq!(loaded.txns.aborted_between(0, 9).len(), 1);
+        assert_eq!(loaded, table);
     }
 
     #[test]

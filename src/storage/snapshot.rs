@@ -20,6 +20,7 @@ use std::path::Path;
 
 use crate::constants::{BATCH_HEADER_BYTES, PRODUCER_SNAPSHOTS_RETAINED, RECOVERY_READ_BYTES};
 use crate::model::batch::BatchHeader;
+use crate::model::records;
 use crate::storage::producer_state::{ProducerBatch, ProducerStateTable};
 use crate::storage::segment::{self, Segment};
 use crate::storage::{io_error, Error};
@@ -126,8 +127,33 @@ pub async fn replay(
             while at + BATCH_HEADER_BYTES <= bytes.len() {
                 let Ok(header) = BatchHeader::parse(&bytes[at..]) else { break };
                 if header.base_offset() >= from {
-                    let batch = ProducerBatch::from_header(&header, header.max_timestamp());
-                    table.replay(&batch, header.base_offset(), now_ms);
+                    let base_offset = header.base_offset();
+                    let producer_id = header.producer_id();
+                    if header.is_control() && producer_id >= 0 {
+                        let size = header.size_bytes();
+                        let commit = if at + size <= bytes.len() {
+                            records::control_commit(&bytes[at..at + size])
+                        } else {
+                            let whole = segment
+                                .file
+                                .read_at(position + at as u64, size)
+                                .await
+                                .map_err(io_error)?;
+                            records::control_commit(&whole)
+                        };
+                        let epoch = header.producer_epoch();
+                        let _ = table.on_marker(producer_id, epoch, now_ms);
+                        match commit {
+                            Some(commit) => table.txns.on_marker(producer_id, base_offset, commit),
+                            None => tracing::warn!(base_offset, "unreadable transaction marker"),
+                        }
+                    } else {
+                        let batch = ProducerBatch::from_header(&header, header.max_timestamp());
+                        table.replay(&batch, base_offset, now_ms);
+                        if header.is_transactional() && producer_id >= 0 {
+                            table.txns.on_data(producer_id, base_offset);
+                        }
+                    }
                     replayed += 1;
                 }
                 at += header.size_bytes();

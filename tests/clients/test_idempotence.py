@@ -24,7 +24,6 @@ from client_helpers import CK_COMMON, ck_consume_all, ck_producer, unique_topic
 NONE = 0
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 INVALID_PRODUCER_EPOCH = 47
-TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
 INVALID_REQUEST = 42
 
 
@@ -304,8 +303,10 @@ def test_wire_rules_of_idempotent_produce(broker):
         assert wire.produce(topic, {0: zombie}) == {0: (INVALID_PRODUCER_EPOCH, -1)}
         assert wire.produce(topic, {0: first}) == {0: (INVALID_PRODUCER_EPOCH, -1)}
 
-        # Transactions are not supported yet: a clear, non-retriable refusal.
-        assert wire.init_producer_id("txn-1")[0] == TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        # A transactional id goes to the transaction coordinator: a fresh id, epoch 0.
+        error, txn_pid, txn_epoch = wire.init_producer_id("txn-1")
+        assert (error, txn_epoch) == (NONE, 0) and txn_pid not in (-1, pid)
+        assert wire.init_producer_id("")[0] == INVALID_REQUEST
         assert wire.init_producer_id(producer_id=pid, epoch=-1)[0] == INVALID_REQUEST
     finally:
         wire.close()

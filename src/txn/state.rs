@@ -1,0 +1,765 @@
+//! The transaction coordinator as a pure state machine (Kafka's `TransactionCoordinator` and
+//! `TransactionMetadata`, transaction version 1): no I/O, no clock; every call takes
+//! `now_ms`, and every change of a transaction's metadata is queued as a record (`take_records`)
+//! that the glue persists before it answers.
+//!
+//! ```text
+//!                 AddPartitions/AddOffsets             EndTxn(commit)
+//!   Empty ───────────────────────────────▶ Ongoing ─────────────────▶ PrepareCommit
+//!     ▲  ▲                                   │  │  EndTxn(abort), timeout,     │ markers
+//!     │  │ InitProducerId (epoch + 1)         │  │  InitProducerId (epoch + 1)  ▼ written
+//!     │  └───────────── CompleteCommit ◀─────┼──┼──────────────────────── CompleteCommit
+//!     │                 CompleteAbort  ◀─────┘  └────▶ PrepareAbort ───▶ CompleteAbort
+//! ```
+//!
+//! While a transaction is Prepare*, its markers are being written: every request for it but
+//! a retry of the same EndTxn gets CONCURRENT_TRANSACTIONS, which clients retry. A timeout or
+//! an InitProducerId during Ongoing bumps the epoch first, so the old producer is fenced
+//! (PRODUCER_FENCED) everywhere, then aborts.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::protocol::errors;
+
+/// Kafka's `transaction.max.timeout.ms` default.
+pub const TRANSACTION_TIMEOUT_MS_MAX: i32 = 900_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnState {
+    Empty,
+    Ongoing,
+    PrepareCommit,
+    PrepareAbort,
+    CompleteCommit,
+    CompleteAbort,
+}
+
+impl TxnState {
+    /// Kafka's status byte in the transaction log.
+    pub fn code(self) -> i8 {
+        match self {
+            TxnState::Empty => 0,
+            TxnState::Ongoing => 1,
+            TxnState::PrepareCommit => 2,
+            TxnState::PrepareAbort => 3,
+            TxnState::CompleteCommit => 4,
+            TxnState::CompleteAbort => 5,
+        }
+    }
+
+    pub fn from_code(code: i8) -> Option<TxnState> {
+        Some(match code {
+            0 => TxnState::Empty,
+            1 => TxnState::Ongoing,
+            2 => TxnState::PrepareCommit,
+            3 => TxnState::PrepareAbort,
+            4 => TxnState::CompleteCommit,
+            5 => TxnState::CompleteAbort,
+            _ => return None,
+        })
+    }
+
+    /// Kafka's names (DescribeTransactions, ListTransactions).
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnState::Empty => "Empty",
+            TxnState::Ongoing => "Ongoing",
+            TxnState::PrepareCommit => "PrepareCommit",
+            TxnState::PrepareAbort => "PrepareAbort",
+            TxnState::CompleteCommit => "CompleteCommit",
+            TxnState::CompleteAbort => "CompleteAbort",
+        }
+    }
+}
+
+/// One transactional id's metadata: what the log records and what Describe shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnMeta {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub timeout_ms: i32,
+    pub state: TxnState,
+    /// (topic, partition) in the transaction.
+    pub partitions: BTreeSet<(String, i32)>,
+    /// Groups whose offsets are in the transaction (AddOffsetsToTxn).
+    pub groups: BTreeSet<String>,
+    /// TxnOffsetCommit's offsets, by (group, topic, partition): kept here, in the transaction
+    /// log, so that a crash cannot separate them from the transaction's outcome; they go to
+    /// the groups' coordinators when the transaction commits.
+    pub offsets: BTreeMap<(String, String, i32), TxnOffset>,
+    pub start_ms: i64,
+    pub update_ms: i64,
+}
+
+/// One offset of TxnOffsetCommit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+}
+
+/// What the glue must do to finish a transaction: write a marker to every partition and
+/// settle every group's pending offsets, then call `complete`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndPlan {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub commit: bool,
+    pub partitions: Vec<(String, i32)>,
+    pub groups: Vec<String>,
+    /// The offsets to commit per group (commit only; empty for an abort).
+    pub offsets: BTreeMap<String, Vec<(String, i32, TxnOffset)>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitOutcome {
+    /// Answer with this producer id and epoch.
+    Ready {
+        producer_id: i64,
+        producer_epoch: i16,
+    },
+    /// Call again with a fresh producer id.
+    NeedProducerId,
+    /// An open transaction was aborted (epoch bumped): finish it, then answer
+    /// CONCURRENT_TRANSACTIONS (the client retries and gets the next epoch).
+    Abort(EndPlan),
+    Error(i16),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndOutcome {
+    /// Already done (a retried EndTxn): answer NONE.
+    Done,
+    /// Write the markers, `complete`, then answer NONE.
+    Markers(EndPlan),
+    Error(i16),
+}
+
+/// Who is asking: the producer id and epoch a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Producer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+
+#[derive(Debug, Default)]
+pub struct Transactions {
+    txns: HashMap<String, TxnMeta>,
+    records: Vec<TxnMeta>,
+}
+
+impl Transactions {
+    pub fn new() -> Transactions {
+        Transactions::default()
+    }
+
+    /// Records to persist, in the order the metadata changed.
+    pub fn take_records(&mut self) -> Vec<TxnMeta> {
+        std::mem::take(&mut self.records)
+    }
+
+    pub fn get(&self, transactional_id: &str) -> Option<&TxnMeta> {
+        self.txns.get(transactional_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.txns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.txns.is_empty()
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &TxnMeta> {
+        self.txns.values()
+    }
+
+    /// InitProducerId with a transactional id. `producer` is the id and epoch the request
+    /// carried (-1/-1 for a new producer; KIP-360 producers send their current ones).
+    /// `fresh_producer_id` answers a previous `NeedProducerId`.
+    pub fn init_producer_id(
+        &mut self,
+        now: i64,
+        transactional_id: &str,
+        timeout_ms: i32,
+        producer: Producer,
+        fresh_producer_id: Option<i64>,
+    ) -> InitOutcome {
+        if timeout_ms <= 0 || timeout_ms > TRANSACTION_TIMEOUT_MS_MAX {
+            return InitOutcome::Error(errors::INVALID_TRANSACTION_TIMEOUT);
+        }
+        let Some(meta) = self.txns.get_mut(transactional_id) else {
+            let Some(producer_id) = fresh_producer_id else {
+                return InitOutcome::NeedProducerId;
+            };
+            let meta = TxnMeta {
+                transactional_id: transactional_id.to_string(),
+                producer_id,
+                producer_epoch: 0,
+                timeout_ms,
+                state: TxnState::Empty,
+                partitions: BTreeSet::new(),
+                groups: BTreeSet::new(),
+                offsets: BTreeMap::new(),
+                start_ms: -1,
+                update_ms: now,
+            };
+            self.records.push(meta.clone());
+            self.txns.insert(transactional_id.to_string(), meta);
+            return InitOutcome::Ready { producer_id, producer_epoch: 0 };
+        };
+        if producer.producer_id >= 0
+            && (producer.producer_id != meta.producer_id
+                || producer.producer_epoch != meta.producer_epoch)
+        {
+            return InitOutcome::Error(errors::PRODUCER_FENCED);
+        }
+        match meta.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                InitOutcome::Error(errors::CONCURRENT_TRANSACTIONS)
+            }
+            TxnState::Ongoing => {
+                // Fence the current producer, then abort what it left open.
+                let Some(plan) = prepare_end(meta, now, false, true) else {
+                    return InitOutcome::NeedProducerId;
+                };
+                self.records.push(meta.clone());
+                InitOutcome::Abort(plan)
+            }
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
+                if meta.producer_epoch >= i16::MAX - 1 {
+                    // The epoch is exhausted: a new producer id starts at epoch 0.
+                    let Some(producer_id) = fresh_producer_id else {
+                        return InitOutcome::NeedProducerId;
+                    };
+                    meta.producer_id = producer_id;
+                    meta.producer_epoch = 0;
+                } else {
+                    meta.producer_epoch += 1;
+                }
+                meta.timeout_ms = timeout_ms;
+                meta.state = TxnState::Empty;
+                meta.partitions.clear();
+                meta.groups.clear();
+                meta.offsets.clear();
+                meta.start_ms = -1;
+                meta.update_ms = now;
+                self.records.push(meta.clone());
+                InitOutcome::Ready {
+                    producer_id: meta.producer_id,
+                    producer_epoch: meta.producer_epoch,
+                }
+            }
+        }
+    }
+
+    /// AddPartitionsToTxn (`partitions`) and AddOffsetsToTxn (`groups`). Ok(true) when the
+    /// metadata changed (the caller waits for its record before answering).
+    pub fn add(
+        &mut self,
+        now: i64,
+        transactional_id: &str,
+        producer: Producer,
+        partitions: &[(String, i32)],
+        groups: &[String],
+    ) -> Result<bool, i16> {
+        let meta = self.owned(transactional_id, producer)?;
+        match meta.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                return Err(errors::CONCURRENT_TRANSACTIONS)
+            }
+            TxnState::Ongoing => {
+                let known = partitions.iter().all(|p| meta.partitions.contains(p))
+                    && groups.iter().all(|g| meta.groups.contains(g));
+                if known {
+                    return Ok(false);
+                }
+            }
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
+                meta.state = TxnState::Ongoing;
+                meta.start_ms = now;
+                meta.partitions.clear();
+                meta.groups.clear();
+                meta.offsets.clear();
+            }
+        }
+        meta.partitions.extend(partitions.iter().cloned());
+        meta.groups.extend(groups.iter().cloned());
+        meta.update_ms = now;
+        let record = meta.clone();
+        self.records.push(record);
+        Ok(true)
+    }
+
+    /// Checks that `producer` may commit offsets in this transaction.
+    pub fn check_ongoing(&self, transactional_id: &str, producer: Producer) -> Result<(), i16> {
+        let meta = self.txns.get(transactional_id).ok_or(errors::INVALID_PRODUCER_ID_MAPPING)?;
+        check_producer(meta, producer)?;
+        if meta.state != TxnState::Ongoing {
+            return Err(errors::INVALID_TXN_STATE);
+        }
+        Ok(())
+    }
+
+    /// TxnOffsetCommit: the offsets join the transaction (a later one for the same partition
+    /// replaces an earlier one) and are committed with it.
+    pub fn commit_offsets(
+        &mut self,
+        now: i64,
+        transactional_id: &str,
+        producer: Producer,
+        group_id: &str,
+        offsets: Vec<(String, i32, TxnOffset)>,
+    ) -> Result<(), i16> {
+        self.check_ongoing(transactional_id, producer)?;
+        let meta = self.owned(transactional_id, producer)?;
+        meta.groups.insert(group_id.to_string());
+        for (topic, partition, offset) in offsets {
+            meta.offsets.insert((group_id.to_string(), topic, partition), offset);
+        }
+        meta.update_ms = now;
+        let record = meta.clone();
+        self.records.push(record);
+        Ok(())
+    }
+
+    /// EndTxn.
+    pub fn end(
+        &mut self,
+        now: i64,
+        transactional_id: &str,
+        producer: Producer,
+        commit: bool,
+    ) -> EndOutcome {
+        let meta = match self.owned(transactional_id, producer) {
+            Ok(meta) => meta,
+            Err(code) => return EndOutcome::Error(code),
+        };
+        match (meta.state, commit) {
+            (TxnState::Ongoing, _) => match prepare_end(meta, now, commit, false) {
+                Some(plan) => {
+                    let record = meta.clone();
+                    self.records.push(record);
+                    EndOutcome::Markers(plan)
+                }
+                None => EndOutcome::Error(errors::INVALID_TXN_STATE),
+            },
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => EndOutcome::Done,
+            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+                EndOutcome::Error(errors::CONCURRENT_TRANSACTIONS)
+            }
+            _ => EndOutcome::Error(errors::INVALID_TXN_STATE),
+        }
+    }
+
+    /// The markers of `plan` are written: the transaction is complete.
+    pub fn complete(&mut self, now: i64, plan: &EndPlan) {
+        let Some(meta) = self.txns.get_mut(&plan.transactional_id) else { return };
+        let expected = if plan.commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
+        if meta.state != expected || meta.producer_id != plan.producer_id {
+            return;
+        }
+        meta.state = if plan.commit { TxnState::CompleteCommit } else { TxnState::CompleteAbort };
+        meta.partitions.clear();
+        meta.groups.clear();
+        meta.offsets.clear();
+        meta.update_ms = now;
+        let record = meta.clone();
+        self.records.push(record);
+    }
+
+    /// Ongoing transactions past their timeout: each gets its epoch bumped (fencing the
+    /// producer) and moves to PrepareAbort. The caller writes the abort markers.
+    pub fn expire(&mut self, now: i64) -> Vec<EndPlan> {
+        let mut ids: Vec<&String> = self
+            .txns
+            .iter()
+            .filter(|(_, m)| {
+                m.state == TxnState::Ongoing && now >= m.start_ms + i64::from(m.timeout_ms)
+            })
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        let ids: Vec<String> = ids.into_iter().cloned().collect();
+        let mut plans = Vec::new();
+        for id in ids {
+            let Some(meta) = self.txns.get_mut(&id) else { continue };
+            if let Some(plan) = prepare_end(meta, now, false, true) {
+                self.records.push(meta.clone());
+                plans.push(plan);
+            }
+        }
+        plans
+    }
+
+    /// Transactions whose markers may not all be written (Prepare* after a restart).
+    pub fn unfinished(&self) -> Vec<EndPlan> {
+        let mut plans: Vec<EndPlan> = self
+            .txns
+            .values()
+            .filter(|m| matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort))
+            .map(|m| plan_of(m, m.state == TxnState::PrepareCommit))
+            .collect();
+        plans.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        plans
+    }
+
+    /// Applies a record read back from the log (the last one per id wins).
+    pub fn replay(&mut self, meta: TxnMeta) {
+        self.txns.insert(meta.transactional_id.clone(), meta);
+    }
+
+    fn owned(&mut self, transactional_id: &str, producer: Producer) -> Result<&mut TxnMeta, i16> {
+        let meta =
+            self.txns.get_mut(transactional_id).ok_or(errors::INVALID_PRODUCER_ID_MAPPING)?;
+        check_producer(meta, producer)?;
+        Ok(meta)
+    }
+}
+
+fn check_producer(meta: &TxnMeta, producer: Producer) -> Result<(), i16> {
+    if meta.producer_id != producer.producer_id {
+        return Err(errors::INVALID_PRODUCER_ID_MAPPING);
+    }
+    if meta.producer_epoch != producer.producer_epoch {
+        return Err(errors::PRODUCER_FENCED);
+    }
+    Ok(())
+}
+
+/// Ongoing -> Prepare*, bumping the epoch first when `fence` (None: epoch exhausted).
+fn prepare_end(meta: &mut TxnMeta, now: i64, commit: bool, fence: bool) -> Option<EndPlan> {
+    assert_eq!(meta.state, TxnState::Ongoing);
+    if fence {
+        if meta.producer_epoch >= i16::MAX - 1 {
+            return None;
+        }
+        meta.producer_epoch += 1;
+    }
+    meta.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
+    meta.update_ms = now;
+    Some(plan_of(meta, commit))
+}
+
+fn plan_of(meta: &TxnMeta, commit: bool) -> EndPlan {
+    let mut offsets: BTreeMap<String, Vec<(String, i32, TxnOffset)>> = BTreeMap::new();
+    if commit {
+        for ((group, topic, partition), offset) in &meta.offsets {
+            offsets.entry(group.clone()).or_default().push((
+                topic.clone(),
+                *partition,
+                offset.clone(),
+            ));
+        }
+    }
+    EndPlan {
+        offsets,
+        transactional_id: meta.transactional_id.clone(),
+        producer_id: meta.producer_id,
+        producer_epoch: meta.producer_epoch,
+        commit,
+        partitions: meta.partitions.iter().cloned().collect(),
+        groups: meta.groups.iter().cloned().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: &str = "txn";
+
+    fn p(producer_id: i64, producer_epoch: i16) -> Producer {
+        Producer { producer_id, producer_epoch }
+    }
+
+    fn tp(partition: i32) -> (String, i32) {
+        ("t".to_string(), partition)
+    }
+
+    fn ready(txns: &mut Transactions, now: i64) -> Producer {
+        match txns.init_producer_id(now, T, 60_000, p(-1, -1), Some(7)) {
+            InitOutcome::Ready { producer_id, producer_epoch } => p(producer_id, producer_epoch),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_new_transactional_id_needs_a_producer_id_then_starts_at_epoch_zero() {
+        let mut txns = Transactions::new();
+        let asked = txns.init_producer_id(0, T, 60_000, p(-1, -1), None);
+        assert_eq!(asked, InitOutcome::NeedProducerId);
+        assert!(txns.take_records().is_empty());
+        assert_eq!(ready(&mut txns, 0), p(7, 0));
+        assert_eq!(txns.take_records().len(), 1);
+        // Every later InitProducerId bumps the epoch and keeps the id.
+        assert_eq!(ready(&mut txns, 1), p(7, 1));
+        assert_eq!(ready(&mut txns, 2), p(7, 2));
+    }
+
+    #[test]
+    fn bad_timeouts_are_refused() {
+        let mut txns = Transactions::new();
+        for timeout in [0, -1, TRANSACTION_TIMEOUT_MS_MAX + 1] {
+            assert_eq!(
+                txns.init_producer_id(0, T, timeout, p(-1, -1), Some(1)),
+                InitOutcome::Error(errors::INVALID_TRANSACTION_TIMEOUT)
+            );
+        }
+    }
+
+    #[test]
+    fn commit_goes_through_prepare_and_complete_and_a_retry_is_idempotent() {
+        let mut txns = Transactions::new();
+        let me = ready(&mut txns, 0);
+        assert_eq!(txns.add(5, T, me, &[tp(0), tp(1)], &[]), Ok(true));
+        assert_eq!(txns.add(6, T, me, &[tp(1)], &[]), Ok(false));
+        assert_eq!(txns.add(6, T, me, &[], &["g".into()]), Ok(true));
+        assert_eq!(txns.get(T).map(|m| m.state), Some(TxnState::Ongoing));
+        assert_eq!(txns.get(T).map(|m| m.start_ms), Some(5));
+        txns.take_records();
+        let EndOutcome::Markers(plan) = txns.end(7, T, me, true) else { panic!() };
+        assert_eq!(plan.partitions, vec![tp(0), tp(1)]);
+        assert_eq!(plan.groups, vec!["g".to_string()]);
+        assert!(plan.commit);
+        assert_eq!(plan.producer_epoch, 0);
+        assert_eq!(txns.take_records()[0].state, TxnState::PrepareCommit);
+        // While markers are written: retries wait, anything else is refused.
+        assert_eq!(txns.end(8, T, me, true), EndOutcome::Error(errors::CONCURRENT_TRANSACTIONS));
+        assert_eq!(txns.end(8, T, me, false), EndOutcome::Error(errors::INVALID_TXN_STATE));
+        assert_eq!(txns.add(8, T, me, &[tp(2)], &[]), Err(errors::CONCURRENT_TRANSACTIONS));
+        assert_eq!(
+            txns.init_producer_id(8, T, 60_000, p(-1, -1), None),
+            InitOutcome::Error(errors::CONCURRENT_TRANSACTIONS)
+        );
+        assert_eq!(txns.unfinished(), vec![plan.clone()]);
+        txns.complete(9, &plan);
+        let meta = txns.get(T).cloned().expect("meta");
+        assert_eq!(meta.state, TxnState::CompleteCommit);
+        assert!(meta.partitions.is_empty());
+        assert!(txns.unfinished().is_empty());
+        assert_eq!(txns.end(10, T, me, true), EndOutcome::Done);
+        assert_eq!(txns.end(10, T, me, false), EndOutcome::Error(errors::INVALID_TXN_STATE));
+        // The next transaction starts from Complete with the same epoch.
+        assert_eq!(txns.add(11, T, me, &[tp(3)], &[]), Ok(true));
+        assert_eq!(txns.get(T).map(|m| m.partitions.len()), Some(1));
+        let EndOutcome::Markers(plan) = txns.end(12, T, me, false) else { panic!() };
+        txns.complete(13, &plan);
+        assert_eq!(txns.get(T).map(|m| m.state), Some(TxnState::CompleteAbort));
+        assert_eq!(txns.end(14, T, me, false), EndOutcome::Done);
+    }
+
+    #[test]
+    fn offsets_ride_with_the_transaction_and_only_a_commit_delivers_them() {
+        let mut txns = Transactions::new();
+        let me = ready(&mut txns, 0);
+        let at = |offset| TxnOffset { offset, leader_epoch: -1, metadata: String::new() };
+        assert_eq!(
+            txns.commit_offsets(1, T, me, "g", vec![("in".into(), 0, at(5))]),
+            Err(errors::INVALID_TXN_STATE),
+            "no transaction yet"
+        );
+        txns.add(1, T, me, &[], &["g".into()]).expect("add offsets");
+        txns.commit_offsets(2, T, me, "g", vec![("in".into(), 0, at(5))]).expect("offsets");
+        txns.commit_offsets(3, T, me, "g", vec![("in".into(), 0, at(9))]).expect("offsets");
+        assert_eq!(txns.commit_offsets(3, T, p(7, 9), "g", vec![]), Err(errors::PRODUCER_FENCED));
+        let records = txns.take_records();
+        assert_eq!(records.last().map(|m| m.offsets.len()), Some(1), "persisted");
+        let EndOutcome::Markers(plan) = txns.end(4, T, me, true) else { panic!() };
+        assert_eq!(plan.offsets["g"], vec![("in".to_string(), 0, at(9))]);
+        txns.complete(5, &plan);
+        assert!(txns.get(T).map(|m| m.offsets.is_empty()).unwrap_or(false));
+        txns.add(6, T, me, &[], &["g".into()]).expect("add offsets");
+        txns.commit_offsets(7, T, me, "g", vec![("in".into(), 0, at(12))]).expect("offsets");
+        let EndOutcome::Markers(plan) = txns.end(8, T, me, false) else { panic!() };
+        assert!(plan.offsets.is_empty(), "an abort delivers nothing");
+    }
+
+    #[test]
+    fn ending_without_a_transaction_is_invalid() {
+        let mut txns = Transactions::new();
+        let me = ready(&mut txns, 0);
+        assert_eq!(txns.end(1, T, me, true), EndOutcome::Error(errors::INVALID_TXN_STATE));
+        assert_eq!(txns.end(1, T, me, false), EndOutcome::Error(errors::INVALID_TXN_STATE));
+    }
+
+    #[test]
+    fn zombies_and_strangers_are_fenced() {
+        let mut txns = Transactions::new();
+        let old = ready(&mut txns, 0);
+        let new = ready(&mut txns, 1);
+        assert_eq!(new.producer_epoch, old.producer_epoch + 1);
+        assert_eq!(txns.add(2, T, old, &[tp(0)], &[]), Err(errors::PRODUCER_FENCED));
+        assert_eq!(txns.end(2, T, old, true), EndOutcome::Error(errors::PRODUCER_FENCED));
+        assert_eq!(txns.check_ongoing(T, old), Err(errors::PRODUCER_FENCED));
+        let stranger = p(99, new.producer_epoch);
+        assert_eq!(
+            txns.add(2, T, stranger, &[tp(0)], &[]),
+            Err(errors::INVALID_PRODUCER_ID_MAPPING)
+        );
+        assert_eq!(
+            txns.add(2, "other", new, &[tp(0)], &[]),
+            Err(errors::INVALID_PRODUCER_ID_MAPPING)
+        );
+        // A KIP-360 InitProducerId must name the current id and epoch.
+        assert_eq!(
+            txns.init_producer_id(3, T, 60_000, old, None),
+            InitOutcome::Error(errors::PRODUCER_FENCED)
+        );
+        assert!(matches!(
+            txns.init_producer_id(3, T, 60_000, new, None),
+            InitOutcome::Ready { producer_epoch: 2, .. }
+        ));
+        assert_eq!(txns.check_ongoing(T, p(7, 2)), Err(errors::INVALID_TXN_STATE));
+    }
+
+    #[test]
+    fn init_during_a_transaction_fences_and_aborts_it() {
+        let mut txns = Transactions::new();
+        let me = ready(&mut txns, 0);
+        txns.add(1, T, me, &[tp(0)], &[]).expect("add");
+        let InitOutcome::Abort(plan) = txns.init_producer_id(2, T, 60_000, p(-1, -1), None) else {
+            panic!()
+        };
+        assert!(!plan.commit);
+        assert_eq!(plan.producer_epoch, me.producer_epoch + 1);
+        assert_eq!(plan.partitions, vec![tp(0)]);
+        assert_eq!(txns.add(3, T, me, &[tp(1)], &[]), Err(errors::PRODUCER_FENCED));
+        txns.complete(3, &plan);
+        assert!(matches!(
+            txns.init_producer_id(4, T, 60_000, p(-1, -1), None),
+            InitOutcome::Ready { producer_epoch: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn timeouts_abort_with_a_bumped_epoch_exactly_at_the_deadline() {
+        let mut txns = Transactions::new();
+        txns.init_producer_id(0, T, 1000, p(-1, -1), Some(3));
+        let me = p(3, 0);
+        txns.add(100, T, me, &[tp(0)], &[]).expect("add");
+        assert!(txns.expire(1099).is_empty());
+        let plans = txns.expire(1100);
+        assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].producer_epoch, 1);
+        assert!(!plans[0].commit);
+        assert!(txns.expire(5000).is_empty(), "only once");
+        assert_eq!(txns.end(1200, T, me, true), EndOutcome::Error(errors::PRODUCER_FENCED));
+        txns.complete(1200, &plans[0]);
+        assert_eq!(txns.get(T).map(|m| m.state), Some(TxnState::CompleteAbort));
+    }
+
+    #[test]
+    fn an_exhausted_epoch_takes_a_new_producer_id() {
+        let mut txns = Transactions::new();
+        ready(&mut txns, 0);
+        let mut meta = txns.get(T).cloned().expect("meta");
+        meta.producer_epoch = i16::MAX - 1;
+        txns.replay(meta);
+        assert_eq!(
+            txns.init_producer_id(1, T, 60_000, p(-1, -1), None),
+            InitOutcome::NeedProducerId
+        );
+        assert_eq!(
+            txns.init_producer_id(1, T, 60_000, p(-1, -1), Some(8)),
+            InitOutcome::Ready { producer_id: 8, producer_epoch: 0 }
+        );
+    }
+
+    /// Every request against every state, from the right producer, as a table (Kafka's
+    /// answers for transaction version 1).
+    #[test]
+    fn every_request_in_every_state() {
+        use TxnState::*;
+        const STATES: [TxnState; 6] =
+            [Empty, Ongoing, PrepareCommit, PrepareAbort, CompleteCommit, CompleteAbort];
+        let in_state = |state: TxnState| {
+            let mut txns = Transactions::new();
+            txns.replay(TxnMeta {
+                transactional_id: T.into(),
+                producer_id: 7,
+                producer_epoch: 3,
+                timeout_ms: 60_000,
+                state,
+                partitions: [tp(0)].into_iter().collect(),
+                groups: Default::default(),
+                offsets: Default::default(),
+                start_ms: 0,
+                update_ms: 0,
+            });
+            txns
+        };
+        let me = p(7, 3);
+        for state in STATES {
+            // AddPartitionsToTxn
+            let added = in_state(state).add(1, T, me, &[tp(1)], &[]);
+            let expected = match state {
+                PrepareCommit | PrepareAbort => Err(errors::CONCURRENT_TRANSACTIONS),
+                _ => Ok(true),
+            };
+            assert_eq!(added, expected, "add in {state:?}");
+            // EndTxn, both ways
+            for commit in [true, false] {
+                let ended = in_state(state).end(1, T, me, commit);
+                let expected = match (state, commit) {
+                    (Ongoing, _) => "markers",
+                    (CompleteCommit, true) | (CompleteAbort, false) => "done",
+                    (PrepareCommit, true) | (PrepareAbort, false) => "concurrent",
+                    _ => "invalid",
+                };
+                let got = match ended {
+                    EndOutcome::Markers(plan) => {
+                        assert_eq!(plan.commit, commit);
+                        assert_eq!(plan.producer_epoch, 3, "EndTxn does not bump the epoch");
+                        "markers"
+                    }
+                    EndOutcome::Done => "done",
+                    EndOutcome::Error(errors::CONCURRENT_TRANSACTIONS) => "concurrent",
+                    EndOutcome::Error(errors::INVALID_TXN_STATE) => "invalid",
+                    EndOutcome::Error(code) => panic!("EndTxn in {state:?}: code {code}"),
+                };
+                assert_eq!(got, expected, "EndTxn(commit={commit}) in {state:?}");
+            }
+            // InitProducerId
+            let init = in_state(state).init_producer_id(1, T, 60_000, p(-1, -1), None);
+            match state {
+                Ongoing => assert!(
+                    matches!(&init, InitOutcome::Abort(plan) if plan.producer_epoch == 4),
+                    "{init:?}"
+                ),
+                PrepareCommit | PrepareAbort => {
+                    assert_eq!(init, InitOutcome::Error(errors::CONCURRENT_TRANSACTIONS))
+                }
+                _ => assert_eq!(init, InitOutcome::Ready { producer_id: 7, producer_epoch: 4 }),
+            }
+            // TxnOffsetCommit's check
+            let checked = in_state(state).check_ongoing(T, me);
+            let expected = if state == Ongoing { Ok(()) } else { Err(errors::INVALID_TXN_STATE) };
+            assert_eq!(checked, expected, "check in {state:?}");
+            // A fenced epoch and a wrong producer id are refused the same way in every state.
+            let mut txns = in_state(state);
+            assert_eq!(txns.add(1, T, p(7, 2), &[tp(1)], &[]), Err(errors::PRODUCER_FENCED));
+            assert_eq!(
+                txns.add(1, T, p(8, 3), &[tp(1)], &[]),
+                Err(errors::INVALID_PRODUCER_ID_MAPPING)
+            );
+            assert_eq!(txns.end(1, T, p(7, 4), true), EndOutcome::Error(errors::PRODUCER_FENCED));
+            // Expiry touches only Ongoing transactions past their deadline.
+            let expired = in_state(state).expire(60_000);
+            assert_eq!(expired.len(), usize::from(state == Ongoing), "expire in {state:?}");
+        }
+    }
+
+    #[test]
+    fn every_state_has_a_stable_code() {
+        for code in 0..6 {
+            let state = TxnState::from_code(code).expect("state");
+            assert_eq!(state.code(), code);
+            assert!(!state.name().is_empty());
+        }
+        assert_eq!(TxnState::from_code(6), None);
+    }
+}

@@ -1,0 +1,406 @@
+"""Transactions with real clients (confluent-kafka / librdkafka, transaction version 1):
+committed records are visible to read_committed consumers and aborted ones are not, while
+read_uncommitted consumers see both; consume-transform-produce commits the group's offsets
+with the output; zombies are fenced; a transaction past its timeout is aborted; restarts and
+kill -9 in the middle of a transaction and after a commit keep the right visibility.
+
+Every wait is bounded. Each test runs its own broker (port, data dir) from conftest.py.
+"""
+
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from client_helpers import CK_COMMON, unique_topic
+
+
+def create_topic(bootstrap, topic, partitions=1):
+    admin = AdminClient({"bootstrap.servers": bootstrap, **CK_COMMON})
+    futures = admin.create_topics([NewTopic(topic, partitions, 1)], request_timeout=15)
+    futures[topic].result(timeout=20)
+
+
+def txn_producer(bootstrap, transactional_id=None, **conf):
+    settings = {
+        "bootstrap.servers": bootstrap,
+        "transactional.id": transactional_id or "tx-" + uuid.uuid4().hex[:10],
+        "linger.ms": 5,
+        **CK_COMMON,
+    }
+    settings.update(conf)
+    producer = Producer(settings)
+    producer.init_transactions(30)
+    return producer
+
+
+def produce_in_txn(producer, topic, values, partition=None):
+    for value in values:
+        if partition is None:
+            producer.produce(topic, value=value)
+        else:
+            producer.produce(topic, value=value, partition=partition)
+    assert producer.flush(30) == 0
+
+
+def consumer(bootstrap, isolation, **conf):
+    settings = {
+        "bootstrap.servers": bootstrap,
+        "group.id": "spate-txn-" + uuid.uuid4().hex[:8],
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+        "isolation.level": isolation,
+        "fetch.wait.max.ms": 100,
+        **CK_COMMON,
+    }
+    settings.update(conf)
+    return Consumer(settings)
+
+
+def read_to_end(bootstrap, topic, isolation, partitions=1, timeout=30.0):
+    """Every value a consumer at `isolation` sees, reading each partition from the start to
+    its end (the last stable offset for read_committed)."""
+    c = consumer(bootstrap, isolation)
+    try:
+        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        values, at_end = [], set()
+        deadline = time.monotonic() + timeout
+        while len(at_end) < partitions:
+            assert time.monotonic() < deadline, f"did not reach the end in {timeout} s"
+            msg = c.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                assert msg.error().code() == -191, msg.error()  # _PARTITION_EOF
+                at_end.add(msg.partition())
+                continue
+            values.append(msg.value())
+        return values
+    finally:
+        c.close()
+
+
+def high_watermark(bootstrap, topic, isolation, partition=0):
+    """Latest offset asked with ListOffsets at `isolation` (read_committed: the LSO)."""
+    c = consumer(bootstrap, isolation)
+    try:
+        return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10,
+                                       cached=False)[1]
+    finally:
+        c.close()
+
+
+def wait_until(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.2)
+
+
+def values(prefix, count):
+    return [f"{prefix}{i}".encode() for i in range(count)]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_committed_records_are_visible_and_aborted_ones_are_not(broker):
+    topic = unique_topic("txn")
+    create_topic(broker.bootstrap, topic, 2)
+    producer = txn_producer(broker.bootstrap)
+    for prefix, commit in (("c1-", True), ("a1-", False), ("c2-", True), ("a2-", False)):
+        producer.begin_transaction()
+        produce_in_txn(producer, topic, values(prefix, 6))
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+    committed = read_to_end(broker.bootstrap, topic, "read_committed", 2)
+    everything = read_to_end(broker.bootstrap, topic, "read_uncommitted", 2)
+    assert sorted(committed) == sorted(values("c1-", 6) + values("c2-", 6))
+    assert sorted(everything) == sorted(
+        values("c1-", 6) + values("a1-", 6) + values("c2-", 6) + values("a2-", 6))
+
+    # An open transaction holds read_committed consumers back at its first offset.
+    producer.begin_transaction()
+    produce_in_txn(producer, topic, values("open-", 3), partition=0)
+    end_before = high_watermark(broker.bootstrap, topic, "read_uncommitted") - 3
+    assert high_watermark(broker.bootstrap, topic, "read_committed") == end_before
+    assert b"open-0" not in read_to_end(broker.bootstrap, topic, "read_committed", 2)
+    assert b"open-0" in read_to_end(broker.bootstrap, topic, "read_uncommitted", 2)
+    producer.commit_transaction(30)
+    wait_until(lambda: high_watermark(broker.bootstrap, topic, "read_committed")
+               == high_watermark(broker.bootstrap, topic, "read_uncommitted"),
+               10, "the LSO reaches the high watermark after the commit")
+    assert b"open-2" in read_to_end(broker.bootstrap, topic, "read_committed", 2)
+
+
+def test_consume_transform_produce_commits_offsets_with_the_output(broker):
+    source, sink = unique_topic("in"), unique_topic("out")
+    create_topic(broker.bootstrap, source)
+    create_topic(broker.bootstrap, sink)
+    group = "ctp-" + uuid.uuid4().hex[:8]
+    plain = Producer({"bootstrap.servers": broker.bootstrap, **CK_COMMON})
+    for v in values("in-", 10):
+        plain.produce(source, value=v)
+    assert plain.flush(30) == 0
+
+    c = consumer(broker.bootstrap, "read_committed", **{"group.id": group,
+                                                         "enable.partition.eof": False})
+    producer = txn_producer(broker.bootstrap)
+
+    def transform(count, commit):
+        taken = []
+        deadline = time.monotonic() + 30
+        while len(taken) < count:
+            assert time.monotonic() < deadline, f"consumed {len(taken)} of {count}"
+            msg = c.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            taken.append(msg)
+        producer.begin_transaction()
+        for msg in taken:
+            producer.produce(sink, value=msg.value().upper())
+        assert producer.flush(30) == 0
+        producer.send_offsets_to_transaction(c.position(c.assignment()),
+                                             c.consumer_group_metadata(), 30)
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+
+    def committed_offset():
+        probe = consumer(broker.bootstrap, "read_committed", **{"group.id": group})
+        try:
+            return probe.committed([TopicPartition(source, 0)], timeout=10)[0].offset
+        finally:
+            probe.close()
+
+    c.subscribe([source])
+    try:
+        transform(10, commit=True)
+        assert committed_offset() == 10
+        for v in values("more-", 5):
+            plain.produce(source, value=v)
+        assert plain.flush(30) == 0
+        transform(5, commit=False)
+        assert committed_offset() == 10, "an abort leaves the group's offsets unchanged"
+    finally:
+        c.close()
+    out = read_to_end(broker.bootstrap, sink, "read_committed")
+    assert out == [v.upper() for v in values("in-", 10)]
+    assert len(read_to_end(broker.bootstrap, sink, "read_uncommitted")) == 15
+
+
+def test_a_zombie_with_an_old_epoch_is_fenced(broker):
+    topic = unique_topic("zombie")
+    create_topic(broker.bootstrap, topic)
+    transactional_id = "zombie-" + uuid.uuid4().hex[:8]
+    zombie = txn_producer(broker.bootstrap, transactional_id)
+    zombie.begin_transaction()
+    produce_in_txn(zombie, topic, values("zombie-", 4))
+    # A new instance with the same id fences the old one and aborts its open transaction.
+    fresh = txn_producer(broker.bootstrap, transactional_id)
+    with pytest.raises(KafkaException) as raised:
+        zombie.commit_transaction(15)
+    error = raised.value.args[0]
+    assert error.fatal() or not error.retriable(), error
+    assert "fenced" in str(error).lower() or "epoch" in str(error).lower(), error
+    fresh.begin_transaction()
+    produce_in_txn(fresh, topic, values("fresh-", 4))
+    fresh.commit_transaction(30)
+    assert read_to_end(broker.bootstrap, topic, "read_committed") == values("fresh-", 4)
+
+
+def test_a_transaction_past_its_timeout_is_aborted(broker):
+    topic = unique_topic("timeout")
+    create_topic(broker.bootstrap, topic)
+    producer = txn_producer(broker.bootstrap, None, **{"transaction.timeout.ms": 2000,
+                                                        "message.timeout.ms": 2000,
+                                                        "socket.timeout.ms": 2000})
+    producer.begin_transaction()
+    produce_in_txn(producer, topic, values("late-", 3))
+    assert high_watermark(broker.bootstrap, topic, "read_committed") == 0
+    # The coordinator aborts it (a marker lands: the LSO moves past the records).
+    wait_until(lambda: high_watermark(broker.bootstrap, topic, "read_committed") == 4,
+               15, "the timed-out transaction is aborted")
+    assert read_to_end(broker.bootstrap, topic, "read_committed") == []
+    with pytest.raises(KafkaException):
+        producer.commit_transaction(15)
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["restart", "kill9"])
+def test_visibility_survives_restarts_mid_transaction_and_after_commit(broker, crash):
+    topic = unique_topic("durable")
+    create_topic(broker.bootstrap, topic)
+    transactional_id = "dur-" + uuid.uuid4().hex[:8]
+    producer = txn_producer(broker.bootstrap, transactional_id,
+                            **{"transaction.timeout.ms": 4000, "message.timeout.ms": 4000,
+                               "socket.timeout.ms": 4000})
+    producer.begin_transaction()
+    produce_in_txn(producer, topic, values("c-", 5))
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    produce_in_txn(producer, topic, values("a-", 5))
+    # Mid-transaction: an abort before the stop puts an aborted range in the log.
+    producer.abort_transaction(30)
+    producer.begin_transaction()
+    produce_in_txn(producer, topic, values("open-", 5))
+
+    def bounce():
+        if crash:
+            broker.kill9()
+            broker.start()
+        else:
+            broker.restart()
+
+    bounce()
+    # The open transaction holds the LSO back until the coordinator aborts it at its timeout.
+    end = 5 + 1 + 5 + 1 + 5
+    assert high_watermark(broker.bootstrap, topic, "read_uncommitted") == end
+    assert high_watermark(broker.bootstrap, topic, "read_committed") == 12
+    wait_until(lambda: high_watermark(broker.bootstrap, topic, "read_committed") == end + 1,
+               20, "the open transaction is aborted after the restart")
+    assert read_to_end(broker.bootstrap, topic, "read_committed") == values("c-", 5)
+    producer = txn_producer(broker.bootstrap, transactional_id)
+    producer.begin_transaction()
+    produce_in_txn(producer, topic, values("d-", 5))
+    producer.commit_transaction(30)
+    bounce()
+    committed = read_to_end(broker.bootstrap, topic, "read_committed")
+    assert committed == values("c-", 5) + values("d-", 5)
+    assert len(read_to_end(broker.bootstrap, topic, "read_uncommitted")) == 20
+
+
+def test_delete_records_moves_the_log_start_durably(broker):
+    """DeleteRecords (librdkafka's transaction test uses it): the low watermark moves up,
+    reads below it are out of range, and a restart keeps it."""
+    topic = unique_topic("delrec")
+    create_topic(broker.bootstrap, topic)
+    plain = Producer({"bootstrap.servers": broker.bootstrap, **CK_COMMON})
+    for v in values("r-", 10):
+        plain.produce(topic, value=v)
+    assert plain.flush(30) == 0
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap, **CK_COMMON})
+    futures = admin.delete_records([TopicPartition(topic, 0, 4)], request_timeout=15)
+    deleted = list(futures.values())[0].result(timeout=20)
+    assert deleted.low_watermark == 4
+
+    def low():
+        c = consumer(broker.bootstrap, "read_uncommitted")
+        try:
+            return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10,
+                                           cached=False)[0]
+        finally:
+            c.close()
+
+    assert low() == 4
+    assert read_to_end(broker.bootstrap, topic, "read_uncommitted")[0] == b"r-4"
+    broker.restart()
+    assert low() == 4
+    assert read_to_end(broker.bootstrap, topic, "read_uncommitted") == values("r-", 10)[4:]
+    beyond = admin.delete_records([TopicPartition(topic, 0, 99)], request_timeout=15)
+    with pytest.raises(KafkaException):
+        list(beyond.values())[0].result(timeout=20)
+
+
+@pytest.mark.timeout(420)
+def test_java_transactional_producer_and_read_committed_consumer(broker, tmp_path):
+    """The Java client (transaction version 1, as the broker does not advertise
+    transaction.version): committed records visible, aborted ones not."""
+    import os
+    import subprocess
+
+    from test_idempotence import JAVA_DIR, java_classpath
+
+    classpath = java_classpath(tmp_path)
+    classes = tmp_path / "classes"
+    subprocess.run(["javac", "-d", str(classes), "-cp", classpath,
+                    str(JAVA_DIR / "TransactionalProducer.java")], check=True, timeout=120)
+    topic = unique_topic("javatxn")
+    create_topic(broker.bootstrap, topic)
+    done = subprocess.run(
+        ["java", "-cp", f"{classes}{os.pathsep}{classpath}", "TransactionalProducer",
+         broker.bootstrap, topic, "50"], capture_output=True, timeout=180)
+    output = done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
+    assert done.returncode == 0, output[-3000:]
+    assert "committed 100" in output, output[-3000:]
+    committed = read_to_end(broker.bootstrap, topic, "read_committed")
+    assert committed == values("c-", 50) + values("d-", 50)
+
+
+def test_operators_see_transactions_and_producers(broker):
+    """DescribeTransactions, ListTransactions and DescribeProducers (kafka-python's admin
+    client), with a transaction open and after it commits."""
+    from kafka import TopicPartition as KTopicPartition
+    from kafka.admin import KafkaAdminClient
+
+    topic = unique_topic("ops")
+    create_topic(broker.bootstrap, topic)
+    transactional_id = "ops-" + uuid.uuid4().hex[:8]
+    producer = txn_producer(broker.bootstrap, transactional_id)
+    producer.begin_transaction()
+    produce_in_txn(producer, topic, values("o-", 3), partition=0)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=15000)
+    try:
+        described = admin.describe_transactions([transactional_id])[transactional_id]
+        text = repr(described)
+        assert "Ongoing" in text and topic in text, text
+        listed = admin.list_transactions(state_filters=["Ongoing"])
+        assert transactional_id in repr(listed), listed
+        assert transactional_id not in repr(admin.list_transactions(state_filters=["Empty"]))
+        producers = admin.describe_producers([KTopicPartition(topic, 0)])
+        state = repr(producers)
+        # The open transaction starts at offset 0.
+        assert "current_transaction_start_offset=0" in state.replace(" ", ""), state
+        producer.commit_transaction(30)
+        described = admin.describe_transactions([transactional_id])[transactional_id]
+        assert "CompleteCommit" in repr(described), described
+        state = repr(admin.describe_producers([KTopicPartition(topic, 0)]))
+        assert "current_transaction_start_offset=-1" in state.replace(" ", ""), state
+    finally:
+        admin.close()
+
+
+def test_offsets_sent_to_an_open_transaction_survive_kill9(broker):
+    """send_offsets_to_transaction, then a crash before the commit: the offsets are kept in
+    the transaction log, and the commit after the restart still delivers them."""
+    source, sink = unique_topic("in"), unique_topic("out")
+    create_topic(broker.bootstrap, source)
+    create_topic(broker.bootstrap, sink)
+    group = "crash-" + uuid.uuid4().hex[:8]
+    plain = Producer({"bootstrap.servers": broker.bootstrap, **CK_COMMON})
+    for v in values("in-", 5):
+        plain.produce(source, value=v)
+    assert plain.flush(30) == 0
+    c = consumer(broker.bootstrap, "read_committed", **{"group.id": group,
+                                                         "enable.partition.eof": False})
+    c.assign([TopicPartition(source, 0, 0)])
+    taken = []
+    deadline = time.monotonic() + 30
+    while len(taken) < 5:
+        assert time.monotonic() < deadline, f"consumed {len(taken)} of 5"
+        msg = c.poll(0.2)
+        if msg is not None and not msg.error():
+            taken.append(msg)
+    producer = txn_producer(broker.bootstrap, None, **{"transaction.timeout.ms": 60000})
+    producer.begin_transaction()
+    for msg in taken:
+        producer.produce(sink, value=msg.value().upper())
+    assert producer.flush(30) == 0
+    producer.send_offsets_to_transaction([TopicPartition(source, 0, 5)],
+                                         c.consumer_group_metadata(), 30)
+    c.close()
+    broker.kill9()
+    broker.start()
+    producer.commit_transaction(60)
+    probe = consumer(broker.bootstrap, "read_committed", **{"group.id": group})
+    try:
+        assert probe.committed([TopicPartition(source, 0)], timeout=10)[0].offset == 5
+    finally:
+        probe.close()
+    assert read_to_end(broker.bootstrap, sink, "read_committed") == [
+        v.upper() for v in values("in-", 5)]
