@@ -95,7 +95,7 @@ pub const MEMBER_ID_PREFIX_BYTES_MAX: usize = 255;
 /// The longest each shard's group coordinator sleeps with no group deadline due: it then runs
 /// offset retention and checks whether its log needs compacting. Group timeouts themselves
 /// wake it at their deadline (the timing wheel in `group::timers`).
-pub const GROUP_IDLE_WAKE_MS: u64 = 1_000;
+pub const GROUP_IDLE_WAKE_MS: u64 = 100;
 /// How often each shard looks for transactions past their timeout (Kafka checks every
 /// 10 s, `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
 pub const TXN_TIMEOUT_CHECK_MS: u64 = 1000;
