@@ -719,13 +719,7 @@ impl Shard {
         validate_only: bool,
     ) -> Result<TopicMeta, TopicError> {
         assert_eq!(self.id, CONTROLLER);
-        let current = self.catalog.borrow().get(&name).cloned();
-        let Some(mut meta) = current else {
-            return Err(TopicError {
-                code: errors::UNKNOWN_TOPIC_OR_PARTITION,
-                message: format!("no topic {name}"),
-            });
-        };
+        let mut meta = self.existing_topic(&name)?;
         if count <= meta.partitions {
             return Err(TopicError {
                 code: errors::INVALID_PARTITIONS,
@@ -769,13 +763,7 @@ impl Shard {
         validate_only: bool,
     ) -> Result<TopicMeta, TopicError> {
         assert_eq!(self.id, CONTROLLER);
-        let current = self.catalog.borrow().get(&name).cloned();
-        let Some(mut meta) = current else {
-            return Err(TopicError {
-                code: errors::UNKNOWN_TOPIC_OR_PARTITION,
-                message: format!("no topic {name}"),
-            });
-        };
+        let mut meta = self.existing_topic(&name)?;
         meta.config = self
             .config
             .topic_defaults
@@ -791,6 +779,14 @@ impl Shard {
         self.broadcast(move || ShardRequest::ApplyTopic(copy.clone())).await;
         tracing::info!(topic = %meta.name, overrides = ?meta.overrides, "altered topic configs");
         Ok(meta)
+    }
+
+    /// The controller's entry for topic `name`, or UNKNOWN_TOPIC_OR_PARTITION.
+    fn existing_topic(&self, name: &str) -> Result<TopicMeta, TopicError> {
+        self.catalog.borrow().get(name).cloned().ok_or_else(|| TopicError {
+            code: errors::UNKNOWN_TOPIC_OR_PARTITION,
+            message: format!("no topic {name}"),
+        })
     }
 
     async fn persist_catalog(&self) -> Result<(), TopicError> {
