@@ -40,6 +40,9 @@ CACHE="${HOME}/.cache/spate"
 PKG_VERSION="${NPM_PKG##*@}"
 SRC="${CACHE}/librdkafka-src-${PKG_VERSION}"
 export TEST_KAFKA_VERSION="${TEST_KAFKA_VERSION:-3.9.0}"
+# librdkafka reads CI: longer timeouts, at most 3 tests at once, and timing-only tests skip
+# themselves. Set it always so that a run here behaves as the CI run does.
+export CI="${CI:-1}"
 TIMEOUT_MULT="${TEST_TIMEOUT_MULT:-2}"
 
 log() { echo "librdkafka-suite: $*" >&2; }
