@@ -23,10 +23,10 @@ use crate::constants::{
     SENDFILE_THREADS_PER_SHARD,
 };
 use crate::fatal::{fatal, FatalReason};
-use crate::group::coordinator;
 use crate::model::ShardId;
 use crate::net::{self, InFlight};
 use crate::shard::catalog::{self, Catalog, META_DIR};
+use crate::shard::internal_log;
 use crate::shard::mesh::Envelope;
 use crate::shard::Shard;
 
@@ -173,16 +173,17 @@ async fn shard_main(
     tracing::info!(
         shard = id.0,
         transactions = shard.txns.transaction_count(),
-        records = transactions,
+        records = transactions.records,
+        migrated = transactions.migrated,
         "recovered transactions"
     );
     // Nobody may send a request before every shard has its logs open. The wait must not
     // block the thread: a peer may still need this executor to finish joining the mesh.
-    // The last shard to arrive records the offsets logs' layout (see group::coordinator)
+    // The last shard to arrive records the internal logs' layout (see shard::internal_log)
     // before it opens the gate (a count of cores + 1).
     if ready.fetch_add(1, Ordering::AcqRel) + 1 == config.cores {
-        if let Err(e) = coordinator::commit_layout(&config.data_dir, config.cores) {
-            fatal(FatalReason::DataDir, format!("cannot record the offsets layout: {e}"));
+        if let Err(e) = internal_log::commit_layout(&config.data_dir, config.cores) {
+            fatal(FatalReason::DataDir, format!("cannot record the internal logs' layout: {e}"));
         }
         ready.fetch_add(1, Ordering::AcqRel);
     }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::constants;
 use crate::group::state::GroupConfig;
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
+use crate::txn::state::TxnConfig;
 
 /// The command line. Every option can also be set in the TOML file under the same name.
 #[derive(Debug, Parser, Default)]
@@ -89,6 +90,14 @@ pub struct Args {
     /// log is compacted when it spans four segments [default: 16 MiB].
     #[arg(long, value_name = "BYTES")]
     pub offsets_topic_segment_bytes: Option<u64>,
+    /// Segment size of each shard's transaction log (transaction.state.log.segment.bytes);
+    /// the log is compacted when it spans four segments [default: 16 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub transaction_state_log_segment_bytes: Option<u64>,
+    /// How long a transactional id with no transaction open is remembered after its last use
+    /// (transactional.id.expiration.ms) [default: 604800000, 7 days].
+    #[arg(long, value_name = "MS")]
+    pub transactional_id_expiration_ms: Option<i64>,
 }
 
 /// The same options as read from the TOML file.
@@ -115,6 +124,8 @@ struct FileConfig {
     group_max_session_timeout_ms: Option<i32>,
     offsets_retention_minutes: Option<i64>,
     offsets_topic_segment_bytes: Option<u64>,
+    transaction_state_log_segment_bytes: Option<u64>,
+    transactional_id_expiration_ms: Option<i64>,
 }
 
 /// The validated configuration every shard gets a copy of.
@@ -134,6 +145,8 @@ pub struct Config {
     pub topic_defaults: TopicConfig,
     /// Consumer group timeouts and limits.
     pub groups: GroupConfig,
+    /// The transaction coordinator's log and expiration.
+    pub txns: TxnConfig,
 }
 
 impl Config {
@@ -234,6 +247,10 @@ impl Config {
                 .offsets_topic_segment_bytes
                 .or(file.offsets_topic_segment_bytes),
         })?;
+        let txns = txn_config(
+            args.transaction_state_log_segment_bytes.or(file.transaction_state_log_segment_bytes),
+            args.transactional_id_expiration_ms.or(file.transactional_id_expiration_ms),
+        )?;
         Ok(Config {
             listen,
             advertised_host,
@@ -247,6 +264,7 @@ impl Config {
             log_json,
             topic_defaults,
             groups,
+            txns,
         })
     }
 }
@@ -280,15 +298,7 @@ fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
         return Err(format!("--offsets-retention-minutes {retention_minutes} must be positive."));
     }
     let segment_bytes = values.offsets_segment_bytes.unwrap_or(defaults.offsets_segment_bytes);
-    if !(constants::SEGMENT_SIZE_BYTES_MIN..=constants::SEGMENT_SIZE_BYTES_DEFAULT)
-        .contains(&segment_bytes)
-    {
-        return Err(format!(
-            "--offsets-topic-segment-bytes {segment_bytes} is out of range; use {} to {}.",
-            constants::SEGMENT_SIZE_BYTES_MIN,
-            constants::SEGMENT_SIZE_BYTES_DEFAULT
-        ));
-    }
+    check_internal_segment_bytes("--offsets-topic-segment-bytes", segment_bytes)?;
     Ok(GroupConfig {
         initial_rebalance_delay_ms: delay,
         session_timeout_ms_min: min,
@@ -297,6 +307,31 @@ fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
         offsets_segment_bytes: segment_bytes,
         ..defaults
     })
+}
+
+fn txn_config(segment_bytes: Option<u64>, expiration_ms: Option<i64>) -> Result<TxnConfig, String> {
+    let defaults = TxnConfig::default();
+    let segment_bytes = segment_bytes.unwrap_or(defaults.log_segment_bytes);
+    check_internal_segment_bytes("--transaction-state-log-segment-bytes", segment_bytes)?;
+    let expiration_ms = expiration_ms.unwrap_or(defaults.id_expiration_ms);
+    if expiration_ms <= 0 {
+        return Err(format!("--transactional-id-expiration-ms {expiration_ms} must be positive."));
+    }
+    Ok(TxnConfig { log_segment_bytes: segment_bytes, id_expiration_ms: expiration_ms })
+}
+
+/// The segment size of an internal log: at least the smallest segment, at most the default
+/// topic segment.
+fn check_internal_segment_bytes(flag: &str, bytes: u64) -> Result<(), String> {
+    if !(constants::SEGMENT_SIZE_BYTES_MIN..=constants::SEGMENT_SIZE_BYTES_DEFAULT).contains(&bytes)
+    {
+        return Err(format!(
+            "{flag} {bytes} is out of range; use {} to {}.",
+            constants::SEGMENT_SIZE_BYTES_MIN,
+            constants::SEGMENT_SIZE_BYTES_DEFAULT
+        ));
+    }
+    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, String> {
@@ -393,6 +428,8 @@ mod tests {
             Args { group_max_session_timeout_ms: Some(5_000), ..Args::default() },
             Args { offsets_retention_minutes: Some(0), ..Args::default() },
             Args { offsets_topic_segment_bytes: Some(1024), ..Args::default() },
+            Args { transaction_state_log_segment_bytes: Some(1024), ..Args::default() },
+            Args { transactional_id_expiration_ms: Some(0), ..Args::default() },
         ] {
             let error = Config::from_args(bad).expect_err("invalid");
             assert!(error.starts_with("--"), "{error}");

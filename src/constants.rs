@@ -99,6 +99,10 @@ pub const GROUP_IDLE_WAKE_MS: u64 = 100;
 /// How often each shard looks for transactions past their timeout (Kafka checks every
 /// 10 s, `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
 pub const TXN_TIMEOUT_CHECK_MS: u64 = 1000;
+/// The longest between two looks for expired transactional ids (Kafka's
+/// transaction.remove.expired.transaction.cleanup.interval.ms is an hour; the check is a scan
+/// of one shard's ids, and shorter expirations are looked at more often).
+pub const TXN_ID_EXPIRATION_CHECK_MS: i64 = 60_000;
 
 /// How often expired committed offsets are purged (Kafka's
 /// offsets.retention.check.interval.ms default).
@@ -108,16 +112,25 @@ pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS: i64 = 600_000;
 /// is 100 MiB; our logs hold one shard's groups, so smaller segments compact sooner).
 pub const OFFSETS_SEGMENT_BYTES_DEFAULT: u64 = 16 * 1024 * 1024;
 
-/// The offsets log is compacted (state snapshot appended, older segments deleted) once it
-/// spans this many segments' worth of bytes and twice its size after the last compaction.
-pub const OFFSETS_COMPACT_SEGMENTS: u64 = 4;
+/// Segment size of each shard's transaction log (Kafka's transaction.state.log.segment.bytes
+/// is 100 MiB; ours holds one shard's transactional ids).
+pub const TXN_LOG_SEGMENT_BYTES_DEFAULT: u64 = 16 * 1024 * 1024;
+/// How long a transactional id with no transaction open is kept after its last use (Kafka's
+/// transactional.id.expiration.ms default, 7 days).
+pub const TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT: i64 = 7 * 24 * 3600 * 1000;
 
-/// Largest record batch the coordinator writes to its log (at most a quarter segment).
-pub const OFFSETS_BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// An internal log (committed offsets, transaction state) is compacted (state snapshot
+/// appended, older segments deleted) once it spans this many segments' worth of bytes and
+/// twice its size after the last compaction.
+pub const INTERNAL_COMPACT_SEGMENTS: u64 = 4;
+
+/// Largest record batch a coordinator writes to its log (at most a quarter segment).
+pub const INTERNAL_BATCH_BYTES_MAX: usize = 1024 * 1024;
 
 const _: () = assert!(OFFSETS_SEGMENT_BYTES_DEFAULT >= SEGMENT_SIZE_BYTES_MIN);
-const _: () = assert!((OFFSETS_BATCH_BYTES_MAX as u64) < OFFSETS_SEGMENT_BYTES_DEFAULT);
-const _: () = assert!(OFFSETS_COMPACT_SEGMENTS > 2);
+const _: () = assert!(TXN_LOG_SEGMENT_BYTES_DEFAULT >= SEGMENT_SIZE_BYTES_MIN);
+const _: () = assert!((INTERNAL_BATCH_BYTES_MAX as u64) < OFFSETS_SEGMENT_BYTES_DEFAULT);
+const _: () = assert!(INTERNAL_COMPACT_SEGMENTS > 2);
 const _: () = assert!(MEMBER_ID_PREFIX_BYTES_MAX + 40 < GROUP_ID_LENGTH_MAX);
 /// Batches remembered per idempotent producer and partition for duplicate detection (Kafka's
 /// `NUM_BATCHES_TO_RETAIN`; clients keep at most 5 requests in flight per partition).

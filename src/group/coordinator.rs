@@ -22,31 +22,23 @@
 //! after its records are written (under the broker's durability policy); group records are
 //! written behind (losing one in a crash only costs the members a rejoin).
 //!
-//! Compaction: when the log outgrows `OFFSETS_COMPACT_SEGMENTS` segments (and twice its size
-//! after the previous compaction), the coordinator appends a snapshot of its whole state,
-//! each group reset first, then deletes the segments wholly before the snapshot.
-//!
-//! Layout: group `g` lives in the log of shard `shard_for_key(g, cores)`. The core count the
-//! logs were written with is kept in `__spate_meta/offsets-layout`; when `--cores` changes,
-//! each shard replays every log (taking from log `n` only the groups the old layout put
-//! there), writes a snapshot of the groups it now owns, and the last shard to finish moves
-//! the marker on before any shard serves (`commit_layout`). A crash half-way repeats it.
+//! Compaction and layout: the offsets log is one of the shard's internal logs
+//! (`shard::internal_log`): compacted by a snapshot of the whole state, each group reset
+//! first, and migrated between shards when `--cores` changes.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{select, Either};
 use futures::StreamExt;
 
 use crate::config::Config;
 use crate::constants::{
-    GROUP_IDLE_WAKE_MS, OFFSETS_BATCH_BYTES_MAX, OFFSETS_COMPACT_SEGMENTS,
-    OFFSETS_RETENTION_CHECK_INTERVAL_MS,
+    GROUP_IDLE_WAKE_MS, INTERNAL_BATCH_BYTES_MAX, OFFSETS_RETENTION_CHECK_INTERVAL_MS,
 };
 use crate::group::records::Record;
 use crate::group::state::{
@@ -54,20 +46,13 @@ use crate::group::state::{
     HeartbeatRequest, JoinRequest, JoinResponse, LeaveMember, LeaveResponse, ListedGroup,
     PartitionCodes, Reply, ReplyId, SyncRequest, SyncResponse, TopicPartitions,
 };
-use crate::model::records::{self, RecordIn};
-use crate::model::topic::{Durability, TimestampType, TopicConfig};
-use crate::model::{batch, now_ms, ShardId, TopicPartition};
+use crate::model::topic::Durability;
+use crate::model::{now_ms, ShardId};
 use crate::protocol::errors;
-use crate::shard::catalog::META_DIR;
+pub use crate::shard::internal_log::OFFSETS_TOPIC;
+use crate::shard::internal_log::{self, Compactor, LogRef};
 use crate::shard::table::shard_for_key;
-use crate::storage::log::{self, Log};
-
-/// Kafka's name for the committed-offsets topic; Spate keeps one partition per shard.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-
-const LAYOUT_FILE: &str = "offsets-layout";
-
-type LogRef = Rc<RefCell<Log>>;
+use crate::storage::log;
 
 /// A group request forwarded to the owning shard (one per client request and shard).
 #[derive(Debug)]
@@ -147,9 +132,7 @@ pub struct Coordinator {
     planned_wake_ms: Cell<i64>,
     poke_tx: mpsc::UnboundedSender<()>,
     poke_rx: RefCell<Option<mpsc::UnboundedReceiver<()>>>,
-    /// Log size right after the last compaction: the next one waits for twice that.
-    compacted_bytes: Cell<u64>,
-    compacting: Cell<bool>,
+    compactor: Compactor,
 }
 
 #[derive(Default)]
@@ -178,8 +161,7 @@ impl Coordinator {
             planned_wake_ms: Cell::new(i64::MAX),
             poke_tx,
             poke_rx: RefCell::new(Some(poke_rx)),
-            compacted_bytes: Cell::new(0),
-            compacting: Cell::new(false),
+            compactor: Compactor::new(OFFSETS_TOPIC, config.groups.offsets_segment_bytes),
         }
     }
 
@@ -197,56 +179,35 @@ impl Coordinator {
     /// Opens and replays this shard's offsets log (all logs when the core count changed),
     /// then starts the tick. Must finish before the shard serves.
     pub async fn load(self: &Rc<Self>) -> Result<LoadReport, crate::storage::Error> {
-        let layout = read_layout(&self.data_dir).unwrap_or(self.shards);
-        let tp = TopicPartition::new(OFFSETS_TOPIC.into(), self.shard.0 as i32);
-        let (log, _) = Log::open(&self.data_dir, tp, self.log_config()).await?;
-        let log = Rc::new(RefCell::new(log));
+        let config = internal_log::log_config(self.segment_bytes, self.durability);
+        let log = internal_log::open(&self.data_dir, OFFSETS_TOPIC, self.shard, config).await?;
         *self.log.borrow_mut() = Some(log.clone());
-        let migrating = layout != self.shards;
-        let sources: Vec<usize> =
-            if migrating { (0..layout).collect() } else { vec![self.shard.index()] };
-        let mut report = LoadReport { migrated: migrating, ..LoadReport::default() };
         let now = now_ms();
-        for source in sources {
-            let dir = self.data_dir.join(format!("{OFFSETS_TOPIC}-{source}"));
-            let batches = glommio::executor().spawn_blocking(move || read_batches(&dir)).await?;
-            let mut state = self.state.borrow_mut();
-            for bytes in &batches {
-                let Ok(views) = records::parse_batch(bytes) else { continue };
-                for view in views {
-                    let Some(key) = view.key else { continue };
-                    let Ok(record) = Record::decode(key, view.value) else {
-                        tracing::warn!(
-                            shard = self.shard.0,
-                            offset = view.offset,
-                            "skipping an unreadable offsets record"
-                        );
-                        continue;
-                    };
-                    let group = record.group_id();
-                    let stored_here = shard_for_key(group, layout).index() == source;
-                    if stored_here && self.owner(group) == self.shard {
-                        state.replay(now, record);
-                        report.records += 1;
-                    }
-                }
-            }
-        }
-        {
+        let replayed = internal_log::replay(
+            &self.data_dir,
+            OFFSETS_TOPIC,
+            self.shard,
+            self.shards,
+            |key, value| Record::decode(key, value).ok(),
+            Record::group_id,
+            |record| self.state.borrow_mut().replay(now, record),
+        )
+        .await?;
+        let groups = {
             let mut state = self.state.borrow_mut();
             state.finish_load(now);
-            report.groups = state.group_count();
-        }
-        if migrating {
+            state.group_count()
+        };
+        if replayed.migrated {
             let snapshot = self.state.borrow().snapshot();
             if let Some(done) = self.persist(snapshot, true) {
                 let _ = done.await;
             }
         }
-        self.compacted_bytes.set(log.borrow().size_bytes());
+        self.compactor.loaded(&log);
         let tick = glommio::spawn_local(self.clone().run_tick()).detach();
         *self.tick.borrow_mut() = Some(tick);
-        Ok(report)
+        Ok(LoadReport { records: replayed.records, groups, migrated: replayed.migrated })
     }
 
     /// Stops the tick and seals the log (shutdown, after in-flight requests finished).
@@ -262,18 +223,6 @@ impl Coordinator {
             if let Err(e) = log::close(&log).await {
                 tracing::warn!(shard = self.shard.0, "closing the offsets log failed: {e}");
             }
-        }
-    }
-
-    fn log_config(&self) -> TopicConfig {
-        TopicConfig {
-            segment_bytes: self.segment_bytes,
-            segment_ms: i64::MAX,
-            retention_ms: -1,
-            retention_bytes: -1,
-            max_message_bytes: u32::MAX,
-            timestamp_type: TimestampType::CreateTime,
-            durability: self.durability,
         }
     }
 
@@ -465,8 +414,9 @@ impl Coordinator {
                 tracing::error!(shard = self.shard.0, "offsets log not open; records dropped");
                 continue;
             };
-            let batch_bytes_max = OFFSETS_BATCH_BYTES_MAX.min(self.segment_bytes as usize / 4);
-            let batches = encode_batches(&records, now_ms(), batch_bytes_max);
+            let batch_bytes_max = INTERNAL_BATCH_BYTES_MAX.min(self.segment_bytes as usize / 4);
+            let encoded: Vec<_> = records.iter().map(Record::encode).collect();
+            let batches = internal_log::encode_batches(&encoded, now_ms(), batch_bytes_max);
             match log::append(&log, batches).await {
                 Ok(info) => {
                     for ack in acks {
@@ -514,125 +464,15 @@ impl Coordinator {
     async fn maybe_compact(self: &Rc<Self>) {
         let log = self.log.borrow().clone();
         let Some(log) = log else { return };
-        let size = log.borrow().size_bytes();
-        let threshold =
-            (OFFSETS_COMPACT_SEGMENTS * self.segment_bytes).max(2 * self.compacted_bytes.get());
-        if size < threshold || self.compacting.get() {
-            return;
-        }
-        self.compacting.set(true);
+        let Some(run) = self.compactor.begin(&log) else { return };
         let snapshot = self.state.borrow().snapshot();
-        let written = if snapshot.is_empty() {
-            // No state at all: an empty append still gives a boundary to cut at.
-            self.barrier()
-        } else {
-            self.persist(snapshot, true)
-        };
+        // An empty state still waits for what is queued: the cut then falls after it.
+        let written =
+            if snapshot.is_empty() { self.barrier() } else { self.persist(snapshot, true) };
         let base = match written {
-            Some(rx) => rx.await.unwrap_or(-1),
-            None => -1,
+            Some(rx) => rx.await.ok().filter(|base| *base >= 0),
+            None => None,
         };
-        let cut = if base >= 0 { base } else { log.borrow().high_watermark };
-        let removed = log::delete_segments_before(&log, cut);
-        let after = log.borrow().size_bytes();
-        self.compacted_bytes.set(after);
-        self.compacting.set(false);
-        tracing::info!(
-            shard = self.shard.0,
-            removed,
-            size_before = size,
-            size_after = after,
-            "compacted the offsets log"
-        );
+        self.compactor.finish(&log, self.shard, base, run);
     }
-}
-
-/// Encodes records into batches of at most `batch_bytes_max` (at least one record each),
-/// as Kafka's coordinator writes uncompressed batches of keyed records.
-fn encode_batches(records: &[Record], timestamp: i64, batch_bytes_max: usize) -> Vec<Bytes> {
-    let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = records.iter().map(Record::encode).collect();
-    let mut batches = Vec::new();
-    let mut start = 0;
-    while start < encoded.len() {
-        let mut end = start;
-        let mut size = 0;
-        while end < encoded.len() {
-            let (key, value) = &encoded[end];
-            let record_size = key.len() + value.as_ref().map_or(0, Vec::len) + 16;
-            if end > start && size + record_size > batch_bytes_max {
-                break;
-            }
-            size += record_size;
-            end += 1;
-        }
-        let ins: Vec<RecordIn<'_>> = encoded[start..end]
-            .iter()
-            .map(|(key, value)| RecordIn { key: Some(key), value: value.as_deref() })
-            .collect();
-        batches.push(Bytes::from(records::build_batch(timestamp, &ins)));
-        start = end;
-    }
-    batches
-}
-
-/// Every intact batch of the log in `dir`, oldest first, read straight from the segment
-/// files (blocking; start-up only). Stops at the first torn or invalid batch: what follows a
-/// damaged spot is not a prefix of the history. (Only the last segment may end in padding.)
-pub(crate) fn read_batches(dir: &Path) -> std::io::Result<Vec<Vec<u8>>> {
-    let mut out = Vec::new();
-    let bases = match crate::storage::segment::list_segments(dir) {
-        Ok(bases) => bases,
-        Err(crate::storage::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(out)
-        }
-        Err(e) => return Err(std::io::Error::other(e.to_string())),
-    };
-    for base in bases {
-        let path = dir.join(crate::storage::segment::file_name(base, "log"));
-        let bytes = std::fs::read(&path)?;
-        let mut at = 0;
-        while let Some(scanned) = batch::scan_stored(&bytes[at..]) {
-            out.push(bytes[at..at + scanned.size_bytes].to_vec());
-            at += scanned.size_bytes;
-        }
-        if at < bytes.len() {
-            break;
-        }
-    }
-    Ok(out)
-}
-
-fn read_layout(data_dir: &Path) -> Option<usize> {
-    let text = std::fs::read_to_string(data_dir.join(META_DIR).join(LAYOUT_FILE)).ok()?;
-    text.trim().parse().ok()
-}
-
-/// Called once at start-up by the last shard to finish `load`, before any shard serves:
-/// records the core count the offsets logs are now laid out for, and removes the logs of
-/// shards that no longer exist. Blocking (a small file and a rename).
-pub fn commit_layout(data_dir: &Path, cores: usize) -> std::io::Result<()> {
-    if read_layout(data_dir) != Some(cores) {
-        let dir = data_dir.join(META_DIR);
-        let temporary = dir.join(format!("{LAYOUT_FILE}.tmp"));
-        {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&temporary)?;
-            writeln!(file, "{cores}")?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&temporary, dir.join(LAYOUT_FILE))?;
-        std::fs::File::open(&dir)?.sync_all()?;
-    }
-    for entry in std::fs::read_dir(data_dir)?.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let Some(index) = name.strip_prefix(OFFSETS_TOPIC).and_then(|s| s.strip_prefix('-')) else {
-            continue;
-        };
-        if index.parse::<usize>().is_ok_and(|i| i >= cores) {
-            tracing::info!(dir = %name, "removing the offsets log of a shard that is gone");
-            std::fs::remove_dir_all(entry.path())?;
-        }
-    }
-    Ok(())
 }

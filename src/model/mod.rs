@@ -46,3 +46,17 @@ pub fn now_ms() -> i64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     since.map(|d| d.as_millis() as i64).unwrap_or(0)
 }
+
+/// The seed of a randomized test: `SPATE_TEST_SEED` if set, else from the clock. Printed so
+/// that any failure can be replayed.
+#[cfg(test)]
+pub(crate) fn test_seed(test_name: &str) -> u64 {
+    let seed = match std::env::var("SPATE_TEST_SEED") {
+        Ok(text) => text.trim().parse().expect("SPATE_TEST_SEED must be a u64"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64),
+    };
+    println!("{test_name}: seed {seed} (replay with SPATE_TEST_SEED={seed})");
+    seed
+}

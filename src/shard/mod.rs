@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod delayed;
+pub mod internal_log;
 pub mod mesh;
 pub mod producers;
 pub mod purgatory;
@@ -26,12 +27,13 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 
 use crate::config::Config;
 use crate::constants;
-use crate::group::coordinator::{Coordinator, OFFSETS_TOPIC};
+use crate::group::coordinator::Coordinator;
 use crate::model::topic::validate_topic_name;
 use crate::model::{now_ms, ShardId, TopicPartition};
 use crate::protocol::errors;
 use crate::shard::catalog::{Catalog, TopicMeta};
 use crate::shard::delayed::Delayed;
+use crate::shard::internal_log::INTERNAL_TOPICS;
 use crate::shard::mesh::{
     CreateTopic, Envelope, OffsetResult, ProduceResult, ReadResult, ReadSpec, ShardRequest,
     ShardResponse, TopicError,
@@ -653,8 +655,8 @@ impl Shard {
         if create.name.starts_with("__spate") {
             return fail(errors::INVALID_TOPIC_EXCEPTION, "the __spate prefix is reserved".into());
         }
-        if create.name == OFFSETS_TOPIC {
-            return fail(errors::INVALID_TOPIC_EXCEPTION, format!("{OFFSETS_TOPIC} is internal"));
+        if INTERNAL_TOPICS.contains(&create.name.as_str()) {
+            return fail(errors::INVALID_TOPIC_EXCEPTION, format!("{} is internal", create.name));
         }
         let partitions = if create.partitions == -1 {
             self.config.default_partitions

@@ -479,18 +479,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use std::collections::{BTreeMap, BTreeSet};
 
-    /// The seed of a randomized test: `SPATE_TEST_SEED` if set, else from the clock. Printed
-    /// so that any failure can be replayed.
-    fn test_seed(test_name: &str) -> u64 {
-        let seed = match std::env::var("SPATE_TEST_SEED") {
-            Ok(text) => text.trim().parse().expect("SPATE_TEST_SEED must be a u64"),
-            Err(_) => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |since| since.as_nanos() as u64),
-        };
-        println!("{test_name}: seed {seed} (replay with SPATE_TEST_SEED={seed})");
-        seed
-    }
+    use crate::model::test_seed;
 
     /// Prints the seed of the case that was running when a test panics.
     struct CaseSeed(u64);

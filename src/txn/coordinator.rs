@@ -19,7 +19,13 @@
 //! a partition changes nothing but adds a control batch.
 //!
 //! Time: one task per shard waits on the shard's timing wheel (`Delayed`) for
-//! `TXN_TIMEOUT_CHECK_MS` at a time and aborts transactions past their timeout.
+//! `TXN_TIMEOUT_CHECK_MS` at a time and aborts transactions past their timeout. Every
+//! `TXN_ID_EXPIRATION_CHECK_MS` it also drops the transactional ids unused for
+//! transactional.id.expiration.ms (a tombstone each).
+//!
+//! The log is one of the shard's internal logs (`shard::internal_log`): compacted by a
+//! snapshot of every transactional id's metadata when it grows, and migrated between shards
+//! when `--cores` changes, so an open transaction is finished by its new owner.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -27,27 +33,25 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::future::join_all;
 
 use crate::config::Config;
-use crate::constants::TXN_TIMEOUT_CHECK_MS;
-use crate::model::records::{self, RecordIn};
-use crate::model::topic::{Durability, TimestampType, TopicConfig};
+use crate::constants::{
+    INTERNAL_BATCH_BYTES_MAX, TXN_ID_EXPIRATION_CHECK_MS, TXN_TIMEOUT_CHECK_MS,
+};
+use crate::model::topic::Durability;
 use crate::model::{now_ms, ShardId, TopicPartition};
 use crate::protocol::errors;
+pub use crate::shard::internal_log::TRANSACTION_TOPIC;
+use crate::shard::internal_log::{self, Compactor, LogRef, Replayed};
 use crate::shard::mesh::{ShardRequest, ShardResponse};
 use crate::shard::table::shard_for_key;
 use crate::shard::{Shard, CONTROLLER};
-use crate::storage::log::{self, Log, Marker};
+use crate::storage::log::{self, Marker};
 use crate::txn::state::{
-    EndOutcome, EndPlan, InitOutcome, Producer, Transactions, TxnMeta, TxnOffset,
+    EndOutcome, EndPlan, InitOutcome, Producer, Transactions, TxnConfig, TxnMeta, TxnOffset,
+    TxnRecord,
 };
-
-/// Kafka's name for the transaction log; Spate keeps one partition per shard.
-pub const TRANSACTION_TOPIC: &str = "__transaction_state";
-
-type LogRef = Rc<RefCell<Log>>;
 
 /// A transaction request forwarded to the shard that owns the transactional id.
 #[derive(Debug)]
@@ -94,8 +98,10 @@ pub struct TxnCoordinator {
     shards: usize,
     data_dir: PathBuf,
     durability: Durability,
+    config: TxnConfig,
     state: RefCell<Transactions>,
     log: RefCell<Option<LogRef>>,
+    compactor: Compactor,
 }
 
 impl TxnCoordinator {
@@ -105,8 +111,10 @@ impl TxnCoordinator {
             shards: config.cores,
             data_dir: config.data_dir.clone(),
             durability: config.topic_defaults.durability,
+            config: config.txns.clone(),
             state: RefCell::new(Transactions::new()),
             log: RefCell::new(None),
+            compactor: Compactor::new(TRANSACTION_TOPIC, config.txns.log_segment_bytes),
         }
     }
 
@@ -115,41 +123,31 @@ impl TxnCoordinator {
         shard_for_key(transactional_id, self.shards)
     }
 
-    /// Opens and replays this shard's transaction log. Must finish before the shard serves.
-    pub async fn load(&self) -> Result<usize, crate::storage::Error> {
-        let tp = TopicPartition::new(TRANSACTION_TOPIC.into(), self.shard.0 as i32);
-        let config = TopicConfig {
-            segment_bytes: 64 << 20,
-            segment_ms: i64::MAX,
-            retention_ms: -1,
-            retention_bytes: -1,
-            max_message_bytes: u32::MAX,
-            timestamp_type: TimestampType::CreateTime,
-            durability: self.durability,
-        };
-        let (opened, _) = Log::open(&self.data_dir, tp, config).await?;
-        *self.log.borrow_mut() = Some(Rc::new(RefCell::new(opened)));
-        let dir = self.data_dir.join(format!("{TRANSACTION_TOPIC}-{}", self.shard.0));
-        let batches = glommio::executor()
-            .spawn_blocking(move || crate::group::coordinator::read_batches(&dir))
-            .await?;
-        let mut replayed = 0;
-        let mut state = self.state.borrow_mut();
-        for bytes in &batches {
-            let Ok(views) = records::parse_batch(bytes) else { continue };
-            for view in views {
-                let decoded =
-                    view.key.zip(view.value).and_then(|(k, v)| super::records::decode(k, v));
-                match decoded {
-                    Some(meta) if self.owner(&meta.transactional_id) == self.shard => {
-                        state.replay(meta);
-                        replayed += 1;
-                    }
-                    Some(_) => {}
-                    None => tracing::warn!(offset = view.offset, "skipping a transaction record"),
-                }
+    /// Opens and replays this shard's transaction log (every log when the core count
+    /// changed). Must finish before the shard serves.
+    pub async fn load(&self) -> Result<Replayed, crate::storage::Error> {
+        let config = internal_log::log_config(self.config.log_segment_bytes, self.durability);
+        let log = internal_log::open(&self.data_dir, TRANSACTION_TOPIC, self.shard, config).await?;
+        *self.log.borrow_mut() = Some(log.clone());
+        let replayed = internal_log::replay(
+            &self.data_dir,
+            TRANSACTION_TOPIC,
+            self.shard,
+            self.shards,
+            super::records::decode,
+            TxnRecord::transactional_id,
+            |record| self.state.borrow_mut().replay(record),
+        )
+        .await?;
+        if replayed.migrated {
+            let snapshot = self.state.borrow().snapshot();
+            if self.append(&snapshot).await.is_err() {
+                return Err(crate::storage::Error::Io(std::io::Error::other(
+                    "cannot write the migrated transaction state",
+                )));
             }
         }
+        self.compactor.loaded(&log);
         Ok(replayed)
     }
 
@@ -168,26 +166,57 @@ impl TxnCoordinator {
 
     /// Writes what the state machine queued; Err when the log cannot take it.
     async fn persist(&self) -> Result<(), i16> {
-        let metas = self.state.borrow_mut().take_records();
-        if metas.is_empty() {
-            return Ok(());
+        let records = self.state.borrow_mut().take_records();
+        self.append(&records).await.map(|_| ())
+    }
+
+    /// Appends `records` in order; the base offset of the first (None: nothing to write).
+    async fn append(&self, records: &[TxnRecord]) -> Result<Option<i64>, i16> {
+        if records.is_empty() {
+            return Ok(None);
         }
         let Some(log) = self.log.borrow().clone() else {
             return Err(errors::COORDINATOR_NOT_AVAILABLE);
         };
-        let encoded: Vec<(Vec<u8>, Vec<u8>)> = metas
-            .iter()
-            .map(|m| {
-                (super::records::encode_key(&m.transactional_id), super::records::encode_value(m))
-            })
-            .collect();
-        let ins: Vec<RecordIn<'_>> =
-            encoded.iter().map(|(k, v)| RecordIn { key: Some(k), value: Some(v) }).collect();
-        let batch = Bytes::from(records::build_batch(now_ms(), &ins));
-        log::append(&log, vec![batch]).await.map(|_| ()).map_err(|e| {
-            tracing::warn!(shard = self.shard.0, "transaction log append failed: {e}");
-            errors::COORDINATOR_NOT_AVAILABLE
-        })
+        let encoded: Vec<_> = records.iter().map(super::records::encode).collect();
+        let batch_bytes_max =
+            INTERNAL_BATCH_BYTES_MAX.min(self.config.log_segment_bytes as usize / 4);
+        let batches = internal_log::encode_batches(&encoded, now_ms(), batch_bytes_max);
+        match log::append(&log, batches).await {
+            Ok(info) => Ok(Some(info.base_offset)),
+            Err(e) => {
+                tracing::warn!(shard = self.shard.0, "transaction log append failed: {e}");
+                Err(errors::COORDINATOR_NOT_AVAILABLE)
+            }
+        }
+    }
+
+    /// How often to look for expired transactional ids: a tenth of the expiration, between
+    /// the timeout check and `TXN_ID_EXPIRATION_CHECK_MS`.
+    fn id_expiration_check_ms(&self) -> i64 {
+        (self.config.id_expiration_ms / 10)
+            .clamp(TXN_TIMEOUT_CHECK_MS as i64, TXN_ID_EXPIRATION_CHECK_MS)
+    }
+
+    /// Drops the expired transactional ids (their tombstones written).
+    async fn expire_ids(&self, now: i64) {
+        let expired = self.state.borrow_mut().expire_ids(now, self.config.id_expiration_ms);
+        if expired > 0 && self.persist().await.is_ok() {
+            tracing::info!(shard = self.shard.0, expired, "expired transactional ids");
+        }
+    }
+
+    /// When the log has grown enough: appends a snapshot of every transactional id and
+    /// deletes the segments before it.
+    async fn maybe_compact(&self) {
+        let log = self.log.borrow().clone();
+        let Some(log) = log else { return };
+        let Some(run) = self.compactor.begin(&log) else { return };
+        let snapshot = self.state.borrow().snapshot();
+        match self.append(&snapshot).await {
+            Ok(base) => self.compactor.finish(&log, self.shard, base, run),
+            Err(_) => self.compactor.abandon(run),
+        }
     }
 }
 
@@ -348,7 +377,8 @@ impl Shard {
     }
 
     /// Once the shard serves: finishes what a crash left prepared, then aborts timed-out
-    /// transactions every `TXN_TIMEOUT_CHECK_MS`, waiting on the shard's timing wheel.
+    /// transactions every `TXN_TIMEOUT_CHECK_MS`, waiting on the shard's timing wheel, and
+    /// expires unused transactional ids and compacts the log.
     pub fn start_txn_coordinator(self: &Rc<Self>) {
         let shard = self.clone();
         glommio::spawn_local(async move {
@@ -358,11 +388,18 @@ impl Shard {
                     "finishing a transaction prepared before the restart");
                 shard.finish_txn(plan).await;
             }
+            let mut last_id_expiry = now_ms();
             loop {
                 let waiter = shard.new_waiter_id();
                 let _ =
                     shard.delayed.wait(waiter, Duration::from_millis(TXN_TIMEOUT_CHECK_MS)).await;
-                let expired = shard.txns.state.borrow_mut().expire(now_ms());
+                let now = now_ms();
+                if now - last_id_expiry >= shard.txns.id_expiration_check_ms() {
+                    last_id_expiry = now;
+                    shard.txns.expire_ids(now).await;
+                }
+                shard.txns.maybe_compact().await;
+                let expired = shard.txns.state.borrow_mut().expire(now);
                 if expired.is_empty() {
                     continue;
                 }

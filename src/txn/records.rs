@@ -15,16 +15,16 @@
 
 use std::collections::BTreeMap;
 
-use crate::txn::state::{TxnMeta, TxnOffset, TxnState};
+use crate::txn::state::{TxnMeta, TxnOffset, TxnRecord, TxnState};
 
-pub fn encode_key(transactional_id: &str) -> Vec<u8> {
+fn encode_key(transactional_id: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + transactional_id.len());
     out.extend(0i16.to_be_bytes());
     put_string(&mut out, transactional_id);
     out
 }
 
-pub fn encode_value(meta: &TxnMeta) -> Vec<u8> {
+fn encode_value(meta: &TxnMeta) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.extend(0i16.to_be_bytes());
     out.extend(meta.producer_id.to_be_bytes());
@@ -61,13 +61,27 @@ pub fn encode_value(meta: &TxnMeta) -> Vec<u8> {
     out
 }
 
-/// Reads a record back; None when it is damaged or of an unknown version.
-pub fn decode(key: &[u8], value: &[u8]) -> Option<TxnMeta> {
+/// A record's key and value (None: a tombstone, the id expired).
+pub fn encode(record: &TxnRecord) -> (Vec<u8>, Option<Vec<u8>>) {
+    let key = encode_key(record.transactional_id());
+    (key, record.meta().map(encode_value))
+}
+
+/// Reads a record back (a null value is a tombstone); None when it is damaged or of an
+/// unknown version.
+pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<TxnRecord> {
     let mut k = Reader(key);
     if k.i16()? != 0 {
         return None;
     }
     let transactional_id = k.string()?;
+    let Some(value) = value else {
+        return Some(TxnRecord::Remove(transactional_id));
+    };
+    decode_value(transactional_id, value).map(TxnRecord::Put)
+}
+
+fn decode_value(transactional_id: String, value: &[u8]) -> Option<TxnMeta> {
     let mut v = Reader(value);
     if v.i16()? != 0 {
         return None;
@@ -171,18 +185,22 @@ mod tests {
             start_ms: 10,
             update_ms: 20,
         };
-        let key = encode_key(&meta.transactional_id);
-        let value = encode_value(&meta);
-        assert_eq!(decode(&key, &value), Some(meta.clone()));
+        let (key, value) = encode(&TxnRecord::Put(meta.clone()));
+        let value = value.expect("a put has a value");
+        assert_eq!(decode(&key, Some(&value)), Some(TxnRecord::Put(meta.clone())));
+        let (tomb_key, tomb_value) = encode(&TxnRecord::Remove("app-1".into()));
+        assert_eq!((tomb_key.as_slice(), tomb_value), (key.as_slice(), None));
+        assert_eq!(decode(&key, None), Some(TxnRecord::Remove("app-1".into())));
         for cut in 0..value.len() {
             // Cut right after Kafka's fields: a plain Kafka v0 value, no groups or offsets.
             let spate_extension = 4 + 2 + 2 + 4 + (2 + 2) + (2 + 2) + 4 + 8 + 4 + (2 + 1);
             if cut != value.len() - spate_extension {
-                assert_eq!(decode(&key, &value[..cut]), None, "cut at {cut}");
+                assert_eq!(decode(&key, Some(&value[..cut])), None, "cut at {cut}");
             }
         }
         let mut bad = value.clone();
         bad[0] = 9;
-        assert_eq!(decode(&key, &bad), None);
+        assert_eq!(decode(&key, Some(&bad)), None);
+        assert_eq!(decode(&key[..3], None), None, "a cut key");
     }
 }

@@ -24,6 +24,24 @@ use crate::protocol::errors;
 /// Kafka's `transaction.max.timeout.ms` default.
 pub const TRANSACTION_TIMEOUT_MS_MAX: i32 = 900_000;
 
+/// The transaction coordinator's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnConfig {
+    /// Segment size of each shard's transaction log (transaction.state.log.segment.bytes).
+    pub log_segment_bytes: u64,
+    /// transactional.id.expiration.ms: see `Transactions::expire_ids`.
+    pub id_expiration_ms: i64,
+}
+
+impl Default for TxnConfig {
+    fn default() -> TxnConfig {
+        TxnConfig {
+            log_segment_bytes: crate::constants::TXN_LOG_SEGMENT_BYTES_DEFAULT,
+            id_expiration_ms: crate::constants::TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxnState {
     Empty,
@@ -145,10 +163,34 @@ pub struct Producer {
     pub producer_epoch: i16,
 }
 
+/// A change for the transaction log: a transactional id's metadata, or its removal (a
+/// tombstone: the id expired).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnRecord {
+    Put(TxnMeta),
+    Remove(String),
+}
+
+impl TxnRecord {
+    pub fn transactional_id(&self) -> &str {
+        match self {
+            TxnRecord::Put(meta) => &meta.transactional_id,
+            TxnRecord::Remove(id) => id,
+        }
+    }
+
+    pub fn meta(&self) -> Option<&TxnMeta> {
+        match self {
+            TxnRecord::Put(meta) => Some(meta),
+            TxnRecord::Remove(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Transactions {
     txns: HashMap<String, TxnMeta>,
-    records: Vec<TxnMeta>,
+    records: Vec<TxnRecord>,
 }
 
 impl Transactions {
@@ -157,7 +199,7 @@ impl Transactions {
     }
 
     /// Records to persist, in the order the metadata changed.
-    pub fn take_records(&mut self) -> Vec<TxnMeta> {
+    pub fn take_records(&mut self) -> Vec<TxnRecord> {
         std::mem::take(&mut self.records)
     }
 
@@ -207,7 +249,7 @@ impl Transactions {
                 start_ms: -1,
                 update_ms: now,
             };
-            self.records.push(meta.clone());
+            self.records.push(TxnRecord::Put(meta.clone()));
             self.txns.insert(transactional_id.to_string(), meta);
             return InitOutcome::Ready { producer_id, producer_epoch: 0 };
         };
@@ -226,7 +268,7 @@ impl Transactions {
                 let Some(plan) = prepare_end(meta, now, false, true) else {
                     return InitOutcome::NeedProducerId;
                 };
-                self.records.push(meta.clone());
+                self.records.push(TxnRecord::Put(meta.clone()));
                 InitOutcome::Abort(plan)
             }
             TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
@@ -247,7 +289,7 @@ impl Transactions {
                 meta.offsets.clear();
                 meta.start_ms = -1;
                 meta.update_ms = now;
-                self.records.push(meta.clone());
+                self.records.push(TxnRecord::Put(meta.clone()));
                 InitOutcome::Ready {
                     producer_id: meta.producer_id,
                     producer_epoch: meta.producer_epoch,
@@ -290,7 +332,7 @@ impl Transactions {
         meta.groups.extend(groups.iter().cloned());
         meta.update_ms = now;
         let record = meta.clone();
-        self.records.push(record);
+        self.records.push(TxnRecord::Put(record));
         Ok(true)
     }
 
@@ -322,7 +364,7 @@ impl Transactions {
         }
         meta.update_ms = now;
         let record = meta.clone();
-        self.records.push(record);
+        self.records.push(TxnRecord::Put(record));
         Ok(())
     }
 
@@ -342,7 +384,7 @@ impl Transactions {
             (TxnState::Ongoing, _) => match prepare_end(meta, now, commit, false) {
                 Some(plan) => {
                     let record = meta.clone();
-                    self.records.push(record);
+                    self.records.push(TxnRecord::Put(record));
                     EndOutcome::Markers(plan)
                 }
                 None => EndOutcome::Error(errors::INVALID_TXN_STATE),
@@ -368,7 +410,7 @@ impl Transactions {
         meta.offsets.clear();
         meta.update_ms = now;
         let record = meta.clone();
-        self.records.push(record);
+        self.records.push(TxnRecord::Put(record));
     }
 
     /// Ongoing transactions past their timeout: each gets its epoch bumped (fencing the
@@ -388,7 +430,7 @@ impl Transactions {
         for id in ids {
             let Some(meta) = self.txns.get_mut(&id) else { continue };
             if let Some(plan) = prepare_end(meta, now, false, true) {
-                self.records.push(meta.clone());
+                self.records.push(TxnRecord::Put(meta.clone()));
                 plans.push(plan);
             }
         }
@@ -407,9 +449,47 @@ impl Transactions {
         plans
     }
 
+    /// Removes the transactional ids unused for `expiration_ms` with no transaction open
+    /// (Kafka's transactional.id.expiration.ms): a producer that comes back with one starts
+    /// afresh. Queues a tombstone for each; returns how many went.
+    pub fn expire_ids(&mut self, now: i64, expiration_ms: i64) -> usize {
+        let mut gone: Vec<String> = self
+            .txns
+            .values()
+            .filter(|m| {
+                matches!(
+                    m.state,
+                    TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                ) && now.saturating_sub(m.update_ms) >= expiration_ms
+            })
+            .map(|m| m.transactional_id.clone())
+            .collect();
+        gone.sort();
+        for id in &gone {
+            self.txns.remove(id);
+            self.records.push(TxnRecord::Remove(id.clone()));
+        }
+        gone.len()
+    }
+
+    /// Every transactional id's metadata, in id order: written to the log, it restates the
+    /// whole state, so the history before it can go (compaction).
+    pub fn snapshot(&self) -> Vec<TxnRecord> {
+        let mut metas: Vec<&TxnMeta> = self.txns.values().collect();
+        metas.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        metas.into_iter().map(|m| TxnRecord::Put(m.clone())).collect()
+    }
+
     /// Applies a record read back from the log (the last one per id wins).
-    pub fn replay(&mut self, meta: TxnMeta) {
-        self.txns.insert(meta.transactional_id.clone(), meta);
+    pub fn replay(&mut self, record: TxnRecord) {
+        match record {
+            TxnRecord::Put(meta) => {
+                self.txns.insert(meta.transactional_id.clone(), meta);
+            }
+            TxnRecord::Remove(id) => {
+                self.txns.remove(&id);
+            }
+        }
     }
 
     fn owned(&mut self, transactional_id: &str, producer: Producer) -> Result<&mut TxnMeta, i16> {
@@ -526,7 +606,7 @@ mod tests {
         assert_eq!(plan.groups, vec!["g".to_string()]);
         assert!(plan.commit);
         assert_eq!(plan.producer_epoch, 0);
-        assert_eq!(txns.take_records()[0].state, TxnState::PrepareCommit);
+        assert_eq!(txns.take_records()[0].meta().map(|m| m.state), Some(TxnState::PrepareCommit));
         // While markers are written: retries wait, anything else is refused.
         assert_eq!(txns.end(8, T, me, true), EndOutcome::Error(errors::CONCURRENT_TRANSACTIONS));
         assert_eq!(txns.end(8, T, me, false), EndOutcome::Error(errors::INVALID_TXN_STATE));
@@ -567,7 +647,11 @@ mod tests {
         txns.commit_offsets(3, T, me, "g", vec![("in".into(), 0, at(9))]).expect("offsets");
         assert_eq!(txns.commit_offsets(3, T, p(7, 9), "g", vec![]), Err(errors::PRODUCER_FENCED));
         let records = txns.take_records();
-        assert_eq!(records.last().map(|m| m.offsets.len()), Some(1), "persisted");
+        assert_eq!(
+            records.last().and_then(TxnRecord::meta).map(|m| m.offsets.len()),
+            Some(1),
+            "persisted"
+        );
         let EndOutcome::Markers(plan) = txns.end(4, T, me, true) else { panic!() };
         assert_eq!(plan.offsets["g"], vec![("in".to_string(), 0, at(9))]);
         txns.complete(5, &plan);
@@ -658,7 +742,7 @@ mod tests {
         ready(&mut txns, 0);
         let mut meta = txns.get(T).cloned().expect("meta");
         meta.producer_epoch = i16::MAX - 1;
-        txns.replay(meta);
+        txns.replay(TxnRecord::Put(meta));
         assert_eq!(
             txns.init_producer_id(1, T, 60_000, p(-1, -1), None),
             InitOutcome::NeedProducerId
@@ -678,7 +762,7 @@ mod tests {
             [Empty, Ongoing, PrepareCommit, PrepareAbort, CompleteCommit, CompleteAbort];
         let in_state = |state: TxnState| {
             let mut txns = Transactions::new();
-            txns.replay(TxnMeta {
+            txns.replay(TxnRecord::Put(TxnMeta {
                 transactional_id: T.into(),
                 producer_id: 7,
                 producer_epoch: 3,
@@ -689,7 +773,7 @@ mod tests {
                 offsets: Default::default(),
                 start_ms: 0,
                 update_ms: 0,
-            });
+            }));
             txns
         };
         let me = p(7, 3);
@@ -761,5 +845,96 @@ mod tests {
             assert!(!state.name().is_empty());
         }
         assert_eq!(TxnState::from_code(6), None);
+    }
+
+    #[test]
+    fn ids_expire_only_when_idle_with_no_transaction_open() {
+        let mut txns = Transactions::new();
+        let other = "other";
+        ready(&mut txns, 0);
+        txns.init_producer_id(0, other, 60_000, p(-1, -1), Some(9));
+        let me = p(7, 0);
+        txns.add(500, T, me, &[tp(0)], &[]).expect("add");
+        txns.take_records();
+        assert_eq!(txns.expire_ids(999, 1000), 0, "not yet");
+        // `other` is idle past the expiration; T has a transaction open, however old.
+        assert_eq!(txns.expire_ids(10_000, 1000), 1);
+        assert_eq!(txns.take_records(), vec![TxnRecord::Remove(other.into())]);
+        assert!(txns.get(other).is_none());
+        let EndOutcome::Markers(plan) = txns.end(10_000, T, me, true) else { panic!() };
+        assert_eq!(txns.expire_ids(20_000, 1000), 0, "PrepareCommit stays");
+        txns.complete(20_000, &plan);
+        assert_eq!(txns.expire_ids(20_999, 1000), 0, "complete counts as a use");
+        assert_eq!(txns.expire_ids(21_000, 1000), 1);
+        assert!(txns.is_empty());
+        // A producer coming back with an expired id starts afresh.
+        assert_eq!(
+            txns.init_producer_id(30_000, T, 60_000, p(-1, -1), None),
+            InitOutcome::NeedProducerId
+        );
+    }
+
+    /// The log's two ways back to the state: replaying every record written, and replaying
+    /// a snapshot (compaction), must both give the state the machine holds.
+    #[test]
+    fn replaying_the_records_or_a_snapshot_restores_the_state() {
+        let seed =
+            crate::model::test_seed("replaying_the_records_or_a_snapshot_restores_the_state");
+        let mut rng = seed | 1;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let ids = ["a", "b", "c", "d"];
+        let mut txns = Transactions::new();
+        let mut written = Vec::new();
+        let mut next_pid = 100;
+        for step in 0..2000i64 {
+            let id = ids[next(4) as usize];
+            let now = step * 10;
+            let current = txns.get(id).map(|m| p(m.producer_id, m.producer_epoch));
+            match next(6) {
+                0 => {
+                    next_pid += 1;
+                    let _ = txns.init_producer_id(now, id, 500, p(-1, -1), Some(next_pid));
+                }
+                1 | 2 => {
+                    if let Some(me) = current {
+                        let partition = next(3) as i32;
+                        let _ = txns.add(now, id, me, &[tp(partition)], &["g".into()]);
+                    }
+                }
+                3 => {
+                    if let Some(me) = current {
+                        if let EndOutcome::Markers(plan) = txns.end(now, id, me, next(2) == 0) {
+                            txns.complete(now, &plan);
+                        }
+                    }
+                }
+                4 => {
+                    for plan in txns.expire(now) {
+                        txns.complete(now, &plan);
+                    }
+                }
+                _ => {
+                    txns.expire_ids(now, 300);
+                }
+            }
+            written.extend(txns.take_records());
+        }
+        let from_log = {
+            let mut back = Transactions::new();
+            written.into_iter().for_each(|r| back.replay(r));
+            back.snapshot()
+        };
+        let from_snapshot = {
+            let mut back = Transactions::new();
+            txns.snapshot().into_iter().for_each(|r| back.replay(r));
+            back.snapshot()
+        };
+        assert_eq!(from_log, txns.snapshot(), "seed {seed}");
+        assert_eq!(from_snapshot, txns.snapshot(), "seed {seed}");
     }
 }

@@ -404,3 +404,153 @@ def test_offsets_sent_to_an_open_transaction_survive_kill9(broker):
         probe.close()
     assert read_to_end(broker.bootstrap, sink, "read_committed") == [
         v.upper() for v in values("in-", 5)]
+
+
+def fnv1a_shard(key, shards):
+    """The shard Spate gives a transactional id or group (shard::table::shard_for_key)."""
+    value = 0xcbf29ce484222325
+    for byte in key.encode():
+        value = ((value ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return value % shards
+
+
+def ids_on_both_shards(prefix, per_shard=2):
+    """Transactional ids, `per_shard` of them owned by each of two shards."""
+    chosen = {0: [], 1: []}
+    n = 0
+    while min(len(v) for v in chosen.values()) < per_shard:
+        candidate = f"{prefix}-{n}"
+        n += 1
+        owner = chosen[fnv1a_shard(candidate, 2)]
+        if len(owner) < per_shard:
+            owner.append(candidate)
+    return chosen[0] + chosen[1]
+
+
+def transaction_states(bootstrap, transactional_ids):
+    """DescribeTransactions: {id: state name, or None when the coordinator does not know it}."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import TransactionalIdNotFoundError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    try:
+        states = {}
+        for transactional_id in transactional_ids:
+            try:
+                described = admin.describe_transactions([transactional_id])[transactional_id]
+            except TransactionalIdNotFoundError:
+                states[transactional_id] = None
+                continue
+            states[transactional_id] = described.state.value
+        return states
+    finally:
+        admin.close()
+
+
+def test_transactions_move_with_their_shard_when_the_core_count_changes(spate_factory):
+    """--cores 2 -> 1 -> 2: every transactional id keeps its state, and transactions left open
+    by ids the other shard owned are still aborted at their timeout by the new owner (else
+    the LSO would stay behind them for ever)."""
+    broker = spate_factory("--cores", "2")
+    topic = unique_topic("moved")
+    ids = ids_on_both_shards("mv-" + uuid.uuid4().hex[:6])
+    create_topic(broker.bootstrap, topic, partitions=len(ids))
+    producers = []
+    for partition, transactional_id in enumerate(ids):
+        producer = txn_producer(broker.bootstrap, transactional_id,
+                                **{"transaction.timeout.ms": 3000, "message.timeout.ms": 3000,
+                                   "socket.timeout.ms": 3000})
+        producer.begin_transaction()
+        produce_in_txn(producer, topic, values(f"c{partition}-", 2), partition=partition)
+        producer.commit_transaction(30)
+        producer.begin_transaction()
+        produce_in_txn(producer, topic, values(f"open{partition}-", 2), partition=partition)
+        producers.append(producer)
+    broker.extra_args = ["--cores", "1"]
+    broker.restart()
+    # Each partition: 2 committed + marker, then 2 open records that the abort closes.
+    for partition in range(len(ids)):
+        wait_until(lambda: high_watermark(broker.bootstrap, topic, "read_committed",
+                                          partition) == 6,
+                   20, f"the open transaction on partition {partition} is aborted")
+    assert transaction_states(broker.bootstrap, ids) == {i: "CompleteAbort" for i in ids}
+    committed = read_to_end(broker.bootstrap, topic, "read_committed", partitions=len(ids))
+    assert sorted(committed) == sorted(v for p in range(len(ids)) for v in values(f"c{p}-", 2))
+    # Back to two shards: each id is found again by the shard that now owns it, and goes on.
+    broker.extra_args = ["--cores", "2"]
+    broker.restart()
+    assert transaction_states(broker.bootstrap, ids) == {i: "CompleteAbort" for i in ids}
+    for partition, transactional_id in enumerate(ids):
+        producer = txn_producer(broker.bootstrap, transactional_id)
+        producer.begin_transaction()
+        produce_in_txn(producer, topic, values(f"d{partition}-", 1), partition=partition)
+        producer.commit_transaction(30)
+    assert transaction_states(broker.bootstrap, ids) == {i: "CompleteCommit" for i in ids}
+
+
+def test_the_transaction_log_is_compacted_and_keeps_every_id(spate_factory):
+    """Hundreds of transactions on small transaction-log segments: the log is compacted (a
+    snapshot replaces its history) and stays small, and after a restart every transactional
+    id is still known with its last state."""
+    segment = 64 * 1024
+    broker = spate_factory("--cores", "1", "--transaction-state-log-segment-bytes", str(segment))
+    topic = unique_topic("compact")
+    create_topic(broker.bootstrap, topic)
+    ids = [f"cp-{uuid.uuid4().hex[:6]}-{i}" for i in range(3)]
+    producers = [txn_producer(broker.bootstrap, i) for i in ids]
+    log_dir = broker.data_dir / "__transaction_state-0"
+
+    def log_bytes():
+        return sum(f.stat().st_size for f in log_dir.glob("*.log"))
+
+    rounds = 0
+    deadline = time.monotonic() + 120
+    def compacted():
+        return any("compacted an internal log" in line and "__transaction_state" in line
+                   for line in broker.log_text().splitlines())
+
+    while not compacted():
+        assert time.monotonic() < deadline, f"no compaction after {rounds} rounds"
+        for n, producer in enumerate(producers):
+            producer.begin_transaction()
+            produce_in_txn(producer, topic, [f"{rounds}-{n}".encode()])
+            if n == 2:
+                producer.abort_transaction(30)
+            else:
+                producer.commit_transaction(30)
+        rounds += 1
+    # The segments before the snapshot are gone (segments are preallocated, so count them).
+    wait_until(lambda: len(list(log_dir.glob("*.log"))) <= 3, 10, "old segments deleted")
+    broker.restart()
+    assert transaction_states(broker.bootstrap, ids) == {
+        ids[0]: "CompleteCommit", ids[1]: "CompleteCommit", ids[2]: "CompleteAbort"}
+    committed = read_to_end(broker.bootstrap, topic, "read_committed")
+    assert len(committed) == 2 * rounds
+    assert log_bytes() < 4 * segment + segment, "the log stays near its compaction threshold"
+
+
+def test_idle_transactional_ids_expire(spate_factory):
+    """transactional.id.expiration.ms: an id unused for that long with no transaction open
+    is forgotten (and stays forgotten across a restart); one in use is kept."""
+    broker = spate_factory("--transactional-id-expiration-ms", "2000")
+    topic = unique_topic("expiry")
+    create_topic(broker.bootstrap, topic)
+    idle, busy = "idle-" + uuid.uuid4().hex[:6], "busy-" + uuid.uuid4().hex[:6]
+    producer = txn_producer(broker.bootstrap, idle)
+    producer.begin_transaction()
+    produce_in_txn(producer, topic, values("i-", 2))
+    producer.commit_transaction(30)
+    keeper = txn_producer(broker.bootstrap, busy, **{"transaction.timeout.ms": 60000})
+    keeper.begin_transaction()
+    produce_in_txn(keeper, topic, values("b-", 2))
+    wait_until(lambda: transaction_states(broker.bootstrap, [idle])[idle] is None, 15,
+               "the idle transactional id expires")
+    assert transaction_states(broker.bootstrap, [busy]) == {busy: "Ongoing"}
+    broker.restart()
+    assert transaction_states(broker.bootstrap, [idle, busy]) == {idle: None, busy: "Ongoing"}
+    # The expired id can be used again: a new producer id, committed data as before.
+    again = txn_producer(broker.bootstrap, idle)
+    again.begin_transaction()
+    produce_in_txn(again, topic, values("j-", 1))
+    again.commit_transaction(30)
+    assert transaction_states(broker.bootstrap, [idle]) == {idle: "CompleteCommit"}

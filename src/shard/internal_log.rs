@@ -1,0 +1,286 @@
+//! The coordinators' internal logs (committed offsets, transaction state): keyed records, one
+//! log partition per shard, read back in full at start-up and restated by a snapshot when they
+//! grow. The group and the transaction coordinators share this glue; what a record means is
+//! theirs.
+//!
+//! Layout: the records of key `k` (a group id, a transactional id) live in the log of shard
+//! `shard_for_key(k, cores)`. The core count the logs were written with is kept in
+//! `__spate_meta/offsets-layout` (named when it covered the offsets logs alone). When `--cores`
+//! changes, each shard replays every old log of a topic, taking from log `n` only the keys the
+//! old layout put there and keeping those it now owns; the coordinator then writes a snapshot
+//! of what it owns, and the last shard to finish start-up moves the marker on
+//! (`commit_layout`) before any shard serves. A crash half-way repeats the migration.
+//!
+//! Compaction: when a log outgrows `INTERNAL_COMPACT_SEGMENTS` segments (and twice its size
+//! after the previous compaction), the coordinator appends a snapshot of its whole state and
+//! deletes the segments wholly before it (`Compactor`).
+
+use std::cell::{Cell, RefCell};
+use std::path::Path;
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use crate::constants::INTERNAL_COMPACT_SEGMENTS;
+use crate::model::records::{self, RecordIn};
+use crate::model::topic::{Durability, TimestampType, TopicConfig};
+use crate::model::{batch, ShardId, TopicPartition};
+use crate::shard::catalog::META_DIR;
+use crate::shard::table::shard_for_key;
+use crate::storage::log::{self, Log};
+
+/// Kafka's name for the committed-offsets topic; Spate keeps one partition per shard.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Kafka's name for the transaction log; Spate keeps one partition per shard.
+pub const TRANSACTION_TOPIC: &str = "__transaction_state";
+/// Every internal topic: users may not create topics of these names.
+pub const INTERNAL_TOPICS: [&str; 2] = [OFFSETS_TOPIC, TRANSACTION_TOPIC];
+
+const LAYOUT_FILE: &str = "offsets-layout";
+
+pub type LogRef = Rc<RefCell<Log>>;
+
+/// The topic config of an internal log: never deleted by time or size (compaction does it).
+pub fn log_config(segment_bytes: u64, durability: Durability) -> TopicConfig {
+    TopicConfig {
+        segment_bytes,
+        segment_ms: i64::MAX,
+        retention_ms: -1,
+        retention_bytes: -1,
+        max_message_bytes: u32::MAX,
+        timestamp_type: TimestampType::CreateTime,
+        durability,
+    }
+}
+
+/// Opens (recovering) the log of `topic` that `shard` writes.
+pub async fn open(
+    data_dir: &Path,
+    topic: &str,
+    shard: ShardId,
+    config: TopicConfig,
+) -> Result<LogRef, crate::storage::Error> {
+    let tp = TopicPartition::new(topic.into(), shard.0 as i32);
+    let (opened, _) = Log::open(data_dir, tp, config).await?;
+    Ok(Rc::new(RefCell::new(opened)))
+}
+
+/// What `replay` read.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Replayed {
+    /// Records applied (those of keys this shard owns).
+    pub records: usize,
+    /// True when the core count changed: every old log was read, and the caller must write
+    /// a snapshot of what it now owns before it serves.
+    pub migrated: bool,
+}
+
+/// Reads back, oldest first, every record of `topic` whose key `shard` owns among `shards`,
+/// from this shard's log or, when the core count changed, from every log of the old layout.
+/// `decode` turns a record's key and value into the caller's record (None: unreadable,
+/// skipped with a warning); `key` names the record's owner key; `apply` takes it.
+pub async fn replay<R>(
+    data_dir: &Path,
+    topic: &'static str,
+    shard: ShardId,
+    shards: usize,
+    decode: impl Fn(&[u8], Option<&[u8]>) -> Option<R>,
+    key: impl Fn(&R) -> &str,
+    mut apply: impl FnMut(R),
+) -> std::io::Result<Replayed> {
+    let layout = read_layout(data_dir).unwrap_or(shards);
+    let migrated = layout != shards;
+    let sources: Vec<usize> = if migrated { (0..layout).collect() } else { vec![shard.index()] };
+    let mut replayed = Replayed { records: 0, migrated };
+    for source in sources {
+        let dir = data_dir.join(format!("{topic}-{source}"));
+        let batches = glommio::executor().spawn_blocking(move || read_batches(&dir)).await?;
+        for bytes in &batches {
+            let Ok(views) = records::parse_batch(bytes) else { continue };
+            for view in views {
+                let Some(record_key) = view.key else { continue };
+                let Some(record) = decode(record_key, view.value) else {
+                    tracing::warn!(
+                        topic,
+                        source,
+                        offset = view.offset,
+                        "skipping an unreadable record"
+                    );
+                    continue;
+                };
+                let owner_key = key(&record);
+                let stored_here = shard_for_key(owner_key, layout).index() == source;
+                if stored_here && shard_for_key(owner_key, shards) == shard {
+                    apply(record);
+                    replayed.records += 1;
+                }
+            }
+        }
+    }
+    Ok(replayed)
+}
+
+/// Every intact batch of the log in `dir`, oldest first, read straight from the segment
+/// files (blocking; start-up only). Stops at the first torn or invalid batch: what follows a
+/// damaged spot is not a prefix of the history. (Only the last segment may end in padding.)
+fn read_batches(dir: &Path) -> std::io::Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let bases = match crate::storage::segment::list_segments(dir) {
+        Ok(bases) => bases,
+        Err(crate::storage::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(out)
+        }
+        Err(e) => return Err(std::io::Error::other(e.to_string())),
+    };
+    for base in bases {
+        let path = dir.join(crate::storage::segment::file_name(base, "log"));
+        let bytes = std::fs::read(&path)?;
+        let mut at = 0;
+        while let Some(scanned) = batch::scan_stored(&bytes[at..]) {
+            out.push(bytes[at..at + scanned.size_bytes].to_vec());
+            at += scanned.size_bytes;
+        }
+        if at < bytes.len() {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Encodes keyed records (None value: a tombstone) into uncompressed batches of at most
+/// `batch_bytes_max` (at least one record each), as Kafka's coordinators write them.
+pub fn encode_batches(
+    encoded: &[(Vec<u8>, Option<Vec<u8>>)],
+    timestamp: i64,
+    batch_bytes_max: usize,
+) -> Vec<Bytes> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while start < encoded.len() {
+        let mut end = start;
+        let mut size = 0;
+        while end < encoded.len() {
+            let (key, value) = &encoded[end];
+            let record_size = key.len() + value.as_ref().map_or(0, Vec::len) + 16;
+            if end > start && size + record_size > batch_bytes_max {
+                break;
+            }
+            size += record_size;
+            end += 1;
+        }
+        let ins: Vec<RecordIn<'_>> = encoded[start..end]
+            .iter()
+            .map(|(key, value)| RecordIn { key: Some(key), value: value.as_deref() })
+            .collect();
+        batches.push(Bytes::from(records::build_batch(timestamp, &ins)));
+        start = end;
+    }
+    batches
+}
+
+/// Decides when an internal log is due for a snapshot and cuts the history before it.
+#[derive(Debug)]
+pub struct Compactor {
+    topic: &'static str,
+    segment_bytes: u64,
+    /// Log size right after the last compaction: the next one waits for twice that.
+    compacted_bytes: Cell<u64>,
+    running: Cell<bool>,
+}
+
+/// What a compaction is cutting: handed back to `Compactor::finish`.
+#[derive(Debug)]
+pub struct Compacting {
+    size_before: u64,
+}
+
+impl Compactor {
+    pub fn new(topic: &'static str, segment_bytes: u64) -> Compactor {
+        Compactor { topic, segment_bytes, compacted_bytes: Cell::new(0), running: Cell::new(false) }
+    }
+
+    /// The log as loaded: growth is counted from here.
+    pub fn loaded(&self, log: &LogRef) {
+        self.compacted_bytes.set(log.borrow().size_bytes());
+    }
+
+    /// Some when the log has outgrown its threshold and no compaction runs: the caller
+    /// appends a snapshot of its whole state, then calls `finish`.
+    pub fn begin(&self, log: &LogRef) -> Option<Compacting> {
+        let size = log.borrow().size_bytes();
+        let threshold =
+            (INTERNAL_COMPACT_SEGMENTS * self.segment_bytes).max(2 * self.compacted_bytes.get());
+        if size < threshold || self.running.get() {
+            return None;
+        }
+        self.running.set(true);
+        Some(Compacting { size_before: size })
+    }
+
+    /// The snapshot starts at `snapshot_base` (None: the state was empty, so everything
+    /// written so far is history): deletes the whole segments before it.
+    pub fn finish(
+        &self,
+        log: &LogRef,
+        shard: ShardId,
+        snapshot_base: Option<i64>,
+        run: Compacting,
+    ) {
+        let cut = snapshot_base.unwrap_or_else(|| log.borrow().high_watermark);
+        let removed = log::delete_segments_before(log, cut);
+        let after = log.borrow().size_bytes();
+        self.compacted_bytes.set(after);
+        self.running.set(false);
+        tracing::info!(
+            topic = self.topic,
+            shard = shard.0,
+            removed,
+            size_before = run.size_before,
+            size_after = after,
+            "compacted an internal log"
+        );
+    }
+
+    /// The snapshot could not be written: try again at the next check.
+    pub fn abandon(&self, _run: Compacting) {
+        self.running.set(false);
+    }
+}
+
+fn read_layout(data_dir: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(data_dir.join(META_DIR).join(LAYOUT_FILE)).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Called once at start-up by the last shard to finish loading, before any shard serves:
+/// records the core count the internal logs are now laid out for, and removes the logs of
+/// shards that no longer exist. Blocking (a small file and a rename).
+pub fn commit_layout(data_dir: &Path, cores: usize) -> std::io::Result<()> {
+    if read_layout(data_dir) != Some(cores) {
+        let dir = data_dir.join(META_DIR);
+        let temporary = dir.join(format!("{LAYOUT_FILE}.tmp"));
+        {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&temporary)?;
+            writeln!(file, "{cores}")?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&temporary, dir.join(LAYOUT_FILE))?;
+        std::fs::File::open(&dir)?.sync_all()?;
+    }
+    for entry in std::fs::read_dir(data_dir)?.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let gone = INTERNAL_TOPICS.iter().any(|topic| {
+            name.strip_prefix(topic)
+                .and_then(|s| s.strip_prefix('-'))
+                .and_then(|index| index.parse::<usize>().ok())
+                .is_some_and(|index| index >= cores)
+        });
+        if gone {
+            tracing::info!(dir = %name, "removing the internal log of a shard that is gone");
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}
