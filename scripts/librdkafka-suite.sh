@@ -27,6 +27,8 @@
 #   TEST_KAFKA_VERSION    broker version the tests assume (default 3.9.0)
 #   TEST_TIMEOUT_MULT     test.timeout.multiplier in test.conf (default 2: a busy 2-core box)
 #   TEST_TIMEOUT_SECS     bound on each test number's run (default 600)
+#   SUITE_JOBS            test numbers run at once against the one broker (default 3: most
+#                         of a test's time is spent waiting on timeouts, not on the CPU)
 #   SPATE_SUITE_ARGS      extra broker flags (default "--segment-bytes 2097152": the suite
 #                         creates hundreds of 4-partition topics and each partition's segment
 #                         reserves disk ahead of its writes; small segments keep that small)
@@ -322,30 +324,75 @@ deadline=$(( $(date +%s) + suite_secs ))
 mkdir -p "${run_dir}/out"
 log "running ${numbers}against ${bootstrap}; bound ${test_secs} s per test number," \
     "${suite_secs} s in all; output in ${run_dir}/out"
+jobs_max="${SUITE_JOBS:-3}"
+
+# One test number in its own test-runner process, bounded by `left` seconds.
+run_number() {
+    local number=$1 left=$2
+    # The group's stderr catches bash's own "Aborted" notice when the runner aborts.
+    { (
+        cd "${SRC}/tests"
+        export LD_LIBRARY_PATH="../src:../src-cpp" RDKAFKA_TEST_CONF="${conf}" TESTS="${number}"
+        # -Q quick mode; -p1 one test of this number at a time (the broker shares a 2-core
+        # machine with SUITE_JOBS runners).
+        exec timeout --kill-after=30 "${left}" ./test-runner -Q -p1
+    ) > "${run_dir}/out/${number}.log" 2>&1; } 2>> "${run_dir}/out/${number}.log"
+    echo "$?" > "${run_dir}/out/${number}.rc"
+}
+
+# A broker that died is restarted for the tests still to come (those running lose it).
+check_broker() {
+    if [[ -n "${broker_pid}" ]] && ! kill -0 "${broker_pid}" 2>/dev/null; then
+        log "the broker died; last lines of ${run_dir}/broker.log:"
+        tail -20 "${run_dir}/broker.log" >&2
+        start_broker
+        sed -i "s/^bootstrap.servers=.*/bootstrap.servers=${bootstrap}/" "${conf}"
+        for running in "${run_dir}"/out/*.log; do
+            [[ -e "${running%.log}.rc" ]] || echo "broker died during this test" >> "${running}"
+        done
+    fi
+}
+
+# The runners still going (the broker is a background job too, so `jobs` cannot count them).
+# `reap` waits for those that ended (a child that ended stays a zombie until then, and a
+# zombie still answers kill -0) and leaves the rest in `runners`.
+runners=()
+reap() {
+    local still=() pid state
+    for pid in "${runners[@]}"; do
+        state="$(ps -o stat= -p "${pid}" 2>/dev/null)"
+        if [[ -n "${state}" && "${state}" != Z* ]]; then
+            still+=("${pid}")
+        else
+            wait "${pid}" 2>/dev/null
+        fi
+    done
+    runners=("${still[@]}")
+}
+
+set +e
 for number in ${numbers}; do
+    reap
+    while (( ${#runners[@]} >= jobs_max )); do
+        sleep 0.2
+        check_broker
+        reap
+    done
     left=$(( deadline - $(date +%s) ))
     if (( left <= 0 )); then
         echo "time bound reached before this test started" > "${run_dir}/out/${number}.skipped"
         continue
     fi
     (( left < test_secs )) || left="${test_secs}"
-    set +e
-    # The group's stderr catches bash's own "Aborted" notice when the runner aborts.
-    { (
-        cd "${SRC}/tests"
-        export LD_LIBRARY_PATH="../src:../src-cpp" RDKAFKA_TEST_CONF="${conf}" TESTS="${number}"
-        # -Q quick mode; -p1 one test at a time (the broker shares a 2-core machine).
-        exec timeout --kill-after=30 "${left}" ./test-runner -Q -p1
-    ) > "${run_dir}/out/${number}.log" 2>&1; } 2>> "${run_dir}/out/${number}.log"
-    echo "$?" > "${run_dir}/out/${number}.rc"
-    set -e
-    if [[ -n "${broker_pid}" ]] && ! kill -0 "${broker_pid}" 2>/dev/null; then
-        log "the broker died during test ${number}; last lines of ${run_dir}/broker.log:"
-        tail -20 "${run_dir}/broker.log" >&2
-        start_broker
-        sed -i "s/^bootstrap.servers=.*/bootstrap.servers=${bootstrap}/" "${conf}"
-        echo "broker died during this test" >> "${run_dir}/out/${number}.log"
-    fi
+    run_number "${number}" "${left}" &
+    runners+=("$!")
 done
+reap
+while (( ${#runners[@]} > 0 )); do
+    sleep 0.2
+    check_broker
+    reap
+done
+set -e
 
 summarize "${run_dir}/out"
