@@ -67,6 +67,11 @@ pub struct Args {
     /// [default: write].
     #[arg(long, value_name = "POLICY")]
     pub durability: Option<String>,
+    /// Memory each shard keeps for the batches it wrote last, shared by its partitions, so
+    /// that consumers at the tail read no disk [default: 134217728, 128 MiB]. 0 turns the
+    /// cache off.
+    #[arg(long, value_name = "BYTES")]
+    pub batch_cache_bytes: Option<u64>,
     /// Log format: `text` or `json` [default: text]. Filter with RUST_LOG.
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -118,6 +123,7 @@ struct FileConfig {
     retention_ms: Option<i64>,
     retention_bytes: Option<i64>,
     durability: Option<String>,
+    batch_cache_bytes: Option<u64>,
     log_format: Option<String>,
     group_initial_rebalance_delay_ms: Option<i32>,
     group_min_session_timeout_ms: Option<i32>,
@@ -140,6 +146,8 @@ pub struct Config {
     pub auto_create_topics: bool,
     pub default_partitions: i32,
     pub frame_max_bytes: u32,
+    /// Per shard: see `storage::cache`.
+    pub batch_cache_bytes: u64,
     pub log_json: bool,
     /// Topic configs a topic gets unless it overrides them.
     pub topic_defaults: TopicConfig,
@@ -261,6 +269,10 @@ impl Config {
             auto_create_topics: args.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
             default_partitions,
             frame_max_bytes,
+            batch_cache_bytes: args
+                .batch_cache_bytes
+                .or(file.batch_cache_bytes)
+                .unwrap_or(constants::BATCH_CACHE_BYTES_PER_SHARD_DEFAULT),
             log_json,
             topic_defaults,
             groups,

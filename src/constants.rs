@@ -36,10 +36,11 @@ pub const TIME_INDEX_ENTRY_BYTES: usize = 12;
 /// O_DIRECT alignment we assume at most; the real value comes from the file system.
 pub const DIRECT_IO_ALIGNMENT_BYTES_MAX: u64 = 4096;
 
-/// Recent batches each partition keeps in memory to serve tail consumers without I/O. It is
-/// per partition, not a shard-wide budget yet, so memory grows with the partition count
-/// (1,000 busy partitions hold up to 4 GiB); a shard-wide LRU budget is the next step.
-pub const BATCH_CACHE_BYTES_PER_PARTITION: usize = 4 * 1024 * 1024;
+/// Memory each shard keeps for the batches it wrote last, shared by its partitions, to serve
+/// tail consumers without I/O (`--batch-cache-bytes`; `storage::cache`).
+pub const BATCH_CACHE_BYTES_PER_SHARD_DEFAULT: u64 = 128 * 1024 * 1024;
+/// The batch cache of a log outside a shard's shared budget (internal logs, tests).
+pub const BATCH_CACHE_BYTES_PER_LOG: usize = 4 * 1024 * 1024;
 
 /// Segment files grow their preallocated space in steps of this size (fallocate with
 /// KEEP_SIZE), so appends rarely allocate blocks and an idle partition wastes at most one step.
@@ -153,6 +154,7 @@ const _: () = assert!((RECOVERY_READ_BYTES as u64).is_multiple_of(DIRECT_IO_ALIG
 const _: () = assert!(LOCATE_READ_BYTES >= BATCH_HEADER_BYTES);
 const _: () = assert!((MESSAGE_SIZE_BYTES_MAX_DEFAULT as u64) < SEGMENT_SIZE_BYTES_DEFAULT);
 const _: () = assert!(MESSAGE_SIZE_BYTES_MAX_DEFAULT < FRAME_SIZE_BYTES_MAX_DEFAULT);
-const _: () = assert!(BATCH_CACHE_BYTES_PER_PARTITION > MESSAGE_SIZE_BYTES_MAX_DEFAULT as usize);
+const _: () = assert!(BATCH_CACHE_BYTES_PER_LOG > MESSAGE_SIZE_BYTES_MAX_DEFAULT as usize);
+const _: () = assert!(BATCH_CACHE_BYTES_PER_SHARD_DEFAULT > MESSAGE_SIZE_BYTES_MAX_DEFAULT as u64);
 const _: () = assert!(PRODUCER_BATCHES_RETAINED >= 5 && PRODUCER_BATCHES_RETAINED <= 255);
 const _: () = assert!(PRODUCER_ID_BLOCK_SIZE > 0);

@@ -38,6 +38,7 @@ use crate::shard::mesh::{
     CreateTopic, Envelope, OffsetResult, ProduceResult, ReadResult, ReadSpec, ShardRequest,
     ShardResponse, TopicError,
 };
+use crate::storage::cache::CacheBudget;
 use crate::storage::log::{self, Log, RecoveryReport};
 use crate::storage::Error as StorageError;
 use crate::txn::coordinator::TxnCoordinator;
@@ -64,12 +65,18 @@ pub struct Shard {
     producer_ids: producers::ProducerIdAllocator,
     /// The transactions this shard coordinates and its transaction log.
     pub txns: Rc<TxnCoordinator>,
+    /// The memory the batch caches of this shard's partitions share.
+    cache: Rc<CacheBudget>,
+    /// Held while the controller writes the catalog file: one write at a time, each of the
+    /// catalog as it is when its turn comes.
+    catalog_writes: futures::lock::Mutex<()>,
 }
 
 impl Shard {
     pub fn new(id: ShardId, config: Config, catalog: Catalog, senders: Senders<Envelope>) -> Shard {
         let groups = Rc::new(Coordinator::new(id, &config));
         let txns = Rc::new(TxnCoordinator::new(id, &config));
+        let cache = CacheBudget::new(config.batch_cache_bytes as usize);
         Shard {
             id,
             config,
@@ -83,6 +90,8 @@ impl Shard {
             groups,
             producer_ids: producers::ProducerIdAllocator::new(),
             txns,
+            cache,
+            catalog_writes: futures::lock::Mutex::new(()),
         }
     }
 
@@ -117,8 +126,13 @@ impl Shard {
             if self.owner(&tp) != self.id || self.logs.borrow().contains_key(&tp) {
                 continue;
             }
-            let (log, report) =
-                Log::open(&self.config.data_dir, tp.clone(), meta.config.clone()).await?;
+            let (log, report) = Log::open_in(
+                &self.config.data_dir,
+                tp.clone(),
+                meta.config.clone(),
+                self.cache.clone(),
+            )
+            .await?;
             total.segments += report.segments;
             total.truncated_segments += report.truncated_segments;
             self.logs.borrow_mut().insert(tp, Rc::new(RefCell::new(log)));
@@ -791,7 +805,10 @@ impl Shard {
         })
     }
 
+    /// Writes the catalog file. Concurrent changes (two auto-creations at once) queue here:
+    /// two writers of the one temporary file would lose one change or mix their bytes.
     async fn persist_catalog(&self) -> Result<(), TopicError> {
+        let _turn = self.catalog_writes.lock().await;
         let text = self.catalog.borrow().to_file_text();
         let dir = self.config.data_dir.clone();
         glommio::executor().spawn_blocking(move || catalog::write_file(&dir, text)).await.map_err(

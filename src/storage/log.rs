@@ -29,15 +29,13 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
 
-use crate::constants::{
-    BATCH_CACHE_BYTES_PER_PARTITION, LOCATE_READ_BYTES, PRODUCER_ID_EXPIRATION_MS,
-};
+use crate::constants::{BATCH_CACHE_BYTES_PER_LOG, LOCATE_READ_BYTES, PRODUCER_ID_EXPIRATION_MS};
 use crate::fatal::{fatal, FatalReason};
 use crate::model::batch::{self, BatchHeader};
 use crate::model::now_ms;
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
 use crate::model::TopicPartition;
-use crate::storage::cache::{BatchCache, CachedBatch};
+use crate::storage::cache::{BatchCache, CacheBudget, CachedBatch};
 use crate::storage::producer_state::{self, AppendCheck, ProducerBatch, ProducerStateTable};
 use crate::storage::segment::{self, Segment};
 use crate::storage::snapshot;
@@ -127,11 +125,24 @@ pub struct RecoveryReport {
 }
 
 impl Log {
-    /// Opens (recovering) or creates the log of `tp` under `data_dir`.
+    /// Opens (recovering) or creates the log of `tp` under `data_dir`, with a batch cache of
+    /// its own (`BATCH_CACHE_BYTES_PER_LOG`): for logs outside a shard's shared budget
+    /// (internal logs, tests).
     pub async fn open(
         data_dir: &Path,
         tp: TopicPartition,
         config: TopicConfig,
+    ) -> Result<(Log, RecoveryReport), Error> {
+        Log::open_in(data_dir, tp, config, CacheBudget::new(BATCH_CACHE_BYTES_PER_LOG)).await
+    }
+
+    /// Opens (recovering) or creates the log of `tp` under `data_dir`; its recent batches
+    /// are cached under `cache` (the shard's budget, shared by its partitions).
+    pub async fn open_in(
+        data_dir: &Path,
+        tp: TopicPartition,
+        config: TopicConfig,
+        cache: Rc<CacheBudget>,
     ) -> Result<(Log, RecoveryReport), Error> {
         let dir = data_dir.join(tp.dir_name());
         std::fs::create_dir_all(&dir)?;
@@ -188,7 +199,7 @@ impl Log {
             log_start_offset,
             next_offset,
             high_watermark: next_offset,
-            cache: BatchCache::new(BATCH_CACHE_BYTES_PER_PARTITION),
+            cache: BatchCache::new(cache),
             pending: Vec::new(),
             busy: false,
             deleted: false,

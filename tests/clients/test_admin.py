@@ -19,7 +19,7 @@ from kafka.admin import NewPartitions as KpNewPartitions
 from kafka.admin import NewTopic as KpNewTopic
 
 from client_helpers import (CK_COMMON, Msg, ck_consume, ck_consume_all, ck_consumer,
-                            ck_partition_count, ck_produce, unique_topic)
+                            ck_partition_count, ck_produce, ck_producer, unique_topic)
 
 TIMEOUT_S = 30
 
@@ -462,3 +462,44 @@ def test_legacy_alter_configs_replaces_every_override(broker):
     described = ck_topic_configs(admin, topic)
     assert described["retention.ms"].value == "120000"
     assert described["retention.bytes"].value == "1048576"
+
+
+def test_concurrent_auto_creations_all_land_and_survive_a_restart(spate_factory):
+    """Many clients auto-create topics at the same moment (librdkafka's suite does, one test
+    per process): every topic is created on every shard, takes records on all its partitions,
+    and is still in the catalog after a restart. (Two catalog writes at once once shared a
+    temporary file: one creation was lost and its topic stayed LEADER_NOT_AVAILABLE.)"""
+    import threading
+
+    broker = spate_factory("--default-partitions", "2")
+    base = unique_topic("auto")
+    topics = [f"{base}-{i}" for i in range(16)]
+    start = threading.Barrier(len(topics))
+    errors = []
+
+    def produce(topic):
+        producer = ck_producer(broker.bootstrap, **{"message.timeout.ms": 20000})
+        try:
+            start.wait(timeout=TIMEOUT_S)
+            for partition in (0, 1):
+                producer.produce(topic, value=f"{topic}/{partition}".encode(),
+                                 partition=partition)
+            left = producer.flush(25)
+            if left:
+                errors.append(f"{topic}: {left} records not acknowledged")
+        except Exception as error:  # noqa: BLE001 - reported below, with the topic
+            errors.append(f"{topic}: {error!r}")
+
+    threads = [threading.Thread(target=produce, args=(t,)) for t in topics]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a producer hung"
+    assert errors == []
+    broker.restart()
+    assert set(topics) <= topic_names(ck_admin(broker))
+    for topic in topics:
+        for partition in (0, 1):
+            values = [m.value for m in ck_consume_all(broker.bootstrap, topic, partition)]
+            assert values == [f"{topic}/{partition}".encode()], (topic, partition)

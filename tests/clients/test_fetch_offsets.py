@@ -15,8 +15,8 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 from kafka import TopicPartition as KpTopicPartition
 
 from client_helpers import (CK_COMMON, Msg, ck_consume, ck_consume_all, ck_consumer,
-                            ck_partition_count, ck_produce, ck_watermarks, kp_consume,
-                            kp_consumer, kp_produce, unique_topic)
+                            ck_partition_count, ck_produce, ck_producer, ck_watermarks,
+                            kp_consume, kp_consumer, kp_produce, unique_topic)
 
 MIB = 1024 * 1024
 # A batch of one record with a value this big stays below Kafka's default message.max.bytes
@@ -279,3 +279,39 @@ def test_unknown_partition(broker):
     finally:
         consumer.close()
     assert [r.value for r in ck_consume(broker.bootstrap, topic, 0, 0, 1)] == [b"v"]
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize("budget", [8 * MIB, 0], ids=["8MiB", "off"])
+def test_the_batch_cache_is_one_budget_per_shard(spate_factory, budget):
+    """64 partitions with 2 MiB written to each: the partitions of a shard share one cache
+    budget (--batch-cache-bytes), so the broker's memory does not grow with the partition
+    count (a cache per partition held all 128 MiB), and every record still reads back, from
+    the cache or from the disk."""
+    broker = spate_factory("--batch-cache-bytes", str(budget), "--segment-bytes", str(4 * MIB))
+    topic = unique_topic("budget")
+    partitions = 64
+    create_topic(broker.bootstrap, topic, partitions)
+    before = rss_bytes(broker.pid)
+    value = bytes(range(256)) * 256  # 64 KiB
+    producer = ck_producer(broker.bootstrap, **{"linger.ms": 5, "compression.type": "none"})
+    for partition in range(partitions):
+        for i in range(32):
+            producer.produce(topic, key=str(i).encode(), value=value, partition=partition)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    grown = rss_bytes(broker.pid) - before
+    # Two shards of at most `budget` each, plus slack for buffers and allocator; a cache per
+    # partition would hold the whole 128 MiB.
+    assert grown < 2 * budget + 48 * MIB, f"the broker grew by {grown / MIB:.0f} MiB"
+    for partition in (0, 17, 42, 63):
+        records = ck_consume_all(broker.bootstrap, topic, partition)
+        assert len(records) == 32
+        assert all(m.value == value for m in records)
