@@ -4,15 +4,15 @@
 //! without close (rebuilt from batch headers), segment rolls, damaged or stale snapshots, and
 //! expiry of idle producers. Set SPATE_TEST_DIR to run on a specific device.
 
+mod common;
+
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::LocalExecutorBuilder;
+use common::{config, on_executor, open, temp_dir, tp};
 use spate::model::batch::{build_uncompressed, set_producer};
-use spate::model::topic::{Durability, TimestampType, TopicConfig};
-use spate::model::TopicPartition;
 use spate::storage::log::{self, Log};
 use spate::storage::producer_state::ProducerError;
 use spate::storage::{snapshot, Error};
@@ -20,52 +20,8 @@ use spate::storage::{snapshot, Error};
 const PID: i64 = 4242;
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
-fn config(segment_bytes: u64) -> TopicConfig {
-    TopicConfig {
-        segment_bytes,
-        segment_ms: i64::MAX / 2,
-        retention_ms: -1,
-        retention_bytes: -1,
-        max_message_bytes: 1 << 20,
-        timestamp_type: TimestampType::CreateTime,
-        durability: Durability::Write,
-    }
-}
-
-fn temp_dir() -> tempfile::TempDir {
-    match std::env::var_os("SPATE_TEST_DIR") {
-        Some(root) => tempfile::tempdir_in(root).expect("tempdir"),
-        None => tempfile::tempdir().expect("tempdir"),
-    }
-}
-
-fn on_executor<F, Fut>(dir: PathBuf, body: F)
-where
-    F: FnOnce(PathBuf) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + 'static,
-{
-    LocalExecutorBuilder::default()
-        .spawn(move || async move {
-            std::fs::create_dir_all(dir.join("__spate_meta")).expect("meta dir");
-            spate::broker::probe_direct_io(&dir, spate::model::ShardId(0)).await;
-            body(dir).await;
-        })
-        .expect("executor")
-        .join()
-        .expect("join");
-}
-
-fn tp() -> TopicPartition {
-    TopicPartition::new("orders".into(), 0)
-}
-
 fn partition_dir(dir: &Path) -> PathBuf {
     dir.join("orders-0")
-}
-
-async fn open(dir: &Path, segment_bytes: u64) -> Rc<RefCell<Log>> {
-    let (log, _) = Log::open(dir, tp(), config(segment_bytes)).await.expect("open");
-    Rc::new(RefCell::new(log))
 }
 
 /// An idempotent batch of `count` records of `size` bytes.
@@ -117,7 +73,7 @@ async fn assert_duplicates(log: &Rc<RefCell<Log>>, offsets: &[i64], size: usize)
 fn duplicates_get_their_original_offsets_and_errors_leave_the_log_alone() {
     let dir = temp_dir();
     on_executor(dir.path().to_path_buf(), |dir| async move {
-        let log = open(&dir, 1 << 20).await;
+        let log = open(&dir, config(1 << 20)).await;
         let offsets = fill(&log, 8, 50).await;
         assert_eq!(offsets, (0..8).map(|i| i * 5).collect::<Vec<_>>());
         assert_duplicates(&log, &offsets, 50).await;
@@ -142,7 +98,7 @@ fn duplicates_get_their_original_offsets_and_errors_leave_the_log_alone() {
 fn a_duplicate_of_a_batch_still_being_written_waits_for_it() {
     let dir = temp_dir();
     on_executor(dir.path().to_path_buf(), |dir| async move {
-        let log = open(&dir, 1 << 20).await;
+        let log = open(&dir, config(1 << 20)).await;
         // Both appends run before the flusher writes anything: the second one finds the
         // first in the producer state while it is still queued.
         let first = glommio::spawn_local({
@@ -169,7 +125,7 @@ fn a_duplicate_of_a_batch_still_being_written_waits_for_it() {
 fn producer_state_survives_a_clean_restart_through_its_snapshot() {
     let dir = temp_dir();
     on_executor(dir.path().to_path_buf(), |dir| async move {
-        let log = open(&dir, 1 << 20).await;
+        let log = open(&dir, config(1 << 20)).await;
         let offsets = fill(&log, 7, 50).await;
         log::close(&log).await.expect("close");
         let end = log.borrow().high_watermark;
@@ -190,7 +146,7 @@ fn producer_state_survives_a_clean_restart_through_its_snapshot() {
 fn producer_state_survives_a_crash_without_close() {
     let dir = temp_dir();
     on_executor(dir.path().to_path_buf(), |dir| async move {
-        let log = open(&dir, 1 << 20).await;
+        let log = open(&dir, config(1 << 20)).await;
         let offsets = fill(&log, 9, 50).await;
         // No close: no snapshot; the state is rebuilt from the batch headers.
         drop(log);
@@ -211,7 +167,7 @@ fn producer_state_survives_a_crash_without_close() {
 fn rolls_snapshot_the_state_and_a_crash_replays_only_the_rest() {
     let dir = temp_dir();
     on_executor(dir.path().to_path_buf(), |dir| async move {
-        let log = open(&dir, 64 * 1024).await;
+        let log = open(&dir, config(64 * 1024)).await;
         // About 3 KiB per round: 70 rounds roll 64 KiB segments a few times.
         let offsets = fill(&log, 70, 900).await;
         let segments = log.borrow().segment_count();
@@ -249,7 +205,7 @@ fn rolls_snapshot_the_state_and_a_crash_replays_only_the_rest() {
 fn a_snapshot_beyond_the_log_end_is_dropped() {
     let dir = temp_dir();
     on_executor(dir.path().to_path_buf(), |dir| async move {
-        let log = open(&dir, 1 << 20).await;
+        let log = open(&dir, config(1 << 20)).await;
         let offsets = fill(&log, 3, 50).await;
         log::close(&log).await.expect("close");
         let end = log.borrow().high_watermark;
@@ -276,7 +232,7 @@ fn a_snapshot_beyond_the_log_end_is_dropped() {
 fn idle_producers_expire_in_the_retention_pass() {
     let dir = temp_dir();
     on_executor(dir.path().to_path_buf(), |dir| async move {
-        let log = open(&dir, 1 << 20).await;
+        let log = open(&dir, config(1 << 20)).await;
         fill(&log, 2, 50).await;
         let now = spate::model::now_ms();
         log::enforce_retention(&log, now + DAY_MS - 60_000).await.expect("retention");

@@ -3,61 +3,16 @@
 //! by timestamp. Each test uses its own temporary directory (set SPATE_TEST_DIR to put them
 //! on a specific device, e.g. an NVMe mount).
 
+mod common;
+
 use std::cell::RefCell;
-use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::LocalExecutorBuilder;
+use common::{config, on_executor, open, temp_dir, tp};
 use spate::model::batch::{build_uncompressed, scan_stored};
-use spate::model::topic::{Durability, TimestampType, TopicConfig};
-use spate::model::TopicPartition;
+use spate::model::topic::TimestampType;
 use spate::storage::log::{self, Log, ReadChunk};
-
-fn config(segment_bytes: u64) -> TopicConfig {
-    TopicConfig {
-        segment_bytes,
-        segment_ms: i64::MAX / 2,
-        retention_ms: -1,
-        retention_bytes: -1,
-        max_message_bytes: 1 << 20,
-        timestamp_type: TimestampType::CreateTime,
-        durability: Durability::Write,
-    }
-}
-
-fn temp_dir() -> tempfile::TempDir {
-    match std::env::var_os("SPATE_TEST_DIR") {
-        Some(root) => tempfile::tempdir_in(root).expect("tempdir"),
-        None => tempfile::tempdir().expect("tempdir"),
-    }
-}
-
-/// Runs `body` on a fresh glommio executor after the O_DIRECT probe the broker runs.
-fn on_executor<F, Fut>(dir: PathBuf, body: F)
-where
-    F: FnOnce(PathBuf) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + 'static,
-{
-    LocalExecutorBuilder::default()
-        .spawn(move || async move {
-            std::fs::create_dir_all(dir.join("__spate_meta")).expect("meta dir");
-            spate::broker::probe_direct_io(&dir, spate::model::ShardId(0)).await;
-            body(dir).await;
-        })
-        .expect("executor")
-        .join()
-        .expect("join");
-}
-
-fn tp() -> TopicPartition {
-    TopicPartition::new("orders".into(), 0)
-}
-
-async fn open(dir: &Path, config: TopicConfig) -> Rc<RefCell<Log>> {
-    let (log, _) = Log::open(dir, tp(), config).await.expect("open");
-    Rc::new(RefCell::new(log))
-}
 
 /// Reads everything from `offset` and returns the batches' (base offset, last offset).
 async fn read_all(log: &Rc<RefCell<Log>>, mut offset: i64) -> Vec<(i64, i64)> {

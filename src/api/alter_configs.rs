@@ -24,6 +24,23 @@ use crate::protocol::errors;
 use crate::shard::mesh::{ShardRequest, ShardResponse, TopicError};
 use crate::shard::CONTROLLER;
 
+/// A resource's entry in either response: its type and name, and the error if `outcome` is
+/// one. AlterConfigs and IncrementalAlterConfigs answer with two distinct types that have the
+/// same fields, so this is a macro rather than a function; it stands above its callers because
+/// a macro must be defined before it is used.
+macro_rules! resource_result {
+    ($result:ty, $resource:expr, $outcome:expr) => {{
+        let mut result = <$result>::default();
+        result.resource_type = $resource.resource_type;
+        result.resource_name = $resource.resource_name;
+        if let Err(e) = $outcome {
+            result.error_code = e.code;
+            result.error_message = Some(str_bytes(&e.message));
+        }
+        result
+    }};
+}
+
 pub async fn alter_configs(ctx: &Context<'_>, body: Bytes) -> Outcome {
     let request: AlterConfigsRequest = match ctx.decode(body) {
         Ok(r) => r,
@@ -50,14 +67,7 @@ pub async fn alter_configs(ctx: &Context<'_>, body: Bytes) -> Outcome {
                 }
             }
         };
-        let mut result = AlterConfigsResourceResponse::default();
-        result.resource_type = resource.resource_type;
-        result.resource_name = resource.resource_name;
-        if let Err(e) = outcome {
-            result.error_code = e.code;
-            result.error_message = Some(str_bytes(&e.message));
-        }
-        response.responses.push(result);
+        response.responses.push(resource_result!(AlterConfigsResourceResponse, resource, outcome));
     }
     ctx.reply(&response)
 }
@@ -101,14 +111,11 @@ pub async fn incremental_alter_configs(ctx: &Context<'_>, body: Bytes) -> Outcom
                 }
             }
         };
-        let mut result = incremental::AlterConfigsResourceResponse::default();
-        result.resource_type = resource.resource_type;
-        result.resource_name = resource.resource_name;
-        if let Err(e) = outcome {
-            result.error_code = e.code;
-            result.error_message = Some(str_bytes(&e.message));
-        }
-        response.responses.push(result);
+        response.responses.push(resource_result!(
+            incremental::AlterConfigsResourceResponse,
+            resource,
+            outcome
+        ));
     }
     ctx.reply(&response)
 }

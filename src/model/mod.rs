@@ -60,3 +60,18 @@ pub(crate) fn test_seed(test_name: &str) -> u64 {
     println!("{test_name}: seed {seed} (replay with SPATE_TEST_SEED={seed})");
     seed
 }
+
+/// Prints the seed of the case that was running when a test panics. A randomized test that
+/// derives one seed per case from `test_seed` holds one for the length of each case, so that
+/// the failing case can be replayed alone.
+#[cfg(test)]
+pub(crate) struct CaseSeed(pub(crate) u64);
+
+#[cfg(test)]
+impl Drop for CaseSeed {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("failing case: replay with SPATE_TEST_SEED={}", self.0);
+        }
+    }
+}

@@ -703,11 +703,8 @@ impl Shard {
         if create.validate_only {
             return Ok(meta);
         }
-        // Claim the name before the first await so that a concurrent create sees it.
-        self.catalog.borrow_mut().apply(meta.clone());
-        self.persist_catalog().await?;
-        let copy = meta.clone();
-        self.broadcast(move || ShardRequest::ApplyTopic(copy.clone())).await;
+        // commit_topic claims the name before its first await, so a concurrent create sees it.
+        self.commit_topic(&meta).await?;
         tracing::info!(topic = %meta.name, partitions, "created topic");
         Ok(meta)
     }
@@ -765,10 +762,7 @@ impl Shard {
         if validate_only {
             return Ok(meta);
         }
-        self.catalog.borrow_mut().apply(meta.clone());
-        self.persist_catalog().await?;
-        let copy = meta.clone();
-        self.broadcast(move || ShardRequest::ApplyTopic(copy.clone())).await;
+        self.commit_topic(&meta).await?;
         Ok(meta)
     }
 
@@ -789,12 +783,20 @@ impl Shard {
         if validate_only {
             return Ok(meta);
         }
+        self.commit_topic(&meta).await?;
+        tracing::info!(topic = %meta.name, overrides = ?meta.overrides, "altered topic configs");
+        Ok(meta)
+    }
+
+    /// Applies `meta` to the controller's catalog, persists the catalog and sends `ApplyTopic`
+    /// to every shard; returns once every shard applied it. The catalog is updated before the
+    /// first await, so a concurrent request on the controller already sees `meta`.
+    async fn commit_topic(self: &Rc<Self>, meta: &TopicMeta) -> Result<(), TopicError> {
         self.catalog.borrow_mut().apply(meta.clone());
         self.persist_catalog().await?;
         let copy = meta.clone();
         self.broadcast(move || ShardRequest::ApplyTopic(copy.clone())).await;
-        tracing::info!(topic = %meta.name, overrides = ?meta.overrides, "altered topic configs");
-        Ok(meta)
+        Ok(())
     }
 
     /// The controller's entry for topic `name`, or UNKNOWN_TOPIC_OR_PARTITION.

@@ -479,18 +479,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use std::collections::{BTreeMap, BTreeSet};
 
-    use crate::model::test_seed;
-
-    /// Prints the seed of the case that was running when a test panics.
-    struct CaseSeed(u64);
-
-    impl Drop for CaseSeed {
-        fn drop(&mut self) {
-            if std::thread::panicking() {
-                eprintln!("failing case: replay with SPATE_TEST_SEED={}", self.0);
-            }
-        }
-    }
+    use crate::model::{test_seed, CaseSeed};
 
     /// A stand-in for a delayed fetch: completes once `bytes_needed` bytes have arrived.
     #[derive(Debug, PartialEq, Eq)]

@@ -549,18 +549,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use std::collections::BTreeMap;
 
-    use crate::model::test_seed;
-
-    /// Prints the seed of the case that was running when a test panics.
-    struct CaseSeed(u64);
-
-    impl Drop for CaseSeed {
-        fn drop(&mut self) {
-            if std::thread::panicking() {
-                eprintln!("failing case: replay with SPATE_TEST_SEED={}", self.0);
-            }
-        }
-    }
+    use crate::model::{test_seed, CaseSeed};
 
     fn expire_all(wheel: &mut TimingWheel<u64>, now_tick: u64) -> Vec<(u64, u64)> {
         let mut expired = Vec::new();

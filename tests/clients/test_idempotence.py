@@ -357,7 +357,8 @@ def test_java_producer_with_default_settings(broker, tmp_path):
     classpath = java_classpath(tmp_path)
     classes = tmp_path / "classes"
     subprocess.run(["javac", "-d", str(classes), "-cp", classpath,
-                    str(JAVA_DIR / "IdempotentProducer.java")], check=True, timeout=120)
+                    str(JAVA_DIR / "IdempotentProducer.java"),
+                    str(JAVA_DIR / "ProducerSetup.java")], check=True, timeout=120)
     topic = unique_topic("java")
     done = subprocess.run(
         ["java", "-cp", f"{classes}{os.pathsep}{classpath}", "IdempotentProducer",

@@ -319,7 +319,8 @@ def test_java_transactional_producer_and_read_committed_consumer(broker, tmp_pat
     classpath = java_classpath(tmp_path)
     classes = tmp_path / "classes"
     subprocess.run(["javac", "-d", str(classes), "-cp", classpath,
-                    str(JAVA_DIR / "TransactionalProducer.java")], check=True, timeout=120)
+                    str(JAVA_DIR / "TransactionalProducer.java"),
+                    str(JAVA_DIR / "ProducerSetup.java")], check=True, timeout=120)
     topic = unique_topic("javatxn")
     create_topic(broker.bootstrap, topic)
     done = subprocess.run(

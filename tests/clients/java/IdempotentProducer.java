@@ -3,6 +3,7 @@
 // acknowledgement. Prints "acknowledged N" on success; exits non-zero on any failure.
 //
 // Usage: java IdempotentProducer BOOTSTRAP TOPIC N
+// (compiled together with ProducerSetup.java, which reads the arguments)
 
 import java.util.ArrayList;
 import java.util.List;
@@ -14,19 +15,14 @@ import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
-import org.apache.kafka.common.serialization.StringSerializer;
 
 public class IdempotentProducer {
     public static void main(String[] args) throws Exception {
-        String bootstrap = args[0];
-        String topic = args[1];
-        int count = Integer.parseInt(args[2]);
-        Properties props = new Properties();
-        props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
-        props.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
-        props.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        ProducerSetup setup = new ProducerSetup(args);
+        String topic = setup.topic;
+        int count = setup.count;
+        Properties props = setup.producerProps();
         props.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, "60000");
-        props.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, "60000");
         try (KafkaProducer<String, String> producer = new KafkaProducer<>(props)) {
             List<Future<RecordMetadata>> sent = new ArrayList<>();
             for (int i = 0; i < count; i++) {

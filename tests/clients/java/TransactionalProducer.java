@@ -4,6 +4,7 @@
 // of records the consumer saw; exits non-zero on any failure.
 //
 // Usage: java TransactionalProducer BOOTSTRAP TOPIC N
+// (compiled together with ProducerSetup.java, which reads the arguments)
 
 import java.time.Duration;
 import java.util.ArrayList;
@@ -21,19 +22,15 @@ import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.StringDeserializer;
-import org.apache.kafka.common.serialization.StringSerializer;
 
 public class TransactionalProducer {
     public static void main(String[] args) throws Exception {
-        String bootstrap = args[0];
-        String topic = args[1];
-        int count = Integer.parseInt(args[2]);
-        Properties props = new Properties();
-        props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
-        props.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
-        props.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        ProducerSetup setup = new ProducerSetup(args);
+        String bootstrap = setup.bootstrap;
+        String topic = setup.topic;
+        int count = setup.count;
+        Properties props = setup.producerProps();
         props.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, "java-" + UUID.randomUUID());
-        props.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, "60000");
         try (KafkaProducer<String, String> producer = new KafkaProducer<>(props)) {
             producer.initTransactions();
             String[] prefixes = {"c-", "a-", "d-"};
