@@ -791,9 +791,21 @@ impl Shard {
     /// Applies `meta` to the controller's catalog, persists the catalog and sends `ApplyTopic`
     /// to every shard; returns once every shard applied it. The catalog is updated before the
     /// first await, so a concurrent request on the controller already sees `meta`.
+    /// If the catalog cannot be written, the change is undone and the error returned.
     async fn commit_topic(self: &Rc<Self>, meta: &TopicMeta) -> Result<(), TopicError> {
+        let previous = self.catalog.borrow().get(&meta.name).cloned();
         self.catalog.borrow_mut().apply(meta.clone());
-        self.persist_catalog().await?;
+        if let Err(e) = self.persist_catalog().await {
+            // Not on disk and not on the other shards: forget it, so that a retry can succeed.
+            let mut catalog = self.catalog.borrow_mut();
+            match previous {
+                Some(previous) => catalog.apply(previous),
+                None => {
+                    catalog.remove(&meta.name);
+                }
+            }
+            return Err(e);
+        }
         let copy = meta.clone();
         self.broadcast(move || ShardRequest::ApplyTopic(copy.clone())).await;
         Ok(())
