@@ -6,7 +6,8 @@
 #   scripts/test.sh            everything (CI runs this through .ci/run)
 #   SPATE_SKIP_LIBRDKAFKA=1    skip librdkafka's own suite (it needs a ~3 min build once)
 #
-# Slow soak and benchmark runs are not here: see scripts/bench.sh.
+# Slow benchmark runs are not here: see "Measuring" in README.md (scripts/baseline.sh,
+# scripts/compare.sh, cargo bench).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

@@ -11,12 +11,14 @@
 //! - A transactional id: the transaction coordinator of the shard that owns it answers
 //!   (`api::transactions`, `txn::coordinator`): a fresh id at epoch 0 the first time, the
 //!   epoch bumped on every later call (fencing the previous producer), an open transaction
-//!   aborted first. An empty transactional id is INVALID_REQUEST, as in Kafka.
+//!   aborted first. An empty transactional id is INVALID_REQUEST, as in Kafka, and so is one
+//!   longer than the transaction log's strings hold (32767 bytes).
 
 use bytes::Bytes;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::{Context, Outcome};
+use crate::model::records::SHORT_STRING_BYTES_MAX;
 use crate::protocol::errors;
 use crate::shard::mesh::{ShardRequest, ShardResponse};
 use crate::shard::CONTROLLER;
@@ -81,6 +83,10 @@ enum Plan {
 fn plan(transactional_id: Option<&str>, producer_id: i64, producer_epoch: i16) -> Plan {
     match transactional_id {
         Some("") => return Plan::Refuse(errors::INVALID_REQUEST),
+        // The transaction log keeps ids in int16-length strings.
+        Some(id) if id.len() > SHORT_STRING_BYTES_MAX => {
+            return Plan::Refuse(errors::INVALID_REQUEST)
+        }
         Some(_) => return Plan::Transactional,
         None => {}
     }
@@ -116,6 +122,9 @@ mod tests {
             );
         }
         assert_eq!(plan(Some(""), -1, -1), Plan::Refuse(errors::INVALID_REQUEST));
+        let long = "t".repeat(SHORT_STRING_BYTES_MAX + 1);
+        assert_eq!(plan(Some(&long), -1, -1), Plan::Refuse(errors::INVALID_REQUEST));
+        assert_eq!(plan(Some(&long[1..]), -1, -1), Plan::Transactional);
         assert_eq!(plan(Some("txn-1"), -1, -1), Plan::Transactional);
         assert_eq!(plan(Some("txn-1"), 7, 0), Plan::Transactional);
     }

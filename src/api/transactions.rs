@@ -31,6 +31,7 @@ use kafka_protocol::messages::{
 };
 
 use super::{str_bytes, Context, Outcome};
+use crate::constants::GROUP_ID_LENGTH_MAX;
 use crate::model::{ShardId, TopicPartition};
 use crate::protocol::errors;
 use crate::shard::mesh::{ShardRequest, ShardResponse};
@@ -179,6 +180,10 @@ pub async fn add_offsets(ctx: &Context<'_>, body: Bytes) -> Outcome {
         groups: vec![request.group_id.0.to_string()],
     };
     let mut response = AddOffsetsToTxnResponse::default();
+    if request.group_id.0.len() > GROUP_ID_LENGTH_MAX {
+        response.error_code = errors::INVALID_GROUP_ID;
+        return ctx.reply(&response);
+    }
     response.error_code = match call(ctx, &request.transactional_id.0, txn).await {
         Some(TxnResponse::Code(code)) => fenced(code, ctx.version, 2),
         _ => errors::COORDINATOR_NOT_AVAILABLE,

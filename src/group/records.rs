@@ -36,7 +36,7 @@ const OFFSET_VALUE_VERSION_EXPIRING: i16 = 1;
 const GROUP_VALUE_VERSION: i16 = 3;
 
 /// Longest string the formats can hold (int16 length).
-pub const STRING_LENGTH_MAX: usize = i16::MAX as usize;
+pub const STRING_LENGTH_MAX: usize = crate::model::records::SHORT_STRING_BYTES_MAX;
 
 /// A committed offset as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,9 +236,7 @@ fn decode_group(bytes: &[u8]) -> Result<GroupValue, DecodeError> {
 /// Writes an int16-length string. Callers validate lengths; an over-long string is cut at
 /// the limit (so the record stays well formed) rather than corrupting the log.
 fn put_string(out: &mut Vec<u8>, text: &str) {
-    let bytes = &text.as_bytes()[..text.len().min(STRING_LENGTH_MAX)];
-    out.extend((bytes.len() as i16).to_be_bytes());
-    out.extend_from_slice(bytes);
+    crate::model::records::put_short_string(out, text);
 }
 
 fn put_nullable_string(out: &mut Vec<u8>, text: Option<&str>) {

@@ -212,6 +212,22 @@ fn take_bytes<'a>(bytes: &mut &'a [u8]) -> Result<Option<&'a [u8]>, BatchError> 
     take(bytes, length).map(Some)
 }
 
+/// The longest string of Kafka's internal-record formats (an int16 length).
+pub const SHORT_STRING_BYTES_MAX: usize = i16::MAX as usize;
+
+/// Appends `text` as an int16-length string, as the coordinators' record formats write them.
+/// Longer text is cut to `SHORT_STRING_BYTES_MAX` bytes at a character boundary, so that what
+/// is read back is still UTF-8 (APIs refuse ids that long; this guards free text such as a
+/// client id).
+pub fn put_short_string(out: &mut Vec<u8>, text: &str) {
+    let mut end = text.len().min(SHORT_STRING_BYTES_MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.extend((end as i16).to_be_bytes());
+    out.extend_from_slice(&text.as_bytes()[..end]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,5 +301,20 @@ mod tests {
             let mut slice = &out[..];
             assert_eq!(take_varint(&mut slice).expect("decode"), value);
         }
+    }
+
+    #[test]
+    fn short_strings_are_cut_at_a_character_boundary() {
+        let mut out = Vec::new();
+        put_short_string(&mut out, "abc");
+        assert_eq!(out, [0, 3, b'a', b'b', b'c']);
+        // 10,923 three-byte characters: the cut falls before the last whole one that fits.
+        let long = "\u{20ac}".repeat(SHORT_STRING_BYTES_MAX / 3 + 1);
+        let mut out = Vec::new();
+        put_short_string(&mut out, &long);
+        let length = i16::from_be_bytes([out[0], out[1]]) as usize;
+        assert_eq!(length, SHORT_STRING_BYTES_MAX / 3 * 3);
+        assert!(std::str::from_utf8(&out[2..]).is_ok());
+        assert_eq!(out.len(), 2 + length);
     }
 }

@@ -127,8 +127,7 @@ fn decode_value(transactional_id: String, value: &[u8]) -> Option<TxnMeta> {
 }
 
 fn put_string(out: &mut Vec<u8>, text: &str) {
-    out.extend((text.len() as i16).to_be_bytes());
-    out.extend_from_slice(text.as_bytes());
+    crate::model::records::put_short_string(out, text);
 }
 
 struct Reader<'a>(&'a [u8]);

@@ -216,7 +216,11 @@ class Wire:
             body = b"\x00"  # compact nullable string: null
         else:
             encoded = transactional_id.encode()
-            body = bytes([len(encoded) + 1]) + encoded
+            length, body = len(encoded) + 1, b""  # compact string: unsigned varint length + 1
+            while length >= 0x80:
+                body += bytes([length & 0x7F | 0x80])
+                length >>= 7
+            body += bytes([length]) + encoded
         body += struct.pack(">iqh", 60000, producer_id, epoch) + b"\x00"
         response = self.call(22, 3, body, flexible=True)
         _throttle, error, pid, got_epoch = struct.unpack(">ihqh", response[:16])
@@ -307,6 +311,9 @@ def test_wire_rules_of_idempotent_produce(broker):
         error, txn_pid, txn_epoch = wire.init_producer_id("txn-1")
         assert (error, txn_epoch) == (NONE, 0) and txn_pid not in (-1, pid)
         assert wire.init_producer_id("")[0] == INVALID_REQUEST
+        # Longer than the transaction log's int16-length strings can hold.
+        assert wire.init_producer_id("t" * 40000)[0] == INVALID_REQUEST
+        assert wire.init_producer_id("t" * 32767)[0] == NONE
         assert wire.init_producer_id(producer_id=pid, epoch=-1)[0] == INVALID_REQUEST
     finally:
         wire.close()
