@@ -39,7 +39,7 @@ pub const DIRECT_IO_ALIGNMENT_BYTES_MAX: u64 = 4096;
 /// Memory each shard keeps for the batches it wrote last, shared by its partitions, to serve
 /// tail consumers without I/O (`--batch-cache-bytes`; `storage::cache`).
 pub const BATCH_CACHE_BYTES_PER_SHARD_DEFAULT: u64 = 128 * 1024 * 1024;
-/// The batch cache of a log outside a shard's shared budget (internal logs, tests).
+/// The batch cache of a log outside a shard's shared budget (tests).
 pub const BATCH_CACHE_BYTES_PER_LOG: usize = 4 * 1024 * 1024;
 
 /// Segment files grow their preallocated space in steps of this size (fallocate with

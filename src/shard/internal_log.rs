@@ -27,6 +27,7 @@ use crate::model::topic::{Durability, TimestampType, TopicConfig};
 use crate::model::{batch, ShardId, TopicPartition};
 use crate::shard::catalog::META_DIR;
 use crate::shard::table::shard_for_key;
+use crate::storage::cache::CacheBudget;
 use crate::storage::log::{self, Log};
 
 /// Kafka's name for the committed-offsets topic; Spate keeps one partition per shard.
@@ -53,7 +54,8 @@ pub fn log_config(segment_bytes: u64, durability: Durability) -> TopicConfig {
     }
 }
 
-/// Opens (recovering) the log of `topic` that `shard` writes.
+/// Opens (recovering) the log of `topic` that `shard` writes. Nothing reads an internal log
+/// back but start-up (from the files), so it keeps no batch cache.
 pub async fn open(
     data_dir: &Path,
     topic: &str,
@@ -61,7 +63,7 @@ pub async fn open(
     config: TopicConfig,
 ) -> Result<LogRef, crate::storage::Error> {
     let tp = TopicPartition::new(topic.into(), shard.0 as i32);
-    let (opened, _) = Log::open(data_dir, tp, config).await?;
+    let (opened, _) = Log::open_in(data_dir, tp, config, CacheBudget::new(0)).await?;
     Ok(Rc::new(RefCell::new(opened)))
 }
 

@@ -127,7 +127,7 @@ pub struct RecoveryReport {
 impl Log {
     /// Opens (recovering) or creates the log of `tp` under `data_dir`, with a batch cache of
     /// its own (`BATCH_CACHE_BYTES_PER_LOG`): for logs outside a shard's shared budget
-    /// (internal logs, tests).
+    /// (tests).
     pub async fn open(
         data_dir: &Path,
         tp: TopicPartition,
