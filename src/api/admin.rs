@@ -25,6 +25,7 @@ use crate::model::topic::{PASSIVE_TOPIC_CONFIG_NAMES, TOPIC_CONFIG_NAMES};
 use crate::protocol::errors;
 use crate::shard::mesh::{CreateTopic, ShardRequest, ShardResponse, TopicError};
 use crate::shard::CONTROLLER;
+use crate::txn::state::TRANSACTION_TIMEOUT_MS_MAX;
 
 pub(super) const RESOURCE_TOPIC: i8 = 2;
 pub(super) const RESOURCE_BROKER: i8 = 4;
@@ -333,6 +334,8 @@ fn entry(name: &str, value: &str, source: i8, read_only: bool) -> DescribeConfig
 fn broker_configs(shard: &crate::shard::Shard) -> Vec<(String, String)> {
     let c = &shard.config;
     let d = &c.topic_defaults;
+    let g = &c.groups;
+    let t = &c.txns;
     vec![
         ("node.id".into(), c.node_id.to_string()),
         ("listeners".into(), format!("PLAINTEXT://{}", c.listen)),
@@ -350,6 +353,15 @@ fn broker_configs(shard: &crate::shard::Shard) -> Vec<(String, String)> {
         ("log.retention.ms".into(), d.retention_ms.to_string()),
         ("log.retention.bytes".into(), d.retention_bytes.to_string()),
         ("num.io.threads".into(), c.cores.to_string()),
+        ("group.initial.rebalance.delay.ms".into(), g.initial_rebalance_delay_ms.to_string()),
+        ("group.min.session.timeout.ms".into(), g.session_timeout_ms_min.to_string()),
+        ("group.max.session.timeout.ms".into(), g.session_timeout_ms_max.to_string()),
+        ("offsets.retention.minutes".into(), (g.offsets_retention_ms / 60_000).to_string()),
+        ("offset.metadata.max.bytes".into(), g.offset_metadata_bytes_max.to_string()),
+        ("offsets.topic.segment.bytes".into(), g.offsets_segment_bytes.to_string()),
+        ("transaction.state.log.segment.bytes".into(), t.log_segment_bytes.to_string()),
+        ("transactional.id.expiration.ms".into(), t.id_expiration_ms.to_string()),
+        ("transaction.max.timeout.ms".into(), TRANSACTION_TIMEOUT_MS_MAX.to_string()),
     ]
 }
 

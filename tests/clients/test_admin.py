@@ -250,7 +250,8 @@ def test_delete_topic_then_recreate(broker):
 def test_describe_cluster_and_broker_configs(broker):
     """DescribeCluster names this one broker at its advertised 127.0.0.1 address as the
     controller, with a cluster id; DescribeConfigs for that broker answers with its configs,
-    among them message.max.bytes = 1048588 (Kafka's default)."""
+    among them message.max.bytes = 1048588 (Kafka's default) and the group and transaction
+    settings."""
     admin = ck_admin(broker)
     cluster = admin.describe_cluster(request_timeout=TIMEOUT_S).result(timeout=TIMEOUT_S)
     assert cluster.cluster_id
@@ -263,6 +264,11 @@ def test_describe_cluster_and_broker_configs(broker):
     configs = admin.describe_configs([resource], request_timeout=TIMEOUT_S)[resource].result(
         timeout=TIMEOUT_S)
     assert configs["message.max.bytes"].value == "1048588"
+    # The group and transaction settings the broker honours, at their defaults.
+    assert configs["group.initial.rebalance.delay.ms"].value == "3000"
+    assert configs["offsets.retention.minutes"].value == "10080"
+    assert configs["transactional.id.expiration.ms"].value == "604800000"
+    assert configs["transaction.state.log.segment.bytes"].value == str(16 * 1024 * 1024)
 
     metadata = admin.list_topics(timeout=TIMEOUT_S)
     assert metadata.cluster_id == cluster.cluster_id
