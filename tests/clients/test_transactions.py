@@ -138,18 +138,24 @@ def test_committed_records_are_visible_and_aborted_ones_are_not(broker):
     assert b"open-2" in read_to_end(broker.bootstrap, topic, "read_committed", 2)
 
 
-def test_consume_transform_produce_commits_offsets_with_the_output(broker):
+def source_and_sink(bootstrap, group_prefix, count):
+    """A source topic holding `count` plain records ("in-0"...), an empty sink topic, and a
+    read_committed consumer in a new group: (source, sink, group, consumer)."""
     source, sink = unique_topic("in"), unique_topic("out")
-    create_topic(broker.bootstrap, source)
-    create_topic(broker.bootstrap, sink)
-    group = "ctp-" + uuid.uuid4().hex[:8]
-    plain = Producer({"bootstrap.servers": broker.bootstrap, **CK_COMMON})
-    for v in values("in-", 10):
+    create_topic(bootstrap, source)
+    create_topic(bootstrap, sink)
+    group = group_prefix + uuid.uuid4().hex[:8]
+    plain = Producer({"bootstrap.servers": bootstrap, **CK_COMMON})
+    for v in values("in-", count):
         plain.produce(source, value=v)
     assert plain.flush(30) == 0
+    c = consumer(bootstrap, "read_committed", **{"group.id": group,
+                                                  "enable.partition.eof": False})
+    return source, sink, group, c
 
-    c = consumer(broker.bootstrap, "read_committed", **{"group.id": group,
-                                                         "enable.partition.eof": False})
+
+def test_consume_transform_produce_commits_offsets_with_the_output(broker):
+    source, sink, group, c = source_and_sink(broker.bootstrap, "ctp-", 10)
     producer = txn_producer(broker.bootstrap)
 
     def transform(count, commit):
@@ -183,6 +189,7 @@ def test_consume_transform_produce_commits_offsets_with_the_output(broker):
     try:
         transform(10, commit=True)
         assert committed_offset() == 10
+        plain = Producer({"bootstrap.servers": broker.bootstrap, **CK_COMMON})
         for v in values("more-", 5):
             plain.produce(source, value=v)
         assert plain.flush(30) == 0
@@ -369,16 +376,7 @@ def test_operators_see_transactions_and_producers(broker):
 def test_offsets_sent_to_an_open_transaction_survive_kill9(broker):
     """send_offsets_to_transaction, then a crash before the commit: the offsets are kept in
     the transaction log, and the commit after the restart still delivers them."""
-    source, sink = unique_topic("in"), unique_topic("out")
-    create_topic(broker.bootstrap, source)
-    create_topic(broker.bootstrap, sink)
-    group = "crash-" + uuid.uuid4().hex[:8]
-    plain = Producer({"bootstrap.servers": broker.bootstrap, **CK_COMMON})
-    for v in values("in-", 5):
-        plain.produce(source, value=v)
-    assert plain.flush(30) == 0
-    c = consumer(broker.bootstrap, "read_committed", **{"group.id": group,
-                                                         "enable.partition.eof": False})
+    source, sink, group, c = source_and_sink(broker.bootstrap, "crash-", 5)
     c.assign([TopicPartition(source, 0, 0)])
     taken = []
     deadline = time.monotonic() + 30
