@@ -232,18 +232,9 @@ mod tests {
     /// (forwards, far forwards, backwards) give the same operations at the same time.
     #[test]
     fn matches_a_reference_model() {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
-        println!("seed {seed}");
-        let mut state = seed | 1;
-        let mut random = move |bound: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % bound
-        };
+        let seed = crate::model::test_seed("matches_a_reference_model");
+        let mut rng = crate::model::TestRng::new(seed);
+        let mut random = move |bound: u64| rng.below(bound);
         let mut timers: Timers<u64, u64> = Timers::default();
         let mut model: Vec<(i64, u64, u64, u64)> = Vec::new(); // deadline, order, key, op
         let (mut now, mut order, mut op) = (1_000_i64, 0_u64, 0_u64);

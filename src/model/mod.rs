@@ -61,6 +61,26 @@ pub(crate) fn test_seed(test_name: &str) -> u64 {
     seed
 }
 
+/// A xorshift64 generator for randomized tests: cheap, and one sequence per seed, so that a
+/// printed seed replays the run.
+#[cfg(test)]
+pub(crate) struct TestRng(u64);
+
+#[cfg(test)]
+impl TestRng {
+    pub(crate) fn new(seed: u64) -> TestRng {
+        TestRng(seed | 1)
+    }
+
+    /// A number below `bound`.
+    pub(crate) fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
+    }
+}
+
 /// Prints the seed of the case that was running when a test panics. A randomized test that
 /// derives one seed per case from `test_seed` holds one for the length of each case, so that
 /// the failing case can be replayed alone.

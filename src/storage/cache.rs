@@ -282,13 +282,8 @@ mod tests {
     #[test]
     fn the_budget_keeps_exactly_the_newest_batches_that_fit() {
         let seed = crate::model::test_seed("the_budget_keeps_exactly_the_newest_batches_that_fit");
-        let mut rng = seed | 1;
-        let mut next = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut rng = crate::model::TestRng::new(seed);
+        let mut next = move |n: u64| rng.below(n);
         let budget = CacheBudget::new(10_000);
         let mut caches: Vec<(BatchCache, i64)> =
             (0..4).map(|_| (BatchCache::new(budget.clone()), 0)).collect();

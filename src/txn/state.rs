@@ -880,13 +880,8 @@ mod tests {
     fn replaying_the_records_or_a_snapshot_restores_the_state() {
         let seed =
             crate::model::test_seed("replaying_the_records_or_a_snapshot_restores_the_state");
-        let mut rng = seed | 1;
-        let mut next = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut rng = crate::model::TestRng::new(seed);
+        let mut next = move |n: u64| rng.below(n);
         let ids = ["a", "b", "c", "d"];
         let mut txns = Transactions::new();
         let mut written = Vec::new();

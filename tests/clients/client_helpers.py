@@ -48,6 +48,15 @@ def unique_topic(prefix="t"):
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+def rss_bytes(pid):
+    """Resident memory of process `pid`, in bytes."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
 def same_content(rec, msg):
     """True when a record read back carries exactly the produced key, value and headers."""
     return (rec.key, rec.value, rec.headers) == (msg.key, msg.value, tuple(msg.headers))

@@ -16,7 +16,7 @@ from kafka import TopicPartition as KpTopicPartition
 
 from client_helpers import (CK_COMMON, Msg, ck_consume, ck_consume_all, ck_consumer,
                             ck_partition_count, ck_produce, ck_producer, ck_watermarks,
-                            kp_consume, kp_consumer, kp_produce, unique_topic)
+                            kp_consume, kp_consumer, kp_produce, rss_bytes, unique_topic)
 
 MIB = 1024 * 1024
 # A batch of one record with a value this big stays below Kafka's default message.max.bytes
@@ -279,14 +279,6 @@ def test_unknown_partition(broker):
     finally:
         consumer.close()
     assert [r.value for r in ck_consume(broker.bootstrap, topic, 0, 0, 1)] == [b"v"]
-
-
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 @pytest.mark.parametrize("budget", [8 * MIB, 0], ids=["8MiB", "off"])

@@ -856,14 +856,9 @@ def admin_list_groups(broker):
 @pytest.fixture(scope="module")
 def java_members(tmp_path_factory):
     """The classpath to run java/GroupMember.java (compiled once), or a skip without Maven."""
-    from test_idempotence import JAVA_DIR, java_classpath
+    from test_idempotence import compile_java
 
-    workdir = tmp_path_factory.mktemp("java")
-    classpath = java_classpath(workdir)
-    classes = workdir / "classes"
-    subprocess.run(["javac", "-d", str(classes), "-cp", classpath,
-                    str(JAVA_DIR / "GroupMember.java")], check=True, timeout=120)
-    return f"{classes}{os.pathsep}{classpath}"
+    return compile_java(tmp_path_factory.mktemp("java"), "GroupMember")
 
 
 @pytest.mark.timeout(420)

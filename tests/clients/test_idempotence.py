@@ -359,16 +359,23 @@ def java_classpath(workdir):
     return output.read_text().strip()
 
 
+def compile_java(workdir, *programs):
+    """Compiles java/<program>.java for each program into `workdir` against kafka-clients
+    (a skip without Java or Maven); returns the classpath to run them with."""
+    classpath = java_classpath(workdir)
+    classes = workdir / "classes"
+    sources = [str(JAVA_DIR / f"{program}.java") for program in programs]
+    subprocess.run(["javac", "-d", str(classes), "-cp", classpath, *sources], check=True,
+                   timeout=120)
+    return f"{classes}{os.pathsep}{classpath}"
+
+
 @pytest.mark.timeout(420)
 def test_java_producer_with_default_settings(broker, tmp_path):
-    classpath = java_classpath(tmp_path)
-    classes = tmp_path / "classes"
-    subprocess.run(["javac", "-d", str(classes), "-cp", classpath,
-                    str(JAVA_DIR / "IdempotentProducer.java"),
-                    str(JAVA_DIR / "ProducerSetup.java")], check=True, timeout=120)
+    run_classpath = compile_java(tmp_path, "IdempotentProducer", "ProducerSetup")
     topic = unique_topic("java")
     done = subprocess.run(
-        ["java", "-cp", f"{classes}{os.pathsep}{classpath}", "IdempotentProducer",
+        ["java", "-cp", run_classpath, "IdempotentProducer",
          broker.bootstrap, topic, "1000"], capture_output=True, timeout=120)
     output = done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
     assert done.returncode == 0, output[-3000:]

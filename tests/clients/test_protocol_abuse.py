@@ -14,7 +14,8 @@ import threading
 
 import pytest
 
-from client_helpers import Msg, assert_healthy, ck_consume, ck_produce, unique_topic
+from client_helpers import (Msg, assert_healthy, ck_consume, ck_produce, rss_bytes,
+                            unique_topic)
 from conftest import TARGET
 from kafka_wire import (API_VERSIONS, PRODUCE, UNSUPPORTED_VERSION, api_versions_request,
                         closed_by_peer, connect, frame, metadata_request_v1,
@@ -28,14 +29,6 @@ FOUNDATION_APIS = {"Produce": 0, "Fetch": 1, "ListOffsets": 2, "Metadata": 3,
                    "DescribeConfigs": 32, "CreatePartitions": 37, "DescribeCluster": 60}
 CORRUPT_MESSAGE = 2
 MESSAGE_TOO_LARGE = 10
-
-
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -318,20 +318,15 @@ def test_delete_records_moves_the_log_start_durably(broker):
 def test_java_transactional_producer_and_read_committed_consumer(broker, tmp_path):
     """The Java client (transaction version 1, as the broker does not advertise
     transaction.version): committed records visible, aborted ones not."""
-    import os
     import subprocess
 
-    from test_idempotence import JAVA_DIR, java_classpath
+    from test_idempotence import compile_java
 
-    classpath = java_classpath(tmp_path)
-    classes = tmp_path / "classes"
-    subprocess.run(["javac", "-d", str(classes), "-cp", classpath,
-                    str(JAVA_DIR / "TransactionalProducer.java"),
-                    str(JAVA_DIR / "ProducerSetup.java")], check=True, timeout=120)
+    run_classpath = compile_java(tmp_path, "TransactionalProducer", "ProducerSetup")
     topic = unique_topic("javatxn")
     create_topic(broker.bootstrap, topic)
     done = subprocess.run(
-        ["java", "-cp", f"{classes}{os.pathsep}{classpath}", "TransactionalProducer",
+        ["java", "-cp", run_classpath, "TransactionalProducer",
          broker.bootstrap, topic, "50"], capture_output=True, timeout=180)
     output = done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
     assert done.returncode == 0, output[-3000:]
