@@ -74,16 +74,14 @@ impl CacheBudget {
     }
 
     /// Bytes cached under this budget now.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         self.bytes.get()
     }
 
-    pub fn bytes_max(&self) -> usize {
-        self.bytes_max
-    }
-
     /// Batches in the eviction queue, stale ones included (for tests of the bound).
-    pub fn queued(&self) -> usize {
+    #[cfg(test)]
+    fn queued(&self) -> usize {
         self.order.borrow().len()
     }
 
@@ -196,7 +194,8 @@ impl BatchCache {
     }
 
     /// Bytes this partition has cached.
-    pub fn size_bytes(&self) -> usize {
+    #[cfg(test)]
+    fn size_bytes(&self) -> usize {
         self.run.borrow().batches.iter().map(|(_, b)| b.bytes.len()).sum()
     }
 }
