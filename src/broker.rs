@@ -19,11 +19,12 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::config::Config;
 use crate::constants::{
-    MEMLOCK_BYTES_PER_SHARD_MIN, MESH_CHANNEL_CAPACITY, RETENTION_CHECK_INTERVAL_MS,
-    SENDFILE_THREADS_PER_SHARD,
+    BLOCKING_THREADS_PER_SHARD, MEMLOCK_BYTES_PER_SHARD_MIN, MESH_CHANNEL_CAPACITY,
+    READER_THREADS_PER_SHARD, RETENTION_CHECK_INTERVAL_MS,
 };
 use crate::fatal::{fatal, FatalReason};
 use crate::model::ShardId;
+use crate::net::readers::Readers;
 use crate::net::{self, InFlight};
 use crate::shard::catalog::{self, Catalog, META_DIR};
 use crate::shard::internal_log;
@@ -87,13 +88,23 @@ pub fn run(config: Config) {
     let mesh = MeshBuilder::<Envelope, _>::full(config.cores, MESH_CHANNEL_CAPACITY);
     let meshes = Arc::new(std::sync::Mutex::new(vec![mesh; config.cores]));
     let ready = Arc::new(AtomicUsize::new(0));
+    // Started here, on the unpinned main thread, so that the reader threads are not pinned
+    // to their shard's core (they would compete with it for the CPU).
+    let readers: Vec<Readers> = (0..config.cores)
+        .map(|shard| {
+            Readers::start(shard, READER_THREADS_PER_SHARD).unwrap_or_else(|e| {
+                fatal(FatalReason::Runtime, format!("cannot start the reader threads: {e}"))
+            })
+        })
+        .collect();
+    let readers = Arc::new(readers);
     let pool = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(config.cores, None))
         .name("spate-shard")
         // Not `preempt_timer(1 ms)` as DESIGN.md suggests: on this kernel (6.18) glommio 0.9
         // then hangs at start-up in about one start in ten (an executor never wakes from its
         // first io_uring wait; 0 hangs in 40 starts without it). Long loops call
         // `yield_if_needed` instead.
-        .blocking_thread_pool_placement(PoolPlacement::Unbound(SENDFILE_THREADS_PER_SHARD))
+        .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
         .on_all_shards(move || {
             let config = config.clone();
             let catalog = catalog.clone();
@@ -101,7 +112,8 @@ pub fn run(config: Config) {
             let mesh =
                 mesh.unwrap_or_else(|| fatal(FatalReason::Runtime, "more executors than shards"));
             let ready = ready.clone();
-            async move { shard_main(config, catalog, mesh, ready, started).await }
+            let readers = readers.clone();
+            async move { shard_main(config, catalog, mesh, readers, ready, started).await }
         });
     let handles = pool.unwrap_or_else(|e| {
         fatal(
@@ -126,6 +138,7 @@ async fn shard_main(
     config: Config,
     catalog: Catalog,
     mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
+    readers: Arc<Vec<Readers>>,
     ready: Arc<AtomicUsize>,
     started: Instant,
 ) {
@@ -202,8 +215,12 @@ async fn shard_main(
         tracing::info!(listen = %config.listen, elapsed_ms, "accepting clients");
     }
     let in_flight = Rc::new(InFlight::default());
-    let acceptor =
-        glommio::spawn_local(net::accept_loop(shard.clone(), listener, in_flight.clone()));
+    let acceptor = glommio::spawn_local(net::accept_loop(
+        shard.clone(),
+        listener,
+        in_flight.clone(),
+        readers[id.index()].clone(),
+    ));
     let housekeeping = glommio::spawn_local(housekeeping(shard.clone()));
     let delayed = glommio::spawn_local(shard.delayed.clone().run());
     shard.start_txn_coordinator();

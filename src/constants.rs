@@ -42,8 +42,9 @@ pub const BATCH_CACHE_BYTES_PER_SHARD_DEFAULT: u64 = 128 * 1024 * 1024;
 /// The batch cache of a log outside a shard's shared budget (tests).
 pub const BATCH_CACHE_BYTES_PER_LOG: usize = 4 * 1024 * 1024;
 
-/// Segment files grow their preallocated space in steps of this size (fallocate with
-/// KEEP_SIZE), so appends rarely allocate blocks and an idle partition wastes at most one step.
+/// Segment files grow their preallocated space in steps of this size (fallocate, growing the
+/// file's size: see `Segment::reserve`), so appends rarely allocate blocks and write inside
+/// the file, and an idle partition wastes at most one step.
 /// Preallocating whole 1 GiB segments up front would cost 1 GiB of disk per partition.
 pub const PREALLOCATE_STEP_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -62,10 +63,28 @@ pub const RETENTION_CHECK_INTERVAL_MS: u64 = 5_000;
 /// Longest a client may ask a fetch to wait; protects the broker from a wait of days.
 pub const FETCH_WAIT_MS_MAX: i32 = 60_000;
 
-/// Threads per shard that run blocking `sendfile` calls for catch-up reads.
-pub const SENDFILE_THREADS_PER_SHARD: usize = 2;
+/// Threads per shard that run `sendfile` calls for catch-up reads (`net::readers`).
+pub const READER_THREADS_PER_SHARD: usize = 2;
 
-/// How long a `sendfile` helper waits for a slow consumer's socket before giving up.
+/// Threads per shard in glommio's blocking pool: segment creation and index writes at a
+/// roll, file deletions, catalog and snapshot writes.
+pub const BLOCKING_THREADS_PER_SHARD: usize = 2;
+
+/// Requests one connection may have admitted and not yet answered; past it the connection's
+/// reader stops reading the socket (backpressure). Far above what a pipelining client needs
+/// to keep the disk busy (one write takes ~0.2-0.3 ms, so 50,000 requests/s keep ~15 in
+/// flight); Java clients send at most 5, librdkafka up to 1,000,000 (its default).
+pub const CONNECTION_REQUESTS_IN_FLIGHT_MAX: usize = 256;
+
+/// Request bytes one connection may have admitted and not yet answered (the frames held in
+/// memory until their writes land); the same backpressure as the request count. A single
+/// request larger than this (up to the frame limit) is admitted alone.
+pub const CONNECTION_BYTES_IN_FLIGHT_MAX: usize = 16 * 1024 * 1024;
+
+/// Receive buffer of a connection's reader: many small requests come in with one recv.
+pub const CONNECTION_READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// How long a connection waits for a client to take more of a response before closing it.
 pub const SOCKET_SEND_TIMEOUT_MS: i32 = 30_000;
 
 /// glommio needs this much locked memory per executor for its io_uring rings and buffers.
@@ -154,6 +173,8 @@ const _: () = assert!((RECOVERY_READ_BYTES as u64).is_multiple_of(DIRECT_IO_ALIG
 const _: () = assert!(LOCATE_READ_BYTES >= BATCH_HEADER_BYTES);
 const _: () = assert!((MESSAGE_SIZE_BYTES_MAX_DEFAULT as u64) < SEGMENT_SIZE_BYTES_DEFAULT);
 const _: () = assert!(MESSAGE_SIZE_BYTES_MAX_DEFAULT < FRAME_SIZE_BYTES_MAX_DEFAULT);
+const _: () = assert!(CONNECTION_REQUESTS_IN_FLIGHT_MAX >= 2); // room for pipelining
+const _: () = assert!(CONNECTION_BYTES_IN_FLIGHT_MAX >= MESSAGE_SIZE_BYTES_MAX_DEFAULT as usize);
 const _: () = assert!(BATCH_CACHE_BYTES_PER_LOG > MESSAGE_SIZE_BYTES_MAX_DEFAULT as usize);
 const _: () = assert!(BATCH_CACHE_BYTES_PER_SHARD_DEFAULT > MESSAGE_SIZE_BYTES_MAX_DEFAULT as u64);
 const _: () = assert!(PRODUCER_BATCHES_RETAINED >= 5 && PRODUCER_BATCHES_RETAINED <= 255);

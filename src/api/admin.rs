@@ -34,7 +34,7 @@ const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-pub async fn create_topics(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn create_topics(ctx: &Context, body: Bytes) -> Outcome {
     let request: CreateTopicsRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -147,7 +147,7 @@ pub async fn create_topics(ctx: &Context<'_>, body: Bytes) -> Outcome {
     ctx.reply(&response)
 }
 
-pub async fn delete_topics(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn delete_topics(ctx: &Context, body: Bytes) -> Outcome {
     let request: DeleteTopicsRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -189,7 +189,7 @@ pub async fn delete_topics(ctx: &Context<'_>, body: Bytes) -> Outcome {
     ctx.reply(&response)
 }
 
-pub async fn create_partitions(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn create_partitions(ctx: &Context, body: Bytes) -> Outcome {
     let request: CreatePartitionsRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -230,12 +230,12 @@ pub async fn create_partitions(ctx: &Context<'_>, body: Bytes) -> Outcome {
     ctx.reply(&response)
 }
 
-pub async fn describe_configs(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn describe_configs(ctx: &Context, body: Bytes) -> Outcome {
     let request: DescribeConfigsRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
     };
-    let shard = ctx.shard;
+    let shard = &ctx.shard;
     let mut response = DescribeConfigsResponse::default();
     for resource in request.resources {
         let mut result = DescribeConfigsResult::default();
@@ -365,8 +365,8 @@ fn broker_configs(shard: &crate::shard::Shard) -> Vec<(String, String)> {
     ]
 }
 
-pub fn describe_cluster(ctx: &Context<'_>, _body: Bytes) -> Outcome {
-    let shard = ctx.shard;
+pub fn describe_cluster(ctx: &Context, _body: Bytes) -> Outcome {
+    let shard = &ctx.shard;
     let mut response = DescribeClusterResponse::default();
     response.cluster_id = str_bytes(&shard.catalog.borrow().cluster_id);
     response.controller_id = BrokerId(shard.config.node_id);

@@ -41,7 +41,7 @@ macro_rules! resource_result {
     }};
 }
 
-pub async fn alter_configs(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn alter_configs(ctx: &Context, body: Bytes) -> Outcome {
     let request: AlterConfigsRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -72,7 +72,7 @@ pub async fn alter_configs(ctx: &Context<'_>, body: Bytes) -> Outcome {
     ctx.reply(&response)
 }
 
-pub async fn incremental_alter_configs(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn incremental_alter_configs(ctx: &Context, body: Bytes) -> Outcome {
     let request: IncrementalAlterConfigsRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -137,7 +137,7 @@ fn check_resource(resource_type: i8) -> Result<(), TopicError> {
 }
 
 async fn alter(
-    ctx: &Context<'_>,
+    ctx: &Context,
     name: String,
     overrides: BTreeMap<String, String>,
     validate_only: bool,

@@ -10,7 +10,7 @@ use super::{Context, Outcome};
 use crate::protocol::{errors, versions};
 use crate::storage::log::ReadChunk;
 
-pub fn handle(ctx: &Context<'_>, _body: Bytes) -> Outcome {
+pub fn handle(ctx: &Context, _body: Bytes) -> Outcome {
     // The request body (client software name and version) is informational; a client that
     // sends a malformed one still deserves the version table, as Kafka does.
     let mut response = ApiVersionsResponse::default();

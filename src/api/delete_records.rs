@@ -16,7 +16,7 @@ use crate::model::{ShardId, TopicPartition};
 use crate::protocol::errors;
 use crate::shard::mesh::{ShardRequest, ShardResponse};
 
-pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: DeleteRecordsRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,

@@ -36,12 +36,12 @@ struct Wanted {
     committed: bool,
 }
 
-pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: FetchRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
     };
-    let shard = ctx.shard;
+    let shard = &ctx.shard;
     let by_id = ctx.version >= fetch_response::TOPIC_ID_FROM;
     let mut topics: Vec<(String, [u8; 16])> = Vec::new();
     let mut wanted: Vec<Wanted> = Vec::new();
@@ -110,7 +110,7 @@ pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
 }
 
 /// Reads every known partition: one message per owning shard, all in parallel.
-async fn read_all(ctx: &Context<'_>, wanted: &[Wanted]) -> BTreeMap<TopicPartition, ReadResult> {
+async fn read_all(ctx: &Context, wanted: &[Wanted]) -> BTreeMap<TopicPartition, ReadResult> {
     let mut by_shard: BTreeMap<ShardId, Vec<ReadSpec>> = BTreeMap::new();
     for w in wanted {
         if let Some(tp) = &w.tp {
@@ -138,7 +138,7 @@ async fn read_all(ctx: &Context<'_>, wanted: &[Wanted]) -> BTreeMap<TopicPartiti
 }
 
 fn respond(
-    ctx: &Context<'_>,
+    ctx: &Context,
     request: &FetchRequest,
     topics: Vec<(String, [u8; 16])>,
     wanted: Vec<Wanted>,

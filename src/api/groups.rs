@@ -50,7 +50,7 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// Every group (and transaction) key is coordinated by this broker: a single node owns every
 /// partition of `__consumer_offsets`. The shard behind it is found per request.
-pub fn find_coordinator(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub fn find_coordinator(ctx: &Context, body: Bytes) -> Outcome {
     let request: FindCoordinatorRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -102,7 +102,7 @@ pub fn find_coordinator(ctx: &Context<'_>, body: Bytes) -> Outcome {
 
 // ----- membership ----------------------------------------------------------------------------
 
-pub async fn join_group(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn join_group(ctx: &Context, body: Bytes) -> Outcome {
     let request: JoinGroupRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -176,7 +176,7 @@ pub async fn join_group(ctx: &Context<'_>, body: Bytes) -> Outcome {
     ctx.reply(&response)
 }
 
-pub async fn sync_group(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn sync_group(ctx: &Context, body: Bytes) -> Outcome {
     let request: SyncGroupRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -217,7 +217,7 @@ pub async fn sync_group(ctx: &Context<'_>, body: Bytes) -> Outcome {
     ctx.reply(&response)
 }
 
-pub async fn heartbeat(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn heartbeat(ctx: &Context, body: Bytes) -> Outcome {
     let request: HeartbeatRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -243,7 +243,7 @@ pub async fn heartbeat(ctx: &Context<'_>, body: Bytes) -> Outcome {
     ctx.reply(&response)
 }
 
-pub async fn leave_group(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn leave_group(ctx: &Context, body: Bytes) -> Outcome {
     let request: LeaveGroupRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -299,7 +299,7 @@ pub async fn leave_group(ctx: &Context<'_>, body: Bytes) -> Outcome {
 
 // ----- offsets -------------------------------------------------------------------------------
 
-pub async fn offset_commit(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn offset_commit(ctx: &Context, body: Bytes) -> Outcome {
     let request: OffsetCommitRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -379,7 +379,7 @@ pub async fn offset_commit(ctx: &Context<'_>, body: Bytes) -> Outcome {
     ctx.reply(&response)
 }
 
-pub async fn offset_fetch(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn offset_fetch(ctx: &Context, body: Bytes) -> Outcome {
     let request: OffsetFetchRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -506,7 +506,7 @@ pub async fn offset_fetch(ctx: &Context<'_>, body: Bytes) -> Outcome {
     ctx.reply(&response)
 }
 
-pub async fn offset_delete(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn offset_delete(ctx: &Context, body: Bytes) -> Outcome {
     let request: OffsetDeleteRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -549,7 +549,7 @@ pub async fn offset_delete(ctx: &Context<'_>, body: Bytes) -> Outcome {
 
 // ----- administration ------------------------------------------------------------------------
 
-pub async fn describe_groups(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn describe_groups(ctx: &Context, body: Bytes) -> Outcome {
     let request: DescribeGroupsRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -611,7 +611,7 @@ pub async fn describe_groups(ctx: &Context<'_>, body: Bytes) -> Outcome {
     ctx.reply(&response)
 }
 
-pub async fn list_groups(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn list_groups(ctx: &Context, body: Bytes) -> Outcome {
     let request: ListGroupsRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -650,7 +650,7 @@ pub async fn list_groups(ctx: &Context<'_>, body: Bytes) -> Outcome {
     ctx.reply(&response)
 }
 
-pub async fn delete_groups(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn delete_groups(ctx: &Context, body: Bytes) -> Outcome {
     let request: DeleteGroupsRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -694,7 +694,7 @@ fn check_group_id(group_id: &str, empty_ok: bool) -> Result<(), i16> {
     Ok(())
 }
 
-async fn call(ctx: &Context<'_>, group_id: &str, request: GroupRequest) -> Option<GroupResponse> {
+async fn call(ctx: &Context, group_id: &str, request: GroupRequest) -> Option<GroupResponse> {
     let owner = ctx.shard.groups.owner(group_id);
     match ctx.shard.call(owner, ShardRequest::Group(request)).await {
         ShardResponse::Group(response) => Some(response),
@@ -702,12 +702,12 @@ async fn call(ctx: &Context<'_>, group_id: &str, request: GroupRequest) -> Optio
     }
 }
 
-fn client_id(ctx: &Context<'_>) -> String {
+fn client_id(ctx: &Context) -> String {
     ctx.header.client_id.as_ref().map(|s| s.to_string()).unwrap_or_default()
 }
 
 /// Kafka reports a member's host as Java prints an address: "/127.0.0.1".
-fn client_host(ctx: &Context<'_>) -> String {
+fn client_host(ctx: &Context) -> String {
     ctx.peer.map(|peer| format!("/{}", peer.ip())).unwrap_or_default()
 }
 

@@ -24,7 +24,7 @@ use crate::shard::mesh::{ShardRequest, ShardResponse};
 use crate::shard::CONTROLLER;
 use crate::storage::producer_state::{NO_PRODUCER_EPOCH, NO_PRODUCER_ID};
 
-pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: InitProducerIdRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,

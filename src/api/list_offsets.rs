@@ -16,12 +16,12 @@ use crate::model::{ShardId, TopicPartition};
 use crate::protocol::errors;
 use crate::shard::mesh::{ShardRequest, ShardResponse};
 
-pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: ListOffsetsRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
     };
-    let shard = ctx.shard;
+    let shard = &ctx.shard;
     let mut response = ListOffsetsResponse::default();
     let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, i64)>> = BTreeMap::new();
     let mut slot_of: BTreeMap<TopicPartition, (usize, usize)> = BTreeMap::new();

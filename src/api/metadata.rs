@@ -13,12 +13,12 @@ use crate::model::topic::validate_topic_name;
 use crate::protocol::errors;
 use crate::shard::catalog::TopicMeta;
 
-pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: MetadataRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
     };
-    let shard = ctx.shard;
+    let shard = &ctx.shard;
     let config = &shard.config;
     let node_id = config.node_id;
     let mut response = MetadataResponse::default();
@@ -63,7 +63,7 @@ pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
 }
 
 async fn resolve(
-    ctx: &Context<'_>,
+    ctx: &Context,
     name: &str,
     auto_create: bool,
     node_id: i32,

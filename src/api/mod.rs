@@ -1,7 +1,16 @@
-//! Request handlers, one file per API. `dispatch` turns one request frame into one response
+//! Request handlers, one file per API. `admit` turns one request frame into one response
 //! (or none, for acks=0 produce), or tells the connection to close when the frame cannot be
 //! trusted: unknown API key, unsupported version, undecodable header or body. This mirrors
 //! Kafka, which closes a connection it cannot parse rather than guess.
+//!
+//! Two stages. A connection admits its requests one at a time, in arrival order, and may
+//! admit the next before an earlier one is answered (`net`). Produce and Fetch are split:
+//! admission does what must follow arrival order (a produce's offsets are assigned and its
+//! writes queued), and the rest (waiting for the write, a fetch's read and long-poll) is a
+//! `Later` future that runs concurrently with later requests. Every other API runs whole at
+//! admission, after every earlier request of its connection was answered: a connection sees
+//! them exactly as Kafka's one-request-at-a-time channel would (a ListOffsets after a
+//! produce sees the produce, a produce after CreateTopics sees the topic).
 
 mod admin;
 mod alter_configs;
@@ -15,7 +24,9 @@ mod metadata;
 mod produce;
 mod transactions;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -36,78 +47,117 @@ pub enum Outcome {
     Close(String),
 }
 
-/// `peer` is the client's address (group members report it as their host).
-pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes, peer: Option<SocketAddr>) -> Outcome {
+/// The answer of a request in the making.
+pub type Later = Pin<Box<dyn Future<Output = Outcome>>>;
+
+/// What admission made of a request.
+pub enum Admitted {
+    /// Answered already.
+    Now(Outcome),
+    /// Admitted; the answer comes when this completes. It may run while later requests of
+    /// the connection are admitted.
+    Later(Later),
+    /// Not run yet: it runs whole once every earlier request of the connection is answered
+    /// (Kafka's one-request-at-a-time order), then gives the answer.
+    InTurn(Request),
+}
+
+/// A request whose header is decoded, for a handler that runs in its turn.
+pub struct Request {
+    ctx: Context,
+    body: Bytes,
+}
+
+impl Request {
+    /// Runs the handler.
+    pub async fn run(self) -> Outcome {
+        let Request { ctx, body } = self;
+        handle(&ctx, body).await
+    }
+}
+
+/// First stage of a request; see the module doc. `peer` is the client's address (group
+/// members report it as their host).
+pub async fn admit(shard: &Rc<Shard>, frame: Bytes, peer: Option<SocketAddr>) -> Admitted {
     let Some(prefix) = RequestPrefix::parse(&frame) else {
-        return Outcome::Close("frame shorter than a request header".into());
+        return Admitted::Now(Outcome::Close("frame shorter than a request header".into()));
     };
     let Ok(api_key) = ApiKey::try_from(prefix.api_key) else {
-        return Outcome::Close(format!("unknown API key {}", prefix.api_key));
+        return Admitted::Now(Outcome::Close(format!("unknown API key {}", prefix.api_key)));
     };
     if !versions::serves(prefix.api_key, prefix.api_version) {
         if api_key == ApiKey::ApiVersions {
-            return api_versions::unsupported_version(prefix.correlation_id);
+            return Admitted::Now(api_versions::unsupported_version(prefix.correlation_id));
         }
-        return Outcome::Close(format!(
+        return Admitted::Now(Outcome::Close(format!(
             "unsupported version {} of {:?}",
             prefix.api_version, api_key
-        ));
+        )));
     }
     let mut body = frame.clone();
     let header_version = api_key.request_header_version(prefix.api_version);
     let header = match RequestHeader::decode(&mut body, header_version) {
         Ok(header) => header,
-        Err(e) => return Outcome::Close(format!("bad request header: {e}")),
+        Err(e) => return Admitted::Now(Outcome::Close(format!("bad request header: {e}"))),
     };
-    let ctx = Context { shard, header: &header, api_key, version: prefix.api_version, peer };
+    let ctx = Context { shard: shard.clone(), header, api_key, version: prefix.api_version, peer };
     match api_key {
-        ApiKey::ApiVersions => api_versions::handle(&ctx, body),
-        ApiKey::Metadata => metadata::handle(&ctx, body).await,
-        ApiKey::Produce => produce::handle(&ctx, body).await,
-        ApiKey::Fetch => fetch::handle(&ctx, body).await,
-        ApiKey::ListOffsets => list_offsets::handle(&ctx, body).await,
-        ApiKey::CreateTopics => admin::create_topics(&ctx, body).await,
-        ApiKey::DeleteTopics => admin::delete_topics(&ctx, body).await,
-        ApiKey::CreatePartitions => admin::create_partitions(&ctx, body).await,
-        ApiKey::DescribeConfigs => admin::describe_configs(&ctx, body).await,
-        ApiKey::AlterConfigs => alter_configs::alter_configs(&ctx, body).await,
+        ApiKey::Produce => produce::admit(ctx, body).await,
+        ApiKey::Fetch => Admitted::Later(Box::pin(async move { fetch::handle(&ctx, body).await })),
+        _ => Admitted::InTurn(Request { ctx, body }),
+    }
+}
+
+/// The handlers that run whole, in their turn.
+async fn handle(ctx: &Context, body: Bytes) -> Outcome {
+    match ctx.api_key {
+        ApiKey::ApiVersions => api_versions::handle(ctx, body),
+        ApiKey::Metadata => metadata::handle(ctx, body).await,
+        ApiKey::ListOffsets => list_offsets::handle(ctx, body).await,
+        ApiKey::CreateTopics => admin::create_topics(ctx, body).await,
+        ApiKey::DeleteTopics => admin::delete_topics(ctx, body).await,
+        ApiKey::CreatePartitions => admin::create_partitions(ctx, body).await,
+        ApiKey::DescribeConfigs => admin::describe_configs(ctx, body).await,
+        ApiKey::AlterConfigs => alter_configs::alter_configs(ctx, body).await,
         ApiKey::IncrementalAlterConfigs => {
-            alter_configs::incremental_alter_configs(&ctx, body).await
+            alter_configs::incremental_alter_configs(ctx, body).await
         }
-        ApiKey::DescribeCluster => admin::describe_cluster(&ctx, body),
-        ApiKey::FindCoordinator => groups::find_coordinator(&ctx, body),
-        ApiKey::JoinGroup => groups::join_group(&ctx, body).await,
-        ApiKey::SyncGroup => groups::sync_group(&ctx, body).await,
-        ApiKey::Heartbeat => groups::heartbeat(&ctx, body).await,
-        ApiKey::LeaveGroup => groups::leave_group(&ctx, body).await,
-        ApiKey::OffsetCommit => groups::offset_commit(&ctx, body).await,
-        ApiKey::OffsetFetch => groups::offset_fetch(&ctx, body).await,
-        ApiKey::OffsetDelete => groups::offset_delete(&ctx, body).await,
-        ApiKey::DescribeGroups => groups::describe_groups(&ctx, body).await,
-        ApiKey::ListGroups => groups::list_groups(&ctx, body).await,
-        ApiKey::DeleteGroups => groups::delete_groups(&ctx, body).await,
-        ApiKey::InitProducerId => init_producer_id::handle(&ctx, body).await,
-        ApiKey::DeleteRecords => delete_records::handle(&ctx, body).await,
-        ApiKey::AddPartitionsToTxn => transactions::add_partitions(&ctx, body).await,
-        ApiKey::AddOffsetsToTxn => transactions::add_offsets(&ctx, body).await,
-        ApiKey::TxnOffsetCommit => transactions::txn_offset_commit(&ctx, body).await,
-        ApiKey::EndTxn => transactions::end_txn(&ctx, body).await,
-        ApiKey::DescribeTransactions => transactions::describe_transactions(&ctx, body).await,
-        ApiKey::ListTransactions => transactions::list_transactions(&ctx, body).await,
-        ApiKey::DescribeProducers => transactions::describe_producers(&ctx, body).await,
+        ApiKey::DescribeCluster => admin::describe_cluster(ctx, body),
+        ApiKey::FindCoordinator => groups::find_coordinator(ctx, body),
+        ApiKey::JoinGroup => groups::join_group(ctx, body).await,
+        ApiKey::SyncGroup => groups::sync_group(ctx, body).await,
+        ApiKey::Heartbeat => groups::heartbeat(ctx, body).await,
+        ApiKey::LeaveGroup => groups::leave_group(ctx, body).await,
+        ApiKey::OffsetCommit => groups::offset_commit(ctx, body).await,
+        ApiKey::OffsetFetch => groups::offset_fetch(ctx, body).await,
+        ApiKey::OffsetDelete => groups::offset_delete(ctx, body).await,
+        ApiKey::DescribeGroups => groups::describe_groups(ctx, body).await,
+        ApiKey::ListGroups => groups::list_groups(ctx, body).await,
+        ApiKey::DeleteGroups => groups::delete_groups(ctx, body).await,
+        ApiKey::InitProducerId => init_producer_id::handle(ctx, body).await,
+        ApiKey::DeleteRecords => delete_records::handle(ctx, body).await,
+        ApiKey::AddPartitionsToTxn => transactions::add_partitions(ctx, body).await,
+        ApiKey::AddOffsetsToTxn => transactions::add_offsets(ctx, body).await,
+        ApiKey::TxnOffsetCommit => transactions::txn_offset_commit(ctx, body).await,
+        ApiKey::EndTxn => transactions::end_txn(ctx, body).await,
+        ApiKey::DescribeTransactions => transactions::describe_transactions(ctx, body).await,
+        ApiKey::ListTransactions => transactions::list_transactions(ctx, body).await,
+        ApiKey::DescribeProducers => transactions::describe_producers(ctx, body).await,
         other => Outcome::Close(format!("{other:?} is not implemented")),
     }
 }
 
-pub(crate) struct Context<'a> {
-    pub shard: &'a Rc<Shard>,
-    pub header: &'a RequestHeader,
+/// A request's shard, header and version, owned so that a handler's second stage can keep
+/// it after admission returned.
+pub(crate) struct Context {
+    pub shard: Rc<Shard>,
+    pub header: RequestHeader,
     pub api_key: ApiKey,
     pub version: i16,
     pub peer: Option<SocketAddr>,
 }
 
-impl Context<'_> {
+impl Context {
     /// Decodes the request body, or gives the `Close` outcome to return.
     pub fn decode<T: Decodable>(&self, mut body: Bytes) -> Result<T, Outcome> {
         T::decode(&mut body, self.version).map_err(|e| {

@@ -1,6 +1,10 @@
 //! Produce: validate every batch on the connection's core (spreading CRC work over cores),
 //! group partitions by owning shard, send one message per shard, and answer in request
 //! order. Record batches are never decompressed.
+//!
+//! Two stages (see `api`): admission validates, routes and admits the batches on their
+//! owning shards, which assigns offsets and queues the writes in arrival order; the answer
+//! waits for the writes and may complete while later requests are admitted.
 
 use std::collections::BTreeMap;
 
@@ -9,22 +13,19 @@ use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use super::{Context, Outcome};
+use super::{Admitted, Context, Outcome};
 use crate::model::batch::{self, BatchError};
 use crate::model::{ShardId, TopicPartition};
 use crate::protocol::errors;
-use crate::shard::mesh::{ShardRequest, ShardResponse};
 
-pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn admit(ctx: Context, body: Bytes) -> Admitted {
     let request: ProduceRequest = match ctx.decode(body) {
         Ok(r) => r,
-        Err(close) => return close,
+        Err(close) => return Admitted::Now(close),
     };
-    let shard = ctx.shard;
+    let shard = &ctx.shard;
     let acks = request.acks;
     let timeout_ms = request.timeout_ms;
-    // One result slot per partition, in request order.
-    let mut slots: Vec<(usize, PartitionProduceResponse)> = Vec::new();
     let mut topics: Vec<TopicProduceResponse> = Vec::new();
     let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, Vec<Bytes>)>> = BTreeMap::new();
     let mut slot_of: BTreeMap<TopicPartition, (usize, usize)> = BTreeMap::new();
@@ -68,31 +69,34 @@ pub async fn handle(ctx: &Context<'_>, body: Bytes) -> Outcome {
                 }
             };
             response.error_code = code;
-            slots.push((topic_index, response.clone()));
             topic_response.partition_responses.push(response);
         }
         topics.push(topic_response);
     }
-    let calls = by_shard.into_iter().map(|(owner, partitions)| {
-        shard.call(owner, ShardRequest::Produce { partitions, timeout_ms })
-    });
-    for response in join_all(calls).await {
-        let ShardResponse::Produce(results) = response else { continue };
-        for result in results {
-            let Some(&(topic_index, partition_index)) = slot_of.get(&result.tp) else { continue };
-            let slot = &mut topics[topic_index].partition_responses[partition_index];
-            slot.error_code = result.error_code;
-            slot.base_offset = result.base_offset;
-            slot.log_append_time_ms = result.log_append_time;
-            slot.log_start_offset = result.log_start_offset;
+    let mut answers = Vec::with_capacity(by_shard.len());
+    for (owner, partitions) in by_shard {
+        answers.push(shard.admit_produce_on(owner, partitions, timeout_ms).await);
+    }
+    Admitted::Later(Box::pin(async move {
+        for results in join_all(answers).await {
+            for result in results {
+                let Some(&(topic_index, partition_index)) = slot_of.get(&result.tp) else {
+                    continue;
+                };
+                let slot = &mut topics[topic_index].partition_responses[partition_index];
+                slot.error_code = result.error_code;
+                slot.base_offset = result.base_offset;
+                slot.log_append_time_ms = result.log_append_time;
+                slot.log_start_offset = result.log_start_offset;
+            }
         }
-    }
-    if acks == 0 {
-        return Outcome::NoReply;
-    }
-    let mut response = ProduceResponse::default();
-    response.responses = topics;
-    ctx.reply(&response)
+        if acks == 0 {
+            return Outcome::NoReply;
+        }
+        let mut response = ProduceResponse::default();
+        response.responses = topics;
+        ctx.reply(&response)
+    }))
 }
 
 fn acks_valid(acks: i16) -> bool {

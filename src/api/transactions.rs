@@ -44,7 +44,7 @@ type TopicPartitions = Vec<(TopicName, Vec<i32>)>;
 
 /// InitProducerId for a transactional producer: the id, epoch, or the error code.
 pub async fn init_producer_id(
-    ctx: &Context<'_>,
+    ctx: &Context,
     transactional_id: &str,
     timeout_ms: i32,
     producer: Producer,
@@ -57,7 +57,7 @@ pub async fn init_producer_id(
     }
 }
 
-pub async fn add_partitions(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn add_partitions(ctx: &Context, body: Bytes) -> Outcome {
     let request: AddPartitionsToTxnRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -121,7 +121,7 @@ pub async fn add_partitions(ctx: &Context<'_>, body: Bytes) -> Outcome {
 /// One transaction of AddPartitionsToTxn: a code per partition (unknown partitions get
 /// UNKNOWN_TOPIC_OR_PARTITION and the others OPERATION_NOT_ATTEMPTED, as in Kafka).
 async fn add_one(
-    ctx: &Context<'_>,
+    ctx: &Context,
     id: &TransactionalId,
     producer: Producer,
     topics: &[(TopicName, Vec<i32>)],
@@ -166,7 +166,7 @@ async fn add_one(
     }
 }
 
-pub async fn add_offsets(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn add_offsets(ctx: &Context, body: Bytes) -> Outcome {
     let request: AddOffsetsToTxnRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -191,7 +191,7 @@ pub async fn add_offsets(ctx: &Context<'_>, body: Bytes) -> Outcome {
     ctx.reply(&response)
 }
 
-pub async fn txn_offset_commit(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn txn_offset_commit(ctx: &Context, body: Bytes) -> Outcome {
     let request: TxnOffsetCommitRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -246,7 +246,7 @@ pub async fn txn_offset_commit(ctx: &Context<'_>, body: Bytes) -> Outcome {
     ctx.reply(&response)
 }
 
-pub async fn end_txn(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn end_txn(ctx: &Context, body: Bytes) -> Outcome {
     let request: EndTxnRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -269,7 +269,7 @@ pub async fn end_txn(ctx: &Context<'_>, body: Bytes) -> Outcome {
     ctx.reply(&response)
 }
 
-pub async fn describe_transactions(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn describe_transactions(ctx: &Context, body: Bytes) -> Outcome {
     let request: DescribeTransactionsRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -323,7 +323,7 @@ pub async fn describe_transactions(ctx: &Context<'_>, body: Bytes) -> Outcome {
     ctx.reply(&response)
 }
 
-pub async fn list_transactions(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn list_transactions(ctx: &Context, body: Bytes) -> Outcome {
     let request: ListTransactionsRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -356,7 +356,7 @@ pub async fn list_transactions(ctx: &Context<'_>, body: Bytes) -> Outcome {
     ctx.reply(&response)
 }
 
-pub async fn describe_producers(ctx: &Context<'_>, body: Bytes) -> Outcome {
+pub async fn describe_producers(ctx: &Context, body: Bytes) -> Outcome {
     let request: DescribeProducersRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -408,11 +408,7 @@ pub async fn describe_producers(ctx: &Context<'_>, body: Bytes) -> Outcome {
     ctx.reply(&response)
 }
 
-async fn call(
-    ctx: &Context<'_>,
-    transactional_id: &str,
-    request: TxnRequest,
-) -> Option<TxnResponse> {
+async fn call(ctx: &Context, transactional_id: &str, request: TxnRequest) -> Option<TxnResponse> {
     let owner = shard_for_key(transactional_id, ctx.shard.shards());
     match ctx.shard.call(owner, ShardRequest::Txn(request)).await {
         ShardResponse::Txn(response) => Some(response),

@@ -1,38 +1,78 @@
 //! The network edge: one listener per shard (SO_REUSEPORT spreads connections over cores),
-//! one task per connection, requests answered strictly in order.
+//! and per connection a reader and a writer, answers strictly in request order.
 //!
-//! A connection processes one request at a time, as Kafka does (it mutes a channel while a
-//! request is in flight), so pipelined requests are answered in order by construction.
+//! Requests are pipelined, in two stages (see `api`):
+//!
+//! ```text
+//!  socket ──▶ reader ── admit in arrival order ──▶ answer queue ──▶ writer ──▶ socket
+//!               │        (produce: offsets,          (in request     (awaits the front
+//!               │         writes queued)              order)          answer, gathers
+//!               │                                                     those ready behind
+//!               └─ waits while the window is full                     it into one write)
+//! ```
+//!
+//! The reader keeps reading while earlier requests are in flight, so one connection can
+//! have many produces waiting on the disk at once and the log's group commit writes them
+//! together. A produce or fetch is admitted at once and its answer runs as a task of its
+//! own; any other request runs whole in its turn, once every earlier answer is written
+//! (what Kafka's one-request-at-a-time channel gives). The window bounds a connection to
+//! `CONNECTION_REQUESTS_IN_FLIGHT_MAX` requests and `CONNECTION_BYTES_IN_FLIGHT_MAX` request
+//! bytes not yet answered; when it is full the reader stops reading the socket, and TCP
+//! slows the client down (backpressure), so a fast producer cannot exhaust the broker's
+//! memory. An acks=0 produce holds its place until its write is queued and done, unanswered.
+//!
+//! The reader and the writer each own a `TcpStream` on their own descriptor of the one
+//! socket (`dup`), so neither waits for the other. Whoever ends first shuts the socket down,
+//! which ends the other.
 
+pub mod readers;
 pub mod zero_copy;
 
 use std::cell::Cell;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::BytesMut;
+use futures::channel::mpsc;
+use futures::{FutureExt, StreamExt};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::{Preallocated, TcpListener, TcpStream};
+use glommio::sync::{Semaphore, StaticPermit};
 
-use crate::api::{self, Outcome};
+use crate::api::{self, Admitted, Outcome};
+use crate::constants::{
+    CONNECTION_BYTES_IN_FLIGHT_MAX, CONNECTION_READ_BUFFER_BYTES,
+    CONNECTION_REQUESTS_IN_FLIGHT_MAX, SOCKET_SEND_TIMEOUT_MS,
+};
+use crate::net::readers::Readers;
 use crate::shard::Shard;
+use crate::storage::log::ReadChunk;
 
-/// Counts requests being processed, so shutdown can wait for them.
+/// Counts requests admitted and not yet answered, so shutdown can wait for them.
 #[derive(Default)]
 pub struct InFlight {
     pub requests: Cell<usize>,
     pub closing: Cell<bool>,
 }
 
-/// Accepts connections until the task is cancelled.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, in_flight: Rc<InFlight>) {
+/// Accepts connections until the task is cancelled. `readers` are the shard's threads for
+/// catch-up reads.
+pub async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    in_flight: Rc<InFlight>,
+    readers: Readers,
+) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 let shard = shard.clone();
                 let in_flight = in_flight.clone();
+                let readers = readers.clone();
                 glommio::spawn_local(async move {
                     let peer = stream.peer_addr().ok();
-                    if let Err(reason) = serve(&shard, stream, &in_flight, peer).await {
+                    if let Err(reason) = serve(&shard, stream, &in_flight, readers, peer).await {
                         tracing::debug!(?peer, "connection closed: {reason}");
                     }
                 })
@@ -48,42 +88,259 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, in_flight: Rc<
 
 async fn serve(
     shard: &Rc<Shard>,
-    mut stream: TcpStream,
-    in_flight: &InFlight,
+    stream: TcpStream,
+    in_flight: &Rc<InFlight>,
+    readers: Readers,
     peer: Option<std::net::SocketAddr>,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     zero_copy::prepare_socket(&stream);
+    let output = duplicate(&stream).map_err(|e| format!("dup: {e}"))?;
+    let _ = output.set_write_timeout(Some(Duration::from_millis(SOCKET_SEND_TIMEOUT_MS as u64)));
+    let input = stream.buffered_with(Preallocated::new(CONNECTION_READ_BUFFER_BYTES));
+    let window = Rc::new(Window::new());
+    let (answers_tx, answers_rx) = mpsc::unbounded();
+    let writer = glommio::spawn_local(write_answers(output, answers_rx, readers));
+    let read = read_requests(shard, input, &window, answers_tx, in_flight, peer).await;
+    // The writer drains what was admitted (answers to requests the client sent before it
+    // stopped or before a bad frame, as Kafka answers them), then ends.
+    let write = writer.await;
+    read.and(write)
+}
+
+/// The reader: frames off the socket, admitted one at a time in arrival order.
+async fn read_requests(
+    shard: &Rc<Shard>,
+    mut input: TcpStream<Preallocated>,
+    window: &Rc<Window>,
+    answers: mpsc::UnboundedSender<Slot>,
+    in_flight: &Rc<InFlight>,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<(), String> {
     let frame_max = shard.config.frame_max_bytes as usize;
     loop {
         let mut size = [0u8; 4];
-        if let Err(e) = stream.read_exact(&mut size).await {
-            return Err(format!("read: {e}"));
+        if let Err(e) = input.read_exact(&mut size).await {
+            return match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => Ok(()),
+                _ => Err(format!("read: {e}")),
+            };
         }
         let size = i32::from_be_bytes(size);
         // Refuse before buffering: a huge or negative length never allocates.
         if size < 8 || size as usize > frame_max {
             return Err(format!("frame size {size} outside 8..={frame_max}"));
         }
+        // Backpressure: no more reading until the window has room for this request.
+        let share = window.enter(size as usize).await;
         let mut frame = BytesMut::zeroed(size as usize);
-        if let Err(e) = stream.read_exact(&mut frame).await {
+        if let Err(e) = input.read_exact(&mut frame).await {
             return Err(format!("read body: {e}"));
         }
         if in_flight.closing.get() {
             return Err("broker shutting down".into());
         }
-        in_flight.requests.set(in_flight.requests.get() + 1);
-        let outcome = api::dispatch(shard, frame.freeze(), peer).await;
-        let result = match outcome {
-            Outcome::Reply(chunks) => zero_copy::send(&mut stream, chunks).await,
-            Outcome::NoReply => Ok(()),
-            Outcome::Close(reason) => Err(reason),
+        let answer = match api::admit(shard, frame.freeze(), peer).await {
+            Admitted::Now(outcome) => Answer::Ready(outcome),
+            Admitted::Later(later) => Answer::Running(Some(glommio::spawn_local(later))),
+            Admitted::InTurn(request) => {
+                window.drain().await;
+                Answer::Ready(request.run().await)
+            }
         };
-        in_flight.requests.set(in_flight.requests.get() - 1);
-        result?;
-        if in_flight.closing.get() {
-            let _ = stream.flush().await;
-            return Err("broker shutting down".into());
+        let closes = matches!(answer, Answer::Ready(Outcome::Close(_)));
+        let slot = Slot::new(answer, share, in_flight.clone());
+        if answers.unbounded_send(slot).is_err() {
+            return Err("the writer stopped".into());
         }
+        if closes {
+            return Ok(());
+        }
+    }
+}
+
+/// The writer: answers in request order. Answers already complete behind the one it waited
+/// for go out in the same write, so a pipelining producer costs fewer syscalls per request.
+async fn write_answers(
+    mut output: TcpStream,
+    mut answers: mpsc::UnboundedReceiver<Slot>,
+    readers: Readers,
+) -> Result<(), String> {
+    let result = write_in_order(&mut output, &mut answers, &readers).await;
+    // Ends the reader too when this ended first (an error, or a Close answer).
+    let _ = output.shutdown(std::net::Shutdown::Both).await;
+    result
+}
+
+async fn write_in_order(
+    output: &mut TcpStream,
+    answers: &mut mpsc::UnboundedReceiver<Slot>,
+    readers: &Readers,
+) -> Result<(), String> {
+    let mut next: Option<Slot> = None;
+    let mut chunks: Vec<ReadChunk> = Vec::new();
+    let mut written: Vec<Slot> = Vec::new();
+    loop {
+        let mut slot = match next.take() {
+            Some(slot) => slot,
+            None => match answers.next().await {
+                Some(slot) => slot,
+                None => return Ok(()),
+            },
+        };
+        let outcome = slot.wait().await;
+        let mut close = push(&mut chunks, outcome, &mut written, slot);
+        while close.is_none() && chunks.len() < GATHER_ANSWERS_MAX {
+            let Ok(mut slot) = answers.try_recv() else { break };
+            match slot.ready() {
+                Some(outcome) => close = push(&mut chunks, outcome, &mut written, slot),
+                None => {
+                    next = Some(slot);
+                    break;
+                }
+            }
+        }
+        if !chunks.is_empty() {
+            zero_copy::send(output, std::mem::take(&mut chunks), readers).await?;
+        }
+        // The window shares go back only once the answers are on the socket.
+        written.clear();
+        if let Some(reason) = close {
+            output.flush().await.map_err(|e| format!("flush: {e}"))?;
+            return Err(reason);
+        }
+    }
+}
+
+/// Answers written together at most (each is at least one chunk).
+const GATHER_ANSWERS_MAX: usize = 64;
+
+/// Adds an answer's chunks to the write; gives the reason when the answer closes.
+fn push(
+    chunks: &mut Vec<ReadChunk>,
+    outcome: Outcome,
+    written: &mut Vec<Slot>,
+    slot: Slot,
+) -> Option<String> {
+    written.push(slot);
+    match outcome {
+        Outcome::Reply(reply) => {
+            chunks.extend(reply);
+            None
+        }
+        Outcome::NoReply => None,
+        Outcome::Close(reason) => Some(reason),
+    }
+}
+
+/// A second descriptor of the socket, as its own stream (the writer's).
+fn duplicate(stream: &TcpStream) -> std::io::Result<TcpStream> {
+    // SAFETY: dup of a descriptor the stream keeps open; the new descriptor is owned by the
+    // stream built from it, and closed with it.
+    let fd = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh, open TCP socket descriptor that nothing else owns.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+}
+
+/// The in-flight bound of one connection, in requests and in request bytes.
+struct Window {
+    requests: Rc<Semaphore>,
+    bytes: Rc<Semaphore>,
+}
+
+/// One request's share of the window, given back when its answer is written.
+struct Share {
+    _request: StaticPermit,
+    _bytes: StaticPermit,
+}
+
+impl Window {
+    fn new() -> Window {
+        Window {
+            requests: Rc::new(Semaphore::new(CONNECTION_REQUESTS_IN_FLIGHT_MAX as u64)),
+            bytes: Rc::new(Semaphore::new(CONNECTION_BYTES_IN_FLIGHT_MAX as u64)),
+        }
+    }
+
+    /// Waits until a request of `size_bytes` fits. A request larger than the whole byte
+    /// window (up to the frame limit) is let in alone.
+    async fn enter(&self, size_bytes: usize) -> Share {
+        let bytes = size_bytes.min(CONNECTION_BYTES_IN_FLIGHT_MAX) as u64;
+        let request = self.requests.acquire_static_permit(1).await;
+        let bytes = self.bytes.acquire_static_permit(bytes).await;
+        // The semaphores are never closed: they live as long as the connection.
+        match (request, bytes) {
+            (Ok(request), Ok(bytes)) => Share { _request: request, _bytes: bytes },
+            _ => unreachable!("connection window closed"),
+        }
+    }
+
+    /// Waits until every earlier request is answered (the caller holds its own share).
+    async fn drain(&self) {
+        let others = CONNECTION_REQUESTS_IN_FLIGHT_MAX as u64 - 1;
+        if self.requests.acquire(others).await.is_ok() {
+            self.requests.signal(others);
+        }
+    }
+}
+
+/// A request's place in the answer queue: its answer, and what it holds until written.
+struct Slot {
+    answer: Answer,
+    _share: Share,
+    in_flight: Rc<InFlight>,
+}
+
+enum Answer {
+    Ready(Outcome),
+    /// `Some` until taken; a task not awaited when the connection ends is detached, so that
+    /// what it still does for others (waking fetches after a write) is not lost.
+    Running(Option<glommio::Task<Outcome>>),
+    Taken,
+}
+
+impl Slot {
+    fn new(answer: Answer, share: Share, in_flight: Rc<InFlight>) -> Slot {
+        in_flight.requests.set(in_flight.requests.get() + 1);
+        Slot { answer, _share: share, in_flight }
+    }
+
+    /// The answer, waiting for it if need be.
+    async fn wait(&mut self) -> Outcome {
+        match std::mem::replace(&mut self.answer, Answer::Taken) {
+            Answer::Ready(outcome) => outcome,
+            Answer::Running(Some(task)) => task.await,
+            Answer::Running(None) | Answer::Taken => unreachable!("answer taken twice"),
+        }
+    }
+
+    /// The answer if it is complete, without waiting.
+    fn ready(&mut self) -> Option<Outcome> {
+        match &mut self.answer {
+            Answer::Ready(_) => match std::mem::replace(&mut self.answer, Answer::Taken) {
+                Answer::Ready(outcome) => Some(outcome),
+                _ => unreachable!(),
+            },
+            Answer::Running(task) => {
+                let outcome = task.as_mut().and_then(|task| task.now_or_never())?;
+                self.answer = Answer::Taken;
+                Some(outcome)
+            }
+            Answer::Taken => unreachable!("answer taken twice"),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Answer::Running(task) = &mut self.answer {
+            if let Some(task) = task.take() {
+                task.detach();
+            }
+        }
+        self.in_flight.requests.set(self.in_flight.requests.get() - 1);
     }
 }

@@ -2,43 +2,55 @@
 //! data (the batch cache) is written directly from its `Bytes`; file regions go from the page
 //! cache to the socket with `sendfile`, with no copy through user space.
 //!
-//! Why sendfile runs on a helper thread: data written with O_DIRECT is not in the page cache,
-//! and a sendfile of cold data blocks in the kernel until the disk answers (measured 7-16 ms
-//! for 1 MiB), which would stall every connection and partition on the shard. On a helper
-//! thread the shard keeps running; the connection task awaits the helper. The socket is a
-//! blocking descriptor (glommio sends with MSG_DONTWAIT), so the helper's sendfile waits for
-//! socket space by itself; SO_SNDTIMEO bounds that wait for a consumer that stops reading.
-//! Only bytes that will never be rewritten are read this way (see `Segment::stable_end`).
+//! `sendfile` runs on the shard's reader threads (`readers`: it may wait for the disk), on a
+//! non-blocking socket, one bounded call at a time. When a call finds the socket full, the
+//! connection waits for room on its own executor, where waiting costs nothing: glommio has no
+//! public "wait until writable", but a write through the stream waits for exactly that, so
+//! the next few KiB of the region are read (from the page cache the `sendfile` just filled,
+//! without blocking; from a reader thread otherwise) and written through the stream, then
+//! `sendfile` goes on. A consumer that stops reading therefore holds no thread, only its own
+//! connection, until the stream's write timeout closes it. Only bytes that will never be
+//! rewritten are read this way (see `Segment::stable_end`).
 
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 
-use crate::constants::SOCKET_SEND_TIMEOUT_MS;
+use crate::net::readers::Readers;
 use crate::storage::log::ReadChunk;
 
 /// Memory chunks up to this size are copied into one gathered write.
 const GATHER_BYTES_MAX: usize = 16 * 1024;
 
+/// Most bytes one `sendfile` call may send: bounds how long a cold read holds a reader
+/// thread (a disk read of this much), so that other connections' reads take turns.
+const SENDFILE_CALL_BYTES_MAX: u64 = 1024 * 1024;
+
+/// Bytes written through the stream to wait for room when the socket is full.
+const WRITABLE_WAIT_BYTES: u64 = 16 * 1024;
+
+/// Makes the socket non-blocking for `sendfile` (glommio itself sends and receives with
+/// MSG_DONTWAIT, so this changes nothing for it). The flag is on the open socket, shared by
+/// the reader's and the writer's descriptors.
 pub fn prepare_socket(stream: &TcpStream) {
-    let timeout =
-        libc::timeval { tv_sec: libc::time_t::from(SOCKET_SEND_TIMEOUT_MS / 1000), tv_usec: 0 };
-    // SAFETY: the descriptor is open for the stream's lifetime; the option value is a valid
-    // timeval of the size we pass.
+    let fd = stream.as_raw_fd();
+    // SAFETY: fcntl on a descriptor the stream keeps open; no pointers.
     unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDTIMEO,
-            &timeout as *const libc::timeval as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
     }
 }
 
-pub async fn send(stream: &mut TcpStream, chunks: Vec<ReadChunk>) -> Result<(), String> {
+pub async fn send(
+    stream: &mut TcpStream,
+    chunks: Vec<ReadChunk>,
+    readers: &Readers,
+) -> Result<(), String> {
     let mut gathered = BytesMut::with_capacity(GATHER_BYTES_MAX);
     for chunk in chunks {
         match chunk {
@@ -54,11 +66,7 @@ pub async fn send(stream: &mut TcpStream, chunks: Vec<ReadChunk>) -> Result<(), 
             }
             ReadChunk::File { file, position, len } => {
                 write(stream, &mut gathered).await?;
-                let socket = stream.as_raw_fd();
-                let sent = glommio::executor()
-                    .spawn_blocking(move || sendfile_all(socket, file.as_raw_fd(), position, len))
-                    .await;
-                sent.map_err(|e| format!("sendfile: {e}"))?;
+                send_file(stream, readers, file, position, len).await?;
             }
         }
     }
@@ -74,25 +82,59 @@ async fn write(stream: &mut TcpStream, gathered: &mut BytesMut) -> Result<(), St
     Ok(())
 }
 
-/// Sends `len` bytes of `file` from `position`; blocking, for a helper thread.
-fn sendfile_all(socket: i32, file: i32, position: u64, len: u64) -> std::io::Result<()> {
-    let mut offset = position as libc::off_t;
+/// Sends `len` bytes of `file` from `position`: `sendfile` on a reader thread while the
+/// socket takes them, a wait on the executor when it is full.
+async fn send_file(
+    stream: &mut TcpStream,
+    readers: &Readers,
+    file: Arc<std::fs::File>,
+    mut position: u64,
+    len: u64,
+) -> Result<(), String> {
     let end = position + len;
-    while (offset as u64) < end {
-        let remaining = (end - offset as u64) as usize;
-        // SAFETY: both descriptors are open (the caller awaits this call while holding the
-        // stream and an Arc of the file); `offset` is a valid pointer for the call.
-        let sent = unsafe { libc::sendfile(socket, file, &mut offset, remaining) };
-        if sent < 0 {
-            let error = std::io::Error::last_os_error();
-            if error.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            if error.kind() == std::io::ErrorKind::WouldBlock {
-                wait_writable(socket)?;
-                continue;
-            }
-            return Err(error);
+    let socket = stream.as_raw_fd();
+    while position < end {
+        let count = (end - position).min(SENDFILE_CALL_BYTES_MAX);
+        let source = file.clone();
+        // The stream (so the socket descriptor) outlives the call: this task holds it while
+        // it waits for the result.
+        let sent = readers
+            .run(move || sendfile_once(socket, source.as_raw_fd(), position, count))
+            .await
+            .ok_or("the reader threads stopped")?
+            .map_err(|e| format!("sendfile: {e}"))?;
+        position += sent;
+        if sent < count && position < end {
+            // The socket is full: wait for room by writing the next bytes through the stream.
+            let piece = (end - position).min(WRITABLE_WAIT_BYTES) as usize;
+            let bytes = match read_cached(&file, position, piece) {
+                Some(bytes) => bytes,
+                None => {
+                    let source = file.clone();
+                    readers
+                        .run(move || read_at(&source, position, piece))
+                        .await
+                        .ok_or("the reader threads stopped")?
+                        .map_err(|e| format!("read: {e}"))?
+                }
+            };
+            stream.write_all(&bytes).await.map_err(|e| format!("write: {e}"))?;
+            position += bytes.len() as u64;
+        }
+    }
+    Ok(())
+}
+
+/// One `sendfile` of at most `count` bytes on a non-blocking socket: the bytes sent, 0 when
+/// the socket is full. For a reader thread (it may wait for the disk).
+fn sendfile_once(socket: i32, file: i32, position: u64, count: u64) -> std::io::Result<u64> {
+    let mut offset = position as libc::off_t;
+    loop {
+        // SAFETY: both descriptors are open (the caller holds the stream and an Arc of the
+        // file until this returns); `offset` is a valid pointer for the call.
+        let sent = unsafe { libc::sendfile(socket, file, &mut offset, count as usize) };
+        if sent > 0 {
+            return Ok(sent as u64);
         }
         if sent == 0 {
             return Err(std::io::Error::new(
@@ -100,18 +142,42 @@ fn sendfile_all(socket: i32, file: i32, position: u64, len: u64) -> std::io::Res
                 "file shorter than expected",
             ));
         }
+        let error = std::io::Error::last_os_error();
+        match error.kind() {
+            std::io::ErrorKind::Interrupted => continue,
+            std::io::ErrorKind::WouldBlock => return Ok(0),
+            _ => return Err(error),
+        }
     }
-    Ok(())
 }
 
-/// Waits until the socket can take more bytes, bounded by the send timeout.
-fn wait_writable(socket: i32) -> std::io::Result<()> {
-    let mut poll = libc::pollfd { fd: socket, events: libc::POLLOUT, revents: 0 };
-    // SAFETY: one valid pollfd, count 1.
-    let ready = unsafe { libc::poll(&mut poll, 1, SOCKET_SEND_TIMEOUT_MS) };
-    match ready {
-        r if r > 0 => Ok(()),
-        0 => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "consumer stopped reading")),
-        _ => Err(std::io::Error::last_os_error()),
+/// Up to `len` bytes at `position` if they are in the page cache, without waiting for the
+/// disk (`RWF_NOWAIT`); `None` when they are not (or nothing could be read).
+fn read_cached(file: &std::fs::File, position: u64, len: usize) -> Option<Vec<u8>> {
+    let mut buffer = vec![0u8; len];
+    let iov = libc::iovec { iov_base: buffer.as_mut_ptr().cast(), iov_len: len };
+    // SAFETY: one iovec over `buffer`, which lives across the call; the descriptor is open.
+    let read = unsafe {
+        libc::preadv2(file.as_raw_fd(), &iov, 1, position as libc::off_t, libc::RWF_NOWAIT)
+    };
+    if read <= 0 {
+        return None;
     }
+    buffer.truncate(read as usize);
+    Some(buffer)
+}
+
+/// `len` bytes at `position` (fewer at the end of the file); for a reader thread.
+fn read_at(file: &std::fs::File, position: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buffer = vec![0u8; len];
+    let read = file.read_at(&mut buffer, position)?;
+    if read == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "file shorter than expected",
+        ));
+    }
+    buffer.truncate(read);
+    Ok(buffer)
 }

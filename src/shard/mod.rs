@@ -22,7 +22,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use futures::future::join_all;
+use futures::future::{join_all, Either};
 use glommio::channels::channel_mesh::{Receivers, Senders};
 
 use crate::config::Config;
@@ -177,17 +177,31 @@ impl Shard {
             if target == shard.id {
                 return shard.handle(body).await;
             }
-            let id = shard.next_id.get();
-            shard.next_id.set(id + 1);
-            let (tx, rx) = oneshot::channel();
-            shard.pending.borrow_mut().insert(id, tx);
-            let envelope = Envelope::Request { from: shard.id.index(), id, body };
-            if shard.senders.send_to(target.index(), envelope).await.is_err() {
-                shard.pending.borrow_mut().remove(&id);
-                return ShardResponse::Done;
+            match shard.post(target, body).await {
+                Some(answer) => answer.await.unwrap_or(ShardResponse::Done),
+                None => ShardResponse::Done,
             }
-            rx.await.unwrap_or(ShardResponse::Done)
         })
+    }
+
+    /// Puts a request for another shard on the mesh; the receiver gets its answer. `None`
+    /// when the mesh is closed (shutting down).
+    async fn post(
+        &self,
+        target: ShardId,
+        body: ShardRequest,
+    ) -> Option<oneshot::Receiver<ShardResponse>> {
+        assert!(target != self.id);
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let (tx, rx) = oneshot::channel();
+        self.pending.borrow_mut().insert(id, tx);
+        let envelope = Envelope::Request { from: self.id.index(), id, body };
+        if self.senders.send_to(target.index(), envelope).await.is_err() {
+            self.pending.borrow_mut().remove(&id);
+            return None;
+        }
+        Some(rx)
     }
 
     /// Sends the same request to every shard and waits for all of them.
@@ -217,6 +231,20 @@ impl Shard {
 
     fn receive(self: Rc<Self>, peer: usize, envelope: Envelope) {
         match envelope {
+            Envelope::Request {
+                from,
+                id,
+                body: ShardRequest::Produce { partitions, timeout_ms },
+            } => {
+                // Admitted here, before the next envelope is taken, so that a connection's
+                // pipelined produces get offsets in the order it sent them.
+                let results = self.admit_produce(partitions, timeout_ms);
+                glommio::spawn_local(async move {
+                    let body = ShardResponse::Produce(results.await);
+                    self.send(from, Envelope::Response { id, body }).await;
+                })
+                .detach();
+            }
             Envelope::Request { from, id, body } => {
                 glommio::spawn_local(async move {
                     let response = self.clone().handle(body).await;
@@ -343,7 +371,7 @@ impl Shard {
     pub async fn handle(self: Rc<Self>, request: ShardRequest) -> ShardResponse {
         match request {
             ShardRequest::Produce { partitions, timeout_ms } => {
-                ShardResponse::Produce(self.produce(partitions, timeout_ms).await)
+                ShardResponse::Produce(self.admit_produce(partitions, timeout_ms).await)
             }
             ShardRequest::Read { partitions } => ShardResponse::Read(self.read(partitions).await),
             ShardRequest::ListOffsets { partitions, committed } => {
@@ -481,74 +509,117 @@ impl Shard {
             .collect()
     }
 
-    /// Appends each partition's batches and answers when they are durable (a delayed produce:
-    /// it completes early when the flush lands, or with REQUEST_TIMED_OUT at `timeout_ms`).
-    async fn produce(
-        &self,
+    /// Admits a produce on this shard, without an await: each partition's batches get their
+    /// offsets and are queued for writing before this returns, so produces admitted one after
+    /// another are ordered as they were admitted. The future it gives answers each partition
+    /// once its write is durable, or with REQUEST_TIMED_OUT at `timeout_ms` (a delayed
+    /// produce; the write itself goes on, as in Kafka). One timing-wheel operation covers the
+    /// whole request.
+    pub fn admit_produce(
+        self: &Rc<Self>,
         partitions: Vec<(TopicPartition, Vec<Bytes>)>,
         timeout_ms: i32,
-    ) -> Vec<ProduceResult> {
+    ) -> impl Future<Output = Vec<ProduceResult>> + 'static {
+        let mut admitted: Vec<(TopicPartition, Result<log::Appending, i16>)> = partitions
+            .into_iter()
+            .map(|(tp, batches)| {
+                let appending = match self.log(&tp) {
+                    Some(log) => log::enqueue(&log, batches).map_err(|e| match e {
+                        StorageError::Producer(e) => producers::error_code(e),
+                        _ => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    }),
+                    None => Err(errors::UNKNOWN_TOPIC_OR_PARTITION),
+                };
+                (tp, appending)
+            })
+            .collect();
+        let shard = self.clone();
+        let waiter = self.new_waiter_id();
         let timeout = std::time::Duration::from_millis(timeout_ms.max(1) as u64);
-        let appends = partitions.into_iter().map(|(tp, batches)| async move {
-            let Some(log) = self.log(&tp) else {
-                return ProduceResult {
+        let expired = self.delayed.wait(waiter, timeout);
+        async move {
+            {
+                let writes = admitted.iter_mut().filter_map(|(_, a)| a.as_mut().ok());
+                let durable = join_all(writes.map(|a| a.wait()));
+                futures::pin_mut!(durable);
+                if let Either::Left(_) = futures::future::select(durable, expired).await {
+                    // Every write landed first: retire the timeout operation now.
+                    shard.delayed.notify(waiter);
+                }
+            }
+            let mut results = Vec::with_capacity(admitted.len());
+            let mut late = Vec::new();
+            for (tp, appending) in admitted {
+                let failed = |tp, error_code| ProduceResult {
                     tp,
-                    error_code: errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    error_code,
                     base_offset: -1,
                     log_append_time: -1,
                     log_start_offset: -1,
                 };
-            };
-            let waiter = self.new_waiter_id();
-            let expired = self.delayed.wait(waiter, timeout);
-            let owned = log.clone();
-            let append = Box::pin(async move { log::append(&owned, batches).await });
-            let outcome = match futures::future::select(append, expired).await {
-                futures::future::Either::Left((outcome, _)) => {
-                    // The flush landed first: retire the timeout operation now.
-                    self.delayed.notify(waiter);
-                    outcome
-                }
-                futures::future::Either::Right((_, append)) => {
-                    // The write goes on (it cannot be taken back); the producer hears that it
-                    // timed out, as Kafka answers a DelayedProduce that expires.
-                    glommio::spawn_local(async move {
-                        let _ = append.await;
-                    })
-                    .detach();
-                    return ProduceResult {
-                        tp,
-                        error_code: errors::REQUEST_TIMED_OUT,
-                        base_offset: -1,
-                        log_append_time: -1,
-                        log_start_offset: -1,
-                    };
-                }
-            };
-            match outcome {
-                Ok(info) => {
-                    self.notify_watchers(&tp).await;
-                    ProduceResult {
-                        tp,
-                        error_code: errors::NONE,
-                        base_offset: info.base_offset,
-                        log_append_time: info.log_append_time,
-                        log_start_offset: info.log_start_offset,
+                let mut appending = match appending {
+                    Ok(appending) => appending,
+                    Err(code) => {
+                        results.push(failed(tp, code));
+                        continue;
+                    }
+                };
+                match appending.outcome() {
+                    Some(Ok(info)) => {
+                        shard.notify_watchers(&tp).await;
+                        results.push(ProduceResult {
+                            tp,
+                            error_code: errors::NONE,
+                            base_offset: info.base_offset,
+                            log_append_time: info.log_append_time,
+                            log_start_offset: info.log_start_offset,
+                        });
+                    }
+                    Some(Err(_)) => results.push(failed(tp, errors::UNKNOWN_TOPIC_OR_PARTITION)),
+                    None => {
+                        late.push((tp.clone(), appending));
+                        results.push(failed(tp, errors::REQUEST_TIMED_OUT));
                     }
                 }
-                Err(e) => ProduceResult {
-                    error_code: match e {
-                        StorageError::Producer(e) => producers::error_code(e),
-                        _ => errors::UNKNOWN_TOPIC_OR_PARTITION,
-                    },
-                    tp,
-                    base_offset: -1,
-                    log_append_time: -1,
-                    log_start_offset: -1,
-                },
             }
-        });
-        join_all(appends).await
+            if !late.is_empty() {
+                // Timed out but still being written: fetches waiting on these partitions
+                // hear of the data when it lands.
+                glommio::spawn_local(async move {
+                    for (tp, mut appending) in late {
+                        appending.wait().await;
+                        shard.notify_watchers(&tp).await;
+                    }
+                })
+                .detach();
+            }
+            results
+        }
+    }
+
+    /// Admits a produce on `owner` and gives the future of its results. On this shard it is
+    /// admitted before this returns; on another, the request is on the mesh before this
+    /// returns, and a shard admits the requests of one peer in the order they were sent
+    /// (`receive`). Either way, produces admitted in turn by one connection keep their order.
+    pub async fn admit_produce_on(
+        self: &Rc<Self>,
+        owner: ShardId,
+        partitions: Vec<(TopicPartition, Vec<Bytes>)>,
+        timeout_ms: i32,
+    ) -> Pin<Box<dyn Future<Output = Vec<ProduceResult>>>> {
+        if owner == self.id {
+            return Box::pin(self.admit_produce(partitions, timeout_ms));
+        }
+        let answer = self.post(owner, ShardRequest::Produce { partitions, timeout_ms }).await;
+        Box::pin(async move {
+            match answer {
+                Some(answer) => match answer.await {
+                    Ok(ShardResponse::Produce(results)) => results,
+                    _ => Vec::new(),
+                },
+                None => Vec::new(),
+            }
+        })
     }
 
     async fn read(&self, partitions: Vec<ReadSpec>) -> Vec<ReadResult> {

@@ -230,6 +230,54 @@ impl Log {
 /// Appends validated batches (each one whole batch, checked by `batch::validate`) and waits
 /// until they are durable under the topic's policy.
 pub async fn append(log: &Rc<RefCell<Log>>, batches: Vec<Bytes>) -> Result<AppendInfo, Error> {
+    let mut appending = enqueue(log, batches)?;
+    appending.wait().await;
+    appending.outcome().unwrap_or(Err(Error::Deleted))
+}
+
+/// An append whose offsets are assigned and whose write is queued (or, for a duplicate, whose
+/// original is known): the second stage of a produce. Lives on the log's shard.
+#[derive(Debug)]
+pub struct Appending {
+    info: AppendInfo,
+    /// Fires when the batches (or a duplicate's original) are durable; `None` once fired or
+    /// when the original was durable already.
+    durable: Option<oneshot::Receiver<()>>,
+    /// Set when the log was deleted before the write landed.
+    deleted: bool,
+}
+
+impl Appending {
+    /// Waits until the append is durable (or its log deleted). Cancel-safe: dropping the
+    /// future leaves the append as it was, to be waited for or asked again.
+    pub async fn wait(&mut self) {
+        if let Some(durable) = self.durable.as_mut() {
+            self.deleted = durable.await.is_err();
+            self.durable = None;
+        }
+    }
+
+    /// Where the append landed once it is durable; `None` while it is still being written.
+    pub fn outcome(&mut self) -> Option<Result<AppendInfo, Error>> {
+        if let Some(durable) = self.durable.as_mut() {
+            match durable.try_recv() {
+                Ok(Some(())) => self.durable = None,
+                Ok(None) => return None,
+                Err(_) => {
+                    self.durable = None;
+                    self.deleted = true;
+                }
+            }
+        }
+        Some(if self.deleted { Err(Error::Deleted) } else { Ok(self.info) })
+    }
+}
+
+/// The first stage of an append, without an await: checks the idempotent producers, assigns
+/// offsets and queues the batches for the log's flusher. Calls made in some order get offsets
+/// in that order, which is what lets a connection admit pipelined requests one after another
+/// and wait for their writes together.
+pub fn enqueue(log: &Rc<RefCell<Log>>, batches: Vec<Bytes>) -> Result<Appending, Error> {
     assert!(!batches.is_empty());
     let (done_tx, done_rx) = oneshot::channel();
     let (info, start_flusher) = {
@@ -248,7 +296,7 @@ pub async fn append(log: &Rc<RefCell<Log>>, batches: Vec<Bytes>) -> Result<Appen
                 log_start_offset: l.log_start_offset,
             };
             if original.last_offset < l.high_watermark {
-                return Ok(info);
+                return Ok(Appending { info, durable: None, deleted: false });
             }
             // The original is still queued: answer when its write completes, not before.
             l.durable_waiters.push((original.last_offset, done_tx));
@@ -260,8 +308,7 @@ pub async fn append(log: &Rc<RefCell<Log>>, batches: Vec<Bytes>) -> Result<Appen
     if start_flusher {
         glommio::spawn_local(flush_loop(log.clone())).detach();
     }
-    done_rx.await.map_err(|_| Error::Deleted)?;
-    Ok(info)
+    Ok(Appending { info, durable: Some(done_rx), deleted: false })
 }
 
 /// A transaction marker for the partition, asked for by the transaction coordinator.
@@ -335,9 +382,7 @@ pub async fn delete_records(log: &Rc<RefCell<Log>>, offset: i64) -> Result<i64, 
         l.producers.txns.truncate_start(offset);
         (l.dir.clone(), offset, removed)
     };
-    for segment in &removed {
-        segment.remove_files();
-    }
+    segment::remove(removed).await;
     glommio::executor().spawn_blocking(move || write_log_start(&dir, start)).await?;
     Ok(start)
 }
@@ -912,15 +957,15 @@ pub async fn enforce_retention(log: &Rc<RefCell<Log>>, now: i64) -> Result<usize
         }
         removed
     };
-    for segment in &removed {
-        segment.remove_files();
-    }
-    Ok(removed.len())
+    let count = removed.len();
+    segment::remove(removed).await;
+    Ok(count)
 }
 
 /// Deletes the whole segments that lie below `offset` (never the active one) and moves the
 /// log start to the first kept segment. For internal logs that restate their whole state at
-/// `offset` (a snapshot), so that the history before it can go. Returns how many went.
+/// `offset` (a snapshot), so that the history before it can go. Returns how many went; their
+/// files are removed by a task of their own.
 pub fn delete_segments_before(log: &Rc<RefCell<Log>>, offset: i64) -> usize {
     let removed: Vec<Segment> = {
         let mut l = log.borrow_mut();
@@ -935,10 +980,9 @@ pub fn delete_segments_before(log: &Rc<RefCell<Log>>, offset: i64) -> usize {
         }
         removed
     };
-    for segment in &removed {
-        segment.remove_files();
-    }
-    removed.len()
+    let count = removed.len();
+    glommio::spawn_local(segment::remove(removed)).detach();
+    count
 }
 
 /// Finishes queued writes, then seals the active segment (true length, indexes written).

@@ -10,7 +10,12 @@ import socket
 import struct
 import time
 
+from segment_tools import crc32c
+
 API_VERSIONS = 18
+FETCH = 1
+INIT_PRODUCER_ID = 22
+LIST_OFFSETS = 2
 METADATA = 3
 PRODUCE = 0
 UNSUPPORTED_VERSION = 35
@@ -145,3 +150,116 @@ def api_versions_answered(port, timeout=2.0):
             return correlation_id == 7 and parse_api_versions_v0(body)[0] == 0
     except (OSError, AssertionError, struct.error):
         return False
+
+
+def zigzag(value):
+    return (value << 1) ^ (value >> 63)
+
+
+def varint(value):
+    value = zigzag(value)
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def record_batch(values, timestamp=1_700_000_000_000, producer_id=-1, producer_epoch=-1,
+                 base_sequence=-1):
+    """An uncompressed magic v2 batch with one record per value, CRC-32C filled in; with a
+    producer id, epoch and first sequence for an idempotent producer."""
+    records = b""
+    for delta, value in enumerate(values):
+        body = b"\x00" + varint(0) + varint(delta) + varint(-1) + varint(len(value)) + value
+        body += varint(0)
+        records += varint(len(body)) + body
+    after_crc = struct.pack(">hiqqqhii", 0, len(values) - 1, timestamp, timestamp, producer_id,
+                            producer_epoch, base_sequence, len(values)) + records
+    crc = crc32c(after_crc)
+    after_length = struct.pack(">ibI", 0, 2, crc) + after_crc
+    return struct.pack(">qi", 0, len(after_length)) + after_length
+
+
+def produce_v3(topic, partition, batch, correlation_id, acks=-1, timeout_ms=10000):
+    """Produce v3: transactional_id, acks, timeout, [topic, [partition, records]]."""
+    body = struct.pack(">hhi", -1, acks, timeout_ms) + struct.pack(">i", 1)
+    body += struct.pack(">h", len(topic)) + topic + struct.pack(">i", 1)
+    body += struct.pack(">ii", partition, len(batch)) + batch
+    return frame(request_header(PRODUCE, 3, correlation_id) + body)
+
+
+def produce_v3_result(response):
+    """(error_code, base_offset) of the single partition in a Produce v3 response."""
+    position = 4
+    (name_size,) = struct.unpack_from(">h", response, position)
+    position += 2 + name_size + 4
+    _, error_code, base_offset = struct.unpack_from(">ihq", response, position)
+    return error_code, base_offset
+
+
+def fetch_v4(topic, partition, offset, correlation_id, max_wait_ms=500, min_bytes=1,
+             max_bytes=1 << 20):
+    """Fetch v4 of one partition: replica_id -1, read_uncommitted."""
+    body = struct.pack(">iiiib", -1, max_wait_ms, min_bytes, max_bytes, 0)
+    body += struct.pack(">i", 1) + struct.pack(">h", len(topic)) + topic
+    body += struct.pack(">i", 1) + struct.pack(">iqi", partition, offset, max_bytes)
+    return frame(request_header(FETCH, 4, correlation_id) + body)
+
+
+def fetch_v4_result(response):
+    """(error_code, high_watermark, record bytes) of the single partition in a Fetch v4
+    response."""
+    position = 4 + 4  # throttle_time_ms, topic count
+    (name_size,) = struct.unpack_from(">h", response, position)
+    position += 2 + name_size + 4  # name, partition count
+    _, error_code, high_watermark, _ = struct.unpack_from(">ihqq", response, position)
+    position += 4 + 2 + 8 + 8
+    (aborted,) = struct.unpack_from(">i", response, position)
+    position += 4 + max(aborted, 0) * 16
+    (size,) = struct.unpack_from(">i", response, position)
+    position += 4
+    return error_code, high_watermark, response[position:position + max(size, 0)]
+
+
+def batch_offsets(records):
+    """(base_offset, last_offset) of each whole batch in a fetch's record bytes."""
+    out = []
+    position = 0
+    while position + 61 <= len(records):
+        base_offset, length = struct.unpack_from(">qi", records, position)
+        (last_delta,) = struct.unpack_from(">i", records, position + 23)
+        if position + 12 + length > len(records):
+            break
+        out.append((base_offset, base_offset + last_delta))
+        position += 12 + length
+    return out
+
+
+def init_producer_id_v0(correlation_id, transaction_timeout_ms=60000):
+    """InitProducerId v0 for an idempotent (not transactional) producer."""
+    body = struct.pack(">hi", -1, transaction_timeout_ms)
+    return frame(request_header(INIT_PRODUCER_ID, 0, correlation_id) + body)
+
+
+def init_producer_id_v0_result(response):
+    """(error_code, producer_id, producer_epoch) of an InitProducerId v0 response."""
+    _, error_code, producer_id, producer_epoch = struct.unpack_from(">ihqh", response)
+    return error_code, producer_id, producer_epoch
+
+
+def list_offsets_latest_v1(topic, partition, correlation_id):
+    """ListOffsets v1 of the latest offset of one partition."""
+    body = struct.pack(">i", -1) + struct.pack(">i", 1) + struct.pack(">h", len(topic)) + topic
+    body += struct.pack(">i", 1) + struct.pack(">iq", partition, -1)
+    return frame(request_header(LIST_OFFSETS, 1, correlation_id) + body)
+
+
+def list_offsets_v1_result(response):
+    """(error_code, offset) of the single partition of a ListOffsets v1 response."""
+    position = 4
+    (name_size,) = struct.unpack_from(">h", response, position)
+    position += 2 + name_size + 4
+    _, error_code, _, offset = struct.unpack_from(">ihqq", response, position)
+    return error_code, offset

@@ -19,8 +19,8 @@ from client_helpers import (Msg, assert_healthy, ck_consume, ck_produce, rss_byt
 from conftest import TARGET
 from kafka_wire import (API_VERSIONS, PRODUCE, UNSUPPORTED_VERSION, api_versions_request,
                         closed_by_peer, connect, frame, metadata_request_v1,
-                        parse_api_versions_v0, parse_api_versions_v3, read_response,
-                        request_header)
+                        parse_api_versions_v0, parse_api_versions_v3, produce_v3,
+                        produce_v3_result, read_response, record_batch, request_header)
 from segment_tools import crc32c
 
 # The APIs of the broker foundation (issue 3) and their keys.
@@ -306,51 +306,6 @@ def test_many_concurrent_connections(broker):
 
 # ---------------------------------------------------------------------------------------------
 # Produce requests with broken record batches
-
-
-def zigzag(value):
-    return (value << 1) ^ (value >> 63)
-
-
-def varint(value):
-    value = zigzag(value)
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def record_batch(values, timestamp=1_700_000_000_000):
-    """An uncompressed magic v2 batch with one record per value, CRC-32C filled in."""
-    records = b""
-    for delta, value in enumerate(values):
-        body = b"\x00" + varint(0) + varint(delta) + varint(-1) + varint(len(value)) + value
-        body += varint(0)
-        records += varint(len(body)) + body
-    after_crc = struct.pack(">hiqqqhii", 0, len(values) - 1, timestamp, timestamp, -1, -1, -1,
-                            len(values)) + records
-    crc = crc32c(after_crc)
-    after_length = struct.pack(">ibI", 0, 2, crc) + after_crc
-    return struct.pack(">qi", 0, len(after_length)) + after_length
-
-
-def produce_v3(topic, partition, batch, correlation_id):
-    """Produce v3: transactional_id, acks=-1, timeout, [topic, [partition, records]]."""
-    body = struct.pack(">hhi", -1, -1, 10000) + struct.pack(">i", 1)
-    body += struct.pack(">h", len(topic)) + topic + struct.pack(">i", 1)
-    body += struct.pack(">ii", partition, len(batch)) + batch
-    return frame(request_header(PRODUCE, 3, correlation_id) + body)
-
-
-def produce_v3_result(response):
-    """(error_code, base_offset) of the single partition in a Produce v3 response."""
-    position = 4
-    (name_size,) = struct.unpack_from(">h", response, position)
-    position += 2 + name_size + 4
-    _, error_code, base_offset = struct.unpack_from(">ihq", response, position)
-    return error_code, base_offset
 
 
 def send_produce(broker, topic, batch, correlation_id=5):
