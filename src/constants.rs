@@ -81,6 +81,10 @@ pub const CONNECTION_REQUESTS_IN_FLIGHT_MAX: usize = 256;
 /// request larger than this (up to the frame limit) is admitted alone.
 pub const CONNECTION_BYTES_IN_FLIGHT_MAX: usize = 16 * 1024 * 1024;
 
+/// Request bytes all the connections of one shard may have admitted and not yet answered:
+/// the connection windows' bound for many connections at once.
+pub const SHARD_REQUEST_BYTES_IN_FLIGHT_MAX: usize = 256 * 1024 * 1024;
+
 /// Receive buffer of a connection's reader: many small requests come in with one recv.
 pub const CONNECTION_READ_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -175,6 +179,7 @@ const _: () = assert!((MESSAGE_SIZE_BYTES_MAX_DEFAULT as u64) < SEGMENT_SIZE_BYT
 const _: () = assert!(MESSAGE_SIZE_BYTES_MAX_DEFAULT < FRAME_SIZE_BYTES_MAX_DEFAULT);
 const _: () = assert!(CONNECTION_REQUESTS_IN_FLIGHT_MAX >= 2); // room for pipelining
 const _: () = assert!(CONNECTION_BYTES_IN_FLIGHT_MAX >= MESSAGE_SIZE_BYTES_MAX_DEFAULT as usize);
+const _: () = assert!(SHARD_REQUEST_BYTES_IN_FLIGHT_MAX >= CONNECTION_BYTES_IN_FLIGHT_MAX);
 const _: () = assert!(BATCH_CACHE_BYTES_PER_LOG > MESSAGE_SIZE_BYTES_MAX_DEFAULT as usize);
 const _: () = assert!(BATCH_CACHE_BYTES_PER_SHARD_DEFAULT > MESSAGE_SIZE_BYTES_MAX_DEFAULT as u64);
 const _: () = assert!(PRODUCER_BATCHES_RETAINED >= 5 && PRODUCER_BATCHES_RETAINED <= 255);

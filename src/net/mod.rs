@@ -17,9 +17,10 @@
 //! own; any other request runs whole in its turn, once every earlier answer is written
 //! (what Kafka's one-request-at-a-time channel gives). The window bounds a connection to
 //! `CONNECTION_REQUESTS_IN_FLIGHT_MAX` requests and `CONNECTION_BYTES_IN_FLIGHT_MAX` request
-//! bytes not yet answered; when it is full the reader stops reading the socket, and TCP
-//! slows the client down (backpressure), so a fast producer cannot exhaust the broker's
-//! memory. An acks=0 produce holds its place until its write is queued and done, unanswered.
+//! bytes not yet answered, and all of a shard's connections to
+//! `SHARD_REQUEST_BYTES_IN_FLIGHT_MAX`; when it is full the reader stops reading the socket,
+//! and TCP slows the client down (backpressure), so fast producers cannot exhaust the
+//! broker's memory. An acks=0 produce holds its place until its write is queued and done, unanswered.
 //!
 //! The reader and the writer each own a `TcpStream` on their own descriptor of the one
 //! socket (`dup`), so neither waits for the other. Whoever ends first shuts the socket down,
@@ -43,7 +44,7 @@ use glommio::sync::{Semaphore, StaticPermit};
 use crate::api::{self, Admitted, Outcome};
 use crate::constants::{
     CONNECTION_BYTES_IN_FLIGHT_MAX, CONNECTION_READ_BUFFER_BYTES,
-    CONNECTION_REQUESTS_IN_FLIGHT_MAX, SOCKET_SEND_TIMEOUT_MS,
+    CONNECTION_REQUESTS_IN_FLIGHT_MAX, SHARD_REQUEST_BYTES_IN_FLIGHT_MAX, SOCKET_SEND_TIMEOUT_MS,
 };
 use crate::net::readers::Readers;
 use crate::shard::Shard;
@@ -64,15 +65,18 @@ pub async fn accept_loop(
     in_flight: Rc<InFlight>,
     readers: Readers,
 ) {
+    let shard_bytes = Rc::new(Semaphore::new(SHARD_REQUEST_BYTES_IN_FLIGHT_MAX as u64));
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 let shard = shard.clone();
                 let in_flight = in_flight.clone();
                 let readers = readers.clone();
+                let window = Rc::new(Window::new(shard_bytes.clone()));
                 glommio::spawn_local(async move {
                     let peer = stream.peer_addr().ok();
-                    if let Err(reason) = serve(&shard, stream, &in_flight, readers, peer).await {
+                    let served = serve(&shard, stream, &in_flight, window, readers, peer).await;
+                    if let Err(reason) = served {
                         tracing::debug!(?peer, "connection closed: {reason}");
                     }
                 })
@@ -90,6 +94,7 @@ async fn serve(
     shard: &Rc<Shard>,
     stream: TcpStream,
     in_flight: &Rc<InFlight>,
+    window: Rc<Window>,
     readers: Readers,
     peer: Option<std::net::SocketAddr>,
 ) -> Result<(), String> {
@@ -98,7 +103,6 @@ async fn serve(
     let output = duplicate(&stream).map_err(|e| format!("dup: {e}"))?;
     let _ = output.set_write_timeout(Some(Duration::from_millis(SOCKET_SEND_TIMEOUT_MS as u64)));
     let input = stream.buffered_with(Preallocated::new(CONNECTION_READ_BUFFER_BYTES));
-    let window = Rc::new(Window::new());
     let (answers_tx, answers_rx) = mpsc::unbounded();
     let writer = glommio::spawn_local(write_answers(output, answers_rx, readers));
     let read = read_requests(shard, input, &window, answers_tx, in_flight, peer).await;
@@ -245,36 +249,45 @@ fn duplicate(stream: &TcpStream) -> std::io::Result<TcpStream> {
     Ok(unsafe { TcpStream::from_raw_fd(fd) })
 }
 
-/// The in-flight bound of one connection, in requests and in request bytes.
+/// The in-flight bound of one connection, in requests and in request bytes, and its part of
+/// the shard's bound in request bytes (shared by the shard's connections).
 struct Window {
     requests: Rc<Semaphore>,
     bytes: Rc<Semaphore>,
+    shard_bytes: Rc<Semaphore>,
 }
 
-/// One request's share of the window, given back when its answer is written.
+/// One request's share of the windows, given back when its answer is written.
 struct Share {
     _request: StaticPermit,
     _bytes: StaticPermit,
+    _shard_bytes: StaticPermit,
 }
 
 impl Window {
-    fn new() -> Window {
+    fn new(shard_bytes: Rc<Semaphore>) -> Window {
         Window {
             requests: Rc::new(Semaphore::new(CONNECTION_REQUESTS_IN_FLIGHT_MAX as u64)),
             bytes: Rc::new(Semaphore::new(CONNECTION_BYTES_IN_FLIGHT_MAX as u64)),
+            shard_bytes,
         }
     }
 
-    /// Waits until a request of `size_bytes` fits. A request larger than the whole byte
-    /// window (up to the frame limit) is let in alone.
+    /// Waits until a request of `size_bytes` fits, in the connection's window and in the
+    /// shard's. A request larger than a whole window (up to the frame limit) is let in alone.
+    /// Shares are taken in one order (connection, then shard) and a connection's shares come
+    /// back as its answers are written, which never waits for another connection.
     async fn enter(&self, size_bytes: usize) -> Share {
         let bytes = size_bytes.min(CONNECTION_BYTES_IN_FLIGHT_MAX) as u64;
         let request = self.requests.acquire_static_permit(1).await;
-        let bytes = self.bytes.acquire_static_permit(bytes).await;
-        // The semaphores are never closed: they live as long as the connection.
-        match (request, bytes) {
-            (Ok(request), Ok(bytes)) => Share { _request: request, _bytes: bytes },
-            _ => unreachable!("connection window closed"),
+        let connection = self.bytes.acquire_static_permit(bytes).await;
+        let shard = self.shard_bytes.acquire_static_permit(bytes).await;
+        // The semaphores are never closed: they live as long as the connection (the shard).
+        match (request, connection, shard) {
+            (Ok(request), Ok(connection), Ok(shard)) => {
+                Share { _request: request, _bytes: connection, _shard_bytes: shard }
+            }
+            _ => unreachable!("request window closed"),
         }
     }
 

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Spate's latency next to the machine's own limits, measured in the same run (issue 11):
+#   1. loopback TCP round trip (sockperf ping-pong, 64 B) against Spate's end-to-end latency
+#      at 1,000 records/s (linger.ms=0, acks=all, 1 KiB lz4, 4 partitions);
+#   2. the device's 16 KiB O_DIRECT write + fdatasync (fio, io_uring) against Spate's publish
+#      latency at 1,000 records/s under --durability fsync;
+#   3. a 1,000 records/s producer alone, then while a consumer reads a cold backlog from the
+#      start as fast as it can (catch-up interference), same broker, same run.
+# The broker runs on BROKER_CPUS (default: the last CPU), the load on the others. Not part of
+# the test suite: it takes a few minutes and wants a quiet machine.
+#
+#   scripts/latency-limits.sh [--out DIR] [--backlog-gb N] [--duration SECS]
+#
+# Environment: SPATE_BIN, SPATE_BENCH_BIN (default target/release/...), DATA_PARENT (default:
+# the repo, so the data dir is on the disk the broker would use; /tmp may be tmpfs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+OUT="$ROOT/bench/results/latency-limits-$(date -u +%Y%m%dT%H%M%SZ)"
+BACKLOG_GB=3
+DURATION=20
+while (($#)); do
+  case "$1" in
+    --out) OUT=$2; shift 2 ;;
+    --backlog-gb) BACKLOG_GB=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    *) echo "usage: $0 [--out DIR] [--backlog-gb N] [--duration SECS]" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$OUT"
+SPATE_BIN=${SPATE_BIN:-$ROOT/target/release/spate}
+BENCH_BIN=${SPATE_BENCH_BIN:-$ROOT/target/release/spate-bench}
+CPUS=$(nproc)
+BROKER_CPUS=${BROKER_CPUS:-$((CPUS - 1))}
+LOAD_CPUS=${LOAD_CPUS:-0}
+DATA=$(mktemp -d -p "${DATA_PARENT:-$ROOT}" spate-limits.XXXXXX)
+PORT=$((20000 + RANDOM % 20000))
+BROKER_PID=""
+SERVER_PID=""
+cleanup() {
+  [[ -n "$BROKER_PID" ]] && kill "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
+  [[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null
+  rm -rf "$DATA"
+}
+trap cleanup EXIT
+
+for tool in sockperf fio; do
+  command -v "$tool" >/dev/null || { echo "latency-limits: apt-get install -y $tool"; exit 2; }
+done
+[[ -x "$SPATE_BIN" && -x "$BENCH_BIN" ]] || {
+  echo "latency-limits: build first: cargo build --release --workspace"; exit 2; }
+
+log() { printf '== %s\n' "$*" | tee -a "$OUT/summary.txt"; }
+
+start_broker() {
+  rm -rf "$DATA/broker"
+  mkdir -p "$DATA/broker"
+  taskset -c "$BROKER_CPUS" "$SPATE_BIN" --listen "127.0.0.1:$PORT" --data-dir "$DATA/broker" \
+    --cores 1 "$@" >"$OUT/broker.log" 2>&1 &
+  BROKER_PID=$!
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "latency-limits: the broker did not start (see $OUT/broker.log)"; exit 1
+}
+
+stop_broker() {
+  kill "$BROKER_PID"; wait "$BROKER_PID" 2>/dev/null || true; BROKER_PID=""
+}
+
+# bench NAME WORKLOAD ARGS...: one spate-bench run, its table kept in NAME.txt.
+bench() {
+  local name=$1 workload=$2
+  shift 2
+  taskset -c "$LOAD_CPUS" "$BENCH_BIN" "$workload" -b "127.0.0.1:$PORT" -q --label "$name" \
+    --json "$OUT/$name.json" "$@" >"$OUT/$name.txt" 2>&1 || true
+  grep -E '^(publish|end-to-end) ' "$OUT/$name.txt" | sed "s/^/$name: /" | tee -a "$OUT/summary.txt"
+}
+
+LOW_RATE=(--rate 1000 --linger-ms 0 --acks all --compression lz4 -s 1024 --partitions 4
+          --duration "${DURATION}s" --warmup 3s)
+
+log "1. loopback round trip (sockperf ping-pong, 64 B, full round trip, microseconds)"
+taskset -c "$BROKER_CPUS" sockperf server -i 127.0.0.1 -p $((PORT + 1)) --tcp >/dev/null 2>&1 &
+SERVER_PID=$!
+sleep 1
+taskset -c "$LOAD_CPUS" sockperf ping-pong -i 127.0.0.1 -p $((PORT + 1)) --tcp -m 64 \
+  -t "$DURATION" --full-rtt >"$OUT/sockperf.txt" 2>&1 || true
+kill "$SERVER_PID"; SERVER_PID=""
+grep -E 'percentile (50|99|99.9)00 ' "$OUT/sockperf.txt" | sed 's/^sockperf: //' |
+  tee -a "$OUT/summary.txt"
+
+log "1. Spate end-to-end at 1,000 records/s (ms)"
+start_broker
+bench e2e-1k e2e "${LOW_RATE[@]}" --topic e2e-1k
+stop_broker
+
+log "2. device: 16 KiB O_DIRECT write + fdatasync, io_uring (fio, microseconds)"
+fio --name=fsync --directory="$DATA" --size=64m --ioengine=io_uring --direct=1 --rw=write \
+  --bs=16k --iodepth=1 --fdatasync=1 --runtime="$DURATION" --time_based \
+  --output-format=json >"$OUT/fio.json" 2>/dev/null || true
+rm -f "$DATA"/fsync.*
+python3 - "$OUT/fio.json" <<'EOF' | tee -a "$OUT/summary.txt"
+import json, sys
+job = json.load(open(sys.argv[1]))["jobs"][0]
+write = job["write"]["clat_ns"]["percentile"]
+sync = job["sync"]["lat_ns"]["percentile"]
+for name, pct in (("write", write), ("fdatasync", sync)):
+    print(f"{name}: p50 {pct['50.000000'] / 1000:.0f} us, p99 {pct['99.000000'] / 1000:.0f} us, "
+          f"p99.9 {pct['99.900000'] / 1000:.0f} us")
+EOF
+log "2. Spate --durability fsync at 1,000 records/s (ms)"
+start_broker --durability fsync
+bench fsync-1k produce "${LOW_RATE[@]}" --topic fsync-1k
+stop_broker
+
+log "3. a 1,000 records/s producer alone, then beside a catch-up consumer (ms)"
+start_broker
+taskset -c "$LOAD_CPUS" "$BENCH_BIN" produce -b "127.0.0.1:$PORT" -q --topic backlog \
+  --partitions 4 -s 1024 --payload random --acks 1 -n $((BACKLOG_GB * 1024 * 1024)) \
+  --warmup 0s >"$OUT/backlog.txt" 2>&1 || true
+sync
+echo 1 >/proc/sys/vm/drop_caches 2>/dev/null || echo "(cannot drop caches: not root)" |
+  tee -a "$OUT/summary.txt"
+bench alone produce "${LOW_RATE[@]}" --topic live
+taskset -c "$LOAD_CPUS" "$BENCH_BIN" consume -b "127.0.0.1:$PORT" -q --topic backlog \
+  --from earliest --duration "$((DURATION + 10))s" --warmup 0s >"$OUT/catch-up.txt" 2>&1 &
+CONSUMER=$!
+sleep 2
+bench beside-catch-up produce "${LOW_RATE[@]}" --topic live
+wait "$CONSUMER" || true
+grep -E '^consumed' "$OUT/catch-up.txt" | sed 's/^/catch-up consumer: /' | tee -a "$OUT/summary.txt"
+stop_broker
+echo "results in $OUT"
