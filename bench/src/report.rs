@@ -143,6 +143,11 @@ pub struct LatencySummary {
 pub struct CpuResult {
     /// CPU seconds (user + system) of the bench process over the whole run.
     pub bench_seconds: f64,
+    /// CPU seconds of the bench process during the measured window: divided by the records of
+    /// the window, what the bench spends per record. Absent from results written before it was
+    /// added.
+    #[serde(default)]
+    pub bench_measured_seconds: f64,
     pub brokers: Vec<BrokerCpu>,
 }
 
@@ -313,7 +318,11 @@ pub fn summary_table(result: &RunResult) -> String {
         }
     }
     let cpu = &result.cpu;
-    let _ = write!(out, "cpu: bench {:.2} s", cpu.bench_seconds);
+    let _ = write!(
+        out,
+        "cpu: bench {:.2} s ({:.2} s measured)",
+        cpu.bench_seconds, cpu.bench_measured_seconds
+    );
     for broker in &cpu.brokers {
         let _ = write!(
             out,
