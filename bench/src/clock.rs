@@ -1,10 +1,11 @@
 //! One time base for every thread of a run.
 //!
 //! Latencies are differences of two readings of this clock. Within the process the readings come
-//! from the monotonic clock (`CLOCK_MONOTONIC`, as `Instant`), so an NTP step in the middle of a run cannot produce
-//! negative or inflated latencies. Records carry their timestamps as wall-clock nanoseconds
-//! (`epoch_wall_ns` plus the monotonic offset), so that a consumer in another process on the same
-//! machine can still compute end-to-end latency from them.
+//! from the monotonic clock (`CLOCK_MONOTONIC`, which `Instant` reads too), so an NTP step in
+//! the middle of a run cannot produce negative or inflated latencies. Records carry their
+//! timestamps as wall-clock nanoseconds (`epoch_wall_ns` plus the monotonic offset), so that a
+//! consumer in another process on the same machine can still compute end-to-end latency from
+//! them.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -472,7 +472,7 @@ pub fn interrupt_flag() -> Result<Arc<AtomicBool>, String> {
     Ok(Arc::clone(FLAG.get_or_init(|| flag)))
 }
 
-fn validate(workload: Workload, args: &RunArgs) -> Result<(), String> {
+pub fn validate(workload: Workload, args: &RunArgs) -> Result<(), String> {
     if args.workload.partitions < 1 {
         return Err("--partitions must be at least 1".to_string());
     }

@@ -29,7 +29,7 @@ use crate::admin;
 use crate::cli::{RunArgs, SweepArgs, WorkloadArgs};
 use crate::compare;
 use crate::plot::{self, RatePoint, RateSeries, Stroke};
-use crate::report::{ms, RunResult};
+use crate::report::RunResult;
 use crate::run::{self, Workload};
 use crate::spec::StartFrom;
 
@@ -167,6 +167,10 @@ pub fn sweep(args: &SweepArgs, matches: &ArgMatches) -> Result<bool, String> {
     let targets = targets(args, matches)?;
     let rates = args.rates.rates(args.steps)?;
     let workload = if args.e2e { Workload::EndToEnd } else { Workload::Produce };
+    // Bad workload options would fail every step; say so once, before the first.
+    if let (Some(target), Some(rate)) = (targets.first(), rates.first()) {
+        run::validate(workload, &step_args(args, target, *rate, &args.workload.topic))?;
+    }
     let series = if args.e2e { "end_to_end" } else { "publish" };
     let interrupted = run::interrupt_flag()?;
     // Topics of this sweep carry its id, so that a rerun never finds an earlier sweep's data.
@@ -183,25 +187,18 @@ pub fn sweep(args: &SweepArgs, matches: &ArgMatches) -> Result<bool, String> {
             if broker.stopped.is_some() {
                 continue;
             }
+            if interrupted.load(Ordering::Relaxed) {
+                // Ctrl-C between two steps: the next run would refuse to start anyway.
+                complete = false;
+                break 'ladder;
+            }
             if step > 1 && !args.settle.is_zero() {
                 std::thread::sleep(args.settle);
             }
             let label = &broker.target.label;
-            let topic = step_topic(&args.workload.topic, label, *rate, sweep_id);
-            eprintln!(
-                "sweep: step {step} of at most {step_count}: {label} at {rate:.0} records/s \
-                 (topic {topic})"
-            );
-            let run_args = step_args(args, &broker.target, *rate, &topic);
-            let outcome = run::run(workload, &run_args);
-            if !args.keep_topics {
-                // Not an error of the step: the results stand whether or not the broker deletes.
-                if let Err(message) = admin::delete_topic(&broker.target.bootstrap, &topic) {
-                    eprintln!("note: {message}");
-                }
-            }
-            let result = match outcome {
-                Ok(output) => output.result,
+            eprintln!("sweep: step {step} of at most {step_count}: {label} at {rate:.0} records/s");
+            let result = match run_step(args, workload, &broker.target, *rate, sweep_id) {
+                Ok(result) => result,
                 Err(message) => {
                     eprintln!("sweep: {label} at {rate:.0} records/s could not run: {message}");
                     broker.stopped = Some(format!("could not run at {rate:.0}/s: {message}"));
@@ -250,6 +247,25 @@ pub fn sweep(args: &SweepArgs, matches: &ArgMatches) -> Result<bool, String> {
         crate::write(path, &chart(&result, args.title.as_deref())?)?;
     }
     Ok(complete)
+}
+
+/// One step: a run on a topic of its own, which is deleted afterwards unless `--keep-topics`.
+fn run_step(
+    args: &SweepArgs,
+    workload: Workload,
+    target: &Target,
+    rate: f64,
+    sweep_id: u32,
+) -> Result<RunResult, String> {
+    let topic = step_topic(&args.workload.topic, &target.label, rate, sweep_id);
+    let outcome = run::run(workload, &step_args(args, target, rate, &topic));
+    if !args.keep_topics {
+        // Not an error of the step: the results stand whether or not the broker deletes.
+        if let Err(message) = admin::delete_topic(&target.bootstrap, &topic) {
+            eprintln!("note: {message}");
+        }
+    }
+    outcome.map(|output| output.result)
 }
 
 /// Pairs each `--label` and `--broker-pid` with the `-b` before it on the command line.
@@ -376,7 +392,7 @@ pub fn table(result: &SweepResult, markdown: bool) -> String {
                 latencies.push(point.end_to_end_ms.unwrap_or_default());
             }
             for latency in latencies {
-                row.extend(latency.values().iter().map(|v| ms((v * 1_000.0).round() as u64)));
+                row.extend(latency.values().iter().map(|v| format!("{v:.3}")));
             }
             row.push(if point.kept_up { "yes" } else { "no" }.to_string());
             row.push(point.errors.to_string());
