@@ -60,6 +60,16 @@ const DOTTED: (u32, u32) = (2, 4);
 const MARKER_SIZE: u32 = 4;
 /// The decade grid gets lines at 1, 2, ..., 9 of each decade; plotters draws at most this many.
 const LIGHT_LINES_MAX: usize = 9;
+/// The legend entry for crosses.
+const COULD_NOT_KEEP_UP: &str = "could not keep up (the broker was offered less than the rate)";
+/// Pixels between the bottom of the plotting area and a rate label.
+const TICK_LABEL_GAP: i32 = 8;
+/// The rate axis reaches this factor beyond the lowest and highest rate, so that the first and
+/// last markers are not cut.
+const RATE_AXIS_PADDING: f64 = 1.25;
+/// The latency axis ends this factor above its top decade, so that floating-point rounding in
+/// plotters' log axis keeps that decade's label.
+const DECADE_TOP_SLACK: f64 = 1.0 + 1e-9;
 const GRID_BOLD: RGBColor = RGBColor(0xbb, 0xbb, 0xbb);
 const GRID_LIGHT: RGBColor = RGBColor(0xee, 0xee, 0xee);
 
@@ -118,14 +128,13 @@ pub fn percentile_svg(title: &str, subtitle: &str, series: &[Series]) -> Result<
     let top_percentile = points().map(|p| p[0]).filter(|p| *p < 100.0).fold(0.0, f64::max);
     let nines = (nines_of(top_percentile).ceil() as i32).clamp(NINES_MIN, NINES_MAX);
     let (low, high) = decades(points().map(|p| p[1]));
-    let legend: Vec<(&str, usize, Stroke)> =
-        series.iter().map(|s| (s.name.as_str(), s.color, s.stroke)).collect();
+    let legend: Vec<(&str, Mark)> =
+        series.iter().map(|s| (s.name.as_str(), Mark::Line(s.color, s.stroke))).collect();
     let mut svg = String::new();
     {
         let (root, chart_area) = layout(&mut svg, title, subtitle, &legend)?;
         let x_range = 0.0..f64::from(nines);
-        // Slightly past the top decade, so that floating-point rounding keeps its label.
-        let y_range = (10f64.powi(low)..10f64.powi(high) * (1.0 + 1e-9)).log_scale();
+        let y_range = (10f64.powi(low)..10f64.powi(high) * DECADE_TOP_SLACK).log_scale();
         let mut chart =
             chart_builder(&chart_area).build_cartesian_2d(x_range, y_range).map_err(draw_error)?;
         let y_label = |us: &f64| latency_label(us.log10().round() as i32);
@@ -169,23 +178,21 @@ pub fn rate_svg(title: &str, subtitle: &str, series: &[RateSeries]) -> Result<St
     let rate_min = points().map(|p| p.rate).fold(f64::INFINITY, f64::min);
     let rate_max = points().map(|p| p.rate).fold(0.0, f64::max);
     let (rate_low, rate_high) = if rate_min.is_finite() && rate_max > 0.0 {
-        // A little room on both sides, so that the first and last markers are not cut.
         (rate_min / RATE_AXIS_PADDING, rate_max * RATE_AXIS_PADDING)
     } else {
         (1.0, 10.0)
     };
     // Latency in us for the decade labels, as in the percentile chart.
     let (low, high) = decades(points().map(|p| p.latency_ms * 1_000.0));
-    let mut legend: Vec<(&str, usize, Stroke)> =
-        series.iter().map(|s| (s.name.as_str(), s.color, s.stroke)).collect();
-    let any_missed = points().any(|p| !p.kept_up);
-    if any_missed {
-        legend.push((COULD_NOT_KEEP_UP, usize::MAX, Stroke::Solid));
+    let mut legend: Vec<(&str, Mark)> =
+        series.iter().map(|s| (s.name.as_str(), Mark::Line(s.color, s.stroke))).collect();
+    if points().any(|p| !p.kept_up) {
+        legend.push((COULD_NOT_KEEP_UP, Mark::Cross));
     }
     let mut svg = String::new();
     {
         let (root, chart_area) = layout(&mut svg, title, subtitle, &legend)?;
-        let y_range = (10f64.powi(low)..10f64.powi(high) * (1.0 + 1e-9)).log_scale();
+        let y_range = (10f64.powi(low)..10f64.powi(high) * DECADE_TOP_SLACK).log_scale();
         let mut chart = chart_builder(&chart_area)
             .build_cartesian_2d((rate_low..rate_high).log_scale(), y_range)
             .map_err(draw_error)?;
@@ -211,16 +218,7 @@ pub fn rate_svg(title: &str, subtitle: &str, series: &[RateSeries]) -> Result<St
         let mut rates: Vec<f64> = points().map(|p| p.rate).collect();
         rates.sort_by(f64::total_cmp);
         rates.dedup();
-        let (y_bottom, y_top) = (10f64.powi(low), 10f64.powi(high));
-        let tick_font = (FONT, TEXT_FONT_SIZE).into_font().color(&BLACK);
-        let tick_font = tick_font.pos(Pos::new(HPos::Center, VPos::Top));
-        for rate in &rates {
-            let grid = PathElement::new(vec![(*rate, y_bottom), (*rate, y_top)], GRID_BOLD);
-            chart.plotting_area().draw(&grid).map_err(draw_error)?;
-            let (x, y) = chart.backend_coord(&(*rate, y_bottom));
-            let at = (x, y + TICK_LABEL_GAP);
-            root.draw(&Text::new(rate_label(*rate), at, tick_font.clone())).map_err(draw_error)?;
-        }
+        draw_rate_ticks(&root, &chart, &rates, (10f64.powi(low), 10f64.powi(high)))?;
         for s in series {
             let line: Vec<(f64, f64)> =
                 s.points.iter().map(|p| (p.rate, (p.latency_ms * 1_000.0).max(1.0))).collect();
@@ -242,14 +240,16 @@ pub fn rate_svg(title: &str, subtitle: &str, series: &[RateSeries]) -> Result<St
     Ok(svg)
 }
 
-/// The legend entry for crosses.
-const COULD_NOT_KEEP_UP: &str = "x: could not keep up (offered less than the rate)";
-/// Pixels between the bottom of the plotting area and a rate label.
-const TICK_LABEL_GAP: i32 = 8;
-/// The rate axis reaches this factor beyond the lowest and highest rate.
-const RATE_AXIS_PADDING: f64 = 1.25;
-
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+
+/// What a legend row shows left of its name.
+#[derive(Clone, Copy)]
+enum Mark {
+    /// A sample of a series' line: palette index and stroke.
+    Line(usize, Stroke),
+    /// The marker of a sweep step that did not keep up.
+    Cross,
+}
 type Chart<'a, 'b, X> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, LogCoord<f64>>>;
 
 /// Splits the picture into header (title, subtitle), chart and legend, and draws the header and
@@ -258,7 +258,7 @@ fn layout<'a>(
     svg: &'a mut String,
     title: &str,
     subtitle: &str,
-    legend: &[(&str, usize, Stroke)],
+    legend: &[(&str, Mark)],
 ) -> Result<(Area<'a>, Area<'a>), String> {
     let legend_height = LEGEND_ROW_HEIGHT * legend.len() as u32 + 2 * LEGEND_PADDING;
     let height = HEADER_HEIGHT + CHART_HEIGHT + legend_height;
@@ -287,31 +287,55 @@ fn chart_builder<'a, 'b>(area: &'a Area<'b>) -> ChartBuilder<'a, 'b, SVGBackend<
     builder
 }
 
-/// One legend row per entry: a sample of the line, then its name. `color == usize::MAX` is the
-/// cross marker of `rate_svg`.
-fn draw_legend(area: &Area<'_>, entries: &[(&str, usize, Stroke)]) -> Result<(), String> {
+/// One legend row per entry: a sample of the line (or the marker), then its name.
+fn draw_legend(area: &Area<'_>, entries: &[(&str, Mark)]) -> Result<(), String> {
     // Aligned with the left edge of the plotting area.
     let sample_left = (Y_LABEL_AREA + CHART_MARGIN) as i32;
     let sample_x = (sample_left, sample_left + LEGEND_SAMPLE_WIDTH);
-    let font =
-        (FONT, TEXT_FONT_SIZE).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
-    for (row, (name, color, stroke)) in entries.iter().enumerate() {
+    let font = (FONT, TEXT_FONT_SIZE).into_font().color(&BLACK);
+    let font = font.pos(Pos::new(HPos::Left, VPos::Center));
+    for (row, (name, mark)) in entries.iter().enumerate() {
         let y = (LEGEND_PADDING + LEGEND_ROW_HEIGHT * row as u32 + LEGEND_ROW_HEIGHT / 2) as i32;
         let sample = vec![(sample_x.0, y), (sample_x.1, y)];
-        if *color == usize::MAX {
-            let middle = (sample_x.0 + sample_x.1) / 2;
-            let style = BLACK.stroke_width(LINE_WIDTH);
-            area.draw(&Cross::new((middle, y), MARKER_SIZE * 2, style)).map_err(draw_error)?;
-        } else {
-            let style = palette(*color).stroke_width(LINE_WIDTH);
-            match stroke_pattern(*stroke) {
-                None => area.draw(&PathElement::new(sample, style)),
-                Some((dash, gap)) => area.draw(&DashedPathElement::new(sample, dash, gap, style)),
+        match *mark {
+            Mark::Cross => {
+                let middle = (sample_x.0 + sample_x.1) / 2;
+                let style = BLACK.stroke_width(LINE_WIDTH);
+                area.draw(&Cross::new((middle, y), MARKER_SIZE * 2, style))
             }
-            .map_err(draw_error)?;
+            Mark::Line(color, stroke) => {
+                let style = palette(color).stroke_width(LINE_WIDTH);
+                match stroke_pattern(stroke) {
+                    None => area.draw(&PathElement::new(sample, style)),
+                    Some((dash, gap)) => {
+                        area.draw(&DashedPathElement::new(sample, dash, gap, style))
+                    }
+                }
+            }
         }
+        .map_err(draw_error)?;
         area.draw(&Text::new(name.to_string(), (sample_x.1 + 8, y), font.clone()))
             .map_err(draw_error)?;
+    }
+    Ok(())
+}
+
+/// A vertical grid line at each rate, and the rate below the axis. The labels sit outside the
+/// plotting area, so they are drawn on `root` at the chart's pixel coordinates.
+fn draw_rate_ticks(
+    root: &Area<'_>,
+    chart: &Chart<'_, '_, LogCoord<f64>>,
+    rates: &[f64],
+    (latency_bottom, latency_top): (f64, f64),
+) -> Result<(), String> {
+    let font = (FONT, TEXT_FONT_SIZE).into_font().color(&BLACK);
+    let font = font.pos(Pos::new(HPos::Center, VPos::Top));
+    for rate in rates {
+        let grid = PathElement::new(vec![(*rate, latency_bottom), (*rate, latency_top)], GRID_BOLD);
+        chart.plotting_area().draw(&grid).map_err(draw_error)?;
+        let (x, y) = chart.backend_coord(&(*rate, latency_bottom));
+        let at = (x, y + TICK_LABEL_GAP);
+        root.draw(&Text::new(rate_label(*rate), at, font.clone())).map_err(draw_error)?;
     }
     Ok(())
 }
