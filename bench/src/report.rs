@@ -23,7 +23,7 @@ const BYTES_PER_MB: f64 = 1_000_000.0;
 pub const SERIES_ORDER: [&str; 4] =
     ["publish", "publish_uncorrected", "end_to_end", "end_to_end_uncorrected"];
 
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
 pub struct RunResult {
     pub format_version: u32,
     pub label: String,
@@ -46,7 +46,7 @@ pub struct RunResult {
     pub cpu: CpuResult,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
 pub struct RunConfig {
     pub topic: String,
     pub partitions: i32,

@@ -35,6 +35,9 @@ use crate::spec::StartFrom;
 
 /// Version of the sweep JSON document; it goes up if a field ever changes meaning.
 pub const SWEEP_FORMAT_VERSION: u32 = 1;
+/// A step whose bench used at least this share of the CPUs it may run on gets a note: the bench,
+/// not the broker, may have been the limit there.
+const BENCH_BUSY_PERCENT_OF_CPUS: f64 = 90.0;
 /// Kafka's limit on topic names.
 const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// The percentiles a sweep reports and draws, with the line style of each on the chart.
@@ -65,6 +68,9 @@ pub struct SweepResult {
     pub points: Vec<SweepPoint>,
     /// The sweep was ended by Ctrl-C.
     pub interrupted: bool,
+    /// CPUs the bench could run on (its affinity): a step whose bench CPU nears all of them
+    /// may have measured the bench rather than the broker.
+    pub bench_cpus: usize,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -183,7 +189,6 @@ pub fn sweep(args: &SweepArgs, matches: &ArgMatches) -> Result<bool, String> {
     let mut step = 0;
     'ladder: for rate in &rates {
         for broker in brokers.iter_mut() {
-            step += 1;
             if broker.stopped.is_some() {
                 continue;
             }
@@ -192,6 +197,7 @@ pub fn sweep(args: &SweepArgs, matches: &ArgMatches) -> Result<bool, String> {
                 complete = false;
                 break 'ladder;
             }
+            step += 1;
             if step > 1 && !args.settle.is_zero() {
                 std::thread::sleep(args.settle);
             }
@@ -233,6 +239,8 @@ pub fn sweep(args: &SweepArgs, matches: &ArgMatches) -> Result<bool, String> {
         brokers,
         points,
         interrupted: interrupted.load(Ordering::Relaxed),
+        // Linux: the CPUs of this process's affinity mask (taskset), not of the machine.
+        bench_cpus: std::thread::available_parallelism().map_or(1, usize::from),
     };
     print!("{}", table(&result, false));
     if let Some(path) = &args.json {
@@ -413,6 +421,16 @@ pub fn table(result: &SweepResult, markdown: bool) -> String {
             notes += &format!("{label}: error {kind}: {count}\n");
         }
     }
+    for point in &result.points {
+        let busy_percent = point.bench_cpu_percent / result.bench_cpus.max(1) as f64;
+        if busy_percent >= BENCH_BUSY_PERCENT_OF_CPUS {
+            notes += &format!(
+                "{} at {:.0}/s: the bench used {busy_percent:.0} % of its {} CPU(s); there the \
+                 bench, not the broker, may be the limit\n",
+                point.label, point.rate, result.bench_cpus
+            );
+        }
+    }
     if result.interrupted {
         notes += "the sweep was interrupted\n";
     }
@@ -500,5 +518,67 @@ mod tests {
         let topic = step_topic("bench", "kafka 4.1/ref", 5000.0, 0xab);
         assert_eq!(topic, "bench-kafka-4-1-ref-5000-000000ab");
         assert!(step_topic(&"x".repeat(300), "a", 1.0, 1).len() <= TOPIC_NAME_BYTES_MAX);
+    }
+
+    fn point(rate: f64, kept_up: bool, bench_cpu_percent: f64) -> SweepPoint {
+        SweepPoint {
+            label: "a".to_string(),
+            rate,
+            achieved_rate: rate,
+            kept_up,
+            errors: 0,
+            publish_ms: PercentilesMs { p50: 0.25, p99: 1.5, p99_9: 3.0 },
+            end_to_end_ms: None,
+            bench_cpu_percent,
+            bench_cpu_us_per_record: Some(40.0),
+            broker_cpu_percent: None,
+            broker_cpu_us_per_record: None,
+            result: RunResult::default(),
+        }
+    }
+
+    fn two_step_sweep() -> SweepResult {
+        let target = Target { label: "a".to_string(), bootstrap: "b:1".to_string(), pid: None };
+        SweepResult {
+            format_version: SWEEP_FORMAT_VERSION,
+            workload: "produce".to_string(),
+            series: "publish".to_string(),
+            rates: vec![1_000.0, 2_000.0, 5_000.0],
+            order: "alternate".to_string(),
+            brokers: vec![SweepBroker {
+                target,
+                stopped: Some("could not keep up at 2000 records/s".to_string()),
+            }],
+            points: vec![point(1_000.0, true, 20.0), point(2_000.0, false, 99.0)],
+            interrupted: false,
+            bench_cpus: 1,
+        }
+    }
+
+    #[test]
+    fn table_has_a_row_per_step_and_says_why_a_ladder_ended() {
+        let result = two_step_sweep();
+        let text = table(&result, false);
+        let is_row = |line: &&str| {
+            let mut cells = line.split_whitespace();
+            cells.next() == Some("a") && cells.next().is_some_and(|r| r.parse::<f64>().is_ok())
+        };
+        let rows: Vec<&str> = text.lines().filter(is_row).collect();
+        assert_eq!(rows.len(), 2, "{text}");
+        assert!(rows[1].contains(" no "), "{}", rows[1]);
+        assert!(text.contains("a: ladder ended: could not keep up at 2000 records/s"));
+        assert!(text.contains("a at 2000/s: the bench used 99 %"), "{text}");
+        assert!(!text.contains("a at 1000/s: the bench"), "20 % of a CPU is not busy");
+        let markdown = table(&result, true);
+        assert!(markdown.starts_with("| broker"));
+        assert!(markdown.contains("| a      |   1000 |"), "{markdown}");
+    }
+
+    #[test]
+    fn chart_has_a_line_per_percentile() {
+        let svg = chart(&two_step_sweep(), None).expect("draws");
+        for name in ["a p50", "a p99", "a p99.9", "Publish latency against offered load: a"] {
+            assert!(svg.contains(&format!(">\n{name}\n<")), "no {name:?}");
+        }
     }
 }
