@@ -266,14 +266,16 @@ fn run_step(
     sweep_id: u32,
 ) -> Result<RunResult, String> {
     let topic = step_topic(&args.workload.topic, &target.label, rate, sweep_id);
-    let outcome = run::run(workload, &step_args(args, target, rate, &topic));
+    let result = run::run(workload, &step_args(args, target, rate, &topic))?.result;
+    // A step that could not run leaves nothing worth a DeleteTopics (whose wait for an
+    // unreachable broker would only delay the error).
     if !args.keep_topics {
         // Not an error of the step: the results stand whether or not the broker deletes.
         if let Err(message) = admin::delete_topic(&target.bootstrap, &topic) {
             eprintln!("note: {message}");
         }
     }
-    outcome.map(|output| output.result)
+    Ok(result)
 }
 
 /// Pairs each `--label` and `--broker-pid` with the `-b` before it on the command line.
