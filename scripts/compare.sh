@@ -20,6 +20,10 @@
 #
 # Results: <out>/<label>.json, .hgrm files and .svg per broker, compare.txt (table),
 # compare.md (the same as Markdown), compare.svg (both runs on one plot), cpu.txt.
+# The `sweep` workload runs one `spate-bench sweep` over both brokers instead (a ladder of
+# open-loop rates, the brokers alternating at each rate) and writes sweep.txt (table), sweep.md,
+# sweep.json and sweep.svg (latency against offered load); --duration and --warmup are per step
+# there (default 10 s and 2 s).
 # Default out: bench/results/<workload>-<UTC time>.
 #
 # Environment: SPATE_BIN, SPATE_BENCH_BIN (else bench/ is built with cargo), BROKER_CPUS,
@@ -36,8 +40,13 @@ if (( CPU_COUNT > 1 )); then
 else
     BENCH_CPUS="${BENCH_CPUS:-0}"
 fi
-DURATION="30s"
-WARMUP="5s"
+DURATION=""
+WARMUP=""
+# Per run of the single-rate workloads, per step of `sweep` (which has many).
+RUN_DURATION="30s"
+RUN_WARMUP="5s"
+STEP_DURATION="10s"
+STEP_WARMUP="2s"
 # How long Spate may take to accept connections after it starts.
 SPATE_READY_SECS=30
 
@@ -67,13 +76,19 @@ workload_args() {
             # The bench's own ceiling: acks=0 lets the client send without waiting.
             echo produce "${common[@]}" --compression none --acks 0
             ;;
+        sweep)
+            # Publish latency against offered load, one request per record (linger 0): where
+            # each broker's latency bends, and the rate at which it no longer keeps up.
+            echo sweep "${common[@]}" --compression lz4 --acks all --linger-ms 0 \
+                --rates 1k..100k
+            ;;
         *)
             return 1
             ;;
     esac
 }
 WORKLOADS=(lz4-1k-acks-all-fixed lz4-1k-acks-all-poisson lz4-1k-acks-all-max
-    none-100b-acks-1-max none-1k-acks-0-max)
+    none-100b-acks-1-max none-1k-acks-0-max sweep)
 
 usage() {
     sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
@@ -106,6 +121,13 @@ if ! BENCH_ARGS_TEXT="$(workload_args "${WORKLOAD}")"; then
     usage
 fi
 read -r -a BENCH_ARGS <<< "${BENCH_ARGS_TEXT}"
+if [[ "${WORKLOAD}" == sweep ]]; then
+    DURATION="${DURATION:-${STEP_DURATION}}"
+    WARMUP="${WARMUP:-${STEP_WARMUP}}"
+else
+    DURATION="${DURATION:-${RUN_DURATION}}"
+    WARMUP="${WARMUP:-${RUN_WARMUP}}"
+fi
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="${OUT:-${REPO}/bench/results/${WORKLOAD}-${STAMP}}"
 mkdir -p "${OUT}"
@@ -222,23 +244,62 @@ cpu_seconds() {
         <<< "${stat}"
 }
 
+# Pins the broker listening on ADDR to BROKER_CPUS (unless --no-pin) and prints its pid, or
+# nothing when no local process listens there.
+pin_broker() {
+    local label="$1" addr="$2" pid
+    pid="$(pid_of_listener "${addr}" || true)"
+    if [[ -z "${pid}" ]]; then
+        log "${label}: no local process listens on ${addr}; its CPU time is not measured"
+        return 0
+    fi
+    if (( PIN )) && (( CPU_COUNT > 1 )); then
+        taskset -a -p -c "${BROKER_CPUS}" "${pid}" > /dev/null
+    fi
+    echo "${pid}"
+}
+
 log "workload ${WORKLOAD}: spate-bench ${BENCH_ARGS[*]} --duration ${DURATION} --warmup ${WARMUP}"
 log "results in ${OUT}"
+
+if [[ "${WORKLOAD}" == sweep ]]; then
+    # One bench process sweeps every broker, alternating at each rate, so that both ladders
+    # are measured over the same span of time on this machine.
+    target_args=()
+    for entry in "${BROKERS[@]}"; do
+        label="${entry%%=*}"
+        addr="${entry#*=}"
+        pid="$(pin_broker "${label}" "${addr}")"
+        log "${label} (${addr}, pid ${pid:-unknown})"
+        target_args+=(-b "${addr}" --label "${label}")
+        [[ -n "${pid}" ]] && target_args+=(--broker-pid "${pid}")
+    done
+    labels="$(printf '%s\n' "${BROKERS[@]%%=*}" | paste -sd, - | sed 's/,/ vs /g')"
+    status=0
+    "${BENCH_PREFIX[@]}" "${BENCH}" "${BENCH_ARGS[@]}" "${target_args[@]}" \
+        -t "compare-sweep-${STAMP}" --duration "${DURATION}" --warmup "${WARMUP}" \
+        --json "${OUT}/sweep.json" --table "${OUT}/sweep.md" --plot "${OUT}/sweep.svg" \
+        --title "sweep: ${labels}, publish latency against offered load" \
+        > "${OUT}/sweep.txt" || status=$?
+    echo
+    cat "${OUT}/sweep.txt"
+    # Exit code 3: a step could not run, or the sweep was interrupted; the table says which.
+    if (( status != 0 && status != 3 )); then
+        log "spate-bench sweep failed (exit ${status})"
+        exit 1
+    fi
+    log "wrote ${OUT}/sweep.txt, sweep.md, sweep.json, sweep.svg"
+    exit 0
+fi
+
 : > "${OUT}/cpu.txt"
 JSONS=()
 for entry in "${BROKERS[@]}"; do
     label="${entry%%=*}"
     addr="${entry#*=}"
-    pid="$(pid_of_listener "${addr}" || true)"
+    pid="$(pin_broker "${label}" "${addr}")"
     pid_args=()
-    if [[ -n "${pid}" ]]; then
-        pid_args=(--broker-pid "${pid}")
-        if (( PIN )) && (( CPU_COUNT > 1 )); then
-            taskset -a -p -c "${BROKER_CPUS}" "${pid}" > /dev/null
-        fi
-    else
-        log "${label}: no local process listens on ${addr}; its CPU time is not measured"
-    fi
+    [[ -n "${pid}" ]] && pid_args=(--broker-pid "${pid}")
     before="$([[ -n "${pid}" ]] && cpu_seconds "${pid}" || echo 0)"
     log "${label} (${addr}, pid ${pid:-unknown})"
     status=0

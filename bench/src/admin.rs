@@ -66,7 +66,9 @@ pub fn delete_topic(bootstrap: &str, topic: &str) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> = base_config(bootstrap)
         .create()
         .map_err(|e| format!("cannot create an admin client for {bootstrap}: {e}"))?;
-    let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(REQUEST_TIMEOUT))
+        .request_timeout(Some(REQUEST_TIMEOUT));
     let results = futures_executor::block_on(admin.delete_topics(&[topic], &options))
         .map_err(|e| format!("DeleteTopics for {topic} failed: {e}"))?;
     for result in results {

@@ -7,8 +7,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::payload::PayloadKind;
 use crate::spec::{
-    parse_bytes, parse_duration, parse_key_value, Acks, Arrival, Compression, KeySpec, RecordSize,
-    StartFrom,
+    parse_bytes, parse_duration, parse_key_value, parse_rate, Acks, Arrival, Compression, KeySpec,
+    RateLadder, RecordSize, StartFrom,
 };
 
 #[derive(Parser, Debug)]
@@ -41,14 +41,65 @@ pub enum Command {
     /// Print saved runs (--json files) side by side with ratios to the first, and plot them
     /// on one chart.
     Compare(CompareArgs),
+    /// Open loop at a ladder of rates against one or more brokers, alternating between them at
+    /// each rate: latency against offered load, until a broker no longer keeps up.
+    Sweep(SweepArgs),
 }
 
+/// One run: one broker, at most one open-loop rate, and its outputs; the workload itself is
+/// `WorkloadArgs`, which `sweep` shares.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Bootstrap address of the broker (any Kafka-compatible broker).
     #[arg(short, long, default_value = "127.0.0.1:9092")]
     pub bootstrap: String,
 
+    /// Open loop: total records per second over all producers (e.g. 5000, 20k, 1.5m).
+    /// Without it the producers send as fast as they can (closed loop).
+    #[arg(short, long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+
+    /// Stop after this many measured records (produced, or consumed for `consume`) instead of
+    /// after --duration.
+    #[arg(short = 'n', long)]
+    pub records: Option<u64>,
+
+    /// `consume`: start at the earliest offset or at the current end of each partition.
+    #[arg(long, value_enum, default_value_t = StartFrom::Earliest)]
+    pub from: StartFrom,
+
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+
+    /// Write the results as JSON (the input of `compare`).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+
+    /// Write each latency series in HdrHistogram's percentile distribution format, to
+    /// FILE-stem.<series>.hgrm (values in milliseconds).
+    #[arg(long)]
+    pub hgrm: Option<PathBuf>,
+
+    /// Write an SVG latency-by-percentile plot.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+
+    /// Name of this run in tables and plots (default: broker address).
+    #[arg(short, long)]
+    pub label: Option<String>,
+
+    /// Also report the CPU seconds that this process (the broker) used during the run.
+    #[arg(long)]
+    pub broker_pid: Vec<u32>,
+
+    /// Delete the topic when the run is over (a closed-loop run can write gigabytes).
+    #[arg(long)]
+    pub delete_topic: bool,
+}
+
+/// What every producer and consumer of a run does, whichever broker and rate it runs against.
+#[derive(Args, Debug, Clone)]
+pub struct WorkloadArgs {
     /// Topic to use; created through the Admin API if it does not exist.
     #[arg(short, long, default_value = "spate-bench")]
     pub topic: String,
@@ -114,27 +165,13 @@ pub struct RunArgs {
     #[arg(short, long, value_parser = parse_duration, default_value = "10s")]
     pub duration: Duration,
 
-    /// Stop after this many measured records (produced, or consumed for `consume`) instead of
-    /// after --duration.
-    #[arg(short = 'n', long)]
-    pub records: Option<u64>,
-
     /// Time at the start whose records are sent but left out of every result.
     #[arg(short, long, value_parser = parse_duration, default_value = "2s")]
     pub warmup: Duration,
 
-    /// Open loop: total records per second over all producers (e.g. 5000, 20k, 1.5m).
-    /// Without it the producers send as fast as they can (closed loop).
-    #[arg(short, long, value_parser = parse_rate)]
-    pub rate: Option<f64>,
-
     /// Open loop: how arrivals are spaced.
     #[arg(long, value_enum, default_value_t = Arrival::Constant)]
     pub arrival: Arrival,
-
-    /// `consume`: start at the earliest offset or at the current end of each partition.
-    #[arg(long, value_enum, default_value_t = StartFrom::Earliest)]
-    pub from: StartFrom,
 
     /// Extra librdkafka producer property, KEY=VALUE (repeatable); applied last.
     #[arg(short = 'X', long = "producer-config", value_parser = parse_key_value)]
@@ -143,27 +180,6 @@ pub struct RunArgs {
     /// Extra librdkafka consumer property, KEY=VALUE (repeatable); applied last.
     #[arg(long = "consumer-config", value_parser = parse_key_value)]
     pub consumer_config: Vec<(String, String)>,
-
-    /// Write the results as JSON (the input of `compare`).
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-
-    /// Write each latency series in HdrHistogram's percentile distribution format, to
-    /// FILE-stem.<series>.hgrm (values in milliseconds).
-    #[arg(long)]
-    pub hgrm: Option<PathBuf>,
-
-    /// Write an SVG latency-by-percentile plot.
-    #[arg(long)]
-    pub plot: Option<PathBuf>,
-
-    /// Name of this run in tables and plots (default: broker address).
-    #[arg(short, long)]
-    pub label: Option<String>,
-
-    /// Also report the CPU seconds that this process (the broker) used during the run.
-    #[arg(long)]
-    pub broker_pid: Vec<u32>,
 
     /// Seed for sizes, keys and arrivals (default: random, printed in the results).
     #[arg(long)]
@@ -174,13 +190,74 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
 
-    /// Delete the topic when the run is over (a closed-loop run can write gigabytes).
-    #[arg(long)]
-    pub delete_topic: bool,
-
     /// No progress line.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// `sweep`: the ladder, the brokers, and the outputs; each step is one `produce` (or `e2e`) run.
+#[derive(Args, Debug)]
+#[command(after_help = "Each --label and --broker-pid belongs to the -b before it:\n  \
+    spate-bench sweep -b 127.0.0.1:9092 --label spate --broker-pid 123 \\\n    \
+    -b 127.0.0.1:19092 --label kafka --rates 1k..50k --plot sweep.svg")]
+pub struct SweepArgs {
+    /// Bootstrap address of a broker to sweep (repeatable, one ladder per broker).
+    #[arg(short, long = "bootstrap", required = true)]
+    pub bootstrap: Vec<String>,
+
+    /// Name of the broker given by the -b before it (default: its address).
+    #[arg(short, long)]
+    pub label: Vec<String>,
+
+    /// Pid of the broker given by the -b before it, to report the CPU it used.
+    #[arg(long)]
+    pub broker_pid: Vec<u32>,
+
+    /// Offered rates in records/s: a list (1k,2k,5k) or a range MIN..MAX, which steps 1-2-5
+    /// per decade (1k..100k: 1k,2k,5k,10k,...,100k) or geometrically with --steps.
+    #[arg(long, default_value = "1k..100k")]
+    pub rates: RateLadder,
+
+    /// With a range in --rates: this many rates, evenly spaced on a log scale.
+    #[arg(long)]
+    pub steps: Option<usize>,
+
+    /// Producers and consumers (e2e) instead of producers only; the chart then shows
+    /// end-to-end latency, the table both.
+    #[arg(long)]
+    pub e2e: bool,
+
+    /// Keep climbing after a broker could not keep up (by default its ladder stops there).
+    #[arg(long)]
+    pub keep_going: bool,
+
+    /// Idle time between two steps, so that one step's leftover work (flushes, deletes, garbage
+    /// collection) does not land in the next.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub settle: Duration,
+
+    /// Keep each step's topic (by default it is deleted after the step).
+    #[arg(long)]
+    pub keep_topics: bool,
+
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+
+    /// Write every step's results as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+
+    /// Write the table as Markdown.
+    #[arg(long)]
+    pub table: Option<PathBuf>,
+
+    /// Write an SVG chart: latency percentiles against offered rate, one colour per broker.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+
+    /// Title of the chart.
+    #[arg(long)]
+    pub title: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -207,22 +284,6 @@ pub struct CompareArgs {
     pub uncorrected: bool,
 }
 
-/// `5000`, `20k`, `1.5m` records per second.
-pub fn parse_rate(text: &str) -> Result<f64, String> {
-    let lower = text.trim().to_ascii_lowercase();
-    let (number, scale) = if let Some(n) = lower.strip_suffix('k') {
-        (n, 1e3)
-    } else if let Some(n) = lower.strip_suffix('m') {
-        (n, 1e6)
-    } else {
-        (lower.as_str(), 1.0)
-    };
-    match number.parse::<f64>() {
-        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate * scale),
-        _ => Err(format!("'{text}' is not a positive rate (examples: 5000, 20k, 1.5m)")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,13 +292,5 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn rates_parse() {
-        assert_eq!(parse_rate("5000"), Ok(5000.0));
-        assert_eq!(parse_rate("20k"), Ok(20_000.0));
-        assert_eq!(parse_rate("1.5m"), Ok(1_500_000.0));
-        assert!(parse_rate("0").is_err());
     }
 }

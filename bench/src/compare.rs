@@ -40,7 +40,7 @@ pub fn compare(args: &CompareArgs) -> Result<String, String> {
             }
         }
         let subtitle = runs.first().map(describe).unwrap_or_default();
-        std::fs::write(path, plot::svg(&title, &subtitle, &series))
+        std::fs::write(path, plot::percentile_svg(&title, &subtitle, &series)?)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(table)
@@ -154,6 +154,12 @@ fn rows(runs: &[RunResult], uncorrected: bool) -> Vec<Row> {
     }
     add("errors", integer, false, &|r| Some(r.errors.values().sum::<u64>() as f64));
     add("bench CPU s", float2, true, &|r| Some(r.cpu.bench_seconds));
+    add("bench CPU us per record", float2, true, &|r| {
+        let records = measured_records(r)?;
+        // Results written before the bench measured its own window have 0 here.
+        (records > 0 && r.cpu.bench_measured_seconds > 0.0)
+            .then(|| r.cpu.bench_measured_seconds * 1e6 / records as f64)
+    });
     add("broker CPU s (measured window)", float2, true, &|r| {
         r.cpu.brokers.first().map(|b| b.measured_seconds)
     });
@@ -162,14 +168,18 @@ fn rows(runs: &[RunResult], uncorrected: bool) -> Vec<Row> {
     });
     add("broker CPU us per record", float2, true, &|r| {
         let broker = r.cpu.brokers.first()?;
-        let records =
-            r.produce.as_ref().map(|p| p.acked).or(r.consume.as_ref().map(|c| c.consumed))?;
+        let records = measured_records(r)?;
         (records > 0).then(|| broker.measured_seconds * 1e6 / records as f64)
     });
     rows
 }
 
-fn render(cells: &[Vec<String>], markdown: bool) -> String {
+/// Records of the measured window: acknowledged ones, or consumed ones for `consume`.
+fn measured_records(run: &RunResult) -> Option<u64> {
+    run.produce.as_ref().map(|p| p.acked).or(run.consume.as_ref().map(|c| c.consumed))
+}
+
+pub fn render(cells: &[Vec<String>], markdown: bool) -> String {
     let columns = cells.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {

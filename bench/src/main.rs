@@ -15,11 +15,12 @@ mod report;
 mod run;
 mod spec;
 mod stats;
+mod sweep;
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use cli::{Cli, Command, RunArgs};
 use plot::{Series, Stroke};
@@ -28,11 +29,16 @@ use run::{RunOutput, Workload};
 
 /// Exit code of a run that completed but had errors (or could not keep up in open loop), so that
 /// scripts notice without parsing the output. Bad usage exits with 2 (clap's convention), and a
-/// run that could not start exits with 1.
+/// run that could not start exits with 1. A sweep exits with it when a step could not run or the
+/// sweep was interrupted; a ladder that ends because a broker no longer keeps up is its normal
+/// end.
 const EXIT_DEGRADED: u8 = 3;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Parsed in two steps because `sweep` pairs each --label with the -b before it, which only
+    // the matches' argument positions tell.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     let outcome = match &cli.command {
         Command::Produce(args) => run_workload(Workload::Produce, args),
         Command::Consume(args) => run_workload(Workload::Consume, args),
@@ -41,6 +47,16 @@ fn main() -> ExitCode {
             print!("{table}");
             ExitCode::SUCCESS
         }),
+        Command::Sweep(args) => {
+            let sweep_matches = matches.subcommand_matches("sweep").unwrap_or(&matches);
+            sweep::sweep(args, sweep_matches).map(|complete| {
+                if complete {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_DEGRADED)
+                }
+            })
+        }
     };
     match outcome {
         Ok(code) => code,
@@ -55,8 +71,8 @@ fn run_workload(workload: Workload, args: &RunArgs) -> Result<ExitCode, String> 
     let RunOutput { result, histograms } = run::run(workload, args)?;
     if args.delete_topic {
         // Not an error of the run: the results stand whether or not the broker deletes.
-        match admin::delete_topic(&args.bootstrap, &args.topic) {
-            Ok(()) => eprintln!("deleted topic {}", args.topic),
+        match admin::delete_topic(&args.bootstrap, &args.workload.topic) {
+            Ok(()) => eprintln!("deleted topic {}", args.workload.topic),
             Err(message) => eprintln!("note: {message}"),
         }
     }
@@ -86,7 +102,7 @@ fn run_workload(workload: Workload, args: &RunArgs) -> Result<ExitCode, String> 
             })
             .collect();
         let title = format!("spate-bench: {}", result.label);
-        write(path, &plot::svg(&title, &compare::describe(&result), &series))?;
+        write(path, &plot::percentile_svg(&title, &compare::describe(&result), &series)?)?;
     }
     let kept_up = result.open_loop.as_ref().is_none_or(|o| o.kept_up);
     if result.errors.is_empty() && kept_up {

@@ -1,28 +1,80 @@
-//! A self-contained SVG plot of latency by percentile, in the style of HdrHistogram's plotter:
-//! the x axis stretches the tail (90%, 99%, 99.9%, ... are equally spaced), both axes are
-//! logarithmic, and every series is one line with a legend entry.
+//! SVG charts, drawn with `plotters` (its SVG backend only):
+//!
+//! - `percentile_svg`: latency by percentile, in the style of HdrHistogram's plotter. The x axis
+//!   stretches the tail (0 %, 90 %, 99 %, 99.9 %, ... equally spaced), the y axis is
+//!   logarithmic, one line per series.
+//! - `rate_svg`: latency against offered rate for `sweep`, both axes logarithmic, one colour
+//!   per broker and one line style per percentile.
+//!
+//! Both have a title, a one-line subtitle with the workload, axis titles with units, and a
+//! legend below the chart (so it never hides a curve).
+//!
+//! plotters is built without its `ttf` feature, so it needs no system fonts: the SVG backend
+//! writes `<text>` elements and leaves the glyphs to whatever displays the file. Without fonts
+//! plotters can only estimate text extents (about 0.45 em per character), which is why the label
+//! areas below have fixed sizes instead of being fitted to the labels.
 
-use std::fmt::Write as _;
+use plotters::coord::Shift;
+use plotters::element::{Cross, DashedPathElement};
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-const WIDTH: f64 = 960.0;
-const HEIGHT: f64 = 600.0;
-const MARGIN_LEFT: f64 = 90.0;
-const MARGIN_RIGHT: f64 = 30.0;
-const MARGIN_TOP: f64 = 70.0;
-const MARGIN_BOTTOM: f64 = 70.0;
+const WIDTH: u32 = 960;
+/// Title and subtitle above the chart.
+const HEADER_HEIGHT: u32 = 64;
+/// The chart with its axes and axis titles.
+const CHART_HEIGHT: u32 = 540;
+const LEGEND_ROW_HEIGHT: u32 = 18;
+const LEGEND_PADDING: u32 = 10;
+/// The line sample left of a legend entry's name, in pixels.
+const LEGEND_SAMPLE_WIDTH: i32 = 40;
+/// Left of the plotting area: tick labels and the rotated y-axis title.
+const Y_LABEL_AREA: u32 = 80;
+/// Below the plotting area: tick labels and the x-axis title.
+const X_LABEL_AREA: u32 = 50;
+const CHART_MARGIN: u32 = 20;
+/// Room for half of the last x label ("99.9999%"), which is centred on the right edge.
+const CHART_MARGIN_RIGHT: u32 = 44;
+const FONT: &str = "sans-serif";
+const TITLE_FONT_SIZE: f64 = 22.0;
+const TEXT_FONT_SIZE: f64 = 15.0;
 /// The x axis ends at 99.9999 % at most: beyond that, a run of realistic length has no samples.
 const NINES_MAX: i32 = 6;
 /// The x axis shows at least 90 % .. 99.9 % so short runs still read as a percentile plot.
 const NINES_MIN: i32 = 3;
-const PALETTE: [&str; 8] =
-    ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
-const LEGEND_ROW_HEIGHT: f64 = 18.0;
-/// Room for the line sample left of a legend entry's name.
-const LEGEND_SAMPLE_WIDTH: f64 = 52.0;
-/// A generous average glyph width at font size 12, so that names fit inside the legend box.
-const LEGEND_CHAR_WIDTH: f64 = 7.0;
+/// Tableau 10, the palette of matplotlib and HdrHistogram's plotter.
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x7f, 0x7f, 0x7f),
+];
+const LINE_WIDTH: u32 = 2;
+/// Dash and gap lengths in pixels: (dash, gap).
+const DASHED: (u32, u32) = (9, 5);
+const DOTTED: (u32, u32) = (2, 4);
+const MARKER_SIZE: u32 = 4;
+/// The decade grid gets lines at 1, 2, ..., 9 of each decade; plotters draws at most this many.
+const LIGHT_LINES_MAX: usize = 9;
+/// The legend entry for crosses.
+const COULD_NOT_KEEP_UP: &str = "could not keep up (the broker was offered less than the rate)";
+/// Pixels between the bottom of the plotting area and a rate label.
+const TICK_LABEL_GAP: i32 = 8;
+/// The rate axis reaches this factor beyond the lowest and highest rate, so that the first and
+/// last markers are not cut.
+const RATE_AXIS_PADDING: f64 = 1.25;
+/// The latency axis ends this factor above its top decade, so that floating-point rounding in
+/// plotters' log axis keeps that decade's label.
+const DECADE_TOP_SLACK: f64 = 1.0 + 1e-9;
+const GRID_BOLD: RGBColor = RGBColor(0xbb, 0xbb, 0xbb);
+const GRID_LIGHT: RGBColor = RGBColor(0xee, 0xee, 0xee);
 
-/// How a series is stroked: publish latency solid, end-to-end dashed, uncorrected dotted.
+/// How a series is stroked: publish latency (or p50) solid, end-to-end (or p99) dashed,
+/// uncorrected (or p99.9) dotted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stroke {
     Solid,
@@ -40,16 +92,9 @@ impl Stroke {
             Stroke::Solid
         }
     }
-
-    fn dasharray(&self) -> &'static str {
-        match self {
-            Stroke::Solid => "none",
-            Stroke::Dashed => "9 5",
-            Stroke::Dotted => "2 4",
-        }
-    }
 }
 
+/// One line of a percentile chart.
 pub struct Series {
     pub name: String,
     /// (percentile 0..100, latency us), ascending in percentile.
@@ -58,238 +103,291 @@ pub struct Series {
     pub stroke: Stroke,
 }
 
-/// Renders the plot; `subtitle` is a one-line description of the workload.
-pub fn svg(title: &str, subtitle: &str, series: &[Series]) -> String {
+/// One line of a sweep chart.
+pub struct RateSeries {
+    pub name: String,
+    /// Ascending in rate.
+    pub points: Vec<RatePoint>,
+    pub color: usize,
+    pub stroke: Stroke,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct RatePoint {
+    /// Offered records/s.
+    pub rate: f64,
+    pub latency_ms: f64,
+    /// Drawn as a cross when false: the broker was offered less than `rate`.
+    pub kept_up: bool,
+}
+
+/// Renders a latency-by-percentile chart; `subtitle` is a one-line description of the workload.
+pub fn percentile_svg(title: &str, subtitle: &str, series: &[Series]) -> Result<String, String> {
     let points = || series.iter().flat_map(|s| s.points.iter());
     // The finite x extent comes from the highest percentile below 100.
     let top_percentile = points().map(|p| p[0]).filter(|p| *p < 100.0).fold(0.0, f64::max);
     let nines = (nines_of(top_percentile).ceil() as i32).clamp(NINES_MIN, NINES_MAX);
-    let latency_min = points().map(|p| p[1]).filter(|v| *v > 0.0).fold(f64::INFINITY, f64::min);
-    let latency_max = points().map(|p| p[1]).fold(0.0, f64::max);
-    let (decade_low, decade_high) = if latency_min.is_finite() && latency_max > 0.0 {
-        let low = latency_min.max(1.0).log10().floor() as i32;
-        let high = (latency_max.max(1.0).log10().ceil() as i32).max(low + 1);
-        (low, high)
+    let (low, high) = decades(points().map(|p| p[1]));
+    let legend: Vec<(&str, Mark)> =
+        series.iter().map(|s| (s.name.as_str(), Mark::Line(s.color, s.stroke))).collect();
+    let mut svg = String::new();
+    {
+        let (root, chart_area) = layout(&mut svg, title, subtitle, &legend)?;
+        let x_range = 0.0..f64::from(nines);
+        let y_range = (10f64.powi(low)..10f64.powi(high) * DECADE_TOP_SLACK).log_scale();
+        let mut chart =
+            chart_builder(&chart_area).build_cartesian_2d(x_range, y_range).map_err(draw_error)?;
+        let y_label = |us: &f64| latency_label(us.log10().round() as i32);
+        let x_label = |x: &f64| percentile_label(x.round() as i32);
+        chart
+            .configure_mesh()
+            .x_labels(nines as usize + 1)
+            .x_label_formatter(&x_label)
+            .x_max_light_lines(0)
+            .y_labels((high - low) as usize + 1)
+            .y_label_formatter(&y_label)
+            .y_max_light_lines(LIGHT_LINES_MAX)
+            .x_desc("percentile (tail stretched: 1/(1-p) on a log scale)")
+            .y_desc("latency (log scale)")
+            .bold_line_style(GRID_BOLD)
+            .light_line_style(GRID_LIGHT)
+            .label_style((FONT, TEXT_FONT_SIZE))
+            .axis_desc_style((FONT, TEXT_FONT_SIZE))
+            .draw()
+            .map_err(draw_error)?;
+        for s in series {
+            let line: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .map(|p| {
+                    let x = if p[0] >= 100.0 { f64::from(nines) } else { nines_of(p[0]) };
+                    (x.min(f64::from(nines)), p[1].max(1.0))
+                })
+                .collect();
+            draw_line(&mut chart, line, s.color, s.stroke)?;
+        }
+        root.present().map_err(draw_error)?;
+    }
+    Ok(svg)
+}
+
+/// Renders latency against offered rate (both logarithmic); a step that did not keep up is a
+/// cross instead of a dot.
+pub fn rate_svg(title: &str, subtitle: &str, series: &[RateSeries]) -> Result<String, String> {
+    let points = || series.iter().flat_map(|s| s.points.iter());
+    let rate_min = points().map(|p| p.rate).fold(f64::INFINITY, f64::min);
+    let rate_max = points().map(|p| p.rate).fold(0.0, f64::max);
+    let (rate_low, rate_high) = if rate_min.is_finite() && rate_max > 0.0 {
+        (rate_min / RATE_AXIS_PADDING, rate_max * RATE_AXIS_PADDING)
     } else {
-        (0, 3)
+        (1.0, 10.0)
     };
-    let plot_width = WIDTH - MARGIN_LEFT - MARGIN_RIGHT;
-    let plot_height = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM;
-    let x_of = |percentile: f64| {
-        let nines_here = if percentile >= 100.0 { f64::from(nines) } else { nines_of(percentile) };
-        MARGIN_LEFT + plot_width * nines_here.min(f64::from(nines)) / f64::from(nines)
-    };
-    let y_of = |latency_us: f64| {
-        let decade = latency_us.max(1.0).log10();
-        let span = f64::from(decade_high - decade_low);
-        MARGIN_TOP + plot_height * (1.0 - (decade - f64::from(decade_low)) / span)
-    };
-
-    // The legend sits below the plot, growing the picture, so it never hides a curve.
-    let legend_height = LEGEND_ROW_HEIGHT * series.len() as f64 + 8.0;
-    let total_height = HEIGHT + legend_height + 10.0;
-    let mut out = String::new();
-    let mut svg = Svg { out: &mut out };
-    svg.open(
-        "svg",
-        &[
-            ("xmlns", "http://www.w3.org/2000/svg".to_string()),
-            ("width", WIDTH.to_string()),
-            ("height", total_height.to_string()),
-            ("viewBox", format!("0 0 {WIDTH} {total_height}")),
-            ("font-family", "sans-serif".to_string()),
-            ("font-size", "12".to_string()),
-        ],
-    );
-    svg.text_element("title", &[], title);
-    svg.empty(
-        "rect",
-        &[("width", WIDTH.to_string()), ("height", total_height.to_string()), fill("white")],
-    );
-    let center = (WIDTH / 2.0).to_string();
-    svg.text_element(
-        "text",
-        &[
-            ("x", center.clone()),
-            ("y", "28".to_string()),
-            ("text-anchor", "middle".to_string()),
-            ("font-size", "18".to_string()),
-            ("font-weight", "bold".to_string()),
-        ],
-        title,
-    );
-    svg.text_element(
-        "text",
-        &[("x", center), ("y", "48".to_string()), ("text-anchor", "middle".to_string())],
-        subtitle,
-    );
-
-    // Grid: a vertical line per nine, horizontal lines at 1, 2 and 5 of each decade.
-    let right = MARGIN_LEFT + plot_width;
-    let bottom = MARGIN_TOP + plot_height;
-    svg.open("g", &[("class", "grid".to_string()), ("stroke-width", "1".to_string())]);
-    for nine in 0..=nines {
-        let x = MARGIN_LEFT + plot_width * f64::from(nine) / f64::from(nines);
-        svg.line((x, MARGIN_TOP), (x, bottom), "#ddd", None);
+    // Latency in us for the decade labels, as in the percentile chart.
+    let (low, high) = decades(points().map(|p| p.latency_ms * 1_000.0));
+    let mut legend: Vec<(&str, Mark)> =
+        series.iter().map(|s| (s.name.as_str(), Mark::Line(s.color, s.stroke))).collect();
+    if points().any(|p| !p.kept_up) {
+        legend.push((COULD_NOT_KEEP_UP, Mark::Cross));
     }
-    for decade in decade_low..=decade_high {
-        for step in [1.0, 2.0, 5.0] {
-            if decade == decade_high && step > 1.0 {
-                continue;
+    let mut svg = String::new();
+    {
+        let (root, chart_area) = layout(&mut svg, title, subtitle, &legend)?;
+        let y_range = (10f64.powi(low)..10f64.powi(high) * DECADE_TOP_SLACK).log_scale();
+        let mut chart = chart_builder(&chart_area)
+            .build_cartesian_2d((rate_low..rate_high).log_scale(), y_range)
+            .map_err(draw_error)?;
+        let y_label = |us: &f64| latency_label(us.log10().round() as i32);
+        // The x ticks are the offered rates themselves (plotters' log axis would label 1..9 of a
+        // decade or the decades only), so that each column of markers has its rate below it.
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_label_formatter(&|_| String::new())
+            .set_tick_mark_size(LabelAreaPosition::Bottom, 0)
+            .y_labels((high - low) as usize + 1)
+            .y_label_formatter(&y_label)
+            .y_max_light_lines(LIGHT_LINES_MAX)
+            .x_desc("offered load (records/s, log scale)")
+            .y_desc("latency (log scale)")
+            .bold_line_style(GRID_BOLD)
+            .light_line_style(GRID_LIGHT)
+            .label_style((FONT, TEXT_FONT_SIZE))
+            .axis_desc_style((FONT, TEXT_FONT_SIZE))
+            .draw()
+            .map_err(draw_error)?;
+        let mut rates: Vec<f64> = points().map(|p| p.rate).collect();
+        rates.sort_by(f64::total_cmp);
+        rates.dedup();
+        draw_rate_ticks(&root, &chart, &rates, (10f64.powi(low), 10f64.powi(high)))?;
+        for s in series {
+            let line: Vec<(f64, f64)> =
+                s.points.iter().map(|p| (p.rate, (p.latency_ms * 1_000.0).max(1.0))).collect();
+            draw_line(&mut chart, line, s.color, s.stroke)?;
+            let color = palette(s.color);
+            for point in &s.points {
+                let at = (point.rate, (point.latency_ms * 1_000.0).max(1.0));
+                if point.kept_up {
+                    chart.plotting_area().draw(&Circle::new(at, MARKER_SIZE, color.filled()))
+                } else {
+                    let style = color.stroke_width(LINE_WIDTH);
+                    chart.plotting_area().draw(&Cross::new(at, MARKER_SIZE * 2, style))
+                }
+                .map_err(draw_error)?;
             }
-            let y = y_of(step * 10f64.powi(decade));
-            let shade = if step == 1.0 { "#bbb" } else { "#eee" };
-            svg.line((MARGIN_LEFT, y), (right, y), shade, None);
         }
+        root.present().map_err(draw_error)?;
     }
-    svg.close("g");
-    svg.open("g", &[("class", "ticks".to_string()), fill("#222")]);
-    for nine in 0..=nines {
-        let x = MARGIN_LEFT + plot_width * f64::from(nine) / f64::from(nines);
-        svg.label(x, bottom + 18.0, "middle", &percentile_label(nine));
-    }
-    for decade in decade_low..=decade_high {
-        let y = y_of(10f64.powi(decade));
-        svg.label(MARGIN_LEFT - 8.0, y + 4.0, "end", &latency_label(decade));
-    }
-    svg.close("g");
-    svg.empty(
-        "rect",
-        &[
-            ("x", MARGIN_LEFT.to_string()),
-            ("y", MARGIN_TOP.to_string()),
-            ("width", plot_width.to_string()),
-            ("height", plot_height.to_string()),
-            fill("none"),
-            ("stroke", "#444".to_string()),
-        ],
-    );
-    svg.label(
-        MARGIN_LEFT + plot_width / 2.0,
-        HEIGHT - 22.0,
-        "middle",
-        "percentile (tail stretched: 1/(1-p) on a log scale)",
-    );
-    svg.text_element(
-        "text",
-        &[
-            (
-                "transform",
-                format!("translate(22 {:.1}) rotate(-90)", MARGIN_TOP + plot_height / 2.0),
-            ),
-            ("text-anchor", "middle".to_string()),
-        ],
-        "latency (log scale)",
-    );
-
-    // One polyline per series; the <title> child shows the name on hover.
-    for s in series {
-        let mut path = String::new();
-        for point in &s.points {
-            let _ = write!(path, "{:.1},{:.1} ", x_of(point[0]), y_of(point[1]));
-        }
-        svg.open(
-            "polyline",
-            &[
-                ("class", "series".to_string()),
-                ("data-series", s.name.clone()),
-                fill("none"),
-                ("stroke", PALETTE[s.color % PALETTE.len()].to_string()),
-                ("stroke-width", "2".to_string()),
-                ("stroke-dasharray", s.stroke.dasharray().to_string()),
-                ("points", path.trim_end().to_string()),
-            ],
-        );
-        svg.text_element("title", &[], &s.name);
-        svg.close("polyline");
-    }
-
-    let longest_name = series.iter().map(|s| s.name.chars().count()).max().unwrap_or(0);
-    let legend_width = LEGEND_SAMPLE_WIDTH + LEGEND_CHAR_WIDTH * longest_name as f64;
-    let (legend_x, legend_y) = (MARGIN_LEFT, HEIGHT);
-    svg.open("g", &[("class", "legend".to_string())]);
-    svg.empty(
-        "rect",
-        &[
-            ("x", legend_x.to_string()),
-            ("y", legend_y.to_string()),
-            ("width", format!("{legend_width:.1}")),
-            ("height", format!("{legend_height:.1}")),
-            fill("white"),
-            ("fill-opacity", "0.85".to_string()),
-            ("stroke", "#999".to_string()),
-        ],
-    );
-    for (row, s) in series.iter().enumerate() {
-        let y = legend_y + 4.0 + LEGEND_ROW_HEIGHT * (row as f64 + 0.5);
-        let color = PALETTE[s.color % PALETTE.len()];
-        svg.line((legend_x + 8.0, y), (legend_x + 36.0, y), color, Some(s.stroke));
-        svg.label(legend_x + 42.0, y + 4.0, "start", &s.name);
-    }
-    svg.close("g");
-    svg.close("svg");
-    out
+    Ok(svg)
 }
 
-fn fill(color: &str) -> (&'static str, String) {
-    ("fill", color.to_string())
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+
+/// What a legend row shows left of its name.
+#[derive(Clone, Copy)]
+enum Mark {
+    /// A sample of a series' line: palette index and stroke.
+    Line(usize, Stroke),
+    /// The marker of a sweep step that did not keep up.
+    Cross,
+}
+type Chart<'a, 'b, X> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, LogCoord<f64>>>;
+
+/// Splits the picture into header (title, subtitle), chart and legend, and draws the header and
+/// the legend; returns the root (to present) and the chart's area.
+fn layout<'a>(
+    svg: &'a mut String,
+    title: &str,
+    subtitle: &str,
+    legend: &[(&str, Mark)],
+) -> Result<(Area<'a>, Area<'a>), String> {
+    let legend_height = LEGEND_ROW_HEIGHT * legend.len() as u32 + 2 * LEGEND_PADDING;
+    let height = HEADER_HEIGHT + CHART_HEIGHT + legend_height;
+    let root = SVGBackend::with_string(svg, (WIDTH, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_error)?;
+    let (header, rest) = root.split_vertically(HEADER_HEIGHT);
+    let (chart_area, legend_area) = rest.split_vertically(CHART_HEIGHT);
+    let center = (WIDTH / 2) as i32;
+    let centered = Pos::new(HPos::Center, VPos::Center);
+    let title_font =
+        (FONT, TITLE_FONT_SIZE).into_font().style(FontStyle::Bold).color(&BLACK).pos(centered);
+    header.draw(&Text::new(title, (center, 24), title_font)).map_err(draw_error)?;
+    let subtitle_font = (FONT, TEXT_FONT_SIZE).into_font().color(&BLACK).pos(centered);
+    header.draw(&Text::new(subtitle, (center, 50), subtitle_font)).map_err(draw_error)?;
+    draw_legend(&legend_area, legend)?;
+    Ok((root, chart_area))
 }
 
-/// Writes SVG elements one per line, escaping every attribute value and text.
-struct Svg<'a> {
-    out: &'a mut String,
+fn chart_builder<'a, 'b>(area: &'a Area<'b>) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .margin(CHART_MARGIN)
+        .margin_right(CHART_MARGIN_RIGHT)
+        .x_label_area_size(X_LABEL_AREA)
+        .y_label_area_size(Y_LABEL_AREA);
+    builder
 }
 
-impl Svg<'_> {
-    fn start_tag(&mut self, name: &str, attributes: &[(&str, String)]) {
-        let _ = write!(self.out, "<{name}");
-        for (key, value) in attributes {
-            let _ = write!(self.out, r#" {key}="{}""#, escape(value));
+/// One legend row per entry: a sample of the line (or the marker), then its name.
+fn draw_legend(area: &Area<'_>, entries: &[(&str, Mark)]) -> Result<(), String> {
+    // Aligned with the left edge of the plotting area.
+    let sample_left = (Y_LABEL_AREA + CHART_MARGIN) as i32;
+    let sample_x = (sample_left, sample_left + LEGEND_SAMPLE_WIDTH);
+    let font = (FONT, TEXT_FONT_SIZE).into_font().color(&BLACK);
+    let font = font.pos(Pos::new(HPos::Left, VPos::Center));
+    for (row, (name, mark)) in entries.iter().enumerate() {
+        let y = (LEGEND_PADDING + LEGEND_ROW_HEIGHT * row as u32 + LEGEND_ROW_HEIGHT / 2) as i32;
+        let sample = vec![(sample_x.0, y), (sample_x.1, y)];
+        match *mark {
+            Mark::Cross => {
+                let middle = (sample_x.0 + sample_x.1) / 2;
+                let style = BLACK.stroke_width(LINE_WIDTH);
+                area.draw(&Cross::new((middle, y), MARKER_SIZE * 2, style))
+            }
+            Mark::Line(color, stroke) => {
+                let style = palette(color).stroke_width(LINE_WIDTH);
+                match stroke_pattern(stroke) {
+                    None => area.draw(&PathElement::new(sample, style)),
+                    Some((dash, gap)) => {
+                        area.draw(&DashedPathElement::new(sample, dash, gap, style))
+                    }
+                }
+            }
+        }
+        .map_err(draw_error)?;
+        area.draw(&Text::new(name.to_string(), (sample_x.1 + 8, y), font.clone()))
+            .map_err(draw_error)?;
+    }
+    Ok(())
+}
+
+/// A vertical grid line at each rate, and the rate below the axis. The labels sit outside the
+/// plotting area, so they are drawn on `root` at the chart's pixel coordinates.
+fn draw_rate_ticks(
+    root: &Area<'_>,
+    chart: &Chart<'_, '_, LogCoord<f64>>,
+    rates: &[f64],
+    (latency_bottom, latency_top): (f64, f64),
+) -> Result<(), String> {
+    let font = (FONT, TEXT_FONT_SIZE).into_font().color(&BLACK);
+    let font = font.pos(Pos::new(HPos::Center, VPos::Top));
+    for rate in rates {
+        let grid = PathElement::new(vec![(*rate, latency_bottom), (*rate, latency_top)], GRID_BOLD);
+        chart.plotting_area().draw(&grid).map_err(draw_error)?;
+        let (x, y) = chart.backend_coord(&(*rate, latency_bottom));
+        let at = (x, y + TICK_LABEL_GAP);
+        root.draw(&Text::new(rate_label(*rate), at, font.clone())).map_err(draw_error)?;
+    }
+    Ok(())
+}
+
+fn draw_line<X>(
+    chart: &mut Chart<'_, '_, X>,
+    line: Vec<(f64, f64)>,
+    color: usize,
+    stroke: Stroke,
+) -> Result<(), String>
+where
+    X: Ranged<ValueType = f64>,
+{
+    let style = palette(color).stroke_width(LINE_WIDTH);
+    match stroke_pattern(stroke) {
+        None => chart.draw_series(LineSeries::new(line, style)).map(|_| ()),
+        Some((dash, gap)) => {
+            chart.draw_series(DashedLineSeries::new(line, dash, gap, style)).map(|_| ())
         }
     }
+    .map_err(draw_error)
+}
 
-    fn open(&mut self, name: &str, attributes: &[(&str, String)]) {
-        self.start_tag(name, attributes);
-        self.out.push_str(">\n");
+fn stroke_pattern(stroke: Stroke) -> Option<(u32, u32)> {
+    match stroke {
+        Stroke::Solid => None,
+        Stroke::Dashed => Some(DASHED),
+        Stroke::Dotted => Some(DOTTED),
     }
+}
 
-    fn close(&mut self, name: &str) {
-        let _ = writeln!(self.out, "</{name}>");
-    }
+fn palette(color: usize) -> RGBColor {
+    PALETTE[color % PALETTE.len()]
+}
 
-    fn empty(&mut self, name: &str, attributes: &[(&str, String)]) {
-        self.start_tag(name, attributes);
-        self.out.push_str("/>\n");
-    }
+fn draw_error(error: impl std::fmt::Display) -> String {
+    format!("cannot draw the chart: {error}")
+}
 
-    fn text_element(&mut self, name: &str, attributes: &[(&str, String)], text: &str) {
-        self.start_tag(name, attributes);
-        let _ = writeln!(self.out, ">{}</{name}>", escape(text));
+/// The decades (powers of ten, in us) that hold every positive value: at least one decade.
+fn decades(values: impl Iterator<Item = f64>) -> (i32, i32) {
+    let (mut min, mut max) = (f64::INFINITY, 0.0f64);
+    for value in values.filter(|v| *v > 0.0 && v.is_finite()) {
+        min = min.min(value);
+        max = max.max(value);
     }
-
-    fn label(&mut self, x: f64, y: f64, anchor: &str, text: &str) {
-        let attributes = [
-            ("x", format!("{x:.1}")),
-            ("y", format!("{y:.1}")),
-            ("text-anchor", anchor.to_string()),
-        ];
-        self.text_element("text", &attributes, text);
+    if !min.is_finite() {
+        return (0, 3);
     }
-
-    fn line(&mut self, from: (f64, f64), to: (f64, f64), color: &str, stroke: Option<Stroke>) {
-        let mut attributes = vec![
-            ("x1", format!("{:.1}", from.0)),
-            ("y1", format!("{:.1}", from.1)),
-            ("x2", format!("{:.1}", to.0)),
-            ("y2", format!("{:.1}", to.1)),
-            ("stroke", color.to_string()),
-        ];
-        if let Some(stroke) = stroke {
-            attributes.push(("stroke-width", "2".to_string()));
-            attributes.push(("stroke-dasharray", stroke.dasharray().to_string()));
-        }
-        self.empty("line", &attributes);
-    }
+    let low = min.max(1.0).log10().floor() as i32;
+    let high = (max.max(1.0).log10().ceil() as i32).max(low + 1);
+    (low, high)
 }
 
 /// log10(1 / (1 - p)): 0 at 0 %, 1 at 90 %, 2 at 99 %, ...
@@ -303,7 +401,7 @@ fn percentile_label(nines: i32) -> String {
         0 => "0%".to_string(),
         1 => "90%".to_string(),
         2 => "99%".to_string(),
-        n => format!("99.{}%", "9".repeat((n - 2) as usize)),
+        n => format!("99.{}%", "9".repeat((n - 2).max(0) as usize)),
     }
 }
 
@@ -320,13 +418,30 @@ fn latency_label(decade: i32) -> String {
     }
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+/// 500, 1k, 20k, 1.5M records/s.
+fn rate_label(rate: f64) -> String {
+    let (value, suffix) = if rate >= 1e6 {
+        (rate / 1e6, "M")
+    } else if rate >= 1e3 {
+        (rate / 1e3, "k")
+    } else {
+        (rate, "")
+    };
+    let text = format!("{value:.1}");
+    format!("{}{suffix}", text.strip_suffix(".0").unwrap_or(&text))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn texts(svg: &str) -> Vec<String> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|rest| Some(rest.split_once('>')?.1.split_once("</text>")?.0.trim()))
+            .map(str::to_string)
+            .collect()
+    }
 
     #[test]
     fn labels() {
@@ -336,10 +451,13 @@ mod tests {
         assert_eq!(percentile_label(4), "99.99%");
         assert_eq!(latency_label(3), "1 ms");
         assert_eq!(latency_label(8), "100 s");
+        assert_eq!(rate_label(500.0), "500");
+        assert_eq!(rate_label(20_000.0), "20k");
+        assert_eq!(rate_label(1_500_000.0), "1.5M");
     }
 
     #[test]
-    fn plot_has_one_line_per_series_and_escapes_names() {
+    fn percentile_chart_has_labels_legend_and_escaped_names() {
         let series = vec![
             Series {
                 name: "a <spate>: publish".to_string(),
@@ -348,24 +466,55 @@ mod tests {
                 stroke: Stroke::Solid,
             },
             Series {
-                name: "kafka: end_to_end".to_string(),
+                name: "kafka: end-to-end".to_string(),
                 points: vec![[0.0, 300.0], [99.0, 900.0], [100.0, 1_000.0]],
                 color: 1,
                 stroke: Stroke::Dashed,
             },
         ];
-        let text = svg("title & more", "subtitle", &series);
-        assert_eq!(text.matches("<polyline").count(), 2);
-        assert!(text.contains("a &lt;spate&gt;: publish"));
-        assert!(text.contains("title &amp; more"));
-        assert!(!text.contains("NaN"));
-        assert!(!text.contains("inf"));
+        let svg = percentile_svg("title & more", "subtitle", &series).expect("draws");
+        let texts = texts(&svg);
+        for expected in [
+            "title &amp; more",
+            "subtitle",
+            "a &lt;spate&gt;: publish",
+            "kafka: end-to-end",
+            "latency (log scale)",
+            "99.9%",
+            "1 ms",
+            "100 us",
+        ] {
+            assert!(texts.iter().any(|t| t == expected), "no text {expected:?} in {texts:?}");
+        }
+        assert!(svg.matches("<polyline").count() >= 2);
+        assert!(!svg.contains("NaN"));
+        assert!(!svg.contains("inf"));
     }
 
     #[test]
-    fn empty_plot_still_renders() {
-        let text = svg("nothing", "", &[]);
-        assert!(text.starts_with("<svg"));
-        assert!(text.trim_end().ends_with("</svg>"));
+    fn empty_charts_still_render() {
+        for svg in [percentile_svg("nothing", "", &[]), rate_svg("nothing", "", &[])] {
+            let svg = svg.expect("draws");
+            assert!(svg.starts_with("<svg"));
+            assert!(svg.trim_end().ends_with("</svg>"));
+        }
+    }
+
+    #[test]
+    fn rate_chart_marks_steps_that_did_not_keep_up() {
+        let point = |rate, latency_ms, kept_up| RatePoint { rate, latency_ms, kept_up };
+        let series = vec![RateSeries {
+            name: "spate p99".to_string(),
+            points: vec![point(1e3, 0.4, true), point(2e3, 0.5, true), point(5e3, 80.0, false)],
+            color: 0,
+            stroke: Stroke::Dashed,
+        }];
+        let svg = rate_svg("sweep", "workload", &series).expect("draws");
+        let texts = texts(&svg);
+        assert!(texts.iter().any(|t| t == "spate p99"));
+        assert!(texts.iter().any(|t| t == COULD_NOT_KEEP_UP));
+        assert!(texts.iter().any(|t| t == "1k"), "rate labels: {texts:?}");
+        assert!(texts.iter().any(|t| t == "100 ms"));
+        assert_eq!(svg.matches("<circle").count(), 2);
     }
 }

@@ -23,7 +23,7 @@ const BYTES_PER_MB: f64 = 1_000_000.0;
 pub const SERIES_ORDER: [&str; 4] =
     ["publish", "publish_uncorrected", "end_to_end", "end_to_end_uncorrected"];
 
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
 pub struct RunResult {
     pub format_version: u32,
     pub label: String,
@@ -46,7 +46,7 @@ pub struct RunResult {
     pub cpu: CpuResult,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
 pub struct RunConfig {
     pub topic: String,
     pub partitions: i32,
@@ -143,6 +143,11 @@ pub struct LatencySummary {
 pub struct CpuResult {
     /// CPU seconds (user + system) of the bench process over the whole run.
     pub bench_seconds: f64,
+    /// CPU seconds of the bench process during the measured window: divided by the records of
+    /// the window, what the bench spends per record. Absent from results written before it was
+    /// added.
+    #[serde(default)]
+    pub bench_measured_seconds: f64,
     pub brokers: Vec<BrokerCpu>,
 }
 
@@ -313,7 +318,11 @@ pub fn summary_table(result: &RunResult) -> String {
         }
     }
     let cpu = &result.cpu;
-    let _ = write!(out, "cpu: bench {:.2} s", cpu.bench_seconds);
+    let _ = write!(
+        out,
+        "cpu: bench {:.2} s ({:.2} s measured)",
+        cpu.bench_seconds, cpu.bench_measured_seconds
+    );
     for broker in &cpu.brokers {
         let _ = write!(
             out,

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use crate::admin::{self, REQUEST_TIMEOUT};
 use crate::cli::RunArgs;
 use crate::clock::{duration_ns, Clock};
 use crate::consumer::{self, ConsumerCtx, ConsumerSetup};
-use crate::cpu::cpu_seconds;
+use crate::cpu::{cpu_seconds, process_cpu_seconds};
 use crate::payload::PayloadPool;
 use crate::producer::{self, ProducerCtx, ProducerSetup, Timeline, LATE_SEND_NS};
 use crate::report::{
@@ -77,37 +77,29 @@ pub struct RunOutput {
 pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
     validate(workload, args)?;
     let clock = Clock::new();
-    let seed = args.seed.unwrap_or_else(rand::random);
+    let seed = args.workload.seed.unwrap_or_else(rand::random);
     let run_id: u32 = rand::random();
     let started_at_unix_ms = clock.wall_ns() / 1_000_000;
     let partitions = admin::ensure_topic(
         &args.bootstrap,
-        &args.topic,
-        args.partitions,
-        args.replication_factor,
+        &args.workload.topic,
+        args.workload.partitions,
+        args.workload.replication_factor,
     )?;
     let open_loop = workload.produces() && args.rate.is_some();
     let errors = Arc::new(ErrorCounts::default());
     let timeline = Arc::new(Timeline::default());
     let stop_producers = Arc::new(AtomicBool::new(false));
     let stop_consumers = Arc::new(AtomicBool::new(false));
-    let interrupted = Arc::new(AtomicBool::new(false));
-    // The first Ctrl-C ends the run early and still prints its results; a second one, while
-    // the run drains, exits at once.
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(
-            signal,
-            EXIT_SECOND_SIGNAL,
-            Arc::clone(&interrupted),
-        )
-        .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&interrupted)))
-        .map_err(|e| format!("cannot install a signal handler: {e}"))?;
+    let interrupted = interrupt_flag()?;
+    if interrupted.load(Ordering::Relaxed) {
+        return Err("interrupted".to_string());
     }
 
     let producer_config = producer_config(args);
     let consumer_config = consumer_config(args, run_id);
-    let producer_count = if workload.produces() { args.producers } else { 0 };
-    let consumer_count = if workload.consumes() { args.consumers } else { 0 };
+    let producer_count = if workload.produces() { args.workload.producers } else { 0 };
+    let consumer_count = if workload.consumes() { args.workload.consumers } else { 0 };
     let mut producers = Vec::new();
     let mut producer_stats = Vec::new();
     for index in 0..producer_count {
@@ -123,7 +115,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
         for (key, value) in &producer_config {
             config.set(key, value);
         }
-        if let Some(prefix) = &args.transactional_id {
+        if let Some(prefix) = &args.workload.transactional_id {
             config.set("transactional.id", format!("{prefix}-{index}"));
         }
         let producer: ThreadedProducer<ProducerCtx> = config
@@ -133,9 +125,9 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
         // records' latency even without a warm-up.
         producer
             .client()
-            .fetch_metadata(Some(&args.topic), REQUEST_TIMEOUT)
+            .fetch_metadata(Some(&args.workload.topic), REQUEST_TIMEOUT)
             .map_err(|e| format!("producer cannot reach {}: {e}", args.bootstrap))?;
-        if args.transactional_id.is_some() {
+        if args.workload.transactional_id.is_some() {
             producer
                 .init_transactions(REQUEST_TIMEOUT)
                 .map_err(|e| format!("producer cannot init transactions: {e}"))?;
@@ -166,17 +158,17 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
         let from_tail = workload == Workload::EndToEnd || args.from == StartFrom::Tail;
         let mut assignment = TopicPartitionList::new();
         if from_tail {
-            let marks = admin::watermarks(&consumer, &args.topic, partitions)?;
+            let marks = admin::watermarks(&consumer, &args.workload.topic, partitions)?;
             for partition in &mine {
                 let (_, high) = marks[*partition as usize];
                 assignment
-                    .add_partition_offset(&args.topic, *partition, Offset::Offset(high))
+                    .add_partition_offset(&args.workload.topic, *partition, Offset::Offset(high))
                     .map_err(|e| format!("cannot build the assignment: {e}"))?;
             }
         } else {
             for partition in &mine {
                 assignment
-                    .add_partition_offset(&args.topic, *partition, Offset::Beginning)
+                    .add_partition_offset(&args.workload.topic, *partition, Offset::Beginning)
                     .map_err(|e| format!("cannot build the assignment: {e}"))?;
             }
         }
@@ -187,17 +179,18 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
 
     let broker_cpu_start: Vec<Option<f64>> =
         args.broker_pid.iter().map(|pid| cpu_seconds(Some(*pid))).collect();
-    let bench_cpu_start = cpu_seconds(None).unwrap_or(0.0);
+    let bench_cpu_start = process_cpu_seconds();
     let pool = Arc::new(PayloadPool::new(
-        args.payload,
-        args.record_size.max_bytes(),
+        args.workload.payload,
+        args.workload.record_size.max_bytes(),
         &mut rand::thread_rng(),
     ));
 
     let start_ns = clock.wall_ns();
-    let warmup_end_ns = start_ns + duration_ns(args.warmup);
+    let warmup_end_ns = start_ns + duration_ns(args.workload.warmup);
     let counted = args.records.is_some();
-    let end_ns = if counted { u64::MAX } else { warmup_end_ns + duration_ns(args.duration) };
+    let end_ns =
+        if counted { u64::MAX } else { warmup_end_ns + duration_ns(args.workload.duration) };
     timeline.set(start_ns, warmup_end_ns, end_ns);
 
     let mut producer_threads: Vec<JoinHandle<()>> = Vec::new();
@@ -208,7 +201,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
             base + u64::from((index as u64) < records % producer_count as u64)
         });
         // Spread constant-rate producers evenly over one period instead of sending together.
-        let phase_ns = match (rate_each, args.arrival) {
+        let phase_ns = match (rate_each, args.workload.arrival) {
             (Some(rate), Arrival::Constant) => {
                 (1e9 / rate * index as f64 / producer_count as f64) as u64
             }
@@ -216,22 +209,23 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
         };
         let setup = ProducerSetup {
             clock,
-            topic: args.topic.clone(),
+            topic: args.workload.topic.clone(),
             partitions,
-            record_size: args.record_size,
-            keys: args.keys,
+            record_size: args.workload.record_size,
+            keys: args.workload.keys,
             rate: rate_each,
-            arrival: args.arrival,
+            arrival: args.workload.arrival,
             phase_ns,
             quota,
             run_id,
             seed: seed.wrapping_add(index as u64),
             pool: Arc::clone(&pool),
-            drain_timeout: args.drain_timeout,
+            drain_timeout: args.workload.drain_timeout,
             txn_interval: args
+                .workload
                 .transactional_id
                 .is_some()
-                .then(|| Duration::from_millis(args.txn_interval_ms)),
+                .then(|| Duration::from_millis(args.workload.txn_interval_ms)),
         };
         let (timeline, stop) = (Arc::clone(&timeline), Arc::clone(&stop_producers));
         producer_threads.push(
@@ -258,6 +252,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
     // Monitor: progress once a second, CPU samples at the window's edges, end of the window.
     let mut progress = Progress::new(clock, start_ns, warmup_end_ns, args);
     let mut broker_cpu_window_start: Option<Vec<Option<f64>>> = None;
+    let mut bench_cpu_window_start: Option<f64> = None;
     let measure_end_ns;
     let (mut consumed_before, mut last_progress_ns) = (0u64, start_ns.max(warmup_end_ns));
     loop {
@@ -268,6 +263,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
         }
         if broker_cpu_window_start.is_none() && now_ns >= warmup_end_ns {
             broker_cpu_window_start = Some(sample_brokers(&args.broker_pid));
+            bench_cpu_window_start = Some(process_cpu_seconds());
         }
         progress.maybe_print(now_ns, "", &producer_stats, &consumer_stats, &errors);
         let done = if workload.produces() {
@@ -279,12 +275,13 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
             }
             // A topic that holds fewer records than --records must not hang the run.
             let starved = args.records.is_some()
-                && now_ns.saturating_sub(last_progress_ns) > duration_ns(args.drain_timeout);
+                && now_ns.saturating_sub(last_progress_ns)
+                    > duration_ns(args.workload.drain_timeout);
             if starved {
                 errors.add(format!(
                     "consume: no new record for {:.0} s (the drain timeout) after {consumed} of \
                      the {} asked for",
-                    args.drain_timeout.as_secs_f64(),
+                    args.workload.drain_timeout.as_secs_f64(),
                     args.records.unwrap_or(0)
                 ));
             }
@@ -302,6 +299,9 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
         }
     }
     let broker_cpu_window_end = sample_brokers(&args.broker_pid);
+    let bench_cpu_window_end = process_cpu_seconds();
+    let bench_cpu_measured_seconds =
+        bench_cpu_window_end - bench_cpu_window_start.unwrap_or(bench_cpu_window_end);
     let broker_cpu_window_start =
         broker_cpu_window_start.unwrap_or_else(|| broker_cpu_window_end.clone());
     // Counters of a consume-only run freeze at the end of its window.
@@ -326,7 +326,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
     }
     if workload == Workload::EndToEnd {
         let acked = sum(&producer_stats, |s| &s.acked_total);
-        let drain_deadline_ns = clock.wall_ns() + duration_ns(args.drain_timeout);
+        let drain_deadline_ns = clock.wall_ns() + duration_ns(args.workload.drain_timeout);
         loop {
             let seen = sum(&consumer_stats, |s| &s.run_records);
             let now_ns = clock.wall_ns();
@@ -337,7 +337,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
                 errors.add(format!(
                     "drain: {} acknowledged records not consumed within {:.0} s",
                     acked - seen,
-                    args.drain_timeout.as_secs_f64()
+                    args.workload.drain_timeout.as_secs_f64()
                 ));
                 break;
             }
@@ -350,7 +350,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
         let _ = thread.join();
     }
     let broker_cpu_end = sample_brokers(&args.broker_pid);
-    let bench_cpu_seconds = cpu_seconds(None).unwrap_or(0.0) - bench_cpu_start;
+    let bench_cpu_seconds = process_cpu_seconds() - bench_cpu_start;
 
     let measured_seconds = measure_end_ns.saturating_sub(warmup_end_ns) as f64 / 1e9;
     let mut latency = BTreeMap::new();
@@ -412,7 +412,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
     });
     let open_loop_result = match (open_loop, args.rate) {
         (true, Some(rate)) => {
-            Some(open_loop_result(rate, args.arrival, &producer_stats, measured_seconds))
+            Some(open_loop_result(rate, args.workload.arrival, &producer_stats, measured_seconds))
         }
         _ => None,
     };
@@ -440,34 +440,61 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
         open_loop: open_loop_result,
         latency,
         errors: errors.snapshot(),
-        cpu: CpuResult { bench_seconds: bench_cpu_seconds, brokers },
+        cpu: CpuResult {
+            bench_seconds: bench_cpu_seconds,
+            bench_measured_seconds: bench_cpu_measured_seconds,
+            brokers,
+        },
     };
     Ok(RunOutput { result, histograms })
 }
 
-fn validate(workload: Workload, args: &RunArgs) -> Result<(), String> {
-    if args.partitions < 1 {
+/// The process's Ctrl-C flag, installed on first use. The first SIGINT or SIGTERM sets it: a
+/// run in progress ends early and still reports, and a sweep stops after that step. A second
+/// signal, while the flag is set, exits at once. One flag for the whole process, rather than one
+/// per run, so that a sweep of many runs does not stack up signal handlers.
+pub fn interrupt_flag() -> Result<Arc<AtomicBool>, String> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    if let Some(flag) = FLAG.get() {
+        return Ok(Arc::clone(flag));
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(
+            signal,
+            EXIT_SECOND_SIGNAL,
+            Arc::clone(&flag),
+        )
+        .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&flag)))
+        .map_err(|e| format!("cannot install a signal handler: {e}"))?;
+    }
+    // Only the main thread runs benchmarks, so nobody else can have set FLAG in between.
+    Ok(Arc::clone(FLAG.get_or_init(|| flag)))
+}
+
+pub fn validate(workload: Workload, args: &RunArgs) -> Result<(), String> {
+    if args.workload.partitions < 1 {
         return Err("--partitions must be at least 1".to_string());
     }
-    if workload.produces() && !(1..=WORKERS_MAX).contains(&args.producers) {
+    if workload.produces() && !(1..=WORKERS_MAX).contains(&args.workload.producers) {
         return Err(format!("--producers must be between 1 and {WORKERS_MAX}"));
     }
-    if workload.consumes() && !(1..=WORKERS_MAX).contains(&args.consumers) {
+    if workload.consumes() && !(1..=WORKERS_MAX).contains(&args.workload.consumers) {
         return Err(format!("--consumers must be between 1 and {WORKERS_MAX}"));
     }
-    if args.transactional_id.is_some() && args.acks != Acks::All {
+    if args.workload.transactional_id.is_some() && args.workload.acks != Acks::All {
         return Err("--transactional-id needs --acks all (as librdkafka requires)".to_string());
     }
-    if args.transactional_id.is_some() && args.txn_interval_ms == 0 {
+    if args.workload.transactional_id.is_some() && args.workload.txn_interval_ms == 0 {
         return Err("--txn-interval-ms must be at least 1".to_string());
     }
-    if args.idempotence && args.acks != Acks::All {
+    if args.workload.idempotence && args.workload.acks != Acks::All {
         return Err("--idempotence needs --acks all (as librdkafka requires)".to_string());
     }
     if args.records == Some(0) {
         return Err("--records must be at least 1".to_string());
     }
-    if args.records.is_none() && args.duration.is_zero() {
+    if args.records.is_none() && args.workload.duration.is_zero() {
         return Err("--duration must be longer than zero".to_string());
     }
     if workload == Workload::Consume && args.rate.is_some() {
@@ -481,17 +508,17 @@ fn producer_config(args: &RunArgs) -> BTreeMap<String, String> {
     let mut set = |key: &str, value: String| {
         config.insert(key.to_string(), value);
     };
-    set("acks", args.acks.librdkafka_value().to_string());
-    set("compression.type", args.compression.librdkafka_name().to_string());
-    let idempotence = args.idempotence || args.transactional_id.is_some();
+    set("acks", args.workload.acks.librdkafka_value().to_string());
+    set("compression.type", args.workload.compression.librdkafka_name().to_string());
+    let idempotence = args.workload.idempotence || args.workload.transactional_id.is_some();
     set("enable.idempotence", idempotence.to_string());
-    if let Some(linger_ms) = args.linger_ms {
+    if let Some(linger_ms) = args.workload.linger_ms {
         set("linger.ms", linger_ms.to_string());
     }
-    if let Some(batch_size) = args.batch_size {
+    if let Some(batch_size) = args.workload.batch_size {
         set("batch.size", batch_size.to_string());
     }
-    for (key, value) in &args.producer_config {
+    for (key, value) in &args.workload.producer_config {
         set(key, value.clone());
     }
     config
@@ -508,7 +535,7 @@ fn consumer_config(args: &RunArgs, run_id: u32) -> BTreeMap<String, String> {
     set("enable.auto.commit", "false");
     set("enable.auto.offset.store", "false");
     set("auto.offset.reset", "earliest");
-    for (key, value) in &args.consumer_config {
+    for (key, value) in &args.workload.consumer_config {
         set(key, value);
     }
     config
@@ -523,23 +550,23 @@ fn run_config(
     consumer_config: BTreeMap<String, String>,
 ) -> RunConfig {
     RunConfig {
-        topic: args.topic.clone(),
+        topic: args.workload.topic.clone(),
         partitions,
-        producers: if workload.produces() { args.producers } else { 0 },
-        consumers: if workload.consumes() { args.consumers } else { 0 },
-        record_size: args.record_size.to_string(),
-        payload: format!("{:?}", args.payload).to_lowercase(),
-        keys: args.keys.to_string(),
-        compression: args.compression.librdkafka_name().to_string(),
-        acks: args.acks.librdkafka_value().to_string(),
-        linger_ms: args.linger_ms,
-        batch_size: args.batch_size,
-        idempotence: args.idempotence,
-        duration_seconds: args.duration.as_secs_f64(),
+        producers: if workload.produces() { args.workload.producers } else { 0 },
+        consumers: if workload.consumes() { args.workload.consumers } else { 0 },
+        record_size: args.workload.record_size.to_string(),
+        payload: format!("{:?}", args.workload.payload).to_lowercase(),
+        keys: args.workload.keys.to_string(),
+        compression: args.workload.compression.librdkafka_name().to_string(),
+        acks: args.workload.acks.librdkafka_value().to_string(),
+        linger_ms: args.workload.linger_ms,
+        batch_size: args.workload.batch_size,
+        idempotence: args.workload.idempotence,
+        duration_seconds: args.workload.duration.as_secs_f64(),
         records: args.records,
-        warmup_seconds: args.warmup.as_secs_f64(),
+        warmup_seconds: args.workload.warmup.as_secs_f64(),
         rate: args.rate.filter(|_| workload.produces()),
-        arrival: format!("{:?}", args.arrival).to_lowercase(),
+        arrival: format!("{:?}", args.workload.arrival).to_lowercase(),
         from: (workload == Workload::Consume).then(|| format!("{:?}", args.from).to_lowercase()),
         seed,
         producer_config: if workload.produces() { producer_config } else { BTreeMap::new() },
@@ -619,7 +646,7 @@ impl Progress {
     fn new(clock: Clock, start_ns: u64, warmup_end_ns: u64, args: &RunArgs) -> Progress {
         Progress {
             clock,
-            quiet: args.quiet,
+            quiet: args.workload.quiet,
             start_ns,
             warmup_end_ns,
             next_ns: start_ns + PROGRESS_INTERVAL_NS,

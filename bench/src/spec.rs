@@ -331,6 +331,99 @@ pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `5000`, `20k`, `1.5m` records per second.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (number, scale) = if let Some(n) = lower.strip_suffix('k') {
+        (n, 1e3)
+    } else if let Some(n) = lower.strip_suffix('m') {
+        (n, 1e6)
+    } else {
+        (lower.as_str(), 1.0)
+    };
+    match number.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate * scale),
+        _ => Err(format!("'{text}' is not a positive rate (examples: 5000, 20k, 1.5m)")),
+    }
+}
+
+/// Rates per decade of a `MIN..MAX` ladder without `--steps`: the 1-2-5 series that reads well
+/// on a log axis (1k, 2k, 5k, 10k, ...).
+const LADDER_MANTISSAS: [f64; 3] = [1.0, 2.0, 5.0];
+/// A ladder longer than this is a typo (a sweep of 10 s steps would run for hours).
+pub const LADDER_STEPS_MAX: usize = 100;
+/// Relative slack when comparing rates of a ladder to its bounds, so that 10^k computed in
+/// floating point still counts as inside `MIN..MAX`.
+const LADDER_EPSILON: f64 = 1e-9;
+
+/// The offered rates of a sweep: `1k,2k,5k` (a list, in that order) or `1k..100k` (a range).
+#[derive(Clone, Debug, PartialEq)]
+pub enum RateLadder {
+    List(Vec<f64>),
+    Range { min: f64, max: f64 },
+}
+
+impl RateLadder {
+    /// The rates in ascending order: the list as given (sorted), or the range stepped 1-2-5 per
+    /// decade (its bounds included), or in `steps` log-spaced steps rounded to whole records/s.
+    pub fn rates(&self, steps: Option<usize>) -> Result<Vec<f64>, String> {
+        let mut rates = match (self, steps) {
+            (RateLadder::List(_), Some(_)) => {
+                return Err("--steps applies to a range of rates (MIN..MAX), not a list".into())
+            }
+            (RateLadder::List(rates), None) => rates.clone(),
+            (RateLadder::Range { min, max }, Some(steps)) => {
+                if !(2..=LADDER_STEPS_MAX).contains(&steps) {
+                    return Err(format!("--steps must be between 2 and {LADDER_STEPS_MAX}"));
+                }
+                let ratio = max / min;
+                (0..steps)
+                    .map(|i| (min * ratio.powf(i as f64 / (steps - 1) as f64)).round())
+                    .collect()
+            }
+            (RateLadder::Range { min, max }, None) => {
+                let mut rates = vec![*min];
+                let first_decade = min.log10().floor() as i32;
+                let last_decade = max.log10().ceil() as i32;
+                for decade in first_decade..=last_decade {
+                    for mantissa in LADDER_MANTISSAS {
+                        let rate = mantissa * 10f64.powi(decade);
+                        let inside = rate > min * (1.0 + LADDER_EPSILON)
+                            && rate < max * (1.0 - LADDER_EPSILON);
+                        if inside {
+                            rates.push(rate);
+                        }
+                    }
+                }
+                rates.push(*max);
+                rates
+            }
+        };
+        rates.sort_by(f64::total_cmp);
+        rates.dedup();
+        if rates.len() > LADDER_STEPS_MAX {
+            return Err(format!("{} rates; a sweep takes at most {LADDER_STEPS_MAX}", rates.len()));
+        }
+        Ok(rates)
+    }
+}
+
+impl FromStr for RateLadder {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<RateLadder, String> {
+        if let Some((min, max)) = text.split_once("..") {
+            let (min, max) = (parse_rate(min)?, parse_rate(max)?);
+            if min >= max {
+                return Err(format!("'{text}': the range must go up (MIN..MAX)"));
+            }
+            return Ok(RateLadder::Range { min, max });
+        }
+        let rates: Vec<f64> = text.split(',').map(parse_rate).collect::<Result<_, _>>()?;
+        Ok(RateLadder::List(rates))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,5 +497,31 @@ mod tests {
         assert_eq!(parse_duration("2.5s"), Ok(Duration::from_millis(2500)));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(parse_rate("5000"), Ok(5000.0));
+        assert_eq!(parse_rate("20k"), Ok(20_000.0));
+        assert_eq!(parse_rate("1.5m"), Ok(1_500_000.0));
+        assert!(parse_rate("0").is_err());
+    }
+
+    #[test]
+    fn ladders() {
+        let ladder = |text: &str, steps| text.parse::<RateLadder>()?.rates(steps);
+        assert_eq!(
+            ladder("1k..100k", None),
+            Ok(vec![1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5]),
+            "1-2-5 per decade, bounds included"
+        );
+        assert_eq!(ladder("3k..20k", None), Ok(vec![3e3, 5e3, 1e4, 2e4]));
+        assert_eq!(ladder("1k..100k", Some(3)), Ok(vec![1e3, 1e4, 1e5]));
+        assert_eq!(ladder("5k,1k,2k,1k", None), Ok(vec![1e3, 2e3, 5e3]), "sorted, no repeats");
+        assert!(ladder("1k,2k", Some(3)).is_err(), "--steps needs a range");
+        assert!(ladder("1k..100k", Some(1)).is_err());
+        assert!(ladder("2k..1k", None).is_err());
+        assert!(ladder("1k,x", None).is_err());
+        assert!(ladder("1..1m", Some(LADDER_STEPS_MAX + 1)).is_err());
     }
 }

@@ -88,10 +88,18 @@ def parse_hgrm(path):
     return rows, footer
 
 
-def svg_series(path):
+def svg_texts(path):
+    """The text of every <text> element of an SVG (titles, tick labels, legend entries)."""
     root = ElementTree.parse(path).getroot()
     assert root.tag == f"{SVG_NS}svg"
-    return [line.get("data-series") for line in root.iter(f"{SVG_NS}polyline")]
+    return [(t.text or "").strip() for t in root.iter(f"{SVG_NS}text")]
+
+
+def svg_lines(path):
+    """How many lines an SVG draws: plotters writes a solid line as one <polyline> and a dashed
+    or dotted one as one <polyline> per dash."""
+    root = ElementTree.parse(path).getroot()
+    return len(list(root.iter(f"{SVG_NS}polyline")))
 
 
 def test_produce_counts_match_the_broker(broker, bench_bin, topic, tmp_path):
@@ -190,11 +198,11 @@ def test_end_to_end_open_loop_outputs(broker, bench_bin, topic, tmp_path):
         assert footer["Total count"] == summary["count"]
         assert abs(footer["Max"] * 1000 - summary["max_us"]) <= 1
 
-    # The SVG is well-formed XML, titled, with one line per series.
-    assert sorted(svg_series(plot)) == sorted([
-        "publish", "publish (uncorrected)", "end-to-end", "end-to-end (uncorrected)"])
-    root = ElementTree.parse(plot).getroot()
-    texts = [t.text for t in root.iter(f"{SVG_NS}text")]
+    # The SVG is well-formed XML, titled, with a legend entry per series.
+    texts = svg_texts(plot)
+    for series in ("publish", "publish (uncorrected)", "end-to-end", "end-to-end (uncorrected)"):
+        assert series in texts
+    assert svg_lines(plot) >= 4
     assert "spate-bench: under test" in texts
     assert "latency (log scale)" in texts
     assert any(t and t.startswith("percentile") for t in texts)
@@ -318,7 +326,63 @@ def test_compare_prints_ratios_and_plots_every_run(broker, bench_bin, topic, tmp
     produced = next(line for line in table.splitlines() if line.startswith("produced records/s"))
     ratio = float(produced.split()[-1].rstrip("x"))
     assert 1.8 < ratio < 2.2
-    assert sorted(svg_series(plot)) == sorted([
-        "slow: publish", "slow: end-to-end", "fast: publish", "fast: end-to-end"])
+    texts = svg_texts(plot)
+    for series in ("slow: publish", "slow: end-to-end", "fast: publish", "fast: end-to-end"):
+        assert series in texts
+    assert "slow: publish (uncorrected)" not in texts, "uncorrected only with --uncorrected"
     markdown = run_bench(bench_bin, "compare", *runs, "--markdown").stdout
     assert markdown.startswith("| metric")
+
+
+def test_sweep_writes_every_step_to_json_table_and_chart(broker, bench_bin, topic, tmp_path):
+    rates = [500, 1000]
+    json_path, table, plot = tmp_path / "sweep.json", tmp_path / "sweep.md", tmp_path / "sweep.svg"
+    pid_args = ["--broker-pid", broker.pid] if broker.pid else []
+    # --keep-going: on a busy machine a step may fall behind, and the test is about the outputs.
+    run = run_bench(bench_bin, "sweep", "-b", broker.bootstrap, "--label", "under test",
+                    *pid_args, "-t", topic, "--rates", ",".join(map(str, rates)),
+                    "--duration", "1s", "--warmup", "500ms", "--settle", "0", "--keep-going",
+                    "--json", json_path, "--table", table, "--plot", plot, "-q")
+    with open(json_path) as f:
+        result = json.load(f)
+    assert result["workload"] == "produce"
+    assert result["series"] == "publish"
+    assert result["rates"] == rates
+    assert [b["label"] for b in result["brokers"]] == ["under test"]
+    assert result["brokers"][0]["bootstrap"] == broker.bootstrap
+    points = result["points"]
+    assert [p["rate"] for p in points] == rates
+    for point in points:
+        assert point["label"] == "under test"
+        assert point["errors"] == 0
+        assert point["achieved_rate"] > 0
+        latency = point["publish_ms"]
+        assert 0 < latency["p50"] <= latency["p99"] <= latency["p99_9"]
+        # Each step is a complete produce run on a topic of its own, deleted afterwards.
+        step = point["result"]
+        assert step["workload"] == "produce"
+        assert step["config"]["rate"] == point["rate"]
+        assert step["config"]["topic"].startswith(topic)
+        assert step["open_loop"]["kept_up"] == point["kept_up"]
+        assert_latency_complete(step["latency"]["publish"])
+        if broker.pid:
+            assert point["broker_cpu_percent"] is not None
+    assert len({p["result"]["config"]["topic"] for p in points}) == len(points)
+
+    # The table on stdout and as Markdown: a row per step.
+    rows = [line for line in run.stdout.splitlines() if line.startswith("under test")]
+    assert [row.split()[2] for row in rows] == [str(r) for r in rates]
+    markdown = table.read_text().splitlines()
+    assert markdown[0].startswith("| broker") and "publish p99.9 ms" in markdown[0]
+    assert len([line for line in markdown if line.startswith("| under test")]) == len(rates)
+
+    # The chart: well-formed SVG with a legend entry per percentile and the rates as ticks.
+    texts = svg_texts(plot)
+    for series in ("under test p50", "under test p99", "under test p99.9"):
+        assert series in texts
+    assert "500" in texts and "1k" in texts
+    assert any(t.startswith("offered load") for t in texts)
+    # A dot per percentile of every step that kept up (one that did not is a cross).
+    root = ElementTree.parse(plot).getroot()
+    kept_up = sum(1 for p in points if p["kept_up"])
+    assert len(list(root.iter(f"{SVG_NS}circle"))) == 3 * kept_up
