@@ -585,46 +585,67 @@ fn run_end(l: &Log, group: &[Pending], start: usize) -> usize {
 }
 
 /// One O_DIRECT write of the tail block plus `run`, from the aligned tail position.
+///
+/// When the run starts in a partial tail block (written before) and goes past it, the tail
+/// block and the rest are two writes, issued together: the tail block is then a pure
+/// overwrite of written blocks and the rest lies wholly in preallocated (unwritten) space, and
+/// ext4 can issue each without blocking. One write spanning both kinds of extent is not an
+/// "overwrite" to ext4, cannot be issued with IOCB_NOWAIT, and io_uring hands it to a kernel
+/// worker thread, with a thread hand-off and a wake-up per write. Counted with the io_uring
+/// tracepoints at 50,000 small produces/s (block-aligned writes, see `Segment`): one write
+/// per run, 94% of the writes punted; split, 2 of 21,546.
 async fn write_run(log: &Rc<RefCell<Log>>, run: &[Pending], durability: Durability) {
-    let (file, position, buffer, new_tail, new_tail_position, allocated, size_max) = {
+    let (file, writes, new_tail, new_tail_position, allocated, size_max) = {
         let mut l = log.borrow_mut();
         let active = l.active();
-        let run_bytes: usize = run.iter().map(|p| p.bytes.len()).sum();
-        let total = active.tail.len() + run_bytes;
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(run.len() + 1);
+        pieces.push(&active.tail);
+        pieces.extend(run.iter().map(|p| &p.bytes[..]));
+        let total: usize = pieces.iter().map(|piece| piece.len()).sum();
         let alignment = active.alignment as usize;
         let aligned = total.div_ceil(alignment) * alignment;
-        let mut buffer = active.file.alloc_dma_buffer(aligned);
-        let out = buffer.as_bytes_mut();
-        out[..active.tail.len()].copy_from_slice(&active.tail);
-        let mut at = active.tail.len();
-        for pending in run {
-            out[at..at + pending.bytes.len()].copy_from_slice(&pending.bytes);
-            at += pending.bytes.len();
+        let split =
+            if !active.tail.is_empty() && aligned > alignment { alignment } else { aligned };
+        let mut writes = Vec::with_capacity(2);
+        for (from, to) in [(0, split), (split, aligned)] {
+            if to > from {
+                let mut buffer = active.file.alloc_dma_buffer(to - from);
+                copy_range(&pieces, from, buffer.as_bytes_mut());
+                writes.push((active.tail_position + from as u64, buffer));
+            }
         }
-        out[total..].fill(0);
         let full = total - total % alignment;
-        let new_tail = out[full..total].to_vec();
+        let mut new_tail = vec![0u8; total - full];
+        copy_range(&pieces, full, &mut new_tail);
         let new_tail_position = active.tail_position + full as u64;
         (
             active.file.clone(),
-            active.tail_position,
-            buffer,
+            writes,
             new_tail,
             new_tail_position,
             active.allocated,
             active.size_max,
         )
     };
-    let expected = buffer.len();
-    let end = position + expected as u64;
+    let end =
+        writes.iter().map(|(position, buffer)| position + buffer.len() as u64).max().unwrap_or(0);
     let allocated = Segment::reserve(&file, allocated, end, size_max).await;
-    match file.write_at(buffer, position).await {
-        Ok(written) if written == expected => {}
-        Ok(written) => fatal(
-            FatalReason::StorageIo,
-            format!("short O_DIRECT write ({written} of {expected} bytes); check the disk"),
-        ),
-        Err(e) => fatal(FatalReason::StorageIo, format!("log write failed: {e}; check the disk")),
+    let issued = writes.into_iter().map(|(position, buffer)| {
+        let expected = buffer.len();
+        let file = &file;
+        async move { (expected, file.write_at(buffer, position).await) }
+    });
+    for (expected, written) in futures::future::join_all(issued).await {
+        match written {
+            Ok(written) if written == expected => {}
+            Ok(written) => fatal(
+                FatalReason::StorageIo,
+                format!("short O_DIRECT write ({written} of {expected} bytes); check the disk"),
+            ),
+            Err(e) => {
+                fatal(FatalReason::StorageIo, format!("log write failed: {e}; check the disk"))
+            }
+        }
     }
     if durability == Durability::Fsync {
         if let Err(e) = file.fdatasync().await {
@@ -639,6 +660,27 @@ async fn write_run(log: &Rc<RefCell<Log>>, run: &[Pending], durability: Durabili
     active.tail = new_tail;
     active.tail_position = new_tail_position;
     active.allocated = active.allocated.max(allocated);
+}
+
+/// Copies the bytes from `from` of the concatenation of `pieces` into `out`, with zeros where
+/// the pieces end before `out` does.
+fn copy_range(pieces: &[&[u8]], from: usize, out: &mut [u8]) {
+    let mut skip = from;
+    let mut at = 0;
+    for piece in pieces {
+        if at == out.len() {
+            return;
+        }
+        if skip >= piece.len() {
+            skip -= piece.len();
+            continue;
+        }
+        let take = (piece.len() - skip).min(out.len() - at);
+        out[at..at + take].copy_from_slice(&piece[skip..skip + take]);
+        at += take;
+        skip = 0;
+    }
+    out[at..].fill(0);
 }
 
 /// Seals the active segment and starts a new one at `base_offset`. The caller owns `busy`.
@@ -1052,5 +1094,25 @@ pub async fn delete(log: &Rc<RefCell<Log>>) {
 fn remove_segment_files(dir: &Path, base: i64) {
     for extension in ["log", "index", "timeindex"] {
         let _ = std::fs::remove_file(dir.join(segment::file_name(base, extension)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_range;
+
+    #[test]
+    fn copy_range_reads_across_pieces_and_pads_with_zeros() {
+        let pieces: [&[u8]; 4] = [b"ab", b"", b"cde", b"f"];
+        let whole = b"abcdef";
+        for from in 0..=whole.len() {
+            for len in 0..10 {
+                let mut out = vec![0xffu8; len];
+                copy_range(&pieces, from, &mut out);
+                let mut expected: Vec<u8> = whole[from..].iter().copied().take(len).collect();
+                expected.resize(len, 0);
+                assert_eq!(out, expected, "from {from}, len {len}");
+            }
+        }
     }
 }

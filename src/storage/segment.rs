@@ -71,7 +71,7 @@ impl Segment {
         let file = open_dma(&log_path).await?;
         file.truncate(0).await.map_err(io_error)?;
         let read_file = Arc::new(std::fs::File::open(&log_path)?);
-        let alignment = file.alignment();
+        let alignment = write_alignment(&file, &log_path);
         Ok(Segment {
             base_offset,
             log_path,
@@ -186,7 +186,7 @@ impl Segment {
             file.truncate(position).await.map_err(io_error)?;
             index.truncate_to_position(position as u32);
         }
-        let alignment = file.alignment();
+        let alignment = write_alignment(&file, &log_path);
         let tail_position = position - position % alignment;
         let tail = if position > tail_position {
             let read = file.read_at(tail_position, (position - tail_position) as usize).await;
@@ -315,6 +315,21 @@ pub fn list_segments(dir: &Path) -> Result<Vec<i64>, Error> {
     bases.sort_unstable();
     Ok(bases)
 }
+
+/// The unit of a segment's O_DIRECT writes: whole file-system blocks, not only whole device
+/// sectors (glommio's `alignment`, 512 bytes on this machine's virtio disk). ext4 treats a
+/// write that is sector-aligned but not block-aligned as unaligned, and an unaligned write
+/// into preallocated (unwritten) space needs the inode lock exclusively and zeroing of the
+/// partial blocks, so it cannot be issued without blocking and io_uring hands it to a kernel
+/// worker thread: measured, every such append at 50,000 produces/s.
+fn write_alignment(file: &DmaFile, path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let block = std::fs::metadata(path).map_or(FILE_SYSTEM_BLOCK_BYTES_DEFAULT, |m| m.blksize());
+    file.alignment().max(block)
+}
+
+/// The block size assumed when the file system does not say (ext4's and XFS's default).
+const FILE_SYSTEM_BLOCK_BYTES_DEFAULT: u64 = 4096;
 
 pub async fn open_dma(path: &Path) -> Result<DmaFile, Error> {
     OpenOptions::new().read(true).write(true).create(true).dma_open(path).await.map_err(io_error)
