@@ -14,6 +14,7 @@
 //! plotters can only estimate text extents (about 0.45 em per character), which is why the label
 //! areas below have fixed sizes instead of being fitted to the labels.
 
+use plotters::chart::MeshStyle;
 use plotters::coord::Shift;
 use plotters::element::{Cross, DashedPathElement};
 use plotters::prelude::*;
@@ -139,22 +140,12 @@ pub fn percentile_svg(title: &str, subtitle: &str, series: &[Series]) -> Result<
             chart_builder(&chart_area).build_cartesian_2d(x_range, y_range).map_err(draw_error)?;
         let y_label = |us: &f64| latency_label(us.log10().round() as i32);
         let x_label = |x: &f64| percentile_label(x.round() as i32);
-        chart
-            .configure_mesh()
-            .x_labels(nines as usize + 1)
+        let mut mesh = chart.configure_mesh();
+        mesh.x_labels(nines as usize + 1)
             .x_label_formatter(&x_label)
             .x_max_light_lines(0)
-            .y_labels((high - low) as usize + 1)
-            .y_label_formatter(&y_label)
-            .y_max_light_lines(LIGHT_LINES_MAX)
-            .x_desc("percentile (tail stretched: 1/(1-p) on a log scale)")
-            .y_desc("latency (log scale)")
-            .bold_line_style(GRID_BOLD)
-            .light_line_style(GRID_LIGHT)
-            .label_style((FONT, TEXT_FONT_SIZE))
-            .axis_desc_style((FONT, TEXT_FONT_SIZE))
-            .draw()
-            .map_err(draw_error)?;
+            .x_desc("percentile (tail stretched: 1/(1-p) on a log scale)");
+        latency_axis(&mut mesh, high - low, &y_label).draw().map_err(draw_error)?;
         for s in series {
             let line: Vec<(f64, f64)> = s
                 .points
@@ -169,6 +160,23 @@ pub fn percentile_svg(title: &str, subtitle: &str, series: &[Series]) -> Result<
         root.present().map_err(draw_error)?;
     }
     Ok(svg)
+}
+
+/// The latency (y) axis and the grid and text styles both charts share: `decades` decade
+/// labels from `label`.
+fn latency_axis<'m, 'a, 'b, X: Ranged, Y: Ranged, DB: DrawingBackend>(
+    mesh: &'m mut MeshStyle<'a, 'b, X, Y, DB>,
+    decades: i32,
+    label: &'b dyn Fn(&Y::ValueType) -> String,
+) -> &'m mut MeshStyle<'a, 'b, X, Y, DB> {
+    mesh.y_labels(decades as usize + 1)
+        .y_label_formatter(label)
+        .y_max_light_lines(LIGHT_LINES_MAX)
+        .y_desc("latency (log scale)")
+        .bold_line_style(GRID_BOLD)
+        .light_line_style(GRID_LIGHT)
+        .label_style((FONT, TEXT_FONT_SIZE))
+        .axis_desc_style((FONT, TEXT_FONT_SIZE))
 }
 
 /// Renders latency against offered rate (both logarithmic); a step that did not keep up is a
@@ -199,22 +207,12 @@ pub fn rate_svg(title: &str, subtitle: &str, series: &[RateSeries]) -> Result<St
         let y_label = |us: &f64| latency_label(us.log10().round() as i32);
         // The x ticks are the offered rates themselves (plotters' log axis would label 1..9 of a
         // decade or the decades only), so that each column of markers has its rate below it.
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
+        let mut mesh = chart.configure_mesh();
+        mesh.disable_x_mesh()
             .x_label_formatter(&|_| String::new())
             .set_tick_mark_size(LabelAreaPosition::Bottom, 0)
-            .y_labels((high - low) as usize + 1)
-            .y_label_formatter(&y_label)
-            .y_max_light_lines(LIGHT_LINES_MAX)
-            .x_desc("offered load (records/s, log scale)")
-            .y_desc("latency (log scale)")
-            .bold_line_style(GRID_BOLD)
-            .light_line_style(GRID_LIGHT)
-            .label_style((FONT, TEXT_FONT_SIZE))
-            .axis_desc_style((FONT, TEXT_FONT_SIZE))
-            .draw()
-            .map_err(draw_error)?;
+            .x_desc("offered load (records/s, log scale)");
+        latency_axis(&mut mesh, high - low, &y_label).draw().map_err(draw_error)?;
         let mut rates: Vec<f64> = points().map(|p| p.rate).collect();
         rates.sort_by(f64::total_cmp);
         rates.dedup();

@@ -20,7 +20,7 @@
 //! bytes not yet answered, and all of a shard's connections to
 //! `SHARD_REQUEST_BYTES_IN_FLIGHT_MAX`; when it is full the reader stops reading the socket,
 //! and TCP slows the client down (backpressure), so fast producers cannot exhaust the
-//! broker's memory. An acks=0 produce holds its place until its write is queued and done, unanswered.
+//! broker's memory. An acks=0 produce holds its place until its write is done, unanswered.
 //!
 //! The reader and the writer each own a `TcpStream` on their own descriptor of the one
 //! socket (`dup`), so neither waits for the other. Whoever ends first shuts the socket down,
