@@ -135,12 +135,16 @@ async fn read_requests(
         if size < 8 || size as usize > frame_max {
             return Err(format!("frame size {size} outside 8..={frame_max}"));
         }
-        // Backpressure: no more reading until the window has room for this request.
-        let share = window.enter(size as usize).await;
-        let mut frame = BytesMut::zeroed(size as usize);
-        if let Err(e) = input.read_exact(&mut frame).await {
-            return Err(format!("read body: {e}"));
-        }
+        // Backpressure: no more reading until the connection's window has room for this
+        // request, and no admission until the shard's has.
+        let connection_share = window.enter(size as usize).await;
+        let frame = match read_body(&mut input, size as usize).await {
+            Ok(frame) => frame,
+            Err(e) => return Err(format!("read body: {e}")),
+        };
+        // Taken once the body is here: a client that announces large frames and never sends
+        // them holds only its own connection's window, not the shard's.
+        let share = window.enter_shard(connection_share, size as usize).await;
         if in_flight.closing.get() {
             return Err("broker shutting down".into());
         }
@@ -162,6 +166,21 @@ async fn read_requests(
         }
     }
 }
+
+/// Reads a frame body of `size` bytes, growing the buffer as the bytes arrive, so that a
+/// frame announced but not sent costs no more memory than what was sent.
+async fn read_body(input: &mut TcpStream<Preallocated>, size: usize) -> std::io::Result<BytesMut> {
+    let mut frame = BytesMut::new();
+    while frame.len() < size {
+        let start = frame.len();
+        frame.resize(start + (size - start).min(FRAME_READ_STEP_BYTES), 0);
+        input.read_exact(&mut frame[start..]).await?;
+    }
+    Ok(frame)
+}
+
+/// Bytes a frame's buffer grows by while its body is read.
+const FRAME_READ_STEP_BYTES: usize = 1024 * 1024;
 
 /// The writer: answers in request order. Answers already complete behind the one it waited
 /// for go out in the same write, so a pipelining producer costs fewer syscalls per request.
@@ -257,6 +276,12 @@ struct Window {
     shard_bytes: Rc<Semaphore>,
 }
 
+/// One request's share of its connection's window.
+struct ConnectionShare {
+    request: StaticPermit,
+    bytes: StaticPermit,
+}
+
 /// One request's share of the windows, given back when its answer is written.
 struct Share {
     _request: StaticPermit,
@@ -273,22 +298,28 @@ impl Window {
         }
     }
 
-    /// Waits until a request of `size_bytes` fits, in the connection's window and in the
-    /// shard's. A request larger than a whole window (up to the frame limit) is let in alone.
-    /// Shares are taken in one order (connection, then shard) and a connection's shares come
-    /// back as its answers are written, which never waits for another connection.
-    async fn enter(&self, size_bytes: usize) -> Share {
+    /// Waits until a request of `size_bytes` fits in the connection's window. A request
+    /// larger than the whole window (up to the frame limit) is let in alone.
+    async fn enter(&self, size_bytes: usize) -> ConnectionShare {
         let bytes = size_bytes.min(CONNECTION_BYTES_IN_FLIGHT_MAX) as u64;
         let request = self.requests.acquire_static_permit(1).await;
-        let connection = self.bytes.acquire_static_permit(bytes).await;
-        let shard = self.shard_bytes.acquire_static_permit(bytes).await;
-        // The semaphores are never closed: they live as long as the connection (the shard).
-        match (request, connection, shard) {
-            (Ok(request), Ok(connection), Ok(shard)) => {
-                Share { _request: request, _bytes: connection, _shard_bytes: shard }
-            }
-            _ => unreachable!("request window closed"),
+        let bytes = self.bytes.acquire_static_permit(bytes).await;
+        // The semaphores are never closed: they live as long as the connection.
+        match (request, bytes) {
+            (Ok(request), Ok(bytes)) => ConnectionShare { request, bytes },
+            _ => unreachable!("connection window closed"),
         }
+    }
+
+    /// Then waits until the request fits in the shard's window. Shares are taken in one
+    /// order (connection, then shard), and every share comes back as its answer is written,
+    /// which never waits for another connection.
+    async fn enter_shard(&self, connection: ConnectionShare, size_bytes: usize) -> Share {
+        let bytes = size_bytes.min(CONNECTION_BYTES_IN_FLIGHT_MAX) as u64;
+        let shard = self.shard_bytes.acquire_static_permit(bytes).await;
+        // The shard's semaphore is never closed: it lives as long as the shard.
+        let Ok(shard) = shard else { unreachable!("shard window closed") };
+        Share { _request: connection.request, _bytes: connection.bytes, _shard_bytes: shard }
     }
 
     /// Waits until every earlier request is answered (the caller holds its own share).

@@ -8,6 +8,7 @@ connection is exactly what the test wrote, and then with librdkafka, which pipel
 requests by itself.
 """
 
+import struct
 import threading
 import time
 
@@ -208,3 +209,26 @@ def test_librdkafka_pipelining_keeps_order_under_idempotence(broker4):
     for partition in range(4):
         values = [r.value for r in ck_consume_all(broker4.bootstrap, topic, partition)]
         assert values == [b"m%06d" % i for i in range(partition, count, 4)]
+
+
+def test_frames_announced_but_never_sent_hold_up_no_one(spate_factory):
+    """Twenty connections each announce a 90 MiB produce and send only its first bytes; 20 x
+    16 MiB is more than the shard's whole 256 MiB request window. They hold only their own
+    connections' windows (the shard's share is taken once a body is complete), so a client
+    on the same shard still produces and consumes."""
+    broker = spate_factory("--cores", "1")
+    topic = unique_topic("announced")
+    stalled = []
+    try:
+        for i in range(20):
+            sock = connect(broker.port, timeout=30)
+            header = produce_v3(topic.encode(), 0, b"", i)[4:40]
+            sock.sendall(struct.pack(">i", 90 * 1024 * 1024) + header)
+            stalled.append(sock)
+        time.sleep(0.5)
+        ck_produce(broker.bootstrap, topic, [Msg(b"k", b"through")], flush_timeout=20)
+        values = [r.value for r in ck_consume_all(broker.bootstrap, topic, 0, timeout=20)]
+        assert values == [b"through"]
+    finally:
+        for sock in stalled:
+            sock.close()
