@@ -148,6 +148,9 @@ async fn read_requests(
         if in_flight.closing.get() {
             return Err("broker shutting down".into());
         }
+        // Counted from here (shutdown waits for it, handler included); the slot that carries
+        // the answer gives the count back when it is dropped.
+        in_flight.requests.set(in_flight.requests.get() + 1);
         let answer = match api::admit(shard, frame.freeze(), peer).await {
             Admitted::Now(outcome) => Answer::Ready(outcome),
             Admitted::Later(later) => Answer::Running(Some(glommio::spawn_local(later))),
@@ -347,8 +350,8 @@ enum Answer {
 }
 
 impl Slot {
+    /// The request was counted in `in_flight` before it was admitted; the slot gives it back.
     fn new(answer: Answer, share: Share, in_flight: Rc<InFlight>) -> Slot {
-        in_flight.requests.set(in_flight.requests.get() + 1);
         Slot { answer, _share: share, in_flight }
     }
 
