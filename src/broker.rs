@@ -17,19 +17,24 @@ use glommio::io::DmaFile;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
+use crate::api::Services;
 use crate::config::Config;
 use crate::constants::{
     BLOCKING_THREADS_PER_SHARD, MEMLOCK_BYTES_PER_SHARD_MIN, MESH_CHANNEL_CAPACITY,
     READER_THREADS_PER_SHARD, RETENTION_CHECK_INTERVAL_MS,
 };
+use crate::controller::Controller;
 use crate::fatal::{fatal, FatalReason};
+use crate::group::coordinator::Coordinator as GroupCoordinator;
 use crate::model::ShardId;
 use crate::net::readers::Readers;
 use crate::net::{self, InFlight};
+use crate::partition::Partitions;
 use crate::shard::catalog::{self, Catalog, META_DIR};
 use crate::shard::internal_log;
-use crate::shard::mesh::Envelope;
+use crate::shard::mesh::{Envelope, Mesh, Service};
 use crate::shard::Shard;
+use crate::txn::coordinator::{TxnCoordinator, TxnPeers};
 
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 
@@ -83,10 +88,10 @@ pub fn run(config: Config) {
         topics = catalog.topics.len(),
         "starting spate"
     );
-    // The builder holds an `Rc` inside: clone it here, on one thread, once per shard, and
-    // hand each executor its own copy (cloning it on the executor threads races).
-    let mesh = MeshBuilder::<Envelope, _>::full(config.cores, MESH_CHANNEL_CAPACITY);
-    let meshes = Arc::new(std::sync::Mutex::new(vec![mesh; config.cores]));
+    // The builders hold an `Rc` inside: clone them here, on one thread, once per shard, and
+    // hand each executor its own copies (cloning them on the executor threads races).
+    let meshes =
+        Arc::new(std::sync::Mutex::new(vec![MeshBuilders::new(config.cores); config.cores]));
     let ready = Arc::new(AtomicUsize::new(0));
     // Started here, on the unpinned main thread, so that the reader threads are not pinned
     // to their shard's core (they would compete with it for the CPU).
@@ -134,23 +139,68 @@ pub fn run(config: Config) {
     tracing::info!("spate stopped cleanly");
 }
 
+/// One channel mesh per service that lives on every shard.
+#[derive(Clone)]
+struct MeshBuilders {
+    partitions: Builder<Partitions>,
+    controller: Builder<Controller>,
+    groups: Builder<GroupCoordinator>,
+    txns: Builder<TxnCoordinator>,
+}
+
+type Builder<S> = MeshBuilder<
+    Envelope<<S as Service>::Request, <S as Service>::Response>,
+    glommio::channels::channel_mesh::Full,
+>;
+
+impl MeshBuilders {
+    fn new(cores: usize) -> MeshBuilders {
+        MeshBuilders {
+            partitions: MeshBuilder::full(cores, MESH_CHANNEL_CAPACITY),
+            controller: MeshBuilder::full(cores, MESH_CHANNEL_CAPACITY),
+            groups: MeshBuilder::full(cores, MESH_CHANNEL_CAPACITY),
+            txns: MeshBuilder::full(cores, MESH_CHANNEL_CAPACITY),
+        }
+    }
+}
+
+/// Joins one service's mesh: this shard's end, and the receivers to serve once ready.
+async fn join<S: Service>(
+    builder: Builder<S>,
+) -> (Mesh<S>, glommio::channels::channel_mesh::Receivers<Envelope<S::Request, S::Response>>) {
+    let (senders, receivers) = builder.join().await.unwrap_or_else(|_| {
+        fatal(FatalReason::Runtime, "the shards could not connect to each other")
+    });
+    (Mesh::new(senders), receivers)
+}
+
 async fn shard_main(
     config: Config,
     catalog: Catalog,
-    mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
+    meshes: MeshBuilders,
     readers: Arc<Vec<Readers>>,
     ready: Arc<AtomicUsize>,
     started: Instant,
 ) {
-    let (senders, receivers) = mesh.join().await.unwrap_or_else(|_| {
-        fatal(FatalReason::Runtime, "the shards could not connect to each other")
-    });
-    let id = ShardId(senders.peer_id() as u16);
-    tracing::debug!(shard = id.0, "joined the mesh");
+    let (partitions_mesh, partitions_peers) = join(meshes.partitions).await;
+    let (controller_mesh, controller_peers) = join(meshes.controller).await;
+    let (groups_mesh, groups_peers) = join(meshes.groups).await;
+    let (txns_mesh, txns_peers) = join(meshes.txns).await;
+    let id = partitions_mesh.me();
+    tracing::debug!(shard = id.0, "joined the meshes");
     probe_direct_io(&config.data_dir, id).await;
     tracing::debug!(shard = id.0, "O_DIRECT probe passed");
-    let shard = Rc::new(Shard::new(id, config.clone(), catalog, senders));
-    let report = shard.open_owned_logs().await.unwrap_or_else(|e| {
+    let shard = Rc::new(Shard::new(id, config.clone(), catalog));
+    let partitions = Rc::new(Partitions::new(shard.clone(), partitions_mesh));
+    let controller = Rc::new(Controller::new(shard.clone(), controller_mesh, partitions.clone()));
+    let groups = Rc::new(GroupCoordinator::new(shard.clone(), groups_mesh));
+    let peers = TxnPeers {
+        partitions: partitions.clone(),
+        groups: groups.clone(),
+        controller: controller.clone(),
+    };
+    let txns = Rc::new(TxnCoordinator::new(shard.clone(), txns_mesh, peers));
+    let report = partitions.open_owned_logs().await.unwrap_or_else(|e| {
         fatal(
             FatalReason::DataDir,
             format!("cannot recover the logs in {}: {e}", config.data_dir.display()),
@@ -158,13 +208,13 @@ async fn shard_main(
     });
     tracing::info!(
         shard = id.0,
-        partitions = shard.owned_partition_count(),
+        partitions = partitions.owned_partition_count(),
         segments = report.segments,
         truncated_segments = report.truncated_segments,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered partitions"
     );
-    let groups = shard.groups.load().await.unwrap_or_else(|e| {
+    let loaded = groups.load().await.unwrap_or_else(|e| {
         fatal(
             FatalReason::DataDir,
             format!("cannot recover the committed offsets in {}: {e}", config.data_dir.display()),
@@ -172,12 +222,12 @@ async fn shard_main(
     });
     tracing::info!(
         shard = id.0,
-        groups = groups.groups,
-        records = groups.records,
-        migrated = groups.migrated,
+        groups = loaded.groups,
+        records = loaded.records,
+        migrated = loaded.migrated,
         "recovered consumer groups"
     );
-    let transactions = shard.txns.load().await.unwrap_or_else(|e| {
+    let transactions = txns.load().await.unwrap_or_else(|e| {
         fatal(
             FatalReason::DataDir,
             format!("cannot recover the transaction log in {}: {e}", config.data_dir.display()),
@@ -185,7 +235,7 @@ async fn shard_main(
     });
     tracing::info!(
         shard = id.0,
-        transactions = shard.txns.transaction_count(),
+        transactions = txns.transaction_count(),
         records = transactions.records,
         migrated = transactions.migrated,
         "recovered transactions"
@@ -203,7 +253,10 @@ async fn shard_main(
     while ready.load(Ordering::Acquire) <= config.cores {
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
-    shard.spawn_receivers(receivers);
+    partitions.mesh().serve_peers(&partitions, partitions_peers);
+    controller.mesh().serve_peers(&controller, controller_peers);
+    groups.mesh().serve_peers(&groups, groups_peers);
+    txns.mesh().serve_peers(&txns, txns_peers);
     let listener = TcpListener::bind(config.listen).unwrap_or_else(|e| {
         fatal(
             FatalReason::Listen,
@@ -215,15 +268,22 @@ async fn shard_main(
         tracing::info!(listen = %config.listen, elapsed_ms, "accepting clients");
     }
     let in_flight = Rc::new(InFlight::default());
+    let services = Rc::new(Services {
+        shard: shard.clone(),
+        partitions: partitions.clone(),
+        controller,
+        groups: groups.clone(),
+        txns: txns.clone(),
+    });
     let acceptor = glommio::spawn_local(net::accept_loop(
-        shard.clone(),
+        services,
         listener,
         in_flight.clone(),
         readers[id.index()].clone(),
     ));
-    let housekeeping = glommio::spawn_local(housekeeping(shard.clone()));
+    let housekeeping = glommio::spawn_local(housekeeping(partitions.clone()));
     let delayed = glommio::spawn_local(shard.delayed.clone().run());
-    shard.start_txn_coordinator();
+    txns.start();
     while !SHUTDOWN.load(Ordering::Relaxed) {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
@@ -235,14 +295,16 @@ async fn shard_main(
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     delayed.cancel().await;
-    shard.close_all().await;
+    partitions.close_all().await;
+    groups.close().await;
+    txns.close().await;
     tracing::info!(shard = id.0, "shard closed");
 }
 
-async fn housekeeping(shard: Rc<Shard>) {
+async fn housekeeping(partitions: Rc<Partitions>) {
     loop {
         glommio::timer::sleep(Duration::from_millis(RETENTION_CHECK_INTERVAL_MS)).await;
-        shard.enforce_retention().await;
+        partitions.enforce_retention().await;
     }
 }
 

@@ -11,9 +11,8 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::constants;
-use crate::group::state::GroupConfig;
+use crate::model::settings::{GroupConfig, TxnConfig};
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
-use crate::txn::state::TxnConfig;
 
 /// The command line. Every option can also be set in the TOML file under the same name.
 #[derive(Debug, Parser, Default)]

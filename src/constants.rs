@@ -120,9 +120,10 @@ pub const MEMBER_ID_PREFIX_BYTES_MAX: usize = 255;
 /// offset retention and checks whether its log needs compacting. Group timeouts themselves
 /// wake it at their deadline (the timing wheel in `group::timers`).
 pub const GROUP_IDLE_WAKE_MS: u64 = 100;
-/// How often each shard looks for transactions past their timeout (Kafka checks every
-/// 10 s, `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
-pub const TXN_TIMEOUT_CHECK_MS: u64 = 1000;
+/// How often each transaction coordinator does its housekeeping: the log's compaction
+/// check, and the shortest period of the transactional id expiration (timeouts themselves
+/// are exact, each in the shard's purgatory).
+pub const TXN_HOUSEKEEPING_MS: u64 = 1000;
 /// The longest between two looks for expired transactional ids (Kafka's
 /// transaction.remove.expired.transaction.cleanup.interval.ms is an hour; the check is a scan
 /// of one shard's ids, and shorter expirations are looked at more often).

@@ -21,10 +21,9 @@ use kafka_protocol::messages::{
 };
 
 use super::{str_bytes, Context, Outcome};
+use crate::controller::{ControllerRequest, CreateTopic, TopicError};
 use crate::model::topic::{PASSIVE_TOPIC_CONFIG_NAMES, TOPIC_CONFIG_NAMES};
 use crate::protocol::errors;
-use crate::shard::mesh::{CreateTopic, ShardRequest, ShardResponse, TopicError};
-use crate::shard::CONTROLLER;
 use crate::txn::state::TRANSACTION_TIMEOUT_MS_MAX;
 
 pub(super) const RESOURCE_TOPIC: i8 = 2;
@@ -63,7 +62,7 @@ pub async fn create_topics(ctx: &Context, body: Bytes) -> Outcome {
                     topic.replication_factor
                 ),
             })
-        } else if let Err(message) = check_assignments(&topic, ctx.shard.config.node_id) {
+        } else if let Err(message) = check_assignments(&topic, ctx.shard().config.node_id) {
             Err(TopicError { code: errors::INVALID_REPLICA_ASSIGNMENT, message })
         } else {
             let mut overrides = BTreeMap::new();
@@ -92,13 +91,8 @@ pub async fn create_topics(ctx: &Context, body: Bytes) -> Outcome {
                         overrides,
                         validate_only: request.validate_only,
                     };
-                    match ctx.shard.call(CONTROLLER, ShardRequest::CreateTopic(create)).await {
-                        ShardResponse::Topic(outcome) => outcome,
-                        _ => Err(TopicError {
-                            code: errors::UNKNOWN_SERVER_ERROR,
-                            message: "controller unavailable".into(),
-                        }),
-                    }
+                    let create = ControllerRequest::CreateTopic(create);
+                    ctx.controller().change_topic(create).await
                 }
             }
         };
@@ -164,7 +158,7 @@ pub async fn delete_topics(ctx: &Context, body: Bytes) -> Outcome {
         result.topic_id = id;
         let resolved = match &name {
             Some(name) => Some(name.clone()),
-            None => ctx.shard.catalog.borrow().name_of(id.as_bytes()).map(|n| n.to_string()),
+            None => ctx.shard().catalog.borrow().name_of(id.as_bytes()).map(|n| n.to_string()),
         };
         result.name = name.as_ref().map(|n| TopicName(str_bytes(n)));
         let Some(resolved) = resolved else {
@@ -172,17 +166,16 @@ pub async fn delete_topics(ctx: &Context, body: Bytes) -> Outcome {
             response.responses.push(result);
             continue;
         };
-        match ctx.shard.call(CONTROLLER, ShardRequest::DeleteTopic { name: resolved.clone() }).await
-        {
-            ShardResponse::Topic(Ok(meta)) => {
+        let delete = ControllerRequest::DeleteTopic { name: resolved.clone() };
+        match ctx.controller().change_topic(delete).await {
+            Ok(meta) => {
                 result.topic_id = uuid::Uuid::from_bytes(meta.id);
                 result.name = Some(TopicName(str_bytes(&resolved)));
             }
-            ShardResponse::Topic(Err(e)) => {
+            Err(e) => {
                 result.error_code = e.code;
                 result.error_message = Some(str_bytes(&e.message));
             }
-            _ => result.error_code = errors::UNKNOWN_SERVER_ERROR,
         }
         response.responses.push(result);
     }
@@ -199,7 +192,7 @@ pub async fn create_partitions(ctx: &Context, body: Bytes) -> Outcome {
         let mut result = CreatePartitionsTopicResult::default();
         result.name = topic.name.clone();
         let assignments = topic.assignments.as_ref().filter(|a| !a.is_empty());
-        let node_id = ctx.shard.config.node_id;
+        let node_id = ctx.shard().config.node_id;
         let foreign = assignments.and_then(|a| {
             a.iter().position(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node_id)
         });
@@ -211,19 +204,15 @@ pub async fn create_partitions(ctx: &Context, body: Bytes) -> Outcome {
             response.results.push(result);
             continue;
         }
-        let call = ShardRequest::CreatePartitions {
+        let call = ControllerRequest::CreatePartitions {
             name: topic.name.0.to_string(),
             count: topic.count,
             assignments: assignments.map(Vec::len),
             validate_only: request.validate_only,
         };
-        match ctx.shard.call(CONTROLLER, call).await {
-            ShardResponse::Topic(Ok(_)) => {}
-            ShardResponse::Topic(Err(e)) => {
-                result.error_code = e.code;
-                result.error_message = Some(str_bytes(&e.message));
-            }
-            _ => result.error_code = errors::UNKNOWN_SERVER_ERROR,
+        if let Err(e) = ctx.controller().change_topic(call).await {
+            result.error_code = e.code;
+            result.error_message = Some(str_bytes(&e.message));
         }
         response.results.push(result);
     }
@@ -235,7 +224,7 @@ pub async fn describe_configs(ctx: &Context, body: Bytes) -> Outcome {
         Ok(r) => r,
         Err(close) => return close,
     };
-    let shard = &ctx.shard;
+    let shard = ctx.shard();
     let mut response = DescribeConfigsResponse::default();
     for resource in request.resources {
         let mut result = DescribeConfigsResult::default();
@@ -366,7 +355,7 @@ fn broker_configs(shard: &crate::shard::Shard) -> Vec<(String, String)> {
 }
 
 pub fn describe_cluster(ctx: &Context, _body: Bytes) -> Outcome {
-    let shard = &ctx.shard;
+    let shard = ctx.shard();
     let mut response = DescribeClusterResponse::default();
     response.cluster_id = str_bytes(&shard.catalog.borrow().cluster_id);
     response.controller_id = BrokerId(shard.config.node_id);

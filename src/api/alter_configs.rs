@@ -19,10 +19,9 @@ use kafka_protocol::messages::{
 
 use super::admin::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{str_bytes, Context, Outcome};
+use crate::controller::{ControllerRequest, TopicError};
 use crate::model::topic::{apply_config_ops, ConfigOp};
 use crate::protocol::errors;
-use crate::shard::mesh::{ShardRequest, ShardResponse, TopicError};
-use crate::shard::CONTROLLER;
 
 /// A resource's entry in either response: its type and name, and the error if `outcome` is
 /// one. AlterConfigs and IncrementalAlterConfigs answer with two distinct types that have the
@@ -96,7 +95,7 @@ pub async fn incremental_alter_configs(ctx: &Context, body: Bytes) -> Outcome {
         let outcome = match (check_resource(resource.resource_type), ops) {
             (Err(e), _) | (Ok(()), Err(e)) => Err(e),
             (Ok(()), Ok(ops)) => {
-                let meta = ctx.shard.catalog.borrow().get(&name).cloned();
+                let meta = ctx.shard().catalog.borrow().get(&name).cloned();
                 match meta {
                     None => Err(unknown_topic(&name)),
                     Some(meta) => {
@@ -142,12 +141,8 @@ async fn alter(
     overrides: BTreeMap<String, String>,
     validate_only: bool,
 ) -> Result<(), TopicError> {
-    let call = ShardRequest::AlterTopicConfig { name, overrides, validate_only };
-    match ctx.shard.call(CONTROLLER, call).await {
-        ShardResponse::Topic(Ok(_)) => Ok(()),
-        ShardResponse::Topic(Err(e)) => Err(e),
-        _ => Err(TopicError { code: errors::UNKNOWN_SERVER_ERROR, message: String::new() }),
-    }
+    let call = ControllerRequest::AlterTopicConfig { name, overrides, validate_only };
+    ctx.controller().change_topic(call).await.map(|_| ())
 }
 
 fn invalid_config(message: String) -> TopicError {

@@ -13,8 +13,8 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::{Context, Outcome};
 use crate::model::{ShardId, TopicPartition};
+use crate::partition::{PartitionRequest, PartitionResponse};
 use crate::protocol::errors;
-use crate::shard::mesh::{ShardRequest, ShardResponse};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: DeleteRecordsRequest = match ctx.decode(body) {
@@ -24,7 +24,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, i64)>> = BTreeMap::new();
     let mut response = DeleteRecordsResponse::default();
     for topic in &request.topics {
-        let meta = ctx.shard.catalog.borrow().get(&topic.name.0).cloned();
+        let meta = ctx.shard().catalog.borrow().get(&topic.name.0).cloned();
         let mut result = DeleteRecordsTopicResult::default();
         result.name = topic.name.clone();
         for p in &topic.partitions {
@@ -34,7 +34,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             match &meta {
                 Some(m) if (0..m.partitions).contains(&p.partition_index) => {
                     let tp = TopicPartition::new(m.name.clone(), p.partition_index);
-                    by_shard.entry(ctx.shard.owner(&tp)).or_default().push((tp, p.offset));
+                    by_shard.entry(ctx.shard().owner(&tp)).or_default().push((tp, p.offset));
                 }
                 _ => answer.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
             }
@@ -43,11 +43,11 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         response.topics.push(result);
     }
     let calls = by_shard.into_iter().map(|(owner, partitions)| {
-        ctx.shard.call(owner, ShardRequest::DeleteRecords { partitions })
+        ctx.partitions().call(owner, PartitionRequest::DeleteRecords { partitions })
     });
     let mut done = BTreeMap::new();
     for answer in join_all(calls).await {
-        if let ShardResponse::ListOffsets(results) = answer {
+        if let Some(PartitionResponse::Offsets(results)) = answer {
             for r in results {
                 done.insert(r.tp.clone(), r);
             }

@@ -2,10 +2,10 @@
 //! and a hand-framed response whose record data is the cache's `Bytes` or file regions for
 //! sendfile, never copied into a response buffer.
 //!
-//! Waiting: when too few bytes came back, the connection's shard registers a waiter and asks
-//! each owning shard to notify it on the next append to any of the partitions (passing the
-//! high watermark it saw, so an append that raced ahead of the registration wakes it at
-//! once). It then reads again; on timeout it answers with what there is.
+//! Waiting: when too few bytes came back, the fetch waits in its shard's purgatory and asks
+//! each other owning shard to notify it on the next append to any of the partitions (passing
+//! the high watermark it saw, so an append that raced ahead of the registration wakes it at
+//! once; see `partition`). It then reads again; on timeout it answers with what there is.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -17,10 +17,10 @@ use kafka_protocol::messages::FetchRequest;
 use super::{Context, Outcome};
 use crate::constants::FETCH_WAIT_MS_MAX;
 use crate::model::{ShardId, TopicPartition};
+use crate::partition::{PartitionRequest, PartitionResponse, ReadResult, ReadSpec};
 use crate::protocol::errors;
 use crate::protocol::fetch_response::{self, FetchResponseHead, Part, PartitionData, TopicData};
 use crate::protocol::put_response_header;
-use crate::shard::mesh::{ReadResult, ReadSpec, ShardRequest, ShardResponse};
 use crate::storage::log::ReadChunk;
 
 /// One requested partition: where its answer goes and what to read.
@@ -41,7 +41,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Ok(r) => r,
         Err(close) => return close,
     };
-    let shard = &ctx.shard;
+    let shard = ctx.shard();
     let by_id = ctx.version >= fetch_response::TOPIC_ID_FROM;
     let mut topics: Vec<(String, [u8; 16])> = Vec::new();
     let mut wanted: Vec<Wanted> = Vec::new();
@@ -87,20 +87,15 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         if total >= min_bytes || any_error || now >= deadline || wanted.is_empty() {
             break;
         }
-        // Wait for an append on any partition, or the deadline.
+        // Wait for an append on any partition, or the deadline. A read_committed fetch
+        // waiting at the last stable offset also wakes on appends (a marker is one), then
+        // reads again.
         let seen: Vec<(TopicPartition, i64)> =
             results.iter().map(|(tp, r)| (tp.clone(), r.high_watermark)).collect();
-        // A read_committed fetch waiting at the last stable offset also wakes on appends
-        // (a marker is one), then reads again.
-        let watched: Vec<TopicPartition> = seen.iter().map(|(tp, _)| tp.clone()).collect();
-        // Registered before the watches go out, so a notification cannot come too early.
-        let waiter = shard.new_waiter_id();
-        let notified = shard.delayed.wait(waiter, deadline - now);
-        shard.watch_remote(waiter, seen).await;
-        let woke = notified.await.unwrap_or(false);
-        if !woke {
-            shard.unwatch_remote(waiter, watched).await;
-        }
+        let woke = match ctx.partitions().watch(seen, deadline - now).await {
+            Some(wait) => wait.done.await.unwrap_or(false),
+            None => true,
+        };
         results = read_all(ctx, &wanted).await;
         if !woke {
             break;
@@ -120,15 +115,15 @@ async fn read_all(ctx: &Context, wanted: &[Wanted]) -> BTreeMap<TopicPartition, 
                 size_bytes_max: w.size_bytes_max,
                 committed: w.committed,
             };
-            by_shard.entry(ctx.shard.owner(tp)).or_default().push(spec);
+            by_shard.entry(ctx.shard().owner(tp)).or_default().push(spec);
         }
     }
-    let calls = by_shard
-        .into_iter()
-        .map(|(owner, partitions)| ctx.shard.call(owner, ShardRequest::Read { partitions }));
+    let calls = by_shard.into_iter().map(|(owner, partitions)| {
+        ctx.partitions().call(owner, PartitionRequest::Read { partitions })
+    });
     let mut out = BTreeMap::new();
     for response in join_all(calls).await {
-        if let ShardResponse::Read(results) = response {
+        if let Some(PartitionResponse::Read(results)) = response {
             for result in results {
                 out.insert(result.tp.clone(), result);
             }

@@ -41,7 +41,6 @@ use crate::group::records::STRING_LENGTH_MAX;
 use crate::group::state::{self, CommitPartition, FetchedOffset, LeaveMember, Protocol};
 use crate::model::ShardId;
 use crate::protocol::errors;
-use crate::shard::mesh::{ShardRequest, ShardResponse};
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -55,7 +54,7 @@ pub fn find_coordinator(ctx: &Context, body: Bytes) -> Outcome {
         Ok(r) => r,
         Err(close) => return close,
     };
-    let config = &ctx.shard.config;
+    let config = &ctx.shard().config;
     let known_type = matches!(request.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION);
     let (code, message) = if known_type {
         (errors::NONE, None)
@@ -109,7 +108,7 @@ pub async fn join_group(ctx: &Context, body: Bytes) -> Outcome {
     };
     let group_id = request.group_id.0.to_string();
     let member_id = request.member_id.to_string();
-    let limits = ctx.shard.groups.config();
+    let limits = ctx.groups().config();
     let session = request.session_timeout_ms;
     let too_long = request.group_instance_id.as_ref().is_some_and(|i| i.len() > STRING_LENGTH_MAX)
         || request.protocol_type.len() > STRING_LENGTH_MAX
@@ -309,7 +308,7 @@ pub async fn offset_commit(ctx: &Context, body: Bytes) -> Outcome {
     let mut codes: Vec<Vec<i16>> = Vec::with_capacity(request.topics.len());
     let mut partitions = Vec::new();
     {
-        let catalog = ctx.shard.catalog.borrow();
+        let catalog = ctx.shard().catalog.borrow();
         for topic in &request.topics {
             let count = catalog.get(&topic.name.0).map_or(0, |meta| meta.partitions);
             let mut topic_codes = Vec::with_capacity(topic.partitions.len());
@@ -414,19 +413,19 @@ pub async fn offset_fetch(ctx: &Context, body: Bytes) -> Outcome {
                 found.insert(group_id.clone(), Err(code));
             }
             Ok(()) => {
-                let owner = ctx.shard.groups.owner(group_id);
+                let owner = ctx.groups().owner(group_id);
                 by_shard.entry(owner).or_default().push((group_id.clone(), wanted.clone()));
             }
         }
     }
     let calls = by_shard.into_iter().map(|(owner, groups)| {
         let ids: Vec<String> = groups.iter().map(|(g, _)| g.clone()).collect();
-        let call = ctx.shard.call(owner, ShardRequest::Group(GroupRequest::Fetch { groups }));
+        let call = ctx.groups().call(owner, GroupRequest::Fetch { groups });
         async move { (ids, call.await) }
     });
     for (ids, answer) in futures::future::join_all(calls).await {
         match answer {
-            ShardResponse::Group(GroupResponse::Fetch(groups)) => {
+            Some(GroupResponse::Fetch(groups)) => {
                 for (group_id, offsets) in groups {
                     found.insert(group_id, Ok(offsets));
                 }
@@ -557,14 +556,14 @@ pub async fn describe_groups(ctx: &Context, body: Bytes) -> Outcome {
     let ids: Vec<String> = request.groups.iter().map(|g| g.0.to_string()).collect();
     let mut by_shard: BTreeMap<ShardId, Vec<String>> = BTreeMap::new();
     for id in ids.iter().filter(|id| check_group_id(id, true).is_ok()) {
-        by_shard.entry(ctx.shard.groups.owner(id)).or_default().push(id.clone());
+        by_shard.entry(ctx.groups().owner(id)).or_default().push(id.clone());
     }
-    let calls = by_shard.into_iter().map(|(owner, groups)| {
-        ctx.shard.call(owner, ShardRequest::Group(GroupRequest::Describe { groups }))
-    });
+    let calls = by_shard
+        .into_iter()
+        .map(|(owner, groups)| ctx.groups().call(owner, GroupRequest::Describe { groups }));
     let mut described: BTreeMap<String, state::DescribedGroup> = BTreeMap::new();
     for answer in futures::future::join_all(calls).await {
-        if let ShardResponse::Group(GroupResponse::Describe(groups)) = answer {
+        if let Some(GroupResponse::Describe(groups)) = answer {
             described.extend(groups.into_iter().map(|g| (g.group_id.clone(), g)));
         }
     }
@@ -621,11 +620,9 @@ pub async fn list_groups(ctx: &Context, body: Bytes) -> Outcome {
         || request.types_filter.iter().any(|t| t.trim().eq_ignore_ascii_case("classic"));
     let mut listed = Vec::new();
     if classic_wanted {
-        let answers = ctx
-            .shard
-            .broadcast(|| ShardRequest::Group(GroupRequest::List { states: states.clone() }));
+        let answers = ctx.groups().broadcast(|| GroupRequest::List { states: states.clone() });
         for answer in answers.await {
-            if let ShardResponse::Group(GroupResponse::List(groups)) = answer {
+            if let Some(GroupResponse::List(groups)) = answer {
                 listed.extend(groups);
             }
         }
@@ -658,14 +655,14 @@ pub async fn delete_groups(ctx: &Context, body: Bytes) -> Outcome {
     let ids: Vec<String> = request.groups_names.iter().map(|g| g.0.to_string()).collect();
     let mut by_shard: BTreeMap<ShardId, Vec<String>> = BTreeMap::new();
     for id in ids.iter().filter(|id| check_group_id(id, true).is_ok()) {
-        by_shard.entry(ctx.shard.groups.owner(id)).or_default().push(id.clone());
+        by_shard.entry(ctx.groups().owner(id)).or_default().push(id.clone());
     }
-    let calls = by_shard.into_iter().map(|(owner, groups)| {
-        ctx.shard.call(owner, ShardRequest::Group(GroupRequest::Delete { groups }))
-    });
+    let calls = by_shard
+        .into_iter()
+        .map(|(owner, groups)| ctx.groups().call(owner, GroupRequest::Delete { groups }));
     let mut codes: BTreeMap<String, i16> = BTreeMap::new();
     for answer in futures::future::join_all(calls).await {
-        if let ShardResponse::Group(GroupResponse::Delete(results)) = answer {
+        if let Some(GroupResponse::Delete(results)) = answer {
             codes.extend(results);
         }
     }
@@ -695,11 +692,8 @@ fn check_group_id(group_id: &str, empty_ok: bool) -> Result<(), i16> {
 }
 
 async fn call(ctx: &Context, group_id: &str, request: GroupRequest) -> Option<GroupResponse> {
-    let owner = ctx.shard.groups.owner(group_id);
-    match ctx.shard.call(owner, ShardRequest::Group(request)).await {
-        ShardResponse::Group(response) => Some(response),
-        _ => None,
-    }
+    let owner = ctx.groups().owner(group_id);
+    ctx.groups().call(owner, request).await
 }
 
 fn client_id(ctx: &Context) -> String {

@@ -20,8 +20,6 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use super::{Context, Outcome};
 use crate::model::records::SHORT_STRING_BYTES_MAX;
 use crate::protocol::errors;
-use crate::shard::mesh::{ShardRequest, ShardResponse};
-use crate::shard::CONTROLLER;
 use crate::storage::producer_state::{NO_PRODUCER_EPOCH, NO_PRODUCER_ID};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -44,13 +42,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 .map(|p| (p.producer_id, p.producer_epoch))
         }
         Plan::Bump { producer_id, producer_epoch } => Ok((producer_id, producer_epoch)),
-        Plan::Allocate => {
-            match ctx.shard.call(CONTROLLER, ShardRequest::AllocateProducerId).await {
-                ShardResponse::ProducerId(Ok(producer_id)) => Ok((producer_id, 0)),
-                ShardResponse::ProducerId(Err(code)) => Err(code),
-                _ => Err(errors::UNKNOWN_SERVER_ERROR),
-            }
-        }
+        Plan::Allocate => ctx.controller().producer_id().await.map(|producer_id| (producer_id, 0)),
     };
     let mut response = InitProducerIdResponse::default();
     match answer {

@@ -13,15 +13,15 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{Context, Outcome};
 use crate::model::{ShardId, TopicPartition};
+use crate::partition::{PartitionRequest, PartitionResponse};
 use crate::protocol::errors;
-use crate::shard::mesh::{ShardRequest, ShardResponse};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: ListOffsetsRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
     };
-    let shard = &ctx.shard;
+    let shard = ctx.shard();
     let mut response = ListOffsetsResponse::default();
     let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, i64)>> = BTreeMap::new();
     let mut slot_of: BTreeMap<TopicPartition, (usize, usize)> = BTreeMap::new();
@@ -50,10 +50,10 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     // isolation_level 1 (read_committed): latest is the last stable offset.
     let committed = request.isolation_level == 1;
     let calls = by_shard.into_iter().map(|(owner, partitions)| {
-        shard.call(owner, ShardRequest::ListOffsets { partitions, committed })
+        ctx.partitions().call(owner, PartitionRequest::ListOffsets { partitions, committed })
     });
     for answer in join_all(calls).await {
-        let ShardResponse::ListOffsets(results) = answer else { continue };
+        let Some(PartitionResponse::Offsets(results)) = answer else { continue };
         for result in results {
             let Some(&(t, p)) = slot_of.get(&result.tp) else { continue };
             let slot = &mut response.topics[t].partitions[p];

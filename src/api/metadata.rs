@@ -18,7 +18,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Ok(r) => r,
         Err(close) => return close,
     };
-    let shard = &ctx.shard;
+    let shard = ctx.shard();
     let config = &shard.config;
     let node_id = config.node_id;
     let mut response = MetadataResponse::default();
@@ -68,7 +68,7 @@ async fn resolve(
     auto_create: bool,
     node_id: i32,
 ) -> MetadataResponseTopic {
-    let existing = ctx.shard.catalog.borrow().get(name).cloned();
+    let existing = ctx.shard().catalog.borrow().get(name).cloned();
     if let Some(meta) = existing {
         return topic_entry(&meta, node_id);
     }
@@ -82,7 +82,7 @@ async fn resolve(
         entry.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
         return entry;
     }
-    match ctx.shard.ensure_topic(name).await {
+    match ctx.controller().ensure_topic(name).await {
         Ok(Some(meta)) => topic_entry(&meta, node_id),
         Ok(None) => {
             entry.error_code = errors::LEADER_NOT_AVAILABLE;

@@ -33,9 +33,23 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
+use crate::controller::Controller;
+use crate::group::coordinator::Coordinator as GroupCoordinator;
+use crate::partition::Partitions;
 use crate::protocol::{put_response_header, versions, RequestPrefix};
 use crate::shard::Shard;
 use crate::storage::log::ReadChunk;
+use crate::txn::coordinator::TxnCoordinator;
+
+/// What a handler reaches on its connection's shard: the shard's plumbing and the services
+/// that live on it. One per shard, built at start-up.
+pub struct Services {
+    pub shard: Rc<Shard>,
+    pub partitions: Rc<Partitions>,
+    pub controller: Rc<Controller>,
+    pub groups: Rc<GroupCoordinator>,
+    pub txns: Rc<TxnCoordinator>,
+}
 
 /// What the connection does with a request.
 pub enum Outcome {
@@ -78,7 +92,7 @@ impl Request {
 
 /// First stage of a request; see the module doc. `peer` is the client's address (group
 /// members report it as their host).
-pub async fn admit(shard: &Rc<Shard>, frame: Bytes, peer: Option<SocketAddr>) -> Admitted {
+pub async fn admit(services: &Rc<Services>, frame: Bytes, peer: Option<SocketAddr>) -> Admitted {
     let Some(prefix) = RequestPrefix::parse(&frame) else {
         return Admitted::Now(Outcome::Close("frame shorter than a request header".into()));
     };
@@ -100,7 +114,8 @@ pub async fn admit(shard: &Rc<Shard>, frame: Bytes, peer: Option<SocketAddr>) ->
         Ok(header) => header,
         Err(e) => return Admitted::Now(Outcome::Close(format!("bad request header: {e}"))),
     };
-    let ctx = Context { shard: shard.clone(), header, api_key, version: prefix.api_version, peer };
+    let services = services.clone();
+    let ctx = Context { services, header, api_key, version: prefix.api_version, peer };
     match api_key {
         ApiKey::Produce => produce::admit(ctx, body).await,
         ApiKey::Fetch => Admitted::Later(Box::pin(async move { fetch::handle(&ctx, body).await })),
@@ -147,10 +162,10 @@ async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     }
 }
 
-/// A request's shard, header and version, owned so that a handler's second stage can keep
-/// it after admission returned.
+/// A request's services, header and version, owned so that a handler's second stage can keep
+/// them after admission returned.
 pub(crate) struct Context {
-    pub shard: Rc<Shard>,
+    pub services: Rc<Services>,
     pub header: RequestHeader,
     pub api_key: ApiKey,
     pub version: i16,
@@ -158,6 +173,27 @@ pub(crate) struct Context {
 }
 
 impl Context {
+    /// The connection's shard.
+    pub fn shard(&self) -> &Rc<Shard> {
+        &self.services.shard
+    }
+
+    pub fn partitions(&self) -> &Rc<Partitions> {
+        &self.services.partitions
+    }
+
+    pub fn controller(&self) -> &Rc<Controller> {
+        &self.services.controller
+    }
+
+    pub fn groups(&self) -> &Rc<GroupCoordinator> {
+        &self.services.groups
+    }
+
+    pub fn txns(&self) -> &Rc<TxnCoordinator> {
+        &self.services.txns
+    }
+
     /// Decodes the request body, or gives the `Close` outcome to return.
     pub fn decode<T: Decodable>(&self, mut body: Bytes) -> Result<T, Outcome> {
         T::decode(&mut body, self.version).map_err(|e| {

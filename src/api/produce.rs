@@ -23,7 +23,7 @@ pub async fn admit(ctx: Context, body: Bytes) -> Admitted {
         Ok(r) => r,
         Err(close) => return Admitted::Now(close),
     };
-    let shard = &ctx.shard;
+    let shard = ctx.shard();
     let acks = request.acks;
     let timeout_ms = request.timeout_ms;
     let mut topics: Vec<TopicProduceResponse> = Vec::new();
@@ -35,11 +35,11 @@ pub async fn admit(ctx: Context, body: Bytes) -> Admitted {
         topic_response.topic_id = topic.topic_id;
         let name: &str = &topic.name.0;
         let meta =
-            if acks_valid(acks) { ctx.shard.catalog.borrow().get(name).cloned() } else { None };
+            if acks_valid(acks) { ctx.shard().catalog.borrow().get(name).cloned() } else { None };
         let meta = match meta {
             Some(meta) => Some(meta),
             None if acks_valid(acks) && shard.config.auto_create_topics => {
-                shard.ensure_topic(name).await.ok().flatten()
+                ctx.controller().ensure_topic(name).await.ok().flatten()
             }
             None => None,
         };
@@ -75,7 +75,7 @@ pub async fn admit(ctx: Context, body: Bytes) -> Admitted {
     }
     let mut answers = Vec::with_capacity(by_shard.len());
     for (owner, partitions) in by_shard {
-        answers.push(shard.admit_produce_on(owner, partitions, timeout_ms).await);
+        answers.push(ctx.partitions().admit_produce_on(owner, partitions, timeout_ms).await);
     }
     Admitted::Later(Box::pin(async move {
         for results in join_all(answers).await {

@@ -33,9 +33,8 @@ use kafka_protocol::messages::{
 use super::{str_bytes, Context, Outcome};
 use crate::constants::GROUP_ID_LENGTH_MAX;
 use crate::model::{ShardId, TopicPartition};
+use crate::partition::{self, PartitionRequest};
 use crate::protocol::errors;
-use crate::shard::mesh::{ShardRequest, ShardResponse};
-use crate::shard::table::shard_for_key;
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 use crate::txn::state::{Producer, TxnOffset};
 
@@ -129,7 +128,7 @@ async fn add_one(
     let mut unknown: Vec<(String, i32)> = Vec::new();
     let mut partitions: Vec<(String, i32)> = Vec::new();
     {
-        let catalog = ctx.shard.catalog.borrow();
+        let catalog = ctx.shard().catalog.borrow();
         for (name, indexes) in topics {
             let meta = catalog.get(&name.0);
             for partition in indexes {
@@ -198,7 +197,7 @@ pub async fn txn_offset_commit(ctx: &Context, body: Bytes) -> Outcome {
     };
     let producer =
         Producer { producer_id: request.producer_id.0, producer_epoch: request.producer_epoch };
-    let metadata_max = ctx.shard.groups.config().offset_metadata_bytes_max;
+    let metadata_max = ctx.groups().config().offset_metadata_bytes_max;
     let mut codes = Vec::new();
     let mut offsets = Vec::new();
     for topic in &request.topics {
@@ -276,15 +275,15 @@ pub async fn describe_transactions(ctx: &Context, body: Bytes) -> Outcome {
     };
     let mut by_shard: BTreeMap<ShardId, Vec<String>> = BTreeMap::new();
     for id in &request.transactional_ids {
-        let owner = shard_for_key(&id.0, ctx.shard.shards());
+        let owner = ctx.txns().owner(&id.0);
         by_shard.entry(owner).or_default().push(id.0.to_string());
     }
     let calls = by_shard.into_iter().map(|(owner, transactional_ids)| {
-        ctx.shard.call(owner, ShardRequest::Txn(TxnRequest::Describe { transactional_ids }))
+        ctx.txns().call(owner, TxnRequest::Describe { transactional_ids })
     });
     let mut found = BTreeMap::new();
     for answer in join_all(calls).await {
-        if let ShardResponse::Txn(TxnResponse::Described(list)) = answer {
+        if let Some(TxnResponse::Described(list)) = answer {
             found.extend(list);
         }
     }
@@ -335,8 +334,8 @@ pub async fn list_transactions(ctx: &Context, body: Bytes) -> Outcome {
     response.unknown_state_filters =
         states.iter().filter(|s| !STATES.contains(&s.as_str())).map(|s| str_bytes(s)).collect();
     let now = crate::model::now_ms();
-    for answer in ctx.shard.broadcast(|| ShardRequest::Txn(TxnRequest::List)).await {
-        let ShardResponse::Txn(TxnResponse::Listed(metas)) = answer else { continue };
+    for answer in ctx.txns().broadcast(|| TxnRequest::List).await {
+        let Some(TxnResponse::Listed(metas)) = answer else { continue };
         for meta in metas {
             let by_state = states.is_empty() || states.iter().any(|s| s == meta.state.name());
             let by_producer = request.producer_id_filters.is_empty()
@@ -365,15 +364,15 @@ pub async fn describe_producers(ctx: &Context, body: Bytes) -> Outcome {
     for topic in &request.topics {
         for partition in &topic.partition_indexes {
             let tp = TopicPartition::new(topic.name.0.as_str().into(), *partition);
-            by_shard.entry(ctx.shard.owner(&tp)).or_default().push(tp);
+            by_shard.entry(ctx.shard().owner(&tp)).or_default().push(tp);
         }
     }
     let calls = by_shard.into_iter().map(|(owner, partitions)| {
-        ctx.shard.call(owner, ShardRequest::DescribeProducers { partitions })
+        ctx.partitions().call(owner, PartitionRequest::DescribeProducers { partitions })
     });
     let mut found = BTreeMap::new();
     for answer in join_all(calls).await {
-        if let ShardResponse::Producers(list) = answer {
+        if let Some(partition::PartitionResponse::Producers(list)) = answer {
             found.extend(list);
         }
     }
@@ -409,11 +408,8 @@ pub async fn describe_producers(ctx: &Context, body: Bytes) -> Outcome {
 }
 
 async fn call(ctx: &Context, transactional_id: &str, request: TxnRequest) -> Option<TxnResponse> {
-    let owner = shard_for_key(transactional_id, ctx.shard.shards());
-    match ctx.shard.call(owner, ShardRequest::Txn(request)).await {
-        ShardResponse::Txn(response) => Some(response),
-        _ => None,
-    }
+    let owner = ctx.txns().owner(transactional_id);
+    ctx.txns().call(owner, request).await
 }
 
 /// PRODUCER_FENCED is new in the request version `since`; older ones get

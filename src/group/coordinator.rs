@@ -2,8 +2,9 @@
 //! (`state::Groups`), the mesh, the clock and the shard's committed-offsets log.
 //!
 //! Lifecycle: built with the shard; `load` (before the shard serves) opens the log
-//! `__consumer_offsets-<shard>`, replays it and starts the tick task; `handle` serves group
-//! requests forwarded by any shard; `close` (shutdown) stops the tick and seals the log.
+//! `__consumer_offsets-<shard>`, replays it and starts the tick task; it serves group
+//! requests from any shard through its mesh; `close` (shutdown) stops the tick and seals
+//! the log.
 //! Lives in an `Rc` on its shard; state is in `RefCell`s never borrowed across an `.await`.
 //!
 //! Parked requests: JoinGroup and SyncGroup wait for other members. Each gets a `ReplyId`
@@ -11,9 +12,10 @@
 //! join timeouts, member removal), so no request waits forever.
 //!
 //! Time: the state machine keeps its deadlines (sessions, rebalance and join delays, sync
-//! expiry) on a timing wheel (`group::timers`). One task per shard sleeps until the earliest
-//! of them and is poked when a request sets an earlier one, so a timeout fires within a
-//! millisecond or so of its deadline with no timer per member and no periodic polling. The
+//! expiry) on a timing wheel (`group::timers`). One task per shard waits in the shard's
+//! purgatory (`Key::Groups`) until the earliest of them, and a request that sets an earlier
+//! one notifies it, so a timeout fires within a millisecond or so of its deadline with no
+//! timer per member and no periodic polling. The
 //! same task runs offset retention and compacts the log, waking at least every
 //! `GROUP_IDLE_WAKE_MS`.
 //!
@@ -32,11 +34,8 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures::channel::{mpsc, oneshot};
-use futures::future::{select, Either};
-use futures::StreamExt;
+use futures::channel::oneshot;
 
-use crate::config::Config;
 use crate::constants::{
     GROUP_IDLE_WAKE_MS, INTERNAL_BATCH_BYTES_MAX, OFFSETS_RETENTION_CHECK_INTERVAL_MS,
 };
@@ -49,9 +48,11 @@ use crate::group::state::{
 use crate::model::topic::Durability;
 use crate::model::{now_ms, ShardId};
 use crate::protocol::errors;
+use crate::shard::delayed::Key;
 pub use crate::shard::internal_log::OFFSETS_TOPIC;
 use crate::shard::internal_log::{self, Compactor, LogRef};
-use crate::shard::table::shard_for_key;
+use crate::shard::mesh::{Mesh, Served, Service};
+use crate::shard::Shard;
 use crate::storage::log;
 
 /// A group request forwarded to the owning shard (one per client request and shard).
@@ -119,6 +120,9 @@ pub struct LoadReport {
 pub struct Coordinator {
     shard: ShardId,
     shards: usize,
+    /// The shard's plumbing: its purgatory wakes the tick.
+    home: Rc<Shard>,
+    mesh: Mesh<Coordinator>,
     data_dir: PathBuf,
     durability: Durability,
     segment_bytes: u64,
@@ -128,10 +132,8 @@ pub struct Coordinator {
     next_reply: Cell<ReplyId>,
     outbox: RefCell<Outbox>,
     tick: RefCell<Option<glommio::task::JoinHandle<()>>>,
-    /// When the tick task will wake on its own (ms); an earlier deadline pokes it.
+    /// When the tick task will wake on its own (ms); an earlier deadline wakes it.
     planned_wake_ms: Cell<i64>,
-    poke_tx: mpsc::UnboundedSender<()>,
-    poke_rx: RefCell<Option<mpsc::UnboundedReceiver<()>>>,
     compactor: Compactor,
 }
 
@@ -143,11 +145,25 @@ struct Outbox {
     flushing: bool,
 }
 
+impl Service for Coordinator {
+    type Request = GroupRequest;
+    type Response = GroupResponse;
+
+    fn mesh(&self) -> &Mesh<Coordinator> {
+        &self.mesh
+    }
+
+    fn serve(self: &Rc<Self>, _from: ShardId, request: GroupRequest) -> Served<GroupResponse> {
+        let this = self.clone();
+        Served::Later(Box::pin(async move { this.handle(request).await }))
+    }
+}
+
 impl Coordinator {
-    pub fn new(shard: ShardId, config: &Config) -> Coordinator {
-        let (poke_tx, poke_rx) = mpsc::unbounded();
+    pub fn new(home: Rc<Shard>, mesh: Mesh<Coordinator>) -> Coordinator {
+        let config = &home.config;
         Coordinator {
-            shard,
+            shard: home.id,
             shards: config.cores,
             data_dir: config.data_dir.clone(),
             durability: config.topic_defaults.durability,
@@ -159,10 +175,21 @@ impl Coordinator {
             outbox: RefCell::new(Outbox::default()),
             tick: RefCell::new(None),
             planned_wake_ms: Cell::new(i64::MAX),
-            poke_tx,
-            poke_rx: RefCell::new(Some(poke_rx)),
             compactor: Compactor::new(OFFSETS_TOPIC, config.groups.offsets_segment_bytes),
+            home,
+            mesh,
         }
+    }
+
+    /// Sends a group request to the shard that owns the group (or serves it here); `None`
+    /// once the mesh is closed.
+    pub async fn call(&self, owner: ShardId, request: GroupRequest) -> Option<GroupResponse> {
+        self.mesh.call(owner, request).await
+    }
+
+    /// Sends the same request to every shard and waits for all the answers.
+    pub async fn broadcast(&self, make: impl Fn() -> GroupRequest) -> Vec<Option<GroupResponse>> {
+        self.mesh.broadcast(make).await
     }
 
     pub fn config(&self) -> GroupConfig {
@@ -171,7 +198,7 @@ impl Coordinator {
 
     /// The shard that owns `group_id`.
     pub fn owner(&self, group_id: &str) -> ShardId {
-        shard_for_key(group_id, self.shards)
+        self.home.coordinator_of(group_id)
     }
 
     // ----- start-up and shutdown -----------------------------------------------------------
@@ -228,7 +255,7 @@ impl Coordinator {
 
     // ----- requests --------------------------------------------------------------------------
 
-    pub async fn handle(self: &Rc<Self>, request: GroupRequest) -> GroupResponse {
+    async fn handle(self: &Rc<Self>, request: GroupRequest) -> GroupResponse {
         let now = now_ms();
         match request {
             GroupRequest::Join(req) => {
@@ -348,7 +375,8 @@ impl Coordinator {
         };
         if next_deadline.is_some_and(|deadline| deadline < self.planned_wake_ms.get()) {
             self.planned_wake_ms.set(next_deadline.unwrap_or(i64::MAX));
-            let _ = self.poke_tx.unbounded_send(());
+            let remote = self.home.delayed.notify(&Key::Groups);
+            debug_assert!(remote.is_empty());
         }
         for (id, reply) in replies {
             if let Some(tx) = self.waiting.borrow_mut().remove(&id) {
@@ -431,9 +459,6 @@ impl Coordinator {
     // ----- time --------------------------------------------------------------------------------
 
     async fn run_tick(self: Rc<Self>) {
-        let Some(mut pokes) = self.poke_rx.borrow_mut().take() else {
-            return;
-        };
         let mut last_retention = now_ms();
         loop {
             let now = now_ms();
@@ -453,11 +478,8 @@ impl Coordinator {
             let wake = self.state.borrow().next_deadline().map_or(idle_wake, |d| d.min(idle_wake));
             self.planned_wake_ms.set(wake);
             let sleep_ms = wake.saturating_sub(now).max(1) as u64;
-            let sleep = glommio::timer::sleep(Duration::from_millis(sleep_ms));
-            match select(Box::pin(sleep), pokes.next()).await {
-                Either::Left(_) | Either::Right((Some(()), _)) => {}
-                Either::Right((None, _)) => return,
-            }
+            let wait = self.home.delayed.wait([Key::Groups], Duration::from_millis(sleep_ms));
+            let _ = wait.done.await;
         }
     }
 

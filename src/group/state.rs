@@ -43,38 +43,7 @@ pub const UNKNOWN_MEMBER_ID: &str = "";
 /// Protocol type of Kafka consumers (their subscriptions name topics we can read).
 pub const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 
-/// Limits and timeouts, with Kafka's defaults (broker options override them).
-#[derive(Debug, Clone)]
-pub struct GroupConfig {
-    /// group.initial.rebalance.delay.ms
-    pub initial_rebalance_delay_ms: i32,
-    /// group.classic.new.member.join.timeout.ms (internal in Kafka)
-    pub new_member_join_timeout_ms: i32,
-    /// group.min.session.timeout.ms
-    pub session_timeout_ms_min: i32,
-    /// group.max.session.timeout.ms
-    pub session_timeout_ms_max: i32,
-    /// offsets.retention.minutes, in ms
-    pub offsets_retention_ms: i64,
-    /// offset.metadata.max.bytes
-    pub offset_metadata_bytes_max: usize,
-    /// offsets.topic.segment.bytes (for the coordinator's log; the state machine ignores it)
-    pub offsets_segment_bytes: u64,
-}
-
-impl Default for GroupConfig {
-    fn default() -> Self {
-        GroupConfig {
-            initial_rebalance_delay_ms: 3_000,
-            new_member_join_timeout_ms: 5 * 60 * 1000,
-            session_timeout_ms_min: 6_000,
-            session_timeout_ms_max: 30 * 60 * 1000,
-            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
-            offset_metadata_bytes_max: 4096,
-            offsets_segment_bytes: crate::constants::OFFSETS_SEGMENT_BYTES_DEFAULT,
-        }
-    }
-}
+pub use crate::model::settings::GroupConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {

@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod records;
+pub mod settings;
 pub mod topic;
 
 use std::fmt;

@@ -41,13 +41,12 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{Preallocated, TcpListener, TcpStream};
 use glommio::sync::{Semaphore, StaticPermit};
 
-use crate::api::{self, Admitted, Outcome};
+use crate::api::{self, Admitted, Outcome, Services};
 use crate::constants::{
     CONNECTION_BYTES_IN_FLIGHT_MAX, CONNECTION_READ_BUFFER_BYTES,
     CONNECTION_REQUESTS_IN_FLIGHT_MAX, SHARD_REQUEST_BYTES_IN_FLIGHT_MAX, SOCKET_SEND_TIMEOUT_MS,
 };
 use crate::net::readers::Readers;
-use crate::shard::Shard;
 use crate::storage::log::ReadChunk;
 
 /// Counts requests admitted and not yet answered, so shutdown can wait for them.
@@ -60,7 +59,7 @@ pub struct InFlight {
 /// Accepts connections until the task is cancelled. `readers` are the shard's threads for
 /// catch-up reads.
 pub async fn accept_loop(
-    shard: Rc<Shard>,
+    services: Rc<Services>,
     listener: TcpListener,
     in_flight: Rc<InFlight>,
     readers: Readers,
@@ -69,13 +68,13 @@ pub async fn accept_loop(
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                let shard = shard.clone();
+                let services = services.clone();
                 let in_flight = in_flight.clone();
                 let readers = readers.clone();
                 let window = Rc::new(Window::new(shard_bytes.clone()));
                 glommio::spawn_local(async move {
                     let peer = stream.peer_addr().ok();
-                    let served = serve(&shard, stream, &in_flight, window, readers, peer).await;
+                    let served = serve(&services, stream, &in_flight, window, readers, peer).await;
                     if let Err(reason) = served {
                         tracing::debug!(?peer, "connection closed: {reason}");
                     }
@@ -91,7 +90,7 @@ pub async fn accept_loop(
 }
 
 async fn serve(
-    shard: &Rc<Shard>,
+    services: &Rc<Services>,
     stream: TcpStream,
     in_flight: &Rc<InFlight>,
     window: Rc<Window>,
@@ -105,7 +104,7 @@ async fn serve(
     let input = stream.buffered_with(Preallocated::new(CONNECTION_READ_BUFFER_BYTES));
     let (answers_tx, answers_rx) = mpsc::unbounded();
     let writer = glommio::spawn_local(write_answers(output, answers_rx, readers));
-    let read = read_requests(shard, input, &window, answers_tx, in_flight, peer).await;
+    let read = read_requests(services, input, &window, answers_tx, in_flight, peer).await;
     // The writer drains what was admitted (answers to requests the client sent before it
     // stopped or before a bad frame, as Kafka answers them), then ends.
     let write = writer.await;
@@ -114,14 +113,14 @@ async fn serve(
 
 /// The reader: frames off the socket, admitted one at a time in arrival order.
 async fn read_requests(
-    shard: &Rc<Shard>,
+    services: &Rc<Services>,
     mut input: TcpStream<Preallocated>,
     window: &Rc<Window>,
     answers: mpsc::UnboundedSender<Slot>,
     in_flight: &Rc<InFlight>,
     peer: Option<std::net::SocketAddr>,
 ) -> Result<(), String> {
-    let frame_max = shard.config.frame_max_bytes as usize;
+    let frame_max = services.shard.config.frame_max_bytes as usize;
     loop {
         let mut size = [0u8; 4];
         if let Err(e) = input.read_exact(&mut size).await {
@@ -151,7 +150,7 @@ async fn read_requests(
         // Counted from here (shutdown waits for it, handler included); the slot that carries
         // the answer gives the count back when it is dropped.
         in_flight.requests.set(in_flight.requests.get() + 1);
-        let answer = match api::admit(shard, frame.freeze(), peer).await {
+        let answer = match api::admit(services, frame.freeze(), peer).await {
             Admitted::Now(outcome) => Answer::Ready(outcome),
             Admitted::Later(later) => Answer::Running(Some(glommio::spawn_local(later))),
             Admitted::InTurn(request) => {

@@ -18,35 +18,37 @@
 //! idempotent enough for that: a second marker for a producer with no open transaction in
 //! a partition changes nothing but adds a control batch.
 //!
-//! Time: one task per shard waits on the shard's timing wheel (`Delayed`) for
-//! `TXN_TIMEOUT_CHECK_MS` at a time and aborts transactions past their timeout. Every
-//! `TXN_ID_EXPIRATION_CHECK_MS` it also drops the transactional ids unused for
-//! transactional.id.expiration.ms (a tombstone each).
+//! Time: a transaction's timeout is one operation in the shard's purgatory, keyed by its
+//! transactional id (`Key::Transaction`), armed when the transaction begins and notified away
+//! when it ends; at its deadline the transaction is aborted. No scan of the transactions.
+//! A housekeeping task drops the transactional ids unused for transactional.id.expiration.ms
+//! (a tombstone each, a periodic scan as in Kafka) and compacts the log.
 //!
 //! The log is one of the shard's internal logs (`shard::internal_log`): compacted by a
 //! snapshot of every transactional id's metadata when it grows, and migrated between shards
 //! when `--cores` changes, so an open transaction is finished by its new owner.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
 
-use crate::config::Config;
-use crate::constants::{
-    INTERNAL_BATCH_BYTES_MAX, TXN_ID_EXPIRATION_CHECK_MS, TXN_TIMEOUT_CHECK_MS,
-};
+use crate::constants::{INTERNAL_BATCH_BYTES_MAX, TXN_HOUSEKEEPING_MS, TXN_ID_EXPIRATION_CHECK_MS};
+use crate::controller::Controller;
+use crate::group::coordinator::{Coordinator as GroupCoordinator, GroupRequest};
 use crate::model::topic::Durability;
 use crate::model::{now_ms, ShardId, TopicPartition};
+use crate::partition::{PartitionRequest, PartitionResponse, Partitions};
 use crate::protocol::errors;
+use crate::shard::delayed::Key;
 pub use crate::shard::internal_log::TRANSACTION_TOPIC;
 use crate::shard::internal_log::{self, Compactor, LogRef, Replayed};
-use crate::shard::mesh::{ShardRequest, ShardResponse};
-use crate::shard::table::shard_for_key;
-use crate::shard::{Shard, CONTROLLER};
+use crate::shard::mesh::{Mesh, Served, Service};
+use crate::shard::Shard;
 use crate::storage::log::{self, Marker};
 use crate::txn::state::{
     EndOutcome, EndPlan, InitOutcome, Producer, Transactions, TxnConfig, TxnMeta, TxnOffset,
@@ -93,6 +95,14 @@ pub enum TxnResponse {
     Listed(Vec<TxnMeta>),
 }
 
+/// The services a transaction coordinator reaches: the partitions' owners (markers), the
+/// groups' coordinators (offsets), the controller (producer ids).
+pub struct TxnPeers {
+    pub partitions: Rc<Partitions>,
+    pub groups: Rc<GroupCoordinator>,
+    pub controller: Rc<Controller>,
+}
+
 pub struct TxnCoordinator {
     shard: ShardId,
     shards: usize,
@@ -102,12 +112,33 @@ pub struct TxnCoordinator {
     state: RefCell<Transactions>,
     log: RefCell<Option<LogRef>>,
     compactor: Compactor,
+    home: Rc<Shard>,
+    mesh: Mesh<TxnCoordinator>,
+    peers: TxnPeers,
+    /// The transactions whose timeout waits in the purgatory, with the start (ms) of the
+    /// transaction it was armed for.
+    armed: RefCell<HashMap<Arc<str>, i64>>,
+}
+
+impl Service for TxnCoordinator {
+    type Request = TxnRequest;
+    type Response = TxnResponse;
+
+    fn mesh(&self) -> &Mesh<TxnCoordinator> {
+        &self.mesh
+    }
+
+    fn serve(self: &Rc<Self>, _from: ShardId, request: TxnRequest) -> Served<TxnResponse> {
+        let this = self.clone();
+        Served::Later(Box::pin(async move { this.handle(request).await }))
+    }
 }
 
 impl TxnCoordinator {
-    pub fn new(shard: ShardId, config: &Config) -> TxnCoordinator {
+    pub fn new(home: Rc<Shard>, mesh: Mesh<TxnCoordinator>, peers: TxnPeers) -> TxnCoordinator {
+        let config = &home.config;
         TxnCoordinator {
-            shard,
+            shard: home.id,
             shards: config.cores,
             data_dir: config.data_dir.clone(),
             durability: config.topic_defaults.durability,
@@ -115,12 +146,27 @@ impl TxnCoordinator {
             state: RefCell::new(Transactions::new()),
             log: RefCell::new(None),
             compactor: Compactor::new(TRANSACTION_TOPIC, config.txns.log_segment_bytes),
+            home,
+            mesh,
+            peers,
+            armed: RefCell::new(HashMap::new()),
         }
     }
 
     /// The shard that owns `transactional_id`.
     pub fn owner(&self, transactional_id: &str) -> ShardId {
-        shard_for_key(transactional_id, self.shards)
+        self.home.coordinator_of(transactional_id)
+    }
+
+    /// Sends a transaction request to the shard that owns its transactional id (or serves
+    /// it here); `None` once the mesh is closed.
+    pub async fn call(&self, owner: ShardId, request: TxnRequest) -> Option<TxnResponse> {
+        self.mesh.call(owner, request).await
+    }
+
+    /// Sends the same request to every shard and waits for all the answers.
+    pub async fn broadcast(&self, make: impl Fn() -> TxnRequest) -> Vec<Option<TxnResponse>> {
+        self.mesh.broadcast(make).await
     }
 
     /// Opens and replays this shard's transaction log (every log when the core count
@@ -192,10 +238,10 @@ impl TxnCoordinator {
     }
 
     /// How often to look for expired transactional ids: a tenth of the expiration, between
-    /// the timeout check and `TXN_ID_EXPIRATION_CHECK_MS`.
+    /// the housekeeping period and `TXN_ID_EXPIRATION_CHECK_MS`.
     fn id_expiration_check_ms(&self) -> i64 {
         (self.config.id_expiration_ms / 10)
-            .clamp(TXN_TIMEOUT_CHECK_MS as i64, TXN_ID_EXPIRATION_CHECK_MS)
+            .clamp(TXN_HOUSEKEEPING_MS as i64, TXN_ID_EXPIRATION_CHECK_MS)
     }
 
     /// Drops the expired transactional ids (their tombstones written).
@@ -220,16 +266,15 @@ impl TxnCoordinator {
     }
 }
 
-impl Shard {
+impl TxnCoordinator {
     /// Serves a transaction request on the shard that owns its transactional id.
-    pub(crate) async fn handle_txn(self: &Rc<Self>, request: TxnRequest) -> TxnResponse {
-        let txns = self.txns.clone();
+    async fn handle(self: &Rc<Self>, request: TxnRequest) -> TxnResponse {
         match request {
             TxnRequest::Init { transactional_id, timeout_ms, producer } => {
-                TxnResponse::Init(self.txn_init(&transactional_id, timeout_ms, producer).await)
+                TxnResponse::Init(self.init(&transactional_id, timeout_ms, producer).await)
             }
             TxnRequest::Add { transactional_id, producer, partitions, groups } => {
-                let added = txns.state.borrow_mut().add(
+                let added = self.state.borrow_mut().add(
                     now_ms(),
                     &transactional_id,
                     producer,
@@ -237,13 +282,16 @@ impl Shard {
                     &groups,
                 );
                 let code = match added {
-                    Ok(_) => txns.persist().await.err().unwrap_or(errors::NONE),
+                    Ok(_) => {
+                        self.arm_timeout(&transactional_id);
+                        self.persist().await.err().unwrap_or(errors::NONE)
+                    }
                     Err(code) => code,
                 };
                 TxnResponse::Code(code)
             }
             TxnRequest::CommitOffsets { transactional_id, producer, group_id, offsets } => {
-                let committed = txns.state.borrow_mut().commit_offsets(
+                let committed = self.state.borrow_mut().commit_offsets(
                     now_ms(),
                     &transactional_id,
                     producer,
@@ -251,26 +299,26 @@ impl Shard {
                     offsets,
                 );
                 let code = match committed {
-                    Ok(()) => txns.persist().await.err().unwrap_or(errors::NONE),
+                    Ok(()) => self.persist().await.err().unwrap_or(errors::NONE),
                     Err(code) => code,
                 };
                 TxnResponse::Code(code)
             }
             TxnRequest::End { transactional_id, producer, commit } => {
                 let outcome =
-                    txns.state.borrow_mut().end(now_ms(), &transactional_id, producer, commit);
+                    self.state.borrow_mut().end(now_ms(), &transactional_id, producer, commit);
                 let code = match outcome {
                     EndOutcome::Done => errors::NONE,
                     EndOutcome::Error(code) => code,
-                    EndOutcome::Markers(plan) => match txns.persist().await {
-                        Ok(()) => self.finish_txn(plan).await,
+                    EndOutcome::Markers(plan) => match self.persist().await {
+                        Ok(()) => self.finish(plan).await,
                         Err(code) => code,
                     },
                 };
                 TxnResponse::Code(code)
             }
             TxnRequest::Describe { transactional_ids } => {
-                let state = txns.state.borrow();
+                let state = self.state.borrow();
                 TxnResponse::Described(
                     transactional_ids
                         .into_iter()
@@ -281,21 +329,20 @@ impl Shard {
                         .collect(),
                 )
             }
-            TxnRequest::List => TxnResponse::Listed(txns.state.borrow().all().cloned().collect()),
+            TxnRequest::List => TxnResponse::Listed(self.state.borrow().all().cloned().collect()),
         }
     }
 
-    async fn txn_init(
+    async fn init(
         self: &Rc<Self>,
         transactional_id: &str,
         timeout_ms: i32,
         producer: Producer,
     ) -> Result<Producer, i16> {
-        let txns = self.txns.clone();
         let mut fresh = None;
         // At most: one abort of an open transaction, one producer id allocation.
         for _ in 0..4 {
-            let outcome = txns.state.borrow_mut().init_producer_id(
+            let outcome = self.state.borrow_mut().init_producer_id(
                 now_ms(),
                 transactional_id,
                 timeout_ms,
@@ -304,19 +351,15 @@ impl Shard {
             );
             match outcome {
                 InitOutcome::Ready { producer_id, producer_epoch } => {
-                    txns.persist().await?;
+                    self.persist().await?;
                     return Ok(Producer { producer_id, producer_epoch });
                 }
                 InitOutcome::NeedProducerId => {
-                    match self.call(CONTROLLER, ShardRequest::AllocateProducerId).await {
-                        ShardResponse::ProducerId(Ok(id)) => fresh = Some(id),
-                        ShardResponse::ProducerId(Err(code)) => return Err(code),
-                        _ => return Err(errors::COORDINATOR_NOT_AVAILABLE),
-                    }
+                    fresh = Some(self.peers.controller.producer_id().await?)
                 }
                 InitOutcome::Abort(plan) => {
-                    txns.persist().await?;
-                    let code = self.finish_txn(plan).await;
+                    self.persist().await?;
+                    let code = self.finish(plan).await;
                     if code != errors::NONE {
                         return Err(code);
                     }
@@ -329,7 +372,9 @@ impl Shard {
 
     /// Writes the markers and settles the groups of a prepared transaction, then records
     /// it complete. Returns the code to answer EndTxn with.
-    pub(crate) async fn finish_txn(self: &Rc<Self>, plan: EndPlan) -> i16 {
+    async fn finish(self: &Rc<Self>, plan: EndPlan) -> i16 {
+        // The transaction ended: its timeout leaves the purgatory.
+        self.disarm_timeout(&plan.transactional_id);
         let marker = Marker {
             producer_id: plan.producer_id,
             producer_epoch: plan.producer_epoch,
@@ -339,15 +384,16 @@ impl Shard {
         let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, Marker)>> = BTreeMap::new();
         for (topic, partition) in &plan.partitions {
             let tp = TopicPartition::new(topic.as_str().into(), *partition);
-            by_shard.entry(self.owner(&tp)).or_default().push((tp, marker));
+            by_shard.entry(self.home.owner(&tp)).or_default().push((tp, marker));
         }
-        let writes = by_shard
-            .into_iter()
-            .map(|(owner, markers)| self.call(owner, ShardRequest::WriteMarkers { markers }));
+        let partitions = &self.peers.partitions;
+        let writes = by_shard.into_iter().map(|(owner, markers)| {
+            partitions.call(owner, PartitionRequest::WriteMarkers { markers })
+        });
         let groups = plan.groups.iter().map(|group| {
-            let owner = self.groups.owner(group);
+            let owner = self.peers.groups.owner(group);
             let offsets = plan.offsets.get(group).cloned().unwrap_or_default();
-            let request = crate::group::coordinator::GroupRequest::TxnEnd {
+            let request = GroupRequest::TxnEnd {
                 group_id: group.clone(),
                 producer_id: plan.producer_id,
                 commit: plan.commit,
@@ -362,80 +408,102 @@ impl Shard {
                     })
                     .collect(),
             };
-            self.call(owner, ShardRequest::Group(request))
+            self.peers.groups.call(owner, request)
         });
         let (written, _) = futures::join!(join_all(writes), join_all(groups));
         for response in written {
-            if let ShardResponse::Markers(codes) = response {
+            if let Some(PartitionResponse::Markers(codes)) = response {
                 for (tp, code) in codes.into_iter().filter(|(_, c)| *c != errors::NONE) {
                     tracing::warn!(%tp, code, producer_id = plan.producer_id, "marker not written");
                 }
             }
         }
-        self.txns.state.borrow_mut().complete(now_ms(), &plan);
-        self.txns.persist().await.err().unwrap_or(errors::NONE)
+        self.state.borrow_mut().complete(now_ms(), &plan);
+        self.persist().await.err().unwrap_or(errors::NONE)
     }
 
-    /// Once the shard serves: finishes what a crash left prepared, then aborts timed-out
-    /// transactions every `TXN_TIMEOUT_CHECK_MS`, waiting on the shard's timing wheel, and
-    /// expires unused transactional ids and compacts the log.
-    pub fn start_txn_coordinator(self: &Rc<Self>) {
-        let shard = self.clone();
+    /// Puts the timeout of `transactional_id`'s ongoing transaction in the purgatory, once
+    /// per transaction.
+    fn arm_timeout(self: &Rc<Self>, transactional_id: &str) {
+        let Some(meta) = self.state.borrow().get(transactional_id).cloned() else { return };
+        let Some(deadline) = self.state.borrow().timeout_deadline(transactional_id) else {
+            return;
+        };
+        let id: Arc<str> = transactional_id.into();
+        if self.armed.borrow().get(&id) == Some(&meta.start_ms) {
+            return;
+        }
+        self.armed.borrow_mut().insert(id.clone(), meta.start_ms);
+        let remaining = Duration::from_millis(deadline.saturating_sub(now_ms()).max(0) as u64);
+        let wait = self.home.delayed.wait([Key::Transaction(id.clone())], remaining);
+        let this = self.clone();
         glommio::spawn_local(async move {
-            let unfinished = shard.txns.state.borrow().unfinished();
-            for plan in unfinished {
-                tracing::info!(transactional_id = %plan.transactional_id, commit = plan.commit,
-                    "finishing a transaction prepared before the restart");
-                shard.finish_txn(plan).await;
+            if wait.done.await.unwrap_or(true) {
+                return; // The transaction ended in time.
             }
-            let mut last_id_expiry = now_ms();
-            loop {
-                let waiter = shard.new_waiter_id();
-                let _ =
-                    shard.delayed.wait(waiter, Duration::from_millis(TXN_TIMEOUT_CHECK_MS)).await;
-                let now = now_ms();
-                if now - last_id_expiry >= shard.txns.id_expiration_check_ms() {
-                    last_id_expiry = now;
-                    shard.txns.expire_ids(now).await;
-                }
-                shard.txns.maybe_compact().await;
-                let expired = shard.txns.state.borrow_mut().expire(now);
-                if expired.is_empty() {
-                    continue;
-                }
-                if shard.txns.persist().await.is_err() {
-                    continue;
-                }
-                for plan in expired {
-                    tracing::info!(transactional_id = %plan.transactional_id,
-                        "aborting a transaction past its timeout");
-                    let shard = shard.clone();
-                    glommio::spawn_local(async move { shard.finish_txn(plan).await }).detach();
-                }
+            if this.armed.borrow().get(&id) == Some(&meta.start_ms) {
+                this.armed.borrow_mut().remove(&id);
             }
+            this.time_out(&id).await;
         })
         .detach();
     }
 
-    /// On a partition's owner: appends the markers, one per partition.
-    pub(crate) async fn write_markers(
-        &self,
-        markers: Vec<(TopicPartition, Marker)>,
-    ) -> Vec<(TopicPartition, i16)> {
-        let writes = markers.into_iter().map(|(tp, marker)| async move {
-            let Some(log) = self.log_of(&tp) else {
-                return (tp, errors::UNKNOWN_TOPIC_OR_PARTITION);
-            };
-            let code = match log::append_marker(&log, marker).await {
-                Ok(_) => {
-                    self.notify_partition(&tp).await;
-                    errors::NONE
+    /// The transaction of `transactional_id` ended: its timeout leaves the purgatory.
+    fn disarm_timeout(&self, transactional_id: &str) {
+        let id: Arc<str> = transactional_id.into();
+        if self.armed.borrow_mut().remove(&id).is_some() {
+            let remote = self.home.delayed.notify(&Key::Transaction(id));
+            debug_assert!(remote.is_empty());
+        }
+    }
+
+    /// Aborts the transaction of `transactional_id` if it is still the one past its timeout
+    /// (the wheel's clock and the wall clock may disagree by a tick: then it waits again).
+    async fn time_out(self: &Rc<Self>, transactional_id: &str) {
+        let expired = self.state.borrow_mut().expire_one(now_ms(), transactional_id);
+        let Some(plan) = expired else {
+            self.arm_timeout(transactional_id);
+            return;
+        };
+        if self.persist().await.is_err() {
+            // Not recorded: try again at the next deadline.
+            self.arm_timeout(transactional_id);
+            return;
+        }
+        tracing::info!(transactional_id = %plan.transactional_id,
+            "aborting a transaction past its timeout");
+        self.finish(plan).await;
+    }
+
+    /// Once the shard serves: finishes what a crash left prepared, arms the timeouts of the
+    /// ongoing transactions, then expires unused transactional ids and compacts the log
+    /// every `TXN_HOUSEKEEPING_MS`.
+    pub fn start(self: &Rc<Self>) {
+        let this = self.clone();
+        glommio::spawn_local(async move {
+            let unfinished = this.state.borrow().unfinished();
+            for plan in unfinished {
+                tracing::info!(transactional_id = %plan.transactional_id, commit = plan.commit,
+                    "finishing a transaction prepared before the restart");
+                this.finish(plan).await;
+            }
+            let ongoing: Vec<String> =
+                this.state.borrow().all().map(|m| m.transactional_id.clone()).collect();
+            for id in ongoing {
+                this.arm_timeout(&id);
+            }
+            let mut last_id_expiry = now_ms();
+            loop {
+                glommio::timer::sleep(Duration::from_millis(TXN_HOUSEKEEPING_MS)).await;
+                let now = now_ms();
+                if now - last_id_expiry >= this.id_expiration_check_ms() {
+                    last_id_expiry = now;
+                    this.expire_ids(now).await;
                 }
-                Err(crate::storage::Error::Producer(e)) => crate::shard::producers::error_code(e),
-                Err(_) => errors::UNKNOWN_TOPIC_OR_PARTITION,
-            };
-            (tp, code)
-        });
-        join_all(writes).await
+                this.maybe_compact().await;
+            }
+        })
+        .detach();
     }
 }

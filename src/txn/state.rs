@@ -24,23 +24,7 @@ use crate::protocol::errors;
 /// Kafka's `transaction.max.timeout.ms` default.
 pub const TRANSACTION_TIMEOUT_MS_MAX: i32 = 900_000;
 
-/// The transaction coordinator's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TxnConfig {
-    /// Segment size of each shard's transaction log (transaction.state.log.segment.bytes).
-    pub log_segment_bytes: u64,
-    /// transactional.id.expiration.ms: see `Transactions::expire_ids`.
-    pub id_expiration_ms: i64,
-}
-
-impl Default for TxnConfig {
-    fn default() -> TxnConfig {
-        TxnConfig {
-            log_segment_bytes: crate::constants::TXN_LOG_SEGMENT_BYTES_DEFAULT,
-            id_expiration_ms: crate::constants::TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT,
-        }
-    }
-}
+pub use crate::model::settings::TxnConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxnState {
@@ -413,28 +397,33 @@ impl Transactions {
         self.records.push(TxnRecord::Put(record));
     }
 
-    /// Ongoing transactions past their timeout: each gets its epoch bumped (fencing the
-    /// producer) and moves to PrepareAbort. The caller writes the abort markers.
-    pub fn expire(&mut self, now: i64) -> Vec<EndPlan> {
-        let mut ids: Vec<&String> = self
-            .txns
-            .iter()
-            .filter(|(_, m)| {
-                m.state == TxnState::Ongoing && now >= m.start_ms + i64::from(m.timeout_ms)
-            })
-            .map(|(id, _)| id)
-            .collect();
-        ids.sort();
-        let ids: Vec<String> = ids.into_iter().cloned().collect();
-        let mut plans = Vec::new();
-        for id in ids {
-            let Some(meta) = self.txns.get_mut(&id) else { continue };
-            if let Some(plan) = prepare_end(meta, now, false, true) {
-                self.records.push(TxnRecord::Put(meta.clone()));
-                plans.push(plan);
-            }
+    /// When the ongoing transaction of `transactional_id` times out (ms), or `None` if it
+    /// has no ongoing transaction.
+    pub fn timeout_deadline(&self, transactional_id: &str) -> Option<i64> {
+        let meta = self.txns.get(transactional_id)?;
+        let ongoing = meta.state == TxnState::Ongoing;
+        ongoing.then(|| meta.start_ms + i64::from(meta.timeout_ms))
+    }
+
+    /// Times out the transaction of `transactional_id` if it is ongoing and past its timeout:
+    /// its epoch is bumped (fencing the producer) and it moves to PrepareAbort. The caller
+    /// writes the abort markers. `None` if there is nothing to time out (yet).
+    pub fn expire_one(&mut self, now: i64, transactional_id: &str) -> Option<EndPlan> {
+        if now < self.timeout_deadline(transactional_id)? {
+            return None;
         }
-        plans
+        let meta = self.txns.get_mut(transactional_id)?;
+        let plan = prepare_end(meta, now, false, true)?;
+        self.records.push(TxnRecord::Put(meta.clone()));
+        Some(plan)
+    }
+
+    /// Every ongoing transaction past its timeout, as `expire_one` does each (in id order).
+    #[cfg(test)]
+    pub fn expire(&mut self, now: i64) -> Vec<EndPlan> {
+        let mut ids: Vec<String> = self.txns.keys().cloned().collect();
+        ids.sort();
+        ids.iter().filter_map(|id| self.expire_one(now, id)).collect()
     }
 
     /// Transactions whose markers may not all be written (Prepare* after a restart).

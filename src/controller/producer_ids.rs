@@ -1,5 +1,4 @@
-//! Idempotent producers, the shard side: producer id allocation on the controller, and the
-//! Kafka error codes of the per-partition producer checks.
+//! Producer id allocation on the controller (InitProducerId).
 //!
 //! Producer ids must never repeat, across restarts and crashes included: a reused id would
 //! meet the producer state an earlier producer left in the partitions and see its batches
@@ -11,7 +10,7 @@
 //! block is skipped, never reused. Other shards ask the controller over the mesh;
 //! InitProducerId is rare (once per producer), so one round trip each is cheap.
 //!
-//! Lifecycle: the allocator lives in every `Shard` but only the controller's is used; it
+//! Lifecycle: the allocator lives in every `Controller` but only shard 0's is used; it
 //! reads its file on the first allocation. One allocation at a time (a shard-local async
 //! semaphore), since reserving a block waits for the disk.
 
@@ -21,10 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::constants::PRODUCER_ID_BLOCK_SIZE;
-use crate::protocol::errors;
 use crate::shard::catalog::META_DIR;
-use crate::shard::{Shard, CONTROLLER};
-use crate::storage::producer_state::ProducerError;
 
 const PRODUCER_IDS_FILE: &str = "producer_ids";
 
@@ -81,27 +77,6 @@ impl ProducerIdAllocator {
 impl Default for ProducerIdAllocator {
     fn default() -> Self {
         ProducerIdAllocator::new()
-    }
-}
-
-impl Shard {
-    /// Controller only: a fresh producer id, or the Kafka error code to answer.
-    pub(crate) async fn allocate_producer_id(&self) -> Result<i64, i16> {
-        assert_eq!(self.id, CONTROLLER);
-        self.producer_ids.allocate(&self.config.data_dir).await.map_err(|e| {
-            tracing::error!("producer id allocation failed: {e}");
-            errors::UNKNOWN_SERVER_ERROR
-        })
-    }
-}
-
-/// The Produce error code of a failed producer check (Kafka's codes for the same cases).
-pub fn error_code(e: ProducerError) -> i16 {
-    match e {
-        ProducerError::InvalidProducerEpoch => errors::INVALID_PRODUCER_EPOCH,
-        ProducerError::OutOfOrderSequence => errors::OUT_OF_ORDER_SEQUENCE_NUMBER,
-        ProducerError::InvalidSequence => errors::INVALID_RECORD,
-        ProducerError::ControlFromClient => errors::INVALID_RECORD,
     }
 }
 

@@ -1,0 +1,351 @@
+//! The controller: topic creation, deletion, partition growth and config changes, and
+//! producer ids. It lives on every shard but serves on shard 0 (`CONTROLLER`) only: other
+//! shards reach it through its mesh. A topic change is applied to the controller's catalog,
+//! written to the catalog file, then applied on every shard (`PartitionRequest::ApplyTopic`
+//! and `RemoveTopic`) before it is answered. Next, this is where the Raft metadata log's
+//! state machine goes.
+//!
+//! Lifecycle: built on every shard at start; nothing to open or close (the catalog file is
+//! read by the broker before the shards start). Concurrency: shard-local; catalog writes are
+//! serialized by `catalog_writes`.
+
+pub mod producer_ids;
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use crate::constants;
+use crate::model::topic::validate_topic_name;
+use crate::model::ShardId;
+use crate::partition::{PartitionRequest, Partitions};
+use crate::protocol::errors;
+use crate::shard::catalog::{self, TopicMeta};
+use crate::shard::internal_log::INTERNAL_TOPICS;
+use crate::shard::mesh::{Mesh, Served, Service};
+use crate::shard::{Shard, CONTROLLER};
+
+#[derive(Debug)]
+pub enum ControllerRequest {
+    CreateTopic(CreateTopic),
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        count: i32,
+        /// How many replica assignments the request carried, if it carried any: Kafka wants
+        /// one per new partition.
+        assignments: Option<usize>,
+        validate_only: bool,
+    },
+    /// Replace a topic's config overrides (AlterConfigs and IncrementalAlterConfigs compute
+    /// the new set).
+    AlterTopicConfig {
+        name: String,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    },
+    /// A producer id never handed out before (InitProducerId).
+    AllocateProducerId,
+}
+
+#[derive(Debug)]
+pub enum ControllerResponse {
+    Topic(Result<TopicMeta, TopicError>),
+    /// A producer id, or the Kafka error code to answer.
+    ProducerId(Result<i64, i16>),
+}
+
+#[derive(Debug, Clone)]
+pub struct CreateTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub overrides: BTreeMap<String, String>,
+    pub validate_only: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TopicError {
+    pub code: i16,
+    pub message: String,
+}
+
+pub struct Controller {
+    shard: Rc<Shard>,
+    mesh: Mesh<Controller>,
+    partitions: Rc<Partitions>,
+    producer_ids: producer_ids::ProducerIdAllocator,
+    /// Held while the controller writes the catalog file: one write at a time, each of the
+    /// catalog as it is when its turn comes.
+    catalog_writes: futures::lock::Mutex<()>,
+}
+
+impl Service for Controller {
+    type Request = ControllerRequest;
+    type Response = ControllerResponse;
+
+    fn mesh(&self) -> &Mesh<Controller> {
+        &self.mesh
+    }
+
+    fn serve(
+        self: &Rc<Self>,
+        _from: ShardId,
+        request: ControllerRequest,
+    ) -> Served<Self::Response> {
+        use ControllerRequest as Q;
+        use ControllerResponse as R;
+        assert_eq!(self.shard.id, CONTROLLER, "controller requests go to shard 0");
+        let this = self.clone();
+        Served::Later(Box::pin(async move {
+            match request {
+                Q::CreateTopic(create) => R::Topic(this.create_topic(create).await),
+                Q::DeleteTopic { name } => R::Topic(this.delete_topic(name).await),
+                Q::CreatePartitions { name, count, assignments, validate_only } => {
+                    R::Topic(this.create_partitions(name, count, assignments, validate_only).await)
+                }
+                Q::AlterTopicConfig { name, overrides, validate_only } => {
+                    R::Topic(this.alter_topic_config(name, overrides, validate_only).await)
+                }
+                Q::AllocateProducerId => R::ProducerId(this.allocate_producer_id().await),
+            }
+        }))
+    }
+}
+
+impl Controller {
+    pub fn new(shard: Rc<Shard>, mesh: Mesh<Controller>, partitions: Rc<Partitions>) -> Self {
+        Controller {
+            shard,
+            mesh,
+            partitions,
+            producer_ids: producer_ids::ProducerIdAllocator::new(),
+            catalog_writes: futures::lock::Mutex::new(()),
+        }
+    }
+
+    /// Sends a request to the controller and waits for the answer; `None` once the mesh is
+    /// closed (shutting down).
+    pub async fn call(&self, request: ControllerRequest) -> Option<ControllerResponse> {
+        self.mesh.call(CONTROLLER, request).await
+    }
+
+    /// A topic change through the controller: its answer, or UNKNOWN_SERVER_ERROR when
+    /// shutting down.
+    pub async fn change_topic(&self, request: ControllerRequest) -> Result<TopicMeta, TopicError> {
+        match self.call(request).await {
+            Some(ControllerResponse::Topic(outcome)) => outcome,
+            _ => Err(TopicError {
+                code: errors::UNKNOWN_SERVER_ERROR,
+                message: "the controller is not available (shutting down)".into(),
+            }),
+        }
+    }
+
+    /// A fresh producer id from the controller, or the Kafka error code to answer.
+    pub async fn producer_id(&self) -> Result<i64, i16> {
+        match self.call(ControllerRequest::AllocateProducerId).await {
+            Some(ControllerResponse::ProducerId(outcome)) => outcome,
+            _ => Err(errors::COORDINATOR_NOT_AVAILABLE),
+        }
+    }
+
+    /// Creates a topic through the controller, as auto-creation does. Returns the topic when
+    /// it exists on this shard afterwards.
+    pub async fn ensure_topic(&self, name: &str) -> Result<Option<TopicMeta>, TopicError> {
+        if let Some(meta) = self.shard.catalog.borrow().get(name) {
+            return Ok(Some(meta.clone()));
+        }
+        let create = CreateTopic {
+            name: name.to_string(),
+            partitions: -1,
+            overrides: BTreeMap::new(),
+            validate_only: false,
+        };
+        match self.call(ControllerRequest::CreateTopic(create)).await {
+            Some(ControllerResponse::Topic(Ok(_))) => {
+                Ok(self.shard.catalog.borrow().get(name).cloned())
+            }
+            Some(ControllerResponse::Topic(Err(e))) if e.code == errors::TOPIC_ALREADY_EXISTS => {
+                Ok(self.shard.catalog.borrow().get(name).cloned())
+            }
+            Some(ControllerResponse::Topic(Err(e))) => Err(e),
+            _ => Ok(None),
+        }
+    }
+
+    async fn allocate_producer_id(&self) -> Result<i64, i16> {
+        self.producer_ids.allocate(&self.shard.config.data_dir).await.map_err(|e| {
+            tracing::error!("producer id allocation failed: {e}");
+            errors::UNKNOWN_SERVER_ERROR
+        })
+    }
+
+    async fn create_topic(&self, create: CreateTopic) -> Result<TopicMeta, TopicError> {
+        let fail = |code: i16, message: String| Err(TopicError { code, message });
+        if let Err(message) = validate_topic_name(&create.name) {
+            return fail(errors::INVALID_TOPIC_EXCEPTION, message);
+        }
+        if create.name.starts_with("__spate") {
+            return fail(errors::INVALID_TOPIC_EXCEPTION, "the __spate prefix is reserved".into());
+        }
+        if INTERNAL_TOPICS.contains(&create.name.as_str()) {
+            return fail(errors::INVALID_TOPIC_EXCEPTION, format!("{} is internal", create.name));
+        }
+        let config = &self.shard.config;
+        let partitions =
+            if create.partitions == -1 { config.default_partitions } else { create.partitions };
+        if !(1..=constants::PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+            return fail(
+                errors::INVALID_PARTITIONS,
+                format!("partitions must be between 1 and {}", constants::PARTITIONS_PER_TOPIC_MAX),
+            );
+        }
+        let topic_config = match config.topic_defaults.with_overrides(&create.overrides) {
+            Ok(topic_config) => topic_config,
+            Err(message) => return fail(errors::INVALID_CONFIG, message),
+        };
+        if self.shard.catalog.borrow().get(&create.name).is_some() {
+            return fail(
+                errors::TOPIC_ALREADY_EXISTS,
+                format!("topic {} already exists", create.name),
+            );
+        }
+        let meta = TopicMeta {
+            name: create.name.as_str().into(),
+            id: *uuid::Uuid::new_v4().as_bytes(),
+            partitions,
+            overrides: create.overrides,
+            config: topic_config,
+        };
+        if create.validate_only {
+            return Ok(meta);
+        }
+        // commit_topic claims the name before its first await, so a concurrent create sees it.
+        self.commit_topic(&meta).await?;
+        tracing::info!(topic = %meta.name, partitions, "created topic");
+        Ok(meta)
+    }
+
+    async fn delete_topic(&self, name: String) -> Result<TopicMeta, TopicError> {
+        let removed = self.shard.catalog.borrow_mut().remove(&name);
+        let Some(meta) = removed else {
+            return Err(TopicError {
+                code: errors::UNKNOWN_TOPIC_OR_PARTITION,
+                message: format!("no topic {name}"),
+            });
+        };
+        self.persist_catalog().await?;
+        self.partitions.broadcast(|| PartitionRequest::RemoveTopic { name: name.clone() }).await;
+        tracing::info!(topic = %name, "deleted topic");
+        Ok(meta)
+    }
+
+    async fn create_partitions(
+        &self,
+        name: String,
+        count: i32,
+        assignments: Option<usize>,
+        validate_only: bool,
+    ) -> Result<TopicMeta, TopicError> {
+        let mut meta = self.existing_topic(&name)?;
+        if count <= meta.partitions {
+            return Err(TopicError {
+                code: errors::INVALID_PARTITIONS,
+                message: format!(
+                    "topic {name} has {} partitions; the new count must be larger",
+                    meta.partitions
+                ),
+            });
+        }
+        if count > constants::PARTITIONS_PER_TOPIC_MAX {
+            return Err(TopicError {
+                code: errors::INVALID_PARTITIONS,
+                message: format!("at most {} partitions", constants::PARTITIONS_PER_TOPIC_MAX),
+            });
+        }
+        let added = (count - meta.partitions) as usize;
+        if let Some(given) = assignments.filter(|given| *given != added) {
+            return Err(TopicError {
+                code: errors::INVALID_REPLICA_ASSIGNMENT,
+                message: format!(
+                    "increasing the number of partitions by {added} but {given} assignments \
+                     provided"
+                ),
+            });
+        }
+        meta.partitions = count;
+        if validate_only {
+            return Ok(meta);
+        }
+        self.commit_topic(&meta).await?;
+        Ok(meta)
+    }
+
+    async fn alter_topic_config(
+        &self,
+        name: String,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicMeta, TopicError> {
+        let mut meta = self.existing_topic(&name)?;
+        meta.config = self
+            .shard
+            .config
+            .topic_defaults
+            .with_overrides(&overrides)
+            .map_err(|message| TopicError { code: errors::INVALID_CONFIG, message })?;
+        meta.overrides = overrides;
+        if validate_only {
+            return Ok(meta);
+        }
+        self.commit_topic(&meta).await?;
+        tracing::info!(topic = %meta.name, overrides = ?meta.overrides, "altered topic configs");
+        Ok(meta)
+    }
+
+    /// Applies `meta` to the controller's catalog, persists the catalog and sends `ApplyTopic`
+    /// to every shard; returns once every shard applied it. The catalog is updated before the
+    /// first await, so a concurrent request on the controller already sees `meta`.
+    /// If the catalog cannot be written, the change is undone and the error returned.
+    async fn commit_topic(&self, meta: &TopicMeta) -> Result<(), TopicError> {
+        let previous = self.shard.catalog.borrow().get(&meta.name).cloned();
+        self.shard.catalog.borrow_mut().apply(meta.clone());
+        if let Err(e) = self.persist_catalog().await {
+            // Not on disk and not on the other shards: forget it, so that a retry can succeed.
+            let mut catalog = self.shard.catalog.borrow_mut();
+            match previous {
+                Some(previous) => catalog.apply(previous),
+                None => {
+                    catalog.remove(&meta.name);
+                }
+            }
+            return Err(e);
+        }
+        let copy = meta.clone();
+        self.partitions.broadcast(move || PartitionRequest::ApplyTopic(copy.clone())).await;
+        Ok(())
+    }
+
+    /// The controller's entry for topic `name`, or UNKNOWN_TOPIC_OR_PARTITION.
+    fn existing_topic(&self, name: &str) -> Result<TopicMeta, TopicError> {
+        self.shard.catalog.borrow().get(name).cloned().ok_or_else(|| TopicError {
+            code: errors::UNKNOWN_TOPIC_OR_PARTITION,
+            message: format!("no topic {name}"),
+        })
+    }
+
+    /// Writes the catalog file. Concurrent changes (two auto-creations at once) queue here:
+    /// two writers of the one temporary file would lose one change or mix their bytes.
+    async fn persist_catalog(&self) -> Result<(), TopicError> {
+        let _turn = self.catalog_writes.lock().await;
+        let text = self.shard.catalog.borrow().to_file_text();
+        let dir = self.shard.config.data_dir.clone();
+        glommio::executor().spawn_blocking(move || catalog::write_file(&dir, text)).await.map_err(
+            |e| TopicError {
+                code: errors::UNKNOWN_SERVER_ERROR,
+                message: format!("cannot persist the catalog: {e}"),
+            },
+        )
+    }
+}

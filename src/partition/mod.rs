@@ -1,0 +1,396 @@
+//! The partitions a shard owns, as a service on the shard: their logs and the batch cache
+//! they share, produce (admission in order, then the durable write), reads, offsets,
+//! transaction markers, DeleteRecords, DescribeProducers, and the fetch long-poll watches
+//! on them. Next, the replica manager of replication sits here.
+//!
+//! Lifecycle: built on every shard at start (`Partitions::new`), `open_owned_logs` recovers
+//! the logs before the shard serves, `close_all` seals them at shutdown. Other shards reach
+//! it through its mesh (`PartitionRequest`); the connection's own shard calls it directly.
+//! Concurrency: shard-local, `RefCell`s never borrowed across an `.await`.
+//!
+//! Fetch long-poll: a fetch waits in its shard's purgatory on its own waiter id and on the
+//! partitions of that shard; each other owner of its partitions holds a watch for it
+//! (`Watch`) that a notification of the partition turns into a `Notify` of the waiter.
+
+mod produce;
+mod read;
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::model::{now_ms, ShardId, TopicPartition};
+use crate::shard::catalog::TopicMeta;
+use crate::shard::delayed::{Key, Wait};
+use crate::shard::mesh::{Mesh, Served, Service};
+use crate::shard::Shard;
+use crate::storage::cache::CacheBudget;
+use crate::storage::log::{self, Log, Marker, ReadChunk, RecoveryReport};
+use crate::storage::txn_index::AbortedTxn;
+use crate::storage::Error as StorageError;
+
+pub use produce::error_code;
+
+type LogRef = Rc<std::cell::RefCell<Log>>;
+
+/// A request to the shard that owns the partitions it names.
+#[derive(Debug)]
+pub enum PartitionRequest {
+    /// `timeout_ms`: how long the producer waits for the write (its request timeout); past
+    /// it the partition answers REQUEST_TIMED_OUT (the write itself still completes).
+    Produce {
+        partitions: Vec<(TopicPartition, Vec<Bytes>)>,
+        timeout_ms: i32,
+    },
+    Read {
+        partitions: Vec<ReadSpec>,
+    },
+    /// `committed`: isolation level read_committed (latest is the last stable offset).
+    ListOffsets {
+        partitions: Vec<(TopicPartition, i64)>,
+        committed: bool,
+    },
+    /// Append these transaction markers.
+    WriteMarkers {
+        markers: Vec<(TopicPartition, Marker)>,
+    },
+    /// Move the partitions' log start (DeleteRecords).
+    DeleteRecords {
+        partitions: Vec<(TopicPartition, i64)>,
+    },
+    /// The partitions' producers (DescribeProducers).
+    DescribeProducers {
+        partitions: Vec<TopicPartition>,
+    },
+    /// Every shard: adopt this topic and open the logs it owns.
+    ApplyTopic(TopicMeta),
+    /// Every shard: forget this topic and delete the logs it owns.
+    RemoveTopic {
+        name: String,
+    },
+    /// A post: notify waiter `waiter` of the sender on the next append to one of these
+    /// partitions within `timeout_ms`, at once if a partition's high watermark already
+    /// passed what the waiter saw.
+    Watch {
+        waiter: u64,
+        partitions: Vec<(TopicPartition, i64)>,
+        timeout_ms: u64,
+    },
+    /// A post: new data arrived on a partition that waiter `waiter` of this shard watches.
+    Notify {
+        waiter: u64,
+    },
+}
+
+#[derive(Debug)]
+pub enum PartitionResponse {
+    Produce(Vec<ProduceResult>),
+    Read(Vec<ReadResult>),
+    Offsets(Vec<OffsetResult>),
+    Markers(Vec<(TopicPartition, i16)>),
+    Producers(Vec<(TopicPartition, Result<Vec<ProducerInfo>, i16>)>),
+    Done,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadSpec {
+    pub tp: TopicPartition,
+    pub offset: i64,
+    pub size_bytes_max: usize,
+    /// read_committed: stop at the last stable offset, report aborted transactions.
+    pub committed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProduceResult {
+    pub tp: TopicPartition,
+    pub error_code: i16,
+    pub base_offset: i64,
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug)]
+pub struct ReadResult {
+    pub tp: TopicPartition,
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    pub aborted: Vec<AbortedTxn>,
+    pub chunks: Vec<ReadChunk>,
+    pub size_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct OffsetResult {
+    pub tp: TopicPartition,
+    pub error_code: i16,
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
+/// One producer of a partition, as DescribeProducers reports it.
+#[derive(Debug, Clone)]
+pub struct ProducerInfo {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    pub current_txn_start_offset: i64,
+}
+
+pub struct Partitions {
+    shard: Rc<Shard>,
+    mesh: Mesh<Partitions>,
+    logs: std::cell::RefCell<HashMap<TopicPartition, LogRef>>,
+    /// The memory the batch caches of this shard's partitions share.
+    cache: Rc<CacheBudget>,
+}
+
+impl Service for Partitions {
+    type Request = PartitionRequest;
+    type Response = PartitionResponse;
+
+    fn mesh(&self) -> &Mesh<Partitions> {
+        &self.mesh
+    }
+
+    fn serve(self: &Rc<Self>, from: ShardId, request: PartitionRequest) -> Served<Self::Response> {
+        use PartitionRequest as Q;
+        use PartitionResponse as R;
+        let this = self.clone();
+        match request {
+            // Admitted here, before the next message is taken, so that a connection's
+            // pipelined produces get offsets in the order it sent them.
+            Q::Produce { partitions, timeout_ms } => {
+                let results = self.admit_produce(partitions, timeout_ms);
+                Served::Later(Box::pin(async move { R::Produce(results.await) }))
+            }
+            Q::Read { partitions } => {
+                Served::Later(Box::pin(async move { R::Read(this.read(partitions).await) }))
+            }
+            Q::ListOffsets { partitions, committed } => Served::Later(Box::pin(async move {
+                R::Offsets(this.list_offsets(partitions, committed).await)
+            })),
+            Q::WriteMarkers { markers } => {
+                Served::Later(Box::pin(
+                    async move { R::Markers(this.write_markers(markers).await) },
+                ))
+            }
+            Q::DeleteRecords { partitions } => {
+                Served::Later(Box::pin(
+                    async move { R::Offsets(this.delete_records(partitions).await) },
+                ))
+            }
+            Q::DescribeProducers { partitions } => {
+                Served::Now(R::Producers(self.describe_producers(partitions)))
+            }
+            Q::ApplyTopic(meta) => Served::Later(Box::pin(async move {
+                this.apply_topic(meta).await;
+                R::Done
+            })),
+            Q::RemoveTopic { name } => Served::Later(Box::pin(async move {
+                this.remove_topic(&name).await;
+                R::Done
+            })),
+            Q::Watch { waiter, partitions, timeout_ms } => {
+                if self.watch_here(from, waiter, partitions, timeout_ms) {
+                    // Already past what the waiter saw: wake it at once.
+                    Served::Later(Box::pin(async move {
+                        this.mesh.post(from, Q::Notify { waiter }).await;
+                        R::Done
+                    }))
+                } else {
+                    Served::Now(R::Done)
+                }
+            }
+            Q::Notify { waiter } => {
+                let remote = self.shard.delayed.notify(&Key::Waiter(waiter));
+                debug_assert!(remote.is_empty(), "a waiter id is only watched on its shard");
+                Served::Now(R::Done)
+            }
+        }
+    }
+}
+
+impl Partitions {
+    pub fn new(shard: Rc<Shard>, mesh: Mesh<Partitions>) -> Partitions {
+        let cache = CacheBudget::new(shard.config.batch_cache_bytes as usize);
+        Partitions { shard, mesh, logs: std::cell::RefCell::new(HashMap::new()), cache }
+    }
+
+    /// Sends a request to the partitions' owner `target` (or serves it here); `None` once
+    /// the mesh is closed.
+    pub async fn call(
+        &self,
+        target: ShardId,
+        request: PartitionRequest,
+    ) -> Option<PartitionResponse> {
+        self.mesh.call(target, request).await
+    }
+
+    /// Sends the same request to every shard and waits for all of them.
+    pub async fn broadcast(
+        &self,
+        make: impl Fn() -> PartitionRequest,
+    ) -> Vec<Option<PartitionResponse>> {
+        self.mesh.broadcast(make).await
+    }
+
+    /// Opens every log this shard owns according to the catalog (recovering each).
+    pub async fn open_owned_logs(&self) -> Result<RecoveryReport, StorageError> {
+        let metas: Vec<TopicMeta> = self.shard.catalog.borrow().topics.values().cloned().collect();
+        let mut total = RecoveryReport::default();
+        for meta in metas {
+            let report = self.open_topic(&meta).await?;
+            total.segments += report.segments;
+            total.truncated_segments += report.truncated_segments;
+        }
+        Ok(total)
+    }
+
+    pub fn owned_partition_count(&self) -> usize {
+        self.logs.borrow().len()
+    }
+
+    async fn open_topic(&self, meta: &TopicMeta) -> Result<RecoveryReport, StorageError> {
+        let mut total = RecoveryReport::default();
+        for partition in 0..meta.partitions {
+            let tp = TopicPartition::new(meta.name.clone(), partition);
+            if self.shard.owner(&tp) != self.shard.id || self.logs.borrow().contains_key(&tp) {
+                continue;
+            }
+            let (log, report) = Log::open_in(
+                &self.shard.config.data_dir,
+                tp.clone(),
+                meta.config.clone(),
+                self.cache.clone(),
+            )
+            .await?;
+            total.segments += report.segments;
+            total.truncated_segments += report.truncated_segments;
+            self.logs.borrow_mut().insert(tp, Rc::new(std::cell::RefCell::new(log)));
+        }
+        Ok(total)
+    }
+
+    /// Seals every log: called once at shutdown, after the listener stopped.
+    pub async fn close_all(&self) {
+        let logs: Vec<LogRef> = self.logs.borrow().values().cloned().collect();
+        for log in logs {
+            if let Err(e) = log::close(&log).await {
+                tracing::warn!(tp = %log.borrow().tp, "closing log failed: {e}");
+            }
+        }
+    }
+
+    /// Periodic housekeeping: retention and time-based rolls.
+    pub async fn enforce_retention(&self) {
+        let logs: Vec<LogRef> = self.logs.borrow().values().cloned().collect();
+        let now = now_ms();
+        for log in logs {
+            if let Err(e) = log::enforce_retention(&log, now).await {
+                tracing::warn!(tp = %log.borrow().tp, "retention failed: {e}");
+            }
+            glommio::yield_if_needed().await;
+        }
+    }
+
+    fn log(&self, tp: &TopicPartition) -> Option<LogRef> {
+        self.logs.borrow().get(tp).cloned()
+    }
+
+    async fn apply_topic(&self, meta: TopicMeta) {
+        self.shard.catalog.borrow_mut().apply(meta.clone());
+        // Logs already open take the topic's new configs (AlterConfigs).
+        for partition in 0..meta.partitions {
+            let tp = TopicPartition::new(meta.name.clone(), partition);
+            if let Some(log) = self.logs.borrow().get(&tp) {
+                log.borrow_mut().config = meta.config.clone();
+            }
+        }
+        if let Err(e) = self.open_topic(&meta).await {
+            tracing::error!(topic = %meta.name, "cannot open partition logs: {e}");
+        }
+    }
+
+    async fn remove_topic(&self, name: &str) {
+        self.shard.catalog.borrow_mut().remove(name);
+        let doomed: Vec<(TopicPartition, LogRef)> = {
+            let mut logs = self.logs.borrow_mut();
+            let keys: Vec<TopicPartition> =
+                logs.keys().filter(|tp| &*tp.topic == name).cloned().collect();
+            keys.into_iter().filter_map(|tp| logs.remove(&tp).map(|log| (tp, log))).collect()
+        };
+        for (tp, log) in doomed {
+            log::delete(&log).await;
+            self.notify_partition(&tp).await;
+        }
+    }
+
+    // ----- fetch long-poll ----------------------------------------------------------------
+
+    /// Waits until one of `partitions` (with the high watermark the fetch saw) gets new
+    /// data, or `timeout`. `None` when one of them already has: read again at once.
+    /// Registered before the watches go out, so a notification cannot come too early.
+    pub async fn watch(
+        &self,
+        partitions: Vec<(TopicPartition, i64)>,
+        timeout: Duration,
+    ) -> Option<Wait> {
+        let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, i64)>> = BTreeMap::new();
+        for (tp, seen) in partitions {
+            by_shard.entry(self.shard.owner(&tp)).or_default().push((tp, seen));
+        }
+        let here = by_shard.remove(&self.shard.id).unwrap_or_default();
+        if here.iter().any(|(tp, seen)| self.moved_past(tp, *seen)) {
+            return None;
+        }
+        let waiter = self.shard.new_waiter_id();
+        let keys = here.into_iter().map(|(tp, _)| Key::Partition(tp));
+        let wait = self.shard.delayed.wait(keys.chain([Key::Waiter(waiter)]), timeout);
+        let timeout_ms = timeout.as_millis() as u64;
+        for (owner, partitions) in by_shard {
+            let watch = PartitionRequest::Watch { waiter, partitions, timeout_ms };
+            self.mesh.post(owner, watch).await;
+        }
+        Some(wait)
+    }
+
+    /// On the owner: holds `from`'s watch of `partitions`. True if one of them already moved
+    /// past what the waiter saw (nothing is held then).
+    fn watch_here(
+        &self,
+        from: ShardId,
+        waiter: u64,
+        partitions: Vec<(TopicPartition, i64)>,
+        timeout_ms: u64,
+    ) -> bool {
+        if partitions.iter().any(|(tp, seen)| self.moved_past(tp, *seen)) {
+            return true;
+        }
+        let keys = partitions.into_iter().map(|(tp, _)| Key::Partition(tp));
+        let timeout = Duration::from_millis(timeout_ms);
+        self.shard.delayed.wait_there(from, waiter, keys, timeout);
+        false
+    }
+
+    /// True if `tp`'s high watermark is past `seen`, or `tp` is gone.
+    fn moved_past(&self, tp: &TopicPartition, seen: i64) -> bool {
+        match self.log(tp) {
+            Some(log) => log.borrow().high_watermark > seen,
+            None => true,
+        }
+    }
+
+    /// Wakes the fetches waiting on `tp`: after an append, a marker, a deletion.
+    pub(crate) async fn notify_partition(&self, tp: &TopicPartition) {
+        let remote = self.shard.delayed.notify(&Key::Partition(tp.clone()));
+        for (shard, waiter) in remote {
+            self.mesh.post(shard, PartitionRequest::Notify { waiter }).await;
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Reads, offsets, DeleteRecords and DescribeProducers on the partitions' owner.
+
+use futures::future::join_all;
+
+use super::{OffsetResult, Partitions, ProducerInfo, ReadResult, ReadSpec};
+use crate::model::TopicPartition;
+use crate::protocol::errors;
+use crate::storage::log;
+use crate::storage::Error as StorageError;
+
+impl Partitions {
+    pub(super) async fn read(&self, partitions: Vec<ReadSpec>) -> Vec<ReadResult> {
+        let reads = partitions.into_iter().map(|spec| async move {
+            let empty = |tp: TopicPartition, code: i16| ReadResult {
+                tp,
+                error_code: code,
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                aborted: Vec::new(),
+                chunks: Vec::new(),
+                size_bytes: 0,
+            };
+            let Some(log) = self.log(&spec.tp) else {
+                return empty(spec.tp, errors::UNKNOWN_TOPIC_OR_PARTITION);
+            };
+            let read =
+                log::read_below(&log, spec.offset, spec.size_bytes_max, true, spec.committed);
+            match read.await {
+                Ok(outcome) => ReadResult {
+                    tp: spec.tp,
+                    error_code: errors::NONE,
+                    high_watermark: outcome.high_watermark,
+                    last_stable_offset: outcome.last_stable_offset,
+                    aborted: outcome.aborted,
+                    log_start_offset: outcome.log_start_offset,
+                    chunks: outcome.chunks,
+                    size_bytes: outcome.size_bytes,
+                },
+                Err(StorageError::OffsetOutOfRange) => {
+                    let l = log.borrow();
+                    ReadResult {
+                        high_watermark: l.high_watermark,
+                        last_stable_offset: l.producers.txns.last_stable_offset(l.high_watermark),
+                        log_start_offset: l.log_start_offset,
+                        ..empty(spec.tp.clone(), errors::OFFSET_OUT_OF_RANGE)
+                    }
+                }
+                Err(StorageError::Deleted) => empty(spec.tp, errors::UNKNOWN_TOPIC_OR_PARTITION),
+                Err(e) => {
+                    tracing::warn!(tp = %spec.tp, "read failed: {e}");
+                    empty(spec.tp, errors::UNKNOWN_SERVER_ERROR)
+                }
+            }
+        });
+        join_all(reads).await
+    }
+
+    pub(super) async fn list_offsets(
+        &self,
+        partitions: Vec<(TopicPartition, i64)>,
+        committed: bool,
+    ) -> Vec<OffsetResult> {
+        let mut out = Vec::with_capacity(partitions.len());
+        for (tp, timestamp) in partitions {
+            let failed =
+                |tp, error_code| OffsetResult { tp, error_code, offset: -1, timestamp: -1 };
+            let Some(log) = self.log(&tp) else {
+                out.push(failed(tp, errors::UNKNOWN_TOPIC_OR_PARTITION));
+                continue;
+            };
+            let (start, end) = {
+                let l = log.borrow();
+                let end = if committed {
+                    l.producers.txns.last_stable_offset(l.high_watermark)
+                } else {
+                    l.high_watermark
+                };
+                (l.log_start_offset, end)
+            };
+            let found = match timestamp {
+                -1 => Ok(Some((end, -1))),
+                -2 | -4 => Ok(Some((start, -1))),
+                -3 => log::offset_of_max_timestamp(&log).await,
+                t if t >= 0 => log::offset_for_timestamp(&log, t).await,
+                _ => Ok(None),
+            };
+            let result = match found {
+                Ok(Some((offset, ts))) => {
+                    OffsetResult { tp, error_code: errors::NONE, offset, timestamp: ts }
+                }
+                Ok(None) if timestamp < -4 => failed(tp, errors::INVALID_REQUEST),
+                Ok(None) => failed(tp, errors::NONE),
+                Err(e) => {
+                    tracing::warn!(%tp, "list offsets failed: {e}");
+                    failed(tp, errors::UNKNOWN_SERVER_ERROR)
+                }
+            };
+            out.push(result);
+        }
+        out
+    }
+
+    pub(super) async fn delete_records(
+        &self,
+        partitions: Vec<(TopicPartition, i64)>,
+    ) -> Vec<OffsetResult> {
+        let mut out = Vec::with_capacity(partitions.len());
+        for (tp, offset) in partitions {
+            let result = match self.log(&tp) {
+                None => Err(errors::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(log) => log::delete_records(&log, offset).await.map_err(|e| match e {
+                    StorageError::OffsetOutOfRange => errors::OFFSET_OUT_OF_RANGE,
+                    StorageError::Deleted => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    e => {
+                        tracing::warn!(%tp, "delete records failed: {e}");
+                        errors::UNKNOWN_SERVER_ERROR
+                    }
+                }),
+            };
+            let (error_code, offset) = match result {
+                Ok(start) => (errors::NONE, start),
+                Err(code) => (code, -1),
+            };
+            out.push(OffsetResult { tp, error_code, offset, timestamp: -1 });
+        }
+        out
+    }
+
+    pub(super) fn describe_producers(
+        &self,
+        partitions: Vec<TopicPartition>,
+    ) -> Vec<(TopicPartition, Result<Vec<ProducerInfo>, i16>)> {
+        partitions
+            .into_iter()
+            .map(|tp| {
+                let Some(log) = self.log(&tp) else {
+                    return (tp, Err(errors::UNKNOWN_TOPIC_OR_PARTITION));
+                };
+                let l = log.borrow();
+                let infos = l
+                    .producers
+                    .entries()
+                    .map(|(producer_id, entry)| {
+                        let last = entry.batches.back();
+                        ProducerInfo {
+                            producer_id,
+                            producer_epoch: entry.epoch,
+                            last_sequence: last.map_or(-1, |b| b.last_sequence),
+                            last_timestamp: last.map_or(-1, |b| b.timestamp),
+                            current_txn_start_offset: l
+                                .producers
+                                .txns
+                                .open_transaction(producer_id)
+                                .unwrap_or(-1),
+                        }
+                    })
+                    .collect();
+                (tp, Ok(infos))
+            })
+            .collect()
+    }
+}
