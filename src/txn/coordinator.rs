@@ -467,8 +467,10 @@ impl TxnCoordinator {
             return;
         };
         if self.persist().await.is_err() {
-            // Not recorded: try again at the next deadline.
-            self.arm_timeout(transactional_id);
+            // The abort is decided in memory but not recorded; markers without the record
+            // could not be finished after a restart. (The state machine does not roll a
+            // refused transition back yet: the transaction stays PrepareAbort until restart.)
+            tracing::warn!(%transactional_id, "cannot record the timeout abort");
             return;
         }
         tracing::info!(transactional_id = %plan.transactional_id,
