@@ -9,18 +9,21 @@
 //!   of producer ids the partitions must remember down. The bump needs no stored state:
 //!   the partitions hold the epochs, so it is answered on the connection's shard.
 //! - A transactional id: the transaction coordinator of the shard that owns it answers
-//!   (`api::transactions`, `txn::coordinator`): a fresh id at epoch 0 the first time, the
-//!   epoch bumped on every later call (fencing the previous producer), an open transaction
-//!   aborted first. An empty transactional id is INVALID_REQUEST, as in Kafka, and so is one
-//!   longer than the transaction log's strings hold (32767 bytes).
+//!   (`txn::coordinator`): a fresh id at epoch 0 the first time, the epoch bumped on every
+//!   later call (fencing the previous producer), an open transaction aborted first. An empty
+//!   transactional id is INVALID_REQUEST, as in Kafka, and so is one longer than the
+//!   transaction log's strings hold (32767 bytes).
 
 use bytes::Bytes;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
+use super::txn_common::{call, fenced};
 use super::{Context, Outcome};
 use crate::model::records::SHORT_STRING_BYTES_MAX;
 use crate::protocol::errors;
 use crate::storage::producer_state::{NO_PRODUCER_EPOCH, NO_PRODUCER_ID};
+use crate::txn::coordinator::{TxnRequest, TxnResponse};
+use crate::txn::state::Producer;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: InitProducerIdRequest = match ctx.decode(body) {
@@ -31,13 +34,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let answer = match plan(transactional_id, request.producer_id.0, request.producer_epoch) {
         Plan::Refuse(code) => Err(code),
         Plan::Transactional => {
-            let producer = crate::txn::state::Producer {
+            let producer = Producer {
                 producer_id: request.producer_id.0,
                 producer_epoch: request.producer_epoch,
             };
             let id = transactional_id.unwrap_or_default();
             let timeout_ms = request.transaction_timeout_ms;
-            super::transactions::init_producer_id(ctx, id, timeout_ms, producer)
+            init_transactional(ctx, id, timeout_ms, producer)
                 .await
                 .map(|p| (p.producer_id, p.producer_epoch))
         }
@@ -57,6 +60,21 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         }
     }
     ctx.reply(&response)
+}
+
+/// InitProducerId for a transactional producer: the id, epoch, or the error code.
+async fn init_transactional(
+    ctx: &Context,
+    transactional_id: &str,
+    timeout_ms: i32,
+    producer: Producer,
+) -> Result<Producer, i16> {
+    let request =
+        TxnRequest::Init { transactional_id: transactional_id.to_string(), timeout_ms, producer };
+    match call(ctx, transactional_id, request).await {
+        Some(TxnResponse::Init(result)) => result.map_err(|code| fenced(code, ctx.version, 4)),
+        _ => Err(errors::COORDINATOR_NOT_AVAILABLE),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,17 +12,41 @@
 //! them exactly as Kafka's one-request-at-a-time channel would (a ListOffsets after a
 //! produce sees the produce, a produce after CreateTopics sees the topic).
 
-mod admin;
+mod add_offsets_to_txn;
+mod add_partitions_to_txn;
 mod alter_configs;
 mod api_versions;
+mod config_common;
+mod create_partitions;
+mod create_topics;
+mod delete_groups;
 mod delete_records;
+mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
+mod describe_groups;
+mod describe_producers;
+mod describe_transactions;
+mod end_txn;
 mod fetch;
-mod groups;
+mod find_coordinator;
+mod group_common;
+mod heartbeat;
+mod incremental_alter_configs;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
+mod list_transactions;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod produce;
-mod transactions;
+mod sync_group;
+mod txn_common;
+mod txn_offset_commit;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -129,35 +153,33 @@ async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         ApiKey::ApiVersions => api_versions::handle(ctx, body),
         ApiKey::Metadata => metadata::handle(ctx, body).await,
         ApiKey::ListOffsets => list_offsets::handle(ctx, body).await,
-        ApiKey::CreateTopics => admin::create_topics(ctx, body).await,
-        ApiKey::DeleteTopics => admin::delete_topics(ctx, body).await,
-        ApiKey::CreatePartitions => admin::create_partitions(ctx, body).await,
-        ApiKey::DescribeConfigs => admin::describe_configs(ctx, body).await,
-        ApiKey::AlterConfigs => alter_configs::alter_configs(ctx, body).await,
-        ApiKey::IncrementalAlterConfigs => {
-            alter_configs::incremental_alter_configs(ctx, body).await
-        }
-        ApiKey::DescribeCluster => admin::describe_cluster(ctx, body),
-        ApiKey::FindCoordinator => groups::find_coordinator(ctx, body),
-        ApiKey::JoinGroup => groups::join_group(ctx, body).await,
-        ApiKey::SyncGroup => groups::sync_group(ctx, body).await,
-        ApiKey::Heartbeat => groups::heartbeat(ctx, body).await,
-        ApiKey::LeaveGroup => groups::leave_group(ctx, body).await,
-        ApiKey::OffsetCommit => groups::offset_commit(ctx, body).await,
-        ApiKey::OffsetFetch => groups::offset_fetch(ctx, body).await,
-        ApiKey::OffsetDelete => groups::offset_delete(ctx, body).await,
-        ApiKey::DescribeGroups => groups::describe_groups(ctx, body).await,
-        ApiKey::ListGroups => groups::list_groups(ctx, body).await,
-        ApiKey::DeleteGroups => groups::delete_groups(ctx, body).await,
+        ApiKey::CreateTopics => create_topics::handle(ctx, body).await,
+        ApiKey::DeleteTopics => delete_topics::handle(ctx, body).await,
+        ApiKey::CreatePartitions => create_partitions::handle(ctx, body).await,
+        ApiKey::DescribeConfigs => describe_configs::handle(ctx, body).await,
+        ApiKey::AlterConfigs => alter_configs::handle(ctx, body).await,
+        ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(ctx, body).await,
+        ApiKey::DescribeCluster => describe_cluster::handle(ctx, body),
+        ApiKey::FindCoordinator => find_coordinator::handle(ctx, body),
+        ApiKey::JoinGroup => join_group::handle(ctx, body).await,
+        ApiKey::SyncGroup => sync_group::handle(ctx, body).await,
+        ApiKey::Heartbeat => heartbeat::handle(ctx, body).await,
+        ApiKey::LeaveGroup => leave_group::handle(ctx, body).await,
+        ApiKey::OffsetCommit => offset_commit::handle(ctx, body).await,
+        ApiKey::OffsetFetch => offset_fetch::handle(ctx, body).await,
+        ApiKey::OffsetDelete => offset_delete::handle(ctx, body).await,
+        ApiKey::DescribeGroups => describe_groups::handle(ctx, body).await,
+        ApiKey::ListGroups => list_groups::handle(ctx, body).await,
+        ApiKey::DeleteGroups => delete_groups::handle(ctx, body).await,
         ApiKey::InitProducerId => init_producer_id::handle(ctx, body).await,
         ApiKey::DeleteRecords => delete_records::handle(ctx, body).await,
-        ApiKey::AddPartitionsToTxn => transactions::add_partitions(ctx, body).await,
-        ApiKey::AddOffsetsToTxn => transactions::add_offsets(ctx, body).await,
-        ApiKey::TxnOffsetCommit => transactions::txn_offset_commit(ctx, body).await,
-        ApiKey::EndTxn => transactions::end_txn(ctx, body).await,
-        ApiKey::DescribeTransactions => transactions::describe_transactions(ctx, body).await,
-        ApiKey::ListTransactions => transactions::list_transactions(ctx, body).await,
-        ApiKey::DescribeProducers => transactions::describe_producers(ctx, body).await,
+        ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(ctx, body).await,
+        ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(ctx, body).await,
+        ApiKey::TxnOffsetCommit => txn_offset_commit::handle(ctx, body).await,
+        ApiKey::EndTxn => end_txn::handle(ctx, body).await,
+        ApiKey::DescribeTransactions => describe_transactions::handle(ctx, body).await,
+        ApiKey::ListTransactions => list_transactions::handle(ctx, body).await,
+        ApiKey::DescribeProducers => describe_producers::handle(ctx, body).await,
         other => Outcome::Close(format!("{other:?} is not implemented")),
     }
 }

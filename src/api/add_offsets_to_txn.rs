@@ -1,0 +1,37 @@
+//! AddOffsetsToTxn (API 25): adds a consumer group to a producer's transaction, so that the
+//! offsets TxnOffsetCommit sends for it are committed or dropped with the transaction.
+
+use bytes::Bytes;
+use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
+
+use super::txn_common::{call, fenced};
+use super::{Context, Outcome};
+use crate::constants::GROUP_ID_LENGTH_MAX;
+use crate::protocol::errors;
+use crate::txn::coordinator::{TxnRequest, TxnResponse};
+use crate::txn::state::Producer;
+
+pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
+    let request: AddOffsetsToTxnRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(close) => return close,
+    };
+    let producer =
+        Producer { producer_id: request.producer_id.0, producer_epoch: request.producer_epoch };
+    let txn = TxnRequest::Add {
+        transactional_id: request.transactional_id.0.to_string(),
+        producer,
+        partitions: Vec::new(),
+        groups: vec![request.group_id.0.to_string()],
+    };
+    let mut response = AddOffsetsToTxnResponse::default();
+    if request.group_id.0.len() > GROUP_ID_LENGTH_MAX {
+        response.error_code = errors::INVALID_GROUP_ID;
+        return ctx.reply(&response);
+    }
+    response.error_code = match call(ctx, &request.transactional_id.0, txn).await {
+        Some(TxnResponse::Code(code)) => fenced(code, ctx.version, 2),
+        _ => errors::COORDINATOR_NOT_AVAILABLE,
+    };
+    ctx.reply(&response)
+}

@@ -1,0 +1,69 @@
+//! What the config handlers share: Kafka's resource types and config sources, and for
+//! AlterConfigs and IncrementalAlterConfigs the check of the resource, the entry of the
+//! response and the call to the controller, which validates, persists and applies the new
+//! overrides on every shard before answering.
+//!
+//! Broker configs are static in Spate (command line or file): altering one is refused with
+//! INVALID_REQUEST and says so.
+
+use std::collections::BTreeMap;
+
+use super::Context;
+use crate::controller::{ControllerRequest, TopicError};
+use crate::protocol::errors;
+
+/// Resource types (Kafka's `ConfigResource.Type`).
+pub(super) const RESOURCE_TOPIC: i8 = 2;
+pub(super) const RESOURCE_BROKER: i8 = 4;
+/// Config sources, as DescribeConfigs and CreateTopics (v5+) report them (Kafka's
+/// `ConfigSource`).
+pub(super) const SOURCE_TOPIC: i8 = 1;
+pub(super) const SOURCE_STATIC_BROKER: i8 = 4;
+pub(super) const SOURCE_DEFAULT: i8 = 5;
+
+/// A resource's entry in either response: its type and name, and the error if `outcome` is
+/// one. AlterConfigs and IncrementalAlterConfigs answer with two distinct types that have the
+/// same fields, so this is a macro rather than a function.
+macro_rules! resource_result {
+    ($result:ty, $resource:expr, $outcome:expr) => {{
+        let mut result = <$result>::default();
+        result.resource_type = $resource.resource_type;
+        result.resource_name = $resource.resource_name;
+        if let Err(e) = $outcome {
+            result.error_code = e.code;
+            result.error_message = Some($crate::api::str_bytes(&e.message));
+        }
+        result
+    }};
+}
+pub(super) use resource_result;
+
+pub(super) fn check_resource(resource_type: i8) -> Result<(), TopicError> {
+    match resource_type {
+        RESOURCE_TOPIC => Ok(()),
+        RESOURCE_BROKER => Err(TopicError {
+            code: errors::INVALID_REQUEST,
+            message: "broker configs are static in Spate; set them on the command line or in \
+                      the config file and restart"
+                .into(),
+        }),
+        other => Err(TopicError {
+            code: errors::INVALID_REQUEST,
+            message: format!("resource type {other} has no alterable configs"),
+        }),
+    }
+}
+
+pub(super) async fn alter(
+    ctx: &Context,
+    name: String,
+    overrides: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), TopicError> {
+    let call = ControllerRequest::AlterTopicConfig { name, overrides, validate_only };
+    ctx.controller().change_topic(call).await.map(|_| ())
+}
+
+pub(super) fn invalid_config(message: String) -> TopicError {
+    TopicError { code: errors::INVALID_CONFIG, message }
+}

@@ -1,0 +1,47 @@
+//! CreatePartitions (API 37): the controller adds partitions to a topic and opens them on every
+//! shard before answering; explicit assignments must name only this broker.
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+
+use super::{str_bytes, Context, Outcome};
+use crate::controller::ControllerRequest;
+use crate::protocol::errors;
+
+pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
+    let request: CreatePartitionsRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(close) => return close,
+    };
+    let mut response = CreatePartitionsResponse::default();
+    for topic in request.topics {
+        let mut result = CreatePartitionsTopicResult::default();
+        result.name = topic.name.clone();
+        let assignments = topic.assignments.as_ref().filter(|a| !a.is_empty());
+        let node_id = ctx.shard().config.node_id;
+        let foreign = assignments.and_then(|a| {
+            a.iter().position(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node_id)
+        });
+        if let Some(index) = foreign {
+            result.error_code = errors::INVALID_REPLICA_ASSIGNMENT;
+            let message =
+                format!("new partition {index} must be assigned to broker {node_id} only");
+            result.error_message = Some(str_bytes(&message));
+            response.results.push(result);
+            continue;
+        }
+        let call = ControllerRequest::CreatePartitions {
+            name: topic.name.0.to_string(),
+            count: topic.count,
+            assignments: assignments.map(Vec::len),
+            validate_only: request.validate_only,
+        };
+        if let Err(e) = ctx.controller().change_topic(call).await {
+            result.error_code = e.code;
+            result.error_message = Some(str_bytes(&e.message));
+        }
+        response.results.push(result);
+    }
+    ctx.reply(&response)
+}

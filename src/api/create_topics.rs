@@ -1,0 +1,151 @@
+//! CreateTopics (API 19): topics are created by the controller (shard 0), which persists the
+//! catalog and tells every shard before answering, so the next request on any connection sees
+//! the topic. Replication and assignments must fit this one broker; v5+ return the configs.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+
+use super::config_common::{SOURCE_DEFAULT, SOURCE_TOPIC};
+use super::{str_bytes, Context, Outcome};
+use crate::controller::{ControllerRequest, CreateTopic, TopicError};
+use crate::model::topic::{PASSIVE_TOPIC_CONFIG_NAMES, TOPIC_CONFIG_NAMES};
+use crate::protocol::errors;
+
+pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
+    let request: CreateTopicsRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(close) => return close,
+    };
+    let mut response = CreateTopicsResponse::default();
+    let mut seen = BTreeMap::new();
+    for topic in &request.topics {
+        *seen.entry(topic.name.0.to_string()).or_insert(0) += 1;
+    }
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let mut result = CreatableTopicResult::default();
+        result.name = topic.name.clone();
+        result.num_partitions = -1;
+        result.replication_factor = -1;
+        let outcome = if seen.get(&name).copied().unwrap_or(0) > 1 {
+            Err(TopicError {
+                code: errors::INVALID_REQUEST,
+                message: "topic named twice in one request".into(),
+            })
+        } else if topic.replication_factor != -1 && topic.replication_factor != 1 {
+            Err(TopicError {
+                code: errors::INVALID_REPLICATION_FACTOR,
+                message: format!(
+                    "replication factor {} is larger than the 1 available broker",
+                    topic.replication_factor
+                ),
+            })
+        } else if let Err(message) = check_assignments(&topic, ctx.shard().config.node_id) {
+            Err(TopicError { code: errors::INVALID_REPLICA_ASSIGNMENT, message })
+        } else {
+            let mut overrides = BTreeMap::new();
+            let mut bad = None;
+            for config in &topic.configs {
+                match &config.value {
+                    Some(value) => {
+                        overrides.insert(config.name.to_string(), value.to_string());
+                    }
+                    None => bad = Some(config.name.to_string()),
+                }
+            }
+            match bad {
+                Some(key) => Err(TopicError {
+                    code: errors::INVALID_CONFIG,
+                    message: format!("config {key} has no value"),
+                }),
+                None => {
+                    let create = CreateTopic {
+                        name: name.clone(),
+                        partitions: if topic.assignments.is_empty() {
+                            topic.num_partitions
+                        } else {
+                            topic.assignments.len() as i32
+                        },
+                        overrides,
+                        validate_only: request.validate_only,
+                    };
+                    let create = ControllerRequest::CreateTopic(create);
+                    ctx.controller().change_topic(create).await
+                }
+            }
+        };
+        match outcome {
+            Ok(meta) => {
+                result.topic_id = uuid::Uuid::from_bytes(meta.id);
+                result.num_partitions = meta.partitions;
+                result.replication_factor = 1;
+                if ctx.version >= 5 {
+                    result.configs = Some(
+                        TOPIC_CONFIG_NAMES
+                            .iter()
+                            .filter_map(|key| {
+                                let value = meta.config.value_of(key)?;
+                                let mut c = CreatableTopicConfigs::default();
+                                c.name = str_bytes(key);
+                                c.value = Some(str_bytes(&value));
+                                c.config_source = if meta.overrides.contains_key(*key) {
+                                    SOURCE_TOPIC
+                                } else {
+                                    SOURCE_DEFAULT
+                                };
+                                Some(c)
+                            })
+                            .chain(meta.overrides.iter().filter_map(|(key, value)| {
+                                if !PASSIVE_TOPIC_CONFIG_NAMES.contains(&key.as_str()) {
+                                    return None;
+                                }
+                                let mut c = CreatableTopicConfigs::default();
+                                c.name = str_bytes(key);
+                                c.value = Some(str_bytes(value));
+                                c.config_source = SOURCE_TOPIC;
+                                Some(c)
+                            }))
+                            .collect(),
+                    );
+                }
+            }
+            Err(e) => {
+                result.error_code = e.code;
+                result.error_message = Some(str_bytes(&e.message));
+            }
+        }
+        response.topics.push(result);
+    }
+    ctx.reply(&response)
+}
+
+/// With explicit assignments Kafka wants num_partitions and replication_factor at -1 and
+/// one replica list per partition; on a single node every list must name only this broker.
+fn check_assignments(
+    topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+    node_id: i32,
+) -> Result<(), String> {
+    if topic.assignments.is_empty() {
+        return Ok(());
+    }
+    if topic.num_partitions != -1 || topic.replication_factor != -1 {
+        return Err("with replica assignments, partitions and replication factor must be -1".into());
+    }
+    let mut indexes: Vec<i32> = topic.assignments.iter().map(|a| a.partition_index).collect();
+    indexes.sort_unstable();
+    if indexes.iter().enumerate().any(|(i, index)| *index != i as i32) {
+        return Err("assignments must cover partitions 0..n once each".into());
+    }
+    for assignment in &topic.assignments {
+        if assignment.broker_ids.len() != 1 || assignment.broker_ids[0].0 != node_id {
+            let index = assignment.partition_index;
+            return Err(format!("partition {index} must be assigned to broker {node_id} only"));
+        }
+    }
+    Ok(())
+}

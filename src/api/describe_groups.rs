@@ -1,0 +1,77 @@
+//! DescribeGroups (API 15): each group's state, protocol and members, with one mesh message per
+//! owning shard; from v6 a group that does not exist is GROUP_ID_NOT_FOUND, as in Kafka.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, GroupId};
+
+use super::group_common::check_group_id;
+use super::{str_bytes, Context, Outcome};
+use crate::group::coordinator::{GroupRequest, GroupResponse};
+use crate::group::state;
+use crate::model::ShardId;
+use crate::protocol::errors;
+
+pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
+    let request: DescribeGroupsRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(close) => return close,
+    };
+    let ids: Vec<String> = request.groups.iter().map(|g| g.0.to_string()).collect();
+    let mut by_shard: BTreeMap<ShardId, Vec<String>> = BTreeMap::new();
+    for id in ids.iter().filter(|id| check_group_id(id, true).is_ok()) {
+        by_shard.entry(ctx.groups().owner(id)).or_default().push(id.clone());
+    }
+    let calls = by_shard
+        .into_iter()
+        .map(|(owner, groups)| ctx.groups().call(owner, GroupRequest::Describe { groups }));
+    let mut described: BTreeMap<String, state::DescribedGroup> = BTreeMap::new();
+    for answer in futures::future::join_all(calls).await {
+        if let Some(GroupResponse::Describe(groups)) = answer {
+            described.extend(groups.into_iter().map(|g| (g.group_id.clone(), g)));
+        }
+    }
+    let mut response = DescribeGroupsResponse::default();
+    for id in ids {
+        let mut group = DescribedGroup::default();
+        group.group_id = GroupId(str_bytes(&id));
+        if let Err(code) = check_group_id(&id, true) {
+            group.error_code = code;
+            group.group_state = str_bytes(state::GroupState::Dead.name());
+            response.groups.push(group);
+            continue;
+        }
+        let Some(found) = described.remove(&id) else {
+            group.error_code = errors::COORDINATOR_NOT_AVAILABLE;
+            response.groups.push(group);
+            continue;
+        };
+        group.group_state = str_bytes(found.state.name());
+        if found.state == state::GroupState::Dead && ctx.version >= 6 {
+            group.error_code = errors::GROUP_ID_NOT_FOUND;
+            group.error_message = Some(str_bytes(&format!("Group {id} not found.")));
+        }
+        group.protocol_type = str_bytes(&found.protocol_type);
+        group.protocol_data = str_bytes(&found.protocol_data);
+        group.members = found
+            .members
+            .into_iter()
+            .map(|m| {
+                let mut member = DescribedGroupMember::default();
+                member.member_id = str_bytes(&m.member_id);
+                if ctx.version >= 4 {
+                    member.group_instance_id = m.group_instance_id.as_deref().map(str_bytes);
+                }
+                member.client_id = str_bytes(&m.client_id);
+                member.client_host = str_bytes(&m.client_host);
+                member.member_metadata = m.metadata;
+                member.member_assignment = m.assignment;
+                member
+            })
+            .collect();
+        response.groups.push(group);
+    }
+    ctx.reply(&response)
+}

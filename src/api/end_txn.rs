@@ -1,0 +1,34 @@
+//! EndTxn (API 26): commits or aborts a transaction; its coordinator writes Prepare*, the
+//! partitions' markers and the groups' offsets, then Complete*, before answering, as Kafka's.
+
+use bytes::Bytes;
+use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse, ProducerId};
+
+use super::txn_common::{call, fenced};
+use super::{Context, Outcome};
+use crate::protocol::errors;
+use crate::txn::coordinator::{TxnRequest, TxnResponse};
+use crate::txn::state::Producer;
+
+pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
+    let request: EndTxnRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(close) => return close,
+    };
+    let producer =
+        Producer { producer_id: request.producer_id.0, producer_epoch: request.producer_epoch };
+    let txn = TxnRequest::End {
+        transactional_id: request.transactional_id.0.to_string(),
+        producer,
+        commit: request.committed,
+    };
+    let mut response = EndTxnResponse::default();
+    response.error_code = match call(ctx, &request.transactional_id.0, txn).await {
+        Some(TxnResponse::Code(code)) => fenced(code, ctx.version, 2),
+        _ => errors::COORDINATOR_NOT_AVAILABLE,
+    };
+    // v5 (transaction version 2) answers the next epoch; not used at version 1.
+    response.producer_id = ProducerId(-1);
+    response.producer_epoch = -1;
+    ctx.reply(&response)
+}

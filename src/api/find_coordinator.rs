@@ -1,0 +1,64 @@
+//! FindCoordinator (API 10): names this broker as the coordinator of a group or a
+//! transactional id, for one key (v0-3) or a batch of keys (v4+, KIP-699), as Kafka answers.
+
+use bytes::Bytes;
+use kafka_protocol::messages::find_coordinator_response::Coordinator as CoordinatorEntry;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+
+use super::{str_bytes, Context, Outcome};
+use crate::protocol::errors;
+
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+/// Every group (and transaction) key is coordinated by this broker: a single node owns every
+/// partition of `__consumer_offsets`. The shard behind it is found per request.
+pub fn handle(ctx: &Context, body: Bytes) -> Outcome {
+    let request: FindCoordinatorRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(close) => return close,
+    };
+    let config = &ctx.shard().config;
+    let known_type = matches!(request.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION);
+    let (code, message) = if known_type {
+        (errors::NONE, None)
+    } else {
+        (errors::INVALID_REQUEST, Some(str_bytes("unsupported coordinator key type")))
+    };
+    let mut response = FindCoordinatorResponse::default();
+    if ctx.version < 4 {
+        response.error_code = code;
+        if ctx.version >= 1 {
+            response.error_message = message;
+        }
+        if code == errors::NONE {
+            response.node_id = BrokerId(config.node_id);
+            response.host = str_bytes(&config.advertised_host);
+            response.port = i32::from(config.advertised_port);
+        } else {
+            response.node_id = BrokerId(-1);
+            response.port = -1;
+        }
+    } else {
+        response.coordinators = request
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                let mut entry = CoordinatorEntry::default();
+                entry.key = key.clone();
+                entry.error_code = code;
+                entry.error_message = message.clone();
+                if code == errors::NONE {
+                    entry.node_id = BrokerId(config.node_id);
+                    entry.host = str_bytes(&config.advertised_host);
+                    entry.port = i32::from(config.advertised_port);
+                } else {
+                    entry.node_id = BrokerId(-1);
+                    entry.port = -1;
+                }
+                entry
+            })
+            .collect();
+    }
+    ctx.reply(&response)
+}

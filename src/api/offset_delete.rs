@@ -1,0 +1,54 @@
+//! OffsetDelete (API 47): deletes a group's committed offsets of the partitions named; the
+//! owning shard refuses a topic the group still consumes (GROUP_SUBSCRIBED_TO_TOPIC), as Kafka.
+
+use bytes::Bytes;
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse, TopicName};
+
+use super::group_common::{call, check_group_id};
+use super::{str_bytes, Context, Outcome};
+use crate::group::coordinator::{GroupRequest, GroupResponse};
+use crate::protocol::errors;
+
+pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
+    let request: OffsetDeleteRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(close) => return close,
+    };
+    let group_id = request.group_id.0.to_string();
+    let topics: Vec<(String, Vec<i32>)> = request
+        .topics
+        .iter()
+        .map(|t| (t.name.0.to_string(), t.partitions.iter().map(|p| p.partition_index).collect()))
+        .collect();
+    let outcome = match check_group_id(&group_id, false) {
+        Err(code) => Err(code),
+        Ok(()) => {
+            let delete = GroupRequest::DeleteOffsets { group_id: group_id.clone(), topics };
+            match call(ctx, &group_id, delete).await {
+                Some(GroupResponse::DeleteOffsets(outcome)) => outcome,
+                _ => Err(errors::COORDINATOR_NOT_AVAILABLE),
+            }
+        }
+    };
+    let mut response = OffsetDeleteResponse::default();
+    match outcome {
+        Err(code) => response.error_code = code,
+        Ok(topics) => {
+            for (name, partitions) in topics {
+                let mut topic = OffsetDeleteResponseTopic::default();
+                topic.name = TopicName(str_bytes(&name));
+                for (index, code) in partitions {
+                    let mut partition = OffsetDeleteResponsePartition::default();
+                    partition.partition_index = index;
+                    partition.error_code = code;
+                    topic.partitions.push(partition);
+                }
+                response.topics.push(topic);
+            }
+        }
+    }
+    ctx.reply(&response)
+}

@@ -1,0 +1,156 @@
+//! OffsetFetch (API 9): a group's committed offsets, of every partition or of those named;
+//! from v8 (KIP-709) several groups at once, with one mesh message per owning shard.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
+
+use super::group_common::check_group_id;
+use super::{str_bytes, Context, Outcome};
+use crate::group::coordinator::{GroupRequest, GroupResponse};
+use crate::group::state::FetchedOffset;
+use crate::model::ShardId;
+use crate::protocol::errors;
+
+pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
+    let request: OffsetFetchRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(close) => return close,
+    };
+    type Wanted = Option<Vec<(String, Vec<i32>)>>;
+    let asked: Vec<(String, Wanted)> = if ctx.version < 8 {
+        let topics = request.topics.as_ref().map(|topics| {
+            topics.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect()
+        });
+        vec![(request.group_id.0.to_string(), topics)]
+    } else {
+        request
+            .groups
+            .iter()
+            .map(|g| {
+                let topics = g.topics.as_ref().map(|topics| {
+                    topics
+                        .iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                        .collect()
+                });
+                (g.group_id.0.to_string(), topics)
+            })
+            .collect()
+    };
+    // One message per owning shard, with every group it owns.
+    let mut by_shard: BTreeMap<ShardId, Vec<(String, Wanted)>> = BTreeMap::new();
+    let mut found: BTreeMap<String, Result<Vec<FetchedOffset>, i16>> = BTreeMap::new();
+    for (group_id, wanted) in &asked {
+        match check_group_id(group_id, true) {
+            Err(code) => {
+                found.insert(group_id.clone(), Err(code));
+            }
+            Ok(()) => {
+                let owner = ctx.groups().owner(group_id);
+                by_shard.entry(owner).or_default().push((group_id.clone(), wanted.clone()));
+            }
+        }
+    }
+    let calls = by_shard.into_iter().map(|(owner, groups)| {
+        let ids: Vec<String> = groups.iter().map(|(g, _)| g.clone()).collect();
+        let call = ctx.groups().call(owner, GroupRequest::Fetch { groups });
+        async move { (ids, call.await) }
+    });
+    for (ids, answer) in futures::future::join_all(calls).await {
+        match answer {
+            Some(GroupResponse::Fetch(groups)) => {
+                for (group_id, offsets) in groups {
+                    found.insert(group_id, Ok(offsets));
+                }
+            }
+            _ => {
+                for group_id in ids {
+                    found.insert(group_id, Err(errors::COORDINATOR_NOT_AVAILABLE));
+                }
+            }
+        }
+    }
+    let mut response = OffsetFetchResponse::default();
+    if ctx.version < 8 {
+        let (group_id, _) = &asked[0];
+        let result = found.remove(group_id).unwrap_or(Err(errors::COORDINATOR_NOT_AVAILABLE));
+        match result {
+            Err(code) => {
+                if ctx.version >= 2 {
+                    response.error_code = code;
+                }
+            }
+            Ok(offsets) => {
+                response.topics = by_topic(offsets)
+                    .into_iter()
+                    .map(|(name, offsets)| {
+                        let mut topic = OffsetFetchResponseTopic::default();
+                        topic.name = TopicName(str_bytes(&name));
+                        topic.partitions = offsets
+                            .into_iter()
+                            .map(|o| {
+                                let mut p = OffsetFetchResponsePartition::default();
+                                p.partition_index = o.partition;
+                                p.committed_offset = o.offset;
+                                if ctx.version >= 5 {
+                                    p.committed_leader_epoch = o.leader_epoch;
+                                }
+                                p.metadata = Some(str_bytes(&o.metadata));
+                                p
+                            })
+                            .collect();
+                        topic
+                    })
+                    .collect();
+            }
+        }
+    } else {
+        for (group_id, _) in &asked {
+            let mut group = OffsetFetchResponseGroup::default();
+            group.group_id = GroupId(str_bytes(group_id));
+            match found.get(group_id).cloned().unwrap_or(Err(errors::COORDINATOR_NOT_AVAILABLE)) {
+                Err(code) => group.error_code = code,
+                Ok(offsets) => {
+                    group.topics = by_topic(offsets)
+                        .into_iter()
+                        .map(|(name, offsets)| {
+                            let mut topic = OffsetFetchResponseTopics::default();
+                            topic.name = TopicName(str_bytes(&name));
+                            topic.partitions = offsets
+                                .into_iter()
+                                .map(|o| {
+                                    let mut p = OffsetFetchResponsePartitions::default();
+                                    p.partition_index = o.partition;
+                                    p.committed_offset = o.offset;
+                                    p.committed_leader_epoch = o.leader_epoch;
+                                    p.metadata = Some(str_bytes(&o.metadata));
+                                    p
+                                })
+                                .collect();
+                            topic
+                        })
+                        .collect();
+                }
+            }
+            response.groups.push(group);
+        }
+    }
+    ctx.reply(&response)
+}
+
+fn by_topic(offsets: Vec<FetchedOffset>) -> Vec<(String, Vec<FetchedOffset>)> {
+    let mut grouped: Vec<(String, Vec<FetchedOffset>)> = Vec::new();
+    for offset in offsets {
+        match grouped.iter_mut().find(|(name, _)| *name == offset.topic) {
+            Some((_, list)) => list.push(offset),
+            None => grouped.push((offset.topic.clone(), vec![offset])),
+        }
+    }
+    grouped
+}

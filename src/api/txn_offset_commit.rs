@@ -1,0 +1,69 @@
+//! TxnOffsetCommit (API 28): offsets committed inside a transaction; the transaction's
+//! coordinator checks and keeps them, and they reach the group only if the transaction commits.
+
+use bytes::Bytes;
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
+
+use super::txn_common::{call, fenced};
+use super::{Context, Outcome};
+use crate::protocol::errors;
+use crate::txn::coordinator::{TxnRequest, TxnResponse};
+use crate::txn::state::{Producer, TxnOffset};
+
+pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
+    let request: TxnOffsetCommitRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(close) => return close,
+    };
+    let producer =
+        Producer { producer_id: request.producer_id.0, producer_epoch: request.producer_epoch };
+    let metadata_max = ctx.groups().config().offset_metadata_bytes_max;
+    let mut codes = Vec::new();
+    let mut offsets = Vec::new();
+    for topic in &request.topics {
+        for p in &topic.partitions {
+            let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
+            if metadata.len() > metadata_max {
+                codes.push(errors::OFFSET_METADATA_TOO_LARGE);
+                continue;
+            }
+            codes.push(errors::NONE);
+            let offset = TxnOffset {
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata,
+            };
+            offsets.push((topic.name.0.to_string(), p.partition_index, offset));
+        }
+    }
+    let commit = TxnRequest::CommitOffsets {
+        transactional_id: request.transactional_id.0.to_string(),
+        producer,
+        group_id: request.group_id.0.to_string(),
+        offsets,
+    };
+    let code = match call(ctx, &request.transactional_id.0, commit).await {
+        Some(TxnResponse::Code(code)) => fenced(code, ctx.version, 2),
+        _ => errors::COORDINATOR_NOT_AVAILABLE,
+    };
+    if code != errors::NONE {
+        codes.iter_mut().filter(|c| **c == errors::NONE).for_each(|c| *c = code);
+    }
+    let mut response = TxnOffsetCommitResponse::default();
+    let mut codes = codes.into_iter();
+    for topic in &request.topics {
+        let mut t = TxnOffsetCommitResponseTopic::default();
+        t.name = topic.name.clone();
+        for p in &topic.partitions {
+            let mut answer = TxnOffsetCommitResponsePartition::default();
+            answer.partition_index = p.partition_index;
+            answer.error_code = codes.next().unwrap_or(errors::UNKNOWN_SERVER_ERROR);
+            t.partitions.push(answer);
+        }
+        response.topics.push(t);
+    }
+    ctx.reply(&response)
+}
