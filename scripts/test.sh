@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs what the tests need, builds, and runs
-# unit tests, Rust integration tests, the real-client tests (kcat, confluent-kafka,
-# kafka-python), the spate-bench tests, the tuning playbook tests and librdkafka's smoke set.
+# The whole test suite, from a fresh machine: installs what the tests need, checks formatting
+# and clippy's lints (warnings are errors), builds, and runs unit tests, Rust integration
+# tests, the real-client tests (kcat, confluent-kafka, kafka-python), the spate-bench tests,
+# the tuning playbook tests and librdkafka's smoke set.
 #
 #   scripts/test.sh            everything (CI runs this through .ci/run)
 #   SPATE_SKIP_LIBRDKAFKA=1    skip librdkafka's own suite (it needs a ~3 min build once)
@@ -44,6 +45,13 @@ fi
 
 step "python packages"
 python3 -m pip install -q -r tests/clients/requirements.txt -r tests/bench/requirements.txt
+
+step "formatting and lints (cargo fmt, cargo clippy -D warnings)"
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
+run "cargo fmt" cargo fmt --all --check
+run "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 
 step "build (release)"
 cargo build --release --workspace --all-targets

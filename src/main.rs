@@ -11,4 +11,5 @@ fn main() {
         Config::from_args(args).unwrap_or_else(|message| fatal(FatalReason::Config, message));
     spate::broker::init_logging(config.log_json);
     spate::broker::run(config);
+    spate::storage::log_io_totals();
 }

@@ -1,6 +1,7 @@
 //! The wire edge of the real `spate` binary, driven with raw sockets: pipelined requests are
-//! answered in order, broken framing closes only the offending connection, and the KIP-511
-//! ApiVersions fallback works. Every socket has a timeout, so no test can hang.
+//! answered in order, broken framing closes only the offending connection, the KIP-511
+//! ApiVersions fallback works, and a frame at the size limit that claims a huge array costs
+//! no more memory than the frame. Every socket has a timeout, so no test can hang.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -24,6 +25,11 @@ struct Broker {
 
 impl Broker {
     fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    /// Starts the broker with `args` added to the defaults.
+    fn start_with(args: &[&str]) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let port =
             TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
@@ -32,6 +38,7 @@ impl Broker {
             .args(["--listen", &addr.to_string(), "--cores", "2"])
             .arg("--data-dir")
             .arg(dir.path())
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -232,4 +239,51 @@ fn garbage_unknown_keys_and_truncated_frames_harm_nobody_else() {
     let (correlation_id, _) = receive(&mut healthy, 0);
     assert_eq!(correlation_id, 2);
     broker.still_serves();
+}
+
+/// The broker's peak virtual memory and resident set, in bytes (/proc/<pid>/status).
+fn memory_bytes(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(name)).expect("field");
+        let kib: u64 = line.split_whitespace().nth(1).expect("value").parse().expect("kB");
+        kib * 1024
+    };
+    (field("VmPeak:"), field("VmRSS:"))
+}
+
+#[test]
+fn a_huge_array_count_in_a_frame_at_the_limit_reserves_no_more_than_the_frame() {
+    // A Metadata v1 request of exactly --frame-max-bytes that claims 2^31 - 1 topics, then
+    // 0xfe bytes: a negative name length, so no topic decodes (0xffff would be a null name,
+    // which the codec takes). kafka-protocol reserved capacity for min(count, bytes left)
+    // topics, 32 Mi topics of tens of bytes each here: gigabytes (an abort where they cannot
+    // be had). Untouched, they show in the peak virtual size rather than the resident set;
+    // both are checked.
+    const FRAME_BYTES: usize = 32 * 1024 * 1024;
+    const GROWTH_BYTES_MAX: u64 = FRAME_BYTES as u64 + 128 * 1024 * 1024;
+    let broker = Broker::start_with(&["--frame-max-bytes", &FRAME_BYTES.to_string()]);
+    let send_claiming = |count: i32| {
+        let mut request = BytesMut::with_capacity(4 + FRAME_BYTES);
+        request.put_i32(FRAME_BYTES as i32);
+        request.put_i16(ApiKey::Metadata as i16);
+        request.put_i16(1);
+        request.put_i32(5);
+        request.put_i16(-1); // client_id: null
+        request.put_i32(count);
+        request.put_bytes(0xfe, 4 + FRAME_BYTES - request.len());
+        let mut stream = broker.connect();
+        stream.write_all(&request).expect("write");
+        assert!(closed(&mut stream), "an undecodable request is closed");
+    };
+    // The same frame with a count of one first: the frame's own buffers set the baseline.
+    send_claiming(1);
+    let (peak_before, resident_before) = memory_bytes(broker.child.id());
+    send_claiming(i32::MAX);
+    let (peak_after, resident_after) = memory_bytes(broker.child.id());
+    broker.still_serves();
+    let peak_growth = peak_after.saturating_sub(peak_before);
+    let resident_growth = resident_after.saturating_sub(resident_before);
+    assert!(peak_growth <= GROWTH_BYTES_MAX, "peak virtual size grew by {peak_growth} bytes");
+    assert!(resident_growth <= GROWTH_BYTES_MAX, "resident set grew by {resident_growth} bytes");
 }

@@ -10,12 +10,18 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use common::{config, on_executor, open, temp_dir, tp};
-use spate::model::batch::{build_uncompressed, scan_stored};
+use spate::model::batch::{build_uncompressed, scan_stored, ScannedBatch};
 use spate::model::topic::TimestampType;
 use spate::storage::log::{self, Log, ReadChunk};
 
 /// Reads everything from `offset` and returns the batches' (base offset, last offset).
-async fn read_all(log: &Rc<RefCell<Log>>, mut offset: i64) -> Vec<(i64, i64)> {
+async fn read_all(log: &Rc<RefCell<Log>>, offset: i64) -> Vec<(i64, i64)> {
+    let batches = read_batches(log, offset).await;
+    batches.iter().map(|batch| (batch.base_offset, batch.last_offset)).collect()
+}
+
+/// Reads everything from `offset` and returns the batches in the order read.
+async fn read_batches(log: &Rc<RefCell<Log>>, mut offset: i64) -> Vec<ScannedBatch> {
     let mut out = Vec::new();
     loop {
         let outcome = log::read(log, offset, 1 << 20, true).await.expect("read");
@@ -36,7 +42,7 @@ async fn read_all(log: &Rc<RefCell<Log>>, mut offset: i64) -> Vec<(i64, i64)> {
         }
         let mut at = 0;
         while let Some(batch) = scan_stored(&bytes[at..]) {
-            out.push((batch.base_offset, batch.last_offset));
+            out.push(batch);
             offset = batch.last_offset + 1;
             at += batch.size_bytes;
         }
@@ -96,20 +102,43 @@ fn appends_get_consecutive_offsets_and_read_back_across_segment_rolls() {
 
 #[test]
 fn concurrent_appends_share_writes_and_keep_their_order() {
+    const APPENDS: usize = 64;
+    // Each append's batch carries its id in its timestamp, to be recognised on disk.
+    const TIMESTAMP_BASE: i64 = 1_700_000_000_000;
     let dir = temp_dir();
     on_executor(dir.path().to_path_buf(), |dir| async move {
         let log = open(&dir, config(1 << 20)).await;
-        let appends = (0..64).map(|_| {
-            let log = log.clone();
-            glommio::spawn_local(async move { log::append(&log, vec![batch(2, 50, 5)]).await })
-        });
-        let mut offsets: Vec<i64> = Vec::new();
-        for task in appends.collect::<Vec<_>>() {
-            offsets.push(task.await.expect("append").base_offset);
+        // A task notes its id in `issued` and calls `append` in the same poll: `append`
+        // assigns offsets before its first await, so `issued` is the order the log saw.
+        let issued = Rc::new(RefCell::new(Vec::new()));
+        let tasks: Vec<_> = (0..APPENDS)
+            .map(|id| {
+                let log = log.clone();
+                let issued = issued.clone();
+                glommio::spawn_local(async move {
+                    issued.borrow_mut().push(id);
+                    let batch = batch(2, 50, TIMESTAMP_BASE + id as i64);
+                    (id, log::append(&log, vec![batch]).await.expect("append").base_offset)
+                })
+            })
+            .collect();
+        let mut base_offsets = vec![-1; APPENDS];
+        for task in tasks {
+            let (id, base_offset) = task.await;
+            base_offsets[id] = base_offset;
         }
-        offsets.sort_unstable();
-        assert_eq!(offsets, (0..64).map(|i| i * 2).collect::<Vec<_>>());
-        assert_eq!(read_all(&log, 0).await.len(), 64);
+        let issued = issued.borrow().clone();
+        let in_issue_order: Vec<i64> = issued.iter().map(|&id| base_offsets[id]).collect();
+        assert_eq!(in_issue_order, (0..APPENDS as i64).map(|i| i * 2).collect::<Vec<_>>());
+        // The log holds the batches in that order too.
+        let stored = read_batches(&log, 0).await;
+        let stored_ids: Vec<usize> =
+            stored.iter().map(|batch| (batch.max_timestamp - TIMESTAMP_BASE) as usize).collect();
+        assert_eq!(stored_ids, issued);
+        // Group commit: the appends queued while a write was in flight shared the next one.
+        let writes = log.borrow().writes;
+        assert!(writes >= 1);
+        assert!(writes * 4 <= APPENDS as u64, "{APPENDS} appends took {writes} writes");
     });
 }
 

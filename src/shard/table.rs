@@ -40,10 +40,60 @@ mod tests {
         }
     }
 
+    /// Routing is pinned: the values below were computed once, so changing the hash or the
+    /// spreading (which moves partitions and coordinators between shards) fails here and has
+    /// to be deliberate.
     #[test]
     fn routing_is_stable() {
+        // FNV-1a 64's published test vectors: the standard hash, not merely our own.
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(shard_for("t", 0, 4), shard_for("t", 0, 4));
-        assert_eq!(shard_for_key("g", 1), ShardId(0));
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+        // (topic, shard of partition 0 with 2, 3, 4 and 8 shards)
+        let pinned = [
+            ("orders", [0, 1, 0, 4]),
+            ("payments", [0, 1, 2, 6]),
+            ("__consumer_offsets", [0, 2, 0, 4]),
+            ("t", [1, 2, 3, 3]),
+            ("clicks", [0, 1, 0, 4]),
+        ];
+        for (topic, expected) in pinned {
+            let shards = [2, 3, 4, 8].map(|shards| shard_for(topic, 0, shards).0);
+            assert_eq!(shards, expected, "{topic}");
+        }
+        // Later partitions continue round-robin from partition 0's shard.
+        assert_eq!(shard_for("payments", 5, 4), ShardId(3));
+        assert_eq!(shard_for("t", 1, 4), ShardId(0));
+        assert_eq!(shard_for("orders", 7, 8), ShardId(3));
+        // (group id, shard with 1, 2, 3, 4 and 8 shards)
+        let pinned = [
+            ("g", [0, 0, 2, 2, 6]),
+            ("consumers", [0, 0, 0, 2, 6]),
+            ("my-app", [0, 1, 2, 1, 1]),
+            ("billing", [0, 0, 1, 0, 4]),
+        ];
+        for (key, expected) in pinned {
+            let shards = [1, 2, 3, 4, 8].map(|shards| shard_for_key(key, shards).0);
+            assert_eq!(shards, expected, "{key}");
+        }
+    }
+
+    /// Topics (their partition 0) and group ids spread evenly: 1000 names of the form
+    /// `topic-<i>` (and `group-<i>`) land within 15% of the even share on every shard count
+    /// up to 8.
+    #[test]
+    fn topics_and_keys_spread_over_every_shard() {
+        for shards in 2..=8 {
+            let mut topics = vec![0usize; shards];
+            let mut keys = vec![0usize; shards];
+            for i in 0..1000 {
+                topics[shard_for(&format!("topic-{i}"), 0, shards).index()] += 1;
+                keys[shard_for_key(&format!("group-{i}"), shards).index()] += 1;
+            }
+            let share = 1000.0 / shards as f64;
+            let even = |n: &usize| (*n as f64 - share).abs() <= share * 0.15;
+            assert!(topics.iter().all(even), "{shards} shards: topics {topics:?}");
+            assert!(keys.iter().all(even), "{shards} shards: keys {keys:?}");
+        }
     }
 }

@@ -39,7 +39,7 @@ use crate::storage::cache::{BatchCache, CacheBudget, CachedBatch};
 use crate::storage::producer_state::{self, AppendCheck, ProducerBatch, ProducerStateTable};
 use crate::storage::segment::{self, Segment};
 use crate::storage::snapshot;
-use crate::storage::{io_error, Error};
+use crate::storage::{count_fdatasync, count_write, io_error, Error};
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy)]
@@ -111,6 +111,9 @@ pub struct Log {
     pub producers: ProducerStateTable,
     /// Duplicates waiting for their original to be durable: (original's last offset, waker).
     durable_waiters: Vec<(i64, oneshot::Sender<()>)>,
+    /// Runs of batches the flusher wrote since open (see `storage::IoTotals`): how many
+    /// appends group commit shared each write among, for tests.
+    pub writes: u64,
 }
 
 /// What recovery found, for the start-up log line.
@@ -205,6 +208,7 @@ impl Log {
             deleted: false,
             producers,
             durable_waiters: Vec::new(),
+            writes: 0,
         };
         Ok((log, report))
     }
@@ -647,12 +651,15 @@ async fn write_run(log: &Rc<RefCell<Log>>, run: &[Pending], durability: Durabili
             }
         }
     }
+    count_write();
     if durability == Durability::Fsync {
         if let Err(e) = file.fdatasync().await {
             fatal(FatalReason::StorageIo, format!("fdatasync failed: {e}; check the disk"));
         }
+        count_fdatasync();
     }
     let mut l = log.borrow_mut();
+    l.writes += 1;
     if l.deleted {
         return;
     }
@@ -1052,6 +1059,7 @@ pub async fn close(log: &Rc<RefCell<Log>>) -> Result<(), Error> {
     let size = log.borrow().segments.last().map_or(0, |s| s.size);
     file.truncate(size).await.map_err(io_error)?;
     file.fdatasync().await.map_err(io_error)?;
+    count_fdatasync();
     let writer = {
         let l = log.borrow();
         let active = l.segments.last().unwrap_or_else(|| unreachable!());

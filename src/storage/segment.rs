@@ -30,7 +30,7 @@ use glommio::io::{DmaFile, OpenOptions};
 use crate::constants::{INDEX_INTERVAL_BYTES, PREALLOCATE_STEP_BYTES, RECOVERY_READ_BYTES};
 use crate::model::batch::{self, ScannedBatch};
 use crate::storage::index::SegmentIndex;
-use crate::storage::{io_error, Error};
+use crate::storage::{count_fdatasync, io_error, Error};
 
 pub struct Segment {
     pub base_offset: i64,
@@ -260,6 +260,7 @@ impl Segment {
     pub async fn seal(&self) -> Result<(), Error> {
         self.file.truncate(self.size).await.map_err(io_error)?;
         self.file.fdatasync().await.map_err(io_error)?;
+        count_fdatasync();
         self.write_indexes().await
     }
 

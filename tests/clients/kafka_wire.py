@@ -251,8 +251,14 @@ def init_producer_id_v0_result(response):
 
 def list_offsets_latest_v1(topic, partition, correlation_id):
     """ListOffsets v1 of the latest offset of one partition."""
+    return list_offsets_v1(topic, partition, -1, correlation_id)
+
+
+def list_offsets_v1(topic, partition, timestamp, correlation_id):
+    """ListOffsets v1 of one partition: the first offset whose timestamp is at least
+    `timestamp` (-1: the latest offset, -2: the earliest)."""
     body = struct.pack(">i", -1) + struct.pack(">i", 1) + struct.pack(">h", len(topic)) + topic
-    body += struct.pack(">i", 1) + struct.pack(">iq", partition, -1)
+    body += struct.pack(">i", 1) + struct.pack(">iq", partition, timestamp)
     return frame(request_header(LIST_OFFSETS, 1, correlation_id) + body)
 
 

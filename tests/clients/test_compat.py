@@ -6,32 +6,17 @@ otherwise) and the disk a partition costs before it holds any data.
 
 import os
 
-import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaProducer
 
 from client_helpers import CK_COMMON, Msg, ck_consume, ck_produce, unique_topic
-from kafka_wire import api_versions_request, connect, parse_api_versions_v0, read_response
 
-INIT_PRODUCER_ID = 22
 MIB = 1024 * 1024
-
-
-def advertised_apis(broker):
-    with connect(broker.port) as sock:
-        sock.sendall(api_versions_request(0, 1))
-        return parse_api_versions_v0(read_response(sock)[1])[1]
-
-
-def require_idempotence(broker):
-    if INIT_PRODUCER_ID not in advertised_apis(broker):
-        pytest.xfail("InitProducerId (idempotent producers) is not implemented yet")
 
 
 def test_kafka_python_producer_with_its_defaults(broker):
     """kafka-python 3 with no settings at all (idempotent, acks=all) produces and the records
     read back in order; this is what a user who changes nothing gets."""
-    require_idempotence(broker)
     topic = unique_topic("kp-default")
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
     try:
@@ -48,7 +33,6 @@ def test_kafka_python_producer_with_its_defaults(broker):
 def test_confluent_idempotent_producer(broker):
     """confluent-kafka with enable.idempotence=true (the Java client's default) produces with
     producer ids and sequence numbers, and the records read back once each, in order."""
-    require_idempotence(broker)
     topic = unique_topic("idempotent")
     msgs = [Msg(b"k", b"v%d" % i) for i in range(300)]
     offsets = ck_produce(broker.bootstrap, topic, msgs, **{"enable.idempotence": True})

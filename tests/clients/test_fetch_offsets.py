@@ -6,6 +6,7 @@ MESSAGE_TOO_LARGE answer just above the limit), fetches that start in the middle
 """
 
 import random
+import socket
 import time
 from collections import defaultdict
 
@@ -17,6 +18,7 @@ from kafka import TopicPartition as KpTopicPartition
 from client_helpers import (CK_COMMON, Msg, ck_consume, ck_consume_all, ck_consumer,
                             ck_partition_count, ck_produce, ck_producer, ck_watermarks,
                             kp_consume, kp_consumer, kp_produce, rss_bytes, unique_topic)
+from kafka_wire import batch_offsets, connect, fetch_v4, fetch_v4_result, read_response
 
 MIB = 1024 * 1024
 # A batch of one record with a value this big stays below Kafka's default message.max.bytes
@@ -235,29 +237,43 @@ def test_list_offsets_by_timestamp(broker, layout):
 
 
 def test_fetch_waits_for_data(broker):
-    """A consumer positioned at the end receives a record produced later (Fetch long-poll
-    with max_wait_ms answers when data arrives, without an error on an empty fetch)."""
-    topic = unique_topic("tail")
-    ck_produce(broker.bootstrap, topic, [Msg(b"k", b"first")])
-    consumer = ck_consumer(broker.bootstrap, **{"fetch.wait.max.ms": 500})
-    try:
-        consumer.assign([TopicPartition(topic, 0, 1)])
-        deadline = time.monotonic() + 2
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is not None:
-                raise AssertionError(f"nothing was produced, yet got {msg.error() or msg.value()}")
-        ck_produce(broker.bootstrap, topic, [Msg(b"k", b"second")])
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is not None:
-                assert not msg.error(), msg.error()
-                assert (msg.offset(), msg.value()) == (1, b"second")
-                return
-        raise AssertionError("the tail record never arrived")
-    finally:
-        consumer.close()
+    """Fetch long-poll, on the wire: at the end of the log, a Fetch with max_wait_ms and
+    min_bytes=1 is held until data arrives or max_wait_ms passes. With nothing produced it
+    is answered after max_wait_ms (not at once), without an error or records; a record
+    produced while it waits ends the wait early and comes back in the answer. Lower bounds on
+    the time only, and an upper bound of seconds: machines are noisy."""
+    topic = unique_topic("tail").encode()
+    ck_produce(broker.bootstrap, topic.decode(), [Msg(b"k", b"first")])
+    wait_ms = 1500
+    with connect(broker.port, timeout=30) as sock:
+        started = time.monotonic()
+        sock.sendall(fetch_v4(topic, 0, 1, 1, max_wait_ms=wait_ms))
+        correlation_id, response = read_response(sock)
+        elapsed_s = time.monotonic() - started
+    assert correlation_id == 1
+    assert fetch_v4_result(response) == (0, 1, b"")
+    assert elapsed_s >= wait_ms / 1000 - 0.1, f"answered after {elapsed_s:.3f} s"
+
+    long_wait_ms = 20000
+    with connect(broker.port, timeout=30) as sock:
+        started = time.monotonic()
+        sock.sendall(fetch_v4(topic, 0, 1, 2, max_wait_ms=long_wait_ms))
+        sock.settimeout(1.0)
+        try:
+            early = sock.recv(1, socket.MSG_PEEK)
+        except socket.timeout:
+            early = b""
+        assert not early, "answered before anything was produced"
+        sock.settimeout(30)
+        ck_produce(broker.bootstrap, topic.decode(), [Msg(b"k", b"second")])
+        correlation_id, response = read_response(sock)
+        elapsed_s = time.monotonic() - started
+    assert correlation_id == 2
+    error_code, high_watermark, records = fetch_v4_result(response)
+    assert (error_code, high_watermark) == (0, 2)
+    assert batch_offsets(records) == [(1, 1)]
+    assert b"second" in records
+    assert elapsed_s < long_wait_ms / 1000 / 2, f"the produce did not end the wait ({elapsed_s} s)"
 
 
 def test_unknown_partition(broker):

@@ -11,6 +11,7 @@ import random
 import socket
 import struct
 import threading
+import time
 
 import pytest
 
@@ -18,9 +19,10 @@ from client_helpers import (Msg, assert_healthy, ck_consume, ck_produce, rss_byt
                             unique_topic)
 from conftest import TARGET
 from kafka_wire import (API_VERSIONS, PRODUCE, UNSUPPORTED_VERSION, api_versions_request,
-                        closed_by_peer, connect, frame, metadata_request_v1,
-                        parse_api_versions_v0, parse_api_versions_v3, produce_v3,
-                        produce_v3_result, read_response, record_batch, request_header)
+                        closed_by_peer, connect, frame, list_offsets_v1, list_offsets_v1_result,
+                        metadata_request_v1, parse_api_versions_v0, parse_api_versions_v3,
+                        produce_v3, produce_v3_result, read_response, record_batch,
+                        request_header, varint)
 from segment_tools import crc32c
 
 # The APIs of the broker foundation (issue 3) and their keys.
@@ -375,6 +377,45 @@ def test_batch_over_max_message_bytes_is_message_too_large(broker, raw_topic):
     error_code, _ = send_produce(broker, raw_topic, record_batch([b"z" * (1536 * 1024)]))
     assert error_code == MESSAGE_TOO_LARGE
     assert send_produce(broker, raw_topic, record_batch([b"good"])) == (0, 1)
+
+
+def batch_claiming_a_huge_count(field, timestamp):
+    """A batch of one record "x" whose batch header claims 2^31 - 1 records, or whose record
+    claims 2^31 - 1 headers (and has none); the CRC matches."""
+    value = b"x"
+    headers = 2**31 - 1 if field == "headers" else 0
+    body = b"\x00" + varint(0) + varint(0) + varint(-1) + varint(len(value)) + value
+    body += varint(headers)
+    records = varint(len(body)) + body
+    records_count = 2**31 - 1 if field == "records" else 1
+    after_crc = struct.pack(">hiqqqhii", 0, 0, timestamp, timestamp, -1, -1, -1,
+                            records_count) + records
+    after_length = struct.pack(">ibI", 0, 2, crc32c(after_crc)) + after_crc
+    return struct.pack(">qi", 0, len(after_length)) + after_length
+
+
+@pytest.mark.parametrize("field", ["records", "headers"])
+def test_list_offsets_over_a_batch_claiming_huge_counts(broker, raw_topic, field):
+    """ListOffsets by timestamp reads the records of the batch it lands in
+    (storage::log::offset_for_timestamp). A stored batch claiming 2^31 - 1 records, or a
+    record claiming 2^31 - 1 headers, made kafka-protocol 0.18 reserve room for all of them
+    and the failed allocation aborted the broker. Kafka refuses such a batch at produce
+    (INVALID_RECORD: the count disagrees with the records); Spate stores it (see the
+    records-count case above), and must then answer ListOffsets and stay up."""
+    timestamp = int(time.time() * 1000) + 10 * 60 * 1000  # after "first", inside an hour
+    error_code, offset = send_produce(broker, raw_topic,
+                                      batch_claiming_a_huge_count(field, timestamp))
+    if error_code == INVALID_RECORD:
+        assert TARGET == "kafka", "Spate does not parse records on produce"
+    else:
+        assert (error_code, offset) == (0, 1)
+        with connect(broker.port) as sock:
+            sock.sendall(list_offsets_v1(raw_topic.encode(), 0, timestamp, 81))
+            correlation_id, response = read_response(sock)
+        assert correlation_id == 81
+        assert list_offsets_v1_result(response) == (0, 1)
+    assert broker.alive(), broker.log_tail()
+    assert_healthy(broker.bootstrap)
 
 
 def test_produce_during_abuse(broker):

@@ -514,7 +514,9 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
     ) -> Result<()> {
-        records.reserve(batch_decode_info.record_count as usize);
+        // Spate: the count comes off the wire; see `types::capacity_for`.
+        let count = batch_decode_info.record_count as usize;
+        records.reserve(types::capacity_for::<Record>(count, buf.remaining()));
         for _ in 0..batch_decode_info.record_count {
             records.push(Record::decode_new(buf, batch_decode_info, version)?);
         }
@@ -893,7 +895,12 @@ impl Record {
         }
         let num_headers = num_headers as usize;
 
-        let mut headers = IndexMap::with_capacity(num_headers);
+        // Spate: the count comes off the wire; see `types::capacity_for`. An IndexMap entry is
+        // its hash, key and value, plus at most 3 usizes of index table (hashbrown keeps up to
+        // 2.3 slots per entry, a usize and a control byte each).
+        type HeaderCost = ((u64, StrBytes, Option<Bytes>), [usize; 3]);
+        let capacity = types::capacity_for::<HeaderCost>(num_headers, buf.len());
+        let mut headers = IndexMap::with_capacity(capacity);
         for _ in 0..num_headers {
             // Key len
             let key_len: i32 = types::VarInt.decode(buf)?;

@@ -985,10 +985,8 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                // Spate: every element takes at least one byte on the wire, so a count above
-                // what is left cannot be real; never reserve more than that (a 14-byte request
-                // with a count of 2^31 - 1 aborted the process on a failed allocation).
-                let mut result = Vec::with_capacity((n as usize).min(buf.remaining()));
+                // Spate: the count comes off the wire; see `capacity_for`.
+                let mut result = Vec::with_capacity(capacity_for::<T>(n as usize, buf.remaining()));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1096,8 +1094,9 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                // Spate: bounded by what is left, as for Array above.
-                let mut result = Vec::with_capacity(((n - 1) as usize).min(buf.remaining()));
+                // Spate: the count comes off the wire; see `capacity_for`.
+                let mut result =
+                    Vec::with_capacity(capacity_for::<T>((n - 1) as usize, buf.remaining()));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1117,6 +1116,27 @@ impl<T, E: Decoder<T>> Decoder<Vec<T>> for CompactArray<E> {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Spate: the capacity to reserve for `count` elements of `T`, where `count` was read off the
+/// wire and `bytes_left` bytes remain to decode them from.
+///
+/// Reserving `count` elements lets a few bytes claiming 2^31 - 1 elements abort the process
+/// on a failed allocation. Capping the count at `bytes_left` (every element takes at least
+/// one byte on the wire) is not enough either: an element can take hundreds of bytes in
+/// memory, so a frame at the size limit could still reserve that many times its own size.
+/// So the bytes reserved are capped at `bytes_left`: memory the peer has sent, and the
+/// frame-size limit bounds. Honest arrays lose nothing when an element is no bigger in
+/// memory than on the wire (the capacity is then the count); otherwise the Vec grows by
+/// doubling as elements actually decode, amortized O(1) per element. Nested arrays hold at
+/// most one such reservation per level at a time. A zero-sized `T` reserves nothing anyway.
+///
+/// Not a decode error when `count > bytes_left`: the loop fails at the end of the buffer
+/// anyway, and this keeps the change to the allocation alone. Nor does it bound what the
+/// elements that do decode take: many small elements still cost more in memory than on the
+/// wire (a 2-byte null topic name is a whole topic struct), which only the frame limit bounds.
+pub(crate) fn capacity_for<T>(count: usize, bytes_left: usize) -> usize {
+    count.min(bytes_left / std::mem::size_of::<T>().max(1))
 }
 
 #[cfg(test)]
