@@ -21,6 +21,7 @@
 //! ```
 
 use crate::constants::{BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES};
+use crate::model::records::{build_batch, RecordIn};
 
 const MAGIC_V2: i8 = 2;
 const CRC_START: usize = 21;
@@ -219,44 +220,20 @@ fn array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
 }
 
 /// Builds a valid uncompressed batch with `count` records of `value_size` bytes each (null
-/// keys, no headers, all records at `timestamp`). For tests and benchmarks; the broker itself
-/// never builds batches.
+/// keys, no headers, all records at `timestamp`), as a producer would send it. For tests and
+/// benchmarks: the broker builds only its internal batches (`model::records`, whose encoder
+/// this borrows).
 pub fn build_uncompressed(
     base_offset: i64,
     count: i32,
     value_size: usize,
     timestamp: i64,
 ) -> Vec<u8> {
-    let mut records = Vec::new();
-    for i in 0..count {
-        let mut body = Vec::new();
-        body.push(0u8); // attributes
-        put_varint(&mut body, 0); // timestamp delta
-        put_varint(&mut body, i64::from(i)); // offset delta
-        put_varint(&mut body, -1); // null key
-        put_varint(&mut body, value_size as i64);
-        body.extend(std::iter::repeat_n(b'v', value_size));
-        put_varint(&mut body, 0); // headers
-        put_varint(&mut records, body.len() as i64);
-        records.extend(body);
-    }
-    let mut batch = Vec::new();
-    batch.extend(base_offset.to_be_bytes());
-    batch.extend(((BATCH_HEADER_BYTES - 12 + records.len()) as i32).to_be_bytes());
-    batch.extend(0i32.to_be_bytes());
-    batch.push(2);
-    batch.extend(0u32.to_be_bytes());
-    batch.extend(0i16.to_be_bytes());
-    batch.extend((count - 1).to_be_bytes());
-    batch.extend(timestamp.to_be_bytes());
-    batch.extend(timestamp.to_be_bytes());
-    batch.extend((-1i64).to_be_bytes());
-    batch.extend((-1i16).to_be_bytes());
-    batch.extend((-1i32).to_be_bytes());
-    batch.extend(count.to_be_bytes());
-    batch.extend(records);
-    let crc = crc32c::crc32c(&batch[CRC_START..]);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert!(count > 0);
+    let value = vec![b'v'; value_size];
+    let records = vec![RecordIn { key: None, value: Some(&value) }; count as usize];
+    let mut batch = build_batch(timestamp, &records);
+    batch[0..8].copy_from_slice(&base_offset.to_be_bytes()); // outside the CRC
     batch
 }
 
@@ -269,15 +246,6 @@ pub fn set_producer(bytes: &mut [u8], producer_id: i64, producer_epoch: i16, bas
     bytes[53..57].copy_from_slice(&base_sequence.to_be_bytes());
     let crc = crc32c::crc32c(&bytes[CRC_START..]);
     bytes[17..21].copy_from_slice(&crc.to_be_bytes());
-}
-
-fn put_varint(out: &mut Vec<u8>, value: i64) {
-    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-    while zigzag >= 0x80 {
-        out.push((zigzag as u8) | 0x80);
-        zigzag >>= 7;
-    }
-    out.push(zigzag as u8);
 }
 
 #[cfg(test)]

@@ -40,7 +40,9 @@ pub fn put_response_header(out: &mut BytesMut, correlation_id: i32, header_versi
     }
 }
 
-/// Unsigned varint, as used for compact lengths in flexible versions.
+/// Unsigned varint, as used for compact lengths in flexible versions. Spate's one varint
+/// writer: records are encoded by kafka-protocol (`model::records`), whose varint types are
+/// no help here because their `Encoder` trait is crate-private in 0.18.
 pub fn put_unsigned_varint(out: &mut BytesMut, mut value: u64) {
     while value >= 0x80 {
         out.put_u8((value as u8) | 0x80);

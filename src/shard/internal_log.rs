@@ -100,8 +100,8 @@ pub async fn replay<R>(
         for bytes in &batches {
             let Ok(views) = records::parse_batch(bytes) else { continue };
             for view in views {
-                let Some(record_key) = view.key else { continue };
-                let Some(record) = decode(record_key, view.value) else {
+                let Some(record_key) = view.key.as_deref() else { continue };
+                let Some(record) = decode(record_key, view.value.as_deref()) else {
                     tracing::warn!(
                         topic,
                         source,
