@@ -12,6 +12,7 @@ use bytes::Bytes;
 use common::{config, on_executor, open, temp_dir, tp};
 use spate::model::batch::{build_uncompressed, scan_stored, ScannedBatch};
 use spate::model::topic::TimestampType;
+use spate::model::FirstBatch;
 use spate::storage::log::{self, Log, ReadChunk};
 
 /// Reads everything from `offset` and returns the batches' (base offset, last offset).
@@ -24,7 +25,7 @@ async fn read_all(log: &Rc<RefCell<Log>>, offset: i64) -> Vec<(i64, i64)> {
 async fn read_batches(log: &Rc<RefCell<Log>>, mut offset: i64) -> Vec<ScannedBatch> {
     let mut out = Vec::new();
     loop {
-        let outcome = log::read(log, offset, 1 << 20, true).await.expect("read");
+        let outcome = log::read(log, offset, 1 << 20, FirstBatch::Whole).await.expect("read");
         if outcome.size_bytes == 0 {
             return out;
         }
@@ -230,7 +231,7 @@ fn retention_by_size_deletes_whole_old_segments() {
         assert!(log.borrow().size_bytes() < 128 * 1024 + 64 * 1024);
         let batches = read_all(&log, start).await;
         assert_eq!(batches.first().map(|b| b.0), Some(start));
-        assert!(log::read(&log, 0, 1000, true).await.is_err(), "below the log start");
+        assert!(log::read(&log, 0, 1000, FirstBatch::Whole).await.is_err(), "below the log start");
     });
 }
 
@@ -292,7 +293,7 @@ fn log_append_time_topics_get_the_broker_timestamp() {
         let before = spate::model::now_ms();
         let info = log::append(&log, vec![batch(2, 10, 5)]).await.expect("append");
         assert!(info.log_append_time >= before);
-        let outcome = log::read(&log, 0, 1 << 20, true).await.expect("read");
+        let outcome = log::read(&log, 0, 1 << 20, FirstBatch::Whole).await.expect("read");
         let ReadChunk::Memory(bytes) = &outcome.chunks[0] else { panic!("tail read from cache") };
         let header = spate::model::batch::validate(bytes, usize::MAX).expect("CRC still valid");
         assert_eq!(header.max_timestamp(), info.log_append_time);

@@ -16,7 +16,7 @@ use kafka_protocol::messages::FetchRequest;
 
 use super::{Context, Outcome};
 use crate::constants::FETCH_WAIT_MS_MAX;
-use crate::model::{ShardId, TopicPartition};
+use crate::model::{Isolation, ShardId, TopicPartition};
 use crate::partition::{PartitionRequest, PartitionResponse, ReadResult, ReadSpec};
 use crate::protocol::errors;
 use crate::protocol::fetch_response::{self, FetchResponseHead, Part, PartitionData, TopicData};
@@ -33,7 +33,7 @@ struct Wanted {
     offset: i64,
     size_bytes_max: usize,
     /// isolation_level 1: read below the last stable offset.
-    committed: bool,
+    isolation: Isolation,
 }
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -71,7 +71,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 error_code,
                 offset: partition.fetch_offset,
                 size_bytes_max: partition.partition_max_bytes.max(0) as usize,
-                committed: request.isolation_level == 1,
+                isolation: Isolation::from_wire(request.isolation_level),
             });
         }
     }
@@ -113,7 +113,7 @@ async fn read_all(ctx: &Context, wanted: &[Wanted]) -> BTreeMap<TopicPartition, 
                 tp: tp.clone(),
                 offset: w.offset,
                 size_bytes_max: w.size_bytes_max,
-                committed: w.committed,
+                isolation: w.isolation,
             };
             by_shard.entry(ctx.shard().owner(tp)).or_default().push(spec);
         }
@@ -160,7 +160,7 @@ fn respond(
             data.error_code = result.error_code;
             data.high_watermark = result.high_watermark;
             data.last_stable_offset = result.last_stable_offset;
-            if w.committed {
+            if w.isolation == Isolation::ReadCommitted {
                 let aborted = result.aborted.iter().map(|a| (a.producer_id, a.first_offset));
                 data.aborted = Some(aborted.collect());
             }

@@ -12,7 +12,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{Context, Outcome};
-use crate::model::{ShardId, TopicPartition};
+use crate::model::{Isolation, ShardId, TopicPartition};
 use crate::partition::{PartitionRequest, PartitionResponse};
 use crate::protocol::errors;
 
@@ -47,10 +47,10 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         }
         response.topics.push(topic_response);
     }
-    // isolation_level 1 (read_committed): latest is the last stable offset.
-    let committed = request.isolation_level == 1;
+    // read_committed: latest is the last stable offset.
+    let isolation = Isolation::from_wire(request.isolation_level);
     let calls = by_shard.into_iter().map(|(owner, partitions)| {
-        ctx.partitions().call(owner, PartitionRequest::ListOffsets { partitions, committed })
+        ctx.partitions().call(owner, PartitionRequest::ListOffsets { partitions, isolation })
     });
     for answer in join_all(calls).await {
         let Some(PartitionResponse::Offsets(results)) = answer else { continue };

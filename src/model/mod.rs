@@ -42,6 +42,36 @@ impl ShardId {
     }
 }
 
+/// Which records a read may return: a consumer's isolation level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Everything below the high watermark (read_uncommitted, isolation level 0).
+    ReadUncommitted,
+    /// Only what lies below the last stable offset, with the aborted transactions in that
+    /// range listed (read_committed, isolation level 1).
+    ReadCommitted,
+}
+
+impl Isolation {
+    /// From a Fetch or ListOffsets request's isolation_level.
+    pub fn from_wire(level: i8) -> Isolation {
+        if level == 1 {
+            Isolation::ReadCommitted
+        } else {
+            Isolation::ReadUncommitted
+        }
+    }
+}
+
+/// What a read does with a first batch larger than its size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstBatch {
+    /// Returns it whole (KIP-74: a consumer must always make progress).
+    Whole,
+    /// Stops before it: the size limit is strict.
+    WithinLimit,
+}
+
 /// Milliseconds since the Unix epoch, as Kafka timestamps are.
 pub fn now_ms() -> i64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::model::{now_ms, ShardId, TopicPartition};
+use crate::model::{now_ms, Isolation, ShardId, TopicPartition};
 use crate::shard::catalog::TopicMeta;
 use crate::shard::delayed::{Key, Wait};
 use crate::shard::mesh::{Mesh, Served, Service};
@@ -47,10 +47,10 @@ pub enum PartitionRequest {
     Read {
         partitions: Vec<ReadSpec>,
     },
-    /// `committed`: isolation level read_committed (latest is the last stable offset).
+    /// Under read_committed, latest is the last stable offset.
     ListOffsets {
         partitions: Vec<(TopicPartition, i64)>,
-        committed: bool,
+        isolation: Isolation,
     },
     /// Append these transaction markers.
     WriteMarkers {
@@ -100,7 +100,7 @@ pub struct ReadSpec {
     pub offset: i64,
     pub size_bytes_max: usize,
     /// read_committed: stop at the last stable offset, report aborted transactions.
-    pub committed: bool,
+    pub isolation: Isolation,
 }
 
 #[derive(Debug, Clone)]
@@ -172,8 +172,8 @@ impl Service for Partitions {
             Q::Read { partitions } => {
                 Served::Later(Box::pin(async move { R::Read(this.read(partitions).await) }))
             }
-            Q::ListOffsets { partitions, committed } => Served::Later(Box::pin(async move {
-                R::Offsets(this.list_offsets(partitions, committed).await)
+            Q::ListOffsets { partitions, isolation } => Served::Later(Box::pin(async move {
+                R::Offsets(this.list_offsets(partitions, isolation).await)
             })),
             Q::WriteMarkers { markers } => {
                 Served::Later(Box::pin(

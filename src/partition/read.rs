@@ -3,7 +3,8 @@
 use futures::future::join_all;
 
 use super::{OffsetResult, Partitions, ProducerInfo, ReadResult, ReadSpec};
-use crate::model::TopicPartition;
+use crate::model::FirstBatch::Whole;
+use crate::model::{Isolation, TopicPartition};
 use crate::protocol::errors;
 use crate::storage::log;
 use crate::storage::Error as StorageError;
@@ -25,7 +26,7 @@ impl Partitions {
                 return empty(spec.tp, errors::UNKNOWN_TOPIC_OR_PARTITION);
             };
             let read =
-                log::read_below(&log, spec.offset, spec.size_bytes_max, true, spec.committed);
+                log::read_below(&log, spec.offset, spec.size_bytes_max, Whole, spec.isolation);
             match read.await {
                 Ok(outcome) => ReadResult {
                     tp: spec.tp,
@@ -59,7 +60,7 @@ impl Partitions {
     pub(super) async fn list_offsets(
         &self,
         partitions: Vec<(TopicPartition, i64)>,
-        committed: bool,
+        isolation: Isolation,
     ) -> Vec<OffsetResult> {
         let mut out = Vec::with_capacity(partitions.len());
         for (tp, timestamp) in partitions {
@@ -71,10 +72,11 @@ impl Partitions {
             };
             let (start, end) = {
                 let l = log.borrow();
-                let end = if committed {
-                    l.producers.txns.last_stable_offset(l.high_watermark)
-                } else {
-                    l.high_watermark
+                let end = match isolation {
+                    Isolation::ReadCommitted => {
+                        l.producers.txns.last_stable_offset(l.high_watermark)
+                    }
+                    Isolation::ReadUncommitted => l.high_watermark,
                 };
                 (l.log_start_offset, end)
             };

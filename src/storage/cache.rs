@@ -23,6 +23,8 @@ use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
 
+use crate::model::FirstBatch;
+
 #[derive(Debug, Clone)]
 pub struct CachedBatch {
     pub base_offset: i64,
@@ -143,14 +145,14 @@ impl BatchCache {
     }
 
     /// Batches from the one holding `offset`, up to `size_bytes_max` bytes (but at least one
-    /// batch when `first_whole` is set). None when `offset` is older than the cache.
+    /// batch with `FirstBatch::Whole`). None when `offset` is older than the cache.
     pub fn read(
         &self,
         offset: i64,
         size_bytes_max: usize,
-        first_whole: bool,
+        first: FirstBatch,
     ) -> Option<Vec<Bytes>> {
-        self.read_below(offset, size_bytes_max, first_whole, i64::MAX)
+        self.read_below(offset, size_bytes_max, first, i64::MAX)
     }
 
     /// `read`, but only batches that start below `bound` (the last stable offset for
@@ -159,7 +161,7 @@ impl BatchCache {
         &self,
         offset: i64,
         size_bytes_max: usize,
-        first_whole: bool,
+        first_batch: FirstBatch,
         bound: i64,
     ) -> Option<Vec<Bytes>> {
         let run = self.run.borrow();
@@ -175,7 +177,7 @@ impl BatchCache {
                 break;
             }
             let fits = size + batch.bytes.len() <= size_bytes_max;
-            if !(fits || (out.is_empty() && first_whole)) {
+            if !(fits || (out.is_empty() && first_batch == FirstBatch::Whole)) {
                 break;
             }
             size += batch.bytes.len();
@@ -209,6 +211,7 @@ impl Drop for BatchCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::FirstBatch::{Whole, WithinLimit};
 
     fn batch(base: i64, count: i64, size: usize) -> CachedBatch {
         CachedBatch {
@@ -224,12 +227,12 @@ mod tests {
         cache.push(batch(0, 5, 100));
         cache.push(batch(5, 5, 100));
         cache.push(batch(10, 5, 100));
-        assert_eq!(cache.read(7, 1000, true).map(|v| v.len()), Some(2));
-        assert_eq!(cache.read(7, 150, true).map(|v| v.len()), Some(1));
-        assert_eq!(cache.read(7, 50, true).map(|v| v.len()), Some(1));
-        assert_eq!(cache.read(7, 50, false).map(|v| v.len()), Some(0));
-        assert_eq!(cache.read(15, 1000, true).map(|v| v.len()), Some(0));
-        assert_eq!(cache.read_below(0, 1000, true, 5).map(|v| v.len()), Some(1));
+        assert_eq!(cache.read(7, 1000, Whole).map(|v| v.len()), Some(2));
+        assert_eq!(cache.read(7, 150, Whole).map(|v| v.len()), Some(1));
+        assert_eq!(cache.read(7, 50, Whole).map(|v| v.len()), Some(1));
+        assert_eq!(cache.read(7, 50, WithinLimit).map(|v| v.len()), Some(0));
+        assert_eq!(cache.read(15, 1000, Whole).map(|v| v.len()), Some(0));
+        assert_eq!(cache.read_below(0, 1000, Whole, 5).map(|v| v.len()), Some(1));
     }
 
     #[test]
@@ -240,14 +243,14 @@ mod tests {
             cache.push(batch(i * 2, 2, 100));
         }
         // 250 bytes hold two 100-byte batches: offsets 16..=19.
-        assert_eq!(cache.read(17, 1000, true).map(|v| v.len()), Some(2));
-        assert!(cache.read(15, 1000, true).is_none());
-        assert!(cache.read(0, 1000, true).is_none());
+        assert_eq!(cache.read(17, 1000, Whole).map(|v| v.len()), Some(2));
+        assert!(cache.read(15, 1000, Whole).is_none());
+        assert!(cache.read(0, 1000, Whole).is_none());
         assert_eq!(budget.bytes(), 200);
         // A batch larger than the whole budget is not kept: reads go to the disk.
         let mut tiny = BatchCache::new(CacheBudget::new(10));
         tiny.push(batch(0, 1, 100));
-        assert!(tiny.read(0, 1000, true).is_none());
+        assert!(tiny.read(0, 1000, Whole).is_none());
     }
 
     #[test]
@@ -263,16 +266,16 @@ mod tests {
         assert_eq!((idle.size_bytes(), hot.size_bytes(), budget.bytes()), (200, 300, 500));
         // The idle partition's batches are the oldest: they go before any of the hot one's.
         hot.push(batch(3, 1, 100));
-        assert!(idle.read(0, 1000, true).is_none());
-        assert_eq!(idle.read(1, 1000, true).map(|v| v.len()), Some(1));
+        assert!(idle.read(0, 1000, Whole).is_none());
+        assert_eq!(idle.read(1, 1000, Whole).map(|v| v.len()), Some(1));
         hot.push(batch(4, 1, 100));
         assert_eq!(idle.size_bytes(), 0);
-        assert_eq!(hot.read(0, 1000, true).map(|v| v.len()), Some(5), "all of the hot one");
+        assert_eq!(hot.read(0, 1000, Whole).map(|v| v.len()), Some(5), "all of the hot one");
         // A dropped partition gives its bytes back.
         drop(hot);
         assert_eq!(budget.bytes(), 0);
         idle.push(batch(2, 1, 100));
-        assert_eq!(idle.read(2, 1000, true).map(|v| v.len()), Some(1));
+        assert_eq!(idle.read(2, 1000, Whole).map(|v| v.len()), Some(1));
     }
 
     /// Random pushes, clears and drops over several partitions, against a model of "the
@@ -314,7 +317,7 @@ mod tests {
             assert_eq!(budget.bytes(), expected, "seed {seed}");
             for (q, (cache, _)) in caches.iter().enumerate() {
                 let oldest = model.iter().find(|(m, _, _)| *m == q).map(|(_, base, _)| *base);
-                let held = oldest.and_then(|base| cache.read(base, usize::MAX, true));
+                let held = oldest.and_then(|base| cache.read(base, usize::MAX, Whole));
                 let count = model.iter().filter(|(m, _, _)| *m == q).count();
                 assert_eq!(held.map_or(0, |v| v.len()), count, "seed {seed} partition {q}");
                 assert_eq!(cache.size_bytes() == 0, count == 0, "seed {seed}");

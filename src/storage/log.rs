@@ -32,9 +32,9 @@ use futures::channel::oneshot;
 use crate::constants::{BATCH_CACHE_BYTES_PER_LOG, LOCATE_READ_BYTES, PRODUCER_ID_EXPIRATION_MS};
 use crate::fatal::{fatal, FatalReason};
 use crate::model::batch::{self, BatchHeader};
-use crate::model::now_ms;
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
 use crate::model::TopicPartition;
+use crate::model::{now_ms, FirstBatch, Isolation};
 use crate::storage::cache::{BatchCache, CacheBudget, CachedBatch};
 use crate::storage::producer_state::{self, AppendCheck, ProducerBatch, ProducerStateTable};
 use crate::storage::segment::{self, Segment};
@@ -747,26 +747,27 @@ async fn roll(log: &Rc<RefCell<Log>>, base_offset: i64) {
     glommio::executor().spawn_blocking(index_writer).await;
 }
 
-/// Reads from `offset`: at most `size_bytes_max` bytes, but a whole first batch when
-/// `first_whole` is set (KIP-74: a consumer must always make progress).
+/// Reads from `offset`: at most `size_bytes_max` bytes, but a whole first batch with
+/// `FirstBatch::Whole` (KIP-74: a consumer must always make progress).
 pub async fn read(
     log: &Rc<RefCell<Log>>,
     offset: i64,
     size_bytes_max: usize,
-    first_whole: bool,
+    first: FirstBatch,
 ) -> Result<ReadOutcome, Error> {
-    read_below(log, offset, size_bytes_max, first_whole, false).await
+    read_below(log, offset, size_bytes_max, first, Isolation::ReadUncommitted).await
 }
 
-/// `read`, or for a read_committed consumer (`committed`), only batches below the last
-/// stable offset.
+/// `read`, or for a read_committed consumer, only batches below the last stable offset (and
+/// the aborted transactions in that range).
 pub async fn read_below(
     log: &Rc<RefCell<Log>>,
     offset: i64,
     size_bytes_max: usize,
-    first_whole: bool,
-    committed: bool,
+    first: FirstBatch,
+    isolation: Isolation,
 ) -> Result<ReadOutcome, Error> {
+    let committed = isolation == Isolation::ReadCommitted;
     let (file, read_file, scan_from, end, stable_end, bound, base) = {
         let l = log.borrow();
         if offset < l.log_start_offset || offset > l.high_watermark {
@@ -788,7 +789,7 @@ pub async fn read_below(
         if committed {
             outcome.aborted = l.producers.txns.aborted_between(offset, bound);
         }
-        if let Some(cached) = l.cache.read_below(offset, size_bytes_max, first_whole, bound) {
+        if let Some(cached) = l.cache.read_below(offset, size_bytes_max, first, bound) {
             outcome.size_bytes = cached.iter().map(Bytes::len).sum();
             outcome.chunks = cached.into_iter().map(ReadChunk::Memory).collect();
             return Ok(outcome);
@@ -833,7 +834,7 @@ pub async fn read_below(
     }
     let available = end - position;
     let mut len = available.min(size_bytes_max as u64);
-    if first_whole {
+    if first == FirstBatch::Whole {
         len = len.max(first_size.min(available));
     } else if first_size > len {
         return Ok(outcome);
