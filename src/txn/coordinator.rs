@@ -425,15 +425,17 @@ impl TxnCoordinator {
     /// Puts the timeout of `transactional_id`'s ongoing transaction in the purgatory, once
     /// per transaction.
     fn arm_timeout(self: &Rc<Self>, transactional_id: &str) {
-        let Some(meta) = self.state.borrow().get(transactional_id).cloned() else { return };
-        let Some(deadline) = self.state.borrow().timeout_deadline(transactional_id) else {
-            return;
+        let (start_ms, deadline) = {
+            let state = self.state.borrow();
+            let Some(deadline) = state.timeout_deadline(transactional_id) else { return };
+            let Some(meta) = state.get(transactional_id) else { return };
+            (meta.start_ms, deadline)
         };
-        let id: Arc<str> = transactional_id.into();
-        if self.armed.borrow().get(&id) == Some(&meta.start_ms) {
+        if self.armed.borrow().get(transactional_id) == Some(&start_ms) {
             return;
         }
-        self.armed.borrow_mut().insert(id.clone(), meta.start_ms);
+        let id: Arc<str> = transactional_id.into();
+        self.armed.borrow_mut().insert(id.clone(), start_ms);
         let remaining = Duration::from_millis(deadline.saturating_sub(now_ms()).max(0) as u64);
         let wait = self.home.delayed.wait([Key::Transaction(id.clone())], remaining);
         let this = self.clone();
@@ -441,7 +443,7 @@ impl TxnCoordinator {
             if wait.done.await.unwrap_or(true) {
                 return; // The transaction ended in time.
             }
-            if this.armed.borrow().get(&id) == Some(&meta.start_ms) {
+            if this.armed.borrow().get(&id) == Some(&start_ms) {
                 this.armed.borrow_mut().remove(&id);
             }
             this.time_out(&id).await;
@@ -451,9 +453,8 @@ impl TxnCoordinator {
 
     /// The transaction of `transactional_id` ended: its timeout leaves the purgatory.
     fn disarm_timeout(&self, transactional_id: &str) {
-        let id: Arc<str> = transactional_id.into();
-        if self.armed.borrow_mut().remove(&id).is_some() {
-            let remote = self.home.delayed.notify(&Key::Transaction(id));
+        if self.armed.borrow_mut().remove(transactional_id).is_some() {
+            let remote = self.home.delayed.notify(&Key::Transaction(transactional_id.into()));
             debug_assert!(remote.is_empty());
         }
     }
