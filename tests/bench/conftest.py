@@ -1,7 +1,7 @@
 """Fixtures for the spate-bench tests: a real broker, the spate-bench binary, and helpers.
 
 Environment:
-    SPATE_BIN               broker binary (default /work/main/target/release/spate)
+    SPATE_BIN               broker binary (default target/release/spate of this repository)
     SPATE_BENCH_BIN         spate-bench binary; without it the fixture builds bench/ with cargo
     SPATE_BENCH_BOOTSTRAP   use this running broker instead of starting Spate (for example the
                             Apache Kafka reference from scripts/kafka-reference.sh)
@@ -23,7 +23,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SPATE_BIN = os.environ.get("SPATE_BIN", "/work/main/target/release/spate")
+# The repository's own build, wherever it was cloned (or CARGO_TARGET_DIR, as cargo does).
+_TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR",
+                                  Path(__file__).resolve().parents[2] / "target"))
+SPATE_BIN = os.environ.get("SPATE_BIN", str(_TARGET_DIR / "release" / "spate"))
 BROKER_START_TIMEOUT_S = 30.0
 BROKER_STOP_TIMEOUT_S = 15.0
 # A release build of librdkafka and the bench from scratch takes minutes on two busy cores.

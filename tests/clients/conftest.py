@@ -5,7 +5,8 @@ pytest's tmp_path. The broker's stdout and stderr go to a log file in that direc
 test fails, the log is attached to the failure report.
 
 Environment:
-    SPATE_BIN           the broker binary (default /work/main/target/release/spate)
+    SPATE_BIN           the broker binary (default target/release/spate of this
+                        repository, or of $CARGO_TARGET_DIR)
     SPATE_TEST_TARGET   "spate" (default) or "kafka": run the very same tests against Apache
                         Kafka, to check that the tests themselves expect Kafka's behaviour
     KAFKA_LIBS          Kafka's jars for SPATE_TEST_TARGET=kafka (default
@@ -28,7 +29,10 @@ import pytest
 
 from kafka_wire import api_versions_answered
 
-SPATE_BIN = os.environ.get("SPATE_BIN", "/work/main/target/release/spate")
+# The repository's own build, wherever it was cloned (or CARGO_TARGET_DIR, as cargo does).
+_TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR",
+                                  Path(__file__).resolve().parents[2] / "target"))
+SPATE_BIN = os.environ.get("SPATE_BIN", str(_TARGET_DIR / "release" / "spate"))
 TARGET = os.environ.get("SPATE_TEST_TARGET", "spate")
 KAFKA_LIBS = os.environ.get(
     "KAFKA_LIBS", os.path.expanduser("~/.cache/spate/kafka-4.3.1/libs"))
