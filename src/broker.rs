@@ -34,12 +34,17 @@ use crate::shard::catalog::{self, Catalog, META_DIR};
 use crate::shard::internal_log;
 use crate::shard::mesh::{Envelope, Mesh, Service};
 use crate::shard::Shard;
+use crate::storage::files::DescriptorBudget;
 use crate::txn::coordinator::{TxnCoordinator, TxnPeers};
 
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 
 /// How long shutdown waits for in-flight requests before sealing the logs anyway.
 const SHUTDOWN_DRAIN_MS: u64 = 5_000;
+
+/// The descriptor limit asked for when the process may raise it (Kafka's operations guide
+/// suggests 100,000 and more), or more when the partitions want it.
+const OPEN_FILES_WANTED_MIN: u64 = 65_536;
 /// How long a listener that still answers on our port may take to go away before start-up
 /// calls the port taken (see `check_listen_address`).
 const LISTEN_SETTLE: Duration = Duration::from_secs(3);
@@ -79,6 +84,8 @@ pub fn run(config: Config) {
             )
         });
     }
+    let partitions: u64 = catalog.topics.values().map(|meta| meta.partitions.max(0) as u64).sum();
+    let descriptors = raise_open_files(partitions, config.cores);
     tracing::info!(
         cores = config.cores,
         data_dir = %config.data_dir.display(),
@@ -118,7 +125,8 @@ pub fn run(config: Config) {
                 mesh.unwrap_or_else(|| fatal(FatalReason::Runtime, "more executors than shards"));
             let ready = ready.clone();
             let readers = readers.clone();
-            async move { shard_main(config, catalog, mesh, readers, ready, started).await }
+            let files = descriptors.files_per_shard as usize;
+            async move { shard_main(config, catalog, mesh, readers, ready, started, files).await }
         });
     let handles = pool.unwrap_or_else(|e| {
         fatal(
@@ -181,6 +189,7 @@ async fn shard_main(
     readers: Arc<Vec<Readers>>,
     ready: Arc<AtomicUsize>,
     started: Instant,
+    open_files: usize,
 ) {
     let (partitions_mesh, partitions_peers) = join(meshes.partitions).await;
     let (controller_mesh, controller_peers) = join(meshes.controller).await;
@@ -191,7 +200,7 @@ async fn shard_main(
     probe_direct_io(&config.data_dir, id).await;
     tracing::debug!(shard = id.0, "O_DIRECT probe passed");
     let shard = Rc::new(Shard::new(id, config.clone(), catalog));
-    let partitions = Rc::new(Partitions::new(shard.clone(), partitions_mesh));
+    let partitions = Rc::new(Partitions::new(shard.clone(), partitions_mesh, open_files));
     let controller = Rc::new(Controller::new(shard.clone(), controller_mesh, partitions.clone()));
     let groups = Rc::new(GroupCoordinator::new(shard.clone(), groups_mesh));
     let peers = TxnPeers {
@@ -203,7 +212,12 @@ async fn shard_main(
     let report = partitions.open_owned_logs().await.unwrap_or_else(|e| {
         fatal(
             FatalReason::DataDir,
-            format!("cannot recover the logs in {}: {e}", config.data_dir.display()),
+            format!(
+                "cannot recover the log of {} in {}: {}; check the data dir",
+                e.0,
+                config.data_dir.display(),
+                e.1
+            ),
         )
     });
     tracing::info!(
@@ -427,6 +441,60 @@ fn check_memlock(cores: usize) {
             needed / 1024
         ),
     );
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and, when the hard limit is below what
+/// keeps every partition's active segment open and the process may raise it (root), the hard
+/// limit too, within `fs.nr_open`. Says in one line what it has and what the partitions would
+/// like, and returns how the descriptors are shared out: segments beyond the budget are
+/// opened again on demand (`storage::files`), so a low limit costs opens, not failures.
+fn raise_open_files(partitions: u64, cores: usize) -> DescriptorBudget {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        limit = libc::rlimit { rlim_cur: 1024, rlim_max: 1024 };
+    }
+    let before = limit.rlim_cur;
+    let wanted = DescriptorBudget::wanted(partitions, cores).max(OPEN_FILES_WANTED_MIN);
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    if limit.rlim_max != libc::RLIM_INFINITY && limit.rlim_max < wanted {
+        let raised = libc::rlimit { rlim_cur: wanted.min(nr_open), rlim_max: wanted.min(nr_open) };
+        // SAFETY: valid pointer to an rlimit. Raising the hard limit needs CAP_SYS_RESOURCE;
+        // without it this fails and the soft limit is raised to the hard one below.
+        if raised.rlim_max > limit.rlim_max
+            && unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0
+        {
+            limit = raised;
+        }
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let target = limit.rlim_max.min(nr_open.max(limit.rlim_cur));
+        let raised = libc::rlimit { rlim_cur: target, rlim_max: limit.rlim_max };
+        // SAFETY: valid pointer to an rlimit; a soft limit up to the hard one is always allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    let budget = DescriptorBudget::plan(limit.rlim_cur, cores);
+    let message = if limit.rlim_cur >= wanted {
+        "open files: every partition's active segment can stay open"
+    } else {
+        "open files: fewer descriptors than partitions would keep open; idle segments are \
+         closed and opened again on demand (raise `ulimit -n` or LimitNOFILE= to avoid it)"
+    };
+    tracing::info!(
+        limit = limit.rlim_cur,
+        raised_from = before,
+        partitions,
+        wanted,
+        connections_reserve = budget.connections,
+        files_per_shard = budget.files_per_shard,
+        "{message}"
+    );
+    budget
 }
 
 fn install_signal_handlers() {

@@ -91,6 +91,16 @@ pub const CONNECTION_READ_BUFFER_BYTES: usize = 64 * 1024;
 /// How long a connection waits for a client to take more of a response before closing it.
 pub const SOCKET_SEND_TIMEOUT_MS: i32 = 30_000;
 
+/// First wait before retrying a failed `accept` (out of descriptors or memory); it doubles on
+/// each failure in a row up to `ACCEPT_RETRY_MS_MAX`, so a full descriptor table neither spins
+/// a core nor leaves a freed descriptor unused for long.
+pub const ACCEPT_RETRY_MS_MIN: u64 = 10;
+pub const ACCEPT_RETRY_MS_MAX: u64 = 1000;
+
+/// A warning that repeats (a failing `accept`, a full disk) is logged at most this often, with
+/// the count of the ones held back.
+pub const REPEATED_WARNING_INTERVAL_MS: u64 = 1000;
+
 /// glommio needs this much locked memory per executor for its io_uring rings and buffers.
 pub const MEMLOCK_BYTES_PER_SHARD_MIN: u64 = 512 * 1024;
 

@@ -19,5 +19,6 @@ pub mod partition;
 pub mod protocol;
 pub mod shard;
 pub mod storage;
+pub mod throttle;
 pub mod txn;
 pub mod wheel;

@@ -17,7 +17,7 @@ use std::rc::Rc;
 use crate::constants;
 use crate::model::topic::validate_topic_name;
 use crate::model::ShardId;
-use crate::partition::{PartitionRequest, Partitions};
+use crate::partition::{PartitionRequest, PartitionResponse, Partitions};
 use crate::protocol::errors;
 use crate::shard::catalog::{self, TopicMeta};
 use crate::shard::internal_log::INTERNAL_TOPICS;
@@ -236,7 +236,9 @@ impl Controller {
             });
         };
         self.persist_catalog().await?;
-        self.partitions.broadcast(|| PartitionRequest::RemoveTopic { name: name.clone() }).await;
+        self.partitions
+            .broadcast(|| PartitionRequest::RemovePartitions { name: name.clone(), from: 0 })
+            .await;
         tracing::info!(topic = %name, "deleted topic");
         Ok(meta)
     }
@@ -307,7 +309,9 @@ impl Controller {
     /// Applies `meta` to the controller's catalog, persists the catalog and sends `ApplyTopic`
     /// to every shard; returns once every shard applied it. The catalog is updated before the
     /// first await, so a concurrent request on the controller already sees `meta`.
-    /// If the catalog cannot be written, the change is undone and the error returned.
+    /// If the catalog cannot be written, or a shard cannot open one of the new logs, the change
+    /// is undone (logs it opened are deleted) and the error returned: a topic that a client
+    /// was told exists can always be written.
     async fn commit_topic(&self, meta: &TopicMeta) -> Result<(), TopicError> {
         let previous = self.shard.catalog.borrow().get(&meta.name).cloned();
         self.shard.catalog.borrow_mut().apply(meta.clone());
@@ -323,8 +327,41 @@ impl Controller {
             return Err(e);
         }
         let copy = meta.clone();
-        self.partitions.broadcast(move || PartitionRequest::ApplyTopic(copy.clone())).await;
-        Ok(())
+        let answers =
+            self.partitions.broadcast(move || PartitionRequest::ApplyTopic(copy.clone())).await;
+        let failed = answers.into_iter().find_map(|answer| match answer {
+            Some(PartitionResponse::Applied(Err(message))) => Some(message),
+            _ => None,
+        });
+        let Some(message) = failed else {
+            return Ok(());
+        };
+        self.undo_topic(meta, previous).await;
+        Err(TopicError { code: errors::KAFKA_STORAGE_ERROR, message })
+    }
+
+    /// Puts topic `meta.name` back as `previous` (absent: no topic) after a change that some
+    /// shard could not apply: the catalog first, then the logs the change opened.
+    async fn undo_topic(&self, meta: &TopicMeta, previous: Option<TopicMeta>) {
+        let name = meta.name.to_string();
+        let kept = previous.as_ref().map_or(0, |previous| previous.partitions);
+        match &previous {
+            Some(previous) => self.shard.catalog.borrow_mut().apply(previous.clone()),
+            None => {
+                self.shard.catalog.borrow_mut().remove(&name);
+            }
+        }
+        if let Err(e) = self.persist_catalog().await {
+            tracing::error!(topic = %name, "cannot write the catalog back: {}", e.message);
+        }
+        if let Some(previous) = previous {
+            self.partitions.broadcast(move || PartitionRequest::ApplyTopic(previous.clone())).await;
+        }
+        if kept < meta.partitions {
+            let make = || PartitionRequest::RemovePartitions { name: name.clone(), from: kept };
+            self.partitions.broadcast(make).await;
+        }
+        tracing::warn!(topic = %name, "undid a topic change that a shard could not apply");
     }
 
     /// The controller's entry for topic `name`, or UNKNOWN_TOPIC_OR_PARTITION.

@@ -43,11 +43,13 @@ use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::api::{self, Admitted, Outcome, Services};
 use crate::constants::{
-    CONNECTION_BYTES_IN_FLIGHT_MAX, CONNECTION_READ_BUFFER_BYTES,
-    CONNECTION_REQUESTS_IN_FLIGHT_MAX, SHARD_REQUEST_BYTES_IN_FLIGHT_MAX, SOCKET_SEND_TIMEOUT_MS,
+    ACCEPT_RETRY_MS_MAX, ACCEPT_RETRY_MS_MIN, CONNECTION_BYTES_IN_FLIGHT_MAX,
+    CONNECTION_READ_BUFFER_BYTES, CONNECTION_REQUESTS_IN_FLIGHT_MAX, REPEATED_WARNING_INTERVAL_MS,
+    SHARD_REQUEST_BYTES_IN_FLIGHT_MAX, SOCKET_SEND_TIMEOUT_MS,
 };
 use crate::net::readers::Readers;
 use crate::storage::log::ReadChunk;
+use crate::throttle::{Backoff, Throttle};
 
 /// Counts requests admitted and not yet answered, so shutdown can wait for them.
 #[derive(Default)]
@@ -65,6 +67,9 @@ pub async fn accept_loop(
     readers: Readers,
 ) {
     let shard_bytes = Rc::new(Semaphore::new(SHARD_REQUEST_BYTES_IN_FLIGHT_MAX as u64));
+    let started = std::time::Instant::now();
+    let mut backoff = Backoff::new(ACCEPT_RETRY_MS_MIN, ACCEPT_RETRY_MS_MAX);
+    let mut warnings = Throttle::new(REPEATED_WARNING_INTERVAL_MS);
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -82,9 +87,25 @@ pub async fn accept_loop(
                 .detach();
             }
             Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                // Out of descriptors (EMFILE, ENFILE) or kernel memory (ENOBUFS, ENOMEM): the
+                // connection waits in the listen queue until a retry succeeds. Retrying at
+                // once would spin; logging each failure would flood the log.
+                let wait_ms = backoff.failed();
+                if let Some(held) = warnings.admit(started.elapsed().as_millis() as u64) {
+                    tracing::warn!(
+                        failed_since_last_line = held + 1,
+                        retry_in_ms = wait_ms,
+                        "cannot accept connections: {e}"
+                    );
+                }
+                glommio::timer::sleep(Duration::from_millis(wait_ms)).await;
+                continue;
             }
+        }
+        let failures = backoff.succeeded();
+        if failures > 0 {
+            tracing::info!(failures, "accepting connections again");
+            warnings.reset();
         }
     }
 }

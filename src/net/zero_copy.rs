@@ -87,7 +87,7 @@ async fn write(stream: &mut TcpStream, gathered: &mut BytesMut) -> Result<(), St
 async fn send_file(
     stream: &mut TcpStream,
     readers: &Readers,
-    file: Arc<std::fs::File>,
+    file: Arc<crate::storage::files::Buffered>,
     mut position: u64,
     len: u64,
 ) -> Result<(), String> {

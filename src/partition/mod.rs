@@ -27,6 +27,7 @@ use crate::shard::delayed::{Key, Wait};
 use crate::shard::mesh::{Mesh, Served, Service};
 use crate::shard::Shard;
 use crate::storage::cache::CacheBudget;
+use crate::storage::files::{FileStats, OpenFiles};
 use crate::storage::log::{self, Log, Marker, ReadChunk, RecoveryReport};
 use crate::storage::txn_index::AbortedTxn;
 use crate::storage::Error as StorageError;
@@ -64,11 +65,14 @@ pub enum PartitionRequest {
     DescribeProducers {
         partitions: Vec<TopicPartition>,
     },
-    /// Every shard: adopt this topic and open the logs it owns.
+    /// Every shard: adopt this topic and open the logs it owns. Answered `Applied`: an
+    /// error names the log that could not be opened (the controller then undoes the change).
     ApplyTopic(TopicMeta),
-    /// Every shard: forget this topic and delete the logs it owns.
-    RemoveTopic {
+    /// Every shard: delete the logs it owns of topic `name` from partition `from` on, and
+    /// forget the topic when `from` is 0 (DeleteTopics, or undoing a creation).
+    RemovePartitions {
         name: String,
+        from: i32,
     },
     /// A post: notify waiter `waiter` of the sender on the next append to one of these
     /// partitions within `timeout_ms`, at once if a partition's high watermark already
@@ -91,6 +95,7 @@ pub enum PartitionResponse {
     Offsets(Vec<OffsetResult>),
     Markers(Vec<(TopicPartition, i16)>),
     Producers(Vec<(TopicPartition, Result<Vec<ProducerInfo>, i16>)>),
+    Applied(Result<(), String>),
     Done,
 }
 
@@ -148,6 +153,7 @@ pub struct Partitions {
     logs: std::cell::RefCell<HashMap<TopicPartition, LogRef>>,
     /// The memory the batch caches of this shard's partitions share.
     cache: Rc<CacheBudget>,
+    files: Rc<OpenFiles>,
 }
 
 impl Service for Partitions {
@@ -188,12 +194,11 @@ impl Service for Partitions {
             Q::DescribeProducers { partitions } => {
                 Served::Now(R::Producers(self.describe_producers(partitions)))
             }
-            Q::ApplyTopic(meta) => Served::Later(Box::pin(async move {
-                this.apply_topic(meta).await;
-                R::Done
-            })),
-            Q::RemoveTopic { name } => Served::Later(Box::pin(async move {
-                this.remove_topic(&name).await;
+            Q::ApplyTopic(meta) => {
+                Served::Later(Box::pin(async move { R::Applied(this.apply_topic(meta).await) }))
+            }
+            Q::RemovePartitions { name, from } => Served::Later(Box::pin(async move {
+                this.remove_partitions(&name, from).await;
                 R::Done
             })),
             Q::Watch { waiter, partitions, timeout_ms } => {
@@ -217,9 +222,16 @@ impl Service for Partitions {
 }
 
 impl Partitions {
-    pub fn new(shard: Rc<Shard>, mesh: Mesh<Partitions>) -> Partitions {
+    /// `open_files`: the shard's budget of descriptors for segment files.
+    pub fn new(shard: Rc<Shard>, mesh: Mesh<Partitions>, open_files: usize) -> Partitions {
         let cache = CacheBudget::new(shard.config.batch_cache_bytes as usize);
-        Partitions { shard, mesh, logs: std::cell::RefCell::new(HashMap::new()), cache }
+        let files = OpenFiles::new(open_files);
+        Partitions { shard, mesh, logs: std::cell::RefCell::new(HashMap::new()), cache, files }
+    }
+
+    /// The shard's cache of open segment files (its counts, for the shutdown line).
+    pub fn open_files(&self) -> FileStats {
+        self.files.stats()
     }
 
     /// Sends a request to the partitions' owner `target` (or serves it here); `None` once
@@ -241,7 +253,7 @@ impl Partitions {
     }
 
     /// Opens every log this shard owns according to the catalog (recovering each).
-    pub async fn open_owned_logs(&self) -> Result<RecoveryReport, StorageError> {
+    pub async fn open_owned_logs(&self) -> Result<RecoveryReport, (TopicPartition, StorageError)> {
         let metas: Vec<TopicMeta> = self.shard.catalog.borrow().topics.values().cloned().collect();
         let mut total = RecoveryReport::default();
         for meta in metas {
@@ -256,7 +268,12 @@ impl Partitions {
         self.logs.borrow().len()
     }
 
-    async fn open_topic(&self, meta: &TopicMeta) -> Result<RecoveryReport, StorageError> {
+    /// Opens the logs of `meta` this shard owns and has not opened yet; an error names the
+    /// partition whose log could not be opened (those opened before it stay open).
+    async fn open_topic(
+        &self,
+        meta: &TopicMeta,
+    ) -> Result<RecoveryReport, (TopicPartition, StorageError)> {
         let mut total = RecoveryReport::default();
         for partition in 0..meta.partitions {
             let tp = TopicPartition::new(meta.name.clone(), partition);
@@ -268,8 +285,10 @@ impl Partitions {
                 tp.clone(),
                 meta.config.clone(),
                 self.cache.clone(),
+                &self.files,
             )
-            .await?;
+            .await
+            .map_err(|e| (tp.clone(), e))?;
             total.segments += report.segments;
             total.truncated_segments += report.truncated_segments;
             self.logs.borrow_mut().insert(tp, Rc::new(std::cell::RefCell::new(log)));
@@ -303,7 +322,7 @@ impl Partitions {
         self.logs.borrow().get(tp).cloned()
     }
 
-    async fn apply_topic(&self, meta: TopicMeta) {
+    async fn apply_topic(&self, meta: TopicMeta) -> Result<(), String> {
         self.shard.catalog.borrow_mut().apply(meta.clone());
         // Logs already open take the topic's new configs (AlterConfigs).
         for partition in 0..meta.partitions {
@@ -312,17 +331,23 @@ impl Partitions {
                 log.borrow_mut().config = meta.config.clone();
             }
         }
-        if let Err(e) = self.open_topic(&meta).await {
-            tracing::error!(topic = %meta.name, "cannot open partition logs: {e}");
-        }
+        self.open_topic(&meta).await.map(|_| ()).map_err(|(tp, e)| {
+            tracing::error!(%tp, "cannot open the partition's log: {e}");
+            format!("cannot open the log of {tp} in {}: {e}", self.shard.config.data_dir.display())
+        })
     }
 
-    async fn remove_topic(&self, name: &str) {
-        self.shard.catalog.borrow_mut().remove(name);
+    async fn remove_partitions(&self, name: &str, from: i32) {
+        if from == 0 {
+            self.shard.catalog.borrow_mut().remove(name);
+        }
         let doomed: Vec<(TopicPartition, LogRef)> = {
             let mut logs = self.logs.borrow_mut();
-            let keys: Vec<TopicPartition> =
-                logs.keys().filter(|tp| &*tp.topic == name).cloned().collect();
+            let keys: Vec<TopicPartition> = logs
+                .keys()
+                .filter(|tp| &*tp.topic == name && tp.partition >= from)
+                .cloned()
+                .collect();
             keys.into_iter().filter_map(|tp| logs.remove(&tp).map(|log| (tp, log))).collect()
         };
         for (tp, log) in doomed {

@@ -28,6 +28,7 @@ use crate::model::{batch, ShardId, TopicPartition};
 use crate::shard::catalog::META_DIR;
 use crate::shard::table::shard_for_key;
 use crate::storage::cache::CacheBudget;
+use crate::storage::files::OpenFiles;
 use crate::storage::log::{self, Log};
 
 /// Kafka's name for the committed-offsets topic; Spate keeps one partition per shard.
@@ -63,7 +64,9 @@ pub async fn open(
     config: TopicConfig,
 ) -> Result<LogRef, crate::storage::Error> {
     let tp = TopicPartition::new(topic.into(), shard.0 as i32);
-    let (opened, _) = Log::open_in(data_dir, tp, config, CacheBudget::new(0)).await?;
+    // A handful of small logs per shard: their few descriptors are in the budget's fixed part.
+    let files = OpenFiles::unbounded();
+    let (opened, _) = Log::open_in(data_dir, tp, config, CacheBudget::new(0), &files).await?;
     Ok(Rc::new(RefCell::new(opened)))
 }
 

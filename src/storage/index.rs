@@ -30,7 +30,7 @@ pub struct TimeEntry {
 }
 
 /// In-memory sparse indexes of one segment. Entries are strictly increasing.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SegmentIndex {
     pub offsets: Vec<OffsetEntry>,
     pub times: Vec<TimeEntry>,

@@ -36,6 +36,7 @@ use crate::model::topic::{Durability, TimestampType, TopicConfig};
 use crate::model::TopicPartition;
 use crate::model::{now_ms, FirstBatch, Isolation};
 use crate::storage::cache::{BatchCache, CacheBudget, CachedBatch};
+use crate::storage::files::{Buffered, OpenFiles};
 use crate::storage::producer_state::{self, AppendCheck, ProducerBatch, ProducerStateTable};
 use crate::storage::segment::{self, Segment};
 use crate::storage::snapshot;
@@ -56,7 +57,7 @@ pub enum ReadChunk {
     /// Bytes already in memory (the cache, or a DMA read of the unstable tail).
     Memory(Bytes),
     /// A region of a segment file, sent with `sendfile` without a copy through user space.
-    File { file: Arc<std::fs::File>, position: u64, len: u64 },
+    File { file: Arc<Buffered>, position: u64, len: u64 },
 }
 
 impl ReadChunk {
@@ -103,6 +104,8 @@ pub struct Log {
     /// Offset after the last written batch; consumers read below it.
     pub high_watermark: i64,
     cache: BatchCache,
+    /// The shard's cache of open segment files (see `files.rs`).
+    files: Rc<OpenFiles>,
     pending: Vec<Pending>,
     /// True while a flusher task (or a roll, or close) owns the active segment.
     busy: bool,
@@ -129,23 +132,26 @@ pub struct RecoveryReport {
 
 impl Log {
     /// Opens (recovering) or creates the log of `tp` under `data_dir`, with a batch cache of
-    /// its own (`BATCH_CACHE_BYTES_PER_LOG`): for logs outside a shard's shared budget
-    /// (tests).
+    /// its own (`BATCH_CACHE_BYTES_PER_LOG`) and no budget of open files: for logs outside a
+    /// shard's shared budgets (tests).
     pub async fn open(
         data_dir: &Path,
         tp: TopicPartition,
         config: TopicConfig,
     ) -> Result<(Log, RecoveryReport), Error> {
-        Log::open_in(data_dir, tp, config, CacheBudget::new(BATCH_CACHE_BYTES_PER_LOG)).await
+        let cache = CacheBudget::new(BATCH_CACHE_BYTES_PER_LOG);
+        Log::open_in(data_dir, tp, config, cache, &OpenFiles::unbounded()).await
     }
 
     /// Opens (recovering) or creates the log of `tp` under `data_dir`; its recent batches
-    /// are cached under `cache` (the shard's budget, shared by its partitions).
+    /// are cached under `cache` and its descriptors under `files` (the shard's budgets,
+    /// shared by its partitions).
     pub async fn open_in(
         data_dir: &Path,
         tp: TopicPartition,
         config: TopicConfig,
         cache: Rc<CacheBudget>,
+        files: &Rc<OpenFiles>,
     ) -> Result<(Log, RecoveryReport), Error> {
         let dir = data_dir.join(tp.dir_name());
         std::fs::create_dir_all(&dir)?;
@@ -154,7 +160,8 @@ impl Log {
         let mut report = RecoveryReport::default();
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
         for (i, base) in bases.iter().enumerate() {
-            let (opened, torn) = Segment::open(&dir, *base, now).await?;
+            let (opened, repairs) = Segment::open(&dir, *base, now, files).await?;
+            let torn = repairs.torn;
             report.segments += 1;
             let follows = segments.last().is_none_or(|prev| prev.next_offset == opened.base_offset);
             if !follows {
@@ -169,7 +176,10 @@ impl Log {
                 tracing::warn!(%tp, base, size = opened.size, "truncated a torn segment tail");
             }
             let is_last = i + 1 == bases.len();
-            if !is_last {
+            // A sealed segment that recovery changed is sealed again (true length, indexes
+            // on disk); one that was sound, as every one is after a clean stop, costs nothing
+            // more than reading its indexes and the batches after the last entry.
+            if !is_last && (repairs.torn || repairs.index_rebuilt) {
                 opened.seal().await?;
             }
             segments.push(opened);
@@ -182,7 +192,7 @@ impl Log {
             }
         }
         if segments.is_empty() {
-            segments.push(Segment::create(&dir, 0, config.segment_bytes, now).await?);
+            segments.push(Segment::create(&dir, 0, config.segment_bytes, now, files).await?);
         }
         let first_offset = segments[0].base_offset;
         let next_offset = segments.last().map_or(0, |s| s.next_offset);
@@ -203,6 +213,7 @@ impl Log {
             next_offset,
             high_watermark: next_offset,
             cache: BatchCache::new(cache),
+            files: files.clone(),
             pending: Vec::new(),
             busy: false,
             deleted: false,
@@ -599,7 +610,17 @@ fn run_end(l: &Log, group: &[Pending], start: usize) -> usize {
 /// tracepoints at 50,000 small produces/s (block-aligned writes, see `Segment`): one write
 /// per run, 94% of the writes punted; split, 2 of 21,546.
 async fn write_run(log: &Rc<RefCell<Log>>, run: &[Pending], durability: Durability) {
-    let (file, writes, new_tail, new_tail_position, allocated, size_max) = {
+    let opening = log.borrow().segments.last().unwrap_or_else(|| unreachable!()).direct();
+    let file = match opening.await {
+        Ok(file) => file,
+        // A deleted log's files are gone; its waiters fail with `Deleted`.
+        Err(_) if log.borrow().deleted => return,
+        Err(e) => fatal(
+            FatalReason::StorageIo,
+            format!("cannot open the active segment: {e}; check the disk and `ulimit -n`"),
+        ),
+    };
+    let (writes, new_tail, new_tail_position, allocated, size_max) = {
         let mut l = log.borrow_mut();
         let active = l.active();
         let mut pieces: Vec<&[u8]> = Vec::with_capacity(run.len() + 1);
@@ -613,7 +634,7 @@ async fn write_run(log: &Rc<RefCell<Log>>, run: &[Pending], durability: Durabili
         let mut writes = Vec::with_capacity(2);
         for (from, to) in [(0, split), (split, aligned)] {
             if to > from {
-                let mut buffer = active.file.alloc_dma_buffer(to - from);
+                let mut buffer = file.alloc_dma_buffer(to - from);
                 copy_range(&pieces, from, buffer.as_bytes_mut());
                 writes.push((active.tail_position + from as u64, buffer));
             }
@@ -622,14 +643,7 @@ async fn write_run(log: &Rc<RefCell<Log>>, run: &[Pending], durability: Durabili
         let mut new_tail = vec![0u8; total - full];
         copy_range(&pieces, full, &mut new_tail);
         let new_tail_position = active.tail_position + full as u64;
-        (
-            active.file.clone(),
-            writes,
-            new_tail,
-            new_tail_position,
-            active.allocated,
-            active.size_max,
-        )
+        (writes, new_tail, new_tail_position, active.allocated, active.size_max)
     };
     let end =
         writes.iter().map(|(position, buffer)| position + buffer.len() as u64).max().unwrap_or(0);
@@ -692,22 +706,22 @@ fn copy_range(pieces: &[&[u8]], from: usize, out: &mut [u8]) {
 
 /// Seals the active segment and starts a new one at `base_offset`. The caller owns `busy`.
 async fn roll(log: &Rc<RefCell<Log>>, base_offset: i64) {
-    let (dir, preallocate) = {
-        let l = log.borrow();
-        (l.dir.clone(), l.config.segment_bytes)
-    };
-    let sealed = {
+    let (dir, preallocate, files, opening, size) = {
         let l = log.borrow();
         let active = l.segments.last().unwrap_or_else(|| unreachable!());
-        (active.file.clone(), active.size)
+        (l.dir.clone(), l.config.segment_bytes, l.files.clone(), active.direct(), active.size)
     };
-    if let Err(e) = sealed.0.truncate(sealed.1).await {
-        fatal(FatalReason::StorageIo, format!("cannot truncate a sealed segment: {e}"));
-    }
+    let truncated = match opening.await {
+        Ok(file) => file.truncate(size).await.map_err(io_error),
+        Err(e) => Err(e),
+    };
     if log.borrow().deleted {
         return;
     }
-    let created = Segment::create(&dir, base_offset, preallocate, now_ms()).await;
+    if let Err(e) = truncated {
+        fatal(FatalReason::StorageIo, format!("cannot truncate a sealed segment: {e}"));
+    }
+    let created = Segment::create(&dir, base_offset, preallocate, now_ms(), &files).await;
     let created = created.unwrap_or_else(|e| {
         fatal(FatalReason::StorageIo, format!("cannot create a segment in {}: {e}", dir.display()))
     });
@@ -768,7 +782,7 @@ pub async fn read_below(
     isolation: Isolation,
 ) -> Result<ReadOutcome, Error> {
     let committed = isolation == Isolation::ReadCommitted;
-    let (file, read_file, scan_from, end, stable_end, bound, base) = {
+    let (opening, read_file, scan_from, end, stable_end, bound, base) = {
         let l = log.borrow();
         if offset < l.log_start_offset || offset > l.high_watermark {
             return Err(Error::OffsetOutOfRange);
@@ -802,8 +816,8 @@ pub async fn read_below(
         let active = at == l.segments.len();
         let relative = (offset - segment.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
         (
-            segment.file.clone(),
-            segment.read_file.clone(),
+            segment.direct(),
+            segment.buffered().map_err(gone_is_out_of_range)?,
             u64::from(segment.index.position_before(relative)),
             segment.size,
             segment.stable_end(active),
@@ -811,6 +825,7 @@ pub async fn read_below(
             outcome,
         )
     };
+    let file = opening.await.map_err(gone_is_out_of_range)?;
     let mut outcome = {
         let l = log.borrow();
         ReadOutcome {
@@ -842,8 +857,8 @@ pub async fn read_below(
     if len == 0 {
         return Ok(outcome);
     }
-    let chunk = if position + len <= stable_end {
-        ReadChunk::File { file: read_file, position, len }
+    let chunk = if let Some(file) = read_file.filter(|_| position + len <= stable_end) {
+        ReadChunk::File { file, position, len }
     } else {
         let bytes = file.read_at(position, len as usize).await.map_err(io_error)?;
         ReadChunk::Memory(Bytes::copy_from_slice(&bytes))
@@ -851,6 +866,15 @@ pub async fn read_below(
     outcome.size_bytes = chunk.len();
     outcome.chunks.push(chunk);
     Ok(outcome)
+}
+
+/// A segment file that is gone was removed by retention (or DeleteRecords) while the read
+/// waited to open it: the offset is below the log start now.
+fn gone_is_out_of_range(e: Error) -> Error {
+    match e {
+        Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => Error::OffsetOutOfRange,
+        other => other,
+    }
 }
 
 /// Finds the position and size of the batch that holds `offset`, scanning batch headers from
@@ -890,7 +914,7 @@ pub async fn offset_for_timestamp(
     log: &Rc<RefCell<Log>>,
     timestamp: i64,
 ) -> Result<Option<(i64, i64)>, Error> {
-    let candidates: Vec<(Rc<glommio::io::DmaFile>, u64, u64, i64)> = {
+    let candidates: Vec<_> = {
         let l = log.borrow();
         l.segments
             .iter()
@@ -900,11 +924,17 @@ pub async fn offset_for_timestamp(
                     .index
                     .offset_before_time(timestamp)
                     .map_or(0, |rel| s.index.position_before(rel + 1));
-                (s.file.clone(), u64::from(from), s.size, s.base_offset)
+                (s.direct(), u64::from(from), s.size)
             })
             .collect()
     };
-    for (file, mut position, end, _) in candidates {
+    for (opening, mut position, end) in candidates {
+        let file = match opening.await {
+            Ok(file) => file,
+            // Removed by retention since: later segments may still answer.
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         while position < end {
             let header_bytes = file.read_at(position, crate::constants::BATCH_HEADER_BYTES).await;
             let header_bytes = header_bytes.map_err(io_error)?;
@@ -1052,11 +1082,19 @@ pub async fn close(log: &Rc<RefCell<Log>>) -> Result<(), Error> {
         }
         glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
     }
-    let file = {
+    let opening = {
         let l = log.borrow();
         let active = l.segments.last().unwrap_or_else(|| unreachable!());
-        active.file.clone()
+        // Nothing written since open and nothing preallocated: the segment, its indexes and
+        // the producer snapshot on disk are what they were (recovery cut the file to its
+        // batches). Skipping it keeps a stop of many idle partitions from costing an open
+        // and an fdatasync each.
+        if l.writes == 0 && active.allocated <= active.size {
+            return Ok(());
+        }
+        active.direct()
     };
+    let file = opening.await?;
     let size = log.borrow().segments.last().map_or(0, |s| s.size);
     file.truncate(size).await.map_err(io_error)?;
     file.fdatasync().await.map_err(io_error)?;

@@ -5,6 +5,7 @@
 //! cores but the two I/O counters below. See `log.rs` for the append and read paths.
 
 pub mod cache;
+pub mod files;
 pub mod index;
 pub mod log;
 pub mod producer_state;
@@ -48,7 +49,8 @@ impl From<std::io::Error> for Error {
 /// `GlommioError<T>` is Send but not Sync, so it does not convert into most error types;
 /// turn it into a plain `std::io::Error` first.
 pub fn io_error<T>(e: glommio::GlommioError<T>) -> Error {
-    Error::Io(std::io::Error::other(e.to_string()))
+    // glommio's conversion keeps the error's kind (a removed segment is `NotFound`).
+    Error::Io(std::io::Error::from(e))
 }
 
 /// What the partition logs asked of the disk since the process started, over all shards.

@@ -29,16 +29,26 @@ use glommio::io::{DmaFile, OpenOptions};
 
 use crate::constants::{INDEX_INTERVAL_BYTES, PREALLOCATE_STEP_BYTES, RECOVERY_READ_BYTES};
 use crate::model::batch::{self, ScannedBatch};
+use crate::storage::files::{Buffered, Direct, OpenFiles, SegmentId};
 use crate::storage::index::SegmentIndex;
 use crate::storage::{count_fdatasync, io_error, Error};
+
+/// What recovery changed in a segment it opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repairs {
+    /// Bytes after the last whole batch were cut off (a torn write, or preallocated zeros).
+    pub torn: bool,
+    /// The indexes on disk were missing, stale or incomplete, and were rebuilt in memory.
+    pub index_rebuilt: bool,
+}
 
 pub struct Segment {
     pub base_offset: i64,
     pub log_path: PathBuf,
-    pub file: Rc<DmaFile>,
-    /// A buffered descriptor of the same file, for zero-copy `sendfile` reads on a helper
-    /// thread. Only bytes below `stable_end()` are read through it.
-    pub read_file: Arc<std::fs::File>,
+    /// The segment's descriptors live in the shard's cache of open files, under `id`:
+    /// `direct()` for O_DIRECT appends and reads, `buffered()` for `sendfile`.
+    id: SegmentId,
+    files: Rc<OpenFiles>,
     /// Bytes of complete, written batches. Readers never go past it.
     pub size: u64,
     /// Offset after the last batch of this segment.
@@ -66,17 +76,19 @@ impl Segment {
         base_offset: i64,
         preallocate_bytes: u64,
         now_ms: i64,
+        files: &Rc<OpenFiles>,
     ) -> Result<Segment, Error> {
         let log_path = dir.join(file_name(base_offset, "log"));
         let file = open_dma(&log_path).await?;
         file.truncate(0).await.map_err(io_error)?;
-        let read_file = Arc::new(std::fs::File::open(&log_path)?);
         let alignment = write_alignment(&file, &log_path);
+        let id = files.new_segment();
+        files.insert_direct(id, file);
         Ok(Segment {
             base_offset,
             log_path,
-            file: Rc::new(file),
-            read_file,
+            id,
+            files: files.clone(),
             size: 0,
             next_offset: base_offset,
             max_timestamp: -1,
@@ -113,10 +125,16 @@ impl Segment {
 
     /// Opens an existing segment and recovers it: loads its indexes when they are sound,
     /// scans every batch after the last index entry (CRC included) and truncates a torn tail.
-    /// Returns the segment and whether bytes were cut off.
-    pub async fn open(dir: &Path, base_offset: i64, now_ms: i64) -> Result<(Segment, bool), Error> {
+    /// Returns the segment and what recovery had to repair.
+    pub async fn open(
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+        files: &Rc<OpenFiles>,
+    ) -> Result<(Segment, Repairs), Error> {
         let log_path = dir.join(file_name(base_offset, "log"));
-        let file = open_dma(&log_path).await?;
+        let id = files.new_segment();
+        let file = files.direct(id, &log_path).await?;
         let file_size = file.file_size().await.map_err(io_error)?;
         let offsets = std::fs::read(dir.join(file_name(base_offset, "index"))).unwrap_or_default();
         let times =
@@ -194,12 +212,11 @@ impl Segment {
         } else {
             Vec::new()
         };
-        let read_file = Arc::new(std::fs::File::open(&log_path)?);
         let segment = Segment {
             base_offset,
             log_path,
-            file: Rc::new(file),
-            read_file,
+            id,
+            files: files.clone(),
             size: position,
             next_offset,
             max_timestamp,
@@ -212,7 +229,31 @@ impl Segment {
             allocated: if torn { position } else { file_size },
             size_max: u64::MAX,
         };
-        Ok((segment, torn))
+        let index_rebuilt = loaded.as_ref() != Some(&segment.index);
+        Ok((segment, Repairs { torn, index_rebuilt }))
+    }
+
+    /// The O_DIRECT file, from the shard's cache or opened again if it was closed. The
+    /// future owns what it needs, so no borrow of the log is held across the open; a hit
+    /// costs one lookup and no allocation.
+    pub fn direct(&self) -> impl std::future::Future<Output = Result<Rc<Direct>, Error>> {
+        let found = match self.files.cached_direct(self.id) {
+            Some(file) => Ok(file),
+            None => Err((self.files.clone(), self.id, self.log_path.clone())),
+        };
+        async move {
+            match found {
+                Ok(file) => Ok(file),
+                Err((files, id, path)) => files.direct(id, &path).await,
+            }
+        }
+    }
+
+    /// A buffered descriptor of the same file, for zero-copy `sendfile` reads on a helper
+    /// thread. Only bytes below `stable_end()` are read through it. `None` when the shard's
+    /// buffered descriptors are all lent out (see `files.rs`).
+    pub fn buffered(&self) -> Result<Option<Arc<Buffered>>, Error> {
+        self.files.buffered(self.id, &self.log_path)
     }
 
     /// End of the bytes that will never be rewritten; safe to read through the page cache.
@@ -258,8 +299,9 @@ impl Segment {
 
     /// Closes the segment for writing: cut the zero padding and persist the indexes.
     pub async fn seal(&self) -> Result<(), Error> {
-        self.file.truncate(self.size).await.map_err(io_error)?;
-        self.file.fdatasync().await.map_err(io_error)?;
+        let file = self.direct().await?;
+        file.truncate(self.size).await.map_err(io_error)?;
+        file.fdatasync().await.map_err(io_error)?;
         count_fdatasync();
         self.write_indexes().await
     }
@@ -272,6 +314,13 @@ impl Segment {
     }
 }
 
+impl Drop for Segment {
+    /// A segment that goes (retention, deletion, a log closed) gives its descriptors back.
+    fn drop(&mut self) {
+        self.files.forget(self.id);
+    }
+}
+
 /// Deletes segments' files on glommio's blocking pool: removing a large file frees its blocks
 /// inside the call (on ext4, milliseconds per GiB), which must not stall the shard. Readers
 /// that still hold a descriptor can finish; the last descriptor of the buffered kind is
@@ -281,8 +330,8 @@ pub async fn remove(segments: Vec<Segment>) {
         return;
     }
     let paths: Vec<PathBuf> = segments.iter().flat_map(Segment::file_paths).collect();
-    let read_files: Vec<Arc<std::fs::File>> =
-        segments.iter().map(|segment| segment.read_file.clone()).collect();
+    let read_files: Vec<Arc<Buffered>> =
+        segments.iter().filter_map(|segment| segment.files.forget(segment.id)).collect();
     glommio::executor()
         .spawn_blocking(move || {
             for path in paths {

@@ -118,9 +118,10 @@ pub async fn replay(
         } else {
             0
         };
+        let file = segment.direct().await?;
         while position < segment.size {
             let want = (segment.size - position).min(RECOVERY_READ_BYTES as u64) as usize;
-            let chunk = segment.file.read_at(position, want).await.map_err(io_error)?;
+            let chunk = file.read_at(position, want).await.map_err(io_error)?;
             let bytes: &[u8] = &chunk;
             let mut at = 0usize;
             // A batch may run past the chunk; the next read starts at the header after it.
@@ -134,11 +135,8 @@ pub async fn replay(
                         let commit = if at + size <= bytes.len() {
                             records::control_commit(&bytes[at..at + size])
                         } else {
-                            let whole = segment
-                                .file
-                                .read_at(position + at as u64, size)
-                                .await
-                                .map_err(io_error)?;
+                            let whole =
+                                file.read_at(position + at as u64, size).await.map_err(io_error)?;
                             records::control_commit(&whole)
                         };
                         let epoch = header.producer_epoch();

@@ -90,6 +90,8 @@ class Broker:
         self.host = "127.0.0.1"
         self.proc = None
         self.starts = 0
+        # Runs in the child before exec (limits, capabilities): see test_scale.py.
+        self.preexec = None
 
     @property
     def bootstrap(self):
@@ -127,7 +129,7 @@ class Broker:
             log.flush()
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=self.preexec)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if not self.alive():

@@ -3,6 +3,9 @@
 //! is set, e.g. an NVMe mount), a glommio executor that has run the broker's O_DIRECT probe,
 //! and a log of the one test partition. Each test binary includes it with `mod common;`.
 
+// Not every test binary uses every helper.
+#![allow(dead_code)]
+
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;

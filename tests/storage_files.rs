@@ -1,0 +1,138 @@
+//! The shard's cache of open segment files on a real glommio executor: many logs under a
+//! budget far below their count keep appending, reading (from disk, not the batch cache) and
+//! recovering, with the process holding no more descriptors than the budget allows.
+
+mod common;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use common::{config, on_executor, temp_dir};
+use spate::model::batch::{build_uncompressed, scan_stored};
+use spate::model::{FirstBatch, TopicPartition};
+use spate::storage::cache::CacheBudget;
+use spate::storage::files::OpenFiles;
+use spate::storage::log::{self, Log, ReadChunk};
+use spate::storage::Error;
+
+const LOGS: i32 = 64;
+const BUDGET: usize = 8;
+
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+}
+
+fn batch(count: i32) -> Bytes {
+    Bytes::from(build_uncompressed(0, count, 100, 1_700_000_000_000))
+}
+
+/// Reads every batch from `offset` (the batch cache is off, so this is the disk).
+async fn last_offsets(log: &Rc<RefCell<Log>>, mut offset: i64) -> Vec<i64> {
+    let mut out = Vec::new();
+    loop {
+        let outcome = log::read(log, offset, 1 << 20, FirstBatch::Whole).await.expect("read");
+        if outcome.size_bytes == 0 {
+            return out;
+        }
+        let mut bytes = Vec::new();
+        for chunk in outcome.chunks {
+            match chunk {
+                ReadChunk::Memory(b) => bytes.extend_from_slice(&b),
+                ReadChunk::File { file, position, len } => {
+                    use std::os::unix::fs::FileExt;
+                    let mut buf = vec![0; len as usize];
+                    file.read_exact_at(&mut buf, position).expect("pread");
+                    bytes.extend_from_slice(&buf);
+                }
+            }
+        }
+        let mut at = 0;
+        while let Some(scanned) = scan_stored(&bytes[at..]) {
+            out.push(scanned.last_offset);
+            offset = scanned.last_offset + 1;
+            at += scanned.size_bytes;
+        }
+        assert!(at > 0, "a read returned no complete batch");
+    }
+}
+
+async fn open_all(dir: &std::path::Path, files: &Rc<OpenFiles>) -> Vec<Rc<RefCell<Log>>> {
+    let mut logs = Vec::new();
+    for partition in 0..LOGS {
+        let tp = TopicPartition::new("many".into(), partition);
+        // Small segments: every log rolls, so sealed segments compete for the budget too.
+        let opened = Log::open_in(dir, tp, config(64 * 1024), CacheBudget::new(0), files).await;
+        logs.push(Rc::new(RefCell::new(opened.expect("open").0)));
+    }
+    logs
+}
+
+#[test]
+fn many_logs_work_within_a_budget_far_below_their_files() {
+    let dir = temp_dir();
+    on_executor(dir.path().to_path_buf(), |dir| async move {
+        let before = open_descriptors();
+        let files = OpenFiles::new(BUDGET);
+        let logs = open_all(&dir, &files).await;
+        // Round after round over every log: each append finds its file closed by the others.
+        for round in 0..12 {
+            for log in &logs {
+                let appended = log::append(log, vec![batch(50)]).await.expect("append");
+                assert_eq!(appended.base_offset, round * 50);
+            }
+            assert!(files.stats().open <= BUDGET, "{:?}", files.stats());
+            assert!(open_descriptors() <= before + BUDGET + 2, "descriptors leak");
+        }
+        let stats = files.stats();
+        assert!(stats.evicted > 0 && stats.opened > LOGS as u64 * 2, "{stats:?}");
+        for log in &logs {
+            assert!(log.borrow().segment_count() > 1, "segments did not roll");
+            let expected: Vec<i64> = (1..=12).map(|round| round * 50 - 1).collect();
+            assert_eq!(last_offsets(log, 0).await, expected);
+        }
+        for log in &logs {
+            log::close(log).await.expect("close");
+        }
+        drop(logs);
+        assert_eq!(files.stats().open, 0, "closed logs keep descriptors");
+
+        // Recovery within the same budget finds everything.
+        let files = OpenFiles::new(BUDGET);
+        let logs = open_all(&dir, &files).await;
+        assert!(files.stats().open <= BUDGET);
+        for log in &logs {
+            assert_eq!(last_offsets(log, 0).await.len(), 12);
+            let appended = log::append(log, vec![batch(1)]).await.expect("append");
+            assert_eq!(appended.base_offset, 600);
+        }
+    });
+}
+
+#[test]
+fn a_segment_removed_while_its_file_was_closed_reads_as_out_of_range() {
+    let dir = temp_dir();
+    on_executor(dir.path().to_path_buf(), |dir| async move {
+        let files = OpenFiles::new(2);
+        let tp = TopicPartition::new("gone".into(), 0);
+        let opened = Log::open_in(&dir, tp, config(64 * 1024), CacheBudget::new(0), &files).await;
+        let log = Rc::new(RefCell::new(opened.expect("open").0));
+        for _ in 0..40 {
+            log::append(&log, vec![batch(50)]).await.expect("append");
+        }
+        assert!(log.borrow().segment_count() > 2);
+        // Another log takes the budget, so the first segment's files are closed ...
+        let other = TopicPartition::new("other".into(), 0);
+        let other = Log::open_in(&dir, other, config(64 * 1024), CacheBudget::new(0), &files);
+        let other = Rc::new(RefCell::new(other.await.expect("open").0));
+        log::append(&other, vec![batch(1)]).await.expect("append");
+        // ... and its file disappears behind the log's back: a read must not create it anew.
+        let first = log.borrow().dir().join(format!("{:020}.log", 0));
+        std::fs::remove_file(&first).expect("remove");
+        match log::read(&log, 0, 1 << 20, FirstBatch::Whole).await {
+            Err(Error::OffsetOutOfRange) => {}
+            other => panic!("expected OffsetOutOfRange, got {:?}", other.map(|o| o.size_bytes)),
+        }
+        assert!(!first.exists(), "a read created the removed segment again");
+    });
+}
