@@ -508,7 +508,7 @@ async fn flush_loop(log: Rc<RefCell<Log>>) {
             (group, l.config.durability, roll)
         };
         if roll_needed {
-            roll(&log, group[0].base_offset).await;
+            roll(&log, group[0].base_offset, WhenFull::Wait).await;
         }
         // Split the group where the active segment would overflow and roll between runs.
         let mut start = 0;
@@ -523,7 +523,7 @@ async fn flush_loop(log: Rc<RefCell<Log>>) {
             }
             start = end;
             if start < group.len() {
-                roll(&log, group[start].base_offset).await;
+                roll(&log, group[start].base_offset, WhenFull::Wait).await;
             }
         }
         for pending in group {
@@ -753,8 +753,18 @@ fn copy_range(pieces: &[&[u8]], from: usize, out: &mut [u8]) {
     out[at..].fill(0);
 }
 
+/// What a roll does when the file system has no room for the new segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WhenFull {
+    /// Batches wait for the segment: retry until space is freed.
+    Wait,
+    /// Retention asked for it: keep the active segment and go on deleting (the next pass
+    /// rolls), so that retention never waits for the space it is about to free.
+    Skip,
+}
+
 /// Seals the active segment and starts a new one at `base_offset`. The caller owns `busy`.
-async fn roll(log: &Rc<RefCell<Log>>, base_offset: i64) {
+async fn roll(log: &Rc<RefCell<Log>>, base_offset: i64, when_full: WhenFull) {
     let (dir, preallocate) = {
         let l = log.borrow();
         (l.dir.clone(), l.config.segment_bytes)
@@ -770,7 +780,16 @@ async fn roll(log: &Rc<RefCell<Log>>, base_offset: i64) {
     if log.borrow().deleted {
         return;
     }
-    let created = create_segment(&dir, base_offset, preallocate).await;
+    let Some(created) = create_segment(&dir, base_offset, preallocate, when_full).await else {
+        // Not rolled: the active segment goes on, truncated to its size (preallocated again
+        // by the next write).
+        let mut l = log.borrow_mut();
+        if !l.deleted {
+            let active = l.active();
+            active.allocated = active.size;
+        }
+        return;
+    };
     let index_writer = {
         let mut l = log.borrow_mut();
         if l.deleted {
@@ -807,15 +826,26 @@ async fn roll(log: &Rc<RefCell<Log>>, base_offset: i64) {
     glommio::executor().spawn_blocking(index_writer).await;
 }
 
-/// Creates the next segment of a roll; a full file system is retried with back-off until
-/// space is freed (the batches waiting for it stay queued), any other failure is fatal.
-async fn create_segment(dir: &Path, base_offset: i64, preallocate: u64) -> Segment {
+/// Creates the next segment of a roll; on a full file system, retried with back-off until
+/// space is freed (the batches waiting for it stay queued), or given up (`WhenFull::Skip`:
+/// None, with any file it left removed, so that recovery never sees a segment out of
+/// order). Any other failure is fatal.
+async fn create_segment(
+    dir: &Path,
+    base_offset: i64,
+    preallocate: u64,
+    when_full: WhenFull,
+) -> Option<Segment> {
     let mut retry_ms = NO_SPACE_RETRY_MS_MIN;
     loop {
         match Segment::create(dir, base_offset, preallocate, now_ms()).await {
-            Ok(created) => return created,
+            Ok(created) => return Some(created),
             Err(Error::Io(e)) if space::is_no_space(&e) => {
                 space::note_no_space("creating a segment", &e);
+                if when_full == WhenFull::Skip {
+                    remove_segment_files(dir, base_offset);
+                    return None;
+                }
                 glommio::timer::sleep(std::time::Duration::from_millis(retry_ms)).await;
                 retry_ms = (retry_ms * 2).min(NO_SPACE_RETRY_MS_MAX);
             }
@@ -1049,7 +1079,7 @@ pub async fn enforce_retention(log: &Rc<RefCell<Log>>, now: i64) -> Result<usize
         roll.then_some(l.next_offset)
     };
     if let Some(base) = roll_active {
-        roll(log, base).await;
+        roll(log, base, WhenFull::Skip).await;
         let restart = {
             let mut l = log.borrow_mut();
             l.busy = false;

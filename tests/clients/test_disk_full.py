@@ -6,6 +6,7 @@ on it, fills the file system with a file of its own and produces until the broke
   KAFKA_STORAGE_ERROR and a message, CreateTopics too, consumers are served, every
   acknowledged record is intact, one warning is logged, and writes resume by themselves once
   the test deletes its file, without a restart;
+- retention keeps deleting below the reserve, and the space it frees reopens the gate;
 - without a reserve (`--min-free-bytes 0`) the writes really meet ENOSPC: the broker keeps
   the batches and retries the write instead of exiting, and resumes the same way.
 
@@ -18,8 +19,8 @@ import subprocess
 import time
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from client_helpers import CK_COMMON, ck_consume_all, ck_producer, unique_topic
 from conftest import TARGET
@@ -154,6 +155,19 @@ def create_topic(broker, topic):
     return future.result(timeout=TIMEOUT_S)
 
 
+def commit_error(broker, topic, offset):
+    """The error code of a synchronous offset commit (None: committed)."""
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "disk-full",
+                         "enable.auto.commit": False, **CK_COMMON})
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+        return None
+    except KafkaException as error:
+        return error.args[0].code()
+    finally:
+        consumer.close()
+
+
 def log_count(broker, text):
     return broker.log_text().count(text)
 
@@ -195,6 +209,8 @@ def test_produce_refused_below_the_reserve_and_resumed_when_space_is_freed(small
         create_topic(broker, unique_topic("refused"))
     assert refused.value.args[0].code() == KafkaError.KAFKA_STORAGE_ERROR, refused.value
 
+    # Offset commits are refused with Kafka's answer to a coordinator's storage failure.
+    assert commit_error(broker, topic, 5) == KafkaError.NOT_COORDINATOR
     # Consumers are served, and every acknowledged record is there, intact.
     check_intact(broker, topic, acked)
     assert log_count(broker, GATE_CLOSED) == 1, broker.log_tail(40)
@@ -206,6 +222,7 @@ def test_produce_refused_below_the_reserve_and_resumed_when_space_is_freed(small
     assert len(after) == 500
     assert min(after) > max(acked)
     create_topic(broker, unique_topic("accepted"))
+    assert commit_error(broker, topic, 5) is None
     check_intact(broker, topic, {**acked, **after})
     assert broker.alive() and broker.pid == pid and broker.starts == 1
     assert log_count(broker, GATE_CLOSED) == 1, broker.log_tail(40)
@@ -242,3 +259,31 @@ def test_a_write_that_meets_enospc_is_retried_not_fatal(small_fs, spate_factory)
     assert log_count(broker, GATE_CLOSED) == 1, broker.log_tail(40)
     assert log_count(broker, GATE_OPENED) == 1, broker.log_tail(40)
     assert "fatal" not in broker.log_text()
+
+
+def test_retention_frees_space_below_the_reserve_and_writes_resume(small_fs, spate_factory):
+    reserve = 64 * MIB
+    broker = spate_factory("--data-dir", str(small_fs / "data"), "--cores", "1",
+                           "--min-free-bytes", str(reserve), "--segment-bytes", str(4 * MIB))
+    topic = unique_topic("retained")
+    create_topic(broker, topic)
+    fill(small_fs, reserve + 40 * MIB)
+    acked, errors = produce(broker.bootstrap, topic, "before", 15_000, 8)
+    assert errors and acked, (len(errors), len(acked))
+    assert raw_produce(broker, topic)[0] == KAFKA_STORAGE_ERROR
+
+    # Retention is not a client write: it goes on below the reserve, and what it frees is
+    # enough for the gate to open again by itself (the test's own file stays).
+    client = AdminClient({"bootstrap.servers": broker.bootstrap, **CK_COMMON})
+    resource = ConfigResource(ResourceType.TOPIC, topic,
+                              set_config={"retention.bytes": str(8 * MIB)})
+    for future in client.alter_configs([resource]).values():
+        future.result(timeout=TIMEOUT_S)
+    wait_for(lambda: free_bytes(small_fs) > reserve + 24 * MIB, TIMEOUT_S,
+             "retention to free space")
+    after = produce_until_accepted(broker.bootstrap, topic, "after", 500, 60)
+    stored = check_intact(broker, topic, after)
+    assert min(stored) > 0, "retention deleted nothing"
+    assert log_count(broker, GATE_CLOSED) == 1, broker.log_tail(40)
+    assert log_count(broker, GATE_OPENED) == 1, broker.log_tail(40)
+    assert broker.alive() and broker.starts == 1
