@@ -209,6 +209,15 @@ async fn shard_main(
         controller: controller.clone(),
     };
     let txns = Rc::new(TxnCoordinator::new(shard.clone(), txns_mesh, peers));
+    if id.0 == 0 {
+        let (reserve_bytes, total_bytes) = shard.space.reserve();
+        tracing::info!(
+            dir = %config.data_dir.display(),
+            reserve_bytes,
+            total_bytes,
+            "free-space reserve (--min-free-bytes): client writes are refused below it"
+        );
+    }
     let report = partitions.open_owned_logs().await.unwrap_or_else(|e| {
         fatal(
             FatalReason::DataDir,

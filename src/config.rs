@@ -71,6 +71,12 @@ pub struct Args {
     /// cache off.
     #[arg(long, value_name = "BYTES")]
     pub batch_cache_bytes: Option<u64>,
+    /// Free space to keep on the data dir's file system: below it, produce, offset commits,
+    /// transactions and topic creation are refused with a retriable error (reads and
+    /// retention go on) until space is freed; 0 keeps no reserve [default: the smaller of
+    /// 1 GiB and 5% of the file system].
+    #[arg(long, value_name = "BYTES")]
+    pub min_free_bytes: Option<u64>,
     /// Log format: `text` or `json` [default: text]. Filter with RUST_LOG.
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -123,6 +129,7 @@ struct FileConfig {
     retention_bytes: Option<i64>,
     durability: Option<String>,
     batch_cache_bytes: Option<u64>,
+    min_free_bytes: Option<u64>,
     log_format: Option<String>,
     group_initial_rebalance_delay_ms: Option<i32>,
     group_min_session_timeout_ms: Option<i32>,
@@ -147,6 +154,9 @@ pub struct Config {
     pub frame_max_bytes: u32,
     /// Per shard: see `storage::cache`.
     pub batch_cache_bytes: u64,
+    /// The free-space reserve (None: the default share of the file system); see
+    /// `storage::space`.
+    pub min_free_bytes: Option<u64>,
     pub log_json: bool,
     /// Topic configs a topic gets unless it overrides them.
     pub topic_defaults: TopicConfig,
@@ -272,6 +282,7 @@ impl Config {
                 .batch_cache_bytes
                 .or(file.batch_cache_bytes)
                 .unwrap_or(constants::BATCH_CACHE_BYTES_PER_SHARD_DEFAULT),
+            min_free_bytes: args.min_free_bytes.or(file.min_free_bytes),
             log_json,
             topic_defaults,
             groups,
@@ -407,6 +418,18 @@ mod tests {
         assert_eq!(config.listen.port(), 9999);
         assert_eq!(config.default_partitions, 5);
         assert_eq!(config.advertised_host, "127.0.0.1");
+    }
+
+    #[test]
+    fn min_free_bytes_comes_from_either_place() {
+        assert_eq!(Config::from_args(Args::default()).expect("valid").min_free_bytes, None);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spate.toml");
+        std::fs::write(&path, "min-free-bytes = 1048576\n").expect("write");
+        let args = Args { config: Some(path.clone()), ..Args::default() };
+        assert_eq!(Config::from_args(args).expect("valid").min_free_bytes, Some(1_048_576));
+        let args = Args { config: Some(path), min_free_bytes: Some(0), ..Args::default() };
+        assert_eq!(Config::from_args(args).expect("valid").min_free_bytes, Some(0));
     }
 
     #[test]

@@ -48,6 +48,24 @@ pub const BATCH_CACHE_BYTES_PER_LOG: usize = 4 * 1024 * 1024;
 /// Preallocating whole 1 GiB segments up front would cost 1 GiB of disk per partition.
 pub const PREALLOCATE_STEP_BYTES: u64 = 16 * 1024 * 1024;
 
+/// The default free-space reserve of the data dir's file system (`--min-free-bytes`): the
+/// smaller of this share of the file system and `MIN_FREE_BYTES_CAP_DEFAULT`. Below the
+/// reserve, writes that clients ask for are refused with a retriable error
+/// (`storage::space`). 5% is the share ext4 keeps for root by default.
+pub const MIN_FREE_PERCENT_DEFAULT: u64 = 5;
+/// The cap of the default reserve: on a large disk 1 GiB is a minute or more of writes at
+/// this broker's rates, time for retention or an operator to act.
+pub const MIN_FREE_BYTES_CAP_DEFAULT: u64 = 1024 * 1024 * 1024;
+
+/// How often a shard's free-space gate looks at the file system (`statvfs`, about a
+/// microsecond), at most; between looks it counts the bytes it admitted.
+pub const SPACE_CHECK_INTERVAL_MS: u64 = 100;
+
+/// A write that met a full file system is retried after this long, doubling up to
+/// `NO_SPACE_RETRY_MS_MAX`: soon after space is freed, without spinning while it is not.
+pub const NO_SPACE_RETRY_MS_MIN: u64 = 10;
+pub const NO_SPACE_RETRY_MS_MAX: u64 = 1000;
+
 /// How much of a segment recovery reads at once while scanning batch headers and CRCs.
 pub const RECOVERY_READ_BYTES: usize = 1024 * 1024;
 
@@ -195,3 +213,5 @@ const _: () = assert!(BATCH_CACHE_BYTES_PER_LOG > MESSAGE_SIZE_BYTES_MAX_DEFAULT
 const _: () = assert!(BATCH_CACHE_BYTES_PER_SHARD_DEFAULT > MESSAGE_SIZE_BYTES_MAX_DEFAULT as u64);
 const _: () = assert!(PRODUCER_BATCHES_RETAINED >= 5 && PRODUCER_BATCHES_RETAINED <= 255);
 const _: () = assert!(PRODUCER_ID_BLOCK_SIZE > 0);
+const _: () = assert!(MIN_FREE_PERCENT_DEFAULT < 100);
+const _: () = assert!(NO_SPACE_RETRY_MS_MIN > 0 && NO_SPACE_RETRY_MS_MIN <= NO_SPACE_RETRY_MS_MAX);

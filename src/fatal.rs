@@ -16,7 +16,8 @@ pub enum FatalReason {
     Listen = 4,
     /// The executors could not start (io_uring missing, memlock too low).
     Runtime = 5,
-    /// A write or flush to the log failed; the log is poisoned.
+    /// A write or flush to the log failed for another reason than a full file system (which
+    /// is retried: `storage::space`); the log is poisoned.
     StorageIo = 6,
 }
 

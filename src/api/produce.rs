@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use super::{Admitted, Context, Outcome};
 use crate::model::batch::{self, BatchError};
@@ -85,6 +86,9 @@ pub async fn admit(ctx: Context, body: Bytes) -> Admitted {
                 };
                 let slot = &mut topics[topic_index].partition_responses[partition_index];
                 slot.error_code = result.error_code;
+                if ctx.version >= 8 {
+                    slot.error_message = result.error_message.map(StrBytes::from_string);
+                }
                 slot.base_offset = result.base_offset;
                 slot.log_append_time_ms = result.log_append_time;
                 slot.log_start_offset = result.log_start_offset;

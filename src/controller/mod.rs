@@ -221,6 +221,7 @@ impl Controller {
         if create.validate_only {
             return Ok(meta);
         }
+        self.check_space()?;
         // commit_topic claims the name before its first await, so a concurrent create sees it.
         self.commit_topic(&meta).await?;
         tracing::info!(topic = %meta.name, partitions, "created topic");
@@ -280,6 +281,7 @@ impl Controller {
         if validate_only {
             return Ok(meta);
         }
+        self.check_space()?;
         self.commit_topic(&meta).await?;
         Ok(meta)
     }
@@ -365,6 +367,15 @@ impl Controller {
     }
 
     /// The controller's entry for topic `name`, or UNKNOWN_TOPIC_OR_PARTITION.
+    /// New logs are refused below the free-space reserve (`storage::space`), before anything
+    /// is created, rather than half-created on a full disk.
+    fn check_space(&self) -> Result<(), TopicError> {
+        self.shard.space.check().map_err(|refusal| TopicError {
+            code: errors::KAFKA_STORAGE_ERROR,
+            message: refusal.to_string(),
+        })
+    }
+
     fn existing_topic(&self, name: &str) -> Result<TopicMeta, TopicError> {
         self.shard.catalog.borrow().get(name).cloned().ok_or_else(|| TopicError {
             code: errors::UNKNOWN_TOPIC_OR_PARTITION,

@@ -293,6 +293,12 @@ impl Coordinator {
                 GroupResponse::Leave(response)
             }
             GroupRequest::Commit(req) => {
+                // Below the free-space reserve, before the state changes: Kafka's coordinator
+                // answers a storage failure with NOT_COORDINATOR, which clients retry after
+                // looking the coordinator up again.
+                if self.home.space.check().is_err() {
+                    return GroupResponse::Commit(Err(errors::NOT_COORDINATOR));
+                }
                 let result = self.state.borrow_mut().commit_offsets(now, req);
                 if let Some(written) = self.dispatch(true) {
                     if written.await.is_err() {

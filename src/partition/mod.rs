@@ -112,6 +112,8 @@ pub struct ReadSpec {
 pub struct ProduceResult {
     pub tp: TopicPartition,
     pub error_code: i16,
+    /// Said to clients that read it (Produce v8+): why the write was refused.
+    pub error_message: Option<String>,
     pub base_offset: i64,
     pub log_append_time: i64,
     pub log_start_offset: i64,

@@ -30,16 +30,21 @@ impl Partitions {
     /// another are ordered as they were admitted. The future it gives answers each partition
     /// once its write is durable, or with REQUEST_TIMED_OUT at `timeout_ms` (a delayed
     /// produce; the write itself goes on, as in Kafka). One delayed operation covers the
-    /// whole request.
+    /// whole request. Below the free-space reserve (`storage::space`) nothing is admitted:
+    /// every partition answers KAFKA_STORAGE_ERROR (retriable) with the numbers.
     pub fn admit_produce(
         self: &Rc<Self>,
         partitions: Vec<(TopicPartition, Vec<Bytes>)>,
         timeout_ms: i32,
     ) -> impl Future<Output = Vec<ProduceResult>> + 'static {
+        let bytes: usize =
+            partitions.iter().flat_map(|(_, batches)| batches.iter().map(Bytes::len)).sum();
+        let refused = self.shard.space.admit(bytes as u64).err().map(|refusal| refusal.to_string());
         let mut admitted: Vec<(TopicPartition, Result<log::Appending, i16>)> = partitions
             .into_iter()
             .map(|(tp, batches)| {
                 let appending = match self.log(&tp) {
+                    Some(_) if refused.is_some() => Err(errors::KAFKA_STORAGE_ERROR),
                     Some(log) => log::enqueue(&log, batches).map_err(|e| match e {
                         StorageError::Producer(e) => error_code(e),
                         _ => errors::UNKNOWN_TOPIC_OR_PARTITION,
@@ -68,6 +73,9 @@ impl Partitions {
                 let failed = |tp, error_code| ProduceResult {
                     tp,
                     error_code,
+                    error_message: (error_code == errors::KAFKA_STORAGE_ERROR)
+                        .then(|| refused.clone())
+                        .flatten(),
                     base_offset: -1,
                     log_append_time: -1,
                     log_start_offset: -1,
@@ -85,6 +93,7 @@ impl Partitions {
                         results.push(ProduceResult {
                             tp,
                             error_code: errors::NONE,
+                            error_message: None,
                             base_offset: info.base_offset,
                             log_append_time: info.log_append_time,
                             log_start_offset: info.log_start_offset,

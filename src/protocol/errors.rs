@@ -46,4 +46,5 @@ pub const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
 pub const PRODUCER_FENCED: i16 = 90;
 pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
 pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
+/// Retriable: the broker cannot write to its disk now (here: free space below the reserve).
 pub const KAFKA_STORAGE_ERROR: i16 = 56;

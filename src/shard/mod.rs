@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::model::{ShardId, TopicPartition};
 use crate::shard::catalog::Catalog;
 use crate::shard::delayed::Delayed;
+use crate::storage::space::SpaceGate;
 
 /// The shard that runs the controller: topic changes and producer ids.
 pub const CONTROLLER: ShardId = ShardId(0);
@@ -34,6 +35,9 @@ pub struct Shard {
     pub catalog: RefCell<Catalog>,
     /// Everything on this shard that waits for an event or a deadline.
     pub delayed: Rc<Delayed>,
+    /// The free-space reserve: asked before a write that a client wants (produce, offset
+    /// commits, transactions, topic creation).
+    pub space: SpaceGate,
     next_waiter: Cell<u64>,
 }
 
@@ -41,6 +45,7 @@ impl Shard {
     pub fn new(id: ShardId, config: Config, catalog: Catalog) -> Shard {
         Shard {
             id,
+            space: SpaceGate::new(&config.data_dir, config.min_free_bytes),
             config,
             catalog: RefCell::new(catalog),
             delayed: Rc::new(Delayed::new()),

@@ -29,7 +29,10 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
 
-use crate::constants::{BATCH_CACHE_BYTES_PER_LOG, LOCATE_READ_BYTES, PRODUCER_ID_EXPIRATION_MS};
+use crate::constants::{
+    BATCH_CACHE_BYTES_PER_LOG, LOCATE_READ_BYTES, NO_SPACE_RETRY_MS_MAX, NO_SPACE_RETRY_MS_MIN,
+    PRODUCER_ID_EXPIRATION_MS,
+};
 use crate::fatal::{fatal, FatalReason};
 use crate::model::batch::{self, BatchHeader};
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
@@ -39,8 +42,8 @@ use crate::storage::cache::{BatchCache, CacheBudget, CachedBatch};
 use crate::storage::files::{Buffered, OpenFiles};
 use crate::storage::producer_state::{self, AppendCheck, ProducerBatch, ProducerStateTable};
 use crate::storage::segment::{self, Segment};
-use crate::storage::snapshot;
-use crate::storage::{count_fdatasync, count_write, io_error, Error};
+use crate::storage::{count_fdatasync, count_write, glommio_io_error, io_error, Error};
+use crate::storage::{snapshot, space};
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy)]
@@ -516,7 +519,7 @@ async fn flush_loop(log: Rc<RefCell<Log>>) {
             (group, l.config.durability, roll)
         };
         if roll_needed {
-            roll(&log, group[0].base_offset).await;
+            roll(&log, group[0].base_offset, WhenFull::Wait).await;
         }
         // Split the group where the active segment would overflow and roll between runs.
         let mut start = 0;
@@ -531,7 +534,7 @@ async fn flush_loop(log: Rc<RefCell<Log>>) {
             }
             start = end;
             if start < group.len() {
-                roll(&log, group[start].base_offset).await;
+                roll(&log, group[start].base_offset, WhenFull::Wait).await;
             }
         }
         for pending in group {
@@ -609,8 +612,23 @@ fn run_end(l: &Log, group: &[Pending], start: usize) -> usize {
 /// worker thread, with a thread hand-off and a wake-up per write. Counted with the io_uring
 /// tracepoints at 50,000 small produces/s (block-aligned writes, see `Segment`): one write
 /// per run, 94% of the writes punted; split, 2 of 21,546.
+///
+/// A full file system (ENOSPC from the write or the fdatasync, or a short write) is not fatal:
+/// the run's offsets are assigned and its bytes are here, so the same bytes are written again
+/// at the same positions (idempotent: nothing after them was written or acknowledged) after a
+/// back-off, until the write goes through; `space::note_no_space` meanwhile closes the gates
+/// that admit new writes. Rewriting before a second fdatasync is sound for O_DIRECT, unlike
+/// the buffered "fsyncgate" case: the data never waited in the page cache to be lost, and the
+/// rewrite puts every byte of the run on the device again before the fdatasync that covers
+/// it. Any other failure ends the process (`fatal`).
 async fn write_run(log: &Rc<RefCell<Log>>, run: &[Pending], durability: Durability) {
-    let opening = log.borrow().segments.last().unwrap_or_else(|| unreachable!()).direct();
+    let opening = {
+        let l = log.borrow();
+        if l.deleted {
+            return;
+        }
+        l.segments.last().unwrap_or_else(|| unreachable!()).direct()
+    };
     let file = match opening.await {
         Ok(file) => file,
         // A deleted log's files are gone; its waiters fail with `Deleted`.
@@ -620,57 +638,40 @@ async fn write_run(log: &Rc<RefCell<Log>>, run: &[Pending], durability: Durabili
             format!("cannot open the active segment: {e}; check the disk and `ulimit -n`"),
         ),
     };
-    let (writes, new_tail, new_tail_position, allocated, size_max) = {
+    let (tail, tail_position, alignment, mut allocated, size_max) = {
         let mut l = log.borrow_mut();
+        if l.deleted {
+            return;
+        }
         let active = l.active();
-        let mut pieces: Vec<&[u8]> = Vec::with_capacity(run.len() + 1);
-        pieces.push(&active.tail);
-        pieces.extend(run.iter().map(|p| &p.bytes[..]));
-        let total: usize = pieces.iter().map(|piece| piece.len()).sum();
+        // Only this flusher reads the tail; it puts the new one back below.
+        let tail = std::mem::take(&mut active.tail);
         let alignment = active.alignment as usize;
-        let aligned = total.div_ceil(alignment) * alignment;
-        let split =
-            if !active.tail.is_empty() && aligned > alignment { alignment } else { aligned };
-        let mut writes = Vec::with_capacity(2);
-        for (from, to) in [(0, split), (split, aligned)] {
-            if to > from {
-                let mut buffer = file.alloc_dma_buffer(to - from);
-                copy_range(&pieces, from, buffer.as_bytes_mut());
-                writes.push((active.tail_position + from as u64, buffer));
-            }
-        }
-        let full = total - total % alignment;
-        let mut new_tail = vec![0u8; total - full];
-        copy_range(&pieces, full, &mut new_tail);
-        let new_tail_position = active.tail_position + full as u64;
-        (writes, new_tail, new_tail_position, active.allocated, active.size_max)
+        (tail, active.tail_position, alignment, active.allocated, active.size_max)
     };
-    let end =
-        writes.iter().map(|(position, buffer)| position + buffer.len() as u64).max().unwrap_or(0);
-    let allocated = Segment::reserve(&file, allocated, end, size_max).await;
-    let issued = writes.into_iter().map(|(position, buffer)| {
-        let expected = buffer.len();
-        let file = &file;
-        async move { (expected, file.write_at(buffer, position).await) }
-    });
-    for (expected, written) in futures::future::join_all(issued).await {
-        match written {
-            Ok(written) if written == expected => {}
-            Ok(written) => fatal(
-                FatalReason::StorageIo,
-                format!("short O_DIRECT write ({written} of {expected} bytes); check the disk"),
-            ),
+    let mut pieces: Vec<&[u8]> = Vec::with_capacity(run.len() + 1);
+    pieces.push(&tail);
+    pieces.extend(run.iter().map(|p| &p.bytes[..]));
+    let total: usize = pieces.iter().map(|piece| piece.len()).sum();
+    let aligned = total.div_ceil(alignment) * alignment;
+    let split = if !tail.is_empty() && aligned > alignment { alignment } else { aligned };
+    let full = total - total % alignment;
+    let mut new_tail = vec![0u8; total - full];
+    copy_range(&pieces, full, &mut new_tail);
+    let new_tail_position = tail_position + full as u64;
+    let end = tail_position + aligned as u64;
+    let mut retry_ms = NO_SPACE_RETRY_MS_MIN;
+    loop {
+        allocated = Segment::reserve(&file, allocated, end, size_max).await;
+        let layout = RunLayout { position: tail_position, split, aligned };
+        match write_attempt(&file, &pieces, layout, durability).await {
+            Ok(()) => break,
             Err(e) => {
-                fatal(FatalReason::StorageIo, format!("log write failed: {e}; check the disk"))
+                space::note_no_space("a log write", &e);
+                glommio::timer::sleep(std::time::Duration::from_millis(retry_ms)).await;
+                retry_ms = (retry_ms * 2).min(NO_SPACE_RETRY_MS_MAX);
             }
         }
-    }
-    count_write();
-    if durability == Durability::Fsync {
-        if let Err(e) = file.fdatasync().await {
-            fatal(FatalReason::StorageIo, format!("fdatasync failed: {e}; check the disk"));
-        }
-        count_fdatasync();
     }
     let mut l = log.borrow_mut();
     l.writes += 1;
@@ -681,6 +682,74 @@ async fn write_run(log: &Rc<RefCell<Log>>, run: &[Pending], durability: Durabili
     active.tail = new_tail;
     active.tail_position = new_tail_position;
     active.allocated = active.allocated.max(allocated);
+}
+
+/// Where a run's bytes go: from `position` (aligned), `aligned` bytes, as two writes split at
+/// `split` (see `write_run`).
+#[derive(Debug, Clone, Copy)]
+struct RunLayout {
+    position: u64,
+    split: usize,
+    aligned: usize,
+}
+
+/// One attempt at a run's write (and its fdatasync under the `fsync` policy). Err: the file
+/// system is full (or the write came back short), for the caller to retry; any other failure
+/// ends the process.
+async fn write_attempt(
+    file: &glommio::io::DmaFile,
+    pieces: &[&[u8]],
+    layout: RunLayout,
+    durability: Durability,
+) -> Result<(), std::io::Error> {
+    let mut writes = Vec::with_capacity(2);
+    for (from, to) in [(0, layout.split), (layout.split, layout.aligned)] {
+        if to > from {
+            let mut buffer = file.alloc_dma_buffer(to - from);
+            copy_range(pieces, from, buffer.as_bytes_mut());
+            writes.push((layout.position + from as u64, buffer));
+        }
+    }
+    let issued = writes.into_iter().map(|(position, buffer)| {
+        let expected = buffer.len();
+        async move { (expected, file.write_at(buffer, position).await) }
+    });
+    let mut full = None;
+    for (expected, written) in futures::future::join_all(issued).await {
+        match written {
+            Ok(written) if written == expected => {}
+            // On a file system that runs out of space part-way, O_DIRECT writes what it could
+            // and returns the count; the rewrite then tells a full disk from a broken one.
+            Ok(written) => {
+                full = Some(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!("short O_DIRECT write ({written} of {expected} bytes)"),
+                ));
+            }
+            Err(e) => {
+                let e = glommio_io_error(e);
+                if !space::is_no_space(&e) {
+                    fatal(FatalReason::StorageIo, format!("log write failed: {e}; check the disk"))
+                }
+                full = Some(e);
+            }
+        }
+    }
+    if let Some(e) = full {
+        return Err(e);
+    }
+    count_write();
+    if durability == Durability::Fsync {
+        if let Err(e) = file.fdatasync().await {
+            let e = glommio_io_error(e);
+            if !space::is_no_space(&e) {
+                fatal(FatalReason::StorageIo, format!("fdatasync failed: {e}; check the disk"));
+            }
+            return Err(e);
+        }
+        count_fdatasync();
+    }
+    Ok(())
 }
 
 /// Copies the bytes from `from` of the concatenation of `pieces` into `out`, with zeros where
@@ -704,8 +773,18 @@ fn copy_range(pieces: &[&[u8]], from: usize, out: &mut [u8]) {
     out[at..].fill(0);
 }
 
+/// What a roll does when the file system has no room for the new segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WhenFull {
+    /// Batches wait for the segment: retry until space is freed.
+    Wait,
+    /// Retention asked for it: keep the active segment and go on deleting (the next pass
+    /// rolls), so that retention never waits for the space it is about to free.
+    Skip,
+}
+
 /// Seals the active segment and starts a new one at `base_offset`. The caller owns `busy`.
-async fn roll(log: &Rc<RefCell<Log>>, base_offset: i64) {
+async fn roll(log: &Rc<RefCell<Log>>, base_offset: i64, when_full: WhenFull) {
     let (dir, preallocate, files, opening, size) = {
         let l = log.borrow();
         let active = l.segments.last().unwrap_or_else(|| unreachable!());
@@ -721,10 +800,17 @@ async fn roll(log: &Rc<RefCell<Log>>, base_offset: i64) {
     if let Err(e) = truncated {
         fatal(FatalReason::StorageIo, format!("cannot truncate a sealed segment: {e}"));
     }
-    let created = Segment::create(&dir, base_offset, preallocate, now_ms(), &files).await;
-    let created = created.unwrap_or_else(|e| {
-        fatal(FatalReason::StorageIo, format!("cannot create a segment in {}: {e}", dir.display()))
-    });
+    let created = create_segment(&dir, base_offset, preallocate, &files, when_full).await;
+    let Some(created) = created else {
+        // Not rolled: the active segment goes on, truncated to its size (preallocated again
+        // by the next write).
+        let mut l = log.borrow_mut();
+        if !l.deleted {
+            let active = l.active();
+            active.allocated = active.size;
+        }
+        return;
+    };
     let index_writer = {
         let mut l = log.borrow_mut();
         if l.deleted {
@@ -759,6 +845,38 @@ async fn roll(log: &Rc<RefCell<Log>>, base_offset: i64) {
         writer
     };
     glommio::executor().spawn_blocking(index_writer).await;
+}
+
+/// Creates the next segment of a roll; on a full file system, retried with back-off until
+/// space is freed (the batches waiting for it stay queued), or given up (`WhenFull::Skip`:
+/// None, with any file it left removed, so that recovery never sees a segment out of
+/// order). Any other failure is fatal.
+async fn create_segment(
+    dir: &Path,
+    base_offset: i64,
+    preallocate: u64,
+    files: &Rc<OpenFiles>,
+    when_full: WhenFull,
+) -> Option<Segment> {
+    let mut retry_ms = NO_SPACE_RETRY_MS_MIN;
+    loop {
+        match Segment::create(dir, base_offset, preallocate, now_ms(), files).await {
+            Ok(created) => return Some(created),
+            Err(Error::Io(e)) if space::is_no_space(&e) => {
+                space::note_no_space("creating a segment", &e);
+                if when_full == WhenFull::Skip {
+                    remove_segment_files(dir, base_offset);
+                    return None;
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(retry_ms)).await;
+                retry_ms = (retry_ms * 2).min(NO_SPACE_RETRY_MS_MAX);
+            }
+            Err(e) => fatal(
+                FatalReason::StorageIo,
+                format!("cannot create a segment in {}: {e}", dir.display()),
+            ),
+        }
+    }
 }
 
 /// Reads from `offset`: at most `size_bytes_max` bytes, but a whole first batch with
@@ -999,7 +1117,7 @@ pub async fn enforce_retention(log: &Rc<RefCell<Log>>, now: i64) -> Result<usize
         roll.then_some(l.next_offset)
     };
     if let Some(base) = roll_active {
-        roll(log, base).await;
+        roll(log, base, WhenFull::Skip).await;
         let restart = {
             let mut l = log.borrow_mut();
             l.busy = false;

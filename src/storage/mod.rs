@@ -11,13 +11,15 @@ pub mod log;
 pub mod producer_state;
 pub mod segment;
 pub mod snapshot;
+pub mod space;
 pub mod txn_index;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Storage failures that a caller can act on. Write and flush failures are not here: they
-/// poison the log and end the process (`fatal`).
+/// Storage failures that a caller can act on. Write and flush failures are not here: a full
+/// file system is retried until space is freed (`space`), any other failure poisons the log
+/// and ends the process (`fatal`).
 #[derive(Debug)]
 pub enum Error {
     Io(std::io::Error),
@@ -48,9 +50,20 @@ impl From<std::io::Error> for Error {
 
 /// `GlommioError<T>` is Send but not Sync, so it does not convert into most error types;
 /// turn it into a plain `std::io::Error` first.
+/// The OS error number is kept, so that `space::is_no_space` can tell a full disk.
 pub fn io_error<T>(e: glommio::GlommioError<T>) -> Error {
-    // glommio's conversion keeps the error's kind (a removed segment is `NotFound`).
-    Error::Io(std::io::Error::from(e))
+    Error::Io(glommio_io_error(e))
+}
+
+/// A glommio error as a `std::io::Error`: the kind of its OS error kept when it has one
+/// (ENOSPC is `StorageFull`), with the operation and path in the message.
+pub fn glommio_io_error<T>(e: glommio::GlommioError<T>) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => {
+            std::io::Error::new(std::io::Error::from_raw_os_error(code).kind(), e.to_string())
+        }
+        None => std::io::Error::other(e.to_string()),
+    }
 }
 
 /// What the partition logs asked of the disk since the process started, over all shards.

@@ -103,8 +103,11 @@ impl Segment {
         })
     }
 
-    /// Makes sure the file has space preallocated up to `end`, growing it by a step.
-    /// Preallocation is an optimisation: a file system without fallocate still works.
+    /// Makes sure the file has space preallocated up to `end`, growing it by a step, and
+    /// returns the new preallocated end. Preallocation is an optimisation: a file system
+    /// without fallocate still works (the step counts as done), and a file system too full
+    /// for a whole step leaves `allocated` as it was: the write allocates what it needs
+    /// itself, and only a write that finds no space at all is a full disk (`log::write_run`).
     ///
     /// The file's size grows with the preallocation (fallocate without KEEP_SIZE), so that
     /// appends write inside the file. An O_DIRECT write past the end of an ext4 file must
@@ -119,8 +122,10 @@ impl Segment {
             return allocated;
         }
         let target = (allocated + PREALLOCATE_STEP_BYTES).max(end).min(size_max.max(end));
-        let _ = file.pre_allocate(target, false).await;
-        target
+        match file.pre_allocate(target, false).await {
+            Err(e) if e.raw_os_error().is_some_and(|code| code == libc::ENOSPC) => allocated,
+            _ => target,
+        }
     }
 
     /// Opens an existing segment and recovers it: loads its indexes when they are sound,

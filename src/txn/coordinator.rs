@@ -269,6 +269,23 @@ impl TxnCoordinator {
 impl TxnCoordinator {
     /// Serves a transaction request on the shard that owns its transactional id.
     async fn handle(self: &Rc<Self>, request: TxnRequest) -> TxnResponse {
+        // Below the free-space reserve, a request that writes the transaction log is refused
+        // before the state changes, with Kafka's answer to a storage failure (NOT_COORDINATOR:
+        // clients look the coordinator up again and retry). Timeouts and markers of
+        // transactions already open still write, into the reserve.
+        let writes = matches!(
+            request,
+            TxnRequest::Init { .. }
+                | TxnRequest::Add { .. }
+                | TxnRequest::CommitOffsets { .. }
+                | TxnRequest::End { .. }
+        );
+        if writes && self.home.space.check().is_err() {
+            return match request {
+                TxnRequest::Init { .. } => TxnResponse::Init(Err(errors::NOT_COORDINATOR)),
+                _ => TxnResponse::Code(errors::NOT_COORDINATOR),
+            };
+        }
         match request {
             TxnRequest::Init { transactional_id, timeout_ms, producer } => {
                 TxnResponse::Init(self.init(&transactional_id, timeout_ms, producer).await)

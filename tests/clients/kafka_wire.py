@@ -199,6 +199,39 @@ def produce_v3_result(response):
     return error_code, base_offset
 
 
+def produce_v8(topic, partition, batch, correlation_id, acks=-1, timeout_ms=10000):
+    """Produce v8: the v3 request layout; its answer carries an error message per partition."""
+    body = struct.pack(">hhi", -1, acks, timeout_ms) + struct.pack(">i", 1)
+    body += struct.pack(">h", len(topic)) + topic + struct.pack(">i", 1)
+    body += struct.pack(">ii", partition, len(batch)) + batch
+    return frame(request_header(PRODUCE, 8, correlation_id) + body)
+
+
+def read_nullable_string(data, position):
+    (size,) = struct.unpack_from(">h", data, position)
+    position += 2
+    if size < 0:
+        return None, position
+    return data[position:position + size].decode(), position + size
+
+
+def produce_v8_result(response):
+    """(error_code, base_offset, error_message) of the single partition in a Produce v8
+    response."""
+    position = 4
+    (name_size,) = struct.unpack_from(">h", response, position)
+    position += 2 + name_size + 4
+    _, error_code, base_offset, _, _ = struct.unpack_from(">ihqqq", response, position)
+    position += 4 + 2 + 8 + 8 + 8
+    (record_errors,) = struct.unpack_from(">i", response, position)
+    position += 4
+    for _ in range(max(record_errors, 0)):
+        position += 4
+        _, position = read_nullable_string(response, position)
+    message, position = read_nullable_string(response, position)
+    return error_code, base_offset, message
+
+
 def fetch_v4(topic, partition, offset, correlation_id, max_wait_ms=500, min_bytes=1,
              max_bytes=1 << 20):
     """Fetch v4 of one partition: replica_id -1, read_uncommitted."""
