@@ -11,9 +11,8 @@ use kafka_protocol::messages::describe_producers_response::{
 use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
 
 use super::{Context, Outcome};
-use crate::model::{ShardId, TopicPartition};
+use crate::model::{ErrorCode, ShardId, TopicPartition};
 use crate::partition::{self, PartitionRequest};
-use crate::protocol::errors;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: DescribeProducersRequest = match ctx.decode(body) {
@@ -57,8 +56,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                         p.active_producers.push(state);
                     }
                 }
-                Some(Err(code)) => p.error_code = code,
-                None => p.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(Err(code)) => p.error_code = code.code(),
+                None => p.error_code = ErrorCode::UnknownTopicOrPartition.code(),
             }
             t.partitions.push(p);
         }

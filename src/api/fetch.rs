@@ -16,9 +16,8 @@ use kafka_protocol::messages::FetchRequest;
 
 use super::{Context, Outcome};
 use crate::constants::FETCH_WAIT_MS_MAX;
-use crate::model::{Isolation, ShardId, TopicPartition};
+use crate::model::{ErrorCode, Isolation, ShardId, TopicPartition};
 use crate::partition::{PartitionRequest, PartitionResponse, ReadResult, ReadSpec};
-use crate::protocol::errors;
 use crate::protocol::fetch_response::{self, FetchResponseHead, Part, PartitionData, TopicData};
 use crate::protocol::put_response_header;
 use crate::storage::log::ReadChunk;
@@ -29,7 +28,7 @@ struct Wanted {
     partition_index: i32,
     /// None when the topic is unknown (the error code is in `error_code`).
     tp: Option<TopicPartition>,
-    error_code: i16,
+    error_code: ErrorCode,
     offset: i64,
     size_bytes_max: usize,
     /// isolation_level 1: read below the last stable offset.
@@ -50,18 +49,19 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             let catalog = shard.catalog.borrow();
             if by_id {
                 let name = catalog.name_of(topic.topic_id.as_bytes());
-                (name.and_then(|n| catalog.get(&n).cloned()), errors::UNKNOWN_TOPIC_ID)
+                (name.and_then(|n| catalog.get(&n).cloned()), ErrorCode::UnknownTopicId)
             } else {
-                (catalog.get(&topic.topic.0).cloned(), errors::UNKNOWN_TOPIC_OR_PARTITION)
+                (catalog.get(&topic.topic.0).cloned(), ErrorCode::UnknownTopicOrPartition)
             }
         };
         topics.push((topic.topic.0.to_string(), *topic.topic_id.as_bytes()));
         for partition in &topic.partitions {
             let (tp, error_code) = match &meta {
-                Some(m) if (0..m.partitions).contains(&partition.partition) => {
-                    (Some(TopicPartition::new(m.name.clone(), partition.partition)), errors::NONE)
-                }
-                Some(_) => (None, errors::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(m) if (0..m.partitions).contains(&partition.partition) => (
+                    Some(TopicPartition::new(m.name.clone(), partition.partition)),
+                    ErrorCode::None,
+                ),
+                Some(_) => (None, ErrorCode::UnknownTopicOrPartition),
                 None => (None, unknown_code),
             };
             wanted.push(Wanted {
@@ -81,8 +81,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let mut results = read_all(ctx, &wanted).await;
     loop {
         let total: usize = results.values().map(|r| r.size_bytes).sum();
-        let any_error = results.values().any(|r| r.error_code != errors::NONE)
-            || wanted.iter().any(|w| w.error_code != errors::NONE);
+        let any_error = results.values().any(|r| r.error_code != ErrorCode::None)
+            || wanted.iter().any(|w| w.error_code != ErrorCode::None);
         let now = Instant::now();
         if total >= min_bytes || any_error || now >= deadline || wanted.is_empty() {
             break;
@@ -148,7 +148,7 @@ fn respond(
     for w in wanted {
         let mut data = PartitionData {
             partition_index: w.partition_index,
-            error_code: w.error_code,
+            error_code: w.error_code.code(),
             high_watermark: -1,
             last_stable_offset: -1,
             log_start_offset: -1,
@@ -157,7 +157,7 @@ fn respond(
             records_size: 0,
         };
         if let Some(result) = w.tp.as_ref().and_then(|tp| results.remove(tp)) {
-            data.error_code = result.error_code;
+            data.error_code = result.error_code.code();
             data.high_watermark = result.high_watermark;
             data.last_stable_offset = result.last_stable_offset;
             if w.isolation == Isolation::ReadCommitted {
@@ -175,7 +175,11 @@ fn respond(
         }
         out[w.topic_index].partitions.push(data);
     }
-    let head = FetchResponseHead { throttle_time_ms: 0, error_code: errors::NONE, session_id: 0 };
+    let head = FetchResponseHead {
+        throttle_time_ms: 0,
+        error_code: ErrorCode::None.code(),
+        session_id: 0,
+    };
     let (parts, body_size) = fetch_response::encode(ctx.version, &head, out);
     let header_version = ctx.api_key.response_header_version(ctx.version);
     let mut prefix = BytesMut::with_capacity(16);

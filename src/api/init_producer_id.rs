@@ -20,7 +20,7 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use super::txn_common::{call, fenced};
 use super::{Context, Outcome};
 use crate::model::records::SHORT_STRING_BYTES_MAX;
-use crate::protocol::errors;
+use crate::model::ErrorCode;
 use crate::storage::producer_state::{NO_PRODUCER_EPOCH, NO_PRODUCER_ID};
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 use crate::txn::state::Producer;
@@ -54,7 +54,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             response.producer_epoch = producer_epoch;
         }
         Err(code) => {
-            response.error_code = code;
+            response.error_code = code.code();
             response.producer_id = ProducerId(NO_PRODUCER_ID);
             response.producer_epoch = NO_PRODUCER_EPOCH;
         }
@@ -68,18 +68,18 @@ async fn init_transactional(
     transactional_id: &str,
     timeout_ms: i32,
     producer: Producer,
-) -> Result<Producer, i16> {
+) -> Result<Producer, ErrorCode> {
     let request =
         TxnRequest::Init { transactional_id: transactional_id.to_string(), timeout_ms, producer };
     match call(ctx, transactional_id, request).await {
         Some(TxnResponse::Init(result)) => result.map_err(|code| fenced(code, ctx.version, 4)),
-        _ => Err(errors::COORDINATOR_NOT_AVAILABLE),
+        _ => Err(ErrorCode::CoordinatorNotAvailable),
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Plan {
-    Refuse(i16),
+    Refuse(ErrorCode),
     /// To the transaction coordinator.
     Transactional,
     Bump {
@@ -92,17 +92,17 @@ enum Plan {
 /// What to answer, from the request alone.
 fn plan(transactional_id: Option<&str>, producer_id: i64, producer_epoch: i16) -> Plan {
     match transactional_id {
-        Some("") => return Plan::Refuse(errors::INVALID_REQUEST),
+        Some("") => return Plan::Refuse(ErrorCode::InvalidRequest),
         // The transaction log keeps ids in int16-length strings.
         Some(id) if id.len() > SHORT_STRING_BYTES_MAX => {
-            return Plan::Refuse(errors::INVALID_REQUEST)
+            return Plan::Refuse(ErrorCode::InvalidRequest)
         }
         Some(_) => return Plan::Transactional,
         None => {}
     }
     match (producer_id, producer_epoch) {
         (NO_PRODUCER_ID, NO_PRODUCER_EPOCH) => Plan::Allocate,
-        (id, epoch) if id < 0 || epoch < 0 => Plan::Refuse(errors::INVALID_REQUEST),
+        (id, epoch) if id < 0 || epoch < 0 => Plan::Refuse(ErrorCode::InvalidRequest),
         // Kafka keeps i16::MAX out of use and starts over with a new id before reaching it.
         (_, epoch) if epoch >= i16::MAX - 1 => Plan::Allocate,
         (id, epoch) => Plan::Bump { producer_id: id, producer_epoch: epoch + 1 },
@@ -127,13 +127,13 @@ mod tests {
         for (id, epoch) in [(-1, 0), (5, -1), (-2, -1), (-1, -2), (3, -7)] {
             assert_eq!(
                 plan(None, id, epoch),
-                Plan::Refuse(errors::INVALID_REQUEST),
+                Plan::Refuse(ErrorCode::InvalidRequest),
                 "{id} {epoch}"
             );
         }
-        assert_eq!(plan(Some(""), -1, -1), Plan::Refuse(errors::INVALID_REQUEST));
+        assert_eq!(plan(Some(""), -1, -1), Plan::Refuse(ErrorCode::InvalidRequest));
         let long = "t".repeat(SHORT_STRING_BYTES_MAX + 1);
-        assert_eq!(plan(Some(&long), -1, -1), Plan::Refuse(errors::INVALID_REQUEST));
+        assert_eq!(plan(Some(&long), -1, -1), Plan::Refuse(ErrorCode::InvalidRequest));
         assert_eq!(plan(Some(&long[1..]), -1, -1), Plan::Transactional);
         assert_eq!(plan(Some("txn-1"), -1, -1), Plan::Transactional);
         assert_eq!(plan(Some("txn-1"), 7, 0), Plan::Transactional);

@@ -46,8 +46,7 @@ use crate::group::state::{
     PartitionCodes, Reply, ReplyId, SyncRequest, SyncResponse, TopicPartitions,
 };
 use crate::model::topic::Durability;
-use crate::model::{now_ms, ShardId};
-use crate::protocol::errors;
+use crate::model::{now_ms, ErrorCode, ShardId};
 use crate::shard::delayed::Key;
 pub use crate::shard::internal_log::OFFSETS_TOPIC;
 use crate::shard::internal_log::{self, Compactor, LogRef};
@@ -97,14 +96,14 @@ pub enum GroupRequest {
 pub enum GroupResponse {
     Join(JoinResponse),
     Sync(SyncResponse),
-    Heartbeat(i16),
+    Heartbeat(ErrorCode),
     Leave(LeaveResponse),
-    Commit(Result<Vec<i16>, i16>),
+    Commit(Result<Vec<ErrorCode>, ErrorCode>),
     Fetch(Vec<(String, Vec<FetchedOffset>)>),
     Describe(Vec<DescribedGroup>),
     List(Vec<ListedGroup>),
-    Delete(Vec<(String, i16)>),
-    DeleteOffsets(Result<PartitionCodes, i16>),
+    Delete(Vec<(String, ErrorCode)>),
+    DeleteOffsets(Result<PartitionCodes, ErrorCode>),
     Done,
 }
 
@@ -267,7 +266,7 @@ impl Coordinator {
                     Ok(Reply::Join(response)) => GroupResponse::Join(response),
                     _ => GroupResponse::Join(JoinResponse::error(
                         &member_id,
-                        errors::COORDINATOR_NOT_AVAILABLE,
+                        ErrorCode::CoordinatorNotAvailable,
                     )),
                 }
             }
@@ -278,7 +277,7 @@ impl Coordinator {
                 match answer.await {
                     Ok(Reply::Sync(response)) => GroupResponse::Sync(response),
                     _ => {
-                        GroupResponse::Sync(SyncResponse::error(errors::COORDINATOR_NOT_AVAILABLE))
+                        GroupResponse::Sync(SyncResponse::error(ErrorCode::CoordinatorNotAvailable))
                     }
                 }
             }
@@ -296,7 +295,7 @@ impl Coordinator {
                 let result = self.state.borrow_mut().commit_offsets(now, req);
                 if let Some(written) = self.dispatch(true) {
                     if written.await.is_err() {
-                        return GroupResponse::Commit(Err(errors::COORDINATOR_NOT_AVAILABLE));
+                        return GroupResponse::Commit(Err(ErrorCode::CoordinatorNotAvailable));
                     }
                 }
                 GroupResponse::Commit(result)
@@ -333,7 +332,7 @@ impl Coordinator {
             }
             GroupRequest::List { states } => GroupResponse::List(self.state.borrow().list(&states)),
             GroupRequest::Delete { groups } => {
-                let results: Vec<(String, i16)> = {
+                let results: Vec<(String, ErrorCode)> = {
                     let mut state = self.state.borrow_mut();
                     groups
                         .into_iter()

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::model::{now_ms, Isolation, ShardId, TopicPartition};
+use crate::model::{now_ms, ErrorCode, Isolation, ShardId, TopicPartition};
 use crate::shard::catalog::TopicMeta;
 use crate::shard::delayed::{Key, Wait};
 use crate::shard::mesh::{Mesh, Served, Service};
@@ -30,8 +30,6 @@ use crate::storage::cache::CacheBudget;
 use crate::storage::log::{self, Log, Marker, ReadChunk, RecoveryReport};
 use crate::storage::txn_index::AbortedTxn;
 use crate::storage::Error as StorageError;
-
-pub use produce::error_code;
 
 type LogRef = Rc<std::cell::RefCell<Log>>;
 
@@ -89,8 +87,8 @@ pub enum PartitionResponse {
     Produce(Vec<ProduceResult>),
     Read(Vec<ReadResult>),
     Offsets(Vec<OffsetResult>),
-    Markers(Vec<(TopicPartition, i16)>),
-    Producers(Vec<(TopicPartition, Result<Vec<ProducerInfo>, i16>)>),
+    Markers(Vec<(TopicPartition, ErrorCode)>),
+    Producers(Vec<(TopicPartition, Result<Vec<ProducerInfo>, ErrorCode>)>),
     Done,
 }
 
@@ -106,7 +104,7 @@ pub struct ReadSpec {
 #[derive(Debug, Clone)]
 pub struct ProduceResult {
     pub tp: TopicPartition,
-    pub error_code: i16,
+    pub error_code: ErrorCode,
     pub base_offset: i64,
     pub log_append_time: i64,
     pub log_start_offset: i64,
@@ -115,7 +113,7 @@ pub struct ProduceResult {
 #[derive(Debug)]
 pub struct ReadResult {
     pub tp: TopicPartition,
-    pub error_code: i16,
+    pub error_code: ErrorCode,
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
@@ -127,7 +125,7 @@ pub struct ReadResult {
 #[derive(Debug, Clone)]
 pub struct OffsetResult {
     pub tp: TopicPartition,
-    pub error_code: i16,
+    pub error_code: ErrorCode,
     pub offset: i64,
     pub timestamp: i64,
 }

@@ -30,6 +30,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::constants::PRODUCER_BATCHES_RETAINED;
 use crate::model::batch::BatchHeader;
+use crate::model::ErrorCode;
 use crate::storage::txn_index::{AbortedTxn, TxnIndex};
 
 /// A batch without idempotence carries producer id -1.
@@ -72,7 +73,7 @@ pub struct ProducerEntry {
     pub last_seen_ms: i64,
 }
 
-/// Why a batch was refused. `shard` maps each to its Kafka error code.
+/// Why a batch was refused; `error_code` gives the Kafka error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProducerError {
     /// INVALID_PRODUCER_EPOCH (47): a zombie with an older epoch.
@@ -84,6 +85,18 @@ pub enum ProducerError {
     /// INVALID_RECORD (87): a client sent a control batch (only the transaction
     /// coordinator writes markers).
     ControlFromClient,
+}
+
+impl ProducerError {
+    /// The Produce error code of a failed producer check (Kafka's codes for the same cases).
+    pub fn error_code(self) -> ErrorCode {
+        match self {
+            ProducerError::InvalidProducerEpoch => ErrorCode::InvalidProducerEpoch,
+            ProducerError::OutOfOrderSequence => ErrorCode::OutOfOrderSequenceNumber,
+            ProducerError::InvalidSequence => ErrorCode::InvalidRecord,
+            ProducerError::ControlFromClient => ErrorCode::InvalidRecord,
+        }
+    }
 }
 
 /// What `try_append` decided for a whole append.

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::protocol::errors;
+use crate::model::ErrorCode;
 
 /// Kafka's `transaction.max.timeout.ms` default.
 pub const TRANSACTION_TIMEOUT_MS_MAX: i32 = 900_000;
@@ -128,7 +128,7 @@ pub enum InitOutcome {
     /// An open transaction was aborted (epoch bumped): finish it, then answer
     /// CONCURRENT_TRANSACTIONS (the client retries and gets the next epoch).
     Abort(EndPlan),
-    Error(i16),
+    Error(ErrorCode),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +137,7 @@ pub enum EndOutcome {
     Done,
     /// Write the markers, `complete`, then answer NONE.
     Markers(EndPlan),
-    Error(i16),
+    Error(ErrorCode),
 }
 
 /// Who is asking: the producer id and epoch a request carries.
@@ -215,7 +215,7 @@ impl Transactions {
         fresh_producer_id: Option<i64>,
     ) -> InitOutcome {
         if timeout_ms <= 0 || timeout_ms > TRANSACTION_TIMEOUT_MS_MAX {
-            return InitOutcome::Error(errors::INVALID_TRANSACTION_TIMEOUT);
+            return InitOutcome::Error(ErrorCode::InvalidTransactionTimeout);
         }
         let Some(meta) = self.txns.get_mut(transactional_id) else {
             let Some(producer_id) = fresh_producer_id else {
@@ -241,11 +241,11 @@ impl Transactions {
             && (producer.producer_id != meta.producer_id
                 || producer.producer_epoch != meta.producer_epoch)
         {
-            return InitOutcome::Error(errors::PRODUCER_FENCED);
+            return InitOutcome::Error(ErrorCode::ProducerFenced);
         }
         match meta.state {
             TxnState::PrepareCommit | TxnState::PrepareAbort => {
-                InitOutcome::Error(errors::CONCURRENT_TRANSACTIONS)
+                InitOutcome::Error(ErrorCode::ConcurrentTransactions)
             }
             TxnState::Ongoing => {
                 // Fence the current producer, then abort what it left open.
@@ -291,11 +291,11 @@ impl Transactions {
         producer: Producer,
         partitions: &[(String, i32)],
         groups: &[String],
-    ) -> Result<bool, i16> {
+    ) -> Result<bool, ErrorCode> {
         let meta = self.owned(transactional_id, producer)?;
         match meta.state {
             TxnState::PrepareCommit | TxnState::PrepareAbort => {
-                return Err(errors::CONCURRENT_TRANSACTIONS)
+                return Err(ErrorCode::ConcurrentTransactions)
             }
             TxnState::Ongoing => {
                 let known = partitions.iter().all(|p| meta.partitions.contains(p))
@@ -321,11 +321,15 @@ impl Transactions {
     }
 
     /// Checks that `producer` may commit offsets in this transaction.
-    pub fn check_ongoing(&self, transactional_id: &str, producer: Producer) -> Result<(), i16> {
-        let meta = self.txns.get(transactional_id).ok_or(errors::INVALID_PRODUCER_ID_MAPPING)?;
+    pub fn check_ongoing(
+        &self,
+        transactional_id: &str,
+        producer: Producer,
+    ) -> Result<(), ErrorCode> {
+        let meta = self.txns.get(transactional_id).ok_or(ErrorCode::InvalidProducerIdMapping)?;
         check_producer(meta, producer)?;
         if meta.state != TxnState::Ongoing {
-            return Err(errors::INVALID_TXN_STATE);
+            return Err(ErrorCode::InvalidTxnState);
         }
         Ok(())
     }
@@ -339,7 +343,7 @@ impl Transactions {
         producer: Producer,
         group_id: &str,
         offsets: Vec<(String, i32, TxnOffset)>,
-    ) -> Result<(), i16> {
+    ) -> Result<(), ErrorCode> {
         self.check_ongoing(transactional_id, producer)?;
         let meta = self.owned(transactional_id, producer)?;
         meta.groups.insert(group_id.to_string());
@@ -371,13 +375,13 @@ impl Transactions {
                     self.records.push(TxnRecord::Put(record));
                     EndOutcome::Markers(plan)
                 }
-                None => EndOutcome::Error(errors::INVALID_TXN_STATE),
+                None => EndOutcome::Error(ErrorCode::InvalidTxnState),
             },
             (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => EndOutcome::Done,
             (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
-                EndOutcome::Error(errors::CONCURRENT_TRANSACTIONS)
+                EndOutcome::Error(ErrorCode::ConcurrentTransactions)
             }
-            _ => EndOutcome::Error(errors::INVALID_TXN_STATE),
+            _ => EndOutcome::Error(ErrorCode::InvalidTxnState),
         }
     }
 
@@ -481,20 +485,24 @@ impl Transactions {
         }
     }
 
-    fn owned(&mut self, transactional_id: &str, producer: Producer) -> Result<&mut TxnMeta, i16> {
+    fn owned(
+        &mut self,
+        transactional_id: &str,
+        producer: Producer,
+    ) -> Result<&mut TxnMeta, ErrorCode> {
         let meta =
-            self.txns.get_mut(transactional_id).ok_or(errors::INVALID_PRODUCER_ID_MAPPING)?;
+            self.txns.get_mut(transactional_id).ok_or(ErrorCode::InvalidProducerIdMapping)?;
         check_producer(meta, producer)?;
         Ok(meta)
     }
 }
 
-fn check_producer(meta: &TxnMeta, producer: Producer) -> Result<(), i16> {
+fn check_producer(meta: &TxnMeta, producer: Producer) -> Result<(), ErrorCode> {
     if meta.producer_id != producer.producer_id {
-        return Err(errors::INVALID_PRODUCER_ID_MAPPING);
+        return Err(ErrorCode::InvalidProducerIdMapping);
     }
     if meta.producer_epoch != producer.producer_epoch {
-        return Err(errors::PRODUCER_FENCED);
+        return Err(ErrorCode::ProducerFenced);
     }
     Ok(())
 }
@@ -575,7 +583,7 @@ mod tests {
         for timeout in [0, -1, TRANSACTION_TIMEOUT_MS_MAX + 1] {
             assert_eq!(
                 txns.init_producer_id(0, T, timeout, p(-1, -1), Some(1)),
-                InitOutcome::Error(errors::INVALID_TRANSACTION_TIMEOUT)
+                InitOutcome::Error(ErrorCode::InvalidTransactionTimeout)
             );
         }
     }
@@ -597,12 +605,12 @@ mod tests {
         assert_eq!(plan.producer_epoch, 0);
         assert_eq!(txns.take_records()[0].meta().map(|m| m.state), Some(TxnState::PrepareCommit));
         // While markers are written: retries wait, anything else is refused.
-        assert_eq!(txns.end(8, T, me, true), EndOutcome::Error(errors::CONCURRENT_TRANSACTIONS));
-        assert_eq!(txns.end(8, T, me, false), EndOutcome::Error(errors::INVALID_TXN_STATE));
-        assert_eq!(txns.add(8, T, me, &[tp(2)], &[]), Err(errors::CONCURRENT_TRANSACTIONS));
+        assert_eq!(txns.end(8, T, me, true), EndOutcome::Error(ErrorCode::ConcurrentTransactions));
+        assert_eq!(txns.end(8, T, me, false), EndOutcome::Error(ErrorCode::InvalidTxnState));
+        assert_eq!(txns.add(8, T, me, &[tp(2)], &[]), Err(ErrorCode::ConcurrentTransactions));
         assert_eq!(
             txns.init_producer_id(8, T, 60_000, p(-1, -1), None),
-            InitOutcome::Error(errors::CONCURRENT_TRANSACTIONS)
+            InitOutcome::Error(ErrorCode::ConcurrentTransactions)
         );
         assert_eq!(txns.unfinished(), vec![plan.clone()]);
         txns.complete(9, &plan);
@@ -611,7 +619,7 @@ mod tests {
         assert!(meta.partitions.is_empty());
         assert!(txns.unfinished().is_empty());
         assert_eq!(txns.end(10, T, me, true), EndOutcome::Done);
-        assert_eq!(txns.end(10, T, me, false), EndOutcome::Error(errors::INVALID_TXN_STATE));
+        assert_eq!(txns.end(10, T, me, false), EndOutcome::Error(ErrorCode::InvalidTxnState));
         // The next transaction starts from Complete with the same epoch.
         assert_eq!(txns.add(11, T, me, &[tp(3)], &[]), Ok(true));
         assert_eq!(txns.get(T).map(|m| m.partitions.len()), Some(1));
@@ -628,13 +636,13 @@ mod tests {
         let at = |offset| TxnOffset { offset, leader_epoch: -1, metadata: String::new() };
         assert_eq!(
             txns.commit_offsets(1, T, me, "g", vec![("in".into(), 0, at(5))]),
-            Err(errors::INVALID_TXN_STATE),
+            Err(ErrorCode::InvalidTxnState),
             "no transaction yet"
         );
         txns.add(1, T, me, &[], &["g".into()]).expect("add offsets");
         txns.commit_offsets(2, T, me, "g", vec![("in".into(), 0, at(5))]).expect("offsets");
         txns.commit_offsets(3, T, me, "g", vec![("in".into(), 0, at(9))]).expect("offsets");
-        assert_eq!(txns.commit_offsets(3, T, p(7, 9), "g", vec![]), Err(errors::PRODUCER_FENCED));
+        assert_eq!(txns.commit_offsets(3, T, p(7, 9), "g", vec![]), Err(ErrorCode::ProducerFenced));
         let records = txns.take_records();
         assert_eq!(
             records.last().and_then(TxnRecord::meta).map(|m| m.offsets.len()),
@@ -655,8 +663,8 @@ mod tests {
     fn ending_without_a_transaction_is_invalid() {
         let mut txns = Transactions::new();
         let me = ready(&mut txns, 0);
-        assert_eq!(txns.end(1, T, me, true), EndOutcome::Error(errors::INVALID_TXN_STATE));
-        assert_eq!(txns.end(1, T, me, false), EndOutcome::Error(errors::INVALID_TXN_STATE));
+        assert_eq!(txns.end(1, T, me, true), EndOutcome::Error(ErrorCode::InvalidTxnState));
+        assert_eq!(txns.end(1, T, me, false), EndOutcome::Error(ErrorCode::InvalidTxnState));
     }
 
     #[test]
@@ -665,28 +673,28 @@ mod tests {
         let old = ready(&mut txns, 0);
         let new = ready(&mut txns, 1);
         assert_eq!(new.producer_epoch, old.producer_epoch + 1);
-        assert_eq!(txns.add(2, T, old, &[tp(0)], &[]), Err(errors::PRODUCER_FENCED));
-        assert_eq!(txns.end(2, T, old, true), EndOutcome::Error(errors::PRODUCER_FENCED));
-        assert_eq!(txns.check_ongoing(T, old), Err(errors::PRODUCER_FENCED));
+        assert_eq!(txns.add(2, T, old, &[tp(0)], &[]), Err(ErrorCode::ProducerFenced));
+        assert_eq!(txns.end(2, T, old, true), EndOutcome::Error(ErrorCode::ProducerFenced));
+        assert_eq!(txns.check_ongoing(T, old), Err(ErrorCode::ProducerFenced));
         let stranger = p(99, new.producer_epoch);
         assert_eq!(
             txns.add(2, T, stranger, &[tp(0)], &[]),
-            Err(errors::INVALID_PRODUCER_ID_MAPPING)
+            Err(ErrorCode::InvalidProducerIdMapping)
         );
         assert_eq!(
             txns.add(2, "other", new, &[tp(0)], &[]),
-            Err(errors::INVALID_PRODUCER_ID_MAPPING)
+            Err(ErrorCode::InvalidProducerIdMapping)
         );
         // A KIP-360 InitProducerId must name the current id and epoch.
         assert_eq!(
             txns.init_producer_id(3, T, 60_000, old, None),
-            InitOutcome::Error(errors::PRODUCER_FENCED)
+            InitOutcome::Error(ErrorCode::ProducerFenced)
         );
         assert!(matches!(
             txns.init_producer_id(3, T, 60_000, new, None),
             InitOutcome::Ready { producer_epoch: 2, .. }
         ));
-        assert_eq!(txns.check_ongoing(T, p(7, 2)), Err(errors::INVALID_TXN_STATE));
+        assert_eq!(txns.check_ongoing(T, p(7, 2)), Err(ErrorCode::InvalidTxnState));
     }
 
     #[test]
@@ -700,7 +708,7 @@ mod tests {
         assert!(!plan.commit);
         assert_eq!(plan.producer_epoch, me.producer_epoch + 1);
         assert_eq!(plan.partitions, vec![tp(0)]);
-        assert_eq!(txns.add(3, T, me, &[tp(1)], &[]), Err(errors::PRODUCER_FENCED));
+        assert_eq!(txns.add(3, T, me, &[tp(1)], &[]), Err(ErrorCode::ProducerFenced));
         txns.complete(3, &plan);
         assert!(matches!(
             txns.init_producer_id(4, T, 60_000, p(-1, -1), None),
@@ -720,7 +728,7 @@ mod tests {
         assert_eq!(plans[0].producer_epoch, 1);
         assert!(!plans[0].commit);
         assert!(txns.expire(5000).is_empty(), "only once");
-        assert_eq!(txns.end(1200, T, me, true), EndOutcome::Error(errors::PRODUCER_FENCED));
+        assert_eq!(txns.end(1200, T, me, true), EndOutcome::Error(ErrorCode::ProducerFenced));
         txns.complete(1200, &plans[0]);
         assert_eq!(txns.get(T).map(|m| m.state), Some(TxnState::CompleteAbort));
     }
@@ -770,7 +778,7 @@ mod tests {
             // AddPartitionsToTxn
             let added = in_state(state).add(1, T, me, &[tp(1)], &[]);
             let expected = match state {
-                PrepareCommit | PrepareAbort => Err(errors::CONCURRENT_TRANSACTIONS),
+                PrepareCommit | PrepareAbort => Err(ErrorCode::ConcurrentTransactions),
                 _ => Ok(true),
             };
             assert_eq!(added, expected, "add in {state:?}");
@@ -790,9 +798,9 @@ mod tests {
                         "markers"
                     }
                     EndOutcome::Done => "done",
-                    EndOutcome::Error(errors::CONCURRENT_TRANSACTIONS) => "concurrent",
-                    EndOutcome::Error(errors::INVALID_TXN_STATE) => "invalid",
-                    EndOutcome::Error(code) => panic!("EndTxn in {state:?}: code {code}"),
+                    EndOutcome::Error(ErrorCode::ConcurrentTransactions) => "concurrent",
+                    EndOutcome::Error(ErrorCode::InvalidTxnState) => "invalid",
+                    EndOutcome::Error(code) => panic!("EndTxn in {state:?}: code {code:?}"),
                 };
                 assert_eq!(got, expected, "EndTxn(commit={commit}) in {state:?}");
             }
@@ -804,22 +812,22 @@ mod tests {
                     "{init:?}"
                 ),
                 PrepareCommit | PrepareAbort => {
-                    assert_eq!(init, InitOutcome::Error(errors::CONCURRENT_TRANSACTIONS))
+                    assert_eq!(init, InitOutcome::Error(ErrorCode::ConcurrentTransactions))
                 }
                 _ => assert_eq!(init, InitOutcome::Ready { producer_id: 7, producer_epoch: 4 }),
             }
             // TxnOffsetCommit's check
             let checked = in_state(state).check_ongoing(T, me);
-            let expected = if state == Ongoing { Ok(()) } else { Err(errors::INVALID_TXN_STATE) };
+            let expected = if state == Ongoing { Ok(()) } else { Err(ErrorCode::InvalidTxnState) };
             assert_eq!(checked, expected, "check in {state:?}");
             // A fenced epoch and a wrong producer id are refused the same way in every state.
             let mut txns = in_state(state);
-            assert_eq!(txns.add(1, T, p(7, 2), &[tp(1)], &[]), Err(errors::PRODUCER_FENCED));
+            assert_eq!(txns.add(1, T, p(7, 2), &[tp(1)], &[]), Err(ErrorCode::ProducerFenced));
             assert_eq!(
                 txns.add(1, T, p(8, 3), &[tp(1)], &[]),
-                Err(errors::INVALID_PRODUCER_ID_MAPPING)
+                Err(ErrorCode::InvalidProducerIdMapping)
             );
-            assert_eq!(txns.end(1, T, p(7, 4), true), EndOutcome::Error(errors::PRODUCER_FENCED));
+            assert_eq!(txns.end(1, T, p(7, 4), true), EndOutcome::Error(ErrorCode::ProducerFenced));
             // Expiry touches only Ongoing transactions past their deadline.
             let expired = in_state(state).expire(60_000);
             assert_eq!(expired.len(), usize::from(state == Ongoing), "expire in {state:?}");
