@@ -12,7 +12,7 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::{Context, Outcome};
-use crate::model::{ErrorCode, ShardId, TopicPartition};
+use crate::model::{ErrorCode, Offset, ShardId, TopicPartition};
 use crate::partition::{PartitionRequest, PartitionResponse};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -20,7 +20,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Ok(r) => r,
         Err(close) => return close,
     };
-    let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, i64)>> = BTreeMap::new();
+    let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, Offset)>> = BTreeMap::new();
     let mut response = DeleteRecordsResponse::default();
     for topic in &request.topics {
         let meta = ctx.shard().catalog.borrow().get(&topic.name.0).cloned();
@@ -33,7 +33,10 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             match &meta {
                 Some(m) if (0..m.partitions).contains(&p.partition_index) => {
                     let tp = TopicPartition::new(m.name.clone(), p.partition_index);
-                    by_shard.entry(ctx.shard().owner(&tp)).or_default().push((tp, p.offset));
+                    by_shard
+                        .entry(ctx.shard().owner(&tp))
+                        .or_default()
+                        .push((tp, Offset(p.offset)));
                 }
                 _ => answer.error_code = ErrorCode::UnknownTopicOrPartition.code(),
             }
@@ -61,7 +64,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             match done.get(&tp) {
                 Some(r) => {
                     p.error_code = r.error_code.code();
-                    p.low_watermark = r.offset;
+                    p.low_watermark = r.offset.0;
                 }
                 None => p.error_code = ErrorCode::UnknownServerError.code(),
             }

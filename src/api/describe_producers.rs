@@ -52,7 +52,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                         state.last_sequence = info.last_sequence;
                         state.last_timestamp = info.last_timestamp;
                         state.coordinator_epoch = -1;
-                        state.current_txn_start_offset = info.current_txn_start_offset;
+                        state.current_txn_start_offset = info.current_txn_start_offset.0;
                         p.active_producers.push(state);
                     }
                 }

@@ -16,7 +16,7 @@ use kafka_protocol::messages::FetchRequest;
 
 use super::{Context, Outcome};
 use crate::constants::FETCH_WAIT_MS_MAX;
-use crate::model::{ErrorCode, Isolation, ShardId, TopicPartition};
+use crate::model::{ErrorCode, Isolation, Offset, ShardId, TopicPartition};
 use crate::partition::{PartitionRequest, PartitionResponse, ReadResult, ReadSpec};
 use crate::protocol::fetch_response::{self, FetchResponseHead, Part, PartitionData, TopicData};
 use crate::protocol::put_response_header;
@@ -29,7 +29,7 @@ struct Wanted {
     /// None when the topic is unknown (the error code is in `error_code`).
     tp: Option<TopicPartition>,
     error_code: ErrorCode,
-    offset: i64,
+    offset: Offset,
     size_bytes_max: usize,
     /// isolation_level 1: read below the last stable offset.
     isolation: Isolation,
@@ -69,7 +69,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 partition_index: partition.partition,
                 tp,
                 error_code,
-                offset: partition.fetch_offset,
+                offset: Offset(partition.fetch_offset),
                 size_bytes_max: partition.partition_max_bytes.max(0) as usize,
                 isolation: Isolation::from_wire(request.isolation_level),
             });
@@ -90,7 +90,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         // Wait for an append on any partition, or the deadline. A read_committed fetch
         // waiting at the last stable offset also wakes on appends (a marker is one), then
         // reads again.
-        let seen: Vec<(TopicPartition, i64)> =
+        let seen: Vec<(TopicPartition, Offset)> =
             results.iter().map(|(tp, r)| (tp.clone(), r.high_watermark)).collect();
         let woke = match ctx.partitions().watch(seen, deadline - now).await {
             Some(wait) => wait.done.await.unwrap_or(false),
@@ -158,13 +158,13 @@ fn respond(
         };
         if let Some(result) = w.tp.as_ref().and_then(|tp| results.remove(tp)) {
             data.error_code = result.error_code.code();
-            data.high_watermark = result.high_watermark;
-            data.last_stable_offset = result.last_stable_offset;
+            data.high_watermark = result.high_watermark.0;
+            data.last_stable_offset = result.last_stable_offset.0;
             if w.isolation == Isolation::ReadCommitted {
-                let aborted = result.aborted.iter().map(|a| (a.producer_id, a.first_offset));
+                let aborted = result.aborted.iter().map(|a| (a.producer_id, a.first_offset.0));
                 data.aborted = Some(aborted.collect());
             }
-            data.log_start_offset = result.log_start_offset;
+            data.log_start_offset = result.log_start_offset.0;
             // The response limit: always let the first data through (KIP-74), then stop
             // adding partitions once the limit is reached.
             if total == 0 || total + result.size_bytes <= size_bytes_max {

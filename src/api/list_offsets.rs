@@ -57,7 +57,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             let Some(&(t, p)) = slot_of.get(&result.tp) else { continue };
             let slot = &mut response.topics[t].partitions[p];
             slot.error_code = result.error_code.code();
-            slot.offset = result.offset;
+            slot.offset = result.offset.0;
             slot.timestamp = result.timestamp;
         }
     }

@@ -12,7 +12,7 @@ use super::group_common::{call, check_group_id};
 use super::{Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::state::{self, CommitPartition};
-use crate::model::ErrorCode;
+use crate::model::{ErrorCode, Offset};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: OffsetCommitRequest = match ctx.decode(body) {
@@ -37,7 +37,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 partitions.push(CommitPartition {
                     topic: topic.name.0.to_string(),
                     partition: p.partition_index,
-                    offset: p.committed_offset,
+                    offset: Offset(p.committed_offset),
                     leader_epoch: if ctx.version >= 6 { p.committed_leader_epoch } else { -1 },
                     metadata: p.committed_metadata.as_ref().map(|s| s.to_string()),
                 });

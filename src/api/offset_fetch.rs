@@ -96,7 +96,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                             .map(|o| {
                                 let mut p = OffsetFetchResponsePartition::default();
                                 p.partition_index = o.partition;
-                                p.committed_offset = o.offset;
+                                p.committed_offset = o.offset.0;
                                 if ctx.version >= 5 {
                                     p.committed_leader_epoch = o.leader_epoch;
                                 }
@@ -126,7 +126,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                                 .map(|o| {
                                     let mut p = OffsetFetchResponsePartitions::default();
                                     p.partition_index = o.partition;
-                                    p.committed_offset = o.offset;
+                                    p.committed_offset = o.offset.0;
                                     p.committed_leader_epoch = o.leader_epoch;
                                     p.metadata = Some(str_bytes(&o.metadata));
                                     p

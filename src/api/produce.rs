@@ -84,9 +84,9 @@ pub async fn admit(ctx: Context, body: Bytes) -> Admitted {
                 };
                 let slot = &mut topics[topic_index].partition_responses[partition_index];
                 slot.error_code = result.error_code.code();
-                slot.base_offset = result.base_offset;
+                slot.base_offset = result.base_offset.0;
                 slot.log_append_time_ms = result.log_append_time;
-                slot.log_start_offset = result.log_start_offset;
+                slot.log_start_offset = result.log_start_offset.0;
             }
         }
         if acks == 0 {

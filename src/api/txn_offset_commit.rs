@@ -9,7 +9,7 @@ use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
 use super::txn_common::{call, fenced};
 use super::{Context, Outcome};
-use crate::model::ErrorCode;
+use crate::model::{ErrorCode, Offset};
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 use crate::txn::state::{Producer, TxnOffset};
 
@@ -32,7 +32,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             }
             codes.push(ErrorCode::None);
             let offset = TxnOffset {
-                offset: p.committed_offset,
+                offset: Offset(p.committed_offset),
                 leader_epoch: p.committed_leader_epoch,
                 metadata,
             };

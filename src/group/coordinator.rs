@@ -46,7 +46,7 @@ use crate::group::state::{
     PartitionCodes, Reply, ReplyId, SyncRequest, SyncResponse, TopicPartitions,
 };
 use crate::model::topic::Durability;
-use crate::model::{now_ms, ErrorCode, ShardId};
+use crate::model::{now_ms, ErrorCode, Offset, ShardId};
 use crate::shard::delayed::Key;
 pub use crate::shard::internal_log::OFFSETS_TOPIC;
 use crate::shard::internal_log::{self, Compactor, LogRef};
@@ -140,7 +140,7 @@ pub struct Coordinator {
 struct Outbox {
     records: Vec<Record>,
     /// Told the base offset of the append that carried their records.
-    acks: Vec<oneshot::Sender<i64>>,
+    acks: Vec<oneshot::Sender<Option<Offset>>>,
     flushing: bool,
 }
 
@@ -367,7 +367,7 @@ impl Coordinator {
 
     /// Delivers the state machine's answers and queues its records. With `ack`, returns a
     /// receiver that fires once those records are in the log (None: nothing to write).
-    fn dispatch(self: &Rc<Self>, ack: bool) -> Option<oneshot::Receiver<i64>> {
+    fn dispatch(self: &Rc<Self>, ack: bool) -> Option<oneshot::Receiver<Option<Offset>>> {
         let (replies, records, next_deadline) = {
             let mut state = self.state.borrow_mut();
             (state.take_replies(), state.take_records(), state.next_deadline())
@@ -386,7 +386,7 @@ impl Coordinator {
     }
 
     /// A receiver that fires when everything queued so far is written (None: nothing queued).
-    fn barrier(&self) -> Option<oneshot::Receiver<i64>> {
+    fn barrier(&self) -> Option<oneshot::Receiver<Option<Offset>>> {
         let mut out = self.outbox.borrow_mut();
         if !out.flushing {
             return None;
@@ -398,7 +398,11 @@ impl Coordinator {
 
     // ----- persistence -----------------------------------------------------------------------
 
-    fn persist(self: &Rc<Self>, records: Vec<Record>, ack: bool) -> Option<oneshot::Receiver<i64>> {
+    fn persist(
+        self: &Rc<Self>,
+        records: Vec<Record>,
+        ack: bool,
+    ) -> Option<oneshot::Receiver<Option<Offset>>> {
         if records.is_empty() {
             return None;
         }
@@ -430,7 +434,7 @@ impl Coordinator {
                     out.flushing = false;
                     // Barrier waiters queued with nothing to write: everything is written.
                     for ack in out.acks.drain(..) {
-                        let _ = ack.send(-1);
+                        let _ = ack.send(None);
                     }
                     return;
                 }
@@ -447,7 +451,7 @@ impl Coordinator {
             match log::append(&log, batches).await {
                 Ok(info) => {
                     for ack in acks {
-                        let _ = ack.send(info.base_offset);
+                        let _ = ack.send(Some(info.base_offset));
                     }
                 }
                 Err(e) => tracing::warn!(shard = self.shard.0, "offsets append failed: {e}"),
@@ -491,7 +495,7 @@ impl Coordinator {
         let written =
             if snapshot.is_empty() { self.barrier() } else { self.persist(snapshot, true) };
         let base = match written {
-            Some(rx) => rx.await.ok().filter(|base| *base >= 0),
+            Some(rx) => rx.await.ok().flatten(),
             None => None,
         };
         self.compactor.finish(&log, self.shard, base, run);

@@ -26,7 +26,7 @@ use indexmap::IndexMap;
 
 use crate::group::records::{GroupValue, MemberValue, OffsetValue, Record};
 use crate::group::timers::Timers;
-use crate::model::ErrorCode;
+use crate::model::{ErrorCode, Offset};
 
 /// Topics and their partition indexes, as requests name them.
 pub type TopicPartitions = Vec<(String, Vec<i32>)>;
@@ -193,7 +193,7 @@ pub struct LeaveResponse {
 pub struct CommitPartition {
     pub topic: String,
     pub partition: i32,
-    pub offset: i64,
+    pub offset: Offset,
     pub leader_epoch: i32,
     pub metadata: Option<String>,
 }
@@ -215,7 +215,7 @@ pub struct CommitRequest {
 pub struct FetchedOffset {
     pub topic: String,
     pub partition: i32,
-    pub offset: i64,
+    pub offset: Offset,
     pub leader_epoch: i32,
     pub metadata: String,
 }
@@ -993,7 +993,7 @@ impl Groups {
                     None => FetchedOffset {
                         topic,
                         partition,
-                        offset: -1,
+                        offset: Offset::NONE,
                         leader_epoch: -1,
                         metadata: String::new(),
                     },
@@ -1857,11 +1857,15 @@ mod txn_tests {
             leader_epoch: -1,
             metadata: None,
         };
-        groups.commit_transactional_offsets(5, "g", vec![offset("a", 10), offset("b", 3)]);
+        groups.commit_transactional_offsets(
+            5,
+            "g",
+            vec![offset("a", Offset(10)), offset("b", Offset(3))],
+        );
         assert_eq!(groups.take_records().len(), 2);
         let fetched = groups.fetch_offsets("g", None);
         assert_eq!(fetched.len(), 2);
-        assert!(fetched.iter().any(|f| f.topic == "a" && f.offset == 10));
+        assert!(fetched.iter().any(|f| f.topic == "a" && f.offset == Offset(10)));
     }
 }
 
@@ -1975,7 +1979,7 @@ mod tests {
                 partitions: vec![CommitPartition {
                     topic: "t".into(),
                     partition: 0,
-                    offset,
+                    offset: Offset(offset),
                     leader_epoch: 3,
                     metadata: Some("meta".into()),
                 }],
@@ -2330,10 +2334,10 @@ mod tests {
         assert_eq!(h.commit("g", generation, &a, 42), Ok(vec![ErrorCode::None]));
         assert_eq!(h.commit("simple", -1, "", 7), Ok(vec![ErrorCode::None]));
         let fetched = h.groups.fetch_offsets("g", Some(vec![("t".into(), vec![0, 1])]));
-        assert_eq!(fetched[0].offset, 42);
+        assert_eq!(fetched[0].offset, Offset(42));
         assert_eq!(fetched[0].leader_epoch, 3);
         assert_eq!(fetched[0].metadata, "meta");
-        assert_eq!(fetched[1].offset, -1);
+        assert_eq!(fetched[1].offset, Offset::NONE);
         assert_eq!(h.groups.fetch_offsets("simple", None).len(), 1);
         assert!(h.groups.fetch_offsets("none", None).is_empty());
         // Replaying every record written so far rebuilds the same state.
@@ -2371,14 +2375,14 @@ mod tests {
                 CommitPartition {
                     topic: "t".into(),
                     partition: 0,
-                    offset: 1,
+                    offset: Offset(1),
                     leader_epoch: -1,
                     metadata: Some("x".repeat(4097)),
                 },
                 CommitPartition {
                     topic: "t".into(),
                     partition: 1,
-                    offset: 1,
+                    offset: Offset(1),
                     leader_epoch: -1,
                     metadata: None,
                 },
@@ -2590,7 +2594,7 @@ mod tests {
                         req.partitions.push(CommitPartition {
                             topic: "t".into(),
                             partition: rng.gen_range(0..3),
-                            offset: rng.gen_range(-1..100),
+                            offset: Offset(rng.gen_range(-1..100)),
                             leader_epoch: -1,
                             metadata: None,
                         });

@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod error_code;
+pub mod ids;
 pub mod records;
 pub mod settings;
 pub mod topic;
@@ -10,6 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use error_code::ErrorCode;
+pub use ids::Offset;
 
 /// A partition of a topic. Cheap to clone and to send to another core (the name is shared).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::model::{now_ms, ErrorCode, Isolation, ShardId, TopicPartition};
+use crate::model::{now_ms, ErrorCode, Isolation, Offset, ShardId, TopicPartition};
 use crate::shard::catalog::TopicMeta;
 use crate::shard::delayed::{Key, Wait};
 use crate::shard::mesh::{Mesh, Served, Service};
@@ -56,7 +56,7 @@ pub enum PartitionRequest {
     },
     /// Move the partitions' log start (DeleteRecords).
     DeleteRecords {
-        partitions: Vec<(TopicPartition, i64)>,
+        partitions: Vec<(TopicPartition, Offset)>,
     },
     /// The partitions' producers (DescribeProducers).
     DescribeProducers {
@@ -73,7 +73,7 @@ pub enum PartitionRequest {
     /// passed what the waiter saw.
     Watch {
         waiter: u64,
-        partitions: Vec<(TopicPartition, i64)>,
+        partitions: Vec<(TopicPartition, Offset)>,
         timeout_ms: u64,
     },
     /// A post: new data arrived on a partition that waiter `waiter` of this shard watches.
@@ -95,7 +95,7 @@ pub enum PartitionResponse {
 #[derive(Debug, Clone)]
 pub struct ReadSpec {
     pub tp: TopicPartition,
-    pub offset: i64,
+    pub offset: Offset,
     pub size_bytes_max: usize,
     /// read_committed: stop at the last stable offset, report aborted transactions.
     pub isolation: Isolation,
@@ -105,18 +105,18 @@ pub struct ReadSpec {
 pub struct ProduceResult {
     pub tp: TopicPartition,
     pub error_code: ErrorCode,
-    pub base_offset: i64,
+    pub base_offset: Offset,
     pub log_append_time: i64,
-    pub log_start_offset: i64,
+    pub log_start_offset: Offset,
 }
 
 #[derive(Debug)]
 pub struct ReadResult {
     pub tp: TopicPartition,
     pub error_code: ErrorCode,
-    pub high_watermark: i64,
-    pub last_stable_offset: i64,
-    pub log_start_offset: i64,
+    pub high_watermark: Offset,
+    pub last_stable_offset: Offset,
+    pub log_start_offset: Offset,
     pub aborted: Vec<AbortedTxn>,
     pub chunks: Vec<ReadChunk>,
     pub size_bytes: usize,
@@ -126,7 +126,7 @@ pub struct ReadResult {
 pub struct OffsetResult {
     pub tp: TopicPartition,
     pub error_code: ErrorCode,
-    pub offset: i64,
+    pub offset: Offset,
     pub timestamp: i64,
 }
 
@@ -137,7 +137,7 @@ pub struct ProducerInfo {
     pub producer_epoch: i16,
     pub last_sequence: i32,
     pub last_timestamp: i64,
-    pub current_txn_start_offset: i64,
+    pub current_txn_start_offset: Offset,
 }
 
 pub struct Partitions {
@@ -336,10 +336,10 @@ impl Partitions {
     /// Registered before the watches go out, so a notification cannot come too early.
     pub async fn watch(
         &self,
-        partitions: Vec<(TopicPartition, i64)>,
+        partitions: Vec<(TopicPartition, Offset)>,
         timeout: Duration,
     ) -> Option<Wait> {
-        let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, i64)>> = BTreeMap::new();
+        let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, Offset)>> = BTreeMap::new();
         for (tp, seen) in partitions {
             by_shard.entry(self.shard.owner(&tp)).or_default().push((tp, seen));
         }
@@ -364,7 +364,7 @@ impl Partitions {
         &self,
         from: ShardId,
         waiter: u64,
-        partitions: Vec<(TopicPartition, i64)>,
+        partitions: Vec<(TopicPartition, Offset)>,
         timeout_ms: u64,
     ) -> bool {
         if partitions.iter().any(|(tp, seen)| self.moved_past(tp, *seen)) {
@@ -377,7 +377,7 @@ impl Partitions {
     }
 
     /// True if `tp`'s high watermark is past `seen`, or `tp` is gone.
-    fn moved_past(&self, tp: &TopicPartition, seen: i64) -> bool {
+    fn moved_past(&self, tp: &TopicPartition, seen: Offset) -> bool {
         match self.log(tp) {
             Some(log) => log.borrow().high_watermark > seen,
             None => true,

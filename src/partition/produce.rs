@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::future::{join_all, Either};
 
 use super::{PartitionRequest, PartitionResponse, Partitions, ProduceResult};
-use crate::model::{ErrorCode, ShardId, TopicPartition};
+use crate::model::{ErrorCode, Offset, ShardId, TopicPartition};
 use crate::storage::log::{self, Marker};
 use crate::storage::Error as StorageError;
 
@@ -56,9 +56,9 @@ impl Partitions {
                 let failed = |tp, error_code| ProduceResult {
                     tp,
                     error_code,
-                    base_offset: -1,
+                    base_offset: Offset::NONE,
                     log_append_time: -1,
-                    log_start_offset: -1,
+                    log_start_offset: Offset::NONE,
                 };
                 let mut appending = match appending {
                     Ok(appending) => appending,

@@ -4,7 +4,7 @@ use futures::future::join_all;
 
 use super::{OffsetResult, Partitions, ProducerInfo, ReadResult, ReadSpec};
 use crate::model::FirstBatch::Whole;
-use crate::model::{ErrorCode, Isolation, TopicPartition};
+use crate::model::{ErrorCode, Isolation, Offset, TopicPartition};
 use crate::storage::log;
 use crate::storage::Error as StorageError;
 
@@ -14,9 +14,9 @@ impl Partitions {
             let empty = |tp: TopicPartition, code: ErrorCode| ReadResult {
                 tp,
                 error_code: code,
-                high_watermark: -1,
-                last_stable_offset: -1,
-                log_start_offset: -1,
+                high_watermark: Offset::NONE,
+                last_stable_offset: Offset::NONE,
+                log_start_offset: Offset::NONE,
                 aborted: Vec::new(),
                 chunks: Vec::new(),
                 size_bytes: 0,
@@ -63,8 +63,12 @@ impl Partitions {
     ) -> Vec<OffsetResult> {
         let mut out = Vec::with_capacity(partitions.len());
         for (tp, timestamp) in partitions {
-            let failed =
-                |tp, error_code| OffsetResult { tp, error_code, offset: -1, timestamp: -1 };
+            let failed = |tp, error_code| OffsetResult {
+                tp,
+                error_code,
+                offset: Offset::NONE,
+                timestamp: -1,
+            };
             let Some(log) = self.log(&tp) else {
                 out.push(failed(tp, ErrorCode::UnknownTopicOrPartition));
                 continue;
@@ -104,7 +108,7 @@ impl Partitions {
 
     pub(super) async fn delete_records(
         &self,
-        partitions: Vec<(TopicPartition, i64)>,
+        partitions: Vec<(TopicPartition, Offset)>,
     ) -> Vec<OffsetResult> {
         let mut out = Vec::with_capacity(partitions.len());
         for (tp, offset) in partitions {
@@ -121,7 +125,7 @@ impl Partitions {
             };
             let (error_code, offset) = match result {
                 Ok(start) => (ErrorCode::None, start),
-                Err(code) => (code, -1),
+                Err(code) => (code, Offset::NONE),
             };
             out.push(OffsetResult { tp, error_code, offset, timestamp: -1 });
         }
@@ -153,7 +157,7 @@ impl Partitions {
                                 .producers
                                 .txns
                                 .open_transaction(producer_id)
-                                .unwrap_or(-1),
+                                .unwrap_or(Offset::NONE),
                         }
                     })
                     .collect();

@@ -29,11 +29,12 @@ use glommio::io::{DmaFile, OpenOptions};
 
 use crate::constants::{INDEX_INTERVAL_BYTES, PREALLOCATE_STEP_BYTES, RECOVERY_READ_BYTES};
 use crate::model::batch::{self, ScannedBatch};
+use crate::model::Offset;
 use crate::storage::index::SegmentIndex;
 use crate::storage::{count_fdatasync, io_error, Error};
 
 pub struct Segment {
-    pub base_offset: i64,
+    pub base_offset: Offset,
     pub log_path: PathBuf,
     pub file: Rc<DmaFile>,
     /// A buffered descriptor of the same file, for zero-copy `sendfile` reads on a helper
@@ -42,7 +43,7 @@ pub struct Segment {
     /// Bytes of complete, written batches. Readers never go past it.
     pub size: u64,
     /// Offset after the last batch of this segment.
-    pub next_offset: i64,
+    pub next_offset: Offset,
     /// Largest batch max_timestamp in the segment, -1 when empty.
     pub max_timestamp: i64,
     pub index: SegmentIndex,
@@ -63,7 +64,7 @@ impl Segment {
     /// preallocated in steps as it fills (`reserve`).
     pub async fn create(
         dir: &Path,
-        base_offset: i64,
+        base_offset: Offset,
         preallocate_bytes: u64,
         now_ms: i64,
     ) -> Result<Segment, Error> {
@@ -114,7 +115,11 @@ impl Segment {
     /// Opens an existing segment and recovers it: loads its indexes when they are sound,
     /// scans every batch after the last index entry (CRC included) and truncates a torn tail.
     /// Returns the segment and whether bytes were cut off.
-    pub async fn open(dir: &Path, base_offset: i64, now_ms: i64) -> Result<(Segment, bool), Error> {
+    pub async fn open(
+        dir: &Path,
+        base_offset: Offset,
+        now_ms: i64,
+    ) -> Result<(Segment, bool), Error> {
         let log_path = dir.join(file_name(base_offset, "log"));
         let file = open_dma(&log_path).await?;
         let file_size = file.file_size().await.map_err(io_error)?;
@@ -225,7 +230,13 @@ impl Segment {
     }
 
     /// Records a batch that has been written at `position`.
-    pub fn record_batch(&mut self, position: u64, last_offset: i64, max_timestamp: i64, size: u64) {
+    pub fn record_batch(
+        &mut self,
+        position: u64,
+        last_offset: Offset,
+        max_timestamp: i64,
+        size: u64,
+    ) {
         assert_eq!(position, self.size);
         assert!(last_offset >= self.next_offset);
         let relative = last_offset - self.base_offset;
@@ -295,12 +306,12 @@ pub async fn remove(segments: Vec<Segment>) {
 }
 
 /// Kafka's file name: the base offset as 20 zero-padded digits.
-pub fn file_name(base_offset: i64, extension: &str) -> String {
-    format!("{base_offset:020}.{extension}")
+pub fn file_name(base_offset: Offset, extension: &str) -> String {
+    format!("{:020}.{extension}", base_offset.0)
 }
 
 /// Base offsets of the `.log` files in a partition directory, sorted.
-pub fn list_segments(dir: &Path) -> Result<Vec<i64>, Error> {
+pub fn list_segments(dir: &Path) -> Result<Vec<Offset>, Error> {
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
@@ -308,7 +319,7 @@ pub fn list_segments(dir: &Path) -> Result<Vec<i64>, Error> {
         if let Some(stem) = name.strip_suffix(".log") {
             if stem.len() == 20 {
                 if let Ok(base) = stem.parse::<i64>() {
-                    bases.push(base);
+                    bases.push(Offset(base));
                 }
             }
         }

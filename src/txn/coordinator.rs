@@ -41,7 +41,7 @@ use crate::constants::{INTERNAL_BATCH_BYTES_MAX, TXN_HOUSEKEEPING_MS, TXN_ID_EXP
 use crate::controller::Controller;
 use crate::group::coordinator::{Coordinator as GroupCoordinator, GroupRequest};
 use crate::model::topic::Durability;
-use crate::model::{now_ms, ErrorCode, ShardId, TopicPartition};
+use crate::model::{now_ms, ErrorCode, Offset, ShardId, TopicPartition};
 use crate::partition::{PartitionRequest, PartitionResponse, Partitions};
 use crate::shard::delayed::Key;
 pub use crate::shard::internal_log::TRANSACTION_TOPIC;
@@ -216,7 +216,7 @@ impl TxnCoordinator {
     }
 
     /// Appends `records` in order; the base offset of the first (None: nothing to write).
-    async fn append(&self, records: &[TxnRecord]) -> Result<Option<i64>, ErrorCode> {
+    async fn append(&self, records: &[TxnRecord]) -> Result<Option<Offset>, ErrorCode> {
         if records.is_empty() {
             return Ok(None);
         }

@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::model::Offset;
 use crate::txn::state::{TxnMeta, TxnOffset, TxnRecord, TxnState};
 
 fn encode_key(transactional_id: &str) -> Vec<u8> {
@@ -54,7 +55,7 @@ fn encode_value(meta: &TxnMeta) -> Vec<u8> {
         put_string(&mut out, group);
         put_string(&mut out, topic);
         out.extend(partition.to_be_bytes());
-        out.extend(o.offset.to_be_bytes());
+        out.extend(o.offset.0.to_be_bytes());
         out.extend(o.leader_epoch.to_be_bytes());
         put_string(&mut out, &o.metadata);
     }
@@ -107,8 +108,11 @@ fn decode_value(transactional_id: String, value: &[u8]) -> Option<TxnMeta> {
         }
         for _ in 0..v.count()? {
             let key = (v.string()?, v.string()?, v.i32()?);
-            let offset =
-                TxnOffset { offset: v.i64()?, leader_epoch: v.i32()?, metadata: v.string()? };
+            let offset = TxnOffset {
+                offset: Offset(v.i64()?),
+                leader_epoch: v.i32()?,
+                metadata: v.string()?,
+            };
             offsets.insert(key, offset);
         }
     }
@@ -177,7 +181,7 @@ mod tests {
             groups: ["g1".to_string()].into_iter().collect(),
             offsets: [(
                 ("g1".to_string(), "in".to_string(), 3),
-                TxnOffset { offset: 77, leader_epoch: 2, metadata: "m".into() },
+                TxnOffset { offset: Offset(77), leader_epoch: 2, metadata: "m".into() },
             )]
             .into_iter()
             .collect(),

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::model::ErrorCode;
+use crate::model::{ErrorCode, Offset};
 
 /// Kafka's `transaction.max.timeout.ms` default.
 pub const TRANSACTION_TIMEOUT_MS_MAX: i32 = 900_000;
@@ -97,7 +97,7 @@ pub struct TxnMeta {
 /// One offset of TxnOffsetCommit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnOffset {
-    pub offset: i64,
+    pub offset: Offset,
     pub leader_epoch: i32,
     pub metadata: String,
 }
@@ -635,13 +635,13 @@ mod tests {
         let me = ready(&mut txns, 0);
         let at = |offset| TxnOffset { offset, leader_epoch: -1, metadata: String::new() };
         assert_eq!(
-            txns.commit_offsets(1, T, me, "g", vec![("in".into(), 0, at(5))]),
+            txns.commit_offsets(1, T, me, "g", vec![("in".into(), 0, at(Offset(5)))]),
             Err(ErrorCode::InvalidTxnState),
             "no transaction yet"
         );
         txns.add(1, T, me, &[], &["g".into()]).expect("add offsets");
-        txns.commit_offsets(2, T, me, "g", vec![("in".into(), 0, at(5))]).expect("offsets");
-        txns.commit_offsets(3, T, me, "g", vec![("in".into(), 0, at(9))]).expect("offsets");
+        txns.commit_offsets(2, T, me, "g", vec![("in".into(), 0, at(Offset(5)))]).expect("offsets");
+        txns.commit_offsets(3, T, me, "g", vec![("in".into(), 0, at(Offset(9)))]).expect("offsets");
         assert_eq!(txns.commit_offsets(3, T, p(7, 9), "g", vec![]), Err(ErrorCode::ProducerFenced));
         let records = txns.take_records();
         assert_eq!(
@@ -650,11 +650,12 @@ mod tests {
             "persisted"
         );
         let EndOutcome::Markers(plan) = txns.end(4, T, me, true) else { panic!() };
-        assert_eq!(plan.offsets["g"], vec![("in".to_string(), 0, at(9))]);
+        assert_eq!(plan.offsets["g"], vec![("in".to_string(), 0, at(Offset(9)))]);
         txns.complete(5, &plan);
         assert!(txns.get(T).map(|m| m.offsets.is_empty()).unwrap_or(false));
         txns.add(6, T, me, &[], &["g".into()]).expect("add offsets");
-        txns.commit_offsets(7, T, me, "g", vec![("in".into(), 0, at(12))]).expect("offsets");
+        txns.commit_offsets(7, T, me, "g", vec![("in".into(), 0, at(Offset(12)))])
+            .expect("offsets");
         let EndOutcome::Markers(plan) = txns.end(8, T, me, false) else { panic!() };
         assert!(plan.offsets.is_empty(), "an abort delivers nothing");
     }
