@@ -13,7 +13,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use common::{config, on_executor, open, temp_dir, tp};
 use spate::model::batch::{build_uncompressed, set_producer};
-use spate::model::Offset;
+use spate::model::{Offset, ProducerEpoch, ProducerId};
 use spate::storage::log::{self, Log};
 use spate::storage::producer_state::ProducerError;
 use spate::storage::{snapshot, Error};
@@ -28,7 +28,7 @@ fn partition_dir(dir: &Path) -> PathBuf {
 /// An idempotent batch of `count` records of `size` bytes.
 fn idempotent(epoch: i16, sequence: i32, count: i32, size: usize) -> Bytes {
     let mut bytes = build_uncompressed(Offset(0), count, size, 1_000);
-    set_producer(&mut bytes, PID, epoch, sequence);
+    set_producer(&mut bytes, ProducerId(PID), ProducerEpoch(epoch), sequence);
     Bytes::from(bytes)
 }
 
@@ -215,7 +215,7 @@ fn a_snapshot_beyond_the_log_end_is_dropped() {
         // queued batches) must not be used, and must go before new appends reuse offsets.
         let mut bogus = spate::storage::producer_state::ProducerStateTable::default();
         let mut fake = build_uncompressed(Offset(0), 1, 10, 1);
-        set_producer(&mut fake, PID, 0, 500);
+        set_producer(&mut fake, ProducerId(PID), ProducerEpoch(0), 500);
         let header = spate::model::batch::BatchHeader::parse(&fake).expect("header");
         let batch = spate::storage::producer_state::ProducerBatch::from_header(&header, 1);
         bogus.replay(&batch, Offset(end + 10), 0);

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{
 
 use super::txn_common::{call, fenced};
 use super::{Context, Outcome};
-use crate::model::ErrorCode;
+use crate::model::{ErrorCode, ProducerEpoch};
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 use crate::txn::state::Producer;
 
@@ -33,8 +33,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             .map(|t| (t.name.clone(), t.partitions.clone()))
             .collect();
         let producer = Producer {
-            producer_id: request.v3_and_below_producer_id.0,
-            producer_epoch: request.v3_and_below_producer_epoch,
+            producer_id: request.v3_and_below_producer_id.into(),
+            producer_epoch: ProducerEpoch(request.v3_and_below_producer_epoch),
         };
         vec![(request.v3_and_below_transactional_id.clone(), producer, topics)]
     } else {
@@ -44,8 +44,10 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             .map(|t| {
                 let topics =
                     t.topics.iter().map(|t| (t.name.clone(), t.partitions.clone())).collect();
-                let producer =
-                    Producer { producer_id: t.producer_id.0, producer_epoch: t.producer_epoch };
+                let producer = Producer {
+                    producer_id: t.producer_id.into(),
+                    producer_epoch: ProducerEpoch(t.producer_epoch),
+                };
                 (t.transactional_id.clone(), producer, topics)
             })
             .collect()

@@ -8,7 +8,7 @@ use futures::future::join_all;
 use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
 };
-use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
+use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse};
 
 use super::{Context, Outcome};
 use crate::model::{ErrorCode, ShardId, TopicPartition};
@@ -47,8 +47,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 Some(Ok(producers)) => {
                     for info in producers {
                         let mut state = ProducerState::default();
-                        state.producer_id = ProducerId(info.producer_id);
-                        state.producer_epoch = i32::from(info.producer_epoch);
+                        state.producer_id = info.producer_id.into();
+                        state.producer_epoch = i32::from(info.producer_epoch.0);
                         state.last_sequence = info.last_sequence;
                         state.last_timestamp = info.last_timestamp;
                         state.coordinator_epoch = -1;

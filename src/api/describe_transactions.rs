@@ -49,8 +49,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 state.transaction_state = str_bytes(meta.state.name());
                 state.transaction_timeout_ms = meta.timeout_ms;
                 state.transaction_start_time_ms = meta.start_ms;
-                state.producer_id = ProducerId(meta.producer_id);
-                state.producer_epoch = meta.producer_epoch;
+                state.producer_id = meta.producer_id.into();
+                state.producer_epoch = meta.producer_epoch.0;
                 let mut topics: BTreeMap<String, Vec<i32>> = BTreeMap::new();
                 for (topic, partition) in &meta.partitions {
                     topics.entry(topic.clone()).or_default().push(*partition);

@@ -6,7 +6,7 @@ use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse, ProducerId};
 
 use super::txn_common::{call, fenced};
 use super::{Context, Outcome};
-use crate::model::ErrorCode;
+use crate::model::{ErrorCode, ProducerEpoch};
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 use crate::txn::state::Producer;
 
@@ -15,8 +15,10 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Ok(r) => r,
         Err(close) => return close,
     };
-    let producer =
-        Producer { producer_id: request.producer_id.0, producer_epoch: request.producer_epoch };
+    let producer = Producer {
+        producer_id: request.producer_id.into(),
+        producer_epoch: ProducerEpoch(request.producer_epoch),
+    };
     let txn = TxnRequest::End {
         transactional_id: request.transactional_id.0.to_string(),
         producer,

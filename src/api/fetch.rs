@@ -161,7 +161,7 @@ fn respond(
             data.high_watermark = result.high_watermark.0;
             data.last_stable_offset = result.last_stable_offset.0;
             if w.isolation == Isolation::ReadCommitted {
-                let aborted = result.aborted.iter().map(|a| (a.producer_id, a.first_offset.0));
+                let aborted = result.aborted.iter().map(|a| (a.producer_id.0, a.first_offset.0));
                 data.aborted = Some(aborted.collect());
             }
             data.log_start_offset = result.log_start_offset.0;

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
 use super::txn_common::{call, fenced};
 use super::{Context, Outcome};
-use crate::model::{ErrorCode, Offset};
+use crate::model::{ErrorCode, Offset, ProducerEpoch};
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 use crate::txn::state::{Producer, TxnOffset};
 
@@ -18,8 +18,10 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Ok(r) => r,
         Err(close) => return close,
     };
-    let producer =
-        Producer { producer_id: request.producer_id.0, producer_epoch: request.producer_epoch };
+    let producer = Producer {
+        producer_id: request.producer_id.into(),
+        producer_epoch: ProducerEpoch(request.producer_epoch),
+    };
     let metadata_max = ctx.groups().config().offset_metadata_bytes_max;
     let mut codes = Vec::new();
     let mut offsets = Vec::new();

@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use crate::constants;
 use crate::model::topic::validate_topic_name;
-use crate::model::{ErrorCode, ShardId};
+use crate::model::{ErrorCode, ProducerId, ShardId};
 use crate::partition::{PartitionRequest, Partitions};
 use crate::shard::catalog::{self, TopicMeta};
 use crate::shard::internal_log::INTERNAL_TOPICS;
@@ -52,7 +52,7 @@ pub enum ControllerRequest {
 pub enum ControllerResponse {
     Topic(Result<TopicMeta, TopicError>),
     /// A producer id, or the Kafka error code to answer.
-    ProducerId(Result<i64, ErrorCode>),
+    ProducerId(Result<ProducerId, ErrorCode>),
 }
 
 #[derive(Debug, Clone)]
@@ -142,7 +142,7 @@ impl Controller {
     }
 
     /// A fresh producer id from the controller, or the Kafka error code to answer.
-    pub async fn producer_id(&self) -> Result<i64, ErrorCode> {
+    pub async fn producer_id(&self) -> Result<ProducerId, ErrorCode> {
         match self.call(ControllerRequest::AllocateProducerId).await {
             Some(ControllerResponse::ProducerId(outcome)) => outcome,
             _ => Err(ErrorCode::CoordinatorNotAvailable),
@@ -173,7 +173,7 @@ impl Controller {
         }
     }
 
-    async fn allocate_producer_id(&self) -> Result<i64, ErrorCode> {
+    async fn allocate_producer_id(&self) -> Result<ProducerId, ErrorCode> {
         self.producer_ids.allocate(&self.shard.config.data_dir).await.map_err(|e| {
             tracing::error!("producer id allocation failed: {e}");
             ErrorCode::UnknownServerError

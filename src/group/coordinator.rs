@@ -46,7 +46,7 @@ use crate::group::state::{
     PartitionCodes, Reply, ReplyId, SyncRequest, SyncResponse, TopicPartitions,
 };
 use crate::model::topic::Durability;
-use crate::model::{now_ms, ErrorCode, Offset, ShardId};
+use crate::model::{now_ms, ErrorCode, Offset, ProducerId, ShardId};
 use crate::shard::delayed::Key;
 pub use crate::shard::internal_log::OFFSETS_TOPIC;
 use crate::shard::internal_log::{self, Compactor, LogRef};
@@ -86,7 +86,7 @@ pub enum GroupRequest {
     /// the offsets its TxnOffsetCommit requests gave (kept in the transaction log until now).
     TxnEnd {
         group_id: String,
-        producer_id: i64,
+        producer_id: ProducerId,
         commit: bool,
         offsets: Vec<CommitPartition>,
     },
@@ -307,7 +307,7 @@ impl Coordinator {
                         let _ = written.await;
                     }
                 }
-                tracing::debug!(group = %group_id, producer_id, commit, "transaction ended");
+                tracing::debug!(group = %group_id, %producer_id, commit, "transaction ended");
                 GroupResponse::Done
             }
             GroupRequest::Fetch { groups } => {

@@ -22,7 +22,7 @@
 
 use crate::constants::{BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES};
 use crate::model::records::{build_batch, RecordIn};
-use crate::model::Offset;
+use crate::model::{Offset, ProducerEpoch, ProducerId};
 
 const MAGIC_V2: i8 = 2;
 const CRC_START: usize = 21;
@@ -91,11 +91,11 @@ impl<'a> BatchHeader<'a> {
     pub fn max_timestamp(&self) -> i64 {
         i64::from_be_bytes(array(self.bytes, 35))
     }
-    pub fn producer_id(&self) -> i64 {
-        i64::from_be_bytes(array(self.bytes, 43))
+    pub fn producer_id(&self) -> ProducerId {
+        ProducerId(i64::from_be_bytes(array(self.bytes, 43)))
     }
-    pub fn producer_epoch(&self) -> i16 {
-        i16::from_be_bytes(array(self.bytes, 51))
+    pub fn producer_epoch(&self) -> ProducerEpoch {
+        ProducerEpoch(i16::from_be_bytes(array(self.bytes, 51)))
     }
     pub fn base_sequence(&self) -> i32 {
         i32::from_be_bytes(array(self.bytes, 53))
@@ -240,10 +240,15 @@ pub fn build_uncompressed(
 
 /// Makes a built batch idempotent: sets producer id, epoch and base sequence, then the CRC
 /// (all three are covered by it). For tests and benchmarks, like `build_uncompressed`.
-pub fn set_producer(bytes: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+pub fn set_producer(
+    bytes: &mut [u8],
+    producer_id: ProducerId,
+    producer_epoch: ProducerEpoch,
+    base_sequence: i32,
+) {
     assert!(bytes.len() >= BATCH_HEADER_BYTES);
-    bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
-    bytes[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
+    bytes[43..51].copy_from_slice(&producer_id.0.to_be_bytes());
+    bytes[51..53].copy_from_slice(&producer_epoch.0.to_be_bytes());
     bytes[53..57].copy_from_slice(&base_sequence.to_be_bytes());
     let crc = crc32c::crc32c(&bytes[CRC_START..]);
     bytes[17..21].copy_from_slice(&crc.to_be_bytes());
@@ -297,13 +302,13 @@ mod tests {
         let header = validate(&batch, 1 << 20).expect("valid");
         assert_eq!(
             (header.producer_id(), header.producer_epoch(), header.base_sequence()),
-            (-1, -1, -1)
+            (ProducerId::NONE, ProducerEpoch::NONE, -1)
         );
-        set_producer(&mut batch, 77, 3, 40);
+        set_producer(&mut batch, ProducerId(77), ProducerEpoch(3), 40);
         let header = validate(&batch, 1 << 20).expect("still valid");
         assert_eq!(
             (header.producer_id(), header.producer_epoch(), header.base_sequence()),
-            (77, 3, 40)
+            (ProducerId(77), ProducerEpoch(3), 40)
         );
         assert_eq!(&batch[51..53], &[0, 3]);
         assert_eq!(&batch[53..57], &[0, 0, 0, 40]);

@@ -63,3 +63,65 @@ impl fmt::Display for Offset {
         self.0.fmt(f)
     }
 }
+
+/// An idempotent or transactional producer's id, handed out by the controller. -1
+/// (`ProducerId::NONE`) in a batch header means the batch has no producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProducerId(pub i64);
+
+impl ProducerId {
+    /// No producer (Kafka's `NO_PRODUCER_ID`).
+    pub const NONE: ProducerId = ProducerId(-1);
+
+    /// True for an id the controller hands out (Kafka's `hasProducerId`: not negative).
+    pub fn is_valid(self) -> bool {
+        self.0 >= 0
+    }
+}
+
+impl From<kafka_protocol::messages::ProducerId> for ProducerId {
+    fn from(wire: kafka_protocol::messages::ProducerId) -> ProducerId {
+        ProducerId(wire.0)
+    }
+}
+
+impl From<ProducerId> for kafka_protocol::messages::ProducerId {
+    fn from(id: ProducerId) -> kafka_protocol::messages::ProducerId {
+        kafka_protocol::messages::ProducerId(id.0)
+    }
+}
+
+impl fmt::Display for ProducerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The epoch of a producer id: bumped to fence an older instance of the same producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProducerEpoch(pub i16);
+
+impl ProducerEpoch {
+    /// No epoch known (Kafka's `NO_PRODUCER_EPOCH`).
+    pub const NONE: ProducerEpoch = ProducerEpoch(-1);
+    /// The epoch of a freshly allocated producer id.
+    pub const FIRST: ProducerEpoch = ProducerEpoch(0);
+
+    /// True when the epoch cannot be bumped any more: Kafka keeps `i16::MAX` out of use and
+    /// starts over with a new producer id before reaching it (`isEpochExhausted`).
+    pub fn is_exhausted(self) -> bool {
+        self.0 >= i16::MAX - 1
+    }
+
+    /// The epoch after this one. The caller checks `is_exhausted` first.
+    pub fn bumped(self) -> ProducerEpoch {
+        assert!(self.0 < i16::MAX);
+        ProducerEpoch(self.0 + 1)
+    }
+}
+
+impl fmt::Display for ProducerEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}

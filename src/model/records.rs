@@ -34,6 +34,7 @@ use kafka_protocol::records::{
 
 use crate::constants::BATCH_HEADER_BYTES;
 use crate::model::batch::{self, BatchError, BatchHeader};
+use crate::model::{ProducerEpoch, ProducerId};
 
 /// One record to write: key and value, either may be null (a null value is a tombstone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +81,8 @@ pub fn build_batch(timestamp: i64, records: &[RecordIn<'_>]) -> Vec<u8> {
 /// base sequence -1 (markers take no sequence).
 pub fn build_control_batch(
     timestamp: i64,
-    producer_id: i64,
-    producer_epoch: i16,
+    producer_id: ProducerId,
+    producer_epoch: ProducerEpoch,
     commit: bool,
     coordinator_epoch: i32,
 ) -> Vec<u8> {
@@ -92,8 +93,8 @@ pub fn build_control_batch(
     encode(&[Record {
         transactional: true,
         control: true,
-        producer_id,
-        producer_epoch,
+        producer_id: producer_id.0,
+        producer_epoch: producer_epoch.0,
         key: Some(Bytes::copy_from_slice(&key)),
         value: Some(Bytes::copy_from_slice(&value)),
         ..record(0, timestamp)
@@ -268,7 +269,10 @@ mod tests {
         for (hex, commit) in [(WRITTEN_COMMIT, true), (WRITTEN_ABORT, false)] {
             let stored = unhex(hex);
             assert_eq!(control_commit(&stored), Some(commit));
-            assert_eq!(build_control_batch(9, 1234, 5, commit, 7), stored);
+            assert_eq!(
+                build_control_batch(9, ProducerId(1234), ProducerEpoch(5), commit, 7),
+                stored
+            );
         }
 
         let stored = unhex(WRITTEN_UNCOMPRESSED);
@@ -284,12 +288,12 @@ mod tests {
     #[test]
     fn markers_are_valid_control_batches_that_read_back() {
         for commit in [false, true] {
-            let bytes = build_control_batch(9, 1234, 5, commit, 7);
+            let bytes = build_control_batch(9, ProducerId(1234), ProducerEpoch(5), commit, 7);
             let header = batch::validate(&bytes, usize::MAX).expect("valid");
             assert!(header.is_control());
             assert!(header.is_transactional());
-            assert_eq!(header.producer_id(), 1234);
-            assert_eq!(header.producer_epoch(), 5);
+            assert_eq!(header.producer_id(), ProducerId(1234));
+            assert_eq!(header.producer_epoch(), ProducerEpoch(5));
             assert_eq!(header.base_sequence(), -1);
             assert_eq!(control_commit(&bytes), Some(commit));
             let records = parse_batch(&bytes).expect("parse");

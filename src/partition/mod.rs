@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::model::{now_ms, ErrorCode, Isolation, Offset, ShardId, TopicPartition};
+use crate::model::{now_ms, ErrorCode, Isolation, Offset, ProducerEpoch, ProducerId};
+use crate::model::{ShardId, TopicPartition};
 use crate::shard::catalog::TopicMeta;
 use crate::shard::delayed::{Key, Wait};
 use crate::shard::mesh::{Mesh, Served, Service};
@@ -133,8 +134,8 @@ pub struct OffsetResult {
 /// One producer of a partition, as DescribeProducers reports it.
 #[derive(Debug, Clone)]
 pub struct ProducerInfo {
-    pub producer_id: i64,
-    pub producer_epoch: i16,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
     pub last_sequence: i32,
     pub last_timestamp: i64,
     pub current_txn_start_offset: Offset,

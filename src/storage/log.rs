@@ -34,7 +34,7 @@ use crate::fatal::{fatal, FatalReason};
 use crate::model::batch::{self, BatchHeader};
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
 use crate::model::TopicPartition;
-use crate::model::{now_ms, FirstBatch, Isolation, Offset};
+use crate::model::{now_ms, FirstBatch, Isolation, Offset, ProducerEpoch, ProducerId};
 use crate::storage::cache::{BatchCache, CacheBudget, CachedBatch};
 use crate::storage::producer_state::{self, AppendCheck, ProducerBatch, ProducerStateTable};
 use crate::storage::segment::{self, Segment};
@@ -320,8 +320,8 @@ pub fn enqueue(log: &Rc<RefCell<Log>>, batches: Vec<Bytes>) -> Result<Appending,
 /// A transaction marker for the partition, asked for by the transaction coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Marker {
-    pub producer_id: i64,
-    pub producer_epoch: i16,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
     pub commit: bool,
     pub coordinator_epoch: i32,
 }
@@ -435,7 +435,8 @@ fn queue(
         }
         let (last_offset, max_timestamp) = {
             let header = BatchHeader::parse(&bytes).unwrap_or_else(|_| unreachable!());
-            if header.is_transactional() && !header.is_control() && header.producer_id() >= 0 {
+            if header.is_transactional() && !header.is_control() && header.producer_id().is_valid()
+            {
                 l.producers.txns.on_data(header.producer_id(), base_offset);
             }
             (header.last_offset(), header.max_timestamp())
@@ -470,7 +471,7 @@ fn check_producers(
     fn header_of(bytes: &Bytes) -> BatchHeader<'_> {
         BatchHeader::parse(bytes).unwrap_or_else(|_| unreachable!())
     }
-    if batches.iter().all(|bytes| header_of(bytes).producer_id() < 0) {
+    if batches.iter().all(|bytes| !header_of(bytes).producer_id().is_valid()) {
         return Ok(None);
     }
     if batches.iter().any(|bytes| header_of(bytes).is_control()) {

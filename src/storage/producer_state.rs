@@ -30,21 +30,17 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::constants::PRODUCER_BATCHES_RETAINED;
 use crate::model::batch::BatchHeader;
-use crate::model::{ErrorCode, Offset};
+use crate::model::{ErrorCode, Offset, ProducerEpoch, ProducerId};
 use crate::storage::txn_index::{AbortedTxn, TxnIndex};
 
-/// A batch without idempotence carries producer id -1.
-pub const NO_PRODUCER_ID: i64 = -1;
-/// Epoch of a producer with no known epoch.
-pub const NO_PRODUCER_EPOCH: i16 = -1;
 /// Sequence before the first one (the next expected sequence is then 0).
 pub const NO_SEQUENCE: i32 = -1;
 
 /// What the producer state needs from a batch header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerBatch {
-    pub producer_id: i64,
-    pub producer_epoch: i16,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
     pub base_sequence: i32,
     pub last_offset_delta: i32,
     /// The batch's max_timestamp as stored (LogAppendTime already applied).
@@ -65,7 +61,7 @@ pub struct BatchMetadata {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerEntry {
-    pub epoch: i16,
+    pub epoch: ProducerEpoch,
     /// Oldest first; never empty, at most `PRODUCER_BATCHES_RETAINED`.
     pub batches: VecDeque<BatchMetadata>,
     /// Broker time of the producer's last append (or of the recovery that found it); the
@@ -111,7 +107,7 @@ pub enum AppendCheck {
 /// The producers of one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStateTable {
-    producers: HashMap<i64, ProducerEntry>,
+    producers: HashMap<ProducerId, ProducerEntry>,
     /// Open and aborted transactions in this partition; snapshotted with the producers.
     pub txns: TxnIndex,
 }
@@ -129,7 +125,7 @@ impl ProducerBatch {
     }
 
     pub fn has_producer_id(&self) -> bool {
-        self.producer_id >= 0
+        self.producer_id.is_valid()
     }
 
     /// The sequence of the batch's last record, wrapping after i32::MAX as Kafka does
@@ -149,13 +145,13 @@ impl ProducerStateTable {
     }
 
     /// Every producer, by ascending id.
-    pub fn entries(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
-        let mut ids: Vec<i64> = self.producers.keys().copied().collect();
+    pub fn entries(&self) -> impl Iterator<Item = (ProducerId, &ProducerEntry)> {
+        let mut ids: Vec<ProducerId> = self.producers.keys().copied().collect();
         ids.sort_unstable();
         ids.into_iter().map(|id| (id, &self.producers[&id]))
     }
 
-    pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
+    pub fn get(&self, producer_id: ProducerId) -> Option<&ProducerEntry> {
         self.producers.get(&producer_id)
     }
 
@@ -175,7 +171,7 @@ impl ProducerStateTable {
         // Several batches in one append may belong to one producer, so each is checked against
         // the state the earlier ones left; the entries they touch are saved to undo.
         let several = batches.len() > 1;
-        let mut undo: Vec<(i64, Option<ProducerEntry>)> = Vec::new();
+        let mut undo: Vec<(ProducerId, Option<ProducerEntry>)> = Vec::new();
         let mut offset = first_offset;
         for batch in batches {
             if batch.has_producer_id() {
@@ -210,11 +206,11 @@ impl ProducerStateTable {
     /// the producer's batches, so its next data batch must start a new sequence.
     pub fn on_marker(
         &mut self,
-        producer_id: i64,
-        epoch: i16,
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
         now_ms: i64,
     ) -> Result<(), ProducerError> {
-        assert!(producer_id >= 0);
+        assert!(producer_id.is_valid());
         let entry = self.producers.entry(producer_id).or_insert_with(|| ProducerEntry {
             epoch,
             batches: VecDeque::with_capacity(PRODUCER_BATCHES_RETAINED),
@@ -261,7 +257,7 @@ impl ProducerStateTable {
             return Err(ProducerError::InvalidProducerEpoch);
         }
         if batch.producer_epoch != entry.epoch {
-            if batch.base_sequence != 0 && entry.epoch != NO_PRODUCER_EPOCH {
+            if batch.base_sequence != 0 && entry.epoch != ProducerEpoch::NONE {
                 return Err(ProducerError::OutOfOrderSequence);
             }
             return Ok(AppendCheck::Append);
@@ -298,7 +294,7 @@ impl ProducerStateTable {
         assert!(entry.batches.len() <= PRODUCER_BATCHES_RETAINED);
     }
 
-    fn restore(&mut self, undo: Vec<(i64, Option<ProducerEntry>)>) {
+    fn restore(&mut self, undo: Vec<(ProducerId, Option<ProducerEntry>)>) {
         for (producer_id, saved) in undo {
             match saved {
                 Some(entry) => self.producers.insert(producer_id, entry),
@@ -375,12 +371,12 @@ impl ProducerStateTable {
         out.extend(0u32.to_be_bytes());
         out.extend(offset.0.to_be_bytes());
         out.extend((self.producers.len() as u32).to_be_bytes());
-        let mut ids: Vec<i64> = self.producers.keys().copied().collect();
+        let mut ids: Vec<ProducerId> = self.producers.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
             let entry = &self.producers[&id];
-            out.extend(id.to_be_bytes());
-            out.extend(entry.epoch.to_be_bytes());
+            out.extend(id.0.to_be_bytes());
+            out.extend(entry.epoch.0.to_be_bytes());
             out.extend(entry.last_seen_ms.to_be_bytes());
             out.push(entry.batches.len() as u8);
             for m in &entry.batches {
@@ -391,16 +387,16 @@ impl ProducerStateTable {
                 out.extend(m.timestamp.to_be_bytes());
             }
         }
-        let ongoing: Vec<(i64, Offset)> = self.txns.ongoing().collect();
+        let ongoing: Vec<(ProducerId, Offset)> = self.txns.ongoing().collect();
         out.extend((ongoing.len() as u32).to_be_bytes());
         for (producer_id, first_offset) in ongoing {
-            out.extend(producer_id.to_be_bytes());
+            out.extend(producer_id.0.to_be_bytes());
             out.extend(first_offset.0.to_be_bytes());
         }
         let aborted = self.txns.aborted_between(Offset::MIN, Offset::MAX);
         out.extend((aborted.len() as u32).to_be_bytes());
         for a in aborted {
-            out.extend(a.producer_id.to_be_bytes());
+            out.extend(a.producer_id.0.to_be_bytes());
             out.extend(a.first_offset.0.to_be_bytes());
             out.extend(a.last_offset.0.to_be_bytes());
         }
@@ -431,12 +427,12 @@ impl ProducerStateTable {
         let count = reader.u32()? as usize;
         let mut table = ProducerStateTable::default();
         for _ in 0..count {
-            let producer_id = reader.i64()?;
-            let epoch = reader.i16()?;
+            let producer_id = ProducerId(reader.i64()?);
+            let epoch = ProducerEpoch(reader.i16()?);
             let last_seen_ms = reader.i64()?;
             let batch_count = usize::from(reader.u8()?);
             // No batches: a transaction marker moved the epoch on (`on_marker`).
-            if producer_id < 0 || batch_count > PRODUCER_BATCHES_RETAINED {
+            if !producer_id.is_valid() || batch_count > PRODUCER_BATCHES_RETAINED {
                 return Err(SnapshotError::Malformed);
             }
             let mut batches = VecDeque::with_capacity(PRODUCER_BATCHES_RETAINED);
@@ -457,12 +453,12 @@ impl ProducerStateTable {
         if version >= 2 {
             let mut txns = TxnIndex::default();
             for _ in 0..reader.u32()? {
-                let (producer_id, first_offset) = (reader.i64()?, reader.offset()?);
-                txns.on_data(producer_id.max(0), first_offset);
+                let (producer_id, first_offset) = (reader.producer_id()?, reader.offset()?);
+                txns.on_data(producer_id.max(ProducerId(0)), first_offset);
             }
             for _ in 0..reader.u32()? {
                 let a = AbortedTxn {
-                    producer_id: reader.i64()?,
+                    producer_id: reader.producer_id()?,
                     first_offset: reader.offset()?,
                     last_offset: reader.offset()?,
                 };
@@ -511,6 +507,9 @@ impl Reader<'_> {
     fn offset(&mut self) -> Result<Offset, SnapshotError> {
         Ok(Offset(self.i64()?))
     }
+    fn producer_id(&mut self) -> Result<ProducerId, SnapshotError> {
+        Ok(ProducerId(self.i64()?))
+    }
 }
 
 #[cfg(test)]
@@ -522,8 +521,8 @@ mod tests {
 
     fn batch(epoch: i16, base_sequence: i32, count: i32) -> ProducerBatch {
         ProducerBatch {
-            producer_id: PID,
-            producer_epoch: epoch,
+            producer_id: ProducerId(PID),
+            producer_epoch: ProducerEpoch(epoch),
             base_sequence,
             last_offset_delta: count - 1,
             max_timestamp: 5,
@@ -548,8 +547,8 @@ mod tests {
         }
         let mut table = ProducerStateTable::default();
         assert_eq!(append(&mut table, batch(7, 5, 3), 10), Ok(AppendCheck::Append));
-        let entry = table.get(PID).expect("entry");
-        assert_eq!(entry.epoch, 7);
+        let entry = table.get(ProducerId(PID)).expect("entry");
+        assert_eq!(entry.epoch, ProducerEpoch(7));
         assert_eq!(
             entry.batches.back().copied(),
             Some(BatchMetadata {
@@ -578,7 +577,7 @@ mod tests {
         }
         assert_eq!(append(&mut table, batch(0, 5, 2), 5), Ok(AppendCheck::Append));
         assert_eq!(append(&mut table, batch(0, 7, 1), 7), Ok(AppendCheck::Append));
-        assert_eq!(table.get(PID).map(|e| e.batches.len()), Some(3));
+        assert_eq!(table.get(ProducerId(PID)).map(|e| e.batches.len()), Some(3));
     }
 
     #[test]
@@ -641,8 +640,8 @@ mod tests {
         assert_eq!(append(&mut table, batch(1, 3, 1), 3), Err(ProducerError::OutOfOrderSequence));
         assert_eq!(append(&mut table, batch(1, 1, 1), 3), Err(ProducerError::OutOfOrderSequence));
         assert_eq!(append(&mut table, batch(1, 0, 2), 3), Ok(AppendCheck::Append));
-        let entry = table.get(PID).expect("entry");
-        assert_eq!(entry.epoch, 1);
+        let entry = table.get(ProducerId(PID)).expect("entry");
+        assert_eq!(entry.epoch, ProducerEpoch(1));
         assert_eq!(entry.batches.len(), 1);
         // The old epoch's batches are gone: its retry is now fenced.
         assert_eq!(append(&mut table, batch(0, 0, 3), 5), Err(ProducerError::InvalidProducerEpoch));
@@ -694,7 +693,7 @@ mod tests {
     #[test]
     fn batches_without_a_producer_id_are_never_checked() {
         let mut table = ProducerStateTable::default();
-        let plain = ProducerBatch { producer_id: NO_PRODUCER_ID, ..batch(-1, -1, 3) };
+        let plain = ProducerBatch { producer_id: ProducerId::NONE, ..batch(-1, -1, 3) };
         for offset in [0, 3, 6] {
             assert_eq!(table.try_append(&[plain], Offset(offset), NOW), Ok(AppendCheck::Append));
         }
@@ -706,16 +705,19 @@ mod tests {
         let mut table = ProducerStateTable::default();
         let b = ProducerBatch { is_transactional: true, ..batch(0, 0, 1) };
         assert_eq!(append(&mut table, b, 0), Ok(AppendCheck::Append));
-        assert_eq!(table.on_marker(PID, 0, 0), Ok(()));
+        assert_eq!(table.on_marker(ProducerId(PID), ProducerEpoch(0), 0), Ok(()));
         // Same epoch: sequences go on across transactions.
         assert_eq!(append(&mut table, batch(0, 1, 1), 2), Ok(AppendCheck::Append));
-        assert_eq!(table.on_marker(PID, 1, 0), Ok(()));
-        assert_eq!(table.get(PID).map(|e| e.batches.len()), Some(0));
+        assert_eq!(table.on_marker(ProducerId(PID), ProducerEpoch(1), 0), Ok(()));
+        assert_eq!(table.get(ProducerId(PID)).map(|e| e.batches.len()), Some(0));
         assert_eq!(append(&mut table, batch(0, 2, 1), 4), Err(ProducerError::InvalidProducerEpoch));
-        assert_eq!(table.on_marker(PID, 0, 0), Err(ProducerError::InvalidProducerEpoch));
+        assert_eq!(
+            table.on_marker(ProducerId(PID), ProducerEpoch(0), 0),
+            Err(ProducerError::InvalidProducerEpoch)
+        );
         assert_eq!(append(&mut table, batch(1, 0, 1), 4), Ok(AppendCheck::Append));
         let mut fresh = ProducerStateTable::default();
-        assert_eq!(fresh.on_marker(9, 3, 0), Ok(()));
+        assert_eq!(fresh.on_marker(ProducerId(9), ProducerEpoch(3), 0), Ok(()));
         let bytes = fresh.encode_snapshot(Offset(1));
         assert_eq!(ProducerStateTable::decode_snapshot(&bytes), Ok((Offset(1), fresh)));
     }
@@ -723,10 +725,10 @@ mod tests {
     #[test]
     fn open_and_aborted_transactions_survive_a_snapshot() {
         let mut table = ProducerStateTable::default();
-        table.txns.on_data(5, Offset(0));
-        table.txns.on_marker(5, Offset(3), false);
-        table.txns.on_data(6, Offset(4));
-        table.txns.on_data(5, Offset(7));
+        table.txns.on_data(ProducerId(5), Offset(0));
+        table.txns.on_marker(ProducerId(5), Offset(3), false);
+        table.txns.on_data(ProducerId(6), Offset(4));
+        table.txns.on_data(ProducerId(5), Offset(7));
         let bytes = table.encode_snapshot(Offset(9));
         let (_, loaded) = ProducerStateTable::decode_snapshot(&bytes).expect("decodes");
         assert_eq!(loaded.txns.last_stable_offset(Offset(9)), Offset(4));
@@ -737,17 +739,20 @@ mod tests {
     #[test]
     fn several_batches_in_one_append_are_all_or_nothing() {
         let mut table = ProducerStateTable::default();
-        let other = ProducerBatch { producer_id: PID + 1, ..batch(0, 0, 1) };
+        let other = ProducerBatch { producer_id: ProducerId(PID + 1), ..batch(0, 0, 1) };
         // Two in-order batches of one producer, and another producer, in one append.
         let ok = [batch(0, 0, 2), batch(0, 2, 3), other];
         assert_eq!(table.try_append(&ok, Offset(10), NOW), Ok(AppendCheck::Append));
-        let entry = table.get(PID).expect("entry");
+        let entry = table.get(ProducerId(PID)).expect("entry");
         assert_eq!(entry.batches[1].first_offset, Offset(12));
         assert_eq!(entry.batches[1].last_offset, Offset(14));
-        assert_eq!(table.get(PID + 1).map(|e| e.batches[0].first_offset), Some(Offset(15)));
+        assert_eq!(
+            table.get(ProducerId(PID + 1)).map(|e| e.batches[0].first_offset),
+            Some(Offset(15))
+        );
         let before = table.clone();
         // The second batch is out of order: the first one's update must be undone too.
-        let third = ProducerBatch { producer_id: PID + 2, ..batch(0, 0, 1) };
+        let third = ProducerBatch { producer_id: ProducerId(PID + 2), ..batch(0, 0, 1) };
         let bad = [third, batch(0, 5, 1), batch(0, 9, 1)];
         assert_eq!(table.try_append(&bad, Offset(16), NOW), Err(ProducerError::OutOfOrderSequence));
         assert_eq!(table, before);
@@ -764,12 +769,12 @@ mod tests {
     fn idle_producers_expire() {
         let mut table = ProducerStateTable::default();
         table.try_append(&[batch(0, 0, 1)], Offset(0), 1_000).expect("a");
-        let other = ProducerBatch { producer_id: PID + 1, ..batch(0, 0, 1) };
+        let other = ProducerBatch { producer_id: ProducerId(PID + 1), ..batch(0, 0, 1) };
         table.try_append(&[other], Offset(1), 5_000).expect("b");
         assert_eq!(table.expire(10_999, 10_000), 0);
         assert_eq!(table.expire(11_000, 10_000), 1);
-        assert!(table.get(PID).is_none());
-        assert!(table.get(PID + 1).is_some());
+        assert!(table.get(ProducerId(PID)).is_none());
+        assert!(table.get(ProducerId(PID + 1)).is_some());
         // An expired producer starts over with any sequence.
         assert_eq!(
             table.try_append(&[batch(0, 42, 1)], Offset(2), 12_000),
@@ -782,7 +787,11 @@ mod tests {
         let mut table = ProducerStateTable::default();
         table.replay(&batch(0, 0, 2), Offset(0), NOW);
         table.replay(&batch(0, 2, 2), Offset(2), NOW);
-        table.replay(&ProducerBatch { producer_id: -1, ..batch(0, 0, 1) }, Offset(4), NOW);
+        table.replay(
+            &ProducerBatch { producer_id: ProducerId(-1), ..batch(0, 0, 1) },
+            Offset(4),
+            NOW,
+        );
         assert_eq!(table.len(), 1);
         assert!(matches!(
             append(&mut table, batch(0, 2, 2), 9),
@@ -796,7 +805,8 @@ mod tests {
         let mut table = ProducerStateTable::default();
         for producer in 0..4 {
             for i in 0..(producer + 3) {
-                let b = ProducerBatch { producer_id: producer as i64, ..batch(2, i, 1) };
+                let b =
+                    ProducerBatch { producer_id: ProducerId(producer as i64), ..batch(2, i, 1) };
                 table.try_append(&[b], Offset(i64::from(producer * 100 + i)), NOW).expect("append");
             }
         }

@@ -131,7 +131,7 @@ pub async fn replay(
                 if header.base_offset() >= from {
                     let base_offset = header.base_offset();
                     let producer_id = header.producer_id();
-                    if header.is_control() && producer_id >= 0 {
+                    if header.is_control() && producer_id.is_valid() {
                         let size = header.size_bytes();
                         let commit = if at + size <= bytes.len() {
                             records::control_commit(&bytes[at..at + size])
@@ -155,7 +155,7 @@ pub async fn replay(
                     } else {
                         let batch = ProducerBatch::from_header(&header, header.max_timestamp());
                         table.replay(&batch, base_offset, now_ms);
-                        if header.is_transactional() && producer_id >= 0 {
+                        if header.is_transactional() && producer_id.is_valid() {
                             table.txns.on_data(producer_id, base_offset);
                         }
                     }

@@ -414,7 +414,7 @@ impl TxnCoordinator {
             if let Some(PartitionResponse::Markers(codes)) = response {
                 for (tp, code) in codes.into_iter().filter(|(_, c)| *c != ErrorCode::None) {
                     let producer_id = plan.producer_id;
-                    tracing::warn!(%tp, code = code.code(), producer_id, "marker not written");
+                    tracing::warn!(%tp, code = code.code(), %producer_id, "marker not written");
                 }
             }
         }

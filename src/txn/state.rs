@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::model::{ErrorCode, Offset};
+use crate::model::{ErrorCode, Offset, ProducerEpoch, ProducerId};
 
 /// Kafka's `transaction.max.timeout.ms` default.
 pub const TRANSACTION_TIMEOUT_MS_MAX: i32 = 900_000;
@@ -78,8 +78,8 @@ impl TxnState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnMeta {
     pub transactional_id: String,
-    pub producer_id: i64,
-    pub producer_epoch: i16,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
     pub timeout_ms: i32,
     pub state: TxnState,
     /// (topic, partition) in the transaction.
@@ -107,8 +107,8 @@ pub struct TxnOffset {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndPlan {
     pub transactional_id: String,
-    pub producer_id: i64,
-    pub producer_epoch: i16,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
     pub commit: bool,
     pub partitions: Vec<(String, i32)>,
     pub groups: Vec<String>,
@@ -120,8 +120,8 @@ pub struct EndPlan {
 pub enum InitOutcome {
     /// Answer with this producer id and epoch.
     Ready {
-        producer_id: i64,
-        producer_epoch: i16,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
     },
     /// Call again with a fresh producer id.
     NeedProducerId,
@@ -143,8 +143,8 @@ pub enum EndOutcome {
 /// Who is asking: the producer id and epoch a request carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Producer {
-    pub producer_id: i64,
-    pub producer_epoch: i16,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
 }
 
 /// A change for the transaction log: a transactional id's metadata, or its removal (a
@@ -212,7 +212,7 @@ impl Transactions {
         transactional_id: &str,
         timeout_ms: i32,
         producer: Producer,
-        fresh_producer_id: Option<i64>,
+        fresh_producer_id: Option<ProducerId>,
     ) -> InitOutcome {
         if timeout_ms <= 0 || timeout_ms > TRANSACTION_TIMEOUT_MS_MAX {
             return InitOutcome::Error(ErrorCode::InvalidTransactionTimeout);
@@ -224,7 +224,7 @@ impl Transactions {
             let meta = TxnMeta {
                 transactional_id: transactional_id.to_string(),
                 producer_id,
-                producer_epoch: 0,
+                producer_epoch: ProducerEpoch::FIRST,
                 timeout_ms,
                 state: TxnState::Empty,
                 partitions: BTreeSet::new(),
@@ -235,9 +235,9 @@ impl Transactions {
             };
             self.records.push(TxnRecord::Put(meta.clone()));
             self.txns.insert(transactional_id.to_string(), meta);
-            return InitOutcome::Ready { producer_id, producer_epoch: 0 };
+            return InitOutcome::Ready { producer_id, producer_epoch: ProducerEpoch::FIRST };
         };
-        if producer.producer_id >= 0
+        if producer.producer_id.is_valid()
             && (producer.producer_id != meta.producer_id
                 || producer.producer_epoch != meta.producer_epoch)
         {
@@ -256,15 +256,15 @@ impl Transactions {
                 InitOutcome::Abort(plan)
             }
             TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
-                if meta.producer_epoch >= i16::MAX - 1 {
+                if meta.producer_epoch.is_exhausted() {
                     // The epoch is exhausted: a new producer id starts at epoch 0.
                     let Some(producer_id) = fresh_producer_id else {
                         return InitOutcome::NeedProducerId;
                     };
                     meta.producer_id = producer_id;
-                    meta.producer_epoch = 0;
+                    meta.producer_epoch = ProducerEpoch::FIRST;
                 } else {
-                    meta.producer_epoch += 1;
+                    meta.producer_epoch = meta.producer_epoch.bumped();
                 }
                 meta.timeout_ms = timeout_ms;
                 meta.state = TxnState::Empty;
@@ -511,10 +511,10 @@ fn check_producer(meta: &TxnMeta, producer: Producer) -> Result<(), ErrorCode> {
 fn prepare_end(meta: &mut TxnMeta, now: i64, commit: bool, fence: bool) -> Option<EndPlan> {
     assert_eq!(meta.state, TxnState::Ongoing);
     if fence {
-        if meta.producer_epoch >= i16::MAX - 1 {
+        if meta.producer_epoch.is_exhausted() {
             return None;
         }
-        meta.producer_epoch += 1;
+        meta.producer_epoch = meta.producer_epoch.bumped();
     }
     meta.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
     meta.update_ms = now;
@@ -550,7 +550,10 @@ mod tests {
     const T: &str = "txn";
 
     fn p(producer_id: i64, producer_epoch: i16) -> Producer {
-        Producer { producer_id, producer_epoch }
+        Producer {
+            producer_id: ProducerId(producer_id),
+            producer_epoch: ProducerEpoch(producer_epoch),
+        }
     }
 
     fn tp(partition: i32) -> (String, i32) {
@@ -558,8 +561,10 @@ mod tests {
     }
 
     fn ready(txns: &mut Transactions, now: i64) -> Producer {
-        match txns.init_producer_id(now, T, 60_000, p(-1, -1), Some(7)) {
-            InitOutcome::Ready { producer_id, producer_epoch } => p(producer_id, producer_epoch),
+        match txns.init_producer_id(now, T, 60_000, p(-1, -1), Some(ProducerId(7))) {
+            InitOutcome::Ready { producer_id, producer_epoch } => {
+                Producer { producer_id, producer_epoch }
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -582,7 +587,7 @@ mod tests {
         let mut txns = Transactions::new();
         for timeout in [0, -1, TRANSACTION_TIMEOUT_MS_MAX + 1] {
             assert_eq!(
-                txns.init_producer_id(0, T, timeout, p(-1, -1), Some(1)),
+                txns.init_producer_id(0, T, timeout, p(-1, -1), Some(ProducerId(1))),
                 InitOutcome::Error(ErrorCode::InvalidTransactionTimeout)
             );
         }
@@ -602,7 +607,7 @@ mod tests {
         assert_eq!(plan.partitions, vec![tp(0), tp(1)]);
         assert_eq!(plan.groups, vec!["g".to_string()]);
         assert!(plan.commit);
-        assert_eq!(plan.producer_epoch, 0);
+        assert_eq!(plan.producer_epoch, ProducerEpoch(0));
         assert_eq!(txns.take_records()[0].meta().map(|m| m.state), Some(TxnState::PrepareCommit));
         // While markers are written: retries wait, anything else is refused.
         assert_eq!(txns.end(8, T, me, true), EndOutcome::Error(ErrorCode::ConcurrentTransactions));
@@ -673,11 +678,11 @@ mod tests {
         let mut txns = Transactions::new();
         let old = ready(&mut txns, 0);
         let new = ready(&mut txns, 1);
-        assert_eq!(new.producer_epoch, old.producer_epoch + 1);
+        assert_eq!(new.producer_epoch, old.producer_epoch.bumped());
         assert_eq!(txns.add(2, T, old, &[tp(0)], &[]), Err(ErrorCode::ProducerFenced));
         assert_eq!(txns.end(2, T, old, true), EndOutcome::Error(ErrorCode::ProducerFenced));
         assert_eq!(txns.check_ongoing(T, old), Err(ErrorCode::ProducerFenced));
-        let stranger = p(99, new.producer_epoch);
+        let stranger = Producer { producer_id: ProducerId(99), ..new };
         assert_eq!(
             txns.add(2, T, stranger, &[tp(0)], &[]),
             Err(ErrorCode::InvalidProducerIdMapping)
@@ -693,7 +698,7 @@ mod tests {
         );
         assert!(matches!(
             txns.init_producer_id(3, T, 60_000, new, None),
-            InitOutcome::Ready { producer_epoch: 2, .. }
+            InitOutcome::Ready { producer_epoch: ProducerEpoch(2), .. }
         ));
         assert_eq!(txns.check_ongoing(T, p(7, 2)), Err(ErrorCode::InvalidTxnState));
     }
@@ -707,26 +712,26 @@ mod tests {
             panic!()
         };
         assert!(!plan.commit);
-        assert_eq!(plan.producer_epoch, me.producer_epoch + 1);
+        assert_eq!(plan.producer_epoch, me.producer_epoch.bumped());
         assert_eq!(plan.partitions, vec![tp(0)]);
         assert_eq!(txns.add(3, T, me, &[tp(1)], &[]), Err(ErrorCode::ProducerFenced));
         txns.complete(3, &plan);
         assert!(matches!(
             txns.init_producer_id(4, T, 60_000, p(-1, -1), None),
-            InitOutcome::Ready { producer_epoch: 2, .. }
+            InitOutcome::Ready { producer_epoch: ProducerEpoch(2), .. }
         ));
     }
 
     #[test]
     fn timeouts_abort_with_a_bumped_epoch_exactly_at_the_deadline() {
         let mut txns = Transactions::new();
-        txns.init_producer_id(0, T, 1000, p(-1, -1), Some(3));
+        txns.init_producer_id(0, T, 1000, p(-1, -1), Some(ProducerId(3)));
         let me = p(3, 0);
         txns.add(100, T, me, &[tp(0)], &[]).expect("add");
         assert!(txns.expire(1099).is_empty());
         let plans = txns.expire(1100);
         assert_eq!(plans.len(), 1);
-        assert_eq!(plans[0].producer_epoch, 1);
+        assert_eq!(plans[0].producer_epoch, ProducerEpoch(1));
         assert!(!plans[0].commit);
         assert!(txns.expire(5000).is_empty(), "only once");
         assert_eq!(txns.end(1200, T, me, true), EndOutcome::Error(ErrorCode::ProducerFenced));
@@ -739,15 +744,15 @@ mod tests {
         let mut txns = Transactions::new();
         ready(&mut txns, 0);
         let mut meta = txns.get(T).cloned().expect("meta");
-        meta.producer_epoch = i16::MAX - 1;
+        meta.producer_epoch = ProducerEpoch(i16::MAX - 1);
         txns.replay(TxnRecord::Put(meta));
         assert_eq!(
             txns.init_producer_id(1, T, 60_000, p(-1, -1), None),
             InitOutcome::NeedProducerId
         );
         assert_eq!(
-            txns.init_producer_id(1, T, 60_000, p(-1, -1), Some(8)),
-            InitOutcome::Ready { producer_id: 8, producer_epoch: 0 }
+            txns.init_producer_id(1, T, 60_000, p(-1, -1), Some(ProducerId(8))),
+            InitOutcome::Ready { producer_id: ProducerId(8), producer_epoch: ProducerEpoch(0) }
         );
     }
 
@@ -762,8 +767,8 @@ mod tests {
             let mut txns = Transactions::new();
             txns.replay(TxnRecord::Put(TxnMeta {
                 transactional_id: T.into(),
-                producer_id: 7,
-                producer_epoch: 3,
+                producer_id: ProducerId(7),
+                producer_epoch: ProducerEpoch(3),
                 timeout_ms: 60_000,
                 state,
                 partitions: [tp(0)].into_iter().collect(),
@@ -795,7 +800,11 @@ mod tests {
                 let got = match ended {
                     EndOutcome::Markers(plan) => {
                         assert_eq!(plan.commit, commit);
-                        assert_eq!(plan.producer_epoch, 3, "EndTxn does not bump the epoch");
+                        assert_eq!(
+                            plan.producer_epoch,
+                            ProducerEpoch(3),
+                            "EndTxn does not bump the epoch"
+                        );
                         "markers"
                     }
                     EndOutcome::Done => "done",
@@ -808,14 +817,23 @@ mod tests {
             // InitProducerId
             let init = in_state(state).init_producer_id(1, T, 60_000, p(-1, -1), None);
             match state {
-                Ongoing => assert!(
-                    matches!(&init, InitOutcome::Abort(plan) if plan.producer_epoch == 4),
-                    "{init:?}"
-                ),
+                Ongoing => {
+                    let bumped = ProducerEpoch(4);
+                    assert!(
+                        matches!(&init, InitOutcome::Abort(plan) if plan.producer_epoch == bumped),
+                        "{init:?}"
+                    )
+                }
                 PrepareCommit | PrepareAbort => {
                     assert_eq!(init, InitOutcome::Error(ErrorCode::ConcurrentTransactions))
                 }
-                _ => assert_eq!(init, InitOutcome::Ready { producer_id: 7, producer_epoch: 4 }),
+                _ => assert_eq!(
+                    init,
+                    InitOutcome::Ready {
+                        producer_id: ProducerId(7),
+                        producer_epoch: ProducerEpoch(4)
+                    }
+                ),
             }
             // TxnOffsetCommit's check
             let checked = in_state(state).check_ongoing(T, me);
@@ -850,7 +868,7 @@ mod tests {
         let mut txns = Transactions::new();
         let other = "other";
         ready(&mut txns, 0);
-        txns.init_producer_id(0, other, 60_000, p(-1, -1), Some(9));
+        txns.init_producer_id(0, other, 60_000, p(-1, -1), Some(ProducerId(9)));
         let me = p(7, 0);
         txns.add(500, T, me, &[tp(0)], &[]).expect("add");
         txns.take_records();
@@ -887,11 +905,14 @@ mod tests {
         for step in 0..2000i64 {
             let id = ids[next(4) as usize];
             let now = step * 10;
-            let current = txns.get(id).map(|m| p(m.producer_id, m.producer_epoch));
+            let current = txns
+                .get(id)
+                .map(|m| Producer { producer_id: m.producer_id, producer_epoch: m.producer_epoch });
             match next(6) {
                 0 => {
                     next_pid += 1;
-                    let _ = txns.init_producer_id(now, id, 500, p(-1, -1), Some(next_pid));
+                    let _ =
+                        txns.init_producer_id(now, id, 500, p(-1, -1), Some(ProducerId(next_pid)));
                 }
                 1 | 2 => {
                     if let Some(me) = current {
