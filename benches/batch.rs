@@ -6,11 +6,12 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use spate::model::batch::{assign_offset, build_uncompressed, split_batches, validate};
+use spate::model::Offset;
 
 fn batch_of(size_bytes: usize) -> Vec<u8> {
     // Records of 1 KiB each, enough of them to reach about `size_bytes`.
     let count = (size_bytes / 1024).max(1) as i32;
-    build_uncompressed(0, count, 1000, 1_700_000_000_000)
+    build_uncompressed(Offset(0), count, 1000, 1_700_000_000_000)
 }
 
 fn bench(c: &mut Criterion) {
@@ -36,7 +37,7 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("assign_offset", size), &batch, |b, batch| {
             let mut copy = batch.clone();
-            b.iter(|| assign_offset(black_box(&mut copy), 42, 0))
+            b.iter(|| assign_offset(black_box(&mut copy), Offset(42), 0))
         });
     }
     group.finish();

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use common::{config, on_executor, temp_dir};
 use spate::model::batch::{build_uncompressed, scan_stored};
-use spate::model::{FirstBatch, TopicPartition};
+use spate::model::{FirstBatch, Offset, TopicPartition};
 use spate::storage::cache::CacheBudget;
 use spate::storage::files::OpenFiles;
 use spate::storage::log::{self, Log, ReadChunk};
@@ -24,11 +24,11 @@ fn open_descriptors() -> usize {
 }
 
 fn batch(count: i32) -> Bytes {
-    Bytes::from(build_uncompressed(0, count, 100, 1_700_000_000_000))
+    Bytes::from(build_uncompressed(Offset::ZERO, count, 100, 1_700_000_000_000))
 }
 
 /// Reads every batch from `offset` (the batch cache is off, so this is the disk).
-async fn last_offsets(log: &Rc<RefCell<Log>>, mut offset: i64) -> Vec<i64> {
+async fn last_offsets(log: &Rc<RefCell<Log>>, mut offset: Offset) -> Vec<i64> {
     let mut out = Vec::new();
     loop {
         let outcome = log::read(log, offset, 1 << 20, FirstBatch::Whole).await.expect("read");
@@ -49,8 +49,8 @@ async fn last_offsets(log: &Rc<RefCell<Log>>, mut offset: i64) -> Vec<i64> {
         }
         let mut at = 0;
         while let Some(scanned) = scan_stored(&bytes[at..]) {
-            out.push(scanned.last_offset);
-            offset = scanned.last_offset + 1;
+            out.push(scanned.last_offset.0);
+            offset = scanned.last_offset.next();
             at += scanned.size_bytes;
         }
         assert!(at > 0, "a read returned no complete batch");
@@ -79,7 +79,7 @@ fn many_logs_work_within_a_budget_far_below_their_files() {
         for round in 0..12 {
             for log in &logs {
                 let appended = log::append(log, vec![batch(50)]).await.expect("append");
-                assert_eq!(appended.base_offset, round * 50);
+                assert_eq!(appended.base_offset, Offset(round * 50));
             }
             assert!(files.stats().open <= BUDGET, "{:?}", files.stats());
             assert!(open_descriptors() <= before + BUDGET + 2, "descriptors leak");
@@ -89,7 +89,7 @@ fn many_logs_work_within_a_budget_far_below_their_files() {
         for log in &logs {
             assert!(log.borrow().segment_count() > 1, "segments did not roll");
             let expected: Vec<i64> = (1..=12).map(|round| round * 50 - 1).collect();
-            assert_eq!(last_offsets(log, 0).await, expected);
+            assert_eq!(last_offsets(log, Offset::ZERO).await, expected);
         }
         for log in &logs {
             log::close(log).await.expect("close");
@@ -102,9 +102,9 @@ fn many_logs_work_within_a_budget_far_below_their_files() {
         let logs = open_all(&dir, &files).await;
         assert!(files.stats().open <= BUDGET);
         for log in &logs {
-            assert_eq!(last_offsets(log, 0).await.len(), 12);
+            assert_eq!(last_offsets(log, Offset::ZERO).await.len(), 12);
             let appended = log::append(log, vec![batch(1)]).await.expect("append");
-            assert_eq!(appended.base_offset, 600);
+            assert_eq!(appended.base_offset, Offset(600));
         }
     });
 }
@@ -129,7 +129,7 @@ fn a_segment_removed_while_its_file_was_closed_reads_as_out_of_range() {
         // ... and its file disappears behind the log's back: a read must not create it anew.
         let first = log.borrow().dir().join(format!("{:020}.log", 0));
         std::fs::remove_file(&first).expect("remove");
-        match log::read(&log, 0, 1 << 20, FirstBatch::Whole).await {
+        match log::read(&log, Offset::ZERO, 1 << 20, FirstBatch::Whole).await {
             Err(Error::OffsetOutOfRange) => {}
             other => panic!("expected OffsetOutOfRange, got {:?}", other.map(|o| o.size_bytes)),
         }

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use common::{config, on_executor, open, temp_dir, tp};
 use spate::model::batch::{build_uncompressed, set_producer};
+use spate::model::{Offset, ProducerEpoch, ProducerId};
 use spate::storage::log::{self, Log};
 use spate::storage::producer_state::ProducerError;
 use spate::storage::{snapshot, Error};
@@ -26,17 +27,17 @@ fn partition_dir(dir: &Path) -> PathBuf {
 
 /// An idempotent batch of `count` records of `size` bytes.
 fn idempotent(epoch: i16, sequence: i32, count: i32, size: usize) -> Bytes {
-    let mut bytes = build_uncompressed(0, count, size, 1_000);
-    set_producer(&mut bytes, PID, epoch, sequence);
+    let mut bytes = build_uncompressed(Offset(0), count, size, 1_000);
+    set_producer(&mut bytes, ProducerId(PID), ProducerEpoch(epoch), sequence);
     Bytes::from(bytes)
 }
 
 fn plain(count: i32) -> Bytes {
-    Bytes::from(build_uncompressed(0, count, 20, 1_000))
+    Bytes::from(build_uncompressed(Offset(0), count, 20, 1_000))
 }
 
 async fn append(log: &Rc<RefCell<Log>>, batch: Bytes) -> Result<i64, Error> {
-    log::append(log, vec![batch]).await.map(|info| info.base_offset)
+    log::append(log, vec![batch]).await.map(|info| info.base_offset.0)
 }
 
 fn producer_error(outcome: Result<i64, Error>) -> Option<ProducerError> {
@@ -60,13 +61,13 @@ async fn fill(log: &Rc<RefCell<Log>>, batches: i32, size: usize) -> Vec<i64> {
 
 /// The last five batches are duplicates with their original offsets; nothing is written.
 async fn assert_duplicates(log: &Rc<RefCell<Log>>, offsets: &[i64], size: usize) {
-    let end = log.borrow().high_watermark;
+    let end = log.borrow().high_watermark.0;
     let count = offsets.len() as i32;
     for i in (count - 5).max(0)..count {
         let again = append(log, idempotent(0, i * 3, 3, size)).await.expect("duplicate");
         assert_eq!(again, offsets[i as usize], "batch {i} answered with its original offset");
     }
-    assert_eq!(log.borrow().high_watermark, end, "duplicates are not written");
+    assert_eq!(log.borrow().high_watermark.0, end, "duplicates are not written");
 }
 
 #[test]
@@ -77,7 +78,7 @@ fn duplicates_get_their_original_offsets_and_errors_leave_the_log_alone() {
         let offsets = fill(&log, 8, 50).await;
         assert_eq!(offsets, (0..8).map(|i| i * 5).collect::<Vec<_>>());
         assert_duplicates(&log, &offsets, 50).await;
-        let end = log.borrow().high_watermark;
+        let end = log.borrow().high_watermark.0;
         // A gap, a step back, an old epoch, a new epoch not at 0.
         let gap = append(&log, idempotent(0, 25, 1, 50)).await;
         assert_eq!(producer_error(gap), Some(ProducerError::OutOfOrderSequence));
@@ -85,7 +86,7 @@ fn duplicates_get_their_original_offsets_and_errors_leave_the_log_alone() {
         assert_eq!(producer_error(back), Some(ProducerError::OutOfOrderSequence));
         let new_epoch = append(&log, idempotent(1, 5, 1, 50)).await;
         assert_eq!(producer_error(new_epoch), Some(ProducerError::OutOfOrderSequence));
-        assert_eq!(log.borrow().high_watermark, end, "refused batches are not written");
+        assert_eq!(log.borrow().high_watermark.0, end, "refused batches are not written");
         // The next sequence goes on; a bumped epoch at 0 fences the old one.
         assert_eq!(append(&log, idempotent(0, 24, 1, 50)).await.expect("next"), end);
         assert_eq!(append(&log, idempotent(1, 0, 1, 50)).await.expect("bump"), end + 1);
@@ -110,14 +111,14 @@ fn a_duplicate_of_a_batch_still_being_written_waits_for_it() {
             async move {
                 let offset = append(&log, idempotent(0, 0, 4, 100)).await;
                 // When the duplicate answers, its original must be readable (durable).
-                (offset, log.borrow().high_watermark)
+                (offset, log.borrow().high_watermark.0)
             }
         });
         assert_eq!(first.await.expect("first"), 0);
         let (offset, high_watermark) = second.await;
         assert_eq!(offset.expect("duplicate"), 0);
         assert_eq!(high_watermark, 4);
-        assert_eq!(log.borrow().high_watermark, 4, "written once");
+        assert_eq!(log.borrow().high_watermark.0, 4, "written once");
     });
 }
 
@@ -128,9 +129,9 @@ fn producer_state_survives_a_clean_restart_through_its_snapshot() {
         let log = open(&dir, config(1 << 20)).await;
         let offsets = fill(&log, 7, 50).await;
         log::close(&log).await.expect("close");
-        let end = log.borrow().high_watermark;
+        let end = log.borrow().high_watermark.0;
         drop(log);
-        assert_eq!(snapshot::list(&partition_dir(&dir)), vec![end]);
+        assert_eq!(snapshot::list(&partition_dir(&dir)), vec![Offset(end)]);
         let (log, report) = Log::open(&dir, tp(), config(1 << 20)).await.expect("reopen");
         assert_eq!(report.producers, 1);
         assert_eq!(report.replayed_batches, 0, "the shutdown snapshot covers the whole log");
@@ -158,7 +159,7 @@ fn producer_state_survives_a_crash_without_close() {
         assert_duplicates(&log, &offsets, 50).await;
         let stale = append(&log, idempotent(0, 0, 3, 50)).await;
         assert_eq!(producer_error(stale), Some(ProducerError::OutOfOrderSequence));
-        let end = log.borrow().high_watermark;
+        let end = log.borrow().high_watermark.0;
         assert_eq!(append(&log, idempotent(0, 27, 1, 50)).await.expect("next"), end);
     });
 }
@@ -180,7 +181,7 @@ fn rolls_snapshot_the_state_and_a_crash_replays_only_the_rest() {
         assert!(report.replayed_batches < 140, "only the batches after the newest snapshot");
         let log = Rc::new(RefCell::new(log));
         assert_duplicates(&log, &offsets, 900).await;
-        let end = log.borrow().high_watermark;
+        let end = log.borrow().high_watermark.0;
         assert_eq!(append(&log, idempotent(0, 210, 1, 900)).await.expect("next"), end);
         drop(log);
         // Once more, with the newest snapshot damaged: the older one and a longer replay.
@@ -208,20 +209,21 @@ fn a_snapshot_beyond_the_log_end_is_dropped() {
         let log = open(&dir, config(1 << 20)).await;
         let offsets = fill(&log, 3, 50).await;
         log::close(&log).await.expect("close");
-        let end = log.borrow().high_watermark;
+        let end = log.borrow().high_watermark.0;
         drop(log);
         // A snapshot that claims batches the log does not hold (as after a crash that lost
         // queued batches) must not be used, and must go before new appends reuse offsets.
         let mut bogus = spate::storage::producer_state::ProducerStateTable::default();
-        let mut fake = build_uncompressed(0, 1, 10, 1);
-        set_producer(&mut fake, PID, 0, 500);
+        let mut fake = build_uncompressed(Offset(0), 1, 10, 1);
+        set_producer(&mut fake, ProducerId(PID), ProducerEpoch(0), 500);
         let header = spate::model::batch::BatchHeader::parse(&fake).expect("header");
         let batch = spate::storage::producer_state::ProducerBatch::from_header(&header, 1);
-        bogus.replay(&batch, end + 10, 0);
+        bogus.replay(&batch, Offset(end + 10), 0);
         let path = partition_dir(&dir);
-        snapshot::write(&path, end + 11, &bogus.encode_snapshot(end + 11)).expect("write");
+        snapshot::write(&path, Offset(end + 11), &bogus.encode_snapshot(Offset(end + 11)))
+            .expect("write");
         let (log, _) = Log::open(&dir, tp(), config(1 << 20)).await.expect("reopen");
-        assert_eq!(snapshot::list(&path), vec![end]);
+        assert_eq!(snapshot::list(&path), vec![Offset(end)]);
         let log = Rc::new(RefCell::new(log));
         assert_duplicates(&log, &offsets, 50).await;
         assert_eq!(append(&log, idempotent(0, 9, 1, 50)).await.expect("next"), end);
@@ -240,7 +242,7 @@ fn idle_producers_expire_in_the_retention_pass() {
         log::enforce_retention(&log, now + DAY_MS + 60_000).await.expect("retention");
         assert!(log.borrow().producers.is_empty());
         // A forgotten producer may continue at any sequence.
-        let end = log.borrow().high_watermark;
+        let end = log.borrow().high_watermark.0;
         assert_eq!(append(&log, idempotent(0, 77, 1, 50)).await.expect("any sequence"), end);
     });
 }

@@ -12,17 +12,17 @@ use bytes::Bytes;
 use common::{config, on_executor, open, temp_dir, tp};
 use spate::model::batch::{build_uncompressed, scan_stored, ScannedBatch};
 use spate::model::topic::TimestampType;
-use spate::model::FirstBatch;
+use spate::model::{FirstBatch, Offset};
 use spate::storage::log::{self, Log, ReadChunk};
 
 /// Reads everything from `offset` and returns the batches' (base offset, last offset).
 async fn read_all(log: &Rc<RefCell<Log>>, offset: i64) -> Vec<(i64, i64)> {
-    let batches = read_batches(log, offset).await;
-    batches.iter().map(|batch| (batch.base_offset, batch.last_offset)).collect()
+    let batches = read_batches(log, Offset(offset)).await;
+    batches.iter().map(|batch| (batch.base_offset.0, batch.last_offset.0)).collect()
 }
 
 /// Reads everything from `offset` and returns the batches in the order read.
-async fn read_batches(log: &Rc<RefCell<Log>>, mut offset: i64) -> Vec<ScannedBatch> {
+async fn read_batches(log: &Rc<RefCell<Log>>, mut offset: Offset) -> Vec<ScannedBatch> {
     let mut out = Vec::new();
     loop {
         let outcome = log::read(log, offset, 1 << 20, FirstBatch::Whole).await.expect("read");
@@ -52,7 +52,7 @@ async fn read_batches(log: &Rc<RefCell<Log>>, mut offset: i64) -> Vec<ScannedBat
 }
 
 fn batch(count: i32, size: usize, timestamp: i64) -> Bytes {
-    Bytes::from(build_uncompressed(0, count, size, timestamp))
+    Bytes::from(build_uncompressed(Offset(0), count, size, timestamp))
 }
 
 #[test]
@@ -80,12 +80,12 @@ fn appends_get_consecutive_offsets_and_read_back_across_segment_rolls() {
         for i in 0..200 {
             let count = 1 + i % 5;
             let info = log::append(&log, vec![batch(count, 900, i64::from(i))]).await.expect("ok");
-            assert_eq!(info.base_offset, next);
+            assert_eq!(info.base_offset.0, next);
             expected.push((next, next + i64::from(count) - 1));
             next += i64::from(count);
         }
         assert!(log.borrow().segment_count() > 2, "200 KB in 64 KiB segments must roll");
-        assert_eq!(log.borrow().high_watermark, next);
+        assert_eq!(log.borrow().high_watermark.0, next);
         assert_eq!(read_all(&log, 0).await, expected);
         // From the middle of a batch: the batch holding the offset comes first.
         let middle = expected[57].0 + 1;
@@ -94,10 +94,10 @@ fn appends_get_consecutive_offsets_and_read_back_across_segment_rolls() {
         log::close(&log).await.expect("close");
         // After a restart the cache is empty: every read goes to the files.
         let log = open(&dir, config(64 * 1024)).await;
-        assert_eq!(log.borrow().high_watermark, next);
+        assert_eq!(log.borrow().high_watermark.0, next);
         assert_eq!(read_all(&log, 0).await, expected);
         let info = log::append(&log, vec![batch(1, 10, 1)]).await.expect("append");
-        assert_eq!(info.base_offset, next);
+        assert_eq!(info.base_offset.0, next);
     });
 }
 
@@ -119,7 +119,7 @@ fn concurrent_appends_share_writes_and_keep_their_order() {
                 glommio::spawn_local(async move {
                     issued.borrow_mut().push(id);
                     let batch = batch(2, 50, TIMESTAMP_BASE + id as i64);
-                    (id, log::append(&log, vec![batch]).await.expect("append").base_offset)
+                    (id, log::append(&log, vec![batch]).await.expect("append").base_offset.0)
                 })
             })
             .collect();
@@ -132,7 +132,7 @@ fn concurrent_appends_share_writes_and_keep_their_order() {
         let in_issue_order: Vec<i64> = issued.iter().map(|&id| base_offsets[id]).collect();
         assert_eq!(in_issue_order, (0..APPENDS as i64).map(|i| i * 2).collect::<Vec<_>>());
         // The log holds the batches in that order too.
-        let stored = read_batches(&log, 0).await;
+        let stored = read_batches(&log, Offset(0)).await;
         let stored_ids: Vec<usize> =
             stored.iter().map(|batch| (batch.max_timestamp - TIMESTAMP_BASE) as usize).collect();
         assert_eq!(stored_ids, issued);
@@ -156,7 +156,7 @@ fn a_crash_without_close_loses_nothing_that_was_acknowledged() {
         let (log, report) = Log::open(&dir, tp(), config(64 * 1024)).await.expect("reopen");
         let log = Rc::new(RefCell::new(log));
         assert!(report.truncated_segments <= 1, "only the padding of the active segment");
-        assert_eq!(log.borrow().high_watermark, 150);
+        assert_eq!(log.borrow().high_watermark.0, 150);
         assert_eq!(read_all(&log, 0).await.len(), 50);
     });
 }
@@ -185,12 +185,12 @@ fn a_torn_tail_is_cut_at_the_last_whole_batch() {
             let log = Rc::new(RefCell::new(log));
             assert_eq!(report.truncated_segments, 1, "{damage}");
             let expected_end = if damage == "cut" { 18 } else { 20 };
-            assert_eq!(log.borrow().high_watermark, expected_end, "{damage}");
+            assert_eq!(log.borrow().high_watermark.0, expected_end, "{damage}");
             assert_eq!(read_all(&log, 0).await.len() as i64, expected_end / 2, "{damage}");
             let size = std::fs::metadata(&path).expect("stat").len();
             assert!(size <= whole as u64, "{damage}: the garbage is gone");
             let info = log::append(&log, vec![batch(1, 10, 1)]).await.expect("append");
-            assert_eq!(info.base_offset, expected_end, "{damage}");
+            assert_eq!(info.base_offset.0, expected_end, "{damage}");
         });
     }
 }
@@ -227,11 +227,14 @@ fn retention_by_size_deletes_whole_old_segments() {
         let removed = log::enforce_retention(&log, 0).await.expect("retention");
         assert!(removed > 0 && log.borrow().segment_count() == before - removed);
         let start = log.borrow().log_start_offset;
-        assert!(start > 0);
+        assert!(start > Offset(0));
         assert!(log.borrow().size_bytes() < 128 * 1024 + 64 * 1024);
-        let batches = read_all(&log, start).await;
-        assert_eq!(batches.first().map(|b| b.0), Some(start));
-        assert!(log::read(&log, 0, 1000, FirstBatch::Whole).await.is_err(), "below the log start");
+        let batches = read_all(&log, start.0).await;
+        assert_eq!(batches.first().map(|b| b.0), Some(start.0));
+        assert!(
+            log::read(&log, Offset(0), 1000, FirstBatch::Whole).await.is_err(),
+            "below the log start"
+        );
     });
 }
 
@@ -246,11 +249,11 @@ fn lookup_by_timestamp_finds_the_first_record_at_or_after() {
         }
         for (target, offset) in [(0, 0), (1000, 0), (1001, 2), (1500, 100), (1990, 198)] {
             let found = log::offset_for_timestamp(&log, target).await.expect("lookup");
-            assert_eq!(found.map(|f| f.0), Some(offset), "timestamp {target}");
+            assert_eq!(found.map(|f| f.0), Some(Offset(offset)), "timestamp {target}");
         }
         assert_eq!(log::offset_for_timestamp(&log, 5000).await.expect("lookup"), None);
         let max = log::offset_of_max_timestamp(&log).await.expect("lookup");
-        assert_eq!(max, Some((198, 1990)));
+        assert_eq!(max, Some((Offset(198), 1990)));
     });
 }
 
@@ -272,10 +275,10 @@ fn retention_by_time_rolls_and_deletes_expired_segments() {
         log::enforce_retention(&log, now).await.expect("retention");
         log::enforce_retention(&log, now).await.expect("retention");
         assert_eq!(log.borrow().segment_count(), 1, "only a fresh, empty active segment");
-        assert_eq!(log.borrow().log_start_offset, 40);
-        assert_eq!(log.borrow().high_watermark, 40);
+        assert_eq!(log.borrow().log_start_offset.0, 40);
+        assert_eq!(log.borrow().high_watermark.0, 40);
         let info = log::append(&log, vec![batch(1, 10, now)]).await.expect("append");
-        assert_eq!(info.base_offset, 40);
+        assert_eq!(info.base_offset.0, 40);
         assert_eq!(read_all(&log, 40).await, vec![(40, 40)]);
         // Records inside the retention window are kept.
         log::enforce_retention(&log, now + 500).await.expect("retention");
@@ -293,7 +296,7 @@ fn log_append_time_topics_get_the_broker_timestamp() {
         let before = spate::model::now_ms();
         let info = log::append(&log, vec![batch(2, 10, 5)]).await.expect("append");
         assert!(info.log_append_time >= before);
-        let outcome = log::read(&log, 0, 1 << 20, FirstBatch::Whole).await.expect("read");
+        let outcome = log::read(&log, Offset(0), 1 << 20, FirstBatch::Whole).await.expect("read");
         let ReadChunk::Memory(bytes) = &outcome.chunks[0] else { panic!("tail read from cache") };
         let header = spate::model::batch::validate(bytes, usize::MAX).expect("CRC still valid");
         assert_eq!(header.max_timestamp(), info.log_append_time);
@@ -313,12 +316,12 @@ fn appends_enqueued_in_turn_get_offsets_in_turn_and_land_together() {
             .map(|i| log::enqueue(&log, vec![batch(1 + i % 3, 100, 1)]).expect("enqueue"))
             .collect();
         assert!(pending.iter_mut().all(|a| a.outcome().is_none()), "durable before a write");
-        assert_eq!(log.borrow().high_watermark, 0);
+        assert_eq!(log.borrow().high_watermark.0, 0);
         pending.last_mut().expect("twenty").wait().await;
         let mut expected_base = 0;
         for (i, appending) in pending.iter_mut().enumerate() {
             let info = appending.outcome().expect("durable").expect("appended");
-            assert_eq!(info.base_offset, expected_base, "append {i}");
+            assert_eq!(info.base_offset.0, expected_base, "append {i}");
             expected_base += 1 + i as i64 % 3;
         }
         log::close(&log).await.expect("close");

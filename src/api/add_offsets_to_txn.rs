@@ -7,7 +7,7 @@ use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
 use super::txn_common::{call, fenced};
 use super::{Context, Outcome};
 use crate::constants::GROUP_ID_LENGTH_MAX;
-use crate::protocol::errors;
+use crate::model::{ErrorCode, ProducerEpoch};
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 use crate::txn::state::Producer;
 
@@ -16,8 +16,10 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Ok(r) => r,
         Err(close) => return close,
     };
-    let producer =
-        Producer { producer_id: request.producer_id.0, producer_epoch: request.producer_epoch };
+    let producer = Producer {
+        producer_id: request.producer_id.into(),
+        producer_epoch: ProducerEpoch(request.producer_epoch),
+    };
     let txn = TxnRequest::Add {
         transactional_id: request.transactional_id.0.to_string(),
         producer,
@@ -26,12 +28,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     };
     let mut response = AddOffsetsToTxnResponse::default();
     if request.group_id.0.len() > GROUP_ID_LENGTH_MAX {
-        response.error_code = errors::INVALID_GROUP_ID;
+        response.error_code = ErrorCode::InvalidGroupId.code();
         return ctx.reply(&response);
     }
-    response.error_code = match call(ctx, &request.transactional_id.0, txn).await {
+    let code = match call(ctx, &request.transactional_id.0, txn).await {
         Some(TxnResponse::Code(code)) => fenced(code, ctx.version, 2),
-        _ => errors::COORDINATOR_NOT_AVAILABLE,
+        _ => ErrorCode::CoordinatorNotAvailable,
     };
+    response.error_code = code.code();
     ctx.reply(&response)
 }

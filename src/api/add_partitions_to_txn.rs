@@ -13,7 +13,7 @@ use kafka_protocol::messages::{
 
 use super::txn_common::{call, fenced};
 use super::{Context, Outcome};
-use crate::protocol::errors;
+use crate::model::{ErrorCode, ProducerEpoch};
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 use crate::txn::state::Producer;
 
@@ -33,8 +33,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             .map(|t| (t.name.clone(), t.partitions.clone()))
             .collect();
         let producer = Producer {
-            producer_id: request.v3_and_below_producer_id.0,
-            producer_epoch: request.v3_and_below_producer_epoch,
+            producer_id: request.v3_and_below_producer_id.into(),
+            producer_epoch: ProducerEpoch(request.v3_and_below_producer_epoch),
         };
         vec![(request.v3_and_below_transactional_id.clone(), producer, topics)]
     } else {
@@ -44,8 +44,10 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             .map(|t| {
                 let topics =
                     t.topics.iter().map(|t| (t.name.clone(), t.partitions.clone())).collect();
-                let producer =
-                    Producer { producer_id: t.producer_id.0, producer_epoch: t.producer_epoch };
+                let producer = Producer {
+                    producer_id: t.producer_id.into(),
+                    producer_epoch: ProducerEpoch(t.producer_epoch),
+                };
                 (t.transactional_id.clone(), producer, topics)
             })
             .collect()
@@ -60,7 +62,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             for partition in partitions {
                 let mut p = AddPartitionsToTxnPartitionResult::default();
                 p.partition_index = *partition;
-                p.partition_error_code = code(&name.0, *partition);
+                p.partition_error_code = code(&name.0, *partition).code();
                 topic.results_by_partition.push(p);
             }
             result.topic_results.push(topic);
@@ -88,7 +90,7 @@ async fn add_one(
     id: &TransactionalId,
     producer: Producer,
     topics: &[(TopicName, Vec<i32>)],
-) -> impl Fn(&str, i32) -> i16 {
+) -> impl Fn(&str, i32) -> ErrorCode {
     let mut unknown: Vec<(String, i32)> = Vec::new();
     let mut partitions: Vec<(String, i32)> = Vec::new();
     {
@@ -107,7 +109,7 @@ async fn add_one(
         }
     }
     let code = if !unknown.is_empty() {
-        errors::OPERATION_NOT_ATTEMPTED
+        ErrorCode::OperationNotAttempted
     } else {
         let request = TxnRequest::Add {
             transactional_id: id.0.to_string(),
@@ -117,12 +119,12 @@ async fn add_one(
         };
         match call(ctx, &id.0, request).await {
             Some(TxnResponse::Code(code)) => fenced(code, ctx.version, 2),
-            _ => errors::COORDINATOR_NOT_AVAILABLE,
+            _ => ErrorCode::CoordinatorNotAvailable,
         }
     };
     move |topic: &str, partition: i32| {
         if unknown.iter().any(|(t, p)| t == topic && *p == partition) {
-            errors::UNKNOWN_TOPIC_OR_PARTITION
+            ErrorCode::UnknownTopicOrPartition
         } else {
             code
         }

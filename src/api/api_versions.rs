@@ -7,14 +7,15 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 
 use super::{Context, Outcome};
-use crate::protocol::{errors, versions};
+use crate::model::ErrorCode;
+use crate::protocol::versions;
 use crate::storage::log::ReadChunk;
 
 pub fn handle(ctx: &Context, _body: Bytes) -> Outcome {
     // The request body (client software name and version) is informational; a client that
     // sends a malformed one still deserves the version table, as Kafka does.
     let mut response = ApiVersionsResponse::default();
-    response.error_code = errors::NONE;
+    response.error_code = ErrorCode::None.code();
     response.api_keys = versions::SUPPORTED
         .iter()
         .map(|s| {
@@ -36,7 +37,7 @@ pub fn unsupported_version(correlation_id: i32) -> Outcome {
     let mut out = BytesMut::with_capacity(32);
     out.put_i32(0);
     out.put_i32(correlation_id);
-    out.put_i16(errors::UNSUPPORTED_VERSION);
+    out.put_i16(ErrorCode::UnsupportedVersion.code());
     out.put_i32(1);
     out.put_i16(ApiKey::ApiVersions as i16);
     out.put_i16(range.min);

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use super::Context;
 use crate::controller::{ControllerRequest, TopicError};
-use crate::protocol::errors;
+use crate::model::ErrorCode;
 
 /// Resource types (Kafka's `ConfigResource.Type`).
 pub(super) const RESOURCE_TOPIC: i8 = 2;
@@ -30,7 +30,7 @@ macro_rules! resource_result {
         result.resource_type = $resource.resource_type;
         result.resource_name = $resource.resource_name;
         if let Err(e) = $outcome {
-            result.error_code = e.code;
+            result.error_code = e.code.code();
             result.error_message = Some($crate::api::str_bytes(&e.message));
         }
         result
@@ -42,13 +42,13 @@ pub(super) fn check_resource(resource_type: i8) -> Result<(), TopicError> {
     match resource_type {
         RESOURCE_TOPIC => Ok(()),
         RESOURCE_BROKER => Err(TopicError {
-            code: errors::INVALID_REQUEST,
+            code: ErrorCode::InvalidRequest,
             message: "broker configs are static in Spate; set them on the command line or in \
                       the config file and restart"
                 .into(),
         }),
         other => Err(TopicError {
-            code: errors::INVALID_REQUEST,
+            code: ErrorCode::InvalidRequest,
             message: format!("resource type {other} has no alterable configs"),
         }),
     }
@@ -65,5 +65,5 @@ pub(super) async fn alter(
 }
 
 pub(super) fn invalid_config(message: String) -> TopicError {
-    TopicError { code: errors::INVALID_CONFIG, message }
+    TopicError { code: ErrorCode::InvalidConfig, message }
 }

@@ -7,7 +7,7 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 
 use super::{str_bytes, Context, Outcome};
 use crate::controller::ControllerRequest;
-use crate::protocol::errors;
+use crate::model::ErrorCode;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: CreatePartitionsRequest = match ctx.decode(body) {
@@ -24,7 +24,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             a.iter().position(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node_id)
         });
         if let Some(index) = foreign {
-            result.error_code = errors::INVALID_REPLICA_ASSIGNMENT;
+            result.error_code = ErrorCode::InvalidReplicaAssignment.code();
             let message =
                 format!("new partition {index} must be assigned to broker {node_id} only");
             result.error_message = Some(str_bytes(&message));
@@ -38,7 +38,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             validate_only: request.validate_only,
         };
         if let Err(e) = ctx.controller().change_topic(call).await {
-            result.error_code = e.code;
+            result.error_code = e.code.code();
             result.error_message = Some(str_bytes(&e.message));
         }
         response.results.push(result);

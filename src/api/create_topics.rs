@@ -14,7 +14,7 @@ use super::config_common::{SOURCE_DEFAULT, SOURCE_TOPIC};
 use super::{str_bytes, Context, Outcome};
 use crate::controller::{ControllerRequest, CreateTopic, TopicError};
 use crate::model::topic::{PASSIVE_TOPIC_CONFIG_NAMES, TOPIC_CONFIG_NAMES};
-use crate::protocol::errors;
+use crate::model::ErrorCode;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: CreateTopicsRequest = match ctx.decode(body) {
@@ -34,19 +34,19 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         result.replication_factor = -1;
         let outcome = if seen.get(&name).copied().unwrap_or(0) > 1 {
             Err(TopicError {
-                code: errors::INVALID_REQUEST,
+                code: ErrorCode::InvalidRequest,
                 message: "topic named twice in one request".into(),
             })
         } else if topic.replication_factor != -1 && topic.replication_factor != 1 {
             Err(TopicError {
-                code: errors::INVALID_REPLICATION_FACTOR,
+                code: ErrorCode::InvalidReplicationFactor,
                 message: format!(
                     "replication factor {} is larger than the 1 available broker",
                     topic.replication_factor
                 ),
             })
         } else if let Err(message) = check_assignments(&topic, ctx.shard().config.node_id) {
-            Err(TopicError { code: errors::INVALID_REPLICA_ASSIGNMENT, message })
+            Err(TopicError { code: ErrorCode::InvalidReplicaAssignment, message })
         } else {
             let mut overrides = BTreeMap::new();
             let mut bad = None;
@@ -60,7 +60,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             }
             match bad {
                 Some(key) => Err(TopicError {
-                    code: errors::INVALID_CONFIG,
+                    code: ErrorCode::InvalidConfig,
                     message: format!("config {key} has no value"),
                 }),
                 None => {
@@ -115,7 +115,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 }
             }
             Err(e) => {
-                result.error_code = e.code;
+                result.error_code = e.code.code();
                 result.error_message = Some(str_bytes(&e.message));
             }
         }

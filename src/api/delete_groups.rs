@@ -10,8 +10,7 @@ use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse, GroupI
 use super::group_common::check_group_id;
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
-use crate::model::ShardId;
-use crate::protocol::errors;
+use crate::model::{ErrorCode, ShardId};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: DeleteGroupsRequest = match ctx.decode(body) {
@@ -26,7 +25,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let calls = by_shard
         .into_iter()
         .map(|(owner, groups)| ctx.groups().call(owner, GroupRequest::Delete { groups }));
-    let mut codes: BTreeMap<String, i16> = BTreeMap::new();
+    let mut codes: BTreeMap<String, ErrorCode> = BTreeMap::new();
     for answer in futures::future::join_all(calls).await {
         if let Some(GroupResponse::Delete(results)) = answer {
             codes.extend(results);
@@ -35,10 +34,11 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let mut response = DeleteGroupsResponse::default();
     for id in ids {
         let mut result = DeletableGroupResult::default();
-        result.error_code = match check_group_id(&id, true) {
+        let code = match check_group_id(&id, true) {
             Err(code) => code,
-            Ok(()) => codes.get(&id).copied().unwrap_or(errors::COORDINATOR_NOT_AVAILABLE),
+            Ok(()) => codes.get(&id).copied().unwrap_or(ErrorCode::CoordinatorNotAvailable),
         };
+        result.error_code = code.code();
         result.group_id = GroupId(str_bytes(&id));
         response.results.push(result);
     }

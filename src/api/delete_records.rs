@@ -12,16 +12,15 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::{Context, Outcome};
-use crate::model::{ShardId, TopicPartition};
+use crate::model::{ErrorCode, Offset, ShardId, TopicPartition};
 use crate::partition::{PartitionRequest, PartitionResponse};
-use crate::protocol::errors;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: DeleteRecordsRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
     };
-    let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, i64)>> = BTreeMap::new();
+    let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, Offset)>> = BTreeMap::new();
     let mut response = DeleteRecordsResponse::default();
     for topic in &request.topics {
         let meta = ctx.shard().catalog.borrow().get(&topic.name.0).cloned();
@@ -34,9 +33,12 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             match &meta {
                 Some(m) if (0..m.partitions).contains(&p.partition_index) => {
                     let tp = TopicPartition::new(m.name.clone(), p.partition_index);
-                    by_shard.entry(ctx.shard().owner(&tp)).or_default().push((tp, p.offset));
+                    by_shard
+                        .entry(ctx.shard().owner(&tp))
+                        .or_default()
+                        .push((tp, Offset(p.offset)));
                 }
-                _ => answer.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
+                _ => answer.error_code = ErrorCode::UnknownTopicOrPartition.code(),
             }
             result.partitions.push(answer);
         }
@@ -55,16 +57,16 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     }
     for topic in &mut response.topics {
         for p in &mut topic.partitions {
-            if p.error_code != errors::NONE {
+            if p.error_code != ErrorCode::None.code() {
                 continue;
             }
             let tp = TopicPartition::new(topic.name.0.as_str().into(), p.partition_index);
             match done.get(&tp) {
                 Some(r) => {
-                    p.error_code = r.error_code;
-                    p.low_watermark = r.offset;
+                    p.error_code = r.error_code.code();
+                    p.low_watermark = r.offset.0;
                 }
-                None => p.error_code = errors::UNKNOWN_SERVER_ERROR,
+                None => p.error_code = ErrorCode::UnknownServerError.code(),
             }
         }
     }

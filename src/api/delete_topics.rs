@@ -7,7 +7,7 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicN
 
 use super::{str_bytes, Context, Outcome};
 use crate::controller::ControllerRequest;
-use crate::protocol::errors;
+use crate::model::ErrorCode;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: DeleteTopicsRequest = match ctx.decode(body) {
@@ -30,7 +30,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         };
         result.name = name.as_ref().map(|n| TopicName(str_bytes(n)));
         let Some(resolved) = resolved else {
-            result.error_code = errors::UNKNOWN_TOPIC_ID;
+            result.error_code = ErrorCode::UnknownTopicId.code();
             response.responses.push(result);
             continue;
         };
@@ -41,7 +41,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 result.name = Some(TopicName(str_bytes(&resolved)));
             }
             Err(e) => {
-                result.error_code = e.code;
+                result.error_code = e.code.code();
                 result.error_message = Some(str_bytes(&e.message));
             }
         }

@@ -12,7 +12,7 @@ use super::config_common::{
 };
 use super::{str_bytes, Context, Outcome};
 use crate::model::topic::{PASSIVE_TOPIC_CONFIG_NAMES, TOPIC_CONFIG_NAMES};
-use crate::protocol::errors;
+use crate::model::ErrorCode;
 use crate::txn::state::TRANSACTION_TIMEOUT_MS_MAX;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -34,7 +34,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 let meta = shard.catalog.borrow().get(&resource.resource_name).cloned();
                 match meta {
                     None => {
-                        result.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                        result.error_code = ErrorCode::UnknownTopicOrPartition.code();
                         result.error_message = Some(str_bytes("unknown topic"));
                     }
                     Some(meta) => {
@@ -60,7 +60,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 let ours = resource.resource_name.is_empty()
                     || resource.resource_name.parse::<i32>().ok() == Some(shard.config.node_id);
                 if !ours {
-                    result.error_code = errors::INVALID_REQUEST;
+                    result.error_code = ErrorCode::InvalidRequest.code();
                     result.error_message = Some(str_bytes("unknown broker id"));
                 } else {
                     for (key, value) in broker_configs(shard).into_iter().filter(|(k, _)| wanted(k))
@@ -70,7 +70,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 }
             }
             _ => {
-                result.error_code = errors::INVALID_REQUEST;
+                result.error_code = ErrorCode::InvalidRequest.code();
                 result.error_message =
                     Some(str_bytes("only topic and broker resources are supported"));
             }

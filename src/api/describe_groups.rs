@@ -11,8 +11,7 @@ use super::group_common::check_group_id;
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::state;
-use crate::model::ShardId;
-use crate::protocol::errors;
+use crate::model::{ErrorCode, ShardId};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: DescribeGroupsRequest = match ctx.decode(body) {
@@ -38,19 +37,19 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         let mut group = DescribedGroup::default();
         group.group_id = GroupId(str_bytes(&id));
         if let Err(code) = check_group_id(&id, true) {
-            group.error_code = code;
+            group.error_code = code.code();
             group.group_state = str_bytes(state::GroupState::Dead.name());
             response.groups.push(group);
             continue;
         }
         let Some(found) = described.remove(&id) else {
-            group.error_code = errors::COORDINATOR_NOT_AVAILABLE;
+            group.error_code = ErrorCode::CoordinatorNotAvailable.code();
             response.groups.push(group);
             continue;
         };
         group.group_state = str_bytes(found.state.name());
         if found.state == state::GroupState::Dead && ctx.version >= 6 {
-            group.error_code = errors::GROUP_ID_NOT_FOUND;
+            group.error_code = ErrorCode::GroupIdNotFound.code();
             group.error_message = Some(str_bytes(&format!("Group {id} not found.")));
         }
         group.protocol_type = str_bytes(&found.protocol_type);

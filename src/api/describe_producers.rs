@@ -8,12 +8,11 @@ use futures::future::join_all;
 use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
 };
-use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
+use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse};
 
 use super::{Context, Outcome};
-use crate::model::{ShardId, TopicPartition};
+use crate::model::{ErrorCode, ShardId, TopicPartition};
 use crate::partition::{self, PartitionRequest};
-use crate::protocol::errors;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: DescribeProducersRequest = match ctx.decode(body) {
@@ -48,17 +47,17 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 Some(Ok(producers)) => {
                     for info in producers {
                         let mut state = ProducerState::default();
-                        state.producer_id = ProducerId(info.producer_id);
-                        state.producer_epoch = i32::from(info.producer_epoch);
+                        state.producer_id = info.producer_id.into();
+                        state.producer_epoch = i32::from(info.producer_epoch.0);
                         state.last_sequence = info.last_sequence;
                         state.last_timestamp = info.last_timestamp;
                         state.coordinator_epoch = -1;
-                        state.current_txn_start_offset = info.current_txn_start_offset;
+                        state.current_txn_start_offset = info.current_txn_start_offset.0;
                         p.active_producers.push(state);
                     }
                 }
-                Some(Err(code)) => p.error_code = code,
-                None => p.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(Err(code)) => p.error_code = code.code(),
+                None => p.error_code = ErrorCode::UnknownTopicOrPartition.code(),
             }
             t.partitions.push(p);
         }

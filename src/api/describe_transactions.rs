@@ -11,8 +11,7 @@ use kafka_protocol::messages::{
 };
 
 use super::{str_bytes, Context, Outcome};
-use crate::model::ShardId;
-use crate::protocol::errors;
+use crate::model::{ErrorCode, ShardId};
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -40,7 +39,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         state.transactional_id = id.clone();
         match found.get(&*id.0).cloned().flatten() {
             None => {
-                state.error_code = errors::TRANSACTIONAL_ID_NOT_FOUND;
+                state.error_code = ErrorCode::TransactionalIdNotFound.code();
                 state.producer_id = ProducerId(-1);
                 state.producer_epoch = -1;
                 state.transaction_start_time_ms = -1;
@@ -50,8 +49,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 state.transaction_state = str_bytes(meta.state.name());
                 state.transaction_timeout_ms = meta.timeout_ms;
                 state.transaction_start_time_ms = meta.start_ms;
-                state.producer_id = ProducerId(meta.producer_id);
-                state.producer_epoch = meta.producer_epoch;
+                state.producer_id = meta.producer_id.into();
+                state.producer_epoch = meta.producer_epoch.0;
                 let mut topics: BTreeMap<String, Vec<i32>> = BTreeMap::new();
                 for (topic, partition) in &meta.partitions {
                     topics.entry(topic.clone()).or_default().push(*partition);

@@ -6,7 +6,7 @@ use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse, ProducerId};
 
 use super::txn_common::{call, fenced};
 use super::{Context, Outcome};
-use crate::protocol::errors;
+use crate::model::{ErrorCode, ProducerEpoch};
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 use crate::txn::state::Producer;
 
@@ -15,18 +15,21 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Ok(r) => r,
         Err(close) => return close,
     };
-    let producer =
-        Producer { producer_id: request.producer_id.0, producer_epoch: request.producer_epoch };
+    let producer = Producer {
+        producer_id: request.producer_id.into(),
+        producer_epoch: ProducerEpoch(request.producer_epoch),
+    };
     let txn = TxnRequest::End {
         transactional_id: request.transactional_id.0.to_string(),
         producer,
         commit: request.committed,
     };
     let mut response = EndTxnResponse::default();
-    response.error_code = match call(ctx, &request.transactional_id.0, txn).await {
+    let code = match call(ctx, &request.transactional_id.0, txn).await {
         Some(TxnResponse::Code(code)) => fenced(code, ctx.version, 2),
-        _ => errors::COORDINATOR_NOT_AVAILABLE,
+        _ => ErrorCode::CoordinatorNotAvailable,
     };
+    response.error_code = code.code();
     // v5 (transaction version 2) answers the next epoch; not used at version 1.
     response.producer_id = ProducerId(-1);
     response.producer_epoch = -1;

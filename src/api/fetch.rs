@@ -16,9 +16,8 @@ use kafka_protocol::messages::FetchRequest;
 
 use super::{Context, Outcome};
 use crate::constants::FETCH_WAIT_MS_MAX;
-use crate::model::{Isolation, ShardId, TopicPartition};
+use crate::model::{ErrorCode, Isolation, Offset, ShardId, TopicPartition};
 use crate::partition::{PartitionRequest, PartitionResponse, ReadResult, ReadSpec};
-use crate::protocol::errors;
 use crate::protocol::fetch_response::{self, FetchResponseHead, Part, PartitionData, TopicData};
 use crate::protocol::put_response_header;
 use crate::storage::log::ReadChunk;
@@ -29,8 +28,8 @@ struct Wanted {
     partition_index: i32,
     /// None when the topic is unknown (the error code is in `error_code`).
     tp: Option<TopicPartition>,
-    error_code: i16,
-    offset: i64,
+    error_code: ErrorCode,
+    offset: Offset,
     size_bytes_max: usize,
     /// isolation_level 1: read below the last stable offset.
     isolation: Isolation,
@@ -50,18 +49,19 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             let catalog = shard.catalog.borrow();
             if by_id {
                 let name = catalog.name_of(topic.topic_id.as_bytes());
-                (name.and_then(|n| catalog.get(&n).cloned()), errors::UNKNOWN_TOPIC_ID)
+                (name.and_then(|n| catalog.get(&n).cloned()), ErrorCode::UnknownTopicId)
             } else {
-                (catalog.get(&topic.topic.0).cloned(), errors::UNKNOWN_TOPIC_OR_PARTITION)
+                (catalog.get(&topic.topic.0).cloned(), ErrorCode::UnknownTopicOrPartition)
             }
         };
         topics.push((topic.topic.0.to_string(), *topic.topic_id.as_bytes()));
         for partition in &topic.partitions {
             let (tp, error_code) = match &meta {
-                Some(m) if (0..m.partitions).contains(&partition.partition) => {
-                    (Some(TopicPartition::new(m.name.clone(), partition.partition)), errors::NONE)
-                }
-                Some(_) => (None, errors::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(m) if (0..m.partitions).contains(&partition.partition) => (
+                    Some(TopicPartition::new(m.name.clone(), partition.partition)),
+                    ErrorCode::None,
+                ),
+                Some(_) => (None, ErrorCode::UnknownTopicOrPartition),
                 None => (None, unknown_code),
             };
             wanted.push(Wanted {
@@ -69,7 +69,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 partition_index: partition.partition,
                 tp,
                 error_code,
-                offset: partition.fetch_offset,
+                offset: Offset(partition.fetch_offset),
                 size_bytes_max: partition.partition_max_bytes.max(0) as usize,
                 isolation: Isolation::from_wire(request.isolation_level),
             });
@@ -81,8 +81,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let mut results = read_all(ctx, &wanted).await;
     loop {
         let total: usize = results.values().map(|r| r.size_bytes).sum();
-        let any_error = results.values().any(|r| r.error_code != errors::NONE)
-            || wanted.iter().any(|w| w.error_code != errors::NONE);
+        let any_error = results.values().any(|r| r.error_code != ErrorCode::None)
+            || wanted.iter().any(|w| w.error_code != ErrorCode::None);
         let now = Instant::now();
         if total >= min_bytes || any_error || now >= deadline || wanted.is_empty() {
             break;
@@ -90,7 +90,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         // Wait for an append on any partition, or the deadline. A read_committed fetch
         // waiting at the last stable offset also wakes on appends (a marker is one), then
         // reads again.
-        let seen: Vec<(TopicPartition, i64)> =
+        let seen: Vec<(TopicPartition, Offset)> =
             results.iter().map(|(tp, r)| (tp.clone(), r.high_watermark)).collect();
         let woke = match ctx.partitions().watch(seen, deadline - now).await {
             Some(wait) => wait.done.await.unwrap_or(false),
@@ -148,7 +148,7 @@ fn respond(
     for w in wanted {
         let mut data = PartitionData {
             partition_index: w.partition_index,
-            error_code: w.error_code,
+            error_code: w.error_code.code(),
             high_watermark: -1,
             last_stable_offset: -1,
             log_start_offset: -1,
@@ -157,14 +157,14 @@ fn respond(
             records_size: 0,
         };
         if let Some(result) = w.tp.as_ref().and_then(|tp| results.remove(tp)) {
-            data.error_code = result.error_code;
-            data.high_watermark = result.high_watermark;
-            data.last_stable_offset = result.last_stable_offset;
+            data.error_code = result.error_code.code();
+            data.high_watermark = result.high_watermark.0;
+            data.last_stable_offset = result.last_stable_offset.0;
             if w.isolation == Isolation::ReadCommitted {
-                let aborted = result.aborted.iter().map(|a| (a.producer_id, a.first_offset));
+                let aborted = result.aborted.iter().map(|a| (a.producer_id.0, a.first_offset.0));
                 data.aborted = Some(aborted.collect());
             }
-            data.log_start_offset = result.log_start_offset;
+            data.log_start_offset = result.log_start_offset.0;
             // The response limit: always let the first data through (KIP-74), then stop
             // adding partitions once the limit is reached.
             if total == 0 || total + result.size_bytes <= size_bytes_max {
@@ -175,7 +175,11 @@ fn respond(
         }
         out[w.topic_index].partitions.push(data);
     }
-    let head = FetchResponseHead { throttle_time_ms: 0, error_code: errors::NONE, session_id: 0 };
+    let head = FetchResponseHead {
+        throttle_time_ms: 0,
+        error_code: ErrorCode::None.code(),
+        session_id: 0,
+    };
     let (parts, body_size) = fetch_response::encode(ctx.version, &head, out);
     let header_version = ctx.api_key.response_header_version(ctx.version);
     let mut prefix = BytesMut::with_capacity(16);

@@ -6,7 +6,7 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator as Coordina
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
 use super::{str_bytes, Context, Outcome};
-use crate::protocol::errors;
+use crate::model::ErrorCode;
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -21,17 +21,17 @@ pub fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let config = &ctx.shard().config;
     let known_type = matches!(request.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION);
     let (code, message) = if known_type {
-        (errors::NONE, None)
+        (ErrorCode::None, None)
     } else {
-        (errors::INVALID_REQUEST, Some(str_bytes("unsupported coordinator key type")))
+        (ErrorCode::InvalidRequest, Some(str_bytes("unsupported coordinator key type")))
     };
     let mut response = FindCoordinatorResponse::default();
     if ctx.version < 4 {
-        response.error_code = code;
+        response.error_code = code.code();
         if ctx.version >= 1 {
             response.error_message = message;
         }
-        if code == errors::NONE {
+        if code == ErrorCode::None {
             response.node_id = BrokerId(config.node_id);
             response.host = str_bytes(&config.advertised_host);
             response.port = i32::from(config.advertised_port);
@@ -46,9 +46,9 @@ pub fn handle(ctx: &Context, body: Bytes) -> Outcome {
             .map(|key| {
                 let mut entry = CoordinatorEntry::default();
                 entry.key = key.clone();
-                entry.error_code = code;
+                entry.error_code = code.code();
                 entry.error_message = message.clone();
-                if code == errors::NONE {
+                if code == ErrorCode::None {
                     entry.node_id = BrokerId(config.node_id);
                     entry.host = str_bytes(&config.advertised_host);
                     entry.port = i32::from(config.advertised_port);

@@ -9,14 +9,14 @@
 use super::Context;
 use crate::constants::GROUP_ID_LENGTH_MAX;
 use crate::group::coordinator::{GroupRequest, GroupResponse};
-use crate::protocol::errors;
+use crate::model::ErrorCode;
 
 /// Kafka refuses an empty group id for membership APIs (and OffsetDelete) but accepts it for
 /// OffsetCommit, OffsetFetch, DescribeGroups and DeleteGroups (old clients used it). Kafka
 /// has no length limit; ours is what its offsets records can hold.
-pub(super) fn check_group_id(group_id: &str, empty_ok: bool) -> Result<(), i16> {
+pub(super) fn check_group_id(group_id: &str, empty_ok: bool) -> Result<(), ErrorCode> {
     if (group_id.is_empty() && !empty_ok) || group_id.len() > GROUP_ID_LENGTH_MAX {
-        return Err(errors::INVALID_GROUP_ID);
+        return Err(ErrorCode::InvalidGroupId);
     }
     Ok(())
 }

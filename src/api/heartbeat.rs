@@ -8,7 +8,7 @@ use super::group_common::{call, check_group_id};
 use super::{Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::state;
-use crate::protocol::errors;
+use crate::model::ErrorCode;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: HeartbeatRequest = match ctx.decode(body) {
@@ -27,11 +27,11 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             };
             match call(ctx, &group_id, GroupRequest::Heartbeat(beat)).await {
                 Some(GroupResponse::Heartbeat(code)) => code,
-                _ => errors::COORDINATOR_NOT_AVAILABLE,
+                _ => ErrorCode::CoordinatorNotAvailable,
             }
         }
     };
     let mut response = HeartbeatResponse::default();
-    response.error_code = code;
+    response.error_code = code.code();
     ctx.reply(&response)
 }

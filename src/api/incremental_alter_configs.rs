@@ -9,7 +9,7 @@ use super::config_common::{alter, check_resource, invalid_config, resource_resul
 use super::{Context, Outcome};
 use crate::controller::TopicError;
 use crate::model::topic::{apply_config_ops, ConfigOp};
-use crate::protocol::errors;
+use crate::model::ErrorCode;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: IncrementalAlterConfigsRequest = match ctx.decode(body) {
@@ -60,5 +60,5 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
 }
 
 fn unknown_topic(name: &str) -> TopicError {
-    TopicError { code: errors::UNKNOWN_TOPIC_OR_PARTITION, message: format!("no topic {name}") }
+    TopicError { code: ErrorCode::UnknownTopicOrPartition, message: format!("no topic {name}") }
 }

@@ -15,13 +15,12 @@
 //!   transaction log's strings hold (32767 bytes).
 
 use bytes::Bytes;
-use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
 
 use super::txn_common::{call, fenced};
 use super::{Context, Outcome};
 use crate::model::records::SHORT_STRING_BYTES_MAX;
-use crate::protocol::errors;
-use crate::storage::producer_state::{NO_PRODUCER_EPOCH, NO_PRODUCER_ID};
+use crate::model::{ErrorCode, ProducerEpoch, ProducerId};
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 use crate::txn::state::Producer;
 
@@ -31,13 +30,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let transactional_id = request.transactional_id.as_ref().map(|id| &*id.0);
-    let answer = match plan(transactional_id, request.producer_id.0, request.producer_epoch) {
+    let producer = Producer {
+        producer_id: request.producer_id.into(),
+        producer_epoch: ProducerEpoch(request.producer_epoch),
+    };
+    let answer = match plan(transactional_id, producer) {
         Plan::Refuse(code) => Err(code),
         Plan::Transactional => {
-            let producer = Producer {
-                producer_id: request.producer_id.0,
-                producer_epoch: request.producer_epoch,
-            };
             let id = transactional_id.unwrap_or_default();
             let timeout_ms = request.transaction_timeout_ms;
             init_transactional(ctx, id, timeout_ms, producer)
@@ -45,18 +44,21 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 .map(|p| (p.producer_id, p.producer_epoch))
         }
         Plan::Bump { producer_id, producer_epoch } => Ok((producer_id, producer_epoch)),
-        Plan::Allocate => ctx.controller().producer_id().await.map(|producer_id| (producer_id, 0)),
+        Plan::Allocate => {
+            let allocated = ctx.controller().producer_id().await;
+            allocated.map(|producer_id| (producer_id, ProducerEpoch::FIRST))
+        }
     };
     let mut response = InitProducerIdResponse::default();
     match answer {
         Ok((producer_id, producer_epoch)) => {
-            response.producer_id = ProducerId(producer_id);
-            response.producer_epoch = producer_epoch;
+            response.producer_id = producer_id.into();
+            response.producer_epoch = producer_epoch.0;
         }
         Err(code) => {
-            response.error_code = code;
-            response.producer_id = ProducerId(NO_PRODUCER_ID);
-            response.producer_epoch = NO_PRODUCER_EPOCH;
+            response.error_code = code.code();
+            response.producer_id = ProducerId::NONE.into();
+            response.producer_epoch = ProducerEpoch::NONE.0;
         }
     }
     ctx.reply(&response)
@@ -68,44 +70,46 @@ async fn init_transactional(
     transactional_id: &str,
     timeout_ms: i32,
     producer: Producer,
-) -> Result<Producer, i16> {
+) -> Result<Producer, ErrorCode> {
     let request =
         TxnRequest::Init { transactional_id: transactional_id.to_string(), timeout_ms, producer };
     match call(ctx, transactional_id, request).await {
         Some(TxnResponse::Init(result)) => result.map_err(|code| fenced(code, ctx.version, 4)),
-        _ => Err(errors::COORDINATOR_NOT_AVAILABLE),
+        _ => Err(ErrorCode::CoordinatorNotAvailable),
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Plan {
-    Refuse(i16),
+    Refuse(ErrorCode),
     /// To the transaction coordinator.
     Transactional,
     Bump {
-        producer_id: i64,
-        producer_epoch: i16,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
     },
     Allocate,
 }
 
 /// What to answer, from the request alone.
-fn plan(transactional_id: Option<&str>, producer_id: i64, producer_epoch: i16) -> Plan {
+fn plan(transactional_id: Option<&str>, producer: Producer) -> Plan {
     match transactional_id {
-        Some("") => return Plan::Refuse(errors::INVALID_REQUEST),
+        Some("") => return Plan::Refuse(ErrorCode::InvalidRequest),
         // The transaction log keeps ids in int16-length strings.
         Some(id) if id.len() > SHORT_STRING_BYTES_MAX => {
-            return Plan::Refuse(errors::INVALID_REQUEST)
+            return Plan::Refuse(ErrorCode::InvalidRequest)
         }
         Some(_) => return Plan::Transactional,
         None => {}
     }
-    match (producer_id, producer_epoch) {
-        (NO_PRODUCER_ID, NO_PRODUCER_EPOCH) => Plan::Allocate,
-        (id, epoch) if id < 0 || epoch < 0 => Plan::Refuse(errors::INVALID_REQUEST),
+    match (producer.producer_id, producer.producer_epoch) {
+        (ProducerId::NONE, ProducerEpoch::NONE) => Plan::Allocate,
+        (id, epoch) if !id.is_valid() || epoch < ProducerEpoch::FIRST => {
+            Plan::Refuse(ErrorCode::InvalidRequest)
+        }
         // Kafka keeps i16::MAX out of use and starts over with a new id before reaching it.
-        (_, epoch) if epoch >= i16::MAX - 1 => Plan::Allocate,
-        (id, epoch) => Plan::Bump { producer_id: id, producer_epoch: epoch + 1 },
+        (_, epoch) if epoch.is_exhausted() => Plan::Allocate,
+        (id, epoch) => Plan::Bump { producer_id: id, producer_epoch: epoch.bumped() },
     }
 }
 
@@ -113,29 +117,41 @@ fn plan(transactional_id: Option<&str>, producer_id: i64, producer_epoch: i16) -
 mod tests {
     use super::*;
 
+    fn plan_of(transactional_id: Option<&str>, producer_id: i64, producer_epoch: i16) -> Plan {
+        let producer = Producer {
+            producer_id: ProducerId(producer_id),
+            producer_epoch: ProducerEpoch(producer_epoch),
+        };
+        plan(transactional_id, producer)
+    }
+
+    fn bump(producer_id: i64, producer_epoch: i16) -> Plan {
+        Plan::Bump {
+            producer_id: ProducerId(producer_id),
+            producer_epoch: ProducerEpoch(producer_epoch),
+        }
+    }
+
     #[test]
     fn every_request_shape_gets_kafkas_answer() {
-        assert_eq!(plan(None, -1, -1), Plan::Allocate);
-        assert_eq!(plan(None, 7, 0), Plan::Bump { producer_id: 7, producer_epoch: 1 });
-        assert_eq!(plan(None, 7, 41), Plan::Bump { producer_id: 7, producer_epoch: 42 });
-        assert_eq!(
-            plan(None, 7, i16::MAX - 2),
-            Plan::Bump { producer_id: 7, producer_epoch: i16::MAX - 1 }
-        );
-        assert_eq!(plan(None, 7, i16::MAX - 1), Plan::Allocate);
-        assert_eq!(plan(None, 7, i16::MAX), Plan::Allocate);
+        assert_eq!(plan_of(None, -1, -1), Plan::Allocate);
+        assert_eq!(plan_of(None, 7, 0), bump(7, 1));
+        assert_eq!(plan_of(None, 7, 41), bump(7, 42));
+        assert_eq!(plan_of(None, 7, i16::MAX - 2), bump(7, i16::MAX - 1));
+        assert_eq!(plan_of(None, 7, i16::MAX - 1), Plan::Allocate);
+        assert_eq!(plan_of(None, 7, i16::MAX), Plan::Allocate);
         for (id, epoch) in [(-1, 0), (5, -1), (-2, -1), (-1, -2), (3, -7)] {
             assert_eq!(
-                plan(None, id, epoch),
-                Plan::Refuse(errors::INVALID_REQUEST),
+                plan_of(None, id, epoch),
+                Plan::Refuse(ErrorCode::InvalidRequest),
                 "{id} {epoch}"
             );
         }
-        assert_eq!(plan(Some(""), -1, -1), Plan::Refuse(errors::INVALID_REQUEST));
+        assert_eq!(plan_of(Some(""), -1, -1), Plan::Refuse(ErrorCode::InvalidRequest));
         let long = "t".repeat(SHORT_STRING_BYTES_MAX + 1);
-        assert_eq!(plan(Some(&long), -1, -1), Plan::Refuse(errors::INVALID_REQUEST));
-        assert_eq!(plan(Some(&long[1..]), -1, -1), Plan::Transactional);
-        assert_eq!(plan(Some("txn-1"), -1, -1), Plan::Transactional);
-        assert_eq!(plan(Some("txn-1"), 7, 0), Plan::Transactional);
+        assert_eq!(plan_of(Some(&long), -1, -1), Plan::Refuse(ErrorCode::InvalidRequest));
+        assert_eq!(plan_of(Some(&long[1..]), -1, -1), Plan::Transactional);
+        assert_eq!(plan_of(Some("txn-1"), -1, -1), Plan::Transactional);
+        assert_eq!(plan_of(Some("txn-1"), 7, 0), Plan::Transactional);
     }
 }

@@ -11,7 +11,7 @@ use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::records::STRING_LENGTH_MAX;
 use crate::group::state::{self, Protocol};
-use crate::protocol::errors;
+use crate::model::ErrorCode;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: JoinGroupRequest = match ctx.decode(body) {
@@ -28,9 +28,9 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let answer = if let Err(code) = check_group_id(&group_id, false) {
         state::JoinResponse::error(&member_id, code)
     } else if session < limits.session_timeout_ms_min || session > limits.session_timeout_ms_max {
-        state::JoinResponse::error(&member_id, errors::INVALID_SESSION_TIMEOUT)
+        state::JoinResponse::error(&member_id, ErrorCode::InvalidSessionTimeout)
     } else if too_long {
-        state::JoinResponse::error(&member_id, errors::INVALID_REQUEST)
+        state::JoinResponse::error(&member_id, ErrorCode::InvalidRequest)
     } else {
         let join = state::JoinRequest {
             group_id: group_id.clone(),
@@ -55,11 +55,11 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         };
         match call(ctx, &group_id, GroupRequest::Join(join)).await {
             Some(GroupResponse::Join(answer)) => answer,
-            _ => state::JoinResponse::error(&member_id, errors::COORDINATOR_NOT_AVAILABLE),
+            _ => state::JoinResponse::error(&member_id, ErrorCode::CoordinatorNotAvailable),
         }
     };
     let mut response = JoinGroupResponse::default();
-    response.error_code = answer.error_code;
+    response.error_code = answer.error_code.code();
     response.generation_id = answer.generation_id;
     if ctx.version >= 7 {
         response.protocol_type = answer.protocol_type.as_deref().map(str_bytes);

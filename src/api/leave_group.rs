@@ -9,7 +9,7 @@ use super::group_common::{call, check_group_id};
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::state::{self, LeaveMember};
-use crate::protocol::errors;
+use crate::model::ErrorCode;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: LeaveGroupRequest = match ctx.decode(body) {
@@ -36,7 +36,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             match call(ctx, &group_id, leave).await {
                 Some(GroupResponse::Leave(answer)) => answer,
                 _ => state::LeaveResponse {
-                    error_code: errors::COORDINATOR_NOT_AVAILABLE,
+                    error_code: ErrorCode::CoordinatorNotAvailable,
                     members: Vec::new(),
                 },
             }
@@ -45,11 +45,12 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let mut response = LeaveGroupResponse::default();
     if ctx.version < 3 {
         // One member, no member list: its error is the response's (as Kafka answers v0-v2).
-        let member_error = answer.members.first().map_or(errors::NONE, |(_, code)| *code);
-        response.error_code =
-            if answer.error_code != errors::NONE { answer.error_code } else { member_error };
+        let member_error = answer.members.first().map_or(ErrorCode::None, |(_, code)| *code);
+        let code =
+            if answer.error_code != ErrorCode::None { answer.error_code } else { member_error };
+        response.error_code = code.code();
     } else {
-        response.error_code = answer.error_code;
+        response.error_code = answer.error_code.code();
         response.members = answer
             .members
             .into_iter()
@@ -57,7 +58,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 let mut member = MemberResponse::default();
                 member.member_id = str_bytes(&who.member_id);
                 member.group_instance_id = who.group_instance_id.as_deref().map(str_bytes);
-                member.error_code = code;
+                member.error_code = code.code();
                 member
             })
             .collect();

@@ -12,9 +12,8 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{Context, Outcome};
-use crate::model::{Isolation, ShardId, TopicPartition};
+use crate::model::{ErrorCode, Isolation, ShardId, TopicPartition};
 use crate::partition::{PartitionRequest, PartitionResponse};
-use crate::protocol::errors;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: ListOffsetsRequest = match ctx.decode(body) {
@@ -41,7 +40,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                     slot_of.insert(tp.clone(), (topic_index, partition_index));
                     by_shard.entry(shard.owner(&tp)).or_default().push((tp, partition.timestamp));
                 }
-                _ => p.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
+                _ => p.error_code = ErrorCode::UnknownTopicOrPartition.code(),
             }
             topic_response.partitions.push(p);
         }
@@ -57,8 +56,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         for result in results {
             let Some(&(t, p)) = slot_of.get(&result.tp) else { continue };
             let slot = &mut response.topics[t].partitions[p];
-            slot.error_code = result.error_code;
-            slot.offset = result.offset;
+            slot.error_code = result.error_code.code();
+            slot.offset = result.offset.0;
             slot.timestamp = result.timestamp;
         }
     }

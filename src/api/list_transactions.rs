@@ -4,11 +4,11 @@
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    list_transactions_response, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
-    TransactionalId,
+    list_transactions_response, ListTransactionsRequest, ListTransactionsResponse, TransactionalId,
 };
 
 use super::{str_bytes, Context, Outcome};
+use crate::model::ProducerId;
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -28,14 +28,17 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         for meta in metas {
             let by_state = states.is_empty() || states.iter().any(|s| s == meta.state.name());
             let by_producer = request.producer_id_filters.is_empty()
-                || request.producer_id_filters.iter().any(|p| p.0 == meta.producer_id);
+                || request
+                    .producer_id_filters
+                    .iter()
+                    .any(|p| ProducerId::from(*p) == meta.producer_id);
             // v1: only transactions running longer than the duration filter.
             let by_duration = request.duration_filter < 0
                 || (meta.start_ms >= 0 && now - meta.start_ms >= request.duration_filter);
             if by_state && by_producer && by_duration {
                 let mut state = list_transactions_response::TransactionState::default();
                 state.transactional_id = TransactionalId(str_bytes(&meta.transactional_id));
-                state.producer_id = ProducerId(meta.producer_id);
+                state.producer_id = meta.producer_id.into();
                 state.transaction_state = str_bytes(meta.state.name());
                 response.transaction_states.push(state);
             }

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 
 use super::{str_bytes, Context, Outcome};
 use crate::model::topic::validate_topic_name;
-use crate::protocol::errors;
+use crate::model::ErrorCode;
 use crate::shard::catalog::TopicMeta;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -46,7 +46,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                             Some(name) => name.to_string(),
                             None => {
                                 let mut entry = MetadataResponseTopic::default();
-                                entry.error_code = errors::UNKNOWN_TOPIC_ID;
+                                entry.error_code = ErrorCode::UnknownTopicId.code();
                                 entry.topic_id = requested.topic_id;
                                 response.topics.push(entry);
                                 continue;
@@ -75,21 +75,21 @@ async fn resolve(
     let mut entry = MetadataResponseTopic::default();
     entry.name = Some(TopicName(str_bytes(name)));
     if validate_topic_name(name).is_err() {
-        entry.error_code = errors::INVALID_TOPIC_EXCEPTION;
+        entry.error_code = ErrorCode::InvalidTopicException.code();
         return entry;
     }
     if !auto_create {
-        entry.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+        entry.error_code = ErrorCode::UnknownTopicOrPartition.code();
         return entry;
     }
     match ctx.controller().ensure_topic(name).await {
         Ok(Some(meta)) => topic_entry(&meta, node_id),
         Ok(None) => {
-            entry.error_code = errors::LEADER_NOT_AVAILABLE;
+            entry.error_code = ErrorCode::LeaderNotAvailable.code();
             entry
         }
         Err(e) => {
-            entry.error_code = e.code;
+            entry.error_code = e.code.code();
             entry
         }
     }

@@ -12,7 +12,7 @@ use super::group_common::{call, check_group_id};
 use super::{Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::state::{self, CommitPartition};
-use crate::protocol::errors;
+use crate::model::{ErrorCode, Offset};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: OffsetCommitRequest = match ctx.decode(body) {
@@ -21,7 +21,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     };
     let group_id = request.group_id.0.to_string();
     // Partitions of unknown topics are answered here and never reach the coordinator.
-    let mut codes: Vec<Vec<i16>> = Vec::with_capacity(request.topics.len());
+    let mut codes: Vec<Vec<ErrorCode>> = Vec::with_capacity(request.topics.len());
     let mut partitions = Vec::new();
     {
         let catalog = ctx.shard().catalog.borrow();
@@ -30,14 +30,14 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             let mut topic_codes = Vec::with_capacity(topic.partitions.len());
             for p in &topic.partitions {
                 if p.partition_index < 0 || p.partition_index >= count {
-                    topic_codes.push(errors::UNKNOWN_TOPIC_OR_PARTITION);
+                    topic_codes.push(ErrorCode::UnknownTopicOrPartition);
                     continue;
                 }
-                topic_codes.push(errors::NONE);
+                topic_codes.push(ErrorCode::None);
                 partitions.push(CommitPartition {
                     topic: topic.name.0.to_string(),
                     partition: p.partition_index,
-                    offset: p.committed_offset,
+                    offset: Offset(p.committed_offset),
                     leader_epoch: if ctx.version >= 6 { p.committed_leader_epoch } else { -1 },
                     metadata: p.committed_metadata.as_ref().map(|s| s.to_string()),
                 });
@@ -45,29 +45,30 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             codes.push(topic_codes);
         }
     }
-    let outcome: Result<Vec<i16>, i16> = if let Err(code) = check_group_id(&group_id, true) {
-        Err(code)
-    } else if partitions.is_empty() {
-        Ok(Vec::new())
-    } else {
-        let commit = state::CommitRequest {
-            group_id: group_id.clone(),
-            generation_id: request.generation_id_or_member_epoch,
-            member_id: request.member_id.to_string(),
-            group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
-            retention_time_ms: if (2..=4).contains(&ctx.version) {
-                request.retention_time_ms
-            } else {
-                -1
-            },
-            api_version: ctx.version,
-            partitions,
+    let outcome: Result<Vec<ErrorCode>, ErrorCode> =
+        if let Err(code) = check_group_id(&group_id, true) {
+            Err(code)
+        } else if partitions.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let commit = state::CommitRequest {
+                group_id: group_id.clone(),
+                generation_id: request.generation_id_or_member_epoch,
+                member_id: request.member_id.to_string(),
+                group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
+                retention_time_ms: if (2..=4).contains(&ctx.version) {
+                    request.retention_time_ms
+                } else {
+                    -1
+                },
+                api_version: ctx.version,
+                partitions,
+            };
+            match call(ctx, &group_id, GroupRequest::Commit(commit)).await {
+                Some(GroupResponse::Commit(outcome)) => outcome,
+                _ => Err(ErrorCode::CoordinatorNotAvailable),
+            }
         };
-        match call(ctx, &group_id, GroupRequest::Commit(commit)).await {
-            Some(GroupResponse::Commit(outcome)) => outcome,
-            _ => Err(errors::COORDINATOR_NOT_AVAILABLE),
-        }
-    };
     let mut accepted = match &outcome {
         Ok(codes) => codes.clone().into_iter(),
         Err(_) => Vec::new().into_iter(),
@@ -79,14 +80,15 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         for (p, code) in topic.partitions.iter().zip(topic_codes) {
             let mut partition = OffsetCommitResponsePartition::default();
             partition.partition_index = p.partition_index;
-            partition.error_code = if code != errors::NONE {
+            let code = if code != ErrorCode::None {
                 code
             } else {
                 match &outcome {
                     Err(whole) => *whole,
-                    Ok(_) => accepted.next().unwrap_or(errors::UNKNOWN_SERVER_ERROR),
+                    Ok(_) => accepted.next().unwrap_or(ErrorCode::UnknownServerError),
                 }
             };
+            partition.error_code = code.code();
             entry.partitions.push(partition);
         }
         response.topics.push(entry);

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse, TopicN
 use super::group_common::{call, check_group_id};
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
-use crate::protocol::errors;
+use crate::model::ErrorCode;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: OffsetDeleteRequest = match ctx.decode(body) {
@@ -29,13 +29,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             let delete = GroupRequest::DeleteOffsets { group_id: group_id.clone(), topics };
             match call(ctx, &group_id, delete).await {
                 Some(GroupResponse::DeleteOffsets(outcome)) => outcome,
-                _ => Err(errors::COORDINATOR_NOT_AVAILABLE),
+                _ => Err(ErrorCode::CoordinatorNotAvailable),
             }
         }
     };
     let mut response = OffsetDeleteResponse::default();
     match outcome {
-        Err(code) => response.error_code = code,
+        Err(code) => response.error_code = code.code(),
         Ok(topics) => {
             for (name, partitions) in topics {
                 let mut topic = OffsetDeleteResponseTopic::default();
@@ -43,7 +43,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 for (index, code) in partitions {
                     let mut partition = OffsetDeleteResponsePartition::default();
                     partition.partition_index = index;
-                    partition.error_code = code;
+                    partition.error_code = code.code();
                     topic.partitions.push(partition);
                 }
                 response.topics.push(topic);

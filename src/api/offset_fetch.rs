@@ -14,8 +14,7 @@ use super::group_common::check_group_id;
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::state::FetchedOffset;
-use crate::model::ShardId;
-use crate::protocol::errors;
+use crate::model::{ErrorCode, ShardId};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: OffsetFetchRequest = match ctx.decode(body) {
@@ -45,7 +44,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     };
     // One message per owning shard, with every group it owns.
     let mut by_shard: BTreeMap<ShardId, Vec<(String, Wanted)>> = BTreeMap::new();
-    let mut found: BTreeMap<String, Result<Vec<FetchedOffset>, i16>> = BTreeMap::new();
+    let mut found: BTreeMap<String, Result<Vec<FetchedOffset>, ErrorCode>> = BTreeMap::new();
     for (group_id, wanted) in &asked {
         match check_group_id(group_id, true) {
             Err(code) => {
@@ -71,7 +70,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             }
             _ => {
                 for group_id in ids {
-                    found.insert(group_id, Err(errors::COORDINATOR_NOT_AVAILABLE));
+                    found.insert(group_id, Err(ErrorCode::CoordinatorNotAvailable));
                 }
             }
         }
@@ -79,11 +78,11 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let mut response = OffsetFetchResponse::default();
     if ctx.version < 8 {
         let (group_id, _) = &asked[0];
-        let result = found.remove(group_id).unwrap_or(Err(errors::COORDINATOR_NOT_AVAILABLE));
+        let result = found.remove(group_id).unwrap_or(Err(ErrorCode::CoordinatorNotAvailable));
         match result {
             Err(code) => {
                 if ctx.version >= 2 {
-                    response.error_code = code;
+                    response.error_code = code.code();
                 }
             }
             Ok(offsets) => {
@@ -97,7 +96,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                             .map(|o| {
                                 let mut p = OffsetFetchResponsePartition::default();
                                 p.partition_index = o.partition;
-                                p.committed_offset = o.offset;
+                                p.committed_offset = o.offset.0;
                                 if ctx.version >= 5 {
                                     p.committed_leader_epoch = o.leader_epoch;
                                 }
@@ -114,8 +113,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         for (group_id, _) in &asked {
             let mut group = OffsetFetchResponseGroup::default();
             group.group_id = GroupId(str_bytes(group_id));
-            match found.get(group_id).cloned().unwrap_or(Err(errors::COORDINATOR_NOT_AVAILABLE)) {
-                Err(code) => group.error_code = code,
+            match found.get(group_id).cloned().unwrap_or(Err(ErrorCode::CoordinatorNotAvailable)) {
+                Err(code) => group.error_code = code.code(),
                 Ok(offsets) => {
                     group.topics = by_topic(offsets)
                         .into_iter()
@@ -127,7 +126,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                                 .map(|o| {
                                     let mut p = OffsetFetchResponsePartitions::default();
                                     p.partition_index = o.partition;
-                                    p.committed_offset = o.offset;
+                                    p.committed_offset = o.offset.0;
                                     p.committed_leader_epoch = o.leader_epoch;
                                     p.metadata = Some(str_bytes(&o.metadata));
                                     p

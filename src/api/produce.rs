@@ -16,8 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{Admitted, Context, Outcome};
 use crate::model::batch::{self, BatchError};
-use crate::model::{ShardId, TopicPartition};
-use crate::protocol::errors;
+use crate::model::{ErrorCode, ShardId, TopicPartition};
 
 pub async fn admit(ctx: Context, body: Bytes) -> Admitted {
     let request: ProduceRequest = match ctx.decode(body) {
@@ -51,25 +50,25 @@ pub async fn admit(ctx: Context, body: Bytes) -> Admitted {
             response.log_append_time_ms = -1;
             response.log_start_offset = -1;
             let code = if !acks_valid(acks) {
-                errors::INVALID_REQUIRED_ACKS
+                ErrorCode::InvalidRequiredAcks
             } else {
                 match &meta {
-                    None => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    None => ErrorCode::UnknownTopicOrPartition,
                     Some(m) if data.index < 0 || data.index >= m.partitions => {
-                        errors::UNKNOWN_TOPIC_OR_PARTITION
+                        ErrorCode::UnknownTopicOrPartition
                     }
                     Some(m) => match split(data.records, m.config.max_message_bytes as usize) {
                         Ok(batches) => {
                             let tp = TopicPartition::new(m.name.clone(), data.index);
                             slot_of.insert(tp.clone(), (topic_index, partition_index));
                             by_shard.entry(shard.owner(&tp)).or_default().push((tp, batches));
-                            errors::NONE
+                            ErrorCode::None
                         }
                         Err(code) => code,
                     },
                 }
             };
-            response.error_code = code;
+            response.error_code = code.code();
             topic_response.partition_responses.push(response);
         }
         topics.push(topic_response);
@@ -85,13 +84,13 @@ pub async fn admit(ctx: Context, body: Bytes) -> Admitted {
                     continue;
                 };
                 let slot = &mut topics[topic_index].partition_responses[partition_index];
-                slot.error_code = result.error_code;
+                slot.error_code = result.error_code.code();
                 if ctx.version >= 8 {
                     slot.error_message = result.error_message.map(StrBytes::from_string);
                 }
-                slot.base_offset = result.base_offset;
+                slot.base_offset = result.base_offset.0;
                 slot.log_append_time_ms = result.log_append_time;
-                slot.log_start_offset = result.log_start_offset;
+                slot.log_start_offset = result.log_start_offset.0;
             }
         }
         if acks == 0 {
@@ -108,9 +107,9 @@ fn acks_valid(acks: i16) -> bool {
 }
 
 /// Splits a partition's records into validated batches; the error is the Kafka code.
-fn split(records: Option<Bytes>, size_bytes_max: usize) -> Result<Vec<Bytes>, i16> {
+fn split(records: Option<Bytes>, size_bytes_max: usize) -> Result<Vec<Bytes>, ErrorCode> {
     let Some(records) = records else {
-        return Err(errors::INVALID_RECORD);
+        return Err(ErrorCode::InvalidRecord);
     };
     match batch::split_batches(&records, size_bytes_max) {
         Ok(ends) => {
@@ -124,13 +123,13 @@ fn split(records: Option<Bytes>, size_bytes_max: usize) -> Result<Vec<Bytes>, i1
                 })
                 .collect())
         }
-        Err(BatchError::TooLarge) => Err(errors::MESSAGE_TOO_LARGE),
+        Err(BatchError::TooLarge) => Err(ErrorCode::MessageTooLarge),
         // As Kafka's ProduceRequest validation: an old magic in a v3+ request, or a batch that
         // claims more bytes than were sent, is an invalid record; a bad CRC or a length too
         // short for a header is a corrupt message.
         Err(BatchError::UnsupportedMagic) | Err(BatchError::Truncated) => {
-            Err(errors::INVALID_RECORD)
+            Err(ErrorCode::InvalidRecord)
         }
-        Err(BatchError::CorruptCrc) | Err(BatchError::Malformed) => Err(errors::CORRUPT_MESSAGE),
+        Err(BatchError::CorruptCrc) | Err(BatchError::Malformed) => Err(ErrorCode::CorruptMessage),
     }
 }

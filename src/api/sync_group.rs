@@ -9,7 +9,7 @@ use super::group_common::{call, check_group_id};
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::state;
-use crate::protocol::errors;
+use crate::model::ErrorCode;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: SyncGroupRequest = match ctx.decode(body) {
@@ -22,7 +22,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let answer = if let Err(code) = check_group_id(&group_id, false) {
         state::SyncResponse::error(code)
     } else if missing_protocol {
-        state::SyncResponse::error(errors::INCONSISTENT_GROUP_PROTOCOL)
+        state::SyncResponse::error(ErrorCode::InconsistentGroupProtocol)
     } else {
         let sync = state::SyncRequest {
             group_id: group_id.clone(),
@@ -39,11 +39,11 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         };
         match call(ctx, &group_id, GroupRequest::Sync(sync)).await {
             Some(GroupResponse::Sync(answer)) => answer,
-            _ => state::SyncResponse::error(errors::COORDINATOR_NOT_AVAILABLE),
+            _ => state::SyncResponse::error(ErrorCode::CoordinatorNotAvailable),
         }
     };
     let mut response = SyncGroupResponse::default();
-    response.error_code = answer.error_code;
+    response.error_code = answer.error_code.code();
     if ctx.version >= 5 {
         response.protocol_type = answer.protocol_type.as_deref().map(str_bytes);
         response.protocol_name = answer.protocol_name.as_deref().map(str_bytes);

@@ -8,7 +8,7 @@
 //! introduced it, as Kafka answers.
 
 use super::Context;
-use crate::protocol::errors;
+use crate::model::ErrorCode;
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 
 /// Sends `request` to the coordinator of the shard that owns `transactional_id`.
@@ -23,9 +23,9 @@ pub(super) async fn call(
 
 /// PRODUCER_FENCED is new in the request version `since`; older ones get
 /// INVALID_PRODUCER_EPOCH, as Kafka answers them.
-pub(super) fn fenced(code: i16, version: i16, since: i16) -> i16 {
-    if code == errors::PRODUCER_FENCED && version < since {
-        errors::INVALID_PRODUCER_EPOCH
+pub(super) fn fenced(code: ErrorCode, version: i16, since: i16) -> ErrorCode {
+    if code == ErrorCode::ProducerFenced && version < since {
+        ErrorCode::InvalidProducerEpoch
     } else {
         code
     }
@@ -37,9 +37,9 @@ mod tests {
 
     #[test]
     fn producer_fenced_is_only_sent_to_versions_that_know_it() {
-        assert_eq!(fenced(errors::PRODUCER_FENCED, 1, 2), errors::INVALID_PRODUCER_EPOCH);
-        assert_eq!(fenced(errors::PRODUCER_FENCED, 2, 2), errors::PRODUCER_FENCED);
-        assert_eq!(fenced(errors::PRODUCER_FENCED, 3, 4), errors::INVALID_PRODUCER_EPOCH);
-        assert_eq!(fenced(errors::NONE, 0, 2), errors::NONE);
+        assert_eq!(fenced(ErrorCode::ProducerFenced, 1, 2), ErrorCode::InvalidProducerEpoch);
+        assert_eq!(fenced(ErrorCode::ProducerFenced, 2, 2), ErrorCode::ProducerFenced);
+        assert_eq!(fenced(ErrorCode::ProducerFenced, 3, 4), ErrorCode::InvalidProducerEpoch);
+        assert_eq!(fenced(ErrorCode::None, 0, 2), ErrorCode::None);
     }
 }

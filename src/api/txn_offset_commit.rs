@@ -9,7 +9,7 @@ use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
 use super::txn_common::{call, fenced};
 use super::{Context, Outcome};
-use crate::protocol::errors;
+use crate::model::{ErrorCode, Offset, ProducerEpoch};
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 use crate::txn::state::{Producer, TxnOffset};
 
@@ -18,8 +18,10 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Ok(r) => r,
         Err(close) => return close,
     };
-    let producer =
-        Producer { producer_id: request.producer_id.0, producer_epoch: request.producer_epoch };
+    let producer = Producer {
+        producer_id: request.producer_id.into(),
+        producer_epoch: ProducerEpoch(request.producer_epoch),
+    };
     let metadata_max = ctx.groups().config().offset_metadata_bytes_max;
     let mut codes = Vec::new();
     let mut offsets = Vec::new();
@@ -27,12 +29,12 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         for p in &topic.partitions {
             let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
             if metadata.len() > metadata_max {
-                codes.push(errors::OFFSET_METADATA_TOO_LARGE);
+                codes.push(ErrorCode::OffsetMetadataTooLarge);
                 continue;
             }
-            codes.push(errors::NONE);
+            codes.push(ErrorCode::None);
             let offset = TxnOffset {
-                offset: p.committed_offset,
+                offset: Offset(p.committed_offset),
                 leader_epoch: p.committed_leader_epoch,
                 metadata,
             };
@@ -47,10 +49,10 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     };
     let code = match call(ctx, &request.transactional_id.0, commit).await {
         Some(TxnResponse::Code(code)) => fenced(code, ctx.version, 2),
-        _ => errors::COORDINATOR_NOT_AVAILABLE,
+        _ => ErrorCode::CoordinatorNotAvailable,
     };
-    if code != errors::NONE {
-        codes.iter_mut().filter(|c| **c == errors::NONE).for_each(|c| *c = code);
+    if code != ErrorCode::None {
+        codes.iter_mut().filter(|c| **c == ErrorCode::None).for_each(|c| *c = code);
     }
     let mut response = TxnOffsetCommitResponse::default();
     let mut codes = codes.into_iter();
@@ -60,7 +62,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         for p in &topic.partitions {
             let mut answer = TxnOffsetCommitResponsePartition::default();
             answer.partition_index = p.partition_index;
-            answer.error_code = codes.next().unwrap_or(errors::UNKNOWN_SERVER_ERROR);
+            answer.error_code = codes.next().unwrap_or(ErrorCode::UnknownServerError).code();
             t.partitions.push(answer);
         }
         response.topics.push(t);

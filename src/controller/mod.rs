@@ -16,9 +16,8 @@ use std::rc::Rc;
 
 use crate::constants;
 use crate::model::topic::validate_topic_name;
-use crate::model::ShardId;
+use crate::model::{ErrorCode, ProducerId, ShardId};
 use crate::partition::{PartitionRequest, PartitionResponse, Partitions};
-use crate::protocol::errors;
 use crate::shard::catalog::{self, TopicMeta};
 use crate::shard::internal_log::INTERNAL_TOPICS;
 use crate::shard::mesh::{Mesh, Served, Service};
@@ -53,7 +52,7 @@ pub enum ControllerRequest {
 pub enum ControllerResponse {
     Topic(Result<TopicMeta, TopicError>),
     /// A producer id, or the Kafka error code to answer.
-    ProducerId(Result<i64, i16>),
+    ProducerId(Result<ProducerId, ErrorCode>),
 }
 
 #[derive(Debug, Clone)]
@@ -66,7 +65,7 @@ pub struct CreateTopic {
 
 #[derive(Debug, Clone)]
 pub struct TopicError {
-    pub code: i16,
+    pub code: ErrorCode,
     pub message: String,
 }
 
@@ -136,17 +135,17 @@ impl Controller {
         match self.call(request).await {
             Some(ControllerResponse::Topic(outcome)) => outcome,
             _ => Err(TopicError {
-                code: errors::UNKNOWN_SERVER_ERROR,
+                code: ErrorCode::UnknownServerError,
                 message: "the controller is not available (shutting down)".into(),
             }),
         }
     }
 
     /// A fresh producer id from the controller, or the Kafka error code to answer.
-    pub async fn producer_id(&self) -> Result<i64, i16> {
+    pub async fn producer_id(&self) -> Result<ProducerId, ErrorCode> {
         match self.call(ControllerRequest::AllocateProducerId).await {
             Some(ControllerResponse::ProducerId(outcome)) => outcome,
-            _ => Err(errors::COORDINATOR_NOT_AVAILABLE),
+            _ => Err(ErrorCode::CoordinatorNotAvailable),
         }
     }
 
@@ -166,7 +165,7 @@ impl Controller {
             Some(ControllerResponse::Topic(Ok(_))) => {
                 Ok(self.shard.catalog.borrow().get(name).cloned())
             }
-            Some(ControllerResponse::Topic(Err(e))) if e.code == errors::TOPIC_ALREADY_EXISTS => {
+            Some(ControllerResponse::Topic(Err(e))) if e.code == ErrorCode::TopicAlreadyExists => {
                 Ok(self.shard.catalog.borrow().get(name).cloned())
             }
             Some(ControllerResponse::Topic(Err(e))) => Err(e),
@@ -174,40 +173,40 @@ impl Controller {
         }
     }
 
-    async fn allocate_producer_id(&self) -> Result<i64, i16> {
+    async fn allocate_producer_id(&self) -> Result<ProducerId, ErrorCode> {
         self.producer_ids.allocate(&self.shard.config.data_dir).await.map_err(|e| {
             tracing::error!("producer id allocation failed: {e}");
-            errors::UNKNOWN_SERVER_ERROR
+            ErrorCode::UnknownServerError
         })
     }
 
     async fn create_topic(&self, create: CreateTopic) -> Result<TopicMeta, TopicError> {
-        let fail = |code: i16, message: String| Err(TopicError { code, message });
+        let fail = |code: ErrorCode, message: String| Err(TopicError { code, message });
         if let Err(message) = validate_topic_name(&create.name) {
-            return fail(errors::INVALID_TOPIC_EXCEPTION, message);
+            return fail(ErrorCode::InvalidTopicException, message);
         }
         if create.name.starts_with("__spate") {
-            return fail(errors::INVALID_TOPIC_EXCEPTION, "the __spate prefix is reserved".into());
+            return fail(ErrorCode::InvalidTopicException, "the __spate prefix is reserved".into());
         }
         if INTERNAL_TOPICS.contains(&create.name.as_str()) {
-            return fail(errors::INVALID_TOPIC_EXCEPTION, format!("{} is internal", create.name));
+            return fail(ErrorCode::InvalidTopicException, format!("{} is internal", create.name));
         }
         let config = &self.shard.config;
         let partitions =
             if create.partitions == -1 { config.default_partitions } else { create.partitions };
         if !(1..=constants::PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
             return fail(
-                errors::INVALID_PARTITIONS,
+                ErrorCode::InvalidPartitions,
                 format!("partitions must be between 1 and {}", constants::PARTITIONS_PER_TOPIC_MAX),
             );
         }
         let topic_config = match config.topic_defaults.with_overrides(&create.overrides) {
             Ok(topic_config) => topic_config,
-            Err(message) => return fail(errors::INVALID_CONFIG, message),
+            Err(message) => return fail(ErrorCode::InvalidConfig, message),
         };
         if self.shard.catalog.borrow().get(&create.name).is_some() {
             return fail(
-                errors::TOPIC_ALREADY_EXISTS,
+                ErrorCode::TopicAlreadyExists,
                 format!("topic {} already exists", create.name),
             );
         }
@@ -232,7 +231,7 @@ impl Controller {
         let removed = self.shard.catalog.borrow_mut().remove(&name);
         let Some(meta) = removed else {
             return Err(TopicError {
-                code: errors::UNKNOWN_TOPIC_OR_PARTITION,
+                code: ErrorCode::UnknownTopicOrPartition,
                 message: format!("no topic {name}"),
             });
         };
@@ -254,7 +253,7 @@ impl Controller {
         let mut meta = self.existing_topic(&name)?;
         if count <= meta.partitions {
             return Err(TopicError {
-                code: errors::INVALID_PARTITIONS,
+                code: ErrorCode::InvalidPartitions,
                 message: format!(
                     "topic {name} has {} partitions; the new count must be larger",
                     meta.partitions
@@ -263,14 +262,14 @@ impl Controller {
         }
         if count > constants::PARTITIONS_PER_TOPIC_MAX {
             return Err(TopicError {
-                code: errors::INVALID_PARTITIONS,
+                code: ErrorCode::InvalidPartitions,
                 message: format!("at most {} partitions", constants::PARTITIONS_PER_TOPIC_MAX),
             });
         }
         let added = (count - meta.partitions) as usize;
         if let Some(given) = assignments.filter(|given| *given != added) {
             return Err(TopicError {
-                code: errors::INVALID_REPLICA_ASSIGNMENT,
+                code: ErrorCode::InvalidReplicaAssignment,
                 message: format!(
                     "increasing the number of partitions by {added} but {given} assignments \
                      provided"
@@ -298,7 +297,7 @@ impl Controller {
             .config
             .topic_defaults
             .with_overrides(&overrides)
-            .map_err(|message| TopicError { code: errors::INVALID_CONFIG, message })?;
+            .map_err(|message| TopicError { code: ErrorCode::InvalidConfig, message })?;
         meta.overrides = overrides;
         if validate_only {
             return Ok(meta);
@@ -339,7 +338,7 @@ impl Controller {
             return Ok(());
         };
         self.undo_topic(meta, previous).await;
-        Err(TopicError { code: errors::KAFKA_STORAGE_ERROR, message })
+        Err(TopicError { code: ErrorCode::KafkaStorageError, message })
     }
 
     /// Puts topic `meta.name` back as `previous` (absent: no topic) after a change that some
@@ -371,14 +370,14 @@ impl Controller {
     /// is created, rather than half-created on a full disk.
     fn check_space(&self) -> Result<(), TopicError> {
         self.shard.space.check().map_err(|refusal| TopicError {
-            code: errors::KAFKA_STORAGE_ERROR,
+            code: ErrorCode::KafkaStorageError,
             message: refusal.to_string(),
         })
     }
 
     fn existing_topic(&self, name: &str) -> Result<TopicMeta, TopicError> {
         self.shard.catalog.borrow().get(name).cloned().ok_or_else(|| TopicError {
-            code: errors::UNKNOWN_TOPIC_OR_PARTITION,
+            code: ErrorCode::UnknownTopicOrPartition,
             message: format!("no topic {name}"),
         })
     }
@@ -391,7 +390,7 @@ impl Controller {
         let dir = self.shard.config.data_dir.clone();
         glommio::executor().spawn_blocking(move || catalog::write_file(&dir, text)).await.map_err(
             |e| TopicError {
-                code: errors::UNKNOWN_SERVER_ERROR,
+                code: ErrorCode::UnknownServerError,
                 message: format!("cannot persist the catalog: {e}"),
             },
         )

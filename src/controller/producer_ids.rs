@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::constants::PRODUCER_ID_BLOCK_SIZE;
+use crate::model::ProducerId;
 use crate::shard::catalog::META_DIR;
 
 const PRODUCER_IDS_FILE: &str = "producer_ids";
@@ -48,7 +49,7 @@ impl ProducerIdAllocator {
     }
 
     /// A producer id never handed out before by this data dir.
-    pub async fn allocate(&self, data_dir: &Path) -> Result<i64, String> {
+    pub async fn allocate(&self, data_dir: &Path) -> Result<ProducerId, String> {
         let _permit = self.one_at_a_time.acquire_permit(1).await.map_err(|e| e.to_string())?;
         if self.block_end.get() < 0 {
             let path = file_path(data_dir);
@@ -70,7 +71,7 @@ impl ProducerIdAllocator {
         let id = self.next.get();
         assert!(id < self.block_end.get());
         self.next.set(id + 1);
-        Ok(id)
+        Ok(ProducerId(id))
     }
 }
 
@@ -136,10 +137,10 @@ mod tests {
             .join()
             .expect("join");
         let per_run = (PRODUCER_ID_BLOCK_SIZE + 2) as usize;
-        assert_eq!(ids[0], 0);
-        assert_eq!(ids[per_run - 1], PRODUCER_ID_BLOCK_SIZE + 1);
+        assert_eq!(ids[0], ProducerId(0));
+        assert_eq!(ids[per_run - 1], ProducerId(PRODUCER_ID_BLOCK_SIZE + 1));
         // The second run starts after the two blocks the first one reserved.
-        assert_eq!(ids[per_run], 2 * PRODUCER_ID_BLOCK_SIZE);
+        assert_eq!(ids[per_run], ProducerId(2 * PRODUCER_ID_BLOCK_SIZE));
         let mut sorted = ids.clone();
         sorted.sort_unstable();
         sorted.dedup();

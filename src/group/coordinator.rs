@@ -46,8 +46,7 @@ use crate::group::state::{
     PartitionCodes, Reply, ReplyId, SyncRequest, SyncResponse, TopicPartitions,
 };
 use crate::model::topic::Durability;
-use crate::model::{now_ms, ShardId};
-use crate::protocol::errors;
+use crate::model::{now_ms, ErrorCode, Offset, ProducerId, ShardId};
 use crate::shard::delayed::Key;
 pub use crate::shard::internal_log::OFFSETS_TOPIC;
 use crate::shard::internal_log::{self, Compactor, LogRef};
@@ -87,7 +86,7 @@ pub enum GroupRequest {
     /// the offsets its TxnOffsetCommit requests gave (kept in the transaction log until now).
     TxnEnd {
         group_id: String,
-        producer_id: i64,
+        producer_id: ProducerId,
         commit: bool,
         offsets: Vec<CommitPartition>,
     },
@@ -97,14 +96,14 @@ pub enum GroupRequest {
 pub enum GroupResponse {
     Join(JoinResponse),
     Sync(SyncResponse),
-    Heartbeat(i16),
+    Heartbeat(ErrorCode),
     Leave(LeaveResponse),
-    Commit(Result<Vec<i16>, i16>),
+    Commit(Result<Vec<ErrorCode>, ErrorCode>),
     Fetch(Vec<(String, Vec<FetchedOffset>)>),
     Describe(Vec<DescribedGroup>),
     List(Vec<ListedGroup>),
-    Delete(Vec<(String, i16)>),
-    DeleteOffsets(Result<PartitionCodes, i16>),
+    Delete(Vec<(String, ErrorCode)>),
+    DeleteOffsets(Result<PartitionCodes, ErrorCode>),
     Done,
 }
 
@@ -141,7 +140,7 @@ pub struct Coordinator {
 struct Outbox {
     records: Vec<Record>,
     /// Told the base offset of the append that carried their records.
-    acks: Vec<oneshot::Sender<i64>>,
+    acks: Vec<oneshot::Sender<Option<Offset>>>,
     flushing: bool,
 }
 
@@ -267,7 +266,7 @@ impl Coordinator {
                     Ok(Reply::Join(response)) => GroupResponse::Join(response),
                     _ => GroupResponse::Join(JoinResponse::error(
                         &member_id,
-                        errors::COORDINATOR_NOT_AVAILABLE,
+                        ErrorCode::CoordinatorNotAvailable,
                     )),
                 }
             }
@@ -278,7 +277,7 @@ impl Coordinator {
                 match answer.await {
                     Ok(Reply::Sync(response)) => GroupResponse::Sync(response),
                     _ => {
-                        GroupResponse::Sync(SyncResponse::error(errors::COORDINATOR_NOT_AVAILABLE))
+                        GroupResponse::Sync(SyncResponse::error(ErrorCode::CoordinatorNotAvailable))
                     }
                 }
             }
@@ -297,12 +296,12 @@ impl Coordinator {
                 // answers a storage failure with NOT_COORDINATOR, which clients retry after
                 // looking the coordinator up again.
                 if self.home.space.check().is_err() {
-                    return GroupResponse::Commit(Err(errors::NOT_COORDINATOR));
+                    return GroupResponse::Commit(Err(ErrorCode::NotCoordinator));
                 }
                 let result = self.state.borrow_mut().commit_offsets(now, req);
                 if let Some(written) = self.dispatch(true) {
                     if written.await.is_err() {
-                        return GroupResponse::Commit(Err(errors::COORDINATOR_NOT_AVAILABLE));
+                        return GroupResponse::Commit(Err(ErrorCode::CoordinatorNotAvailable));
                     }
                 }
                 GroupResponse::Commit(result)
@@ -314,7 +313,7 @@ impl Coordinator {
                         let _ = written.await;
                     }
                 }
-                tracing::debug!(group = %group_id, producer_id, commit, "transaction ended");
+                tracing::debug!(group = %group_id, %producer_id, commit, "transaction ended");
                 GroupResponse::Done
             }
             GroupRequest::Fetch { groups } => {
@@ -339,7 +338,7 @@ impl Coordinator {
             }
             GroupRequest::List { states } => GroupResponse::List(self.state.borrow().list(&states)),
             GroupRequest::Delete { groups } => {
-                let results: Vec<(String, i16)> = {
+                let results: Vec<(String, ErrorCode)> = {
                     let mut state = self.state.borrow_mut();
                     groups
                         .into_iter()
@@ -374,7 +373,7 @@ impl Coordinator {
 
     /// Delivers the state machine's answers and queues its records. With `ack`, returns a
     /// receiver that fires once those records are in the log (None: nothing to write).
-    fn dispatch(self: &Rc<Self>, ack: bool) -> Option<oneshot::Receiver<i64>> {
+    fn dispatch(self: &Rc<Self>, ack: bool) -> Option<oneshot::Receiver<Option<Offset>>> {
         let (replies, records, next_deadline) = {
             let mut state = self.state.borrow_mut();
             (state.take_replies(), state.take_records(), state.next_deadline())
@@ -393,7 +392,7 @@ impl Coordinator {
     }
 
     /// A receiver that fires when everything queued so far is written (None: nothing queued).
-    fn barrier(&self) -> Option<oneshot::Receiver<i64>> {
+    fn barrier(&self) -> Option<oneshot::Receiver<Option<Offset>>> {
         let mut out = self.outbox.borrow_mut();
         if !out.flushing {
             return None;
@@ -405,7 +404,11 @@ impl Coordinator {
 
     // ----- persistence -----------------------------------------------------------------------
 
-    fn persist(self: &Rc<Self>, records: Vec<Record>, ack: bool) -> Option<oneshot::Receiver<i64>> {
+    fn persist(
+        self: &Rc<Self>,
+        records: Vec<Record>,
+        ack: bool,
+    ) -> Option<oneshot::Receiver<Option<Offset>>> {
         if records.is_empty() {
             return None;
         }
@@ -437,7 +440,7 @@ impl Coordinator {
                     out.flushing = false;
                     // Barrier waiters queued with nothing to write: everything is written.
                     for ack in out.acks.drain(..) {
-                        let _ = ack.send(-1);
+                        let _ = ack.send(None);
                     }
                     return;
                 }
@@ -454,7 +457,7 @@ impl Coordinator {
             match log::append(&log, batches).await {
                 Ok(info) => {
                     for ack in acks {
-                        let _ = ack.send(info.base_offset);
+                        let _ = ack.send(Some(info.base_offset));
                     }
                 }
                 Err(e) => tracing::warn!(shard = self.shard.0, "offsets append failed: {e}"),
@@ -498,7 +501,7 @@ impl Coordinator {
         let written =
             if snapshot.is_empty() { self.barrier() } else { self.persist(snapshot, true) };
         let base = match written {
-            Some(rx) => rx.await.ok().filter(|base| *base >= 0),
+            Some(rx) => rx.await.ok().flatten(),
             None => None,
         };
         self.compactor.finish(&log, self.shard, base, run);

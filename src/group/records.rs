@@ -29,6 +29,8 @@
 
 use bytes::Bytes;
 
+use crate::model::Offset;
+
 const OFFSET_KEY_VERSION: i16 = 1;
 const GROUP_KEY_VERSION: i16 = 2;
 const OFFSET_VALUE_VERSION: i16 = 3;
@@ -41,7 +43,7 @@ pub const STRING_LENGTH_MAX: usize = crate::model::records::SHORT_STRING_BYTES_M
 /// A committed offset as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetValue {
-    pub offset: i64,
+    pub offset: Offset,
     pub leader_epoch: i32,
     pub metadata: String,
     pub commit_timestamp: i64,
@@ -138,14 +140,14 @@ fn encode_offset(v: &OffsetValue) -> Vec<u8> {
     match v.expire_timestamp {
         None => {
             out.extend(OFFSET_VALUE_VERSION.to_be_bytes());
-            out.extend(v.offset.to_be_bytes());
+            out.extend(v.offset.0.to_be_bytes());
             out.extend(v.leader_epoch.to_be_bytes());
             put_string(&mut out, &v.metadata);
             out.extend(v.commit_timestamp.to_be_bytes());
         }
         Some(expire) => {
             out.extend(OFFSET_VALUE_VERSION_EXPIRING.to_be_bytes());
-            out.extend(v.offset.to_be_bytes());
+            out.extend(v.offset.0.to_be_bytes());
             put_string(&mut out, &v.metadata);
             out.extend(v.commit_timestamp.to_be_bytes());
             out.extend(expire.to_be_bytes());
@@ -160,7 +162,7 @@ fn decode_offset(bytes: &[u8]) -> Result<OffsetValue, DecodeError> {
     if !(0..=3).contains(&version) {
         return Err(DecodeError::UnknownVersion(version));
     }
-    let offset = r.i64()?;
+    let offset = Offset(r.i64()?);
     let leader_epoch = if version >= 3 { r.i32()? } else { -1 };
     let metadata = r.string()?;
     let commit_timestamp = r.i64()?;
@@ -314,7 +316,7 @@ mod tests {
     #[test]
     fn offsets_round_trip_in_both_value_versions() {
         let mut value = OffsetValue {
-            offset: 42,
+            offset: Offset(42),
             leader_epoch: 7,
             metadata: "m".into(),
             commit_timestamp: 1_000,
@@ -379,7 +381,7 @@ mod tests {
             topic: "topic".into(),
             partition: 1,
             value: Some(OffsetValue {
-                offset: 1,
+                offset: Offset(1),
                 leader_epoch: 0,
                 metadata: String::new(),
                 commit_timestamp: 0,

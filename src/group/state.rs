@@ -26,13 +26,13 @@ use indexmap::IndexMap;
 
 use crate::group::records::{GroupValue, MemberValue, OffsetValue, Record};
 use crate::group::timers::Timers;
-use crate::protocol::errors;
+use crate::model::{ErrorCode, Offset};
 
 /// Topics and their partition indexes, as requests name them.
 pub type TopicPartitions = Vec<(String, Vec<i32>)>;
 
 /// Per-topic, per-partition error codes.
-pub type PartitionCodes = Vec<(String, Vec<(i32, i16)>)>;
+pub type PartitionCodes = Vec<(String, Vec<(i32, ErrorCode)>)>;
 
 /// Identifies a parked request (JoinGroup or SyncGroup) whose answer comes later.
 pub type ReplyId = u64;
@@ -112,7 +112,7 @@ pub struct JoinMember {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinResponse {
-    pub error_code: i16,
+    pub error_code: ErrorCode,
     pub generation_id: i32,
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
@@ -123,7 +123,7 @@ pub struct JoinResponse {
 }
 
 impl JoinResponse {
-    pub fn error(member_id: &str, error_code: i16) -> JoinResponse {
+    pub fn error(member_id: &str, error_code: ErrorCode) -> JoinResponse {
         JoinResponse {
             error_code,
             generation_id: -1,
@@ -150,14 +150,14 @@ pub struct SyncRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SyncResponse {
-    pub error_code: i16,
+    pub error_code: ErrorCode,
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
     pub assignment: Bytes,
 }
 
 impl SyncResponse {
-    pub fn error(error_code: i16) -> SyncResponse {
+    pub fn error(error_code: ErrorCode) -> SyncResponse {
         SyncResponse { error_code, ..SyncResponse::default() }
     }
 }
@@ -185,15 +185,15 @@ pub struct LeaveMember {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaveResponse {
-    pub error_code: i16,
-    pub members: Vec<(LeaveMember, i16)>,
+    pub error_code: ErrorCode,
+    pub members: Vec<(LeaveMember, ErrorCode)>,
 }
 
 #[derive(Debug, Clone)]
 pub struct CommitPartition {
     pub topic: String,
     pub partition: i32,
-    pub offset: i64,
+    pub offset: Offset,
     pub leader_epoch: i32,
     pub metadata: Option<String>,
 }
@@ -215,7 +215,7 @@ pub struct CommitRequest {
 pub struct FetchedOffset {
     pub topic: String,
     pub partition: i32,
-    pub offset: i64,
+    pub offset: Offset,
     pub leader_epoch: i32,
     pub metadata: String,
 }
@@ -427,12 +427,12 @@ impl Group {
         let removed = self.members.shift_remove(member_id);
         if let Some(member) = &removed {
             if let Some(parked) = member.awaiting_join {
-                let gone = JoinResponse::error(UNKNOWN_MEMBER_ID, errors::UNKNOWN_MEMBER_ID);
+                let gone = JoinResponse::error(UNKNOWN_MEMBER_ID, ErrorCode::UnknownMemberId);
                 fx.replies.push((parked, Reply::Join(gone)));
             }
             if let Some(parked) = member.awaiting_sync {
                 fx.replies
-                    .push((parked, Reply::Sync(SyncResponse::error(errors::UNKNOWN_MEMBER_ID))));
+                    .push((parked, Reply::Sync(SyncResponse::error(ErrorCode::UnknownMemberId))));
             }
             self.count_protocols(&member.protocols, false);
             if member.awaiting_join.is_some() {
@@ -497,16 +497,20 @@ impl Group {
         best.map(|(name, _)| name)
     }
 
-    fn validate_member(&self, member_id: &str, group_instance_id: Option<&str>) -> Result<(), i16> {
+    fn validate_member(
+        &self,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+    ) -> Result<(), ErrorCode> {
         if let Some(instance) = group_instance_id {
             match self.static_members.get(instance) {
-                None => return Err(errors::UNKNOWN_MEMBER_ID),
-                Some(existing) if existing != member_id => return Err(errors::FENCED_INSTANCE_ID),
+                None => return Err(ErrorCode::UnknownMemberId),
+                Some(existing) if existing != member_id => return Err(ErrorCode::FencedInstanceId),
                 Some(_) => {}
             }
         }
         if !self.members.contains_key(member_id) {
-            return Err(errors::UNKNOWN_MEMBER_ID);
+            return Err(ErrorCode::UnknownMemberId);
         }
         Ok(())
     }
@@ -586,7 +590,7 @@ impl Group {
 
     fn join_response(&self, member_id: &str, with_members: bool) -> JoinResponse {
         JoinResponse {
-            error_code: errors::NONE,
+            error_code: ErrorCode::None,
             generation_id: self.generation_id,
             protocol_type: self.protocol_type.clone(),
             protocol_name: self.protocol_name.clone(),
@@ -633,7 +637,7 @@ impl Group {
         }
         if let Some(previous) = previous {
             if reply.is_some() && Some(previous) != reply {
-                let retry = JoinResponse::error(member_id, errors::REBALANCE_IN_PROGRESS);
+                let retry = JoinResponse::error(member_id, ErrorCode::RebalanceInProgress);
                 fx.replies.push((previous, Reply::Join(retry)));
             }
         }
@@ -771,7 +775,7 @@ impl Groups {
         let unknown = req.member_id == UNKNOWN_MEMBER_ID;
         if !groups.contains_key(&req.group_id) {
             if !unknown {
-                let answer = JoinResponse::error(&req.member_id, errors::UNKNOWN_MEMBER_ID);
+                let answer = JoinResponse::error(&req.member_id, ErrorCode::UnknownMemberId);
                 cx.fx.replies.push((reply, Reply::Join(answer)));
                 return;
             }
@@ -794,31 +798,31 @@ impl Groups {
             _ => cx
                 .fx
                 .replies
-                .push((reply, Reply::Sync(SyncResponse::error(errors::UNKNOWN_MEMBER_ID)))),
+                .push((reply, Reply::Sync(SyncResponse::error(ErrorCode::UnknownMemberId)))),
         }
     }
 
-    pub fn heartbeat(&mut self, now: i64, req: HeartbeatRequest) -> i16 {
+    pub fn heartbeat(&mut self, now: i64, req: HeartbeatRequest) -> ErrorCode {
         let Groups { config, groups, fx } = self;
         let mut cx = Ctx { cfg: config, fx, now };
-        let Some(group) = groups.get_mut(&req.group_id) else { return errors::UNKNOWN_MEMBER_ID };
+        let Some(group) = groups.get_mut(&req.group_id) else { return ErrorCode::UnknownMemberId };
         if let Err(code) = group.validate_member(&req.member_id, req.group_instance_id.as_deref()) {
             return code;
         }
         if req.generation_id != group.generation_id {
-            return errors::ILLEGAL_GENERATION;
+            return ErrorCode::IllegalGeneration;
         }
         match group.state {
-            GroupState::Empty => errors::UNKNOWN_MEMBER_ID,
+            GroupState::Empty => ErrorCode::UnknownMemberId,
             GroupState::PreparingRebalance => {
                 cx.reschedule_heartbeat(group, &req.member_id);
-                errors::REBALANCE_IN_PROGRESS
+                ErrorCode::RebalanceInProgress
             }
             GroupState::CompletingRebalance | GroupState::Stable => {
                 cx.reschedule_heartbeat(group, &req.member_id);
-                errors::NONE
+                ErrorCode::None
             }
-            GroupState::Dead => errors::COORDINATOR_NOT_AVAILABLE,
+            GroupState::Dead => ErrorCode::CoordinatorNotAvailable,
         }
     }
 
@@ -827,7 +831,7 @@ impl Groups {
         let Groups { config, groups, fx } = self;
         let mut cx = Ctx { cfg: config, fx, now };
         let Some(group) = groups.get_mut(group_id) else {
-            return LeaveResponse { error_code: errors::UNKNOWN_MEMBER_ID, members: Vec::new() };
+            return LeaveResponse { error_code: ErrorCode::UnknownMemberId, members: Vec::new() };
         };
         let mut answers = Vec::with_capacity(leaving.len());
         let mut any_left = false;
@@ -842,26 +846,26 @@ impl Groups {
                 match existing {
                     Some(member_id) => {
                         cx.remove_current_member(group, &member_id);
-                        errors::NONE
+                        ErrorCode::None
                     }
-                    None => errors::UNKNOWN_MEMBER_ID,
+                    None => ErrorCode::UnknownMemberId,
                 }
             } else if group.pending_join_members.contains(&who.member_id) {
                 group.remove(&who.member_id, cx.fx);
                 cx.fx
                     .timers
                     .cancel(&TimerKey::Heartbeat(group.group_id.clone(), who.member_id.clone()));
-                errors::NONE
+                ErrorCode::None
             } else {
                 match group.validate_member(&who.member_id, who.group_instance_id.as_deref()) {
                     Ok(()) => {
                         cx.remove_current_member(group, &who.member_id);
-                        errors::NONE
+                        ErrorCode::None
                     }
                     Err(code) => code,
                 }
             };
-            any_left |= code == errors::NONE;
+            any_left |= code == ErrorCode::None;
             answers.push((who, code));
         }
         if any_left {
@@ -873,28 +877,32 @@ impl Groups {
                 _ => {}
             }
         }
-        LeaveResponse { error_code: errors::NONE, members: answers }
+        LeaveResponse { error_code: ErrorCode::None, members: answers }
     }
 
     /// OffsetCommit: per-partition error codes in request order, or one code for all.
     /// Accepted offsets are in memory at once and queued as records; the caller answers
     /// after the records are durable.
-    pub fn commit_offsets(&mut self, now: i64, req: CommitRequest) -> Result<Vec<i16>, i16> {
+    pub fn commit_offsets(
+        &mut self,
+        now: i64,
+        req: CommitRequest,
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
         let Groups { config, groups, fx } = self;
         let mut cx = Ctx { cfg: config, fx, now };
         if !groups.contains_key(&req.group_id) {
             if req.generation_id >= 0 {
                 return Err(if req.api_version >= 9 {
-                    errors::GROUP_ID_NOT_FOUND
+                    ErrorCode::GroupIdNotFound
                 } else {
-                    errors::ILLEGAL_GENERATION
+                    ErrorCode::IllegalGeneration
                 });
             }
             // A consumer without group management (or an admin client): a "simple group".
             groups.insert(req.group_id.clone(), Group::new(&req.group_id, now));
         }
         let Some(group) = groups.get_mut(&req.group_id) else {
-            return Err(errors::UNKNOWN_SERVER_ERROR);
+            return Err(ErrorCode::UnknownServerError);
         };
         validate_offset_commit(group, &req)?;
         if group.is(GroupState::Stable) || group.is(GroupState::PreparingRebalance) {
@@ -906,7 +914,7 @@ impl Groups {
         for p in req.partitions {
             let metadata = p.metadata.unwrap_or_default();
             if metadata.len() > cx.cfg.offset_metadata_bytes_max {
-                codes.push(errors::OFFSET_METADATA_TOO_LARGE);
+                codes.push(ErrorCode::OffsetMetadataTooLarge);
                 continue;
             }
             let value = OffsetValue {
@@ -923,7 +931,7 @@ impl Groups {
                 value: Some(value.clone()),
             });
             group.offsets.insert((p.topic, p.partition), value);
-            codes.push(errors::NONE);
+            codes.push(ErrorCode::None);
         }
         Ok(codes)
     }
@@ -985,7 +993,7 @@ impl Groups {
                     None => FetchedOffset {
                         topic,
                         partition,
-                        offset: -1,
+                        offset: Offset::NONE,
                         leader_epoch: -1,
                         metadata: String::new(),
                     },
@@ -1040,15 +1048,15 @@ impl Groups {
     }
 
     /// DeleteGroups for one group: only an empty group can go; its offsets go with it.
-    pub fn delete_group(&mut self, group_id: &str) -> i16 {
-        let Some(group) = self.groups.get(group_id) else { return errors::GROUP_ID_NOT_FOUND };
+    pub fn delete_group(&mut self, group_id: &str) -> ErrorCode {
+        let Some(group) = self.groups.get(group_id) else { return ErrorCode::GroupIdNotFound };
         match group.state {
-            GroupState::Dead => return errors::GROUP_ID_NOT_FOUND,
+            GroupState::Dead => return ErrorCode::GroupIdNotFound,
             GroupState::Empty => {}
-            _ => return errors::NON_EMPTY_GROUP,
+            _ => return ErrorCode::NonEmptyGroup,
         }
         self.remove_group(group_id);
-        errors::NONE
+        ErrorCode::None
     }
 
     /// OffsetDelete: per-partition codes, or one code for the request.
@@ -1056,14 +1064,14 @@ impl Groups {
         &mut self,
         group_id: &str,
         topics: TopicPartitions,
-    ) -> Result<PartitionCodes, i16> {
+    ) -> Result<PartitionCodes, ErrorCode> {
         let Groups { groups, fx, .. } = self;
-        let Some(group) = groups.get_mut(group_id) else { return Err(errors::GROUP_ID_NOT_FOUND) };
+        let Some(group) = groups.get_mut(group_id) else { return Err(ErrorCode::GroupIdNotFound) };
         match group.state {
-            GroupState::Dead => return Err(errors::GROUP_ID_NOT_FOUND),
+            GroupState::Dead => return Err(ErrorCode::GroupIdNotFound),
             GroupState::Empty => {}
             _ if group.protocol_type.as_deref() != Some(CONSUMER_PROTOCOL_TYPE) => {
-                return Err(errors::NON_EMPTY_GROUP)
+                return Err(ErrorCode::NonEmptyGroup)
             }
             _ => {}
         }
@@ -1074,7 +1082,7 @@ impl Groups {
                 .into_iter()
                 .map(|partition| {
                     if subscribed {
-                        return (partition, errors::GROUP_SUBSCRIBED_TO_TOPIC);
+                        return (partition, ErrorCode::GroupSubscribedToTopic);
                     }
                     if group.offsets.remove(&(topic.clone(), partition)).is_some() {
                         fx.records.push(Record::Offset {
@@ -1084,7 +1092,7 @@ impl Groups {
                             value: None,
                         });
                     }
-                    (partition, errors::NONE)
+                    (partition, ErrorCode::None)
                 })
                 .collect();
             out.push((topic, results));
@@ -1305,9 +1313,9 @@ impl Groups {
     }
 }
 
-fn validate_offset_commit(group: &Group, req: &CommitRequest) -> Result<(), i16> {
+fn validate_offset_commit(group: &Group, req: &CommitRequest) -> Result<(), ErrorCode> {
     if group.is(GroupState::Dead) {
-        return Err(errors::COORDINATOR_NOT_AVAILABLE);
+        return Err(ErrorCode::CoordinatorNotAvailable);
     }
     if req.generation_id < 0 && group.is(GroupState::Empty) {
         return Ok(());
@@ -1315,13 +1323,13 @@ fn validate_offset_commit(group: &Group, req: &CommitRequest) -> Result<(), i16>
     if req.generation_id >= 0 || !req.member_id.is_empty() || req.group_instance_id.is_some() {
         group.validate_member(&req.member_id, req.group_instance_id.as_deref())?;
         if req.generation_id != group.generation_id {
-            return Err(errors::ILLEGAL_GENERATION);
+            return Err(ErrorCode::IllegalGeneration);
         }
     } else if !group.is(GroupState::Empty) {
-        return Err(errors::UNKNOWN_MEMBER_ID);
+        return Err(ErrorCode::UnknownMemberId);
     }
     if group.is(GroupState::CompletingRebalance) {
-        return Err(errors::REBALANCE_IN_PROGRESS);
+        return Err(ErrorCode::RebalanceInProgress);
     }
     Ok(())
 }
@@ -1377,14 +1385,14 @@ impl Ctx<'_> {
         if group.is(GroupState::Dead) {
             self.reply_join(
                 reply,
-                JoinResponse::error(UNKNOWN_MEMBER_ID, errors::COORDINATOR_NOT_AVAILABLE),
+                JoinResponse::error(UNKNOWN_MEMBER_ID, ErrorCode::CoordinatorNotAvailable),
             );
             return;
         }
         if !group.supports_protocols(&req.protocol_type, &req.protocols) {
             self.reply_join(
                 reply,
-                JoinResponse::error(UNKNOWN_MEMBER_ID, errors::INCONSISTENT_GROUP_PROTOCOL),
+                JoinResponse::error(UNKNOWN_MEMBER_ID, ErrorCode::InconsistentGroupProtocol),
             );
             return;
         }
@@ -1399,7 +1407,10 @@ impl Ctx<'_> {
         } else if req.require_known_member_id {
             group.pending_join_members.insert(new_member_id.clone());
             self.schedule_heartbeat(group, &new_member_id, req.session_timeout_ms);
-            self.reply_join(reply, JoinResponse::error(&new_member_id, errors::MEMBER_ID_REQUIRED));
+            self.reply_join(
+                reply,
+                JoinResponse::error(&new_member_id, ErrorCode::MemberIdRequired),
+            );
         } else {
             self.add_member_then_rebalance(group, reply, req, new_member_id);
         }
@@ -1410,14 +1421,14 @@ impl Ctx<'_> {
         if group.is(GroupState::Dead) {
             self.reply_join(
                 reply,
-                JoinResponse::error(&member_id, errors::COORDINATOR_NOT_AVAILABLE),
+                JoinResponse::error(&member_id, ErrorCode::CoordinatorNotAvailable),
             );
             return;
         }
         if !group.supports_protocols(&req.protocol_type, &req.protocols) {
             self.reply_join(
                 reply,
-                JoinResponse::error(&member_id, errors::INCONSISTENT_GROUP_PROTOCOL),
+                JoinResponse::error(&member_id, ErrorCode::InconsistentGroupProtocol),
             );
             return;
         }
@@ -1427,7 +1438,7 @@ impl Ctx<'_> {
             // that member: adding it would register the instance twice. Kafka throws an
             // IllegalStateException here, which its clients see as UNKNOWN_SERVER_ERROR.
             if req.group_instance_id.is_some() {
-                let answer = JoinResponse::error(&member_id, errors::UNKNOWN_SERVER_ERROR);
+                let answer = JoinResponse::error(&member_id, ErrorCode::UnknownServerError);
                 self.reply_join(reply, answer);
                 return;
             }
@@ -1467,7 +1478,7 @@ impl Ctx<'_> {
                 }
             }
             GroupState::Empty | GroupState::Dead => {
-                self.reply_join(reply, JoinResponse::error(&member_id, errors::UNKNOWN_MEMBER_ID));
+                self.reply_join(reply, JoinResponse::error(&member_id, ErrorCode::UnknownMemberId));
             }
         }
     }
@@ -1517,12 +1528,12 @@ impl Ctx<'_> {
         let Some(mut member) = group.members.shift_remove(old_id) else { return };
         if let Some(parked) = member.awaiting_join.take() {
             group.num_awaiting_join -= 1;
-            let mut fenced = JoinResponse::error(old_id, errors::FENCED_INSTANCE_ID);
+            let mut fenced = JoinResponse::error(old_id, ErrorCode::FencedInstanceId);
             fenced.leader = String::new();
             self.reply_join(parked, fenced);
         }
         if let Some(parked) = member.awaiting_sync.take() {
-            self.reply_sync(parked, SyncResponse::error(errors::FENCED_INSTANCE_ID));
+            self.reply_sync(parked, SyncResponse::error(ErrorCode::FencedInstanceId));
         }
         self.fx.timers.cancel(&Self::heartbeat_key(group, old_id));
         group.pending_sync_members.remove(old_id);
@@ -1565,7 +1576,7 @@ impl Ctx<'_> {
 
     fn sync(&mut self, group: &mut Group, reply: ReplyId, req: SyncRequest) {
         if group.is(GroupState::Dead) {
-            self.reply_sync(reply, SyncResponse::error(errors::COORDINATOR_NOT_AVAILABLE));
+            self.reply_sync(reply, SyncResponse::error(ErrorCode::CoordinatorNotAvailable));
             return;
         }
         if let Err(code) = group.validate_member(&req.member_id, req.group_instance_id.as_deref()) {
@@ -1573,7 +1584,7 @@ impl Ctx<'_> {
             return;
         }
         if req.generation_id != group.generation_id {
-            self.reply_sync(reply, SyncResponse::error(errors::ILLEGAL_GENERATION));
+            self.reply_sync(reply, SyncResponse::error(ErrorCode::IllegalGeneration));
             return;
         }
         // A protocol the request names must be the group's (no name means "no opinion").
@@ -1584,19 +1595,19 @@ impl Ctx<'_> {
         if inconsistent(&req.protocol_type, &group.protocol_type)
             || inconsistent(&req.protocol_name, &group.protocol_name)
         {
-            self.reply_sync(reply, SyncResponse::error(errors::INCONSISTENT_GROUP_PROTOCOL));
+            self.reply_sync(reply, SyncResponse::error(ErrorCode::InconsistentGroupProtocol));
             return;
         }
         match group.state {
             GroupState::PreparingRebalance => {
-                self.reply_sync(reply, SyncResponse::error(errors::REBALANCE_IN_PROGRESS));
+                self.reply_sync(reply, SyncResponse::error(ErrorCode::RebalanceInProgress));
             }
             GroupState::CompletingRebalance => {
                 if let Some(member) = group.members.get_mut(&req.member_id) {
                     if let Some(previous) = member.awaiting_sync.replace(reply) {
                         self.reply_sync(
                             previous,
-                            SyncResponse::error(errors::REBALANCE_IN_PROGRESS),
+                            SyncResponse::error(ErrorCode::RebalanceInProgress),
                         );
                     }
                 }
@@ -1610,7 +1621,7 @@ impl Ctx<'_> {
                             assignment.remove(&member.member_id).unwrap_or_default();
                     }
                     self.persist(group);
-                    self.propagate_assignment(group, errors::NONE);
+                    self.propagate_assignment(group, ErrorCode::None);
                     group.transition_to(GroupState::Stable, self.now);
                 }
             }
@@ -1624,7 +1635,7 @@ impl Ctx<'_> {
                 self.reply_sync(
                     reply,
                     SyncResponse {
-                        error_code: errors::NONE,
+                        error_code: ErrorCode::None,
                         protocol_type: group.protocol_type.clone(),
                         protocol_name: group.protocol_name.clone(),
                         assignment,
@@ -1632,7 +1643,7 @@ impl Ctx<'_> {
                 );
             }
             GroupState::Empty | GroupState::Dead => {
-                self.reply_sync(reply, SyncResponse::error(errors::UNKNOWN_MEMBER_ID));
+                self.reply_sync(reply, SyncResponse::error(ErrorCode::UnknownMemberId));
             }
         }
     }
@@ -1650,8 +1661,8 @@ impl Ctx<'_> {
         }
     }
 
-    fn propagate_assignment(&mut self, group: &mut Group, error_code: i16) {
-        let (protocol_type, protocol_name) = if error_code == errors::NONE {
+    fn propagate_assignment(&mut self, group: &mut Group, error_code: ErrorCode) {
+        let (protocol_type, protocol_name) = if error_code == ErrorCode::None {
             (group.protocol_type.clone(), group.protocol_name.clone())
         } else {
             (None, None)
@@ -1695,7 +1706,7 @@ impl Ctx<'_> {
             for member in group.members.values_mut() {
                 member.assignment = Bytes::new();
             }
-            self.propagate_assignment(group, errors::REBALANCE_IN_PROGRESS);
+            self.propagate_assignment(group, ErrorCode::RebalanceInProgress);
         }
         group.pending_sync_members.clear();
         self.fx.timers.cancel(&TimerKey::Sync(group.group_id.clone()));
@@ -1846,11 +1857,15 @@ mod txn_tests {
             leader_epoch: -1,
             metadata: None,
         };
-        groups.commit_transactional_offsets(5, "g", vec![offset("a", 10), offset("b", 3)]);
+        groups.commit_transactional_offsets(
+            5,
+            "g",
+            vec![offset("a", Offset(10)), offset("b", Offset(3))],
+        );
         assert_eq!(groups.take_records().len(), 2);
         let fetched = groups.fetch_offsets("g", None);
         assert_eq!(fetched.len(), 2);
-        assert!(fetched.iter().any(|f| f.topic == "a" && f.offset == 10));
+        assert!(fetched.iter().any(|f| f.topic == "a" && f.offset == Offset(10)));
     }
 }
 
@@ -1928,7 +1943,7 @@ mod tests {
             !self.replies.contains_key(&id)
         }
 
-        fn heartbeat(&mut self, group: &str, generation: i32, member: &str) -> i16 {
+        fn heartbeat(&mut self, group: &str, generation: i32, member: &str) -> ErrorCode {
             let req = HeartbeatRequest {
                 group_id: group.into(),
                 generation_id: generation,
@@ -1942,7 +1957,7 @@ mod tests {
         fn join_dynamic(&mut self, group: &str, client: &str) -> String {
             let first = self.join(join_request(group, "", client, &["range"]));
             let answer = self.joined(first);
-            assert_eq!(answer.error_code, errors::MEMBER_ID_REQUIRED);
+            assert_eq!(answer.error_code, ErrorCode::MemberIdRequired);
             assert!(answer.member_id.starts_with(client));
             answer.member_id
         }
@@ -1953,7 +1968,7 @@ mod tests {
             generation: i32,
             member: &str,
             offset: i64,
-        ) -> Result<Vec<i16>, i16> {
+        ) -> Result<Vec<ErrorCode>, ErrorCode> {
             let req = CommitRequest {
                 group_id: group.into(),
                 generation_id: generation,
@@ -1964,7 +1979,7 @@ mod tests {
                 partitions: vec![CommitPartition {
                     topic: "t".into(),
                     partition: 0,
-                    offset,
+                    offset: Offset(offset),
                     leader_epoch: 3,
                     metadata: Some("meta".into()),
                 }],
@@ -2054,8 +2069,8 @@ mod tests {
     #[test]
     fn two_members_form_a_generation_after_the_initial_delay() {
         let (mut h, a, b, generation) = stable_pair();
-        assert_eq!(h.heartbeat("g", generation, &a), errors::NONE);
-        assert_eq!(h.heartbeat("g", generation, &b), errors::NONE);
+        assert_eq!(h.heartbeat("g", generation, &a), ErrorCode::None);
+        assert_eq!(h.heartbeat("g", generation, &b), ErrorCode::None);
         let described = h.groups.describe("g");
         assert_eq!(described.state, GroupState::Stable);
         assert_eq!(described.protocol_data, "range");
@@ -2088,7 +2103,7 @@ mod tests {
         let ja = h.join(join_request("g", &a, "a", &["range", "roundrobin"]));
         let jb = h.join(join_request("g", &b, "b", &["roundrobin"]));
         let c = h.join(join_request("g", "", "c", &["sticky"]));
-        assert_eq!(h.joined(c).error_code, errors::INCONSISTENT_GROUP_PROTOCOL);
+        assert_eq!(h.joined(c).error_code, ErrorCode::InconsistentGroupProtocol);
         h.advance(i64::from(DELAY_MS));
         h.advance(i64::from(DELAY_MS));
         assert_eq!(h.joined(ja).protocol_name.as_deref(), Some("roundrobin"));
@@ -2096,20 +2111,20 @@ mod tests {
         let mut empty_type = join_request("other", "", "x", &["range"]);
         empty_type.protocol_type = String::new();
         let x = h.join(empty_type);
-        assert_eq!(h.joined(x).error_code, errors::INCONSISTENT_GROUP_PROTOCOL);
+        assert_eq!(h.joined(x).error_code, ErrorCode::InconsistentGroupProtocol);
     }
 
     #[test]
     fn a_silent_member_is_removed_after_its_session_timeout() {
         let (mut h, a, b, generation) = stable_pair();
         h.advance(i64::from(SESSION_MS) / 2);
-        assert_eq!(h.heartbeat("g", generation, &a), errors::NONE);
+        assert_eq!(h.heartbeat("g", generation, &a), ErrorCode::None);
         h.advance(i64::from(SESSION_MS) / 2 - 1);
         assert_eq!(h.groups.state_of("g"), Some(GroupState::Stable), "b still within its session");
         h.advance(1);
         assert_eq!(h.groups.state_of("g"), Some(GroupState::PreparingRebalance));
-        assert_eq!(h.heartbeat("g", generation, &b), errors::UNKNOWN_MEMBER_ID);
-        assert_eq!(h.heartbeat("g", generation, &a), errors::REBALANCE_IN_PROGRESS);
+        assert_eq!(h.heartbeat("g", generation, &b), ErrorCode::UnknownMemberId);
+        assert_eq!(h.heartbeat("g", generation, &a), ErrorCode::RebalanceInProgress);
         let ja = h.join(join_request("g", &a, "a", &["range"]));
         let answer = h.joined(ja);
         assert_eq!(answer.generation_id, generation + 1, "the only member rejoined: done");
@@ -2121,20 +2136,20 @@ mod tests {
         let (mut h, a, b, generation) = stable_pair();
         let c = h.join_dynamic("g", "c");
         let jc = h.join(join_request("g", &c, "c", &["range"]));
-        assert_eq!(h.heartbeat("g", generation, &a), errors::REBALANCE_IN_PROGRESS);
+        assert_eq!(h.heartbeat("g", generation, &a), ErrorCode::RebalanceInProgress);
         let ja = h.join(join_request("g", &a, "a", &["range"]));
         // b keeps heartbeating but never rejoins.
         for _ in 0..(REBALANCE_MS / 5_000) {
             h.advance(5_000);
             if h.parked(ja) {
-                assert_eq!(h.heartbeat("g", generation, &b), errors::REBALANCE_IN_PROGRESS);
+                assert_eq!(h.heartbeat("g", generation, &b), ErrorCode::RebalanceInProgress);
             }
         }
         let answer = h.joined(ja);
         assert_eq!(answer.generation_id, generation + 1);
         assert_eq!(answer.members.len(), 2, "a and c, not b");
         assert_eq!(h.joined(jc).leader, a);
-        assert_eq!(h.heartbeat("g", generation + 1, &b), errors::UNKNOWN_MEMBER_ID);
+        assert_eq!(h.heartbeat("g", generation + 1, &b), ErrorCode::UnknownMemberId);
     }
 
     #[test]
@@ -2149,32 +2164,32 @@ mod tests {
         // Both stay alive, but b never sends its SyncGroup.
         for _ in 0..(REBALANCE_MS / 5_000) {
             assert_eq!(h.groups.state_of("g"), Some(GroupState::Stable));
-            assert_eq!(h.heartbeat("g", generation + 1, &a), errors::NONE);
-            assert_eq!(h.heartbeat("g", generation + 1, &b), errors::NONE);
+            assert_eq!(h.heartbeat("g", generation + 1, &a), ErrorCode::None);
+            assert_eq!(h.heartbeat("g", generation + 1, &b), ErrorCode::None);
             h.advance(5_000);
         }
         assert_eq!(h.groups.state_of("g"), Some(GroupState::PreparingRebalance), "b never synced");
-        assert_eq!(h.heartbeat("g", generation + 1, &b), errors::UNKNOWN_MEMBER_ID);
-        assert_eq!(h.heartbeat("g", generation + 1, &a), errors::REBALANCE_IN_PROGRESS);
+        assert_eq!(h.heartbeat("g", generation + 1, &b), ErrorCode::UnknownMemberId);
+        assert_eq!(h.heartbeat("g", generation + 1, &a), ErrorCode::RebalanceInProgress);
     }
 
     #[test]
     fn stale_generations_and_strangers_get_kafkas_errors() {
         let (mut h, a, b, generation) = stable_pair();
-        assert_eq!(h.heartbeat("g", generation + 5, &a), errors::ILLEGAL_GENERATION);
-        assert_eq!(h.heartbeat("g", generation, "nobody"), errors::UNKNOWN_MEMBER_ID);
-        assert_eq!(h.heartbeat("nogroup", generation, &a), errors::UNKNOWN_MEMBER_ID);
+        assert_eq!(h.heartbeat("g", generation + 5, &a), ErrorCode::IllegalGeneration);
+        assert_eq!(h.heartbeat("g", generation, "nobody"), ErrorCode::UnknownMemberId);
+        assert_eq!(h.heartbeat("nogroup", generation, &a), ErrorCode::UnknownMemberId);
         let s = h.sync(sync_request("g", generation + 1, &b, &[]));
-        assert_eq!(h.synced(s).error_code, errors::ILLEGAL_GENERATION);
+        assert_eq!(h.synced(s).error_code, ErrorCode::IllegalGeneration);
         let s = h.sync(sync_request("nogroup", 1, &b, &[]));
-        assert_eq!(h.synced(s).error_code, errors::UNKNOWN_MEMBER_ID);
-        assert_eq!(h.commit("g", generation, "nobody", 5), Err(errors::UNKNOWN_MEMBER_ID));
-        assert_eq!(h.commit("g", generation + 1, &a, 5), Err(errors::ILLEGAL_GENERATION));
-        assert_eq!(h.commit("g", -1, "", 5), Err(errors::UNKNOWN_MEMBER_ID), "group not empty");
-        assert_eq!(h.commit("nogroup", 1, &a, 5), Err(errors::GROUP_ID_NOT_FOUND));
+        assert_eq!(h.synced(s).error_code, ErrorCode::UnknownMemberId);
+        assert_eq!(h.commit("g", generation, "nobody", 5), Err(ErrorCode::UnknownMemberId));
+        assert_eq!(h.commit("g", generation + 1, &a, 5), Err(ErrorCode::IllegalGeneration));
+        assert_eq!(h.commit("g", -1, "", 5), Err(ErrorCode::UnknownMemberId), "group not empty");
+        assert_eq!(h.commit("nogroup", 1, &a, 5), Err(ErrorCode::GroupIdNotFound));
         let j = h.join(join_request("g", "made-up", "z", &["range"]));
-        assert_eq!(h.joined(j).error_code, errors::UNKNOWN_MEMBER_ID);
-        assert_eq!(h.commit("g", generation, &a, 5), Ok(vec![errors::NONE]));
+        assert_eq!(h.joined(j).error_code, ErrorCode::UnknownMemberId);
+        assert_eq!(h.commit("g", generation, &a, 5), Ok(vec![ErrorCode::None]));
         assert_eq!(h.groups.state_of("g"), Some(GroupState::Stable), "nothing changed");
     }
 
@@ -2190,7 +2205,7 @@ mod tests {
             api_version: 8,
             partitions: Vec::new(),
         };
-        assert_eq!(h.groups.commit_offsets(h.now, req), Err(errors::ILLEGAL_GENERATION));
+        assert_eq!(h.groups.commit_offsets(h.now, req), Err(ErrorCode::IllegalGeneration));
         assert!(!h.groups.contains("nogroup"));
     }
 
@@ -2202,7 +2217,7 @@ mod tests {
         let next = h.joined(ja).generation_id;
         h.joined(jb);
         assert_eq!(next, generation + 1);
-        assert_eq!(h.commit("g", next, &a, 1), Err(errors::REBALANCE_IN_PROGRESS));
+        assert_eq!(h.commit("g", next, &a, 1), Err(ErrorCode::RebalanceInProgress));
     }
 
     #[test]
@@ -2237,7 +2252,7 @@ mod tests {
         // The process restarts: same instance id, no member id.
         let j = h.join(req.clone());
         let second = h.joined(j);
-        assert_eq!(second.error_code, errors::NONE);
+        assert_eq!(second.error_code, ErrorCode::None);
         assert_eq!(second.generation_id, 1, "no new generation");
         assert_ne!(second.member_id, first.member_id);
         assert_eq!(second.leader, first.member_id, "old clients must not think they lead");
@@ -2253,7 +2268,7 @@ mod tests {
             member_id: first.member_id.clone(),
             group_instance_id: Some("instance-1".into()),
         };
-        assert_eq!(h.groups.heartbeat(h.now, old), errors::FENCED_INSTANCE_ID);
+        assert_eq!(h.groups.heartbeat(h.now, old), ErrorCode::FencedInstanceId);
         // With JoinGroup v9 the leader is told it may skip the assignment.
         req.supports_skip_assignment = true;
         let j = h.join(req);
@@ -2287,7 +2302,7 @@ mod tests {
         h.advance(i64::from(SESSION_MS));
         let j = h.join(join_request("g", &a, "a", &["range"]));
         let answer = h.joined(j);
-        assert_eq!(answer.error_code, errors::UNKNOWN_MEMBER_ID);
+        assert_eq!(answer.error_code, ErrorCode::UnknownMemberId);
     }
 
     #[test]
@@ -2298,31 +2313,31 @@ mod tests {
             LeaveMember { member_id: "stranger".into(), group_instance_id: None },
         ];
         let answer = h.groups.leave(h.now, "g", leaving);
-        assert_eq!(answer.error_code, errors::NONE);
-        assert_eq!(answer.members[0].1, errors::NONE);
-        assert_eq!(answer.members[1].1, errors::UNKNOWN_MEMBER_ID);
+        assert_eq!(answer.error_code, ErrorCode::None);
+        assert_eq!(answer.members[0].1, ErrorCode::None);
+        assert_eq!(answer.members[1].1, ErrorCode::UnknownMemberId);
         assert_eq!(h.groups.state_of("g"), Some(GroupState::PreparingRebalance));
         let ja = h.join(join_request("g", &a, "a", &["range"]));
         assert_eq!(h.joined(ja).generation_id, generation + 1);
         let answer = h.groups.leave(h.now, "nogroup", vec![]);
-        assert_eq!(answer.error_code, errors::UNKNOWN_MEMBER_ID);
+        assert_eq!(answer.error_code, ErrorCode::UnknownMemberId);
         // The last member leaves: the group is empty and says so in a record.
         let answer =
             h.groups.leave(h.now, "g", vec![LeaveMember { member_id: a, group_instance_id: None }]);
-        assert_eq!(answer.members[0].1, errors::NONE);
+        assert_eq!(answer.members[0].1, ErrorCode::None);
         assert_eq!(h.groups.state_of("g"), Some(GroupState::Empty));
     }
 
     #[test]
     fn offsets_commit_fetch_and_survive_a_replay() {
         let (mut h, a, _b, generation) = stable_pair();
-        assert_eq!(h.commit("g", generation, &a, 42), Ok(vec![errors::NONE]));
-        assert_eq!(h.commit("simple", -1, "", 7), Ok(vec![errors::NONE]));
+        assert_eq!(h.commit("g", generation, &a, 42), Ok(vec![ErrorCode::None]));
+        assert_eq!(h.commit("simple", -1, "", 7), Ok(vec![ErrorCode::None]));
         let fetched = h.groups.fetch_offsets("g", Some(vec![("t".into(), vec![0, 1])]));
-        assert_eq!(fetched[0].offset, 42);
+        assert_eq!(fetched[0].offset, Offset(42));
         assert_eq!(fetched[0].leader_epoch, 3);
         assert_eq!(fetched[0].metadata, "meta");
-        assert_eq!(fetched[1].offset, -1);
+        assert_eq!(fetched[1].offset, Offset::NONE);
         assert_eq!(h.groups.fetch_offsets("simple", None).len(), 1);
         assert!(h.groups.fetch_offsets("none", None).is_empty());
         // Replaying every record written so far rebuilds the same state.
@@ -2360,29 +2375,29 @@ mod tests {
                 CommitPartition {
                     topic: "t".into(),
                     partition: 0,
-                    offset: 1,
+                    offset: Offset(1),
                     leader_epoch: -1,
                     metadata: Some("x".repeat(4097)),
                 },
                 CommitPartition {
                     topic: "t".into(),
                     partition: 1,
-                    offset: 1,
+                    offset: Offset(1),
                     leader_epoch: -1,
                     metadata: None,
                 },
             ],
         };
         let codes = h.groups.commit_offsets(h.now, req).expect("accepted");
-        assert_eq!(codes, vec![errors::OFFSET_METADATA_TOO_LARGE, errors::NONE]);
+        assert_eq!(codes, vec![ErrorCode::OffsetMetadataTooLarge, ErrorCode::None]);
         assert_eq!(h.groups.take_records().len(), 1);
     }
 
     #[test]
     fn only_empty_groups_can_be_deleted_and_heartbeats_then_fail() {
         let (mut h, a, b, generation) = stable_pair();
-        assert_eq!(h.groups.delete_group("g"), errors::NON_EMPTY_GROUP);
-        assert_eq!(h.groups.delete_group("nogroup"), errors::GROUP_ID_NOT_FOUND);
+        assert_eq!(h.groups.delete_group("g"), ErrorCode::NonEmptyGroup);
+        assert_eq!(h.groups.delete_group("nogroup"), ErrorCode::GroupIdNotFound);
         h.commit("g", generation, &a, 9).expect("commit");
         let everyone = vec![
             LeaveMember { member_id: a.clone(), group_instance_id: None },
@@ -2391,11 +2406,11 @@ mod tests {
         h.groups.leave(h.now, "g", everyone);
         assert_eq!(h.groups.state_of("g"), Some(GroupState::Empty));
         h.groups.take_records();
-        assert_eq!(h.groups.delete_group("g"), errors::NONE);
+        assert_eq!(h.groups.delete_group("g"), ErrorCode::None);
         let records = h.groups.take_records();
         assert_eq!(records.len(), 2, "an offset tombstone and a group tombstone: {records:?}");
         assert!(!h.groups.contains("g"));
-        assert_eq!(h.heartbeat("g", generation, &a), errors::UNKNOWN_MEMBER_ID);
+        assert_eq!(h.heartbeat("g", generation, &a), ErrorCode::UnknownMemberId);
         assert_eq!(h.groups.describe("g").state, GroupState::Dead);
     }
 
@@ -2406,9 +2421,9 @@ mod tests {
         let answer =
             h.groups.delete_offsets("g", vec![("t".into(), vec![0]), ("u".into(), vec![0])]);
         let answer = answer.expect("consumer group");
-        assert_eq!(answer[0].1, vec![(0, errors::GROUP_SUBSCRIBED_TO_TOPIC)]);
-        assert_eq!(answer[1].1, vec![(0, errors::NONE)]);
-        assert_eq!(h.groups.delete_offsets("nogroup", vec![]), Err(errors::GROUP_ID_NOT_FOUND));
+        assert_eq!(answer[0].1, vec![(0, ErrorCode::GroupSubscribedToTopic)]);
+        assert_eq!(answer[1].1, vec![(0, ErrorCode::None)]);
+        assert_eq!(h.groups.delete_offsets("nogroup", vec![]), Err(ErrorCode::GroupIdNotFound));
     }
 
     #[test]
@@ -2472,17 +2487,17 @@ mod tests {
         h.advance(i64::from(DELAY_MS));
         let a = h.joined(ja).member_id;
         let sa = h.sync(static_sync("ia", 1, &a, &[(&a, b"A")]));
-        assert_eq!(h.synced(sa).error_code, errors::NONE);
+        assert_eq!(h.synced(sa).error_code, ErrorCode::None);
         let jb = h.join(static_join("ib", "", -1));
         let ja = h.join(static_join("ia", &a, -1));
         let b = h.joined(jb).member_id;
         assert_eq!(h.joined(ja).generation_id, 2);
         let sb = h.sync(static_sync("ib", 2, &b, &[]));
         let sa = h.sync(static_sync("ia", 2, &a, &[(&a, b"A"), (&b, b"B")]));
-        assert_eq!(h.synced(sa).error_code, errors::NONE);
-        assert_eq!(h.synced(sb).error_code, errors::NONE);
+        assert_eq!(h.synced(sa).error_code, ErrorCode::None);
+        assert_eq!(h.synced(sb).error_code, ErrorCode::None);
         let leaving = LeaveMember { member_id: b, group_instance_id: Some("ib".into()) };
-        assert_eq!(h.groups.leave(h.now, "g", vec![leaving]).members[0].1, errors::NONE);
+        assert_eq!(h.groups.leave(h.now, "g", vec![leaving]).members[0].1, ErrorCode::None);
         for _ in 0..3 {
             h.advance(100); // each returns: the past deadline waits for the next tick
         }
@@ -2579,7 +2594,7 @@ mod tests {
                         req.partitions.push(CommitPartition {
                             topic: "t".into(),
                             partition: rng.gen_range(0..3),
-                            offset: rng.gen_range(-1..100),
+                            offset: Offset(rng.gen_range(-1..100)),
                             leader_epoch: -1,
                             metadata: None,
                         });

@@ -22,6 +22,7 @@
 
 use crate::constants::{BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES};
 use crate::model::records::{build_batch, RecordIn};
+use crate::model::{Offset, ProducerEpoch, ProducerId};
 
 const MAGIC_V2: i8 = 2;
 const CRC_START: usize = 21;
@@ -66,8 +67,8 @@ impl<'a> BatchHeader<'a> {
         Ok(header)
     }
 
-    pub fn base_offset(&self) -> i64 {
-        i64::from_be_bytes(array(self.bytes, 0))
+    pub fn base_offset(&self) -> Offset {
+        Offset(i64::from_be_bytes(array(self.bytes, 0)))
     }
     pub fn batch_length(&self) -> i32 {
         i32::from_be_bytes(array(self.bytes, 8))
@@ -90,11 +91,11 @@ impl<'a> BatchHeader<'a> {
     pub fn max_timestamp(&self) -> i64 {
         i64::from_be_bytes(array(self.bytes, 35))
     }
-    pub fn producer_id(&self) -> i64 {
-        i64::from_be_bytes(array(self.bytes, 43))
+    pub fn producer_id(&self) -> ProducerId {
+        ProducerId(i64::from_be_bytes(array(self.bytes, 43)))
     }
-    pub fn producer_epoch(&self) -> i16 {
-        i16::from_be_bytes(array(self.bytes, 51))
+    pub fn producer_epoch(&self) -> ProducerEpoch {
+        ProducerEpoch(i16::from_be_bytes(array(self.bytes, 51)))
     }
     pub fn base_sequence(&self) -> i32 {
         i32::from_be_bytes(array(self.bytes, 53))
@@ -110,7 +111,7 @@ impl<'a> BatchHeader<'a> {
     }
     /// Saturates: the base offset is outside the CRC, so a producer (whose base offset the
     /// broker overwrites anyway) or a damaged disk block can put any value there.
-    pub fn last_offset(&self) -> i64 {
+    pub fn last_offset(&self) -> Offset {
         self.base_offset().saturating_add(i64::from(self.last_offset_delta()))
     }
     /// Total size of the batch on disk and on the wire, header included.
@@ -167,10 +168,10 @@ pub fn split_batches(bytes: &[u8], size_bytes_max: usize) -> Result<Vec<usize>, 
 }
 
 /// Gives a validated batch its place in the log. The CRC does not cover these fields.
-pub fn assign_offset(bytes: &mut [u8], base_offset: i64, leader_epoch: i32) {
+pub fn assign_offset(bytes: &mut [u8], base_offset: Offset, leader_epoch: i32) {
     assert!(bytes.len() >= BATCH_HEADER_BYTES);
-    assert!(base_offset >= 0);
-    bytes[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    assert!(base_offset >= Offset::ZERO);
+    bytes[0..8].copy_from_slice(&base_offset.0.to_be_bytes());
     bytes[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
@@ -188,8 +189,8 @@ pub fn set_log_append_time(bytes: &mut [u8], timestamp_ms: i64) {
 /// Outcome of scanning stored log bytes, used by recovery and by readers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScannedBatch {
-    pub base_offset: i64,
-    pub last_offset: i64,
+    pub base_offset: Offset,
+    pub last_offset: Offset,
     pub max_timestamp: i64,
     pub size_bytes: usize,
 }
@@ -202,7 +203,7 @@ pub fn scan_stored(bytes: &[u8]) -> Option<ScannedBatch> {
         return None;
     }
     let header = validate(&bytes[..header.size_bytes()], usize::MAX).ok()?;
-    if header.base_offset() < 0 {
+    if header.base_offset() < Offset::ZERO {
         return None;
     }
     Some(ScannedBatch {
@@ -224,7 +225,7 @@ fn array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
 /// benchmarks: the broker builds only its internal batches (`model::records`, whose encoder
 /// this borrows).
 pub fn build_uncompressed(
-    base_offset: i64,
+    base_offset: Offset,
     count: i32,
     value_size: usize,
     timestamp: i64,
@@ -233,16 +234,21 @@ pub fn build_uncompressed(
     let value = vec![b'v'; value_size];
     let records = vec![RecordIn { key: None, value: Some(&value) }; count as usize];
     let mut batch = build_batch(timestamp, &records);
-    batch[0..8].copy_from_slice(&base_offset.to_be_bytes()); // outside the CRC
+    batch[0..8].copy_from_slice(&base_offset.0.to_be_bytes()); // outside the CRC
     batch
 }
 
 /// Makes a built batch idempotent: sets producer id, epoch and base sequence, then the CRC
 /// (all three are covered by it). For tests and benchmarks, like `build_uncompressed`.
-pub fn set_producer(bytes: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+pub fn set_producer(
+    bytes: &mut [u8],
+    producer_id: ProducerId,
+    producer_epoch: ProducerEpoch,
+    base_sequence: i32,
+) {
     assert!(bytes.len() >= BATCH_HEADER_BYTES);
-    bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
-    bytes[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
+    bytes[43..51].copy_from_slice(&producer_id.0.to_be_bytes());
+    bytes[51..53].copy_from_slice(&producer_epoch.0.to_be_bytes());
     bytes[53..57].copy_from_slice(&base_sequence.to_be_bytes());
     let crc = crc32c::crc32c(&bytes[CRC_START..]);
     bytes[17..21].copy_from_slice(&crc.to_be_bytes());
@@ -253,7 +259,7 @@ mod tests {
     use super::*;
 
     fn make_batch(base: i64, count: i32, size: usize, ts: i64) -> Vec<u8> {
-        build_uncompressed(base, count, size, ts)
+        build_uncompressed(Offset(base), count, size, ts)
     }
 
     #[test]
@@ -281,9 +287,9 @@ mod tests {
     #[test]
     fn offsets_and_epoch_are_rewritten_without_breaking_the_crc() {
         let mut batch = make_batch(0, 1, 5, 1);
-        assign_offset(&mut batch, 12_345, 7);
+        assign_offset(&mut batch, Offset(12_345), 7);
         let header = validate(&batch, 1 << 20).expect("still valid");
-        assert_eq!(header.base_offset(), 12_345);
+        assert_eq!(header.base_offset(), Offset(12_345));
         set_log_append_time(&mut batch, 99);
         let header = validate(&batch, 1 << 20).expect("still valid");
         assert_eq!(header.max_timestamp(), 99);
@@ -296,13 +302,13 @@ mod tests {
         let header = validate(&batch, 1 << 20).expect("valid");
         assert_eq!(
             (header.producer_id(), header.producer_epoch(), header.base_sequence()),
-            (-1, -1, -1)
+            (ProducerId::NONE, ProducerEpoch::NONE, -1)
         );
-        set_producer(&mut batch, 77, 3, 40);
+        set_producer(&mut batch, ProducerId(77), ProducerEpoch(3), 40);
         let header = validate(&batch, 1 << 20).expect("still valid");
         assert_eq!(
             (header.producer_id(), header.producer_epoch(), header.base_sequence()),
-            (77, 3, 40)
+            (ProducerId(77), ProducerEpoch(3), 40)
         );
         assert_eq!(&batch[51..53], &[0, 3]);
         assert_eq!(&batch[53..57], &[0, 0, 0, 40]);
@@ -335,7 +341,7 @@ mod tests {
     #[test]
     fn scan_stored_stops_at_zeros_and_garbage() {
         let batch = make_batch(5, 2, 5, 1);
-        assert_eq!(scan_stored(&batch).map(|b| b.last_offset), Some(6));
+        assert_eq!(scan_stored(&batch).map(|b| b.last_offset), Some(Offset(6)));
         assert_eq!(scan_stored(&[0u8; 128]), None);
         assert_eq!(scan_stored(&batch[..batch.len() - 1]), None);
     }

@@ -1,12 +1,17 @@
 //! Plain types with no I/O: topic-partitions, topic configs and the record batch header.
 
 pub mod batch;
+pub mod error_code;
+pub mod ids;
 pub mod records;
 pub mod settings;
 pub mod topic;
 
 use std::fmt;
 use std::sync::Arc;
+
+pub use error_code::ErrorCode;
+pub use ids::{Offset, ProducerEpoch, ProducerId};
 
 /// A partition of a topic. Cheap to clone and to send to another core (the name is shared).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

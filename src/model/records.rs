@@ -34,6 +34,7 @@ use kafka_protocol::records::{
 
 use crate::constants::BATCH_HEADER_BYTES;
 use crate::model::batch::{self, BatchError, BatchHeader};
+use crate::model::{ProducerEpoch, ProducerId};
 
 /// One record to write: key and value, either may be null (a null value is a tombstone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +81,8 @@ pub fn build_batch(timestamp: i64, records: &[RecordIn<'_>]) -> Vec<u8> {
 /// base sequence -1 (markers take no sequence).
 pub fn build_control_batch(
     timestamp: i64,
-    producer_id: i64,
-    producer_epoch: i16,
+    producer_id: ProducerId,
+    producer_epoch: ProducerEpoch,
     commit: bool,
     coordinator_epoch: i32,
 ) -> Vec<u8> {
@@ -92,8 +93,8 @@ pub fn build_control_batch(
     encode(&[Record {
         transactional: true,
         control: true,
-        producer_id,
-        producer_epoch,
+        producer_id: producer_id.0,
+        producer_epoch: producer_epoch.0,
         key: Some(Bytes::copy_from_slice(&key)),
         value: Some(Bytes::copy_from_slice(&value)),
         ..record(0, timestamp)
@@ -134,7 +135,7 @@ pub fn parse_batch(bytes: &[u8]) -> Result<Vec<Record>, BatchError> {
     let set = RecordBatchDecoder::decode(&mut copy).map_err(|_| BatchError::Malformed)?;
     let mut records = set.records;
     for record in &mut records {
-        record.offset = header.base_offset().saturating_add(record.offset);
+        record.offset = header.base_offset().0.saturating_add(record.offset);
     }
     Ok(records)
 }
@@ -212,12 +213,13 @@ fn check_decodable(header: &BatchHeader<'_>, size_bytes: usize) -> Result<(), Ba
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Offset;
 
     /// Batches as Spate's hand-written codec wrote them before kafka-protocol's replaced it
     /// (captured from it before it was deleted): what existing data directories hold.
     /// `build_batch(1_700_000_000_123, [k1 = v1, k2 = null, null = 64 x "x"])`, a COMMIT and
     /// an ABORT marker (timestamp 9, producer 1234 epoch 5, coordinator epoch 7), and
-    /// `batch::build_uncompressed(7, 3, 10, 99)`.
+    /// `batch::build_uncompressed(Offset(7), 3, 10, 99)`.
     const WRITTEN_RECORDS: &str = concat!(
         "00000000000000000000008e00000000023dfa56ce0000000000020000018bcfe5687b0000018bcf",
         "e5687bffffffffffffffffffffffffffff0000000314000000046b310476310010000002046b3201",
@@ -267,15 +269,18 @@ mod tests {
         for (hex, commit) in [(WRITTEN_COMMIT, true), (WRITTEN_ABORT, false)] {
             let stored = unhex(hex);
             assert_eq!(control_commit(&stored), Some(commit));
-            assert_eq!(build_control_batch(9, 1234, 5, commit, 7), stored);
+            assert_eq!(
+                build_control_batch(9, ProducerId(1234), ProducerEpoch(5), commit, 7),
+                stored
+            );
         }
 
         let stored = unhex(WRITTEN_UNCOMPRESSED);
         let read = parse_batch(&stored).expect("parse");
         assert_eq!(read.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![7, 8, 9]);
-        assert_eq!(batch::build_uncompressed(7, 3, 10, 99), stored);
+        assert_eq!(batch::build_uncompressed(Offset(7), 3, 10, 99), stored);
         // Two-byte varints (record lengths over 63): CRC-32C of what the old builder wrote.
-        let larger = batch::build_uncompressed(0, 40, 200, 1_700_000_000_000);
+        let larger = batch::build_uncompressed(Offset(0), 40, 200, 1_700_000_000_000);
         assert_eq!(larger.len(), 8421);
         assert_eq!(crc32c::crc32c(&larger), 0x76d8_5e19);
     }
@@ -283,12 +288,12 @@ mod tests {
     #[test]
     fn markers_are_valid_control_batches_that_read_back() {
         for commit in [false, true] {
-            let bytes = build_control_batch(9, 1234, 5, commit, 7);
+            let bytes = build_control_batch(9, ProducerId(1234), ProducerEpoch(5), commit, 7);
             let header = batch::validate(&bytes, usize::MAX).expect("valid");
             assert!(header.is_control());
             assert!(header.is_transactional());
-            assert_eq!(header.producer_id(), 1234);
-            assert_eq!(header.producer_epoch(), 5);
+            assert_eq!(header.producer_id(), ProducerId(1234));
+            assert_eq!(header.producer_epoch(), ProducerEpoch(5));
             assert_eq!(header.base_sequence(), -1);
             assert_eq!(control_commit(&bytes), Some(commit));
             let records = parse_batch(&bytes).expect("parse");
@@ -305,10 +310,10 @@ mod tests {
             RecordIn { key: None, value: Some(&[0u8; 300]) },
         ];
         let mut bytes = build_batch(1_234, &records);
-        batch::assign_offset(&mut bytes, 40, 0);
+        batch::assign_offset(&mut bytes, Offset(40), 0);
         let header = batch::validate(&bytes, usize::MAX).expect("valid batch");
         assert_eq!(header.records_count(), 3);
-        assert_eq!(header.last_offset(), 42);
+        assert_eq!(header.last_offset(), Offset(42));
         assert_eq!(header.base_sequence(), -1);
         let read = parse_batch(&bytes).expect("parse");
         assert_eq!(read.len(), 3);

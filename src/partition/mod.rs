@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::model::{now_ms, Isolation, ShardId, TopicPartition};
+use crate::model::{now_ms, ErrorCode, Isolation, Offset, ProducerEpoch, ProducerId};
+use crate::model::{ShardId, TopicPartition};
 use crate::shard::catalog::TopicMeta;
 use crate::shard::delayed::{Key, Wait};
 use crate::shard::mesh::{Mesh, Served, Service};
@@ -31,8 +32,6 @@ use crate::storage::files::{FileStats, OpenFiles};
 use crate::storage::log::{self, Log, Marker, ReadChunk, RecoveryReport};
 use crate::storage::txn_index::AbortedTxn;
 use crate::storage::Error as StorageError;
-
-pub use produce::error_code;
 
 type LogRef = Rc<std::cell::RefCell<Log>>;
 
@@ -59,7 +58,7 @@ pub enum PartitionRequest {
     },
     /// Move the partitions' log start (DeleteRecords).
     DeleteRecords {
-        partitions: Vec<(TopicPartition, i64)>,
+        partitions: Vec<(TopicPartition, Offset)>,
     },
     /// The partitions' producers (DescribeProducers).
     DescribeProducers {
@@ -79,7 +78,7 @@ pub enum PartitionRequest {
     /// passed what the waiter saw.
     Watch {
         waiter: u64,
-        partitions: Vec<(TopicPartition, i64)>,
+        partitions: Vec<(TopicPartition, Offset)>,
         timeout_ms: u64,
     },
     /// A post: new data arrived on a partition that waiter `waiter` of this shard watches.
@@ -93,8 +92,8 @@ pub enum PartitionResponse {
     Produce(Vec<ProduceResult>),
     Read(Vec<ReadResult>),
     Offsets(Vec<OffsetResult>),
-    Markers(Vec<(TopicPartition, i16)>),
-    Producers(Vec<(TopicPartition, Result<Vec<ProducerInfo>, i16>)>),
+    Markers(Vec<(TopicPartition, ErrorCode)>),
+    Producers(Vec<(TopicPartition, Result<Vec<ProducerInfo>, ErrorCode>)>),
     Applied(Result<(), String>),
     Done,
 }
@@ -102,7 +101,7 @@ pub enum PartitionResponse {
 #[derive(Debug, Clone)]
 pub struct ReadSpec {
     pub tp: TopicPartition,
-    pub offset: i64,
+    pub offset: Offset,
     pub size_bytes_max: usize,
     /// read_committed: stop at the last stable offset, report aborted transactions.
     pub isolation: Isolation,
@@ -111,21 +110,21 @@ pub struct ReadSpec {
 #[derive(Debug, Clone)]
 pub struct ProduceResult {
     pub tp: TopicPartition,
-    pub error_code: i16,
+    pub error_code: ErrorCode,
     /// Said to clients that read it (Produce v8+): why the write was refused.
     pub error_message: Option<String>,
-    pub base_offset: i64,
+    pub base_offset: Offset,
     pub log_append_time: i64,
-    pub log_start_offset: i64,
+    pub log_start_offset: Offset,
 }
 
 #[derive(Debug)]
 pub struct ReadResult {
     pub tp: TopicPartition,
-    pub error_code: i16,
-    pub high_watermark: i64,
-    pub last_stable_offset: i64,
-    pub log_start_offset: i64,
+    pub error_code: ErrorCode,
+    pub high_watermark: Offset,
+    pub last_stable_offset: Offset,
+    pub log_start_offset: Offset,
     pub aborted: Vec<AbortedTxn>,
     pub chunks: Vec<ReadChunk>,
     pub size_bytes: usize,
@@ -134,19 +133,19 @@ pub struct ReadResult {
 #[derive(Debug, Clone)]
 pub struct OffsetResult {
     pub tp: TopicPartition,
-    pub error_code: i16,
-    pub offset: i64,
+    pub error_code: ErrorCode,
+    pub offset: Offset,
     pub timestamp: i64,
 }
 
 /// One producer of a partition, as DescribeProducers reports it.
 #[derive(Debug, Clone)]
 pub struct ProducerInfo {
-    pub producer_id: i64,
-    pub producer_epoch: i16,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
     pub last_sequence: i32,
     pub last_timestamp: i64,
-    pub current_txn_start_offset: i64,
+    pub current_txn_start_offset: Offset,
 }
 
 pub struct Partitions {
@@ -365,10 +364,10 @@ impl Partitions {
     /// Registered before the watches go out, so a notification cannot come too early.
     pub async fn watch(
         &self,
-        partitions: Vec<(TopicPartition, i64)>,
+        partitions: Vec<(TopicPartition, Offset)>,
         timeout: Duration,
     ) -> Option<Wait> {
-        let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, i64)>> = BTreeMap::new();
+        let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, Offset)>> = BTreeMap::new();
         for (tp, seen) in partitions {
             by_shard.entry(self.shard.owner(&tp)).or_default().push((tp, seen));
         }
@@ -393,7 +392,7 @@ impl Partitions {
         &self,
         from: ShardId,
         waiter: u64,
-        partitions: Vec<(TopicPartition, i64)>,
+        partitions: Vec<(TopicPartition, Offset)>,
         timeout_ms: u64,
     ) -> bool {
         if partitions.iter().any(|(tp, seen)| self.moved_past(tp, *seen)) {
@@ -406,7 +405,7 @@ impl Partitions {
     }
 
     /// True if `tp`'s high watermark is past `seen`, or `tp` is gone.
-    fn moved_past(&self, tp: &TopicPartition, seen: i64) -> bool {
+    fn moved_past(&self, tp: &TopicPartition, seen: Offset) -> bool {
         match self.log(tp) {
             Some(log) => log.borrow().high_watermark > seen,
             None => true,

@@ -8,21 +8,9 @@ use bytes::Bytes;
 use futures::future::{join_all, Either};
 
 use super::{PartitionRequest, PartitionResponse, Partitions, ProduceResult};
-use crate::model::{ShardId, TopicPartition};
-use crate::protocol::errors;
+use crate::model::{ErrorCode, Offset, ShardId, TopicPartition};
 use crate::storage::log::{self, Marker};
-use crate::storage::producer_state::ProducerError;
 use crate::storage::Error as StorageError;
-
-/// The Produce error code of a failed producer check (Kafka's codes for the same cases).
-pub fn error_code(e: ProducerError) -> i16 {
-    match e {
-        ProducerError::InvalidProducerEpoch => errors::INVALID_PRODUCER_EPOCH,
-        ProducerError::OutOfOrderSequence => errors::OUT_OF_ORDER_SEQUENCE_NUMBER,
-        ProducerError::InvalidSequence => errors::INVALID_RECORD,
-        ProducerError::ControlFromClient => errors::INVALID_RECORD,
-    }
-}
 
 impl Partitions {
     /// Admits a produce on this shard, without an await: each partition's batches get their
@@ -40,16 +28,16 @@ impl Partitions {
         let bytes: usize =
             partitions.iter().flat_map(|(_, batches)| batches.iter().map(Bytes::len)).sum();
         let refused = self.shard.space.admit(bytes as u64).err().map(|refusal| refusal.to_string());
-        let mut admitted: Vec<(TopicPartition, Result<log::Appending, i16>)> = partitions
+        let mut admitted: Vec<(TopicPartition, Result<log::Appending, ErrorCode>)> = partitions
             .into_iter()
             .map(|(tp, batches)| {
                 let appending = match self.log(&tp) {
-                    Some(_) if refused.is_some() => Err(errors::KAFKA_STORAGE_ERROR),
+                    Some(_) if refused.is_some() => Err(ErrorCode::KafkaStorageError),
                     Some(log) => log::enqueue(&log, batches).map_err(|e| match e {
-                        StorageError::Producer(e) => error_code(e),
-                        _ => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                        StorageError::Producer(e) => e.error_code(),
+                        _ => ErrorCode::UnknownTopicOrPartition,
                     }),
-                    None => Err(errors::UNKNOWN_TOPIC_OR_PARTITION),
+                    None => Err(ErrorCode::UnknownTopicOrPartition),
                 };
                 (tp, appending)
             })
@@ -73,12 +61,12 @@ impl Partitions {
                 let failed = |tp, error_code| ProduceResult {
                     tp,
                     error_code,
-                    error_message: (error_code == errors::KAFKA_STORAGE_ERROR)
+                    error_message: (error_code == ErrorCode::KafkaStorageError)
                         .then(|| refused.clone())
                         .flatten(),
-                    base_offset: -1,
+                    base_offset: Offset::NONE,
                     log_append_time: -1,
-                    log_start_offset: -1,
+                    log_start_offset: Offset::NONE,
                 };
                 let mut appending = match appending {
                     Ok(appending) => appending,
@@ -92,17 +80,17 @@ impl Partitions {
                         this.notify_partition(&tp).await;
                         results.push(ProduceResult {
                             tp,
-                            error_code: errors::NONE,
+                            error_code: ErrorCode::None,
                             error_message: None,
                             base_offset: info.base_offset,
                             log_append_time: info.log_append_time,
                             log_start_offset: info.log_start_offset,
                         });
                     }
-                    Some(Err(_)) => results.push(failed(tp, errors::UNKNOWN_TOPIC_OR_PARTITION)),
+                    Some(Err(_)) => results.push(failed(tp, ErrorCode::UnknownTopicOrPartition)),
                     None => {
                         late.push((tp.clone(), appending));
-                        results.push(failed(tp, errors::REQUEST_TIMED_OUT));
+                        results.push(failed(tp, ErrorCode::RequestTimedOut));
                     }
                 }
             }
@@ -151,18 +139,18 @@ impl Partitions {
     pub(super) async fn write_markers(
         &self,
         markers: Vec<(TopicPartition, Marker)>,
-    ) -> Vec<(TopicPartition, i16)> {
+    ) -> Vec<(TopicPartition, ErrorCode)> {
         let writes = markers.into_iter().map(|(tp, marker)| async move {
             let Some(log) = self.log(&tp) else {
-                return (tp, errors::UNKNOWN_TOPIC_OR_PARTITION);
+                return (tp, ErrorCode::UnknownTopicOrPartition);
             };
             let code = match log::append_marker(&log, marker).await {
                 Ok(_) => {
                     self.notify_partition(&tp).await;
-                    errors::NONE
+                    ErrorCode::None
                 }
-                Err(StorageError::Producer(e)) => error_code(e),
-                Err(_) => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                Err(StorageError::Producer(e)) => e.error_code(),
+                Err(_) => ErrorCode::UnknownTopicOrPartition,
             };
             (tp, code)
         });

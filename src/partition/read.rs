@@ -4,33 +4,32 @@ use futures::future::join_all;
 
 use super::{OffsetResult, Partitions, ProducerInfo, ReadResult, ReadSpec};
 use crate::model::FirstBatch::Whole;
-use crate::model::{Isolation, TopicPartition};
-use crate::protocol::errors;
+use crate::model::{ErrorCode, Isolation, Offset, TopicPartition};
 use crate::storage::log;
 use crate::storage::Error as StorageError;
 
 impl Partitions {
     pub(super) async fn read(&self, partitions: Vec<ReadSpec>) -> Vec<ReadResult> {
         let reads = partitions.into_iter().map(|spec| async move {
-            let empty = |tp: TopicPartition, code: i16| ReadResult {
+            let empty = |tp: TopicPartition, code: ErrorCode| ReadResult {
                 tp,
                 error_code: code,
-                high_watermark: -1,
-                last_stable_offset: -1,
-                log_start_offset: -1,
+                high_watermark: Offset::NONE,
+                last_stable_offset: Offset::NONE,
+                log_start_offset: Offset::NONE,
                 aborted: Vec::new(),
                 chunks: Vec::new(),
                 size_bytes: 0,
             };
             let Some(log) = self.log(&spec.tp) else {
-                return empty(spec.tp, errors::UNKNOWN_TOPIC_OR_PARTITION);
+                return empty(spec.tp, ErrorCode::UnknownTopicOrPartition);
             };
             let read =
                 log::read_below(&log, spec.offset, spec.size_bytes_max, Whole, spec.isolation);
             match read.await {
                 Ok(outcome) => ReadResult {
                     tp: spec.tp,
-                    error_code: errors::NONE,
+                    error_code: ErrorCode::None,
                     high_watermark: outcome.high_watermark,
                     last_stable_offset: outcome.last_stable_offset,
                     aborted: outcome.aborted,
@@ -44,13 +43,13 @@ impl Partitions {
                         high_watermark: l.high_watermark,
                         last_stable_offset: l.producers.txns.last_stable_offset(l.high_watermark),
                         log_start_offset: l.log_start_offset,
-                        ..empty(spec.tp.clone(), errors::OFFSET_OUT_OF_RANGE)
+                        ..empty(spec.tp.clone(), ErrorCode::OffsetOutOfRange)
                     }
                 }
-                Err(StorageError::Deleted) => empty(spec.tp, errors::UNKNOWN_TOPIC_OR_PARTITION),
+                Err(StorageError::Deleted) => empty(spec.tp, ErrorCode::UnknownTopicOrPartition),
                 Err(e) => {
                     tracing::warn!(tp = %spec.tp, "read failed: {e}");
-                    empty(spec.tp, errors::UNKNOWN_SERVER_ERROR)
+                    empty(spec.tp, ErrorCode::UnknownServerError)
                 }
             }
         });
@@ -64,10 +63,14 @@ impl Partitions {
     ) -> Vec<OffsetResult> {
         let mut out = Vec::with_capacity(partitions.len());
         for (tp, timestamp) in partitions {
-            let failed =
-                |tp, error_code| OffsetResult { tp, error_code, offset: -1, timestamp: -1 };
+            let failed = |tp, error_code| OffsetResult {
+                tp,
+                error_code,
+                offset: Offset::NONE,
+                timestamp: -1,
+            };
             let Some(log) = self.log(&tp) else {
-                out.push(failed(tp, errors::UNKNOWN_TOPIC_OR_PARTITION));
+                out.push(failed(tp, ErrorCode::UnknownTopicOrPartition));
                 continue;
             };
             let (start, end) = {
@@ -89,13 +92,13 @@ impl Partitions {
             };
             let result = match found {
                 Ok(Some((offset, ts))) => {
-                    OffsetResult { tp, error_code: errors::NONE, offset, timestamp: ts }
+                    OffsetResult { tp, error_code: ErrorCode::None, offset, timestamp: ts }
                 }
-                Ok(None) if timestamp < -4 => failed(tp, errors::INVALID_REQUEST),
-                Ok(None) => failed(tp, errors::NONE),
+                Ok(None) if timestamp < -4 => failed(tp, ErrorCode::InvalidRequest),
+                Ok(None) => failed(tp, ErrorCode::None),
                 Err(e) => {
                     tracing::warn!(%tp, "list offsets failed: {e}");
-                    failed(tp, errors::UNKNOWN_SERVER_ERROR)
+                    failed(tp, ErrorCode::UnknownServerError)
                 }
             };
             out.push(result);
@@ -105,24 +108,24 @@ impl Partitions {
 
     pub(super) async fn delete_records(
         &self,
-        partitions: Vec<(TopicPartition, i64)>,
+        partitions: Vec<(TopicPartition, Offset)>,
     ) -> Vec<OffsetResult> {
         let mut out = Vec::with_capacity(partitions.len());
         for (tp, offset) in partitions {
             let result = match self.log(&tp) {
-                None => Err(errors::UNKNOWN_TOPIC_OR_PARTITION),
+                None => Err(ErrorCode::UnknownTopicOrPartition),
                 Some(log) => log::delete_records(&log, offset).await.map_err(|e| match e {
-                    StorageError::OffsetOutOfRange => errors::OFFSET_OUT_OF_RANGE,
-                    StorageError::Deleted => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    StorageError::OffsetOutOfRange => ErrorCode::OffsetOutOfRange,
+                    StorageError::Deleted => ErrorCode::UnknownTopicOrPartition,
                     e => {
                         tracing::warn!(%tp, "delete records failed: {e}");
-                        errors::UNKNOWN_SERVER_ERROR
+                        ErrorCode::UnknownServerError
                     }
                 }),
             };
             let (error_code, offset) = match result {
-                Ok(start) => (errors::NONE, start),
-                Err(code) => (code, -1),
+                Ok(start) => (ErrorCode::None, start),
+                Err(code) => (code, Offset::NONE),
             };
             out.push(OffsetResult { tp, error_code, offset, timestamp: -1 });
         }
@@ -132,12 +135,12 @@ impl Partitions {
     pub(super) fn describe_producers(
         &self,
         partitions: Vec<TopicPartition>,
-    ) -> Vec<(TopicPartition, Result<Vec<ProducerInfo>, i16>)> {
+    ) -> Vec<(TopicPartition, Result<Vec<ProducerInfo>, ErrorCode>)> {
         partitions
             .into_iter()
             .map(|tp| {
                 let Some(log) = self.log(&tp) else {
-                    return (tp, Err(errors::UNKNOWN_TOPIC_OR_PARTITION));
+                    return (tp, Err(ErrorCode::UnknownTopicOrPartition));
                 };
                 let l = log.borrow();
                 let infos = l
@@ -154,7 +157,7 @@ impl Partitions {
                                 .producers
                                 .txns
                                 .open_transaction(producer_id)
-                                .unwrap_or(-1),
+                                .unwrap_or(Offset::NONE),
                         }
                     })
                     .collect();

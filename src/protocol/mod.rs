@@ -4,7 +4,6 @@
 //!
 //! Pure: no sockets, no files. `net` does the reading and writing.
 
-pub mod errors;
 pub mod fetch_response;
 pub mod versions;
 

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use crate::constants::INTERNAL_COMPACT_SEGMENTS;
 use crate::model::records::{self, RecordIn};
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
-use crate::model::{batch, ShardId, TopicPartition};
+use crate::model::{batch, Offset, ShardId, TopicPartition};
 use crate::shard::catalog::META_DIR;
 use crate::shard::table::shard_for_key;
 use crate::storage::cache::CacheBudget;
@@ -228,7 +228,7 @@ impl Compactor {
         &self,
         log: &LogRef,
         shard: ShardId,
-        snapshot_base: Option<i64>,
+        snapshot_base: Option<Offset>,
         run: Compacting,
     ) {
         let cut = snapshot_base.unwrap_or_else(|| log.borrow().high_watermark);

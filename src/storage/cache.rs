@@ -23,12 +23,12 @@ use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
 
-use crate::model::FirstBatch;
+use crate::model::{FirstBatch, Offset};
 
 #[derive(Debug, Clone)]
 pub struct CachedBatch {
-    pub base_offset: i64,
-    pub last_offset: i64,
+    pub base_offset: Offset,
+    pub last_offset: Offset,
     pub bytes: Bytes,
 }
 
@@ -148,21 +148,21 @@ impl BatchCache {
     /// batch with `FirstBatch::Whole`). None when `offset` is older than the cache.
     pub fn read(
         &self,
-        offset: i64,
+        offset: Offset,
         size_bytes_max: usize,
         first: FirstBatch,
     ) -> Option<Vec<Bytes>> {
-        self.read_below(offset, size_bytes_max, first, i64::MAX)
+        self.read_below(offset, size_bytes_max, first, Offset::MAX)
     }
 
     /// `read`, but only batches that start below `bound` (the last stable offset for
     /// read_committed consumers).
     pub fn read_below(
         &self,
-        offset: i64,
+        offset: Offset,
         size_bytes_max: usize,
         first_batch: FirstBatch,
-        bound: i64,
+        bound: Offset,
     ) -> Option<Vec<Bytes>> {
         let run = self.run.borrow();
         let (_, first) = run.batches.front()?;
@@ -215,8 +215,8 @@ mod tests {
 
     fn batch(base: i64, count: i64, size: usize) -> CachedBatch {
         CachedBatch {
-            base_offset: base,
-            last_offset: base + count - 1,
+            base_offset: Offset(base),
+            last_offset: Offset(base + count - 1),
             bytes: vec![0; size].into(),
         }
     }
@@ -227,12 +227,12 @@ mod tests {
         cache.push(batch(0, 5, 100));
         cache.push(batch(5, 5, 100));
         cache.push(batch(10, 5, 100));
-        assert_eq!(cache.read(7, 1000, Whole).map(|v| v.len()), Some(2));
-        assert_eq!(cache.read(7, 150, Whole).map(|v| v.len()), Some(1));
-        assert_eq!(cache.read(7, 50, Whole).map(|v| v.len()), Some(1));
-        assert_eq!(cache.read(7, 50, WithinLimit).map(|v| v.len()), Some(0));
-        assert_eq!(cache.read(15, 1000, Whole).map(|v| v.len()), Some(0));
-        assert_eq!(cache.read_below(0, 1000, Whole, 5).map(|v| v.len()), Some(1));
+        assert_eq!(cache.read(Offset(7), 1000, Whole).map(|v| v.len()), Some(2));
+        assert_eq!(cache.read(Offset(7), 150, Whole).map(|v| v.len()), Some(1));
+        assert_eq!(cache.read(Offset(7), 50, Whole).map(|v| v.len()), Some(1));
+        assert_eq!(cache.read(Offset(7), 50, WithinLimit).map(|v| v.len()), Some(0));
+        assert_eq!(cache.read(Offset(15), 1000, Whole).map(|v| v.len()), Some(0));
+        assert_eq!(cache.read_below(Offset(0), 1000, Whole, Offset(5)).map(|v| v.len()), Some(1));
     }
 
     #[test]
@@ -243,14 +243,14 @@ mod tests {
             cache.push(batch(i * 2, 2, 100));
         }
         // 250 bytes hold two 100-byte batches: offsets 16..=19.
-        assert_eq!(cache.read(17, 1000, Whole).map(|v| v.len()), Some(2));
-        assert!(cache.read(15, 1000, Whole).is_none());
-        assert!(cache.read(0, 1000, Whole).is_none());
+        assert_eq!(cache.read(Offset(17), 1000, Whole).map(|v| v.len()), Some(2));
+        assert!(cache.read(Offset(15), 1000, Whole).is_none());
+        assert!(cache.read(Offset(0), 1000, Whole).is_none());
         assert_eq!(budget.bytes(), 200);
         // A batch larger than the whole budget is not kept: reads go to the disk.
         let mut tiny = BatchCache::new(CacheBudget::new(10));
         tiny.push(batch(0, 1, 100));
-        assert!(tiny.read(0, 1000, Whole).is_none());
+        assert!(tiny.read(Offset(0), 1000, Whole).is_none());
     }
 
     #[test]
@@ -266,16 +266,20 @@ mod tests {
         assert_eq!((idle.size_bytes(), hot.size_bytes(), budget.bytes()), (200, 300, 500));
         // The idle partition's batches are the oldest: they go before any of the hot one's.
         hot.push(batch(3, 1, 100));
-        assert!(idle.read(0, 1000, Whole).is_none());
-        assert_eq!(idle.read(1, 1000, Whole).map(|v| v.len()), Some(1));
+        assert!(idle.read(Offset(0), 1000, Whole).is_none());
+        assert_eq!(idle.read(Offset(1), 1000, Whole).map(|v| v.len()), Some(1));
         hot.push(batch(4, 1, 100));
         assert_eq!(idle.size_bytes(), 0);
-        assert_eq!(hot.read(0, 1000, Whole).map(|v| v.len()), Some(5), "all of the hot one");
+        assert_eq!(
+            hot.read(Offset(0), 1000, Whole).map(|v| v.len()),
+            Some(5),
+            "all of the hot one"
+        );
         // A dropped partition gives its bytes back.
         drop(hot);
         assert_eq!(budget.bytes(), 0);
         idle.push(batch(2, 1, 100));
-        assert_eq!(idle.read(2, 1000, Whole).map(|v| v.len()), Some(1));
+        assert_eq!(idle.read(Offset(2), 1000, Whole).map(|v| v.len()), Some(1));
     }
 
     /// Random pushes, clears and drops over several partitions, against a model of "the
@@ -317,7 +321,7 @@ mod tests {
             assert_eq!(budget.bytes(), expected, "seed {seed}");
             for (q, (cache, _)) in caches.iter().enumerate() {
                 let oldest = model.iter().find(|(m, _, _)| *m == q).map(|(_, base, _)| *base);
-                let held = oldest.and_then(|base| cache.read(base, usize::MAX, Whole));
+                let held = oldest.and_then(|base| cache.read(Offset(base), usize::MAX, Whole));
                 let count = model.iter().filter(|(m, _, _)| *m == q).count();
                 assert_eq!(held.map_or(0, |v| v.len()), count, "seed {seed} partition {q}");
                 assert_eq!(cache.size_bytes() == 0, count == 0, "seed {seed}");

@@ -37,7 +37,7 @@ use crate::fatal::{fatal, FatalReason};
 use crate::model::batch::{self, BatchHeader};
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
 use crate::model::TopicPartition;
-use crate::model::{now_ms, FirstBatch, Isolation};
+use crate::model::{now_ms, FirstBatch, Isolation, Offset, ProducerEpoch, ProducerId};
 use crate::storage::cache::{BatchCache, CacheBudget, CachedBatch};
 use crate::storage::files::{Buffered, OpenFiles};
 use crate::storage::producer_state::{self, AppendCheck, ProducerBatch, ProducerStateTable};
@@ -48,10 +48,10 @@ use crate::storage::{snapshot, space};
 /// Where an append landed.
 #[derive(Debug, Clone, Copy)]
 pub struct AppendInfo {
-    pub base_offset: i64,
+    pub base_offset: Offset,
     /// The broker's timestamp when the topic uses LogAppendTime, else -1.
     pub log_append_time: i64,
-    pub log_start_offset: i64,
+    pub log_start_offset: Offset,
 }
 
 /// A piece of a fetch response's record data.
@@ -82,16 +82,16 @@ pub struct ReadOutcome {
     /// read_committed only: aborted transactions overlapping the range read.
     pub aborted: Vec<crate::storage::txn_index::AbortedTxn>,
     /// read_committed only: the last stable offset (else the high watermark).
-    pub last_stable_offset: i64,
+    pub last_stable_offset: Offset,
     pub size_bytes: usize,
-    pub high_watermark: i64,
-    pub log_start_offset: i64,
+    pub high_watermark: Offset,
+    pub log_start_offset: Offset,
 }
 
 struct Pending {
     bytes: Bytes,
-    base_offset: i64,
-    last_offset: i64,
+    base_offset: Offset,
+    last_offset: Offset,
     max_timestamp: i64,
     done: Option<oneshot::Sender<()>>,
 }
@@ -101,11 +101,11 @@ pub struct Log {
     dir: PathBuf,
     pub config: TopicConfig,
     segments: Vec<Segment>,
-    pub log_start_offset: i64,
+    pub log_start_offset: Offset,
     /// Next offset to assign, counting queued batches (the log end offset).
-    next_offset: i64,
+    next_offset: Offset,
     /// Offset after the last written batch; consumers read below it.
-    pub high_watermark: i64,
+    pub high_watermark: Offset,
     cache: BatchCache,
     /// The shard's cache of open segment files (see `files.rs`).
     files: Rc<OpenFiles>,
@@ -116,7 +116,7 @@ pub struct Log {
     /// Idempotent producers' epochs and last batches, counting queued batches.
     pub producers: ProducerStateTable,
     /// Duplicates waiting for their original to be durable: (original's last offset, waker).
-    durable_waiters: Vec<(i64, oneshot::Sender<()>)>,
+    durable_waiters: Vec<(Offset, oneshot::Sender<()>)>,
     /// Runs of batches the flusher wrote since open (see `storage::IoTotals`): how many
     /// appends group commit shared each write among, for tests.
     pub writes: u64,
@@ -162,12 +162,13 @@ impl Log {
         let bases = segment::list_segments(&dir)?;
         let mut report = RecoveryReport::default();
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
-        for (i, base) in bases.iter().enumerate() {
-            let (opened, repairs) = Segment::open(&dir, *base, now, files).await?;
+        for (i, &base) in bases.iter().enumerate() {
+            let (opened, repairs) = Segment::open(&dir, base, now, files).await?;
             let torn = repairs.torn;
             report.segments += 1;
             let follows = segments.last().is_none_or(|prev| prev.next_offset == opened.base_offset);
             if !follows {
+                let base = base.0;
                 tracing::warn!(%tp, base, "segment does not follow the one before; dropping it on");
                 for later in &bases[i..] {
                     remove_segment_files(&dir, *later);
@@ -176,7 +177,8 @@ impl Log {
             }
             if torn {
                 report.truncated_segments += 1;
-                tracing::warn!(%tp, base, size = opened.size, "truncated a torn segment tail");
+                let (base, size) = (base.0, opened.size);
+                tracing::warn!(%tp, base, size, "truncated a torn segment tail");
             }
             let is_last = i + 1 == bases.len();
             // A sealed segment that recovery changed is sealed again (true length, indexes
@@ -195,10 +197,11 @@ impl Log {
             }
         }
         if segments.is_empty() {
-            segments.push(Segment::create(&dir, 0, config.segment_bytes, now, files).await?);
+            let created = Segment::create(&dir, Offset::ZERO, config.segment_bytes, now, files);
+            segments.push(created.await?);
         }
         let first_offset = segments[0].base_offset;
-        let next_offset = segments.last().map_or(0, |s| s.next_offset);
+        let next_offset = segments.last().map_or(Offset::ZERO, |s| s.next_offset);
         // DeleteRecords may have moved the start inside the first segment.
         let log_start_offset = read_log_start(&dir)
             .filter(|start| (first_offset..=next_offset).contains(start))
@@ -332,8 +335,8 @@ pub fn enqueue(log: &Rc<RefCell<Log>>, batches: Vec<Bytes>) -> Result<Appending,
 /// A transaction marker for the partition, asked for by the transaction coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Marker {
-    pub producer_id: i64,
-    pub producer_epoch: i16,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
     pub commit: bool,
     pub coordinator_epoch: i32,
 }
@@ -341,7 +344,7 @@ pub struct Marker {
 /// Appends a transaction marker (a control batch built here) and waits until it is
 /// durable. Ends the producer's open transaction in this partition: the last stable offset
 /// moves past it, and an abort joins the aborted-transactions index. Returns its offset.
-pub async fn append_marker(log: &Rc<RefCell<Log>>, marker: Marker) -> Result<i64, Error> {
+pub async fn append_marker(log: &Rc<RefCell<Log>>, marker: Marker) -> Result<Offset, Error> {
     let (done_tx, done_rx) = oneshot::channel();
     let (info, start_flusher) = {
         let mut l = log.borrow_mut();
@@ -378,14 +381,14 @@ pub async fn append_marker(log: &Rc<RefCell<Log>>, marker: Marker) -> Result<i64
 /// whole segments below it (never the active one) and records the start in
 /// `log-start-offset` next to the segments (temporary file, fsync, rename), so that a
 /// restart keeps it. Returns the new log start (the low watermark).
-pub async fn delete_records(log: &Rc<RefCell<Log>>, offset: i64) -> Result<i64, Error> {
+pub async fn delete_records(log: &Rc<RefCell<Log>>, offset: Offset) -> Result<Offset, Error> {
     let (dir, start, removed) = {
         let mut l = log.borrow_mut();
         if l.deleted {
             return Err(Error::Deleted);
         }
-        let offset = if offset == -1 { l.high_watermark } else { offset };
-        if offset < 0 || offset > l.high_watermark {
+        let offset = if offset == Offset::NONE { l.high_watermark } else { offset };
+        if offset < Offset::ZERO || offset > l.high_watermark {
             return Err(Error::OffsetOutOfRange);
         }
         if offset <= l.log_start_offset {
@@ -407,22 +410,22 @@ pub async fn delete_records(log: &Rc<RefCell<Log>>, offset: i64) -> Result<i64, 
 
 const LOG_START_FILE: &str = "log-start-offset";
 
-fn read_log_start(dir: &Path) -> Option<i64> {
-    std::fs::read_to_string(dir.join(LOG_START_FILE)).ok()?.trim().parse().ok()
+fn read_log_start(dir: &Path) -> Option<Offset> {
+    std::fs::read_to_string(dir.join(LOG_START_FILE)).ok()?.trim().parse().ok().map(Offset)
 }
 
-fn write_log_start(dir: &Path, start: i64) -> std::io::Result<()> {
+fn write_log_start(dir: &Path, start: Offset) -> std::io::Result<()> {
     use std::io::Write;
     let temporary = dir.join(format!("{LOG_START_FILE}.tmp"));
     let mut file = std::fs::File::create(&temporary)?;
-    writeln!(file, "{start}")?;
+    writeln!(file, "{}", start.0)?;
     file.sync_all()?;
     std::fs::rename(&temporary, dir.join(LOG_START_FILE))?;
     std::fs::File::open(dir)?.sync_all()
 }
 
 /// The last stable offset: read_committed consumers read below it.
-pub fn last_stable_offset(log: &Rc<RefCell<Log>>) -> i64 {
+pub fn last_stable_offset(log: &Rc<RefCell<Log>>) -> Offset {
     let l = log.borrow();
     l.producers.txns.last_stable_offset(l.high_watermark)
 }
@@ -447,7 +450,8 @@ fn queue(
         }
         let (last_offset, max_timestamp) = {
             let header = BatchHeader::parse(&bytes).unwrap_or_else(|_| unreachable!());
-            if header.is_transactional() && !header.is_control() && header.producer_id() >= 0 {
+            if header.is_transactional() && !header.is_control() && header.producer_id().is_valid()
+            {
                 l.producers.txns.on_data(header.producer_id(), base_offset);
             }
             (header.last_offset(), header.max_timestamp())
@@ -482,7 +486,7 @@ fn check_producers(
     fn header_of(bytes: &Bytes) -> BatchHeader<'_> {
         BatchHeader::parse(bytes).unwrap_or_else(|_| unreachable!())
     }
-    if batches.iter().all(|bytes| header_of(bytes).producer_id() < 0) {
+    if batches.iter().all(|bytes| !header_of(bytes).producer_id().is_valid()) {
         return Ok(None);
     }
     if batches.iter().any(|bytes| header_of(bytes).is_control()) {
@@ -574,7 +578,7 @@ fn commit_run(log: &Rc<RefCell<Log>>, run: &[Pending]) -> bool {
     true
 }
 
-fn should_roll(l: &Log, batch_size: u64, last_offset: i64, now: i64) -> bool {
+fn should_roll(l: &Log, batch_size: u64, last_offset: Offset, now: i64) -> bool {
     let active = l.segments.last().unwrap_or_else(|| unreachable!());
     if active.size == 0 {
         return false;
@@ -784,7 +788,7 @@ enum WhenFull {
 }
 
 /// Seals the active segment and starts a new one at `base_offset`. The caller owns `busy`.
-async fn roll(log: &Rc<RefCell<Log>>, base_offset: i64, when_full: WhenFull) {
+async fn roll(log: &Rc<RefCell<Log>>, base_offset: Offset, when_full: WhenFull) {
     let (dir, preallocate, files, opening, size) = {
         let l = log.borrow();
         let active = l.segments.last().unwrap_or_else(|| unreachable!());
@@ -853,7 +857,7 @@ async fn roll(log: &Rc<RefCell<Log>>, base_offset: i64, when_full: WhenFull) {
 /// order). Any other failure is fatal.
 async fn create_segment(
     dir: &Path,
-    base_offset: i64,
+    base_offset: Offset,
     preallocate: u64,
     files: &Rc<OpenFiles>,
     when_full: WhenFull,
@@ -883,7 +887,7 @@ async fn create_segment(
 /// `FirstBatch::Whole` (KIP-74: a consumer must always make progress).
 pub async fn read(
     log: &Rc<RefCell<Log>>,
-    offset: i64,
+    offset: Offset,
     size_bytes_max: usize,
     first: FirstBatch,
 ) -> Result<ReadOutcome, Error> {
@@ -894,7 +898,7 @@ pub async fn read(
 /// the aborted transactions in that range).
 pub async fn read_below(
     log: &Rc<RefCell<Log>>,
-    offset: i64,
+    offset: Offset,
     size_bytes_max: usize,
     first: FirstBatch,
     isolation: Isolation,
@@ -1001,7 +1005,7 @@ async fn locate(
     file: &glommio::io::DmaFile,
     mut position: u64,
     end: u64,
-    offset: i64,
+    offset: Offset,
 ) -> Result<Option<(u64, u64)>, Error> {
     while position < end {
         let want = (end - position).min(LOCATE_READ_BYTES as u64) as usize;
@@ -1031,7 +1035,7 @@ async fn locate(
 pub async fn offset_for_timestamp(
     log: &Rc<RefCell<Log>>,
     timestamp: i64,
-) -> Result<Option<(i64, i64)>, Error> {
+) -> Result<Option<(Offset, i64)>, Error> {
     let candidates: Vec<_> = {
         let l = log.borrow();
         l.segments
@@ -1073,7 +1077,9 @@ pub async fn offset_for_timestamp(
 }
 
 /// The offset of the record with the largest timestamp (ListOffsets -3, KIP-734).
-pub async fn offset_of_max_timestamp(log: &Rc<RefCell<Log>>) -> Result<Option<(i64, i64)>, Error> {
+pub async fn offset_of_max_timestamp(
+    log: &Rc<RefCell<Log>>,
+) -> Result<Option<(Offset, i64)>, Error> {
     let max = {
         let l = log.borrow();
         l.segments.iter().map(|s| s.max_timestamp).max().unwrap_or(-1)
@@ -1084,9 +1090,10 @@ pub async fn offset_of_max_timestamp(log: &Rc<RefCell<Log>>) -> Result<Option<(i
     offset_for_timestamp(log, max).await
 }
 
-fn first_record_at_or_after(bytes: &mut Bytes, timestamp: i64) -> Option<(i64, i64)> {
+fn first_record_at_or_after(bytes: &mut Bytes, timestamp: i64) -> Option<(Offset, i64)> {
     let set = kafka_protocol::records::RecordBatchDecoder::decode(bytes).ok()?;
-    set.records.iter().find(|r| r.timestamp >= timestamp).map(|r| (r.offset, r.timestamp))
+    let record = set.records.iter().find(|r| r.timestamp >= timestamp)?;
+    Some((Offset(record.offset), record.timestamp))
 }
 
 /// Deletes whole segments past the topic's retention time or size, never the active one
@@ -1151,6 +1158,7 @@ pub async fn enforce_retention(log: &Rc<RefCell<Log>>, now: i64) -> Result<usize
             l.cache.clear();
             let log_start_offset = l.log_start_offset;
             l.producers.txns.truncate_start(log_start_offset);
+            let log_start_offset = log_start_offset.0;
             tracing::info!(tp = %l.tp, segments = count, log_start_offset, "retention deleted");
         }
         removed
@@ -1164,7 +1172,7 @@ pub async fn enforce_retention(log: &Rc<RefCell<Log>>, now: i64) -> Result<usize
 /// log start to the first kept segment. For internal logs that restate their whole state at
 /// `offset` (a snapshot), so that the history before it can go. Returns how many went; their
 /// files are removed by a task of their own.
-pub fn delete_segments_before(log: &Rc<RefCell<Log>>, offset: i64) -> usize {
+pub fn delete_segments_before(log: &Rc<RefCell<Log>>, offset: Offset) -> usize {
     let removed: Vec<Segment> = {
         let mut l = log.borrow_mut();
         let mut count = 0;
@@ -1256,7 +1264,7 @@ pub async fn delete(log: &Rc<RefCell<Log>>) {
     let _ = glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
 }
 
-fn remove_segment_files(dir: &Path, base: i64) {
+fn remove_segment_files(dir: &Path, base: Offset) {
     for extension in ["log", "index", "timeindex"] {
         let _ = std::fs::remove_file(dir.join(segment::file_name(base, extension)));
     }

@@ -30,20 +30,17 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::constants::PRODUCER_BATCHES_RETAINED;
 use crate::model::batch::BatchHeader;
+use crate::model::{ErrorCode, Offset, ProducerEpoch, ProducerId};
 use crate::storage::txn_index::{AbortedTxn, TxnIndex};
 
-/// A batch without idempotence carries producer id -1.
-pub const NO_PRODUCER_ID: i64 = -1;
-/// Epoch of a producer with no known epoch.
-pub const NO_PRODUCER_EPOCH: i16 = -1;
 /// Sequence before the first one (the next expected sequence is then 0).
 pub const NO_SEQUENCE: i32 = -1;
 
 /// What the producer state needs from a batch header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerBatch {
-    pub producer_id: i64,
-    pub producer_epoch: i16,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
     pub base_sequence: i32,
     pub last_offset_delta: i32,
     /// The batch's max_timestamp as stored (LogAppendTime already applied).
@@ -56,15 +53,15 @@ pub struct ProducerBatch {
 pub struct BatchMetadata {
     pub first_sequence: i32,
     pub last_sequence: i32,
-    pub first_offset: i64,
-    pub last_offset: i64,
+    pub first_offset: Offset,
+    pub last_offset: Offset,
     /// The batch's max_timestamp (Kafka answers a duplicate with it as log_append_time).
     pub timestamp: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerEntry {
-    pub epoch: i16,
+    pub epoch: ProducerEpoch,
     /// Oldest first; never empty, at most `PRODUCER_BATCHES_RETAINED`.
     pub batches: VecDeque<BatchMetadata>,
     /// Broker time of the producer's last append (or of the recovery that found it); the
@@ -72,7 +69,7 @@ pub struct ProducerEntry {
     pub last_seen_ms: i64,
 }
 
-/// Why a batch was refused. `shard` maps each to its Kafka error code.
+/// Why a batch was refused; `error_code` gives the Kafka error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProducerError {
     /// INVALID_PRODUCER_EPOCH (47): a zombie with an older epoch.
@@ -84,6 +81,18 @@ pub enum ProducerError {
     /// INVALID_RECORD (87): a client sent a control batch (only the transaction
     /// coordinator writes markers).
     ControlFromClient,
+}
+
+impl ProducerError {
+    /// The Produce error code of a failed producer check (Kafka's codes for the same cases).
+    pub fn error_code(self) -> ErrorCode {
+        match self {
+            ProducerError::InvalidProducerEpoch => ErrorCode::InvalidProducerEpoch,
+            ProducerError::OutOfOrderSequence => ErrorCode::OutOfOrderSequenceNumber,
+            ProducerError::InvalidSequence => ErrorCode::InvalidRecord,
+            ProducerError::ControlFromClient => ErrorCode::InvalidRecord,
+        }
+    }
 }
 
 /// What `try_append` decided for a whole append.
@@ -98,7 +107,7 @@ pub enum AppendCheck {
 /// The producers of one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStateTable {
-    producers: HashMap<i64, ProducerEntry>,
+    producers: HashMap<ProducerId, ProducerEntry>,
     /// Open and aborted transactions in this partition; snapshotted with the producers.
     pub txns: TxnIndex,
 }
@@ -116,7 +125,7 @@ impl ProducerBatch {
     }
 
     pub fn has_producer_id(&self) -> bool {
-        self.producer_id >= 0
+        self.producer_id.is_valid()
     }
 
     /// The sequence of the batch's last record, wrapping after i32::MAX as Kafka does
@@ -136,13 +145,13 @@ impl ProducerStateTable {
     }
 
     /// Every producer, by ascending id.
-    pub fn entries(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
-        let mut ids: Vec<i64> = self.producers.keys().copied().collect();
+    pub fn entries(&self) -> impl Iterator<Item = (ProducerId, &ProducerEntry)> {
+        let mut ids: Vec<ProducerId> = self.producers.keys().copied().collect();
         ids.sort_unstable();
         ids.into_iter().map(|id| (id, &self.producers[&id]))
     }
 
-    pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
+    pub fn get(&self, producer_id: ProducerId) -> Option<&ProducerEntry> {
         self.producers.get(&producer_id)
     }
 
@@ -152,17 +161,17 @@ impl ProducerStateTable {
     pub fn try_append(
         &mut self,
         batches: &[ProducerBatch],
-        first_offset: i64,
+        first_offset: Offset,
         now_ms: i64,
     ) -> Result<AppendCheck, ProducerError> {
-        assert!(first_offset >= 0);
+        assert!(first_offset >= Offset::ZERO);
         if !batches.iter().any(ProducerBatch::has_producer_id) {
             return Ok(AppendCheck::Append);
         }
         // Several batches in one append may belong to one producer, so each is checked against
         // the state the earlier ones left; the entries they touch are saved to undo.
         let several = batches.len() > 1;
-        let mut undo: Vec<(i64, Option<ProducerEntry>)> = Vec::new();
+        let mut undo: Vec<(ProducerId, Option<ProducerEntry>)> = Vec::new();
         let mut offset = first_offset;
         for batch in batches {
             if batch.has_producer_id() {
@@ -184,7 +193,7 @@ impl ProducerStateTable {
     /// Applies a batch found in the log during recovery, without checks (it passed them when
     /// it was appended). Batches without a producer id or with a negative sequence (which
     /// `try_append` never lets in) are ignored.
-    pub fn replay(&mut self, batch: &ProducerBatch, first_offset: i64, now_ms: i64) {
+    pub fn replay(&mut self, batch: &ProducerBatch, first_offset: Offset, now_ms: i64) {
         if batch.has_producer_id() && batch.base_sequence >= 0 {
             self.record(batch, first_offset, now_ms);
         }
@@ -197,11 +206,11 @@ impl ProducerStateTable {
     /// the producer's batches, so its next data batch must start a new sequence.
     pub fn on_marker(
         &mut self,
-        producer_id: i64,
-        epoch: i16,
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
         now_ms: i64,
     ) -> Result<(), ProducerError> {
-        assert!(producer_id >= 0);
+        assert!(producer_id.is_valid());
         let entry = self.producers.entry(producer_id).or_insert_with(|| ProducerEntry {
             epoch,
             batches: VecDeque::with_capacity(PRODUCER_BATCHES_RETAINED),
@@ -248,7 +257,7 @@ impl ProducerStateTable {
             return Err(ProducerError::InvalidProducerEpoch);
         }
         if batch.producer_epoch != entry.epoch {
-            if batch.base_sequence != 0 && entry.epoch != NO_PRODUCER_EPOCH {
+            if batch.base_sequence != 0 && entry.epoch != ProducerEpoch::NONE {
                 return Err(ProducerError::OutOfOrderSequence);
             }
             return Ok(AppendCheck::Append);
@@ -260,7 +269,7 @@ impl ProducerStateTable {
         Ok(AppendCheck::Append)
     }
 
-    fn record(&mut self, batch: &ProducerBatch, first_offset: i64, now_ms: i64) {
+    fn record(&mut self, batch: &ProducerBatch, first_offset: Offset, now_ms: i64) {
         let metadata = BatchMetadata {
             first_sequence: batch.base_sequence,
             last_sequence: batch.last_sequence(),
@@ -285,7 +294,7 @@ impl ProducerStateTable {
         assert!(entry.batches.len() <= PRODUCER_BATCHES_RETAINED);
     }
 
-    fn restore(&mut self, undo: Vec<(i64, Option<ProducerEntry>)>) {
+    fn restore(&mut self, undo: Vec<(ProducerId, Option<ProducerEntry>)>) {
         for (producer_id, saved) in undo {
             match saved {
                 Some(entry) => self.producers.insert(producer_id, entry),
@@ -348,48 +357,48 @@ pub enum SnapshotError {
 
 impl ProducerStateTable {
     /// The snapshot of this state, taken when the log's next offset is `offset`.
-    pub fn encode_snapshot(&self, offset: i64) -> Vec<u8> {
+    pub fn encode_snapshot(&self, offset: Offset) -> Vec<u8> {
         let batches: usize = self.producers.values().map(|e| e.batches.len()).sum();
         let size = SNAPSHOT_HEADER_BYTES
             + self.producers.len() * SNAPSHOT_PRODUCER_BYTES
             + batches * SNAPSHOT_BATCH_BYTES
             + 8
             + self.txns.ongoing().count() * 16
-            + self.txns.aborted_between(i64::MIN, i64::MAX).len() * 24;
+            + self.txns.aborted_between(Offset::MIN, Offset::MAX).len() * 24;
         let mut out = Vec::with_capacity(size);
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend(SNAPSHOT_VERSION.to_be_bytes());
         out.extend(0u32.to_be_bytes());
-        out.extend(offset.to_be_bytes());
+        out.extend(offset.0.to_be_bytes());
         out.extend((self.producers.len() as u32).to_be_bytes());
-        let mut ids: Vec<i64> = self.producers.keys().copied().collect();
+        let mut ids: Vec<ProducerId> = self.producers.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
             let entry = &self.producers[&id];
-            out.extend(id.to_be_bytes());
-            out.extend(entry.epoch.to_be_bytes());
+            out.extend(id.0.to_be_bytes());
+            out.extend(entry.epoch.0.to_be_bytes());
             out.extend(entry.last_seen_ms.to_be_bytes());
             out.push(entry.batches.len() as u8);
             for m in &entry.batches {
                 out.extend(m.first_sequence.to_be_bytes());
                 out.extend(m.last_sequence.to_be_bytes());
-                out.extend(m.first_offset.to_be_bytes());
-                out.extend(m.last_offset.to_be_bytes());
+                out.extend(m.first_offset.0.to_be_bytes());
+                out.extend(m.last_offset.0.to_be_bytes());
                 out.extend(m.timestamp.to_be_bytes());
             }
         }
-        let ongoing: Vec<(i64, i64)> = self.txns.ongoing().collect();
+        let ongoing: Vec<(ProducerId, Offset)> = self.txns.ongoing().collect();
         out.extend((ongoing.len() as u32).to_be_bytes());
         for (producer_id, first_offset) in ongoing {
-            out.extend(producer_id.to_be_bytes());
-            out.extend(first_offset.to_be_bytes());
+            out.extend(producer_id.0.to_be_bytes());
+            out.extend(first_offset.0.to_be_bytes());
         }
-        let aborted = self.txns.aborted_between(i64::MIN, i64::MAX);
+        let aborted = self.txns.aborted_between(Offset::MIN, Offset::MAX);
         out.extend((aborted.len() as u32).to_be_bytes());
         for a in aborted {
-            out.extend(a.producer_id.to_be_bytes());
-            out.extend(a.first_offset.to_be_bytes());
-            out.extend(a.last_offset.to_be_bytes());
+            out.extend(a.producer_id.0.to_be_bytes());
+            out.extend(a.first_offset.0.to_be_bytes());
+            out.extend(a.last_offset.0.to_be_bytes());
         }
         assert_eq!(out.len(), size);
         let crc = crc32c::crc32c(&out[10..]);
@@ -398,7 +407,7 @@ impl ProducerStateTable {
     }
 
     /// Reads a snapshot: the offset it was taken at and the state.
-    pub fn decode_snapshot(bytes: &[u8]) -> Result<(i64, ProducerStateTable), SnapshotError> {
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<(Offset, ProducerStateTable), SnapshotError> {
         if bytes.len() < SNAPSHOT_HEADER_BYTES {
             return Err(SnapshotError::Truncated);
         }
@@ -414,16 +423,16 @@ impl ProducerStateTable {
             return Err(SnapshotError::BadCrc);
         }
         let mut reader = Reader { bytes, at: 10 };
-        let offset = reader.i64()?;
+        let offset = reader.offset()?;
         let count = reader.u32()? as usize;
         let mut table = ProducerStateTable::default();
         for _ in 0..count {
-            let producer_id = reader.i64()?;
-            let epoch = reader.i16()?;
+            let producer_id = ProducerId(reader.i64()?);
+            let epoch = ProducerEpoch(reader.i16()?);
             let last_seen_ms = reader.i64()?;
             let batch_count = usize::from(reader.u8()?);
             // No batches: a transaction marker moved the epoch on (`on_marker`).
-            if producer_id < 0 || batch_count > PRODUCER_BATCHES_RETAINED {
+            if !producer_id.is_valid() || batch_count > PRODUCER_BATCHES_RETAINED {
                 return Err(SnapshotError::Malformed);
             }
             let mut batches = VecDeque::with_capacity(PRODUCER_BATCHES_RETAINED);
@@ -431,8 +440,8 @@ impl ProducerStateTable {
                 batches.push_back(BatchMetadata {
                     first_sequence: reader.i32()?,
                     last_sequence: reader.i32()?,
-                    first_offset: reader.i64()?,
-                    last_offset: reader.i64()?,
+                    first_offset: reader.offset()?,
+                    last_offset: reader.offset()?,
                     timestamp: reader.i64()?,
                 });
             }
@@ -444,14 +453,14 @@ impl ProducerStateTable {
         if version >= 2 {
             let mut txns = TxnIndex::default();
             for _ in 0..reader.u32()? {
-                let (producer_id, first_offset) = (reader.i64()?, reader.i64()?);
-                txns.on_data(producer_id.max(0), first_offset);
+                let (producer_id, first_offset) = (reader.producer_id()?, reader.offset()?);
+                txns.on_data(producer_id.max(ProducerId(0)), first_offset);
             }
             for _ in 0..reader.u32()? {
                 let a = AbortedTxn {
-                    producer_id: reader.i64()?,
-                    first_offset: reader.i64()?,
-                    last_offset: reader.i64()?,
+                    producer_id: reader.producer_id()?,
+                    first_offset: reader.offset()?,
+                    last_offset: reader.offset()?,
                 };
                 if !txns.restore_aborted(a) {
                     return Err(SnapshotError::Malformed);
@@ -495,6 +504,12 @@ impl Reader<'_> {
     fn i64(&mut self) -> Result<i64, SnapshotError> {
         Ok(i64::from_be_bytes(self.take()?))
     }
+    fn offset(&mut self) -> Result<Offset, SnapshotError> {
+        Ok(Offset(self.i64()?))
+    }
+    fn producer_id(&mut self) -> Result<ProducerId, SnapshotError> {
+        Ok(ProducerId(self.i64()?))
+    }
 }
 
 #[cfg(test)]
@@ -506,8 +521,8 @@ mod tests {
 
     fn batch(epoch: i16, base_sequence: i32, count: i32) -> ProducerBatch {
         ProducerBatch {
-            producer_id: PID,
-            producer_epoch: epoch,
+            producer_id: ProducerId(PID),
+            producer_epoch: ProducerEpoch(epoch),
             base_sequence,
             last_offset_delta: count - 1,
             max_timestamp: 5,
@@ -520,7 +535,7 @@ mod tests {
         b: ProducerBatch,
         offset: i64,
     ) -> Result<AppendCheck, ProducerError> {
-        table.try_append(&[b], offset, NOW)
+        table.try_append(&[b], Offset(offset), NOW)
     }
 
     #[test]
@@ -532,15 +547,15 @@ mod tests {
         }
         let mut table = ProducerStateTable::default();
         assert_eq!(append(&mut table, batch(7, 5, 3), 10), Ok(AppendCheck::Append));
-        let entry = table.get(PID).expect("entry");
-        assert_eq!(entry.epoch, 7);
+        let entry = table.get(ProducerId(PID)).expect("entry");
+        assert_eq!(entry.epoch, ProducerEpoch(7));
         assert_eq!(
             entry.batches.back().copied(),
             Some(BatchMetadata {
                 first_sequence: 5,
                 last_sequence: 7,
-                first_offset: 10,
-                last_offset: 12,
+                first_offset: Offset(10),
+                last_offset: Offset(12),
                 timestamp: 5
             })
         );
@@ -562,7 +577,7 @@ mod tests {
         }
         assert_eq!(append(&mut table, batch(0, 5, 2), 5), Ok(AppendCheck::Append));
         assert_eq!(append(&mut table, batch(0, 7, 1), 7), Ok(AppendCheck::Append));
-        assert_eq!(table.get(PID).map(|e| e.batches.len()), Some(3));
+        assert_eq!(table.get(ProducerId(PID)).map(|e| e.batches.len()), Some(3));
     }
 
     #[test]
@@ -581,8 +596,8 @@ mod tests {
                 let original = BatchMetadata {
                     first_sequence: i * 2,
                     last_sequence: i * 2 + 1,
-                    first_offset: 100 + i64::from(i) * 2,
-                    last_offset: 101 + i64::from(i) * 2,
+                    first_offset: Offset(100 + i64::from(i) * 2),
+                    last_offset: Offset(101 + i64::from(i) * 2),
                     timestamp: 5,
                 };
                 assert_eq!(outcome, Ok(AppendCheck::Duplicate(original)), "batch {i}");
@@ -625,8 +640,8 @@ mod tests {
         assert_eq!(append(&mut table, batch(1, 3, 1), 3), Err(ProducerError::OutOfOrderSequence));
         assert_eq!(append(&mut table, batch(1, 1, 1), 3), Err(ProducerError::OutOfOrderSequence));
         assert_eq!(append(&mut table, batch(1, 0, 2), 3), Ok(AppendCheck::Append));
-        let entry = table.get(PID).expect("entry");
-        assert_eq!(entry.epoch, 1);
+        let entry = table.get(ProducerId(PID)).expect("entry");
+        assert_eq!(entry.epoch, ProducerEpoch(1));
         assert_eq!(entry.batches.len(), 1);
         // The old epoch's batches are gone: its retry is now fenced.
         assert_eq!(append(&mut table, batch(0, 0, 3), 5), Err(ProducerError::InvalidProducerEpoch));
@@ -645,7 +660,7 @@ mod tests {
         assert_eq!(append(&mut table, batch(0, 0, 2), 3), Ok(AppendCheck::Append));
         assert!(matches!(
             append(&mut table, batch(0, i32::MAX - 2, 3), 9),
-            Ok(AppendCheck::Duplicate(m)) if m.first_offset == 0
+            Ok(AppendCheck::Duplicate(m)) if m.first_offset == Offset(0)
         ));
         // A batch that wraps inside itself.
         let mut table = ProducerStateTable::default();
@@ -678,9 +693,9 @@ mod tests {
     #[test]
     fn batches_without_a_producer_id_are_never_checked() {
         let mut table = ProducerStateTable::default();
-        let plain = ProducerBatch { producer_id: NO_PRODUCER_ID, ..batch(-1, -1, 3) };
+        let plain = ProducerBatch { producer_id: ProducerId::NONE, ..batch(-1, -1, 3) };
         for offset in [0, 3, 6] {
-            assert_eq!(table.try_append(&[plain], offset, NOW), Ok(AppendCheck::Append));
+            assert_eq!(table.try_append(&[plain], Offset(offset), NOW), Ok(AppendCheck::Append));
         }
         assert!(table.is_empty());
     }
@@ -690,56 +705,62 @@ mod tests {
         let mut table = ProducerStateTable::default();
         let b = ProducerBatch { is_transactional: true, ..batch(0, 0, 1) };
         assert_eq!(append(&mut table, b, 0), Ok(AppendCheck::Append));
-        assert_eq!(table.on_marker(PID, 0, 0), Ok(()));
+        assert_eq!(table.on_marker(ProducerId(PID), ProducerEpoch(0), 0), Ok(()));
         // Same epoch: sequences go on across transactions.
         assert_eq!(append(&mut table, batch(0, 1, 1), 2), Ok(AppendCheck::Append));
-        assert_eq!(table.on_marker(PID, 1, 0), Ok(()));
-        assert_eq!(table.get(PID).map(|e| e.batches.len()), Some(0));
+        assert_eq!(table.on_marker(ProducerId(PID), ProducerEpoch(1), 0), Ok(()));
+        assert_eq!(table.get(ProducerId(PID)).map(|e| e.batches.len()), Some(0));
         assert_eq!(append(&mut table, batch(0, 2, 1), 4), Err(ProducerError::InvalidProducerEpoch));
-        assert_eq!(table.on_marker(PID, 0, 0), Err(ProducerError::InvalidProducerEpoch));
+        assert_eq!(
+            table.on_marker(ProducerId(PID), ProducerEpoch(0), 0),
+            Err(ProducerError::InvalidProducerEpoch)
+        );
         assert_eq!(append(&mut table, batch(1, 0, 1), 4), Ok(AppendCheck::Append));
         let mut fresh = ProducerStateTable::default();
-        assert_eq!(fresh.on_marker(9, 3, 0), Ok(()));
-        let bytes = fresh.encode_snapshot(1);
-        assert_eq!(ProducerStateTable::decode_snapshot(&bytes), Ok((1, fresh)));
+        assert_eq!(fresh.on_marker(ProducerId(9), ProducerEpoch(3), 0), Ok(()));
+        let bytes = fresh.encode_snapshot(Offset(1));
+        assert_eq!(ProducerStateTable::decode_snapshot(&bytes), Ok((Offset(1), fresh)));
     }
 
     #[test]
     fn open_and_aborted_transactions_survive_a_snapshot() {
         let mut table = ProducerStateTable::default();
-        table.txns.on_data(5, 0);
-        table.txns.on_marker(5, 3, false);
-        table.txns.on_data(6, 4);
-        table.txns.on_data(5, 7);
-        let bytes = table.encode_snapshot(9);
+        table.txns.on_data(ProducerId(5), Offset(0));
+        table.txns.on_marker(ProducerId(5), Offset(3), false);
+        table.txns.on_data(ProducerId(6), Offset(4));
+        table.txns.on_data(ProducerId(5), Offset(7));
+        let bytes = table.encode_snapshot(Offset(9));
         let (_, loaded) = ProducerStateTable::decode_snapshot(&bytes).expect("decodes");
-        assert_eq!(loaded.txns.last_stable_offset(9), 4);
-        assert_eq!(loaded.txns.aborted_between(0, 9).len(), 1);
+        assert_eq!(loaded.txns.last_stable_offset(Offset(9)), Offset(4));
+        assert_eq!(loaded.txns.aborted_between(Offset(0), Offset(9)).len(), 1);
         assert_eq!(loaded, table);
     }
 
     #[test]
     fn several_batches_in_one_append_are_all_or_nothing() {
         let mut table = ProducerStateTable::default();
-        let other = ProducerBatch { producer_id: PID + 1, ..batch(0, 0, 1) };
+        let other = ProducerBatch { producer_id: ProducerId(PID + 1), ..batch(0, 0, 1) };
         // Two in-order batches of one producer, and another producer, in one append.
         let ok = [batch(0, 0, 2), batch(0, 2, 3), other];
-        assert_eq!(table.try_append(&ok, 10, NOW), Ok(AppendCheck::Append));
-        let entry = table.get(PID).expect("entry");
-        assert_eq!(entry.batches[1].first_offset, 12);
-        assert_eq!(entry.batches[1].last_offset, 14);
-        assert_eq!(table.get(PID + 1).map(|e| e.batches[0].first_offset), Some(15));
+        assert_eq!(table.try_append(&ok, Offset(10), NOW), Ok(AppendCheck::Append));
+        let entry = table.get(ProducerId(PID)).expect("entry");
+        assert_eq!(entry.batches[1].first_offset, Offset(12));
+        assert_eq!(entry.batches[1].last_offset, Offset(14));
+        assert_eq!(
+            table.get(ProducerId(PID + 1)).map(|e| e.batches[0].first_offset),
+            Some(Offset(15))
+        );
         let before = table.clone();
         // The second batch is out of order: the first one's update must be undone too.
-        let third = ProducerBatch { producer_id: PID + 2, ..batch(0, 0, 1) };
+        let third = ProducerBatch { producer_id: ProducerId(PID + 2), ..batch(0, 0, 1) };
         let bad = [third, batch(0, 5, 1), batch(0, 9, 1)];
-        assert_eq!(table.try_append(&bad, 16, NOW), Err(ProducerError::OutOfOrderSequence));
+        assert_eq!(table.try_append(&bad, Offset(16), NOW), Err(ProducerError::OutOfOrderSequence));
         assert_eq!(table, before);
         // A duplicate anywhere answers for the whole append, and nothing is recorded.
         let dup = [batch(0, 5, 1), batch(0, 2, 3)];
         assert!(matches!(
-            table.try_append(&dup, 16, NOW),
-            Ok(AppendCheck::Duplicate(m)) if m.first_offset == 12
+            table.try_append(&dup, Offset(16), NOW),
+            Ok(AppendCheck::Duplicate(m)) if m.first_offset == Offset(12)
         ));
         assert_eq!(table, before);
     }
@@ -747,27 +768,34 @@ mod tests {
     #[test]
     fn idle_producers_expire() {
         let mut table = ProducerStateTable::default();
-        table.try_append(&[batch(0, 0, 1)], 0, 1_000).expect("a");
-        let other = ProducerBatch { producer_id: PID + 1, ..batch(0, 0, 1) };
-        table.try_append(&[other], 1, 5_000).expect("b");
+        table.try_append(&[batch(0, 0, 1)], Offset(0), 1_000).expect("a");
+        let other = ProducerBatch { producer_id: ProducerId(PID + 1), ..batch(0, 0, 1) };
+        table.try_append(&[other], Offset(1), 5_000).expect("b");
         assert_eq!(table.expire(10_999, 10_000), 0);
         assert_eq!(table.expire(11_000, 10_000), 1);
-        assert!(table.get(PID).is_none());
-        assert!(table.get(PID + 1).is_some());
+        assert!(table.get(ProducerId(PID)).is_none());
+        assert!(table.get(ProducerId(PID + 1)).is_some());
         // An expired producer starts over with any sequence.
-        assert_eq!(table.try_append(&[batch(0, 42, 1)], 2, 12_000), Ok(AppendCheck::Append));
+        assert_eq!(
+            table.try_append(&[batch(0, 42, 1)], Offset(2), 12_000),
+            Ok(AppendCheck::Append)
+        );
     }
 
     #[test]
     fn replay_records_without_checking() {
         let mut table = ProducerStateTable::default();
-        table.replay(&batch(0, 0, 2), 0, NOW);
-        table.replay(&batch(0, 2, 2), 2, NOW);
-        table.replay(&ProducerBatch { producer_id: -1, ..batch(0, 0, 1) }, 4, NOW);
+        table.replay(&batch(0, 0, 2), Offset(0), NOW);
+        table.replay(&batch(0, 2, 2), Offset(2), NOW);
+        table.replay(
+            &ProducerBatch { producer_id: ProducerId(-1), ..batch(0, 0, 1) },
+            Offset(4),
+            NOW,
+        );
         assert_eq!(table.len(), 1);
         assert!(matches!(
             append(&mut table, batch(0, 2, 2), 9),
-            Ok(AppendCheck::Duplicate(m)) if m.first_offset == 2
+            Ok(AppendCheck::Duplicate(m)) if m.first_offset == Offset(2)
         ));
         assert_eq!(append(&mut table, batch(0, 4, 1), 5), Ok(AppendCheck::Append));
     }
@@ -777,13 +805,14 @@ mod tests {
         let mut table = ProducerStateTable::default();
         for producer in 0..4 {
             for i in 0..(producer + 3) {
-                let b = ProducerBatch { producer_id: producer as i64, ..batch(2, i, 1) };
-                table.try_append(&[b], i64::from(producer * 100 + i), NOW).expect("append");
+                let b =
+                    ProducerBatch { producer_id: ProducerId(producer as i64), ..batch(2, i, 1) };
+                table.try_append(&[b], Offset(i64::from(producer * 100 + i)), NOW).expect("append");
             }
         }
-        let bytes = table.encode_snapshot(12_345);
+        let bytes = table.encode_snapshot(Offset(12_345));
         let (offset, loaded) = ProducerStateTable::decode_snapshot(&bytes).expect("decode");
-        assert_eq!(offset, 12_345);
+        assert_eq!(offset, Offset(12_345));
         assert_eq!(loaded, table);
         for byte in 0..bytes.len() {
             for bit in 0..8 {
@@ -798,7 +827,10 @@ mod tests {
         for len in 0..bytes.len() {
             assert!(ProducerStateTable::decode_snapshot(&bytes[..len]).is_err(), "len {len}");
         }
-        let empty = ProducerStateTable::default().encode_snapshot(0);
-        assert_eq!(ProducerStateTable::decode_snapshot(&empty), Ok((0, Default::default())));
+        let empty = ProducerStateTable::default().encode_snapshot(Offset(0));
+        assert_eq!(
+            ProducerStateTable::decode_snapshot(&empty),
+            Ok((Offset(0), Default::default()))
+        );
     }
 }

@@ -29,6 +29,7 @@ use glommio::io::{DmaFile, OpenOptions};
 
 use crate::constants::{INDEX_INTERVAL_BYTES, PREALLOCATE_STEP_BYTES, RECOVERY_READ_BYTES};
 use crate::model::batch::{self, ScannedBatch};
+use crate::model::Offset;
 use crate::storage::files::{Buffered, Direct, OpenFiles, SegmentId};
 use crate::storage::index::SegmentIndex;
 use crate::storage::{count_fdatasync, io_error, Error};
@@ -43,7 +44,7 @@ pub struct Repairs {
 }
 
 pub struct Segment {
-    pub base_offset: i64,
+    pub base_offset: Offset,
     pub log_path: PathBuf,
     /// The segment's descriptors live in the shard's cache of open files, under `id`:
     /// `direct()` for O_DIRECT appends and reads, `buffered()` for `sendfile`.
@@ -52,7 +53,7 @@ pub struct Segment {
     /// Bytes of complete, written batches. Readers never go past it.
     pub size: u64,
     /// Offset after the last batch of this segment.
-    pub next_offset: i64,
+    pub next_offset: Offset,
     /// Largest batch max_timestamp in the segment, -1 when empty.
     pub max_timestamp: i64,
     pub index: SegmentIndex,
@@ -73,7 +74,7 @@ impl Segment {
     /// preallocated in steps as it fills (`reserve`).
     pub async fn create(
         dir: &Path,
-        base_offset: i64,
+        base_offset: Offset,
         preallocate_bytes: u64,
         now_ms: i64,
         files: &Rc<OpenFiles>,
@@ -133,7 +134,7 @@ impl Segment {
     /// Returns the segment and what recovery had to repair.
     pub async fn open(
         dir: &Path,
-        base_offset: i64,
+        base_offset: Offset,
         now_ms: i64,
         files: &Rc<OpenFiles>,
     ) -> Result<(Segment, Repairs), Error> {
@@ -271,7 +272,13 @@ impl Segment {
     }
 
     /// Records a batch that has been written at `position`.
-    pub fn record_batch(&mut self, position: u64, last_offset: i64, max_timestamp: i64, size: u64) {
+    pub fn record_batch(
+        &mut self,
+        position: u64,
+        last_offset: Offset,
+        max_timestamp: i64,
+        size: u64,
+    ) {
         assert_eq!(position, self.size);
         assert!(last_offset >= self.next_offset);
         let relative = last_offset - self.base_offset;
@@ -349,12 +356,12 @@ pub async fn remove(segments: Vec<Segment>) {
 }
 
 /// Kafka's file name: the base offset as 20 zero-padded digits.
-pub fn file_name(base_offset: i64, extension: &str) -> String {
-    format!("{base_offset:020}.{extension}")
+pub fn file_name(base_offset: Offset, extension: &str) -> String {
+    format!("{:020}.{extension}", base_offset.0)
 }
 
 /// Base offsets of the `.log` files in a partition directory, sorted.
-pub fn list_segments(dir: &Path) -> Result<Vec<i64>, Error> {
+pub fn list_segments(dir: &Path) -> Result<Vec<Offset>, Error> {
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
@@ -362,7 +369,7 @@ pub fn list_segments(dir: &Path) -> Result<Vec<i64>, Error> {
         if let Some(stem) = name.strip_suffix(".log") {
             if stem.len() == 20 {
                 if let Ok(base) = stem.parse::<i64>() {
-                    bases.push(base);
+                    bases.push(Offset(base));
                 }
             }
         }

@@ -20,7 +20,7 @@ use std::path::Path;
 
 use crate::constants::{BATCH_HEADER_BYTES, PRODUCER_SNAPSHOTS_RETAINED, RECOVERY_READ_BYTES};
 use crate::model::batch::BatchHeader;
-use crate::model::records;
+use crate::model::{records, Offset};
 use crate::storage::producer_state::{ProducerBatch, ProducerStateTable};
 use crate::storage::segment::{self, Segment};
 use crate::storage::{io_error, Error};
@@ -28,7 +28,7 @@ use crate::storage::{io_error, Error};
 const EXTENSION: &str = "snapshot";
 
 /// Offsets of the snapshot files in a partition directory, ascending.
-pub fn list(dir: &Path) -> Vec<i64> {
+pub fn list(dir: &Path) -> Vec<Offset> {
     let mut offsets = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else { return offsets };
     for entry in entries.flatten() {
@@ -36,7 +36,7 @@ pub fn list(dir: &Path) -> Vec<i64> {
         let name = name.to_string_lossy();
         if let Some(stem) = name.strip_suffix(".snapshot") {
             if let (20, Ok(offset)) = (stem.len(), stem.parse::<i64>()) {
-                offsets.push(offset);
+                offsets.push(Offset(offset));
             }
         }
     }
@@ -46,7 +46,7 @@ pub fn list(dir: &Path) -> Vec<i64> {
 
 /// Writes a snapshot durably, then deletes all but the newest `PRODUCER_SNAPSHOTS_RETAINED`.
 /// Blocking: run it on a helper thread.
-pub fn write(dir: &Path, offset: i64, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write(dir: &Path, offset: Offset, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let path = dir.join(segment::file_name(offset, EXTENSION));
     let temporary = dir.join(format!("{}.tmp", segment::file_name(offset, EXTENSION)));
@@ -66,13 +66,14 @@ pub fn write(dir: &Path, offset: i64, bytes: &[u8]) -> std::io::Result<()> {
 /// The newest usable snapshot of a log that holds `[log_start, log_end)`: its offset and
 /// state, or the log start and an empty state when there is none. Deletes the snapshots that
 /// are outside the log (see the module doc) and skips damaged ones.
-pub fn load(dir: &Path, log_start: i64, log_end: i64) -> (i64, ProducerStateTable) {
+pub fn load(dir: &Path, log_start: Offset, log_end: Offset) -> (Offset, ProducerStateTable) {
     assert!(log_start <= log_end);
     let mut found = None;
     for offset in list(dir).into_iter().rev() {
         let path = dir.join(segment::file_name(offset, EXTENSION));
         if offset > log_end || offset < log_start {
             let path = path.display();
+            let (log_start, log_end) = (log_start.0, log_end.0);
             tracing::info!(%path, log_start, log_end, "dropping a snapshot outside the log");
             let _ = std::fs::remove_file(dir.join(segment::file_name(offset, EXTENSION)));
             continue;
@@ -90,6 +91,7 @@ pub fn load(dir: &Path, log_start: i64, log_end: i64) -> (i64, ProducerStateTabl
         match ProducerStateTable::decode_snapshot(&bytes) {
             Ok((stored, table)) if stored == offset => found = Some((offset, table)),
             Ok((stored, _)) => {
+                let stored = stored.0;
                 tracing::warn!(path = %path.display(), stored, "snapshot names another offset");
             }
             Err(e) => tracing::warn!(path = %path.display(), "skipping a damaged snapshot: {e:?}"),
@@ -103,7 +105,7 @@ pub fn load(dir: &Path, log_start: i64, log_end: i64) -> (i64, ProducerStateTabl
 /// batches read. The segments were recovered already, so every header up to `size` is sound.
 pub async fn replay(
     segments: &[Segment],
-    from: i64,
+    from: Offset,
     table: &mut ProducerStateTable,
     now_ms: i64,
 ) -> Result<usize, Error> {
@@ -130,7 +132,7 @@ pub async fn replay(
                 if header.base_offset() >= from {
                     let base_offset = header.base_offset();
                     let producer_id = header.producer_id();
-                    if header.is_control() && producer_id >= 0 {
+                    if header.is_control() && producer_id.is_valid() {
                         let size = header.size_bytes();
                         let commit = if at + size <= bytes.len() {
                             records::control_commit(&bytes[at..at + size])
@@ -143,12 +145,15 @@ pub async fn replay(
                         let _ = table.on_marker(producer_id, epoch, now_ms);
                         match commit {
                             Some(commit) => table.txns.on_marker(producer_id, base_offset, commit),
-                            None => tracing::warn!(base_offset, "unreadable transaction marker"),
+                            None => {
+                                let base_offset = base_offset.0;
+                                tracing::warn!(base_offset, "unreadable transaction marker")
+                            }
                         }
                     } else {
                         let batch = ProducerBatch::from_header(&header, header.max_timestamp());
                         table.replay(&batch, base_offset, now_ms);
-                        if header.is_transactional() && producer_id >= 0 {
+                        if header.is_transactional() && producer_id.is_valid() {
                             table.txns.on_data(producer_id, base_offset);
                         }
                     }

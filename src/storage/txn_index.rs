@@ -22,33 +22,35 @@
 
 use std::collections::BTreeMap;
 
+use crate::model::{Offset, ProducerId};
+
 /// An aborted transaction: its producer, its first offset in this partition, and the offset
 /// of its abort marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AbortedTxn {
-    pub producer_id: i64,
-    pub first_offset: i64,
-    pub last_offset: i64,
+    pub producer_id: ProducerId,
+    pub first_offset: Offset,
+    pub last_offset: Offset,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TxnIndex {
     /// Producer id -> first offset of its open transaction.
-    ongoing: BTreeMap<i64, i64>,
+    ongoing: BTreeMap<ProducerId, Offset>,
     /// In marker order (so sorted by `last_offset`).
     aborted: Vec<AbortedTxn>,
 }
 
 impl TxnIndex {
     /// A transactional data batch of `producer_id` at `base_offset`.
-    pub fn on_data(&mut self, producer_id: i64, base_offset: i64) {
-        assert!(producer_id >= 0);
+    pub fn on_data(&mut self, producer_id: ProducerId, base_offset: Offset) {
+        assert!(producer_id.is_valid());
         self.ongoing.entry(producer_id).or_insert(base_offset);
     }
 
     /// A marker of `producer_id` at `offset`. A marker for a producer without an open
     /// transaction here (it added the partition but wrote nothing) only ends nothing.
-    pub fn on_marker(&mut self, producer_id: i64, offset: i64, commit: bool) {
+    pub fn on_marker(&mut self, producer_id: ProducerId, offset: Offset, commit: bool) {
         let Some(first_offset) = self.ongoing.remove(&producer_id) else { return };
         assert!(first_offset <= offset);
         if !commit {
@@ -60,31 +62,31 @@ impl TxnIndex {
     }
 
     /// The last stable offset given the high watermark.
-    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+    pub fn last_stable_offset(&self, high_watermark: Offset) -> Offset {
         self.ongoing.values().copied().min().map_or(high_watermark, |o| o.min(high_watermark))
     }
 
     /// The first offset of `producer_id`'s open transaction here, if any.
-    pub fn open_transaction(&self, producer_id: i64) -> Option<i64> {
+    pub fn open_transaction(&self, producer_id: ProducerId) -> Option<Offset> {
         self.ongoing.get(&producer_id).copied()
     }
 
     /// Open transactions: (producer id, first offset).
-    pub fn ongoing(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+    pub fn ongoing(&self) -> impl Iterator<Item = (ProducerId, Offset)> + '_ {
         self.ongoing.iter().map(|(p, o)| (*p, *o))
     }
 
     /// Aborted transactions that overlap the offsets `[start, end)`, as Kafka's
     /// `collectAbortedTxns`: every one whose marker is at or after `start` and whose first
     /// offset is before `end`.
-    pub fn aborted_between(&self, start: i64, end: i64) -> Vec<AbortedTxn> {
+    pub fn aborted_between(&self, start: Offset, end: Offset) -> Vec<AbortedTxn> {
         let from = self.aborted.partition_point(|a| a.last_offset < start);
         self.aborted[from..].iter().filter(|a| a.first_offset < end).copied().collect()
     }
 
     /// Drops what retention removed: aborted entries whose marker is below `log_start`, and
     /// open transactions whose first offset is gone move up to `log_start`.
-    pub fn truncate_start(&mut self, log_start: i64) {
+    pub fn truncate_start(&mut self, log_start: Offset) {
         self.aborted.retain(|a| a.last_offset >= log_start);
         for first in self.ongoing.values_mut() {
             *first = (*first).max(log_start);
@@ -113,45 +115,49 @@ mod tests {
     #[test]
     fn the_lso_is_the_first_offset_of_the_oldest_open_transaction() {
         let mut index = TxnIndex::default();
-        assert_eq!(index.last_stable_offset(10), 10);
-        index.on_data(7, 3);
-        index.on_data(7, 5);
-        assert_eq!(index.open_transaction(7), Some(3));
-        index.on_data(8, 6);
-        assert_eq!(index.last_stable_offset(10), 3);
+        assert_eq!(index.last_stable_offset(Offset(10)), Offset(10));
+        index.on_data(ProducerId(7), Offset(3));
+        index.on_data(ProducerId(7), Offset(5));
+        assert_eq!(index.open_transaction(ProducerId(7)), Some(Offset(3)));
+        index.on_data(ProducerId(8), Offset(6));
+        assert_eq!(index.last_stable_offset(Offset(10)), Offset(3));
         // The high watermark may trail the first offset of a queued batch.
-        assert_eq!(index.last_stable_offset(2), 2);
-        index.on_marker(7, 9, true);
-        assert_eq!(index.last_stable_offset(10), 6);
-        index.on_marker(8, 10, false);
-        assert_eq!(index.last_stable_offset(11), 11);
+        assert_eq!(index.last_stable_offset(Offset(2)), Offset(2));
+        index.on_marker(ProducerId(7), Offset(9), true);
+        assert_eq!(index.last_stable_offset(Offset(10)), Offset(6));
+        index.on_marker(ProducerId(8), Offset(10), false);
+        assert_eq!(index.last_stable_offset(Offset(11)), Offset(11));
         assert_eq!(index.ongoing().count(), 0);
         assert_eq!(
-            index.aborted_between(0, 11),
-            vec![AbortedTxn { producer_id: 8, first_offset: 6, last_offset: 10 }]
+            index.aborted_between(Offset(0), Offset(11)),
+            vec![AbortedTxn {
+                producer_id: ProducerId(8),
+                first_offset: Offset(6),
+                last_offset: Offset(10)
+            }]
         );
     }
 
     #[test]
     fn a_marker_without_data_changes_nothing() {
         let mut index = TxnIndex::default();
-        index.on_marker(4, 0, false);
+        index.on_marker(ProducerId(4), Offset(0), false);
         assert_eq!(index.aborted_count(), 0);
-        assert_eq!(index.last_stable_offset(1), 1);
+        assert_eq!(index.last_stable_offset(Offset(1)), Offset(1));
     }
 
     #[test]
     fn aborted_between_returns_exactly_the_overlapping_transactions() {
         let mut index = TxnIndex::default();
         // (producer, first, marker): [0..4], [2..8], [10..12]
-        index.on_data(1, 0);
-        index.on_data(2, 2);
-        index.on_marker(1, 4, false);
-        index.on_marker(2, 8, false);
-        index.on_data(3, 10);
-        index.on_marker(3, 12, false);
+        index.on_data(ProducerId(1), Offset(0));
+        index.on_data(ProducerId(2), Offset(2));
+        index.on_marker(ProducerId(1), Offset(4), false);
+        index.on_marker(ProducerId(2), Offset(8), false);
+        index.on_data(ProducerId(3), Offset(10));
+        index.on_marker(ProducerId(3), Offset(12), false);
         let ids = |s, e| -> Vec<i64> {
-            index.aborted_between(s, e).iter().map(|a| a.producer_id).collect()
+            index.aborted_between(Offset(s), Offset(e)).iter().map(|a| a.producer_id.0).collect()
         };
         for start in 0..14 {
             for end in start + 1..15 {
@@ -168,13 +174,13 @@ mod tests {
     #[test]
     fn retention_drops_old_entries_and_moves_open_starts_up() {
         let mut index = TxnIndex::default();
-        index.on_data(1, 0);
-        index.on_marker(1, 4, false);
-        index.on_data(2, 5);
-        index.truncate_start(5);
+        index.on_data(ProducerId(1), Offset(0));
+        index.on_marker(ProducerId(1), Offset(4), false);
+        index.on_data(ProducerId(2), Offset(5));
+        index.truncate_start(Offset(5));
         assert_eq!(index.aborted_count(), 0);
-        assert_eq!(index.last_stable_offset(9), 5);
-        index.truncate_start(7);
-        assert_eq!(index.last_stable_offset(9), 7);
+        assert_eq!(index.last_stable_offset(Offset(9)), Offset(5));
+        index.truncate_start(Offset(7));
+        assert_eq!(index.last_stable_offset(Offset(9)), Offset(7));
     }
 }

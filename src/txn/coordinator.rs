@@ -41,9 +41,8 @@ use crate::constants::{INTERNAL_BATCH_BYTES_MAX, TXN_HOUSEKEEPING_MS, TXN_ID_EXP
 use crate::controller::Controller;
 use crate::group::coordinator::{Coordinator as GroupCoordinator, GroupRequest};
 use crate::model::topic::Durability;
-use crate::model::{now_ms, ShardId, TopicPartition};
+use crate::model::{now_ms, ErrorCode, Offset, ShardId, TopicPartition};
 use crate::partition::{PartitionRequest, PartitionResponse, Partitions};
-use crate::protocol::errors;
 use crate::shard::delayed::Key;
 pub use crate::shard::internal_log::TRANSACTION_TOPIC;
 use crate::shard::internal_log::{self, Compactor, LogRef, Replayed};
@@ -89,8 +88,8 @@ pub enum TxnRequest {
 
 #[derive(Debug)]
 pub enum TxnResponse {
-    Init(Result<Producer, i16>),
-    Code(i16),
+    Init(Result<Producer, ErrorCode>),
+    Code(ErrorCode),
     Described(Vec<(String, Option<TxnMeta>)>),
     Listed(Vec<TxnMeta>),
 }
@@ -211,18 +210,18 @@ impl TxnCoordinator {
     }
 
     /// Writes what the state machine queued; Err when the log cannot take it.
-    async fn persist(&self) -> Result<(), i16> {
+    async fn persist(&self) -> Result<(), ErrorCode> {
         let records = self.state.borrow_mut().take_records();
         self.append(&records).await.map(|_| ())
     }
 
     /// Appends `records` in order; the base offset of the first (None: nothing to write).
-    async fn append(&self, records: &[TxnRecord]) -> Result<Option<i64>, i16> {
+    async fn append(&self, records: &[TxnRecord]) -> Result<Option<Offset>, ErrorCode> {
         if records.is_empty() {
             return Ok(None);
         }
         let Some(log) = self.log.borrow().clone() else {
-            return Err(errors::COORDINATOR_NOT_AVAILABLE);
+            return Err(ErrorCode::CoordinatorNotAvailable);
         };
         let encoded: Vec<_> = records.iter().map(super::records::encode).collect();
         let batch_bytes_max =
@@ -232,7 +231,7 @@ impl TxnCoordinator {
             Ok(info) => Ok(Some(info.base_offset)),
             Err(e) => {
                 tracing::warn!(shard = self.shard.0, "transaction log append failed: {e}");
-                Err(errors::COORDINATOR_NOT_AVAILABLE)
+                Err(ErrorCode::CoordinatorNotAvailable)
             }
         }
     }
@@ -282,8 +281,8 @@ impl TxnCoordinator {
         );
         if writes && self.home.space.check().is_err() {
             return match request {
-                TxnRequest::Init { .. } => TxnResponse::Init(Err(errors::NOT_COORDINATOR)),
-                _ => TxnResponse::Code(errors::NOT_COORDINATOR),
+                TxnRequest::Init { .. } => TxnResponse::Init(Err(ErrorCode::NotCoordinator)),
+                _ => TxnResponse::Code(ErrorCode::NotCoordinator),
             };
         }
         match request {
@@ -301,7 +300,7 @@ impl TxnCoordinator {
                 let code = match added {
                     Ok(_) => {
                         self.arm_timeout(&transactional_id);
-                        self.persist().await.err().unwrap_or(errors::NONE)
+                        self.persist().await.err().unwrap_or(ErrorCode::None)
                     }
                     Err(code) => code,
                 };
@@ -316,7 +315,7 @@ impl TxnCoordinator {
                     offsets,
                 );
                 let code = match committed {
-                    Ok(()) => self.persist().await.err().unwrap_or(errors::NONE),
+                    Ok(()) => self.persist().await.err().unwrap_or(ErrorCode::None),
                     Err(code) => code,
                 };
                 TxnResponse::Code(code)
@@ -325,7 +324,7 @@ impl TxnCoordinator {
                 let outcome =
                     self.state.borrow_mut().end(now_ms(), &transactional_id, producer, commit);
                 let code = match outcome {
-                    EndOutcome::Done => errors::NONE,
+                    EndOutcome::Done => ErrorCode::None,
                     EndOutcome::Error(code) => code,
                     EndOutcome::Markers(plan) => match self.persist().await {
                         Ok(()) => self.finish(plan).await,
@@ -355,7 +354,7 @@ impl TxnCoordinator {
         transactional_id: &str,
         timeout_ms: i32,
         producer: Producer,
-    ) -> Result<Producer, i16> {
+    ) -> Result<Producer, ErrorCode> {
         let mut fresh = None;
         // At most: one abort of an open transaction, one producer id allocation.
         for _ in 0..4 {
@@ -377,19 +376,19 @@ impl TxnCoordinator {
                 InitOutcome::Abort(plan) => {
                     self.persist().await?;
                     let code = self.finish(plan).await;
-                    if code != errors::NONE {
+                    if code != ErrorCode::None {
                         return Err(code);
                     }
                 }
                 InitOutcome::Error(code) => return Err(code),
             }
         }
-        Err(errors::CONCURRENT_TRANSACTIONS)
+        Err(ErrorCode::ConcurrentTransactions)
     }
 
     /// Writes the markers and settles the groups of a prepared transaction, then records
     /// it complete. Returns the code to answer EndTxn with.
-    async fn finish(self: &Rc<Self>, plan: EndPlan) -> i16 {
+    async fn finish(self: &Rc<Self>, plan: EndPlan) -> ErrorCode {
         // The transaction ended: its timeout leaves the purgatory.
         self.disarm_timeout(&plan.transactional_id);
         let marker = Marker {
@@ -430,13 +429,14 @@ impl TxnCoordinator {
         let (written, _) = futures::join!(join_all(writes), join_all(groups));
         for response in written {
             if let Some(PartitionResponse::Markers(codes)) = response {
-                for (tp, code) in codes.into_iter().filter(|(_, c)| *c != errors::NONE) {
-                    tracing::warn!(%tp, code, producer_id = plan.producer_id, "marker not written");
+                for (tp, code) in codes.into_iter().filter(|(_, c)| *c != ErrorCode::None) {
+                    let producer_id = plan.producer_id;
+                    tracing::warn!(%tp, code = code.code(), %producer_id, "marker not written");
                 }
             }
         }
         self.state.borrow_mut().complete(now_ms(), &plan);
-        self.persist().await.err().unwrap_or(errors::NONE)
+        self.persist().await.err().unwrap_or(ErrorCode::None)
     }
 
     /// Puts the timeout of `transactional_id`'s ongoing transaction in the purgatory, once

@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::model::{Offset, ProducerEpoch, ProducerId};
 use crate::txn::state::{TxnMeta, TxnOffset, TxnRecord, TxnState};
 
 fn encode_key(transactional_id: &str) -> Vec<u8> {
@@ -27,8 +28,8 @@ fn encode_key(transactional_id: &str) -> Vec<u8> {
 fn encode_value(meta: &TxnMeta) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.extend(0i16.to_be_bytes());
-    out.extend(meta.producer_id.to_be_bytes());
-    out.extend(meta.producer_epoch.to_be_bytes());
+    out.extend(meta.producer_id.0.to_be_bytes());
+    out.extend(meta.producer_epoch.0.to_be_bytes());
     out.extend(meta.timeout_ms.to_be_bytes());
     out.push(meta.state.code() as u8);
     let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
@@ -54,7 +55,7 @@ fn encode_value(meta: &TxnMeta) -> Vec<u8> {
         put_string(&mut out, group);
         put_string(&mut out, topic);
         out.extend(partition.to_be_bytes());
-        out.extend(o.offset.to_be_bytes());
+        out.extend(o.offset.0.to_be_bytes());
         out.extend(o.leader_epoch.to_be_bytes());
         put_string(&mut out, &o.metadata);
     }
@@ -86,8 +87,8 @@ fn decode_value(transactional_id: String, value: &[u8]) -> Option<TxnMeta> {
     if v.i16()? != 0 {
         return None;
     }
-    let producer_id = v.i64()?;
-    let producer_epoch = v.i16()?;
+    let producer_id = ProducerId(v.i64()?);
+    let producer_epoch = ProducerEpoch(v.i16()?);
     let timeout_ms = v.i32()?;
     let state = TxnState::from_code(v.take(1)?[0] as i8)?;
     let mut partitions = std::collections::BTreeSet::new();
@@ -107,8 +108,11 @@ fn decode_value(transactional_id: String, value: &[u8]) -> Option<TxnMeta> {
         }
         for _ in 0..v.count()? {
             let key = (v.string()?, v.string()?, v.i32()?);
-            let offset =
-                TxnOffset { offset: v.i64()?, leader_epoch: v.i32()?, metadata: v.string()? };
+            let offset = TxnOffset {
+                offset: Offset(v.i64()?),
+                leader_epoch: v.i32()?,
+                metadata: v.string()?,
+            };
             offsets.insert(key, offset);
         }
     }
@@ -167,8 +171,8 @@ mod tests {
     fn records_round_trip_and_damage_is_caught() {
         let meta = TxnMeta {
             transactional_id: "app-1".into(),
-            producer_id: 42,
-            producer_epoch: 3,
+            producer_id: ProducerId(42),
+            producer_epoch: ProducerEpoch(3),
             timeout_ms: 60_000,
             state: TxnState::PrepareCommit,
             partitions: [("a".to_string(), 0), ("a".to_string(), 2), ("b".to_string(), 1)]
@@ -177,7 +181,7 @@ mod tests {
             groups: ["g1".to_string()].into_iter().collect(),
             offsets: [(
                 ("g1".to_string(), "in".to_string(), 3),
-                TxnOffset { offset: 77, leader_epoch: 2, metadata: "m".into() },
+                TxnOffset { offset: Offset(77), leader_epoch: 2, metadata: "m".into() },
             )]
             .into_iter()
             .collect(),

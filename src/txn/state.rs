@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::protocol::errors;
+use crate::model::{ErrorCode, Offset, ProducerEpoch, ProducerId};
 
 /// Kafka's `transaction.max.timeout.ms` default.
 pub const TRANSACTION_TIMEOUT_MS_MAX: i32 = 900_000;
@@ -78,8 +78,8 @@ impl TxnState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnMeta {
     pub transactional_id: String,
-    pub producer_id: i64,
-    pub producer_epoch: i16,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
     pub timeout_ms: i32,
     pub state: TxnState,
     /// (topic, partition) in the transaction.
@@ -97,7 +97,7 @@ pub struct TxnMeta {
 /// One offset of TxnOffsetCommit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnOffset {
-    pub offset: i64,
+    pub offset: Offset,
     pub leader_epoch: i32,
     pub metadata: String,
 }
@@ -107,8 +107,8 @@ pub struct TxnOffset {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndPlan {
     pub transactional_id: String,
-    pub producer_id: i64,
-    pub producer_epoch: i16,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
     pub commit: bool,
     pub partitions: Vec<(String, i32)>,
     pub groups: Vec<String>,
@@ -120,15 +120,15 @@ pub struct EndPlan {
 pub enum InitOutcome {
     /// Answer with this producer id and epoch.
     Ready {
-        producer_id: i64,
-        producer_epoch: i16,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
     },
     /// Call again with a fresh producer id.
     NeedProducerId,
     /// An open transaction was aborted (epoch bumped): finish it, then answer
     /// CONCURRENT_TRANSACTIONS (the client retries and gets the next epoch).
     Abort(EndPlan),
-    Error(i16),
+    Error(ErrorCode),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,14 +137,14 @@ pub enum EndOutcome {
     Done,
     /// Write the markers, `complete`, then answer NONE.
     Markers(EndPlan),
-    Error(i16),
+    Error(ErrorCode),
 }
 
 /// Who is asking: the producer id and epoch a request carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Producer {
-    pub producer_id: i64,
-    pub producer_epoch: i16,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
 }
 
 /// A change for the transaction log: a transactional id's metadata, or its removal (a
@@ -212,10 +212,10 @@ impl Transactions {
         transactional_id: &str,
         timeout_ms: i32,
         producer: Producer,
-        fresh_producer_id: Option<i64>,
+        fresh_producer_id: Option<ProducerId>,
     ) -> InitOutcome {
         if timeout_ms <= 0 || timeout_ms > TRANSACTION_TIMEOUT_MS_MAX {
-            return InitOutcome::Error(errors::INVALID_TRANSACTION_TIMEOUT);
+            return InitOutcome::Error(ErrorCode::InvalidTransactionTimeout);
         }
         let Some(meta) = self.txns.get_mut(transactional_id) else {
             let Some(producer_id) = fresh_producer_id else {
@@ -224,7 +224,7 @@ impl Transactions {
             let meta = TxnMeta {
                 transactional_id: transactional_id.to_string(),
                 producer_id,
-                producer_epoch: 0,
+                producer_epoch: ProducerEpoch::FIRST,
                 timeout_ms,
                 state: TxnState::Empty,
                 partitions: BTreeSet::new(),
@@ -235,17 +235,17 @@ impl Transactions {
             };
             self.records.push(TxnRecord::Put(meta.clone()));
             self.txns.insert(transactional_id.to_string(), meta);
-            return InitOutcome::Ready { producer_id, producer_epoch: 0 };
+            return InitOutcome::Ready { producer_id, producer_epoch: ProducerEpoch::FIRST };
         };
-        if producer.producer_id >= 0
+        if producer.producer_id.is_valid()
             && (producer.producer_id != meta.producer_id
                 || producer.producer_epoch != meta.producer_epoch)
         {
-            return InitOutcome::Error(errors::PRODUCER_FENCED);
+            return InitOutcome::Error(ErrorCode::ProducerFenced);
         }
         match meta.state {
             TxnState::PrepareCommit | TxnState::PrepareAbort => {
-                InitOutcome::Error(errors::CONCURRENT_TRANSACTIONS)
+                InitOutcome::Error(ErrorCode::ConcurrentTransactions)
             }
             TxnState::Ongoing => {
                 // Fence the current producer, then abort what it left open.
@@ -256,15 +256,15 @@ impl Transactions {
                 InitOutcome::Abort(plan)
             }
             TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
-                if meta.producer_epoch >= i16::MAX - 1 {
+                if meta.producer_epoch.is_exhausted() {
                     // The epoch is exhausted: a new producer id starts at epoch 0.
                     let Some(producer_id) = fresh_producer_id else {
                         return InitOutcome::NeedProducerId;
                     };
                     meta.producer_id = producer_id;
-                    meta.producer_epoch = 0;
+                    meta.producer_epoch = ProducerEpoch::FIRST;
                 } else {
-                    meta.producer_epoch += 1;
+                    meta.producer_epoch = meta.producer_epoch.bumped();
                 }
                 meta.timeout_ms = timeout_ms;
                 meta.state = TxnState::Empty;
@@ -291,11 +291,11 @@ impl Transactions {
         producer: Producer,
         partitions: &[(String, i32)],
         groups: &[String],
-    ) -> Result<bool, i16> {
+    ) -> Result<bool, ErrorCode> {
         let meta = self.owned(transactional_id, producer)?;
         match meta.state {
             TxnState::PrepareCommit | TxnState::PrepareAbort => {
-                return Err(errors::CONCURRENT_TRANSACTIONS)
+                return Err(ErrorCode::ConcurrentTransactions)
             }
             TxnState::Ongoing => {
                 let known = partitions.iter().all(|p| meta.partitions.contains(p))
@@ -321,11 +321,15 @@ impl Transactions {
     }
 
     /// Checks that `producer` may commit offsets in this transaction.
-    pub fn check_ongoing(&self, transactional_id: &str, producer: Producer) -> Result<(), i16> {
-        let meta = self.txns.get(transactional_id).ok_or(errors::INVALID_PRODUCER_ID_MAPPING)?;
+    pub fn check_ongoing(
+        &self,
+        transactional_id: &str,
+        producer: Producer,
+    ) -> Result<(), ErrorCode> {
+        let meta = self.txns.get(transactional_id).ok_or(ErrorCode::InvalidProducerIdMapping)?;
         check_producer(meta, producer)?;
         if meta.state != TxnState::Ongoing {
-            return Err(errors::INVALID_TXN_STATE);
+            return Err(ErrorCode::InvalidTxnState);
         }
         Ok(())
     }
@@ -339,7 +343,7 @@ impl Transactions {
         producer: Producer,
         group_id: &str,
         offsets: Vec<(String, i32, TxnOffset)>,
-    ) -> Result<(), i16> {
+    ) -> Result<(), ErrorCode> {
         self.check_ongoing(transactional_id, producer)?;
         let meta = self.owned(transactional_id, producer)?;
         meta.groups.insert(group_id.to_string());
@@ -371,13 +375,13 @@ impl Transactions {
                     self.records.push(TxnRecord::Put(record));
                     EndOutcome::Markers(plan)
                 }
-                None => EndOutcome::Error(errors::INVALID_TXN_STATE),
+                None => EndOutcome::Error(ErrorCode::InvalidTxnState),
             },
             (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => EndOutcome::Done,
             (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
-                EndOutcome::Error(errors::CONCURRENT_TRANSACTIONS)
+                EndOutcome::Error(ErrorCode::ConcurrentTransactions)
             }
-            _ => EndOutcome::Error(errors::INVALID_TXN_STATE),
+            _ => EndOutcome::Error(ErrorCode::InvalidTxnState),
         }
     }
 
@@ -481,20 +485,24 @@ impl Transactions {
         }
     }
 
-    fn owned(&mut self, transactional_id: &str, producer: Producer) -> Result<&mut TxnMeta, i16> {
+    fn owned(
+        &mut self,
+        transactional_id: &str,
+        producer: Producer,
+    ) -> Result<&mut TxnMeta, ErrorCode> {
         let meta =
-            self.txns.get_mut(transactional_id).ok_or(errors::INVALID_PRODUCER_ID_MAPPING)?;
+            self.txns.get_mut(transactional_id).ok_or(ErrorCode::InvalidProducerIdMapping)?;
         check_producer(meta, producer)?;
         Ok(meta)
     }
 }
 
-fn check_producer(meta: &TxnMeta, producer: Producer) -> Result<(), i16> {
+fn check_producer(meta: &TxnMeta, producer: Producer) -> Result<(), ErrorCode> {
     if meta.producer_id != producer.producer_id {
-        return Err(errors::INVALID_PRODUCER_ID_MAPPING);
+        return Err(ErrorCode::InvalidProducerIdMapping);
     }
     if meta.producer_epoch != producer.producer_epoch {
-        return Err(errors::PRODUCER_FENCED);
+        return Err(ErrorCode::ProducerFenced);
     }
     Ok(())
 }
@@ -503,10 +511,10 @@ fn check_producer(meta: &TxnMeta, producer: Producer) -> Result<(), i16> {
 fn prepare_end(meta: &mut TxnMeta, now: i64, commit: bool, fence: bool) -> Option<EndPlan> {
     assert_eq!(meta.state, TxnState::Ongoing);
     if fence {
-        if meta.producer_epoch >= i16::MAX - 1 {
+        if meta.producer_epoch.is_exhausted() {
             return None;
         }
-        meta.producer_epoch += 1;
+        meta.producer_epoch = meta.producer_epoch.bumped();
     }
     meta.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
     meta.update_ms = now;
@@ -542,7 +550,10 @@ mod tests {
     const T: &str = "txn";
 
     fn p(producer_id: i64, producer_epoch: i16) -> Producer {
-        Producer { producer_id, producer_epoch }
+        Producer {
+            producer_id: ProducerId(producer_id),
+            producer_epoch: ProducerEpoch(producer_epoch),
+        }
     }
 
     fn tp(partition: i32) -> (String, i32) {
@@ -550,8 +561,10 @@ mod tests {
     }
 
     fn ready(txns: &mut Transactions, now: i64) -> Producer {
-        match txns.init_producer_id(now, T, 60_000, p(-1, -1), Some(7)) {
-            InitOutcome::Ready { producer_id, producer_epoch } => p(producer_id, producer_epoch),
+        match txns.init_producer_id(now, T, 60_000, p(-1, -1), Some(ProducerId(7))) {
+            InitOutcome::Ready { producer_id, producer_epoch } => {
+                Producer { producer_id, producer_epoch }
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -574,8 +587,8 @@ mod tests {
         let mut txns = Transactions::new();
         for timeout in [0, -1, TRANSACTION_TIMEOUT_MS_MAX + 1] {
             assert_eq!(
-                txns.init_producer_id(0, T, timeout, p(-1, -1), Some(1)),
-                InitOutcome::Error(errors::INVALID_TRANSACTION_TIMEOUT)
+                txns.init_producer_id(0, T, timeout, p(-1, -1), Some(ProducerId(1))),
+                InitOutcome::Error(ErrorCode::InvalidTransactionTimeout)
             );
         }
     }
@@ -594,15 +607,15 @@ mod tests {
         assert_eq!(plan.partitions, vec![tp(0), tp(1)]);
         assert_eq!(plan.groups, vec!["g".to_string()]);
         assert!(plan.commit);
-        assert_eq!(plan.producer_epoch, 0);
+        assert_eq!(plan.producer_epoch, ProducerEpoch(0));
         assert_eq!(txns.take_records()[0].meta().map(|m| m.state), Some(TxnState::PrepareCommit));
         // While markers are written: retries wait, anything else is refused.
-        assert_eq!(txns.end(8, T, me, true), EndOutcome::Error(errors::CONCURRENT_TRANSACTIONS));
-        assert_eq!(txns.end(8, T, me, false), EndOutcome::Error(errors::INVALID_TXN_STATE));
-        assert_eq!(txns.add(8, T, me, &[tp(2)], &[]), Err(errors::CONCURRENT_TRANSACTIONS));
+        assert_eq!(txns.end(8, T, me, true), EndOutcome::Error(ErrorCode::ConcurrentTransactions));
+        assert_eq!(txns.end(8, T, me, false), EndOutcome::Error(ErrorCode::InvalidTxnState));
+        assert_eq!(txns.add(8, T, me, &[tp(2)], &[]), Err(ErrorCode::ConcurrentTransactions));
         assert_eq!(
             txns.init_producer_id(8, T, 60_000, p(-1, -1), None),
-            InitOutcome::Error(errors::CONCURRENT_TRANSACTIONS)
+            InitOutcome::Error(ErrorCode::ConcurrentTransactions)
         );
         assert_eq!(txns.unfinished(), vec![plan.clone()]);
         txns.complete(9, &plan);
@@ -611,7 +624,7 @@ mod tests {
         assert!(meta.partitions.is_empty());
         assert!(txns.unfinished().is_empty());
         assert_eq!(txns.end(10, T, me, true), EndOutcome::Done);
-        assert_eq!(txns.end(10, T, me, false), EndOutcome::Error(errors::INVALID_TXN_STATE));
+        assert_eq!(txns.end(10, T, me, false), EndOutcome::Error(ErrorCode::InvalidTxnState));
         // The next transaction starts from Complete with the same epoch.
         assert_eq!(txns.add(11, T, me, &[tp(3)], &[]), Ok(true));
         assert_eq!(txns.get(T).map(|m| m.partitions.len()), Some(1));
@@ -627,14 +640,14 @@ mod tests {
         let me = ready(&mut txns, 0);
         let at = |offset| TxnOffset { offset, leader_epoch: -1, metadata: String::new() };
         assert_eq!(
-            txns.commit_offsets(1, T, me, "g", vec![("in".into(), 0, at(5))]),
-            Err(errors::INVALID_TXN_STATE),
+            txns.commit_offsets(1, T, me, "g", vec![("in".into(), 0, at(Offset(5)))]),
+            Err(ErrorCode::InvalidTxnState),
             "no transaction yet"
         );
         txns.add(1, T, me, &[], &["g".into()]).expect("add offsets");
-        txns.commit_offsets(2, T, me, "g", vec![("in".into(), 0, at(5))]).expect("offsets");
-        txns.commit_offsets(3, T, me, "g", vec![("in".into(), 0, at(9))]).expect("offsets");
-        assert_eq!(txns.commit_offsets(3, T, p(7, 9), "g", vec![]), Err(errors::PRODUCER_FENCED));
+        txns.commit_offsets(2, T, me, "g", vec![("in".into(), 0, at(Offset(5)))]).expect("offsets");
+        txns.commit_offsets(3, T, me, "g", vec![("in".into(), 0, at(Offset(9)))]).expect("offsets");
+        assert_eq!(txns.commit_offsets(3, T, p(7, 9), "g", vec![]), Err(ErrorCode::ProducerFenced));
         let records = txns.take_records();
         assert_eq!(
             records.last().and_then(TxnRecord::meta).map(|m| m.offsets.len()),
@@ -642,11 +655,12 @@ mod tests {
             "persisted"
         );
         let EndOutcome::Markers(plan) = txns.end(4, T, me, true) else { panic!() };
-        assert_eq!(plan.offsets["g"], vec![("in".to_string(), 0, at(9))]);
+        assert_eq!(plan.offsets["g"], vec![("in".to_string(), 0, at(Offset(9)))]);
         txns.complete(5, &plan);
         assert!(txns.get(T).map(|m| m.offsets.is_empty()).unwrap_or(false));
         txns.add(6, T, me, &[], &["g".into()]).expect("add offsets");
-        txns.commit_offsets(7, T, me, "g", vec![("in".into(), 0, at(12))]).expect("offsets");
+        txns.commit_offsets(7, T, me, "g", vec![("in".into(), 0, at(Offset(12)))])
+            .expect("offsets");
         let EndOutcome::Markers(plan) = txns.end(8, T, me, false) else { panic!() };
         assert!(plan.offsets.is_empty(), "an abort delivers nothing");
     }
@@ -655,8 +669,8 @@ mod tests {
     fn ending_without_a_transaction_is_invalid() {
         let mut txns = Transactions::new();
         let me = ready(&mut txns, 0);
-        assert_eq!(txns.end(1, T, me, true), EndOutcome::Error(errors::INVALID_TXN_STATE));
-        assert_eq!(txns.end(1, T, me, false), EndOutcome::Error(errors::INVALID_TXN_STATE));
+        assert_eq!(txns.end(1, T, me, true), EndOutcome::Error(ErrorCode::InvalidTxnState));
+        assert_eq!(txns.end(1, T, me, false), EndOutcome::Error(ErrorCode::InvalidTxnState));
     }
 
     #[test]
@@ -664,29 +678,29 @@ mod tests {
         let mut txns = Transactions::new();
         let old = ready(&mut txns, 0);
         let new = ready(&mut txns, 1);
-        assert_eq!(new.producer_epoch, old.producer_epoch + 1);
-        assert_eq!(txns.add(2, T, old, &[tp(0)], &[]), Err(errors::PRODUCER_FENCED));
-        assert_eq!(txns.end(2, T, old, true), EndOutcome::Error(errors::PRODUCER_FENCED));
-        assert_eq!(txns.check_ongoing(T, old), Err(errors::PRODUCER_FENCED));
-        let stranger = p(99, new.producer_epoch);
+        assert_eq!(new.producer_epoch, old.producer_epoch.bumped());
+        assert_eq!(txns.add(2, T, old, &[tp(0)], &[]), Err(ErrorCode::ProducerFenced));
+        assert_eq!(txns.end(2, T, old, true), EndOutcome::Error(ErrorCode::ProducerFenced));
+        assert_eq!(txns.check_ongoing(T, old), Err(ErrorCode::ProducerFenced));
+        let stranger = Producer { producer_id: ProducerId(99), ..new };
         assert_eq!(
             txns.add(2, T, stranger, &[tp(0)], &[]),
-            Err(errors::INVALID_PRODUCER_ID_MAPPING)
+            Err(ErrorCode::InvalidProducerIdMapping)
         );
         assert_eq!(
             txns.add(2, "other", new, &[tp(0)], &[]),
-            Err(errors::INVALID_PRODUCER_ID_MAPPING)
+            Err(ErrorCode::InvalidProducerIdMapping)
         );
         // A KIP-360 InitProducerId must name the current id and epoch.
         assert_eq!(
             txns.init_producer_id(3, T, 60_000, old, None),
-            InitOutcome::Error(errors::PRODUCER_FENCED)
+            InitOutcome::Error(ErrorCode::ProducerFenced)
         );
         assert!(matches!(
             txns.init_producer_id(3, T, 60_000, new, None),
-            InitOutcome::Ready { producer_epoch: 2, .. }
+            InitOutcome::Ready { producer_epoch: ProducerEpoch(2), .. }
         ));
-        assert_eq!(txns.check_ongoing(T, p(7, 2)), Err(errors::INVALID_TXN_STATE));
+        assert_eq!(txns.check_ongoing(T, p(7, 2)), Err(ErrorCode::InvalidTxnState));
     }
 
     #[test]
@@ -698,29 +712,29 @@ mod tests {
             panic!()
         };
         assert!(!plan.commit);
-        assert_eq!(plan.producer_epoch, me.producer_epoch + 1);
+        assert_eq!(plan.producer_epoch, me.producer_epoch.bumped());
         assert_eq!(plan.partitions, vec![tp(0)]);
-        assert_eq!(txns.add(3, T, me, &[tp(1)], &[]), Err(errors::PRODUCER_FENCED));
+        assert_eq!(txns.add(3, T, me, &[tp(1)], &[]), Err(ErrorCode::ProducerFenced));
         txns.complete(3, &plan);
         assert!(matches!(
             txns.init_producer_id(4, T, 60_000, p(-1, -1), None),
-            InitOutcome::Ready { producer_epoch: 2, .. }
+            InitOutcome::Ready { producer_epoch: ProducerEpoch(2), .. }
         ));
     }
 
     #[test]
     fn timeouts_abort_with_a_bumped_epoch_exactly_at_the_deadline() {
         let mut txns = Transactions::new();
-        txns.init_producer_id(0, T, 1000, p(-1, -1), Some(3));
+        txns.init_producer_id(0, T, 1000, p(-1, -1), Some(ProducerId(3)));
         let me = p(3, 0);
         txns.add(100, T, me, &[tp(0)], &[]).expect("add");
         assert!(txns.expire(1099).is_empty());
         let plans = txns.expire(1100);
         assert_eq!(plans.len(), 1);
-        assert_eq!(plans[0].producer_epoch, 1);
+        assert_eq!(plans[0].producer_epoch, ProducerEpoch(1));
         assert!(!plans[0].commit);
         assert!(txns.expire(5000).is_empty(), "only once");
-        assert_eq!(txns.end(1200, T, me, true), EndOutcome::Error(errors::PRODUCER_FENCED));
+        assert_eq!(txns.end(1200, T, me, true), EndOutcome::Error(ErrorCode::ProducerFenced));
         txns.complete(1200, &plans[0]);
         assert_eq!(txns.get(T).map(|m| m.state), Some(TxnState::CompleteAbort));
     }
@@ -730,15 +744,15 @@ mod tests {
         let mut txns = Transactions::new();
         ready(&mut txns, 0);
         let mut meta = txns.get(T).cloned().expect("meta");
-        meta.producer_epoch = i16::MAX - 1;
+        meta.producer_epoch = ProducerEpoch(i16::MAX - 1);
         txns.replay(TxnRecord::Put(meta));
         assert_eq!(
             txns.init_producer_id(1, T, 60_000, p(-1, -1), None),
             InitOutcome::NeedProducerId
         );
         assert_eq!(
-            txns.init_producer_id(1, T, 60_000, p(-1, -1), Some(8)),
-            InitOutcome::Ready { producer_id: 8, producer_epoch: 0 }
+            txns.init_producer_id(1, T, 60_000, p(-1, -1), Some(ProducerId(8))),
+            InitOutcome::Ready { producer_id: ProducerId(8), producer_epoch: ProducerEpoch(0) }
         );
     }
 
@@ -753,8 +767,8 @@ mod tests {
             let mut txns = Transactions::new();
             txns.replay(TxnRecord::Put(TxnMeta {
                 transactional_id: T.into(),
-                producer_id: 7,
-                producer_epoch: 3,
+                producer_id: ProducerId(7),
+                producer_epoch: ProducerEpoch(3),
                 timeout_ms: 60_000,
                 state,
                 partitions: [tp(0)].into_iter().collect(),
@@ -770,7 +784,7 @@ mod tests {
             // AddPartitionsToTxn
             let added = in_state(state).add(1, T, me, &[tp(1)], &[]);
             let expected = match state {
-                PrepareCommit | PrepareAbort => Err(errors::CONCURRENT_TRANSACTIONS),
+                PrepareCommit | PrepareAbort => Err(ErrorCode::ConcurrentTransactions),
                 _ => Ok(true),
             };
             assert_eq!(added, expected, "add in {state:?}");
@@ -786,40 +800,53 @@ mod tests {
                 let got = match ended {
                     EndOutcome::Markers(plan) => {
                         assert_eq!(plan.commit, commit);
-                        assert_eq!(plan.producer_epoch, 3, "EndTxn does not bump the epoch");
+                        assert_eq!(
+                            plan.producer_epoch,
+                            ProducerEpoch(3),
+                            "EndTxn does not bump the epoch"
+                        );
                         "markers"
                     }
                     EndOutcome::Done => "done",
-                    EndOutcome::Error(errors::CONCURRENT_TRANSACTIONS) => "concurrent",
-                    EndOutcome::Error(errors::INVALID_TXN_STATE) => "invalid",
-                    EndOutcome::Error(code) => panic!("EndTxn in {state:?}: code {code}"),
+                    EndOutcome::Error(ErrorCode::ConcurrentTransactions) => "concurrent",
+                    EndOutcome::Error(ErrorCode::InvalidTxnState) => "invalid",
+                    EndOutcome::Error(code) => panic!("EndTxn in {state:?}: code {code:?}"),
                 };
                 assert_eq!(got, expected, "EndTxn(commit={commit}) in {state:?}");
             }
             // InitProducerId
             let init = in_state(state).init_producer_id(1, T, 60_000, p(-1, -1), None);
             match state {
-                Ongoing => assert!(
-                    matches!(&init, InitOutcome::Abort(plan) if plan.producer_epoch == 4),
-                    "{init:?}"
-                ),
-                PrepareCommit | PrepareAbort => {
-                    assert_eq!(init, InitOutcome::Error(errors::CONCURRENT_TRANSACTIONS))
+                Ongoing => {
+                    let bumped = ProducerEpoch(4);
+                    assert!(
+                        matches!(&init, InitOutcome::Abort(plan) if plan.producer_epoch == bumped),
+                        "{init:?}"
+                    )
                 }
-                _ => assert_eq!(init, InitOutcome::Ready { producer_id: 7, producer_epoch: 4 }),
+                PrepareCommit | PrepareAbort => {
+                    assert_eq!(init, InitOutcome::Error(ErrorCode::ConcurrentTransactions))
+                }
+                _ => assert_eq!(
+                    init,
+                    InitOutcome::Ready {
+                        producer_id: ProducerId(7),
+                        producer_epoch: ProducerEpoch(4)
+                    }
+                ),
             }
             // TxnOffsetCommit's check
             let checked = in_state(state).check_ongoing(T, me);
-            let expected = if state == Ongoing { Ok(()) } else { Err(errors::INVALID_TXN_STATE) };
+            let expected = if state == Ongoing { Ok(()) } else { Err(ErrorCode::InvalidTxnState) };
             assert_eq!(checked, expected, "check in {state:?}");
             // A fenced epoch and a wrong producer id are refused the same way in every state.
             let mut txns = in_state(state);
-            assert_eq!(txns.add(1, T, p(7, 2), &[tp(1)], &[]), Err(errors::PRODUCER_FENCED));
+            assert_eq!(txns.add(1, T, p(7, 2), &[tp(1)], &[]), Err(ErrorCode::ProducerFenced));
             assert_eq!(
                 txns.add(1, T, p(8, 3), &[tp(1)], &[]),
-                Err(errors::INVALID_PRODUCER_ID_MAPPING)
+                Err(ErrorCode::InvalidProducerIdMapping)
             );
-            assert_eq!(txns.end(1, T, p(7, 4), true), EndOutcome::Error(errors::PRODUCER_FENCED));
+            assert_eq!(txns.end(1, T, p(7, 4), true), EndOutcome::Error(ErrorCode::ProducerFenced));
             // Expiry touches only Ongoing transactions past their deadline.
             let expired = in_state(state).expire(60_000);
             assert_eq!(expired.len(), usize::from(state == Ongoing), "expire in {state:?}");
@@ -841,7 +868,7 @@ mod tests {
         let mut txns = Transactions::new();
         let other = "other";
         ready(&mut txns, 0);
-        txns.init_producer_id(0, other, 60_000, p(-1, -1), Some(9));
+        txns.init_producer_id(0, other, 60_000, p(-1, -1), Some(ProducerId(9)));
         let me = p(7, 0);
         txns.add(500, T, me, &[tp(0)], &[]).expect("add");
         txns.take_records();
@@ -878,11 +905,14 @@ mod tests {
         for step in 0..2000i64 {
             let id = ids[next(4) as usize];
             let now = step * 10;
-            let current = txns.get(id).map(|m| p(m.producer_id, m.producer_epoch));
+            let current = txns
+                .get(id)
+                .map(|m| Producer { producer_id: m.producer_id, producer_epoch: m.producer_epoch });
             match next(6) {
                 0 => {
                     next_pid += 1;
-                    let _ = txns.init_producer_id(now, id, 500, p(-1, -1), Some(next_pid));
+                    let _ =
+                        txns.init_producer_id(now, id, 500, p(-1, -1), Some(ProducerId(next_pid)));
                 }
                 1 | 2 => {
                     if let Some(me) = current {

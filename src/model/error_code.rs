@@ -1,0 +1,201 @@
+//! Kafka's error codes, the ones Spate answers with. The wire values never change (Kafka's
+//! `Errors.java`); the variant names are Kafka's, in camel case.
+//!
+//! Internal results (a partition's produce or read, the coordinators' answers) carry an
+//! `ErrorCode`; it becomes an `i16` only where a handler in `api` fills in a response of the
+//! `kafka-protocol` crate (`code`). It lives in `model` so that every layer from storage up
+//! may name one.
+
+/// A Kafka error code. `ErrorCode::None` (0) is success, as on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(i16)]
+pub enum ErrorCode {
+    UnknownServerError = -1,
+    #[default]
+    None = 0,
+    OffsetOutOfRange = 1,
+    CorruptMessage = 2,
+    UnknownTopicOrPartition = 3,
+    LeaderNotAvailable = 5,
+    RequestTimedOut = 7,
+    MessageTooLarge = 10,
+    OffsetMetadataTooLarge = 12,
+    CoordinatorLoadInProgress = 14,
+    CoordinatorNotAvailable = 15,
+    NotCoordinator = 16,
+    InvalidTopicException = 17,
+    InvalidRequiredAcks = 21,
+    IllegalGeneration = 22,
+    InconsistentGroupProtocol = 23,
+    InvalidGroupId = 24,
+    UnknownMemberId = 25,
+    InvalidSessionTimeout = 26,
+    RebalanceInProgress = 27,
+    UnsupportedVersion = 35,
+    TopicAlreadyExists = 36,
+    InvalidPartitions = 37,
+    InvalidReplicationFactor = 38,
+    InvalidReplicaAssignment = 39,
+    InvalidConfig = 40,
+    InvalidRequest = 42,
+    UnsupportedForMessageFormat = 43,
+    OutOfOrderSequenceNumber = 45,
+    InvalidProducerEpoch = 47,
+    InvalidTxnState = 48,
+    InvalidProducerIdMapping = 49,
+    InvalidTransactionTimeout = 50,
+    ConcurrentTransactions = 51,
+    TransactionCoordinatorFenced = 52,
+    TransactionalIdAuthorizationFailed = 53,
+    OperationNotAttempted = 55,
+    /// Retriable: the broker cannot write to its disk now (free space below the reserve, a
+    /// log that cannot be opened).
+    KafkaStorageError = 56,
+    NonEmptyGroup = 68,
+    GroupIdNotFound = 69,
+    MemberIdRequired = 79,
+    FencedInstanceId = 82,
+    GroupSubscribedToTopic = 86,
+    InvalidRecord = 87,
+    ProducerFenced = 90,
+    UnknownTopicId = 100,
+    TransactionalIdNotFound = 105,
+}
+
+impl ErrorCode {
+    /// Every code, by wire value.
+    pub const ALL: [ErrorCode; 47] = [
+        ErrorCode::UnknownServerError,
+        ErrorCode::None,
+        ErrorCode::OffsetOutOfRange,
+        ErrorCode::CorruptMessage,
+        ErrorCode::UnknownTopicOrPartition,
+        ErrorCode::LeaderNotAvailable,
+        ErrorCode::RequestTimedOut,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::OffsetMetadataTooLarge,
+        ErrorCode::CoordinatorLoadInProgress,
+        ErrorCode::CoordinatorNotAvailable,
+        ErrorCode::NotCoordinator,
+        ErrorCode::InvalidTopicException,
+        ErrorCode::InvalidRequiredAcks,
+        ErrorCode::IllegalGeneration,
+        ErrorCode::InconsistentGroupProtocol,
+        ErrorCode::InvalidGroupId,
+        ErrorCode::UnknownMemberId,
+        ErrorCode::InvalidSessionTimeout,
+        ErrorCode::RebalanceInProgress,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::TopicAlreadyExists,
+        ErrorCode::InvalidPartitions,
+        ErrorCode::InvalidReplicationFactor,
+        ErrorCode::InvalidReplicaAssignment,
+        ErrorCode::InvalidConfig,
+        ErrorCode::InvalidRequest,
+        ErrorCode::UnsupportedForMessageFormat,
+        ErrorCode::OutOfOrderSequenceNumber,
+        ErrorCode::InvalidProducerEpoch,
+        ErrorCode::InvalidTxnState,
+        ErrorCode::InvalidProducerIdMapping,
+        ErrorCode::InvalidTransactionTimeout,
+        ErrorCode::ConcurrentTransactions,
+        ErrorCode::TransactionCoordinatorFenced,
+        ErrorCode::TransactionalIdAuthorizationFailed,
+        ErrorCode::OperationNotAttempted,
+        ErrorCode::KafkaStorageError,
+        ErrorCode::NonEmptyGroup,
+        ErrorCode::GroupIdNotFound,
+        ErrorCode::MemberIdRequired,
+        ErrorCode::FencedInstanceId,
+        ErrorCode::GroupSubscribedToTopic,
+        ErrorCode::InvalidRecord,
+        ErrorCode::ProducerFenced,
+        ErrorCode::UnknownTopicId,
+        ErrorCode::TransactionalIdNotFound,
+    ];
+
+    /// The wire value.
+    pub const fn code(self) -> i16 {
+        self as i16
+    }
+
+    /// The code with this wire value, if Spate knows it.
+    pub fn from_code(code: i16) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|known| known.code() == code)
+    }
+}
+
+impl TryFrom<i16> for ErrorCode {
+    type Error = i16;
+
+    fn try_from(code: i16) -> Result<ErrorCode, i16> {
+        ErrorCode::from_code(code).ok_or(code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire values, written out once more: a renumbered variant fails here.
+    const WIRE: [(ErrorCode, i16); 47] = [
+        (ErrorCode::UnknownServerError, -1),
+        (ErrorCode::None, 0),
+        (ErrorCode::OffsetOutOfRange, 1),
+        (ErrorCode::CorruptMessage, 2),
+        (ErrorCode::UnknownTopicOrPartition, 3),
+        (ErrorCode::LeaderNotAvailable, 5),
+        (ErrorCode::RequestTimedOut, 7),
+        (ErrorCode::MessageTooLarge, 10),
+        (ErrorCode::OffsetMetadataTooLarge, 12),
+        (ErrorCode::CoordinatorLoadInProgress, 14),
+        (ErrorCode::CoordinatorNotAvailable, 15),
+        (ErrorCode::NotCoordinator, 16),
+        (ErrorCode::InvalidTopicException, 17),
+        (ErrorCode::InvalidRequiredAcks, 21),
+        (ErrorCode::IllegalGeneration, 22),
+        (ErrorCode::InconsistentGroupProtocol, 23),
+        (ErrorCode::InvalidGroupId, 24),
+        (ErrorCode::UnknownMemberId, 25),
+        (ErrorCode::InvalidSessionTimeout, 26),
+        (ErrorCode::RebalanceInProgress, 27),
+        (ErrorCode::UnsupportedVersion, 35),
+        (ErrorCode::TopicAlreadyExists, 36),
+        (ErrorCode::InvalidPartitions, 37),
+        (ErrorCode::InvalidReplicationFactor, 38),
+        (ErrorCode::InvalidReplicaAssignment, 39),
+        (ErrorCode::InvalidConfig, 40),
+        (ErrorCode::InvalidRequest, 42),
+        (ErrorCode::UnsupportedForMessageFormat, 43),
+        (ErrorCode::OutOfOrderSequenceNumber, 45),
+        (ErrorCode::InvalidProducerEpoch, 47),
+        (ErrorCode::InvalidTxnState, 48),
+        (ErrorCode::InvalidProducerIdMapping, 49),
+        (ErrorCode::InvalidTransactionTimeout, 50),
+        (ErrorCode::ConcurrentTransactions, 51),
+        (ErrorCode::TransactionCoordinatorFenced, 52),
+        (ErrorCode::TransactionalIdAuthorizationFailed, 53),
+        (ErrorCode::OperationNotAttempted, 55),
+        (ErrorCode::KafkaStorageError, 56),
+        (ErrorCode::NonEmptyGroup, 68),
+        (ErrorCode::GroupIdNotFound, 69),
+        (ErrorCode::MemberIdRequired, 79),
+        (ErrorCode::FencedInstanceId, 82),
+        (ErrorCode::GroupSubscribedToTopic, 86),
+        (ErrorCode::InvalidRecord, 87),
+        (ErrorCode::ProducerFenced, 90),
+        (ErrorCode::UnknownTopicId, 100),
+        (ErrorCode::TransactionalIdNotFound, 105),
+    ];
+
+    #[test]
+    fn wire_values_are_kafkas() {
+        for (error, code) in WIRE {
+            assert_eq!(error.code(), code, "{error:?}");
+            assert_eq!(ErrorCode::try_from(code), Ok(error));
+        }
+        assert_eq!(ErrorCode::ALL.to_vec(), WIRE.map(|(error, _)| error).to_vec());
+        assert_eq!(ErrorCode::from_code(4), None);
+        assert_eq!(ErrorCode::try_from(i16::MAX), Err(i16::MAX));
+    }
+}
