@@ -2,7 +2,7 @@
 //! producer ids. It lives on every shard but serves on shard 0 (`CONTROLLER`) only: other
 //! shards reach it through its mesh. A topic change is applied to the controller's catalog,
 //! written to the catalog file, then applied on every shard (`PartitionRequest::ApplyTopic`
-//! and `RemoveTopic`) before it is answered. Next, this is where the Raft metadata log's
+//! and `RemovePartitions`) before it is answered. Next, this is where the Raft metadata log's
 //! state machine goes.
 //!
 //! Lifecycle: built on every shard at start; nothing to open or close (the catalog file is

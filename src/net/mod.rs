@@ -71,15 +71,23 @@ pub async fn accept_loop(
     let mut backoff = Backoff::new(ACCEPT_RETRY_MS_MIN, ACCEPT_RETRY_MS_MAX);
     let mut warnings = Throttle::new(REPEATED_WARNING_INTERVAL_MS);
     loop {
-        match listener.accept().await {
-            Ok(stream) => {
+        // A connection takes two descriptors (the writer's is a `dup`): one that cannot get
+        // its second is closed at once and counts as a failed accept, or a full descriptor
+        // table would turn into a loop of accepts and silent closes.
+        let accepted = listener.accept().await.map_err(std::io::Error::from).and_then(|stream| {
+            let output = duplicate(&stream)?;
+            Ok((stream, output))
+        });
+        match accepted {
+            Ok((stream, output)) => {
                 let services = services.clone();
                 let in_flight = in_flight.clone();
                 let readers = readers.clone();
                 let window = Rc::new(Window::new(shard_bytes.clone()));
                 glommio::spawn_local(async move {
                     let peer = stream.peer_addr().ok();
-                    let served = serve(&services, stream, &in_flight, window, readers, peer).await;
+                    let served =
+                        serve(&services, stream, output, &in_flight, window, readers, peer).await;
                     if let Err(reason) = served {
                         tracing::debug!(?peer, "connection closed: {reason}");
                     }
@@ -113,6 +121,7 @@ pub async fn accept_loop(
 async fn serve(
     services: &Rc<Services>,
     stream: TcpStream,
+    output: TcpStream,
     in_flight: &Rc<InFlight>,
     window: Rc<Window>,
     readers: Readers,
@@ -120,7 +129,6 @@ async fn serve(
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     zero_copy::prepare_socket(&stream);
-    let output = duplicate(&stream).map_err(|e| format!("dup: {e}"))?;
     let _ = output.set_write_timeout(Some(Duration::from_millis(SOCKET_SEND_TIMEOUT_MS as u64)));
     let input = stream.buffered_with(Preallocated::new(CONNECTION_READ_BUFFER_BYTES));
     let (answers_tx, answers_rx) = mpsc::unbounded();

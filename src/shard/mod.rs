@@ -31,7 +31,7 @@ pub struct Shard {
     pub id: ShardId,
     pub config: Config,
     /// This shard's copy of the topics; the controller changes every copy (`partition`'s
-    /// ApplyTopic and RemoveTopic).
+    /// ApplyTopic and RemovePartitions).
     pub catalog: RefCell<Catalog>,
     /// Everything on this shard that waits for an event or a deadline.
     pub delayed: Rc<Delayed>,

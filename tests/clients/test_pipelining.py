@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from client_helpers import (Msg, ck_consume_all, ck_produce, ck_producer, rss_bytes,
-                            unique_topic)
+from client_helpers import (Msg, ck_consume_all, ck_produce, ck_producer, ck_watermarks,
+                            rss_bytes, unique_topic)
 from conftest import TARGET
 from kafka_wire import (batch_offsets, connect, fetch_v4, fetch_v4_result, init_producer_id_v0,
                         init_producer_id_v0_result, list_offsets_latest_v1,
@@ -139,7 +139,13 @@ def test_produce_behind_a_waiting_fetch_of_another_topic(broker):
     with connect(broker.port, timeout=60) as sock:
         sock.sendall(fetch_v4(idle.encode(), 0, 1, 1, max_wait_ms=8_000) +
                      produce_v3(busy.encode(), 0, record_batch([b"behind"]), 2))
-        # The record is stored and readable while the fetch in front of it still waits.
+        # The record is stored and readable while the fetch in front of it still waits (the
+        # broker may not have read the produce off the socket yet: wait for it, well within
+        # the fetch's 8 s).
+        deadline = time.monotonic() + 5
+        while (ck_watermarks(broker.bootstrap, busy, 0)[1] < 2
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
         values = [r.value for r in ck_consume_all(broker.bootstrap, busy, 0, timeout=6)]
         assert values == [b"first", b"behind"]
         assert [read_response(sock)[0] for _ in range(2)] == [1, 2]

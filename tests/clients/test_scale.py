@@ -183,9 +183,9 @@ def test_a_topic_whose_logs_cannot_be_opened_is_refused_and_leaves_nothing(broke
 
 
 def test_accept_backs_off_when_descriptors_run_out(spate_factory):
-    """With every descriptor taken by connections, `accept` fails with EMFILE: the broker
-    logs it about once a second with a count (not once per retry), keeps serving the
-    connections it has, and accepts again once some close."""
+    """With every descriptor taken by connections, `accept` fails with EMFILE (or the `dup`
+    of an accepted one does): the broker logs it about once a second with a count (not once
+    per retry), keeps running, and accepts again once most of them close."""
     limit = 256
     broker = start_limited(spate_factory, limit)
     held = []
@@ -200,7 +200,8 @@ def test_accept_backs_off_when_descriptors_run_out(spate_factory):
         assert "failed_since_last_line" in lines[-1]
         assert broker.alive()
     finally:
-        for sock in held[: limit // 2]:
+        # Room for the connections still held (each takes two descriptors) and a new one.
+        for sock in held[limit // 4:]:
             sock.close()
     try:
         deadline = time.monotonic() + 15
@@ -211,5 +212,5 @@ def test_accept_backs_off_when_descriptors_run_out(spate_factory):
         assert answered, "no connection accepted after descriptors were freed"
         assert "accepting connections again" in broker.log_text()
     finally:
-        for sock in held[limit // 2:]:
+        for sock in held[: limit // 4]:
             sock.close()
