@@ -42,11 +42,15 @@ pub const BATCH_CACHE_BYTES_PER_SHARD_DEFAULT: u64 = 128 * 1024 * 1024;
 /// The batch cache of a log outside a shard's shared budget (tests).
 pub const BATCH_CACHE_BYTES_PER_LOG: usize = 4 * 1024 * 1024;
 
-/// Segment files grow their preallocated space in steps of this size (fallocate, growing the
-/// file's size: see `Segment::reserve`), so appends rarely allocate blocks and write inside
-/// the file, and an idle partition wastes at most one step.
-/// Preallocating whole 1 GiB segments up front would cost 1 GiB of disk per partition.
+/// Segment files grow their preallocated space (fallocate, growing the file's size: see
+/// `Segment::reserve`) in steps that double from `PREALLOCATE_STEP_BYTES_MIN` to
+/// `PREALLOCATE_STEP_BYTES`, so appends write inside the file and a busy partition calls
+/// fallocate once per 16 MiB, while a partition that holds a few records holds a few blocks.
+/// A fixed 16 MiB first step cost 16 MiB per partition written once: 10,000 partitions with
+/// one record each took 160 GB and filled this machine's disk. Preallocating whole 1 GiB
+/// segments up front would cost 1 GiB per partition.
 pub const PREALLOCATE_STEP_BYTES: u64 = 16 * 1024 * 1024;
+pub const PREALLOCATE_STEP_BYTES_MIN: u64 = 16 * 1024;
 
 /// The default free-space reserve of the data dir's file system (`--min-free-bytes`): the
 /// smaller of this share of the file system and `MIN_FREE_BYTES_CAP_DEFAULT`. Below the

@@ -27,7 +27,9 @@ use std::sync::Arc;
 
 use glommio::io::{DmaFile, OpenOptions};
 
-use crate::constants::{INDEX_INTERVAL_BYTES, PREALLOCATE_STEP_BYTES, RECOVERY_READ_BYTES};
+use crate::constants::{
+    INDEX_INTERVAL_BYTES, PREALLOCATE_STEP_BYTES, PREALLOCATE_STEP_BYTES_MIN, RECOVERY_READ_BYTES,
+};
 use crate::model::batch::{self, ScannedBatch};
 use crate::model::Offset;
 use crate::storage::files::{Buffered, Direct, OpenFiles, SegmentId};
@@ -122,7 +124,7 @@ impl Segment {
         if end <= allocated {
             return allocated;
         }
-        let target = (allocated + PREALLOCATE_STEP_BYTES).max(end).min(size_max.max(end));
+        let target = (allocated + preallocate_step(allocated)).max(end).min(size_max.max(end));
         match file.pre_allocate(target, false).await {
             Err(e) if e.raw_os_error().is_some_and(|code| code == libc::ENOSPC) => allocated,
             _ => target,
@@ -353,6 +355,12 @@ pub async fn remove(segments: Vec<Segment>) {
         })
         .await;
     drop(segments);
+}
+
+/// The next preallocation step of a segment with `allocated` bytes: as much again, within
+/// `PREALLOCATE_STEP_BYTES_MIN..=PREALLOCATE_STEP_BYTES`.
+pub fn preallocate_step(allocated: u64) -> u64 {
+    allocated.clamp(PREALLOCATE_STEP_BYTES_MIN, PREALLOCATE_STEP_BYTES)
 }
 
 /// Kafka's file name: the base offset as 20 zero-padded digits.
