@@ -10,7 +10,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 
 use super::{str_bytes, Context, Outcome};
 use crate::model::topic::validate_topic_name;
-use crate::model::ErrorCode;
+use crate::model::{ErrorCode, LeaderEpoch};
 use crate::shard::catalog::TopicMeta;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -104,7 +104,7 @@ fn topic_entry(meta: &TopicMeta, node_id: i32) -> MetadataResponseTopic {
             let mut p = MetadataResponsePartition::default();
             p.partition_index = index;
             p.leader_id = BrokerId(node_id);
-            p.leader_epoch = 0;
+            p.leader_epoch = LeaderEpoch::INITIAL.0;
             p.replica_nodes = vec![BrokerId(node_id)];
             p.isr_nodes = vec![BrokerId(node_id)];
             p

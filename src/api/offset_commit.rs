@@ -12,7 +12,7 @@ use super::group_common::{call, check_group_id};
 use super::{Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::state::{self, CommitPartition};
-use crate::model::{ErrorCode, Offset};
+use crate::model::{ErrorCode, LeaderEpoch, Offset};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: OffsetCommitRequest = match ctx.decode(body) {
@@ -38,7 +38,11 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                     topic: topic.name.0.to_string(),
                     partition: p.partition_index,
                     offset: Offset(p.committed_offset),
-                    leader_epoch: if ctx.version >= 6 { p.committed_leader_epoch } else { -1 },
+                    leader_epoch: if ctx.version >= 6 {
+                        LeaderEpoch(p.committed_leader_epoch)
+                    } else {
+                        LeaderEpoch::NONE
+                    },
                     metadata: p.committed_metadata.as_ref().map(|s| s.to_string()),
                 });
             }

@@ -98,7 +98,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                                 p.partition_index = o.partition;
                                 p.committed_offset = o.offset.0;
                                 if ctx.version >= 5 {
-                                    p.committed_leader_epoch = o.leader_epoch;
+                                    p.committed_leader_epoch = o.leader_epoch.0;
                                 }
                                 p.metadata = Some(str_bytes(&o.metadata));
                                 p
@@ -127,7 +127,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                                     let mut p = OffsetFetchResponsePartitions::default();
                                     p.partition_index = o.partition;
                                     p.committed_offset = o.offset.0;
-                                    p.committed_leader_epoch = o.leader_epoch;
+                                    p.committed_leader_epoch = o.leader_epoch.0;
                                     p.metadata = Some(str_bytes(&o.metadata));
                                     p
                                 })

@@ -26,7 +26,7 @@ use indexmap::IndexMap;
 
 use crate::group::records::{GroupValue, MemberValue, OffsetValue, Record};
 use crate::group::timers::Timers;
-use crate::model::{ErrorCode, Offset};
+use crate::model::{ErrorCode, LeaderEpoch, Offset};
 
 /// Topics and their partition indexes, as requests name them.
 pub type TopicPartitions = Vec<(String, Vec<i32>)>;
@@ -194,7 +194,7 @@ pub struct CommitPartition {
     pub topic: String,
     pub partition: i32,
     pub offset: Offset,
-    pub leader_epoch: i32,
+    pub leader_epoch: LeaderEpoch,
     pub metadata: Option<String>,
 }
 
@@ -216,7 +216,7 @@ pub struct FetchedOffset {
     pub topic: String,
     pub partition: i32,
     pub offset: Offset,
-    pub leader_epoch: i32,
+    pub leader_epoch: LeaderEpoch,
     pub metadata: String,
 }
 
@@ -994,7 +994,7 @@ impl Groups {
                         topic,
                         partition,
                         offset: Offset::NONE,
-                        leader_epoch: -1,
+                        leader_epoch: LeaderEpoch::NONE,
                         metadata: String::new(),
                     },
                 })
@@ -1854,7 +1854,7 @@ mod txn_tests {
             topic: topic.into(),
             partition: 0,
             offset,
-            leader_epoch: -1,
+            leader_epoch: LeaderEpoch::NONE,
             metadata: None,
         };
         groups.commit_transactional_offsets(
@@ -1980,7 +1980,7 @@ mod tests {
                     topic: "t".into(),
                     partition: 0,
                     offset: Offset(offset),
-                    leader_epoch: 3,
+                    leader_epoch: LeaderEpoch(3),
                     metadata: Some("meta".into()),
                 }],
             };
@@ -2335,7 +2335,7 @@ mod tests {
         assert_eq!(h.commit("simple", -1, "", 7), Ok(vec![ErrorCode::None]));
         let fetched = h.groups.fetch_offsets("g", Some(vec![("t".into(), vec![0, 1])]));
         assert_eq!(fetched[0].offset, Offset(42));
-        assert_eq!(fetched[0].leader_epoch, 3);
+        assert_eq!(fetched[0].leader_epoch, LeaderEpoch(3));
         assert_eq!(fetched[0].metadata, "meta");
         assert_eq!(fetched[1].offset, Offset::NONE);
         assert_eq!(h.groups.fetch_offsets("simple", None).len(), 1);
@@ -2376,14 +2376,14 @@ mod tests {
                     topic: "t".into(),
                     partition: 0,
                     offset: Offset(1),
-                    leader_epoch: -1,
+                    leader_epoch: LeaderEpoch::NONE,
                     metadata: Some("x".repeat(4097)),
                 },
                 CommitPartition {
                     topic: "t".into(),
                     partition: 1,
                     offset: Offset(1),
-                    leader_epoch: -1,
+                    leader_epoch: LeaderEpoch::NONE,
                     metadata: None,
                 },
             ],
@@ -2595,7 +2595,7 @@ mod tests {
                             topic: "t".into(),
                             partition: rng.gen_range(0..3),
                             offset: Offset(rng.gen_range(-1..100)),
-                            leader_epoch: -1,
+                            leader_epoch: LeaderEpoch::NONE,
                             metadata: None,
                         });
                         let _ = h.groups.commit_offsets(h.now, req);

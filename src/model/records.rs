@@ -34,7 +34,7 @@ use kafka_protocol::records::{
 
 use crate::constants::BATCH_HEADER_BYTES;
 use crate::model::batch::{self, BatchError, BatchHeader};
-use crate::model::{ProducerEpoch, ProducerId};
+use crate::model::{LeaderEpoch, ProducerEpoch, ProducerId};
 
 /// One record to write: key and value, either may be null (a null value is a tombstone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,7 +165,7 @@ fn record(offset_delta: i64, timestamp: i64) -> Record {
         transactional: false,
         control: false,
         delete_horizon: false,
-        partition_leader_epoch: 0,
+        partition_leader_epoch: LeaderEpoch::INITIAL.0,
         producer_id: NO_PRODUCER_ID,
         producer_epoch: NO_PRODUCER_EPOCH,
         timestamp_type: TimestampType::Creation,
@@ -310,7 +310,7 @@ mod tests {
             RecordIn { key: None, value: Some(&[0u8; 300]) },
         ];
         let mut bytes = build_batch(1_234, &records);
-        batch::assign_offset(&mut bytes, Offset(40), 0);
+        batch::assign_offset(&mut bytes, Offset(40), LeaderEpoch::INITIAL);
         let header = batch::validate(&bytes, usize::MAX).expect("valid batch");
         assert_eq!(header.records_count(), 3);
         assert_eq!(header.last_offset(), Offset(42));

@@ -37,7 +37,7 @@ use crate::fatal::{fatal, FatalReason};
 use crate::model::batch::{self, BatchHeader};
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
 use crate::model::TopicPartition;
-use crate::model::{now_ms, FirstBatch, Isolation, Offset, ProducerEpoch, ProducerId};
+use crate::model::{now_ms, FirstBatch, Isolation, LeaderEpoch, Offset, ProducerEpoch, ProducerId};
 use crate::storage::cache::{BatchCache, CacheBudget, CachedBatch};
 use crate::storage::files::{Buffered, OpenFiles};
 use crate::storage::producer_state::{self, AppendCheck, ProducerBatch, ProducerStateTable};
@@ -444,7 +444,7 @@ fn queue(
     for (i, original) in batches.into_iter().enumerate() {
         let mut bytes = BytesMut::from(&original[..]);
         let base_offset = l.next_offset;
-        batch::assign_offset(&mut bytes, base_offset, 0);
+        batch::assign_offset(&mut bytes, base_offset, LeaderEpoch::INITIAL);
         if append_time >= 0 {
             batch::set_log_append_time(&mut bytes, append_time);
         }

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::model::{ErrorCode, Offset, ProducerEpoch, ProducerId};
+use crate::model::{ErrorCode, LeaderEpoch, Offset, ProducerEpoch, ProducerId};
 
 /// Kafka's `transaction.max.timeout.ms` default.
 pub const TRANSACTION_TIMEOUT_MS_MAX: i32 = 900_000;
@@ -98,7 +98,7 @@ pub struct TxnMeta {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnOffset {
     pub offset: Offset,
-    pub leader_epoch: i32,
+    pub leader_epoch: LeaderEpoch,
     pub metadata: String,
 }
 
@@ -638,7 +638,8 @@ mod tests {
     fn offsets_ride_with_the_transaction_and_only_a_commit_delivers_them() {
         let mut txns = Transactions::new();
         let me = ready(&mut txns, 0);
-        let at = |offset| TxnOffset { offset, leader_epoch: -1, metadata: String::new() };
+        let at =
+            |offset| TxnOffset { offset, leader_epoch: LeaderEpoch::NONE, metadata: String::new() };
         assert_eq!(
             txns.commit_offsets(1, T, me, "g", vec![("in".into(), 0, at(Offset(5)))]),
             Err(ErrorCode::InvalidTxnState),
