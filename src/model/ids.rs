@@ -147,3 +147,32 @@ impl fmt::Display for LeaderEpoch {
         self.0.fmt(f)
     }
 }
+
+/// A broker's node id (`node.id`): what Metadata, FindCoordinator and DescribeCluster name as
+/// the leader, the coordinator and the controller. -1 (`NodeId::NONE`) is the wire's "no
+/// node".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub i32);
+
+impl NodeId {
+    /// No node: a coordinator that cannot be named, no preferred read replica.
+    pub const NONE: NodeId = NodeId(-1);
+}
+
+impl From<kafka_protocol::messages::BrokerId> for NodeId {
+    fn from(wire: kafka_protocol::messages::BrokerId) -> NodeId {
+        NodeId(wire.0)
+    }
+}
+
+impl From<NodeId> for kafka_protocol::messages::BrokerId {
+    fn from(id: NodeId) -> kafka_protocol::messages::BrokerId {
+        kafka_protocol::messages::BrokerId(id.0)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
