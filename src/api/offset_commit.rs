@@ -8,7 +8,7 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-use super::group_common::{call, check_group_id};
+use super::group_common::{call, check_group_id, EmptyGroupId};
 use super::{Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::state::{self, CommitPartition};
@@ -50,7 +50,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         }
     }
     let outcome: Result<Vec<ErrorCode>, ErrorCode> =
-        if let Err(code) = check_group_id(&group_id, true) {
+        if let Err(code) = check_group_id(&group_id, EmptyGroupId::Accepted) {
             Err(code)
         } else if partitions.is_empty() {
             Ok(Vec::new())

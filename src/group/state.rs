@@ -344,6 +344,32 @@ impl Member {
     }
 }
 
+/// Whether a member's protocols join or leave the group's count of supported protocols
+/// (Kafka's `incSupportedProtocols` and `decSupportedProtocols`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tally {
+    Add,
+    Remove,
+}
+
+/// Whether a JoinGroup answer lists the group's members: only the leader's does, since the
+/// leader computes the assignment (and not even the leader's when it may skip that).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MemberList {
+    Included,
+    Omitted,
+}
+
+impl MemberList {
+    fn for_leader(is_leader: bool) -> MemberList {
+        if is_leader {
+            MemberList::Included
+        } else {
+            MemberList::Omitted
+        }
+    }
+}
+
 impl Group {
     fn new(group_id: &str, now: i64) -> Group {
         Group {
@@ -412,7 +438,7 @@ impl Group {
         if self.leader_id.is_none() {
             self.leader_id = Some(member.member_id.clone());
         }
-        self.count_protocols(&member.protocols, true);
+        self.count_protocols(&member.protocols, Tally::Add);
         member.awaiting_join = reply;
         if reply.is_some() {
             self.num_awaiting_join += 1;
@@ -434,7 +460,7 @@ impl Group {
                 fx.replies
                     .push((parked, Reply::Sync(SyncResponse::error(ErrorCode::UnknownMemberId))));
             }
-            self.count_protocols(&member.protocols, false);
+            self.count_protocols(&member.protocols, Tally::Remove);
             if member.awaiting_join.is_some() {
                 self.num_awaiting_join -= 1;
             }
@@ -450,13 +476,12 @@ impl Group {
         removed
     }
 
-    fn count_protocols(&mut self, protocols: &[Protocol], add: bool) {
+    fn count_protocols(&mut self, protocols: &[Protocol], tally: Tally) {
         for protocol in protocols {
             let count = self.supported_protocols.entry(protocol.name.clone()).or_insert(0);
-            if add {
-                *count += 1;
-            } else {
-                *count = count.saturating_sub(1);
+            match tally {
+                Tally::Add => *count += 1,
+                Tally::Remove => *count = count.saturating_sub(1),
             }
         }
         self.supported_protocols.retain(|_, count| *count > 0);
@@ -588,7 +613,7 @@ impl Group {
             .collect()
     }
 
-    fn join_response(&self, member_id: &str, with_members: bool) -> JoinResponse {
+    fn join_response(&self, member_id: &str, members: MemberList) -> JoinResponse {
         JoinResponse {
             error_code: ErrorCode::None,
             generation_id: self.generation_id,
@@ -597,7 +622,10 @@ impl Group {
             leader: self.leader_id.clone().unwrap_or_default(),
             skip_assignment: false,
             member_id: member_id.to_string(),
-            members: if with_members { self.join_members() } else { Vec::new() },
+            members: match members {
+                MemberList::Included => self.join_members(),
+                MemberList::Omitted => Vec::new(),
+            },
         }
     }
 
@@ -641,8 +669,8 @@ impl Group {
                 fx.replies.push((previous, Reply::Join(retry)));
             }
         }
-        self.count_protocols(&old, false);
-        self.count_protocols(&req.protocols, true);
+        self.count_protocols(&old, Tally::Remove);
+        self.count_protocols(&req.protocols, Tally::Add);
     }
 
     fn to_record(&self, now: i64) -> Record {
@@ -1459,8 +1487,8 @@ impl Ctx<'_> {
             GroupState::CompletingRebalance => {
                 if same_metadata {
                     // It missed the JoinGroup answer: send the current generation again.
-                    let leader = group.is_leader(&member_id);
-                    let response = group.join_response(&member_id, leader);
+                    let members = MemberList::for_leader(group.is_leader(&member_id));
+                    let response = group.join_response(&member_id, members);
                     self.reply_join(reply, response);
                 } else {
                     group.update_member(&member_id, &req, Some(reply), self.fx);
@@ -1473,7 +1501,7 @@ impl Ctx<'_> {
                     group.update_member(&member_id, &req, Some(reply), self.fx);
                     self.maybe_prepare_rebalance_or_complete_join(group);
                 } else {
-                    let response = group.join_response(&member_id, false);
+                    let response = group.join_response(&member_id, MemberList::Omitted);
                     self.reply_join(reply, response);
                 }
             }
@@ -1555,8 +1583,8 @@ impl Ctx<'_> {
                     // the current generation (the member keeps its assignment).
                     self.persist(group);
                     let leader = group.is_leader(new_id);
-                    let mut response =
-                        group.join_response(new_id, leader && req.supports_skip_assignment);
+                    let members = MemberList::for_leader(leader && req.supports_skip_assignment);
+                    let mut response = group.join_response(new_id, members);
                     if req.supports_skip_assignment {
                         response.skip_assignment = leader;
                     } else {
@@ -1775,8 +1803,8 @@ impl Ctx<'_> {
         }
         let ids: Vec<String> = group.members.keys().cloned().collect();
         for id in ids {
-            let leader = group.is_leader(&id);
-            let response = group.join_response(&id, leader);
+            let members = MemberList::for_leader(group.is_leader(&id));
+            let response = group.join_response(&id, members);
             group.complete_join(&id, response, self.fx);
             self.reschedule_heartbeat(group, &id);
             if let Some(member) = group.members.get_mut(&id) {
