@@ -6,7 +6,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use spate::model::batch::{assign_offset, build_uncompressed, split_batches, validate};
-use spate::model::Offset;
+use spate::model::{LeaderEpoch, Offset};
 
 fn batch_of(size_bytes: usize) -> Vec<u8> {
     // Records of 1 KiB each, enough of them to reach about `size_bytes`.
@@ -37,7 +37,7 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("assign_offset", size), &batch, |b, batch| {
             let mut copy = batch.clone();
-            b.iter(|| assign_offset(black_box(&mut copy), Offset(42), 0))
+            b.iter(|| assign_offset(black_box(&mut copy), Offset(42), LeaderEpoch::INITIAL))
         });
     }
     group.finish();

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::constants;
 use crate::model::settings::{GroupConfig, TxnConfig};
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
+use crate::model::NodeId;
 
 /// The command line. Every option can also be set in the TOML file under the same name.
 #[derive(Debug, Parser, Default)]
@@ -148,7 +149,7 @@ pub struct Config {
     pub advertised_port: u16,
     pub data_dir: PathBuf,
     pub cores: usize,
-    pub node_id: i32,
+    pub node_id: NodeId,
     pub auto_create_topics: bool,
     pub default_partitions: i32,
     pub frame_max_bytes: u32,
@@ -274,7 +275,7 @@ impl Config {
             advertised_port,
             data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| "spate-data".into()),
             cores,
-            node_id: args.node_id.or(file.node_id).unwrap_or(1),
+            node_id: NodeId(args.node_id.or(file.node_id).unwrap_or(1)),
             auto_create_topics: args.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
             default_partitions,
             frame_max_bytes,

@@ -7,7 +7,7 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 
 use super::{str_bytes, Context, Outcome};
 use crate::controller::ControllerRequest;
-use crate::model::ErrorCode;
+use crate::model::{ErrorCode, NodeId};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: CreatePartitionsRequest = match ctx.decode(body) {
@@ -21,7 +21,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         let assignments = topic.assignments.as_ref().filter(|a| !a.is_empty());
         let node_id = ctx.shard().config.node_id;
         let foreign = assignments.and_then(|a| {
-            a.iter().position(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node_id)
+            a.iter()
+                .position(|a| a.broker_ids.len() != 1 || NodeId::from(a.broker_ids[0]) != node_id)
         });
         if let Some(index) = foreign {
             result.error_code = ErrorCode::InvalidReplicaAssignment.code();

@@ -14,7 +14,7 @@ use super::config_common::{SOURCE_DEFAULT, SOURCE_TOPIC};
 use super::{str_bytes, Context, Outcome};
 use crate::controller::{ControllerRequest, CreateTopic, TopicError};
 use crate::model::topic::{PASSIVE_TOPIC_CONFIG_NAMES, TOPIC_CONFIG_NAMES};
-use crate::model::ErrorCode;
+use crate::model::{ErrorCode, NodeId};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: CreateTopicsRequest = match ctx.decode(body) {
@@ -128,7 +128,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
 /// one replica list per partition; on a single node every list must name only this broker.
 fn check_assignments(
     topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
-    node_id: i32,
+    node_id: NodeId,
 ) -> Result<(), String> {
     if topic.assignments.is_empty() {
         return Ok(());
@@ -142,7 +142,7 @@ fn check_assignments(
         return Err("assignments must cover partitions 0..n once each".into());
     }
     for assignment in &topic.assignments {
-        if assignment.broker_ids.len() != 1 || assignment.broker_ids[0].0 != node_id {
+        if assignment.broker_ids.len() != 1 || NodeId::from(assignment.broker_ids[0]) != node_id {
             let index = assignment.partition_index;
             return Err(format!("partition {index} must be assigned to broker {node_id} only"));
         }

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::{BrokerId, DescribeClusterResponse};
+use kafka_protocol::messages::DescribeClusterResponse;
 
 use super::{str_bytes, Context, Outcome};
 
@@ -11,10 +11,10 @@ pub fn handle(ctx: &Context, _body: Bytes) -> Outcome {
     let shard = ctx.shard();
     let mut response = DescribeClusterResponse::default();
     response.cluster_id = str_bytes(&shard.catalog.borrow().cluster_id);
-    response.controller_id = BrokerId(shard.config.node_id);
+    response.controller_id = shard.config.node_id.into();
     response.endpoint_type = 1;
     let mut broker = DescribeClusterBroker::default();
-    broker.broker_id = BrokerId(shard.config.node_id);
+    broker.broker_id = shard.config.node_id.into();
     broker.host = str_bytes(&shard.config.advertised_host);
     broker.port = i32::from(shard.config.advertised_port);
     response.brokers = vec![broker];

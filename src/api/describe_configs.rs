@@ -12,7 +12,7 @@ use super::config_common::{
 };
 use super::{str_bytes, Context, Outcome};
 use crate::model::topic::{PASSIVE_TOPIC_CONFIG_NAMES, TOPIC_CONFIG_NAMES};
-use crate::model::ErrorCode;
+use crate::model::{ErrorCode, NodeId};
 use crate::txn::state::TRANSACTION_TIMEOUT_MS_MAX;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -58,7 +58,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             }
             RESOURCE_BROKER => {
                 let ours = resource.resource_name.is_empty()
-                    || resource.resource_name.parse::<i32>().ok() == Some(shard.config.node_id);
+                    || resource.resource_name.parse().ok().map(NodeId)
+                        == Some(shard.config.node_id);
                 if !ours {
                     result.error_code = ErrorCode::InvalidRequest.code();
                     result.error_message = Some(str_bytes("unknown broker id"));

@@ -6,7 +6,7 @@ use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse, ProducerId};
 
 use super::txn_common::{call, fenced};
 use super::{Context, Outcome};
-use crate::model::{ErrorCode, ProducerEpoch};
+use crate::model::{ErrorCode, ProducerEpoch, TxnOutcome};
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 use crate::txn::state::Producer;
 
@@ -22,7 +22,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let txn = TxnRequest::End {
         transactional_id: request.transactional_id.0.to_string(),
         producer,
-        commit: request.committed,
+        outcome: TxnOutcome::from_committed(request.committed),
     };
     let mut response = EndTxnResponse::default();
     let code = match call(ctx, &request.transactional_id.0, txn).await {

@@ -3,10 +3,10 @@
 
 use bytes::Bytes;
 use kafka_protocol::messages::find_coordinator_response::Coordinator as CoordinatorEntry;
-use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
 
 use super::{str_bytes, Context, Outcome};
-use crate::model::ErrorCode;
+use crate::model::{ErrorCode, NodeId};
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -32,11 +32,11 @@ pub fn handle(ctx: &Context, body: Bytes) -> Outcome {
             response.error_message = message;
         }
         if code == ErrorCode::None {
-            response.node_id = BrokerId(config.node_id);
+            response.node_id = config.node_id.into();
             response.host = str_bytes(&config.advertised_host);
             response.port = i32::from(config.advertised_port);
         } else {
-            response.node_id = BrokerId(-1);
+            response.node_id = NodeId::NONE.into();
             response.port = -1;
         }
     } else {
@@ -49,11 +49,11 @@ pub fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 entry.error_code = code.code();
                 entry.error_message = message.clone();
                 if code == ErrorCode::None {
-                    entry.node_id = BrokerId(config.node_id);
+                    entry.node_id = config.node_id.into();
                     entry.host = str_bytes(&config.advertised_host);
                     entry.port = i32::from(config.advertised_port);
                 } else {
-                    entry.node_id = BrokerId(-1);
+                    entry.node_id = NodeId::NONE.into();
                     entry.port = -1;
                 }
                 entry

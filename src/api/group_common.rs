@@ -11,11 +11,20 @@ use crate::constants::GROUP_ID_LENGTH_MAX;
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::model::ErrorCode;
 
-/// Kafka refuses an empty group id for membership APIs (and OffsetDelete) but accepts it for
-/// OffsetCommit, OffsetFetch, DescribeGroups and DeleteGroups (old clients used it). Kafka
-/// has no length limit; ours is what its offsets records can hold.
-pub(super) fn check_group_id(group_id: &str, empty_ok: bool) -> Result<(), ErrorCode> {
-    if (group_id.is_empty() && !empty_ok) || group_id.len() > GROUP_ID_LENGTH_MAX {
+/// Whether an API takes the empty group id. Kafka refuses it for the membership APIs (and
+/// OffsetDelete) but accepts it for OffsetCommit, OffsetFetch, DescribeGroups and
+/// DeleteGroups (old clients used it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EmptyGroupId {
+    Refused,
+    Accepted,
+}
+
+/// Checks a request's group id. Kafka has no length limit; ours is what its offsets records
+/// can hold.
+pub(super) fn check_group_id(group_id: &str, empty: EmptyGroupId) -> Result<(), ErrorCode> {
+    let refused = group_id.is_empty() && empty == EmptyGroupId::Refused;
+    if refused || group_id.len() > GROUP_ID_LENGTH_MAX {
         return Err(ErrorCode::InvalidGroupId);
     }
     Ok(())

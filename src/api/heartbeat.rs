@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
-use super::group_common::{call, check_group_id};
+use super::group_common::{call, check_group_id, EmptyGroupId};
 use super::{Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::state;
@@ -16,7 +16,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let group_id = request.group_id.0.to_string();
-    let code = match check_group_id(&group_id, false) {
+    let code = match check_group_id(&group_id, EmptyGroupId::Refused) {
         Err(code) => code,
         Ok(()) => {
             let beat = state::HeartbeatRequest {

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
-use super::group_common::{call, check_group_id};
+use super::group_common::{call, check_group_id, EmptyGroupId};
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::records::STRING_LENGTH_MAX;
@@ -25,7 +25,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let too_long = request.group_instance_id.as_ref().is_some_and(|i| i.len() > STRING_LENGTH_MAX)
         || request.protocol_type.len() > STRING_LENGTH_MAX
         || request.protocols.iter().any(|p| p.name.len() > STRING_LENGTH_MAX);
-    let answer = if let Err(code) = check_group_id(&group_id, false) {
+    let answer = if let Err(code) = check_group_id(&group_id, EmptyGroupId::Refused) {
         state::JoinResponse::error(&member_id, code)
     } else if session < limits.session_timeout_ms_min || session > limits.session_timeout_ms_max {
         state::JoinResponse::error(&member_id, ErrorCode::InvalidSessionTimeout)

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
-use super::group_common::{call, check_group_id};
+use super::group_common::{call, check_group_id, EmptyGroupId};
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::state::{self, LeaveMember};
@@ -29,7 +29,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             })
             .collect()
     };
-    let answer = match check_group_id(&group_id, false) {
+    let answer = match check_group_id(&group_id, EmptyGroupId::Refused) {
         Err(code) => state::LeaveResponse { error_code: code, members: Vec::new() },
         Ok(()) => {
             let leave = GroupRequest::Leave { group_id: group_id.clone(), members: leaving };

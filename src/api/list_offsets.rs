@@ -12,7 +12,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{Context, Outcome};
-use crate::model::{ErrorCode, Isolation, ShardId, TopicPartition};
+use crate::model::{ErrorCode, Isolation, LeaderEpoch, ShardId, TopicPartition};
 use crate::partition::{PartitionRequest, PartitionResponse};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -33,7 +33,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             p.partition_index = partition.partition_index;
             p.offset = -1;
             p.timestamp = -1;
-            p.leader_epoch = if ctx.version >= 4 { 0 } else { -1 };
+            let epoch = if ctx.version >= 4 { LeaderEpoch::INITIAL } else { LeaderEpoch::NONE };
+            p.leader_epoch = epoch.0;
             match &meta {
                 Some(m) if (0..m.partitions).contains(&partition.partition_index) => {
                     let tp = TopicPartition::new(m.name.clone(), partition.partition_index);

@@ -6,11 +6,11 @@ use bytes::Bytes;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 
 use super::{str_bytes, Context, Outcome};
 use crate::model::topic::validate_topic_name;
-use crate::model::ErrorCode;
+use crate::model::{ErrorCode, LeaderEpoch, NodeId};
 use crate::shard::catalog::TopicMeta;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -23,12 +23,12 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let node_id = config.node_id;
     let mut response = MetadataResponse::default();
     let mut broker = MetadataResponseBroker::default();
-    broker.node_id = BrokerId(node_id);
+    broker.node_id = node_id.into();
     broker.host = str_bytes(&config.advertised_host);
     broker.port = i32::from(config.advertised_port);
     response.brokers = vec![broker];
     response.cluster_id = Some(str_bytes(&shard.catalog.borrow().cluster_id));
-    response.controller_id = BrokerId(node_id);
+    response.controller_id = node_id.into();
     let auto_create =
         config.auto_create_topics && (ctx.version < 4 || request.allow_auto_topic_creation);
     match request.topics {
@@ -66,7 +66,7 @@ async fn resolve(
     ctx: &Context,
     name: &str,
     auto_create: bool,
-    node_id: i32,
+    node_id: NodeId,
 ) -> MetadataResponseTopic {
     let existing = ctx.shard().catalog.borrow().get(name).cloned();
     if let Some(meta) = existing {
@@ -95,7 +95,7 @@ async fn resolve(
     }
 }
 
-fn topic_entry(meta: &TopicMeta, node_id: i32) -> MetadataResponseTopic {
+fn topic_entry(meta: &TopicMeta, node_id: NodeId) -> MetadataResponseTopic {
     let mut entry = MetadataResponseTopic::default();
     entry.name = Some(TopicName(str_bytes(&meta.name)));
     entry.topic_id = uuid::Uuid::from_bytes(meta.id);
@@ -103,10 +103,10 @@ fn topic_entry(meta: &TopicMeta, node_id: i32) -> MetadataResponseTopic {
         .map(|index| {
             let mut p = MetadataResponsePartition::default();
             p.partition_index = index;
-            p.leader_id = BrokerId(node_id);
-            p.leader_epoch = 0;
-            p.replica_nodes = vec![BrokerId(node_id)];
-            p.isr_nodes = vec![BrokerId(node_id)];
+            p.leader_id = node_id.into();
+            p.leader_epoch = LeaderEpoch::INITIAL.0;
+            p.replica_nodes = vec![node_id.into()];
+            p.isr_nodes = vec![node_id.into()];
             p
         })
         .collect();

@@ -8,11 +8,11 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-use super::group_common::{call, check_group_id};
+use super::group_common::{call, check_group_id, EmptyGroupId};
 use super::{Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::state::{self, CommitPartition};
-use crate::model::{ErrorCode, Offset};
+use crate::model::{ErrorCode, LeaderEpoch, Offset};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: OffsetCommitRequest = match ctx.decode(body) {
@@ -38,7 +38,11 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                     topic: topic.name.0.to_string(),
                     partition: p.partition_index,
                     offset: Offset(p.committed_offset),
-                    leader_epoch: if ctx.version >= 6 { p.committed_leader_epoch } else { -1 },
+                    leader_epoch: if ctx.version >= 6 {
+                        LeaderEpoch(p.committed_leader_epoch)
+                    } else {
+                        LeaderEpoch::NONE
+                    },
                     metadata: p.committed_metadata.as_ref().map(|s| s.to_string()),
                 });
             }
@@ -46,7 +50,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         }
     }
     let outcome: Result<Vec<ErrorCode>, ErrorCode> =
-        if let Err(code) = check_group_id(&group_id, true) {
+        if let Err(code) = check_group_id(&group_id, EmptyGroupId::Accepted) {
             Err(code)
         } else if partitions.is_empty() {
             Ok(Vec::new())

@@ -7,7 +7,7 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse, TopicName};
 
-use super::group_common::{call, check_group_id};
+use super::group_common::{call, check_group_id, EmptyGroupId};
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::model::ErrorCode;
@@ -23,7 +23,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         .iter()
         .map(|t| (t.name.0.to_string(), t.partitions.iter().map(|p| p.partition_index).collect()))
         .collect();
-    let outcome = match check_group_id(&group_id, false) {
+    let outcome = match check_group_id(&group_id, EmptyGroupId::Refused) {
         Err(code) => Err(code),
         Ok(()) => {
             let delete = GroupRequest::DeleteOffsets { group_id: group_id.clone(), topics };

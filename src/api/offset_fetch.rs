@@ -10,7 +10,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
-use super::group_common::check_group_id;
+use super::group_common::{check_group_id, EmptyGroupId};
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::state::FetchedOffset;
@@ -46,7 +46,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let mut by_shard: BTreeMap<ShardId, Vec<(String, Wanted)>> = BTreeMap::new();
     let mut found: BTreeMap<String, Result<Vec<FetchedOffset>, ErrorCode>> = BTreeMap::new();
     for (group_id, wanted) in &asked {
-        match check_group_id(group_id, true) {
+        match check_group_id(group_id, EmptyGroupId::Accepted) {
             Err(code) => {
                 found.insert(group_id.clone(), Err(code));
             }
@@ -98,7 +98,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                                 p.partition_index = o.partition;
                                 p.committed_offset = o.offset.0;
                                 if ctx.version >= 5 {
-                                    p.committed_leader_epoch = o.leader_epoch;
+                                    p.committed_leader_epoch = o.leader_epoch.0;
                                 }
                                 p.metadata = Some(str_bytes(&o.metadata));
                                 p
@@ -127,7 +127,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                                     let mut p = OffsetFetchResponsePartitions::default();
                                     p.partition_index = o.partition;
                                     p.committed_offset = o.offset.0;
-                                    p.committed_leader_epoch = o.leader_epoch;
+                                    p.committed_leader_epoch = o.leader_epoch.0;
                                     p.metadata = Some(str_bytes(&o.metadata));
                                     p
                                 })

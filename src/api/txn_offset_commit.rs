@@ -9,7 +9,7 @@ use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
 use super::txn_common::{call, fenced};
 use super::{Context, Outcome};
-use crate::model::{ErrorCode, Offset, ProducerEpoch};
+use crate::model::{ErrorCode, LeaderEpoch, Offset, ProducerEpoch};
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 use crate::txn::state::{Producer, TxnOffset};
 
@@ -35,7 +35,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             codes.push(ErrorCode::None);
             let offset = TxnOffset {
                 offset: Offset(p.committed_offset),
-                leader_epoch: p.committed_leader_epoch,
+                leader_epoch: LeaderEpoch(p.committed_leader_epoch),
                 metadata,
             };
             offsets.push((topic.name.0.to_string(), p.partition_index, offset));

@@ -46,7 +46,7 @@ use crate::group::state::{
     PartitionCodes, Reply, ReplyId, SyncRequest, SyncResponse, TopicPartitions,
 };
 use crate::model::topic::Durability;
-use crate::model::{now_ms, ErrorCode, Offset, ProducerId, ShardId};
+use crate::model::{now_ms, ErrorCode, Offset, ProducerId, ShardId, TxnOutcome};
 use crate::shard::delayed::Key;
 pub use crate::shard::internal_log::OFFSETS_TOPIC;
 use crate::shard::internal_log::{self, Compactor, LogRef};
@@ -87,7 +87,7 @@ pub enum GroupRequest {
     TxnEnd {
         group_id: String,
         producer_id: ProducerId,
-        commit: bool,
+        outcome: TxnOutcome,
         offsets: Vec<CommitPartition>,
     },
 }
@@ -134,6 +134,17 @@ pub struct Coordinator {
     /// When the tick task will wake on its own (ms); an earlier deadline wakes it.
     planned_wake_ms: Cell<i64>,
     compactor: Compactor,
+}
+
+/// Whether the caller of `dispatch` waits for the records it queued to be in the log. The
+/// state machine's replies go out at once either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WaitFor {
+    /// Joins, syncs, heartbeats, leaves and the timers: their records are written behind.
+    Nothing,
+    /// Offset commits, deletions, a transaction's offsets and the snapshots (the groups moved
+    /// at start-up, a compaction's cut): a receiver fires once their records are in the log.
+    Write,
 }
 
 #[derive(Default)]
@@ -226,7 +237,7 @@ impl Coordinator {
         };
         if replayed.migrated {
             let snapshot = self.state.borrow().snapshot();
-            if let Some(done) = self.persist(snapshot, true) {
+            if let Some(done) = self.persist(snapshot, WaitFor::Write) {
                 let _ = done.await;
             }
         }
@@ -261,7 +272,7 @@ impl Coordinator {
                 let member_id = req.member_id.clone();
                 let (id, answer) = self.park();
                 self.state.borrow_mut().join(now, id, req);
-                self.dispatch(false);
+                self.dispatch(WaitFor::Nothing);
                 match answer.await {
                     Ok(Reply::Join(response)) => GroupResponse::Join(response),
                     _ => GroupResponse::Join(JoinResponse::error(
@@ -273,7 +284,7 @@ impl Coordinator {
             GroupRequest::Sync(req) => {
                 let (id, answer) = self.park();
                 self.state.borrow_mut().sync(now, id, req);
-                self.dispatch(false);
+                self.dispatch(WaitFor::Nothing);
                 match answer.await {
                     Ok(Reply::Sync(response)) => GroupResponse::Sync(response),
                     _ => {
@@ -283,12 +294,12 @@ impl Coordinator {
             }
             GroupRequest::Heartbeat(req) => {
                 let code = self.state.borrow_mut().heartbeat(now, req);
-                self.dispatch(false);
+                self.dispatch(WaitFor::Nothing);
                 GroupResponse::Heartbeat(code)
             }
             GroupRequest::Leave { group_id, members } => {
                 let response = self.state.borrow_mut().leave(now, &group_id, members);
-                self.dispatch(false);
+                self.dispatch(WaitFor::Nothing);
                 GroupResponse::Leave(response)
             }
             GroupRequest::Commit(req) => {
@@ -299,21 +310,21 @@ impl Coordinator {
                     return GroupResponse::Commit(Err(ErrorCode::NotCoordinator));
                 }
                 let result = self.state.borrow_mut().commit_offsets(now, req);
-                if let Some(written) = self.dispatch(true) {
+                if let Some(written) = self.dispatch(WaitFor::Write) {
                     if written.await.is_err() {
                         return GroupResponse::Commit(Err(ErrorCode::CoordinatorNotAvailable));
                     }
                 }
                 GroupResponse::Commit(result)
             }
-            GroupRequest::TxnEnd { group_id, producer_id, commit, offsets } => {
-                if commit && !offsets.is_empty() {
+            GroupRequest::TxnEnd { group_id, producer_id, outcome, offsets } => {
+                if outcome == TxnOutcome::Commit && !offsets.is_empty() {
                     self.state.borrow_mut().commit_transactional_offsets(now, &group_id, offsets);
-                    if let Some(written) = self.dispatch(true) {
+                    if let Some(written) = self.dispatch(WaitFor::Write) {
                         let _ = written.await;
                     }
                 }
-                tracing::debug!(group = %group_id, %producer_id, commit, "transaction ended");
+                tracing::debug!(group = %group_id, %producer_id, ?outcome, "transaction ended");
                 GroupResponse::Done
             }
             GroupRequest::Fetch { groups } => {
@@ -348,14 +359,14 @@ impl Coordinator {
                         })
                         .collect()
                 };
-                if let Some(written) = self.dispatch(true) {
+                if let Some(written) = self.dispatch(WaitFor::Write) {
                     let _ = written.await;
                 }
                 GroupResponse::Delete(results)
             }
             GroupRequest::DeleteOffsets { group_id, topics } => {
                 let result = self.state.borrow_mut().delete_offsets(&group_id, topics);
-                if let Some(written) = self.dispatch(true) {
+                if let Some(written) = self.dispatch(WaitFor::Write) {
                     let _ = written.await;
                 }
                 GroupResponse::DeleteOffsets(result)
@@ -371,9 +382,10 @@ impl Coordinator {
         (id, rx)
     }
 
-    /// Delivers the state machine's answers and queues its records. With `ack`, returns a
-    /// receiver that fires once those records are in the log (None: nothing to write).
-    fn dispatch(self: &Rc<Self>, ack: bool) -> Option<oneshot::Receiver<Option<Offset>>> {
+    /// Delivers the state machine's answers and queues its records. With `WaitFor::Write`,
+    /// returns a receiver that fires once those records are in the log (None: nothing to
+    /// write).
+    fn dispatch(self: &Rc<Self>, wait: WaitFor) -> Option<oneshot::Receiver<Option<Offset>>> {
         let (replies, records, next_deadline) = {
             let mut state = self.state.borrow_mut();
             (state.take_replies(), state.take_records(), state.next_deadline())
@@ -388,7 +400,7 @@ impl Coordinator {
                 let _ = tx.send(reply);
             }
         }
-        self.persist(records, ack)
+        self.persist(records, wait)
     }
 
     /// A receiver that fires when everything queued so far is written (None: nothing queued).
@@ -407,7 +419,7 @@ impl Coordinator {
     fn persist(
         self: &Rc<Self>,
         records: Vec<Record>,
-        ack: bool,
+        wait: WaitFor,
     ) -> Option<oneshot::Receiver<Option<Offset>>> {
         if records.is_empty() {
             return None;
@@ -415,7 +427,7 @@ impl Coordinator {
         let (answer, start) = {
             let mut out = self.outbox.borrow_mut();
             out.records.extend(records);
-            let answer = ack.then(|| {
+            let answer = (wait == WaitFor::Write).then(|| {
                 let (tx, rx) = oneshot::channel();
                 out.acks.push(tx);
                 rx
@@ -480,7 +492,7 @@ impl Coordinator {
                 }
             }
             self.planned_wake_ms.set(i64::MIN);
-            self.dispatch(false);
+            self.dispatch(WaitFor::Nothing);
             self.maybe_compact().await;
             let now = now_ms();
             let idle_wake = now + GROUP_IDLE_WAKE_MS as i64;
@@ -498,8 +510,11 @@ impl Coordinator {
         let Some(run) = self.compactor.begin(&log) else { return };
         let snapshot = self.state.borrow().snapshot();
         // An empty state still waits for what is queued: the cut then falls after it.
-        let written =
-            if snapshot.is_empty() { self.barrier() } else { self.persist(snapshot, true) };
+        let written = if snapshot.is_empty() {
+            self.barrier()
+        } else {
+            self.persist(snapshot, WaitFor::Write)
+        };
         let base = match written {
             Some(rx) => rx.await.ok().flatten(),
             None => None,

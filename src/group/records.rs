@@ -29,7 +29,7 @@
 
 use bytes::Bytes;
 
-use crate::model::Offset;
+use crate::model::{LeaderEpoch, Offset};
 
 const OFFSET_KEY_VERSION: i16 = 1;
 const GROUP_KEY_VERSION: i16 = 2;
@@ -44,7 +44,7 @@ pub const STRING_LENGTH_MAX: usize = crate::model::records::SHORT_STRING_BYTES_M
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetValue {
     pub offset: Offset,
-    pub leader_epoch: i32,
+    pub leader_epoch: LeaderEpoch,
     pub metadata: String,
     pub commit_timestamp: i64,
     /// Set only by OffsetCommit v2-v4 with a retention time (then stored as value v1).
@@ -141,7 +141,7 @@ fn encode_offset(v: &OffsetValue) -> Vec<u8> {
         None => {
             out.extend(OFFSET_VALUE_VERSION.to_be_bytes());
             out.extend(v.offset.0.to_be_bytes());
-            out.extend(v.leader_epoch.to_be_bytes());
+            out.extend(v.leader_epoch.0.to_be_bytes());
             put_string(&mut out, &v.metadata);
             out.extend(v.commit_timestamp.to_be_bytes());
         }
@@ -163,7 +163,7 @@ fn decode_offset(bytes: &[u8]) -> Result<OffsetValue, DecodeError> {
         return Err(DecodeError::UnknownVersion(version));
     }
     let offset = Offset(r.i64()?);
-    let leader_epoch = if version >= 3 { r.i32()? } else { -1 };
+    let leader_epoch = if version >= 3 { LeaderEpoch(r.i32()?) } else { LeaderEpoch::NONE };
     let metadata = r.string()?;
     let commit_timestamp = r.i64()?;
     let expire_timestamp = if version == 1 { Some(r.i64()?) } else { None };
@@ -317,7 +317,7 @@ mod tests {
     fn offsets_round_trip_in_both_value_versions() {
         let mut value = OffsetValue {
             offset: Offset(42),
-            leader_epoch: 7,
+            leader_epoch: LeaderEpoch(7),
             metadata: "m".into(),
             commit_timestamp: 1_000,
             expire_timestamp: None,
@@ -329,7 +329,7 @@ mod tests {
             value: Some(value),
         };
         round_trip(record(value.clone()));
-        value.leader_epoch = -1; // v1 has no leader epoch
+        value.leader_epoch = LeaderEpoch::NONE; // v1 has no leader epoch
         value.expire_timestamp = Some(5_000);
         round_trip(record(value));
         round_trip(Record::Offset {
@@ -382,7 +382,7 @@ mod tests {
             partition: 1,
             value: Some(OffsetValue {
                 offset: Offset(1),
-                leader_epoch: 0,
+                leader_epoch: LeaderEpoch(0),
                 metadata: String::new(),
                 commit_timestamp: 0,
                 expire_timestamp: None,

@@ -26,7 +26,7 @@ use indexmap::IndexMap;
 
 use crate::group::records::{GroupValue, MemberValue, OffsetValue, Record};
 use crate::group::timers::Timers;
-use crate::model::{ErrorCode, Offset};
+use crate::model::{ErrorCode, LeaderEpoch, Offset};
 
 /// Topics and their partition indexes, as requests name them.
 pub type TopicPartitions = Vec<(String, Vec<i32>)>;
@@ -194,7 +194,7 @@ pub struct CommitPartition {
     pub topic: String,
     pub partition: i32,
     pub offset: Offset,
-    pub leader_epoch: i32,
+    pub leader_epoch: LeaderEpoch,
     pub metadata: Option<String>,
 }
 
@@ -216,7 +216,7 @@ pub struct FetchedOffset {
     pub topic: String,
     pub partition: i32,
     pub offset: Offset,
-    pub leader_epoch: i32,
+    pub leader_epoch: LeaderEpoch,
     pub metadata: String,
 }
 
@@ -344,6 +344,32 @@ impl Member {
     }
 }
 
+/// Whether a member's protocols join or leave the group's count of supported protocols
+/// (Kafka's `incSupportedProtocols` and `decSupportedProtocols`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tally {
+    Add,
+    Remove,
+}
+
+/// Whether a JoinGroup answer lists the group's members: only the leader's does, since the
+/// leader computes the assignment (and not even the leader's when it may skip that).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MemberList {
+    Included,
+    Omitted,
+}
+
+impl MemberList {
+    fn for_leader(is_leader: bool) -> MemberList {
+        if is_leader {
+            MemberList::Included
+        } else {
+            MemberList::Omitted
+        }
+    }
+}
+
 impl Group {
     fn new(group_id: &str, now: i64) -> Group {
         Group {
@@ -412,7 +438,7 @@ impl Group {
         if self.leader_id.is_none() {
             self.leader_id = Some(member.member_id.clone());
         }
-        self.count_protocols(&member.protocols, true);
+        self.count_protocols(&member.protocols, Tally::Add);
         member.awaiting_join = reply;
         if reply.is_some() {
             self.num_awaiting_join += 1;
@@ -434,7 +460,7 @@ impl Group {
                 fx.replies
                     .push((parked, Reply::Sync(SyncResponse::error(ErrorCode::UnknownMemberId))));
             }
-            self.count_protocols(&member.protocols, false);
+            self.count_protocols(&member.protocols, Tally::Remove);
             if member.awaiting_join.is_some() {
                 self.num_awaiting_join -= 1;
             }
@@ -450,13 +476,12 @@ impl Group {
         removed
     }
 
-    fn count_protocols(&mut self, protocols: &[Protocol], add: bool) {
+    fn count_protocols(&mut self, protocols: &[Protocol], tally: Tally) {
         for protocol in protocols {
             let count = self.supported_protocols.entry(protocol.name.clone()).or_insert(0);
-            if add {
-                *count += 1;
-            } else {
-                *count = count.saturating_sub(1);
+            match tally {
+                Tally::Add => *count += 1,
+                Tally::Remove => *count = count.saturating_sub(1),
             }
         }
         self.supported_protocols.retain(|_, count| *count > 0);
@@ -588,7 +613,7 @@ impl Group {
             .collect()
     }
 
-    fn join_response(&self, member_id: &str, with_members: bool) -> JoinResponse {
+    fn join_response(&self, member_id: &str, members: MemberList) -> JoinResponse {
         JoinResponse {
             error_code: ErrorCode::None,
             generation_id: self.generation_id,
@@ -597,7 +622,10 @@ impl Group {
             leader: self.leader_id.clone().unwrap_or_default(),
             skip_assignment: false,
             member_id: member_id.to_string(),
-            members: if with_members { self.join_members() } else { Vec::new() },
+            members: match members {
+                MemberList::Included => self.join_members(),
+                MemberList::Omitted => Vec::new(),
+            },
         }
     }
 
@@ -641,8 +669,8 @@ impl Group {
                 fx.replies.push((previous, Reply::Join(retry)));
             }
         }
-        self.count_protocols(&old, false);
-        self.count_protocols(&req.protocols, true);
+        self.count_protocols(&old, Tally::Remove);
+        self.count_protocols(&req.protocols, Tally::Add);
     }
 
     fn to_record(&self, now: i64) -> Record {
@@ -994,7 +1022,7 @@ impl Groups {
                         topic,
                         partition,
                         offset: Offset::NONE,
-                        leader_epoch: -1,
+                        leader_epoch: LeaderEpoch::NONE,
                         metadata: String::new(),
                     },
                 })
@@ -1459,8 +1487,8 @@ impl Ctx<'_> {
             GroupState::CompletingRebalance => {
                 if same_metadata {
                     // It missed the JoinGroup answer: send the current generation again.
-                    let leader = group.is_leader(&member_id);
-                    let response = group.join_response(&member_id, leader);
+                    let members = MemberList::for_leader(group.is_leader(&member_id));
+                    let response = group.join_response(&member_id, members);
                     self.reply_join(reply, response);
                 } else {
                     group.update_member(&member_id, &req, Some(reply), self.fx);
@@ -1473,7 +1501,7 @@ impl Ctx<'_> {
                     group.update_member(&member_id, &req, Some(reply), self.fx);
                     self.maybe_prepare_rebalance_or_complete_join(group);
                 } else {
-                    let response = group.join_response(&member_id, false);
+                    let response = group.join_response(&member_id, MemberList::Omitted);
                     self.reply_join(reply, response);
                 }
             }
@@ -1555,8 +1583,8 @@ impl Ctx<'_> {
                     // the current generation (the member keeps its assignment).
                     self.persist(group);
                     let leader = group.is_leader(new_id);
-                    let mut response =
-                        group.join_response(new_id, leader && req.supports_skip_assignment);
+                    let members = MemberList::for_leader(leader && req.supports_skip_assignment);
+                    let mut response = group.join_response(new_id, members);
                     if req.supports_skip_assignment {
                         response.skip_assignment = leader;
                     } else {
@@ -1775,8 +1803,8 @@ impl Ctx<'_> {
         }
         let ids: Vec<String> = group.members.keys().cloned().collect();
         for id in ids {
-            let leader = group.is_leader(&id);
-            let response = group.join_response(&id, leader);
+            let members = MemberList::for_leader(group.is_leader(&id));
+            let response = group.join_response(&id, members);
             group.complete_join(&id, response, self.fx);
             self.reschedule_heartbeat(group, &id);
             if let Some(member) = group.members.get_mut(&id) {
@@ -1854,7 +1882,7 @@ mod txn_tests {
             topic: topic.into(),
             partition: 0,
             offset,
-            leader_epoch: -1,
+            leader_epoch: LeaderEpoch::NONE,
             metadata: None,
         };
         groups.commit_transactional_offsets(
@@ -1980,7 +2008,7 @@ mod tests {
                     topic: "t".into(),
                     partition: 0,
                     offset: Offset(offset),
-                    leader_epoch: 3,
+                    leader_epoch: LeaderEpoch(3),
                     metadata: Some("meta".into()),
                 }],
             };
@@ -2335,7 +2363,7 @@ mod tests {
         assert_eq!(h.commit("simple", -1, "", 7), Ok(vec![ErrorCode::None]));
         let fetched = h.groups.fetch_offsets("g", Some(vec![("t".into(), vec![0, 1])]));
         assert_eq!(fetched[0].offset, Offset(42));
-        assert_eq!(fetched[0].leader_epoch, 3);
+        assert_eq!(fetched[0].leader_epoch, LeaderEpoch(3));
         assert_eq!(fetched[0].metadata, "meta");
         assert_eq!(fetched[1].offset, Offset::NONE);
         assert_eq!(h.groups.fetch_offsets("simple", None).len(), 1);
@@ -2376,14 +2404,14 @@ mod tests {
                     topic: "t".into(),
                     partition: 0,
                     offset: Offset(1),
-                    leader_epoch: -1,
+                    leader_epoch: LeaderEpoch::NONE,
                     metadata: Some("x".repeat(4097)),
                 },
                 CommitPartition {
                     topic: "t".into(),
                     partition: 1,
                     offset: Offset(1),
-                    leader_epoch: -1,
+                    leader_epoch: LeaderEpoch::NONE,
                     metadata: None,
                 },
             ],
@@ -2595,7 +2623,7 @@ mod tests {
                             topic: "t".into(),
                             partition: rng.gen_range(0..3),
                             offset: Offset(rng.gen_range(-1..100)),
-                            leader_epoch: -1,
+                            leader_epoch: LeaderEpoch::NONE,
                             metadata: None,
                         });
                         let _ = h.groups.commit_offsets(h.now, req);

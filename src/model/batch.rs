@@ -22,7 +22,7 @@
 
 use crate::constants::{BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES};
 use crate::model::records::{build_batch, RecordIn};
-use crate::model::{Offset, ProducerEpoch, ProducerId};
+use crate::model::{LeaderEpoch, Offset, ProducerEpoch, ProducerId};
 
 const MAGIC_V2: i8 = 2;
 const CRC_START: usize = 21;
@@ -72,6 +72,9 @@ impl<'a> BatchHeader<'a> {
     }
     pub fn batch_length(&self) -> i32 {
         i32::from_be_bytes(array(self.bytes, 8))
+    }
+    pub fn partition_leader_epoch(&self) -> LeaderEpoch {
+        LeaderEpoch(i32::from_be_bytes(array(self.bytes, 12)))
     }
     pub fn magic(&self) -> i8 {
         self.bytes[16] as i8
@@ -168,11 +171,11 @@ pub fn split_batches(bytes: &[u8], size_bytes_max: usize) -> Result<Vec<usize>, 
 }
 
 /// Gives a validated batch its place in the log. The CRC does not cover these fields.
-pub fn assign_offset(bytes: &mut [u8], base_offset: Offset, leader_epoch: i32) {
+pub fn assign_offset(bytes: &mut [u8], base_offset: Offset, leader_epoch: LeaderEpoch) {
     assert!(bytes.len() >= BATCH_HEADER_BYTES);
     assert!(base_offset >= Offset::ZERO);
     bytes[0..8].copy_from_slice(&base_offset.0.to_be_bytes());
-    bytes[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+    bytes[12..16].copy_from_slice(&leader_epoch.0.to_be_bytes());
 }
 
 /// Stamps LogAppendTime: sets the timestamp-type attribute and max_timestamp, then recomputes
@@ -287,9 +290,10 @@ mod tests {
     #[test]
     fn offsets_and_epoch_are_rewritten_without_breaking_the_crc() {
         let mut batch = make_batch(0, 1, 5, 1);
-        assign_offset(&mut batch, Offset(12_345), 7);
+        assign_offset(&mut batch, Offset(12_345), LeaderEpoch(7));
         let header = validate(&batch, 1 << 20).expect("still valid");
         assert_eq!(header.base_offset(), Offset(12_345));
+        assert_eq!(header.partition_leader_epoch(), LeaderEpoch(7));
         set_log_append_time(&mut batch, 99);
         let header = validate(&batch, 1 << 20).expect("still valid");
         assert_eq!(header.max_timestamp(), 99);

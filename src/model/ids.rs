@@ -125,3 +125,54 @@ impl fmt::Display for ProducerEpoch {
         self.0.fmt(f)
     }
 }
+
+/// A partition's leader epoch: bumped each time the partition gets a new leader, written into
+/// every batch header the leader appends, and kept with a committed offset so that a consumer
+/// can tell whether the log it resumes on was truncated. -1 (`LeaderEpoch::NONE`) is the
+/// wire's "no epoch".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeaderEpoch(pub i32);
+
+impl LeaderEpoch {
+    /// No epoch known (Kafka's `NO_PARTITION_LEADER_EPOCH`): a committed offset without one,
+    /// a ListOffsets answer below v4.
+    pub const NONE: LeaderEpoch = LeaderEpoch(-1);
+    /// The epoch of a partition's first leader (Kafka's `InitialLeaderEpoch`). A single node
+    /// is the only leader a partition ever has, so every partition stays at this epoch.
+    pub const INITIAL: LeaderEpoch = LeaderEpoch(0);
+}
+
+impl fmt::Display for LeaderEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A broker's node id (`node.id`): what Metadata, FindCoordinator and DescribeCluster name as
+/// the leader, the coordinator and the controller. -1 (`NodeId::NONE`) is the wire's "no
+/// node".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub i32);
+
+impl NodeId {
+    /// No node: a coordinator that cannot be named, no preferred read replica.
+    pub const NONE: NodeId = NodeId(-1);
+}
+
+impl From<kafka_protocol::messages::BrokerId> for NodeId {
+    fn from(wire: kafka_protocol::messages::BrokerId) -> NodeId {
+        NodeId(wire.0)
+    }
+}
+
+impl From<NodeId> for kafka_protocol::messages::BrokerId {
+    fn from(id: NodeId) -> kafka_protocol::messages::BrokerId {
+        kafka_protocol::messages::BrokerId(id.0)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}

@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use error_code::ErrorCode;
-pub use ids::{Offset, ProducerEpoch, ProducerId};
+pub use ids::{LeaderEpoch, NodeId, Offset, ProducerEpoch, ProducerId};
 
 /// A partition of a topic. Cheap to clone and to send to another core (the name is shared).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,6 +75,47 @@ pub enum FirstBatch {
     Whole,
     /// Stops before it: the size limit is strict.
     WithinLimit,
+}
+
+/// How a transaction ends: what EndTxn asks for, what the transaction coordinator writes in
+/// its Prepare and Complete states, which marker the partitions get and whether the groups
+/// take the transaction's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnOutcome {
+    /// The transaction's records become visible to read_committed consumers and its offsets
+    /// become the groups' committed offsets (a COMMIT marker, control type 1).
+    Commit,
+    /// The transaction's records are listed as aborted and its offsets dropped (an ABORT
+    /// marker, control type 0).
+    Abort,
+}
+
+impl TxnOutcome {
+    /// From EndTxn's `committed`.
+    pub fn from_committed(committed: bool) -> TxnOutcome {
+        if committed {
+            TxnOutcome::Commit
+        } else {
+            TxnOutcome::Abort
+        }
+    }
+
+    /// The type a transaction marker's key carries (Kafka's `ControlRecordType`).
+    pub fn control_type(self) -> i16 {
+        match self {
+            TxnOutcome::Abort => 0,
+            TxnOutcome::Commit => 1,
+        }
+    }
+
+    /// The outcome a marker's control type names; None for any other control record.
+    pub fn from_control_type(control_type: i16) -> Option<TxnOutcome> {
+        match control_type {
+            0 => Some(TxnOutcome::Abort),
+            1 => Some(TxnOutcome::Commit),
+            _ => None,
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch, as Kafka timestamps are.

@@ -34,7 +34,7 @@ use kafka_protocol::records::{
 
 use crate::constants::BATCH_HEADER_BYTES;
 use crate::model::batch::{self, BatchError, BatchHeader};
-use crate::model::{ProducerEpoch, ProducerId};
+use crate::model::{LeaderEpoch, ProducerEpoch, ProducerId, TxnOutcome};
 
 /// One record to write: key and value, either may be null (a null value is a tombstone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,11 +83,11 @@ pub fn build_control_batch(
     timestamp: i64,
     producer_id: ProducerId,
     producer_epoch: ProducerEpoch,
-    commit: bool,
+    outcome: TxnOutcome,
     coordinator_epoch: i32,
 ) -> Vec<u8> {
     let mut key = [0u8; 4];
-    key[2..4].copy_from_slice(&i16::from(commit).to_be_bytes());
+    key[2..4].copy_from_slice(&outcome.control_type().to_be_bytes());
     let mut value = [0u8; 6];
     value[2..6].copy_from_slice(&coordinator_epoch.to_be_bytes());
     encode(&[Record {
@@ -101,19 +101,15 @@ pub fn build_control_batch(
     }])
 }
 
-/// Whether a stored control batch is a COMMIT marker (Some(true)) or an ABORT marker
-/// (Some(false)); None for anything else (a damaged or unknown control record).
-pub fn control_commit(bytes: &[u8]) -> Option<bool> {
+/// The outcome a stored control batch marks: a COMMIT or an ABORT marker; None for anything
+/// else (a damaged or unknown control record).
+pub fn control_outcome(bytes: &[u8]) -> Option<TxnOutcome> {
     let records = parse_batch(bytes).ok()?;
     let key = records.first()?.key.as_ref()?;
     if key.len() < 4 || key[0..2] != [0, 0] {
         return None;
     }
-    match i16::from_be_bytes([key[2], key[3]]) {
-        0 => Some(false),
-        1 => Some(true),
-        _ => None,
-    }
+    TxnOutcome::from_control_type(i16::from_be_bytes([key[2], key[3]]))
 }
 
 /// Reads every record of one stored batch (which must be exactly one whole batch). Only
@@ -165,7 +161,7 @@ fn record(offset_delta: i64, timestamp: i64) -> Record {
         transactional: false,
         control: false,
         delete_horizon: false,
-        partition_leader_epoch: 0,
+        partition_leader_epoch: LeaderEpoch::INITIAL.0,
         producer_id: NO_PRODUCER_ID,
         producer_epoch: NO_PRODUCER_EPOCH,
         timestamp_type: TimestampType::Creation,
@@ -266,11 +262,13 @@ mod tests {
         }
         assert_eq!(build_batch(1_700_000_000_123, &records), stored);
 
-        for (hex, commit) in [(WRITTEN_COMMIT, true), (WRITTEN_ABORT, false)] {
+        for (hex, outcome) in
+            [(WRITTEN_COMMIT, TxnOutcome::Commit), (WRITTEN_ABORT, TxnOutcome::Abort)]
+        {
             let stored = unhex(hex);
-            assert_eq!(control_commit(&stored), Some(commit));
+            assert_eq!(control_outcome(&stored), Some(outcome));
             assert_eq!(
-                build_control_batch(9, ProducerId(1234), ProducerEpoch(5), commit, 7),
+                build_control_batch(9, ProducerId(1234), ProducerEpoch(5), outcome, 7),
                 stored
             );
         }
@@ -287,19 +285,19 @@ mod tests {
 
     #[test]
     fn markers_are_valid_control_batches_that_read_back() {
-        for commit in [false, true] {
-            let bytes = build_control_batch(9, ProducerId(1234), ProducerEpoch(5), commit, 7);
+        for outcome in [TxnOutcome::Abort, TxnOutcome::Commit] {
+            let bytes = build_control_batch(9, ProducerId(1234), ProducerEpoch(5), outcome, 7);
             let header = batch::validate(&bytes, usize::MAX).expect("valid");
             assert!(header.is_control());
             assert!(header.is_transactional());
             assert_eq!(header.producer_id(), ProducerId(1234));
             assert_eq!(header.producer_epoch(), ProducerEpoch(5));
             assert_eq!(header.base_sequence(), -1);
-            assert_eq!(control_commit(&bytes), Some(commit));
+            assert_eq!(control_outcome(&bytes), Some(outcome));
             let records = parse_batch(&bytes).expect("parse");
             assert_eq!(records[0].value.as_deref(), Some(&[0, 0, 0, 0, 0, 7][..]));
         }
-        assert_eq!(control_commit(&build_batch(0, &[RecordIn { key: None, value: None }])), None);
+        assert_eq!(control_outcome(&build_batch(0, &[RecordIn { key: None, value: None }])), None);
     }
 
     #[test]
@@ -310,7 +308,7 @@ mod tests {
             RecordIn { key: None, value: Some(&[0u8; 300]) },
         ];
         let mut bytes = build_batch(1_234, &records);
-        batch::assign_offset(&mut bytes, Offset(40), 0);
+        batch::assign_offset(&mut bytes, Offset(40), LeaderEpoch::INITIAL);
         let header = batch::validate(&bytes, usize::MAX).expect("valid batch");
         assert_eq!(header.records_count(), 3);
         assert_eq!(header.last_offset(), Offset(42));

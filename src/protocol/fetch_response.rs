@@ -22,6 +22,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::put_unsigned_varint;
+use crate::model::NodeId;
 
 pub const FLEXIBLE_FROM: i16 = 12;
 pub const TOPIC_ID_FROM: i16 = 13;
@@ -108,7 +109,8 @@ pub fn encode<R>(
                 }
             }
             if version >= 11 {
-                out.put_i32(-1);
+                // preferred_read_replica: none, the client keeps fetching from the leader.
+                out.put_i32(NodeId::NONE.0);
             }
             if flexible {
                 put_unsigned_varint(&mut out, partition.records_size as u64 + 1);

@@ -37,11 +37,12 @@ use crate::fatal::{fatal, FatalReason};
 use crate::model::batch::{self, BatchHeader};
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
 use crate::model::TopicPartition;
-use crate::model::{now_ms, FirstBatch, Isolation, Offset, ProducerEpoch, ProducerId};
+use crate::model::TxnOutcome;
+use crate::model::{now_ms, FirstBatch, Isolation, LeaderEpoch, Offset, ProducerEpoch, ProducerId};
 use crate::storage::cache::{BatchCache, CacheBudget, CachedBatch};
 use crate::storage::files::{Buffered, OpenFiles};
 use crate::storage::producer_state::{self, AppendCheck, ProducerBatch, ProducerStateTable};
-use crate::storage::segment::{self, Segment};
+use crate::storage::segment::{self, Segment, SegmentRole};
 use crate::storage::{count_fdatasync, count_write, glommio_io_error, io_error, Error};
 use crate::storage::{snapshot, space};
 
@@ -337,7 +338,7 @@ pub fn enqueue(log: &Rc<RefCell<Log>>, batches: Vec<Bytes>) -> Result<Appending,
 pub struct Marker {
     pub producer_id: ProducerId,
     pub producer_epoch: ProducerEpoch,
-    pub commit: bool,
+    pub outcome: TxnOutcome,
     pub coordinator_epoch: i32,
 }
 
@@ -359,7 +360,7 @@ pub async fn append_marker(log: &Rc<RefCell<Log>>, marker: Marker) -> Result<Off
             now,
             marker.producer_id,
             marker.producer_epoch,
-            marker.commit,
+            marker.outcome,
             marker.coordinator_epoch,
         );
         let append_time = match l.config.timestamp_type {
@@ -367,7 +368,7 @@ pub async fn append_marker(log: &Rc<RefCell<Log>>, marker: Marker) -> Result<Off
             TimestampType::CreateTime => -1,
         };
         let queued = queue(&mut l, vec![Bytes::from(bytes)], append_time, done_tx);
-        l.producers.txns.on_marker(marker.producer_id, queued.0.base_offset, marker.commit);
+        l.producers.txns.on_marker(marker.producer_id, queued.0.base_offset, marker.outcome);
         queued
     };
     if start_flusher {
@@ -444,7 +445,7 @@ fn queue(
     for (i, original) in batches.into_iter().enumerate() {
         let mut bytes = BytesMut::from(&original[..]);
         let base_offset = l.next_offset;
-        batch::assign_offset(&mut bytes, base_offset, 0);
+        batch::assign_offset(&mut bytes, base_offset, LeaderEpoch::INITIAL);
         if append_time >= 0 {
             batch::set_log_append_time(&mut bytes, append_time);
         }
@@ -935,14 +936,14 @@ pub async fn read_below(
             return Err(Error::OffsetOutOfRange);
         }
         let segment = &l.segments[at - 1];
-        let active = at == l.segments.len();
+        let role = if at == l.segments.len() { SegmentRole::Active } else { SegmentRole::Sealed };
         let relative = (offset - segment.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
         (
             segment.direct(),
             segment.buffered().map_err(gone_is_out_of_range)?,
             u64::from(segment.index.position_before(relative)),
             segment.size,
-            segment.stable_end(active),
+            segment.stable_end(role),
             (bound < l.high_watermark).then_some(bound),
             outcome,
         )

@@ -515,6 +515,7 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::TxnOutcome;
 
     const PID: i64 = 1000;
     const NOW: i64 = 1_700_000_000_000;
@@ -726,7 +727,7 @@ mod tests {
     fn open_and_aborted_transactions_survive_a_snapshot() {
         let mut table = ProducerStateTable::default();
         table.txns.on_data(ProducerId(5), Offset(0));
-        table.txns.on_marker(ProducerId(5), Offset(3), false);
+        table.txns.on_marker(ProducerId(5), Offset(3), TxnOutcome::Abort);
         table.txns.on_data(ProducerId(6), Offset(4));
         table.txns.on_data(ProducerId(5), Offset(7));
         let bytes = table.encode_snapshot(Offset(9));

@@ -36,6 +36,15 @@ use crate::storage::files::{Buffered, Direct, OpenFiles, SegmentId};
 use crate::storage::index::SegmentIndex;
 use crate::storage::{count_fdatasync, io_error, Error};
 
+/// Where a segment is in its lifecycle, for what a reader may take from the page cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentRole {
+    /// The last segment of its log: takes appends.
+    Active,
+    /// Rolled: read-only until retention deletes it.
+    Sealed,
+}
+
 /// What recovery changed in a segment it opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repairs {
@@ -265,11 +274,12 @@ impl Segment {
     }
 
     /// End of the bytes that will never be rewritten; safe to read through the page cache.
-    pub fn stable_end(&self, active: bool) -> u64 {
-        if active {
-            self.tail_position
-        } else {
-            self.size
+    /// The active segment's tail block is written again by the next append, so its stable
+    /// bytes end at `tail_position`; a sealed segment's at `size`.
+    pub fn stable_end(&self, role: SegmentRole) -> u64 {
+        match role {
+            SegmentRole::Active => self.tail_position,
+            SegmentRole::Sealed => self.size,
         }
     }
 

@@ -134,17 +134,19 @@ pub async fn replay(
                     let producer_id = header.producer_id();
                     if header.is_control() && producer_id.is_valid() {
                         let size = header.size_bytes();
-                        let commit = if at + size <= bytes.len() {
-                            records::control_commit(&bytes[at..at + size])
+                        let outcome = if at + size <= bytes.len() {
+                            records::control_outcome(&bytes[at..at + size])
                         } else {
                             let whole =
                                 file.read_at(position + at as u64, size).await.map_err(io_error)?;
-                            records::control_commit(&whole)
+                            records::control_outcome(&whole)
                         };
                         let epoch = header.producer_epoch();
                         let _ = table.on_marker(producer_id, epoch, now_ms);
-                        match commit {
-                            Some(commit) => table.txns.on_marker(producer_id, base_offset, commit),
+                        match outcome {
+                            Some(outcome) => {
+                                table.txns.on_marker(producer_id, base_offset, outcome)
+                            }
                             None => {
                                 let base_offset = base_offset.0;
                                 tracing::warn!(base_offset, "unreadable transaction marker")

@@ -62,17 +62,29 @@ pub fn reopen_margin_bytes(reserve_bytes: u64) -> u64 {
     (reserve_bytes / 10).max(PREALLOCATE_STEP_BYTES)
 }
 
-/// Whether the gate is open after a look at the file system. `no_space`: a write met ENOSPC
-/// since the last look (the free space seen is then not to be trusted: the write that failed
-/// wanted more). Closed at the reserve, open again only at the reserve plus the margin.
-pub fn decide(open: bool, free_bytes: u64, reserve_bytes: u64, no_space: bool) -> bool {
+/// Whether a shard admits new writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Open,
+    Closed,
+}
+
+/// The gate after a look at the file system, given the gate before it. `no_space`: a write
+/// met ENOSPC since the last look (the free space seen is then not to be trusted: the write
+/// that failed wanted more). Closed at the reserve, open again only at the reserve plus the
+/// margin.
+pub fn decide(gate: Gate, free_bytes: u64, reserve_bytes: u64, no_space: bool) -> Gate {
     if no_space {
-        return false;
+        return Gate::Closed;
     }
-    if open {
-        free_bytes >= reserve_bytes
+    let needed_bytes = match gate {
+        Gate::Open => reserve_bytes,
+        Gate::Closed => reserve_bytes.saturating_add(reopen_margin_bytes(reserve_bytes)),
+    };
+    if free_bytes >= needed_bytes {
+        Gate::Open
     } else {
-        free_bytes >= reserve_bytes.saturating_add(reopen_margin_bytes(reserve_bytes))
+        Gate::Closed
     }
 }
 
@@ -88,7 +100,7 @@ pub enum Change {
 /// ENOSPC events come in as arguments.
 #[derive(Debug, Clone)]
 pub struct GateState {
-    open: bool,
+    gate: Gate,
     configured: Option<u64>,
     usage: Usage,
     reserve_bytes: u64,
@@ -104,7 +116,7 @@ impl GateState {
     /// An open gate that has not looked yet (the first admission looks).
     pub fn new(configured: Option<u64>) -> GateState {
         GateState {
-            open: true,
+            gate: Gate::Open,
             configured,
             usage: Usage { free_bytes: u64::MAX, total_bytes: 0 },
             reserve_bytes: configured.unwrap_or(0),
@@ -115,7 +127,7 @@ impl GateState {
     }
 
     pub fn is_open(&self) -> bool {
-        self.open
+        self.gate == Gate::Open
     }
 
     pub fn reserve_bytes(&self) -> u64 {
@@ -146,7 +158,7 @@ impl GateState {
         self.admitted_bytes = 0;
         self.looked_ms = now_ms;
         self.reserve_bytes = reserve_bytes(self.configured, usage.total_bytes);
-        self.set_open(decide(self.open, usage.free_bytes, self.reserve_bytes, no_space))
+        self.set(decide(self.gate, usage.free_bytes, self.reserve_bytes, no_space))
     }
 
     /// A look that could not be made: the next is due an interval later.
@@ -158,25 +170,25 @@ impl GateState {
     /// or a write met ENOSPC since the last look (`no_space_events` changed): either closes
     /// the gate until the next look says otherwise.
     pub fn admit(&mut self, bytes: u64, no_space_events: u64) -> (bool, Change) {
-        if !self.open {
+        if self.gate == Gate::Closed {
             return (false, Change::Unchanged);
         }
         let no_space = no_space_events != self.no_space_seen;
         let left = self.free_bytes().saturating_sub(bytes);
         if no_space || left < self.reserve_bytes {
-            return (false, self.set_open(false));
+            return (false, self.set(Gate::Closed));
         }
         self.admitted_bytes = self.admitted_bytes.saturating_add(bytes);
         (true, Change::Unchanged)
     }
 
-    fn set_open(&mut self, open: bool) -> Change {
-        let change = match (self.open, open) {
-            (true, false) => Change::Closed,
-            (false, true) => Change::Opened,
+    fn set(&mut self, gate: Gate) -> Change {
+        let change = match (self.gate, gate) {
+            (Gate::Open, Gate::Closed) => Change::Closed,
+            (Gate::Closed, Gate::Open) => Change::Opened,
             _ => Change::Unchanged,
         };
-        self.open = open;
+        self.gate = gate;
         change
     }
 }
@@ -375,21 +387,21 @@ mod tests {
         assert_eq!(margin, PREALLOCATE_STEP_BYTES);
         assert_eq!(reopen_margin_bytes(10 * GIB), GIB);
         // Open: stays open down to the reserve, closes below it.
-        assert!(decide(true, reserve, reserve, false));
-        assert!(!decide(true, reserve - 1, reserve, false));
+        assert_eq!(decide(Gate::Open, reserve, reserve, false), Gate::Open);
+        assert_eq!(decide(Gate::Open, reserve - 1, reserve, false), Gate::Closed);
         // Closed: stays closed up to the reserve plus the margin.
-        assert!(!decide(false, reserve, reserve, false));
-        assert!(!decide(false, reserve + margin - 1, reserve, false));
-        assert!(decide(false, reserve + margin, reserve, false));
+        assert_eq!(decide(Gate::Closed, reserve, reserve, false), Gate::Closed);
+        assert_eq!(decide(Gate::Closed, reserve + margin - 1, reserve, false), Gate::Closed);
+        assert_eq!(decide(Gate::Closed, reserve + margin, reserve, false), Gate::Open);
         // An ENOSPC since the last look closes it whatever the numbers say.
-        assert!(!decide(true, 10 * GIB, reserve, true));
-        assert!(!decide(false, 10 * GIB, reserve, true));
+        assert_eq!(decide(Gate::Open, 10 * GIB, reserve, true), Gate::Closed);
+        assert_eq!(decide(Gate::Closed, 10 * GIB, reserve, true), Gate::Closed);
         // No reserve: never closed by the numbers alone, reopened after ENOSPC only with a
         // preallocation step free.
-        assert!(decide(true, 0, 0, false));
-        assert!(!decide(false, PREALLOCATE_STEP_BYTES - 1, 0, false));
-        assert!(decide(false, PREALLOCATE_STEP_BYTES, 0, false));
-        assert!(!decide(false, u64::MAX - 1, u64::MAX, false));
+        assert_eq!(decide(Gate::Open, 0, 0, false), Gate::Open);
+        assert_eq!(decide(Gate::Closed, PREALLOCATE_STEP_BYTES - 1, 0, false), Gate::Closed);
+        assert_eq!(decide(Gate::Closed, PREALLOCATE_STEP_BYTES, 0, false), Gate::Open);
+        assert_eq!(decide(Gate::Closed, u64::MAX - 1, u64::MAX, false), Gate::Closed);
     }
 
     fn usage(free_bytes: u64) -> Usage {

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{Offset, ProducerId};
+use crate::model::{Offset, ProducerId, TxnOutcome};
 
 /// An aborted transaction: its producer, its first offset in this partition, and the offset
 /// of its abort marker.
@@ -50,10 +50,10 @@ impl TxnIndex {
 
     /// A marker of `producer_id` at `offset`. A marker for a producer without an open
     /// transaction here (it added the partition but wrote nothing) only ends nothing.
-    pub fn on_marker(&mut self, producer_id: ProducerId, offset: Offset, commit: bool) {
+    pub fn on_marker(&mut self, producer_id: ProducerId, offset: Offset, outcome: TxnOutcome) {
         let Some(first_offset) = self.ongoing.remove(&producer_id) else { return };
         assert!(first_offset <= offset);
-        if !commit {
+        if outcome == TxnOutcome::Abort {
             if let Some(last) = self.aborted.last() {
                 assert!(last.last_offset < offset);
             }
@@ -123,9 +123,9 @@ mod tests {
         assert_eq!(index.last_stable_offset(Offset(10)), Offset(3));
         // The high watermark may trail the first offset of a queued batch.
         assert_eq!(index.last_stable_offset(Offset(2)), Offset(2));
-        index.on_marker(ProducerId(7), Offset(9), true);
+        index.on_marker(ProducerId(7), Offset(9), TxnOutcome::Commit);
         assert_eq!(index.last_stable_offset(Offset(10)), Offset(6));
-        index.on_marker(ProducerId(8), Offset(10), false);
+        index.on_marker(ProducerId(8), Offset(10), TxnOutcome::Abort);
         assert_eq!(index.last_stable_offset(Offset(11)), Offset(11));
         assert_eq!(index.ongoing().count(), 0);
         assert_eq!(
@@ -141,7 +141,7 @@ mod tests {
     #[test]
     fn a_marker_without_data_changes_nothing() {
         let mut index = TxnIndex::default();
-        index.on_marker(ProducerId(4), Offset(0), false);
+        index.on_marker(ProducerId(4), Offset(0), TxnOutcome::Abort);
         assert_eq!(index.aborted_count(), 0);
         assert_eq!(index.last_stable_offset(Offset(1)), Offset(1));
     }
@@ -152,10 +152,10 @@ mod tests {
         // (producer, first, marker): [0..4], [2..8], [10..12]
         index.on_data(ProducerId(1), Offset(0));
         index.on_data(ProducerId(2), Offset(2));
-        index.on_marker(ProducerId(1), Offset(4), false);
-        index.on_marker(ProducerId(2), Offset(8), false);
+        index.on_marker(ProducerId(1), Offset(4), TxnOutcome::Abort);
+        index.on_marker(ProducerId(2), Offset(8), TxnOutcome::Abort);
         index.on_data(ProducerId(3), Offset(10));
-        index.on_marker(ProducerId(3), Offset(12), false);
+        index.on_marker(ProducerId(3), Offset(12), TxnOutcome::Abort);
         let ids = |s, e| -> Vec<i64> {
             index.aborted_between(Offset(s), Offset(e)).iter().map(|a| a.producer_id.0).collect()
         };
@@ -175,7 +175,7 @@ mod tests {
     fn retention_drops_old_entries_and_moves_open_starts_up() {
         let mut index = TxnIndex::default();
         index.on_data(ProducerId(1), Offset(0));
-        index.on_marker(ProducerId(1), Offset(4), false);
+        index.on_marker(ProducerId(1), Offset(4), TxnOutcome::Abort);
         index.on_data(ProducerId(2), Offset(5));
         index.truncate_start(Offset(5));
         assert_eq!(index.aborted_count(), 0);

@@ -41,7 +41,7 @@ use crate::constants::{INTERNAL_BATCH_BYTES_MAX, TXN_HOUSEKEEPING_MS, TXN_ID_EXP
 use crate::controller::Controller;
 use crate::group::coordinator::{Coordinator as GroupCoordinator, GroupRequest};
 use crate::model::topic::Durability;
-use crate::model::{now_ms, ErrorCode, Offset, ShardId, TopicPartition};
+use crate::model::{now_ms, ErrorCode, Offset, ShardId, TopicPartition, TxnOutcome};
 use crate::partition::{PartitionRequest, PartitionResponse, Partitions};
 use crate::shard::delayed::Key;
 pub use crate::shard::internal_log::TRANSACTION_TOPIC;
@@ -78,7 +78,7 @@ pub enum TxnRequest {
     End {
         transactional_id: String,
         producer: Producer,
-        commit: bool,
+        outcome: TxnOutcome,
     },
     Describe {
         transactional_ids: Vec<String>,
@@ -320,10 +320,10 @@ impl TxnCoordinator {
                 };
                 TxnResponse::Code(code)
             }
-            TxnRequest::End { transactional_id, producer, commit } => {
-                let outcome =
-                    self.state.borrow_mut().end(now_ms(), &transactional_id, producer, commit);
-                let code = match outcome {
+            TxnRequest::End { transactional_id, producer, outcome } => {
+                let ended =
+                    self.state.borrow_mut().end(now_ms(), &transactional_id, producer, outcome);
+                let code = match ended {
                     EndOutcome::Done => ErrorCode::None,
                     EndOutcome::Error(code) => code,
                     EndOutcome::Markers(plan) => match self.persist().await {
@@ -394,7 +394,7 @@ impl TxnCoordinator {
         let marker = Marker {
             producer_id: plan.producer_id,
             producer_epoch: plan.producer_epoch,
-            commit: plan.commit,
+            outcome: plan.outcome,
             coordinator_epoch: 0,
         };
         let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, Marker)>> = BTreeMap::new();
@@ -412,7 +412,7 @@ impl TxnCoordinator {
             let request = GroupRequest::TxnEnd {
                 group_id: group.clone(),
                 producer_id: plan.producer_id,
-                commit: plan.commit,
+                outcome: plan.outcome,
                 offsets: offsets
                     .into_iter()
                     .map(|(topic, partition, o)| crate::group::state::CommitPartition {
@@ -504,7 +504,7 @@ impl TxnCoordinator {
         glommio::spawn_local(async move {
             let unfinished = this.state.borrow().unfinished();
             for plan in unfinished {
-                tracing::info!(transactional_id = %plan.transactional_id, commit = plan.commit,
+                tracing::info!(transactional_id = %plan.transactional_id, outcome = ?plan.outcome,
                     "finishing a transaction prepared before the restart");
                 this.finish(plan).await;
             }

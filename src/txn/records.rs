@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{Offset, ProducerEpoch, ProducerId};
+use crate::model::{LeaderEpoch, Offset, ProducerEpoch, ProducerId};
 use crate::txn::state::{TxnMeta, TxnOffset, TxnRecord, TxnState};
 
 fn encode_key(transactional_id: &str) -> Vec<u8> {
@@ -56,7 +56,7 @@ fn encode_value(meta: &TxnMeta) -> Vec<u8> {
         put_string(&mut out, topic);
         out.extend(partition.to_be_bytes());
         out.extend(o.offset.0.to_be_bytes());
-        out.extend(o.leader_epoch.to_be_bytes());
+        out.extend(o.leader_epoch.0.to_be_bytes());
         put_string(&mut out, &o.metadata);
     }
     out
@@ -110,7 +110,7 @@ fn decode_value(transactional_id: String, value: &[u8]) -> Option<TxnMeta> {
             let key = (v.string()?, v.string()?, v.i32()?);
             let offset = TxnOffset {
                 offset: Offset(v.i64()?),
-                leader_epoch: v.i32()?,
+                leader_epoch: LeaderEpoch(v.i32()?),
                 metadata: v.string()?,
             };
             offsets.insert(key, offset);
@@ -181,7 +181,11 @@ mod tests {
             groups: ["g1".to_string()].into_iter().collect(),
             offsets: [(
                 ("g1".to_string(), "in".to_string(), 3),
-                TxnOffset { offset: Offset(77), leader_epoch: 2, metadata: "m".into() },
+                TxnOffset {
+                    offset: Offset(77),
+                    leader_epoch: LeaderEpoch(2),
+                    metadata: "m".into(),
+                },
             )]
             .into_iter()
             .collect(),

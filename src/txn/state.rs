@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::model::{ErrorCode, Offset, ProducerEpoch, ProducerId};
+use crate::model::{ErrorCode, LeaderEpoch, Offset, ProducerEpoch, ProducerId, TxnOutcome};
 
 /// Kafka's `transaction.max.timeout.ms` default.
 pub const TRANSACTION_TIMEOUT_MS_MAX: i32 = 900_000;
@@ -61,6 +61,22 @@ impl TxnState {
         })
     }
 
+    /// Where a transaction ending with `outcome` waits while its markers are written.
+    pub fn prepared(outcome: TxnOutcome) -> TxnState {
+        match outcome {
+            TxnOutcome::Commit => TxnState::PrepareCommit,
+            TxnOutcome::Abort => TxnState::PrepareAbort,
+        }
+    }
+
+    /// Where it is once they are.
+    pub fn completed(outcome: TxnOutcome) -> TxnState {
+        match outcome {
+            TxnOutcome::Commit => TxnState::CompleteCommit,
+            TxnOutcome::Abort => TxnState::CompleteAbort,
+        }
+    }
+
     /// Kafka's names (DescribeTransactions, ListTransactions).
     pub fn name(self) -> &'static str {
         match self {
@@ -98,7 +114,7 @@ pub struct TxnMeta {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnOffset {
     pub offset: Offset,
-    pub leader_epoch: i32,
+    pub leader_epoch: LeaderEpoch,
     pub metadata: String,
 }
 
@@ -109,7 +125,7 @@ pub struct EndPlan {
     pub transactional_id: String,
     pub producer_id: ProducerId,
     pub producer_epoch: ProducerEpoch,
-    pub commit: bool,
+    pub outcome: TxnOutcome,
     pub partitions: Vec<(String, i32)>,
     pub groups: Vec<String>,
     /// The offsets to commit per group (commit only; empty for an abort).
@@ -249,7 +265,8 @@ impl Transactions {
             }
             TxnState::Ongoing => {
                 // Fence the current producer, then abort what it left open.
-                let Some(plan) = prepare_end(meta, now, false, true) else {
+                let Some(plan) = prepare_end(meta, now, TxnOutcome::Abort, Fencing::BumpEpoch)
+                else {
                     return InitOutcome::NeedProducerId;
                 };
                 self.records.push(TxnRecord::Put(meta.clone()));
@@ -362,14 +379,14 @@ impl Transactions {
         now: i64,
         transactional_id: &str,
         producer: Producer,
-        commit: bool,
+        outcome: TxnOutcome,
     ) -> EndOutcome {
         let meta = match self.owned(transactional_id, producer) {
             Ok(meta) => meta,
             Err(code) => return EndOutcome::Error(code),
         };
-        match (meta.state, commit) {
-            (TxnState::Ongoing, _) => match prepare_end(meta, now, commit, false) {
+        match (meta.state, outcome) {
+            (TxnState::Ongoing, _) => match prepare_end(meta, now, outcome, Fencing::KeepEpoch) {
                 Some(plan) => {
                     let record = meta.clone();
                     self.records.push(TxnRecord::Put(record));
@@ -377,8 +394,10 @@ impl Transactions {
                 }
                 None => EndOutcome::Error(ErrorCode::InvalidTxnState),
             },
-            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => EndOutcome::Done,
-            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+            (TxnState::CompleteCommit, TxnOutcome::Commit)
+            | (TxnState::CompleteAbort, TxnOutcome::Abort) => EndOutcome::Done,
+            (TxnState::PrepareCommit, TxnOutcome::Commit)
+            | (TxnState::PrepareAbort, TxnOutcome::Abort) => {
                 EndOutcome::Error(ErrorCode::ConcurrentTransactions)
             }
             _ => EndOutcome::Error(ErrorCode::InvalidTxnState),
@@ -388,11 +407,10 @@ impl Transactions {
     /// The markers of `plan` are written: the transaction is complete.
     pub fn complete(&mut self, now: i64, plan: &EndPlan) {
         let Some(meta) = self.txns.get_mut(&plan.transactional_id) else { return };
-        let expected = if plan.commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
-        if meta.state != expected || meta.producer_id != plan.producer_id {
+        if meta.state != TxnState::prepared(plan.outcome) || meta.producer_id != plan.producer_id {
             return;
         }
-        meta.state = if plan.commit { TxnState::CompleteCommit } else { TxnState::CompleteAbort };
+        meta.state = TxnState::completed(plan.outcome);
         meta.partitions.clear();
         meta.groups.clear();
         meta.offsets.clear();
@@ -417,7 +435,7 @@ impl Transactions {
             return None;
         }
         let meta = self.txns.get_mut(transactional_id)?;
-        let plan = prepare_end(meta, now, false, true)?;
+        let plan = prepare_end(meta, now, TxnOutcome::Abort, Fencing::BumpEpoch)?;
         self.records.push(TxnRecord::Put(meta.clone()));
         Some(plan)
     }
@@ -435,8 +453,11 @@ impl Transactions {
         let mut plans: Vec<EndPlan> = self
             .txns
             .values()
-            .filter(|m| matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort))
-            .map(|m| plan_of(m, m.state == TxnState::PrepareCommit))
+            .filter_map(|m| match m.state {
+                TxnState::PrepareCommit => Some(plan_of(m, TxnOutcome::Commit)),
+                TxnState::PrepareAbort => Some(plan_of(m, TxnOutcome::Abort)),
+                _ => None,
+            })
             .collect();
         plans.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
         plans
@@ -507,23 +528,39 @@ fn check_producer(meta: &TxnMeta, producer: Producer) -> Result<(), ErrorCode> {
     Ok(())
 }
 
-/// Ongoing -> Prepare*, bumping the epoch first when `fence` (None: epoch exhausted).
-fn prepare_end(meta: &mut TxnMeta, now: i64, commit: bool, fence: bool) -> Option<EndPlan> {
+/// Whether ending a transaction fences its producer first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fencing {
+    /// EndTxn: the producer itself ends its transaction and keeps its epoch.
+    KeepEpoch,
+    /// A timeout, or an InitProducerId during the transaction: the epoch is bumped first, so
+    /// the producer that left the transaction open is fenced.
+    BumpEpoch,
+}
+
+/// Ongoing -> Prepare*, bumping the epoch first for `Fencing::BumpEpoch` (None: the epoch is
+/// exhausted).
+fn prepare_end(
+    meta: &mut TxnMeta,
+    now: i64,
+    outcome: TxnOutcome,
+    fencing: Fencing,
+) -> Option<EndPlan> {
     assert_eq!(meta.state, TxnState::Ongoing);
-    if fence {
+    if fencing == Fencing::BumpEpoch {
         if meta.producer_epoch.is_exhausted() {
             return None;
         }
         meta.producer_epoch = meta.producer_epoch.bumped();
     }
-    meta.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
+    meta.state = TxnState::prepared(outcome);
     meta.update_ms = now;
-    Some(plan_of(meta, commit))
+    Some(plan_of(meta, outcome))
 }
 
-fn plan_of(meta: &TxnMeta, commit: bool) -> EndPlan {
+fn plan_of(meta: &TxnMeta, outcome: TxnOutcome) -> EndPlan {
     let mut offsets: BTreeMap<String, Vec<(String, i32, TxnOffset)>> = BTreeMap::new();
-    if commit {
+    if outcome == TxnOutcome::Commit {
         for ((group, topic, partition), offset) in &meta.offsets {
             offsets.entry(group.clone()).or_default().push((
                 topic.clone(),
@@ -537,7 +574,7 @@ fn plan_of(meta: &TxnMeta, commit: bool) -> EndPlan {
         transactional_id: meta.transactional_id.clone(),
         producer_id: meta.producer_id,
         producer_epoch: meta.producer_epoch,
-        commit,
+        outcome,
         partitions: meta.partitions.iter().cloned().collect(),
         groups: meta.groups.iter().cloned().collect(),
     }
@@ -603,15 +640,17 @@ mod tests {
         assert_eq!(txns.get(T).map(|m| m.state), Some(TxnState::Ongoing));
         assert_eq!(txns.get(T).map(|m| m.start_ms), Some(5));
         txns.take_records();
-        let EndOutcome::Markers(plan) = txns.end(7, T, me, true) else { panic!() };
+        let EndOutcome::Markers(plan) = txns.end(7, T, me, TxnOutcome::Commit) else { panic!() };
         assert_eq!(plan.partitions, vec![tp(0), tp(1)]);
         assert_eq!(plan.groups, vec!["g".to_string()]);
-        assert!(plan.commit);
+        assert_eq!(plan.outcome, TxnOutcome::Commit);
         assert_eq!(plan.producer_epoch, ProducerEpoch(0));
         assert_eq!(txns.take_records()[0].meta().map(|m| m.state), Some(TxnState::PrepareCommit));
         // While markers are written: retries wait, anything else is refused.
-        assert_eq!(txns.end(8, T, me, true), EndOutcome::Error(ErrorCode::ConcurrentTransactions));
-        assert_eq!(txns.end(8, T, me, false), EndOutcome::Error(ErrorCode::InvalidTxnState));
+        let retried = txns.end(8, T, me, TxnOutcome::Commit);
+        assert_eq!(retried, EndOutcome::Error(ErrorCode::ConcurrentTransactions));
+        let turned = txns.end(8, T, me, TxnOutcome::Abort);
+        assert_eq!(turned, EndOutcome::Error(ErrorCode::InvalidTxnState));
         assert_eq!(txns.add(8, T, me, &[tp(2)], &[]), Err(ErrorCode::ConcurrentTransactions));
         assert_eq!(
             txns.init_producer_id(8, T, 60_000, p(-1, -1), None),
@@ -623,22 +662,26 @@ mod tests {
         assert_eq!(meta.state, TxnState::CompleteCommit);
         assert!(meta.partitions.is_empty());
         assert!(txns.unfinished().is_empty());
-        assert_eq!(txns.end(10, T, me, true), EndOutcome::Done);
-        assert_eq!(txns.end(10, T, me, false), EndOutcome::Error(ErrorCode::InvalidTxnState));
+        assert_eq!(txns.end(10, T, me, TxnOutcome::Commit), EndOutcome::Done);
+        assert_eq!(
+            txns.end(10, T, me, TxnOutcome::Abort),
+            EndOutcome::Error(ErrorCode::InvalidTxnState)
+        );
         // The next transaction starts from Complete with the same epoch.
         assert_eq!(txns.add(11, T, me, &[tp(3)], &[]), Ok(true));
         assert_eq!(txns.get(T).map(|m| m.partitions.len()), Some(1));
-        let EndOutcome::Markers(plan) = txns.end(12, T, me, false) else { panic!() };
+        let EndOutcome::Markers(plan) = txns.end(12, T, me, TxnOutcome::Abort) else { panic!() };
         txns.complete(13, &plan);
         assert_eq!(txns.get(T).map(|m| m.state), Some(TxnState::CompleteAbort));
-        assert_eq!(txns.end(14, T, me, false), EndOutcome::Done);
+        assert_eq!(txns.end(14, T, me, TxnOutcome::Abort), EndOutcome::Done);
     }
 
     #[test]
     fn offsets_ride_with_the_transaction_and_only_a_commit_delivers_them() {
         let mut txns = Transactions::new();
         let me = ready(&mut txns, 0);
-        let at = |offset| TxnOffset { offset, leader_epoch: -1, metadata: String::new() };
+        let at =
+            |offset| TxnOffset { offset, leader_epoch: LeaderEpoch::NONE, metadata: String::new() };
         assert_eq!(
             txns.commit_offsets(1, T, me, "g", vec![("in".into(), 0, at(Offset(5)))]),
             Err(ErrorCode::InvalidTxnState),
@@ -654,14 +697,14 @@ mod tests {
             Some(1),
             "persisted"
         );
-        let EndOutcome::Markers(plan) = txns.end(4, T, me, true) else { panic!() };
+        let EndOutcome::Markers(plan) = txns.end(4, T, me, TxnOutcome::Commit) else { panic!() };
         assert_eq!(plan.offsets["g"], vec![("in".to_string(), 0, at(Offset(9)))]);
         txns.complete(5, &plan);
         assert!(txns.get(T).map(|m| m.offsets.is_empty()).unwrap_or(false));
         txns.add(6, T, me, &[], &["g".into()]).expect("add offsets");
         txns.commit_offsets(7, T, me, "g", vec![("in".into(), 0, at(Offset(12)))])
             .expect("offsets");
-        let EndOutcome::Markers(plan) = txns.end(8, T, me, false) else { panic!() };
+        let EndOutcome::Markers(plan) = txns.end(8, T, me, TxnOutcome::Abort) else { panic!() };
         assert!(plan.offsets.is_empty(), "an abort delivers nothing");
     }
 
@@ -669,8 +712,14 @@ mod tests {
     fn ending_without_a_transaction_is_invalid() {
         let mut txns = Transactions::new();
         let me = ready(&mut txns, 0);
-        assert_eq!(txns.end(1, T, me, true), EndOutcome::Error(ErrorCode::InvalidTxnState));
-        assert_eq!(txns.end(1, T, me, false), EndOutcome::Error(ErrorCode::InvalidTxnState));
+        assert_eq!(
+            txns.end(1, T, me, TxnOutcome::Commit),
+            EndOutcome::Error(ErrorCode::InvalidTxnState)
+        );
+        assert_eq!(
+            txns.end(1, T, me, TxnOutcome::Abort),
+            EndOutcome::Error(ErrorCode::InvalidTxnState)
+        );
     }
 
     #[test]
@@ -680,7 +729,10 @@ mod tests {
         let new = ready(&mut txns, 1);
         assert_eq!(new.producer_epoch, old.producer_epoch.bumped());
         assert_eq!(txns.add(2, T, old, &[tp(0)], &[]), Err(ErrorCode::ProducerFenced));
-        assert_eq!(txns.end(2, T, old, true), EndOutcome::Error(ErrorCode::ProducerFenced));
+        assert_eq!(
+            txns.end(2, T, old, TxnOutcome::Commit),
+            EndOutcome::Error(ErrorCode::ProducerFenced)
+        );
         assert_eq!(txns.check_ongoing(T, old), Err(ErrorCode::ProducerFenced));
         let stranger = Producer { producer_id: ProducerId(99), ..new };
         assert_eq!(
@@ -711,7 +763,7 @@ mod tests {
         let InitOutcome::Abort(plan) = txns.init_producer_id(2, T, 60_000, p(-1, -1), None) else {
             panic!()
         };
-        assert!(!plan.commit);
+        assert_eq!(plan.outcome, TxnOutcome::Abort);
         assert_eq!(plan.producer_epoch, me.producer_epoch.bumped());
         assert_eq!(plan.partitions, vec![tp(0)]);
         assert_eq!(txns.add(3, T, me, &[tp(1)], &[]), Err(ErrorCode::ProducerFenced));
@@ -732,9 +784,12 @@ mod tests {
         let plans = txns.expire(1100);
         assert_eq!(plans.len(), 1);
         assert_eq!(plans[0].producer_epoch, ProducerEpoch(1));
-        assert!(!plans[0].commit);
+        assert_eq!(plans[0].outcome, TxnOutcome::Abort);
         assert!(txns.expire(5000).is_empty(), "only once");
-        assert_eq!(txns.end(1200, T, me, true), EndOutcome::Error(ErrorCode::ProducerFenced));
+        assert_eq!(
+            txns.end(1200, T, me, TxnOutcome::Commit),
+            EndOutcome::Error(ErrorCode::ProducerFenced)
+        );
         txns.complete(1200, &plans[0]);
         assert_eq!(txns.get(T).map(|m| m.state), Some(TxnState::CompleteAbort));
     }
@@ -789,17 +844,21 @@ mod tests {
             };
             assert_eq!(added, expected, "add in {state:?}");
             // EndTxn, both ways
-            for commit in [true, false] {
-                let ended = in_state(state).end(1, T, me, commit);
-                let expected = match (state, commit) {
+            for outcome in [TxnOutcome::Commit, TxnOutcome::Abort] {
+                let ended = in_state(state).end(1, T, me, outcome);
+                let expected = match (state, outcome) {
                     (Ongoing, _) => "markers",
-                    (CompleteCommit, true) | (CompleteAbort, false) => "done",
-                    (PrepareCommit, true) | (PrepareAbort, false) => "concurrent",
+                    (CompleteCommit, TxnOutcome::Commit) | (CompleteAbort, TxnOutcome::Abort) => {
+                        "done"
+                    }
+                    (PrepareCommit, TxnOutcome::Commit) | (PrepareAbort, TxnOutcome::Abort) => {
+                        "concurrent"
+                    }
                     _ => "invalid",
                 };
                 let got = match ended {
                     EndOutcome::Markers(plan) => {
-                        assert_eq!(plan.commit, commit);
+                        assert_eq!(plan.outcome, outcome);
                         assert_eq!(
                             plan.producer_epoch,
                             ProducerEpoch(3),
@@ -812,7 +871,7 @@ mod tests {
                     EndOutcome::Error(ErrorCode::InvalidTxnState) => "invalid",
                     EndOutcome::Error(code) => panic!("EndTxn in {state:?}: code {code:?}"),
                 };
-                assert_eq!(got, expected, "EndTxn(commit={commit}) in {state:?}");
+                assert_eq!(got, expected, "EndTxn({outcome:?}) in {state:?}");
             }
             // InitProducerId
             let init = in_state(state).init_producer_id(1, T, 60_000, p(-1, -1), None);
@@ -846,7 +905,10 @@ mod tests {
                 txns.add(1, T, p(8, 3), &[tp(1)], &[]),
                 Err(ErrorCode::InvalidProducerIdMapping)
             );
-            assert_eq!(txns.end(1, T, p(7, 4), true), EndOutcome::Error(ErrorCode::ProducerFenced));
+            assert_eq!(
+                txns.end(1, T, p(7, 4), TxnOutcome::Commit),
+                EndOutcome::Error(ErrorCode::ProducerFenced)
+            );
             // Expiry touches only Ongoing transactions past their deadline.
             let expired = in_state(state).expire(60_000);
             assert_eq!(expired.len(), usize::from(state == Ongoing), "expire in {state:?}");
@@ -877,7 +939,9 @@ mod tests {
         assert_eq!(txns.expire_ids(10_000, 1000), 1);
         assert_eq!(txns.take_records(), vec![TxnRecord::Remove(other.into())]);
         assert!(txns.get(other).is_none());
-        let EndOutcome::Markers(plan) = txns.end(10_000, T, me, true) else { panic!() };
+        let EndOutcome::Markers(plan) = txns.end(10_000, T, me, TxnOutcome::Commit) else {
+            panic!()
+        };
         assert_eq!(txns.expire_ids(20_000, 1000), 0, "PrepareCommit stays");
         txns.complete(20_000, &plan);
         assert_eq!(txns.expire_ids(20_999, 1000), 0, "complete counts as a use");
@@ -922,7 +986,8 @@ mod tests {
                 }
                 3 => {
                     if let Some(me) = current {
-                        if let EndOutcome::Markers(plan) = txns.end(now, id, me, next(2) == 0) {
+                        let outcome = TxnOutcome::from_committed(next(2) == 0);
+                        if let EndOutcome::Markers(plan) = txns.end(now, id, me, outcome) {
                             txns.complete(now, &plan);
                         }
                     }
