@@ -34,6 +34,7 @@ use crate::shard::catalog::{self, Catalog, META_DIR};
 use crate::shard::internal_log;
 use crate::shard::mesh::{Envelope, Mesh, Service};
 use crate::shard::Shard;
+use crate::storage;
 use crate::storage::files::DescriptorBudget;
 use crate::txn::coordinator::{TxnCoordinator, TxnPeers};
 
@@ -321,6 +322,10 @@ async fn shard_main(
     partitions.close_all().await;
     groups.close().await;
     txns.close().await;
+    // The logs' indexes and producer snapshots were written without an fsync each.
+    if let Err(e) = storage::log::sync_file_system(&config.data_dir).await {
+        tracing::warn!("cannot sync the data dir's file system at shutdown: {e}");
+    }
     tracing::info!(shard = id.0, "shard closed");
 }
 

@@ -42,6 +42,11 @@ pub const BATCH_CACHE_BYTES_PER_SHARD_DEFAULT: u64 = 128 * 1024 * 1024;
 /// The batch cache of a log outside a shard's shared budget (tests).
 pub const BATCH_CACHE_BYTES_PER_LOG: usize = 4 * 1024 * 1024;
 
+/// Partition logs a shard opens (recovers) or closes at once at start-up and shutdown: each
+/// is a few small reads and an open, or an fdatasync, through io_uring, and the device serves
+/// many at a time (10,000 partitions one at a time: 1.5 s to start, 7.4 s to stop).
+pub const LOG_OPENS_IN_FLIGHT: usize = 64;
+
 /// Segment files grow their preallocated space (fallocate, growing the file's size: see
 /// `Segment::reserve`) in steps that double from `PREALLOCATE_STEP_BYTES_MIN` to
 /// `PREALLOCATE_STEP_BYTES`, so appends write inside the file and a busy partition calls

@@ -16,7 +16,8 @@ use spate::model::batch::{build_uncompressed, set_producer};
 use spate::model::{Offset, ProducerEpoch, ProducerId};
 use spate::storage::log::{self, Log};
 use spate::storage::producer_state::ProducerError;
-use spate::storage::{snapshot, Error};
+use spate::storage::snapshot::{self, Flush};
+use spate::storage::Error;
 
 const PID: i64 = 4242;
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -220,8 +221,13 @@ fn a_snapshot_beyond_the_log_end_is_dropped() {
         let batch = spate::storage::producer_state::ProducerBatch::from_header(&header, 1);
         bogus.replay(&batch, Offset(end + 10), 0);
         let path = partition_dir(&dir);
-        snapshot::write(&path, Offset(end + 11), &bogus.encode_snapshot(Offset(end + 11)))
-            .expect("write");
+        snapshot::write(
+            &path,
+            Offset(end + 11),
+            &bogus.encode_snapshot(Offset(end + 11)),
+            Flush::Now,
+        )
+        .expect("write");
         let (log, _) = Log::open(&dir, tp(), config(1 << 20)).await.expect("reopen");
         assert_eq!(snapshot::list(&path), vec![Offset(end)]);
         let log = Rc::new(RefCell::new(log));

@@ -44,17 +44,32 @@ pub fn list(dir: &Path) -> Vec<Offset> {
     offsets
 }
 
+/// When a snapshot reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Before `write` returns (file and directory fsynced): at a roll.
+    Now,
+    /// With the caller's one `syncfs` of the file system (a clean stop of many logs). A crash
+    /// before it can leave a damaged or missing snapshot, which `load` skips: recovery then
+    /// replays from the one before, as after any crash.
+    Deferred,
+}
+
 /// Writes a snapshot durably, then deletes all but the newest `PRODUCER_SNAPSHOTS_RETAINED`.
 /// Blocking: run it on a helper thread.
-pub fn write(dir: &Path, offset: Offset, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write(dir: &Path, offset: Offset, bytes: &[u8], flush: Flush) -> std::io::Result<()> {
     use std::io::Write;
     let path = dir.join(segment::file_name(offset, EXTENSION));
     let temporary = dir.join(format!("{}.tmp", segment::file_name(offset, EXTENSION)));
     let mut file = std::fs::File::create(&temporary)?;
     file.write_all(bytes)?;
-    file.sync_all()?;
+    if flush == Flush::Now {
+        file.sync_all()?;
+    }
     std::fs::rename(&temporary, &path)?;
-    std::fs::File::open(dir)?.sync_all()?;
+    if flush == Flush::Now {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
     let offsets = list(dir);
     let keep_from = offsets.len().saturating_sub(PRODUCER_SNAPSHOTS_RETAINED);
     for old in &offsets[..keep_from] {
