@@ -1195,8 +1195,9 @@ pub fn delete_segments_before(log: &Rc<RefCell<Log>>, offset: Offset) -> usize {
 }
 
 /// Finishes queued writes, then seals the active segment (true length, indexes written). The
-/// segment is fdatasynced; its indexes and the producer snapshot are written but reach the
-/// disk with the caller's `sync_file_system` (one for every log of the shard).
+/// new length, the indexes and the producer snapshot reach the disk with the caller's
+/// `sync_file_system` (one for every log of the shard; the batches are on the device already,
+/// written with O_DIRECT).
 pub async fn close(log: &Rc<RefCell<Log>>) -> Result<(), Error> {
     loop {
         let idle = {
@@ -1227,9 +1228,9 @@ pub async fn close(log: &Rc<RefCell<Log>>) -> Result<(), Error> {
     };
     let file = opening.await?;
     let size = log.borrow().segments.last().map_or(0, |s| s.size);
+    // No fdatasync here: the caller's one `syncfs` makes the new length durable with the
+    // indexes and the snapshot (100,000 partitions stopped in 30 s with one each).
     file.truncate(size).await.map_err(io_error)?;
-    file.fdatasync().await.map_err(io_error)?;
-    count_fdatasync();
     let writer = {
         let l = log.borrow();
         let active = l.segments.last().unwrap_or_else(|| unreachable!());

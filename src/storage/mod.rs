@@ -73,7 +73,7 @@ pub struct IoTotals {
     /// group commit, fewer than the appends.
     pub writes: u64,
     /// fdatasyncs of segment files: one per write under `--durability fsync`, plus one per
-    /// segment sealed or log closed.
+    /// segment sealed (a clean stop ends with one `syncfs` instead of one per log).
     pub fdatasyncs: u64,
 }
 
