@@ -43,9 +43,11 @@ impl Broker {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn spate");
+        // An answered request, not an accepted connection: the start-up check of the listen
+        // address may hold the port for a moment before the shards listen on it.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "broker did not start listening");
+        while !answers_api_versions(&addr) {
+            assert!(Instant::now() < deadline, "broker did not start answering");
             std::thread::sleep(Duration::from_millis(50));
         }
         Broker { child, addr, _dir: dir }
@@ -74,6 +76,20 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// True when a new connection to `addr` gets an ApiVersions answer.
+fn answers_api_versions(addr: &SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = frame(ApiKey::ApiVersions, 3, 1, &ApiVersionsRequest::default());
+    if stream.write_all(&request).is_err() {
+        return false;
+    }
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).is_ok() && i32::from_be_bytes(size) > 0
 }
 
 fn frame<T: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &T) -> BytesMut {
