@@ -336,7 +336,14 @@ async fn shard_main(
     if let Err(e) = storage::log::sync_file_system(&config.data_dir).await {
         tracing::warn!("cannot sync the data dir's file system at shutdown: {e}");
     }
-    tracing::info!(shard = id.0, "shard closed");
+    let files = partitions.open_files();
+    tracing::info!(
+        shard = id.0,
+        files_opened = files.opened,
+        files_evicted = files.evicted,
+        reads_from_memory = files.declined,
+        "shard closed"
+    );
 }
 
 async fn housekeeping(partitions: Rc<Partitions>) {

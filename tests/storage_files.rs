@@ -8,12 +8,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use common::{config, on_executor, temp_dir};
-use spate::model::batch::{build_uncompressed, scan_stored};
+use common::{config, on_executor, read_batches, temp_dir};
+use spate::model::batch::build_uncompressed;
 use spate::model::{FirstBatch, Offset, TopicPartition};
 use spate::storage::cache::CacheBudget;
 use spate::storage::files::OpenFiles;
-use spate::storage::log::{self, Log, ReadChunk};
+use spate::storage::log::{self, Log};
 use spate::storage::Error;
 
 const LOGS: i32 = 64;
@@ -27,34 +27,9 @@ fn batch(count: i32) -> Bytes {
     Bytes::from(build_uncompressed(Offset::ZERO, count, 100, 1_700_000_000_000))
 }
 
-/// Reads every batch from `offset` (the batch cache is off, so this is the disk).
-async fn last_offsets(log: &Rc<RefCell<Log>>, mut offset: Offset) -> Vec<i64> {
-    let mut out = Vec::new();
-    loop {
-        let outcome = log::read(log, offset, 1 << 20, FirstBatch::Whole).await.expect("read");
-        if outcome.size_bytes == 0 {
-            return out;
-        }
-        let mut bytes = Vec::new();
-        for chunk in outcome.chunks {
-            match chunk {
-                ReadChunk::Memory(b) => bytes.extend_from_slice(&b),
-                ReadChunk::File { file, position, len } => {
-                    use std::os::unix::fs::FileExt;
-                    let mut buf = vec![0; len as usize];
-                    file.read_exact_at(&mut buf, position).expect("pread");
-                    bytes.extend_from_slice(&buf);
-                }
-            }
-        }
-        let mut at = 0;
-        while let Some(scanned) = scan_stored(&bytes[at..]) {
-            out.push(scanned.last_offset.0);
-            offset = scanned.last_offset.next();
-            at += scanned.size_bytes;
-        }
-        assert!(at > 0, "a read returned no complete batch");
-    }
+/// The last offset of every batch from `offset` (the batch cache is off, so this is the disk).
+async fn last_offsets(log: &Rc<RefCell<Log>>, offset: Offset) -> Vec<i64> {
+    read_batches(log, offset).await.iter().map(|batch| batch.last_offset.0).collect()
 }
 
 async fn open_all(dir: &std::path::Path, files: &Rc<OpenFiles>) -> Vec<Rc<RefCell<Log>>> {

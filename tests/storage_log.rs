@@ -9,8 +9,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use common::{config, on_executor, open, temp_dir, tp};
-use spate::model::batch::{build_uncompressed, scan_stored, ScannedBatch};
+use common::{config, on_executor, open, read_batches, temp_dir, tp};
+use spate::model::batch::build_uncompressed;
 use spate::model::topic::TimestampType;
 use spate::model::{FirstBatch, Offset};
 use spate::storage::log::{self, Log, ReadChunk};
@@ -19,36 +19,6 @@ use spate::storage::log::{self, Log, ReadChunk};
 async fn read_all(log: &Rc<RefCell<Log>>, offset: i64) -> Vec<(i64, i64)> {
     let batches = read_batches(log, Offset(offset)).await;
     batches.iter().map(|batch| (batch.base_offset.0, batch.last_offset.0)).collect()
-}
-
-/// Reads everything from `offset` and returns the batches in the order read.
-async fn read_batches(log: &Rc<RefCell<Log>>, mut offset: Offset) -> Vec<ScannedBatch> {
-    let mut out = Vec::new();
-    loop {
-        let outcome = log::read(log, offset, 1 << 20, FirstBatch::Whole).await.expect("read");
-        if outcome.size_bytes == 0 {
-            return out;
-        }
-        let mut bytes = Vec::new();
-        for chunk in outcome.chunks {
-            match chunk {
-                ReadChunk::Memory(b) => bytes.extend_from_slice(&b),
-                ReadChunk::File { file, position, len } => {
-                    use std::os::unix::fs::FileExt;
-                    let mut buf = vec![0; len as usize];
-                    file.read_exact_at(&mut buf, position).expect("pread");
-                    bytes.extend_from_slice(&buf);
-                }
-            }
-        }
-        let mut at = 0;
-        while let Some(batch) = scan_stored(&bytes[at..]) {
-            out.push(batch);
-            offset = batch.last_offset + 1;
-            at += batch.size_bytes;
-        }
-        assert!(at > 0, "a read returned no complete batch");
-    }
 }
 
 fn batch(count: i32, size: usize, timestamp: i64) -> Bytes {

@@ -232,26 +232,32 @@ impl OpenFiles {
     /// Closes least recently used O_DIRECT descriptors until one more fits; false when the
     /// ones left are all in use by operations in flight.
     fn make_room_direct(&self) -> bool {
-        let mut lru = self.direct.borrow_mut();
-        while self.direct_live.get() >= self.direct_max {
-            // Entries in use (held elsewhere too) close when their operation ends; popping
-            // them still frees their slot in the cache for idle ones to follow.
-            let Some((_, file)) = lru.pop_lru() else { return false };
-            self.evicted.set(self.evicted.get() + 1);
-            drop(file);
-        }
-        true
+        let live = || self.direct_live.get();
+        make_room(&mut self.direct.borrow_mut(), live, self.direct_max, &self.evicted)
     }
 
     fn make_room_buffered(&self) -> bool {
-        let mut lru = self.buffered.borrow_mut();
-        while self.buffered_live.load(Ordering::Relaxed) >= self.buffered_max {
-            let Some((_, file)) = lru.pop_lru() else { return false };
-            self.evicted.set(self.evicted.get() + 1);
-            drop(file);
-        }
-        true
+        let live = || self.buffered_live.load(Ordering::Relaxed);
+        make_room(&mut self.buffered.borrow_mut(), live, self.buffered_max, &self.evicted)
     }
+}
+
+/// Pops least recently used entries of `lru` while `live()` descriptors of its kind are at
+/// `max` or more; false when the cache is empty and they still are. An entry in use (held
+/// elsewhere too) closes when its operation ends; popping it still frees its slot in the
+/// cache for idle ones to follow.
+fn make_room<V>(
+    lru: &mut LruCache<SegmentId, V>,
+    live: impl Fn() -> usize,
+    max: usize,
+    evicted: &Cell<u64>,
+) -> bool {
+    while live() >= max {
+        let Some((_, file)) = lru.pop_lru() else { return false };
+        evicted.set(evicted.get() + 1);
+        drop(file);
+    }
+    true
 }
 
 /// How a process's descriptors are shared out: a fixed part (executors' rings, eventfds,
@@ -280,8 +286,8 @@ const FILES_PER_SHARD_MIN: u64 = 16;
 
 impl DescriptorBudget {
     pub fn plan(limit: u64, shards: usize) -> DescriptorBudget {
+        let fixed = fixed_descriptors(shards);
         let shards = shards.max(1) as u64;
-        let fixed = FIXED_DESCRIPTORS + FIXED_DESCRIPTORS_PER_SHARD * shards;
         let rest = limit.saturating_sub(fixed);
         let connections = (rest / CONNECTION_SHARE_DIVISOR).max(CONNECTION_DESCRIPTORS_MIN);
         let files_per_shard = (rest.saturating_sub(connections) / shards).max(FILES_PER_SHARD_MIN);
@@ -292,8 +298,8 @@ impl DescriptorBudget {
     /// fixed part and the connection reserve beside them: what a limit should be for no
     /// partition to wait for an open on its first append after being idle.
     pub fn wanted(partitions: u64, shards: usize) -> u64 {
+        let fixed = fixed_descriptors(shards);
         let shards = shards.max(1) as u64;
-        let fixed = FIXED_DESCRIPTORS + FIXED_DESCRIPTORS_PER_SHARD * shards;
         let files = 2 * partitions + FILES_PER_SHARD_MIN * shards;
         // `plan` keeps a quarter of the rest for connections (at least the floor): the rest
         // must be files * 4/3, or files plus the floor, and a descriptor per shard more for
@@ -301,6 +307,10 @@ impl DescriptorBudget {
         let share = (files * CONNECTION_SHARE_DIVISOR).div_ceil(CONNECTION_SHARE_DIVISOR - 1);
         fixed + share.max(files + CONNECTION_DESCRIPTORS_MIN) + shards
     }
+}
+
+fn fixed_descriptors(shards: usize) -> u64 {
+    FIXED_DESCRIPTORS + FIXED_DESCRIPTORS_PER_SHARD * shards.max(1) as u64
 }
 
 #[cfg(test)]

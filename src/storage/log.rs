@@ -996,10 +996,16 @@ pub async fn read_below(
 /// A segment file that is gone was removed by retention (or DeleteRecords) while the read
 /// waited to open it: the offset is below the log start now.
 fn gone_is_out_of_range(e: Error) -> Error {
-    match e {
-        Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => Error::OffsetOutOfRange,
-        other => other,
+    if is_gone(&e) {
+        Error::OffsetOutOfRange
+    } else {
+        e
     }
+}
+
+/// The segment file was removed (retention, DeleteRecords) since the log listed it.
+fn is_gone(e: &Error) -> bool {
+    matches!(e, Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// Finds the position and size of the batch that holds `offset`, scanning batch headers from
@@ -1057,7 +1063,7 @@ pub async fn offset_for_timestamp(
         let file = match opening.await {
             Ok(file) => file,
             // Removed by retention since: later segments may still answer.
-            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if is_gone(&e) => continue,
             Err(e) => return Err(e),
         };
         while position < end {
