@@ -318,6 +318,14 @@ async fn shard_main(
     while in_flight.requests.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
+    // A request drained here may still wait on a peer shard (the remote half of a produce),
+    // so no shard closes its logs and stops serving its peers before every shard has drained
+    // (the start-up gate's count goes on: cores + 1 open, 2 * cores + 1 all drained). Seen
+    // before: one shard closed in 2 ms and the other waited out the whole drain for it.
+    ready.fetch_add(1, Ordering::AcqRel);
+    while ready.load(Ordering::Acquire) < 2 * config.cores + 1 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
     if in_flight.requests.get() > 0 {
         // Seen in tests now and then (an idempotent producer running through SIGTERM): a
         // request that never finishes holds a clean stop for the whole drain.
