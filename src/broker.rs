@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use glommio::channels::channel_mesh::MeshBuilder;
@@ -35,6 +35,7 @@ use crate::shard::internal_log;
 use crate::shard::mesh::{Envelope, Mesh, Service};
 use crate::shard::Shard;
 use crate::storage;
+use crate::storage::clean_stop::{self, CleanStop};
 use crate::storage::files::DescriptorBudget;
 use crate::txn::coordinator::{TxnCoordinator, TxnPeers};
 
@@ -85,6 +86,18 @@ pub fn run(config: Config) {
             )
         });
     }
+    // Before any log is opened: the record is gone from the disk before anything can change
+    // the logs it describes (`storage::clean_stop`).
+    let clean_stop = clean_stop::take_all(&config.data_dir.join(META_DIR)).unwrap_or_else(|e| {
+        let dir = config.data_dir.display();
+        fatal(
+            FatalReason::DataDir,
+            format!(
+                "cannot read and remove the clean-stop record in {dir}: {e}; check the data dir"
+            ),
+        )
+    });
+    let clean_stop = Arc::new(Mutex::new(clean_stop));
     let partitions: u64 = catalog.topics.values().map(|meta| meta.partitions.max(0) as u64).sum();
     let descriptors = raise_open_files(partitions, config.cores);
     tracing::info!(
@@ -127,7 +140,11 @@ pub fn run(config: Config) {
             let ready = ready.clone();
             let readers = readers.clone();
             let files = descriptors.files_per_shard as usize;
-            async move { shard_main(config, catalog, mesh, readers, ready, started, files).await }
+            let clean_stop = clean_stop.clone();
+            async move {
+                let start = Start { readers, ready, started, open_files: files, clean_stop };
+                shard_main(config, catalog, mesh, start).await
+            }
         });
     let handles = pool.unwrap_or_else(|e| {
         fatal(
@@ -183,15 +200,19 @@ async fn join<S: Service>(
     (Mesh::new(senders), receivers)
 }
 
-async fn shard_main(
-    config: Config,
-    catalog: Catalog,
-    meshes: MeshBuilders,
+/// What every shard starts from, besides its config, catalog and meshes.
+struct Start {
     readers: Arc<Vec<Readers>>,
+    /// The start-up and shutdown gate (see `shard_main`).
     ready: Arc<AtomicUsize>,
     started: Instant,
     open_files: usize,
-) {
+    /// What the last clean stop recorded of the logs; each shard takes its own.
+    clean_stop: Arc<Mutex<CleanStop>>,
+}
+
+async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, start: Start) {
+    let Start { readers, ready, started, open_files, clean_stop } = start;
     let (partitions_mesh, partitions_peers) = join(meshes.partitions).await;
     let (controller_mesh, controller_peers) = join(meshes.controller).await;
     let (groups_mesh, groups_peers) = join(meshes.groups).await;
@@ -219,7 +240,7 @@ async fn shard_main(
             "free-space reserve (--min-free-bytes): client writes are refused below it"
         );
     }
-    let report = partitions.open_owned_logs().await.unwrap_or_else(|e| {
+    let report = partitions.open_owned_logs(&clean_stop).await.unwrap_or_else(|e| {
         fatal(
             FatalReason::DataDir,
             format!(
@@ -235,10 +256,11 @@ async fn shard_main(
         partitions = partitions.owned_partition_count(),
         segments = report.segments,
         truncated_segments = report.truncated_segments,
+        resumed = report.resumed,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered partitions"
     );
-    let loaded = groups.load().await.unwrap_or_else(|e| {
+    let loaded = groups.load(&clean_stop).await.unwrap_or_else(|e| {
         fatal(
             FatalReason::DataDir,
             format!("cannot recover the committed offsets in {}: {e}", config.data_dir.display()),
@@ -251,7 +273,7 @@ async fn shard_main(
         migrated = loaded.migrated,
         "recovered consumer groups"
     );
-    let transactions = txns.load().await.unwrap_or_else(|e| {
+    let transactions = txns.load(&clean_stop).await.unwrap_or_else(|e| {
         fatal(
             FatalReason::DataDir,
             format!("cannot recover the transaction log in {}: {e}", config.data_dir.display()),
@@ -272,6 +294,8 @@ async fn shard_main(
         if let Err(e) = internal_log::commit_layout(&config.data_dir, config.cores) {
             fatal(FatalReason::DataDir, format!("cannot record the internal logs' layout: {e}"));
         }
+        // Entries no log took belong to topics that are gone.
+        clean_stop.lock().unwrap_or_else(|e| e.into_inner()).clear();
         ready.fetch_add(1, Ordering::AcqRel);
     }
     while ready.load(Ordering::Acquire) <= config.cores {
@@ -337,12 +361,24 @@ async fn shard_main(
         );
     }
     delayed.cancel().await;
-    partitions.close_all().await;
-    groups.close().await;
-    txns.close().await;
-    // The logs' indexes and producer snapshots were written without an fsync each.
-    if let Err(e) = storage::log::sync_file_system(&config.data_dir).await {
-        tracing::warn!("cannot sync the data dir's file system at shutdown: {e}");
+    let mut closed = partitions.close_all().await;
+    closed.extend(groups.close().await);
+    closed.extend(txns.close().await);
+    // The record of the closed logs is only written once what it describes is durable; a
+    // stop that cannot write it leaves the next start to recover the logs from their files.
+    let meta_dir = config.data_dir.join(META_DIR);
+    match storage::log::sync_file_system(&config.data_dir).await {
+        Ok(()) => {
+            let logs = closed.len();
+            let written = glommio::executor()
+                .spawn_blocking(move || clean_stop::write(&meta_dir, id.index(), &closed))
+                .await;
+            match written {
+                Ok(()) => tracing::debug!(shard = id.0, logs, "recorded the clean stop"),
+                Err(e) => tracing::warn!(shard = id.0, "cannot record the clean stop: {e}"),
+            }
+        }
+        Err(e) => tracing::warn!("cannot sync the data dir's file system at shutdown: {e}"),
     }
     let files = partitions.open_files();
     tracing::info!(

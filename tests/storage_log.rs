@@ -13,6 +13,7 @@ use common::{config, on_executor, open, read_batches, temp_dir, tp};
 use spate::model::batch::build_uncompressed;
 use spate::model::topic::TimestampType;
 use spate::model::{FirstBatch, Offset};
+use spate::storage::clean_stop;
 use spate::storage::log::{self, Log, ReadChunk};
 
 /// Reads everything from `offset` and returns the batches' (base offset, last offset).
@@ -61,7 +62,7 @@ fn appends_get_consecutive_offsets_and_read_back_across_segment_rolls() {
         let middle = expected[57].0 + 1;
         let from_middle = read_all(&log, middle).await;
         assert_eq!(from_middle[0].0, expected[57].0.min(middle));
-        log::close(&log).await.expect("close");
+        log::close(&log).await;
         // After a restart the cache is empty: every read goes to the files.
         let log = open(&dir, config(64 * 1024)).await;
         assert_eq!(log.borrow().high_watermark.0, next);
@@ -123,7 +124,7 @@ fn a_crash_without_close_loses_nothing_that_was_acknowledged() {
         }
         // No close: the active segment keeps its zero padding and has no index files.
         drop(log);
-        let (log, report) = Log::open(&dir, tp(), config(64 * 1024)).await.expect("reopen");
+        let (log, report) = Log::open(&dir, tp(), config(64 * 1024), None).await.expect("reopen");
         let log = Rc::new(RefCell::new(log));
         assert!(report.truncated_segments <= 1, "only the padding of the active segment");
         assert_eq!(log.borrow().high_watermark.0, 150);
@@ -140,10 +141,14 @@ fn a_torn_tail_is_cut_at_the_last_whole_batch() {
             for i in 0..10 {
                 log::append(&log, vec![batch(2, 300, i)]).await.expect("append");
             }
-            log::close(&log).await.expect("close");
+            let data = log.borrow().size_bytes() as usize;
+            log::close(&log).await;
             drop(log);
             let path = dir.join("orders-0").join("00000000000000000000.log");
             let mut bytes = std::fs::read(&path).expect("read log");
+            // A clean stop leaves the preallocated zeros after the batches.
+            assert!(bytes.len() >= data && bytes[data..].iter().all(|b| *b == 0));
+            bytes.truncate(data);
             let whole = bytes.len();
             match damage {
                 "cut" => bytes.truncate(whole - 7),
@@ -151,7 +156,7 @@ fn a_torn_tail_is_cut_at_the_last_whole_batch() {
                 _ => bytes.extend_from_slice(&[0u8; 5000]),
             }
             std::fs::write(&path, &bytes).expect("damage");
-            let (log, report) = Log::open(&dir, tp(), config(1 << 20)).await.expect("reopen");
+            let (log, report) = Log::open(&dir, tp(), config(1 << 20), None).await.expect("reopen");
             let log = Rc::new(RefCell::new(log));
             assert_eq!(report.truncated_segments, 1, "{damage}");
             let expected_end = if damage == "cut" { 18 } else { 20 };
@@ -173,7 +178,7 @@ fn a_damaged_index_is_rebuilt() {
         for i in 0..100 {
             log::append(&log, vec![batch(1, 2000, i)]).await.expect("append");
         }
-        log::close(&log).await.expect("close");
+        log::close(&log).await;
         drop(log);
         let index = dir.join("orders-0").join("00000000000000000000.index");
         std::fs::write(&index, b"\xff\xff\xff\xff\x00\x00\x00\x01garbage").expect("damage");
@@ -294,11 +299,113 @@ fn appends_enqueued_in_turn_get_offsets_in_turn_and_land_together() {
             assert_eq!(info.base_offset.0, expected_base, "append {i}");
             expected_base += 1 + i as i64 % 3;
         }
-        log::close(&log).await.expect("close");
+        log::close(&log).await;
         drop(log);
         let log = open(&dir, config(1 << 20)).await;
         let batches = read_all(&log, 0).await;
         assert_eq!(batches.len(), 20);
         assert_eq!(batches.last().map(|b| b.1), Some(expected_base - 1));
+    });
+}
+
+/// The active segment's length on disk and whether everything after `data` bytes is zeros.
+fn active_file(dir: &std::path::Path, data: u64) -> (u64, bool) {
+    let path = dir.join("orders-0").join("00000000000000000000.log");
+    let bytes = std::fs::read(path).expect("read log");
+    let zeros = bytes.len() as u64 >= data && bytes[data as usize..].iter().all(|b| *b == 0);
+    (bytes.len() as u64, zeros)
+}
+
+#[test]
+fn a_clean_stop_record_resumes_the_log_and_leaves_the_files_alone() {
+    let dir = temp_dir();
+    on_executor(dir.path().to_path_buf(), |dir| async move {
+        let log = open(&dir, config(1 << 20)).await;
+        let mut expected = Vec::new();
+        for i in 0..40 {
+            let info = log::append(&log, vec![batch(3, 700, 1_000 + i)]).await.expect("append");
+            expected.push((info.base_offset.0, info.base_offset.0 + 2));
+        }
+        let size = log.borrow().size_bytes();
+        let state = log::close(&log).await;
+        drop(log);
+        let last = expected.last().expect("forty").0;
+        assert_eq!((state.size, state.next_offset.0), (size, last + 3));
+        assert_eq!(state.last_batch.map(|b| b.base_offset.0), Some(last));
+        assert!(state.index.offsets.len() > 1, "several index entries over 84 KB");
+        let names: Vec<String> = std::fs::read_dir(dir.join("orders-0"))
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["00000000000000000000.log"], "a clean stop writes no files");
+        let (length, zeros) = active_file(&dir, size);
+        assert!(length > size && zeros, "the preallocated zeros stay ({length} > {size})");
+
+        let (log, report) = Log::open(&dir, tp(), config(1 << 20), Some(&state)).await.expect("r");
+        assert_eq!((report.resumed, report.truncated_segments), (1, 0));
+        let log = Rc::new(RefCell::new(log));
+        assert_eq!(log.borrow().high_watermark.0, last + 3);
+        assert_eq!(read_all(&log, 0).await, expected);
+        assert_eq!(read_all(&log, 61).await[0], (60, 62), "the index came from the record");
+        let found = log::offset_for_timestamp(&log, 1_020).await.expect("lookup");
+        assert_eq!(found.map(|f| f.0), Some(Offset(60)), "the time index came from the record");
+        // Appends write over the zeros; a crash after them recovers from the files.
+        let info = log::append(&log, vec![batch(2, 10, 5)]).await.expect("append");
+        assert_eq!(info.base_offset.0, last + 3);
+        drop(log);
+        let (log, report) = Log::open(&dir, tp(), config(1 << 20), None).await.expect("crash");
+        assert_eq!(report.resumed, 0);
+        let log = Rc::new(RefCell::new(log));
+        expected.push((last + 3, last + 4));
+        assert_eq!(read_all(&log, 0).await, expected);
+    });
+}
+
+#[test]
+fn a_clean_stop_record_that_no_longer_matches_the_files_is_not_used() {
+    let dir = temp_dir();
+    on_executor(dir.path().to_path_buf(), |dir| async move {
+        let log = open(&dir, config(1 << 20)).await;
+        for i in 0..10 {
+            log::append(&log, vec![batch(2, 300, i)]).await.expect("append");
+        }
+        let state = log::close(&log).await;
+        drop(log);
+        let reopen = |state: clean_stop::LogState| {
+            let dir = dir.clone();
+            async move {
+                let opened = Log::open(&dir, tp(), config(1 << 20), Some(&state)).await;
+                let (log, report) = opened.expect("open");
+                let log = Rc::new(RefCell::new(log));
+                let end = log.borrow().high_watermark.0;
+                (report.resumed, end, read_all(&log, 0).await.len())
+            }
+        };
+        // Another last batch, or another place or length for it: recovered from the files.
+        let mut wrong_crc = state.clone();
+        wrong_crc.last_batch.as_mut().expect("last").crc ^= 1;
+        assert_eq!(reopen(wrong_crc).await, (0, 20, 10));
+        let mut longer = state.clone();
+        longer.size += 1;
+        assert_eq!(reopen(longer).await, (0, 20, 10));
+        let mut further = state.clone();
+        further.next_offset.0 += 1;
+        assert_eq!(reopen(further).await, (0, 20, 10));
+        // Batches written after the record was taken (by a start that did not consume it)
+        // are found after its end and kept.
+        let (log, _) = Log::open(&dir, tp(), config(1 << 20), None).await.expect("open");
+        let log = Rc::new(RefCell::new(log));
+        for i in 0..3 {
+            log::append(&log, vec![batch(1, 50, i)]).await.expect("append");
+        }
+        drop(log);
+        assert_eq!(reopen(state.clone()).await, (1, 23, 13));
+        // A file cut inside the recorded batches, or a damaged last batch.
+        let path = dir.join("orders-0").join("00000000000000000000.log");
+        let mut bytes = std::fs::read(&path).expect("read");
+        let last = state.last_batch.expect("last").position as usize;
+        bytes[last + 70] ^= 0xff;
+        std::fs::write(&path, &bytes).expect("damage");
+        assert_eq!(reopen(state.clone()).await, (0, 18, 9));
     });
 }

@@ -32,6 +32,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::channel::oneshot;
@@ -52,6 +53,7 @@ pub use crate::shard::internal_log::OFFSETS_TOPIC;
 use crate::shard::internal_log::{self, Compactor, LogRef};
 use crate::shard::mesh::{Mesh, Served, Service};
 use crate::shard::Shard;
+use crate::storage::clean_stop::{CleanStop, LogState};
 use crate::storage::log;
 
 /// A group request forwarded to the owning shard (one per client request and shard).
@@ -215,9 +217,13 @@ impl Coordinator {
 
     /// Opens and replays this shard's offsets log (all logs when the core count changed),
     /// then starts the tick. Must finish before the shard serves.
-    pub async fn load(self: &Rc<Self>) -> Result<LoadReport, crate::storage::Error> {
+    pub async fn load(
+        self: &Rc<Self>,
+        clean_stop: &Mutex<CleanStop>,
+    ) -> Result<LoadReport, crate::storage::Error> {
         let config = internal_log::log_config(self.segment_bytes, self.durability);
-        let log = internal_log::open(&self.data_dir, OFFSETS_TOPIC, self.shard, config).await?;
+        let log = internal_log::open(&self.data_dir, OFFSETS_TOPIC, self.shard, config, clean_stop);
+        let log = log.await?;
         *self.log.borrow_mut() = Some(log.clone());
         let now = now_ms();
         let replayed = internal_log::replay(
@@ -247,8 +253,9 @@ impl Coordinator {
         Ok(LoadReport { records: replayed.records, groups, migrated: replayed.migrated })
     }
 
-    /// Stops the tick and seals the log (shutdown, after in-flight requests finished).
-    pub async fn close(&self) {
+    /// Stops the tick and closes the log (shutdown, after in-flight requests finished):
+    /// returns what the next start resumes it from (`storage::clean_stop`).
+    pub async fn close(&self) -> Option<LogState> {
         if let Some(tick) = self.tick.borrow_mut().take() {
             tick.cancel();
         }
@@ -257,10 +264,9 @@ impl Coordinator {
         }
         let log = self.log.borrow().clone();
         if let Some(log) = log {
-            if let Err(e) = log::close(&log).await {
-                tracing::warn!(shard = self.shard.0, "closing the offsets log failed: {e}");
-            }
+            return Some(log::close(&log).await);
         }
+        None
     }
 
     // ----- requests --------------------------------------------------------------------------

@@ -196,6 +196,7 @@ pub struct ScannedBatch {
     pub last_offset: Offset,
     pub max_timestamp: i64,
     pub size_bytes: usize,
+    pub crc: u32,
 }
 
 /// Checks a batch read back from disk: the same checks as on produce, no size cap.
@@ -214,6 +215,7 @@ pub fn scan_stored(bytes: &[u8]) -> Option<ScannedBatch> {
         last_offset: header.last_offset(),
         max_timestamp: header.max_timestamp(),
         size_bytes: header.size_bytes(),
+        crc: header.crc(),
     })
 }
 

@@ -17,6 +17,7 @@ mod read;
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,6 +31,7 @@ use crate::shard::delayed::{Key, Wait};
 use crate::shard::mesh::{Mesh, Served, Service};
 use crate::shard::Shard;
 use crate::storage::cache::CacheBudget;
+use crate::storage::clean_stop::{CleanStop, LogState};
 use crate::storage::files::{FileStats, OpenFiles};
 use crate::storage::log::{self, Log, Marker, ReadChunk, RecoveryReport};
 use crate::storage::txn_index::AbortedTxn;
@@ -255,14 +257,19 @@ impl Partitions {
         self.mesh.broadcast(make).await
     }
 
-    /// Opens every log this shard owns according to the catalog (recovering each).
-    pub async fn open_owned_logs(&self) -> Result<RecoveryReport, (TopicPartition, StorageError)> {
+    /// Opens every log this shard owns according to the catalog (recovering each, or
+    /// resuming it from what the last clean stop recorded of it).
+    pub async fn open_owned_logs(
+        &self,
+        clean_stop: &Mutex<CleanStop>,
+    ) -> Result<RecoveryReport, (TopicPartition, StorageError)> {
         let metas: Vec<TopicMeta> = self.shard.catalog.borrow().topics.values().cloned().collect();
         let mut total = RecoveryReport::default();
         for meta in metas {
-            let report = self.open_topic(&meta).await?;
+            let report = self.open_topic(&meta, Some(clean_stop)).await?;
             total.segments += report.segments;
             total.truncated_segments += report.truncated_segments;
+            total.resumed += report.resumed;
         }
         Ok(total)
     }
@@ -278,6 +285,7 @@ impl Partitions {
     async fn open_topic(
         &self,
         meta: &TopicMeta,
+        clean_stop: Option<&Mutex<CleanStop>>,
     ) -> Result<RecoveryReport, (TopicPartition, StorageError)> {
         let owned: Vec<TopicPartition> = (0..meta.partitions)
             .map(|partition| TopicPartition::new(meta.name.clone(), partition))
@@ -287,12 +295,16 @@ impl Partitions {
             .collect();
         let mut opening = futures::stream::iter(owned)
             .map(|tp| async move {
+                let resume = clean_stop.and_then(|found| {
+                    found.lock().unwrap_or_else(|e| e.into_inner()).take(&tp.dir_name())
+                });
                 let opened = Log::open_in(
                     &self.shard.config.data_dir,
                     tp.clone(),
                     meta.config.clone(),
                     self.cache.clone(),
                     &self.files,
+                    resume.as_ref(),
                 )
                 .await;
                 (tp, opened)
@@ -307,6 +319,7 @@ impl Partitions {
                 Ok((log, report)) => {
                     total.segments += report.segments;
                     total.truncated_segments += report.truncated_segments;
+                    total.resumed += report.resumed;
                     self.logs.borrow_mut().insert(tp, Rc::new(std::cell::RefCell::new(log)));
                 }
                 Err(e) => failed = failed.or(Some((tp, e))),
@@ -318,18 +331,17 @@ impl Partitions {
         }
     }
 
-    /// Seals every log, `LOG_OPENS_IN_FLIGHT` at a time (each may cost an fdatasync): called
-    /// once at shutdown, after the listener stopped. The caller syncs the file system after
-    /// (`log::sync_file_system`) for the indexes and snapshots.
-    pub async fn close_all(&self) {
+    /// Closes every log, `LOG_OPENS_IN_FLIGHT` at a time (each waits for its queued writes
+    /// and reads its last batch's header): called once at shutdown, after the listener
+    /// stopped. Returns what the caller records for the next start (`clean_stop.rs`), after
+    /// it has synced the file system.
+    pub async fn close_all(&self) -> Vec<LogState> {
         let logs: Vec<LogRef> = self.logs.borrow().values().cloned().collect();
         futures::stream::iter(logs)
-            .for_each_concurrent(LOG_OPENS_IN_FLIGHT, |log| async move {
-                if let Err(e) = log::close(&log).await {
-                    tracing::warn!(tp = %log.borrow().tp, "closing log failed: {e}");
-                }
-            })
-            .await;
+            .map(|log| async move { log::close(&log).await })
+            .buffer_unordered(LOG_OPENS_IN_FLIGHT)
+            .collect()
+            .await
     }
 
     /// Periodic housekeeping: retention and time-based rolls.
@@ -357,7 +369,7 @@ impl Partitions {
                 log.borrow_mut().config = meta.config.clone();
             }
         }
-        self.open_topic(&meta).await.map(|_| ()).map_err(|(tp, e)| {
+        self.open_topic(&meta, None).await.map(|_| ()).map_err(|(tp, e)| {
             tracing::error!(%tp, "cannot open the partition's log: {e}");
             format!("cannot open the log of {tp} in {}: {e}", self.shard.config.data_dir.display())
         })

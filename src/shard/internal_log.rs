@@ -18,6 +18,7 @@
 use std::cell::{Cell, RefCell};
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Mutex;
 
 use bytes::Bytes;
 
@@ -28,6 +29,7 @@ use crate::model::{batch, Offset, ShardId, TopicPartition};
 use crate::shard::catalog::META_DIR;
 use crate::shard::table::shard_for_key;
 use crate::storage::cache::CacheBudget;
+use crate::storage::clean_stop::CleanStop;
 use crate::storage::files::OpenFiles;
 use crate::storage::log::{self, Log};
 
@@ -62,11 +64,14 @@ pub async fn open(
     topic: &str,
     shard: ShardId,
     config: TopicConfig,
+    clean_stop: &Mutex<CleanStop>,
 ) -> Result<LogRef, crate::storage::Error> {
     let tp = TopicPartition::new(topic.into(), shard.0 as i32);
+    let resume = clean_stop.lock().unwrap_or_else(|e| e.into_inner()).take(&tp.dir_name());
     // A handful of small logs per shard: their few descriptors are in the budget's fixed part.
     let files = OpenFiles::unbounded();
-    let (opened, _) = Log::open_in(data_dir, tp, config, CacheBudget::new(0), &files).await?;
+    let cache = CacheBudget::new(0);
+    let (opened, _) = Log::open_in(data_dir, tp, config, cache, &files, resume.as_ref()).await?;
     Ok(Rc::new(RefCell::new(opened)))
 }
 

@@ -40,6 +40,7 @@ use crate::model::TopicPartition;
 use crate::model::TxnOutcome;
 use crate::model::{now_ms, FirstBatch, Isolation, LeaderEpoch, Offset, ProducerEpoch, ProducerId};
 use crate::storage::cache::{BatchCache, CacheBudget, CachedBatch};
+use crate::storage::clean_stop::LogState;
 use crate::storage::files::{Buffered, OpenFiles};
 use crate::storage::producer_state::{self, AppendCheck, ProducerBatch, ProducerStateTable};
 use crate::storage::segment::{self, Segment, SegmentRole};
@@ -133,30 +134,36 @@ pub struct RecoveryReport {
     pub producers: usize,
     /// Batch headers read after the producer-state snapshot.
     pub replayed_batches: usize,
+    /// Logs whose active segment and producer state came from the last clean stop's record.
+    pub resumed: usize,
 }
 
 impl Log {
     /// Opens (recovering) or creates the log of `tp` under `data_dir`, with a batch cache of
     /// its own (`BATCH_CACHE_BYTES_PER_LOG`) and no budget of open files: for logs outside a
-    /// shard's shared budgets (tests).
+    /// shard's shared budgets (tests). `resume` as for `open_in`.
     pub async fn open(
         data_dir: &Path,
         tp: TopicPartition,
         config: TopicConfig,
+        resume: Option<&LogState>,
     ) -> Result<(Log, RecoveryReport), Error> {
         let cache = CacheBudget::new(BATCH_CACHE_BYTES_PER_LOG);
-        Log::open_in(data_dir, tp, config, cache, &OpenFiles::unbounded()).await
+        Log::open_in(data_dir, tp, config, cache, &OpenFiles::unbounded(), resume).await
     }
 
     /// Opens (recovering) or creates the log of `tp` under `data_dir`; its recent batches
     /// are cached under `cache` and its descriptors under `files` (the shard's budgets,
-    /// shared by its partitions).
+    /// shared by its partitions). `resume` is what the last clean stop recorded of it, if
+    /// anything (`clean_stop.rs`): its active segment and producer state then come from
+    /// there when the files still match.
     pub async fn open_in(
         data_dir: &Path,
         tp: TopicPartition,
         config: TopicConfig,
         cache: Rc<CacheBudget>,
         files: &Rc<OpenFiles>,
+        resume: Option<&LogState>,
     ) -> Result<(Log, RecoveryReport), Error> {
         let dir = data_dir.join(tp.dir_name());
         std::fs::create_dir_all(&dir)?;
@@ -164,8 +171,12 @@ impl Log {
         let bases = segment::list_segments(&dir)?;
         let mut report = RecoveryReport::default();
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+        let mut resumed = false;
         for (i, &base) in bases.iter().enumerate() {
-            let (opened, repairs) = Segment::open(&dir, base, now, files).await?;
+            let is_last = i + 1 == bases.len();
+            let resume = resume.filter(|_| is_last);
+            let (opened, repairs) = Segment::open(&dir, base, now, files, resume).await?;
+            resumed = repairs.resumed;
             let torn = repairs.torn;
             report.segments += 1;
             let follows = segments.last().is_none_or(|prev| prev.next_offset == opened.base_offset);
@@ -182,7 +193,6 @@ impl Log {
                 let (base, size) = (base.0, opened.size);
                 tracing::warn!(%tp, base, size, "truncated a torn segment tail");
             }
-            let is_last = i + 1 == bases.len();
             // A sealed segment that recovery changed is sealed again (true length, indexes
             // on disk); one that was sound, as every one is after a clean stop, costs nothing
             // more than reading its indexes and the batches after the last entry.
@@ -208,7 +218,15 @@ impl Log {
         let log_start_offset = read_log_start(&dir)
             .filter(|start| (first_offset..=next_offset).contains(start))
             .unwrap_or(first_offset);
-        let (snapshot_offset, mut producers) = snapshot::load(&dir, first_offset, next_offset);
+        let from_clean_stop = resume
+            .filter(|_| resumed)
+            .and_then(|state| ProducerStateTable::decode_snapshot(&state.producers).ok())
+            .filter(|(offset, _)| Some(*offset) == resume.map(|state| state.next_offset));
+        let (snapshot_offset, mut producers) = match from_clean_stop {
+            Some(found) => found,
+            None => snapshot::load(&dir, first_offset, next_offset),
+        };
+        report.resumed = usize::from(resumed);
         report.replayed_batches =
             snapshot::replay(&segments, snapshot_offset, &mut producers, now).await?;
         report.producers = producers.len();
@@ -1200,11 +1218,14 @@ pub fn delete_segments_before(log: &Rc<RefCell<Log>>, offset: Offset) -> usize {
     count
 }
 
-/// Finishes queued writes, then seals the active segment (true length, indexes written). The
-/// new length, the indexes and the producer snapshot reach the disk with the caller's
-/// `sync_file_system` (one for every log of the shard; the batches are on the device already,
-/// written with O_DIRECT).
-pub async fn close(log: &Rc<RefCell<Log>>) -> Result<(), Error> {
+/// Finishes queued writes and returns what the next start needs to resume the log without
+/// reading its active segment (`clean_stop.rs`), which the caller writes with the other logs'
+/// after its one `sync_file_system` (the batches are on the device already, written with
+/// O_DIRECT; the sync makes their blocks' metadata durable). Nothing is written to the log's
+/// own files: the active segment keeps its preallocated zeros, and its indexes and producer
+/// state live only in the record (a crash after the next start recovers the segment by
+/// scanning it, as after any crash).
+pub async fn close(log: &Rc<RefCell<Log>>) -> LogState {
     loop {
         let idle = {
             let mut l = log.borrow_mut();
@@ -1220,48 +1241,19 @@ pub async fn close(log: &Rc<RefCell<Log>>) -> Result<(), Error> {
         }
         glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
     }
-    let opening = {
+    let state = {
         let l = log.borrow();
         let active = l.segments.last().unwrap_or_else(|| unreachable!());
-        // Nothing written since open and nothing preallocated: the segment, its indexes and
-        // the producer snapshot on disk are what they were (recovery cut the file to its
-        // batches). Skipping it keeps a stop of many idle partitions from costing an open
-        // and an fdatasync each.
-        if l.writes == 0 && active.allocated <= active.size {
-            return Ok(());
-        }
-        active.direct()
+        let dir_name = l.dir.file_name().map(|name| name.to_string_lossy().into_owned());
+        let producers = l.producers.encode_snapshot(l.next_offset);
+        active.clean_stop_state(dir_name.unwrap_or_default(), producers)
     };
-    let file = opening.await?;
-    let size = log.borrow().segments.last().map_or(0, |s| s.size);
-    // No fdatasync here: the caller's one `syncfs` makes the new length durable with the
-    // indexes and the snapshot (100,000 partitions stopped in 30 s with one each).
-    file.truncate(size).await.map_err(io_error)?;
-    let writer = {
-        let l = log.borrow();
-        let active = l.segments.last().unwrap_or_else(|| unreachable!());
-        (
-            active.base_offset,
-            active.index.encode_offsets(),
-            active.index.encode_times(),
-            l.dir.clone(),
-            l.next_offset,
-            l.producers.encode_snapshot(l.next_offset),
-        )
-    };
-    glommio::executor()
-        .spawn_blocking(move || -> std::io::Result<()> {
-            let (base, offsets, times, dir, next_offset, snapshot_bytes) = writer;
-            let _ = std::fs::write(dir.join(segment::file_name(base, "index")), offsets);
-            let _ = std::fs::write(dir.join(segment::file_name(base, "timeindex")), times);
-            snapshot::write(&dir, next_offset, &snapshot_bytes, Flush::Deferred)
-        })
-        .await?;
-    Ok(())
+    state.await
 }
 
-/// `syncfs` of the file system that holds `dir`: what `close` wrote without fsync (indexes,
-/// snapshots) reaches the disk in one call instead of two fsyncs per log.
+/// `syncfs` of the file system that holds `dir`: what the logs wrote without fsync (the
+/// allocation of their O_DIRECT writes) reaches the disk in one call instead of an
+/// fdatasync per log.
 pub async fn sync_file_system(dir: &Path) -> Result<(), Error> {
     let dir = dir.to_path_buf();
     glommio::executor()

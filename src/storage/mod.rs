@@ -5,6 +5,7 @@
 //! cores but the two I/O counters below. See `log.rs` for the append and read paths.
 
 pub mod cache;
+pub mod clean_stop;
 pub mod files;
 pub mod index;
 pub mod log;

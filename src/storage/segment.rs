@@ -17,9 +17,10 @@
 //!
 //! Bytes below `tail_position` are never rewritten: readers may use the page cache there
 //! (sendfile). The zeros after `size` (the padding of the tail block, and the preallocated
-//! space, which counts in the file's size: see `reserve`) are cut off at roll and close;
-//! after a crash, recovery stops at the first bytes that are not a valid batch (zeros
-//! included) and truncates there.
+//! space, which counts in the file's size: see `reserve`) are cut off at a roll; a clean
+//! stop leaves them, and the next start resumes after them (`clean_stop.rs`); after a crash,
+//! recovery stops at the first bytes that are not a valid batch (zeros included) and
+//! truncates there.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -32,6 +33,7 @@ use crate::constants::{
 };
 use crate::model::batch::{self, ScannedBatch};
 use crate::model::Offset;
+use crate::storage::clean_stop::{LastBatch, LogState};
 use crate::storage::files::{Buffered, Direct, OpenFiles, SegmentId};
 use crate::storage::index::SegmentIndex;
 use crate::storage::{count_fdatasync, io_error, Error};
@@ -52,6 +54,37 @@ pub struct Repairs {
     pub torn: bool,
     /// The indexes on disk were missing, stale or incomplete, and were rebuilt in memory.
     pub index_rebuilt: bool,
+    /// The segment was opened from the state a clean stop left (`clean_stop.rs`), not from
+    /// its own files.
+    pub resumed: bool,
+}
+
+/// Where recovery starts scanning a segment, and what it knows of the batches before that.
+struct Start {
+    index: SegmentIndex,
+    position: u64,
+    next_offset: Offset,
+    max_timestamp: i64,
+    bytes_since_index: u64,
+    /// The first scanned batch is re-read (the one at the last index entry), so it is not
+    /// checked against `next_offset`.
+    first: bool,
+}
+
+impl Start {
+    /// From the last entry of the indexes read from disk (or the segment's start).
+    fn indexed(index: SegmentIndex, base_offset: Offset) -> Start {
+        let position = index.offsets.last().map_or(0, |entry| u64::from(entry.position));
+        let max_timestamp = index.times.last().map_or(-1, |t| t.timestamp);
+        Start {
+            index,
+            position,
+            next_offset: base_offset,
+            max_timestamp,
+            bytes_since_index: 0,
+            first: true,
+        }
+    }
 }
 
 pub struct Segment {
@@ -143,32 +176,51 @@ impl Segment {
     /// Opens an existing segment and recovers it: loads its indexes when they are sound,
     /// scans every batch after the last index entry (CRC included) and truncates a torn tail.
     /// Returns the segment and what recovery had to repair.
+    ///
+    /// With `resume`, the state a clean stop left for it (`clean_stop.rs`), an active segment
+    /// whose file still matches that state takes its indexes from there instead of the index
+    /// files, and the scan stops shortly after the last batch instead of reading on through
+    /// the preallocated zeros, which stay.
     pub async fn open(
         dir: &Path,
         base_offset: Offset,
         now_ms: i64,
         files: &Rc<OpenFiles>,
+        resume: Option<&LogState>,
     ) -> Result<(Segment, Repairs), Error> {
         let log_path = dir.join(file_name(base_offset, "log"));
         let id = files.new_segment();
         let file = files.direct(id, &log_path).await?;
         let file_size = file.file_size().await.map_err(io_error)?;
-        let offsets = std::fs::read(dir.join(file_name(base_offset, "index"))).unwrap_or_default();
-        let times =
-            std::fs::read(dir.join(file_name(base_offset, "timeindex"))).unwrap_or_default();
-        let loaded = SegmentIndex::decode(&offsets, &times, file_size);
-        let mut index = loaded.clone().unwrap_or_default();
-        let (mut position, mut next_offset) = match index.offsets.last() {
-            Some(entry) => (u64::from(entry.position), base_offset),
-            None => (0, base_offset),
+        let resume = resume.filter(|state| state.base_offset == base_offset);
+        let resumed = match resume {
+            Some(state) => Self::resume(&file, state, file_size).await?,
+            None => None,
         };
-        let mut max_timestamp = index.times.last().map_or(-1, |t| t.timestamp);
-        let mut bytes_since_index = 0;
-        let mut first = true;
-        let mut scanned = scan(&file, position, file_size).await?;
+        let resumed_here = resumed.is_some();
+        let (loaded, start, mut scanned) = match resumed {
+            Some(resumed) => resumed,
+            None => {
+                let offsets = std::fs::read(dir.join(file_name(base_offset, "index")));
+                let times = std::fs::read(dir.join(file_name(base_offset, "timeindex")));
+                let (offsets, times) = (offsets.unwrap_or_default(), times.unwrap_or_default());
+                let loaded = SegmentIndex::decode(&offsets, &times, file_size);
+                let start = Start::indexed(loaded.clone().unwrap_or_default(), base_offset);
+                let scanned = scan(&file, start.position, file_size).await?;
+                (loaded, start, scanned)
+            }
+        };
+        let Start {
+            mut index,
+            mut position,
+            mut next_offset,
+            mut max_timestamp,
+            mut bytes_since_index,
+            mut first,
+        } = start;
         // The batch at the last index entry must be where the index says; otherwise the index
         // is stale or damaged and we rebuild it from the start of the segment.
-        if position > 0 {
+        if position > 0 && first {
             let matches = scanned.first().is_some_and(|(_, b)| {
                 b.last_offset - base_offset
                     == i64::from(index.offsets.last().map_or(0, |e| e.relative_offset))
@@ -186,6 +238,7 @@ impl Segment {
                 last_offset,
                 max_timestamp: ts,
                 size_bytes,
+                crc: _,
             } = *scanned_batch;
             if first && *batch_position == 0 && batch_base != base_offset {
                 break;
@@ -215,8 +268,9 @@ impl Segment {
         if first && index.offsets.is_empty() {
             position = 0;
         }
-        // Bytes after the last whole batch: a torn write, or the zeros of preallocation.
-        let torn = position < file_size;
+        // Bytes after the last whole batch: a torn write, or the zeros of preallocation. A
+        // resumed segment's are the zeros its clean stop left; they stay preallocated.
+        let torn = position < file_size && !resumed_here;
         if torn {
             file.truncate(position).await.map_err(io_error)?;
             index.truncate_to_position(position as u32);
@@ -247,7 +301,76 @@ impl Segment {
             size_max: u64::MAX,
         };
         let index_rebuilt = loaded.as_ref() != Some(&segment.index);
-        Ok((segment, Repairs { torn, index_rebuilt }))
+        Ok((segment, Repairs { torn, index_rebuilt, resumed: resumed_here }))
+    }
+
+    /// The starting point that a clean stop's `state` gives, with the batches scanned from
+    /// its last index entry, or None when the file no longer matches the state: the batches
+    /// from that entry on (CRCs checked, as recovery checks them) must end with the state's
+    /// last batch, at the state's length. The look past that end is short (a clean stop left
+    /// zeros there); batches found there (none, unless something wrote the log without
+    /// consuming the record) are scanned to the end and kept like any others.
+    #[allow(clippy::type_complexity)]
+    async fn resume(
+        file: &DmaFile,
+        state: &LogState,
+        file_size: u64,
+    ) -> Result<Option<(Option<SegmentIndex>, Start, Vec<(u64, ScannedBatch)>)>, Error> {
+        if file_size < state.size {
+            return Ok(None);
+        }
+        let start = Start::indexed(state.index.clone(), state.base_offset);
+        let probe_end = file_size.min(state.size + RESUME_PROBE_BYTES);
+        let mut scanned = scan(file, start.position, probe_end).await?;
+        let matches = match state.last_batch {
+            Some(last) => scanned.iter().any(|(position, batch)| {
+                *position == last.position
+                    && batch.base_offset == last.base_offset
+                    && batch.crc == last.crc
+                    && batch.last_offset + 1 == state.next_offset
+                    && position + batch.size_bytes as u64 == state.size
+            }),
+            None => state.size == 0 && state.next_offset == state.base_offset,
+        };
+        if !matches {
+            return Ok(None);
+        }
+        let past_end = scanned.last().is_some_and(|(position, _)| *position >= state.size);
+        if past_end && probe_end < file_size {
+            scanned = scan(file, start.position, file_size).await?;
+        }
+        Ok(Some((Some(state.index.clone()), start, scanned)))
+    }
+
+    /// What a clean stop records of this segment as the active one of `dir`'s log, with the
+    /// log's producer state at its end. The future holds no borrow of the segment.
+    pub fn clean_stop_state(
+        &self,
+        dir: String,
+        producers: Vec<u8>,
+    ) -> impl std::future::Future<Output = LogState> {
+        let mut state = LogState {
+            dir,
+            base_offset: self.base_offset,
+            size: self.size,
+            next_offset: self.next_offset,
+            max_timestamp: self.max_timestamp,
+            bytes_since_index: self.bytes_since_index,
+            last_batch: None,
+            index: self.index.clone(),
+            producers,
+        };
+        let from = self.index.offsets.last().map(|entry| u64::from(entry.position));
+        let file = self.direct();
+        async move {
+            if let Some(from) = from {
+                state.last_batch = match file.await {
+                    Ok(file) => last_batch(&file, from, state.size).await,
+                    Err(_) => None,
+                };
+            }
+            state
+        }
     }
 
     /// The O_DIRECT file, from the shard's cache or opened again if it was closed. The
@@ -407,6 +530,31 @@ fn write_alignment(file: &DmaFile, path: &Path) -> u64 {
     let block = std::fs::metadata(path).map_or(FILE_SYSTEM_BLOCK_BYTES_DEFAULT, |m| m.blksize());
     file.alignment().max(block)
 }
+
+/// The last batch of a segment of `size` bytes, found by reading headers from `from` (its
+/// last index entry, at most an index interval and one batch before the end). None if it
+/// cannot be read, which only costs the next start its resume.
+async fn last_batch(file: &DmaFile, from: u64, size: u64) -> Option<LastBatch> {
+    let bytes = file.read_at(from, (size - from) as usize).await.ok()?;
+    let mut at = 0usize;
+    let mut last = None;
+    while let Ok(header) = batch::BatchHeader::parse(&bytes[at..]) {
+        last = Some(LastBatch {
+            position: from + at as u64,
+            base_offset: header.base_offset(),
+            crc: header.crc(),
+        });
+        match at.checked_add(header.size_bytes()) {
+            Some(end) if end < bytes.len() => at = end,
+            _ => break,
+        }
+    }
+    last
+}
+
+/// How far past a resumed segment's end the first look goes: the clean stop left zeros
+/// there, and reading the rest of a large preallocation would only read zeros.
+const RESUME_PROBE_BYTES: u64 = 4096;
 
 /// The block size assumed when the file system does not say (ext4's and XFS's default).
 const FILE_SYSTEM_BLOCK_BYTES_DEFAULT: u64 = 4096;

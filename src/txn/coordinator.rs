@@ -32,7 +32,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -48,6 +48,7 @@ pub use crate::shard::internal_log::TRANSACTION_TOPIC;
 use crate::shard::internal_log::{self, Compactor, LogRef, Replayed};
 use crate::shard::mesh::{Mesh, Served, Service};
 use crate::shard::Shard;
+use crate::storage::clean_stop::{CleanStop, LogState};
 use crate::storage::log::{self, Marker};
 use crate::txn::state::{
     EndOutcome, EndPlan, InitOutcome, Producer, Transactions, TxnConfig, TxnMeta, TxnOffset,
@@ -170,9 +171,14 @@ impl TxnCoordinator {
 
     /// Opens and replays this shard's transaction log (every log when the core count
     /// changed). Must finish before the shard serves.
-    pub async fn load(&self) -> Result<Replayed, crate::storage::Error> {
+    pub async fn load(
+        &self,
+        clean_stop: &Mutex<CleanStop>,
+    ) -> Result<Replayed, crate::storage::Error> {
         let config = internal_log::log_config(self.config.log_segment_bytes, self.durability);
-        let log = internal_log::open(&self.data_dir, TRANSACTION_TOPIC, self.shard, config).await?;
+        let topic = TRANSACTION_TOPIC;
+        let log = internal_log::open(&self.data_dir, topic, self.shard, config, clean_stop);
+        let log = log.await?;
         *self.log.borrow_mut() = Some(log.clone());
         let replayed = internal_log::replay(
             &self.data_dir,
@@ -196,13 +202,14 @@ impl TxnCoordinator {
         Ok(replayed)
     }
 
-    pub async fn close(&self) {
+    /// Closes the log at shutdown: returns what the next start resumes it from
+    /// (`storage::clean_stop`).
+    pub async fn close(&self) -> Option<LogState> {
         let log = self.log.borrow().clone();
         if let Some(log) = log {
-            if let Err(e) = log::close(&log).await {
-                tracing::warn!(shard = self.shard.0, "closing the transaction log failed: {e}");
-            }
+            return Some(log::close(&log).await);
         }
+        None
     }
 
     pub fn transaction_count(&self) -> usize {

@@ -7,6 +7,7 @@ same data directory and checks every record, offset and timestamp through real c
 
 import json
 import random
+import re
 import threading
 import time
 
@@ -366,3 +367,38 @@ def test_durability_policy_decides_the_fdatasyncs(spate_factory, durability):
         assert fdatasyncs <= records // 10, f"{fdatasyncs} fdatasyncs for {writes} writes"
     broker.start()
     assert [r.value for r in ck_consume_all(broker.bootstrap, topic)] == values
+
+
+def test_clean_stop_record_is_used_by_one_start_only(spate_factory):
+    """A clean stop records every log's state in one file per shard instead of writing index
+    and snapshot files per log; the next start resumes the logs from it and deletes it before
+    it serves. Records written after that start then survive a kill -9 through the logs' own
+    recovery, and idempotent producer state survives both kinds of restart."""
+    if TARGET == "kafka":
+        pytest.skip("Spate's clean-stop record")
+    broker = spate_factory("--default-partitions", "4")
+    topic = unique_topic("clean")
+    create_topics(broker, NewTopic(topic, num_partitions=4, replication_factor=1))
+    first = [Msg(b"k%d" % i, b"first-%d" % i, partition=i % 4) for i in range(80)]
+    ck_produce(broker.bootstrap, topic, first, **{"enable.idempotence": True})
+    assert broker.stop() == 0
+    meta = broker.data_dir / "__spate_meta"
+    assert sorted(p.name for p in meta.glob("clean-stop-*")) == ["clean-stop-0", "clean-stop-1"]
+    written = [p.name for p in broker.data_dir.glob(f"{topic}-*/*")]
+    assert written and all(name.endswith(".log") for name in written), written
+
+    broker.start()
+    assert not list(meta.glob("clean-stop-*")), "the record outlived the start that read it"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", broker.log_text())
+    resumed = [int(re.search(r"resumed=(\d+)", line).group(1))
+               for line in text.splitlines() if "recovered partitions" in line]
+    assert sum(resumed[-2:]) == 4, resumed
+    second = [Msg(b"k%d" % i, b"second-%d" % i, partition=i % 4) for i in range(80)]
+    ck_produce(broker.bootstrap, topic, second, **{"enable.idempotence": True})
+    broker.kill9()
+    broker.start()
+    for partition in range(4):
+        records = ck_consume_all(broker.bootstrap, topic, partition)
+        expected = [m.value for m in first + second if m.partition == partition]
+        assert [r.value for r in records] == expected
+        assert [r.offset for r in records] == list(range(len(expected)))

@@ -63,7 +63,7 @@ pub fn tp() -> TopicPartition {
 
 /// Opens (or recovers) the log of `tp()` under `dir`.
 pub async fn open(dir: &Path, config: TopicConfig) -> Rc<RefCell<Log>> {
-    let (log, _) = Log::open(dir, tp(), config).await.expect("open");
+    let (log, _) = Log::open(dir, tp(), config, None).await.expect("open");
     Rc::new(RefCell::new(log))
 }
 
