@@ -11,6 +11,12 @@ restarts.
                                   [--spate-bin target/release/spate] [--cores 2]
     scripts/measure-partitions.py --bootstrap 127.0.0.1:19092 --pid PID [--topics ...]
 
+With `--publish-bench target/release/spate-bench`, a producer at 1,000 records/s (linger.ms=0,
+acks=all, 1 KiB lz4) then writes to one more partition for 20 s and its publish latency is
+measured. Unless in `--bootstrap` mode, a second Spate with one topic of 100 partitions runs
+beside the first meanwhile (both idle but for the producer), and the producer alternates
+between the two, `PUBLISH_ROUNDS` times each, for the ratio of their p99.
+
 Prints one JSON object. Not a test: minutes long and machine dependent.
 """
 
@@ -184,6 +190,52 @@ def consume_everything(bootstrap, names, partitions, per_partition):
     return time.monotonic() - began
 
 
+PUBLISH_SECONDS = 20
+
+
+def publish_latency(bench, bootstrap, label):
+    """p50/p99/p99.9 publish latency in ms of a 1,000 records/s linger-0 producer."""
+    out = Path(tempfile.mkdtemp(prefix="measure-publish-")) / "run.json"
+    subprocess.run(
+        [bench, "produce", "-b", bootstrap, "--topic", f"publish-probe-{label}",
+         "--partitions", "1", "--rate", "1000", "--duration", f"{PUBLISH_SECONDS}s",
+         "--warmup", "5s", "--linger-ms", "0", "--acks", "all", "--compression", "lz4",
+         "--record-size", "1024", "--json", str(out)],
+        check=True, stdout=subprocess.DEVNULL, timeout=PUBLISH_SECONDS + 120)
+    latency = json.loads(out.read_text())["latency"]["publish"]
+    shutil.rmtree(out.parent, ignore_errors=True)
+    return {name: round(latency[key] / 1000, 3)
+            for name, key in (("p50_ms", "p50_us"), ("p99_ms", "p99_us"),
+                              ("p99.9_ms", "p99_9_us"))}
+
+
+PUBLISH_ROUNDS = 3
+
+
+def compare_publish(args, bootstrap, with_reference):
+    """Publish latency on the many-partition broker, and beside it on a broker of 100."""
+    if not with_reference:
+        return {"publish_many": publish_latency(args.publish_bench, bootstrap, "many")}
+    few = Spate(args.spate_bin, args.cores, args.nofile)
+    many_runs, few_runs = [], []
+    try:
+        few.start()
+        create_topics(few.bootstrap, ["p00000"], 99)
+        for round_ in range(PUBLISH_ROUNDS):
+            few_runs.append(publish_latency(args.publish_bench, few.bootstrap, f"few{round_}"))
+            many_runs.append(publish_latency(args.publish_bench, bootstrap, f"many{round_}"))
+    finally:
+        few.cleanup()
+
+    def median(runs, key):
+        return sorted(run[key] for run in runs)[len(runs) // 2]
+
+    out = {"publish_many_runs": many_runs, "publish_100_runs": few_runs}
+    for key in ("p50_ms", "p99_ms", "p99.9_ms"):
+        out[f"publish_{key}_ratio"] = round(median(many_runs, key) / median(few_runs, key), 2)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--topics", type=int, default=1000)
@@ -194,6 +246,7 @@ def main():
         Path(__file__).resolve().parents[1] / "target" / "release" / "spate"))
     parser.add_argument("--bootstrap", help="measure this running broker instead")
     parser.add_argument("--pid", type=int, help="its pid (with --bootstrap)")
+    parser.add_argument("--publish-bench", help="spate-bench binary: measure publish latency")
     args = parser.parse_args()
 
     total = args.topics * args.partitions
@@ -219,6 +272,8 @@ def main():
                                                            1), 2)
         result["rss_used_mib"] = rss_mib(pid)
         result["descriptors"] = descriptors(pid)
+        if args.publish_bench:
+            result.update(compare_publish(args, bootstrap, broker is not None))
         if broker:
             result["sigterm_exit_s"] = round(broker.stop(), 2)
             result["start_after_sigterm_s"] = round(broker.start(), 2)

@@ -244,18 +244,23 @@ fn retention_by_time_rolls_and_deletes_expired_segments() {
             log::append(&log, vec![batch(1, 3000, 10_000 + i)]).await.expect("append");
         }
         assert!(log.borrow().segment_count() >= 2);
+        // The first sealed segment is due first: when its newest record expires.
+        let due = log::retention_due(&log.borrow(), 0).expect("due");
+        assert!((10_000 + 1_001..10_039 + 1_001).contains(&due), "{due}");
         // "Now" is long after every record: the first pass deletes the sealed segments and
         // rolls the expired active one, the second deletes that too.
         let now = 1_000_000;
         log::enforce_retention(&log, now).await.expect("retention");
         log::enforce_retention(&log, now).await.expect("retention");
         assert_eq!(log.borrow().segment_count(), 1, "only a fresh, empty active segment");
+        assert_eq!(log::retention_due(&log.borrow(), now), None, "only a write gives it work");
         assert_eq!(log.borrow().log_start_offset.0, 40);
         assert_eq!(log.borrow().high_watermark.0, 40);
         let info = log::append(&log, vec![batch(1, 10, now)]).await.expect("append");
         assert_eq!(info.base_offset.0, 40);
         assert_eq!(read_all(&log, 40).await, vec![(40, 40)]);
-        // Records inside the retention window are kept.
+        // Records inside the retention window are kept, until they expire.
+        assert_eq!(log::retention_due(&log.borrow(), now), Some(now + 1_000 + 1));
         log::enforce_retention(&log, now + 500).await.expect("retention");
         assert_eq!(read_all(&log, 40).await, vec![(40, 40)]);
     });

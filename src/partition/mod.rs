@@ -14,7 +14,9 @@
 
 mod produce;
 mod read;
+pub mod retention;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Mutex;
@@ -36,8 +38,9 @@ use crate::storage::files::{FileStats, OpenFiles};
 use crate::storage::log::{self, Log, Marker, ReadChunk, RecoveryReport};
 use crate::storage::txn_index::AbortedTxn;
 use crate::storage::Error as StorageError;
+use retention::RetentionSchedule;
 
-type LogRef = Rc<std::cell::RefCell<Log>>;
+type LogRef = Rc<RefCell<Log>>;
 
 /// A request to the shard that owns the partitions it names.
 #[derive(Debug)]
@@ -155,10 +158,12 @@ pub struct ProducerInfo {
 pub struct Partitions {
     shard: Rc<Shard>,
     mesh: Mesh<Partitions>,
-    logs: std::cell::RefCell<HashMap<TopicPartition, LogRef>>,
+    logs: RefCell<HashMap<TopicPartition, LogRef>>,
     /// The memory the batch caches of this shard's partitions share.
     cache: Rc<CacheBudget>,
     files: Rc<OpenFiles>,
+    /// Which logs the next retention pass visits.
+    retention: RefCell<RetentionSchedule>,
 }
 
 impl Service for Partitions {
@@ -231,7 +236,14 @@ impl Partitions {
     pub fn new(shard: Rc<Shard>, mesh: Mesh<Partitions>, open_files: usize) -> Partitions {
         let cache = CacheBudget::new(shard.config.batch_cache_bytes as usize);
         let files = OpenFiles::new(open_files);
-        Partitions { shard, mesh, logs: std::cell::RefCell::new(HashMap::new()), cache, files }
+        Partitions {
+            shard,
+            mesh,
+            logs: RefCell::new(HashMap::new()),
+            cache,
+            files,
+            retention: RefCell::new(RetentionSchedule::default()),
+        }
     }
 
     /// The shard's cache of open segment files (its counts, for the shutdown line).
@@ -320,6 +332,7 @@ impl Partitions {
                     total.segments += report.segments;
                     total.truncated_segments += report.truncated_segments;
                     total.resumed += report.resumed;
+                    self.mark_for_retention(&tp);
                     self.logs.borrow_mut().insert(tp, Rc::new(std::cell::RefCell::new(log)));
                 }
                 Err(e) => failed = failed.or(Some((tp, e))),
@@ -344,16 +357,26 @@ impl Partitions {
             .await
     }
 
-    /// Periodic housekeeping: retention and time-based rolls.
+    /// Periodic housekeeping: retention, time-based rolls and producer id expiry, for the
+    /// logs written, reconfigured or opened since the last pass and those whose deadline has
+    /// come (`retention.rs`), not for every log.
     pub async fn enforce_retention(&self) {
-        let logs: Vec<LogRef> = self.logs.borrow().values().cloned().collect();
         let now = now_ms();
-        for log in logs {
+        let due = self.retention.borrow_mut().take_due(now);
+        for tp in due {
+            let Some(log) = self.log(&tp) else { continue };
             if let Err(e) = log::enforce_retention(&log, now).await {
-                tracing::warn!(tp = %log.borrow().tp, "retention failed: {e}");
+                tracing::warn!(%tp, "retention failed: {e}");
             }
+            let next = log::retention_due(&log.borrow(), now_ms());
+            self.retention.borrow_mut().schedule(tp, next);
             glommio::yield_if_needed().await;
         }
+    }
+
+    /// The log of `tp` was written or reconfigured: the next retention pass visits it.
+    fn mark_for_retention(&self, tp: &TopicPartition) {
+        self.retention.borrow_mut().mark(tp);
     }
 
     fn log(&self, tp: &TopicPartition) -> Option<LogRef> {
@@ -367,6 +390,7 @@ impl Partitions {
             let tp = TopicPartition::new(meta.name.clone(), partition);
             if let Some(log) = self.logs.borrow().get(&tp) {
                 log.borrow_mut().config = meta.config.clone();
+                self.mark_for_retention(&tp);
             }
         }
         self.open_topic(&meta, None).await.map(|_| ()).map_err(|(tp, e)| {
@@ -389,6 +413,7 @@ impl Partitions {
             keys.into_iter().filter_map(|tp| logs.remove(&tp).map(|log| (tp, log))).collect()
         };
         for (tp, log) in doomed {
+            self.retention.borrow_mut().forget(&tp);
             log::delete(&log).await;
             self.notify_partition(&tp).await;
         }

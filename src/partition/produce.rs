@@ -33,10 +33,13 @@ impl Partitions {
             .map(|(tp, batches)| {
                 let appending = match self.log(&tp) {
                     Some(_) if refused.is_some() => Err(ErrorCode::KafkaStorageError),
-                    Some(log) => log::enqueue(&log, batches).map_err(|e| match e {
-                        StorageError::Producer(e) => e.error_code(),
-                        _ => ErrorCode::UnknownTopicOrPartition,
-                    }),
+                    Some(log) => {
+                        self.mark_for_retention(&tp);
+                        log::enqueue(&log, batches).map_err(|e| match e {
+                            StorageError::Producer(e) => e.error_code(),
+                            _ => ErrorCode::UnknownTopicOrPartition,
+                        })
+                    }
                     None => Err(ErrorCode::UnknownTopicOrPartition),
                 };
                 (tp, appending)
@@ -144,6 +147,7 @@ impl Partitions {
             let Some(log) = self.log(&tp) else {
                 return (tp, ErrorCode::UnknownTopicOrPartition);
             };
+            self.mark_for_retention(&tp);
             let code = match log::append_marker(&log, marker).await {
                 Ok(_) => {
                     self.notify_partition(&tp).await;

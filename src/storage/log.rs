@@ -1123,6 +1123,46 @@ fn first_record_at_or_after(bytes: &mut Bytes, timestamp: i64) -> Option<(Offset
     Some((Offset(record.offset), record.timestamp))
 }
 
+/// The earliest time at which `enforce_retention` can find work in this log without a write
+/// or a config change in between (both of which the caller tracks): its oldest sealed segment
+/// or its active one expiring, the active one ageing past `segment.ms`, an idle producer id
+/// expiring. None when nothing but a write can give it work. A log in the middle of a write
+/// is due at once, since the pass skips it.
+pub fn retention_due(log: &Log, now: i64) -> Option<i64> {
+    if log.deleted {
+        return None;
+    }
+    if log.busy || !log.pending.is_empty() {
+        return Some(now);
+    }
+    let config = &log.config;
+    let expiry = |max_timestamp: i64| {
+        (config.retention_ms >= 0 && max_timestamp >= 0)
+            .then(|| max_timestamp.saturating_add(config.retention_ms).saturating_add(1))
+    };
+    let active = log.segments.last().unwrap_or_else(|| unreachable!());
+    let mut due = log.producers.next_expiry(PRODUCER_ID_EXPIRATION_MS);
+    let mut earliest = |time: Option<i64>| {
+        if let Some(time) = time {
+            due = Some(due.map_or(time, |due| due.min(time)));
+        }
+    };
+    if active.size > 0 {
+        earliest(expiry(active.max_timestamp));
+        earliest(Some(active.created_ms.saturating_add(config.segment_ms).saturating_add(1)));
+    }
+    if log.segments.len() > 1 {
+        // Segments go oldest first; a sealed one with no timestamp (-1) goes at once.
+        let oldest = log.segments[0].max_timestamp;
+        earliest(if config.retention_ms >= 0 { Some(expiry(oldest).unwrap_or(now)) } else { None });
+        let rest = log.size_bytes() - log.segments[0].size;
+        if config.retention_bytes >= 0 && rest as i64 >= config.retention_bytes {
+            earliest(Some(now));
+        }
+    }
+    due
+}
+
 /// Deletes whole segments past the topic's retention time or size, never the active one
 /// (an expired active segment is rolled first, so the next pass can delete it).
 pub async fn enforce_retention(log: &Rc<RefCell<Log>>, now: i64) -> Result<usize, Error> {

@@ -229,6 +229,11 @@ impl ProducerStateTable {
 
     /// Forgets producers idle for at least `expiration_ms` (Kafka's
     /// `producer.id.expiration.ms`). Returns how many were removed.
+    /// When the next producer id expires (`expire`), None when there is none.
+    pub fn next_expiry(&self, expiration_ms: i64) -> Option<i64> {
+        self.producers.values().map(|entry| entry.last_seen_ms.saturating_add(expiration_ms)).min()
+    }
+
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
         self.producers.retain(|_, entry| now_ms - entry.last_seen_ms < expiration_ms);
