@@ -11,8 +11,10 @@
 //! a call sends at most `SENDFILE_CALL_BYTES_MAX` and returns when the socket is full, and
 //! the connection then waits for room on its executor (`zero_copy`). The threads are the
 //! shard's own, so rolls and deletions (glommio's blocking pool) never queue behind reads, and
-//! they run at the lowest best-effort I/O priority and a lower CPU priority, so that a
-//! backlog read yields the disk and the CPU to produce writes.
+//! they run at the lowest best-effort I/O priority and under SCHED_IDLE, so that a backlog
+//! read yields the disk and the CPU to produce writes: a shard's thread that wakes on a core
+//! where a reader runs takes the core at once (under nice 10 it waited for the scheduler's
+//! wake-up granularity, milliseconds, each time).
 //!
 //! Lifecycle: started once per shard by the broker, before the executors start (so the
 //! threads are not pinned to the shard's core); the threads end when the last handle is
@@ -28,7 +30,7 @@ use futures::channel::oneshot;
 const IOPRIO_BEST_EFFORT_LOWEST: libc::c_int = (2 << 13) | 7;
 const IOPRIO_WHO_PROCESS: libc::c_int = 1;
 
-/// The CPU niceness of the reader threads (the shards run at 0).
+/// The CPU niceness of the reader threads where SCHED_IDLE is refused (the shards run at 0).
 const READER_NICE: libc::c_int = 10;
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -83,12 +85,18 @@ impl Readers {
 }
 
 /// Lowers the calling thread's I/O and CPU priority. Best effort: on a kernel or scheduler
-/// without I/O priorities the reads simply compete as equals.
+/// without I/O priorities the reads simply compete as equals. SCHED_IDLE still gets a small
+/// share of a busy core (CFS weight 3 against 1,024), so a catch-up read slows down under a
+/// saturated shard but does not stop.
 fn lower_priority() {
-    // SAFETY: plain syscalls on the calling thread (`0` and `gettid` name it), no pointers.
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscalls on the calling thread (`0` and `gettid` name it); `param` lives
+    // across the call that reads it.
     unsafe {
         libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, IOPRIO_BEST_EFFORT_LOWEST);
-        let tid = libc::gettid() as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, READER_NICE);
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            let tid = libc::gettid() as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, READER_NICE);
+        }
     }
 }

@@ -95,3 +95,27 @@ def test_stalled_cold_fetches_hold_up_no_one(spate_factory):
     finally:
         for sock in stalled:
             sock.close()
+
+
+IOPRIO_GET = 252  # x86_64
+IOPRIO_WHO_PROCESS = 1
+IOPRIO_BEST_EFFORT_LOWEST = (2 << 13) | 7
+
+
+def test_reader_threads_yield_the_core_and_the_disk_to_the_shards(broker):
+    """The catch-up reader threads (two per shard) run under SCHED_IDLE, so that a shard's
+    thread waking on their core takes it at once, and at the lowest best-effort I/O priority;
+    the shards' own threads keep the normal policy."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    tasks = {int(task): (f"/proc/{broker.pid}/task/{task}/comm")
+             for task in os.listdir(f"/proc/{broker.pid}/task")}
+    names = {tid: open(path).read().strip() for tid, path in tasks.items()}
+    readers = [tid for tid, name in names.items() if name.startswith("spate-read")]
+    shards = [tid for tid, name in names.items() if name.startswith("spate-shard")]
+    assert len(readers) == 4 and shards, names
+    for tid in readers:
+        assert os.sched_getscheduler(tid) == os.SCHED_IDLE, names[tid]
+        assert libc.syscall(IOPRIO_GET, IOPRIO_WHO_PROCESS, tid) == IOPRIO_BEST_EFFORT_LOWEST
+    for tid in shards:
+        assert os.sched_getscheduler(tid) == os.SCHED_OTHER, names[tid]
