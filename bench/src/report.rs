@@ -48,6 +48,13 @@ pub struct RunResult {
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
 pub struct RunConfig {
+    /// The producers' client: "librdkafka" or "native" (`--client`). Results written before
+    /// the native client existed are librdkafka's.
+    #[serde(default = "librdkafka")]
+    pub client: String,
+    /// `--client native`: what its producers used.
+    #[serde(default)]
+    pub native: Option<NativeClientConfig>,
     pub topic: String,
     pub partitions: i32,
     pub producers: usize,
@@ -71,6 +78,43 @@ pub struct RunConfig {
     /// Every librdkafka property the bench set on its producers and consumers.
     pub producer_config: BTreeMap<String, String>,
     pub consumer_config: BTreeMap<String, String>,
+}
+
+fn librdkafka() -> String {
+    "librdkafka".to_string()
+}
+
+/// The native client's settings, as the producers found them when they connected.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct NativeClientConfig {
+    /// The Produce version both sides serve (the highest in 3..12).
+    pub produce_version: i16,
+    /// The partitions' leader that every producer connected to, "host:port (node N)".
+    pub leader: String,
+    /// Produce requests each producer may have unanswered.
+    pub max_in_flight: usize,
+}
+
+/// One line naming the client that drove a run, for tables and chart subtitles.
+pub fn client_summary(config: &RunConfig) -> String {
+    match &config.native {
+        Some(native) => format!(
+            "native (Kafka protocol: one record per request, Produce v{} to {}, at most {} in \
+             flight per producer)",
+            native.produce_version, native.leader, native.max_in_flight
+        ),
+        None => config.client.clone(),
+    }
+}
+
+/// The bench's CPU in the measured window per record of that window (acknowledged, or
+/// consumed for `consume`), in microseconds.
+pub fn bench_cpu_us_per_record(result: &RunResult) -> Option<f64> {
+    let records =
+        result.produce.as_ref().map(|p| p.acked).or(result.consume.as_ref().map(|c| c.consumed))?;
+    // Results written before the bench measured its own window have 0 here.
+    (records > 0 && result.cpu.bench_measured_seconds > 0.0)
+        .then(|| result.cpu.bench_measured_seconds * 1e6 / records as f64)
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
@@ -262,6 +306,7 @@ pub fn summary_table(result: &RunResult) -> String {
             config.producers,
             config.consumers
         );
+        let _ = writeln!(out, "producer client: {}", client_summary(config));
     } else {
         let from = config.from.as_deref().unwrap_or("earliest");
         let _ = writeln!(out, "{} consumer(s) reading from {from}", config.consumers);
@@ -320,9 +365,14 @@ pub fn summary_table(result: &RunResult) -> String {
     let cpu = &result.cpu;
     let _ = write!(
         out,
-        "cpu: bench {:.2} s ({:.2} s measured)",
+        "cpu: bench {:.2} s ({:.2} s measured",
         cpu.bench_seconds, cpu.bench_measured_seconds
     );
+    if let Some(us) = bench_cpu_us_per_record(result) {
+        let what = if result.produce.is_some() { "acknowledged" } else { "consumed" };
+        let _ = write!(out, ", {us:.2} us per {what} record");
+    }
+    let _ = write!(out, ")");
     for broker in &cpu.brokers {
         let _ = write!(
             out,
