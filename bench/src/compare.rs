@@ -111,7 +111,7 @@ fn table(runs: &[RunResult], markdown: bool, uncorrected: bool) -> String {
     let mut notes = String::new();
     for run in runs {
         if run.produce.is_some() {
-            notes += &format!("{}: producer client {}\n", run.label, client_summary(&run.config));
+            notes += &format!("producer client ({}): {}\n", run.label, client_summary(&run.config));
         }
         if let Some(open_loop) = &run.open_loop {
             notes += &format!("{}: open loop {}\n", run.label, open_loop.verdict);

@@ -469,6 +469,38 @@ mod tests {
     }
 
     #[test]
+    fn the_summary_names_the_client_and_the_cpu_per_record() {
+        let mut result = RunResult {
+            workload: "produce".to_string(),
+            produce: Some(ProduceResult { acked: 4_000, ..ProduceResult::default() }),
+            ..RunResult::default()
+        };
+        result.config.client = "librdkafka".to_string();
+        result.cpu.bench_measured_seconds = 0.1;
+        let text = summary_table(&result);
+        assert!(text.contains("producer client: librdkafka\n"), "{text}");
+        assert!(text.contains("25.00 us per acknowledged record"), "{text}");
+        result.config.client = "native".to_string();
+        result.config.native = Some(NativeClientConfig {
+            produce_version: 9,
+            leader: "h:1 (node 1)".to_string(),
+            max_in_flight: 256,
+        });
+        let text = summary_table(&result);
+        assert!(text.contains("producer client: native (Kafka protocol"), "{text}");
+        assert!(text.contains("Produce v9 to h:1 (node 1), at most 256 in flight"), "{text}");
+        // Results written before the field existed were librdkafka's.
+        let old: RunConfig = serde_json::from_str(
+            &serde_json::to_string(&RunConfig::default())
+                .expect("encodes")
+                .replace("\"client\":\"\",", "")
+                .replace("\"native\":null,", ""),
+        )
+        .expect("decodes");
+        assert_eq!((old.client.as_str(), old.native.is_none()), ("librdkafka", true));
+    }
+
+    #[test]
     fn summary_of_known_values() {
         let mut histogram = new_histogram();
         for us in 1..=1_000u64 {

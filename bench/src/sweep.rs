@@ -418,7 +418,7 @@ pub fn table(result: &SweepResult, markdown: bool) -> String {
         let label = &broker.target.label;
         if let Some(point) = result.points.iter().find(|p| &p.label == label) {
             notes +=
-                &format!("{label}: producer client {}\n", client_summary(&point.result.config));
+                &format!("producer client ({label}): {}\n", client_summary(&point.result.config));
         }
         if let Some(reason) = &broker.stopped {
             notes += &format!("{label}: ladder ended: {reason}\n");
@@ -574,6 +574,7 @@ mod tests {
         assert_eq!(rows.len(), 2, "{text}");
         assert!(rows[1].contains(" no "), "{}", rows[1]);
         assert!(text.contains("a: ladder ended: could not keep up at 2000 records/s"));
+        assert!(text.contains("producer client (a): "), "{text}");
         assert!(text.contains("a at 2000/s: the bench used 99 %"), "{text}");
         assert!(!text.contains("a at 1000/s: the bench"), "20 % of a CPU is not busy");
         let markdown = table(&result, true);
