@@ -60,8 +60,9 @@ pub const MAX_IN_FLIGHT_DEFAULT: usize = 256;
 /// timeout_ms), librdkafka's `request.timeout.ms` default.
 const PRODUCE_TIMEOUT_MS: i32 = 30_000;
 /// Requests the sender queues in a row (when behind, or in closed loop) before it looks at the
-/// socket again, so that acknowledgements are still timestamped soon after they arrive.
-const SEND_BURST_MAX: usize = 64;
+/// socket again, so that an acknowledgement that arrives meanwhile is timestamped at most a
+/// few tens of microseconds late (a request costs a few microseconds to build).
+const SEND_BURST_MAX: usize = 16;
 /// The longest wait in `ppoll`: how late the thread notices the stop flag or the end when
 /// nothing else happens.
 const WAIT_NS_MAX: u64 = 100_000_000;
