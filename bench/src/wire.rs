@@ -136,7 +136,11 @@ impl FrameReader {
             (self.start, self.end) = (0, 0);
         }
         let pending = self.end - self.start;
-        let frame_bytes = self.pending_frame_bytes().unwrap_or(0);
+        // An oversized frame is an error for `next_frame`, not a reason to allocate it.
+        let frame_bytes = self
+            .pending_frame_bytes()
+            .unwrap_or(0)
+            .min(FRAME_SIZE_BYTES + RESPONSE_FRAME_BYTES_MAX);
         let wanted = frame_bytes.max(pending + READ_CHUNK_BYTES_MIN);
         if self.buf.len() - self.start < wanted {
             self.buf.copy_within(self.start..self.end, 0);
@@ -713,6 +717,11 @@ mod tests {
     #[test]
     fn out_of_step_sizes_are_errors() {
         assert!(cut(&(-1i32).to_be_bytes(), 4).is_err());
+        let mut reader = FrameReader::new(0);
+        reader.spare()[..4].copy_from_slice(&i32::MAX.to_be_bytes());
+        reader.filled(4);
+        assert!(reader.spare().len() <= RESPONSE_FRAME_BYTES_MAX + 4, "no 2 GiB buffer");
+        assert!(reader.next_frame().is_err());
         let too_big = (RESPONSE_FRAME_BYTES_MAX as i32 + 1).to_be_bytes();
         assert!(cut(&too_big, 4).is_err());
         assert_eq!(cut(&[0, 0], 2), Ok(vec![]), "half a size is not a frame yet");
