@@ -10,8 +10,9 @@
 //!
 //! Record batches are v2 (magic 2, CRC-32C), made by kafka-protocol's `RecordBatchEncoder`. Its
 //! own lz4 and zstd codecs build a new compression context for every batch (for lz4 an LZ4HC
-//! one, level 4, hundreds of KiB to allocate and clear per batch), which costs more than the
-//! rest of a one-record request together; the encoder takes a compressor instead, and
+//! one, level 4, hundreds of KiB to allocate and clear per batch: 5.4 us for a batch of 1 KiB
+//! of text, against 0.4 us with a context kept), which costs more than the rest of a
+//! one-record request together; the encoder takes a compressor instead, and
 //! `BatchEncoder` gives it one whose context lives as long as the producer: lz4 frames at
 //! level 0 (lz4's fast mode, librdkafka's default), independent 64 KiB blocks, no checksums
 //! beyond the frame header's; zstd at level 3 (zstd's and librdkafka's default). gzip and
