@@ -7,8 +7,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::payload::PayloadKind;
 use crate::spec::{
-    parse_bytes, parse_duration, parse_key_value, parse_rate, Acks, Arrival, Compression, KeySpec,
-    RateLadder, RecordSize, StartFrom,
+    parse_bytes, parse_duration, parse_key_value, parse_rate, Acks, Arrival, Client, Compression,
+    KeySpec, RateLadder, RecordSize, StartFrom,
 };
 
 #[derive(Parser, Debug)]
@@ -131,6 +131,17 @@ pub struct WorkloadArgs {
     /// Keys: none, round-robin (no key, partitions in turn), uniform:N, zipf:N[:EXPONENT].
     #[arg(short, long, default_value = "none")]
     pub keys: KeySpec,
+
+    /// Producer client: librdkafka, or native (the bench's own Kafka protocol client: every
+    /// record in its own Produce request, pipelined on one connection per producer, much
+    /// cheaper per request; no idempotence, transactions or -X). Consumers use librdkafka.
+    #[arg(long, value_enum, default_value_t = Client::Librdkafka)]
+    pub client: Client,
+
+    /// --client native: Produce requests a producer may have unanswered before it waits for an
+    /// answer (the wait counts in open-loop latency) [default: 256].
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
 
     /// Compression codec of the producers.
     #[arg(short = 'z', long, value_enum, default_value_t = Compression::None)]

@@ -4,7 +4,9 @@ use std::path::Path;
 
 use crate::cli::CompareArgs;
 use crate::plot::{self, Series, Stroke};
-use crate::report::{ms, series_title, RunResult, SERIES_ORDER};
+use crate::report::{
+    bench_cpu_us_per_record, client_summary, ms, series_title, RunResult, SERIES_ORDER,
+};
 
 pub fn load(path: &Path) -> Result<RunResult, String> {
     let text = std::fs::read_to_string(path)
@@ -53,8 +55,10 @@ pub fn describe(run: &RunResult) -> String {
         Some(rate) => format!("open loop {rate:.0} records/s ({})", config.arrival),
         None => "closed loop".to_string(),
     };
+    let client =
+        if run.produce.is_some() { format!(", client {}", config.client) } else { String::new() };
     format!(
-        "{}, {} B records, compression {}, acks {}, {} partitions, {}, {:.1} s measured",
+        "{}{client}, {} B records, compression {}, acks {}, {} partitions, {}, {:.1} s measured",
         run.workload,
         config.record_size,
         config.compression,
@@ -106,6 +110,9 @@ fn table(runs: &[RunResult], markdown: bool, uncorrected: bool) -> String {
     // Text lines for the open-loop verdicts, which do not fit in cells.
     let mut notes = String::new();
     for run in runs {
+        if run.produce.is_some() {
+            notes += &format!("producer client ({}): {}\n", run.label, client_summary(&run.config));
+        }
         if let Some(open_loop) = &run.open_loop {
             notes += &format!("{}: open loop {}\n", run.label, open_loop.verdict);
         }
@@ -154,12 +161,7 @@ fn rows(runs: &[RunResult], uncorrected: bool) -> Vec<Row> {
     }
     add("errors", integer, false, &|r| Some(r.errors.values().sum::<u64>() as f64));
     add("bench CPU s", float2, true, &|r| Some(r.cpu.bench_seconds));
-    add("bench CPU us per record", float2, true, &|r| {
-        let records = measured_records(r)?;
-        // Results written before the bench measured its own window have 0 here.
-        (records > 0 && r.cpu.bench_measured_seconds > 0.0)
-            .then(|| r.cpu.bench_measured_seconds * 1e6 / records as f64)
-    });
+    add("bench CPU us per record", float2, true, &bench_cpu_us_per_record);
     add("broker CPU s (measured window)", float2, true, &|r| {
         r.cpu.brokers.first().map(|b| b.measured_seconds)
     });

@@ -8,6 +8,7 @@ mod clock;
 mod compare;
 mod consumer;
 mod cpu;
+mod native;
 mod payload;
 mod plot;
 mod producer;
@@ -16,6 +17,7 @@ mod run;
 mod spec;
 mod stats;
 mod sweep;
+mod wire;
 
 use std::path::Path;
 use std::process::ExitCode;

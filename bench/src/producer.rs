@@ -90,20 +90,13 @@ impl ProducerContext for ProducerCtx {
             Ok(message) => {
                 let payload = message.payload().unwrap_or(&[]);
                 let bytes = (payload.len() + message.key().map_or(0, <[u8]>::len)) as u64;
-                bump(&self.stats.acked_total, 1);
-                bump(&self.stats.acked_bytes_total, bytes);
                 let Some(header) = Header::read(payload) else {
+                    bump(&self.stats.acked_total, 1);
+                    bump(&self.stats.acked_bytes_total, bytes);
                     return;
                 };
-                if header.intended_ns < self.timeline.warmup_end_ns() {
-                    return;
-                }
-                bump(&self.stats.acked_measured, 1);
-                bump(&self.stats.acked_bytes_measured, bytes);
-                self.stats.publish.record_ns(now_ns.saturating_sub(header.intended_ns));
-                if self.open_loop {
-                    self.stats.publish_uncorrected.record_ns(now_ns.saturating_sub(header.sent_ns));
-                }
+                let warmup_end_ns = self.timeline.warmup_end_ns();
+                count_acked(&self.stats, now_ns, &header, bytes, warmup_end_ns, self.open_loop);
             }
             Err((error, _message)) => {
                 bump(&self.stats.failed_total, 1);
@@ -273,20 +266,10 @@ pub fn run(
             measured_attempts += 1;
         }
         if accepted {
-            bump(&stats.sent_total, 1);
+            count_sent(stats, &header, warmup_end_ns, gaps.is_some());
         } else if measured && gaps.is_some() {
             // Due but never handed to the client: it counts against keeping up.
             bump(&stats.missed_measured, 1);
-        }
-        if accepted && measured {
-            bump(&stats.sent_measured, 1);
-            if gaps.is_some() {
-                let lag_ns = header.sent_ns.saturating_sub(header.intended_ns);
-                stats.send_lag.record_ns(lag_ns);
-                if lag_ns > LATE_SEND_NS {
-                    bump(&stats.late_measured, 1);
-                }
-            }
         }
         if let Some(gaps) = gaps.as_mut() {
             next_intended_ns = start_ns + setup.phase_ns + gaps.next_offset_ns(&mut rng);
@@ -295,20 +278,11 @@ pub fn run(
 
     let stopped_ns = clock.wall_ns();
     // A sender that sent its whole --records quota missed nothing, however late it was.
-    if gaps.is_some() && !quota_reached {
-        // Records that were due before the end (or before an interrupt) but never sent count
-        // against keeping up; otherwise a sender that fell far behind would look on time.
+    if let (Some(gaps), false) = (gaps.as_mut(), quota_reached) {
+        let origin_ns = start_ns + setup.phase_ns;
         let cutoff_ns = end_ns.min(stopped_ns);
-        let mut missed = 0u64;
-        while next_intended_ns < cutoff_ns {
-            if next_intended_ns >= warmup_end_ns {
-                missed += 1;
-            }
-            next_intended_ns = match gaps.as_mut() {
-                Some(gaps) => start_ns + setup.phase_ns + gaps.next_offset_ns(&mut rng),
-                None => break,
-            };
-        }
+        let missed =
+            count_missed(gaps, &mut rng, next_intended_ns, origin_ns, warmup_end_ns, cutoff_ns);
         bump(&stats.missed_measured, missed);
     }
     stats.send_end_ns.store(stopped_ns, Ordering::Release);
@@ -334,9 +308,71 @@ pub fn run(
     }
 }
 
+/// Counts a record the client accepted: sent, and in the measured window (its intended time
+/// at or after `warmup_end_ns`) also its send lag and whether it was late (open loop).
+pub fn count_sent(stats: &ProducerStats, header: &Header, warmup_end_ns: u64, open_loop: bool) {
+    bump(&stats.sent_total, 1);
+    if header.intended_ns < warmup_end_ns {
+        return;
+    }
+    bump(&stats.sent_measured, 1);
+    if open_loop {
+        let lag_ns = header.sent_ns.saturating_sub(header.intended_ns);
+        stats.send_lag.record_ns(lag_ns);
+        if lag_ns > LATE_SEND_NS {
+            bump(&stats.late_measured, 1);
+        }
+    }
+}
+
+/// Counts a record the broker acknowledged at `now_ns`: acknowledged, and in the measured
+/// window also its publish latency from the intended send time (and in open loop from the
+/// actual one, uncorrected).
+pub fn count_acked(
+    stats: &ProducerStats,
+    now_ns: u64,
+    header: &Header,
+    bytes: u64,
+    warmup_end_ns: u64,
+    open_loop: bool,
+) {
+    bump(&stats.acked_total, 1);
+    bump(&stats.acked_bytes_total, bytes);
+    if header.intended_ns < warmup_end_ns {
+        return;
+    }
+    bump(&stats.acked_measured, 1);
+    bump(&stats.acked_bytes_measured, bytes);
+    stats.publish.record_ns(now_ns.saturating_sub(header.intended_ns));
+    if open_loop {
+        stats.publish_uncorrected.record_ns(now_ns.saturating_sub(header.sent_ns));
+    }
+}
+
+/// Open loop, once sending stopped: the records that were due in the measured window before
+/// `cutoff_ns` (the end, or an interrupt) but never sent, from `next_intended_ns` on. They
+/// count against keeping up; otherwise a sender that fell far behind would look on time.
+pub fn count_missed(
+    gaps: &mut Gaps,
+    rng: &mut SmallRng,
+    mut next_intended_ns: u64,
+    origin_ns: u64,
+    warmup_end_ns: u64,
+    cutoff_ns: u64,
+) -> u64 {
+    let mut missed = 0u64;
+    while next_intended_ns < cutoff_ns {
+        if next_intended_ns >= warmup_end_ns {
+            missed += 1;
+        }
+        next_intended_ns = origin_ns + gaps.next_offset_ns(rng);
+    }
+    missed
+}
+
 /// Open-loop send times relative to the start, in ns. Offsets are accumulated in f64 from the
 /// start rather than added as rounded integer gaps, so a long run does not drift off its rate.
-struct Gaps {
+pub struct Gaps {
     arrival: Arrival,
     period_ns: f64,
     exp: Option<Exp<f64>>,
@@ -344,7 +380,7 @@ struct Gaps {
 }
 
 impl Gaps {
-    fn new(rate: f64, arrival: Arrival) -> Gaps {
+    pub fn new(rate: f64, arrival: Arrival) -> Gaps {
         assert!(rate > 0.0);
         let period_ns = 1e9 / rate;
         let exp = match arrival {
@@ -354,7 +390,7 @@ impl Gaps {
         Gaps { arrival, period_ns, exp, offset_ns: 0.0 }
     }
 
-    fn next_offset_ns(&mut self, rng: &mut SmallRng) -> u64 {
+    pub fn next_offset_ns(&mut self, rng: &mut SmallRng) -> u64 {
         self.offset_ns += match (self.arrival, &self.exp) {
             (Arrival::Poisson, Some(exp)) => exp.sample(rng),
             _ => self.period_ns,

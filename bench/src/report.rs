@@ -48,6 +48,13 @@ pub struct RunResult {
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
 pub struct RunConfig {
+    /// The producers' client: "librdkafka" or "native" (`--client`). Results written before
+    /// the native client existed are librdkafka's.
+    #[serde(default = "librdkafka")]
+    pub client: String,
+    /// `--client native`: what its producers used.
+    #[serde(default)]
+    pub native: Option<NativeClientConfig>,
     pub topic: String,
     pub partitions: i32,
     pub producers: usize,
@@ -71,6 +78,43 @@ pub struct RunConfig {
     /// Every librdkafka property the bench set on its producers and consumers.
     pub producer_config: BTreeMap<String, String>,
     pub consumer_config: BTreeMap<String, String>,
+}
+
+fn librdkafka() -> String {
+    "librdkafka".to_string()
+}
+
+/// The native client's settings, as the producers found them when they connected.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct NativeClientConfig {
+    /// The Produce version both sides serve (the highest in 3..12).
+    pub produce_version: i16,
+    /// The partitions' leader that every producer connected to, "host:port (node N)".
+    pub leader: String,
+    /// Produce requests each producer may have unanswered.
+    pub max_in_flight: usize,
+}
+
+/// One line naming the client that drove a run, for tables and chart subtitles.
+pub fn client_summary(config: &RunConfig) -> String {
+    match &config.native {
+        Some(native) => format!(
+            "native (Kafka protocol: one record per request, Produce v{} to {}, at most {} in \
+             flight per producer)",
+            native.produce_version, native.leader, native.max_in_flight
+        ),
+        None => config.client.clone(),
+    }
+}
+
+/// The bench's CPU in the measured window per record of that window (acknowledged, or
+/// consumed for `consume`), in microseconds.
+pub fn bench_cpu_us_per_record(result: &RunResult) -> Option<f64> {
+    let records =
+        result.produce.as_ref().map(|p| p.acked).or(result.consume.as_ref().map(|c| c.consumed))?;
+    // Results written before the bench measured its own window have 0 here.
+    (records > 0 && result.cpu.bench_measured_seconds > 0.0)
+        .then(|| result.cpu.bench_measured_seconds * 1e6 / records as f64)
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
@@ -262,6 +306,7 @@ pub fn summary_table(result: &RunResult) -> String {
             config.producers,
             config.consumers
         );
+        let _ = writeln!(out, "producer client: {}", client_summary(config));
     } else {
         let from = config.from.as_deref().unwrap_or("earliest");
         let _ = writeln!(out, "{} consumer(s) reading from {from}", config.consumers);
@@ -320,9 +365,14 @@ pub fn summary_table(result: &RunResult) -> String {
     let cpu = &result.cpu;
     let _ = write!(
         out,
-        "cpu: bench {:.2} s ({:.2} s measured)",
+        "cpu: bench {:.2} s ({:.2} s measured",
         cpu.bench_seconds, cpu.bench_measured_seconds
     );
+    if let Some(us) = bench_cpu_us_per_record(result) {
+        let what = if result.produce.is_some() { "acknowledged" } else { "consumed" };
+        let _ = write!(out, ", {us:.2} us per {what} record");
+    }
+    let _ = write!(out, ")");
     for broker in &cpu.brokers {
         let _ = write!(
             out,
@@ -416,6 +466,38 @@ mod tests {
             Path::new("out/run.publish.hgrm")
         );
         assert_eq!(hgrm_path(Path::new("run"), "end_to_end"), Path::new("run.end_to_end.hgrm"));
+    }
+
+    #[test]
+    fn the_summary_names_the_client_and_the_cpu_per_record() {
+        let mut result = RunResult {
+            workload: "produce".to_string(),
+            produce: Some(ProduceResult { acked: 4_000, ..ProduceResult::default() }),
+            ..RunResult::default()
+        };
+        result.config.client = "librdkafka".to_string();
+        result.cpu.bench_measured_seconds = 0.1;
+        let text = summary_table(&result);
+        assert!(text.contains("producer client: librdkafka\n"), "{text}");
+        assert!(text.contains("25.00 us per acknowledged record"), "{text}");
+        result.config.client = "native".to_string();
+        result.config.native = Some(NativeClientConfig {
+            produce_version: 9,
+            leader: "h:1 (node 1)".to_string(),
+            max_in_flight: 256,
+        });
+        let text = summary_table(&result);
+        assert!(text.contains("producer client: native (Kafka protocol"), "{text}");
+        assert!(text.contains("Produce v9 to h:1 (node 1), at most 256 in flight"), "{text}");
+        // Results written before the field existed were librdkafka's.
+        let old: RunConfig = serde_json::from_str(
+            &serde_json::to_string(&RunConfig::default())
+                .expect("encodes")
+                .replace("\"client\":\"\",", "")
+                .replace("\"native\":null,", ""),
+        )
+        .expect("decodes");
+        assert_eq!((old.client.as_str(), old.native.is_none()), ("librdkafka", true));
     }
 
     #[test]

@@ -23,14 +23,16 @@ use crate::cli::RunArgs;
 use crate::clock::{duration_ns, Clock};
 use crate::consumer::{self, ConsumerCtx, ConsumerSetup};
 use crate::cpu::{cpu_seconds, process_cpu_seconds};
+use crate::native::{self, NativeProducer, MAX_IN_FLIGHT_DEFAULT};
 use crate::payload::PayloadPool;
 use crate::producer::{self, ProducerCtx, ProducerSetup, Timeline, LATE_SEND_NS};
 use crate::report::{
-    mb_per_sec, ms, per_sec, BrokerCpu, ConsumeResult, CpuResult, LatencySummary, OpenLoopResult,
-    ProduceResult, RunConfig, RunResult, FORMAT_VERSION,
+    mb_per_sec, ms, per_sec, BrokerCpu, ConsumeResult, CpuResult, LatencySummary,
+    NativeClientConfig, OpenLoopResult, ProduceResult, RunConfig, RunResult, FORMAT_VERSION,
 };
-use crate::spec::{Acks, Arrival, StartFrom};
+use crate::spec::{Acks, Arrival, Client, StartFrom};
 use crate::stats::{load, merge, sum, ConsumerStats, ErrorCounts, ProducerStats};
+use crate::wire;
 
 /// How often the monitor wakes up to check for the end of the run.
 const TICK: Duration = Duration::from_millis(10);
@@ -42,6 +44,8 @@ const LATE_FRACTION_MAX: f64 = 0.01;
 const WORKERS_MAX: usize = 256;
 /// Exit code when a second SIGINT/SIGTERM arrives while a run is being wound down.
 const EXIT_SECOND_SIGNAL: i32 = 130;
+/// The largest `--max-in-flight`: more only queues requests in the broker's socket buffer.
+const MAX_IN_FLIGHT_MAX: usize = 65_536;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workload {
@@ -102,8 +106,32 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
     let consumer_count = if workload.consumes() { args.workload.consumers } else { 0 };
     let mut producers = Vec::new();
     let mut producer_stats = Vec::new();
+    let mut native_config = None;
     for index in 0..producer_count {
         let stats = Arc::new(ProducerStats::default());
+        if args.workload.client == Client::Native {
+            // Connects, negotiates versions and finds the leader before the clock starts.
+            let session = wire::connect(&args.bootstrap, &args.workload.topic, REQUEST_TIMEOUT)
+                .map_err(|e| format!("native producer cannot set up: {e}"))?;
+            let max_in_flight = args.workload.max_in_flight.unwrap_or(MAX_IN_FLIGHT_DEFAULT);
+            native_config = Some(NativeClientConfig {
+                produce_version: session.produce_version,
+                leader: session.leader.clone(),
+                max_in_flight,
+            });
+            producers.push(ProducerClient::Native(NativeProducer {
+                session,
+                topic: args.workload.topic.clone(),
+                acks: args.workload.acks,
+                compression: args.workload.compression,
+                max_in_flight,
+                stats: Arc::clone(&stats),
+                errors: Arc::clone(&errors),
+                open_loop,
+            }));
+            producer_stats.push(stats);
+            continue;
+        }
         let ctx = ProducerCtx {
             clock,
             stats: Arc::clone(&stats),
@@ -132,7 +160,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
                 .init_transactions(REQUEST_TIMEOUT)
                 .map_err(|e| format!("producer cannot init transactions: {e}"))?;
         }
-        producers.push(producer);
+        producers.push(ProducerClient::Librdkafka(producer));
         producer_stats.push(stats);
     }
 
@@ -231,7 +259,14 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
         producer_threads.push(
             std::thread::Builder::new()
                 .name(format!("producer-{index}"))
-                .spawn(move || producer::run(setup, producer, timeline, stop))
+                .spawn(move || match producer {
+                    ProducerClient::Librdkafka(producer) => {
+                        producer::run(setup, producer, timeline, stop)
+                    }
+                    ProducerClient::Native(producer) => {
+                        native::run(setup, producer, timeline, stop)
+                    }
+                })
                 .map_err(|e| format!("cannot start a producer thread: {e}"))?,
         );
     }
@@ -433,7 +468,10 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
         workload: workload.name().to_string(),
         started_at_unix_ms,
         interrupted: interrupted.load(Ordering::Relaxed),
-        config: run_config(workload, args, partitions, seed, producer_config, consumer_config),
+        config: RunConfig {
+            native: native_config,
+            ..run_config(workload, args, partitions, seed, producer_config, consumer_config)
+        },
         measured_seconds,
         produce,
         consume,
@@ -447,6 +485,12 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
         },
     };
     Ok(RunOutput { result, histograms })
+}
+
+/// A producer's client, created before the run starts.
+enum ProducerClient {
+    Librdkafka(ThreadedProducer<ProducerCtx>),
+    Native(NativeProducer),
 }
 
 /// The process's Ctrl-C flag, installed on first use. The first SIGINT or SIGTERM sets it: a
@@ -500,11 +544,60 @@ pub fn validate(workload: Workload, args: &RunArgs) -> Result<(), String> {
     if workload == Workload::Consume && args.rate.is_some() {
         return Err("--rate applies to producers; `consume` reads as fast as it can".to_string());
     }
+    match args.workload.client {
+        Client::Native => validate_native(workload, args),
+        Client::Librdkafka if args.workload.max_in_flight.is_some() => {
+            Err("--max-in-flight applies to --client native; librdkafka takes -X max.in.flight=N"
+                .to_string())
+        }
+        Client::Librdkafka => Ok(()),
+    }
+}
+
+/// What `--client native` does not do, refused before anything starts.
+fn validate_native(workload: Workload, args: &RunArgs) -> Result<(), String> {
+    let workload_args = &args.workload;
+    let refuse = |what: &str| {
+        Err(format!("--client native {what}; use --client librdkafka (the default) for that"))
+    };
+    if !workload.produces() {
+        return refuse(
+            "only produces (`e2e` runs native producers with librdkafka consumers); \
+             `consume` reads with librdkafka, without --client",
+        );
+    }
+    if workload_args.transactional_id.is_some() {
+        return refuse("has no transactions (--transactional-id)");
+    }
+    if workload_args.idempotence {
+        return refuse("has no idempotence (no producer id, no sequence numbers)");
+    }
+    if let Some(linger_ms) = workload_args.linger_ms.filter(|l| *l != 0) {
+        return refuse(&format!(
+            "sends every record in a request of its own (linger 0), not --linger-ms {linger_ms}"
+        ));
+    }
+    if workload_args.batch_size.is_some() {
+        return refuse("puts one record in each batch; --batch-size is librdkafka's");
+    }
+    if !workload_args.producer_config.is_empty() {
+        return refuse(
+            "takes no librdkafka properties (-X/--producer-config); its own options are \
+             --acks, --compression and --max-in-flight",
+        );
+    }
+    if workload_args.max_in_flight.is_some_and(|n| !(1..=MAX_IN_FLIGHT_MAX).contains(&n)) {
+        return Err(format!("--max-in-flight must be between 1 and {MAX_IN_FLIGHT_MAX}"));
+    }
     Ok(())
 }
 
+/// The librdkafka properties of the producers (none for `--client native`).
 fn producer_config(args: &RunArgs) -> BTreeMap<String, String> {
     let mut config = BTreeMap::new();
+    if args.workload.client == Client::Native {
+        return config;
+    }
     let mut set = |key: &str, value: String| {
         config.insert(key.to_string(), value);
     };
@@ -549,7 +642,10 @@ fn run_config(
     producer_config: BTreeMap<String, String>,
     consumer_config: BTreeMap<String, String>,
 ) -> RunConfig {
+    let native = args.workload.client == Client::Native;
     RunConfig {
+        client: args.workload.client.name().to_string(),
+        native: None,
         topic: args.workload.topic.clone(),
         partitions,
         producers: if workload.produces() { args.workload.producers } else { 0 },
@@ -559,7 +655,8 @@ fn run_config(
         keys: args.workload.keys.to_string(),
         compression: args.workload.compression.librdkafka_name().to_string(),
         acks: args.workload.acks.librdkafka_value().to_string(),
-        linger_ms: args.workload.linger_ms,
+        // The native client's requests hold one record each: linger 0 whatever was asked.
+        linger_ms: if native { Some(0) } else { args.workload.linger_ms },
         batch_size: args.workload.batch_size,
         idempotence: args.workload.idempotence,
         duration_seconds: args.workload.duration.as_secs_f64(),
@@ -729,4 +826,45 @@ fn percentiles(name: &str, histogram: Histogram<u64>) -> String {
         ms(histogram.value_at_quantile(0.5)),
         ms(histogram.value_at_quantile(0.99))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn validated(args: &[&str]) -> Result<(), String> {
+        let cli = Cli::try_parse_from(["spate-bench"].iter().chain(args)).expect("parses");
+        match &cli.command {
+            Command::Produce(run) => validate(Workload::Produce, run),
+            Command::Consume(run) => validate(Workload::Consume, run),
+            Command::EndToEnd(run) => validate(Workload::EndToEnd, run),
+            _ => unreachable!("a run command"),
+        }
+    }
+
+    #[test]
+    fn the_native_client_refuses_what_it_does_not_do() {
+        assert_eq!(
+            validated(&["produce", "--client", "native", "-z", "lz4", "--acks", "0"]),
+            Ok(())
+        );
+        assert_eq!(validated(&["e2e", "--client", "native", "--linger-ms", "0"]), Ok(()));
+        assert_eq!(validated(&["produce", "--client", "native", "--max-in-flight", "5"]), Ok(()));
+        let refusals = [
+            (&["produce", "--client", "native", "--idempotence"][..], "idempotence"),
+            (&["produce", "--client", "native", "--transactional-id", "t"], "transactions"),
+            (&["produce", "--client", "native", "--linger-ms", "5"], "--linger-ms 5"),
+            (&["produce", "--client", "native", "--batch-size", "16k"], "--batch-size"),
+            (&["produce", "--client", "native", "-X", "linger.ms=1"], "-X"),
+            (&["consume", "--client", "native"], "only produces"),
+            (&["produce", "--client", "native", "--max-in-flight", "0"], "--max-in-flight"),
+            (&["produce", "--max-in-flight", "8"], "applies to --client native"),
+        ];
+        for (args, expected) in refusals {
+            let message = validated(args).expect_err("refused");
+            assert!(message.contains(expected), "{args:?}: {message}");
+        }
+    }
 }

@@ -250,6 +250,26 @@ pub enum StartFrom {
     Tail,
 }
 
+/// The client the producers use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Client {
+    /// librdkafka (the rdkafka crate): batching, retries, idempotence, transactions, any -X.
+    Librdkafka,
+    /// The bench's own Kafka protocol client, for producers: one record per Produce request
+    /// (linger 0), pipelined on one connection per producer; far cheaper per request.
+    Native,
+}
+
+impl Client {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Client::Librdkafka => "librdkafka",
+            Client::Native => "native",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Compression {

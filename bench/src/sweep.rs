@@ -29,7 +29,7 @@ use crate::admin;
 use crate::cli::{RunArgs, SweepArgs, WorkloadArgs};
 use crate::compare;
 use crate::plot::{self, RatePoint, RateSeries, Stroke};
-use crate::report::RunResult;
+use crate::report::{client_summary, RunResult};
 use crate::run::{self, Workload};
 use crate::spec::StartFrom;
 
@@ -416,6 +416,10 @@ pub fn table(result: &SweepResult, markdown: bool) -> String {
     let mut notes = String::new();
     for broker in &result.brokers {
         let label = &broker.target.label;
+        if let Some(point) = result.points.iter().find(|p| &p.label == label) {
+            notes +=
+                &format!("producer client ({label}): {}\n", client_summary(&point.result.config));
+        }
         if let Some(reason) = &broker.stopped {
             notes += &format!("{label}: ladder ended: {reason}\n");
         }
@@ -479,9 +483,10 @@ fn describe_workload(run: &RunResult) -> String {
     let config = &run.config;
     let linger = config.linger_ms.map_or("default".to_string(), |l| format!("{l} ms"));
     format!(
-        "{}, {} B records, {}, acks {}, linger {linger}, {} partitions, {} producer(s), \
-         {:.0} s per step",
+        "{}, client {}, {} B records, {}, acks {}, linger {linger}, {} partitions, \
+         {} producer(s), {:.0} s per step",
         run.workload,
+        config.client,
         config.record_size,
         config.compression,
         config.acks,
@@ -569,6 +574,7 @@ mod tests {
         assert_eq!(rows.len(), 2, "{text}");
         assert!(rows[1].contains(" no "), "{}", rows[1]);
         assert!(text.contains("a: ladder ended: could not keep up at 2000 records/s"));
+        assert!(text.contains("producer client (a): "), "{text}");
         assert!(text.contains("a at 2000/s: the bench used 99 %"), "{text}");
         assert!(!text.contains("a at 1000/s: the bench"), "20 % of a CPU is not busy");
         let markdown = table(&result, true);

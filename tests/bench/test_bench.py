@@ -6,12 +6,15 @@ Each test uses its own topic, so counts can be checked against what the broker h
 import json
 import os
 import signal
+import struct
 import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
+import zlib
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from conftest import PARTITIONS
 
@@ -19,6 +22,8 @@ from conftest import PARTITIONS
 RUN_TIMEOUT_S = 120
 PERCENTILE_FIELDS = ["p50_us", "p90_us", "p99_us", "p99_9_us", "p99_99_us", "max_us"]
 EXIT_OK = 0
+# A run that could not start (bad options refused by validation, an unreachable broker).
+EXIT_FAILED = 1
 EXIT_DEGRADED = 3
 # The broker pause of the coordinated-omission test.
 PAUSE_S = 0.2
@@ -383,3 +388,127 @@ def test_sweep_writes_every_step_to_json_table_and_chart(broker, bench_bin, topi
     root = ElementTree.parse(plot).getroot()
     kept_up = sum(1 for p in points if p["kept_up"])
     assert len(list(root.iter(f"{SVG_NS}circle"))) == 3 * kept_up
+
+
+def read_topic(bootstrap, topic, expected, timeout_s=30):
+    """Every record of `topic` as (partition, key, value), read from the start by librdkafka
+    (which checks each batch's CRC and decompresses it) until `expected` records came or the
+    timeout passed."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "spate-bench-test",
+                         "enable.auto.commit": False, "check.crcs": True})
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+        records = []
+        deadline = time.monotonic() + timeout_s
+        while len(records) < expected and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            assert message.error() is None, message.error()
+            records.append((message.partition(), message.key(), message.value()))
+        # Anything beyond what was expected would show up within a short extra wait.
+        extra = consumer.poll(1.0)
+        assert extra is None or extra.error() is not None, "more records than acknowledged"
+        return records
+    finally:
+        consumer.close()
+
+
+def bench_header(value):
+    """(run id, intended ns, sent ns) of a record the bench wrote (see bench/src/payload.rs)."""
+    assert value[:4] == b"SPB1", "not a spate-bench record"
+    return struct.unpack_from("<IQQ", value, 4)
+
+
+def test_native_producer_open_and_closed_loop_hold_what_was_acknowledged(broker, bench_bin,
+                                                                           topic, tmp_path):
+    # Open loop, keyless (round robin over the partitions), lz4, acks=all.
+    open_topic = f"{topic}-open"
+    rate = 2000
+    result, run = run_json(bench_bin, tmp_path, "produce", "-b", broker.bootstrap,
+                           "-t", open_topic, "--partitions", PARTITIONS, "--client", "native",
+                           "--rate", rate, "--duration", "2s", "--warmup", "500ms",
+                           "--compression", "lz4", "--acks", "all", "-q",
+                           expect=(EXIT_OK, EXIT_DEGRADED), name="open")
+    # Degraded is allowed only for being late on a busy machine, never for errors.
+    assert result["errors"] == {}
+    config = result["config"]
+    assert config["client"] == "native"
+    assert config["native"]["max_in_flight"] == 256
+    assert 3 <= config["native"]["produce_version"] <= 12
+    assert config["producer_config"] == {}, "no librdkafka properties: no librdkafka"
+    assert config["linger_ms"] == 0
+    assert "producer client: native" in run.stdout
+    produce = result["produce"]
+    acked = produce["acked_total"]
+    assert produce["sent_total"] == acked and produce["failed_total"] == 0
+    open_loop = result["open_loop"]
+    assert open_loop["scheduled"] == open_loop["sent"] + open_loop["missed"]
+    assert abs(open_loop["scheduled"] - rate * 2) <= 2
+    assert abs(open_loop["achieved_rate"] - rate) / rate < 0.05
+    assert set(result["latency"]) == {"publish", "publish_uncorrected"}
+    assert result["latency"]["publish"]["count"] == produce["acked"]
+    assert_latency_complete(result["latency"]["publish"])
+    records = read_topic(broker.bootstrap, open_topic, acked)
+    # Round robin from partition 0: the first acked % P partitions hold one more.
+    per_partition = [sum(1 for r in records if r[0] == p) for p in range(PARTITIONS)]
+    assert per_partition == [acked // PARTITIONS + (p < acked % PARTITIONS)
+                             for p in range(PARTITIONS)]
+    headers = [bench_header(value) for _, _, value in records]
+    assert len({h[0] for h in headers}) == 1, "one run"
+    assert len({h[1] for h in headers}) == acked, "each due record once, none twice"
+    assert all(len(value) == 1024 and key is None for _, key, value in records)
+
+    # Closed loop, keyed (librdkafka's partitioner: CRC-32 of the key), zstd, acks=1.
+    closed_topic = f"{topic}-closed"
+    records_asked = 3000
+    result, _ = run_json(bench_bin, tmp_path, "produce", "-b", broker.bootstrap,
+                         "-t", closed_topic, "--partitions", PARTITIONS, "--client", "native",
+                         "--records", records_asked, "--warmup", "0", "--keys", "uniform:50",
+                         "--record-size", "uniform:100:2000", "--compression", "zstd",
+                         "--acks", "1", "--max-in-flight", 32, "-q", name="closed")
+    assert result["errors"] == {}
+    assert result["config"]["native"]["max_in_flight"] == 32
+    assert result["open_loop"] is None
+    produce = result["produce"]
+    assert produce["acked"] == produce["acked_total"] == produce["sent_total"] == records_asked
+    assert result["latency"]["publish"]["count"] == records_asked
+    records = read_topic(broker.bootstrap, closed_topic, records_asked)
+    assert len(records) == records_asked
+    for partition, key, value in records:
+        assert partition == zlib.crc32(key) % PARTITIONS, key
+        assert 100 <= len(value) <= 2000
+    held = [high - low for low, high in watermarks(broker.bootstrap, closed_topic)]
+    assert held == [sum(1 for r in records if r[0] == p) for p in range(PARTITIONS)]
+
+
+def test_native_producers_with_librdkafka_consumers_end_to_end(broker, bench_bin, topic,
+                                                              tmp_path):
+    result, _ = run_json(bench_bin, tmp_path, "e2e", "-b", broker.bootstrap, "-t", topic,
+                         "--partitions", PARTITIONS, "--client", "native", "-P", 2,
+                         "--rate", 1000, "--duration", "2s", "--warmup", "500ms", "-q",
+                         expect=(EXIT_OK, EXIT_DEGRADED))
+    assert result["errors"] == {}
+    assert result["config"]["client"] == "native"
+    produce, consume = result["produce"], result["consume"]
+    assert consume["consumed_total"] == produce["acked_total"] == produce["sent_total"]
+    assert result["latency"]["end_to_end"]["count"] == produce["acked"]
+    assert records_held(broker.bootstrap, topic) == produce["acked_total"]
+
+
+def test_native_client_refuses_what_it_does_not_do(broker, bench_bin, topic):
+    cases = [
+        (["produce", "--idempotence"], "--client native has no idempotence"),
+        (["produce", "--transactional-id", "t"], "--client native has no transactions"),
+        (["produce", "--linger-ms", "5"], "not --linger-ms 5"),
+        (["produce", "-X", "linger.ms=1"], "takes no librdkafka properties"),
+        (["consume"], "--client native only produces"),
+    ]
+    for args, message in cases:
+        run = run_bench(bench_bin, *args, "-b", broker.bootstrap, "-t", topic,
+                        "--client", "native", "--duration", "1s", expect=(EXIT_FAILED,))
+        assert message in run.stderr, run.stderr
+        assert "use --client librdkafka" in run.stderr, run.stderr
+        assert run.stdout == "", "refused before anything ran"
+    topics = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10)
+    assert topic not in topics.topics, "refused before the topic was created"
