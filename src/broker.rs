@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::io::DmaFile;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::api::Services;
 use crate::config::Config;
@@ -124,28 +124,29 @@ pub fn run(config: Config) {
         })
         .collect();
     let readers = Arc::new(readers);
-    let pool = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(config.cores, None))
-        .name("spate-shard")
-        // Not `preempt_timer(1 ms)` as DESIGN.md suggests: on this kernel (6.18) glommio 0.9
-        // then hangs at start-up in about one start in ten (an executor never wakes from its
-        // first io_uring wait; 0 hangs in 40 starts without it). Long loops call
-        // `yield_if_needed` instead.
-        .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
-        .on_all_shards(move || {
-            let config = config.clone();
-            let catalog = catalog.clone();
-            let mesh = meshes.lock().ok().and_then(|mut m| m.pop());
-            let mesh =
-                mesh.unwrap_or_else(|| fatal(FatalReason::Runtime, "more executors than shards"));
-            let ready = ready.clone();
-            let readers = readers.clone();
-            let files = descriptors.files_per_shard as usize;
-            let clean_stop = clean_stop.clone();
-            async move {
-                let start = Start { readers, ready, started, open_files: files, clean_stop };
-                shard_main(config, catalog, mesh, start).await
-            }
-        });
+    let pool =
+        LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(config.cores, allowed_cpus()))
+            .name("spate-shard")
+            // Not `preempt_timer(1 ms)` as DESIGN.md suggests: on this kernel (6.18) glommio 0.9
+            // then hangs at start-up in about one start in ten (an executor never wakes from its
+            // first io_uring wait; 0 hangs in 40 starts without it). Long loops call
+            // `yield_if_needed` instead.
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
+            .on_all_shards(move || {
+                let config = config.clone();
+                let catalog = catalog.clone();
+                let mesh = meshes.lock().ok().and_then(|mut m| m.pop());
+                let mesh = mesh
+                    .unwrap_or_else(|| fatal(FatalReason::Runtime, "more executors than shards"));
+                let ready = ready.clone();
+                let readers = readers.clone();
+                let files = descriptors.files_per_shard as usize;
+                let clean_stop = clean_stop.clone();
+                async move {
+                    let start = Start { readers, ready, started, open_files: files, clean_stop };
+                    shard_main(config, catalog, mesh, start).await
+                }
+            });
     let handles = pool.unwrap_or_else(|e| {
         fatal(
             FatalReason::Runtime,
@@ -388,6 +389,25 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         reads_from_memory = files.declined,
         "shard closed"
     );
+}
+
+/// The CPUs this process may run on (`taskset`, a cpuset cgroup), for the shards' placement:
+/// glommio otherwise spreads them over every online CPU, so `taskset -c 1 spate --cores 1`
+/// ran its shard on CPU 0. None (every online CPU) when the mask cannot be read.
+fn allowed_cpus() -> Option<CpuSet> {
+    // SAFETY: `mask` is a plain bitmap that sched_getaffinity fills for this process.
+    let mask = unsafe {
+        let mut mask: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut mask) != 0 {
+            return None;
+        }
+        mask
+    };
+    // SAFETY: CPU_ISSET reads the bitmap, with `cpu` below its size (CPU_SETSIZE).
+    let allowed =
+        |cpu: usize| cpu < libc::CPU_SETSIZE as usize && unsafe { libc::CPU_ISSET(cpu, &mask) };
+    let cpus = CpuSet::online().ok()?.filter(|location| allowed(location.cpu));
+    (!cpus.is_empty()).then_some(cpus)
 }
 
 async fn housekeeping(partitions: Rc<Partitions>) {

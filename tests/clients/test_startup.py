@@ -5,6 +5,7 @@ no backtrace); a second broker must never share a data directory or a port with 
 SIGTERM and SIGINT shut down cleanly even with clients connected.
 """
 
+import os
 import signal
 import subprocess
 
@@ -152,3 +153,23 @@ def test_config_file_uses_the_option_names(spate_factory, tmp_path):
     topic = unique_topic("toml")
     ck_produce(broker.bootstrap, topic, [Msg(b"k", b"v")])
     assert ck_partition_count(broker.bootstrap, topic) == 3
+
+
+def test_shards_run_on_the_cpus_the_process_may_use(spate_factory):
+    """Started under `taskset -c <last CPU>` with one core, the shard runs on that CPU: glommio
+    alone spreads shards over every online CPU, and put it on CPU 0, beside whatever the
+    operator kept CPU 0 for (a load generator, interrupts)."""
+    if TARGET == "kafka":
+        pytest.skip("Spate's shard placement")
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    last = cpus[-1]
+    broker = spate_factory("--cores", "1", start=False)
+    broker.preexec = lambda: os.sched_setaffinity(0, {last})
+    broker.start()
+    tasks = f"/proc/{broker.pid}/task"
+    names = {int(tid): open(f"{tasks}/{tid}/comm").read().strip() for tid in os.listdir(tasks)}
+    shards = [tid for tid, name in names.items() if name.startswith("spate-shard")]
+    assert shards, names
+    assert {tid: os.sched_getaffinity(tid) for tid in shards} == {tid: {last} for tid in shards}
