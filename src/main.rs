@@ -5,6 +5,12 @@ use clap::Parser;
 use spate::config::{Args, Config};
 use spate::fatal::{fatal, FatalReason};
 
+/// mimalloc instead of glibc's malloc: at 50,000 one-record produces/s on one shard, glibc's
+/// allocator took a fifth of the shard's CPU (`_int_malloc`, `malloc_consolidate`: most of the
+/// broker's buffers are over 1 KiB, glibc's "large" requests).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args = Args::parse();
     let config =
