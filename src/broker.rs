@@ -18,6 +18,8 @@ use glommio::net::TcpListener;
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::api::Services;
+use crate::cluster::identity::{self, Identity};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::constants::{
     BLOCKING_THREADS_PER_SHARD, MEMLOCK_BYTES_PER_SHARD_MIN, MESH_CHANNEL_CAPACITY,
@@ -66,7 +68,11 @@ pub fn init_logging(json: bool) {
 pub fn run(config: Config) {
     let started = Instant::now();
     let lock = prepare_data_dir(&config.data_dir);
+    check_quorum_identity(&config);
     check_listen_address(&config);
+    if let Some(cluster) = &config.cluster {
+        check_port_free(cluster.controller_listen, "--controller-listen");
+    }
     check_memlock(config.cores);
     install_signal_handlers();
     for warning in crate::host_check::host_warnings(Path::new("/"), &config.data_dir) {
@@ -173,6 +179,7 @@ struct MeshBuilders {
     controller: Builder<Controller>,
     groups: Builder<GroupCoordinator>,
     txns: Builder<TxnCoordinator>,
+    cluster: Builder<Cluster>,
 }
 
 type Builder<S> = MeshBuilder<
@@ -187,6 +194,7 @@ impl MeshBuilders {
             controller: MeshBuilder::full(cores, MESH_CHANNEL_CAPACITY),
             groups: MeshBuilder::full(cores, MESH_CHANNEL_CAPACITY),
             txns: MeshBuilder::full(cores, MESH_CHANNEL_CAPACITY),
+            cluster: MeshBuilder::full(cores, MESH_CHANNEL_CAPACITY),
         }
     }
 }
@@ -218,6 +226,7 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
     let (controller_mesh, controller_peers) = join(meshes.controller).await;
     let (groups_mesh, groups_peers) = join(meshes.groups).await;
     let (txns_mesh, txns_peers) = join(meshes.txns).await;
+    let (cluster_mesh, cluster_peers) = join(meshes.cluster).await;
     let id = partitions_mesh.me();
     tracing::debug!(shard = id.0, "joined the meshes");
     probe_direct_io(&config.data_dir, id).await;
@@ -232,6 +241,7 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         controller: controller.clone(),
     };
     let txns = Rc::new(TxnCoordinator::new(shard.clone(), txns_mesh, peers));
+    let cluster = Rc::new(Cluster::new(shard.clone(), cluster_mesh));
     if id.0 == 0 {
         let (reserve_bytes, total_bytes) = shard.space.reserve();
         tracing::info!(
@@ -306,6 +316,8 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
     controller.mesh().serve_peers(&controller, controller_peers);
     groups.mesh().serve_peers(&groups, groups_peers);
     txns.mesh().serve_peers(&txns, txns_peers);
+    cluster.mesh().serve_peers(&cluster, cluster_peers);
+    cluster.start();
     let listener = TcpListener::bind(config.listen).unwrap_or_else(|e| {
         fatal(
             FatalReason::Listen,
@@ -323,6 +335,7 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         controller,
         groups: groups.clone(),
         txns: txns.clone(),
+        cluster,
     });
     let acceptor = glommio::spawn_local(net::accept_loop(
         services,
@@ -448,6 +461,36 @@ fn prepare_data_dir(dir: &Path) -> File {
         fatal(FatalReason::DataDir, message);
     }
     lock
+}
+
+/// Compares the quorum identity the data dir recorded with this start's, and records it on a
+/// first clustered start (`cluster::identity`).
+fn check_quorum_identity(config: &Config) {
+    let meta_dir = config.data_dir.join(META_DIR);
+    let recorded = identity::load(&meta_dir).unwrap_or_else(|e| fatal(FatalReason::DataDir, e));
+    let given =
+        config.cluster.as_ref().map(|cluster| Identity::new(config.node_id, &cluster.voters));
+    let decision = identity::check(&config.data_dir, recorded.as_ref(), given.as_ref())
+        .unwrap_or_else(|e| fatal(FatalReason::DataDir, e));
+    if let (identity::Decision::Record, Some(given)) = (decision, given) {
+        identity::record(&meta_dir, &given).unwrap_or_else(|e| {
+            fatal(
+                FatalReason::DataDir,
+                format!("cannot record the quorum identity in {}: {e}", meta_dir.display()),
+            )
+        });
+    }
+}
+
+/// The controller listener binds with SO_REUSEPORT too (glommio): a plain bind must succeed
+/// first, so that two nodes on one machine never share a controller port by mistake.
+fn check_port_free(address: std::net::SocketAddr, flag: &str) {
+    if let Err(e) = std::net::TcpListener::bind(address) {
+        fatal(
+            FatalReason::Listen,
+            format!("cannot listen on {address} ({e}); choose another {flag} address"),
+        );
+    }
 }
 
 /// glommio binds with SO_REUSEPORT, which would let us share a port with another process
