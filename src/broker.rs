@@ -5,6 +5,7 @@
 //! Every start-up problem ends in `fatal` with one sentence that says how to fix it.
 
 use std::fs::File;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::rc::Rc;
@@ -69,9 +70,9 @@ pub fn run(config: Config) {
     let started = Instant::now();
     let lock = prepare_data_dir(&config.data_dir);
     check_quorum_identity(&config);
-    check_listen_address(&config);
+    check_listen_address(config.listen, "--listen");
     if let Some(cluster) = &config.cluster {
-        check_port_free(cluster.controller_listen, "--controller-listen");
+        check_listen_address(cluster.controller_listen, "--controller-listen");
     }
     check_memlock(config.cores);
     install_signal_handlers();
@@ -482,17 +483,6 @@ fn check_quorum_identity(config: &Config) {
     }
 }
 
-/// The controller listener binds with SO_REUSEPORT too (glommio): a plain bind must succeed
-/// first, so that two nodes on one machine never share a controller port by mistake.
-fn check_port_free(address: std::net::SocketAddr, flag: &str) {
-    if let Err(e) = std::net::TcpListener::bind(address) {
-        fatal(
-            FatalReason::Listen,
-            format!("cannot listen on {address} ({e}); choose another {flag} address"),
-        );
-    }
-}
-
 /// glommio binds with SO_REUSEPORT, which would let us share a port with another process
 /// and silently take half its connections. So a plain bind must succeed first. A plain bind
 /// also fails while connections of a previous run of ours linger on the port (FIN_WAIT after
@@ -502,31 +492,30 @@ fn check_port_free(address: std::net::SocketAddr, flag: &str) {
 /// io_uring instance is torn down by a kernel worker after the process is reaped, and an
 /// accept still in flight keeps the socket listening until then. Binding next to it with
 /// SO_REUSEPORT would send some clients into that dying queue, so we wait for it to go, and
-/// call the port taken only if it is still answering after `LISTEN_SETTLE`.
-fn check_listen_address(config: &Config) {
-    if config.listen.port() == 0 {
+/// call the port taken only if it is still answering after `LISTEN_SETTLE`. The controller
+/// listener (`--controller-listen`, on shard 0 only) is checked the same way.
+fn check_listen_address(listen: SocketAddr, flag: &str) {
+    if listen.port() == 0 {
         fatal(
             FatalReason::Listen,
-            "--listen needs an explicit port (0 would give each core a different one)",
+            format!("{flag} needs an explicit port (0 would give each core a different one)"),
         );
     }
     let deadline = Instant::now() + LISTEN_SETTLE;
-    let mut probe = config.listen;
+    let mut probe = listen;
     if probe.ip().is_unspecified() {
         probe.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     loop {
-        let in_use = match std::net::TcpListener::bind(config.listen) {
+        let in_use = match std::net::TcpListener::bind(listen) {
             Ok(listener) => {
                 drop(listener);
                 return;
             }
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => e,
             Err(e) => {
-                let message = format!(
-                    "cannot listen on {} ({e}); choose another --listen address",
-                    config.listen
-                );
+                let message =
+                    format!("cannot listen on {listen} ({e}); choose another {flag} address");
                 fatal(FatalReason::Listen, message)
             }
         };
@@ -541,8 +530,8 @@ fn check_listen_address(config: &Config) {
                 FatalReason::Listen,
                 format!(
                     "port {} is already in use; stop the other process or choose another \
-                     --listen address",
-                    config.listen.port()
+                     {flag} address",
+                    listen.port()
                 ),
             );
         }
