@@ -212,11 +212,7 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut entry = Entry::default();
-        entry.index = index;
-        entry.term = term;
-        entry.data = vec![index as u8; 3].into();
-        entry
+        Entry { index, term, data: vec![index as u8; 3].into(), ..Default::default() }
     }
 
     fn indexes(entries: &[Entry]) -> Vec<(u64, u64)> {
@@ -241,12 +237,8 @@ mod tests {
 
     #[test]
     fn replay_rebuilds_the_last_persisted_state() {
-        let mut hard_state = HardState::default();
-        hard_state.term = 2;
-        hard_state.vote = 3;
-        hard_state.commit = 2;
-        let mut conf = ConfState::default();
-        conf.voters = vec![1, 2, 3];
+        let hard_state = HardState { term: 2, vote: 3, commit: 2, ..Default::default() };
+        let conf = ConfState { voters: vec![1, 2, 3], ..Default::default() };
         let mut bytes = encode_batch(&[], None, Some(&conf));
         bytes.extend(encode_batch(&[entry(1, 1), entry(2, 1), entry(3, 1)], None, None));
         bytes.extend(encode_batch(&[entry(3, 2)], Some(&hard_state), None));
