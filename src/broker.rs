@@ -5,6 +5,7 @@
 //! Every start-up problem ends in `fatal` with one sentence that says how to fix it.
 
 use std::fs::File;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::rc::Rc;
@@ -18,6 +19,8 @@ use glommio::net::TcpListener;
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::api::Services;
+use crate::cluster::identity::{self, Identity};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::constants::{
     BLOCKING_THREADS_PER_SHARD, MEMLOCK_BYTES_PER_SHARD_MIN, MESH_CHANNEL_CAPACITY,
@@ -66,7 +69,11 @@ pub fn init_logging(json: bool) {
 pub fn run(config: Config) {
     let started = Instant::now();
     let lock = prepare_data_dir(&config.data_dir);
-    check_listen_address(&config);
+    check_quorum_identity(&config);
+    check_listen_address(config.listen, "--listen");
+    if let Some(cluster) = &config.cluster {
+        check_listen_address(cluster.controller_listen, "--controller-listen");
+    }
     check_memlock(config.cores);
     install_signal_handlers();
     for warning in crate::host_check::host_warnings(Path::new("/"), &config.data_dir) {
@@ -173,6 +180,7 @@ struct MeshBuilders {
     controller: Builder<Controller>,
     groups: Builder<GroupCoordinator>,
     txns: Builder<TxnCoordinator>,
+    cluster: Builder<Cluster>,
 }
 
 type Builder<S> = MeshBuilder<
@@ -187,6 +195,7 @@ impl MeshBuilders {
             controller: MeshBuilder::full(cores, MESH_CHANNEL_CAPACITY),
             groups: MeshBuilder::full(cores, MESH_CHANNEL_CAPACITY),
             txns: MeshBuilder::full(cores, MESH_CHANNEL_CAPACITY),
+            cluster: MeshBuilder::full(cores, MESH_CHANNEL_CAPACITY),
         }
     }
 }
@@ -218,6 +227,7 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
     let (controller_mesh, controller_peers) = join(meshes.controller).await;
     let (groups_mesh, groups_peers) = join(meshes.groups).await;
     let (txns_mesh, txns_peers) = join(meshes.txns).await;
+    let (cluster_mesh, cluster_peers) = join(meshes.cluster).await;
     let id = partitions_mesh.me();
     tracing::debug!(shard = id.0, "joined the meshes");
     probe_direct_io(&config.data_dir, id).await;
@@ -232,6 +242,7 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         controller: controller.clone(),
     };
     let txns = Rc::new(TxnCoordinator::new(shard.clone(), txns_mesh, peers));
+    let cluster = Rc::new(Cluster::new(shard.clone(), cluster_mesh));
     if id.0 == 0 {
         let (reserve_bytes, total_bytes) = shard.space.reserve();
         tracing::info!(
@@ -306,6 +317,8 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
     controller.mesh().serve_peers(&controller, controller_peers);
     groups.mesh().serve_peers(&groups, groups_peers);
     txns.mesh().serve_peers(&txns, txns_peers);
+    cluster.mesh().serve_peers(&cluster, cluster_peers);
+    cluster.start();
     let listener = TcpListener::bind(config.listen).unwrap_or_else(|e| {
         fatal(
             FatalReason::Listen,
@@ -323,6 +336,7 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         controller,
         groups: groups.clone(),
         txns: txns.clone(),
+        cluster,
     });
     let acceptor = glommio::spawn_local(net::accept_loop(
         services,
@@ -450,6 +464,25 @@ fn prepare_data_dir(dir: &Path) -> File {
     lock
 }
 
+/// Compares the quorum identity the data dir recorded with this start's, and records it on a
+/// first clustered start (`cluster::identity`).
+fn check_quorum_identity(config: &Config) {
+    let meta_dir = config.data_dir.join(META_DIR);
+    let recorded = identity::load(&meta_dir).unwrap_or_else(|e| fatal(FatalReason::DataDir, e));
+    let given =
+        config.cluster.as_ref().map(|cluster| Identity::new(config.node_id, &cluster.voters));
+    let decision = identity::check(&config.data_dir, recorded.as_ref(), given.as_ref())
+        .unwrap_or_else(|e| fatal(FatalReason::DataDir, e));
+    if let (identity::Decision::Record, Some(given)) = (decision, given) {
+        identity::record(&meta_dir, &given).unwrap_or_else(|e| {
+            fatal(
+                FatalReason::DataDir,
+                format!("cannot record the quorum identity in {}: {e}", meta_dir.display()),
+            )
+        });
+    }
+}
+
 /// glommio binds with SO_REUSEPORT, which would let us share a port with another process
 /// and silently take half its connections. So a plain bind must succeed first. A plain bind
 /// also fails while connections of a previous run of ours linger on the port (FIN_WAIT after
@@ -459,31 +492,30 @@ fn prepare_data_dir(dir: &Path) -> File {
 /// io_uring instance is torn down by a kernel worker after the process is reaped, and an
 /// accept still in flight keeps the socket listening until then. Binding next to it with
 /// SO_REUSEPORT would send some clients into that dying queue, so we wait for it to go, and
-/// call the port taken only if it is still answering after `LISTEN_SETTLE`.
-fn check_listen_address(config: &Config) {
-    if config.listen.port() == 0 {
+/// call the port taken only if it is still answering after `LISTEN_SETTLE`. The controller
+/// listener (`--controller-listen`, on shard 0 only) is checked the same way.
+fn check_listen_address(listen: SocketAddr, flag: &str) {
+    if listen.port() == 0 {
         fatal(
             FatalReason::Listen,
-            "--listen needs an explicit port (0 would give each core a different one)",
+            format!("{flag} needs an explicit port (0 would give each core a different one)"),
         );
     }
     let deadline = Instant::now() + LISTEN_SETTLE;
-    let mut probe = config.listen;
+    let mut probe = listen;
     if probe.ip().is_unspecified() {
         probe.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     loop {
-        let in_use = match std::net::TcpListener::bind(config.listen) {
+        let in_use = match std::net::TcpListener::bind(listen) {
             Ok(listener) => {
                 drop(listener);
                 return;
             }
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => e,
             Err(e) => {
-                let message = format!(
-                    "cannot listen on {} ({e}); choose another --listen address",
-                    config.listen
-                );
+                let message =
+                    format!("cannot listen on {listen} ({e}); choose another {flag} address");
                 fatal(FatalReason::Listen, message)
             }
         };
@@ -498,8 +530,8 @@ fn check_listen_address(config: &Config) {
                 FatalReason::Listen,
                 format!(
                     "port {} is already in use; stop the other process or choose another \
-                     --listen address",
-                    config.listen.port()
+                     {flag} address",
+                    listen.port()
                 ),
             );
         }

@@ -11,6 +11,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::constants;
+use crate::model::quorum::QuorumVoters;
 use crate::model::settings::{GroupConfig, TxnConfig};
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
 use crate::model::NodeId;
@@ -35,9 +36,22 @@ pub struct Args {
     /// Number of cores (one pinned executor and one shard each) [default: all cores].
     #[arg(long, value_name = "N")]
     pub cores: Option<usize>,
-    /// This broker's node id in Metadata responses [default: 1].
+    /// This node's id: the broker id in Metadata responses and, in a cluster, its id in
+    /// --controller-quorum-voters (required there) [default: 1].
     #[arg(long, value_name = "N")]
     pub node_id: Option<i32>,
+    /// Address this node's controller accepts its quorum peers on (Raft messages); its port
+    /// must be the one --controller-quorum-voters gives this node. Only with
+    /// --controller-quorum-voters [default: 0.0.0.0 and that port].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub controller_listen: Option<String>,
+    /// The controller quorum, `id@host:port` per voter, comma-separated
+    /// (1@10.0.0.1:9093,2@10.0.0.2:9093,3@10.0.0.3:9093): every listed node is a broker and
+    /// a voter of the Raft metadata log, and must be started with the same list. Without it
+    /// Spate runs as a single node. The data dir remembers the list and the node id of its
+    /// first start and refuses others.
+    #[arg(long, value_name = "VOTERS")]
+    pub controller_quorum_voters: Option<String>,
     /// Create topics on first use by Metadata, Produce or Fetch [default: true].
     #[arg(long, value_name = "BOOL")]
     pub auto_create_topics: Option<bool>,
@@ -120,6 +134,8 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     cores: Option<usize>,
     node_id: Option<i32>,
+    controller_listen: Option<String>,
+    controller_quorum_voters: Option<String>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<i32>,
     message_max_bytes: Option<u32>,
@@ -141,6 +157,15 @@ struct FileConfig {
     transactional_id_expiration_ms: Option<i64>,
 }
 
+/// A clustered node's quorum settings (`--controller-quorum-voters`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Where this node's controller accepts its peers.
+    pub controller_listen: SocketAddr,
+    /// Every voter, this node among them.
+    pub voters: QuorumVoters,
+}
+
 /// The validated configuration every shard gets a copy of.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -150,6 +175,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub cores: usize,
     pub node_id: NodeId,
+    /// The controller quorum this node votes in; None: a single node.
+    pub cluster: Option<ClusterConfig>,
     pub auto_create_topics: bool,
     pub default_partitions: i32,
     pub frame_max_bytes: u32,
@@ -265,6 +292,21 @@ impl Config {
                 .offsets_topic_segment_bytes
                 .or(file.offsets_topic_segment_bytes),
         })?;
+        let node_id = args.node_id.or(file.node_id);
+        let cluster = cluster_config(
+            node_id,
+            args.controller_listen.or(file.controller_listen),
+            args.controller_quorum_voters.or(file.controller_quorum_voters),
+        )?;
+        if let Some(cluster) = &cluster {
+            if cluster.controller_listen.port() == listen.port() {
+                return Err(format!(
+                    "--controller-listen {} uses the port of --listen; give the controller a \
+                     port of its own.",
+                    cluster.controller_listen
+                ));
+            }
+        }
         let txns = txn_config(
             args.transaction_state_log_segment_bytes.or(file.transaction_state_log_segment_bytes),
             args.transactional_id_expiration_ms.or(file.transactional_id_expiration_ms),
@@ -275,7 +317,8 @@ impl Config {
             advertised_port,
             data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| "spate-data".into()),
             cores,
-            node_id: NodeId(args.node_id.or(file.node_id).unwrap_or(1)),
+            node_id: NodeId(node_id.unwrap_or(1)),
+            cluster,
             auto_create_topics: args.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
             default_partitions,
             frame_max_bytes,
@@ -290,6 +333,55 @@ impl Config {
             txns,
         })
     }
+}
+
+/// The quorum settings: all three options or none (`--controller-listen` may be left out and
+/// defaults to every interface at the voter's port).
+fn cluster_config(
+    node_id: Option<i32>,
+    listen: Option<String>,
+    voters: Option<String>,
+) -> Result<Option<ClusterConfig>, String> {
+    let Some(voters) = voters else {
+        if let Some(listen) = listen {
+            return Err(format!(
+                "--controller-listen {listen} needs --controller-quorum-voters; give both or \
+                 neither."
+            ));
+        }
+        return Ok(None);
+    };
+    let voters = QuorumVoters::parse(&voters)?;
+    let Some(node_id) = node_id else {
+        return Err(format!(
+            "--controller-quorum-voters needs --node-id, one of the voters' ids ({}).",
+            ids_text(&voters)
+        ));
+    };
+    let Some(voter) = voters.get(NodeId(node_id)) else {
+        return Err(format!(
+            "--node-id {node_id} is not in --controller-quorum-voters ({voters}); use one of \
+             {}.",
+            ids_text(&voters)
+        ));
+    };
+    let controller_listen = match listen {
+        None => SocketAddr::from((Ipv4Addr::UNSPECIFIED, voter.port)),
+        Some(text) => resolve(&text)
+            .map_err(|e| format!("--controller-listen {text:?} is not a usable address ({e})"))?,
+    };
+    if controller_listen.port() != voter.port {
+        return Err(format!(
+            "--controller-listen {controller_listen} does not match this node's voter address \
+             {voter}; use port {}.",
+            voter.port
+        ));
+    }
+    Ok(Some(ClusterConfig { controller_listen, voters }))
+}
+
+fn ids_text(voters: &QuorumVoters) -> String {
+    voters.ids().map(|id| id.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// The group options as given (None: the default).
@@ -446,6 +538,64 @@ mod tests {
         let args = Args { config: Some(path), ..Args::default() };
         let error = Config::from_args(args).expect_err("unknown key");
         assert!(!error.contains('\n'), "{error}");
+    }
+
+    #[test]
+    fn quorum_options_are_all_or_nothing_and_must_agree() {
+        assert!(Config::from_args(Args::default()).expect("valid").cluster.is_none());
+        let voters = || Some("1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293".to_string());
+        let args = Args {
+            node_id: Some(2),
+            controller_listen: Some("127.0.0.1:9193".into()),
+            controller_quorum_voters: voters(),
+            ..Args::default()
+        };
+        let cluster = Config::from_args(args).expect("valid").cluster.expect("clustered");
+        assert_eq!(cluster.controller_listen.port(), 9193);
+        assert_eq!(cluster.voters.voters().len(), 3);
+        let args = Args { node_id: Some(3), controller_quorum_voters: voters(), ..Args::default() };
+        let cluster = Config::from_args(args).expect("valid").cluster.expect("clustered");
+        assert_eq!(cluster.controller_listen.port(), 9293);
+        for (bad, expected) in [
+            (Args { controller_quorum_voters: voters(), ..Args::default() }, "needs --node-id"),
+            (
+                Args { node_id: Some(4), controller_quorum_voters: voters(), ..Args::default() },
+                "not in --controller-quorum-voters",
+            ),
+            (
+                Args {
+                    node_id: Some(1),
+                    controller_listen: Some("127.0.0.1:9193".into()),
+                    controller_quorum_voters: voters(),
+                    ..Args::default()
+                },
+                "does not match",
+            ),
+            (
+                Args { controller_listen: Some("127.0.0.1:9093".into()), ..Args::default() },
+                "needs --controller-quorum-voters",
+            ),
+            (
+                Args {
+                    node_id: Some(1),
+                    listen: Some("127.0.0.1:9093".into()),
+                    controller_quorum_voters: voters(),
+                    ..Args::default()
+                },
+                "port of its own",
+            ),
+        ] {
+            let error = Config::from_args(bad).expect_err(expected);
+            assert!(error.contains(expected), "{error}");
+            assert!(!error.contains('\n'), "{error}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spate.toml");
+        let text = "node-id = 1\ncontroller-quorum-voters = \"1@127.0.0.1:9093\"\n\
+                    controller-listen = \"127.0.0.1:9093\"\n";
+        std::fs::write(&path, text).expect("write");
+        let args = Args { config: Some(path), ..Args::default() };
+        assert!(Config::from_args(args).expect("valid").cluster.is_some());
     }
 
     #[test]

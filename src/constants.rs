@@ -209,6 +209,33 @@ pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 /// when the newest covers offsets a crash lost).
 pub const PRODUCER_SNAPSHOTS_RETAINED: usize = 2;
 
+/// The controller quorum's Raft clock (src/cluster): one tick every `RAFT_TICK_MS`. A leader
+/// heartbeats every `RAFT_HEARTBEAT_TICKS`; a follower that hears nothing for a randomized
+/// `RAFT_ELECTION_TICKS` to twice that campaigns (1-2 s, Kafka's
+/// controller.quorum.election.timeout.ms is 1 s plus up to 1 s of back-off), so a killed
+/// leader is replaced in about 1-3 s, inside the 3 s median the cluster issue targets.
+pub const RAFT_TICK_MS: u64 = 100;
+pub const RAFT_HEARTBEAT_TICKS: usize = 1;
+pub const RAFT_ELECTION_TICKS: usize = 10;
+/// Entries raft-rs may put in one append message, in bytes, and messages in flight per peer.
+pub const RAFT_MESSAGE_SIZE_BYTES_MAX: u64 = 1024 * 1024;
+pub const RAFT_INFLIGHT_MESSAGES_MAX: usize = 256;
+/// Largest frame a controller listener accepts (a full append message and its envelope).
+pub const RAFT_FRAME_SIZE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Events (ticks, peer messages, proposals) queued for the Raft driver; senders wait beyond.
+pub const RAFT_EVENTS_QUEUED_MAX: usize = 1024;
+/// Messages queued for one peer; beyond it (a peer that is down) new ones are dropped, and
+/// Raft sends again what still matters.
+pub const RAFT_PEER_MESSAGES_QUEUED_MAX: usize = 256;
+/// Reconnecting to a peer backs off from the first to the second (doubling), and a connect
+/// gives up after the third.
+pub const RAFT_PEER_RETRY_MS_MIN: u64 = 50;
+pub const RAFT_PEER_RETRY_MS_MAX: u64 = 1000;
+pub const RAFT_PEER_CONNECT_TIMEOUT_MS: u64 = 1000;
+/// How often a node checks that its broker registration is committed and proposes it again
+/// if not (a proposal can be lost with a leader).
+pub const BROKER_REGISTRATION_RETRY_MS: u64 = 500;
+
 const _: () = assert!(SEGMENT_SIZE_BYTES_MIN.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES_MAX));
 const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES_MAX));
 const _: () = assert!((RECOVERY_READ_BYTES as u64).is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES_MAX));
@@ -224,3 +251,6 @@ const _: () = assert!(PRODUCER_BATCHES_RETAINED >= 5 && PRODUCER_BATCHES_RETAINE
 const _: () = assert!(PRODUCER_ID_BLOCK_SIZE > 0);
 const _: () = assert!(MIN_FREE_PERCENT_DEFAULT < 100);
 const _: () = assert!(NO_SPACE_RETRY_MS_MIN > 0 && NO_SPACE_RETRY_MS_MIN <= NO_SPACE_RETRY_MS_MAX);
+const _: () = assert!(RAFT_HEARTBEAT_TICKS < RAFT_ELECTION_TICKS);
+const _: () = assert!(RAFT_FRAME_SIZE_BYTES_MAX as u64 > 2 * RAFT_MESSAGE_SIZE_BYTES_MAX);
+const _: () = assert!(RAFT_PEER_RETRY_MS_MIN <= RAFT_PEER_RETRY_MS_MAX);

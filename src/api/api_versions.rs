@@ -16,8 +16,7 @@ pub fn handle(ctx: &Context, _body: Bytes) -> Outcome {
     // sends a malformed one still deserves the version table, as Kafka does.
     let mut response = ApiVersionsResponse::default();
     response.error_code = ErrorCode::None.code();
-    response.api_keys = versions::SUPPORTED
-        .iter()
+    response.api_keys = versions::advertised(ctx.cluster().clustered())
         .map(|s| {
             let mut v = ApiVersion::default();
             v.api_key = s.key as i16;

@@ -1,22 +1,40 @@
-//! DescribeCluster (API 60): this broker as the whole cluster and its controller, from the
-//! shard's catalog copy.
+//! DescribeCluster (API 60): on a single node, this broker as the whole cluster and its
+//! controller; in a cluster, the Raft leader as the controller and every broker whose
+//! registration is committed in the metadata log (`cluster::ClusterView`).
 
 use bytes::Bytes;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::DescribeClusterResponse;
 
 use super::{str_bytes, Context, Outcome};
+use crate::model::NodeId;
 
 pub fn handle(ctx: &Context, _body: Bytes) -> Outcome {
     let shard = ctx.shard();
     let mut response = DescribeClusterResponse::default();
     response.cluster_id = str_bytes(&shard.catalog.borrow().cluster_id);
-    response.controller_id = shard.config.node_id.into();
     response.endpoint_type = 1;
-    let mut broker = DescribeClusterBroker::default();
-    broker.broker_id = shard.config.node_id.into();
-    broker.host = str_bytes(&shard.config.advertised_host);
-    broker.port = i32::from(shard.config.advertised_port);
-    response.brokers = vec![broker];
+    let broker = |node_id: NodeId, host: &str, port: u16| {
+        let mut broker = DescribeClusterBroker::default();
+        broker.broker_id = node_id.into();
+        broker.host = str_bytes(host);
+        broker.port = i32::from(port);
+        broker
+    };
+    if !ctx.cluster().clustered() {
+        response.controller_id = shard.config.node_id.into();
+        let config = &shard.config;
+        response.brokers =
+            vec![broker(config.node_id, &config.advertised_host, config.advertised_port)];
+        return ctx.reply(&response);
+    }
+    // Before the first view (the log still opening) there is no leader and no broker yet.
+    let view = ctx.cluster().view();
+    response.controller_id = view.as_ref().and_then(|v| v.leader_id).unwrap_or(NodeId::NONE).into();
+    response.brokers = view
+        .iter()
+        .flat_map(|view| view.brokers.iter())
+        .map(|b| broker(b.node_id, &b.host, b.port))
+        .collect();
     ctx.reply(&response)
 }

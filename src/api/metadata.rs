@@ -28,7 +28,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     broker.port = i32::from(config.advertised_port);
     response.brokers = vec![broker];
     response.cluster_id = Some(str_bytes(&shard.catalog.borrow().cluster_id));
-    response.controller_id = node_id.into();
+    // Clustered: the Raft leader (-1 during an election). The broker list stays this node
+    // until partitions are spread over the cluster (the next steps).
+    response.controller_id = match ctx.cluster().view() {
+        Some(view) => view.leader_id.unwrap_or(NodeId::NONE).into(),
+        None if ctx.cluster().clustered() => NodeId::NONE.into(),
+        None => node_id.into(),
+    };
     let auto_create =
         config.auto_create_topics && (ctx.version < 4 || request.allow_auto_topic_creation);
     match request.topics {

@@ -26,6 +26,7 @@ mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
 mod describe_producers;
+mod describe_quorum;
 mod describe_transactions;
 mod end_txn;
 mod fetch;
@@ -57,6 +58,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
+use crate::cluster::Cluster;
 use crate::controller::Controller;
 use crate::group::coordinator::Coordinator as GroupCoordinator;
 use crate::partition::Partitions;
@@ -73,6 +75,7 @@ pub struct Services {
     pub controller: Rc<Controller>,
     pub groups: Rc<GroupCoordinator>,
     pub txns: Rc<TxnCoordinator>,
+    pub cluster: Rc<Cluster>,
 }
 
 /// What the connection does with a request.
@@ -123,7 +126,8 @@ pub async fn admit(services: &Rc<Services>, frame: Bytes, peer: Option<SocketAdd
     let Ok(api_key) = ApiKey::try_from(prefix.api_key) else {
         return Admitted::Now(Outcome::Close(format!("unknown API key {}", prefix.api_key)));
     };
-    if !versions::serves(prefix.api_key, prefix.api_version) {
+    let clustered = services.cluster.clustered();
+    if !versions::serves(prefix.api_key, prefix.api_version, clustered) {
         if api_key == ApiKey::ApiVersions {
             return Admitted::Now(api_versions::unsupported_version(prefix.correlation_id));
         }
@@ -160,6 +164,7 @@ async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         ApiKey::AlterConfigs => alter_configs::handle(ctx, body).await,
         ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(ctx, body).await,
         ApiKey::DescribeCluster => describe_cluster::handle(ctx, body),
+        ApiKey::DescribeQuorum => describe_quorum::handle(ctx, body),
         ApiKey::FindCoordinator => find_coordinator::handle(ctx, body),
         ApiKey::JoinGroup => join_group::handle(ctx, body).await,
         ApiKey::SyncGroup => sync_group::handle(ctx, body).await,
@@ -214,6 +219,10 @@ impl Context {
 
     pub fn txns(&self) -> &Rc<TxnCoordinator> {
         &self.services.txns
+    }
+
+    pub fn cluster(&self) -> &Rc<Cluster> {
+        &self.services.cluster
     }
 
     /// Decodes the request body, or gives the `Close` outcome to return.

@@ -17,6 +17,8 @@ pub enum ErrorCode {
     CorruptMessage = 2,
     UnknownTopicOrPartition = 3,
     LeaderNotAvailable = 5,
+    /// Retriable: this node does not lead (or knows no leader of) what was asked for.
+    NotLeaderOrFollower = 6,
     RequestTimedOut = 7,
     MessageTooLarge = 10,
     OffsetMetadataTooLarge = 12,
@@ -64,13 +66,14 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, by wire value.
-    pub const ALL: [ErrorCode; 47] = [
+    pub const ALL: [ErrorCode; 48] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
         ErrorCode::CorruptMessage,
         ErrorCode::UnknownTopicOrPartition,
         ErrorCode::LeaderNotAvailable,
+        ErrorCode::NotLeaderOrFollower,
         ErrorCode::RequestTimedOut,
         ErrorCode::MessageTooLarge,
         ErrorCode::OffsetMetadataTooLarge,
@@ -138,13 +141,14 @@ mod tests {
     use super::*;
 
     /// The wire values, written out once more: a renumbered variant fails here.
-    const WIRE: [(ErrorCode, i16); 47] = [
+    const WIRE: [(ErrorCode, i16); 48] = [
         (ErrorCode::UnknownServerError, -1),
         (ErrorCode::None, 0),
         (ErrorCode::OffsetOutOfRange, 1),
         (ErrorCode::CorruptMessage, 2),
         (ErrorCode::UnknownTopicOrPartition, 3),
         (ErrorCode::LeaderNotAvailable, 5),
+        (ErrorCode::NotLeaderOrFollower, 6),
         (ErrorCode::RequestTimedOut, 7),
         (ErrorCode::MessageTooLarge, 10),
         (ErrorCode::OffsetMetadataTooLarge, 12),

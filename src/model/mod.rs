@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod error_code;
 pub mod ids;
+pub mod quorum;
 pub mod records;
 pub mod settings;
 pub mod topic;

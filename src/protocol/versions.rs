@@ -59,14 +59,27 @@ pub const SUPPORTED: [Supported; 32] = [
     api(ApiKey::DescribeProducers, 0, 0),
 ];
 
+/// APIs a node serves only in a cluster (`--controller-quorum-voters`), at Kafka 4.0's
+/// ranges. A single node does not advertise them, as a ZooKeeper-mode Kafka broker did not
+/// advertise DescribeQuorum: clients then report it as unsupported without asking.
+pub const CLUSTER_ONLY: [Supported; 1] = [api(ApiKey::DescribeQuorum, 0, 2)];
+
+/// What a node advertises: `SUPPORTED`, plus `CLUSTER_ONLY` when clustered.
+pub fn advertised(clustered: bool) -> impl Iterator<Item = Supported> {
+    let extra: &[Supported] = if clustered { &CLUSTER_ONLY } else { &[] };
+    SUPPORTED.iter().chain(extra).copied()
+}
+
 /// The supported range of `api_key`, if we implement it.
 pub fn supported(api_key: i16) -> Option<Supported> {
     SUPPORTED.iter().copied().find(|s| s.key as i16 == api_key)
 }
 
-/// Whether we serve this version of this API.
-pub fn serves(api_key: i16, api_version: i16) -> bool {
-    supported(api_key).is_some_and(|s| (s.min..=s.max).contains(&api_version))
+/// Whether we serve this version of this API (on a clustered node or not).
+pub fn serves(api_key: i16, api_version: i16, clustered: bool) -> bool {
+    advertised(clustered)
+        .find(|s| s.key as i16 == api_key)
+        .is_some_and(|s| (s.min..=s.max).contains(&api_version))
 }
 
 #[cfg(test)]
@@ -76,7 +89,7 @@ mod tests {
 
     #[test]
     fn every_served_range_is_inside_what_the_codec_supports() {
-        for s in SUPPORTED {
+        for s in SUPPORTED.iter().chain(&CLUSTER_ONLY) {
             let codec = s.key.valid_versions();
             assert!(s.min >= codec.min, "{:?} min {} < codec {}", s.key, s.min, codec.min);
             assert!(s.max <= codec.max, "{:?} max {} > codec {}", s.key, s.max, codec.max);
@@ -87,10 +100,13 @@ mod tests {
 
     #[test]
     fn lookups() {
-        assert!(serves(18, 3));
-        assert!(!serves(18, 5));
-        assert!(!serves(0, 2));
-        assert!(serves(0, 3));
+        assert!(serves(18, 3, false));
+        assert!(!serves(18, 5, false));
+        assert!(!serves(0, 2, false));
+        assert!(serves(0, 3, true));
+        assert!(!serves(55, 2, false));
+        assert!(serves(55, 2, true));
+        assert!(!serves(55, 3, true));
         assert!(supported(999).is_none());
     }
 }

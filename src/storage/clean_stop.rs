@@ -139,7 +139,8 @@ pub fn take_all(meta_dir: &Path) -> std::io::Result<CleanStop> {
                     }
                 }
                 Err(why) => {
-                    tracing::warn!(path = %path.display(), "ignoring a damaged clean-stop file: {why}")
+                    let path = path.display();
+                    tracing::warn!(%path, "ignoring a damaged clean-stop file: {why}")
                 }
             }
         }

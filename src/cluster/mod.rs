@@ -1,0 +1,158 @@
+//! The cluster: a controller quorum of `--controller-quorum-voters` nodes that keep the
+//! cluster's metadata in a replicated log on tikv's `raft` crate (raft-rs), never a
+//! home-made consensus.
+//!
+//! ```text
+//!   shard 0                                              every shard
+//!   +--------------------------------------------+      +----------------------------+
+//!   | node: RawNode driver (ticks, peer messages, |      | Cluster: the latest        |
+//!   |   proposals) -> journal (fdatasync) ->      | ---> |   ClusterView, read by     |
+//!   |   MetadataState (pure apply)                | mesh |   Metadata, DescribeCluster|
+//!   | transport: controller listener, one sender  |      |   and DescribeQuorum       |
+//!   |   task per peer (frames of raft Messages)   |      +----------------------------+
+//!   +--------------------------------------------+
+//! ```
+//!
+//! What exists: leader election, the durable log (`journal`), the records `LeaderChange`
+//! and `RegisterBroker` (`records`) applied in order (`state`), and the view every shard
+//! answers clients from. Not yet: topic and partition records, snapshots, fencing, forwarding
+//! admin requests, replication. Without `--controller-quorum-voters` the service exists on
+//! every shard but starts nothing and its view is None: the broker is the single node it
+//! always was.
+//!
+//! Lifecycle: built on every shard at start; `start` on shard 0 runs the driver when
+//! clustered. Concurrency: shard-local; shard 0 posts each new view to the others.
+
+pub mod frame;
+pub mod identity;
+pub mod journal;
+pub mod node;
+pub mod records;
+pub mod state;
+pub mod transport;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use raft::prelude::Message;
+
+use crate::model::quorum::Voter;
+use crate::model::{NodeId, ShardId};
+use crate::shard::mesh::{Mesh, Served, Service};
+use crate::shard::{Shard, CONTROLLER};
+pub use state::BrokerRegistration;
+
+/// What every shard knows of the quorum: a copy of shard 0's, replaced on each change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    /// The Raft leader as this node knows it (None during an election).
+    pub leader_id: Option<NodeId>,
+    /// This node's current term (Kafka's leader epoch).
+    pub term: u64,
+    /// This node's commit index (Kafka's high watermark of the metadata log).
+    pub commit_index: u64,
+    /// The committed broker registrations, by node id.
+    pub brokers: Vec<BrokerRegistration>,
+    /// Every voter's log end as far as this node knows (the leader knows them all).
+    pub voters: Vec<VoterState>,
+    /// Every voter's controller address.
+    pub voter_addresses: Vec<Voter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoterState {
+    pub node_id: NodeId,
+    /// The index of its last log entry (None: unknown here).
+    pub log_end_index: Option<u64>,
+}
+
+/// Requests between shards of the cluster service.
+#[derive(Debug)]
+pub enum ClusterRequest {
+    /// Shard 0's new view (a post); `sequence` orders the posts, which travel in tasks of
+    /// their own and may overtake each other.
+    Publish { sequence: u64, view: ClusterView },
+}
+
+/// What the Raft driver takes from its queue.
+pub enum Event {
+    Tick,
+    /// A peer's message.
+    Message(Message),
+    /// A record to append (encoded `records::MetadataRecord`).
+    Propose(Vec<u8>),
+}
+
+/// The cluster service on one shard.
+pub struct Cluster {
+    shard: Rc<Shard>,
+    mesh: Mesh<Cluster>,
+    view: RefCell<Option<Rc<ClusterView>>>,
+    /// The sequence of the view held (shard 0 counts its publications).
+    sequence: Cell<u64>,
+}
+
+impl Cluster {
+    pub fn new(shard: Rc<Shard>, mesh: Mesh<Cluster>) -> Cluster {
+        Cluster { shard, mesh, view: RefCell::new(None), sequence: Cell::new(0) }
+    }
+
+    /// The latest view; None on a single node (and on a clustered node before its first).
+    pub fn view(&self) -> Option<Rc<ClusterView>> {
+        self.view.borrow().clone()
+    }
+
+    /// Whether this node is part of a quorum (`--controller-quorum-voters`).
+    pub fn clustered(&self) -> bool {
+        self.shard.config.cluster.is_some()
+    }
+
+    /// Starts the Raft driver on shard 0 of a clustered node; nothing otherwise.
+    pub fn start(self: &Rc<Self>) {
+        let Some(quorum) = self.shard.config.cluster.clone() else { return };
+        if self.shard.id != CONTROLLER {
+            return;
+        }
+        let config = self.shard.config.clone();
+        glommio::spawn_local(node::run(self.clone(), config, quorum)).detach();
+    }
+
+    /// Sets this shard's view and posts it to the others (shard 0 only).
+    fn publish(self: &Rc<Self>, view: ClusterView) {
+        *self.view.borrow_mut() = Some(Rc::new(view.clone()));
+        let sequence = self.sequence.get() + 1;
+        self.sequence.set(sequence);
+        let cluster = self.clone();
+        glommio::spawn_local(async move {
+            for shard in 0..cluster.shard.config.cores {
+                let target = ShardId(shard as u16);
+                if target != cluster.mesh.me() {
+                    let request = ClusterRequest::Publish { sequence, view: view.clone() };
+                    cluster.mesh.post(target, request).await;
+                }
+            }
+        })
+        .detach();
+    }
+}
+
+impl Service for Cluster {
+    type Request = ClusterRequest;
+    type Response = ();
+
+    fn mesh(&self) -> &Mesh<Self> {
+        &self.mesh
+    }
+
+    fn serve(self: &Rc<Self>, _from: ShardId, request: ClusterRequest) -> Served<()> {
+        match request {
+            ClusterRequest::Publish { sequence, view } => {
+                if sequence > self.sequence.get() {
+                    self.sequence.set(sequence);
+                    *self.view.borrow_mut() = Some(Rc::new(view));
+                }
+            }
+        }
+        Served::Now(())
+    }
+}

@@ -1,0 +1,346 @@
+//! The Raft driver: one task on shard 0 that owns the `RawNode` and feeds it ticks (a
+//! glommio timer), peer messages and proposals, all through one bounded queue of `Event`s,
+//! then handles each `Ready` the raft-rs way:
+//!
+//! ```text
+//!   event -> tick / step / propose -> has_ready?
+//!     ready: send messages --> apply committed entries --> journal (write + fdatasync,
+//!            blocking pool) --> MemStorage --> send persisted messages --> advance
+//!     light ready: commit index, messages, committed entries --> advance_apply
+//!   --> publish the view to every shard if it changed
+//! ```
+//!
+//! Nothing that needs the entries or hard state of a `Ready` on disk (votes, append
+//! acknowledgements: raft-rs's persisted messages) leaves before the fdatasync returned.
+//! Committed entries are decoded (`records`) and applied to `MetadataState` in order.
+//!
+//! A new leader proposes a `LeaderChange` record; every node proposes its own broker
+//! registration until it sees it committed (raft-rs forwards a follower's proposal to the
+//! leader, and a lost one is proposed again).
+//!
+//! Lifecycle: started after the shards are ready (`Cluster::start`), runs until the process
+//! ends. Concurrency: shard 0 only; the events queue is its only input.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use raft::prelude::{ConfState, Entry, EntryType, Message};
+use raft::storage::MemStorage;
+use raft::{RawNode, StateRole};
+
+use super::journal::{self, Journal};
+use super::records::MetadataRecord;
+use super::state::MetadataState;
+use super::transport::{self, Peers};
+use super::{Cluster, ClusterView, Event, VoterState};
+use crate::config::{ClusterConfig, Config};
+use crate::constants::{
+    BROKER_REGISTRATION_RETRY_MS, RAFT_ELECTION_TICKS, RAFT_EVENTS_QUEUED_MAX,
+    RAFT_HEARTBEAT_TICKS, RAFT_INFLIGHT_MESSAGES_MAX, RAFT_MESSAGE_SIZE_BYTES_MAX, RAFT_TICK_MS,
+};
+use crate::fatal::{fatal, FatalReason};
+use crate::model::NodeId;
+
+/// Opens the journal, builds the node and its transport, and runs the driver. Start-up
+/// problems are fatal (one sentence).
+pub async fn run(cluster: Rc<Cluster>, config: Config, quorum: ClusterConfig) {
+    let me = config.node_id.0 as u64;
+    let data_dir = config.data_dir.clone();
+    let opened = glommio::executor().spawn_blocking(move || Journal::open(&data_dir)).await;
+    let (journal, replayed) = opened.unwrap_or_else(|e| {
+        fatal(
+            FatalReason::DataDir,
+            format!(
+                "cannot open the metadata log in {}: {e}; restore it or use another --data-dir",
+                config.data_dir.join(journal::CLUSTER_DIR).display()
+            ),
+        )
+    });
+    let voter_ids: Vec<u64> = quorum.voters.ids().map(|id| id.0 as u64).collect();
+    let storage = MemStorage::new();
+    let conf_state = match replayed.conf_state.clone() {
+        Some(conf_state) => conf_state,
+        None => {
+            // First start: every voter starts from the same configuration at index 0 (the
+            // static voter set; the data dir's identity record keeps it from changing).
+            let conf_state = ConfState::from((voter_ids.clone(), vec![]));
+            let bytes = journal::encode_batch(&[], None, Some(&conf_state));
+            persist(&journal, bytes).await;
+            conf_state
+        }
+    };
+    storage.initialize_with_conf_state(conf_state);
+    if let Err(e) = storage.wl().append(&replayed.entries) {
+        fatal(FatalReason::DataDir, format!("the metadata log does not fit together: {e}"));
+    }
+    storage.wl().set_hardstate(replayed.hard_state.clone());
+    tracing::info!(
+        node_id = me,
+        entries = replayed.entries.len(),
+        term = replayed.hard_state.term,
+        commit = replayed.hard_state.commit,
+        torn_bytes = replayed.torn_bytes,
+        voters = %quorum.voters,
+        "opened the metadata log"
+    );
+    let raft_config = raft::Config {
+        id: me,
+        election_tick: RAFT_ELECTION_TICKS,
+        heartbeat_tick: RAFT_HEARTBEAT_TICKS,
+        max_size_per_msg: RAFT_MESSAGE_SIZE_BYTES_MAX,
+        max_inflight_msgs: RAFT_INFLIGHT_MESSAGES_MAX,
+        pre_vote: true,
+        check_quorum: true,
+        applied: 0,
+        ..raft::Config::default()
+    };
+    let logger = slog::Logger::root(TracingDrain, slog::o!());
+    let node = RawNode::new(&raft_config, storage, &logger).unwrap_or_else(|e| {
+        fatal(FatalReason::Runtime, format!("cannot start the Raft node: {e}"))
+    });
+    let listener = glommio::net::TcpListener::bind(quorum.controller_listen).unwrap_or_else(|e| {
+        fatal(
+            FatalReason::Listen,
+            format!(
+                "cannot listen on {}: {e}; choose another --controller-listen address",
+                quorum.controller_listen
+            ),
+        )
+    });
+    let (sender, events) = local_channel::new_bounded(RAFT_EVENTS_QUEUED_MAX);
+    let sender = Rc::new(sender);
+    let voters = Rc::new(voter_ids);
+    glommio::spawn_local(transport::accept_loop(listener, sender.clone(), me, voters)).detach();
+    glommio::spawn_local(ticker(sender.clone())).detach();
+    glommio::spawn_local(register(cluster.clone(), sender.clone(), config.clone())).detach();
+    tracing::info!(listen = %quorum.controller_listen, "controller accepting peers");
+    let peers = Peers::start(&quorum.voters, me);
+    let driver = Driver {
+        node,
+        journal,
+        peers,
+        state: MetadataState::default(),
+        cluster,
+        quorum,
+        me,
+        leader_change_proposed_term: 0,
+    };
+    driver.run(events).await;
+}
+
+/// Ticks the node every `RAFT_TICK_MS`.
+async fn ticker(events: Rc<LocalSender<Event>>) {
+    loop {
+        glommio::timer::sleep(Duration::from_millis(RAFT_TICK_MS)).await;
+        if events.send(Event::Tick).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Proposes this node's broker registration until the committed state has it.
+async fn register(cluster: Rc<Cluster>, events: Rc<LocalSender<Event>>, config: Config) {
+    let record = MetadataRecord::RegisterBroker {
+        node_id: config.node_id,
+        host: config.advertised_host.clone(),
+        port: config.advertised_port,
+    };
+    loop {
+        let view = cluster.view();
+        let registered = view.as_ref().is_some_and(|view| {
+            view.brokers.iter().any(|b| {
+                b.node_id == config.node_id
+                    && b.host == config.advertised_host
+                    && b.port == config.advertised_port
+            })
+        });
+        let leader_known = view.as_ref().is_some_and(|view| view.leader_id.is_some());
+        if !registered && leader_known {
+            tracing::debug!(node_id = %config.node_id, "proposing the broker registration");
+            if events.send(Event::Propose(record.encode())).await.is_err() {
+                return;
+            }
+        }
+        glommio::timer::sleep(Duration::from_millis(BROKER_REGISTRATION_RETRY_MS)).await;
+    }
+}
+
+struct Driver {
+    node: RawNode<MemStorage>,
+    journal: Journal,
+    peers: Peers,
+    state: MetadataState,
+    cluster: Rc<Cluster>,
+    quorum: ClusterConfig,
+    me: u64,
+    /// The term this node last proposed its LeaderChange record in.
+    leader_change_proposed_term: u64,
+}
+
+impl Driver {
+    async fn run(mut self, events: LocalReceiver<Event>) {
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Tick => {
+                    self.node.tick();
+                }
+                Event::Message(message) => {
+                    // A stale or unexpected message is Raft's business to ignore.
+                    if let Err(e) = self.node.step(message) {
+                        tracing::debug!("raft step: {e}");
+                    }
+                }
+                Event::Propose(data) => {
+                    // Dropped when there is no leader to forward to; the proposer retries.
+                    if let Err(e) = self.node.propose(vec![], data) {
+                        tracing::debug!("raft propose: {e}");
+                    }
+                }
+            }
+            self.propose_leader_change();
+            if self.node.has_ready() {
+                self.handle_ready().await;
+            }
+            self.publish();
+        }
+    }
+
+    /// A new leader names itself in the log (after raft-rs's own empty entry).
+    fn propose_leader_change(&mut self) {
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader || self.leader_change_proposed_term == raft.term {
+            return;
+        }
+        let term = raft.term;
+        self.leader_change_proposed_term = term;
+        tracing::info!(node_id = self.me, term, "elected controller leader");
+        let record = MetadataRecord::LeaderChange { leader_id: NodeId(self.me as i32), term };
+        if let Err(e) = self.node.propose(vec![], record.encode()) {
+            tracing::debug!("raft propose of the leader change: {e}");
+        }
+    }
+
+    async fn handle_ready(&mut self) {
+        let mut ready = self.node.ready();
+        self.send(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            // Nobody sends snapshots yet (no compaction): a leader never lacks an entry.
+            fatal(
+                FatalReason::Runtime,
+                "a metadata snapshot arrived, which this version cannot apply",
+            );
+        }
+        self.apply(ready.take_committed_entries());
+        let hard_state = ready.hs().cloned();
+        if !ready.entries().is_empty() || hard_state.is_some() {
+            let bytes = journal::encode_batch(ready.entries(), hard_state.as_ref(), None);
+            persist(&self.journal, bytes).await;
+            let storage = self.node.store().clone();
+            if let Err(e) = storage.wl().append(ready.entries()) {
+                fatal(FatalReason::Runtime, format!("the metadata log refused entries: {e}"));
+            }
+            if let Some(hard_state) = hard_state {
+                storage.wl().set_hardstate(hard_state);
+            }
+        }
+        self.send(ready.take_persisted_messages());
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.node.store().wl().mut_hard_state().set_commit(commit);
+        }
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries());
+        self.node.advance_apply();
+    }
+
+    fn send(&self, messages: Vec<Message>) {
+        for message in messages {
+            self.peers.send(message);
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        for entry in entries {
+            if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+                self.state.apply(entry.index, None);
+                continue;
+            }
+            match MetadataRecord::decode(&entry.data) {
+                Ok(record) => {
+                    if self.state.apply(entry.index, Some(&record)) {
+                        tracing::info!(index = entry.index, ?record, "applied metadata record");
+                    }
+                }
+                Err(e) => {
+                    // Committed everywhere, so every node skips it alike; a newer version's
+                    // record this one cannot read must not stop the quorum.
+                    tracing::error!(index = entry.index, "skipping a metadata record: {e}");
+                    self.state.apply(entry.index, None);
+                }
+            }
+        }
+    }
+
+    /// Hands the view to every shard when it changed.
+    fn publish(&self) {
+        let raft = &self.node.raft;
+        let leader = raft.state == StateRole::Leader;
+        let voters = self
+            .quorum
+            .voters
+            .ids()
+            .map(|id| {
+                let raft_id = id.0 as u64;
+                let log_end = if raft_id == self.me {
+                    Some(raft.raft_log.last_index())
+                } else if leader {
+                    raft.prs().get(raft_id).map(|progress| progress.matched)
+                } else {
+                    None
+                };
+                VoterState { node_id: id, log_end_index: log_end }
+            })
+            .collect();
+        let view = ClusterView {
+            leader_id: (raft.leader_id != raft::INVALID_ID).then(|| NodeId(raft.leader_id as i32)),
+            term: raft.term,
+            commit_index: raft.raft_log.committed,
+            brokers: self.state.brokers.values().cloned().collect(),
+            voters,
+            voter_addresses: self.quorum.voters.voters().to_vec(),
+        };
+        if self.cluster.view().as_deref() != Some(&view) {
+            self.cluster.publish(view);
+        }
+    }
+}
+
+/// Writes and fdatasyncs journal bytes; a failure ends the process (`fatal.rs`: never retry
+/// an fsync).
+async fn persist(journal: &Journal, bytes: Vec<u8>) {
+    if let Err(e) = journal.append(bytes).await {
+        fatal(FatalReason::StorageIo, format!("cannot write the metadata log: {e}"));
+    }
+}
+
+/// raft-rs logs through slog; this sends its lines to `tracing` (target `raft`), at debug
+/// for its info lines (every vote and campaign), so the driver's own lines tell the story.
+struct TracingDrain;
+
+impl slog::Drain for TracingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        match record.level() {
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::error!(target: "raft", "{}", record.msg())
+            }
+            slog::Level::Warning => tracing::warn!(target: "raft", "{}", record.msg()),
+            slog::Level::Info => tracing::debug!(target: "raft", "{}", record.msg()),
+            _ => tracing::trace!(target: "raft", "{}", record.msg()),
+        }
+        Ok(())
+    }
+}

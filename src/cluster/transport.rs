@@ -1,0 +1,180 @@
+//! TCP between controller listeners, on shard 0: a listener that reads frames from peers
+//! and hands their messages to the Raft driver, and one sender task per peer that keeps a
+//! connection open (reconnecting with back-off) and writes the driver's messages to it.
+//!
+//! Connections go one way: a node sends on the connection it dialled and reads on those it
+//! accepted, so two nodes hold two connections. A bad frame closes the connection it came
+//! on (`frame`); a failed write drops the message and reconnects (Raft resends what still
+//! matters). Warnings about a peer that stays unreachable are throttled.
+//!
+//! Lifecycle: started by the driver, runs until the process ends. Concurrency: shard 0 only.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::{TcpListener, TcpStream};
+use raft::prelude::Message;
+
+use super::frame::{self, LENGTH_BYTES};
+use super::Event;
+use crate::constants::{
+    RAFT_PEER_CONNECT_TIMEOUT_MS, RAFT_PEER_MESSAGES_QUEUED_MAX, RAFT_PEER_RETRY_MS_MAX,
+    RAFT_PEER_RETRY_MS_MIN, REPEATED_WARNING_INTERVAL_MS,
+};
+use crate::model::quorum::{QuorumVoters, Voter};
+use crate::throttle::{Backoff, Throttle};
+
+/// The queues of the peer sender tasks, by Raft id.
+pub struct Peers {
+    queues: HashMap<u64, LocalSender<Message>>,
+}
+
+impl Peers {
+    /// Starts a sender task for every voter but `me`.
+    pub fn start(voters: &QuorumVoters, me: u64) -> Peers {
+        let mut queues = HashMap::new();
+        for voter in voters.voters().iter().filter(|voter| voter.id.0 as u64 != me) {
+            let (sender, receiver) = local_channel::new_bounded(RAFT_PEER_MESSAGES_QUEUED_MAX);
+            queues.insert(voter.id.0 as u64, sender);
+            glommio::spawn_local(send_loop(voter.clone(), receiver)).detach();
+        }
+        Peers { queues }
+    }
+
+    /// Queues `message` for its peer; dropped when the queue is full (a peer that is down).
+    pub fn send(&self, message: Message) {
+        if let Some(queue) = self.queues.get(&message.to) {
+            let _ = queue.try_send(message);
+        }
+    }
+}
+
+/// Keeps one connection to `voter` and writes the queued messages to it.
+async fn send_loop(voter: Voter, queue: LocalReceiver<Message>) {
+    let started = Instant::now();
+    let mut backoff = Backoff::new(RAFT_PEER_RETRY_MS_MIN, RAFT_PEER_RETRY_MS_MAX);
+    let mut warnings = Throttle::new(REPEATED_WARNING_INTERVAL_MS * 10);
+    loop {
+        let mut stream = match connect(&voter).await {
+            Ok(stream) => {
+                let failures = backoff.succeeded();
+                if failures > 0 {
+                    tracing::info!(peer = %voter, failures, "connected to controller peer");
+                }
+                warnings.reset();
+                stream
+            }
+            Err(e) => {
+                let wait_ms = backoff.failed();
+                if let Some(held) = warnings.admit(started.elapsed().as_millis() as u64) {
+                    tracing::warn!(
+                        peer = %voter,
+                        failed_since_last_line = held + 1,
+                        "cannot reach controller peer: {e}; retrying"
+                    );
+                }
+                glommio::timer::sleep(Duration::from_millis(wait_ms)).await;
+                continue;
+            }
+        };
+        loop {
+            let Some(message) = queue.recv().await else { return };
+            if let Err(e) = stream.write_all(&frame::encode(&message)).await {
+                tracing::debug!(peer = %voter, "controller peer connection lost: {e}");
+                break;
+            }
+        }
+    }
+}
+
+async fn connect(voter: &Voter) -> std::io::Result<TcpStream> {
+    let address = resolve(voter).await?;
+    let timeout = Duration::from_millis(RAFT_PEER_CONNECT_TIMEOUT_MS);
+    let stream =
+        TcpStream::connect_timeout(address, timeout).await.map_err(std::io::Error::from)?;
+    stream.set_nodelay(true).map_err(std::io::Error::from)?;
+    Ok(stream)
+}
+
+/// An IP address as is; a host name through the resolver, on the blocking pool (it may wait
+/// for DNS).
+async fn resolve(voter: &Voter) -> std::io::Result<SocketAddr> {
+    if let Ok(ip) = voter.host.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, voter.port));
+    }
+    let text = format!("{}:{}", voter.host, voter.port);
+    glommio::executor()
+        .spawn_blocking(move || {
+            text.to_socket_addrs()?.next().ok_or_else(|| std::io::Error::other("no address"))
+        })
+        .await
+}
+
+/// Accepts peers on `listener` until the process ends; each connection's messages go to
+/// `events`.
+pub async fn accept_loop(
+    listener: TcpListener,
+    events: Rc<LocalSender<Event>>,
+    me: u64,
+    voters: Rc<Vec<u64>>,
+) {
+    let started = Instant::now();
+    let mut warnings = Throttle::new(REPEATED_WARNING_INTERVAL_MS);
+    let mut backoff = Backoff::new(RAFT_PEER_RETRY_MS_MIN, RAFT_PEER_RETRY_MS_MAX);
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                backoff.succeeded();
+                let events = events.clone();
+                let voters = voters.clone();
+                glommio::spawn_local(async move {
+                    let peer = stream.peer_addr().ok();
+                    if let Err(reason) = read_loop(stream, &events, me, &voters).await {
+                        tracing::debug!(?peer, "controller connection closed: {reason}");
+                    }
+                })
+                .detach();
+            }
+            Err(e) => {
+                let wait_ms = backoff.failed();
+                if let Some(held) = warnings.admit(started.elapsed().as_millis() as u64) {
+                    tracing::warn!(
+                        failed_since_last_line = held + 1,
+                        "cannot accept controller connections: {e}"
+                    );
+                }
+                glommio::timer::sleep(Duration::from_millis(wait_ms)).await;
+            }
+        }
+    }
+}
+
+/// Reads frames until the peer closes or sends a bad one.
+async fn read_loop(
+    mut stream: TcpStream,
+    events: &LocalSender<Event>,
+    me: u64,
+    voters: &[u64],
+) -> Result<(), String> {
+    let mut body = Vec::new();
+    loop {
+        let mut header = [0u8; LENGTH_BYTES];
+        if let Err(e) = stream.read_exact(&mut header).await {
+            return match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => Ok(()),
+                _ => Err(e.to_string()),
+            };
+        }
+        let length = frame::body_length(header).map_err(|e| e.to_string())?;
+        body.resize(length, 0);
+        stream.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+        let message = frame::decode(&body, me, voters).map_err(|e| e.to_string())?;
+        if events.send(Event::Message(message)).await.is_err() {
+            return Ok(());
+        }
+    }
+}
