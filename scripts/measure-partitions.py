@@ -15,7 +15,7 @@ With `--publish-bench target/release/spate-bench`, a producer at 1,000 records/s
 acks=all, 1 KiB lz4) then writes to one more partition for 20 s and its publish latency is
 measured. Unless in `--bootstrap` mode, a second Spate with one topic of 100 partitions runs
 beside the first meanwhile (both idle but for the producer), and the producer alternates
-between the two, `PUBLISH_ROUNDS` times each, for the ratio of their p99.
+between the two, `--publish-rounds` times each (3), for the ratio of their medians.
 
 Prints one JSON object. Not a test: minutes long and machine dependent.
 """
@@ -209,7 +209,6 @@ def publish_latency(bench, bootstrap, label):
                               ("p99.9_ms", "p99_9_us"))}
 
 
-PUBLISH_ROUNDS = 3
 
 
 def compare_publish(args, bootstrap, with_reference):
@@ -221,7 +220,7 @@ def compare_publish(args, bootstrap, with_reference):
     try:
         few.start()
         create_topics(few.bootstrap, ["p00000"], 99)
-        for round_ in range(PUBLISH_ROUNDS):
+        for round_ in range(args.publish_rounds):
             few_runs.append(publish_latency(args.publish_bench, few.bootstrap, f"few{round_}"))
             many_runs.append(publish_latency(args.publish_bench, bootstrap, f"many{round_}"))
     finally:
@@ -247,6 +246,7 @@ def main():
     parser.add_argument("--bootstrap", help="measure this running broker instead")
     parser.add_argument("--pid", type=int, help="its pid (with --bootstrap)")
     parser.add_argument("--publish-bench", help="spate-bench binary: measure publish latency")
+    parser.add_argument("--publish-rounds", type=int, default=3)
     args = parser.parse_args()
 
     total = args.topics * args.partitions
