@@ -13,12 +13,15 @@ two map areas per partition); its `term` and `kill9` keep the data for the next 
 keys are Spate's where the figure means the same; Kafka's differ in:
 - first_start_s includes formatting the storage (kafka-storage format, a JVM of its own);
 - create_s ends when the last CreateTopics is answered, which Kafka does once its controller
-  has committed the topics, before the broker has made their logs: create_logs_s is the time
-  until every partition has its directory, and rss_created_mib is taken then. A CreateTopics
-  request carries at most 99 topics of 100 partitions (Kafka refuses more than 10,000 records
-  in one controller operation), not 100;
-- start_after_*_s is until ApiVersions is answered, as for Spate, and start_after_*_leaders_s
-  until a Metadata request lists every partition with a leader and no error;
+  has committed the topics, before the broker has made their logs: create_available_s is the
+  time until every partition is available (below), and rss_created_mib is taken then. A
+  CreateTopics request carries at most 99 topics of 100 partitions (Kafka refuses more than
+  10,000 records in one controller operation), not 100;
+- start_after_*_s is until ApiVersions is answered, as for Spate; start_after_*_leaders_s until
+  a Metadata request lists every partition with a leader and no error; and
+  start_after_*_available_s until every partition is available: a ListOffsets request for all
+  of them is answered without a partition error (Kafka's Metadata names a partition's leader
+  before that leader has the partition online, and a Produce then gets NOT_LEADER_OR_FOLLOWER);
 - heap, nofile (the JVM's limit), vm_max_map_count and map_areas (the JVM's, after consuming).
 
     scripts/measure-partitions.py [--topics 1000] [--partitions 100] [--nofile 1024]
@@ -44,7 +47,7 @@ import time
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "clients"))
 from kafka_wire import api_versions_answered  # noqa: E402
@@ -143,15 +146,18 @@ class Kafka:
     """Apache Kafka through scripts/kafka-reference.sh: one KRaft node whose data a `term` or
     `kill9` keeps for the next `start`."""
 
-    def __init__(self, heap, partitions):
+    def __init__(self, heap, names, partitions):
         self.env = dict(os.environ, KAFKA_REF_HEAP=heap,
                         KAFKA_REF_READY_SECS=str(KAFKA_START_LIMIT_S),
                         KAFKA_REF_TERM_SECS=str(KAFKA_TERM_LIMIT_S))
         self.port = int(self.env.get("KAFKA_REF_PORT", "19092"))
-        self.partitions = partitions
+        self.topic_partitions = [TopicPartition(name, p) for name in names
+                                 for p in range(partitions)]
+        self.partitions = len(self.topic_partitions)
         self.pid = None
         self.dir = None
         self.leaders_s = None
+        self.available_s = None
         self.started = False
 
     @property
@@ -167,7 +173,8 @@ class Kafka:
 
     def start(self):
         """Starts the node; returns seconds until it answers ApiVersions. On a restart,
-        leaders_s becomes the seconds until Metadata lists every partition with a leader."""
+        leaders_s becomes the seconds until Metadata lists every partition with a leader, and
+        available_s until every partition is available (all_available_seconds)."""
         began = time.monotonic()
         script = subprocess.Popen([str(KAFKA_SCRIPT), "start"], env=self.env, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -182,6 +189,8 @@ class Kafka:
         answered = time.monotonic() - began
         if self.started:
             self.leaders_s = all_leaders_seconds(self.bootstrap, self.partitions, began)
+            self.available_s = all_available_seconds(self.bootstrap, self.topic_partitions,
+                                                     began)
         _, err = script.communicate(timeout=KAFKA_START_LIMIT_S)
         if script.returncode != 0:
             self.cleanup()
@@ -213,17 +222,6 @@ class Kafka:
         with open(f"/proc/{self.pid}/maps") as maps:
             return sum(1 for _ in maps)
 
-    def logs_seconds(self, names, partitions, began):
-        """Seconds from `began` until every partition of `names` has its log directory (looked
-        for once a second: listing 100,000 entries takes CPU from the broker)."""
-        wanted = {f"{name}-{p}" for name in names for p in range(partitions)}
-        while True:
-            if wanted <= set(os.listdir(self.dir / "data")):
-                return time.monotonic() - began
-            if time.monotonic() - began > KAFKA_START_LIMIT_S:
-                raise SystemExit(f"Kafka had not made every log within {KAFKA_START_LIMIT_S} s")
-            time.sleep(1.0)
-
     def cleanup(self):
         self._script("stop", 120)
 
@@ -250,6 +248,26 @@ def all_leaders_seconds(bootstrap, expected, began):
                 return time.monotonic() - began
         if time.monotonic() - began > KAFKA_START_LIMIT_S:
             raise SystemExit(f"not every partition had a leader within {KAFKA_START_LIMIT_S} s")
+        time.sleep(1.0)
+
+
+def all_available_seconds(bootstrap, topic_partitions, began):
+    """Seconds from `began` until one ListOffsets (latest) over every partition is answered
+    with no partition error: each leader has its partition online. Asked once a second."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    wanted = {tp: OffsetSpec.latest() for tp in topic_partitions}
+    while True:
+        failed = 0
+        for future in admin.list_offsets(wanted, request_timeout=120).values():
+            try:
+                future.result(timeout=180)
+            except KafkaException:
+                failed += 1
+        if failed == 0:
+            return time.monotonic() - began
+        if time.monotonic() - began > KAFKA_START_LIMIT_S:
+            raise SystemExit(f"{failed} partitions were not available after "
+                             f"{KAFKA_START_LIMIT_S} s")
         time.sleep(1.0)
 
 
@@ -355,7 +373,7 @@ def main():
             raise SystemExit(f"vm.max_map_count is {max_map_count()}: Kafka needs two map areas "
                              f"per partition, more than {2 * total + 20_000} for {total}; as root, "
                              f"sysctl -w vm.max_map_count={max(262_144, 2 * total + 20_000)}")
-        broker = kafka = Kafka(args.kafka_heap, total)
+        broker = kafka = Kafka(args.kafka_heap, names, args.partitions)
         result["broker"] = "kafka"
         result["heap"] = args.kafka_heap
         result["vm_max_map_count"] = max_map_count()
@@ -382,8 +400,8 @@ def main():
         result["create_s"] = round(create_topics(bootstrap, names, args.partitions,
                                                  per_request), 2)
         if kafka:
-            result["create_logs_s"] = round(kafka.logs_seconds(names, args.partitions,
-                                                               began), 2)
+            result["create_available_s"] = round(
+                all_available_seconds(bootstrap, kafka.topic_partitions, began), 2)
         result["rss_created_mib"] = rss_mib(pid)
         result["metadata_s"] = round(metadata_seconds(bootstrap, total), 3)
         result["produce_all_s"] = round(produce_everywhere(bootstrap, names, args.partitions,
@@ -399,12 +417,14 @@ def main():
             result["start_after_sigterm_s"] = round(broker.start(), 2)
             if kafka:
                 result["start_after_sigterm_leaders_s"] = round(kafka.leaders_s, 2)
+                result["start_after_sigterm_available_s"] = round(kafka.available_s, 2)
             result["rss_restarted_mib"] = rss_mib(broker.pid)
             produce_everywhere(bootstrap, names, args.partitions, "b")
             broker.kill9()
             result["start_after_kill9_s"] = round(broker.start(), 2)
             if kafka:
                 result["start_after_kill9_leaders_s"] = round(kafka.leaders_s, 2)
+                result["start_after_kill9_available_s"] = round(kafka.available_s, 2)
             result["consume_after_kill9_s"] = round(
                 consume_everything(bootstrap, names, args.partitions, 2), 2)
             result["descriptors_after"] = descriptors(broker.pid)
