@@ -9,8 +9,11 @@
 # The broker runs on BROKER_CPUS (default: the last CPU), the load on the others. Not part of
 # the test suite: it takes a few minutes and wants a quiet machine.
 #
-#   scripts/latency-limits.sh [--out DIR] [--backlog-gb N] [--duration SECS]
+#   scripts/latency-limits.sh [--out DIR] [--backlog-gb N] [--duration SECS] [--client C]
 #
+# --client native measures Spate's producers with spate-bench's own client (one Produce
+# request per record) instead of librdkafka (the default), whose own hand-offs between threads
+# add to every publish latency; the consumers are librdkafka either way.
 # Environment: SPATE_BIN, SPATE_BENCH_BIN (default target/release/...), DATA_PARENT (default:
 # the repo, so the data dir is on the disk the broker would use; /tmp may be tmpfs).
 set -euo pipefail
@@ -19,12 +22,15 @@ ROOT=$(pwd)
 OUT="$ROOT/bench/results/latency-limits-$(date -u +%Y%m%dT%H%M%SZ)"
 BACKLOG_GB=3
 DURATION=20
+CLIENT=librdkafka
 while (($#)); do
   case "$1" in
     --out) OUT=$2; shift 2 ;;
     --backlog-gb) BACKLOG_GB=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
-    *) echo "usage: $0 [--out DIR] [--backlog-gb N] [--duration SECS]" >&2; exit 2 ;;
+    --client) CLIENT=$2; shift 2 ;;
+    *) echo "usage: $0 [--out DIR] [--backlog-gb N] [--duration SECS] [--client C]" >&2
+       exit 2 ;;
   esac
 done
 mkdir -p "$OUT"
@@ -79,7 +85,8 @@ bench() {
 }
 
 LOW_RATE=(--rate 1000 --linger-ms 0 --acks all --compression lz4 -s 1024 --partitions 4
-          --duration "${DURATION}s" --warmup 3s)
+          --duration "${DURATION}s" --warmup 3s --client "$CLIENT")
+log "producers: $CLIENT"
 
 log "1. loopback round trip (sockperf ping-pong, 64 B, full round trip, microseconds)"
 taskset -c "$BROKER_CPUS" sockperf server -i 127.0.0.1 -p $((PORT + 1)) --tcp >/dev/null 2>&1 &
