@@ -54,7 +54,7 @@ import time
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "clients"))
 from kafka_wire import (LIST_OFFSETS, api_versions_answered, connect, frame,  # noqa: E402
@@ -336,6 +336,18 @@ def metadata_seconds(bootstrap, expected_partitions, rounds=5):
     return sorted(times)[len(times) // 2]
 
 
+def describe_configs_seconds(bootstrap, names):
+    """DescribeConfigs of every topic, CREATE_BATCH topics per request: the total time."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    began = time.monotonic()
+    for at in range(0, len(names), CREATE_BATCH):
+        resources = [ConfigResource(ResourceType.TOPIC, name)
+                     for name in names[at:at + CREATE_BATCH]]
+        for future in admin.describe_configs(resources, request_timeout=300).values():
+            assert "retention.ms" in future.result(timeout=300)
+    return time.monotonic() - began
+
+
 def chunks(names, partitions):
     """The topics in groups of about CLIENT_PARTITIONS partitions: one librdkafka client over
     100,000 partitions spends its time scanning its own partition lists (measured: the client
@@ -489,6 +501,7 @@ def main():
                 all_available_seconds(bootstrap, kafka.topic_partitions, began), 2)
         result["rss_created_mib"] = rss_mib(pid)
         result["metadata_s"] = round(metadata_seconds(bootstrap, total), 3)
+        result["describe_configs_all_s"] = round(describe_configs_seconds(bootstrap, names), 3)
         result["produce_all_s"] = round(produce_everywhere(bootstrap, names, args.partitions,
                                                            "a"), 2)
         result["consume_all_s"] = round(consume_everything(bootstrap, names, args.partitions,
