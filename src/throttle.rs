@@ -73,6 +73,36 @@ impl Backoff {
     }
 }
 
+/// A loop's failures in a row, its back-off and its throttled warning together: what both
+/// accept loops (clients, controller peers) keep. A success resets both, so the next failure
+/// waits the shortest time and is logged at once.
+#[derive(Debug)]
+pub struct Failures {
+    backoff: Backoff,
+    warnings: Throttle,
+}
+
+impl Failures {
+    pub const fn new(first_ms: u64, max_ms: u64, interval_ms: u64) -> Failures {
+        Failures { backoff: Backoff::new(first_ms, max_ms), warnings: Throttle::new(interval_ms) }
+    }
+
+    /// One more failure at `now_ms`: how long to wait, and `Some(n)` when a line is due
+    /// (saying that `n` more failed since the last one).
+    pub fn failed(&mut self, now_ms: u64) -> (u64, Option<u64>) {
+        (self.backoff.failed(), self.warnings.admit(now_ms))
+    }
+
+    /// A success: how many failures there were in a row.
+    pub fn succeeded(&mut self) -> u64 {
+        let failures = self.backoff.succeeded();
+        if failures > 0 {
+            self.warnings.reset();
+        }
+        failures
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +143,17 @@ mod tests {
         assert_eq!(backoff.failed(), 10);
         assert_eq!(backoff.succeeded(), 1);
         assert_eq!(backoff.succeeded(), 0);
+    }
+
+    #[test]
+    fn failures_back_off_and_log_together_and_a_success_resets_both() {
+        let mut failures = Failures::new(10, 1000, 1000);
+        assert_eq!(failures.failed(0), (10, Some(0)));
+        assert_eq!(failures.failed(5), (20, None));
+        assert_eq!(failures.failed(9), (40, None));
+        assert_eq!(failures.succeeded(), 3);
+        assert_eq!(failures.succeeded(), 0);
+        // Right after the success: the shortest wait, and a line at once.
+        assert_eq!(failures.failed(12), (10, Some(0)));
     }
 }

@@ -26,7 +26,7 @@ use crate::constants::{
     RAFT_PEER_RETRY_MS_MIN, REPEATED_WARNING_INTERVAL_MS,
 };
 use crate::model::quorum::{QuorumVoters, Voter};
-use crate::throttle::{Backoff, Throttle};
+use crate::throttle::Failures;
 
 /// The queues of the peer sender tasks, by Raft id.
 pub struct Peers {
@@ -56,21 +56,21 @@ impl Peers {
 /// Keeps one connection to `voter` and writes the queued messages to it.
 async fn send_loop(voter: Voter, queue: LocalReceiver<Message>) {
     let started = Instant::now();
-    let mut backoff = Backoff::new(RAFT_PEER_RETRY_MS_MIN, RAFT_PEER_RETRY_MS_MAX);
-    let mut warnings = Throttle::new(REPEATED_WARNING_INTERVAL_MS * 10);
+    let warning_interval_ms = REPEATED_WARNING_INTERVAL_MS * 10;
+    let mut retries =
+        Failures::new(RAFT_PEER_RETRY_MS_MIN, RAFT_PEER_RETRY_MS_MAX, warning_interval_ms);
     loop {
         let mut stream = match connect(&voter).await {
             Ok(stream) => {
-                let failures = backoff.succeeded();
+                let failures = retries.succeeded();
                 if failures > 0 {
                     tracing::info!(peer = %voter, failures, "connected to controller peer");
                 }
-                warnings.reset();
                 stream
             }
             Err(e) => {
-                let wait_ms = backoff.failed();
-                if let Some(held) = warnings.admit(started.elapsed().as_millis() as u64) {
+                let (wait_ms, line) = retries.failed(started.elapsed().as_millis() as u64);
+                if let Some(held) = line {
                     tracing::warn!(
                         peer = %voter,
                         failed_since_last_line = held + 1,
@@ -123,12 +123,15 @@ pub async fn accept_loop(
     voters: Rc<Vec<u64>>,
 ) {
     let started = Instant::now();
-    let mut warnings = Throttle::new(REPEATED_WARNING_INTERVAL_MS);
-    let mut backoff = Backoff::new(RAFT_PEER_RETRY_MS_MIN, RAFT_PEER_RETRY_MS_MAX);
+    let mut retries =
+        Failures::new(RAFT_PEER_RETRY_MS_MIN, RAFT_PEER_RETRY_MS_MAX, REPEATED_WARNING_INTERVAL_MS);
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                backoff.succeeded();
+                let failures = retries.succeeded();
+                if failures > 0 {
+                    tracing::info!(failures, "accepting controller connections again");
+                }
                 let events = events.clone();
                 let voters = voters.clone();
                 glommio::spawn_local(async move {
@@ -140,10 +143,11 @@ pub async fn accept_loop(
                 .detach();
             }
             Err(e) => {
-                let wait_ms = backoff.failed();
-                if let Some(held) = warnings.admit(started.elapsed().as_millis() as u64) {
+                let (wait_ms, line) = retries.failed(started.elapsed().as_millis() as u64);
+                if let Some(held) = line {
                     tracing::warn!(
                         failed_since_last_line = held + 1,
+                        retry_in_ms = wait_ms,
                         "cannot accept controller connections: {e}"
                     );
                 }

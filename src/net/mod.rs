@@ -49,7 +49,7 @@ use crate::constants::{
 };
 use crate::net::readers::Readers;
 use crate::storage::log::ReadChunk;
-use crate::throttle::{Backoff, Throttle};
+use crate::throttle::Failures;
 
 /// Counts requests admitted and not yet answered, so shutdown can wait for them.
 #[derive(Default)]
@@ -68,8 +68,8 @@ pub async fn accept_loop(
 ) {
     let shard_bytes = Rc::new(Semaphore::new(SHARD_REQUEST_BYTES_IN_FLIGHT_MAX as u64));
     let started = std::time::Instant::now();
-    let mut backoff = Backoff::new(ACCEPT_RETRY_MS_MIN, ACCEPT_RETRY_MS_MAX);
-    let mut warnings = Throttle::new(REPEATED_WARNING_INTERVAL_MS);
+    let mut retries =
+        Failures::new(ACCEPT_RETRY_MS_MIN, ACCEPT_RETRY_MS_MAX, REPEATED_WARNING_INTERVAL_MS);
     loop {
         // A connection takes two descriptors (the writer's is a `dup`): one that cannot get
         // its second is closed at once and counts as a failed accept, or a full descriptor
@@ -98,8 +98,8 @@ pub async fn accept_loop(
                 // Out of descriptors (EMFILE, ENFILE) or kernel memory (ENOBUFS, ENOMEM): the
                 // connection waits in the listen queue until a retry succeeds. Retrying at
                 // once would spin; logging each failure would flood the log.
-                let wait_ms = backoff.failed();
-                if let Some(held) = warnings.admit(started.elapsed().as_millis() as u64) {
+                let (wait_ms, line) = retries.failed(started.elapsed().as_millis() as u64);
+                if let Some(held) = line {
                     tracing::warn!(
                         failed_since_last_line = held + 1,
                         retry_in_ms = wait_ms,
@@ -110,10 +110,9 @@ pub async fn accept_loop(
                 continue;
             }
         }
-        let failures = backoff.succeeded();
+        let failures = retries.succeeded();
         if failures > 0 {
             tracing::info!(failures, "accepting connections again");
-            warnings.reset();
         }
     }
 }
