@@ -94,7 +94,13 @@ def run_ck(args, conf):
 
 
 def run_kp(args, conf):
+    import logging
+
     from kafka import KafkaConsumer, TopicPartition
+
+    # kafka-python's own account of joins, fetches and errors, kept beside the test's logs.
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     settings = {
         "bootstrap_servers": args.bootstrap,
@@ -108,7 +114,14 @@ def run_kp(args, conf):
     }
     settings.update(conf)
     consumer = KafkaConsumer(**settings)
+    # kafka-python 3.0.12 loses a rejoin that a metadata change started when poll() times out
+    # while its JoinGroup and SyncGroup are in flight: the leader's assignment makes
+    # need_rejoin() false, so the finished join is never collected, and the member sits with
+    # no partitions and no heartbeat for ever. Knowing the topic's partitions before the first
+    # join (asked after subscribing, so the consumer's snapshot of its subscribed topics has
+    # them) makes that metadata-driven rejoin unnecessary.
     consumer.subscribe([args.topic])
+    consumer.partitions_for_topic(args.topic)
     say(event="ready")
     last = None
     while not stopping:

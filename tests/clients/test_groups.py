@@ -172,6 +172,8 @@ def members(tmp_path):
 
     yield start
     for member in started:
+        # Shown by pytest when the test failed: what each member saw, in order.
+        print(f"member {member.kind} events: {member.snapshot()}")
         member.close()
 
 
