@@ -17,7 +17,8 @@
 //!   cache) while keeping page cache, and a shard that faults on a swapped page stalls every
 //!   connection it owns.
 //! - transparent huge pages `always`: page faults may stall in compaction, and khugepaged
-//!   rewrites memory behind the shards' backs.
+//!   rewrites memory behind the shards' backs. (The broker itself opts out of THP at start,
+//!   `broker::disable_transparent_huge_pages`; the warning is for the rest of the host.)
 //! - a CPU frequency governor other than `performance`: a core that clocked down during a
 //!   quiet spell serves the next requests slowly while it ramps up.
 //! - the `bfq` I/O scheduler on the data dir's device: it adds per-request CPU cost and

@@ -12,6 +12,10 @@ use spate::fatal::{fatal, FatalReason};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // First, before the shards fault in their memory: mimalloc asks for transparent huge
+    // pages (MADV_HUGEPAGE on its arenas), and with THP `madvise` khugepaged then collapses
+    // them under running shards (see `disable_transparent_huge_pages`).
+    spate::broker::disable_transparent_huge_pages();
     let args = Args::parse();
     let config =
         Config::from_args(args).unwrap_or_else(|message| fatal(FatalReason::Config, message));

@@ -173,3 +173,19 @@ def test_shards_run_on_the_cpus_the_process_may_use(spate_factory):
     shards = [tid for tid, name in names.items() if name.startswith("spate-shard")]
     assert shards, names
     assert {tid: os.sched_getaffinity(tid) for tid in shards} == {tid: {last} for tid in shards}
+
+
+def test_the_broker_opts_out_of_transparent_huge_pages(broker):
+    """The broker's memory is never collapsed into huge pages behind the shards' backs:
+    mimalloc madvises its arenas for THP, and khugepaged then held a core for milliseconds
+    (PR_SET_THP_DISABLE, shown by the kernel as `THP_enabled: 0`)."""
+    if TARGET == "kafka":
+        pytest.skip("Spate's memory settings")
+    status = open(f"/proc/{broker.pid}/status").read()
+    if "THP_enabled:" not in status:
+        pytest.skip("kernel does not report THP_enabled (before Linux 5.0)")
+    assert "THP_enabled:\t0" in status, status
+    rollup = open(f"/proc/{broker.pid}/smaps_rollup").read()
+    anon_huge_kib = int(rollup.split("AnonHugePages:")[1].split()[0])
+    # What the runtime allocated before main() may sit in a huge page; nothing after it does.
+    assert anon_huge_kib <= 8 * 1024, rollup
