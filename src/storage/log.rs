@@ -211,6 +211,12 @@ impl Log {
         if segments.is_empty() {
             let created = Segment::create(&dir, Offset::ZERO, config.segment_bytes, now, files);
             segments.push(created.await?);
+            if config.durability == Durability::Fsync {
+                // The segment's name in the partition directory, and the directory's in the
+                // data dir (it may be new too), before any write to it is acknowledged.
+                crate::storage::sync_new_entry(&dir).await;
+                crate::storage::sync_new_entry(data_dir).await;
+            }
         }
         let first_offset = segments[0].base_offset;
         let next_offset = segments.last().map_or(Offset::ZERO, |s| s.next_offset);
@@ -809,6 +815,7 @@ enum WhenFull {
 
 /// Seals the active segment and starts a new one at `base_offset`. The caller owns `busy`.
 async fn roll(log: &Rc<RefCell<Log>>, base_offset: Offset, when_full: WhenFull) {
+    let durability = log.borrow().config.durability;
     let (dir, preallocate, files, opening, size) = {
         let l = log.borrow();
         let active = l.segments.last().unwrap_or_else(|| unreachable!());
@@ -835,6 +842,10 @@ async fn roll(log: &Rc<RefCell<Log>>, base_offset: Offset, when_full: WhenFull) 
         }
         return;
     };
+    if durability == Durability::Fsync {
+        // The new segment's name, before the writes that follow the roll are acknowledged.
+        crate::storage::sync_new_entry(&dir).await;
+    }
     let index_writer = {
         let mut l = log.borrow_mut();
         if l.deleted {
