@@ -254,3 +254,9 @@ const _: () = assert!(NO_SPACE_RETRY_MS_MIN > 0 && NO_SPACE_RETRY_MS_MIN <= NO_S
 const _: () = assert!(RAFT_HEARTBEAT_TICKS < RAFT_ELECTION_TICKS);
 const _: () = assert!(RAFT_FRAME_SIZE_BYTES_MAX as u64 > 2 * RAFT_MESSAGE_SIZE_BYTES_MAX);
 const _: () = assert!(RAFT_PEER_RETRY_MS_MIN <= RAFT_PEER_RETRY_MS_MAX);
+
+/// Most bytes a ListOffsets-by-timestamp lookup decompresses from one batch before it gives
+/// up and answers the batch's first offset (`model::record_scan`): a producer can store a
+/// batch that decompresses to gigabytes, since produce passes batches through. Kafka's
+/// default max.message.bytes of 1 MiB compresses text about 5-10x.
+pub const TIMESTAMP_SCAN_DECOMPRESSED_MAX: u64 = 64 * 1024 * 1024;

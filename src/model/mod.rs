@@ -4,6 +4,7 @@ pub mod batch;
 pub mod error_code;
 pub mod ids;
 pub mod quorum;
+pub mod record_scan;
 pub mod records;
 pub mod settings;
 pub mod topic;

@@ -35,6 +35,7 @@ use crate::constants::{
 };
 use crate::fatal::{fatal, FatalReason};
 use crate::model::batch::{self, BatchHeader};
+use crate::model::record_scan;
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
 use crate::model::TopicPartition;
 use crate::model::TxnOutcome;
@@ -1068,8 +1069,9 @@ async fn locate(
 }
 
 /// The first offset whose record timestamp is at least `timestamp`, and that timestamp.
-/// Needs the records of one batch, so it decompresses exactly that batch; this is the only
-/// place the log reads records, and it is not on the produce or fetch path.
+/// Needs the records of one batch, so it streams through exactly that batch
+/// (`model::record_scan`, bounded, on the blocking pool); this is the only place the log
+/// reads records, and it is not on the produce or fetch path.
 pub async fn offset_for_timestamp(
     log: &Rc<RefCell<Log>>,
     timestamp: i64,
@@ -1102,11 +1104,38 @@ pub async fn offset_for_timestamp(
             let size = header.size_bytes() as u64;
             if header.max_timestamp() >= timestamp {
                 let whole = file.read_at(position, size as usize).await.map_err(io_error)?;
-                let mut bytes = Bytes::copy_from_slice(&whole);
-                return Ok(Some(
-                    first_record_at_or_after(&mut bytes, timestamp)
-                        .unwrap_or((header.base_offset(), header.max_timestamp())),
-                ));
+                let batch = whole.to_vec();
+                // Decompression is CPU work of unknown size: off the shard's thread, bounded.
+                let scanned = glommio::executor()
+                    .spawn_blocking(move || {
+                        record_scan::first_at_or_after(
+                            &batch,
+                            timestamp,
+                            crate::constants::TIMESTAMP_SCAN_DECOMPRESSED_MAX,
+                        )
+                    })
+                    .await;
+                // The batch's first offset when the records cannot tell (damaged, or beyond
+                // the bound): never later than the answer, so a consumer misses nothing.
+                let fallback = (header.base_offset(), header.max_timestamp());
+                return Ok(Some(match scanned {
+                    Ok(record_scan::Found::At(offset, at)) => (offset, at),
+                    Ok(record_scan::Found::None) => fallback,
+                    Ok(record_scan::Found::Bounded) => {
+                        let base = header.base_offset().0;
+                        tracing::warn!(
+                            base,
+                            "a batch decompresses beyond the bound of a \
+                            timestamp lookup; answering its first offset"
+                        );
+                        fallback
+                    }
+                    Err(e) => {
+                        let base = header.base_offset().0;
+                        tracing::warn!(base, "cannot read a batch's records: {e}");
+                        fallback
+                    }
+                }));
             }
             position += size;
         }
@@ -1126,12 +1155,6 @@ pub async fn offset_of_max_timestamp(
         return Ok(None);
     }
     offset_for_timestamp(log, max).await
-}
-
-fn first_record_at_or_after(bytes: &mut Bytes, timestamp: i64) -> Option<(Offset, i64)> {
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(bytes).ok()?;
-    let record = set.records.iter().find(|r| r.timestamp >= timestamp)?;
-    Some((Offset(record.offset), record.timestamp))
 }
 
 /// The earliest time at which `enforce_retention` can find work in this log without a write

@@ -418,6 +418,63 @@ def test_list_offsets_over_a_batch_claiming_huge_counts(broker, raw_topic, field
     assert_healthy(broker.bootstrap)
 
 
+def zstd_batch(values_and_deltas, timestamp):
+    """A zstd-compressed magic v2 batch of records (value, timestamp delta), CRC filled in."""
+    import zstandard
+    records = b""
+    for offset_delta, (value, ts_delta) in enumerate(values_and_deltas):
+        body = b"\x00" + varint(ts_delta) + varint(offset_delta) + varint(-1)
+        body += varint(len(value)) + value + varint(0)
+        records += varint(len(body)) + body
+    compressed = zstandard.ZstdCompressor(level=3).compress(records)
+    count = len(values_and_deltas)
+    max_ts = timestamp + max(d for _, d in values_and_deltas)
+    after_crc = struct.pack(">hiqqqhii", 4, count - 1, timestamp, max_ts, -1, -1, -1, count)
+    after_crc += compressed
+    after_length = struct.pack(">ibI", 0, 2, crc32c(after_crc)) + after_crc
+    return struct.pack(">qi", 0, len(after_length)) + after_length
+
+
+def peak_rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_compression_bomb_does_not_blow_up_a_timestamp_lookup(broker, raw_topic):
+    """Produce passes batches through undecompressed, so a producer can store a zstd batch of
+    a few KiB that decompresses to 256 MiB. ListOffsets by timestamp reads the records of the
+    batch it lands in: it used to decompress the whole batch into memory on the shard's
+    thread. It now streams the records and stops at a bound (64 MiB): the broker's peak
+    memory does not grow by the bomb, an answer inside the bound is exact, and one beyond it
+    is the batch's first offset (never later than the true answer)."""
+    if TARGET == "kafka":
+        pytest.skip("Kafka decompresses on produce")
+    timestamp = int(time.time() * 1000) + 10 * 60 * 1000
+    bomb = bytes(256 * 1024 * 1024)
+    batch = zstd_batch([(b"a", 0), (b"b", 5), (bomb, 6), (b"c", 10)], timestamp)
+    del bomb
+    assert len(batch) < 64 * 1024, len(batch)
+    assert send_produce(broker, raw_topic, batch) == (0, 1)
+    peak_before = peak_rss_bytes(broker.pid)
+    answers = {}
+    with connect(broker.port) as sock:
+        for i, delta in enumerate([0, 3, 8]):
+            sock.sendall(list_offsets_v1(raw_topic.encode(), 0, timestamp + delta, 90 + i))
+            correlation_id, response = read_response(sock)
+            assert correlation_id == 90 + i
+            answers[delta] = list_offsets_v1_result(response)
+    # Exact inside the bound (records 1 and 2 of the batch are read before the bomb's bytes);
+    # past the bomb the records cannot be read within the bound: the batch's first offset.
+    assert answers == {0: (0, 1), 3: (0, 2), 8: (0, 1)}, answers
+    grown = peak_rss_bytes(broker.pid) - peak_before
+    assert grown < 96 * 1024 * 1024, f"peak memory grew by {grown >> 20} MiB"
+    assert broker.alive(), broker.log_tail()
+    assert_healthy(broker.bootstrap)
+
+
 def test_produce_during_abuse(broker):
     """A producer keeps getting acknowledgements while other connections send garbage."""
     topic = unique_topic("steady")
