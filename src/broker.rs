@@ -64,12 +64,13 @@ const LISTEN_SETTLE: Duration = Duration::from_secs(3);
 /// 20,000 one-record produces/s (broker on one core, same run): publish p99 5.2-6.7 ms with
 /// THP, 0.85-1.0 ms without; p99.9 25-29 ms against 7-8.5 ms. The allocator loses nothing it
 /// needs: its hot working set is small and reused. Best effort: a kernel without the call
-/// leaves THP as it was, which is only slower.
-pub fn disable_transparent_huge_pages() {
+/// leaves THP as it was, which is only slower; the error is for the caller to log once
+/// logging is set up.
+pub fn disable_transparent_huge_pages() -> std::io::Result<()> {
     // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
-    let result = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-    if result != 0 {
-        eprintln!("note: could not disable transparent huge pages for spate (PR_SET_THP_DISABLE)");
+    match unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
     }
 }
 
