@@ -23,7 +23,8 @@
 # The `sweep` workload runs one `spate-bench sweep` over both brokers instead (a ladder of
 # open-loop rates, the brokers alternating at each rate) and writes sweep.txt (table), sweep.md,
 # sweep.json and sweep.svg (latency against offered load); --duration and --warmup are per step
-# there (default 10 s and 2 s).
+# there (default 10 s and 2 s); before the ladder each broker gets SWEEP_WARM_UP (default 30s)
+# of unmeasured load at the first rate, so that Kafka's JVM is not measured compiling.
 # Default out: bench/results/<workload>-<UTC time>.
 #
 # Environment: SPATE_BIN, SPATE_BENCH_BIN (else bench/ is built with cargo), BROKER_CPUS,
@@ -285,6 +286,7 @@ if [[ "${WORKLOAD}" == sweep* ]]; then
     status=0
     "${BENCH_PREFIX[@]}" "${BENCH}" "${BENCH_ARGS[@]}" "${target_args[@]}" \
         -t "compare-sweep-${STAMP}" --duration "${DURATION}" --warmup "${WARMUP}" \
+        --warm-up-brokers "${SWEEP_WARM_UP:-30s}" \
         --json "${OUT}/sweep.json" --table "${OUT}/sweep.md" --plot "${OUT}/sweep.svg" \
         --title "sweep: ${labels}, publish latency against offered load" \
         > "${OUT}/sweep.txt" || status=$?

@@ -251,6 +251,12 @@ pub struct SweepArgs {
     #[arg(long)]
     pub keep_topics: bool,
 
+    /// Before the ladder, load each broker this long at the first rate, unmeasured: a JVM
+    /// broker compiles its hot paths in its first tens of seconds under load, and its first
+    /// step would otherwise measure the compiler (Kafka 4.3: p99 150 ms at 1,000/s cold).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub warm_up_brokers: Duration,
+
     #[command(flatten)]
     pub workload: WorkloadArgs,
 

@@ -183,6 +183,26 @@ pub fn sweep(args: &SweepArgs, matches: &ArgMatches) -> Result<bool, String> {
     let sweep_id: u32 = rand::random();
     let mut brokers: Vec<SweepBroker> =
         targets.into_iter().map(|target| SweepBroker { target, stopped: None }).collect();
+    if let (false, Some(rate)) = (args.warm_up_brokers.is_zero(), rates.first()) {
+        for broker in &brokers {
+            let label = &broker.target.label;
+            let seconds = args.warm_up_brokers.as_secs_f64();
+            eprintln!("sweep: warming {label} up at {rate:.0} records/s for {seconds:.0} s");
+            let topic =
+                step_topic(&args.workload.topic, &format!("{label}-warm-up"), *rate, sweep_id);
+            let mut warm_up = step_args(args, &broker.target, *rate, &topic);
+            warm_up.workload.duration = args.warm_up_brokers;
+            warm_up.workload.quiet = true;
+            if let Err(message) = run::run(workload, &warm_up) {
+                eprintln!("sweep: warming {label} up failed: {message}");
+            }
+            if !args.keep_topics {
+                if let Err(message) = admin::delete_topic(&broker.target.bootstrap, &topic) {
+                    eprintln!("note: {message}");
+                }
+            }
+        }
+    }
     let mut points = Vec::new();
     let mut complete = true;
     let step_count = rates.len() * brokers.len();

@@ -344,7 +344,10 @@ def test_sweep_writes_every_step_to_json_table_and_chart(broker, bench_bin, topi
     run = run_bench(bench_bin, "sweep", "-b", broker.bootstrap, "--label", "under test",
                     *pid_args, "-t", topic, "--rates", ",".join(map(str, rates)),
                     "--duration", "1s", "--warmup", "500ms", "--settle", "0", "--keep-going",
+                    "--warm-up-brokers", "1s",
                     "--json", json_path, "--table", table, "--plot", plot, "-q")
+    # Each broker is loaded, unmeasured, before the ladder (a JVM broker's JIT warm-up).
+    assert "sweep: warming under test up at 500 records/s for 1 s" in run.stderr, run.stderr
     with open(json_path) as f:
         result = json.load(f)
     assert result["workload"] == "produce"
