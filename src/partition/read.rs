@@ -47,6 +47,12 @@ impl Partitions {
                     }
                 }
                 Err(StorageError::Deleted) => empty(spec.tp, ErrorCode::UnknownTopicOrPartition),
+                // Kafka's answer to a log that does not parse where a fetch starts; the client
+                // reports it to the application instead of fetching nothing for ever.
+                Err(e @ StorageError::Corrupt { .. }) => {
+                    tracing::error!(tp = %spec.tp, "read failed: {e}");
+                    empty(spec.tp, ErrorCode::CorruptMessage)
+                }
                 Err(e) => {
                     tracing::warn!(tp = %spec.tp, "read failed: {e}");
                     empty(spec.tp, ErrorCode::UnknownServerError)

@@ -1039,7 +1039,10 @@ fn is_gone(e: &Error) -> bool {
 }
 
 /// Finds the position and size of the batch that holds `offset`, scanning batch headers from
-/// `position` (given by the index) up to `end`.
+/// `position` (given by the index) up to `end`. Below `end` every byte belongs to a batch, so
+/// a header that does not parse there is damage (start-up checks a segment only after its
+/// last index entry): `Error::Corrupt`, not "nothing there", which a consumer would fetch
+/// again for ever.
 async fn locate(
     file: &glommio::io::DmaFile,
     mut position: u64,
@@ -1052,8 +1055,10 @@ async fn locate(
         let bytes: &[u8] = &chunk;
         let mut at = 0usize;
         while at + crate::constants::BATCH_HEADER_BYTES <= bytes.len() {
-            let Ok(header) = BatchHeader::parse(&bytes[at..]) else {
-                return Ok(None);
+            let parsed = BatchHeader::parse(&bytes[at..]);
+            let Some(header) = parsed.ok().filter(|h| h.magic() == 2) else {
+                let path = file.path().map(|p| p.to_path_buf()).unwrap_or_default();
+                return Err(Error::Corrupt { path, position: position + at as u64 });
             };
             if header.last_offset() >= offset {
                 return Ok(Some((position + at as u64, header.size_bytes() as u64)));

@@ -30,6 +30,9 @@ pub enum Error {
     Deleted,
     /// An idempotent producer's batch failed its sequence or epoch check.
     Producer(producer_state::ProducerError),
+    /// The bytes where a batch must start are not a batch (damaged on disk in a part that
+    /// start-up does not check: before the last index entry of a segment).
+    Corrupt { path: std::path::PathBuf, position: u64 },
 }
 
 impl fmt::Display for Error {
@@ -39,6 +42,9 @@ impl fmt::Display for Error {
             Error::OffsetOutOfRange => write!(f, "offset out of range"),
             Error::Deleted => write!(f, "log deleted"),
             Error::Producer(e) => write!(f, "producer check failed: {e:?}"),
+            Error::Corrupt { path, position } => {
+                write!(f, "no valid batch at byte {position} of {}", path.display())
+            }
         }
     }
 }
