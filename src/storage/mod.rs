@@ -32,7 +32,10 @@ pub enum Error {
     Producer(producer_state::ProducerError),
     /// The bytes where a batch must start are not a batch (damaged on disk in a part that
     /// start-up does not check: before the last index entry of a segment).
-    Corrupt { path: std::path::PathBuf, position: u64 },
+    Corrupt {
+        path: std::path::PathBuf,
+        position: u64,
+    },
 }
 
 impl fmt::Display for Error {
