@@ -268,7 +268,7 @@ impl Driver {
             }
             match MetadataRecord::decode(&entry.data) {
                 Ok(record) => {
-                    if self.state.apply(entry.index, Some(&record)) {
+                    if self.state.apply(entry.index, Some(&record)).changed {
                         tracing::info!(index = entry.index, ?record, "applied metadata record");
                     }
                 }
