@@ -79,12 +79,26 @@ pub fn run(config: Config) {
     for warning in crate::host_check::host_warnings(Path::new("/"), &config.data_dir) {
         tracing::warn!("{warning}");
     }
-    let catalog = Catalog::load(&config.data_dir, &config.topic_defaults).unwrap_or_else(|e| {
+    let mut catalog = Catalog::load(&config.data_dir, &config.topic_defaults).unwrap_or_else(|e| {
         fatal(
             FatalReason::DataDir,
             format!("cannot read the topic catalog: {e}; restore it or use an empty --data-dir"),
         )
     });
+    // Clustered, the metadata log is the catalog (replayed once the driver runs); a
+    // single-node catalog in this data dir is not carried over.
+    if config.cluster.is_some() && !catalog.topics.is_empty() {
+        tracing::warn!(
+            topics = catalog.topics.len(),
+            "this data dir's single-node topics are not part of the cluster and are not served"
+        );
+    }
+    if config.cluster.is_some() {
+        let names: Vec<_> = catalog.topics.keys().cloned().collect();
+        for name in names {
+            catalog.remove(&name);
+        }
+    }
     if !catalog::catalog_path(&config.data_dir).exists() {
         catalog::write_file(&config.data_dir, catalog.to_file_text()).unwrap_or_else(|e| {
             fatal(
@@ -234,7 +248,13 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
     tracing::debug!(shard = id.0, "O_DIRECT probe passed");
     let shard = Rc::new(Shard::new(id, config.clone(), catalog));
     let partitions = Rc::new(Partitions::new(shard.clone(), partitions_mesh, open_files));
-    let controller = Rc::new(Controller::new(shard.clone(), controller_mesh, partitions.clone()));
+    let cluster = Rc::new(Cluster::new(shard.clone(), cluster_mesh));
+    let controller = Rc::new(Controller::new(
+        shard.clone(),
+        controller_mesh,
+        partitions.clone(),
+        cluster.clone(),
+    ));
     let groups = Rc::new(GroupCoordinator::new(shard.clone(), groups_mesh));
     let peers = TxnPeers {
         partitions: partitions.clone(),
@@ -242,7 +262,6 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         controller: controller.clone(),
     };
     let txns = Rc::new(TxnCoordinator::new(shard.clone(), txns_mesh, peers));
-    let cluster = Rc::new(Cluster::new(shard.clone(), cluster_mesh));
     if id.0 == 0 {
         let (reserve_bytes, total_bytes) = shard.space.reserve();
         tracing::info!(
@@ -318,6 +337,7 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
     groups.mesh().serve_peers(&groups, groups_peers);
     txns.mesh().serve_peers(&txns, txns_peers);
     cluster.mesh().serve_peers(&cluster, cluster_peers);
+    controller.start();
     cluster.start();
     let listener = TcpListener::bind(config.listen).unwrap_or_else(|e| {
         fatal(

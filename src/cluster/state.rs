@@ -13,7 +13,7 @@
 //! Lifecycle: built empty when the node starts, then fed every committed entry from index 1
 //! on (the log is replayed after a restart; snapshots will shorten that later). Lives on
 //! shard 0 inside the Raft driver; other shards see copies (`ClusterView`), the controller
-//! the topics.
+//! the topics (`Committed`).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
