@@ -245,6 +245,11 @@ pub const CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// Topic requests whose ids the metadata state remembers, so that one proposed twice takes
 /// effect once (a retry commits within seconds, thousands of requests apart at most).
 pub const CLUSTER_REQUESTS_REMEMBERED_MAX: usize = 10_000;
+/// Clustered, each node hands out producer ids from its own blocks, as a single node does,
+/// and interleaves them: node n's local id i is `i * STRIDE + n mod STRIDE`, so two nodes
+/// whose ids differ modulo the stride never hand out the same id (until producer id blocks
+/// are on the metadata log).
+pub const CLUSTER_PRODUCER_ID_STRIDE: i64 = 1024;
 /// Committed topic changes queued from the Raft driver to the controller; the driver waits
 /// beyond (the controller applies each to every shard).
 pub const CLUSTER_COMMITTED_QUEUED_MAX: usize = 64;

@@ -219,7 +219,12 @@ impl Controller {
     }
 
     async fn allocate_producer_id(&self) -> Result<ProducerId, ErrorCode> {
-        self.producer_ids.allocate(&self.shard.config.data_dir).await.map_err(|e| {
+        let allocated = self.producer_ids.allocate(&self.shard.config.data_dir).await;
+        let node_id = self.shard.config.node_id;
+        let clustered = self.cluster.clustered();
+        let allocated =
+            allocated.map(|id| if clustered { producer_ids::spread(id, node_id) } else { id });
+        allocated.map_err(|e| {
             tracing::error!("producer id allocation failed: {e}");
             ErrorCode::UnknownServerError
         })

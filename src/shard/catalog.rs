@@ -4,6 +4,9 @@
 //! `<data dir>/__spate_meta/topics.toml` (write to a temporary file, fsync, rename), then
 //! sends the change to every shard, which applies it to its own copy and opens or deletes the
 //! logs it owns. Every shard reads its copy without locks; it is at most one broadcast behind.
+//! Clustered, the catalog comes from the metadata log instead (`controller::quorum` applies
+//! the committed topics, with each partition's leader) and the file is neither read nor
+//! written; its cluster id is not used.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

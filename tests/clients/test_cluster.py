@@ -1,10 +1,18 @@
-"""A controller quorum of three real `spate` processes on 127.0.0.1 (issue 13, first step).
+"""A controller quorum of three real `spate` processes on 127.0.0.1 (issue 13, steps 1-2).
 
 The cluster forms (one leader everybody agrees on, every broker registered), survives kill -9
 of its leader (the other two elect a new one, which commits), keeps its committed metadata log
 across a restart of all three, and a node refuses a data dir recorded for another node id.
 Agreement is checked with the Java AdminClient (describeMetadataQuorum, describeCluster) and
 over the raw wire (DescribeQuorum v0, DescribeCluster v0). Every wait is bounded.
+
+Topics live on the metadata log, one replica per partition spread over the brokers: created
+through a follower with confluent-kafka's AdminClient, they appear alike in every node's
+Metadata; records produced to every partition are read back; a node that does not lead a
+partition answers NOT_LEADER_OR_FOLLOWER; deletion through another node removes the topic
+everywhere, as do partitions added and configs altered through other nodes; producer ids
+of different nodes differ; replication factor 3 is refused; topics and records survive a restart of all
+three; after kill -9 of the Raft leader a survivor creates topics.
 """
 
 import re
@@ -15,7 +23,10 @@ import time
 import pytest
 
 from conftest import TARGET, free_port
-from kafka_wire import connect, frame, read_response, request_header
+from kafka_wire import (connect, fetch_v4, fetch_v4_result, frame, init_producer_id_v0,
+                        init_producer_id_v0_result, list_offsets_latest_v1,
+                        list_offsets_v1_result, metadata_request_v1, produce_v3,
+                        produce_v3_result, read_response, record_batch, request_header)
 from test_idempotence import compile_java
 
 pytestmark = pytest.mark.skipif(TARGET != "spate", reason="spate's cluster options")
@@ -247,3 +258,258 @@ def test_a_single_node_does_not_advertise_describe_quorum(broker):
     assert DESCRIBE_CLUSTER in ranges
     assert DESCRIBE_QUORUM not in ranges
     assert describe_cluster(broker.port) == (1, [1])
+
+
+NOT_LEADER_OR_FOLLOWER = 6
+INVALID_REPLICATION_FACTOR = 38
+
+
+def metadata_v1(port, topics=None):
+    """Metadata v1 of `topics` (bytes names; None: every topic, which never auto-creates
+    one as naming a topic in v1 does) from one node: ({broker: (host, port)},
+    {topic: (error, {partition: (leader, replicas, isr)})})."""
+    if topics is None:
+        request = frame(request_header(3, 1, 2) + struct.pack(">i", -1))
+    else:
+        request = metadata_request_v1(topics)
+    with connect(port, timeout=5) as sock:
+        sock.sendall(request)
+        _, data = read_response(sock)
+    position = 0
+    brokers = {}
+    (count,) = struct.unpack_from(">i", data, position)
+    position += 4
+    for _ in range(count):
+        node_id, size = struct.unpack_from(">ih", data, position)
+        position += 6
+        host = data[position:position + size].decode()
+        position += size
+        (broker_port, rack_size) = struct.unpack_from(">ih", data, position)
+        position += 6 + max(rack_size, 0)
+        brokers[node_id] = (host, broker_port)
+    position += 4  # controller_id
+    (count,) = struct.unpack_from(">i", data, position)
+    position += 4
+    found = {}
+    for _ in range(count):
+        error, size = struct.unpack_from(">hh", data, position)
+        position += 4
+        name = data[position:position + size].decode()
+        position += size + 1  # is_internal
+        (partition_count,) = struct.unpack_from(">i", data, position)
+        position += 4
+        partitions = {}
+        for _ in range(partition_count):
+            _, index, leader, replica_count = struct.unpack_from(">hiii", data, position)
+            position += 14
+            replicas = list(struct.unpack_from(f">{replica_count}i", data, position))
+            position += 4 * replica_count
+            (isr_count,) = struct.unpack_from(">i", data, position)
+            position += 4
+            isr = list(struct.unpack_from(f">{isr_count}i", data, position))
+            position += 4 * isr_count
+            partitions[index] = (leader, replicas, isr)
+        found[name] = (error, partitions)
+    return brokers, found
+
+
+def admin(node):
+    from confluent_kafka.admin import AdminClient
+    return AdminClient({"bootstrap.servers": node.broker.bootstrap, "socket.timeout.ms": 10000})
+
+
+def create_topic(node, name, partitions, replication_factor=1):
+    """CreateTopics through `node` with confluent-kafka; the KafkaError, or None."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import NewTopic
+    client = admin(node)  # kept alive until the answer: a destroyed client fails its futures
+    futures = client.create_topics(
+        [NewTopic(name, partitions, replication_factor)], operation_timeout=30,
+        request_timeout=40)
+    try:
+        futures[name].result(timeout=45)
+        return None
+    except KafkaException as e:
+        return e.args[0]
+
+
+def agreed_topic(nodes, topic, partitions):
+    """The partition map every node's Metadata gives for `topic`, when all agree and every
+    node lists all three brokers; None before."""
+    maps = []
+    for node in nodes:
+        brokers, found = metadata_v1(node.broker.port)
+        assert brokers == {n.node_id: ("127.0.0.1", n.broker.port) for n in nodes} or \
+            len(brokers) < 3, brokers
+        if len(brokers) < 3 or topic not in found or found[topic][0] != 0:
+            return None
+        maps.append(found[topic][1])
+    if any(m != maps[0] for m in maps) or len(maps[0]) != partitions:
+        return None
+    return maps[0]
+
+
+def produce_and_read_back(nodes, topic, leaders, values_per_partition, tag, before=0):
+    """confluent-kafka produces to every partition; an assigned consumer (no group) reads
+    every record back from offset 0 (`before` per partition were there already, one more
+    in partition 0); returns what it read by partition."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    bootstrap = ",".join(node.broker.bootstrap for node in nodes)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                         "message.timeout.ms": 30000})
+    errors = []
+    for partition in leaders:
+        for i in range(values_per_partition):
+            producer.produce(topic, f"{tag}-{partition}-{i}".encode(), partition=partition,
+                             on_delivery=lambda err, msg: err and errors.append(err))
+    assert producer.flush(30) == 0
+    assert errors == [], errors
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition(topic, p, 0) for p in leaders])
+    read = {p: [] for p in leaders}
+    deadline = time.monotonic() + 30
+    wanted = (values_per_partition + before) * len(leaders) + (1 if before else 0)
+    while sum(len(v) for v in read.values()) < wanted and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is None or message.error():
+            continue
+        read[message.partition()].append(message.value().decode())
+    consumer.close()
+    return read
+
+
+def raw_answers(port, topic, partition):
+    """(produce error, list offsets error, fetch error) of raw requests to one node."""
+    with connect(port, timeout=10) as sock:
+        sock.sendall(produce_v3(topic, partition, record_batch([b"raw"]), 11))
+        produce_error, _ = produce_v3_result(read_response(sock)[1])
+        sock.sendall(list_offsets_latest_v1(topic, partition, 12))
+        offsets_error, _ = list_offsets_v1_result(read_response(sock)[1])
+        sock.sendall(fetch_v4(topic, partition, 0, 13, max_wait_ms=0))
+        fetch_error, _, _ = fetch_v4_result(read_response(sock)[1])
+    return produce_error, offsets_error, fetch_error
+
+
+def test_topics_on_the_metadata_log_spread_over_the_brokers(cluster):
+    nodes = cluster
+    by_id = {node.node_id: node for node in nodes}
+    leader, _, _ = wait_for("a leader all three agree on", lambda: agreed_leader(nodes))
+    follower = next(node for node in nodes if node.node_id != leader)
+
+    # Created through a follower: the record's request names it, and every node's Metadata
+    # gives the same partitions, each led by one broker, replicas = isr = [leader].
+    assert create_topic(follower, "spread", 6) is None
+    leaders = wait_for("the topic in every node's Metadata",
+                       lambda: agreed_topic(nodes, "spread", 6))
+    assert {value[0] for value in leaders.values()} == {1, 2, 3}, leaders
+    for partition, (partition_leader, replicas, isr) in leaders.items():
+        assert replicas == [partition_leader] and isr == [partition_leader], leaders
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", follower.broker.log_text())
+    assert re.search(r'CreateTopic \{ request: RequestId \{ node_id: NodeId\('
+                     + str(follower.node_id) + r'\).*name: "spread"', plain), plain[-3000:]
+    # Only the leader of a partition holds its log.
+    for partition, (partition_leader, _, _) in leaders.items():
+        for node in nodes:
+            held = node.broker.partition_dir("spread", partition).exists()
+            assert held == (node.node_id == partition_leader), (partition, node.node_id)
+
+    read = produce_and_read_back(nodes, "spread", leaders, 20, "first")
+    for partition in leaders:
+        assert read[partition] == [f"first-{partition}-{i}" for i in range(20)], read
+
+    # A raw request to a node that does not lead the partition: NOT_LEADER_OR_FOLLOWER.
+    partition = 0
+    partition_leader = leaders[0][0]
+    other = next(node for node in nodes if node.node_id != partition_leader)
+    assert raw_answers(other.broker.port, b"spread", partition) == (NOT_LEADER_OR_FOLLOWER,) * 3
+    assert raw_answers(by_id[partition_leader].broker.port, b"spread", partition)[0] == 0
+
+    # Producer ids handed out by different nodes never meet (idempotent producers of
+    # different nodes write to the same partitions).
+    producer_ids = set()
+    for node in nodes:
+        for attempt in range(2):
+            with connect(node.broker.port) as sock:
+                sock.sendall(init_producer_id_v0(20 + attempt))
+                error, producer_id, _ = init_producer_id_v0_result(read_response(sock)[1])
+            assert error == 0
+            producer_ids.add(producer_id)
+    assert len(producer_ids) == 6, producer_ids
+
+    # Replication factor 3: refused, saying why.
+    error = create_topic(follower, "three-replicas", 1, replication_factor=3)
+    assert error is not None and error.code() == INVALID_REPLICATION_FACTOR, error
+    assert "replication is not built yet" in error.str(), error.str()
+
+    # Deleted through another node: gone from every node's Metadata and disk.
+    assert create_topic(by_id[leader], "doomed", 3) is None
+    wait_for("the second topic everywhere", lambda: agreed_topic(nodes, "doomed", 3))
+    deleter = next(node for node in nodes if node.node_id not in (leader, follower.node_id))
+    # Partitions added and configs altered through other nodes reach every node too.
+    from confluent_kafka.admin import ConfigResource, NewPartitions
+    client = admin(follower)
+    client.create_partitions([NewPartitions("doomed", 4)], operation_timeout=30)["doomed"] \
+        .result(timeout=45)
+    grown = wait_for("the fourth partition everywhere", lambda: agreed_topic(nodes, "doomed", 4))
+    assert {value[0] for value in grown.values()} == {1, 2, 3}, grown
+    resource = ConfigResource(ConfigResource.Type.TOPIC, "doomed",
+                              set_config={"retention.ms": "12345"})
+    client = admin(deleter)
+    client.alter_configs([resource])[resource].result(timeout=45)
+
+    def retention_everywhere():
+        for node in nodes:
+            describer = admin(node)
+            described = describer.describe_configs(
+                [ConfigResource(ConfigResource.Type.TOPIC, "doomed")])
+            entries = next(iter(described.values())).result(timeout=10)
+            if entries["retention.ms"].value != "12345":
+                return False
+        return True
+
+    wait_for("the altered config everywhere", retention_everywhere)
+    client = admin(deleter)
+    futures = client.delete_topics(["doomed"], operation_timeout=30)
+    futures["doomed"].result(timeout=45)
+
+    def gone_everywhere():
+        for node in nodes:
+            _, found = metadata_v1(node.broker.port)
+            if "doomed" in found:
+                return False
+            if any(node.broker.partition_dir("doomed", p).exists() for p in range(3)):
+                return False
+        return True
+
+    wait_for("the deleted topic gone everywhere", gone_everywhere)
+
+    # All three restart: the topics come back from the log, with their records.
+    for node in nodes:
+        assert node.broker.stop() == 0, node.broker.log_tail()
+    for node in nodes:
+        node.broker.start()
+    wait_for("a leader after the restart", lambda: agreed_leader(nodes))
+    again = wait_for("the topic after the restart", lambda: agreed_topic(nodes, "spread", 6))
+    assert again == leaders
+    read = produce_and_read_back(nodes, "spread", leaders, 5, "second", before=20)
+    for partition in leaders:
+        expected = [f"first-{partition}-{i}" for i in range(20)]
+        expected += [f"second-{partition}-{i}" for i in range(5)]
+        raw = ["raw"] if partition == 0 else []
+        assert read[partition] == expected[:20] + raw + expected[20:], (partition, read)
+    for node in nodes:
+        _, found = metadata_v1(node.broker.port)
+        assert sorted(found) == ["spread"], found
+
+    # kill -9 of the Raft leader: CreateTopics through a survivor succeeds.
+    leader, _, _ = wait_for("a leader", lambda: agreed_leader(nodes))
+    by_id[leader].broker.kill9()
+    survivors = [node for node in nodes if node.node_id != leader]
+    started = time.monotonic()
+    assert create_topic(survivors[0], "after-failover", 2) is None
+    print(f"CreateTopics through a survivor answered {time.monotonic() - started:.2f} s "
+          "after kill -9 of the leader")
+    for node in survivors:
+        wait_for("the new topic on the survivors",
+                 lambda node=node: "after-failover" in metadata_v1(node.broker.port)[1])
