@@ -250,6 +250,10 @@ pub const CLUSTER_REQUESTS_REMEMBERED_MAX: usize = 10_000;
 /// whose ids differ modulo the stride never hand out the same id (until producer id blocks
 /// are on the metadata log).
 pub const CLUSTER_PRODUCER_ID_STRIDE: i64 = 1024;
+/// Partitions of each internal topic in a cluster (Kafka's offsets.topic.num.partitions and
+/// transaction.state.log.num.partitions, 50 by default): a group's or transactional id's
+/// coordinator is the leader of its partition.
+pub const CLUSTER_INTERNAL_TOPIC_PARTITIONS: usize = 50;
 /// Committed topic changes queued from the Raft driver to the controller; the driver waits
 /// beyond (the controller applies each to every shard).
 pub const CLUSTER_COMMITTED_QUEUED_MAX: usize = 64;

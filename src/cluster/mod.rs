@@ -15,8 +15,9 @@
 //!
 //! What exists: leader election, the durable log (`journal`), the records (`records`:
 //! leader changes, broker registrations, the cluster id, topic creation, deletion, growth
-//! and config changes) applied in order (`state`), the view every shard answers clients
-//! from, and the hand-off of committed topic changes to the controller (`Committed`, which
+//! and config changes, the internal topics' placements that say which node coordinates a
+//! group or transactional id) applied in order (`state`), the view every shard answers
+//! clients from, and the hand-off of committed topic changes to the controller (`Committed`, which
 //! applies them to the catalog and the partition logs on every shard). Proposals come from
 //! the controller on any node (`propose`); raft-rs forwards a follower's to the leader.
 //! Not yet: snapshots, fencing and heartbeats, replication, broker-only nodes. Without
@@ -49,6 +50,23 @@ use crate::shard::{Shard, CONTROLLER};
 pub use records::{MetadataRecord, RequestId};
 pub use state::{BrokerRegistration, Refusal, TopicOutcome, TopicState, TopicSummary};
 
+#[cfg(test)]
+mod tests {
+    use super::coordinator_partition;
+
+    #[test]
+    fn coordinator_partitions_are_kafkas() {
+        // Java: "my-group".hashCode() = -1906497762, "".hashCode() = 0,
+        // "polygenelubricants".hashCode() = Integer.MIN_VALUE (Utils.abs gives 0).
+        assert_eq!(coordinator_partition("my-group", 50), 1906497762 % 50);
+        assert_eq!(coordinator_partition("", 50), 0);
+        assert_eq!(coordinator_partition("polygenelubricants", 50), 0);
+        // A non-ASCII unit ('é' is U+00E9): Java's hashCode is 103094734.
+        assert_eq!(coordinator_partition("h\u{e9}llo", 50), 103094734 % 50);
+        assert_eq!(coordinator_partition("a", 0), 0);
+    }
+}
+
 /// What every shard knows of the quorum: a copy of shard 0's, replaced on each change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterView {
@@ -66,6 +84,37 @@ pub struct ClusterView {
     pub voter_addresses: Vec<Voter>,
     /// The cluster id committed on the log (None until the first leader's is applied).
     pub cluster_id: Option<String>,
+    /// The internal topics' placements (leader by partition), by topic name; empty until
+    /// the leader committed them once every voter registered.
+    pub coordinators: BTreeMap<String, Vec<NodeId>>,
+}
+
+impl ClusterView {
+    /// The node that coordinates `key` (a group id in `__consumer_offsets`, a transactional
+    /// id in `__transaction_state`): the leader of the key's partition of the internal
+    /// topic, as Kafka finds it. None before the placement is committed.
+    pub fn coordinator(&self, internal_topic: &str, key: &str) -> Option<NodeId> {
+        let leaders = self.coordinators.get(internal_topic)?;
+        leaders.get(coordinator_partition(key, leaders.len())).copied()
+    }
+
+    /// A registered broker's address.
+    pub fn broker(&self, node_id: NodeId) -> Option<&BrokerRegistration> {
+        self.brokers.iter().find(|broker| broker.node_id == node_id)
+    }
+}
+
+/// The internal topic's partition of `key`, Kafka's `Utils.abs(key.hashCode()) % partitions`
+/// (Java's String hash over UTF-16 code units), so that a key lands where Kafka would put it.
+pub fn coordinator_partition(key: &str, partitions: usize) -> usize {
+    if partitions == 0 {
+        return 0;
+    }
+    let hash = key
+        .encode_utf16()
+        .fold(0i32, |hash, unit| hash.wrapping_mul(31).wrapping_add(i32::from(unit)));
+    let positive = if hash == i32::MIN { 0 } else { hash.abs() };
+    positive as usize % partitions
 }
 
 /// What the Raft driver hands the controller (shard 0) after applying committed entries

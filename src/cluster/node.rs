@@ -21,7 +21,8 @@
 //! Changes to the topics and the outcomes of topic requests go to the controller
 //! (`Committed`) after each batch of entries.
 //!
-//! A new leader proposes a `LeaderChange` record, and the cluster id if the log has none;
+//! A new leader proposes a `LeaderChange` record, the cluster id if the log has none, and
+//! once every voter is registered the internal topics' placements if the log has none;
 //! every node proposes its own broker registration until it sees it committed (raft-rs
 //! forwards a follower's proposal to the leader, and a lost one is proposed again).
 //!
@@ -38,17 +39,19 @@ use raft::{RawNode, StateRole};
 
 use super::journal::{self, Journal};
 use super::records::MetadataRecord;
-use super::state::MetadataState;
+use super::state::{place, MetadataState};
 use super::transport::{self, Peers};
 use super::{Cluster, ClusterView, Committed, Event, VoterState};
 use crate::config::{ClusterConfig, Config};
 use crate::constants::{
-    BROKER_REGISTRATION_RETRY_MS, RAFT_ELECTION_TICKS, RAFT_EVENTS_QUEUED_MAX,
-    RAFT_HEARTBEAT_TICKS, RAFT_INFLIGHT_MESSAGES_MAX, RAFT_MESSAGE_SIZE_BYTES_MAX, RAFT_TICK_MS,
+    BROKER_REGISTRATION_RETRY_MS, CLUSTER_INTERNAL_TOPIC_PARTITIONS, RAFT_ELECTION_TICKS,
+    RAFT_EVENTS_QUEUED_MAX, RAFT_HEARTBEAT_TICKS, RAFT_INFLIGHT_MESSAGES_MAX,
+    RAFT_MESSAGE_SIZE_BYTES_MAX, RAFT_TICK_MS,
 };
 use crate::fatal::{fatal, FatalReason};
 use crate::model::NodeId;
 use crate::shard::catalog::new_cluster_id;
+use crate::shard::internal_log::INTERNAL_TOPICS;
 
 /// Opens the journal, builds the node and its transport, and runs the driver. Start-up
 /// problems are fatal (one sentence).
@@ -140,6 +143,7 @@ pub async fn run(
         me,
         leader_change_proposed_term: 0,
         committed,
+        internal_proposed_term: 0,
     };
     driver.run(events).await;
 }
@@ -193,6 +197,8 @@ struct Driver {
     leader_change_proposed_term: u64,
     /// Where committed topic changes go (the controller on shard 0).
     committed: LocalSender<Committed>,
+    /// The term this node last proposed the internal topics' placements in.
+    internal_proposed_term: u64,
 }
 
 /// What a batch of applied entries has for the controller.
@@ -223,6 +229,7 @@ impl Driver {
                 }
             }
             self.propose_leader_change();
+            self.propose_internal_topics();
             if self.node.has_ready() {
                 self.handle_ready().await;
             }
@@ -249,6 +256,33 @@ impl Driver {
             let record = MetadataRecord::ClusterId { cluster_id: new_cluster_id() };
             if let Err(e) = self.node.propose(vec![], record.encode()) {
                 tracing::debug!("raft propose of the cluster id: {e}");
+            }
+        }
+    }
+
+    /// The leader places the internal topics once, when every voter is registered (the
+    /// cluster has formed): round-robin over the brokers like any topic. Proposed once per
+    /// term; a later leader proposes again if they are still missing.
+    fn propose_internal_topics(&mut self) {
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader || self.internal_proposed_term == raft.term {
+            return;
+        }
+        let formed = self.quorum.voters.ids().all(|id| self.state.brokers.contains_key(&id));
+        let missing: Vec<&str> = INTERNAL_TOPICS
+            .into_iter()
+            .filter(|name| !self.state.internal.contains_key(*name))
+            .collect();
+        if !formed || missing.is_empty() {
+            return;
+        }
+        self.internal_proposed_term = raft.term;
+        let brokers: Vec<NodeId> = self.state.brokers.keys().copied().collect();
+        for name in missing {
+            let leaders = place(name, &brokers, 0, CLUSTER_INTERNAL_TOPIC_PARTITIONS);
+            let record = MetadataRecord::InternalTopic { name: name.to_string(), leaders };
+            if let Err(e) = self.node.propose(vec![], record.encode()) {
+                tracing::debug!("raft propose of an internal topic: {e}");
             }
         }
     }
@@ -366,6 +400,7 @@ impl Driver {
             voters,
             voter_addresses: self.quorum.voters.voters().to_vec(),
             cluster_id: self.state.cluster_id.clone(),
+            coordinators: self.state.internal.clone(),
         };
         if self.cluster.view().as_deref() != Some(&view) {
             self.cluster.publish(view);

@@ -16,6 +16,7 @@
 //!   type 5 DeleteTopic     request, name: string
 //!   type 6 CreatePartitions request, name: string, count: i32, leaders (of the new ones)
 //!   type 7 AlterTopicConfig request, name: string, overrides
+//!   type 8 InternalTopic   name: string, leaders
 //!
 //!   string    u16 length + UTF-8
 //!   request   node_id: i32, serial: u64 (the proposer's RequestId)
@@ -45,6 +46,7 @@ const TYPE_CREATE_TOPIC: u8 = 4;
 const TYPE_DELETE_TOPIC: u8 = 5;
 const TYPE_CREATE_PARTITIONS: u8 = 6;
 const TYPE_ALTER_TOPIC_CONFIG: u8 = 7;
+const TYPE_INTERNAL_TOPIC: u8 = 8;
 
 /// Who asked for a change: the proposing node and its serial number, unique per node (the
 /// serials of one process start at a random point, so a restarted node does not reuse the
@@ -106,6 +108,13 @@ pub enum MetadataRecord {
         request: RequestId,
         name: String,
         overrides: BTreeMap<String, String>,
+    },
+    /// The placement of an internal topic (`__consumer_offsets`, `__transaction_state`):
+    /// the leader of each partition coordinates the groups (transactional ids) that hash to
+    /// it. Proposed by the leader once every voter is registered; the first one wins.
+    InternalTopic {
+        name: String,
+        leaders: Vec<NodeId>,
     },
 }
 
@@ -170,6 +179,11 @@ impl MetadataRecord {
                 put_string(&mut out, name);
                 put_overrides(&mut out, overrides);
             }
+            MetadataRecord::InternalTopic { name, leaders } => {
+                out.push(TYPE_INTERNAL_TOPIC);
+                put_string(&mut out, name);
+                put_leaders(&mut out, leaders);
+            }
         }
         out
     }
@@ -231,6 +245,10 @@ impl MetadataRecord {
                 let name = reader.string()?;
                 let overrides = reader.overrides()?;
                 MetadataRecord::AlterTopicConfig { request, name, overrides }
+            }
+            TYPE_INTERNAL_TOPIC => {
+                let name = reader.string()?;
+                MetadataRecord::InternalTopic { name, leaders: reader.leaders()? }
             }
             other => return Err(RecordError::Type(other)),
         };
@@ -394,6 +412,10 @@ mod tests {
                 leaders: vec![NodeId(1), NodeId(2)],
             },
             MetadataRecord::AlterTopicConfig { request: request(), name: "o".into(), overrides },
+            MetadataRecord::InternalTopic {
+                name: "__consumer_offsets".into(),
+                leaders: vec![NodeId(3), NodeId(1)],
+            },
         ]
     }
 
@@ -402,7 +424,10 @@ mod tests {
         for record in topic_records() {
             let encoded = record.encode();
             assert_eq!(MetadataRecord::decode(&encoded), Ok(record.clone()));
-            let is_topic = !matches!(record, MetadataRecord::ClusterId { .. });
+            let is_topic = !matches!(
+                record,
+                MetadataRecord::ClusterId { .. } | MetadataRecord::InternalTopic { .. }
+            );
             assert_eq!(record.request().is_some(), is_topic);
         }
         let delete = MetadataRecord::DeleteTopic { request: request(), name: "t".into() };

@@ -83,6 +83,9 @@ pub struct MetadataState {
     pub cluster_id: Option<String>,
     /// By name.
     pub topics: BTreeMap<String, TopicState>,
+    /// The internal topics' placements (leader by partition), by name: where groups and
+    /// transactional ids are coordinated.
+    pub internal: BTreeMap<String, Vec<NodeId>>,
     /// The requests applied lately (a set, and the same ids oldest first to forget them).
     requests_seen: BTreeSet<RequestId>,
     requests_order: VecDeque<RequestId>,
@@ -131,6 +134,13 @@ impl MetadataState {
                 }
                 self.cluster_id = Some(cluster_id.clone());
                 return Applied { changed: true, catalog_changed: true, outcome: None };
+            }
+            MetadataRecord::InternalTopic { name, leaders } => {
+                if self.internal.contains_key(name) || leaders.is_empty() {
+                    return Applied::default();
+                }
+                self.internal.insert(name.clone(), leaders.clone());
+                true
             }
             _ => unreachable!("topic records carry a request id"),
         };
@@ -469,6 +479,24 @@ mod tests {
         assert_eq!(state.topics["t"].overrides, overrides);
         let unknown = state.apply(6, Some(&alter(3, "u")));
         assert_eq!(outcome_code(&unknown), ErrorCode::UnknownTopicOrPartition);
+    }
+
+    #[test]
+    fn the_first_internal_topic_placement_wins() {
+        let mut state = three_brokers();
+        let first = MetadataRecord::InternalTopic {
+            name: "__consumer_offsets".into(),
+            leaders: vec![NodeId(2), NodeId(3)],
+        };
+        let second = MetadataRecord::InternalTopic {
+            name: "__consumer_offsets".into(),
+            leaders: vec![NodeId(1)],
+        };
+        let applied = state.apply(4, Some(&first));
+        assert!(applied.changed && !applied.catalog_changed && applied.outcome.is_none());
+        assert_eq!(state.apply(5, Some(&second)), Applied::default());
+        assert_eq!(state.internal["__consumer_offsets"], [NodeId(2), NodeId(3)]);
+        assert!(state.topics.is_empty());
     }
 
     #[test]

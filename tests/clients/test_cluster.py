@@ -12,7 +12,10 @@ Metadata; records produced to every partition are read back; a node that does no
 partition answers NOT_LEADER_OR_FOLLOWER; deletion through another node removes the topic
 everywhere, as do partitions added and configs altered through other nodes; producer ids
 of different nodes differ; replication factor 3 is refused; topics and records survive a restart of all
-three; after kill -9 of the Raft leader a survivor creates topics.
+three; after kill -9 of the Raft leader a survivor creates topics. Coordinators: every node
+names the same coordinator of a group (the leader of its `__consumer_offsets` partition),
+the others answer NOT_COORDINATOR, and a confluent-kafka consumer group reads and commits
+through the cluster.
 """
 
 import re
@@ -127,6 +130,7 @@ def cluster(spate_factory):
     nodes = []
     for i, port in enumerate(controller_ports):
         broker = spate_factory("--cores", "1", "--min-free-bytes", "0",
+                               "--group-initial-rebalance-delay-ms", "0",
                                "--node-id", str(i + 1),
                                "--controller-listen", f"127.0.0.1:{port}",
                                "--controller-quorum-voters", voters, start=False)
@@ -261,7 +265,36 @@ def test_a_single_node_does_not_advertise_describe_quorum(broker):
 
 
 NOT_LEADER_OR_FOLLOWER = 6
+NOT_COORDINATOR = 16
 INVALID_REPLICATION_FACTOR = 38
+FIND_COORDINATOR = 10
+HEARTBEAT = 12
+
+
+def find_coordinator_v1(port, key, key_type=0):
+    """FindCoordinator v1: (error, node_id, port)."""
+    body = struct.pack(">h", len(key)) + key + struct.pack(">b", key_type)
+    with connect(port, timeout=5) as sock:
+        sock.sendall(frame(request_header(FIND_COORDINATOR, 1, 30) + body))
+        _, data = read_response(sock)
+    position = 4  # throttle_time_ms
+    (error,) = struct.unpack_from(">h", data, position)
+    position += 2
+    (size,) = struct.unpack_from(">h", data, position)
+    position += 2 + max(size, 0)
+    node_id, size = struct.unpack_from(">ih", data, position)
+    position += 6 + max(size, 0)
+    (coordinator_port,) = struct.unpack_from(">i", data, position)
+    return error, node_id, coordinator_port
+
+
+def heartbeat_v0(port, group):
+    """Heartbeat v0 of an unknown member: the error code."""
+    body = struct.pack(">h", len(group)) + group + struct.pack(">ih", 1, 1) + b"m"
+    with connect(port, timeout=5) as sock:
+        sock.sendall(frame(request_header(HEARTBEAT, 0, 31) + body))
+        _, data = read_response(sock)
+    return struct.unpack_from(">h", data)[0]
 
 
 def metadata_v1(port, topics=None):
@@ -513,3 +546,62 @@ def test_topics_on_the_metadata_log_spread_over_the_brokers(cluster):
     for node in survivors:
         wait_for("the new topic on the survivors",
                  lambda node=node: "after-failover" in metadata_v1(node.broker.port)[1])
+
+
+def test_groups_are_coordinated_by_the_owner_of_their_partition(cluster):
+    from confluent_kafka import Consumer
+    nodes = cluster
+    by_port = {node.broker.port: node for node in nodes}
+    wait_for("a leader all three agree on", lambda: agreed_leader(nodes))
+    groups = [f"group-{i}".encode() for i in range(12)]
+
+    def coordinators():
+        owners = {}
+        for group in groups:
+            answers = {find_coordinator_v1(node.broker.port, group) for node in nodes}
+            if len(answers) != 1:
+                return None
+            error, node_id, port = answers.pop()
+            if error != 0:
+                return None
+            assert by_port[port].node_id == node_id
+            owners[group] = node_id
+        return owners
+
+    owners = wait_for("every node naming the same coordinators", coordinators)
+    assert set(owners.values()) == {1, 2, 3}, owners
+    for group, owner in owners.items():
+        for node in nodes:
+            code = heartbeat_v0(node.broker.port, group)
+            if node.node_id == owner:
+                assert code != NOT_COORDINATOR, (group, node.node_id)
+            else:
+                assert code == NOT_COORDINATOR, (group, node.node_id, code)
+    # The same for transactional ids.
+    for node in nodes:
+        assert find_coordinator_v1(node.broker.port, b"txn-1", 1)[0] == 0
+
+    # A consumer group over the cluster: subscribes, reads every record, commits, and a
+    # second consumer of the group starts from the committed offsets.
+    assert create_topic(nodes[0], "grouped", 3) is None
+    leaders = wait_for("the topic everywhere", lambda: agreed_topic(nodes, "grouped", 3))
+    produce_and_read_back(nodes, "grouped", leaders, 10, "g")
+    bootstrap = ",".join(node.broker.bootstrap for node in nodes)
+
+    def consume(wanted):
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "cluster-group",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        consumer.subscribe(["grouped"])
+        read = []
+        deadline = time.monotonic() + 30
+        while len(read) < wanted and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                read.append(message.value().decode())
+        consumer.commit(asynchronous=False)
+        consumer.close()
+        return read
+
+    assert sorted(consume(30)) == sorted(f"g-{p}-{i}" for p in range(3) for i in range(10))
+    produce_and_read_back(nodes, "grouped", leaders, 1, "h", before=10)
+    assert sorted(consume(3)) == [f"h-{p}-0" for p in range(3)]
