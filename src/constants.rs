@@ -239,6 +239,9 @@ pub const BROKER_REGISTRATION_RETRY_MS: u64 = 500;
 /// again (its proposal may have been lost with a leader, or dropped when there was none):
 /// above a commit's round trips, below an election (1-2 s).
 pub const CLUSTER_PROPOSAL_RETRY_MS: u64 = 500;
+/// How often a waiting topic request looks for a new leader (then proposes again at once,
+/// rather than waiting out the retry interval after a failover).
+pub const CLUSTER_PROPOSAL_POLL_MS: u64 = 50;
 /// How long a topic request waits for its record to be applied when the request names no
 /// timeout (AlterConfigs, auto-creation) or 0; then REQUEST_TIMED_OUT.
 pub const CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
@@ -277,4 +280,5 @@ const _: () = assert!(RAFT_HEARTBEAT_TICKS < RAFT_ELECTION_TICKS);
 const _: () = assert!(RAFT_FRAME_SIZE_BYTES_MAX as u64 > 2 * RAFT_MESSAGE_SIZE_BYTES_MAX);
 const _: () = assert!(RAFT_PEER_RETRY_MS_MIN <= RAFT_PEER_RETRY_MS_MAX);
 const _: () = assert!(CLUSTER_PROPOSAL_RETRY_MS < CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT);
+const _: () = assert!(CLUSTER_PROPOSAL_POLL_MS < CLUSTER_PROPOSAL_RETRY_MS);
 const _: () = assert!(CLUSTER_REQUESTS_REMEMBERED_MAX > 0 && CLUSTER_COMMITTED_QUEUED_MAX > 0);

@@ -4,8 +4,8 @@
 //!   any node, shard 0                         every node, shard 0
 //!   request -> checks, placement -> record    Raft driver applies committed records
 //!     (RequestId) -> Cluster::propose --log--> (cluster::state decides the outcome)
-//!     wait; no outcome after 500 ms:            -> Committed { topics, outcomes }
-//!     propose again, until the timeout          -> apply_committed: catalog and every shard
+//!     wait; no outcome after 500 ms or a new    -> Committed { topics, outcomes }
+//!     leader: propose again, until the timeout  -> apply_committed: catalog and every shard
 //!     (then REQUEST_TIMED_OUT)                     (ApplyTopic / RemovePartitions), then
 //!   <- outcome, as this node applied it  <------   answer the waiting requests of this node
 //! ```
@@ -45,7 +45,8 @@ use crate::cluster::state::place;
 use crate::cluster::TopicSummary;
 use crate::cluster::{Committed, MetadataRecord, RequestId, TopicOutcome, TopicState};
 use crate::constants::{
-    CLUSTER_PROPOSAL_RETRY_MS, CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT, PARTITIONS_PER_TOPIC_MAX,
+    CLUSTER_PROPOSAL_POLL_MS, CLUSTER_PROPOSAL_RETRY_MS, CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT,
+    PARTITIONS_PER_TOPIC_MAX,
 };
 use crate::model::{ErrorCode, NodeId};
 use crate::partition::{PartitionRequest, PartitionResponse};
@@ -196,7 +197,8 @@ impl Controller {
     }
 
     /// Proposes the record `make` builds for a new request id, again every
-    /// `CLUSTER_PROPOSAL_RETRY_MS` until this node applied it, and gives its outcome; at
+    /// `CLUSTER_PROPOSAL_RETRY_MS` or when a new leader is known, until this node applied
+    /// it, and gives its outcome; at
     /// `deadline`, REQUEST_TIMED_OUT (the record may still commit later, as in Kafka).
     async fn propose_and_wait(
         &self,
@@ -210,14 +212,27 @@ impl Controller {
         let (sender, mut outcome) = oneshot::channel();
         self.proposals.waiting.borrow_mut().insert(request, sender);
         let mut attempts = 0u32;
+        let mut proposed_at: Option<(Instant, Option<NodeId>)> = None;
         loop {
-            attempts += 1;
-            if !self.cluster.propose(&record) {
-                tracing::debug!(%request, "the Raft driver did not take the proposal");
+            // Proposed again after the retry interval, and at once when a new leader is
+            // known (the last proposal may have gone to a leader that died with it).
+            let leader = self.cluster.view().and_then(|view| view.leader_id);
+            let due = match proposed_at {
+                None => true,
+                Some((at, to)) => {
+                    at.elapsed() >= Duration::from_millis(CLUSTER_PROPOSAL_RETRY_MS)
+                        || (leader.is_some() && leader != to)
+                }
+            };
+            if due {
+                attempts += 1;
+                proposed_at = Some((Instant::now(), leader));
+                if !self.cluster.propose(&record) {
+                    tracing::debug!(%request, "the Raft driver did not take the proposal");
+                }
             }
-            let now = Instant::now();
-            let wait = deadline.saturating_duration_since(now);
-            let wait = wait.min(Duration::from_millis(CLUSTER_PROPOSAL_RETRY_MS));
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let wait = wait.min(Duration::from_millis(CLUSTER_PROPOSAL_POLL_MS));
             let timer = Box::pin(glommio::timer::sleep(wait));
             match futures::future::select(&mut outcome, timer).await {
                 Either::Left((Ok(outcome), _)) => {
