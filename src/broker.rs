@@ -126,7 +126,7 @@ pub fn run(config: Config) {
         data_dir = %config.data_dir.display(),
         listen = %config.listen,
         advertised = %format!("{}:{}", config.advertised_host, config.advertised_port),
-        cluster_id = %catalog.cluster_id,
+        cluster_id = %if config.cluster.is_some() { "(metadata log)" } else { &catalog.cluster_id },
         topics = catalog.topics.len(),
         "starting spate"
     );

@@ -346,7 +346,7 @@ impl Driver {
                 Ok(record) => {
                     let applied = self.state.apply(entry.index, Some(&record));
                     if applied.changed {
-                        tracing::info!(index = entry.index, ?record, "applied metadata record");
+                        tracing::info!(index = entry.index, %record, "applied metadata record");
                     }
                     pending.catalog_changed |= applied.catalog_changed;
                     pending.outcomes.extend(applied.outcome);

@@ -260,6 +260,33 @@ impl MetadataRecord {
     }
 }
 
+/// One line for the log: topic records by name, counts and request, not every leader.
+impl std::fmt::Display for MetadataRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetadataRecord::CreateTopic { request, name, topic_id, leaders, overrides } => {
+                let id = uuid::Uuid::from_bytes(*topic_id);
+                let partitions = leaders.len();
+                write!(f, "CreateTopic {name} id {id}, {partitions} partitions, ")?;
+                write!(f, "{} overrides, request {request}", overrides.len())
+            }
+            MetadataRecord::DeleteTopic { request, name } => {
+                write!(f, "DeleteTopic {name}, request {request}")
+            }
+            MetadataRecord::CreatePartitions { request, name, count, .. } => {
+                write!(f, "CreatePartitions {name} to {count}, request {request}")
+            }
+            MetadataRecord::AlterTopicConfig { request, name, overrides } => {
+                write!(f, "AlterTopicConfig {name} {overrides:?}, request {request}")
+            }
+            MetadataRecord::InternalTopic { name, leaders } => {
+                write!(f, "InternalTopic {name}, {} partitions", leaders.len())
+            }
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
 /// Strings longer than a u16 length are cut (names are at most 249 bytes, config values
 /// are checked by the proposer; a host name is at most 253).
 fn put_string(out: &mut Vec<u8>, text: &str) {
@@ -431,6 +458,7 @@ mod tests {
             assert_eq!(record.request().is_some(), is_topic);
         }
         let delete = MetadataRecord::DeleteTopic { request: request(), name: "t".into() };
+        assert_eq!(delete.to_string(), "DeleteTopic t, request 2/258");
         let expected = [0, 5, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 1, 2, 0, 1, b't'];
         assert_eq!(delete.encode(), expected);
     }
