@@ -7,7 +7,7 @@ Agreement is checked with the Java AdminClient (describeMetadataQuorum, describe
 over the raw wire (DescribeQuorum v0, DescribeCluster v0). Every wait is bounded.
 
 Topics live on the metadata log, one replica per partition spread over the brokers: created
-through a follower with confluent-kafka's AdminClient, they appear alike in every node's
+through a follower with confluent-kafka's AdminClient (and the Java AdminClient), they appear alike in every node's
 Metadata; records produced to every partition are read back; a node that does not lead a
 partition answers NOT_LEADER_OR_FOLLOWER; deletion through another node removes the topic
 everywhere, as do partitions added and configs altered through other nodes; producer ids
@@ -424,7 +424,7 @@ def raw_answers(port, topic, partition):
     return produce_error, offsets_error, fetch_error
 
 
-def test_topics_on_the_metadata_log_spread_over_the_brokers(cluster):
+def test_topics_on_the_metadata_log_spread_over_the_brokers(cluster, tmp_path):
     nodes = cluster
     by_id = {node.node_id: node for node in nodes}
     leader, _, _ = wait_for("a leader all three agree on", lambda: agreed_leader(nodes))
@@ -446,6 +446,20 @@ def test_topics_on_the_metadata_log_spread_over_the_brokers(cluster):
         for node in nodes:
             held = node.broker.partition_dir("spread", partition).exists()
             assert held == (node.node_id == partition_leader), (partition, node.node_id)
+
+    # The Java AdminClient through another follower: created, and described alike.
+    other_follower = next(node for node in nodes
+                          if node.node_id not in (leader, follower.node_id))
+    classpath = compile_java(tmp_path, "ClusterTopics")
+    done = subprocess.run(["java", "-cp", classpath, "ClusterTopics",
+                           other_follower.broker.bootstrap, "java-topic", "3"],
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    java_leaders = wait_for("the Java topic everywhere",
+                            lambda: agreed_topic(nodes, "java-topic", 3))
+    expected = ",".join(str(java_leaders[p][0]) for p in range(3))
+    assert f"partitions=3 leaders={expected}" in done.stdout.decode(), done.stdout.decode()
+    assert {value[0] for value in java_leaders.values()} == {1, 2, 3}, java_leaders
 
     read = produce_and_read_back(nodes, "spread", leaders, 20, "first")
     for partition in leaders:
@@ -533,7 +547,7 @@ def test_topics_on_the_metadata_log_spread_over_the_brokers(cluster):
         assert read[partition] == expected[:20] + raw + expected[20:], (partition, read)
     for node in nodes:
         _, found = metadata_v1(node.broker.port)
-        assert sorted(found) == ["spread"], found
+        assert sorted(found) == ["java-topic", "spread"], found
 
     # kill -9 of the Raft leader: CreateTopics through a survivor succeeds.
     leader, _, _ = wait_for("a leader", lambda: agreed_leader(nodes))
