@@ -69,6 +69,27 @@ pub fn init_logging(json: bool) {
 pub fn run(config: Config) {
     let started = Instant::now();
     let lock = prepare_data_dir(&config.data_dir);
+    let catalog = Catalog::load(&config.data_dir, &config.topic_defaults).unwrap_or_else(|e| {
+        fatal(
+            FatalReason::DataDir,
+            format!("cannot read the topic catalog: {e}; restore it or use an empty --data-dir"),
+        )
+    });
+    // Checked before the quorum identity is recorded. Clustered, the metadata log is the
+    // catalog (replayed once the driver runs). A data dir with single-node topics is refused
+    // rather than ignored: its partition directories are named by topic, so a cluster topic
+    // created later under one of those names would take over that topic's old records.
+    if config.cluster.is_some() && !catalog.topics.is_empty() {
+        fatal(
+            FatalReason::DataDir,
+            format!(
+                "data dir {} holds {} single-node topics, which a cluster cannot take over; \
+                 start it without --controller-quorum-voters or use an empty --data-dir",
+                config.data_dir.display(),
+                catalog.topics.len()
+            ),
+        );
+    }
     check_quorum_identity(&config);
     check_listen_address(config.listen, "--listen");
     if let Some(cluster) = &config.cluster {
@@ -78,26 +99,6 @@ pub fn run(config: Config) {
     install_signal_handlers();
     for warning in crate::host_check::host_warnings(Path::new("/"), &config.data_dir) {
         tracing::warn!("{warning}");
-    }
-    let mut catalog = Catalog::load(&config.data_dir, &config.topic_defaults).unwrap_or_else(|e| {
-        fatal(
-            FatalReason::DataDir,
-            format!("cannot read the topic catalog: {e}; restore it or use an empty --data-dir"),
-        )
-    });
-    // Clustered, the metadata log is the catalog (replayed once the driver runs); a
-    // single-node catalog in this data dir is not carried over.
-    if config.cluster.is_some() && !catalog.topics.is_empty() {
-        tracing::warn!(
-            topics = catalog.topics.len(),
-            "this data dir's single-node topics are not part of the cluster and are not served"
-        );
-    }
-    if config.cluster.is_some() {
-        let names: Vec<_> = catalog.topics.keys().cloned().collect();
-        for name in names {
-            catalog.remove(&name);
-        }
     }
     if !catalog::catalog_path(&config.data_dir).exists() {
         catalog::write_file(&config.data_dir, catalog.to_file_text()).unwrap_or_else(|e| {

@@ -252,6 +252,24 @@ def test_three_nodes_elect_fail_over_and_keep_their_log(cluster, tmp_path):
     assert "--node-id 1" in message, message
 
 
+def test_a_single_node_data_dir_with_topics_cannot_join_a_cluster(broker):
+    metadata_v1(broker.port, [b"single-node-topic"])  # v1 auto-creates it
+    assert "single-node-topic" in metadata_v1(broker.port)[1]
+    assert broker.stop() == 0
+    controller_port = free_port()
+    command = broker.command() + [
+        "--node-id", "1", "--controller-listen", f"127.0.0.1:{controller_port}",
+        "--controller-quorum-voters",
+        f"1@127.0.0.1:{controller_port},2@127.0.0.1:{free_port()}"]
+    done = subprocess.run(command, capture_output=True, timeout=30)
+    assert done.returncode != 0
+    message = done.stderr.decode().strip().splitlines()[-1]
+    assert "holds 1 single-node topics" in message, message
+    # Refused before anything was recorded: it still starts as the single node it was.
+    broker.start()
+    assert "single-node-topic" in metadata_v1(broker.port)[1]
+
+
 def test_a_single_node_does_not_advertise_describe_quorum(broker):
     from kafka_wire import api_versions_request, parse_api_versions_v0
     with connect(broker.port) as sock:
