@@ -89,6 +89,27 @@ pub fn init_logging(json: bool) {
 pub fn run(config: Config) {
     let started = Instant::now();
     let lock = prepare_data_dir(&config.data_dir);
+    let catalog = Catalog::load(&config.data_dir, &config.topic_defaults).unwrap_or_else(|e| {
+        fatal(
+            FatalReason::DataDir,
+            format!("cannot read the topic catalog: {e}; restore it or use an empty --data-dir"),
+        )
+    });
+    // Checked before the quorum identity is recorded. Clustered, the metadata log is the
+    // catalog (replayed once the driver runs). A data dir with single-node topics is refused
+    // rather than ignored: its partition directories are named by topic, so a cluster topic
+    // created later under one of those names would take over that topic's old records.
+    if config.cluster.is_some() && !catalog.topics.is_empty() {
+        fatal(
+            FatalReason::DataDir,
+            format!(
+                "data dir {} holds {} single-node topics, which a cluster cannot take over; \
+                 start it without --controller-quorum-voters or use an empty --data-dir",
+                config.data_dir.display(),
+                catalog.topics.len()
+            ),
+        );
+    }
     check_quorum_identity(&config);
     check_listen_address(config.listen, "--listen");
     if let Some(cluster) = &config.cluster {
@@ -99,12 +120,6 @@ pub fn run(config: Config) {
     for warning in crate::host_check::host_warnings(Path::new("/"), &config.data_dir) {
         tracing::warn!("{warning}");
     }
-    let catalog = Catalog::load(&config.data_dir, &config.topic_defaults).unwrap_or_else(|e| {
-        fatal(
-            FatalReason::DataDir,
-            format!("cannot read the topic catalog: {e}; restore it or use an empty --data-dir"),
-        )
-    });
     if !catalog::catalog_path(&config.data_dir).exists() {
         catalog::write_file(&config.data_dir, catalog.to_file_text()).unwrap_or_else(|e| {
             fatal(
@@ -132,7 +147,7 @@ pub fn run(config: Config) {
         data_dir = %config.data_dir.display(),
         listen = %config.listen,
         advertised = %format!("{}:{}", config.advertised_host, config.advertised_port),
-        cluster_id = %catalog.cluster_id,
+        cluster_id = %if config.cluster.is_some() { "(metadata log)" } else { &catalog.cluster_id },
         topics = catalog.topics.len(),
         "starting spate"
     );
@@ -254,7 +269,13 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
     tracing::debug!(shard = id.0, "O_DIRECT probe passed");
     let shard = Rc::new(Shard::new(id, config.clone(), catalog));
     let partitions = Rc::new(Partitions::new(shard.clone(), partitions_mesh, open_files));
-    let controller = Rc::new(Controller::new(shard.clone(), controller_mesh, partitions.clone()));
+    let cluster = Rc::new(Cluster::new(shard.clone(), cluster_mesh));
+    let controller = Rc::new(Controller::new(
+        shard.clone(),
+        controller_mesh,
+        partitions.clone(),
+        cluster.clone(),
+    ));
     let groups = Rc::new(GroupCoordinator::new(shard.clone(), groups_mesh));
     let peers = TxnPeers {
         partitions: partitions.clone(),
@@ -262,7 +283,6 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         controller: controller.clone(),
     };
     let txns = Rc::new(TxnCoordinator::new(shard.clone(), txns_mesh, peers));
-    let cluster = Rc::new(Cluster::new(shard.clone(), cluster_mesh));
     if id.0 == 0 {
         let (reserve_bytes, total_bytes) = shard.space.reserve();
         tracing::info!(
@@ -338,6 +358,7 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
     groups.mesh().serve_peers(&groups, groups_peers);
     txns.mesh().serve_peers(&txns, txns_peers);
     cluster.mesh().serve_peers(&cluster, cluster_peers);
+    controller.start();
     cluster.start();
     let listener = TcpListener::bind(config.listen).unwrap_or_else(|e| {
         fatal(

@@ -235,6 +235,31 @@ pub const RAFT_PEER_CONNECT_TIMEOUT_MS: u64 = 1000;
 /// How often a node checks that its broker registration is committed and proposes it again
 /// if not (a proposal can be lost with a leader).
 pub const BROKER_REGISTRATION_RETRY_MS: u64 = 500;
+/// A topic request proposed to the metadata log and not applied after this long is proposed
+/// again (its proposal may have been lost with a leader, or dropped when there was none):
+/// above a commit's round trips, below an election (1-2 s).
+pub const CLUSTER_PROPOSAL_RETRY_MS: u64 = 500;
+/// How often a waiting topic request looks for a new leader (then proposes again at once,
+/// rather than waiting out the retry interval after a failover).
+pub const CLUSTER_PROPOSAL_POLL_MS: u64 = 50;
+/// How long a topic request waits for its record to be applied when the request names no
+/// timeout (AlterConfigs, auto-creation) or 0; then REQUEST_TIMED_OUT.
+pub const CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Topic requests whose ids the metadata state remembers, so that one proposed twice takes
+/// effect once (a retry commits within seconds, thousands of requests apart at most).
+pub const CLUSTER_REQUESTS_REMEMBERED_MAX: usize = 10_000;
+/// Clustered, each node hands out producer ids from its own blocks, as a single node does,
+/// and interleaves them: node n's local id i is `i * STRIDE + n mod STRIDE`, so two nodes
+/// whose ids differ modulo the stride never hand out the same id (until producer id blocks
+/// are on the metadata log).
+pub const CLUSTER_PRODUCER_ID_STRIDE: i64 = 1024;
+/// Partitions of each internal topic in a cluster (Kafka's offsets.topic.num.partitions and
+/// transaction.state.log.num.partitions, 50 by default): a group's or transactional id's
+/// coordinator is the leader of its partition.
+pub const CLUSTER_INTERNAL_TOPIC_PARTITIONS: usize = 50;
+/// Committed topic changes queued from the Raft driver to the controller; the driver waits
+/// beyond (the controller applies each to every shard).
+pub const CLUSTER_COMMITTED_QUEUED_MAX: usize = 64;
 
 const _: () = assert!(SEGMENT_SIZE_BYTES_MIN.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES_MAX));
 const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES_MAX));
@@ -254,6 +279,9 @@ const _: () = assert!(NO_SPACE_RETRY_MS_MIN > 0 && NO_SPACE_RETRY_MS_MIN <= NO_S
 const _: () = assert!(RAFT_HEARTBEAT_TICKS < RAFT_ELECTION_TICKS);
 const _: () = assert!(RAFT_FRAME_SIZE_BYTES_MAX as u64 > 2 * RAFT_MESSAGE_SIZE_BYTES_MAX);
 const _: () = assert!(RAFT_PEER_RETRY_MS_MIN <= RAFT_PEER_RETRY_MS_MAX);
+const _: () = assert!(CLUSTER_PROPOSAL_RETRY_MS < CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT);
+const _: () = assert!(CLUSTER_PROPOSAL_POLL_MS < CLUSTER_PROPOSAL_RETRY_MS);
+const _: () = assert!(CLUSTER_REQUESTS_REMEMBERED_MAX > 0 && CLUSTER_COMMITTED_QUEUED_MAX > 0);
 
 /// Most bytes a ListOffsets-by-timestamp lookup decompresses from one batch before it gives
 /// up and answers the batch's first offset (`model::record_scan`): a producer can store a

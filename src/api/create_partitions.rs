@@ -1,5 +1,6 @@
 //! CreatePartitions (API 37): the controller adds partitions to a topic and opens them on every
-//! shard before answering; explicit assignments must name only this broker.
+//! shard before answering (clustered: through the metadata log); explicit assignments must
+//! name only this broker (clustered: one registered broker per new partition).
 
 use bytes::Bytes;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -20,14 +21,19 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         result.name = topic.name.clone();
         let assignments = topic.assignments.as_ref().filter(|a| !a.is_empty());
         let node_id = ctx.shard().config.node_id;
+        let clustered = ctx.cluster().clustered();
         let foreign = assignments.and_then(|a| {
-            a.iter()
-                .position(|a| a.broker_ids.len() != 1 || NodeId::from(a.broker_ids[0]) != node_id)
+            a.iter().position(|a| {
+                a.broker_ids.len() != 1 || (!clustered && NodeId::from(a.broker_ids[0]) != node_id)
+            })
         });
         if let Some(index) = foreign {
             result.error_code = ErrorCode::InvalidReplicaAssignment.code();
-            let message =
-                format!("new partition {index} must be assigned to broker {node_id} only");
+            let message = if clustered {
+                format!("new partition {index} must be assigned to one broker (no replication)")
+            } else {
+                format!("new partition {index} must be assigned to broker {node_id} only")
+            };
             result.error_message = Some(str_bytes(&message));
             response.results.push(result);
             continue;
@@ -35,8 +41,10 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         let call = ControllerRequest::CreatePartitions {
             name: topic.name.0.to_string(),
             count: topic.count,
-            assignments: assignments.map(Vec::len),
+            assignments: assignments
+                .map(|a| a.iter().map(|a| NodeId::from(a.broker_ids[0])).collect()),
             validate_only: request.validate_only,
+            timeout_ms: request.timeout_ms,
         };
         if let Err(e) = ctx.controller().change_topic(call).await {
             result.error_code = e.code.code();

@@ -1,6 +1,9 @@
 //! CreateTopics (API 19): topics are created by the controller (shard 0), which persists the
 //! catalog and tells every shard before answering, so the next request on any connection sees
-//! the topic. Replication and assignments must fit this one broker; v5+ return the configs.
+//! the topic; clustered, through the metadata log (`controller::quorum`). A single node
+//! takes replication factor 1 and assignments to itself; a cluster takes replication factor
+//! 1 (one replica per partition: replication is not built yet) and assignments of one
+//! registered broker per partition. v5+ return the configs.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +25,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let mut response = CreateTopicsResponse::default();
+    let clustered = ctx.cluster().clustered();
+    let node_id = ctx.shard().config.node_id;
     let mut seen = BTreeMap::new();
     for topic in &request.topics {
         *seen.entry(topic.name.0.to_string()).or_insert(0) += 1;
@@ -38,14 +43,17 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 message: "topic named twice in one request".into(),
             })
         } else if topic.replication_factor != -1 && topic.replication_factor != 1 {
-            Err(TopicError {
-                code: ErrorCode::InvalidReplicationFactor,
-                message: format!(
-                    "replication factor {} is larger than the 1 available broker",
-                    topic.replication_factor
-                ),
-            })
-        } else if let Err(message) = check_assignments(&topic, ctx.shard().config.node_id) {
+            let factor = topic.replication_factor;
+            let message = if clustered {
+                format!(
+                    "replication factor {factor}: replication is not built yet, every partition \
+                     has one replica (use 1 or -1)"
+                )
+            } else {
+                format!("replication factor {factor} is larger than the 1 available broker")
+            };
+            Err(TopicError { code: ErrorCode::InvalidReplicationFactor, message })
+        } else if let Err(message) = check_assignments(&topic, node_id, clustered) {
             Err(TopicError { code: ErrorCode::InvalidReplicaAssignment, message })
         } else {
             let mut overrides = BTreeMap::new();
@@ -64,6 +72,12 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                     message: format!("config {key} has no value"),
                 }),
                 None => {
+                    let mut assignments: Vec<_> = topic
+                        .assignments
+                        .iter()
+                        .map(|a| (a.partition_index, NodeId::from(a.broker_ids[0])))
+                        .collect();
+                    assignments.sort_unstable();
                     let create = CreateTopic {
                         name: name.clone(),
                         partitions: if topic.assignments.is_empty() {
@@ -73,6 +87,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                         },
                         overrides,
                         validate_only: request.validate_only,
+                        assignments: assignments.into_iter().map(|(_, node)| node).collect(),
+                        timeout_ms: request.timeout_ms,
                     };
                     let create = ControllerRequest::CreateTopic(create);
                     ctx.controller().change_topic(create).await
@@ -125,10 +141,12 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
 }
 
 /// With explicit assignments Kafka wants num_partitions and replication_factor at -1 and
-/// one replica list per partition; on a single node every list must name only this broker.
+/// one replica list per partition; on a single node every list must name only this broker,
+/// in a cluster one broker (the controller checks that it is registered).
 fn check_assignments(
     topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
     node_id: NodeId,
+    clustered: bool,
 ) -> Result<(), String> {
     if topic.assignments.is_empty() {
         return Ok(());
@@ -142,6 +160,15 @@ fn check_assignments(
         return Err("assignments must cover partitions 0..n once each".into());
     }
     for assignment in &topic.assignments {
+        if clustered && assignment.broker_ids.len() != 1 {
+            let index = assignment.partition_index;
+            return Err(format!(
+                "partition {index} must be assigned to one broker: replication is not built yet"
+            ));
+        }
+        if clustered {
+            continue;
+        }
         if assignment.broker_ids.len() != 1 || NodeId::from(assignment.broker_ids[0]) != node_id {
             let index = assignment.partition_index;
             return Err(format!("partition {index} must be assigned to broker {node_id} only"));

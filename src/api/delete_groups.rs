@@ -19,7 +19,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     };
     let ids: Vec<String> = request.groups_names.iter().map(|g| g.0.to_string()).collect();
     let mut by_shard: BTreeMap<ShardId, Vec<String>> = BTreeMap::new();
-    for id in ids.iter().filter(|id| check_group_id(id, EmptyGroupId::Accepted).is_ok()) {
+    for id in ids.iter().filter(|id| check_group_id(ctx, id, EmptyGroupId::Accepted).is_ok()) {
         by_shard.entry(ctx.groups().owner(id)).or_default().push(id.clone());
     }
     let calls = by_shard
@@ -34,7 +34,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let mut response = DeleteGroupsResponse::default();
     for id in ids {
         let mut result = DeletableGroupResult::default();
-        let code = match check_group_id(&id, EmptyGroupId::Accepted) {
+        let code = match check_group_id(ctx, &id, EmptyGroupId::Accepted) {
             Err(code) => code,
             Ok(()) => codes.get(&id).copied().unwrap_or(ErrorCode::CoordinatorNotAvailable),
         };

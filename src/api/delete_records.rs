@@ -30,7 +30,14 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             let mut answer = DeleteRecordsPartitionResult::default();
             answer.partition_index = p.partition_index;
             answer.low_watermark = -1;
+            let node_id = ctx.shard().config.node_id;
             match &meta {
+                Some(m)
+                    if (0..m.partitions).contains(&p.partition_index)
+                        && !m.is_led_by(p.partition_index, node_id) =>
+                {
+                    answer.error_code = ErrorCode::NotLeaderOrFollower.code();
+                }
                 Some(m) if (0..m.partitions).contains(&p.partition_index) => {
                     let tp = TopicPartition::new(m.name.clone(), p.partition_index);
                     by_shard

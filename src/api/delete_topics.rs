@@ -1,5 +1,6 @@
 //! DeleteTopics (API 20): topics named by name or (v6+) by topic id are deleted by the
-//! controller, which removes them from every shard before answering, as Kafka's controller.
+//! controller, which removes them from every shard before answering, as Kafka's controller
+//! (clustered: through the metadata log, from every node).
 
 use bytes::Bytes;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -34,7 +35,10 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             response.responses.push(result);
             continue;
         };
-        let delete = ControllerRequest::DeleteTopic { name: resolved.clone() };
+        let delete = ControllerRequest::DeleteTopic {
+            name: resolved.clone(),
+            timeout_ms: request.timeout_ms,
+        };
         match ctx.controller().change_topic(delete).await {
             Ok(meta) => {
                 result.topic_id = uuid::Uuid::from_bytes(meta.id);

@@ -1,6 +1,7 @@
 //! DescribeCluster (API 60): on a single node, this broker as the whole cluster and its
 //! controller; in a cluster, the Raft leader as the controller and every broker whose
-//! registration is committed in the metadata log (`cluster::ClusterView`).
+//! registration is committed in the metadata log (`cluster::ClusterView`), and the cluster
+//! id committed there.
 
 use bytes::Bytes;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -28,8 +29,11 @@ pub fn handle(ctx: &Context, _body: Bytes) -> Outcome {
             vec![broker(config.node_id, &config.advertised_host, config.advertised_port)];
         return ctx.reply(&response);
     }
-    // Before the first view (the log still opening) there is no leader and no broker yet.
+    // Before the first view (the log still opening) there is no leader and no broker yet,
+    // and before the first leader's record is applied no cluster id (empty here).
     let view = ctx.cluster().view();
+    let cluster_id = view.as_ref().and_then(|v| v.cluster_id.clone()).unwrap_or_default();
+    response.cluster_id = str_bytes(&cluster_id);
     response.controller_id = view.as_ref().and_then(|v| v.leader_id).unwrap_or(NodeId::NONE).into();
     response.brokers = view
         .iter()

@@ -20,7 +20,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     };
     let ids: Vec<String> = request.groups.iter().map(|g| g.0.to_string()).collect();
     let mut by_shard: BTreeMap<ShardId, Vec<String>> = BTreeMap::new();
-    for id in ids.iter().filter(|id| check_group_id(id, EmptyGroupId::Accepted).is_ok()) {
+    for id in ids.iter().filter(|id| check_group_id(ctx, id, EmptyGroupId::Accepted).is_ok()) {
         by_shard.entry(ctx.groups().owner(id)).or_default().push(id.clone());
     }
     let calls = by_shard
@@ -36,7 +36,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     for id in ids {
         let mut group = DescribedGroup::default();
         group.group_id = GroupId(str_bytes(&id));
-        if let Err(code) = check_group_id(&id, EmptyGroupId::Accepted) {
+        if let Err(code) = check_group_id(ctx, &id, EmptyGroupId::Accepted) {
             group.error_code = code.code();
             group.group_state = str_bytes(state::GroupState::Dead.name());
             response.groups.push(group);

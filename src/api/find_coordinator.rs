@@ -1,5 +1,8 @@
-//! FindCoordinator (API 10): names this broker as the coordinator of a group or a
-//! transactional id, for one key (v0-3) or a batch of keys (v4+, KIP-699), as Kafka answers.
+//! FindCoordinator (API 10): names the coordinator of a group or a transactional id, for one
+//! key (v0-3) or a batch of keys (v4+, KIP-699), as Kafka answers: this broker on a single
+//! node; in a cluster the leader of the key's partition of `__consumer_offsets` or
+//! `__transaction_state` as the metadata log placed them (COORDINATOR_NOT_AVAILABLE before
+//! the placement is committed).
 
 use bytes::Bytes;
 use kafka_protocol::messages::find_coordinator_response::Coordinator as CoordinatorEntry;
@@ -7,6 +10,7 @@ use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
 
 use super::{str_bytes, Context, Outcome};
 use crate::model::{ErrorCode, NodeId};
+use crate::shard::internal_log::{OFFSETS_TOPIC, TRANSACTION_TOPIC};
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -18,7 +22,6 @@ pub fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Ok(r) => r,
         Err(close) => return close,
     };
-    let config = &ctx.shard().config;
     let known_type = matches!(request.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION);
     let (code, message) = if known_type {
         (ErrorCode::None, None)
@@ -26,39 +29,64 @@ pub fn handle(ctx: &Context, body: Bytes) -> Outcome {
         (ErrorCode::InvalidRequest, Some(str_bytes("unsupported coordinator key type")))
     };
     let mut response = FindCoordinatorResponse::default();
+    let keys: Vec<_> =
+        if ctx.version < 4 { vec![request.key.clone()] } else { request.coordinator_keys.clone() };
+    let answers: Vec<_> = keys.iter().map(|key| find(ctx, request.key_type, key, code)).collect();
     if ctx.version < 4 {
+        let (code, node_id, host, port) = answers[0].clone();
         response.error_code = code.code();
         if ctx.version >= 1 {
-            response.error_message = message;
+            response.error_message = if code == ErrorCode::CoordinatorNotAvailable {
+                Some(str_bytes("the cluster has not placed its coordinators yet"))
+            } else {
+                message
+            };
         }
-        if code == ErrorCode::None {
-            response.node_id = config.node_id.into();
-            response.host = str_bytes(&config.advertised_host);
-            response.port = i32::from(config.advertised_port);
-        } else {
-            response.node_id = NodeId::NONE.into();
-            response.port = -1;
-        }
+        response.node_id = node_id.into();
+        response.host = str_bytes(&host);
+        response.port = port;
     } else {
-        response.coordinators = request
-            .coordinator_keys
-            .iter()
-            .map(|key| {
+        response.coordinators = keys
+            .into_iter()
+            .zip(answers)
+            .map(|(key, (code, node_id, host, port))| {
                 let mut entry = CoordinatorEntry::default();
-                entry.key = key.clone();
+                entry.key = key;
                 entry.error_code = code.code();
                 entry.error_message = message.clone();
-                if code == ErrorCode::None {
-                    entry.node_id = config.node_id.into();
-                    entry.host = str_bytes(&config.advertised_host);
-                    entry.port = i32::from(config.advertised_port);
-                } else {
-                    entry.node_id = NodeId::NONE.into();
-                    entry.port = -1;
-                }
+                entry.node_id = node_id.into();
+                entry.host = str_bytes(&host);
+                entry.port = port;
                 entry
             })
             .collect();
     }
     ctx.reply(&response)
+}
+
+/// (error, node, host, port) of one key: this broker on a single node, the owner of the
+/// key's internal partition in a cluster.
+fn find(
+    ctx: &Context,
+    key_type: i8,
+    key: &str,
+    code: ErrorCode,
+) -> (ErrorCode, NodeId, String, i32) {
+    let none = |code| (code, NodeId::NONE, String::new(), -1);
+    if code != ErrorCode::None {
+        return none(code);
+    }
+    let config = &ctx.shard().config;
+    if !ctx.cluster().clustered() {
+        let port = i32::from(config.advertised_port);
+        return (code, config.node_id, config.advertised_host.clone(), port);
+    }
+    let topic = if key_type == KEY_TYPE_GROUP { OFFSETS_TOPIC } else { TRANSACTION_TOPIC };
+    let view = ctx.cluster().view();
+    let owner = view.as_ref().and_then(|view| {
+        let node_id = view.coordinator(topic, key)?;
+        let broker = view.broker(node_id)?;
+        Some((ErrorCode::None, node_id, broker.host.clone(), i32::from(broker.port)))
+    });
+    owner.unwrap_or_else(|| none(ErrorCode::CoordinatorNotAvailable))
 }

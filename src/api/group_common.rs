@@ -4,12 +4,15 @@
 //! coordinator (group id, session timeout, topics), turns the request into plain
 //! `group::state` data, and sends it to the shard that owns the group: one mesh message per
 //! request and owning shard (ListGroups asks every shard). The answer is turned back into the
-//! wire format of the request's version. FindCoordinator names this broker for every group.
+//! wire format of the request's version. FindCoordinator names this broker for every group
+//! on a single node; in a cluster the node that owns the group's partition of
+//! `__consumer_offsets`, and every other node answers NOT_COORDINATOR for it.
 
 use super::Context;
 use crate::constants::GROUP_ID_LENGTH_MAX;
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::model::ErrorCode;
+use crate::shard::internal_log::OFFSETS_TOPIC;
 
 /// Whether an API takes the empty group id. Kafka refuses it for the membership APIs (and
 /// OffsetDelete) but accepts it for OffsetCommit, OffsetFetch, DescribeGroups and
@@ -21,13 +24,36 @@ pub(super) enum EmptyGroupId {
 }
 
 /// Checks a request's group id. Kafka has no length limit; ours is what its offsets records
-/// can hold.
-pub(super) fn check_group_id(group_id: &str, empty: EmptyGroupId) -> Result<(), ErrorCode> {
+/// can hold. In a cluster, a group another node coordinates is NOT_COORDINATOR (the client
+/// asks FindCoordinator again), and any group before the coordinators are placed
+/// COORDINATOR_NOT_AVAILABLE.
+pub(super) fn check_group_id(
+    ctx: &Context,
+    group_id: &str,
+    empty: EmptyGroupId,
+) -> Result<(), ErrorCode> {
     let refused = group_id.is_empty() && empty == EmptyGroupId::Refused;
     if refused || group_id.len() > GROUP_ID_LENGTH_MAX {
         return Err(ErrorCode::InvalidGroupId);
     }
-    Ok(())
+    coordinated_here(ctx, OFFSETS_TOPIC, group_id)
+}
+
+/// Whether this node coordinates `key` of `internal_topic` (always on a single node).
+pub(super) fn coordinated_here(
+    ctx: &Context,
+    internal_topic: &str,
+    key: &str,
+) -> Result<(), ErrorCode> {
+    if !ctx.cluster().clustered() {
+        return Ok(());
+    }
+    let view = ctx.cluster().view();
+    match view.as_ref().and_then(|view| view.coordinator(internal_topic, key)) {
+        Some(owner) if owner == ctx.shard().config.node_id => Ok(()),
+        Some(_) => Err(ErrorCode::NotCoordinator),
+        None => Err(ErrorCode::CoordinatorNotAvailable),
+    }
 }
 
 /// Sends `request` to the coordinator of the shard that owns `group_id`.

@@ -16,7 +16,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let group_id = request.group_id.0.to_string();
-    let code = match check_group_id(&group_id, EmptyGroupId::Refused) {
+    let code = match check_group_id(ctx, &group_id, EmptyGroupId::Refused) {
         Err(code) => code,
         Ok(()) => {
             let beat = state::HeartbeatRequest {

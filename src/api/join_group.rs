@@ -25,7 +25,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let too_long = request.group_instance_id.as_ref().is_some_and(|i| i.len() > STRING_LENGTH_MAX)
         || request.protocol_type.len() > STRING_LENGTH_MAX
         || request.protocols.iter().any(|p| p.name.len() > STRING_LENGTH_MAX);
-    let answer = if let Err(code) = check_group_id(&group_id, EmptyGroupId::Refused) {
+    let answer = if let Err(code) = check_group_id(ctx, &group_id, EmptyGroupId::Refused) {
         state::JoinResponse::error(&member_id, code)
     } else if session < limits.session_timeout_ms_min || session > limits.session_timeout_ms_max {
         state::JoinResponse::error(&member_id, ErrorCode::InvalidSessionTimeout)

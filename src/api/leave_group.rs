@@ -29,7 +29,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             })
             .collect()
     };
-    let answer = match check_group_id(&group_id, EmptyGroupId::Refused) {
+    let answer = match check_group_id(ctx, &group_id, EmptyGroupId::Refused) {
         Err(code) => state::LeaveResponse { error_code: code, members: Vec::new() },
         Ok(()) => {
             let leave = GroupRequest::Leave { group_id: group_id.clone(), members: leaving };

@@ -1,4 +1,6 @@
-//! Metadata: brokers (just us), topics and their partitions, all led by this node.
+//! Metadata: brokers (this node, or clustered every registered broker), topics and their
+//! partitions with their leaders (this node on a single node; clustered, the node the
+//! metadata log placed each partition on, its only replica and in-sync replica).
 //! Unknown topics are auto-created through the controller when the broker allows it and the
 //! client asks for it (`allow_auto_topic_creation`, v4+; always for older versions).
 
@@ -22,16 +24,42 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let config = &shard.config;
     let node_id = config.node_id;
     let mut response = MetadataResponse::default();
-    let mut broker = MetadataResponseBroker::default();
-    broker.node_id = node_id.into();
-    broker.host = str_bytes(&config.advertised_host);
-    broker.port = i32::from(config.advertised_port);
-    response.brokers = vec![broker];
-    response.cluster_id = Some(str_bytes(&shard.catalog.borrow().cluster_id));
-    // Clustered: the Raft leader (-1 during an election). The broker list stays this node
-    // until partitions are spread over the cluster (the next steps).
-    response.controller_id = match ctx.cluster().view() {
-        Some(view) => view.leader_id.unwrap_or(NodeId::NONE).into(),
+    let view = ctx.cluster().view();
+    match view.as_ref().filter(|view| !view.brokers.is_empty()) {
+        Some(view) => {
+            response.brokers = view
+                .brokers
+                .iter()
+                .map(|registration| {
+                    let mut broker = MetadataResponseBroker::default();
+                    broker.node_id = registration.node_id.into();
+                    broker.host = str_bytes(&registration.host);
+                    broker.port = i32::from(registration.port);
+                    broker
+                })
+                .collect();
+        }
+        None => {
+            let mut broker = MetadataResponseBroker::default();
+            broker.node_id = node_id.into();
+            broker.host = str_bytes(&config.advertised_host);
+            broker.port = i32::from(config.advertised_port);
+            response.brokers = vec![broker];
+        }
+    }
+    // Clustered: the id committed on the metadata log (none before the first leader's).
+    response.cluster_id = match (&view, ctx.cluster().clustered()) {
+        (Some(view), true) => view.cluster_id.as_deref().map(str_bytes),
+        (None, true) => None,
+        (_, false) => Some(str_bytes(&shard.catalog.borrow().cluster_id)),
+    };
+    // Clustered: this node once its registration is committed, as a KRaft broker names a
+    // live broker rather than the active controller (KIP-590): any node takes admin
+    // requests and proposes them to the metadata log, so a client's CreateTopics goes to
+    // the node it asked. DescribeCluster and DescribeQuorum name the Raft leader.
+    response.controller_id = match &view {
+        Some(view) if view.brokers.iter().any(|b| b.node_id == node_id) => node_id.into(),
+        Some(_) => NodeId::NONE.into(),
         None if ctx.cluster().clustered() => NodeId::NONE.into(),
         None => node_id.into(),
     };
@@ -107,12 +135,13 @@ fn topic_entry(meta: &TopicMeta, node_id: NodeId) -> MetadataResponseTopic {
     entry.topic_id = uuid::Uuid::from_bytes(meta.id);
     entry.partitions = (0..meta.partitions)
         .map(|index| {
+            let leader = meta.leader(index).unwrap_or(node_id);
             let mut p = MetadataResponsePartition::default();
             p.partition_index = index;
-            p.leader_id = node_id.into();
+            p.leader_id = leader.into();
             p.leader_epoch = LeaderEpoch::INITIAL.0;
-            p.replica_nodes = vec![node_id.into()];
-            p.isr_nodes = vec![node_id.into()];
+            p.replica_nodes = vec![leader.into()];
+            p.isr_nodes = vec![leader.into()];
             p
         })
         .collect();

@@ -50,7 +50,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         }
     }
     let outcome: Result<Vec<ErrorCode>, ErrorCode> =
-        if let Err(code) = check_group_id(&group_id, EmptyGroupId::Accepted) {
+        if let Err(code) = check_group_id(ctx, &group_id, EmptyGroupId::Accepted) {
             Err(code)
         } else if partitions.is_empty() {
             Ok(Vec::new())

@@ -23,7 +23,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         .iter()
         .map(|t| (t.name.0.to_string(), t.partitions.iter().map(|p| p.partition_index).collect()))
         .collect();
-    let outcome = match check_group_id(&group_id, EmptyGroupId::Refused) {
+    let outcome = match check_group_id(ctx, &group_id, EmptyGroupId::Refused) {
         Err(code) => Err(code),
         Ok(()) => {
             let delete = GroupRequest::DeleteOffsets { group_id: group_id.clone(), topics };

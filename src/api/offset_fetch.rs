@@ -46,7 +46,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let mut by_shard: BTreeMap<ShardId, Vec<(String, Wanted)>> = BTreeMap::new();
     let mut found: BTreeMap<String, Result<Vec<FetchedOffset>, ErrorCode>> = BTreeMap::new();
     for (group_id, wanted) in &asked {
-        match check_group_id(group_id, EmptyGroupId::Accepted) {
+        match check_group_id(ctx, group_id, EmptyGroupId::Accepted) {
             Err(code) => {
                 found.insert(group_id.clone(), Err(code));
             }

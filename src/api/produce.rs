@@ -57,6 +57,9 @@ pub async fn admit(ctx: Context, body: Bytes) -> Admitted {
                     Some(m) if data.index < 0 || data.index >= m.partitions => {
                         ErrorCode::UnknownTopicOrPartition
                     }
+                    Some(m) if !m.is_led_by(data.index, shard.config.node_id) => {
+                        ErrorCode::NotLeaderOrFollower
+                    }
                     Some(m) => match split(data.records, m.config.max_message_bytes as usize) {
                         Ok(batches) => {
                             let tp = TopicPartition::new(m.name.clone(), data.index);

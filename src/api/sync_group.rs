@@ -19,7 +19,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let group_id = request.group_id.0.to_string();
     let missing_protocol =
         ctx.version >= 5 && (request.protocol_type.is_none() || request.protocol_name.is_none());
-    let answer = if let Err(code) = check_group_id(&group_id, EmptyGroupId::Refused) {
+    let answer = if let Err(code) = check_group_id(ctx, &group_id, EmptyGroupId::Refused) {
         state::SyncResponse::error(code)
     } else if missing_protocol {
         state::SyncResponse::error(ErrorCode::InconsistentGroupProtocol)

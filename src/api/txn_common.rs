@@ -7,16 +7,26 @@
 //! PRODUCER_FENCED becomes INVALID_PRODUCER_EPOCH for request versions older than the one that
 //! introduced it, as Kafka answers.
 
+use super::group_common::coordinated_here;
 use super::Context;
 use crate::model::ErrorCode;
+use crate::shard::internal_log::TRANSACTION_TOPIC;
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 
-/// Sends `request` to the coordinator of the shard that owns `transactional_id`.
+/// Sends `request` to the coordinator of the shard that owns `transactional_id`. In a
+/// cluster, a transactional id another node coordinates is answered NOT_COORDINATOR here
+/// (COORDINATOR_NOT_AVAILABLE before the coordinators are placed).
 pub(super) async fn call(
     ctx: &Context,
     transactional_id: &str,
     request: TxnRequest,
 ) -> Option<TxnResponse> {
+    if let Err(code) = coordinated_here(ctx, TRANSACTION_TOPIC, transactional_id) {
+        return Some(match request {
+            TxnRequest::Init { .. } => TxnResponse::Init(Err(code)),
+            _ => TxnResponse::Code(code),
+        });
+    }
     let owner = ctx.txns().owner(transactional_id);
     ctx.txns().call(owner, request).await
 }

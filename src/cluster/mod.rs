@@ -13,12 +13,16 @@
 //!   +--------------------------------------------+
 //! ```
 //!
-//! What exists: leader election, the durable log (`journal`), the records `LeaderChange`
-//! and `RegisterBroker` (`records`) applied in order (`state`), and the view every shard
-//! answers clients from. Not yet: topic and partition records, snapshots, fencing, forwarding
-//! admin requests, replication. Without `--controller-quorum-voters` the service exists on
-//! every shard but starts nothing and its view is None: the broker is the single node it
-//! always was.
+//! What exists: leader election, the durable log (`journal`), the records (`records`:
+//! leader changes, broker registrations, the cluster id, topic creation, deletion, growth
+//! and config changes, the internal topics' placements that say which node coordinates a
+//! group or transactional id) applied in order (`state`), the view every shard answers
+//! clients from, and the hand-off of committed topic changes to the controller (`Committed`, which
+//! applies them to the catalog and the partition logs on every shard). Proposals come from
+//! the controller on any node (`propose`); raft-rs forwards a follower's to the leader.
+//! Not yet: snapshots, fencing and heartbeats, replication, broker-only nodes. Without
+//! `--controller-quorum-voters` the service exists on every shard but starts nothing and its
+//! view is None: the broker is the single node it always was.
 //!
 //! Lifecycle: built on every shard at start; `start` on shard 0 runs the driver when
 //! clustered. Concurrency: shard-local; shard 0 posts each new view to the others.
@@ -32,15 +36,36 @@ pub mod state;
 pub mod transport;
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use raft::prelude::Message;
 
+use crate::constants::CLUSTER_COMMITTED_QUEUED_MAX;
 use crate::model::quorum::Voter;
 use crate::model::{NodeId, ShardId};
 use crate::shard::mesh::{Mesh, Served, Service};
 use crate::shard::{Shard, CONTROLLER};
-pub use state::BrokerRegistration;
+pub use records::{MetadataRecord, RequestId};
+pub use state::{BrokerRegistration, Refusal, TopicOutcome, TopicState, TopicSummary};
+
+#[cfg(test)]
+mod tests {
+    use super::coordinator_partition;
+
+    #[test]
+    fn coordinator_partitions_are_kafkas() {
+        // Java: "my-group".hashCode() = -1906497762, "".hashCode() = 0,
+        // "polygenelubricants".hashCode() = Integer.MIN_VALUE (Utils.abs gives 0).
+        assert_eq!(coordinator_partition("my-group", 50), 1906497762 % 50);
+        assert_eq!(coordinator_partition("", 50), 0);
+        assert_eq!(coordinator_partition("polygenelubricants", 50), 0);
+        // A non-ASCII unit ('é' is U+00E9): Java's hashCode is 103094734.
+        assert_eq!(coordinator_partition("h\u{e9}llo", 50), 103094734 % 50);
+        assert_eq!(coordinator_partition("a", 0), 0);
+    }
+}
 
 /// What every shard knows of the quorum: a copy of shard 0's, replaced on each change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +82,50 @@ pub struct ClusterView {
     pub voters: Vec<VoterState>,
     /// Every voter's controller address.
     pub voter_addresses: Vec<Voter>,
+    /// The cluster id committed on the log (None until the first leader's is applied).
+    pub cluster_id: Option<String>,
+    /// The internal topics' placements (leader by partition), by topic name; empty until
+    /// the leader committed them once every voter registered.
+    pub coordinators: BTreeMap<String, Vec<NodeId>>,
+}
+
+impl ClusterView {
+    /// The node that coordinates `key` (a group id in `__consumer_offsets`, a transactional
+    /// id in `__transaction_state`): the leader of the key's partition of the internal
+    /// topic, as Kafka finds it. None before the placement is committed.
+    pub fn coordinator(&self, internal_topic: &str, key: &str) -> Option<NodeId> {
+        let leaders = self.coordinators.get(internal_topic)?;
+        leaders.get(coordinator_partition(key, leaders.len())).copied()
+    }
+
+    /// A registered broker's address.
+    pub fn broker(&self, node_id: NodeId) -> Option<&BrokerRegistration> {
+        self.brokers.iter().find(|broker| broker.node_id == node_id)
+    }
+}
+
+/// The internal topic's partition of `key`, Kafka's `Utils.abs(key.hashCode()) % partitions`
+/// (Java's String hash over UTF-16 code units), so that a key lands where Kafka would put it.
+pub fn coordinator_partition(key: &str, partitions: usize) -> usize {
+    if partitions == 0 {
+        return 0;
+    }
+    let hash = key
+        .encode_utf16()
+        .fold(0i32, |hash, unit| hash.wrapping_mul(31).wrapping_add(i32::from(unit)));
+    let positive = if hash == i32::MIN { 0 } else { hash.abs() };
+    positive as usize % partitions
+}
+
+/// What the Raft driver hands the controller (shard 0) after applying committed entries
+/// that changed the topics or the cluster id, or answered topic requests: the topics as the
+/// log now says (the controller applies the difference to its catalog and every shard),
+/// then the outcomes (answered once the difference is applied).
+#[derive(Debug)]
+pub struct Committed {
+    pub cluster_id: Option<String>,
+    pub topics: BTreeMap<String, TopicState>,
+    pub outcomes: Vec<(RequestId, TopicOutcome)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,11 +159,40 @@ pub struct Cluster {
     view: RefCell<Option<Rc<ClusterView>>>,
     /// The sequence of the view held (shard 0 counts its publications).
     sequence: Cell<u64>,
+    /// The driver's events queue, once it runs (shard 0 of a clustered node).
+    events: RefCell<Option<Rc<LocalSender<Event>>>>,
+    /// The queue of committed changes: the driver takes the sender, the controller the
+    /// receiver (both on shard 0).
+    committed_sender: RefCell<Option<LocalSender<Committed>>>,
+    committed_receiver: RefCell<Option<LocalReceiver<Committed>>>,
 }
 
 impl Cluster {
     pub fn new(shard: Rc<Shard>, mesh: Mesh<Cluster>) -> Cluster {
-        Cluster { shard, mesh, view: RefCell::new(None), sequence: Cell::new(0) }
+        let (sender, receiver) = local_channel::new_bounded(CLUSTER_COMMITTED_QUEUED_MAX);
+        Cluster {
+            shard,
+            mesh,
+            view: RefCell::new(None),
+            sequence: Cell::new(0),
+            events: RefCell::new(None),
+            committed_sender: RefCell::new(Some(sender)),
+            committed_receiver: RefCell::new(Some(receiver)),
+        }
+    }
+
+    /// The committed changes, for the controller on shard 0 (once; None afterwards).
+    pub fn take_committed(&self) -> Option<LocalReceiver<Committed>> {
+        self.committed_receiver.borrow_mut().take()
+    }
+
+    /// Proposes `record` to the metadata log (shard 0 of a clustered node). False when the
+    /// driver is not running or its queue is full; a proposal may also be dropped later (no
+    /// leader) or lost with a leader, so the proposer waits for its outcome and proposes
+    /// again (`constants::CLUSTER_PROPOSAL_RETRY_MS`).
+    pub fn propose(&self, record: &MetadataRecord) -> bool {
+        let events = self.events.borrow().clone();
+        events.is_some_and(|events| events.try_send(Event::Propose(record.encode())).is_ok())
     }
 
     /// The latest view; None on a single node (and on a clustered node before its first).
@@ -114,7 +212,8 @@ impl Cluster {
             return;
         }
         let config = self.shard.config.clone();
-        glommio::spawn_local(node::run(self.clone(), config, quorum)).detach();
+        let Some(committed) = self.committed_sender.borrow_mut().take() else { return };
+        glommio::spawn_local(node::run(self.clone(), config, quorum, committed)).detach();
     }
 
     /// Sets this shard's view and posts it to the others (shard 0 only).

@@ -4,19 +4,27 @@
 //!
 //! ```text
 //!   event -> tick / step / propose -> has_ready?
-//!     ready: send messages --> apply committed entries --> journal (write + fdatasync,
-//!            blocking pool) --> MemStorage --> send persisted messages --> advance
-//!     light ready: commit index, messages, committed entries --> advance_apply
+//!     ready: send messages --> journal (write + fdatasync, blocking pool) --> MemStorage
+//!            --> apply committed entries --> send persisted messages --> advance
+//!     light ready: commit index (journal: hard state + fdatasync), messages, committed
+//!            entries --> advance_apply
 //!   --> publish the view to every shard if it changed
 //! ```
 //!
 //! Nothing that needs the entries or hard state of a `Ready` on disk (votes, append
 //! acknowledgements: raft-rs's persisted messages) leaves before the fdatasync returned.
-//! Committed entries are decoded (`records`) and applied to `MetadataState` in order.
+//! Committed entries are decoded (`records`) and applied to `MetadataState` in order, and
+//! only once the journal's commit index covers them: after a restart the first `Ready`
+//! then hands over at least everything applied before the stop, so the controller's first
+//! catalog is what the partition logs on disk were last made to match (a topic deleted
+//! and created again under its name is never taken for its older self).
+//! Changes to the topics and the outcomes of topic requests go to the controller
+//! (`Committed`) after each batch of entries.
 //!
-//! A new leader proposes a `LeaderChange` record; every node proposes its own broker
-//! registration until it sees it committed (raft-rs forwards a follower's proposal to the
-//! leader, and a lost one is proposed again).
+//! A new leader proposes a `LeaderChange` record, the cluster id if the log has none, and
+//! once every voter is registered the internal topics' placements if the log has none;
+//! every node proposes its own broker registration until it sees it committed (raft-rs
+//! forwards a follower's proposal to the leader, and a lost one is proposed again).
 //!
 //! Lifecycle: started after the shards are ready (`Cluster::start`), runs until the process
 //! ends. Concurrency: shard 0 only; the events queue is its only input.
@@ -31,20 +39,28 @@ use raft::{RawNode, StateRole};
 
 use super::journal::{self, Journal};
 use super::records::MetadataRecord;
-use super::state::MetadataState;
+use super::state::{place, MetadataState};
 use super::transport::{self, Peers};
-use super::{Cluster, ClusterView, Event, VoterState};
+use super::{Cluster, ClusterView, Committed, Event, VoterState};
 use crate::config::{ClusterConfig, Config};
 use crate::constants::{
-    BROKER_REGISTRATION_RETRY_MS, RAFT_ELECTION_TICKS, RAFT_EVENTS_QUEUED_MAX,
-    RAFT_HEARTBEAT_TICKS, RAFT_INFLIGHT_MESSAGES_MAX, RAFT_MESSAGE_SIZE_BYTES_MAX, RAFT_TICK_MS,
+    BROKER_REGISTRATION_RETRY_MS, CLUSTER_INTERNAL_TOPIC_PARTITIONS, RAFT_ELECTION_TICKS,
+    RAFT_EVENTS_QUEUED_MAX, RAFT_HEARTBEAT_TICKS, RAFT_INFLIGHT_MESSAGES_MAX,
+    RAFT_MESSAGE_SIZE_BYTES_MAX, RAFT_TICK_MS,
 };
 use crate::fatal::{fatal, FatalReason};
 use crate::model::NodeId;
+use crate::shard::catalog::new_cluster_id;
+use crate::shard::internal_log::INTERNAL_TOPICS;
 
 /// Opens the journal, builds the node and its transport, and runs the driver. Start-up
 /// problems are fatal (one sentence).
-pub async fn run(cluster: Rc<Cluster>, config: Config, quorum: ClusterConfig) {
+pub async fn run(
+    cluster: Rc<Cluster>,
+    config: Config,
+    quorum: ClusterConfig,
+    committed: LocalSender<Committed>,
+) {
     let me = config.node_id.0 as u64;
     let data_dir = config.data_dir.clone();
     let opened = glommio::executor().spawn_blocking(move || Journal::open(&data_dir)).await;
@@ -110,6 +126,7 @@ pub async fn run(cluster: Rc<Cluster>, config: Config, quorum: ClusterConfig) {
     });
     let (sender, events) = local_channel::new_bounded(RAFT_EVENTS_QUEUED_MAX);
     let sender = Rc::new(sender);
+    *cluster.events.borrow_mut() = Some(sender.clone());
     let voters = Rc::new(voter_ids);
     glommio::spawn_local(transport::accept_loop(listener, sender.clone(), me, voters)).detach();
     glommio::spawn_local(ticker(sender.clone())).detach();
@@ -125,6 +142,8 @@ pub async fn run(cluster: Rc<Cluster>, config: Config, quorum: ClusterConfig) {
         quorum,
         me,
         leader_change_proposed_term: 0,
+        committed,
+        internal_proposed_term: 0,
     };
     driver.run(events).await;
 }
@@ -176,6 +195,17 @@ struct Driver {
     me: u64,
     /// The term this node last proposed its LeaderChange record in.
     leader_change_proposed_term: u64,
+    /// Where committed topic changes go (the controller on shard 0).
+    committed: LocalSender<Committed>,
+    /// The term this node last proposed the internal topics' placements in.
+    internal_proposed_term: u64,
+}
+
+/// What a batch of applied entries has for the controller.
+#[derive(Default)]
+struct Pending {
+    catalog_changed: bool,
+    outcomes: Vec<(super::RequestId, super::TopicOutcome)>,
 }
 
 impl Driver {
@@ -199,6 +229,7 @@ impl Driver {
                 }
             }
             self.propose_leader_change();
+            self.propose_internal_topics();
             if self.node.has_ready() {
                 self.handle_ready().await;
             }
@@ -219,6 +250,41 @@ impl Driver {
         if let Err(e) = self.node.propose(vec![], record.encode()) {
             tracing::debug!("raft propose of the leader change: {e}");
         }
+        // The first leader names the cluster; a leader that has not applied the whole log
+        // yet may propose a second id, and the first one committed wins (`state`).
+        if self.state.cluster_id.is_none() {
+            let record = MetadataRecord::ClusterId { cluster_id: new_cluster_id() };
+            if let Err(e) = self.node.propose(vec![], record.encode()) {
+                tracing::debug!("raft propose of the cluster id: {e}");
+            }
+        }
+    }
+
+    /// The leader places the internal topics once, when every voter is registered (the
+    /// cluster has formed): round-robin over the brokers like any topic. Proposed once per
+    /// term; a later leader proposes again if they are still missing.
+    fn propose_internal_topics(&mut self) {
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader || self.internal_proposed_term == raft.term {
+            return;
+        }
+        let formed = self.quorum.voters.ids().all(|id| self.state.brokers.contains_key(&id));
+        let missing: Vec<&str> = INTERNAL_TOPICS
+            .into_iter()
+            .filter(|name| !self.state.internal.contains_key(*name))
+            .collect();
+        if !formed || missing.is_empty() {
+            return;
+        }
+        self.internal_proposed_term = raft.term;
+        let brokers: Vec<NodeId> = self.state.brokers.keys().copied().collect();
+        for name in missing {
+            let leaders = place(name, &brokers, 0, CLUSTER_INTERNAL_TOPIC_PARTITIONS);
+            let record = MetadataRecord::InternalTopic { name: name.to_string(), leaders };
+            if let Err(e) = self.node.propose(vec![], record.encode()) {
+                tracing::debug!("raft propose of an internal topic: {e}");
+            }
+        }
     }
 
     async fn handle_ready(&mut self) {
@@ -231,7 +297,7 @@ impl Driver {
                 "a metadata snapshot arrived, which this version cannot apply",
             );
         }
-        self.apply(ready.take_committed_entries());
+        let committed = ready.take_committed_entries();
         let hard_state = ready.hs().cloned();
         if !ready.entries().is_empty() || hard_state.is_some() {
             let bytes = journal::encode_batch(ready.entries(), hard_state.as_ref(), None);
@@ -244,13 +310,21 @@ impl Driver {
                 storage.wl().set_hardstate(hard_state);
             }
         }
+        // After the hard state with their commit index is on disk (see the module doc).
+        self.apply(committed).await;
         self.send(ready.take_persisted_messages());
         let mut light = self.node.advance(ready);
         if let Some(commit) = light.commit_index() {
-            self.node.store().wl().mut_hard_state().set_commit(commit);
+            let hard_state = {
+                let storage = self.node.store();
+                let mut core = storage.wl();
+                core.mut_hard_state().set_commit(commit);
+                core.hard_state().clone()
+            };
+            persist(&self.journal, journal::encode_batch(&[], Some(&hard_state), None)).await;
         }
         self.send(light.take_messages());
-        self.apply(light.take_committed_entries());
+        self.apply(light.take_committed_entries()).await;
         self.node.advance_apply();
     }
 
@@ -260,7 +334,9 @@ impl Driver {
         }
     }
 
-    fn apply(&mut self, entries: Vec<Entry>) {
+    /// Applies committed entries in order and hands what changed to the controller.
+    async fn apply(&mut self, entries: Vec<Entry>) {
+        let mut pending = Pending::default();
         for entry in entries {
             if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
                 self.state.apply(entry.index, None);
@@ -268,9 +344,12 @@ impl Driver {
             }
             match MetadataRecord::decode(&entry.data) {
                 Ok(record) => {
-                    if self.state.apply(entry.index, Some(&record)) {
-                        tracing::info!(index = entry.index, ?record, "applied metadata record");
+                    let applied = self.state.apply(entry.index, Some(&record));
+                    if applied.changed {
+                        tracing::info!(index = entry.index, %record, "applied metadata record");
                     }
+                    pending.catalog_changed |= applied.catalog_changed;
+                    pending.outcomes.extend(applied.outcome);
                 }
                 Err(e) => {
                     // Committed everywhere, so every node skips it alike; a newer version's
@@ -279,6 +358,17 @@ impl Driver {
                     self.state.apply(entry.index, None);
                 }
             }
+        }
+        if !pending.catalog_changed && pending.outcomes.is_empty() {
+            return;
+        }
+        let committed = Committed {
+            cluster_id: self.state.cluster_id.clone(),
+            topics: self.state.topics.clone(),
+            outcomes: pending.outcomes,
+        };
+        if self.committed.send(committed).await.is_err() {
+            tracing::debug!("the controller no longer takes committed changes");
         }
     }
 
@@ -309,6 +399,8 @@ impl Driver {
             brokers: self.state.brokers.values().cloned().collect(),
             voters,
             voter_addresses: self.quorum.voters.voters().to_vec(),
+            cluster_id: self.state.cluster_id.clone(),
+            coordinators: self.state.internal.clone(),
         };
         if self.cluster.view().as_deref() != Some(&view) {
             self.cluster.publish(view);

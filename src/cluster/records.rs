@@ -10,12 +10,30 @@
 //!   +------+------+------------------------------------------------+
 //!   ver 0
 //!   type 1 LeaderChange    leader_id: i32, term: u64
-//!   type 2 RegisterBroker  node_id: i32, host: u16 length + UTF-8, port: u16
+//!   type 2 RegisterBroker  node_id: i32, host: string, port: u16
+//!   type 3 ClusterId       cluster_id: string
+//!   type 4 CreateTopic     request, name: string, topic_id: 16 bytes, leaders, overrides
+//!   type 5 DeleteTopic     request, name: string
+//!   type 6 CreatePartitions request, name: string, count: i32, leaders (of the new ones)
+//!   type 7 AlterTopicConfig request, name: string, overrides
+//!   type 8 InternalTopic   name: string, leaders
+//!
+//!   string    u16 length + UTF-8
+//!   request   node_id: i32, serial: u64 (the proposer's RequestId)
+//!   leaders   u32 count + i32 node id per partition, in partition order
+//!   overrides u32 count + (name: string, value: string) per config, sorted by name
 //! ```
+//!
+//! Topic records carry everything their apply needs (the placement and the topic id are
+//! decided by the proposer), so that applying them is deterministic on every node; whether
+//! they take effect (the name is free, the topic exists) is decided at apply time
+//! (`state`), and the outcome answers the request named by `request`.
 //!
 //! An entry with no data is Raft's own no-op, appended by every new leader (raft-rs does it
 //! on becoming leader); it is applied as nothing. A record of an unknown version or type is
 //! an error: a node must never skip a committed record it does not understand silently.
+
+use std::collections::BTreeMap;
 
 use crate::model::NodeId;
 
@@ -23,16 +41,81 @@ use crate::model::NodeId;
 const RECORD_VERSION: u8 = 0;
 const TYPE_LEADER_CHANGE: u8 = 1;
 const TYPE_REGISTER_BROKER: u8 = 2;
+const TYPE_CLUSTER_ID: u8 = 3;
+const TYPE_CREATE_TOPIC: u8 = 4;
+const TYPE_DELETE_TOPIC: u8 = 5;
+const TYPE_CREATE_PARTITIONS: u8 = 6;
+const TYPE_ALTER_TOPIC_CONFIG: u8 = 7;
+const TYPE_INTERNAL_TOPIC: u8 = 8;
+
+/// Who asked for a change: the proposing node and its serial number, unique per node (the
+/// serials of one process start at a random point, so a restarted node does not reuse the
+/// ids of proposals of its previous run that may still commit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId {
+    pub node_id: NodeId,
+    pub serial: u64,
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.node_id, self.serial)
+    }
+}
 
 /// One committed change to the cluster's metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetadataRecord {
     /// A leader took office in `term` (Kafka's LeaderChangeMessage): written by the new
     /// leader after raft-rs's empty entry, so that every node's log names its leaders.
-    LeaderChange { leader_id: NodeId, term: u64 },
+    LeaderChange {
+        leader_id: NodeId,
+        term: u64,
+    },
     /// A broker announces itself and the address clients reach it at (Kafka's
     /// RegisterBrokerRecord, without epochs and fencing yet).
-    RegisterBroker { node_id: NodeId, host: String, port: u16 },
+    RegisterBroker {
+        node_id: NodeId,
+        host: String,
+        port: u16,
+    },
+    /// The cluster's id (Kafka's cluster.id), proposed by the first leader; the first one
+    /// committed wins and every node answers with it.
+    ClusterId {
+        cluster_id: String,
+    },
+    /// A new topic: one leader (its only replica) per partition.
+    CreateTopic {
+        request: RequestId,
+        name: String,
+        topic_id: [u8; 16],
+        leaders: Vec<NodeId>,
+        overrides: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        request: RequestId,
+        name: String,
+    },
+    /// The topic grows to `count` partitions; `leaders` are the new partitions' leaders.
+    CreatePartitions {
+        request: RequestId,
+        name: String,
+        count: i32,
+        leaders: Vec<NodeId>,
+    },
+    /// The topic's config overrides are replaced by `overrides`.
+    AlterTopicConfig {
+        request: RequestId,
+        name: String,
+        overrides: BTreeMap<String, String>,
+    },
+    /// The placement of an internal topic (`__consumer_offsets`, `__transaction_state`):
+    /// the leader of each partition coordinates the groups (transactional ids) that hash to
+    /// it. Proposed by the leader once every voter is registered; the first one wins.
+    InternalTopic {
+        name: String,
+        leaders: Vec<NodeId>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +130,8 @@ pub enum RecordError {
     Host,
     #[error("record has {0} bytes after its fields")]
     Trailing(usize),
+    #[error("record has a string that is not UTF-8")]
+    Text,
 }
 
 impl MetadataRecord {
@@ -61,14 +146,57 @@ impl MetadataRecord {
             MetadataRecord::RegisterBroker { node_id, host, port } => {
                 out.push(TYPE_REGISTER_BROKER);
                 out.extend_from_slice(&node_id.0.to_be_bytes());
-                let host = host.as_bytes();
-                let length = u16::try_from(host.len()).unwrap_or(u16::MAX);
-                out.extend_from_slice(&length.to_be_bytes());
-                out.extend_from_slice(&host[..usize::from(length)]);
+                put_string(&mut out, host);
                 out.extend_from_slice(&port.to_be_bytes());
+            }
+            MetadataRecord::ClusterId { cluster_id } => {
+                out.push(TYPE_CLUSTER_ID);
+                put_string(&mut out, cluster_id);
+            }
+            MetadataRecord::CreateTopic { request, name, topic_id, leaders, overrides } => {
+                out.push(TYPE_CREATE_TOPIC);
+                put_request(&mut out, request);
+                put_string(&mut out, name);
+                out.extend_from_slice(topic_id);
+                put_leaders(&mut out, leaders);
+                put_overrides(&mut out, overrides);
+            }
+            MetadataRecord::DeleteTopic { request, name } => {
+                out.push(TYPE_DELETE_TOPIC);
+                put_request(&mut out, request);
+                put_string(&mut out, name);
+            }
+            MetadataRecord::CreatePartitions { request, name, count, leaders } => {
+                out.push(TYPE_CREATE_PARTITIONS);
+                put_request(&mut out, request);
+                put_string(&mut out, name);
+                out.extend_from_slice(&count.to_be_bytes());
+                put_leaders(&mut out, leaders);
+            }
+            MetadataRecord::AlterTopicConfig { request, name, overrides } => {
+                out.push(TYPE_ALTER_TOPIC_CONFIG);
+                put_request(&mut out, request);
+                put_string(&mut out, name);
+                put_overrides(&mut out, overrides);
+            }
+            MetadataRecord::InternalTopic { name, leaders } => {
+                out.push(TYPE_INTERNAL_TOPIC);
+                put_string(&mut out, name);
+                put_leaders(&mut out, leaders);
             }
         }
         out
+    }
+
+    /// The request a topic record answers, if it is one.
+    pub fn request(&self) -> Option<RequestId> {
+        match self {
+            MetadataRecord::CreateTopic { request, .. }
+            | MetadataRecord::DeleteTopic { request, .. }
+            | MetadataRecord::CreatePartitions { request, .. }
+            | MetadataRecord::AlterTopicConfig { request, .. } => Some(*request),
+            _ => None,
+        }
     }
 
     pub fn decode(data: &[u8]) -> Result<MetadataRecord, RecordError> {
@@ -85,11 +213,42 @@ impl MetadataRecord {
             }
             TYPE_REGISTER_BROKER => {
                 let node_id = NodeId(reader.i32()?);
-                let length = usize::from(reader.u16()?);
-                let host = reader.take(length)?;
-                let host = String::from_utf8(host.to_vec()).map_err(|_| RecordError::Host)?;
+                let host = reader.string().map_err(|e| match e {
+                    RecordError::Text => RecordError::Host,
+                    e => e,
+                })?;
                 let port = reader.u16()?;
                 MetadataRecord::RegisterBroker { node_id, host, port }
+            }
+            TYPE_CLUSTER_ID => MetadataRecord::ClusterId { cluster_id: reader.string()? },
+            TYPE_CREATE_TOPIC => {
+                let request = reader.request()?;
+                let name = reader.string()?;
+                let topic_id = reader.array::<16>()?;
+                let leaders = reader.leaders()?;
+                let overrides = reader.overrides()?;
+                MetadataRecord::CreateTopic { request, name, topic_id, leaders, overrides }
+            }
+            TYPE_DELETE_TOPIC => {
+                let request = reader.request()?;
+                MetadataRecord::DeleteTopic { request, name: reader.string()? }
+            }
+            TYPE_CREATE_PARTITIONS => {
+                let request = reader.request()?;
+                let name = reader.string()?;
+                let count = reader.i32()?;
+                let leaders = reader.leaders()?;
+                MetadataRecord::CreatePartitions { request, name, count, leaders }
+            }
+            TYPE_ALTER_TOPIC_CONFIG => {
+                let request = reader.request()?;
+                let name = reader.string()?;
+                let overrides = reader.overrides()?;
+                MetadataRecord::AlterTopicConfig { request, name, overrides }
+            }
+            TYPE_INTERNAL_TOPIC => {
+                let name = reader.string()?;
+                MetadataRecord::InternalTopic { name, leaders: reader.leaders()? }
             }
             other => return Err(RecordError::Type(other)),
         };
@@ -98,6 +257,64 @@ impl MetadataRecord {
             return Err(RecordError::Trailing(left));
         }
         Ok(record)
+    }
+}
+
+/// One line for the log: topic records by name, counts and request, not every leader.
+impl std::fmt::Display for MetadataRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetadataRecord::CreateTopic { request, name, topic_id, leaders, overrides } => {
+                let id = uuid::Uuid::from_bytes(*topic_id);
+                let partitions = leaders.len();
+                write!(f, "CreateTopic {name} id {id}, {partitions} partitions, ")?;
+                write!(f, "{} overrides, request {request}", overrides.len())
+            }
+            MetadataRecord::DeleteTopic { request, name } => {
+                write!(f, "DeleteTopic {name}, request {request}")
+            }
+            MetadataRecord::CreatePartitions { request, name, count, .. } => {
+                write!(f, "CreatePartitions {name} to {count}, request {request}")
+            }
+            MetadataRecord::AlterTopicConfig { request, name, overrides } => {
+                write!(f, "AlterTopicConfig {name} {overrides:?}, request {request}")
+            }
+            MetadataRecord::InternalTopic { name, leaders } => {
+                write!(f, "InternalTopic {name}, {} partitions", leaders.len())
+            }
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+/// Strings longer than a u16 length are cut (names are at most 249 bytes, config values
+/// are checked by the proposer; a host name is at most 253).
+fn put_string(out: &mut Vec<u8>, text: &str) {
+    let mut length = text.len().min(usize::from(u16::MAX));
+    while !text.is_char_boundary(length) {
+        length -= 1;
+    }
+    out.extend_from_slice(&(length as u16).to_be_bytes());
+    out.extend_from_slice(&text.as_bytes()[..length]);
+}
+
+fn put_request(out: &mut Vec<u8>, request: &RequestId) {
+    out.extend_from_slice(&request.node_id.0.to_be_bytes());
+    out.extend_from_slice(&request.serial.to_be_bytes());
+}
+
+fn put_leaders(out: &mut Vec<u8>, leaders: &[NodeId]) {
+    out.extend_from_slice(&(leaders.len() as u32).to_be_bytes());
+    for leader in leaders {
+        out.extend_from_slice(&leader.0.to_be_bytes());
+    }
+}
+
+fn put_overrides(out: &mut Vec<u8>, overrides: &BTreeMap<String, String>) {
+    out.extend_from_slice(&(overrides.len() as u32).to_be_bytes());
+    for (name, value) in overrides {
+        put_string(out, name);
+        put_string(out, value);
     }
 }
 
@@ -136,6 +353,44 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, RecordError> {
         Ok(u64::from_be_bytes(self.array()?))
     }
+
+    fn u32(&mut self) -> Result<u32, RecordError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    fn string(&mut self) -> Result<String, RecordError> {
+        let length = usize::from(self.u16()?);
+        let bytes = self.take(length)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| RecordError::Text)
+    }
+
+    fn request(&mut self) -> Result<RequestId, RecordError> {
+        Ok(RequestId { node_id: NodeId(self.i32()?), serial: self.u64()? })
+    }
+
+    /// A count is checked against the bytes left before anything is reserved.
+    fn count(&mut self, element_bytes_min: usize) -> Result<usize, RecordError> {
+        let count = self.u32()? as usize;
+        if count.saturating_mul(element_bytes_min) > self.data.len() - self.position {
+            return Err(RecordError::Truncated(self.data.len()));
+        }
+        Ok(count)
+    }
+
+    fn leaders(&mut self) -> Result<Vec<NodeId>, RecordError> {
+        let count = self.count(4)?;
+        (0..count).map(|_| Ok(NodeId(self.i32()?))).collect()
+    }
+
+    fn overrides(&mut self) -> Result<BTreeMap<String, String>, RecordError> {
+        let count = self.count(4)?;
+        let mut overrides = BTreeMap::new();
+        for _ in 0..count {
+            let name = self.string()?;
+            overrides.insert(name, self.string()?);
+        }
+        Ok(overrides)
+    }
 }
 
 #[cfg(test)]
@@ -156,6 +411,72 @@ mod tests {
         let encoded = register.encode();
         assert_eq!(&encoded[..8], [0, 2, 0, 0, 0, 2, 0, 8]);
         assert_eq!(MetadataRecord::decode(&encoded), Ok(register));
+    }
+
+    fn request() -> RequestId {
+        RequestId { node_id: NodeId(2), serial: 0x0102 }
+    }
+
+    fn topic_records() -> Vec<MetadataRecord> {
+        let overrides = BTreeMap::from([
+            ("cleanup.policy".to_string(), "delete".to_string()),
+            ("retention.ms".to_string(), "1000".to_string()),
+        ]);
+        vec![
+            MetadataRecord::ClusterId { cluster_id: "abcdefghijklmnopqrstuv".into() },
+            MetadataRecord::CreateTopic {
+                request: request(),
+                name: "orders".into(),
+                topic_id: [7; 16],
+                leaders: vec![NodeId(1), NodeId(2), NodeId(3)],
+                overrides: overrides.clone(),
+            },
+            MetadataRecord::DeleteTopic { request: request(), name: "orders".into() },
+            MetadataRecord::CreatePartitions {
+                request: request(),
+                name: "orders".into(),
+                count: 5,
+                leaders: vec![NodeId(1), NodeId(2)],
+            },
+            MetadataRecord::AlterTopicConfig { request: request(), name: "o".into(), overrides },
+            MetadataRecord::InternalTopic {
+                name: "__consumer_offsets".into(),
+                leaders: vec![NodeId(3), NodeId(1)],
+            },
+        ]
+    }
+
+    #[test]
+    fn topic_records_round_trip() {
+        for record in topic_records() {
+            let encoded = record.encode();
+            assert_eq!(MetadataRecord::decode(&encoded), Ok(record.clone()));
+            let is_topic = !matches!(
+                record,
+                MetadataRecord::ClusterId { .. } | MetadataRecord::InternalTopic { .. }
+            );
+            assert_eq!(record.request().is_some(), is_topic);
+        }
+        let delete = MetadataRecord::DeleteTopic { request: request(), name: "t".into() };
+        assert_eq!(delete.to_string(), "DeleteTopic t, request 2/258");
+        let expected = [0, 5, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 1, 2, 0, 1, b't'];
+        assert_eq!(delete.encode(), expected);
+    }
+
+    #[test]
+    fn topic_records_truncated_or_lying_about_counts_are_errors() {
+        for record in topic_records() {
+            let encoded = record.encode();
+            for size in 0..encoded.len() {
+                assert!(MetadataRecord::decode(&encoded[..size]).is_err(), "{record:?} {size}");
+            }
+        }
+        // A count of 2^32 - 1 leaders in a short record: an error, not an allocation.
+        let mut lying = vec![0, 6, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 2];
+        lying.extend_from_slice(&[0xff; 4]);
+        assert_eq!(MetadataRecord::decode(&lying), Err(RecordError::Truncated(lying.len())));
+        let bad = [0, 3, 0, 1, 0xff];
+        assert_eq!(MetadataRecord::decode(&bad), Err(RecordError::Text));
     }
 
     #[test]

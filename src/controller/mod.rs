@@ -2,21 +2,31 @@
 //! producer ids. It lives on every shard but serves on shard 0 (`CONTROLLER`) only: other
 //! shards reach it through its mesh. A topic change is applied to the controller's catalog,
 //! written to the catalog file, then applied on every shard (`PartitionRequest::ApplyTopic`
-//! and `RemovePartitions`) before it is answered. Next, this is where the Raft metadata log's
-//! state machine goes.
+//! and `RemovePartitions`) before it is answered.
+//!
+//! Clustered (`--controller-quorum-voters`), topic changes go through the metadata log
+//! instead (`quorum`): shard 0 of the node the client asked checks the request, places the
+//! partitions, proposes a record to the log and answers with the outcome its apply decided,
+//! once this node has applied it; and it applies every committed topic change to its catalog
+//! and to every shard (the same `ApplyTopic` and `RemovePartitions`), opening only the logs
+//! of partitions this node leads. The catalog file is not written then: the log is the
+//! source of truth, replayed at every start.
 //!
 //! Lifecycle: built on every shard at start; nothing to open or close (the catalog file is
-//! read by the broker before the shards start). Concurrency: shard-local; catalog writes are
-//! serialized by `catalog_writes`.
+//! read by the broker before the shards start); `start` runs the clustered apply task on
+//! shard 0. Concurrency: shard-local; catalog writes are serialized by `catalog_writes`.
 
 pub mod producer_ids;
+mod quorum;
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
+use crate::cluster::Cluster;
 use crate::constants;
 use crate::model::topic::validate_topic_name;
-use crate::model::{ErrorCode, ProducerId, ShardId};
+use crate::model::{ErrorCode, NodeId, ProducerId, ShardId};
 use crate::partition::{PartitionRequest, PartitionResponse, Partitions};
 use crate::shard::catalog::{self, TopicMeta};
 use crate::shard::internal_log::INTERNAL_TOPICS;
@@ -28,14 +38,17 @@ pub enum ControllerRequest {
     CreateTopic(CreateTopic),
     DeleteTopic {
         name: String,
+        /// Clustered: how long to wait for the change to be applied (<= 0: the default).
+        timeout_ms: i32,
     },
     CreatePartitions {
         name: String,
         count: i32,
-        /// How many replica assignments the request carried, if it carried any: Kafka wants
+        /// The new partitions' brokers (one each), if the request assigned them: Kafka wants
         /// one per new partition.
-        assignments: Option<usize>,
+        assignments: Option<Vec<NodeId>>,
         validate_only: bool,
+        timeout_ms: i32,
     },
     /// Replace a topic's config overrides (AlterConfigs and IncrementalAlterConfigs compute
     /// the new set).
@@ -61,6 +74,11 @@ pub struct CreateTopic {
     pub partitions: i32,
     pub overrides: BTreeMap<String, String>,
     pub validate_only: bool,
+    /// Each partition's broker (one each), when the request assigned them; empty: placed by
+    /// the controller.
+    pub assignments: Vec<NodeId>,
+    /// Clustered: how long to wait for the change to be applied (<= 0: the default).
+    pub timeout_ms: i32,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +95,9 @@ pub struct Controller {
     /// Held while the controller writes the catalog file: one write at a time, each of the
     /// catalog as it is when its turn comes.
     catalog_writes: futures::lock::Mutex<()>,
+    cluster: Rc<Cluster>,
+    /// Clustered: the requests waiting for their records to be applied.
+    proposals: quorum::Proposals,
 }
 
 impl Service for Controller {
@@ -97,10 +118,14 @@ impl Service for Controller {
         assert_eq!(self.shard.id, CONTROLLER, "controller requests go to shard 0");
         let this = self.clone();
         Served::Later(Box::pin(async move {
+            if this.cluster.clustered() && !matches!(request, Q::AllocateProducerId) {
+                return R::Topic(this.change_through_log(request).await);
+            }
             match request {
                 Q::CreateTopic(create) => R::Topic(this.create_topic(create).await),
-                Q::DeleteTopic { name } => R::Topic(this.delete_topic(name).await),
-                Q::CreatePartitions { name, count, assignments, validate_only } => {
+                Q::DeleteTopic { name, .. } => R::Topic(this.delete_topic(name).await),
+                Q::CreatePartitions { name, count, assignments, validate_only, .. } => {
+                    let assignments = assignments.map(|a| a.len());
                     R::Topic(this.create_partitions(name, count, assignments, validate_only).await)
                 }
                 Q::AlterTopicConfig { name, overrides, validate_only } => {
@@ -113,13 +138,31 @@ impl Service for Controller {
 }
 
 impl Controller {
-    pub fn new(shard: Rc<Shard>, mesh: Mesh<Controller>, partitions: Rc<Partitions>) -> Self {
+    pub fn new(
+        shard: Rc<Shard>,
+        mesh: Mesh<Controller>,
+        partitions: Rc<Partitions>,
+        cluster: Rc<Cluster>,
+    ) -> Self {
         Controller {
             shard,
             mesh,
             partitions,
             producer_ids: producer_ids::ProducerIdAllocator::new(),
             catalog_writes: futures::lock::Mutex::new(()),
+            cluster,
+            proposals: quorum::Proposals::new(),
+        }
+    }
+
+    /// Clustered, on shard 0: starts applying the committed topic changes of the metadata
+    /// log. Nothing otherwise.
+    pub fn start(self: &Rc<Self>) {
+        if self.shard.id != CONTROLLER || !self.cluster.clustered() {
+            return;
+        }
+        if let Some(committed) = self.cluster.take_committed() {
+            glommio::spawn_local(self.clone().apply_committed(committed)).detach();
         }
     }
 
@@ -160,6 +203,8 @@ impl Controller {
             partitions: -1,
             overrides: BTreeMap::new(),
             validate_only: false,
+            assignments: Vec::new(),
+            timeout_ms: 0,
         };
         match self.call(ControllerRequest::CreateTopic(create)).await {
             Some(ControllerResponse::Topic(Ok(_))) => {
@@ -174,13 +219,20 @@ impl Controller {
     }
 
     async fn allocate_producer_id(&self) -> Result<ProducerId, ErrorCode> {
-        self.producer_ids.allocate(&self.shard.config.data_dir).await.map_err(|e| {
+        let allocated = self.producer_ids.allocate(&self.shard.config.data_dir).await;
+        let node_id = self.shard.config.node_id;
+        let clustered = self.cluster.clustered();
+        let allocated =
+            allocated.map(|id| if clustered { producer_ids::spread(id, node_id) } else { id });
+        allocated.map_err(|e| {
             tracing::error!("producer id allocation failed: {e}");
             ErrorCode::UnknownServerError
         })
     }
 
-    async fn create_topic(&self, create: CreateTopic) -> Result<TopicMeta, TopicError> {
+    /// The checks of a new topic that need no catalog (name, partition count, configs), on a
+    /// single node and clustered alike: the topic it would be.
+    fn check_new_topic(&self, create: &CreateTopic) -> Result<TopicMeta, TopicError> {
         let fail = |code: ErrorCode, message: String| Err(TopicError { code, message });
         if let Err(message) = validate_topic_name(&create.name) {
             return fail(ErrorCode::InvalidTopicException, message);
@@ -204,19 +256,25 @@ impl Controller {
             Ok(topic_config) => topic_config,
             Err(message) => return fail(ErrorCode::InvalidConfig, message),
         };
-        if self.shard.catalog.borrow().get(&create.name).is_some() {
-            return fail(
-                ErrorCode::TopicAlreadyExists,
-                format!("topic {} already exists", create.name),
-            );
-        }
-        let meta = TopicMeta {
+        Ok(TopicMeta {
             name: create.name.as_str().into(),
             id: *uuid::Uuid::new_v4().as_bytes(),
             partitions,
-            overrides: create.overrides,
+            overrides: create.overrides.clone(),
             config: topic_config,
-        };
+            leaders: Arc::from([]),
+        })
+    }
+
+    async fn create_topic(&self, create: CreateTopic) -> Result<TopicMeta, TopicError> {
+        let meta = self.check_new_topic(&create)?;
+        let partitions = meta.partitions;
+        if self.shard.catalog.borrow().get(&create.name).is_some() {
+            return Err(TopicError {
+                code: ErrorCode::TopicAlreadyExists,
+                message: format!("topic {} already exists", create.name),
+            });
+        }
         if create.validate_only {
             return Ok(meta);
         }

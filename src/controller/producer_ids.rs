@@ -10,6 +10,11 @@
 //! block is skipped, never reused. Other shards ask the controller over the mesh;
 //! InitProducerId is rare (once per producer), so one round trip each is cheap.
 //!
+//! Clustered, every node allocates from its own file and `spread` interleaves the ids of the
+//! nodes (`constants::CLUSTER_PRODUCER_ID_STRIDE`), so that producers that asked different
+//! nodes never share an id; producer id blocks on the metadata log (Kafka's
+//! ProducerIdsRecord) are a later step.
+//!
 //! Lifecycle: the allocator lives in every `Controller` but only shard 0's is used; it
 //! reads its file on the first allocation. One allocation at a time (a shard-local async
 //! semaphore), since reserving a block waits for the disk.
@@ -19,8 +24,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::constants::PRODUCER_ID_BLOCK_SIZE;
-use crate::model::ProducerId;
+use crate::constants::{CLUSTER_PRODUCER_ID_STRIDE, PRODUCER_ID_BLOCK_SIZE};
+use crate::model::{NodeId, ProducerId};
 use crate::shard::catalog::META_DIR;
 
 const PRODUCER_IDS_FILE: &str = "producer_ids";
@@ -81,6 +86,13 @@ impl Default for ProducerIdAllocator {
     }
 }
 
+/// A node's local producer id as the cluster's: interleaved with the other nodes' (see the
+/// module doc).
+pub fn spread(local: ProducerId, node_id: NodeId) -> ProducerId {
+    let slot = i64::from(node_id.0).rem_euclid(CLUSTER_PRODUCER_ID_STRIDE);
+    ProducerId(local.0 * CLUSTER_PRODUCER_ID_STRIDE + slot)
+}
+
 fn file_path(data_dir: &Path) -> PathBuf {
     data_dir.join(META_DIR).join(PRODUCER_IDS_FILE)
 }
@@ -117,6 +129,19 @@ fn write_file(data_dir: &Path, block_end: i64) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_ids_of_different_nodes_never_meet() {
+        let mut seen = std::collections::BTreeSet::new();
+        for node in [1, 2, 3, 1023, 1025 + 4] {
+            for local in 0..2000 {
+                assert!(seen.insert(spread(ProducerId(local), NodeId(node))), "{node} {local}");
+            }
+        }
+        assert_eq!(spread(ProducerId(0), NodeId(2)), ProducerId(2));
+        assert_eq!(spread(ProducerId(3), NodeId(1)), ProducerId(3 * 1024 + 1));
+        assert!(spread(ProducerId(0), NodeId(-1)).0 >= 0);
+    }
 
     #[test]
     fn ids_are_unique_across_restarts_and_skip_the_rest_of_a_block() {

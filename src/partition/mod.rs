@@ -290,7 +290,8 @@ impl Partitions {
         self.logs.borrow().len()
     }
 
-    /// Opens the logs of `meta` this shard owns and has not opened yet, `LOG_OPENS_IN_FLIGHT`
+    /// Opens the logs of `meta` this shard owns (of partitions this node leads) and has not
+    /// opened yet, `LOG_OPENS_IN_FLIGHT`
     /// at a time (each is a few small reads and an open through io_uring: one after the
     /// other, a shard of 50,000 partitions would start in a minute); an error names a
     /// partition whose log could not be opened (those opened before it stay open).
@@ -299,7 +300,9 @@ impl Partitions {
         meta: &TopicMeta,
         clean_stop: Option<&Mutex<CleanStop>>,
     ) -> Result<RecoveryReport, (TopicPartition, StorageError)> {
+        let me = self.shard.config.node_id;
         let owned: Vec<TopicPartition> = (0..meta.partitions)
+            .filter(|partition| meta.is_led_by(*partition, me))
             .map(|partition| TopicPartition::new(meta.name.clone(), partition))
             .filter(|tp| {
                 self.shard.owner(tp) == self.shard.id && !self.logs.borrow().contains_key(tp)

@@ -4,6 +4,9 @@
 //! `<data dir>/__spate_meta/topics.toml` (write to a temporary file, fsync, rename), then
 //! sends the change to every shard, which applies it to its own copy and opens or deletes the
 //! logs it owns. Every shard reads its copy without locks; it is at most one broadcast behind.
+//! Clustered, the catalog comes from the metadata log instead (`controller::quorum` applies
+//! the committed topics, with each partition's leader) and the file is neither read nor
+//! written; its cluster id is not used.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -12,6 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::model::topic::TopicConfig;
+use crate::model::NodeId;
 
 pub const META_DIR: &str = "__spate_meta";
 const CATALOG_FILE: &str = "topics.toml";
@@ -26,6 +30,21 @@ pub struct TopicMeta {
     pub overrides: BTreeMap<String, String>,
     /// Effective configs: defaults with the overrides applied.
     pub config: TopicConfig,
+    /// Clustered: each partition's leader (its only replica), by partition index, as the
+    /// metadata log placed it. Empty on a single node, which leads every partition.
+    pub leaders: Arc<[NodeId]>,
+}
+
+impl TopicMeta {
+    /// The leader of `partition` (None: this node, on a single node).
+    pub fn leader(&self, partition: i32) -> Option<NodeId> {
+        usize::try_from(partition).ok().and_then(|index| self.leaders.get(index).copied())
+    }
+
+    /// Whether `node` leads `partition` (every partition on a single node).
+    pub fn is_led_by(&self, partition: i32, node: NodeId) -> bool {
+        self.leaders.is_empty() || self.leader(partition) == Some(node)
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -100,6 +119,7 @@ impl Catalog {
                 partitions: record.partitions,
                 overrides: record.configs,
                 config,
+                leaders: Arc::from([]),
             });
         }
         Ok(catalog)
@@ -143,7 +163,7 @@ pub fn catalog_path(data_dir: &Path) -> PathBuf {
 }
 
 /// Kafka cluster ids are 16 random bytes in URL-safe base64 without padding (22 chars).
-fn new_cluster_id() -> String {
+pub fn new_cluster_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bytes = uuid::Uuid::new_v4();
     let mut bits: u128 = u128::from_be_bytes(*bytes.as_bytes());
@@ -189,6 +209,7 @@ mod tests {
             partitions: 3,
             overrides,
             config,
+            leaders: Arc::from([]),
         });
         write_file(dir.path(), catalog.to_file_text()).expect("write");
         let loaded = Catalog::load(dir.path(), &defaults()).expect("load");

@@ -1,10 +1,21 @@
-"""A controller quorum of three real `spate` processes on 127.0.0.1 (issue 13, first step).
+"""A controller quorum of three real `spate` processes on 127.0.0.1 (issue 13, steps 1-2).
 
 The cluster forms (one leader everybody agrees on, every broker registered), survives kill -9
 of its leader (the other two elect a new one, which commits), keeps its committed metadata log
 across a restart of all three, and a node refuses a data dir recorded for another node id.
 Agreement is checked with the Java AdminClient (describeMetadataQuorum, describeCluster) and
 over the raw wire (DescribeQuorum v0, DescribeCluster v0). Every wait is bounded.
+
+Topics live on the metadata log, one replica per partition spread over the brokers: created
+through a follower with confluent-kafka's AdminClient (and the Java AdminClient), they appear alike in every node's
+Metadata; records produced to every partition are read back; a node that does not lead a
+partition answers NOT_LEADER_OR_FOLLOWER; deletion through another node removes the topic
+everywhere, as do partitions added and configs altered through other nodes; producer ids
+of different nodes differ; replication factor 3 is refused; topics and records survive a restart of all
+three; after kill -9 of the Raft leader a survivor creates topics. Coordinators: every node
+names the same coordinator of a group (the leader of its `__consumer_offsets` partition),
+the others answer NOT_COORDINATOR, and a confluent-kafka consumer group reads and commits
+through the cluster.
 """
 
 import re
@@ -15,7 +26,10 @@ import time
 import pytest
 
 from conftest import TARGET, free_port
-from kafka_wire import connect, frame, read_response, request_header
+from kafka_wire import (connect, fetch_v4, fetch_v4_result, frame, init_producer_id_v0,
+                        init_producer_id_v0_result, list_offsets_latest_v1,
+                        list_offsets_v1_result, metadata_request_v1, produce_v3,
+                        produce_v3_result, read_response, record_batch, request_header)
 from test_idempotence import compile_java
 
 pytestmark = pytest.mark.skipif(TARGET != "spate", reason="spate's cluster options")
@@ -116,6 +130,7 @@ def cluster(spate_factory):
     nodes = []
     for i, port in enumerate(controller_ports):
         broker = spate_factory("--cores", "1", "--min-free-bytes", "0",
+                               "--group-initial-rebalance-delay-ms", "0",
                                "--node-id", str(i + 1),
                                "--controller-listen", f"127.0.0.1:{port}",
                                "--controller-quorum-voters", voters, start=False)
@@ -237,6 +252,24 @@ def test_three_nodes_elect_fail_over_and_keep_their_log(cluster, tmp_path):
     assert "--node-id 1" in message, message
 
 
+def test_a_single_node_data_dir_with_topics_cannot_join_a_cluster(broker):
+    metadata_v1(broker.port, [b"single-node-topic"])  # v1 auto-creates it
+    assert "single-node-topic" in metadata_v1(broker.port)[1]
+    assert broker.stop() == 0
+    controller_port = free_port()
+    command = broker.command() + [
+        "--node-id", "1", "--controller-listen", f"127.0.0.1:{controller_port}",
+        "--controller-quorum-voters",
+        f"1@127.0.0.1:{controller_port},2@127.0.0.1:{free_port()}"]
+    done = subprocess.run(command, capture_output=True, timeout=30)
+    assert done.returncode != 0
+    message = done.stderr.decode().strip().splitlines()[-1]
+    assert "holds 1 single-node topics" in message, message
+    # Refused before anything was recorded: it still starts as the single node it was.
+    broker.start()
+    assert "single-node-topic" in metadata_v1(broker.port)[1]
+
+
 def test_a_single_node_does_not_advertise_describe_quorum(broker):
     from kafka_wire import api_versions_request, parse_api_versions_v0
     with connect(broker.port) as sock:
@@ -247,3 +280,360 @@ def test_a_single_node_does_not_advertise_describe_quorum(broker):
     assert DESCRIBE_CLUSTER in ranges
     assert DESCRIBE_QUORUM not in ranges
     assert describe_cluster(broker.port) == (1, [1])
+
+
+NOT_LEADER_OR_FOLLOWER = 6
+NOT_COORDINATOR = 16
+INVALID_REPLICATION_FACTOR = 38
+FIND_COORDINATOR = 10
+HEARTBEAT = 12
+
+
+def find_coordinator_v1(port, key, key_type=0):
+    """FindCoordinator v1: (error, node_id, port)."""
+    body = struct.pack(">h", len(key)) + key + struct.pack(">b", key_type)
+    with connect(port, timeout=5) as sock:
+        sock.sendall(frame(request_header(FIND_COORDINATOR, 1, 30) + body))
+        _, data = read_response(sock)
+    position = 4  # throttle_time_ms
+    (error,) = struct.unpack_from(">h", data, position)
+    position += 2
+    (size,) = struct.unpack_from(">h", data, position)
+    position += 2 + max(size, 0)
+    node_id, size = struct.unpack_from(">ih", data, position)
+    position += 6 + max(size, 0)
+    (coordinator_port,) = struct.unpack_from(">i", data, position)
+    return error, node_id, coordinator_port
+
+
+def heartbeat_v0(port, group):
+    """Heartbeat v0 of an unknown member: the error code."""
+    body = struct.pack(">h", len(group)) + group + struct.pack(">ih", 1, 1) + b"m"
+    with connect(port, timeout=5) as sock:
+        sock.sendall(frame(request_header(HEARTBEAT, 0, 31) + body))
+        _, data = read_response(sock)
+    return struct.unpack_from(">h", data)[0]
+
+
+def metadata_v1(port, topics=None):
+    """Metadata v1 of `topics` (bytes names; None: every topic, which never auto-creates
+    one as naming a topic in v1 does) from one node: ({broker: (host, port)},
+    {topic: (error, {partition: (leader, replicas, isr)})})."""
+    if topics is None:
+        request = frame(request_header(3, 1, 2) + struct.pack(">i", -1))
+    else:
+        request = metadata_request_v1(topics)
+    with connect(port, timeout=5) as sock:
+        sock.sendall(request)
+        _, data = read_response(sock)
+    position = 0
+    brokers = {}
+    (count,) = struct.unpack_from(">i", data, position)
+    position += 4
+    for _ in range(count):
+        node_id, size = struct.unpack_from(">ih", data, position)
+        position += 6
+        host = data[position:position + size].decode()
+        position += size
+        (broker_port, rack_size) = struct.unpack_from(">ih", data, position)
+        position += 6 + max(rack_size, 0)
+        brokers[node_id] = (host, broker_port)
+    position += 4  # controller_id
+    (count,) = struct.unpack_from(">i", data, position)
+    position += 4
+    found = {}
+    for _ in range(count):
+        error, size = struct.unpack_from(">hh", data, position)
+        position += 4
+        name = data[position:position + size].decode()
+        position += size + 1  # is_internal
+        (partition_count,) = struct.unpack_from(">i", data, position)
+        position += 4
+        partitions = {}
+        for _ in range(partition_count):
+            _, index, leader, replica_count = struct.unpack_from(">hiii", data, position)
+            position += 14
+            replicas = list(struct.unpack_from(f">{replica_count}i", data, position))
+            position += 4 * replica_count
+            (isr_count,) = struct.unpack_from(">i", data, position)
+            position += 4
+            isr = list(struct.unpack_from(f">{isr_count}i", data, position))
+            position += 4 * isr_count
+            partitions[index] = (leader, replicas, isr)
+        found[name] = (error, partitions)
+    return brokers, found
+
+
+def admin(node):
+    from confluent_kafka.admin import AdminClient
+    return AdminClient({"bootstrap.servers": node.broker.bootstrap, "socket.timeout.ms": 10000})
+
+
+def create_topic(node, name, partitions, replication_factor=1):
+    """CreateTopics through `node` with confluent-kafka; the KafkaError, or None."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import NewTopic
+    client = admin(node)  # kept alive until the answer: a destroyed client fails its futures
+    futures = client.create_topics(
+        [NewTopic(name, partitions, replication_factor)], operation_timeout=30,
+        request_timeout=40)
+    try:
+        futures[name].result(timeout=45)
+        return None
+    except KafkaException as e:
+        return e.args[0]
+
+
+def agreed_topic(nodes, topic, partitions):
+    """The partition map every node's Metadata gives for `topic`, when all agree and every
+    node lists all three brokers; None before."""
+    maps = []
+    for node in nodes:
+        brokers, found = metadata_v1(node.broker.port)
+        assert brokers == {n.node_id: ("127.0.0.1", n.broker.port) for n in nodes} or \
+            len(brokers) < 3, brokers
+        if len(brokers) < 3 or topic not in found or found[topic][0] != 0:
+            return None
+        maps.append(found[topic][1])
+    if any(m != maps[0] for m in maps) or len(maps[0]) != partitions:
+        return None
+    return maps[0]
+
+
+def produce_and_read_back(nodes, topic, leaders, values_per_partition, tag, before=0):
+    """confluent-kafka produces to every partition; an assigned consumer (no group) reads
+    every record back from offset 0 (`before` per partition were there already, one more
+    in partition 0); returns what it read by partition."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    bootstrap = ",".join(node.broker.bootstrap for node in nodes)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                         "message.timeout.ms": 30000})
+    errors = []
+    for partition in leaders:
+        for i in range(values_per_partition):
+            producer.produce(topic, f"{tag}-{partition}-{i}".encode(), partition=partition,
+                             on_delivery=lambda err, msg: err and errors.append(err))
+    assert producer.flush(30) == 0
+    assert errors == [], errors
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition(topic, p, 0) for p in leaders])
+    read = {p: [] for p in leaders}
+    deadline = time.monotonic() + 30
+    wanted = (values_per_partition + before) * len(leaders) + (1 if before else 0)
+    while sum(len(v) for v in read.values()) < wanted and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is None or message.error():
+            continue
+        read[message.partition()].append(message.value().decode())
+    consumer.close()
+    return read
+
+
+def raw_answers(port, topic, partition):
+    """(produce error, list offsets error, fetch error) of raw requests to one node."""
+    with connect(port, timeout=10) as sock:
+        sock.sendall(produce_v3(topic, partition, record_batch([b"raw"]), 11))
+        produce_error, _ = produce_v3_result(read_response(sock)[1])
+        sock.sendall(list_offsets_latest_v1(topic, partition, 12))
+        offsets_error, _ = list_offsets_v1_result(read_response(sock)[1])
+        sock.sendall(fetch_v4(topic, partition, 0, 13, max_wait_ms=0))
+        fetch_error, _, _ = fetch_v4_result(read_response(sock)[1])
+    return produce_error, offsets_error, fetch_error
+
+
+def test_topics_on_the_metadata_log_spread_over_the_brokers(cluster, tmp_path):
+    nodes = cluster
+    by_id = {node.node_id: node for node in nodes}
+    leader, _, _ = wait_for("a leader all three agree on", lambda: agreed_leader(nodes))
+    follower = next(node for node in nodes if node.node_id != leader)
+
+    # Created through a follower: the record's request names it, and every node's Metadata
+    # gives the same partitions, each led by one broker, replicas = isr = [leader].
+    assert create_topic(follower, "spread", 6) is None
+    leaders = wait_for("the topic in every node's Metadata",
+                       lambda: agreed_topic(nodes, "spread", 6))
+    assert {value[0] for value in leaders.values()} == {1, 2, 3}, leaders
+    for partition, (partition_leader, replicas, isr) in leaders.items():
+        assert replicas == [partition_leader] and isr == [partition_leader], leaders
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", follower.broker.log_text())
+    assert re.search(r'CreateTopic spread .*request ' + str(follower.node_id) + '/', plain), \
+        plain[-3000:]
+    # Only the leader of a partition holds its log.
+    for partition, (partition_leader, _, _) in leaders.items():
+        for node in nodes:
+            held = node.broker.partition_dir("spread", partition).exists()
+            assert held == (node.node_id == partition_leader), (partition, node.node_id)
+
+    # The Java AdminClient through another follower: created, and described alike.
+    other_follower = next(node for node in nodes
+                          if node.node_id not in (leader, follower.node_id))
+    classpath = compile_java(tmp_path, "ClusterTopics")
+    done = subprocess.run(["java", "-cp", classpath, "ClusterTopics",
+                           other_follower.broker.bootstrap, "java-topic", "3"],
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    java_leaders = wait_for("the Java topic everywhere",
+                            lambda: agreed_topic(nodes, "java-topic", 3))
+    expected = ",".join(str(java_leaders[p][0]) for p in range(3))
+    assert f"partitions=3 leaders={expected}" in done.stdout.decode(), done.stdout.decode()
+    assert {value[0] for value in java_leaders.values()} == {1, 2, 3}, java_leaders
+
+    read = produce_and_read_back(nodes, "spread", leaders, 20, "first")
+    for partition in leaders:
+        assert read[partition] == [f"first-{partition}-{i}" for i in range(20)], read
+
+    # A raw request to a node that does not lead the partition: NOT_LEADER_OR_FOLLOWER.
+    partition = 0
+    partition_leader = leaders[0][0]
+    other = next(node for node in nodes if node.node_id != partition_leader)
+    assert raw_answers(other.broker.port, b"spread", partition) == (NOT_LEADER_OR_FOLLOWER,) * 3
+    assert raw_answers(by_id[partition_leader].broker.port, b"spread", partition)[0] == 0
+
+    # Producer ids handed out by different nodes never meet (idempotent producers of
+    # different nodes write to the same partitions).
+    producer_ids = set()
+    for node in nodes:
+        for attempt in range(2):
+            with connect(node.broker.port) as sock:
+                sock.sendall(init_producer_id_v0(20 + attempt))
+                error, producer_id, _ = init_producer_id_v0_result(read_response(sock)[1])
+            assert error == 0
+            producer_ids.add(producer_id)
+    assert len(producer_ids) == 6, producer_ids
+
+    # Replication factor 3: refused, saying why.
+    error = create_topic(follower, "three-replicas", 1, replication_factor=3)
+    assert error is not None and error.code() == INVALID_REPLICATION_FACTOR, error
+    assert "replication is not built yet" in error.str(), error.str()
+
+    # Deleted through another node: gone from every node's Metadata and disk.
+    assert create_topic(by_id[leader], "doomed", 3) is None
+    wait_for("the second topic everywhere", lambda: agreed_topic(nodes, "doomed", 3))
+    deleter = next(node for node in nodes if node.node_id not in (leader, follower.node_id))
+    # Partitions added and configs altered through other nodes reach every node too.
+    from confluent_kafka.admin import ConfigResource, NewPartitions
+    client = admin(follower)
+    client.create_partitions([NewPartitions("doomed", 4)], operation_timeout=30)["doomed"] \
+        .result(timeout=45)
+    grown = wait_for("the fourth partition everywhere", lambda: agreed_topic(nodes, "doomed", 4))
+    assert {value[0] for value in grown.values()} == {1, 2, 3}, grown
+    resource = ConfigResource(ConfigResource.Type.TOPIC, "doomed",
+                              set_config={"retention.ms": "12345"})
+    client = admin(deleter)
+    client.alter_configs([resource])[resource].result(timeout=45)
+
+    def retention_everywhere():
+        for node in nodes:
+            describer = admin(node)
+            described = describer.describe_configs(
+                [ConfigResource(ConfigResource.Type.TOPIC, "doomed")])
+            entries = next(iter(described.values())).result(timeout=10)
+            if entries["retention.ms"].value != "12345":
+                return False
+        return True
+
+    wait_for("the altered config everywhere", retention_everywhere)
+    client = admin(deleter)
+    futures = client.delete_topics(["doomed"], operation_timeout=30)
+    futures["doomed"].result(timeout=45)
+
+    def gone_everywhere():
+        for node in nodes:
+            _, found = metadata_v1(node.broker.port)
+            if "doomed" in found:
+                return False
+            if any(node.broker.partition_dir("doomed", p).exists() for p in range(3)):
+                return False
+        return True
+
+    wait_for("the deleted topic gone everywhere", gone_everywhere)
+
+    # All three restart: the topics come back from the log, with their records.
+    for node in nodes:
+        assert node.broker.stop() == 0, node.broker.log_tail()
+    for node in nodes:
+        node.broker.start()
+    wait_for("a leader after the restart", lambda: agreed_leader(nodes))
+    again = wait_for("the topic after the restart", lambda: agreed_topic(nodes, "spread", 6))
+    assert again == leaders
+    read = produce_and_read_back(nodes, "spread", leaders, 5, "second", before=20)
+    for partition in leaders:
+        expected = [f"first-{partition}-{i}" for i in range(20)]
+        expected += [f"second-{partition}-{i}" for i in range(5)]
+        raw = ["raw"] if partition == 0 else []
+        assert read[partition] == expected[:20] + raw + expected[20:], (partition, read)
+    for node in nodes:
+        _, found = metadata_v1(node.broker.port)
+        assert sorted(found) == ["java-topic", "spread"], found
+
+    # kill -9 of the Raft leader: CreateTopics through a survivor succeeds.
+    leader, _, _ = wait_for("a leader", lambda: agreed_leader(nodes))
+    by_id[leader].broker.kill9()
+    survivors = [node for node in nodes if node.node_id != leader]
+    started = time.monotonic()
+    assert create_topic(survivors[0], "after-failover", 2) is None
+    print(f"CreateTopics through a survivor answered {time.monotonic() - started:.2f} s "
+          "after kill -9 of the leader")
+    for node in survivors:
+        wait_for("the new topic on the survivors",
+                 lambda node=node: "after-failover" in metadata_v1(node.broker.port)[1])
+
+
+def test_groups_are_coordinated_by_the_owner_of_their_partition(cluster):
+    from confluent_kafka import Consumer
+    nodes = cluster
+    by_port = {node.broker.port: node for node in nodes}
+    wait_for("a leader all three agree on", lambda: agreed_leader(nodes))
+    groups = [f"group-{i}".encode() for i in range(12)]
+
+    def coordinators():
+        owners = {}
+        for group in groups:
+            answers = {find_coordinator_v1(node.broker.port, group) for node in nodes}
+            if len(answers) != 1:
+                return None
+            error, node_id, port = answers.pop()
+            if error != 0:
+                return None
+            assert by_port[port].node_id == node_id
+            owners[group] = node_id
+        return owners
+
+    owners = wait_for("every node naming the same coordinators", coordinators)
+    assert set(owners.values()) == {1, 2, 3}, owners
+    for group, owner in owners.items():
+        for node in nodes:
+            code = heartbeat_v0(node.broker.port, group)
+            if node.node_id == owner:
+                assert code != NOT_COORDINATOR, (group, node.node_id)
+            else:
+                assert code == NOT_COORDINATOR, (group, node.node_id, code)
+    # The same for transactional ids.
+    for node in nodes:
+        assert find_coordinator_v1(node.broker.port, b"txn-1", 1)[0] == 0
+
+    # A consumer group over the cluster: subscribes, reads every record, commits, and a
+    # second consumer of the group starts from the committed offsets.
+    assert create_topic(nodes[0], "grouped", 3) is None
+    leaders = wait_for("the topic everywhere", lambda: agreed_topic(nodes, "grouped", 3))
+    produce_and_read_back(nodes, "grouped", leaders, 10, "g")
+    bootstrap = ",".join(node.broker.bootstrap for node in nodes)
+
+    def consume(wanted):
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "cluster-group",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        consumer.subscribe(["grouped"])
+        read = []
+        deadline = time.monotonic() + 30
+        while len(read) < wanted and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                read.append(message.value().decode())
+        consumer.commit(asynchronous=False)
+        consumer.close()
+        return read
+
+    assert sorted(consume(30)) == sorted(f"g-{p}-{i}" for p in range(3) for i in range(10))
+    produce_and_read_back(nodes, "grouped", leaders, 1, "h", before=10)
+    assert sorted(consume(3)) == [f"h-{p}-0" for p in range(3)]

@@ -1,0 +1,396 @@
+//! Topic changes in a cluster: through the metadata log, from any node.
+//!
+//! ```text
+//!   any node, shard 0                         every node, shard 0
+//!   request -> checks, placement -> record    Raft driver applies committed records
+//!     (RequestId) -> Cluster::propose --log--> (cluster::state decides the outcome)
+//!     wait; no outcome after 500 ms or a new    -> Committed { topics, outcomes }
+//!     leader: propose again, until the timeout  -> apply_committed: catalog and every shard
+//!     (then REQUEST_TIMED_OUT)                     (ApplyTopic / RemovePartitions), then
+//!   <- outcome, as this node applied it  <------   answer the waiting requests of this node
+//! ```
+//!
+//! Why a follower proposes through raft-rs (which forwards a follower's proposal to the
+//! leader it knows) rather than forwarding the client's request to the leader over the
+//! controller transport: the records are self-contained (the proposer picks the topic id
+//! and the placement) and their apply decides whether they take effect, so the leader has
+//! nothing to decide and the answer must wait for this node's own apply anyway (a client
+//! that created a topic through this node then finds it here). A second request protocol
+//! would add a way to fail (a leader that took the request and died) without removing one:
+//! raft-rs drops a proposal when no leader is known and a forwarded one can die with its
+//! leader, which the retry covers in both designs; the state remembers request ids so that
+//! a proposal committed twice takes effect once. Clients never see NOT_CONTROLLER.
+//!
+//! The checks that need no metadata (names, counts, configs against this node's defaults)
+//! answer at once; placement uses the brokers registered in this node's view (round-robin
+//! from a start set by the topic's name, `cluster::state::place`). `validate_only` requests
+//! are answered from the checks, never proposed.
+//!
+//! Lifecycle: the waiting requests live in the controller of shard 0; `apply_committed`
+//! runs there from start to the end of the process. Concurrency: shard 0 only; one batch
+//! of committed changes is applied at a time, in log order.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+use futures::future::Either;
+use glommio::channels::local_channel::LocalReceiver;
+
+use super::{Controller, ControllerRequest, CreateTopic, TopicError};
+use crate::cluster::state::place;
+use crate::cluster::TopicSummary;
+use crate::cluster::{Committed, MetadataRecord, RequestId, TopicOutcome, TopicState};
+use crate::constants::{
+    CLUSTER_PROPOSAL_POLL_MS, CLUSTER_PROPOSAL_RETRY_MS, CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT,
+    PARTITIONS_PER_TOPIC_MAX,
+};
+use crate::model::{ErrorCode, NodeId};
+use crate::partition::{PartitionRequest, PartitionResponse};
+use crate::shard::catalog::TopicMeta;
+
+/// The requests of this node waiting for their records, by request id.
+pub(super) struct Proposals {
+    next_serial: Cell<u64>,
+    waiting: RefCell<HashMap<RequestId, oneshot::Sender<TopicOutcome>>>,
+}
+
+impl Proposals {
+    pub(super) fn new() -> Proposals {
+        // A random start (see `RequestId`), with room below u64::MAX for any run.
+        let random =
+            u64::from_be_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap_or_default());
+        Proposals { next_serial: Cell::new(random >> 1), waiting: RefCell::new(HashMap::new()) }
+    }
+}
+
+impl Controller {
+    /// A topic change of a clustered node: checked, proposed, answered once applied here.
+    pub(super) async fn change_through_log(
+        &self,
+        request: ControllerRequest,
+    ) -> Result<TopicMeta, TopicError> {
+        match request {
+            ControllerRequest::CreateTopic(create) => self.create_topic_through_log(create).await,
+            ControllerRequest::DeleteTopic { name, timeout_ms } => {
+                let record = |request| MetadataRecord::DeleteTopic { request, name };
+                let summary = self.propose_and_wait(record, deadline(timeout_ms)).await?;
+                Ok(self.meta_of(summary))
+            }
+            ControllerRequest::CreatePartitions {
+                name,
+                count,
+                assignments,
+                validate_only,
+                timeout_ms,
+            } => {
+                let deadline = deadline(timeout_ms);
+                let mut meta = self.existing_topic(&name)?;
+                let current = meta.partitions;
+                if count <= current || count > PARTITIONS_PER_TOPIC_MAX {
+                    return Err(TopicError {
+                        code: ErrorCode::InvalidPartitions,
+                        message: format!(
+                            "topic {name} has {current} partitions; the new count must be \
+                             larger and at most {PARTITIONS_PER_TOPIC_MAX}"
+                        ),
+                    });
+                }
+                let added = (count - current) as usize;
+                let brokers = self.registered_brokers(deadline).await?;
+                let leaders = match assignments {
+                    Some(given) if given.len() != added => {
+                        return Err(TopicError {
+                            code: ErrorCode::InvalidReplicaAssignment,
+                            message: format!(
+                                "increasing the number of partitions by {added} but {} \
+                                 assignments provided",
+                                given.len()
+                            ),
+                        })
+                    }
+                    Some(given) => check_assigned(given, &brokers)?,
+                    None => place(&name, &brokers, current as usize, added),
+                };
+                let mut all = meta.leaders.to_vec();
+                all.extend_from_slice(&leaders);
+                meta.partitions = count;
+                meta.leaders = all.into();
+                if validate_only {
+                    return Ok(meta);
+                }
+                self.check_space()?;
+                let record =
+                    |request| MetadataRecord::CreatePartitions { request, name, count, leaders };
+                let summary = self.propose_and_wait(record, deadline).await?;
+                Ok(self.meta_of(summary))
+            }
+            ControllerRequest::AlterTopicConfig { name, overrides, validate_only } => {
+                let defaults = &self.shard.config.topic_defaults;
+                if let Err(message) = defaults.with_overrides(&overrides) {
+                    return Err(TopicError { code: ErrorCode::InvalidConfig, message });
+                }
+                if validate_only {
+                    return self.existing_topic(&name);
+                }
+                let record =
+                    |request| MetadataRecord::AlterTopicConfig { request, name, overrides };
+                let summary = self.propose_and_wait(record, deadline(0)).await?;
+                Ok(self.meta_of(summary))
+            }
+            ControllerRequest::AllocateProducerId => unreachable!("not a topic change"),
+        }
+    }
+
+    async fn create_topic_through_log(&self, create: CreateTopic) -> Result<TopicMeta, TopicError> {
+        let mut meta = self.check_new_topic(&create)?;
+        let deadline = deadline(create.timeout_ms);
+        let brokers = self.registered_brokers(deadline).await?;
+        let leaders = if create.assignments.is_empty() {
+            place(&create.name, &brokers, 0, meta.partitions as usize)
+        } else {
+            check_assigned(create.assignments, &brokers)?
+        };
+        meta.leaders = leaders.clone().into();
+        if create.validate_only {
+            if self.shard.catalog.borrow().get(&create.name).is_some() {
+                return Err(TopicError {
+                    code: ErrorCode::TopicAlreadyExists,
+                    message: format!("topic {} already exists", create.name),
+                });
+            }
+            return Ok(meta);
+        }
+        self.check_space()?;
+        let record = |request| MetadataRecord::CreateTopic {
+            request,
+            name: create.name,
+            topic_id: meta.id,
+            leaders,
+            overrides: create.overrides,
+        };
+        let summary = self.propose_and_wait(record, deadline).await?;
+        Ok(self.meta_of(summary))
+    }
+
+    /// The brokers registered in the log as this node knows it, sorted; waits for the first
+    /// registrations of a cluster that is forming, until `deadline`.
+    async fn registered_brokers(&self, deadline: Instant) -> Result<Vec<NodeId>, TopicError> {
+        loop {
+            let view = self.cluster.view();
+            let brokers: Vec<NodeId> =
+                view.iter().flat_map(|view| view.brokers.iter().map(|b| b.node_id)).collect();
+            if !brokers.is_empty() {
+                return Ok(brokers);
+            }
+            if Instant::now() >= deadline {
+                return Err(TopicError {
+                    code: ErrorCode::RequestTimedOut,
+                    message: "no broker is registered in the metadata log yet".into(),
+                });
+            }
+            glommio::timer::sleep(Duration::from_millis(CLUSTER_PROPOSAL_RETRY_MS)).await;
+        }
+    }
+
+    /// Proposes the record `make` builds for a new request id, again every
+    /// `CLUSTER_PROPOSAL_RETRY_MS` or when a new leader is known, until this node applied
+    /// it, and gives its outcome; at
+    /// `deadline`, REQUEST_TIMED_OUT (the record may still commit later, as in Kafka).
+    async fn propose_and_wait(
+        &self,
+        make: impl FnOnce(RequestId) -> MetadataRecord,
+        deadline: Instant,
+    ) -> Result<TopicSummary, TopicError> {
+        let serial = self.proposals.next_serial.get();
+        self.proposals.next_serial.set(serial.wrapping_add(1));
+        let request = RequestId { node_id: self.shard.config.node_id, serial };
+        let record = make(request);
+        let (sender, mut outcome) = oneshot::channel();
+        self.proposals.waiting.borrow_mut().insert(request, sender);
+        let mut attempts = 0u32;
+        let mut proposed_at: Option<(Instant, Option<NodeId>)> = None;
+        loop {
+            // Proposed again after the retry interval, and at once when a new leader is
+            // known (the last proposal may have gone to a leader that died with it).
+            let leader = self.cluster.view().and_then(|view| view.leader_id);
+            let due = match proposed_at {
+                None => true,
+                Some((at, to)) => {
+                    at.elapsed() >= Duration::from_millis(CLUSTER_PROPOSAL_RETRY_MS)
+                        || (leader.is_some() && leader != to)
+                }
+            };
+            if due {
+                attempts += 1;
+                proposed_at = Some((Instant::now(), leader));
+                if !self.cluster.propose(&record) {
+                    tracing::debug!(%request, "the Raft driver did not take the proposal");
+                }
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let wait = wait.min(Duration::from_millis(CLUSTER_PROPOSAL_POLL_MS));
+            let timer = Box::pin(glommio::timer::sleep(wait));
+            match futures::future::select(&mut outcome, timer).await {
+                Either::Left((Ok(outcome), _)) => {
+                    tracing::debug!(%request, attempts, "topic request applied");
+                    return outcome.map_err(|refusal| TopicError {
+                        code: refusal.code,
+                        message: refusal.message,
+                    });
+                }
+                Either::Left((Err(_), _)) => {
+                    return Err(TopicError {
+                        code: ErrorCode::UnknownServerError,
+                        message: "the controller stopped".into(),
+                    })
+                }
+                Either::Right(_) if Instant::now() >= deadline => {
+                    self.proposals.waiting.borrow_mut().remove(&request);
+                    tracing::warn!(%request, attempts, "topic request not applied in time");
+                    return Err(TopicError {
+                        code: ErrorCode::RequestTimedOut,
+                        message: "the metadata log did not commit the change in time (no \
+                                  controller leader?); it may still take effect"
+                            .into(),
+                    });
+                }
+                Either::Right(_) => {}
+            }
+        }
+    }
+
+    /// The topic an outcome names, with this node's defaults under its overrides.
+    fn meta_of(&self, summary: TopicSummary) -> TopicMeta {
+        let leaders = match self.shard.catalog.borrow().get(&summary.name) {
+            Some(meta) if meta.id == summary.topic_id => meta.leaders.clone(),
+            _ => Arc::from([]),
+        };
+        let config = self.topic_config(&summary.name, &summary.overrides);
+        TopicMeta {
+            name: summary.name.into(),
+            id: summary.topic_id,
+            partitions: summary.partitions,
+            overrides: summary.overrides,
+            config,
+            leaders,
+        }
+    }
+
+    fn topic_config(
+        &self,
+        name: &str,
+        overrides: &BTreeMap<String, String>,
+    ) -> crate::model::topic::TopicConfig {
+        let defaults = &self.shard.config.topic_defaults;
+        defaults.with_overrides(overrides).unwrap_or_else(|e| {
+            tracing::warn!(topic = name, "committed topic configs do not apply here ({e})");
+            defaults.clone()
+        })
+    }
+
+    /// Applies committed topic changes in log order, then answers this node's requests
+    /// they decided. Runs on shard 0 of a clustered node until the process ends.
+    pub(super) async fn apply_committed(self: Rc<Self>, committed: LocalReceiver<Committed>) {
+        while let Some(batch) = committed.recv().await {
+            let failed = self.apply_topics(&batch.topics).await;
+            for (request, outcome) in batch.outcomes {
+                let outcome = match outcome {
+                    Ok(summary) if failed.contains(&summary.name) => Err(crate::cluster::Refusal {
+                        code: ErrorCode::KafkaStorageError,
+                        message: format!(
+                            "committed, but this node cannot open the logs of {}",
+                            summary.name
+                        ),
+                    }),
+                    outcome => outcome,
+                };
+                let waiter = self.proposals.waiting.borrow_mut().remove(&request);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(outcome);
+                }
+            }
+        }
+    }
+
+    /// Makes the catalog and every shard match `topics` (the log's): topics gone (or
+    /// created again under their name: another id) are removed with their logs first, then
+    /// new and changed ones are applied. Returns the topics a shard could not apply (a log
+    /// that would not open); they stay in the catalog, as the log says.
+    async fn apply_topics(&self, topics: &BTreeMap<String, TopicState>) -> BTreeSet<String> {
+        let current: Vec<(Arc<str>, [u8; 16])> =
+            self.shard.catalog.borrow().topics.values().map(|m| (m.name.clone(), m.id)).collect();
+        for (name, id) in current {
+            if topics.get(&*name).is_some_and(|topic| topic.topic_id == id) {
+                continue;
+            }
+            self.shard.catalog.borrow_mut().remove(&name);
+            let name = name.to_string();
+            self.partitions
+                .broadcast(|| PartitionRequest::RemovePartitions { name: name.clone(), from: 0 })
+                .await;
+            tracing::info!(topic = %name, "removed topic (metadata log)");
+        }
+        let mut failed = BTreeSet::new();
+        for (name, topic) in topics {
+            let meta = TopicMeta {
+                name: name.as_str().into(),
+                id: topic.topic_id,
+                partitions: topic.leaders.len() as i32,
+                overrides: topic.overrides.clone(),
+                config: self.topic_config(name, &topic.overrides),
+                leaders: topic.leaders.clone().into(),
+            };
+            let unchanged = self.shard.catalog.borrow().get(name).is_some_and(|known| {
+                known.partitions == meta.partitions
+                    && known.overrides == meta.overrides
+                    && known.leaders == meta.leaders
+            });
+            if unchanged {
+                continue;
+            }
+            self.shard.catalog.borrow_mut().apply(meta.clone());
+            let me = self.shard.config.node_id;
+            let led = (0..meta.partitions).filter(|p| meta.is_led_by(*p, me)).count();
+            let copy = meta.clone();
+            let answers =
+                self.partitions.broadcast(move || PartitionRequest::ApplyTopic(copy.clone())).await;
+            for answer in answers {
+                if let Some(PartitionResponse::Applied(Err(message))) = answer {
+                    tracing::error!(topic = %name, "cannot apply a committed topic: {message}");
+                    failed.insert(name.clone());
+                }
+            }
+            tracing::info!(
+                topic = %name,
+                partitions = meta.partitions,
+                led_here = led,
+                "applied topic (metadata log)"
+            );
+        }
+        failed
+    }
+}
+
+/// Explicit assignments of a cluster: one registered broker per partition.
+fn check_assigned(given: Vec<NodeId>, brokers: &[NodeId]) -> Result<Vec<NodeId>, TopicError> {
+    match given.iter().find(|broker| !brokers.contains(broker)) {
+        Some(broker) => Err(TopicError {
+            code: ErrorCode::InvalidReplicaAssignment,
+            message: format!("broker {broker} is not registered in the cluster"),
+        }),
+        None => Ok(given),
+    }
+}
+
+/// When a request of `timeout_ms` gives up (<= 0: the default).
+fn deadline(timeout_ms: i32) -> Instant {
+    let timeout_ms = match u64::try_from(timeout_ms) {
+        Ok(timeout_ms) if timeout_ms > 0 => timeout_ms,
+        _ => CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT,
+    };
+    Instant::now() + Duration::from_millis(timeout_ms)
+}
