@@ -48,13 +48,13 @@ def unique_topic(prefix="t"):
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def rss_bytes(pid):
-    """Resident memory of process `pid`, in bytes."""
+def rss_bytes(pid, field="VmRSS"):
+    """Resident memory of process `pid`, in bytes: now (VmRSS), or at its peak (VmHWM)."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
 
 
 def same_content(rec, msg):

@@ -435,14 +435,6 @@ def zstd_batch(values_and_deltas, timestamp):
     return struct.pack(">qi", 0, len(after_length)) + after_length
 
 
-def peak_rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
-
-
 def test_a_compression_bomb_does_not_blow_up_a_timestamp_lookup(broker, raw_topic):
     """Produce passes batches through undecompressed, so a producer can store a zstd batch of
     a few KiB that decompresses to 256 MiB. ListOffsets by timestamp reads the records of the
@@ -458,7 +450,7 @@ def test_a_compression_bomb_does_not_blow_up_a_timestamp_lookup(broker, raw_topi
     del bomb
     assert len(batch) < 64 * 1024, len(batch)
     assert send_produce(broker, raw_topic, batch) == (0, 1)
-    peak_before = peak_rss_bytes(broker.pid)
+    peak_before = rss_bytes(broker.pid, "VmHWM")
     answers = {}
     with connect(broker.port) as sock:
         for i, delta in enumerate([0, 3, 8]):
@@ -469,7 +461,7 @@ def test_a_compression_bomb_does_not_blow_up_a_timestamp_lookup(broker, raw_topi
     # Exact inside the bound (records 1 and 2 of the batch are read before the bomb's bytes);
     # past the bomb the records cannot be read within the bound: the batch's first offset.
     assert answers == {0: (0, 1), 3: (0, 2), 8: (0, 1)}, answers
-    grown = peak_rss_bytes(broker.pid) - peak_before
+    grown = rss_bytes(broker.pid, "VmHWM") - peak_before
     assert grown < 96 * 1024 * 1024, f"peak memory grew by {grown >> 20} MiB"
     assert broker.alive(), broker.log_tail()
     assert_healthy(broker.bootstrap)
