@@ -101,7 +101,11 @@ impl Catalog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 CatalogFile { cluster_id: new_cluster_id(), topics: Vec::new() }
             }
-            Err(e) => return Err(e),
+            // Not UTF-8 (damaged bytes) or unreadable: the message names the file, as above.
+            Err(e) => {
+                let message = format!("{} cannot be read: {e}", path.display());
+                return Err(std::io::Error::new(e.kind(), message));
+            }
         };
         let mut catalog = Catalog { cluster_id: file.cluster_id, ..Catalog::default() };
         for record in file.topics {
@@ -218,5 +222,19 @@ mod tests {
         assert_eq!(topic.partitions, 3);
         assert_eq!(topic.config.retention_ms, 5000);
         assert_eq!(loaded.name_of(&[1; 16]).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_damaged_catalog_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = catalog_path(dir.path());
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("meta dir");
+        for damage in [&b"cluster_id = \"x\"\n[[topi"[..], &b"cluster_id = \"\xff\xfe\"\n"[..]] {
+            std::fs::write(&path, damage).expect("write");
+            let Err(e) = Catalog::load(dir.path(), &defaults()) else {
+                panic!("a damaged catalog loaded")
+            };
+            assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        }
     }
 }
