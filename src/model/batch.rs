@@ -24,7 +24,7 @@ use crate::constants::{BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES};
 use crate::model::records::{build_batch, RecordIn};
 use crate::model::{LeaderEpoch, Offset, ProducerEpoch, ProducerId};
 
-const MAGIC_V2: i8 = 2;
+pub const MAGIC_V2: i8 = 2;
 const CRC_START: usize = 21;
 const ATTRIBUTE_TIMESTAMP_TYPE: i16 = 1 << 3;
 pub const ATTRIBUTE_TRANSACTIONAL: i16 = 1 << 4;

@@ -75,7 +75,7 @@ pub fn first_at_or_after(
     let records = &batch[BATCH_HEADER_BYTES..end];
     let budget = Budget::new(decompressed_max);
     let scanned = match attributes & 0x07 {
-        0 => scan(records.take(decompressed_max), &header, timestamp, &budget),
+        0 => scan(records, &header, timestamp, &budget),
         1 => scan(flate2::read::GzDecoder::new(records), &header, timestamp, &budget),
         2 => scan(Snappy::new(records, &budget), &header, timestamp, &budget),
         3 => {

@@ -1056,7 +1056,7 @@ async fn locate(
         let mut at = 0usize;
         while at + crate::constants::BATCH_HEADER_BYTES <= bytes.len() {
             let parsed = BatchHeader::parse(&bytes[at..]);
-            let Some(header) = parsed.ok().filter(|h| h.magic() == 2) else {
+            let Some(header) = parsed.ok().filter(|h| h.magic() == batch::MAGIC_V2) else {
                 let path = file.path().map(|p| p.to_path_buf()).unwrap_or_default();
                 return Err(Error::Corrupt { path, position: position + at as u64 });
             };
