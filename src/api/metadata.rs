@@ -25,28 +25,17 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let node_id = config.node_id;
     let mut response = MetadataResponse::default();
     let view = ctx.cluster().view();
-    match view.as_ref().filter(|view| !view.brokers.is_empty()) {
-        Some(view) => {
-            response.brokers = view
-                .brokers
-                .iter()
-                .map(|registration| {
-                    let mut broker = MetadataResponseBroker::default();
-                    broker.node_id = registration.node_id.into();
-                    broker.host = str_bytes(&registration.host);
-                    broker.port = i32::from(registration.port);
-                    broker
-                })
-                .collect();
-        }
-        None => {
-            let mut broker = MetadataResponseBroker::default();
-            broker.node_id = node_id.into();
-            broker.host = str_bytes(&config.advertised_host);
-            broker.port = i32::from(config.advertised_port);
-            response.brokers = vec![broker];
-        }
-    }
+    let broker = |node_id: NodeId, host: &str, port: u16| {
+        let mut broker = MetadataResponseBroker::default();
+        broker.node_id = node_id.into();
+        broker.host = str_bytes(host);
+        broker.port = i32::from(port);
+        broker
+    };
+    response.brokers = match view.as_ref().filter(|view| !view.brokers.is_empty()) {
+        Some(view) => view.brokers.iter().map(|b| broker(b.node_id, &b.host, b.port)).collect(),
+        None => vec![broker(node_id, &config.advertised_host, config.advertised_port)],
+    };
     // Clustered: the id committed on the metadata log (none before the first leader's).
     response.cluster_id = match (&view, ctx.cluster().clustered()) {
         (Some(view), true) => view.cluster_id.as_deref().map(str_bytes),
