@@ -32,10 +32,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             answer.low_watermark = -1;
             let node_id = ctx.shard().config.node_id;
             match &meta {
-                Some(m)
-                    if (0..m.partitions).contains(&p.partition_index)
-                        && !m.is_led_by(p.partition_index, node_id) =>
-                {
+                Some(m) if m.led_elsewhere(p.partition_index, node_id) => {
                     answer.error_code = ErrorCode::NotLeaderOrFollower.code();
                 }
                 Some(m) if (0..m.partitions).contains(&p.partition_index) => {

@@ -57,10 +57,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         topics.push((topic.topic.0.to_string(), *topic.topic_id.as_bytes()));
         for partition in &topic.partitions {
             let (tp, error_code) = match &meta {
-                Some(m)
-                    if (0..m.partitions).contains(&partition.partition)
-                        && !m.is_led_by(partition.partition, shard.config.node_id) =>
-                {
+                Some(m) if m.led_elsewhere(partition.partition, shard.config.node_id) => {
                     (None, ErrorCode::NotLeaderOrFollower)
                 }
                 Some(m) if (0..m.partitions).contains(&partition.partition) => (

@@ -35,12 +35,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             p.timestamp = -1;
             let epoch = if ctx.version >= 4 { LeaderEpoch::INITIAL } else { LeaderEpoch::NONE };
             p.leader_epoch = epoch.0;
-            let index = partition.partition_index;
             match &meta {
-                Some(m)
-                    if (0..m.partitions).contains(&index)
-                        && !m.is_led_by(index, shard.config.node_id) =>
-                {
+                Some(m) if m.led_elsewhere(partition.partition_index, shard.config.node_id) => {
                     p.error_code = ErrorCode::NotLeaderOrFollower.code();
                 }
                 Some(m) if (0..m.partitions).contains(&partition.partition_index) => {

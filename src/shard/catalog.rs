@@ -45,6 +45,12 @@ impl TopicMeta {
     pub fn is_led_by(&self, partition: i32, node: NodeId) -> bool {
         self.leaders.is_empty() || self.leader(partition) == Some(node)
     }
+
+    /// Whether `partition` exists and another node than `node` leads it: a request for it
+    /// here is NOT_LEADER_OR_FOLLOWER.
+    pub fn led_elsewhere(&self, partition: i32, node: NodeId) -> bool {
+        (0..self.partitions).contains(&partition) && !self.is_led_by(partition, node)
+    }
 }
 
 #[derive(Debug, Default, Clone)]
