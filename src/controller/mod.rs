@@ -266,15 +266,21 @@ impl Controller {
         })
     }
 
+    /// TOPIC_ALREADY_EXISTS when the catalog has a topic `name`.
+    fn check_name_free(&self, name: &str) -> Result<(), TopicError> {
+        match self.shard.catalog.borrow().get(name) {
+            Some(_) => Err(TopicError {
+                code: ErrorCode::TopicAlreadyExists,
+                message: format!("topic {name} already exists"),
+            }),
+            None => Ok(()),
+        }
+    }
+
     async fn create_topic(&self, create: CreateTopic) -> Result<TopicMeta, TopicError> {
         let meta = self.check_new_topic(&create)?;
         let partitions = meta.partitions;
-        if self.shard.catalog.borrow().get(&create.name).is_some() {
-            return Err(TopicError {
-                code: ErrorCode::TopicAlreadyExists,
-                message: format!("topic {} already exists", create.name),
-            });
-        }
+        self.check_name_free(&create.name)?;
         if create.validate_only {
             return Ok(meta);
         }
@@ -309,31 +315,7 @@ impl Controller {
         validate_only: bool,
     ) -> Result<TopicMeta, TopicError> {
         let mut meta = self.existing_topic(&name)?;
-        if count <= meta.partitions {
-            return Err(TopicError {
-                code: ErrorCode::InvalidPartitions,
-                message: format!(
-                    "topic {name} has {} partitions; the new count must be larger",
-                    meta.partitions
-                ),
-            });
-        }
-        if count > constants::PARTITIONS_PER_TOPIC_MAX {
-            return Err(TopicError {
-                code: ErrorCode::InvalidPartitions,
-                message: format!("at most {} partitions", constants::PARTITIONS_PER_TOPIC_MAX),
-            });
-        }
-        let added = (count - meta.partitions) as usize;
-        if let Some(given) = assignments.filter(|given| *given != added) {
-            return Err(TopicError {
-                code: ErrorCode::InvalidReplicaAssignment,
-                message: format!(
-                    "increasing the number of partitions by {added} but {given} assignments \
-                     provided"
-                ),
-            });
-        }
+        partitions_added(&name, meta.partitions, count, assignments)?;
         meta.partitions = count;
         if validate_only {
             return Ok(meta);
@@ -453,4 +435,38 @@ impl Controller {
             },
         )
     }
+}
+
+/// How many partitions a CreatePartitions adds to `name`'s `current`, or Kafka's error: the
+/// count must grow and stay within `PARTITIONS_PER_TOPIC_MAX`, and explicit assignments (how
+/// many were given) must cover exactly the new partitions. On a single node and clustered
+/// alike.
+fn partitions_added(
+    name: &str,
+    current: i32,
+    count: i32,
+    assignments: Option<usize>,
+) -> Result<usize, TopicError> {
+    if count <= current {
+        return Err(TopicError {
+            code: ErrorCode::InvalidPartitions,
+            message: format!("topic {name} has {current} partitions; the new count must be larger"),
+        });
+    }
+    if count > constants::PARTITIONS_PER_TOPIC_MAX {
+        return Err(TopicError {
+            code: ErrorCode::InvalidPartitions,
+            message: format!("at most {} partitions", constants::PARTITIONS_PER_TOPIC_MAX),
+        });
+    }
+    let added = (count - current) as usize;
+    if let Some(given) = assignments.filter(|given| *given != added) {
+        return Err(TopicError {
+            code: ErrorCode::InvalidReplicaAssignment,
+            message: format!(
+                "increasing the number of partitions by {added} but {given} assignments provided"
+            ),
+        });
+    }
+    Ok(added)
 }

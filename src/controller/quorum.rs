@@ -40,13 +40,12 @@ use futures::channel::oneshot;
 use futures::future::Either;
 use glommio::channels::local_channel::LocalReceiver;
 
-use super::{Controller, ControllerRequest, CreateTopic, TopicError};
+use super::{partitions_added, Controller, ControllerRequest, CreateTopic, TopicError};
 use crate::cluster::state::place;
 use crate::cluster::TopicSummary;
 use crate::cluster::{Committed, MetadataRecord, RequestId, TopicOutcome, TopicState};
 use crate::constants::{
     CLUSTER_PROPOSAL_POLL_MS, CLUSTER_PROPOSAL_RETRY_MS, CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT,
-    PARTITIONS_PER_TOPIC_MAX,
 };
 use crate::model::{ErrorCode, NodeId};
 use crate::partition::{PartitionRequest, PartitionResponse};
@@ -90,28 +89,10 @@ impl Controller {
                 let deadline = deadline(timeout_ms);
                 let mut meta = self.existing_topic(&name)?;
                 let current = meta.partitions;
-                if count <= current || count > PARTITIONS_PER_TOPIC_MAX {
-                    return Err(TopicError {
-                        code: ErrorCode::InvalidPartitions,
-                        message: format!(
-                            "topic {name} has {current} partitions; the new count must be \
-                             larger and at most {PARTITIONS_PER_TOPIC_MAX}"
-                        ),
-                    });
-                }
-                let added = (count - current) as usize;
+                let added =
+                    partitions_added(&name, current, count, assignments.as_ref().map(Vec::len))?;
                 let brokers = self.registered_brokers(deadline).await?;
                 let leaders = match assignments {
-                    Some(given) if given.len() != added => {
-                        return Err(TopicError {
-                            code: ErrorCode::InvalidReplicaAssignment,
-                            message: format!(
-                                "increasing the number of partitions by {added} but {} \
-                                 assignments provided",
-                                given.len()
-                            ),
-                        })
-                    }
                     Some(given) => check_assigned(given, &brokers)?,
                     None => place(&name, &brokers, current as usize, added),
                 };
@@ -156,12 +137,7 @@ impl Controller {
         };
         meta.leaders = leaders.clone().into();
         if create.validate_only {
-            if self.shard.catalog.borrow().get(&create.name).is_some() {
-                return Err(TopicError {
-                    code: ErrorCode::TopicAlreadyExists,
-                    message: format!("topic {} already exists", create.name),
-                });
-            }
+            self.check_name_free(&create.name)?;
             return Ok(meta);
         }
         self.check_space()?;
