@@ -101,6 +101,7 @@ pub async fn accept_loop(
                 let (wait_ms, line) = retries.failed(started.elapsed().as_millis() as u64);
                 if let Some(held) = line {
                     tracing::warn!(
+                        shard = services.shard.id.0,
                         failed_since_last_line = held + 1,
                         retry_in_ms = wait_ms,
                         "cannot accept connections: {e}"
@@ -112,7 +113,7 @@ pub async fn accept_loop(
         }
         let failures = retries.succeeded();
         if failures > 0 {
-            tracing::info!(failures, "accepting connections again");
+            tracing::info!(shard = services.shard.id.0, failures, "accepting connections again");
         }
     }
 }

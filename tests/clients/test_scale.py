@@ -7,7 +7,9 @@ The broker runs with a low RLIMIT_NOFILE set for its process and without CAP_SYS
 an unprivileged user would), so it cannot raise the limit itself.
 """
 
+import collections
 import ctypes
+import re
 import resource
 import socket
 import time
@@ -196,7 +198,14 @@ def test_accept_backs_off_when_descriptors_run_out(spate_factory):
         time.sleep(4)
         log = broker.log_text()
         lines = [line for line in log.splitlines() if "cannot accept connections" in line]
-        assert 1 <= len(lines) <= 8, f"{len(lines)} lines in 4 s:\n" + "\n".join(lines[:10])
+        assert lines, "no accept failure logged"
+        # Each shard accepts on its own listener and logs its own failures: per shard, the
+        # first failure, one more after an accept succeeded in between (the count restarts),
+        # then one a second. A flood would be hundreds a second.
+        plain = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in lines]
+        per_shard = collections.Counter(re.search(r" shard=(\d+)", line).group(1)
+                                        for line in plain)
+        assert max(per_shard.values()) <= 7, f"{per_shard} in 4 s:\n" + "\n".join(lines[:10])
         assert "failed_since_last_line" in lines[-1]
         assert broker.alive()
     finally:
