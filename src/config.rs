@@ -452,8 +452,18 @@ fn check_internal_segment_bytes(flag: &str, bytes: u64) -> Result<(), String> {
 fn read_file(path: &Path) -> Result<FileConfig, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config file {}: {e}; check the path.", path.display()))?;
-    toml::from_str(&text)
+    parse_file(&text)
         .map_err(|e| format!("config file {} is invalid: {e}", path.display()).replace('\n', " "))
+}
+
+/// Parses the text of a config file (pure; the values are checked by `Config::from_args`).
+/// Public for the fuzz target.
+pub fn check_file_text(text: &str) -> Result<(), String> {
+    parse_file(text).map(drop)
+}
+
+fn parse_file(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e: toml::de::Error| e.to_string())
 }
 
 fn resolve(text: &str) -> std::io::Result<SocketAddr> {
