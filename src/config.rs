@@ -64,6 +64,10 @@ pub struct Args {
     /// Largest request frame, in bytes; bigger frames close the connection [default: 100 MiB].
     #[arg(long, value_name = "BYTES")]
     pub frame_max_bytes: Option<u32>,
+    /// Close a connection that sent no whole request for this long (Kafka's
+    /// connections.max.idle.ms; a frame trickled in slowly does not count) [default: 10 min].
+    #[arg(long, value_name = "MS")]
+    pub connections_max_idle_ms: Option<u64>,
     /// Default segment size before a roll (topic config segment.bytes) [default: 1 GiB].
     #[arg(long, value_name = "BYTES")]
     pub segment_bytes: Option<u64>,
@@ -140,6 +144,7 @@ struct FileConfig {
     default_partitions: Option<i32>,
     message_max_bytes: Option<u32>,
     frame_max_bytes: Option<u32>,
+    connections_max_idle_ms: Option<u64>,
     segment_bytes: Option<u64>,
     segment_ms: Option<i64>,
     retention_ms: Option<i64>,
@@ -180,6 +185,8 @@ pub struct Config {
     pub auto_create_topics: bool,
     pub default_partitions: i32,
     pub frame_max_bytes: u32,
+    /// A connection with no whole request for this long is closed (`net`).
+    pub connections_max_idle_ms: u64,
     /// Per shard: see `storage::cache`.
     pub batch_cache_bytes: u64,
     /// The free-space reserve (None: the default share of the file system); see
@@ -253,6 +260,17 @@ impl Config {
                  --frame-max-bytes ({frame_max_bytes})."
             ));
         }
+        let connections_max_idle_ms = args
+            .connections_max_idle_ms
+            .or(file.connections_max_idle_ms)
+            .unwrap_or(constants::CONNECTIONS_MAX_IDLE_MS_DEFAULT);
+        if connections_max_idle_ms < constants::CONNECTIONS_MAX_IDLE_MS_MIN {
+            return Err(format!(
+                "--connections-max-idle-ms {connections_max_idle_ms} is too short; use at least \
+                 {} (Kafka's default is 600000).",
+                constants::CONNECTIONS_MAX_IDLE_MS_MIN
+            ));
+        }
         let topic_defaults = TopicConfig {
             segment_bytes: args
                 .segment_bytes
@@ -322,6 +340,7 @@ impl Config {
             auto_create_topics: args.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
             default_partitions,
             frame_max_bytes,
+            connections_max_idle_ms,
             batch_cache_bytes: args
                 .batch_cache_bytes
                 .or(file.batch_cache_bytes)

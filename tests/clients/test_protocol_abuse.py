@@ -19,7 +19,8 @@ from client_helpers import (Msg, assert_healthy, ck_consume, ck_produce, rss_byt
                             unique_topic)
 from conftest import TARGET
 from kafka_wire import (API_VERSIONS, PRODUCE, UNSUPPORTED_VERSION, api_versions_request,
-                        closed_by_peer, connect, frame, list_offsets_v1, list_offsets_v1_result,
+                        closed_by_peer, connect, fetch_v4, frame, list_offsets_v1,
+                        list_offsets_v1_result,
                         metadata_request_v1, parse_api_versions_v0, parse_api_versions_v3,
                         produce_v3, produce_v3_result, read_response, record_batch,
                         request_header, varint)
@@ -188,6 +189,66 @@ def test_stalled_partial_frames_do_not_block_others(broker):
                 assert read_response(sock)[0] == 99
     finally:
         for sock in stalled:
+            sock.close()
+
+
+@pytest.mark.skipif(TARGET != "spate", reason="Spate's memory bound for trickled frames")
+def test_frames_announced_large_and_trickled_hold_memory_for_what_arrived(spate_factory):
+    """A thousand connections that each announce a 50 MiB frame and send 100 bytes of it hold
+    memory for the bytes that came, not for the size announced (the buffer grew by 1 MiB at
+    once before: 1 GiB for these), and other clients are served meanwhile."""
+    broker = spate_factory("--cores", "1")
+    before = rss_bytes(broker.pid)
+    stalled = []
+    try:
+        for i in range(1000):
+            sock = connect(broker.port)
+            sock.sendall(struct.pack(">i", 50 << 20) + request_header(API_VERSIONS, 0, i)
+                         + b"x" * 80)
+            stalled.append(sock)
+        assert_healthy(broker.bootstrap, timeout=20)
+        grown = rss_bytes(broker.pid) - before
+        assert grown < 200 << 20, f"RSS grew {grown >> 20} MiB for 1,000 trickled frames"
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+@pytest.mark.skipif(TARGET != "spate", reason="--connections-max-idle-ms is Spate's option")
+def test_idle_and_trickling_connections_are_closed_busy_ones_kept(spate_factory):
+    """With --connections-max-idle-ms 1000: a connection that sends nothing and one that
+    trickles a frame a byte at a time are closed within a few sweeps; one that sends a request
+    every 300 ms, and one waiting 2.5 s on a long-poll fetch, stay open and are answered."""
+    broker = spate_factory("--connections-max-idle-ms", "1000", "--default-partitions", "1")
+    topic = unique_topic("idle")
+    ck_produce(broker.bootstrap, topic, [Msg(b"k", b"v")])
+    idle = connect(broker.port)
+    trickling = connect(broker.port)
+    busy = connect(broker.port)
+    polling = connect(broker.port)
+    try:
+        partial = struct.pack(">i", 1000) + request_header(API_VERSIONS, 0, 1)
+        # Past the end of the log: the fetch parks for its whole max wait.
+        polling.sendall(fetch_v4(topic.encode(), 0, 1, 77, max_wait_ms=2500))
+        started = time.monotonic()
+        sent = 0
+        while time.monotonic() - started < 3.5:
+            if sent < len(partial):
+                try:
+                    trickling.sendall(partial[sent:sent + 1])
+                    sent += 1
+                except OSError:  # closed by the broker already
+                    sent = len(partial)
+            busy.sendall(api_versions_request(0, 5))
+            assert read_response(busy)[0] == 5
+            time.sleep(0.3)
+        assert read_response(polling)[0] == 77, "the long poll was answered"
+        assert closed_by_peer(idle, timeout=0.5), "an idle connection stayed open"
+        assert closed_by_peer(trickling, timeout=0.5), "a trickling connection stayed open"
+        busy.sendall(api_versions_request(0, 6))
+        assert read_response(busy)[0] == 6
+    finally:
+        for sock in (idle, trickling, busy, polling):
             sock.close()
 
 
