@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh machine: installs what the tests need, checks formatting
 # and clippy's lints (warnings are errors), builds, and runs unit tests, Rust integration
 # tests, the real-client tests (kcat, confluent-kafka, kafka-python), the spate-bench tests,
-# the tuning playbook tests and librdkafka's smoke set.
+# the tuning playbook tests, a short fuzzing run (scripts/fuzz.sh) and librdkafka's smoke set.
 #
 #   scripts/test.sh            everything (CI runs this through .ci/run)
 #   SPATE_SKIP_LIBRDKAFKA=1    skip librdkafka's own suite (it needs a ~3 min build once)
@@ -51,6 +51,7 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 run "cargo fmt" cargo fmt --all --check
+run "cargo fmt (fuzz)" cargo fmt --manifest-path fuzz/Cargo.toml --check
 run "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 
 step "build (release)"
@@ -70,6 +71,9 @@ run "tests/bench" env SPATE_BENCH_BIN="$ROOT/target/release/spate-bench" \
 
 step "tuning playbook (tests/tuning)"
 run "tests/tuning" python3 -m pytest -q tests/tuning
+
+step "fuzzing, short form (scripts/fuzz.sh; the long form is in README.md)"
+run "fuzzing" scripts/fuzz.sh "${SPATE_FUZZ_SECONDS:-5}"
 
 if [[ "${SPATE_SKIP_LIBRDKAFKA:-0}" != 1 ]]; then
   step "librdkafka's own test suite, allowlist (scripts/librdkafka-suite.sh)"

@@ -73,6 +73,10 @@ pub struct Args {
     /// Largest request frame, in bytes; bigger frames close the connection [default: 100 MiB].
     #[arg(long, value_name = "BYTES")]
     pub frame_max_bytes: Option<u32>,
+    /// Close a connection that sent no whole request for this long (Kafka's
+    /// connections.max.idle.ms; a frame trickled in slowly does not count) [default: 10 min].
+    #[arg(long, value_name = "MS")]
+    pub connections_max_idle_ms: Option<u64>,
     /// Default segment size before a roll (topic config segment.bytes) [default: 1 GiB].
     #[arg(long, value_name = "BYTES")]
     pub segment_bytes: Option<u64>,
@@ -151,6 +155,7 @@ struct FileConfig {
     default_partitions: Option<i32>,
     message_max_bytes: Option<u32>,
     frame_max_bytes: Option<u32>,
+    connections_max_idle_ms: Option<u64>,
     segment_bytes: Option<u64>,
     segment_ms: Option<i64>,
     retention_ms: Option<i64>,
@@ -193,6 +198,8 @@ pub struct Config {
     pub auto_create_topics: bool,
     pub default_partitions: i32,
     pub frame_max_bytes: u32,
+    /// A connection with no whole request for this long is closed (`net`).
+    pub connections_max_idle_ms: u64,
     /// Per shard: see `storage::cache`.
     pub batch_cache_bytes: u64,
     /// The free-space reserve (None: the default share of the file system); see
@@ -264,6 +271,17 @@ impl Config {
             return Err(format!(
                 "--message-max-bytes {message_max_bytes} must be at least 1024 and below \
                  --frame-max-bytes ({frame_max_bytes})."
+            ));
+        }
+        let connections_max_idle_ms = args
+            .connections_max_idle_ms
+            .or(file.connections_max_idle_ms)
+            .unwrap_or(constants::CONNECTIONS_MAX_IDLE_MS_DEFAULT);
+        if connections_max_idle_ms < constants::CONNECTIONS_MAX_IDLE_MS_MIN {
+            return Err(format!(
+                "--connections-max-idle-ms {connections_max_idle_ms} is too short; use at least \
+                 {} (Kafka's default is 600000).",
+                constants::CONNECTIONS_MAX_IDLE_MS_MIN
             ));
         }
         let topic_defaults = TopicConfig {
@@ -340,6 +358,7 @@ impl Config {
             auto_create_topics: args.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
             default_partitions,
             frame_max_bytes,
+            connections_max_idle_ms,
             batch_cache_bytes: args
                 .batch_cache_bytes
                 .or(file.batch_cache_bytes)
@@ -495,8 +514,18 @@ fn check_internal_segment_bytes(flag: &str, bytes: u64) -> Result<(), String> {
 fn read_file(path: &Path) -> Result<FileConfig, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config file {}: {e}; check the path.", path.display()))?;
-    toml::from_str(&text)
+    parse_file(&text)
         .map_err(|e| format!("config file {} is invalid: {e}", path.display()).replace('\n', " "))
+}
+
+/// Parses the text of a config file (pure; the values are checked by `Config::from_args`).
+/// Public for the fuzz target.
+pub fn check_file_text(text: &str) -> Result<(), String> {
+    parse_file(text).map(drop)
+}
+
+fn parse_file(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e: toml::de::Error| e.to_string())
 }
 
 fn resolve(text: &str) -> std::io::Result<SocketAddr> {

@@ -115,6 +115,24 @@ pub const SHARD_REQUEST_BYTES_IN_FLIGHT_MAX: usize = 256 * 1024 * 1024;
 /// Receive buffer of a connection's reader: many small requests come in with one recv.
 pub const CONNECTION_READ_BUFFER_BYTES: usize = 64 * 1024;
 
+/// Kafka's connections.max.idle.ms: a connection that sent no whole request for this long is
+/// closed (`--connections-max-idle-ms`). A client reconnects when it needs to.
+pub const CONNECTIONS_MAX_IDLE_MS_DEFAULT: u64 = 600_000;
+
+/// The shortest idle limit accepted: the sweep that enforces it runs every
+/// `CONNECTIONS_IDLE_SWEEP_MS` at most.
+pub const CONNECTIONS_MAX_IDLE_MS_MIN: u64 = 100;
+
+/// The longest interval between two sweeps for idle connections; a shorter idle limit sweeps
+/// four times per limit.
+pub const CONNECTIONS_IDLE_SWEEP_MS: u64 = 1_000;
+
+/// The first step a frame's buffer grows by while its body is read; each later step is what
+/// arrived so far (at most `FRAME_READ_STEP_BYTES_MAX`), so that a frame announced large and
+/// trickled in holds memory in proportion to the bytes that came, not to its announced size.
+pub const FRAME_READ_STEP_BYTES_MIN: usize = 4 * 1024;
+pub const FRAME_READ_STEP_BYTES_MAX: usize = 1024 * 1024;
+
 /// How long a connection waits for a client to take more of a response before closing it.
 pub const SOCKET_SEND_TIMEOUT_MS: i32 = 30_000;
 

@@ -23,7 +23,7 @@ fn root() -> PathBuf {
 
 fn all_sources() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for dir in ["src", "tests", "benches", "bench/src"] {
+    for dir in ["src", "tests", "benches", "bench/src", "fuzz/fuzz_targets"] {
         rust_files(&root().join(dir), &mut files);
     }
     files

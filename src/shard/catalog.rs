@@ -115,19 +115,28 @@ impl Catalog {
     /// configs no longer validate keep the defaults for those keys, with a warning.
     pub fn load(data_dir: &Path, defaults: &TopicConfig) -> std::io::Result<Catalog> {
         let path = catalog_path(data_dir);
-        let file: CatalogFile = match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Catalog::parse(&text, defaults).map_err(|e| {
                 std::io::Error::other(format!("{} is damaged: {e}", path.display()))
-            })?,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                CatalogFile { cluster_id: new_cluster_id(), topics: Vec::new() }
+                let file = CatalogFile { cluster_id: new_cluster_id(), topics: Vec::new() };
+                Ok(Catalog::from_file(file, defaults))
             }
             // Not UTF-8 (damaged bytes) or unreadable: the message names the file, as above.
             Err(e) => {
                 let message = format!("{} cannot be read: {e}", path.display());
-                return Err(std::io::Error::new(e.kind(), message));
+                Err(std::io::Error::new(e.kind(), message))
             }
-        };
+        }
+    }
+
+    /// The catalog in the text of a catalog file (pure; `load` reads the file).
+    pub fn parse(text: &str, defaults: &TopicConfig) -> Result<Catalog, toml::de::Error> {
+        Ok(Catalog::from_file(toml::from_str(text)?, defaults))
+    }
+
+    fn from_file(file: CatalogFile, defaults: &TopicConfig) -> Catalog {
         let mut catalog = Catalog { cluster_id: file.cluster_id, ..Catalog::default() };
         for record in file.topics {
             let id = parse_id(&record.id).unwrap_or_else(|| *uuid::Uuid::new_v4().as_bytes());
@@ -147,7 +156,7 @@ impl Catalog {
                 leaders: Arc::from([]),
             });
         }
-        Ok(catalog)
+        catalog
     }
 
     /// Serialised form, written by the controller through `write_file`.

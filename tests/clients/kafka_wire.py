@@ -44,9 +44,9 @@ def api_versions_request(version=0, correlation_id=1):
 
 
 def metadata_request_v1(topics=(), correlation_id=2):
-    """Metadata v1: an array of topic names (empty array: no topics; -1: all topics)."""
-    body = struct.pack(">i", len(topics))
-    for topic in topics:
+    """Metadata v1: an array of topic names (empty array: no topics; None: all topics)."""
+    body = struct.pack(">i", -1 if topics is None else len(topics))
+    for topic in topics or ():
         body += struct.pack(">h", len(topic)) + topic
     return frame(request_header(METADATA, 1, correlation_id) + body)
 

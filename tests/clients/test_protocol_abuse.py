@@ -8,6 +8,7 @@ consumes (assert_healthy).
 """
 
 import random
+import resource
 import socket
 import struct
 import threading
@@ -19,7 +20,8 @@ from client_helpers import (Msg, assert_healthy, ck_consume, ck_produce, rss_byt
                             unique_topic)
 from conftest import TARGET
 from kafka_wire import (API_VERSIONS, PRODUCE, UNSUPPORTED_VERSION, api_versions_request,
-                        closed_by_peer, connect, frame, list_offsets_v1, list_offsets_v1_result,
+                        closed_by_peer, connect, fetch_v4, frame, list_offsets_v1,
+                        list_offsets_v1_result,
                         metadata_request_v1, parse_api_versions_v0, parse_api_versions_v3,
                         produce_v3, produce_v3_result, read_response, record_batch,
                         request_header, varint)
@@ -189,6 +191,149 @@ def test_stalled_partial_frames_do_not_block_others(broker):
     finally:
         for sock in stalled:
             sock.close()
+
+
+@pytest.mark.skipif(TARGET != "spate", reason="Spate's memory bound for trickled frames")
+def test_frames_announced_large_and_trickled_hold_memory_for_what_arrived(spate_factory):
+    """A thousand connections that each announce a 50 MiB frame and send 100 bytes of it hold
+    memory for the bytes that came, not for the size announced (the buffer grew by 1 MiB at
+    once before: 1 GiB for these), and other clients are served meanwhile."""
+    broker = spate_factory("--cores", "1")
+    before = rss_bytes(broker.pid)
+    stalled = []
+    try:
+        for i in range(1000):
+            sock = connect(broker.port)
+            sock.sendall(struct.pack(">i", 50 << 20) + request_header(API_VERSIONS, 0, i)
+                         + b"x" * 80)
+            stalled.append(sock)
+        assert_healthy(broker.bootstrap, timeout=20)
+        grown = rss_bytes(broker.pid) - before
+        assert grown < 200 << 20, f"RSS grew {grown >> 20} MiB for 1,000 trickled frames"
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+@pytest.mark.skipif(TARGET != "spate", reason="--connections-max-idle-ms is Spate's option")
+def test_idle_and_trickling_connections_are_closed_busy_ones_kept(spate_factory):
+    """With --connections-max-idle-ms 1000: a connection that sends nothing and one that
+    trickles a frame a byte at a time are closed within a few sweeps; one that sends a request
+    every 300 ms, and one waiting 2.5 s on a long-poll fetch, stay open and are answered."""
+    broker = spate_factory("--connections-max-idle-ms", "1000", "--default-partitions", "1")
+    topic = unique_topic("idle")
+    ck_produce(broker.bootstrap, topic, [Msg(b"k", b"v")])
+    idle = connect(broker.port)
+    trickling = connect(broker.port)
+    busy = connect(broker.port)
+    polling = connect(broker.port)
+    try:
+        partial = struct.pack(">i", 1000) + request_header(API_VERSIONS, 0, 1)
+        # Past the end of the log: the fetch parks for its whole max wait.
+        polling.sendall(fetch_v4(topic.encode(), 0, 1, 77, max_wait_ms=2500))
+        started = time.monotonic()
+        sent = 0
+        while time.monotonic() - started < 3.5:
+            if sent < len(partial):
+                try:
+                    trickling.sendall(partial[sent:sent + 1])
+                    sent += 1
+                except OSError:  # closed by the broker already
+                    sent = len(partial)
+            busy.sendall(api_versions_request(0, 5))
+            assert read_response(busy)[0] == 5
+            time.sleep(0.3)
+        assert read_response(polling)[0] == 77, "the long poll was answered"
+        assert closed_by_peer(idle, timeout=0.5), "an idle connection stayed open"
+        assert closed_by_peer(trickling, timeout=0.5), "a trickling connection stayed open"
+        busy.sendall(api_versions_request(0, 6))
+        assert read_response(busy)[0] == 6
+    finally:
+        for sock in (idle, trickling, busy, polling):
+            sock.close()
+
+
+@pytest.mark.skipif(TARGET != "spate", reason="--connections-max-idle-ms is Spate's option")
+def test_thousands_of_idle_connections_cost_little_and_are_closed(spate_factory):
+    """8,000 connections that never send a byte (each takes two of the broker's descriptors,
+    and this machine's hard limit is 20,000) cost little memory, do not keep other clients
+    from being served, and are all closed by the idle sweep."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    count = 8000
+    if hard < count + 1000:
+        pytest.skip(f"needs {count + 1000} descriptors for the test's own sockets, hard {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    broker = spate_factory("--cores", "1", "--connections-max-idle-ms", "4000")
+    before = rss_bytes(broker.pid)
+    held = []
+    try:
+        for _ in range(count):
+            held.append(connect(broker.port))
+        assert_healthy(broker.bootstrap, timeout=20)
+        grown = rss_bytes(broker.pid) - before
+        assert grown < 150 << 20, f"RSS grew {grown >> 20} MiB for {count} idle connections"
+        time.sleep(5)
+        still_open = [sock for sock in held[::100] if not closed_by_peer(sock, timeout=0.3)]
+        assert not still_open, f"{len(still_open)} of {len(held[::100])} sampled still open"
+        assert_healthy(broker.bootstrap, timeout=20)
+    finally:
+        for sock in held:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.skipif(TARGET != "spate", reason="Spate's --auto-create-topics option")
+def test_a_metadata_flood_for_unknown_topics_creates_nothing_and_holds_no_memory(
+        spate_factory):
+    """Eight clients asking as fast as they can for the metadata of random unknown topics
+    (100 names a request, auto-creation off) for 3 s: every request answered, no topic
+    created, memory flat, and other clients served meanwhile."""
+    broker = spate_factory("--auto-create-topics", "false")
+    before = rss_bytes(broker.pid)
+    answered = []
+    errors = []
+
+    def flood(seed):
+        rng = random.Random(seed)
+        done = 0
+        try:
+            with connect(broker.port) as sock:
+                deadline = time.monotonic() + 3
+                while time.monotonic() < deadline:
+                    names = [b"unknown-%d" % rng.randrange(1 << 40) for _ in range(100)]
+                    sock.sendall(metadata_request_v1(names, correlation_id=done))
+                    assert read_response(sock)[0] == done
+                    done += 1
+        except Exception as error:  # reported by the main thread
+            errors.append(error)
+        answered.append(done)
+
+    threads = [threading.Thread(target=flood, args=(seed,)) for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    assert_healthy_with_auto_create_off(broker)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors, errors
+    assert sum(answered) > 100, answered
+    grown = rss_bytes(broker.pid) - before
+    assert grown < 64 << 20, f"RSS grew {grown >> 20} MiB during the flood"
+    with connect(broker.port) as sock:
+        sock.sendall(metadata_request_v1(None, correlation_id=7))
+        _, body = read_response(sock)
+    assert b"unknown-" not in body, "a flood topic was created"
+
+
+def assert_healthy_with_auto_create_off(broker):
+    """assert_healthy on a topic created first (the broker creates none by itself here)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    topic = unique_topic("flood-health")
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=20)
+    payload = b"served during the flood"
+    [(partition, offset)] = ck_produce(broker.bootstrap, topic, [Msg(b"k", payload)])
+    [record] = ck_consume(broker.bootstrap, topic, partition, offset, 1, 20)
+    assert record.value == payload
 
 
 def test_header_cut_short_inside_a_complete_frame(broker):

@@ -1,0 +1,94 @@
+//! A request frame as the broker reads it off a connection (after the 4-byte length): the
+//! prefix, the version check, the header, then the body of every API the broker serves,
+//! decoded with the same codec and version as its handler does (`api::Context::decode`).
+//! Anything may be refused; nothing may panic, hang or allocate beyond the frame's size
+//! many times over (libFuzzer's `-rss_limit_mb` and `-malloc_limit_mb` catch that).
+
+#![no_main]
+
+use bytes::Bytes;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::Decodable;
+use libfuzzer_sys::fuzz_target;
+use spate::model::batch;
+use spate::protocol::versions::{self, SUPPORTED};
+use spate::protocol::RequestPrefix;
+
+fuzz_target!(|data: &[u8]| {
+    let frame = Bytes::copy_from_slice(data);
+    let Some(prefix) = RequestPrefix::parse(&frame) else { return };
+    let Ok(api_key) = ApiKey::try_from(prefix.api_key) else { return };
+    // Both modes: the clustered broker serves a few more APIs.
+    if !versions::serves(prefix.api_key, prefix.api_version, true) {
+        return;
+    }
+    let mut body = frame.clone();
+    let header_version = api_key.request_header_version(prefix.api_version);
+    if RequestHeader::decode(&mut body, header_version).is_err() {
+        return;
+    }
+    let _ = decode_body(api_key, prefix.api_version, body);
+});
+
+fn decode<T: Decodable>(mut body: Bytes, version: i16) -> bool {
+    T::decode(&mut body, version).is_ok()
+}
+
+/// Produce goes on as its handler does: each partition's records split into batches, each
+/// validated (`api::produce`).
+fn produce(mut body: Bytes, version: i16) -> bool {
+    let Ok(request) = ProduceRequest::decode(&mut body, version) else { return false };
+    for topic in &request.topic_data {
+        for partition in &topic.partition_data {
+            if let Some(records) = &partition.records {
+                let _ = batch::split_batches(records, 1 << 20);
+            }
+        }
+    }
+    true
+}
+
+/// The body types of the APIs in `versions::SUPPORTED`. An API served without a decoder here
+/// stops the target at once, so the list cannot fall behind the broker.
+fn decode_body(api_key: ApiKey, version: i16, body: Bytes) -> bool {
+    match api_key {
+        ApiKey::Produce => produce(body, version),
+        ApiKey::Fetch => decode::<FetchRequest>(body, version),
+        ApiKey::ListOffsets => decode::<ListOffsetsRequest>(body, version),
+        ApiKey::Metadata => decode::<MetadataRequest>(body, version),
+        ApiKey::ApiVersions => decode::<ApiVersionsRequest>(body, version),
+        ApiKey::CreateTopics => decode::<CreateTopicsRequest>(body, version),
+        ApiKey::DeleteTopics => decode::<DeleteTopicsRequest>(body, version),
+        ApiKey::DescribeConfigs => decode::<DescribeConfigsRequest>(body, version),
+        ApiKey::CreatePartitions => decode::<CreatePartitionsRequest>(body, version),
+        ApiKey::DeleteRecords => decode::<DeleteRecordsRequest>(body, version),
+        ApiKey::DescribeCluster => decode::<DescribeClusterRequest>(body, version),
+        ApiKey::DescribeQuorum => decode::<DescribeQuorumRequest>(body, version),
+        ApiKey::AlterConfigs => decode::<AlterConfigsRequest>(body, version),
+        ApiKey::IncrementalAlterConfigs => decode::<IncrementalAlterConfigsRequest>(body, version),
+        ApiKey::FindCoordinator => decode::<FindCoordinatorRequest>(body, version),
+        ApiKey::JoinGroup => decode::<JoinGroupRequest>(body, version),
+        ApiKey::SyncGroup => decode::<SyncGroupRequest>(body, version),
+        ApiKey::Heartbeat => decode::<HeartbeatRequest>(body, version),
+        ApiKey::LeaveGroup => decode::<LeaveGroupRequest>(body, version),
+        ApiKey::OffsetCommit => decode::<OffsetCommitRequest>(body, version),
+        ApiKey::OffsetFetch => decode::<OffsetFetchRequest>(body, version),
+        ApiKey::DescribeGroups => decode::<DescribeGroupsRequest>(body, version),
+        ApiKey::ListGroups => decode::<ListGroupsRequest>(body, version),
+        ApiKey::DeleteGroups => decode::<DeleteGroupsRequest>(body, version),
+        ApiKey::OffsetDelete => decode::<OffsetDeleteRequest>(body, version),
+        ApiKey::InitProducerId => decode::<InitProducerIdRequest>(body, version),
+        ApiKey::AddPartitionsToTxn => decode::<AddPartitionsToTxnRequest>(body, version),
+        ApiKey::AddOffsetsToTxn => decode::<AddOffsetsToTxnRequest>(body, version),
+        ApiKey::TxnOffsetCommit => decode::<TxnOffsetCommitRequest>(body, version),
+        ApiKey::EndTxn => decode::<EndTxnRequest>(body, version),
+        ApiKey::DescribeTransactions => decode::<DescribeTransactionsRequest>(body, version),
+        ApiKey::ListTransactions => decode::<ListTransactionsRequest>(body, version),
+        ApiKey::DescribeProducers => decode::<DescribeProducersRequest>(body, version),
+        other => {
+            let served = SUPPORTED.iter().any(|s| s.key == other);
+            assert!(!served, "{other:?} is served but the fuzz target has no decoder for it");
+            false
+        }
+    }
+}
