@@ -294,6 +294,10 @@ pub const BROKER_HEARTBEAT_POLL_MS: u64 = 50;
 /// to fence this node and move its partitions' leadership; then it stops anyway (a node
 /// whose quorum is gone must still stop).
 pub const BROKER_CONTROLLED_SHUTDOWN_WAIT_MS_MAX: u64 = 5000;
+/// A controlled shutdown of the quorum's leader asks it to hand leadership over again after
+/// this long if no other voter has taken it (raft-rs abandons a transfer after an election
+/// timeout).
+pub const BROKER_RESIGN_RETRY_MS: u64 = 500;
 /// The longest a topic request waits for an unfenced broker to place partitions on (the
 /// brokers of a cluster that is forming send their first heartbeats), before it answers
 /// that all brokers are fenced.

@@ -49,7 +49,8 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use raft::prelude::Message;
 
 use crate::constants::{
-    BROKER_CONTROLLED_SHUTDOWN_WAIT_MS_MAX, BROKER_HEARTBEAT_POLL_MS, CLUSTER_COMMITTED_QUEUED_MAX,
+    BROKER_CONTROLLED_SHUTDOWN_WAIT_MS_MAX, BROKER_HEARTBEAT_POLL_MS, BROKER_RESIGN_RETRY_MS,
+    CLUSTER_COMMITTED_QUEUED_MAX,
 };
 use crate::model::quorum::Voter;
 use crate::model::{NodeId, ShardId};
@@ -175,6 +176,10 @@ pub enum Event {
     /// A broker heartbeat: this node's own (sent to the active controller, or taken if this
     /// node is it) or a peer's (taken if this node is the active controller).
     Heartbeat(BrokerHeartbeat),
+    /// This node is shutting down: if it leads the quorum, hand leadership to the most
+    /// caught-up voter (Kafka's controller resigns), rather than leave the others to find
+    /// out by an election timeout.
+    Resign,
 }
 
 /// The cluster service on one shard.
@@ -224,8 +229,9 @@ impl Cluster {
     /// clustered node heartbeats `want_shut_down` and waits until the active controller has
     /// fenced it (no new placements, gone from Metadata) and none of its partitions has it
     /// as leader any more (producers are sent elsewhere, or told there is no leader, rather
-    /// than cut off). Never waits longer than `BROKER_CONTROLLED_SHUTDOWN_WAIT_MS_MAX`: a
-    /// node whose quorum is gone stops anyway. Nothing on a single node or another shard.
+    /// than cut off); then, if it leads the quorum, until another voter does (`Resign`).
+    /// Never waits longer than `BROKER_CONTROLLED_SHUTDOWN_WAIT_MS_MAX`: a node whose quorum
+    /// is gone stops anyway. Nothing on a single node or another shard.
     pub async fn shut_down_controlled(&self) {
         if !self.clustered() || self.shard.id != CONTROLLER {
             return;
@@ -237,13 +243,26 @@ impl Cluster {
         }
         let started = Instant::now();
         let wait_ms_max = BROKER_CONTROLLED_SHUTDOWN_WAIT_MS_MAX;
+        let me = self.shard.config.node_id;
+        let mut resigned_at: Option<Instant> = None;
         loop {
             let fenced = self.own_registration().is_none_or(|own| own.fenced);
             let led = self.partitions_led_here();
             let elapsed_ms = started.elapsed().as_millis() as u64;
-            if fenced && led == 0 {
+            let leads_quorum = self.view().is_some_and(|view| view.leader_id == Some(me));
+            if fenced && led == 0 && !leads_quorum {
                 tracing::info!(elapsed_ms, "controlled shutdown: fenced, leading no partition");
                 return;
+            }
+            // Asked again now and then: a transfer to a voter that was not caught up lapses.
+            let resign_due = resigned_at
+                .is_none_or(|at| at.elapsed() >= Duration::from_millis(BROKER_RESIGN_RETRY_MS));
+            if fenced && led == 0 && leads_quorum && resign_due {
+                resigned_at = Some(Instant::now());
+                let events = self.events.borrow().clone();
+                if let Some(events) = events {
+                    let _ = events.try_send(Event::Resign);
+                }
             }
             if elapsed_ms >= wait_ms_max {
                 tracing::warn!(

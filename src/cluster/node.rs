@@ -285,6 +285,7 @@ impl Driver {
                     }
                 }
                 Event::Heartbeat(heartbeat) => self.heartbeat(heartbeat),
+                Event::Resign => self.resign(),
             }
             self.propose_leader_change();
             self.propose_internal_topics();
@@ -316,6 +317,21 @@ impl Driver {
         if own && leader != raft::INVALID_ID && leader != self.me {
             self.peers.send_heartbeat(leader, &heartbeat);
         }
+    }
+
+    /// Hands Raft leadership to the voter with the most of the log (raft-rs sends it
+    /// MsgTimeoutNow once it has caught up, and it wins the election at once).
+    fn resign(&mut self) {
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader {
+            return;
+        }
+        let others = raft.prs().iter().filter(|(id, _)| **id != self.me);
+        let Some((&target, _)) = others.max_by_key(|(_, progress)| progress.matched) else {
+            return;
+        };
+        tracing::info!(node_id = self.me, to = target, "shutting down: handing over leadership");
+        self.node.transfer_leader(target);
     }
 
     /// This node is the active controller while it leads and has applied its own

@@ -23,7 +23,8 @@ without a leader, new topics placed on the others only, the others' partitions s
 records); restarted, it is listed again and leads its partitions in a higher leader epoch
 with their records intact; kill -9 of the active controller fences nobody alive. SIGTERM is
 a controlled shutdown: the broker leaves Metadata well before the (default) session timeout
-and exits in bounded time, also when its quorum is gone.
+and exits in bounded time, also when its quorum is gone; the Raft leader hands leadership
+over, so the others agree on a new one well within an election timeout.
 """
 
 import re
@@ -896,8 +897,30 @@ def test_sigterm_is_a_controlled_shutdown(spate_factory):
     assert "controlled shutdown: fenced, leading no partition" in plain, plain[-3000:]
     assert describe_cluster(staying[1].broker.port)[1] == sorted(n.node_id for n in staying)
 
-    # Back, then alone (the other two killed): SIGTERM still ends in bounded time.
+    # SIGTERM of the Raft leader: fenced, then it hands leadership over, so the others agree
+    # on a new leader sooner than an election after a silent leader (1-2 s) would.
     leaving.broker.start()
+    leader, epoch, _ = wait_for("all three listed again", lambda: agreed_leader(nodes))
+    resigning = next(node for node in nodes if node.node_id == leader)
+    rest = [node for node in nodes if node is not resigning]
+    rest_ids = [node.node_id for node in rest]
+
+    def handed_over():
+        agreed = agreed_leader(rest, brokers=rest_ids)
+        return agreed if agreed and agreed[0] != leader and agreed[1] > epoch else None
+
+    started = time.monotonic()
+    resigning.broker.proc.send_signal(signal.SIGTERM)
+    wait_for("a new leader after the leader's SIGTERM", handed_over, timeout=10)
+    handover_s = time.monotonic() - started
+    assert resigning.broker.proc.wait(timeout=15) == 0, resigning.broker.log_tail()
+    print(f"SIGTERM of the Raft leader: a new one agreed after {handover_s:.2f} s")
+    assert handover_s < 0.9, handover_s
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", resigning.broker.log_text())
+    assert "handing over leadership" in plain, plain[-3000:]
+
+    # Back, then alone (the other two killed): SIGTERM still ends in bounded time.
+    resigning.broker.start()
     wait_for("all three listed again", lambda: agreed_leader(nodes))
     for node in staying:
         node.broker.kill9(wait_for_port=False)
