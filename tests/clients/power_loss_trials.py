@@ -4,11 +4,13 @@ and sizes by the file's fsync, names by their directory's). Each trial:
 
 1. mounts it, starts the broker on it (`--durability fsync` unless told otherwise);
 2. runs an idempotent acks=all producer on three partitions for a random time, recording every
-   record whose delivery was acknowledged (partition, offset, value);
+   record whose delivery was acknowledged (partition, offset, value), and commits growing
+   offsets for a consumer group, recording each commit the broker acknowledged;
 3. cuts the power: kill -9 of the broker, then the unmount, which undoes everything not made
    durable;
 4. mounts it again, starts the broker, and reads every partition back: every acknowledged
-   record must be at its offset with its value (lost otherwise), and no value twice.
+   record must be at its offset with its value (lost otherwise), and no value twice; the
+   group's committed offsets must be at least the last acknowledged commit.
 
     python3 tests/clients/power_loss_trials.py [--trials N] [--seed S] [--durability fsync]
 
@@ -35,6 +37,7 @@ from client_helpers import CK_COMMON  # noqa: E402
 from conftest import Broker  # noqa: E402
 
 TOPIC = "powerloss"
+GROUP = "powerloss-group"
 PARTITIONS = 3
 FS = Path(__file__).resolve().parent / "powerloss_fs.py"
 MOUNT_TIMEOUT_S = 20
@@ -85,9 +88,14 @@ def value_of(partition, seq):
 
 
 def produce_until_cut(broker, rng, mount):
-    """Produces until a random moment, then cuts the power; returns the acknowledged
-    records as {(partition, offset): value}."""
+    """Produces and commits until a random moment, then cuts the power; returns the
+    acknowledged records as {(partition, offset): value} and the last acknowledged commit
+    of each partition."""
     acked = {}
+    committer = Consumer({**CK_COMMON, "bootstrap.servers": broker.bootstrap,
+                          "group.id": GROUP, "enable.auto.commit": False})
+    commits = {}
+    next_commit = time.monotonic()
 
     def on_delivery(err, msg):
         if err is None:
@@ -107,13 +115,32 @@ def produce_until_cut(broker, rng, mount):
         except BufferError:
             pass
         producer.poll(0.001)
+        if time.monotonic() >= next_commit:
+            next_commit += 0.05
+            offsets = [TopicPartition(TOPIC, p, seq[p]) for p in range(PARTITIONS)]
+            try:
+                for done in committer.commit(offsets=offsets, asynchronous=False):
+                    commits[done.partition] = done.offset
+            except KafkaException:
+                pass  # not acknowledged: nothing is promised
     broker.kill9()
     # Acknowledgements that reached the client before the broker died.
     producer.poll(0.5)
     mount.cut()
     producer.purge()
     producer.flush(0)
-    return acked
+    committer.close()
+    return acked, commits
+
+
+def committed_offsets(broker):
+    consumer = Consumer({**CK_COMMON, "bootstrap.servers": broker.bootstrap,
+                         "group.id": GROUP, "enable.auto.commit": False})
+    try:
+        partitions = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
+        return {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=30)}
+    finally:
+        consumer.close()
 
 
 def read_back(broker):
@@ -154,21 +181,25 @@ def trial(number, rng, workdir, durability, say):
                            "--cores", "1", "--default-partitions", str(PARTITIONS)], number)
     try:
         broker.start()
-        acked = produce_until_cut(broker, rng, mount)
+        acked, commits = produce_until_cut(broker, rng, mount)
         mount.start()
         broker.start()
         found = read_back(broker)
+        committed = committed_offsets(broker)
         broker.stop()
     finally:
         broker.kill9(wait_for_port=False)
         if os.path.ismount(mount.mountpoint):
             subprocess.run(["umount", str(mount.mountpoint)], check=False)
     lost = sum(1 for place, value in acked.items() if found.get(place) != value)
+    # A lost commit is a lost acknowledged record too: the group would read again.
+    lost_commits = sum(1 for p, offset in commits.items() if committed.get(p, -1) < offset)
     values = list(found.values())
     duplicated = len(values) - len(set(values))
     say(f"trial {number}: {durability}, {len(acked)} acknowledged, {lost} lost, "
-        f"{duplicated} duplicated (log {broker.log_path})")
-    return len(acked), lost, duplicated
+        f"{duplicated} duplicated, {len(commits)} partitions' commits acknowledged, "
+        f"{lost_commits} gone back (log {broker.log_path})")
+    return len(acked), lost + lost_commits, duplicated
 
 
 def run(trials, seed, workdir, durability="fsync", say=print):
