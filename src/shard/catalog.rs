@@ -101,9 +101,8 @@ impl Catalog {
     pub fn load(data_dir: &Path, defaults: &TopicConfig) -> std::io::Result<Catalog> {
         let path = catalog_path(data_dir);
         match std::fs::read_to_string(&path) {
-            Ok(text) => Catalog::parse(&text, defaults).map_err(|e| {
-                std::io::Error::other(format!("{} is damaged: {e}", path.display()))
-            }),
+            Ok(text) => Catalog::parse(&text, defaults)
+                .map_err(|e| std::io::Error::other(format!("{} is damaged: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let file = CatalogFile { cluster_id: new_cluster_id(), topics: Vec::new() };
                 Ok(Catalog::from_file(file, defaults))

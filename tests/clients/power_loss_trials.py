@@ -38,6 +38,7 @@ from conftest import Broker  # noqa: E402
 
 TOPIC = "powerloss"
 GROUP = "powerloss-group"
+SEGMENT_BYTES = 64 * 1024
 PARTITIONS = 3
 FS = Path(__file__).resolve().parent / "powerloss_fs.py"
 MOUNT_TIMEOUT_S = 20
@@ -178,7 +179,10 @@ def trial(number, rng, workdir, durability, say):
     mount = Mount(base / "backing", base / "mnt", base / "fs.log")
     mount.start()
     broker = Broker(base, ["--data-dir", str(base / "mnt" / "data"), "--durability", durability,
-                           "--cores", "1", "--default-partitions", str(PARTITIONS)], number)
+                           "--cores", "1", "--default-partitions", str(PARTITIONS),
+                           # The smallest segments: several rolls per partition and trial, so
+                           # that new segment files (and their names) meet the cut too.
+                           "--segment-bytes", str(SEGMENT_BYTES)], number)
     try:
         broker.start()
         acked, commits = produce_until_cut(broker, rng, mount)
