@@ -29,11 +29,15 @@ missing=()
 for tool in kcat shellcheck ethtool ip; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+# libfuse2 for the power-loss trials' FUSE file system (fusepy loads it), fuse3 for /dev/fuse's
+# helpers.
+ldconfig -p | grep -q 'libfuse.so.2 ' || missing+=(libfuse2)
 if ((${#missing[@]} > 0)); then
   packages=()
   for tool in "${missing[@]}"; do
     case "$tool" in
       ip) packages+=(iproute2) ;;
+      libfuse2) packages+=(libfuse2 fuse3) ;;
       *) packages+=("$tool") ;;
     esac
   done

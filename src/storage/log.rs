@@ -200,14 +200,12 @@ impl Log {
             if !is_last && (repairs.torn || repairs.index_rebuilt) {
                 opened.seal().await?;
             }
+            // A sealed segment cut short is followed only if it still ends where the next
+            // one begins (checked above on the next turn): the bytes cut were then padding,
+            // such as zeros a roll's truncation left when a power loss undid it, and the
+            // segments after it hold acknowledged records. One that lost records ends
+            // earlier, and the segments after it are dropped there, as Kafka does.
             segments.push(opened);
-            if torn && !is_last {
-                tracing::warn!(%tp, "dropping segments after a torn one");
-                for later in &bases[i + 1..] {
-                    remove_segment_files(&dir, *later);
-                }
-                break;
-            }
         }
         if segments.is_empty() {
             let created = Segment::create(&dir, Offset::ZERO, config.segment_bytes, now, files);
