@@ -57,6 +57,12 @@ pub const LOG_OPENS_IN_FLIGHT: usize = 64;
 pub const PREALLOCATE_STEP_BYTES: u64 = 16 * 1024 * 1024;
 pub const PREALLOCATE_STEP_BYTES_MIN: u64 = 16 * 1024;
 
+/// Under `--durability fsync`, how far ahead of an active segment's data its idle flusher
+/// keeps the preallocated blocks written with zeros, and the size of one such write
+/// (`storage::log::zero_ahead_due`).
+pub const ZERO_AHEAD_BYTES: u64 = 1024 * 1024;
+pub const ZERO_AHEAD_STEP_BYTES: u64 = 256 * 1024;
+
 /// The default free-space reserve of the data dir's file system (`--min-free-bytes`): the
 /// smaller of this share of the file system and `MIN_FREE_BYTES_CAP_DEFAULT`. Below the
 /// reserve, writes that clients ask for are refused with a retriable error

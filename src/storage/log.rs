@@ -31,7 +31,7 @@ use futures::channel::oneshot;
 
 use crate::constants::{
     BATCH_CACHE_BYTES_PER_LOG, LOCATE_READ_BYTES, NO_SPACE_RETRY_MS_MAX, NO_SPACE_RETRY_MS_MIN,
-    PRODUCER_ID_EXPIRATION_MS,
+    PRODUCER_ID_EXPIRATION_MS, ZERO_AHEAD_BYTES, ZERO_AHEAD_STEP_BYTES,
 };
 use crate::fatal::{fatal, FatalReason};
 use crate::model::batch::{self, BatchHeader};
@@ -47,7 +47,9 @@ use crate::storage::producer_state::{self, AppendCheck, ProducerBatch, ProducerS
 use crate::storage::segment::{self, Segment, SegmentRole};
 use crate::storage::snapshot::{self, Flush};
 use crate::storage::space;
-use crate::storage::{count_fdatasync, count_write, glommio_io_error, io_error, Error};
+use crate::storage::{
+    count_fdatasync, count_write, count_zero_write, glommio_io_error, io_error, Error,
+};
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy)]
@@ -536,6 +538,19 @@ fn check_producers(
 /// Writes queued batches until the queue is empty. Exactly one runs per log at a time.
 async fn flush_loop(log: Rc<RefCell<Log>>) {
     loop {
+        let idle_step = {
+            let l = log.borrow();
+            if l.pending.is_empty() && !l.deleted {
+                zero_ahead_due(&l)
+            } else {
+                None
+            }
+        };
+        if let Some(step) = idle_step {
+            // Still busy: appends meanwhile queue for the next group write.
+            zero_ahead(&log, step).await;
+            continue;
+        }
         let (group, durability, roll_needed) = {
             let mut l = log.borrow_mut();
             if l.pending.is_empty() || l.deleted {
@@ -571,6 +586,67 @@ async fn flush_loop(log: Rc<RefCell<Log>>) {
                 let _ = done.send(());
             }
         }
+    }
+}
+
+/// A step of zeros to write ahead of the active segment's data, when one is due: under
+/// `--durability fsync`, while the flusher is idle and the written lead over the data is
+/// shorter than `ZERO_AHEAD_BYTES`, within what is already preallocated (so no more disk is
+/// taken than without it).
+///
+/// Why: preallocation leaves unwritten extents, and the first write into each block converts
+/// its extent, a journal update that the append's fdatasync must then commit. Measured with
+/// fio on this machine's ext4: fdatasync after a 16 KiB write p50/p99 41/129 us into written
+/// blocks, 110/561 us into fallocated ones. Zeros written (and synced) ahead while idle make
+/// the appends overwrites of written blocks, whose fdatasync carries no metadata.
+fn zero_ahead_due(l: &Log) -> Option<(u64, u64)> {
+    if l.config.durability != Durability::Fsync {
+        return None;
+    }
+    let active = l.segments.last()?;
+    let data_end = active.size.next_multiple_of(active.alignment);
+    let from = active.zeroed.max(data_end);
+    let limit = active.allocated.min(active.size_max) / active.alignment * active.alignment;
+    if from >= limit || from - data_end >= ZERO_AHEAD_BYTES {
+        return None;
+    }
+    Some((from, limit.min(from + ZERO_AHEAD_STEP_BYTES)))
+}
+
+/// Writes zeros over `[from, to)` of the active segment and fdatasyncs them (see
+/// `zero_ahead_due`). Optional work: a full disk gives it up for this segment.
+async fn zero_ahead(log: &Rc<RefCell<Log>>, (from, to): (u64, u64)) {
+    let (opening, base) = {
+        let l = log.borrow();
+        let active = l.segments.last().unwrap_or_else(|| unreachable!());
+        (active.direct(), active.base_offset)
+    };
+    let Ok(file) = opening.await else { return };
+    let mut zeros = file.alloc_dma_buffer((to - from) as usize);
+    zeros.as_bytes_mut().fill(0);
+    let written = match file.write_at(zeros, from).await {
+        Ok(_) => file.fdatasync().await.map(drop),
+        Err(e) => Err(e),
+    };
+    // A full disk gives zeroing up for this segment (`zeroed` past any limit).
+    let reached = match written {
+        Ok(()) => to,
+        Err(e) => {
+            let e = glommio_io_error(e);
+            if !space::is_no_space(&e) {
+                fatal(FatalReason::StorageIo, format!("log write failed: {e}; check the disk"));
+            }
+            u64::MAX
+        }
+    };
+    count_zero_write();
+    let mut l = log.borrow_mut();
+    if l.deleted {
+        return;
+    }
+    let active = l.active();
+    if active.base_offset == base {
+        active.zeroed = active.zeroed.max(reached);
     }
 }
 

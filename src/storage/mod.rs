@@ -89,6 +89,9 @@ pub struct IoTotals {
     /// segment file appears in it, the data dir after a partition directory appears in it
     /// (`sync_new_entry`).
     pub dir_syncs: u64,
+    /// Steps of zeros written (and fdatasynced) ahead of the data under `--durability fsync`
+    /// (`log::zero_ahead_due`); not counted in `writes` nor `fdatasyncs`.
+    pub zero_writes: u64,
 }
 
 // Process-wide, so that one line at shutdown can sum every shard without asking each one.
@@ -97,6 +100,7 @@ pub struct IoTotals {
 static WRITES: AtomicU64 = AtomicU64::new(0);
 static FDATASYNCS: AtomicU64 = AtomicU64::new(0);
 static DIR_SYNCS: AtomicU64 = AtomicU64::new(0);
+static ZERO_WRITES: AtomicU64 = AtomicU64::new(0);
 
 pub(crate) fn count_write() {
     WRITES.fetch_add(1, Ordering::Relaxed);
@@ -106,11 +110,16 @@ pub(crate) fn count_fdatasync() {
     FDATASYNCS.fetch_add(1, Ordering::Relaxed);
 }
 
+pub(crate) fn count_zero_write() {
+    ZERO_WRITES.fetch_add(1, Ordering::Relaxed);
+}
+
 pub fn io_totals() -> IoTotals {
     IoTotals {
         writes: WRITES.load(Ordering::Relaxed),
         fdatasyncs: FDATASYNCS.load(Ordering::Relaxed),
         dir_syncs: DIR_SYNCS.load(Ordering::Relaxed),
+        zero_writes: ZERO_WRITES.load(Ordering::Relaxed),
     }
 }
 
@@ -148,6 +157,7 @@ pub fn log_io_totals() {
         writes = totals.writes,
         fdatasyncs = totals.fdatasyncs,
         dir_syncs = totals.dir_syncs,
+        zero_writes = totals.zero_writes,
         "partition log I/O since start"
     );
 }

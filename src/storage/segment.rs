@@ -109,6 +109,10 @@ pub struct Segment {
     pub alignment: u64,
     /// Bytes of the file that are preallocated (or written); appends past it grow it first.
     pub allocated: u64,
+    /// Bytes of the file known written, with data or with the zeros written ahead of the
+    /// data under `--durability fsync` (`log::zero_ahead`); the rest of `allocated` may be
+    /// unwritten extents.
+    pub zeroed: u64,
     /// The segment's size limit (its topic's segment.bytes when it was created or opened).
     pub size_max: u64,
 }
@@ -144,6 +148,7 @@ impl Segment {
             tail: Vec::new(),
             alignment,
             allocated: 0,
+            zeroed: 0,
             size_max: preallocate_bytes,
         })
     }
@@ -298,6 +303,7 @@ impl Segment {
             tail,
             alignment,
             allocated: if torn { position } else { file_size },
+            zeroed: position.next_multiple_of(alignment),
             size_max: u64::MAX,
         };
         let index_rebuilt = loaded.as_ref() != Some(&segment.index);

@@ -8,6 +8,8 @@ same data directory and checks every record, offset and timestamp through real c
 import json
 import random
 import re
+import shutil
+import subprocess
 import threading
 import time
 
@@ -370,6 +372,45 @@ def test_durability_policy_decides_the_fdatasyncs(spate_factory, durability):
     else:
         # None per write; a clean stop syncs the file system once instead of each log.
         assert fdatasyncs <= records // 10, f"{fdatasyncs} fdatasyncs for {writes} writes"
+    broker.start()
+    assert [r.value for r in ck_consume_all(broker.bootstrap, topic)] == values
+
+
+@pytest.mark.parametrize("durability", ["fsync", "write"])
+def test_fsync_writes_zeros_ahead_of_the_data_while_idle(spate_factory, durability):
+    """Under --durability fsync an idle log's flusher writes (and syncs) zeros over the
+    preallocated blocks ahead of its data, so that the next appends overwrite written blocks
+    and their fdatasync commits no extent conversion. Checked with filefrag: right after the
+    data, the segment's extents are written, not unwritten; and no acknowledged record is
+    touched. Under write nothing of the kind happens."""
+    if TARGET == "kafka":
+        pytest.skip("Spate-only flag and log line")
+    if shutil.which("filefrag") is None:
+        pytest.skip("needs filefrag (e2fsprogs)")
+    broker = spate_factory("--durability", durability, "--log-format", "json")
+    topic = unique_topic("zeros-" + durability)
+    values = [b"z%d" % i + b"." * 1000 for i in range(200)]
+    with connect(broker.port) as sock:
+        for i, value in enumerate(values):
+            sock.sendall(produce_v3(topic.encode(), 0, record_batch([value]), i))
+            assert produce_v3_result(read_response(sock)[1]) == (0, i)
+    time.sleep(1)  # idle: the flusher writes its zeros now
+    segment = broker.partition_dir(topic, 0) / "00000000000000000000.log"
+    extents = subprocess.run(["filefrag", "-v", str(segment)], capture_output=True,
+                             text=True, check=True).stdout
+    rows = [line for line in extents.splitlines() if re.match(r"\s*\d+:", line)]
+    unwritten = [row for row in rows if "unwritten" in row]
+    data_blocks = -(-sum(len(v) + 70 for v in values) // 4096)
+    if durability == "fsync":
+        # The first unwritten extent, if any, starts well past the data's last block.
+        for row in unwritten:
+            first_block = int(row.split(":")[1].split("..")[0])
+            assert first_block >= data_blocks + 64, extents
+    else:
+        assert unwritten, f"expected preallocated (unwritten) extents:\n{extents}"
+    assert broker.stop() == 0
+    zero_writes = io_fields(broker)["zero_writes"]
+    assert (zero_writes > 0) == (durability == "fsync"), zero_writes
     broker.start()
     assert [r.value for r in ck_consume_all(broker.bootstrap, topic)] == values
 
