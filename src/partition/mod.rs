@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::constants::LOG_OPENS_IN_FLIGHT;
+use crate::constants::{LOG_OPENS_IN_FLIGHT, REPEATED_WARNING_INTERVAL_MS};
 use crate::model::{now_ms, ErrorCode, Isolation, Offset, ProducerEpoch, ProducerId};
 use crate::model::{ShardId, TopicPartition};
 use crate::shard::catalog::TopicMeta;
@@ -38,6 +38,7 @@ use crate::storage::files::{FileStats, OpenFiles};
 use crate::storage::log::{self, Log, Marker, ReadChunk, RecoveryReport};
 use crate::storage::txn_index::AbortedTxn;
 use crate::storage::Error as StorageError;
+use crate::throttle::Throttle;
 use retention::RetentionSchedule;
 
 type LogRef = Rc<RefCell<Log>>;
@@ -164,6 +165,10 @@ pub struct Partitions {
     files: Rc<OpenFiles>,
     /// Which logs the next retention pass visits.
     retention: RefCell<RetentionSchedule>,
+    /// Reads that found damaged bytes: logged once a second with a count, since a consumer
+    /// fetches the same damaged place again and again.
+    corrupt_reads: RefCell<Throttle>,
+    started: std::time::Instant,
 }
 
 impl Service for Partitions {
@@ -243,6 +248,8 @@ impl Partitions {
             cache,
             files,
             retention: RefCell::new(RetentionSchedule::default()),
+            corrupt_reads: RefCell::new(Throttle::new(REPEATED_WARNING_INTERVAL_MS)),
+            started: std::time::Instant::now(),
         }
     }
 

@@ -50,7 +50,11 @@ impl Partitions {
                 // Kafka's answer to a log that does not parse where a fetch starts; the client
                 // reports it to the application instead of fetching nothing for ever.
                 Err(e @ StorageError::Corrupt { .. }) => {
-                    tracing::error!(tp = %spec.tp, "read failed: {e}");
+                    let now_ms = self.started.elapsed().as_millis() as u64;
+                    if let Some(held) = self.corrupt_reads.borrow_mut().admit(now_ms) {
+                        let since_last_line = held + 1;
+                        tracing::error!(tp = %spec.tp, since_last_line, "read failed: {e}");
+                    }
                     empty(spec.tp, ErrorCode::CorruptMessage)
                 }
                 Err(e) => {

@@ -502,7 +502,9 @@ def test_damage_before_the_last_index_entry_is_answered_corrupt_message(spate_fa
     segment.write_bytes(bytes(data))
     broker.start()
 
-    consumer = ck_consumer(broker.bootstrap, **{"enable.partition.eof": True})
+    # Fetch again soon after an error, as an impatient client would.
+    consumer = ck_consumer(broker.bootstrap, **{"enable.partition.eof": True,
+                                                "fetch.error.backoff.ms": 10})
     try:
         consumer.assign([TopicPartition(topic, 0, 0)])
         errors, deadline = [], time.monotonic() + 20
@@ -512,6 +514,14 @@ def test_damage_before_the_last_index_entry_is_answered_corrupt_message(spate_fa
                 errors.append(msg.error())
         assert errors, "no error for a fetch of the damaged bytes"
         assert "Invalid message" in str(errors[0]), errors[0]
+        # The consumer keeps fetching the damaged place; the broker's error line is throttled
+        # to about one a second, with a count, not one per fetch.
+        fetches_from = time.monotonic()
+        while time.monotonic() - fetches_from < 3:
+            consumer.poll(0.1)
+            consumer.seek(TopicPartition(topic, 0, 0))
+        lines = [line for line in broker.log_text().splitlines() if "read failed" in line]
+        assert 1 <= len(lines) <= 6, f"{len(lines)} error lines:\n" + "\n".join(lines[:8])
     finally:
         consumer.close()
     # Past the damaged block (1 KiB batches: offset 10 starts after byte 4096), all is served.
