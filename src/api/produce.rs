@@ -130,9 +130,9 @@ fn split(records: Option<Bytes>, size_bytes_max: usize) -> Result<Vec<Bytes>, Er
         // As Kafka's ProduceRequest validation: an old magic in a v3+ request, or a batch that
         // claims more bytes than were sent, is an invalid record; a bad CRC or a length too
         // short for a header is a corrupt message.
-        Err(BatchError::UnsupportedMagic) | Err(BatchError::Truncated) => {
-            Err(ErrorCode::InvalidRecord)
-        }
+        Err(BatchError::UnsupportedMagic)
+        | Err(BatchError::Truncated)
+        | Err(BatchError::RecordsMismatch) => Err(ErrorCode::InvalidRecord),
         Err(BatchError::CorruptCrc) | Err(BatchError::Malformed) => Err(ErrorCode::CorruptMessage),
     }
 }

@@ -1,5 +1,6 @@
 //! The magic v2 record batch header: parse, validate and rewrite in place, without ever
-//! touching the (possibly compressed) records that follow it.
+//! decompressing the records that follow it. Only the records of an uncompressed batch are
+//! walked, on produce, to check that they are as many as its header says (`split_batches`).
 //!
 //! ```text
 //!  offset  size  field                  covered by CRC
@@ -45,6 +46,9 @@ pub enum BatchError {
     CorruptCrc,
     /// Bigger than the topic's max.message.bytes.
     TooLarge,
+    /// An uncompressed batch whose records are not as many as its records count and last
+    /// offset delta say, or do not fill it exactly (Kafka: INVALID_RECORD).
+    RecordsMismatch,
 }
 
 /// A view of one batch header at the start of a byte slice.
@@ -160,7 +164,8 @@ pub fn split_batches(bytes: &[u8], size_bytes_max: usize) -> Result<Vec<usize>, 
         if end > bytes.len() {
             return Err(BatchError::Truncated);
         }
-        validate(&bytes[position..end], size_bytes_max)?;
+        let header = validate(&bytes[position..end], size_bytes_max)?;
+        check_uncompressed_records(&header, &bytes[position..end])?;
         ends.push(end);
         position = end;
     }
@@ -168,6 +173,48 @@ pub fn split_batches(bytes: &[u8], size_bytes_max: usize) -> Result<Vec<usize>, 
         return Err(BatchError::Malformed);
     }
     Ok(ends)
+}
+
+/// Checks that an uncompressed batch holds exactly `records_count` records, one per offset
+/// delta, filling it to its end, by walking the records' length prefixes (not their fields).
+/// A compressed batch passes as it is: the broker never decompresses on produce (Kafka does,
+/// and so also refuses a compressed batch whose count disagrees). O(records).
+fn check_uncompressed_records(header: &BatchHeader<'_>, bytes: &[u8]) -> Result<(), BatchError> {
+    const CODEC_MASK: i16 = 0x07;
+    if header.attributes() & CODEC_MASK != 0 {
+        return Ok(());
+    }
+    let count = header.records_count();
+    if count != header.last_offset_delta().saturating_add(1) {
+        return Err(BatchError::RecordsMismatch);
+    }
+    let mut at = BATCH_HEADER_BYTES;
+    for _ in 0..count {
+        let (length, used) = read_varint(&bytes[at.min(bytes.len())..])?;
+        let length = usize::try_from(length).map_err(|_| BatchError::RecordsMismatch)?;
+        at = at
+            .checked_add(used)
+            .and_then(|at| at.checked_add(length))
+            .filter(|end| *end <= bytes.len())
+            .ok_or(BatchError::RecordsMismatch)?;
+    }
+    if at != bytes.len() {
+        return Err(BatchError::RecordsMismatch);
+    }
+    Ok(())
+}
+
+/// A zigzag varint (at most 5 bytes, an i32) and the bytes it took.
+fn read_varint(bytes: &[u8]) -> Result<(i64, usize), BatchError> {
+    let mut raw: u64 = 0;
+    for (i, byte) in bytes.iter().take(5).enumerate() {
+        raw |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            let value = (raw >> 1) as i64 ^ -((raw & 1) as i64);
+            return Ok((value, i + 1));
+        }
+    }
+    Err(BatchError::RecordsMismatch)
 }
 
 /// Gives a validated batch its place in the log. The CRC does not cover these fields.
@@ -265,6 +312,47 @@ mod tests {
 
     fn make_batch(base: i64, count: i32, size: usize, ts: i64) -> Vec<u8> {
         build_uncompressed(Offset(base), count, size, ts)
+    }
+
+    /// Sets the CRC of a batch changed in its CRC-covered part.
+    fn recrc(batch: &mut [u8]) {
+        let crc = crc32c::crc32c(&batch[CRC_START..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    #[test]
+    fn produce_checks_the_records_of_an_uncompressed_batch_against_its_count() {
+        let good = make_batch(0, 3, 10, 1_000);
+        assert_eq!(split_batches(&good, 1 << 20), Ok(vec![good.len()]));
+        // A count of 5 over three records (the last offset delta agreeing): too few records.
+        let mut more = good.clone();
+        more[57..61].copy_from_slice(&5i32.to_be_bytes());
+        more[23..27].copy_from_slice(&4i32.to_be_bytes());
+        recrc(&mut more);
+        assert_eq!(split_batches(&more, 1 << 20), Err(BatchError::RecordsMismatch));
+        // A count of 2: a record left over at the end.
+        let mut fewer = good.clone();
+        fewer[57..61].copy_from_slice(&2i32.to_be_bytes());
+        fewer[23..27].copy_from_slice(&1i32.to_be_bytes());
+        recrc(&mut fewer);
+        assert_eq!(split_batches(&fewer, 1 << 20), Err(BatchError::RecordsMismatch));
+        // Count and last offset delta that disagree.
+        let mut delta = good.clone();
+        delta[23..27].copy_from_slice(&7i32.to_be_bytes());
+        recrc(&mut delta);
+        assert_eq!(split_batches(&delta, 1 << 20), Err(BatchError::RecordsMismatch));
+        // A record length that runs past the batch, and one that is negative.
+        for length in [0x7e_u8, 0x01] {
+            let mut long = good.clone();
+            long[BATCH_HEADER_BYTES] = length;
+            recrc(&mut long);
+            assert_eq!(split_batches(&long, 1 << 20), Err(BatchError::RecordsMismatch));
+        }
+        // A compressed batch is not looked into: the same wrong count passes.
+        let mut compressed = more.clone();
+        compressed[21..23].copy_from_slice(&4i16.to_be_bytes()); // zstd
+        recrc(&mut compressed);
+        assert_eq!(split_batches(&compressed, 1 << 20), Ok(vec![compressed.len()]));
     }
 
     #[test]
