@@ -23,8 +23,9 @@ use crate::cluster::identity::{self, Identity};
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::constants::{
-    BLOCKING_THREADS_PER_SHARD, MEMLOCK_BYTES_PER_SHARD_MIN, MESH_CHANNEL_CAPACITY,
-    READER_THREADS_PER_SHARD, RETENTION_CHECK_INTERVAL_MS,
+    BLOCKING_THREADS_PER_SHARD, BROKER_CONTROLLED_SHUTDOWN_WAIT_MS_MAX,
+    MEMLOCK_BYTES_PER_SHARD_MIN, MESH_CHANNEL_CAPACITY, READER_THREADS_PER_SHARD,
+    RETENTION_CHECK_INTERVAL_MS,
 };
 use crate::controller::Controller;
 use crate::fatal::{fatal, FatalReason};
@@ -43,6 +44,9 @@ use crate::storage::files::DescriptorBudget;
 use crate::txn::coordinator::{TxnCoordinator, TxnPeers};
 
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+/// Set by shard 0 once its controlled shutdown is over (at once on a single node): the
+/// other shards keep serving until then, since shard 0 may still forward them requests.
+static CONTROLLED_SHUTDOWN_DONE: AtomicBool = AtomicBool::new(false);
 
 /// How long shutdown waits for in-flight requests before sealing the logs anyway.
 const SHUTDOWN_DRAIN_MS: u64 = 5_000;
@@ -377,7 +381,7 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         controller,
         groups: groups.clone(),
         txns: txns.clone(),
-        cluster,
+        cluster: cluster.clone(),
     });
     let acceptor = glommio::spawn_local(net::accept_loop(
         services,
@@ -390,6 +394,18 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
     txns.start();
     while !SHUTDOWN.load(Ordering::Relaxed) {
         glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    // Clustered, a controlled shutdown first, still serving: the controller fences this
+    // node and moves its partitions' leadership (bounded; nothing on a single node).
+    if id.0 == 0 {
+        cluster.shut_down_controlled().await;
+        CONTROLLED_SHUTDOWN_DONE.store(true, Ordering::Release);
+    }
+    let wait_ms_max = BROKER_CONTROLLED_SHUTDOWN_WAIT_MS_MAX + SHUTDOWN_DRAIN_MS;
+    let controlled_deadline = Instant::now() + Duration::from_millis(wait_ms_max);
+    while !CONTROLLED_SHUTDOWN_DONE.load(Ordering::Acquire) && Instant::now() < controlled_deadline
+    {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     in_flight.closing.set(true);
     acceptor.cancel().await;

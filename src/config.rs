@@ -52,6 +52,15 @@ pub struct Args {
     /// first start and refuses others.
     #[arg(long, value_name = "VOTERS")]
     pub controller_quorum_voters: Option<String>,
+    /// Clustered: how often this node heartbeats to the active controller (Kafka's
+    /// broker.heartbeat.interval.ms) [default: 2000].
+    #[arg(long, value_name = "MS")]
+    pub broker_heartbeat_interval_ms: Option<u64>,
+    /// Clustered: how long the active controller waits without a heartbeat before it fences
+    /// a broker (no placements, not listed in Metadata, its partitions without a leader until
+    /// it heartbeats again; Kafka's broker.session.timeout.ms) [default: 9000].
+    #[arg(long, value_name = "MS")]
+    pub broker_session_timeout_ms: Option<u64>,
     /// Create topics on first use by Metadata, Produce or Fetch [default: true].
     #[arg(long, value_name = "BOOL")]
     pub auto_create_topics: Option<bool>,
@@ -140,6 +149,8 @@ struct FileConfig {
     node_id: Option<i32>,
     controller_listen: Option<String>,
     controller_quorum_voters: Option<String>,
+    broker_heartbeat_interval_ms: Option<u64>,
+    broker_session_timeout_ms: Option<u64>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<i32>,
     message_max_bytes: Option<u32>,
@@ -169,6 +180,8 @@ pub struct ClusterConfig {
     pub controller_listen: SocketAddr,
     /// Every voter, this node among them.
     pub voters: QuorumVoters,
+    pub broker_heartbeat_interval_ms: u64,
+    pub broker_session_timeout_ms: u64,
 }
 
 /// The validated configuration every shard gets a copy of.
@@ -311,10 +324,15 @@ impl Config {
                 .or(file.offsets_topic_segment_bytes),
         })?;
         let node_id = args.node_id.or(file.node_id);
+        let liveness = liveness_config(
+            args.broker_heartbeat_interval_ms.or(file.broker_heartbeat_interval_ms),
+            args.broker_session_timeout_ms.or(file.broker_session_timeout_ms),
+        )?;
         let cluster = cluster_config(
             node_id,
             args.controller_listen.or(file.controller_listen),
             args.controller_quorum_voters.or(file.controller_quorum_voters),
+            liveness,
         )?;
         if let Some(cluster) = &cluster {
             if cluster.controller_listen.port() == listen.port() {
@@ -360,6 +378,7 @@ fn cluster_config(
     node_id: Option<i32>,
     listen: Option<String>,
     voters: Option<String>,
+    (broker_heartbeat_interval_ms, broker_session_timeout_ms): (u64, u64),
 ) -> Result<Option<ClusterConfig>, String> {
     let Some(voters) = voters else {
         if let Some(listen) = listen {
@@ -396,7 +415,31 @@ fn cluster_config(
             voter.port
         ));
     }
-    Ok(Some(ClusterConfig { controller_listen, voters }))
+    Ok(Some(ClusterConfig {
+        controller_listen,
+        voters,
+        broker_heartbeat_interval_ms,
+        broker_session_timeout_ms,
+    }))
+}
+
+/// The heartbeat interval and session timeout (read on a single node too, where they are
+/// not used, so that one file serves both): the interval must be shorter than the timeout,
+/// or every broker would be fenced between two heartbeats.
+fn liveness_config(
+    interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+) -> Result<(u64, u64), String> {
+    let interval_ms = interval_ms.unwrap_or(constants::BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT);
+    let timeout_ms = timeout_ms.unwrap_or(constants::BROKER_SESSION_TIMEOUT_MS_DEFAULT);
+    if interval_ms < constants::BROKER_HEARTBEAT_INTERVAL_MS_MIN || interval_ms >= timeout_ms {
+        return Err(format!(
+            "--broker-heartbeat-interval-ms {interval_ms} must be at least {} and below \
+             --broker-session-timeout-ms ({timeout_ms}).",
+            constants::BROKER_HEARTBEAT_INTERVAL_MS_MIN
+        ));
+    }
+    Ok((interval_ms, timeout_ms))
 }
 
 fn ids_text(voters: &QuorumVoters) -> String {
@@ -625,6 +668,41 @@ mod tests {
         std::fs::write(&path, text).expect("write");
         let args = Args { config: Some(path), ..Args::default() };
         assert!(Config::from_args(args).expect("valid").cluster.is_some());
+    }
+
+    #[test]
+    fn liveness_options_default_to_kafkas_and_the_interval_is_below_the_timeout() {
+        let voters = || Some("1@127.0.0.1:9093".to_string());
+        let clustered = |interval, timeout| Args {
+            node_id: Some(1),
+            controller_quorum_voters: voters(),
+            broker_heartbeat_interval_ms: interval,
+            broker_session_timeout_ms: timeout,
+            ..Args::default()
+        };
+        let cluster = Config::from_args(clustered(None, None)).expect("valid").cluster;
+        let cluster = cluster.expect("clustered");
+        assert_eq!(cluster.broker_heartbeat_interval_ms, 2000);
+        assert_eq!(cluster.broker_session_timeout_ms, 9000);
+        let cluster = Config::from_args(clustered(Some(200), Some(1500))).expect("valid").cluster;
+        let cluster = cluster.expect("clustered");
+        assert_eq!(
+            (cluster.broker_heartbeat_interval_ms, cluster.broker_session_timeout_ms),
+            (200, 1500)
+        );
+        for (interval, timeout) in [(Some(9000), None), (Some(500), Some(500)), (Some(1), None)] {
+            let error = Config::from_args(clustered(interval, timeout)).expect_err("invalid");
+            assert!(error.starts_with("--broker-heartbeat-interval-ms"), "{error}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spate.toml");
+        let text = "node-id = 1\ncontroller-quorum-voters = \"1@127.0.0.1:9093\"\n\
+                    broker-heartbeat-interval-ms = 300\nbroker-session-timeout-ms = 2000\n";
+        std::fs::write(&path, text).expect("write");
+        let args = Args { config: Some(path), ..Args::default() };
+        let cluster = Config::from_args(args).expect("valid").cluster.expect("clustered");
+        assert_eq!(cluster.broker_session_timeout_ms, 2000);
+        assert_eq!(cluster.broker_heartbeat_interval_ms, 300);
     }
 
     #[test]

@@ -284,6 +284,30 @@ pub const CLUSTER_INTERNAL_TOPIC_PARTITIONS: usize = 50;
 /// Committed topic changes queued from the Raft driver to the controller; the driver waits
 /// beyond (the controller applies each to every shard).
 pub const CLUSTER_COMMITTED_QUEUED_MAX: usize = 64;
+/// How often a broker heartbeats to the active controller, and how long the controller
+/// waits without one before it fences the broker (Kafka's broker.heartbeat.interval.ms and
+/// broker.session.timeout.ms defaults); `--broker-heartbeat-interval-ms` and
+/// `--broker-session-timeout-ms` change them.
+pub const BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 2000;
+pub const BROKER_SESSION_TIMEOUT_MS_DEFAULT: u64 = 9000;
+/// The smallest heartbeat interval accepted: the controller checks sessions on its 100 ms
+/// tick, and a heartbeat is one frame per node.
+pub const BROKER_HEARTBEAT_INTERVAL_MS_MIN: u64 = 10;
+/// How often the heartbeat task looks for a change (its registration committed, a shutdown
+/// begun), and how often a controlled shutdown looks whether it was fenced.
+pub const BROKER_HEARTBEAT_POLL_MS: u64 = 50;
+/// The longest a controlled shutdown (SIGTERM on a clustered node) waits for the controller
+/// to fence this node and move its partitions' leadership; then it stops anyway (a node
+/// whose quorum is gone must still stop).
+pub const BROKER_CONTROLLED_SHUTDOWN_WAIT_MS_MAX: u64 = 5000;
+/// A controlled shutdown of the quorum's leader asks it to hand leadership over again after
+/// this long if no other voter has taken it (raft-rs abandons a transfer after an election
+/// timeout).
+pub const BROKER_RESIGN_RETRY_MS: u64 = 500;
+/// The longest a topic request waits for an unfenced broker to place partitions on (the
+/// brokers of a cluster that is forming send their first heartbeats), before it answers
+/// that all brokers are fenced.
+pub const CLUSTER_LIVE_BROKER_WAIT_MS_MAX: u64 = 5000;
 
 const _: () = assert!(SEGMENT_SIZE_BYTES_MIN.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES_MAX));
 const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES_MAX));
@@ -306,6 +330,9 @@ const _: () = assert!(RAFT_PEER_RETRY_MS_MIN <= RAFT_PEER_RETRY_MS_MAX);
 const _: () = assert!(CLUSTER_PROPOSAL_RETRY_MS < CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT);
 const _: () = assert!(CLUSTER_PROPOSAL_POLL_MS < CLUSTER_PROPOSAL_RETRY_MS);
 const _: () = assert!(CLUSTER_REQUESTS_REMEMBERED_MAX > 0 && CLUSTER_COMMITTED_QUEUED_MAX > 0);
+const _: () = assert!(BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT < BROKER_SESSION_TIMEOUT_MS_DEFAULT);
+const _: () = assert!(BROKER_HEARTBEAT_INTERVAL_MS_MIN <= BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT);
+const _: () = assert!(BROKER_HEARTBEAT_POLL_MS < CLUSTER_PROPOSAL_RETRY_MS);
 
 /// Most bytes a ListOffsets-by-timestamp lookup decompresses from one batch before it gives
 /// up and answers the batch's first offset (`model::record_scan`): a producer can store a

@@ -1,7 +1,8 @@
 //! DescribeCluster (API 60): on a single node, this broker as the whole cluster and its
-//! controller; in a cluster, the Raft leader as the controller and every broker whose
-//! registration is committed in the metadata log (`cluster::ClusterView`), and the cluster
-//! id committed there.
+//! controller; in a cluster, the Raft leader as the controller and every unfenced broker
+//! whose registration is committed in the metadata log (`cluster::ClusterView`; Kafka lists
+//! fenced brokers only when asked to, v2's include_fenced_brokers), and the cluster id
+//! committed there.
 
 use bytes::Bytes;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -37,7 +38,7 @@ pub fn handle(ctx: &Context, _body: Bytes) -> Outcome {
     response.controller_id = view.as_ref().and_then(|v| v.leader_id).unwrap_or(NodeId::NONE).into();
     response.brokers = view
         .iter()
-        .flat_map(|view| view.brokers.iter())
+        .flat_map(|view| view.live_brokers())
         .map(|b| broker(b.node_id, &b.host, b.port))
         .collect();
     ctx.reply(&response)

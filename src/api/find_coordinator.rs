@@ -85,7 +85,8 @@ fn find(
     let view = ctx.cluster().view();
     let owner = view.as_ref().and_then(|view| {
         let node_id = view.coordinator(topic, key)?;
-        let broker = view.broker(node_id)?;
+        // A fenced owner serves nothing: COORDINATOR_NOT_AVAILABLE, which clients retry.
+        let broker = view.live_broker(node_id)?;
         Some((ErrorCode::None, node_id, broker.host.clone(), i32::from(broker.port)))
     });
     owner.unwrap_or_else(|| none(ErrorCode::CoordinatorNotAvailable))

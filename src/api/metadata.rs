@@ -1,6 +1,8 @@
-//! Metadata: brokers (this node, or clustered every registered broker), topics and their
-//! partitions with their leaders (this node on a single node; clustered, the node the
-//! metadata log placed each partition on, its only replica and in-sync replica).
+//! Metadata: brokers (this node, or clustered every unfenced broker, as Kafka lists only
+//! those), topics and their partitions with their leaders (this node on a single node;
+//! clustered, the leader and leader epoch the metadata log gives each partition, its only
+//! replica and in-sync replica; a partition whose replica is fenced has no leader:
+//! LEADER_NOT_AVAILABLE, leader -1, the replica listed as offline).
 //! Unknown topics are auto-created through the controller when the broker allows it and the
 //! client asks for it (`allow_auto_topic_creation`, v4+; always for older versions).
 
@@ -32,9 +34,17 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         broker.port = i32::from(port);
         broker
     };
-    response.brokers = match view.as_ref().filter(|view| !view.brokers.is_empty()) {
-        Some(view) => view.brokers.iter().map(|b| broker(b.node_id, &b.host, b.port)).collect(),
-        None => vec![broker(node_id, &config.advertised_host, config.advertised_port)],
+    // Clustered, with no unfenced broker in this node's view (just started, or cut off from
+    // the controller), the node asked stands in, as a single node does: a client needs one
+    // broker to ask again.
+    let live: Vec<MetadataResponseBroker> = view
+        .iter()
+        .flat_map(|view| view.live_brokers())
+        .map(|b| broker(b.node_id, &b.host, b.port))
+        .collect();
+    response.brokers = match live.is_empty() {
+        false => live,
+        true => vec![broker(node_id, &config.advertised_host, config.advertised_port)],
     };
     // Clustered: the id committed on the metadata log (none before the first leader's).
     response.cluster_id = match (&view, ctx.cluster().clustered()) {
@@ -47,8 +57,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     // requests and proposes them to the metadata log, so a client's CreateTopics goes to
     // the node it asked. DescribeCluster and DescribeQuorum name the Raft leader.
     response.controller_id = match &view {
-        Some(view) if view.brokers.iter().any(|b| b.node_id == node_id) => node_id.into(),
-        Some(_) => NodeId::NONE.into(),
+        Some(view) if view.live_broker(node_id).is_some() => node_id.into(),
+        Some(view) => view.live_brokers().next().map_or(NodeId::NONE, |b| b.node_id).into(),
         None if ctx.cluster().clustered() => NodeId::NONE.into(),
         None => node_id.into(),
     };
@@ -57,7 +67,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     match request.topics {
         None => {
             let metas: Vec<TopicMeta> = shard.catalog.borrow().topics.values().cloned().collect();
-            response.topics = metas.iter().map(|m| topic_entry(m, node_id)).collect();
+            let live = live_check(ctx);
+            response.topics = metas.iter().map(|m| topic_entry(m, node_id, &live)).collect();
         }
         Some(topics) => {
             for requested in topics {
@@ -93,7 +104,7 @@ async fn resolve(
 ) -> MetadataResponseTopic {
     let existing = ctx.shard().catalog.borrow().get(name).cloned();
     if let Some(meta) = existing {
-        return topic_entry(&meta, node_id);
+        return topic_entry(&meta, node_id, &live_check(ctx));
     }
     let mut entry = MetadataResponseTopic::default();
     entry.name = Some(TopicName(str_bytes(name)));
@@ -106,7 +117,7 @@ async fn resolve(
         return entry;
     }
     match ctx.controller().ensure_topic(name).await {
-        Ok(Some(meta)) => topic_entry(&meta, node_id),
+        Ok(Some(meta)) => topic_entry(&meta, node_id, &live_check(ctx)),
         Ok(None) => {
             entry.error_code = ErrorCode::LeaderNotAvailable.code();
             entry
@@ -118,19 +129,48 @@ async fn resolve(
     }
 }
 
-fn topic_entry(meta: &TopicMeta, node_id: NodeId) -> MetadataResponseTopic {
+/// Whether a node is an unfenced broker in this node's view (every node on a single node).
+fn live_check(ctx: &Context) -> impl Fn(NodeId) -> bool {
+    let view = ctx.cluster().view();
+    move |node_id| view.as_ref().is_none_or(|view| view.live_broker(node_id).is_some())
+}
+
+fn topic_entry(
+    meta: &TopicMeta,
+    node_id: NodeId,
+    live: &impl Fn(NodeId) -> bool,
+) -> MetadataResponseTopic {
     let mut entry = MetadataResponseTopic::default();
     entry.name = Some(TopicName(str_bytes(&meta.name)));
     entry.topic_id = uuid::Uuid::from_bytes(meta.id);
     entry.partitions = (0..meta.partitions)
         .map(|index| {
-            let leader = meta.leader(index).unwrap_or(node_id);
             let mut p = MetadataResponsePartition::default();
             p.partition_index = index;
+            let Some(placement) = meta.placement(index) else {
+                // A single node leads every partition, in the first epoch.
+                p.leader_id = node_id.into();
+                p.leader_epoch = LeaderEpoch::INITIAL.0;
+                p.replica_nodes = vec![node_id.into()];
+                p.isr_nodes = vec![node_id.into()];
+                return p;
+            };
+            // A leader the view no longer counts on (its fencing applied, the partition's
+            // change not yet) is reported as none too, as Kafka's offline leader is.
+            let leader = match placement.leader {
+                leader if leader != NodeId::NONE && live(leader) => leader,
+                _ => NodeId::NONE,
+            };
+            if leader == NodeId::NONE {
+                p.error_code = ErrorCode::LeaderNotAvailable.code();
+            }
             p.leader_id = leader.into();
-            p.leader_epoch = LeaderEpoch::INITIAL.0;
-            p.replica_nodes = vec![leader.into()];
-            p.isr_nodes = vec![leader.into()];
+            p.leader_epoch = placement.leader_epoch.0;
+            p.replica_nodes = vec![placement.replica.into()];
+            p.isr_nodes = vec![placement.replica.into()];
+            if !live(placement.replica) {
+                p.offline_replicas = vec![placement.replica.into()];
+            }
             p
         })
         .collect();

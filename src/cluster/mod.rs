@@ -14,13 +14,17 @@
 //! ```
 //!
 //! What exists: leader election, the durable log (`journal`), the records (`records`:
-//! leader changes, broker registrations, the cluster id, topic creation, deletion, growth
-//! and config changes, the internal topics' placements that say which node coordinates a
-//! group or transactional id) applied in order (`state`), the view every shard answers
-//! clients from, and the hand-off of committed topic changes to the controller (`Committed`, which
-//! applies them to the catalog and the partition logs on every shard). Proposals come from
-//! the controller on any node (`propose`); raft-rs forwards a follower's to the leader.
-//! Not yet: snapshots, fencing and heartbeats, replication, broker-only nodes. Without
+//! leader changes, broker registrations with their epochs, fencing and unfencing, partition
+//! leader changes, the cluster id, topic creation, deletion, growth and config changes, the
+//! internal topics' placements that say which node coordinates a group or transactional
+//! id) applied in order (`state`), broker heartbeats to the active controller, which fences
+//! a broker it has not heard from for the session timeout and unfences it when it is heard
+//! again (`liveness`), a controlled shutdown on SIGTERM (`shut_down_controlled`), the view
+//! every shard answers clients from, and the hand-off of committed topic changes to the
+//! controller (`Committed`, which applies them to the catalog and the partition logs on
+//! every shard). Proposals come from the controller on any node (`propose`); raft-rs
+//! forwards a follower's to the leader. Not yet: snapshots, replication, broker-only nodes.
+//! Without
 //! `--controller-quorum-voters` the service exists on every shard but starts nothing and its
 //! view is None: the broker is the single node it always was.
 //!
@@ -30,6 +34,7 @@
 pub mod frame;
 pub mod identity;
 pub mod journal;
+pub mod liveness;
 pub mod node;
 pub mod records;
 pub mod state;
@@ -38,17 +43,24 @@ pub mod transport;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use raft::prelude::Message;
 
-use crate::constants::CLUSTER_COMMITTED_QUEUED_MAX;
+use crate::constants::{
+    BROKER_CONTROLLED_SHUTDOWN_WAIT_MS_MAX, BROKER_HEARTBEAT_POLL_MS, BROKER_RESIGN_RETRY_MS,
+    CLUSTER_COMMITTED_QUEUED_MAX,
+};
 use crate::model::quorum::Voter;
 use crate::model::{NodeId, ShardId};
 use crate::shard::mesh::{Mesh, Served, Service};
 use crate::shard::{Shard, CONTROLLER};
+pub use liveness::BrokerHeartbeat;
 pub use records::{MetadataRecord, RequestId};
-pub use state::{BrokerRegistration, Refusal, TopicOutcome, TopicState, TopicSummary};
+pub use state::{
+    BrokerRegistration, PartitionState, Refusal, TopicOutcome, TopicState, TopicSummary,
+};
 
 #[cfg(test)]
 mod tests {
@@ -76,7 +88,7 @@ pub struct ClusterView {
     pub term: u64,
     /// This node's commit index (Kafka's high watermark of the metadata log).
     pub commit_index: u64,
-    /// The committed broker registrations, by node id.
+    /// The committed broker registrations, by node id, fenced ones included.
     pub brokers: Vec<BrokerRegistration>,
     /// Every voter's log end as far as this node knows (the leader knows them all).
     pub voters: Vec<VoterState>,
@@ -98,9 +110,20 @@ impl ClusterView {
         leaders.get(coordinator_partition(key, leaders.len())).copied()
     }
 
-    /// A registered broker's address.
+    /// A registered broker's address, fenced or not.
     pub fn broker(&self, node_id: NodeId) -> Option<&BrokerRegistration> {
         self.brokers.iter().find(|broker| broker.node_id == node_id)
+    }
+
+    /// An unfenced broker's registration (None: fenced or unknown).
+    pub fn live_broker(&self, node_id: NodeId) -> Option<&BrokerRegistration> {
+        self.broker(node_id).filter(|broker| !broker.fenced)
+    }
+
+    /// The unfenced brokers, by node id: what Metadata and DescribeCluster list and where
+    /// partitions are placed (Kafka's unfenced brokers).
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.iter().filter(|broker| !broker.fenced)
     }
 }
 
@@ -150,6 +173,13 @@ pub enum Event {
     Message(Message),
     /// A record to append (encoded `records::MetadataRecord`).
     Propose(Vec<u8>),
+    /// A broker heartbeat: this node's own (sent to the active controller, or taken if this
+    /// node is it) or a peer's (taken if this node is the active controller).
+    Heartbeat(BrokerHeartbeat),
+    /// This node is shutting down: if it leads the quorum, hand leadership to the most
+    /// caught-up voter (Kafka's controller resigns), rather than leave the others to find
+    /// out by an election timeout.
+    Resign,
 }
 
 /// The cluster service on one shard.
@@ -165,6 +195,10 @@ pub struct Cluster {
     /// receiver (both on shard 0).
     committed_sender: RefCell<Option<LocalSender<Committed>>>,
     committed_receiver: RefCell<Option<LocalReceiver<Committed>>>,
+    /// This process's random registration id (Kafka's incarnation id), set by the driver.
+    incarnation: Cell<u64>,
+    /// SIGTERM: heartbeats say `want_shut_down` from now on.
+    want_shut_down: Cell<bool>,
 }
 
 impl Cluster {
@@ -178,7 +212,77 @@ impl Cluster {
             events: RefCell::new(None),
             committed_sender: RefCell::new(Some(sender)),
             committed_receiver: RefCell::new(Some(receiver)),
+            incarnation: Cell::new(0),
+            want_shut_down: Cell::new(false),
         }
+    }
+
+    /// This node's registration of this process, once committed and in the view.
+    pub fn own_registration(&self) -> Option<BrokerRegistration> {
+        let incarnation = self.incarnation.get();
+        let view = self.view()?;
+        let own = view.broker(self.shard.config.node_id)?;
+        (incarnation != 0 && own.incarnation == incarnation).then(|| own.clone())
+    }
+
+    /// A controlled shutdown (Kafka's): on SIGTERM, before the listener stops, shard 0 of a
+    /// clustered node heartbeats `want_shut_down` and waits until the active controller has
+    /// fenced it (no new placements, gone from Metadata) and none of its partitions has it
+    /// as leader any more (producers are sent elsewhere, or told there is no leader, rather
+    /// than cut off); then, if it leads the quorum, until another voter does (`Resign`).
+    /// Never waits longer than `BROKER_CONTROLLED_SHUTDOWN_WAIT_MS_MAX`: a node whose quorum
+    /// is gone stops anyway. Nothing on a single node or another shard.
+    pub async fn shut_down_controlled(&self) {
+        if !self.clustered() || self.shard.id != CONTROLLER {
+            return;
+        }
+        self.want_shut_down.set(true);
+        if self.own_registration().is_none_or(|own| own.fenced) {
+            tracing::info!("not an unfenced broker: no controlled shutdown to wait for");
+            return;
+        }
+        let started = Instant::now();
+        let wait_ms_max = BROKER_CONTROLLED_SHUTDOWN_WAIT_MS_MAX;
+        let me = self.shard.config.node_id;
+        let mut resigned_at: Option<Instant> = None;
+        loop {
+            let fenced = self.own_registration().is_none_or(|own| own.fenced);
+            let led = self.partitions_led_here();
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            let leads_quorum = self.view().is_some_and(|view| view.leader_id == Some(me));
+            if fenced && led == 0 && !leads_quorum {
+                tracing::info!(elapsed_ms, "controlled shutdown: fenced, leading no partition");
+                return;
+            }
+            // Asked again now and then: a transfer to a voter that was not caught up lapses.
+            let resign_due = resigned_at
+                .is_none_or(|at| at.elapsed() >= Duration::from_millis(BROKER_RESIGN_RETRY_MS));
+            if fenced && led == 0 && leads_quorum && resign_due {
+                resigned_at = Some(Instant::now());
+                let events = self.events.borrow().clone();
+                if let Some(events) = events {
+                    let _ = events.try_send(Event::Resign);
+                }
+            }
+            if elapsed_ms >= wait_ms_max {
+                tracing::warn!(
+                    elapsed_ms,
+                    fenced,
+                    partitions_led = led,
+                    "controlled shutdown not confirmed by the controller in time; stopping anyway"
+                );
+                return;
+            }
+            glommio::timer::sleep(Duration::from_millis(BROKER_HEARTBEAT_POLL_MS)).await;
+        }
+    }
+
+    /// How many partitions this node's catalog has it lead.
+    fn partitions_led_here(&self) -> usize {
+        let me = self.shard.config.node_id;
+        let catalog = self.shard.catalog.borrow();
+        let topics = catalog.topics.values();
+        topics.map(|meta| meta.leaders.iter().filter(|p| p.leader == me).count()).sum()
     }
 
     /// The committed changes, for the controller on shard 0 (once; None afterwards).

@@ -22,15 +22,25 @@
 //! (`Committed`) after each batch of entries.
 //!
 //! A new leader proposes a `LeaderChange` record, the cluster id if the log has none, and
-//! once every voter is registered the internal topics' placements if the log has none;
-//! every node proposes its own broker registration until it sees it committed (raft-rs
-//! forwards a follower's proposal to the leader, and a lost one is proposed again).
+//! once every voter is registered and unfenced the internal topics' placements if the log
+//! has none; every node proposes its own broker registration (with this process's random
+//! incarnation) until it sees it committed (raft-rs forwards a follower's proposal to the
+//! leader, and a lost one is proposed again).
+//!
+//! Liveness: every node heartbeats to the leader it knows every heartbeat interval (a
+//! frame on the controller transport; its own heartbeat when it is the leader). Once the
+//! leader has applied its own LeaderChange record (the whole log before its term) it is the
+//! active controller: `liveness::Sessions` takes heartbeats on the driver's monotonic
+//! clock and, checked on every event (the 100 ms tick at least), asks for FenceBroker and
+//! UnfenceBroker records; the partition leader changes that fencing calls for
+//! (`MetadataState::partition_changes`) are proposed after each applied batch, each again
+//! after the proposal retry interval until applied.
 //!
 //! Lifecycle: started after the shards are ready (`Cluster::start`), runs until the process
 //! ends. Concurrency: shard 0 only; the events queue is its only input.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use raft::prelude::{ConfState, Entry, EntryType, Message};
@@ -38,15 +48,16 @@ use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 
 use super::journal::{self, Journal};
+use super::liveness::{BrokerHeartbeat, Sessions, Throttle};
 use super::records::MetadataRecord;
 use super::state::{place, MetadataState};
 use super::transport::{self, Peers};
 use super::{Cluster, ClusterView, Committed, Event, VoterState};
 use crate::config::{ClusterConfig, Config};
 use crate::constants::{
-    BROKER_REGISTRATION_RETRY_MS, CLUSTER_INTERNAL_TOPIC_PARTITIONS, RAFT_ELECTION_TICKS,
-    RAFT_EVENTS_QUEUED_MAX, RAFT_HEARTBEAT_TICKS, RAFT_INFLIGHT_MESSAGES_MAX,
-    RAFT_MESSAGE_SIZE_BYTES_MAX, RAFT_TICK_MS,
+    BROKER_HEARTBEAT_POLL_MS, BROKER_REGISTRATION_RETRY_MS, CLUSTER_INTERNAL_TOPIC_PARTITIONS,
+    CLUSTER_PROPOSAL_RETRY_MS, RAFT_ELECTION_TICKS, RAFT_EVENTS_QUEUED_MAX, RAFT_HEARTBEAT_TICKS,
+    RAFT_INFLIGHT_MESSAGES_MAX, RAFT_MESSAGE_SIZE_BYTES_MAX, RAFT_TICK_MS,
 };
 use crate::fatal::{fatal, FatalReason};
 use crate::model::NodeId;
@@ -128,11 +139,23 @@ pub async fn run(
     let sender = Rc::new(sender);
     *cluster.events.borrow_mut() = Some(sender.clone());
     let voters = Rc::new(voter_ids);
+    // This process's registration id: never 0 (a first-version registration's), random so
+    // that a restart registers anew (a new broker epoch).
+    let incarnation =
+        u64::from_be_bytes(*uuid::Uuid::new_v4().as_bytes().first_chunk().unwrap_or(&[1; 8])) | 1;
+    cluster.incarnation.set(incarnation);
     glommio::spawn_local(transport::accept_loop(listener, sender.clone(), me, voters)).detach();
     glommio::spawn_local(ticker(sender.clone())).detach();
     glommio::spawn_local(register(cluster.clone(), sender.clone(), config.clone())).detach();
-    tracing::info!(listen = %quorum.controller_listen, "controller accepting peers");
+    glommio::spawn_local(heartbeat(cluster.clone(), sender.clone(), quorum.clone())).detach();
+    tracing::info!(
+        listen = %quorum.controller_listen,
+        heartbeat_interval_ms = quorum.broker_heartbeat_interval_ms,
+        session_timeout_ms = quorum.broker_session_timeout_ms,
+        "controller accepting peers"
+    );
     let peers = Peers::start(&quorum.voters, me);
+    let sessions = Sessions::new(quorum.broker_session_timeout_ms, CLUSTER_PROPOSAL_RETRY_MS);
     let driver = Driver {
         node,
         journal,
@@ -144,6 +167,10 @@ pub async fn run(
         leader_change_proposed_term: 0,
         committed,
         internal_proposed_term: 0,
+        clock: Instant::now(),
+        sessions,
+        partition_changes: Throttle::new(CLUSTER_PROPOSAL_RETRY_MS),
+        partition_changes_checked: None,
     };
     driver.run(events).await;
 }
@@ -158,22 +185,17 @@ async fn ticker(events: Rc<LocalSender<Event>>) {
     }
 }
 
-/// Proposes this node's broker registration until the committed state has it.
+/// Proposes this process's broker registration until the committed state has it.
 async fn register(cluster: Rc<Cluster>, events: Rc<LocalSender<Event>>, config: Config) {
     let record = MetadataRecord::RegisterBroker {
         node_id: config.node_id,
         host: config.advertised_host.clone(),
         port: config.advertised_port,
+        incarnation: cluster.incarnation.get(),
     };
     loop {
         let view = cluster.view();
-        let registered = view.as_ref().is_some_and(|view| {
-            view.brokers.iter().any(|b| {
-                b.node_id == config.node_id
-                    && b.host == config.advertised_host
-                    && b.port == config.advertised_port
-            })
-        });
+        let registered = cluster.own_registration().is_some();
         let leader_known = view.as_ref().is_some_and(|view| view.leader_id.is_some());
         if !registered && leader_known {
             tracing::debug!(node_id = %config.node_id, "proposing the broker registration");
@@ -182,6 +204,33 @@ async fn register(cluster: Rc<Cluster>, events: Rc<LocalSender<Event>>, config: 
             }
         }
         glommio::timer::sleep(Duration::from_millis(BROKER_REGISTRATION_RETRY_MS)).await;
+    }
+}
+
+/// Heartbeats this process's registration (once committed) every heartbeat interval, at
+/// once when its epoch changes or a shutdown begins, and every `BROKER_HEARTBEAT_POLL_MS`
+/// x 4 while shutting down (so a lost one does not hold the shutdown for an interval).
+async fn heartbeat(cluster: Rc<Cluster>, events: Rc<LocalSender<Event>>, quorum: ClusterConfig) {
+    let interval = Duration::from_millis(quorum.broker_heartbeat_interval_ms);
+    let shutting_down_interval = Duration::from_millis(BROKER_HEARTBEAT_POLL_MS * 4);
+    let mut last: Option<(Instant, BrokerHeartbeat)> = None;
+    loop {
+        if let Some(own) = cluster.own_registration() {
+            let heartbeat = BrokerHeartbeat {
+                node_id: own.node_id,
+                broker_epoch: own.epoch,
+                want_shut_down: cluster.want_shut_down.get(),
+            };
+            let wait = if heartbeat.want_shut_down { shutting_down_interval } else { interval };
+            let due = last.is_none_or(|(at, sent)| sent != heartbeat || at.elapsed() >= wait);
+            if due {
+                last = Some((Instant::now(), heartbeat));
+                if events.send(Event::Heartbeat(heartbeat)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        glommio::timer::sleep(Duration::from_millis(BROKER_HEARTBEAT_POLL_MS)).await;
     }
 }
 
@@ -199,6 +248,14 @@ struct Driver {
     committed: LocalSender<Committed>,
     /// The term this node last proposed the internal topics' placements in.
     internal_proposed_term: u64,
+    /// The driver's monotonic clock (liveness runs on its milliseconds).
+    clock: Instant,
+    /// Broker sessions, while this node is the active controller.
+    sessions: Sessions,
+    /// The partition changes proposed lately, by (topic id, partition, leader epoch).
+    partition_changes: Throttle<([u8; 16], i32, i32)>,
+    /// The applied index and time of the last look for partition changes.
+    partition_changes_checked: Option<(u64, u64)>,
 }
 
 /// What a batch of applied entries has for the controller.
@@ -227,13 +284,119 @@ impl Driver {
                         tracing::debug!("raft propose: {e}");
                     }
                 }
+                Event::Heartbeat(heartbeat) => self.heartbeat(heartbeat),
+                Event::Resign => self.resign(),
             }
             self.propose_leader_change();
             self.propose_internal_topics();
+            self.update_active();
+            self.propose_liveness();
             if self.node.has_ready() {
                 self.handle_ready().await;
             }
             self.publish();
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    /// A heartbeat: taken if this node is the active controller; this node's own goes to
+    /// the leader it knows otherwise (a peer's is dropped: it will find the leader).
+    fn heartbeat(&mut self, heartbeat: BrokerHeartbeat) {
+        if self.sessions.is_active() {
+            let now_ms = self.now_ms();
+            if !self.sessions.heard(now_ms, &heartbeat, &self.state) {
+                tracing::debug!(?heartbeat, "heartbeat of another broker epoch ignored");
+            }
+            return;
+        }
+        let leader = self.node.raft.leader_id;
+        let own = heartbeat.node_id.0 as u64 == self.me;
+        if own && leader != raft::INVALID_ID && leader != self.me {
+            self.peers.send_heartbeat(leader, &heartbeat);
+        }
+    }
+
+    /// Hands Raft leadership to the voter with the most of the log (raft-rs sends it
+    /// MsgTimeoutNow once it has caught up, and it wins the election at once).
+    fn resign(&mut self) {
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader {
+            return;
+        }
+        let others = raft.prs().iter().filter(|(id, _)| **id != self.me);
+        let Some((&target, _)) = others.max_by_key(|(_, progress)| progress.matched) else {
+            return;
+        };
+        tracing::info!(node_id = self.me, to = target, "shutting down: handing over leadership");
+        self.node.transfer_leader(target);
+    }
+
+    /// This node is the active controller while it leads and has applied its own
+    /// LeaderChange record; sessions start afresh when it becomes it.
+    fn update_active(&mut self) {
+        let raft = &self.node.raft;
+        let active = raft.state == StateRole::Leader
+            && self.state.leader_id == Some(NodeId(self.me as i32))
+            && self.state.leader_term == raft.term;
+        if active && !self.sessions.is_active() {
+            let now_ms = self.now_ms();
+            self.sessions.activate(now_ms);
+            self.partition_changes = Throttle::new(CLUSTER_PROPOSAL_RETRY_MS);
+            self.partition_changes_checked = None;
+            tracing::info!(
+                node_id = self.me,
+                term = raft.term,
+                brokers = self.state.brokers.len(),
+                session_timeout_ms = self.quorum.broker_session_timeout_ms,
+                "active controller: every broker's session starts now"
+            );
+        } else if !active && self.sessions.is_active() {
+            self.sessions.deactivate();
+            tracing::info!(node_id = self.me, "no longer the active controller");
+        }
+    }
+
+    /// The active controller proposes the fencing and unfencing that are due, and the
+    /// partition leader changes the state calls for (looked for when the applied index
+    /// moved, and again after the retry interval).
+    fn propose_liveness(&mut self) {
+        if !self.sessions.is_active() {
+            return;
+        }
+        let now_ms = self.now_ms();
+        for record in self.sessions.due(now_ms, &self.state) {
+            tracing::info!(%record, "proposing a broker fencing change");
+            if let Err(e) = self.node.propose(vec![], record.encode()) {
+                tracing::debug!("raft propose of a fencing change: {e}");
+            }
+        }
+        let applied = self.state.applied_index;
+        let look = self.partition_changes_checked.is_none_or(|(index, at_ms)| {
+            index != applied || now_ms >= at_ms + CLUSTER_PROPOSAL_RETRY_MS
+        });
+        if !look {
+            return;
+        }
+        self.partition_changes_checked = Some((applied, now_ms));
+        let mut proposed = 0;
+        for record in self.state.partition_changes() {
+            let MetadataRecord::PartitionChange { topic_id, partition, leader_epoch, .. } = &record
+            else {
+                continue;
+            };
+            if !self.partition_changes.due((*topic_id, *partition, leader_epoch.0), now_ms) {
+                continue;
+            }
+            proposed += 1;
+            if let Err(e) = self.node.propose(vec![], record.encode()) {
+                tracing::debug!("raft propose of a partition change: {e}");
+            }
+        }
+        if proposed > 0 {
+            tracing::info!(partitions = proposed, "proposing partition leader changes");
         }
     }
 
@@ -268,7 +431,8 @@ impl Driver {
         if raft.state != StateRole::Leader || self.internal_proposed_term == raft.term {
             return;
         }
-        let formed = self.quorum.voters.ids().all(|id| self.state.brokers.contains_key(&id));
+        let live = self.state.live_brokers();
+        let formed = self.quorum.voters.ids().all(|id| live.contains(&id));
         let missing: Vec<&str> = INTERNAL_TOPICS
             .into_iter()
             .filter(|name| !self.state.internal.contains_key(*name))
@@ -277,9 +441,8 @@ impl Driver {
             return;
         }
         self.internal_proposed_term = raft.term;
-        let brokers: Vec<NodeId> = self.state.brokers.keys().copied().collect();
         for name in missing {
-            let leaders = place(name, &brokers, 0, CLUSTER_INTERNAL_TOPIC_PARTITIONS);
+            let leaders = place(name, &live, 0, CLUSTER_INTERNAL_TOPIC_PARTITIONS);
             let record = MetadataRecord::InternalTopic { name: name.to_string(), leaders };
             if let Err(e) = self.node.propose(vec![], record.encode()) {
                 tracing::debug!("raft propose of an internal topic: {e}");
@@ -345,7 +508,11 @@ impl Driver {
             match MetadataRecord::decode(&entry.data) {
                 Ok(record) => {
                     let applied = self.state.apply(entry.index, Some(&record));
-                    if applied.changed {
+                    let partition_change = matches!(record, MetadataRecord::PartitionChange { .. });
+                    if applied.changed && partition_change {
+                        // One per partition: a fenced broker's many would flood the log.
+                        tracing::debug!(index = entry.index, %record, "applied metadata record");
+                    } else if applied.changed {
                         tracing::info!(index = entry.index, %record, "applied metadata record");
                     }
                     pending.catalog_changed |= applied.catalog_changed;

@@ -17,12 +17,24 @@
 //!   type 6 CreatePartitions request, name: string, count: i32, leaders (of the new ones)
 //!   type 7 AlterTopicConfig request, name: string, overrides
 //!   type 8 InternalTopic   name: string, leaders
+//!   type 9 RegisterBroker  node_id: i32, host: string, port: u16, incarnation: u64
+//!   type 10 FenceBroker    node_id: i32, broker_epoch: u64, reason: u8
+//!   type 11 UnfenceBroker  node_id: i32, broker_epoch: u64
+//!   type 12 PartitionChange topic_id: 16 bytes, partition: i32, leader: i32,
+//!                          leader_epoch: i32, isr
 //!
 //!   string    u16 length + UTF-8
 //!   request   node_id: i32, serial: u64 (the proposer's RequestId)
 //!   leaders   u32 count + i32 node id per partition, in partition order
 //!   overrides u32 count + (name: string, value: string) per config, sorted by name
+//!   isr       u32 count + i32 node id per in-sync replica
+//!   reason    0 the session expired, 1 a controlled shutdown
 //! ```
+//!
+//! Type 2 is the registration of the first version, without an incarnation: it is still
+//! read (journals written before broker epochs replay) as a registration of incarnation 0,
+//! and every registration is now written as type 9. Types never change their meaning; a new
+//! field is a new type.
 //!
 //! Topic records carry everything their apply needs (the placement and the topic id are
 //! decided by the proposer), so that applying them is deterministic on every node; whether
@@ -35,7 +47,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::NodeId;
+use crate::model::{LeaderEpoch, NodeId};
 
 /// The only record format so far.
 const RECORD_VERSION: u8 = 0;
@@ -47,6 +59,10 @@ const TYPE_DELETE_TOPIC: u8 = 5;
 const TYPE_CREATE_PARTITIONS: u8 = 6;
 const TYPE_ALTER_TOPIC_CONFIG: u8 = 7;
 const TYPE_INTERNAL_TOPIC: u8 = 8;
+const TYPE_REGISTER_BROKER_INCARNATION: u8 = 9;
+const TYPE_FENCE_BROKER: u8 = 10;
+const TYPE_UNFENCE_BROKER: u8 = 11;
+const TYPE_PARTITION_CHANGE: u8 = 12;
 
 /// Who asked for a change: the proposing node and its serial number, unique per node (the
 /// serials of one process start at a random point, so a restarted node does not reuse the
@@ -73,11 +89,14 @@ pub enum MetadataRecord {
         term: u64,
     },
     /// A broker announces itself and the address clients reach it at (Kafka's
-    /// RegisterBrokerRecord, without epochs and fencing yet).
+    /// RegisterBrokerRecord): once per process start, told apart by its random
+    /// `incarnation` (Kafka's incarnation id; 0 in the first version's records). The
+    /// record's index is the broker epoch; a new registration comes in fenced.
     RegisterBroker {
         node_id: NodeId,
         host: String,
         port: u16,
+        incarnation: u64,
     },
     /// The cluster's id (Kafka's cluster.id), proposed by the first leader; the first one
     /// committed wins and every node answers with it.
@@ -85,6 +104,30 @@ pub enum MetadataRecord {
         cluster_id: String,
     },
     /// A new topic: one leader (its only replica) per partition.
+    /// The active controller stops counting on a broker (Kafka's BrokerRegistrationChange
+    /// with fenced set): its session expired, or it asked to shut down. Only the
+    /// registration of `broker_epoch` is fenced (a newer one is left alone).
+    FenceBroker {
+        node_id: NodeId,
+        broker_epoch: u64,
+        reason: FenceReason,
+    },
+    /// A fenced broker heartbeats again (with the epoch of its registration).
+    UnfenceBroker {
+        node_id: NodeId,
+        broker_epoch: u64,
+    },
+    /// A partition's leader changes (Kafka's PartitionChangeRecord): `leader` (NONE: no
+    /// leader) takes office in `leader_epoch`, which must be the partition's epoch + 1, so
+    /// that a change committed twice, or proposed by a controller that had not applied the
+    /// whole log, takes effect once. `isr` is kept for replication (issue 14).
+    PartitionChange {
+        topic_id: [u8; 16],
+        partition: i32,
+        leader: NodeId,
+        leader_epoch: LeaderEpoch,
+        isr: Vec<NodeId>,
+    },
     CreateTopic {
         request: RequestId,
         name: String,
@@ -118,6 +161,15 @@ pub enum MetadataRecord {
     },
 }
 
+/// Why a broker was fenced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FenceReason {
+    /// No heartbeat within the session timeout.
+    SessionExpired,
+    /// The broker is shutting down (its heartbeat said `want_shut_down`).
+    ControlledShutdown,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
     #[error("record is {0} bytes, shorter than its fields")]
@@ -132,6 +184,8 @@ pub enum RecordError {
     Trailing(usize),
     #[error("record has a string that is not UTF-8")]
     Text,
+    #[error("record has a fence reason {0} that is unknown")]
+    Reason(u8),
 }
 
 impl MetadataRecord {
@@ -143,11 +197,34 @@ impl MetadataRecord {
                 out.extend_from_slice(&leader_id.0.to_be_bytes());
                 out.extend_from_slice(&term.to_be_bytes());
             }
-            MetadataRecord::RegisterBroker { node_id, host, port } => {
-                out.push(TYPE_REGISTER_BROKER);
+            MetadataRecord::RegisterBroker { node_id, host, port, incarnation } => {
+                out.push(TYPE_REGISTER_BROKER_INCARNATION);
                 out.extend_from_slice(&node_id.0.to_be_bytes());
                 put_string(&mut out, host);
                 out.extend_from_slice(&port.to_be_bytes());
+                out.extend_from_slice(&incarnation.to_be_bytes());
+            }
+            MetadataRecord::FenceBroker { node_id, broker_epoch, reason } => {
+                out.push(TYPE_FENCE_BROKER);
+                out.extend_from_slice(&node_id.0.to_be_bytes());
+                out.extend_from_slice(&broker_epoch.to_be_bytes());
+                out.push(match reason {
+                    FenceReason::SessionExpired => 0,
+                    FenceReason::ControlledShutdown => 1,
+                });
+            }
+            MetadataRecord::UnfenceBroker { node_id, broker_epoch } => {
+                out.push(TYPE_UNFENCE_BROKER);
+                out.extend_from_slice(&node_id.0.to_be_bytes());
+                out.extend_from_slice(&broker_epoch.to_be_bytes());
+            }
+            MetadataRecord::PartitionChange { topic_id, partition, leader, leader_epoch, isr } => {
+                out.push(TYPE_PARTITION_CHANGE);
+                out.extend_from_slice(topic_id);
+                out.extend_from_slice(&partition.to_be_bytes());
+                out.extend_from_slice(&leader.0.to_be_bytes());
+                out.extend_from_slice(&leader_epoch.0.to_be_bytes());
+                put_leaders(&mut out, isr);
             }
             MetadataRecord::ClusterId { cluster_id } => {
                 out.push(TYPE_CLUSTER_ID);
@@ -211,14 +288,37 @@ impl MetadataRecord {
                 let term = reader.u64()?;
                 MetadataRecord::LeaderChange { leader_id, term }
             }
-            TYPE_REGISTER_BROKER => {
+            kind @ (TYPE_REGISTER_BROKER | TYPE_REGISTER_BROKER_INCARNATION) => {
                 let node_id = NodeId(reader.i32()?);
                 let host = reader.string().map_err(|e| match e {
                     RecordError::Text => RecordError::Host,
                     e => e,
                 })?;
                 let port = reader.u16()?;
-                MetadataRecord::RegisterBroker { node_id, host, port }
+                let incarnation = if kind == TYPE_REGISTER_BROKER { 0 } else { reader.u64()? };
+                MetadataRecord::RegisterBroker { node_id, host, port, incarnation }
+            }
+            TYPE_FENCE_BROKER => {
+                let node_id = NodeId(reader.i32()?);
+                let broker_epoch = reader.u64()?;
+                let reason = match reader.u8()? {
+                    0 => FenceReason::SessionExpired,
+                    1 => FenceReason::ControlledShutdown,
+                    other => return Err(RecordError::Reason(other)),
+                };
+                MetadataRecord::FenceBroker { node_id, broker_epoch, reason }
+            }
+            TYPE_UNFENCE_BROKER => {
+                let node_id = NodeId(reader.i32()?);
+                MetadataRecord::UnfenceBroker { node_id, broker_epoch: reader.u64()? }
+            }
+            TYPE_PARTITION_CHANGE => {
+                let topic_id = reader.array::<16>()?;
+                let partition = reader.i32()?;
+                let leader = NodeId(reader.i32()?);
+                let leader_epoch = LeaderEpoch(reader.i32()?);
+                let isr = reader.leaders()?;
+                MetadataRecord::PartitionChange { topic_id, partition, leader, leader_epoch, isr }
             }
             TYPE_CLUSTER_ID => MetadataRecord::ClusterId { cluster_id: reader.string()? },
             TYPE_CREATE_TOPIC => {
@@ -281,6 +381,16 @@ impl std::fmt::Display for MetadataRecord {
             }
             MetadataRecord::InternalTopic { name, leaders } => {
                 write!(f, "InternalTopic {name}, {} partitions", leaders.len())
+            }
+            MetadataRecord::PartitionChange {
+                topic_id, partition, leader, leader_epoch, ..
+            } => {
+                let id = uuid::Uuid::from_bytes(*topic_id);
+                write!(
+                    f,
+                    "PartitionChange {id}-{partition} leader {leader} epoch {}",
+                    leader_epoch.0
+                )
             }
             other => write!(f, "{other:?}"),
         }
@@ -407,10 +517,67 @@ mod tests {
             node_id: NodeId(2),
             host: "10.0.0.2".into(),
             port: 9092,
+            incarnation: 0x0102,
         };
         let encoded = register.encode();
-        assert_eq!(&encoded[..8], [0, 2, 0, 0, 0, 2, 0, 8]);
+        assert_eq!(&encoded[..8], [0, 9, 0, 0, 0, 2, 0, 8]);
+        assert_eq!(&encoded[16..], [0x23, 0x84, 0, 0, 0, 0, 0, 0, 1, 2]);
         assert_eq!(MetadataRecord::decode(&encoded), Ok(register));
+    }
+
+    #[test]
+    fn a_first_version_registration_still_decodes_with_incarnation_0() {
+        // Type 2 as the first version wrote it: node 2, "h", port 9092.
+        let old = [0, 2, 0, 0, 0, 2, 0, 1, b'h', 0x23, 0x84];
+        let expected = MetadataRecord::RegisterBroker {
+            node_id: NodeId(2),
+            host: "h".into(),
+            port: 9092,
+            incarnation: 0,
+        };
+        assert_eq!(MetadataRecord::decode(&old), Ok(expected));
+    }
+
+    fn liveness_records() -> Vec<MetadataRecord> {
+        vec![
+            MetadataRecord::FenceBroker {
+                node_id: NodeId(3),
+                broker_epoch: 17,
+                reason: FenceReason::SessionExpired,
+            },
+            MetadataRecord::FenceBroker {
+                node_id: NodeId(3),
+                broker_epoch: 17,
+                reason: FenceReason::ControlledShutdown,
+            },
+            MetadataRecord::UnfenceBroker { node_id: NodeId(3), broker_epoch: 18 },
+            MetadataRecord::PartitionChange {
+                topic_id: [5; 16],
+                partition: 4,
+                leader: NodeId::NONE,
+                leader_epoch: LeaderEpoch(2),
+                isr: vec![NodeId(3)],
+            },
+        ]
+    }
+
+    #[test]
+    fn liveness_records_round_trip_and_every_truncation_is_an_error() {
+        for record in liveness_records() {
+            let encoded = record.encode();
+            assert_eq!(MetadataRecord::decode(&encoded), Ok(record.clone()));
+            assert_eq!(record.request(), None);
+            for size in 0..encoded.len() {
+                assert!(MetadataRecord::decode(&encoded[..size]).is_err(), "{record:?} {size}");
+            }
+        }
+        let fence = [0, 10, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 17, 1];
+        assert_eq!(liveness_records()[1].encode(), fence);
+        let mut bad = fence;
+        bad[14] = 2;
+        assert_eq!(MetadataRecord::decode(&bad), Err(RecordError::Reason(2)));
+        let change = liveness_records()[3].encode();
+        assert_eq!(&change[18..34], [0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 2, 0, 0, 0, 1]);
     }
 
     fn request() -> RequestId {
@@ -481,8 +648,12 @@ mod tests {
 
     #[test]
     fn every_truncation_and_garbage_is_an_error_not_a_panic() {
-        let register =
-            MetadataRecord::RegisterBroker { node_id: NodeId(1), host: "h".into(), port: 1 };
+        let register = MetadataRecord::RegisterBroker {
+            node_id: NodeId(1),
+            host: "h".into(),
+            port: 1,
+            incarnation: 7,
+        };
         let encoded = register.encode();
         for size in 0..encoded.len() {
             assert!(MetadataRecord::decode(&encoded[..size]).is_err(), "size {size}");
@@ -491,7 +662,7 @@ mod tests {
         longer.push(0);
         assert_eq!(MetadataRecord::decode(&longer), Err(RecordError::Trailing(1)));
         assert_eq!(MetadataRecord::decode(&[1, 1]), Err(RecordError::Version(1)));
-        assert_eq!(MetadataRecord::decode(&[0, 9]), Err(RecordError::Type(9)));
+        assert_eq!(MetadataRecord::decode(&[0, 13]), Err(RecordError::Type(13)));
         let mut bad_host = encoded;
         bad_host[8] = 0xff;
         assert_eq!(MetadataRecord::decode(&bad_host), Err(RecordError::Host));

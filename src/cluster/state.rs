@@ -10,6 +10,15 @@
 //! after a lost leader) takes effect once: the ids of the last `REQUESTS_REMEMBERED_MAX`
 //! requests are remembered, and a repeat is applied as nothing.
 //!
+//! Brokers (Kafka's KRaft model): a registration's index is its broker epoch, and a new
+//! registration comes in fenced; `FenceBroker` and `UnfenceBroker` name the epoch they are
+//! for, so a record meant for an earlier incarnation of a broker leaves a newer one alone.
+//! A registration committed twice (the same incarnation) takes effect once. Fencing does not
+//! move leaders by itself: the active controller proposes `PartitionChange` records for
+//! what `partition_changes` finds (a partition led by a fenced broker loses its leader; a
+//! leaderless one whose replica is unfenced gets it back), each naming the next leader
+//! epoch, so that a change committed twice or proposed from a stale state is skipped.
+//!
 //! Lifecycle: built empty when the node starts, then fed every committed entry from index 1
 //! on (the log is replayed after a restart; snapshots will shorten that later). Lives on
 //! shard 0 inside the Raft driver; other shards see copies (`ClusterView`), the controller
@@ -19,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::records::{MetadataRecord, RequestId};
 use crate::constants::CLUSTER_REQUESTS_REMEMBERED_MAX;
-use crate::model::{ErrorCode, NodeId};
+use crate::model::{ErrorCode, LeaderEpoch, NodeId};
 
 /// A registered broker and where clients reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,16 +36,50 @@ pub struct BrokerRegistration {
     pub node_id: NodeId,
     pub host: String,
     pub port: u16,
+    /// The random id of the process that registered (0: a first-version record).
+    pub incarnation: u64,
+    /// Kafka's broker epoch: the index of the registration record.
+    pub epoch: u64,
+    /// Not counted on: no placements, not listed to clients, leads nothing.
+    pub fenced: bool,
 }
 
-/// A topic as the log says: its id, each partition's leader (its one replica), and its
-/// config overrides (effective configs are the overrides on each node's defaults).
+/// One partition as the log says (Kafka's PartitionRecord, with what PartitionChange
+/// records changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    /// The replicas in preference order (one until replication, issue 14).
+    pub replicas: Vec<NodeId>,
+    /// The in-sync replicas (the replica itself until replication).
+    pub isr: Vec<NodeId>,
+    /// NONE: no leader (its only replica is fenced).
+    pub leader: NodeId,
+    pub leader_epoch: LeaderEpoch,
+}
+
+/// A topic as the log says: its id, its partitions, and its config overrides (effective
+/// configs are the overrides on each node's defaults).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicState {
     pub topic_id: [u8; 16],
     /// By partition index.
-    pub leaders: Vec<NodeId>,
+    pub partitions: Vec<PartitionState>,
     pub overrides: BTreeMap<String, String>,
+}
+
+impl TopicState {
+    /// Each partition's first replica (where it was placed), by partition index.
+    pub fn replicas(&self) -> Vec<NodeId> {
+        self.partitions
+            .iter()
+            .map(|p| p.replicas.first().copied().unwrap_or(NodeId::NONE))
+            .collect()
+    }
+
+    /// Each partition's leader (NONE: none), by partition index.
+    pub fn leaders(&self) -> Vec<NodeId> {
+        self.partitions.iter().map(|p| p.leader).collect()
+    }
 }
 
 /// What a topic request's record did: the topic as it is after it (as it was, for a
@@ -62,10 +105,17 @@ pub struct Refusal {
 pub struct Applied {
     /// The state changed beyond the applied index.
     pub changed: bool,
-    /// The topics or the cluster id changed (the controller applies them).
+    /// The topics (their partitions' leaders included) or the cluster id changed (the
+    /// controller applies them).
     pub catalog_changed: bool,
     /// A topic request's outcome, for the node that proposed it.
     pub outcome: Option<(RequestId, TopicOutcome)>,
+}
+
+impl Applied {
+    fn changed(changed: bool) -> Applied {
+        Applied { changed, catalog_changed: false, outcome: None }
+    }
 }
 
 /// What the committed log says so far.
@@ -83,6 +133,8 @@ pub struct MetadataState {
     pub cluster_id: Option<String>,
     /// By name.
     pub topics: BTreeMap<String, TopicState>,
+    /// The names of `topics` by topic id (PartitionChange records name topics by id).
+    topic_names: BTreeMap<[u8; 16], String>,
     /// The internal topics' placements (leader by partition), by name: where groups and
     /// transactional ids are coordinated.
     pub internal: BTreeMap<String, Vec<NodeId>>,
@@ -111,7 +163,7 @@ impl MetadataState {
                 outcome: Some((request, outcome)),
             };
         }
-        let changed = match record {
+        match record {
             MetadataRecord::LeaderChange { leader_id, term } => {
                 // A record of an older term can only be committed before a newer one, but
                 // keep the newest anyway: the state never goes back in terms.
@@ -121,35 +173,146 @@ impl MetadataState {
                 let changed = self.leader_id != Some(*leader_id) || self.leader_term != *term;
                 self.leader_id = Some(*leader_id);
                 self.leader_term = *term;
-                changed
+                Applied::changed(changed)
             }
-            MetadataRecord::RegisterBroker { node_id, host, port } => {
-                let registration =
-                    BrokerRegistration { node_id: *node_id, host: host.clone(), port: *port };
-                self.brokers.insert(*node_id, registration.clone()) != Some(registration)
+            MetadataRecord::RegisterBroker { node_id, host, port, incarnation } => {
+                let known = self.brokers.get(node_id);
+                // The same incarnation again (a retry committed twice), or a first-version
+                // record repeating the address it has: nothing new.
+                let repeated = known.is_some_and(|b| {
+                    b.incarnation == *incarnation
+                        && (*incarnation != 0 || (b.host == *host && b.port == *port))
+                });
+                if repeated {
+                    return Applied::default();
+                }
+                let registration = BrokerRegistration {
+                    node_id: *node_id,
+                    host: host.clone(),
+                    port: *port,
+                    incarnation: *incarnation,
+                    epoch: index,
+                    fenced: true,
+                };
+                self.brokers.insert(*node_id, registration);
+                Applied::changed(true)
+            }
+            MetadataRecord::FenceBroker { node_id, broker_epoch, .. } => {
+                self.set_fenced(*node_id, *broker_epoch, true)
+            }
+            MetadataRecord::UnfenceBroker { node_id, broker_epoch } => {
+                self.set_fenced(*node_id, *broker_epoch, false)
+            }
+            MetadataRecord::PartitionChange { topic_id, partition, leader, leader_epoch, isr } => {
+                let changed =
+                    self.change_partition(topic_id, *partition, *leader, *leader_epoch, isr);
+                Applied { changed, catalog_changed: changed, outcome: None }
             }
             MetadataRecord::ClusterId { cluster_id } => {
                 if self.cluster_id.is_some() {
                     return Applied::default();
                 }
                 self.cluster_id = Some(cluster_id.clone());
-                return Applied { changed: true, catalog_changed: true, outcome: None };
+                Applied { changed: true, catalog_changed: true, outcome: None }
             }
             MetadataRecord::InternalTopic { name, leaders } => {
                 if self.internal.contains_key(name) || leaders.is_empty() {
                     return Applied::default();
                 }
                 self.internal.insert(name.clone(), leaders.clone());
-                true
+                Applied::changed(true)
             }
             _ => unreachable!("topic records carry a request id"),
-        };
-        Applied { changed, catalog_changed: false, outcome: None }
+        }
     }
 
-    /// Whether `node_id` is registered with exactly this address.
-    pub fn is_registered(&self, node_id: NodeId, host: &str, port: u16) -> bool {
-        self.brokers.get(&node_id).is_some_and(|b| b.host == host && b.port == port)
+    /// The registration of `node_id` by the process `incarnation`, if it is the current one.
+    pub fn registration(&self, node_id: NodeId, incarnation: u64) -> Option<&BrokerRegistration> {
+        self.brokers.get(&node_id).filter(|b| b.incarnation == incarnation)
+    }
+
+    /// The unfenced brokers, by node id: where partitions may be placed and led.
+    pub fn live_brokers(&self) -> Vec<NodeId> {
+        self.brokers.values().filter(|b| !b.fenced).map(|b| b.node_id).collect()
+    }
+
+    fn is_live(&self, node_id: NodeId) -> bool {
+        self.brokers.get(&node_id).is_some_and(|b| !b.fenced)
+    }
+
+    /// The leader changes the partitions need, in topic and partition order: a partition
+    /// whose leader is not a live broker loses it (NONE), a partition with no live leader
+    /// gets its first live in-sync replica. Each names the next leader epoch. The active
+    /// controller proposes them (Kafka's controller writes them with the fencing).
+    pub fn partition_changes(&self) -> Vec<MetadataRecord> {
+        let mut changes = Vec::new();
+        for topic in self.topics.values() {
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                let wanted = self.elected_leader(partition);
+                if wanted == partition.leader {
+                    continue;
+                }
+                changes.push(MetadataRecord::PartitionChange {
+                    topic_id: topic.topic_id,
+                    partition: index as i32,
+                    leader: wanted,
+                    leader_epoch: LeaderEpoch(partition.leader_epoch.0 + 1),
+                    isr: partition.isr.clone(),
+                });
+            }
+        }
+        changes
+    }
+
+    /// The leader a partition should have: its first replica that is in sync and live
+    /// (a live leader keeps office), NONE when there is none.
+    fn elected_leader(&self, partition: &PartitionState) -> NodeId {
+        if partition.leader != NodeId::NONE && self.is_live(partition.leader) {
+            return partition.leader;
+        }
+        let candidates = partition.replicas.iter().filter(|id| partition.isr.contains(id));
+        candidates.copied().find(|id| self.is_live(*id)).unwrap_or(NodeId::NONE)
+    }
+
+    fn set_fenced(&mut self, node_id: NodeId, broker_epoch: u64, fenced: bool) -> Applied {
+        match self.brokers.get_mut(&node_id) {
+            Some(broker) if broker.epoch == broker_epoch && broker.fenced != fenced => {
+                broker.fenced = fenced;
+                Applied::changed(true)
+            }
+            _ => Applied::default(),
+        }
+    }
+
+    /// Applies a PartitionChange if it is the partition's next leader epoch and names a
+    /// leader among its replicas (or none); whether anything changed.
+    fn change_partition(
+        &mut self,
+        topic_id: &[u8; 16],
+        partition: i32,
+        leader: NodeId,
+        leader_epoch: LeaderEpoch,
+        isr: &[NodeId],
+    ) -> bool {
+        let Some(name) = self.topic_names.get(topic_id) else { return false };
+        let Some(topic) = self.topics.get_mut(name) else { return false };
+        let Some(state) = usize::try_from(partition).ok().and_then(|p| topic.partitions.get_mut(p))
+        else {
+            return false;
+        };
+        if leader_epoch.0 != state.leader_epoch.0 + 1 {
+            return false;
+        }
+        if leader != NodeId::NONE && !state.replicas.contains(&leader) {
+            return false;
+        }
+        if isr.is_empty() || isr.iter().any(|id| !state.replicas.contains(id)) {
+            return false;
+        }
+        state.leader = leader;
+        state.leader_epoch = leader_epoch;
+        state.isr = isr.to_vec();
+        true
     }
 
     fn remember(&mut self, request: RequestId) {
@@ -162,13 +325,27 @@ impl MetadataState {
         }
     }
 
+    /// New partitions placed on `replicas` (one each): led by their replica if it is live,
+    /// leaderless otherwise (a broker fenced after the proposer placed them).
+    fn new_partitions(&self, replicas: &[NodeId]) -> Vec<PartitionState> {
+        replicas
+            .iter()
+            .map(|replica| PartitionState {
+                replicas: vec![*replica],
+                isr: vec![*replica],
+                leader: if self.is_live(*replica) { *replica } else { NodeId::NONE },
+                leader_epoch: LeaderEpoch::INITIAL,
+            })
+            .collect()
+    }
+
     fn apply_topic_record(&mut self, record: &MetadataRecord) -> TopicOutcome {
         match record {
             MetadataRecord::CreateTopic { name, topic_id, leaders, overrides, .. } => {
                 if self.topics.contains_key(name) {
                     return refuse(ErrorCode::TopicAlreadyExists, format!("topic {name} exists"));
                 }
-                if self.topics.values().any(|topic| topic.topic_id == *topic_id) {
+                if self.topic_names.contains_key(topic_id) {
                     let message = format!("topic id of {name} is taken; try again");
                     return refuse(ErrorCode::TopicAlreadyExists, message);
                 }
@@ -178,20 +355,22 @@ impl MetadataState {
                 self.check_leaders(leaders)?;
                 let topic = TopicState {
                     topic_id: *topic_id,
-                    leaders: leaders.clone(),
+                    partitions: self.new_partitions(leaders),
                     overrides: overrides.clone(),
                 };
                 self.topics.insert(name.clone(), topic);
+                self.topic_names.insert(*topic_id, name.clone());
                 Ok(self.summary(name))
             }
             MetadataRecord::DeleteTopic { name, .. } => {
-                self.existing(name)?;
+                let topic_id = self.existing(name)?.topic_id;
                 let summary = self.summary(name);
                 self.topics.remove(name);
+                self.topic_names.remove(&topic_id);
                 Ok(summary)
             }
             MetadataRecord::CreatePartitions { name, count, leaders, .. } => {
-                let current = self.existing(name)?.leaders.len();
+                let current = self.existing(name)?.partitions.len();
                 let count = usize::try_from(*count).unwrap_or(0);
                 if count <= current {
                     let message = format!(
@@ -208,8 +387,9 @@ impl MetadataState {
                     return refuse(ErrorCode::InvalidPartitions, message);
                 }
                 self.check_leaders(leaders)?;
+                let added = self.new_partitions(leaders);
                 if let Some(topic) = self.topics.get_mut(name) {
-                    topic.leaders.extend_from_slice(leaders);
+                    topic.partitions.extend(added);
                 }
                 Ok(self.summary(name))
             }
@@ -247,7 +427,7 @@ impl MetadataState {
         TopicSummary {
             name: name.to_string(),
             topic_id: topic.topic_id,
-            partitions: topic.leaders.len() as i32,
+            partitions: topic.partitions.len() as i32,
             overrides: topic.overrides.clone(),
         }
     }
@@ -276,8 +456,10 @@ pub fn place(name: &str, brokers: &[NodeId], first: usize, count: usize) -> Vec<
 mod tests {
     use super::*;
 
+    /// A registration whose incarnation is its port (a new port: a new process).
     fn register(id: i32, port: u16) -> MetadataRecord {
-        MetadataRecord::RegisterBroker { node_id: NodeId(id), host: "h".into(), port }
+        let incarnation = u64::from(port);
+        MetadataRecord::RegisterBroker { node_id: NodeId(id), host: "h".into(), port, incarnation }
     }
 
     #[test]
@@ -289,12 +471,12 @@ mod tests {
         assert_eq!((state.leader_id, state.leader_term), (Some(NodeId(2)), 1));
         assert!(state.apply(3, Some(&register(1, 9092))).changed);
         assert!(state.apply(4, Some(&register(2, 9192))).changed);
-        // The same registration again changes nothing; a new address replaces the old one.
+        // The same registration again changes nothing; a new incarnation replaces the old one.
         assert!(!state.apply(5, Some(&register(1, 9092))).changed);
         assert!(state.apply(6, Some(&register(1, 9099))).changed);
-        assert!(state.is_registered(NodeId(1), "h", 9099));
-        assert!(!state.is_registered(NodeId(1), "h", 9092));
-        assert!(!state.is_registered(NodeId(3), "h", 9092));
+        assert_eq!(state.registration(NodeId(1), 9099).map(|b| b.epoch), Some(6));
+        assert!(state.registration(NodeId(1), 9092).is_none());
+        assert!(state.registration(NodeId(3), 9092).is_none());
         assert_eq!(state.brokers.len(), 2);
         assert_eq!(state.applied_index, 6);
         let older = MetadataRecord::LeaderChange { leader_id: NodeId(1), term: 0 };
@@ -339,11 +521,15 @@ mod tests {
         }
     }
 
-    /// A state with brokers 1, 2 and 3 registered, at index 3.
+    /// A state with brokers 1, 2 and 3 registered and unfenced (as if their unfence records
+    /// had been applied), at index 3.
     fn three_brokers() -> MetadataState {
         let mut state = MetadataState::default();
         for id in 1..=3 {
             state.apply(id as u64, Some(&register(id, 9000 + id as u16)));
+        }
+        for broker in state.brokers.values_mut() {
+            broker.fenced = false;
         }
         state
     }
@@ -366,7 +552,8 @@ mod tests {
         let summary = outcome.unwrap();
         assert_eq!((summary.name.as_str(), summary.partitions), ("t", 3));
         assert_eq!(summary.overrides["retention.ms"], "5");
-        assert_eq!(state.topics["t"].leaders, [NodeId(2), NodeId(3), NodeId(1)]);
+        assert_eq!(state.topics["t"].replicas(), [NodeId(2), NodeId(3), NodeId(1)]);
+        assert_eq!(state.topics["t"].leaders(), [NodeId(2), NodeId(3), NodeId(1)]);
         let again = state.apply(5, Some(&create(11, "t", &[1])));
         assert_eq!(outcome_code(&again), ErrorCode::TopicAlreadyExists);
         assert!(!again.changed && !again.catalog_changed);
@@ -454,7 +641,7 @@ mod tests {
         let applied = state.apply(9, Some(&grow(6, 5, &[1, 2])));
         assert_eq!(applied.outcome.unwrap().1.unwrap().partitions, 5);
         let leaders = [1, 2, 3, 1, 2].map(NodeId);
-        assert_eq!(state.topics["t"].leaders, leaders);
+        assert_eq!(state.topics["t"].replicas(), leaders);
         let missing = MetadataRecord::CreatePartitions {
             request: request(7),
             name: "u".into(),
@@ -525,6 +712,256 @@ mod tests {
             (0..30).map(|i| place(&format!("topic-{i}"), &brokers, 0, 1)[0]).collect();
         assert_eq!(starts.len(), 3, "the first partitions of many topics spread");
         assert!(place("t", &[], 0, 3).is_empty());
+    }
+
+    fn fence(id: i32, broker_epoch: u64) -> MetadataRecord {
+        let reason = crate::cluster::records::FenceReason::SessionExpired;
+        MetadataRecord::FenceBroker { node_id: NodeId(id), broker_epoch, reason }
+    }
+
+    fn unfence(id: i32, broker_epoch: u64) -> MetadataRecord {
+        MetadataRecord::UnfenceBroker { node_id: NodeId(id), broker_epoch }
+    }
+
+    /// Applies `record` at the next index.
+    fn next(state: &mut MetadataState, record: &MetadataRecord) -> Applied {
+        state.apply(state.applied_index + 1, Some(record))
+    }
+
+    /// Applies every change `partition_changes` asks for; how many there were.
+    fn settle(state: &mut MetadataState) -> usize {
+        let changes = state.partition_changes();
+        for change in &changes {
+            assert!(next(state, change).catalog_changed, "{change:?}");
+        }
+        assert!(state.partition_changes().is_empty());
+        changes.len()
+    }
+
+    fn leader_and_epoch(state: &MetadataState, name: &str, partition: usize) -> (NodeId, i32) {
+        let p = &state.topics[name].partitions[partition];
+        (p.leader, p.leader_epoch.0)
+    }
+
+    #[test]
+    fn a_registration_is_fenced_and_its_epoch_is_its_index() {
+        let mut state = MetadataState::default();
+        state.apply(1, Some(&register(2, 9)));
+        let broker = &state.brokers[&NodeId(2)];
+        assert_eq!((broker.epoch, broker.fenced, broker.incarnation), (1, true, 9));
+        assert!(state.live_brokers().is_empty());
+        // Unfenced only by a record of its epoch; a second copy changes nothing.
+        assert_eq!(state.apply(2, Some(&unfence(2, 7))), Applied::default());
+        assert!(state.apply(3, Some(&unfence(2, 1))).changed);
+        assert_eq!(state.apply(4, Some(&unfence(2, 1))), Applied::default());
+        assert_eq!(state.live_brokers(), [NodeId(2)]);
+        // Fenced likewise; a fence of another epoch or of an unknown broker is nothing.
+        assert_eq!(state.apply(5, Some(&fence(2, 4))), Applied::default());
+        assert_eq!(state.apply(6, Some(&fence(9, 1))), Applied::default());
+        let fenced = state.apply(7, Some(&fence(2, 1)));
+        assert!(fenced.changed && !fenced.catalog_changed);
+        assert_eq!(state.apply(8, Some(&fence(2, 1))), Applied::default());
+        assert!(state.live_brokers().is_empty());
+        // A new incarnation: a new epoch, fenced; records of the old epoch leave it alone.
+        state.apply(9, Some(&register(2, 10)));
+        assert_eq!(state.brokers[&NodeId(2)].epoch, 9);
+        assert_eq!(state.apply(10, Some(&unfence(2, 1))), Applied::default());
+        assert!(state.apply(11, Some(&unfence(2, 9))).changed);
+        assert_eq!(state.apply(12, Some(&fence(2, 1))), Applied::default());
+        assert_eq!(state.live_brokers(), [NodeId(2)]);
+        // The same incarnation committed again (a retried proposal): still epoch 9, live.
+        assert_eq!(state.apply(13, Some(&register(2, 10))), Applied::default());
+        assert_eq!(state.brokers[&NodeId(2)].epoch, 9);
+        assert!(!state.brokers[&NodeId(2)].fenced);
+    }
+
+    #[test]
+    fn first_version_registrations_replay_as_before() {
+        let old = |port| MetadataRecord::RegisterBroker {
+            node_id: NodeId(1),
+            host: "h".into(),
+            port,
+            incarnation: 0,
+        };
+        let mut state = MetadataState::default();
+        assert!(state.apply(1, Some(&old(1))).changed);
+        assert_eq!(state.apply(2, Some(&old(1))), Applied::default());
+        assert!(state.apply(3, Some(&old(2))).changed);
+        assert_eq!(state.brokers[&NodeId(1)].epoch, 3);
+        // A registration of this version replaces it.
+        assert!(state.apply(4, Some(&register(1, 2))).changed);
+        assert_eq!(state.brokers[&NodeId(1)].incarnation, 2);
+    }
+
+    #[test]
+    fn a_fenced_leader_loses_its_partitions_and_gets_them_back_with_a_new_epoch() {
+        let mut state = three_brokers();
+        next(&mut state, &create(1, "t", &[1, 2, 3, 2]));
+        next(&mut state, &create(2, "u", &[3]));
+        assert_eq!(settle(&mut state), 0);
+        assert_eq!(leader_and_epoch(&state, "t", 1), (NodeId(2), 0));
+        let epoch_2 = state.brokers[&NodeId(2)].epoch;
+        next(&mut state, &fence(2, epoch_2));
+        // Fencing alone moves no leader; the changes do, in topic and partition order.
+        assert_eq!(leader_and_epoch(&state, "t", 1), (NodeId(2), 0));
+        let changes = state.partition_changes();
+        let expected: Vec<MetadataRecord> = [1, 3]
+            .map(|partition| MetadataRecord::PartitionChange {
+                topic_id: [1; 16],
+                partition,
+                leader: NodeId::NONE,
+                leader_epoch: LeaderEpoch(1),
+                isr: vec![NodeId(2)],
+            })
+            .to_vec();
+        assert_eq!(changes, expected);
+        // Each committed twice: the second copy is not the next epoch and is skipped.
+        for change in &changes {
+            assert!(next(&mut state, change).catalog_changed);
+            assert_eq!(next(&mut state, change), Applied::default());
+        }
+        assert!(state.partition_changes().is_empty());
+        assert_eq!(leader_and_epoch(&state, "t", 1), (NodeId::NONE, 1));
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(1), 0));
+        assert_eq!(state.topics["t"].partitions[1].isr, [NodeId(2)], "the isr stays");
+        // Unfenced: its partitions come back, one epoch higher.
+        next(&mut state, &unfence(2, epoch_2));
+        assert_eq!(settle(&mut state), 2);
+        assert_eq!(leader_and_epoch(&state, "t", 1), (NodeId(2), 2));
+        assert_eq!(leader_and_epoch(&state, "t", 3), (NodeId(2), 2));
+        assert_eq!(leader_and_epoch(&state, "u", 0), (NodeId(3), 0));
+    }
+
+    #[test]
+    fn a_restart_before_the_session_expired_takes_leadership_away_and_back() {
+        let mut state = three_brokers();
+        next(&mut state, &create(1, "t", &[3]));
+        // Broker 3 restarts: its new registration is fenced, so its partition has no leader
+        // until its first heartbeat unfences it; each change bumps the epoch.
+        next(&mut state, &register(3, 1234));
+        assert_eq!(settle(&mut state), 1);
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId::NONE, 1));
+        let epoch = state.brokers[&NodeId(3)].epoch;
+        next(&mut state, &unfence(3, epoch));
+        assert_eq!(settle(&mut state), 1);
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(3), 2));
+    }
+
+    #[test]
+    fn stale_or_wrong_partition_changes_are_skipped() {
+        let mut state = three_brokers();
+        next(&mut state, &create(1, "t", &[1, 2]));
+        let change = |partition, leader: i32, epoch, isr: &[i32]| MetadataRecord::PartitionChange {
+            topic_id: [1; 16],
+            partition,
+            leader: NodeId(leader),
+            leader_epoch: LeaderEpoch(epoch),
+            isr: isr.iter().map(|id| NodeId(*id)).collect(),
+        };
+        for stale in [
+            change(0, -1, 0, &[1]),  // not the next epoch
+            change(0, -1, 2, &[1]),  // skips one
+            change(0, 2, 1, &[1]),   // a leader that is no replica
+            change(0, -1, 1, &[]),   // an empty isr
+            change(0, -1, 1, &[3]),  // an isr that is no replica
+            change(2, -1, 1, &[1]),  // no such partition
+            change(-1, -1, 1, &[1]), // no such partition
+        ] {
+            assert_eq!(next(&mut state, &stale), Applied::default(), "{stale:?}");
+        }
+        let mut unknown = change(0, -1, 1, &[1]);
+        if let MetadataRecord::PartitionChange { topic_id, .. } = &mut unknown {
+            *topic_id = [9; 16];
+        }
+        assert_eq!(next(&mut state, &unknown), Applied::default());
+        assert!(next(&mut state, &change(0, -1, 1, &[1])).catalog_changed);
+        // A change for a topic deleted meanwhile: skipped.
+        let delete = MetadataRecord::DeleteTopic { request: request(5), name: "t".into() };
+        next(&mut state, &delete);
+        assert_eq!(next(&mut state, &change(1, -1, 1, &[2])), Applied::default());
+        assert!(state.partition_changes().is_empty());
+    }
+
+    #[test]
+    fn partitions_placed_on_a_broker_fenced_meanwhile_are_created_leaderless() {
+        let mut state = three_brokers();
+        let epoch = state.brokers[&NodeId(3)].epoch;
+        next(&mut state, &fence(3, epoch));
+        next(&mut state, &create(1, "t", &[3, 1]));
+        assert_eq!(state.topics["t"].leaders(), [NodeId::NONE, NodeId(1)]);
+        let grow = MetadataRecord::CreatePartitions {
+            request: request(2),
+            name: "t".into(),
+            count: 3,
+            leaders: vec![NodeId(3)],
+        };
+        next(&mut state, &grow);
+        assert_eq!(state.topics["t"].leaders(), [NodeId::NONE, NodeId(1), NodeId::NONE]);
+        assert!(state.partition_changes().is_empty());
+        next(&mut state, &unfence(3, epoch));
+        assert_eq!(settle(&mut state), 2);
+        assert_eq!(state.topics["t"].leaders(), [NodeId(3), NodeId(1), NodeId(3)]);
+    }
+
+    /// Every sequence of up to four records from a small alphabet (registrations, fences,
+    /// unfences of current and old epochs, topic records, partition changes), each applied
+    /// once and, from the same state, twice in a row: the second copy never changes the
+    /// state (a record committed twice takes effect once), and two nodes applying the same
+    /// sequence agree.
+    #[test]
+    fn every_record_committed_twice_takes_effect_once() {
+        let mut alphabet = vec![
+            register(1, 7),
+            register(1, 8),
+            register(2, 7),
+            fence(1, 2),
+            unfence(1, 2),
+            unfence(1, 4),
+            fence(1, 4),
+            unfence(2, 2),
+            create(1, "t", &[1, 2]),
+            create(2, "u", &[2]),
+            MetadataRecord::DeleteTopic { request: request(3), name: "t".into() },
+            MetadataRecord::CreatePartitions {
+                request: request(4),
+                name: "t".into(),
+                count: 3,
+                leaders: vec![NodeId(1)],
+            },
+        ];
+        for leader in [NodeId::NONE, NodeId(1)] {
+            alphabet.push(MetadataRecord::PartitionChange {
+                topic_id: [1; 16],
+                partition: 0,
+                leader,
+                leader_epoch: LeaderEpoch(1),
+                isr: vec![NodeId(1)],
+            });
+        }
+        let n = alphabet.len();
+        let mut sequences = 0;
+        for length in 1..=4u32 {
+            for code in 0..n.pow(length) {
+                let picks: Vec<usize> = (0..length).map(|i| code / n.pow(i) % n).collect();
+                let mut once = MetadataState::default();
+                let mut twice = MetadataState::default();
+                for (i, pick) in picks.iter().enumerate() {
+                    let record = &alphabet[*pick];
+                    // Same indexes on both sides, so epochs agree: the copy goes between.
+                    let index = 2 * i as u64 + 2;
+                    once.apply(index, Some(record));
+                    twice.apply(index, Some(record));
+                    let repeated = twice.apply(index + 1, Some(record));
+                    assert_eq!(repeated, Applied::default(), "{picks:?} at {i}");
+                    once.applied_index = index + 1;
+                    // The controller's changes applied on both keep them equal.
+                    assert_eq!(once.partition_changes(), twice.partition_changes());
+                }
+                assert_eq!(once, twice, "{picks:?}");
+                sequences += 1;
+            }
+        }
+        assert_eq!(sequences, n + n * n + n.pow(3) + n.pow(4));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! TCP between controller listeners, on shard 0: a listener that reads frames from peers
-//! and hands their messages to the Raft driver, and one sender task per peer that keeps a
-//! connection open (reconnecting with back-off) and writes the driver's messages to it.
+//! and hands their messages (Raft's, and broker heartbeats) to the Raft driver, and one
+//! sender task per peer that keeps a connection open (reconnecting with back-off) and
+//! writes the driver's frames to it.
 //!
 //! Connections go one way: a node sends on the connection it dialled and reads on those it
 //! accepted, so two nodes hold two connections. A bad frame closes the connection it came
@@ -19,7 +20,8 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 use raft::prelude::Message;
 
-use super::frame::{self, LENGTH_BYTES};
+use super::frame::{self, Incoming, LENGTH_BYTES};
+use super::liveness::BrokerHeartbeat;
 use super::Event;
 use crate::constants::{
     RAFT_PEER_CONNECT_TIMEOUT_MS, RAFT_PEER_MESSAGES_QUEUED_MAX, RAFT_PEER_RETRY_MS_MAX,
@@ -28,9 +30,9 @@ use crate::constants::{
 use crate::model::quorum::{QuorumVoters, Voter};
 use crate::throttle::Failures;
 
-/// The queues of the peer sender tasks, by Raft id.
+/// The queues of the peer sender tasks (encoded frames), by Raft id.
 pub struct Peers {
-    queues: HashMap<u64, LocalSender<Message>>,
+    queues: HashMap<u64, LocalSender<Vec<u8>>>,
 }
 
 impl Peers {
@@ -48,13 +50,20 @@ impl Peers {
     /// Queues `message` for its peer; dropped when the queue is full (a peer that is down).
     pub fn send(&self, message: Message) {
         if let Some(queue) = self.queues.get(&message.to) {
-            let _ = queue.try_send(message);
+            let _ = queue.try_send(frame::encode(&message));
+        }
+    }
+
+    /// Queues a heartbeat for the peer `to` (the active controller); dropped like a message.
+    pub fn send_heartbeat(&self, to: u64, heartbeat: &BrokerHeartbeat) {
+        if let Some(queue) = self.queues.get(&to) {
+            let _ = queue.try_send(frame::encode_heartbeat(heartbeat));
         }
     }
 }
 
-/// Keeps one connection to `voter` and writes the queued messages to it.
-async fn send_loop(voter: Voter, queue: LocalReceiver<Message>) {
+/// Keeps one connection to `voter` and writes the queued frames to it.
+async fn send_loop(voter: Voter, queue: LocalReceiver<Vec<u8>>) {
     let started = Instant::now();
     let warning_interval_ms = REPEATED_WARNING_INTERVAL_MS * 10;
     let mut retries =
@@ -82,8 +91,8 @@ async fn send_loop(voter: Voter, queue: LocalReceiver<Message>) {
             }
         };
         loop {
-            let Some(message) = queue.recv().await else { return };
-            if let Err(e) = stream.write_all(&frame::encode(&message)).await {
+            let Some(frame) = queue.recv().await else { return };
+            if let Err(e) = stream.write_all(&frame).await {
                 tracing::debug!(peer = %voter, "controller peer connection lost: {e}");
                 break;
             }
@@ -176,8 +185,11 @@ async fn read_loop(
         let length = frame::body_length(header).map_err(|e| e.to_string())?;
         body.resize(length, 0);
         stream.read_exact(&mut body).await.map_err(|e| e.to_string())?;
-        let message = frame::decode(&body, me, voters).map_err(|e| e.to_string())?;
-        if events.send(Event::Message(message)).await.is_err() {
+        let event = match frame::decode(&body, me, voters).map_err(|e| e.to_string())? {
+            Incoming::Raft(message) => Event::Message(message),
+            Incoming::Heartbeat(heartbeat) => Event::Heartbeat(heartbeat),
+        };
+        if events.send(event).await.is_err() {
             return Ok(());
         }
     }

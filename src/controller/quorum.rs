@@ -22,9 +22,10 @@
 //! a proposal committed twice takes effect once. Clients never see NOT_CONTROLLER.
 //!
 //! The checks that need no metadata (names, counts, configs against this node's defaults)
-//! answer at once; placement uses the brokers registered in this node's view (round-robin
-//! from a start set by the topic's name, `cluster::state::place`). `validate_only` requests
-//! are answered from the checks, never proposed.
+//! answer at once; placement uses the unfenced brokers in this node's view (round-robin
+//! from a start set by the topic's name, `cluster::state::place`; a fenced broker is down
+//! or shutting down and would serve nothing). `validate_only` requests are answered from
+//! the checks, never proposed.
 //!
 //! Lifecycle: the waiting requests live in the controller of shard 0; `apply_committed`
 //! runs there from start to the end of the process. Concurrency: shard 0 only; one batch
@@ -45,11 +46,12 @@ use crate::cluster::state::place;
 use crate::cluster::TopicSummary;
 use crate::cluster::{Committed, MetadataRecord, RequestId, TopicOutcome, TopicState};
 use crate::constants::{
-    CLUSTER_PROPOSAL_POLL_MS, CLUSTER_PROPOSAL_RETRY_MS, CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT,
+    CLUSTER_LIVE_BROKER_WAIT_MS_MAX, CLUSTER_PROPOSAL_POLL_MS, CLUSTER_PROPOSAL_RETRY_MS,
+    CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT,
 };
-use crate::model::{ErrorCode, NodeId};
+use crate::model::{ErrorCode, LeaderEpoch, NodeId};
 use crate::partition::{PartitionRequest, PartitionResponse};
-use crate::shard::catalog::TopicMeta;
+use crate::shard::catalog::{PartitionLeader, TopicMeta};
 
 /// The requests of this node waiting for their records, by request id.
 pub(super) struct Proposals {
@@ -91,13 +93,13 @@ impl Controller {
                 let current = meta.partitions;
                 let added =
                     partitions_added(&name, current, count, assignments.as_ref().map(Vec::len))?;
-                let brokers = self.registered_brokers(deadline).await?;
+                let brokers = self.live_brokers(deadline).await?;
                 let leaders = match assignments {
-                    Some(given) => check_assigned(given, &brokers)?,
-                    None => place(&name, &brokers, current as usize, added),
+                    Some(given) => brokers.check_assigned(given)?,
+                    None => place(&name, &brokers.live, current as usize, added),
                 };
                 let mut all = meta.leaders.to_vec();
-                all.extend_from_slice(&leaders);
+                all.extend(leaders.iter().map(|id| new_placement(*id)));
                 meta.partitions = count;
                 meta.leaders = all.into();
                 if validate_only {
@@ -129,13 +131,13 @@ impl Controller {
     async fn create_topic_through_log(&self, create: CreateTopic) -> Result<TopicMeta, TopicError> {
         let mut meta = self.check_new_topic(&create)?;
         let deadline = deadline(create.timeout_ms);
-        let brokers = self.registered_brokers(deadline).await?;
+        let brokers = self.live_brokers(deadline).await?;
         let leaders = if create.assignments.is_empty() {
-            place(&create.name, &brokers, 0, meta.partitions as usize)
+            place(&create.name, &brokers.live, 0, meta.partitions as usize)
         } else {
-            check_assigned(create.assignments, &brokers)?
+            brokers.check_assigned(create.assignments)?
         };
-        meta.leaders = leaders.clone().into();
+        meta.leaders = leaders.iter().map(|id| new_placement(*id)).collect();
         if create.validate_only {
             self.check_name_free(&create.name)?;
             return Ok(meta);
@@ -152,23 +154,40 @@ impl Controller {
         Ok(self.meta_of(summary))
     }
 
-    /// The brokers registered in the log as this node knows it, sorted; waits for the first
-    /// registrations of a cluster that is forming, until `deadline`.
-    async fn registered_brokers(&self, deadline: Instant) -> Result<Vec<NodeId>, TopicError> {
+    /// The brokers as this node's view of the log has them, the unfenced ones sorted. While
+    /// none is unfenced (a cluster forming, brokers still to send their first heartbeat)
+    /// it waits, until `deadline` and at most `CLUSTER_LIVE_BROKER_WAIT_MS_MAX`; then, with
+    /// brokers registered but all fenced, INVALID_REPLICATION_FACTOR as Kafka's replica
+    /// placer answers ("All brokers are currently fenced"), and with none registered yet
+    /// REQUEST_TIMED_OUT.
+    async fn live_brokers(&self, deadline: Instant) -> Result<Brokers, TopicError> {
+        let deadline =
+            deadline.min(Instant::now() + Duration::from_millis(CLUSTER_LIVE_BROKER_WAIT_MS_MAX));
         loop {
             let view = self.cluster.view();
-            let brokers: Vec<NodeId> =
+            let registered: Vec<NodeId> =
                 view.iter().flat_map(|view| view.brokers.iter().map(|b| b.node_id)).collect();
-            if !brokers.is_empty() {
-                return Ok(brokers);
+            let live: Vec<NodeId> =
+                view.iter().flat_map(|view| view.live_brokers().map(|b| b.node_id)).collect();
+            if !live.is_empty() {
+                return Ok(Brokers { live, registered });
             }
             if Instant::now() >= deadline {
-                return Err(TopicError {
-                    code: ErrorCode::RequestTimedOut,
-                    message: "no broker is registered in the metadata log yet".into(),
+                return Err(match registered.len() {
+                    0 => TopicError {
+                        code: ErrorCode::RequestTimedOut,
+                        message: "no broker is registered in the metadata log yet".into(),
+                    },
+                    count => TopicError {
+                        code: ErrorCode::InvalidReplicationFactor,
+                        message: format!(
+                            "all {count} registered brokers are currently fenced (none \
+                             heartbeats to the active controller); try again later"
+                        ),
+                    },
                 });
             }
-            glommio::timer::sleep(Duration::from_millis(CLUSTER_PROPOSAL_RETRY_MS)).await;
+            glommio::timer::sleep(Duration::from_millis(CLUSTER_PROPOSAL_POLL_MS)).await;
         }
     }
 
@@ -312,13 +331,18 @@ impl Controller {
         }
         let mut failed = BTreeSet::new();
         for (name, topic) in topics {
+            let leaders = topic.partitions.iter().map(|partition| PartitionLeader {
+                replica: partition.replicas.first().copied().unwrap_or(NodeId::NONE),
+                leader: partition.leader,
+                leader_epoch: partition.leader_epoch,
+            });
             let meta = TopicMeta {
                 name: name.as_str().into(),
                 id: topic.topic_id,
-                partitions: topic.leaders.len() as i32,
+                partitions: topic.partitions.len() as i32,
                 overrides: topic.overrides.clone(),
                 config: self.topic_config(name, &topic.overrides),
-                leaders: topic.leaders.clone().into(),
+                leaders: leaders.collect(),
             };
             let unchanged = self.shard.catalog.borrow().get(name).is_some_and(|known| {
                 known.partitions == meta.partitions
@@ -340,10 +364,12 @@ impl Controller {
                     failed.insert(name.clone());
                 }
             }
+            let leaderless = meta.leaders.iter().filter(|p| p.leader == NodeId::NONE).count();
             tracing::info!(
                 topic = %name,
                 partitions = meta.partitions,
                 led_here = led,
+                leaderless,
                 "applied topic (metadata log)"
             );
         }
@@ -351,15 +377,32 @@ impl Controller {
     }
 }
 
-/// Explicit assignments of a cluster: one registered broker per partition.
-fn check_assigned(given: Vec<NodeId>, brokers: &[NodeId]) -> Result<Vec<NodeId>, TopicError> {
-    match given.iter().find(|broker| !brokers.contains(broker)) {
-        Some(broker) => Err(TopicError {
-            code: ErrorCode::InvalidReplicaAssignment,
-            message: format!("broker {broker} is not registered in the cluster"),
-        }),
-        None => Ok(given),
+/// The brokers a placement chooses from.
+struct Brokers {
+    /// Unfenced, sorted by node id.
+    live: Vec<NodeId>,
+    registered: Vec<NodeId>,
+}
+
+impl Brokers {
+    /// Explicit assignments of a cluster: one unfenced broker per partition (Kafka refuses
+    /// an assignment to a fenced broker too).
+    fn check_assigned(&self, given: Vec<NodeId>) -> Result<Vec<NodeId>, TopicError> {
+        let refuse =
+            |message| Err(TopicError { code: ErrorCode::InvalidReplicaAssignment, message });
+        if let Some(broker) = given.iter().find(|broker| !self.registered.contains(broker)) {
+            return refuse(format!("broker {broker} is not registered in the cluster"));
+        }
+        if let Some(broker) = given.iter().find(|broker| !self.live.contains(broker)) {
+            return refuse(format!("broker {broker} is fenced (not heartbeating)"));
+        }
+        Ok(given)
     }
+}
+
+/// A new partition's placement as a proposer sees it (the record's apply decides).
+fn new_placement(replica: NodeId) -> PartitionLeader {
+    PartitionLeader { replica, leader: replica, leader_epoch: LeaderEpoch::INITIAL }
 }
 
 /// When a request of `timeout_ms` gives up (<= 0: the default).

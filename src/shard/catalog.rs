@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::model::topic::TopicConfig;
-use crate::model::NodeId;
+use crate::model::{LeaderEpoch, NodeId};
 
 pub const META_DIR: &str = "__spate_meta";
 const CATALOG_FILE: &str = "topics.toml";
@@ -30,15 +30,30 @@ pub struct TopicMeta {
     pub overrides: BTreeMap<String, String>,
     /// Effective configs: defaults with the overrides applied.
     pub config: TopicConfig,
-    /// Clustered: each partition's leader (its only replica), by partition index, as the
-    /// metadata log placed it. Empty on a single node, which leads every partition.
-    pub leaders: Arc<[NodeId]>,
+    /// Clustered: each partition's replica, leader and leader epoch, by partition index, as
+    /// the metadata log says. Empty on a single node, which leads every partition.
+    pub leaders: Arc<[PartitionLeader]>,
+}
+
+/// A partition's placement and leadership on a clustered node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionLeader {
+    /// Where it was placed (its only replica until replication).
+    pub replica: NodeId,
+    /// NONE: no leader (its replica is fenced).
+    pub leader: NodeId,
+    pub leader_epoch: LeaderEpoch,
 }
 
 impl TopicMeta {
-    /// The leader of `partition` (None: this node, on a single node).
-    pub fn leader(&self, partition: i32) -> Option<NodeId> {
+    /// The leadership of `partition` (None: this node, on a single node).
+    pub fn placement(&self, partition: i32) -> Option<PartitionLeader> {
         usize::try_from(partition).ok().and_then(|index| self.leaders.get(index).copied())
+    }
+
+    /// The leader of `partition` (None: this node, on a single node; NONE: no leader).
+    pub fn leader(&self, partition: i32) -> Option<NodeId> {
+        self.placement(partition).map(|placement| placement.leader)
     }
 
     /// Whether `node` leads `partition` (every partition on a single node).

@@ -16,9 +16,19 @@ three; after kill -9 of the Raft leader a survivor creates topics. Coordinators:
 names the same coordinator of a group (the leader of its `__consumer_offsets` partition),
 the others answer NOT_COORDINATOR, and a confluent-kafka consumer group reads and commits
 through the cluster.
+
+Liveness (step 3): with a short heartbeat interval and session timeout, kill -9 of a broker
+fences it within the session timeout (gone from Metadata and DescribeCluster, its partitions
+without a leader, new topics placed on the others only, the others' partitions still taking
+records); restarted, it is listed again and leads its partitions in a higher leader epoch
+with their records intact; kill -9 of the active controller fences nobody alive. SIGTERM is
+a controlled shutdown: the broker leaves Metadata well before the (default) session timeout
+and exits in bounded time, also when its quorum is gone; the Raft leader hands leadership
+over, so the others agree on a new one well within an election timeout.
 """
 
 import re
+import signal
 import struct
 import subprocess
 import time
@@ -122,9 +132,9 @@ class Node:
         self.controller_port = controller_port
 
 
-@pytest.fixture
-def cluster(spate_factory):
-    """Three voters on 127.0.0.1 with free ports, started together; returns the Nodes."""
+def start_cluster(spate_factory, *extra):
+    """Three voters on 127.0.0.1 with free ports and `extra` options, started together;
+    returns the Nodes."""
     controller_ports = [free_port() for _ in range(3)]
     voters = ",".join(f"{i + 1}@127.0.0.1:{port}" for i, port in enumerate(controller_ports))
     nodes = []
@@ -133,11 +143,17 @@ def cluster(spate_factory):
                                "--group-initial-rebalance-delay-ms", "0",
                                "--node-id", str(i + 1),
                                "--controller-listen", f"127.0.0.1:{port}",
-                               "--controller-quorum-voters", voters, start=False)
+                               "--controller-quorum-voters", voters, *extra, start=False)
         nodes.append(Node(i + 1, broker, port))
     for node in nodes:
         node.broker.start()
     return nodes
+
+
+@pytest.fixture
+def cluster(spate_factory):
+    """Three voters with the default liveness settings."""
+    return start_cluster(spate_factory)
 
 
 def wait_for(what, check, timeout=ELECTION_TIMEOUT_S):
@@ -637,3 +653,281 @@ def test_groups_are_coordinated_by_the_owner_of_their_partition(cluster):
     assert sorted(consume(30)) == sorted(f"g-{p}-{i}" for p in range(3) for i in range(10))
     produce_and_read_back(nodes, "grouped", leaders, 1, "h", before=10)
     assert sorted(consume(3)) == [f"h-{p}-0" for p in range(3)]
+
+
+LEADER_NOT_AVAILABLE = 5
+HEARTBEAT_INTERVAL_MS = 200
+SESSION_TIMEOUT_MS = 1500
+
+
+def metadata_v7(port, topics=None):
+    """Metadata v7 (leader epochs, offline replicas) from one node: (sorted broker ids,
+    {topic: {partition: (error, leader, leader_epoch, replicas, isr, offline)}}); `topics`
+    None asks for all without creating any."""
+    if topics is None:
+        body = struct.pack(">i", -1)
+    else:
+        body = struct.pack(">i", len(topics))
+        for topic in topics:
+            body += struct.pack(">h", len(topic)) + topic
+    body += b"\x00"  # allow_auto_topic_creation
+    with connect(port, timeout=5) as sock:
+        sock.sendall(frame(request_header(3, 7, 40) + body))
+        _, data = read_response(sock)
+    position = 4  # throttle_time_ms
+    (count,) = struct.unpack_from(">i", data, position)
+    position += 4
+    brokers = []
+    for _ in range(count):
+        node_id, size = struct.unpack_from(">ih", data, position)
+        position += 6 + size + 4  # host, port
+        (rack,) = struct.unpack_from(">h", data, position)
+        position += 2 + max(rack, 0)
+        brokers.append(node_id)
+    (size,) = struct.unpack_from(">h", data, position)  # cluster_id
+    position += 2 + max(size, 0) + 4  # controller_id
+
+    def ids(position):
+        (n,) = struct.unpack_from(">i", data, position)
+        return list(struct.unpack_from(f">{n}i", data, position + 4)), position + 4 + 4 * n
+
+    (count,) = struct.unpack_from(">i", data, position)
+    position += 4
+    found = {}
+    for _ in range(count):
+        _, size = struct.unpack_from(">hh", data, position)
+        position += 4
+        name = data[position:position + size].decode()
+        position += size + 1  # is_internal
+        (partition_count,) = struct.unpack_from(">i", data, position)
+        position += 4
+        partitions = {}
+        for _ in range(partition_count):
+            error, index, leader, epoch = struct.unpack_from(">hiii", data, position)
+            position += 14
+            replicas, position = ids(position)
+            isr, position = ids(position)
+            offline, position = ids(position)
+            partitions[index] = (error, leader, epoch, replicas, isr, offline)
+        found[name] = partitions
+    return sorted(brokers), found
+
+
+def produce_to(nodes, topic, partitions, count, tag):
+    """confluent-kafka produces `count` records to each of `partitions` through `nodes`;
+    the delivery errors."""
+    from confluent_kafka import Producer
+    bootstrap = ",".join(node.broker.bootstrap for node in nodes)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                         "message.timeout.ms": 20000})
+    errors = []
+    for partition in partitions:
+        for i in range(count):
+            producer.produce(topic, f"{tag}-{partition}-{i}".encode(), partition=partition,
+                             on_delivery=lambda err, msg: err and errors.append(err))
+    assert producer.flush(30) == 0
+    return errors
+
+
+def read_from_start(nodes, topic, counts):
+    """An assigned consumer reads `counts[partition]` records of each partition from offset
+    0 (bounded in time); what it read by partition."""
+    from confluent_kafka import Consumer, TopicPartition
+    bootstrap = ",".join(node.broker.bootstrap for node in nodes)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition(topic, p, 0) for p in counts])
+    read = {p: [] for p in counts}
+    deadline = time.monotonic() + 30
+    while any(len(read[p]) < counts[p] for p in counts) and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is None or message.error():
+            continue
+        read[message.partition()].append(message.value().decode())
+    consumer.close()
+    return read
+
+
+def test_a_dead_broker_is_fenced_and_comes_back_in_a_new_leader_epoch(spate_factory):
+    nodes = start_cluster(spate_factory,
+                          "--broker-heartbeat-interval-ms", str(HEARTBEAT_INTERVAL_MS),
+                          "--broker-session-timeout-ms", str(SESSION_TIMEOUT_MS))
+    by_id = {node.node_id: node for node in nodes}
+    leader, _, _ = wait_for("a leader all three agree on", lambda: agreed_leader(nodes))
+    assert create_topic(by_id[leader], "live", 6) is None
+    placed = wait_for("the topic everywhere", lambda: agreed_topic(nodes, "live", 6))
+    assert {value[0] for value in placed.values()} == {1, 2, 3}, placed
+    read = produce_and_read_back(nodes, "live", placed, 10, "before")
+    assert all(len(values) == 10 for values in read.values()), read
+    _, found = metadata_v7(by_id[leader].broker.port)
+    assert all(p[0] == 0 and p[2] == 0 for p in found["live"].values()), found
+
+    # kill -9 of a broker that is not the controller: fenced within the session timeout.
+    victim = next(node for node in nodes if node.node_id != leader)
+    survivors = [node for node in nodes if node is not victim]
+    victims_partitions = sorted(p for p, value in placed.items() if value[0] == victim.node_id)
+    others_partitions = sorted(p for p in placed if p not in victims_partitions)
+    assert victims_partitions and others_partitions
+
+    def fenced_everywhere():
+        for node in survivors:
+            brokers, found = metadata_v7(node.broker.port)
+            if victim.node_id in brokers:
+                return False
+            for partition in victims_partitions:
+                error, partition_leader, epoch, replicas, isr, offline = found["live"][partition]
+                assert replicas == isr == [victim.node_id], found
+                if (error, partition_leader) != (LEADER_NOT_AVAILABLE, -1) or epoch < 1:
+                    return False
+                assert offline == [victim.node_id], found
+            if describe_cluster(node.broker.port)[1] != sorted(n.node_id for n in survivors):
+                return False
+        return True
+
+    killed_at = time.monotonic()
+    victim.broker.kill9(wait_for_port=False)
+    # Not at once: the session runs out first (the last heartbeat is at most an interval old).
+    assert not fenced_everywhere()
+    wait_for("the dead broker fenced", fenced_everywhere, timeout=SESSION_TIMEOUT_MS / 1000 + 3)
+    fenced_s = time.monotonic() - killed_at
+    print(f"broker {victim.node_id} fenced on every survivor {fenced_s:.2f} s after kill -9 "
+          f"(session timeout {SESSION_TIMEOUT_MS} ms)")
+    assert fenced_s < SESSION_TIMEOUT_MS / 1000 + 1.0, fenced_s
+    # The survivors' partitions keep their leaders and epoch, and take records.
+    _, found = metadata_v7(survivors[0].broker.port)
+    for partition in others_partitions:
+        assert found["live"][partition][:3] == (0, placed[partition][0], 0), found
+    assert produce_to(survivors, "live", others_partitions, 5, "during") == []
+    # New topics are placed on live brokers only, every partition with a leader.
+    assert create_topic(survivors[0], "while-fenced", 6) is None
+    def placed_on_survivors():
+        _, found = metadata_v7(survivors[1].broker.port)
+        return found.get("while-fenced")
+    while_fenced = wait_for("the new topic", placed_on_survivors)
+    leaders = {value[1] for value in while_fenced.values()}
+    assert leaders == {node.node_id for node in survivors}, while_fenced
+    assert all(value[0] == 0 for value in while_fenced.values()), while_fenced
+    # An explicit assignment to the fenced broker is refused, naming it.
+    from confluent_kafka.admin import NewTopic
+    client = admin(survivors[0])
+    futures = client.create_topics(
+        [NewTopic("to-the-dead", num_partitions=1, replica_assignment=[[victim.node_id]])],
+        operation_timeout=30, request_timeout=40)
+    with pytest.raises(Exception, match="fenced"):
+        futures["to-the-dead"].result(timeout=45)
+
+    # Restarted: listed again, leading its partitions in a higher epoch, records intact.
+    victim.broker.start()
+
+    def back_everywhere():
+        for node in nodes:
+            brokers, found = metadata_v7(node.broker.port)
+            if brokers != [1, 2, 3]:
+                return None
+            for partition in victims_partitions:
+                error, partition_leader, epoch, _, _, offline = found["live"][partition]
+                if (error, partition_leader, offline) != (0, victim.node_id, []):
+                    return None
+        return found["live"]
+
+    back = wait_for("the restarted broker leading again", back_everywhere)
+    for partition in victims_partitions:
+        assert back[partition][2] >= 2, back  # fenced: 1, led again: 2 or more
+    assert produce_to(nodes, "live", sorted(placed), 3, "after") == []
+    counts = {p: 13 + (5 if p in others_partitions else 0) for p in placed}
+    read = read_from_start(nodes, "live", counts)
+    for partition in victims_partitions:
+        expected = [f"before-{partition}-{i}" for i in range(10)]
+        expected += [f"after-{partition}-{i}" for i in range(3)]
+        assert read[partition] == expected, (partition, read[partition])
+    for partition in others_partitions:
+        assert read[partition][10:15] == [f"during-{partition}-{i}" for i in range(5)], read
+
+    # kill -9 of the active controller: the new one gives every broker a full session, so
+    # the live ones are never fenced (only the dead controller is).
+    leader, _, _ = wait_for("a leader", lambda: agreed_leader(nodes))
+    by_id[leader].broker.kill9(wait_for_port=False)
+    alive = [node for node in nodes if node.node_id != leader]
+    alive_ids = sorted(node.node_id for node in alive)
+    seen = set()
+    deadline = time.monotonic() + 2 * SESSION_TIMEOUT_MS / 1000 + 4
+    while time.monotonic() < deadline:
+        for node in alive:
+            try:
+                brokers, _ = metadata_v7(node.broker.port)
+            except OSError:
+                continue
+            assert all(node_id in brokers for node_id in alive_ids), (node.node_id, brokers)
+            seen.add(tuple(brokers))
+        time.sleep(0.05)
+    assert tuple(alive_ids) in seen, seen  # the dead controller was fenced meanwhile
+    for node in alive:
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", node.broker.log_text())
+        fenced = re.findall(r"FenceBroker \{ node_id: NodeId\((\d+)\)", plain)
+        assert set(fenced) <= {str(victim.node_id), str(leader)}, fenced
+
+
+def test_sigterm_is_a_controlled_shutdown(spate_factory):
+    # The default session timeout (9 s): leaving Metadata sooner is the controlled shutdown.
+    nodes = start_cluster(spate_factory, "--broker-heartbeat-interval-ms", "500")
+    leader, _, _ = wait_for("a leader all three agree on", lambda: agreed_leader(nodes))
+    assert create_topic(nodes[0], "going", 6) is None
+    placed = wait_for("the topic everywhere", lambda: agreed_topic(nodes, "going", 6))
+    leaving = next(node for node in nodes if node.node_id != leader)
+    staying = [node for node in nodes if node is not leaving]
+    its_partitions = [p for p, value in placed.items() if value[0] == leaving.node_id]
+    assert its_partitions
+
+    def gone():
+        brokers, found = metadata_v7(staying[0].broker.port)
+        if leaving.node_id in brokers:
+            return False
+        return all(found["going"][p][:2] == (LEADER_NOT_AVAILABLE, -1) for p in its_partitions)
+
+    started = time.monotonic()
+    leaving.broker.proc.send_signal(signal.SIGTERM)
+    wait_for("the stopping broker out of Metadata", gone, timeout=5)
+    left_s = time.monotonic() - started
+    code = leaving.broker.proc.wait(timeout=15)
+    exited_s = time.monotonic() - started
+    print(f"SIGTERM: out of Metadata after {left_s:.2f} s, exited after {exited_s:.2f} s")
+    assert code == 0, leaving.broker.log_tail()
+    assert left_s < 3.0, left_s
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", leaving.broker.log_text())
+    assert "controlled shutdown: fenced, leading no partition" in plain, plain[-3000:]
+    assert describe_cluster(staying[1].broker.port)[1] == sorted(n.node_id for n in staying)
+
+    # SIGTERM of the Raft leader: fenced, then it hands leadership over, so the others agree
+    # on a new leader sooner than an election after a silent leader (1-2 s) would.
+    leaving.broker.start()
+    leader, epoch, _ = wait_for("all three listed again", lambda: agreed_leader(nodes))
+    resigning = next(node for node in nodes if node.node_id == leader)
+    rest = [node for node in nodes if node is not resigning]
+    rest_ids = [node.node_id for node in rest]
+
+    def handed_over():
+        agreed = agreed_leader(rest, brokers=rest_ids)
+        return agreed if agreed and agreed[0] != leader and agreed[1] > epoch else None
+
+    started = time.monotonic()
+    resigning.broker.proc.send_signal(signal.SIGTERM)
+    wait_for("a new leader after the leader's SIGTERM", handed_over, timeout=10)
+    handover_s = time.monotonic() - started
+    assert resigning.broker.proc.wait(timeout=15) == 0, resigning.broker.log_tail()
+    print(f"SIGTERM of the Raft leader: a new one agreed after {handover_s:.2f} s")
+    assert handover_s < 0.9, handover_s
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", resigning.broker.log_text())
+    assert "handing over leadership" in plain, plain[-3000:]
+
+    # Back, then alone (the other two killed): SIGTERM still ends in bounded time.
+    resigning.broker.start()
+    wait_for("all three listed again", lambda: agreed_leader(nodes))
+    for node in staying:
+        node.broker.kill9(wait_for_port=False)
+    started = time.monotonic()
+    assert leaving.broker.stop(timeout=20) == 0, leaving.broker.log_tail()
+    alone_s = time.monotonic() - started
+    print(f"SIGTERM without a quorum: exited after {alone_s:.2f} s")
+    assert alone_s < 12, alone_s
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", leaving.broker.log_text())
+    assert "stopping anyway" in plain or "no controlled shutdown" in plain, plain[-3000:]
