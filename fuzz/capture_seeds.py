@@ -59,15 +59,9 @@ class Relay:
 
     def requests(self, client, upstream):
         buffered = b""
-        while True:
-            try:
-                chunk = client.recv(65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                close_both(client, upstream)
-                return
-            upstream.sendall(chunk)
+
+        def frames(chunk):
+            nonlocal buffered
             buffered += chunk
             while len(buffered) >= 4:
                 (size,) = struct.unpack(">i", buffered[:4])
@@ -75,6 +69,8 @@ class Relay:
                     break
                 self.keep(buffered[4:4 + size])
                 buffered = buffered[4 + size:]
+
+        pipe(client, upstream, frames)
 
     def keep(self, frame):
         if len(frame) < 4:
@@ -88,7 +84,8 @@ class Relay:
         (self.out_dir / f"k{key:02d}-v{version:02d}-{digest}").write_bytes(frame)
 
 
-def pipe(source, sink):
+def pipe(source, sink, seen=None):
+    """Forwards bytes until either side closes; `seen` gets each chunk forwarded."""
     while True:
         try:
             chunk = source.recv(65536)
@@ -102,6 +99,8 @@ def pipe(source, sink):
         except OSError:
             close_both(source, sink)
             return
+        if seen is not None:
+            seen(chunk)
 
 
 def close_both(*sockets):
