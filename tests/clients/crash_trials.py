@@ -13,7 +13,7 @@ Each trial starts a broker (`--cores 2`, topics never auto-created, 64 KiB segme
 committed-offsets logs) on a fresh port and data dir; trials alternate `--durability write`
 and `fsync` (`--durability both`). While it lives, four clients run on their own threads:
 - an idempotent acks=all producer (librdkafka) writes ~1,400 records/s to the 4 partitions of
-  TOPIC (256 KiB segments: each partition rolls about once a second) and the 2 partitions of
+  TOPIC (256 KiB segments: each partition rolls every second or two) and the 2 partitions of
   RETAINED (64 KiB segments, retention.ms 2000: the 5 s retention pass deletes segments).
   A value names its topic, partition and sequence number, so a duplicate, a gap or a reordering
   shows; librdkafka keeps retrying across the crash (message.timeout.ms 60 s);
@@ -26,12 +26,15 @@ and `fsync` (`--durability both`). While it lives, four clients run on their own
   way from its low watermark to its last acknowledged offset.
 
 The kill comes at one of these moments (MOMENTS, in turn over the trials): during steady load
-at a random time; a few ms after a segment roll of TOPIC was seen (a new .log file); after a
+at a random time; 0-3 ms after a segment roll of TOPIC was seen (a new .log file); after a
 retention pass deleted a segment of RETAINED; after a compaction of an offsets log deleted a
-segment; right after a DeleteRecords was sent or acknowledged. Every third trial also kills
-the broker again during its start-up recovery (once or twice, a random few ms after the start
-began) before the start that must succeed. Timing is random (seeded), so a seed replays the
-same plan, not the same interleaving.
+segment; right after a DeleteRecords was sent or acknowledged; a random few ms after a SIGTERM,
+while the broker drains, closes its logs and writes its clean-stop records (when the kill comes
+after the clean exit, the restart is a clean one and resumes the logs from those records). A
+third of the trials (at random) also kill the broker again during its start-up recovery, once
+or twice, a random moment after it logged "starting spate" and within its usual start-up time,
+before the start that must succeed; each such kill is reported as in recovery or after it.
+Timing is random (seeded), so a seed replays the same plan, not the same interleaving.
 
 After the restart the trial measures recovery (process start until a Metadata request lists
 both topics with a leader for every partition), waits for the commits and DeleteRecords in
@@ -100,7 +103,7 @@ MEMBER_COMMIT_S = 0.05
 CHURN_COMMIT_S = 0.04
 CHURN_METADATA = "x" * 1024
 
-MOMENTS = ("steady", "roll", "retention", "compaction", "delete-records")
+MOMENTS = ("steady", "roll", "retention", "compaction", "delete-records", "shutdown")
 MOMENT_WAIT_S = 20.0  # a moment that does not come (retention, compaction) kills anyway
 STEADY_S = (0.3, 6.0)
 SETTLE_S = 20.0
@@ -395,6 +398,22 @@ def start_up_ms(broker):
     return int(found.group(1)) if found else None
 
 
+def kill_in_shutdown(broker, rng, window_s):
+    """SIGTERM, then SIGKILL a random moment (up to `window_s`) later, while the broker drains
+    requests, closes its logs and writes its clean-stop records; returns (delay in ms, "in
+    shutdown", or "after a clean stop" with how long the stop took)."""
+    sent = time.monotonic()
+    broker.proc.send_signal(signal.SIGTERM)
+    delay = rng.uniform(0, window_s)
+    while time.monotonic() - sent < delay and broker.alive():
+        time.sleep(0.0005)
+    stopped_s = None if broker.alive() else time.monotonic() - sent
+    broker.kill9()
+    if stopped_s is None:
+        return round(delay * 1000), "in shutdown", None
+    return round(delay * 1000), "after a clean stop", stopped_s
+
+
 def leaders(port):
     """Metadata v1 for both topics: {topic: partitions with a leader}, or None unanswered."""
     try:
@@ -465,10 +484,10 @@ def log_names(data_dir, topic):
 
 def wait_for_moment(moment, broker, load, rng):
     """Returns when the broker should be killed for `moment`, and what was seen."""
-    if moment == "steady":
+    if moment in ("steady", "shutdown"):
         time.sleep(rng.uniform(*STEADY_S))
         return "steady load"
-    time.sleep(rng.uniform(0.3, 2.0))
+    time.sleep(rng.uniform(0.3, 4.0))
     watch = {"roll": TOPIC, "retention": RETAINED, "compaction": "__consumer_offsets"}
     deadline = time.monotonic() + MOMENT_WAIT_S
     if moment == "delete-records":
@@ -511,6 +530,7 @@ class Outcome:
         self.problems = []
         self.recovery_s = None
         self.start_up_ms = None
+        self.shutdown = None  # (ms after SIGTERM, phase, seconds a clean stop took)
         self.recovery_kills = []
         self.kill_at_s = 0.0
         self.moment = ""
@@ -684,7 +704,7 @@ def check_records(broker, load, restart_life, outcome):
                                       f"{found}")
 
 
-def one_trial(index, seed, workdir, durability, moment, recovery_kills, start_up_hint_s):
+def one_trial(index, seed, workdir, durability, moment, recovery_kills, hints):
     """Runs one trial; returns its Outcome and the Broker (its log and data dir)."""
     rng = random.Random(seed)
     outcome = Outcome(durability)
@@ -705,10 +725,12 @@ def one_trial(index, seed, workdir, durability, moment, recovery_kills, start_up
         outcome.moment = wait_for_moment(moment, broker, load, rng)
         acked_ends = load.acked_ends()
         load.hold()
+        if moment == "shutdown":
+            outcome.shutdown = kill_in_shutdown(broker, rng, hints["shutdown"])
         broker.kill9()
         outcome.kill_at_s = time.monotonic() - began
         for _ in range(recovery_kills):
-            outcome.recovery_kills.append(kill_in_start_up(broker, rng, start_up_hint_s))
+            outcome.recovery_kills.append(kill_in_start_up(broker, rng, hints["start-up"]))
         outcome.recovery_s = wait_serving(broker, launch(broker))
         outcome.start_up_ms = start_up_ms(broker)
         check_restart(broker, load, acked_ends, outcome)
@@ -734,7 +756,13 @@ def one_trial(index, seed, workdir, durability, moment, recovery_kills, start_up
 
 
 def describe(index, outcome):
-    again = "".join(f", killed again {ms} ms into start-up ({phase})"
+    if outcome.shutdown:
+        delay_ms, phase, stopped_s = outcome.shutdown
+        again = (f", {delay_ms} ms after a SIGTERM (in shutdown)" if stopped_s is None else
+                 f", after a SIGTERM and a clean stop in {stopped_s * 1000:.0f} ms")
+    else:
+        again = ""
+    again += "".join(f", killed again {ms} ms into start-up ({phase})"
                     for ms, phase in outcome.recovery_kills)
     recovery = (f"recovered in {outcome.recovery_s * 1000:.0f} ms" if outcome.recovery_s
                 else "did not recover")
@@ -748,17 +776,26 @@ def run(trials, seed, workdir, durability="both", say=print):
     rng = random.Random(seed)
     modes = ["write", "fsync"] if durability == "both" else [durability]
     outcomes, failures = [], []
-    start_up_hint_s = 0.05  # the broker's own start-up time, measured as trials go
+    # How long the broker's start-up and a clean stop under load take, measured as trials go:
+    # the windows in which the kills of the start-up and the shutdown moments land.
+    hints = {"start-up": 0.05, "shutdown": 0.8}
     for index in range(trials):
-        moment = MOMENTS[index % len(MOMENTS)]
-        recovery_kills = (1 + rng.randrange(2)) if index % 3 == 2 else 0
-        outcome, broker = one_trial(index, rng.randrange(1 << 32), workdir,
-                                    modes[index % len(modes)], moment, recovery_kills,
-                                    start_up_hint_s)
+        # Every moment in turn; the modes alternate, and swap at each round of the moments so
+        # that each moment meets each mode. A third of the trials, at random, are killed in
+        # their start-up recovery too.
+        cycle, moment = divmod(index, len(MOMENTS))
+        mode = modes[(index + cycle) % len(modes)]
+        recovery_kills = (1 + rng.randrange(2)) if rng.random() < 1 / 3 else 0
+        outcome, broker = one_trial(index, rng.randrange(1 << 32), workdir, mode,
+                                    MOMENTS[moment], recovery_kills,
+                                    hints)
         outcomes.append(outcome)
         if outcome.start_up_ms:
-            start_up_hint_s = statistics.median(
+            hints["start-up"] = statistics.median(
                 o.start_up_ms for o in outcomes if o.start_up_ms) / 1000
+        stops = [o.shutdown[2] for o in outcomes if o.shutdown and o.shutdown[2]]
+        if stops:
+            hints["shutdown"] = 1.5 * statistics.median(stops)
         say(describe(index, outcome))
         if outcome.ok:
             shutil.rmtree(broker.workdir, ignore_errors=True)
@@ -781,6 +818,7 @@ def summary(seed, outcomes, elapsed_s):
         counts = sum((o.counts for o in group), collections.Counter())
         times = sorted(o.recovery_s * 1000 for o in group if o.recovery_s)
         kills = collections.Counter(phase for o in group for _, phase in o.recovery_kills)
+        stops = collections.Counter(o.shutdown[1] for o in group if o.shutdown)
         recovery = (f"recovery p50 {statistics.median(times):.0f} ms, max {times[-1]:.0f} ms"
                     if times else "no recovery")
         lines.append(
@@ -790,7 +828,9 @@ def summary(seed, outcomes, elapsed_s):
             f"reordered {counts['reordered']}, wrong committed offsets "
             f"{counts['wrong committed offsets']}, "
             f"{kills.get('in recovery', 0)} kills in start-up recovery "
-            f"({kills.get('after start-up', 0)} more came after it); {recovery}")
+            f"({kills.get('after start-up', 0)} more came after it), "
+            f"{stops.get('in shutdown', 0)} in shutdown "
+            f"({stops.get('after a clean stop', 0)} more after a clean stop); {recovery}")
     return lines
 
 
