@@ -117,6 +117,7 @@ SLOW_PHASE_S = 2.0  # a trial line names a phase after the restart that took lon
 CLIENT = {**CK_COMMON, "reconnect.backoff.ms": 20, "reconnect.backoff.max.ms": 500,
           "log_level": 0}  # the crash makes every client log its refused connections
 
+# What a trial can find; the first five are counted per record or offset, the others per check.
 FAILURES = ("lost", "duplicated", "moved", "reordered", "wrong committed offsets",
             "log end below an acknowledged offset", "log start wrong", "not serving",
             "broker crashed")
@@ -850,6 +851,9 @@ def summary(seed, outcomes, elapsed_s):
             f"({kills.get('after start-up', 0)} more came after it), "
             f"{stops.get('in shutdown', 0)} in shutdown "
             f"({stops.get('after a clean stop', 0)} more after a clean stop); {recovery}")
+        other = [f"{kind} {counts[kind]}" for kind in FAILURES[5:] if counts[kind]]
+        if other:
+            lines.append(f"         also: {', '.join(other)}")
     return lines
 
 
