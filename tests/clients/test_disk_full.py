@@ -13,6 +13,7 @@ on it, fills the file system with a file of its own and produces until the broke
 Needs root (mount); skipped with the reason otherwise.
 """
 
+import errno
 import os
 import shutil
 import subprocess
@@ -81,6 +82,21 @@ def fill(mount, leave_bytes):
     assert size > 0, f"only {free_bytes(mount)} bytes free"
     with open(filler, "wb") as file:
         os.posix_fallocate(file.fileno(), 0, size)
+    return filler
+
+
+def fill_completely(mount):
+    """Takes every block a write can get (a file grown until ENOSPC, as root)."""
+    filler = fill(mount, MIB)
+    with open(filler, "ab") as file:
+        try:
+            while True:
+                file.write(bytes(4096))
+                file.flush()
+        except OSError as error:
+            assert error.errno == errno.ENOSPC, error
+    # What ext4 keeps back for its own metadata (a few MiB) is all that is left.
+    assert free_bytes(mount) < 4096, free_bytes(mount)
     return filler
 
 
@@ -258,6 +274,28 @@ def test_a_write_that_meets_enospc_is_retried_not_fatal(small_fs, spate_factory)
     assert log_count(broker, WRITE_MET_ENOSPC) == 1, broker.log_tail(40)
     assert log_count(broker, GATE_CLOSED) == 1, broker.log_tail(40)
     assert log_count(broker, GATE_OPENED) == 1, broker.log_tail(40)
+    assert "fatal" not in broker.log_text()
+
+
+def test_a_broker_starts_again_on_a_full_disk(small_fs, spate_factory):
+    """A broker stopped on a file system with no space left starts again on it: it serves
+    every acknowledged record, refuses produce with the retriable error, and takes writes
+    once space is freed, with no further restart."""
+    data_dir = small_fs / "data"
+    broker = spate_factory("--data-dir", str(data_dir), "--cores", "1",
+                           "--min-free-bytes", str(8 * MIB))
+    topic = unique_topic("full-start")
+    create_topic(broker, topic)
+    acked, _ = produce(broker.bootstrap, topic, "before", 500, 20)
+    assert broker.stop() == 0
+    filler = fill_completely(small_fs)
+    broker.start()
+    check_intact(broker, topic, acked)
+    code, _, message = raw_produce(broker, topic)
+    assert code == KAFKA_STORAGE_ERROR, (code, message)
+    filler.unlink()
+    after = produce_until_accepted(broker.bootstrap, topic, "after", 100, 60)
+    check_intact(broker, topic, {**acked, **after})
     assert "fatal" not in broker.log_text()
 
 
