@@ -34,6 +34,7 @@ use crate::model::ShardId;
 use crate::net::readers::Readers;
 use crate::net::{self, InFlight};
 use crate::partition::Partitions;
+use crate::replication::Replication;
 use crate::shard::catalog::{self, Catalog, META_DIR};
 use crate::shard::internal_log;
 use crate::shard::mesh::{Envelope, Mesh, Service};
@@ -364,6 +365,8 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
     cluster.mesh().serve_peers(&cluster, cluster_peers);
     controller.start();
     cluster.start();
+    let replication = Rc::new(Replication::new(shard.clone(), partitions.clone(), cluster.clone()));
+    replication.start();
     let listener = TcpListener::bind(config.listen).unwrap_or_else(|e| {
         fatal(
             FatalReason::Listen,

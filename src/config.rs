@@ -77,6 +77,10 @@ pub struct Args {
     /// connections.max.idle.ms; a frame trickled in slowly does not count) [default: 10 min].
     #[arg(long, value_name = "MS")]
     pub connections_max_idle_ms: Option<u64>,
+    /// Clustered: a follower that has not caught up with its leader for this long leaves
+    /// the in-sync replicas (Kafka's replica.lag.time.max.ms) [default: 30000].
+    #[arg(long, value_name = "MS")]
+    pub replica_lag_time_max_ms: Option<u64>,
     /// Default segment size before a roll (topic config segment.bytes) [default: 1 GiB].
     #[arg(long, value_name = "BYTES")]
     pub segment_bytes: Option<u64>,
@@ -89,6 +93,10 @@ pub struct Args {
     /// Default retention size per partition, -1 for unlimited (retention.bytes) [default: -1].
     #[arg(long, value_name = "BYTES")]
     pub retention_bytes: Option<i64>,
+    /// Default in-sync replicas an acks=all write needs on a replicated partition; fewer
+    /// answer NOT_ENOUGH_REPLICAS (topic config min.insync.replicas) [default: 1].
+    #[arg(long, value_name = "COUNT")]
+    pub min_insync_replicas: Option<i32>,
     /// When a produce is acknowledged: `write` once the O_DIRECT write completed (survives a
     /// process crash), `fsync` after fdatasync with group commit (survives power loss)
     /// [default: write].
@@ -156,10 +164,12 @@ struct FileConfig {
     message_max_bytes: Option<u32>,
     frame_max_bytes: Option<u32>,
     connections_max_idle_ms: Option<u64>,
+    replica_lag_time_max_ms: Option<u64>,
     segment_bytes: Option<u64>,
     segment_ms: Option<i64>,
     retention_ms: Option<i64>,
     retention_bytes: Option<i64>,
+    min_insync_replicas: Option<i32>,
     durability: Option<String>,
     batch_cache_bytes: Option<u64>,
     min_free_bytes: Option<u64>,
@@ -200,6 +210,8 @@ pub struct Config {
     pub frame_max_bytes: u32,
     /// A connection with no whole request for this long is closed (`net`).
     pub connections_max_idle_ms: u64,
+    /// A follower not caught up for this long leaves the ISR (`partition::replicas`).
+    pub replica_lag_time_max_ms: u64,
     /// Per shard: see `storage::cache`.
     pub batch_cache_bytes: u64,
     /// The free-space reserve (None: the default share of the file system); see
@@ -304,6 +316,10 @@ impl Config {
             max_message_bytes: message_max_bytes,
             timestamp_type: TimestampType::CreateTime,
             durability,
+            min_insync_replicas: args
+                .min_insync_replicas
+                .or(file.min_insync_replicas)
+                .unwrap_or(constants::MIN_INSYNC_REPLICAS_DEFAULT),
         };
         topic_defaults.validate().map_err(|e| format!("{e}."))?;
         let groups = group_config(&GroupValues {
@@ -359,6 +375,11 @@ impl Config {
             default_partitions,
             frame_max_bytes,
             connections_max_idle_ms,
+            replica_lag_time_max_ms: args
+                .replica_lag_time_max_ms
+                .or(file.replica_lag_time_max_ms)
+                .unwrap_or(constants::REPLICA_LAG_TIME_MS_DEFAULT)
+                .max(1),
             batch_cache_bytes: args
                 .batch_cache_bytes
                 .or(file.batch_cache_bytes)

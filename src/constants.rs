@@ -24,6 +24,9 @@ pub const RETENTION_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
 /// Kafka's default retention size: unlimited.
 pub const RETENTION_BYTES_DEFAULT: i64 = -1;
 
+/// Kafka's default `min.insync.replicas`: an acks=all write needs the leader alone.
+pub const MIN_INSYNC_REPLICAS_DEFAULT: i32 = 1;
+
 /// Bytes of log between two sparse offset index entries (Kafka's `index.interval.bytes`).
 pub const INDEX_INTERVAL_BYTES: u64 = 4096;
 
@@ -339,3 +342,34 @@ const _: () = assert!(BROKER_HEARTBEAT_POLL_MS < CLUSTER_PROPOSAL_RETRY_MS);
 /// batch that decompresses to gigabytes, since produce passes batches through. Kafka's
 /// default max.message.bytes of 1 MiB compresses text about 5-10x.
 pub const TIMESTAMP_SCAN_DECOMPRESSED_MAX: u64 = 64 * 1024 * 1024;
+
+// ----- replication ----------------------------------------------------------------------
+
+/// Kafka's `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+pub const REPLICA_LAG_TIME_MS_DEFAULT: u64 = 30_000;
+
+/// How long a follower's fetch waits at the leader for new data (Kafka's
+/// `replica.fetch.wait.max.ms`).
+pub const REPLICA_FETCH_WAIT_MS: i32 = 500;
+
+/// A follower fetch's response limit and per-partition limit (Kafka's
+/// `replica.fetch.response.max.bytes` and `replica.fetch.max.bytes`).
+pub const REPLICA_FETCH_BYTES_MAX: i32 = 10 << 20;
+pub const REPLICA_FETCH_PARTITION_BYTES_MAX: i32 = 1 << 20;
+
+/// Largest fetch response a follower reads; a bigger length is a broken stream.
+pub const REPLICA_FETCH_RESPONSE_BYTES_MAX: usize = 64 << 20;
+
+/// A follower gives up on a fetch response after this long and connects again (Kafka's
+/// `replica.socket.timeout.ms`).
+pub const REPLICA_FETCH_TIMEOUT_MS: u64 = 30_000;
+
+/// Back-off of a follower that cannot reach its leader, or whose fetch failed (Kafka's
+/// `replica.fetch.backoff.ms` is 1 s; failovers here are measured in it).
+pub const REPLICA_FETCH_BACKOFF_MS_MIN: u64 = 50;
+pub const REPLICA_FETCH_BACKOFF_MS_MAX: u64 = 1_000;
+
+/// How often each shard's replica manager looks for fetchers to start and ISR changes to
+/// ask for, and how long before it asks for the same ISR change again.
+pub const REPLICA_MANAGER_TICK_MS: u64 = 100;
+pub const REPLICA_ISR_CHANGE_RETRY_MS: u64 = 500;

@@ -18,6 +18,7 @@ pub mod model;
 pub mod net;
 pub mod partition;
 pub mod protocol;
+pub mod replication;
 pub mod shard;
 pub mod storage;
 pub mod throttle;

@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
         max_message_bytes: 1 << 20,
         timestamp_type: TimestampType::CreateTime,
         durability: Durability::Write,
+        min_insync_replicas: 1,
     };
     match which % 4 {
         0 => {

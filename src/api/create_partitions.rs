@@ -1,6 +1,6 @@
 //! CreatePartitions (API 37): the controller adds partitions to a topic and opens them on every
 //! shard before answering (clustered: through the metadata log); explicit assignments must
-//! name only this broker (clustered: one registered broker per new partition).
+//! name only this broker (clustered: distinct registered brokers per new partition).
 
 use bytes::Bytes;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -24,13 +24,18 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         let clustered = ctx.cluster().clustered();
         let foreign = assignments.and_then(|a| {
             a.iter().position(|a| {
-                a.broker_ids.len() != 1 || (!clustered && NodeId::from(a.broker_ids[0]) != node_id)
+                let mut ids = a.broker_ids.clone();
+                ids.sort_unstable();
+                ids.dedup();
+                ids.is_empty()
+                    || ids.len() != a.broker_ids.len()
+                    || (!clustered && (ids.len() != 1 || NodeId::from(ids[0]) != node_id))
             })
         });
         if let Some(index) = foreign {
             result.error_code = ErrorCode::InvalidReplicaAssignment.code();
             let message = if clustered {
-                format!("new partition {index} must be assigned to one broker (no replication)")
+                format!("new partition {index} must be assigned to distinct brokers")
             } else {
                 format!("new partition {index} must be assigned to broker {node_id} only")
             };
@@ -41,8 +46,9 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         let call = ControllerRequest::CreatePartitions {
             name: topic.name.0.to_string(),
             count: topic.count,
-            assignments: assignments
-                .map(|a| a.iter().map(|a| NodeId::from(a.broker_ids[0])).collect()),
+            assignments: assignments.map(|a| {
+                a.iter().map(|a| a.broker_ids.iter().map(|id| (*id).into()).collect()).collect()
+            }),
             validate_only: request.validate_only,
             timeout_ms: request.timeout_ms,
         };

@@ -1,9 +1,9 @@
 //! CreateTopics (API 19): topics are created by the controller (shard 0), which persists the
 //! catalog and tells every shard before answering, so the next request on any connection sees
 //! the topic; clustered, through the metadata log (`controller::quorum`). A single node
-//! takes replication factor 1 and assignments to itself; a cluster takes replication factor
-//! 1 (one replica per partition: replication is not built yet) and assignments of one
-//! registered broker per partition. v5+ return the configs.
+//! takes replication factor 1 and assignments to itself; a cluster takes a replication factor
+//! up to its unfenced brokers and assignments of distinct registered brokers per partition
+//! (the controller checks them). v5+ return the configs.
 
 use std::collections::BTreeMap;
 
@@ -42,16 +42,14 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 code: ErrorCode::InvalidRequest,
                 message: "topic named twice in one request".into(),
             })
-        } else if topic.replication_factor != -1 && topic.replication_factor != 1 {
+        } else if !clustered && topic.replication_factor != -1 && topic.replication_factor != 1 {
             let factor = topic.replication_factor;
-            let message = if clustered {
-                format!(
-                    "replication factor {factor}: replication is not built yet, every partition \
-                     has one replica (use 1 or -1)"
-                )
-            } else {
-                format!("replication factor {factor} is larger than the 1 available broker")
-            };
+            let message =
+                format!("replication factor {factor} is larger than the 1 available broker");
+            Err(TopicError { code: ErrorCode::InvalidReplicationFactor, message })
+        } else if topic.replication_factor == 0 || topic.replication_factor < -1 {
+            let factor = topic.replication_factor;
+            let message = format!("replication factor {factor} must be larger than 0");
             Err(TopicError { code: ErrorCode::InvalidReplicationFactor, message })
         } else if let Err(message) = check_assignments(&topic, node_id, clustered) {
             Err(TopicError { code: ErrorCode::InvalidReplicaAssignment, message })
@@ -75,7 +73,10 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                     let mut assignments: Vec<_> = topic
                         .assignments
                         .iter()
-                        .map(|a| (a.partition_index, NodeId::from(a.broker_ids[0])))
+                        .map(|a| {
+                            let replicas = a.broker_ids.iter().map(|id| NodeId::from(*id));
+                            (a.partition_index, replicas.collect::<Vec<_>>())
+                        })
                         .collect();
                     assignments.sort_unstable();
                     let create = CreateTopic {
@@ -87,7 +88,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                         },
                         overrides,
                         validate_only: request.validate_only,
-                        assignments: assignments.into_iter().map(|(_, node)| node).collect(),
+                        assignments: assignments.into_iter().map(|(_, set)| set).collect(),
+                        replication_factor: topic.replication_factor,
                         timeout_ms: request.timeout_ms,
                     };
                     let create = ControllerRequest::CreateTopic(create);
@@ -99,7 +101,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             Ok(meta) => {
                 result.topic_id = uuid::Uuid::from_bytes(meta.id);
                 result.num_partitions = meta.partitions;
-                result.replication_factor = 1;
+                result.replication_factor =
+                    meta.placement(0).map_or(1, |placement| placement.replicas.len() as i16);
                 if ctx.version >= 5 {
                     result.configs = Some(
                         TOPIC_CONFIG_NAMES
@@ -142,7 +145,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
 
 /// With explicit assignments Kafka wants num_partitions and replication_factor at -1 and
 /// one replica list per partition; on a single node every list must name only this broker,
-/// in a cluster one broker (the controller checks that it is registered).
+/// in a cluster distinct brokers (the controller checks that they are registered and
+/// unfenced).
 fn check_assignments(
     topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
     node_id: NodeId,
@@ -160,13 +164,14 @@ fn check_assignments(
         return Err("assignments must cover partitions 0..n once each".into());
     }
     for assignment in &topic.assignments {
-        if clustered && assignment.broker_ids.len() != 1 {
-            let index = assignment.partition_index;
-            return Err(format!(
-                "partition {index} must be assigned to one broker: replication is not built yet"
-            ));
-        }
         if clustered {
+            let mut ids = assignment.broker_ids.clone();
+            ids.sort_unstable();
+            ids.dedup();
+            if ids.is_empty() || ids.len() != assignment.broker_ids.len() {
+                let index = assignment.partition_index;
+                return Err(format!("partition {index} must be assigned to distinct brokers"));
+            }
             continue;
         }
         if assignment.broker_ids.len() != 1 || NodeId::from(assignment.broker_ids[0]) != node_id {

@@ -16,8 +16,8 @@ use kafka_protocol::messages::FetchRequest;
 
 use super::{Context, Outcome};
 use crate::constants::FETCH_WAIT_MS_MAX;
-use crate::model::{ErrorCode, Isolation, Offset, ShardId, TopicPartition};
-use crate::partition::{PartitionRequest, PartitionResponse, ReadResult, ReadSpec};
+use crate::model::{ErrorCode, Isolation, LeaderEpoch, NodeId, Offset, ShardId, TopicPartition};
+use crate::partition::{PartitionRequest, PartitionResponse, ReadResult, ReadSpec, Seen};
 use crate::protocol::fetch_response::{self, FetchResponseHead, Part, PartitionData, TopicData};
 use crate::protocol::put_response_header;
 use crate::storage::log::ReadChunk;
@@ -33,6 +33,8 @@ struct Wanted {
     size_bytes_max: usize,
     /// isolation_level 1: read below the last stable offset.
     isolation: Isolation,
+    /// A follower's fetch: the epoch of its last batch (Fetch v12+; NONE before).
+    last_fetched_epoch: LeaderEpoch,
 }
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -42,6 +44,10 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     };
     let shard = ctx.shard();
     let by_id = ctx.version >= fetch_response::TOPIC_ID_FROM;
+    // A broker's follower fetch names its node id (v15+ in the replica state).
+    let replica_id =
+        if ctx.version >= 15 { request.replica_state.replica_id.0 } else { request.replica_id.0 };
+    let follower = (replica_id >= 0).then_some(NodeId(replica_id));
     let mut topics: Vec<(String, [u8; 16])> = Vec::new();
     let mut wanted: Vec<Wanted> = Vec::new();
     for (topic_index, topic) in request.topics.iter().enumerate() {
@@ -75,17 +81,19 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 offset: Offset(partition.fetch_offset),
                 size_bytes_max: partition.partition_max_bytes.max(0) as usize,
                 isolation: Isolation::from_wire(request.isolation_level),
+                last_fetched_epoch: LeaderEpoch(partition.last_fetched_epoch),
             });
         }
     }
     let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
     let deadline = Instant::now() + max_wait;
     let min_bytes = request.min_bytes.max(0) as usize;
-    let mut results = read_all(ctx, &wanted).await;
+    let mut results = read_all(ctx, &wanted, follower).await;
     loop {
         let total: usize = results.values().map(|r| r.size_bytes).sum();
         let any_error = results.values().any(|r| r.error_code != ErrorCode::None)
-            || wanted.iter().any(|w| w.error_code != ErrorCode::None);
+            || wanted.iter().any(|w| w.error_code != ErrorCode::None)
+            || results.values().any(|r| r.diverging.is_some());
         let now = Instant::now();
         if total >= min_bytes || any_error || now >= deadline || wanted.is_empty() {
             break;
@@ -93,13 +101,21 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         // Wait for an append on any partition, or the deadline. A read_committed fetch
         // waiting at the last stable offset also wakes on appends (a marker is one), then
         // reads again.
-        let seen: Vec<(TopicPartition, Offset)> =
-            results.iter().map(|(tp, r)| (tp.clone(), r.high_watermark)).collect();
+        let seen: Vec<(TopicPartition, Seen)> = results
+            .iter()
+            .map(|(tp, r)| {
+                let seen = match follower {
+                    Some(_) => Seen::LogEnd(r.log_end),
+                    None => Seen::HighWatermark(r.high_watermark),
+                };
+                (tp.clone(), seen)
+            })
+            .collect();
         let woke = match ctx.partitions().watch(seen, deadline - now).await {
             Some(wait) => wait.done.await.unwrap_or(false),
             None => true,
         };
-        results = read_all(ctx, &wanted).await;
+        results = read_all(ctx, &wanted, follower).await;
         if !woke {
             break;
         }
@@ -108,7 +124,11 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
 }
 
 /// Reads every known partition: one message per owning shard, all in parallel.
-async fn read_all(ctx: &Context, wanted: &[Wanted]) -> BTreeMap<TopicPartition, ReadResult> {
+async fn read_all(
+    ctx: &Context,
+    wanted: &[Wanted],
+    follower: Option<NodeId>,
+) -> BTreeMap<TopicPartition, ReadResult> {
     let mut by_shard: BTreeMap<ShardId, Vec<ReadSpec>> = BTreeMap::new();
     for w in wanted {
         if let Some(tp) = &w.tp {
@@ -117,6 +137,7 @@ async fn read_all(ctx: &Context, wanted: &[Wanted]) -> BTreeMap<TopicPartition, 
                 offset: w.offset,
                 size_bytes_max: w.size_bytes_max,
                 isolation: w.isolation,
+                follower: follower.map(|node| (node, w.last_fetched_epoch)),
             };
             by_shard.entry(ctx.shard().owner(tp)).or_default().push(spec);
         }
@@ -158,6 +179,7 @@ fn respond(
             aborted: None,
             records: Vec::new(),
             records_size: 0,
+            diverging_epoch: None,
         };
         if let Some(result) = w.tp.as_ref().and_then(|tp| results.remove(tp)) {
             data.error_code = result.error_code.code();
@@ -168,6 +190,7 @@ fn respond(
                 data.aborted = Some(aborted.collect());
             }
             data.log_start_offset = result.log_start_offset.0;
+            data.diverging_epoch = result.diverging.map(|(epoch, end)| (epoch.0, end.0));
             // The response limit: always let the first data through (KIP-74), then stop
             // adding partitions once the limit is reached.
             if total == 0 || total + result.size_bytes <= size_bytes_max {

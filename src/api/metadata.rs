@@ -166,11 +166,10 @@ fn topic_entry(
             }
             p.leader_id = leader.into();
             p.leader_epoch = placement.leader_epoch.0;
-            p.replica_nodes = vec![placement.replica.into()];
-            p.isr_nodes = vec![placement.replica.into()];
-            if !live(placement.replica) {
-                p.offline_replicas = vec![placement.replica.into()];
-            }
+            p.replica_nodes = placement.replicas.iter().map(|id| (*id).into()).collect();
+            p.isr_nodes = placement.isr.iter().map(|id| (*id).into()).collect();
+            p.offline_replicas =
+                placement.replicas.iter().filter(|id| !live(**id)).map(|id| (*id).into()).collect();
             p
         })
         .collect();

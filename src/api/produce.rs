@@ -78,7 +78,7 @@ pub async fn admit(ctx: Context, body: Bytes) -> Admitted {
     }
     let mut answers = Vec::with_capacity(by_shard.len());
     for (owner, partitions) in by_shard {
-        answers.push(ctx.partitions().admit_produce_on(owner, partitions, timeout_ms).await);
+        answers.push(ctx.partitions().admit_produce_on(owner, partitions, timeout_ms, acks).await);
     }
     Admitted::Later(Box::pin(async move {
         for results in join_all(answers).await {

@@ -164,6 +164,8 @@ pub enum ClusterRequest {
     /// Shard 0's new view (a post); `sequence` orders the posts, which travel in tasks of
     /// their own and may overtake each other.
     Publish { sequence: u64, view: ClusterView },
+    /// A record another shard proposes (a post to shard 0, whose driver takes it).
+    Propose(MetadataRecord),
 }
 
 /// What the Raft driver takes from its queue.
@@ -299,6 +301,16 @@ impl Cluster {
         events.is_some_and(|events| events.try_send(Event::Propose(record.encode())).is_ok())
     }
 
+    /// `propose` from any shard: shard 0 proposes it, another shard posts it there. The
+    /// proposer learns the outcome from the view, and proposes again if it must.
+    pub async fn propose_from_any_shard(&self, record: MetadataRecord) {
+        if self.shard.id == CONTROLLER {
+            self.propose(&record);
+        } else {
+            self.mesh.post(CONTROLLER, ClusterRequest::Propose(record)).await;
+        }
+    }
+
     /// The latest view; None on a single node (and on a clustered node before its first).
     pub fn view(&self) -> Option<Rc<ClusterView>> {
         self.view.borrow().clone()
@@ -354,6 +366,9 @@ impl Service for Cluster {
                     self.sequence.set(sequence);
                     *self.view.borrow_mut() = Some(Rc::new(view));
                 }
+            }
+            ClusterRequest::Propose(record) => {
+                self.propose(&record);
             }
         }
         Served::Now(())

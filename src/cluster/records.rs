@@ -22,18 +22,24 @@
 //!   type 11 UnfenceBroker  node_id: i32, broker_epoch: u64
 //!   type 12 PartitionChange topic_id: 16 bytes, partition: i32, leader: i32,
 //!                          leader_epoch: i32, isr
+//!   type 13 CreateTopic    request, name: string, topic_id: 16 bytes, replicas, overrides
+//!   type 14 CreatePartitions request, name: string, count: i32, replicas (of the new ones)
 //!
 //!   string    u16 length + UTF-8
 //!   request   node_id: i32, serial: u64 (the proposer's RequestId)
 //!   leaders   u32 count + i32 node id per partition, in partition order
 //!   overrides u32 count + (name: string, value: string) per config, sorted by name
 //!   isr       u32 count + i32 node id per in-sync replica
+//!   replicas  u32 count + per partition (in partition order) its replicas as `isr`, the
+//!             preferred leader first
 //!   reason    0 the session expired, 1 a controlled shutdown
 //! ```
 //!
 //! Type 2 is the registration of the first version, without an incarnation: it is still
 //! read (journals written before broker epochs replay) as a registration of incarnation 0,
-//! and every registration is now written as type 9. Types never change their meaning; a new
+//! and every registration is now written as type 9. Types 4 and 6 (one replica per
+//! partition, before replication) are read as partitions of one replica; topics are now
+//! written as types 13 and 14. Types never change their meaning; a new
 //! field is a new type.
 //!
 //! Topic records carry everything their apply needs (the placement and the topic id are
@@ -63,6 +69,8 @@ const TYPE_REGISTER_BROKER_INCARNATION: u8 = 9;
 const TYPE_FENCE_BROKER: u8 = 10;
 const TYPE_UNFENCE_BROKER: u8 = 11;
 const TYPE_PARTITION_CHANGE: u8 = 12;
+const TYPE_CREATE_TOPIC_REPLICAS: u8 = 13;
+const TYPE_CREATE_PARTITIONS_REPLICAS: u8 = 14;
 
 /// Who asked for a change: the proposing node and its serial number, unique per node (the
 /// serials of one process start at a random point, so a restarted node does not reuse the
@@ -103,7 +111,6 @@ pub enum MetadataRecord {
     ClusterId {
         cluster_id: String,
     },
-    /// A new topic: one leader (its only replica) per partition.
     /// The active controller stops counting on a broker (Kafka's BrokerRegistrationChange
     /// with fenced set): its session expired, or it asked to shut down. Only the
     /// registration of `broker_epoch` is fenced (a newer one is left alone).
@@ -128,23 +135,24 @@ pub enum MetadataRecord {
         leader_epoch: LeaderEpoch,
         isr: Vec<NodeId>,
     },
+    /// A new topic: each partition's replicas, the preferred leader first.
     CreateTopic {
         request: RequestId,
         name: String,
         topic_id: [u8; 16],
-        leaders: Vec<NodeId>,
+        replicas: Vec<Vec<NodeId>>,
         overrides: BTreeMap<String, String>,
     },
     DeleteTopic {
         request: RequestId,
         name: String,
     },
-    /// The topic grows to `count` partitions; `leaders` are the new partitions' leaders.
+    /// The topic grows to `count` partitions; `replicas` are the new partitions' replicas.
     CreatePartitions {
         request: RequestId,
         name: String,
         count: i32,
-        leaders: Vec<NodeId>,
+        replicas: Vec<Vec<NodeId>>,
     },
     /// The topic's config overrides are replaced by `overrides`.
     AlterTopicConfig {
@@ -230,12 +238,12 @@ impl MetadataRecord {
                 out.push(TYPE_CLUSTER_ID);
                 put_string(&mut out, cluster_id);
             }
-            MetadataRecord::CreateTopic { request, name, topic_id, leaders, overrides } => {
-                out.push(TYPE_CREATE_TOPIC);
+            MetadataRecord::CreateTopic { request, name, topic_id, replicas, overrides } => {
+                out.push(TYPE_CREATE_TOPIC_REPLICAS);
                 put_request(&mut out, request);
                 put_string(&mut out, name);
                 out.extend_from_slice(topic_id);
-                put_leaders(&mut out, leaders);
+                put_replicas(&mut out, replicas);
                 put_overrides(&mut out, overrides);
             }
             MetadataRecord::DeleteTopic { request, name } => {
@@ -243,12 +251,12 @@ impl MetadataRecord {
                 put_request(&mut out, request);
                 put_string(&mut out, name);
             }
-            MetadataRecord::CreatePartitions { request, name, count, leaders } => {
-                out.push(TYPE_CREATE_PARTITIONS);
+            MetadataRecord::CreatePartitions { request, name, count, replicas } => {
+                out.push(TYPE_CREATE_PARTITIONS_REPLICAS);
                 put_request(&mut out, request);
                 put_string(&mut out, name);
                 out.extend_from_slice(&count.to_be_bytes());
-                put_leaders(&mut out, leaders);
+                put_replicas(&mut out, replicas);
             }
             MetadataRecord::AlterTopicConfig { request, name, overrides } => {
                 out.push(TYPE_ALTER_TOPIC_CONFIG);
@@ -321,24 +329,32 @@ impl MetadataRecord {
                 MetadataRecord::PartitionChange { topic_id, partition, leader, leader_epoch, isr }
             }
             TYPE_CLUSTER_ID => MetadataRecord::ClusterId { cluster_id: reader.string()? },
-            TYPE_CREATE_TOPIC => {
+            kind @ (TYPE_CREATE_TOPIC | TYPE_CREATE_TOPIC_REPLICAS) => {
                 let request = reader.request()?;
                 let name = reader.string()?;
                 let topic_id = reader.array::<16>()?;
-                let leaders = reader.leaders()?;
+                let replicas = if kind == TYPE_CREATE_TOPIC {
+                    reader.leaders()?.into_iter().map(|leader| vec![leader]).collect()
+                } else {
+                    reader.replicas()?
+                };
                 let overrides = reader.overrides()?;
-                MetadataRecord::CreateTopic { request, name, topic_id, leaders, overrides }
+                MetadataRecord::CreateTopic { request, name, topic_id, replicas, overrides }
             }
             TYPE_DELETE_TOPIC => {
                 let request = reader.request()?;
                 MetadataRecord::DeleteTopic { request, name: reader.string()? }
             }
-            TYPE_CREATE_PARTITIONS => {
+            kind @ (TYPE_CREATE_PARTITIONS | TYPE_CREATE_PARTITIONS_REPLICAS) => {
                 let request = reader.request()?;
                 let name = reader.string()?;
                 let count = reader.i32()?;
-                let leaders = reader.leaders()?;
-                MetadataRecord::CreatePartitions { request, name, count, leaders }
+                let replicas = if kind == TYPE_CREATE_PARTITIONS {
+                    reader.leaders()?.into_iter().map(|leader| vec![leader]).collect()
+                } else {
+                    reader.replicas()?
+                };
+                MetadataRecord::CreatePartitions { request, name, count, replicas }
             }
             TYPE_ALTER_TOPIC_CONFIG => {
                 let request = reader.request()?;
@@ -364,9 +380,9 @@ impl MetadataRecord {
 impl std::fmt::Display for MetadataRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            MetadataRecord::CreateTopic { request, name, topic_id, leaders, overrides } => {
+            MetadataRecord::CreateTopic { request, name, topic_id, replicas, overrides } => {
                 let id = uuid::Uuid::from_bytes(*topic_id);
-                let partitions = leaders.len();
+                let partitions = replicas.len();
                 write!(f, "CreateTopic {name} id {id}, {partitions} partitions, ")?;
                 write!(f, "{} overrides, request {request}", overrides.len())
             }
@@ -417,6 +433,13 @@ fn put_leaders(out: &mut Vec<u8>, leaders: &[NodeId]) {
     out.extend_from_slice(&(leaders.len() as u32).to_be_bytes());
     for leader in leaders {
         out.extend_from_slice(&leader.0.to_be_bytes());
+    }
+}
+
+fn put_replicas(out: &mut Vec<u8>, replicas: &[Vec<NodeId>]) {
+    out.extend_from_slice(&(replicas.len() as u32).to_be_bytes());
+    for set in replicas {
+        put_leaders(out, set);
     }
 }
 
@@ -490,6 +513,11 @@ impl<'a> Reader<'a> {
     fn leaders(&mut self) -> Result<Vec<NodeId>, RecordError> {
         let count = self.count(4)?;
         (0..count).map(|_| Ok(NodeId(self.i32()?))).collect()
+    }
+
+    fn replicas(&mut self) -> Result<Vec<Vec<NodeId>>, RecordError> {
+        let count = self.count(4)?;
+        (0..count).map(|_| self.leaders()).collect()
     }
 
     fn overrides(&mut self) -> Result<BTreeMap<String, String>, RecordError> {
@@ -595,7 +623,7 @@ mod tests {
                 request: request(),
                 name: "orders".into(),
                 topic_id: [7; 16],
-                leaders: vec![NodeId(1), NodeId(2), NodeId(3)],
+                replicas: vec![vec![NodeId(1), NodeId(2)], vec![NodeId(2), NodeId(3)], vec![]],
                 overrides: overrides.clone(),
             },
             MetadataRecord::DeleteTopic { request: request(), name: "orders".into() },
@@ -603,7 +631,7 @@ mod tests {
                 request: request(),
                 name: "orders".into(),
                 count: 5,
-                leaders: vec![NodeId(1), NodeId(2)],
+                replicas: vec![vec![NodeId(1)], vec![NodeId(2), NodeId(3), NodeId(1)]],
             },
             MetadataRecord::AlterTopicConfig { request: request(), name: "o".into(), overrides },
             MetadataRecord::InternalTopic {
@@ -628,6 +656,33 @@ mod tests {
         assert_eq!(delete.to_string(), "DeleteTopic t, request 2/258");
         let expected = [0, 5, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 1, 2, 0, 1, b't'];
         assert_eq!(delete.encode(), expected);
+    }
+
+    #[test]
+    fn topic_records_of_one_replica_per_partition_read_as_such() {
+        // Type 4 CreateTopic "t" (request 2/258, id [7; 16]) led by 1 and 3, no overrides.
+        let mut create = vec![0, 4, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 1, 2, 0, 1, b't'];
+        create.extend([7; 16]);
+        create.extend([0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0, 0]);
+        let one_each = vec![vec![NodeId(1)], vec![NodeId(3)]];
+        let expected = MetadataRecord::CreateTopic {
+            request: request(),
+            name: "t".into(),
+            topic_id: [7; 16],
+            replicas: one_each.clone(),
+            overrides: BTreeMap::new(),
+        };
+        assert_eq!(MetadataRecord::decode(&create), Ok(expected));
+        // Type 6 CreatePartitions "t" to 4, the new ones led by 1 and 3.
+        let mut grow = vec![0, 6, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 1, 2, 0, 1, b't', 0, 0, 0, 4];
+        grow.extend([0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 3]);
+        let expected = MetadataRecord::CreatePartitions {
+            request: request(),
+            name: "t".into(),
+            count: 4,
+            replicas: one_each,
+        };
+        assert_eq!(MetadataRecord::decode(&grow), Ok(expected));
     }
 
     #[test]
@@ -662,7 +717,7 @@ mod tests {
         longer.push(0);
         assert_eq!(MetadataRecord::decode(&longer), Err(RecordError::Trailing(1)));
         assert_eq!(MetadataRecord::decode(&[1, 1]), Err(RecordError::Version(1)));
-        assert_eq!(MetadataRecord::decode(&[0, 13]), Err(RecordError::Type(13)));
+        assert_eq!(MetadataRecord::decode(&[0, 15]), Err(RecordError::Type(15)));
         let mut bad_host = encoded;
         bad_host[8] = 0xff;
         assert_eq!(MetadataRecord::decode(&bad_host), Err(RecordError::Host));

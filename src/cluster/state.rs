@@ -48,11 +48,12 @@ pub struct BrokerRegistration {
 /// records changed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionState {
-    /// The replicas in preference order (one until replication, issue 14).
+    /// The replicas in preference order (the preferred leader first).
     pub replicas: Vec<NodeId>,
-    /// The in-sync replicas (the replica itself until replication).
+    /// The in-sync replicas: every replica when created; a fenced one leaves (unless it is
+    /// the last), and the leader adds back one that caught up.
     pub isr: Vec<NodeId>,
-    /// NONE: no leader (its only replica is fenced).
+    /// NONE: no leader (no in-sync replica is unfenced).
     pub leader: NodeId,
     pub leader_epoch: LeaderEpoch,
 }
@@ -240,16 +241,21 @@ impl MetadataState {
         self.brokers.get(&node_id).is_some_and(|b| !b.fenced)
     }
 
-    /// The leader changes the partitions need, in topic and partition order: a partition
-    /// whose leader is not a live broker loses it (NONE), a partition with no live leader
-    /// gets its first live in-sync replica. Each names the next leader epoch. The active
-    /// controller proposes them (Kafka's controller writes them with the fencing).
+    /// The changes the partitions need, in topic and partition order: fenced brokers leave
+    /// the ISR (the last in-sync replica stays in it, so that the partition waits for it
+    /// rather than lose what only it has: unclean election is off); a partition whose
+    /// leader is not a live broker gets its first live in-sync replica, or none. Each names
+    /// the next leader epoch. The active controller proposes them (Kafka's controller
+    /// writes them with the fencing).
     pub fn partition_changes(&self) -> Vec<MetadataRecord> {
         let mut changes = Vec::new();
         for topic in self.topics.values() {
             for (index, partition) in topic.partitions.iter().enumerate() {
-                let wanted = self.elected_leader(partition);
-                if wanted == partition.leader {
+                let live: Vec<NodeId> =
+                    partition.isr.iter().copied().filter(|id| self.is_live(*id)).collect();
+                let isr = if live.is_empty() { partition.isr.clone() } else { live };
+                let wanted = self.elected_leader(partition, &isr);
+                if wanted == partition.leader && isr == partition.isr {
                     continue;
                 }
                 changes.push(MetadataRecord::PartitionChange {
@@ -257,21 +263,28 @@ impl MetadataState {
                     partition: index as i32,
                     leader: wanted,
                     leader_epoch: LeaderEpoch(partition.leader_epoch.0 + 1),
-                    isr: partition.isr.clone(),
+                    isr,
                 });
             }
         }
         changes
     }
 
-    /// The leader a partition should have: its first replica that is in sync and live
-    /// (a live leader keeps office), NONE when there is none.
-    fn elected_leader(&self, partition: &PartitionState) -> NodeId {
-        if partition.leader != NodeId::NONE && self.is_live(partition.leader) {
+    /// The leader a partition with in-sync replicas `isr` should have: a live leader in
+    /// the ISR keeps office, else the first replica that is in sync and live, NONE when
+    /// there is none.
+    fn elected_leader(&self, partition: &PartitionState, isr: &[NodeId]) -> NodeId {
+        if isr.contains(&partition.leader) && self.is_live(partition.leader) {
             return partition.leader;
         }
-        let candidates = partition.replicas.iter().filter(|id| partition.isr.contains(id));
+        let candidates = partition.replicas.iter().filter(|id| isr.contains(id));
         candidates.copied().find(|id| self.is_live(*id)).unwrap_or(NodeId::NONE)
+    }
+
+    /// The partition `partition` of the topic with id `topic_id`, if both exist.
+    pub fn partition(&self, topic_id: &[u8; 16], partition: i32) -> Option<&PartitionState> {
+        let topic = self.topics.get(self.topic_names.get(topic_id)?)?;
+        topic.partitions.get(usize::try_from(partition).ok()?)
     }
 
     fn set_fenced(&mut self, node_id: NodeId, broker_epoch: u64, fenced: bool) -> Applied {
@@ -309,6 +322,13 @@ impl MetadataState {
         if isr.is_empty() || isr.iter().any(|id| !state.replicas.contains(id)) {
             return false;
         }
+        // A fenced broker never joins the ISR (Kafka answers INELIGIBLE_REPLICA); one in it
+        // already may stay (the last in-sync replica of a partition waiting for it).
+        let brokers = &self.brokers;
+        let live = |id: &NodeId| brokers.get(id).is_some_and(|b| !b.fenced);
+        if isr.iter().any(|id| !state.isr.contains(id) && !live(id)) {
+            return false;
+        }
         state.leader = leader;
         state.leader_epoch = leader_epoch;
         state.isr = isr.to_vec();
@@ -325,15 +345,16 @@ impl MetadataState {
         }
     }
 
-    /// New partitions placed on `replicas` (one each): led by their replica if it is live,
-    /// leaderless otherwise (a broker fenced after the proposer placed them).
-    fn new_partitions(&self, replicas: &[NodeId]) -> Vec<PartitionState> {
+    /// New partitions placed on `replicas` (a set each), all in sync: led by their first
+    /// live replica, leaderless when none is (brokers fenced after the proposer placed
+    /// them).
+    fn new_partitions(&self, replicas: &[Vec<NodeId>]) -> Vec<PartitionState> {
         replicas
             .iter()
-            .map(|replica| PartitionState {
-                replicas: vec![*replica],
-                isr: vec![*replica],
-                leader: if self.is_live(*replica) { *replica } else { NodeId::NONE },
+            .map(|set| PartitionState {
+                replicas: set.clone(),
+                isr: set.clone(),
+                leader: set.iter().copied().find(|id| self.is_live(*id)).unwrap_or(NodeId::NONE),
                 leader_epoch: LeaderEpoch::INITIAL,
             })
             .collect()
@@ -341,7 +362,7 @@ impl MetadataState {
 
     fn apply_topic_record(&mut self, record: &MetadataRecord) -> TopicOutcome {
         match record {
-            MetadataRecord::CreateTopic { name, topic_id, leaders, overrides, .. } => {
+            MetadataRecord::CreateTopic { name, topic_id, replicas, overrides, .. } => {
                 if self.topics.contains_key(name) {
                     return refuse(ErrorCode::TopicAlreadyExists, format!("topic {name} exists"));
                 }
@@ -349,13 +370,13 @@ impl MetadataState {
                     let message = format!("topic id of {name} is taken; try again");
                     return refuse(ErrorCode::TopicAlreadyExists, message);
                 }
-                if leaders.is_empty() {
+                if replicas.is_empty() {
                     return refuse(ErrorCode::InvalidPartitions, "no partitions".into());
                 }
-                self.check_leaders(leaders)?;
+                self.check_replicas(replicas)?;
                 let topic = TopicState {
                     topic_id: *topic_id,
-                    partitions: self.new_partitions(leaders),
+                    partitions: self.new_partitions(replicas),
                     overrides: overrides.clone(),
                 };
                 self.topics.insert(name.clone(), topic);
@@ -369,7 +390,7 @@ impl MetadataState {
                 self.topic_names.remove(&topic_id);
                 Ok(summary)
             }
-            MetadataRecord::CreatePartitions { name, count, leaders, .. } => {
+            MetadataRecord::CreatePartitions { name, count, replicas, .. } => {
                 let current = self.existing(name)?.partitions.len();
                 let count = usize::try_from(*count).unwrap_or(0);
                 if count <= current {
@@ -378,16 +399,16 @@ impl MetadataState {
                     );
                     return refuse(ErrorCode::InvalidPartitions, message);
                 }
-                if leaders.len() != count - current {
+                if replicas.len() != count - current {
                     let message = format!(
-                        "topic {name} changed meanwhile: {current} partitions, {} new leaders \
+                        "topic {name} changed meanwhile: {current} partitions, {} new ones \
                          for a count of {count}",
-                        leaders.len()
+                        replicas.len()
                     );
                     return refuse(ErrorCode::InvalidPartitions, message);
                 }
-                self.check_leaders(leaders)?;
-                let added = self.new_partitions(leaders);
+                self.check_replicas(replicas)?;
+                let added = self.new_partitions(replicas);
                 if let Some(topic) = self.topics.get_mut(name) {
                     topic.partitions.extend(added);
                 }
@@ -411,14 +432,28 @@ impl MetadataState {
         })
     }
 
-    fn check_leaders(&self, leaders: &[NodeId]) -> Result<(), Refusal> {
-        match leaders.iter().find(|leader| !self.brokers.contains_key(leader)) {
-            Some(leader) => refuse(
-                ErrorCode::InvalidReplicaAssignment,
-                format!("broker {leader} is not registered"),
-            ),
-            None => Ok(()),
+    /// Every partition has replicas, each a registered broker, none twice.
+    fn check_replicas(&self, replicas: &[Vec<NodeId>]) -> Result<(), Refusal> {
+        for set in replicas {
+            if set.is_empty() {
+                return refuse(
+                    ErrorCode::InvalidReplicaAssignment,
+                    "a partition without replicas".into(),
+                );
+            }
+            if let Some(replica) = set.iter().find(|id| !self.brokers.contains_key(id)) {
+                let message = format!("broker {replica} is not registered");
+                return refuse(ErrorCode::InvalidReplicaAssignment, message);
+            }
+            let mut sorted = set.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            if sorted.len() != set.len() {
+                let message = format!("a partition's replicas name a broker twice: {set:?}");
+                return refuse(ErrorCode::InvalidReplicaAssignment, message);
+            }
         }
+        Ok(())
     }
 
     /// The summary of topic `name`, which exists.
@@ -442,14 +477,33 @@ fn refuse<T>(code: ErrorCode, message: String) -> Result<T, Refusal> {
 /// the shard table hashes), so that the first partitions of many topics do not all land on
 /// the lowest node id. Pure: the proposer computes it, the record carries the result.
 pub fn place(name: &str, brokers: &[NodeId], first: usize, count: usize) -> Vec<NodeId> {
+    let sets = place_replicas(name, brokers, first, count, 1);
+    sets.into_iter().filter_map(|set| set.first().copied()).collect()
+}
+
+/// Replicas for partitions `first..first + count` of topic `name`, `factor` each (at most
+/// the number of brokers): the leader as `place` puts it, then the brokers that follow it
+/// in node id order, so that leaders and followers both spread evenly.
+pub fn place_replicas(
+    name: &str,
+    brokers: &[NodeId],
+    first: usize,
+    count: usize,
+    factor: usize,
+) -> Vec<Vec<NodeId>> {
     if brokers.is_empty() {
         return Vec::new();
     }
     let mut sorted = brokers.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
+    let factor = factor.clamp(1, sorted.len());
     let start = crate::shard::table::shard_for_key(name, sorted.len()).index();
-    (first..first + count).map(|partition| sorted[(start + partition) % sorted.len()]).collect()
+    (first..first + count)
+        .map(|partition| {
+            (0..factor).map(|k| sorted[(start + partition + k) % sorted.len()]).collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -516,7 +570,7 @@ mod tests {
             request: request(serial),
             name: name.into(),
             topic_id: [serial as u8; 16],
-            leaders: leaders.iter().map(|id| NodeId(*id)).collect(),
+            replicas: leaders.iter().map(|id| vec![NodeId(*id)]).collect(),
             overrides: BTreeMap::from([("retention.ms".into(), "5".into())]),
         }
     }
@@ -626,7 +680,7 @@ mod tests {
             request: request(serial),
             name: "t".into(),
             count,
-            leaders: leaders.iter().map(|id| NodeId(*id)).collect(),
+            replicas: leaders.iter().map(|id| vec![NodeId(*id)]).collect(),
         };
         assert_eq!(
             outcome_code(&state.apply(5, Some(&grow(2, 2, &[])))),
@@ -646,7 +700,7 @@ mod tests {
             request: request(7),
             name: "u".into(),
             count: 2,
-            leaders: vec![NodeId(1)],
+            replicas: vec![vec![NodeId(1)]],
         };
         let applied = state.apply(10, Some(&missing));
         assert_eq!(outcome_code(&applied), ErrorCode::UnknownTopicOrPartition);
@@ -741,6 +795,84 @@ mod tests {
     fn leader_and_epoch(state: &MetadataState, name: &str, partition: usize) -> (NodeId, i32) {
         let p = &state.topics[name].partitions[partition];
         (p.leader, p.leader_epoch.0)
+    }
+
+    #[test]
+    fn replicas_are_placed_after_the_leader_in_node_id_order() {
+        let brokers = [3, 1, 2].map(NodeId);
+        let sets = place_replicas("t", &brokers, 0, 4, 3);
+        let leaders = place("t", &brokers, 0, 4);
+        for (set, leader) in sets.iter().zip(&leaders) {
+            assert_eq!(set[0], *leader);
+            let next = NodeId(set[0].0 % 3 + 1);
+            assert_eq!(set[1], next);
+            let mut sorted = set.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, [1, 2, 3].map(NodeId));
+        }
+        // A factor above the broker count is cut to it, below one raised to one.
+        assert_eq!(place_replicas("t", &brokers, 0, 1, 5)[0].len(), 3);
+        assert_eq!(place_replicas("t", &brokers, 0, 1, 0)[0].len(), 1);
+    }
+
+    fn create_replicated(serial: u64, name: &str, sets: &[&[i32]]) -> MetadataRecord {
+        MetadataRecord::CreateTopic {
+            request: request(serial),
+            name: name.into(),
+            topic_id: [serial as u8; 16],
+            replicas: sets.iter().map(|set| set.iter().map(|id| NodeId(*id)).collect()).collect(),
+            overrides: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn replica_sets_are_checked_when_applied() {
+        let mut state = three_brokers();
+        let twice = next(&mut state, &create_replicated(1, "t", &[&[1, 2, 1]]));
+        assert_eq!(outcome_code(&twice), ErrorCode::InvalidReplicaAssignment);
+        let empty = next(&mut state, &create_replicated(2, "t", &[&[1], &[]]));
+        assert_eq!(outcome_code(&empty), ErrorCode::InvalidReplicaAssignment);
+        let unknown = next(&mut state, &create_replicated(3, "t", &[&[1, 9]]));
+        assert_eq!(outcome_code(&unknown), ErrorCode::InvalidReplicaAssignment);
+        let created = next(&mut state, &create_replicated(4, "t", &[&[2, 3, 1]]));
+        assert_eq!(outcome_code(&created), ErrorCode::None);
+        let partition = &state.topics["t"].partitions[0];
+        assert_eq!(partition.replicas, [2, 3, 1].map(NodeId));
+        assert_eq!(partition.isr, partition.replicas, "every replica starts in sync");
+        assert_eq!((partition.leader, partition.leader_epoch), (NodeId(2), LeaderEpoch::INITIAL));
+    }
+
+    /// Fencing takes brokers out of the ISR and the leadership to the next in-sync replica;
+    /// the last in-sync replica stays in the ISR, so the partition waits for it (no
+    /// unclean election) and it leads again when it comes back.
+    #[test]
+    fn fencing_shrinks_the_isr_and_moves_leadership_within_it() {
+        let mut state = three_brokers();
+        next(&mut state, &create_replicated(1, "t", &[&[1, 2, 3]]));
+        let epoch = |state: &MetadataState, id| state.brokers[&NodeId(id)].epoch;
+        let isr = |state: &MetadataState| state.topics["t"].partitions[0].isr.clone();
+        let (one, two, three) = (epoch(&state, 1), epoch(&state, 2), epoch(&state, 3));
+        next(&mut state, &fence(2, two));
+        assert_eq!(settle(&mut state), 1);
+        assert_eq!(isr(&state), [1, 3].map(NodeId));
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(1), 1), "a follower left");
+        next(&mut state, &fence(1, one));
+        assert_eq!(settle(&mut state), 1);
+        assert_eq!(isr(&state), [NodeId(3)]);
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(3), 2));
+        next(&mut state, &fence(3, three));
+        assert_eq!(settle(&mut state), 1);
+        assert_eq!(isr(&state), [NodeId(3)], "the last in-sync replica stays");
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId::NONE, 3));
+        // Replicas out of sync coming back do not lead: what only 3 has would be lost.
+        next(&mut state, &unfence(1, one));
+        next(&mut state, &unfence(2, two));
+        assert_eq!(settle(&mut state), 0);
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId::NONE, 3));
+        next(&mut state, &unfence(3, three));
+        assert_eq!(settle(&mut state), 1);
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(3), 4));
+        assert_eq!(isr(&state), [NodeId(3)], "the leader adds caught-up followers back");
     }
 
     #[test]
@@ -893,7 +1025,7 @@ mod tests {
             request: request(2),
             name: "t".into(),
             count: 3,
-            leaders: vec![NodeId(3)],
+            replicas: vec![vec![NodeId(3)]],
         };
         next(&mut state, &grow);
         assert_eq!(state.topics["t"].leaders(), [NodeId::NONE, NodeId(1), NodeId::NONE]);
@@ -926,7 +1058,7 @@ mod tests {
                 request: request(4),
                 name: "t".into(),
                 count: 3,
-                leaders: vec![NodeId(1)],
+                replicas: vec![vec![NodeId(1)]],
             },
         ];
         for leader in [NodeId::NONE, NodeId(1)] {

@@ -44,9 +44,9 @@ pub enum ControllerRequest {
     CreatePartitions {
         name: String,
         count: i32,
-        /// The new partitions' brokers (one each), if the request assigned them: Kafka wants
-        /// one per new partition.
-        assignments: Option<Vec<NodeId>>,
+        /// The new partitions' replicas (a list each), if the request assigned them: Kafka
+        /// wants one per new partition.
+        assignments: Option<Vec<Vec<NodeId>>>,
         validate_only: bool,
         timeout_ms: i32,
     },
@@ -74,9 +74,11 @@ pub struct CreateTopic {
     pub partitions: i32,
     pub overrides: BTreeMap<String, String>,
     pub validate_only: bool,
-    /// Each partition's broker (one each), when the request assigned them; empty: placed by
-    /// the controller.
-    pub assignments: Vec<NodeId>,
+    /// Each partition's replicas, when the request assigned them; empty: placed by the
+    /// controller.
+    pub assignments: Vec<Vec<NodeId>>,
+    /// Replicas per partition when placed by the controller (-1: the default, 1).
+    pub replication_factor: i16,
     /// Clustered: how long to wait for the change to be applied (<= 0: the default).
     pub timeout_ms: i32,
 }
@@ -204,6 +206,7 @@ impl Controller {
             overrides: BTreeMap::new(),
             validate_only: false,
             assignments: Vec::new(),
+            replication_factor: -1,
             timeout_ms: 0,
         };
         match self.call(ControllerRequest::CreateTopic(create)).await {

@@ -42,7 +42,7 @@ use futures::future::Either;
 use glommio::channels::local_channel::LocalReceiver;
 
 use super::{partitions_added, Controller, ControllerRequest, CreateTopic, TopicError};
-use crate::cluster::state::place;
+use crate::cluster::state::place_replicas;
 use crate::cluster::TopicSummary;
 use crate::cluster::{Committed, MetadataRecord, RequestId, TopicOutcome, TopicState};
 use crate::constants::{
@@ -94,12 +94,17 @@ impl Controller {
                 let added =
                     partitions_added(&name, current, count, assignments.as_ref().map(Vec::len))?;
                 let brokers = self.live_brokers(deadline).await?;
-                let leaders = match assignments {
+                // New partitions get as many replicas as the topic's first one has.
+                let factor = meta.placement(0).map_or(1, |placement| placement.replicas.len());
+                let replicas = match assignments {
                     Some(given) => brokers.check_assigned(given)?,
-                    None => place(&name, &brokers.live, current as usize, added),
+                    None => {
+                        brokers.check_factor(factor)?;
+                        place_replicas(&name, &brokers.live, current as usize, added, factor)
+                    }
                 };
                 let mut all = meta.leaders.to_vec();
-                all.extend(leaders.iter().map(|id| new_placement(*id)));
+                all.extend(replicas.iter().map(|set| new_placement(set)));
                 meta.partitions = count;
                 meta.leaders = all.into();
                 if validate_only {
@@ -107,7 +112,7 @@ impl Controller {
                 }
                 self.check_space()?;
                 let record =
-                    |request| MetadataRecord::CreatePartitions { request, name, count, leaders };
+                    |request| MetadataRecord::CreatePartitions { request, name, count, replicas };
                 let summary = self.propose_and_wait(record, deadline).await?;
                 Ok(self.meta_of(summary))
             }
@@ -132,12 +137,17 @@ impl Controller {
         let mut meta = self.check_new_topic(&create)?;
         let deadline = deadline(create.timeout_ms);
         let brokers = self.live_brokers(deadline).await?;
-        let leaders = if create.assignments.is_empty() {
-            place(&create.name, &brokers.live, 0, meta.partitions as usize)
+        let replicas = if create.assignments.is_empty() {
+            let factor = match create.replication_factor {
+                -1 => 1,
+                factor => usize::try_from(factor).unwrap_or(1),
+            };
+            brokers.check_factor(factor)?;
+            place_replicas(&create.name, &brokers.live, 0, meta.partitions as usize, factor)
         } else {
             brokers.check_assigned(create.assignments)?
         };
-        meta.leaders = leaders.iter().map(|id| new_placement(*id)).collect();
+        meta.leaders = replicas.iter().map(|set| new_placement(set)).collect();
         if create.validate_only {
             self.check_name_free(&create.name)?;
             return Ok(meta);
@@ -147,7 +157,7 @@ impl Controller {
             request,
             name: create.name,
             topic_id: meta.id,
-            leaders,
+            replicas,
             overrides: create.overrides,
         };
         let summary = self.propose_and_wait(record, deadline).await?;
@@ -332,7 +342,8 @@ impl Controller {
         let mut failed = BTreeSet::new();
         for (name, topic) in topics {
             let leaders = topic.partitions.iter().map(|partition| PartitionLeader {
-                replica: partition.replicas.first().copied().unwrap_or(NodeId::NONE),
+                replicas: partition.replicas.as_slice().into(),
+                isr: partition.isr.as_slice().into(),
                 leader: partition.leader,
                 leader_epoch: partition.leader_epoch,
             });
@@ -385,24 +396,46 @@ struct Brokers {
 }
 
 impl Brokers {
-    /// Explicit assignments of a cluster: one unfenced broker per partition (Kafka refuses
-    /// an assignment to a fenced broker too).
-    fn check_assigned(&self, given: Vec<NodeId>) -> Result<Vec<NodeId>, TopicError> {
+    /// Explicit assignments of a cluster: unfenced brokers for each partition (Kafka
+    /// refuses an assignment to a fenced broker too).
+    fn check_assigned(&self, given: Vec<Vec<NodeId>>) -> Result<Vec<Vec<NodeId>>, TopicError> {
         let refuse =
             |message| Err(TopicError { code: ErrorCode::InvalidReplicaAssignment, message });
-        if let Some(broker) = given.iter().find(|broker| !self.registered.contains(broker)) {
+        let all = || given.iter().flatten();
+        if let Some(broker) = all().find(|broker| !self.registered.contains(broker)) {
             return refuse(format!("broker {broker} is not registered in the cluster"));
         }
-        if let Some(broker) = given.iter().find(|broker| !self.live.contains(broker)) {
+        if let Some(broker) = all().find(|broker| !self.live.contains(broker)) {
             return refuse(format!("broker {broker} is fenced (not heartbeating)"));
         }
         Ok(given)
     }
+
+    /// A replication factor the unfenced brokers can place, in Kafka's words otherwise.
+    fn check_factor(&self, factor: usize) -> Result<(), TopicError> {
+        if factor <= self.live.len() {
+            return Ok(());
+        }
+        Err(TopicError {
+            code: ErrorCode::InvalidReplicationFactor,
+            message: format!(
+                "Unable to replicate the partition {factor} time(s): The target replication \
+                 factor of {factor} cannot be reached because only {} broker(s) are registered \
+                 and unfenced.",
+                self.live.len()
+            ),
+        })
+    }
 }
 
 /// A new partition's placement as a proposer sees it (the record's apply decides).
-fn new_placement(replica: NodeId) -> PartitionLeader {
-    PartitionLeader { replica, leader: replica, leader_epoch: LeaderEpoch::INITIAL }
+fn new_placement(replicas: &[NodeId]) -> PartitionLeader {
+    PartitionLeader {
+        replicas: replicas.into(),
+        isr: replicas.into(),
+        leader: replicas.first().copied().unwrap_or(NodeId::NONE),
+        leader_epoch: LeaderEpoch::INITIAL,
+    }
 }
 
 /// When a request of `timeout_ms` gives up (<= 0: the default).

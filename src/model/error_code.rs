@@ -26,6 +26,8 @@ pub enum ErrorCode {
     CoordinatorNotAvailable = 15,
     NotCoordinator = 16,
     InvalidTopicException = 17,
+    NotEnoughReplicas = 19,
+    NotEnoughReplicasAfterAppend = 20,
     InvalidRequiredAcks = 21,
     IllegalGeneration = 22,
     InconsistentGroupProtocol = 23,
@@ -55,6 +57,8 @@ pub enum ErrorCode {
     KafkaStorageError = 56,
     NonEmptyGroup = 68,
     GroupIdNotFound = 69,
+    FencedLeaderEpoch = 74,
+    UnknownLeaderEpoch = 75,
     MemberIdRequired = 79,
     FencedInstanceId = 82,
     GroupSubscribedToTopic = 86,
@@ -66,7 +70,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, by wire value.
-    pub const ALL: [ErrorCode; 48] = [
+    pub const ALL: [ErrorCode; 52] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -81,6 +85,8 @@ impl ErrorCode {
         ErrorCode::CoordinatorNotAvailable,
         ErrorCode::NotCoordinator,
         ErrorCode::InvalidTopicException,
+        ErrorCode::NotEnoughReplicas,
+        ErrorCode::NotEnoughReplicasAfterAppend,
         ErrorCode::InvalidRequiredAcks,
         ErrorCode::IllegalGeneration,
         ErrorCode::InconsistentGroupProtocol,
@@ -108,6 +114,8 @@ impl ErrorCode {
         ErrorCode::KafkaStorageError,
         ErrorCode::NonEmptyGroup,
         ErrorCode::GroupIdNotFound,
+        ErrorCode::FencedLeaderEpoch,
+        ErrorCode::UnknownLeaderEpoch,
         ErrorCode::MemberIdRequired,
         ErrorCode::FencedInstanceId,
         ErrorCode::GroupSubscribedToTopic,
@@ -141,7 +149,7 @@ mod tests {
     use super::*;
 
     /// The wire values, written out once more: a renumbered variant fails here.
-    const WIRE: [(ErrorCode, i16); 48] = [
+    const WIRE: [(ErrorCode, i16); 52] = [
         (ErrorCode::UnknownServerError, -1),
         (ErrorCode::None, 0),
         (ErrorCode::OffsetOutOfRange, 1),
@@ -156,6 +164,8 @@ mod tests {
         (ErrorCode::CoordinatorNotAvailable, 15),
         (ErrorCode::NotCoordinator, 16),
         (ErrorCode::InvalidTopicException, 17),
+        (ErrorCode::NotEnoughReplicas, 19),
+        (ErrorCode::NotEnoughReplicasAfterAppend, 20),
         (ErrorCode::InvalidRequiredAcks, 21),
         (ErrorCode::IllegalGeneration, 22),
         (ErrorCode::InconsistentGroupProtocol, 23),
@@ -183,6 +193,8 @@ mod tests {
         (ErrorCode::KafkaStorageError, 56),
         (ErrorCode::NonEmptyGroup, 68),
         (ErrorCode::GroupIdNotFound, 69),
+        (ErrorCode::FencedLeaderEpoch, 74),
+        (ErrorCode::UnknownLeaderEpoch, 75),
         (ErrorCode::MemberIdRequired, 79),
         (ErrorCode::FencedInstanceId, 82),
         (ErrorCode::GroupSubscribedToTopic, 86),

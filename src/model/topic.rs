@@ -30,10 +30,12 @@ pub struct TopicConfig {
     pub max_message_bytes: u32,
     pub timestamp_type: TimestampType,
     pub durability: Durability,
+    /// acks=all writes to a replicated partition need this many in-sync replicas.
+    pub min_insync_replicas: i32,
 }
 
 /// The config names Spate accepts in CreateTopics and reports in DescribeConfigs.
-pub const TOPIC_CONFIG_NAMES: [&str; 8] = [
+pub const TOPIC_CONFIG_NAMES: [&str; 9] = [
     "cleanup.policy",
     "segment.bytes",
     "segment.ms",
@@ -42,12 +44,13 @@ pub const TOPIC_CONFIG_NAMES: [&str; 8] = [
     "max.message.bytes",
     "message.timestamp.type",
     "flush.messages",
+    "min.insync.replicas",
 ];
 
 /// Kafka topic configs that Spate accepts, stores and reports but does not act on yet
 /// (clients and tools set them at creation, e.g. librdkafka's admin tests set
 /// compression.type). Any other name is INVALID_CONFIG, as in Kafka.
-pub const PASSIVE_TOPIC_CONFIG_NAMES: [&str; 22] = [
+pub const PASSIVE_TOPIC_CONFIG_NAMES: [&str; 21] = [
     "compression.type",
     "delete.retention.ms",
     "file.delete.delay.ms",
@@ -62,7 +65,6 @@ pub const PASSIVE_TOPIC_CONFIG_NAMES: [&str; 22] = [
     "message.timestamp.before.max.ms",
     "min.cleanable.dirty.ratio",
     "min.compaction.lag.ms",
-    "min.insync.replicas",
     "preallocate",
     "remote.storage.enable",
     "segment.index.bytes",
@@ -109,6 +111,9 @@ impl TopicConfig {
                 }
                 self.durability = if messages == 1 { Durability::Fsync } else { Durability::Write };
             }
+            "min.insync.replicas" => {
+                self.min_insync_replicas = value.parse().map_err(|_| bad())?;
+            }
             _ if PASSIVE_TOPIC_CONFIG_NAMES.contains(&name) => {}
             _ => return Err(format!("unknown topic config {name}")),
         }
@@ -133,6 +138,12 @@ impl TopicConfig {
         if self.retention_ms < -1 {
             return Err(format!("retention.ms {} must be -1 or more", self.retention_ms));
         }
+        if self.min_insync_replicas < 1 {
+            return Err(format!(
+                "min.insync.replicas {} must be 1 or more",
+                self.min_insync_replicas
+            ));
+        }
         if self.retention_bytes < -1 {
             return Err(format!("retention.bytes {} must be -1 or more", self.retention_bytes));
         }
@@ -156,6 +167,7 @@ impl TopicConfig {
                 Durability::Fsync => "1".into(),
                 Durability::Write => i64::MAX.to_string(),
             },
+            "min.insync.replicas" => self.min_insync_replicas.to_string(),
             _ => return None,
         })
     }
@@ -284,6 +296,7 @@ mod tests {
             max_message_bytes: constants::MESSAGE_SIZE_BYTES_MAX_DEFAULT,
             timestamp_type: TimestampType::CreateTime,
             durability: Durability::Write,
+            min_insync_replicas: 1,
         }
     }
 

@@ -1,7 +1,9 @@
 //! The partitions a shard owns, as a service on the shard: their logs and the batch cache
 //! they share, produce (admission in order, then the durable write), reads, offsets,
 //! transaction markers, DeleteRecords, DescribeProducers, and the fetch long-poll watches
-//! on them. Next, the replica manager of replication sits here.
+//! on them; clustered, each log's part in replication (`replicas.rs`: a leader's view of its
+//! followers, the high watermark it allows; the partitions a follower fetches, which the
+//! `replication` service's fetchers read and append).
 //!
 //! Lifecycle: built on every shard at start (`Partitions::new`), `open_owned_logs` recovers
 //! the logs before the shard serves, `close_all` seals them at shutdown. Other shards reach
@@ -14,6 +16,7 @@
 
 mod produce;
 mod read;
+pub mod replicas;
 pub mod retention;
 
 use std::cell::RefCell;
@@ -27,7 +30,7 @@ use futures::StreamExt;
 
 use crate::constants::{LOG_OPENS_IN_FLIGHT, REPEATED_WARNING_INTERVAL_MS};
 use crate::model::{now_ms, ErrorCode, Isolation, Offset, ProducerEpoch, ProducerId};
-use crate::model::{ShardId, TopicPartition};
+use crate::model::{LeaderEpoch, NodeId, ShardId, TopicPartition};
 use crate::shard::catalog::TopicMeta;
 use crate::shard::delayed::{Key, Wait};
 use crate::shard::mesh::{Mesh, Served, Service};
@@ -39,6 +42,7 @@ use crate::storage::log::{self, Log, Marker, ReadChunk, RecoveryReport};
 use crate::storage::txn_index::AbortedTxn;
 use crate::storage::Error as StorageError;
 use crate::throttle::Throttle;
+use replicas::Followers;
 use retention::RetentionSchedule;
 
 type LogRef = Rc<RefCell<Log>>;
@@ -51,6 +55,9 @@ pub enum PartitionRequest {
     Produce {
         partitions: Vec<(TopicPartition, Vec<Bytes>)>,
         timeout_ms: i32,
+        /// -1 (all): a replicated partition answers once its high watermark passed the
+        /// batches; 0 and 1 once the leader wrote them.
+        acks: i16,
     },
     Read {
         partitions: Vec<ReadSpec>,
@@ -82,11 +89,11 @@ pub enum PartitionRequest {
         from: i32,
     },
     /// A post: notify waiter `waiter` of the sender on the next append to one of these
-    /// partitions within `timeout_ms`, at once if a partition's high watermark already
-    /// passed what the waiter saw.
+    /// partitions within `timeout_ms`, at once if a partition already passed what the
+    /// waiter saw.
     Watch {
         waiter: u64,
-        partitions: Vec<(TopicPartition, Offset)>,
+        partitions: Vec<(TopicPartition, Seen)>,
         timeout_ms: u64,
     },
     /// A post: new data arrived on a partition that waiter `waiter` of this shard watches.
@@ -113,6 +120,9 @@ pub struct ReadSpec {
     pub size_bytes_max: usize,
     /// read_committed: stop at the last stable offset, report aborted transactions.
     pub isolation: Isolation,
+    /// A follower's fetch: its node id and the epoch of the last batch it has (NONE when
+    /// it has none), checked against this leader's epochs for divergence.
+    pub follower: Option<(NodeId, LeaderEpoch)>,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +146,11 @@ pub struct ReadResult {
     pub aborted: Vec<AbortedTxn>,
     pub chunks: Vec<ReadChunk>,
     pub size_bytes: usize,
+    /// The written end when it was read (what a follower's fetch waits to pass).
+    pub log_end: Offset,
+    /// A follower's log diverged: the epoch and end offset it must truncate to (Fetch
+    /// v12+'s diverging_epoch); nothing is read then.
+    pub diverging: Option<(LeaderEpoch, Offset)>,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +184,45 @@ pub struct Partitions {
     /// fetches the same damaged place again and again.
     corrupt_reads: RefCell<Throttle>,
     started: std::time::Instant,
+    /// Replicated partitions this shard leads: what their followers fetched.
+    leading: RefCell<HashMap<TopicPartition, Followers>>,
+    /// Partitions this shard follows, with their leader: what the fetchers fetch.
+    following: RefCell<BTreeMap<TopicPartition, Following>>,
+}
+
+/// What a waiting fetch saw of a partition: a consumer its high watermark, a follower the
+/// leader's written end (which it reads up to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    HighWatermark(Offset),
+    LogEnd(Offset),
+}
+
+/// A partition this node follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Following {
+    pub leader: NodeId,
+    pub leader_epoch: LeaderEpoch,
+}
+
+/// A followed partition as a fetcher asks for it.
+#[derive(Debug, Clone)]
+pub struct FetchPosition {
+    pub tp: TopicPartition,
+    pub leader_epoch: LeaderEpoch,
+    /// The follower's log end: where it fetches from.
+    pub log_end: Offset,
+    /// The epoch of its last batch (NONE: it has none).
+    pub last_epoch: LeaderEpoch,
+    pub log_start: Offset,
+}
+
+/// What a leader wants changed in a partition's ISR (proposed by the `replication` service).
+#[derive(Debug, Clone)]
+pub struct IsrChange {
+    pub tp: TopicPartition,
+    pub leader_epoch: LeaderEpoch,
+    pub isr: Vec<NodeId>,
 }
 
 impl Service for Partitions {
@@ -186,8 +240,8 @@ impl Service for Partitions {
         match request {
             // Admitted here, before the next message is taken, so that a connection's
             // pipelined produces get offsets in the order it sent them.
-            Q::Produce { partitions, timeout_ms } => {
-                let results = self.admit_produce(partitions, timeout_ms);
+            Q::Produce { partitions, timeout_ms, acks } => {
+                let results = self.admit_produce(partitions, timeout_ms, acks);
                 Served::Later(Box::pin(async move { R::Produce(results.await) }))
             }
             Q::Read { partitions } => {
@@ -250,6 +304,8 @@ impl Partitions {
             retention: RefCell::new(RetentionSchedule::default()),
             corrupt_reads: RefCell::new(Throttle::new(REPEATED_WARNING_INTERVAL_MS)),
             started: std::time::Instant::now(),
+            leading: RefCell::new(HashMap::new()),
+            following: RefCell::new(BTreeMap::new()),
         }
     }
 
@@ -297,8 +353,8 @@ impl Partitions {
         self.logs.borrow().len()
     }
 
-    /// Opens the logs of `meta` this shard owns (of partitions this node leads) and has not
-    /// opened yet, `LOG_OPENS_IN_FLIGHT`
+    /// Opens the logs of `meta` this shard owns (of partitions with a replica on this node)
+    /// and has not opened yet, `LOG_OPENS_IN_FLIGHT`
     /// at a time (each is a few small reads and an open through io_uring: one after the
     /// other, a shard of 50,000 partitions would start in a minute); an error names a
     /// partition whose log could not be opened (those opened before it stay open).
@@ -309,7 +365,7 @@ impl Partitions {
     ) -> Result<RecoveryReport, (TopicPartition, StorageError)> {
         let me = self.shard.config.node_id;
         let owned: Vec<TopicPartition> = (0..meta.partitions)
-            .filter(|partition| meta.is_led_by(*partition, me))
+            .filter(|partition| meta.has_replica_on(*partition, me))
             .map(|partition| TopicPartition::new(meta.name.clone(), partition))
             .filter(|tp| {
                 self.shard.owner(tp) == self.shard.id && !self.logs.borrow().contains_key(tp)
@@ -403,10 +459,186 @@ impl Partitions {
                 self.mark_for_retention(&tp);
             }
         }
-        self.open_topic(&meta, None).await.map(|_| ()).map_err(|(tp, e)| {
+        let opened = self.open_topic(&meta, None).await.map(|_| ()).map_err(|(tp, e)| {
             tracing::error!(%tp, "cannot open the partition's log: {e}");
             format!("cannot open the log of {tp} in {}: {e}", self.shard.config.data_dir.display())
-        })
+        });
+        self.apply_roles(&meta).await;
+        opened
+    }
+
+    /// Clustered: each owned log's part in replication as `meta` places it (its leader
+    /// epoch; leading a replicated partition, following one, or neither).
+    async fn apply_roles(&self, meta: &TopicMeta) {
+        let me = self.shard.config.node_id;
+        for partition in 0..meta.partitions {
+            let Some(placement) = meta.placement(partition) else { return };
+            let tp = TopicPartition::new(meta.name.clone(), partition);
+            let Some(log) = self.log(&tp) else {
+                self.leading.borrow_mut().remove(&tp);
+                self.following.borrow_mut().remove(&tp);
+                continue;
+            };
+            let replicated = placement.replicas.len() > 1;
+            log::set_replication(&log, placement.leader_epoch, replicated);
+            let leads = placement.leader == me;
+            if !leads {
+                let failed = log::drop_replication_waiters(&log);
+                if failed > 0 {
+                    tracing::info!(%tp, failed, "no longer leader: waiting acks=all produces fail");
+                }
+            }
+            if leads && replicated {
+                self.following.borrow_mut().remove(&tp);
+                let bound = {
+                    let mut leading = self.leading.borrow_mut();
+                    let followers = leading.entry(tp.clone()).or_insert_with(|| {
+                        let mut followers = Followers::new(
+                            me,
+                            placement.leader_epoch,
+                            &placement.replicas,
+                            &placement.isr,
+                            now_ms(),
+                        );
+                        followers.epoch_start = log::log_end(&log);
+                        followers
+                    });
+                    // Leading on in a new epoch (an ISR change): the followers' progress
+                    // stays.
+                    followers.leader_epoch = placement.leader_epoch;
+                    followers.set_isr(&placement.isr);
+                    followers.high_watermark_bound()
+                };
+                self.set_bound(&tp, &log, bound).await;
+            } else if !leads && placement.leader != NodeId::NONE && placement.is_replica(me) {
+                self.leading.borrow_mut().remove(&tp);
+                let following =
+                    Following { leader: placement.leader, leader_epoch: placement.leader_epoch };
+                self.following.borrow_mut().insert(tp, following);
+            } else {
+                self.leading.borrow_mut().remove(&tp);
+                self.following.borrow_mut().remove(&tp);
+            }
+        }
+    }
+
+    /// Moves a replicated log's high watermark bound; wakes the fetches waiting on it when
+    /// the high watermark moved.
+    async fn set_bound(&self, tp: &TopicPartition, log: &LogRef, bound: Offset) {
+        let before = log.borrow().high_watermark;
+        log::set_high_watermark_bound(log, bound);
+        if log.borrow().high_watermark != before {
+            self.notify_partition(tp).await;
+        }
+    }
+
+    // ----- replication: the follower's side --------------------------------------------------
+
+    /// The partitions this shard follows from `leader`, where each fetches from.
+    pub fn fetch_positions(&self, leader: NodeId) -> Vec<FetchPosition> {
+        let following = self.following.borrow();
+        following
+            .iter()
+            .filter(|(_, f)| f.leader == leader)
+            .filter_map(|(tp, f)| {
+                let log = self.log(tp)?;
+                let l = log.borrow();
+                Some(FetchPosition {
+                    tp: tp.clone(),
+                    leader_epoch: f.leader_epoch,
+                    log_end: l.written_end,
+                    last_epoch: l.epochs.latest().unwrap_or(LeaderEpoch::NONE),
+                    log_start: l.log_start_offset,
+                })
+            })
+            .collect()
+    }
+
+    /// The leaders this shard follows partitions of.
+    pub fn followed_leaders(&self) -> std::collections::BTreeSet<NodeId> {
+        self.following.borrow().values().map(|f| f.leader).collect()
+    }
+
+    /// Appends what the leader sent of a followed partition (whole batches from this log's
+    /// end) and waits until it is written, then takes the leader's high watermark as the
+    /// bound. False when the partition is not followed from `leader` any more or the batches
+    /// do not start at the log end (the fetcher asks again).
+    pub async fn append_replica(
+        &self,
+        tp: &TopicPartition,
+        leader: NodeId,
+        batches: Vec<Bytes>,
+        leader_high_watermark: Offset,
+    ) -> bool {
+        let followed = self.following.borrow().get(tp).is_some_and(|f| f.leader == leader);
+        let Some(log) = self.log(tp).filter(|_| followed) else { return false };
+        if !batches.is_empty() {
+            let mut appending = match log::enqueue_replica(&log, batches) {
+                Ok(appending) => appending,
+                Err(e) => {
+                    tracing::debug!(%tp, "follower append refused: {e}");
+                    return false;
+                }
+            };
+            self.mark_for_retention(tp);
+            appending.wait().await;
+            if appending.outcome().is_none_or(|outcome| outcome.is_err()) {
+                return false;
+            }
+        }
+        self.set_bound(tp, &log, leader_high_watermark).await;
+        true
+    }
+
+    /// Cuts a followed partition's log back to `offset` (its leader said it diverged).
+    pub async fn truncate_replica(&self, tp: &TopicPartition, offset: Offset) -> bool {
+        let Some(log) = self.log(tp) else { return false };
+        match log::truncate_to(&log, offset).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(%tp, "truncation to {} failed: {e}", offset.0);
+                false
+            }
+        }
+    }
+
+    // ----- replication: the leader's side ----------------------------------------------------
+
+    /// A follower fetched `tp` from `fetch_offset`: its progress, the high watermark.
+    async fn on_follower_fetch(&self, tp: &TopicPartition, follower: NodeId, fetch_offset: Offset) {
+        let Some(log) = self.log(tp) else { return };
+        let leader_end = log.borrow().written_end;
+        let bound = {
+            let mut leading = self.leading.borrow_mut();
+            let Some(followers) = leading.get_mut(tp) else { return };
+            if !followers.on_fetch(follower, fetch_offset, leader_end, now_ms()) {
+                return;
+            }
+            followers.high_watermark_bound()
+        };
+        self.set_bound(tp, &log, bound).await;
+    }
+
+    /// The ISR changes the partitions this shard leads call for (a follower that fell
+    /// behind for `lag_ms`, one that caught up), for the controller.
+    pub fn isr_changes(&self, lag_ms: i64) -> Vec<IsrChange> {
+        let now = now_ms();
+        let leading = self.leading.borrow();
+        leading
+            .iter()
+            .filter_map(|(tp, followers)| {
+                let log = self.log(tp)?;
+                let high_watermark = log.borrow().high_watermark;
+                let epoch_start = followers.epoch_start;
+                let isr = followers.wanted_isr(now, lag_ms, high_watermark, epoch_start)?;
+                Some(IsrChange { tp: tp.clone(), leader_epoch: followers.leader_epoch, isr })
+            })
+            .collect()
+    }
+
+    /// How many replicas of `tp` are in sync, if this shard leads it replicated.
+    fn isr_len(&self, tp: &TopicPartition) -> Option<usize> {
+        self.leading.borrow().get(tp).map(Followers::isr_len)
     }
 
     async fn remove_partitions(&self, name: &str, from: i32) {
@@ -424,6 +656,8 @@ impl Partitions {
         };
         for (tp, log) in doomed {
             self.retention.borrow_mut().forget(&tp);
+            self.leading.borrow_mut().remove(&tp);
+            self.following.borrow_mut().remove(&tp);
             log::delete(&log).await;
             self.notify_partition(&tp).await;
         }
@@ -436,10 +670,10 @@ impl Partitions {
     /// Registered before the watches go out, so a notification cannot come too early.
     pub async fn watch(
         &self,
-        partitions: Vec<(TopicPartition, Offset)>,
+        partitions: Vec<(TopicPartition, Seen)>,
         timeout: Duration,
     ) -> Option<Wait> {
-        let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, Offset)>> = BTreeMap::new();
+        let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, Seen)>> = BTreeMap::new();
         for (tp, seen) in partitions {
             by_shard.entry(self.shard.owner(&tp)).or_default().push((tp, seen));
         }
@@ -464,7 +698,7 @@ impl Partitions {
         &self,
         from: ShardId,
         waiter: u64,
-        partitions: Vec<(TopicPartition, Offset)>,
+        partitions: Vec<(TopicPartition, Seen)>,
         timeout_ms: u64,
     ) -> bool {
         if partitions.iter().any(|(tp, seen)| self.moved_past(tp, *seen)) {
@@ -476,11 +710,12 @@ impl Partitions {
         false
     }
 
-    /// True if `tp`'s high watermark is past `seen`, or `tp` is gone.
-    fn moved_past(&self, tp: &TopicPartition, seen: Offset) -> bool {
-        match self.log(tp) {
-            Some(log) => log.borrow().high_watermark > seen,
-            None => true,
+    /// True if `tp` moved past what was `seen` of it, or `tp` is gone.
+    fn moved_past(&self, tp: &TopicPartition, seen: Seen) -> bool {
+        match (self.log(tp), seen) {
+            (Some(log), Seen::HighWatermark(seen)) => log.borrow().high_watermark > seen,
+            (Some(log), Seen::LogEnd(seen)) => log.borrow().written_end > seen,
+            (None, _) => true,
         }
     }
 

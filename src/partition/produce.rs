@@ -16,29 +16,43 @@ impl Partitions {
     /// Admits a produce on this shard, without an await: each partition's batches get their
     /// offsets and are queued for writing before this returns, so produces admitted one after
     /// another are ordered as they were admitted. The future it gives answers each partition
-    /// once its write is durable, or with REQUEST_TIMED_OUT at `timeout_ms` (a delayed
-    /// produce; the write itself goes on, as in Kafka). One delayed operation covers the
-    /// whole request. Below the free-space reserve (`storage::space`) nothing is admitted:
-    /// every partition answers KAFKA_STORAGE_ERROR (retriable) with the numbers.
+    /// once its write is durable (with acks=all on a replicated partition, once its high
+    /// watermark passed it: every in-sync replica has it), or with REQUEST_TIMED_OUT at
+    /// `timeout_ms` (a delayed produce; the write itself goes on, as in Kafka). One delayed
+    /// operation covers the whole request. Below the free-space reserve (`storage::space`)
+    /// nothing is admitted: every partition answers KAFKA_STORAGE_ERROR (retriable) with
+    /// the numbers. acks=all to a replicated partition with fewer in-sync replicas than its
+    /// `min.insync.replicas` is refused with NOT_ENOUGH_REPLICAS before it is written, and
+    /// answered NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrank below it meanwhile.
     pub fn admit_produce(
         self: &Rc<Self>,
         partitions: Vec<(TopicPartition, Vec<Bytes>)>,
         timeout_ms: i32,
+        acks: i16,
     ) -> impl Future<Output = Vec<ProduceResult>> + 'static {
         let bytes: usize =
             partitions.iter().flat_map(|(_, batches)| batches.iter().map(Bytes::len)).sum();
         let refused = self.shard.space.admit(bytes as u64).err().map(|refusal| refusal.to_string());
+        let mut replicated = Vec::new();
         let mut admitted: Vec<(TopicPartition, Result<log::Appending, ErrorCode>)> = partitions
             .into_iter()
             .map(|(tp, batches)| {
                 let appending = match self.log(&tp) {
                     Some(_) if refused.is_some() => Err(ErrorCode::KafkaStorageError),
+                    Some(log) if acks == -1 && self.too_few_in_sync(&tp, &log) => {
+                        Err(ErrorCode::NotEnoughReplicas)
+                    }
                     Some(log) => {
                         self.mark_for_retention(&tp);
-                        log::enqueue(&log, batches).map_err(|e| match e {
+                        let appending = log::enqueue(&log, batches).map_err(|e| match e {
                             StorageError::Producer(e) => e.error_code(),
                             _ => ErrorCode::UnknownTopicOrPartition,
-                        })
+                        });
+                        if appending.is_ok() && acks == -1 && self.isr_len(&tp).is_some() {
+                            let last = Offset(log::log_end(&log).0 - 1);
+                            replicated.push((tp.clone(), log::wait_high_watermark(&log, last)));
+                        }
+                        appending
                     }
                     None => Err(ErrorCode::UnknownTopicOrPartition),
                 };
@@ -49,15 +63,45 @@ impl Partitions {
         let timeout = std::time::Duration::from_millis(timeout_ms.max(1) as u64);
         let expiry = self.shard.delayed.wait([], timeout);
         async move {
+            let mut unreplicated = Vec::new();
             {
                 let writes = admitted.iter_mut().filter_map(|(_, a)| a.as_mut().ok());
                 let durable = join_all(writes.map(|a| a.wait()));
-                futures::pin_mut!(durable);
-                if let Either::Left(_) = futures::future::select(durable, expiry.done).await {
-                    // Every write landed first: retire the timeout operation now.
-                    this.shard.delayed.cancel(expiry.id);
+                let written: Vec<TopicPartition> =
+                    replicated.iter().map(|(tp, _)| tp.clone()).collect();
+                let waits = replicated.iter_mut().map(|(tp, wait)| async move {
+                    let passed = match wait.as_mut() {
+                        Some(wait) => wait.await.is_ok(),
+                        None => true,
+                    };
+                    *wait = None;
+                    (tp.clone(), passed)
+                });
+                let this = &this;
+                let all = async move {
+                    durable.await;
+                    // Written here: the followers waiting in a fetch read it now.
+                    for tp in &written {
+                        this.notify_partition(tp).await;
+                    }
+                    join_all(waits).await
+                };
+                futures::pin_mut!(all);
+                match futures::future::select(all, expiry.done).await {
+                    Either::Left((passed, _)) => {
+                        // Every write landed first: retire the timeout operation now.
+                        this.shard.delayed.cancel(expiry.id);
+                        unreplicated.extend(passed.into_iter().filter(|(_, ok)| !ok));
+                    }
+                    Either::Right(_) => {}
                 }
             }
+            // Still waiting for followers: timed out, as Kafka's delayed produce.
+            let late_replication: Vec<TopicPartition> = replicated
+                .iter()
+                .filter(|(_, wait)| wait.is_some())
+                .map(|(tp, _)| tp.clone())
+                .collect();
             let mut results = Vec::with_capacity(admitted.len());
             let mut late = Vec::new();
             for (tp, appending) in admitted {
@@ -79,6 +123,18 @@ impl Partitions {
                     }
                 };
                 match appending.outcome() {
+                    Some(Ok(_)) if late_replication.contains(&tp) => {
+                        this.notify_partition(&tp).await;
+                        results.push(failed(tp, ErrorCode::RequestTimedOut));
+                    }
+                    // This node stopped leading before the followers had the records.
+                    Some(Ok(_)) if unreplicated.iter().any(|(lost, _)| *lost == tp) => {
+                        results.push(failed(tp, ErrorCode::NotLeaderOrFollower));
+                    }
+                    Some(Ok(_)) if acks == -1 && this.below_min_in_sync(&tp) => {
+                        this.notify_partition(&tp).await;
+                        results.push(failed(tp, ErrorCode::NotEnoughReplicasAfterAppend));
+                    }
                     Some(Ok(info)) => {
                         this.notify_partition(&tp).await;
                         results.push(ProduceResult {
@@ -112,6 +168,17 @@ impl Partitions {
         }
     }
 
+    /// acks=all needs `min.insync.replicas` in-sync replicas of a replicated partition led
+    /// here.
+    fn too_few_in_sync(&self, tp: &TopicPartition, log: &super::LogRef) -> bool {
+        let wanted = usize::try_from(log.borrow().config.min_insync_replicas).unwrap_or(1);
+        self.isr_len(tp).is_some_and(|in_sync| in_sync < wanted)
+    }
+
+    fn below_min_in_sync(&self, tp: &TopicPartition) -> bool {
+        self.log(tp).is_some_and(|log| self.too_few_in_sync(tp, &log))
+    }
+
     /// Admits a produce on `owner` and gives the future of its results. On this shard it is
     /// admitted before this returns; on another, the request is on the mesh before this
     /// returns, and a shard serves the requests of one peer in the order they were sent.
@@ -121,11 +188,12 @@ impl Partitions {
         owner: ShardId,
         partitions: Vec<(TopicPartition, Vec<Bytes>)>,
         timeout_ms: i32,
+        acks: i16,
     ) -> Pin<Box<dyn Future<Output = Vec<ProduceResult>>>> {
         if owner == self.shard.id {
-            return Box::pin(self.admit_produce(partitions, timeout_ms));
+            return Box::pin(self.admit_produce(partitions, timeout_ms, acks));
         }
-        let request = PartitionRequest::Produce { partitions, timeout_ms };
+        let request = PartitionRequest::Produce { partitions, timeout_ms, acks };
         let answer = self.mesh.send(owner, request).await;
         Box::pin(async move {
             match answer {

@@ -4,7 +4,7 @@ use futures::future::join_all;
 
 use super::{OffsetResult, Partitions, ProducerInfo, ReadResult, ReadSpec};
 use crate::model::FirstBatch::Whole;
-use crate::model::{ErrorCode, Isolation, Offset, TopicPartition};
+use crate::model::{ErrorCode, Isolation, LeaderEpoch, Offset, TopicPartition};
 use crate::storage::log;
 use crate::storage::Error as StorageError;
 
@@ -20,13 +20,39 @@ impl Partitions {
                 aborted: Vec::new(),
                 chunks: Vec::new(),
                 size_bytes: 0,
+                log_end: Offset::NONE,
+                diverging: None,
             };
             let Some(log) = self.log(&spec.tp) else {
                 return empty(spec.tp, ErrorCode::UnknownTopicOrPartition);
             };
-            let read =
-                log::read_below(&log, spec.offset, spec.size_bytes_max, Whole, spec.isolation);
-            match read.await {
+            // Before the read: an append landing meanwhile wakes a follower's watch.
+            let log_end = log.borrow().written_end;
+            let read = match spec.follower {
+                Some((follower, last_epoch)) => {
+                    if let Some(diverging) = diverging(&log.borrow(), spec.offset, last_epoch) {
+                        let l = log.borrow();
+                        return ReadResult {
+                            high_watermark: l.high_watermark,
+                            last_stable_offset: l
+                                .producers
+                                .txns
+                                .last_stable_offset(l.high_watermark),
+                            log_start_offset: l.log_start_offset,
+                            log_end: l.written_end,
+                            diverging: Some(diverging),
+                            ..empty(spec.tp.clone(), ErrorCode::None)
+                        };
+                    }
+                    self.on_follower_fetch(&spec.tp, follower, spec.offset).await;
+                    log::read_for_follower(&log, spec.offset, spec.size_bytes_max).await
+                }
+                None => {
+                    log::read_below(&log, spec.offset, spec.size_bytes_max, Whole, spec.isolation)
+                        .await
+                }
+            };
+            match read {
                 Ok(outcome) => ReadResult {
                     tp: spec.tp,
                     error_code: ErrorCode::None,
@@ -36,6 +62,8 @@ impl Partitions {
                     log_start_offset: outcome.log_start_offset,
                     chunks: outcome.chunks,
                     size_bytes: outcome.size_bytes,
+                    log_end,
+                    diverging: None,
                 },
                 Err(StorageError::OffsetOutOfRange) => {
                     let l = log.borrow();
@@ -43,6 +71,7 @@ impl Partitions {
                         high_watermark: l.high_watermark,
                         last_stable_offset: l.producers.txns.last_stable_offset(l.high_watermark),
                         log_start_offset: l.log_start_offset,
+                        log_end: l.written_end,
                         ..empty(spec.tp.clone(), ErrorCode::OffsetOutOfRange)
                     }
                 }
@@ -175,4 +204,19 @@ impl Partitions {
             })
             .collect()
     }
+}
+
+/// Where a follower's log diverges from this leader's (KIP-279, Kafka's
+/// `Partition.fetchRecords`): the follower's last epoch ends here before its fetch offset,
+/// or this log never had that epoch. None when it does not diverge (or it has no epochs).
+fn diverging(
+    l: &crate::storage::log::Log,
+    fetch_offset: Offset,
+    last_epoch: LeaderEpoch,
+) -> Option<(LeaderEpoch, Offset)> {
+    if last_epoch.0 < 0 {
+        return None;
+    }
+    let (epoch, end) = l.epochs.end_offset_for(last_epoch, l.written_end)?;
+    (end < fetch_offset || epoch != last_epoch).then_some((epoch, end))
 }

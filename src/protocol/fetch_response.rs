@@ -13,7 +13,8 @@
 //!                            aborted_transactions nullable array of
 //!                              [producer_id i64, first_offset i64, tagged fields (v12+)],
 //!                            preferred_read_replica i32 (v11+),
-//!                            records nullable bytes, tagged fields (v12+) ]
+//!                            records nullable bytes, tagged fields (v12+: tag 0
+//!                            diverging_epoch [epoch i32, end_offset i64, tagged fields]) ]
 //!              tagged fields (v12+) ]
 //! tagged fields (v12+)
 //! ```
@@ -46,6 +47,8 @@ pub struct PartitionData<R> {
     /// Record data, and its total size in bytes.
     pub records: Vec<R>,
     pub records_size: usize,
+    /// A follower's diverging epoch and its end offset (v12+, a tagged field).
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 #[derive(Debug)]
@@ -123,8 +126,17 @@ pub fn encode<R>(
                 size += partition.records_size;
                 parts.extend(partition.records.into_iter().map(Part::Records));
             }
-            if flexible {
-                out.put_u8(0);
+            match partition.diverging_epoch {
+                Some((epoch, end_offset)) if flexible => {
+                    // One tagged field, tag 0, of 13 bytes: the struct and its own (empty)
+                    // tagged fields.
+                    out.put_slice(&[1, 0, 13]);
+                    out.put_i32(epoch);
+                    out.put_i64(end_offset);
+                    out.put_u8(0);
+                }
+                _ if flexible => out.put_u8(0),
+                _ => {}
             }
         }
         if flexible {
@@ -180,6 +192,7 @@ mod tests {
                         aborted: Some(vec![(9, 30), (11, 35)]),
                         records,
                         records_size: 7,
+                        diverging_epoch: None,
                     },
                     PartitionData {
                         partition_index: 4,
@@ -190,6 +203,7 @@ mod tests {
                         aborted: None,
                         records: Vec::new(),
                         records_size: 0,
+                        diverging_epoch: Some((6, 120)),
                     },
                 ],
             }];
@@ -221,6 +235,10 @@ mod tests {
             assert!(topic.partitions[1].aborted_transactions.is_none());
             assert_eq!(p.records.as_deref(), Some(&b"abcdefg"[..]));
             assert_eq!(topic.partitions[1].error_code, 1);
+            let diverging = &topic.partitions[1].diverging_epoch;
+            let expected = if version >= FLEXIBLE_FROM { (6, 120) } else { (-1, -1) };
+            assert_eq!((diverging.epoch, diverging.end_offset), expected, "v{version}");
+            assert_eq!(p.diverging_epoch.epoch, -1);
         }
     }
 }

@@ -30,25 +30,45 @@ pub struct TopicMeta {
     pub overrides: BTreeMap<String, String>,
     /// Effective configs: defaults with the overrides applied.
     pub config: TopicConfig,
-    /// Clustered: each partition's replica, leader and leader epoch, by partition index, as
-    /// the metadata log says. Empty on a single node, which leads every partition.
+    /// Clustered: each partition's replicas, in-sync replicas, leader and leader epoch, by
+    /// partition index, as the metadata log says. Empty on a single node, which leads every
+    /// partition.
     pub leaders: Arc<[PartitionLeader]>,
 }
 
 /// A partition's placement and leadership on a clustered node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionLeader {
-    /// Where it was placed (its only replica until replication).
-    pub replica: NodeId,
-    /// NONE: no leader (its replica is fenced).
+    /// Where it was placed, the preferred leader first.
+    pub replicas: Arc<[NodeId]>,
+    /// The in-sync replicas.
+    pub isr: Arc<[NodeId]>,
+    /// NONE: no leader (no in-sync replica is unfenced).
     pub leader: NodeId,
     pub leader_epoch: LeaderEpoch,
 }
 
+impl PartitionLeader {
+    /// Whether `node` keeps a copy of the partition (leads or follows it).
+    pub fn is_replica(&self, node: NodeId) -> bool {
+        self.replicas.contains(&node)
+    }
+}
+
 impl TopicMeta {
     /// The leadership of `partition` (None: this node, on a single node).
-    pub fn placement(&self, partition: i32) -> Option<PartitionLeader> {
-        usize::try_from(partition).ok().and_then(|index| self.leaders.get(index).copied())
+    pub fn placement(&self, partition: i32) -> Option<&PartitionLeader> {
+        usize::try_from(partition).ok().and_then(|index| self.leaders.get(index))
+    }
+
+    /// Whether `node` keeps a copy of `partition` (every partition on a single node).
+    pub fn has_replica_on(&self, partition: i32, node: NodeId) -> bool {
+        self.placement(partition).is_none_or(|placement| placement.is_replica(node))
+    }
+
+    /// Whether `partition` has replicas beyond its leader (never on a single node).
+    pub fn is_replicated(&self, partition: i32) -> bool {
+        self.placement(partition).is_some_and(|placement| placement.replicas.len() > 1)
     }
 
     /// The leader of `partition` (None: this node, on a single node; NONE: no leader).
@@ -226,6 +246,7 @@ mod tests {
             max_message_bytes: 1 << 16,
             timestamp_type: TimestampType::CreateTime,
             durability: Durability::Write,
+            min_insync_replicas: 1,
         }
     }
 

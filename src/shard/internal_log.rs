@@ -54,6 +54,7 @@ pub fn log_config(segment_bytes: u64, durability: Durability) -> TopicConfig {
         max_message_bytes: u32::MAX,
         timestamp_type: TimestampType::CreateTime,
         durability,
+        min_insync_replicas: 1,
     }
 }
 

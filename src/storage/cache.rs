@@ -127,6 +127,11 @@ impl BatchCache {
         BatchCache { run: Rc::new(RefCell::new(Run::default())), budget }
     }
 
+    /// The shard's budget this cache draws on.
+    pub fn budget(&self) -> Rc<CacheBudget> {
+        self.budget.clone()
+    }
+
     /// Adds the batch that follows the last cached one, then evicts the shard's oldest
     /// batches (maybe this one) while the budget is exceeded.
     pub fn push(&mut self, batch: CachedBatch) {

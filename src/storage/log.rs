@@ -43,6 +43,7 @@ use crate::model::{now_ms, FirstBatch, Isolation, LeaderEpoch, Offset, ProducerE
 use crate::storage::cache::{BatchCache, CacheBudget, CachedBatch};
 use crate::storage::clean_stop::LogState;
 use crate::storage::files::{Buffered, OpenFiles};
+use crate::storage::leader_epochs::{self, LeaderEpochs};
 use crate::storage::producer_state::{self, AppendCheck, ProducerBatch, ProducerStateTable};
 use crate::storage::segment::{self, Segment, SegmentRole};
 use crate::storage::snapshot::{self, Flush};
@@ -110,8 +111,22 @@ pub struct Log {
     pub log_start_offset: Offset,
     /// Next offset to assign, counting queued batches (the log end offset).
     next_offset: Offset,
-    /// Offset after the last written batch; consumers read below it.
+    /// Offset after the last written batch (durable under the topic's policy): followers
+    /// read below it.
+    pub written_end: Offset,
+    /// Consumers read below it: `written_end` on a partition without followers; on a
+    /// replicated one, it never goes back and moves to the smaller of `written_end` and
+    /// `high_watermark_bound` (what every in-sync replica has, or on a follower the
+    /// leader's high watermark).
     pub high_watermark: Offset,
+    high_watermark_bound: Option<Offset>,
+    /// The leader epoch stamped into the batches this log assigns offsets to.
+    pub leader_epoch: LeaderEpoch,
+    /// Clustered: the first offset of each leader epoch, kept in `leader-epoch-checkpoint`.
+    pub epochs: LeaderEpochs,
+    epochs_tracked: bool,
+    /// A new epoch the flusher writes to the file before the next batches.
+    epochs_dirty: bool,
     cache: BatchCache,
     /// The shard's cache of open segment files (see `files.rs`).
     files: Rc<OpenFiles>,
@@ -123,6 +138,9 @@ pub struct Log {
     pub producers: ProducerStateTable,
     /// Duplicates waiting for their original to be durable: (original's last offset, waker).
     durable_waiters: Vec<(Offset, oneshot::Sender<()>)>,
+    /// acks=all produces of a replicated partition waiting for the high watermark to pass
+    /// their last offset; dropped (the produce fails) when this node stops leading.
+    replication_waiters: Vec<(Offset, oneshot::Sender<()>)>,
     /// Runs of batches the flusher wrote since open (see `storage::IoTotals`): how many
     /// appends group commit shared each write among, for tests.
     pub writes: u64,
@@ -244,7 +262,13 @@ impl Log {
             segments,
             log_start_offset,
             next_offset,
+            written_end: next_offset,
             high_watermark: next_offset,
+            high_watermark_bound: None,
+            leader_epoch: LeaderEpoch::INITIAL,
+            epochs: LeaderEpochs::default(),
+            epochs_tracked: false,
+            epochs_dirty: false,
             cache: BatchCache::new(cache),
             files: files.clone(),
             pending: Vec::new(),
@@ -252,6 +276,7 @@ impl Log {
             deleted: false,
             producers,
             durable_waiters: Vec::new(),
+            replication_waiters: Vec::new(),
             writes: 0,
         };
         Ok((log, report))
@@ -457,6 +482,269 @@ pub fn last_stable_offset(log: &Rc<RefCell<Log>>) -> Offset {
     l.producers.txns.last_stable_offset(l.high_watermark)
 }
 
+// ----- replication ------------------------------------------------------------------------
+
+/// Sets how the log takes part in replication, from its partition's placement: the leader
+/// epoch it stamps into the batches it assigns offsets to, whether it keeps its leader
+/// epochs (every partition of a clustered node; loaded from the file the first time), and
+/// whether its high watermark waits for a bound (a replicated partition). Without a bound
+/// the high watermark is the written end again.
+pub fn set_replication(log: &Rc<RefCell<Log>>, leader_epoch: LeaderEpoch, replicated: bool) {
+    let mut l = log.borrow_mut();
+    l.leader_epoch = leader_epoch;
+    if !l.epochs_tracked {
+        l.epochs_tracked = true;
+        l.epochs = LeaderEpochs::load(&l.dir, l.next_offset);
+    }
+    match (replicated, l.high_watermark_bound) {
+        (true, None) => l.high_watermark_bound = Some(l.high_watermark),
+        (false, Some(_)) => {
+            l.high_watermark_bound = None;
+            advance_high_watermark(&mut l);
+        }
+        _ => {}
+    }
+}
+
+/// A replicated log's new high watermark bound: on a leader the smallest log end of its
+/// in-sync followers, on a follower the leader's high watermark.
+pub fn set_high_watermark_bound(log: &Rc<RefCell<Log>>, bound: Offset) {
+    let mut l = log.borrow_mut();
+    if l.high_watermark_bound.is_some() {
+        l.high_watermark_bound = Some(bound);
+        advance_high_watermark(&mut l);
+    }
+}
+
+/// Fires once the high watermark passes `last_offset`; None when it already has.
+pub fn wait_high_watermark(
+    log: &Rc<RefCell<Log>>,
+    last_offset: Offset,
+) -> Option<oneshot::Receiver<()>> {
+    let mut l = log.borrow_mut();
+    if last_offset < l.high_watermark || l.deleted {
+        return None;
+    }
+    let (sender, receiver) = oneshot::channel();
+    l.replication_waiters.push((last_offset, sender));
+    Some(receiver)
+}
+
+/// This node stopped leading the partition: the produces waiting for its high watermark
+/// fail (their records may be cut by the new leader's log).
+pub fn drop_replication_waiters(log: &Rc<RefCell<Log>>) -> usize {
+    let waiters = std::mem::take(&mut log.borrow_mut().replication_waiters);
+    waiters.len()
+}
+
+/// The offset the next batch gets (the log end offset, counting queued batches).
+pub fn log_end(log: &Rc<RefCell<Log>>) -> Offset {
+    log.borrow().next_offset
+}
+
+/// A follower's append: batches as the leader wrote them (offsets, leader epochs and
+/// producer fields kept), which must start at the log end and follow each other. The
+/// producer state and the transaction index learn them as recovery would (a follower that
+/// becomes leader then knows its producers). Fires like `enqueue` once written.
+pub fn enqueue_replica(log: &Rc<RefCell<Log>>, batches: Vec<Bytes>) -> Result<Appending, Error> {
+    assert!(!batches.is_empty());
+    let (done_tx, done_rx) = oneshot::channel();
+    let (info, start_flusher) = {
+        let mut l = log.borrow_mut();
+        if l.deleted {
+            return Err(Error::Deleted);
+        }
+        let mut expected = l.next_offset;
+        for bytes in &batches {
+            let header = BatchHeader::parse(bytes).map_err(|_| Error::OffsetOutOfRange)?;
+            if header.base_offset() != expected || header.size_bytes() != bytes.len() {
+                return Err(Error::OffsetOutOfRange);
+            }
+            expected = header.last_offset() + 1;
+        }
+        let first_offset = l.next_offset;
+        let now = now_ms();
+        let count = batches.len();
+        let mut done = Some(done_tx);
+        for (i, bytes) in batches.into_iter().enumerate() {
+            let (base_offset, last_offset, max_timestamp, epoch) = {
+                let header = BatchHeader::parse(&bytes).unwrap_or_else(|_| unreachable!());
+                let base_offset = header.base_offset();
+                let producer_id = header.producer_id();
+                if header.is_control() && producer_id.is_valid() {
+                    let _ = l.producers.on_marker(producer_id, header.producer_epoch(), now);
+                    if let Some(outcome) = crate::model::records::control_outcome(&bytes) {
+                        l.producers.txns.on_marker(producer_id, base_offset, outcome);
+                    }
+                } else if producer_id.is_valid() {
+                    let batch = ProducerBatch::from_header(&header, header.max_timestamp());
+                    l.producers.replay(&batch, base_offset, now);
+                    if header.is_transactional() {
+                        l.producers.txns.on_data(producer_id, base_offset);
+                    }
+                }
+                let epoch = header.partition_leader_epoch();
+                (base_offset, header.last_offset(), header.max_timestamp(), epoch)
+            };
+            note_epoch(&mut l, epoch, base_offset);
+            l.next_offset = last_offset + 1;
+            let done = if i + 1 == count { done.take() } else { None };
+            l.pending.push(Pending { bytes, base_offset, last_offset, max_timestamp, done });
+        }
+        let info = AppendInfo {
+            base_offset: first_offset,
+            log_append_time: -1,
+            log_start_offset: l.log_start_offset,
+        };
+        let start = !l.busy;
+        l.busy = true;
+        (info, start)
+    };
+    if start_flusher {
+        glommio::spawn_local(flush_loop(log.clone())).detach();
+    }
+    Ok(Appending { info, durable: Some(done_rx), deleted: false })
+}
+
+/// Cuts the log back to `offset` (a follower whose log diverged from its leader's, KIP-101):
+/// waits for queued writes, cuts the segment holding `offset` at the batch that holds it
+/// (everything from that batch on goes; the follower fetches it again), removes the
+/// segments after it, their producer snapshots and leader epochs past the cut, and opens
+/// the log again from its files, as recovery would. The high watermark never passes the new
+/// end. Nothing at or below `offset` changes.
+pub async fn truncate_to(log: &Rc<RefCell<Log>>, offset: Offset) -> Result<(), Error> {
+    loop {
+        let idle = {
+            let mut l = log.borrow_mut();
+            if l.deleted {
+                return Err(Error::Deleted);
+            }
+            if !l.busy && l.pending.is_empty() {
+                l.busy = true;
+                true
+            } else {
+                false
+            }
+        };
+        if idle {
+            break;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let result = truncate_idle(log, offset).await;
+    let restart = {
+        let mut l = log.borrow_mut();
+        l.busy = !l.pending.is_empty();
+        l.busy
+    };
+    if restart {
+        glommio::spawn_local(flush_loop(log.clone())).detach();
+    }
+    result
+}
+
+async fn truncate_idle(log: &Rc<RefCell<Log>>, offset: Offset) -> Result<(), Error> {
+    let (cut_index, opening, scan_from, size) = {
+        let l = log.borrow();
+        if offset >= l.next_offset {
+            return Ok(());
+        }
+        let at = l.segments.partition_point(|s| s.base_offset <= offset).max(1) - 1;
+        let segment = &l.segments[at];
+        let relative = (offset - segment.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+        let from = u64::from(segment.index.position_before(relative));
+        (at, segment.direct(), from, segment.size)
+    };
+    let file = opening.await?;
+    let cut_position = if offset <= log.borrow().segments[cut_index].base_offset {
+        0
+    } else {
+        match locate(&file, scan_from, size, offset).await? {
+            Some((position, _)) => position,
+            None => size,
+        }
+    };
+    drop(file);
+    let (dir, tp, config, budget, files, later, cut_base, kept) = {
+        let mut l = log.borrow_mut();
+        l.cache.clear();
+        let later: Vec<Segment> = l.segments.drain(cut_index + 1..).collect();
+        let cut = l.segments.pop().unwrap_or_else(|| unreachable!());
+        let cut_base = cut.base_offset;
+        drop(cut);
+        let kept = Kept {
+            leader_epoch: l.leader_epoch,
+            bound: l.high_watermark_bound,
+            high_watermark: l.high_watermark,
+            tracked: l.epochs_tracked,
+            writes: l.writes,
+        };
+        l.segments.clear();
+        (
+            l.dir.clone(),
+            l.tp.clone(),
+            l.config.clone(),
+            l.cache.budget(),
+            l.files.clone(),
+            later,
+            cut_base,
+            kept,
+        )
+    };
+    segment::remove(later).await;
+    let cut_dir = dir.clone();
+    glommio::executor()
+        .spawn_blocking(move || -> std::io::Result<()> {
+            let log_file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(cut_dir.join(segment::file_name(cut_base, "log")))?;
+            log_file.set_len(cut_position)?;
+            log_file.sync_all()?;
+            for extension in ["index", "timeindex"] {
+                let _ = std::fs::remove_file(cut_dir.join(segment::file_name(cut_base, extension)));
+            }
+            for snapshot in snapshot::list(&cut_dir) {
+                if snapshot > offset {
+                    let _ = std::fs::remove_file(
+                        cut_dir.join(segment::file_name(snapshot, "snapshot")),
+                    );
+                }
+            }
+            let mut epochs = LeaderEpochs::load(&cut_dir, Offset(i64::MAX));
+            epochs.truncate_from(offset);
+            leader_epochs::write(&cut_dir, &epochs.encode())?;
+            std::fs::File::open(&cut_dir)?.sync_all()
+        })
+        .await?;
+    let data_dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+    let (mut reopened, _) = Log::open_in(&data_dir, tp, config, budget, &files, None).await?;
+    reopened.leader_epoch = kept.leader_epoch;
+    reopened.epochs_tracked = kept.tracked;
+    reopened.epochs = LeaderEpochs::load(&dir, reopened.next_offset);
+    reopened.high_watermark_bound = kept.bound;
+    reopened.high_watermark = kept.high_watermark.min(reopened.next_offset);
+    reopened.writes = kept.writes;
+    reopened.busy = true;
+    let end = reopened.next_offset.0;
+    let mut l = log.borrow_mut();
+    let waiters = std::mem::take(&mut l.durable_waiters);
+    let replication_waiters = std::mem::take(&mut l.replication_waiters);
+    *l = reopened;
+    l.durable_waiters = waiters;
+    l.replication_waiters = replication_waiters;
+    tracing::info!(tp = %l.tp, offset = offset.0, end, "truncated the log");
+    Ok(())
+}
+
+/// What a truncation carries over to the log it opens again.
+struct Kept {
+    leader_epoch: LeaderEpoch,
+    bound: Option<Offset>,
+    high_watermark: Offset,
+    tracked: bool,
+    writes: u64,
+}
+
 /// Assigns offsets to `batches` and queues them for the flusher; `done` fires when the last
 /// one is durable. Returns the append's info and whether a flusher must be started.
 fn queue(
@@ -468,10 +756,12 @@ fn queue(
     let first_offset = l.next_offset;
     let count = batches.len();
     let mut done = Some(done_tx);
+    let epoch = l.leader_epoch;
+    note_epoch(l, epoch, first_offset);
     for (i, original) in batches.into_iter().enumerate() {
         let mut bytes = BytesMut::from(&original[..]);
         let base_offset = l.next_offset;
-        batch::assign_offset(&mut bytes, base_offset, LeaderEpoch::INITIAL);
+        batch::assign_offset(&mut bytes, base_offset, epoch);
         if append_time >= 0 {
             batch::set_log_append_time(&mut bytes, append_time);
         }
@@ -501,6 +791,14 @@ fn queue(
     let start = !l.busy;
     l.busy = true;
     (info, start)
+}
+
+/// Records that batches of `epoch` start at `start` in a log that tracks epochs; a new
+/// epoch is written to its file by the flusher before the batches.
+fn note_epoch(l: &mut Log, epoch: LeaderEpoch, start: Offset) {
+    if l.epochs_tracked && l.epochs.assign(epoch, start) {
+        l.epochs_dirty = true;
+    }
 }
 
 /// Runs the idempotent-producer checks of one append and records its batches in the producer
@@ -562,6 +860,7 @@ async fn flush_loop(log: Rc<RefCell<Log>>) {
             let roll = should_roll(&l, first_size, group[0].last_offset, now_ms());
             (group, l.config.durability, roll)
         };
+        write_epochs_if_new(&log).await;
         if roll_needed {
             roll(&log, group[0].base_offset, WhenFull::Wait).await;
         }
@@ -585,6 +884,25 @@ async fn flush_loop(log: Rc<RefCell<Log>>) {
             if let Some(done) = pending.done {
                 let _ = done.send(());
             }
+        }
+    }
+}
+
+/// Writes the leader epoch file when an epoch was added since the last write: before the
+/// batches of that epoch, so the file covers every batch on disk.
+async fn write_epochs_if_new(log: &Rc<RefCell<Log>>) {
+    let (dir, text) = {
+        let mut l = log.borrow_mut();
+        if !l.epochs_dirty || l.deleted {
+            return;
+        }
+        l.epochs_dirty = false;
+        (l.dir.clone(), l.epochs.encode())
+    };
+    let written = glommio::executor().spawn_blocking(move || leader_epochs::write(&dir, &text));
+    if let Err(e) = written.await {
+        if !log.borrow().deleted {
+            fatal(FatalReason::StorageIo, format!("cannot write the leader epoch file: {e}"));
         }
     }
 }
@@ -665,18 +983,31 @@ fn commit_run(log: &Rc<RefCell<Log>>, run: &[Pending]) -> bool {
             last_offset: pending.last_offset,
             bytes: pending.bytes.clone(),
         });
-        l.high_watermark = pending.last_offset + 1;
+        l.written_end = pending.last_offset + 1;
     }
-    if !l.durable_waiters.is_empty() {
-        let high_watermark = l.high_watermark;
-        let (durable, waiting): (Vec<_>, Vec<_>) =
-            l.durable_waiters.drain(..).partition(|(last, _)| *last < high_watermark);
-        l.durable_waiters = waiting;
-        for (_, waiter) in durable {
+    advance_high_watermark(&mut l);
+    true
+}
+
+/// Moves the high watermark to what the bound allows (see `Log::high_watermark`) and wakes
+/// the waiters it passed.
+fn advance_high_watermark(l: &mut Log) {
+    l.high_watermark = match l.high_watermark_bound {
+        None => l.written_end,
+        Some(bound) => l.high_watermark.max(l.written_end.min(bound)),
+    };
+    let high_watermark = l.high_watermark;
+    for waiters in [&mut l.durable_waiters, &mut l.replication_waiters] {
+        if waiters.is_empty() {
+            continue;
+        }
+        let (passed, waiting): (Vec<_>, Vec<_>) =
+            waiters.drain(..).partition(|(last, _)| *last < high_watermark);
+        *waiters = waiting;
+        for (_, waiter) in passed {
             let _ = waiter.send(());
         }
     }
-    true
 }
 
 fn should_roll(l: &Log, batch_size: u64, last_offset: Offset, now: i64) -> bool {
@@ -1010,10 +1341,33 @@ pub async fn read_below(
     first: FirstBatch,
     isolation: Isolation,
 ) -> Result<ReadOutcome, Error> {
+    read_up_to(log, offset, size_bytes_max, first, isolation, false).await
+}
+
+/// A follower's read: like `read`, but up to the written end, past the high watermark (the
+/// follower's fetch is what moves it).
+pub async fn read_for_follower(
+    log: &Rc<RefCell<Log>>,
+    offset: Offset,
+    size_bytes_max: usize,
+) -> Result<ReadOutcome, Error> {
+    read_up_to(log, offset, size_bytes_max, FirstBatch::Whole, Isolation::ReadUncommitted, true)
+        .await
+}
+
+async fn read_up_to(
+    log: &Rc<RefCell<Log>>,
+    offset: Offset,
+    size_bytes_max: usize,
+    first: FirstBatch,
+    isolation: Isolation,
+    follower: bool,
+) -> Result<ReadOutcome, Error> {
     let committed = isolation == Isolation::ReadCommitted;
     let (opening, read_file, scan_from, end, stable_end, bound, base) = {
         let l = log.borrow();
-        if offset < l.log_start_offset || offset > l.high_watermark {
+        let visible_end = if follower { l.written_end } else { l.high_watermark };
+        if offset < l.log_start_offset || offset > visible_end {
             return Err(Error::OffsetOutOfRange);
         }
         let bound = l.producers.txns.last_stable_offset(l.high_watermark);
@@ -1025,7 +1379,7 @@ pub async fn read_below(
             high_watermark: l.high_watermark,
             log_start_offset: l.log_start_offset,
         };
-        let bound = if committed { bound } else { l.high_watermark };
+        let bound = if committed { bound } else { visible_end };
         if offset >= bound {
             return Ok(outcome);
         }
@@ -1050,7 +1404,9 @@ pub async fn read_below(
             u64::from(segment.index.position_before(relative)),
             segment.size,
             segment.stable_end(role),
-            (bound < l.high_watermark).then_some(bound),
+            // A bound inside the written data (the last stable offset, or the high
+            // watermark of a replicated partition) stops the read at its batch.
+            (bound < l.written_end).then_some(bound),
             outcome,
         )
     };
@@ -1433,6 +1789,7 @@ pub async fn delete(log: &Rc<RefCell<Log>>) {
             drop(pending.done);
         }
         l.durable_waiters.clear();
+        l.replication_waiters.clear();
         l.segments.clear();
         l.dir.clone()
     };

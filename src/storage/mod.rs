@@ -8,6 +8,7 @@ pub mod cache;
 pub mod clean_stop;
 pub mod files;
 pub mod index;
+pub mod leader_epochs;
 pub mod log;
 pub mod producer_state;
 pub mod segment;

@@ -28,6 +28,7 @@ pub fn config(segment_bytes: u64) -> TopicConfig {
         max_message_bytes: 1 << 20,
         timestamp_type: TimestampType::CreateTime,
         durability: Durability::Write,
+        min_insync_replicas: 1,
     }
 }
 

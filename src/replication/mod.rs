@@ -1,0 +1,140 @@
+//! Replication on a clustered node (Kafka's ReplicaManager and ReplicaFetcherManager), one
+//! per shard: a fetcher per leader node this shard follows partitions of (`fetcher.rs`:
+//! Fetch with this node's replica id from the leader's client listener, whole batches
+//! appended as the leader wrote them, diverging logs truncated), and the ISR changes the
+//! partitions this shard leads call for, proposed to the metadata log as `PartitionChange`
+//! records (Kafka's AlterPartition).
+//!
+//! ```text
+//!   leader node                                 follower node, shard owning the partition
+//!   Fetch(replica_id) ─▶ partition::read:       fetcher(leader) ─▶ Partitions::
+//!     follower's log end ─▶ Followers ─▶ hw       fetch_positions / append_replica /
+//!     read up to the written end ──────────────▶  truncate_replica (the log's bound: the
+//!   manager tick: Partitions::isr_changes          leader's high watermark)
+//!     ─▶ PartitionChange (epoch + 1) ─▶ metadata log ─▶ every node's catalog ─▶ roles
+//! ```
+//!
+//! Lifecycle: started on every shard of a clustered node after the logs are open; runs
+//! until the process ends (fetchers end when their leader leads nothing this shard follows).
+//! Concurrency: shard-local; a fetcher awaits its appends before it fetches again, so a
+//! partition's batches arrive in order.
+
+mod fetcher;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::cluster::{Cluster, MetadataRecord};
+use crate::constants::{REPLICA_ISR_CHANGE_RETRY_MS, REPLICA_MANAGER_TICK_MS};
+use crate::model::{LeaderEpoch, NodeId, TopicPartition};
+use crate::partition::Partitions;
+use crate::shard::Shard;
+
+pub struct Replication {
+    shard: Rc<Shard>,
+    partitions: Rc<Partitions>,
+    cluster: Rc<Cluster>,
+    /// The running fetchers, by leader: each clears its flag when it ends.
+    fetchers: RefCell<HashMap<NodeId, Rc<std::cell::Cell<bool>>>>,
+    /// ISR changes asked for and when, so they are asked again only after a while.
+    asked: RefCell<HashMap<TopicPartition, (Instant, Vec<NodeId>)>>,
+}
+
+impl Replication {
+    pub fn new(shard: Rc<Shard>, partitions: Rc<Partitions>, cluster: Rc<Cluster>) -> Self {
+        Replication {
+            shard,
+            partitions,
+            cluster,
+            fetchers: RefCell::new(HashMap::new()),
+            asked: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Starts the manager on a clustered node; nothing on a single node.
+    pub fn start(self: &Rc<Self>) {
+        if !self.cluster.clustered() {
+            return;
+        }
+        glommio::spawn_local(self.clone().manage()).detach();
+    }
+
+    async fn manage(self: Rc<Self>) {
+        let tick = Duration::from_millis(REPLICA_MANAGER_TICK_MS);
+        loop {
+            glommio::timer::sleep(tick).await;
+            self.start_fetchers();
+            self.ask_for_isr_changes().await;
+        }
+    }
+
+    /// A fetcher for every leader this shard follows partitions of and has none running.
+    fn start_fetchers(&self) {
+        let me = self.shard.config.node_id;
+        let mut fetchers = self.fetchers.borrow_mut();
+        fetchers.retain(|_, running| running.get());
+        for leader in self.partitions.followed_leaders() {
+            if fetchers.contains_key(&leader) || leader == me {
+                continue;
+            }
+            let running = Rc::new(std::cell::Cell::new(true));
+            fetchers.insert(leader, running.clone());
+            let fetcher = fetcher::Fetcher {
+                me,
+                leader,
+                shard: self.shard.id,
+                partitions: self.partitions.clone(),
+                cluster: self.cluster.clone(),
+            };
+            glommio::spawn_local(async move {
+                fetcher.run().await;
+                running.set(false);
+            })
+            .detach();
+        }
+    }
+
+    /// Proposes the ISR changes of the partitions this shard leads (Kafka's AlterPartition:
+    /// the same leader, the next leader epoch, the new ISR; applied only if the epoch is
+    /// still the partition's, so a stale change is skipped).
+    async fn ask_for_isr_changes(&self) {
+        let lag_ms = i64::try_from(self.shard.config.replica_lag_time_max_ms).unwrap_or(i64::MAX);
+        let changes = self.partitions.isr_changes(lag_ms);
+        let retry = Duration::from_millis(REPLICA_ISR_CHANGE_RETRY_MS);
+        let me = self.shard.config.node_id;
+        let mut records = Vec::new();
+        {
+            let mut asked = self.asked.borrow_mut();
+            asked.retain(|_, (at, _)| at.elapsed() < retry * 4);
+            for change in changes {
+                let recent = asked
+                    .get(&change.tp)
+                    .is_some_and(|(at, isr)| *isr == change.isr && at.elapsed() < retry);
+                if recent {
+                    continue;
+                }
+                let catalog = self.shard.catalog.borrow();
+                let Some(meta) = catalog.get(&change.tp.topic) else { continue };
+                tracing::info!(
+                    tp = %change.tp,
+                    isr = ?change.isr,
+                    leader_epoch = change.leader_epoch.0,
+                    "asking the controller for an ISR change"
+                );
+                asked.insert(change.tp.clone(), (Instant::now(), change.isr.clone()));
+                records.push(MetadataRecord::PartitionChange {
+                    topic_id: meta.id,
+                    partition: change.tp.partition,
+                    leader: me,
+                    leader_epoch: LeaderEpoch(change.leader_epoch.0 + 1),
+                    isr: change.isr,
+                });
+            }
+        }
+        for record in records {
+            self.cluster.propose_from_any_shard(record).await;
+        }
+    }
+}
