@@ -8,8 +8,10 @@ back as a follower, catches up, and its leader adds it to the ISR again. With
 min.insync.replicas=3 a killed follower leaves the ISR and acks=all writes get
 NOT_ENOUGH_REPLICAS (acks=1 still writes), until it is back. A leader that wrote records no
 follower has (they were stopped with SIGSTOP) and was killed truncates them when it comes
-back (the new leader's diverging epoch, KIP-279), so all replicas are identical again.
-Every wait is bounded.
+back (the new leader's diverging epoch, KIP-279), so all replicas are identical again. A
+follower that stops fetching for longer than the lag time is dropped from the ISR by its
+leader and added back once it caught up; a rolling restart of all three under an idempotent
+acks=all producer loses nothing. Every wait is bounded.
 """
 
 import os
@@ -226,3 +228,75 @@ def test_a_returning_leader_truncates_what_only_it_had(spate_factory):
     assert "log diverged" in old_leader.broker.log_text()
     read = read_from_start(nodes, "diverge", {0: 70})
     assert read[0] == acknowledged[0] + later[0]
+
+
+def test_a_lagging_follower_leaves_the_isr_and_comes_back(spate_factory):
+    # Sessions far longer than the lag time: the follower leaves the ISR because its leader
+    # asks (it stopped fetching), not because the controller fenced it.
+    nodes, by_id = replicated_cluster(spate_factory, "--replica-lag-time-max-ms", "1500",
+                                      session_timeout_ms=30000)
+    create_replicated(nodes[0], "lag", 1)
+    states = wait_for("every replica in sync", lambda: all_in_sync(nodes, "lag", 1))
+    leader = by_id[states[0][1]]
+    laggard = next(node for node in nodes if node is not leader)
+    others = [node for node in nodes if node is not laggard]
+    os.kill(laggard.broker.pid, signal.SIGSTOP)
+    try:
+        acknowledged, errors = produce(others, "lag", [0], 20, "meanwhile")
+        assert errors == []  # acks=all goes on once the leader dropped the laggard
+        shrunk = wait_for("the laggard out of the ISR", lambda: isr_size(others, "lag", 2))
+        assert shrunk
+        assert laggard.node_id not in partition_states(others, "lag")[0][4]
+    finally:
+        os.kill(laggard.broker.pid, signal.SIGCONT)
+    wait_for("the ISR whole again", lambda: all_in_sync(nodes, "lag", 1), timeout=30)
+    assert replicas_identical(nodes, "lag", [0])
+    assert "asking the controller for an ISR change" in leader.broker.log_text()
+
+
+def test_a_rolling_restart_under_load_loses_nothing(spate_factory):
+    nodes, by_id = replicated_cluster(spate_factory)
+    create_replicated(nodes[0], "rolling", 3, min_insync=2)
+    wait_for("every replica in sync", lambda: all_in_sync(nodes, "rolling", 3))
+    from confluent_kafka import Producer
+    bootstrap = ",".join(node.broker.bootstrap for node in nodes)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                         "enable.idempotence": True, "linger.ms": 2,
+                         "message.timeout.ms": 60000})
+    acknowledged = {p: [] for p in range(3)}
+    errors = []
+
+    def delivered(err, msg):
+        if err:
+            errors.append(err)
+        else:
+            acknowledged[msg.partition()].append(msg.value().decode())
+
+    sequence = 0
+
+    def produce_for(seconds):
+        nonlocal sequence
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for partition in range(3):
+                producer.produce("rolling", f"{partition}-{sequence}".encode(),
+                                 partition=partition, on_delivery=delivered)
+            sequence += 1
+            producer.poll(0.005)
+
+    produce_for(1)
+    for node in nodes:  # SIGTERM (a controlled shutdown) and back, one after the other
+        node.broker.proc.send_signal(signal.SIGTERM)
+        while node.broker.alive():
+            produce_for(0.1)
+        produce_for(1)
+        node.broker.start()
+        deadline = time.monotonic() + 30
+        while not all_in_sync(nodes, "rolling", 3):
+            assert time.monotonic() < deadline, "the ISR not whole again within 30 s"
+            produce_for(0.2)
+    produce_for(1)
+    assert producer.flush(60) == 0
+    assert errors == [], errors
+    read = read_from_start(nodes, "rolling", {p: len(acknowledged[p]) for p in range(3)})
+    assert read == acknowledged  # every acknowledged record once, in order
