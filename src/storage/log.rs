@@ -613,23 +613,10 @@ pub fn enqueue_replica(log: &Rc<RefCell<Log>>, batches: Vec<Bytes>) -> Result<Ap
 /// the log again from its files, as recovery would. The high watermark never passes the new
 /// end. Nothing at or below `offset` changes.
 pub async fn truncate_to(log: &Rc<RefCell<Log>>, offset: Offset) -> Result<(), Error> {
-    loop {
-        let idle = {
-            let mut l = log.borrow_mut();
-            if l.deleted {
-                return Err(Error::Deleted);
-            }
-            if !l.busy && l.pending.is_empty() {
-                l.busy = true;
-                true
-            } else {
-                false
-            }
-        };
-        if idle {
-            break;
-        }
-        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    take_when_idle(log).await;
+    if log.borrow().deleted {
+        log.borrow_mut().busy = false;
+        return Err(Error::Deleted);
     }
     let result = truncate_idle(log, offset).await;
     let restart = {
@@ -1735,21 +1722,7 @@ pub fn delete_segments_before(log: &Rc<RefCell<Log>>, offset: Offset) -> usize {
 /// state live only in the record (a crash after the next start recovers the segment by
 /// scanning it, as after any crash).
 pub async fn close(log: &Rc<RefCell<Log>>) -> LogState {
-    loop {
-        let idle = {
-            let mut l = log.borrow_mut();
-            if !l.busy && l.pending.is_empty() {
-                l.busy = true;
-                true
-            } else {
-                false
-            }
-        };
-        if idle {
-            break;
-        }
-        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
-    }
+    take_when_idle(log).await;
     let state = {
         let l = log.borrow();
         let active = l.segments.last().unwrap_or_else(|| unreachable!());
@@ -1758,6 +1731,21 @@ pub async fn close(log: &Rc<RefCell<Log>>) -> LogState {
         active.clean_stop_state(dir_name.unwrap_or_default(), producers)
     };
     state.await
+}
+
+/// Waits until no write is queued or in flight and takes the active segment (`busy`), so
+/// that no flusher starts until the caller gives it back.
+async fn take_when_idle(log: &Rc<RefCell<Log>>) {
+    loop {
+        {
+            let mut l = log.borrow_mut();
+            if !l.busy && l.pending.is_empty() {
+                l.busy = true;
+                return;
+            }
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
 }
 
 /// `syncfs` of the file system that holds `dir`: what the logs wrote without fsync (the

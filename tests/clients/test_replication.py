@@ -74,14 +74,14 @@ def isr_size(nodes, topic, size):
     return states is not None and len(states[0][4]) == size
 
 
-def produce(nodes, topic, partitions, count, tag, idempotent=True):
-    """An acks=all producer writes `count` records to each partition; returns the values
-    acknowledged per partition (and the delivery errors)."""
+def recording_producer(nodes, partitions, linger_ms=5, timeout_ms=30000):
+    """An idempotent acks=all producer through the live `nodes`, and its delivery callback,
+    which records the values acknowledged per partition and the errors."""
     from confluent_kafka import Producer
     bootstrap = ",".join(node.broker.bootstrap for node in nodes if node.broker.alive())
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
-                         "enable.idempotence": idempotent, "linger.ms": 5,
-                         "message.timeout.ms": 30000})
+                         "enable.idempotence": True, "linger.ms": linger_ms,
+                         "message.timeout.ms": timeout_ms})
     acknowledged = {p: [] for p in partitions}
     errors = []
 
@@ -91,6 +91,13 @@ def produce(nodes, topic, partitions, count, tag, idempotent=True):
         else:
             acknowledged[msg.partition()].append(msg.value().decode())
 
+    return producer, delivered, acknowledged, errors
+
+
+def produce(nodes, topic, partitions, count, tag):
+    """An acks=all producer writes `count` records to each partition; returns the values
+    acknowledged per partition (and the delivery errors)."""
+    producer, delivered, acknowledged, errors = recording_producer(nodes, partitions)
     for i in range(count):
         for partition in partitions:
             producer.produce(topic, f"{tag}-{partition}-{i}".encode(), partition=partition,
@@ -189,7 +196,7 @@ def test_a_returning_leader_truncates_what_only_it_had(spate_factory):
     # Sessions longer than the followers' stop below: stopped brokers fenced by an active
     # controller that was stopped with them would leave the old leader alone in the ISR,
     # and it would lead again (no unclean election), which this test is not about.
-    nodes, by_id = replicated_cluster(spate_factory, session_timeout_ms=5000)
+    nodes, by_id = replicated_cluster(spate_factory, session_timeout_ms=9000)
     create_replicated(nodes[0], "diverge", 1)
     states = wait_for("every replica in sync", lambda: all_in_sync(nodes, "diverge", 1))
     old_leader = by_id[states[0][1]]
@@ -218,7 +225,7 @@ def test_a_returning_leader_truncates_what_only_it_had(spate_factory):
         s = partition_states(followers, "diverge")
         return s if s and s[0][0] == 0 and s[0][1] not in (-1, old_leader.node_id) else None
 
-    wait_for("a new leader among the followers", new_leader)
+    wait_for("a new leader among the followers", new_leader, timeout=45)
     later, errors = produce(followers, "diverge", [0], 20, "later")
     assert errors == []
     old_leader.broker.start()
@@ -258,20 +265,8 @@ def test_a_rolling_restart_under_load_loses_nothing(spate_factory):
     nodes, by_id = replicated_cluster(spate_factory)
     create_replicated(nodes[0], "rolling", 3, min_insync=2)
     wait_for("every replica in sync", lambda: all_in_sync(nodes, "rolling", 3))
-    from confluent_kafka import Producer
-    bootstrap = ",".join(node.broker.bootstrap for node in nodes)
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
-                         "enable.idempotence": True, "linger.ms": 2,
-                         "message.timeout.ms": 60000})
-    acknowledged = {p: [] for p in range(3)}
-    errors = []
-
-    def delivered(err, msg):
-        if err:
-            errors.append(err)
-        else:
-            acknowledged[msg.partition()].append(msg.value().decode())
-
+    producer, delivered, acknowledged, errors = recording_producer(
+        nodes, range(3), linger_ms=2, timeout_ms=60000)
     sequence = 0
 
     def produce_for(seconds):
