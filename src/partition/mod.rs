@@ -561,14 +561,17 @@ impl Partitions {
 
     /// Appends what the leader sent of a followed partition (whole batches from this log's
     /// end) and waits until it is written, then takes the leader's high watermark as the
-    /// bound. False when the partition is not followed from `leader` any more or the batches
-    /// do not start at the log end (the fetcher asks again).
+    /// bound and its log start as this log's (DeleteRecords and retention on the leader, so
+    /// that a follower that becomes leader does not serve records deleted there). False
+    /// when the partition is not followed from `leader` any more or the batches do not
+    /// start at the log end (the fetcher asks again).
     pub async fn append_replica(
         &self,
         tp: &TopicPartition,
         leader: NodeId,
         batches: Vec<Bytes>,
         leader_high_watermark: Offset,
+        leader_log_start: Offset,
     ) -> bool {
         let followed = self.following.borrow().get(tp).is_some_and(|f| f.leader == leader);
         let Some(log) = self.log(tp).filter(|_| followed) else { return false };
@@ -587,6 +590,15 @@ impl Partitions {
             }
         }
         self.set_bound(tp, &log, leader_high_watermark).await;
+        let behind = {
+            let l = log.borrow();
+            leader_log_start > l.log_start_offset && leader_log_start <= l.high_watermark
+        };
+        if behind {
+            if let Err(e) = log::delete_records(&log, leader_log_start).await {
+                tracing::warn!(%tp, "cannot follow the leader's log start: {e}");
+            }
+        }
         true
     }
 

@@ -221,13 +221,17 @@ impl Fetcher {
                     continue;
                 }
                 let batches = partition.records.map(whole_batches).unwrap_or_default();
-                work.push(Work::Append(tp, batches, high_watermark));
+                let log_start = Offset(partition.log_start_offset);
+                work.push(Work::Append(tp, batches, high_watermark, log_start));
             }
         }
         let applied = work.into_iter().map(|work| async move {
             match work {
-                Work::Append(tp, batches, high_watermark) => {
-                    self.partitions.append_replica(&tp, self.leader, batches, high_watermark).await;
+                Work::Append(tp, batches, high_watermark, log_start) => {
+                    let partitions = &self.partitions;
+                    partitions
+                        .append_replica(&tp, self.leader, batches, high_watermark, log_start)
+                        .await;
                 }
                 Work::Truncate(tp, offset) => {
                     tracing::info!(%tp, offset = offset.0, leader = %self.leader, "log diverged");
@@ -241,7 +245,8 @@ impl Fetcher {
 }
 
 enum Work {
-    Append(TopicPartition, Vec<Bytes>, Offset),
+    /// Batches, the leader's high watermark and log start.
+    Append(TopicPartition, Vec<Bytes>, Offset, Offset),
     Truncate(TopicPartition, Offset),
 }
 
