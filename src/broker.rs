@@ -35,6 +35,7 @@ use crate::net::readers::Readers;
 use crate::net::{self, InFlight};
 use crate::partition::Partitions;
 use crate::replication::Replication;
+use crate::security::{FailedLogins, Security, ShardSecurity};
 use crate::shard::catalog::{self, Catalog, META_DIR};
 use crate::shard::internal_log;
 use crate::shard::mesh::{Envelope, Mesh, Service};
@@ -116,12 +117,24 @@ pub fn run(config: Config) {
         );
     }
     check_quorum_identity(&config);
-    check_listen_address(config.listen, "--listen");
+    for listener in &config.listeners {
+        let flag = match config.listeners.len() {
+            1 if listener.protocol == crate::config::SecurityProtocol::Plaintext => {
+                "--listen".to_string()
+            }
+            _ => format!("--listeners {}", listener.protocol.name()),
+        };
+        check_listen_address(listener.address, &flag);
+    }
+    // After the data dir is locked (the SCRAM credentials live there), before any shard.
+    let security = Security::load(&config, &config.data_dir.join(META_DIR))
+        .unwrap_or_else(|e| fatal(FatalReason::Config, e));
+    let security = Arc::new(security);
     if let Some(cluster) = &config.cluster {
         check_listen_address(cluster.controller_listen, "--controller-listen");
     }
     check_memlock(config.cores);
-    install_signal_handlers();
+    install_signal_handlers(security.clone());
     for warning in crate::host_check::host_warnings(Path::new("/"), &config.data_dir) {
         tracing::warn!("{warning}");
     }
@@ -150,8 +163,7 @@ pub fn run(config: Config) {
     tracing::info!(
         cores = config.cores,
         data_dir = %config.data_dir.display(),
-        listen = %config.listen,
-        advertised = %format!("{}:{}", config.advertised_host, config.advertised_port),
+        listeners = %listeners_text(&config),
         cluster_id = %if config.cluster.is_some() { "(metadata log)" } else { &catalog.cluster_id },
         topics = catalog.topics.len(),
         "starting spate"
@@ -189,8 +201,10 @@ pub fn run(config: Config) {
                 let readers = readers.clone();
                 let files = descriptors.files_per_shard as usize;
                 let clean_stop = clean_stop.clone();
+                let security = security.clone();
                 async move {
-                    let start = Start { readers, ready, started, open_files: files, clean_stop };
+                    let start =
+                        Start { readers, ready, started, open_files: files, clean_stop, security };
                     shard_main(config, catalog, mesh, start).await
                 }
             });
@@ -259,10 +273,12 @@ struct Start {
     open_files: usize,
     /// What the last clean stop recorded of the logs; each shard takes its own.
     clean_stop: Arc<Mutex<CleanStop>>,
+    /// TLS and SASL, shared by the shards (read without locks).
+    security: Arc<Security>,
 }
 
 async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, start: Start) {
-    let Start { readers, ready, started, open_files, clean_stop } = start;
+    let Start { readers, ready, started, open_files, clean_stop, security } = start;
     let (partitions_mesh, partitions_peers) = join(meshes.partitions).await;
     let (controller_mesh, controller_peers) = join(meshes.controller).await;
     let (groups_mesh, groups_peers) = join(meshes.groups).await;
@@ -367,15 +383,27 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
     cluster.start();
     let replication = Rc::new(Replication::new(shard.clone(), partitions.clone(), cluster.clone()));
     replication.start();
-    let listener = TcpListener::bind(config.listen).unwrap_or_else(|e| {
-        fatal(
-            FatalReason::Listen,
-            format!("cannot listen on {}: {e}; choose another --listen address", config.listen),
-        )
-    });
+    let listeners: Vec<(usize, TcpListener)> = config
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(index, listener)| {
+            let bound = TcpListener::bind(listener.address).unwrap_or_else(|e| {
+                fatal(
+                    FatalReason::Listen,
+                    format!(
+                        "cannot listen on {} ({}): {e}; choose another address",
+                        listener.address,
+                        listener.protocol.name()
+                    ),
+                )
+            });
+            (index, bound)
+        })
+        .collect();
     if id.0 == 0 {
         let elapsed_ms = started.elapsed().as_millis() as u64;
-        tracing::info!(listen = %config.listen, elapsed_ms, "accepting clients");
+        tracing::info!(listeners = %listeners_text(&config), elapsed_ms, "accepting clients");
     }
     let in_flight = Rc::new(InFlight::default());
     let services = Rc::new(Services {
@@ -385,10 +413,14 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         groups: groups.clone(),
         txns: txns.clone(),
         cluster: cluster.clone(),
+        security: Rc::new(ShardSecurity {
+            shared: security,
+            failures: std::cell::RefCell::new(FailedLogins::default()),
+        }),
     });
     let acceptor = glommio::spawn_local(net::accept_loop(
         services,
-        listener,
+        listeners,
         in_flight.clone(),
         readers[id.index()].clone(),
     ));
@@ -706,10 +738,13 @@ fn raise_open_files(partitions: u64, cores: usize) -> DescriptorBudget {
     budget
 }
 
-fn install_signal_handlers() {
+/// SIGTERM and SIGINT stop the broker (a second one at once); SIGHUP reloads the TLS
+/// certificate and key (new connections get them; open ones keep theirs).
+fn install_signal_handlers(security: Arc<Security>) {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ])
     .unwrap_or_else(|e| {
         fatal(FatalReason::Runtime, format!("cannot install signal handlers: {e}"))
@@ -717,18 +752,50 @@ fn install_signal_handlers() {
     std::thread::Builder::new()
         .name("spate-signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            let mut stopping = false;
+            for signal in signals.forever() {
+                if signal == signal_hook::consts::SIGHUP {
+                    match &security.tls {
+                        None => tracing::info!("SIGHUP: no TLS listener, nothing to reload"),
+                        Some(tls) => match tls.reload() {
+                            Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                            Err(e) => tracing::warn!(
+                                "SIGHUP: TLS reload failed, keeping the previous certificate: {e}"
+                            ),
+                        },
+                    }
+                    continue;
+                }
+                if stopping {
+                    // A second signal while draining stops at once.
+                    std::process::exit(130);
+                }
                 tracing::info!(signal, "shutting down");
                 SHUTDOWN.store(true, Ordering::Relaxed);
-            }
-            // A second signal while draining stops at once.
-            if signals.forever().next().is_some() {
-                std::process::exit(130);
+                stopping = true;
             }
         })
         .unwrap_or_else(|e| {
             fatal(FatalReason::Runtime, format!("cannot start the signal thread: {e}"))
         });
+}
+
+/// `NAME://address` of every listener, for the log.
+fn listeners_text(config: &Config) -> String {
+    let entries: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| {
+            format!(
+                "{}://{} (advertised {}:{})",
+                l.protocol.name(),
+                l.address,
+                l.advertised_host,
+                l.advertised_port
+            )
+        })
+        .collect();
+    entries.join(", ")
 }
 
 /// Works around a glommio 0.9 pitfall: if the first file a reactor opens with O_DIRECT is

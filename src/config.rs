@@ -30,6 +30,36 @@ pub struct Args {
     /// host's primary IPv4 address when listening on 0.0.0.0].
     #[arg(long, value_name = "HOST:PORT")]
     pub advertised_listener: Option<String>,
+    /// Listeners, Kafka style: `PLAINTEXT://127.0.0.1:9092,SASL_SSL://0.0.0.0:9094` (names:
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL; one of each at most). Replaces --listen.
+    #[arg(long, value_name = "LISTENERS")]
+    pub listeners: Option<String>,
+    /// What clients are told per listener, `SASL_SSL://broker1.example:9094,...`; a listener
+    /// not named here advertises its own address [default: as --advertised-listener].
+    #[arg(long, value_name = "LISTENERS")]
+    pub advertised_listeners: Option<String>,
+    /// PEM certificate chain of the SSL and SASL_SSL listeners (reloaded on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file's first certificate (reloaded on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to: with it, TLS listeners
+    /// require a client certificate (mTLS) and an SSL listener's principal is its subject.
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// SASL PLAIN users, one `name:pbkdf2-sha256:<iterations>:<salt b64>:<hash b64>` a line;
+    /// without it PLAIN is not offered.
+    #[arg(long, value_name = "FILE")]
+    pub sasl_plain_users_file: Option<PathBuf>,
+    /// A SCRAM credential to create at start-up if the user has none yet, as kafka-storage's
+    /// --add-scram: `SCRAM-SHA-256=[name=admin,password=admin-secret]` (repeatable).
+    #[arg(long, value_name = "CREDENTIAL")]
+    pub scram_bootstrap: Vec<String>,
+    /// Longest SASL session before the client must re-authenticate (KIP-368, Kafka's
+    /// connections.max.reauth.ms); 0: sessions do not expire [default: 0].
+    #[arg(long, value_name = "MS")]
+    pub connections_max_reauth_ms: Option<u64>,
     /// Directory that holds the partition logs [default: ./spate-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -152,6 +182,14 @@ pub struct Args {
 struct FileConfig {
     listen: Option<String>,
     advertised_listener: Option<String>,
+    listeners: Option<String>,
+    advertised_listeners: Option<String>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_client_ca_file: Option<PathBuf>,
+    sasl_plain_users_file: Option<PathBuf>,
+    scram_bootstrap: Option<Vec<String>>,
+    connections_max_reauth_ms: Option<u64>,
     data_dir: Option<PathBuf>,
     cores: Option<usize>,
     node_id: Option<i32>,
@@ -194,12 +232,79 @@ pub struct ClusterConfig {
     pub broker_session_timeout_ms: u64,
 }
 
+/// Kafka's security protocols, which are also the listener names Spate accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<SecurityProtocol> {
+        [
+            SecurityProtocol::Plaintext,
+            SecurityProtocol::Ssl,
+            SecurityProtocol::SaslPlaintext,
+            SecurityProtocol::SaslSsl,
+        ]
+        .into_iter()
+        .find(|p| p.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Whether the connection is TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// Whether a client must authenticate with SASL before anything but ApiVersions.
+    pub fn sasl(self) -> bool {
+        matches!(self, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl)
+    }
+}
+
+/// One listener: where it accepts, what it speaks, what clients are told.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub protocol: SecurityProtocol,
+    pub address: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+}
+
+/// TLS files and SASL settings, checked for presence here and loaded by `security`.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityConfig {
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_client_ca_file: Option<PathBuf>,
+    pub sasl_plain_users_file: Option<PathBuf>,
+    /// `--scram-bootstrap` values as given (parsed by `security`, which knows SCRAM).
+    pub scram_bootstrap: Vec<String>,
+    /// 0: sessions do not expire.
+    pub connections_max_reauth_ms: u64,
+}
+
 /// The validated configuration every shard gets a copy of.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The first listener's address and advertised address (what a cluster registers).
     pub listen: SocketAddr,
     pub advertised_host: String,
     pub advertised_port: u16,
+    /// Every listener; a connection's index into it says which one it came in on.
+    pub listeners: Vec<Listener>,
+    pub security: SecurityConfig,
     pub data_dir: PathBuf,
     pub cores: usize,
     pub node_id: NodeId,
@@ -234,14 +339,59 @@ impl Config {
             None => FileConfig::default(),
             Some(path) => read_file(path)?,
         };
-        let listen_text = args.listen.or(file.listen).unwrap_or_else(|| "0.0.0.0:9092".into());
-        let listen = resolve(&listen_text)
-            .map_err(|e| format!("--listen {listen_text:?} is not a usable address ({e})"))?;
+        let listen_text = args.listen.or(file.listen);
+        let listeners_text = args.listeners.or(file.listeners);
+        let advertised_text = args.advertised_listener.or(file.advertised_listener);
+        let listeners = match (listen_text, listeners_text) {
+            (Some(_), Some(_)) => {
+                return Err("--listen and --listeners are both given; keep one (--listeners                             PLAINTEXT://host:port is --listen host:port)."
+                    .into())
+            }
+            (None, Some(text)) => parse_listeners(
+                &text,
+                args.advertised_listeners.or(file.advertised_listeners).as_deref(),
+                advertised_text.as_deref(),
+            )?,
+            (listen_text, None) => {
+                if args.advertised_listeners.is_some() || file.advertised_listeners.is_some() {
+                    return Err("--advertised-listeners needs --listeners; use \
+                                --advertised-listener with --listen."
+                        .into());
+                }
+                let listen_text = listen_text.unwrap_or_else(|| "0.0.0.0:9092".into());
+                let listen = resolve(&listen_text).map_err(|e| {
+                    format!("--listen {listen_text:?} is not a usable address ({e})")
+                })?;
+                let (advertised_host, advertised_port) = match advertised_text {
+                    Some(text) => split_host_port(&text)?,
+                    None => (default_advertised_host(listen.ip()), listen.port()),
+                };
+                vec![Listener {
+                    protocol: SecurityProtocol::Plaintext,
+                    address: listen,
+                    advertised_host,
+                    advertised_port,
+                }]
+            }
+        };
+        let listen = listeners[0].address;
         let (advertised_host, advertised_port) =
-            match args.advertised_listener.or(file.advertised_listener) {
-                Some(text) => split_host_port(&text)?,
-                None => (default_advertised_host(listen.ip()), listen.port()),
-            };
+            (listeners[0].advertised_host.clone(), listeners[0].advertised_port);
+        let security = SecurityConfig {
+            tls_cert_file: args.tls_cert_file.or(file.tls_cert_file),
+            tls_key_file: args.tls_key_file.or(file.tls_key_file),
+            tls_client_ca_file: args.tls_client_ca_file.or(file.tls_client_ca_file),
+            sasl_plain_users_file: args.sasl_plain_users_file.or(file.sasl_plain_users_file),
+            scram_bootstrap: match args.scram_bootstrap.is_empty() {
+                false => args.scram_bootstrap,
+                true => file.scram_bootstrap.unwrap_or_default(),
+            },
+            connections_max_reauth_ms: args
+                .connections_max_reauth_ms
+                .or(file.connections_max_reauth_ms)
+                .unwrap_or(0),
+        };
+        check_security(&listeners, &security)?;
         let available = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let cores = args.cores.or(file.cores).unwrap_or(available);
         if cores == 0 || cores > available {
@@ -351,6 +501,11 @@ impl Config {
             liveness,
         )?;
         if let Some(cluster) = &cluster {
+            if listeners.len() > 1 {
+                return Err("a cluster node takes one listener for now (its address is what the \
+                            metadata log registers); give --listeners a single entry."
+                    .into());
+            }
             if cluster.controller_listen.port() == listen.port() {
                 return Err(format!(
                     "--controller-listen {} uses the port of --listen; give the controller a \
@@ -367,6 +522,8 @@ impl Config {
             listen,
             advertised_host,
             advertised_port,
+            listeners,
+            security,
             data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| "spate-data".into()),
             cores,
             node_id: NodeId(node_id.unwrap_or(1)),
@@ -551,6 +708,107 @@ fn parse_file(text: &str) -> Result<FileConfig, String> {
 
 fn resolve(text: &str) -> std::io::Result<SocketAddr> {
     text.to_socket_addrs()?.next().ok_or_else(|| std::io::Error::other("no address"))
+}
+
+/// Parses `--listeners` (and `--advertised-listeners`, which may name a subset; a
+/// listener it does not name advertises its own address, or `--advertised-listener`'s host
+/// for the first).
+fn parse_listeners(
+    text: &str,
+    advertised: Option<&str>,
+    advertised_listener: Option<&str>,
+) -> Result<Vec<Listener>, String> {
+    let entries = |flag: &str, text: &str| -> Result<Vec<(SecurityProtocol, String)>, String> {
+        let mut out: Vec<(SecurityProtocol, String)> = Vec::new();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let Some((name, address)) = entry.split_once("://") else {
+                return Err(format!(
+                    "{flag} entry {entry:?} must look like NAME://host:port (NAME one of \
+                     PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)."
+                ));
+            };
+            let protocol = SecurityProtocol::from_name(name).ok_or_else(|| {
+                format!(
+                    "{flag} entry {entry:?} names the unknown listener {name:?}; use PLAINTEXT, \
+                     SSL, SASL_PLAINTEXT or SASL_SSL."
+                )
+            })?;
+            if out.iter().any(|(p, _)| *p == protocol) {
+                return Err(format!("{flag} names {} twice; give each listener once.", name));
+            }
+            out.push((protocol, address.to_string()));
+        }
+        Ok(out)
+    };
+    let listed = entries("--listeners", text)?;
+    if listed.is_empty() {
+        return Err("--listeners is empty; give at least one NAME://host:port.".into());
+    }
+    let advertised = match advertised {
+        Some(text) => entries("--advertised-listeners", text)?,
+        None => Vec::new(),
+    };
+    for (protocol, _) in &advertised {
+        if !listed.iter().any(|(p, _)| p == protocol) {
+            return Err(format!(
+                "--advertised-listeners names {} which --listeners does not have; advertise \
+                 only listeners that exist.",
+                protocol.name()
+            ));
+        }
+    }
+    let mut listeners: Vec<Listener> = Vec::with_capacity(listed.len());
+    for (index, (protocol, address_text)) in listed.into_iter().enumerate() {
+        let flag = format!("--listeners {}", protocol.name());
+        let address = resolve(&address_text)
+            .map_err(|e| format!("{flag} address {address_text:?} is not usable ({e})."))?;
+        if listeners.iter().any(|l| l.address.port() == address.port()) {
+            return Err(format!(
+                "{flag} uses port {} twice; give each listener a port of its own.",
+                address.port()
+            ));
+        }
+        let (advertised_host, advertised_port) =
+            match advertised.iter().find(|(p, _)| *p == protocol) {
+                Some((_, text)) => split_host_port(text)?,
+                None => match (index, advertised_listener) {
+                    (0, Some(text)) => split_host_port(text)?,
+                    _ => (default_advertised_host(address.ip()), address.port()),
+                },
+            };
+        listeners.push(Listener { protocol, address, advertised_host, advertised_port });
+    }
+    Ok(listeners)
+}
+
+/// TLS listeners need a certificate and key; the TLS and SASL options need a listener that
+/// uses them.
+fn check_security(listeners: &[Listener], security: &SecurityConfig) -> Result<(), String> {
+    let tls = listeners.iter().find(|l| l.protocol.tls());
+    match (tls, &security.tls_cert_file, &security.tls_key_file) {
+        (Some(l), None, _) | (Some(l), _, None) => {
+            return Err(format!(
+                "the {} listener needs --tls-cert-file and --tls-key-file (PEM chain and key).",
+                l.protocol.name()
+            ))
+        }
+        (None, Some(_), _) | (None, _, Some(_)) => {
+            return Err("--tls-cert-file and --tls-key-file need an SSL or SASL_SSL listener in \
+                        --listeners."
+                .into())
+        }
+        _ => {}
+    }
+    if security.tls_client_ca_file.is_some() && tls.is_none() {
+        return Err("--tls-client-ca-file needs an SSL or SASL_SSL listener in --listeners.".into());
+    }
+    let sasl = listeners.iter().any(|l| l.protocol.sasl());
+    if !sasl && security.sasl_plain_users_file.is_some() {
+        return Err("--sasl-plain-users-file needs a SASL_PLAINTEXT or SASL_SSL listener in \
+                    --listeners."
+            .into());
+    }
+    Ok(())
 }
 
 fn split_host_port(text: &str) -> Result<(String, u16), String> {

@@ -132,6 +132,26 @@ pub const CONNECTIONS_MAX_IDLE_MS_DEFAULT: u64 = 600_000;
 /// `CONNECTIONS_IDLE_SWEEP_MS` at most.
 pub const CONNECTIONS_MAX_IDLE_MS_MIN: u64 = 100;
 
+/// How long a failed SASL login waits before its answer (Kafka's
+/// connection.failed.authentication.delay.ms, 100 by default): a password guesser gets at
+/// most one try per this on a connection.
+pub const SASL_FAILED_LOGIN_DELAY_MS: u64 = 100;
+
+/// Failed SASL logins one source address may have in `SASL_FAILED_LOGIN_WINDOW_MS` on one
+/// shard; past it, its logins are refused unchecked until the window ends.
+pub const SASL_FAILED_LOGINS_PER_WINDOW_MAX: u32 = 10;
+pub const SASL_FAILED_LOGIN_WINDOW_MS: u64 = 60_000;
+
+/// Source addresses a shard remembers failed logins of; older entries are dropped first.
+pub const SASL_FAILED_LOGIN_SOURCES_MAX: usize = 10_000;
+
+/// A TLS handshake that has not completed in this long closes the connection.
+pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+
+/// Plaintext bytes encrypted and written per TLS write: bounds the ciphertext a connection
+/// holds in memory while the socket is full.
+pub const TLS_WRITE_CHUNK_BYTES: usize = 64 * 1024;
+
 /// The longest interval between two sweeps for idle connections; a shorter idle limit sweeps
 /// four times per limit.
 pub const CONNECTIONS_IDLE_SWEEP_MS: u64 = 1_000;

@@ -19,6 +19,7 @@ pub mod net;
 pub mod partition;
 pub mod protocol;
 pub mod replication;
+pub mod security;
 pub mod shard;
 pub mod storage;
 pub mod throttle;

@@ -25,9 +25,9 @@ pub fn handle(ctx: &Context, _body: Bytes) -> Outcome {
     };
     if !ctx.cluster().clustered() {
         response.controller_id = shard.config.node_id.into();
-        let config = &shard.config;
-        response.brokers =
-            vec![broker(config.node_id, &config.advertised_host, config.advertised_port)];
+        let listener = ctx.listener();
+        let (host, port) = (&listener.advertised_host, listener.advertised_port);
+        response.brokers = vec![broker(shard.config.node_id, host, port)];
         return ctx.reply(&response);
     }
     // Before the first view (the log still opening) there is no leader and no broker yet,

@@ -98,10 +98,10 @@ fn broker_configs(shard: &crate::shard::Shard) -> Vec<(String, String)> {
     let t = &c.txns;
     vec![
         ("node.id".into(), c.node_id.to_string()),
-        ("listeners".into(), format!("PLAINTEXT://{}", c.listen)),
+        ("listeners".into(), listeners_text(c, |l| l.address.to_string())),
         (
             "advertised.listeners".into(),
-            format!("PLAINTEXT://{}:{}", c.advertised_host, c.advertised_port),
+            listeners_text(c, |l| format!("{}:{}", l.advertised_host, l.advertised_port)),
         ),
         ("log.dirs".into(), c.data_dir.display().to_string()),
         ("num.partitions".into(), c.default_partitions.to_string()),
@@ -123,4 +123,17 @@ fn broker_configs(shard: &crate::shard::Shard) -> Vec<(String, String)> {
         ("transactional.id.expiration.ms".into(), t.id_expiration_ms.to_string()),
         ("transaction.max.timeout.ms".into(), TRANSACTION_TIMEOUT_MS_MAX.to_string()),
     ]
+}
+
+/// `NAME://address,...` over the listeners.
+fn listeners_text(
+    config: &crate::config::Config,
+    address: impl Fn(&crate::config::Listener) -> String,
+) -> String {
+    let entries: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| format!("{}://{}", l.protocol.name(), address(l)))
+        .collect();
+    entries.join(",")
 }

@@ -78,8 +78,9 @@ fn find(
     }
     let config = &ctx.shard().config;
     if !ctx.cluster().clustered() {
-        let port = i32::from(config.advertised_port);
-        return (code, config.node_id, config.advertised_host.clone(), port);
+        let listener = ctx.listener();
+        let port = i32::from(listener.advertised_port);
+        return (code, config.node_id, listener.advertised_host.clone(), port);
     }
     let topic = if key_type == KEY_TYPE_GROUP { OFFSETS_TOPIC } else { TRANSACTION_TOPIC };
     let view = ctx.cluster().view();

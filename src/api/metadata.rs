@@ -44,7 +44,11 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         .collect();
     response.brokers = match live.is_empty() {
         false => live,
-        true => vec![broker(node_id, &config.advertised_host, config.advertised_port)],
+        true => {
+            // The address of the listener the request came in on, as Kafka answers.
+            let listener = ctx.listener();
+            vec![broker(node_id, &listener.advertised_host, listener.advertised_port)]
+        }
     };
     // Clustered: the id committed on the metadata log (none before the first leader's).
     response.cluster_id = match (&view, ctx.cluster().clustered()) {

@@ -15,6 +15,7 @@
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
 mod alter_configs;
+mod alter_user_scram_credentials;
 mod api_versions;
 mod config_common;
 mod create_partitions;
@@ -28,6 +29,7 @@ mod describe_groups;
 mod describe_producers;
 mod describe_quorum;
 mod describe_transactions;
+mod describe_user_scram_credentials;
 mod end_txn;
 mod fetch;
 mod find_coordinator;
@@ -45,6 +47,8 @@ mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
 mod produce;
+mod sasl_authenticate;
+mod sasl_handshake;
 mod sync_group;
 mod txn_common;
 mod txn_offset_commit;
@@ -63,6 +67,7 @@ use crate::controller::Controller;
 use crate::group::coordinator::Coordinator as GroupCoordinator;
 use crate::partition::Partitions;
 use crate::protocol::{put_response_header, versions, RequestPrefix};
+use crate::security::{now_ms, Admission, Session, ShardSecurity};
 use crate::shard::Shard;
 use crate::storage::log::ReadChunk;
 use crate::txn::coordinator::TxnCoordinator;
@@ -76,6 +81,7 @@ pub struct Services {
     pub groups: Rc<GroupCoordinator>,
     pub txns: Rc<TxnCoordinator>,
     pub cluster: Rc<Cluster>,
+    pub security: Rc<ShardSecurity>,
 }
 
 /// What the connection does with a request.
@@ -86,6 +92,9 @@ pub enum Outcome {
     NoReply,
     /// Close the connection; the reason is logged at debug level.
     Close(String),
+    /// Send this frame, then close the connection (a failed SASL login, as Kafka answers
+    /// it before closing).
+    ReplyAndClose(Vec<ReadChunk>, String),
 }
 
 /// The answer of a request in the making.
@@ -117,12 +126,19 @@ impl Request {
     }
 }
 
-/// First stage of a request; see the module doc. `peer` is the client's address (group
-/// members report it as their host).
-pub async fn admit(services: &Rc<Services>, frame: Bytes, peer: Option<SocketAddr>) -> Admitted {
+/// First stage of a request; see the module doc. `session` is the connection's: its
+/// listener, its client's address (group members report it as their host) and where it
+/// stands with SASL (a SASL listener takes only ApiVersions and the SASL requests before
+/// authentication, and closes the connection on anything else, as Kafka does).
+pub async fn admit(services: &Rc<Services>, frame: Bytes, session: &Rc<Session>) -> Admitted {
     let Some(prefix) = RequestPrefix::parse(&frame) else {
         return Admitted::Now(Outcome::Close("frame shorter than a request header".into()));
     };
+    if session.protocol.sasl() {
+        if let Admission::Close(reason) = session.admits(prefix.api_key, now_ms()) {
+            return Admitted::Now(Outcome::Close(reason));
+        }
+    }
     let Ok(api_key) = ApiKey::try_from(prefix.api_key) else {
         return Admitted::Now(Outcome::Close(format!("unknown API key {}", prefix.api_key)));
     };
@@ -143,7 +159,9 @@ pub async fn admit(services: &Rc<Services>, frame: Bytes, peer: Option<SocketAdd
         Err(e) => return Admitted::Now(Outcome::Close(format!("bad request header: {e}"))),
     };
     let services = services.clone();
-    let ctx = Context { services, header, api_key, version: prefix.api_version, peer };
+    let peer = session.peer;
+    let session = session.clone();
+    let ctx = Context { services, header, api_key, version: prefix.api_version, peer, session };
     match api_key {
         ApiKey::Produce => produce::admit(ctx, body).await,
         ApiKey::Fetch => Admitted::Later(Box::pin(async move { fetch::handle(&ctx, body).await })),
@@ -185,6 +203,10 @@ async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         ApiKey::DescribeTransactions => describe_transactions::handle(ctx, body).await,
         ApiKey::ListTransactions => list_transactions::handle(ctx, body).await,
         ApiKey::DescribeProducers => describe_producers::handle(ctx, body).await,
+        ApiKey::SaslHandshake => sasl_handshake::handle(ctx, body),
+        ApiKey::SaslAuthenticate => sasl_authenticate::handle(ctx, body).await,
+        ApiKey::AlterUserScramCredentials => alter_user_scram_credentials::handle(ctx, body),
+        ApiKey::DescribeUserScramCredentials => describe_user_scram_credentials::handle(ctx, body),
         other => Outcome::Close(format!("{other:?} is not implemented")),
     }
 }
@@ -197,6 +219,8 @@ pub(crate) struct Context {
     pub api_key: ApiKey,
     pub version: i16,
     pub peer: Option<SocketAddr>,
+    /// The connection's listener and authentication.
+    pub session: Rc<Session>,
 }
 
 impl Context {
@@ -223,6 +247,11 @@ impl Context {
 
     pub fn cluster(&self) -> &Rc<Cluster> {
         &self.services.cluster
+    }
+
+    /// The listener the request came in on.
+    pub fn listener(&self) -> &crate::config::Listener {
+        &self.services.shard.config.listeners[self.session.listener]
     }
 
     /// Decodes the request body, or gives the `Close` outcome to return.

@@ -35,6 +35,8 @@ pub enum ErrorCode {
     UnknownMemberId = 25,
     InvalidSessionTimeout = 26,
     RebalanceInProgress = 27,
+    UnsupportedSaslMechanism = 33,
+    IllegalSaslState = 34,
     UnsupportedVersion = 35,
     TopicAlreadyExists = 36,
     InvalidPartitions = 37,
@@ -51,6 +53,7 @@ pub enum ErrorCode {
     ConcurrentTransactions = 51,
     TransactionCoordinatorFenced = 52,
     TransactionalIdAuthorizationFailed = 53,
+    SaslAuthenticationFailed = 58,
     OperationNotAttempted = 55,
     /// Retriable: the broker cannot write to its disk now (free space below the reserve, a
     /// log that cannot be opened).
@@ -64,13 +67,16 @@ pub enum ErrorCode {
     GroupSubscribedToTopic = 86,
     InvalidRecord = 87,
     ProducerFenced = 90,
+    ResourceNotFound = 91,
+    DuplicateResource = 92,
+    UnacceptableCredential = 93,
     UnknownTopicId = 100,
     TransactionalIdNotFound = 105,
 }
 
 impl ErrorCode {
     /// Every code, by wire value.
-    pub const ALL: [ErrorCode; 52] = [
+    pub const ALL: [ErrorCode; 58] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -94,6 +100,8 @@ impl ErrorCode {
         ErrorCode::UnknownMemberId,
         ErrorCode::InvalidSessionTimeout,
         ErrorCode::RebalanceInProgress,
+        ErrorCode::UnsupportedSaslMechanism,
+        ErrorCode::IllegalSaslState,
         ErrorCode::UnsupportedVersion,
         ErrorCode::TopicAlreadyExists,
         ErrorCode::InvalidPartitions,
@@ -110,6 +118,7 @@ impl ErrorCode {
         ErrorCode::ConcurrentTransactions,
         ErrorCode::TransactionCoordinatorFenced,
         ErrorCode::TransactionalIdAuthorizationFailed,
+        ErrorCode::SaslAuthenticationFailed,
         ErrorCode::OperationNotAttempted,
         ErrorCode::KafkaStorageError,
         ErrorCode::NonEmptyGroup,
@@ -121,6 +130,9 @@ impl ErrorCode {
         ErrorCode::GroupSubscribedToTopic,
         ErrorCode::InvalidRecord,
         ErrorCode::ProducerFenced,
+        ErrorCode::ResourceNotFound,
+        ErrorCode::DuplicateResource,
+        ErrorCode::UnacceptableCredential,
         ErrorCode::UnknownTopicId,
         ErrorCode::TransactionalIdNotFound,
     ];
@@ -149,7 +161,7 @@ mod tests {
     use super::*;
 
     /// The wire values, written out once more: a renumbered variant fails here.
-    const WIRE: [(ErrorCode, i16); 52] = [
+    const WIRE: [(ErrorCode, i16); 58] = [
         (ErrorCode::UnknownServerError, -1),
         (ErrorCode::None, 0),
         (ErrorCode::OffsetOutOfRange, 1),
@@ -173,6 +185,8 @@ mod tests {
         (ErrorCode::UnknownMemberId, 25),
         (ErrorCode::InvalidSessionTimeout, 26),
         (ErrorCode::RebalanceInProgress, 27),
+        (ErrorCode::UnsupportedSaslMechanism, 33),
+        (ErrorCode::IllegalSaslState, 34),
         (ErrorCode::UnsupportedVersion, 35),
         (ErrorCode::TopicAlreadyExists, 36),
         (ErrorCode::InvalidPartitions, 37),
@@ -189,6 +203,7 @@ mod tests {
         (ErrorCode::ConcurrentTransactions, 51),
         (ErrorCode::TransactionCoordinatorFenced, 52),
         (ErrorCode::TransactionalIdAuthorizationFailed, 53),
+        (ErrorCode::SaslAuthenticationFailed, 58),
         (ErrorCode::OperationNotAttempted, 55),
         (ErrorCode::KafkaStorageError, 56),
         (ErrorCode::NonEmptyGroup, 68),
@@ -200,6 +215,9 @@ mod tests {
         (ErrorCode::GroupSubscribedToTopic, 86),
         (ErrorCode::InvalidRecord, 87),
         (ErrorCode::ProducerFenced, 90),
+        (ErrorCode::ResourceNotFound, 91),
+        (ErrorCode::DuplicateResource, 92),
+        (ErrorCode::UnacceptableCredential, 93),
         (ErrorCode::UnknownTopicId, 100),
         (ErrorCode::TransactionalIdNotFound, 105),
     ];

@@ -33,6 +33,7 @@
 //! idle sweep (`Connections`), whether it sent nothing or a frame too slowly.
 
 pub mod readers;
+pub mod tls;
 pub mod zero_copy;
 
 use std::cell::{Cell, RefCell};
@@ -44,11 +45,12 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use glommio::net::{Preallocated, TcpListener, TcpStream};
 use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::api::{self, Admitted, Outcome, Services};
+use crate::config::SecurityProtocol;
 use crate::constants::{
     ACCEPT_RETRY_MS_MAX, ACCEPT_RETRY_MS_MIN, CONNECTIONS_IDLE_SWEEP_MS,
     CONNECTION_BYTES_IN_FLIGHT_MAX, CONNECTION_READ_BUFFER_BYTES,
@@ -56,6 +58,8 @@ use crate::constants::{
     REPEATED_WARNING_INTERVAL_MS, SHARD_REQUEST_BYTES_IN_FLIGHT_MAX, SOCKET_SEND_TIMEOUT_MS,
 };
 use crate::net::readers::Readers;
+use crate::net::tls::TlsShared;
+use crate::security::{now_ms, Session};
 use crate::storage::log::ReadChunk;
 use crate::throttle::Failures;
 
@@ -66,24 +70,57 @@ pub struct InFlight {
     pub closing: Cell<bool>,
 }
 
-/// Accepts connections until the task is cancelled. `readers` are the shard's threads for
-/// catch-up reads.
+/// Accepts connections on the shard's listeners (`(index in config.listeners, socket)`)
+/// until the task is cancelled. `readers` are the shard's threads for catch-up reads.
 pub async fn accept_loop(
     services: Rc<Services>,
+    listeners: Vec<(usize, TcpListener)>,
+    in_flight: Rc<InFlight>,
+    readers: Readers,
+) {
+    let edge = Rc::new(Edge {
+        shard_bytes: Rc::new(Semaphore::new(SHARD_REQUEST_BYTES_IN_FLIGHT_MAX as u64)),
+        connections: Rc::new(Connections::default()),
+    });
+    // Cancelled with this loop (a glommio task ends when its handle is dropped).
+    let _sweep = glommio::spawn_local(sweep_idle(
+        edge.connections.clone(),
+        services.shard.config.connections_max_idle_ms,
+    ));
+    let accepting: Vec<glommio::Task<()>> = listeners
+        .into_iter()
+        .map(|(index, listener)| {
+            glommio::spawn_local(accept_on(
+                services.clone(),
+                edge.clone(),
+                index,
+                listener,
+                in_flight.clone(),
+                readers.clone(),
+            ))
+        })
+        .collect();
+    futures::future::join_all(accepting).await;
+}
+
+/// What a shard's listeners share: the shard's request window and its open connections.
+struct Edge {
+    shard_bytes: Rc<Semaphore>,
+    connections: Rc<Connections>,
+}
+
+async fn accept_on(
+    services: Rc<Services>,
+    edge: Rc<Edge>,
+    index: usize,
     listener: TcpListener,
     in_flight: Rc<InFlight>,
     readers: Readers,
 ) {
-    let shard_bytes = Rc::new(Semaphore::new(SHARD_REQUEST_BYTES_IN_FLIGHT_MAX as u64));
+    let protocol = services.shard.config.listeners[index].protocol;
     let started = std::time::Instant::now();
     let mut retries =
         Failures::new(ACCEPT_RETRY_MS_MIN, ACCEPT_RETRY_MS_MAX, REPEATED_WARNING_INTERVAL_MS);
-    let connections = Rc::new(Connections::default());
-    // Cancelled with this loop (a glommio task ends when its handle is dropped).
-    let _sweep = glommio::spawn_local(sweep_idle(
-        connections.clone(),
-        services.shard.config.connections_max_idle_ms,
-    ));
     loop {
         // A connection takes two descriptors (the writer's is a `dup`): one that cannot get
         // its second is closed at once and counts as a failed accept, or a full descriptor
@@ -97,20 +134,34 @@ pub async fn accept_loop(
                 let services = services.clone();
                 let in_flight = in_flight.clone();
                 let readers = readers.clone();
-                let window = Rc::new(Window::new(shard_bytes.clone()));
-                let registered = Registered::new(&connections, stream.as_raw_fd());
+                let window = Rc::new(Window::new(edge.shard_bytes.clone()));
+                let registered = Registered::new(&edge.connections, stream.as_raw_fd());
                 glommio::spawn_local(async move {
                     let peer = stream.peer_addr().ok();
                     let activity = registered.activity.clone();
-                    let served = serve(
-                        &services, stream, output, &in_flight, window, readers, peer, &activity,
-                    )
-                    .await;
+                    let connection = Connection {
+                        services: &services,
+                        in_flight: &in_flight,
+                        window,
+                        readers,
+                        activity: &activity,
+                    };
+                    let served = match protocol.tls() {
+                        false => {
+                            let session = Rc::new(Session::new(index, protocol, peer, None));
+                            connection.serve(stream, output, session).await
+                        }
+                        true => connection.serve_tls(stream, output, index, protocol, peer).await,
+                    };
                     // Out of the sweep's sight before anything else runs: the descriptor is
                     // closed now and may be reused.
                     drop(registered);
                     if let Err(reason) = served {
-                        tracing::debug!(?peer, "connection closed: {reason}");
+                        tracing::debug!(
+                            ?peer,
+                            listener = protocol.name(),
+                            "connection closed: {reason}"
+                        );
                     }
                 })
                 .detach();
@@ -139,38 +190,105 @@ pub async fn accept_loop(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve(
-    services: &Rc<Services>,
-    stream: TcpStream,
-    output: TcpStream,
-    in_flight: &Rc<InFlight>,
+/// One connection's share of the shard: what its reader and writer use.
+struct Connection<'a> {
+    services: &'a Rc<Services>,
+    in_flight: &'a Rc<InFlight>,
     window: Rc<Window>,
     readers: Readers,
-    peer: Option<std::net::SocketAddr>,
-    activity: &Rc<Activity>,
-) -> Result<(), String> {
-    let _ = stream.set_nodelay(true);
-    zero_copy::prepare_socket(&stream);
-    let _ = output.set_write_timeout(Some(Duration::from_millis(SOCKET_SEND_TIMEOUT_MS as u64)));
-    let input = stream.buffered_with(Preallocated::new(CONNECTION_READ_BUFFER_BYTES));
-    let (answers_tx, answers_rx) = mpsc::unbounded();
-    let writer = glommio::spawn_local(write_answers(output, answers_rx, readers));
-    let read = read_requests(services, input, &window, answers_tx, in_flight, peer, activity).await;
-    // The writer drains what was admitted (answers to requests the client sent before it
-    // stopped or before a bad frame, as Kafka answers them), then ends.
-    let write = writer.await;
-    read.and(write)
+    activity: &'a Rc<Activity>,
+}
+
+impl Connection<'_> {
+    async fn serve(
+        self,
+        stream: TcpStream,
+        output: TcpStream,
+        session: Rc<Session>,
+    ) -> Result<(), String> {
+        let _ = stream.set_nodelay(true);
+        zero_copy::prepare_socket(&stream);
+        let _ =
+            output.set_write_timeout(Some(Duration::from_millis(SOCKET_SEND_TIMEOUT_MS as u64)));
+        let input = stream.buffered_with(Preallocated::new(CONNECTION_READ_BUFFER_BYTES));
+        self.run(input, Output::Plain(output), session).await
+    }
+
+    /// A TLS listener's connection: the handshake, then the same reader and writer over
+    /// `tls` (the plaintext path is untouched: `read_requests` is generic over its input).
+    async fn serve_tls(
+        self,
+        stream: TcpStream,
+        output: TcpStream,
+        index: usize,
+        protocol: SecurityProtocol,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<(), String> {
+        let _ = stream.set_nodelay(true);
+        let _ =
+            output.set_write_timeout(Some(Duration::from_millis(SOCKET_SEND_TIMEOUT_MS as u64)));
+        let Some(tls) = &self.services.security.shared.tls else {
+            unreachable!("a TLS listener without TLS settings (checked at start-up)");
+        };
+        let (input, shared, certificate) = match tls::accept(tls.config(), stream, output).await {
+            Ok(accepted) => accepted,
+            Err(reason) => {
+                tracing::info!(?peer, listener = protocol.name(), "TLS handshake failed: {reason}");
+                return Err(reason);
+            }
+        };
+        let principal = certificate.as_deref().and_then(crate::security::tls::principal_of);
+        if let Some(principal) = &principal {
+            tracing::info!(
+                ?peer,
+                principal = %format!("User:{principal}"),
+                listener = protocol.name(),
+                "authenticated by client certificate"
+            );
+        }
+        let session = Rc::new(Session::new(index, protocol, peer, principal));
+        self.run(input, Output::Tls(shared), session).await
+    }
+
+    async fn run<R: AsyncRead + Unpin>(
+        self,
+        input: R,
+        output: Output,
+        session: Rc<Session>,
+    ) -> Result<(), String> {
+        let (answers_tx, answers_rx) = mpsc::unbounded();
+        let writer = glommio::spawn_local(write_answers(output, answers_rx, self.readers));
+        let read = read_requests(
+            self.services,
+            input,
+            &self.window,
+            answers_tx,
+            self.in_flight,
+            &session,
+            self.activity,
+        )
+        .await;
+        // The writer drains what was admitted (answers to requests the client sent before it
+        // stopped or before a bad frame, as Kafka answers them), then ends.
+        let write = writer.await;
+        read.and(write)
+    }
+}
+
+/// Where the writer's answers go.
+enum Output {
+    Plain(TcpStream),
+    Tls(Rc<TlsShared>),
 }
 
 /// The reader: frames off the socket, admitted one at a time in arrival order.
-async fn read_requests(
+async fn read_requests<R: AsyncRead + Unpin>(
     services: &Rc<Services>,
-    mut input: TcpStream<Preallocated>,
+    mut input: R,
     window: &Rc<Window>,
     answers: mpsc::UnboundedSender<Slot>,
     in_flight: &Rc<InFlight>,
-    peer: Option<std::net::SocketAddr>,
+    session: &Rc<Session>,
     activity: &Rc<Activity>,
 ) -> Result<(), String> {
     let frame_max = services.shard.config.frame_max_bytes as usize;
@@ -194,7 +312,7 @@ async fn read_requests(
             Ok(frame) => frame,
             Err(e) => return Err(format!("read body: {e}")),
         };
-        activity.last_request_ms.set(coarse_now_ms());
+        activity.last_request_ms.set(now_ms());
         activity.answering.set(activity.answering.get() + 1);
         // Taken once the body is here: a client that announces large frames and never sends
         // them holds only its own connection's window, not the shard's.
@@ -205,7 +323,7 @@ async fn read_requests(
         // Counted from here (shutdown waits for it, handler included); the slot that carries
         // the answer gives the count back when it is dropped.
         in_flight.requests.set(in_flight.requests.get() + 1);
-        let answer = match api::admit(services, frame.freeze(), peer).await {
+        let answer = match api::admit(services, frame.freeze(), session).await {
             Admitted::Now(outcome) => Answer::Ready(outcome),
             Admitted::Later(later) => Answer::Running(Some(glommio::spawn_local(later))),
             Admitted::InTurn(request) => {
@@ -213,7 +331,8 @@ async fn read_requests(
                 Answer::Ready(request.run().await)
             }
         };
-        let closes = matches!(answer, Answer::Ready(Outcome::Close(_)));
+        let closes =
+            matches!(answer, Answer::Ready(Outcome::Close(_) | Outcome::ReplyAndClose(..)));
         let slot = Slot::new(answer, share, in_flight.clone(), activity.clone());
         if answers.unbounded_send(slot).is_err() {
             return Err("the writer stopped".into());
@@ -228,7 +347,7 @@ async fn read_requests(
 /// frame announced but not sent costs no more memory than what was sent: the buffer is at
 /// most about twice what arrived plus `FRAME_READ_STEP_BYTES_MIN`. (It grew in 1 MiB steps
 /// before: 1,000 connections that each announced 50 MiB and sent 100 bytes held 1 GiB.)
-async fn read_body(input: &mut TcpStream<Preallocated>, size: usize) -> std::io::Result<BytesMut> {
+async fn read_body<R: AsyncRead + Unpin>(input: &mut R, size: usize) -> std::io::Result<BytesMut> {
     let mut frame = BytesMut::new();
     while frame.len() < size {
         let start = frame.len();
@@ -277,11 +396,8 @@ impl Registered {
     fn new(connections: &Rc<Connections>, fd: RawFd) -> Registered {
         let id = connections.next_id.get();
         connections.next_id.set(id + 1);
-        let activity = Rc::new(Activity {
-            last_request_ms: Cell::new(coarse_now_ms()),
-            answering: Cell::new(0),
-            fd,
-        });
+        let activity =
+            Rc::new(Activity { last_request_ms: Cell::new(now_ms()), answering: Cell::new(0), fd });
         connections.open.borrow_mut().insert(id, activity.clone());
         Registered { connections: connections.clone(), id, activity }
     }
@@ -300,7 +416,7 @@ async fn sweep_idle(connections: Rc<Connections>, idle_ms: u64) {
     let every = Duration::from_millis((idle_ms / 4).clamp(1, CONNECTIONS_IDLE_SWEEP_MS));
     loop {
         glommio::timer::sleep(every).await;
-        let now = coarse_now_ms();
+        let now = now_ms();
         let mut closed = 0usize;
         for activity in connections.open.borrow().values() {
             let idle = now.saturating_sub(activity.last_request_ms.get());
@@ -320,30 +436,26 @@ async fn sweep_idle(connections: Rc<Connections>, idle_ms: u64) {
     }
 }
 
-/// A monotonic clock in milliseconds at the kernel tick's resolution: cheap enough for every
-/// request (a vDSO read, no syscall).
-fn coarse_now_ms() -> u64 {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `now` is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
-    now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000
-}
-
 /// The writer: answers in request order. Answers already complete behind the one it waited
 /// for go out in the same write, so a pipelining producer costs fewer syscalls per request.
 async fn write_answers(
-    mut output: TcpStream,
+    mut output: Output,
     mut answers: mpsc::UnboundedReceiver<Slot>,
     readers: Readers,
 ) -> Result<(), String> {
     let result = write_in_order(&mut output, &mut answers, &readers).await;
     // Ends the reader too when this ended first (an error, or a Close answer).
-    let _ = output.shutdown(std::net::Shutdown::Both).await;
+    match &output {
+        Output::Plain(stream) => {
+            let _ = stream.shutdown(std::net::Shutdown::Both).await;
+        }
+        Output::Tls(shared) => tls::close(shared).await,
+    }
     result
 }
 
 async fn write_in_order(
-    output: &mut TcpStream,
+    output: &mut Output,
     answers: &mut mpsc::UnboundedReceiver<Slot>,
     readers: &Readers,
 ) -> Result<(), String> {
@@ -371,12 +483,18 @@ async fn write_in_order(
             }
         }
         if !chunks.is_empty() {
-            zero_copy::send(output, std::mem::take(&mut chunks), readers).await?;
+            let chunks = std::mem::take(&mut chunks);
+            match output {
+                Output::Plain(stream) => zero_copy::send(stream, chunks, readers).await?,
+                Output::Tls(shared) => tls::send(shared, chunks, readers).await?,
+            }
         }
         // The window shares go back only once the answers are on the socket.
         written.clear();
         if let Some(reason) = close {
-            output.flush().await.map_err(|e| format!("flush: {e}"))?;
+            if let Output::Plain(stream) = output {
+                stream.flush().await.map_err(|e| format!("flush: {e}"))?;
+            }
             return Err(reason);
         }
     }
@@ -400,6 +518,10 @@ fn push(
         }
         Outcome::NoReply => None,
         Outcome::Close(reason) => Some(reason),
+        Outcome::ReplyAndClose(reply, reason) => {
+            chunks.extend(reply);
+            Some(reason)
+        }
     }
 }
 
@@ -537,6 +659,6 @@ impl Drop for Slot {
         }
         self.in_flight.requests.set(self.in_flight.requests.get() - 1);
         self.activity.answering.set(self.activity.answering.get() - 1);
-        self.activity.last_request_ms.set(coarse_now_ms());
+        self.activity.last_request_ms.set(now_ms());
     }
 }

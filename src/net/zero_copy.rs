@@ -153,7 +153,7 @@ fn sendfile_once(socket: i32, file: i32, position: u64, count: u64) -> std::io::
 
 /// Up to `len` bytes at `position` if they are in the page cache, without waiting for the
 /// disk (`RWF_NOWAIT`); `None` when they are not (or nothing could be read).
-fn read_cached(file: &std::fs::File, position: u64, len: usize) -> Option<Vec<u8>> {
+pub(crate) fn read_cached(file: &std::fs::File, position: u64, len: usize) -> Option<Vec<u8>> {
     let mut buffer = vec![0u8; len];
     let iov = libc::iovec { iov_base: buffer.as_mut_ptr().cast(), iov_len: len };
     // SAFETY: one iovec over `buffer`, which lives across the call; the descriptor is open.
@@ -168,7 +168,7 @@ fn read_cached(file: &std::fs::File, position: u64, len: usize) -> Option<Vec<u8
 }
 
 /// `len` bytes at `position` (fewer at the end of the file); for a reader thread.
-fn read_at(file: &std::fs::File, position: u64, len: usize) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_at(file: &std::fs::File, position: u64, len: usize) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     let mut buffer = vec![0u8; len];
     let read = file.read_at(&mut buffer, position)?;

@@ -21,7 +21,7 @@ const fn api(key: ApiKey, min: i16, max: i16) -> Supported {
     Supported { key, advertised_min: min, min, max }
 }
 
-pub const SUPPORTED: [Supported; 32] = [
+pub const SUPPORTED: [Supported; 36] = [
     Supported { key: ApiKey::Produce, advertised_min: 0, min: 3, max: 12 },
     api(ApiKey::Fetch, 4, 17),
     api(ApiKey::ListOffsets, 1, 9),
@@ -57,6 +57,12 @@ pub const SUPPORTED: [Supported; 32] = [
     api(ApiKey::DescribeTransactions, 0, 0),
     api(ApiKey::ListTransactions, 0, 1),
     api(ApiKey::DescribeProducers, 0, 0),
+    // SASL (KIP-43, KIP-152): v0 of SaslHandshake is followed by raw tokens outside the
+    // Kafka framing, which no current client sends; v1 wraps them in SaslAuthenticate.
+    Supported { key: ApiKey::SaslHandshake, advertised_min: 0, min: 1, max: 1 },
+    api(ApiKey::SaslAuthenticate, 0, 2),
+    api(ApiKey::AlterUserScramCredentials, 0, 0),
+    api(ApiKey::DescribeUserScramCredentials, 0, 0),
 ];
 
 /// APIs a node serves only in a cluster (`--controller-quorum-voters`), at Kafka 4.0's

@@ -1,0 +1,403 @@
+//! Authentication: TLS material (`tls`), SASL PLAIN (`plain`) and SCRAM (`scram`), the SCRAM
+//! credentials in the data dir (`credentials`), and each connection's SASL state (`Session`).
+//!
+//! A connection on a SASL listener goes through Kafka's states:
+//!
+//! ```text
+//!  start ── ApiVersions (any number) ──▶ start ── SaslHandshake(mechanism) ──▶ handshaken
+//!  handshaken ── SaslAuthenticate ... ──▶ authenticated (session until now + reauth ms)
+//!  authenticated ── SaslHandshake (KIP-368 re-authentication, same mechanism and user) ──▶ ...
+//! ```
+//!
+//! Anything else before authentication, or any request but SaslHandshake after the session
+//! expired, closes the connection, as Kafka closes it. A failed login is answered
+//! SASL_AUTHENTICATION_FAILED after `SASL_FAILED_LOGIN_DELAY_MS`, logged without the secret,
+//! and the connection closes; a source with too many failures in a minute is refused
+//! unchecked (per shard, `FailedLogins`).
+//!
+//! The pieces here are pure or nearly (the credentials file, the TLS files): the handlers
+//! in `api` and the connection in `net` drive them.
+
+pub mod credentials;
+pub mod plain;
+pub mod scram;
+pub mod tls;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use crate::config::{Config, SecurityProtocol};
+use crate::constants::{
+    SASL_FAILED_LOGINS_PER_WINDOW_MAX, SASL_FAILED_LOGIN_SOURCES_MAX, SASL_FAILED_LOGIN_WINDOW_MS,
+};
+use crate::security::credentials::{BootstrapCredential, ScramStore};
+use crate::security::plain::PlainHash;
+use crate::security::scram::{Mechanism, ScramServer};
+use crate::security::tls::{Tls, TlsFiles};
+
+/// A SASL mechanism Spate offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    Plain,
+    Scram(Mechanism),
+}
+
+impl SaslMechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::Scram(m) => m.name(),
+        }
+    }
+}
+
+/// What the process knows for authentication, shared by the shards (read without locks).
+pub struct Security {
+    pub tls: Option<Tls>,
+    pub scram: ScramStore,
+    plain_users: HashMap<String, PlainHash>,
+    /// In the order SaslHandshake lists them.
+    pub mechanisms: Vec<SaslMechanism>,
+    pub reauth_ms: u64,
+}
+
+impl Security {
+    /// Loads the TLS files, the PLAIN users and the SCRAM credentials (adding the bootstrap
+    /// ones). The error is one sentence with the fix.
+    pub fn load(config: &Config, meta_dir: &Path) -> Result<Security, String> {
+        let s = &config.security;
+        let tls = match (&s.tls_cert_file, &s.tls_key_file) {
+            (Some(cert), Some(key)) => Some(Tls::load(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: s.tls_client_ca_file.clone(),
+            })?),
+            _ => None,
+        };
+        let plain_users = match &s.sasl_plain_users_file {
+            Some(path) => plain::read_users_file(path)?,
+            None => HashMap::new(),
+        };
+        let bootstrap: Vec<BootstrapCredential> = s
+            .scram_bootstrap
+            .iter()
+            .map(|text| BootstrapCredential::parse(text))
+            .collect::<Result<_, _>>()?;
+        let scram = ScramStore::open(meta_dir)?;
+        let added = scram.bootstrap(&bootstrap)?;
+        if added > 0 {
+            tracing::info!(added, "SCRAM bootstrap credentials stored");
+        }
+        let mut mechanisms = Vec::new();
+        if s.sasl_plain_users_file.is_some() {
+            mechanisms.push(SaslMechanism::Plain);
+        }
+        mechanisms.push(SaslMechanism::Scram(Mechanism::Sha256));
+        mechanisms.push(SaslMechanism::Scram(Mechanism::Sha512));
+        Ok(Security { tls, scram, plain_users, mechanisms, reauth_ms: s.connections_max_reauth_ms })
+    }
+
+    pub fn mechanism(&self, name: &str) -> Option<SaslMechanism> {
+        self.mechanisms.iter().copied().find(|m| m.name() == name)
+    }
+
+    pub fn plain_user(&self, name: &str) -> Option<&PlainHash> {
+        self.plain_users.get(name)
+    }
+}
+
+/// Where a connection stands with SASL (`Session::sasl`).
+enum SaslState {
+    /// Nothing yet, or between two exchanges.
+    Idle,
+    /// SaslHandshake accepted this mechanism; SaslAuthenticate comes next.
+    Handshaken(SaslMechanism),
+    /// A SCRAM exchange after its first message.
+    Scram(Box<ScramServer>),
+}
+
+/// The authenticated identity of a connection and until when it holds.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub principal: String,
+    pub mechanism: SaslMechanism,
+    /// `coarse` milliseconds at which the session ends (None: never).
+    pub expires_ms: Option<u64>,
+}
+
+/// What a request may do on this connection now (`Session::admits`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    Allowed,
+    /// Close the connection; the reason is for the debug log.
+    Close(String),
+}
+
+/// One connection's listener and authentication state.
+pub struct Session {
+    pub listener: usize,
+    pub protocol: SecurityProtocol,
+    pub peer: Option<SocketAddr>,
+    /// The client certificate's subject on an mTLS connection.
+    pub tls_principal: Option<String>,
+    state: RefCell<SaslState>,
+    authenticated: RefCell<Option<Authenticated>>,
+}
+
+/// Requests a SASL listener takes before authentication.
+pub const API_VERSIONS: i16 = 18;
+pub const SASL_HANDSHAKE: i16 = 17;
+pub const SASL_AUTHENTICATE: i16 = 36;
+
+impl Session {
+    pub fn new(
+        listener: usize,
+        protocol: SecurityProtocol,
+        peer: Option<SocketAddr>,
+        tls_principal: Option<String>,
+    ) -> Session {
+        Session {
+            listener,
+            protocol,
+            peer,
+            tls_principal,
+            state: RefCell::new(SaslState::Idle),
+            authenticated: RefCell::new(None),
+        }
+    }
+
+    /// Kafka's principal: the SASL user, the certificate's subject, or ANONYMOUS.
+    pub fn principal(&self) -> String {
+        if let Some(authenticated) = self.authenticated.borrow().as_ref() {
+            return format!("User:{}", authenticated.principal);
+        }
+        match &self.tls_principal {
+            Some(subject) => format!("User:{subject}"),
+            None => "User:ANONYMOUS".into(),
+        }
+    }
+
+    /// Whether a request with this API key may run now (`now_ms`: the coarse clock).
+    pub fn admits(&self, api_key: i16, now_ms: u64) -> Admission {
+        if !self.protocol.sasl() {
+            return Admission::Allowed;
+        }
+        let state = self.state.borrow();
+        let exchanging = !matches!(*state, SaslState::Idle);
+        match api_key {
+            SASL_AUTHENTICATE if exchanging => Admission::Allowed,
+            SASL_HANDSHAKE | API_VERSIONS if !exchanging => Admission::Allowed,
+            _ if exchanging => Admission::Close(format!(
+                "unexpected request (API key {api_key}) during SASL authentication"
+            )),
+            _ => match self.authenticated.borrow().as_ref() {
+                None => Admission::Close(format!(
+                    "unexpected request (API key {api_key}) before SASL authentication"
+                )),
+                Some(a) if a.expires_ms.is_some_and(|at| now_ms >= at) => Admission::Close(
+                    format!("SASL session of {} expired without re-authentication", a.principal),
+                ),
+                Some(_) => Admission::Allowed,
+            },
+        }
+    }
+
+    /// SaslHandshake: the mechanism for the exchange that follows. A re-authentication must
+    /// keep the mechanism of the session.
+    pub fn handshake(&self, mechanism: SaslMechanism) -> Result<(), String> {
+        if let Some(previous) = self.authenticated.borrow().as_ref() {
+            if previous.mechanism != mechanism {
+                return Err(format!(
+                    "re-authentication with {} on a {} session",
+                    mechanism.name(),
+                    previous.mechanism.name()
+                ));
+            }
+        }
+        *self.state.borrow_mut() = SaslState::Handshaken(mechanism);
+        Ok(())
+    }
+
+    /// The mechanism of the exchange in progress.
+    pub fn mechanism(&self) -> Option<SaslMechanism> {
+        match &*self.state.borrow() {
+            SaslState::Idle => None,
+            SaslState::Handshaken(m) => Some(*m),
+            SaslState::Scram(server) => Some(SaslMechanism::Scram(server.mechanism())),
+        }
+    }
+
+    /// Takes the SCRAM exchange in progress (None after the handshake: a new one starts).
+    pub fn take_scram(&self) -> Option<Box<ScramServer>> {
+        let mut state = self.state.borrow_mut();
+        match std::mem::replace(&mut *state, SaslState::Idle) {
+            SaslState::Scram(server) => Some(server),
+            other => {
+                *state = other;
+                None
+            }
+        }
+    }
+
+    /// A SCRAM exchange waits for its final message.
+    pub fn continue_scram(&self, server: Box<ScramServer>) {
+        *self.state.borrow_mut() = SaslState::Scram(server);
+    }
+
+    /// The exchange failed: the connection closes after the answer.
+    pub fn fail(&self) {
+        *self.state.borrow_mut() = SaslState::Idle;
+    }
+
+    /// The exchange succeeded for `user`: the session runs until `now_ms + reauth_ms` (0: no
+    /// end). A re-authentication as another user fails, as Kafka fails it.
+    pub fn succeed(
+        &self,
+        user: String,
+        mechanism: SaslMechanism,
+        now_ms: u64,
+        reauth_ms: u64,
+    ) -> Result<(), String> {
+        *self.state.borrow_mut() = SaslState::Idle;
+        let mut authenticated = self.authenticated.borrow_mut();
+        if let Some(previous) = authenticated.as_ref() {
+            if previous.principal != user {
+                return Err(format!(
+                    "re-authentication as {user:?} on a session of {:?}",
+                    previous.principal
+                ));
+            }
+        }
+        let expires_ms = (reauth_ms > 0).then(|| now_ms + reauth_ms);
+        *authenticated = Some(Authenticated { principal: user, mechanism, expires_ms });
+        Ok(())
+    }
+
+    pub fn authenticated(&self) -> Option<Authenticated> {
+        self.authenticated.borrow().clone()
+    }
+}
+
+/// Failed logins per source address on one shard, for the rate limit.
+#[derive(Default)]
+pub struct FailedLogins {
+    sources: HashMap<IpAddr, (u64, u32)>,
+}
+
+impl FailedLogins {
+    /// Whether logins from `ip` are refused unchecked now.
+    pub fn blocked(&self, ip: IpAddr, now_ms: u64) -> bool {
+        self.sources.get(&ip).is_some_and(|(start, count)| {
+            now_ms.saturating_sub(*start) < SASL_FAILED_LOGIN_WINDOW_MS
+                && *count >= SASL_FAILED_LOGINS_PER_WINDOW_MAX
+        })
+    }
+
+    /// Counts a failure; true when this one reached the limit (log it once).
+    pub fn failed(&mut self, ip: IpAddr, now_ms: u64) -> bool {
+        if self.sources.len() >= SASL_FAILED_LOGIN_SOURCES_MAX && !self.sources.contains_key(&ip) {
+            self.sources.retain(|_, (start, _)| {
+                now_ms.saturating_sub(*start) < SASL_FAILED_LOGIN_WINDOW_MS
+            });
+            if self.sources.len() >= SASL_FAILED_LOGIN_SOURCES_MAX {
+                let oldest = self.sources.iter().min_by_key(|(_, (start, _))| *start);
+                if let Some(oldest) = oldest.map(|(ip, _)| *ip) {
+                    self.sources.remove(&oldest);
+                }
+            }
+        }
+        let entry = self.sources.entry(ip).or_insert((now_ms, 0));
+        if now_ms.saturating_sub(entry.0) >= SASL_FAILED_LOGIN_WINDOW_MS {
+            *entry = (now_ms, 0);
+        }
+        entry.1 += 1;
+        entry.1 == SASL_FAILED_LOGINS_PER_WINDOW_MAX
+    }
+}
+
+/// A shard's view of `Security`, with its own failed-login counts.
+pub struct ShardSecurity {
+    pub shared: std::sync::Arc<Security>,
+    pub failures: RefCell<FailedLogins>,
+}
+
+/// A monotonic clock in milliseconds at the kernel tick's resolution: cheap enough for every
+/// request (a vDSO read, no syscall).
+pub fn now_ms() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
+    now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000
+}
+
+/// Random printable characters (a SCRAM server nonce): 24 random bytes, base64.
+pub fn nonce() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 24];
+    getrandom::getrandom(&mut bytes)
+        .unwrap_or_else(|e| unreachable!("the kernel's random source failed: {e}"));
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sasl_session() -> Session {
+        Session::new(0, SecurityProtocol::SaslSsl, None, None)
+    }
+
+    #[test]
+    fn only_versions_and_handshake_before_authentication() {
+        let session = sasl_session();
+        assert_eq!(session.admits(API_VERSIONS, 0), Admission::Allowed);
+        assert!(matches!(session.admits(3, 0), Admission::Close(_)));
+        assert!(matches!(session.admits(SASL_AUTHENTICATE, 0), Admission::Close(_)));
+        let scram = SaslMechanism::Scram(Mechanism::Sha256);
+        session.handshake(scram).expect("handshake");
+        assert_eq!(session.admits(SASL_AUTHENTICATE, 0), Admission::Allowed);
+        assert!(matches!(session.admits(3, 0), Admission::Close(_)));
+        assert!(matches!(session.admits(SASL_HANDSHAKE, 0), Admission::Close(_)));
+        session.succeed("alice".into(), scram, 1_000, 500).expect("succeed");
+        assert_eq!(session.principal(), "User:alice");
+        assert_eq!(session.admits(3, 1_499), Admission::Allowed);
+        assert!(matches!(session.admits(3, 1_500), Admission::Close(_)));
+        // Re-authentication: same mechanism and user extends the session.
+        assert_eq!(session.admits(SASL_HANDSHAKE, 1_500), Admission::Allowed);
+        assert!(session.handshake(SaslMechanism::Plain).is_err());
+        session.handshake(scram).expect("re-handshake");
+        session.succeed("alice".into(), scram, 1_600, 500).expect("again");
+        assert_eq!(session.admits(3, 2_000), Admission::Allowed);
+        session.handshake(scram).expect("re-handshake");
+        assert!(session.succeed("mallory".into(), scram, 2_000, 500).is_err());
+    }
+
+    #[test]
+    fn other_listeners_admit_everything() {
+        for protocol in [SecurityProtocol::Plaintext, SecurityProtocol::Ssl] {
+            let session = Session::new(0, protocol, None, Some("CN=client".into()));
+            assert_eq!(session.admits(0, 0), Admission::Allowed);
+        }
+        let session = Session::new(0, SecurityProtocol::Ssl, None, Some("CN=client".into()));
+        assert_eq!(session.principal(), "User:CN=client");
+        assert_eq!(sasl_session().principal(), "User:ANONYMOUS");
+    }
+
+    #[test]
+    fn failed_logins_block_a_source_for_the_window() {
+        let mut failures = FailedLogins::default();
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        let other: IpAddr = "127.0.0.2".parse().expect("ip");
+        for n in 1..=SASL_FAILED_LOGINS_PER_WINDOW_MAX {
+            assert!(!failures.blocked(ip, 10));
+            assert_eq!(failures.failed(ip, 10), n == SASL_FAILED_LOGINS_PER_WINDOW_MAX);
+        }
+        assert!(failures.blocked(ip, 10));
+        assert!(!failures.blocked(other, 10));
+        assert!(!failures.blocked(ip, 10 + SASL_FAILED_LOGIN_WINDOW_MS));
+        assert!(!failures.failed(ip, 10 + SASL_FAILED_LOGIN_WINDOW_MS));
+        assert!(!failures.blocked(ip, 10 + SASL_FAILED_LOGIN_WINDOW_MS));
+    }
+}
