@@ -344,7 +344,8 @@ impl Config {
         let advertised_text = args.advertised_listener.or(file.advertised_listener);
         let listeners = match (listen_text, listeners_text) {
             (Some(_), Some(_)) => {
-                return Err("--listen and --listeners are both given; keep one (--listeners                             PLAINTEXT://host:port is --listen host:port)."
+                return Err("--listen and --listeners are both given; keep one (--listeners \
+                            PLAINTEXT://host:port is --listen host:port)."
                     .into())
             }
             (None, Some(text)) => parse_listeners(

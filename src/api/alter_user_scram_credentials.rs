@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
-use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
+use kafka_protocol::messages::alter_user_scram_credentials_response as response;
 use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
 };
@@ -138,8 +138,8 @@ fn result_of(
     user: &str,
     code: ErrorCode,
     message: Option<String>,
-) -> AlterUserScramCredentialsResult {
-    let mut result = AlterUserScramCredentialsResult::default();
+) -> response::AlterUserScramCredentialsResult {
+    let mut result = response::AlterUserScramCredentialsResult::default();
     result.user = str_bytes(user);
     result.error_code = code.code();
     result.error_message = message.map(|m| str_bytes(&m));

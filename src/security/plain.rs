@@ -99,7 +99,8 @@ pub fn parse_users(text: &str) -> Result<HashMap<String, PlainHash>, String> {
         let iterations: u32 = iterations.parse().map_err(|_| bad("has bad iterations"))?;
         if !(PLAIN_ITERATIONS_MIN..=PLAIN_ITERATIONS_MAX).contains(&iterations) {
             return Err(bad(&format!(
-                "has {iterations} iterations, outside {PLAIN_ITERATIONS_MIN}..={PLAIN_ITERATIONS_MAX}"
+                "has {iterations} iterations, outside \
+                 {PLAIN_ITERATIONS_MIN}..={PLAIN_ITERATIONS_MAX}"
             )));
         }
         let salt = BASE64.decode(salt).map_err(|_| bad("has a salt that is not base64"))?;
