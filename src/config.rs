@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::constants;
 use crate::model::quorum::QuorumVoters;
-use crate::model::settings::{GroupConfig, TxnConfig};
+use crate::model::settings::{GroupConfig, TxnConfig, CONSUMER_ASSIGNORS};
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
 use crate::model::NodeId;
 
@@ -158,6 +158,18 @@ pub struct Args {
     /// [default: 1800000].
     #[arg(long, value_name = "MS")]
     pub group_max_session_timeout_ms: Option<i32>,
+    /// Session timeout of KIP-848 consumer group members (group.consumer.session.timeout.ms)
+    /// [default: 45000].
+    #[arg(long, value_name = "MS")]
+    pub group_consumer_session_timeout_ms: Option<i32>,
+    /// Heartbeat interval KIP-848 consumer group members are told
+    /// (group.consumer.heartbeat.interval.ms) [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub group_consumer_heartbeat_interval_ms: Option<i32>,
+    /// Server-side assignors of consumer groups, comma-separated, the first the default
+    /// (group.consumer.assignors; `uniform`, `range`) [default: uniform,range].
+    #[arg(long, value_name = "LIST")]
+    pub group_consumer_assignors: Option<String>,
     /// How long committed offsets of an empty group are kept (offsets.retention.minutes)
     /// [default: 10080, 7 days].
     #[arg(long, value_name = "MINUTES")]
@@ -215,6 +227,9 @@ struct FileConfig {
     group_initial_rebalance_delay_ms: Option<i32>,
     group_min_session_timeout_ms: Option<i32>,
     group_max_session_timeout_ms: Option<i32>,
+    group_consumer_session_timeout_ms: Option<i32>,
+    group_consumer_heartbeat_interval_ms: Option<i32>,
+    group_consumer_assignors: Option<String>,
     offsets_retention_minutes: Option<i64>,
     offsets_topic_segment_bytes: Option<u64>,
     transaction_state_log_segment_bytes: Option<u64>,
@@ -489,6 +504,16 @@ impl Config {
             offsets_segment_bytes: args
                 .offsets_topic_segment_bytes
                 .or(file.offsets_topic_segment_bytes),
+            consumer_session_timeout_ms: args
+                .group_consumer_session_timeout_ms
+                .or(file.group_consumer_session_timeout_ms),
+            consumer_heartbeat_interval_ms: args
+                .group_consumer_heartbeat_interval_ms
+                .or(file.group_consumer_heartbeat_interval_ms),
+            consumer_assignors: args
+                .group_consumer_assignors
+                .clone()
+                .or(file.group_consumer_assignors.clone()),
         })?;
         let node_id = args.node_id.or(file.node_id);
         let liveness = liveness_config(
@@ -632,6 +657,9 @@ struct GroupValues {
     session_timeout_ms_max: Option<i32>,
     offsets_retention_minutes: Option<i64>,
     offsets_segment_bytes: Option<u64>,
+    consumer_session_timeout_ms: Option<i32>,
+    consumer_heartbeat_interval_ms: Option<i32>,
+    consumer_assignors: Option<String>,
 }
 
 fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
@@ -655,7 +683,33 @@ fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
     }
     let segment_bytes = values.offsets_segment_bytes.unwrap_or(defaults.offsets_segment_bytes);
     check_internal_segment_bytes("--offsets-topic-segment-bytes", segment_bytes)?;
+    let session =
+        values.consumer_session_timeout_ms.unwrap_or(defaults.consumer_session_timeout_ms);
+    let interval =
+        values.consumer_heartbeat_interval_ms.unwrap_or(defaults.consumer_heartbeat_interval_ms);
+    if interval <= 0 || session <= interval {
+        return Err(format!(
+            "--group-consumer-heartbeat-interval-ms ({interval}) must be positive and below \
+             --group-consumer-session-timeout-ms ({session})."
+        ));
+    }
+    let assignors = match &values.consumer_assignors {
+        None => defaults.consumer_assignors.clone(),
+        Some(list) => {
+            let names: Vec<String> =
+                list.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect();
+            if names.is_empty() || names.iter().any(|n| !CONSUMER_ASSIGNORS.contains(&n.as_str())) {
+                return Err(format!(
+                    "--group-consumer-assignors {list:?} must name one or more of uniform, range."
+                ));
+            }
+            names
+        }
+    };
     Ok(GroupConfig {
+        consumer_session_timeout_ms: session,
+        consumer_heartbeat_interval_ms: interval,
+        consumer_assignors: assignors,
         initial_rebalance_delay_ms: delay,
         session_timeout_ms_min: min,
         session_timeout_ms_max: max,
@@ -992,6 +1046,12 @@ mod tests {
         assert_eq!(config.groups.session_timeout_ms_min, 6_000);
         assert_eq!(config.groups.session_timeout_ms_max, 1_800_000);
         assert_eq!(config.groups.offsets_retention_ms, 7 * 24 * 60 * 60 * 1000);
+        assert_eq!(config.groups.consumer_session_timeout_ms, 45_000);
+        assert_eq!(config.groups.consumer_heartbeat_interval_ms, 5_000);
+        assert_eq!(config.groups.consumer_assignors, ["uniform", "range"]);
+        let args =
+            Args { group_consumer_assignors: Some("range, uniform".into()), ..Args::default() };
+        assert_eq!(Config::from_args(args).expect("valid").groups.consumer_assignors[0], "range");
         let args = Args { group_initial_rebalance_delay_ms: Some(0), ..Args::default() };
         assert_eq!(Config::from_args(args).expect("valid").groups.initial_rebalance_delay_ms, 0);
         for bad in [
@@ -999,6 +1059,9 @@ mod tests {
             Args { group_min_session_timeout_ms: Some(0), ..Args::default() },
             Args { group_max_session_timeout_ms: Some(5_000), ..Args::default() },
             Args { offsets_retention_minutes: Some(0), ..Args::default() },
+            Args { group_consumer_heartbeat_interval_ms: Some(0), ..Args::default() },
+            Args { group_consumer_session_timeout_ms: Some(5_000), ..Args::default() },
+            Args { group_consumer_assignors: Some("sticky".into()), ..Args::default() },
             Args { offsets_topic_segment_bytes: Some(1024), ..Args::default() },
             Args { transaction_state_log_segment_bytes: Some(1024), ..Args::default() },
             Args { transactional_id_expiration_ms: Some(0), ..Args::default() },

@@ -1,5 +1,6 @@
 //! DescribeGroups (API 15): each group's state, protocol and members, with one mesh message per
-//! owning shard; from v6 a group that does not exist is GROUP_ID_NOT_FOUND, as in Kafka.
+//! owning shard; from v6 a group that does not exist is GROUP_ID_NOT_FOUND, as in Kafka, and
+//! so is a KIP-848 consumer group ("not a classic group"; ConsumerGroupDescribe describes it).
 
 use std::collections::BTreeMap;
 
@@ -50,7 +51,12 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         group.group_state = str_bytes(found.state.name());
         if found.state == state::GroupState::Dead && ctx.version >= 6 {
             group.error_code = ErrorCode::GroupIdNotFound.code();
-            group.error_message = Some(str_bytes(&format!("Group {id} not found.")));
+            let message = if found.is_consumer_group {
+                format!("Group {id} is not a classic group.")
+            } else {
+                format!("Group {id} not found.")
+            };
+            group.error_message = Some(str_bytes(&message));
         }
         group.protocol_type = str_bytes(&found.protocol_type);
         group.protocol_data = str_bytes(&found.protocol_data);

@@ -1,5 +1,5 @@
 //! ListGroups (API 16): every shard's groups, sorted by id, filtered by state (v4+) and by
-//! type (v5+, KIP-848: all groups here are classic), as Kafka lists them.
+//! type (v5+: "classic" or "consumer", KIP-848), as Kafka lists them.
 
 use bytes::Bytes;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
@@ -14,15 +14,14 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let states: Vec<String> = request.states_filter.iter().map(|s| s.trim().to_string()).collect();
-    let classic_wanted = request.types_filter.is_empty()
-        || request.types_filter.iter().any(|t| t.trim().eq_ignore_ascii_case("classic"));
+    let types: Vec<String> = request.types_filter.iter().map(|t| t.trim().to_string()).collect();
     let mut listed = Vec::new();
-    if classic_wanted {
-        let answers = ctx.groups().broadcast(|| GroupRequest::List { states: states.clone() });
-        for answer in answers.await {
-            if let Some(GroupResponse::List(groups)) = answer {
-                listed.extend(groups);
-            }
+    let answers = ctx.groups().broadcast(|| GroupRequest::List { states: states.clone() });
+    for answer in answers.await {
+        if let Some(GroupResponse::List(groups)) = answer {
+            listed.extend(groups.into_iter().filter(|g| {
+                types.is_empty() || types.iter().any(|t| t.eq_ignore_ascii_case(g.group_type))
+            }));
         }
     }
     listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
@@ -34,10 +33,10 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             group.group_id = GroupId(str_bytes(&g.group_id));
             group.protocol_type = str_bytes(&g.protocol_type);
             if ctx.version >= 4 {
-                group.group_state = str_bytes(g.state.name());
+                group.group_state = str_bytes(g.state);
             }
             if ctx.version >= 5 {
-                group.group_type = str_bytes("classic");
+                group.group_type = str_bytes(g.group_type);
             }
             group
         })

@@ -18,6 +18,8 @@ mod alter_configs;
 mod alter_user_scram_credentials;
 mod api_versions;
 mod config_common;
+mod consumer_group_describe;
+mod consumer_group_heartbeat;
 mod create_partitions;
 mod create_topics;
 mod delete_groups;
@@ -194,6 +196,8 @@ async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         ApiKey::DescribeGroups => describe_groups::handle(ctx, body).await,
         ApiKey::ListGroups => list_groups::handle(ctx, body).await,
         ApiKey::DeleteGroups => delete_groups::handle(ctx, body).await,
+        ApiKey::ConsumerGroupHeartbeat => consumer_group_heartbeat::handle(ctx, body).await,
+        ApiKey::ConsumerGroupDescribe => consumer_group_describe::handle(ctx, body).await,
         ApiKey::InitProducerId => init_producer_id::handle(ctx, body).await,
         ApiKey::DeleteRecords => delete_records::handle(ctx, body).await,
         ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(ctx, body).await,

@@ -1,5 +1,7 @@
 //! OffsetFetch (API 9): a group's committed offsets, of every partition or of those named;
-//! from v8 (KIP-709) several groups at once, with one mesh message per owning shard.
+//! from v8 (KIP-709) several groups at once, with one mesh message per owning shard; from v9
+//! (KIP-848) with the member id and epoch, which a consumer group checks (UNKNOWN_MEMBER_ID,
+//! STALE_MEMBER_EPOCH per group).
 
 use std::collections::BTreeMap;
 
@@ -12,7 +14,7 @@ use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse,
 
 use super::group_common::{check_group_id, EmptyGroupId};
 use super::{str_bytes, Context, Outcome};
-use crate::group::coordinator::{GroupRequest, GroupResponse};
+use crate::group::coordinator::{FetchGroup, GroupRequest, GroupResponse};
 use crate::group::state::FetchedOffset;
 use crate::model::{ErrorCode, ShardId};
 
@@ -22,12 +24,21 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     type Wanted = Option<Vec<(String, Vec<i32>)>>;
+    let mut members: BTreeMap<String, (String, i32)> = BTreeMap::new();
     let asked: Vec<(String, Wanted)> = if ctx.version < 8 {
         let topics = request.topics.as_ref().map(|topics| {
             topics.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect()
         });
         vec![(request.group_id.0.to_string(), topics)]
     } else {
+        if ctx.version >= 9 {
+            for g in &request.groups {
+                if let Some(member_id) = &g.member_id {
+                    members
+                        .insert(g.group_id.0.to_string(), (member_id.to_string(), g.member_epoch));
+                }
+            }
+        }
         request
             .groups
             .iter()
@@ -43,7 +54,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             .collect()
     };
     // One message per owning shard, with every group it owns.
-    let mut by_shard: BTreeMap<ShardId, Vec<(String, Wanted)>> = BTreeMap::new();
+    let mut by_shard: BTreeMap<ShardId, Vec<FetchGroup>> = BTreeMap::new();
     let mut found: BTreeMap<String, Result<Vec<FetchedOffset>, ErrorCode>> = BTreeMap::new();
     for (group_id, wanted) in &asked {
         match check_group_id(ctx, group_id, EmptyGroupId::Accepted) {
@@ -52,12 +63,16 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             }
             Ok(()) => {
                 let owner = ctx.groups().owner(group_id);
-                by_shard.entry(owner).or_default().push((group_id.clone(), wanted.clone()));
+                by_shard.entry(owner).or_default().push(FetchGroup {
+                    group_id: group_id.clone(),
+                    member: members.get(group_id).cloned(),
+                    partitions: wanted.clone(),
+                });
             }
         }
     }
     let calls = by_shard.into_iter().map(|(owner, groups)| {
-        let ids: Vec<String> = groups.iter().map(|(g, _)| g.clone()).collect();
+        let ids: Vec<String> = groups.iter().map(|g| g.group_id.clone()).collect();
         let call = ctx.groups().call(owner, GroupRequest::Fetch { groups });
         async move { (ids, call.await) }
     });
@@ -65,7 +80,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         match answer {
             Some(GroupResponse::Fetch(groups)) => {
                 for (group_id, offsets) in groups {
-                    found.insert(group_id, Ok(offsets));
+                    found.insert(group_id, offsets);
                 }
             }
             _ => {

@@ -40,6 +40,10 @@ use futures::channel::oneshot;
 use crate::constants::{
     GROUP_IDLE_WAKE_MS, INTERNAL_BATCH_BYTES_MAX, OFFSETS_RETENTION_CHECK_INTERVAL_MS,
 };
+use crate::group::assignor::TopicId;
+use crate::group::consumer::{
+    ConsumerHeartbeat, ConsumerHeartbeatResponse, DescribedConsumerGroup, TopicView,
+};
 use crate::group::records::Record;
 use crate::group::state::{
     CommitPartition, CommitRequest, DescribedGroup, FetchedOffset, GroupConfig, Groups,
@@ -69,7 +73,13 @@ pub enum GroupRequest {
     Commit(CommitRequest),
     /// OffsetFetch for several groups this shard owns; `None` partitions means all.
     Fetch {
-        groups: Vec<(String, Option<TopicPartitions>)>,
+        groups: Vec<FetchGroup>,
+    },
+    /// ConsumerGroupHeartbeat (KIP-848).
+    ConsumerHeartbeat(ConsumerHeartbeat),
+    /// ConsumerGroupDescribe for groups this shard owns.
+    ConsumerDescribe {
+        groups: Vec<String>,
     },
     Describe {
         groups: Vec<String>,
@@ -101,12 +111,40 @@ pub enum GroupResponse {
     Heartbeat(ErrorCode),
     Leave(LeaveResponse),
     Commit(Result<Vec<ErrorCode>, ErrorCode>),
-    Fetch(Vec<(String, Vec<FetchedOffset>)>),
+    Fetch(Vec<(String, Result<Vec<FetchedOffset>, ErrorCode>)>),
+    ConsumerHeartbeat(ConsumerHeartbeatResponse),
+    ConsumerDescribe(Vec<DescribedConsumerGroup>),
     Describe(Vec<DescribedGroup>),
     List(Vec<ListedGroup>),
     Delete(Vec<(String, ErrorCode)>),
     DeleteOffsets(Result<PartitionCodes, ErrorCode>),
     Done,
+}
+
+/// One group of an OffsetFetch.
+#[derive(Debug, Clone)]
+pub struct FetchGroup {
+    pub group_id: String,
+    /// OffsetFetch v9+: the member asking and its epoch (checked for consumer groups).
+    pub member: Option<(String, i32)>,
+    pub partitions: Option<TopicPartitions>,
+}
+
+/// The shard's catalog as the consumer group state machine reads it.
+struct CatalogView<'a>(&'a crate::shard::catalog::Catalog);
+
+impl TopicView for CatalogView<'_> {
+    fn lookup(&self, name: &str) -> Option<(TopicId, i32)> {
+        self.0.get(name).map(|meta| (meta.id, meta.partitions))
+    }
+
+    fn name_of(&self, id: &TopicId) -> Option<String> {
+        self.0.name_of(id).map(|name| name.to_string())
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.0.topics.keys().map(|name| name.to_string()).collect()
+    }
 }
 
 /// What start-up did, for its log line.
@@ -342,12 +380,27 @@ impl Coordinator {
                 let state = self.state.borrow();
                 let found = groups
                     .into_iter()
-                    .map(|(group, partitions)| {
-                        let offsets = state.fetch_offsets(&group, partitions);
-                        (group, offsets)
+                    .map(|g| {
+                        let member = g.member.as_ref().map(|(id, epoch)| (id.as_str(), *epoch));
+                        let offsets = state.fetch_member_offsets(&g.group_id, member, g.partitions);
+                        (g.group_id, offsets)
                     })
                     .collect();
                 GroupResponse::Fetch(found)
+            }
+            GroupRequest::ConsumerHeartbeat(req) => {
+                let response = {
+                    let catalog = self.home.catalog.borrow();
+                    self.state.borrow_mut().consumer_heartbeat(now, req, &CatalogView(&catalog))
+                };
+                self.dispatch(WaitFor::Nothing);
+                GroupResponse::ConsumerHeartbeat(response)
+            }
+            GroupRequest::ConsumerDescribe { groups } => {
+                let state = self.state.borrow();
+                GroupResponse::ConsumerDescribe(
+                    groups.iter().map(|g| state.consumer_describe(g)).collect(),
+                )
             }
             GroupRequest::Describe { groups } => {
                 let state = self.state.borrow();

@@ -6,13 +6,18 @@
 //! Kafka hashes a group onto a partition of `__consumer_offsets`. Connections on any shard
 //! forward group requests there (one mesh message per request and owning shard).
 //!
-//! - `state`: the pure state machine (Kafka's classic group coordinator), time injected.
+//! - `state`: the pure state machine (Kafka's classic group coordinator), time injected; it
+//!   holds KIP-848 consumer groups too, in the same namespace.
+//! - `consumer`: a KIP-848 consumer group (ConsumerGroupHeartbeat, epochs, reconciliation).
+//! - `assignor`: the server-side assignors of consumer groups (`uniform`, `range`).
 //! - `timers`: keyed deadlines the state machine schedules; driven by a periodic tick.
 //! - `records`: Kafka's `__consumer_offsets` record formats (keys and values).
 //! - `coordinator`: the glue on the owning shard: parks requests, runs the tick, and persists
 //!   records in the shard's internal log `__consumer_offsets-<shard>`, which it replays at
 //!   start-up before the shard serves.
 
+pub mod assignor;
+pub mod consumer;
 pub mod coordinator;
 pub mod records;
 pub mod state;

@@ -20,6 +20,28 @@
 //!                                          assignment bytes]
 //! ```
 //!
+//!  ConsumerGroupKey (Spate's own)        ConsumerGroupValue v0 (Spate's own): a KIP-848 group
+//!    version   int16 = 0x5350 ("SP")       whole, rewritten when it changes
+//!    group     string                      version int16 = 0, group_epoch int32,
+//!                                          assignment_epoch int32, state_timestamp int64,
+//!                                          subscribed [name string, id uuid, partitions
+//!                                          int32], members [member_id, instance_id?,
+//!                                          rack_id?, client_id, client_host, topic names
+//!                                          [string], regex string?, server_assignor string?,
+//!                                          rebalance_timeout int32, member_epoch int32,
+//!                                          previous_member_epoch int32, state int8,
+//!                                          assigned, pending_revocation, target: each
+//!                                          [topic uuid, partitions [int32]]]
+//! ```
+//!
+//! Kafka spreads a consumer group over six record types (key versions 3-8: group epoch,
+//! subscription metadata, member subscription, target assignment epoch, target assignment per
+//! member, current assignment per member). Spate writes one record per group with all of it,
+//! under a key version Kafka does not use, so Kafka's tools skip it. A group's records are
+//! written behind, like classic group records: a crash may lose the last change, which costs
+//! the members a rejoin (UNKNOWN_MEMBER_ID or FENCED_MEMBER_EPOCH), never a committed offset.
+//!
+//! ```text
 //! Strings are an int16 length and UTF-8 (-1 for null), bytes an int32 length, arrays an
 //! int32 count. One deviation: Spate reads a group tombstone as "forget the group and its
 //! offsets" (Kafka always writes offset tombstones first, so replaying Kafka's own records
@@ -36,6 +58,8 @@ const GROUP_KEY_VERSION: i16 = 2;
 const OFFSET_VALUE_VERSION: i16 = 3;
 const OFFSET_VALUE_VERSION_EXPIRING: i16 = 1;
 const GROUP_VALUE_VERSION: i16 = 3;
+const CONSUMER_GROUP_KEY_VERSION: i16 = 0x5350;
+const CONSUMER_GROUP_VALUE_VERSION: i16 = 0;
 
 /// Longest string the formats can hold (int16 length).
 pub const STRING_LENGTH_MAX: usize = crate::model::records::SHORT_STRING_BYTES_MAX;
@@ -74,11 +98,45 @@ pub struct MemberValue {
     pub assignment: Bytes,
 }
 
+/// Partitions by topic id, as stored.
+pub type StoredAssignment = Vec<([u8; 16], Vec<i32>)>;
+
+/// A KIP-848 consumer group as stored (Spate's own format, see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsumerGroupValue {
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub state_timestamp: i64,
+    /// The topics the target assignment was computed for: name, id, partition count.
+    pub subscribed: Vec<(String, [u8; 16], i32)>,
+    pub members: Vec<ConsumerMemberValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsumerMemberValue {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub topic_names: Vec<String>,
+    pub regex: Option<String>,
+    pub server_assignor: Option<String>,
+    pub rebalance_timeout: i32,
+    pub member_epoch: i32,
+    pub previous_member_epoch: i32,
+    pub state: i8,
+    pub assigned: StoredAssignment,
+    pub pending_revocation: StoredAssignment,
+    pub target: StoredAssignment,
+}
+
 /// One record of the log, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Offset { group: String, topic: String, partition: i32, value: Option<OffsetValue> },
     Group { group: String, value: Option<GroupValue> },
+    Consumer { group: String, value: Option<ConsumerGroupValue> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +149,9 @@ pub enum DecodeError {
 impl Record {
     pub fn group_id(&self) -> &str {
         match self {
-            Record::Offset { group, .. } | Record::Group { group, .. } => group,
+            Record::Offset { group, .. }
+            | Record::Group { group, .. }
+            | Record::Consumer { group, .. } => group,
         }
     }
 
@@ -112,6 +172,12 @@ impl Record {
                 put_string(&mut key, group);
                 (key, value.as_ref().map(encode_group))
             }
+            Record::Consumer { group, value } => {
+                let mut key = Vec::with_capacity(4 + group.len());
+                key.extend(CONSUMER_GROUP_KEY_VERSION.to_be_bytes());
+                put_string(&mut key, group);
+                (key, value.as_ref().map(encode_consumer_group))
+            }
         }
     }
 
@@ -129,6 +195,11 @@ impl Record {
                 let group = k.string()?;
                 let value = value.map(decode_group).transpose()?;
                 Ok(Record::Group { group, value })
+            }
+            CONSUMER_GROUP_KEY_VERSION => {
+                let group = k.string()?;
+                let value = value.map(decode_consumer_group).transpose()?;
+                Ok(Record::Consumer { group, value })
             }
             other => Err(DecodeError::UnknownVersion(other)),
         }
@@ -235,6 +306,112 @@ fn decode_group(bytes: &[u8]) -> Result<GroupValue, DecodeError> {
     Ok(GroupValue { protocol_type, generation, protocol, leader, current_state_timestamp, members })
 }
 
+fn encode_consumer_group(v: &ConsumerGroupValue) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    out.extend(CONSUMER_GROUP_VALUE_VERSION.to_be_bytes());
+    out.extend(v.group_epoch.to_be_bytes());
+    out.extend(v.assignment_epoch.to_be_bytes());
+    out.extend(v.state_timestamp.to_be_bytes());
+    out.extend((v.subscribed.len() as i32).to_be_bytes());
+    for (name, id, partitions) in &v.subscribed {
+        put_string(&mut out, name);
+        out.extend_from_slice(id);
+        out.extend(partitions.to_be_bytes());
+    }
+    out.extend((v.members.len() as i32).to_be_bytes());
+    for m in &v.members {
+        put_string(&mut out, &m.member_id);
+        put_nullable_string(&mut out, m.instance_id.as_deref());
+        put_nullable_string(&mut out, m.rack_id.as_deref());
+        put_string(&mut out, &m.client_id);
+        put_string(&mut out, &m.client_host);
+        out.extend((m.topic_names.len() as i32).to_be_bytes());
+        for name in &m.topic_names {
+            put_string(&mut out, name);
+        }
+        put_nullable_string(&mut out, m.regex.as_deref());
+        put_nullable_string(&mut out, m.server_assignor.as_deref());
+        out.extend(m.rebalance_timeout.to_be_bytes());
+        out.extend(m.member_epoch.to_be_bytes());
+        out.extend(m.previous_member_epoch.to_be_bytes());
+        out.push(m.state as u8);
+        for assignment in [&m.assigned, &m.pending_revocation, &m.target] {
+            put_assignment(&mut out, assignment);
+        }
+    }
+    out
+}
+
+fn put_assignment(out: &mut Vec<u8>, assignment: &StoredAssignment) {
+    out.extend((assignment.len() as i32).to_be_bytes());
+    for (id, partitions) in assignment {
+        out.extend_from_slice(id);
+        out.extend((partitions.len() as i32).to_be_bytes());
+        for p in partitions {
+            out.extend(p.to_be_bytes());
+        }
+    }
+}
+
+fn decode_consumer_group(bytes: &[u8]) -> Result<ConsumerGroupValue, DecodeError> {
+    let mut r = Reader(bytes);
+    let version = r.i16()?;
+    if version != CONSUMER_GROUP_VALUE_VERSION {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let group_epoch = r.i32()?;
+    let assignment_epoch = r.i32()?;
+    let state_timestamp = r.i64()?;
+    let count = r.count(bytes.len())?;
+    let mut subscribed = Vec::with_capacity(count);
+    for _ in 0..count {
+        let name = r.string()?;
+        let id = r.uuid()?;
+        subscribed.push((name, id, r.i32()?));
+    }
+    let count = r.count(bytes.len())?;
+    let mut members = Vec::with_capacity(count);
+    for _ in 0..count {
+        let member_id = r.string()?;
+        let instance_id = r.nullable_string()?;
+        let rack_id = r.nullable_string()?;
+        let client_id = r.string()?;
+        let client_host = r.string()?;
+        let names = r.count(bytes.len())?;
+        let mut topic_names = Vec::with_capacity(names);
+        for _ in 0..names {
+            topic_names.push(r.string()?);
+        }
+        let regex = r.nullable_string()?;
+        let server_assignor = r.nullable_string()?;
+        let rebalance_timeout = r.i32()?;
+        let member_epoch = r.i32()?;
+        let previous_member_epoch = r.i32()?;
+        let state = r.take(1)?[0] as i8;
+        let assigned = r.assignment(bytes.len())?;
+        let pending_revocation = r.assignment(bytes.len())?;
+        let target = r.assignment(bytes.len())?;
+        members.push(ConsumerMemberValue {
+            member_id,
+            instance_id,
+            rack_id,
+            client_id,
+            client_host,
+            topic_names,
+            regex,
+            server_assignor,
+            rebalance_timeout,
+            member_epoch,
+            previous_member_epoch,
+            state,
+            assigned,
+            pending_revocation,
+            target,
+        });
+    }
+    Ok(ConsumerGroupValue { group_epoch, assignment_epoch, state_timestamp, subscribed, members })
+}
+
 /// Writes an int16-length string. Callers validate lengths; an over-long string is cut at
 /// the limit (so the record stays well formed) rather than corrupting the log.
 fn put_string(out: &mut Vec<u8>, text: &str) {
@@ -263,6 +440,37 @@ impl<'a> Reader<'a> {
         let (head, tail) = self.0.split_at(n);
         self.0 = tail;
         Ok(head)
+    }
+
+    /// An int32 element count, bounded by the bytes the value has (a count cannot promise
+    /// more elements than there are bytes).
+    fn count(&mut self, bound: usize) -> Result<usize, DecodeError> {
+        let count = self.i32()?;
+        if count < 0 {
+            return Err(DecodeError::NegativeLength);
+        }
+        Ok((count as usize).min(bound))
+    }
+
+    fn uuid(&mut self) -> Result<[u8; 16], DecodeError> {
+        let mut id = [0u8; 16];
+        id.copy_from_slice(self.take(16)?);
+        Ok(id)
+    }
+
+    fn assignment(&mut self, bound: usize) -> Result<StoredAssignment, DecodeError> {
+        let topics = self.count(bound)?;
+        let mut out = Vec::with_capacity(topics);
+        for _ in 0..topics {
+            let id = self.uuid()?;
+            let partitions = self.count(bound)?;
+            let mut list = Vec::with_capacity(partitions);
+            for _ in 0..partitions {
+                list.push(self.i32()?);
+            }
+            out.push((id, list));
+        }
+        Ok(out)
     }
 
     fn i16(&mut self) -> Result<i16, DecodeError> {
@@ -338,6 +546,42 @@ mod tests {
             partition: 0,
             value: None,
         });
+    }
+
+    #[test]
+    fn consumer_groups_round_trip_and_truncation_is_an_error() {
+        let member = ConsumerMemberValue {
+            member_id: "m".into(),
+            instance_id: Some("i".into()),
+            rack_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            topic_names: vec!["a".into(), "b".into()],
+            regex: Some("x.*".into()),
+            server_assignor: Some("range".into()),
+            rebalance_timeout: 300_000,
+            member_epoch: 4,
+            previous_member_epoch: 3,
+            state: 1,
+            assigned: vec![([1; 16], vec![0, 2])],
+            pending_revocation: vec![([1; 16], vec![1])],
+            target: vec![([1; 16], vec![0, 2]), ([2; 16], vec![])],
+        };
+        let value = ConsumerGroupValue {
+            group_epoch: 5,
+            assignment_epoch: 5,
+            state_timestamp: 77,
+            subscribed: vec![("a".into(), [1; 16], 3)],
+            members: vec![member],
+        };
+        let record = Record::Consumer { group: "g".into(), value: Some(value) };
+        round_trip(record.clone());
+        round_trip(Record::Consumer { group: "g".into(), value: None });
+        let (key, value) = record.encode();
+        let value = value.unwrap_or_default();
+        for cut in 0..value.len() {
+            assert!(Record::decode(&key, Some(&value[..cut])).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -24,6 +24,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use bytes::Bytes;
 use indexmap::IndexMap;
 
+use crate::group::consumer::{
+    self, ConsumerGroup, ConsumerHeartbeat, ConsumerHeartbeatResponse, DescribedConsumerGroup,
+    TimerCmd, TopicView,
+};
 use crate::group::records::{GroupValue, MemberValue, OffsetValue, Record};
 use crate::group::timers::Timers;
 use crate::model::{ErrorCode, LeaderEpoch, Offset};
@@ -233,7 +237,10 @@ pub struct DescribedMember {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DescribedGroup {
     pub group_id: String,
+    /// Dead for a consumer (KIP-848) group too, which DescribeGroups does not describe.
     pub state: GroupState,
+    /// A consumer group: DescribeGroups v6 says GROUP_ID_NOT_FOUND, "not a classic group".
+    pub is_consumer_group: bool,
     pub protocol_type: String,
     pub protocol_data: String,
     pub members: Vec<DescribedMember>,
@@ -243,7 +250,10 @@ pub struct DescribedGroup {
 pub struct ListedGroup {
     pub group_id: String,
     pub protocol_type: String,
-    pub state: GroupState,
+    /// Kafka's state name (classic or consumer group states).
+    pub state: &'static str,
+    /// "classic" or "consumer" (ListGroups v5).
+    pub group_type: &'static str,
 }
 
 // ----- the state ---------------------------------------------------------------------------
@@ -266,6 +276,10 @@ struct Effects {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum TimerKey {
     Heartbeat(String, String),
+    /// A consumer group member's session (group, member).
+    ConsumerSession(String, String),
+    /// A consumer group member's revocation deadline (group, member).
+    ConsumerRevoke(String, String),
     Join(String),
     Sync(String),
 }
@@ -276,6 +290,8 @@ enum TimerOp {
     CompleteJoin { group: String },
     InitialJoin { group: String, delay_ms: i32, remaining_ms: i32 },
     ExpireSync { group: String, generation: i32 },
+    ExpireConsumerSession { group: String, member: String },
+    ExpireConsumerRevoke { group: String, member: String },
 }
 
 struct Group {
@@ -305,6 +321,9 @@ struct Group {
     /// The last group record written or replayed: what a snapshot restates. (The live state
     /// in the middle of a rebalance is not a state to restore.)
     persisted: Option<GroupValue>,
+    /// Some: a KIP-848 consumer group (the classic fields above stay empty); its offsets are
+    /// `offsets`, like a classic group's.
+    consumer: Option<ConsumerGroup>,
 }
 
 struct Member {
@@ -391,6 +410,19 @@ impl Group {
             subscribed_topics: None,
             offsets: BTreeMap::new(),
             persisted: None,
+            consumer: None,
+        }
+    }
+
+    /// A non-empty consumer group.
+    fn has_consumer_members(&self) -> bool {
+        self.consumer.as_ref().is_some_and(|c| !c.is_empty())
+    }
+
+    fn consumer_record(&self) -> Record {
+        Record::Consumer {
+            group: self.group_id.clone(),
+            value: self.consumer.as_ref().map(ConsumerGroup::to_value),
         }
     }
 
@@ -708,6 +740,7 @@ impl Group {
         DescribedGroup {
             group_id: self.group_id.clone(),
             state: self.state,
+            is_consumer_group: false,
             protocol_type: self.protocol_type.clone().unwrap_or_default(),
             protocol_data: if stable { protocol.clone() } else { String::new() },
             members: self
@@ -796,6 +829,79 @@ impl Groups {
         self.fx.timers.len()
     }
 
+    /// ConsumerGroupHeartbeat (KIP-848). A new group id makes a consumer group; an empty
+    /// classic group (or a "simple" one that only has offsets) becomes one, keeping its
+    /// offsets; a classic group with members is GROUP_ID_NOT_FOUND, as in Kafka with
+    /// `group.consumer.migration.policy=disabled` (Spate has no online upgrade).
+    pub fn consumer_heartbeat(
+        &mut self,
+        now: i64,
+        req: ConsumerHeartbeat,
+        topics: &dyn TopicView,
+    ) -> ConsumerHeartbeatResponse {
+        let Groups { config, groups, fx } = self;
+        let joining = req.member_epoch == 0;
+        let group = match groups.get_mut(&req.group_id) {
+            Some(group) => group,
+            None if joining => {
+                let group = Group::new(&req.group_id, now);
+                groups.entry(req.group_id.clone()).or_insert(group)
+            }
+            None => {
+                return ConsumerHeartbeatResponse::error(
+                    ErrorCode::UnknownMemberId,
+                    format!("Group {} not found.", req.group_id),
+                )
+            }
+        };
+        if group.consumer.is_none() {
+            let empty_classic = group.members.is_empty()
+                && group.pending_join_members.is_empty()
+                && matches!(group.state, GroupState::Empty | GroupState::Dead);
+            if !(joining && empty_classic) {
+                return ConsumerHeartbeatResponse::error(
+                    ErrorCode::GroupIdNotFound,
+                    format!("Group {} is not a consumer group.", req.group_id),
+                );
+            }
+            // Converted; the classic group's last record is superseded by the consumer
+            // group's (replay keeps the offsets).
+            group.persisted = None;
+            group.consumer = Some(ConsumerGroup::new(&req.group_id, now));
+        }
+        let Some(consumer) = group.consumer.as_mut() else {
+            return ConsumerHeartbeatResponse::error(ErrorCode::UnknownServerError, "no group");
+        };
+        let mut effects = consumer::Effects::default();
+        let response = consumer.heartbeat(now, req, topics, config, &mut effects);
+        apply_timers(fx, &group.group_id, effects.timers);
+        if effects.dirty {
+            fx.records.push(group.consumer_record());
+        }
+        response
+    }
+
+    /// ConsumerGroupDescribe for one group.
+    pub fn consumer_describe(&self, group_id: &str) -> DescribedConsumerGroup {
+        match self.groups.get(group_id).map(|g| g.consumer.as_ref()) {
+            Some(Some(consumer)) => consumer.describe(&self.config),
+            Some(None) => DescribedConsumerGroup {
+                group_id: group_id.to_string(),
+                error_code: ErrorCode::GroupIdNotFound,
+                error_message: Some(format!("Group {group_id} is not a consumer group.")),
+                state: "Dead",
+                ..DescribedConsumerGroup::default()
+            },
+            None => DescribedConsumerGroup {
+                group_id: group_id.to_string(),
+                error_code: ErrorCode::GroupIdNotFound,
+                error_message: Some(format!("Group {group_id} not found.")),
+                state: "Dead",
+                ..DescribedConsumerGroup::default()
+            },
+        }
+    }
+
     /// JoinGroup. The answer comes as a `Reply::Join` for `reply`, now or later.
     pub fn join(&mut self, now: i64, reply: ReplyId, req: JoinRequest) {
         let Groups { config, groups, fx } = self;
@@ -810,6 +916,18 @@ impl Groups {
             groups.insert(req.group_id.clone(), Group::new(&req.group_id, now));
         }
         let Some(group) = groups.get_mut(&req.group_id) else { return };
+        if group.has_consumer_members() {
+            // Kafka 4 would take the classic member into the consumer group (KIP-848's
+            // upgrade path); Spate does not, and answers as Kafka does for a member whose
+            // protocol the group cannot serve.
+            let answer = JoinResponse::error(&req.member_id, ErrorCode::InconsistentGroupProtocol);
+            cx.fx.replies.push((reply, Reply::Join(answer)));
+            return;
+        }
+        if group.consumer.take().is_some() {
+            // An empty consumer group becomes a classic group (Kafka converts it too).
+            cx.fx.records.push(Record::Consumer { group: group.group_id.clone(), value: None });
+        }
         if unknown {
             cx.join_new_member(group, reply, req);
         } else {
@@ -932,7 +1050,14 @@ impl Groups {
         let Some(group) = groups.get_mut(&req.group_id) else {
             return Err(ErrorCode::UnknownServerError);
         };
-        validate_offset_commit(group, &req)?;
+        match &group.consumer {
+            Some(consumer) => consumer.validate_offset_commit(
+                &req.member_id,
+                req.generation_id,
+                req.api_version,
+            )?,
+            None => validate_offset_commit(group, &req)?,
+        }
         if group.is(GroupState::Stable) || group.is(GroupState::PreparingRebalance) {
             cx.reschedule_heartbeat(group, &req.member_id);
         }
@@ -995,6 +1120,21 @@ impl Groups {
 
     /// OffsetFetch for one group: the requested partitions (-1 where nothing is committed),
     /// or every committed offset when `partitions` is None.
+    /// OffsetFetch v9+ for a consumer group: the member and epoch are checked first (Kafka's
+    /// `validateOffsetFetch`); other groups take any.
+    pub fn fetch_member_offsets(
+        &self,
+        group_id: &str,
+        member: Option<(&str, i32)>,
+        partitions: Option<TopicPartitions>,
+    ) -> Result<Vec<FetchedOffset>, ErrorCode> {
+        if let Some(consumer) = self.groups.get(group_id).and_then(|g| g.consumer.as_ref()) {
+            let (member_id, epoch) = member.map_or((None, -1), |(id, epoch)| (Some(id), epoch));
+            consumer.validate_offset_fetch(member_id, epoch)?;
+        }
+        Ok(self.fetch_offsets(group_id, partitions))
+    }
+
     pub fn fetch_offsets(
         &self,
         group_id: &str,
@@ -1046,10 +1186,11 @@ impl Groups {
 
     pub fn describe(&self, group_id: &str) -> DescribedGroup {
         match self.groups.get(group_id) {
-            Some(group) => group.describe(),
-            None => DescribedGroup {
+            Some(group) if group.consumer.is_none() => group.describe(),
+            found => DescribedGroup {
                 group_id: group_id.to_string(),
                 state: GroupState::Dead,
+                is_consumer_group: found.is_some(),
                 protocol_type: String::new(),
                 protocol_data: String::new(),
                 members: Vec::new(),
@@ -1062,14 +1203,21 @@ impl Groups {
         let mut listed: Vec<ListedGroup> = self
             .groups
             .values()
-            .filter(|g| {
-                states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(g.state.name()))
+            .map(|g| match &g.consumer {
+                Some(c) => ListedGroup {
+                    group_id: g.group_id.clone(),
+                    protocol_type: CONSUMER_PROTOCOL_TYPE.to_string(),
+                    state: c.state_name(),
+                    group_type: "consumer",
+                },
+                None => ListedGroup {
+                    group_id: g.group_id.clone(),
+                    protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                    state: g.state.name(),
+                    group_type: "classic",
+                },
             })
-            .map(|g| ListedGroup {
-                group_id: g.group_id.clone(),
-                protocol_type: g.protocol_type.clone().unwrap_or_default(),
-                state: g.state,
-            })
+            .filter(|g| states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(g.state)))
             .collect();
         listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         listed
@@ -1078,6 +1226,9 @@ impl Groups {
     /// DeleteGroups for one group: only an empty group can go; its offsets go with it.
     pub fn delete_group(&mut self, group_id: &str) -> ErrorCode {
         let Some(group) = self.groups.get(group_id) else { return ErrorCode::GroupIdNotFound };
+        if group.has_consumer_members() {
+            return ErrorCode::NonEmptyGroup;
+        }
         match group.state {
             GroupState::Dead => return ErrorCode::GroupIdNotFound,
             GroupState::Empty => {}
@@ -1104,8 +1255,16 @@ impl Groups {
             _ => {}
         }
         let mut out = Vec::with_capacity(topics.len());
+        let consumer_topics = group
+            .consumer
+            .as_ref()
+            .filter(|c| !c.is_empty())
+            .map(ConsumerGroup::subscribed_topic_names);
         for (topic, partitions) in topics {
-            let subscribed = !group.is(GroupState::Empty) && group.is_subscribed_to(&topic);
+            let subscribed = match &consumer_topics {
+                Some(names) => names.contains(&topic),
+                None => !group.is(GroupState::Empty) && group.is_subscribed_to(&topic),
+            };
             let results = partitions
                 .into_iter()
                 .map(|partition| {
@@ -1159,6 +1318,16 @@ impl Groups {
                         cx.expire_pending_sync(g, generation);
                     }
                 }
+                TimerOp::ExpireConsumerSession { group, member } => {
+                    if let Some(g) = groups.get_mut(&group) {
+                        cx.expire_consumer(g, &member, false);
+                    }
+                }
+                TimerOp::ExpireConsumerRevoke { group, member } => {
+                    if let Some(g) = groups.get_mut(&group) {
+                        cx.expire_consumer(g, &member, true);
+                    }
+                }
             }
         }
     }
@@ -1171,7 +1340,14 @@ impl Groups {
         let mut expired = 0;
         let mut doomed = Vec::new();
         for group in self.groups.values_mut() {
-            let base: Option<Option<i64>> = if group.protocol_type.is_none() {
+            if group.has_consumer_members() {
+                // A live consumer group keeps its offsets (Kafka expires only offsets of
+                // topics it no longer subscribes to; Spate keeps those too, a known gap).
+                continue;
+            }
+            let base: Option<Option<i64>> = if let Some(c) = &group.consumer {
+                Some(Some(c.state_timestamp_ms))
+            } else if group.protocol_type.is_none() {
                 Some(None) // simple group: from each commit's timestamp
             } else if group.is(GroupState::Empty) {
                 Some(group.state_timestamp_ms)
@@ -1235,6 +1411,11 @@ impl Groups {
         }
         self.fx.timers.cancel(&TimerKey::Join(group_id.to_string()));
         self.fx.timers.cancel(&TimerKey::Sync(group_id.to_string()));
+        for member_id in group.consumer.iter().flat_map(|c| c.members.keys()) {
+            let (group, member) = (group_id.to_string(), member_id.clone());
+            self.fx.timers.cancel(&TimerKey::ConsumerSession(group.clone(), member.clone()));
+            self.fx.timers.cancel(&TimerKey::ConsumerRevoke(group, member));
+        }
     }
 
     // ----- persistence -------------------------------------------------------------------
@@ -1256,6 +1437,20 @@ impl Groups {
             },
             Record::Group { group, value: None } => {
                 self.groups.remove(&group);
+            }
+            Record::Consumer { group, value: None } => {
+                if let Some(g) = self.groups.get_mut(&group) {
+                    g.consumer = None;
+                }
+            }
+            Record::Consumer { group, value: Some(value) } => {
+                let consumer = ConsumerGroup::from_value(&group, value);
+                let g = self.groups.entry(group.clone()).or_insert_with(|| Group::new(&group, now));
+                // Whatever classic state came before was converted; the offsets stay.
+                let offsets = std::mem::take(&mut g.offsets);
+                *g = Group::new(&group, now);
+                g.offsets = offsets;
+                g.consumer = Some(consumer);
             }
             Record::Group { group, value: Some(value) } => {
                 let offsets = self.groups.remove(&group).map(|g| g.offsets).unwrap_or_default();
@@ -1313,6 +1508,11 @@ impl Groups {
             for member in members {
                 cx.reschedule_heartbeat(group, &member);
             }
+            if let Some(consumer) = group.consumer.as_mut() {
+                let mut effects = consumer::Effects::default();
+                consumer.loaded(now, cx.cfg, &mut effects);
+                apply_timers(cx.fx, &group.group_id, effects.timers);
+            }
         }
     }
 
@@ -1328,6 +1528,9 @@ impl Groups {
             if let Some(value) = &group.persisted {
                 out.push(Record::Group { group: id.clone(), value: Some(value.clone()) });
             }
+            if group.consumer.is_some() {
+                out.push(group.consumer_record());
+            }
             for ((topic, partition), value) in &group.offsets {
                 out.push(Record::Offset {
                     group: id.clone(),
@@ -1338,6 +1541,35 @@ impl Groups {
             }
         }
         out
+    }
+}
+
+/// Puts a consumer group's timer commands on the timing wheel.
+fn apply_timers(fx: &mut Effects, group_id: &str, timers: Vec<TimerCmd>) {
+    let key = |member: &str| (group_id.to_string(), member.to_string());
+    for timer in timers {
+        match timer {
+            TimerCmd::Session { member, deadline } => {
+                let (group, member) = key(&member);
+                let op =
+                    TimerOp::ExpireConsumerSession { group: group.clone(), member: member.clone() };
+                fx.timers.schedule(TimerKey::ConsumerSession(group, member), deadline, op);
+            }
+            TimerCmd::Revoke { member, deadline } => {
+                let (group, member) = key(&member);
+                let op =
+                    TimerOp::ExpireConsumerRevoke { group: group.clone(), member: member.clone() };
+                fx.timers.schedule(TimerKey::ConsumerRevoke(group, member), deadline, op);
+            }
+            TimerCmd::CancelSession { member } => {
+                let (group, member) = key(&member);
+                fx.timers.cancel(&TimerKey::ConsumerSession(group, member));
+            }
+            TimerCmd::CancelRevoke { member } => {
+                let (group, member) = key(&member);
+                fx.timers.cancel(&TimerKey::ConsumerRevoke(group, member));
+            }
+        }
     }
 }
 
@@ -1850,6 +2082,21 @@ impl Ctx<'_> {
     fn remove_current_member(&mut self, group: &mut Group, member_id: &str) {
         self.fx.timers.cancel(&Self::heartbeat_key(group, member_id));
         group.remove(member_id, self.fx);
+    }
+
+    /// A consumer group member's session or revocation deadline passed.
+    fn expire_consumer(&mut self, group: &mut Group, member_id: &str, revocation: bool) {
+        let Some(consumer) = group.consumer.as_mut() else { return };
+        let mut effects = consumer::Effects::default();
+        let fenced = if revocation {
+            consumer.expire_revocation(self.now, member_id, &mut effects)
+        } else {
+            consumer.expire_session(self.now, member_id, &mut effects)
+        };
+        apply_timers(self.fx, &group.group_id, effects.timers);
+        if fenced || effects.dirty {
+            self.fx.records.push(group.consumer_record());
+        }
     }
 
     fn expire_pending_sync(&mut self, group: &mut Group, generation: i32) {

@@ -72,11 +72,16 @@ pub enum ErrorCode {
     UnacceptableCredential = 93,
     UnknownTopicId = 100,
     TransactionalIdNotFound = 105,
+    FencedMemberEpoch = 110,
+    UnreleasedInstanceId = 111,
+    UnsupportedAssignor = 112,
+    StaleMemberEpoch = 113,
+    InvalidRegularExpression = 128,
 }
 
 impl ErrorCode {
     /// Every code, by wire value.
-    pub const ALL: [ErrorCode; 58] = [
+    pub const ALL: [ErrorCode; 63] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -135,6 +140,11 @@ impl ErrorCode {
         ErrorCode::UnacceptableCredential,
         ErrorCode::UnknownTopicId,
         ErrorCode::TransactionalIdNotFound,
+        ErrorCode::FencedMemberEpoch,
+        ErrorCode::UnreleasedInstanceId,
+        ErrorCode::UnsupportedAssignor,
+        ErrorCode::StaleMemberEpoch,
+        ErrorCode::InvalidRegularExpression,
     ];
 
     /// The wire value.
@@ -161,7 +171,7 @@ mod tests {
     use super::*;
 
     /// The wire values, written out once more: a renumbered variant fails here.
-    const WIRE: [(ErrorCode, i16); 58] = [
+    const WIRE: [(ErrorCode, i16); 63] = [
         (ErrorCode::UnknownServerError, -1),
         (ErrorCode::None, 0),
         (ErrorCode::OffsetOutOfRange, 1),
@@ -220,6 +230,11 @@ mod tests {
         (ErrorCode::UnacceptableCredential, 93),
         (ErrorCode::UnknownTopicId, 100),
         (ErrorCode::TransactionalIdNotFound, 105),
+        (ErrorCode::FencedMemberEpoch, 110),
+        (ErrorCode::UnreleasedInstanceId, 111),
+        (ErrorCode::UnsupportedAssignor, 112),
+        (ErrorCode::StaleMemberEpoch, 113),
+        (ErrorCode::InvalidRegularExpression, 128),
     ];
 
     #[test]

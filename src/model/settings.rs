@@ -2,6 +2,9 @@
 //! data, so that the configuration and the pure state machines share them without importing
 //! each other.
 
+/// The server-side assignors Spate implements for KIP-848 consumer groups (`group::assignor`).
+pub const CONSUMER_ASSIGNORS: [&str; 2] = ["uniform", "range"];
+
 /// Limits and timeouts, with Kafka's defaults (broker options override them).
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
@@ -19,6 +22,13 @@ pub struct GroupConfig {
     pub offset_metadata_bytes_max: usize,
     /// offsets.topic.segment.bytes (for the coordinator's log; the state machine ignores it)
     pub offsets_segment_bytes: u64,
+    /// group.consumer.session.timeout.ms (KIP-848 consumer groups)
+    pub consumer_session_timeout_ms: i32,
+    /// group.consumer.heartbeat.interval.ms
+    pub consumer_heartbeat_interval_ms: i32,
+    /// group.consumer.assignors: the server-side assignors a member may name; the first is
+    /// the default.
+    pub consumer_assignors: Vec<String>,
 }
 
 impl Default for GroupConfig {
@@ -31,6 +41,9 @@ impl Default for GroupConfig {
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offset_metadata_bytes_max: 4096,
             offsets_segment_bytes: crate::constants::OFFSETS_SEGMENT_BYTES_DEFAULT,
+            consumer_session_timeout_ms: 45_000,
+            consumer_heartbeat_interval_ms: 5_000,
+            consumer_assignors: CONSUMER_ASSIGNORS.iter().map(|a| a.to_string()).collect(),
         }
     }
 }

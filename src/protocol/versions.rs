@@ -21,7 +21,7 @@ const fn api(key: ApiKey, min: i16, max: i16) -> Supported {
     Supported { key, advertised_min: min, min, max }
 }
 
-pub const SUPPORTED: [Supported; 36] = [
+pub const SUPPORTED: [Supported; 38] = [
     Supported { key: ApiKey::Produce, advertised_min: 0, min: 3, max: 12 },
     api(ApiKey::Fetch, 4, 17),
     api(ApiKey::ListOffsets, 1, 9),
@@ -47,6 +47,10 @@ pub const SUPPORTED: [Supported; 36] = [
     api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::OffsetDelete, 0, 0),
+    // KIP-848 consumer groups at Kafka 4.0's ranges (OffsetCommit/OffsetFetch v9 above carry
+    // the member epoch; v10's topic ids are beyond the codec).
+    api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    api(ApiKey::ConsumerGroupDescribe, 0, 1),
     api(ApiKey::InitProducerId, 0, 5),
     // Transactions at Kafka 4.0's ranges (transaction version 1: the `transaction.version`
     // feature is not advertised, so clients do not use KIP-890's flows).

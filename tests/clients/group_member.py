@@ -51,8 +51,15 @@ def run_ck(args, conf):
         "heartbeat.interval.ms": 500,
     }
     settings.update(conf)
+    consumer_protocol = settings.get("group.protocol") == "consumer"
+    if consumer_protocol:
+        # KIP-848: the broker owns these and assigns incrementally.
+        for key in ("session.timeout.ms", "heartbeat.interval.ms",
+                    "partition.assignment.strategy"):
+            settings.pop(key, None)
     consumer = Consumer(settings)
-    cooperative = "cooperative" in str(settings.get("partition.assignment.strategy", ""))
+    cooperative = consumer_protocol or "cooperative" in str(
+        settings.get("partition.assignment.strategy", ""))
 
     def assigned(c, partitions):
         say(event="added", partitions=sorted(p.partition for p in partitions))

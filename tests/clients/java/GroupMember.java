@@ -71,6 +71,12 @@ public final class GroupMember {
             String[] pair = args[i].split("=", 2);
             props.put(pair[0], pair[1]);
         }
+        if ("consumer".equals(props.get("group.protocol"))) {
+            // KIP-848: the broker owns these; the client refuses them with this protocol.
+            props.remove("session.timeout.ms");
+            props.remove("heartbeat.interval.ms");
+            props.remove("partition.assignment.strategy");
+        }
         String topic = args[2];
         KafkaConsumer<String, String> consumer = new KafkaConsumer<>(props);
         CountDownLatch closed = new CountDownLatch(1);
@@ -124,6 +130,8 @@ public final class GroupMember {
             }
         } catch (WakeupException e) {
             // SIGTERM: close below.
+        } catch (Exception e) {
+            say("{\"event\": \"crashed\", \"error\": " + quote(e.toString()) + "}");
         } finally {
             consumer.close();
             say("{\"event\": \"closed\"}");
