@@ -1,9 +1,10 @@
 """Failover trials (issue 14's target): three `spate` processes, a topic of replication
 factor 3 (min.insync.replicas 2), an idempotent acks=all producer writing to it without
 pause; the leader of partition 0 is killed with SIGKILL, and the time from the kill to the
-next acknowledged record of partition 0 is measured. The killed broker is started again and
-the next trial waits until it is back in every ISR. At the end every acknowledged record is
-read back: present once, in order.
+next acknowledged record of partition 0 (the first more than 50 ms after it: answers the
+dead leader sent before the kill still arrive for a moment) is measured. The killed broker
+is started again and the next trial waits until it is back in every ISR. At the end every
+acknowledged record is read back: present once, in order.
 
     python3 tests/clients/failover_trials.py [--trials 20] [--heartbeat-ms 200]
                                              [--session-ms 1500] [--spate-bin PATH]
@@ -145,9 +146,12 @@ def main():
             wait("a new leader of partition 0", moved)
             moved_after = time.monotonic() - killed
 
+            # Answers the dead leader sent before the kill still arrive for a millisecond
+            # or so; the next record acknowledged by the new leader comes later.
             def next_ack():
                 with lock:
-                    return next((t for t, p in ack_times if p == 0 and t > killed), None)
+                    return next((t for t, p in ack_times if p == 0 and t > killed + 0.05),
+                                None)
 
             acked_at = wait("an acknowledged record after the kill", next_ack, timeout=60)
             times.append(acked_at - killed)
