@@ -18,7 +18,6 @@
 //!                                          client_id, client_host, rebalance_timeout int32,
 //!                                          session_timeout int32, subscription bytes,
 //!                                          assignment bytes]
-//! ```
 //!
 //!  ConsumerGroupKey (Spate's own)        ConsumerGroupValue v0 (Spate's own): a KIP-848 group
 //!    version   int16 = 0x5350 ("SP")       whole, rewritten when it changes
@@ -41,7 +40,6 @@
 //! written behind, like classic group records: a crash may lose the last change, which costs
 //! the members a rejoin (UNKNOWN_MEMBER_ID or FENCED_MEMBER_EPOCH), never a committed offset.
 //!
-//! ```text
 //! Strings are an int16 length and UTF-8 (-1 for null), bytes an int32 length, arrays an
 //! int32 count. One deviation: Spate reads a group tombstone as "forget the group and its
 //! offsets" (Kafka always writes offset tombstones first, so replaying Kafka's own records
