@@ -85,6 +85,16 @@ fn decode_body(api_key: ApiKey, version: i16, body: Bytes) -> bool {
         ApiKey::DescribeTransactions => decode::<DescribeTransactionsRequest>(body, version),
         ApiKey::ListTransactions => decode::<ListTransactionsRequest>(body, version),
         ApiKey::DescribeProducers => decode::<DescribeProducersRequest>(body, version),
+        ApiKey::SaslHandshake => decode::<SaslHandshakeRequest>(body, version),
+        ApiKey::SaslAuthenticate => decode::<SaslAuthenticateRequest>(body, version),
+        ApiKey::DescribeUserScramCredentials => {
+            decode::<DescribeUserScramCredentialsRequest>(body, version)
+        }
+        ApiKey::AlterUserScramCredentials => {
+            decode::<AlterUserScramCredentialsRequest>(body, version)
+        }
+        ApiKey::ConsumerGroupHeartbeat => decode::<ConsumerGroupHeartbeatRequest>(body, version),
+        ApiKey::ConsumerGroupDescribe => decode::<ConsumerGroupDescribeRequest>(body, version),
         other => {
             let served = SUPPORTED.iter().any(|s| s.key == other);
             assert!(!served, "{other:?} is served but the fuzz target has no decoder for it");
