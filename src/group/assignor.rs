@@ -252,11 +252,9 @@ mod tests {
 
     #[test]
     fn random_subscriptions_are_complete_and_uniform_is_balanced_when_identical() {
-        let seed: u64 = std::env::var("SPATE_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| rand::thread_rng().gen());
-        println!("seed {seed}");
+        let seed = crate::model::test_seed(
+            "random_subscriptions_are_complete_and_uniform_is_balanced_when_identical",
+        );
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         for _ in 0..300 {
             let topics = rng.gen_range(1..5u8);

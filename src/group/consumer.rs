@@ -1322,11 +1322,8 @@ mod tests {
     /// clients, and once everyone heartbeats the group settles with every partition held.
     #[test]
     fn random_membership_never_gives_a_partition_to_two_members() {
-        let seed: u64 = std::env::var("SPATE_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| rand::thread_rng().gen());
-        println!("seed {seed}");
+        let seed =
+            crate::model::test_seed("random_membership_never_gives_a_partition_to_two_members");
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         for _ in 0..40 {
             let t = topics(&[("t", 1, rng.gen_range(1..9)), ("u", 2, rng.gen_range(0..5))]);
