@@ -12,12 +12,12 @@ use kafka_protocol::messages::{
     ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, GroupId, TopicName,
 };
 
-use super::group_common::{check_group_id, EmptyGroupId};
+use super::group_common::{by_owner, check_group_id, EmptyGroupId};
 use super::{str_bytes, Context, Outcome};
 use crate::group::assignor;
 use crate::group::consumer::DescribedConsumerGroup;
 use crate::group::coordinator::{GroupRequest, GroupResponse};
-use crate::model::{ErrorCode, ShardId};
+use crate::model::ErrorCode;
 
 /// Member type of a member that speaks the consumer protocol (v1+; 0 would be classic).
 const MEMBER_TYPE_CONSUMER: i8 = 1;
@@ -28,11 +28,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let ids: Vec<String> = request.group_ids.iter().map(|g| g.0.to_string()).collect();
-    let mut by_shard: BTreeMap<ShardId, Vec<String>> = BTreeMap::new();
-    for id in ids.iter().filter(|id| check_group_id(ctx, id, EmptyGroupId::Refused).is_ok()) {
-        by_shard.entry(ctx.groups().owner(id)).or_default().push(id.clone());
-    }
-    let calls = by_shard
+    let calls = by_owner(ctx, &ids, EmptyGroupId::Refused)
         .into_iter()
         .map(|(owner, groups)| ctx.groups().call(owner, GroupRequest::ConsumerDescribe { groups }));
     let mut described: BTreeMap<String, DescribedConsumerGroup> = BTreeMap::new();

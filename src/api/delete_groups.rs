@@ -7,10 +7,10 @@ use bytes::Bytes;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse, GroupId};
 
-use super::group_common::{check_group_id, EmptyGroupId};
+use super::group_common::{by_owner, check_group_id, EmptyGroupId};
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
-use crate::model::{ErrorCode, ShardId};
+use crate::model::ErrorCode;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: DeleteGroupsRequest = match ctx.decode(body) {
@@ -18,11 +18,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let ids: Vec<String> = request.groups_names.iter().map(|g| g.0.to_string()).collect();
-    let mut by_shard: BTreeMap<ShardId, Vec<String>> = BTreeMap::new();
-    for id in ids.iter().filter(|id| check_group_id(ctx, id, EmptyGroupId::Accepted).is_ok()) {
-        by_shard.entry(ctx.groups().owner(id)).or_default().push(id.clone());
-    }
-    let calls = by_shard
+    let calls = by_owner(ctx, &ids, EmptyGroupId::Accepted)
         .into_iter()
         .map(|(owner, groups)| ctx.groups().call(owner, GroupRequest::Delete { groups }));
     let mut codes: BTreeMap<String, ErrorCode> = BTreeMap::new();

@@ -8,11 +8,11 @@ use bytes::Bytes;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, GroupId};
 
-use super::group_common::{check_group_id, EmptyGroupId};
+use super::group_common::{by_owner, check_group_id, EmptyGroupId};
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::state;
-use crate::model::{ErrorCode, ShardId};
+use crate::model::ErrorCode;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: DescribeGroupsRequest = match ctx.decode(body) {
@@ -20,11 +20,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let ids: Vec<String> = request.groups.iter().map(|g| g.0.to_string()).collect();
-    let mut by_shard: BTreeMap<ShardId, Vec<String>> = BTreeMap::new();
-    for id in ids.iter().filter(|id| check_group_id(ctx, id, EmptyGroupId::Accepted).is_ok()) {
-        by_shard.entry(ctx.groups().owner(id)).or_default().push(id.clone());
-    }
-    let calls = by_shard
+    let calls = by_owner(ctx, &ids, EmptyGroupId::Accepted)
         .into_iter()
         .map(|(owner, groups)| ctx.groups().call(owner, GroupRequest::Describe { groups }));
     let mut described: BTreeMap<String, state::DescribedGroup> = BTreeMap::new();

@@ -39,6 +39,20 @@ pub(super) fn check_group_id(
     coordinated_here(ctx, OFFSETS_TOPIC, group_id)
 }
 
+/// The group ids of a multi-group request that pass `check_group_id`, by the shard that
+/// owns each; the caller answers the others with their check's error.
+pub(super) fn by_owner(
+    ctx: &Context,
+    ids: &[String],
+    empty: EmptyGroupId,
+) -> std::collections::BTreeMap<crate::model::ShardId, Vec<String>> {
+    let mut by_shard: std::collections::BTreeMap<_, Vec<String>> = Default::default();
+    for id in ids.iter().filter(|id| check_group_id(ctx, id, empty).is_ok()) {
+        by_shard.entry(ctx.groups().owner(id)).or_default().push(id.clone());
+    }
+    by_shard
+}
+
 /// Whether this node coordinates `key` of `internal_topic` (always on a single node).
 pub(super) fn coordinated_here(
     ctx: &Context,
