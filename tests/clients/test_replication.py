@@ -186,7 +186,10 @@ def test_min_insync_replicas_refuses_acks_all_without_enough_replicas(spate_fact
 
     def write(acks, correlation_id):
         with connect(leader.broker.port, timeout=15) as sock:
-            batch = record_batch([f"r{correlation_id}".encode()])
+            # Stamped now: record_batch's default 2023 stamp is past retention.ms, and the
+            # leader's retention would delete the records under the comparison below.
+            now = int(time.time() * 1000)
+            batch = record_batch([f"r{correlation_id}".encode()], timestamp=now)
             sock.sendall(produce_v3(b"strict", 0, batch, correlation_id, acks=acks))
             return produce_v3_result(read_response(sock)[1])
 
