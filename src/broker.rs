@@ -49,6 +49,10 @@ static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 /// Set by shard 0 once its controlled shutdown is over (at once on a single node): the
 /// other shards keep serving until then, since shard 0 may still forward them requests.
 static CONTROLLED_SHUTDOWN_DONE: AtomicBool = AtomicBool::new(false);
+/// Shards that finished start-up and run their serve loop (the one that watches `SHUTDOWN`).
+/// Until every shard does, a stop signal ends the process at once (see
+/// `install_signal_handlers`).
+static SHARDS_SERVING: AtomicUsize = AtomicUsize::new(0);
 
 /// How long shutdown waits for in-flight requests before sealing the logs anyway.
 const SHUTDOWN_DRAIN_MS: u64 = 5_000;
@@ -134,7 +138,7 @@ pub fn run(config: Config) {
         check_listen_address(cluster.controller_listen, "--controller-listen");
     }
     check_memlock(config.cores);
-    install_signal_handlers(security.clone());
+    install_signal_handlers(security.clone(), config.cores);
     for warning in crate::host_check::host_warnings(Path::new("/"), &config.data_dir) {
         tracing::warn!("{warning}");
     }
@@ -427,6 +431,7 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
     let housekeeping = glommio::spawn_local(housekeeping(partitions.clone()));
     let delayed = glommio::spawn_local(shard.delayed.clone().run());
     txns.start();
+    SHARDS_SERVING.fetch_add(1, Ordering::AcqRel);
     while !SHUTDOWN.load(Ordering::Relaxed) {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
@@ -740,7 +745,12 @@ fn raise_open_files(partitions: u64, cores: usize) -> DescriptorBudget {
 
 /// SIGTERM and SIGINT stop the broker (a second one at once); SIGHUP reloads the TLS
 /// certificate and key (new connections get them; open ones keep theirs).
-fn install_signal_handlers(security: Arc<Security>) {
+///
+/// A stop signal before all `cores` shards serve ends the process at once: start-up may wait
+/// for a quorum, a mesh join or log recovery for as long as it takes, and never looks at
+/// `SHUTDOWN` meanwhile. That is as safe as kill -9 there (nothing was acknowledged yet; the
+/// crash trials kill start-up recovery on purpose), and the next start recovers as after one.
+fn install_signal_handlers(security: Arc<Security>, cores: usize) {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
@@ -769,6 +779,14 @@ fn install_signal_handlers(security: Arc<Security>) {
                 if stopping {
                     // A second signal while draining stops at once.
                     std::process::exit(130);
+                }
+                if SHARDS_SERVING.load(Ordering::Acquire) < cores {
+                    tracing::warn!(
+                        signal,
+                        "stopping during start-up: nothing is served yet, so the process exits \
+                         now; the next start recovers the logs as after a crash"
+                    );
+                    std::process::exit(128 + signal);
                 }
                 tracing::info!(signal, "shutting down");
                 SHUTDOWN.store(true, Ordering::Relaxed);

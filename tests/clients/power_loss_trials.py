@@ -60,8 +60,9 @@ def available():
 class Mount:
     """powerloss_fs.py serving `backing` at `mountpoint`."""
 
-    def __init__(self, backing, mountpoint, log):
+    def __init__(self, backing, mountpoint, log, extra_args=()):
         self.backing, self.mountpoint, self.log = backing, mountpoint, log
+        self.extra_args = [str(arg) for arg in extra_args]
         self.proc = None
 
     def start(self):
@@ -69,7 +70,7 @@ class Mount:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, str(FS), str(self.backing),
-                                          str(self.mountpoint)], stdout=log,
+                                          str(self.mountpoint), *self.extra_args], stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + MOUNT_TIMEOUT_S
         while not os.path.ismount(self.mountpoint):

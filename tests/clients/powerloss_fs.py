@@ -1,7 +1,7 @@
 """A FUSE file system that forgets, at a simulated power cut, everything not yet made durable
 (issue 18, item 2).
 
-    python3 powerloss_fs.py BACKING_DIR MOUNTPOINT
+    python3 powerloss_fs.py BACKING_DIR MOUNTPOINT [--hold-reads SUFFIX GATE]
 
 serves BACKING_DIR at MOUNTPOINT. Every operation goes through to the backing directory at
 once (so the broker reads what it wrote), and is also remembered until it is made durable the
@@ -18,13 +18,16 @@ strictest case POSIX allows (ext4 keeps more: its fsync of a new file also commi
 The mount uses direct_io, so the kernel's page cache holds nothing of it that could outlive
 the cut. fallocate is not offered (the broker treats preallocation as optional).
 
-`power_loss_trials.py` drives it; it is not meant to be fast.
+`power_loss_trials.py` drives it; it is not meant to be fast. With `--hold-reads SUFFIX GATE`
+it is also a disk that stops answering: reads of files whose names end with SUFFIX wait for as
+long as the file GATE exists (test_startup.py stalls a broker's recovery with it).
 """
 
 import errno
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 from fuse import FUSE, FuseOSError, Operations
@@ -33,8 +36,10 @@ TRASH = ".powerloss-trash"
 
 
 class PowerLossFs(Operations):
-    def __init__(self, root):
+    def __init__(self, root, hold_reads=None):
         self.root = os.path.realpath(root)
+        # (suffix, gate path): reads of such files wait while the gate exists.
+        self.hold_reads = hold_reads
         self.trash = os.path.join(self.root, TRASH)
         os.makedirs(self.trash, exist_ok=True)
         self.mutex = threading.RLock()
@@ -154,6 +159,9 @@ class PowerLossFs(Operations):
                           replaced=replaced)
 
     def read(self, path, size, offset, fh):
+        if self.hold_reads and path.endswith(self.hold_reads[0]):
+            while os.path.exists(self.hold_reads[1]):
+                time.sleep(0.05)
         return os.pread(fh, size, offset)
 
     def write(self, path, data, offset, fh):
@@ -245,7 +253,10 @@ class PowerLossFs(Operations):
 
 def main():
     backing, mountpoint = sys.argv[1], sys.argv[2]
-    fs = PowerLossFs(backing)
+    hold_reads = None
+    if sys.argv[3:4] == ["--hold-reads"]:
+        hold_reads = (sys.argv[4], sys.argv[5])
+    fs = PowerLossFs(backing, hold_reads)
     Path(mountpoint).mkdir(parents=True, exist_ok=True)
     try:
         FUSE(fs, mountpoint, foreground=True, nothreads=False, direct_io=True)

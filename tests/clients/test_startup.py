@@ -8,10 +8,12 @@ SIGTERM and SIGINT shut down cleanly even with clients connected.
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 from confluent_kafka import TopicPartition
 
+import power_loss_trials
 from client_helpers import (Msg, assert_healthy, ck_consume, ck_consumer, ck_partition_count,
                             ck_produce, unique_topic)
 from conftest import SPATE_BIN, TARGET, free_port
@@ -63,6 +65,64 @@ def test_signal_with_clients_connected_is_a_clean_exit(broker, signum):
     assert code == 0
     broker.start()
     assert len(ck_consume(broker.bootstrap, topic, 0, 0, 100)) == 100
+
+
+@spate_only
+def test_a_stop_signal_during_a_stalled_start_up_ends_the_process(spate_factory, tmp_path):
+    """SIGTERM while start-up waits on a disk that does not answer (recovery's reads of segment
+    indexes held by a FUSE layer): the process ends, as after a crash, instead of going on
+    with a start-up that may take as long as it likes and then serving; the next start
+    recovers everything acknowledged. (The process cannot be gone before the held read
+    returns: a read the device holds keeps any process, even one killed with kill -9, from
+    exiting. So the disk answers again half a second after the signal.)"""
+    why_not = power_loss_trials.available()
+    if why_not:
+        pytest.skip(why_not)
+    gate = tmp_path / "disk-stalled"
+    mount = power_loss_trials.Mount(tmp_path / "backing", tmp_path / "mnt", tmp_path / "fs.log",
+                                    extra_args=["--hold-reads", ".index", gate])
+    mount.start()
+    broker = spate_factory("--data-dir", tmp_path / "mnt" / "data", "--cores", "1",
+                           "--segment-bytes", "65536", start=False)
+    try:
+        (tmp_path / "mnt" / "data").mkdir()
+        broker.start()
+        topic = unique_topic("stalled")
+        values = [b"%d-" % i + bytes(1000) for i in range(300)]  # some segments
+        ck_produce(broker.bootstrap, topic, [Msg(b"k", value) for value in values],
+                   **{"batch.size": 4096})
+        broker.kill9()  # recovery must now read the segments' indexes
+        gate.touch()
+        with open(broker.log_path, "ab") as log:
+            log.write(b"\n===== start held by the disk\n")
+            log.flush()
+            broker.proc = subprocess.Popen(broker.command(), stdin=subprocess.DEVNULL,
+                                           stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+        deadline = time.monotonic() + 20
+        while "starting spate" not in broker.log_text().split("===== start")[-1]:
+            assert broker.alive() and time.monotonic() < deadline, broker.log_tail()
+            time.sleep(0.05)
+        time.sleep(1)
+        assert "accepting clients" not in broker.log_text().split("starting spate")[-1], \
+            "start-up did not stall on the held reads"
+        broker.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        gate.unlink()
+        try:
+            code = broker.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("no exit within 10 s of SIGTERM during start-up")
+        this_start = broker.log_text().split("===== start")[-1]
+        assert code == 128 + signal.SIGTERM, broker.log_tail()
+        assert "stopping during start-up" in this_start
+        assert "accepting clients" not in this_start, "start-up went on after the signal"
+        broker.start()
+        assert [r.value for r in ck_consume(broker.bootstrap, topic, 0, 0, 300)] == values
+    finally:
+        gate.unlink(missing_ok=True)
+        broker.kill9()
+        mount.cut()
 
 
 def test_restart_right_after_kill9(broker):
