@@ -306,6 +306,7 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         partitions: partitions.clone(),
         groups: groups.clone(),
         controller: controller.clone(),
+        cluster: cluster.clone(),
     };
     let txns = Rc::new(TxnCoordinator::new(shard.clone(), txns_mesh, peers));
     if id.0 == 0 {

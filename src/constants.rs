@@ -389,6 +389,18 @@ pub const REPLICA_FETCH_TIMEOUT_MS: u64 = 30_000;
 pub const REPLICA_FETCH_BACKOFF_MS_MIN: u64 = 50;
 pub const REPLICA_FETCH_BACKOFF_MS_MAX: u64 = 1_000;
 
+/// How long a transaction marker on a replicated partition waits for its high watermark
+/// (Kafka appends markers with acks=all and its `request.timeout.ms`, 30 s); the
+/// coordinator writes it again after that.
+pub const TXN_MARKER_REPLICATION_TIMEOUT_MS: u64 = 30_000;
+
+/// Markers for partitions another node leads go there as WriteTxnMarkers (v1): the
+/// response wait, and the back-off between rounds while some marker is not written yet
+/// (the leader moved, is fenced, unreachable), doubling from the least to the most.
+pub const TXN_MARKER_REQUEST_TIMEOUT_MS: u64 = 35_000;
+pub const TXN_MARKER_RETRY_MS_MIN: u64 = 100;
+pub const TXN_MARKER_RETRY_MS_MAX: u64 = 2_000;
+
 /// How often each shard's replica manager looks for fetchers to start and ISR changes to
 /// ask for, and how long before it asks for the same ISR change again.
 pub const REPLICA_MANAGER_TICK_MS: u64 = 100;

@@ -11,7 +11,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Decodable;
 use libfuzzer_sys::fuzz_target;
 use spate::model::batch;
-use spate::protocol::versions::{self, SUPPORTED};
+use spate::protocol::versions;
 use spate::protocol::RequestPrefix;
 
 fuzz_target!(|data: &[u8]| {
@@ -48,8 +48,9 @@ fn produce(mut body: Bytes, version: i16) -> bool {
     true
 }
 
-/// The body types of the APIs in `versions::SUPPORTED`. An API served without a decoder here
-/// stops the target at once, so the list cannot fall behind the broker.
+/// The body types of the APIs a node serves (`versions::advertised`, clustered). An API
+/// served without a decoder here stops the target at once, so the list cannot fall behind
+/// the broker.
 fn decode_body(api_key: ApiKey, version: i16, body: Bytes) -> bool {
     match api_key {
         ApiKey::Produce => produce(body, version),
@@ -95,8 +96,9 @@ fn decode_body(api_key: ApiKey, version: i16, body: Bytes) -> bool {
         }
         ApiKey::ConsumerGroupHeartbeat => decode::<ConsumerGroupHeartbeatRequest>(body, version),
         ApiKey::ConsumerGroupDescribe => decode::<ConsumerGroupDescribeRequest>(body, version),
+        ApiKey::WriteTxnMarkers => decode::<WriteTxnMarkersRequest>(body, version),
         other => {
-            let served = SUPPORTED.iter().any(|s| s.key == other);
+            let served = versions::advertised(true).any(|s| s.key == other);
             assert!(!served, "{other:?} is served but the fuzz target has no decoder for it");
             false
         }

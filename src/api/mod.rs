@@ -54,6 +54,7 @@ mod sasl_handshake;
 mod sync_group;
 mod txn_common;
 mod txn_offset_commit;
+mod write_txn_markers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -211,6 +212,7 @@ async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         ApiKey::SaslAuthenticate => sasl_authenticate::handle(ctx, body).await,
         ApiKey::AlterUserScramCredentials => alter_user_scram_credentials::handle(ctx, body),
         ApiKey::DescribeUserScramCredentials => describe_user_scram_credentials::handle(ctx, body),
+        ApiKey::WriteTxnMarkers => write_txn_markers::handle(ctx, body).await,
         other => Outcome::Close(format!("{other:?} is not implemented")),
     }
 }

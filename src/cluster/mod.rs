@@ -31,6 +31,7 @@
 //! Lifecycle: built on every shard at start; `start` on shard 0 runs the driver when
 //! clustered. Concurrency: shard-local; shard 0 posts each new view to the others.
 
+pub mod broker_client;
 pub mod frame;
 pub mod identity;
 pub mod journal;

@@ -22,6 +22,8 @@ pub enum ErrorCode {
     RequestTimedOut = 7,
     MessageTooLarge = 10,
     OffsetMetadataTooLarge = 12,
+    /// Retriable: the connection to another broker failed (what a client's network error is).
+    NetworkException = 13,
     CoordinatorLoadInProgress = 14,
     CoordinatorNotAvailable = 15,
     NotCoordinator = 16,
@@ -81,7 +83,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, by wire value.
-    pub const ALL: [ErrorCode; 63] = [
+    pub const ALL: [ErrorCode; 64] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -92,6 +94,7 @@ impl ErrorCode {
         ErrorCode::RequestTimedOut,
         ErrorCode::MessageTooLarge,
         ErrorCode::OffsetMetadataTooLarge,
+        ErrorCode::NetworkException,
         ErrorCode::CoordinatorLoadInProgress,
         ErrorCode::CoordinatorNotAvailable,
         ErrorCode::NotCoordinator,
@@ -171,7 +174,7 @@ mod tests {
     use super::*;
 
     /// The wire values, written out once more: a renumbered variant fails here.
-    const WIRE: [(ErrorCode, i16); 63] = [
+    const WIRE: [(ErrorCode, i16); 64] = [
         (ErrorCode::UnknownServerError, -1),
         (ErrorCode::None, 0),
         (ErrorCode::OffsetOutOfRange, 1),
@@ -182,6 +185,7 @@ mod tests {
         (ErrorCode::RequestTimedOut, 7),
         (ErrorCode::MessageTooLarge, 10),
         (ErrorCode::OffsetMetadataTooLarge, 12),
+        (ErrorCode::NetworkException, 13),
         (ErrorCode::CoordinatorLoadInProgress, 14),
         (ErrorCode::CoordinatorNotAvailable, 15),
         (ErrorCode::NotCoordinator, 16),

@@ -3,11 +3,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::{join_all, Either};
 
-use super::{PartitionRequest, PartitionResponse, Partitions, ProduceResult};
+use super::{LogRef, PartitionRequest, PartitionResponse, Partitions, ProduceResult};
+use crate::constants::TXN_MARKER_REPLICATION_TIMEOUT_MS;
 use crate::model::{ErrorCode, Offset, ShardId, TopicPartition};
 use crate::storage::log::{self, Marker};
 use crate::storage::Error as StorageError;
@@ -206,26 +208,60 @@ impl Partitions {
         })
     }
 
-    /// Appends transaction markers, one per partition.
+    /// Appends transaction markers, one per partition, as Kafka's WriteTxnMarkers does:
+    /// only where this node leads the partition (NOT_LEADER_OR_FOLLOWER elsewhere: a
+    /// follower's log takes only what its leader wrote), and on a replicated partition
+    /// answered once the high watermark passed the marker (acks=all), so that a marker
+    /// acknowledged to the coordinator survives a change of leader. A marker whose
+    /// replication does not finish (the leader changed, or not within
+    /// `TXN_MARKER_REPLICATION_TIMEOUT_MS`) is NOT_LEADER_OR_FOLLOWER or
+    /// REQUEST_TIMED_OUT, and the coordinator writes it again: a second marker for a
+    /// transaction already ended changes nothing.
     pub(super) async fn write_markers(
         &self,
         markers: Vec<(TopicPartition, Marker)>,
     ) -> Vec<(TopicPartition, ErrorCode)> {
         let writes = markers.into_iter().map(|(tp, marker)| async move {
-            let Some(log) = self.log(&tp) else {
-                return (tp, ErrorCode::UnknownTopicOrPartition);
+            let led = {
+                let catalog = self.shard.catalog.borrow();
+                catalog.get(&tp.topic).map(|meta| {
+                    (0..meta.partitions).contains(&tp.partition)
+                        && meta.is_led_by(tp.partition, self.shard.config.node_id)
+                })
             };
-            self.mark_for_retention(&tp);
-            let code = match log::append_marker(&log, marker).await {
-                Ok(_) => {
-                    self.notify_partition(&tp).await;
-                    ErrorCode::None
+            match (led, self.log(&tp)) {
+                (Some(true), Some(log)) => {
+                    let code = self.write_marker(&tp, &log, marker).await;
+                    (tp, code)
                 }
-                Err(StorageError::Producer(e)) => e.error_code(),
-                Err(_) => ErrorCode::UnknownTopicOrPartition,
-            };
-            (tp, code)
+                (Some(false), _) => (tp, ErrorCode::NotLeaderOrFollower),
+                _ => (tp, ErrorCode::UnknownTopicOrPartition),
+            }
         });
         join_all(writes).await
+    }
+
+    async fn write_marker(&self, tp: &TopicPartition, log: &LogRef, marker: Marker) -> ErrorCode {
+        self.mark_for_retention(tp);
+        let offset = match log::append_marker(log, marker).await {
+            Ok(offset) => offset,
+            Err(StorageError::Producer(e)) => return e.error_code(),
+            Err(_) => return ErrorCode::UnknownTopicOrPartition,
+        };
+        // Written here: followers waiting in a fetch read it now.
+        self.notify_partition(tp).await;
+        if self.isr_len(tp).is_none() {
+            return ErrorCode::None;
+        }
+        let Some(wait) = log::wait_high_watermark(log, offset) else {
+            return ErrorCode::None;
+        };
+        let timeout = Duration::from_millis(TXN_MARKER_REPLICATION_TIMEOUT_MS);
+        match glommio::timer::timeout(timeout, async { Ok(wait.await) }).await {
+            Ok(Ok(())) => ErrorCode::None,
+            // This node stopped leading before the followers had the marker.
+            Ok(Err(_)) => ErrorCode::NotLeaderOrFollower,
+            Err(_) => ErrorCode::RequestTimedOut,
+        }
     }
 }

@@ -72,7 +72,9 @@ pub const SUPPORTED: [Supported; 38] = [
 /// APIs a node serves only in a cluster (`--controller-quorum-voters`), at Kafka 4.0's
 /// ranges. A single node does not advertise them, as a ZooKeeper-mode Kafka broker did not
 /// advertise DescribeQuorum: clients then report it as unsupported without asking.
-pub const CLUSTER_ONLY: [Supported; 1] = [api(ApiKey::DescribeQuorum, 0, 2)];
+/// WriteTxnMarkers is what one node's transaction coordinator sends another's partitions.
+pub const CLUSTER_ONLY: [Supported; 2] =
+    [api(ApiKey::DescribeQuorum, 0, 2), api(ApiKey::WriteTxnMarkers, 1, 1)];
 
 /// What a node advertises: `SUPPORTED`, plus `CLUSTER_ONLY` when clustered.
 pub fn advertised(clustered: bool) -> impl Iterator<Item = Supported> {

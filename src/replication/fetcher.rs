@@ -14,16 +14,14 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use bytes::{Bytes, BytesMut};
+use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{
-    ApiKey, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 
-use crate::cluster::Cluster;
+use crate::cluster::{broker_client, Cluster};
 use crate::constants::{
     REPEATED_WARNING_INTERVAL_MS, REPLICA_FETCH_BACKOFF_MS_MAX, REPLICA_FETCH_BACKOFF_MS_MIN,
     REPLICA_FETCH_BYTES_MAX, REPLICA_FETCH_PARTITION_BYTES_MAX, REPLICA_FETCH_RESPONSE_BYTES_MAX,
@@ -77,30 +75,8 @@ impl Fetcher {
     }
 
     async fn connect(&self) -> std::io::Result<TcpStream> {
-        let view = self.cluster.view();
-        let broker = view.as_ref().and_then(|view| view.broker(self.leader));
-        let Some(broker) = broker else {
-            return Err(std::io::Error::other("the leader is not registered"));
-        };
-        let ip: std::net::IpAddr = match broker.host.parse() {
-            Ok(ip) => ip,
-            Err(_) => {
-                let text = format!("{}:{}", broker.host, broker.port);
-                let resolved = glommio::executor()
-                    .spawn_blocking(move || {
-                        std::net::ToSocketAddrs::to_socket_addrs(&text)?
-                            .next()
-                            .ok_or_else(|| std::io::Error::other("no address"))
-                    })
-                    .await?;
-                resolved.ip()
-            }
-        };
-        let address = std::net::SocketAddr::new(ip, broker.port);
         let timeout = Duration::from_millis(REPLICA_FETCH_BACKOFF_MS_MAX);
-        let stream = TcpStream::connect_timeout(address, timeout).await?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
+        broker_client::connect(&self.cluster, self.leader, timeout).await
     }
 
     /// Fetches on one connection until it fails or nothing is followed from the leader.
@@ -120,7 +96,9 @@ impl Fetcher {
             stream.write_all(&request).await?;
             let timeout = Duration::from_millis(REPLICA_FETCH_TIMEOUT_MS);
             let body = glommio::timer::timeout(timeout, async {
-                read_frame(&mut stream).await.map_err(glommio::GlommioError::from)
+                broker_client::read_frame(&mut stream, REPLICA_FETCH_RESPONSE_BYTES_MAX)
+                    .await
+                    .map_err(glommio::GlommioError::from)
             })
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -169,22 +147,14 @@ impl Fetcher {
         request.session_id = 0;
         request.session_epoch = -1;
         request.topics = topics;
-        let mut header = RequestHeader::default();
-        header.request_api_key = ApiKey::Fetch as i16;
-        header.request_api_version = FETCH_VERSION;
-        header.correlation_id = correlation_id;
-        header.client_id = Some(StrBytes::from_string(format!(
-            "spate-replica-{}-shard-{}",
-            self.me.0, self.shard.0
-        )));
-        let mut body = BytesMut::with_capacity(64 + positions.len() * 32);
-        body.put_i32(0);
-        let header_version = ApiKey::Fetch.request_header_version(FETCH_VERSION);
-        header.encode(&mut body, header_version).map_err(std::io::Error::other)?;
-        request.encode(&mut body, FETCH_VERSION).map_err(std::io::Error::other)?;
-        let length = (body.len() - 4) as i32;
-        body[..4].copy_from_slice(&length.to_be_bytes());
-        Ok(body)
+        let client_id = format!("spate-replica-{}-shard-{}", self.me.0, self.shard.0);
+        broker_client::encode_request(
+            ApiKey::Fetch,
+            FETCH_VERSION,
+            correlation_id,
+            client_id,
+            &request,
+        )
     }
 
     /// Applies one response: appends, truncations, high watermarks. True when no partition
@@ -267,34 +237,9 @@ fn whole_batches(records: Bytes) -> Vec<Bytes> {
     batches
 }
 
-async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Bytes> {
-    let mut length = [0u8; 4];
-    stream.read_exact(&mut length).await?;
-    let length = i32::from_be_bytes(length);
-    let length = usize::try_from(length)
-        .ok()
-        .filter(|length| *length <= REPLICA_FETCH_RESPONSE_BYTES_MAX)
-        .ok_or_else(|| std::io::Error::other(format!("bad response length {length}")))?;
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await?;
-    Ok(Bytes::from(body))
-}
-
-fn decode_response(mut body: Bytes, correlation_id: i32) -> std::io::Result<FetchResponse> {
-    let header_version = ApiKey::Fetch.response_header_version(FETCH_VERSION);
-    let header =
-        ResponseHeader::decode(&mut body, header_version).map_err(std::io::Error::other)?;
-    if header.correlation_id != correlation_id {
-        return Err(std::io::Error::other(format!(
-            "response {} to request {correlation_id}",
-            header.correlation_id
-        )));
-    }
-    let response =
-        FetchResponse::decode(&mut body, FETCH_VERSION).map_err(std::io::Error::other)?;
-    if body.has_remaining() {
-        return Err(std::io::Error::other("bytes after the fetch response"));
-    }
+fn decode_response(body: Bytes, correlation_id: i32) -> std::io::Result<FetchResponse> {
+    let response: FetchResponse =
+        broker_client::decode_response(body, ApiKey::Fetch, FETCH_VERSION, correlation_id)?;
     if response.error_code != 0 {
         return Err(std::io::Error::other(format!("fetch error {}", response.error_code)));
     }

@@ -36,12 +36,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::join_all;
+use kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+};
+use kafka_protocol::protocol::StrBytes;
 
-use crate::constants::{INTERNAL_BATCH_BYTES_MAX, TXN_HOUSEKEEPING_MS, TXN_ID_EXPIRATION_CHECK_MS};
+use crate::cluster::{broker_client, Cluster};
+use crate::constants::{
+    INTERNAL_BATCH_BYTES_MAX, TXN_HOUSEKEEPING_MS, TXN_ID_EXPIRATION_CHECK_MS,
+    TXN_MARKER_REQUEST_TIMEOUT_MS, TXN_MARKER_RETRY_MS_MAX, TXN_MARKER_RETRY_MS_MIN,
+};
 use crate::controller::Controller;
 use crate::group::coordinator::{Coordinator as GroupCoordinator, GroupRequest};
 use crate::model::topic::Durability;
-use crate::model::{now_ms, ErrorCode, Offset, ShardId, TopicPartition, TxnOutcome};
+use crate::model::{now_ms, ErrorCode, NodeId, Offset, ShardId, TopicPartition, TxnOutcome};
 use crate::partition::{PartitionRequest, PartitionResponse, Partitions};
 use crate::shard::delayed::Key;
 pub use crate::shard::internal_log::TRANSACTION_TOPIC;
@@ -101,6 +112,8 @@ pub struct TxnPeers {
     pub partitions: Rc<Partitions>,
     pub groups: Rc<GroupCoordinator>,
     pub controller: Rc<Controller>,
+    /// Clustered: where the partitions' leaders listen (markers go there).
+    pub cluster: Rc<Cluster>,
 }
 
 pub struct TxnCoordinator {
@@ -404,15 +417,11 @@ impl TxnCoordinator {
             outcome: plan.outcome,
             coordinator_epoch: 0,
         };
-        let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, Marker)>> = BTreeMap::new();
-        for (topic, partition) in &plan.partitions {
-            let tp = TopicPartition::new(topic.as_str().into(), *partition);
-            by_shard.entry(self.home.owner(&tp)).or_default().push((tp, marker));
-        }
-        let partitions = &self.peers.partitions;
-        let writes = by_shard.into_iter().map(|(owner, markers)| {
-            partitions.call(owner, PartitionRequest::WriteMarkers { markers })
-        });
+        let partitions: Vec<TopicPartition> = plan
+            .partitions
+            .iter()
+            .map(|(topic, partition)| TopicPartition::new(topic.as_str().into(), *partition))
+            .collect();
         let groups = plan.groups.iter().map(|group| {
             let owner = self.peers.groups.owner(group);
             let offsets = plan.offsets.get(group).cloned().unwrap_or_default();
@@ -433,17 +442,150 @@ impl TxnCoordinator {
             };
             self.peers.groups.call(owner, request)
         });
-        let (written, _) = futures::join!(join_all(writes), join_all(groups));
-        for response in written {
-            if let Some(PartitionResponse::Markers(codes)) = response {
-                for (tp, code) in codes.into_iter().filter(|(_, c)| *c != ErrorCode::None) {
-                    let producer_id = plan.producer_id;
-                    tracing::warn!(%tp, code = code.code(), %producer_id, "marker not written");
+        futures::join!(self.write_markers(partitions, marker), join_all(groups));
+        self.state.borrow_mut().complete(now_ms(), &plan);
+        self.persist().await.err().unwrap_or(ErrorCode::None)
+    }
+
+    /// Writes `marker` to every partition, each at its leader: on this node through the
+    /// owning shard, on another as WriteTxnMarkers to that node. Kafka's coordinator retries
+    /// a marker until it is written, and so does this, in rounds (back-off from
+    /// `TXN_MARKER_RETRY_MS_MIN` to `_MAX`), looking each partition's leader up again every
+    /// round: a partition without a leader, or whose leader moved or is unreachable, waits
+    /// for the metadata to move on. Only a partition that is gone (its topic deleted) or a
+    /// marker refused for good (a newer producer epoch there) is given up, with a warning.
+    async fn write_markers(&self, mut pending: Vec<TopicPartition>, marker: Marker) {
+        let me = self.home.config.node_id;
+        let mut retry_ms = TXN_MARKER_RETRY_MS_MIN;
+        let mut round = 0u32;
+        while !pending.is_empty() {
+            let mut local: BTreeMap<ShardId, Vec<(TopicPartition, Marker)>> = BTreeMap::new();
+            let mut remote: BTreeMap<NodeId, Vec<TopicPartition>> = BTreeMap::new();
+            let mut waiting = Vec::new();
+            {
+                let catalog = self.home.catalog.borrow();
+                for tp in pending.drain(..) {
+                    let Some(meta) = catalog.get(&tp.topic) else { continue };
+                    if !(0..meta.partitions).contains(&tp.partition) {
+                        continue;
+                    }
+                    match meta.leader(tp.partition) {
+                        None => local.entry(self.home.owner(&tp)).or_default().push((tp, marker)),
+                        Some(leader) if leader == me => {
+                            local.entry(self.home.owner(&tp)).or_default().push((tp, marker))
+                        }
+                        Some(NodeId::NONE) => waiting.push(tp),
+                        Some(leader) => remote.entry(leader).or_default().push(tp),
+                    }
+                }
+            }
+            let partitions = &self.peers.partitions;
+            let writes = local.into_iter().map(|(owner, markers)| async move {
+                match partitions.call(owner, PartitionRequest::WriteMarkers { markers }).await {
+                    Some(PartitionResponse::Markers(codes)) => codes,
+                    _ => Vec::new(),
+                }
+            });
+            let sends = remote.into_iter().map(|(node, tps)| self.send_markers(node, tps, marker));
+            let (written, sent) = futures::join!(join_all(writes), join_all(sends));
+            for (tp, code) in written.into_iter().flatten().chain(sent.into_iter().flatten()) {
+                match code {
+                    ErrorCode::None => {}
+                    code if marker_retriable(code) => pending.push(tp),
+                    code => {
+                        let producer_id = marker.producer_id;
+                        tracing::warn!(%tp, code = code.code(), %producer_id, "marker refused");
+                    }
+                }
+            }
+            pending.extend(waiting);
+            if pending.is_empty() {
+                break;
+            }
+            round += 1;
+            if round % 10 == 1 {
+                let producer_id = marker.producer_id;
+                let first = &pending[0];
+                tracing::warn!(
+                    partitions = pending.len(),
+                    %first,
+                    %producer_id,
+                    round,
+                    "transaction markers not written yet; retrying"
+                );
+            }
+            glommio::timer::sleep(Duration::from_millis(retry_ms)).await;
+            retry_ms = (retry_ms * 2).min(TXN_MARKER_RETRY_MS_MAX);
+        }
+    }
+
+    /// One WriteTxnMarkers to `node` for `partitions`: each partition's code, or
+    /// NETWORK_EXCEPTION for all of them when the node could not be asked.
+    async fn send_markers(
+        &self,
+        node: NodeId,
+        partitions: Vec<TopicPartition>,
+        marker: Marker,
+    ) -> Vec<(TopicPartition, ErrorCode)> {
+        let mut request = WriteTxnMarkersRequest::default();
+        let mut written = WritableTxnMarker::default();
+        written.producer_id = marker.producer_id.0.into();
+        written.producer_epoch = marker.producer_epoch.0;
+        written.transaction_result = marker.outcome == TxnOutcome::Commit;
+        written.coordinator_epoch = marker.coordinator_epoch;
+        for tp in &partitions {
+            let name = &*tp.topic;
+            if written.topics.last().is_none_or(|t| t.name.0.as_str() != name) {
+                let mut topic = WritableTxnMarkerTopic::default();
+                topic.name = TopicName(StrBytes::from_string(name.to_string()));
+                written.topics.push(topic);
+            }
+            if let Some(topic) = written.topics.last_mut() {
+                topic.partition_indexes.push(tp.partition);
+            }
+        }
+        request.markers.push(written);
+        let client_id = format!("spate-txn-coordinator-{}", self.home.config.node_id.0);
+        let timeout = Duration::from_millis(TXN_MARKER_REQUEST_TIMEOUT_MS);
+        let answered: std::io::Result<WriteTxnMarkersResponse> = async {
+            let connect_timeout = Duration::from_millis(TXN_MARKER_RETRY_MS_MAX);
+            let mut stream =
+                broker_client::connect(&self.peers.cluster, node, connect_timeout).await?;
+            let version = 1;
+            let key = ApiKey::WriteTxnMarkers;
+            broker_client::exchange(&mut stream, key, version, 1, client_id, &request, timeout)
+                .await
+        }
+        .await;
+        let response = match answered {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::debug!(%node, "WriteTxnMarkers failed: {e}");
+                return partitions
+                    .into_iter()
+                    .map(|tp| (tp, ErrorCode::NetworkException))
+                    .collect();
+            }
+        };
+        let mut codes = Vec::with_capacity(partitions.len());
+        for result in response.markers {
+            for topic in result.topics {
+                let name: std::sync::Arc<str> = topic.name.0.as_str().into();
+                for p in topic.partitions {
+                    let tp = TopicPartition::new(name.clone(), p.partition_index);
+                    let code =
+                        ErrorCode::from_code(p.error_code).unwrap_or(ErrorCode::UnknownServerError);
+                    codes.push((tp, code));
                 }
             }
         }
-        self.state.borrow_mut().complete(now_ms(), &plan);
-        self.persist().await.err().unwrap_or(ErrorCode::None)
+        // A partition the answer left out is asked for again.
+        for tp in partitions {
+            if !codes.iter().any(|(answered, _)| *answered == tp) {
+                codes.push((tp, ErrorCode::NetworkException));
+            }
+        }
+        codes
     }
 
     /// Puts the timeout of `transactional_id`'s ongoing transaction in the purgatory, once
@@ -533,4 +675,20 @@ impl TxnCoordinator {
         })
         .detach();
     }
+}
+
+/// Whether a marker refused with `code` is written again (Kafka's
+/// `TransactionMarkerRequestCompletionHandler` retries these; anything else is fatal there).
+fn marker_retriable(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::UnknownTopicOrPartition
+            | ErrorCode::NotLeaderOrFollower
+            | ErrorCode::NotEnoughReplicas
+            | ErrorCode::NotEnoughReplicasAfterAppend
+            | ErrorCode::RequestTimedOut
+            | ErrorCode::KafkaStorageError
+            | ErrorCode::NetworkException
+            | ErrorCode::UnknownServerError
+    )
 }

@@ -114,6 +114,42 @@ def read_uvarint(data, position):
         shift += 7
 
 
+def write_txn_markers_v1(markers, correlation_id):
+    """WriteTxnMarkers v1 (flexible), one single-byte count per array: `markers` is a list of
+    (producer_id, producer_epoch, commit, {topic: [partitions]})."""
+    body = bytes([len(markers) + 1])
+    for producer_id, producer_epoch, commit, topics in markers:
+        body += struct.pack(">qhb", producer_id, producer_epoch, commit) + bytes([len(topics) + 1])
+        for topic, partitions in topics.items():
+            body += bytes([len(topic) + 1]) + topic + bytes([len(partitions) + 1])
+            body += b"".join(struct.pack(">i", p) for p in partitions) + b"\x00"
+        body += struct.pack(">i", 0) + b"\x00"  # coordinator epoch, no tagged fields
+    body += b"\x00"
+    return frame(request_header(27, 1, correlation_id, flexible=True) + body)
+
+
+def write_txn_markers_v1_result(response):
+    """{(producer_id, topic, partition): error_code} of a WriteTxnMarkers v1 response body
+    (after the response header's tagged fields)."""
+    codes = {}
+    position = skip_tagged_fields(response, 0)
+    count, position = read_uvarint(response, position)
+    for _ in range(count - 1):
+        (producer_id,) = struct.unpack_from(">q", response, position)
+        topics, position = read_uvarint(response, position + 8)
+        for _ in range(topics - 1):
+            size, position = read_uvarint(response, position)
+            topic = response[position:position + size - 1].decode()
+            partitions, position = read_uvarint(response, position + size - 1)
+            for _ in range(partitions - 1):
+                partition, code = struct.unpack_from(">ih", response, position)
+                codes[(producer_id, topic, partition)] = code
+                position = skip_tagged_fields(response, position + 6)
+            position = skip_tagged_fields(response, position)
+        position = skip_tagged_fields(response, position)
+    return codes
+
+
 def skip_tagged_fields(data, position):
     count, position = read_uvarint(data, position)
     for _ in range(count):

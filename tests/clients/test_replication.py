@@ -11,7 +11,12 @@ follower has (they were stopped with SIGSTOP) and was killed truncates them when
 back (the new leader's diverging epoch, KIP-279), so all replicas are identical again. A
 follower that stops fetching for longer than the lag time is dropped from the ISR by its
 leader and added back once it caught up; a rolling restart of all three under an idempotent
-acks=all producer loses nothing. Every wait is bounded.
+acks=all producer loses nothing. A transaction over partitions that all three nodes lead
+ends in every one of them: the coordinator sends the markers of partitions other nodes lead
+as WriteTxnMarkers, each written by the partition's leader and replicated before it counts,
+so read_committed consumers see exactly the committed records and all replicas agree; a
+commit while one of those leaders is dead completes at the partition's next leader. Every
+wait is bounded.
 """
 
 import os
@@ -21,9 +26,11 @@ import time
 import pytest
 
 from conftest import TARGET
-from kafka_wire import connect, produce_v3, produce_v3_result, read_response, record_batch
+from kafka_wire import (connect, produce_v3, produce_v3_result, read_response, record_batch,
+                        write_txn_markers_v1, write_txn_markers_v1_result)
 from test_cluster import (HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, admin, agreed_leader,
-                          metadata_v7, read_from_start, start_cluster, wait_for)
+                          find_coordinator_v1, metadata_v7, read_from_start, start_cluster,
+                          wait_for)
 
 pytestmark = pytest.mark.skipif(TARGET != "spate", reason="spate's cluster options")
 
@@ -309,3 +316,97 @@ def test_a_rolling_restart_under_load_loses_nothing(spate_factory):
     assert errors == [], errors
     read = read_from_start(nodes, "rolling", {p: len(acknowledged[p]) for p in range(3)})
     assert read == acknowledged  # every acknowledged record once, in order
+
+
+def test_a_transaction_ends_in_partitions_that_other_nodes_lead(spate_factory):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    nodes, by_id = replicated_cluster(spate_factory)
+    create_replicated(nodes[0], "spread", 3, min_insync=2)
+    states = wait_for("every replica in sync", lambda: all_in_sync(nodes, "spread", 3))
+    assert {s[1] for s in states.values()} == {1, 2, 3}, states  # each node leads one
+    bootstrap = ",".join(node.broker.bootstrap for node in nodes)
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": "spread-txn",
+                         "transaction.timeout.ms": 60000, "linger.ms": 5})
+    producer.init_transactions(30)
+    committed = {p: [] for p in range(3)}
+    for round_, (count, commit) in enumerate([(10, True), (5, False), (3, True)]):
+        producer.begin_transaction()
+        for i in range(count):
+            for partition in range(3):
+                value = f"r{round_}-{partition}-{i}"
+                producer.produce("spread", value.encode(), partition=partition)
+                if commit:
+                    committed[partition].append(value)
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.flush(30)
+            producer.abort_transaction(30)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    consumer.assign([TopicPartition("spread", p, 0) for p in range(3)])
+    read = {p: [] for p in range(3)}
+    deadline = time.monotonic() + 30
+    while sum(map(len, read.values())) < 39 and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and not message.error():
+            read[message.partition()].append(message.value().decode())
+    # The last stable offset of every partition is its end: no transaction left open.
+    ends = [consumer.get_watermark_offsets(TopicPartition("spread", p), timeout=10)
+            for p in range(3)]
+    consumer.close()
+    assert read == committed, read
+    # 18 data records and 3 markers per partition.
+    assert [high for _, high in ends] == [21, 21, 21], ends
+    # WriteTxnMarkers as another coordinator sends it, straight to partition 0's leader: a
+    # marker for a transaction that is not open changes nothing but is written (and
+    # replicated); one for a partition another node leads, an unknown topic or an invalid
+    # producer id is refused, and the node keeps serving.
+    leader = by_id[states[0][1]]
+    elsewhere = next(p for p, s in states.items() if s[1] != leader.node_id)
+    markers = [(-1, 0, True, {b"spread": [0]}),
+               (12345, 0, True, {b"spread": [0, elsewhere], b"nope": [0]})]
+    with connect(leader.broker.port, timeout=40) as sock:
+        sock.sendall(write_txn_markers_v1(markers, 7))
+        codes = write_txn_markers_v1_result(read_response(sock)[1])
+    assert codes == {(-1, "spread", 0): 49, (12345, "spread", 0): 0,
+                     (12345, "spread", elsewhere): 6, (12345, "nope", 0): 3}, codes
+    assert replicas_identical(nodes, "spread", [0, 1, 2]), "the replicas' markers differ"
+
+
+def test_a_commit_while_a_partition_leader_is_dead_ends_at_its_next_leader(spate_factory):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    nodes, by_id = replicated_cluster(spate_factory)
+    create_replicated(nodes[0], "moved", 3, min_insync=2)
+    states = wait_for("every replica in sync", lambda: all_in_sync(nodes, "moved", 3))
+    error, coordinator, _ = find_coordinator_v1(nodes[0].broker.port, b"moved-txn", 1)
+    assert error == 0, error
+    victim = next(by_id[s[1]] for s in states.values() if s[1] != coordinator)
+    led = [p for p, s in states.items() if s[1] == victim.node_id]
+    bootstrap = ",".join(node.broker.bootstrap for node in nodes)
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": "moved-txn",
+                         "transaction.timeout.ms": 60000, "linger.ms": 5})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    values = {p: [f"v-{p}-{i}" for i in range(20)] for p in range(3)}
+    for p, batch in values.items():
+        for value in batch:
+            producer.produce("moved", value.encode(), partition=p)
+    assert producer.flush(30) == 0  # acks=all: on every in-sync replica
+    victim.broker.kill9()
+    producer.commit_transaction(60)
+    survivors = [node for node in nodes if node is not victim]
+    consumer = Consumer({"bootstrap.servers": ",".join(n.broker.bootstrap for n in survivors),
+                         "group.id": "unused", "enable.auto.commit": False,
+                         "isolation.level": "read_committed"})
+    consumer.assign([TopicPartition("moved", p, 0) for p in range(3)])
+    read = {p: [] for p in range(3)}
+    deadline = time.monotonic() + 30
+    while sum(map(len, read.values())) < 60 and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and not message.error():
+            read[message.partition()].append(message.value().decode())
+    consumer.close()
+    assert read == values, (led, read)
+    moved = partition_states(survivors, "moved")
+    assert all(moved[p][1] not in (-1, victim.node_id) for p in led), moved

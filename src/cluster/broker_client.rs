@@ -1,0 +1,170 @@
+//! Requests from this node to another broker's client listener, as Kafka's brokers send
+//! them to each other: the follower fetchers' Fetch (`replication::fetcher`) and the
+//! transaction coordinator's WriteTxnMarkers (`txn::coordinator`). A connection to a
+//! registered broker (its advertised host, resolved off the executor when it is a name),
+//! and Kafka frames out and in with a bound on the response size.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use super::Cluster;
+use crate::model::NodeId;
+
+/// Connects to `node`'s client listener (the address it registered) within `timeout`.
+pub async fn connect(
+    cluster: &Cluster,
+    node: NodeId,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let view = cluster.view();
+    let broker = view.as_ref().and_then(|view| view.broker(node));
+    let Some(broker) = broker else {
+        return Err(std::io::Error::other(format!("broker {node} is not registered")));
+    };
+    let ip: std::net::IpAddr = match broker.host.parse() {
+        Ok(ip) => ip,
+        Err(_) => {
+            let text = format!("{}:{}", broker.host, broker.port);
+            let resolved = glommio::executor()
+                .spawn_blocking(move || {
+                    std::net::ToSocketAddrs::to_socket_addrs(&text)?
+                        .next()
+                        .ok_or_else(|| std::io::Error::other("no address"))
+                })
+                .await?;
+            resolved.ip()
+        }
+    };
+    let address = std::net::SocketAddr::new(ip, broker.port);
+    let stream = TcpStream::connect_timeout(address, timeout).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// One request frame: length, header v1/v2 for `api_key` at `version`, body.
+pub fn encode_request<R: Encodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    client_id: String,
+    request: &R,
+) -> std::io::Result<BytesMut> {
+    let mut header = RequestHeader::default();
+    header.request_api_key = api_key as i16;
+    header.request_api_version = version;
+    header.correlation_id = correlation_id;
+    header.client_id = Some(StrBytes::from_string(client_id));
+    let mut frame = BytesMut::with_capacity(256);
+    frame.put_i32(0);
+    header
+        .encode(&mut frame, api_key.request_header_version(version))
+        .map_err(std::io::Error::other)?;
+    request.encode(&mut frame, version).map_err(std::io::Error::other)?;
+    let length = (frame.len() - 4) as i32;
+    frame[..4].copy_from_slice(&length.to_be_bytes());
+    Ok(frame)
+}
+
+/// Reads one response frame of at most `max_bytes`.
+pub async fn read_frame(stream: &mut TcpStream, max_bytes: usize) -> std::io::Result<Bytes> {
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length).await?;
+    let length = i32::from_be_bytes(length);
+    let length = usize::try_from(length)
+        .ok()
+        .filter(|length| *length <= max_bytes)
+        .ok_or_else(|| std::io::Error::other(format!("bad response length {length}")))?;
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await?;
+    Ok(Bytes::from(body))
+}
+
+/// Decodes a response frame's body: the header must carry `correlation_id`, and nothing may
+/// follow the response.
+pub fn decode_response<R: Decodable>(
+    mut body: Bytes,
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+) -> std::io::Result<R> {
+    let header = ResponseHeader::decode(&mut body, api_key.response_header_version(version))
+        .map_err(std::io::Error::other)?;
+    if header.correlation_id != correlation_id {
+        return Err(std::io::Error::other(format!(
+            "response {} to request {correlation_id}",
+            header.correlation_id
+        )));
+    }
+    let response = R::decode(&mut body, version).map_err(std::io::Error::other)?;
+    if body.has_remaining() {
+        return Err(std::io::Error::other(format!("bytes after the {api_key:?} response")));
+    }
+    Ok(response)
+}
+
+/// The largest response `exchange` takes (the fetchers read theirs with their own bound).
+const RESPONSE_BYTES_MAX: usize = 16 << 20;
+
+/// Sends one request on `stream` and reads its response within `timeout`.
+pub async fn exchange<Q: Encodable, R: Decodable>(
+    stream: &mut TcpStream,
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    client_id: String,
+    request: &Q,
+    timeout: Duration,
+) -> std::io::Result<R> {
+    let frame = encode_request(api_key, version, correlation_id, client_id, request)?;
+    stream.write_all(&frame).await?;
+    let body = glommio::timer::timeout(timeout, async {
+        read_frame(stream, RESPONSE_BYTES_MAX).await.map_err(glommio::GlommioError::from)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
+    decode_response(body, api_key, version, correlation_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
+
+    #[test]
+    fn a_request_frame_carries_its_length_and_header() {
+        let request = WriteTxnMarkersRequest::default();
+        let frame = encode_request(ApiKey::WriteTxnMarkers, 1, 7, "me".into(), &request).unwrap();
+        let length = i32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(length, frame.len() - 4);
+        let mut body = Bytes::copy_from_slice(&frame[4..]);
+        let header =
+            RequestHeader::decode(&mut body, ApiKey::WriteTxnMarkers.request_header_version(1))
+                .unwrap();
+        assert_eq!((header.request_api_key, header.correlation_id), (27, 7));
+        assert_eq!(WriteTxnMarkersRequest::decode(&mut body, 1).unwrap(), request);
+    }
+
+    #[test]
+    fn a_response_must_answer_this_request_and_end_where_it_ends() {
+        let mut header = ResponseHeader::default();
+        header.correlation_id = 5;
+        let version = ApiKey::WriteTxnMarkers.response_header_version(1);
+        let mut frame = BytesMut::new();
+        header.encode(&mut frame, version).unwrap();
+        WriteTxnMarkersResponse::default().encode(&mut frame, 1).unwrap();
+        let body = frame.freeze();
+        let decode = |body: Bytes, id| {
+            decode_response::<WriteTxnMarkersResponse>(body, ApiKey::WriteTxnMarkers, 1, id)
+        };
+        assert!(decode(body.clone(), 5).is_ok());
+        assert!(decode(body.clone(), 6).is_err());
+        let mut longer = BytesMut::from(&body[..]);
+        longer.put_u8(0);
+        assert!(decode(longer.freeze(), 5).is_err());
+    }
+}
