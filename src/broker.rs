@@ -54,6 +54,10 @@ static CONTROLLED_SHUTDOWN_DONE: AtomicBool = AtomicBool::new(false);
 /// `install_signal_handlers`).
 static SHARDS_SERVING: AtomicUsize = AtomicUsize::new(0);
 
+/// How often a shard's executor wakes while the shards join their meshes (see
+/// `shard_main`).
+const MESH_JOIN_POLL_MS: u64 = 1;
+
 /// How long shutdown waits for in-flight requests before sealing the logs anyway.
 const SHUTDOWN_DRAIN_MS: u64 = 5_000;
 
@@ -283,11 +287,22 @@ struct Start {
 
 async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, start: Start) {
     let Start { readers, ready, started, open_files, clean_stop, security } = start;
+    // glommio wakes an executor parked in io_uring for a peer's shared-channel connection
+    // only when something else wakes it: nothing tells it that the peer connected. A shard
+    // that parked while its peer had not yet joined could stay parked for seconds (seen up
+    // to 60 s under load, with the peer spinning on the next mesh's join). A timer every
+    // millisecond while the shards join keeps each executor looking.
+    let ticker = glommio::spawn_local(async {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(MESH_JOIN_POLL_MS)).await;
+        }
+    });
     let (partitions_mesh, partitions_peers) = join(meshes.partitions).await;
     let (controller_mesh, controller_peers) = join(meshes.controller).await;
     let (groups_mesh, groups_peers) = join(meshes.groups).await;
     let (txns_mesh, txns_peers) = join(meshes.txns).await;
     let (cluster_mesh, cluster_peers) = join(meshes.cluster).await;
+    drop(ticker);
     let id = partitions_mesh.me();
     tracing::debug!(shard = id.0, "joined the meshes");
     probe_direct_io(&config.data_dir, id).await;
