@@ -91,6 +91,16 @@ pub struct Args {
     /// it heartbeats again; Kafka's broker.session.timeout.ms) [default: 9000].
     #[arg(long, value_name = "MS")]
     pub broker_session_timeout_ms: Option<u64>,
+    /// Clustered: the active controller moves each partition's leadership back to its
+    /// preferred replica (the first) once that one is in sync again (Kafka's
+    /// auto.leader.rebalance.enable) [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub auto_leader_rebalance_enable: Option<bool>,
+    /// Clustered: how often the active controller looks for partitions not led by their
+    /// preferred replica (Kafka's leader.imbalance.check.interval.seconds, in ms here)
+    /// [default: 300000].
+    #[arg(long, value_name = "MS")]
+    pub leader_imbalance_check_interval_ms: Option<u64>,
     /// Create topics on first use by Metadata, Produce or Fetch [default: true].
     #[arg(long, value_name = "BOOL")]
     pub auto_create_topics: Option<bool>,
@@ -209,6 +219,8 @@ struct FileConfig {
     controller_quorum_voters: Option<String>,
     broker_heartbeat_interval_ms: Option<u64>,
     broker_session_timeout_ms: Option<u64>,
+    auto_leader_rebalance_enable: Option<bool>,
+    leader_imbalance_check_interval_ms: Option<u64>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<i32>,
     message_max_bytes: Option<u32>,
@@ -245,6 +257,8 @@ pub struct ClusterConfig {
     pub voters: QuorumVoters,
     pub broker_heartbeat_interval_ms: u64,
     pub broker_session_timeout_ms: u64,
+    /// How often the active controller elects preferred leaders; None: never.
+    pub leader_imbalance_check_interval_ms: Option<u64>,
 }
 
 /// Kafka's security protocols, which are also the listener names Spate accepts.
@@ -520,12 +534,22 @@ impl Config {
             args.broker_heartbeat_interval_ms.or(file.broker_heartbeat_interval_ms),
             args.broker_session_timeout_ms.or(file.broker_session_timeout_ms),
         )?;
-        let cluster = cluster_config(
+        let mut cluster = cluster_config(
             node_id,
             args.controller_listen.or(file.controller_listen),
             args.controller_quorum_voters.or(file.controller_quorum_voters),
             liveness,
         )?;
+        if let Some(cluster) = &mut cluster {
+            let rebalance = args.auto_leader_rebalance_enable.or(file.auto_leader_rebalance_enable);
+            let interval_ms = args
+                .leader_imbalance_check_interval_ms
+                .or(file.leader_imbalance_check_interval_ms)
+                .unwrap_or(constants::LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT)
+                .max(1);
+            cluster.leader_imbalance_check_interval_ms =
+                rebalance.unwrap_or(true).then_some(interval_ms);
+        }
         if let Some(cluster) = &cluster {
             if listeners.len() > 1 {
                 return Err("a cluster node takes one listener for now (its address is what the \
@@ -624,6 +648,7 @@ fn cluster_config(
         voters,
         broker_heartbeat_interval_ms,
         broker_session_timeout_ms,
+        leader_imbalance_check_interval_ms: None,
     }))
 }
 

@@ -389,6 +389,10 @@ pub const REPLICA_FETCH_TIMEOUT_MS: u64 = 30_000;
 pub const REPLICA_FETCH_BACKOFF_MS_MIN: u64 = 50;
 pub const REPLICA_FETCH_BACKOFF_MS_MAX: u64 = 1_000;
 
+/// How often the active controller moves leadership back to preferred replicas (Kafka's
+/// `leader.imbalance.check.interval.seconds`, 300).
+pub const LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
+
 /// How long a transaction marker on a replicated partition waits for its high watermark
 /// (Kafka appends markers with acks=all and its `request.timeout.ms`, 30 s); the
 /// coordinator writes it again after that.

@@ -171,6 +171,7 @@ pub async fn run(
         sessions,
         partition_changes: Throttle::new(CLUSTER_PROPOSAL_RETRY_MS),
         partition_changes_checked: None,
+        preferred_checked_ms: 0,
     };
     driver.run(events).await;
 }
@@ -256,6 +257,9 @@ struct Driver {
     partition_changes: Throttle<([u8; 16], i32, i32)>,
     /// The applied index and time of the last look for partition changes.
     partition_changes_checked: Option<(u64, u64)>,
+    /// When the active controller last looked for partitions not led by their preferred
+    /// replica (see `propose_preferred_leaders`).
+    preferred_checked_ms: u64,
 }
 
 /// What a batch of applied entries has for the controller.
@@ -291,6 +295,7 @@ impl Driver {
             self.propose_internal_topics();
             self.update_active();
             self.propose_liveness();
+            self.propose_preferred_leaders();
             if self.node.has_ready() {
                 self.handle_ready().await;
             }
@@ -397,6 +402,43 @@ impl Driver {
         }
         if proposed > 0 {
             tracing::info!(partitions = proposed, "proposing partition leader changes");
+        }
+    }
+
+    /// Automatic leader rebalance (Kafka's `auto.leader.rebalance.enable`): every
+    /// `--leader-imbalance-check-interval-ms` the active controller proposes each preferred
+    /// replica that is live and in sync as its partition's leader again (after a restart a
+    /// broker comes back as a follower, so without this the survivors keep its leadership
+    /// for ever). Never while fencing changes wait to be applied.
+    fn propose_preferred_leaders(&mut self) {
+        let Some(interval_ms) = self.quorum.leader_imbalance_check_interval_ms else { return };
+        if !self.sessions.is_active() {
+            return;
+        }
+        let now_ms = self.now_ms();
+        if now_ms < self.preferred_checked_ms + interval_ms {
+            return;
+        }
+        self.preferred_checked_ms = now_ms;
+        if !self.state.partition_changes().is_empty() {
+            return;
+        }
+        let mut proposed = 0;
+        for record in self.state.preferred_leader_changes() {
+            let MetadataRecord::PartitionChange { topic_id, partition, leader_epoch, .. } = &record
+            else {
+                continue;
+            };
+            if !self.partition_changes.due((*topic_id, *partition, leader_epoch.0), now_ms) {
+                continue;
+            }
+            proposed += 1;
+            if let Err(e) = self.node.propose(vec![], record.encode()) {
+                tracing::debug!("raft propose of a preferred leader: {e}");
+            }
+        }
+        if proposed > 0 {
+            tracing::info!(partitions = proposed, "proposing preferred replicas as leaders");
         }
     }
 

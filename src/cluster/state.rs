@@ -270,6 +270,34 @@ impl MetadataState {
         changes
     }
 
+    /// Preferred leader election (Kafka's auto leader rebalance): each partition led by
+    /// another replica than its preferred one (the first) while the preferred one is live
+    /// and in sync gets it back, one leader epoch higher, its ISR unchanged. Only where no
+    /// fencing change is due (`partition_changes` empty for it), so the two never race.
+    pub fn preferred_leader_changes(&self) -> Vec<MetadataRecord> {
+        let mut changes = Vec::new();
+        for topic in self.topics.values() {
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                let Some(&preferred) = partition.replicas.first() else { continue };
+                if preferred == partition.leader
+                    || !partition.isr.contains(&preferred)
+                    || !self.is_live(preferred)
+                    || partition.isr.iter().any(|id| !self.is_live(*id))
+                {
+                    continue;
+                }
+                changes.push(MetadataRecord::PartitionChange {
+                    topic_id: topic.topic_id,
+                    partition: index as i32,
+                    leader: preferred,
+                    leader_epoch: LeaderEpoch(partition.leader_epoch.0 + 1),
+                    isr: partition.isr.clone(),
+                });
+            }
+        }
+        changes
+    }
+
     /// The leader a partition with in-sync replicas `isr` should have: a live leader in
     /// the ISR keeps office, else the first replica that is in sync and live, NONE when
     /// there is none.
@@ -873,6 +901,48 @@ mod tests {
         assert_eq!(settle(&mut state), 1);
         assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(3), 4));
         assert_eq!(isr(&state), [NodeId(3)], "the leader adds caught-up followers back");
+    }
+
+    /// A preferred replica that comes back leads again once it is in sync, and not before;
+    /// nothing is elected while a fencing change is due.
+    #[test]
+    fn the_preferred_replica_leads_again_once_it_is_back_in_sync() {
+        let mut state = three_brokers();
+        next(&mut state, &create_replicated(1, "t", &[&[1, 2, 3], &[2, 3, 1]]));
+        assert!(state.preferred_leader_changes().is_empty(), "every preferred leader leads");
+        let one = state.brokers[&NodeId(1)].epoch;
+        next(&mut state, &fence(1, one));
+        assert!(state.preferred_leader_changes().is_empty(), "a fencing change is due first");
+        assert_eq!(settle(&mut state), 2);
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(2), 1));
+        next(&mut state, &unfence(1, one));
+        assert_eq!(settle(&mut state), 0);
+        assert!(state.preferred_leader_changes().is_empty(), "1 is not in sync yet");
+        // Its leader adds it back to the ISR (as `replication` proposes it).
+        let caught_up = MetadataRecord::PartitionChange {
+            topic_id: [1; 16],
+            partition: 0,
+            leader: NodeId(2),
+            leader_epoch: LeaderEpoch(2),
+            isr: [2, 3, 1].map(NodeId).to_vec(),
+        };
+        assert!(next(&mut state, &caught_up).catalog_changed);
+        let changes = state.preferred_leader_changes();
+        assert_eq!(
+            changes,
+            [MetadataRecord::PartitionChange {
+                topic_id: [1; 16],
+                partition: 0,
+                leader: NodeId(1),
+                leader_epoch: LeaderEpoch(3),
+                isr: [2, 3, 1].map(NodeId).to_vec(),
+            }]
+        );
+        assert!(next(&mut state, &changes[0]).catalog_changed);
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(1), 3));
+        assert_eq!(leader_and_epoch(&state, "t", 1), (NodeId(2), 1), "led by its preferred");
+        assert!(state.preferred_leader_changes().is_empty());
+        assert!(state.partition_changes().is_empty());
     }
 
     #[test]

@@ -4,7 +4,8 @@ A topic of replication factor 3 has every replica in sync; an idempotent acks=al
 records are on all three replicas byte for byte when acknowledged (the segment files are
 compared); kill -9 of a partition's leader moves leadership to an in-sync replica and a
 consumer reads every acknowledged record exactly once, in order; the killed broker comes
-back as a follower, catches up, and its leader adds it to the ISR again. With
+back as a follower, catches up, its leader adds it to the ISR again, and the controller
+makes it the leader of the partitions it prefers again (auto leader rebalance). With
 min.insync.replicas=3 a killed follower leaves the ISR and acks=all writes get
 NOT_ENOUGH_REPLICAS (acks=1 still writes), until it is back. A leader that wrote records no
 follower has (they were stopped with SIGSTOP) and was killed truncates them when it comes
@@ -135,7 +136,8 @@ def replicas_identical(nodes, topic, partitions):
 
 
 def test_acknowledged_records_survive_the_kill_of_their_leader(spate_factory):
-    nodes, by_id = replicated_cluster(spate_factory, "--replica-lag-time-max-ms", "4000")
+    nodes, by_id = replicated_cluster(spate_factory, "--replica-lag-time-max-ms", "4000",
+                                      "--leader-imbalance-check-interval-ms", "1000")
     create_replicated(nodes[0], "rep", 3, min_insync=2)
     states = wait_for("every replica in sync", lambda: all_in_sync(nodes, "rep", 3))
     assert {s[1] for s in states.values()} == {1, 2, 3}, states  # leaders spread
@@ -181,6 +183,14 @@ def test_acknowledged_records_survive_the_kill_of_their_leader(spate_factory):
     victim.broker.start()
     wait_for("the ISR whole again", lambda: all_in_sync(nodes, "rep", 3), timeout=30)
     assert replicas_identical(nodes, "rep", partitions), "the returned replica differs"
+
+    # In sync again, it leads what it was placed to lead (preferred leader election).
+    def preferred_leaders():
+        s = partition_states(nodes, "rep")
+        return s if s and all(p[1] == p[3][0] for p in s.values()) else None
+
+    back = wait_for("the preferred replicas leading again", preferred_leaders, timeout=20)
+    assert back[0][1] == victim.node_id, back
     print(f"leader of partition 0 replaced {failover_s:.2f} s after kill -9 (poll 0.1 s)")
 
 
