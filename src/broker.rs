@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::constants::{
     BLOCKING_THREADS_PER_SHARD, BROKER_CONTROLLED_SHUTDOWN_WAIT_MS_MAX,
     MEMLOCK_BYTES_PER_SHARD_MIN, MESH_CHANNEL_CAPACITY, READER_THREADS_PER_SHARD,
-    RETENTION_CHECK_INTERVAL_MS,
+    RETENTION_CHECK_INTERVAL_MS, SHARD_NUDGE_MS,
 };
 use crate::controller::Controller;
 use crate::fatal::{fatal, FatalReason};
@@ -53,10 +53,6 @@ static CONTROLLED_SHUTDOWN_DONE: AtomicBool = AtomicBool::new(false);
 /// Until every shard does, a stop signal ends the process at once (see
 /// `install_signal_handlers`).
 static SHARDS_SERVING: AtomicUsize = AtomicUsize::new(0);
-
-/// How often a shard's executor wakes while the shards join their meshes (see
-/// `shard_main`).
-const MESH_JOIN_POLL_MS: u64 = 1;
 
 /// How long shutdown waits for in-flight requests before sealing the logs anyway.
 const SHUTDOWN_DRAIN_MS: u64 = 5_000;
@@ -178,6 +174,7 @@ pub fn run(config: Config) {
     );
     // The builders hold an `Rc` inside: clone them here, on one thread, once per shard, and
     // hand each executor its own copies (cloning them on the executor threads races).
+    let nudges = Arc::new(Mutex::new(start_nudger(config.cores)));
     let meshes =
         Arc::new(std::sync::Mutex::new(vec![MeshBuilders::new(config.cores); config.cores]));
     let ready = Arc::new(AtomicUsize::new(0));
@@ -209,10 +206,20 @@ pub fn run(config: Config) {
                 let readers = readers.clone();
                 let files = descriptors.files_per_shard as usize;
                 let clean_stop = clean_stop.clone();
+                let nudged = nudges.lock().ok().and_then(|mut n| n.pop());
+                let nudged = nudged
+                    .unwrap_or_else(|| fatal(FatalReason::Runtime, "more executors than shards"));
                 let security = security.clone();
                 async move {
-                    let start =
-                        Start { readers, ready, started, open_files: files, clean_stop, security };
+                    let start = Start {
+                        readers,
+                        ready,
+                        started,
+                        open_files: files,
+                        clean_stop,
+                        security,
+                        nudged,
+                    };
                     shard_main(config, catalog, mesh, start).await
                 }
             });
@@ -283,26 +290,22 @@ struct Start {
     clean_stop: Arc<Mutex<CleanStop>>,
     /// TLS and SASL, shared by the shards (read without locks).
     security: Arc<Security>,
+    /// This shard's end of the nudger (see `start_nudger`).
+    nudged: futures::channel::mpsc::Receiver<()>,
 }
 
 async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, start: Start) {
-    let Start { readers, ready, started, open_files, clean_stop, security } = start;
-    // glommio wakes an executor parked in io_uring for a peer's shared-channel connection
-    // only when something else wakes it: nothing tells it that the peer connected. A shard
-    // that parked while its peer had not yet joined could stay parked for seconds (seen up
-    // to 60 s under load, with the peer spinning on the next mesh's join). A timer every
-    // millisecond while the shards join keeps each executor looking.
-    let ticker = glommio::spawn_local(async {
-        loop {
-            glommio::timer::sleep(Duration::from_millis(MESH_JOIN_POLL_MS)).await;
-        }
-    });
+    let Start { readers, ready, started, open_files, clean_stop, security, nudged } = start;
+    glommio::spawn_local(async move {
+        let mut nudged = nudged;
+        while futures::StreamExt::next(&mut nudged).await.is_some() {}
+    })
+    .detach();
     let (partitions_mesh, partitions_peers) = join(meshes.partitions).await;
     let (controller_mesh, controller_peers) = join(meshes.controller).await;
     let (groups_mesh, groups_peers) = join(meshes.groups).await;
     let (txns_mesh, txns_peers) = join(meshes.txns).await;
     let (cluster_mesh, cluster_peers) = join(meshes.cluster).await;
-    drop(ticker);
     let id = partitions_mesh.me();
     tracing::debug!(shard = id.0, "joined the meshes");
     probe_direct_io(&config.data_dir, id).await;
@@ -757,6 +760,43 @@ fn raise_open_files(partitions: u64, cores: usize) -> DescriptorBudget {
         "{message}"
     );
     budget
+}
+
+/// Starts the nudger: a thread that wakes every shard's executor every `SHARD_NUDGE_MS`,
+/// through a channel whose receiver a task on the shard awaits (a wake from another thread
+/// goes through the executor's eventfd, which its main io_uring always watches). Returns
+/// the receivers, one per shard.
+///
+/// Why: on this kernel (6.18) a glommio executor parked in its main ring sometimes stays
+/// parked although a timer of its is due (glommio arms timers on its latency ring and
+/// links the two rings with a poll) or a blocking-pool job of its finished: caught with
+/// gdb, a cluster node's only shard slept 20 s in `link_rings_and_sleep` with heartbeats
+/// due every 200 ms and its blocking threads idle, was fenced, and lost its Raft
+/// leadership; starts stalled the same way in the mesh joins. A nudge bounds any such
+/// stall to `SHARD_NUDGE_MS`.
+fn start_nudger(cores: usize) -> Vec<futures::channel::mpsc::Receiver<()>> {
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..cores).map(|_| futures::channel::mpsc::channel::<()>(1)).unzip();
+    std::thread::Builder::new()
+        .name("spate-nudge".into())
+        .spawn(move || {
+            let mut senders = senders;
+            loop {
+                std::thread::sleep(Duration::from_millis(SHARD_NUDGE_MS));
+                // A full channel is a nudge not taken yet: it still wakes the shard.
+                senders.retain_mut(|sender| match sender.try_send(()) {
+                    Ok(()) => true,
+                    Err(e) => e.is_full(),
+                });
+                if senders.is_empty() {
+                    return;
+                }
+            }
+        })
+        .unwrap_or_else(|e| {
+            fatal(FatalReason::Runtime, format!("cannot start the nudge thread: {e}"))
+        });
+    receivers
 }
 
 /// SIGTERM and SIGINT stop the broker (a second one at once); SIGHUP reloads the TLS

@@ -389,6 +389,10 @@ pub const REPLICA_FETCH_TIMEOUT_MS: u64 = 30_000;
 pub const REPLICA_FETCH_BACKOFF_MS_MIN: u64 = 50;
 pub const REPLICA_FETCH_BACKOFF_MS_MAX: u64 = 1_000;
 
+/// How often the nudge thread wakes every shard's executor (`broker::start_nudger`): the
+/// most a lost io_uring wake-up can stall a shard.
+pub const SHARD_NUDGE_MS: u64 = 10;
+
 /// How often the active controller moves leadership back to preferred replicas (Kafka's
 /// `leader.imbalance.check.interval.seconds`, 300).
 pub const LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
