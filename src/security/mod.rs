@@ -18,6 +18,7 @@
 //! The pieces here are pure or nearly (the credentials file, the TLS files): the handlers
 //! in `api` and the connection in `net` drive them.
 
+pub mod acl;
 pub mod credentials;
 pub mod plain;
 pub mod scram;
