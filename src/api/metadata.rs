@@ -5,6 +5,8 @@
 //! LEADER_NOT_AVAILABLE, leader -1, the replica listed as offline).
 //! Unknown topics are auto-created through the controller when the broker allows it and the
 //! client asks for it (`allow_auto_topic_creation`, v4+; always for older versions).
+//! With an authorizer, topics the principal may not DESCRIBE are hidden from the all-topics
+//! answer and TOPIC_AUTHORIZATION_FAILED when named; auto-creation needs CREATE.
 
 use bytes::Bytes;
 use kafka_protocol::messages::metadata_response::{
@@ -15,6 +17,7 @@ use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 use super::{str_bytes, Context, Outcome};
 use crate::model::topic::validate_topic_name;
 use crate::model::{ErrorCode, LeaderEpoch, NodeId};
+use crate::security::acl::Operation;
 use crate::shard::catalog::TopicMeta;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -70,7 +73,15 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         config.auto_create_topics && (ctx.version < 4 || request.allow_auto_topic_creation);
     match request.topics {
         None => {
-            let metas: Vec<TopicMeta> = shard.catalog.borrow().topics.values().cloned().collect();
+            // Topics the principal may not describe are left out, as Kafka leaves them.
+            let metas: Vec<TopicMeta> = shard
+                .catalog
+                .borrow()
+                .topics
+                .values()
+                .filter(|m| ctx.topic_allowed(Operation::Describe, &m.name))
+                .cloned()
+                .collect();
             let live = live_check(ctx);
             response.topics = metas.iter().map(|m| topic_entry(m, node_id, &live)).collect();
         }
@@ -81,6 +92,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                     (None, false) => {
                         let found = shard.catalog.borrow().name_of(requested.topic_id.as_bytes());
                         match found {
+                            Some(name) if !ctx.topic_allowed(Operation::Describe, &name) => {
+                                let mut entry = MetadataResponseTopic::default();
+                                entry.error_code = ErrorCode::TopicAuthorizationFailed.code();
+                                entry.topic_id = requested.topic_id;
+                                response.topics.push(entry);
+                                continue;
+                            }
                             Some(name) => name.to_string(),
                             None => {
                                 let mut entry = MetadataResponseTopic::default();
@@ -106,18 +124,29 @@ async fn resolve(
     auto_create: bool,
     node_id: NodeId,
 ) -> MetadataResponseTopic {
+    let mut entry = MetadataResponseTopic::default();
+    entry.name = Some(TopicName(str_bytes(name)));
+    // Kafka: a topic the principal may not describe is TOPIC_AUTHORIZATION_FAILED whether
+    // it exists or not (so its existence is not told), and so is an auto-creation without
+    // CREATE on the cluster or the topic.
+    if !ctx.topic_allowed(Operation::Describe, name) {
+        entry.error_code = ErrorCode::TopicAuthorizationFailed.code();
+        return entry;
+    }
     let existing = ctx.shard().catalog.borrow().get(name).cloned();
     if let Some(meta) = existing {
         return topic_entry(&meta, node_id, &live_check(ctx));
     }
-    let mut entry = MetadataResponseTopic::default();
-    entry.name = Some(TopicName(str_bytes(name)));
     if validate_topic_name(name).is_err() {
         entry.error_code = ErrorCode::InvalidTopicException.code();
         return entry;
     }
     if !auto_create {
         entry.error_code = ErrorCode::UnknownTopicOrPartition.code();
+        return entry;
+    }
+    if !ctx.may_create_topic(name) {
+        entry.error_code = ErrorCode::TopicAuthorizationFailed.code();
         return entry;
     }
     match ctx.controller().ensure_topic(name).await {

@@ -1160,7 +1160,7 @@ mod tests {
         shard.store.create(&[a.clone(), b.clone()]).expect("create");
         assert_eq!(shard.with(|set| set.version), 2);
         // Adding what is there changes nothing, not even the version.
-        shard.store.create(&[a.clone()]).expect("create again");
+        shard.store.create(std::slice::from_ref(&a)).expect("create again");
         assert_eq!(shard.store.version(), 2);
         assert!(shard.with(|set| set.authorize(
             &Policy::default(),
