@@ -1,5 +1,7 @@
-//! Authentication: TLS material (`tls`), SASL PLAIN (`plain`) and SCRAM (`scram`), the SCRAM
-//! credentials in the data dir (`credentials`), and each connection's SASL state (`Session`).
+//! Authentication and authorization: TLS material (`tls`), SASL PLAIN (`plain`) and SCRAM
+//! (`scram`), the SCRAM credentials in the data dir (`credentials`), each connection's SASL
+//! state (`Session`), and the ACL authorizer (`acl`; `ShardSecurity::authorize` is what the
+//! handlers ask).
 //!
 //! A connection on a SASL listener goes through Kafka's states:
 //!
