@@ -18,7 +18,7 @@ use crate::group::assignor;
 use crate::group::consumer::DescribedConsumerGroup;
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::model::ErrorCode;
-use crate::security::acl::Operation;
+use crate::security::acl::{Operation, ResourceType};
 
 /// Member type of a member that speaks the consumer protocol (v1+; 0 would be classic).
 const MEMBER_TYPE_CONSUMER: i8 = 1;
@@ -69,6 +69,9 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             response.groups.push(group);
             continue;
         };
+        if request.include_authorized_operations {
+            group.authorized_operations = ctx.authorized_operations(ResourceType::Group, &id);
+        }
         group.error_code = found.error_code.code();
         group.error_message = found.error_message.as_deref().map(str_bytes);
         group.group_state = str_bytes(found.state);

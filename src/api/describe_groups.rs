@@ -13,7 +13,7 @@ use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::state;
 use crate::model::ErrorCode;
-use crate::security::acl::Operation;
+use crate::security::acl::{Operation, ResourceType};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: DescribeGroupsRequest = match ctx.decode(body) {
@@ -54,6 +54,9 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 format!("Group {id} not found.")
             };
             group.error_message = Some(str_bytes(&message));
+        }
+        if ctx.version >= 3 && request.include_authorized_operations {
+            group.authorized_operations = ctx.authorized_operations(ResourceType::Group, &id);
         }
         group.protocol_type = str_bytes(&found.protocol_type);
         group.protocol_data = str_bytes(&found.protocol_data);

@@ -17,7 +17,7 @@ use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 use super::{str_bytes, Context, Outcome};
 use crate::model::topic::validate_topic_name;
 use crate::model::{ErrorCode, LeaderEpoch, NodeId};
-use crate::security::acl::Operation;
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::shard::catalog::TopicMeta;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -71,6 +71,11 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     };
     let auto_create =
         config.auto_create_topics && (ctx.version < 4 || request.allow_auto_topic_creation);
+    // v8+: the authorized-operations bitfields when asked (v8-10 for the cluster).
+    let topic_operations = ctx.version >= 8 && request.include_topic_authorized_operations;
+    if ctx.version >= 8 && request.include_cluster_authorized_operations {
+        response.cluster_authorized_operations = cluster_operations(ctx);
+    }
     match request.topics {
         None => {
             // Topics the principal may not describe are left out, as Kafka leaves them.
@@ -115,7 +120,22 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             }
         }
     }
+    if topic_operations {
+        for topic in response.topics.iter_mut().filter(|t| t.error_code == 0) {
+            let name = topic.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+            topic.topic_authorized_operations =
+                ctx.authorized_operations(ResourceType::Topic, &name);
+        }
+    }
     ctx.reply(&response)
+}
+
+/// The cluster's authorized-operations bitfield: 0 without DESCRIBE on it, as Kafka answers.
+pub(super) fn cluster_operations(ctx: &Context) -> i32 {
+    match ctx.cluster_allowed(Operation::Describe) {
+        true => ctx.authorized_operations(ResourceType::Cluster, CLUSTER_NAME),
+        false => 0,
+    }
 }
 
 async fn resolve(

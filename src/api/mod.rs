@@ -73,7 +73,7 @@ use crate::controller::Controller;
 use crate::group::coordinator::Coordinator as GroupCoordinator;
 use crate::partition::Partitions;
 use crate::protocol::{put_response_header, versions, RequestPrefix};
-use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::acl::{operations_bitfield, Operation, ResourceType, CLUSTER_NAME};
 use crate::security::{now_ms, Admission, Session, ShardSecurity};
 use crate::shard::Shard;
 use crate::storage::log::ReadChunk;
@@ -270,6 +270,13 @@ impl Context {
     /// `allowed` on the cluster resource.
     pub fn cluster_allowed(&self, operation: Operation) -> bool {
         self.allowed(operation, ResourceType::Cluster, CLUSTER_NAME)
+    }
+
+    /// Kafka's authorized-operations bitfield of a resource for the principal: every
+    /// supported operation it may do (all of them without an authorizer, as Kafka answers).
+    pub fn authorized_operations(&self, resource_type: ResourceType, name: &str) -> i32 {
+        let supported = resource_type.supported_operations().iter().copied();
+        operations_bitfield(supported.filter(|op| self.allowed(*op, resource_type, name)))
     }
 
     pub fn topic_allowed(&self, operation: Operation, topic: &str) -> bool {

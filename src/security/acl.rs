@@ -138,6 +138,37 @@ impl ResourceType {
     }
 }
 
+impl ResourceType {
+    /// The operations Kafka reports for a resource of this type (`AclEntry.
+    /// supportedOperations`), in the authorized-operations bitfields.
+    pub fn supported_operations(self) -> &'static [Operation] {
+        use Operation::*;
+        match self {
+            ResourceType::Topic => {
+                &[Read, Write, Create, Describe, Delete, Alter, DescribeConfigs, AlterConfigs]
+            }
+            ResourceType::Group => &[Read, Describe, Delete],
+            ResourceType::Cluster => &[
+                Create,
+                ClusterAction,
+                DescribeConfigs,
+                AlterConfigs,
+                IdempotentWrite,
+                Alter,
+                Describe,
+            ],
+            ResourceType::TransactionalId => &[Describe, Write],
+            ResourceType::DelegationToken => &[Describe],
+            ResourceType::User => &[CreateTokens, DescribeTokens],
+        }
+    }
+}
+
+/// Kafka's authorized-operations bitfield: bit `code` set for each operation.
+pub fn operations_bitfield(operations: impl IntoIterator<Item = Operation>) -> i32 {
+    operations.into_iter().fold(0, |bits, operation| bits | (1 << operation as i32))
+}
+
 impl PatternType {
     pub fn from_wire(value: i8) -> Option<PatternType> {
         [PatternType::Literal, PatternType::Prefixed].into_iter().find(|p| *p as i8 == value)

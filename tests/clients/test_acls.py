@@ -389,6 +389,45 @@ def test_group_operations_allowed_and_denied(spate_factory):
     assert listed(bob) == ["g-other"]
 
 
+def test_authorized_operations(spate_factory):
+    """The authorized-operations bitfields (DescribeCluster, Metadata for DescribeTopics,
+    DescribeGroups) list what the principal may do: everything a resource supports for the
+    super user, the granted and implied operations for alice, nothing on the cluster without
+    DESCRIBE there."""
+    from confluent_kafka import TopicCollection
+    broker = acl_broker(spate_factory)
+    topic, group = unique_topic("ops"), "ops-group"
+    create_topic(broker, topic)
+    assert produce_one(broker, "admin", topic) is None
+    assert consume_with_group(broker, "admin", topic, group)[0] == "ok"
+    grant(broker,
+          binding(TOPIC, topic, "User:alice", AclOperation.READ),
+          binding(TOPIC, topic, "User:alice", AclOperation.ALTER_CONFIGS),
+          binding(GROUP, group, "User:alice", AclOperation.DELETE))
+    names = lambda ops: sorted(op.name for op in ops)  # noqa: E731
+
+    def cluster_ops(user):
+        found = admin(broker, user).describe_cluster(include_authorized_operations=True)
+        return names(found.result(timeout=15).authorized_operations or [])
+
+    def topic_ops(user):
+        found = admin(broker, user).describe_topics(TopicCollection([topic]),
+                                                    include_authorized_operations=True)
+        return names(found[topic].result(timeout=15).authorized_operations)
+
+    def group_ops(user):
+        found = admin(broker, user).describe_consumer_groups(
+            [group], include_authorized_operations=True)
+        return names(found[group].result(timeout=15).authorized_operations)
+    assert cluster_ops("admin") == ["ALTER", "ALTER_CONFIGS", "CLUSTER_ACTION", "CREATE",
+                                    "DESCRIBE", "DESCRIBE_CONFIGS", "IDEMPOTENT_WRITE"]
+    assert cluster_ops("alice") == []
+    assert topic_ops("admin") == ["ALTER", "ALTER_CONFIGS", "CREATE", "DELETE", "DESCRIBE",
+                                  "DESCRIBE_CONFIGS", "READ", "WRITE"]
+    assert topic_ops("alice") == ["ALTER_CONFIGS", "DESCRIBE", "DESCRIBE_CONFIGS", "READ"]
+    assert group_ops("alice") == ["DELETE", "DESCRIBE"]
+
+
 def test_transactions_need_write_on_the_transactional_id(spate_factory):
     """A transactional producer needs WRITE on its transactional id (else
     TRANSACTIONAL_ID_AUTHORIZATION_FAILED at init_transactions), WRITE on the topic, and
