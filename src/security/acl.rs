@@ -589,7 +589,16 @@ impl AclSet {
 #[derive(Default)]
 pub struct DecisionCache {
     version: u64,
+    /// The last decision made or looked up: a producer writing one topic finds it here with
+    /// one string comparison, no hashing.
+    last: Option<Decision>,
     kinds: Vec<((ResourceType, Operation), HashMap<String, bool>)>,
+}
+
+struct Decision {
+    kind: (ResourceType, Operation),
+    name: String,
+    allowed: bool,
 }
 
 impl DecisionCache {
@@ -602,14 +611,22 @@ impl DecisionCache {
     ) -> Option<bool> {
         if self.version != version {
             self.version = version;
-            self.kinds.clear();
+            self.clear();
             return None;
         }
-        self.kinds
+        if let Some(last) = &self.last {
+            if last.kind == kind && last.name == name {
+                return Some(last.allowed);
+            }
+        }
+        let allowed = self
+            .kinds
             .iter()
             .find(|(k, _)| *k == kind)
             .and_then(|(_, by_name)| by_name.get(name))
-            .copied()
+            .copied()?;
+        self.remember_last(kind, name, allowed);
+        Some(allowed)
     }
 
     pub fn put(&mut self, kind: (ResourceType, Operation), name: &str, allowed: bool) {
@@ -625,9 +642,24 @@ impl DecisionCache {
             by_name.clear();
         }
         by_name.insert(name.to_string(), allowed);
+        self.remember_last(kind, name, allowed);
+    }
+
+    /// Keeps `name` as the last decision, reusing the slot's allocation.
+    fn remember_last(&mut self, kind: (ResourceType, Operation), name: &str, allowed: bool) {
+        match &mut self.last {
+            Some(last) => {
+                last.kind = kind;
+                last.name.clear();
+                last.name.push_str(name);
+                last.allowed = allowed;
+            }
+            None => self.last = Some(Decision { kind, name: name.to_string(), allowed }),
+        }
     }
 
     pub fn clear(&mut self) {
+        self.last = None;
         self.kinds.clear();
     }
 }
@@ -1166,6 +1198,10 @@ mod tests {
         cache.put(kind, "t", true);
         assert_eq!(cache.get(1, kind, "t"), Some(true));
         assert_eq!(cache.get(1, (ResourceType::Topic, Operation::Read), "t"), None);
+        cache.put(kind, "u", false);
+        assert_eq!(cache.get(1, kind, "t"), Some(true));
+        assert_eq!(cache.get(1, kind, "u"), Some(false));
+        assert_eq!(cache.get(1, kind, "t"), Some(true));
         assert_eq!(cache.get(2, kind, "t"), None);
         assert_eq!(cache.get(2, kind, "t"), None);
         for i in 0..=DECISIONS_PER_KIND_MAX {
