@@ -159,6 +159,27 @@ def drive_librdkafka(bootstrap):
         future.result(timeout=TIMEOUT_S)
 
 
+def drive_acls(bootstrap):
+    """CreateAcls, DescribeAcls and DeleteAcls (the broker runs the authorizer with the
+    anonymous client as super user)."""
+    from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation,
+                                       AclPermissionType, ResourcePatternType, ResourceType)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    acls = [AclBinding(ResourceType.TOPIC, "seeds-", ResourcePatternType.PREFIXED,
+                       "User:alice", "*", AclOperation.READ, AclPermissionType.ALLOW),
+            AclBinding(ResourceType.GROUP, "seeds-group", ResourcePatternType.LITERAL,
+                       "User:bob", "10.0.0.1", AclOperation.ALL, AclPermissionType.DENY)]
+    for future in admin.create_acls(acls).values():
+        future.result(timeout=TIMEOUT_S)
+    every = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                             AclOperation.ANY, AclPermissionType.ANY)
+    matching = AclBindingFilter(ResourceType.TOPIC, "seeds-a", ResourcePatternType.MATCH, None,
+                                None, AclOperation.ANY, AclPermissionType.ANY)
+    admin.describe_acls(matching).result(timeout=TIMEOUT_S)
+    for future in admin.delete_acls([every]).values():
+        future.result(timeout=TIMEOUT_S)
+
+
 def drive_kafka_python(bootstrap):
     from kafka import KafkaConsumer, KafkaProducer
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
@@ -272,12 +293,14 @@ def main():
     requests.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="spate-seeds-") as workdir:
         relay_port = free_port()
-        broker = Broker(workdir, ["--advertised-listener", f"127.0.0.1:{relay_port}"], 0)
+        broker = Broker(workdir, ["--advertised-listener", f"127.0.0.1:{relay_port}",
+                                  "--authorizer", "acl", "--super-users", "User:ANONYMOUS"], 0)
         broker.start()
         try:
             relay = Relay(relay_port, broker.port, requests, args.per_version)
             bootstrap = f"127.0.0.1:{relay_port}"
             drive_librdkafka(bootstrap)
+            drive_acls(bootstrap)
             drive_kafka_python(bootstrap)
         finally:
             broker.stop()

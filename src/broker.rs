@@ -35,7 +35,7 @@ use crate::net::readers::Readers;
 use crate::net::{self, InFlight};
 use crate::partition::Partitions;
 use crate::replication::Replication;
-use crate::security::{FailedLogins, Security, ShardSecurity};
+use crate::security::{Security, ShardSecurity};
 use crate::shard::catalog::{self, Catalog, META_DIR};
 use crate::shard::internal_log;
 use crate::shard::mesh::{Envelope, Mesh, Service};
@@ -436,10 +436,7 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         groups: groups.clone(),
         txns: txns.clone(),
         cluster: cluster.clone(),
-        security: Rc::new(ShardSecurity {
-            shared: security,
-            failures: std::cell::RefCell::new(FailedLogins::default()),
-        }),
+        security: Rc::new(ShardSecurity::new(security)),
     });
     let acceptor = glommio::spawn_local(net::accept_loop(
         services,

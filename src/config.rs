@@ -60,6 +60,19 @@ pub struct Args {
     /// connections.max.reauth.ms); 0: sessions do not expire [default: 0].
     #[arg(long, value_name = "MS")]
     pub connections_max_reauth_ms: Option<u64>,
+    /// `acl` turns on Kafka's ACL authorizer (CreateAcls, DescribeAcls, DeleteAcls; every
+    /// request checked); without it every client may do everything, as Kafka without
+    /// authorizer.class.name [default: none].
+    #[arg(long, value_name = "NAME")]
+    pub authorizer: Option<String>,
+    /// Principals the authorizer always allows, Kafka's super.users:
+    /// `User:admin,User:CN=ops` (`;` separates too). Only with --authorizer acl.
+    #[arg(long, value_name = "PRINCIPALS")]
+    pub super_users: Option<String>,
+    /// Allow a request on a resource no ACL names (Kafka's allow.everyone.if.no.acl.found)
+    /// [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_everyone_if_no_acl_found: Option<bool>,
     /// Directory that holds the partition logs [default: ./spate-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -212,6 +225,9 @@ struct FileConfig {
     sasl_plain_users_file: Option<PathBuf>,
     scram_bootstrap: Option<Vec<String>>,
     connections_max_reauth_ms: Option<u64>,
+    authorizer: Option<String>,
+    super_users: Option<String>,
+    allow_everyone_if_no_acl_found: Option<bool>,
     data_dir: Option<PathBuf>,
     cores: Option<usize>,
     node_id: Option<i32>,
@@ -322,6 +338,11 @@ pub struct SecurityConfig {
     pub scram_bootstrap: Vec<String>,
     /// 0: sessions do not expire.
     pub connections_max_reauth_ms: u64,
+    /// `--authorizer acl`.
+    pub authorizer: bool,
+    /// `--super-users`, each `Type:name`.
+    pub super_users: Vec<String>,
+    pub allow_everyone_if_no_acl_found: bool,
 }
 
 /// The validated configuration every shard gets a copy of.
@@ -420,6 +441,21 @@ impl Config {
                 .connections_max_reauth_ms
                 .or(file.connections_max_reauth_ms)
                 .unwrap_or(0),
+            authorizer: match args.authorizer.or(file.authorizer).as_deref() {
+                None | Some("") | Some("none") => false,
+                Some("acl") => true,
+                Some(other) => {
+                    return Err(format!(
+                        "--authorizer {other:?} is not known; use --authorizer acl (or leave it \
+                         out for no authorization)."
+                    ))
+                }
+            },
+            super_users: parse_super_users(args.super_users.or(file.super_users).as_deref())?,
+            allow_everyone_if_no_acl_found: args
+                .allow_everyone_if_no_acl_found
+                .or(file.allow_everyone_if_no_acl_found)
+                .unwrap_or(false),
         };
         check_security(&listeners, &security)?;
         let available = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -861,6 +897,24 @@ fn parse_listeners(
     Ok(listeners)
 }
 
+/// `--super-users`: principals separated by `,` or `;`, each `Type:name`.
+fn parse_super_users(text: Option<&str>) -> Result<Vec<String>, String> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    text.split([',', ';'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|principal| match principal.split_once(':') {
+            Some((kind, name)) if !kind.is_empty() && !name.is_empty() => Ok(principal.to_string()),
+            _ => Err(format!(
+                "--super-users names {principal:?}; write principals as User:name, separated by \
+                 commas."
+            )),
+        })
+        .collect()
+}
+
 /// TLS listeners need a certificate and key; the TLS and SASL options need a listener that
 /// uses them.
 fn check_security(listeners: &[Listener], security: &SecurityConfig) -> Result<(), String> {
@@ -881,6 +935,13 @@ fn check_security(listeners: &[Listener], security: &SecurityConfig) -> Result<(
     }
     if security.tls_client_ca_file.is_some() && tls.is_none() {
         return Err("--tls-client-ca-file needs an SSL or SASL_SSL listener in --listeners.".into());
+    }
+    if !security.authorizer
+        && (!security.super_users.is_empty() || security.allow_everyone_if_no_acl_found)
+    {
+        return Err(
+            "--super-users and --allow-everyone-if-no-acl-found need --authorizer acl.".into()
+        );
     }
     let sasl = listeners.iter().any(|l| l.protocol.sasl());
     if !sasl && security.sasl_plain_users_file.is_some() {
@@ -1062,6 +1123,51 @@ mod tests {
         let cluster = Config::from_args(args).expect("valid").cluster.expect("clustered");
         assert_eq!(cluster.broker_session_timeout_ms, 2000);
         assert_eq!(cluster.broker_heartbeat_interval_ms, 300);
+    }
+
+    #[test]
+    fn authorizer_options() {
+        let config = Config::from_args(Args::default()).expect("defaults are valid");
+        assert!(!config.security.authorizer);
+        let args = Args {
+            authorizer: Some("acl".into()),
+            super_users: Some("User:admin; User:CN=ops,User:bob".into()),
+            allow_everyone_if_no_acl_found: Some(true),
+            ..Args::default()
+        };
+        let security = Config::from_args(args).expect("valid").security;
+        assert!(security.authorizer && security.allow_everyone_if_no_acl_found);
+        assert_eq!(security.super_users, ["User:admin", "User:CN=ops", "User:bob"]);
+        for bad in [
+            Args { authorizer: Some("simple".into()), ..Args::default() },
+            Args { super_users: Some("User:admin".into()), ..Args::default() },
+            Args {
+                authorizer: Some("acl".into()),
+                super_users: Some("admin".into()),
+                ..Args::default()
+            },
+            Args { allow_everyone_if_no_acl_found: Some(true), ..Args::default() },
+        ] {
+            let error = Config::from_args(bad).expect_err("invalid");
+            assert!(error.starts_with("--"), "{error}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spate.toml");
+        let text = "authorizer = \"acl\"\nsuper-users = \"User:admin\"\n\
+                    allow-everyone-if-no-acl-found = true\n";
+        std::fs::write(&path, text).expect("write");
+        let args = Args { config: Some(path), ..Args::default() };
+        let security = Config::from_args(args).expect("valid").security;
+        assert!(security.authorizer && security.allow_everyone_if_no_acl_found);
+        assert_eq!(security.super_users, ["User:admin"]);
+        let parsed = <Args as clap::Parser>::try_parse_from([
+            "spate",
+            "--authorizer",
+            "acl",
+            "--allow-everyone-if-no-acl-found",
+        ])
+        .expect("a bare flag");
+        assert_eq!(parsed.allow_everyone_if_no_acl_found, Some(true));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use spate::model::batch;
 use spate::protocol::versions;
 use spate::protocol::RequestPrefix;
+use spate::security::acl::{AclBinding, AclFilter, WireAcl};
 
 fuzz_target!(|data: &[u8]| {
     let frame = Bytes::copy_from_slice(data);
@@ -94,6 +95,9 @@ fn decode_body(api_key: ApiKey, version: i16, body: Bytes) -> bool {
         ApiKey::AlterUserScramCredentials => {
             decode::<AlterUserScramCredentialsRequest>(body, version)
         }
+        ApiKey::CreateAcls => create_acls(body, version),
+        ApiKey::DescribeAcls => describe_acls(body, version),
+        ApiKey::DeleteAcls => delete_acls(body, version),
         ApiKey::ConsumerGroupHeartbeat => decode::<ConsumerGroupHeartbeatRequest>(body, version),
         ApiKey::ConsumerGroupDescribe => decode::<ConsumerGroupDescribeRequest>(body, version),
         ApiKey::WriteTxnMarkers => decode::<WriteTxnMarkersRequest>(body, version),
@@ -103,4 +107,53 @@ fn decode_body(api_key: ApiKey, version: i16, body: Bytes) -> bool {
             false
         }
     }
+}
+
+/// CreateAcls goes on as its handler does: each creation validated (`security::acl`).
+fn create_acls(mut body: Bytes, version: i16) -> bool {
+    let Ok(request) = CreateAclsRequest::decode(&mut body, version) else { return false };
+    for c in request.creations {
+        let _ = AclBinding::from_wire(WireAcl {
+            resource_type: c.resource_type,
+            name: Some(c.resource_name.to_string()),
+            pattern: c.resource_pattern_type,
+            principal: Some(c.principal.to_string()),
+            host: Some(c.host.to_string()),
+            operation: c.operation,
+            permission: c.permission_type,
+        });
+    }
+    true
+}
+
+/// DescribeAcls: the filter read as its handler reads it.
+fn describe_acls(mut body: Bytes, version: i16) -> bool {
+    let Ok(r) = DescribeAclsRequest::decode(&mut body, version) else { return false };
+    let _ = AclFilter::from_wire(WireAcl {
+        resource_type: r.resource_type_filter,
+        name: r.resource_name_filter.map(|s| s.to_string()),
+        pattern: r.pattern_type_filter,
+        principal: r.principal_filter.map(|s| s.to_string()),
+        host: r.host_filter.map(|s| s.to_string()),
+        operation: r.operation,
+        permission: r.permission_type,
+    });
+    true
+}
+
+/// DeleteAcls: each filter read as its handler reads it.
+fn delete_acls(mut body: Bytes, version: i16) -> bool {
+    let Ok(request) = DeleteAclsRequest::decode(&mut body, version) else { return false };
+    for f in request.filters {
+        let _ = AclFilter::from_wire(WireAcl {
+            resource_type: f.resource_type_filter,
+            name: f.resource_name_filter.map(|s| s.to_string()),
+            pattern: f.pattern_type_filter,
+            principal: f.principal_filter.map(|s| s.to_string()),
+            host: f.host_filter.map(|s| s.to_string()),
+            operation: f.operation,
+            permission: f.permission_type,
+        });
+    }
+    true
 }

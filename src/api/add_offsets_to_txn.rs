@@ -8,6 +8,7 @@ use super::txn_common::{call, fenced};
 use super::{Context, Outcome};
 use crate::constants::GROUP_ID_LENGTH_MAX;
 use crate::model::{ErrorCode, ProducerEpoch};
+use crate::security::acl::Operation;
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 use crate::txn::state::Producer;
 
@@ -27,6 +28,15 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         groups: vec![request.group_id.0.to_string()],
     };
     let mut response = AddOffsetsToTxnResponse::default();
+    // Kafka: WRITE on the transactional id, then READ on the group.
+    if !ctx.txn_allowed(&request.transactional_id.0) {
+        response.error_code = ErrorCode::TransactionalIdAuthorizationFailed.code();
+        return ctx.reply(&response);
+    }
+    if !ctx.group_allowed(Operation::Read, &request.group_id.0) {
+        response.error_code = ErrorCode::GroupAuthorizationFailed.code();
+        return ctx.reply(&response);
+    }
     if request.group_id.0.len() > GROUP_ID_LENGTH_MAX {
         response.error_code = ErrorCode::InvalidGroupId.code();
         return ctx.reply(&response);

@@ -14,6 +14,7 @@ use kafka_protocol::messages::{
 use super::txn_common::{call, fenced};
 use super::{Context, Outcome};
 use crate::model::{ErrorCode, ProducerEpoch};
+use crate::security::acl::Operation;
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 use crate::txn::state::Producer;
 
@@ -69,8 +70,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         }
         result
     });
-    let mut results = join_all(answers).await;
     let mut response = AddPartitionsToTxnResponse::default();
+    // v4+ comes from brokers, which need CLUSTER_ACTION (Kafka's check).
+    if ctx.version >= 4 && !ctx.cluster_allowed(Operation::ClusterAction) {
+        response.error_code = ErrorCode::ClusterAuthorizationFailed.code();
+        return ctx.reply(&response);
+    }
+    let mut results = join_all(answers).await;
     if ctx.version <= 3 {
         response.results_by_transaction = Vec::new();
         if let Some(result) = results.pop() {
@@ -83,24 +89,31 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     ctx.reply(&response)
 }
 
-/// One transaction of AddPartitionsToTxn: a code per partition (unknown partitions get
-/// UNKNOWN_TOPIC_OR_PARTITION and the others OPERATION_NOT_ATTEMPTED, as in Kafka).
+/// One transaction of AddPartitionsToTxn: a code per partition, as in Kafka: every partition
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED without WRITE on the transactional id; else the
+/// partitions of topics without WRITE TOPIC_AUTHORIZATION_FAILED, unknown partitions
+/// UNKNOWN_TOPIC_OR_PARTITION, and when there is either, the others OPERATION_NOT_ATTEMPTED.
 async fn add_one(
     ctx: &Context,
     id: &TransactionalId,
     producer: Producer,
     topics: &[(TopicName, Vec<i32>)],
 ) -> impl Fn(&str, i32) -> ErrorCode {
+    let txn_allowed = ctx.txn_allowed(&id.0);
     let mut unknown: Vec<(String, i32)> = Vec::new();
+    let mut denied: Vec<(String, i32)> = Vec::new();
     let mut partitions: Vec<(String, i32)> = Vec::new();
     {
         let catalog = ctx.shard().catalog.borrow();
         for (name, indexes) in topics {
             let meta = catalog.get(&name.0);
+            let topic_allowed = ctx.topic_allowed(Operation::Write, &name.0);
             for partition in indexes {
                 let known = meta.is_some_and(|m| (0..m.partitions).contains(partition));
                 let entry = (name.0.to_string(), *partition);
-                if known {
+                if !topic_allowed {
+                    denied.push(entry);
+                } else if known {
                     partitions.push(entry);
                 } else {
                     unknown.push(entry);
@@ -108,7 +121,9 @@ async fn add_one(
             }
         }
     }
-    let code = if !unknown.is_empty() {
+    let code = if !txn_allowed {
+        ErrorCode::TransactionalIdAuthorizationFailed
+    } else if !unknown.is_empty() || !denied.is_empty() {
         ErrorCode::OperationNotAttempted
     } else {
         let request = TxnRequest::Add {
@@ -123,7 +138,11 @@ async fn add_one(
         }
     };
     move |topic: &str, partition: i32| {
-        if unknown.iter().any(|(t, p)| t == topic && *p == partition) {
+        if !txn_allowed {
+            code
+        } else if denied.iter().any(|(t, p)| t == topic && *p == partition) {
+            ErrorCode::TopicAuthorizationFailed
+        } else if unknown.iter().any(|(t, p)| t == topic && *p == partition) {
             ErrorCode::UnknownTopicOrPartition
         } else {
             code

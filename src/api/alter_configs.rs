@@ -8,8 +8,9 @@ use bytes::Bytes;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
-use super::config_common::{alter, check_resource, invalid_config, resource_result};
+use super::config_common::{alter, check_resource, config_denied, invalid_config, resource_result};
 use super::{Context, Outcome};
+use crate::security::acl::Operation;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: AlterConfigsRequest = match ctx.decode(body) {
@@ -19,7 +20,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let mut response = AlterConfigsResponse::default();
     for resource in request.resources {
         let name = resource.resource_name.to_string();
-        let outcome = match check_resource(resource.resource_type) {
+        let denied = config_denied(ctx, resource.resource_type, &name, Operation::AlterConfigs);
+        let outcome = match denied.map_or_else(|| check_resource(resource.resource_type), Err) {
             Err(e) => Err(e),
             Ok(()) => {
                 let mut overrides = BTreeMap::new();

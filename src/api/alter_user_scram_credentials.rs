@@ -4,8 +4,9 @@
 //! salt, the same user and mechanism twice) gets that error and none of its changes; the
 //! others are written to the credentials file in one go (`security::credentials`).
 //!
-//! Without an authorizer (Spate has none yet) every client may call it, as on Kafka
-//! without one. Clustered, the credentials are this node's (not on the metadata log).
+//! With an authorizer it needs ALTER on the cluster; without one every client may call it,
+//! as on Kafka without one. Clustered, the credentials are this node's (not on the metadata
+//! log).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -17,6 +18,7 @@ use kafka_protocol::messages::{
 
 use super::{str_bytes, Context, Outcome};
 use crate::model::ErrorCode;
+use crate::security::acl::Operation;
 use crate::security::credentials::{Change, ChangeError};
 use crate::security::scram::{Credential, Mechanism, ITERATIONS_MAX, ITERATIONS_MIN};
 
@@ -25,6 +27,22 @@ pub fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Ok(r) => r,
         Err(close) => return close,
     };
+    // Kafka: ALTER on the cluster, else every user's result is CLUSTER_AUTHORIZATION_FAILED.
+    if !ctx.cluster_allowed(Operation::Alter) {
+        let mut response = AlterUserScramCredentialsResponse::default();
+        let names = request.deletions.iter().map(|d| &d.name);
+        let mut names: Vec<String> = names
+            .chain(request.upsertions.iter().map(|u| &u.name))
+            .map(|n| n.to_string())
+            .collect();
+        names.sort();
+        names.dedup();
+        for user in names {
+            let message = Some("Cluster authorization failed.".to_string());
+            response.results.push(result_of(&user, ErrorCode::ClusterAuthorizationFailed, message));
+        }
+        return ctx.reply(&response);
+    }
     // Per user, in first-seen order: its changes, or its first error.
     let mut users: BTreeMap<String, Result<Vec<Change>, (ErrorCode, String)>> = BTreeMap::new();
     let mut seen: HashSet<(String, i8)> = HashSet::new();

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use super::Context;
 use crate::controller::{ControllerRequest, TopicError};
 use crate::model::ErrorCode;
+use crate::security::acl::Operation;
 
 /// Resource types (Kafka's `ConfigResource.Type`).
 pub(super) const RESOURCE_TOPIC: i8 = 2;
@@ -37,6 +38,22 @@ macro_rules! resource_result {
     }};
 }
 pub(super) use resource_result;
+
+/// The authorization error of `operation` (DESCRIBE_CONFIGS or ALTER_CONFIGS) on a config
+/// resource, as Kafka answers it: a topic needs it on the topic, a broker on the cluster.
+pub(super) fn config_denied(
+    ctx: &Context,
+    resource_type: i8,
+    name: &str,
+    operation: Operation,
+) -> Option<TopicError> {
+    let (allowed, code) = match resource_type {
+        RESOURCE_TOPIC => (ctx.topic_allowed(operation, name), ErrorCode::TopicAuthorizationFailed),
+        RESOURCE_BROKER => (ctx.cluster_allowed(operation), ErrorCode::ClusterAuthorizationFailed),
+        _ => (true, ErrorCode::None),
+    };
+    (!allowed).then(|| TopicError { code, message: "Authorization failed.".into() })
+}
 
 pub(super) fn check_resource(resource_type: i8) -> Result<(), TopicError> {
     match resource_type {

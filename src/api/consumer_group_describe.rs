@@ -18,6 +18,7 @@ use crate::group::assignor;
 use crate::group::consumer::DescribedConsumerGroup;
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::model::ErrorCode;
+use crate::security::acl::{Operation, ResourceType};
 
 /// Member type of a member that speaks the consumer protocol (v1+; 0 would be classic).
 const MEMBER_TYPE_CONSUMER: i8 = 1;
@@ -28,7 +29,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let ids: Vec<String> = request.group_ids.iter().map(|g| g.0.to_string()).collect();
-    let calls = by_owner(ctx, &ids, EmptyGroupId::Refused)
+    let calls = by_owner(ctx, &ids, EmptyGroupId::Refused, Operation::Describe)
         .into_iter()
         .map(|(owner, groups)| ctx.groups().call(owner, GroupRequest::ConsumerDescribe { groups }));
     let mut described: BTreeMap<String, DescribedConsumerGroup> = BTreeMap::new();
@@ -58,7 +59,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         let mut group = DescribedGroup::default();
         group.group_id = GroupId(str_bytes(&id));
         group.authorized_operations = i32::MIN;
-        if let Err(code) = check_group_id(ctx, &id, EmptyGroupId::Refused) {
+        if let Err(code) = check_group_id(ctx, &id, EmptyGroupId::Refused, Operation::Describe) {
             group.error_code = code.code();
             response.groups.push(group);
             continue;
@@ -68,6 +69,9 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             response.groups.push(group);
             continue;
         };
+        if request.include_authorized_operations {
+            group.authorized_operations = ctx.authorized_operations(ResourceType::Group, &id);
+        }
         group.error_code = found.error_code.code();
         group.error_message = found.error_message.as_deref().map(str_bytes);
         group.group_state = str_bytes(found.state);

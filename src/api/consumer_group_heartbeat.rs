@@ -17,6 +17,7 @@ use crate::group::consumer::{
 };
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::model::ErrorCode;
+use crate::security::acl::Operation;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: ConsumerGroupHeartbeatRequest = match ctx.decode(body) {
@@ -26,8 +27,16 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let group_id = request.group_id.0.to_string();
     let answer = match validate(ctx, &request) {
         Err(answer) => answer,
-        Ok(()) => match check_group_id(ctx, &group_id, EmptyGroupId::Refused) {
+        Ok(()) => match check_group_id(ctx, &group_id, EmptyGroupId::Refused, Operation::Read) {
+            Err(ErrorCode::GroupAuthorizationFailed) => ConsumerHeartbeatResponse::error(
+                ErrorCode::GroupAuthorizationFailed,
+                "Group authorization failed.",
+            ),
             Err(code) => ConsumerHeartbeatResponse::error(code, "not the coordinator"),
+            Ok(()) if !subscription_allowed(ctx, &request) => ConsumerHeartbeatResponse::error(
+                ErrorCode::TopicAuthorizationFailed,
+                "Topic authorization failed for a subscribed topic.",
+            ),
             Ok(()) => {
                 let beat = heartbeat(ctx, &group_id, &request);
                 match call(ctx, &group_id, GroupRequest::ConsumerHeartbeat(beat)).await {
@@ -62,6 +71,12 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         });
     }
     ctx.reply(&response)
+}
+
+/// Kafka: every topic a member subscribes to by name needs DESCRIBE.
+fn subscription_allowed(ctx: &Context, request: &ConsumerGroupHeartbeatRequest) -> bool {
+    let names = request.subscribed_topic_names.iter().flatten();
+    names.into_iter().all(|name| ctx.topic_allowed(Operation::Describe, name))
 }
 
 /// Kafka's request checks: INVALID_REQUEST with Kafka's messages, or UNSUPPORTED_ASSIGNOR.

@@ -9,6 +9,7 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 use super::{str_bytes, Context, Outcome};
 use crate::controller::ControllerRequest;
 use crate::model::{ErrorCode, NodeId};
+use crate::security::acl::Operation;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: CreatePartitionsRequest = match ctx.decode(body) {
@@ -19,6 +20,12 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     for topic in request.topics {
         let mut result = CreatePartitionsTopicResult::default();
         result.name = topic.name.clone();
+        if !ctx.topic_allowed(Operation::Alter, &topic.name.0) {
+            result.error_code = ErrorCode::TopicAuthorizationFailed.code();
+            result.error_message = Some(str_bytes("Authorization failed."));
+            response.results.push(result);
+            continue;
+        }
         let assignments = topic.assignments.as_ref().filter(|a| !a.is_empty());
         let node_id = ctx.shard().config.node_id;
         let clustered = ctx.cluster().clustered();

@@ -3,7 +3,8 @@
 //! the topic; clustered, through the metadata log (`controller::quorum`). A single node
 //! takes replication factor 1 and assignments to itself; a cluster takes a replication factor
 //! up to its unfenced brokers and assignments of distinct registered brokers per partition
-//! (the controller checks them). v5+ return the configs.
+//! (the controller checks them). v5+ return the configs. With an authorizer a topic needs
+//! CREATE on the cluster or on the topic (TOPIC_AUTHORIZATION_FAILED).
 
 use std::collections::BTreeMap;
 
@@ -41,6 +42,11 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             Err(TopicError {
                 code: ErrorCode::InvalidRequest,
                 message: "topic named twice in one request".into(),
+            })
+        } else if !ctx.may_create_topic(&name) {
+            Err(TopicError {
+                code: ErrorCode::TopicAuthorizationFailed,
+                message: "Authorization failed.".into(),
             })
         } else if !clustered && topic.replication_factor != -1 && topic.replication_factor != 1 {
             let factor = topic.replication_factor;

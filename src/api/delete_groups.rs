@@ -11,6 +11,7 @@ use super::group_common::{by_owner, check_group_id, EmptyGroupId};
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::model::ErrorCode;
+use crate::security::acl::Operation;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: DeleteGroupsRequest = match ctx.decode(body) {
@@ -18,7 +19,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let ids: Vec<String> = request.groups_names.iter().map(|g| g.0.to_string()).collect();
-    let calls = by_owner(ctx, &ids, EmptyGroupId::Accepted)
+    let calls = by_owner(ctx, &ids, EmptyGroupId::Accepted, Operation::Delete)
         .into_iter()
         .map(|(owner, groups)| ctx.groups().call(owner, GroupRequest::Delete { groups }));
     let mut codes: BTreeMap<String, ErrorCode> = BTreeMap::new();
@@ -30,7 +31,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let mut response = DeleteGroupsResponse::default();
     for id in ids {
         let mut result = DeletableGroupResult::default();
-        let code = match check_group_id(ctx, &id, EmptyGroupId::Accepted) {
+        let code = match check_group_id(ctx, &id, EmptyGroupId::Accepted, Operation::Delete) {
             Err(code) => code,
             Ok(()) => codes.get(&id).copied().unwrap_or(ErrorCode::CoordinatorNotAvailable),
         };

@@ -14,6 +14,7 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use super::{Context, Outcome};
 use crate::model::{ErrorCode, Offset, ShardId, TopicPartition};
 use crate::partition::{PartitionRequest, PartitionResponse};
+use crate::security::acl::Operation;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: DeleteRecordsRequest = match ctx.decode(body) {
@@ -23,6 +24,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, Offset)>> = BTreeMap::new();
     let mut response = DeleteRecordsResponse::default();
     for topic in &request.topics {
+        let denied = !ctx.topic_allowed(Operation::Delete, &topic.name.0);
         let meta = ctx.shard().catalog.borrow().get(&topic.name.0).cloned();
         let mut result = DeleteRecordsTopicResult::default();
         result.name = topic.name.clone();
@@ -32,6 +34,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             answer.low_watermark = -1;
             let node_id = ctx.shard().config.node_id;
             match &meta {
+                _ if denied => answer.error_code = ErrorCode::TopicAuthorizationFailed.code(),
                 Some(m) if m.led_elsewhere(p.partition_index, node_id) => {
                     answer.error_code = ErrorCode::NotLeaderOrFollower.code();
                 }

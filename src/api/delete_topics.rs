@@ -9,6 +9,7 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicN
 use super::{str_bytes, Context, Outcome};
 use crate::controller::ControllerRequest;
 use crate::model::ErrorCode;
+use crate::security::acl::Operation;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: DeleteTopicsRequest = match ctx.decode(body) {
@@ -35,6 +36,11 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             response.responses.push(result);
             continue;
         };
+        if !ctx.topic_allowed(Operation::Delete, &resolved) {
+            result.error_code = ErrorCode::TopicAuthorizationFailed.code();
+            response.responses.push(result);
+            continue;
+        }
         let delete = ControllerRequest::DeleteTopic {
             name: resolved.clone(),
             timeout_ms: request.timeout_ms,

@@ -6,14 +6,21 @@
 
 use bytes::Bytes;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::DescribeClusterResponse;
+use kafka_protocol::messages::{DescribeClusterRequest, DescribeClusterResponse};
 
 use super::{str_bytes, Context, Outcome};
 use crate::model::NodeId;
 
-pub fn handle(ctx: &Context, _body: Bytes) -> Outcome {
+pub fn handle(ctx: &Context, body: Bytes) -> Outcome {
+    let request: DescribeClusterRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(close) => return close,
+    };
     let shard = ctx.shard();
     let mut response = DescribeClusterResponse::default();
+    if request.include_cluster_authorized_operations {
+        response.cluster_authorized_operations = super::metadata::cluster_operations(ctx);
+    }
     response.cluster_id = str_bytes(&shard.catalog.borrow().cluster_id);
     response.endpoint_type = 1;
     let broker = |node_id: NodeId, host: &str, port: u16| {

@@ -8,11 +8,13 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 use super::config_common::{
-    RESOURCE_BROKER, RESOURCE_TOPIC, SOURCE_DEFAULT, SOURCE_STATIC_BROKER, SOURCE_TOPIC,
+    config_denied, RESOURCE_BROKER, RESOURCE_TOPIC, SOURCE_DEFAULT, SOURCE_STATIC_BROKER,
+    SOURCE_TOPIC,
 };
 use super::{str_bytes, Context, Outcome};
 use crate::model::topic::{PASSIVE_TOPIC_CONFIG_NAMES, TOPIC_CONFIG_NAMES};
 use crate::model::{ErrorCode, NodeId};
+use crate::security::acl::Operation;
 use crate::txn::state::TRANSACTION_TIMEOUT_MS_MAX;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -29,8 +31,18 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         let keys: Option<Vec<String>> =
             resource.configuration_keys.as_ref().map(|k| k.iter().map(|s| s.to_string()).collect());
         let wanted = |name: &str| keys.as_ref().is_none_or(|k| k.iter().any(|x| x == name));
-        match resource.resource_type {
-            RESOURCE_TOPIC => {
+        let denied = config_denied(
+            ctx,
+            resource.resource_type,
+            &resource.resource_name,
+            Operation::DescribeConfigs,
+        );
+        match (resource.resource_type, denied) {
+            (_, Some(denied)) => {
+                result.error_code = denied.code.code();
+                result.error_message = Some(str_bytes(&denied.message));
+            }
+            (RESOURCE_TOPIC, None) => {
                 let meta = shard.catalog.borrow().get(&resource.resource_name).cloned();
                 match meta {
                     None => {
@@ -56,7 +68,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                     }
                 }
             }
-            RESOURCE_BROKER => {
+            (RESOURCE_BROKER, None) => {
                 let ours = resource.resource_name.is_empty()
                     || resource.resource_name.parse().ok().map(NodeId)
                         == Some(shard.config.node_id);
@@ -70,7 +82,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                     }
                 }
             }
-            _ => {
+            (_, None) => {
                 result.error_code = ErrorCode::InvalidRequest.code();
                 result.error_message =
                     Some(str_bytes("only topic and broker resources are supported"));

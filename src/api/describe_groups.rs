@@ -13,6 +13,7 @@ use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::state;
 use crate::model::ErrorCode;
+use crate::security::acl::{Operation, ResourceType};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: DescribeGroupsRequest = match ctx.decode(body) {
@@ -20,7 +21,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let ids: Vec<String> = request.groups.iter().map(|g| g.0.to_string()).collect();
-    let calls = by_owner(ctx, &ids, EmptyGroupId::Accepted)
+    let calls = by_owner(ctx, &ids, EmptyGroupId::Accepted, Operation::Describe)
         .into_iter()
         .map(|(owner, groups)| ctx.groups().call(owner, GroupRequest::Describe { groups }));
     let mut described: BTreeMap<String, state::DescribedGroup> = BTreeMap::new();
@@ -33,7 +34,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     for id in ids {
         let mut group = DescribedGroup::default();
         group.group_id = GroupId(str_bytes(&id));
-        if let Err(code) = check_group_id(ctx, &id, EmptyGroupId::Accepted) {
+        if let Err(code) = check_group_id(ctx, &id, EmptyGroupId::Accepted, Operation::Describe) {
             group.error_code = code.code();
             group.group_state = str_bytes(state::GroupState::Dead.name());
             response.groups.push(group);
@@ -53,6 +54,9 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 format!("Group {id} not found.")
             };
             group.error_message = Some(str_bytes(&message));
+        }
+        if ctx.version >= 3 && request.include_authorized_operations {
+            group.authorized_operations = ctx.authorized_operations(ResourceType::Group, &id);
         }
         group.protocol_type = str_bytes(&found.protocol_type);
         group.protocol_data = str_bytes(&found.protocol_data);

@@ -13,6 +13,7 @@ use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersRespon
 use super::{Context, Outcome};
 use crate::model::{ErrorCode, ShardId, TopicPartition};
 use crate::partition::{self, PartitionRequest};
+use crate::security::acl::Operation;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: DescribeProducersRequest = match ctx.decode(body) {
@@ -20,7 +21,9 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let mut by_shard: BTreeMap<ShardId, Vec<TopicPartition>> = BTreeMap::new();
-    for topic in &request.topics {
+    // Kafka: READ on the topic (TOPIC_AUTHORIZATION_FAILED per partition otherwise).
+    let allowed = |name: &str| ctx.topic_allowed(Operation::Read, name);
+    for topic in request.topics.iter().filter(|t| allowed(&t.name.0)) {
         for partition in &topic.partition_indexes {
             let tp = TopicPartition::new(topic.name.0.as_str().into(), *partition);
             by_shard.entry(ctx.shard().owner(&tp)).or_default().push(tp);
@@ -44,6 +47,9 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             let mut p = PartitionResponse::default();
             p.partition_index = *partition;
             match found.remove(&tp) {
+                _ if !allowed(&topic.name.0) => {
+                    p.error_code = ErrorCode::TopicAuthorizationFailed.code();
+                }
                 Some(Ok(producers)) => {
                     for info in producers {
                         let mut state = ProducerState::default();

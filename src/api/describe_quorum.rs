@@ -17,6 +17,7 @@ use kafka_protocol::messages::{DescribeQuorumRequest, DescribeQuorumResponse, To
 
 use super::{str_bytes, Context, Outcome};
 use crate::model::{ErrorCode, NodeId};
+use crate::security::acl::Operation;
 
 /// The metadata log's name and partition in Kafka, which clients ask for.
 const METADATA_TOPIC: &str = "__cluster_metadata";
@@ -29,6 +30,10 @@ pub fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let mut response = DescribeQuorumResponse::default();
+    if !ctx.cluster_allowed(Operation::Describe) {
+        response.error_code = ErrorCode::ClusterAuthorizationFailed.code();
+        return ctx.reply(&response);
+    }
     let asks_for_the_log = request.topics.len() == 1
         && request.topics[0].topic_name.0.as_str() == METADATA_TOPIC
         && request.topics[0].partitions.len() == 1

@@ -12,6 +12,7 @@ use kafka_protocol::messages::{
 
 use super::{str_bytes, Context, Outcome};
 use crate::model::{ErrorCode, ShardId};
+use crate::security::acl::{Operation, ResourceType};
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -37,6 +38,16 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     for id in &request.transactional_ids {
         let mut state = describe_transactions_response::TransactionState::default();
         state.transactional_id = id.clone();
+        let txn_kind = ResourceType::TransactionalId;
+        if !ctx.allowed(Operation::Describe, txn_kind, &id.0) {
+            state.error_code = ErrorCode::TransactionalIdAuthorizationFailed.code();
+            state.producer_id = ProducerId(-1);
+            state.producer_epoch = -1;
+            state.transaction_start_time_ms = -1;
+            state.transaction_state = str_bytes("");
+            response.transaction_states.push(state);
+            continue;
+        }
         match found.get(&*id.0).cloned().flatten() {
             None => {
                 state.error_code = ErrorCode::TransactionalIdNotFound.code();

@@ -14,6 +14,7 @@ use kafka_protocol::messages::{
 
 use super::{str_bytes, Context, Outcome};
 use crate::model::ErrorCode;
+use crate::security::acl::Operation;
 use crate::security::scram::Mechanism;
 
 pub fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -34,6 +35,11 @@ pub fn handle(ctx: &Context, body: Bytes) -> Outcome {
             .collect()
     };
     let mut response = DescribeUserScramCredentialsResponse::default();
+    if !ctx.cluster_allowed(Operation::Describe) {
+        response.error_code = ErrorCode::ClusterAuthorizationFailed.code();
+        response.error_message = Some(str_bytes("Cluster authorization failed."));
+        return ctx.reply(&response);
+    }
     let asked: Option<Vec<String>> =
         request.users.map(|users| users.iter().map(|u| u.name.to_string()).collect());
     match asked {

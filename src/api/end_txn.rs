@@ -25,9 +25,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         outcome: TxnOutcome::from_committed(request.committed),
     };
     let mut response = EndTxnResponse::default();
-    let code = match call(ctx, &request.transactional_id.0, txn).await {
-        Some(TxnResponse::Code(code)) => fenced(code, ctx.version, 2),
-        _ => ErrorCode::CoordinatorNotAvailable,
+    let code = if !ctx.txn_allowed(&request.transactional_id.0) {
+        ErrorCode::TransactionalIdAuthorizationFailed
+    } else {
+        match call(ctx, &request.transactional_id.0, txn).await {
+            Some(TxnResponse::Code(code)) => fenced(code, ctx.version, 2),
+            _ => ErrorCode::CoordinatorNotAvailable,
+        }
     };
     response.error_code = code.code();
     // v5 (transaction version 2) answers the next epoch; not used at version 1.

@@ -20,6 +20,7 @@ use crate::model::{ErrorCode, Isolation, LeaderEpoch, NodeId, Offset, ShardId, T
 use crate::partition::{PartitionRequest, PartitionResponse, ReadResult, ReadSpec, Seen};
 use crate::protocol::fetch_response::{self, FetchResponseHead, Part, PartitionData, TopicData};
 use crate::protocol::put_response_header;
+use crate::security::acl::Operation;
 use crate::storage::log::ReadChunk;
 
 /// One requested partition: where its answer goes and what to read.
@@ -48,6 +49,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let replica_id =
         if ctx.version >= 15 { request.replica_state.replica_id.0 } else { request.replica_id.0 };
     let follower = (replica_id >= 0).then_some(NodeId(replica_id));
+    let cluster_action = follower.is_none() || ctx.cluster_allowed(Operation::ClusterAction);
     let mut topics: Vec<(String, [u8; 16])> = Vec::new();
     let mut wanted: Vec<Wanted> = Vec::new();
     for (topic_index, topic) in request.topics.iter().enumerate() {
@@ -61,8 +63,16 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             }
         };
         topics.push((topic.topic.0.to_string(), *topic.topic_id.as_bytes()));
+        // Kafka: a follower needs CLUSTER_ACTION, a consumer READ on each topic (a topic id
+        // that names no topic stays UNKNOWN_TOPIC_ID).
+        let denied = match (follower, &meta) {
+            (Some(_), _) => !cluster_action,
+            (None, Some(m)) => !ctx.topic_allowed(Operation::Read, &m.name),
+            (None, None) => !by_id && !ctx.topic_allowed(Operation::Read, &topic.topic.0),
+        };
         for partition in &topic.partitions {
             let (tp, error_code) = match &meta {
+                _ if denied => (None, ErrorCode::TopicAuthorizationFailed),
                 Some(m) if m.led_elsewhere(partition.partition, shard.config.node_id) => {
                     (None, ErrorCode::NotLeaderOrFollower)
                 }

@@ -10,6 +10,7 @@ use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
 
 use super::{str_bytes, Context, Outcome};
 use crate::model::{ErrorCode, NodeId};
+use crate::security::acl::{Operation, ResourceType};
 use crate::shard::internal_log::{OFFSETS_TOPIC, TRANSACTION_TOPIC};
 
 const KEY_TYPE_GROUP: i8 = 0;
@@ -75,6 +76,14 @@ fn find(
     let none = |code| (code, NodeId::NONE, String::new(), -1);
     if code != ErrorCode::None {
         return none(code);
+    }
+    // Kafka: DESCRIBE on the group or the transactional id.
+    if key_type == KEY_TYPE_GROUP && !ctx.group_allowed(Operation::Describe, key) {
+        return none(ErrorCode::GroupAuthorizationFailed);
+    }
+    let txn_kind = ResourceType::TransactionalId;
+    if key_type == KEY_TYPE_TRANSACTION && !ctx.allowed(Operation::Describe, txn_kind, key) {
+        return none(ErrorCode::TransactionalIdAuthorizationFailed);
     }
     let config = &ctx.shard().config;
     if !ctx.cluster().clustered() {

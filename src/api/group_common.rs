@@ -12,6 +12,7 @@ use super::Context;
 use crate::constants::GROUP_ID_LENGTH_MAX;
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::model::ErrorCode;
+use crate::security::acl::Operation;
 use crate::shard::internal_log::OFFSETS_TOPIC;
 
 /// Whether an API takes the empty group id. Kafka refuses it for the membership APIs (and
@@ -23,7 +24,9 @@ pub(super) enum EmptyGroupId {
     Accepted,
 }
 
-/// Checks a request's group id. Kafka has no length limit; ours is what its offsets records
+/// Checks a request's group id, after the principal's `operation` on the group (with an
+/// authorizer; GROUP_AUTHORIZATION_FAILED first, as Kafka checks it before the coordinator
+/// sees the request). Kafka has no length limit; ours is what its offsets records
 /// can hold. In a cluster, a group another node coordinates is NOT_COORDINATOR (the client
 /// asks FindCoordinator again), and any group before the coordinators are placed
 /// COORDINATOR_NOT_AVAILABLE.
@@ -31,7 +34,11 @@ pub(super) fn check_group_id(
     ctx: &Context,
     group_id: &str,
     empty: EmptyGroupId,
+    operation: Operation,
 ) -> Result<(), ErrorCode> {
+    if !ctx.group_allowed(operation, group_id) {
+        return Err(ErrorCode::GroupAuthorizationFailed);
+    }
     let refused = group_id.is_empty() && empty == EmptyGroupId::Refused;
     if refused || group_id.len() > GROUP_ID_LENGTH_MAX {
         return Err(ErrorCode::InvalidGroupId);
@@ -45,9 +52,10 @@ pub(super) fn by_owner(
     ctx: &Context,
     ids: &[String],
     empty: EmptyGroupId,
+    operation: Operation,
 ) -> std::collections::BTreeMap<crate::model::ShardId, Vec<String>> {
     let mut by_shard: std::collections::BTreeMap<_, Vec<String>> = Default::default();
-    for id in ids.iter().filter(|id| check_group_id(ctx, id, empty).is_ok()) {
+    for id in ids.iter().filter(|id| check_group_id(ctx, id, empty, operation).is_ok()) {
         by_shard.entry(ctx.groups().owner(id)).or_default().push(id.clone());
     }
     by_shard

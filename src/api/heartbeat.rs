@@ -9,6 +9,7 @@ use super::{Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::state;
 use crate::model::ErrorCode;
+use crate::security::acl::Operation;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: HeartbeatRequest = match ctx.decode(body) {
@@ -16,7 +17,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let group_id = request.group_id.0.to_string();
-    let code = match check_group_id(ctx, &group_id, EmptyGroupId::Refused) {
+    let code = match check_group_id(ctx, &group_id, EmptyGroupId::Refused, Operation::Read) {
         Err(code) => code,
         Ok(()) => {
             let beat = state::HeartbeatRequest {

@@ -5,11 +5,12 @@ use bytes::Bytes;
 use kafka_protocol::messages::incremental_alter_configs_response as incremental;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 
-use super::config_common::{alter, check_resource, invalid_config, resource_result};
+use super::config_common::{alter, check_resource, config_denied, invalid_config, resource_result};
 use super::{Context, Outcome};
 use crate::controller::TopicError;
 use crate::model::topic::{apply_config_ops, ConfigOp};
 use crate::model::ErrorCode;
+use crate::security::acl::Operation;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: IncrementalAlterConfigsRequest = match ctx.decode(body) {
@@ -32,7 +33,9 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 Ok((config.name.to_string(), op, config.value.as_ref().map(|v| v.to_string())))
             })
             .collect();
-        let outcome = match (check_resource(resource.resource_type), ops) {
+        let denied = config_denied(ctx, resource.resource_type, &name, Operation::AlterConfigs);
+        let checked = denied.map_or_else(|| check_resource(resource.resource_type), Err);
+        let outcome = match (checked, ops) {
             (Err(e), _) | (Ok(()), Err(e)) => Err(e),
             (Ok(()), Ok(ops)) => {
                 let meta = ctx.shard().catalog.borrow().get(&name).cloned();

@@ -21,6 +21,7 @@ use super::txn_common::{call, fenced};
 use super::{Context, Outcome};
 use crate::model::records::SHORT_STRING_BYTES_MAX;
 use crate::model::{ErrorCode, ProducerEpoch, ProducerId};
+use crate::security::acl::{Operation, ResourceType};
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 use crate::txn::state::Producer;
 
@@ -34,7 +35,24 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         producer_id: request.producer_id.into(),
         producer_epoch: ProducerEpoch(request.producer_epoch),
     };
-    let answer = match plan(transactional_id, producer) {
+    // Kafka: a transactional id needs WRITE on it; an idempotent producer IDEMPOTENT_WRITE
+    // on the cluster or WRITE on some topic (Kafka 3+'s relaxation).
+    let plan = match transactional_id {
+        Some(id) if !ctx.txn_allowed(id) => {
+            Plan::Refuse(ErrorCode::TransactionalIdAuthorizationFailed)
+        }
+        None if !ctx.cluster_allowed(Operation::IdempotentWrite)
+            && !ctx.services.security.authorize_any(
+                &ctx.session,
+                Operation::Write,
+                ResourceType::Topic,
+            ) =>
+        {
+            Plan::Refuse(ErrorCode::ClusterAuthorizationFailed)
+        }
+        _ => plan(transactional_id, producer),
+    };
+    let answer = match plan {
         Plan::Refuse(code) => Err(code),
         Plan::Transactional => {
             let id = transactional_id.unwrap_or_default();

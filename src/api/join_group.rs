@@ -12,6 +12,7 @@ use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::records::STRING_LENGTH_MAX;
 use crate::group::state::{self, Protocol};
 use crate::model::ErrorCode;
+use crate::security::acl::Operation;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: JoinGroupRequest = match ctx.decode(body) {
@@ -25,7 +26,9 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let too_long = request.group_instance_id.as_ref().is_some_and(|i| i.len() > STRING_LENGTH_MAX)
         || request.protocol_type.len() > STRING_LENGTH_MAX
         || request.protocols.iter().any(|p| p.name.len() > STRING_LENGTH_MAX);
-    let answer = if let Err(code) = check_group_id(ctx, &group_id, EmptyGroupId::Refused) {
+    let answer = if let Err(code) =
+        check_group_id(ctx, &group_id, EmptyGroupId::Refused, Operation::Read)
+    {
         state::JoinResponse::error(&member_id, code)
     } else if session < limits.session_timeout_ms_min || session > limits.session_timeout_ms_max {
         state::JoinResponse::error(&member_id, ErrorCode::InvalidSessionTimeout)

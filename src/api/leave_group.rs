@@ -10,6 +10,7 @@ use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::state::{self, LeaveMember};
 use crate::model::ErrorCode;
+use crate::security::acl::Operation;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: LeaveGroupRequest = match ctx.decode(body) {
@@ -29,7 +30,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             })
             .collect()
     };
-    let answer = match check_group_id(ctx, &group_id, EmptyGroupId::Refused) {
+    let answer = match check_group_id(ctx, &group_id, EmptyGroupId::Refused, Operation::Read) {
         Err(code) => state::LeaveResponse { error_code: code, members: Vec::new() },
         Ok(()) => {
             let leave = GroupRequest::Leave { group_id: group_id.clone(), members: leaving };

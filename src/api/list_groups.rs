@@ -7,6 +7,7 @@ use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
+use crate::security::acl::Operation;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: ListGroupsRequest = match ctx.decode(body) {
@@ -23,6 +24,11 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 types.is_empty() || types.iter().any(|t| t.eq_ignore_ascii_case(g.group_type))
             }));
         }
+    }
+    // Kafka: DESCRIBE on the cluster lists every group, else those the principal may
+    // describe.
+    if !ctx.cluster_allowed(Operation::Describe) {
+        listed.retain(|g| ctx.group_allowed(Operation::Describe, &g.group_id));
     }
     listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
     let mut response = ListGroupsResponse::default();

@@ -14,6 +14,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use super::{Context, Outcome};
 use crate::model::{ErrorCode, Isolation, LeaderEpoch, ShardId, TopicPartition};
 use crate::partition::{PartitionRequest, PartitionResponse};
+use crate::security::acl::Operation;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: ListOffsetsRequest = match ctx.decode(body) {
@@ -25,6 +26,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, i64)>> = BTreeMap::new();
     let mut slot_of: BTreeMap<TopicPartition, (usize, usize)> = BTreeMap::new();
     for (topic_index, topic) in request.topics.iter().enumerate() {
+        let denied = !ctx.topic_allowed(Operation::Describe, &topic.name.0);
         let meta = shard.catalog.borrow().get(&topic.name.0).cloned();
         let mut topic_response = ListOffsetsTopicResponse::default();
         topic_response.name = topic.name.clone();
@@ -36,6 +38,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             let epoch = if ctx.version >= 4 { LeaderEpoch::INITIAL } else { LeaderEpoch::NONE };
             p.leader_epoch = epoch.0;
             match &meta {
+                _ if denied => p.error_code = ErrorCode::TopicAuthorizationFailed.code(),
                 Some(m) if m.led_elsewhere(partition.partition_index, shard.config.node_id) => {
                     p.error_code = ErrorCode::NotLeaderOrFollower.code();
                 }

@@ -9,6 +9,7 @@ use kafka_protocol::messages::{
 
 use super::{str_bytes, Context, Outcome};
 use crate::model::ProducerId;
+use crate::security::acl::{Operation, ResourceType};
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -35,7 +36,10 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             // v1: only transactions running longer than the duration filter.
             let by_duration = request.duration_filter < 0
                 || (meta.start_ms >= 0 && now - meta.start_ms >= request.duration_filter);
-            if by_state && by_producer && by_duration {
+            // Kafka lists the transactional ids the principal may describe.
+            let txn_kind = ResourceType::TransactionalId;
+            let allowed = || ctx.allowed(Operation::Describe, txn_kind, &meta.transactional_id);
+            if by_state && by_producer && by_duration && allowed() {
                 let mut state = list_transactions_response::TransactionState::default();
                 state.transactional_id = TransactionalId(str_bytes(&meta.transactional_id));
                 state.producer_id = meta.producer_id.into();

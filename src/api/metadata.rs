@@ -5,6 +5,8 @@
 //! LEADER_NOT_AVAILABLE, leader -1, the replica listed as offline).
 //! Unknown topics are auto-created through the controller when the broker allows it and the
 //! client asks for it (`allow_auto_topic_creation`, v4+; always for older versions).
+//! With an authorizer, topics the principal may not DESCRIBE are hidden from the all-topics
+//! answer and TOPIC_AUTHORIZATION_FAILED when named; auto-creation needs CREATE.
 
 use bytes::Bytes;
 use kafka_protocol::messages::metadata_response::{
@@ -15,6 +17,7 @@ use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 use super::{str_bytes, Context, Outcome};
 use crate::model::topic::validate_topic_name;
 use crate::model::{ErrorCode, LeaderEpoch, NodeId};
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::shard::catalog::TopicMeta;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -68,9 +71,22 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     };
     let auto_create =
         config.auto_create_topics && (ctx.version < 4 || request.allow_auto_topic_creation);
+    // v8+: the authorized-operations bitfields when asked (v8-10 for the cluster).
+    let topic_operations = ctx.version >= 8 && request.include_topic_authorized_operations;
+    if ctx.version >= 8 && request.include_cluster_authorized_operations {
+        response.cluster_authorized_operations = cluster_operations(ctx);
+    }
     match request.topics {
         None => {
-            let metas: Vec<TopicMeta> = shard.catalog.borrow().topics.values().cloned().collect();
+            // Topics the principal may not describe are left out, as Kafka leaves them.
+            let metas: Vec<TopicMeta> = shard
+                .catalog
+                .borrow()
+                .topics
+                .values()
+                .filter(|m| ctx.topic_allowed(Operation::Describe, &m.name))
+                .cloned()
+                .collect();
             let live = live_check(ctx);
             response.topics = metas.iter().map(|m| topic_entry(m, node_id, &live)).collect();
         }
@@ -81,6 +97,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                     (None, false) => {
                         let found = shard.catalog.borrow().name_of(requested.topic_id.as_bytes());
                         match found {
+                            Some(name) if !ctx.topic_allowed(Operation::Describe, &name) => {
+                                let mut entry = MetadataResponseTopic::default();
+                                entry.error_code = ErrorCode::TopicAuthorizationFailed.code();
+                                entry.topic_id = requested.topic_id;
+                                response.topics.push(entry);
+                                continue;
+                            }
                             Some(name) => name.to_string(),
                             None => {
                                 let mut entry = MetadataResponseTopic::default();
@@ -97,7 +120,22 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             }
         }
     }
+    if topic_operations {
+        for topic in response.topics.iter_mut().filter(|t| t.error_code == 0) {
+            let name = topic.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+            topic.topic_authorized_operations =
+                ctx.authorized_operations(ResourceType::Topic, &name);
+        }
+    }
     ctx.reply(&response)
+}
+
+/// The cluster's authorized-operations bitfield: 0 without DESCRIBE on it, as Kafka answers.
+pub(super) fn cluster_operations(ctx: &Context) -> i32 {
+    match ctx.cluster_allowed(Operation::Describe) {
+        true => ctx.authorized_operations(ResourceType::Cluster, CLUSTER_NAME),
+        false => 0,
+    }
 }
 
 async fn resolve(
@@ -106,18 +144,29 @@ async fn resolve(
     auto_create: bool,
     node_id: NodeId,
 ) -> MetadataResponseTopic {
+    let mut entry = MetadataResponseTopic::default();
+    entry.name = Some(TopicName(str_bytes(name)));
+    // Kafka: a topic the principal may not describe is TOPIC_AUTHORIZATION_FAILED whether
+    // it exists or not (so its existence is not told), and so is an auto-creation without
+    // CREATE on the cluster or the topic.
+    if !ctx.topic_allowed(Operation::Describe, name) {
+        entry.error_code = ErrorCode::TopicAuthorizationFailed.code();
+        return entry;
+    }
     let existing = ctx.shard().catalog.borrow().get(name).cloned();
     if let Some(meta) = existing {
         return topic_entry(&meta, node_id, &live_check(ctx));
     }
-    let mut entry = MetadataResponseTopic::default();
-    entry.name = Some(TopicName(str_bytes(name)));
     if validate_topic_name(name).is_err() {
         entry.error_code = ErrorCode::InvalidTopicException.code();
         return entry;
     }
     if !auto_create {
         entry.error_code = ErrorCode::UnknownTopicOrPartition.code();
+        return entry;
+    }
+    if !ctx.may_create_topic(name) {
+        entry.error_code = ErrorCode::TopicAuthorizationFailed.code();
         return entry;
     }
     match ctx.controller().ensure_topic(name).await {

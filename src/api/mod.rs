@@ -12,6 +12,7 @@
 //! them exactly as Kafka's one-request-at-a-time channel would (a ListOffsets after a
 //! produce sees the produce, a produce after CreateTopics sees the topic).
 
+mod acl_common;
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
 mod alter_configs;
@@ -20,11 +21,14 @@ mod api_versions;
 mod config_common;
 mod consumer_group_describe;
 mod consumer_group_heartbeat;
+mod create_acls;
 mod create_partitions;
 mod create_topics;
+mod delete_acls;
 mod delete_groups;
 mod delete_records;
 mod delete_topics;
+mod describe_acls;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
@@ -70,6 +74,7 @@ use crate::controller::Controller;
 use crate::group::coordinator::Coordinator as GroupCoordinator;
 use crate::partition::Partitions;
 use crate::protocol::{put_response_header, versions, RequestPrefix};
+use crate::security::acl::{operations_bitfield, Operation, ResourceType, CLUSTER_NAME};
 use crate::security::{now_ms, Admission, Session, ShardSecurity};
 use crate::shard::Shard;
 use crate::storage::log::ReadChunk;
@@ -212,7 +217,13 @@ async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         ApiKey::SaslAuthenticate => sasl_authenticate::handle(ctx, body).await,
         ApiKey::AlterUserScramCredentials => alter_user_scram_credentials::handle(ctx, body),
         ApiKey::DescribeUserScramCredentials => describe_user_scram_credentials::handle(ctx, body),
+<<<<<<< HEAD
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(ctx, body).await,
+=======
+        ApiKey::CreateAcls => create_acls::handle(ctx, body).await,
+        ApiKey::DescribeAcls => describe_acls::handle(ctx, body),
+        ApiKey::DeleteAcls => delete_acls::handle(ctx, body).await,
+>>>>>>> acl
         other => Outcome::Close(format!("{other:?} is not implemented")),
     }
 }
@@ -253,6 +264,43 @@ impl Context {
 
     pub fn cluster(&self) -> &Rc<Cluster> {
         &self.services.cluster
+    }
+
+    /// Whether the connection's principal may do `operation` on `name` (always without an
+    /// authorizer; see `security::acl`).
+    pub fn allowed(&self, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
+        self.services.security.authorize(&self.session, operation, resource_type, name)
+    }
+
+    /// `allowed` on the cluster resource.
+    pub fn cluster_allowed(&self, operation: Operation) -> bool {
+        self.allowed(operation, ResourceType::Cluster, CLUSTER_NAME)
+    }
+
+    /// Kafka's authorized-operations bitfield of a resource for the principal: every
+    /// supported operation it may do (all of them without an authorizer, as Kafka answers).
+    pub fn authorized_operations(&self, resource_type: ResourceType, name: &str) -> i32 {
+        let supported = resource_type.supported_operations().iter().copied();
+        operations_bitfield(supported.filter(|op| self.allowed(*op, resource_type, name)))
+    }
+
+    pub fn topic_allowed(&self, operation: Operation, topic: &str) -> bool {
+        self.allowed(operation, ResourceType::Topic, topic)
+    }
+
+    pub fn group_allowed(&self, operation: Operation, group: &str) -> bool {
+        self.allowed(operation, ResourceType::Group, group)
+    }
+
+    /// Whether the principal may create `topic` (auto-creation): CREATE on the cluster or on
+    /// the topic, as Kafka asks.
+    pub fn may_create_topic(&self, topic: &str) -> bool {
+        self.cluster_allowed(Operation::Create) || self.topic_allowed(Operation::Create, topic)
+    }
+
+    /// WRITE on the transactional id, what every transactional request needs.
+    pub fn txn_allowed(&self, transactional_id: &str) -> bool {
+        self.allowed(Operation::Write, ResourceType::TransactionalId, transactional_id)
     }
 
     /// The listener the request came in on.

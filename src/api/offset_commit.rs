@@ -13,6 +13,7 @@ use super::{Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::state::{self, CommitPartition};
 use crate::model::{ErrorCode, LeaderEpoch, Offset};
+use crate::security::acl::Operation;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: OffsetCommitRequest = match ctx.decode(body) {
@@ -27,8 +28,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         let catalog = ctx.shard().catalog.borrow();
         for topic in &request.topics {
             let count = catalog.get(&topic.name.0).map_or(0, |meta| meta.partitions);
+            let denied = !ctx.topic_allowed(Operation::Read, &topic.name.0);
             let mut topic_codes = Vec::with_capacity(topic.partitions.len());
             for p in &topic.partitions {
+                if denied {
+                    topic_codes.push(ErrorCode::TopicAuthorizationFailed);
+                    continue;
+                }
                 if p.partition_index < 0 || p.partition_index >= count {
                     topic_codes.push(ErrorCode::UnknownTopicOrPartition);
                     continue;
@@ -49,30 +55,31 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             codes.push(topic_codes);
         }
     }
-    let outcome: Result<Vec<ErrorCode>, ErrorCode> =
-        if let Err(code) = check_group_id(ctx, &group_id, EmptyGroupId::Accepted) {
-            Err(code)
-        } else if partitions.is_empty() {
-            Ok(Vec::new())
-        } else {
-            let commit = state::CommitRequest {
-                group_id: group_id.clone(),
-                generation_id: request.generation_id_or_member_epoch,
-                member_id: request.member_id.to_string(),
-                group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
-                retention_time_ms: if (2..=4).contains(&ctx.version) {
-                    request.retention_time_ms
-                } else {
-                    -1
-                },
-                api_version: ctx.version,
-                partitions,
-            };
-            match call(ctx, &group_id, GroupRequest::Commit(commit)).await {
-                Some(GroupResponse::Commit(outcome)) => outcome,
-                _ => Err(ErrorCode::CoordinatorNotAvailable),
-            }
+    let outcome: Result<Vec<ErrorCode>, ErrorCode> = if let Err(code) =
+        check_group_id(ctx, &group_id, EmptyGroupId::Accepted, Operation::Read)
+    {
+        Err(code)
+    } else if partitions.is_empty() {
+        Ok(Vec::new())
+    } else {
+        let commit = state::CommitRequest {
+            group_id: group_id.clone(),
+            generation_id: request.generation_id_or_member_epoch,
+            member_id: request.member_id.to_string(),
+            group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
+            retention_time_ms: if (2..=4).contains(&ctx.version) {
+                request.retention_time_ms
+            } else {
+                -1
+            },
+            api_version: ctx.version,
+            partitions,
         };
+        match call(ctx, &group_id, GroupRequest::Commit(commit)).await {
+            Some(GroupResponse::Commit(outcome)) => outcome,
+            _ => Err(ErrorCode::CoordinatorNotAvailable),
+        }
+    };
     let mut accepted = match &outcome {
         Ok(codes) => codes.clone().into_iter(),
         Err(_) => Vec::new().into_iter(),

@@ -11,6 +11,7 @@ use super::group_common::{call, check_group_id, EmptyGroupId};
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::model::ErrorCode;
+use crate::security::acl::Operation;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: OffsetDeleteRequest = match ctx.decode(body) {
@@ -18,12 +19,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let group_id = request.group_id.0.to_string();
-    let topics: Vec<(String, Vec<i32>)> = request
+    type Topics = Vec<(String, Vec<i32>)>;
+    let (topics, denied): (Topics, Topics) = request
         .topics
         .iter()
         .map(|t| (t.name.0.to_string(), t.partitions.iter().map(|p| p.partition_index).collect()))
-        .collect();
-    let outcome = match check_group_id(ctx, &group_id, EmptyGroupId::Refused) {
+        .partition(|(name, _)| ctx.topic_allowed(Operation::Read, name));
+    let outcome = match check_group_id(ctx, &group_id, EmptyGroupId::Refused, Operation::Delete) {
         Err(code) => Err(code),
         Ok(()) => {
             let delete = GroupRequest::DeleteOffsets { group_id: group_id.clone(), topics };
@@ -37,7 +39,15 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     match outcome {
         Err(code) => response.error_code = code.code(),
         Ok(topics) => {
-            for (name, partitions) in topics {
+            // Kafka: the partitions of topics the principal may not read are
+            // TOPIC_AUTHORIZATION_FAILED, the others go to the coordinator.
+            let denied = denied.into_iter().map(|(name, partitions)| {
+                let codes = partitions
+                    .into_iter()
+                    .map(|index| (index, ErrorCode::TopicAuthorizationFailed));
+                (name, codes.collect::<Vec<_>>())
+            });
+            for (name, partitions) in topics.into_iter().chain(denied) {
                 let mut topic = OffsetDeleteResponseTopic::default();
                 topic.name = TopicName(str_bytes(&name));
                 for (index, code) in partitions {

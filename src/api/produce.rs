@@ -17,6 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::{Admitted, Context, Outcome};
 use crate::model::batch::{self, BatchError};
 use crate::model::{ErrorCode, ShardId, TopicPartition};
+use crate::security::acl::Operation;
 
 pub async fn admit(ctx: Context, body: Bytes) -> Admitted {
     let request: ProduceRequest = match ctx.decode(body) {
@@ -26,6 +27,9 @@ pub async fn admit(ctx: Context, body: Bytes) -> Admitted {
     let shard = ctx.shard();
     let acks = request.acks;
     let timeout_ms = request.timeout_ms;
+    // Kafka: a transactional producer needs WRITE on its transactional id, else the whole
+    // request fails with TRANSACTIONAL_ID_AUTHORIZATION_FAILED; each topic needs WRITE.
+    let txn_denied = request.transactional_id.as_ref().is_some_and(|id| !ctx.txn_allowed(id));
     let mut topics: Vec<TopicProduceResponse> = Vec::new();
     let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, Vec<Bytes>)>> = BTreeMap::new();
     let mut slot_of: BTreeMap<TopicPartition, (usize, usize)> = BTreeMap::new();
@@ -34,11 +38,18 @@ pub async fn admit(ctx: Context, body: Bytes) -> Admitted {
         topic_response.name = topic.name.clone();
         topic_response.topic_id = topic.topic_id;
         let name: &str = &topic.name.0;
-        let meta =
-            if acks_valid(acks) { ctx.shard().catalog.borrow().get(name).cloned() } else { None };
+        let denied = if txn_denied {
+            Some(ErrorCode::TransactionalIdAuthorizationFailed)
+        } else if !ctx.topic_allowed(Operation::Write, name) {
+            Some(ErrorCode::TopicAuthorizationFailed)
+        } else {
+            None
+        };
+        let usable = acks_valid(acks) && denied.is_none();
+        let meta = if usable { ctx.shard().catalog.borrow().get(name).cloned() } else { None };
         let meta = match meta {
             Some(meta) => Some(meta),
-            None if acks_valid(acks) && shard.config.auto_create_topics => {
+            None if usable && shard.config.auto_create_topics && ctx.may_create_topic(name) => {
                 ctx.controller().ensure_topic(name).await.ok().flatten()
             }
             None => None,
@@ -49,7 +60,9 @@ pub async fn admit(ctx: Context, body: Bytes) -> Admitted {
             response.base_offset = -1;
             response.log_append_time_ms = -1;
             response.log_start_offset = -1;
-            let code = if !acks_valid(acks) {
+            let code = if let Some(denied) = denied {
+                denied
+            } else if !acks_valid(acks) {
                 ErrorCode::InvalidRequiredAcks
             } else {
                 match &meta {

@@ -3,7 +3,8 @@
 //! partition leader. Each partition appends the control batch on its owning shard
 //! (`Partitions::write_markers`: only as leader, and on a replicated partition answered once
 //! its high watermark passed the marker), one message per owning shard for the whole
-//! request. Errors are per partition; the coordinator sends the failed ones again.
+//! request. Errors are per partition; the coordinator sends the failed ones again. Needs
+//! CLUSTER_ACTION on the cluster when the authorizer is on, as in Kafka.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +18,7 @@ use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use super::{Context, Outcome};
 use crate::model::{ErrorCode, ProducerEpoch, ProducerId, ShardId, TopicPartition, TxnOutcome};
 use crate::partition::{PartitionRequest, PartitionResponse};
+use crate::security::acl::Operation;
 use crate::storage::log::Marker;
 
 /// Where a partition's answer goes: (marker, topic, partition) indexes of the response.
@@ -27,6 +29,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Ok(r) => r,
         Err(close) => return close,
     };
+    // Kafka: only brokers (CLUSTER_ACTION on the cluster) write markers.
+    let allowed = ctx.cluster_allowed(Operation::ClusterAction);
     let node_id = ctx.shard().config.node_id;
     let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, Marker)>> = BTreeMap::new();
     let mut slots: BTreeMap<ShardId, Vec<Slot>> = BTreeMap::new();
@@ -52,6 +56,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 let mut answer = WritableTxnMarkerPartitionResult::default();
                 answer.partition_index = partition;
                 let code = match &meta {
+                    _ if !allowed => ErrorCode::ClusterAuthorizationFailed,
                     _ if !valid => ErrorCode::InvalidProducerIdMapping,
                     Some(m) if m.led_elsewhere(partition, node_id) => {
                         ErrorCode::NotLeaderOrFollower

@@ -37,6 +37,9 @@ pub enum ErrorCode {
     UnknownMemberId = 25,
     InvalidSessionTimeout = 26,
     RebalanceInProgress = 27,
+    TopicAuthorizationFailed = 29,
+    GroupAuthorizationFailed = 30,
+    ClusterAuthorizationFailed = 31,
     UnsupportedSaslMechanism = 33,
     IllegalSaslState = 34,
     UnsupportedVersion = 35,
@@ -55,6 +58,8 @@ pub enum ErrorCode {
     ConcurrentTransactions = 51,
     TransactionCoordinatorFenced = 52,
     TransactionalIdAuthorizationFailed = 53,
+    /// An ACL request to a broker without an authorizer.
+    SecurityDisabled = 54,
     SaslAuthenticationFailed = 58,
     OperationNotAttempted = 55,
     /// Retriable: the broker cannot write to its disk now (free space below the reserve, a
@@ -83,7 +88,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, by wire value.
-    pub const ALL: [ErrorCode; 64] = [
+    pub const ALL: [ErrorCode; 68] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -108,6 +113,9 @@ impl ErrorCode {
         ErrorCode::UnknownMemberId,
         ErrorCode::InvalidSessionTimeout,
         ErrorCode::RebalanceInProgress,
+        ErrorCode::TopicAuthorizationFailed,
+        ErrorCode::GroupAuthorizationFailed,
+        ErrorCode::ClusterAuthorizationFailed,
         ErrorCode::UnsupportedSaslMechanism,
         ErrorCode::IllegalSaslState,
         ErrorCode::UnsupportedVersion,
@@ -126,6 +134,7 @@ impl ErrorCode {
         ErrorCode::ConcurrentTransactions,
         ErrorCode::TransactionCoordinatorFenced,
         ErrorCode::TransactionalIdAuthorizationFailed,
+        ErrorCode::SecurityDisabled,
         ErrorCode::SaslAuthenticationFailed,
         ErrorCode::OperationNotAttempted,
         ErrorCode::KafkaStorageError,
@@ -174,7 +183,7 @@ mod tests {
     use super::*;
 
     /// The wire values, written out once more: a renumbered variant fails here.
-    const WIRE: [(ErrorCode, i16); 64] = [
+    const WIRE: [(ErrorCode, i16); 68] = [
         (ErrorCode::UnknownServerError, -1),
         (ErrorCode::None, 0),
         (ErrorCode::OffsetOutOfRange, 1),
@@ -199,6 +208,9 @@ mod tests {
         (ErrorCode::UnknownMemberId, 25),
         (ErrorCode::InvalidSessionTimeout, 26),
         (ErrorCode::RebalanceInProgress, 27),
+        (ErrorCode::TopicAuthorizationFailed, 29),
+        (ErrorCode::GroupAuthorizationFailed, 30),
+        (ErrorCode::ClusterAuthorizationFailed, 31),
         (ErrorCode::UnsupportedSaslMechanism, 33),
         (ErrorCode::IllegalSaslState, 34),
         (ErrorCode::UnsupportedVersion, 35),
@@ -217,6 +229,7 @@ mod tests {
         (ErrorCode::ConcurrentTransactions, 51),
         (ErrorCode::TransactionCoordinatorFenced, 52),
         (ErrorCode::TransactionalIdAuthorizationFailed, 53),
+        (ErrorCode::SecurityDisabled, 54),
         (ErrorCode::SaslAuthenticationFailed, 58),
         (ErrorCode::OperationNotAttempted, 55),
         (ErrorCode::KafkaStorageError, 56),

@@ -21,7 +21,7 @@ const fn api(key: ApiKey, min: i16, max: i16) -> Supported {
     Supported { key, advertised_min: min, min, max }
 }
 
-pub const SUPPORTED: [Supported; 38] = [
+pub const SUPPORTED: [Supported; 41] = [
     Supported { key: ApiKey::Produce, advertised_min: 0, min: 3, max: 12 },
     api(ApiKey::Fetch, 4, 17),
     api(ApiKey::ListOffsets, 1, 9),
@@ -67,6 +67,11 @@ pub const SUPPORTED: [Supported; 38] = [
     api(ApiKey::SaslAuthenticate, 0, 2),
     api(ApiKey::AlterUserScramCredentials, 0, 0),
     api(ApiKey::DescribeUserScramCredentials, 0, 0),
+    // ACLs at Kafka 4.0's ranges, advertised with or without an authorizer as Kafka does
+    // (without one they answer SECURITY_DISABLED).
+    api(ApiKey::CreateAcls, 1, 3),
+    api(ApiKey::DescribeAcls, 1, 3),
+    api(ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// APIs a node serves only in a cluster (`--controller-quorum-voters`), at Kafka 4.0's

@@ -1,5 +1,7 @@
-//! Authentication: TLS material (`tls`), SASL PLAIN (`plain`) and SCRAM (`scram`), the SCRAM
-//! credentials in the data dir (`credentials`), and each connection's SASL state (`Session`).
+//! Authentication and authorization: TLS material (`tls`), SASL PLAIN (`plain`) and SCRAM
+//! (`scram`), the SCRAM credentials in the data dir (`credentials`), each connection's SASL
+//! state (`Session`), and the ACL authorizer (`acl`; `ShardSecurity::authorize` is what the
+//! handlers ask).
 //!
 //! A connection on a SASL listener goes through Kafka's states:
 //!
@@ -18,6 +20,7 @@
 //! The pieces here are pure or nearly (the credentials file, the TLS files): the handlers
 //! in `api` and the connection in `net` drive them.
 
+pub mod acl;
 pub mod credentials;
 pub mod plain;
 pub mod scram;
@@ -27,10 +30,14 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::config::{Config, SecurityProtocol};
 use crate::constants::{
     SASL_FAILED_LOGINS_PER_WINDOW_MAX, SASL_FAILED_LOGIN_SOURCES_MAX, SASL_FAILED_LOGIN_WINDOW_MS,
+};
+use crate::security::acl::{
+    AclStore, Caller, DecisionCache, Operation, Policy, ResourceType, ShardAcls,
 };
 use crate::security::credentials::{BootstrapCredential, ScramStore};
 use crate::security::plain::PlainHash;
@@ -61,6 +68,8 @@ pub struct Security {
     /// In the order SaslHandshake lists them.
     pub mechanisms: Vec<SaslMechanism>,
     pub reauth_ms: u64,
+    /// The ACLs and the authorizer's settings (`acl`).
+    pub acls: Arc<AclStore>,
 }
 
 impl Security {
@@ -96,7 +105,27 @@ impl Security {
         }
         mechanisms.push(SaslMechanism::Scram(Mechanism::Sha256));
         mechanisms.push(SaslMechanism::Scram(Mechanism::Sha512));
-        Ok(Security { tls, scram, plain_users, mechanisms, reauth_ms: s.connections_max_reauth_ms })
+        let policy = Policy {
+            super_users: s.super_users.iter().cloned().collect(),
+            allow_if_no_acl: s.allow_everyone_if_no_acl_found,
+        };
+        let acls = Arc::new(AclStore::open(meta_dir, s.authorizer, policy)?);
+        if s.authorizer {
+            tracing::info!(
+                acls = acls.load().acls().len(),
+                super_users = ?s.super_users,
+                allow_everyone_if_no_acl_found = s.allow_everyone_if_no_acl_found,
+                "ACL authorizer on"
+            );
+        }
+        Ok(Security {
+            tls,
+            scram,
+            plain_users,
+            mechanisms,
+            reauth_ms: s.connections_max_reauth_ms,
+            acls,
+        })
     }
 
     pub fn mechanism(&self, name: &str) -> Option<SaslMechanism> {
@@ -144,6 +173,10 @@ pub struct Session {
     pub tls_principal: Option<String>,
     state: RefCell<SaslState>,
     authenticated: RefCell<Option<Authenticated>>,
+    /// The peer's IP as ACL hosts name it ("" when unknown: only "*" matches).
+    host: String,
+    /// This connection's authorization decisions (`acl::DecisionCache`).
+    decisions: RefCell<DecisionCache>,
 }
 
 /// Requests a SASL listener takes before authentication.
@@ -165,6 +198,8 @@ impl Session {
             tls_principal,
             state: RefCell::new(SaslState::Idle),
             authenticated: RefCell::new(None),
+            host: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+            decisions: RefCell::new(DecisionCache::default()),
         }
     }
 
@@ -271,6 +306,7 @@ impl Session {
             }
         }
         let expires_ms = (reauth_ms > 0).then(|| now_ms + reauth_ms);
+        self.decisions.borrow_mut().clear();
         *authenticated = Some(Authenticated { principal: user, mechanism, expires_ms });
         Ok(())
     }
@@ -317,10 +353,78 @@ impl FailedLogins {
     }
 }
 
-/// A shard's view of `Security`, with its own failed-login counts.
+/// A shard's view of `Security`, with its own failed-login counts and its copy of the ACLs.
 pub struct ShardSecurity {
     pub shared: std::sync::Arc<Security>,
     pub failures: RefCell<FailedLogins>,
+    pub acls: ShardAcls,
+}
+
+impl ShardSecurity {
+    pub fn new(shared: Arc<Security>) -> ShardSecurity {
+        let acls = ShardAcls::new(shared.acls.clone());
+        ShardSecurity { shared, failures: RefCell::new(FailedLogins::default()), acls }
+    }
+
+    /// Whether the authorizer is on (`--authorizer acl`).
+    pub fn authorizer(&self) -> bool {
+        self.acls.store.enabled
+    }
+
+    /// Whether the connection's principal may do `operation` on `name` of `resource_type`:
+    /// always without an authorizer; else the connection's remembered decision, or Kafka's
+    /// (`acl::AclSet::authorize`), remembered until the ACLs change.
+    pub fn authorize(
+        &self,
+        session: &Session,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        if !self.acls.store.enabled {
+            return true;
+        }
+        self.acls.with(|set| {
+            let kind = (resource_type, operation);
+            let mut decisions = session.decisions.borrow_mut();
+            if let Some(allowed) = decisions.get(set.version, kind, name) {
+                return allowed;
+            }
+            let principal = session.principal();
+            let caller = Caller { principal: &principal, host: &session.host };
+            let allowed =
+                set.authorize(&self.acls.store.policy, caller, operation, resource_type, name);
+            if !allowed {
+                tracing::debug!(
+                    principal,
+                    host = session.host,
+                    operation = operation.name(),
+                    resource_type = resource_type.name(),
+                    name,
+                    "denied"
+                );
+            }
+            decisions.put(kind, name, allowed);
+            allowed
+        })
+    }
+
+    /// Kafka's `authorizeByResourceType` for the connection (`acl::AclSet::authorize_any`).
+    pub fn authorize_any(
+        &self,
+        session: &Session,
+        operation: Operation,
+        resource_type: ResourceType,
+    ) -> bool {
+        if !self.acls.store.enabled {
+            return true;
+        }
+        let principal = session.principal();
+        let caller = Caller { principal: &principal, host: &session.host };
+        self.acls.with(|set| {
+            set.authorize_any(&self.acls.store.policy, caller, operation, resource_type)
+        })
+    }
 }
 
 /// A monotonic clock in milliseconds at the kernel tick's resolution: cheap enough for every
