@@ -31,6 +31,7 @@ use crate::controller::Controller;
 use crate::fatal::{fatal, FatalReason};
 use crate::group::coordinator::Coordinator as GroupCoordinator;
 use crate::model::ShardId;
+use crate::net::caps::PerIp;
 use crate::net::readers::Readers;
 use crate::net::{self, InFlight};
 use crate::partition::Partitions;
@@ -175,6 +176,7 @@ pub fn run(config: Config) {
     // The builders hold an `Rc` inside: clone them here, on one thread, once per shard, and
     // hand each executor its own copies (cloning them on the executor threads races).
     let nudges = Arc::new(Mutex::new(start_nudger(config.cores)));
+    let per_ip = PerIp::new(config.connection_caps.clone());
     let meshes =
         Arc::new(std::sync::Mutex::new(vec![MeshBuilders::new(config.cores); config.cores]));
     let ready = Arc::new(AtomicUsize::new(0));
@@ -210,6 +212,7 @@ pub fn run(config: Config) {
                 let nudged = nudged
                     .unwrap_or_else(|| fatal(FatalReason::Runtime, "more executors than shards"));
                 let security = security.clone();
+                let per_ip = per_ip.clone();
                 async move {
                     let start = Start {
                         readers,
@@ -219,6 +222,7 @@ pub fn run(config: Config) {
                         clean_stop,
                         security,
                         nudged,
+                        per_ip,
                     };
                     shard_main(config, catalog, mesh, start).await
                 }
@@ -290,12 +294,14 @@ struct Start {
     clean_stop: Arc<Mutex<CleanStop>>,
     /// TLS and SASL, shared by the shards (read without locks).
     security: Arc<Security>,
+    /// Connections per client address, counted over every shard (`net::caps`).
+    per_ip: Option<Arc<PerIp>>,
     /// This shard's end of the nudger (see `start_nudger`).
     nudged: futures::channel::mpsc::Receiver<()>,
 }
 
 async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, start: Start) {
-    let Start { readers, ready, started, open_files, clean_stop, security, nudged } = start;
+    let Start { readers, ready, started, open_files, clean_stop, security, nudged, per_ip } = start;
     glommio::spawn_local(async move {
         let mut nudged = nudged;
         while futures::StreamExt::next(&mut nudged).await.is_some() {}
@@ -443,6 +449,7 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         listeners,
         in_flight.clone(),
         readers[id.index()].clone(),
+        per_ip,
     ));
     let housekeeping = glommio::spawn_local(housekeeping(partitions.clone()));
     let delayed = glommio::spawn_local(shard.delayed.clone().run());

@@ -4,6 +4,7 @@
 //! `constants.rs`. The TOML keys are the long option names (`data-dir = "/var/lib/spate"`), so
 //! a user never has to learn two vocabularies.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
 
@@ -12,7 +13,7 @@ use serde::Deserialize;
 
 use crate::constants;
 use crate::model::quorum::QuorumVoters;
-use crate::model::settings::{GroupConfig, TxnConfig, CONSUMER_ASSIGNORS};
+use crate::model::settings::{ConnectionCaps, GroupConfig, TxnConfig, CONSUMER_ASSIGNORS};
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
 use crate::model::NodeId;
 
@@ -130,6 +131,14 @@ pub struct Args {
     /// connections.max.idle.ms; a frame trickled in slowly does not count) [default: 10 min].
     #[arg(long, value_name = "MS")]
     pub connections_max_idle_ms: Option<u64>,
+    /// Most connections one client address may hold open, over all listeners (Kafka's
+    /// max.connections.per.ip; a connection over it is closed at once) [default: no cap].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<u32>,
+    /// Caps for some addresses instead of --max-connections-per-ip, as
+    /// `address:count,...` (Kafka's max.connections.per.ip.overrides; 0 refuses).
+    #[arg(long, value_name = "LIST")]
+    pub max_connections_per_ip_overrides: Option<String>,
     /// Clustered: a follower that has not caught up with its leader for this long leaves
     /// the in-sync replicas (Kafka's replica.lag.time.max.ms) [default: 30000].
     #[arg(long, value_name = "MS")]
@@ -242,6 +251,8 @@ struct FileConfig {
     message_max_bytes: Option<u32>,
     frame_max_bytes: Option<u32>,
     connections_max_idle_ms: Option<u64>,
+    max_connections_per_ip: Option<u32>,
+    max_connections_per_ip_overrides: Option<String>,
     replica_lag_time_max_ms: Option<u64>,
     segment_bytes: Option<u64>,
     segment_ms: Option<i64>,
@@ -365,6 +376,8 @@ pub struct Config {
     pub frame_max_bytes: u32,
     /// A connection with no whole request for this long is closed (`net`).
     pub connections_max_idle_ms: u64,
+    /// Connections per client address (`net::caps`).
+    pub connection_caps: ConnectionCaps,
     /// A follower not caught up for this long leaves the ISR (`partition::replicas`).
     pub replica_lag_time_max_ms: u64,
     /// Per shard: see `storage::cache`.
@@ -512,6 +525,22 @@ impl Config {
                 constants::CONNECTIONS_MAX_IDLE_MS_MIN
             ));
         }
+        let overrides = match args
+            .max_connections_per_ip_overrides
+            .as_deref()
+            .or(file.max_connections_per_ip_overrides.as_deref())
+        {
+            Some(text) => ConnectionCaps::parse_overrides(text)?,
+            None => HashMap::new(),
+        };
+        let per_ip = args.max_connections_per_ip.or(file.max_connections_per_ip);
+        if per_ip == Some(0) && overrides.is_empty() {
+            return Err("--max-connections-per-ip 0 refuses every client; give \
+                        --max-connections-per-ip-overrides for the addresses that may connect, \
+                        or a cap above 0."
+                .to_string());
+        }
+        let connection_caps = ConnectionCaps { per_ip, overrides };
         let topic_defaults = TopicConfig {
             segment_bytes: args
                 .segment_bytes
@@ -618,6 +647,7 @@ impl Config {
             default_partitions,
             frame_max_bytes,
             connections_max_idle_ms,
+            connection_caps,
             replica_lag_time_max_ms: args
                 .replica_lag_time_max_ms
                 .or(file.replica_lag_time_max_ms)

@@ -2,6 +2,9 @@
 //! data, so that the configuration and the pure state machines share them without importing
 //! each other.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+
 /// The server-side assignors Spate implements for KIP-848 consumer groups (`group::assignor`).
 pub const CONSUMER_ASSIGNORS: [&str; 2] = ["uniform", "range"];
 
@@ -63,5 +66,67 @@ impl Default for TxnConfig {
             log_segment_bytes: crate::constants::TXN_LOG_SEGMENT_BYTES_DEFAULT,
             id_expiration_ms: crate::constants::TRANSACTIONAL_ID_EXPIRATION_MS_DEFAULT,
         }
+    }
+}
+
+/// Kafka's `max.connections.per.ip` and `max.connections.per.ip.overrides`: a default per
+/// client address and overrides for some addresses (0 refuses the address); `net::caps`
+/// counts connections against them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionCaps {
+    /// None: no cap (Kafka's default, `Int.MaxValue`), unless an override names the address.
+    pub per_ip: Option<u32>,
+    pub overrides: HashMap<IpAddr, u32>,
+}
+
+impl ConnectionCaps {
+    pub fn is_capped(&self) -> bool {
+        self.per_ip.is_some() || !self.overrides.is_empty()
+    }
+
+    /// The cap for `ip`, if it has one.
+    pub fn cap_of(&self, ip: IpAddr) -> Option<u32> {
+        self.overrides.get(&canonical(ip)).copied().or(self.per_ip)
+    }
+
+    /// Parses Kafka's override list, `address:count,address:count` (IPv6 addresses in
+    /// brackets or bare: the count follows the last colon).
+    pub fn parse_overrides(text: &str) -> Result<HashMap<IpAddr, u32>, String> {
+        let mut overrides = HashMap::new();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (address, count) = entry.rsplit_once(':').ok_or_else(|| {
+                format!(
+                    "--max-connections-per-ip-overrides entry '{entry}' is not address:count \
+                     (for example 10.0.0.7:200)."
+                )
+            })?;
+            let address = address.trim().trim_start_matches('[').trim_end_matches(']');
+            let ip: IpAddr = address.parse().map_err(|_| {
+                format!(
+                    "--max-connections-per-ip-overrides: '{address}' is not an IP address; \
+                     give addresses, not host names (for example 10.0.0.7:200)."
+                )
+            })?;
+            let count: u32 = count.trim().parse().map_err(|_| {
+                format!(
+                    "--max-connections-per-ip-overrides: '{count}' in '{entry}' is not a \
+                     connection count (0 or more)."
+                )
+            })?;
+            if overrides.insert(canonical(ip), count).is_some() {
+                return Err(format!(
+                    "--max-connections-per-ip-overrides names {ip} twice; keep one entry."
+                ));
+            }
+        }
+        Ok(overrides)
+    }
+}
+
+/// An IPv4 client on a dual-stack socket arrives as `::ffff:a.b.c.d`: counted as `a.b.c.d`.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }

@@ -32,6 +32,7 @@
 //! `--connections-max-idle-ms` (Kafka's connections.max.idle.ms) is shut down by the shard's
 //! idle sweep (`Connections`), whether it sent nothing or a frame too slowly.
 
+pub mod caps;
 pub mod readers;
 pub mod tls;
 pub mod zero_copy;
@@ -40,6 +41,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -57,11 +59,13 @@ use crate::constants::{
     CONNECTION_REQUESTS_IN_FLIGHT_MAX, FRAME_READ_STEP_BYTES_MAX, FRAME_READ_STEP_BYTES_MIN,
     REPEATED_WARNING_INTERVAL_MS, SHARD_REQUEST_BYTES_IN_FLIGHT_MAX, SOCKET_SEND_TIMEOUT_MS,
 };
+use crate::model::ShardId;
+use crate::net::caps::PerIp;
 use crate::net::readers::Readers;
 use crate::net::tls::TlsShared;
 use crate::security::{now_ms, Session};
 use crate::storage::log::ReadChunk;
-use crate::throttle::Failures;
+use crate::throttle::{Failures, Throttle};
 
 /// Counts requests admitted and not yet answered, so shutdown can wait for them.
 #[derive(Default)]
@@ -77,10 +81,13 @@ pub async fn accept_loop(
     listeners: Vec<(usize, TcpListener)>,
     in_flight: Rc<InFlight>,
     readers: Readers,
+    per_ip: Option<Arc<PerIp>>,
 ) {
     let edge = Rc::new(Edge {
         shard_bytes: Rc::new(Semaphore::new(SHARD_REQUEST_BYTES_IN_FLIGHT_MAX as u64)),
         connections: Rc::new(Connections::default()),
+        per_ip,
+        refused: RefCell::new(Throttle::new(REPEATED_WARNING_INTERVAL_MS)),
     });
     // Cancelled with this loop (a glommio task ends when its handle is dropped).
     let _sweep = glommio::spawn_local(sweep_idle(
@@ -103,10 +110,41 @@ pub async fn accept_loop(
     futures::future::join_all(accepting).await;
 }
 
-/// What a shard's listeners share: the shard's request window and its open connections.
+/// What a shard's listeners share: the shard's request window, its open connections and
+/// the process's per-address connection counts (`caps`).
 struct Edge {
     shard_bytes: Rc<Semaphore>,
     connections: Rc<Connections>,
+    per_ip: Option<Arc<PerIp>>,
+    /// Refused connections are logged at most once per interval, with a count.
+    refused: RefCell<Throttle>,
+}
+
+impl Edge {
+    /// The connection's place in its address's count, or None when it is over the cap
+    /// (logged, throttled: a client looping on reconnects must not flood the log).
+    fn admit(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+        shard: ShardId,
+    ) -> Option<Option<caps::Slot>> {
+        let (Some(per_ip), Some(peer)) = (&self.per_ip, peer) else { return Some(None) };
+        match per_ip.admit(peer.ip()) {
+            Ok(slot) => Some(Some(slot)),
+            Err(cap) => {
+                if let Some(held) = self.refused.borrow_mut().admit(now_ms()) {
+                    tracing::info!(
+                        shard = shard.0,
+                        refused_since_last_line = held + 1,
+                        "refused a connection from {}: it already has the {cap} connections \
+                         --max-connections-per-ip allows it",
+                        peer.ip()
+                    );
+                }
+                None
+            }
+        }
+    }
 }
 
 async fn accept_on(
@@ -131,13 +169,15 @@ async fn accept_on(
         });
         match accepted {
             Ok((stream, output)) => {
+                let peer = stream.peer_addr().ok();
+                // Over its address's cap: closed at once (both descriptors dropped here).
+                let Some(slot) = edge.admit(peer, services.shard.id) else { continue };
                 let services = services.clone();
                 let in_flight = in_flight.clone();
                 let readers = readers.clone();
                 let window = Rc::new(Window::new(edge.shard_bytes.clone()));
                 let registered = Registered::new(&edge.connections, stream.as_raw_fd());
                 glommio::spawn_local(async move {
-                    let peer = stream.peer_addr().ok();
                     let activity = registered.activity.clone();
                     let connection = Connection {
                         services: &services,
@@ -156,6 +196,7 @@ async fn accept_on(
                     // Out of the sweep's sight before anything else runs: the descriptor is
                     // closed now and may be reused.
                     drop(registered);
+                    drop(slot);
                     if let Err(reason) = served {
                         tracing::debug!(
                             ?peer,

@@ -282,6 +282,61 @@ def test_thousands_of_idle_connections_cost_little_and_are_closed(spate_factory)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+def connect_from(source, port):
+    """A connection to the broker from the loopback address `source` (all of 127/8 is local)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def answered(sock, correlation_id):
+    """True when an ApiVersions on `sock` is answered, False when the broker closed it."""
+    try:
+        sock.sendall(api_versions_request(0, correlation_id))
+        return read_response(sock)[0] == correlation_id
+    except (ConnectionError, OSError):
+        return False
+
+
+@pytest.mark.skipif(TARGET != "spate", reason="Spate's command line")
+def test_connections_per_address_are_capped_over_every_shard(spate_factory):
+    """--max-connections-per-ip 3 with overrides 127.0.0.2:6 and 127.0.0.3:0, two shards (the
+    kernel spreads one address's connections over both, so the count is the process's): the
+    fourth connection from 127.0.0.4 and the seventh from 127.0.0.2 are closed at once, every
+    one from 127.0.0.3 too, the admitted ones are served, and a close frees a place. (Not
+    127.0.0.1: the fixture's own readiness checks come from there.)"""
+    broker = spate_factory("--cores", "2", "--max-connections-per-ip", "3",
+                           "--max-connections-per-ip-overrides", "127.0.0.2:6,127.0.0.3:0")
+    held = []
+    try:
+        for source, cap in (("127.0.0.4", 3), ("127.0.0.2", 6)):
+            mine = [connect_from(source, broker.port) for _ in range(cap)]
+            held += mine
+            assert all(answered(sock, i) for i, sock in enumerate(mine)), source
+            over = connect_from(source, broker.port)
+            held.append(over)
+            assert closed_by_peer(over, timeout=5), f"connection {cap + 1} from {source} kept"
+        refused = connect_from("127.0.0.3", broker.port)
+        held.append(refused)
+        assert closed_by_peer(refused, timeout=5), "127.0.0.3 (override 0) was served"
+        # A close gives the place back (the broker sees the close a moment later).
+        held[0].close()
+        deadline = time.monotonic() + 10
+        while True:
+            again = connect_from("127.0.0.4", broker.port)
+            held.append(again)
+            if answered(again, 99):
+                break
+            assert time.monotonic() < deadline, "the closed connection's place was not freed"
+            time.sleep(0.1)
+        assert not answered(connect_from("127.0.0.4", broker.port), 100), "over the cap again"
+    finally:
+        for sock in held:
+            sock.close()
+    # Every place is given back: a real client gets its connections again.
+    assert_healthy(broker.bootstrap, timeout=20)
+
+
 @pytest.mark.skipif(TARGET != "spate", reason="Spate's --auto-create-topics option")
 def test_a_metadata_flood_for_unknown_topics_creates_nothing_and_holds_no_memory(
         spate_factory):

@@ -179,7 +179,7 @@ def test_second_broker_on_the_same_port_is_refused(broker, tmp_path):
 @spate_only
 @pytest.mark.parametrize("problem", [
     "data-dir-under-a-file", "cores-zero", "bad-listen", "missing-config", "bad-config-value",
-    "unknown-config-key",
+    "unknown-config-key", "connection-cap-zero", "connection-cap-host-name",
 ])
 def test_startup_problems_end_with_one_clear_sentence(tmp_path, problem):
     """Bad set-ups end the process with a non-zero code and a short message, not a panic."""
@@ -195,12 +195,20 @@ def test_startup_problems_end_with_one_clear_sentence(tmp_path, problem):
         "missing-config": ["--config", str(tmp_path / "missing.toml")],
         "bad-config-value": ["--config", str(config)],
         "unknown-config-key": ["--config", str(config)],
+        "connection-cap-zero": ["--listen", port, "--data-dir", data,
+                                "--max-connections-per-ip", "0"],
+        "connection-cap-host-name": ["--listen", port, "--data-dir", data,
+                                     "--max-connections-per-ip-overrides", "localhost:5"],
     }[problem]
     if problem == "bad-config-value":
         config.write_text(f'listen = "{port}"\ndata-dir = "{data}"\ndefault-partitions = "many"\n')
     if problem == "unknown-config-key":
         config.write_text(f'listen = "{port}"\ndata-dir = "{data}"\nno-such-option = 3\n')
-    assert_clear_failure(run_spate(*args))
+    done = run_spate(*args)
+    assert_clear_failure(done)
+    says = {"connection-cap-zero": "refuses every client",
+            "connection-cap-host-name": "not an IP address"}.get(problem, "")
+    assert says in done.stdout + done.stderr
 
 
 @spate_only
