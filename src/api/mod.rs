@@ -217,13 +217,10 @@ async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         ApiKey::SaslAuthenticate => sasl_authenticate::handle(ctx, body).await,
         ApiKey::AlterUserScramCredentials => alter_user_scram_credentials::handle(ctx, body),
         ApiKey::DescribeUserScramCredentials => describe_user_scram_credentials::handle(ctx, body),
-<<<<<<< HEAD
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(ctx, body).await,
-=======
         ApiKey::CreateAcls => create_acls::handle(ctx, body).await,
         ApiKey::DescribeAcls => describe_acls::handle(ctx, body),
         ApiKey::DeleteAcls => delete_acls::handle(ctx, body).await,
->>>>>>> acl
         other => Outcome::Close(format!("{other:?} is not implemented")),
     }
 }
