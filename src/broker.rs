@@ -36,6 +36,7 @@ use crate::net::readers::Readers;
 use crate::net::{self, InFlight};
 use crate::partition::Partitions;
 use crate::replication::Replication;
+use crate::scrape::{self, Scraper};
 use crate::security::{Security, ShardSecurity};
 use crate::shard::catalog::{self, Catalog, META_DIR};
 use crate::shard::internal_log;
@@ -54,6 +55,9 @@ static CONTROLLED_SHUTDOWN_DONE: AtomicBool = AtomicBool::new(false);
 /// Until every shard does, a stop signal ends the process at once (see
 /// `install_signal_handlers`).
 static SHARDS_SERVING: AtomicUsize = AtomicUsize::new(0);
+
+/// The shard that serves `--metrics-listen` (any would do; the scrape asks every shard).
+const METRICS_SHARD: ShardId = ShardId(0);
 
 /// How long shutdown waits for in-flight requests before sealing the logs anyway.
 const SHUTDOWN_DRAIN_MS: u64 = 5_000;
@@ -137,6 +141,9 @@ pub fn run(config: Config) {
     let security = Arc::new(security);
     if let Some(cluster) = &config.cluster {
         check_listen_address(cluster.controller_listen, "--controller-listen");
+    }
+    if let Some(metrics) = config.metrics_listen {
+        check_listen_address(metrics, "--metrics-listen");
     }
     check_memlock(config.cores);
     install_signal_handlers(security.clone(), config.cores);
@@ -254,6 +261,7 @@ struct MeshBuilders {
     groups: Builder<GroupCoordinator>,
     txns: Builder<TxnCoordinator>,
     cluster: Builder<Cluster>,
+    scrape: Builder<Scraper>,
 }
 
 type Builder<S> = MeshBuilder<
@@ -269,6 +277,7 @@ impl MeshBuilders {
             groups: MeshBuilder::full(cores, MESH_CHANNEL_CAPACITY),
             txns: MeshBuilder::full(cores, MESH_CHANNEL_CAPACITY),
             cluster: MeshBuilder::full(cores, MESH_CHANNEL_CAPACITY),
+            scrape: MeshBuilder::full(cores, MESH_CHANNEL_CAPACITY),
         }
     }
 }
@@ -312,6 +321,7 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
     let (groups_mesh, groups_peers) = join(meshes.groups).await;
     let (txns_mesh, txns_peers) = join(meshes.txns).await;
     let (cluster_mesh, cluster_peers) = join(meshes.cluster).await;
+    let (scrape_mesh, scrape_peers) = join(meshes.scrape).await;
     let id = partitions_mesh.me();
     tracing::debug!(shard = id.0, "joined the meshes");
     probe_direct_io(&config.data_dir, id).await;
@@ -435,6 +445,31 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         tracing::info!(listeners = %listeners_text(&config), elapsed_ms, "accepting clients");
     }
     let in_flight = Rc::new(InFlight::default());
+    let scraper = Rc::new(Scraper::new(
+        shard.clone(),
+        scrape_mesh,
+        partitions.clone(),
+        groups.clone(),
+        in_flight.clone(),
+    ));
+    scraper.mesh().serve_peers(&scraper, scrape_peers);
+    // One shard answers scrapes; it asks the others over the scrape mesh.
+    let metrics_endpoint = match config.metrics_listen {
+        Some(address) if id == METRICS_SHARD => {
+            let bound = TcpListener::bind(address).unwrap_or_else(|e| {
+                fatal(
+                    FatalReason::Listen,
+                    format!(
+                        "cannot listen on {address} for metrics: {e}; choose another \
+                         --metrics-listen address"
+                    ),
+                )
+            });
+            tracing::info!(%address, "serving Prometheus metrics at /metrics");
+            Some(scrape::http::start(scraper.clone(), bound))
+        }
+        _ => None,
+    };
     let services = Rc::new(Services {
         shard: shard.clone(),
         partitions: partitions.clone(),
@@ -472,6 +507,9 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
     }
     in_flight.closing.set(true);
     acceptor.cancel().await;
+    if let Some(endpoint) = metrics_endpoint {
+        endpoint.cancel().await;
+    }
     housekeeping.cancel().await;
     let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_DRAIN_MS);
     while in_flight.requests.get() > 0 && Instant::now() < deadline {

@@ -74,6 +74,10 @@ pub struct Args {
     /// [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub allow_everyone_if_no_acl_found: Option<bool>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (per shard, partition, API,
+    /// group and listener; one shard answers) [default: off].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
     /// Directory that holds the partition logs [default: ./spate-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -237,6 +241,7 @@ struct FileConfig {
     authorizer: Option<String>,
     super_users: Option<String>,
     allow_everyone_if_no_acl_found: Option<bool>,
+    metrics_listen: Option<String>,
     data_dir: Option<PathBuf>,
     cores: Option<usize>,
     node_id: Option<i32>,
@@ -366,6 +371,8 @@ pub struct Config {
     /// Every listener; a connection's index into it says which one it came in on.
     pub listeners: Vec<Listener>,
     pub security: SecurityConfig,
+    /// Where the Prometheus endpoint listens (`scrape::http`); None: no endpoint.
+    pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub cores: usize,
     pub node_id: NodeId,
@@ -629,6 +636,20 @@ impl Config {
                 ));
             }
         }
+        let metrics_listen = match args.metrics_listen.or(file.metrics_listen) {
+            None => None,
+            Some(text) => Some(resolve(&text).map_err(|e| {
+                format!("--metrics-listen {text:?} is not a usable address ({e}); give HOST:PORT.")
+            })?),
+        };
+        if let Some(metrics) = metrics_listen {
+            if listeners.iter().any(|l| l.address.port() == metrics.port()) {
+                return Err(format!(
+                    "--metrics-listen {metrics} uses the port of a Kafka listener; give the \
+                     metrics endpoint a port of its own."
+                ));
+            }
+        }
         let txns = txn_config(
             args.transaction_state_log_segment_bytes.or(file.transaction_state_log_segment_bytes),
             args.transactional_id_expiration_ms.or(file.transactional_id_expiration_ms),
@@ -639,6 +660,7 @@ impl Config {
             advertised_port,
             listeners,
             security,
+            metrics_listen,
             data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| "spate-data".into()),
             cores,
             node_id: NodeId(node_id.unwrap_or(1)),

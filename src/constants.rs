@@ -413,3 +413,36 @@ pub const TXN_MARKER_RETRY_MS_MAX: u64 = 2_000;
 /// ask for, and how long before it asks for the same ISR change again.
 pub const REPLICA_MANAGER_TICK_MS: u64 = 100;
 pub const REPLICA_ISR_CHANGE_RETRY_MS: u64 = 500;
+
+/// Largest Kafka API key the per-API counters have a slot for (Kafka 4 ends in the 80s);
+/// a request with a larger key is closed before it is counted (`api::admit`).
+pub const API_KEY_MAX: usize = 127;
+
+/// Upper bounds of the request latency histogram's buckets, in microseconds (then +Inf):
+/// from a cached tail fetch (~100 us on loopback) to a long poll or a rebalance (seconds).
+pub const API_LATENCY_BUCKETS_US: [u64; 17] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000,
+];
+const _: () = {
+    let mut i = 1;
+    while i < API_LATENCY_BUCKETS_US.len() {
+        assert!(API_LATENCY_BUCKETS_US[i - 1] < API_LATENCY_BUCKETS_US[i]);
+        i += 1;
+    }
+};
+
+/// Scrapes of `--metrics-listen` served at once; more connections wait in the listen queue.
+pub const METRICS_SCRAPES_IN_FLIGHT_MAX: usize = 4;
+
+/// Largest HTTP request head the metrics endpoint reads (a scrape's GET is a few hundred
+/// bytes); a longer one is answered 431 and closed.
+pub const METRICS_REQUEST_BYTES_MAX: usize = 8 * 1024;
+
+/// How long the metrics endpoint waits for a request head or for a shard's report before
+/// it gives up on that scrape (Prometheus's default scrape timeout is 10 s).
+pub const METRICS_SCRAPE_TIMEOUT_MS: u64 = 10_000;
+
+/// Partitions a shard reads into its report between two `yield_if_needed` (a scrape at
+/// 100,000 partitions must not hold a saturated shard's requests back).
+pub const METRICS_PARTITIONS_PER_YIELD: usize = 1024;

@@ -209,6 +209,7 @@ fn respond(
                 data.records = result.chunks;
             }
         }
+        ctx.shard().metrics.error(ctx.header.request_api_key, data.error_code);
         out[w.topic_index].partitions.push(data);
     }
     let head = FetchResponseHead {

@@ -37,6 +37,7 @@ mod describe_quorum;
 mod describe_transactions;
 mod describe_user_scram_credentials;
 mod end_txn;
+mod error_counts;
 mod fetch;
 mod find_coordinator;
 mod group_common;
@@ -79,6 +80,7 @@ use crate::security::{now_ms, Admission, Session, ShardSecurity};
 use crate::shard::Shard;
 use crate::storage::log::ReadChunk;
 use crate::txn::coordinator::TxnCoordinator;
+use error_counts::ErrorCodes;
 
 /// What a handler reaches on its connection's shard: the shard's plumbing and the services
 /// that live on it. One per shard, built at start-up.
@@ -312,8 +314,11 @@ impl Context {
         })
     }
 
-    /// Encodes a whole response frame: length, header, body.
-    pub fn reply<T: Encodable>(&self, body: &T) -> Outcome {
+    /// Encodes a whole response frame: length, header, body; counts its error codes.
+    pub fn reply<T: Encodable + ErrorCodes>(&self, body: &T) -> Outcome {
+        let metrics = &self.services.shard.metrics;
+        let api_key = self.header.request_api_key;
+        body.error_codes(&mut |code| metrics.error(api_key, code));
         let mut out = BytesMut::with_capacity(256);
         out.put_i32(0);
         let header_version = self.api_key.response_header_version(self.version);

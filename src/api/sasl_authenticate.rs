@@ -127,6 +127,7 @@ async fn failed(
 ) -> Outcome {
     let session = &ctx.session;
     session.fail();
+    ctx.shard().metrics.authentication_failed(session.listener, mechanism.name());
     let peer = session.peer;
     if let Some(ip) = peer.map(|peer| peer.ip()) {
         if ctx.services.security.failures.borrow_mut().failed(ip, now_ms()) {

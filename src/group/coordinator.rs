@@ -242,6 +242,11 @@ impl Coordinator {
         self.mesh.broadcast(make).await
     }
 
+    /// The groups this shard coordinates, for a metrics scrape.
+    pub fn metrics_report(&self) -> Vec<crate::metrics::GroupReport> {
+        self.state.borrow().metrics_report()
+    }
+
     pub fn config(&self) -> GroupConfig {
         self.state.borrow().config().clone()
     }

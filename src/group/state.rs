@@ -30,6 +30,7 @@ use crate::group::consumer::{
 };
 use crate::group::records::{GroupValue, MemberValue, OffsetValue, Record};
 use crate::group::timers::Timers;
+use crate::metrics::GroupReport;
 use crate::model::{ErrorCode, LeaderEpoch, Offset};
 
 /// Topics and their partition indexes, as requests name them.
@@ -1196,6 +1197,25 @@ impl Groups {
                 members: Vec::new(),
             },
         }
+    }
+
+    /// Every group with its member count and committed offsets, for a metrics scrape.
+    pub fn metrics_report(&self) -> Vec<GroupReport> {
+        self.groups
+            .values()
+            .map(|g| GroupReport {
+                group: g.group_id.clone(),
+                members: match &g.consumer {
+                    Some(c) => c.members.len() as u64,
+                    None => g.members.len() as u64,
+                },
+                offsets: g
+                    .offsets
+                    .iter()
+                    .map(|((topic, partition), value)| (topic.clone(), *partition, value.offset.0))
+                    .collect(),
+            })
+            .collect()
     }
 
     /// ListGroups; `states` are lower-case state names (empty: all). Sorted by group id.

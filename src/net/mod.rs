@@ -42,7 +42,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures::channel::mpsc;
@@ -59,6 +59,7 @@ use crate::constants::{
     CONNECTION_REQUESTS_IN_FLIGHT_MAX, FRAME_READ_STEP_BYTES_MAX, FRAME_READ_STEP_BYTES_MIN,
     REPEATED_WARNING_INTERVAL_MS, SHARD_REQUEST_BYTES_IN_FLIGHT_MAX, SOCKET_SEND_TIMEOUT_MS,
 };
+use crate::metrics::ShardMetrics;
 use crate::model::ShardId;
 use crate::net::caps::PerIp;
 use crate::net::readers::Readers;
@@ -177,6 +178,7 @@ async fn accept_on(
                 let readers = readers.clone();
                 let window = Rc::new(Window::new(edge.shard_bytes.clone()));
                 let registered = Registered::new(&edge.connections, stream.as_raw_fd());
+                let counted = Counted::new(&services.shard.metrics, index);
                 glommio::spawn_local(async move {
                     let activity = registered.activity.clone();
                     let connection = Connection {
@@ -196,6 +198,7 @@ async fn accept_on(
                     // Out of the sweep's sight before anything else runs: the descriptor is
                     // closed now and may be reused.
                     drop(registered);
+                    drop(counted);
                     drop(slot);
                     if let Err(reason) = served {
                         tracing::debug!(
@@ -274,6 +277,7 @@ impl Connection<'_> {
         let (input, shared, certificate) = match tls::accept(tls.config(), stream, output).await {
             Ok(accepted) => accepted,
             Err(reason) => {
+                self.services.shard.metrics.authentication_failed(index, "TLS");
                 tracing::info!(?peer, listener = protocol.name(), "TLS handshake failed: {reason}");
                 return Err(reason);
             }
@@ -353,6 +357,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
             Ok(frame) => frame,
             Err(e) => return Err(format!("read body: {e}")),
         };
+        let received = Instant::now();
         activity.last_request_ms.set(now_ms());
         activity.answering.set(activity.answering.get() + 1);
         // Taken once the body is here: a client that announces large frames and never sends
@@ -364,6 +369,8 @@ async fn read_requests<R: AsyncRead + Unpin>(
         // Counted from here (shutdown waits for it, handler included); the slot that carries
         // the answer gives the count back when it is dropped.
         in_flight.requests.set(in_flight.requests.get() + 1);
+        // The size was checked (at least 8 bytes): the API key is the frame's first two.
+        let api_key = i16::from_be_bytes([frame[0], frame[1]]);
         let answer = match api::admit(services, frame.freeze(), session).await {
             Admitted::Now(outcome) => Answer::Ready(outcome),
             Admitted::Later(later) => Answer::Running(Some(glommio::spawn_local(later))),
@@ -374,7 +381,8 @@ async fn read_requests<R: AsyncRead + Unpin>(
         };
         let closes =
             matches!(answer, Answer::Ready(Outcome::Close(_) | Outcome::ReplyAndClose(..)));
-        let slot = Slot::new(answer, share, in_flight.clone(), activity.clone());
+        let timing = Timing { api_key, received, metrics: services.shard.metrics.clone() };
+        let slot = Slot::new(answer, share, in_flight.clone(), activity.clone(), timing);
         if answers.unbounded_send(slot).is_err() {
             return Err("the writer stopped".into());
         }
@@ -647,6 +655,34 @@ struct Slot {
     _share: Share,
     in_flight: Rc<InFlight>,
     activity: Rc<Activity>,
+    timing: Timing,
+}
+
+/// What a request's latency is counted with when its slot goes (its answer written, or
+/// its connection gone): the API, when its frame was complete, the shard's counters.
+struct Timing {
+    api_key: i16,
+    received: Instant,
+    metrics: Rc<ShardMetrics>,
+}
+
+/// A connection in its shard's per-listener counts while it is open.
+struct Counted {
+    metrics: Rc<ShardMetrics>,
+    listener: usize,
+}
+
+impl Counted {
+    fn new(metrics: &Rc<ShardMetrics>, listener: usize) -> Counted {
+        metrics.connection_opened(listener);
+        Counted { metrics: metrics.clone(), listener }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.metrics.connection_closed(self.listener);
+    }
 }
 
 enum Answer {
@@ -661,8 +697,14 @@ impl Slot {
     /// The request was counted in `in_flight` before it was admitted; the slot gives it back.
     /// Its connection's `answering` count was taken when the frame arrived; the slot gives
     /// it back too.
-    fn new(answer: Answer, share: Share, in_flight: Rc<InFlight>, activity: Rc<Activity>) -> Slot {
-        Slot { answer, _share: share, in_flight, activity }
+    fn new(
+        answer: Answer,
+        share: Share,
+        in_flight: Rc<InFlight>,
+        activity: Rc<Activity>,
+        timing: Timing,
+    ) -> Slot {
+        Slot { answer, _share: share, in_flight, activity, timing }
     }
 
     /// The answer, waiting for it if need be.
@@ -701,5 +743,7 @@ impl Drop for Slot {
         self.in_flight.requests.set(self.in_flight.requests.get() - 1);
         self.activity.answering.set(self.activity.answering.get() - 1);
         self.activity.last_request_ms.set(now_ms());
+        let elapsed_us = self.timing.received.elapsed().as_micros() as u64;
+        self.timing.metrics.request_done(self.timing.api_key, elapsed_us);
     }
 }

@@ -28,7 +28,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::constants::{LOG_OPENS_IN_FLIGHT, REPEATED_WARNING_INTERVAL_MS};
+use crate::constants::{
+    LOG_OPENS_IN_FLIGHT, METRICS_PARTITIONS_PER_YIELD, REPEATED_WARNING_INTERVAL_MS,
+};
+use crate::metrics::{CacheReport, PartitionReport};
 use crate::model::{now_ms, ErrorCode, Isolation, Offset, ProducerEpoch, ProducerId};
 use crate::model::{LeaderEpoch, NodeId, ShardId, TopicPartition};
 use crate::shard::catalog::TopicMeta;
@@ -351,6 +354,38 @@ impl Partitions {
 
     pub fn owned_partition_count(&self) -> usize {
         self.logs.borrow().len()
+    }
+
+    /// Every log this shard owns as a scrape reports it, read off the logs now (nothing is
+    /// kept per partition for metrics but the log's own `traffic`), and the shard's batch
+    /// cache. Yields every `METRICS_PARTITIONS_PER_YIELD` logs, so a scrape at 100,000
+    /// partitions does not hold this shard's requests back.
+    pub async fn metrics_report(&self) -> (Vec<PartitionReport>, CacheReport, (u64, u64)) {
+        let logs: Vec<LogRef> = self.logs.borrow().values().cloned().collect();
+        let mut reports = Vec::with_capacity(logs.len());
+        for (i, log) in logs.iter().enumerate() {
+            if i % METRICS_PARTITIONS_PER_YIELD == METRICS_PARTITIONS_PER_YIELD - 1 {
+                glommio::yield_if_needed().await;
+            }
+            let l = log.borrow();
+            reports.push(PartitionReport {
+                topic: l.tp.topic.clone(),
+                partition: l.tp.partition,
+                log_end_offset: log::log_end(log).0,
+                high_watermark: l.high_watermark.0,
+                log_start_offset: l.log_start_offset.0,
+                size_bytes: l.size_bytes(),
+                traffic: l.traffic.get(),
+            });
+        }
+        let (reads, bytes, bytes_max) = self.cache.stats();
+        let cache = CacheReport {
+            hits: reads.hits,
+            misses: reads.misses,
+            bytes: bytes as u64,
+            bytes_max: bytes_max as u64,
+        };
+        (reports, cache, (reads.hit_bytes, reads.file_bytes))
     }
 
     /// Opens the logs of `meta` this shard owns (of partitions with a replica on this node)

@@ -19,6 +19,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use crate::config::Config;
+use crate::metrics::ShardMetrics;
 use crate::model::{ShardId, TopicPartition};
 use crate::shard::catalog::Catalog;
 use crate::shard::delayed::Delayed;
@@ -38,6 +39,8 @@ pub struct Shard {
     /// The free-space reserve: asked before a write that a client wants (produce, offset
     /// commits, transactions, topic creation).
     pub space: SpaceGate,
+    /// This shard's request counters (`metrics`): per API, per listener.
+    pub metrics: Rc<ShardMetrics>,
     next_waiter: Cell<u64>,
 }
 
@@ -46,6 +49,7 @@ impl Shard {
         Shard {
             id,
             space: SpaceGate::new(&config.data_dir, config.min_free_bytes),
+            metrics: Rc::new(ShardMetrics::new(config.listeners.len())),
             config,
             catalog: RefCell::new(catalog),
             delayed: Rc::new(Delayed::new()),

@@ -56,6 +56,19 @@ pub struct CacheBudget {
     order: RefCell<VecDeque<Entry>>,
     /// Entries of `order` whose batch is no longer cached.
     stale: Cell<usize>,
+    /// Reads of the shard's logs (for `metrics`): found in a cache or not, and their bytes.
+    reads: Cell<CacheReads>,
+}
+
+/// How a shard's log reads went, counted since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheReads {
+    pub hits: u64,
+    pub misses: u64,
+    /// Bytes served from the caches.
+    pub hit_bytes: u64,
+    /// Bytes served from segment files (what missed).
+    pub file_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -72,7 +85,20 @@ impl CacheBudget {
             next_seq: Cell::new(0),
             order: RefCell::new(VecDeque::new()),
             stale: Cell::new(0),
+            reads: Cell::new(CacheReads::default()),
         })
+    }
+
+    /// The reads counted so far, and the bytes cached now (for a scrape).
+    pub fn stats(&self) -> (CacheReads, usize, usize) {
+        (self.reads.get(), self.bytes.get(), self.bytes_max)
+    }
+
+    /// A read that missed the cache sent `bytes` from a segment file.
+    pub fn file_read(&self, bytes: usize) {
+        let mut reads = self.reads.get();
+        reads.file_bytes += bytes as u64;
+        self.reads.set(reads);
     }
 
     /// Bytes cached under this budget now.
@@ -170,8 +196,11 @@ impl BatchCache {
         bound: Offset,
     ) -> Option<Vec<Bytes>> {
         let run = self.run.borrow();
-        let (_, first) = run.batches.front()?;
-        if offset < first.base_offset {
+        let mut reads = self.budget.reads.get();
+        let found = run.batches.front().filter(|(_, first)| offset >= first.base_offset);
+        if found.is_none() {
+            reads.misses += 1;
+            self.budget.reads.set(reads);
             return None;
         }
         let start = run.batches.partition_point(|(_, b)| b.last_offset < offset);
@@ -188,7 +217,15 @@ impl BatchCache {
             size += batch.bytes.len();
             out.push(batch.bytes.clone());
         }
+        reads.hits += 1;
+        reads.hit_bytes += size as u64;
+        self.budget.reads.set(reads);
         Some(out)
+    }
+
+    /// A read this cache missed sent `bytes` from a segment file (counted on the budget).
+    pub fn file_read(&self, bytes: usize) {
+        self.budget.file_read(bytes);
     }
 
     /// Drops every batch (truncation, retention, deletion); the budget gets their bytes back.

@@ -21,7 +21,7 @@
 //! is located through the sparse index and returned as a file region for `sendfile`, or as
 //! bytes read with O_DIRECT for the few blocks that may still be rewritten.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -34,6 +34,7 @@ use crate::constants::{
     PRODUCER_ID_EXPIRATION_MS, ZERO_AHEAD_BYTES, ZERO_AHEAD_STEP_BYTES,
 };
 use crate::fatal::{fatal, FatalReason};
+use crate::metrics::Traffic;
 use crate::model::batch::{self, BatchHeader};
 use crate::model::record_scan;
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
@@ -144,6 +145,9 @@ pub struct Log {
     /// Runs of batches the flusher wrote since open (see `storage::IoTotals`): how many
     /// appends group commit shared each write among, for tests.
     pub writes: u64,
+    /// What was appended and read since open, for `metrics` (a `Cell`: reads borrow the
+    /// log shared).
+    pub traffic: Cell<Traffic>,
 }
 
 /// What recovery found, for the start-up log line.
@@ -278,6 +282,7 @@ impl Log {
             durable_waiters: Vec::new(),
             replication_waiters: Vec::new(),
             writes: 0,
+            traffic: Cell::new(Traffic::default()),
         };
         Ok((log, report))
     }
@@ -972,6 +977,12 @@ fn commit_run(log: &Rc<RefCell<Log>>, run: &[Pending]) -> bool {
         });
         l.written_end = pending.last_offset + 1;
     }
+    let mut traffic = l.traffic.get();
+    for pending in run {
+        traffic.records_in += (pending.last_offset - pending.base_offset + 1) as u64;
+        traffic.bytes_in += pending.bytes.len() as u64;
+    }
+    l.traffic.set(traffic);
     advance_high_watermark(&mut l);
     true
 }
@@ -995,6 +1006,12 @@ fn advance_high_watermark(l: &mut Log) {
             let _ = waiter.send(());
         }
     }
+}
+
+/// The records of a stored batch, counted by its offsets (`last_offset_delta + 1`, as
+/// appends count them); 0 for bytes that are not a batch header.
+fn records_by_offset(batch: &[u8]) -> u64 {
+    BatchHeader::parse(batch).map_or(0, |header| header.last_offset_delta().max(0) as u64 + 1)
 }
 
 fn should_roll(l: &Log, batch_size: u64, last_offset: Offset, now: i64) -> bool {
@@ -1375,6 +1392,10 @@ async fn read_up_to(
         }
         if let Some(cached) = l.cache.read_below(offset, size_bytes_max, first, bound) {
             outcome.size_bytes = cached.iter().map(Bytes::len).sum();
+            let mut traffic = l.traffic.get();
+            traffic.bytes_out += outcome.size_bytes as u64;
+            traffic.records_out += cached.iter().map(|b| records_by_offset(b)).sum::<u64>();
+            l.traffic.set(traffic);
             outcome.chunks = cached.into_iter().map(ReadChunk::Memory).collect();
             return Ok(outcome);
         }
@@ -1437,6 +1458,13 @@ async fn read_up_to(
     };
     outcome.size_bytes = chunk.len();
     outcome.chunks.push(chunk);
+    {
+        let l = log.borrow();
+        let mut traffic = l.traffic.get();
+        traffic.bytes_out += outcome.size_bytes as u64;
+        l.traffic.set(traffic);
+        l.cache.file_read(outcome.size_bytes);
+    }
     Ok(outcome)
 }
 
