@@ -649,6 +649,16 @@ impl Partitions {
         }
     }
 
+    /// A follower of `leader` whose log ends below the leader's log start drops its log and
+    /// starts again at `offset` (`log::restart_at`); not if it no longer follows `leader`.
+    pub async fn restart_replica(&self, tp: &TopicPartition, leader: NodeId, offset: Offset) {
+        let followed = self.following.borrow().get(tp).is_some_and(|f| f.leader == leader);
+        let Some(log) = self.log(tp).filter(|_| followed) else { return };
+        if let Err(e) = log::restart_at(&log, offset).await {
+            tracing::warn!(%tp, "starting the log again at {} failed: {e}", offset.0);
+        }
+    }
+
     // ----- replication: the leader's side ----------------------------------------------------
 
     /// A follower fetched `tp` from `fetch_offset`: its progress, the high watermark.

@@ -173,6 +173,15 @@ impl Fetcher {
                 let high_watermark = Offset(partition.high_watermark);
                 match error {
                     Some(ErrorCode::None) => {}
+                    Some(ErrorCode::OffsetOutOfRange)
+                        if position.log_end < Offset(partition.log_start_offset) =>
+                    {
+                        // Below the leader's log start (retention or DeleteRecords there
+                        // while this replica was away): what it misses is gone, so it starts
+                        // again where the leader's log starts.
+                        work.push(Work::Restart(tp, Offset(partition.log_start_offset)));
+                        continue;
+                    }
                     Some(ErrorCode::OffsetOutOfRange) if position.log_end > high_watermark => {
                         // Past the leader's log (a follower without epochs that missed a
                         // leader change): what is above the high watermark is fetched again.
@@ -207,6 +216,11 @@ impl Fetcher {
                     tracing::info!(%tp, offset = offset.0, leader = %self.leader, "log diverged");
                     self.partitions.truncate_replica(&tp, offset).await;
                 }
+                Work::Restart(tp, offset) => {
+                    let (log_start, leader) = (offset.0, self.leader);
+                    tracing::info!(%tp, log_start, %leader, "behind the leader's log start");
+                    self.partitions.restart_replica(&tp, leader, offset).await;
+                }
             }
         });
         futures::future::join_all(applied).await;
@@ -218,6 +232,8 @@ enum Work {
     /// Batches, the leader's high watermark and log start.
     Append(TopicPartition, Vec<Bytes>, Offset, Offset),
     Truncate(TopicPartition, Offset),
+    /// Empty the log and start at the leader's log start.
+    Restart(TopicPartition, Offset),
 }
 
 /// The whole batches of a fetch response's records (a last batch cut by the size limit is

@@ -728,6 +728,85 @@ async fn truncate_idle(log: &Rc<RefCell<Log>>, offset: Offset) -> Result<(), Err
     Ok(())
 }
 
+/// Empties the log and starts it again at `offset` (Kafka's `truncateFullyAndStartAt`): a
+/// follower whose log ends below its leader's log start can never fetch what it misses, so
+/// it drops all it has and follows from the leader's start. Waits for queued writes, removes
+/// every segment, producer snapshot and leader epoch, records the start, creates an empty
+/// segment at `offset` and opens the log from its files. Nothing is kept below `offset`.
+pub async fn restart_at(log: &Rc<RefCell<Log>>, offset: Offset) -> Result<(), Error> {
+    take_when_idle(log).await;
+    if log.borrow().deleted {
+        log.borrow_mut().busy = false;
+        return Err(Error::Deleted);
+    }
+    let result = restart_idle(log, offset).await;
+    let restart = {
+        let mut l = log.borrow_mut();
+        l.busy = !l.pending.is_empty();
+        l.busy
+    };
+    if restart {
+        glommio::spawn_local(flush_loop(log.clone())).detach();
+    }
+    result
+}
+
+async fn restart_idle(log: &Rc<RefCell<Log>>, offset: Offset) -> Result<(), Error> {
+    let (dir, tp, config, budget, files, all, kept) = {
+        let mut l = log.borrow_mut();
+        l.cache.clear();
+        let all: Vec<Segment> = l.segments.drain(..).collect();
+        let kept = Kept {
+            leader_epoch: l.leader_epoch,
+            bound: l.high_watermark_bound,
+            high_watermark: l.high_watermark,
+            tracked: l.epochs_tracked,
+            writes: l.writes,
+        };
+        (
+            l.dir.clone(),
+            l.tp.clone(),
+            l.config.clone(),
+            l.cache.budget(),
+            l.files.clone(),
+            all,
+            kept,
+        )
+    };
+    segment::remove(all).await;
+    let start_dir = dir.clone();
+    glommio::executor()
+        .spawn_blocking(move || -> std::io::Result<()> {
+            for snapshot in snapshot::list(&start_dir) {
+                let _ =
+                    std::fs::remove_file(start_dir.join(segment::file_name(snapshot, "snapshot")));
+            }
+            leader_epochs::write(&start_dir, &LeaderEpochs::default().encode())?;
+            write_log_start(&start_dir, offset)?;
+            std::fs::File::open(&start_dir)?.sync_all()
+        })
+        .await?;
+    let created = Segment::create(&dir, offset, config.segment_bytes, now_ms(), &files).await?;
+    drop(created);
+    crate::storage::sync_new_entry(&dir).await;
+    let data_dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+    let (mut reopened, _) = Log::open_in(&data_dir, tp, config, budget, &files, None).await?;
+    reopened.leader_epoch = kept.leader_epoch;
+    reopened.epochs_tracked = kept.tracked;
+    reopened.high_watermark_bound = kept.bound;
+    reopened.high_watermark = kept.high_watermark.clamp(offset, reopened.next_offset);
+    reopened.writes = kept.writes;
+    reopened.busy = true;
+    let mut l = log.borrow_mut();
+    let waiters = std::mem::take(&mut l.durable_waiters);
+    let replication_waiters = std::mem::take(&mut l.replication_waiters);
+    *l = reopened;
+    l.durable_waiters = waiters;
+    l.replication_waiters = replication_waiters;
+    tracing::info!(tp = %l.tp, offset = offset.0, "emptied the log to start at the leader's log start");
+    Ok(())
+}
+
 /// What a truncation carries over to the log it opens again.
 struct Kept {
     leader_epoch: LeaderEpoch,

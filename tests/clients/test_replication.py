@@ -420,3 +420,36 @@ def test_a_commit_while_a_partition_leader_is_dead_ends_at_its_next_leader(spate
     assert read == values, (led, read)
     moved = partition_states(survivors, "moved")
     assert all(moved[p][1] not in (-1, victim.node_id) for p in led), moved
+
+
+def test_a_follower_behind_the_leaders_log_start_starts_again_there(spate_factory):
+    """A follower that was away while its leader's log start moved past its log end (here
+    DeleteRecords; retention alike) can never fetch what it misses: it empties its log, starts
+    at the leader's log start, catches up and is in sync again."""
+    from confluent_kafka import TopicPartition
+    nodes, by_id = replicated_cluster(spate_factory)
+    create_replicated(nodes[0], "moved-start", 1)
+    states = wait_for("every replica in sync", lambda: all_in_sync(nodes, "moved-start", 1))
+    leader = by_id[states[0][1]]
+    follower = next(node for node in nodes if node is not leader)
+    first, errors = produce(nodes, "moved-start", [0], 100, "before")
+    assert errors == [] and len(first[0]) == 100, errors
+    follower.broker.kill9()
+    live = [node for node in nodes if node is not follower]
+    more, errors = produce(live, "moved-start", [0], 300, "away")
+    assert errors == [] and len(more[0]) == 300, errors
+    # The client is kept while its futures are pending: one collected fails them.
+    client = admin(leader)
+    deleted = client.delete_records([TopicPartition("moved-start", 0, 400)],
+                                    request_timeout=15)
+    assert list(deleted.values())[0].result(timeout=20).low_watermark == 400
+    follower.broker.start()
+    wait_for("the returned follower in sync", lambda: all_in_sync(nodes, "moved-start", 1),
+             timeout=30)
+    last, errors = produce(nodes, "moved-start", [0], 50, "after")
+    assert errors == [] and len(last[0]) == 50, errors
+    start = follower.broker.partition_dir("moved-start", 0) / "log-start-offset"
+    assert start.read_text().strip() == "400"
+    # Its records are the leader's from offset 400 on, byte for byte.
+    copy = log_bytes(follower, "moved-start", 0)
+    assert copy and log_bytes(leader, "moved-start", 0).endswith(copy)
