@@ -50,6 +50,8 @@ struct ApiMetrics {
 #[derive(Default)]
 struct ListenerMetrics {
     accepted: Cell<u64>,
+    /// Closed at once: over their address's connection cap (`net::caps`).
+    refused: Cell<u64>,
     open: Cell<u64>,
     /// Failed authentications by mechanism ("PLAIN", "SCRAM-SHA-256", "TLS", ...).
     authentication_failures: RefCell<BTreeMap<&'static str, u64>>,
@@ -90,6 +92,12 @@ impl ShardMetrics {
         }
     }
 
+    pub fn connection_refused(&self, listener: usize) {
+        if let Some(l) = self.listeners.get(listener) {
+            l.refused.set(l.refused.get() + 1);
+        }
+    }
+
     pub fn connection_closed(&self, listener: usize) {
         if let Some(l) = self.listeners.get(listener) {
             assert!(l.open.get() > 0, "a connection closed twice");
@@ -123,6 +131,7 @@ impl ShardMetrics {
             .iter()
             .map(|l| ListenerReport {
                 accepted: l.accepted.get(),
+                refused: l.refused.get(),
                 open: l.open.get(),
                 authentication_failures: l
                     .authentication_failures
@@ -211,6 +220,7 @@ pub struct ApiReport {
 #[derive(Debug, Clone, Default)]
 pub struct ListenerReport {
     pub accepted: u64,
+    pub refused: u64,
     pub open: u64,
     pub authentication_failures: Vec<(&'static str, u64)>,
 }

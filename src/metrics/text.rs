@@ -311,11 +311,13 @@ fn render_requests(out: &mut Exposition, reports: &[ShardReport]) {
 
 fn render_listeners(out: &mut Exposition, reports: &[ShardReport], listeners: &[&str]) {
     let mut accepted = vec![0u64; listeners.len()];
+    let mut refused = vec![0u64; listeners.len()];
     let mut open = vec![0u64; listeners.len()];
     let mut failures: BTreeMap<(usize, &str), u64> = BTreeMap::new();
     for r in reports {
         for (i, l) in r.requests.listeners.iter().enumerate().take(listeners.len()) {
             accepted[i] += l.accepted;
+            refused[i] += l.refused;
             open[i] += l.open;
             for &(mechanism, count) in &l.authentication_failures {
                 *failures.entry((i, mechanism)).or_insert(0) += count;
@@ -331,6 +333,12 @@ fn render_listeners(out: &mut Exposition, reports: &[ShardReport], listeners: &[
     out.family(name, Kind::Counter, "Client connections accepted, by listener.");
     for (i, listener) in listeners.iter().enumerate() {
         out.sample(name, &[("listener", listener)], accepted[i]);
+    }
+    let name = "spate_connections_refused_total";
+    let help = "Connections closed as accepted: over their address's --max-connections-per-ip.";
+    out.family(name, Kind::Counter, help);
+    for (i, listener) in listeners.iter().enumerate() {
+        out.sample(name, &[("listener", listener)], refused[i]);
     }
     let name = "spate_authentication_failures_total";
     let help = "Failed authentications (SASL logins, TLS handshakes), by listener and mechanism.";
@@ -454,6 +462,7 @@ mod tests {
                 errors: vec![(0, 3, 1)],
                 listeners: vec![ListenerReport {
                     accepted: 2,
+                    refused: 3,
                     open: 1,
                     authentication_failures: vec![("PLAIN", 1)],
                 }],
@@ -495,6 +504,7 @@ mod tests {
         assert!(text.contains("spate_api_request_latency_seconds_sum{api=\"Produce\"} 0.0003\n"));
         assert!(text.contains("spate_connections{listener=\"PLAINTEXT\"} 2\n"));
         assert!(text.contains("spate_connections_accepted_total{listener=\"PLAINTEXT\"} 4\n"));
+        assert!(text.contains("spate_connections_refused_total{listener=\"PLAINTEXT\"} 6\n"));
         assert!(text.contains(
             "spate_authentication_failures_total{listener=\"PLAINTEXT\",mechanism=\"PLAIN\"} 2\n"
         ));

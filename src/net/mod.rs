@@ -172,7 +172,10 @@ async fn accept_on(
             Ok((stream, output)) => {
                 let peer = stream.peer_addr().ok();
                 // Over its address's cap: closed at once (both descriptors dropped here).
-                let Some(slot) = edge.admit(peer, services.shard.id) else { continue };
+                let Some(slot) = edge.admit(peer, services.shard.id) else {
+                    services.shard.metrics.connection_refused(index);
+                    continue;
+                };
                 let services = services.clone();
                 let in_flight = in_flight.clone();
                 let readers = readers.clone();

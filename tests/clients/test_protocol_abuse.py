@@ -18,7 +18,7 @@ import pytest
 
 from client_helpers import (Msg, assert_healthy, ck_consume, ck_produce, rss_bytes,
                             unique_topic)
-from conftest import TARGET
+from conftest import TARGET, free_port
 from kafka_wire import (API_VERSIONS, PRODUCE, UNSUPPORTED_VERSION, api_versions_request,
                         closed_by_peer, connect, fetch_v4, frame, list_offsets_v1,
                         list_offsets_v1_result,
@@ -304,10 +304,15 @@ def test_connections_per_address_are_capped_over_every_shard(spate_factory):
     kernel spreads one address's connections over both, so the count is the process's): the
     fourth connection from 127.0.0.4 and the seventh from 127.0.0.2 are closed at once, every
     one from 127.0.0.3 too, the admitted ones are served, and a close frees a place. (Not
-    127.0.0.1: the fixture's own readiness checks come from there.)"""
+    127.0.0.1: the fixture's own readiness checks come from there.) The metrics count every
+    refusal."""
+    from test_metrics import scrape
+    metrics_port = free_port()
     broker = spate_factory("--cores", "2", "--max-connections-per-ip", "3",
-                           "--max-connections-per-ip-overrides", "127.0.0.2:6,127.0.0.3:0")
+                           "--max-connections-per-ip-overrides", "127.0.0.2:6,127.0.0.3:0",
+                           "--metrics-listen", f"127.0.0.1:{metrics_port}")
     held = []
+    refused = 0
     try:
         for source, cap in (("127.0.0.4", 3), ("127.0.0.2", 6)):
             mine = [connect_from(source, broker.port) for _ in range(cap)]
@@ -316,9 +321,11 @@ def test_connections_per_address_are_capped_over_every_shard(spate_factory):
             over = connect_from(source, broker.port)
             held.append(over)
             assert closed_by_peer(over, timeout=5), f"connection {cap + 1} from {source} kept"
-        refused = connect_from("127.0.0.3", broker.port)
-        held.append(refused)
-        assert closed_by_peer(refused, timeout=5), "127.0.0.3 (override 0) was served"
+            refused += 1
+        zero = connect_from("127.0.0.3", broker.port)
+        held.append(zero)
+        assert closed_by_peer(zero, timeout=5), "127.0.0.3 (override 0) was served"
+        refused += 1
         # A close gives the place back (the broker sees the close a moment later).
         held[0].close()
         deadline = time.monotonic() + 10
@@ -327,9 +334,13 @@ def test_connections_per_address_are_capped_over_every_shard(spate_factory):
             held.append(again)
             if answered(again, 99):
                 break
+            refused += 1
             assert time.monotonic() < deadline, "the closed connection's place was not freed"
             time.sleep(0.1)
         assert not answered(connect_from("127.0.0.4", broker.port), 100), "over the cap again"
+        refused += 1
+        counted = scrape(metrics_port).total("spate_connections_refused_total")
+        assert counted == refused, (counted, refused)
     finally:
         for sock in held:
             sock.close()
