@@ -177,15 +177,19 @@ def recv_exact(sock, size):
 
 
 def probe(args, topic):
-    """One spate-bench run; returns its publish latency summary (us)."""
+    """One spate-bench run: its publish latency summary (us), the errors it saw and whether
+    it kept up (the bench exits 3 when it did not, or had errors: that is a result here)."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        subprocess.run([args.bench, "produce", "-b", args.bootstrap, "-t", topic,
-                        "--rate", str(args.rate), "--duration", f"{args.seconds}s",
-                        "--warmup", "2s", "--acks", "all", "--linger-ms", "0",
-                        "-z", "lz4", "--json", out.name, "--quiet"],
-                       check=True, stdout=subprocess.DEVNULL, timeout=args.seconds + 120)
+        done = subprocess.run([args.bench, "produce", "-b", args.bootstrap, "-t", topic,
+                               "--rate", str(args.rate), "--duration", f"{args.seconds}s",
+                               "--warmup", "2s", "--acks", "all", "--linger-ms", "0",
+                               "-z", "lz4", "--json", out.name, "--quiet"],
+                              stdout=subprocess.DEVNULL, timeout=args.seconds + 120)
+        if done.returncode not in (0, 3):
+            sys.exit(f"spate-bench failed (exit {done.returncode})")
         result = json.load(open(out.name))
-    return result["latency"]["publish"]
+    errors = sum(result.get("errors", {}).values())
+    return result["latency"]["publish"], errors, done.returncode == 0
 
 
 def preload(args, topic):
@@ -223,7 +227,7 @@ def main():
     print(f"probe: {args.rate} records/s, acks=all, linger.ms 0, 1 KiB lz4, "
           f"{args.seconds} s per step; latencies in ms")
     print(f"{'round':>5} {'step':>10} {'p50':>7} {'p99':>7} {'p99.9':>7} {'p99/quiet':>9} "
-          f"{'rss MiB':>8} {'cpu s':>6}")
+          f"{'rss MiB':>8} {'cpu s':>6} {'errors':>6} {'kept up':>7}")
     for round_ in range(1, args.rounds + 1):
         rows = []
         for step in ["quiet", *attacks, "quiet"]:
@@ -233,19 +237,20 @@ def main():
                 attack.start()
                 time.sleep(1)
             cpu = cpu_seconds(args.pid)
-            latency = probe(args, topic)
+            latency, errors, kept = probe(args, topic)
             cpu = cpu_seconds(args.pid) - cpu
             rss = rss_mib(args.pid)
             if attack:
                 attack.end()
                 time.sleep(2)
-            rows.append((step, latency, rss, cpu))
-        quiet = [lat["p99_us"] for step, lat, _, _ in rows if step == "quiet"]
+            rows.append((step, latency, rss, cpu, errors, kept))
+        quiet = [row[1]["p99_us"] for row in rows if row[0] == "quiet"]
         quiet_p99 = sum(quiet) / len(quiet)
-        for step, lat, rss, cpu in rows:
+        for step, lat, rss, cpu, errors, kept in rows:
             print(f"{round_:>5} {step:>10} {lat['p50_us'] / 1000:7.2f} "
                   f"{lat['p99_us'] / 1000:7.2f} {lat['p99_9_us'] / 1000:7.2f} "
-                  f"{lat['p99_us'] / quiet_p99:9.2f} {rss:8.0f} {cpu:6.2f}", flush=True)
+                  f"{lat['p99_us'] / quiet_p99:9.2f} {rss:8.0f} {cpu:6.2f} {errors:6d} "
+                  f"{'yes' if kept else 'NO':>7}", flush=True)
 
 
 if __name__ == "__main__":
