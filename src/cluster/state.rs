@@ -135,13 +135,13 @@ pub struct MetadataState {
     /// By name.
     pub topics: BTreeMap<String, TopicState>,
     /// The names of `topics` by topic id (PartitionChange records name topics by id).
-    topic_names: BTreeMap<[u8; 16], String>,
+    pub(super) topic_names: BTreeMap<[u8; 16], String>,
     /// The internal topics' placements (leader by partition), by name: where groups and
     /// transactional ids are coordinated.
     pub internal: BTreeMap<String, Vec<NodeId>>,
     /// The requests applied lately (a set, and the same ids oldest first to forget them).
-    requests_seen: BTreeSet<RequestId>,
-    requests_order: VecDeque<RequestId>,
+    pub(super) requests_seen: BTreeSet<RequestId>,
+    pub(super) requests_order: VecDeque<RequestId>,
 }
 
 impl MetadataState {
