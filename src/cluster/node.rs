@@ -192,11 +192,11 @@ pub async fn run(
     storage.mem.wl().set_hardstate(replayed.hard_state.clone());
     tracing::info!(
         node_id = me,
-        snapshot_index,
         entries = replayed.entries.len(),
         term = replayed.hard_state.term,
         commit = replayed.hard_state.commit,
         torn_bytes = replayed.torn_bytes,
+        snapshot_index,
         voters = %quorum.voters,
         "opened the metadata log"
     );
