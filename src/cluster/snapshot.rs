@@ -314,7 +314,7 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
             found.push((index, entry.path()));
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
     Ok(found)
 }
 
@@ -326,10 +326,13 @@ pub struct Loaded {
     pub bytes: Vec<u8>,
 }
 
+/// Snapshot files that did not decode: path and reason.
+pub type Skipped = Vec<(PathBuf, String)>;
+
 /// Loads the newest snapshot in `dir` that decodes (and names the index its file does),
 /// after removing temporary files a crash left. Files that do not decode are reported in
 /// `skipped` (path and reason) and left in place. Blocking.
-pub fn load_newest(dir: &Path) -> std::io::Result<(Option<Loaded>, Vec<(PathBuf, String)>)> {
+pub fn load_newest(dir: &Path) -> std::io::Result<(Option<Loaded>, Skipped)> {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             let name = entry.file_name();
@@ -587,8 +590,7 @@ mod tests {
             let _ = decode(&bytes);
         }
         // Two copies of one topic id are refused.
-        let mut state = MetadataState::default();
-        state.applied_index = 1;
+        let mut state = MetadataState { applied_index: 1, ..Default::default() };
         let topic =
             TopicState { topic_id: [1; 16], partitions: vec![], overrides: BTreeMap::new() };
         state.topics.insert("a".into(), topic.clone());

@@ -20,7 +20,8 @@
 //! epoch, so that a change committed twice or proposed from a stale state is skipped.
 //!
 //! Lifecycle: built empty when the node starts, then fed every committed entry from index 1
-//! on (the log is replayed after a restart; snapshots will shorten that later). Lives on
+//! on (the log is replayed after a restart), or decoded from a snapshot (`snapshot`) and
+//! fed the entries after it. Lives on
 //! shard 0 inside the Raft driver; other shards see copies (`ClusterView`), the controller
 //! the topics (`Committed`).
 
