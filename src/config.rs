@@ -119,6 +119,12 @@ pub struct Args {
     /// [default: 300000].
     #[arg(long, value_name = "MS")]
     pub leader_imbalance_check_interval_ms: Option<u64>,
+    /// Clustered: every this many applied entries of the metadata log, the node writes a
+    /// snapshot of the metadata state and drops the entries it covers from its journal (the
+    /// count-of-records analogue of Kafka's metadata.log.max.record.bytes.between.snapshots)
+    /// [default: 10000].
+    #[arg(long, value_name = "RECORDS")]
+    pub metadata_snapshot_interval_records: Option<u64>,
     /// Create topics on first use by Metadata, Produce or Fetch [default: true].
     #[arg(long, value_name = "BOOL")]
     pub auto_create_topics: Option<bool>,
@@ -251,6 +257,7 @@ struct FileConfig {
     broker_session_timeout_ms: Option<u64>,
     auto_leader_rebalance_enable: Option<bool>,
     leader_imbalance_check_interval_ms: Option<u64>,
+    metadata_snapshot_interval_records: Option<u64>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<i32>,
     message_max_bytes: Option<u32>,
@@ -291,6 +298,8 @@ pub struct ClusterConfig {
     pub broker_session_timeout_ms: u64,
     /// How often the active controller elects preferred leaders; None: never.
     pub leader_imbalance_check_interval_ms: Option<u64>,
+    /// Applied entries between two metadata snapshots (at least 1).
+    pub metadata_snapshot_interval_records: u64,
 }
 
 /// Kafka's security protocols, which are also the listener names Spate accepts.
@@ -621,6 +630,14 @@ impl Config {
                 .max(1);
             cluster.leader_imbalance_check_interval_ms =
                 rebalance.unwrap_or(true).then_some(interval_ms);
+            let records = args
+                .metadata_snapshot_interval_records
+                .or(file.metadata_snapshot_interval_records)
+                .unwrap_or(constants::METADATA_SNAPSHOT_INTERVAL_RECORDS_DEFAULT);
+            if records == 0 {
+                return Err("--metadata-snapshot-interval-records must be at least 1.".into());
+            }
+            cluster.metadata_snapshot_interval_records = records;
         }
         if let Some(cluster) = &cluster {
             if listeners.len() > 1 {
@@ -737,6 +754,7 @@ fn cluster_config(
         broker_heartbeat_interval_ms,
         broker_session_timeout_ms,
         leader_imbalance_check_interval_ms: None,
+        metadata_snapshot_interval_records: constants::METADATA_SNAPSHOT_INTERVAL_RECORDS_DEFAULT,
     }))
 }
 

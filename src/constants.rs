@@ -295,6 +295,10 @@ pub const CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// Topic requests whose ids the metadata state remembers, so that one proposed twice takes
 /// effect once (a retry commits within seconds, thousands of requests apart at most).
 pub const CLUSTER_REQUESTS_REMEMBERED_MAX: usize = 10_000;
+/// Applied metadata log entries between two snapshots (`--metadata-snapshot-interval-records`;
+/// Kafka counts bytes, 20 MiB by default, about 100,000 of its records; a smaller count keeps
+/// the journal and its replay short, and a snapshot costs one encoding of the state).
+pub const METADATA_SNAPSHOT_INTERVAL_RECORDS_DEFAULT: u64 = 10_000;
 /// Clustered, each node hands out producer ids from its own blocks, as a single node does,
 /// and interleaves them: node n's local id i is `i * STRIDE + n mod STRIDE`, so two nodes
 /// whose ids differ modulo the stride never hand out the same id (until producer id blocks

@@ -14,8 +14,15 @@
 //! at or below the last one replaces it and everything after (Raft overwrote a conflicting
 //! suffix), the last hard state and conf state win. A torn tail (a crash inside a write: a
 //! short record or a bad CRC) is cut off; nothing in it was acknowledged, because the driver
-//! acts on a `Ready` only after its write and fdatasync returned. The file only grows for now;
-//! snapshots (next steps) will start a new journal after the snapshot's index.
+//! acts on a `Ready` only after its write and fdatasync returned.
+//!
+//! After a snapshot (`snapshot`) the journal is rewritten to start after the snapshot's
+//! index (`Journal::rewrite`: `journal.tmp`, fsync, rename over `journal`, directory fsync),
+//! so it holds the conf state, the hard state and the entries after the snapshot. A start
+//! replays it on top of the newest snapshot (`after_snapshot`): entries the snapshot covers
+//! are dropped, and those after it are kept only if they continue the snapshot's log (the
+//! journal holds the snapshot's entry with its term, or starts right after it). A journal
+//! written before snapshots existed replays as before, whole, with no snapshot.
 //!
 //! The format and replay (`encode_*`, `replay`, `splice`) are pure; `Journal` does the I/O on
 //! the executor's blocking pool so that the shard never waits on the disk.
@@ -35,6 +42,7 @@ use raft::prelude::{ConfState, Entry, HardState};
 /// there; this is not a partition log of ours, so no partition suffix).
 pub const CLUSTER_DIR: &str = "__cluster_metadata";
 const JOURNAL_FILE: &str = "journal";
+const JOURNAL_TEMP_FILE: &str = "journal.tmp";
 const HEADER_BYTES: usize = 8;
 /// Larger records are corruption (an entry is one metadata record, a few hundred bytes).
 const RECORD_SIZE_BYTES_MAX: usize = 64 << 20;
@@ -156,6 +164,36 @@ pub fn splice(entries: &mut Vec<Entry>, entry: Entry) -> Result<(), JournalError
     Ok(())
 }
 
+/// The journal's entries that follow a snapshot at `index` of `term` (see the module doc):
+/// those after it if the journal continues the snapshot's log, none otherwise (a follower
+/// that crashed after persisting a snapshot sent by its leader, before resetting its
+/// journal: its entries after the snapshot may be of another history; the leader sends
+/// them again). A journal that starts after `index + 1` does not fit the snapshot: an error.
+pub fn after_snapshot(
+    entries: Vec<Entry>,
+    index: u64,
+    term: u64,
+) -> Result<Vec<Entry>, JournalError> {
+    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        return Ok(entries);
+    };
+    let (first, last) = (first.index, last.index);
+    if first > index + 1 {
+        return Err(JournalError::Gap { index: index + 1, first, last });
+    }
+    if last <= index {
+        return Ok(Vec::new());
+    }
+    if first == index + 1 {
+        return Ok(entries);
+    }
+    let at = (index - first) as usize;
+    if entries[at].term != term {
+        return Ok(Vec::new());
+    }
+    Ok(entries.into_iter().skip(at + 1).collect())
+}
+
 fn array(bytes: &[u8]) -> [u8; 4] {
     let mut out = [0; 4];
     out.copy_from_slice(bytes);
@@ -165,6 +203,7 @@ fn array(bytes: &[u8]) -> [u8; 4] {
 /// The journal file, open for appending.
 pub struct Journal {
     file: Arc<File>,
+    dir: PathBuf,
 }
 
 impl Journal {
@@ -175,6 +214,11 @@ impl Journal {
         let created = !dir.exists();
         std::fs::create_dir_all(&dir)?;
         let path: PathBuf = dir.join(JOURNAL_FILE);
+        // A rewrite a crash cut short: the journal it was to replace is still whole.
+        match std::fs::remove_file(dir.join(JOURNAL_TEMP_FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -191,7 +235,23 @@ impl Journal {
             File::open(&dir)?.sync_all()?;
             File::open(data_dir)?.sync_all()?;
         }
-        Ok((Journal { file: Arc::new(file) }, replayed))
+        Ok((Journal { file: Arc::new(file), dir }, replayed))
+    }
+
+    /// Replaces the journal with `bytes` (a whole journal: conf state, hard state, entries)
+    /// atomically: written to a temporary file, fsynced, renamed over the journal, the
+    /// directory fsynced; then appends go to the new file. A crash before the rename leaves
+    /// the old journal, after it the new one. An error must end the process (`fatal`).
+    pub async fn rewrite(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        let dir = self.dir.clone();
+        let file = glommio::executor().spawn_blocking(move || rewrite_file(&dir, &bytes)).await?;
+        self.file = Arc::new(file);
+        Ok(())
+    }
+
+    /// The directory of the journal and the snapshots.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Writes `bytes` at the end and fdatasyncs, on the blocking pool. An error must end the
@@ -205,6 +265,19 @@ impl Journal {
             })
             .await
     }
+}
+
+/// `Journal::rewrite`'s I/O: the new journal in place, open for appending. Blocking.
+pub fn rewrite_file(dir: &Path, bytes: &[u8]) -> std::io::Result<File> {
+    let temp = dir.join(JOURNAL_TEMP_FILE);
+    let mut file = File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    let path = dir.join(JOURNAL_FILE);
+    std::fs::rename(&temp, &path)?;
+    File::open(dir)?.sync_all()?;
+    OpenOptions::new().append(true).open(&path)
 }
 
 #[cfg(test)]
@@ -295,5 +368,67 @@ mod tests {
         assert_eq!(indexes(&replayed.entries), [(1, 1), (2, 1)]);
         assert_eq!(replayed.torn_bytes, 6);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
+    }
+
+    #[test]
+    fn after_a_snapshot_only_the_entries_that_continue_it_are_kept() {
+        let log = |first: u64, last: u64, term: u64| -> Vec<Entry> {
+            (first..=last).map(|index| entry(index, term)).collect()
+        };
+        // No snapshot-era journal: nothing to keep or everything after.
+        assert!(after_snapshot(vec![], 5, 1).unwrap().is_empty());
+        assert_eq!(indexes(&after_snapshot(log(1, 8, 1), 5, 1).unwrap()), [(6, 1), (7, 1), (8, 1)]);
+        // A rewritten journal starts right after the snapshot.
+        assert_eq!(indexes(&after_snapshot(log(6, 7, 1), 5, 1).unwrap()), [(6, 1), (7, 1)]);
+        // Everything covered by the snapshot.
+        assert!(after_snapshot(log(1, 5, 1), 5, 1).unwrap().is_empty());
+        assert!(after_snapshot(log(1, 3, 1), 5, 1).unwrap().is_empty());
+        // Another history at the snapshot's index (a follower sent a snapshot): dropped.
+        assert!(after_snapshot(log(1, 8, 2), 5, 1).unwrap().is_empty());
+        // A journal that starts after the snapshot's next entry does not fit.
+        assert!(matches!(after_snapshot(log(7, 8, 1), 5, 1), Err(JournalError::Gap { .. })));
+    }
+
+    /// The snapshot's crash points (node.rs module doc) over real files: before the snapshot
+    /// file, between it and the journal's rewrite, inside the rewrite, after it; each start
+    /// rebuilds the same entries after the snapshot and the same hard state.
+    #[test]
+    fn every_crash_point_of_a_snapshot_recovers_the_same_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, _) = Journal::open(dir.path()).unwrap();
+        let cluster = dir.path().join(CLUSTER_DIR);
+        let hard_state = HardState { term: 1, vote: 1, commit: 9, ..Default::default() };
+        let conf = ConfState { voters: vec![1, 2, 3], ..Default::default() };
+        let entries: Vec<Entry> = (1..=10).map(|index| entry(index, 1)).collect();
+        let mut whole = encode_batch(&[], None, Some(&conf));
+        whole.extend(encode_batch(&entries, Some(&hard_state), None));
+        std::fs::write(cluster.join(JOURNAL_FILE), &whole).unwrap();
+        let start = |snapshot: Option<u64>| {
+            let (_, replayed) = Journal::open(dir.path()).unwrap();
+            let kept = match snapshot {
+                Some(index) => after_snapshot(replayed.entries, index, 1).unwrap(),
+                None => replayed.entries,
+            };
+            (indexes(&kept), replayed.hard_state)
+        };
+        // 0. Before the snapshot file: the whole journal.
+        assert_eq!(start(None).0.len(), 10);
+        // 1. Inside the snapshot's write: only its temporary file, removed at load.
+        std::fs::write(cluster.join("00000000000000000006.snapshot.tmp"), b"SPMS").unwrap();
+        let expected: Vec<(u64, u64)> = (7..=10).map(|index| (index, 1)).collect();
+        // 2. Snapshot 6 written, journal not rewritten yet.
+        assert_eq!(start(Some(6)), (expected.clone(), hard_state.clone()));
+        // 3. Inside the rewrite: a temporary journal, removed; the old one still whole.
+        std::fs::write(cluster.join(JOURNAL_TEMP_FILE), b"partial").unwrap();
+        assert_eq!(start(Some(6)), (expected.clone(), hard_state.clone()));
+        assert!(!cluster.join(JOURNAL_TEMP_FILE).exists());
+        // 4. After the rewrite: the new journal alone.
+        let mut rewritten = encode_batch(&entries[6..], Some(&hard_state), Some(&conf));
+        rewritten.extend(encode_batch(&[entry(11, 1)], None, None));
+        rewrite_file(&cluster, &rewritten).unwrap();
+        let (kept, replayed_hard_state) = start(Some(6));
+        assert_eq!(kept[..4], expected[..]);
+        assert_eq!(kept[4], (11, 1));
+        assert_eq!(replayed_hard_state, hard_state);
     }
 }

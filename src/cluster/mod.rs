@@ -38,6 +38,7 @@ pub mod journal;
 pub mod liveness;
 pub mod node;
 pub mod records;
+pub mod snapshot;
 pub mod state;
 pub mod transport;
 

@@ -36,20 +36,51 @@
 //! (`MetadataState::partition_changes`) are proposed after each applied batch, each again
 //! after the proposal retry interval until applied.
 //!
+//! Snapshots (`snapshot`): every `--metadata-snapshot-interval-records` applied entries
+//! the driver writes the state at its applied index S as a snapshot and drops the entries
+//! up to S, in this order, each step durable before the next:
+//!
+//! ```text
+//!   1. <S>.snapshot written (temp, fsync, rename, dir fsync)
+//!   2. raft storage compacted: first index S + 1, the snapshot served to followers
+//!   3. journal rewritten: conf state, hard state, entries after S (temp, fsync, rename,
+//!      dir fsync)
+//!   4. snapshots older than the previous one removed
+//! ```
+//!
+//! A crash before 1 completes leaves the old files (a temporary file is removed at start);
+//! between 1 and 3 the start loads snapshot S and replays the old journal, dropping its
+//! entries up to S (`journal::after_snapshot`) and rewriting it; after 3 it finds both.
+//! Each way the committed state is the same: the snapshot holds only applied (committed)
+//! entries, and the journal keeps the hard state and every entry after S. Start-up loads
+//! the newest snapshot that decodes, replays the journal's entries after it, and hands the
+//! controller the snapshot's topics once the replay reached the commit index (so its
+//! first catalog is at least what it had before the stop). A journal with no snapshot
+//! (an older version's) replays whole, as before.
+//!
+//! A follower whose next index is below the leader's first index gets the snapshot from
+//! raft-rs (`Storage::snapshot`, MsgSnapshot on the transport; one frame, so at most
+//! `RAFT_FRAME_SIZE_BYTES_MAX`). It arrives in a `Ready`: the follower writes it as its
+//! newest snapshot, installs it in the raft storage, rewrites its journal to the conf and
+//! hard states alone, replaces its state with the snapshot's and hands the controller its
+//! topics, exactly as after a replay.
+//!
 //! Lifecycle: started after the shards are ready (`Cluster::start`), runs until the process
 //! ends. Concurrency: shard 0 only; the events queue is its only input.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use raft::prelude::{ConfState, Entry, EntryType, Message};
+use raft::prelude::{ConfState, Entry, EntryType, Message, MessageType, Snapshot};
 use raft::storage::MemStorage;
-use raft::{RawNode, StateRole};
+use raft::{GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateRole, Storage};
 
 use super::journal::{self, Journal};
 use super::liveness::{BrokerHeartbeat, Sessions, Throttle};
 use super::records::MetadataRecord;
+use super::snapshot::{self, SnapshotMeta};
 use super::state::{place, MetadataState};
 use super::transport::{self, Peers};
 use super::{Cluster, ClusterView, Committed, Event, VoterState};
@@ -74,8 +105,14 @@ pub async fn run(
 ) {
     let me = config.node_id.0 as u64;
     let data_dir = config.data_dir.clone();
-    let opened = glommio::executor().spawn_blocking(move || Journal::open(&data_dir)).await;
-    let (journal, replayed) = opened.unwrap_or_else(|e| {
+    let opened = glommio::executor()
+        .spawn_blocking(move || {
+            let (journal, replayed) = Journal::open(&data_dir)?;
+            let (loaded, skipped) = snapshot::load_newest(journal.dir())?;
+            Ok::<_, journal::JournalError>((journal, replayed, loaded, skipped))
+        })
+        .await;
+    let (mut journal, mut replayed, loaded, skipped) = opened.unwrap_or_else(|e| {
         fatal(
             FatalReason::DataDir,
             format!(
@@ -84,8 +121,57 @@ pub async fn run(
             ),
         )
     });
+    for (path, reason) in &skipped {
+        tracing::warn!(path = %path.display(), "skipping a metadata snapshot: {reason}");
+    }
     let voter_ids: Vec<u64> = quorum.voters.ids().map(|id| id.0 as u64).collect();
-    let storage = MemStorage::new();
+    let storage = MetadataStorage::default();
+    let mut state = MetadataState::default();
+    let mut snapshot_index = 0;
+    let mut catalog_due_at = None;
+    if let Some(loaded) = loaded {
+        let (index, term) = (loaded.meta.index, loaded.meta.term);
+        let journal_entries = replayed.entries.len();
+        let fits = replayed.entries.first().is_none_or(|e| e.index == index + 1);
+        let entries = std::mem::take(&mut replayed.entries);
+        replayed.entries = journal::after_snapshot(entries, index, term).unwrap_or_else(|e| {
+            fatal(
+                FatalReason::DataDir,
+                format!(
+                    "the metadata journal does not continue snapshot {index}: {e}; restore \
+                     {} or use another --data-dir",
+                    journal.dir().display()
+                ),
+            )
+        });
+        let hard_state = &mut replayed.hard_state;
+        hard_state.commit = hard_state.commit.max(index);
+        hard_state.term = hard_state.term.max(term);
+        replayed.conf_state = Some(loaded.meta.conf_state.clone());
+        if !fits {
+            // A crash between a snapshot and the journal's rewrite (see the module doc).
+            let bytes = journal::encode_batch(
+                &replayed.entries,
+                Some(&replayed.hard_state),
+                replayed.conf_state.as_ref(),
+            );
+            if let Err(e) = journal.rewrite(bytes).await {
+                fatal(FatalReason::StorageIo, format!("cannot rewrite the metadata log: {e}"));
+            }
+        }
+        tracing::info!(
+            index,
+            term,
+            bytes = loaded.bytes.len(),
+            journal_entries,
+            entries_after = replayed.entries.len(),
+            "loaded the metadata snapshot"
+        );
+        storage.install(raft_snapshot(&loaded.meta, loaded.bytes));
+        state = loaded.state;
+        snapshot_index = index;
+        catalog_due_at = Some(replayed.hard_state.commit);
+    }
     let conf_state = match replayed.conf_state.clone() {
         Some(conf_state) => conf_state,
         None => {
@@ -97,17 +183,20 @@ pub async fn run(
             conf_state
         }
     };
-    storage.initialize_with_conf_state(conf_state);
-    if let Err(e) = storage.wl().append(&replayed.entries) {
+    if snapshot_index == 0 {
+        storage.mem.initialize_with_conf_state(conf_state);
+    }
+    if let Err(e) = storage.mem.wl().append(&replayed.entries) {
         fatal(FatalReason::DataDir, format!("the metadata log does not fit together: {e}"));
     }
-    storage.wl().set_hardstate(replayed.hard_state.clone());
+    storage.mem.wl().set_hardstate(replayed.hard_state.clone());
     tracing::info!(
         node_id = me,
         entries = replayed.entries.len(),
         term = replayed.hard_state.term,
         commit = replayed.hard_state.commit,
         torn_bytes = replayed.torn_bytes,
+        snapshot_index,
         voters = %quorum.voters,
         "opened the metadata log"
     );
@@ -119,7 +208,7 @@ pub async fn run(
         max_inflight_msgs: RAFT_INFLIGHT_MESSAGES_MAX,
         pre_vote: true,
         check_quorum: true,
-        applied: 0,
+        applied: snapshot_index,
         ..raft::Config::default()
     };
     let logger = slog::Logger::root(TracingDrain, slog::o!());
@@ -155,12 +244,13 @@ pub async fn run(
         "controller accepting peers"
     );
     let peers = Peers::start(&quorum.voters, me);
+    let quorum_snapshot_interval = quorum.metadata_snapshot_interval_records;
     let sessions = Sessions::new(quorum.broker_session_timeout_ms, CLUSTER_PROPOSAL_RETRY_MS);
     let driver = Driver {
         node,
         journal,
         peers,
-        state: MetadataState::default(),
+        state,
         cluster,
         quorum,
         me,
@@ -172,6 +262,10 @@ pub async fn run(
         partition_changes: Throttle::new(CLUSTER_PROPOSAL_RETRY_MS),
         partition_changes_checked: None,
         preferred_checked_ms: 0,
+        snapshot_index,
+        snapshot_interval: quorum_snapshot_interval,
+        catalog_due_at,
+        snapshots_sent: Vec::new(),
     };
     driver.run(events).await;
 }
@@ -236,7 +330,7 @@ async fn heartbeat(cluster: Rc<Cluster>, events: Rc<LocalSender<Event>>, quorum:
 }
 
 struct Driver {
-    node: RawNode<MemStorage>,
+    node: RawNode<MetadataStorage>,
     journal: Journal,
     peers: Peers,
     state: MetadataState,
@@ -260,6 +354,15 @@ struct Driver {
     /// When the active controller last looked for partitions not led by their preferred
     /// replica (see `propose_preferred_leaders`).
     preferred_checked_ms: u64,
+    /// The index of the newest snapshot (0: none).
+    snapshot_index: u64,
+    /// Applied entries between two snapshots.
+    snapshot_interval: u64,
+    /// Started from a snapshot: the commit index at start, once applied the controller gets
+    /// the whole catalog (it has seen none of the snapshot's topics).
+    catalog_due_at: Option<u64>,
+    /// The peers a snapshot was handed to in this `Ready` and whether it was queued.
+    snapshots_sent: Vec<(u64, bool)>,
 }
 
 /// What a batch of applied entries has for the controller.
@@ -496,18 +599,14 @@ impl Driver {
         let mut ready = self.node.ready();
         self.send(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            // Nobody sends snapshots yet (no compaction): a leader never lacks an entry.
-            fatal(
-                FatalReason::Runtime,
-                "a metadata snapshot arrived, which this version cannot apply",
-            );
+            self.install_snapshot(ready.snapshot().clone()).await;
         }
         let committed = ready.take_committed_entries();
         let hard_state = ready.hs().cloned();
         if !ready.entries().is_empty() || hard_state.is_some() {
             let bytes = journal::encode_batch(ready.entries(), hard_state.as_ref(), None);
             persist(&self.journal, bytes).await;
-            let storage = self.node.store().clone();
+            let storage = self.node.store().mem.clone();
             if let Err(e) = storage.wl().append(ready.entries()) {
                 fatal(FatalReason::Runtime, format!("the metadata log refused entries: {e}"));
             }
@@ -522,7 +621,7 @@ impl Driver {
         if let Some(commit) = light.commit_index() {
             let hard_state = {
                 let storage = self.node.store();
-                let mut core = storage.wl();
+                let mut core = storage.mem.wl();
                 core.mut_hard_state().set_commit(commit);
                 core.hard_state().clone()
             };
@@ -531,11 +630,131 @@ impl Driver {
         self.send(light.take_messages());
         self.apply(light.take_committed_entries()).await;
         self.node.advance_apply();
+        // raft-rs waits for word of each snapshot it sent: taken by the transport, the
+        // follower gets it next (a follower that still lacks it rejects the entries after
+        // it, and the leader sends it again); dropped, raft-rs tries again.
+        for (to, queued) in std::mem::take(&mut self.snapshots_sent) {
+            let status = if queued { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+            self.node.report_snapshot(to, status);
+        }
+        let applied = self.state.applied_index;
+        if applied >= self.snapshot_index + self.snapshot_interval {
+            self.take_snapshot().await;
+        }
     }
 
-    fn send(&self, messages: Vec<Message>) {
+    fn send(&mut self, messages: Vec<Message>) {
         for message in messages {
-            self.peers.send(message);
+            let snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
+            let to = message.to;
+            if snapshot {
+                let index = message.get_snapshot().get_metadata().index;
+                tracing::info!(to, index, "sending the metadata snapshot to a follower behind");
+            }
+            let queued = self.peers.send(message);
+            if snapshot {
+                self.snapshots_sent.push((to, queued));
+            }
+        }
+    }
+
+    /// Writes the state at the applied index as a snapshot and drops the entries it covers
+    /// (the order and its crash points are in the module doc).
+    async fn take_snapshot(&mut self) {
+        let index = self.state.applied_index;
+        let storage = self.node.store().clone();
+        let term = storage.term(index).unwrap_or_else(|e| {
+            fatal(FatalReason::Runtime, format!("no term for applied entry {index}: {e}"))
+        });
+        let RaftState { hard_state, conf_state } = storage.raft_state();
+        let meta = SnapshotMeta { index, term, conf_state: conf_state.clone() };
+        let bytes = snapshot::encode(&meta, &self.state);
+        let size = bytes.len();
+        self.write_snapshot_file(index, bytes.clone()).await;
+        let last = storage.mem.last_index().unwrap_or(index);
+        let entries = if last > index {
+            let context = GetEntriesContext::empty(false);
+            storage.mem.entries(index + 1, last + 1, None, context).unwrap_or_else(|e| {
+                fatal(FatalReason::Runtime, format!("the metadata log lost entries: {e}"))
+            })
+        } else {
+            Vec::new()
+        };
+        storage.compact(raft_snapshot(&meta, bytes), &entries, hard_state.clone());
+        let journal = journal::encode_batch(&entries, Some(&hard_state), Some(&conf_state));
+        if let Err(e) = self.journal.rewrite(journal).await {
+            fatal(FatalReason::StorageIo, format!("cannot rewrite the metadata log: {e}"));
+        }
+        self.snapshot_index = index;
+        self.remove_older_snapshots().await;
+        tracing::info!(
+            index,
+            term,
+            bytes = size,
+            entries_kept = entries.len(),
+            "took a metadata snapshot"
+        );
+    }
+
+    /// A snapshot from the leader (this node was behind its first index): written as the
+    /// newest snapshot, installed in the raft storage, the journal reset to the states
+    /// alone, the state replaced and the controller given its topics.
+    async fn install_snapshot(&mut self, incoming: Snapshot) {
+        let index = incoming.get_metadata().index;
+        let term = incoming.get_metadata().term;
+        let (meta, state) = match snapshot::decode(&incoming.data) {
+            Ok((meta, state)) if meta.index == index && meta.term == term => (meta, state),
+            Ok((meta, _)) => fatal(
+                FatalReason::Runtime,
+                format!(
+                    "the leader's metadata snapshot at {index} (term {term}) holds {} (term {})",
+                    meta.index, meta.term
+                ),
+            ),
+            Err(e) => fatal(
+                FatalReason::Runtime,
+                format!("the leader's metadata snapshot at {index} does not decode: {e}"),
+            ),
+        };
+        self.write_snapshot_file(index, incoming.data.to_vec()).await;
+        let storage = self.node.store().clone();
+        storage.install(incoming);
+        let RaftState { hard_state, conf_state } = storage.raft_state();
+        let bytes = journal::encode_batch(&[], Some(&hard_state), Some(&conf_state));
+        if let Err(e) = self.journal.rewrite(bytes).await {
+            fatal(FatalReason::StorageIo, format!("cannot rewrite the metadata log: {e}"));
+        }
+        self.snapshot_index = index;
+        self.remove_older_snapshots().await;
+        tracing::info!(
+            index,
+            term,
+            topics = state.topics.len(),
+            brokers = state.brokers.len(),
+            "installed the metadata snapshot from the leader"
+        );
+        assert_eq!(meta.index, state.applied_index);
+        self.state = state;
+        self.catalog_due_at = None;
+        self.hand_over(Vec::new()).await;
+    }
+
+    async fn write_snapshot_file(&self, index: u64, bytes: Vec<u8>) {
+        let dir = self.journal.dir().to_path_buf();
+        let written =
+            glommio::executor().spawn_blocking(move || snapshot::write(&dir, index, &bytes)).await;
+        if let Err(e) = written {
+            fatal(FatalReason::StorageIo, format!("cannot write the metadata snapshot: {e}"));
+        }
+    }
+
+    /// Keeps the newest two snapshots (the previous one as a spare).
+    async fn remove_older_snapshots(&self) {
+        let dir = self.journal.dir().to_path_buf();
+        let removed =
+            glommio::executor().spawn_blocking(move || snapshot::remove_older(&dir, 2)).await;
+        if let Err(e) = removed {
+            tracing::warn!("cannot remove an older metadata snapshot: {e}");
         }
     }
 
@@ -568,13 +787,22 @@ impl Driver {
                 }
             }
         }
+        if self.catalog_due_at.is_some_and(|at| self.state.applied_index >= at) {
+            self.catalog_due_at = None;
+            pending.catalog_changed = true;
+        }
         if !pending.catalog_changed && pending.outcomes.is_empty() {
             return;
         }
+        self.hand_over(pending.outcomes).await;
+    }
+
+    /// Hands the controller the topics as the state has them, and the outcomes of a batch.
+    async fn hand_over(&mut self, outcomes: Vec<(super::RequestId, super::TopicOutcome)>) {
         let committed = Committed {
             cluster_id: self.state.cluster_id.clone(),
             topics: self.state.topics.clone(),
-            outcomes: pending.outcomes,
+            outcomes,
         };
         if self.committed.send(committed).await.is_err() {
             tracing::debug!("the controller no longer takes committed changes");
@@ -615,6 +843,91 @@ impl Driver {
             self.cluster.publish(view);
         }
     }
+}
+
+/// raft-rs's storage: `MemStorage` for the entries and states (filled from the journal and
+/// each `Ready`), with the newest snapshot and its bytes, which raft-rs sends to a follower
+/// whose next entry was compacted away. Shard 0 only (`Rc`).
+#[derive(Clone, Default)]
+struct MetadataStorage {
+    mem: MemStorage,
+    snapshot: Rc<RefCell<Snapshot>>,
+}
+
+impl MetadataStorage {
+    fn raft_state(&self) -> RaftState {
+        // MemStorage's initial state is its current hard and conf states.
+        self.mem.initial_state().unwrap_or_default()
+    }
+
+    /// Replaces the whole log with `snapshot` (at start, or a snapshot from the leader).
+    fn install(&self, snapshot: Snapshot) {
+        let index = snapshot.get_metadata().index;
+        if let Err(e) = self.mem.wl().apply_snapshot(snapshot.clone()) {
+            fatal(FatalReason::Runtime, format!("cannot install metadata snapshot {index}: {e}"));
+        }
+        *self.snapshot.borrow_mut() = snapshot;
+    }
+
+    /// Drops the entries `snapshot` covers, keeping `entries` (those after it) and the hard
+    /// state (installing a snapshot resets the commit index to it).
+    fn compact(&self, snapshot: Snapshot, entries: &[Entry], hard_state: raft::prelude::HardState) {
+        self.install(snapshot);
+        let mut core = self.mem.wl();
+        if let Err(e) = core.append(entries) {
+            fatal(FatalReason::Runtime, format!("the metadata log refused entries: {e}"));
+        }
+        core.set_hardstate(hard_state);
+    }
+}
+
+impl Storage for MetadataStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        self.mem.initial_state()
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.mem.entries(low, high, max_size, context)
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        self.mem.term(index)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        self.mem.first_index()
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        self.mem.last_index()
+    }
+
+    /// The newest snapshot, with its data (raft-rs asks when a follower's next entry is
+    /// before the first index; there is always one then, compaction follows a snapshot).
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let snapshot = self.snapshot.borrow();
+        if snapshot.data.is_empty() || snapshot.get_metadata().index < request_index {
+            let unavailable = raft::StorageError::SnapshotTemporarilyUnavailable;
+            return Err(raft::Error::Store(unavailable));
+        }
+        Ok(snapshot.clone())
+    }
+}
+
+/// raft-rs's snapshot of the file `bytes` at `meta`.
+fn raft_snapshot(meta: &SnapshotMeta, bytes: Vec<u8>) -> Snapshot {
+    let mut snapshot = Snapshot { data: bytes.into(), ..Default::default() };
+    let metadata = snapshot.mut_metadata();
+    metadata.index = meta.index;
+    metadata.term = meta.term;
+    metadata.set_conf_state(meta.conf_state.clone());
+    snapshot
 }
 
 /// Writes and fdatasyncs journal bytes; a failure ends the process (`fatal.rs`: never retry

@@ -415,7 +415,7 @@ impl std::fmt::Display for MetadataRecord {
 
 /// Strings longer than a u16 length are cut (names are at most 249 bytes, config values
 /// are checked by the proposer; a host name is at most 253).
-fn put_string(out: &mut Vec<u8>, text: &str) {
+pub(super) fn put_string(out: &mut Vec<u8>, text: &str) {
     let mut length = text.len().min(usize::from(u16::MAX));
     while !text.is_char_boundary(length) {
         length -= 1;
@@ -424,26 +424,26 @@ fn put_string(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(&text.as_bytes()[..length]);
 }
 
-fn put_request(out: &mut Vec<u8>, request: &RequestId) {
+pub(super) fn put_request(out: &mut Vec<u8>, request: &RequestId) {
     out.extend_from_slice(&request.node_id.0.to_be_bytes());
     out.extend_from_slice(&request.serial.to_be_bytes());
 }
 
-fn put_leaders(out: &mut Vec<u8>, leaders: &[NodeId]) {
+pub(super) fn put_leaders(out: &mut Vec<u8>, leaders: &[NodeId]) {
     out.extend_from_slice(&(leaders.len() as u32).to_be_bytes());
     for leader in leaders {
         out.extend_from_slice(&leader.0.to_be_bytes());
     }
 }
 
-fn put_replicas(out: &mut Vec<u8>, replicas: &[Vec<NodeId>]) {
+pub(super) fn put_replicas(out: &mut Vec<u8>, replicas: &[Vec<NodeId>]) {
     out.extend_from_slice(&(replicas.len() as u32).to_be_bytes());
     for set in replicas {
         put_leaders(out, set);
     }
 }
 
-fn put_overrides(out: &mut Vec<u8>, overrides: &BTreeMap<String, String>) {
+pub(super) fn put_overrides(out: &mut Vec<u8>, overrides: &BTreeMap<String, String>) {
     out.extend_from_slice(&(overrides.len() as u32).to_be_bytes());
     for (name, value) in overrides {
         put_string(out, name);
@@ -451,13 +451,24 @@ fn put_overrides(out: &mut Vec<u8>, overrides: &BTreeMap<String, String>) {
     }
 }
 
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     data: &'a [u8],
     position: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, size: usize) -> Result<&'a [u8], RecordError> {
+    pub(super) fn new(data: &'a [u8]) -> Reader<'a> {
+        Reader { data, position: 0 }
+    }
+
+    /// Bytes not read yet.
+    pub(super) fn left(&self) -> usize {
+        self.data.len() - self.position
+    }
+}
+
+impl<'a> Reader<'a> {
+    pub(super) fn take(&mut self, size: usize) -> Result<&'a [u8], RecordError> {
         let end = self.position + size;
         let bytes =
             self.data.get(self.position..end).ok_or(RecordError::Truncated(self.data.len()))?;
@@ -465,44 +476,44 @@ impl<'a> Reader<'a> {
         Ok(bytes)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], RecordError> {
+    pub(super) fn array<const N: usize>(&mut self) -> Result<[u8; N], RecordError> {
         let mut out = [0; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
 
-    fn u8(&mut self) -> Result<u8, RecordError> {
+    pub(super) fn u8(&mut self) -> Result<u8, RecordError> {
         Ok(self.array::<1>()?[0])
     }
 
-    fn u16(&mut self) -> Result<u16, RecordError> {
+    pub(super) fn u16(&mut self) -> Result<u16, RecordError> {
         Ok(u16::from_be_bytes(self.array()?))
     }
 
-    fn i32(&mut self) -> Result<i32, RecordError> {
+    pub(super) fn i32(&mut self) -> Result<i32, RecordError> {
         Ok(i32::from_be_bytes(self.array()?))
     }
 
-    fn u64(&mut self) -> Result<u64, RecordError> {
+    pub(super) fn u64(&mut self) -> Result<u64, RecordError> {
         Ok(u64::from_be_bytes(self.array()?))
     }
 
-    fn u32(&mut self) -> Result<u32, RecordError> {
+    pub(super) fn u32(&mut self) -> Result<u32, RecordError> {
         Ok(u32::from_be_bytes(self.array()?))
     }
 
-    fn string(&mut self) -> Result<String, RecordError> {
+    pub(super) fn string(&mut self) -> Result<String, RecordError> {
         let length = usize::from(self.u16()?);
         let bytes = self.take(length)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| RecordError::Text)
     }
 
-    fn request(&mut self) -> Result<RequestId, RecordError> {
+    pub(super) fn request(&mut self) -> Result<RequestId, RecordError> {
         Ok(RequestId { node_id: NodeId(self.i32()?), serial: self.u64()? })
     }
 
     /// A count is checked against the bytes left before anything is reserved.
-    fn count(&mut self, element_bytes_min: usize) -> Result<usize, RecordError> {
+    pub(super) fn count(&mut self, element_bytes_min: usize) -> Result<usize, RecordError> {
         let count = self.u32()? as usize;
         if count.saturating_mul(element_bytes_min) > self.data.len() - self.position {
             return Err(RecordError::Truncated(self.data.len()));
@@ -510,17 +521,17 @@ impl<'a> Reader<'a> {
         Ok(count)
     }
 
-    fn leaders(&mut self) -> Result<Vec<NodeId>, RecordError> {
+    pub(super) fn leaders(&mut self) -> Result<Vec<NodeId>, RecordError> {
         let count = self.count(4)?;
         (0..count).map(|_| Ok(NodeId(self.i32()?))).collect()
     }
 
-    fn replicas(&mut self) -> Result<Vec<Vec<NodeId>>, RecordError> {
+    pub(super) fn replicas(&mut self) -> Result<Vec<Vec<NodeId>>, RecordError> {
         let count = self.count(4)?;
         (0..count).map(|_| self.leaders()).collect()
     }
 
-    fn overrides(&mut self) -> Result<BTreeMap<String, String>, RecordError> {
+    pub(super) fn overrides(&mut self) -> Result<BTreeMap<String, String>, RecordError> {
         let count = self.count(4)?;
         let mut overrides = BTreeMap::new();
         for _ in 0..count {

@@ -20,7 +20,8 @@
 //! epoch, so that a change committed twice or proposed from a stale state is skipped.
 //!
 //! Lifecycle: built empty when the node starts, then fed every committed entry from index 1
-//! on (the log is replayed after a restart; snapshots will shorten that later). Lives on
+//! on (the log is replayed after a restart), or decoded from a snapshot (`snapshot`) and
+//! fed the entries after it. Lives on
 //! shard 0 inside the Raft driver; other shards see copies (`ClusterView`), the controller
 //! the topics (`Committed`).
 
@@ -135,13 +136,13 @@ pub struct MetadataState {
     /// By name.
     pub topics: BTreeMap<String, TopicState>,
     /// The names of `topics` by topic id (PartitionChange records name topics by id).
-    topic_names: BTreeMap<[u8; 16], String>,
+    pub(super) topic_names: BTreeMap<[u8; 16], String>,
     /// The internal topics' placements (leader by partition), by name: where groups and
     /// transactional ids are coordinated.
     pub internal: BTreeMap<String, Vec<NodeId>>,
     /// The requests applied lately (a set, and the same ids oldest first to forget them).
-    requests_seen: BTreeSet<RequestId>,
-    requests_order: VecDeque<RequestId>,
+    pub(super) requests_seen: BTreeSet<RequestId>,
+    pub(super) requests_order: VecDeque<RequestId>,
 }
 
 impl MetadataState {

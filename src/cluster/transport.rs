@@ -24,8 +24,8 @@ use super::frame::{self, Incoming, LENGTH_BYTES};
 use super::liveness::BrokerHeartbeat;
 use super::Event;
 use crate::constants::{
-    RAFT_PEER_CONNECT_TIMEOUT_MS, RAFT_PEER_MESSAGES_QUEUED_MAX, RAFT_PEER_RETRY_MS_MAX,
-    RAFT_PEER_RETRY_MS_MIN, REPEATED_WARNING_INTERVAL_MS,
+    RAFT_FRAME_SIZE_BYTES_MAX, RAFT_PEER_CONNECT_TIMEOUT_MS, RAFT_PEER_MESSAGES_QUEUED_MAX,
+    RAFT_PEER_RETRY_MS_MAX, RAFT_PEER_RETRY_MS_MIN, REPEATED_WARNING_INTERVAL_MS,
 };
 use crate::model::quorum::{QuorumVoters, Voter};
 use crate::throttle::Failures;
@@ -48,10 +48,21 @@ impl Peers {
     }
 
     /// Queues `message` for its peer; dropped when the queue is full (a peer that is down).
-    pub fn send(&self, message: Message) {
-        if let Some(queue) = self.queues.get(&message.to) {
-            let _ = queue.try_send(frame::encode(&message));
+    /// Queues `message` for its peer; whether it was queued (a full queue or a message
+    /// larger than a frame drops it: Raft resends, and a snapshot dropped is reported so).
+    pub fn send(&self, message: Message) -> bool {
+        let Some(queue) = self.queues.get(&message.to) else { return false };
+        let bytes = frame::encode(&message);
+        if bytes.len() - frame::LENGTH_BYTES > RAFT_FRAME_SIZE_BYTES_MAX {
+            tracing::error!(
+                to = message.to,
+                size = bytes.len(),
+                limit = RAFT_FRAME_SIZE_BYTES_MAX,
+                "a raft message is larger than a controller frame; not sent"
+            );
+            return false;
         }
+        queue.try_send(bytes).is_ok()
     }
 
     /// Queues a heartbeat for the peer `to` (the active controller); dropped like a message.

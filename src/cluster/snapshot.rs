@@ -1,0 +1,636 @@
+//! Snapshots of the metadata log: the whole `MetadataState` at an applied index, so that the
+//! journal can drop the entries before it and a follower too far behind can be sent the
+//! state instead of entries the leader no longer has.
+//!
+//! ```text
+//!   file <data-dir>/__cluster_metadata/<20-digit index>.snapshot, big-endian:
+//!   +---------+-----+-------------+------------+--------------------------------------+
+//!   | "SPMS"  | ver | body_length | crc32c     | body                                 |
+//!   | 4 bytes | u8  | u32         | u32 (body) |                                      |
+//!   +---------+-----+-------------+------------+--------------------------------------+
+//!   ver 1; body:
+//!     index u64, term u64                      the last entry the snapshot covers
+//!     conf state: voters, learners, voters_outgoing, learners_next (ids), auto_leave u8
+//!     leader: u8 present + i32, leader_term u64, cluster id: u8 present + string
+//!     brokers   count + (node_id i32, host string, port u16, incarnation u64,
+//!                        epoch u64, fenced u8), by node id
+//!     topics    count + (name string, topic_id 16 bytes, overrides,
+//!                        count + (replicas ids, isr ids, leader i32, leader_epoch i32)
+//!                        per partition), by name
+//!     internal  count + (name string, leaders ids), by name
+//!     requests  count + request (node_id i32, serial u64), oldest first
+//!
+//!   ids: u32 count + u64 (conf state) or i32 (brokers) each; string, overrides, request
+//!   as in `records`
+//! ```
+//!
+//! The state's applied index is the snapshot's index. The topic-id index and the set of
+//! remembered requests are rebuilt from the topics and the request list, so a decoded state
+//! equals the encoded one field for field (`MetadataState: PartialEq`), and applying the same
+//! entries to both gives equal states (tests below). A file that is short, has a bad CRC,
+//! another magic or version, or fields that do not fit together (a topic id twice, a
+//! request twice, bytes left over) is an error; decoding never panics (fuzzed:
+//! `fuzz/fuzz_targets/internal_records.rs`).
+//!
+//! Files: written to `<name>.tmp`, fsynced, renamed, and the directory fsynced (so a crash
+//! leaves the old file set or the new one, never a torn snapshot under its name); a start
+//! loads the newest file that decodes, and removes `.tmp` leftovers. The driver's order
+//! around a snapshot, and why each crash point recovers the same committed state, is in
+//! `node` (`Driver::take_snapshot`).
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use raft::prelude::ConfState;
+
+use super::records::{
+    put_leaders, put_overrides, put_request, put_string, Reader, RecordError, RequestId,
+};
+use super::state::{BrokerRegistration, MetadataState, PartitionState, TopicState};
+use crate::constants::CLUSTER_REQUESTS_REMEMBERED_MAX;
+use crate::model::{LeaderEpoch, NodeId};
+
+const MAGIC: [u8; 4] = *b"SPMS";
+const VERSION: u8 = 1;
+const HEADER_BYTES: usize = 13;
+const SUFFIX: &str = ".snapshot";
+const TEMP_SUFFIX: &str = ".tmp";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot is {0} bytes, shorter than its header")]
+    Short(usize),
+    #[error("snapshot does not start with the magic SPMS")]
+    Magic,
+    #[error("snapshot version {0} is unknown (written by a newer spate?)")]
+    Version(u8),
+    #[error("snapshot body is {have} bytes, its header says {want}")]
+    Length { have: usize, want: usize },
+    #[error("snapshot body fails its CRC")]
+    Crc,
+    #[error("snapshot fields: {0}")]
+    Fields(#[from] RecordError),
+    #[error("snapshot does not fit together: {0}")]
+    Inconsistent(String),
+}
+
+/// Where a snapshot sits in the Raft log: the last entry it covers and the configuration
+/// there (raft-rs's SnapshotMetadata).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotMeta {
+    pub index: u64,
+    pub term: u64,
+    pub conf_state: ConfState,
+}
+
+/// The file bytes of `state` (applied up to `meta.index`, which it must be).
+pub fn encode(meta: &SnapshotMeta, state: &MetadataState) -> Vec<u8> {
+    assert_eq!(meta.index, state.applied_index, "a snapshot is of the state at its index");
+    let mut body = Vec::new();
+    body.extend_from_slice(&meta.index.to_be_bytes());
+    body.extend_from_slice(&meta.term.to_be_bytes());
+    let conf = &meta.conf_state;
+    for ids in [&conf.voters, &conf.learners, &conf.voters_outgoing, &conf.learners_next] {
+        body.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+        for id in ids {
+            body.extend_from_slice(&id.to_be_bytes());
+        }
+    }
+    body.push(u8::from(conf.auto_leave));
+    match state.leader_id {
+        Some(leader) => {
+            body.push(1);
+            body.extend_from_slice(&leader.0.to_be_bytes());
+        }
+        None => body.push(0),
+    }
+    body.extend_from_slice(&state.leader_term.to_be_bytes());
+    match &state.cluster_id {
+        Some(id) => {
+            body.push(1);
+            put_string(&mut body, id);
+        }
+        None => body.push(0),
+    }
+    body.extend_from_slice(&(state.brokers.len() as u32).to_be_bytes());
+    for broker in state.brokers.values() {
+        body.extend_from_slice(&broker.node_id.0.to_be_bytes());
+        put_string(&mut body, &broker.host);
+        body.extend_from_slice(&broker.port.to_be_bytes());
+        body.extend_from_slice(&broker.incarnation.to_be_bytes());
+        body.extend_from_slice(&broker.epoch.to_be_bytes());
+        body.push(u8::from(broker.fenced));
+    }
+    body.extend_from_slice(&(state.topics.len() as u32).to_be_bytes());
+    for (name, topic) in &state.topics {
+        put_string(&mut body, name);
+        body.extend_from_slice(&topic.topic_id);
+        put_overrides(&mut body, &topic.overrides);
+        body.extend_from_slice(&(topic.partitions.len() as u32).to_be_bytes());
+        for partition in &topic.partitions {
+            put_leaders(&mut body, &partition.replicas);
+            put_leaders(&mut body, &partition.isr);
+            body.extend_from_slice(&partition.leader.0.to_be_bytes());
+            body.extend_from_slice(&partition.leader_epoch.0.to_be_bytes());
+        }
+    }
+    body.extend_from_slice(&(state.internal.len() as u32).to_be_bytes());
+    for (name, leaders) in &state.internal {
+        put_string(&mut body, name);
+        put_leaders(&mut body, leaders);
+    }
+    body.extend_from_slice(&(state.requests_order.len() as u32).to_be_bytes());
+    for request in &state.requests_order {
+        put_request(&mut body, request);
+    }
+    let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The snapshot in `bytes` (see the module doc for what is an error).
+pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, MetadataState), SnapshotError> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(SnapshotError::Short(bytes.len()));
+    }
+    if bytes[..4] != MAGIC {
+        return Err(SnapshotError::Magic);
+    }
+    if bytes[4] != VERSION {
+        return Err(SnapshotError::Version(bytes[4]));
+    }
+    let want = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
+    let crc = u32::from_be_bytes([bytes[9], bytes[10], bytes[11], bytes[12]]);
+    let body = &bytes[HEADER_BYTES..];
+    if body.len() != want {
+        return Err(SnapshotError::Length { have: body.len(), want });
+    }
+    if crc32c::crc32c(body) != crc {
+        return Err(SnapshotError::Crc);
+    }
+    let mut reader = Reader::new(body);
+    let index = reader.u64()?;
+    let term = reader.u64()?;
+    let mut lists: [Vec<u64>; 4] = Default::default();
+    for list in &mut lists {
+        let count = reader.count(8)?;
+        *list = (0..count).map(|_| reader.u64()).collect::<Result<_, _>>()?;
+    }
+    let [voters, learners, voters_outgoing, learners_next] = lists;
+    let auto_leave = flag(&mut reader)?;
+    let conf_state = ConfState {
+        voters,
+        learners,
+        voters_outgoing,
+        learners_next,
+        auto_leave,
+        ..Default::default()
+    };
+    let mut state = MetadataState { applied_index: index, ..Default::default() };
+    state.leader_id = if flag(&mut reader)? { Some(NodeId(reader.i32()?)) } else { None };
+    state.leader_term = reader.u64()?;
+    state.cluster_id = if flag(&mut reader)? { Some(reader.string()?) } else { None };
+    let brokers = reader.count(4 + 2 + 2 + 8 + 8 + 1)?;
+    for _ in 0..brokers {
+        let node_id = NodeId(reader.i32()?);
+        let broker = BrokerRegistration {
+            node_id,
+            host: reader.string()?,
+            port: reader.u16()?,
+            incarnation: reader.u64()?,
+            epoch: reader.u64()?,
+            fenced: flag(&mut reader)?,
+        };
+        if state.brokers.insert(node_id, broker).is_some() {
+            return inconsistent(format!("broker {node_id} twice"));
+        }
+    }
+    let topics = reader.count(2 + 16 + 4 + 4)?;
+    for _ in 0..topics {
+        let name = reader.string()?;
+        let topic_id: [u8; 16] = reader.array()?;
+        let overrides = reader.overrides()?;
+        let count = reader.count(4 + 4 + 4 + 4)?;
+        let mut partitions = Vec::with_capacity(count);
+        for _ in 0..count {
+            partitions.push(PartitionState {
+                replicas: reader.leaders()?,
+                isr: reader.leaders()?,
+                leader: NodeId(reader.i32()?),
+                leader_epoch: LeaderEpoch(reader.i32()?),
+            });
+        }
+        if state.topic_names.insert(topic_id, name.clone()).is_some() {
+            return inconsistent(format!("topic id of {name} twice"));
+        }
+        let topic = TopicState { topic_id, partitions, overrides };
+        if state.topics.insert(name.clone(), topic).is_some() {
+            return inconsistent(format!("topic {name} twice"));
+        }
+    }
+    let internal = reader.count(2 + 4)?;
+    for _ in 0..internal {
+        let name = reader.string()?;
+        let leaders = reader.leaders()?;
+        if state.internal.insert(name.clone(), leaders).is_some() {
+            return inconsistent(format!("internal topic {name} twice"));
+        }
+    }
+    let requests = reader.count(12)?;
+    if requests > CLUSTER_REQUESTS_REMEMBERED_MAX {
+        return inconsistent(format!("{requests} requests remembered"));
+    }
+    for _ in 0..requests {
+        let request: RequestId = reader.request()?;
+        if !state.requests_seen.insert(request) {
+            return inconsistent(format!("request {request} twice"));
+        }
+        state.requests_order.push_back(request);
+    }
+    if reader.left() > 0 {
+        return Err(RecordError::Trailing(reader.left()).into());
+    }
+    Ok((SnapshotMeta { index, term, conf_state }, state))
+}
+
+fn flag(reader: &mut Reader) -> Result<bool, SnapshotError> {
+    match reader.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => inconsistent(format!("a flag of {other}")),
+    }
+}
+
+fn inconsistent<T>(reason: String) -> Result<T, SnapshotError> {
+    Err(SnapshotError::Inconsistent(reason))
+}
+
+/// The file name of the snapshot at `index`.
+pub fn file_name(index: u64) -> String {
+    format!("{index:020}{SUFFIX}")
+}
+
+/// The index a snapshot file name stands for (None: not a snapshot's name).
+pub fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Writes a snapshot file durably (temp, fsync, rename, directory fsync). Blocking: call
+/// it on the blocking pool. An error must end the process (an fsync that failed is never
+/// retried).
+pub fn write(dir: &Path, index: u64, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    let path = dir.join(file_name(index));
+    let temp = dir.join(format!("{}{TEMP_SUFFIX}", file_name(index)));
+    let mut file = File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temp, &path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(path)
+}
+
+/// The snapshot files in `dir` by index, newest first.
+pub fn list(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        if let Some(index) = name.to_str().and_then(parse_file_name) {
+            found.push((index, entry.path()));
+        }
+    }
+    found.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
+    Ok(found)
+}
+
+/// A snapshot loaded at start-up: its place, the state, and the file's bytes (what a
+/// follower is sent).
+pub struct Loaded {
+    pub meta: SnapshotMeta,
+    pub state: MetadataState,
+    pub bytes: Vec<u8>,
+}
+
+/// Snapshot files that did not decode: path and reason.
+pub type Skipped = Vec<(PathBuf, String)>;
+
+/// Loads the newest snapshot in `dir` that decodes (and names the index its file does),
+/// after removing temporary files a crash left. Files that do not decode are reported in
+/// `skipped` (path and reason) and left in place. Blocking.
+pub fn load_newest(dir: &Path) -> std::io::Result<(Option<Loaded>, Skipped)> {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(&format!("{SUFFIX}{TEMP_SUFFIX}")) {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+    }
+    let mut skipped = Vec::new();
+    for (index, path) in list(dir)? {
+        let bytes = std::fs::read(&path)?;
+        match decode(&bytes) {
+            Ok((meta, state)) if meta.index == index => {
+                return Ok((Some(Loaded { meta, state, bytes }), skipped));
+            }
+            Ok((meta, _)) => skipped.push((path, format!("holds index {}", meta.index))),
+            Err(e) => skipped.push((path, e.to_string())),
+        }
+    }
+    Ok((None, skipped))
+}
+
+/// Removes the snapshot files older than the newest `keep`. Blocking.
+pub fn remove_older(dir: &Path, keep: usize) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for (_, path) in list(dir)?.into_iter().skip(keep) {
+        std::fs::remove_file(path)?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::cluster::records::{FenceReason, MetadataRecord};
+
+    fn meta(index: u64) -> SnapshotMeta {
+        let conf_state = ConfState { voters: vec![1, 2, 3], ..Default::default() };
+        SnapshotMeta { index, term: 7, conf_state }
+    }
+
+    /// A random record over a few brokers, topics and ids, so that records often meet the
+    /// state they need (existing topics, current epochs) and often do not.
+    fn random_record(rng: &mut StdRng, state: &MetadataState) -> Option<MetadataRecord> {
+        let node = |rng: &mut StdRng| NodeId(rng.gen_range(1..=4));
+        let name = |rng: &mut StdRng| format!("t{}", rng.gen_range(0..6));
+        let request = |rng: &mut StdRng| RequestId {
+            node_id: NodeId(rng.gen_range(1..=3)),
+            serial: rng.gen_range(0..40),
+        };
+        let epoch = |rng: &mut StdRng, state: &MetadataState, id: NodeId| {
+            let current = state.brokers.get(&id).map(|b| b.epoch).unwrap_or(0);
+            if rng.gen_bool(0.8) {
+                current
+            } else {
+                rng.gen_range(0..50)
+            }
+        };
+        let sets = |rng: &mut StdRng, count: usize| -> Vec<Vec<NodeId>> {
+            (0..count)
+                .map(|_| {
+                    let first = rng.gen_range(1..=4);
+                    let size = rng.gen_range(1..=2);
+                    (0..size).map(|k| NodeId((first + k - 1) % 4 + 1)).collect()
+                })
+                .collect()
+        };
+        let record = match rng.gen_range(0..14) {
+            0 => return None,
+            1 => MetadataRecord::LeaderChange { leader_id: node(rng), term: rng.gen_range(0..9) },
+            2 => MetadataRecord::RegisterBroker {
+                node_id: node(rng),
+                host: format!("h{}", rng.gen_range(0..3)),
+                port: rng.gen_range(9000..9003),
+                incarnation: rng.gen_range(0..4),
+            },
+            3 => MetadataRecord::ClusterId { cluster_id: format!("c{}", rng.gen_range(0..3)) },
+            4 | 5 => {
+                let id = node(rng);
+                let broker_epoch = epoch(rng, state, id);
+                MetadataRecord::UnfenceBroker { node_id: id, broker_epoch }
+            }
+            6 => {
+                let id = node(rng);
+                let broker_epoch = epoch(rng, state, id);
+                let reason = FenceReason::SessionExpired;
+                MetadataRecord::FenceBroker { node_id: id, broker_epoch, reason }
+            }
+            7 | 8 => {
+                let partitions = rng.gen_range(0..4);
+                MetadataRecord::CreateTopic {
+                    request: request(rng),
+                    name: name(rng),
+                    topic_id: [rng.gen_range(0..8); 16],
+                    replicas: sets(rng, partitions),
+                    overrides: BTreeMap::from([("a".into(), format!("{}", rng.gen::<u8>()))]),
+                }
+            }
+            9 => MetadataRecord::DeleteTopic { request: request(rng), name: name(rng) },
+            10 => {
+                let name = name(rng);
+                let current = state.topics.get(&name).map_or(1, |t| t.partitions.len());
+                let added = rng.gen_range(0..3);
+                MetadataRecord::CreatePartitions {
+                    request: request(rng),
+                    name,
+                    count: (current + added) as i32,
+                    replicas: sets(rng, added),
+                }
+            }
+            11 => MetadataRecord::AlterTopicConfig {
+                request: request(rng),
+                name: name(rng),
+                overrides: BTreeMap::from([("b".into(), "1".into())]),
+            },
+            12 => MetadataRecord::InternalTopic {
+                name: format!("__i{}", rng.gen_range(0..2)),
+                leaders: (0..rng.gen_range(0..3)).map(|_| node(rng)).collect(),
+            },
+            _ => {
+                // Mostly the changes the state calls for (so leaders and ISRs move).
+                let changes = state.partition_changes();
+                if !changes.is_empty() && rng.gen_bool(0.7) {
+                    changes[rng.gen_range(0..changes.len())].clone()
+                } else {
+                    MetadataRecord::PartitionChange {
+                        topic_id: [rng.gen_range(0..8); 16],
+                        partition: rng.gen_range(0..3),
+                        leader: node(rng),
+                        leader_epoch: LeaderEpoch(rng.gen_range(0..3)),
+                        isr: vec![node(rng)],
+                    }
+                }
+            }
+        };
+        Some(record)
+    }
+
+    /// Applies `count` random records after `state`'s index.
+    fn apply_random(rng: &mut StdRng, state: &mut MetadataState, count: usize) {
+        for _ in 0..count {
+            let record = random_record(rng, state);
+            // Through the codec, as the driver applies them.
+            let record = record.map(|r| MetadataRecord::decode(&r.encode()).unwrap());
+            let index = state.applied_index + 1;
+            state.apply(index, record.as_ref());
+        }
+    }
+
+    #[test]
+    fn a_state_built_from_random_records_round_trips_and_evolves_alike() {
+        let seed: u64 = std::env::var("SPATE_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random);
+        println!("seed {seed} (SPATE_SEED={seed} replays it)");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut populated = 0;
+        for trial in 0..300 {
+            let mut state = MetadataState::default();
+            let count = rng.gen_range(0..400);
+            apply_random(&mut rng, &mut state, count);
+            let meta = meta(state.applied_index);
+            let bytes = encode(&meta, &state);
+            let (decoded_meta, mut decoded) = decode(&bytes).expect("decodes");
+            assert_eq!(decoded_meta, meta, "seed {seed} trial {trial}");
+            assert_eq!(decoded, state, "seed {seed} trial {trial}");
+            assert_eq!(encode(&decoded_meta, &decoded), bytes, "seed {seed} trial {trial}");
+            populated += usize::from(!state.topics.is_empty() && !state.brokers.is_empty());
+            // The same further records on both: still equal.
+            let further: u64 = rng.gen();
+            apply_random(&mut StdRng::seed_from_u64(further), &mut state, 200);
+            apply_random(&mut StdRng::seed_from_u64(further), &mut decoded, 200);
+            assert_eq!(decoded, state, "seed {seed} trial {trial} after more records");
+        }
+        // The generator reaches interesting states, not only empty ones.
+        assert!(populated > 100, "only {populated} states with topics and brokers");
+    }
+
+    #[test]
+    fn remembered_requests_survive_a_snapshot_and_still_deduplicate() {
+        let mut state = MetadataState::default();
+        let register = MetadataRecord::RegisterBroker {
+            node_id: NodeId(1),
+            host: "h".into(),
+            port: 1,
+            incarnation: 5,
+        };
+        state.apply(1, Some(&register));
+        let create = MetadataRecord::CreateTopic {
+            request: RequestId { node_id: NodeId(1), serial: 9 },
+            name: "t".into(),
+            topic_id: [3; 16],
+            replicas: vec![vec![NodeId(1)]],
+            overrides: BTreeMap::new(),
+        };
+        state.apply(2, Some(&create));
+        let (_, mut decoded) = decode(&encode(&meta(2), &state)).unwrap();
+        let delete = MetadataRecord::DeleteTopic {
+            request: RequestId { node_id: NodeId(1), serial: 10 },
+            name: "t".into(),
+        };
+        decoded.apply(3, Some(&delete));
+        // The create's retry after the snapshot is still recognised.
+        assert!(!decoded.apply(4, Some(&create)).changed);
+        assert!(decoded.topics.is_empty());
+        // The same registration again is still a repeat.
+        assert!(!decoded.apply(5, Some(&register)).changed);
+    }
+
+    #[test]
+    fn every_truncation_and_every_flipped_bit_is_an_error() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut state = MetadataState::default();
+        apply_random(&mut rng, &mut state, 300);
+        let bytes = encode(&meta(state.applied_index), &state);
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        for position in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[position] ^= 0x10;
+            assert!(decode(&flipped).is_err(), "flipped at {position}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(decode(&longer), Err(SnapshotError::Length { .. })));
+    }
+
+    /// A body with a good header and CRC whose fields lie: errors, never panics.
+    #[test]
+    fn garbage_bodies_with_good_crcs_are_errors() {
+        let mut rng = StdRng::seed_from_u64(11);
+        for _ in 0..20_000 {
+            let length = rng.gen_range(0..200);
+            let mut body: Vec<u8> = (0..length).map(|_| rng.gen()).collect();
+            if rng.gen_bool(0.5) && body.len() > 40 {
+                // Small counts, so decoding goes deeper.
+                for byte in body.iter_mut().skip(16).step_by(3) {
+                    *byte %= 3;
+                }
+            }
+            let mut bytes = MAGIC.to_vec();
+            bytes.push(VERSION);
+            bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+            bytes.extend_from_slice(&body);
+            let _ = decode(&bytes);
+        }
+        // Two copies of one topic id are refused.
+        let mut state = MetadataState { applied_index: 1, ..Default::default() };
+        let topic =
+            TopicState { topic_id: [1; 16], partitions: vec![], overrides: BTreeMap::new() };
+        state.topics.insert("a".into(), topic.clone());
+        state.topics.insert("b".into(), topic);
+        let error = decode(&encode(&meta(1), &state)).unwrap_err();
+        assert!(matches!(error, SnapshotError::Inconsistent(_)), "{error}");
+    }
+
+    #[test]
+    fn files_are_written_whole_and_the_newest_valid_one_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (loaded, _) = load_newest(dir.path()).unwrap();
+        assert!(loaded.is_none());
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut state = MetadataState::default();
+        apply_random(&mut rng, &mut state, 50);
+        let older = state.clone();
+        write(dir.path(), 50, &encode(&meta(50), &state)).unwrap();
+        apply_random(&mut rng, &mut state, 50);
+        let newest = write(dir.path(), 100, &encode(&meta(100), &state)).unwrap();
+        // A crash inside a write leaves only a temporary file: removed, never loaded.
+        let temp = dir.path().join(format!("{}{TEMP_SUFFIX}", file_name(150)));
+        std::fs::write(&temp, b"SPMS partial").unwrap();
+        let (loaded, skipped) = load_newest(dir.path()).unwrap();
+        let loaded = loaded.unwrap();
+        assert_eq!((loaded.meta.index, &loaded.state), (100, &state));
+        assert!(skipped.is_empty());
+        assert!(!temp.exists());
+        // A damaged newest file: the older one is loaded and the damage reported.
+        let mut bytes = std::fs::read(&newest).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&newest, bytes).unwrap();
+        let (loaded, skipped) = load_newest(dir.path()).unwrap();
+        assert_eq!(loaded.unwrap().state, older);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(remove_older(dir.path(), 1).unwrap(), 1);
+        assert_eq!(list(dir.path()).unwrap().len(), 1);
+        assert_eq!(parse_file_name(&file_name(42)), Some(42));
+        assert_eq!(parse_file_name("42.snapshot"), None);
+        assert_eq!(parse_file_name("journal"), None);
+    }
+}
