@@ -52,12 +52,16 @@ static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 /// other shards keep serving until then, since shard 0 may still forward them requests.
 static CONTROLLED_SHUTDOWN_DONE: AtomicBool = AtomicBool::new(false);
 /// Shards that finished start-up and run their serve loop (the one that watches `SHUTDOWN`).
-/// Until every shard does, a stop signal ends the process at once (see
-/// `install_signal_handlers`).
+/// While none does, a stop signal ends the process at once; while some do, it waits a
+/// bounded time for the others (see `install_signal_handlers`).
 static SHARDS_SERVING: AtomicUsize = AtomicUsize::new(0);
 
 /// The shard that serves `--metrics-listen` (any would do; the scrape asks every shard).
 const METRICS_SHARD: ShardId = ShardId(0);
+
+/// How long a stop signal that came while some shards served and others still started
+/// waits for those to serve (and stop cleanly) before the process exits as after a crash.
+const START_STOP_WAIT_MS: u64 = 20_000;
 
 /// How long shutdown waits for in-flight requests before sealing the logs anyway.
 const SHUTDOWN_DRAIN_MS: u64 = 5_000;
@@ -878,7 +882,8 @@ fn install_signal_handlers(security: Arc<Security>, cores: usize) {
                     // A second signal while draining stops at once.
                     std::process::exit(130);
                 }
-                if SHARDS_SERVING.load(Ordering::Acquire) < cores {
+                let serving = SHARDS_SERVING.load(Ordering::Acquire);
+                if serving == 0 {
                     tracing::warn!(
                         signal,
                         "stopping during start-up: nothing is served yet, so the process exits \
@@ -889,11 +894,43 @@ fn install_signal_handlers(security: Arc<Security>, cores: usize) {
                 tracing::info!(signal, "shutting down");
                 SHUTDOWN.store(true, Ordering::Relaxed);
                 stopping = true;
+                if serving < cores {
+                    // Some shards serve (clients may have written to them) and others still
+                    // start: those stop cleanly as soon as they serve, but one whose start
+                    // stalls must not hold the stop for ever.
+                    stop_when_start_stalls(cores, signal);
+                }
             }
         })
         .unwrap_or_else(|e| {
             fatal(FatalReason::Runtime, format!("cannot start the signal thread: {e}"))
         });
+}
+
+/// After a stop signal that came while some shards were still starting: ends the process
+/// as after a crash if they do not all serve (and so stop cleanly) within
+/// `START_STOP_WAIT_MS`.
+fn stop_when_start_stalls(cores: usize, signal: i32) {
+    let deadline = Instant::now() + Duration::from_millis(START_STOP_WAIT_MS);
+    let watch = move || {
+        while SHARDS_SERVING.load(Ordering::Acquire) < cores {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    signal,
+                    "stopping during start-up: a shard did not finish starting within {} s \
+                     of the signal, so the process exits now; the next start recovers the \
+                     logs as after a crash",
+                    START_STOP_WAIT_MS / 1000
+                );
+                std::process::exit(128 + signal);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    if let Err(e) = std::thread::Builder::new().name("spate-stop-watch".into()).spawn(watch) {
+        tracing::warn!("cannot watch the stop during start-up, exiting now: {e}");
+        std::process::exit(128 + signal);
+    }
 }
 
 /// `NAME://address` of every listener, for the log.
