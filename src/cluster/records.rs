@@ -766,7 +766,7 @@ mod tests {
         longer.push(0);
         assert_eq!(MetadataRecord::decode(&longer), Err(RecordError::Trailing(1)));
         assert_eq!(MetadataRecord::decode(&[1, 1]), Err(RecordError::Version(1)));
-        assert_eq!(MetadataRecord::decode(&[0, 15]), Err(RecordError::Type(15)));
+        assert_eq!(MetadataRecord::decode(&[0, 16]), Err(RecordError::Type(16)));
         let mut bad_host = encoded;
         bad_host[8] = 0xff;
         assert_eq!(MetadataRecord::decode(&bad_host), Err(RecordError::Host));

@@ -803,7 +803,8 @@ async fn restart_idle(log: &Rc<RefCell<Log>>, offset: Offset) -> Result<(), Erro
     *l = reopened;
     l.durable_waiters = waiters;
     l.replication_waiters = replication_waiters;
-    tracing::info!(tp = %l.tp, offset = offset.0, "emptied the log to start at the leader's log start");
+    let message = "emptied the log to start at the leader's log start";
+    tracing::info!(tp = %l.tp, offset = offset.0, "{message}");
     Ok(())
 }
 
