@@ -15,7 +15,7 @@ use crate::constants;
 use crate::model::quorum::QuorumVoters;
 use crate::model::settings::{ConnectionCaps, GroupConfig, TxnConfig, CONSUMER_ASSIGNORS};
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
-use crate::model::NodeId;
+use crate::model::{NodeId, ReplicaSelector};
 
 /// The command line. Every option can also be set in the TOML file under the same name.
 #[derive(Debug, Parser, Default)]
@@ -153,6 +153,17 @@ pub struct Args {
     /// the in-sync replicas (Kafka's replica.lag.time.max.ms) [default: 30000].
     #[arg(long, value_name = "MS")]
     pub replica_lag_time_max_ms: Option<u64>,
+    /// The rack (or zone) this broker is in (Kafka's broker.rack): registered on the
+    /// metadata log, reported in Metadata and DescribeCluster, and matched against
+    /// consumers' client.rack by --replica-selector rack-aware [default: none].
+    #[arg(long, value_name = "ID")]
+    pub rack: Option<String>,
+    /// Which replica a partition's leader tells a consumer (Fetch v11+) to fetch from
+    /// (Kafka's replica.selector.class): `leader` (always the leader, Kafka's default) or
+    /// `rack-aware` (an in-sync replica in the consumer's client.rack when the leader is not
+    /// in that rack, KIP-392) [default: leader].
+    #[arg(long, value_name = "SELECTOR")]
+    pub replica_selector: Option<String>,
     /// Default segment size before a roll (topic config segment.bytes) [default: 1 GiB].
     #[arg(long, value_name = "BYTES")]
     pub segment_bytes: Option<u64>,
@@ -266,6 +277,8 @@ struct FileConfig {
     max_connections_per_ip: Option<u32>,
     max_connections_per_ip_overrides: Option<String>,
     replica_lag_time_max_ms: Option<u64>,
+    rack: Option<String>,
+    replica_selector: Option<String>,
     segment_bytes: Option<u64>,
     segment_ms: Option<i64>,
     retention_ms: Option<i64>,
@@ -396,6 +409,10 @@ pub struct Config {
     pub connection_caps: ConnectionCaps,
     /// A follower not caught up for this long leaves the ISR (`partition::replicas`).
     pub replica_lag_time_max_ms: u64,
+    /// This broker's rack (Kafka's broker.rack), registered on the metadata log.
+    pub rack: Option<String>,
+    /// Which replica a leader names to consumers as their preferred read replica.
+    pub replica_selector: ReplicaSelector,
     /// Per shard: see `storage::cache`.
     pub batch_cache_bytes: u64,
     /// The free-space reserve (None: the default share of the file system); see
@@ -507,6 +524,24 @@ impl Config {
             Some("fsync") => Durability::Fsync,
             Some(other) => {
                 return Err(format!("--durability {other:?} is unknown; use write or fsync."))
+            }
+        };
+        let rack = match args.rack.or(file.rack) {
+            Some(rack) if rack.is_empty() || rack.len() > constants::RACK_ID_BYTES_MAX => {
+                return Err(format!(
+                    "--rack {rack:?} is not a rack id; give 1 to {} bytes.",
+                    constants::RACK_ID_BYTES_MAX
+                ))
+            }
+            rack => rack,
+        };
+        let replica_selector = match args.replica_selector.or(file.replica_selector).as_deref() {
+            None | Some("leader") => ReplicaSelector::LeaderOnly,
+            Some("rack-aware") => ReplicaSelector::RackAware,
+            Some(other) => {
+                return Err(format!(
+                    "--replica-selector {other:?} is unknown; use leader or rack-aware."
+                ))
             }
         };
         let log_json = match args.log_format.or(file.log_format).as_deref() {
@@ -692,6 +727,8 @@ impl Config {
                 .or(file.replica_lag_time_max_ms)
                 .unwrap_or(constants::REPLICA_LAG_TIME_MS_DEFAULT)
                 .max(1),
+            rack,
+            replica_selector,
             batch_cache_bytes: args
                 .batch_cache_bytes
                 .or(file.batch_cache_bytes)

@@ -372,6 +372,10 @@ pub const TIMESTAMP_SCAN_DECOMPRESSED_MAX: u64 = 64 * 1024 * 1024;
 /// Kafka's `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
 pub const REPLICA_LAG_TIME_MS_DEFAULT: u64 = 30_000;
 
+/// The longest rack id (`--rack`) in bytes: it travels in the broker's registration on the
+/// metadata log (a u16-length string there) and in every Metadata response.
+pub const RACK_ID_BYTES_MAX: usize = 255;
+
 /// How long a follower's fetch waits at the leader for new data (Kafka's
 /// `replica.fetch.wait.max.ms`).
 pub const REPLICA_FETCH_WAIT_MS: i32 = 500;

@@ -23,18 +23,20 @@ pub fn handle(ctx: &Context, body: Bytes) -> Outcome {
     }
     response.cluster_id = str_bytes(&shard.catalog.borrow().cluster_id);
     response.endpoint_type = 1;
-    let broker = |node_id: NodeId, host: &str, port: u16| {
+    let broker = |node_id: NodeId, host: &str, port: u16, rack: Option<&str>| {
         let mut broker = DescribeClusterBroker::default();
         broker.broker_id = node_id.into();
         broker.host = str_bytes(host);
         broker.port = i32::from(port);
+        broker.rack = rack.map(str_bytes);
         broker
     };
     if !ctx.cluster().clustered() {
         response.controller_id = shard.config.node_id.into();
         let listener = ctx.listener();
         let (host, port) = (&listener.advertised_host, listener.advertised_port);
-        response.brokers = vec![broker(shard.config.node_id, host, port)];
+        let rack = shard.config.rack.as_deref();
+        response.brokers = vec![broker(shard.config.node_id, host, port, rack)];
         return ctx.reply(&response);
     }
     // Before the first view (the log still opening) there is no leader and no broker yet,
@@ -46,7 +48,7 @@ pub fn handle(ctx: &Context, body: Bytes) -> Outcome {
     response.brokers = view
         .iter()
         .flat_map(|view| view.live_brokers())
-        .map(|b| broker(b.node_id, &b.host, b.port))
+        .map(|b| broker(b.node_id, &b.host, b.port, b.rack.as_deref()))
         .collect();
     ctx.reply(&response)
 }

@@ -6,8 +6,18 @@
 //! each other owning shard to notify it on the next append to any of the partitions (passing
 //! the high watermark it saw, so an append that raced ahead of the registration wakes it at
 //! once; see `partition`). It then reads again; on timeout it answers with what there is.
+//!
+//! Follower fetching (KIP-392): a consumer's fetch of v11+ (which carries the client's
+//! metadata, its rack) may read from any replica of the partition, not only its leader
+//! (Kafka's `FetchParams.fetchOnlyLeader`), below that replica's high watermark. With
+//! `--replica-selector rack-aware` the leader names a live in-sync replica in the
+//! consumer's rack when it is not in that rack itself (`preferred_read_replica`, no records
+//! then), and the client fetches from there. A `current_leader_epoch` older than this
+//! node's is FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH, as in Kafka's
+//! `Partition.getLocalLog`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -16,11 +26,14 @@ use kafka_protocol::messages::FetchRequest;
 
 use super::{Context, Outcome};
 use crate::constants::FETCH_WAIT_MS_MAX;
-use crate::model::{ErrorCode, Isolation, LeaderEpoch, NodeId, Offset, ShardId, TopicPartition};
-use crate::partition::{PartitionRequest, PartitionResponse, ReadResult, ReadSpec, Seen};
+use crate::model::TopicPartition;
+use crate::model::{ErrorCode, Isolation, LeaderEpoch, NodeId, Offset, ReplicaSelector, ShardId};
+use crate::partition::{ClientRack, FollowerFetch, PartitionRequest, PartitionResponse};
+use crate::partition::{ReadResult, ReadSpec, Seen};
 use crate::protocol::fetch_response::{self, FetchResponseHead, Part, PartitionData, TopicData};
 use crate::protocol::put_response_header;
 use crate::security::acl::Operation;
+use crate::shard::catalog::TopicMeta;
 use crate::storage::log::ReadChunk;
 
 /// One requested partition: where its answer goes and what to read.
@@ -36,6 +49,17 @@ struct Wanted {
     isolation: Isolation,
     /// A follower's fetch: the epoch of its last batch (Fetch v12+; NONE before).
     last_fetched_epoch: LeaderEpoch,
+    /// A follower's fetch: its log start (v5+).
+    log_start_offset: Offset,
+}
+
+/// Which replicas of a partition may answer a fetch (Kafka's `FetchParams.fetchOnlyLeader`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readable {
+    /// A follower's fetch, or a consumer's before v11: only the leader.
+    LeaderOnly,
+    /// A consumer's of v11+ (it carries the client's metadata): any replica.
+    AnyReplica,
 }
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -44,12 +68,23 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let shard = ctx.shard();
+    let me = shard.config.node_id;
     let by_id = ctx.version >= fetch_response::TOPIC_ID_FROM;
     // A broker's follower fetch names its node id (v15+ in the replica state).
     let replica_id =
         if ctx.version >= 15 { request.replica_state.replica_id.0 } else { request.replica_id.0 };
     let follower = (replica_id >= 0).then_some(NodeId(replica_id));
     let cluster_action = follower.is_none() || ctx.cluster_allowed(Operation::ClusterAction);
+    // Kafka's fetchOnlyLeader: a follower's fetch, or a consumer's without client metadata
+    // (before v11).
+    let readable = match follower {
+        None if ctx.version >= 11 => Readable::AnyReplica,
+        _ => Readable::LeaderOnly,
+    };
+    let client_rack = match follower {
+        None => client_rack(ctx, &request),
+        Some(_) => None,
+    };
     let mut topics: Vec<(String, [u8; 16])> = Vec::new();
     let mut wanted: Vec<Wanted> = Vec::new();
     for (topic_index, topic) in request.topics.iter().enumerate() {
@@ -71,15 +106,18 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             (None, None) => !by_id && !ctx.topic_allowed(Operation::Read, &topic.topic.0),
         };
         for partition in &topic.partitions {
+            let current_epoch = LeaderEpoch(partition.current_leader_epoch);
             let (tp, error_code) = match &meta {
                 _ if denied => (None, ErrorCode::TopicAuthorizationFailed),
-                Some(m) if m.led_elsewhere(partition.partition, shard.config.node_id) => {
-                    (None, ErrorCode::NotLeaderOrFollower)
+                Some(m) if (0..m.partitions).contains(&partition.partition) => {
+                    match servable(m, partition.partition, current_epoch, me, readable) {
+                        ErrorCode::None => (
+                            Some(TopicPartition::new(m.name.clone(), partition.partition)),
+                            ErrorCode::None,
+                        ),
+                        code => (None, code),
+                    }
                 }
-                Some(m) if (0..m.partitions).contains(&partition.partition) => (
-                    Some(TopicPartition::new(m.name.clone(), partition.partition)),
-                    ErrorCode::None,
-                ),
                 Some(_) => (None, ErrorCode::UnknownTopicOrPartition),
                 None => (None, unknown_code),
             };
@@ -92,18 +130,20 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 size_bytes_max: partition.partition_max_bytes.max(0) as usize,
                 isolation: Isolation::from_wire(request.isolation_level),
                 last_fetched_epoch: LeaderEpoch(partition.last_fetched_epoch),
+                log_start_offset: Offset(partition.log_start_offset),
             });
         }
     }
     let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
     let deadline = Instant::now() + max_wait;
     let min_bytes = request.min_bytes.max(0) as usize;
-    let mut results = read_all(ctx, &wanted, follower).await;
+    let mut results = read_all(ctx, &wanted, follower, client_rack.as_ref()).await;
     loop {
         let total: usize = results.values().map(|r| r.size_bytes).sum();
         let any_error = results.values().any(|r| r.error_code != ErrorCode::None)
             || wanted.iter().any(|w| w.error_code != ErrorCode::None)
-            || results.values().any(|r| r.diverging.is_some());
+            || results.values().any(|r| r.diverging.is_some())
+            || results.values().any(|r| r.preferred_read_replica.is_some());
         let now = Instant::now();
         if total >= min_bytes || any_error || now >= deadline || wanted.is_empty() {
             break;
@@ -125,7 +165,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             Some(wait) => wait.done.await.unwrap_or(false),
             None => true,
         };
-        results = read_all(ctx, &wanted, follower).await;
+        results = read_all(ctx, &wanted, follower, client_rack.as_ref()).await;
         if !woke {
             break;
         }
@@ -133,11 +173,56 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     respond(ctx, &request, topics, wanted, results)
 }
 
+/// Whether partition `partition` of `m` may be fetched here (ErrorCode::None) or the error
+/// that says why not: Kafka's `Partition.getLocalLog`, the consumer's leader epoch first
+/// (a fetch that names none, -1, is not checked), then leadership.
+fn servable(
+    m: &TopicMeta,
+    partition: i32,
+    current_epoch: LeaderEpoch,
+    me: NodeId,
+    readable: Readable,
+) -> ErrorCode {
+    if let Some(placement) = m.placement(partition).filter(|_| current_epoch.0 >= 0) {
+        if placement.leader_epoch > current_epoch {
+            return ErrorCode::FencedLeaderEpoch;
+        }
+        if placement.leader_epoch < current_epoch {
+            return ErrorCode::UnknownLeaderEpoch;
+        }
+    }
+    let here = match readable {
+        Readable::LeaderOnly => m.is_led_by(partition, me),
+        Readable::AnyReplica => m.has_replica_on(partition, me),
+    };
+    if here {
+        ErrorCode::None
+    } else {
+        ErrorCode::NotLeaderOrFollower
+    }
+}
+
+/// The consumer's rack and the live brokers' racks, when this node chooses read replicas
+/// by rack (`--replica-selector rack-aware`) and the fetch (v11+) names a rack.
+fn client_rack(ctx: &Context, request: &FetchRequest) -> Option<ClientRack> {
+    let rack_aware = ctx.shard().config.replica_selector == ReplicaSelector::RackAware;
+    if !rack_aware || ctx.version < 11 || request.rack_id.is_empty() {
+        return None;
+    }
+    let view = ctx.cluster().view()?;
+    let racks = view
+        .live_brokers()
+        .filter_map(|b| b.rack.as_deref().map(|rack| (b.node_id, Arc::from(rack))))
+        .collect();
+    Some(ClientRack { rack: Arc::from(&*request.rack_id), racks: Arc::new(racks) })
+}
+
 /// Reads every known partition: one message per owning shard, all in parallel.
 async fn read_all(
     ctx: &Context,
     wanted: &[Wanted],
     follower: Option<NodeId>,
+    client_rack: Option<&ClientRack>,
 ) -> BTreeMap<TopicPartition, ReadResult> {
     let mut by_shard: BTreeMap<ShardId, Vec<ReadSpec>> = BTreeMap::new();
     for w in wanted {
@@ -147,7 +232,12 @@ async fn read_all(
                 offset: w.offset,
                 size_bytes_max: w.size_bytes_max,
                 isolation: w.isolation,
-                follower: follower.map(|node| (node, w.last_fetched_epoch)),
+                follower: follower.map(|node| FollowerFetch {
+                    node,
+                    last_epoch: w.last_fetched_epoch,
+                    log_start: w.log_start_offset,
+                }),
+                client_rack: client_rack.cloned(),
             };
             by_shard.entry(ctx.shard().owner(tp)).or_default().push(spec);
         }
@@ -190,6 +280,7 @@ fn respond(
             records: Vec::new(),
             records_size: 0,
             diverging_epoch: None,
+            preferred_read_replica: NodeId::NONE.0,
         };
         if let Some(result) = w.tp.as_ref().and_then(|tp| results.remove(tp)) {
             data.error_code = result.error_code.code();
@@ -201,6 +292,7 @@ fn respond(
             }
             data.log_start_offset = result.log_start_offset.0;
             data.diverging_epoch = result.diverging.map(|(epoch, end)| (epoch.0, end.0));
+            data.preferred_read_replica = result.preferred_read_replica.unwrap_or(NodeId::NONE).0;
             // The response limit: always let the first data through (KIP-74), then stop
             // adding partitions once the limit is reached.
             if total == 0 || total + result.size_bytes <= size_bytes_max {

@@ -30,11 +30,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let node_id = config.node_id;
     let mut response = MetadataResponse::default();
     let view = ctx.cluster().view();
-    let broker = |node_id: NodeId, host: &str, port: u16| {
+    // v1+: each broker's rack (Kafka's broker.rack; null without one).
+    let broker = |node_id: NodeId, host: &str, port: u16, rack: Option<&str>| {
         let mut broker = MetadataResponseBroker::default();
         broker.node_id = node_id.into();
         broker.host = str_bytes(host);
         broker.port = i32::from(port);
+        broker.rack = rack.map(str_bytes);
         broker
     };
     // Clustered, with no unfenced broker in this node's view (just started, or cut off from
@@ -43,14 +45,15 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let live: Vec<MetadataResponseBroker> = view
         .iter()
         .flat_map(|view| view.live_brokers())
-        .map(|b| broker(b.node_id, &b.host, b.port))
+        .map(|b| broker(b.node_id, &b.host, b.port, b.rack.as_deref()))
         .collect();
     response.brokers = match live.is_empty() {
         false => live,
         true => {
             // The address of the listener the request came in on, as Kafka answers.
             let listener = ctx.listener();
-            vec![broker(node_id, &listener.advertised_host, listener.advertised_port)]
+            let (host, port) = (&listener.advertised_host, listener.advertised_port);
+            vec![broker(node_id, host, port, config.rack.as_deref())]
         }
     };
     // Clustered: the id committed on the metadata log (none before the first leader's).

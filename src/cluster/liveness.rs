@@ -191,6 +191,7 @@ mod tests {
                 host: "h".into(),
                 port: 1,
                 incarnation: id as u64,
+                rack: None,
             };
             state.apply(id as u64, Some(&record));
         }
@@ -305,6 +306,7 @@ mod tests {
             host: "h".into(),
             port: 1,
             incarnation: 99,
+            rack: None,
         };
         apply(&mut state, &[register]);
         let epoch = state.brokers[&NodeId(2)].epoch;

@@ -287,6 +287,7 @@ async fn register(cluster: Rc<Cluster>, events: Rc<LocalSender<Event>>, config: 
         host: config.advertised_host.clone(),
         port: config.advertised_port,
         incarnation: cluster.incarnation.get(),
+        rack: config.rack.clone(),
     };
     loop {
         let view = cluster.view();

@@ -24,6 +24,8 @@
 //!                          leader_epoch: i32, isr
 //!   type 13 CreateTopic    request, name: string, topic_id: 16 bytes, replicas, overrides
 //!   type 14 CreatePartitions request, name: string, count: i32, replicas (of the new ones)
+//!   type 15 RegisterBroker node_id: i32, host: string, port: u16, incarnation: u64,
+//!                          rack: string
 //!
 //!   string    u16 length + UTF-8
 //!   request   node_id: i32, serial: u64 (the proposer's RequestId)
@@ -37,7 +39,9 @@
 //!
 //! Type 2 is the registration of the first version, without an incarnation: it is still
 //! read (journals written before broker epochs replay) as a registration of incarnation 0,
-//! and every registration is now written as type 9. Types 4 and 6 (one replica per
+//! and a registration is written as type 9 without a rack, or as type 15 with one (so that
+//! a cluster whose brokers have no `--rack` still writes only records the previous version
+//! reads). Types 4 and 6 (one replica per
 //! partition, before replication) are read as partitions of one replica; topics are now
 //! written as types 13 and 14. Types never change their meaning; a new
 //! field is a new type.
@@ -71,6 +75,7 @@ const TYPE_UNFENCE_BROKER: u8 = 11;
 const TYPE_PARTITION_CHANGE: u8 = 12;
 const TYPE_CREATE_TOPIC_REPLICAS: u8 = 13;
 const TYPE_CREATE_PARTITIONS_REPLICAS: u8 = 14;
+const TYPE_REGISTER_BROKER_RACK: u8 = 15;
 
 /// Who asked for a change: the proposing node and its serial number, unique per node (the
 /// serials of one process start at a random point, so a restarted node does not reuse the
@@ -99,12 +104,14 @@ pub enum MetadataRecord {
     /// A broker announces itself and the address clients reach it at (Kafka's
     /// RegisterBrokerRecord): once per process start, told apart by its random
     /// `incarnation` (Kafka's incarnation id; 0 in the first version's records). The
-    /// record's index is the broker epoch; a new registration comes in fenced.
+    /// record's index is the broker epoch; a new registration comes in fenced. `rack`:
+    /// Kafka's broker.rack (None in records without one).
     RegisterBroker {
         node_id: NodeId,
         host: String,
         port: u16,
         incarnation: u64,
+        rack: Option<String>,
     },
     /// The cluster's id (Kafka's cluster.id), proposed by the first leader; the first one
     /// committed wins and every node answers with it.
@@ -205,12 +212,18 @@ impl MetadataRecord {
                 out.extend_from_slice(&leader_id.0.to_be_bytes());
                 out.extend_from_slice(&term.to_be_bytes());
             }
-            MetadataRecord::RegisterBroker { node_id, host, port, incarnation } => {
-                out.push(TYPE_REGISTER_BROKER_INCARNATION);
+            MetadataRecord::RegisterBroker { node_id, host, port, incarnation, rack } => {
+                out.push(match rack {
+                    None => TYPE_REGISTER_BROKER_INCARNATION,
+                    Some(_) => TYPE_REGISTER_BROKER_RACK,
+                });
                 out.extend_from_slice(&node_id.0.to_be_bytes());
                 put_string(&mut out, host);
                 out.extend_from_slice(&port.to_be_bytes());
                 out.extend_from_slice(&incarnation.to_be_bytes());
+                if let Some(rack) = rack {
+                    put_string(&mut out, rack);
+                }
             }
             MetadataRecord::FenceBroker { node_id, broker_epoch, reason } => {
                 out.push(TYPE_FENCE_BROKER);
@@ -296,7 +309,9 @@ impl MetadataRecord {
                 let term = reader.u64()?;
                 MetadataRecord::LeaderChange { leader_id, term }
             }
-            kind @ (TYPE_REGISTER_BROKER | TYPE_REGISTER_BROKER_INCARNATION) => {
+            kind @ (TYPE_REGISTER_BROKER
+            | TYPE_REGISTER_BROKER_INCARNATION
+            | TYPE_REGISTER_BROKER_RACK) => {
                 let node_id = NodeId(reader.i32()?);
                 let host = reader.string().map_err(|e| match e {
                     RecordError::Text => RecordError::Host,
@@ -304,7 +319,9 @@ impl MetadataRecord {
                 })?;
                 let port = reader.u16()?;
                 let incarnation = if kind == TYPE_REGISTER_BROKER { 0 } else { reader.u64()? };
-                MetadataRecord::RegisterBroker { node_id, host, port, incarnation }
+                let rack =
+                    if kind == TYPE_REGISTER_BROKER_RACK { Some(reader.string()?) } else { None };
+                MetadataRecord::RegisterBroker { node_id, host, port, incarnation, rack }
             }
             TYPE_FENCE_BROKER => {
                 let node_id = NodeId(reader.i32()?);
@@ -557,11 +574,41 @@ mod tests {
             host: "10.0.0.2".into(),
             port: 9092,
             incarnation: 0x0102,
+            rack: None,
         };
         let encoded = register.encode();
         assert_eq!(&encoded[..8], [0, 9, 0, 0, 0, 2, 0, 8]);
         assert_eq!(&encoded[16..], [0x23, 0x84, 0, 0, 0, 0, 0, 0, 1, 2]);
         assert_eq!(MetadataRecord::decode(&encoded), Ok(register));
+    }
+
+    #[test]
+    fn a_registration_with_a_rack_is_type_15_and_one_without_stays_type_9() {
+        let register = MetadataRecord::RegisterBroker {
+            node_id: NodeId(2),
+            host: "h".into(),
+            port: 9092,
+            incarnation: 3,
+            rack: Some("eu-1a".into()),
+        };
+        let encoded = register.encode();
+        assert_eq!(&encoded[..9], [0, 15, 0, 0, 0, 2, 0, 1, b'h']);
+        assert_eq!(&encoded[9..19], [0x23, 0x84, 0, 0, 0, 0, 0, 0, 0, 3]);
+        assert_eq!(&encoded[19..], [0, 5, b'e', b'u', b'-', b'1', b'a']);
+        assert_eq!(MetadataRecord::decode(&encoded), Ok(register));
+        for size in 0..encoded.len() {
+            assert!(MetadataRecord::decode(&encoded[..size]).is_err(), "size {size}");
+        }
+        // Type 9 as the previous version wrote it still replays, without a rack.
+        let old = [0, 9, 0, 0, 0, 2, 0, 1, b'h', 0x23, 0x84, 0, 0, 0, 0, 0, 0, 0, 3];
+        let expected = MetadataRecord::RegisterBroker {
+            node_id: NodeId(2),
+            host: "h".into(),
+            port: 9092,
+            incarnation: 3,
+            rack: None,
+        };
+        assert_eq!(MetadataRecord::decode(&old), Ok(expected));
     }
 
     #[test]
@@ -573,6 +620,7 @@ mod tests {
             host: "h".into(),
             port: 9092,
             incarnation: 0,
+            rack: None,
         };
         assert_eq!(MetadataRecord::decode(&old), Ok(expected));
     }
@@ -719,6 +767,7 @@ mod tests {
             host: "h".into(),
             port: 1,
             incarnation: 7,
+            rack: None,
         };
         let encoded = register.encode();
         for size in 0..encoded.len() {
@@ -728,7 +777,7 @@ mod tests {
         longer.push(0);
         assert_eq!(MetadataRecord::decode(&longer), Err(RecordError::Trailing(1)));
         assert_eq!(MetadataRecord::decode(&[1, 1]), Err(RecordError::Version(1)));
-        assert_eq!(MetadataRecord::decode(&[0, 15]), Err(RecordError::Type(15)));
+        assert_eq!(MetadataRecord::decode(&[0, 16]), Err(RecordError::Type(16)));
         let mut bad_host = encoded;
         bad_host[8] = 0xff;
         assert_eq!(MetadataRecord::decode(&bad_host), Err(RecordError::Host));

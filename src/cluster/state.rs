@@ -39,6 +39,8 @@ pub struct BrokerRegistration {
     pub port: u16,
     /// The random id of the process that registered (0: a first-version record).
     pub incarnation: u64,
+    /// Kafka's broker.rack (`--rack`), if it has one.
+    pub rack: Option<String>,
     /// Kafka's broker epoch: the index of the registration record.
     pub epoch: u64,
     /// Not counted on: no placements, not listed to clients, leads nothing.
@@ -177,7 +179,7 @@ impl MetadataState {
                 self.leader_term = *term;
                 Applied::changed(changed)
             }
-            MetadataRecord::RegisterBroker { node_id, host, port, incarnation } => {
+            MetadataRecord::RegisterBroker { node_id, host, port, incarnation, rack } => {
                 let known = self.brokers.get(node_id);
                 // The same incarnation again (a retry committed twice), or a first-version
                 // record repeating the address it has: nothing new.
@@ -193,6 +195,7 @@ impl MetadataState {
                     host: host.clone(),
                     port: *port,
                     incarnation: *incarnation,
+                    rack: rack.clone(),
                     epoch: index,
                     fenced: true,
                 };
@@ -542,7 +545,8 @@ mod tests {
     /// A registration whose incarnation is its port (a new port: a new process).
     fn register(id: i32, port: u16) -> MetadataRecord {
         let incarnation = u64::from(port);
-        MetadataRecord::RegisterBroker { node_id: NodeId(id), host: "h".into(), port, incarnation }
+        let host = "h".into();
+        MetadataRecord::RegisterBroker { node_id: NodeId(id), host, port, incarnation, rack: None }
     }
 
     #[test]
@@ -979,12 +983,29 @@ mod tests {
     }
 
     #[test]
+    fn a_registration_keeps_its_rack_and_a_new_one_replaces_it() {
+        let mut state = MetadataState::default();
+        let with_rack = |incarnation, rack: Option<&str>| MetadataRecord::RegisterBroker {
+            node_id: NodeId(1),
+            host: "h".into(),
+            port: 1,
+            incarnation,
+            rack: rack.map(str::to_string),
+        };
+        assert!(state.apply(1, Some(&with_rack(5, Some("a")))).changed);
+        assert_eq!(state.brokers[&NodeId(1)].rack.as_deref(), Some("a"));
+        assert!(state.apply(2, Some(&with_rack(6, None))).changed);
+        assert_eq!(state.brokers[&NodeId(1)].rack, None);
+    }
+
+    #[test]
     fn first_version_registrations_replay_as_before() {
         let old = |port| MetadataRecord::RegisterBroker {
             node_id: NodeId(1),
             host: "h".into(),
             port,
             incarnation: 0,
+            rack: None,
         };
         let mut state = MetadataState::default();
         assert!(state.apply(1, Some(&old(1))).changed);

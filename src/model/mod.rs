@@ -70,6 +70,18 @@ impl Isolation {
     }
 }
 
+/// Which replica a partition's leader names to a consumer as the one to fetch from (Kafka's
+/// `replica.selector.class`, KIP-392).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaSelector {
+    /// Always the leader: no preferred read replica is named (Kafka's default,
+    /// `LeaderSelector`).
+    LeaderOnly,
+    /// A live in-sync replica in the consumer's rack (`client.rack`) when the leader is not
+    /// in it (Kafka's `RackAwareReplicaSelector`).
+    RackAware,
+}
+
 /// What a read does with a first batch larger than its size limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FirstBatch {

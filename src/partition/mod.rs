@@ -22,7 +22,7 @@ pub mod retention;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -123,9 +123,32 @@ pub struct ReadSpec {
     pub size_bytes_max: usize,
     /// read_committed: stop at the last stable offset, report aborted transactions.
     pub isolation: Isolation,
-    /// A follower's fetch: its node id and the epoch of the last batch it has (NONE when
-    /// it has none), checked against this leader's epochs for divergence.
-    pub follower: Option<(NodeId, LeaderEpoch)>,
+    /// A follower's fetch (None: a consumer's).
+    pub follower: Option<FollowerFetch>,
+    /// A consumer's fetch (v11+) naming its rack to a node whose replica selector is
+    /// rack-aware: where it leads the partition, it may name another replica to read from
+    /// (`ReadResult::preferred_read_replica`, KIP-392).
+    pub client_rack: Option<ClientRack>,
+}
+
+/// What a follower's fetch says of one partition.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerFetch {
+    pub node: NodeId,
+    /// The epoch of the last batch it has (NONE when it has none), checked against this
+    /// leader's epochs for divergence.
+    pub last_epoch: LeaderEpoch,
+    /// Its log start (a replica that no longer holds an offset is not named to consumers).
+    pub log_start: Offset,
+}
+
+/// A consumer's rack and the racks of the live brokers, for the rack-aware choice of the
+/// replica it reads from (`replicas::rack_aware_read_replica`). Built once per request.
+#[derive(Debug, Clone)]
+pub struct ClientRack {
+    pub rack: Arc<str>,
+    /// The rack of every live (unfenced) broker that has one.
+    pub racks: Arc<BTreeMap<NodeId, Arc<str>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +177,9 @@ pub struct ReadResult {
     /// A follower's log diverged: the epoch and end offset it must truncate to (Fetch
     /// v12+'s diverging_epoch); nothing is read then.
     pub diverging: Option<(LeaderEpoch, Offset)>,
+    /// A consumer should read from this replica rather than the leader (Fetch v11+'s
+    /// preferred_read_replica, KIP-392); nothing is read then.
+    pub preferred_read_replica: Option<NodeId>,
 }
 
 #[derive(Debug, Clone)]
@@ -206,6 +232,11 @@ pub enum Seen {
 pub struct Following {
     pub leader: NodeId,
     pub leader_epoch: LeaderEpoch,
+    /// Whether its high watermark is one a leader gave (or this node had as the leader) in
+    /// this process, so that consumers may read below it (KIP-392). Not at first: the high
+    /// watermark is not checkpointed, and a log opened at start has it at its log end, which
+    /// may hold records its leader never had and will cut.
+    pub serves_consumers: bool,
 }
 
 /// A followed partition as a fetcher asks for it.
@@ -546,9 +577,13 @@ impl Partitions {
                 };
                 self.set_bound(&tp, &log, bound).await;
             } else if !leads && placement.leader != NodeId::NONE && placement.is_replica(me) {
-                self.leading.borrow_mut().remove(&tp);
-                let following =
-                    Following { leader: placement.leader, leader_epoch: placement.leader_epoch };
+                let led = self.leading.borrow_mut().remove(&tp).is_some();
+                let served = self.following.borrow().get(&tp).is_some_and(|f| f.serves_consumers);
+                let following = Following {
+                    leader: placement.leader,
+                    leader_epoch: placement.leader_epoch,
+                    serves_consumers: led || served,
+                };
                 self.following.borrow_mut().insert(tp, following);
             } else {
                 self.leading.borrow_mut().remove(&tp);
@@ -625,6 +660,9 @@ impl Partitions {
             }
         }
         self.set_bound(tp, &log, leader_high_watermark).await;
+        if let Some(following) = self.following.borrow_mut().get_mut(tp) {
+            following.serves_consumers = true;
+        }
         let behind = {
             let l = log.borrow();
             leader_log_start > l.log_start_offset && leader_log_start <= l.high_watermark
@@ -662,15 +700,21 @@ impl Partitions {
     // ----- replication: the leader's side ----------------------------------------------------
 
     /// A follower fetched `tp` from `fetch_offset`: its progress, the high watermark.
-    async fn on_follower_fetch(&self, tp: &TopicPartition, follower: NodeId, fetch_offset: Offset) {
+    async fn on_follower_fetch(
+        &self,
+        tp: &TopicPartition,
+        fetch: FollowerFetch,
+        fetch_offset: Offset,
+    ) {
         let Some(log) = self.log(tp) else { return };
         let leader_end = log.borrow().written_end;
         let bound = {
             let mut leading = self.leading.borrow_mut();
             let Some(followers) = leading.get_mut(tp) else { return };
-            if !followers.on_fetch(follower, fetch_offset, leader_end, now_ms()) {
+            if !followers.on_fetch(fetch.node, fetch_offset, leader_end, now_ms()) {
                 return;
             }
+            followers.set_log_start(fetch.node, fetch.log_start);
             followers.high_watermark_bound()
         };
         self.set_bound(tp, &log, bound).await;
@@ -691,6 +735,32 @@ impl Partitions {
                 Some(IsrChange { tp: tp.clone(), leader_epoch: followers.leader_epoch, isr })
             })
             .collect()
+    }
+
+    /// Where this shard leads `tp` replicated: the replica a consumer in `client`'s rack
+    /// fetching from `fetch_offset` should read from instead (None: read here).
+    fn preferred_read_replica(
+        &self,
+        tp: &TopicPartition,
+        client: &ClientRack,
+        leader_end: Offset,
+        fetch_offset: Offset,
+    ) -> Option<NodeId> {
+        let leading = self.leading.borrow();
+        let followers = leading.get(tp)?;
+        followers.preferred_read_replica(
+            &client.rack,
+            &client.racks,
+            leader_end,
+            fetch_offset,
+            now_ms(),
+        )
+    }
+
+    /// Whether consumers may read `tp` here: not while it follows it with a high watermark
+    /// no leader gave yet in this process (see `Following::serves_consumers`).
+    fn serves_consumers(&self, tp: &TopicPartition) -> bool {
+        self.following.borrow().get(tp).is_none_or(|f| f.serves_consumers)
     }
 
     /// How many replicas of `tp` are in sync, if this shard leads it replicated.

@@ -22,6 +22,7 @@ impl Partitions {
                 size_bytes: 0,
                 log_end: Offset::NONE,
                 diverging: None,
+                preferred_read_replica: None,
             };
             let Some(log) = self.log(&spec.tp) else {
                 return empty(spec.tp, ErrorCode::UnknownTopicOrPartition);
@@ -29,7 +30,8 @@ impl Partitions {
             // Before the read: an append landing meanwhile wakes a follower's watch.
             let log_end = log.borrow().written_end;
             let read = match spec.follower {
-                Some((follower, last_epoch)) => {
+                Some(follower) => {
+                    let last_epoch = follower.last_epoch;
                     if let Some(diverging) = diverging(&log.borrow(), spec.offset, last_epoch) {
                         let l = log.borrow();
                         return ReadResult {
@@ -48,8 +50,31 @@ impl Partitions {
                     log::read_for_follower(&log, spec.offset, spec.size_bytes_max).await
                 }
                 None => {
-                    log::read_below(&log, spec.offset, spec.size_bytes_max, Whole, spec.isolation)
-                        .await
+                    // Leading: another replica may serve this consumer (KIP-392); then
+                    // nothing is read, and the answer carries this leader's offsets.
+                    let offset = spec.offset;
+                    let preferred = spec.client_rack.as_ref().and_then(|client| {
+                        let leader_end = log::log_end(&log);
+                        self.preferred_read_replica(&spec.tp, client, leader_end, offset)
+                    });
+                    if preferred.is_some() {
+                        let l = log.borrow();
+                        return ReadResult {
+                            high_watermark: l.high_watermark,
+                            last_stable_offset: l
+                                .producers
+                                .txns
+                                .last_stable_offset(l.high_watermark),
+                            log_start_offset: l.log_start_offset,
+                            log_end: l.written_end,
+                            preferred_read_replica: preferred,
+                            ..empty(spec.tp.clone(), ErrorCode::None)
+                        };
+                    }
+                    if !self.serves_consumers(&spec.tp) {
+                        return empty(spec.tp, ErrorCode::NotLeaderOrFollower);
+                    }
+                    log::read_below(&log, offset, spec.size_bytes_max, Whole, spec.isolation).await
                 }
             };
             match read {
@@ -64,6 +89,7 @@ impl Partitions {
                     size_bytes: outcome.size_bytes,
                     log_end,
                     diverging: None,
+                    preferred_read_replica: None,
                 },
                 Err(StorageError::OffsetOutOfRange) => {
                     let l = log.borrow();

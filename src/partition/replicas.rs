@@ -3,9 +3,12 @@
 //! high watermark bound (the smallest log end in the ISR) and the ISR changes to ask the
 //! controller for (AlterPartition): a follower that has not caught up for
 //! `replica.lag.time.max.ms` leaves, one out of the ISR that reached the high watermark
-//! comes back. Pure: fetches and clocks in, decisions out.
+//! comes back; and the replica a consumer should read from (KIP-392: Kafka's
+//! `RackAwareReplicaSelector` within `ReplicaManager.findPreferredReadReplica`). Pure:
+//! fetches and clocks in, decisions out.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::model::{LeaderEpoch, NodeId, Offset};
 
@@ -17,6 +20,45 @@ struct Progress {
     caught_up_ms: i64,
     /// The leader's log end at its last fetch.
     leader_end_at_last_fetch: Offset,
+    /// The follower's log start as its last fetch said (NONE before its first fetch).
+    log_start: Offset,
+}
+
+/// A replica as the read-replica choice sees it (Kafka's `ReplicaView`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaView<'a> {
+    pub node: NodeId,
+    /// Its broker's rack; None without one, or when the broker is not live (Kafka sees a
+    /// fenced broker as `Node.noNode()`, which has no rack).
+    pub rack: Option<&'a str>,
+    pub log_end: Offset,
+    /// How long ago it was last caught up (0 for the leader).
+    pub since_caught_up_ms: i64,
+}
+
+/// Kafka's `RackAwareReplicaSelector.select`, then `findPreferredReadReplica`'s rule that
+/// the leader is never named: the consumer's rack empty, no replica in it, or the leader in
+/// it: the leader (None). Otherwise the replica of that rack that is most caught up (the
+/// largest log end, then the shortest time since it was caught up; Kafka's
+/// `ReplicaView.comparator`), the smaller node id on a full tie (Kafka picks one from a hash
+/// set). `replicas` are the followers that may serve (in sync, holding the fetch offset).
+pub fn rack_aware_read_replica(
+    client_rack: &str,
+    leader: &ReplicaView,
+    replicas: &[ReplicaView],
+) -> Option<NodeId> {
+    if client_rack.is_empty() || leader.rack == Some(client_rack) {
+        return None;
+    }
+    replicas
+        .iter()
+        .filter(|replica| replica.node != leader.node && replica.rack == Some(client_rack))
+        .max_by(|a, b| {
+            let by_end = a.log_end.cmp(&b.log_end);
+            let by_lag = b.since_caught_up_ms.cmp(&a.since_caught_up_ms);
+            by_end.then(by_lag).then(b.node.cmp(&a.node))
+        })
+        .map(|replica| replica.node)
 }
 
 /// One replicated partition this node leads, in one leader epoch.
@@ -50,6 +92,7 @@ impl Followers {
                     log_end: Offset::NONE,
                     caught_up_ms: now_ms,
                     leader_end_at_last_fetch: Offset::NONE,
+                    log_start: Offset::NONE,
                 };
                 (*id, progress)
             })
@@ -123,6 +166,51 @@ impl Followers {
         (sorted != current).then_some(wanted)
     }
 
+    /// A follower's fetch said its log starts at `log_start`.
+    pub fn set_log_start(&mut self, follower: NodeId, log_start: Offset) {
+        if let Some(progress) = self.progress.get_mut(&follower) {
+            progress.log_start = log_start;
+        }
+    }
+
+    /// The replica a consumer in `client_rack` fetching from `fetch_offset` should read
+    /// from instead of this leader (Kafka's `findPreferredReadReplica`): only in-sync
+    /// followers whose log holds `fetch_offset` (log start <= it <= log end) are candidates,
+    /// `racks` names the rack of each live broker that has one, `leader_end` is this
+    /// leader's log end. None: read here.
+    pub fn preferred_read_replica(
+        &self,
+        client_rack: &str,
+        racks: &BTreeMap<NodeId, Arc<str>>,
+        leader_end: Offset,
+        fetch_offset: Offset,
+        now_ms: i64,
+    ) -> Option<NodeId> {
+        let rack_of = |node: &NodeId| racks.get(node).map(|rack| &**rack);
+        let leader = ReplicaView {
+            node: self.me,
+            rack: rack_of(&self.me),
+            log_end: leader_end,
+            since_caught_up_ms: 0,
+        };
+        let candidates: Vec<ReplicaView> = self
+            .isr
+            .iter()
+            .filter(|node| **node != self.me)
+            .filter_map(|node| {
+                let progress = self.progress.get(node)?;
+                let holds = progress.log_start <= fetch_offset && fetch_offset <= progress.log_end;
+                holds.then(|| ReplicaView {
+                    node: *node,
+                    rack: rack_of(node),
+                    log_end: progress.log_end,
+                    since_caught_up_ms: now_ms - progress.caught_up_ms,
+                })
+            })
+            .collect();
+        rack_aware_read_replica(client_rack, &leader, &candidates)
+    }
+
     /// How many replicas are in sync (for min.insync.replicas).
     pub fn isr_len(&self) -> usize {
         self.isr.len()
@@ -173,6 +261,73 @@ mod tests {
         // A stalled follower never holds the high watermark once it is out.
         f.set_isr(&[NodeId(1), NodeId(2)]);
         assert_eq!(f.high_watermark_bound(), Offset(50));
+    }
+
+    fn view(
+        node: i32,
+        rack: Option<&str>,
+        log_end: i64,
+        since_caught_up_ms: i64,
+    ) -> ReplicaView<'_> {
+        ReplicaView { node: NodeId(node), rack, log_end: Offset(log_end), since_caught_up_ms }
+    }
+
+    #[test]
+    fn the_rack_aware_choice_is_kafkas() {
+        let leader = view(1, Some("a"), 100, 0);
+        let b2 = view(2, Some("b"), 90, 10);
+        let b3 = view(3, Some("b"), 95, 500);
+        let c4 = view(4, Some("c"), 100, 0);
+        let replicas = [b2, b3, c4];
+        // No client rack, or one no replica is in: the leader (nothing named).
+        assert_eq!(rack_aware_read_replica("", &leader, &replicas), None);
+        assert_eq!(rack_aware_read_replica("z", &leader, &replicas), None);
+        // The leader's own rack: the leader, even with a follower there too.
+        let a5 = view(5, Some("a"), 100, 0);
+        assert_eq!(rack_aware_read_replica("a", &leader, &[a5, b2]), None);
+        // The one replica of the rack.
+        assert_eq!(rack_aware_read_replica("c", &leader, &replicas), Some(NodeId(4)));
+        // The most caught-up of the rack: the largest log end first...
+        assert_eq!(rack_aware_read_replica("b", &leader, &replicas), Some(NodeId(3)));
+        // ...then the shortest time since it was caught up, then the smaller node id.
+        let b6 = view(6, Some("b"), 95, 20);
+        assert_eq!(rack_aware_read_replica("b", &leader, &[b3, b6]), Some(NodeId(6)));
+        let b7 = view(7, Some("b"), 95, 20);
+        assert_eq!(rack_aware_read_replica("b", &leader, &[b7, b6]), Some(NodeId(6)));
+        // A replica without a rack (or not live) never matches; a leader without one is
+        // not in any rack.
+        let none8 = view(8, None, 100, 0);
+        assert_eq!(rack_aware_read_replica("b", &leader, &[none8]), None);
+        let rackless_leader = view(1, None, 100, 0);
+        assert_eq!(rack_aware_read_replica("b", &rackless_leader, &[b2]), Some(NodeId(2)));
+    }
+
+    #[test]
+    fn only_live_in_sync_followers_holding_the_offset_are_preferred() {
+        let mut f = three();
+        let racks: BTreeMap<NodeId, Arc<str>> =
+            [(1, "a"), (2, "b"), (3, "c")].map(|(id, r)| (NodeId(id), Arc::from(r))).into();
+        let prefer = |f: &Followers, rack: &str, racks: &BTreeMap<NodeId, Arc<str>>, at| {
+            f.preferred_read_replica(rack, racks, Offset(100), Offset(at), 2_000)
+        };
+        // Before a follower fetched its log end is unknown: not a candidate.
+        assert_eq!(prefer(&f, "b", &racks, 0), None);
+        f.on_fetch(NodeId(2), Offset(80), Offset(100), 1_500);
+        f.set_log_start(NodeId(2), Offset(10));
+        f.on_fetch(NodeId(3), Offset(100), Offset(100), 1_500);
+        f.set_log_start(NodeId(3), Offset(0));
+        assert_eq!(prefer(&f, "b", &racks, 80), Some(NodeId(2)));
+        assert_eq!(prefer(&f, "b", &racks, 81), None, "past its log end");
+        assert_eq!(prefer(&f, "b", &racks, 9), None, "below its log start");
+        assert_eq!(prefer(&f, "c", &racks, 100), Some(NodeId(3)));
+        assert_eq!(prefer(&f, "a", &racks, 50), None, "the leader's rack");
+        assert_eq!(prefer(&f, "", &racks, 50), None, "no client rack");
+        // Out of the ISR: not a candidate; nor when its broker is not live (no rack known).
+        f.set_isr(&[NodeId(1), NodeId(3)]);
+        assert_eq!(prefer(&f, "b", &racks, 50), None);
+        let mut fenced = racks.clone();
+        fenced.remove(&NodeId(3));
+        assert_eq!(prefer(&f, "c", &fenced, 50), None);
     }
 
     #[test]

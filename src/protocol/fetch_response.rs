@@ -23,7 +23,6 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::put_unsigned_varint;
-use crate::model::NodeId;
 
 pub const FLEXIBLE_FROM: i16 = 12;
 pub const TOPIC_ID_FROM: i16 = 13;
@@ -49,6 +48,8 @@ pub struct PartitionData<R> {
     pub records_size: usize,
     /// A follower's diverging epoch and its end offset (v12+, a tagged field).
     pub diverging_epoch: Option<(i32, i64)>,
+    /// The replica the consumer should fetch from instead (v11+, KIP-392); -1: none.
+    pub preferred_read_replica: i32,
 }
 
 #[derive(Debug)]
@@ -112,8 +113,7 @@ pub fn encode<R>(
                 }
             }
             if version >= 11 {
-                // preferred_read_replica: none, the client keeps fetching from the leader.
-                out.put_i32(NodeId::NONE.0);
+                out.put_i32(partition.preferred_read_replica);
             }
             if flexible {
                 put_unsigned_varint(&mut out, partition.records_size as u64 + 1);
@@ -193,6 +193,7 @@ mod tests {
                         records,
                         records_size: 7,
                         diverging_epoch: None,
+                        preferred_read_replica: -1,
                     },
                     PartitionData {
                         partition_index: 4,
@@ -204,6 +205,7 @@ mod tests {
                         records: Vec::new(),
                         records_size: 0,
                         diverging_epoch: Some((6, 120)),
+                        preferred_read_replica: 2,
                     },
                 ],
             }];
@@ -239,6 +241,9 @@ mod tests {
             let expected = if version >= FLEXIBLE_FROM { (6, 120) } else { (-1, -1) };
             assert_eq!((diverging.epoch, diverging.end_offset), expected, "v{version}");
             assert_eq!(p.diverging_epoch.epoch, -1);
+            assert_eq!(p.preferred_read_replica.0, -1);
+            let preferred = topic.partitions[1].preferred_read_replica.0;
+            assert_eq!(preferred, if version >= 11 { 2 } else { -1 }, "v{version}");
         }
     }
 }

@@ -1450,7 +1450,13 @@ async fn read_up_to(
     let (opening, read_file, scan_from, end, stable_end, bound, base) = {
         let l = log.borrow();
         let visible_end = if follower { l.written_end } else { l.high_watermark };
-        if offset < l.log_start_offset || offset > visible_end {
+        // Out of range only past the log end (Kafka's `LocalLog.read`): a consumer's offset
+        // between the high watermark and the log end reads nothing yet. A consumer that
+        // read up to its leader's high watermark and now reads from a follower whose high
+        // watermark is behind (KIP-392) is there, as is one whose new leader's high
+        // watermark has not caught up with the old leader's.
+        let log_end = if follower { l.written_end } else { l.next_offset };
+        if offset < l.log_start_offset || offset > log_end {
             return Err(Error::OffsetOutOfRange);
         }
         let bound = l.producers.txns.last_stable_offset(l.high_watermark);
