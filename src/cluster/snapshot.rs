@@ -13,7 +13,7 @@
 //!     conf state: voters, learners, voters_outgoing, learners_next (ids), auto_leave u8
 //!     leader: u8 present + i32, leader_term u64, cluster id: u8 present + string
 //!     brokers   count + (node_id i32, host string, port u16, incarnation u64,
-//!                        epoch u64, fenced u8), by node id
+//!                        epoch u64, fenced u8, rack: u8 present + string), by node id
 //!     topics    count + (name string, topic_id 16 bytes, overrides,
 //!                        count + (replicas ids, isr ids, leader i32, leader_epoch i32)
 //!                        per partition), by name
@@ -121,6 +121,13 @@ pub fn encode(meta: &SnapshotMeta, state: &MetadataState) -> Vec<u8> {
         body.extend_from_slice(&broker.incarnation.to_be_bytes());
         body.extend_from_slice(&broker.epoch.to_be_bytes());
         body.push(u8::from(broker.fenced));
+        match &broker.rack {
+            Some(rack) => {
+                body.push(1);
+                put_string(&mut body, rack);
+            }
+            None => body.push(0),
+        }
     }
     body.extend_from_slice(&(state.topics.len() as u32).to_be_bytes());
     for (name, topic) in &state.topics {
@@ -195,7 +202,7 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, MetadataState), SnapshotErr
     state.leader_id = if flag(&mut reader)? { Some(NodeId(reader.i32()?)) } else { None };
     state.leader_term = reader.u64()?;
     state.cluster_id = if flag(&mut reader)? { Some(reader.string()?) } else { None };
-    let brokers = reader.count(4 + 2 + 2 + 8 + 8 + 1)?;
+    let brokers = reader.count(4 + 2 + 2 + 8 + 8 + 1 + 1)?;
     for _ in 0..brokers {
         let node_id = NodeId(reader.i32()?);
         let broker = BrokerRegistration {
@@ -205,6 +212,7 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, MetadataState), SnapshotErr
             incarnation: reader.u64()?,
             epoch: reader.u64()?,
             fenced: flag(&mut reader)?,
+            rack: if flag(&mut reader)? { Some(reader.string()?) } else { None },
         };
         if state.brokers.insert(node_id, broker).is_some() {
             return inconsistent(format!("broker {node_id} twice"));
@@ -415,6 +423,10 @@ mod tests {
                 host: format!("h{}", rng.gen_range(0..3)),
                 port: rng.gen_range(9000..9003),
                 incarnation: rng.gen_range(0..4),
+                rack: match rng.gen_range(0..3) {
+                    0 => None,
+                    r => Some(format!("rack-{r}")),
+                },
             },
             3 => MetadataRecord::ClusterId { cluster_id: format!("c{}", rng.gen_range(0..3)) },
             4 | 5 => {
@@ -527,6 +539,7 @@ mod tests {
             host: "h".into(),
             port: 1,
             incarnation: 5,
+            rack: None,
         };
         state.apply(1, Some(&register));
         let create = MetadataRecord::CreateTopic {
