@@ -19,9 +19,12 @@
 # runs them), are cached under ~/.cache/spate/kafka-tools-<version>/, and small wrappers there
 # run the tools' Java classes; KAFKA_PATH and BROKERS point the tests at them.
 #
-# The broker runs as librdkafka's own test clusters do (trivup): the ACL authorizer on with
-# allow.everyone.if.no.acl.found=true and super.users=User:admin, so that the authorization
-# tests (0115, 0119, 0109's unauthorized topic) can deny a topic with kafka-acls.sh.
+# The broker runs as librdkafka's own test clusters run Kafka (trivup): the ACL authorizer on
+# with allow.everyone.if.no.acl.found=true and super.users=User:admin, so that the
+# authorization tests (0115, 0119, 0109's unauthorized topic) can deny a topic with
+# kafka-acls.sh, and Kafka's default log.retention.check.interval.ms (5 minutes): 0052 writes
+# records stamped in 1970 (seconds + 24 h added as milliseconds) and reads them back, which
+# only a retention check that does not come round within seconds allows.
 #
 # The test-runner's summary table, not only its exit code, decides the result: every test in
 # tests/librdkafka/allowlist.txt that ran must be PASSED. The script exits 0 when all of them
@@ -33,7 +36,9 @@
 #   LIBRDKAFKA_NPM_PKG    npm package that carries librdkafka's source
 #                         (default @confluentinc/kafka-javascript@1.10.1)
 #   SUITE_TIMEOUT_SECS    bound on the whole test-runner run (default 1800; 7200 for "all")
-#   TEST_KAFKA_VERSION    broker version the tests assume (default 3.9.0)
+#   TEST_KAFKA_VERSION    broker version the tests assume (default 4.0.0: Spate speaks Kafka 4's
+#                         protocol, without the pre-0.10 requests and message formats that
+#                         Kafka 4.0 removed (KIP-896), which tests then leave out, as 0052 does)
 #   TEST_TIMEOUT_MULT     test.timeout.multiplier in test.conf (default 2: a busy 2-core box)
 #   TEST_TIMEOUT_SECS     bound on each test number's run (default 600)
 #   SUITE_JOBS            test numbers run at once against the one broker (default 3: most
@@ -55,7 +60,7 @@ KAFKA_TOOLS_VERSION="${KAFKA_TOOLS_VERSION:-4.3.1}"
 # The Kafka distribution of this version logs through log4j2 behind slf4j 1.x.
 KAFKA_TOOLS_LOG4J_VERSION="2.25.4"
 KAFKA_TOOLS="${CACHE}/kafka-tools-${KAFKA_TOOLS_VERSION}"
-export TEST_KAFKA_VERSION="${TEST_KAFKA_VERSION:-3.9.0}"
+export TEST_KAFKA_VERSION="${TEST_KAFKA_VERSION:-4.0.0}"
 # librdkafka reads CI: longer timeouts, at most 3 tests at once, and timing-only tests skip
 # themselves. Set it always so that a run here behaves as the CI run does.
 export CI="${CI:-1}"
@@ -271,7 +276,8 @@ start_broker() {
     # shellcheck disable=SC2086 # SPATE_SUITE_ARGS is a list of flags
     "${SPATE_BIN}" --listen "${bootstrap}" --data-dir "${run_dir}/data" --cores 2 \
         --default-partitions 4 --authorizer acl --allow-everyone-if-no-acl-found true \
-        --super-users User:admin ${SPATE_SUITE_ARGS---segment-bytes 2097152} \
+        --super-users User:admin --log-retention-check-interval-ms 300000 \
+        ${SPATE_SUITE_ARGS---segment-bytes 2097152} \
         > "${run_dir}/broker.log" 2>&1 < /dev/null &
     broker_pid=$!
     for _ in $(seq 300); do
