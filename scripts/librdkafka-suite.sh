@@ -14,6 +14,18 @@
 # source, its libraries and its test-runner are built once and cached under ~/.cache/spate/;
 # nothing of librdkafka is written into the repository.
 #
+# Some tests call Kafka's command-line tools (kafka-topics.sh, kafka-configs.sh, kafka-acls.sh)
+# through $KAFKA_PATH/bin. Apache Kafka's jars come from Maven Central through `mvn` (Java 17+
+# runs them), are cached under ~/.cache/spate/kafka-tools-<version>/, and small wrappers there
+# run the tools' Java classes; KAFKA_PATH and BROKERS point the tests at them.
+#
+# The broker runs as librdkafka's own test clusters run Kafka (trivup): the ACL authorizer on
+# with allow.everyone.if.no.acl.found=true and super.users=User:admin, so that the
+# authorization tests (0115, 0119, 0109's unauthorized topic) can deny a topic with
+# kafka-acls.sh, and Kafka's default log.retention.check.interval.ms (5 minutes): 0052 writes
+# records stamped in 1970 (seconds + 24 h added as milliseconds) and reads them back, which
+# only a retention check that does not come round within seconds allows.
+#
 # The test-runner's summary table, not only its exit code, decides the result: every test in
 # tests/librdkafka/allowlist.txt that ran must be PASSED. The script exits 0 when all of them
 # pass, 1 when one fails (or the run timed out before the table), 2 on a set-up problem.
@@ -24,11 +36,14 @@
 #   LIBRDKAFKA_NPM_PKG    npm package that carries librdkafka's source
 #                         (default @confluentinc/kafka-javascript@1.10.1)
 #   SUITE_TIMEOUT_SECS    bound on the whole test-runner run (default 1800; 7200 for "all")
-#   TEST_KAFKA_VERSION    broker version the tests assume (default 3.9.0)
+#   TEST_KAFKA_VERSION    broker version the tests assume (default 4.0.0: Spate speaks Kafka 4's
+#                         protocol, without the pre-0.10 requests and message formats that
+#                         Kafka 4.0 removed (KIP-896), which tests then leave out, as 0052 does)
 #   TEST_TIMEOUT_MULT     test.timeout.multiplier in test.conf (default 2: a busy 2-core box)
 #   TEST_TIMEOUT_SECS     bound on each test number's run (default 600)
 #   SUITE_JOBS            test numbers run at once against the one broker (default 3: most
 #                         of a test's time is spent waiting on timeouts, not on the CPU)
+#   KAFKA_TOOLS_VERSION   Apache Kafka version whose tools the tests call (default 4.3.1)
 #   SPATE_SUITE_ARGS      extra broker flags (default "--segment-bytes 2097152": the suite
 #                         creates hundreds of 4-partition topics and each partition's segment
 #                         reserves disk ahead of its writes; small segments keep that small)
@@ -41,7 +56,11 @@ NPM_PKG="${LIBRDKAFKA_NPM_PKG:-@confluentinc/kafka-javascript@1.10.1}"
 CACHE="${HOME}/.cache/spate"
 PKG_VERSION="${NPM_PKG##*@}"
 SRC="${CACHE}/librdkafka-src-${PKG_VERSION}"
-export TEST_KAFKA_VERSION="${TEST_KAFKA_VERSION:-3.9.0}"
+KAFKA_TOOLS_VERSION="${KAFKA_TOOLS_VERSION:-4.3.1}"
+# The Kafka distribution of this version logs through log4j2 behind slf4j 1.x.
+KAFKA_TOOLS_LOG4J_VERSION="2.25.4"
+KAFKA_TOOLS="${CACHE}/kafka-tools-${KAFKA_TOOLS_VERSION}"
+export TEST_KAFKA_VERSION="${TEST_KAFKA_VERSION:-4.0.0}"
 # librdkafka reads CI: longer timeouts, at most 3 tests at once, and timing-only tests skip
 # themselves. Set it always so that a run here behaves as the CI run does.
 export CI="${CI:-1}"
@@ -126,6 +145,88 @@ build() {
     touch "${SRC}/.spate-built"
 }
 
+# Kafka's command-line tools as librdkafka's tests call them: $KAFKA_PATH/bin/<tool>.sh. The
+# jars of kafka-tools (TopicCommand, AclCommand) and of the broker (ConfigCommand) with their
+# dependencies are fetched once; each wrapper runs one class with them on the classpath.
+fetch_kafka_tools() {
+    if [[ -f "${KAFKA_TOOLS}/.complete" ]]; then
+        return 0
+    fi
+    command -v java >/dev/null || die "Java is not installed, and Kafka's tools that some tests" \
+        "call need Java 17 or newer: 'apt-get install -y default-jre-headless'."
+    command -v mvn >/dev/null || die "Maven (mvn) is not installed, so Kafka's tools cannot be" \
+        "fetched: 'apt-get install -y maven'."
+    rm -rf "${KAFKA_TOOLS}"
+    mkdir -p "${KAFKA_TOOLS}/bin"
+    cat > "${KAFKA_TOOLS}/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>spate.local</groupId>
+  <artifactId>librdkafka-suite-kafka-tools</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka-tools</artifactId>
+      <version>${KAFKA_TOOLS_VERSION}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>${KAFKA_TOOLS_VERSION}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>${KAFKA_TOOLS_LOG4J_VERSION}</version>
+    </dependency>
+  </dependencies>
+</project>
+POM
+    log "fetching Apache Kafka ${KAFKA_TOOLS_VERSION}'s tools from Maven Central into ${KAFKA_TOOLS}"
+    if ! mvn -q -B -f "${KAFKA_TOOLS}/pom.xml" dependency:copy-dependencies \
+            -DoutputDirectory="${KAFKA_TOOLS}/libs" -DincludeScope=runtime \
+            > "${KAFKA_TOOLS}/mvn.log" 2>&1; then
+        tail -20 "${KAFKA_TOOLS}/mvn.log" >&2
+        die "fetching Kafka ${KAFKA_TOOLS_VERSION}'s jars failed (is Maven Central reachable?);" \
+            "see ${KAFKA_TOOLS}/mvn.log."
+    fi
+    # Warnings and errors only, on stderr (the tools print their results on stdout).
+    cat > "${KAFKA_TOOLS}/log4j2.properties" <<'LOG4J'
+status = error
+appender.stderr.type = Console
+appender.stderr.name = STDERR
+appender.stderr.target = SYSTEM_ERR
+appender.stderr.layout.type = PatternLayout
+appender.stderr.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.stderr.ref = STDERR
+LOG4J
+    local tool class
+    for tool in kafka-topics:org.apache.kafka.tools.TopicCommand \
+            kafka-configs:kafka.admin.ConfigCommand kafka-acls:org.apache.kafka.tools.AclCommand; do
+        class="${tool#*:}"
+        tool="${tool%%:*}"
+        python3 - "${KAFKA_TOOLS}/libs" "${class//.//}.class" <<'PY' \
+            || die "no class ${class} in Kafka ${KAFKA_TOOLS_VERSION}'s jars (${KAFKA_TOOLS}/libs)."
+import glob, sys, zipfile
+libs, entry = sys.argv[1:3]
+sys.exit(0 if any(entry in zipfile.ZipFile(jar).namelist()
+                  for jar in glob.glob(f"{libs}/*.jar")) else 1)
+PY
+        cat > "${KAFKA_TOOLS}/bin/${tool}.sh" <<WRAPPER
+#!/bin/sh
+# ${tool}.sh of Apache Kafka ${KAFKA_TOOLS_VERSION}, written by scripts/librdkafka-suite.sh.
+exec java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \\
+    -Dlog4j2.configurationFile="${KAFKA_TOOLS}/log4j2.properties" \\
+    -cp "${KAFKA_TOOLS}/libs/*" ${class} "\$@"
+WRAPPER
+        chmod +x "${KAFKA_TOOLS}/bin/${tool}.sh"
+    done
+    touch "${KAFKA_TOOLS}/.complete"
+}
+
 # librdkafka's transaction test creates its topics with a hard-coded replication factor of 3
 # (its own test cluster has 3 brokers); a single-node broker refuses that, as Kafka does. The
 # test's subject is transactions, not replication, so its source is changed to ask for 1, once
@@ -174,7 +275,9 @@ start_broker() {
     # librdkafka's tests expect topics to be auto-created with 4 partitions.
     # shellcheck disable=SC2086 # SPATE_SUITE_ARGS is a list of flags
     "${SPATE_BIN}" --listen "${bootstrap}" --data-dir "${run_dir}/data" --cores 2 \
-        --default-partitions 4 ${SPATE_SUITE_ARGS---segment-bytes 2097152} \
+        --default-partitions 4 --authorizer acl --allow-everyone-if-no-acl-found true \
+        --super-users User:admin --log-retention-check-interval-ms 300000 \
+        ${SPATE_SUITE_ARGS---segment-bytes 2097152} \
         > "${run_dir}/broker.log" 2>&1 < /dev/null &
     broker_pid=$!
     for _ in $(seq 300); do
@@ -290,6 +393,7 @@ fi
 fetch_source
 build
 single_broker_patch
+fetch_kafka_tools
 
 run_dir="$(mktemp -d /tmp/librdkafka-suite.XXXXXX)"
 if [[ -z "${bootstrap}" ]]; then
@@ -333,6 +437,8 @@ run_number() {
     { (
         cd "${SRC}/tests"
         export LD_LIBRARY_PATH="../src:../src-cpp" RDKAFKA_TEST_CONF="${conf}" TESTS="${number}"
+        # Kafka's tools ($KAFKA_PATH/bin/kafka-topics.sh ...) and the bootstrap they are given.
+        export KAFKA_PATH="${KAFKA_TOOLS}" BROKERS="${bootstrap}"
         # -Q quick mode; -p1 one test of this number at a time (the broker shares a 2-core
         # machine with SUITE_JOBS runners).
         exec timeout --kill-after=30 "${left}" ./test-runner -Q -p1

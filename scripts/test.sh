@@ -26,7 +26,8 @@ run() {
 
 step "system packages"
 missing=()
-for tool in kcat shellcheck ethtool ip; do
+# java and mvn: librdkafka's suite runs Kafka's command-line tools, fetched from Maven Central.
+for tool in kcat shellcheck ethtool ip java mvn; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 # libfuse2 for the power-loss trials' FUSE file system (fusepy loads it), fuse3 for /dev/fuse's
@@ -38,6 +39,8 @@ if ((${#missing[@]} > 0)); then
     case "$tool" in
       ip) packages+=(iproute2) ;;
       libfuse2) packages+=(libfuse2 fuse3) ;;
+      java) packages+=(default-jre-headless) ;;
+      mvn) packages+=(maven) ;;
       *) packages+=("$tool") ;;
     esac
   done

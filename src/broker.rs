@@ -24,8 +24,7 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::constants::{
     BLOCKING_THREADS_PER_SHARD, BROKER_CONTROLLED_SHUTDOWN_WAIT_MS_MAX,
-    MEMLOCK_BYTES_PER_SHARD_MIN, MESH_CHANNEL_CAPACITY, READER_THREADS_PER_SHARD,
-    RETENTION_CHECK_INTERVAL_MS, SHARD_NUDGE_MS,
+    MEMLOCK_BYTES_PER_SHARD_MIN, MESH_CHANNEL_CAPACITY, READER_THREADS_PER_SHARD, SHARD_NUDGE_MS,
 };
 use crate::controller::Controller;
 use crate::fatal::{fatal, FatalReason};
@@ -490,7 +489,10 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         readers[id.index()].clone(),
         per_ip,
     ));
-    let housekeeping = glommio::spawn_local(housekeeping(partitions.clone()));
+    let housekeeping = glommio::spawn_local(housekeeping(
+        partitions.clone(),
+        Duration::from_millis(config.log_retention_check_interval_ms),
+    ));
     let delayed = glommio::spawn_local(shard.delayed.clone().run());
     txns.start();
     SHARDS_SERVING.fetch_add(1, Ordering::AcqRel);
@@ -586,9 +588,9 @@ fn allowed_cpus() -> Option<CpuSet> {
     (!cpus.is_empty()).then_some(cpus)
 }
 
-async fn housekeeping(partitions: Rc<Partitions>) {
+async fn housekeeping(partitions: Rc<Partitions>, interval: Duration) {
     loop {
-        glommio::timer::sleep(Duration::from_millis(RETENTION_CHECK_INTERVAL_MS)).await;
+        glommio::timer::sleep(interval).await;
         partitions.enforce_retention().await;
     }
 }

@@ -176,6 +176,11 @@ pub struct Args {
     /// Default retention size per partition, -1 for unlimited (retention.bytes) [default: -1].
     #[arg(long, value_name = "BYTES")]
     pub retention_bytes: Option<i64>,
+    /// How often each shard looks for segments past their retention and for segments to roll
+    /// by age (Kafka's log.retention.check.interval.ms, whose default is 300000)
+    /// [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub log_retention_check_interval_ms: Option<u64>,
     /// Default in-sync replicas an acks=all write needs on a replicated partition; fewer
     /// answer NOT_ENOUGH_REPLICAS (topic config min.insync.replicas) [default: 1].
     #[arg(long, value_name = "COUNT")]
@@ -283,6 +288,7 @@ struct FileConfig {
     segment_ms: Option<i64>,
     retention_ms: Option<i64>,
     retention_bytes: Option<i64>,
+    log_retention_check_interval_ms: Option<u64>,
     min_insync_replicas: Option<i32>,
     durability: Option<String>,
     batch_cache_bytes: Option<u64>,
@@ -405,6 +411,8 @@ pub struct Config {
     pub frame_max_bytes: u32,
     /// A connection with no whole request for this long is closed (`net`).
     pub connections_max_idle_ms: u64,
+    /// How often each shard runs its retention pass (`broker::housekeeping`).
+    pub log_retention_check_interval_ms: u64,
     /// Connections per client address (`net::caps`).
     pub connection_caps: ConnectionCaps,
     /// A follower not caught up for this long leaves the ISR (`partition::replicas`).
@@ -576,6 +584,15 @@ impl Config {
                 constants::CONNECTIONS_MAX_IDLE_MS_MIN
             ));
         }
+        let log_retention_check_interval_ms = args
+            .log_retention_check_interval_ms
+            .or(file.log_retention_check_interval_ms)
+            .unwrap_or(constants::RETENTION_CHECK_INTERVAL_MS);
+        if log_retention_check_interval_ms == 0 {
+            return Err("--log-retention-check-interval-ms must be at least 1 (Kafka's default \
+                        is 300000)."
+                .to_string());
+        }
         let overrides = match args
             .max_connections_per_ip_overrides
             .as_deref()
@@ -721,6 +738,7 @@ impl Config {
             default_partitions,
             frame_max_bytes,
             connections_max_idle_ms,
+            log_retention_check_interval_ms,
             connection_caps,
             replica_lag_time_max_ms: args
                 .replica_lag_time_max_ms
@@ -1307,5 +1325,19 @@ mod tests {
             let error = Config::from_args(bad).expect_err("invalid");
             assert!(error.starts_with("--"), "{error}");
         }
+    }
+
+    #[test]
+    fn the_retention_check_interval_defaults_to_5_s_and_takes_kafkas_setting() {
+        let config = Config::from_args(Args::default()).expect("valid");
+        assert_eq!(config.log_retention_check_interval_ms, 5_000);
+        let args = Args { log_retention_check_interval_ms: Some(300_000), ..Args::default() };
+        assert_eq!(
+            Config::from_args(args).expect("valid").log_retention_check_interval_ms,
+            300_000
+        );
+        let args = Args { log_retention_check_interval_ms: Some(0), ..Args::default() };
+        let error = Config::from_args(args).expect_err("invalid");
+        assert!(error.starts_with("--log-retention-check-interval-ms"), "{error}");
     }
 }

@@ -93,7 +93,8 @@ pub const LOCATE_READ_BYTES: usize = 64 * 1024;
 /// Capacity of each cross-core channel (messages, per ordered pair of shards).
 pub const MESH_CHANNEL_CAPACITY: usize = 1024;
 
-/// How often each shard checks time-based retention and segment roll.
+/// How often each shard checks time-based retention and segment roll, unless
+/// --log-retention-check-interval-ms says otherwise (Kafka checks every 5 minutes).
 pub const RETENTION_CHECK_INTERVAL_MS: u64 = 5_000;
 
 /// Longest a client may ask a fetch to wait; protects the broker from a wait of days.

@@ -79,3 +79,28 @@ def test_records_that_expire_later_go_without_any_write_in_between(broker):
     got = wait_for_low_watermark(broker, topic, 0, 40, 6 + 3 * PASS_S + 5)
     assert got == (40, 40)
     assert int(time.time() * 1000) >= stamp + 39 + retention_ms, "deleted before it expired"
+
+
+def test_the_retention_check_interval_is_the_brokers_setting(spate_factory):
+    """--log-retention-check-interval-ms (Kafka's log.retention.check.interval.ms) sets how
+    often the pass runs. Records stamped in 1970 are past the default 7-day retention as soon
+    as they are written (librdkafka's 0052 test writes such records and reads them back, which
+    Kafka's 5-minute interval allows): a broker that checks every 60 s still has them after
+    more than the default 5 s, and one that checks every 500 ms deletes them within a few."""
+    if TARGET == "kafka":
+        return
+    stamp = 1_882_866_146  # what librdkafka's 0052 sends: seconds + 24 h in ms, i.e. 1970
+    for interval_ms, seconds, expected in ((60_000, PASS_S + 2, (0, 20)), (500, 4, (20, 20))):
+        broker = spate_factory("--log-retention-check-interval-ms", str(interval_ms),
+                               "--segment-bytes", str(64 * 1024))
+        topic = unique_topic("interval")
+        create(broker, topic, {})
+        msgs = [Msg(b"k", b"v" * 100, partition=0, timestamp=stamp + i) for i in range(20)]
+        ck_produce(broker.bootstrap, topic, msgs, **{"linger.ms": 0})
+        if expected[0] == 0:
+            time.sleep(seconds)
+            got = ck_watermarks(broker.bootstrap, topic, 0)
+        else:
+            got = wait_for_low_watermark(broker, topic, 0, expected[0], seconds)
+        assert got == expected, f"interval {interval_ms} ms: watermarks {got}"
+        broker.close()
