@@ -618,12 +618,21 @@ pub fn enqueue_replica(log: &Rc<RefCell<Log>>, batches: Vec<Bytes>) -> Result<Ap
 /// the log again from its files, as recovery would. The high watermark never passes the new
 /// end. Nothing at or below `offset` changes.
 pub async fn truncate_to(log: &Rc<RefCell<Log>>, offset: Offset) -> Result<(), Error> {
+    while_idle(log, truncate_idle(log, offset)).await
+}
+
+/// Runs `change` once the log's queued writes are done, with the flusher held off (the log
+/// is `busy`), then lets the flusher take what was queued meanwhile.
+async fn while_idle(
+    log: &Rc<RefCell<Log>>,
+    change: impl std::future::Future<Output = Result<(), Error>>,
+) -> Result<(), Error> {
     take_when_idle(log).await;
     if log.borrow().deleted {
         log.borrow_mut().busy = false;
         return Err(Error::Deleted);
     }
-    let result = truncate_idle(log, offset).await;
+    let result = change.await;
     let restart = {
         let mut l = log.borrow_mut();
         l.busy = !l.pending.is_empty();
@@ -734,21 +743,7 @@ async fn truncate_idle(log: &Rc<RefCell<Log>>, offset: Offset) -> Result<(), Err
 /// every segment, producer snapshot and leader epoch, records the start, creates an empty
 /// segment at `offset` and opens the log from its files. Nothing is kept below `offset`.
 pub async fn restart_at(log: &Rc<RefCell<Log>>, offset: Offset) -> Result<(), Error> {
-    take_when_idle(log).await;
-    if log.borrow().deleted {
-        log.borrow_mut().busy = false;
-        return Err(Error::Deleted);
-    }
-    let result = restart_idle(log, offset).await;
-    let restart = {
-        let mut l = log.borrow_mut();
-        l.busy = !l.pending.is_empty();
-        l.busy
-    };
-    if restart {
-        glommio::spawn_local(flush_loop(log.clone())).detach();
-    }
-    result
+    while_idle(log, restart_idle(log, offset)).await
 }
 
 async fn restart_idle(log: &Rc<RefCell<Log>>, offset: Offset) -> Result<(), Error> {
