@@ -753,7 +753,7 @@ impl AclStore {
         if !edit(&mut acls) {
             return Ok(false);
         }
-        write_file(&self.path, &render(&acls))
+        super::write_file(&self.path, &render(&acls))
             .map_err(|e| StoreError(format!("cannot write {}: {e}", self.path.display())))?;
         let version = current.version + 1;
         self.current.store(Arc::new(AclSet::new(acls, version)));
@@ -843,18 +843,6 @@ fn render(acls: &BTreeSet<AclBinding>) -> String {
     };
     let body = toml::to_string(&file).unwrap_or_else(|e| unreachable!("ACLs render: {e}"));
     format!("# ACLs (CreateAcls, DeleteAcls); written by spate.\n{body}")
-}
-
-fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -113,7 +113,7 @@ impl ScramStore {
             })
             .collect();
         if results.iter().any(Result::is_ok) {
-            if let Err(e) = write_file(&self.path, &render(&table)) {
+            if let Err(e) = super::write_file(&self.path, &render(&table)) {
                 let message = format!("cannot write {}: {e}", self.path.display());
                 for result in &mut results {
                     if result.is_ok() {
@@ -290,18 +290,6 @@ fn render(table: &Table) -> String {
     };
     let body = toml::to_string(&file).unwrap_or_else(|e| unreachable!("credentials render: {e}"));
     format!("# SCRAM credentials (salted keys, no passwords); written by spate.\n{body}")
-}
-
-fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

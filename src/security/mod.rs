@@ -445,6 +445,20 @@ pub fn nonce() -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// Replaces the file at `path` with `text` durably (temporary file, fsync, rename, directory
+/// fsync): the ACL file and the SCRAM credentials file.
+fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
