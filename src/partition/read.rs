@@ -27,24 +27,25 @@ impl Partitions {
             let Some(log) = self.log(&spec.tp) else {
                 return empty(spec.tp, ErrorCode::UnknownTopicOrPartition);
             };
+            // An answer with the log's offsets and nothing read (a diverged follower, a
+            // consumer sent to another replica).
+            let offsets_only = |tp: &TopicPartition| {
+                let l = log.borrow();
+                ReadResult {
+                    high_watermark: l.high_watermark,
+                    last_stable_offset: l.producers.txns.last_stable_offset(l.high_watermark),
+                    log_start_offset: l.log_start_offset,
+                    log_end: l.written_end,
+                    ..empty(tp.clone(), ErrorCode::None)
+                }
+            };
             // Before the read: an append landing meanwhile wakes a follower's watch.
             let log_end = log.borrow().written_end;
             let read = match spec.follower {
                 Some(follower) => {
                     let last_epoch = follower.last_epoch;
                     if let Some(diverging) = diverging(&log.borrow(), spec.offset, last_epoch) {
-                        let l = log.borrow();
-                        return ReadResult {
-                            high_watermark: l.high_watermark,
-                            last_stable_offset: l
-                                .producers
-                                .txns
-                                .last_stable_offset(l.high_watermark),
-                            log_start_offset: l.log_start_offset,
-                            log_end: l.written_end,
-                            diverging: Some(diverging),
-                            ..empty(spec.tp.clone(), ErrorCode::None)
-                        };
+                        return ReadResult { diverging: Some(diverging), ..offsets_only(&spec.tp) };
                     }
                     self.on_follower_fetch(&spec.tp, follower, spec.offset).await;
                     log::read_for_follower(&log, spec.offset, spec.size_bytes_max).await
@@ -58,17 +59,9 @@ impl Partitions {
                         self.preferred_read_replica(&spec.tp, client, leader_end, offset)
                     });
                     if preferred.is_some() {
-                        let l = log.borrow();
                         return ReadResult {
-                            high_watermark: l.high_watermark,
-                            last_stable_offset: l
-                                .producers
-                                .txns
-                                .last_stable_offset(l.high_watermark),
-                            log_start_offset: l.log_start_offset,
-                            log_end: l.written_end,
                             preferred_read_replica: preferred,
-                            ..empty(spec.tp.clone(), ErrorCode::None)
+                            ..offsets_only(&spec.tp)
                         };
                     }
                     if !self.serves_consumers(&spec.tp) {
