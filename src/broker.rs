@@ -406,7 +406,9 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
     // The last shard to arrive records the internal logs' layout (see shard::internal_log)
     // before it opens the gate (a count of cores + 1).
     if ready.fetch_add(1, Ordering::AcqRel) + 1 == config.cores {
-        if let Err(e) = internal_log::commit_layout(&config.data_dir, config.cores) {
+        if let Err(e) =
+            internal_log::commit_layout(&config.data_dir, config.cores, config.cluster.is_some())
+        {
             fatal(FatalReason::DataDir, format!("cannot record the internal logs' layout: {e}"));
         }
         // Entries no log took belong to topics that are gone.

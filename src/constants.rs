@@ -217,6 +217,10 @@ pub const TXN_ID_EXPIRATION_CHECK_MS: i64 = 60_000;
 /// How often expired committed offsets are purged (Kafka's
 /// offsets.retention.check.interval.ms default).
 pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS: i64 = 600_000;
+/// How long a clustered coordinator waits for its records to be replicated (the high
+/// watermark to pass them) before it answers REQUEST_TIMED_OUT: Kafka's
+/// offsets.commit.timeout.ms.
+pub const OFFSETS_COMMIT_TIMEOUT_MS: u64 = 5_000;
 
 /// Segment size of each shard's committed-offsets log (Kafka's offsets.topic.segment.bytes
 /// is 100 MiB; our logs hold one shard's groups, so smaller segments compact sooner).
@@ -309,6 +313,9 @@ pub const CLUSTER_PRODUCER_ID_STRIDE: i64 = 1024;
 /// transaction.state.log.num.partitions, 50 by default): a group's or transactional id's
 /// coordinator is the leader of its partition.
 pub const CLUSTER_INTERNAL_TOPIC_PARTITIONS: usize = 50;
+/// Replicas of each partition of a replicated internal topic, at most the brokers of the
+/// formed cluster (Kafka's offsets.topic.replication.factor, 3 by default).
+pub const CLUSTER_INTERNAL_TOPIC_REPLICATION_FACTOR: usize = 3;
 /// Committed topic changes queued from the Raft driver to the controller; the driver waits
 /// beyond (the controller applies each to every shard).
 pub const CLUSTER_COMMITTED_QUEUED_MAX: usize = 64;

@@ -87,7 +87,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 .borrow()
                 .topics
                 .values()
-                .filter(|m| ctx.topic_allowed(Operation::Describe, &m.name))
+                .filter(|m| !m.is_internal() && ctx.topic_allowed(Operation::Describe, &m.name))
                 .cloned()
                 .collect();
             let live = live_check(ctx);
@@ -156,7 +156,7 @@ async fn resolve(
         entry.error_code = ErrorCode::TopicAuthorizationFailed.code();
         return entry;
     }
-    let existing = ctx.shard().catalog.borrow().get(name).cloned();
+    let existing = ctx.shard().catalog.borrow().get(name).filter(|m| !m.is_internal()).cloned();
     if let Some(meta) = existing {
         return topic_entry(&meta, node_id, &live_check(ctx));
     }

@@ -18,6 +18,7 @@ use super::{Admitted, Context, Outcome};
 use crate::model::batch::{self, BatchError};
 use crate::model::{ErrorCode, ShardId, TopicPartition};
 use crate::security::acl::Operation;
+use crate::shard::internal_log::INTERNAL_TOPICS;
 
 pub async fn admit(ctx: Context, body: Bytes) -> Admitted {
     let request: ProduceRequest = match ctx.decode(body) {
@@ -46,6 +47,8 @@ pub async fn admit(ctx: Context, body: Bytes) -> Admitted {
             None
         };
         let usable = acks_valid(acks) && denied.is_none();
+        // A cluster's internal topics are written by their coordinators only.
+        let usable = usable && !INTERNAL_TOPICS.contains(&name);
         let meta = if usable { ctx.shard().catalog.borrow().get(name).cloned() } else { None };
         let meta = match meta {
             Some(meta) => Some(meta),

@@ -57,6 +57,7 @@ use crate::constants::{
 use crate::model::quorum::Voter;
 use crate::model::{NodeId, ShardId};
 use crate::shard::mesh::{Mesh, Served, Service};
+pub use crate::shard::table::coordinator_partition;
 use crate::shard::{Shard, CONTROLLER};
 pub use liveness::BrokerHeartbeat;
 pub use records::{MetadataRecord, RequestId};
@@ -127,19 +128,6 @@ impl ClusterView {
     pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
         self.brokers.iter().filter(|broker| !broker.fenced)
     }
-}
-
-/// The internal topic's partition of `key`, Kafka's `Utils.abs(key.hashCode()) % partitions`
-/// (Java's String hash over UTF-16 code units), so that a key lands where Kafka would put it.
-pub fn coordinator_partition(key: &str, partitions: usize) -> usize {
-    if partitions == 0 {
-        return 0;
-    }
-    let hash = key
-        .encode_utf16()
-        .fold(0i32, |hash, unit| hash.wrapping_mul(31).wrapping_add(i32::from(unit)));
-    let positive = if hash == i32::MIN { 0 } else { hash.abs() };
-    positive as usize % partitions
 }
 
 /// What the Raft driver hands the controller (shard 0) after applying committed entries

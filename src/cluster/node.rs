@@ -79,21 +79,22 @@ use raft::{GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateRole, Sto
 
 use super::journal::{self, Journal};
 use super::liveness::{BrokerHeartbeat, Sessions, Throttle};
-use super::records::MetadataRecord;
+use super::records::{MetadataRecord, RequestId};
 use super::snapshot::{self, SnapshotMeta};
-use super::state::{place, MetadataState};
+use super::state::{place, place_replicas, MetadataState};
 use super::transport::{self, Peers};
 use super::{Cluster, ClusterView, Committed, Event, VoterState};
 use crate::config::{ClusterConfig, Config};
 use crate::constants::{
     BROKER_HEARTBEAT_POLL_MS, BROKER_REGISTRATION_RETRY_MS, CLUSTER_INTERNAL_TOPIC_PARTITIONS,
-    CLUSTER_PROPOSAL_RETRY_MS, RAFT_ELECTION_TICKS, RAFT_EVENTS_QUEUED_MAX, RAFT_HEARTBEAT_TICKS,
-    RAFT_INFLIGHT_MESSAGES_MAX, RAFT_MESSAGE_SIZE_BYTES_MAX, RAFT_TICK_MS,
+    CLUSTER_INTERNAL_TOPIC_REPLICATION_FACTOR, CLUSTER_PROPOSAL_RETRY_MS, RAFT_ELECTION_TICKS,
+    RAFT_EVENTS_QUEUED_MAX, RAFT_HEARTBEAT_TICKS, RAFT_INFLIGHT_MESSAGES_MAX,
+    RAFT_MESSAGE_SIZE_BYTES_MAX, RAFT_TICK_MS,
 };
 use crate::fatal::{fatal, FatalReason};
 use crate::model::NodeId;
 use crate::shard::catalog::new_cluster_id;
-use crate::shard::internal_log::INTERNAL_TOPICS;
+use crate::shard::internal_log::{self, INTERNAL_TOPICS};
 
 /// Opens the journal, builds the node and its transport, and runs the driver. Start-up
 /// problems are fatal (one sentence).
@@ -570,8 +571,11 @@ impl Driver {
     }
 
     /// The leader places the internal topics once, when every voter is registered (the
-    /// cluster has formed): round-robin over the brokers like any topic. Proposed once per
-    /// term; a later leader proposes again if they are still missing.
+    /// cluster has formed): round-robin over the brokers like any topic. The replicated ones
+    /// (`internal_log::REPLICATED_INTERNAL_TOPICS`) are topics on the log with
+    /// min(3, brokers) replicas each (Kafka's offsets.topic.replication.factor, 3), led and
+    /// replicated like any partition; the others get a static leader per partition.
+    /// Proposed once per term; a later leader proposes again if they are still missing.
     fn propose_internal_topics(&mut self) {
         let raft = &self.node.raft;
         if raft.state != StateRole::Leader || self.internal_proposed_term == raft.term {
@@ -581,15 +585,31 @@ impl Driver {
         let formed = self.quorum.voters.ids().all(|id| live.contains(&id));
         let missing: Vec<&str> = INTERNAL_TOPICS
             .into_iter()
-            .filter(|name| !self.state.internal.contains_key(*name))
+            .filter(|name| match internal_log::replicated(name) {
+                true => !self.state.topics.contains_key(*name),
+                false => !self.state.internal.contains_key(*name),
+            })
             .collect();
         if !formed || missing.is_empty() {
             return;
         }
         self.internal_proposed_term = raft.term;
+        let partitions = CLUSTER_INTERNAL_TOPIC_PARTITIONS;
         for name in missing {
-            let leaders = place(name, &live, 0, CLUSTER_INTERNAL_TOPIC_PARTITIONS);
-            let record = MetadataRecord::InternalTopic { name: name.to_string(), leaders };
+            let record = if internal_log::replicated(name) {
+                let factor = CLUSTER_INTERNAL_TOPIC_REPLICATION_FACTOR.min(live.len());
+                let (serial, _) = uuid::Uuid::new_v4().as_u64_pair();
+                MetadataRecord::CreateTopic {
+                    request: RequestId { node_id: NodeId(self.me as i32), serial },
+                    name: name.to_string(),
+                    topic_id: *uuid::Uuid::new_v4().as_bytes(),
+                    replicas: place_replicas(name, &live, 0, partitions, factor),
+                    overrides: std::collections::BTreeMap::new(),
+                }
+            } else {
+                let leaders = place(name, &live, 0, partitions);
+                MetadataRecord::InternalTopic { name: name.to_string(), leaders }
+            };
             if let Err(e) = self.node.propose(vec![], record.encode()) {
                 tracing::debug!("raft propose of an internal topic: {e}");
             }
@@ -838,7 +858,7 @@ impl Driver {
             voters,
             voter_addresses: self.quorum.voters.voters().to_vec(),
             cluster_id: self.state.cluster_id.clone(),
-            coordinators: self.state.internal.clone(),
+            coordinators: self.state.coordinators(),
         };
         if self.cluster.view().as_deref() != Some(&view) {
             self.cluster.publish(view);

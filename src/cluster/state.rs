@@ -30,6 +30,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use super::records::{MetadataRecord, RequestId};
 use crate::constants::CLUSTER_REQUESTS_REMEMBERED_MAX;
 use crate::model::{ErrorCode, LeaderEpoch, NodeId};
+use crate::shard::internal_log::{self, INTERNAL_TOPICS};
 
 /// A registered broker and where clients reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +230,25 @@ impl MetadataState {
             }
             _ => unreachable!("topic records carry a request id"),
         }
+    }
+
+    /// Where each internal topic's keys are coordinated: the leader of each partition (NONE
+    /// while it has none), of a replicated one from its topic, of the others from their
+    /// static placement. Empty until they are placed.
+    pub fn coordinators(&self) -> BTreeMap<String, Vec<NodeId>> {
+        let mut out = BTreeMap::new();
+        for name in INTERNAL_TOPICS {
+            let leaders = if internal_log::replicated(name) {
+                let topic = self.topics.get(name);
+                topic.map(|topic| topic.partitions.iter().map(|p| p.leader).collect())
+            } else {
+                self.internal.get(name).cloned()
+            };
+            if let Some(leaders) = leaders {
+                out.insert(name.to_string(), leaders);
+            }
+        }
+        out
     }
 
     /// The registration of `node_id` by the process `incarnation`, if it is the current one.

@@ -52,6 +52,7 @@ use crate::constants::{
 use crate::model::{ErrorCode, LeaderEpoch, NodeId};
 use crate::partition::{PartitionRequest, PartitionResponse};
 use crate::shard::catalog::{PartitionLeader, TopicMeta};
+use crate::shard::internal_log::{self, INTERNAL_TOPICS};
 
 /// The requests of this node waiting for their records, by request id.
 pub(super) struct Proposals {
@@ -74,6 +75,22 @@ impl Controller {
         &self,
         request: ControllerRequest,
     ) -> Result<TopicMeta, TopicError> {
+        // The replicated internal topics are on the log but not the clients' to change:
+        // as on a single node, where they are no topics at all.
+        let internal = match &request {
+            ControllerRequest::DeleteTopic { name, .. }
+            | ControllerRequest::CreatePartitions { name, .. }
+            | ControllerRequest::AlterTopicConfig { name, .. } => {
+                INTERNAL_TOPICS.contains(&&**name)
+            }
+            _ => false,
+        };
+        if internal {
+            return Err(TopicError {
+                code: ErrorCode::UnknownTopicOrPartition,
+                message: "no topic of that name".into(),
+            });
+        }
         match request {
             ControllerRequest::CreateTopic(create) => self.create_topic_through_log(create).await,
             ControllerRequest::DeleteTopic { name, timeout_ms } => {
@@ -291,6 +308,15 @@ impl Controller {
         overrides: &BTreeMap<String, String>,
     ) -> crate::model::topic::TopicConfig {
         let defaults = &self.shard.config.topic_defaults;
+        if INTERNAL_TOPICS.contains(&name) {
+            // Kept until compaction cuts them, never by age or size, written in segments of
+            // `--offsets-topic-segment-bytes` as on a single node; acks=all with the broker's
+            // min.insync.replicas, as Kafka's coordinators write them.
+            let segment_bytes = self.shard.config.groups.offsets_segment_bytes;
+            let mut config = internal_log::log_config(segment_bytes, defaults.durability);
+            config.min_insync_replicas = defaults.min_insync_replicas;
+            return config;
+        }
         defaults.with_overrides(overrides).unwrap_or_else(|e| {
             tracing::warn!(topic = name, "committed topic configs do not apply here ({e})");
             defaults.clone()

@@ -29,16 +29,18 @@
 //! first, and migrated between shards when `--cores` changes.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::channel::oneshot;
+use futures::future::{join_all, Either};
 
 use crate::constants::{
-    GROUP_IDLE_WAKE_MS, INTERNAL_BATCH_BYTES_MAX, OFFSETS_RETENTION_CHECK_INTERVAL_MS,
+    CLUSTER_INTERNAL_TOPIC_PARTITIONS, GROUP_IDLE_WAKE_MS, INTERNAL_BATCH_BYTES_MAX,
+    OFFSETS_COMMIT_TIMEOUT_MS, OFFSETS_RETENTION_CHECK_INTERVAL_MS,
 };
 use crate::group::assignor::TopicId;
 use crate::group::consumer::{
@@ -51,11 +53,12 @@ use crate::group::state::{
     PartitionCodes, Reply, ReplyId, SyncRequest, SyncResponse, TopicPartitions,
 };
 use crate::model::topic::Durability;
-use crate::model::{now_ms, ErrorCode, Offset, ProducerId, ShardId, TxnOutcome};
+use crate::model::{now_ms, ErrorCode, Offset, ProducerId, ShardId, TopicPartition, TxnOutcome};
 use crate::shard::delayed::Key;
 pub use crate::shard::internal_log::OFFSETS_TOPIC;
-use crate::shard::internal_log::{self, Compactor, LogRef};
+use crate::shard::internal_log::{self, Compactor, InternalRole, LogRef};
 use crate::shard::mesh::{Mesh, Served, Service};
+use crate::shard::table::coordinator_partition;
 use crate::shard::Shard;
 use crate::storage::clean_stop::{CleanStop, LogState};
 use crate::storage::log;
@@ -135,7 +138,8 @@ struct CatalogView<'a>(&'a crate::shard::catalog::Catalog);
 
 impl TopicView for CatalogView<'_> {
     fn lookup(&self, name: &str) -> Option<(TopicId, i32)> {
-        self.0.get(name).map(|meta| (meta.id, meta.partitions))
+        let meta = self.0.get(name).filter(|meta| !meta.is_internal());
+        meta.map(|meta| (meta.id, meta.partitions))
     }
 
     fn name_of(&self, id: &TopicId) -> Option<String> {
@@ -143,7 +147,8 @@ impl TopicView for CatalogView<'_> {
     }
 
     fn names(&self) -> Vec<String> {
-        self.0.topics.keys().map(|name| name.to_string()).collect()
+        let visible = self.0.topics.values().filter(|meta| !meta.is_internal());
+        visible.map(|meta| meta.name.to_string()).collect()
     }
 }
 
@@ -174,7 +179,27 @@ pub struct Coordinator {
     /// When the tick task will wake on its own (ms); an earlier deadline wakes it.
     planned_wake_ms: Cell<i64>,
     compactor: Compactor,
+    /// Clustered: this shard's groups live in the partitions of the replicated topic
+    /// `__consumer_offsets` it owns, not in a log of its own (see `shard::internal_log`).
+    clustered: bool,
+    /// Clustered: the partitions whose groups this coordinator serves (this node leads
+    /// them and their log was replayed), by partition.
+    loaded: RefCell<BTreeMap<i32, LoadedPartition>>,
+    /// Clustered: the partitions being replayed.
+    loading: RefCell<BTreeSet<i32>>,
 }
+
+/// A partition of `__consumer_offsets` whose groups this coordinator serves.
+struct LoadedPartition {
+    log: LogRef,
+    /// The stretch of leadership it was loaded in (`InternalRole::led_since`).
+    led_since: u64,
+    compactor: Compactor,
+}
+
+/// What a write of group records came to: the base offset of the append (None: nothing
+/// was written), or the error code to answer.
+type Written = Result<Option<Offset>, ErrorCode>;
 
 /// Whether the caller of `dispatch` waits for the records it queued to be in the log. The
 /// state machine's replies go out at once either way.
@@ -190,9 +215,16 @@ enum WaitFor {
 #[derive(Default)]
 struct Outbox {
     records: Vec<Record>,
-    /// Told the base offset of the append that carried their records.
-    acks: Vec<oneshot::Sender<Option<Offset>>>,
+    /// Told how the append that carried their records went.
+    acks: Vec<Ack>,
     flushing: bool,
+}
+
+struct Ack {
+    /// Clustered: the partition of `__consumer_offsets` the waiter's records went to (None:
+    /// every partition written, or a single node's one log).
+    partition: Option<i32>,
+    sender: oneshot::Sender<Written>,
 }
 
 impl Service for Coordinator {
@@ -226,6 +258,9 @@ impl Coordinator {
             tick: RefCell::new(None),
             planned_wake_ms: Cell::new(i64::MAX),
             compactor: Compactor::new(OFFSETS_TOPIC, config.groups.offsets_segment_bytes),
+            clustered: config.cluster.is_some(),
+            loaded: RefCell::new(BTreeMap::new()),
+            loading: RefCell::new(BTreeSet::new()),
             home,
             mesh,
         }
@@ -253,7 +288,7 @@ impl Coordinator {
 
     /// The shard that owns `group_id`.
     pub fn owner(&self, group_id: &str) -> ShardId {
-        self.home.coordinator_of(group_id)
+        self.home.coordinator_of(OFFSETS_TOPIC, group_id)
     }
 
     // ----- start-up and shutdown -----------------------------------------------------------
@@ -264,6 +299,12 @@ impl Coordinator {
         self: &Rc<Self>,
         clean_stop: &Mutex<CleanStop>,
     ) -> Result<LoadReport, crate::storage::Error> {
+        if self.clustered {
+            // The partitions are loaded as this node comes to lead them (`reconcile`).
+            let tick = glommio::spawn_local(self.clone().run_tick()).detach();
+            *self.tick.borrow_mut() = Some(tick);
+            return Ok(LoadReport::default());
+        }
         let config = internal_log::log_config(self.segment_bytes, self.durability);
         let log = internal_log::open(&self.data_dir, OFFSETS_TOPIC, self.shard, config, clean_stop);
         let log = log.await?;
@@ -315,6 +356,9 @@ impl Coordinator {
     // ----- requests --------------------------------------------------------------------------
 
     async fn handle(self: &Rc<Self>, request: GroupRequest) -> GroupResponse {
+        if let Some(refused) = self.refuse_unserved(&request) {
+            return refused;
+        }
         let now = now_ms();
         match request {
             GroupRequest::Join(req) => {
@@ -360,8 +404,12 @@ impl Coordinator {
                 }
                 let result = self.state.borrow_mut().commit_offsets(now, req);
                 if let Some(written) = self.dispatch(WaitFor::Write) {
-                    if written.await.is_err() {
-                        return GroupResponse::Commit(Err(ErrorCode::CoordinatorNotAvailable));
+                    match written.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(code)) => return GroupResponse::Commit(Err(code)),
+                        Err(_) => {
+                            return GroupResponse::Commit(Err(ErrorCode::CoordinatorNotAvailable))
+                        }
                     }
                 }
                 GroupResponse::Commit(result)
@@ -449,7 +497,7 @@ impl Coordinator {
     /// Delivers the state machine's answers and queues its records. With `WaitFor::Write`,
     /// returns a receiver that fires once those records are in the log (None: nothing to
     /// write).
-    fn dispatch(self: &Rc<Self>, wait: WaitFor) -> Option<oneshot::Receiver<Option<Offset>>> {
+    fn dispatch(self: &Rc<Self>, wait: WaitFor) -> Option<oneshot::Receiver<Written>> {
         let (replies, records, next_deadline) = {
             let mut state = self.state.borrow_mut();
             (state.take_replies(), state.take_records(), state.next_deadline())
@@ -468,13 +516,13 @@ impl Coordinator {
     }
 
     /// A receiver that fires when everything queued so far is written (None: nothing queued).
-    fn barrier(&self) -> Option<oneshot::Receiver<Option<Offset>>> {
+    fn barrier(&self) -> Option<oneshot::Receiver<Written>> {
         let mut out = self.outbox.borrow_mut();
         if !out.flushing {
             return None;
         }
-        let (tx, rx) = oneshot::channel();
-        out.acks.push(tx);
+        let (sender, rx) = oneshot::channel();
+        out.acks.push(Ack { partition: None, sender });
         Some(rx)
     }
 
@@ -484,16 +532,21 @@ impl Coordinator {
         self: &Rc<Self>,
         records: Vec<Record>,
         wait: WaitFor,
-    ) -> Option<oneshot::Receiver<Option<Offset>>> {
+    ) -> Option<oneshot::Receiver<Written>> {
         if records.is_empty() {
             return None;
         }
+        // Clustered, the partition the records go to when they all go to one (a request's
+        // records are of one group).
+        let first = self.partition_of(records[0].group_id());
+        let one = records.iter().all(|record| self.partition_of(record.group_id()) == first);
+        let partition = (self.clustered && one).then_some(first);
         let (answer, start) = {
             let mut out = self.outbox.borrow_mut();
             out.records.extend(records);
             let answer = (wait == WaitFor::Write).then(|| {
-                let (tx, rx) = oneshot::channel();
-                out.acks.push(tx);
+                let (sender, rx) = oneshot::channel();
+                out.acks.push(Ack { partition, sender });
                 rx
             });
             let start = !out.flushing;
@@ -516,12 +569,16 @@ impl Coordinator {
                     out.flushing = false;
                     // Barrier waiters queued with nothing to write: everything is written.
                     for ack in out.acks.drain(..) {
-                        let _ = ack.send(None);
+                        let _ = ack.sender.send(Ok(None));
                     }
                     return;
                 }
                 (std::mem::take(&mut out.records), std::mem::take(&mut out.acks))
             };
+            if self.clustered {
+                self.write_partitions(records, acks).await;
+                continue;
+            }
             let log = self.log.borrow().clone();
             let Some(log) = log else {
                 tracing::error!(shard = self.shard.0, "offsets log not open; records dropped");
@@ -533,10 +590,300 @@ impl Coordinator {
             match log::append(&log, batches).await {
                 Ok(info) => {
                     for ack in acks {
-                        let _ = ack.send(Some(info.base_offset));
+                        let _ = ack.sender.send(Ok(Some(info.base_offset)));
                     }
                 }
                 Err(e) => tracing::warn!(shard = self.shard.0, "offsets append failed: {e}"),
+            }
+        }
+    }
+
+    // ----- clustered: the partitions of __consumer_offsets --------------------------------
+
+    /// The partition of `__consumer_offsets` that holds `group_id` (clustered).
+    fn partition_of(&self, group_id: &str) -> i32 {
+        coordinator_partition(group_id, CLUSTER_INTERNAL_TOPIC_PARTITIONS) as i32
+    }
+
+    /// Clustered: whether this coordinator serves `group_id` now: NOT_COORDINATOR when this
+    /// node does not lead its partition (any more), COORDINATOR_LOAD_IN_PROGRESS while it
+    /// replays it, as Kafka answers.
+    fn serves(&self, group_id: &str) -> Result<(), ErrorCode> {
+        if !self.clustered {
+            return Ok(());
+        }
+        let partition = self.partition_of(group_id);
+        let role = self.home.internal.get(OFFSETS_TOPIC, partition).filter(|role| role.leads);
+        let loaded = self.loaded.borrow().get(&partition).map(|loaded| loaded.led_since);
+        match (role, loaded) {
+            (Some(role), Some(since)) if role.led_since == since => Ok(()),
+            (Some(_), _) => Err(ErrorCode::CoordinatorLoadInProgress),
+            (None, _) => Err(ErrorCode::NotCoordinator),
+        }
+    }
+
+    /// Clustered: the answer to a request for a group this coordinator does not serve now
+    /// (None: serve it). Requests for several groups answer each unserved one so.
+    fn refuse_unserved(&self, request: &GroupRequest) -> Option<GroupResponse> {
+        if !self.clustered {
+            return None;
+        }
+        let refused = |group_id: &str| self.serves(group_id).err();
+        match request {
+            GroupRequest::Join(req) => refused(&req.group_id)
+                .map(|code| GroupResponse::Join(JoinResponse::error(&req.member_id, code))),
+            GroupRequest::Sync(req) => {
+                refused(&req.group_id).map(|code| GroupResponse::Sync(SyncResponse::error(code)))
+            }
+            GroupRequest::Heartbeat(req) => refused(&req.group_id).map(GroupResponse::Heartbeat),
+            GroupRequest::Leave { group_id, .. } => refused(group_id).map(|code| {
+                GroupResponse::Leave(LeaveResponse { error_code: code, members: Vec::new() })
+            }),
+            GroupRequest::Commit(req) => {
+                refused(&req.group_id).map(|code| GroupResponse::Commit(Err(code)))
+            }
+            GroupRequest::ConsumerHeartbeat(req) => refused(&req.group_id).map(|code| {
+                GroupResponse::ConsumerHeartbeat(ConsumerHeartbeatResponse::error(code, ""))
+            }),
+            GroupRequest::DeleteOffsets { group_id, .. } => {
+                refused(group_id).map(|code| GroupResponse::DeleteOffsets(Err(code)))
+            }
+            GroupRequest::Fetch { groups } => {
+                let codes: Vec<_> = groups.iter().map(|g| refused(&g.group_id)).collect();
+                codes.iter().any(Option::is_some).then(|| {
+                    let found = groups.iter().zip(codes).map(|(g, code)| {
+                        let offsets = match code {
+                            Some(code) => Err(code),
+                            None => self.fetch_now(g),
+                        };
+                        (g.group_id.clone(), offsets)
+                    });
+                    GroupResponse::Fetch(found.collect())
+                })
+            }
+            GroupRequest::Delete { groups } => {
+                groups.iter().any(|g| refused(g).is_some()).then(|| {
+                    // All or nothing here: the served ones are deleted on the client's retry.
+                    let codes = groups.iter().map(|g| {
+                        (g.clone(), refused(g).unwrap_or(ErrorCode::CoordinatorLoadInProgress))
+                    });
+                    GroupResponse::Delete(codes.collect())
+                })
+            }
+            // Described and listed from what is loaded: a group of a partition not (yet)
+            // served here is not known here. A transaction's end for a group that moved:
+            // its offsets are the new coordinator's (the known gap of cross-node
+            // transactional offsets, see ARCHITECTURE.md).
+            GroupRequest::ConsumerDescribe { .. }
+            | GroupRequest::Describe { .. }
+            | GroupRequest::List { .. }
+            | GroupRequest::TxnEnd { .. } => None,
+        }
+    }
+
+    /// The committed offsets of one group of an OffsetFetch, as the state has them now.
+    fn fetch_now(&self, group: &FetchGroup) -> Result<Vec<FetchedOffset>, ErrorCode> {
+        let member = group.member.as_ref().map(|(id, epoch)| (id.as_str(), *epoch));
+        let partitions = group.partitions.clone();
+        self.state.borrow().fetch_member_offsets(&group.group_id, member, partitions)
+    }
+
+    /// Clustered: loads the partitions this node came to lead and forgets those it no
+    /// longer leads (or lost and led again since they were loaded: the log may have changed
+    /// meanwhile), as `partition` set their roles. Runs on each wake of the tick, which a
+    /// change of roles notifies.
+    fn reconcile(self: &Rc<Self>) {
+        if !self.clustered {
+            return;
+        }
+        let led = self.home.internal.led(OFFSETS_TOPIC);
+        let stale: Vec<i32> = {
+            let loaded = self.loaded.borrow();
+            let stale = loaded.iter().filter(|(partition, loaded)| {
+                led.get(partition).is_none_or(|role| role.led_since != loaded.led_since)
+            });
+            stale.map(|(partition, _)| *partition).collect()
+        };
+        for partition in stale {
+            self.unload_partition(partition);
+        }
+        for (partition, role) in led {
+            let known = self.loaded.borrow().contains_key(&partition)
+                || self.loading.borrow().contains(&partition);
+            if !known {
+                self.loading.borrow_mut().insert(partition);
+                glommio::spawn_local(self.clone().load_partition(partition, role)).detach();
+            }
+        }
+    }
+
+    /// Replays the log of a partition this node now leads and serves its groups (Kafka's
+    /// `loadGroupsForPartition`): members must heartbeat within their session timeout, as
+    /// after any coordinator failover. Nothing else writes the log meanwhile: this is its
+    /// only writer, and it writes only partitions it loaded.
+    async fn load_partition(self: Rc<Self>, partition: i32, role: InternalRole) {
+        let started = std::time::Instant::now();
+        let read = internal_log::read_led_log(&role.log).await;
+        self.loading.borrow_mut().remove(&partition);
+        let current = self.home.internal.get(OFFSETS_TOPIC, partition);
+        if !current.is_some_and(|now| now.leads && now.led_since == role.led_since) {
+            // Lost again while reading: the next reconcile sees what is true now.
+            self.wake_tick();
+            return;
+        }
+        let tp = TopicPartition::new(OFFSETS_TOPIC.into(), partition);
+        let batches = match read {
+            Ok(batches) => batches,
+            Err(e) => {
+                // Not loaded: its groups stay COORDINATOR_LOAD_IN_PROGRESS; the next
+                // reconcile tries again.
+                tracing::warn!(%tp, "cannot read the partition's log to load its groups: {e}");
+                return;
+            }
+        };
+        let records = internal_log::decode_records(&tp, &batches, |key, value| {
+            Record::decode(key, value).ok()
+        });
+        let owned = |group_id: &str| self.partition_of(group_id) == partition;
+        let now = now_ms();
+        let (count, groups) = {
+            let mut state = self.state.borrow_mut();
+            let mut count = 0;
+            // Only this partition's keys: a log left by another layout holds no others.
+            for record in records.into_iter().filter(|record| owned(record.group_id())) {
+                state.replay(now, record);
+                count += 1;
+            }
+            state.finish_load_of(now, owned);
+            (count, state.group_count())
+        };
+        let compactor = Compactor::new(OFFSETS_TOPIC, self.segment_bytes);
+        compactor.loaded(&role.log);
+        let loaded = LoadedPartition { log: role.log, led_since: role.led_since, compactor };
+        self.loaded.borrow_mut().insert(partition, loaded);
+        self.dispatch(WaitFor::Nothing);
+        tracing::info!(
+            %tp,
+            leader_epoch = role.leader_epoch.0,
+            records = count,
+            groups_on_shard = groups,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded the groups of a partition this node now leads"
+        );
+    }
+
+    /// Forgets the groups of a partition this node no longer leads (Kafka's
+    /// `removeGroupsForPartition`): its parked requests are answered NOT_COORDINATOR, and
+    /// the records still queued for it are dropped when their write finds it gone.
+    fn unload_partition(self: &Rc<Self>, partition: i32) {
+        self.loaded.borrow_mut().remove(&partition);
+        let groups =
+            self.state.borrow_mut().unload(|group_id| self.partition_of(group_id) == partition);
+        self.dispatch(WaitFor::Nothing);
+        let tp = TopicPartition::new(OFFSETS_TOPIC.into(), partition);
+        tracing::info!(%tp, groups, "unloaded the groups of a partition this node no longer leads");
+    }
+
+    fn wake_tick(&self) {
+        self.planned_wake_ms.set(i64::MIN);
+        let remote = self.home.delayed.notify(&Key::Groups);
+        debug_assert!(remote.is_empty());
+    }
+
+    /// Clustered: writes queued records to their partitions (concurrently) and tells each
+    /// waiter how its partition's write went.
+    async fn write_partitions(&self, records: Vec<Record>, acks: Vec<Ack>) {
+        let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+        for record in records {
+            by_partition.entry(self.partition_of(record.group_id())).or_default().push(record);
+        }
+        let writes = by_partition.into_iter().map(|(partition, records)| async move {
+            (partition, self.write_led(partition, records).await)
+        });
+        let outcomes: BTreeMap<i32, Written> = join_all(writes).await.into_iter().collect();
+        for ack in acks {
+            let written = match ack.partition {
+                Some(partition) => outcomes.get(&partition).copied().unwrap_or(Ok(None)),
+                None => outcomes.values().find(|w| w.is_err()).copied().unwrap_or(Ok(None)),
+            };
+            let _ = ack.sender.send(written);
+        }
+    }
+
+    /// Appends records to a partition this coordinator loaded, while this node still leads
+    /// it in the stretch it was loaded in, and waits until the high watermark passes them
+    /// (Kafka's coordinators append with acks=all), within offsets.commit.timeout.ms. The
+    /// errors are those Kafka's coordinator turns the append's into.
+    async fn write_led(&self, partition: i32, records: Vec<Record>) -> Written {
+        let loaded = self.loaded.borrow().get(&partition).map(|l| (l.log.clone(), l.led_since));
+        let Some((log, since)) = loaded else { return Err(ErrorCode::NotCoordinator) };
+        let role = self.home.internal.get(OFFSETS_TOPIC, partition);
+        let Some(role) = role.filter(|role| role.leads && role.led_since == since) else {
+            return Err(ErrorCode::NotCoordinator);
+        };
+        // Kafka: NOT_ENOUGH_REPLICAS(_AFTER_APPEND) become COORDINATOR_NOT_AVAILABLE.
+        let min_insync = log.borrow().config.min_insync_replicas.max(1) as usize;
+        if role.isr < min_insync {
+            return Err(ErrorCode::CoordinatorNotAvailable);
+        }
+        let batch_bytes_max = INTERNAL_BATCH_BYTES_MAX.min(self.segment_bytes as usize / 4);
+        let encoded: Vec<_> = records.iter().map(Record::encode).collect();
+        let batches = internal_log::encode_batches(&encoded, now_ms(), batch_bytes_max);
+        // No await between the check above and this: only the leader writes the log.
+        let mut appending = log::enqueue(&log, batches).map_err(|_| ErrorCode::NotCoordinator)?;
+        let last_offset = Offset(log::log_end(&log).0 - 1);
+        appending.wait().await;
+        let info = match appending.outcome() {
+            Some(Ok(info)) => info,
+            // Kafka: KAFKA_STORAGE_ERROR becomes NOT_COORDINATOR.
+            _ => return Err(ErrorCode::NotCoordinator),
+        };
+        if let Some(replicated) = log::wait_high_watermark(&log, last_offset) {
+            let timeout = glommio::timer::sleep(Duration::from_millis(OFFSETS_COMMIT_TIMEOUT_MS));
+            match futures::future::select(replicated, Box::pin(timeout)).await {
+                Either::Left((Ok(()), _)) => {}
+                // Dropped: this node stopped leading; the new leader may cut the records.
+                Either::Left((Err(_), _)) => return Err(ErrorCode::NotCoordinator),
+                Either::Right(_) => return Err(ErrorCode::RequestTimedOut),
+            }
+        }
+        let isr = self.home.internal.get(OFFSETS_TOPIC, partition).map_or(0, |role| role.isr);
+        if isr < min_insync {
+            return Err(ErrorCode::CoordinatorNotAvailable);
+        }
+        Ok(Some(info.base_offset))
+    }
+
+    /// Clustered: compacts each loaded partition that outgrew its threshold, as a single
+    /// node compacts its log: a snapshot of the partition's groups, then the whole segments
+    /// before it go. The followers follow the leader's log start (`partition`).
+    async fn maybe_compact_partitions(self: &Rc<Self>) {
+        let partitions: Vec<i32> = self.loaded.borrow().keys().copied().collect();
+        for partition in partitions {
+            let due = {
+                let loaded = self.loaded.borrow();
+                let Some(loaded) = loaded.get(&partition) else { continue };
+                loaded.compactor.begin(&loaded.log).map(|run| (run, loaded.log.clone()))
+            };
+            let Some((run, log)) = due else { continue };
+            let owned = |group_id: &str| self.partition_of(group_id) == partition;
+            let snapshot = self.state.borrow().snapshot_of(owned);
+            let written = if snapshot.is_empty() {
+                self.barrier()
+            } else {
+                self.persist(snapshot, WaitFor::Write)
+            };
+            let outcome = match written {
+                Some(rx) => rx.await.unwrap_or(Err(ErrorCode::NotCoordinator)),
+                None => Ok(None),
+            };
+            let loaded = self.loaded.borrow();
+            let Some(loaded) = loaded.get(&partition) else { continue };
+            match outcome {
+                // Cut below the snapshot only once it is replicated (or, with an empty state,
+                // below the high watermark: everything written is history).
+                Ok(base) => loaded.compactor.finish(&log, self.shard, base, run),
+                Err(_) => loaded.compactor.abandon(run),
             }
         }
     }
@@ -546,6 +893,7 @@ impl Coordinator {
     async fn run_tick(self: Rc<Self>) {
         let mut last_retention = now_ms();
         loop {
+            self.reconcile();
             let now = now_ms();
             self.state.borrow_mut().advance(now);
             if now - last_retention >= OFFSETS_RETENTION_CHECK_INTERVAL_MS {
@@ -563,12 +911,17 @@ impl Coordinator {
             let wake = self.state.borrow().next_deadline().map_or(idle_wake, |d| d.min(idle_wake));
             self.planned_wake_ms.set(wake);
             let sleep_ms = wake.saturating_sub(now).max(1) as u64;
-            let wait = self.home.delayed.wait([Key::Groups], Duration::from_millis(sleep_ms));
+            let keys = [Key::Groups, Key::InternalRoles(OFFSETS_TOPIC)];
+            let wait = self.home.delayed.wait(keys, Duration::from_millis(sleep_ms));
             let _ = wait.done.await;
         }
     }
 
     async fn maybe_compact(self: &Rc<Self>) {
+        if self.clustered {
+            self.maybe_compact_partitions().await;
+            return;
+        }
         let log = self.log.borrow().clone();
         let Some(log) = log else { return };
         let Some(run) = self.compactor.begin(&log) else { return };
@@ -580,7 +933,7 @@ impl Coordinator {
             self.persist(snapshot, WaitFor::Write)
         };
         let base = match written {
-            Some(rx) => rx.await.ok().flatten(),
+            Some(rx) => rx.await.ok().and_then(Result::ok).flatten(),
             None => None,
         };
         self.compactor.finish(&log, self.shard, base, run);

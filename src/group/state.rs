@@ -1423,6 +1423,34 @@ impl Groups {
             });
         }
         self.fx.records.push(Record::Group { group: group_id.to_string(), value: None });
+        self.cancel_timers(group_id, &group);
+    }
+
+    /// Forgets the groups `owned` names without writing anything (Kafka's
+    /// `removeGroupsForPartition`: this coordinator no longer leads their partition of
+    /// `__consumer_offsets`, and the new leader has their records). Their parked JoinGroup
+    /// and SyncGroup requests are answered NOT_COORDINATOR, so that the members look the
+    /// coordinator up again. Returns how many groups went.
+    pub fn unload(&mut self, owned: impl Fn(&str) -> bool) -> usize {
+        let doomed: Vec<String> = self.groups.keys().filter(|id| owned(id)).cloned().collect();
+        for group_id in &doomed {
+            let Some(group) = self.groups.remove(group_id) else { continue };
+            for member in group.members.values() {
+                if let Some(parked) = member.awaiting_join {
+                    let error = JoinResponse::error(&member.member_id, ErrorCode::NotCoordinator);
+                    self.fx.replies.push((parked, Reply::Join(error)));
+                }
+                if let Some(parked) = member.awaiting_sync {
+                    let error = SyncResponse::error(ErrorCode::NotCoordinator);
+                    self.fx.replies.push((parked, Reply::Sync(error)));
+                }
+            }
+            self.cancel_timers(group_id, &group);
+        }
+        doomed.len()
+    }
+
+    fn cancel_timers(&mut self, group_id: &str, group: &Group) {
         for member_id in group.members.keys() {
             self.fx.timers.cancel(&TimerKey::Heartbeat(group_id.to_string(), member_id.clone()));
         }
@@ -1521,9 +1549,15 @@ impl Groups {
     /// After replay: members of loaded groups must heartbeat within their session timeout,
     /// as after a coordinator failover in Kafka.
     pub fn finish_load(&mut self, now: i64) {
+        self.finish_load_of(now, |_| true);
+    }
+
+    /// `finish_load` for the groups `loaded` names (those of one partition of
+    /// `__consumer_offsets` this coordinator just loaded).
+    pub fn finish_load_of(&mut self, now: i64, loaded: impl Fn(&str) -> bool) {
         let Groups { config, groups, fx } = self;
         let mut cx = Ctx { cfg: config, fx, now };
-        for group in groups.values_mut() {
+        for group in groups.values_mut().filter(|group| loaded(&group.group_id)) {
             let members: Vec<String> = group.members.keys().cloned().collect();
             for member in members {
                 cx.reschedule_heartbeat(group, &member);
@@ -1539,7 +1573,12 @@ impl Groups {
     /// Every record needed to rebuild the current state, each group reset first (so that
     /// older records of the same group, in this log or elsewhere, cannot leak through).
     pub fn snapshot(&self) -> Vec<Record> {
-        let mut ids: Vec<&String> = self.groups.keys().collect();
+        self.snapshot_of(|_| true)
+    }
+
+    /// `snapshot` of the groups `owned` names (one partition's of `__consumer_offsets`).
+    pub fn snapshot_of(&self, owned: impl Fn(&str) -> bool) -> Vec<Record> {
+        let mut ids: Vec<&String> = self.groups.keys().filter(|id| owned(id)).collect();
         ids.sort();
         let mut out = Vec::new();
         for id in ids {

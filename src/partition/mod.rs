@@ -36,6 +36,7 @@ use crate::model::{now_ms, ErrorCode, Isolation, Offset, ProducerEpoch, Producer
 use crate::model::{LeaderEpoch, NodeId, ShardId, TopicPartition};
 use crate::shard::catalog::TopicMeta;
 use crate::shard::delayed::{Key, Wait};
+use crate::shard::internal_log::{InternalRole, REPLICATED_INTERNAL_TOPICS};
 use crate::shard::mesh::{Mesh, Served, Service};
 use crate::shard::Shard;
 use crate::storage::cache::CacheBudget;
@@ -543,6 +544,7 @@ impl Partitions {
             let Some(log) = self.log(&tp) else {
                 self.leading.borrow_mut().remove(&tp);
                 self.following.borrow_mut().remove(&tp);
+                self.set_internal_role(&tp, None);
                 continue;
             };
             let replicated = placement.replicas.len() > 1;
@@ -584,11 +586,27 @@ impl Partitions {
                     leader_epoch: placement.leader_epoch,
                     serves_consumers: led || served,
                 };
-                self.following.borrow_mut().insert(tp, following);
+                self.following.borrow_mut().insert(tp.clone(), following);
             } else {
                 self.leading.borrow_mut().remove(&tp);
                 self.following.borrow_mut().remove(&tp);
             }
+            let isr = placement.isr.len();
+            let leader_epoch = placement.leader_epoch;
+            let role = InternalRole { log, leader_epoch, isr, leads, led_since: 0 };
+            self.set_internal_role(&tp, Some(role));
+        }
+    }
+
+    /// Clustered: tells the coordinator of a replicated internal topic (`__consumer_offsets`)
+    /// this node's part in one of its partitions, waking it when leadership came or went.
+    fn set_internal_role(&self, tp: &TopicPartition, role: Option<InternalRole>) {
+        let Some(topic) = REPLICATED_INTERNAL_TOPICS.into_iter().find(|t| *t == &*tp.topic) else {
+            return;
+        };
+        if self.shard.internal.set(tp, role) {
+            let remote = self.shard.delayed.notify(&Key::InternalRoles(topic));
+            debug_assert!(remote.is_empty());
         }
     }
 
@@ -785,6 +803,7 @@ impl Partitions {
             self.retention.borrow_mut().forget(&tp);
             self.leading.borrow_mut().remove(&tp);
             self.following.borrow_mut().remove(&tp);
+            self.set_internal_role(&tp, None);
             log::delete(&log).await;
             self.notify_partition(&tp).await;
         }

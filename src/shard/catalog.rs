@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::topic::TopicConfig;
 use crate::model::{LeaderEpoch, NodeId};
+use crate::shard::internal_log::INTERNAL_TOPICS;
 
 pub const META_DIR: &str = "__spate_meta";
 const CATALOG_FILE: &str = "topics.toml";
@@ -79,6 +80,13 @@ impl TopicMeta {
     /// Whether `node` leads `partition` (every partition on a single node).
     pub fn is_led_by(&self, partition: i32, node: NodeId) -> bool {
         self.leaders.is_empty() || self.leader(partition) == Some(node)
+    }
+
+    /// Whether this is a cluster's replicated internal topic (`__consumer_offsets`): on the
+    /// metadata log and replicated like any topic, but not listed in Metadata, not produced
+    /// to and not changed by clients, as on a single node, where it is no topic at all.
+    pub fn is_internal(&self) -> bool {
+        INTERNAL_TOPICS.contains(&&*self.name)
     }
 
     /// Whether `partition` exists and another node than `node` leads it: a request for it

@@ -50,6 +50,9 @@ pub enum Key {
     Transaction(Arc<str>),
     /// An earlier deadline of the group coordinator's timers.
     Groups,
+    /// Clustered: this node's part in an internal topic's partitions owned by this shard
+    /// changed (`internal_log::InternalRoles`); its coordinator loads or unloads them.
+    InternalRoles(&'static str),
 }
 
 /// Who a completed operation tells.

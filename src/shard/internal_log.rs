@@ -16,6 +16,7 @@
 //! deletes the segments wholly before it (`Compactor`).
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Mutex;
@@ -25,7 +26,7 @@ use bytes::Bytes;
 use crate::constants::INTERNAL_COMPACT_SEGMENTS;
 use crate::model::records::{self, RecordIn};
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
-use crate::model::{batch, Offset, ShardId, TopicPartition};
+use crate::model::{batch, LeaderEpoch, Offset, ShardId, TopicPartition};
 use crate::shard::catalog::META_DIR;
 use crate::shard::table::shard_for_key;
 use crate::storage::cache::CacheBudget;
@@ -39,6 +40,14 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub const TRANSACTION_TOPIC: &str = "__transaction_state";
 /// Every internal topic: users may not create topics of these names.
 pub const INTERNAL_TOPICS: [&str; 2] = [OFFSETS_TOPIC, TRANSACTION_TOPIC];
+/// The internal topics a cluster keeps as replicated topics (see `InternalRoles`); the
+/// others stay one log per shard of the node their static placement names.
+pub const REPLICATED_INTERNAL_TOPICS: [&str; 1] = [OFFSETS_TOPIC];
+
+/// Whether a cluster keeps `topic` as a replicated internal topic.
+pub fn replicated(topic: &str) -> bool {
+    REPLICATED_INTERNAL_TOPICS.contains(&topic)
+}
 
 const LAYOUT_FILE: &str = "offsets-layout";
 
@@ -74,6 +83,102 @@ pub async fn open(
     let cache = CacheBudget::new(0);
     let (opened, _) = Log::open_in(data_dir, tp, config, cache, &files, resume.as_ref()).await?;
     Ok(Rc::new(RefCell::new(opened)))
+}
+
+/// Clustered: the partitions of the replicated internal topics that this shard owns, with
+/// their logs and whether this node leads them, as `partition` applies their roles from
+/// the metadata log. A key's coordinator is the leader of its partition (Kafka's model):
+/// when this node starts leading one, its coordinator replays the partition's log and
+/// serves its keys; when it stops, the coordinator forgets them (NOT_COORDINATOR) and the
+/// log follows the new leader like any replica. Shard-local; `partition` writes it and
+/// notifies `Key::InternalRoles(topic)`, the coordinators read it.
+#[derive(Default)]
+pub struct InternalRoles {
+    roles: RefCell<BTreeMap<TopicPartition, InternalRole>>,
+    /// The last `InternalRole::led_since` given.
+    leaderships: Cell<u64>,
+}
+
+/// One internal partition's log and this node's part in it.
+#[derive(Clone)]
+pub struct InternalRole {
+    pub log: LogRef,
+    pub leader_epoch: LeaderEpoch,
+    /// How many replicas are in sync (the metadata log's ISR), for min.insync.replicas.
+    pub isr: usize,
+    /// This node leads the partition: its coordinator serves the partition's keys and is
+    /// the only writer of its log.
+    pub leads: bool,
+    /// Which stretch of leadership this is (set by `InternalRoles::set`, unique per shard):
+    /// a coordinator that loaded the partition in another one (it lost and regained it
+    /// between two looks) must load it again, since the log may have changed meanwhile.
+    pub led_since: u64,
+}
+
+impl InternalRoles {
+    /// Records `tp`'s role (None: this shard no longer holds its log). True when whether
+    /// this node leads it changed (the caller wakes the coordinator).
+    pub fn set(&self, tp: &TopicPartition, role: Option<InternalRole>) -> bool {
+        let mut roles = self.roles.borrow_mut();
+        let before = roles.get(tp).filter(|role| role.leads).map(|role| role.led_since);
+        let Some(mut role) = role else {
+            roles.remove(tp);
+            return before.is_some();
+        };
+        role.led_since = match (before, role.leads) {
+            (Some(since), true) => since,
+            (None, true) => {
+                self.leaderships.set(self.leaderships.get() + 1);
+                self.leaderships.get()
+            }
+            (_, false) => 0,
+        };
+        let leads = role.leads;
+        roles.insert(tp.clone(), role);
+        before.is_some() != leads
+    }
+
+    /// The partition `partition` of `topic` (None: its log is not on this shard).
+    pub fn get(&self, topic: &str, partition: i32) -> Option<InternalRole> {
+        self.roles.borrow().get(&TopicPartition::new(topic.into(), partition)).cloned()
+    }
+
+    /// The partitions of `topic` this node leads, with their logs.
+    pub fn led(&self, topic: &str) -> BTreeMap<i32, InternalRole> {
+        let roles = self.roles.borrow();
+        let led = roles.iter().filter(|(tp, role)| &*tp.topic == topic && role.leads);
+        led.map(|(tp, role)| (tp.partition, role.clone())).collect()
+    }
+}
+
+/// Every intact batch of an internal partition's log, oldest first, once its queued writes
+/// (a follower's last appends before this node led it) are written: what its coordinator
+/// replays when this node starts leading it.
+pub async fn read_led_log(log: &LogRef) -> std::io::Result<Vec<Vec<u8>>> {
+    log::wait_idle(log).await;
+    let dir = log.borrow().dir().to_path_buf();
+    glommio::executor().spawn_blocking(move || read_batches(&dir)).await
+}
+
+/// The records of `batches` (a led partition's log as `read_led_log` read it), decoded by
+/// `decode` (None: unreadable, skipped with a warning), oldest first.
+pub fn decode_records<R>(
+    tp: &TopicPartition,
+    batches: &[Vec<u8>],
+    decode: impl Fn(&[u8], Option<&[u8]>) -> Option<R>,
+) -> Vec<R> {
+    let mut out = Vec::new();
+    for bytes in batches {
+        let Ok(views) = records::parse_batch(bytes) else { continue };
+        for view in views {
+            let Some(record_key) = view.key.as_deref() else { continue };
+            match decode(record_key, view.value.as_deref()) {
+                Some(record) => out.push(record),
+                None => tracing::warn!(%tp, offset = view.offset, "skipping an unreadable record"),
+            }
+        }
+    }
+    out
 }
 
 /// What `replay` read.
@@ -265,8 +370,9 @@ fn read_layout(data_dir: &Path) -> Option<usize> {
 
 /// Called once at start-up by the last shard to finish loading, before any shard serves:
 /// records the core count the internal logs are now laid out for, and removes the logs of
-/// shards that no longer exist. Blocking (a small file and a rename).
-pub fn commit_layout(data_dir: &Path, cores: usize) -> std::io::Result<()> {
+/// shards that no longer exist (not, in a cluster, the partitions of the replicated internal
+/// topics, whose directories have the same names). Blocking (a small file and a rename).
+pub fn commit_layout(data_dir: &Path, cores: usize, clustered: bool) -> std::io::Result<()> {
     if read_layout(data_dir) != Some(cores) {
         let dir = data_dir.join(META_DIR);
         let temporary = dir.join(format!("{LAYOUT_FILE}.tmp"));
@@ -282,7 +388,9 @@ pub fn commit_layout(data_dir: &Path, cores: usize) -> std::io::Result<()> {
     for entry in std::fs::read_dir(data_dir)?.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let gone = INTERNAL_TOPICS.iter().any(|topic| {
+        // A cluster's replicated internal topics are partition logs, not one per shard.
+        let per_shard = INTERNAL_TOPICS.iter().filter(|topic| !(clustered && replicated(topic)));
+        let gone = per_shard.into_iter().any(|topic| {
             name.strip_prefix(topic)
                 .and_then(|s| s.strip_prefix('-'))
                 .and_then(|index| index.parse::<usize>().ok())

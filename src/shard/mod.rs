@@ -19,10 +19,12 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use crate::config::Config;
+use crate::constants::CLUSTER_INTERNAL_TOPIC_PARTITIONS;
 use crate::metrics::ShardMetrics;
 use crate::model::{ShardId, TopicPartition};
 use crate::shard::catalog::Catalog;
 use crate::shard::delayed::Delayed;
+use crate::shard::internal_log::InternalRoles;
 use crate::storage::space::SpaceGate;
 
 /// The shard that runs the controller: topic changes and producer ids.
@@ -41,6 +43,9 @@ pub struct Shard {
     pub space: SpaceGate,
     /// This shard's request counters (`metrics`): per API, per listener.
     pub metrics: Rc<ShardMetrics>,
+    /// Clustered: the internal topics' partitions this shard owns and this node's part in
+    /// each (set by `partition`, read by the coordinators).
+    pub internal: InternalRoles,
     next_waiter: Cell<u64>,
 }
 
@@ -53,6 +58,7 @@ impl Shard {
             config,
             catalog: RefCell::new(catalog),
             delayed: Rc::new(Delayed::new()),
+            internal: InternalRoles::default(),
             next_waiter: Cell::new(1),
         }
     }
@@ -66,9 +72,15 @@ impl Shard {
         table::shard_for(&tp.topic, tp.partition, self.shards())
     }
 
-    /// The shard that coordinates `key` (a group id, a transactional id).
-    pub fn coordinator_of(&self, key: &str) -> ShardId {
-        table::shard_for_key(key, self.shards())
+    /// The shard that coordinates `key` (a group id, a transactional id) of `internal_topic`:
+    /// on a single node by the key's hash; clustered, the owner of the key's partition of the
+    /// internal topic, whose log holds the key's records (`internal_log`).
+    pub fn coordinator_of(&self, internal_topic: &str, key: &str) -> ShardId {
+        if self.config.cluster.is_none() || !internal_log::replicated(internal_topic) {
+            return table::shard_for_key(key, self.shards());
+        }
+        let partition = table::coordinator_partition(key, CLUSTER_INTERNAL_TOPIC_PARTITIONS);
+        table::shard_for(internal_topic, partition as i32, self.shards())
     }
 
     /// A new id for a waiting operation on this shard (unique per shard).

@@ -16,6 +16,19 @@ pub fn shard_for_key(key: &str, shards: usize) -> ShardId {
     ShardId((fnv1a(key.as_bytes()) % shards as u64) as u16)
 }
 
+/// The internal topic's partition of `key`, Kafka's `Utils.abs(key.hashCode()) % partitions`
+/// (Java's String hash over UTF-16 code units), so that a key lands where Kafka would put it.
+pub fn coordinator_partition(key: &str, partitions: usize) -> usize {
+    if partitions == 0 {
+        return 0;
+    }
+    let hash = key
+        .encode_utf16()
+        .fold(0i32, |hash, unit| hash.wrapping_mul(31).wrapping_add(i32::from(unit)));
+    let positive = if hash == i32::MIN { 0 } else { hash.abs() };
+    positive as usize % partitions
+}
+
 fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in bytes {

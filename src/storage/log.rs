@@ -542,6 +542,20 @@ pub fn drop_replication_waiters(log: &Rc<RefCell<Log>>) -> usize {
     waiters.len()
 }
 
+/// Waits until no write of the log is queued or running (nothing is claimed: a write
+/// queued afterwards runs as usual).
+pub async fn wait_idle(log: &Rc<RefCell<Log>>) {
+    loop {
+        {
+            let l = log.borrow();
+            if !l.busy && l.pending.is_empty() {
+                return;
+            }
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 /// The offset the next batch gets (the log end offset, counting queued batches).
 pub fn log_end(log: &Rc<RefCell<Log>>) -> Offset {
     log.borrow().next_offset

@@ -168,7 +168,7 @@ impl TxnCoordinator {
 
     /// The shard that owns `transactional_id`.
     pub fn owner(&self, transactional_id: &str) -> ShardId {
-        self.home.coordinator_of(transactional_id)
+        self.home.coordinator_of(TRANSACTION_TOPIC, transactional_id)
     }
 
     /// Sends a transaction request to the shard that owns its transactional id (or serves
