@@ -36,11 +36,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::channel::oneshot;
-use futures::future::{join_all, Either};
+use futures::future::join_all;
 
 use crate::constants::{
     CLUSTER_INTERNAL_TOPIC_PARTITIONS, GROUP_IDLE_WAKE_MS, INTERNAL_BATCH_BYTES_MAX,
-    OFFSETS_COMMIT_TIMEOUT_MS, OFFSETS_RETENTION_CHECK_INTERVAL_MS,
+    OFFSETS_RETENTION_CHECK_INTERVAL_MS,
 };
 use crate::group::assignor::TopicId;
 use crate::group::consumer::{
@@ -670,14 +670,22 @@ impl Coordinator {
                     GroupResponse::Delete(codes.collect())
                 })
             }
+            // A transaction's offsets for a group another node coordinates (the known gap of
+            // cross-node transactional offsets, see ARCHITECTURE.md) are not taken: a group
+            // this node does not lead must not appear in its state.
+            GroupRequest::TxnEnd { group_id, producer_id, outcome, offsets } => refused(group_id)
+                .map(|code| {
+                    if *outcome == TxnOutcome::Commit && !offsets.is_empty() {
+                        tracing::warn!(group = %group_id, %producer_id, ?code,
+                            "transactional offsets of a group not coordinated here are dropped");
+                    }
+                    GroupResponse::Done
+                }),
             // Described and listed from what is loaded: a group of a partition not (yet)
-            // served here is not known here. A transaction's end for a group that moved:
-            // its offsets are the new coordinator's (the known gap of cross-node
-            // transactional offsets, see ARCHITECTURE.md).
+            // served here is not known here.
             GroupRequest::ConsumerDescribe { .. }
             | GroupRequest::Describe { .. }
-            | GroupRequest::List { .. }
-            | GroupRequest::TxnEnd { .. } => None,
+            | GroupRequest::List { .. } => None,
         }
     }
 
@@ -810,48 +818,17 @@ impl Coordinator {
         }
     }
 
-    /// Appends records to a partition this coordinator loaded, while this node still leads
-    /// it in the stretch it was loaded in, and waits until the high watermark passes them
-    /// (Kafka's coordinators append with acks=all), within offsets.commit.timeout.ms. The
-    /// errors are those Kafka's coordinator turns the append's into.
+    /// Appends records to a partition this coordinator loaded and waits until they are
+    /// replicated (`internal_log::append_led`).
     async fn write_led(&self, partition: i32, records: Vec<Record>) -> Written {
         let loaded = self.loaded.borrow().get(&partition).map(|l| (l.log.clone(), l.led_since));
-        let Some((log, since)) = loaded else { return Err(ErrorCode::NotCoordinator) };
-        let role = self.home.internal.get(OFFSETS_TOPIC, partition);
-        let Some(role) = role.filter(|role| role.leads && role.led_since == since) else {
-            return Err(ErrorCode::NotCoordinator);
-        };
-        // Kafka: NOT_ENOUGH_REPLICAS(_AFTER_APPEND) become COORDINATOR_NOT_AVAILABLE.
-        let min_insync = log.borrow().config.min_insync_replicas.max(1) as usize;
-        if role.isr < min_insync {
-            return Err(ErrorCode::CoordinatorNotAvailable);
-        }
+        let Some((log, led_since)) = loaded else { return Err(ErrorCode::NotCoordinator) };
         let batch_bytes_max = INTERNAL_BATCH_BYTES_MAX.min(self.segment_bytes as usize / 4);
         let encoded: Vec<_> = records.iter().map(Record::encode).collect();
         let batches = internal_log::encode_batches(&encoded, now_ms(), batch_bytes_max);
-        // No await between the check above and this: only the leader writes the log.
-        let mut appending = log::enqueue(&log, batches).map_err(|_| ErrorCode::NotCoordinator)?;
-        let last_offset = Offset(log::log_end(&log).0 - 1);
-        appending.wait().await;
-        let info = match appending.outcome() {
-            Some(Ok(info)) => info,
-            // Kafka: KAFKA_STORAGE_ERROR becomes NOT_COORDINATOR.
-            _ => return Err(ErrorCode::NotCoordinator),
-        };
-        if let Some(replicated) = log::wait_high_watermark(&log, last_offset) {
-            let timeout = glommio::timer::sleep(Duration::from_millis(OFFSETS_COMMIT_TIMEOUT_MS));
-            match futures::future::select(replicated, Box::pin(timeout)).await {
-                Either::Left((Ok(()), _)) => {}
-                // Dropped: this node stopped leading; the new leader may cut the records.
-                Either::Left((Err(_), _)) => return Err(ErrorCode::NotCoordinator),
-                Either::Right(_) => return Err(ErrorCode::RequestTimedOut),
-            }
-        }
-        let isr = self.home.internal.get(OFFSETS_TOPIC, partition).map_or(0, |role| role.isr);
-        if isr < min_insync {
-            return Err(ErrorCode::CoordinatorNotAvailable);
-        }
-        Ok(Some(info.base_offset))
+        let tp = TopicPartition::new(OFFSETS_TOPIC.into(), partition);
+        let led = internal_log::Led { roles: &self.home.internal, tp: &tp, log: &log, led_since };
+        led.append(batches).await.map(Some)
     }
 
     /// Clustered: compacts each loaded partition that outgrew its threshold, as a single

@@ -20,13 +20,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::Either;
 
-use crate::constants::INTERNAL_COMPACT_SEGMENTS;
+use crate::constants::{INTERNAL_COMPACT_SEGMENTS, OFFSETS_COMMIT_TIMEOUT_MS};
 use crate::model::records::{self, RecordIn};
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
-use crate::model::{batch, LeaderEpoch, Offset, ShardId, TopicPartition};
+use crate::model::{batch, ErrorCode, LeaderEpoch, Offset, ShardId, TopicPartition};
 use crate::shard::catalog::META_DIR;
 use crate::shard::table::shard_for_key;
 use crate::storage::cache::CacheBudget;
@@ -42,7 +44,7 @@ pub const TRANSACTION_TOPIC: &str = "__transaction_state";
 pub const INTERNAL_TOPICS: [&str; 2] = [OFFSETS_TOPIC, TRANSACTION_TOPIC];
 /// The internal topics a cluster keeps as replicated topics (see `InternalRoles`); the
 /// others stay one log per shard of the node their static placement names.
-pub const REPLICATED_INTERNAL_TOPICS: [&str; 1] = [OFFSETS_TOPIC];
+pub const REPLICATED_INTERNAL_TOPICS: [&str; 2] = [OFFSETS_TOPIC, TRANSACTION_TOPIC];
 
 /// Whether a cluster keeps `topic` as a replicated internal topic.
 pub fn replicated(topic: &str) -> bool {
@@ -148,6 +150,58 @@ impl InternalRoles {
         let roles = self.roles.borrow();
         let led = roles.iter().filter(|(tp, role)| &*tp.topic == topic && role.leads);
         led.map(|(tp, role)| (tp.partition, role.clone())).collect()
+    }
+}
+
+/// A partition of a replicated internal topic that a coordinator loaded (in the stretch of
+/// leadership `led_since`), to write to.
+pub struct Led<'a> {
+    pub roles: &'a InternalRoles,
+    pub tp: &'a TopicPartition,
+    pub log: &'a LogRef,
+    pub led_since: u64,
+}
+
+impl Led<'_> {
+    /// Appends `batches` while this node still leads the partition in the stretch it was
+    /// loaded in (only the leader writes the log: a follower's takes only what its leader
+    /// wrote), and waits until the high watermark passes them (Kafka's coordinators append
+    /// with acks=all), within offsets.commit.timeout.ms. The base offset, or the code Kafka's
+    /// coordinators turn the append's error into.
+    pub async fn append(&self, batches: Vec<Bytes>) -> Result<Offset, ErrorCode> {
+        let role = self.roles.get(&self.tp.topic, self.tp.partition);
+        let Some(role) = role.filter(|role| role.leads && role.led_since == self.led_since) else {
+            return Err(ErrorCode::NotCoordinator);
+        };
+        // Kafka: NOT_ENOUGH_REPLICAS(_AFTER_APPEND) become COORDINATOR_NOT_AVAILABLE.
+        let min_insync = self.log.borrow().config.min_insync_replicas.max(1) as usize;
+        if role.isr < min_insync {
+            return Err(ErrorCode::CoordinatorNotAvailable);
+        }
+        // No await between the check above and this.
+        let mut appending =
+            log::enqueue(self.log, batches).map_err(|_| ErrorCode::NotCoordinator)?;
+        let last_offset = Offset(log::log_end(self.log).0 - 1);
+        appending.wait().await;
+        let info = match appending.outcome() {
+            Some(Ok(info)) => info,
+            // Kafka: KAFKA_STORAGE_ERROR becomes NOT_COORDINATOR.
+            _ => return Err(ErrorCode::NotCoordinator),
+        };
+        if let Some(replicated) = log::wait_high_watermark(self.log, last_offset) {
+            let timeout = glommio::timer::sleep(Duration::from_millis(OFFSETS_COMMIT_TIMEOUT_MS));
+            match futures::future::select(replicated, Box::pin(timeout)).await {
+                Either::Left((Ok(()), _)) => {}
+                // Dropped: this node stopped leading; the new leader may cut the records.
+                Either::Left((Err(_), _)) => return Err(ErrorCode::NotCoordinator),
+                Either::Right(_) => return Err(ErrorCode::RequestTimedOut),
+            }
+        }
+        let isr = self.roles.get(&self.tp.topic, self.tp.partition).map_or(0, |role| role.isr);
+        if isr < min_insync {
+            return Err(ErrorCode::CoordinatorNotAvailable);
+        }
+        Ok(info.base_offset)
     }
 }
 

@@ -29,7 +29,7 @@
 //! when `--cores` changes, so an open transaction is finished by its new owner.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -46,8 +46,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::cluster::{broker_client, Cluster};
 use crate::constants::{
-    INTERNAL_BATCH_BYTES_MAX, TXN_HOUSEKEEPING_MS, TXN_ID_EXPIRATION_CHECK_MS,
-    TXN_MARKER_REQUEST_TIMEOUT_MS, TXN_MARKER_RETRY_MS_MAX, TXN_MARKER_RETRY_MS_MIN,
+    CLUSTER_INTERNAL_TOPIC_PARTITIONS, INTERNAL_BATCH_BYTES_MAX, TXN_HOUSEKEEPING_MS,
+    TXN_ID_EXPIRATION_CHECK_MS, TXN_MARKER_REQUEST_TIMEOUT_MS, TXN_MARKER_RETRY_MS_MAX,
+    TXN_MARKER_RETRY_MS_MIN,
 };
 use crate::controller::Controller;
 use crate::group::coordinator::{Coordinator as GroupCoordinator, GroupRequest};
@@ -56,8 +57,9 @@ use crate::model::{now_ms, ErrorCode, NodeId, Offset, ShardId, TopicPartition, T
 use crate::partition::{PartitionRequest, PartitionResponse, Partitions};
 use crate::shard::delayed::Key;
 pub use crate::shard::internal_log::TRANSACTION_TOPIC;
-use crate::shard::internal_log::{self, Compactor, LogRef, Replayed};
+use crate::shard::internal_log::{self, Compactor, InternalRole, LogRef, Replayed};
 use crate::shard::mesh::{Mesh, Served, Service};
+use crate::shard::table::coordinator_partition;
 use crate::shard::Shard;
 use crate::storage::clean_stop::{CleanStop, LogState};
 use crate::storage::log::{self, Marker};
@@ -131,6 +133,22 @@ pub struct TxnCoordinator {
     /// The transactions whose timeout waits in the purgatory, with the start (ms) of the
     /// transaction it was armed for.
     armed: RefCell<HashMap<Arc<str>, i64>>,
+    /// Clustered: this shard's transactional ids live in the partitions of the replicated
+    /// topic `__transaction_state` it owns, not in a log of its own (`shard::internal_log`).
+    clustered: bool,
+    /// Clustered: the partitions whose transactional ids this coordinator serves (this node
+    /// leads them and their log was replayed), by partition.
+    loaded: RefCell<BTreeMap<i32, LoadedPartition>>,
+    /// Clustered: the partitions being replayed.
+    loading: RefCell<BTreeSet<i32>>,
+}
+
+/// A partition of `__transaction_state` whose transactional ids this coordinator serves.
+struct LoadedPartition {
+    log: LogRef,
+    /// The stretch of leadership it was loaded in (`InternalRole::led_since`).
+    led_since: u64,
+    compactor: Compactor,
 }
 
 impl Service for TxnCoordinator {
@@ -159,10 +177,13 @@ impl TxnCoordinator {
             state: RefCell::new(Transactions::new()),
             log: RefCell::new(None),
             compactor: Compactor::new(TRANSACTION_TOPIC, config.txns.log_segment_bytes),
+            clustered: config.cluster.is_some(),
             home,
             mesh,
             peers,
             armed: RefCell::new(HashMap::new()),
+            loaded: RefCell::new(BTreeMap::new()),
+            loading: RefCell::new(BTreeSet::new()),
         }
     }
 
@@ -188,6 +209,10 @@ impl TxnCoordinator {
         &self,
         clean_stop: &Mutex<CleanStop>,
     ) -> Result<Replayed, crate::storage::Error> {
+        if self.clustered {
+            // The partitions are loaded as this node comes to lead them (`reconcile`).
+            return Ok(Replayed::default());
+        }
         let config = internal_log::log_config(self.config.log_segment_bytes, self.durability);
         let topic = TRANSACTION_TOPIC;
         let log = internal_log::open(&self.data_dir, topic, self.shard, config, clean_stop);
@@ -240,6 +265,9 @@ impl TxnCoordinator {
         if records.is_empty() {
             return Ok(None);
         }
+        if self.clustered {
+            return self.append_partitions(records).await;
+        }
         let Some(log) = self.log.borrow().clone() else {
             return Err(ErrorCode::CoordinatorNotAvailable);
         };
@@ -274,6 +302,10 @@ impl TxnCoordinator {
     /// When the log has grown enough: appends a snapshot of every transactional id and
     /// deletes the segments before it.
     async fn maybe_compact(&self) {
+        if self.clustered {
+            self.maybe_compact_partitions().await;
+            return;
+        }
         let log = self.log.borrow().clone();
         let Some(log) = log else { return };
         let Some(run) = self.compactor.begin(&log) else { return };
@@ -299,6 +331,19 @@ impl TxnCoordinator {
                 | TxnRequest::CommitOffsets { .. }
                 | TxnRequest::End { .. }
         );
+        let key = match &request {
+            TxnRequest::Init { transactional_id, .. }
+            | TxnRequest::Add { transactional_id, .. }
+            | TxnRequest::CommitOffsets { transactional_id, .. }
+            | TxnRequest::End { transactional_id, .. } => Some(transactional_id.as_str()),
+            TxnRequest::Describe { .. } | TxnRequest::List => None,
+        };
+        if let Some(Err(code)) = key.map(|id| self.serves(id)) {
+            return match request {
+                TxnRequest::Init { .. } => TxnResponse::Init(Err(code)),
+                _ => TxnResponse::Code(code),
+            };
+        }
         if writes && self.home.space.check().is_err() {
             return match request {
                 TxnRequest::Init { .. } => TxnResponse::Init(Err(ErrorCode::NotCoordinator)),
@@ -662,6 +707,9 @@ impl TxnCoordinator {
             for id in ongoing {
                 this.arm_timeout(&id);
             }
+            if this.clustered {
+                glommio::spawn_local(this.clone().watch_roles()).detach();
+            }
             let mut last_id_expiry = now_ms();
             loop {
                 glommio::timer::sleep(Duration::from_millis(TXN_HOUSEKEEPING_MS)).await;
@@ -674,6 +722,191 @@ impl TxnCoordinator {
             }
         })
         .detach();
+    }
+}
+
+/// Clustered: the partitions of `__transaction_state` (see the group coordinator's, which
+/// this follows: Kafka's `TransactionStateManager` loads and unloads them the same way).
+impl TxnCoordinator {
+    /// The partition of `__transaction_state` that holds `transactional_id` (clustered).
+    fn partition_of(&self, transactional_id: &str) -> i32 {
+        coordinator_partition(transactional_id, CLUSTER_INTERNAL_TOPIC_PARTITIONS) as i32
+    }
+
+    /// Clustered: whether this coordinator serves `transactional_id` now: NOT_COORDINATOR
+    /// when this node does not lead its partition (any more), COORDINATOR_LOAD_IN_PROGRESS
+    /// while it replays it.
+    fn serves(&self, transactional_id: &str) -> Result<(), ErrorCode> {
+        if !self.clustered {
+            return Ok(());
+        }
+        let partition = self.partition_of(transactional_id);
+        let role = self.home.internal.get(TRANSACTION_TOPIC, partition).filter(|r| r.leads);
+        let loaded = self.loaded.borrow().get(&partition).map(|loaded| loaded.led_since);
+        match (role, loaded) {
+            (Some(role), Some(since)) if role.led_since == since => Ok(()),
+            (Some(_), _) => Err(ErrorCode::CoordinatorLoadInProgress),
+            (None, _) => Err(ErrorCode::NotCoordinator),
+        }
+    }
+
+    /// Reconciles on every change of roles (and every housekeeping period).
+    async fn watch_roles(self: Rc<Self>) {
+        loop {
+            self.reconcile();
+            let keys = [Key::InternalRoles(TRANSACTION_TOPIC)];
+            let wait = self.home.delayed.wait(keys, Duration::from_millis(TXN_HOUSEKEEPING_MS));
+            let _ = wait.done.await;
+        }
+    }
+
+    /// Loads the partitions this node came to lead and forgets those it no longer leads (or
+    /// lost and led again since they were loaded).
+    fn reconcile(self: &Rc<Self>) {
+        let led = self.home.internal.led(TRANSACTION_TOPIC);
+        let stale: Vec<i32> = {
+            let loaded = self.loaded.borrow();
+            let stale = loaded.iter().filter(|(partition, loaded)| {
+                led.get(partition).is_none_or(|role| role.led_since != loaded.led_since)
+            });
+            stale.map(|(partition, _)| *partition).collect()
+        };
+        for partition in stale {
+            self.unload_partition(partition);
+        }
+        for (partition, role) in led {
+            let known = self.loaded.borrow().contains_key(&partition)
+                || self.loading.borrow().contains(&partition);
+            if !known {
+                self.loading.borrow_mut().insert(partition);
+                glommio::spawn_local(self.clone().load_partition(partition, role)).detach();
+            }
+        }
+    }
+
+    /// Replays the log of a partition this node now leads and serves its transactional
+    /// ids; then, as after a restart, finishes the transactions it finds prepared (their
+    /// markers again: harmless where written) and arms the timeouts of the ongoing ones.
+    async fn load_partition(self: Rc<Self>, partition: i32, role: InternalRole) {
+        let started = std::time::Instant::now();
+        let read = internal_log::read_led_log(&role.log).await;
+        self.loading.borrow_mut().remove(&partition);
+        let current = self.home.internal.get(TRANSACTION_TOPIC, partition);
+        if !current.is_some_and(|now| now.leads && now.led_since == role.led_since) {
+            let remote = self.home.delayed.notify(&Key::InternalRoles(TRANSACTION_TOPIC));
+            debug_assert!(remote.is_empty());
+            return;
+        }
+        let tp = TopicPartition::new(TRANSACTION_TOPIC.into(), partition);
+        let batches = match read {
+            Ok(batches) => batches,
+            Err(e) => {
+                tracing::warn!(%tp, "cannot read the partition's log to load its ids: {e}");
+                return;
+            }
+        };
+        let records = internal_log::decode_records(&tp, &batches, super::records::decode);
+        let owned = |id: &str| self.partition_of(id) == partition;
+        let count = {
+            let mut state = self.state.borrow_mut();
+            let mut count = 0;
+            for record in records.into_iter().filter(|r| owned(r.transactional_id())) {
+                state.replay(record);
+                count += 1;
+            }
+            count
+        };
+        let compactor = Compactor::new(TRANSACTION_TOPIC, self.config.log_segment_bytes);
+        compactor.loaded(&role.log);
+        let loaded = LoadedPartition { log: role.log, led_since: role.led_since, compactor };
+        self.loaded.borrow_mut().insert(partition, loaded);
+        let (unfinished, ongoing): (Vec<EndPlan>, Vec<String>) = {
+            let state = self.state.borrow();
+            let unfinished = state.unfinished().into_iter();
+            let ids = state.all().map(|m| m.transactional_id.clone());
+            (
+                unfinished.filter(|plan| owned(&plan.transactional_id)).collect(),
+                ids.filter(|id| owned(id)).collect(),
+            )
+        };
+        tracing::info!(
+            %tp,
+            leader_epoch = role.leader_epoch.0,
+            records = count,
+            transactional_ids = ongoing.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded the transactional ids of a partition this node now leads"
+        );
+        for id in ongoing {
+            self.arm_timeout(&id);
+        }
+        for plan in unfinished {
+            tracing::info!(transactional_id = %plan.transactional_id, outcome = ?plan.outcome,
+                "finishing a transaction its previous coordinator prepared");
+            self.finish(plan).await;
+        }
+    }
+
+    /// Forgets the transactional ids of a partition this node no longer leads; their
+    /// timeouts leave the purgatory (the new coordinator arms them).
+    fn unload_partition(&self, partition: i32) {
+        self.loaded.borrow_mut().remove(&partition);
+        let gone = self.state.borrow_mut().unload(|id| self.partition_of(id) == partition);
+        for id in &gone {
+            self.disarm_timeout(id);
+        }
+        let tp = TopicPartition::new(TRANSACTION_TOPIC.into(), partition);
+        tracing::info!(%tp, ids = gone.len(), "unloaded the transactional ids of a partition");
+    }
+
+    /// Appends records to their partitions (a request's are of one transactional id, so of
+    /// one partition), each once replicated (`internal_log::Led::append`). The base offset
+    /// of the first partition's append.
+    async fn append_partitions(&self, records: &[TxnRecord]) -> Result<Option<Offset>, ErrorCode> {
+        let mut by_partition: BTreeMap<i32, Vec<&TxnRecord>> = BTreeMap::new();
+        for record in records {
+            let partition = self.partition_of(record.transactional_id());
+            by_partition.entry(partition).or_default().push(record);
+        }
+        let mut first = None;
+        for (partition, records) in by_partition {
+            let loaded = self.loaded.borrow().get(&partition).map(|l| (l.log.clone(), l.led_since));
+            let Some((log, led_since)) = loaded else { return Err(ErrorCode::NotCoordinator) };
+            let encoded: Vec<_> = records.into_iter().map(super::records::encode).collect();
+            let batch_bytes_max =
+                INTERNAL_BATCH_BYTES_MAX.min(self.config.log_segment_bytes as usize / 4);
+            let batches = internal_log::encode_batches(&encoded, now_ms(), batch_bytes_max);
+            let tp = TopicPartition::new(TRANSACTION_TOPIC.into(), partition);
+            let led =
+                internal_log::Led { roles: &self.home.internal, tp: &tp, log: &log, led_since };
+            let base = led.append(batches).await?;
+            first = first.or(Some(base));
+        }
+        Ok(first)
+    }
+
+    /// Compacts each loaded partition that outgrew its threshold: a snapshot of its
+    /// transactional ids, then the whole segments before it go (the followers follow the
+    /// leader's log start).
+    async fn maybe_compact_partitions(&self) {
+        let partitions: Vec<i32> = self.loaded.borrow().keys().copied().collect();
+        for partition in partitions {
+            let due = {
+                let loaded = self.loaded.borrow();
+                let Some(loaded) = loaded.get(&partition) else { continue };
+                loaded.compactor.begin(&loaded.log).map(|run| (run, loaded.log.clone()))
+            };
+            let Some((run, log)) = due else { continue };
+            let owned = |id: &str| self.partition_of(id) == partition;
+            let snapshot = self.state.borrow().snapshot_of(owned);
+            let outcome = self.append(&snapshot).await;
+            let loaded = self.loaded.borrow();
+            let Some(loaded) = loaded.get(&partition) else { continue };
+            match outcome {
+                Ok(base) => loaded.compactor.finish(&log, self.shard, base, run),
+                Err(_) => loaded.compactor.abandon(run),
+            }
+        }
     }
 }
 

@@ -486,10 +486,27 @@ impl Transactions {
         gone.len()
     }
 
+    /// Forgets the transactional ids `owned` names without writing anything: this
+    /// coordinator no longer leads their partition of `__transaction_state` (Kafka's
+    /// `removeTransactionsForTxnTopicPartition`). Returns them.
+    pub fn unload(&mut self, owned: impl Fn(&str) -> bool) -> Vec<String> {
+        let gone: Vec<String> = self.txns.keys().filter(|id| owned(id)).cloned().collect();
+        for id in &gone {
+            self.txns.remove(id);
+        }
+        gone
+    }
+
     /// Every transactional id's metadata, in id order: written to the log, it restates the
     /// whole state, so the history before it can go (compaction).
     pub fn snapshot(&self) -> Vec<TxnRecord> {
-        let mut metas: Vec<&TxnMeta> = self.txns.values().collect();
+        self.snapshot_of(|_| true)
+    }
+
+    /// `snapshot` of the transactional ids `owned` names (one partition's).
+    pub fn snapshot_of(&self, owned: impl Fn(&str) -> bool) -> Vec<TxnRecord> {
+        let mut metas: Vec<&TxnMeta> =
+            self.txns.values().filter(|m| owned(&m.transactional_id)).collect();
         metas.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
         metas.into_iter().map(|m| TxnRecord::Put(m.clone())).collect()
     }

@@ -7,7 +7,11 @@ leader of the group's partition, whose node replays the partition and becomes th
 coordinator: FindCoordinator names it, OffsetFetch gives the offsets committed before the
 kill, the member that lived through it and a new member share the partitions, and they read
 exactly the records produced after the kill (nothing committed is read again). The killed
-node comes back as a follower of the partition. Every wait is bounded.
+node comes back as a follower of the partition. The same for `__transaction_state`: a
+transaction committed before the kill of its coordinator's node is described alike by the
+new coordinator, a new InitProducerId there bumps the same producer's epoch and fences the
+old instance, and read_committed consumers see both transactions committed before and
+after the kill. Every wait is bounded.
 """
 
 import time
@@ -36,10 +40,10 @@ def coordinator_partition(key):
     return positive % OFFSETS_PARTITIONS
 
 
-def coordinator(nodes, group):
-    """The node id every node in `nodes` names as the coordinator of `group`; None before
-    they agree on a live one."""
-    answers = {find_coordinator_v1(node.broker.port, group.encode()) for node in nodes}
+def coordinator(nodes, key, key_type=0):
+    """The node id every node in `nodes` names as the coordinator of `key` (a group id, or
+    with key type 1 a transactional id); None before they agree on a live one."""
+    answers = {find_coordinator_v1(node.broker.port, key.encode(), key_type) for node in nodes}
     if len(answers) != 1:
         return None
     error, node_id, _ = answers.pop()
@@ -157,3 +161,104 @@ def test_a_group_survives_the_kill_of_its_coordinator(spate_factory):
     wait_for("the ISR whole again", lambda: all_in_sync(nodes, topic, 3), timeout=30)
     print(f"coordinator named {found_s:.2f} s and offsets fetched {fetched_s:.2f} s "
           f"after kill -9")
+
+
+def describe_transaction(bootstrap, transactional_id):
+    """(state, producer id, producer epoch) from DescribeTransactions (kafka-python's admin
+    client); None when the coordinator does not answer it (yet)."""
+    import re
+
+    from kafka.admin import KafkaAdminClient
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        text = repr(admin.describe_transactions([transactional_id])[transactional_id])
+    except Exception:  # noqa: BLE001 - not answered yet: asked again
+        return None
+    finally:
+        admin.close()
+    state = re.search(r"(Empty|Ongoing|PrepareCommit|PrepareAbort|CompleteCommit|"
+                      r"CompleteAbort)", text)
+    producer_id = re.search(r"producer_id=(-?\d+)", text)
+    epoch = re.search(r"producer_epoch=(-?\d+)", text)
+    if not (state and producer_id and epoch):
+        return None
+    return state.group(1), int(producer_id.group(1)), int(epoch.group(1))
+
+
+def test_a_transactional_id_survives_the_kill_of_its_coordinator(spate_factory):
+    from confluent_kafka import KafkaException, Producer
+    nodes, by_id = replicated_cluster(spate_factory)
+    topic, transactional_id = "ledger", "ledger-writer"
+    partitions = [0, 1, 2]
+    create_replicated(nodes[0], topic, 3, min_insync=2)
+    wait_for("every replica in sync", lambda: all_in_sync(nodes, topic, 3))
+    bootstrap = ",".join(node.broker.bootstrap for node in nodes)
+
+    def transactional(servers):
+        producer = Producer({"bootstrap.servers": servers, "transactional.id": transactional_id,
+                             "linger.ms": 5, "socket.timeout.ms": 10000})
+        producer.init_transactions(60)
+        return producer
+
+    old = transactional(bootstrap)
+    old.begin_transaction()
+    for p in partitions:
+        old.produce(topic, f"committed-{p}".encode(), partition=p)
+    old.commit_transaction(30)
+    before = wait_for("the committed transaction described",
+                      lambda: describe_transaction(bootstrap, transactional_id))
+    assert before[0] == "CompleteCommit", before
+    owner_id = wait_for("a transaction coordinator all three agree on",
+                        lambda: coordinator(nodes, transactional_id, key_type=1))
+
+    victim = by_id[owner_id]
+    victim.broker.kill9()
+    killed_at = time.monotonic()
+    survivors = [node for node in nodes if node is not victim]
+    surviving = ",".join(node.broker.bootstrap for node in survivors)
+    wait_for("a new transaction coordinator",
+             lambda: coordinator(survivors, transactional_id, key_type=1) not in
+             (None, victim.node_id), timeout=30)
+    # The new coordinator replayed the id: the same producer, its commit recorded.
+    after = wait_for("the transaction described by the new coordinator",
+                     lambda: describe_transaction(surviving, transactional_id), timeout=30)
+    described_s = time.monotonic() - killed_at
+    assert after == before, (before, after)
+
+    # A new instance: the same producer id, the next epoch, and the old one is fenced.
+    fresh = transactional(surviving)
+    bumped = describe_transaction(surviving, transactional_id)
+    assert bumped[1:] == (before[1], before[2] + 1), (before, bumped)
+    with pytest.raises(KafkaException) as raised:
+        old.begin_transaction()
+        old.produce(topic, b"zombie", partition=0)
+        old.commit_transaction(30)
+    error = raised.value.args[0]
+    assert error.fatal() or not error.retriable(), error
+    fresh.begin_transaction()
+    for p in partitions:
+        fresh.produce(topic, f"fresh-{p}".encode(), partition=p)
+    fresh.commit_transaction(30)
+    assert describe_transaction(surviving, transactional_id)[0] == "CompleteCommit"
+
+    # read_committed sees both transactions, committed before and after the kill, and
+    # nothing of the fenced one.
+    from confluent_kafka import Consumer, TopicPartition
+    consumer = Consumer({"bootstrap.servers": surviving, "group.id": "ledger-reader",
+                         "isolation.level": "read_committed", "enable.auto.commit": False,
+                         "enable.partition.eof": True, "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    seen, at_end = [], set()
+    deadline = time.monotonic() + 30
+    while len(at_end) < len(partitions) and time.monotonic() < deadline:
+        message = consumer.poll(0.2)
+        if message is None:
+            continue
+        if message.error():
+            at_end.add(message.partition())
+            continue
+        seen.append(message.value().decode())
+    consumer.close()
+    wanted = [f"{tag}-{p}" for tag in ("committed", "fresh") for p in partitions]
+    assert sorted(seen) == sorted(wanted), seen
+    print(f"transaction described by the new coordinator {described_s:.2f} s after kill -9")
