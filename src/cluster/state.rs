@@ -1575,7 +1575,7 @@ mod tests {
             partition: 0,
             leader_epoch: LeaderEpoch(3),
         };
-        assert_eq!(changes, [complete.clone()]);
+        assert_eq!(changes, std::slice::from_ref(&complete));
         assert!(next(&mut state, &complete).catalog_changed);
         assert_eq!(next(&mut state, &complete), Applied::default(), "applied once");
         let [replicas, isr, adding, removing] = assignment(&state, 0);

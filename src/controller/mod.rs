@@ -1,4 +1,5 @@
-//! The controller: topic creation, deletion, partition growth and config changes, and
+//! The controller: topic creation, deletion, partition growth and config changes, leader
+//! elections and partition reassignments (ElectLeaders, AlterPartitionReassignments), and
 //! producer ids. It lives on every shard but serves on shard 0 (`CONTROLLER`) only: other
 //! shards reach it through its mesh. A topic change is applied to the controller's catalog,
 //! written to the catalog file, then applied on every shard (`PartitionRequest::ApplyTopic`
