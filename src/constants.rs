@@ -185,6 +185,10 @@ pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
 /// Most partitions one topic may have on this broker.
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 
+/// Most partitions one DescribeTopicPartitions answer holds, whatever the client's
+/// `response_partition_limit` (Kafka's `max.request.partition.size.limit` default).
+pub const DESCRIBE_TOPIC_PARTITIONS_LIMIT_MAX: i32 = 2000;
+
 /// The record batch header: fixed-size prefix of every magic v2 batch.
 pub const BATCH_HEADER_BYTES: usize = 61;
 

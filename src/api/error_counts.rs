@@ -44,6 +44,24 @@ error_codes! {
         r.responses.iter().for_each(|t| f(t.error_code));
     }
     DescribeClusterResponse => |r, f| { f(r.error_code); }
+    DescribeTopicPartitionsResponse => |r, f| {
+        for t in &r.topics {
+            f(t.error_code);
+            t.partitions.iter().for_each(|p| f(p.error_code));
+        }
+    }
+    ElectLeadersResponse => |r, f| {
+        f(r.error_code);
+        r.replica_election_results
+            .iter()
+            .flat_map(|t| &t.partition_result)
+            .for_each(|p| f(p.error_code));
+    }
+    AlterPartitionReassignmentsResponse => |r, f| {
+        f(r.error_code);
+        r.responses.iter().flat_map(|t| &t.partitions).for_each(|p| f(p.error_code));
+    }
+    ListPartitionReassignmentsResponse => |r, f| { f(r.error_code); }
     DescribeQuorumResponse => |r, f| {
         f(r.error_code);
         for t in &r.topics {

@@ -186,7 +186,7 @@ async fn resolve(
 }
 
 /// Whether a node is an unfenced broker in this node's view (every node on a single node).
-fn live_check(ctx: &Context) -> impl Fn(NodeId) -> bool {
+pub(super) fn live_check(ctx: &Context) -> impl Fn(NodeId) -> bool {
     let view = ctx.cluster().view();
     move |node_id| view.as_ref().is_none_or(|view| view.live_broker(node_id).is_some())
 }

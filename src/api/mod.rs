@@ -16,6 +16,7 @@ mod acl_common;
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
 mod alter_configs;
+mod alter_partition_reassignments;
 mod alter_user_scram_credentials;
 mod api_versions;
 mod config_common;
@@ -34,8 +35,10 @@ mod describe_configs;
 mod describe_groups;
 mod describe_producers;
 mod describe_quorum;
+mod describe_topic_partitions;
 mod describe_transactions;
 mod describe_user_scram_credentials;
+mod elect_leaders;
 mod end_txn;
 mod error_counts;
 mod fetch;
@@ -48,6 +51,7 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_partition_reassignments;
 mod list_transactions;
 mod metadata;
 mod offset_commit;
@@ -223,6 +227,12 @@ async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         ApiKey::CreateAcls => create_acls::handle(ctx, body).await,
         ApiKey::DescribeAcls => describe_acls::handle(ctx, body),
         ApiKey::DeleteAcls => delete_acls::handle(ctx, body).await,
+        ApiKey::DescribeTopicPartitions => describe_topic_partitions::handle(ctx, body),
+        ApiKey::ElectLeaders => elect_leaders::handle(ctx, body).await,
+        ApiKey::AlterPartitionReassignments => {
+            alter_partition_reassignments::handle(ctx, body).await
+        }
+        ApiKey::ListPartitionReassignments => list_partition_reassignments::handle(ctx, body),
         other => Outcome::Close(format!("{other:?} is not implemented")),
     }
 }

@@ -17,7 +17,8 @@
 //! leader changes, broker registrations with their epochs, fencing and unfencing, partition
 //! leader changes, the cluster id, topic creation, deletion, growth and config changes, the
 //! internal topics' placements that say which node coordinates a group or transactional
-//! id) applied in order (`state`), broker heartbeats to the active controller, which fences
+//! id, leader elections and partition reassignments clients ask for) applied in order
+//! (`state`), broker heartbeats to the active controller, which fences
 //! a broker it has not heard from for the session timeout and unfences it when it is heard
 //! again (`liveness`), a controlled shutdown on SIGTERM (`shut_down_controlled`), the view
 //! every shard answers clients from, and the hand-off of committed topic changes to the

@@ -492,11 +492,8 @@ impl Driver {
         self.partition_changes_checked = Some((applied, now_ms));
         let mut proposed = 0;
         for record in self.state.partition_changes() {
-            let MetadataRecord::PartitionChange { topic_id, partition, leader_epoch, .. } = &record
-            else {
-                continue;
-            };
-            if !self.partition_changes.due((*topic_id, *partition, leader_epoch.0), now_ms) {
+            let Some(key) = record.partition_epoch() else { continue };
+            if !self.partition_changes.due(key, now_ms) {
                 continue;
             }
             proposed += 1;
@@ -505,7 +502,7 @@ impl Driver {
             }
         }
         if proposed > 0 {
-            tracing::info!(partitions = proposed, "proposing partition leader changes");
+            tracing::info!(partitions = proposed, "proposing partition changes");
         }
     }
 
@@ -529,11 +526,8 @@ impl Driver {
         }
         let mut proposed = 0;
         for record in self.state.preferred_leader_changes() {
-            let MetadataRecord::PartitionChange { topic_id, partition, leader_epoch, .. } = &record
-            else {
-                continue;
-            };
-            if !self.partition_changes.due((*topic_id, *partition, leader_epoch.0), now_ms) {
+            let Some(key) = record.partition_epoch() else { continue };
+            if !self.partition_changes.due(key, now_ms) {
                 continue;
             }
             proposed += 1;
@@ -770,7 +764,7 @@ impl Driver {
             match MetadataRecord::decode(&entry.data) {
                 Ok(record) => {
                     let applied = self.state.apply(entry.index, Some(&record));
-                    let partition_change = matches!(record, MetadataRecord::PartitionChange { .. });
+                    let partition_change = record.partition_epoch().is_some();
                     if applied.changed && partition_change {
                         // One per partition: a fenced broker's many would flood the log.
                         tracing::debug!(index = entry.index, %record, "applied metadata record");

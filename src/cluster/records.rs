@@ -26,6 +26,10 @@
 //!   type 14 CreatePartitions request, name: string, count: i32, replicas (of the new ones)
 //!   type 15 RegisterBroker node_id: i32, host: string, port: u16, incarnation: u64,
 //!                          rack: string
+//!   type 16 AlterReassignment request, name: string, partition: i32,
+//!                          allow_factor_change: u8, target: u8 present + isr
+//!   type 17 ElectLeader    request, name: string, partition: i32, election: u8
+//!   type 18 CompleteReassignment topic_id: 16 bytes, partition: i32, leader_epoch: i32
 //!
 //!   string    u16 length + UTF-8
 //!   request   node_id: i32, serial: u64 (the proposer's RequestId)
@@ -35,6 +39,7 @@
 //!   replicas  u32 count + per partition (in partition order) its replicas as `isr`, the
 //!             preferred leader first
 //!   reason    0 the session expired, 1 a controlled shutdown
+//!   election  0 preferred, 1 unclean (Kafka's ElectionType)
 //! ```
 //!
 //! Type 2 is the registration of the first version, without an incarnation: it is still
@@ -76,6 +81,9 @@ const TYPE_PARTITION_CHANGE: u8 = 12;
 const TYPE_CREATE_TOPIC_REPLICAS: u8 = 13;
 const TYPE_CREATE_PARTITIONS_REPLICAS: u8 = 14;
 const TYPE_REGISTER_BROKER_RACK: u8 = 15;
+const TYPE_ALTER_REASSIGNMENT: u8 = 16;
+const TYPE_ELECT_LEADER: u8 = 17;
+const TYPE_COMPLETE_REASSIGNMENT: u8 = 18;
 
 /// Who asked for a change: the proposing node and its serial number, unique per node (the
 /// serials of one process start at a random point, so a restarted node does not reuse the
@@ -174,6 +182,43 @@ pub enum MetadataRecord {
         name: String,
         leaders: Vec<NodeId>,
     },
+    /// AlterPartitionReassignments of one partition: move it to `target` (Kafka's
+    /// reassignment: the new replicas are added, catch up and join the ISR, then the ones
+    /// not in `target` leave, `CompleteReassignment`), or cancel the one in progress (None:
+    /// back to the replicas it had). Whether and how it applies is decided at apply time.
+    AlterReassignment {
+        request: RequestId,
+        name: String,
+        partition: i32,
+        /// Kafka's allow_replication_factor_change (AlterPartitionReassignments v1).
+        allow_factor_change: bool,
+        target: Option<Vec<NodeId>>,
+    },
+    /// ElectLeaders of one partition, decided at apply time against the partition's state.
+    ElectLeader {
+        request: RequestId,
+        name: String,
+        partition: i32,
+        election: Election,
+    },
+    /// The active controller ends a reassignment whose added replicas all joined the ISR:
+    /// the replicas being removed leave (Kafka's second PartitionChangeRecord), in
+    /// `leader_epoch`, which must be the partition's epoch + 1.
+    CompleteReassignment {
+        topic_id: [u8; 16],
+        partition: i32,
+        leader_epoch: LeaderEpoch,
+    },
+}
+
+/// Kafka's ElectionType.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Election {
+    /// The first replica leads, if it is live and in sync.
+    Preferred,
+    /// A leaderless partition gets a live in-sync replica, or else any live replica (what
+    /// only the ISR had may be lost).
+    Unclean,
 }
 
 /// Why a broker was fenced.
@@ -201,6 +246,8 @@ pub enum RecordError {
     Text,
     #[error("record has a fence reason {0} that is unknown")]
     Reason(u8),
+    #[error("record has an election type {0} that is unknown")]
+    Election(u8),
 }
 
 impl MetadataRecord {
@@ -282,6 +329,42 @@ impl MetadataRecord {
                 put_string(&mut out, name);
                 put_leaders(&mut out, leaders);
             }
+            MetadataRecord::AlterReassignment {
+                request,
+                name,
+                partition,
+                allow_factor_change,
+                target,
+            } => {
+                out.push(TYPE_ALTER_REASSIGNMENT);
+                put_request(&mut out, request);
+                put_string(&mut out, name);
+                out.extend_from_slice(&partition.to_be_bytes());
+                out.push(u8::from(*allow_factor_change));
+                match target {
+                    Some(target) => {
+                        out.push(1);
+                        put_leaders(&mut out, target);
+                    }
+                    None => out.push(0),
+                }
+            }
+            MetadataRecord::ElectLeader { request, name, partition, election } => {
+                out.push(TYPE_ELECT_LEADER);
+                put_request(&mut out, request);
+                put_string(&mut out, name);
+                out.extend_from_slice(&partition.to_be_bytes());
+                out.push(match election {
+                    Election::Preferred => 0,
+                    Election::Unclean => 1,
+                });
+            }
+            MetadataRecord::CompleteReassignment { topic_id, partition, leader_epoch } => {
+                out.push(TYPE_COMPLETE_REASSIGNMENT);
+                out.extend_from_slice(topic_id);
+                out.extend_from_slice(&partition.to_be_bytes());
+                out.extend_from_slice(&leader_epoch.0.to_be_bytes());
+            }
         }
         out
     }
@@ -292,7 +375,22 @@ impl MetadataRecord {
             MetadataRecord::CreateTopic { request, .. }
             | MetadataRecord::DeleteTopic { request, .. }
             | MetadataRecord::CreatePartitions { request, .. }
-            | MetadataRecord::AlterTopicConfig { request, .. } => Some(*request),
+            | MetadataRecord::AlterTopicConfig { request, .. }
+            | MetadataRecord::AlterReassignment { request, .. }
+            | MetadataRecord::ElectLeader { request, .. } => Some(*request),
+            _ => None,
+        }
+    }
+
+    /// The partition (topic id, index) and the leader epoch a change of the active
+    /// controller names (PartitionChange, CompleteReassignment): what its proposals are
+    /// throttled by.
+    pub fn partition_epoch(&self) -> Option<([u8; 16], i32, i32)> {
+        match self {
+            MetadataRecord::PartitionChange { topic_id, partition, leader_epoch, .. }
+            | MetadataRecord::CompleteReassignment { topic_id, partition, leader_epoch } => {
+                Some((*topic_id, *partition, leader_epoch.0))
+            }
             _ => None,
         }
     }
@@ -383,6 +481,37 @@ impl MetadataRecord {
                 let name = reader.string()?;
                 MetadataRecord::InternalTopic { name, leaders: reader.leaders()? }
             }
+            TYPE_ALTER_REASSIGNMENT => {
+                let request = reader.request()?;
+                let name = reader.string()?;
+                let partition = reader.i32()?;
+                let allow_factor_change = reader.u8()? != 0;
+                let target = if reader.u8()? != 0 { Some(reader.leaders()?) } else { None };
+                MetadataRecord::AlterReassignment {
+                    request,
+                    name,
+                    partition,
+                    allow_factor_change,
+                    target,
+                }
+            }
+            TYPE_ELECT_LEADER => {
+                let request = reader.request()?;
+                let name = reader.string()?;
+                let partition = reader.i32()?;
+                let election = match reader.u8()? {
+                    0 => Election::Preferred,
+                    1 => Election::Unclean,
+                    other => return Err(RecordError::Election(other)),
+                };
+                MetadataRecord::ElectLeader { request, name, partition, election }
+            }
+            TYPE_COMPLETE_REASSIGNMENT => {
+                let topic_id = reader.array::<16>()?;
+                let partition = reader.i32()?;
+                let leader_epoch = LeaderEpoch(reader.i32()?);
+                MetadataRecord::CompleteReassignment { topic_id, partition, leader_epoch }
+            }
             other => return Err(RecordError::Type(other)),
         };
         let left = data.len() - reader.position;
@@ -424,6 +553,10 @@ impl std::fmt::Display for MetadataRecord {
                     "PartitionChange {id}-{partition} leader {leader} epoch {}",
                     leader_epoch.0
                 )
+            }
+            MetadataRecord::CompleteReassignment { topic_id, partition, leader_epoch } => {
+                let id = uuid::Uuid::from_bytes(*topic_id);
+                write!(f, "CompleteReassignment {id}-{partition} epoch {}", leader_epoch.0)
             }
             other => write!(f, "{other:?}"),
         }
@@ -671,6 +804,55 @@ mod tests {
         RequestId { node_id: NodeId(2), serial: 0x0102 }
     }
 
+    fn admin_records() -> Vec<MetadataRecord> {
+        let alter = |allow_factor_change, target| MetadataRecord::AlterReassignment {
+            request: request(),
+            name: "t".into(),
+            partition: 3,
+            allow_factor_change,
+            target,
+        };
+        let elect = |election| MetadataRecord::ElectLeader {
+            request: request(),
+            name: "t".into(),
+            partition: 1,
+            election,
+        };
+        vec![
+            alter(true, Some(vec![NodeId(4), NodeId(5)])),
+            alter(false, Some(vec![])),
+            alter(true, None),
+            elect(Election::Preferred),
+            elect(Election::Unclean),
+            MetadataRecord::CompleteReassignment {
+                topic_id: [9; 16],
+                partition: 2,
+                leader_epoch: LeaderEpoch(6),
+            },
+        ]
+    }
+
+    #[test]
+    fn admin_records_round_trip_and_every_truncation_is_an_error() {
+        for record in admin_records() {
+            let encoded = record.encode();
+            assert_eq!(MetadataRecord::decode(&encoded), Ok(record.clone()));
+            let proposed_by_a_client =
+                !matches!(record, MetadataRecord::CompleteReassignment { .. });
+            assert_eq!(record.request().is_some(), proposed_by_a_client);
+            for size in 0..encoded.len() {
+                assert!(MetadataRecord::decode(&encoded[..size]).is_err(), "{record:?} {size}");
+            }
+        }
+        // Cancel: request, "t", partition 3, allowed, no target.
+        let cancel = [0, 16, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 1, 2, 0, 1, b't', 0, 0, 0, 3, 1, 0];
+        assert_eq!(admin_records()[2].encode(), cancel);
+        let mut bad = admin_records()[4].encode();
+        assert_eq!(bad.last(), Some(&1));
+        *bad.last_mut().unwrap() = 2;
+        assert_eq!(MetadataRecord::decode(&bad), Err(RecordError::Election(2)));
+    }
+
     fn topic_records() -> Vec<MetadataRecord> {
         let overrides = BTreeMap::from([
             ("cleanup.policy".to_string(), "delete".to_string()),
@@ -777,7 +959,7 @@ mod tests {
         longer.push(0);
         assert_eq!(MetadataRecord::decode(&longer), Err(RecordError::Trailing(1)));
         assert_eq!(MetadataRecord::decode(&[1, 1]), Err(RecordError::Version(1)));
-        assert_eq!(MetadataRecord::decode(&[0, 16]), Err(RecordError::Type(16)));
+        assert_eq!(MetadataRecord::decode(&[0, 19]), Err(RecordError::Type(19)));
         let mut bad_host = encoded;
         bad_host[8] = 0xff;
         assert_eq!(MetadataRecord::decode(&bad_host), Err(RecordError::Host));

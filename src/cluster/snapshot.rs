@@ -8,15 +8,16 @@
 //!   | "SPMS"  | ver | body_length | crc32c     | body                                 |
 //!   | 4 bytes | u8  | u32         | u32 (body) |                                      |
 //!   +---------+-----+-------------+------------+--------------------------------------+
-//!   ver 1; body:
+//!   ver 1 or 2 (2: partitions carry a reassignment; written only when one is in progress,
+//!   so a cluster that never reassigns writes what the previous version reads); body:
 //!     index u64, term u64                      the last entry the snapshot covers
 //!     conf state: voters, learners, voters_outgoing, learners_next (ids), auto_leave u8
 //!     leader: u8 present + i32, leader_term u64, cluster id: u8 present + string
 //!     brokers   count + (node_id i32, host string, port u16, incarnation u64,
 //!                        epoch u64, fenced u8, rack: u8 present + string), by node id
 //!     topics    count + (name string, topic_id 16 bytes, overrides,
-//!                        count + (replicas ids, isr ids, leader i32, leader_epoch i32)
-//!                        per partition), by name
+//!                        count + (replicas ids, isr ids, leader i32, leader_epoch i32,
+//!                        ver 2: adding ids, removing ids) per partition), by name
 //!     internal  count + (name string, leaders ids), by name
 //!     requests  count + request (node_id i32, serial u64), oldest first
 //!
@@ -53,6 +54,8 @@ use crate::model::{LeaderEpoch, NodeId};
 
 const MAGIC: [u8; 4] = *b"SPMS";
 const VERSION: u8 = 1;
+/// Partitions with `adding` and `removing` (a reassignment in progress somewhere).
+const VERSION_REASSIGNING: u8 = 2;
 const HEADER_BYTES: usize = 13;
 const SUFFIX: &str = ".snapshot";
 const TEMP_SUFFIX: &str = ".tmp";
@@ -129,6 +132,9 @@ pub fn encode(meta: &SnapshotMeta, state: &MetadataState) -> Vec<u8> {
             None => body.push(0),
         }
     }
+    let topics = state.topics.values();
+    let reassigning = topics.flat_map(|topic| &topic.partitions).any(PartitionState::reassigning);
+    let version = if reassigning { VERSION_REASSIGNING } else { VERSION };
     body.extend_from_slice(&(state.topics.len() as u32).to_be_bytes());
     for (name, topic) in &state.topics {
         put_string(&mut body, name);
@@ -140,6 +146,10 @@ pub fn encode(meta: &SnapshotMeta, state: &MetadataState) -> Vec<u8> {
             put_leaders(&mut body, &partition.isr);
             body.extend_from_slice(&partition.leader.0.to_be_bytes());
             body.extend_from_slice(&partition.leader_epoch.0.to_be_bytes());
+            if reassigning {
+                put_leaders(&mut body, &partition.adding);
+                put_leaders(&mut body, &partition.removing);
+            }
         }
     }
     body.extend_from_slice(&(state.internal.len() as u32).to_be_bytes());
@@ -153,7 +163,7 @@ pub fn encode(meta: &SnapshotMeta, state: &MetadataState) -> Vec<u8> {
     }
     let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
     out.extend_from_slice(&MAGIC);
-    out.push(VERSION);
+    out.push(version);
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
     out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
     out.extend_from_slice(&body);
@@ -168,8 +178,9 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, MetadataState), SnapshotErr
     if bytes[..4] != MAGIC {
         return Err(SnapshotError::Magic);
     }
-    if bytes[4] != VERSION {
-        return Err(SnapshotError::Version(bytes[4]));
+    let version = bytes[4];
+    if version != VERSION && version != VERSION_REASSIGNING {
+        return Err(SnapshotError::Version(version));
     }
     let want = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
     let crc = u32::from_be_bytes([bytes[9], bytes[10], bytes[11], bytes[12]]);
@@ -226,12 +237,19 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, MetadataState), SnapshotErr
         let count = reader.count(4 + 4 + 4 + 4)?;
         let mut partitions = Vec::with_capacity(count);
         for _ in 0..count {
-            partitions.push(PartitionState {
+            let mut partition = PartitionState {
                 replicas: reader.leaders()?,
                 isr: reader.leaders()?,
                 leader: NodeId(reader.i32()?),
                 leader_epoch: LeaderEpoch(reader.i32()?),
-            });
+                adding: Vec::new(),
+                removing: Vec::new(),
+            };
+            if version == VERSION_REASSIGNING {
+                partition.adding = reader.leaders()?;
+                partition.removing = reader.leaders()?;
+            }
+            partitions.push(partition);
         }
         if state.topic_names.insert(topic_id, name.clone()).is_some() {
             return inconsistent(format!("topic id of {name} twice"));
@@ -382,7 +400,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
-    use crate::cluster::records::{FenceReason, MetadataRecord};
+    use crate::cluster::records::{Election, FenceReason, MetadataRecord};
 
     fn meta(index: u64) -> SnapshotMeta {
         let conf_state = ConfState { voters: vec![1, 2, 3], ..Default::default() };
@@ -415,7 +433,7 @@ mod tests {
                 })
                 .collect()
         };
-        let record = match rng.gen_range(0..14) {
+        let record = match rng.gen_range(0..17) {
             0 => return None,
             1 => MetadataRecord::LeaderChange { leader_id: node(rng), term: rng.gen_range(0..9) },
             2 => MetadataRecord::RegisterBroker {
@@ -470,6 +488,19 @@ mod tests {
             12 => MetadataRecord::InternalTopic {
                 name: format!("__i{}", rng.gen_range(0..2)),
                 leaders: (0..rng.gen_range(0..3)).map(|_| node(rng)).collect(),
+            },
+            13 | 14 => MetadataRecord::AlterReassignment {
+                request: request(rng),
+                name: name(rng),
+                partition: rng.gen_range(0..3),
+                allow_factor_change: rng.gen_bool(0.8),
+                target: rng.gen_bool(0.8).then(|| sets(rng, 1).remove(0)),
+            },
+            15 => MetadataRecord::ElectLeader {
+                request: request(rng),
+                name: name(rng),
+                partition: rng.gen_range(0..3),
+                election: if rng.gen_bool(0.5) { Election::Preferred } else { Election::Unclean },
             },
             _ => {
                 // Mostly the changes the state calls for (so leaders and ISRs move).

@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::records::{MetadataRecord, RequestId};
+use super::records::{Election, MetadataRecord, RequestId};
 use crate::constants::CLUSTER_REQUESTS_REMEMBERED_MAX;
 use crate::model::{ErrorCode, LeaderEpoch, NodeId};
 
@@ -59,6 +59,35 @@ pub struct PartitionState {
     /// NONE: no leader (no in-sync replica is unfenced).
     pub leader: NodeId,
     pub leader_epoch: LeaderEpoch,
+    /// A reassignment in progress (Kafka's addingReplicas and removingReplicas): the
+    /// replicas it adds (in `replicas`, catching up) and the ones it removes once they have
+    /// (still in `replicas`). Both empty: none.
+    pub adding: Vec<NodeId>,
+    pub removing: Vec<NodeId>,
+}
+
+impl PartitionState {
+    /// Whether a reassignment is in progress.
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// Whether the reassignment in progress can end (Kafka's
+    /// `PartitionReassignmentReplicas.maybeCompleteReassignment`): every added replica is
+    /// in sync, and some in-sync replica stays.
+    fn reassignment_done(&self) -> bool {
+        self.reassigning()
+            && self.adding.iter().all(|id| self.isr.contains(id))
+            && self.isr.iter().any(|id| !self.removing.contains(id))
+    }
+
+    /// Ends the reassignment in progress: the removed replicas leave the replicas and ISR.
+    fn finish_reassignment(&mut self) {
+        let removing = std::mem::take(&mut self.removing);
+        self.replicas.retain(|id| !removing.contains(id));
+        self.isr.retain(|id| !removing.contains(id));
+        self.adding.clear();
+    }
 }
 
 /// A topic as the log says: its id, its partitions, and its config overrides (effective
@@ -227,8 +256,40 @@ impl MetadataState {
                 self.internal.insert(name.clone(), leaders.clone());
                 Applied::changed(true)
             }
+            MetadataRecord::CompleteReassignment { topic_id, partition, leader_epoch } => {
+                let changed = self.complete_reassignment(topic_id, *partition, *leader_epoch);
+                Applied { changed, catalog_changed: changed, outcome: None }
+            }
             _ => unreachable!("topic records carry a request id"),
         }
+    }
+
+    /// The state of a cluster of one live broker, `me`, with topic `name` of `partitions`
+    /// partitions (None: no such topic) each led by it alone: how a single node answers the
+    /// requests a cluster decides at apply time (ElectLeaders, reassignments).
+    pub fn one_broker(me: NodeId, name: &str, partitions: Option<i32>) -> MetadataState {
+        let mut state = MetadataState::default();
+        let registration = BrokerRegistration {
+            node_id: me,
+            host: String::new(),
+            port: 0,
+            incarnation: 0,
+            rack: None,
+            epoch: 0,
+            fenced: false,
+        };
+        state.brokers.insert(me, registration);
+        if let Some(partitions) = partitions {
+            let count = usize::try_from(partitions).unwrap_or(0);
+            let topic = TopicState {
+                topic_id: [0; 16],
+                partitions: state.new_partitions(&vec![vec![me]; count]),
+                overrides: BTreeMap::new(),
+            };
+            state.topics.insert(name.to_string(), topic);
+            state.topic_names.insert([0; 16], name.to_string());
+        }
+        state
     }
 
     /// The registration of `node_id` by the process `incarnation`, if it is the current one.
@@ -249,8 +310,10 @@ impl MetadataState {
     /// the ISR (the last in-sync replica stays in it, so that the partition waits for it
     /// rather than lose what only it has: unclean election is off); a partition whose
     /// leader is not a live broker gets its first live in-sync replica, or none. Each names
-    /// the next leader epoch. The active controller proposes them (Kafka's controller
-    /// writes them with the fencing).
+    /// the next leader epoch. A partition that needs none of these and whose reassignment
+    /// can end (its added replicas joined the ISR) gets `CompleteReassignment`. The active
+    /// controller proposes them (Kafka's controller writes them with the fencing, and ends a
+    /// reassignment with the ISR change that makes it complete).
     pub fn partition_changes(&self) -> Vec<MetadataRecord> {
         let mut changes = Vec::new();
         for topic in self.topics.values() {
@@ -260,6 +323,13 @@ impl MetadataState {
                 let isr = if live.is_empty() { partition.isr.clone() } else { live };
                 let wanted = self.elected_leader(partition, &isr);
                 if wanted == partition.leader && isr == partition.isr {
+                    if partition.reassignment_done() {
+                        changes.push(MetadataRecord::CompleteReassignment {
+                            topic_id: topic.topic_id,
+                            partition: index as i32,
+                            leader_epoch: LeaderEpoch(partition.leader_epoch.0 + 1),
+                        });
+                    }
                     continue;
                 }
                 changes.push(MetadataRecord::PartitionChange {
@@ -306,11 +376,7 @@ impl MetadataState {
     /// the ISR keeps office, else the first replica that is in sync and live, NONE when
     /// there is none.
     fn elected_leader(&self, partition: &PartitionState, isr: &[NodeId]) -> NodeId {
-        if isr.contains(&partition.leader) && self.is_live(partition.leader) {
-            return partition.leader;
-        }
-        let candidates = partition.replicas.iter().filter(|id| isr.contains(id));
-        candidates.copied().find(|id| self.is_live(*id)).unwrap_or(NodeId::NONE)
+        clean_leader(partition, isr, |id| self.is_live(id))
     }
 
     /// The partition `partition` of the topic with id `topic_id`, if both exist.
@@ -388,6 +454,8 @@ impl MetadataState {
                 isr: set.clone(),
                 leader: set.iter().copied().find(|id| self.is_live(*id)).unwrap_or(NodeId::NONE),
                 leader_epoch: LeaderEpoch::INITIAL,
+                adding: Vec::new(),
+                removing: Vec::new(),
             })
             .collect()
     }
@@ -453,8 +521,218 @@ impl MetadataState {
                 }
                 Ok(self.summary(name))
             }
+            MetadataRecord::AlterReassignment {
+                name,
+                partition,
+                allow_factor_change,
+                target,
+                ..
+            } => {
+                if let Some(target) = target {
+                    self.check_target(target)?;
+                }
+                self.alter_reassignment(name, *partition, *allow_factor_change, target.as_deref())?;
+                Ok(self.summary(name))
+            }
+            MetadataRecord::ElectLeader { name, partition, election, .. } => {
+                self.elect_leader(name, *partition, *election)?;
+                Ok(self.summary(name))
+            }
             _ => unreachable!("not a topic record"),
         }
+    }
+
+    /// Kafka's `changePartitionReassignment` and `cancelPartitionReassignment` for one
+    /// partition. A new target: the replicas become the target followed by the current ones
+    /// not in it; `adding` the target's replicas the partition did not have before the
+    /// reassignment in progress (if any), `removing` the current ones not in the target.
+    /// With nothing to add (only removals, or a new order) it ends at once where an in-sync
+    /// replica stays. Cancelling (no target): the added replicas leave the replicas and the
+    /// ISR, refused when that would leave no in-sync replica (an unclean election, which
+    /// Kafka allows only with `unclean.leader.election.enable`). Either way the leader
+    /// stays if it is still a live in-sync replica, else the first one that is leads, and
+    /// the leader epoch goes up; a target equal to what the partition has changes nothing.
+    fn alter_reassignment(
+        &mut self,
+        name: &str,
+        partition: i32,
+        allow_factor_change: bool,
+        target: Option<&[NodeId]>,
+    ) -> Result<(), Refusal> {
+        let brokers = &self.brokers;
+        let live = |id: NodeId| brokers.get(&id).is_some_and(|b| !b.fenced);
+        let state = partition_mut(&mut self.topics, name, partition)?;
+        match target {
+            None => {
+                if !state.reassigning() {
+                    let message = format!(
+                        "No partition reassignment is in progress for the topic '{name}' \
+                         partition {partition}."
+                    );
+                    return refuse(ErrorCode::NoReassignmentInProgress, message);
+                }
+                let adding = std::mem::take(&mut state.adding);
+                let isr: Vec<NodeId> =
+                    state.isr.iter().copied().filter(|id| !adding.contains(id)).collect();
+                if isr.is_empty() {
+                    state.adding = adding;
+                    let message = format!(
+                        "Unable to revert partition assignment for {name}:{partition} because \
+                         it would require an unclean leader election."
+                    );
+                    return refuse(ErrorCode::InvalidReplicaAssignment, message);
+                }
+                state.replicas.retain(|id| !adding.contains(id));
+                state.isr = isr;
+                state.removing.clear();
+            }
+            Some(target) => {
+                let factor = state.replicas.len() - state.removing.len();
+                if !allow_factor_change && target.len() != factor {
+                    let message = format!(
+                        "The replication factor is changed from {factor} to {}",
+                        target.len()
+                    );
+                    return refuse(ErrorCode::InvalidReplicationFactor, message);
+                }
+                let original: Vec<NodeId> = state
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|id| !state.adding.contains(id))
+                    .collect();
+                let mut replicas = target.to_vec();
+                replicas.extend(state.replicas.iter().filter(|id| !target.contains(id)));
+                let adding: Vec<NodeId> =
+                    target.iter().copied().filter(|id| !original.contains(id)).collect();
+                let removing: Vec<NodeId> =
+                    state.replicas.iter().copied().filter(|id| !target.contains(id)).collect();
+                if replicas == state.replicas
+                    && adding == state.adding
+                    && removing == state.removing
+                {
+                    return Ok(());
+                }
+                state.replicas = replicas;
+                state.adding = adding;
+                state.removing = removing;
+                if state.reassignment_done() {
+                    state.finish_reassignment();
+                }
+            }
+        }
+        state.leader = clean_leader(state, &state.isr, live);
+        state.leader_epoch = LeaderEpoch(state.leader_epoch.0 + 1);
+        Ok(())
+    }
+
+    /// Kafka's `ReplicationControlManager.electLeader` for one partition. Preferred: the
+    /// first replica leads if it is live and in sync (ELECTION_NOT_NEEDED if it leads,
+    /// PREFERRED_LEADER_NOT_AVAILABLE if it cannot). Unclean: only for a partition without a
+    /// leader (ELECTION_NOT_NEEDED otherwise): the first live in-sync replica, else the
+    /// first live replica that is not still being added, which becomes the whole ISR
+    /// (ELIGIBLE_LEADERS_NOT_AVAILABLE when no replica is live). One leader epoch higher.
+    fn elect_leader(
+        &mut self,
+        name: &str,
+        partition: i32,
+        election: Election,
+    ) -> Result<(), Refusal> {
+        let brokers = &self.brokers;
+        let live = |id: NodeId| brokers.get(&id).is_some_and(|b| !b.fenced);
+        let state = partition_mut(&mut self.topics, name, partition)?;
+        let not_needed = || {
+            refuse(
+                ErrorCode::ElectionNotNeeded,
+                "Leader election not needed for topic partition.".into(),
+            )
+        };
+        match election {
+            Election::Preferred => {
+                let preferred = state.replicas.first().copied().unwrap_or(NodeId::NONE);
+                if state.leader == preferred {
+                    return not_needed();
+                }
+                if !state.isr.contains(&preferred) || !live(preferred) {
+                    let message = format!(
+                        "Failed to elect leader for partition {name}-{partition} under strategy \
+                         PreferredReplicaPartitionLeaderElectionStrategy"
+                    );
+                    return refuse(ErrorCode::PreferredLeaderNotAvailable, message);
+                }
+                state.leader = preferred;
+            }
+            Election::Unclean => {
+                if state.leader != NodeId::NONE {
+                    return not_needed();
+                }
+                let clean = clean_leader(state, &state.isr, live);
+                if clean != NodeId::NONE {
+                    state.leader = clean;
+                } else {
+                    let settled = state.replicas.iter().filter(|id| !state.adding.contains(id));
+                    let Some(chosen) = settled.copied().find(|id| live(*id)) else {
+                        let message = format!(
+                            "Failed to elect leader for partition {name}-{partition} under \
+                             strategy UncleanLeaderElectionStrategy"
+                        );
+                        return refuse(ErrorCode::EligibleLeadersNotAvailable, message);
+                    };
+                    state.leader = chosen;
+                    state.isr = vec![chosen];
+                }
+            }
+        }
+        state.leader_epoch = LeaderEpoch(state.leader_epoch.0 + 1);
+        Ok(())
+    }
+
+    /// Applies a CompleteReassignment if it is the partition's next leader epoch and its
+    /// reassignment can end; whether anything changed.
+    fn complete_reassignment(
+        &mut self,
+        topic_id: &[u8; 16],
+        partition: i32,
+        leader_epoch: LeaderEpoch,
+    ) -> bool {
+        let brokers = &self.brokers;
+        let live = |id: NodeId| brokers.get(&id).is_some_and(|b| !b.fenced);
+        let Some(name) = self.topic_names.get(topic_id) else { return false };
+        let Ok(state) = partition_mut(&mut self.topics, name, partition) else { return false };
+        if leader_epoch.0 != state.leader_epoch.0 + 1 || !state.reassignment_done() {
+            return false;
+        }
+        state.finish_reassignment();
+        state.leader = clean_leader(state, &state.isr, live);
+        state.leader_epoch = leader_epoch;
+        true
+    }
+
+    /// A reassignment's target as Kafka's `validateManualPartitionAssignment` checks it:
+    /// not empty, registered brokers, none twice (in node id order, as Kafka reports them).
+    fn check_target(&self, target: &[NodeId]) -> Result<(), Refusal> {
+        if target.is_empty() {
+            let message = "The manual partition assignment includes an empty replica list.";
+            return refuse(ErrorCode::InvalidReplicaAssignment, message.into());
+        }
+        let mut sorted = target.to_vec();
+        sorted.sort_unstable();
+        for (i, id) in sorted.iter().enumerate() {
+            if !self.brokers.contains_key(id) {
+                let message = format!(
+                    "The manual partition assignment includes broker {id}, but no such broker \
+                     is registered."
+                );
+                return refuse(ErrorCode::InvalidReplicaAssignment, message);
+            }
+            if i > 0 && sorted[i - 1] == *id {
+                let message = format!(
+                    "The manual partition assignment includes the broker {id} more than once."
+                );
+                return refuse(ErrorCode::InvalidReplicaAssignment, message);
+            }
+        }
+        Ok(())
     }
 
     fn existing(&self, name: &str) -> Result<&TopicState, Refusal> {
@@ -502,6 +780,41 @@ impl MetadataState {
 
 fn refuse<T>(code: ErrorCode, message: String) -> Result<T, Refusal> {
     Err(Refusal { code, message })
+}
+
+/// The leader a partition with in-sync replicas `isr` should have: a live leader in the ISR
+/// keeps office, else the first replica that is in sync and live, NONE when there is none.
+fn clean_leader(
+    partition: &PartitionState,
+    isr: &[NodeId],
+    live: impl Fn(NodeId) -> bool,
+) -> NodeId {
+    if isr.contains(&partition.leader) && live(partition.leader) {
+        return partition.leader;
+    }
+    let candidates = partition.replicas.iter().filter(|id| isr.contains(id));
+    candidates.copied().find(|id| live(*id)).unwrap_or(NodeId::NONE)
+}
+
+/// Partition `partition` of topic `name`, or UNKNOWN_TOPIC_OR_PARTITION in Kafka's words.
+fn partition_mut<'a>(
+    topics: &'a mut BTreeMap<String, TopicState>,
+    name: &str,
+    partition: i32,
+) -> Result<&'a mut PartitionState, Refusal> {
+    let Some(topic) = topics.get_mut(name) else {
+        return refuse(
+            ErrorCode::UnknownTopicOrPartition,
+            format!("Unable to find a topic named {name}."),
+        );
+    };
+    match usize::try_from(partition).ok().and_then(|index| topic.partitions.get_mut(index)) {
+        Some(state) => Ok(state),
+        None => {
+            let message = format!("Unable to find partition {name}:{partition}.");
+            refuse(ErrorCode::UnknownTopicOrPartition, message)
+        }
+    }
 }
 
 /// Leaders for partitions `first..first + count` of topic `name`: round-robin over
@@ -1186,6 +1499,226 @@ mod tests {
             }
         }
         assert_eq!(sequences, n + n * n + n.pow(3) + n.pow(4));
+    }
+
+    fn ids(list: &[i32]) -> Vec<NodeId> {
+        list.iter().map(|id| NodeId(*id)).collect()
+    }
+
+    fn four_brokers() -> MetadataState {
+        let mut state = three_brokers();
+        next(&mut state, &register(4, 9004));
+        state.brokers.get_mut(&NodeId(4)).unwrap().fenced = false;
+        state
+    }
+
+    fn reassign(serial: u64, partition: i32, target: Option<&[i32]>) -> MetadataRecord {
+        MetadataRecord::AlterReassignment {
+            request: request(serial),
+            name: "t".into(),
+            partition,
+            allow_factor_change: true,
+            target: target.map(ids),
+        }
+    }
+
+    fn elect(serial: u64, partition: i32, election: Election) -> MetadataRecord {
+        MetadataRecord::ElectLeader {
+            request: request(serial),
+            name: "t".into(),
+            partition,
+            election,
+        }
+    }
+
+    /// (replicas, isr, adding, removing) of t-`partition`.
+    fn assignment(state: &MetadataState, partition: usize) -> [Vec<NodeId>; 4] {
+        let p = &state.topics["t"].partitions[partition];
+        [p.replicas.clone(), p.isr.clone(), p.adding.clone(), p.removing.clone()]
+    }
+
+    /// The leader's ISR change (as `replication` proposes it) adding `id`.
+    fn joins_isr(state: &mut MetadataState, partition: i32, id: i32) {
+        let p = &state.topics["t"].partitions[partition as usize];
+        let mut isr = p.isr.clone();
+        isr.push(NodeId(id));
+        let change = MetadataRecord::PartitionChange {
+            topic_id: state.topics["t"].topic_id,
+            partition,
+            leader: p.leader,
+            leader_epoch: LeaderEpoch(p.leader_epoch.0 + 1),
+            isr,
+        };
+        assert!(next(state, &change).catalog_changed);
+    }
+
+    /// Kafka's reassignment: the new replicas are added, the reassignment ends once they
+    /// are in sync (the active controller's CompleteReassignment), the leader moves when it
+    /// is removed, and each step is one leader epoch.
+    #[test]
+    fn a_reassignment_adds_then_removes_and_moves_the_leader() {
+        let mut state = four_brokers();
+        next(&mut state, &create_replicated(1, "t", &[&[1, 2, 3]]));
+        assert!(!state.topics["t"].partitions[0].reassigning());
+        let started = next(&mut state, &reassign(2, 0, Some(&[4, 2, 3])));
+        assert_eq!(outcome_code(&started), ErrorCode::None);
+        assert!(started.catalog_changed);
+        let [replicas, isr, adding, removing] = assignment(&state, 0);
+        assert_eq!((replicas, isr), (ids(&[4, 2, 3, 1]), ids(&[1, 2, 3])));
+        assert_eq!((adding, removing), (ids(&[4]), ids(&[1])));
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(1), 1), "1 leads until done");
+        assert!(state.partition_changes().is_empty(), "4 is not in sync yet");
+        joins_isr(&mut state, 0, 4);
+        let changes = state.partition_changes();
+        let complete = MetadataRecord::CompleteReassignment {
+            topic_id: [1; 16],
+            partition: 0,
+            leader_epoch: LeaderEpoch(3),
+        };
+        assert_eq!(changes, std::slice::from_ref(&complete));
+        assert!(next(&mut state, &complete).catalog_changed);
+        assert_eq!(next(&mut state, &complete), Applied::default(), "applied once");
+        let [replicas, isr, adding, removing] = assignment(&state, 0);
+        assert_eq!((replicas, isr), (ids(&[4, 2, 3]), ids(&[2, 3, 4])));
+        assert!(adding.is_empty() && removing.is_empty());
+        // Kafka's electAnyLeader: the first live in-sync replica in the target's order.
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(4), 3), "the first in-sync target");
+        assert!(state.partition_changes().is_empty());
+        let not_needed = next(&mut state, &elect(3, 0, Election::Preferred));
+        assert_eq!(outcome_code(&not_needed), ErrorCode::ElectionNotNeeded);
+        // A new order names another preferred replica; a preferred election makes it lead.
+        next(&mut state, &reassign(4, 0, Some(&[2, 4, 3])));
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(4), 4), "a new order moves nobody");
+        let elected = next(&mut state, &elect(5, 0, Election::Preferred));
+        assert_eq!(outcome_code(&elected), ErrorCode::None);
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(2), 5));
+    }
+
+    #[test]
+    fn removals_and_new_orders_end_at_once_and_a_same_target_changes_nothing() {
+        let mut state = three_brokers();
+        next(&mut state, &create_replicated(1, "t", &[&[1, 2, 3], &[1, 2]]));
+        // Only a removal: done in the same record (Kafka combines the two steps).
+        assert_eq!(
+            outcome_code(&next(&mut state, &reassign(2, 0, Some(&[2, 3])))),
+            ErrorCode::None
+        );
+        let [replicas, isr, adding, removing] = assignment(&state, 0);
+        assert_eq!((replicas, isr), (ids(&[2, 3]), ids(&[2, 3])));
+        assert!(adding.is_empty() && removing.is_empty());
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(2), 1));
+        // A new order: the replicas change, the leader stays.
+        assert_eq!(
+            outcome_code(&next(&mut state, &reassign(3, 1, Some(&[2, 1])))),
+            ErrorCode::None
+        );
+        assert_eq!(assignment(&state, 1)[0], ids(&[2, 1]));
+        assert_eq!(leader_and_epoch(&state, "t", 1), (NodeId(1), 1));
+        // The same target again: nothing happens, not even a new epoch.
+        assert_eq!(
+            outcome_code(&next(&mut state, &reassign(4, 1, Some(&[2, 1])))),
+            ErrorCode::None
+        );
+        assert_eq!(leader_and_epoch(&state, "t", 1), (NodeId(1), 1));
+    }
+
+    #[test]
+    fn a_cancelled_reassignment_goes_back_to_the_replicas_it_had() {
+        let mut state = four_brokers();
+        next(&mut state, &create_replicated(1, "t", &[&[1, 2]]));
+        let cancel = next(&mut state, &reassign(2, 0, None));
+        assert_eq!(outcome_code(&cancel), ErrorCode::NoReassignmentInProgress);
+        next(&mut state, &reassign(3, 0, Some(&[3, 4])));
+        let [replicas, _, adding, removing] = assignment(&state, 0);
+        assert_eq!((replicas, adding, removing), (ids(&[3, 4, 1, 2]), ids(&[3, 4]), ids(&[1, 2])));
+        joins_isr(&mut state, 0, 3);
+        assert_eq!(outcome_code(&next(&mut state, &reassign(4, 0, None))), ErrorCode::None);
+        let [replicas, isr, adding, removing] = assignment(&state, 0);
+        assert_eq!((replicas, isr), (ids(&[1, 2]), ids(&[1, 2])));
+        assert!(adding.is_empty() && removing.is_empty());
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(1), 3));
+        // A new target while one is in progress: counted from the replicas before it.
+        next(&mut state, &reassign(5, 0, Some(&[3, 4])));
+        next(&mut state, &reassign(6, 0, Some(&[1, 3])));
+        let [replicas, _, adding, removing] = assignment(&state, 0);
+        assert_eq!(replicas, ids(&[1, 3, 4, 2]));
+        assert_eq!((adding, removing), (ids(&[3]), ids(&[4, 2])));
+    }
+
+    #[test]
+    fn reassignments_are_refused_in_kafkas_words() {
+        let mut state = three_brokers();
+        next(&mut state, &create_replicated(1, "t", &[&[1, 2]]));
+        let code = |state: &mut MetadataState, record| outcome_code(&next(state, &record));
+        assert_eq!(
+            code(&mut state, reassign(2, 0, Some(&[]))),
+            ErrorCode::InvalidReplicaAssignment
+        );
+        assert_eq!(
+            code(&mut state, reassign(3, 0, Some(&[1, 1]))),
+            ErrorCode::InvalidReplicaAssignment
+        );
+        assert_eq!(
+            code(&mut state, reassign(4, 0, Some(&[1, 9]))),
+            ErrorCode::InvalidReplicaAssignment
+        );
+        assert_eq!(
+            code(&mut state, reassign(5, 1, Some(&[1]))),
+            ErrorCode::UnknownTopicOrPartition
+        );
+        assert_eq!(code(&mut state, reassign(6, -1, None)), ErrorCode::UnknownTopicOrPartition);
+        let mut fixed = reassign(7, 0, Some(&[1, 2, 3]));
+        if let MetadataRecord::AlterReassignment { allow_factor_change, .. } = &mut fixed {
+            *allow_factor_change = false;
+        }
+        assert_eq!(code(&mut state, fixed), ErrorCode::InvalidReplicationFactor);
+        // A cancel that would leave no in-sync replica (only added replicas are in sync).
+        next(&mut state, &reassign(8, 0, Some(&[3])));
+        let p = &mut state.topics.get_mut("t").unwrap().partitions[0];
+        p.isr = ids(&[3]);
+        assert_eq!(code(&mut state, reassign(9, 0, None)), ErrorCode::InvalidReplicaAssignment);
+        assert_eq!(assignment(&state, 0)[2], ids(&[3]), "refused: unchanged");
+    }
+
+    #[test]
+    fn elections_answer_as_kafkas_controller() {
+        let mut state = three_brokers();
+        next(&mut state, &create_replicated(1, "t", &[&[1, 2, 3]]));
+        let code = |state: &mut MetadataState, record| outcome_code(&next(state, &record));
+        assert_eq!(
+            code(&mut state, elect(2, 0, Election::Preferred)),
+            ErrorCode::ElectionNotNeeded
+        );
+        assert_eq!(
+            code(&mut state, elect(3, 5, Election::Preferred)),
+            ErrorCode::UnknownTopicOrPartition
+        );
+        let one = state.brokers[&NodeId(1)].epoch;
+        next(&mut state, &fence(1, one));
+        settle(&mut state);
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(2), 1));
+        assert_eq!(code(&mut state, elect(4, 0, Election::Unclean)), ErrorCode::ElectionNotNeeded);
+        assert_eq!(
+            code(&mut state, elect(5, 0, Election::Preferred)),
+            ErrorCode::PreferredLeaderNotAvailable
+        );
+        // Everybody but 3 fenced, and 3 out of the ISR: only an unclean election helps.
+        let two = state.brokers[&NodeId(2)].epoch;
+        let three = state.brokers[&NodeId(3)].epoch;
+        next(&mut state, &fence(3, three));
+        settle(&mut state);
+        next(&mut state, &fence(2, two));
+        settle(&mut state);
+        assert_eq!(state.topics["t"].partitions[0].isr, ids(&[2]));
+        assert_eq!(
+            code(&mut state, elect(6, 0, Election::Unclean)),
+            ErrorCode::EligibleLeadersNotAvailable
+        );
+        next(&mut state, &unfence(3, three));
+        assert_eq!(settle(&mut state), 0, "3 is not in sync: no clean election");
+        assert_eq!(code(&mut state, elect(7, 0, Election::Unclean)), ErrorCode::None);
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(3), 4));
+        assert_eq!(state.topics["t"].partitions[0].isr, ids(&[3]));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The controller: topic creation, deletion, partition growth and config changes, and
+//! The controller: topic creation, deletion, partition growth and config changes, leader
+//! elections and partition reassignments (ElectLeaders, AlterPartitionReassignments), and
 //! producer ids. It lives on every shard but serves on shard 0 (`CONTROLLER`) only: other
 //! shards reach it through its mesh. A topic change is applied to the controller's catalog,
 //! written to the catalog file, then applied on every shard (`PartitionRequest::ApplyTopic`
@@ -23,7 +24,9 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::cluster::Cluster;
+use crate::cluster::records::Election;
+use crate::cluster::state::MetadataState;
+use crate::cluster::{Cluster, MetadataRecord, RequestId};
 use crate::constants;
 use crate::model::topic::validate_topic_name;
 use crate::model::{ErrorCode, NodeId, ProducerId, ShardId};
@@ -59,6 +62,21 @@ pub enum ControllerRequest {
     },
     /// A producer id never handed out before (InitProducerId).
     AllocateProducerId,
+    /// ElectLeaders of one partition (the answer's topic is of no use to the caller).
+    ElectLeader {
+        name: String,
+        partition: i32,
+        election: Election,
+        timeout_ms: i32,
+    },
+    /// AlterPartitionReassignments of one partition: a new target, or a cancel (None).
+    AlterReassignment {
+        name: String,
+        partition: i32,
+        target: Option<Vec<NodeId>>,
+        allow_factor_change: bool,
+        timeout_ms: i32,
+    },
 }
 
 #[derive(Debug)]
@@ -134,6 +152,25 @@ impl Service for Controller {
                     R::Topic(this.alter_topic_config(name, overrides, validate_only).await)
                 }
                 Q::AllocateProducerId => R::ProducerId(this.allocate_producer_id().await),
+                Q::ElectLeader { name, partition, election, .. } => {
+                    let record = |request| MetadataRecord::ElectLeader {
+                        request,
+                        name: name.clone(),
+                        partition,
+                        election,
+                    };
+                    R::Topic(this.answer_as_one_broker(&name, record))
+                }
+                Q::AlterReassignment { name, partition, target, allow_factor_change, .. } => {
+                    let record = |request| MetadataRecord::AlterReassignment {
+                        request,
+                        name: name.clone(),
+                        partition,
+                        allow_factor_change,
+                        target,
+                    };
+                    R::Topic(this.answer_as_one_broker(&name, record))
+                }
             }
         }))
     }
@@ -218,6 +255,35 @@ impl Controller {
             }
             Some(ControllerResponse::Topic(Err(e))) => Err(e),
             _ => Ok(None),
+        }
+    }
+
+    /// A single node answers ElectLeaders and AlterPartitionReassignments as a cluster of
+    /// this one broker would (every partition has this broker as its only replica and
+    /// leader): the record `make` builds is applied to such a metadata state, which decides
+    /// the outcome with the cluster's own rules (an election is never needed; a
+    /// reassignment may only name this broker, and changes nothing).
+    fn answer_as_one_broker(
+        &self,
+        name: &str,
+        make: impl FnOnce(RequestId) -> MetadataRecord,
+    ) -> Result<TopicMeta, TopicError> {
+        let meta = self.shard.catalog.borrow().get(name).cloned();
+        let me = self.shard.config.node_id;
+        let partitions = meta.as_ref().map(|meta| meta.partitions);
+        let mut state = MetadataState::one_broker(me, name, partitions);
+        let index = state.applied_index + 1;
+        let record = make(RequestId { node_id: me, serial: 0 });
+        let outcome = state.apply(index, Some(&record)).outcome.map(|(_, outcome)| outcome);
+        match (outcome, meta) {
+            (Some(Ok(_)), Some(meta)) => Ok(meta),
+            (Some(Err(refusal)), _) => {
+                Err(TopicError { code: refusal.code, message: refusal.message })
+            }
+            _ => Err(TopicError {
+                code: ErrorCode::UnknownTopicOrPartition,
+                message: format!("Unable to find a topic named {name}."),
+            }),
         }
     }
 

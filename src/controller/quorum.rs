@@ -129,6 +129,29 @@ impl Controller {
                 let summary = self.propose_and_wait(record, deadline(0)).await?;
                 Ok(self.meta_of(summary))
             }
+            ControllerRequest::ElectLeader { name, partition, election, timeout_ms } => {
+                let record =
+                    |request| MetadataRecord::ElectLeader { request, name, partition, election };
+                let summary = self.propose_and_wait(record, deadline(timeout_ms)).await?;
+                Ok(self.meta_of(summary))
+            }
+            ControllerRequest::AlterReassignment {
+                name,
+                partition,
+                target,
+                allow_factor_change,
+                timeout_ms,
+            } => {
+                let record = |request| MetadataRecord::AlterReassignment {
+                    request,
+                    name,
+                    partition,
+                    allow_factor_change,
+                    target,
+                };
+                let summary = self.propose_and_wait(record, deadline(timeout_ms)).await?;
+                Ok(self.meta_of(summary))
+            }
             ControllerRequest::AllocateProducerId => unreachable!("not a topic change"),
         }
     }
@@ -346,6 +369,8 @@ impl Controller {
                 isr: partition.isr.as_slice().into(),
                 leader: partition.leader,
                 leader_epoch: partition.leader_epoch,
+                adding: partition.adding.as_slice().into(),
+                removing: partition.removing.as_slice().into(),
             });
             let meta = TopicMeta {
                 name: name.as_str().into(),
@@ -435,6 +460,8 @@ fn new_placement(replicas: &[NodeId]) -> PartitionLeader {
         isr: replicas.into(),
         leader: replicas.first().copied().unwrap_or(NodeId::NONE),
         leader_epoch: LeaderEpoch::INITIAL,
+        adding: Arc::from([]),
+        removing: Arc::from([]),
     }
 }
 

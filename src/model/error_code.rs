@@ -70,7 +70,11 @@ pub enum ErrorCode {
     FencedLeaderEpoch = 74,
     UnknownLeaderEpoch = 75,
     MemberIdRequired = 79,
+    PreferredLeaderNotAvailable = 80,
     FencedInstanceId = 82,
+    EligibleLeadersNotAvailable = 83,
+    ElectionNotNeeded = 84,
+    NoReassignmentInProgress = 85,
     GroupSubscribedToTopic = 86,
     InvalidRecord = 87,
     ProducerFenced = 90,
@@ -88,7 +92,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, by wire value.
-    pub const ALL: [ErrorCode; 68] = [
+    pub const ALL: [ErrorCode; 72] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -143,7 +147,11 @@ impl ErrorCode {
         ErrorCode::FencedLeaderEpoch,
         ErrorCode::UnknownLeaderEpoch,
         ErrorCode::MemberIdRequired,
+        ErrorCode::PreferredLeaderNotAvailable,
         ErrorCode::FencedInstanceId,
+        ErrorCode::EligibleLeadersNotAvailable,
+        ErrorCode::ElectionNotNeeded,
+        ErrorCode::NoReassignmentInProgress,
         ErrorCode::GroupSubscribedToTopic,
         ErrorCode::InvalidRecord,
         ErrorCode::ProducerFenced,
@@ -183,7 +191,7 @@ mod tests {
     use super::*;
 
     /// The wire values, written out once more: a renumbered variant fails here.
-    const WIRE: [(ErrorCode, i16); 68] = [
+    const WIRE: [(ErrorCode, i16); 72] = [
         (ErrorCode::UnknownServerError, -1),
         (ErrorCode::None, 0),
         (ErrorCode::OffsetOutOfRange, 1),
@@ -238,7 +246,11 @@ mod tests {
         (ErrorCode::FencedLeaderEpoch, 74),
         (ErrorCode::UnknownLeaderEpoch, 75),
         (ErrorCode::MemberIdRequired, 79),
+        (ErrorCode::PreferredLeaderNotAvailable, 80),
         (ErrorCode::FencedInstanceId, 82),
+        (ErrorCode::EligibleLeadersNotAvailable, 83),
+        (ErrorCode::ElectionNotNeeded, 84),
+        (ErrorCode::NoReassignmentInProgress, 85),
         (ErrorCode::GroupSubscribedToTopic, 86),
         (ErrorCode::InvalidRecord, 87),
         (ErrorCode::ProducerFenced, 90),

@@ -540,7 +540,29 @@ impl Partitions {
             format!("cannot open the log of {tp} in {}: {e}", self.shard.config.data_dir.display())
         });
         self.apply_roles(&meta).await;
+        self.remove_replicas_moved_away(&meta).await;
         opened
+    }
+
+    /// Clustered: deletes the logs of `meta`'s partitions that this node no longer keeps a
+    /// copy of (a reassignment moved the replica to another broker), as Kafka's StopReplica
+    /// with deletion does.
+    async fn remove_replicas_moved_away(&self, meta: &TopicMeta) {
+        let me = self.shard.config.node_id;
+        let doomed: Vec<(TopicPartition, LogRef)> = {
+            let mut logs = self.logs.borrow_mut();
+            let keys: Vec<TopicPartition> = logs
+                .keys()
+                .filter(|tp| tp.topic == meta.name && tp.partition < meta.partitions)
+                .filter(|tp| !meta.has_replica_on(tp.partition, me))
+                .cloned()
+                .collect();
+            keys.into_iter().filter_map(|tp| logs.remove(&tp).map(|log| (tp, log))).collect()
+        };
+        for (tp, _) in &doomed {
+            tracing::info!(%tp, "no longer a replica here (reassigned): deleting its log");
+        }
+        self.delete_logs(doomed).await;
     }
 
     /// Clustered: each owned log's part in replication as `meta` places it (its leader
@@ -579,9 +601,10 @@ impl Partitions {
                         followers.epoch_start = log::log_end(&log);
                         followers
                     });
-                    // Leading on in a new epoch (an ISR change): the followers' progress
-                    // stays.
+                    // Leading on in a new epoch (an ISR change, a reassignment): the
+                    // followers' progress stays.
                     followers.leader_epoch = placement.leader_epoch;
+                    followers.set_replicas(&placement.replicas, now_ms());
                     followers.set_isr(&placement.isr);
                     followers.high_watermark_bound()
                 };
@@ -791,6 +814,12 @@ impl Partitions {
                 .collect();
             keys.into_iter().filter_map(|tp| logs.remove(&tp).map(|log| (tp, log))).collect()
         };
+        self.delete_logs(doomed).await;
+    }
+
+    /// Deletes logs already taken out of `logs`, with their retention, replication roles
+    /// and the fetches waiting on them.
+    async fn delete_logs(&self, doomed: Vec<(TopicPartition, LogRef)>) {
         for (tp, log) in doomed {
             self.retention.borrow_mut().forget(&tp);
             self.leading.borrow_mut().remove(&tp);

@@ -112,6 +112,22 @@ impl Followers {
         self.isr = isr.to_vec();
     }
 
+    /// The metadata log changed the replicas (a reassignment): a new follower is tracked
+    /// from `now_ms` as a leader taking office tracks each (its log end unknown until its
+    /// first fetch; out of the ISR, so it holds nothing back), a removed one is forgotten.
+    pub fn set_replicas(&mut self, replicas: &[NodeId], now_ms: i64) {
+        self.progress.retain(|id, _| replicas.contains(id));
+        for id in replicas.iter().filter(|id| **id != self.me) {
+            self.progress.entry(*id).or_insert(Progress {
+                log_end: Offset::NONE,
+                caught_up_ms: now_ms,
+                leader_end_at_last_fetch: Offset::NONE,
+                log_start: Offset::NONE,
+            });
+        }
+        self.replicas = replicas.to_vec();
+    }
+
     /// A fetch of `follower` from `fetch_offset` (its log end) while the leader's log end
     /// is `leader_end`. False when `follower` is not a replica.
     pub fn on_fetch(
@@ -261,6 +277,38 @@ mod tests {
         // A stalled follower never holds the high watermark once it is out.
         f.set_isr(&[NodeId(1), NodeId(2)]);
         assert_eq!(f.high_watermark_bound(), Offset(50));
+    }
+
+    /// A reassignment adds replica 4 and removes 3: 4 holds nothing back until it is in
+    /// sync, joins the ISR once it reached the high watermark, and 3 is forgotten.
+    #[test]
+    fn an_added_replica_joins_once_caught_up_and_a_removed_one_is_forgotten() {
+        let mut f = three();
+        f.on_fetch(NodeId(2), Offset(40), Offset(40), 1_000);
+        f.on_fetch(NodeId(3), Offset(40), Offset(40), 1_000);
+        f.set_replicas(&[4, 2, 3, 1].map(NodeId), 1_100);
+        assert_eq!(f.high_watermark_bound(), Offset(40), "4 is not in sync");
+        assert_eq!(f.wanted_isr(1_200, 500, Offset(40), Offset(0)), None, "4 has not fetched");
+        f.on_fetch(NodeId(4), Offset(10), Offset(40), 1_200);
+        assert_eq!(f.wanted_isr(1_300, 500, Offset(40), Offset(0)), None, "4 is behind");
+        f.on_fetch(NodeId(4), Offset(40), Offset(40), 1_300);
+        let with_4 = Some([2, 3, 1, 4].map(NodeId).to_vec());
+        // Wanted in replica order: 4 first as the target has it.
+        let wanted = f.wanted_isr(1_400, 500, Offset(40), Offset(0));
+        assert_eq!(
+            wanted.map(|mut isr| {
+                isr.sort();
+                isr
+            }),
+            with_4.map(|mut isr| {
+                isr.sort();
+                isr
+            })
+        );
+        f.set_replicas(&[4, 2, 1].map(NodeId), 1_500);
+        f.set_isr(&[1, 2, 4].map(NodeId));
+        assert!(!f.on_fetch(NodeId(3), Offset(40), Offset(40), 1_600), "no longer a replica");
+        assert_eq!(f.high_watermark_bound(), Offset(40));
     }
 
     fn view(

@@ -21,7 +21,7 @@ const fn api(key: ApiKey, min: i16, max: i16) -> Supported {
     Supported { key, advertised_min: min, min, max }
 }
 
-pub const SUPPORTED: [Supported; 41] = [
+pub const SUPPORTED: [Supported; 45] = [
     Supported { key: ApiKey::Produce, advertised_min: 0, min: 3, max: 12 },
     api(ApiKey::Fetch, 4, 17),
     api(ApiKey::ListOffsets, 1, 9),
@@ -35,6 +35,12 @@ pub const SUPPORTED: [Supported; 41] = [
     api(ApiKey::DescribeCluster, 0, 1),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    // Cluster admin at Kafka 4.0's ranges; a single node answers them as a cluster of one
+    // broker (every election unneeded, no replica to move to).
+    api(ApiKey::DescribeTopicPartitions, 0, 0),
+    api(ApiKey::ElectLeaders, 0, 2),
+    api(ApiKey::AlterPartitionReassignments, 0, 1),
+    api(ApiKey::ListPartitionReassignments, 0, 0),
     // Consumer groups (classic protocol) at Kafka 4.0's ranges.
     api(ApiKey::FindCoordinator, 0, 6),
     api(ApiKey::JoinGroup, 0, 9),

@@ -46,6 +46,10 @@ pub struct PartitionLeader {
     /// NONE: no leader (no in-sync replica is unfenced).
     pub leader: NodeId,
     pub leader_epoch: LeaderEpoch,
+    /// A reassignment in progress: the replicas it adds and removes (both in `replicas`);
+    /// empty when none is.
+    pub adding: Arc<[NodeId]>,
+    pub removing: Arc<[NodeId]>,
 }
 
 impl PartitionLeader {
