@@ -495,6 +495,17 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         partitions.clone(),
         Duration::from_millis(config.log_retention_check_interval_ms),
     ));
+    let cleaner_stop = Rc::new(std::cell::Cell::new(false));
+    let cleaner_queue = glommio::executor().create_task_queue(
+        glommio::Shares::Static(crate::constants::CLEANER_SHARES),
+        glommio::Latency::NotImportant,
+        "cleaner",
+    );
+    let cleaner = glommio::spawn_local_into(
+        partitions.clone().run_cleaner(config.cleaner.clone(), config.cores, cleaner_stop.clone()),
+        cleaner_queue,
+    )
+    .unwrap_or_else(|e| unreachable!("cleaner task queue: {e}"));
     let delayed = glommio::spawn_local(shard.delayed.clone().run());
     txns.start();
     SHARDS_SERVING.fetch_add(1, Ordering::AcqRel);
@@ -519,6 +530,9 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         endpoint.cancel().await;
     }
     housekeeping.cancel().await;
+    // A clean stops before its next swap; one under way finishes first.
+    cleaner_stop.set(true);
+    cleaner.await;
     let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_DRAIN_MS);
     while in_flight.requests.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;

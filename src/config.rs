@@ -181,6 +181,19 @@ pub struct Args {
     /// [default: 5000].
     #[arg(long, value_name = "MS")]
     pub log_retention_check_interval_ms: Option<u64>,
+    /// How often each shard's cleaner looks for a compacted log to clean when it found none
+    /// (Kafka's log.cleaner.backoff.ms) [default: 15000].
+    #[arg(long, value_name = "MS")]
+    pub log_cleaner_backoff_ms: Option<u64>,
+    /// Memory of the cleaners' offset maps (key -> last offset), shared by the shards: a clean
+    /// covers as many dirty keys as fit (Kafka's log.cleaner.dedupe.buffer.size, 24 bytes a
+    /// key) [default: 134217728, 128 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub log_cleaner_dedupe_buffer_size: Option<u64>,
+    /// Bytes each shard's cleaner reads and writes per second, at most (Kafka's
+    /// log.cleaner.io.max.bytes.per.second) [default: no limit].
+    #[arg(long, value_name = "BYTES")]
+    pub log_cleaner_io_max_bytes_per_second: Option<u64>,
     /// Default in-sync replicas an acks=all write needs on a replicated partition; fewer
     /// answer NOT_ENOUGH_REPLICAS (topic config min.insync.replicas) [default: 1].
     #[arg(long, value_name = "COUNT")]
@@ -289,6 +302,9 @@ struct FileConfig {
     retention_ms: Option<i64>,
     retention_bytes: Option<i64>,
     log_retention_check_interval_ms: Option<u64>,
+    log_cleaner_backoff_ms: Option<u64>,
+    log_cleaner_dedupe_buffer_size: Option<u64>,
+    log_cleaner_io_max_bytes_per_second: Option<u64>,
     min_insync_replicas: Option<i32>,
     durability: Option<String>,
     batch_cache_bytes: Option<u64>,
@@ -389,6 +405,17 @@ pub struct SecurityConfig {
     pub allow_everyone_if_no_acl_found: bool,
 }
 
+/// The shards' cleaners of compacted topics (Kafka's `log.cleaner.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanerConfig {
+    /// How often a cleaner with nothing to do looks again.
+    pub backoff_ms: u64,
+    /// The offset maps' memory, all shards together.
+    pub dedupe_buffer_bytes: u64,
+    /// Each shard's cleaner's I/O pace (None: no limit).
+    pub io_bytes_per_second: Option<u64>,
+}
+
 /// The validated configuration every shard gets a copy of.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -413,6 +440,8 @@ pub struct Config {
     pub connections_max_idle_ms: u64,
     /// How often each shard runs its retention pass (`broker::housekeeping`).
     pub log_retention_check_interval_ms: u64,
+    /// The shards' cleaners (`partition::cleaner`).
+    pub cleaner: CleanerConfig,
     /// Connections per client address (`net::caps`).
     pub connection_caps: ConnectionCaps,
     /// A follower not caught up for this long leaves the ISR (`partition::replicas`).
@@ -633,6 +662,7 @@ impl Config {
                 .min_insync_replicas
                 .or(file.min_insync_replicas)
                 .unwrap_or(constants::MIN_INSYNC_REPLICAS_DEFAULT),
+            cleanup: Default::default(),
         };
         topic_defaults.validate().map_err(|e| format!("{e}."))?;
         let groups = group_config(&GroupValues {
@@ -739,6 +769,21 @@ impl Config {
             frame_max_bytes,
             connections_max_idle_ms,
             log_retention_check_interval_ms,
+            cleaner: CleanerConfig {
+                backoff_ms: args
+                    .log_cleaner_backoff_ms
+                    .or(file.log_cleaner_backoff_ms)
+                    .unwrap_or(constants::CLEANER_BACKOFF_MS_DEFAULT)
+                    .max(1),
+                dedupe_buffer_bytes: args
+                    .log_cleaner_dedupe_buffer_size
+                    .or(file.log_cleaner_dedupe_buffer_size)
+                    .unwrap_or(constants::CLEANER_DEDUPE_BUFFER_BYTES_DEFAULT),
+                io_bytes_per_second: args
+                    .log_cleaner_io_max_bytes_per_second
+                    .or(file.log_cleaner_io_max_bytes_per_second)
+                    .filter(|rate| *rate > 0),
+            },
             connection_caps,
             replica_lag_time_max_ms: args
                 .replica_lag_time_max_ms

@@ -379,6 +379,40 @@ const _: () = assert!(BROKER_HEARTBEAT_POLL_MS < CLUSTER_PROPOSAL_RETRY_MS);
 /// default max.message.bytes of 1 MiB compresses text about 5-10x.
 pub const TIMESTAMP_SCAN_DECOMPRESSED_MAX: u64 = 64 * 1024 * 1024;
 
+// ----- compaction ---------------------------------------------------------------------------
+
+/// Most bytes a produce to a compacted topic decompresses from one batch to check that every
+/// record has a key; a batch beyond it is refused (INVALID_RECORD), as a keyless one is.
+pub const PRODUCE_KEY_CHECK_DECOMPRESSED_MAX: u64 = 64 * 1024 * 1024;
+
+/// Most bytes the cleaner decompresses from one batch; a batch beyond it is kept as it is
+/// (its keys neither cleaned nor counted).
+pub const CLEANER_DECOMPRESSED_MAX: u64 = 64 * 1024 * 1024;
+
+/// Kafka's `log.cleaner.dedupe.buffer.size` default: the memory of the cleaners' offset maps,
+/// shared by all shards (each shard's map gets its share).
+pub const CLEANER_DEDUPE_BUFFER_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
+
+/// What one key costs in an offset map, as Kafka counts it (a 16-byte hash and an 8-byte
+/// offset), and the share of the slots a map fills (`log.cleaner.io.buffer.load.factor`).
+pub const OFFSET_MAP_ENTRY_BYTES: u64 = 24;
+pub const OFFSET_MAP_LOAD_PERCENT: u64 = 90;
+
+/// Kafka's `log.cleaner.backoff.ms` default: how often a shard's cleaner looks for a log to
+/// clean when it found none (`--log-cleaner-backoff-ms`).
+pub const CLEANER_BACKOFF_MS_DEFAULT: u64 = 15_000;
+
+/// Bytes a cleaner reads from a segment at once (an O_DIRECT read).
+pub const CLEANER_READ_BYTES: usize = 1024 * 1024;
+
+/// The share of the shard's CPU and I/O the cleaner's task queue gets against the serving
+/// queue's default (glommio shares; the default queue has 1000): compaction yields to
+/// produce and fetch whenever both have work.
+pub const CLEANER_SHARES: usize = 50;
+
+const _: () = assert!(OFFSET_MAP_LOAD_PERCENT > 0 && OFFSET_MAP_LOAD_PERCENT <= 100);
+const _: () = assert!(CLEANER_READ_BYTES as u64 <= CLEANER_DECOMPRESSED_MAX);
+
 // ----- replication ----------------------------------------------------------------------
 
 /// Kafka's `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.

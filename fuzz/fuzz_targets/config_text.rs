@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
         timestamp_type: TimestampType::CreateTime,
         durability: Durability::Write,
         min_insync_replicas: 1,
+        cleanup: Default::default(),
     };
     match which % 4 {
         0 => {

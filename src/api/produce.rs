@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use futures::future::join_all;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
@@ -106,6 +108,16 @@ pub async fn admit(ctx: Context, body: Bytes) -> Admitted {
                 slot.error_code = result.error_code.code();
                 if ctx.version >= 8 {
                     slot.error_message = result.error_message.map(StrBytes::from_string);
+                    slot.record_errors = result
+                        .record_errors
+                        .into_iter()
+                        .map(|(batch_index, message)| {
+                            let mut error = BatchIndexAndErrorMessage::default();
+                            error.batch_index = batch_index;
+                            error.batch_index_error_message = Some(StrBytes::from_string(message));
+                            error
+                        })
+                        .collect();
                 }
                 slot.base_offset = result.base_offset.0;
                 slot.log_append_time_ms = result.log_append_time;

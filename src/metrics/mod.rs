@@ -273,6 +273,11 @@ pub struct PartitionReport {
     pub log_start_offset: i64,
     pub size_bytes: u64,
     pub traffic: Traffic,
+    /// A compacted log's cleaner progress: bytes of its cleanable sealed segments not cleaned
+    /// yet, and of all of them (their ratio is what `min.cleanable.dirty.ratio` is compared
+    /// with); 0 for other logs.
+    pub dirty_bytes: u64,
+    pub cleanable_bytes: u64,
 }
 
 /// What went in and out of a log since it was opened: counted by the log as it appends and

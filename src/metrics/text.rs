@@ -350,7 +350,7 @@ fn render_listeners(out: &mut Exposition, reports: &[ShardReport], listeners: &[
 
 fn render_partitions(out: &mut Exposition, reports: &[ShardReport]) {
     type Field = fn(&PartitionReport) -> u64;
-    let families: [(&str, Kind, &str, Field); 8] = [
+    let families: [(&str, Kind, &str, Field); 10] = [
         ("spate_partition_log_end_offset", Kind::Gauge, "The next offset the log assigns.", |p| {
             p.log_end_offset as u64
         }),
@@ -393,6 +393,19 @@ fn render_partitions(out: &mut Exposition, reports: &[ShardReport]) {
             Kind::Counter,
             "Bytes read from the log for fetches (consumers and followers) since it was opened.",
             |p| p.traffic.bytes_out,
+        ),
+        (
+            "spate_partition_cleaner_dirty_bytes",
+            Kind::Gauge,
+            "A compacted log's cleanable bytes not cleaned yet (0 for other logs).",
+            |p| p.dirty_bytes,
+        ),
+        (
+            "spate_partition_cleaner_cleanable_bytes",
+            Kind::Gauge,
+            "A compacted log's cleanable bytes (sealed, below the last stable offset); the \
+             dirty ratio is dirty / cleanable.",
+            |p| p.cleanable_bytes,
         ),
     ];
     for (name, kind, help, field) in families {

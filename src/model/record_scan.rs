@@ -49,6 +49,8 @@ pub enum ScanError {
     Codec(i16),
     #[error("damaged records: {0}")]
     Records(String),
+    #[error("the records decompress beyond the bound")]
+    Bounded,
 }
 
 /// Finds the first record of `batch` (one whole stored batch) with a timestamp at least
@@ -93,6 +95,136 @@ pub fn first_at_or_after(
         Err(e) => Err(damaged(e)),
         Ok(found) => Ok(found),
     }
+}
+
+/// The records section of `batch` (one whole stored batch), decompressed with the batch's
+/// codec, refused beyond `decompressed_max` bytes (`ScanError::Bounded`). For the few places
+/// that need every record: compaction, and produce to a compacted topic (keys checked).
+pub fn decompress_records(batch: &[u8], decompressed_max: u64) -> Result<Vec<u8>, ScanError> {
+    let header = BatchHeader::parse(batch).map_err(|_| ScanError::Header)?;
+    let end = header.size_bytes();
+    if batch.len() < end || end < BATCH_HEADER_BYTES {
+        return Err(ScanError::Header);
+    }
+    let records = &batch[BATCH_HEADER_BYTES..end];
+    let budget = Budget::new(decompressed_max);
+    let mut out = Vec::new();
+    let read = match header.attributes() & 0x07 {
+        0 => {
+            if records.len() as u64 > decompressed_max {
+                return Err(ScanError::Bounded);
+            }
+            out.extend_from_slice(records);
+            Ok(out.len())
+        }
+        1 => read_all(flate2::read::GzDecoder::new(records), &budget, &mut out),
+        2 => read_all(Snappy::new(records, &budget), &budget, &mut out),
+        3 => {
+            let decoder = lz4::Decoder::new(records).map_err(damaged)?;
+            read_all(decoder, &budget, &mut out)
+        }
+        4 => {
+            let decoder = zstd::stream::read::Decoder::with_buffer(records).map_err(damaged)?;
+            read_all(decoder, &budget, &mut out)
+        }
+        codec => return Err(ScanError::Codec(codec)),
+    };
+    match read {
+        Err(_) if budget.spent() => Err(ScanError::Bounded),
+        Err(e) => Err(damaged(e)),
+        Ok(_) => Ok(out),
+    }
+}
+
+fn read_all(input: impl Read, budget: &Budget, out: &mut Vec<u8>) -> io::Result<usize> {
+    Metered { inner: input, budget }.read_to_end(out)
+}
+
+/// One record of a decompressed records section, as `records` finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// The whole record, its length varint included.
+    pub bytes: &'a [u8],
+    pub timestamp_delta: i64,
+    pub offset_delta: i64,
+    pub key: Option<&'a [u8]>,
+    /// None: a tombstone (null value).
+    pub value: Option<&'a [u8]>,
+    /// The record from its offset delta to its end (offset delta, key, value, headers): what
+    /// a record rewritten with another timestamp delta keeps as it was.
+    pub after_timestamp: &'a [u8],
+}
+
+/// The `count` records of a decompressed records section, in order; an error for bytes that
+/// are not exactly `count` records.
+pub fn records(section: &[u8], count: i32) -> Result<Vec<RecordView<'_>>, ScanError> {
+    let bad = |why: &str| ScanError::Records(why.to_string());
+    let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(section.len()));
+    let mut at = 0usize;
+    for _ in 0..count.max(0) {
+        let mut cursor = &section[at..];
+        let length = read_varlong(&mut cursor).map_err(damaged)?;
+        let header_bytes = section.len() - at - cursor.len();
+        let length = usize::try_from(length).map_err(|_| bad("negative record length"))?;
+        if length > cursor.len() || length < 1 {
+            return Err(bad("record length past the records"));
+        }
+        let whole = &section[at..at + header_bytes + length];
+        let mut body = &cursor[1..length];
+        let timestamp_delta = read_varlong(&mut body).map_err(damaged)?;
+        let after_timestamp = body;
+        let offset_delta = read_varlong(&mut body).map_err(damaged)?;
+        let key = read_bytes(&mut body)?;
+        let value = read_bytes(&mut body)?;
+        out.push(RecordView {
+            bytes: whole,
+            timestamp_delta,
+            offset_delta,
+            key,
+            value,
+            after_timestamp,
+        });
+        at += header_bytes + length;
+    }
+    if at != section.len() {
+        return Err(bad("bytes after the last record"));
+    }
+    Ok(out)
+}
+
+/// A varint-length byte string (-1: null) at the start of `input`, which moves past it.
+fn read_bytes<'a>(input: &mut &'a [u8]) -> Result<Option<&'a [u8]>, ScanError> {
+    let length = read_varlong(input).map_err(damaged)?;
+    if length < 0 {
+        return Ok(None);
+    }
+    let length = length as usize;
+    if length > input.len() {
+        return Err(ScanError::Records("field length past the record".into()));
+    }
+    let (field, rest) = input.split_at(length);
+    *input = rest;
+    Ok(Some(field))
+}
+
+/// Appends `value` as a zigzag varint (Kafka's record fields).
+pub fn put_varlong(out: &mut Vec<u8>, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    while zigzag >= 0x80 {
+        out.push((zigzag as u8) | 0x80);
+        zigzag >>= 7;
+    }
+    out.push(zigzag as u8);
+}
+
+/// The indexes in `batch` of its records without a key (a compacted topic refuses the batch
+/// when there is one, as Kafka does, naming them). Err for records that cannot be read
+/// within the bound.
+pub fn keyless_records(batch: &[u8], decompressed_max: u64) -> Result<Vec<i32>, ScanError> {
+    let header = BatchHeader::parse(batch).map_err(|_| ScanError::Header)?;
+    let section = decompress_records(batch, decompressed_max)?;
+    let records = records(&section, header.records_count())?;
+    Ok((0..records.len() as i32).filter(|i| records[*i as usize].key.is_none()).collect())
 }
 
 fn damaged(e: io::Error) -> ScanError {
@@ -390,6 +522,36 @@ mod tests {
                 let _ = first_at_or_after(&bytes, 1061, 1 << 20);
             }
             assert_eq!(first_at_or_after(&good[..20], 0, 1 << 20), Err(ScanError::Header));
+        }
+    }
+
+    #[test]
+    fn records_are_read_back_with_every_codec_and_keyless_ones_found() {
+        for codec in CODECS {
+            let mut records = sample();
+            records[3].value = None;
+            let bytes = batch(&records, codec);
+            let section = decompress_records(&bytes, 1 << 20).unwrap();
+            let views = super::records(&section, records.len() as i32).unwrap();
+            assert_eq!(views.len(), records.len());
+            for (view, record) in views.iter().zip(&records) {
+                assert_eq!(view.offset_delta, record.offset - 100, "{codec:?}");
+                assert_eq!(view.timestamp_delta, record.timestamp - 1000);
+                assert_eq!(view.key, record.key.as_deref());
+                assert_eq!(view.value, record.value.as_deref());
+            }
+            assert_eq!(keyless_records(&bytes, 1 << 20), Ok(vec![]));
+            records[5].key = None;
+            records[2].key = None;
+            let keyless = batch(&records, codec);
+            assert_eq!(keyless_records(&keyless, 1 << 20), Ok(vec![2, 5]), "{codec:?}");
+            assert_eq!(decompress_records(&keyless, 100), Err(ScanError::Bounded));
+        }
+        let mut out = Vec::new();
+        for value in [0i64, -1, 1, 63, -64, 64, 300, i64::MAX, i64::MIN] {
+            out.clear();
+            put_varlong(&mut out, value);
+            assert_eq!(read_varlong(&mut &out[..]).unwrap(), value);
         }
     }
 }

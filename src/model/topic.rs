@@ -32,11 +32,85 @@ pub struct TopicConfig {
     pub durability: Durability,
     /// acks=all writes to a replicated partition need this many in-sync replicas.
     pub min_insync_replicas: i32,
+    /// `cleanup.policy` and the compaction configs.
+    pub cleanup: Cleanup,
+}
+
+/// `cleanup.policy` (a list of `delete` and `compact`) and Kafka's compaction configs, with
+/// Kafka's defaults. With `delete` in the policy, retention deletes old segments; with
+/// `compact`, the shard's cleaner keeps the latest record of each key (`storage::compaction`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cleanup {
+    pub delete: bool,
+    pub compact: bool,
+    /// `min.cleanable.dirty.ratio`: the cleaner takes a log once the dirty part (written
+    /// since its last clean) is at least this share of the cleanable bytes.
+    pub min_cleanable_dirty_ratio: DirtyRatio,
+    /// `min.compaction.lag.ms`: records younger than this are not compacted.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a log with a dirty record older than this is cleaned
+    /// whatever its dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: a tombstone (and a marker of a transaction with no records
+    /// left) stays this long after the clean that first kept it.
+    pub delete_retention_ms: i64,
+}
+
+impl Default for Cleanup {
+    fn default() -> Cleanup {
+        Cleanup {
+            delete: true,
+            compact: false,
+            min_cleanable_dirty_ratio: DirtyRatio::from_f64(0.5),
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+        }
+    }
+}
+
+impl Cleanup {
+    /// The policy as Kafka writes it (`delete`, `compact`, `compact,delete`, or empty).
+    pub fn policy(&self) -> String {
+        match (self.compact, self.delete) {
+            (true, true) => "compact,delete".into(),
+            (true, false) => "compact".into(),
+            (false, true) => "delete".into(),
+            (false, false) => String::new(),
+        }
+    }
+}
+
+/// A ratio between 0 and 1 kept as its f64 bits, so that configs compare as equal values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirtyRatio(u64);
+
+impl DirtyRatio {
+    pub fn from_f64(value: f64) -> DirtyRatio {
+        DirtyRatio(value.to_bits())
+    }
+
+    pub fn get(self) -> f64 {
+        f64::from_bits(self.0)
+    }
+}
+
+/// A double as Java's `Double.toString` writes the usual values (`0.5`, `1.0`).
+fn java_double(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e7 {
+        format!("{value:.1}")
+    } else {
+        format!("{value}")
+    }
 }
 
 /// The config names Spate accepts in CreateTopics and reports in DescribeConfigs.
-pub const TOPIC_CONFIG_NAMES: [&str; 9] = [
+pub const TOPIC_CONFIG_NAMES: [&str; 13] = [
     "cleanup.policy",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
+    "delete.retention.ms",
     "segment.bytes",
     "segment.ms",
     "retention.ms",
@@ -50,9 +124,8 @@ pub const TOPIC_CONFIG_NAMES: [&str; 9] = [
 /// Kafka topic configs that Spate accepts, stores and reports but does not act on yet
 /// (clients and tools set them at creation, e.g. librdkafka's admin tests set
 /// compression.type). Any other name is INVALID_CONFIG, as in Kafka.
-pub const PASSIVE_TOPIC_CONFIG_NAMES: [&str; 21] = [
+pub const PASSIVE_TOPIC_CONFIG_NAMES: [&str; 17] = [
     "compression.type",
-    "delete.retention.ms",
     "file.delete.delay.ms",
     "flush.ms",
     "follower.replication.throttled.replicas",
@@ -60,11 +133,8 @@ pub const PASSIVE_TOPIC_CONFIG_NAMES: [&str; 21] = [
     "leader.replication.throttled.replicas",
     "local.retention.bytes",
     "local.retention.ms",
-    "max.compaction.lag.ms",
     "message.timestamp.after.max.ms",
     "message.timestamp.before.max.ms",
-    "min.cleanable.dirty.ratio",
-    "min.compaction.lag.ms",
     "preallocate",
     "remote.storage.enable",
     "segment.index.bytes",
@@ -87,11 +157,43 @@ impl TopicConfig {
 
     fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
         let bad = || format!("invalid value {value:?} for config {name}");
-        match name {
-            "cleanup.policy" if value == "delete" => {}
-            "cleanup.policy" => {
-                return Err(format!("cleanup.policy {value:?} is not supported; use delete"))
+        // Kafka's ConfigException text: "Invalid value <v> for configuration <name>: <why>".
+        let kafka = |why: &str| format!("Invalid value {value} for configuration {name}: {why}");
+        let long_at_least = |min: i64| -> Result<i64, String> {
+            let parsed: i64 =
+                value.trim().parse().map_err(|_| kafka("Not a number of type LONG"))?;
+            if parsed < min {
+                return Err(kafka(&format!("Value must be at least {min}")));
             }
+            Ok(parsed)
+        };
+        match name {
+            "cleanup.policy" => {
+                let (mut delete, mut compact) = (false, false);
+                for item in split_list(value) {
+                    match item.as_str() {
+                        "delete" => delete = true,
+                        "compact" => compact = true,
+                        _ => return Err(kafka("String must be one of: compact, delete")),
+                    }
+                }
+                self.cleanup.delete = delete;
+                self.cleanup.compact = compact;
+            }
+            "min.cleanable.dirty.ratio" => {
+                let parsed: f64 =
+                    value.trim().parse().map_err(|_| kafka("Not a number of type DOUBLE"))?;
+                if parsed.is_nan() || parsed < 0.0 {
+                    return Err(kafka("Value must be at least 0"));
+                }
+                if parsed > 1.0 {
+                    return Err(kafka("Value must be no more than 1"));
+                }
+                self.cleanup.min_cleanable_dirty_ratio = DirtyRatio::from_f64(parsed);
+            }
+            "min.compaction.lag.ms" => self.cleanup.min_compaction_lag_ms = long_at_least(0)?,
+            "max.compaction.lag.ms" => self.cleanup.max_compaction_lag_ms = long_at_least(1)?,
+            "delete.retention.ms" => self.cleanup.delete_retention_ms = long_at_least(0)?,
             "segment.bytes" => self.segment_bytes = value.parse().map_err(|_| bad())?,
             "segment.ms" => self.segment_ms = value.parse().map_err(|_| bad())?,
             "retention.ms" => self.retention_ms = value.parse().map_err(|_| bad())?,
@@ -147,13 +249,28 @@ impl TopicConfig {
         if self.retention_bytes < -1 {
             return Err(format!("retention.bytes {} must be -1 or more", self.retention_bytes));
         }
+        let (min_lag, max_lag) =
+            (self.cleanup.min_compaction_lag_ms, self.cleanup.max_compaction_lag_ms);
+        if min_lag > max_lag {
+            // Kafka's LogConfig.validateValues, word for word.
+            return Err(format!(
+                "conflict topic config setting min.compaction.lag.ms ({min_lag}) > \
+                 max.compaction.lag.ms ({max_lag})"
+            ));
+        }
         Ok(())
     }
 
     /// The value of a named config, as DescribeConfigs reports it.
     pub fn value_of(&self, name: &str) -> Option<String> {
         Some(match name {
-            "cleanup.policy" => "delete".into(),
+            "cleanup.policy" => self.cleanup.policy(),
+            "min.cleanable.dirty.ratio" => {
+                java_double(self.cleanup.min_cleanable_dirty_ratio.get())
+            }
+            "min.compaction.lag.ms" => self.cleanup.min_compaction_lag_ms.to_string(),
+            "max.compaction.lag.ms" => self.cleanup.max_compaction_lag_ms.to_string(),
+            "delete.retention.ms" => self.cleanup.delete_retention_ms.to_string(),
             "segment.bytes" => self.segment_bytes.to_string(),
             "segment.ms" => self.segment_ms.to_string(),
             "retention.ms" => self.retention_ms.to_string(),
@@ -297,6 +414,7 @@ mod tests {
             timestamp_type: TimestampType::CreateTime,
             durability: Durability::Write,
             min_insync_replicas: 1,
+            cleanup: Cleanup::default(),
         }
     }
 
@@ -318,13 +436,59 @@ mod tests {
         for (name, value) in [
             ("segment.bytes", "12"),
             ("retention.ms", "-5"),
-            ("cleanup.policy", "compact"),
+            ("cleanup.policy", "compact,squash"),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("min.cleanable.dirty.ratio", "-0.1"),
+            ("min.cleanable.dirty.ratio", "half"),
+            ("min.compaction.lag.ms", "-1"),
+            ("max.compaction.lag.ms", "0"),
+            ("delete.retention.ms", "-1"),
             ("no.such.config", "1"),
             ("segment.bytes", "lots"),
         ] {
             let overrides = BTreeMap::from([(name.to_string(), value.to_string())]);
             assert!(defaults().with_overrides(&overrides).is_err(), "{name}={value}");
         }
+    }
+
+    #[test]
+    fn cleanup_policy_and_compaction_configs_parse_as_kafka_does() {
+        for (policy, delete, compact) in [
+            ("delete", true, false),
+            ("compact", false, true),
+            ("compact,delete", true, true),
+            ("delete, compact", true, true),
+        ] {
+            let overrides = BTreeMap::from([("cleanup.policy".to_string(), policy.to_string())]);
+            let config = defaults().with_overrides(&overrides).expect("valid");
+            assert_eq!((config.cleanup.delete, config.cleanup.compact), (delete, compact));
+        }
+        let overrides = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("min.cleanable.dirty.ratio".to_string(), "0.01".to_string()),
+            ("min.compaction.lag.ms".to_string(), "100".to_string()),
+            ("max.compaction.lag.ms".to_string(), "1000".to_string()),
+            ("delete.retention.ms".to_string(), "0".to_string()),
+        ]);
+        let config = defaults().with_overrides(&overrides).expect("valid");
+        for (name, value) in &overrides {
+            assert_eq!(config.value_of(name).as_deref(), Some(value.as_str()), "{name}");
+        }
+        assert_eq!(defaults().value_of("min.cleanable.dirty.ratio").as_deref(), Some("0.5"));
+        let one = BTreeMap::from([("min.cleanable.dirty.ratio".to_string(), "1".to_string())]);
+        let config = defaults().with_overrides(&one).expect("valid");
+        assert_eq!(config.value_of("min.cleanable.dirty.ratio").as_deref(), Some("1.0"));
+        let bad = BTreeMap::from([("cleanup.policy".to_string(), "compact,squash".to_string())]);
+        assert_eq!(
+            defaults().with_overrides(&bad).unwrap_err(),
+            "Invalid value compact,squash for configuration cleanup.policy: String must be one \
+             of: compact, delete"
+        );
+        let conflict = BTreeMap::from([
+            ("min.compaction.lag.ms".to_string(), "10".to_string()),
+            ("max.compaction.lag.ms".to_string(), "5".to_string()),
+        ]);
+        assert!(defaults().with_overrides(&conflict).unwrap_err().starts_with("conflict topic"));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! partitions of that shard; each other owner of its partitions holds a watch for it
 //! (`Watch`) that a notification of the partition turns into a `Notify` of the waiter.
 
+pub mod cleaner;
 mod produce;
 mod read;
 pub mod replicas;
@@ -158,6 +159,8 @@ pub struct ProduceResult {
     pub error_code: ErrorCode,
     /// Said to clients that read it (Produce v8+): why the write was refused.
     pub error_message: Option<String>,
+    /// The records that made the write fail (Produce v8+): index in the batch, and why.
+    pub record_errors: Vec<(i32, String)>,
     pub base_offset: Offset,
     pub log_append_time: i64,
     pub log_start_offset: Offset,
@@ -210,6 +213,8 @@ pub struct Partitions {
     files: Rc<OpenFiles>,
     /// Which logs the next retention pass visits.
     retention: RefCell<RetentionSchedule>,
+    /// The shard's cleaner of compacted logs (`cleaner.rs`).
+    pub cleaner: cleaner::CleanerState,
     /// Reads that found damaged bytes: logged once a second with a count, since a consumer
     /// fetches the same damaged place again and again.
     corrupt_reads: RefCell<Throttle>,
@@ -337,6 +342,7 @@ impl Partitions {
             cache,
             files,
             retention: RefCell::new(RetentionSchedule::default()),
+            cleaner: cleaner::CleanerState::default(),
             corrupt_reads: RefCell::new(Throttle::new(REPEATED_WARNING_INTERVAL_MS)),
             started: std::time::Instant::now(),
             leading: RefCell::new(HashMap::new()),
@@ -395,12 +401,16 @@ impl Partitions {
     pub async fn metrics_report(&self) -> (Vec<PartitionReport>, CacheReport, (u64, u64)) {
         let logs: Vec<LogRef> = self.logs.borrow().values().cloned().collect();
         let mut reports = Vec::with_capacity(logs.len());
+        let now = now_ms();
         for (i, log) in logs.iter().enumerate() {
             if i % METRICS_PARTITIONS_PER_YIELD == METRICS_PARTITIONS_PER_YIELD - 1 {
                 glommio::yield_if_needed().await;
             }
             let l = log.borrow();
+            let cleanable = crate::storage::cleaner::cleanable(&l, now);
             reports.push(PartitionReport {
+                dirty_bytes: cleanable.map_or(0, |c| c.dirty_bytes),
+                cleanable_bytes: cleanable.map_or(0, |c| c.dirty_bytes + c.clean_bytes),
                 topic: l.tp.topic.clone(),
                 partition: l.tp.partition,
                 log_end_offset: log::log_end(log).0,

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use futures::future::{join_all, Either};
 
 use super::{LogRef, PartitionRequest, PartitionResponse, Partitions, ProduceResult};
-use crate::constants::TXN_MARKER_REPLICATION_TIMEOUT_MS;
+use crate::constants::{PRODUCE_KEY_CHECK_DECOMPRESSED_MAX, TXN_MARKER_REPLICATION_TIMEOUT_MS};
+use crate::model::record_scan;
 use crate::model::{ErrorCode, Offset, ShardId, TopicPartition};
 use crate::storage::log::{self, Marker};
 use crate::storage::Error as StorageError;
@@ -36,26 +37,25 @@ impl Partitions {
             partitions.iter().flat_map(|(_, batches)| batches.iter().map(Bytes::len)).sum();
         let refused = self.shard.space.admit(bytes as u64).err().map(|refusal| refusal.to_string());
         let mut replicated = Vec::new();
+        let mut keyless = Vec::new();
         let mut admitted: Vec<(TopicPartition, Result<log::Appending, ErrorCode>)> = partitions
             .into_iter()
             .map(|(tp, batches)| {
                 let appending = match self.log(&tp) {
                     Some(_) if refused.is_some() => Err(ErrorCode::KafkaStorageError),
+                    Some(log) if log.borrow().config.cleanup.compact => {
+                        match keyless_of(&batches) {
+                            Some(records) => {
+                                keyless.push((tp.clone(), records));
+                                Err(ErrorCode::InvalidRecord)
+                            }
+                            None => self.enqueue_produce(&tp, &log, batches, acks, &mut replicated),
+                        }
+                    }
                     Some(log) if acks == -1 && self.too_few_in_sync(&tp, &log) => {
                         Err(ErrorCode::NotEnoughReplicas)
                     }
-                    Some(log) => {
-                        self.mark_for_retention(&tp);
-                        let appending = log::enqueue(&log, batches).map_err(|e| match e {
-                            StorageError::Producer(e) => e.error_code(),
-                            _ => ErrorCode::UnknownTopicOrPartition,
-                        });
-                        if appending.is_ok() && acks == -1 && self.isr_len(&tp).is_some() {
-                            let last = Offset(log::log_end(&log).0 - 1);
-                            replicated.push((tp.clone(), log::wait_high_watermark(&log, last)));
-                        }
-                        appending
-                    }
+                    Some(log) => self.enqueue_produce(&tp, &log, batches, acks, &mut replicated),
                     None => Err(ErrorCode::UnknownTopicOrPartition),
                 };
                 (tp, appending)
@@ -107,15 +107,47 @@ impl Partitions {
             let mut results = Vec::with_capacity(admitted.len());
             let mut late = Vec::new();
             for (tp, appending) in admitted {
-                let failed = |tp, error_code| ProduceResult {
-                    tp,
-                    error_code,
-                    error_message: (error_code == ErrorCode::KafkaStorageError)
-                        .then(|| refused.clone())
-                        .flatten(),
-                    base_offset: Offset::NONE,
-                    log_append_time: -1,
-                    log_start_offset: Offset::NONE,
+                let failed = |tp: TopicPartition, error_code| {
+                    let record_errors = match keyless.iter().find(|(keyless, _)| *keyless == tp) {
+                        Some((_, records)) if error_code == ErrorCode::InvalidRecord => records
+                            .iter()
+                            .map(|index| {
+                                let message = format!(
+                                    "Compacted topic cannot accept message without key in \
+                                     topic partition {tp}."
+                                );
+                                (*index, message)
+                            })
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    let error_message = match error_code {
+                        ErrorCode::KafkaStorageError => refused.clone(),
+                        // Kafka's RecordValidationException text.
+                        ErrorCode::InvalidRecord if !record_errors.is_empty() => Some(format!(
+                            "One or more records have been rejected due to {} record errors \
+                             in total, and only showing the first three errors at most: [{}]",
+                            record_errors.len(),
+                            record_errors
+                                .iter()
+                                .take(3)
+                                .map(|(index, message)| format!(
+                                    "RecordError(batchIndex={index}, message='{message}')"
+                                ))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                        _ => None,
+                    };
+                    ProduceResult {
+                        error_message,
+                        record_errors,
+                        tp,
+                        error_code,
+                        base_offset: Offset::NONE,
+                        log_append_time: -1,
+                        log_start_offset: Offset::NONE,
+                    }
                 };
                 let mut appending = match appending {
                     Ok(appending) => appending,
@@ -143,6 +175,7 @@ impl Partitions {
                             tp,
                             error_code: ErrorCode::None,
                             error_message: None,
+                            record_errors: Vec::new(),
                             base_offset: info.base_offset,
                             log_append_time: info.log_append_time,
                             log_start_offset: info.log_start_offset,
@@ -168,6 +201,27 @@ impl Partitions {
             }
             results
         }
+    }
+
+    /// The first stage of one partition's produce: offsets assigned, write queued.
+    fn enqueue_produce(
+        &self,
+        tp: &TopicPartition,
+        log: &super::LogRef,
+        batches: Vec<Bytes>,
+        acks: i16,
+        replicated: &mut Vec<(TopicPartition, Option<futures::channel::oneshot::Receiver<()>>)>,
+    ) -> Result<log::Appending, ErrorCode> {
+        self.mark_for_retention(tp);
+        let appending = log::enqueue(log, batches).map_err(|e| match e {
+            StorageError::Producer(e) => e.error_code(),
+            _ => ErrorCode::UnknownTopicOrPartition,
+        });
+        if appending.is_ok() && acks == -1 && self.isr_len(tp).is_some() {
+            let last = Offset(log::log_end(log).0 - 1);
+            replicated.push((tp.clone(), log::wait_high_watermark(log, last)));
+        }
+        appending
     }
 
     /// acks=all needs `min.insync.replicas` in-sync replicas of a replicated partition led
@@ -264,4 +318,22 @@ impl Partitions {
             Err(_) => ErrorCode::RequestTimedOut,
         }
     }
+}
+
+/// The records without a key, by index in their batch (Produce v3+ sends one batch per
+/// partition; with several, indexes run on across them), or None when every record has one:
+/// a compacted topic refuses a produce with a keyless record (or records that cannot be
+/// read, reported as index 0) with INVALID_RECORD, as Kafka does. The only place produce
+/// reads records, and only for compacted topics.
+fn keyless_of(batches: &[Bytes]) -> Option<Vec<i32>> {
+    let mut keyless = Vec::new();
+    let mut first = 0i32;
+    for batch in batches {
+        match record_scan::keyless_records(batch, PRODUCE_KEY_CHECK_DECOMPRESSED_MAX) {
+            Ok(indexes) => keyless.extend(indexes.into_iter().map(|i| first + i)),
+            Err(_) => keyless.push(first),
+        }
+        first += crate::model::batch::BatchHeader::parse(batch).map_or(0, |h| h.records_count());
+    }
+    (!keyless.is_empty()).then_some(keyless)
 }

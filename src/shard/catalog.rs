@@ -259,6 +259,7 @@ mod tests {
             timestamp_type: TimestampType::CreateTime,
             durability: Durability::Write,
             min_insync_replicas: 1,
+            cleanup: Default::default(),
         }
     }
 

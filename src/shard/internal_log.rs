@@ -66,6 +66,7 @@ pub fn log_config(segment_bytes: u64, durability: Durability) -> TopicConfig {
         timestamp_type: TimestampType::CreateTime,
         durability,
         min_insync_replicas: 1,
+        cleanup: Default::default(),
     }
 }
 

@@ -237,6 +237,21 @@ impl BatchCache {
         run.batches.clear();
     }
 
+    /// Drops the batches that end below `end` (the cleaner rewrote them on disk): a read
+    /// from there on goes to the cleaned segment. What stays is still a run from its front.
+    pub fn drop_below(&mut self, end: Offset) {
+        let mut run = self.run.borrow_mut();
+        let mut freed = 0;
+        let mut count = 0;
+        while run.batches.front().is_some_and(|(_, b)| b.last_offset < end) {
+            let Some((_, batch)) = run.batches.pop_front() else { break };
+            freed += batch.bytes.len();
+            count += 1;
+        }
+        self.budget.bytes.set(self.budget.bytes.get() - freed);
+        self.budget.stale.set(self.budget.stale.get() + count);
+    }
+
     /// Bytes this partition has cached.
     #[cfg(test)]
     fn size_bytes(&self) -> usize {

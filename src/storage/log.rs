@@ -108,7 +108,7 @@ pub struct Log {
     pub tp: TopicPartition,
     dir: PathBuf,
     pub config: TopicConfig,
-    segments: Vec<Segment>,
+    pub(super) segments: Vec<Segment>,
     pub log_start_offset: Offset,
     /// Next offset to assign, counting queued batches (the log end offset).
     next_offset: Offset,
@@ -128,13 +128,24 @@ pub struct Log {
     epochs_tracked: bool,
     /// A new epoch the flusher writes to the file before the next batches.
     epochs_dirty: bool,
-    cache: BatchCache,
+    pub(super) cache: BatchCache,
     /// The shard's cache of open segment files (see `files.rs`).
-    files: Rc<OpenFiles>,
+    pub(super) files: Rc<OpenFiles>,
     pending: Vec<Pending>,
     /// True while a flusher task (or a roll, or close) owns the active segment.
     busy: bool,
-    deleted: bool,
+    pub(super) deleted: bool,
+    /// Held by a truncation, a restart or a close (`take_when_idle`): the cleaner does not
+    /// swap segments meanwhile.
+    pub(super) held: bool,
+    /// True while the cleaner swaps cleaned segments in (`cleaner.rs`): retention,
+    /// DeleteRecords, truncations and closes wait for it.
+    pub(super) swapping: bool,
+    /// Counts the cleaner's swaps, odd while one is under way: a read that opened a file
+    /// across a swap reads again (its index positions may be the old file's).
+    pub(super) swap_generation: u64,
+    /// Offsets below this were cleaned (the first dirty offset; `cleaner-offset-checkpoint`).
+    pub(super) cleaned_to: Offset,
     /// Idempotent producers' epochs and last batches, counting queued batches.
     pub producers: ProducerStateTable,
     /// Duplicates waiting for their original to be durable: (original's last offset, waker).
@@ -193,6 +204,8 @@ impl Log {
         let dir = data_dir.join(tp.dir_name());
         std::fs::create_dir_all(&dir)?;
         let now = now_ms();
+        // A clean that a crash interrupted: finished if it had swapped, forgotten if not.
+        crate::storage::cleaner::recover_swaps(&dir)?;
         let bases = segment::list_segments(&dir)?;
         let mut report = RecoveryReport::default();
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
@@ -259,6 +272,7 @@ impl Log {
         report.replayed_batches =
             snapshot::replay(&segments, snapshot_offset, &mut producers, now).await?;
         report.producers = producers.len();
+        let cleaned_to = crate::storage::cleaner::read_checkpoint(&dir);
         let log = Log {
             tp,
             dir,
@@ -278,6 +292,10 @@ impl Log {
             pending: Vec::new(),
             busy: false,
             deleted: false,
+            held: false,
+            swapping: false,
+            swap_generation: 0,
+            cleaned_to,
             producers,
             durable_waiters: Vec::new(),
             replication_waiters: Vec::new(),
@@ -439,6 +457,7 @@ pub async fn append_marker(log: &Rc<RefCell<Log>>, marker: Marker) -> Result<Off
 /// `log-start-offset` next to the segments (temporary file, fsync, rename), so that a
 /// restart keeps it. Returns the new log start (the low watermark).
 pub async fn delete_records(log: &Rc<RefCell<Log>>, offset: Offset) -> Result<Offset, Error> {
+    wait_for_swap(log).await;
     let (dir, start, removed) = {
         let mut l = log.borrow_mut();
         if l.deleted {
@@ -463,6 +482,13 @@ pub async fn delete_records(log: &Rc<RefCell<Log>>, offset: Offset) -> Result<Of
     segment::remove(removed).await;
     glommio::executor().spawn_blocking(move || write_log_start(&dir, start)).await?;
     Ok(start)
+}
+
+/// Waits until no cleaner swap is under way (they take milliseconds).
+async fn wait_for_swap(log: &Rc<RefCell<Log>>) {
+    while log.borrow().swapping {
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
 }
 
 const LOG_START_FILE: &str = "log-start-offset";
@@ -643,12 +669,15 @@ async fn while_idle(
 ) -> Result<(), Error> {
     take_when_idle(log).await;
     if log.borrow().deleted {
-        log.borrow_mut().busy = false;
+        let mut l = log.borrow_mut();
+        l.busy = false;
+        l.held = false;
         return Err(Error::Deleted);
     }
     let result = change.await;
     let restart = {
         let mut l = log.borrow_mut();
+        l.held = false;
         l.busy = !l.pending.is_empty();
         l.busy
     };
@@ -1447,7 +1476,28 @@ pub async fn read_for_follower(
         .await
 }
 
+/// A read that a cleaner's swap overlapped is done again: it may have located its batch in
+/// the old file and opened the new one (or found the old one's name gone). Swaps are rare
+/// and short, and a read waits for one under way.
 async fn read_up_to(
+    log: &Rc<RefCell<Log>>,
+    offset: Offset,
+    size_bytes_max: usize,
+    first: FirstBatch,
+    isolation: Isolation,
+    follower: bool,
+) -> Result<ReadOutcome, Error> {
+    loop {
+        wait_for_swap(log).await;
+        let generation = log.borrow().swap_generation;
+        let read = read_once(log, offset, size_bytes_max, first, isolation, follower).await;
+        if log.borrow().swap_generation == generation {
+            return read;
+        }
+    }
+}
+
+async fn read_once(
     log: &Rc<RefCell<Log>>,
     offset: Offset,
     size_bytes_max: usize,
@@ -1710,12 +1760,12 @@ pub fn retention_due(log: &Log, now: i64) -> Option<i64> {
     if log.deleted {
         return None;
     }
-    if log.busy || !log.pending.is_empty() {
+    if log.busy || !log.pending.is_empty() || log.swapping {
         return Some(now);
     }
     let config = &log.config;
     let expiry = |max_timestamp: i64| {
-        (config.retention_ms >= 0 && max_timestamp >= 0)
+        (config.cleanup.delete && config.retention_ms >= 0 && max_timestamp >= 0)
             .then(|| max_timestamp.saturating_add(config.retention_ms).saturating_add(1))
     };
     let active = log.segments.last().unwrap_or_else(|| unreachable!());
@@ -1732,9 +1782,11 @@ pub fn retention_due(log: &Log, now: i64) -> Option<i64> {
     if log.segments.len() > 1 {
         // Segments go oldest first; a sealed one with no timestamp (-1) goes at once.
         let oldest = log.segments[0].max_timestamp;
-        earliest(if config.retention_ms >= 0 { Some(expiry(oldest).unwrap_or(now)) } else { None });
+        let by_time = config.cleanup.delete && config.retention_ms >= 0;
+        earliest(if by_time { Some(expiry(oldest).unwrap_or(now)) } else { None });
         let rest = log.size_bytes() - log.segments[0].size;
-        if config.retention_bytes >= 0 && rest as i64 >= config.retention_bytes {
+        let by_size = config.cleanup.delete && config.retention_bytes >= 0;
+        if by_size && rest as i64 >= config.retention_bytes {
             earliest(Some(now));
         }
     }
@@ -1758,7 +1810,8 @@ pub async fn enforce_retention(log: &Rc<RefCell<Log>>, now: i64) -> Result<usize
         }
         let config = l.config.clone();
         let active = l.segments.last().unwrap_or_else(|| unreachable!());
-        let expired = config.retention_ms >= 0
+        let expired = config.cleanup.delete
+            && config.retention_ms >= 0
             && active.max_timestamp >= 0
             && active.max_timestamp < now - config.retention_ms;
         let aged = now - active.created_ms > config.segment_ms;
@@ -1782,14 +1835,22 @@ pub async fn enforce_retention(log: &Rc<RefCell<Log>>, now: i64) -> Result<usize
     }
     let removed: Vec<Segment> = {
         let mut l = log.borrow_mut();
+        if l.swapping || l.deleted {
+            // The cleaner is swapping segments: the next pass deletes.
+            return Ok(0);
+        }
         let config = l.config.clone();
         let mut total = l.size_bytes() as i64;
         let mut count = 0;
         while count + 1 < l.segments.len() {
             let segment = &l.segments[count];
-            let by_time =
-                config.retention_ms >= 0 && segment.max_timestamp < now - config.retention_ms;
-            let by_size = config.retention_bytes >= 0
+            // `cleanup.policy` without `delete` (compact only) keeps every segment.
+            let deletes = config.cleanup.delete;
+            let by_time = deletes
+                && config.retention_ms >= 0
+                && segment.max_timestamp < now - config.retention_ms;
+            let by_size = deletes
+                && config.retention_bytes >= 0
                 && total - segment.size as i64 >= config.retention_bytes;
             if !(by_time || by_size) {
                 break;
@@ -1820,6 +1881,9 @@ pub async fn enforce_retention(log: &Rc<RefCell<Log>>, now: i64) -> Result<usize
 pub fn delete_segments_before(log: &Rc<RefCell<Log>>, offset: Offset) -> usize {
     let removed: Vec<Segment> = {
         let mut l = log.borrow_mut();
+        if l.swapping {
+            return 0;
+        }
         let mut count = 0;
         while count + 1 < l.segments.len() && l.segments[count + 1].base_offset <= offset {
             count += 1;
@@ -1861,8 +1925,9 @@ async fn take_when_idle(log: &Rc<RefCell<Log>>) {
     loop {
         {
             let mut l = log.borrow_mut();
-            if !l.busy && l.pending.is_empty() {
+            if !l.busy && l.pending.is_empty() && !l.swapping {
                 l.busy = true;
+                l.held = true;
                 return;
             }
         }

@@ -6,6 +6,8 @@
 
 pub mod cache;
 pub mod clean_stop;
+pub mod cleaner;
+pub mod compaction;
 pub mod files;
 pub mod index;
 pub mod leader_epochs;

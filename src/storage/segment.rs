@@ -245,10 +245,10 @@ impl Segment {
                 size_bytes,
                 crc: _,
             } = *scanned_batch;
-            if first && *batch_position == 0 && batch_base != base_offset {
-                break;
-            }
-            if !first && batch_base != next_offset {
+            // Offsets only go up: a compacted segment has holes between batches (and may not
+            // start at its base offset), so continuity is not asked for here; the CRC is what
+            // tells a batch from garbage.
+            if !first && batch_base < next_offset {
                 break;
             }
             if batch_base < base_offset || last_offset - base_offset > i64::from(u32::MAX) {
@@ -459,6 +459,41 @@ impl Segment {
         self.write_indexes().await
     }
 
+    /// A sealed segment the cleaner wrote (`SegmentWriter`) and swapped in at `base_offset`
+    /// of `dir`; its descriptors are opened on first use.
+    pub fn adopt(
+        dir: &Path,
+        base_offset: Offset,
+        written: Written,
+        now_ms: i64,
+        files: &Rc<OpenFiles>,
+    ) -> Segment {
+        Segment {
+            base_offset,
+            log_path: dir.join(file_name(base_offset, "log")),
+            id: files.new_segment(),
+            files: files.clone(),
+            size: written.size,
+            next_offset: written.next_offset,
+            max_timestamp: written.max_timestamp,
+            index: written.index,
+            bytes_since_index: written.bytes_since_index,
+            created_ms: now_ms,
+            tail_position: written.size,
+            tail: Vec::new(),
+            alignment: written.alignment,
+            allocated: written.size,
+            zeroed: written.size.next_multiple_of(written.alignment),
+            size_max: u64::MAX,
+        }
+    }
+
+    /// The segment's identity in the shard's file cache: unique for the life of the process,
+    /// so a segment replaced by another with the same base offset is told apart.
+    pub fn id(&self) -> SegmentId {
+        self.id
+    }
+
     /// The paths of the segment's files: log, offset index, time index.
     pub fn file_paths(&self) -> [PathBuf; 3] {
         let dir = self.log_path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -473,6 +508,134 @@ impl Drop for Segment {
         self.files.forget(self.id);
     }
 }
+
+/// Writes a sealed segment from whole batches in offset order (the cleaner's output), with
+/// O_DIRECT writes of whole aligned blocks as the log's appends, its indexes built as
+/// `Segment::record_batch` builds them. `finish` cuts the file to its true length and
+/// fdatasyncs it. Lives on one shard, one write at a time.
+pub struct SegmentWriter {
+    file: DmaFile,
+    base_offset: Offset,
+    alignment: u64,
+    /// Bytes written to the file (a multiple of `alignment`).
+    written: u64,
+    /// Bytes after `written`, not yet written.
+    pending: Vec<u8>,
+    index: SegmentIndex,
+    size: u64,
+    next_offset: Offset,
+    max_timestamp: i64,
+    bytes_since_index: u64,
+}
+
+/// What a `SegmentWriter` wrote, for `Segment::adopt`.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub size: u64,
+    pub next_offset: Offset,
+    pub max_timestamp: i64,
+    pub index: SegmentIndex,
+    pub bytes_since_index: u64,
+    pub alignment: u64,
+}
+
+impl SegmentWriter {
+    /// Creates (or empties) the file at `path` for a segment whose base offset is
+    /// `base_offset`.
+    pub async fn create(path: &Path, base_offset: Offset) -> Result<SegmentWriter, Error> {
+        let file = open_dma(path).await?;
+        file.truncate(0).await.map_err(io_error)?;
+        let alignment = write_alignment(&file, path);
+        Ok(SegmentWriter {
+            file,
+            base_offset,
+            alignment,
+            written: 0,
+            pending: Vec::new(),
+            index: SegmentIndex::default(),
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            bytes_since_index: 0,
+        })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends one whole batch (`base_offset` at or after the end so far, within the
+    /// segment's relative offsets). Returns the bytes written to the file by this call.
+    pub async fn append(&mut self, batch: &[u8]) -> Result<u64, Error> {
+        let header = batch::BatchHeader::parse(batch).map_err(|_| bad_batch())?;
+        assert!(header.base_offset() >= self.next_offset);
+        let relative = header.last_offset() - self.base_offset;
+        assert!(relative >= 0 && relative <= i64::from(u32::MAX));
+        let position = self.size;
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp());
+        if self.index.offsets.is_empty() || self.bytes_since_index >= INDEX_INTERVAL_BYTES {
+            self.index.add(relative as u32, position as u32, self.max_timestamp);
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += batch.len() as u64;
+        self.size += batch.len() as u64;
+        self.next_offset = header.last_offset() + 1;
+        self.pending.extend_from_slice(batch);
+        if self.pending.len() < WRITER_CHUNK_BYTES {
+            return Ok(0);
+        }
+        let whole = self.pending.len() - self.pending.len() % self.alignment as usize;
+        self.write(whole).await?;
+        Ok(whole as u64)
+    }
+
+    /// Writes the first `len` pending bytes (a multiple of the alignment, or all of them
+    /// padded with zeros to one).
+    async fn write(&mut self, len: usize) -> Result<(), Error> {
+        let aligned = len.next_multiple_of(self.alignment as usize);
+        let mut buffer = self.file.alloc_dma_buffer(aligned);
+        let out = buffer.as_bytes_mut();
+        out[..len].copy_from_slice(&self.pending[..len]);
+        out[len..].fill(0);
+        let wrote = self.file.write_at(buffer, self.written).await.map_err(io_error)?;
+        if wrote != aligned {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("short O_DIRECT write ({wrote} of {aligned} bytes)"),
+            )));
+        }
+        self.pending.drain(..len);
+        self.written += len as u64;
+        Ok(())
+    }
+
+    /// Writes what is pending, cuts the file to the batches' length and fdatasyncs it.
+    pub async fn finish(mut self) -> Result<Written, Error> {
+        if !self.pending.is_empty() {
+            let len = self.pending.len();
+            self.write(len).await?;
+        }
+        self.file.truncate(self.size).await.map_err(io_error)?;
+        self.file.fdatasync().await.map_err(io_error)?;
+        count_fdatasync();
+        self.file.close().await.map_err(io_error)?;
+        Ok(Written {
+            size: self.size,
+            next_offset: self.next_offset,
+            max_timestamp: self.max_timestamp,
+            index: self.index,
+            bytes_since_index: self.bytes_since_index,
+            alignment: self.alignment,
+        })
+    }
+}
+
+fn bad_batch() -> Error {
+    Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, "not a record batch"))
+}
+
+/// How many bytes a `SegmentWriter` gathers before a write.
+const WRITER_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Deletes segments' files on glommio's blocking pool: removing a large file frees its blocks
 /// inside the call (on ext4, milliseconds per GiB), which must not stall the shard. Readers
@@ -494,6 +657,21 @@ pub async fn remove(segments: Vec<Segment>) {
         })
         .await;
     drop(segments);
+}
+
+/// Gives back the descriptors of segments whose files the cleaner already removed or
+/// replaced (a swap): like `remove`, the last buffered descriptor of a removed file is closed
+/// on the blocking pool, since that close frees its blocks; no file is touched.
+pub async fn release(segments: Vec<Segment>) {
+    if segments.is_empty() {
+        return;
+    }
+    let read_files: Vec<Arc<Buffered>> =
+        segments.iter().filter_map(|segment| segment.files.forget(segment.id)).collect();
+    drop(segments);
+    if !read_files.is_empty() {
+        glommio::executor().spawn_blocking(move || drop(read_files)).await;
+    }
 }
 
 /// The next preallocation step of a segment with `allocated` bytes: as much again, within

@@ -162,6 +162,8 @@ pub async fn replay(
                             Some(outcome) => {
                                 table.txns.on_marker(producer_id, base_offset, outcome)
                             }
+                            // An empty control batch: a marker the cleaner removed.
+                            None if header.records_count() == 0 => {}
                             None => {
                                 let base_offset = base_offset.0;
                                 tracing::warn!(base_offset, "unreadable transaction marker")

@@ -29,6 +29,7 @@ pub fn config(segment_bytes: u64) -> TopicConfig {
         timestamp_type: TimestampType::CreateTime,
         durability: Durability::Write,
         min_insync_replicas: 1,
+        cleanup: Default::default(),
     }
 }
 
