@@ -179,3 +179,29 @@ fn the_layering_check_sees_imports() {
     );
     assert!(referenced_modules("use super::Context;").is_empty());
 }
+
+/// `ApiKey::Name` tokens in a source text, in order of appearance.
+fn api_keys_named(text: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    for piece in text.split("ApiKey::").skip(1) {
+        let name: String = piece.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+        if !name.is_empty() && !keys.contains(&name) {
+            keys.push(name);
+        }
+    }
+    keys
+}
+
+/// The request fuzz target asserts that every served API has a decoder, but only a fuzz run
+/// sees that; this keeps an API added to `protocol::versions` from reaching CI's fuzz step
+/// without one.
+#[test]
+fn every_served_api_has_a_decoder_in_the_request_fuzz_target() {
+    let read = |p: &str| std::fs::read_to_string(root().join(p)).expect(p);
+    let served = api_keys_named(&read("src/protocol/versions.rs"));
+    let target = read("fuzz/fuzz_targets/request.rs");
+    assert!(served.len() > 40, "the served list was not found: {served:?}");
+    let missing: Vec<_> =
+        served.iter().filter(|k| !target.contains(&format!("ApiKey::{k} =>"))).collect();
+    assert!(missing.is_empty(), "fuzz/fuzz_targets/request.rs has no decoder for {missing:?}");
+}

@@ -66,6 +66,16 @@ fn decode_body(api_key: ApiKey, version: i16, body: Bytes) -> bool {
         ApiKey::DeleteRecords => decode::<DeleteRecordsRequest>(body, version),
         ApiKey::DescribeCluster => decode::<DescribeClusterRequest>(body, version),
         ApiKey::DescribeQuorum => decode::<DescribeQuorumRequest>(body, version),
+        ApiKey::DescribeTopicPartitions => {
+            decode::<DescribeTopicPartitionsRequest>(body, version)
+        }
+        ApiKey::ElectLeaders => decode::<ElectLeadersRequest>(body, version),
+        ApiKey::AlterPartitionReassignments => {
+            decode::<AlterPartitionReassignmentsRequest>(body, version)
+        }
+        ApiKey::ListPartitionReassignments => {
+            decode::<ListPartitionReassignmentsRequest>(body, version)
+        }
         ApiKey::AlterConfigs => decode::<AlterConfigsRequest>(body, version),
         ApiKey::IncrementalAlterConfigs => decode::<IncrementalAlterConfigsRequest>(body, version),
         ApiKey::FindCoordinator => decode::<FindCoordinatorRequest>(body, version),
