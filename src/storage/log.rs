@@ -529,12 +529,28 @@ pub fn set_replication(log: &Rc<RefCell<Log>>, leader_epoch: LeaderEpoch, replic
     }
     match (replicated, l.high_watermark_bound) {
         (true, None) => l.high_watermark_bound = Some(l.high_watermark),
-        (false, Some(_)) => {
+        (false, _) => {
+            // Not replicated (any more): the written end, also from a start held back by
+            // `start_high_watermark`.
             l.high_watermark_bound = None;
             advance_high_watermark(&mut l);
         }
         _ => {}
     }
+}
+
+/// A clustered node's log, just opened: its high watermark starts at the checkpointed one
+/// (`high_watermarks`), or at its log start when there is none, never beyond its end; it
+/// climbs from there once the log takes part in replication (`set_replication`).
+pub fn start_high_watermark(log: &Rc<RefCell<Log>>, checkpointed: Option<Offset>) {
+    let mut l = log.borrow_mut();
+    let start = checkpointed.unwrap_or(l.log_start_offset);
+    l.high_watermark = start.max(l.log_start_offset).min(l.written_end);
+}
+
+/// The high watermark of a replicated log, to checkpoint; None for one that is not.
+pub fn replicated_high_watermark(l: &Log) -> Option<Offset> {
+    l.high_watermark_bound.map(|_| l.high_watermark)
 }
 
 /// A replicated log's new high watermark bound: on a leader the smallest log end of its
