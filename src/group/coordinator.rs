@@ -1068,9 +1068,11 @@ fn encode_records(records: &[Record], timestamp: i64, batch_bytes_max: usize) ->
                 start += 1;
             }
             Record::TxnOffset { producer_id, producer_epoch, .. } => {
-                let same = |record: &Record| {
-                    matches!(record, Record::TxnOffset { producer_id: id, producer_epoch: epoch, .. }
-                        if id == producer_id && epoch == producer_epoch)
+                let same = |record: &Record| match record {
+                    Record::TxnOffset { producer_id: id, producer_epoch: epoch, .. } => {
+                        id == producer_id && epoch == producer_epoch
+                    }
+                    _ => false,
                 };
                 let mut end = start;
                 let mut size = 0;
