@@ -407,6 +407,61 @@ pub fn enqueue(log: &Rc<RefCell<Log>>, batches: Vec<Bytes>) -> Result<Appending,
     Ok(Appending { info, durable: Some(done_rx), deleted: false })
 }
 
+/// A coordinator's append to its own internal partition (Kafka's `AppendOrigin.COORDINATOR`):
+/// like `enqueue`, but without the idempotent-producer checks, since a group coordinator
+/// writes producers' transactional offset commits (no sequence) and the markers that end
+/// them (control batches) itself. The transaction index learns both, as a follower's
+/// would, so the partition's last stable offset and aborted transactions stay right.
+pub fn enqueue_coordinator(
+    log: &Rc<RefCell<Log>>,
+    batches: Vec<Bytes>,
+) -> Result<Appending, Error> {
+    assert!(!batches.is_empty());
+    let (done_tx, done_rx) = oneshot::channel();
+    let (info, start_flusher) = {
+        let mut l = log.borrow_mut();
+        if l.deleted {
+            return Err(Error::Deleted);
+        }
+        let now = now_ms();
+        let count = batches.len();
+        let mut done = Some(done_tx);
+        let mut first = None;
+        let mut start = false;
+        for (i, bytes) in batches.into_iter().enumerate() {
+            let control = {
+                let header = BatchHeader::parse(&bytes).unwrap_or_else(|_| unreachable!());
+                let producer_id = header.producer_id();
+                (header.is_control() && producer_id.is_valid()).then(|| {
+                    let outcome = crate::model::records::control_outcome(&bytes);
+                    (producer_id, header.producer_epoch(), outcome)
+                })
+            };
+            // Only the last batch's write tells the caller; the others' senders are dropped
+            // unheard (they land before it, in order).
+            let tx = if i + 1 == count {
+                done.take().unwrap_or_else(|| unreachable!())
+            } else {
+                oneshot::channel().0
+            };
+            let (queued, started) = queue(&mut l, vec![bytes], -1, tx);
+            start |= started;
+            first = first.or(Some(queued));
+            if let Some((producer_id, producer_epoch, outcome)) = control {
+                let _ = l.producers.on_marker(producer_id, producer_epoch, now);
+                if let Some(outcome) = outcome {
+                    l.producers.txns.on_marker(producer_id, queued.base_offset, outcome);
+                }
+            }
+        }
+        (first.unwrap_or_else(|| unreachable!()), start)
+    };
+    if start_flusher {
+        glommio::spawn_local(flush_loop(log.clone())).detach();
+    }
+    Ok(Appending { info, durable: Some(done_rx), deleted: false })
+}
+
 /// A transaction marker for the partition, asked for by the transaction coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Marker {
