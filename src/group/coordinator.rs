@@ -434,16 +434,7 @@ impl Coordinator {
                     return GroupResponse::Commit(Err(ErrorCode::NotCoordinator));
                 }
                 let result = self.state.borrow_mut().commit_offsets(now, req);
-                if let Some(written) = self.dispatch(WaitFor::Write) {
-                    match written.await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(code)) => return GroupResponse::Commit(Err(code)),
-                        Err(_) => {
-                            return GroupResponse::Commit(Err(ErrorCode::CoordinatorNotAvailable))
-                        }
-                    }
-                }
-                GroupResponse::Commit(result)
+                GroupResponse::Commit(self.written(result).await)
             }
             GroupRequest::TxnCommit(req) => {
                 // As OffsetCommit: below the free-space reserve, NOT_COORDINATOR.
@@ -451,16 +442,7 @@ impl Coordinator {
                     return GroupResponse::Commit(Err(ErrorCode::NotCoordinator));
                 }
                 let result = self.state.borrow_mut().txn_commit_offsets(now, req);
-                if let Some(written) = self.dispatch(WaitFor::Write) {
-                    match written.await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(code)) => return GroupResponse::Commit(Err(code)),
-                        Err(_) => {
-                            return GroupResponse::Commit(Err(ErrorCode::CoordinatorNotAvailable))
-                        }
-                    }
-                }
-                GroupResponse::Commit(result)
+                GroupResponse::Commit(self.written(result).await)
             }
             GroupRequest::TxnMarker { partition, producer_id, producer_epoch, outcome } => {
                 if !self.clustered {
@@ -553,6 +535,20 @@ impl Coordinator {
         let (tx, rx) = oneshot::channel();
         self.waiting.borrow_mut().insert(id, tx);
         (id, rx)
+    }
+
+    /// A commit's answer once its records are in the log: `result` when they were written
+    /// (or there were none), the write's error otherwise.
+    async fn written(
+        self: &Rc<Self>,
+        result: Result<Vec<ErrorCode>, ErrorCode>,
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        let Some(written) = self.dispatch(WaitFor::Write) else { return result };
+        match written.await {
+            Ok(Ok(_)) => result,
+            Ok(Err(code)) => Err(code),
+            Err(_) => Err(ErrorCode::CoordinatorNotAvailable),
+        }
     }
 
     /// Delivers the state machine's answers and queues its records. With `WaitFor::Write`,

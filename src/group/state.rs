@@ -204,6 +204,27 @@ pub struct CommitPartition {
     pub metadata: Option<String>,
 }
 
+/// What a commit of `p` stores (its metadata taken out of it), or OFFSET_METADATA_TOO_LARGE
+/// past `metadata_max` bytes.
+fn offset_value(
+    p: &mut CommitPartition,
+    metadata_max: usize,
+    now: i64,
+    expire_timestamp: Option<i64>,
+) -> Result<OffsetValue, ErrorCode> {
+    let metadata = p.metadata.take().unwrap_or_default();
+    if metadata.len() > metadata_max {
+        return Err(ErrorCode::OffsetMetadataTooLarge);
+    }
+    Ok(OffsetValue {
+        offset: p.offset,
+        leader_epoch: p.leader_epoch,
+        metadata,
+        commit_timestamp: now,
+        expire_timestamp,
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct CommitRequest {
     pub group_id: String,
@@ -1089,18 +1110,14 @@ impl Groups {
         let expire_timestamp =
             (req.retention_time_ms >= 0).then(|| now.saturating_add(req.retention_time_ms));
         let mut codes = Vec::with_capacity(req.partitions.len());
-        for p in req.partitions {
-            let metadata = p.metadata.unwrap_or_default();
-            if metadata.len() > cx.cfg.offset_metadata_bytes_max {
-                codes.push(ErrorCode::OffsetMetadataTooLarge);
-                continue;
-            }
-            let value = OffsetValue {
-                offset: p.offset,
-                leader_epoch: p.leader_epoch,
-                metadata,
-                commit_timestamp: now,
-                expire_timestamp,
+        for mut p in req.partitions {
+            let max = cx.cfg.offset_metadata_bytes_max;
+            let value = match offset_value(&mut p, max, now, expire_timestamp) {
+                Ok(value) => value,
+                Err(code) => {
+                    codes.push(code);
+                    continue;
+                }
             };
             cx.fx.records.push(Record::Offset {
                 group: group.group_id.clone(),
@@ -1174,18 +1191,14 @@ impl Groups {
             None => validate_txn_offset_commit(group, &req)?,
         }
         let mut codes = Vec::with_capacity(req.partitions.len());
-        for p in req.partitions {
-            let metadata = p.metadata.unwrap_or_default();
-            if metadata.len() > self.config.offset_metadata_bytes_max {
-                codes.push(ErrorCode::OffsetMetadataTooLarge);
-                continue;
-            }
-            let value = OffsetValue {
-                offset: p.offset,
-                leader_epoch: p.leader_epoch,
-                metadata,
-                commit_timestamp: now,
-                expire_timestamp: None,
+        for mut p in req.partitions {
+            let max = self.config.offset_metadata_bytes_max;
+            let value = match offset_value(&mut p, max, now, None) {
+                Ok(value) => value,
+                Err(code) => {
+                    codes.push(code);
+                    continue;
+                }
             };
             self.fx.records.push(Record::TxnOffset {
                 producer_id: req.producer_id,
