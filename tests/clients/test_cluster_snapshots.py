@@ -5,8 +5,10 @@
 fewer journal entries than the log holds, and every topic is intact everywhere. (2) A node
 killed while the others create enough topics to compact past its position catches up through
 the leader's snapshot (its log says it installed one) and answers Metadata exactly as the
-others. (3) kill -9 of random nodes while they snapshot every few entries never loses a
-committed topic (seeded, the seed printed). Every wait is bounded.
+others. (3) A snapshot larger than a controller frame (4 MiB: 96 topics with 60 KB configs)
+reaches a follower that was down, in chunks, and the follower then answers Metadata and
+DescribeConfigs as the others. (4) kill -9 of random nodes while they snapshot every few
+entries never loses a committed topic (seeded, the seed printed). Every wait is bounded.
 """
 
 import os
@@ -113,6 +115,90 @@ def test_a_node_far_behind_catches_up_through_a_snapshot(spate_factory):
     assert create_topics(others[1], ["after"]) == []
     wait_for("a topic after the snapshot everywhere",
              lambda: metadata_everywhere(nodes, names + ["early", "after"]))
+
+
+def topic_config(node, name, key):
+    """One topic config's value as `node` answers DescribeConfigs (confluent-kafka)."""
+    from confluent_kafka.admin import ConfigResource
+    resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+    described = admin(node).describe_configs([resource], request_timeout=30)
+    return described[resource].result(timeout=35)[key].value
+
+
+THROTTLED = "leader.replication.throttled.replicas"
+
+
+def test_a_snapshot_larger_than_a_frame_reaches_a_follower_in_chunks(spate_factory):
+    """A metadata snapshot of more than 4 MiB (a controller frame) reaches a follower that
+    was down while the leader snapshotted and compacted: fetched in chunks (1 MiB each),
+    checked whole, installed; the follower then answers Metadata and DescribeConfigs as the
+    others, and restarts from it. 96 topics with a 60 KB config value each make it (cheaper
+    than thousands of topics: the value is stored and reported, and the snapshot holds it);
+    a value longer than a record string (64 KiB) is refused rather than cut."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    nodes = start_cluster(spate_factory, "--metadata-snapshot-interval-records", INTERVAL)
+    leader, _, _ = wait_for("a leader", lambda: agreed_leader(nodes))
+    victim = next(node for node in nodes if node.node_id != leader)
+    others = [node for node in nodes if node is not victim]
+    assert create_topics(others[0], ["early"]) == []
+    wait_for("the first topic everywhere", lambda: metadata_everywhere(nodes, ["early"]))
+    assert victim.broker.stop() == 0, victim.broker.log_tail()
+    client = AdminClient({"bootstrap.servers": others[0].broker.bootstrap,
+                          "socket.timeout.ms": 10000, "message.max.bytes": 4_000_000})
+    too_long = ",".join(f"{p}:1" for p in range(20_000))[:70_000]
+    futures = client.create_topics([NewTopic("too-long", 1, 1, config={THROTTLED: too_long})],
+                                   operation_timeout=30, request_timeout=40)
+    with pytest.raises(KafkaException) as refused:
+        futures["too-long"].result(timeout=45)
+    assert refused.value.args[0].name() == "INVALID_CONFIG", refused.value
+    big = {f"big-{i}": ",".join(f"{p}:{i % 3 + 1}" for p in range(20_000))[:60_000]
+           for i in range(96)}
+    names_big = list(big)
+    for first in range(0, len(names_big), 12):
+        batch = names_big[first:first + 12]
+        futures = client.create_topics(
+            [NewTopic(name, 1, 1, config={THROTTLED: big[name]}) for name in batch],
+            operation_timeout=30, request_timeout=40)
+        for name in batch:
+            futures[name].result(timeout=45)
+    small = [f"after-big-{i}" for i in range(2 * int(INTERVAL))]
+    assert create_topics(others[0], small) == []
+    names = list(big) + small + ["early"]
+    wait_for("every topic on the survivors", lambda: metadata_everywhere(others, names))
+    for node in others:
+        wait_for("a snapshot past the big topics on the survivors",
+                 lambda node=node: any(
+                     (node.broker.data_dir / "__cluster_metadata" / name).stat().st_size
+                     > 4 * 1024 * 1024 for name in snapshot_files(node)))
+    victim.broker.start()
+    wait_for("the snapshot installed on the restarted node",
+             lambda: "installed the metadata snapshot from the leader" in plain_log(victim),
+             timeout=60)
+    fetched = [int(size) for size in re.findall(
+        r"fetched the metadata snapshot index=\d+ term=\d+ bytes=(\d+)", plain_log(victim))]
+    assert fetched and fetched[-1] > 4 * 1024 * 1024, plain_log(victim)[-3000:]
+    leader_log = "".join(plain_log(node) for node in others)
+    assert "larger than a controller frame" not in leader_log
+    wait_for("identical Metadata on all three", lambda: metadata_everywhere(nodes, names),
+             timeout=30)
+    for name in names_big[::7]:
+        assert topic_config(victim, name, THROTTLED) == big[name], name
+        assert topic_config(others[1], name, THROTTLED) == big[name], name
+    largest = max((victim.broker.data_dir / "__cluster_metadata" / name).stat().st_size
+                  for name in snapshot_files(victim))
+    assert largest > 4 * 1024 * 1024
+    assert not list((victim.broker.data_dir / "__cluster_metadata").glob("*.download"))
+    # It keeps taking the log after the snapshot, and restarts from it.
+    assert create_topics(others[1], ["after"]) == []
+    wait_for("a topic after the snapshot everywhere",
+             lambda: metadata_everywhere(nodes, names + ["after"]))
+    assert victim.broker.stop() == 0, victim.broker.log_tail()
+    victim.broker.start()
+    wait_for("every topic after the follower's restart",
+             lambda: metadata_everywhere(nodes, names + ["after"]), timeout=30)
+    assert topic_config(victim, "big-95", THROTTLED) == big["big-95"]
 
 
 def test_kill_9_while_snapshotting_loses_no_committed_topic(spate_factory):
