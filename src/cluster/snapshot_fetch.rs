@@ -414,7 +414,8 @@ mod tests {
     fn answers_that_do_not_fit_abandon_the_download() {
         let data: Bytes = vec![7; 10].into();
         let at = |position| ask(1, key(40, 3), position);
-        let cases: Vec<(&str, Box<dyn Fn(&mut SnapshotChunk)>)> = vec![
+        type Spoil = Box<dyn Fn(&mut SnapshotChunk)>;
+        let cases: Vec<(&str, Spoil)> = vec![
             ("not found", Box::new(|c| c.status = ChunkStatus::NotFound)),
             ("out of range", Box::new(|c| c.status = ChunkStatus::OutOfRange)),
             ("size changed", Box::new(|c| c.size = 12)),
