@@ -154,8 +154,9 @@ pub struct Args {
     #[arg(long, value_name = "MS")]
     pub replica_lag_time_max_ms: Option<u64>,
     /// The rack (or zone) this broker is in (Kafka's broker.rack): registered on the
-    /// metadata log, reported in Metadata and DescribeCluster, and matched against
-    /// consumers' client.rack by --replica-selector rack-aware [default: none].
+    /// metadata log, reported in Metadata and DescribeCluster, used to place each
+    /// partition's replicas on distinct racks, and matched against consumers' client.rack
+    /// by --replica-selector rack-aware [default: none].
     #[arg(long, value_name = "ID")]
     pub rack: Option<String>,
     /// Which replica a partition's leader tells a consumer (Fetch v11+) to fetch from

@@ -308,6 +308,15 @@ pub const CLUSTER_REQUESTS_REMEMBERED_MAX: usize = 10_000;
 /// Kafka counts bytes, 20 MiB by default, about 100,000 of its records; a smaller count keeps
 /// the journal and its replay short, and a snapshot costs one encoding of the state).
 pub const METADATA_SNAPSHOT_INTERVAL_RECORDS_DEFAULT: u64 = 10_000;
+/// A metadata snapshot goes to a follower in chunks of this many bytes (KRaft's
+/// FetchSnapshot; a snapshot may be far larger than a controller frame), each asked again
+/// after the retry interval without an answer, the transfer given up after the idle time
+/// without a chunk (the leader offers it again). A follower takes snapshots up to the
+/// largest size (it reads one back whole to check and install it).
+pub const METADATA_SNAPSHOT_CHUNK_BYTES: u32 = 1024 * 1024;
+pub const METADATA_SNAPSHOT_FETCH_RETRY_MS: u64 = 1000;
+pub const METADATA_SNAPSHOT_FETCH_IDLE_MS: u64 = 10_000;
+pub const METADATA_SNAPSHOT_SIZE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 /// Clustered, each node hands out producer ids from its own blocks, as a single node does,
 /// and interleaves them: node n's local id i is `i * STRIDE + n mod STRIDE`, so two nodes
 /// whose ids differ modulo the stride never hand out the same id (until producer id blocks
@@ -365,6 +374,9 @@ const _: () = assert!(MIN_FREE_PERCENT_DEFAULT < 100);
 const _: () = assert!(NO_SPACE_RETRY_MS_MIN > 0 && NO_SPACE_RETRY_MS_MIN <= NO_SPACE_RETRY_MS_MAX);
 const _: () = assert!(RAFT_HEARTBEAT_TICKS < RAFT_ELECTION_TICKS);
 const _: () = assert!(RAFT_FRAME_SIZE_BYTES_MAX as u64 > 2 * RAFT_MESSAGE_SIZE_BYTES_MAX);
+// A chunk and its header fit in a frame.
+const _: () = assert!((METADATA_SNAPSHOT_CHUNK_BYTES as usize) < RAFT_FRAME_SIZE_BYTES_MAX - 64);
+const _: () = assert!(METADATA_SNAPSHOT_FETCH_RETRY_MS < METADATA_SNAPSHOT_FETCH_IDLE_MS);
 const _: () = assert!(RAFT_PEER_RETRY_MS_MIN <= RAFT_PEER_RETRY_MS_MAX);
 const _: () = assert!(CLUSTER_PROPOSAL_RETRY_MS < CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT);
 const _: () = assert!(CLUSTER_PROPOSAL_POLL_MS < CLUSTER_PROPOSAL_RETRY_MS);

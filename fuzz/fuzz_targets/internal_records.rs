@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = snapshot::decode(rest);
         }
         _ => {
-            let _ = frame::decode(rest, 1, &[1, 2, 3]);
+            let _ = frame::decode(&bytes::Bytes::copy_from_slice(rest), 1, &[1, 2, 3]);
         }
     }
 });

@@ -24,7 +24,9 @@
 //! every shard answers clients from, and the hand-off of committed topic changes to the
 //! controller (`Committed`, which applies them to the catalog and the partition logs on
 //! every shard). Proposals come from the controller on any node (`propose`); raft-rs
-//! forwards a follower's to the leader. Not yet: snapshots, replication, broker-only nodes.
+//! forwards a follower's to the leader. Snapshots of the state (`snapshot`) reach a
+//! follower far behind in chunks (`snapshot_fetch`); replicas are placed rack-aware
+//! (`placement`). Not yet: broker-only nodes.
 //! Without
 //! `--controller-quorum-voters` the service exists on every shard but starts nothing and its
 //! view is None: the broker is the single node it always was.
@@ -38,8 +40,10 @@ pub mod identity;
 pub mod journal;
 pub mod liveness;
 pub mod node;
+pub mod placement;
 pub mod records;
 pub mod snapshot;
+pub mod snapshot_fetch;
 pub mod state;
 pub mod transport;
 
@@ -169,6 +173,10 @@ pub enum Event {
     /// A broker heartbeat: this node's own (sent to the active controller, or taken if this
     /// node is it) or a peer's (taken if this node is the active controller).
     Heartbeat(BrokerHeartbeat),
+    /// A follower asks for bytes of this node's snapshot (`snapshot_fetch`).
+    FetchSnapshot(snapshot_fetch::FetchSnapshot),
+    /// Bytes of a snapshot this node is fetching.
+    SnapshotChunk(snapshot_fetch::SnapshotChunk),
     /// This node is shutting down: if it leads the quorum, hand leadership to the most
     /// caught-up voter (Kafka's controller resigns), rather than leave the others to find
     /// out by an election timeout.

@@ -58,17 +58,24 @@
 //! first catalog is at least what it had before the stop). A journal with no snapshot
 //! (an older version's) replays whole, as before.
 //!
-//! A follower whose next index is below the leader's first index gets the snapshot from
-//! raft-rs (`Storage::snapshot`, MsgSnapshot on the transport; one frame, so at most
-//! `RAFT_FRAME_SIZE_BYTES_MAX`). It arrives in a `Ready`: the follower writes it as its
-//! newest snapshot, installs it in the raft storage, rewrites its journal to the conf and
-//! hard states alone, replaces its state with the snapshot's and hands the controller its
-//! topics, exactly as after a replay.
+//! A follower whose next index is below the leader's first index is offered the snapshot
+//! by raft-rs (`Storage::snapshot`, MsgSnapshot): `send` strips its bytes, and the follower
+//! fetches them in chunks of `METADATA_SNAPSHOT_CHUNK_BYTES` (`snapshot_fetch`, KRaft's
+//! FetchSnapshot, frames of Spate's own on the transport; a snapshot may be far larger than
+//! a frame) into `<index>.snapshot.download`, then fsyncs it, checks it whole (CRC, fields,
+//! index and term) and steps the offer with the bytes into raft-rs. It comes back in a
+//! `Ready`: the follower renames the file into place (directory fsync), installs the
+//! snapshot in the raft storage, rewrites its journal to the conf and hard states alone,
+//! replaces its state with the snapshot's and hands the controller its topics, exactly as
+//! after a replay. raft-rs is told the snapshot was sent once the offer is queued; until
+//! the follower has it, its appends are refused and raft-rs offers the same snapshot again
+//! every heartbeat round, which the fetch keeps going through (`snapshot_fetch`).
 //!
 //! Lifecycle: started after the shards are ready (`Cluster::start`), runs until the process
 //! ends. Concurrency: shard 0 only; the events queue is its only input.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -79,15 +86,19 @@ use raft::{GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateRole, Sto
 
 use super::journal::{self, Journal};
 use super::liveness::{BrokerHeartbeat, Sessions, Throttle};
+use super::placement::{self, Start};
 use super::records::{MetadataRecord, RequestId};
 use super::snapshot::{self, SnapshotMeta};
-use super::state::{place, place_replicas, MetadataState};
+use super::snapshot_fetch::{self, Fetcher, SnapshotChunk, SnapshotKey};
+use super::state::{place, MetadataState};
 use super::transport::{self, Peers};
 use super::{Cluster, ClusterView, Committed, Event, VoterState};
 use crate::config::{ClusterConfig, Config};
 use crate::constants::{
     BROKER_HEARTBEAT_POLL_MS, BROKER_REGISTRATION_RETRY_MS, CLUSTER_INTERNAL_TOPIC_PARTITIONS,
-    CLUSTER_INTERNAL_TOPIC_REPLICATION_FACTOR, CLUSTER_PROPOSAL_RETRY_MS, RAFT_ELECTION_TICKS,
+    CLUSTER_INTERNAL_TOPIC_REPLICATION_FACTOR, CLUSTER_PROPOSAL_RETRY_MS,
+    METADATA_SNAPSHOT_CHUNK_BYTES, METADATA_SNAPSHOT_FETCH_IDLE_MS,
+    METADATA_SNAPSHOT_FETCH_RETRY_MS, METADATA_SNAPSHOT_SIZE_BYTES_MAX, RAFT_ELECTION_TICKS,
     RAFT_EVENTS_QUEUED_MAX, RAFT_HEARTBEAT_TICKS, RAFT_INFLIGHT_MESSAGES_MAX,
     RAFT_MESSAGE_SIZE_BYTES_MAX, RAFT_TICK_MS,
 };
@@ -267,8 +278,21 @@ pub async fn run(
         snapshot_interval: quorum_snapshot_interval,
         catalog_due_at,
         snapshots_sent: Vec::new(),
+        snapshots_offered: HashMap::new(),
+        fetcher: Fetcher::new(me, fetch_limits()),
+        downloaded: None,
     };
     driver.run(events).await;
+}
+
+/// How a follower fetches a snapshot (`snapshot_fetch`).
+fn fetch_limits() -> snapshot_fetch::Limits {
+    snapshot_fetch::Limits {
+        chunk_bytes: METADATA_SNAPSHOT_CHUNK_BYTES,
+        size_bytes_max: METADATA_SNAPSHOT_SIZE_BYTES_MAX,
+        retry_ms: METADATA_SNAPSHOT_FETCH_RETRY_MS,
+        idle_ms: METADATA_SNAPSHOT_FETCH_IDLE_MS,
+    }
 }
 
 /// Ticks the node every `RAFT_TICK_MS`.
@@ -365,6 +389,13 @@ struct Driver {
     catalog_due_at: Option<u64>,
     /// The peers a snapshot was handed to in this `Ready` and whether it was queued.
     snapshots_sent: Vec<(u64, bool)>,
+    /// The snapshot index last offered to each peer (logged once per snapshot: raft-rs
+    /// offers it again every heartbeat round while the peer fetches it).
+    snapshots_offered: HashMap<u64, u64>,
+    /// The snapshot this node fetches from the leader, if any (`snapshot_fetch`).
+    fetcher: Fetcher,
+    /// A fetched snapshot checked whole, stepped into raft-rs and not yet installed.
+    downloaded: Option<snapshot::Downloaded>,
 }
 
 /// What a batch of applied entries has for the controller.
@@ -380,13 +411,24 @@ impl Driver {
             match event {
                 Event::Tick => {
                     self.node.tick();
+                    let step = self.fetcher.tick(self.now_ms());
+                    self.fetch_step(step).await;
                 }
-                Event::Message(message) => {
-                    // A stale or unexpected message is Raft's business to ignore.
-                    if let Err(e) = self.node.step(message) {
-                        tracing::debug!("raft step: {e}");
+                Event::Message(message) if self.is_snapshot_offer(&message) => {
+                    let step = self.fetcher.offer(self.now_ms(), message);
+                    if let Some(request) = &step.request {
+                        tracing::info!(
+                            leader = request.to,
+                            index = request.key.index,
+                            term = request.key.term,
+                            "fetching the metadata snapshot from the leader"
+                        );
                     }
+                    self.fetch_step(step).await;
                 }
+                Event::Message(message) => self.step(message),
+                Event::FetchSnapshot(request) => self.serve_snapshot(&request),
+                Event::SnapshotChunk(chunk) => self.take_chunk(chunk).await,
                 Event::Propose(data) => {
                     // Dropped when there is no leader to forward to; the proposer retries.
                     if let Err(e) = self.node.propose(vec![], data) {
@@ -404,7 +446,116 @@ impl Driver {
             if self.node.has_ready() {
                 self.handle_ready().await;
             }
+            if let Some(downloaded) = self.downloaded.take() {
+                // raft-rs did not take it (this node got that far meanwhile): drop the file.
+                tracing::info!(index = downloaded.meta.index, "fetched snapshot not needed");
+                self.remove_downloads().await;
+            }
             self.publish();
+        }
+    }
+
+    fn step(&mut self, message: Message) {
+        // A stale or unexpected message is Raft's business to ignore.
+        if let Err(e) = self.node.step(message) {
+            tracing::debug!("raft step: {e}");
+        }
+    }
+
+    /// A snapshot offered without its bytes (`send` strips them) that this node may need:
+    /// at or past its commit index. One below it is stepped as is (raft-rs refuses it from
+    /// the metadata alone, before looking at the bytes), and one with its bytes (a previous
+    /// version's leader) too.
+    fn is_snapshot_offer(&self, message: &Message) -> bool {
+        message.get_msg_type() == MessageType::MsgSnapshot
+            && message.get_snapshot().data.is_empty()
+            && message.get_snapshot().get_metadata().index >= self.node.raft.raft_log.committed
+    }
+
+    /// Does what the fetcher asks: drop partial files, write a chunk, ask the leader, or
+    /// check the whole snapshot and step it into raft-rs.
+    async fn fetch_step(&mut self, step: snapshot_fetch::Step) {
+        if step.discard {
+            self.remove_downloads().await;
+        }
+        if let Some(write) = step.write {
+            let dir = self.journal.dir().to_path_buf();
+            let snapshot_fetch::Write { key, position, bytes } = write;
+            let written = glommio::executor()
+                .spawn_blocking(move || snapshot::write_chunk(&dir, key.index, position, &bytes))
+                .await;
+            if let Err(e) = written {
+                fatal(FatalReason::StorageIo, format!("cannot write the metadata snapshot: {e}"));
+            }
+        }
+        if let Some(request) = step.request {
+            let frame = super::frame::encode_fetch_snapshot(&request);
+            if !self.peers.send_frame(request.to, frame) {
+                tracing::debug!(to = request.to, "snapshot fetch request not queued; asked again");
+            }
+        }
+        if let Some(complete) = step.complete {
+            self.complete_download(complete).await;
+        }
+    }
+
+    /// Every byte of a fetched snapshot is written: fsync and check it whole, then step the
+    /// leader's offer with its bytes into raft-rs (which installs it in the next `Ready`:
+    /// `install_snapshot`). A snapshot that does not check is dropped; the leader offers it
+    /// again.
+    async fn complete_download(&mut self, complete: snapshot_fetch::Completed) {
+        let dir = self.journal.dir().to_path_buf();
+        let snapshot_fetch::Completed { key, size, mut offer } = complete;
+        let checked = glommio::executor()
+            .spawn_blocking(move || snapshot::finish_download(&dir, key.index, key.term, size))
+            .await;
+        match checked {
+            Ok(mut downloaded) => {
+                tracing::info!(
+                    index = key.index,
+                    term = key.term,
+                    bytes = size,
+                    "fetched the metadata snapshot"
+                );
+                offer.mut_snapshot().data = std::mem::take(&mut downloaded.bytes).into();
+                self.downloaded = Some(downloaded);
+                self.step(offer);
+            }
+            Err(e) => {
+                tracing::warn!(index = key.index, "fetched metadata snapshot refused: {e}");
+                self.remove_downloads().await;
+            }
+        }
+    }
+
+    /// A chunk of the snapshot this node fetches.
+    async fn take_chunk(&mut self, chunk: SnapshotChunk) {
+        let step = self.fetcher.chunk(self.now_ms(), chunk);
+        self.fetch_step(step).await;
+    }
+
+    /// Answers a follower's request with bytes of this node's newest snapshot (the one
+    /// raft-rs offered it), or SNAPSHOT_NOT_FOUND when that is no longer it.
+    fn serve_snapshot(&self, request: &snapshot_fetch::FetchSnapshot) {
+        let chunk = {
+            let storage = self.node.store();
+            let snapshot = storage.snapshot.borrow();
+            let metadata = snapshot.get_metadata();
+            let key = SnapshotKey { index: metadata.index, term: metadata.term };
+            let have = (!snapshot.data.is_empty()).then_some((key, &snapshot.data));
+            snapshot_fetch::serve(request, have, super::frame::SNAPSHOT_CHUNK_BYTES_MAX)
+        };
+        if !self.peers.send_frame(chunk.to, super::frame::encode_snapshot_chunk(&chunk)) {
+            tracing::debug!(to = chunk.to, "snapshot chunk not queued; the follower asks again");
+        }
+    }
+
+    async fn remove_downloads(&self) {
+        let dir = self.journal.dir().to_path_buf();
+        let removed =
+            glommio::executor().spawn_blocking(move || snapshot::remove_downloads(&dir)).await;
+        if let Err(e) = removed {
+            tracing::warn!("cannot remove a partial metadata snapshot: {e}");
         }
     }
 
@@ -593,11 +744,13 @@ impl Driver {
             let record = if internal_log::replicated(name) {
                 let factor = CLUSTER_INTERNAL_TOPIC_REPLICATION_FACTOR.min(live.len());
                 let (serial, _) = uuid::Uuid::new_v4().as_u64_pair();
+                let candidates = self.state.placement_candidates();
+                let start = Start::random(uuid::Uuid::new_v4().as_u128(), candidates.len());
                 MetadataRecord::CreateTopic {
                     request: RequestId { node_id: NodeId(self.me as i32), serial },
                     name: name.to_string(),
                     topic_id: *uuid::Uuid::new_v4().as_bytes(),
-                    replicas: place_replicas(name, &live, 0, partitions, factor),
+                    replicas: placement::assign(&candidates, 0, partitions, factor, start),
                     overrides: std::collections::BTreeMap::new(),
                 }
             } else {
@@ -659,12 +812,21 @@ impl Driver {
     }
 
     fn send(&mut self, messages: Vec<Message>) {
-        for message in messages {
+        for mut message in messages {
             let snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
             let to = message.to;
             if snapshot {
+                // Offered without its bytes: the follower fetches them in chunks.
+                let bytes = std::mem::take(&mut message.mut_snapshot().data).len();
                 let index = message.get_snapshot().get_metadata().index;
-                tracing::info!(to, index, "sending the metadata snapshot to a follower behind");
+                if self.snapshots_offered.insert(to, index) != Some(index) {
+                    tracing::info!(
+                        to,
+                        index,
+                        bytes,
+                        "offering the metadata snapshot to a follower behind"
+                    );
+                }
             }
             let queued = self.peers.send(message);
             if snapshot {
@@ -717,21 +879,21 @@ impl Driver {
     async fn install_snapshot(&mut self, incoming: Snapshot) {
         let index = incoming.get_metadata().index;
         let term = incoming.get_metadata().term;
-        let (meta, state) = match snapshot::decode(&incoming.data) {
-            Ok((meta, state)) if meta.index == index && meta.term == term => (meta, state),
-            Ok((meta, _)) => fatal(
-                FatalReason::Runtime,
-                format!(
-                    "the leader's metadata snapshot at {index} (term {term}) holds {} (term {})",
-                    meta.index, meta.term
-                ),
-            ),
-            Err(e) => fatal(
-                FatalReason::Runtime,
-                format!("the leader's metadata snapshot at {index} does not decode: {e}"),
-            ),
+        let fetched = self.downloaded.take();
+        let (meta, state) = match fetched.map(|d| (d.meta, d.state)) {
+            Some((meta, state)) if meta.index == index && meta.term == term => {
+                let dir = self.journal.dir().to_path_buf();
+                let installed = glommio::executor()
+                    .spawn_blocking(move || snapshot::install_download(&dir, index))
+                    .await;
+                if let Err(e) = installed {
+                    let message = format!("cannot install the metadata snapshot: {e}");
+                    fatal(FatalReason::StorageIo, message);
+                }
+                (meta, state)
+            }
+            _ => self.decode_and_write(&incoming).await,
         };
-        self.write_snapshot_file(index, incoming.data.to_vec()).await;
         let storage = self.node.store().clone();
         storage.install(incoming);
         let RaftState { hard_state, conf_state } = storage.raft_state();
@@ -752,6 +914,29 @@ impl Driver {
         self.state = state;
         self.catalog_due_at = None;
         self.hand_over(Vec::new()).await;
+    }
+
+    /// A snapshot that came with its bytes in raft-rs's message (a leader of the previous
+    /// version): decoded and written as the newest snapshot.
+    async fn decode_and_write(&self, incoming: &Snapshot) -> (SnapshotMeta, MetadataState) {
+        let index = incoming.get_metadata().index;
+        let term = incoming.get_metadata().term;
+        let decoded = match snapshot::decode(&incoming.data) {
+            Ok((meta, state)) if meta.index == index && meta.term == term => (meta, state),
+            Ok((meta, _)) => fatal(
+                FatalReason::Runtime,
+                format!(
+                    "the leader's metadata snapshot at {index} (term {term}) holds {} (term {})",
+                    meta.index, meta.term
+                ),
+            ),
+            Err(e) => fatal(
+                FatalReason::Runtime,
+                format!("the leader's metadata snapshot at {index} does not decode: {e}"),
+            ),
+        };
+        self.write_snapshot_file(index, incoming.data.to_vec()).await;
+        decoded
     }
 
     async fn write_snapshot_file(&self, index: u64, bytes: Vec<u8>) {

@@ -563,10 +563,13 @@ impl std::fmt::Display for MetadataRecord {
     }
 }
 
+/// The longest string a record holds (a u16 length).
+pub const STRING_BYTES_MAX: usize = u16::MAX as usize;
+
 /// Strings longer than a u16 length are cut (names are at most 249 bytes, config values
-/// are checked by the proposer; a host name is at most 253).
+/// are checked by the proposer, `controller::quorum`; a host name is at most 253).
 pub(super) fn put_string(out: &mut Vec<u8>, text: &str) {
-    let mut length = text.len().min(usize::from(u16::MAX));
+    let mut length = text.len().min(STRING_BYTES_MAX);
     while !text.is_char_boundary(length) {
         length -= 1;
     }

@@ -59,6 +59,8 @@ const VERSION_REASSIGNING: u8 = 2;
 const HEADER_BYTES: usize = 13;
 const SUFFIX: &str = ".snapshot";
 const TEMP_SUFFIX: &str = ".tmp";
+/// A snapshot being fetched from the leader in chunks (`snapshot_fetch`).
+const DOWNLOAD_SUFFIX: &str = ".download";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -363,7 +365,8 @@ pub fn load_newest(dir: &Path) -> std::io::Result<(Option<Loaded>, Skipped)> {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.ends_with(&format!("{SUFFIX}{TEMP_SUFFIX}")) {
+            let download = name.ends_with(&format!("{SUFFIX}{DOWNLOAD_SUFFIX}"));
+            if download || name.ends_with(&format!("{SUFFIX}{TEMP_SUFFIX}")) {
                 std::fs::remove_file(entry.path())?;
             }
         }
@@ -380,6 +383,75 @@ pub fn load_newest(dir: &Path) -> std::io::Result<(Option<Loaded>, Skipped)> {
         }
     }
     Ok((None, skipped))
+}
+
+/// Writes a chunk of the snapshot at `index` being fetched at `position` of its partial file
+/// `<index>.snapshot.download` (position 0 starts the file afresh). The file must end at
+/// `position`: chunks come in order. No fsync: `finish_download` syncs the whole. Blocking.
+pub fn write_chunk(dir: &Path, index: u64, position: u64, bytes: &[u8]) -> std::io::Result<()> {
+    let path = dir.join(format!("{}{DOWNLOAD_SUFFIX}", file_name(index)));
+    let mut file = if position == 0 {
+        File::create(&path)?
+    } else {
+        std::fs::OpenOptions::new().append(true).open(&path)?
+    };
+    let length = file.metadata()?.len();
+    if length != position {
+        let message = format!("{} ends at {length}, not at {position}", path.display());
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, message));
+    }
+    file.write_all(bytes)
+}
+
+/// A fetched snapshot, checked whole and durable under its partial name.
+#[derive(Debug)]
+pub struct Downloaded {
+    pub meta: SnapshotMeta,
+    pub state: MetadataState,
+    pub bytes: Vec<u8>,
+}
+
+/// Checks the fetched snapshot at `index`: fsynced, `size` bytes, decodes (magic, length,
+/// CRC, fields), and is the snapshot at `index` and `term`. The error says why not (the
+/// caller removes the file and fetches again). Blocking.
+pub fn finish_download(dir: &Path, index: u64, term: u64, size: u64) -> Result<Downloaded, String> {
+    let path = dir.join(format!("{}{DOWNLOAD_SUFFIX}", file_name(index)));
+    let read = || -> std::io::Result<Vec<u8>> {
+        let file = File::open(&path)?;
+        file.sync_all()?;
+        std::fs::read(&path)
+    };
+    let bytes = read().map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() as u64 != size {
+        return Err(format!("{} holds {} bytes, not {size}", path.display(), bytes.len()));
+    }
+    let (meta, state) = decode(&bytes).map_err(|e| e.to_string())?;
+    if meta.index != index || meta.term != term {
+        return Err(format!("it holds index {} term {}", meta.index, meta.term));
+    }
+    Ok(Downloaded { meta, state, bytes })
+}
+
+/// Installs the fetched snapshot at `index` under its name (rename, directory fsync), the
+/// same end state as `write`. Blocking.
+pub fn install_download(dir: &Path, index: u64) -> std::io::Result<PathBuf> {
+    let path = dir.join(file_name(index));
+    std::fs::rename(dir.join(format!("{}{DOWNLOAD_SUFFIX}", file_name(index))), &path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(path)
+}
+
+/// Removes every partial snapshot file (a fetch abandoned or started over). Blocking.
+pub fn remove_downloads(dir: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().ends_with(&format!("{SUFFIX}{DOWNLOAD_SUFFIX}")) {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Removes the snapshot files older than the newest `keep`. Blocking.
@@ -676,5 +748,49 @@ mod tests {
         assert_eq!(parse_file_name(&file_name(42)), Some(42));
         assert_eq!(parse_file_name("42.snapshot"), None);
         assert_eq!(parse_file_name("journal"), None);
+    }
+
+    #[test]
+    fn a_fetched_snapshot_is_written_in_chunks_checked_whole_and_installed_by_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut state = MetadataState::default();
+        apply_random(&mut rng, &mut state, 80);
+        let bytes = encode(&meta(80), &state);
+        let partial = dir.path().join(format!("{}{DOWNLOAD_SUFFIX}", file_name(80)));
+        for chunk in [1, 7, bytes.len()] {
+            for (i, piece) in bytes.chunks(chunk).enumerate() {
+                write_chunk(dir.path(), 80, (i * chunk) as u64, piece).unwrap();
+            }
+            let size = bytes.len() as u64;
+            let done = finish_download(dir.path(), 80, 7, size).unwrap();
+            assert_eq!((done.meta.index, &done.state, &done.bytes), (80, &state, &bytes));
+        }
+        // A chunk out of order is refused; position 0 starts the file again.
+        assert!(write_chunk(dir.path(), 80, 3, &bytes[3..9]).is_err());
+        write_chunk(dir.path(), 80, 0, &bytes[..5]).unwrap();
+        assert_eq!(std::fs::metadata(&partial).unwrap().len(), 5);
+        // Short, damaged or another snapshot's bytes: errors naming why.
+        let size = bytes.len() as u64;
+        assert!(finish_download(dir.path(), 80, 7, size).unwrap_err().contains("holds 5 bytes"));
+        let mut damaged = bytes.clone();
+        damaged[20] ^= 1;
+        std::fs::write(&partial, &damaged).unwrap();
+        assert!(finish_download(dir.path(), 80, 7, size).unwrap_err().contains("CRC"));
+        std::fs::write(&partial, &bytes).unwrap();
+        assert!(finish_download(dir.path(), 80, 8, size).unwrap_err().contains("term 7"));
+        assert!(finish_download(dir.path(), 81, 7, size).is_err());
+        // Installed: the snapshot under its name, loaded at the next start.
+        install_download(dir.path(), 80).unwrap();
+        assert!(!partial.exists());
+        let (loaded, _) = load_newest(dir.path()).unwrap();
+        assert_eq!(loaded.unwrap().state, state);
+        // Partial files are removed when a fetch starts over, and at start.
+        write_chunk(dir.path(), 90, 0, b"SPMS").unwrap();
+        assert_eq!(remove_downloads(dir.path()).unwrap(), 1);
+        write_chunk(dir.path(), 90, 0, b"SPMS").unwrap();
+        load_newest(dir.path()).unwrap();
+        assert_eq!(remove_downloads(dir.path()).unwrap(), 0);
+        assert_eq!(list(dir.path()).unwrap().len(), 1);
     }
 }

@@ -27,6 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use super::placement::Candidate;
 use super::records::{Election, MetadataRecord, RequestId};
 use crate::constants::CLUSTER_REQUESTS_REMEMBERED_MAX;
 use crate::model::{ErrorCode, LeaderEpoch, NodeId};
@@ -320,6 +321,12 @@ impl MetadataState {
     /// The unfenced brokers, by node id: where partitions may be placed and led.
     pub fn live_brokers(&self) -> Vec<NodeId> {
         self.brokers.values().filter(|b| !b.fenced).map(|b| b.node_id).collect()
+    }
+
+    /// The unfenced brokers with their racks: where new replicas may be placed.
+    pub fn placement_candidates(&self) -> Vec<Candidate> {
+        let live = self.brokers.values().filter(|b| !b.fenced);
+        live.map(|b| Candidate { node_id: b.node_id, rack: b.rack.clone() }).collect()
     }
 
     fn is_live(&self, node_id: NodeId) -> bool {
@@ -837,38 +844,19 @@ fn partition_mut<'a>(
     }
 }
 
-/// Leaders for partitions `first..first + count` of topic `name`: round-robin over
-/// `brokers` (sorted by node id), starting at a point that depends on the name (FNV-1a, as
-/// the shard table hashes), so that the first partitions of many topics do not all land on
-/// the lowest node id. Pure: the proposer computes it, the record carries the result.
+/// Leaders for partitions `first..first + count` of the previous version's static internal
+/// topic placement (`InternalTopic`): round-robin over `brokers` (sorted by node id), from a
+/// start set by the name (FNV-1a, as the shard table hashes). Replicas of topics are placed
+/// by `placement::assign`.
 pub fn place(name: &str, brokers: &[NodeId], first: usize, count: usize) -> Vec<NodeId> {
-    let sets = place_replicas(name, brokers, first, count, 1);
-    sets.into_iter().filter_map(|set| set.first().copied()).collect()
-}
-
-/// Replicas for partitions `first..first + count` of topic `name`, `factor` each (at most
-/// the number of brokers): the leader as `place` puts it, then the brokers that follow it
-/// in node id order, so that leaders and followers both spread evenly.
-pub fn place_replicas(
-    name: &str,
-    brokers: &[NodeId],
-    first: usize,
-    count: usize,
-    factor: usize,
-) -> Vec<Vec<NodeId>> {
     if brokers.is_empty() {
         return Vec::new();
     }
     let mut sorted = brokers.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    let factor = factor.clamp(1, sorted.len());
     let start = crate::shard::table::shard_for_key(name, sorted.len()).index();
-    (first..first + count)
-        .map(|partition| {
-            (0..factor).map(|k| sorted[(start + partition + k) % sorted.len()]).collect()
-        })
-        .collect()
+    (first..first + count).map(|partition| sorted[(start + partition) % sorted.len()]).collect()
 }
 
 #[cfg(test)]
@@ -1161,24 +1149,6 @@ mod tests {
     fn leader_and_epoch(state: &MetadataState, name: &str, partition: usize) -> (NodeId, i32) {
         let p = &state.topics[name].partitions[partition];
         (p.leader, p.leader_epoch.0)
-    }
-
-    #[test]
-    fn replicas_are_placed_after_the_leader_in_node_id_order() {
-        let brokers = [3, 1, 2].map(NodeId);
-        let sets = place_replicas("t", &brokers, 0, 4, 3);
-        let leaders = place("t", &brokers, 0, 4);
-        for (set, leader) in sets.iter().zip(&leaders) {
-            assert_eq!(set[0], *leader);
-            let next = NodeId(set[0].0 % 3 + 1);
-            assert_eq!(set[1], next);
-            let mut sorted = set.clone();
-            sorted.sort_unstable();
-            assert_eq!(sorted, [1, 2, 3].map(NodeId));
-        }
-        // A factor above the broker count is cut to it, below one raised to one.
-        assert_eq!(place_replicas("t", &brokers, 0, 1, 5)[0].len(), 3);
-        assert_eq!(place_replicas("t", &brokers, 0, 1, 0)[0].len(), 1);
     }
 
     fn create_replicated(serial: u64, name: &str, sets: &[&[i32]]) -> MetadataRecord {

@@ -47,7 +47,6 @@ impl Peers {
         Peers { queues }
     }
 
-    /// Queues `message` for its peer; dropped when the queue is full (a peer that is down).
     /// Queues `message` for its peer; whether it was queued (a full queue or a message
     /// larger than a frame drops it: Raft resends, and a snapshot dropped is reported so).
     pub fn send(&self, message: Message) -> bool {
@@ -63,6 +62,13 @@ impl Peers {
             return false;
         }
         queue.try_send(bytes).is_ok()
+    }
+
+    /// Queues an encoded frame of Spate's own (a snapshot transfer's) for the peer `to`;
+    /// whether it was queued (dropped like a message: the follower asks again).
+    pub fn send_frame(&self, to: u64, bytes: Vec<u8>) -> bool {
+        assert!(bytes.len() - frame::LENGTH_BYTES <= RAFT_FRAME_SIZE_BYTES_MAX);
+        self.queues.get(&to).is_some_and(|queue| queue.try_send(bytes).is_ok())
     }
 
     /// Queues a heartbeat for the peer `to` (the active controller); dropped like a message.
@@ -184,7 +190,6 @@ async fn read_loop(
     me: u64,
     voters: &[u64],
 ) -> Result<(), String> {
-    let mut body = Vec::new();
     loop {
         let mut header = [0u8; LENGTH_BYTES];
         if let Err(e) = stream.read_exact(&mut header).await {
@@ -194,11 +199,15 @@ async fn read_loop(
             };
         }
         let length = frame::body_length(header).map_err(|e| e.to_string())?;
-        body.resize(length, 0);
+        // A buffer per frame: a snapshot chunk keeps its bytes (`Bytes`) until written.
+        let mut body = vec![0; length];
         stream.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+        let body = bytes::Bytes::from(body);
         let event = match frame::decode(&body, me, voters).map_err(|e| e.to_string())? {
             Incoming::Raft(message) => Event::Message(message),
             Incoming::Heartbeat(heartbeat) => Event::Heartbeat(heartbeat),
+            Incoming::FetchSnapshot(request) => Event::FetchSnapshot(request),
+            Incoming::SnapshotChunk(chunk) => Event::SnapshotChunk(chunk),
         };
         if events.send(event).await.is_err() {
             return Ok(());

@@ -22,10 +22,10 @@
 //! a proposal committed twice takes effect once. Clients never see NOT_CONTROLLER.
 //!
 //! The checks that need no metadata (names, counts, configs against this node's defaults)
-//! answer at once; placement uses the unfenced brokers in this node's view (round-robin
-//! from a start set by the topic's name, `cluster::state::place`; a fenced broker is down
-//! or shutting down and would serve nothing). `validate_only` requests are answered from
-//! the checks, never proposed.
+//! answer at once; placement uses the unfenced brokers in this node's view and their racks
+//! (Kafka's rack-aware round-robin from a random start, `cluster::placement`; a fenced
+//! broker is down or shutting down and would serve nothing). `validate_only` requests are
+//! answered from the checks, never proposed.
 //!
 //! Lifecycle: the waiting requests live in the controller of shard 0; `apply_committed`
 //! runs there from start to the end of the process. Concurrency: shard 0 only; one batch
@@ -42,8 +42,8 @@ use futures::future::Either;
 use glommio::channels::local_channel::LocalReceiver;
 
 use super::{partitions_added, Controller, ControllerRequest, CreateTopic, TopicError};
-use crate::cluster::state::place_replicas;
-use crate::cluster::TopicSummary;
+use crate::cluster::placement::{self, Candidate, Start};
+use crate::cluster::{records, TopicSummary};
 use crate::cluster::{Committed, MetadataRecord, RequestId, TopicOutcome, TopicState};
 use crate::constants::{
     CLUSTER_LIVE_BROKER_WAIT_MS_MAX, CLUSTER_PROPOSAL_POLL_MS, CLUSTER_PROPOSAL_RETRY_MS,
@@ -117,7 +117,13 @@ impl Controller {
                     Some(given) => brokers.check_assigned(given)?,
                     None => {
                         brokers.check_factor(factor)?;
-                        place_replicas(&name, &brokers.live, current as usize, added, factor)
+                        // Kafka continues from partition 0's first replica.
+                        let first = meta.placement(0).and_then(|p| p.replicas.first().copied());
+                        let start = first.map_or(Start { index: 0, shift: 0 }, |first| {
+                            Start::after(first, &brokers.candidates)
+                        });
+                        let first_new = current as usize;
+                        placement::assign(&brokers.candidates, first_new, added, factor, start)
                     }
                 };
                 let mut all = meta.leaders.to_vec();
@@ -138,6 +144,7 @@ impl Controller {
                 if let Err(message) = defaults.with_overrides(&overrides) {
                     return Err(TopicError { code: ErrorCode::InvalidConfig, message });
                 }
+                check_value_lengths(&overrides)?;
                 if validate_only {
                     return self.existing_topic(&name);
                 }
@@ -175,6 +182,7 @@ impl Controller {
 
     async fn create_topic_through_log(&self, create: CreateTopic) -> Result<TopicMeta, TopicError> {
         let mut meta = self.check_new_topic(&create)?;
+        check_value_lengths(&create.overrides)?;
         let deadline = deadline(create.timeout_ms);
         let brokers = self.live_brokers(deadline).await?;
         let replicas = if create.assignments.is_empty() {
@@ -183,7 +191,10 @@ impl Controller {
                 factor => usize::try_from(factor).unwrap_or(1),
             };
             brokers.check_factor(factor)?;
-            place_replicas(&create.name, &brokers.live, 0, meta.partitions as usize, factor)
+            // Kafka's AdminUtils draws the start at random.
+            let start = Start::random(uuid::Uuid::new_v4().as_u128(), brokers.candidates.len());
+            let count = meta.partitions as usize;
+            placement::assign(&brokers.candidates, 0, count, factor, start)
         } else {
             brokers.check_assigned(create.assignments)?
         };
@@ -217,10 +228,14 @@ impl Controller {
             let view = self.cluster.view();
             let registered: Vec<NodeId> =
                 view.iter().flat_map(|view| view.brokers.iter().map(|b| b.node_id)).collect();
-            let live: Vec<NodeId> =
-                view.iter().flat_map(|view| view.live_brokers().map(|b| b.node_id)).collect();
-            if !live.is_empty() {
-                return Ok(Brokers { live, registered });
+            let candidates: Vec<Candidate> = view
+                .iter()
+                .flat_map(|view| view.live_brokers())
+                .map(|b| Candidate { node_id: b.node_id, rack: b.rack.clone() })
+                .collect();
+            if !candidates.is_empty() {
+                let live = candidates.iter().map(|c| c.node_id).collect();
+                return Ok(Brokers { live, registered, candidates });
             }
             if Instant::now() >= deadline {
                 return Err(match registered.len() {
@@ -444,6 +459,8 @@ struct Brokers {
     /// Unfenced, sorted by node id.
     live: Vec<NodeId>,
     registered: Vec<NodeId>,
+    /// The unfenced ones with their racks, where new replicas go (`cluster::placement`).
+    candidates: Vec<Candidate>,
 }
 
 impl Brokers {
@@ -479,6 +496,21 @@ impl Brokers {
     }
 }
 
+/// Config values a metadata record can hold: longer ones are refused (INVALID_CONFIG) rather
+/// than cut by the record's u16 string length. Kafka has no such bound.
+fn check_value_lengths(overrides: &BTreeMap<String, String>) -> Result<(), TopicError> {
+    let long = overrides.iter().find(|(_, value)| value.len() > records::STRING_BYTES_MAX);
+    let Some((name, value)) = long else { return Ok(()) };
+    Err(TopicError {
+        code: ErrorCode::InvalidConfig,
+        message: format!(
+            "the value of {name} is {} bytes; a cluster stores at most {} per config value",
+            value.len(),
+            records::STRING_BYTES_MAX
+        ),
+    })
+}
+
 /// A new partition's placement as a proposer sees it (the record's apply decides).
 fn new_placement(replicas: &[NodeId]) -> PartitionLeader {
     PartitionLeader {
@@ -498,4 +530,19 @@ fn deadline(timeout_ms: i32) -> Instant {
         _ => CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT,
     };
     Instant::now() + Duration::from_millis(timeout_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_values_longer_than_a_record_string_are_refused() {
+        let with = |length: usize| BTreeMap::from([("flush.ms".to_string(), "1".repeat(length))]);
+        assert!(check_value_lengths(&BTreeMap::new()).is_ok());
+        assert!(check_value_lengths(&with(records::STRING_BYTES_MAX)).is_ok());
+        let refused = check_value_lengths(&with(records::STRING_BYTES_MAX + 1)).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidConfig);
+        assert!(refused.message.contains("flush.ms"), "{}", refused.message);
+    }
 }

@@ -5,8 +5,10 @@
 fewer journal entries than the log holds, and every topic is intact everywhere. (2) A node
 killed while the others create enough topics to compact past its position catches up through
 the leader's snapshot (its log says it installed one) and answers Metadata exactly as the
-others. (3) kill -9 of random nodes while they snapshot every few entries never loses a
-committed topic (seeded, the seed printed). Every wait is bounded.
+others. (3) A snapshot larger than a controller frame (4 MiB: 192 topics with 30 KB configs)
+reaches a follower that was down, in chunks, and the follower then answers Metadata and
+DescribeConfigs as the others. (4) kill -9 of random nodes while they snapshot every few
+entries never loses a committed topic (seeded, the seed printed). Every wait is bounded.
 """
 
 import os
@@ -113,6 +115,86 @@ def test_a_node_far_behind_catches_up_through_a_snapshot(spate_factory):
     assert create_topics(others[1], ["after"]) == []
     wait_for("a topic after the snapshot everywhere",
              lambda: metadata_everywhere(nodes, names + ["early", "after"]))
+
+
+def topic_config(node, name, key):
+    """One topic config's value as `node` answers DescribeConfigs (confluent-kafka)."""
+    from confluent_kafka.admin import ConfigResource
+    resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+    client = admin(node)  # kept alive until the answer: a destroyed client fails its futures
+    described = client.describe_configs([resource], request_timeout=30)
+    return described[resource].result(timeout=35)[key].value
+
+
+THROTTLED = "leader.replication.throttled.replicas"
+
+
+def test_a_snapshot_larger_than_a_frame_reaches_a_follower_in_chunks(spate_factory):
+    """A metadata snapshot of more than 4 MiB (a controller frame) reaches a follower that
+    was down while the leader snapshotted and compacted: fetched in chunks (1 MiB each),
+    checked whole, installed; the follower then answers Metadata and DescribeConfigs as the
+    others, and restarts from it. 192 topics with a 30 KB config value each make it (cheaper
+    than thousands of topics: the value is stored and reported, and the snapshot holds it)."""
+    # A larger interval than the other tests': each snapshot of this state is 5.8 MB, and
+    # the leaders' ISR changes while a node is down commit hundreds of records a second.
+    nodes = start_cluster(spate_factory, "--metadata-snapshot-interval-records", "500")
+    leader, _, _ = wait_for("a leader", lambda: agreed_leader(nodes))
+    victim = next(node for node in nodes if node.node_id != leader)
+    others = [node for node in nodes if node is not victim]
+    assert create_topics(others[0], ["early"]) == []
+    wait_for("the first topic everywhere", lambda: metadata_everywhere(nodes, ["early"]))
+    assert victim.broker.stop() == 0, victim.broker.log_tail()
+    # 30 KB: a non-flexible response (DescribeConfigs v1, CreateTopics v4) holds a string
+    # of at most 32767 bytes.
+    big = {f"big-{i}": ",".join(f"{p}:{i % 3 + 1}" for p in range(20_000))[:30_000]
+           for i in range(192)}
+    names_big = list(big)
+    from kafka.admin import KafkaAdminClient, NewTopic as PyNewTopic
+    client = KafkaAdminClient(bootstrap_servers=others[0].broker.bootstrap,
+                              request_timeout_ms=40000)
+    try:
+        for first in range(0, len(names_big), 8):
+            batch = names_big[first:first + 8]
+            client.create_topics([PyNewTopic(name, 1, 1, topic_configs={THROTTLED: big[name]})
+                                  for name in batch], timeout_ms=30000)
+    finally:
+        client.close()
+    small = [f"after-big-{i}" for i in range(40)]
+    assert create_topics(others[0], small) == []
+    names = list(big) + small + ["early"]
+    wait_for("every topic on the survivors", lambda: metadata_everywhere(others, names))
+    for node in others:
+        wait_for("a snapshot past the big topics on the survivors",
+                 lambda node=node: any(
+                     (node.broker.data_dir / "__cluster_metadata" / name).stat().st_size
+                     > 4 * 1024 * 1024 for name in snapshot_files(node)))
+    victim.broker.start()
+    wait_for("the snapshot installed on the restarted node",
+             lambda: "installed the metadata snapshot from the leader" in plain_log(victim),
+             timeout=60)
+    fetched = [int(size) for size in re.findall(
+        r"fetched the metadata snapshot index=\d+ term=\d+ bytes=(\d+)", plain_log(victim))]
+    assert fetched and fetched[-1] > 4 * 1024 * 1024, plain_log(victim)[-3000:]
+    leader_log = "".join(plain_log(node) for node in others)
+    assert "larger than a controller frame" not in leader_log
+    wait_for("identical Metadata on all three", lambda: metadata_everywhere(nodes, names),
+             timeout=30)
+    for name in names_big[::13]:
+        assert topic_config(victim, name, THROTTLED) == big[name], name
+        assert topic_config(others[1], name, THROTTLED) == big[name], name
+    largest = max((victim.broker.data_dir / "__cluster_metadata" / name).stat().st_size
+                  for name in snapshot_files(victim))
+    assert largest > 4 * 1024 * 1024
+    assert not list((victim.broker.data_dir / "__cluster_metadata").glob("*.download"))
+    # It keeps taking the log after the snapshot, and restarts from it.
+    assert create_topics(others[1], ["after"]) == []
+    wait_for("a topic after the snapshot everywhere",
+             lambda: metadata_everywhere(nodes, names + ["after"]))
+    assert victim.broker.stop() == 0, victim.broker.log_tail()
+    victim.broker.start()
+    wait_for("every topic after the follower's restart",
+             lambda: metadata_everywhere(nodes, names + ["after"]), timeout=30)
+    assert topic_config(victim, "big-191", THROTTLED) == big["big-191"]
 
 
 def test_kill_9_while_snapshotting_loses_no_committed_topic(spate_factory):
