@@ -52,6 +52,7 @@ use crate::group::state::{
     HeartbeatRequest, JoinRequest, JoinResponse, LeaveMember, LeaveResponse, ListedGroup,
     PartitionCodes, Reply, ReplyId, SyncRequest, SyncResponse, TopicPartitions,
 };
+use crate::model::dynamic_config::{consumer_timeouts, RESOURCE_GROUP};
 use crate::model::topic::Durability;
 use crate::model::{now_ms, ErrorCode, Offset, ProducerId, ShardId, TopicPartition, TxnOutcome};
 use crate::shard::delayed::Key;
@@ -444,7 +445,10 @@ impl Coordinator {
             GroupRequest::ConsumerHeartbeat(req) => {
                 let response = {
                     let catalog = self.home.catalog.borrow();
-                    self.state.borrow_mut().consumer_heartbeat(now, req, &CatalogView(&catalog))
+                    let stored = catalog.configs.of(RESOURCE_GROUP, &req.group_id);
+                    let timeouts = consumer_timeouts(stored);
+                    let view = CatalogView(&catalog);
+                    self.state.borrow_mut().consumer_heartbeat_with(now, req, &view, timeouts)
                 };
                 self.dispatch(WaitFor::Nothing);
                 GroupResponse::ConsumerHeartbeat(response)
