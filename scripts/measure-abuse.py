@@ -75,9 +75,9 @@ def metadata_v4(correlation_id, topics):
 class Attack:
     """Runs one attack on threads until stopped; holds its sockets."""
 
-    def __init__(self, kind, host, port, topic, idle_connections):
+    def __init__(self, kind, host, port, topic, idle_connections, nice=0):
         self.kind, self.host, self.port, self.topic = kind, host, port, topic
-        self.idle_connections = idle_connections
+        self.idle_connections, self.nice = idle_connections, nice
         self.stop = threading.Event()
         self.sockets = []
         self.threads = []
@@ -126,7 +126,8 @@ class Attack:
     def start_metadata(self):
         for _ in range(4):
             process = multiprocessing.Process(target=metadata_flood,
-                                              args=(self.host, self.port), daemon=True)
+                                              args=(self.host, self.port, self.nice),
+                                              daemon=True)
             process.start()
             self.processes.append(process)
 
@@ -155,7 +156,8 @@ class Attack:
             t.join(5)
 
 
-def metadata_flood(host, port):
+def metadata_flood(host, port, nice):
+    os.nice(nice)
     sock = connect(host, port)
     correlation_id = 0
     while True:
@@ -210,6 +212,10 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--idle-connections", type=int, default=5000)
     parser.add_argument("--attacks", default=",".join(ATTACKS))
+    parser.add_argument("--attack-nice", type=int, default=0,
+                        help="niceness of the Metadata flood's processes: on a small machine "
+                             "they share cores with the probe, and at 0 they slow the probe "
+                             "client itself, not only the broker")
     args = parser.parse_args()
     host, port = args.bootstrap.rsplit(":", 1)
     if host not in ("127.0.0.1", "localhost"):
@@ -232,7 +238,8 @@ def main():
         rows = []
         for step in ["quiet", *attacks, "quiet"]:
             attack = None if step == "quiet" else Attack(step, host, port, fetched,
-                                                         args.idle_connections)
+                                                         args.idle_connections,
+                                                         args.attack_nice)
             if attack:
                 attack.start()
                 time.sleep(1)

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 
 use super::{str_bytes, Context, Outcome};
 use crate::model::topic::validate_topic_name;
@@ -201,33 +201,66 @@ fn topic_entry(
     entry.topic_id = uuid::Uuid::from_bytes(meta.id);
     entry.partitions = (0..meta.partitions)
         .map(|index| {
+            let view = partition_view(meta, index, node_id, live);
             let mut p = MetadataResponsePartition::default();
             p.partition_index = index;
-            let Some(placement) = meta.placement(index) else {
-                // A single node leads every partition, in the first epoch.
-                p.leader_id = node_id.into();
-                p.leader_epoch = LeaderEpoch::INITIAL.0;
-                p.replica_nodes = vec![node_id.into()];
-                p.isr_nodes = vec![node_id.into()];
-                return p;
-            };
-            // A leader the view no longer counts on (its fencing applied, the partition's
-            // change not yet) is reported as none too, as Kafka's offline leader is.
-            let leader = match placement.leader {
-                leader if leader != NodeId::NONE && live(leader) => leader,
-                _ => NodeId::NONE,
-            };
-            if leader == NodeId::NONE {
-                p.error_code = ErrorCode::LeaderNotAvailable.code();
-            }
-            p.leader_id = leader.into();
-            p.leader_epoch = placement.leader_epoch.0;
-            p.replica_nodes = placement.replicas.iter().map(|id| (*id).into()).collect();
-            p.isr_nodes = placement.isr.iter().map(|id| (*id).into()).collect();
-            p.offline_replicas =
-                placement.replicas.iter().filter(|id| !live(**id)).map(|id| (*id).into()).collect();
+            p.error_code = view.error.code();
+            p.leader_id = view.leader.into();
+            p.leader_epoch = view.leader_epoch.0;
+            p.replica_nodes = view.replicas;
+            p.isr_nodes = view.isr;
+            p.offline_replicas = view.offline;
             p
         })
         .collect();
     entry
+}
+
+/// One partition as a client sees it (Metadata, DescribeTopicPartitions), from Kafka's KRaft
+/// metadata cache's point of view.
+pub(super) struct PartitionView {
+    pub error: ErrorCode,
+    pub leader: NodeId,
+    pub leader_epoch: LeaderEpoch,
+    pub replicas: Vec<BrokerId>,
+    pub isr: Vec<BrokerId>,
+    pub offline: Vec<BrokerId>,
+}
+
+pub(super) fn partition_view(
+    meta: &TopicMeta,
+    index: i32,
+    node_id: NodeId,
+    live: &impl Fn(NodeId) -> bool,
+) -> PartitionView {
+    let Some(placement) = meta.placement(index) else {
+        // A single node leads every partition, in the first epoch.
+        return PartitionView {
+            error: ErrorCode::None,
+            leader: node_id,
+            leader_epoch: LeaderEpoch::INITIAL,
+            replicas: vec![node_id.into()],
+            isr: vec![node_id.into()],
+            offline: Vec::new(),
+        };
+    };
+    // A leader the view no longer counts on (its fencing applied, the partition's change not
+    // yet) is reported as none too, as Kafka's offline leader is.
+    let leader = match placement.leader {
+        leader if leader != NodeId::NONE && live(leader) => leader,
+        _ => NodeId::NONE,
+    };
+    PartitionView {
+        error: if leader == NodeId::NONE { ErrorCode::LeaderNotAvailable } else { ErrorCode::None },
+        leader,
+        leader_epoch: placement.leader_epoch,
+        replicas: placement.replicas.iter().map(|id| (*id).into()).collect(),
+        isr: placement.isr.iter().map(|id| (*id).into()).collect(),
+        offline: placement
+            .replicas
+            .iter()
+            .filter(|id| !live(**id))
+            .map(|id| (*id).into())
+            .collect(),
+    }
 }

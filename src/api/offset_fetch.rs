@@ -11,6 +11,7 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 
 use super::group_common::{check_group_id, EmptyGroupId};
 use super::{str_bytes, Context, Outcome};
@@ -118,18 +119,15 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                         topic.partitions = offsets
                             .into_iter()
                             .map(|o| {
+                                let a = Answer::of(&o, denied(&name));
                                 let mut p = OffsetFetchResponsePartition::default();
                                 p.partition_index = o.partition;
-                                if denied(&name) {
-                                    p.error_code = ErrorCode::TopicAuthorizationFailed.code();
-                                    p.committed_offset = -1;
-                                    return p;
-                                }
-                                p.committed_offset = o.offset.0;
+                                p.error_code = a.error_code;
+                                p.committed_offset = a.committed_offset;
                                 if ctx.version >= 5 {
-                                    p.committed_leader_epoch = o.leader_epoch.0;
+                                    p.committed_leader_epoch = a.committed_leader_epoch;
                                 }
-                                p.metadata = Some(str_bytes(&o.metadata));
+                                p.metadata = a.metadata;
                                 p
                             })
                             .collect();
@@ -153,16 +151,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                             topic.partitions = offsets
                                 .into_iter()
                                 .map(|o| {
+                                    let a = Answer::of(&o, denied(&name));
                                     let mut p = OffsetFetchResponsePartitions::default();
                                     p.partition_index = o.partition;
-                                    if denied(&name) {
-                                        p.error_code = ErrorCode::TopicAuthorizationFailed.code();
-                                        p.committed_offset = -1;
-                                        return p;
-                                    }
-                                    p.committed_offset = o.offset.0;
-                                    p.committed_leader_epoch = o.leader_epoch.0;
-                                    p.metadata = Some(str_bytes(&o.metadata));
+                                    p.error_code = a.error_code;
+                                    p.committed_offset = a.committed_offset;
+                                    p.committed_leader_epoch = a.committed_leader_epoch;
+                                    p.metadata = a.metadata;
                                     p
                                 })
                                 .collect();
@@ -175,6 +170,33 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         }
     }
     ctx.reply(&response)
+}
+
+/// What a partition's entry says, in either response layout (groups from v8).
+struct Answer {
+    error_code: i16,
+    committed_offset: i64,
+    committed_leader_epoch: i32,
+    metadata: Option<StrBytes>,
+}
+
+impl Answer {
+    fn of(offset: &FetchedOffset, denied: bool) -> Answer {
+        if denied {
+            return Answer {
+                error_code: ErrorCode::TopicAuthorizationFailed.code(),
+                committed_offset: -1,
+                committed_leader_epoch: -1,
+                metadata: Some(StrBytes::default()),
+            };
+        }
+        Answer {
+            error_code: 0,
+            committed_offset: offset.offset.0,
+            committed_leader_epoch: offset.leader_epoch.0,
+            metadata: Some(str_bytes(&offset.metadata)),
+        }
+    }
 }
 
 fn by_topic(offsets: Vec<FetchedOffset>) -> Vec<(String, Vec<FetchedOffset>)> {

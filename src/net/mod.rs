@@ -22,9 +22,9 @@
 //! and TCP slows the client down (backpressure), so fast producers cannot exhaust the
 //! broker's memory. An acks=0 produce holds its place until its write is done, unanswered.
 //!
-//! The reader and the writer each own a `TcpStream` on their own descriptor of the one
-//! socket (`dup`), so neither waits for the other. Whoever ends first shuts the socket down,
-//! which ends the other.
+//! The reader and the writer each hold a handle to the connection's one socket
+//! (`socket::Socket`, one descriptor), so neither waits for the other. Whoever ends first
+//! shuts the socket down, which ends the other.
 //!
 //! Hostile or broken clients cost what they send, not what they announce: a frame's buffer
 //! grows with the bytes that arrived (a frame announced at 50 MiB and trickled in a byte at a
@@ -34,12 +34,13 @@
 
 pub mod caps;
 pub mod readers;
+pub mod socket;
 pub mod tls;
 pub mod zero_copy;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,7 +49,7 @@ use bytes::BytesMut;
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use glommio::net::{Preallocated, TcpListener, TcpStream};
+use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::api::{self, Admitted, Outcome, Services};
@@ -63,6 +64,7 @@ use crate::metrics::ShardMetrics;
 use crate::model::ShardId;
 use crate::net::caps::PerIp;
 use crate::net::readers::Readers;
+use crate::net::socket::Socket;
 use crate::net::tls::TlsShared;
 use crate::security::{now_ms, Session};
 use crate::storage::log::ReadChunk;
@@ -161,17 +163,13 @@ async fn accept_on(
     let mut retries =
         Failures::new(ACCEPT_RETRY_MS_MIN, ACCEPT_RETRY_MS_MAX, REPEATED_WARNING_INTERVAL_MS);
     loop {
-        // A connection takes two descriptors (the writer's is a `dup`): one that cannot get
-        // its second is closed at once and counts as a failed accept, or a full descriptor
-        // table would turn into a loop of accepts and silent closes.
-        let accepted = listener.accept().await.map_err(std::io::Error::from).and_then(|stream| {
-            let output = duplicate(&stream)?;
-            Ok((stream, output))
-        });
+        // One descriptor per connection (`socket::Socket`): out of descriptors, the accept
+        // fails and is retried below, the connection waiting in the listen queue.
+        let accepted = listener.accept().await.map_err(std::io::Error::from);
         match accepted {
-            Ok((stream, output)) => {
+            Ok(stream) => {
                 let peer = stream.peer_addr().ok();
-                // Over its address's cap: closed at once (both descriptors dropped here).
+                // Over its address's cap: closed at once (its descriptor dropped here).
                 let Some(slot) = edge.admit(peer, services.shard.id) else {
                     services.shard.metrics.connection_refused(index);
                     continue;
@@ -194,9 +192,9 @@ async fn accept_on(
                     let served = match protocol.tls() {
                         false => {
                             let session = Rc::new(Session::new(index, protocol, peer, None));
-                            connection.serve(stream, output, session).await
+                            connection.serve(stream, session).await
                         }
-                        true => connection.serve_tls(stream, output, index, protocol, peer).await,
+                        true => connection.serve_tls(stream, index, protocol, peer).await,
                     };
                     // Out of the sweep's sight before anything else runs: the descriptor is
                     // closed now and may be reused.
@@ -247,17 +245,10 @@ struct Connection<'a> {
 }
 
 impl Connection<'_> {
-    async fn serve(
-        self,
-        stream: TcpStream,
-        output: TcpStream,
-        session: Rc<Session>,
-    ) -> Result<(), String> {
-        let _ = stream.set_nodelay(true);
-        zero_copy::prepare_socket(&stream);
-        let _ =
-            output.set_write_timeout(Some(Duration::from_millis(SOCKET_SEND_TIMEOUT_MS as u64)));
-        let input = stream.buffered_with(Preallocated::new(CONNECTION_READ_BUFFER_BYTES));
+    async fn serve(self, stream: TcpStream, session: Rc<Session>) -> Result<(), String> {
+        let (input, output) = Socket::pair(stream, CONNECTION_READ_BUFFER_BYTES);
+        prepare(&output);
+        zero_copy::prepare_socket(&output);
         self.run(input, Output::Plain(output), session).await
     }
 
@@ -266,18 +257,17 @@ impl Connection<'_> {
     async fn serve_tls(
         self,
         stream: TcpStream,
-        output: TcpStream,
         index: usize,
         protocol: SecurityProtocol,
         peer: Option<std::net::SocketAddr>,
     ) -> Result<(), String> {
-        let _ = stream.set_nodelay(true);
-        let _ =
-            output.set_write_timeout(Some(Duration::from_millis(SOCKET_SEND_TIMEOUT_MS as u64)));
+        // No read buffer: the TLS reader reads ciphertext in large pieces of its own.
+        let (input, output) = Socket::pair(stream, 0);
+        prepare(&output);
         let Some(tls) = &self.services.security.shared.tls else {
             unreachable!("a TLS listener without TLS settings (checked at start-up)");
         };
-        let (input, shared, certificate) = match tls::accept(tls.config(), stream, output).await {
+        let (input, shared, certificate) = match tls::accept(tls.config(), input, output).await {
             Ok(accepted) => accepted,
             Err(reason) => {
                 self.services.shard.metrics.authentication_failed(index, "TLS");
@@ -325,7 +315,7 @@ impl Connection<'_> {
 
 /// Where the writer's answers go.
 enum Output {
-    Plain(TcpStream),
+    Plain(Socket),
     Tls(Rc<TlsShared>),
 }
 
@@ -433,7 +423,7 @@ struct Activity {
     /// Requests received and not yet answered: a connection waiting for an answer (a group
     /// join, a long poll) is not idle, however long it waits.
     answering: Cell<usize>,
-    /// The reader's descriptor of the socket: shutting it down ends both halves.
+    /// The socket's descriptor: shutting it down ends the reader and the writer.
     fd: RawFd,
 }
 
@@ -499,7 +489,7 @@ async fn write_answers(
     // Ends the reader too when this ended first (an error, or a Close answer).
     match &output {
         Output::Plain(stream) => {
-            let _ = stream.shutdown(std::net::Shutdown::Both).await;
+            let _ = stream.shutdown(std::net::Shutdown::Both);
         }
         Output::Tls(shared) => tls::close(shared).await,
     }
@@ -577,16 +567,10 @@ fn push(
     }
 }
 
-/// A second descriptor of the socket, as its own stream (the writer's).
-fn duplicate(stream: &TcpStream) -> std::io::Result<TcpStream> {
-    // SAFETY: dup of a descriptor the stream keeps open; the new descriptor is owned by the
-    // stream built from it, and closed with it.
-    let fd = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh, open TCP socket descriptor that nothing else owns.
-    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+/// The options every accepted socket gets: no Nagle delay, a bound on a blocked send.
+fn prepare(socket: &Socket) {
+    let _ = socket.set_nodelay(true);
+    let _ = socket.set_write_timeout(Some(Duration::from_millis(SOCKET_SEND_TIMEOUT_MS as u64)));
 }
 
 /// The in-flight bound of one connection, in requests and in request bytes, and its part of

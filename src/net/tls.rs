@@ -1,5 +1,5 @@
 //! TLS on a connection, on the shard's own executor: rustls's sans-I/O `ServerConnection`
-//! fed from the reader's descriptor and drained to the writer's, with no second runtime.
+//! fed from the reader's handle of the socket and drained to the writer's, with no second runtime.
 //!
 //! ```text
 //!  socket ─▶ TlsInput (read_tls, process_new_packets, plaintext out) ─▶ the reader
@@ -26,11 +26,11 @@ use std::time::Duration;
 
 use futures::lock::Mutex;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use rustls::{ServerConfig, ServerConnection};
 
 use crate::constants::{TLS_HANDSHAKE_TIMEOUT_MS, TLS_WRITE_CHUNK_BYTES};
 use crate::net::readers::Readers;
+use crate::net::socket::Socket;
 use crate::net::zero_copy::{read_at, read_cached};
 use crate::storage::log::ReadChunk;
 
@@ -40,24 +40,25 @@ const RAW_READ_BYTES: usize = 32 * 1024;
 /// The state the reader and the writer of a TLS connection share.
 pub struct TlsShared {
     connection: RefCell<ServerConnection>,
-    output: Mutex<TcpStream>,
+    output: Mutex<Socket>,
 }
 
 /// The reader's side: plaintext out of the socket's ciphertext.
 pub struct TlsInput {
-    socket: TcpStream,
+    socket: Socket,
     shared: Rc<TlsShared>,
     raw: Box<[u8]>,
     start: usize,
     end: usize,
 }
 
-/// Runs the handshake on the two descriptors of an accepted socket. Gives the reader's
-/// input, the shared state for the writer, and the client certificate's DER (mTLS).
+/// Runs the handshake on the reader's and the writer's handles of an accepted socket. Gives
+/// the reader's input, the shared state for the writer, and the client certificate's DER
+/// (mTLS).
 pub async fn accept(
     config: Arc<ServerConfig>,
-    input: TcpStream,
-    output: TcpStream,
+    input: Socket,
+    output: Socket,
 ) -> Result<(TlsInput, Rc<TlsShared>, Option<Vec<u8>>), String> {
     let mut connection =
         ServerConnection::new(config).map_err(|e| format!("TLS set-up failed: {e}"))?;
@@ -259,5 +260,5 @@ pub async fn close(shared: &TlsShared) {
     shared.connection.borrow_mut().send_close_notify();
     let _ = flush(shared).await;
     let output = shared.output.lock().await;
-    let _ = output.shutdown(std::net::Shutdown::Both).await;
+    let _ = output.shutdown(std::net::Shutdown::Both);
 }

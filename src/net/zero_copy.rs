@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
 
 use crate::net::readers::Readers;
+use crate::net::socket::Socket;
 use crate::storage::log::ReadChunk;
 
 /// Memory chunks up to this size are copied into one gathered write.
@@ -34,8 +34,8 @@ const WRITABLE_WAIT_BYTES: u64 = 16 * 1024;
 
 /// Makes the socket non-blocking for `sendfile` (glommio itself sends and receives with
 /// MSG_DONTWAIT, so this changes nothing for it). The flag is on the open socket, shared by
-/// the reader's and the writer's descriptors.
-pub fn prepare_socket(stream: &TcpStream) {
+/// the reader and the writer.
+pub fn prepare_socket(stream: &Socket) {
     let fd = stream.as_raw_fd();
     // SAFETY: fcntl on a descriptor the stream keeps open; no pointers.
     unsafe {
@@ -47,7 +47,7 @@ pub fn prepare_socket(stream: &TcpStream) {
 }
 
 pub async fn send(
-    stream: &mut TcpStream,
+    stream: &mut Socket,
     chunks: Vec<ReadChunk>,
     readers: &Readers,
 ) -> Result<(), String> {
@@ -73,7 +73,7 @@ pub async fn send(
     write(stream, &mut gathered).await
 }
 
-async fn write(stream: &mut TcpStream, gathered: &mut BytesMut) -> Result<(), String> {
+async fn write(stream: &mut Socket, gathered: &mut BytesMut) -> Result<(), String> {
     if gathered.is_empty() {
         return Ok(());
     }
@@ -85,7 +85,7 @@ async fn write(stream: &mut TcpStream, gathered: &mut BytesMut) -> Result<(), St
 /// Sends `len` bytes of `file` from `position`: `sendfile` on a reader thread while the
 /// socket takes them, a wait on the executor when it is full.
 async fn send_file(
-    stream: &mut TcpStream,
+    stream: &mut Socket,
     readers: &Readers,
     file: Arc<crate::storage::files::Buffered>,
     mut position: u64,

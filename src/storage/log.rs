@@ -716,13 +716,7 @@ async fn truncate_idle(log: &Rc<RefCell<Log>>, offset: Offset) -> Result<(), Err
         let cut = l.segments.pop().unwrap_or_else(|| unreachable!());
         let cut_base = cut.base_offset;
         drop(cut);
-        let kept = Kept {
-            leader_epoch: l.leader_epoch,
-            bound: l.high_watermark_bound,
-            high_watermark: l.high_watermark,
-            tracked: l.epochs_tracked,
-            writes: l.writes,
-        };
+        let kept = Kept::of(&l);
         l.segments.clear();
         (
             l.dir.clone(),
@@ -762,21 +756,11 @@ async fn truncate_idle(log: &Rc<RefCell<Log>>, offset: Offset) -> Result<(), Err
         .await?;
     let data_dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
     let (mut reopened, _) = Log::open_in(&data_dir, tp, config, budget, &files, None).await?;
-    reopened.leader_epoch = kept.leader_epoch;
-    reopened.epochs_tracked = kept.tracked;
     reopened.epochs = LeaderEpochs::load(&dir, reopened.next_offset);
-    reopened.high_watermark_bound = kept.bound;
-    reopened.high_watermark = kept.high_watermark.min(reopened.next_offset);
-    reopened.writes = kept.writes;
-    reopened.busy = true;
     let end = reopened.next_offset.0;
-    let mut l = log.borrow_mut();
-    let waiters = std::mem::take(&mut l.durable_waiters);
-    let replication_waiters = std::mem::take(&mut l.replication_waiters);
-    *l = reopened;
-    l.durable_waiters = waiters;
-    l.replication_waiters = replication_waiters;
-    tracing::info!(tp = %l.tp, offset = offset.0, end, "truncated the log");
+    let high_watermark = kept.high_watermark.min(reopened.next_offset);
+    kept.reinstate(log, reopened, high_watermark);
+    tracing::info!(tp = %log.borrow().tp, offset = offset.0, end, "truncated the log");
     Ok(())
 }
 
@@ -794,13 +778,7 @@ async fn restart_idle(log: &Rc<RefCell<Log>>, offset: Offset) -> Result<(), Erro
         let mut l = log.borrow_mut();
         l.cache.clear();
         let all: Vec<Segment> = l.segments.drain(..).collect();
-        let kept = Kept {
-            leader_epoch: l.leader_epoch,
-            bound: l.high_watermark_bound,
-            high_watermark: l.high_watermark,
-            tracked: l.epochs_tracked,
-            writes: l.writes,
-        };
+        let kept = Kept::of(&l);
         (
             l.dir.clone(),
             l.tp.clone(),
@@ -828,20 +806,11 @@ async fn restart_idle(log: &Rc<RefCell<Log>>, offset: Offset) -> Result<(), Erro
     drop(created);
     crate::storage::sync_new_entry(&dir).await;
     let data_dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
-    let (mut reopened, _) = Log::open_in(&data_dir, tp, config, budget, &files, None).await?;
-    reopened.leader_epoch = kept.leader_epoch;
-    reopened.epochs_tracked = kept.tracked;
-    reopened.high_watermark_bound = kept.bound;
-    reopened.high_watermark = kept.high_watermark.clamp(offset, reopened.next_offset);
-    reopened.writes = kept.writes;
-    reopened.busy = true;
-    let mut l = log.borrow_mut();
-    let waiters = std::mem::take(&mut l.durable_waiters);
-    let replication_waiters = std::mem::take(&mut l.replication_waiters);
-    *l = reopened;
-    l.durable_waiters = waiters;
-    l.replication_waiters = replication_waiters;
-    tracing::info!(tp = %l.tp, offset = offset.0, "emptied the log to start at its leader's start");
+    let (reopened, _) = Log::open_in(&data_dir, tp, config, budget, &files, None).await?;
+    let high_watermark = kept.high_watermark.clamp(offset, reopened.next_offset);
+    kept.reinstate(log, reopened, high_watermark);
+    let tp = log.borrow().tp.clone();
+    tracing::info!(%tp, offset = offset.0, "emptied the log to start at its leader's start");
     Ok(())
 }
 
@@ -852,6 +821,35 @@ struct Kept {
     high_watermark: Offset,
     tracked: bool,
     writes: u64,
+}
+
+impl Kept {
+    fn of(l: &Log) -> Kept {
+        Kept {
+            leader_epoch: l.leader_epoch,
+            bound: l.high_watermark_bound,
+            high_watermark: l.high_watermark,
+            tracked: l.epochs_tracked,
+            writes: l.writes,
+        }
+    }
+
+    /// Puts `reopened`, with what was kept and `high_watermark`, in the place of the log,
+    /// which keeps its waiters. The log stays busy: its caller (`while_idle`) ends that.
+    fn reinstate(self, log: &Rc<RefCell<Log>>, mut reopened: Log, high_watermark: Offset) {
+        reopened.leader_epoch = self.leader_epoch;
+        reopened.epochs_tracked = self.tracked;
+        reopened.high_watermark_bound = self.bound;
+        reopened.high_watermark = high_watermark;
+        reopened.writes = self.writes;
+        reopened.busy = true;
+        let mut l = log.borrow_mut();
+        let waiters = std::mem::take(&mut l.durable_waiters);
+        let replication_waiters = std::mem::take(&mut l.replication_waiters);
+        *l = reopened;
+        l.durable_waiters = waiters;
+        l.replication_waiters = replication_waiters;
+    }
 }
 
 /// Assigns offsets to `batches` and queues them for the flusher; `done` fires when the last
