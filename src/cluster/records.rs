@@ -905,6 +905,18 @@ mod tests {
                 replicas: vec![vec![NodeId(1)], vec![NodeId(2), NodeId(3), NodeId(1)]],
             },
             MetadataRecord::AlterTopicConfig { request: request(), name: "o".into(), overrides },
+            MetadataRecord::AlterConfigs {
+                request: request(),
+                resource_type: 4,
+                name: String::new(),
+                configs: BTreeMap::from([("log.retention.ms".into(), "1000".into())]),
+            },
+            MetadataRecord::AlterConfigs {
+                request: request(),
+                resource_type: 32,
+                name: "g".into(),
+                configs: BTreeMap::new(),
+            },
             MetadataRecord::InternalTopic {
                 name: "__consumer_offsets".into(),
                 leaders: vec![NodeId(3), NodeId(1)],
@@ -989,7 +1001,7 @@ mod tests {
         longer.push(0);
         assert_eq!(MetadataRecord::decode(&longer), Err(RecordError::Trailing(1)));
         assert_eq!(MetadataRecord::decode(&[1, 1]), Err(RecordError::Version(1)));
-        assert_eq!(MetadataRecord::decode(&[0, 19]), Err(RecordError::Type(19)));
+        assert_eq!(MetadataRecord::decode(&[0, 20]), Err(RecordError::Type(20)));
         let mut bad_host = encoded;
         bad_host[8] = 0xff;
         assert_eq!(MetadataRecord::decode(&bad_host), Err(RecordError::Host));
