@@ -557,6 +557,9 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         );
     }
     delayed.cancel().await;
+    if config.cluster.is_some() {
+        partitions.checkpoint_high_watermarks().await;
+    }
     let mut closed = partitions.close_all().await;
     closed.extend(groups.close().await);
     closed.extend(txns.close().await);

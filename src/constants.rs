@@ -463,6 +463,10 @@ pub const TXN_MARKER_REQUEST_TIMEOUT_MS: u64 = 35_000;
 pub const TXN_MARKER_RETRY_MS_MIN: u64 = 100;
 pub const TXN_MARKER_RETRY_MS_MAX: u64 = 2_000;
 
+/// How often a clustered node's shards checkpoint their replicated logs' high watermarks
+/// (Kafka's `replica.high.watermark.checkpoint.interval.ms`, 5 s).
+pub const HIGH_WATERMARK_CHECKPOINT_MS: u64 = 5_000;
+
 /// How often each shard's replica manager looks for fetchers to start and ISR changes to
 /// ask for, and how long before it asks for the same ISR change again.
 pub const REPLICA_MANAGER_TICK_MS: u64 = 100;

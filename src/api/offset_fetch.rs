@@ -1,7 +1,8 @@
 //! OffsetFetch (API 9): a group's committed offsets, of every partition or of those named;
 //! from v8 (KIP-709) several groups at once, with one mesh message per owning shard; from v9
 //! (KIP-848) with the member id and epoch, which a consumer group checks (UNKNOWN_MEMBER_ID,
-//! STALE_MEMBER_EPOCH per group).
+//! STALE_MEMBER_EPOCH per group); from v7 with `require_stable`, an offset an open
+//! transaction holds is UNSTABLE_OFFSET_COMMIT for its partition.
 
 use std::collections::BTreeMap;
 
@@ -55,6 +56,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             })
             .collect()
     };
+    // v7+: offsets a transaction still holds are UNSTABLE_OFFSET_COMMIT (clients retry).
+    let require_stable = ctx.version >= 7 && request.require_stable;
     // One message per owning shard, with every group it owns.
     let mut by_shard: BTreeMap<ShardId, Vec<FetchGroup>> = BTreeMap::new();
     let mut found: BTreeMap<String, Result<Vec<FetchedOffset>, ErrorCode>> = BTreeMap::new();
@@ -69,6 +72,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                     group_id: group_id.clone(),
                     member: members.get(group_id).cloned(),
                     partitions: wanted.clone(),
+                    require_stable,
                 });
             }
         }
@@ -191,7 +195,7 @@ impl Answer {
             };
         }
         Answer {
-            error_code: 0,
+            error_code: offset.error_code.code(),
             committed_offset: offset.offset.0,
             committed_leader_epoch: offset.leader_epoch.0,
             metadata: Some(str_bytes(&offset.metadata)),

@@ -1,9 +1,10 @@
 //! What the transaction handlers share (transaction version 1). Each request of
 //! AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn, DescribeTransactions,
 //! ListTransactions and of InitProducerId with a transactional id goes to the shard that owns
-//! its transactional id (`txn::coordinator`), one mesh message per transaction; the coordinator
-//! keeps TxnOffsetCommit's offsets with the transaction and hands them to each group's
-//! coordinator when it commits. DescribeProducers asks each partition's owner.
+//! its transactional id (`txn::coordinator`), one mesh message per transaction; on a single
+//! node the coordinator keeps TxnOffsetCommit's offsets with the transaction and hands them to
+//! each group's coordinator when it commits (clustered, TxnOffsetCommit goes to the group's
+//! coordinator instead, as in Kafka). DescribeProducers asks each partition's owner.
 //! PRODUCER_FENCED becomes INVALID_PRODUCER_EPOCH for request versions older than the one that
 //! introduced it, as Kafka answers.
 

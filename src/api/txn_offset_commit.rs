@@ -1,5 +1,8 @@
-//! TxnOffsetCommit (API 28): offsets committed inside a transaction; the transaction's
-//! coordinator checks and keeps them, and they reach the group only if the transaction commits.
+//! TxnOffsetCommit (API 28): offsets committed inside a transaction, which reach the group
+//! only if the transaction commits. On a single node the transaction's coordinator checks and
+//! keeps them and hands them to the group at the end; in a cluster the group's coordinator
+//! does, as in Kafka: it writes them to the group's partition of `__consumer_offsets` in a
+//! transactional batch, and the transaction's marker in that partition settles them.
 
 use bytes::Bytes;
 use kafka_protocol::messages::txn_offset_commit_response::{
@@ -7,8 +10,12 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
+use super::group_common::{call as group_call, coordinated_here};
 use super::txn_common::{call, fenced};
 use super::{Context, Outcome};
+use crate::constants::GROUP_ID_LENGTH_MAX;
+use crate::group::coordinator::{GroupRequest, GroupResponse, OFFSETS_TOPIC};
+use crate::group::state::{CommitPartition, TxnCommitRequest};
 use crate::model::{ErrorCode, LeaderEpoch, Offset, ProducerEpoch};
 use crate::security::acl::Operation;
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
@@ -60,6 +67,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             offsets.push((topic.name.0.to_string(), p.partition_index, offset));
         }
     }
+    if ctx.cluster().clustered() {
+        return reply(
+            ctx,
+            &request,
+            commit_at_group(ctx, &request, producer, whole, codes, offsets).await,
+        );
+    }
     let offsets_empty = offsets.is_empty();
     let commit = TxnRequest::CommitOffsets {
         transactional_id: request.transactional_id.0.to_string(),
@@ -78,6 +92,76 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     if code != ErrorCode::None {
         codes.iter_mut().filter(|c| **c == ErrorCode::None).for_each(|c| *c = code);
     }
+    reply(ctx, &request, codes)
+}
+
+/// Clustered (Kafka's way): the group's coordinator checks the producer epoch, member and
+/// generation, writes the offsets to the group's partition of `__consumer_offsets` in a
+/// transactional batch and keeps them pending until the transaction's marker arrives there;
+/// NOT_COORDINATOR on a node that does not coordinate the group. `codes` holds each
+/// partition's code so far (NONE: its offset is in `offsets`); the answer is every
+/// partition's code.
+async fn commit_at_group(
+    ctx: &Context,
+    request: &TxnOffsetCommitRequest,
+    producer: Producer,
+    whole: Option<ErrorCode>,
+    mut codes: Vec<ErrorCode>,
+    offsets: Vec<(String, i32, TxnOffset)>,
+) -> Vec<ErrorCode> {
+    let group_id = request.group_id.0.to_string();
+    let whole = whole.or_else(|| {
+        let too_long = group_id.len() > GROUP_ID_LENGTH_MAX;
+        let refused = coordinated_here(ctx, OFFSETS_TOPIC, &group_id).err();
+        if too_long {
+            Some(ErrorCode::InvalidGroupId)
+        } else {
+            refused
+        }
+    });
+    let outcome = match whole {
+        Some(code) => Err(code),
+        None if offsets.is_empty() => Ok(Vec::new()),
+        None => {
+            let commit = TxnCommitRequest {
+                group_id: group_id.clone(),
+                producer_id: producer.producer_id,
+                producer_epoch: producer.producer_epoch,
+                generation_id: request.generation_id,
+                member_id: request.member_id.to_string(),
+                group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
+                partitions: offsets
+                    .into_iter()
+                    .map(|(topic, partition, o)| CommitPartition {
+                        topic,
+                        partition,
+                        offset: o.offset,
+                        leader_epoch: o.leader_epoch,
+                        metadata: Some(o.metadata),
+                    })
+                    .collect(),
+            };
+            match group_call(ctx, &group_id, GroupRequest::TxnCommit(commit)).await {
+                Some(GroupResponse::Commit(outcome)) => outcome,
+                _ => Err(ErrorCode::CoordinatorNotAvailable),
+            }
+        }
+    };
+    let mut accepted = match &outcome {
+        Ok(accepted) => accepted.clone().into_iter(),
+        Err(_) => Vec::new().into_iter(),
+    };
+    for code in codes.iter_mut().filter(|code| **code == ErrorCode::None) {
+        *code = match &outcome {
+            Err(whole) => *whole,
+            Ok(_) => accepted.next().unwrap_or(ErrorCode::UnknownServerError),
+        };
+    }
+    codes
+}
+
+/// The response: each partition's code, in request order.
+fn reply(ctx: &Context, request: &TxnOffsetCommitRequest, codes: Vec<ErrorCode>) -> Outcome {
     let mut response = TxnOffsetCommitResponse::default();
     let mut codes = codes.into_iter();
     for topic in &request.topics {

@@ -3,7 +3,9 @@
 //! partition leader. Each partition appends the control batch on its owning shard
 //! (`Partitions::write_markers`: only as leader, and on a replicated partition answered once
 //! its high watermark passed the marker), one message per owning shard for the whole
-//! request. Errors are per partition; the coordinator sends the failed ones again. Needs
+//! request; a partition of `__consumer_offsets` goes to its group coordinator instead,
+//! which writes the marker and then settles the producer's pending offsets there. Errors are
+//! per partition; the coordinator sends the failed ones again. Needs
 //! CLUSTER_ACTION on the cluster when the authorizer is on, as in Kafka.
 
 use std::collections::BTreeMap;
@@ -16,6 +18,7 @@ use kafka_protocol::messages::write_txn_markers_response::{
 use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 
 use super::{Context, Outcome};
+use crate::group::coordinator::{GroupRequest, GroupResponse, OFFSETS_TOPIC};
 use crate::model::{ErrorCode, ProducerEpoch, ProducerId, ShardId, TopicPartition, TxnOutcome};
 use crate::partition::{PartitionRequest, PartitionResponse};
 use crate::security::acl::Operation;
@@ -34,6 +37,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let node_id = ctx.shard().config.node_id;
     let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, Marker)>> = BTreeMap::new();
     let mut slots: BTreeMap<ShardId, Vec<Slot>> = BTreeMap::new();
+    // Partitions of `__consumer_offsets`: their group coordinators write the markers.
+    let mut offsets: Vec<(Slot, TopicPartition, Marker)> = Vec::new();
     let mut response = WriteTxnMarkersResponse::default();
     for (index, marker) in request.markers.iter().enumerate() {
         let mut result = WritableTxnMarkerResult::default();
@@ -61,6 +66,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                     Some(m) if m.led_elsewhere(partition, node_id) => {
                         ErrorCode::NotLeaderOrFollower
                     }
+                    Some(m)
+                        if (0..m.partitions).contains(&partition) && &*m.name == OFFSETS_TOPIC =>
+                    {
+                        let tp = TopicPartition::new(m.name.clone(), partition);
+                        offsets.push(((index, t, p), tp, written));
+                        ErrorCode::None
+                    }
                     Some(m) if (0..m.partitions).contains(&partition) => {
                         let tp = TopicPartition::new(m.name.clone(), partition);
                         let owner = ctx.shard().owner(&tp);
@@ -81,7 +93,24 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         let answer = ctx.partitions().call(owner, PartitionRequest::WriteMarkers { markers });
         (owner, answer.await)
     });
-    for (owner, answer) in join_all(calls).await {
+    let settles = offsets.into_iter().map(|(slot, tp, marker)| async move {
+        let request = GroupRequest::TxnMarker {
+            partition: tp.partition,
+            producer_id: marker.producer_id,
+            producer_epoch: marker.producer_epoch,
+            outcome: marker.outcome,
+        };
+        let code = match ctx.groups().call(ctx.shard().owner(&tp), request).await {
+            Some(GroupResponse::Marker(code)) => code,
+            _ => ErrorCode::NotLeaderOrFollower,
+        };
+        (slot, code)
+    });
+    let (answers, settled) = futures::join!(join_all(calls), join_all(settles));
+    for ((m, t, p), code) in settled {
+        response.markers[m].topics[t].partitions[p].error_code = code.code();
+    }
+    for (owner, answer) in answers {
         let codes = match answer {
             Some(PartitionResponse::Markers(codes)) => codes,
             _ => Vec::new(),

@@ -24,6 +24,14 @@
 //! after its records are written (under the broker's durability policy); group records are
 //! written behind (losing one in a crash only costs the members a rejoin).
 //!
+//! Transactions (clustered, Kafka's way): TxnOffsetCommit comes here, to the group's
+//! coordinator; its offsets are written to the group's partition in a transactional batch of
+//! the producer and kept pending (`txn_offsets`), and the transaction's marker, sent by its
+//! coordinator to this partition's leader, is written here as a control batch and then
+//! settles them (commit: committed offsets; abort: dropped). Loading a partition replays
+//! both in log order. A single node keeps the older path: the transaction's coordinator
+//! holds the offsets and hands them over (`GroupRequest::TxnEnd`).
+//!
 //! Compaction and layout: the offsets log is one of the shard's internal logs
 //! (`shard::internal_log`): compacted by a snapshot of the whole state, each group reset
 //! first, and migrated between shards when `--cores` changes.
@@ -35,6 +43,7 @@ use std::rc::Rc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::future::join_all;
 
@@ -50,11 +59,15 @@ use crate::group::records::Record;
 use crate::group::state::{
     CommitPartition, CommitRequest, DescribedGroup, FetchedOffset, GroupConfig, Groups,
     HeartbeatRequest, JoinRequest, JoinResponse, LeaveMember, LeaveResponse, ListedGroup,
-    PartitionCodes, Reply, ReplyId, SyncRequest, SyncResponse, TopicPartitions,
+    PartitionCodes, Reply, ReplyId, SyncRequest, SyncResponse, TopicPartitions, TxnCommitRequest,
 };
+use crate::model::batch::BatchHeader;
 use crate::model::dynamic_config::{consumer_timeouts, RESOURCE_GROUP};
+use crate::model::records::{self as model_records, RecordIn};
 use crate::model::topic::Durability;
-use crate::model::{now_ms, ErrorCode, Offset, ProducerId, ShardId, TopicPartition, TxnOutcome};
+use crate::model::{
+    now_ms, ErrorCode, Offset, ProducerEpoch, ProducerId, ShardId, TopicPartition, TxnOutcome,
+};
 use crate::shard::delayed::Key;
 pub use crate::shard::internal_log::OFFSETS_TOPIC;
 use crate::shard::internal_log::{self, Compactor, InternalRole, LogRef};
@@ -98,8 +111,21 @@ pub enum GroupRequest {
         group_id: String,
         topics: TopicPartitions,
     },
-    /// From the transaction coordinator: the producer's transaction ended; a commit carries
-    /// the offsets its TxnOffsetCommit requests gave (kept in the transaction log until now).
+    /// Clustered TxnOffsetCommit, at the group's coordinator as in Kafka: the offsets are
+    /// written to the group's partition in a transactional batch and kept pending.
+    TxnCommit(TxnCommitRequest),
+    /// Clustered: a transaction marker for a partition of `__consumer_offsets` this node
+    /// leads (from the transaction's coordinator, on this node or by WriteTxnMarkers): written
+    /// to the partition, then its groups' pending offsets of the producer are settled.
+    TxnMarker {
+        partition: i32,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+        outcome: TxnOutcome,
+    },
+    /// Single node, from the transaction coordinator: the producer's transaction ended; a
+    /// commit carries the offsets its TxnOffsetCommit requests gave (kept in the transaction
+    /// log until now).
     TxnEnd {
         group_id: String,
         producer_id: ProducerId,
@@ -122,6 +148,8 @@ pub enum GroupResponse {
     List(Vec<ListedGroup>),
     Delete(Vec<(String, ErrorCode)>),
     DeleteOffsets(Result<PartitionCodes, ErrorCode>),
+    /// A transaction marker's code, as a partition answers WriteTxnMarkers.
+    Marker(ErrorCode),
     Done,
 }
 
@@ -132,6 +160,9 @@ pub struct FetchGroup {
     /// OffsetFetch v9+: the member asking and its epoch (checked for consumer groups).
     pub member: Option<(String, i32)>,
     pub partitions: Option<TopicPartitions>,
+    /// OffsetFetch v7+ `require_stable`: offsets a transaction still holds are
+    /// UNSTABLE_OFFSET_COMMIT.
+    pub require_stable: bool,
 }
 
 /// The shard's catalog as the consumer group state machine reads it.
@@ -404,16 +435,24 @@ impl Coordinator {
                     return GroupResponse::Commit(Err(ErrorCode::NotCoordinator));
                 }
                 let result = self.state.borrow_mut().commit_offsets(now, req);
-                if let Some(written) = self.dispatch(WaitFor::Write) {
-                    match written.await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(code)) => return GroupResponse::Commit(Err(code)),
-                        Err(_) => {
-                            return GroupResponse::Commit(Err(ErrorCode::CoordinatorNotAvailable))
-                        }
-                    }
+                GroupResponse::Commit(self.written(result).await)
+            }
+            GroupRequest::TxnCommit(req) => {
+                // As OffsetCommit: below the free-space reserve, NOT_COORDINATOR.
+                if self.home.space.check().is_err() {
+                    return GroupResponse::Commit(Err(ErrorCode::NotCoordinator));
                 }
-                GroupResponse::Commit(result)
+                let result = self.state.borrow_mut().txn_commit_offsets(now, req);
+                GroupResponse::Commit(self.written(result).await)
+            }
+            GroupRequest::TxnMarker { partition, producer_id, producer_epoch, outcome } => {
+                if !self.clustered {
+                    // A single node keeps no `__consumer_offsets` partitions to mark.
+                    return GroupResponse::Marker(ErrorCode::UnknownTopicOrPartition);
+                }
+                GroupResponse::Marker(
+                    self.write_marker(partition, producer_id, producer_epoch, outcome).await,
+                )
             }
             GroupRequest::TxnEnd { group_id, producer_id, outcome, offsets } => {
                 if outcome == TxnOutcome::Commit && !offsets.is_empty() {
@@ -436,7 +475,11 @@ impl Coordinator {
                     .into_iter()
                     .map(|g| {
                         let member = g.member.as_ref().map(|(id, epoch)| (id.as_str(), *epoch));
-                        let offsets = state.fetch_member_offsets(&g.group_id, member, g.partitions);
+                        let mut offsets =
+                            state.fetch_member_offsets(&g.group_id, member, g.partitions);
+                        if let (true, Ok(offsets)) = (g.require_stable, offsets.as_mut()) {
+                            state.mark_unstable(&g.group_id, offsets);
+                        }
                         (g.group_id, offsets)
                     })
                     .collect();
@@ -498,6 +541,20 @@ impl Coordinator {
         (id, rx)
     }
 
+    /// A commit's answer once its records are in the log: `result` when they were written
+    /// (or there were none), the write's error otherwise.
+    async fn written(
+        self: &Rc<Self>,
+        result: Result<Vec<ErrorCode>, ErrorCode>,
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        let Some(written) = self.dispatch(WaitFor::Write) else { return result };
+        match written.await {
+            Ok(Ok(_)) => result,
+            Ok(Err(code)) => Err(code),
+            Err(_) => Err(ErrorCode::CoordinatorNotAvailable),
+        }
+    }
+
     /// Delivers the state machine's answers and queues its records. With `WaitFor::Write`,
     /// returns a receiver that fires once those records are in the log (None: nothing to
     /// write).
@@ -542,8 +599,8 @@ impl Coordinator {
         }
         // Clustered, the partition the records go to when they all go to one (a request's
         // records are of one group).
-        let first = self.partition_of(records[0].group_id());
-        let one = records.iter().all(|record| self.partition_of(record.group_id()) == first);
+        let first = self.partition_of_record(&records[0]);
+        let one = records.iter().all(|record| self.partition_of_record(record) == first);
         let partition = (self.clustered && one).then_some(first);
         let (answer, start) = {
             let mut out = self.outbox.borrow_mut();
@@ -609,6 +666,48 @@ impl Coordinator {
         coordinator_partition(group_id, CLUSTER_INTERNAL_TOPIC_PARTITIONS) as i32
     }
 
+    /// The partition a record goes to: its group's, or a marker's own.
+    fn partition_of_record(&self, record: &Record) -> i32 {
+        match record {
+            Record::Marker { partition, .. } => *partition,
+            record => self.partition_of(record.group_id()),
+        }
+    }
+
+    /// Writes a transaction marker to `partition` (after every record queued before it, so
+    /// the log has the producer's offsets first) and, once it is replicated, settles the
+    /// pending offsets of the producer in the partition's groups (Kafka's
+    /// `completeTransaction`). A failed write leaves them pending; the transaction's
+    /// coordinator sends the marker again.
+    async fn write_marker(
+        self: &Rc<Self>,
+        partition: i32,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+        outcome: TxnOutcome,
+    ) -> ErrorCode {
+        let marker = Record::Marker { partition, producer_id, producer_epoch, outcome };
+        let written = match self.persist(vec![marker], WaitFor::Write) {
+            Some(written) => written.await.unwrap_or(Err(ErrorCode::NotCoordinator)),
+            None => Ok(None),
+        };
+        match written {
+            Ok(_) => {}
+            // Kafka turns the coordinator's NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE and
+            // COORDINATOR_LOAD_IN_PROGRESS into NOT_LEADER_OR_FOLLOWER for the marker's sender.
+            Err(
+                ErrorCode::NotCoordinator
+                | ErrorCode::CoordinatorNotAvailable
+                | ErrorCode::CoordinatorLoadInProgress,
+            ) => return ErrorCode::NotLeaderOrFollower,
+            Err(code) => return code,
+        }
+        let owned = |group_id: &str| self.partition_of(group_id) == partition;
+        let settled = self.state.borrow_mut().complete_txn(now_ms(), producer_id, outcome, owned);
+        tracing::debug!(partition, %producer_id, ?outcome, settled, "transaction marker written");
+        ErrorCode::None
+    }
+
     /// Clustered: whether this coordinator serves `group_id` now: NOT_COORDINATOR when this
     /// node does not lead its partition (any more), COORDINATOR_LOAD_IN_PROGRESS while it
     /// replays it, as Kafka answers.
@@ -616,7 +715,14 @@ impl Coordinator {
         if !self.clustered {
             return Ok(());
         }
-        let partition = self.partition_of(group_id);
+        self.serves_partition(self.partition_of(group_id))
+    }
+
+    /// Clustered: whether this coordinator serves the groups of `partition` now (`serves`).
+    fn serves_partition(&self, partition: i32) -> Result<(), ErrorCode> {
+        if !self.clustered {
+            return Ok(());
+        }
         let role = self.home.internal.get(OFFSETS_TOPIC, partition).filter(|role| role.leads);
         let loaded = self.loaded.borrow().get(&partition).map(|loaded| loaded.led_since);
         match (role, loaded) {
@@ -646,6 +752,16 @@ impl Coordinator {
             GroupRequest::Commit(req) => {
                 refused(&req.group_id).map(|code| GroupResponse::Commit(Err(code)))
             }
+            GroupRequest::TxnCommit(req) => {
+                refused(&req.group_id).map(|code| GroupResponse::Commit(Err(code)))
+            }
+            // Kafka's answer to a marker for a partition whose coordinator is not ready (not
+            // loaded yet, or no longer led here): NOT_LEADER_OR_FOLLOWER, which the
+            // transaction's coordinator retries after looking the leader up again.
+            GroupRequest::TxnMarker { partition, .. } => self
+                .serves_partition(*partition)
+                .err()
+                .map(|_| GroupResponse::Marker(ErrorCode::NotLeaderOrFollower)),
             GroupRequest::ConsumerHeartbeat(req) => refused(&req.group_id).map(|code| {
                 GroupResponse::ConsumerHeartbeat(ConsumerHeartbeatResponse::error(code, ""))
             }),
@@ -697,7 +813,12 @@ impl Coordinator {
     fn fetch_now(&self, group: &FetchGroup) -> Result<Vec<FetchedOffset>, ErrorCode> {
         let member = group.member.as_ref().map(|(id, epoch)| (id.as_str(), *epoch));
         let partitions = group.partitions.clone();
-        self.state.borrow().fetch_member_offsets(&group.group_id, member, partitions)
+        let state = self.state.borrow();
+        let mut offsets = state.fetch_member_offsets(&group.group_id, member, partitions);
+        if let (true, Ok(offsets)) = (group.require_stable, offsets.as_mut()) {
+            state.mark_unstable(&group.group_id, offsets);
+        }
+        offsets
     }
 
     /// Clustered: loads the partitions this node came to lead and forgets those it no
@@ -753,17 +874,23 @@ impl Coordinator {
                 return;
             }
         };
-        let records = internal_log::decode_records(&tp, &batches, |key, value| {
-            Record::decode(key, value).ok()
-        });
+        let records = decode_partition(&tp, &batches);
         let owned = |group_id: &str| self.partition_of(group_id) == partition;
         let now = now_ms();
         let (count, groups) = {
             let mut state = self.state.borrow_mut();
             let mut count = 0;
-            // Only this partition's keys: a log left by another layout holds no others.
-            for record in records.into_iter().filter(|record| owned(record.group_id())) {
-                state.replay(now, record);
+            for record in records {
+                match record {
+                    // A marker settles the producer's pending offsets of this partition's
+                    // groups, in log order with the rest.
+                    Record::Marker { producer_id, outcome, .. } => {
+                        state.complete_txn(now, producer_id, outcome, owned);
+                    }
+                    // Only this partition's keys: a log left by another layout holds no others.
+                    record if owned(record.group_id()) => state.replay(now, record),
+                    _ => continue,
+                }
                 count += 1;
             }
             state.finish_load_of(now, owned);
@@ -807,7 +934,8 @@ impl Coordinator {
     async fn write_partitions(&self, records: Vec<Record>, acks: Vec<Ack>) {
         let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
         for record in records {
-            by_partition.entry(self.partition_of(record.group_id())).or_default().push(record);
+            let partition = self.partition_of_record(&record);
+            by_partition.entry(partition).or_default().push(record);
         }
         let writes = by_partition.into_iter().map(|(partition, records)| async move {
             (partition, self.write_led(partition, records).await)
@@ -828,8 +956,7 @@ impl Coordinator {
         let loaded = self.loaded.borrow().get(&partition).map(|l| (l.log.clone(), l.led_since));
         let Some((log, led_since)) = loaded else { return Err(ErrorCode::NotCoordinator) };
         let batch_bytes_max = INTERNAL_BATCH_BYTES_MAX.min(self.segment_bytes as usize / 4);
-        let encoded: Vec<_> = records.iter().map(Record::encode).collect();
-        let batches = internal_log::encode_batches(&encoded, now_ms(), batch_bytes_max);
+        let batches = encode_records(&records, now_ms(), batch_bytes_max);
         let tp = TopicPartition::new(OFFSETS_TOPIC.into(), partition);
         let led = internal_log::Led { roles: &self.home.internal, tp: &tp, log: &log, led_since };
         led.append(batches).await.map(Some)
@@ -918,5 +1045,183 @@ impl Coordinator {
             None => None,
         };
         self.compactor.finish(&log, self.shard, base, run);
+    }
+}
+
+/// Encodes records into the batches of one append, in order: plain records into plain
+/// batches (`internal_log::encode_batches`), a producer's transactional offsets into its
+/// transactional batches, a marker into its control batch (Kafka's formats for each).
+fn encode_records(records: &[Record], timestamp: i64, batch_bytes_max: usize) -> Vec<Bytes> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while start < records.len() {
+        match &records[start] {
+            Record::Marker { producer_id, producer_epoch, outcome, .. } => {
+                let bytes = model_records::build_control_batch(
+                    timestamp,
+                    *producer_id,
+                    *producer_epoch,
+                    *outcome,
+                    0,
+                );
+                batches.push(Bytes::from(bytes));
+                start += 1;
+            }
+            Record::TxnOffset { producer_id, producer_epoch, .. } => {
+                let same = |record: &Record| match record {
+                    Record::TxnOffset { producer_id: id, producer_epoch: epoch, .. } => {
+                        id == producer_id && epoch == producer_epoch
+                    }
+                    _ => false,
+                };
+                let mut end = start;
+                let mut size = 0;
+                let mut encoded = Vec::new();
+                while end < records.len() && same(&records[end]) {
+                    let (key, value) = records[end].encode();
+                    let record_size = key.len() + value.as_ref().map_or(0, Vec::len) + 16;
+                    if end > start && size + record_size > batch_bytes_max {
+                        break;
+                    }
+                    size += record_size;
+                    encoded.push((key, value));
+                    end += 1;
+                }
+                let ins: Vec<RecordIn<'_>> = encoded
+                    .iter()
+                    .map(|(key, value)| RecordIn { key: Some(key), value: value.as_deref() })
+                    .collect();
+                let bytes =
+                    model_records::build_txn_batch(timestamp, *producer_id, *producer_epoch, &ins);
+                batches.push(Bytes::from(bytes));
+                start = end;
+            }
+            _ => {
+                let plain = |record: &Record| {
+                    !matches!(record, Record::Marker { .. } | Record::TxnOffset { .. })
+                };
+                let end = records[start..]
+                    .iter()
+                    .position(|r| !plain(r))
+                    .map_or(records.len(), |n| start + n);
+                let encoded: Vec<_> = records[start..end].iter().map(Record::encode).collect();
+                batches.extend(internal_log::encode_batches(&encoded, timestamp, batch_bytes_max));
+                start = end;
+            }
+        }
+    }
+    batches
+}
+
+/// The records of a led partition's log (`internal_log::read_led_log`), oldest first, as
+/// their batches make them: records of a producer's transactional batch are its pending
+/// offsets (`Record::TxnOffset`), a control batch is a marker of the partition. Unreadable
+/// records are skipped with a warning.
+fn decode_partition(tp: &TopicPartition, batches: &[Vec<u8>]) -> Vec<Record> {
+    let mut out = Vec::new();
+    for bytes in batches {
+        let Ok(header) = BatchHeader::parse(bytes) else { continue };
+        let producer_id = header.producer_id();
+        let producer_epoch = header.producer_epoch();
+        if header.is_control() {
+            let outcome = model_records::control_outcome(bytes);
+            if let (true, Some(outcome)) = (producer_id.is_valid(), outcome) {
+                out.push(Record::Marker {
+                    partition: tp.partition,
+                    producer_id,
+                    producer_epoch,
+                    outcome,
+                });
+            }
+            continue;
+        }
+        let transactional = header.is_transactional() && producer_id.is_valid();
+        let Ok(views) = model_records::parse_batch(bytes) else { continue };
+        for view in views {
+            let Some(key) = view.key.as_deref() else { continue };
+            let record = match Record::decode(key, view.value.as_deref()) {
+                Ok(record) => record,
+                Err(_) => {
+                    tracing::warn!(%tp, offset = view.offset, "skipping an unreadable record");
+                    continue;
+                }
+            };
+            out.push(match record {
+                Record::Offset { group, topic, partition, value: Some(value) } if transactional => {
+                    Record::TxnOffset {
+                        producer_id,
+                        producer_epoch,
+                        group,
+                        topic,
+                        partition,
+                        value,
+                    }
+                }
+                record => record,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::records::OffsetValue;
+    use crate::model::LeaderEpoch;
+
+    fn offset_value(offset: i64) -> OffsetValue {
+        OffsetValue {
+            offset: Offset(offset),
+            leader_epoch: LeaderEpoch(2),
+            metadata: "m".into(),
+            commit_timestamp: 5,
+            expire_timestamp: None,
+        }
+    }
+
+    #[test]
+    fn transactional_offsets_and_markers_read_back_as_written() {
+        let plain = |offset| Record::Offset {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+            value: Some(offset_value(offset)),
+        };
+        let pending = |producer: i64, offset| Record::TxnOffset {
+            producer_id: ProducerId(producer),
+            producer_epoch: ProducerEpoch(1),
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 1,
+            value: offset_value(offset),
+        };
+        let marker = Record::Marker {
+            partition: 9,
+            producer_id: ProducerId(3),
+            producer_epoch: ProducerEpoch(1),
+            outcome: TxnOutcome::Commit,
+        };
+        let records = vec![
+            plain(1),
+            pending(3, 10),
+            pending(3, 11),
+            pending(4, 12),
+            plain(2),
+            marker.clone(),
+            Record::Group { group: "g".into(), value: None },
+        ];
+        let batches = encode_records(&records, 7, 1 << 20);
+        // plain, producer 3, producer 4, plain, marker, plain
+        assert_eq!(batches.len(), 6);
+        let header = BatchHeader::parse(&batches[1]).expect("header");
+        assert!(header.is_transactional() && !header.is_control());
+        assert_eq!(header.producer_id(), ProducerId(3));
+        assert!(BatchHeader::parse(&batches[4]).expect("header").is_control());
+        let stored: Vec<Vec<u8>> = batches.iter().map(|b| b.to_vec()).collect();
+        let tp = TopicPartition::new(OFFSETS_TOPIC.into(), 9);
+        assert_eq!(decode_partition(&tp, &stored), records);
+        // A small batch bound splits a producer's run into several transactional batches.
+        assert_eq!(encode_records(&records[1..3], 7, 1).len(), 2);
     }
 }

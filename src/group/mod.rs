@@ -11,6 +11,8 @@
 //! - `consumer`: a KIP-848 consumer group (ConsumerGroupHeartbeat, epochs, reconciliation).
 //! - `assignor`: the server-side assignors of consumer groups (`uniform`, `range`).
 //! - `timers`: keyed deadlines the state machine schedules; driven by a periodic tick.
+//! - `txn_offsets`: transactional offsets pending until their transaction's marker
+//!   (clustered: TxnOffsetCommit goes to the group's coordinator, as in Kafka).
 //! - `records`: Kafka's `__consumer_offsets` record formats (keys and values).
 //! - `coordinator`: the glue on the owning shard: parks requests, runs the tick, and persists
 //!   records in the shard's internal log `__consumer_offsets-<shard>`, which it replays at
@@ -22,3 +24,4 @@ pub mod coordinator;
 pub mod records;
 pub mod state;
 pub mod timers;
+pub mod txn_offsets;

@@ -49,7 +49,7 @@
 
 use bytes::Bytes;
 
-use crate::model::{LeaderEpoch, Offset};
+use crate::model::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, TxnOutcome};
 
 const OFFSET_KEY_VERSION: i16 = 1;
 const GROUP_KEY_VERSION: i16 = 2;
@@ -132,9 +132,39 @@ pub struct ConsumerMemberValue {
 /// One record of the log, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Offset { group: String, topic: String, partition: i32, value: Option<OffsetValue> },
-    Group { group: String, value: Option<GroupValue> },
-    Consumer { group: String, value: Option<ConsumerGroupValue> },
+    Offset {
+        group: String,
+        topic: String,
+        partition: i32,
+        value: Option<OffsetValue>,
+    },
+    Group {
+        group: String,
+        value: Option<GroupValue>,
+    },
+    Consumer {
+        group: String,
+        value: Option<ConsumerGroupValue>,
+    },
+    /// Clustered: an offset of a transaction (TxnOffsetCommit), the same key and value as
+    /// `Offset` in a transactional batch of the producer (Kafka's format); pending until
+    /// the transaction's marker reaches the partition (`group::txn_offsets`).
+    TxnOffset {
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+        group: String,
+        topic: String,
+        partition: i32,
+        value: OffsetValue,
+    },
+    /// Clustered: a transaction marker in a partition of `__consumer_offsets` (a control
+    /// batch, as in a data partition). It belongs to the partition, not to a group.
+    Marker {
+        partition: i32,
+        producer_id: ProducerId,
+        producer_epoch: ProducerEpoch,
+        outcome: TxnOutcome,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +179,10 @@ impl Record {
         match self {
             Record::Offset { group, .. }
             | Record::Group { group, .. }
-            | Record::Consumer { group, .. } => group,
+            | Record::Consumer { group, .. }
+            | Record::TxnOffset { group, .. } => group,
+            // A marker belongs to its partition, never to a group (see `Record::Marker`).
+            Record::Marker { .. } => "",
         }
     }
 
@@ -157,12 +190,17 @@ impl Record {
     pub fn encode(&self) -> (Vec<u8>, Option<Vec<u8>>) {
         match self {
             Record::Offset { group, topic, partition, value } => {
-                let mut key = Vec::with_capacity(8 + group.len() + topic.len());
-                key.extend(OFFSET_KEY_VERSION.to_be_bytes());
-                put_string(&mut key, group);
-                put_string(&mut key, topic);
-                key.extend(partition.to_be_bytes());
-                (key, value.as_ref().map(encode_offset))
+                (offset_key(group, topic, *partition), value.as_ref().map(encode_offset))
+            }
+            Record::TxnOffset { group, topic, partition, value, .. } => {
+                (offset_key(group, topic, *partition), Some(encode_offset(value)))
+            }
+            Record::Marker { outcome, .. } => {
+                // Kafka's EndTransactionMarker: key version 0 and type, value version 0 and
+                // the coordinator epoch (0 here, as the data partitions' markers).
+                let mut key = vec![0u8; 4];
+                key[2..4].copy_from_slice(&outcome.control_type().to_be_bytes());
+                (key, Some(vec![0u8; 6]))
             }
             Record::Group { group, value } => {
                 let mut key = Vec::with_capacity(4 + group.len());
@@ -202,6 +240,15 @@ impl Record {
             other => Err(DecodeError::UnknownVersion(other)),
         }
     }
+}
+
+fn offset_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + group.len() + topic.len());
+    key.extend(OFFSET_KEY_VERSION.to_be_bytes());
+    put_string(&mut key, group);
+    put_string(&mut key, topic);
+    key.extend(partition.to_be_bytes());
+    key
 }
 
 fn encode_offset(v: &OffsetValue) -> Vec<u8> {

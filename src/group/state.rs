@@ -30,9 +30,10 @@ use crate::group::consumer::{
 };
 use crate::group::records::{GroupValue, MemberValue, OffsetValue, Record};
 use crate::group::timers::Timers;
+use crate::group::txn_offsets::PendingOffsets;
 use crate::metrics::GroupReport;
 use crate::model::dynamic_config::ConsumerTimeouts;
-use crate::model::{ErrorCode, LeaderEpoch, Offset};
+use crate::model::{ErrorCode, LeaderEpoch, Offset, ProducerEpoch, ProducerId, TxnOutcome};
 
 /// Topics and their partition indexes, as requests name them.
 pub type TopicPartitions = Vec<(String, Vec<i32>)>;
@@ -204,6 +205,27 @@ pub struct CommitPartition {
     pub metadata: Option<String>,
 }
 
+/// What a commit of `p` stores (its metadata taken out of it), or OFFSET_METADATA_TOO_LARGE
+/// past `metadata_max` bytes.
+fn offset_value(
+    p: &mut CommitPartition,
+    metadata_max: usize,
+    now: i64,
+    expire_timestamp: Option<i64>,
+) -> Result<OffsetValue, ErrorCode> {
+    let metadata = p.metadata.take().unwrap_or_default();
+    if metadata.len() > metadata_max {
+        return Err(ErrorCode::OffsetMetadataTooLarge);
+    }
+    Ok(OffsetValue {
+        offset: p.offset,
+        leader_epoch: p.leader_epoch,
+        metadata,
+        commit_timestamp: now,
+        expire_timestamp,
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct CommitRequest {
     pub group_id: String,
@@ -217,6 +239,19 @@ pub struct CommitRequest {
     pub partitions: Vec<CommitPartition>,
 }
 
+/// Clustered: TxnOffsetCommit at the group's coordinator (Kafka's way): the offsets of a
+/// producer's transaction, pending until its marker reaches the group's partition.
+#[derive(Debug, Clone)]
+pub struct TxnCommitRequest {
+    pub group_id: String,
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub partitions: Vec<CommitPartition>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedOffset {
     pub topic: String,
@@ -224,6 +259,9 @@ pub struct FetchedOffset {
     pub offset: Offset,
     pub leader_epoch: LeaderEpoch,
     pub metadata: String,
+    /// UNSTABLE_OFFSET_COMMIT when the fetch asked for stable offsets and a transaction
+    /// still holds one of this partition (`Groups::mark_unstable`); NONE otherwise.
+    pub error_code: ErrorCode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,6 +303,8 @@ pub struct ListedGroup {
 pub struct Groups {
     config: GroupConfig,
     groups: HashMap<String, Group>,
+    /// Clustered: transactional offsets waiting for their transaction's marker.
+    txn_offsets: PendingOffsets,
     fx: Effects,
 }
 
@@ -792,7 +832,12 @@ fn new_member_id(client_id: &str, group_instance_id: Option<&str>) -> String {
 
 impl Groups {
     pub fn new(config: GroupConfig) -> Groups {
-        Groups { config, groups: HashMap::new(), fx: Effects::default() }
+        Groups {
+            config,
+            groups: HashMap::new(),
+            txn_offsets: PendingOffsets::default(),
+            fx: Effects::default(),
+        }
     }
 
     pub fn config(&self) -> &GroupConfig {
@@ -855,7 +900,7 @@ impl Groups {
         topics: &dyn TopicView,
         timeouts: ConsumerTimeouts,
     ) -> ConsumerHeartbeatResponse {
-        let Groups { config, groups, fx } = self;
+        let Groups { config, groups, fx, .. } = self;
         let group_config;
         let config = if timeouts.is_empty() {
             &*config
@@ -927,7 +972,7 @@ impl Groups {
 
     /// JoinGroup. The answer comes as a `Reply::Join` for `reply`, now or later.
     pub fn join(&mut self, now: i64, reply: ReplyId, req: JoinRequest) {
-        let Groups { config, groups, fx } = self;
+        let Groups { config, groups, fx, .. } = self;
         let mut cx = Ctx { cfg: config, fx, now };
         let unknown = req.member_id == UNKNOWN_MEMBER_ID;
         if !groups.contains_key(&req.group_id) {
@@ -960,7 +1005,7 @@ impl Groups {
 
     /// SyncGroup. The answer comes as a `Reply::Sync` for `reply`, now or later.
     pub fn sync(&mut self, now: i64, reply: ReplyId, req: SyncRequest) {
-        let Groups { config, groups, fx } = self;
+        let Groups { config, groups, fx, .. } = self;
         let mut cx = Ctx { cfg: config, fx, now };
         match groups.get_mut(&req.group_id) {
             Some(group) if !group.is(GroupState::Empty) => cx.sync(group, reply, req),
@@ -972,7 +1017,7 @@ impl Groups {
     }
 
     pub fn heartbeat(&mut self, now: i64, req: HeartbeatRequest) -> ErrorCode {
-        let Groups { config, groups, fx } = self;
+        let Groups { config, groups, fx, .. } = self;
         let mut cx = Ctx { cfg: config, fx, now };
         let Some(group) = groups.get_mut(&req.group_id) else { return ErrorCode::UnknownMemberId };
         if let Err(code) = group.validate_member(&req.member_id, req.group_instance_id.as_deref()) {
@@ -997,7 +1042,7 @@ impl Groups {
 
     /// LeaveGroup for a batch of members (one member for v0-v2).
     pub fn leave(&mut self, now: i64, group_id: &str, leaving: Vec<LeaveMember>) -> LeaveResponse {
-        let Groups { config, groups, fx } = self;
+        let Groups { config, groups, fx, .. } = self;
         let mut cx = Ctx { cfg: config, fx, now };
         let Some(group) = groups.get_mut(group_id) else {
             return LeaveResponse { error_code: ErrorCode::UnknownMemberId, members: Vec::new() };
@@ -1057,7 +1102,7 @@ impl Groups {
         now: i64,
         req: CommitRequest,
     ) -> Result<Vec<ErrorCode>, ErrorCode> {
-        let Groups { config, groups, fx } = self;
+        let Groups { config, groups, fx, .. } = self;
         let mut cx = Ctx { cfg: config, fx, now };
         if !groups.contains_key(&req.group_id) {
             if req.generation_id >= 0 {
@@ -1087,18 +1132,14 @@ impl Groups {
         let expire_timestamp =
             (req.retention_time_ms >= 0).then(|| now.saturating_add(req.retention_time_ms));
         let mut codes = Vec::with_capacity(req.partitions.len());
-        for p in req.partitions {
-            let metadata = p.metadata.unwrap_or_default();
-            if metadata.len() > cx.cfg.offset_metadata_bytes_max {
-                codes.push(ErrorCode::OffsetMetadataTooLarge);
-                continue;
-            }
-            let value = OffsetValue {
-                offset: p.offset,
-                leader_epoch: p.leader_epoch,
-                metadata,
-                commit_timestamp: now,
-                expire_timestamp,
+        for mut p in req.partitions {
+            let max = cx.cfg.offset_metadata_bytes_max;
+            let value = match offset_value(&mut p, max, now, expire_timestamp) {
+                Ok(value) => value,
+                Err(code) => {
+                    codes.push(code);
+                    continue;
+                }
             };
             cx.fx.records.push(Record::Offset {
                 group: group.group_id.clone(),
@@ -1141,6 +1182,100 @@ impl Groups {
         }
     }
 
+    /// Clustered TxnOffsetCommit (Kafka's `commitTransactionalOffset`): checks the producer
+    /// epoch against the offsets it has pending, then the member and generation (Kafka's
+    /// `validateTransactionalOffsetCommit`: an unknown group is created as a simple group for
+    /// generation -1, else ILLEGAL_GENERATION; a consumer group's stale epoch is
+    /// ILLEGAL_GENERATION too). Accepted offsets are queued as transactional records and kept
+    /// pending; the caller answers once the records are replicated.
+    pub fn txn_commit_offsets(
+        &mut self,
+        now: i64,
+        req: TxnCommitRequest,
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        self.txn_offsets.check(req.producer_id, req.producer_epoch)?;
+        if !self.groups.contains_key(&req.group_id) {
+            if req.generation_id >= 0 {
+                return Err(ErrorCode::IllegalGeneration);
+            }
+            self.groups.insert(req.group_id.clone(), Group::new(&req.group_id, now));
+        }
+        let Some(group) = self.groups.get(&req.group_id) else {
+            return Err(ErrorCode::UnknownServerError);
+        };
+        match &group.consumer {
+            Some(consumer) => consumer
+                .validate_offset_commit(&req.member_id, req.generation_id, 9)
+                .map_err(|code| match code {
+                    ErrorCode::StaleMemberEpoch => ErrorCode::IllegalGeneration,
+                    code => code,
+                })?,
+            None => validate_txn_offset_commit(group, &req)?,
+        }
+        let mut codes = Vec::with_capacity(req.partitions.len());
+        for mut p in req.partitions {
+            let max = self.config.offset_metadata_bytes_max;
+            let value = match offset_value(&mut p, max, now, None) {
+                Ok(value) => value,
+                Err(code) => {
+                    codes.push(code);
+                    continue;
+                }
+            };
+            self.fx.records.push(Record::TxnOffset {
+                producer_id: req.producer_id,
+                producer_epoch: req.producer_epoch,
+                group: req.group_id.clone(),
+                topic: p.topic.clone(),
+                partition: p.partition,
+                value: value.clone(),
+            });
+            let key = (req.group_id.clone(), p.topic, p.partition);
+            self.txn_offsets.add(req.producer_id, req.producer_epoch, key, value);
+            codes.push(ErrorCode::None);
+        }
+        Ok(codes)
+    }
+
+    /// A transaction marker of `producer_id` is in the partition of the groups `owned`
+    /// names (written and replicated, or replayed): a commit makes their pending offsets
+    /// committed offsets (no record: the marker in the log is what makes them so on
+    /// replay), an abort drops them. Returns how many offsets were committed.
+    pub fn complete_txn(
+        &mut self,
+        now: i64,
+        producer_id: ProducerId,
+        outcome: TxnOutcome,
+        owned: impl Fn(&str) -> bool,
+    ) -> usize {
+        let settled = self.txn_offsets.complete(producer_id, outcome, owned);
+        let count = settled.len();
+        for s in settled {
+            let group =
+                self.groups.entry(s.group.clone()).or_insert_with(|| Group::new(&s.group, now));
+            group.offsets.insert((s.topic, s.partition), s.value);
+        }
+        count
+    }
+
+    /// OffsetFetch with require_stable (Kafka's `fetchOffsets`): an offset a transaction
+    /// still holds for the group's partition is UNSTABLE_OFFSET_COMMIT (offset -1), which
+    /// clients ask again for, so a consumer never starts from an offset that the open
+    /// transaction is about to replace.
+    pub fn mark_unstable(&self, group_id: &str, offsets: &mut [FetchedOffset]) {
+        for fetched in offsets {
+            if self.txn_offsets.is_pending(group_id, &fetched.topic, fetched.partition) {
+                fetched.error_code = ErrorCode::UnstableOffsetCommit;
+                fetched.offset = Offset::NONE;
+            }
+        }
+    }
+
+    /// How many transactional offsets wait for their transaction's end.
+    pub fn pending_txn_offsets(&self) -> usize {
+        self.txn_offsets.len()
+    }
+
     /// OffsetFetch for one group: the requested partitions (-1 where nothing is committed),
     /// or every committed offset when `partitions` is None.
     /// OffsetFetch v9+ for a consumer group: the member and epoch are checked first (Kafka's
@@ -1180,6 +1315,7 @@ impl Groups {
                         metadata: v.metadata.clone(),
                         topic,
                         partition,
+                        error_code: ErrorCode::None,
                     },
                     None => FetchedOffset {
                         topic,
@@ -1187,6 +1323,7 @@ impl Groups {
                         offset: Offset::NONE,
                         leader_epoch: LeaderEpoch::NONE,
                         metadata: String::new(),
+                        error_code: ErrorCode::None,
                     },
                 })
                 .collect(),
@@ -1200,6 +1337,7 @@ impl Groups {
                             offset: v.offset,
                             leader_epoch: v.leader_epoch,
                             metadata: v.metadata.clone(),
+                            error_code: ErrorCode::None,
                         })
                         .collect()
                 })
@@ -1332,7 +1470,7 @@ impl Groups {
     /// Runs every timeout due at `now`: session expiry, rebalance and join delays, sync
     /// expiry. Called by the shard's periodic tick.
     pub fn advance(&mut self, now: i64) {
-        let Groups { config, groups, fx } = self;
+        let Groups { config, groups, fx, .. } = self;
         // Operations scheduled while expiring wait for the next tick, even when already due:
         // a member's rebalance timeout may be zero or negative (JoinGroup takes any int32),
         // and "nobody rejoined, wait another rebalance timeout" would otherwise loop forever.
@@ -1454,6 +1592,7 @@ impl Groups {
     /// and SyncGroup requests are answered NOT_COORDINATOR, so that the members look the
     /// coordinator up again. Returns how many groups went.
     pub fn unload(&mut self, owned: impl Fn(&str) -> bool) -> usize {
+        self.txn_offsets.unload(&owned);
         let doomed: Vec<String> = self.groups.keys().filter(|id| owned(id)).cloned().collect();
         for group_id in &doomed {
             let Some(group) = self.groups.remove(group_id) else { continue };
@@ -1493,6 +1632,14 @@ impl Groups {
     /// Applies one record read back from the log at start-up. Later records win.
     pub fn replay(&mut self, now: i64, record: Record) {
         match record {
+            Record::TxnOffset { producer_id, producer_epoch, group, topic, partition, value } => {
+                self.txn_offsets.add(producer_id, producer_epoch, (group, topic, partition), value);
+            }
+            // The coordinator replays a partition's markers with `complete_txn` for that
+            // partition's groups; a marker alone applies to every group.
+            Record::Marker { producer_id, outcome, .. } => {
+                self.complete_txn(now, producer_id, outcome, |_| true);
+            }
             Record::Offset { group, topic, partition, value } => match value {
                 Some(value) => {
                     let g =
@@ -1577,7 +1724,7 @@ impl Groups {
     /// `finish_load` for the groups `loaded` names (those of one partition of
     /// `__consumer_offsets` this coordinator just loaded).
     pub fn finish_load_of(&mut self, now: i64, loaded: impl Fn(&str) -> bool) {
-        let Groups { config, groups, fx } = self;
+        let Groups { config, groups, fx, .. } = self;
         let mut cx = Ctx { cfg: config, fx, now };
         for group in groups.values_mut().filter(|group| loaded(&group.group_id)) {
             let members: Vec<String> = group.members.keys().cloned().collect();
@@ -1621,6 +1768,20 @@ impl Groups {
                 });
             }
         }
+        // After the groups' resets: the offsets still pending, as their transactions wrote
+        // them (the markers that end them come later in the log).
+        for (producer_id, producer_epoch, (group, topic, partition), value) in
+            self.txn_offsets.snapshot_of(&owned)
+        {
+            out.push(Record::TxnOffset {
+                producer_id,
+                producer_epoch,
+                group,
+                topic,
+                partition,
+                value,
+            });
+        }
         out
     }
 }
@@ -1652,6 +1813,25 @@ fn apply_timers(fx: &mut Effects, group_id: &str, timers: Vec<TimerCmd>) {
             }
         }
     }
+}
+
+/// Kafka's `ClassicGroup.validateOffsetCommit` for a transactional commit: no member and
+/// generation -1 is taken whatever the state (older TxnOffsetCommit versions carry neither),
+/// and a rebalance in progress does not refuse it.
+fn validate_txn_offset_commit(group: &Group, req: &TxnCommitRequest) -> Result<(), ErrorCode> {
+    if group.is(GroupState::Dead) {
+        return Err(ErrorCode::CoordinatorNotAvailable);
+    }
+    if req.generation_id < 0 && group.is(GroupState::Empty) {
+        return Ok(());
+    }
+    if req.generation_id >= 0 || !req.member_id.is_empty() || req.group_instance_id.is_some() {
+        group.validate_member(&req.member_id, req.group_instance_id.as_deref())?;
+        if req.generation_id != group.generation_id {
+            return Err(ErrorCode::IllegalGeneration);
+        }
+    }
+    Ok(())
 }
 
 fn validate_offset_commit(group: &Group, req: &CommitRequest) -> Result<(), ErrorCode> {
@@ -2574,6 +2754,132 @@ mod tests {
         h.joined(jb);
         assert_eq!(next, generation + 1);
         assert_eq!(h.commit("g", next, &a, 1), Err(ErrorCode::RebalanceInProgress));
+    }
+
+    fn txn_commit(
+        group: &str,
+        producer_epoch: i16,
+        generation: i32,
+        member: &str,
+        offset: i64,
+    ) -> TxnCommitRequest {
+        TxnCommitRequest {
+            group_id: group.into(),
+            producer_id: ProducerId(7),
+            producer_epoch: ProducerEpoch(producer_epoch),
+            generation_id: generation,
+            member_id: member.into(),
+            group_instance_id: None,
+            partitions: vec![CommitPartition {
+                topic: "t".into(),
+                partition: 0,
+                offset: Offset(offset),
+                leader_epoch: LeaderEpoch::NONE,
+                metadata: None,
+            }],
+        }
+    }
+
+    fn committed(groups: &Groups, group: &str) -> Offset {
+        let wanted = Some(vec![("t".to_string(), vec![0])]);
+        groups.fetch_offsets(group, wanted)[0].offset
+    }
+
+    #[test]
+    fn transactional_offsets_wait_for_the_marker_and_an_abort_drops_them() {
+        let (mut h, a, b, generation) = stable_pair();
+        let _ = h.groups.take_records();
+        let now = h.now;
+        let codes = h.groups.txn_commit_offsets(now, txn_commit("g", 0, generation, &a, 10));
+        assert_eq!(codes, Ok(vec![ErrorCode::None]));
+        let records = h.groups.take_records();
+        assert!(matches!(&records[..], [Record::TxnOffset { producer_id: ProducerId(7), .. }]));
+        assert_eq!(committed(&h.groups, "g"), Offset::NONE, "pending, not committed");
+        assert_eq!(h.groups.pending_txn_offsets(), 1);
+        let mut stable = h.groups.fetch_offsets("g", Some(vec![("t".to_string(), vec![0, 1])]));
+        h.groups.mark_unstable("g", &mut stable);
+        assert_eq!(stable[0].error_code, ErrorCode::UnstableOffsetCommit);
+        assert_eq!(stable[1].error_code, ErrorCode::None, "no transaction holds partition 1");
+        assert_eq!(h.groups.complete_txn(now, ProducerId(7), TxnOutcome::Commit, |g| g == "g"), 1);
+        assert_eq!(committed(&h.groups, "g"), Offset(10));
+        assert!(h.groups.take_records().is_empty(), "the marker is the record");
+        let mut stable = h.groups.fetch_offsets("g", None);
+        h.groups.mark_unstable("g", &mut stable);
+        assert_eq!(stable[0].error_code, ErrorCode::None);
+        // The next transaction of the producer aborts: its offset never counts.
+        let codes = h.groups.txn_commit_offsets(now, txn_commit("g", 0, generation, &b, 20));
+        assert_eq!(codes, Ok(vec![ErrorCode::None]));
+        assert_eq!(h.groups.complete_txn(now, ProducerId(7), TxnOutcome::Abort, |_| true), 0);
+        assert_eq!(committed(&h.groups, "g"), Offset(10));
+        assert_eq!(h.groups.pending_txn_offsets(), 0);
+    }
+
+    #[test]
+    fn transactional_commits_are_checked_as_kafka_checks_them() {
+        let (mut h, a, _b, generation) = stable_pair();
+        let now = h.now;
+        let check = |h: &mut Harness, req| h.groups.txn_commit_offsets(now, req);
+        assert_eq!(
+            check(&mut h, txn_commit("g", 0, generation + 1, &a, 1)),
+            Err(ErrorCode::IllegalGeneration)
+        );
+        assert_eq!(
+            check(&mut h, txn_commit("g", 0, generation, "stranger", 1)),
+            Err(ErrorCode::UnknownMemberId)
+        );
+        assert_eq!(
+            check(&mut h, txn_commit("nothing", 0, 3, "", 1)),
+            Err(ErrorCode::IllegalGeneration),
+            "an unknown group with a generation"
+        );
+        assert_eq!(check(&mut h, txn_commit("simple", 0, -1, "", 1)), Ok(vec![ErrorCode::None]));
+        // A newer epoch of the producer is taken; the older one is fenced from then on.
+        assert_eq!(check(&mut h, txn_commit("g", 2, generation, &a, 5)), Ok(vec![ErrorCode::None]));
+        assert_eq!(
+            check(&mut h, txn_commit("g", 1, generation, &a, 6)),
+            Err(ErrorCode::InvalidProducerEpoch)
+        );
+        // During a rebalance a transactional commit of the current generation is still taken.
+        let ja = h.join(join_request("g", &a, "a", &["range"]));
+        assert!(h.parked(ja));
+        assert_eq!(check(&mut h, txn_commit("g", 2, generation, &a, 7)), Ok(vec![ErrorCode::None]));
+    }
+
+    #[test]
+    fn replay_and_snapshots_restore_pending_transactional_offsets() {
+        let (mut h, a, _b, generation) = stable_pair();
+        let now = h.now;
+        let mut log = h.groups.snapshot();
+        h.groups.txn_commit_offsets(now, txn_commit("g", 0, generation, &a, 10)).ok();
+        log.extend(h.groups.take_records());
+        // Replayed up to here: pending, not committed.
+        let mut replayed = Groups::new(GroupConfig::default());
+        for record in log.clone() {
+            replayed.replay(now, record);
+        }
+        assert_eq!(replayed.pending_txn_offsets(), 1);
+        assert_eq!(committed(&replayed, "g"), Offset::NONE);
+        // A snapshot restates the pending offset after the group's reset.
+        let snapshot = replayed.snapshot();
+        assert!(matches!(snapshot.last(), Some(Record::TxnOffset { .. })));
+        let mut again = Groups::new(GroupConfig::default());
+        for record in snapshot {
+            again.replay(now, record);
+        }
+        assert_eq!(again.pending_txn_offsets(), 1);
+        // The marker, in log order, commits it.
+        let marker = Record::Marker {
+            partition: 0,
+            producer_id: ProducerId(7),
+            producer_epoch: ProducerEpoch(0),
+            outcome: TxnOutcome::Commit,
+        };
+        again.replay(now, marker);
+        assert_eq!(committed(&again, "g"), Offset(10));
+        assert_eq!(again.pending_txn_offsets(), 0);
+        // Unloading the partition forgets what is pending there.
+        replayed.unload(|g| g == "g");
+        assert_eq!(replayed.pending_txn_offsets(), 0);
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub enum ErrorCode {
     NoReassignmentInProgress = 85,
     GroupSubscribedToTopic = 86,
     InvalidRecord = 87,
+    /// OffsetFetch with require_stable: a transaction still holds an offset of the
+    /// partition (retriable: clients ask again).
+    UnstableOffsetCommit = 88,
     ProducerFenced = 90,
     ResourceNotFound = 91,
     DuplicateResource = 92,
@@ -92,7 +95,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, by wire value.
-    pub const ALL: [ErrorCode; 72] = [
+    pub const ALL: [ErrorCode; 73] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -154,6 +157,7 @@ impl ErrorCode {
         ErrorCode::NoReassignmentInProgress,
         ErrorCode::GroupSubscribedToTopic,
         ErrorCode::InvalidRecord,
+        ErrorCode::UnstableOffsetCommit,
         ErrorCode::ProducerFenced,
         ErrorCode::ResourceNotFound,
         ErrorCode::DuplicateResource,
@@ -191,7 +195,7 @@ mod tests {
     use super::*;
 
     /// The wire values, written out once more: a renumbered variant fails here.
-    const WIRE: [(ErrorCode, i16); 72] = [
+    const WIRE: [(ErrorCode, i16); 73] = [
         (ErrorCode::UnknownServerError, -1),
         (ErrorCode::None, 0),
         (ErrorCode::OffsetOutOfRange, 1),
@@ -253,6 +257,7 @@ mod tests {
         (ErrorCode::NoReassignmentInProgress, 85),
         (ErrorCode::GroupSubscribedToTopic, 86),
         (ErrorCode::InvalidRecord, 87),
+        (ErrorCode::UnstableOffsetCommit, 88),
         (ErrorCode::ProducerFenced, 90),
         (ErrorCode::ResourceNotFound, 91),
         (ErrorCode::DuplicateResource, 92),

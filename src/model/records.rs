@@ -69,6 +69,32 @@ pub fn build_batch(timestamp: i64, records: &[RecordIn<'_>]) -> Vec<u8> {
     encode(&records)
 }
 
+/// Builds one uncompressed batch of `records` in a producer's transaction (transactional
+/// attribute, the producer's id and epoch, no sequence), as Kafka's group coordinator writes
+/// TxnOffsetCommit's offsets: they count only once the transaction's marker follows.
+pub fn build_txn_batch(
+    timestamp: i64,
+    producer_id: ProducerId,
+    producer_epoch: ProducerEpoch,
+    records: &[RecordIn<'_>],
+) -> Vec<u8> {
+    assert!(!records.is_empty());
+    assert!(producer_id.is_valid());
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(delta, r)| Record {
+            transactional: true,
+            producer_id: producer_id.0,
+            producer_epoch: producer_epoch.0,
+            key: r.key.map(Bytes::copy_from_slice),
+            value: r.value.map(Bytes::copy_from_slice),
+            ..record(delta as i64, timestamp)
+        })
+        .collect();
+    encode(&records)
+}
+
 /// A transaction marker: the control batch the transaction coordinator asks a partition to
 /// append when a transaction ends (Kafka's `EndTransactionMarker`). One record:
 ///
@@ -240,6 +266,26 @@ mod tests {
         assert!(text.len().is_multiple_of(2));
         let digit = |at: usize| u8::from_str_radix(&text[at..at + 2], 16).expect("hex");
         (0..text.len()).step_by(2).map(digit).collect()
+    }
+
+    #[test]
+    fn a_transactional_batch_carries_the_producer_and_no_sequence() {
+        let records = [
+            RecordIn { key: Some(b"k1"), value: Some(b"v1") },
+            RecordIn { key: Some(b"k2"), value: Some(b"v2") },
+        ];
+        let bytes = build_txn_batch(5, ProducerId(77), ProducerEpoch(3), &records);
+        let header = batch::validate(&bytes, usize::MAX).expect("valid");
+        assert!(header.is_transactional());
+        assert!(!header.is_control());
+        assert_eq!(header.producer_id(), ProducerId(77));
+        assert_eq!(header.producer_epoch(), ProducerEpoch(3));
+        assert_eq!(header.base_sequence(), -1);
+        assert_eq!(header.records_count(), 2);
+        let read = parse_batch(&bytes).expect("parse");
+        assert_eq!(read[1].key.as_deref(), Some(&b"k2"[..]));
+        assert_eq!(read[1].value.as_deref(), Some(&b"v2"[..]));
+        assert_eq!(control_outcome(&bytes), None);
     }
 
     #[test]

@@ -36,7 +36,7 @@ use crate::metrics::{CacheReport, PartitionReport};
 use crate::model::dynamic_config::DynamicConfigs;
 use crate::model::{now_ms, ErrorCode, Isolation, Offset, ProducerEpoch, ProducerId};
 use crate::model::{LeaderEpoch, NodeId, ShardId, TopicPartition};
-use crate::shard::catalog::TopicMeta;
+use crate::shard::catalog::{TopicMeta, META_DIR};
 use crate::shard::delayed::{Key, Wait};
 use crate::shard::internal_log::{InternalRole, REPLICATED_INTERNAL_TOPICS};
 use crate::shard::mesh::{Mesh, Served, Service};
@@ -44,6 +44,7 @@ use crate::shard::Shard;
 use crate::storage::cache::CacheBudget;
 use crate::storage::clean_stop::{CleanStop, LogState};
 use crate::storage::files::{FileStats, OpenFiles};
+use crate::storage::high_watermarks;
 use crate::storage::log::{self, Log, Marker, ReadChunk, RecoveryReport};
 use crate::storage::txn_index::AbortedTxn;
 use crate::storage::Error as StorageError;
@@ -231,6 +232,11 @@ pub struct Partitions {
     leading: RefCell<HashMap<TopicPartition, Followers>>,
     /// Partitions this shard follows, with their leader: what the fetchers fetch.
     following: RefCell<BTreeMap<TopicPartition, Following>>,
+    /// Clustered: the high watermarks checkpointed before this start, each taken by its log
+    /// when it opens (`storage::high_watermarks`).
+    checkpointed: RefCell<HashMap<TopicPartition, Offset>>,
+    /// What this shard's checkpoint last held, so an unchanged one is not written again.
+    checkpoint_written: RefCell<Vec<(TopicPartition, Offset)>>,
 }
 
 /// What a waiting fetch saw of a partition: a consumer its high watermark, a follower the
@@ -247,9 +253,9 @@ pub struct Following {
     pub leader: NodeId,
     pub leader_epoch: LeaderEpoch,
     /// Whether its high watermark is one a leader gave (or this node had as the leader) in
-    /// this process, so that consumers may read below it (KIP-392). Not at first: the high
-    /// watermark is not checkpointed, and a log opened at start has it at its log end, which
-    /// may hold records its leader never had and will cut.
+    /// this process, so that consumers may read below it (KIP-392). Not at first: a log
+    /// opened at start has the high watermark of its last checkpoint (`high_watermarks`),
+    /// safe but seconds old, and a consumer sent here would wait for what its leader has.
     pub serves_consumers: bool,
 }
 
@@ -363,6 +369,8 @@ impl Partitions {
             started: std::time::Instant::now(),
             leading: RefCell::new(HashMap::new()),
             following: RefCell::new(BTreeMap::new()),
+            checkpointed: RefCell::new(HashMap::new()),
+            checkpoint_written: RefCell::new(Vec::new()),
         }
     }
 
@@ -395,6 +403,13 @@ impl Partitions {
         &self,
         clean_stop: &Mutex<CleanStop>,
     ) -> Result<RecoveryReport, (TopicPartition, StorageError)> {
+        if self.clustered() {
+            let meta_dir = self.shard.config.data_dir.join(META_DIR);
+            let found = glommio::executor()
+                .spawn_blocking(move || high_watermarks::read_all(&meta_dir))
+                .await;
+            *self.checkpointed.borrow_mut() = found;
+        }
         let metas: Vec<TopicMeta> = self.shard.catalog.borrow().topics.values().cloned().collect();
         let mut total = RecoveryReport::default();
         for meta in metas {
@@ -492,7 +507,12 @@ impl Partitions {
                     total.truncated_segments += report.truncated_segments;
                     total.resumed += report.resumed;
                     self.mark_for_retention(&tp);
-                    self.logs.borrow_mut().insert(tp, Rc::new(std::cell::RefCell::new(log)));
+                    let log = Rc::new(std::cell::RefCell::new(log));
+                    if self.clustered() {
+                        let checkpointed = self.checkpointed.borrow_mut().remove(&tp);
+                        log::start_high_watermark(&log, checkpointed);
+                    }
+                    self.logs.borrow_mut().insert(tp, log);
                 }
                 Err(e) => failed = failed.or(Some((tp, e))),
             }
@@ -501,6 +521,38 @@ impl Partitions {
             Some(failure) => Err(failure),
             None => Ok(total),
         }
+    }
+
+    /// Clustered: writes this shard's high watermark checkpoint (`storage::high_watermarks`)
+    /// when it changed since the last one: Kafka's `replication-offset-checkpoint`, every
+    /// `HIGH_WATERMARK_CHECKPOINT_MS` and at a clean stop.
+    pub async fn checkpoint_high_watermarks(&self) {
+        let mut entries: Vec<(TopicPartition, Offset)> = self
+            .logs
+            .borrow()
+            .iter()
+            .filter_map(|(tp, log)| {
+                Some((tp.clone(), log::replicated_high_watermark(&log.borrow())?))
+            })
+            .collect();
+        entries.sort_unstable();
+        if *self.checkpoint_written.borrow() == entries {
+            return;
+        }
+        let meta_dir = self.shard.config.data_dir.join(META_DIR);
+        let shard = self.shard.id.index();
+        let written = entries.clone();
+        let result = glommio::executor()
+            .spawn_blocking(move || high_watermarks::write(&meta_dir, shard, &written))
+            .await;
+        match result {
+            Ok(()) => *self.checkpoint_written.borrow_mut() = entries,
+            Err(e) => tracing::warn!(shard = shard, "cannot checkpoint the high watermarks: {e}"),
+        }
+    }
+
+    fn clustered(&self) -> bool {
+        self.shard.config.cluster.is_some()
     }
 
     /// Closes every log, `LOG_OPENS_IN_FLIGHT` at a time (each waits for its queued writes

@@ -14,6 +14,9 @@
 //!     ─▶ PartitionChange (epoch + 1) ─▶ metadata log ─▶ every node's catalog ─▶ roles
 //! ```
 //!
+//! The manager also checkpoints the shard's high watermarks every
+//! `HIGH_WATERMARK_CHECKPOINT_MS` (`storage::high_watermarks`).
+//!
 //! Lifecycle: started on every shard of a clustered node after the logs are open; runs
 //! until the process ends (fetchers end when their leader leads nothing this shard follows).
 //! Concurrency: shard-local; a fetcher awaits its appends before it fetches again, so a
@@ -27,7 +30,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::cluster::{Cluster, MetadataRecord};
-use crate::constants::{REPLICA_ISR_CHANGE_RETRY_MS, REPLICA_MANAGER_TICK_MS};
+use crate::constants::{
+    HIGH_WATERMARK_CHECKPOINT_MS, REPLICA_ISR_CHANGE_RETRY_MS, REPLICA_MANAGER_TICK_MS,
+};
 use crate::model::{LeaderEpoch, NodeId, TopicPartition};
 use crate::partition::Partitions;
 use crate::shard::Shard;
@@ -63,10 +68,16 @@ impl Replication {
 
     async fn manage(self: Rc<Self>) {
         let tick = Duration::from_millis(REPLICA_MANAGER_TICK_MS);
+        let checkpoint_every = Duration::from_millis(HIGH_WATERMARK_CHECKPOINT_MS);
+        let mut checkpointed = Instant::now();
         loop {
             glommio::timer::sleep(tick).await;
             self.start_fetchers();
             self.ask_for_isr_changes().await;
+            if checkpointed.elapsed() >= checkpoint_every {
+                checkpointed = Instant::now();
+                self.partitions.checkpoint_high_watermarks().await;
+            }
         }
     }
 

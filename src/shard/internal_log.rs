@@ -180,8 +180,10 @@ impl Led<'_> {
             return Err(ErrorCode::CoordinatorNotAvailable);
         }
         // No await between the check above and this.
+        // A coordinator's own append: the group coordinator writes producers'
+        // transactional offsets and markers, which the idempotence checks are not for.
         let mut appending =
-            log::enqueue(self.log, batches).map_err(|_| ErrorCode::NotCoordinator)?;
+            log::enqueue_coordinator(self.log, batches).map_err(|_| ErrorCode::NotCoordinator)?;
         let last_offset = Offset(log::log_end(self.log).0 - 1);
         appending.wait().await;
         let info = match appending.outcome() {

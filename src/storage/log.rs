@@ -407,6 +407,61 @@ pub fn enqueue(log: &Rc<RefCell<Log>>, batches: Vec<Bytes>) -> Result<Appending,
     Ok(Appending { info, durable: Some(done_rx), deleted: false })
 }
 
+/// A coordinator's append to its own internal partition (Kafka's `AppendOrigin.COORDINATOR`):
+/// like `enqueue`, but without the idempotent-producer checks, since a group coordinator
+/// writes producers' transactional offset commits (no sequence) and the markers that end
+/// them (control batches) itself. The transaction index learns both, as a follower's
+/// would, so the partition's last stable offset and aborted transactions stay right.
+pub fn enqueue_coordinator(
+    log: &Rc<RefCell<Log>>,
+    batches: Vec<Bytes>,
+) -> Result<Appending, Error> {
+    assert!(!batches.is_empty());
+    let (done_tx, done_rx) = oneshot::channel();
+    let (info, start_flusher) = {
+        let mut l = log.borrow_mut();
+        if l.deleted {
+            return Err(Error::Deleted);
+        }
+        let now = now_ms();
+        let count = batches.len();
+        let mut done = Some(done_tx);
+        let mut first = None;
+        let mut start = false;
+        for (i, bytes) in batches.into_iter().enumerate() {
+            let control = {
+                let header = BatchHeader::parse(&bytes).unwrap_or_else(|_| unreachable!());
+                let producer_id = header.producer_id();
+                (header.is_control() && producer_id.is_valid()).then(|| {
+                    let outcome = crate::model::records::control_outcome(&bytes);
+                    (producer_id, header.producer_epoch(), outcome)
+                })
+            };
+            // Only the last batch's write tells the caller; the others' senders are dropped
+            // unheard (they land before it, in order).
+            let tx = if i + 1 == count {
+                done.take().unwrap_or_else(|| unreachable!())
+            } else {
+                oneshot::channel().0
+            };
+            let (queued, started) = queue(&mut l, vec![bytes], -1, tx);
+            start |= started;
+            first = first.or(Some(queued));
+            if let Some((producer_id, producer_epoch, outcome)) = control {
+                let _ = l.producers.on_marker(producer_id, producer_epoch, now);
+                if let Some(outcome) = outcome {
+                    l.producers.txns.on_marker(producer_id, queued.base_offset, outcome);
+                }
+            }
+        }
+        (first.unwrap_or_else(|| unreachable!()), start)
+    };
+    if start_flusher {
+        glommio::spawn_local(flush_loop(log.clone())).detach();
+    }
+    Ok(Appending { info, durable: Some(done_rx), deleted: false })
+}
+
 /// A transaction marker for the partition, asked for by the transaction coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Marker {
@@ -529,12 +584,28 @@ pub fn set_replication(log: &Rc<RefCell<Log>>, leader_epoch: LeaderEpoch, replic
     }
     match (replicated, l.high_watermark_bound) {
         (true, None) => l.high_watermark_bound = Some(l.high_watermark),
-        (false, Some(_)) => {
+        (false, _) => {
+            // Not replicated (any more): the written end, also from a start held back by
+            // `start_high_watermark`.
             l.high_watermark_bound = None;
             advance_high_watermark(&mut l);
         }
         _ => {}
     }
+}
+
+/// A clustered node's log, just opened: its high watermark starts at the checkpointed one
+/// (`high_watermarks`), or at its log start when there is none, never beyond its end; it
+/// climbs from there once the log takes part in replication (`set_replication`).
+pub fn start_high_watermark(log: &Rc<RefCell<Log>>, checkpointed: Option<Offset>) {
+    let mut l = log.borrow_mut();
+    let start = checkpointed.unwrap_or(l.log_start_offset);
+    l.high_watermark = start.max(l.log_start_offset).min(l.written_end);
+}
+
+/// The high watermark of a replicated log, to checkpoint; None for one that is not.
+pub fn replicated_high_watermark(l: &Log) -> Option<Offset> {
+    l.high_watermark_bound.map(|_| l.high_watermark)
 }
 
 /// A replicated log's new high watermark bound: on a leader the smallest log end of its

@@ -9,6 +9,7 @@ pub mod clean_stop;
 pub mod cleaner;
 pub mod compaction;
 pub mod files;
+pub mod high_watermarks;
 pub mod index;
 pub mod leader_epochs;
 pub mod log;

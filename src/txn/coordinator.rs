@@ -11,7 +11,9 @@
 //! 1. the state machine moves it to Prepare* and the record is written to the log;
 //! 2. each partition's owner appends a marker (one mesh message per owning shard), and each
 //!    group's owner settles the transaction's pending offsets (commit: they become the
-//!    group's committed offsets; abort: dropped);
+//!    group's committed offsets; abort: dropped). Clustered, the markers go to each
+//!    partition's leader, and a group's offsets are settled by the marker of its partition of
+//!    `__consumer_offsets` (added by AddOffsetsToTxn), which its group coordinator writes;
 //! 3. Complete* is written, and EndTxn answers.
 //!
 //! A crash between 1 and 3 leaves Prepare* in the log; `start` repeats 2 and 3. Markers are
@@ -51,7 +53,9 @@ use crate::constants::{
     TXN_MARKER_RETRY_MS_MIN,
 };
 use crate::controller::Controller;
-use crate::group::coordinator::{Coordinator as GroupCoordinator, GroupRequest};
+use crate::group::coordinator::{
+    Coordinator as GroupCoordinator, GroupRequest, GroupResponse, OFFSETS_TOPIC,
+};
 use crate::model::topic::Durability;
 use crate::model::{now_ms, ErrorCode, NodeId, Offset, ShardId, TopicPartition, TxnOutcome};
 use crate::partition::{PartitionRequest, PartitionResponse, Partitions};
@@ -506,6 +510,7 @@ impl TxnCoordinator {
         while !pending.is_empty() {
             let mut local: BTreeMap<ShardId, Vec<(TopicPartition, Marker)>> = BTreeMap::new();
             let mut remote: BTreeMap<NodeId, Vec<TopicPartition>> = BTreeMap::new();
+            let mut offsets_local = Vec::new();
             let mut waiting = Vec::new();
             {
                 let catalog = self.home.catalog.borrow();
@@ -515,6 +520,11 @@ impl TxnCoordinator {
                         continue;
                     }
                     match meta.leader(tp.partition) {
+                        // A partition of `__consumer_offsets` led here: its group coordinator
+                        // writes the marker and settles its groups' offsets.
+                        Some(leader) if leader == me && &*tp.topic == OFFSETS_TOPIC => {
+                            offsets_local.push(tp)
+                        }
                         None => local.entry(self.home.owner(&tp)).or_default().push((tp, marker)),
                         Some(leader) if leader == me => {
                             local.entry(self.home.owner(&tp)).or_default().push((tp, marker))
@@ -532,8 +542,11 @@ impl TxnCoordinator {
                 }
             });
             let sends = remote.into_iter().map(|(node, tps)| self.send_markers(node, tps, marker));
-            let (written, sent) = futures::join!(join_all(writes), join_all(sends));
-            for (tp, code) in written.into_iter().flatten().chain(sent.into_iter().flatten()) {
+            let settles = offsets_local.into_iter().map(|tp| self.offsets_marker(tp, marker));
+            let (written, sent, settled) =
+                futures::join!(join_all(writes), join_all(sends), join_all(settles));
+            let written = written.into_iter().flatten().chain(sent.into_iter().flatten());
+            for (tp, code) in written.chain(settled) {
                 match code {
                     ErrorCode::None => {}
                     code if marker_retriable(code) => pending.push(tp),
@@ -562,6 +575,28 @@ impl TxnCoordinator {
             glommio::timer::sleep(Duration::from_millis(retry_ms)).await;
             retry_ms = (retry_ms * 2).min(TXN_MARKER_RETRY_MS_MAX);
         }
+    }
+
+    /// The marker of a partition of `__consumer_offsets` this node leads, written by the
+    /// group coordinator of its shard; NOT_LEADER_OR_FOLLOWER (retried) when that shard
+    /// cannot be asked.
+    async fn offsets_marker(
+        &self,
+        tp: TopicPartition,
+        marker: Marker,
+    ) -> (TopicPartition, ErrorCode) {
+        let owner = self.home.owner(&tp);
+        let request = GroupRequest::TxnMarker {
+            partition: tp.partition,
+            producer_id: marker.producer_id,
+            producer_epoch: marker.producer_epoch,
+            outcome: marker.outcome,
+        };
+        let code = match self.peers.groups.call(owner, request).await {
+            Some(GroupResponse::Marker(code)) => code,
+            _ => ErrorCode::NotLeaderOrFollower,
+        };
+        (tp, code)
     }
 
     /// One WriteTxnMarkers to `node` for `partitions`: each partition's code, or

@@ -14,7 +14,9 @@ own high watermark (nothing between it and its log end, OFFSET_OUT_OF_RANGE past
 FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH for a stale / future `current_leader_epoch`, and
 NOT_LEADER_OR_FOLLOWER for a fetch before v11 (no client metadata). With the default
 selector nothing changes: a consumer in a follower's rack reads from the leader. Racks are
-in Metadata and DescribeCluster. Every wait is bounded.
+in Metadata and DescribeCluster. A follower killed while it held records not yet committed
+starts again from its checkpointed high watermark, not from its log end. Every wait is
+bounded.
 """
 
 import os
@@ -26,7 +28,7 @@ import pytest
 
 from conftest import TARGET, free_port
 from kafka_wire import (FETCH, METADATA, connect, fetch_v4, fetch_v4_result, frame,
-                        read_response)
+                        produce_v3, produce_v3_result, read_response, record_batch)
 from kafka_wire import request_header
 from test_cluster import HEARTBEAT_INTERVAL_MS, Node, admin, agreed_leader, wait_for
 from test_metrics import scrape
@@ -42,7 +44,7 @@ FENCED_LEADER_EPOCH = 74
 UNKNOWN_LEADER_EPOCH = 75
 
 
-def rack_cluster(spate_factory, *extra):
+def rack_cluster(spate_factory, *extra, session_timeout_ms=SESSION_TIMEOUT_MS):
     """Three voters in racks a, b, c, each with its metrics endpoint (`broker.metrics_port`);
     returns {node id: Node} once a leader is agreed."""
     controller_ports = [free_port() for _ in range(3)]
@@ -55,7 +57,7 @@ def rack_cluster(spate_factory, *extra):
                                "--controller-listen", f"127.0.0.1:{port}",
                                "--controller-quorum-voters", voters,
                                "--broker-heartbeat-interval-ms", str(HEARTBEAT_INTERVAL_MS),
-                               "--broker-session-timeout-ms", str(SESSION_TIMEOUT_MS),
+                               "--broker-session-timeout-ms", str(session_timeout_ms),
                                "--rack", RACKS[i + 1],
                                "--metrics-listen", f"127.0.0.1:{metrics_port}", *extra,
                                start=False)
@@ -288,3 +290,52 @@ def test_with_the_default_selector_consumers_read_from_the_leader(spate_factory)
     assert read_all(by_id, "plain", 100, rack=RACKS[near]) == acknowledged[0]
     assert bytes_out(by_id[near], "plain") == 0
     assert bytes_out(by_id[far], "plain") == 0
+
+
+def test_a_restarted_follower_starts_from_its_checkpointed_high_watermark(spate_factory):
+    """A follower holds records that are not committed (one in-sync follower is stopped, so
+    the leader's high watermark stays behind): killed and restarted, it starts from the high
+    watermark it checkpointed (`high-watermarks-<shard>`, every 5 s), not from its log end,
+    so a consumer reading from it never sees what is not committed. Once the stopped one is
+    back, everything is committed and the high watermarks reach the log end."""
+    # Sessions and lag time far longer than the stop: the stopped follower stays in the ISR.
+    by_id = rack_cluster(spate_factory, "--replica-lag-time-max-ms", "60000",
+                         session_timeout_ms=30000)
+    leader_id, _, (first_id, second_id) = replicated_topic(by_id, "hwcp")
+    leader, follower, stopped = by_id[leader_id], by_id[first_id], by_id[second_id]
+    acknowledged, errors = produce(list(by_id.values()), "hwcp", [0], 20, "committed")
+    assert errors == []
+    wait_for("the high watermark at 20 everywhere", lambda: all(
+        partition_metric(node, "spate_partition_high_watermark", "hwcp") == 20
+        for node in by_id.values()))
+    os.kill(stopped.broker.pid, signal.SIGSTOP)
+    try:
+        # A fetch the stopped follower left waiting at the leader answers within 500 ms.
+        time.sleep(1.5)
+        with connect(leader.broker.port, timeout=15) as sock:
+            for i in range(5):
+                batch = record_batch([f"pending-{i}".encode()])
+                sock.sendall(produce_v3(b"hwcp", 0, batch, 100 + i, acks=1))
+                assert produce_v3_result(read_response(sock)[1])[0] == 0
+        wait_for("the running follower holding the pending records", lambda: partition_metric(
+            follower, "spate_partition_log_end_offset", "hwcp") == 25)
+        assert partition_metric(follower, "spate_partition_high_watermark", "hwcp") == 20
+        checkpoint = follower.broker.data_dir / "__spate_meta" / "high-watermarks-0"
+        wait_for("the follower's checkpoint", lambda: checkpoint.exists()
+                 and "hwcp 0 20" in checkpoint.read_text().splitlines(), timeout=15)
+        follower.broker.kill9()
+        follower.broker.start()
+        wait_for("the restarted follower's partition", lambda: partition_metric(
+            follower, "spate_partition_log_end_offset", "hwcp") == 25, timeout=30)
+        seen = set()
+        for _ in range(20):
+            seen.add(partition_metric(follower, "spate_partition_high_watermark", "hwcp"))
+            time.sleep(0.1)
+        assert seen == {20}, f"the restarted follower's high watermark went {sorted(seen)}"
+        error, high_watermark, _, records = fetch_v11(follower.broker.port, "hwcp", 20, "b")
+        assert b"pending" not in records, (error, high_watermark)
+    finally:
+        os.kill(stopped.broker.pid, signal.SIGCONT)
+    wait_for("every high watermark at the log end", lambda: all(
+        partition_metric(node, "spate_partition_high_watermark", "hwcp") == 25
+        for node in by_id.values()), timeout=30)
