@@ -107,7 +107,8 @@ pub fn init_logging(json: bool) {
 pub fn run(config: Config) {
     let started = Instant::now();
     let lock = prepare_data_dir(&config.data_dir);
-    let catalog = Catalog::load(&config.data_dir, &config.topic_defaults).unwrap_or_else(|e| {
+    let loaded = Catalog::load(&config.data_dir, &config.topic_defaults, config.node_id);
+    let catalog = loaded.unwrap_or_else(|e| {
         fatal(
             FatalReason::DataDir,
             format!("cannot read the topic catalog: {e}; restore it or use an empty --data-dir"),

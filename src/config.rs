@@ -4,7 +4,7 @@
 //! `constants.rs`. The TOML keys are the long option names (`data-dir = "/var/lib/spate"`), so
 //! a user never has to learn two vocabularies.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
 
@@ -463,6 +463,9 @@ pub struct Config {
     pub groups: GroupConfig,
     /// The transaction coordinator's log and expiration.
     pub txns: TxnConfig,
+    /// The Kafka names of the broker configs given on the command line or in the file
+    /// (DescribeConfigs reports them as STATIC_BROKER_CONFIG, the others as defaults).
+    pub static_given: BTreeSet<&'static str>,
 }
 
 impl Config {
@@ -473,6 +476,7 @@ impl Config {
             None => FileConfig::default(),
             Some(path) => read_file(path)?,
         };
+        let static_given = given_broker_configs(&args, &file);
         let listen_text = args.listen.or(file.listen);
         let listeners_text = args.listeners.or(file.listeners);
         let advertised_text = args.advertised_listener.or(file.advertised_listener);
@@ -802,8 +806,110 @@ impl Config {
             topic_defaults,
             groups,
             txns,
+            static_given,
         })
     }
+}
+
+/// The Kafka names of the broker configs that the command line or the file sets.
+fn given_broker_configs(args: &Args, file: &FileConfig) -> BTreeSet<&'static str> {
+    let (a, f) = (args, file);
+    let given = [
+        (
+            "listeners",
+            a.listen.is_some()
+                || f.listen.is_some()
+                || a.listeners.is_some()
+                || f.listeners.is_some(),
+        ),
+        (
+            "advertised.listeners",
+            a.advertised_listener.is_some()
+                || f.advertised_listener.is_some()
+                || a.advertised_listeners.is_some()
+                || f.advertised_listeners.is_some(),
+        ),
+        ("log.dirs", a.data_dir.is_some() || f.data_dir.is_some()),
+        ("node.id", a.node_id.or(f.node_id).is_some()),
+        ("num.partitions", a.default_partitions.or(f.default_partitions).is_some()),
+        ("auto.create.topics.enable", a.auto_create_topics.or(f.auto_create_topics).is_some()),
+        ("socket.request.max.bytes", a.frame_max_bytes.or(f.frame_max_bytes).is_some()),
+        ("message.max.bytes", a.message_max_bytes.or(f.message_max_bytes).is_some()),
+        ("log.segment.bytes", a.segment_bytes.or(f.segment_bytes).is_some()),
+        ("log.roll.ms", a.segment_ms.or(f.segment_ms).is_some()),
+        ("log.retention.ms", a.retention_ms.or(f.retention_ms).is_some()),
+        ("log.retention.bytes", a.retention_bytes.or(f.retention_bytes).is_some()),
+        ("num.io.threads", a.cores.or(f.cores).is_some()),
+        ("min.insync.replicas", a.min_insync_replicas.or(f.min_insync_replicas).is_some()),
+        ("log.flush.interval.messages", a.durability.is_some() || f.durability.is_some()),
+        (
+            "group.initial.rebalance.delay.ms",
+            a.group_initial_rebalance_delay_ms.or(f.group_initial_rebalance_delay_ms).is_some(),
+        ),
+        (
+            "group.min.session.timeout.ms",
+            a.group_min_session_timeout_ms.or(f.group_min_session_timeout_ms).is_some(),
+        ),
+        (
+            "group.max.session.timeout.ms",
+            a.group_max_session_timeout_ms.or(f.group_max_session_timeout_ms).is_some(),
+        ),
+        (
+            "group.consumer.session.timeout.ms",
+            a.group_consumer_session_timeout_ms.or(f.group_consumer_session_timeout_ms).is_some(),
+        ),
+        (
+            "group.consumer.heartbeat.interval.ms",
+            a.group_consumer_heartbeat_interval_ms
+                .or(f.group_consumer_heartbeat_interval_ms)
+                .is_some(),
+        ),
+        (
+            "offsets.retention.minutes",
+            a.offsets_retention_minutes.or(f.offsets_retention_minutes).is_some(),
+        ),
+        (
+            "offsets.topic.segment.bytes",
+            a.offsets_topic_segment_bytes.or(f.offsets_topic_segment_bytes).is_some(),
+        ),
+        (
+            "transaction.state.log.segment.bytes",
+            a.transaction_state_log_segment_bytes
+                .or(f.transaction_state_log_segment_bytes)
+                .is_some(),
+        ),
+        (
+            "transactional.id.expiration.ms",
+            a.transactional_id_expiration_ms.or(f.transactional_id_expiration_ms).is_some(),
+        ),
+        ("log.cleaner.backoff.ms", a.log_cleaner_backoff_ms.or(f.log_cleaner_backoff_ms).is_some()),
+        (
+            "log.cleaner.dedupe.buffer.size",
+            a.log_cleaner_dedupe_buffer_size.or(f.log_cleaner_dedupe_buffer_size).is_some(),
+        ),
+        (
+            "log.cleaner.io.max.bytes.per.second",
+            a.log_cleaner_io_max_bytes_per_second
+                .or(f.log_cleaner_io_max_bytes_per_second)
+                .is_some(),
+        ),
+        ("max.connections.per.ip", a.max_connections_per_ip.or(f.max_connections_per_ip).is_some()),
+        (
+            "max.connections.per.ip.overrides",
+            a.max_connections_per_ip_overrides.is_some()
+                || f.max_connections_per_ip_overrides.is_some(),
+        ),
+        (
+            "connections.max.idle.ms",
+            a.connections_max_idle_ms.or(f.connections_max_idle_ms).is_some(),
+        ),
+        (
+            "log.retention.check.interval.ms",
+            a.log_retention_check_interval_ms.or(f.log_retention_check_interval_ms).is_some(),
+        ),
+        ("broker.rack", a.rack.is_some() || f.rack.is_some()),
+    ];
+    given.into_iter().filter(|(_, given)| *given).map(|(name, _)| name).collect()
 }
 
 /// The quorum settings: all three options or none (`--controller-listen` may be left out and

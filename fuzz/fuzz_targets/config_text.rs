@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match which % 4 {
         0 => {
-            let _ = Catalog::parse(text, &defaults);
+            let _ = Catalog::parse(text, &defaults, spate::model::NodeId(1));
         }
         1 => {
             let _ = spate::config::check_file_text(text);

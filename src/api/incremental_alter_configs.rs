@@ -1,11 +1,16 @@
 //! IncrementalAlterConfigs (API 44, KIP-339): sets, deletes, appends to or subtracts from
-//! single topic configs, then the controller applies the result as for AlterConfigs.
+//! single configs. A topic's new overrides go to the controller as for AlterConfigs; a
+//! broker's or group's operations apply to its stored dynamic configs
+//! (`config_common::alter_dynamic`).
 
 use bytes::Bytes;
 use kafka_protocol::messages::incremental_alter_configs_response as incremental;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 
-use super::config_common::{alter, check_resource, config_denied, invalid_config, resource_result};
+use super::config_common::{
+    alter, alter_dynamic, check_resource, config_denied, invalid_config, invalid_request,
+    resource_result, Change, RESOURCE_TOPIC,
+};
 use super::{Context, Outcome};
 use crate::controller::TopicError;
 use crate::model::topic::{apply_config_ops, ConfigOp};
@@ -20,24 +25,38 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let mut response = IncrementalAlterConfigsResponse::default();
     for resource in request.resources {
         let name = resource.resource_name.to_string();
+        let resource_type = resource.resource_type;
         let ops: Result<Vec<_>, TopicError> = resource
             .configs
             .iter()
             .map(|config| {
                 let op = ConfigOp::from_code(config.config_operation).ok_or_else(|| {
-                    invalid_config(format!(
+                    let message = format!(
                         "unknown operation {} for config {}",
                         config.config_operation, config.name
-                    ))
+                    );
+                    if resource_type == RESOURCE_TOPIC {
+                        invalid_config(message)
+                    } else {
+                        invalid_request(message)
+                    }
                 })?;
                 Ok((config.name.to_string(), op, config.value.as_ref().map(|v| v.to_string())))
             })
             .collect();
-        let denied = config_denied(ctx, resource.resource_type, &name, Operation::AlterConfigs);
-        let checked = denied.map_or_else(|| check_resource(resource.resource_type), Err);
+        let ops = ops.and_then(|ops| {
+            let mut seen = std::collections::BTreeSet::new();
+            let twice = ops.iter().any(|(name, _, _)| !seen.insert(name.clone()));
+            match twice && resource_type != RESOURCE_TOPIC {
+                true => Err(invalid_request("Error due to duplicate config keys".into())),
+                false => Ok(ops),
+            }
+        });
+        let denied = config_denied(ctx, resource_type, &name, Operation::AlterConfigs);
+        let checked = denied.map_or_else(|| check_resource(resource_type), Err);
         let outcome = match (checked, ops) {
             (Err(e), _) | (Ok(()), Err(e)) => Err(e),
-            (Ok(()), Ok(ops)) => {
+            (Ok(()), Ok(ops)) if resource_type == RESOURCE_TOPIC => {
                 let meta = ctx.shard().catalog.borrow().get(&name).cloned();
                 match meta {
                     None => Err(unknown_topic(&name)),
@@ -51,6 +70,10 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                         }
                     }
                 }
+            }
+            (Ok(()), Ok(ops)) => {
+                let change = Change::Ops(ops);
+                alter_dynamic(ctx, resource_type, &name, change, request.validate_only).await
             }
         };
         response.responses.push(resource_result!(

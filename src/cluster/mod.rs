@@ -59,6 +59,7 @@ use crate::constants::{
     BROKER_CONTROLLED_SHUTDOWN_WAIT_MS_MAX, BROKER_HEARTBEAT_POLL_MS, BROKER_RESIGN_RETRY_MS,
     CLUSTER_COMMITTED_QUEUED_MAX,
 };
+use crate::model::dynamic_config::DynamicConfigs;
 use crate::model::quorum::Voter;
 use crate::model::{NodeId, ShardId};
 use crate::shard::mesh::{Mesh, Served, Service};
@@ -143,6 +144,8 @@ impl ClusterView {
 pub struct Committed {
     pub cluster_id: Option<String>,
     pub topics: BTreeMap<String, TopicState>,
+    /// The dynamic configs of broker and group resources as the log has them.
+    pub configs: DynamicConfigs,
     pub outcomes: Vec<(RequestId, TopicOutcome)>,
 }
 

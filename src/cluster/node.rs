@@ -1002,6 +1002,7 @@ impl Driver {
         let committed = Committed {
             cluster_id: self.state.cluster_id.clone(),
             topics: self.state.topics.clone(),
+            configs: self.state.configs.clone(),
             outcomes,
         };
         if self.committed.send(committed).await.is_err() {

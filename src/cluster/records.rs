@@ -30,6 +30,8 @@
 //!                          allow_factor_change: u8, target: u8 present + isr
 //!   type 17 ElectLeader    request, name: string, partition: i32, election: u8
 //!   type 18 CompleteReassignment topic_id: 16 bytes, partition: i32, leader_epoch: i32
+//!   type 19 AlterConfigs   request, resource_type: i8, name: string, overrides (the
+//!                          resource's whole dynamic config set; Kafka's ConfigRecord)
 //!
 //!   string    u16 length + UTF-8
 //!   request   node_id: i32, serial: u64 (the proposer's RequestId)
@@ -84,6 +86,7 @@ const TYPE_REGISTER_BROKER_RACK: u8 = 15;
 const TYPE_ALTER_REASSIGNMENT: u8 = 16;
 const TYPE_ELECT_LEADER: u8 = 17;
 const TYPE_COMPLETE_REASSIGNMENT: u8 = 18;
+const TYPE_ALTER_CONFIGS: u8 = 19;
 
 /// Who asked for a change: the proposing node and its serial number, unique per node (the
 /// serials of one process start at a random point, so a restarted node does not reuse the
@@ -174,6 +177,15 @@ pub enum MetadataRecord {
         request: RequestId,
         name: String,
         overrides: BTreeMap<String, String>,
+    },
+    /// The dynamic configs of a broker resource (name "": the cluster default; "<id>": one
+    /// broker) or a group resource are replaced by `configs` (Kafka's ConfigRecord, one
+    /// resource's whole set; `model::dynamic_config`).
+    AlterConfigs {
+        request: RequestId,
+        resource_type: i8,
+        name: String,
+        configs: BTreeMap<String, String>,
     },
     /// The placement of an internal topic (`__consumer_offsets`, `__transaction_state`):
     /// the leader of each partition coordinates the groups (transactional ids) that hash to
@@ -324,6 +336,13 @@ impl MetadataRecord {
                 put_string(&mut out, name);
                 put_overrides(&mut out, overrides);
             }
+            MetadataRecord::AlterConfigs { request, resource_type, name, configs } => {
+                out.push(TYPE_ALTER_CONFIGS);
+                put_request(&mut out, request);
+                out.push(*resource_type as u8);
+                put_string(&mut out, name);
+                put_overrides(&mut out, configs);
+            }
             MetadataRecord::InternalTopic { name, leaders } => {
                 out.push(TYPE_INTERNAL_TOPIC);
                 put_string(&mut out, name);
@@ -376,6 +395,7 @@ impl MetadataRecord {
             | MetadataRecord::DeleteTopic { request, .. }
             | MetadataRecord::CreatePartitions { request, .. }
             | MetadataRecord::AlterTopicConfig { request, .. }
+            | MetadataRecord::AlterConfigs { request, .. }
             | MetadataRecord::AlterReassignment { request, .. }
             | MetadataRecord::ElectLeader { request, .. } => Some(*request),
             _ => None,
@@ -477,6 +497,13 @@ impl MetadataRecord {
                 let overrides = reader.overrides()?;
                 MetadataRecord::AlterTopicConfig { request, name, overrides }
             }
+            TYPE_ALTER_CONFIGS => {
+                let request = reader.request()?;
+                let resource_type = reader.u8()? as i8;
+                let name = reader.string()?;
+                let configs = reader.overrides()?;
+                MetadataRecord::AlterConfigs { request, resource_type, name, configs }
+            }
             TYPE_INTERNAL_TOPIC => {
                 let name = reader.string()?;
                 MetadataRecord::InternalTopic { name, leaders: reader.leaders()? }
@@ -540,6 +567,9 @@ impl std::fmt::Display for MetadataRecord {
             }
             MetadataRecord::AlterTopicConfig { request, name, overrides } => {
                 write!(f, "AlterTopicConfig {name} {overrides:?}, request {request}")
+            }
+            MetadataRecord::AlterConfigs { request, resource_type, name, configs } => {
+                write!(f, "AlterConfigs {resource_type}/{name:?} {configs:?}, request {request}")
             }
             MetadataRecord::InternalTopic { name, leaders } => {
                 write!(f, "InternalTopic {name}, {} partitions", leaders.len())
@@ -878,6 +908,18 @@ mod tests {
                 replicas: vec![vec![NodeId(1)], vec![NodeId(2), NodeId(3), NodeId(1)]],
             },
             MetadataRecord::AlterTopicConfig { request: request(), name: "o".into(), overrides },
+            MetadataRecord::AlterConfigs {
+                request: request(),
+                resource_type: 4,
+                name: String::new(),
+                configs: BTreeMap::from([("log.retention.ms".into(), "1000".into())]),
+            },
+            MetadataRecord::AlterConfigs {
+                request: request(),
+                resource_type: 32,
+                name: "g".into(),
+                configs: BTreeMap::new(),
+            },
             MetadataRecord::InternalTopic {
                 name: "__consumer_offsets".into(),
                 leaders: vec![NodeId(3), NodeId(1)],
@@ -962,7 +1004,7 @@ mod tests {
         longer.push(0);
         assert_eq!(MetadataRecord::decode(&longer), Err(RecordError::Trailing(1)));
         assert_eq!(MetadataRecord::decode(&[1, 1]), Err(RecordError::Version(1)));
-        assert_eq!(MetadataRecord::decode(&[0, 19]), Err(RecordError::Type(19)));
+        assert_eq!(MetadataRecord::decode(&[0, 20]), Err(RecordError::Type(20)));
         let mut bad_host = encoded;
         bad_host[8] = 0xff;
         assert_eq!(MetadataRecord::decode(&bad_host), Err(RecordError::Host));

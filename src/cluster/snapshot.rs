@@ -8,8 +8,10 @@
 //!   | "SPMS"  | ver | body_length | crc32c     | body                                 |
 //!   | 4 bytes | u8  | u32         | u32 (body) |                                      |
 //!   +---------+-----+-------------+------------+--------------------------------------+
-//!   ver 1 or 2 (2: partitions carry a reassignment; written only when one is in progress,
-//!   so a cluster that never reassigns writes what the previous version reads); body:
+//!   ver 1, 2 or 3 (2: partitions carry a reassignment; written only when one is in
+//!   progress, so a cluster that never reassigns writes what the previous version reads;
+//!   3: as 2, and the dynamic configs follow the requests; written only when some are
+//!   set); body:
 //!     index u64, term u64                      the last entry the snapshot covers
 //!     conf state: voters, learners, voters_outgoing, learners_next (ids), auto_leave u8
 //!     leader: u8 present + i32, leader_term u64, cluster id: u8 present + string
@@ -20,6 +22,7 @@
 //!                        ver 2: adding ids, removing ids) per partition), by name
 //!     internal  count + (name string, leaders ids), by name
 //!     requests  count + request (node_id i32, serial u64), oldest first
+//!     ver 3: configs  count + (resource_type i8, name string, overrides), by resource
 //!
 //!   ids: u32 count + u64 (conf state) or i32 (brokers) each; string, overrides, request
 //!   as in `records`
@@ -56,6 +59,8 @@ const MAGIC: [u8; 4] = *b"SPMS";
 const VERSION: u8 = 1;
 /// Partitions with `adding` and `removing` (a reassignment in progress somewhere).
 const VERSION_REASSIGNING: u8 = 2;
+/// As `VERSION_REASSIGNING`, with the dynamic configs (some are set).
+const VERSION_CONFIGS: u8 = 3;
 const HEADER_BYTES: usize = 13;
 const SUFFIX: &str = ".snapshot";
 const TEMP_SUFFIX: &str = ".tmp";
@@ -136,7 +141,13 @@ pub fn encode(meta: &SnapshotMeta, state: &MetadataState) -> Vec<u8> {
     }
     let topics = state.topics.values();
     let reassigning = topics.flat_map(|topic| &topic.partitions).any(PartitionState::reassigning);
-    let version = if reassigning { VERSION_REASSIGNING } else { VERSION };
+    let configs = !state.configs.resources.is_empty();
+    let version = match (configs, reassigning) {
+        (true, _) => VERSION_CONFIGS,
+        (false, true) => VERSION_REASSIGNING,
+        (false, false) => VERSION,
+    };
+    let reassigning = version != VERSION;
     body.extend_from_slice(&(state.topics.len() as u32).to_be_bytes());
     for (name, topic) in &state.topics {
         put_string(&mut body, name);
@@ -163,6 +174,14 @@ pub fn encode(meta: &SnapshotMeta, state: &MetadataState) -> Vec<u8> {
     for request in &state.requests_order {
         put_request(&mut body, request);
     }
+    if version == VERSION_CONFIGS {
+        body.extend_from_slice(&(state.configs.resources.len() as u32).to_be_bytes());
+        for ((resource_type, name), values) in &state.configs.resources {
+            body.push(*resource_type as u8);
+            put_string(&mut body, name);
+            put_overrides(&mut body, values);
+        }
+    }
     let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
     out.extend_from_slice(&MAGIC);
     out.push(version);
@@ -181,7 +200,7 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, MetadataState), SnapshotErr
         return Err(SnapshotError::Magic);
     }
     let version = bytes[4];
-    if version != VERSION && version != VERSION_REASSIGNING {
+    if ![VERSION, VERSION_REASSIGNING, VERSION_CONFIGS].contains(&version) {
         return Err(SnapshotError::Version(version));
     }
     let want = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
@@ -247,7 +266,7 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, MetadataState), SnapshotErr
                 adding: Vec::new(),
                 removing: Vec::new(),
             };
-            if version == VERSION_REASSIGNING {
+            if version != VERSION {
                 partition.adding = reader.leaders()?;
                 partition.removing = reader.leaders()?;
             }
@@ -279,6 +298,21 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, MetadataState), SnapshotErr
             return inconsistent(format!("request {request} twice"));
         }
         state.requests_order.push_back(request);
+    }
+    if version == VERSION_CONFIGS {
+        let resources = reader.count(1 + 2 + 4)?;
+        for _ in 0..resources {
+            let resource_type = reader.u8()? as i8;
+            let name = reader.string()?;
+            let values = reader.overrides()?;
+            if values.is_empty() {
+                return inconsistent(format!("configs of {resource_type}/{name:?} empty"));
+            }
+            let key = (resource_type, name.clone());
+            if state.configs.resources.insert(key, values).is_some() {
+                return inconsistent(format!("configs of {resource_type}/{name:?} twice"));
+            }
+        }
     }
     if reader.left() > 0 {
         return Err(RecordError::Trailing(reader.left()).into());
@@ -505,7 +539,7 @@ mod tests {
                 })
                 .collect()
         };
-        let record = match rng.gen_range(0..17) {
+        let record = match rng.gen_range(0..18) {
             0 => return None,
             1 => MetadataRecord::LeaderChange { leader_id: node(rng), term: rng.gen_range(0..9) },
             2 => MetadataRecord::RegisterBroker {
@@ -567,6 +601,15 @@ mod tests {
                 partition: rng.gen_range(0..3),
                 allow_factor_change: rng.gen_bool(0.8),
                 target: rng.gen_bool(0.8).then(|| sets(rng, 1).remove(0)),
+            },
+            16 => MetadataRecord::AlterConfigs {
+                request: request(rng),
+                resource_type: if rng.gen_bool(0.5) { 4 } else { 32 },
+                name: format!("{}", rng.gen_range(0..3)),
+                configs: match rng.gen_range(0..3) {
+                    0 => BTreeMap::new(),
+                    n => BTreeMap::from([("c".into(), format!("{n}"))]),
+                },
             },
             15 => MetadataRecord::ElectLeader {
                 request: request(rng),

@@ -30,6 +30,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use super::placement::Candidate;
 use super::records::{Election, MetadataRecord, RequestId};
 use crate::constants::CLUSTER_REQUESTS_REMEMBERED_MAX;
+use crate::model::dynamic_config::DynamicConfigs;
 use crate::model::{ErrorCode, LeaderEpoch, NodeId};
 use crate::shard::internal_log::{self, INTERNAL_TOPICS};
 
@@ -173,6 +174,8 @@ pub struct MetadataState {
     /// The internal topics' placements (leader by partition), by name: where groups and
     /// transactional ids are coordinated.
     pub internal: BTreeMap<String, Vec<NodeId>>,
+    /// The dynamic configs of broker and group resources (AlterConfigs records).
+    pub configs: DynamicConfigs,
     /// The requests applied lately (a set, and the same ids oldest first to forget them).
     pub(super) requests_seen: BTreeSet<RequestId>,
     pub(super) requests_order: VecDeque<RequestId>,
@@ -564,6 +567,17 @@ impl MetadataState {
             MetadataRecord::ElectLeader { name, partition, election, .. } => {
                 self.elect_leader(name, *partition, *election)?;
                 Ok(self.summary(name))
+            }
+            MetadataRecord::AlterConfigs { resource_type, name, configs, .. } => {
+                // Checked by the proposer (names, types, bounds), as Kafka's controller
+                // takes what its broker validated; the outcome names the resource.
+                self.configs.set(*resource_type, name, configs.clone());
+                Ok(TopicSummary {
+                    name: name.clone(),
+                    topic_id: [0; 16],
+                    partitions: 0,
+                    overrides: configs.clone(),
+                })
             }
             _ => unreachable!("not a topic record"),
         }

@@ -28,7 +28,8 @@ use crate::cluster::records::Election;
 use crate::cluster::state::MetadataState;
 use crate::cluster::{Cluster, MetadataRecord, RequestId};
 use crate::constants;
-use crate::model::topic::validate_topic_name;
+use crate::model::dynamic_config::DynamicConfigs;
+use crate::model::topic::{validate_topic_name, TopicConfig};
 use crate::model::{ErrorCode, NodeId, ProducerId, ShardId};
 use crate::partition::{PartitionRequest, PartitionResponse, Partitions};
 use crate::shard::catalog::{self, TopicMeta};
@@ -60,6 +61,13 @@ pub enum ControllerRequest {
         overrides: BTreeMap<String, String>,
         validate_only: bool,
     },
+    /// Replace the dynamic configs of a broker or group resource (checked by the caller;
+    /// `model::dynamic_config`); the topics take the new defaults.
+    AlterConfigs {
+        resource_type: i8,
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
     /// A producer id never handed out before (InitProducerId).
     AllocateProducerId,
     /// ElectLeaders of one partition (the answer's topic is of no use to the caller).
@@ -84,6 +92,8 @@ pub enum ControllerResponse {
     Topic(Result<TopicMeta, TopicError>),
     /// A producer id, or the Kafka error code to answer.
     ProducerId(Result<ProducerId, ErrorCode>),
+    /// The outcome of AlterConfigs of a broker or group resource.
+    Configs(Result<(), TopicError>),
 }
 
 #[derive(Debug, Clone)]
@@ -138,6 +148,9 @@ impl Service for Controller {
         assert_eq!(self.shard.id, CONTROLLER, "controller requests go to shard 0");
         let this = self.clone();
         Served::Later(Box::pin(async move {
+            if let Q::AlterConfigs { resource_type, name, configs } = request {
+                return R::Configs(this.alter_configs(resource_type, name, configs).await);
+            }
             if this.cluster.clustered() && !matches!(request, Q::AllocateProducerId) {
                 return R::Topic(this.change_through_log(request).await);
             }
@@ -152,6 +165,7 @@ impl Service for Controller {
                     R::Topic(this.alter_topic_config(name, overrides, validate_only).await)
                 }
                 Q::AllocateProducerId => R::ProducerId(this.allocate_producer_id().await),
+                Q::AlterConfigs { .. } => unreachable!("answered above"),
                 Q::ElectLeader { name, partition, election, .. } => {
                     let record = |request| MetadataRecord::ElectLeader {
                         request,
@@ -221,6 +235,28 @@ impl Controller {
                 message: "the controller is not available (shutting down)".into(),
             }),
         }
+    }
+
+    /// A change of a broker or group resource's dynamic configs through the controller.
+    pub async fn change_configs(
+        &self,
+        resource_type: i8,
+        name: String,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), TopicError> {
+        match self.call(ControllerRequest::AlterConfigs { resource_type, name, configs }).await {
+            Some(ControllerResponse::Configs(outcome)) => outcome,
+            _ => Err(TopicError {
+                code: ErrorCode::UnknownServerError,
+                message: "the controller is not available (shutting down)".into(),
+            }),
+        }
+    }
+
+    /// This node's topic defaults: the static ones under the dynamic broker configs.
+    pub(crate) fn topic_defaults(&self) -> TopicConfig {
+        let config = &self.shard.config;
+        self.shard.catalog.borrow().topic_defaults(&config.topic_defaults, config.node_id)
     }
 
     /// A fresh producer id from the controller, or the Kafka error code to answer.
@@ -321,7 +357,7 @@ impl Controller {
                 format!("partitions must be between 1 and {}", constants::PARTITIONS_PER_TOPIC_MAX),
             );
         }
-        let topic_config = match config.topic_defaults.with_overrides(&create.overrides) {
+        let topic_config = match self.topic_defaults().with_overrides(&create.overrides) {
             Ok(topic_config) => topic_config,
             Err(message) => return fail(ErrorCode::InvalidConfig, message),
         };
@@ -402,9 +438,7 @@ impl Controller {
     ) -> Result<TopicMeta, TopicError> {
         let mut meta = self.existing_topic(&name)?;
         meta.config = self
-            .shard
-            .config
-            .topic_defaults
+            .topic_defaults()
             .with_overrides(&overrides)
             .map_err(|message| TopicError { code: ErrorCode::InvalidConfig, message })?;
         meta.overrides = overrides;
@@ -414,6 +448,64 @@ impl Controller {
         self.commit_topic(&meta).await?;
         tracing::info!(topic = %meta.name, overrides = ?meta.overrides, "altered topic configs");
         Ok(meta)
+    }
+
+    /// Replaces a broker or group resource's dynamic configs: in the controller's catalog
+    /// with every topic's config under the new defaults, then durably (the catalog file on a
+    /// single node; clustered, a record on the metadata log, `quorum`), then on every shard,
+    /// whose open logs take their topics' new configs. A catalog that cannot be written
+    /// puts the configs back and answers the error.
+    async fn alter_configs(
+        &self,
+        resource_type: i8,
+        name: String,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), TopicError> {
+        if self.cluster.clustered() {
+            return self.alter_configs_through_log(resource_type, name, configs).await;
+        }
+        let previous = self.shard.catalog.borrow().configs.clone();
+        let mut next = previous.clone();
+        next.set(resource_type, &name, configs);
+        let changed = self.adopt_configs(next);
+        if let Err(e) = self.persist_catalog().await {
+            self.adopt_configs(previous);
+            return Err(e);
+        }
+        self.broadcast_configs(changed).await;
+        tracing::info!(resource_type, resource = %name, "altered dynamic configs");
+        Ok(())
+    }
+
+    /// Puts `configs` in the controller's catalog and gives every topic its config under
+    /// the new defaults; returns the topics whose config changed.
+    fn adopt_configs(&self, configs: DynamicConfigs) -> Vec<TopicMeta> {
+        let mut catalog = self.shard.catalog.borrow_mut();
+        catalog.configs = configs;
+        let config = &self.shard.config;
+        let defaults = catalog.topic_defaults(&config.topic_defaults, config.node_id);
+        let mut changed = Vec::new();
+        for meta in catalog.topics.values_mut().filter(|meta| !meta.is_internal()) {
+            let topic_config = defaults.with_overrides(&meta.overrides).unwrap_or_else(|e| {
+                tracing::warn!(topic = %meta.name, "topic configs do not apply ({e})");
+                defaults.clone()
+            });
+            if topic_config != meta.config {
+                meta.config = topic_config;
+                changed.push(meta.clone());
+            }
+        }
+        changed
+    }
+
+    /// Every shard takes the controller's dynamic configs and the `changed` topics.
+    async fn broadcast_configs(&self, changed: Vec<TopicMeta>) {
+        let configs = self.shard.catalog.borrow().configs.clone();
+        let make = move || PartitionRequest::ApplyConfigs {
+            configs: configs.clone(),
+            topics: changed.clone(),
+        };
+        self.partitions.broadcast(make).await;
     }
 
     /// Applies `meta` to the controller's catalog, persists the catalog and sends `ApplyTopic`

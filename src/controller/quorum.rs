@@ -140,8 +140,7 @@ impl Controller {
                 Ok(self.meta_of(summary))
             }
             ControllerRequest::AlterTopicConfig { name, overrides, validate_only } => {
-                let defaults = &self.shard.config.topic_defaults;
-                if let Err(message) = defaults.with_overrides(&overrides) {
+                if let Err(message) = self.topic_defaults().with_overrides(&overrides) {
                     return Err(TopicError { code: ErrorCode::InvalidConfig, message });
                 }
                 check_value_lengths(&overrides)?;
@@ -176,8 +175,23 @@ impl Controller {
                 let summary = self.propose_and_wait(record, deadline(timeout_ms)).await?;
                 Ok(self.meta_of(summary))
             }
-            ControllerRequest::AllocateProducerId => unreachable!("not a topic change"),
+            ControllerRequest::AllocateProducerId | ControllerRequest::AlterConfigs { .. } => {
+                unreachable!("not a topic change")
+            }
         }
+    }
+
+    /// Dynamic configs of a broker or group resource in a cluster: a record on the metadata
+    /// log (Kafka's ConfigRecord), applied by every node (`apply_committed`).
+    pub(super) async fn alter_configs_through_log(
+        &self,
+        resource_type: i8,
+        name: String,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), TopicError> {
+        let record =
+            |request| MetadataRecord::AlterConfigs { request, resource_type, name, configs };
+        self.propose_and_wait(record, deadline(0)).await.map(|_| ())
     }
 
     async fn create_topic_through_log(&self, create: CreateTopic) -> Result<TopicMeta, TopicError> {
@@ -345,7 +359,7 @@ impl Controller {
         name: &str,
         overrides: &BTreeMap<String, String>,
     ) -> crate::model::topic::TopicConfig {
-        let defaults = &self.shard.config.topic_defaults;
+        let defaults = &self.topic_defaults();
         if INTERNAL_TOPICS.contains(&name) {
             // Kept until compaction cuts them, never by age or size, written in segments of
             // `--offsets-topic-segment-bytes` as on a single node; acks=all with the broker's
@@ -365,6 +379,11 @@ impl Controller {
     /// they decided. Runs on shard 0 of a clustered node until the process ends.
     pub(super) async fn apply_committed(self: Rc<Self>, committed: LocalReceiver<Committed>) {
         while let Some(batch) = committed.recv().await {
+            // New dynamic configs first: the topics below take their defaults.
+            if batch.configs != self.shard.catalog.borrow().configs {
+                let changed = self.adopt_configs(batch.configs);
+                self.broadcast_configs(changed).await;
+            }
             let failed = self.apply_topics(&batch.topics).await;
             for (request, outcome) in batch.outcomes {
                 let outcome = match outcome {
@@ -424,6 +443,7 @@ impl Controller {
             let unchanged = self.shard.catalog.borrow().get(name).is_some_and(|known| {
                 known.partitions == meta.partitions
                     && known.overrides == meta.overrides
+                    && known.config == meta.config
                     && known.leaders == meta.leaders
             });
             if unchanged {

@@ -62,6 +62,7 @@ use crate::group::state::{
     PartitionCodes, Reply, ReplyId, SyncRequest, SyncResponse, TopicPartitions, TxnCommitRequest,
 };
 use crate::model::batch::BatchHeader;
+use crate::model::dynamic_config::{consumer_timeouts, RESOURCE_GROUP};
 use crate::model::records::{self as model_records, RecordIn};
 use crate::model::topic::Durability;
 use crate::model::{
@@ -487,7 +488,10 @@ impl Coordinator {
             GroupRequest::ConsumerHeartbeat(req) => {
                 let response = {
                     let catalog = self.home.catalog.borrow();
-                    self.state.borrow_mut().consumer_heartbeat(now, req, &CatalogView(&catalog))
+                    let stored = catalog.configs.of(RESOURCE_GROUP, &req.group_id);
+                    let timeouts = consumer_timeouts(stored);
+                    let view = CatalogView(&catalog);
+                    self.state.borrow_mut().consumer_heartbeat_with(now, req, &view, timeouts)
                 };
                 self.dispatch(WaitFor::Nothing);
                 GroupResponse::ConsumerHeartbeat(response)

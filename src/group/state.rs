@@ -32,6 +32,7 @@ use crate::group::records::{GroupValue, MemberValue, OffsetValue, Record};
 use crate::group::timers::Timers;
 use crate::group::txn_offsets::PendingOffsets;
 use crate::metrics::GroupReport;
+use crate::model::dynamic_config::ConsumerTimeouts;
 use crate::model::{ErrorCode, LeaderEpoch, Offset, ProducerEpoch, ProducerId, TxnOutcome};
 
 /// Topics and their partition indexes, as requests name them.
@@ -885,7 +886,28 @@ impl Groups {
         req: ConsumerHeartbeat,
         topics: &dyn TopicView,
     ) -> ConsumerHeartbeatResponse {
+        self.consumer_heartbeat_with(now, req, topics, ConsumerTimeouts::default())
+    }
+
+    /// `consumer_heartbeat` for a group whose configs (`consumer.session.timeout.ms`,
+    /// `consumer.heartbeat.interval.ms`, set with IncrementalAlterConfigs) replace the
+    /// broker's: the answer carries the group's interval and the member's session timer
+    /// uses the group's timeout.
+    pub fn consumer_heartbeat_with(
+        &mut self,
+        now: i64,
+        req: ConsumerHeartbeat,
+        topics: &dyn TopicView,
+        timeouts: ConsumerTimeouts,
+    ) -> ConsumerHeartbeatResponse {
         let Groups { config, groups, fx, .. } = self;
+        let group_config;
+        let config = if timeouts.is_empty() {
+            &*config
+        } else {
+            group_config = timeouts.applied_to(config);
+            &group_config
+        };
         let joining = req.member_epoch == 0;
         let group = match groups.get_mut(&req.group_id) {
             Some(group) => group,

@@ -145,6 +145,22 @@ pub const PASSIVE_TOPIC_CONFIG_NAMES: [&str; 17] = [
 ];
 
 impl TopicConfig {
+    /// The built-in topic defaults, before the command line, the file and the dynamic
+    /// broker configs (what DescribeConfigs reports as DEFAULT_CONFIG).
+    pub fn spate_defaults() -> TopicConfig {
+        TopicConfig {
+            segment_bytes: constants::SEGMENT_SIZE_BYTES_DEFAULT,
+            segment_ms: constants::SEGMENT_MS_DEFAULT,
+            retention_ms: constants::RETENTION_MS_DEFAULT,
+            retention_bytes: constants::RETENTION_BYTES_DEFAULT,
+            max_message_bytes: constants::MESSAGE_SIZE_BYTES_MAX_DEFAULT,
+            timestamp_type: TimestampType::CreateTime,
+            durability: Durability::Write,
+            min_insync_replicas: constants::MIN_INSYNC_REPLICAS_DEFAULT,
+            cleanup: Cleanup::default(),
+        }
+    }
+
     /// Applies Kafka-named overrides on top of `self`. The error names the bad entry.
     pub fn with_overrides(&self, overrides: &BTreeMap<String, String>) -> Result<Self, String> {
         let mut config = self.clone();

@@ -33,6 +33,7 @@ use crate::constants::{
     LOG_OPENS_IN_FLIGHT, METRICS_PARTITIONS_PER_YIELD, REPEATED_WARNING_INTERVAL_MS,
 };
 use crate::metrics::{CacheReport, PartitionReport};
+use crate::model::dynamic_config::DynamicConfigs;
 use crate::model::{now_ms, ErrorCode, Isolation, Offset, ProducerEpoch, ProducerId};
 use crate::model::{LeaderEpoch, NodeId, ShardId, TopicPartition};
 use crate::shard::catalog::{TopicMeta, META_DIR};
@@ -88,6 +89,13 @@ pub enum PartitionRequest {
     /// Every shard: adopt this topic and open the logs it owns. Answered `Applied`: an
     /// error names the log that could not be opened (the controller then undoes the change).
     ApplyTopic(TopicMeta),
+    /// Every shard: adopt the dynamic broker and group configs (its catalog copy) and the
+    /// topics whose configs they changed (their open logs take the new configs). Answered
+    /// `Done`.
+    ApplyConfigs {
+        configs: DynamicConfigs,
+        topics: Vec<TopicMeta>,
+    },
     /// Every shard: delete the logs it owns of topic `name` from partition `from` on, and
     /// forget the topic when `from` is 0 (DeleteTopics, or undoing a creation).
     RemovePartitions {
@@ -311,6 +319,14 @@ impl Service for Partitions {
             }
             Q::ApplyTopic(meta) => {
                 Served::Later(Box::pin(async move { R::Applied(this.apply_topic(meta).await) }))
+            }
+            Q::ApplyConfigs { configs, topics } => {
+                self.shard.catalog.borrow_mut().configs = configs;
+                for meta in topics {
+                    self.shard.catalog.borrow_mut().apply(meta.clone());
+                    self.reconfigure_logs(&meta);
+                }
+                Served::Now(R::Done)
             }
             Q::RemovePartitions { name, from } => Served::Later(Box::pin(async move {
                 this.remove_partitions(&name, from).await;
@@ -580,14 +596,7 @@ impl Partitions {
 
     async fn apply_topic(&self, meta: TopicMeta) -> Result<(), String> {
         self.shard.catalog.borrow_mut().apply(meta.clone());
-        // Logs already open take the topic's new configs (AlterConfigs).
-        for partition in 0..meta.partitions {
-            let tp = TopicPartition::new(meta.name.clone(), partition);
-            if let Some(log) = self.logs.borrow().get(&tp) {
-                log.borrow_mut().config = meta.config.clone();
-                self.mark_for_retention(&tp);
-            }
-        }
+        self.reconfigure_logs(&meta);
         let opened = self.open_topic(&meta, None).await.map(|_| ()).map_err(|(tp, e)| {
             tracing::error!(%tp, "cannot open the partition's log: {e}");
             format!("cannot open the log of {tp} in {}: {e}", self.shard.config.data_dir.display())
@@ -595,6 +604,17 @@ impl Partitions {
         self.apply_roles(&meta).await;
         self.remove_replicas_moved_away(&meta).await;
         opened
+    }
+
+    /// Logs already open take the topic's new configs (AlterConfigs, new broker defaults).
+    fn reconfigure_logs(&self, meta: &TopicMeta) {
+        for partition in 0..meta.partitions {
+            let tp = TopicPartition::new(meta.name.clone(), partition);
+            if let Some(log) = self.logs.borrow().get(&tp) {
+                log.borrow_mut().config = meta.config.clone();
+                self.mark_for_retention(&tp);
+            }
+        }
     }
 
     /// Clustered: deletes the logs of `meta`'s partitions that this node no longer keeps a

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::dynamic_config::{self, DynamicConfigs};
 use crate::model::topic::TopicConfig;
 use crate::model::{LeaderEpoch, NodeId};
 use crate::shard::internal_log::INTERNAL_TOPICS;
@@ -104,6 +105,8 @@ impl TopicMeta {
 pub struct Catalog {
     pub cluster_id: String,
     pub topics: BTreeMap<Arc<str>, TopicMeta>,
+    /// The dynamic configs of broker and group resources.
+    pub configs: DynamicConfigs,
     by_id: HashMap<[u8; 16], Arc<str>>,
 }
 
@@ -112,6 +115,16 @@ struct CatalogFile {
     cluster_id: String,
     #[serde(default)]
     topics: Vec<TopicRecord>,
+    #[serde(default)]
+    configs: Vec<ConfigsRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ConfigsRecord {
+    resource_type: i8,
+    name: String,
+    #[serde(default)]
+    values: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -143,16 +156,23 @@ impl Catalog {
         Some(meta)
     }
 
+    /// The topic defaults of node `node`: `static_defaults` under the dynamic log configs.
+    pub fn topic_defaults(&self, static_defaults: &TopicConfig, node: NodeId) -> TopicConfig {
+        dynamic_config::topic_defaults(static_defaults, &self.configs, node)
+    }
+
     /// Loads the catalog, or starts a new one with a fresh cluster id. Topics whose stored
     /// configs no longer validate keep the defaults for those keys, with a warning.
-    pub fn load(data_dir: &Path, defaults: &TopicConfig) -> std::io::Result<Catalog> {
+    /// `defaults` are node `node`'s static topic defaults (the file's dynamic broker configs
+    /// go on top of them).
+    pub fn load(data_dir: &Path, defaults: &TopicConfig, node: NodeId) -> std::io::Result<Catalog> {
         let path = catalog_path(data_dir);
         match std::fs::read_to_string(&path) {
-            Ok(text) => Catalog::parse(&text, defaults)
+            Ok(text) => Catalog::parse(&text, defaults, node)
                 .map_err(|e| std::io::Error::other(format!("{} is damaged: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let file = CatalogFile { cluster_id: new_cluster_id(), topics: Vec::new() };
-                Ok(Catalog::from_file(file, defaults))
+                let file = CatalogFile { cluster_id: new_cluster_id(), ..CatalogFile::default() };
+                Ok(Catalog::from_file(file, defaults, node))
             }
             // Not UTF-8 (damaged bytes) or unreadable: the message names the file, as above.
             Err(e) => {
@@ -163,12 +183,20 @@ impl Catalog {
     }
 
     /// The catalog in the text of a catalog file (pure; `load` reads the file).
-    pub fn parse(text: &str, defaults: &TopicConfig) -> Result<Catalog, toml::de::Error> {
-        Ok(Catalog::from_file(toml::from_str(text)?, defaults))
+    pub fn parse(
+        text: &str,
+        defaults: &TopicConfig,
+        node: NodeId,
+    ) -> Result<Catalog, toml::de::Error> {
+        Ok(Catalog::from_file(toml::from_str(text)?, defaults, node))
     }
 
-    fn from_file(file: CatalogFile, defaults: &TopicConfig) -> Catalog {
+    fn from_file(file: CatalogFile, static_defaults: &TopicConfig, node: NodeId) -> Catalog {
         let mut catalog = Catalog { cluster_id: file.cluster_id, ..Catalog::default() };
+        for record in file.configs {
+            catalog.configs.set(record.resource_type, &record.name, record.values);
+        }
+        let defaults = &catalog.topic_defaults(static_defaults, node);
         for record in file.topics {
             let id = parse_id(&record.id).unwrap_or_else(|| *uuid::Uuid::new_v4().as_bytes());
             let config = defaults.with_overrides(&record.configs).unwrap_or_else(|e| {
@@ -202,6 +230,16 @@ impl Catalog {
                     id: uuid::Uuid::from_bytes(t.id).to_string(),
                     partitions: t.partitions,
                     configs: t.overrides.clone(),
+                })
+                .collect(),
+            configs: self
+                .configs
+                .resources
+                .iter()
+                .map(|((resource_type, name), values)| ConfigsRecord {
+                    resource_type: *resource_type,
+                    name: name.clone(),
+                    values: values.clone(),
                 })
                 .collect(),
         };
@@ -266,7 +304,7 @@ mod tests {
     #[test]
     fn catalog_survives_a_write_and_a_load() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut catalog = Catalog::load(dir.path(), &defaults()).expect("new");
+        let mut catalog = Catalog::load(dir.path(), &defaults(), NodeId(1)).expect("new");
         assert_eq!(catalog.cluster_id.len(), 22);
         let overrides = BTreeMap::from([("retention.ms".to_string(), "5000".to_string())]);
         let config = defaults().with_overrides(&overrides).expect("valid");
@@ -278,8 +316,23 @@ mod tests {
             config,
             leaders: Arc::from([]),
         });
+        let dynamic = BTreeMap::from([("log.retention.ms".to_string(), "7000".to_string())]);
+        catalog.configs.set(dynamic_config::RESOURCE_BROKER, "", dynamic);
+        let group = BTreeMap::from([("consumer.session.timeout.ms".to_string(), "50000".into())]);
+        catalog.configs.set(dynamic_config::RESOURCE_GROUP, "g", group);
+        catalog.apply(TopicMeta {
+            name: "b".into(),
+            id: [2; 16],
+            partitions: 1,
+            overrides: BTreeMap::new(),
+            config: defaults(),
+            leaders: Arc::from([]),
+        });
         write_file(dir.path(), catalog.to_file_text()).expect("write");
-        let loaded = Catalog::load(dir.path(), &defaults()).expect("load");
+        let loaded = Catalog::load(dir.path(), &defaults(), NodeId(1)).expect("load");
+        assert_eq!(loaded.configs, catalog.configs);
+        // The dynamic default applies to the topic without an override, not to the other.
+        assert_eq!(loaded.get("b").expect("topic b").config.retention_ms, 7000);
         assert_eq!(loaded.cluster_id, catalog.cluster_id);
         let topic = loaded.get("a").expect("topic");
         assert_eq!(topic.partitions, 3);
@@ -294,7 +347,7 @@ mod tests {
         std::fs::create_dir_all(path.parent().expect("parent")).expect("meta dir");
         for damage in [&b"cluster_id = \"x\"\n[[topi"[..], &b"cluster_id = \"\xff\xfe\"\n"[..]] {
             std::fs::write(&path, damage).expect("write");
-            let Err(e) = Catalog::load(dir.path(), &defaults()) else {
+            let Err(e) = Catalog::load(dir.path(), &defaults(), NodeId(1)) else {
                 panic!("a damaged catalog loaded")
             };
             assert!(e.to_string().contains(&path.display().to_string()), "{e}");

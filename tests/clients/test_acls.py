@@ -15,8 +15,9 @@ import pytest
 from confluent_kafka import (Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException,
                              Producer, TopicPartition)
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation,
-                                   AclPermissionType, AdminClient, ConfigResource, NewPartitions,
-                                   NewTopic, ResourcePatternType, ResourceType)
+                                   AclPermissionType, AdminClient, AlterConfigOpType,
+                                   ConfigEntry, ConfigResource, NewPartitions, NewTopic,
+                                   ResourcePatternType, ResourceType)
 
 from client_helpers import unique_topic
 from conftest import TARGET, free_port
@@ -357,6 +358,35 @@ def test_admin_operations_allowed_and_denied(spate_factory):
                              set_config={"retention.ms": "3600000"})
     assert outcome(alice.alter_configs([altered])[altered]) is None
     assert outcome(alice.delete_topics([mine])[mine]) is None
+
+
+def test_dynamic_configs_need_the_cluster_or_the_group(spate_factory):
+    """Dynamic configs (issue 17): a broker's need ALTER_CONFIGS (DESCRIBE_CONFIGS) on the
+    cluster, a group's on the group, as Kafka asks; ALTER_CONFIGS implies DESCRIBE_CONFIGS."""
+    broker = acl_broker(spate_factory)
+    alice = admin(broker, "alice")
+
+    def alter(resource_type, name, key, value):
+        entry = ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+        resource = ConfigResource(resource_type, name, incremental_configs=[entry])
+        return outcome(alice.incremental_alter_configs([resource])[resource])
+
+    group_resource = ConfigResource(ResourceType.GROUP, "g-cfg")
+    assert alter(ResourceType.BROKER, "1", "background.threads", "9") == \
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    assert alter(ResourceType.GROUP, "g-cfg", "consumer.heartbeat.interval.ms", "6000") == \
+        KafkaError.GROUP_AUTHORIZATION_FAILED
+    assert outcome(alice.describe_configs([group_resource])[group_resource]) == \
+        KafkaError.GROUP_AUTHORIZATION_FAILED
+    grant(broker,
+          binding(CLUSTER, "kafka-cluster", "User:alice", AclOperation.ALTER_CONFIGS),
+          binding(GROUP, "g-cfg", "User:alice", AclOperation.ALTER_CONFIGS))
+    assert alter(ResourceType.BROKER, "1", "background.threads", "9") is None
+    assert alter(ResourceType.GROUP, "g-cfg", "consumer.heartbeat.interval.ms", "6000") is None
+    configs = alice.describe_configs([group_resource])[group_resource].result(timeout=15)
+    assert configs["consumer.heartbeat.interval.ms"].value == "6000"
+    assert alter(ResourceType.GROUP, "g-other", "consumer.heartbeat.interval.ms", "6000") == \
+        KafkaError.GROUP_AUTHORIZATION_FAILED
 
 
 def test_group_operations_allowed_and_denied(spate_factory):
