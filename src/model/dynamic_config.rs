@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 
 use crate::model::settings::GroupConfig;
-use crate::model::topic::TopicConfig;
+use crate::model::topic::{list_op, TopicConfig};
 use crate::model::{ErrorCode, NodeId};
 
 /// Resource types (Kafka's `ConfigResource.Type`).
@@ -613,18 +613,8 @@ pub fn apply_ops(
                     ));
                 }
                 let current = out.get(name).cloned().or(default.map(String::from));
-                let mut items = split_list(current.as_deref().unwrap_or(""));
-                let changes = split_list(&value);
-                if *op == ConfigOp::Append {
-                    for item in changes {
-                        if !items.contains(&item) {
-                            items.push(item);
-                        }
-                    }
-                } else {
-                    items.retain(|item| !changes.contains(item));
-                }
-                out.insert(name.clone(), items.join(","));
+                let changed = list_op(current.as_deref().unwrap_or(""), &value, *op);
+                out.insert(name.clone(), changed);
             }
         }
     }
@@ -639,10 +629,6 @@ pub fn broker_kind(name: &str) -> Option<(ConfigType, Option<&'static str>)> {
 /// A group config's type and default, for `apply_ops`.
 pub fn group_kind(name: &str) -> Option<(ConfigType, Option<&'static str>)> {
     GROUP_CONFIG_NAMES.contains(&name).then_some((ConfigType::Int, None))
-}
-
-fn split_list(value: &str) -> Vec<String> {
-    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
 }
 
 /// A group's session timeout and heartbeat interval where its configs set them.

@@ -373,22 +373,29 @@ pub fn apply_config_ops(
             ConfigOp::Append | ConfigOp::Subtract => {
                 let current =
                     out.get(name).cloned().or_else(|| effective(name)).unwrap_or_default();
-                let mut items: Vec<String> = split_list(&current);
-                let changes = split_list(value.as_deref().unwrap_or(""));
-                if *op == ConfigOp::Append {
-                    for item in changes {
-                        if !items.contains(&item) {
-                            items.push(item);
-                        }
-                    }
-                } else {
-                    items.retain(|item| !changes.contains(item));
-                }
-                out.insert(name.clone(), items.join(","));
+                let changed = list_op(&current, value.as_deref().unwrap_or(""), *op);
+                out.insert(name.clone(), changed);
             }
         }
     }
     Ok(out)
+}
+
+/// A list config after an APPEND (items of `changes` not in it yet, at the end) or a SUBTRACT
+/// (every item of `changes` removed) of `changes` to `current`; both comma-separated.
+pub fn list_op(current: &str, changes: &str, op: ConfigOp) -> String {
+    let mut items = split_list(current);
+    let changes = split_list(changes);
+    if op == ConfigOp::Append {
+        for item in changes {
+            if !items.contains(&item) {
+                items.push(item);
+            }
+        }
+    } else {
+        items.retain(|item| !changes.contains(item));
+    }
+    items.join(",")
 }
 
 fn split_list(value: &str) -> Vec<String> {
