@@ -15,7 +15,7 @@ use super::txn_common::{call, fenced};
 use super::{Context, Outcome};
 use crate::constants::GROUP_ID_LENGTH_MAX;
 use crate::group::coordinator::{GroupRequest, GroupResponse, OFFSETS_TOPIC};
-use crate::group::state::{CommitPartition, TxnCommitRequest};
+use crate::group::state::TxnCommitRequest;
 use crate::model::{ErrorCode, LeaderEpoch, Offset, ProducerEpoch};
 use crate::security::acl::Operation;
 use crate::txn::coordinator::{TxnRequest, TxnResponse};
@@ -132,13 +132,7 @@ async fn commit_at_group(
                 group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
                 partitions: offsets
                     .into_iter()
-                    .map(|(topic, partition, o)| CommitPartition {
-                        topic,
-                        partition,
-                        offset: o.offset,
-                        leader_epoch: o.leader_epoch,
-                        metadata: Some(o.metadata),
-                    })
+                    .map(|(topic, partition, o)| o.into_commit(topic, partition))
                     .collect(),
             };
             match group_call(ctx, &group_id, GroupRequest::TxnCommit(commit)).await {

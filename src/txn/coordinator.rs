@@ -480,13 +480,7 @@ impl TxnCoordinator {
                 outcome: plan.outcome,
                 offsets: offsets
                     .into_iter()
-                    .map(|(topic, partition, o)| crate::group::state::CommitPartition {
-                        topic,
-                        partition,
-                        offset: o.offset,
-                        leader_epoch: o.leader_epoch,
-                        metadata: Some(o.metadata),
-                    })
+                    .map(|(topic, partition, o)| o.into_commit(topic, partition))
                     .collect(),
             };
             self.peers.groups.call(owner, request)

@@ -118,6 +118,23 @@ pub struct TxnOffset {
     pub metadata: String,
 }
 
+impl TxnOffset {
+    /// The offset as the group coordinator commits it, for `topic`'s `partition`.
+    pub fn into_commit(
+        self,
+        topic: String,
+        partition: i32,
+    ) -> crate::group::state::CommitPartition {
+        crate::group::state::CommitPartition {
+            topic,
+            partition,
+            offset: self.offset,
+            leader_epoch: self.leader_epoch,
+            metadata: Some(self.metadata),
+        }
+    }
+}
+
 /// What the glue must do to finish a transaction: write a marker to every partition and
 /// settle every group's pending offsets, then call `complete`.
 #[derive(Debug, Clone, PartialEq, Eq)]
