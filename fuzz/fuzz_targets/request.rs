@@ -66,9 +66,7 @@ fn decode_body(api_key: ApiKey, version: i16, body: Bytes) -> bool {
         ApiKey::DeleteRecords => decode::<DeleteRecordsRequest>(body, version),
         ApiKey::DescribeCluster => decode::<DescribeClusterRequest>(body, version),
         ApiKey::DescribeQuorum => decode::<DescribeQuorumRequest>(body, version),
-        ApiKey::DescribeTopicPartitions => {
-            decode::<DescribeTopicPartitionsRequest>(body, version)
-        }
+        ApiKey::DescribeTopicPartitions => decode::<DescribeTopicPartitionsRequest>(body, version),
         ApiKey::ElectLeaders => decode::<ElectLeadersRequest>(body, version),
         ApiKey::AlterPartitionReassignments => {
             decode::<AlterPartitionReassignmentsRequest>(body, version)
