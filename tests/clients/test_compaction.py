@@ -16,7 +16,8 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
                                    NewTopic, ResourceType)
 
-from client_helpers import CK_COMMON, CODECS, Msg, ck_produce, ck_watermarks, unique_topic
+from client_helpers import (CK_COMMON, CODECS, Msg, ck_produce, ck_watermarks, unique_topic,
+                            wait_until)
 from conftest import TARGET
 
 TIMEOUT_S = 30
@@ -108,16 +109,6 @@ def produce_rounds(broker, topic, keys, rounds, rng, tombstone_share=0.0, pause_
         time.sleep(pause_s)
     produced.sort()
     return produced
-
-
-def wait_until(condition, seconds, what):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"{what} within {seconds} s")
 
 
 def check_compacted(records, produced):

@@ -23,7 +23,8 @@ from confluent_kafka import (ConsumerGroupState, ConsumerGroupTopicPartitions, K
                              TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from client_helpers import CK_COMMON, Msg, assert_healthy, ck_consumer, ck_produce, kcat
+from client_helpers import (CK_COMMON, Msg, assert_healthy, ck_consumer, ck_produce, kcat,
+                            wait_until)
 from conftest import TARGET
 from kafka_wire import connect, frame, read_response, request_header
 
@@ -79,15 +80,6 @@ def produce(broker, topic, per_partition, partitions=4, tag="r"):
             for i in range(per_partition) for p in range(partitions)]
     ck_produce(broker.bootstrap, topic, msgs)
     return msgs
-
-
-def wait_until(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Member:

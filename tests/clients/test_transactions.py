@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from client_helpers import CK_COMMON, unique_topic
+from client_helpers import CK_COMMON, unique_topic, wait_until
 
 
 def create_topic(bootstrap, topic, partitions=1):
@@ -91,13 +91,6 @@ def high_watermark(bootstrap, topic, isolation, partition=0):
                                        cached=False)[1]
     finally:
         c.close()
-
-
-def wait_until(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.2)
 
 
 def values(prefix, count):
