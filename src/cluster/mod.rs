@@ -187,7 +187,10 @@ pub enum Event {
     SnapshotChunk(snapshot_fetch::SnapshotChunk),
     /// A broker-only node joined on a connection this voter accepted: its frames go to
     /// `queue`, and it is made a learner of the quorum if it is not one yet.
-    Observer { node_id: u64, queue: LocalSender<Vec<u8>> },
+    Observer {
+        node_id: u64,
+        queue: LocalSender<Vec<u8>>,
+    },
     /// This node is shutting down: if it leads the quorum, hand leadership to the most
     /// caught-up voter (Kafka's controller resigns), rather than leave the others to find
     /// out by an election timeout.

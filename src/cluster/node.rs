@@ -276,8 +276,7 @@ pub async fn run(
                 ),
             )
         });
-        glommio::spawn_local(transport::accept_loop(listener, sender.clone(), me, voters))
-            .detach();
+        glommio::spawn_local(transport::accept_loop(listener, sender.clone(), me, voters)).detach();
         tracing::info!(%listen, "controller accepting peers");
     } else {
         tracing::info!("a broker-only node: following the metadata log as a Raft learner");

@@ -44,11 +44,7 @@ pub struct Peers {
 impl Peers {
     /// Starts a sender task for every voter but `me`. A broker-only node (`learner`: its
     /// driver's queue) joins on each connection and reads the voter's frames back from it.
-    pub fn start(
-        voters: &QuorumVoters,
-        me: u64,
-        learner: Option<Rc<LocalSender<Event>>>,
-    ) -> Peers {
+    pub fn start(voters: &QuorumVoters, me: u64, learner: Option<Rc<LocalSender<Event>>>) -> Peers {
         let mut queues = HashMap::new();
         let ids: Rc<Vec<u64>> = Rc::new(voters.ids().map(|id| id.0 as u64).collect());
         for voter in voters.voters().iter().filter(|voter| voter.id.0 as u64 != me) {
