@@ -42,7 +42,8 @@
 //!
 //! ```text
 //!   1. <S>.snapshot written (temp, fsync, rename, dir fsync)
-//!   2. raft storage compacted: first index S + 1, the snapshot served to followers
+//!   2. raft storage compacted: first index P + 1 (P the previous snapshot this process
+//!      took or loaded, else S), S offered to followers and P still served
 //!   3. journal rewritten: conf state, hard state, entries after S (temp, fsync, rename,
 //!      dir fsync)
 //!   4. snapshots older than the previous one removed
@@ -590,14 +591,16 @@ impl Driver {
     }
 
     /// Answers a follower's request with bytes of this node's newest snapshot (the one
-    /// raft-rs offered it), or SNAPSHOT_NOT_FOUND when that is no longer it.
+    /// raft-rs offered it) or of the previous one (a fetch that outlasted a snapshot), or
+    /// SNAPSHOT_NOT_FOUND for an older one.
     fn serve_snapshot(&self, request: &snapshot_fetch::FetchSnapshot) {
         let chunk = {
             let storage = self.node.store();
-            let snapshot = storage.snapshot.borrow();
-            let metadata = snapshot.get_metadata();
-            let key = SnapshotKey { index: metadata.index, term: metadata.term };
-            let have = (!snapshot.data.is_empty()).then_some((key, &snapshot.data));
+            let (newest, previous) = (storage.snapshot.borrow(), storage.previous.borrow());
+            let have = [&*newest, &*previous].into_iter().filter(|s| !s.data.is_empty()).map(|s| {
+                let metadata = s.get_metadata();
+                (SnapshotKey { index: metadata.index, term: metadata.term }, &s.data)
+            });
             snapshot_fetch::serve(request, have, super::frame::SNAPSHOT_CHUNK_BYTES_MAX)
         };
         if !self.peers.send_frame(chunk.to, super::frame::encode_snapshot_chunk(&chunk)) {
@@ -1173,12 +1176,16 @@ impl Driver {
 }
 
 /// raft-rs's storage: `MemStorage` for the entries and states (filled from the journal and
-/// each `Ready`), with the newest snapshot and its bytes, which raft-rs sends to a follower
-/// whose next entry was compacted away. Shard 0 only (`Rc`).
+/// each `Ready`), with the newest snapshot and its bytes, which raft-rs offers a follower
+/// whose next entry was compacted away, and the previous one, still served to a follower
+/// that began fetching it (`snapshot_fetch`): the entries after the previous snapshot stay
+/// in `MemStorage`, so that follower catches up from the log once it has it. Shard 0 only
+/// (`Rc`).
 #[derive(Clone, Default)]
 struct MetadataStorage {
     mem: MemStorage,
     snapshot: Rc<RefCell<Snapshot>>,
+    previous: Rc<RefCell<Snapshot>>,
 }
 
 impl MetadataStorage {
@@ -1194,17 +1201,52 @@ impl MetadataStorage {
             fatal(FatalReason::Runtime, format!("cannot install metadata snapshot {index}: {e}"));
         }
         *self.snapshot.borrow_mut() = snapshot;
+        *self.previous.borrow_mut() = Snapshot::default();
     }
 
-    /// Drops the entries `snapshot` covers, keeping `entries` (those after it) and the hard
-    /// state (installing a snapshot resets the commit index to it).
+    /// A new snapshot taken: it is the one offered from now on, the one before it is still
+    /// served, and the log keeps the entries after that previous one (after the new one when
+    /// there is none: the first snapshot of this process that is not a start's). `entries`
+    /// are those after the new snapshot; the hard state is kept (installing a snapshot
+    /// resets the commit index to it).
     fn compact(&self, snapshot: Snapshot, entries: &[Entry], hard_state: raft::prelude::HardState) {
-        self.install(snapshot);
-        let mut core = self.mem.wl();
-        if let Err(e) = core.append(entries) {
-            fatal(FatalReason::Runtime, format!("the metadata log refused entries: {e}"));
+        let previous = self.snapshot.borrow().clone();
+        if previous.data.is_empty() {
+            self.install(snapshot);
+            let mut core = self.mem.wl();
+            if let Err(e) = core.append(entries) {
+                fatal(FatalReason::Runtime, format!("the metadata log refused entries: {e}"));
+            }
+            core.set_hardstate(hard_state);
+            return;
         }
-        core.set_hardstate(hard_state);
+        let kept_from = previous.get_metadata().index + 1;
+        let first = self.mem.first_index().unwrap_or(kept_from);
+        if first < kept_from {
+            let conf_state = self.raft_state().conf_state;
+            let last = self.mem.last_index().unwrap_or(kept_from - 1);
+            let context = GetEntriesContext::empty(false);
+            let kept = match last >= kept_from {
+                true => self.mem.entries(kept_from, last + 1, None, context),
+                false => Ok(Vec::new()),
+            };
+            let kept = kept.unwrap_or_else(|e| {
+                fatal(FatalReason::Runtime, format!("the metadata log lost entries: {e}"))
+            });
+            let mut bare = Snapshot::default();
+            bare.set_metadata(previous.get_metadata().clone());
+            let mut core = self.mem.wl();
+            if let Err(e) = core.apply_snapshot(bare) {
+                fatal(FatalReason::Runtime, format!("cannot compact the metadata log: {e}"));
+            }
+            if let Err(e) = core.append(&kept) {
+                fatal(FatalReason::Runtime, format!("the metadata log refused entries: {e}"));
+            }
+            core.set_conf_state(conf_state);
+            core.set_hardstate(hard_state);
+        }
+        *self.snapshot.borrow_mut() = snapshot;
+        *self.previous.borrow_mut() = previous;
     }
 }
 
