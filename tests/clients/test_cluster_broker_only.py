@@ -6,7 +6,8 @@ as a Raft learner (its Metadata has the earlier topic exactly as the voters', it
 and is listed by every node's DescribeCluster), DescribeQuorum lists it as an observer and
 never as a voter, topics created afterwards through it (confluent-kafka's AdminClient) place
 replicas and leaders on it, and records produced and consumed through it alone
-(confluent-kafka, acks=all) all come back. Killed with kill -9 it is fenced, while the
+(confluent-kafka, acks=all) all come back; the Java AdminClient's describeMetadataQuorum
+reads the observer too. Killed with kill -9 it is fenced, while the
 quorum keeps its leader and epoch and commits a new topic; restarted, it catches up and is
 listed again. Starting a broker-only node with --controller-listen, or with a voter's id,
 is refused in one sentence. Every wait is bounded.
@@ -19,6 +20,7 @@ import pytest
 
 from conftest import TARGET
 from kafka_wire import connect, frame, read_response, request_header
+from test_idempotence import compile_java
 from test_cluster import (DESCRIBE_QUORUM, HEARTBEAT_INTERVAL_MS, METADATA_TOPIC,
                           SESSION_TIMEOUT_MS, Node, admin, compact_string, create_topic,
                           describe_cluster, metadata_v1, read_compact_string, read_from_start,
@@ -107,7 +109,7 @@ def same_map(nodes, topic, partitions, brokers):
     return maps[0]
 
 
-def test_a_broker_only_node_joins_takes_replicas_and_never_votes(spate_factory):
+def test_a_broker_only_node_joins_takes_replicas_and_never_votes(spate_factory, tmp_path):
     nodes = start_cluster(spate_factory,
                           "--broker-heartbeat-interval-ms", str(HEARTBEAT_INTERVAL_MS),
                           "--broker-session-timeout-ms", str(SESSION_TIMEOUT_MS))
@@ -141,6 +143,15 @@ def test_a_broker_only_node_joins_takes_replicas_and_never_votes(spate_factory):
     answer = describe_quorum_v0(extra.port)
     assert answer[:2] == (leader, epoch) and sorted(answer[3]) == [1, 2, 3], answer
     assert list(answer[4]) == [BROKER_ONLY], answer
+    # The Java AdminClient's describeMetadataQuorum reads it so, through either.
+    classpath = compile_java(tmp_path, "QuorumDescribe")
+    for node in (nodes[leader - 1], everyone[3]):
+        done = subprocess.run(["java", "-cp", classpath, "QuorumDescribe", node.broker.bootstrap],
+                              capture_output=True, timeout=120)
+        out = done.stdout.decode()
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        assert f"leader={leader} " in out and "voters=1,2,3 " in out, out
+        assert "brokers=1,2,3,4 " in out and out.strip().endswith("observers=4"), out
 
     # Topics created through it are placed on it too; 8 partitions over 4 brokers.
     assert create_topic(everyone[3], "after", 8, 2) is None
