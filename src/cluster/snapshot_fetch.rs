@@ -369,7 +369,7 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_offer_keeps_the_download_and_another_starts_over() {
+    fn a_repeated_or_newer_offer_keeps_the_download_and_another_node_starts_over() {
         let mut fetcher = Fetcher::new(2, LIMITS);
         let first = fetcher.offer(0, offer(1, 40, 3, 5));
         assert_eq!(first.request, Some(ask(1, key(40, 3), 0)));
@@ -489,7 +489,7 @@ mod tests {
     }
 
     #[test]
-    fn the_leader_serves_slices_of_its_current_snapshot() {
+    fn the_leader_serves_slices_of_its_newest_and_previous_snapshots() {
         let data: Bytes = (0..10u8).collect::<Vec<u8>>().into();
         let have = Some((key(40, 3), &data));
         let chunk = serve(&ask(1, key(40, 3), 8), have, 100);
