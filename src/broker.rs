@@ -202,44 +202,48 @@ pub fn run(config: Config) {
         })
         .collect();
     let readers = Arc::new(readers);
-    let pool =
-        LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(config.cores, allowed_cpus()))
-            .name("spate-shard")
-            // Not `preempt_timer(1 ms)` as DESIGN.md suggests: on this kernel (6.18) glommio 0.9
-            // then hangs at start-up in about one start in ten (an executor never wakes from its
-            // first io_uring wait; 0 hangs in 40 starts without it). Long loops call
-            // `yield_if_needed` instead.
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
-            .ring_depth(SHARD_RING_DEPTH)
-            .on_all_shards(move || {
-                let config = config.clone();
-                let catalog = catalog.clone();
-                let mesh = meshes.lock().ok().and_then(|mut m| m.pop());
-                let mesh = mesh
-                    .unwrap_or_else(|| fatal(FatalReason::Runtime, "more executors than shards"));
-                let ready = ready.clone();
-                let readers = readers.clone();
-                let files = descriptors.files_per_shard as usize;
-                let clean_stop = clean_stop.clone();
-                let nudged = nudges.lock().ok().and_then(|mut n| n.pop());
-                let nudged = nudged
-                    .unwrap_or_else(|| fatal(FatalReason::Runtime, "more executors than shards"));
-                let security = security.clone();
-                let per_ip = per_ip.clone();
-                async move {
-                    let start = Start {
-                        readers,
-                        ready,
-                        started,
-                        open_files: files,
-                        clean_stop,
-                        security,
-                        nudged,
-                        per_ip,
-                    };
-                    shard_main(config, catalog, mesh, start).await
-                }
-            });
+    let mut builder =
+        LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(config.cores, allowed_cpus()));
+    if config.idle_poll_time_us > 0 {
+        builder = builder.spin_before_park(Duration::from_micros(config.idle_poll_time_us));
+    }
+    let pool = builder
+        .name("spate-shard")
+        // Not `preempt_timer(1 ms)` as DESIGN.md suggests: on this kernel (6.18) glommio 0.9
+        // then hangs at start-up in about one start in ten (an executor never wakes from its
+        // first io_uring wait; 0 hangs in 40 starts without it). Long loops call
+        // `yield_if_needed` instead.
+        .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
+        .ring_depth(SHARD_RING_DEPTH)
+        .on_all_shards(move || {
+            let config = config.clone();
+            let catalog = catalog.clone();
+            let mesh = meshes.lock().ok().and_then(|mut m| m.pop());
+            let mesh =
+                mesh.unwrap_or_else(|| fatal(FatalReason::Runtime, "more executors than shards"));
+            let ready = ready.clone();
+            let readers = readers.clone();
+            let files = descriptors.files_per_shard as usize;
+            let clean_stop = clean_stop.clone();
+            let nudged = nudges.lock().ok().and_then(|mut n| n.pop());
+            let nudged =
+                nudged.unwrap_or_else(|| fatal(FatalReason::Runtime, "more executors than shards"));
+            let security = security.clone();
+            let per_ip = per_ip.clone();
+            async move {
+                let start = Start {
+                    readers,
+                    ready,
+                    started,
+                    open_files: files,
+                    clean_stop,
+                    security,
+                    nudged,
+                    per_ip,
+                };
+                shard_main(config, catalog, mesh, start).await
+            }
+        });
     let handles = pool.unwrap_or_else(|e| {
         fatal(
             FatalReason::Runtime,

@@ -147,6 +147,11 @@ pub struct Args {
     /// connections.max.idle.ms; a frame trickled in slowly does not count) [default: 10 min].
     #[arg(long, value_name = "MS")]
     pub connections_max_idle_ms: Option<u64>,
+    /// Keep polling for this long when a shard runs out of work before it sleeps in the
+    /// kernel (Seastar's and Redpanda's --idle-poll-time-us): lower latency at low rates,
+    /// for a core that stays busy up to that long after each burst [default: 0, sleep at once].
+    #[arg(long, value_name = "US")]
+    pub idle_poll_time_us: Option<u64>,
     /// Most connections one client address may hold open, over all listeners (Kafka's
     /// max.connections.per.ip; a connection over it is closed at once) [default: no cap].
     #[arg(long, value_name = "N")]
@@ -300,6 +305,7 @@ struct FileConfig {
     message_max_bytes: Option<u32>,
     frame_max_bytes: Option<u32>,
     connections_max_idle_ms: Option<u64>,
+    idle_poll_time_us: Option<u64>,
     max_connections_per_ip: Option<u32>,
     max_connections_per_ip_overrides: Option<String>,
     replica_lag_time_max_ms: Option<u64>,
@@ -447,6 +453,8 @@ pub struct Config {
     pub frame_max_bytes: u32,
     /// A connection with no whole request for this long is closed (`net`).
     pub connections_max_idle_ms: u64,
+    /// How long an idle shard polls before it sleeps (`broker`; 0: it sleeps at once).
+    pub idle_poll_time_us: u64,
     /// How often each shard runs its retention pass (`broker::housekeeping`).
     pub log_retention_check_interval_ms: u64,
     /// The shards' cleaners (`partition::cleaner`).
@@ -626,6 +634,14 @@ impl Config {
                 constants::CONNECTIONS_MAX_IDLE_MS_MIN
             ));
         }
+        let idle_poll_time_us = args.idle_poll_time_us.or(file.idle_poll_time_us).unwrap_or(0);
+        if idle_poll_time_us > constants::IDLE_POLL_TIME_US_MAX {
+            return Err(format!(
+                "--idle-poll-time-us {idle_poll_time_us} is too long; use at most {} (a shard \
+                 that polls longer than that spends its core for nothing).",
+                constants::IDLE_POLL_TIME_US_MAX
+            ));
+        }
         let log_retention_check_interval_ms = args
             .log_retention_check_interval_ms
             .or(file.log_retention_check_interval_ms)
@@ -783,6 +799,7 @@ impl Config {
             default_partitions,
             frame_max_bytes,
             connections_max_idle_ms,
+            idle_poll_time_us,
             log_retention_check_interval_ms,
             cleaner: CleanerConfig {
                 backoff_ms: args

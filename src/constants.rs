@@ -115,6 +115,9 @@ pub const BLOCKING_THREADS_PER_SHARD: usize = 2;
 /// 72% of the shard's CPU (`io_poll_find`).
 pub const SHARD_RING_DEPTH: usize = 4096;
 
+/// The longest `--idle-poll-time-us` accepted.
+pub const IDLE_POLL_TIME_US_MAX: u64 = 100_000;
+
 /// Requests one connection may have admitted and not yet answered; past it the connection's
 /// reader stops reading the socket (backpressure). Far above what a pipelining client needs
 /// to keep the disk busy (one write takes ~0.2-0.3 ms, so 50,000 requests/s keep ~15 in

@@ -14,7 +14,8 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
-use super::config_common::{SOURCE_DEFAULT, SOURCE_TOPIC};
+use super::config_common::SOURCE_TOPIC;
+use super::describe_configs::topic_config_source;
 use super::{str_bytes, Context, Outcome};
 use crate::controller::{ControllerRequest, CreateTopic, TopicError};
 use crate::model::topic::{PASSIVE_TOPIC_CONFIG_NAMES, TOPIC_CONFIG_NAMES};
@@ -118,11 +119,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                                 let mut c = CreatableTopicConfigs::default();
                                 c.name = str_bytes(key);
                                 c.value = Some(str_bytes(&value));
-                                c.config_source = if meta.overrides.contains_key(*key) {
-                                    SOURCE_TOPIC
-                                } else {
-                                    SOURCE_DEFAULT
-                                };
+                                let overridden = meta.overrides.contains_key(*key);
+                                c.config_source = topic_config_source(ctx.shard(), key, overridden);
                                 Some(c)
                             })
                             .chain(meta.overrides.iter().filter_map(|(key, value)| {

@@ -73,7 +73,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                                     (key.to_string(), Some(value.clone()), SOURCE_TOPIC),
                                 );
                             }
-                            let source = chain.first().map_or(SOURCE_DEFAULT, |s| s.2);
+                            let source = source_of(&chain);
                             let mut e = entry(key, Some(value.as_str()), source, false);
                             if include_synonyms {
                                 e.synonyms = synonyms(chain);
@@ -229,6 +229,22 @@ fn broker_chain(
         chain.push((name.to_string(), Some(value), SOURCE_DEFAULT));
     }
     chain
+}
+
+/// Where a config's value comes from: its first synonym's source, DEFAULT_CONFIG without one.
+fn source_of(chain: &[Synonym]) -> i8 {
+    chain.first().map_or(SOURCE_DEFAULT, |synonym| synonym.2)
+}
+
+/// Where topic config `key`'s value comes from: the topic (`overridden`), else the broker
+/// config it falls back to (`log.retention.ms` set on the command line: STATIC_BROKER_CONFIG),
+/// as DescribeConfigs and CreateTopics (v5+) both answer.
+pub fn topic_config_source(shard: &Shard, key: &str, overridden: bool) -> i8 {
+    if overridden {
+        SOURCE_TOPIC
+    } else {
+        source_of(&topic_chain(shard, key))
+    }
 }
 
 /// The broker synonyms of a topic config (`retention.ms`: `log.retention.ms` at each level).

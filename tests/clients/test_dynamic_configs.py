@@ -256,6 +256,37 @@ def test_broker_configs_incremental_ops_sources_and_errors(spate_factory):
     assert configs["sasl.kerberos.min.time.before.relogin"].source == DYNAMIC_BROKER
 
 
+def test_create_topics_reports_each_config_source_as_describe_configs_does(spate_factory):
+    """CreateTopics v5+ answers the new topic's configs with their sources: a value the topic
+    sets is DYNAMIC_TOPIC_CONFIG, one that falls back to a broker option given at start-up
+    STATIC_BROKER_CONFIG (it was DEFAULT_CONFIG here before), the rest DEFAULT_CONFIG, the
+    same sources DescribeConfigs gives (kafka-python shows the CreateTopics answer)."""
+    if TARGET != "spate":
+        pytest.skip("asserts Spate's static options (--retention-ms)")
+    broker = spate_factory("--retention-ms", "86400000")
+    topic = unique_topic("sources")
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=30000)
+    try:
+        created = admin.create_topics({topic: {"num_partitions": 1, "replication_factor": 1,
+                                               "configs": {"segment.ms": "3600000"}}})
+    finally:
+        admin.close()
+    (result,) = created["topics"]
+    # kafka-python names the sources (Kafka's ConfigSource enum).
+    source_codes = {"DYNAMIC_TOPIC_CONFIG": DYNAMIC_TOPIC, "STATIC_BROKER_CONFIG": STATIC_BROKER,
+                    "DEFAULT_CONFIG": DEFAULT}
+    configs = {name: (config["value"], source_codes.get(config["config_source"],
+                                                        config["config_source"]))
+               for name, config in result["configs"].items()}
+    assert configs["segment.ms"] == ("3600000", DYNAMIC_TOPIC)
+    assert configs["retention.ms"] == ("86400000", STATIC_BROKER)
+    assert configs["cleanup.policy"] == ("delete", DEFAULT)
+    described_sources = {name: (entry.value, entry.source) for name, entry in
+                         described(ck_admin(broker), ResourceType.TOPIC, topic).items()}
+    for name in ("segment.ms", "retention.ms", "cleanup.policy", "max.message.bytes"):
+        assert configs[name] == described_sources[name], name
+
+
 def test_dynamic_log_defaults_apply_to_topics_and_survive_a_restart(spate_factory):
     """log.retention.ms set as the cluster default deletes the old records of a topic that
     does not override retention.ms (and not of one that does), which DescribeConfigs reports

@@ -180,6 +180,7 @@ def test_second_broker_on_the_same_port_is_refused(broker, tmp_path):
 @pytest.mark.parametrize("problem", [
     "data-dir-under-a-file", "cores-zero", "bad-listen", "missing-config", "bad-config-value",
     "unknown-config-key", "connection-cap-zero", "connection-cap-host-name",
+    "idle-poll-too-long",
 ])
 def test_startup_problems_end_with_one_clear_sentence(tmp_path, problem):
     """Bad set-ups end the process with a non-zero code and a short message, not a panic."""
@@ -199,6 +200,8 @@ def test_startup_problems_end_with_one_clear_sentence(tmp_path, problem):
                                 "--max-connections-per-ip", "0"],
         "connection-cap-host-name": ["--listen", port, "--data-dir", data,
                                      "--max-connections-per-ip-overrides", "localhost:5"],
+        "idle-poll-too-long": ["--listen", port, "--data-dir", data,
+                               "--idle-poll-time-us", "100001"],
     }[problem]
     if problem == "bad-config-value":
         config.write_text(f'listen = "{port}"\ndata-dir = "{data}"\ndefault-partitions = "many"\n')
@@ -207,7 +210,8 @@ def test_startup_problems_end_with_one_clear_sentence(tmp_path, problem):
     done = run_spate(*args)
     assert_clear_failure(done)
     says = {"connection-cap-zero": "refuses every client",
-            "connection-cap-host-name": "not an IP address"}.get(problem, "")
+            "connection-cap-host-name": "not an IP address",
+            "idle-poll-too-long": "too long"}.get(problem, "")
     assert says in done.stdout + done.stderr
 
 
@@ -241,6 +245,44 @@ def test_shards_run_on_the_cpus_the_process_may_use(spate_factory):
     shards = [tid for tid, name in names.items() if name.startswith("spate-shard")]
     assert shards, names
     assert {tid: os.sched_getaffinity(tid) for tid in shards} == {tid: {last} for tid in shards}
+
+
+def shard_states(pid, samples=50, every=0.01):
+    """The scheduler states (R running or runnable, S sleeping, ...) of the process's shard
+    threads, sampled `samples` times. A shard's blocking-pool threads carry its name too; the
+    shard is the first of them (it starts the others)."""
+    tasks = f"/proc/{pid}/task"
+    first = {}
+    for tid in sorted(os.listdir(tasks), key=int):
+        name = open(f"{tasks}/{tid}/comm").read().strip()
+        if name.startswith("spate-shard"):
+            first.setdefault(name, tid)
+    shards = list(first.values())
+    assert shards
+    states = []
+    for _ in range(samples):
+        for tid in shards:
+            states.append(open(f"{tasks}/{tid}/stat").read().rsplit(")", 1)[1].split()[0])
+        time.sleep(every)
+    return states
+
+
+@spate_only
+def test_idle_poll_time_keeps_a_shard_polling_instead_of_sleeping(spate_factory):
+    """--idle-poll-time-us: a shard out of work polls that long before it sleeps in the kernel.
+    Its timers wake it every few milliseconds, so with 100 ms it polls all the time (running,
+    R) and still serves; without the option the idle shard sleeps (S)."""
+    polling = spate_factory("--cores", "1", "--idle-poll-time-us", "100000")
+    sleeping = spate_factory("--cores", "1")
+    for broker in (polling, sleeping):
+        topic = unique_topic("poll")
+        ck_produce(broker.bootstrap, topic, [Msg(b"k", b"v")])
+        assert [r.value for r in ck_consume(broker.bootstrap, topic)] == [b"v"]
+    time.sleep(0.5)
+    polled = shard_states(polling.pid)
+    slept = shard_states(sleeping.pid)
+    assert polled.count("R") >= 0.8 * len(polled), polled
+    assert slept.count("S") >= 0.8 * len(slept), slept
 
 
 def test_the_broker_opts_out_of_transparent_huge_pages(broker):
