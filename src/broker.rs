@@ -144,8 +144,8 @@ pub fn run(config: Config) {
     let security = Security::load(&config, &config.data_dir.join(META_DIR))
         .unwrap_or_else(|e| fatal(FatalReason::Config, e));
     let security = Arc::new(security);
-    if let Some(cluster) = &config.cluster {
-        check_listen_address(cluster.controller_listen, "--controller-listen");
+    if let Some(controller_listen) = config.cluster.as_ref().and_then(|c| c.controller_listen) {
+        check_listen_address(controller_listen, "--controller-listen");
     }
     if let Some(metrics) = config.metrics_listen {
         check_listen_address(metrics, "--metrics-listen");

@@ -100,6 +100,12 @@ pub struct Args {
     /// first start and refuses others.
     #[arg(long, value_name = "VOTERS")]
     pub controller_quorum_voters: Option<String>,
+    /// What this node is in a cluster (Kafka's process.roles): `broker,controller` (a broker
+    /// and a voter of the quorum) or `broker` (a broker only: it follows the metadata log
+    /// from the voters of --controller-quorum-voters as a Raft learner, never votes and has
+    /// no --controller-listen; its --node-id is not a voter's) [default: broker,controller].
+    #[arg(long, value_name = "ROLES")]
+    pub process_roles: Option<String>,
     /// Clustered: how often this node heartbeats to the active controller (Kafka's
     /// broker.heartbeat.interval.ms) [default: 2000].
     #[arg(long, value_name = "MS")]
@@ -288,6 +294,7 @@ struct FileConfig {
     node_id: Option<i32>,
     controller_listen: Option<String>,
     controller_quorum_voters: Option<String>,
+    process_roles: Option<String>,
     broker_heartbeat_interval_ms: Option<u64>,
     broker_session_timeout_ms: Option<u64>,
     auto_leader_rebalance_enable: Option<bool>,
@@ -332,8 +339,9 @@ struct FileConfig {
 /// A clustered node's quorum settings (`--controller-quorum-voters`).
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// Where this node's controller accepts its peers.
-    pub controller_listen: SocketAddr,
+    /// Where this node's controller accepts its peers; None: a broker-only node
+    /// (`--process-roles broker`), a Raft learner that dials the voters.
+    pub controller_listen: Option<SocketAddr>,
     /// Every voter, this node among them.
     pub voters: QuorumVoters,
     pub broker_heartbeat_interval_ms: u64,
@@ -722,6 +730,7 @@ impl Config {
             node_id,
             args.controller_listen.or(file.controller_listen),
             args.controller_quorum_voters.or(file.controller_quorum_voters),
+            args.process_roles.or(file.process_roles).as_deref(),
             liveness,
         )?;
         if let Some(cluster) = &mut cluster {
@@ -748,12 +757,13 @@ impl Config {
                             metadata log registers); give --listeners a single entry."
                     .into());
             }
-            if cluster.controller_listen.port() == listen.port() {
-                return Err(format!(
-                    "--controller-listen {} uses the port of --listen; give the controller a \
-                     port of its own.",
-                    cluster.controller_listen
-                ));
+            if let Some(controller_listen) = cluster.controller_listen {
+                if controller_listen.port() == listen.port() {
+                    return Err(format!(
+                        "--controller-listen {controller_listen} uses the port of --listen; give \
+                         the controller a port of its own."
+                    ));
+                }
             }
         }
         let metrics_listen = match args.metrics_listen.or(file.metrics_listen) {
@@ -930,19 +940,27 @@ fn given_broker_configs(args: &Args, file: &FileConfig) -> BTreeSet<&'static str
 }
 
 /// The quorum settings: all three options or none (`--controller-listen` may be left out and
-/// defaults to every interface at the voter's port).
+/// defaults to every interface at the voter's port). A broker-only node (`--process-roles
+/// broker`) has an id that is no voter's and no controller listener.
 fn cluster_config(
     node_id: Option<i32>,
     listen: Option<String>,
     voters: Option<String>,
+    roles: Option<&str>,
     (broker_heartbeat_interval_ms, broker_session_timeout_ms): (u64, u64),
 ) -> Result<Option<ClusterConfig>, String> {
+    let broker_only = roles.map(process_roles).transpose()?.unwrap_or(false);
     let Some(voters) = voters else {
         if let Some(listen) = listen {
             return Err(format!(
                 "--controller-listen {listen} needs --controller-quorum-voters; give both or \
                  neither."
             ));
+        }
+        if broker_only {
+            return Err("--process-roles broker needs --controller-quorum-voters, the quorum \
+                        whose metadata log it follows."
+                .into());
         }
         return Ok(None);
     };
@@ -953,10 +971,14 @@ fn cluster_config(
             ids_text(&voters)
         ));
     };
+    let liveness = (broker_heartbeat_interval_ms, broker_session_timeout_ms);
+    if broker_only {
+        return broker_only_config(node_id, listen, voters, liveness).map(Some);
+    }
     let Some(voter) = voters.get(NodeId(node_id)) else {
         return Err(format!(
             "--node-id {node_id} is not in --controller-quorum-voters ({voters}); use one of \
-             {}.",
+             {}, or start a broker-only node with --process-roles broker.",
             ids_text(&voters)
         ));
     };
@@ -973,13 +995,58 @@ fn cluster_config(
         ));
     }
     Ok(Some(ClusterConfig {
-        controller_listen,
+        controller_listen: Some(controller_listen),
         voters,
         broker_heartbeat_interval_ms,
         broker_session_timeout_ms,
         leader_imbalance_check_interval_ms: None,
         metadata_snapshot_interval_records: constants::METADATA_SNAPSHOT_INTERVAL_RECORDS_DEFAULT,
     }))
+}
+
+/// Kafka's process.roles: whether this node is a broker only (true) or a broker and a
+/// controller (false). Spate has no controller-only nodes.
+fn process_roles(text: &str) -> Result<bool, String> {
+    let mut roles: Vec<&str> = text.split(',').map(str::trim).collect();
+    roles.sort_unstable();
+    match roles.as_slice() {
+        ["broker"] => Ok(true),
+        ["broker", "controller"] => Ok(false),
+        _ => Err(format!(
+            "--process-roles {text:?} is not supported; use broker,controller (a broker and a \
+             voter) or broker (a broker only)."
+        )),
+    }
+}
+
+/// A broker-only node's quorum settings: a node id of its own, no controller listener.
+fn broker_only_config(
+    node_id: i32,
+    listen: Option<String>,
+    voters: QuorumVoters,
+    (broker_heartbeat_interval_ms, broker_session_timeout_ms): (u64, u64),
+) -> Result<ClusterConfig, String> {
+    if let Some(listen) = listen {
+        return Err(format!(
+            "--controller-listen {listen} is for voters: a broker-only node (--process-roles \
+             broker) takes no controller connections; leave it out."
+        ));
+    }
+    if voters.get(NodeId(node_id)).is_some() {
+        return Err(format!(
+            "--node-id {node_id} is a voter in --controller-quorum-voters ({voters}); give the \
+             broker-only node an id of its own, or start it with --process-roles \
+             broker,controller."
+        ));
+    }
+    Ok(ClusterConfig {
+        controller_listen: None,
+        voters,
+        broker_heartbeat_interval_ms,
+        broker_session_timeout_ms,
+        leader_imbalance_check_interval_ms: None,
+        metadata_snapshot_interval_records: constants::METADATA_SNAPSHOT_INTERVAL_RECORDS_DEFAULT,
+    })
 }
 
 /// The heartbeat interval and session timeout (read on a single node too, where they are
@@ -1337,11 +1404,11 @@ mod tests {
             ..Args::default()
         };
         let cluster = Config::from_args(args).expect("valid").cluster.expect("clustered");
-        assert_eq!(cluster.controller_listen.port(), 9193);
+        assert_eq!(cluster.controller_listen.map(|a| a.port()), Some(9193));
         assert_eq!(cluster.voters.voters().len(), 3);
         let args = Args { node_id: Some(3), controller_quorum_voters: voters(), ..Args::default() };
         let cluster = Config::from_args(args).expect("valid").cluster.expect("clustered");
-        assert_eq!(cluster.controller_listen.port(), 9293);
+        assert_eq!(cluster.controller_listen.map(|a| a.port()), Some(9293));
         for (bad, expected) in [
             (Args { controller_quorum_voters: voters(), ..Args::default() }, "needs --node-id"),
             (
@@ -1382,6 +1449,76 @@ mod tests {
         std::fs::write(&path, text).expect("write");
         let args = Args { config: Some(path), ..Args::default() };
         assert!(Config::from_args(args).expect("valid").cluster.is_some());
+    }
+
+    #[test]
+    fn broker_only_nodes_have_an_id_of_their_own_and_no_controller_listener() {
+        let voters = || Some("1@127.0.0.1:9093,2@127.0.0.1:9193".to_string());
+        let roles = |roles: &str| Some(roles.to_string());
+        let args = Args {
+            node_id: Some(4),
+            controller_quorum_voters: voters(),
+            process_roles: roles("broker"),
+            ..Args::default()
+        };
+        let cluster = Config::from_args(args).expect("valid").cluster.expect("clustered");
+        assert_eq!(cluster.controller_listen, None);
+        let args = Args {
+            node_id: Some(2),
+            controller_quorum_voters: voters(),
+            process_roles: roles("controller, broker"),
+            ..Args::default()
+        };
+        let cluster = Config::from_args(args).expect("valid").cluster.expect("clustered");
+        assert_eq!(cluster.controller_listen.map(|a| a.port()), Some(9193));
+        let single = Args { process_roles: roles("broker,controller"), ..Args::default() };
+        assert!(Config::from_args(single).expect("valid").cluster.is_none());
+        for (bad, expected) in [
+            (
+                Args {
+                    node_id: Some(4),
+                    controller_listen: Some("127.0.0.1:9393".into()),
+                    controller_quorum_voters: voters(),
+                    process_roles: roles("broker"),
+                    ..Args::default()
+                },
+                "is for voters",
+            ),
+            (
+                Args {
+                    node_id: Some(1),
+                    controller_quorum_voters: voters(),
+                    process_roles: roles("broker"),
+                    ..Args::default()
+                },
+                "is a voter",
+            ),
+            (
+                Args { process_roles: roles("broker"), ..Args::default() },
+                "needs --controller-quorum-voters",
+            ),
+            (
+                Args {
+                    node_id: Some(1),
+                    controller_quorum_voters: voters(),
+                    process_roles: roles("controller"),
+                    ..Args::default()
+                },
+                "not supported",
+            ),
+        ] {
+            let error = Config::from_args(bad).expect_err(expected);
+            assert!(error.contains(expected), "{error}");
+            assert!(!error.contains('\n'), "{error}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spate.toml");
+        let text = "node-id = 5\ncontroller-quorum-voters = \"1@127.0.0.1:9093\"\n\
+                    process-roles = \"broker\"\n";
+        std::fs::write(&path, text).expect("write");
+        let args = Args { config: Some(path), ..Args::default() };
+        let cluster = Config::from_args(args).expect("valid").cluster.expect("clustered");
+        assert_eq!(cluster.controller_listen, None);
     }
 
     #[test]

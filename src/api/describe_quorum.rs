@@ -6,8 +6,9 @@
 //! `i` is offset `i - 1`, so a log end offset is the last index and the high watermark is the
 //! commit index. Any node answers from its own view (Kafka brokers forward the request to the
 //! active controller instead): the leader knows every voter's log end, a follower only its
-//! own (-1 for the others). Fetch and caught-up timestamps are not tracked yet (-1, which
-//! Kafka also answers for unknown).
+//! own (-1 for the others). Broker-only nodes (Raft learners) are listed as observers, with
+//! their log ends as the leader knows them. Fetch and caught-up timestamps are not tracked
+//! yet (-1, which Kafka also answers for unknown).
 
 use bytes::Bytes;
 use kafka_protocol::messages::describe_quorum_response::{
@@ -16,6 +17,7 @@ use kafka_protocol::messages::describe_quorum_response::{
 use kafka_protocol::messages::{DescribeQuorumRequest, DescribeQuorumResponse, TopicName};
 
 use super::{str_bytes, Context, Outcome};
+use crate::cluster::VoterState;
 use crate::model::{ErrorCode, NodeId};
 use crate::security::acl::Operation;
 
@@ -49,18 +51,8 @@ pub fn handle(ctx: &Context, body: Bytes) -> Outcome {
             partition.leader_id = view.leader_id.unwrap_or(NodeId::NONE).into();
             partition.leader_epoch = i32::try_from(view.term).unwrap_or(i32::MAX);
             partition.high_watermark = view.commit_index as i64;
-            partition.current_voters = view
-                .voters
-                .iter()
-                .map(|voter| {
-                    let mut state = ReplicaState::default();
-                    state.replica_id = voter.node_id.into();
-                    state.log_end_offset = voter.log_end_index.map_or(-1, |index| index as i64);
-                    state.last_fetch_timestamp = -1;
-                    state.last_caught_up_timestamp = -1;
-                    state
-                })
-                .collect();
+            partition.current_voters = view.voters.iter().map(replica_state).collect();
+            partition.observers = view.observers.iter().map(replica_state).collect();
             if ctx.version >= 2 {
                 response.nodes = view
                     .voter_addresses
@@ -90,4 +82,14 @@ pub fn handle(ctx: &Context, body: Bytes) -> Outcome {
     topic.partitions = vec![partition];
     response.topics = vec![topic];
     ctx.reply(&response)
+}
+
+/// A voter's or observer's state: its log end offset as this node knows it.
+fn replica_state(replica: &VoterState) -> ReplicaState {
+    let mut state = ReplicaState::default();
+    state.replica_id = replica.node_id.into();
+    state.log_end_offset = replica.log_end_index.map_or(-1, |index| index as i64);
+    state.last_fetch_timestamp = -1;
+    state.last_caught_up_timestamp = -1;
+    state
 }

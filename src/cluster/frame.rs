@@ -23,6 +23,12 @@
 //!   +------+------+---------+-----------+----------+-----------+----------+--------------+
 //!   followed by the snapshot's bytes from position (status 0: ok, 1: not found,
 //!   2: position out of range; see `snapshot_fetch`)
+//!
+//!   join body (6 bytes, big-endian; a broker-only node's first frame on each connection it
+//!   dials to a voter, which answers on that connection from then on):
+//!   +------+------+-------------+
+//!   | 0x00 | 0x04 | node_id i32 |
+//!   +------+------+-------------+
 //! ```
 //!
 //! A protobuf message never starts with a zero byte (field number 0 does not exist, and a
@@ -34,11 +40,14 @@
 //!
 //! A frame that breaks the rules (a bad length, a message that does not decode, one that is
 //! not from a voter or not for this node) closes the connection: the peer reconnects and
-//! Raft resends what matters.
+//! Raft resends what matters. On the connections a voter accepts, a broker-only node (a
+//! Raft learner, not a voter) may also send its join, heartbeats, snapshot fetch requests
+//! and the Raft messages a learner sends (append and heartbeat responses, proposals it
+//! forwards to the leader): `decode_accepted`.
 
 use bytes::Bytes;
 use protobuf::Message as _;
-use raft::prelude::Message;
+use raft::prelude::{Message, MessageType};
 
 use super::liveness::BrokerHeartbeat;
 use super::snapshot_fetch::{ChunkStatus, FetchSnapshot, SnapshotChunk, SnapshotKey};
@@ -51,7 +60,9 @@ const OWN_FRAME: u8 = 0x00;
 const KIND_HEARTBEAT: u8 = 0x01;
 const KIND_FETCH_SNAPSHOT: u8 = 0x02;
 const KIND_SNAPSHOT_CHUNK: u8 = 0x03;
+const KIND_JOIN: u8 = 0x04;
 const HEARTBEAT_BYTES: usize = 15;
+const JOIN_BYTES: usize = 6;
 const FETCH_SNAPSHOT_BYTES: usize = 34;
 /// A chunk's body before its bytes.
 pub const SNAPSHOT_CHUNK_HEADER_BYTES: usize = 39;
@@ -65,6 +76,8 @@ pub enum Incoming {
     Heartbeat(BrokerHeartbeat),
     FetchSnapshot(FetchSnapshot),
     SnapshotChunk(SnapshotChunk),
+    /// A broker-only node's first frame on a connection: answer it on this connection.
+    Join(u64),
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +94,8 @@ pub enum FrameError {
     Heartbeat(NodeId),
     #[error("snapshot transfer frame from {0}, which is not a peer voter")]
     SnapshotPeer(i32),
+    #[error("join from {0}, which is a voter or this node, or not on a voter's listener")]
+    Join(i32),
 }
 
 /// The frame of `message`, length prefix included.
@@ -103,6 +118,15 @@ pub fn encode_heartbeat(heartbeat: &BrokerHeartbeat) -> Vec<u8> {
     out.extend_from_slice(&heartbeat.broker_epoch.to_be_bytes());
     out.push(u8::from(heartbeat.want_shut_down));
     assert_eq!(out.len(), LENGTH_BYTES + HEARTBEAT_BYTES);
+    out
+}
+
+/// The frame of a broker-only node's join, length prefix included.
+pub fn encode_join(node_id: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(LENGTH_BYTES + JOIN_BYTES);
+    out.extend_from_slice(&(JOIN_BYTES as u32).to_be_bytes());
+    out.extend_from_slice(&[OWN_FRAME, KIND_JOIN]);
+    out.extend_from_slice(&(node_id as i32).to_be_bytes());
     out
 }
 
@@ -150,21 +174,61 @@ pub fn body_length(header: [u8; LENGTH_BYTES]) -> Result<usize, FrameError> {
 /// Decodes a body and checks it comes from another voter and is meant for `me`. The body
 /// of a chunk is kept (`bytes` is a slice of it, no copy).
 pub fn decode(body: &Bytes, me: u64, voters: &[u64]) -> Result<Incoming, FrameError> {
+    decode_from(body, me, voters, false)
+}
+
+/// `decode` on a voter's listener: from another voter, or from a broker-only node what a
+/// Raft learner sends (see the module doc).
+pub fn decode_accepted(body: &Bytes, me: u64, voters: &[u64]) -> Result<Incoming, FrameError> {
+    decode_from(body, me, voters, true)
+}
+
+fn decode_from(
+    body: &Bytes,
+    me: u64,
+    voters: &[u64],
+    observers: bool,
+) -> Result<Incoming, FrameError> {
+    let senders = Senders { me, voters, observers };
     if body.first() == Some(&OWN_FRAME) {
         return match body.get(1).copied().unwrap_or(0) {
-            KIND_FETCH_SNAPSHOT => decode_fetch_snapshot(body, me, voters),
+            KIND_FETCH_SNAPSHOT => decode_fetch_snapshot(body, &senders),
             KIND_SNAPSHOT_CHUNK => decode_snapshot_chunk(body, me, voters),
-            _ => decode_heartbeat(body, me, voters).map(Incoming::Heartbeat),
+            KIND_JOIN => decode_join(body, &senders),
+            _ => decode_heartbeat(body, &senders).map(Incoming::Heartbeat),
         };
     }
     let message = Message::parse_from_bytes(body).map_err(|e| FrameError::Decode(e.to_string()))?;
-    if message.to != me || message.from == me || !voters.contains(&message.from) {
+    let from_voter = voters.contains(&message.from);
+    let learner_sends = matches!(
+        message.get_msg_type(),
+        MessageType::MsgAppendResponse
+            | MessageType::MsgHeartbeatResponse
+            | MessageType::MsgPropose
+            | MessageType::MsgReadIndex
+    );
+    let from_learner = observers && message.from != 0 && learner_sends;
+    if message.to != me || message.from == me || !(from_voter || from_learner) {
         return Err(FrameError::Address { from: message.from, to: message.to, me });
     }
     Ok(Incoming::Raft(message))
 }
 
-fn decode_heartbeat(body: &[u8], me: u64, voters: &[u64]) -> Result<BrokerHeartbeat, FrameError> {
+/// Who may send a frame: another voter, and on a voter's listener a broker-only node too.
+struct Senders<'a> {
+    me: u64,
+    voters: &'a [u64],
+    observers: bool,
+}
+
+impl Senders<'_> {
+    fn allows(&self, node_id: i32) -> Option<u64> {
+        let from = u64::try_from(node_id).ok().filter(|from| *from != 0 && *from != self.me)?;
+        (self.voters.contains(&from) || self.observers).then_some(from)
+    }
+}
+
+fn decode_heartbeat(body: &[u8], senders: &Senders) -> Result<BrokerHeartbeat, FrameError> {
     let kind = body.get(1).copied().unwrap_or(0);
     if kind != KIND_HEARTBEAT || body.len() != HEARTBEAT_BYTES || body[14] > 1 {
         return Err(FrameError::Own { kind, size: body.len() });
@@ -172,12 +236,24 @@ fn decode_heartbeat(body: &[u8], me: u64, voters: &[u64]) -> Result<BrokerHeartb
     let node_id = NodeId(i32::from_be_bytes([body[2], body[3], body[4], body[5]]));
     let mut epoch = [0; 8];
     epoch.copy_from_slice(&body[6..14]);
-    let from = u64::try_from(node_id.0).unwrap_or(0);
-    if from == me || !voters.contains(&from) {
+    if senders.allows(node_id.0).is_none() {
         return Err(FrameError::Heartbeat(node_id));
     }
     let broker_epoch = u64::from_be_bytes(epoch);
     Ok(BrokerHeartbeat { node_id, broker_epoch, want_shut_down: body[14] == 1 })
+}
+
+fn decode_join(body: &[u8], senders: &Senders) -> Result<Incoming, FrameError> {
+    if body.len() != JOIN_BYTES {
+        return Err(FrameError::Own { kind: KIND_JOIN, size: body.len() });
+    }
+    let node_id = be_i32(body, 2);
+    match senders.allows(node_id) {
+        Some(from) if senders.observers && !senders.voters.contains(&from) => {
+            Ok(Incoming::Join(from))
+        }
+        _ => Err(FrameError::Join(node_id)),
+    }
 }
 
 /// Big-endian fields read from a body whose length was checked.
@@ -200,14 +276,15 @@ fn snapshot_peer(node_id: i32, me: u64, voters: &[u64]) -> Result<u64, FrameErro
     Ok(from)
 }
 
-fn decode_fetch_snapshot(body: &[u8], me: u64, voters: &[u64]) -> Result<Incoming, FrameError> {
+fn decode_fetch_snapshot(body: &[u8], senders: &Senders) -> Result<Incoming, FrameError> {
     if body.len() != FETCH_SNAPSHOT_BYTES {
         return Err(FrameError::Own { kind: KIND_FETCH_SNAPSHOT, size: body.len() });
     }
-    let from = snapshot_peer(be_i32(body, 2), me, voters)?;
+    let node_id = be_i32(body, 2);
+    let from = senders.allows(node_id).ok_or(FrameError::SnapshotPeer(node_id))?;
     Ok(Incoming::FetchSnapshot(FetchSnapshot {
         from,
-        to: me,
+        to: senders.me,
         key: SnapshotKey { index: be_u64(body, 6), term: be_u64(body, 14) },
         position: be_u64(body, 22),
         max_bytes: u32::from_be_bytes([body[30], body[31], body[32], body[33]]),
@@ -302,6 +379,55 @@ mod tests {
             decode(&Bytes::from_static(&[0xff, 0xff, 0xff]), 1, &[1, 2]),
             Err(FrameError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn a_broker_only_node_is_heard_on_a_voters_listener_only_as_a_learner() {
+        let voters = [1, 2, 3];
+        let join = body_of(&encode_join(4));
+        assert_eq!(join.len(), JOIN_BYTES);
+        assert_eq!(decode_accepted(&join, 1, &voters), Ok(Incoming::Join(4)));
+        // Not on a learner's own connections, not from a voter, not from this node.
+        assert_eq!(decode(&join, 1, &voters), Err(FrameError::Join(4)));
+        let from_voter = body_of(&encode_join(2));
+        assert_eq!(decode_accepted(&from_voter, 1, &voters), Err(FrameError::Join(2)));
+        assert_eq!(decode_accepted(&join, 4, &voters), Err(FrameError::Join(4)));
+        let mut short = join.to_vec();
+        short.pop();
+        let short = Bytes::from(short);
+        assert!(matches!(decode_accepted(&short, 1, &voters), Err(FrameError::Own { .. })));
+        // What a learner sends is taken from it; a vote or an append is not.
+        for (kind, taken) in [
+            (MessageType::MsgAppendResponse, true),
+            (MessageType::MsgHeartbeatResponse, true),
+            (MessageType::MsgPropose, true),
+            (MessageType::MsgRequestVote, false),
+            (MessageType::MsgRequestPreVote, false),
+            (MessageType::MsgAppend, false),
+            (MessageType::MsgTimeoutNow, false),
+        ] {
+            let mut sent = message(4, 1);
+            sent.set_msg_type(kind);
+            let body = body_of(&encode(&sent));
+            assert_eq!(decode_accepted(&body, 1, &voters).is_ok(), taken, "{kind:?}");
+            assert!(decode(&body, 1, &voters).is_err(), "{kind:?}");
+        }
+        let heartbeat =
+            BrokerHeartbeat { node_id: NodeId(4), broker_epoch: 9, want_shut_down: false };
+        let body = body_of(&encode_heartbeat(&heartbeat));
+        assert_eq!(decode_accepted(&body, 1, &voters), Ok(Incoming::Heartbeat(heartbeat)));
+        assert_eq!(decode(&body, 1, &voters), Err(FrameError::Heartbeat(NodeId(4))));
+        let key = SnapshotKey { index: 10, term: 2 };
+        let request = FetchSnapshot { from: 4, to: 1, key, position: 0, max_bytes: 9 };
+        let body = body_of(&encode_fetch_snapshot(&request));
+        assert_eq!(decode_accepted(&body, 1, &voters), Ok(Incoming::FetchSnapshot(request)));
+        assert_eq!(decode(&body, 1, &voters), Err(FrameError::SnapshotPeer(4)));
+        // Chunks come from voters only.
+        let bytes = Bytes::from_static(b"x");
+        let status = ChunkStatus::Ok;
+        let chunk = SnapshotChunk { from: 4, to: 1, key, status, size: 1, position: 0, bytes };
+        let body = body_of(&encode_snapshot_chunk(&chunk));
+        assert_eq!(decode_accepted(&body, 1, &voters), Err(FrameError::SnapshotPeer(4)));
     }
 
     #[test]

@@ -26,7 +26,9 @@
 //! every shard). Proposals come from the controller on any node (`propose`); raft-rs
 //! forwards a follower's to the leader. Snapshots of the state (`snapshot`) reach a
 //! follower far behind in chunks (`snapshot_fetch`); replicas are placed rack-aware
-//! (`placement`). Not yet: broker-only nodes.
+//! (`placement`). Broker-only nodes (`--process-roles broker`) follow the log as Raft
+//! learners: they dial the voters and are added to the configuration by a conf change
+//! when they first join (`node`, `transport`).
 //! Without
 //! `--controller-quorum-voters` the service exists on every shard but starts nothing and its
 //! view is None: the broker is the single node it always was.
@@ -101,6 +103,9 @@ pub struct ClusterView {
     pub brokers: Vec<BrokerRegistration>,
     /// Every voter's log end as far as this node knows (the leader knows them all).
     pub voters: Vec<VoterState>,
+    /// The broker-only nodes that follow the log (Raft learners, Kafka's observers), with
+    /// their log ends as far as this node knows.
+    pub observers: Vec<VoterState>,
     /// Every voter's controller address.
     pub voter_addresses: Vec<Voter>,
     /// The cluster id committed on the log (None until the first leader's is applied).
@@ -180,6 +185,12 @@ pub enum Event {
     FetchSnapshot(snapshot_fetch::FetchSnapshot),
     /// Bytes of a snapshot this node is fetching.
     SnapshotChunk(snapshot_fetch::SnapshotChunk),
+    /// A broker-only node joined on a connection this voter accepted: its frames go to
+    /// `queue`, and it is made a learner of the quorum if it is not one yet.
+    Observer {
+        node_id: u64,
+        queue: LocalSender<Vec<u8>>,
+    },
     /// This node is shutting down: if it leads the quorum, hand leadership to the most
     /// caught-up voter (Kafka's controller resigns), rather than leave the others to find
     /// out by an election timeout.

@@ -42,7 +42,8 @@
 //!
 //! ```text
 //!   1. <S>.snapshot written (temp, fsync, rename, dir fsync)
-//!   2. raft storage compacted: first index S + 1, the snapshot served to followers
+//!   2. raft storage compacted: first index P + 1 (P the previous snapshot this process
+//!      took or loaded, else S), S offered to followers and P still served
 //!   3. journal rewritten: conf state, hard state, entries after S (temp, fsync, rename,
 //!      dir fsync)
 //!   4. snapshots older than the previous one removed
@@ -71,6 +72,24 @@
 //! the follower has it, its appends are refused and raft-rs offers the same snapshot again
 //! every heartbeat round, which the fetch keeps going through (`snapshot_fetch`).
 //!
+//! Broker-only nodes (`--process-roles broker`, Kafka's observers) run this same driver as
+//! Raft learners, raft-rs's non-voting members: the leader appends to them, offers them
+//! snapshots and heartbeats them like a follower, but they never vote, never campaign and
+//! never count for a commit. Why a learner and not a fetcher of committed entries of our
+//! own: everything a broker does on the log already goes through the `RawNode` (its
+//! registration and topic requests are proposals raft-rs forwards to the leader, snapshot
+//! offers and their chunked fetch, the applied state handed to the controller), and a
+//! learner gets all of it unchanged; only its membership is new. A learner has no listener:
+//! it dials every voter and joins (`transport`); the voter that takes the join proposes a
+//! conf change adding it as a learner (raft-rs forwards it to the leader) until its
+//! configuration has it, and every node applies committed conf changes
+//! (`apply_conf_change`), writes the new configuration to its journal and keeps it in its
+//! snapshots. A learner counts itself a learner from its first start (its configuration
+//! at index 0 has it), so the snapshot it fetches, which may predate its conf change, is
+//! taken as having it too (raft-rs refuses a snapshot whose configuration lacks the node).
+//! Learners are never removed: a stopped broker-only node stays in the configuration, its
+//! messages dropped until it joins again.
+//!
 //! Lifecycle: started after the shards are ready (`Cluster::start`), runs until the process
 //! ends. Concurrency: shard 0 only; the events queue is its only input.
 
@@ -80,7 +99,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use raft::prelude::{ConfState, Entry, EntryType, Message, MessageType, Snapshot};
+use protobuf::Message as _;
+use raft::prelude::{
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
+};
 use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateRole, Storage};
 
@@ -137,6 +159,8 @@ pub async fn run(
         tracing::warn!(path = %path.display(), "skipping a metadata snapshot: {reason}");
     }
     let voter_ids: Vec<u64> = quorum.voters.ids().map(|id| id.0 as u64).collect();
+    // A broker-only node: a Raft learner, with no controller listener.
+    let learner = quorum.controller_listen.is_none();
     let storage = MetadataStorage::default();
     let mut state = MetadataState::default();
     let mut snapshot_index = 0;
@@ -159,7 +183,11 @@ pub async fn run(
         let hard_state = &mut replayed.hard_state;
         hard_state.commit = hard_state.commit.max(index);
         hard_state.term = hard_state.term.max(term);
-        replayed.conf_state = Some(loaded.meta.conf_state.clone());
+        let mut conf_state = loaded.meta.conf_state.clone();
+        if learner {
+            add_learner(&mut conf_state, me);
+        }
+        replayed.conf_state = Some(conf_state.clone());
         if !fits {
             // A crash between a snapshot and the journal's rewrite (see the module doc).
             let bytes = journal::encode_batch(
@@ -179,7 +207,8 @@ pub async fn run(
             entries_after = replayed.entries.len(),
             "loaded the metadata snapshot"
         );
-        storage.install(raft_snapshot(&loaded.meta, loaded.bytes));
+        let meta = SnapshotMeta { conf_state, ..loaded.meta.clone() };
+        storage.install(raft_snapshot(&meta, loaded.bytes));
         state = loaded.state;
         snapshot_index = index;
         catalog_due_at = Some(replayed.hard_state.commit);
@@ -189,7 +218,9 @@ pub async fn run(
         None => {
             // First start: every voter starts from the same configuration at index 0 (the
             // static voter set; the data dir's identity record keeps it from changing).
-            let conf_state = ConfState::from((voter_ids.clone(), vec![]));
+            // A broker-only node is a learner in its own configuration from the start.
+            let learners = if learner { vec![me] } else { vec![] };
+            let conf_state = ConfState::from((voter_ids.clone(), learners));
             let bytes = journal::encode_batch(&[], None, Some(&conf_state));
             persist(&journal, bytes).await;
             conf_state
@@ -227,15 +258,6 @@ pub async fn run(
     let node = RawNode::new(&raft_config, storage, &logger).unwrap_or_else(|e| {
         fatal(FatalReason::Runtime, format!("cannot start the Raft node: {e}"))
     });
-    let listener = glommio::net::TcpListener::bind(quorum.controller_listen).unwrap_or_else(|e| {
-        fatal(
-            FatalReason::Listen,
-            format!(
-                "cannot listen on {}: {e}; choose another --controller-listen address",
-                quorum.controller_listen
-            ),
-        )
-    });
     let (sender, events) = local_channel::new_bounded(RAFT_EVENTS_QUEUED_MAX);
     let sender = Rc::new(sender);
     *cluster.events.borrow_mut() = Some(sender.clone());
@@ -245,17 +267,30 @@ pub async fn run(
     let incarnation =
         u64::from_be_bytes(*uuid::Uuid::new_v4().as_bytes().first_chunk().unwrap_or(&[1; 8])) | 1;
     cluster.incarnation.set(incarnation);
-    glommio::spawn_local(transport::accept_loop(listener, sender.clone(), me, voters)).detach();
+    if let Some(listen) = quorum.controller_listen {
+        let listener = glommio::net::TcpListener::bind(listen).unwrap_or_else(|e| {
+            fatal(
+                FatalReason::Listen,
+                format!(
+                    "cannot listen on {listen}: {e}; choose another --controller-listen \
+                     address"
+                ),
+            )
+        });
+        glommio::spawn_local(transport::accept_loop(listener, sender.clone(), me, voters)).detach();
+        tracing::info!(%listen, "controller accepting peers");
+    } else {
+        tracing::info!("a broker-only node: following the metadata log as a Raft learner");
+    }
     glommio::spawn_local(ticker(sender.clone())).detach();
     glommio::spawn_local(register(cluster.clone(), sender.clone(), config.clone())).detach();
     glommio::spawn_local(heartbeat(cluster.clone(), sender.clone(), quorum.clone())).detach();
     tracing::info!(
-        listen = %quorum.controller_listen,
         heartbeat_interval_ms = quorum.broker_heartbeat_interval_ms,
         session_timeout_ms = quorum.broker_session_timeout_ms,
-        "controller accepting peers"
+        "broker heartbeats"
     );
-    let peers = Peers::start(&quorum.voters, me);
+    let peers = Peers::start(&quorum.voters, me, learner.then(|| sender.clone()));
     let quorum_snapshot_interval = quorum.metadata_snapshot_interval_records;
     let sessions = Sessions::new(quorum.broker_session_timeout_ms, CLUSTER_PROPOSAL_RETRY_MS);
     let driver = Driver {
@@ -281,6 +316,9 @@ pub async fn run(
         snapshots_offered: HashMap::new(),
         fetcher: Fetcher::new(me, fetch_limits()),
         downloaded: None,
+        learner,
+        joined: Vec::new(),
+        learner_proposals: Throttle::new(CLUSTER_PROPOSAL_RETRY_MS),
     };
     driver.run(events).await;
 }
@@ -396,6 +434,12 @@ struct Driver {
     fetcher: Fetcher,
     /// A fetched snapshot checked whole, stepped into raft-rs and not yet installed.
     downloaded: Option<snapshot::Downloaded>,
+    /// This node is broker-only: a Raft learner.
+    learner: bool,
+    /// The broker-only nodes that joined on this voter's listener.
+    joined: Vec<u64>,
+    /// The learners this node proposed to add lately.
+    learner_proposals: Throttle<u64>,
 }
 
 /// What a batch of applied entries has for the controller.
@@ -437,7 +481,14 @@ impl Driver {
                 }
                 Event::Heartbeat(heartbeat) => self.heartbeat(heartbeat),
                 Event::Resign => self.resign(),
+                Event::Observer { node_id, queue } => {
+                    self.peers.attach(node_id, queue);
+                    if !self.joined.contains(&node_id) {
+                        self.joined.push(node_id);
+                    }
+                }
             }
+            self.propose_learners();
             self.propose_leader_change();
             self.propose_internal_topics();
             self.update_active();
@@ -455,7 +506,12 @@ impl Driver {
         }
     }
 
-    fn step(&mut self, message: Message) {
+    fn step(&mut self, mut message: Message) {
+        if self.learner && message.get_msg_type() == MessageType::MsgSnapshot {
+            // A snapshot taken before this node's conf change (see the module doc).
+            let conf_state = message.mut_snapshot().mut_metadata().mut_conf_state();
+            add_learner(conf_state, self.me);
+        }
         // A stale or unexpected message is Raft's business to ignore.
         if let Err(e) = self.node.step(message) {
             tracing::debug!("raft step: {e}");
@@ -535,14 +591,16 @@ impl Driver {
     }
 
     /// Answers a follower's request with bytes of this node's newest snapshot (the one
-    /// raft-rs offered it), or SNAPSHOT_NOT_FOUND when that is no longer it.
+    /// raft-rs offered it) or of the previous one (a fetch that outlasted a snapshot), or
+    /// SNAPSHOT_NOT_FOUND for an older one.
     fn serve_snapshot(&self, request: &snapshot_fetch::FetchSnapshot) {
         let chunk = {
             let storage = self.node.store();
-            let snapshot = storage.snapshot.borrow();
-            let metadata = snapshot.get_metadata();
-            let key = SnapshotKey { index: metadata.index, term: metadata.term };
-            let have = (!snapshot.data.is_empty()).then_some((key, &snapshot.data));
+            let (newest, previous) = (storage.snapshot.borrow(), storage.previous.borrow());
+            let have = [&*newest, &*previous].into_iter().filter(|s| !s.data.is_empty()).map(|s| {
+                let metadata = s.get_metadata();
+                (SnapshotKey { index: metadata.index, term: metadata.term }, &s.data)
+            });
             snapshot_fetch::serve(request, have, super::frame::SNAPSHOT_CHUNK_BYTES_MAX)
         };
         if !self.peers.send_frame(chunk.to, super::frame::encode_snapshot_chunk(&chunk)) {
@@ -580,6 +638,57 @@ impl Driver {
         }
     }
 
+    /// A voter proposes each broker-only node that joined on its listener as a learner,
+    /// until the configuration has it (raft-rs forwards a follower's proposal; a leader
+    /// with a conf change pending drops another, so it is proposed again later).
+    fn propose_learners(&mut self) {
+        if self.joined.is_empty() || self.node.raft.leader_id == raft::INVALID_ID {
+            return;
+        }
+        let now_ms = self.now_ms();
+        for node_id in self.joined.clone() {
+            let learner = self.node.raft.prs().conf().learners().contains(&node_id);
+            if learner || !self.learner_proposals.due(node_id, now_ms) {
+                continue;
+            }
+            let change = ConfChange {
+                change_type: ConfChangeType::AddLearnerNode,
+                node_id,
+                ..Default::default()
+            };
+            tracing::info!(node_id, "proposing a broker-only node as a learner");
+            if let Err(e) = self.node.propose_conf_change(vec![], change) {
+                tracing::debug!("raft propose of a learner: {e}");
+            }
+        }
+    }
+
+    /// Applies a committed conf change (a learner added) on every node, and keeps the new
+    /// configuration in the raft storage (snapshots) and the journal (restarts).
+    async fn apply_conf_change(&mut self, entry: &Entry) {
+        let mut change = ConfChange::default();
+        if let Err(e) = change.merge_from_bytes(&entry.data) {
+            let index = entry.index;
+            tracing::error!(index, "skipping a conf change that does not decode: {e}");
+            return;
+        }
+        let conf_state = match self.node.apply_conf_change(&change) {
+            Ok(conf_state) => conf_state,
+            Err(e) => {
+                tracing::error!(index = entry.index, "skipping a conf change: {e}");
+                return;
+            }
+        };
+        self.node.store().mem.wl().set_conf_state(conf_state.clone());
+        persist(&self.journal, journal::encode_batch(&[], None, Some(&conf_state))).await;
+        tracing::info!(
+            index = entry.index,
+            node_id = change.node_id,
+            learners = ?conf_state.learners,
+            "applied a conf change: a broker-only node follows the log"
+        );
+    }
+
     /// Hands Raft leadership to the voter with the most of the log (raft-rs sends it
     /// MsgTimeoutNow once it has caught up, and it wins the election at once).
     fn resign(&mut self) {
@@ -587,7 +696,8 @@ impl Driver {
         if raft.state != StateRole::Leader {
             return;
         }
-        let others = raft.prs().iter().filter(|(id, _)| **id != self.me);
+        let voters = raft.prs().conf().voters();
+        let others = raft.prs().iter().filter(|(id, _)| **id != self.me && voters.contains(**id));
         let Some((&target, _)) = others.max_by_key(|(_, progress)| progress.matched) else {
             return;
         };
@@ -962,6 +1072,9 @@ impl Driver {
     async fn apply(&mut self, entries: Vec<Entry>) {
         let mut pending = Pending::default();
         for entry in entries {
+            if entry.get_entry_type() == EntryType::EntryConfChange && !entry.data.is_empty() {
+                self.apply_conf_change(&entry).await;
+            }
             if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
                 self.state.apply(entry.index, None);
                 continue;
@@ -1030,7 +1143,23 @@ impl Driver {
                 VoterState { node_id: id, log_end_index: log_end }
             })
             .collect();
+        let mut learners: Vec<u64> = raft.prs().conf().learners().iter().copied().collect();
+        learners.sort_unstable();
+        let observers = learners
+            .into_iter()
+            .map(|raft_id| {
+                let log_end = if raft_id == self.me {
+                    Some(raft.raft_log.last_index())
+                } else if leader {
+                    raft.prs().get(raft_id).map(|progress| progress.matched)
+                } else {
+                    None
+                };
+                VoterState { node_id: NodeId(raft_id as i32), log_end_index: log_end }
+            })
+            .collect();
         let view = ClusterView {
+            observers,
             leader_id: (raft.leader_id != raft::INVALID_ID).then(|| NodeId(raft.leader_id as i32)),
             term: raft.term,
             commit_index: raft.raft_log.committed,
@@ -1047,12 +1176,16 @@ impl Driver {
 }
 
 /// raft-rs's storage: `MemStorage` for the entries and states (filled from the journal and
-/// each `Ready`), with the newest snapshot and its bytes, which raft-rs sends to a follower
-/// whose next entry was compacted away. Shard 0 only (`Rc`).
+/// each `Ready`), with the newest snapshot and its bytes, which raft-rs offers a follower
+/// whose next entry was compacted away, and the previous one, still served to a follower
+/// that began fetching it (`snapshot_fetch`): the entries after the previous snapshot stay
+/// in `MemStorage`, so that follower catches up from the log once it has it. Shard 0 only
+/// (`Rc`).
 #[derive(Clone, Default)]
 struct MetadataStorage {
     mem: MemStorage,
     snapshot: Rc<RefCell<Snapshot>>,
+    previous: Rc<RefCell<Snapshot>>,
 }
 
 impl MetadataStorage {
@@ -1068,17 +1201,52 @@ impl MetadataStorage {
             fatal(FatalReason::Runtime, format!("cannot install metadata snapshot {index}: {e}"));
         }
         *self.snapshot.borrow_mut() = snapshot;
+        *self.previous.borrow_mut() = Snapshot::default();
     }
 
-    /// Drops the entries `snapshot` covers, keeping `entries` (those after it) and the hard
-    /// state (installing a snapshot resets the commit index to it).
+    /// A new snapshot taken: it is the one offered from now on, the one before it is still
+    /// served, and the log keeps the entries after that previous one (after the new one when
+    /// there is none: the first snapshot of this process that is not a start's). `entries`
+    /// are those after the new snapshot; the hard state is kept (installing a snapshot
+    /// resets the commit index to it).
     fn compact(&self, snapshot: Snapshot, entries: &[Entry], hard_state: raft::prelude::HardState) {
-        self.install(snapshot);
-        let mut core = self.mem.wl();
-        if let Err(e) = core.append(entries) {
-            fatal(FatalReason::Runtime, format!("the metadata log refused entries: {e}"));
+        let previous = self.snapshot.borrow().clone();
+        if previous.data.is_empty() {
+            self.install(snapshot);
+            let mut core = self.mem.wl();
+            if let Err(e) = core.append(entries) {
+                fatal(FatalReason::Runtime, format!("the metadata log refused entries: {e}"));
+            }
+            core.set_hardstate(hard_state);
+            return;
         }
-        core.set_hardstate(hard_state);
+        let kept_from = previous.get_metadata().index + 1;
+        let first = self.mem.first_index().unwrap_or(kept_from);
+        if first < kept_from {
+            let conf_state = self.raft_state().conf_state;
+            let last = self.mem.last_index().unwrap_or(kept_from - 1);
+            let context = GetEntriesContext::empty(false);
+            let kept = match last >= kept_from {
+                true => self.mem.entries(kept_from, last + 1, None, context),
+                false => Ok(Vec::new()),
+            };
+            let kept = kept.unwrap_or_else(|e| {
+                fatal(FatalReason::Runtime, format!("the metadata log lost entries: {e}"))
+            });
+            let mut bare = Snapshot::default();
+            bare.set_metadata(previous.get_metadata().clone());
+            let mut core = self.mem.wl();
+            if let Err(e) = core.apply_snapshot(bare) {
+                fatal(FatalReason::Runtime, format!("cannot compact the metadata log: {e}"));
+            }
+            if let Err(e) = core.append(&kept) {
+                fatal(FatalReason::Runtime, format!("the metadata log refused entries: {e}"));
+            }
+            core.set_conf_state(conf_state);
+            core.set_hardstate(hard_state);
+        }
+        *self.snapshot.borrow_mut() = snapshot;
+        *self.previous.borrow_mut() = previous;
     }
 }
 
@@ -1118,6 +1286,13 @@ impl Storage for MetadataStorage {
             return Err(raft::Error::Store(unavailable));
         }
         Ok(snapshot.clone())
+    }
+}
+
+/// Adds `node` to a configuration's learners (a broker-only node's own view of itself).
+fn add_learner(conf_state: &mut ConfState, node: u64) {
+    if !conf_state.learners.contains(&node) {
+        conf_state.learners.push(node);
     }
 }
 

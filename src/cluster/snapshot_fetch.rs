@@ -16,11 +16,16 @@
 //!
 //! A download is keyed by the node that offered it and the snapshot's index and term. An
 //! offer of the same snapshot again (raft-rs offers it every heartbeat round while the
-//! follower is behind) only refreshes the message to step; another snapshot or another
-//! leader starts over. A chunk that is not the one awaited (another snapshot, another
-//! position: a late duplicate) is ignored; an answer that does not fit (a size that changed,
-//! bytes past the size, an empty chunk before the end) or SNAPSHOT_NOT_FOUND (the leader
-//! took a newer one) abandons the download, and the leader's next offer starts the next.
+//! follower is behind) only refreshes the message to step; an offer of another snapshot by
+//! the same node (it took a newer one meanwhile) keeps the download going: that node still
+//! serves its previous snapshot and keeps the log entries after it (`node`), so the
+//! follower installs what it started and catches up from the log, as a KRaft follower
+//! finishes the snapshot it fetches (a download that outlasted two snapshots gets
+//! SNAPSHOT_NOT_FOUND and the next offer starts over). Another leader starts over. A chunk
+//! that is not the one awaited (another snapshot, another position: a late duplicate) is
+//! ignored; an answer that does not fit (a size that changed, bytes past the size, an empty
+//! chunk before the end) or SNAPSHOT_NOT_FOUND (the leader no longer has it) abandons the
+//! download, and the leader's next offer starts the next.
 //! The request awaited is asked again after `retry_ms` (resumable: from the position
 //! reached, the bytes before it stay in the file), and a download with no chunk for
 //! `idle_ms` is abandoned (its leader is gone; the new one offers its own).
@@ -52,7 +57,7 @@ pub struct FetchSnapshot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkStatus {
     Ok = 0,
-    /// KRaft's SNAPSHOT_NOT_FOUND: not the node's current snapshot (it took a newer one).
+    /// KRaft's SNAPSHOT_NOT_FOUND: neither the node's newest snapshot nor its previous one.
     NotFound = 1,
     /// KRaft's POSITION_OUT_OF_RANGE: a position past the snapshot's end.
     OutOfRange = 2,
@@ -167,6 +172,10 @@ impl Fetcher {
                 download.offer = offer;
                 return Step::default();
             }
+            if download.leader == leader {
+                // A newer snapshot of the same node: finish the one started.
+                return Step::default();
+            }
         }
         let download = Download {
             leader,
@@ -253,12 +262,12 @@ impl Download {
     }
 }
 
-/// The leader's side: the answer to `request` from the snapshot this node serves (`have`:
-/// its key and bytes), at most `max_bytes` (and the request's) of it. A slice of `have`'s
-/// bytes, no copy.
-pub fn serve(
+/// The leader's side: the answer to `request` from the snapshots this node serves (`have`:
+/// their keys and bytes, the newest and the previous one), at most `max_bytes` (and the
+/// request's) of it. A slice of `have`'s bytes, no copy.
+pub fn serve<'a>(
     request: &FetchSnapshot,
-    have: Option<(SnapshotKey, &Bytes)>,
+    have: impl IntoIterator<Item = (SnapshotKey, &'a Bytes)>,
     max_bytes: usize,
 ) -> SnapshotChunk {
     let mut chunk = SnapshotChunk {
@@ -270,7 +279,8 @@ pub fn serve(
         position: request.position,
         bytes: Bytes::new(),
     };
-    let Some((key, bytes)) = have.filter(|(key, _)| *key == request.key) else { return chunk };
+    let found = have.into_iter().find(|(key, _)| *key == request.key);
+    let Some((key, bytes)) = found else { return chunk };
     let size = bytes.len() as u64;
     if request.position > size {
         chunk.status = ChunkStatus::OutOfRange;
@@ -359,7 +369,7 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_offer_keeps_the_download_and_another_starts_over() {
+    fn a_repeated_or_newer_offer_keeps_the_download_and_another_node_starts_over() {
         let mut fetcher = Fetcher::new(2, LIMITS);
         let first = fetcher.offer(0, offer(1, 40, 3, 5));
         assert_eq!(first.request, Some(ask(1, key(40, 3), 0)));
@@ -371,10 +381,13 @@ mod tests {
         // The same snapshot offered again (a later term's message): kept, message refreshed.
         assert_eq!(fetcher.offer(2, offer(1, 40, 3, 6)), Step::default());
         assert_eq!(fetcher.progress(), Some((key(40, 3), 4)));
-        // Another snapshot, or the same from another node: start over.
-        let other = fetcher.offer(3, offer(1, 50, 3, 6));
-        assert!(other.discard);
-        assert_eq!(other.request, Some(ask(1, key(50, 3), 0)));
+        // Another snapshot of the same node (a newer one): the download goes on with the
+        // snapshot started and its offer.
+        assert_eq!(fetcher.offer(3, offer(1, 50, 3, 6)), Step::default());
+        assert_eq!(fetcher.progress(), Some((key(40, 3), 4)));
+        let step = fetcher.chunk(4, serve(&ask(1, key(40, 3), 4), Some((key(40, 3), &data)), 9));
+        assert_eq!(step.request, Some(ask(1, key(40, 3), 8)));
+        // Another node's: start over.
         let moved = fetcher.offer(4, offer(3, 50, 3, 7));
         assert!(moved.discard);
         assert_eq!(moved.request, Some(ask(3, key(50, 3), 0)));
@@ -383,8 +396,20 @@ mod tests {
         let mut fetcher = Fetcher::new(2, LIMITS);
         fetcher.offer(0, offer(1, 40, 3, 5));
         fetcher.offer(1, offer(1, 40, 3, 9));
+        fetcher.offer(1, offer(1, 60, 4, 10));
         let done = fetcher.chunk(2, serve(&ask(1, key(40, 3), 0), Some((key(40, 3), &small)), 9));
-        assert_eq!(done.complete.map(|c| c.offer.term), Some(9));
+        let completed = done.complete.expect("complete");
+        assert_eq!(completed.key, key(40, 3));
+        assert_eq!(completed.offer.term, 9);
+        assert_eq!(completed.offer.get_snapshot().get_metadata().index, 40);
+        // Gone on the leader meanwhile (two snapshots later): abandoned, the next starts.
+        let mut fetcher = Fetcher::new(2, LIMITS);
+        fetcher.offer(0, offer(1, 40, 3, 5));
+        fetcher.offer(1, offer(1, 60, 4, 6));
+        let newer: Bytes = vec![5; 6].into();
+        let have = [(key(60, 4), &newer)];
+        assert!(fetcher.chunk(2, serve(&ask(1, key(40, 3), 0), have, 9)).discard);
+        assert_eq!(fetcher.offer(3, offer(1, 60, 4, 6)).request, Some(ask(1, key(60, 4), 0)));
     }
 
     #[test]
@@ -464,7 +489,7 @@ mod tests {
     }
 
     #[test]
-    fn the_leader_serves_slices_of_its_current_snapshot() {
+    fn the_leader_serves_slices_of_its_newest_and_previous_snapshots() {
         let data: Bytes = (0..10u8).collect::<Vec<u8>>().into();
         let have = Some((key(40, 3), &data));
         let chunk = serve(&ask(1, key(40, 3), 8), have, 100);
@@ -480,6 +505,15 @@ mod tests {
         assert_eq!(serve(&ask(1, key(40, 3), 11), have, 100).status, ChunkStatus::OutOfRange);
         assert_eq!(serve(&ask(1, key(41, 3), 0), have, 100).status, ChunkStatus::NotFound);
         assert_eq!(serve(&ask(1, key(40, 3), 0), None, 100).status, ChunkStatus::NotFound);
+        // The previous snapshot is served too.
+        let newer: Bytes = vec![9; 3].into();
+        let both = [(key(50, 4), &newer), (key(40, 3), &data)];
+        let previous = serve(&ask(1, key(40, 3), 2), both, 100);
+        assert_eq!(
+            (previous.status, previous.size, &previous.bytes[..2]),
+            (ChunkStatus::Ok, 10, &[2u8, 3][..])
+        );
+        assert_eq!(serve(&ask(1, key(50, 4), 0), both, 100).size, 3);
         for code in 0..=3u8 {
             let status = ChunkStatus::from_code(code);
             assert_eq!(status.map(|s| s as u8), (code < 3).then_some(code));

@@ -3,10 +3,15 @@
 //! sender task per peer that keeps a connection open (reconnecting with back-off) and
 //! writes the driver's frames to it.
 //!
-//! Connections go one way: a node sends on the connection it dialled and reads on those it
-//! accepted, so two nodes hold two connections. A bad frame closes the connection it came
-//! on (`frame`); a failed write drops the message and reconnects (Raft resends what still
-//! matters). Warnings about a peer that stays unreachable are throttled.
+//! Between voters connections go one way: a node sends on the connection it dialled and
+//! reads on those it accepted, so two nodes hold two connections. A broker-only node (a
+//! Raft learner with no listener of its own) dials every voter, sends a join frame first,
+//! and reads the voter's frames for it back on the same connection; the voter hands the
+//! driver a queue that writes to that connection (`Event::Observer`), so the leader's
+//! appends, heartbeats and snapshot chunks reach the learner however leadership moves. A
+//! bad frame closes the connection it came on (`frame`); a failed write drops the message
+//! and reconnects (Raft resends what still matters), and so does a learner whose voter
+//! closed the connection. Warnings about a peer that stays unreachable are throttled.
 //!
 //! Lifecycle: started by the driver, runs until the process ends. Concurrency: shard 0 only.
 
@@ -15,7 +20,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::io::{ReadHalf, WriteHalf};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 use raft::prelude::Message;
@@ -36,15 +42,24 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// Starts a sender task for every voter but `me`.
-    pub fn start(voters: &QuorumVoters, me: u64) -> Peers {
+    /// Starts a sender task for every voter but `me`. A broker-only node (`learner`: its
+    /// driver's queue) joins on each connection and reads the voter's frames back from it.
+    pub fn start(voters: &QuorumVoters, me: u64, learner: Option<Rc<LocalSender<Event>>>) -> Peers {
         let mut queues = HashMap::new();
+        let ids: Rc<Vec<u64>> = Rc::new(voters.ids().map(|id| id.0 as u64).collect());
         for voter in voters.voters().iter().filter(|voter| voter.id.0 as u64 != me) {
             let (sender, receiver) = local_channel::new_bounded(RAFT_PEER_MESSAGES_QUEUED_MAX);
             queues.insert(voter.id.0 as u64, sender);
-            glommio::spawn_local(send_loop(voter.clone(), receiver)).detach();
+            let back = learner.clone().map(|events| Back { me, voters: ids.clone(), events });
+            glommio::spawn_local(send_loop(voter.clone(), receiver, back)).detach();
         }
         Peers { queues }
+    }
+
+    /// A broker-only node joined on a connection this voter accepted: its frames go there
+    /// from now on (replacing an older connection's).
+    pub fn attach(&mut self, node_id: u64, queue: LocalSender<Vec<u8>>) {
+        self.queues.insert(node_id, queue);
     }
 
     /// Queues `message` for its peer; whether it was queued (a full queue or a message
@@ -79,8 +94,23 @@ impl Peers {
     }
 }
 
-/// Keeps one connection to `voter` and writes the queued frames to it.
-async fn send_loop(voter: Voter, queue: LocalReceiver<Vec<u8>>) {
+/// What a broker-only node reads back on the connections it dials.
+struct Back {
+    me: u64,
+    voters: Rc<Vec<u64>>,
+    events: Rc<LocalSender<Event>>,
+}
+
+/// What the sender task waits for next.
+enum Next {
+    Frame(Option<Vec<u8>>),
+    /// The connection's reader ended (the voter closed it): dial again.
+    Closed,
+}
+
+/// Keeps one connection to `voter` and writes the queued frames to it; a broker-only node
+/// (`back`) joins first and reads the voter's frames from the same connection.
+async fn send_loop(voter: Voter, queue: LocalReceiver<Vec<u8>>, back: Option<Back>) {
     let started = Instant::now();
     let warning_interval_ms = REPEATED_WARNING_INTERVAL_MS * 10;
     let mut retries =
@@ -107,13 +137,52 @@ async fn send_loop(voter: Voter, queue: LocalReceiver<Vec<u8>>) {
                 continue;
             }
         };
+        let Some(back) = &back else {
+            loop {
+                let Some(frame) = queue.recv().await else { return };
+                if let Err(e) = stream.write_all(&frame).await {
+                    tracing::debug!(peer = %voter, "controller peer connection lost: {e}");
+                    break;
+                }
+            }
+            continue;
+        };
+        if let Err(e) = stream.write_all(&frame::encode_join(back.me)).await {
+            tracing::debug!(peer = %voter, "controller peer connection lost: {e}");
+            glommio::timer::sleep(Duration::from_millis(RAFT_PEER_RETRY_MS_MIN)).await;
+            continue;
+        }
+        let (reader, mut writer) = futures_lite::io::split(stream);
+        let (closed_sender, closed) = local_channel::new_bounded::<()>(1);
+        let (events, voters, me) = (back.events.clone(), back.voters.clone(), back.me);
+        // Not detached: dropped (cancelled) when this connection is given up.
+        let _reader = glommio::spawn_local(async move {
+            let _closed_sender = closed_sender;
+            if let Err(reason) = read_loop(reader, &events, me, &voters, None).await {
+                tracing::debug!("controller connection closed: {reason}");
+            }
+        });
         loop {
-            let Some(frame) = queue.recv().await else { return };
-            if let Err(e) = stream.write_all(&frame).await {
+            let next = futures_lite::future::or(async { Next::Frame(queue.recv().await) }, async {
+                let _ = closed.recv().await;
+                Next::Closed
+            })
+            .await;
+            let frame = match next {
+                Next::Frame(Some(frame)) => frame,
+                Next::Frame(None) => return,
+                Next::Closed => {
+                    tracing::debug!(peer = %voter, "controller peer closed the connection");
+                    break;
+                }
+            };
+            if let Err(e) = writer.write_all(&frame).await {
                 tracing::debug!(peer = %voter, "controller peer connection lost: {e}");
                 break;
             }
         }
+        // A voter that closed at once (a restart) is dialled again after the back-off.
+        glommio::timer::sleep(Duration::from_millis(RAFT_PEER_RETRY_MS_MIN)).await;
     }
 }
 
@@ -162,7 +231,9 @@ pub async fn accept_loop(
                 let voters = voters.clone();
                 glommio::spawn_local(async move {
                     let peer = stream.peer_addr().ok();
-                    if let Err(reason) = read_loop(stream, &events, me, &voters).await {
+                    let (reader, writer) = futures_lite::io::split(stream);
+                    let writer = Some(writer);
+                    if let Err(reason) = read_loop(reader, &events, me, &voters, writer).await {
                         tracing::debug!(?peer, "controller connection closed: {reason}");
                     }
                 })
@@ -183,13 +254,21 @@ pub async fn accept_loop(
     }
 }
 
-/// Reads frames until the peer closes or sends a bad one.
-async fn read_loop(
-    mut stream: TcpStream,
+/// Reads frames until the peer closes or sends a bad one. On a voter's listener
+/// (`writer`: the connection's write half) a broker-only node may join, and the frames for
+/// it are written there (`Event::Observer`); on a broker-only node's own connections
+/// (`None`) only voters' frames are taken.
+async fn read_loop<S>(
+    mut stream: ReadHalf<S>,
     events: &LocalSender<Event>,
     me: u64,
     voters: &[u64],
-) -> Result<(), String> {
+    mut writer: Option<WriteHalf<S>>,
+) -> Result<(), String>
+where
+    S: AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+{
+    let accepted = writer.is_some();
     loop {
         let mut header = [0u8; LENGTH_BYTES];
         if let Err(e) = stream.read_exact(&mut header).await {
@@ -203,14 +282,41 @@ async fn read_loop(
         let mut body = vec![0; length];
         stream.read_exact(&mut body).await.map_err(|e| e.to_string())?;
         let body = bytes::Bytes::from(body);
-        let event = match frame::decode(&body, me, voters).map_err(|e| e.to_string())? {
+        let incoming = match accepted {
+            true => frame::decode_accepted(&body, me, voters),
+            false => frame::decode(&body, me, voters),
+        };
+        let event = match incoming.map_err(|e| e.to_string())? {
             Incoming::Raft(message) => Event::Message(message),
             Incoming::Heartbeat(heartbeat) => Event::Heartbeat(heartbeat),
             Incoming::FetchSnapshot(request) => Event::FetchSnapshot(request),
             Incoming::SnapshotChunk(chunk) => Event::SnapshotChunk(chunk),
+            Incoming::Join(node_id) => {
+                let Some(writer) = writer.take() else {
+                    return Err(format!("a second join from {node_id} on one connection"));
+                };
+                let (queue, frames) = local_channel::new_bounded(RAFT_PEER_MESSAGES_QUEUED_MAX);
+                glommio::spawn_local(write_loop(node_id, writer, frames)).detach();
+                tracing::info!(node_id, "broker-only node joined on a controller connection");
+                Event::Observer { node_id, queue }
+            }
         };
         if events.send(event).await.is_err() {
             return Ok(());
+        }
+    }
+}
+
+/// Writes a broker-only node's frames to the connection it joined on, until the queue is
+/// replaced (a newer connection) or a write fails.
+async fn write_loop<S>(node_id: u64, mut writer: WriteHalf<S>, frames: LocalReceiver<Vec<u8>>)
+where
+    S: AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
+    while let Some(frame) = frames.recv().await {
+        if let Err(e) = writer.write_all(&frame).await {
+            tracing::debug!(node_id, "broker-only node's connection lost: {e}");
+            return;
         }
     }
 }

@@ -9,8 +9,9 @@ import org.apache.kafka.clients.admin.QuorumInfo;
 /**
  * Asks one broker for the controller quorum (describeMetadataQuorum, DescribeQuorum) and the
  * cluster (describeCluster, DescribeCluster) with the Java AdminClient, and prints one line:
- * leader=<id> epoch=<term> hw=<high watermark> voters=<ids> controller=<id> brokers=<ids>.
- * Used by test_cluster.py. Usage: QuorumDescribe <bootstrap>
+ * leader=<id> epoch=<term> hw=<high watermark> voters=<ids> controller=<id> brokers=<ids>
+ * observers=<ids>. Used by test_cluster.py and test_cluster_broker_only.py.
+ * Usage: QuorumDescribe <bootstrap>
  */
 public class QuorumDescribe {
     public static void main(String[] args) throws Exception {
@@ -24,12 +25,16 @@ public class QuorumDescribe {
             String voters = quorum.voters().stream()
                 .map(v -> Integer.toString(v.replicaId())).sorted()
                 .collect(Collectors.joining(","));
+            String observers = quorum.observers().stream()
+                .map(v -> Integer.toString(v.replicaId())).sorted()
+                .collect(Collectors.joining(","));
             String brokers = cluster.nodes().get().stream()
                 .map(n -> Integer.toString(n.id())).sorted()
                 .collect(Collectors.joining(","));
             System.out.println("leader=" + quorum.leaderId() + " epoch=" + quorum.leaderEpoch()
                 + " hw=" + quorum.highWatermark() + " voters=" + voters
-                + " controller=" + cluster.controller().get().id() + " brokers=" + brokers);
+                + " controller=" + cluster.controller().get().id() + " brokers=" + brokers
+                + " observers=" + observers);
         }
     }
 }
