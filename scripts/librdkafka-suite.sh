@@ -8,6 +8,9 @@
 #   scripts/librdkafka-suite.sh --bootstrap H:P      against a broker that is already running
 #   scripts/librdkafka-suite.sh --tests 0081 --allowlist   these tests and the allowlist
 #   scripts/librdkafka-suite.sh --summarize /tmp/librdkafka-suite.XXXXXX   verdicts of a past run
+#   scripts/librdkafka-suite.sh --group-protocol consumer   the consumer groups' tests with
+#                                                    KIP-848's protocol, against their own
+#                                                    allowlist (allowlist-consumer-protocol.txt)
 #
 # librdkafka's source comes from the npm package @confluentinc/kafka-javascript, which ships it
 # in deps/librdkafka (this project's machines reach package registries, not GitHub). The
@@ -70,7 +73,7 @@ log() { echo "librdkafka-suite: $*" >&2; }
 die() { log "$*"; exit 2; }
 
 usage() {
-    sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit 64
 }
 
@@ -84,6 +87,18 @@ while (( $# )); do
         --tests) tests="${2:?--tests needs a list such as 0001,0017 or all}"; shift 2 ;;
         --allowlist) use_allowlist=1; shift ;;
         --summarize) summarize_dir="${2:?--summarize needs a run directory}"; shift 2 ;;
+        --group-protocol)
+            # librdkafka's tests read TEST_CONSUMER_GROUP_PROTOCOL (test.c): "consumer" runs
+            # their consumers with group.protocol=consumer (KIP-848) and skips the tests
+            # that only apply to the classic protocol.
+            case "${2:-}" in
+                consumer)
+                    export TEST_CONSUMER_GROUP_PROTOCOL=consumer
+                    ALLOWLIST="${REPO}/tests/librdkafka/allowlist-consumer-protocol.txt" ;;
+                classic) ;;
+                *) die "--group-protocol takes classic or consumer" ;;
+            esac
+            shift 2 ;;
         -h|--help) usage ;;
         *) log "unknown argument $1"; usage ;;
     esac

@@ -1,6 +1,8 @@
 //! OffsetCommit (API 8): partitions of unknown topics are answered here; the rest go to the
 //! group's owning shard, which checks generation and member as Kafka does and answers once the
-//! offsets are written to its `__consumer_offsets` log.
+//! offsets are written to its `__consumer_offsets` log. From v10 (KIP-848, Kafka 4.1) topics
+//! are named by id: an id the catalog does not know is UNKNOWN_TOPIC_ID for every partition
+//! of it, as Kafka answers, and the answer names topics by id too.
 
 use bytes::Bytes;
 use kafka_protocol::messages::offset_commit_response::{
@@ -21,14 +23,25 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let group_id = request.group_id.0.to_string();
+    let by_id = ctx.version >= 10;
     // Partitions of unknown topics are answered here and never reach the coordinator.
     let mut codes: Vec<Vec<ErrorCode>> = Vec::with_capacity(request.topics.len());
     let mut partitions = Vec::new();
     {
         let catalog = ctx.shard().catalog.borrow();
         for topic in &request.topics {
-            let count = catalog.get(&topic.name.0).map_or(0, |meta| meta.partitions);
-            let denied = !ctx.topic_allowed(Operation::Read, &topic.name.0);
+            // v10: the topic's name from its id (None: an id the catalog does not know).
+            let name: Option<String> = if by_id {
+                catalog.name_of(topic.topic_id.as_bytes()).map(|n| n.to_string())
+            } else {
+                Some(topic.name.0.to_string())
+            };
+            let Some(name) = name else {
+                codes.push(vec![ErrorCode::UnknownTopicId; topic.partitions.len()]);
+                continue;
+            };
+            let count = catalog.get(&name).map_or(0, |meta| meta.partitions);
+            let denied = !ctx.topic_allowed(Operation::Read, &name);
             let mut topic_codes = Vec::with_capacity(topic.partitions.len());
             for p in &topic.partitions {
                 if denied {
@@ -41,7 +54,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 }
                 topic_codes.push(ErrorCode::None);
                 partitions.push(CommitPartition {
-                    topic: topic.name.0.to_string(),
+                    topic: name.clone(),
                     partition: p.partition_index,
                     offset: Offset(p.committed_offset),
                     leader_epoch: if ctx.version >= 6 {
@@ -88,6 +101,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     for (topic, topic_codes) in request.topics.iter().zip(codes) {
         let mut entry = OffsetCommitResponseTopic::default();
         entry.name = topic.name.clone();
+        entry.topic_id = topic.topic_id;
         for (p, code) in topic.partitions.iter().zip(topic_codes) {
             let mut partition = OffsetCommitResponsePartition::default();
             partition.partition_index = p.partition_index;

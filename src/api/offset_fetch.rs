@@ -2,7 +2,10 @@
 //! from v8 (KIP-709) several groups at once, with one mesh message per owning shard; from v9
 //! (KIP-848) with the member id and epoch, which a consumer group checks (UNKNOWN_MEMBER_ID,
 //! STALE_MEMBER_EPOCH per group); from v7 with `require_stable`, an offset an open
-//! transaction holds is UNSTABLE_OFFSET_COMMIT for its partition.
+//! transaction holds is UNSTABLE_OFFSET_COMMIT for its partition. From v10 (KIP-848, Kafka
+//! 4.1) topics are named by id, as Kafka does: an id the catalog does not know answers
+//! UNKNOWN_TOPIC_ID for the partitions asked, and a fetch of every topic leaves out topics
+//! that no longer exist (they have no id).
 
 use std::collections::BTreeMap;
 
@@ -27,7 +30,10 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     type Wanted = Option<Vec<(String, Vec<i32>)>>;
+    let by_id = ctx.version >= 10;
     let mut members: BTreeMap<String, (String, i32)> = BTreeMap::new();
+    // v10: per group, the topics asked for by an id the catalog does not know.
+    let mut unknown_ids: BTreeMap<String, Vec<(uuid::Uuid, Vec<i32>)>> = BTreeMap::new();
     let asked: Vec<(String, Wanted)> = if ctx.version < 8 {
         let topics = request.topics.as_ref().map(|topics| {
             topics.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect()
@@ -42,19 +48,34 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 }
             }
         }
-        request
+        let catalog = ctx.shard().catalog.borrow();
+        let asked = request
             .groups
             .iter()
             .map(|g| {
+                let group_id = g.group_id.0.to_string();
                 let topics = g.topics.as_ref().map(|topics| {
-                    topics
-                        .iter()
-                        .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
-                        .collect()
+                    let mut named = Vec::with_capacity(topics.len());
+                    for t in topics {
+                        let name = if by_id {
+                            catalog.name_of(t.topic_id.as_bytes()).map(|n| n.to_string())
+                        } else {
+                            Some(t.name.0.to_string())
+                        };
+                        match name {
+                            Some(name) => named.push((name, t.partition_indexes.clone())),
+                            None => unknown_ids
+                                .entry(group_id.clone())
+                                .or_default()
+                                .push((t.topic_id, t.partition_indexes.clone())),
+                        }
+                    }
+                    named
                 });
-                (g.group_id.0.to_string(), topics)
+                (group_id, topics)
             })
-            .collect()
+            .collect();
+        asked
     };
     // v7+: offsets a transaction still holds are UNSTABLE_OFFSET_COMMIT (clients retry).
     let require_stable = ctx.version >= 7 && request.require_stable;
@@ -147,11 +168,22 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             match found.get(group_id).cloned().unwrap_or(Err(ErrorCode::CoordinatorNotAvailable)) {
                 Err(code) => group.error_code = code.code(),
                 Ok(offsets) => {
+                    let ids = |name: &str| {
+                        let catalog = ctx.shard().catalog.borrow();
+                        catalog.get(name).map(|meta| uuid::Uuid::from_bytes(meta.id))
+                    };
                     group.topics = by_topic(offsets)
                         .into_iter()
-                        .map(|(name, offsets)| {
+                        .filter_map(|(name, offsets)| {
+                            // v10 names topics by id: a topic without one (deleted) is left
+                            // out, as Kafka does.
+                            let topic_id = ids(&name);
+                            if by_id && topic_id.is_none() {
+                                return None;
+                            }
                             let mut topic = OffsetFetchResponseTopics::default();
                             topic.name = TopicName(str_bytes(&name));
+                            topic.topic_id = topic_id.unwrap_or_default();
                             topic.partitions = offsets
                                 .into_iter()
                                 .map(|o| {
@@ -165,9 +197,26 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                                     p
                                 })
                                 .collect();
-                            topic
+                            Some(topic)
                         })
                         .collect();
+                    for (topic_id, partitions) in unknown_ids.remove(group_id).unwrap_or_default() {
+                        let mut topic = OffsetFetchResponseTopics::default();
+                        topic.topic_id = topic_id;
+                        topic.partitions = partitions
+                            .into_iter()
+                            .map(|partition| {
+                                let mut p = OffsetFetchResponsePartitions::default();
+                                p.partition_index = partition;
+                                p.error_code = ErrorCode::UnknownTopicId.code();
+                                p.committed_offset = -1;
+                                p.committed_leader_epoch = -1;
+                                p.metadata = Some(StrBytes::default());
+                                p
+                            })
+                            .collect();
+                        group.topics.push(topic);
+                    }
                 }
             }
             response.groups.push(group);

@@ -291,4 +291,140 @@ mod tests {
             }
         }
     }
+
+    /// Every subscription pattern of up to 3 members over 2 topics, any subset each.
+    fn patterns(count: usize) -> Vec<Vec<BTreeSet<TopicId>>> {
+        let subsets: Vec<BTreeSet<TopicId>> =
+            vec![[].into(), [topic(1)].into(), [topic(2)].into(), [topic(1), topic(2)].into()];
+        let mut out: Vec<Vec<BTreeSet<TopicId>>> = vec![Vec::new()];
+        for _ in 0..count {
+            out = out
+                .into_iter()
+                .flat_map(|prefix| {
+                    subsets.iter().map(move |s| {
+                        let mut next = prefix.clone();
+                        next.push(s.clone());
+                        next
+                    })
+                })
+                .collect();
+        }
+        out
+    }
+
+    fn group(subs: &[BTreeSet<TopicId>], previous: &BTreeMap<String, Assignment>) -> Members {
+        subs.iter()
+            .enumerate()
+            .map(|(i, topics)| {
+                let id = format!("m{i}");
+                let previous = previous.get(&id).cloned().unwrap_or_default();
+                (id, AssignMember { topics: topics.clone(), previous })
+            })
+            .collect()
+    }
+
+    type Members = BTreeMap<String, AssignMember>;
+
+    /// No partition could move to another subscriber of its topic holding two fewer.
+    fn check_locally_balanced(members: &Members, out: &BTreeMap<String, Assignment>) {
+        for (from, assignment) in out {
+            for t in assignment.keys() {
+                for (to, m) in members {
+                    if to != from && m.topics.contains(t) {
+                        assert!(
+                            size(&out[to]) + 1 >= size(assignment),
+                            "{from} holds {} and {to} {}: {out:?}",
+                            size(assignment),
+                            size(&out[to])
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Range: per topic, the subscribers in member id order get contiguous ranges from 0, the
+    /// first `P mod M` of them one more.
+    fn check_range(members: &Members, partitions: &BTreeMap<TopicId, i32>, out: &Outcome) {
+        for (t, &count) in partitions {
+            let subscribed: Vec<&String> =
+                members.iter().filter(|(_, m)| m.topics.contains(t)).map(|(id, _)| id).collect();
+            let mut next = 0;
+            for (i, id) in subscribed.iter().enumerate() {
+                let n = subscribed.len() as i32;
+                let take = count / n + i32::from((i as i32) < count % n);
+                let got = out[*id].get(t).cloned().unwrap_or_default();
+                assert_eq!(got, (next..next + take).collect(), "{id} of {count}: {out:?}");
+                next += take;
+            }
+        }
+    }
+
+    type Outcome = BTreeMap<String, Assignment>;
+
+    /// Partitions each member keeps of its previous target, at most what a balanced
+    /// assignment of `total` partitions over the members allows (the `total mod members`
+    /// larger shares go to those that held the most).
+    fn best_retention(members: &Members, total: usize) -> usize {
+        let mut held: Vec<usize> = members.values().map(|m| size(&m.previous)).collect();
+        held.sort_unstable_by(|a, b| b.cmp(a));
+        let (share, extra) = (total / held.len(), total % held.len());
+        held.iter().enumerate().map(|(i, &h)| h.min(share + usize::from(i < extra))).sum()
+    }
+
+    fn retained(members: &Members, out: &Outcome) -> usize {
+        members
+            .iter()
+            .map(|(id, m)| {
+                m.previous
+                    .iter()
+                    .map(|(t, set)| out[id].get(t).map_or(0, |now| set.intersection(now).count()))
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn exhaustive_small_cases() {
+        let mut cases = 0;
+        for (p1, p2) in (0..=3).flat_map(|a| (0..=3).map(move |b| (a, b))) {
+            let partitions: BTreeMap<_, _> = [(topic(1), p1), (topic(2), p2)].into();
+            for count in 1..=3 {
+                for subs in patterns(count) {
+                    let fresh = group(&subs, &BTreeMap::new());
+                    check_range(&fresh, &partitions, &assign(RANGE, &fresh, &partitions));
+                    let first = assign(UNIFORM, &fresh, &partitions);
+                    check_complete(&fresh, &partitions, &first);
+                    check_locally_balanced(&fresh, &first);
+                    // Then every change of subscriptions, and a member more or less, with
+                    // the first target as the previous one.
+                    let mut next: Vec<Vec<BTreeSet<TopicId>>> = patterns(count);
+                    next.extend(patterns(count + 1).into_iter().filter(|n| n[..count] == subs));
+                    if count > 1 {
+                        next.push(subs[..count - 1].to_vec());
+                    }
+                    for later in next {
+                        let members = group(&later, &first);
+                        let out = assign(UNIFORM, &members, &partitions);
+                        check_complete(&members, &partitions, &out);
+                        check_locally_balanced(&members, &out);
+                        let all: BTreeSet<&BTreeSet<TopicId>> = later.iter().collect();
+                        if all.len() == 1 && later[0] == [topic(1), topic(2)].into() {
+                            let sizes: Vec<usize> = out.values().map(size).collect();
+                            let (lo, hi) = (sizes.iter().min(), sizes.iter().max());
+                            assert!(hi.unwrap() - lo.unwrap() <= 1, "unbalanced {sizes:?}");
+                            let total = (p1 + p2) as usize;
+                            assert_eq!(
+                                retained(&members, &out),
+                                best_retention(&members, total),
+                                "not sticky: {members:?} -> {out:?}"
+                            );
+                        }
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert!(cases > 10_000, "{cases}");
+    }
 }

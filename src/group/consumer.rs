@@ -1033,6 +1033,7 @@ mod tests {
     use crate::group::state::{
         CommitPartition, CommitRequest, Groups, JoinRequest, Protocol, Reply,
     };
+    use crate::model::dynamic_config::ConsumerTimeouts;
     use crate::model::{LeaderEpoch, Offset};
 
     const SESSION_MS: i64 = 45_000;
@@ -1317,6 +1318,25 @@ mod tests {
         }
     }
 
+    /// A restored member's session is the one its group's configs set (here 2 s, the
+    /// broker's is 45 s): it is fenced 2 s after the load, not 45 s.
+    #[test]
+    fn a_restored_member_gets_its_groups_session_timeout() {
+        let mut g = Groups::default();
+        let t = topics(&[("t", 1, 3)]);
+        g.consumer_heartbeat(0, join("a", &["t"]), &t);
+        for (session, fenced) in [(Some(2_000), true), (None, false)] {
+            let mut back = Groups::default();
+            for record in g.snapshot() {
+                back.replay(10, record);
+            }
+            let timeouts = ConsumerTimeouts { session_timeout_ms: session, ..Default::default() };
+            back.finish_load_of(10, |_| true, |_| timeouts);
+            back.advance(2_011);
+            assert_eq!(back.consumer_describe("g").members.is_empty(), fenced, "{session:?}");
+        }
+    }
+
     /// Random joins, heartbeats (each client reporting what it owns and taking what it is
     /// given at once), leaves, crashes and static returns: no partition is ever held by two
     /// clients, and once everyone heartbeats the group settles with every partition held.
@@ -1417,6 +1437,207 @@ mod tests {
             if d.members.len() == clients.len() && !clients.is_empty() {
                 assert_eq!(d.state, "Stable", "seed {seed}");
             }
+        }
+    }
+
+    /// A client in the exhaustive model: what it holds, and the last assignment it was sent
+    /// and has not applied yet (a real client revokes and adds between heartbeats).
+    #[derive(Debug, Clone, Default)]
+    struct Client {
+        joined: bool,
+        gone: bool,
+        epoch: i32,
+        owned: Assignment,
+        pending: Option<Assignment>,
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        Join(usize),
+        Beat(usize),
+        Apply(usize),
+        Leave(usize),
+    }
+
+    struct Model {
+        topics: Topics,
+        subscriptions: Vec<Vec<&'static str>>,
+        cfg: GroupConfig,
+        leaves: usize,
+    }
+
+    impl Model {
+        fn steps(&self, clients: &[Client]) -> Vec<Step> {
+            let mut out = Vec::new();
+            for (i, c) in clients.iter().enumerate() {
+                if !c.joined {
+                    // Clients join in order (the others are the same cases renamed).
+                    if i == 0 || clients[i - 1].joined {
+                        out.push(Step::Join(i));
+                    }
+                } else if !c.gone {
+                    out.push(Step::Beat(i));
+                    if c.pending.as_ref().is_some_and(|p| *p != c.owned) {
+                        out.push(Step::Apply(i));
+                    }
+                    out.push(Step::Leave(i));
+                }
+            }
+            out
+        }
+
+        fn run(&self, g: &mut ConsumerGroup, clients: &mut [Client], step: Step, now: i64) {
+            let mut fx = Effects::default();
+            let name = |i: usize| format!("m{i}");
+            match step {
+                Step::Join(i) => {
+                    let r = g.heartbeat(
+                        now,
+                        join(&name(i), &self.subscriptions[i]),
+                        &self.topics,
+                        &self.cfg,
+                        &mut fx,
+                    );
+                    assert_eq!(r.error_code, ErrorCode::None, "{r:?}");
+                    clients[i].joined = true;
+                    clients[i].epoch = r.member_epoch;
+                    clients[i].pending = r.assignment;
+                }
+                Step::Beat(i) => {
+                    let c = &mut clients[i];
+                    let r = g.heartbeat(
+                        now,
+                        beat(&name(i), c.epoch, &c.owned),
+                        &self.topics,
+                        &self.cfg,
+                        &mut fx,
+                    );
+                    assert_eq!(r.error_code, ErrorCode::None, "{r:?}");
+                    c.epoch = r.member_epoch;
+                    if r.assignment.is_some() {
+                        c.pending = r.assignment;
+                    }
+                }
+                Step::Apply(i) => {
+                    let c = &mut clients[i];
+                    c.owned = c.pending.take().unwrap_or_default();
+                }
+                Step::Leave(i) => {
+                    let c = &mut clients[i];
+                    // A leaving client revokes everything first.
+                    c.owned.clear();
+                    c.pending = None;
+                    c.gone = true;
+                    let r = g.heartbeat(
+                        now,
+                        beat(&name(i), LEAVE_GROUP_MEMBER_EPOCH, &Assignment::new()),
+                        &self.topics,
+                        &self.cfg,
+                        &mut fx,
+                    );
+                    assert_eq!(r.error_code, ErrorCode::None, "{r:?}");
+                }
+            }
+        }
+
+        /// No partition is held by two clients.
+        fn check_disjoint(clients: &[Client], trace: &[Step]) {
+            let mut seen = BTreeSet::new();
+            for c in clients {
+                for (t, set) in &c.owned {
+                    for p in set {
+                        assert!(seen.insert((*t, *p)), "{p} held twice after {trace:?}");
+                    }
+                }
+            }
+        }
+
+        /// Every client applies and heartbeats until nothing changes: the group is Stable,
+        /// each client holds its target, and every subscribed partition is held once.
+        fn check_settles(&self, mut g: ConsumerGroup, mut clients: Vec<Client>, trace: &[Step]) {
+            let mut now = 1_000;
+            for round in 0..12 {
+                let mut changed = false;
+                for i in 0..clients.len() {
+                    if clients[i].joined && !clients[i].gone {
+                        if clients[i].pending.is_some() {
+                            self.run(&mut g, &mut clients, Step::Apply(i), now);
+                            Self::check_disjoint(&clients, trace);
+                            changed = true;
+                        }
+                        let epoch = clients[i].epoch;
+                        self.run(&mut g, &mut clients, Step::Beat(i), now);
+                        changed |= epoch != clients[i].epoch || clients[i].pending.is_some();
+                        now += 1;
+                    }
+                }
+                if !changed && round > 0 {
+                    break;
+                }
+            }
+            let live: Vec<&Client> = clients.iter().filter(|c| c.joined && !c.gone).collect();
+            if live.is_empty() {
+                assert_eq!(g.state_name(), "Empty", "after {trace:?}");
+                return;
+            }
+            assert_eq!(g.state_name(), "Stable", "after {trace:?}: {g:?}");
+            let held: usize = live.iter().map(|c| assignor::size(&c.owned)).sum();
+            let subscribed: usize = g
+                .subscribed_topic_names()
+                .iter()
+                .filter_map(|n| self.topics.lookup(n))
+                .map(|(_, p)| p as usize)
+                .sum();
+            assert_eq!(held, subscribed, "after {trace:?}: {clients:?}");
+            for (i, c) in clients.iter().enumerate() {
+                if c.joined && !c.gone {
+                    assert_eq!(c.owned, g.target[&format!("m{i}")], "after {trace:?}");
+                }
+            }
+        }
+
+        fn explore(
+            &mut self,
+            g: &ConsumerGroup,
+            clients: &[Client],
+            depth: usize,
+            trace: &mut Vec<Step>,
+        ) {
+            Self::check_disjoint(clients, trace);
+            let steps = self.steps(clients);
+            if depth == 0 || steps.is_empty() {
+                self.leaves += 1;
+                self.check_settles(g.clone(), clients.to_vec(), trace);
+                return;
+            }
+            for step in steps {
+                let (mut g, mut clients) = (g.clone(), clients.to_vec());
+                self.run(&mut g, &mut clients, step, trace.len() as i64);
+                trace.push(step);
+                self.explore(&g, &clients, depth - 1, trace);
+                trace.pop();
+            }
+        }
+    }
+
+    /// Exhaustive small cases of the incremental protocol: every sequence of up to `depth`
+    /// steps (a client joins, heartbeats reporting what it holds, applies the last
+    /// assignment it was sent, or leaves) never has a partition held by two clients, and
+    /// from every end state the group settles to Stable with every partition held once.
+    #[test]
+    fn exhaustive_small_cases_never_share_a_partition_and_settle() {
+        for (subscriptions, depth) in
+            [(vec![vec!["t"], vec!["t"]], 9), (vec![vec!["t"], vec!["t", "u"], vec!["u"]], 6)]
+        {
+            let mut model = Model {
+                topics: topics(&[("t", 1, 3), ("u", 2, 2)]),
+                subscriptions,
+                cfg: GroupConfig::default(),
+                leaves: 0,
+            };
+            let clients = vec![Client::default(); model.subscriptions.len()];
+            model.explore(&ConsumerGroup::new("g", 0), &clients, depth, &mut Vec::new());
+            assert!(model.leaves > 1_000, "{}", model.leaves);
         }
     }
 }

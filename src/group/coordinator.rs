@@ -354,7 +354,10 @@ impl Coordinator {
         .await?;
         let groups = {
             let mut state = self.state.borrow_mut();
-            state.finish_load(now);
+            let catalog = self.home.catalog.borrow();
+            let timeouts =
+                |group: &str| consumer_timeouts(catalog.configs.of(RESOURCE_GROUP, group));
+            state.finish_load_of(now, |_| true, timeouts);
             state.group_count()
         };
         if replayed.migrated {
@@ -893,7 +896,10 @@ impl Coordinator {
                 }
                 count += 1;
             }
-            state.finish_load_of(now, owned);
+            let catalog = self.home.catalog.borrow();
+            let timeouts =
+                |group: &str| consumer_timeouts(catalog.configs.of(RESOURCE_GROUP, group));
+            state.finish_load_of(now, owned, timeouts);
             (count, state.group_count())
         };
         let compactor = Compactor::new(OFFSETS_TOPIC, self.segment_bytes);

@@ -1718,12 +1718,18 @@ impl Groups {
     /// After replay: members of loaded groups must heartbeat within their session timeout,
     /// as after a coordinator failover in Kafka.
     pub fn finish_load(&mut self, now: i64) {
-        self.finish_load_of(now, |_| true);
+        self.finish_load_of(now, |_| true, |_| ConsumerTimeouts::default());
     }
 
     /// `finish_load` for the groups `loaded` names (those of one partition of
-    /// `__consumer_offsets` this coordinator just loaded).
-    pub fn finish_load_of(&mut self, now: i64, loaded: impl Fn(&str) -> bool) {
+    /// `__consumer_offsets` this coordinator just loaded); a consumer group's members get
+    /// the session timeout its configs set (`timeouts`), else the broker's.
+    pub fn finish_load_of(
+        &mut self,
+        now: i64,
+        loaded: impl Fn(&str) -> bool,
+        timeouts: impl Fn(&str) -> ConsumerTimeouts,
+    ) {
         let Groups { config, groups, fx, .. } = self;
         let mut cx = Ctx { cfg: config, fx, now };
         for group in groups.values_mut().filter(|group| loaded(&group.group_id)) {
@@ -1733,7 +1739,8 @@ impl Groups {
             }
             if let Some(consumer) = group.consumer.as_mut() {
                 let mut effects = consumer::Effects::default();
-                consumer.loaded(now, cx.cfg, &mut effects);
+                let group_config = timeouts(&group.group_id).applied_to(cx.cfg);
+                consumer.loaded(now, &group_config, &mut effects);
                 apply_timers(cx.fx, &group.group_id, effects.timers);
             }
         }

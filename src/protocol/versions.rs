@@ -47,14 +47,15 @@ pub const SUPPORTED: [Supported; 45] = [
     api(ApiKey::SyncGroup, 0, 5),
     api(ApiKey::Heartbeat, 0, 4),
     api(ApiKey::LeaveGroup, 0, 5),
-    api(ApiKey::OffsetCommit, 2, 9),
-    api(ApiKey::OffsetFetch, 1, 9),
+    // OffsetCommit/OffsetFetch v10 name topics by id (KIP-848, Kafka 4.1).
+    api(ApiKey::OffsetCommit, 2, 10),
+    api(ApiKey::OffsetFetch, 1, 10),
     api(ApiKey::DescribeGroups, 0, 6),
     api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::OffsetDelete, 0, 0),
-    // KIP-848 consumer groups at Kafka 4.0's ranges (OffsetCommit/OffsetFetch v9 above carry
-    // the member epoch; v10's topic ids are beyond the codec).
+    // KIP-848 consumer groups at Kafka 4's ranges (OffsetCommit/OffsetFetch v9+ above carry
+    // the member epoch).
     api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     api(ApiKey::ConsumerGroupDescribe, 0, 1),
     api(ApiKey::InitProducerId, 0, 5),

@@ -6,16 +6,22 @@ evidence: members share the partitions, a partition moves only after its owner r
 (checked on the timeline of every member's added/revoked events), leaves and crashes move
 partitions, a static member comes back to its assignment, committed offsets survive a
 restart and kill -9, and classic and consumer-protocol members in one group get Kafka's
-errors. The brokers run with a 500 ms heartbeat interval and a 6 s session timeout so that
-the tests stay short; every wait has a deadline.
+errors. OffsetCommit and OffsetFetch v10 (topics by id) are also sent by hand. The brokers
+run with a 500 ms heartbeat interval and a 6 s session timeout so that the tests stay
+short; every wait has a deadline.
 """
 
+import itertools
 import statistics
+import struct
 import time
+import uuid
 
 import pytest
+from confluent_kafka import TopicCollection
 from confluent_kafka.admin import AdminClient
 
+import kafka_wire as wire
 from client_helpers import CK_COMMON
 from conftest import TARGET
 from test_groups import (Member, committed, create_topic, java_members, members, produce,  # noqa: F401
@@ -84,10 +90,17 @@ def test_members_share_partitions_with_revocation_before_assignment(broker, memb
     ownership_never_overlaps([a, b])
     seen = [(p, o) for m in (a, b) for p, o, _ in m.records()]
     assert len(seen) == len(set(seen)) == len(produced), "a record was read twice or missed"
+    # No stop-the-world: when b joined, a gave up only what b was to get, never everything.
+    revoked = [e["partitions"] for e in a.snapshot() if e["event"] == "revoked"
+               and e["partitions"]]
+    assert revoked and all(len(r) < 4 for r in revoked), revoked
     left_at = time.monotonic()
     a.leave()
     wait_balanced([b], timeout=20)
     assert time.monotonic() - left_at < 10, "a leave moves partitions within heartbeats"
+    # ... and when a left, b only gained partitions (it kept consuming its own).
+    lost = [e for e in b.events_after(left_at, "revoked") if e["partitions"]]
+    assert not lost, lost
     ownership_never_overlaps([a, b])
     b.leave()
     assert committed(broker, group, topic) == {p: 10 for p in range(4)}
@@ -244,3 +257,144 @@ def test_measure_time_to_first_assignment_classic_against_consumer(spate_factory
     for kind in ("ck", "java"):
         assert statistics.median(results[(kind, "consumer")]) < statistics.median(
             results[(kind, "classic")])
+
+
+# ---------------------------------------------------------------------------------------------
+# OffsetCommit and OffsetFetch v10 (KIP-848, Kafka 4.1): topics named by id, sent by hand.
+# The Java client (4.x) uses v10 on its own once offered (the tests above commit through it);
+# these check the layout and the answers for ids the broker does not know.
+
+OFFSET_COMMIT, OFFSET_FETCH, UNKNOWN_TOPIC_ID = 8, 9, 100
+
+
+def uvarint(value):
+    out = b""
+    while value >= 0x80:
+        out += bytes([(value & 0x7F) | 0x80])
+        value >>= 7
+    return out + bytes([value])
+
+
+def compact(text):
+    return b"\x00" if text is None else uvarint(len(text.encode()) + 1) + text.encode()
+
+
+def compact_array(items):
+    return b"\x00" if items is None else uvarint(len(items) + 1) + b"".join(items)
+
+
+class Flexible:
+    """Reads a flexible response body: compact strings and arrays, uuids, tagged fields."""
+
+    def __init__(self, data):
+        self.data, self.at = data, wire.skip_tagged_fields(data, 0)  # the header's tags
+
+    def take(self, fmt):
+        (value,) = struct.unpack_from(fmt, self.data, self.at)
+        self.at += struct.calcsize(fmt)
+        return value
+
+    def count(self):
+        n, self.at = wire.read_uvarint(self.data, self.at)
+        return n - 1
+
+    def string(self):
+        n = self.count()
+        value = None if n < 0 else self.data[self.at:self.at + n].decode()
+        self.at += max(n, 0)
+        return value
+
+    def uuid(self):
+        value = uuid.UUID(bytes=self.data[self.at:self.at + 16])
+        self.at += 16
+        return value
+
+    def tags(self):
+        self.at = wire.skip_tagged_fields(self.data, self.at)
+
+
+CORRELATION = itertools.count(1)
+
+
+def call(sock, api_key, version, body):
+    correlation = next(CORRELATION)
+    header = wire.request_header(api_key, version, correlation, flexible=True)
+    sock.sendall(wire.frame(header + body))
+    answered, payload = wire.read_response(sock)
+    assert answered == correlation
+    return Flexible(payload)
+
+
+def commit_v10(sock, group, offsets):
+    """OffsetCommit v10 without membership: {topic_id: {partition: offset}} ->
+    {(topic_id, partition): error}."""
+    topics = [tid.bytes + compact_array(
+        [struct.pack(">iqi", p, o, -1) + compact("m") + b"\x00" for p, o in parts.items()])
+        + b"\x00" for tid, parts in offsets.items()]
+    body = (compact(group) + struct.pack(">i", -1) + compact("") + compact(None)
+            + compact_array(topics) + b"\x00")
+    r = call(sock, OFFSET_COMMIT, 10, body)
+    r.take(">i")  # throttle
+    errors = {}
+    for _ in range(r.count()):
+        tid = r.uuid()
+        for _ in range(r.count()):
+            partition, error = r.take(">i"), r.take(">h")
+            r.tags()
+            errors[(tid, partition)] = error
+        r.tags()
+    return errors
+
+
+def fetch_v10(sock, group, wanted):
+    """OffsetFetch v10 of one group: {topic_id: [partitions]}, or None for every topic ->
+    {(topic_id, partition): (offset, error)}."""
+    topics = None if wanted is None else [
+        tid.bytes + compact_array([struct.pack(">i", p) for p in parts]) + b"\x00"
+        for tid, parts in wanted.items()]
+    group_entry = (compact(group) + compact(None) + struct.pack(">i", -1)
+                   + compact_array(topics) + b"\x00")
+    r = call(sock, OFFSET_FETCH, 10, compact_array([group_entry]) + b"\x00" + b"\x00")
+    r.take(">i")  # throttle
+    answers = {}
+    for _ in range(r.count()):
+        r.string()
+        for _ in range(r.count()):
+            tid = r.uuid()
+            for _ in range(r.count()):
+                partition, offset, _epoch = r.take(">i"), r.take(">q"), r.take(">i")
+                r.string()
+                answers[(tid, partition)] = (offset, r.take(">h"))
+                r.tags()
+            r.tags()
+        assert r.take(">h") == 0, "group error"
+        r.tags()
+    return answers
+
+
+def topic_id(broker, topic):
+    client = admin(broker)
+    described = client.describe_topics(TopicCollection([topic]))[topic].result(timeout=TIMEOUT_S)
+    tid = described.topic_id
+    return uuid.UUID(bytes=struct.pack(">qq", tid.get_most_significant_bits(),
+                                       tid.get_least_significant_bits()))
+
+
+@pytest.mark.timeout(120)
+def test_offset_commit_and_fetch_v10_name_topics_by_id(broker):
+    topic, group = create_topic(broker), unique("v10")
+    tid, unknown = topic_id(broker, topic), uuid.uuid4()
+    sock = wire.connect(broker.port, timeout=TIMEOUT_S)
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:  # the group's coordinator may still be loading right after the start
+        errors = commit_v10(sock, group, {tid: {p: 10 + p for p in range(4)}, unknown: {0: 5}})
+        if errors.get((tid, 0)) not in (14, 15, 16) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert errors == {**{(tid, p): 0 for p in range(4)}, (unknown, 0): UNKNOWN_TOPIC_ID}, errors
+    # Stored under the topic's name: older versions (by name) read the same offsets.
+    assert committed(broker, group, topic) == {p: 10 + p for p in range(4)}
+    named = fetch_v10(sock, group, {tid: [0, 3], unknown: [1]})
+    assert named == {(tid, 0): (10, 0), (tid, 3): (13, 0), (unknown, 1): (-1, UNKNOWN_TOPIC_ID)}
+    assert fetch_v10(sock, group, None) == {(tid, p): (10 + p, 0) for p in range(4)}
+    sock.close()
