@@ -844,8 +844,9 @@ impl Partitions {
     }
 
     /// The ISR changes the partitions this shard leads call for (a follower that fell
-    /// behind for `lag_ms`, one that caught up), for the controller.
-    pub fn isr_changes(&self, lag_ms: i64) -> Vec<IsrChange> {
+    /// behind for `lag_ms`, one that caught up and whose broker is `eligible`), for the
+    /// controller.
+    pub fn isr_changes(&self, lag_ms: i64, eligible: &dyn Fn(NodeId) -> bool) -> Vec<IsrChange> {
         let now = now_ms();
         let leading = self.leading.borrow();
         leading
@@ -854,7 +855,8 @@ impl Partitions {
                 let log = self.log(tp)?;
                 let high_watermark = log.borrow().high_watermark;
                 let epoch_start = followers.epoch_start;
-                let isr = followers.wanted_isr(now, lag_ms, high_watermark, epoch_start)?;
+                let isr =
+                    followers.wanted_isr(now, lag_ms, high_watermark, epoch_start, eligible)?;
                 Some(IsrChange { tp: tp.clone(), leader_epoch: followers.leader_epoch, isr })
             })
             .collect()

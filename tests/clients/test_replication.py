@@ -30,8 +30,8 @@ from conftest import TARGET
 from kafka_wire import (connect, produce_v3, produce_v3_result, read_response, record_batch,
                         write_txn_markers_v1, write_txn_markers_v1_result)
 from test_cluster import (HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, admin, agreed_leader,
-                          find_coordinator_v1, metadata_v7, read_from_start, start_cluster,
-                          wait_for)
+                          describe_quorum, find_coordinator_v1, metadata_v7, read_from_start,
+                          start_cluster, wait_for)
 
 pytestmark = pytest.mark.skipif(TARGET != "spate", reason="spate's cluster options")
 
@@ -290,6 +290,48 @@ def test_a_lagging_follower_leaves_the_isr_and_comes_back(spate_factory):
     wait_for("the ISR whole again", lambda: all_in_sync(nodes, "lag", 1), timeout=30)
     assert replicas_identical(nodes, "lag", [0])
     assert "asking the controller for an ISR change" in leader.broker.log_text()
+
+
+def isr_asks(node):
+    """How many ISR changes `node`'s leaders asked the controller for (its log)."""
+    return node.broker.log_text().count("asking the controller for an ISR change")
+
+
+def test_a_dead_broker_does_not_churn_the_metadata_log(spate_factory):
+    """kill -9 of one of three: once it is fenced and out of every ISR, the survivors ask
+    the controller for nothing more and the metadata log stays still (its end offset, the
+    high watermark of DescribeQuorum, over 10 s). Before, every leader asked every 500 ms
+    to take the dead follower back (it had every record), each ask a record the controller
+    refused: hundreds of records a second with the 100 internal partitions."""
+    nodes, by_id = replicated_cluster(spate_factory)
+    create_replicated(nodes[0], "quiet", 6)
+    wait_for("every replica in sync", lambda: all_in_sync(nodes, "quiet", 6))
+    acknowledged, errors = produce(nodes, "quiet", range(6), 20, "before")
+    assert errors == []
+    controller, _, _ = agreed_leader(nodes)
+    victim = next(node for node in nodes if node.node_id != controller)
+    survivors = [node for node in nodes if node is not victim]
+    victim.broker.kill9()
+
+    def shrunk():
+        states = partition_states(survivors, "quiet")
+        return states and all(s[0] == 0 and s[1] != victim.node_id and victim.node_id not in s[4]
+                              for s in states.values())
+
+    wait_for("the victim out of every ISR", shrunk)
+    time.sleep(3)  # the fencing's changes of every partition (the internal ones too) commit
+    port = survivors[0].broker.port
+    asks_before = sum(isr_asks(node) for node in survivors)
+    start = describe_quorum(port)[2]
+    time.sleep(10)
+    end = describe_quorum(port)[2]
+    asks = sum(isr_asks(node) for node in survivors) - asks_before
+    print(f"metadata log: {end - start} records in 10 s, {asks} ISR changes asked")
+    assert end - start <= 10, (end - start, asks)
+    assert asks <= 10, asks
+    # Still serving: more acks=all records on the survivors.
+    later, errors = produce(survivors, "quiet", range(6), 10, "after")
+    assert errors == [] and all(len(v) == 10 for v in later.values()), errors
 
 
 def test_a_rolling_restart_under_load_loses_nothing(spate_factory):
