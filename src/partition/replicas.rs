@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::model::{LeaderEpoch, NodeId, Offset};
+use crate::model::{LeaderEpoch, NodeId, Offset, PartitionEpoch};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Progress {
@@ -66,6 +66,8 @@ pub fn rack_aware_read_replica(
 pub struct Followers {
     pub me: NodeId,
     pub leader_epoch: LeaderEpoch,
+    /// The partition epoch of the ISR this leader knows (its ISR changes are based on it).
+    pub partition_epoch: PartitionEpoch,
     pub replicas: Vec<NodeId>,
     pub isr: Vec<NodeId>,
     /// The leader's log end when it took office: a follower holds this epoch's batches
@@ -100,6 +102,7 @@ impl Followers {
         Followers {
             me,
             leader_epoch,
+            partition_epoch: PartitionEpoch::INITIAL,
             replicas: replicas.to_vec(),
             isr: isr.to_vec(),
             epoch_start: Offset::ZERO,

@@ -2,8 +2,9 @@
 //! per shard: a fetcher per leader node this shard follows partitions of (`fetcher.rs`:
 //! Fetch with this node's replica id from the leader's client listener, whole batches
 //! appended as the leader wrote them, diverging logs truncated), and the ISR changes the
-//! partitions this shard leads call for, proposed to the metadata log as `PartitionChange`
-//! records (Kafka's AlterPartition).
+//! partitions this shard leads call for, proposed to the metadata log as `AlterPartition`
+//! records (Kafka's AlterPartition request: based on the partition epoch, which they move;
+//! the leader epoch stays).
 //!
 //! ```text
 //!   leader node                                 follower node, shard owning the partition
@@ -11,7 +12,7 @@
 //!     follower's log end ─▶ Followers ─▶ hw       fetch_positions / append_replica /
 //!     read up to the written end ──────────────▶  truncate_replica (the log's bound: the
 //!   manager tick: Partitions::isr_changes          leader's high watermark)
-//!     ─▶ PartitionChange (epoch + 1) ─▶ metadata log ─▶ every node's catalog ─▶ roles
+//!     ─▶ AlterPartition ─▶ metadata log ─▶ every node's catalog ─▶ roles
 //! ```
 //!
 //! The manager also checkpoints the shard's high watermarks every
@@ -34,7 +35,7 @@ use crate::constants::{
     HIGH_WATERMARK_CHECKPOINT_MS, REPLICA_ISR_CHANGE_RETRY_MS, REPLICA_ISR_CHANGE_RETRY_MS_MAX,
     REPLICA_MANAGER_TICK_MS,
 };
-use crate::model::{LeaderEpoch, NodeId, TopicPartition};
+use crate::model::{NodeId, PartitionEpoch, TopicPartition};
 use crate::partition::Partitions;
 use crate::shard::Shard;
 
@@ -57,8 +58,8 @@ pub struct Replication {
 /// two a second per partition.
 struct Asked {
     isr: Vec<NodeId>,
-    /// The partition's epoch the change was based on.
-    leader_epoch: LeaderEpoch,
+    /// The partition epoch the change was based on.
+    partition_epoch: PartitionEpoch,
     at: Instant,
     /// How many times this change was asked in this epoch.
     times: u32,
@@ -133,9 +134,11 @@ impl Replication {
     }
 
     /// Proposes the ISR changes of the partitions this shard leads (Kafka's AlterPartition:
-    /// the same leader, the next leader epoch, the new ISR; applied only if the epoch is
-    /// still the partition's, so a stale change is skipped). A replica may join only while
-    /// this node's view has its broker unfenced.
+    /// this leader in its leader epoch, the partition epoch it saw, the new ISR; applied
+    /// only if both epochs are still the partition's, so a stale change is skipped, and
+    /// then only the partition epoch moves: consumers and followers in the leader epoch
+    /// are not fenced by it). A replica may join only while this node's view has its
+    /// broker unfenced.
     async fn ask_for_isr_changes(&self) {
         let lag_ms = i64::try_from(self.shard.config.replica_lag_time_max_ms).unwrap_or(i64::MAX);
         let view = self.cluster.view();
@@ -149,7 +152,7 @@ impl Replication {
             asked.retain(|_, last| last.at.elapsed() < forget);
             for change in changes {
                 let again = asked.get(&change.tp).filter(|last| {
-                    last.isr == change.isr && last.leader_epoch == change.leader_epoch
+                    last.isr == change.isr && last.partition_epoch == change.partition_epoch
                 });
                 if again.is_some_and(|last| last.at.elapsed() < last.retry_after()) {
                     continue;
@@ -161,21 +164,23 @@ impl Replication {
                     tp = %change.tp,
                     isr = ?change.isr,
                     leader_epoch = change.leader_epoch.0,
+                    partition_epoch = change.partition_epoch.0,
                     times,
                     "asking the controller for an ISR change"
                 );
                 let last = Asked {
                     isr: change.isr.clone(),
-                    leader_epoch: change.leader_epoch,
+                    partition_epoch: change.partition_epoch,
                     at: Instant::now(),
                     times,
                 };
                 asked.insert(change.tp.clone(), last);
-                records.push(MetadataRecord::PartitionChange {
+                records.push(MetadataRecord::AlterPartition {
                     topic_id: meta.id,
                     partition: change.tp.partition,
                     leader: me,
-                    leader_epoch: LeaderEpoch(change.leader_epoch.0 + 1),
+                    leader_epoch: change.leader_epoch,
+                    partition_epoch: change.partition_epoch,
                     isr: change.isr,
                 });
             }
@@ -194,7 +199,7 @@ mod tests {
     fn the_same_isr_change_is_asked_again_ever_later() {
         let asked = |times| Asked {
             isr: vec![NodeId(1)],
-            leader_epoch: LeaderEpoch(3),
+            partition_epoch: PartitionEpoch(3),
             at: Instant::now(),
             times,
         };

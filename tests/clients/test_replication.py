@@ -292,6 +292,60 @@ def test_a_lagging_follower_leaves_the_isr_and_comes_back(spate_factory):
     assert "asking the controller for an ISR change" in leader.broker.log_text()
 
 
+FENCED_LEADER_EPOCH = 74
+UNKNOWN_LEADER_EPOCH = 75
+
+
+def test_an_isr_change_leaves_the_leader_epoch(spate_factory):
+    """KIP-497: a follower stopped (SIGSTOP) past the lag time leaves the ISR and comes back,
+    and the leader epoch stays what it was in every node's Metadata; a consumer's Fetch in
+    that epoch is answered by the leader (not FENCED_LEADER_EPOCH) after the shrink and
+    after the expand. Before, each ISR change moved the leader epoch and fenced clients.
+    A new leader (the old one's controlled shutdown) is one epoch higher and fences it."""
+    from test_follower_fetching import fetch_v11
+    nodes, by_id = replicated_cluster(spate_factory, "--replica-lag-time-max-ms", "1500",
+                                      session_timeout_ms=30000)
+    create_replicated(nodes[0], "epochs", 1)
+    states = wait_for("every replica in sync", lambda: all_in_sync(nodes, "epochs", 1))
+    leader, epoch = by_id[states[0][1]], states[0][2]
+    laggard = next(node for node in nodes if node is not leader)
+    others = [node for node in nodes if node is not laggard]
+    first, errors = produce(nodes, "epochs", [0], 10, "before")
+    assert errors == []
+    os.kill(laggard.broker.pid, signal.SIGSTOP)
+    try:
+        acknowledged, errors = produce(others, "epochs", [0], 10, "meanwhile")
+        assert errors == []
+        wait_for("the laggard out of the ISR", lambda: isr_size(others, "epochs", 2))
+        shrunk = partition_states(others, "epochs")[0]
+        assert (shrunk[1], shrunk[2]) == (leader.node_id, epoch), shrunk
+        error, high_watermark, _, records = fetch_v11(leader.broker.port, "epochs", 0, "", epoch)
+        assert (error, high_watermark) == (0, 20) and records
+    finally:
+        os.kill(laggard.broker.pid, signal.SIGCONT)
+    grown = wait_for("the ISR whole again", lambda: all_in_sync(nodes, "epochs", 1), timeout=30)
+    assert (grown[0][1], grown[0][2]) == (leader.node_id, epoch), grown
+    assert fetch_v11(leader.broker.port, "epochs", 0, "", epoch)[0] == 0
+    # The epoch check itself still holds: a newer one is unknown to the leader.
+    assert fetch_v11(leader.broker.port, "epochs", 0, "", epoch + 1)[0] == UNKNOWN_LEADER_EPOCH
+    asks = leader.broker.log_text().count("asking the controller for an ISR change")
+    assert asks >= 2, asks  # the shrink and the expand, both the leader's
+    # A new leader is a new leader epoch: the old one is fenced there (a controlled
+    # shutdown moves the leadership at once).
+    assert leader.broker.stop() == 0, leader.broker.log_tail()
+    survivors = [node for node in nodes if node is not leader]
+
+    def new_leader():
+        s = partition_states(survivors, "epochs")
+        return s if s and s[0][1] not in (-1, leader.node_id) else None
+
+    moved = wait_for("a new leader", new_leader)[0]
+    assert moved[2] == epoch + 1, moved
+    port = by_id[moved[1]].broker.port
+    assert fetch_v11(port, "epochs", 0, "", epoch)[0] == FENCED_LEADER_EPOCH
+    assert fetch_v11(port, "epochs", 0, "", epoch + 1)[0] == 0
+
+
 def isr_asks(node):
     """How many ISR changes `node`'s leaders asked the controller for (its log)."""
     return node.broker.log_text().count("asking the controller for an ISR change")
