@@ -16,18 +16,24 @@ acks=all producer loses nothing. A transaction over partitions that all three no
 ends in every one of them: the coordinator sends the markers of partitions other nodes lead
 as WriteTxnMarkers, each written by the partition's leader and replicated before it counts,
 so read_committed consumers see exactly the committed records and all replicas agree; a
-commit while one of those leaders is dead completes at the partition's next leader. Every
-wait is bounded.
+commit while one of those leaders is dead completes at the partition's next leader. An ISR
+shrink and expand leave the leader epoch (KIP-497: only the partition epoch moves), so a
+consumer's fetch in it is not fenced; with one of three brokers dead the metadata log stays
+still (no ISR change asked again and again); a replica that does not lead names the leader,
+its epoch and endpoint in its Produce v10 and Fetch v16 answers (KIP-951). Every wait is
+bounded.
 """
 
 import os
 import signal
 import time
+import uuid
 
 import pytest
 
 from conftest import TARGET
-from kafka_wire import (connect, produce_v3, produce_v3_result, read_response, record_batch,
+from kafka_wire import (connect, fetch_v16, fetch_v16_result, produce_v3, produce_v3_result,
+                        produce_v10, produce_v10_result, read_response, record_batch,
                         write_txn_markers_v1, write_txn_markers_v1_result)
 from test_cluster import (HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, admin, agreed_leader,
                           describe_quorum, find_coordinator_v1, metadata_v7, read_from_start,
@@ -35,6 +41,7 @@ from test_cluster import (HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, admin, agre
 
 pytestmark = pytest.mark.skipif(TARGET != "spate", reason="spate's cluster options")
 
+NOT_LEADER_OR_FOLLOWER = 6
 NOT_ENOUGH_REPLICAS = 19
 
 
@@ -344,6 +351,66 @@ def test_an_isr_change_leaves_the_leader_epoch(spate_factory):
     port = by_id[moved[1]].broker.port
     assert fetch_v11(port, "epochs", 0, "", epoch)[0] == FENCED_LEADER_EPOCH
     assert fetch_v11(port, "epochs", 0, "", epoch + 1)[0] == 0
+
+
+def produce_v10_to(node, topic, correlation_id):
+    """One record by Produce v10 to `node`: (error, base offset, current leader, endpoints)."""
+    batch = record_batch([b"kip-951"], timestamp=int(time.time() * 1000))
+    with connect(node.broker.port, timeout=15) as sock:
+        sock.sendall(produce_v10(topic.encode(), 0, batch, correlation_id))
+        return produce_v10_result(read_response(sock)[1])
+
+
+def test_not_leader_answers_name_the_current_leader(spate_factory):
+    """KIP-951: Produce v10 to a replica that does not lead is NOT_LEADER_OR_FOLLOWER with the
+    partition's leader and leader epoch and the leader's endpoint, so a client goes there
+    without a Metadata request; the leader answers without them; after the leader's
+    controlled shutdown the answer names the new leader in the next epoch, and a Fetch v16
+    in the old epoch is FENCED_LEADER_EPOCH naming it too."""
+    nodes, by_id = replicated_cluster(spate_factory)
+    create_replicated(nodes[0], "kip951", 1)
+    states = wait_for("every replica in sync", lambda: all_in_sync(nodes, "kip951", 1))
+    leader, epoch = by_id[states[0][1]], states[0][2]
+
+    def endpoint(node):
+        host, port = node.broker.bootstrap.rsplit(":", 1)
+        return {node.node_id: (host, int(port), None)}
+
+    followers = [node for node in nodes if node is not leader]
+    for i, follower in enumerate(followers):
+        answer = produce_v10_to(follower, "kip951", 10 + i)
+        assert answer[0] == NOT_LEADER_OR_FOLLOWER, answer
+        assert answer[2:] == ((leader.node_id, epoch), endpoint(leader)), answer
+    error, base_offset, current, endpoints = produce_v10_to(leader, "kip951", 20)
+    assert (error, base_offset, current, endpoints) == (0, 0, None, {})
+    assert leader.broker.stop() == 0, leader.broker.log_tail()
+
+    def new_leader():
+        s = partition_states(followers, "kip951")
+        return s if s and s[0][1] not in (-1, leader.node_id) else None
+
+    moved = wait_for("a new leader", new_leader)[0]
+    successor = by_id[moved[1]]
+    other = next(node for node in followers if node is not successor)
+    answer = produce_v10_to(other, "kip951", 30)
+    assert answer[0] == NOT_LEADER_OR_FOLLOWER, answer
+    assert answer[2:] == ((successor.node_id, epoch + 1), endpoint(successor)), answer
+    from kafka.admin import KafkaAdminClient
+    client = KafkaAdminClient(bootstrap_servers=other.broker.bootstrap, request_timeout_ms=20000)
+    try:
+        topic_id = client.describe_topic_partitions(["kip951"])["topics"][0]["topic_id"]
+    finally:
+        client.close()
+    topic_id = topic_id.bytes if hasattr(topic_id, "bytes") else uuid.UUID(str(topic_id)).bytes
+    for node in (successor, other):
+        with connect(node.broker.port, timeout=15) as sock:
+            sock.sendall(fetch_v16(topic_id, 0, 0, 40, current_leader_epoch=epoch))
+            answer = fetch_v16_result(read_response(sock)[1])
+        assert answer == (FENCED_LEADER_EPOCH, (successor.node_id, epoch + 1),
+                          endpoint(successor)), answer
+        with connect(node.broker.port, timeout=15) as sock:
+            sock.sendall(fetch_v16(topic_id, 0, 0, 41, current_leader_epoch=epoch + 1))
+            assert fetch_v16_result(read_response(sock)[1]) == (0, None, {})
 
 
 def isr_asks(node):
