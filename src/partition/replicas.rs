@@ -439,6 +439,7 @@ mod tests {
         assert_eq!(f.wanted_isr(601, lag, Offset(10), Offset(0), &live), None, "silent");
         assert_eq!(f.wanted_isr(450, lag, Offset(10), Offset(0), &live), Some(ids.to_vec()));
         // Back and fetching: it joins.
+        f.on_fetch(NodeId(2), Offset(10), Offset(10), 1_000);
         f.on_fetch(NodeId(3), Offset(10), Offset(10), 1_000);
         assert_eq!(f.wanted_isr(1_050, lag, Offset(10), Offset(0), &live), Some(ids.to_vec()));
     }
