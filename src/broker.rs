@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::constants::{
     BLOCKING_THREADS_PER_SHARD, BROKER_CONTROLLED_SHUTDOWN_WAIT_MS_MAX,
     MEMLOCK_BYTES_PER_SHARD_MIN, MESH_CHANNEL_CAPACITY, READER_THREADS_PER_SHARD, SHARD_NUDGE_MS,
+    SHARD_RING_DEPTH,
 };
 use crate::controller::Controller;
 use crate::fatal::{fatal, FatalReason};
@@ -209,6 +210,7 @@ pub fn run(config: Config) {
             // first io_uring wait; 0 hangs in 40 starts without it). Long loops call
             // `yield_if_needed` instead.
             .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
+            .ring_depth(SHARD_RING_DEPTH)
             .on_all_shards(move || {
                 let config = config.clone();
                 let catalog = catalog.clone();

@@ -107,6 +107,14 @@ pub const READER_THREADS_PER_SHARD: usize = 2;
 /// roll, file deletions, catalog and snapshot writes.
 pub const BLOCKING_THREADS_PER_SHARD: usize = 2;
 
+/// Submission entries of each of a shard's io_uring rings (glommio's default is 128). The
+/// kernel sizes a ring's cancellation hash from its completion queue (twice this) and never
+/// above 256 buckets, reached at this depth; every cancellation (glommio cancels timeouts and
+/// dropped sources by user data) walks one bucket of the armed polls, one per connection
+/// waiting for bytes. At 128, 10,000 idle connections filled 8 buckets and those walks took
+/// 72% of the shard's CPU (`io_poll_find`).
+pub const SHARD_RING_DEPTH: usize = 4096;
+
 /// Requests one connection may have admitted and not yet answered; past it the connection's
 /// reader stops reading the socket (backpressure). Far above what a pipelining client needs
 /// to keep the disk busy (one write takes ~0.2-0.3 ms, so 50,000 requests/s keep ~15 in
@@ -122,7 +130,8 @@ pub const CONNECTION_BYTES_IN_FLIGHT_MAX: usize = 16 * 1024 * 1024;
 /// the connection windows' bound for many connections at once.
 pub const SHARD_REQUEST_BYTES_IN_FLIGHT_MAX: usize = 256 * 1024 * 1024;
 
-/// Receive buffer of a connection's reader: many small requests come in with one recv.
+/// A shard's receive buffer for connections' small reads (`net::socket`): many small requests
+/// come in with one recv.
 pub const CONNECTION_READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Kafka's connections.max.idle.ms: a connection that sent no whole request for this long is

@@ -56,9 +56,9 @@ use crate::api::{self, Admitted, Outcome, Services};
 use crate::config::SecurityProtocol;
 use crate::constants::{
     ACCEPT_RETRY_MS_MAX, ACCEPT_RETRY_MS_MIN, CONNECTIONS_IDLE_SWEEP_MS,
-    CONNECTION_BYTES_IN_FLIGHT_MAX, CONNECTION_READ_BUFFER_BYTES,
-    CONNECTION_REQUESTS_IN_FLIGHT_MAX, FRAME_READ_STEP_BYTES_MAX, FRAME_READ_STEP_BYTES_MIN,
-    REPEATED_WARNING_INTERVAL_MS, SHARD_REQUEST_BYTES_IN_FLIGHT_MAX, SOCKET_SEND_TIMEOUT_MS,
+    CONNECTION_BYTES_IN_FLIGHT_MAX, CONNECTION_REQUESTS_IN_FLIGHT_MAX, FRAME_READ_STEP_BYTES_MAX,
+    FRAME_READ_STEP_BYTES_MIN, REPEATED_WARNING_INTERVAL_MS, SHARD_REQUEST_BYTES_IN_FLIGHT_MAX,
+    SOCKET_SEND_TIMEOUT_MS,
 };
 use crate::metrics::ShardMetrics;
 use crate::model::ShardId;
@@ -246,7 +246,7 @@ struct Connection<'a> {
 
 impl Connection<'_> {
     async fn serve(self, stream: TcpStream, session: Rc<Session>) -> Result<(), String> {
-        let (input, output) = Socket::pair(stream, CONNECTION_READ_BUFFER_BYTES);
+        let (input, output) = Socket::pair(stream, true);
         prepare(&output);
         zero_copy::prepare_socket(&output);
         self.run(input, Output::Plain(output), session).await
@@ -262,7 +262,7 @@ impl Connection<'_> {
         peer: Option<std::net::SocketAddr>,
     ) -> Result<(), String> {
         // No read buffer: the TLS reader reads ciphertext in large pieces of its own.
-        let (input, output) = Socket::pair(stream, 0);
+        let (input, output) = Socket::pair(stream, false);
         prepare(&output);
         let Some(tls) = &self.services.security.shared.tls else {
             unreachable!("a TLS listener without TLS settings (checked at start-up)");

@@ -57,6 +57,18 @@ def rss_bytes(pid, field="VmRSS"):
     raise AssertionError(f"no {field}")
 
 
+def wait_until(condition, seconds, what):
+    """`condition()`'s first true result, checked every 0.1 s; fails after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+        time.sleep(0.1)
+
+
 def same_content(rec, msg):
     """True when a record read back carries exactly the produced key, value and headers."""
     return (rec.key, rec.value, rec.headers) == (msg.key, msg.value, tuple(msg.headers))
