@@ -492,9 +492,13 @@ pub const TXN_MARKER_RETRY_MS_MAX: u64 = 2_000;
 pub const HIGH_WATERMARK_CHECKPOINT_MS: u64 = 5_000;
 
 /// How often each shard's replica manager looks for fetchers to start and ISR changes to
-/// ask for, and how long before it asks for the same ISR change again.
+/// ask for, and how long before it asks for the same ISR change again (doubling each time
+/// the same change from the same epoch is asked, up to the max: `replication::Asked`).
 pub const REPLICA_MANAGER_TICK_MS: u64 = 100;
 pub const REPLICA_ISR_CHANGE_RETRY_MS: u64 = 500;
+pub const REPLICA_ISR_CHANGE_RETRY_MS_MAX: u64 = 8_000;
+const _: () = assert!(REPLICA_MANAGER_TICK_MS < REPLICA_ISR_CHANGE_RETRY_MS);
+const _: () = assert!(REPLICA_ISR_CHANGE_RETRY_MS <= REPLICA_ISR_CHANGE_RETRY_MS_MAX);
 
 /// Largest Kafka API key the per-API counters have a slot for (Kafka 4 ends in the 80s);
 /// a request with a larger key is closed before it is counted (`api::admit`).

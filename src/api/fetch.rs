@@ -14,7 +14,9 @@
 //! consumer's rack when it is not in that rack itself (`preferred_read_replica`, no records
 //! then), and the client fetches from there. A `current_leader_epoch` older than this
 //! node's is FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH, as in Kafka's
-//! `Partition.getLocalLog`.
+//! `Partition.getLocalLog`. From v16 (KIP-951) a partition answered NOT_LEADER_OR_FOLLOWER
+//! or FENCED_LEADER_EPOCH names its current leader and leader epoch, and the response the
+//! leaders' endpoints, so the client moves there without a Metadata request.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,6 +44,8 @@ struct Wanted {
     partition_index: i32,
     /// None when the topic is unknown (the error code is in `error_code`).
     tp: Option<TopicPartition>,
+    /// The topic's name when it is known (for KIP-951's current leader).
+    topic: Option<Arc<str>>,
     error_code: ErrorCode,
     offset: Offset,
     size_bytes_max: usize,
@@ -125,6 +129,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 topic_index,
                 partition_index: partition.partition,
                 tp,
+                topic: meta.as_ref().map(|m| m.name.clone()),
                 error_code,
                 offset: Offset(partition.fetch_offset),
                 size_bytes_max: partition.partition_max_bytes.max(0) as usize,
@@ -265,6 +270,7 @@ fn respond(
 ) -> Outcome {
     let size_bytes_max = request.max_bytes.max(0) as usize;
     let mut total = 0usize;
+    let mut leaders = std::collections::BTreeSet::new();
     let mut out: Vec<TopicData<ReadChunk>> = topics
         .into_iter()
         .map(|(name, topic_id)| TopicData { name, topic_id, partitions: Vec::new() })
@@ -281,6 +287,7 @@ fn respond(
             records_size: 0,
             diverging_epoch: None,
             preferred_read_replica: NodeId::NONE.0,
+            current_leader: None,
         };
         if let Some(result) = w.tp.as_ref().and_then(|tp| results.remove(tp)) {
             data.error_code = result.error_code.code();
@@ -302,12 +309,23 @@ fn respond(
             }
         }
         ctx.shard().metrics.error(ctx.header.request_api_key, data.error_code);
+        let moved = [ErrorCode::NotLeaderOrFollower, ErrorCode::FencedLeaderEpoch]
+            .map(ErrorCode::code)
+            .contains(&data.error_code);
+        if ctx.version >= fetch_response::NODE_ENDPOINTS_FROM && moved {
+            data.current_leader = w.topic.as_deref().and_then(|topic| {
+                let leader = current_leader(ctx, topic, w.partition_index)?;
+                leaders.insert(leader.0);
+                Some((leader.0 .0, leader.1 .0))
+            });
+        }
         out[w.topic_index].partitions.push(data);
     }
     let head = FetchResponseHead {
         throttle_time_ms: 0,
         error_code: ErrorCode::None.code(),
         session_id: 0,
+        node_endpoints: node_endpoints(ctx, leaders),
     };
     let (parts, body_size) = fetch_response::encode(ctx.version, &head, out);
     let header_version = ctx.api_key.response_header_version(ctx.version);
@@ -322,4 +340,31 @@ fn respond(
         Part::Records(chunk) => chunk,
     }));
     Outcome::Reply(chunks)
+}
+
+/// KIP-951: the leader of `topic`-`partition` and its leader epoch as this node's catalog
+/// has them (Kafka's `getCurrentLeader`); None on a single node or without a leader.
+fn current_leader(ctx: &Context, topic: &str, partition: i32) -> Option<(NodeId, LeaderEpoch)> {
+    let catalog = ctx.shard().catalog.borrow();
+    let placement = catalog.get(topic)?.placement(partition)?.clone();
+    (placement.leader != NodeId::NONE).then_some((placement.leader, placement.leader_epoch))
+}
+
+/// KIP-951: the endpoints of `leaders` that are live brokers (Kafka's response field
+/// `node_endpoints`, of the listener the client came on: a cluster node has one).
+fn node_endpoints(
+    ctx: &Context,
+    leaders: std::collections::BTreeSet<NodeId>,
+) -> Vec<fetch_response::NodeEndpoint> {
+    let Some(view) = ctx.cluster().view() else { return Vec::new() };
+    leaders
+        .into_iter()
+        .filter_map(|id| view.live_broker(id))
+        .map(|broker| fetch_response::NodeEndpoint {
+            node_id: broker.node_id.0,
+            host: broker.host.clone(),
+            port: i32::from(broker.port),
+            rack: broker.rack.clone(),
+        })
+        .collect()
 }

@@ -5,20 +5,25 @@
 //! Two stages (see `api`): admission validates, routes and admits the batches on their
 //! owning shards, which assigns offsets and queues the writes in arrival order; the answer
 //! waits for the writes and may complete while later requests are admitted.
+//!
+//! KIP-951 (v10+): a partition answered NOT_LEADER_OR_FOLLOWER carries its current leader
+//! and leader epoch as this node's catalog has them, and the response the leaders'
+//! endpoints, so that the client moves to the new leader without a Metadata request.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Admitted, Context, Outcome};
 use crate::model::batch::{self, BatchError};
-use crate::model::{ErrorCode, ShardId, TopicPartition};
+use crate::model::{ErrorCode, NodeId, ShardId, TopicPartition};
 use crate::security::acl::Operation;
 use crate::shard::internal_log::INTERNAL_TOPICS;
 
@@ -128,9 +133,51 @@ pub async fn admit(ctx: Context, body: Bytes) -> Admitted {
             return Outcome::NoReply;
         }
         let mut response = ProduceResponse::default();
+        if ctx.version >= 10 {
+            response.node_endpoints = current_leaders(&ctx, &mut topics);
+        }
         response.responses = topics;
         ctx.reply(&response)
     }))
+}
+
+/// KIP-951: fills in the current leader (and its epoch) of every partition answered
+/// NOT_LEADER_OR_FOLLOWER whose leader this node's catalog knows, and returns the endpoints
+/// of those leaders that are live brokers (Kafka's `getCurrentLeader` and the response's
+/// node endpoints). A single node names nobody: it leads everything it has.
+fn current_leaders(ctx: &Context, topics: &mut [TopicProduceResponse]) -> Vec<NodeEndpoint> {
+    let Some(view) = ctx.cluster().view() else { return Vec::new() };
+    let catalog = ctx.shard().catalog.borrow();
+    let mut leaders = std::collections::BTreeSet::new();
+    for topic in topics.iter_mut() {
+        let Some(meta) = catalog.get(&topic.name.0) else { continue };
+        for partition in &mut topic.partition_responses {
+            if partition.error_code != ErrorCode::NotLeaderOrFollower.code() {
+                continue;
+            }
+            let Some(placement) = meta.placement(partition.index) else { continue };
+            if placement.leader == NodeId::NONE {
+                continue;
+            }
+            let mut current = LeaderIdAndEpoch::default();
+            current.leader_id = placement.leader.into();
+            current.leader_epoch = placement.leader_epoch.0;
+            partition.current_leader = current;
+            leaders.insert(placement.leader);
+        }
+    }
+    leaders
+        .into_iter()
+        .filter_map(|id| view.live_broker(id))
+        .map(|broker| {
+            let mut endpoint = NodeEndpoint::default();
+            endpoint.node_id = broker.node_id.into();
+            endpoint.host = StrBytes::from_string(broker.host.clone());
+            endpoint.port = i32::from(broker.port);
+            endpoint.rack = broker.rack.clone().map(StrBytes::from_string);
+            endpoint
+        })
+        .collect()
 }
 
 fn acks_valid(acks: i16) -> bool {

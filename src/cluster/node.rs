@@ -1081,6 +1081,9 @@ impl Driver {
             }
             match MetadataRecord::decode(&entry.data) {
                 Ok(record) => {
+                    if let Some(code) = self.state.alter_partition_refusal(&record) {
+                        tracing::debug!(index = entry.index, %record, ?code, "refused");
+                    }
                     let applied = self.state.apply(entry.index, Some(&record));
                     let partition_change = record.partition_epoch().is_some();
                     if applied.changed && partition_change {

@@ -32,6 +32,11 @@
 //!   type 18 CompleteReassignment topic_id: 16 bytes, partition: i32, leader_epoch: i32
 //!   type 19 AlterConfigs   request, resource_type: i8, name: string, overrides (the
 //!                          resource's whole dynamic config set; Kafka's ConfigRecord)
+//!   type 20 PartitionChange topic_id: 16 bytes, partition: i32, leader: i32,
+//!                          leader_epoch: i32, partition_epoch: i32, isr (the new epochs)
+//!   type 21 AlterPartition topic_id: 16 bytes, partition: i32, leader: i32,
+//!                          leader_epoch: i32, partition_epoch: i32, isr (the epochs the
+//!                          leader saw; Kafka's AlterPartition request)
 //!
 //!   string    u16 length + UTF-8
 //!   request   node_id: i32, serial: u64 (the proposer's RequestId)
@@ -50,8 +55,10 @@
 //! a cluster whose brokers have no `--rack` still writes only records the previous version
 //! reads). Types 4 and 6 (one replica per
 //! partition, before replication) are read as partitions of one replica; topics are now
-//! written as types 13 and 14. Types never change their meaning; a new
-//! field is a new type.
+//! written as types 13 and 14. Type 12 (before partition epochs, when every change of a
+//! partition moved its leader epoch) is read as a PartitionChange whose partition epoch is
+//! its leader epoch, which it was then; changes are now written as type 20, and a leader's
+//! ISR changes as type 21. Types never change their meaning; a new field is a new type.
 //!
 //! Topic records carry everything their apply needs (the placement and the topic id are
 //! decided by the proposer), so that applying them is deterministic on every node; whether
@@ -64,7 +71,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{LeaderEpoch, NodeId};
+use crate::model::{LeaderEpoch, NodeId, PartitionEpoch};
 
 /// The only record format so far.
 const RECORD_VERSION: u8 = 0;
@@ -87,6 +94,8 @@ const TYPE_ALTER_REASSIGNMENT: u8 = 16;
 const TYPE_ELECT_LEADER: u8 = 17;
 const TYPE_COMPLETE_REASSIGNMENT: u8 = 18;
 const TYPE_ALTER_CONFIGS: u8 = 19;
+const TYPE_PARTITION_CHANGE_EPOCHS: u8 = 20;
+const TYPE_ALTER_PARTITION: u8 = 21;
 
 /// Who asked for a change: the proposing node and its serial number, unique per node (the
 /// serials of one process start at a random point, so a restarted node does not reuse the
@@ -142,15 +151,29 @@ pub enum MetadataRecord {
         node_id: NodeId,
         broker_epoch: u64,
     },
-    /// A partition's leader changes (Kafka's PartitionChangeRecord): `leader` (NONE: no
-    /// leader) takes office in `leader_epoch`, which must be the partition's epoch + 1, so
-    /// that a change committed twice, or proposed by a controller that had not applied the
-    /// whole log, takes effect once. `isr` is kept for replication (issue 14).
+    /// The active controller changes a partition's leader or ISR (Kafka's
+    /// PartitionChangeRecord): `leader` (NONE: no leader) in `leader_epoch` (the
+    /// partition's, one more when the leader changes) with `isr`, in `partition_epoch`,
+    /// which must be the partition's + 1, so that a change committed twice, or proposed by
+    /// a controller that had not applied the whole log, takes effect once.
     PartitionChange {
         topic_id: [u8; 16],
         partition: i32,
         leader: NodeId,
         leader_epoch: LeaderEpoch,
+        partition_epoch: PartitionEpoch,
+        isr: Vec<NodeId>,
+    },
+    /// A partition's leader asks for a new ISR (Kafka's AlterPartition request): `leader`
+    /// in `leader_epoch` saw the partition at `partition_epoch`. Applied only if both are
+    /// still the partition's (else FENCED_LEADER_EPOCH or INVALID_UPDATE_VERSION, as
+    /// Kafka's controller answers), and then moves the partition epoch only.
+    AlterPartition {
+        topic_id: [u8; 16],
+        partition: i32,
+        leader: NodeId,
+        leader_epoch: LeaderEpoch,
+        partition_epoch: PartitionEpoch,
         isr: Vec<NodeId>,
     },
     /// A new topic: each partition's replicas, the preferred leader first.
@@ -298,12 +321,31 @@ impl MetadataRecord {
                 out.extend_from_slice(&node_id.0.to_be_bytes());
                 out.extend_from_slice(&broker_epoch.to_be_bytes());
             }
-            MetadataRecord::PartitionChange { topic_id, partition, leader, leader_epoch, isr } => {
-                out.push(TYPE_PARTITION_CHANGE);
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            }
+            | MetadataRecord::AlterPartition {
+                topic_id,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                out.push(match self {
+                    MetadataRecord::PartitionChange { .. } => TYPE_PARTITION_CHANGE_EPOCHS,
+                    _ => TYPE_ALTER_PARTITION,
+                });
                 out.extend_from_slice(topic_id);
                 out.extend_from_slice(&partition.to_be_bytes());
                 out.extend_from_slice(&leader.0.to_be_bytes());
                 out.extend_from_slice(&leader_epoch.0.to_be_bytes());
+                out.extend_from_slice(&partition_epoch.0.to_be_bytes());
                 put_leaders(&mut out, isr);
             }
             MetadataRecord::ClusterId { cluster_id } => {
@@ -402,13 +444,16 @@ impl MetadataRecord {
         }
     }
 
-    /// The partition (topic id, index) and the leader epoch a change of the active
-    /// controller names (PartitionChange, CompleteReassignment): what its proposals are
-    /// throttled by.
+    /// The partition (topic id, index) and the epoch a change of one partition names
+    /// (PartitionChange and AlterPartition their partition epoch, CompleteReassignment its
+    /// leader epoch): what the active controller's proposals are throttled by.
     pub fn partition_epoch(&self) -> Option<([u8; 16], i32, i32)> {
         match self {
-            MetadataRecord::PartitionChange { topic_id, partition, leader_epoch, .. }
-            | MetadataRecord::CompleteReassignment { topic_id, partition, leader_epoch } => {
+            MetadataRecord::PartitionChange { topic_id, partition, partition_epoch, .. }
+            | MetadataRecord::AlterPartition { topic_id, partition, partition_epoch, .. } => {
+                Some((*topic_id, *partition, partition_epoch.0))
+            }
+            MetadataRecord::CompleteReassignment { topic_id, partition, leader_epoch } => {
                 Some((*topic_id, *partition, leader_epoch.0))
             }
             _ => None,
@@ -455,13 +500,36 @@ impl MetadataRecord {
                 let node_id = NodeId(reader.i32()?);
                 MetadataRecord::UnfenceBroker { node_id, broker_epoch: reader.u64()? }
             }
-            TYPE_PARTITION_CHANGE => {
+            kind
+            @ (TYPE_PARTITION_CHANGE | TYPE_PARTITION_CHANGE_EPOCHS | TYPE_ALTER_PARTITION) => {
                 let topic_id = reader.array::<16>()?;
                 let partition = reader.i32()?;
                 let leader = NodeId(reader.i32()?);
                 let leader_epoch = LeaderEpoch(reader.i32()?);
+                let partition_epoch = match kind {
+                    TYPE_PARTITION_CHANGE => PartitionEpoch(leader_epoch.0),
+                    _ => PartitionEpoch(reader.i32()?),
+                };
                 let isr = reader.leaders()?;
-                MetadataRecord::PartitionChange { topic_id, partition, leader, leader_epoch, isr }
+                if kind == TYPE_ALTER_PARTITION {
+                    MetadataRecord::AlterPartition {
+                        topic_id,
+                        partition,
+                        leader,
+                        leader_epoch,
+                        partition_epoch,
+                        isr,
+                    }
+                } else {
+                    MetadataRecord::PartitionChange {
+                        topic_id,
+                        partition,
+                        leader,
+                        leader_epoch,
+                        partition_epoch,
+                        isr,
+                    }
+                }
             }
             TYPE_CLUSTER_ID => MetadataRecord::ClusterId { cluster_id: reader.string()? },
             kind @ (TYPE_CREATE_TOPIC | TYPE_CREATE_TOPIC_REPLICAS) => {
@@ -575,14 +643,28 @@ impl std::fmt::Display for MetadataRecord {
                 write!(f, "InternalTopic {name}, {} partitions", leaders.len())
             }
             MetadataRecord::PartitionChange {
-                topic_id, partition, leader, leader_epoch, ..
+                topic_id,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
             } => {
                 let id = uuid::Uuid::from_bytes(*topic_id);
-                write!(
-                    f,
-                    "PartitionChange {id}-{partition} leader {leader} epoch {}",
-                    leader_epoch.0
-                )
+                write!(f, "PartitionChange {id}-{partition} leader {leader} epoch {leader_epoch}")?;
+                write!(f, " partition epoch {partition_epoch} isr {isr:?}")
+            }
+            MetadataRecord::AlterPartition {
+                topic_id,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let id = uuid::Uuid::from_bytes(*topic_id);
+                write!(f, "AlterPartition {id}-{partition} by {leader} in epoch {leader_epoch}")?;
+                write!(f, " at partition epoch {partition_epoch} isr {isr:?}")
             }
             MetadataRecord::CompleteReassignment { topic_id, partition, leader_epoch } => {
                 let id = uuid::Uuid::from_bytes(*topic_id);
@@ -809,7 +891,16 @@ mod tests {
                 partition: 4,
                 leader: NodeId::NONE,
                 leader_epoch: LeaderEpoch(2),
+                partition_epoch: PartitionEpoch(9),
                 isr: vec![NodeId(3)],
+            },
+            MetadataRecord::AlterPartition {
+                topic_id: [5; 16],
+                partition: 4,
+                leader: NodeId(1),
+                leader_epoch: LeaderEpoch(2),
+                partition_epoch: PartitionEpoch(9),
+                isr: vec![NodeId(1), NodeId(3)],
             },
         ]
     }
@@ -830,7 +921,31 @@ mod tests {
         bad[14] = 2;
         assert_eq!(MetadataRecord::decode(&bad), Err(RecordError::Reason(2)));
         let change = liveness_records()[3].encode();
-        assert_eq!(&change[18..34], [0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 2, 0, 0, 0, 1]);
+        assert_eq!(change[1], 20);
+        assert_eq!(&change[18..30], [0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 2]);
+        assert_eq!(&change[30..38], [0, 0, 0, 9, 0, 0, 0, 1]);
+        assert_eq!(liveness_records()[4].encode()[1], 21);
+    }
+
+    /// Type 12, as versions before partition epochs wrote it, replays with the partition
+    /// epoch equal to the leader epoch (every change moved both then).
+    #[test]
+    fn a_partition_change_without_a_partition_epoch_reads_its_leader_epoch() {
+        let mut old = vec![0, 12];
+        old.extend([5; 16]);
+        old.extend([0, 0, 0, 4, 0, 0, 0, 2, 0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 3]);
+        let expected = MetadataRecord::PartitionChange {
+            topic_id: [5; 16],
+            partition: 4,
+            leader: NodeId(2),
+            leader_epoch: LeaderEpoch(7),
+            partition_epoch: PartitionEpoch(7),
+            isr: vec![NodeId(3)],
+        };
+        assert_eq!(MetadataRecord::decode(&old), Ok(expected));
+        for size in 0..old.len() {
+            assert!(MetadataRecord::decode(&old[..size]).is_err(), "size {size}");
+        }
     }
 
     fn request() -> RequestId {
@@ -1004,7 +1119,7 @@ mod tests {
         longer.push(0);
         assert_eq!(MetadataRecord::decode(&longer), Err(RecordError::Trailing(1)));
         assert_eq!(MetadataRecord::decode(&[1, 1]), Err(RecordError::Version(1)));
-        assert_eq!(MetadataRecord::decode(&[0, 20]), Err(RecordError::Type(20)));
+        assert_eq!(MetadataRecord::decode(&[0, 22]), Err(RecordError::Type(22)));
         let mut bad_host = encoded;
         bad_host[8] = 0xff;
         assert_eq!(MetadataRecord::decode(&bad_host), Err(RecordError::Host));

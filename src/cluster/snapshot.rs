@@ -8,10 +8,13 @@
 //!   | "SPMS"  | ver | body_length | crc32c     | body                                 |
 //!   | 4 bytes | u8  | u32         | u32 (body) |                                      |
 //!   +---------+-----+-------------+------------+--------------------------------------+
-//!   ver 1, 2 or 3 (2: partitions carry a reassignment; written only when one is in
+//!   ver 1, 2, 3 or 4 (2: partitions carry a reassignment; written only when one is in
 //!   progress, so a cluster that never reassigns writes what the previous version reads;
 //!   3: as 2, and the dynamic configs follow the requests; written only when some are
-//!   set); body:
+//!   set; 4: as 3, and each partition's partition epoch follows its leader epoch; written
+//!   only when some partition's differs from its leader epoch, as an ISR change without a
+//!   new leader makes it; before 4 a partition's partition epoch is its leader epoch, which
+//!   it was when every change moved the leader epoch); body:
 //!     index u64, term u64                      the last entry the snapshot covers
 //!     conf state: voters, learners, voters_outgoing, learners_next (ids), auto_leave u8
 //!     leader: u8 present + i32, leader_term u64, cluster id: u8 present + string
@@ -19,6 +22,7 @@
 //!                        epoch u64, fenced u8, rack: u8 present + string), by node id
 //!     topics    count + (name string, topic_id 16 bytes, overrides,
 //!                        count + (replicas ids, isr ids, leader i32, leader_epoch i32,
+//!                        ver 4: partition_epoch i32,
 //!                        ver 2: adding ids, removing ids) per partition), by name
 //!     internal  count + (name string, leaders ids), by name
 //!     requests  count + request (node_id i32, serial u64), oldest first
@@ -53,7 +57,7 @@ use super::records::{
 };
 use super::state::{BrokerRegistration, MetadataState, PartitionState, TopicState};
 use crate::constants::CLUSTER_REQUESTS_REMEMBERED_MAX;
-use crate::model::{LeaderEpoch, NodeId};
+use crate::model::{LeaderEpoch, NodeId, PartitionEpoch};
 
 const MAGIC: [u8; 4] = *b"SPMS";
 const VERSION: u8 = 1;
@@ -61,6 +65,8 @@ const VERSION: u8 = 1;
 const VERSION_REASSIGNING: u8 = 2;
 /// As `VERSION_REASSIGNING`, with the dynamic configs (some are set).
 const VERSION_CONFIGS: u8 = 3;
+/// As `VERSION_CONFIGS`, with partition epochs (some differ from their leader epochs).
+const VERSION_EPOCHS: u8 = 4;
 const HEADER_BYTES: usize = 13;
 const SUFFIX: &str = ".snapshot";
 const TEMP_SUFFIX: &str = ".tmp";
@@ -142,10 +148,16 @@ pub fn encode(meta: &SnapshotMeta, state: &MetadataState) -> Vec<u8> {
     let topics = state.topics.values();
     let reassigning = topics.flat_map(|topic| &topic.partitions).any(PartitionState::reassigning);
     let configs = !state.configs.resources.is_empty();
-    let version = match (configs, reassigning) {
-        (true, _) => VERSION_CONFIGS,
-        (false, true) => VERSION_REASSIGNING,
-        (false, false) => VERSION,
+    let epochs = state
+        .topics
+        .values()
+        .flat_map(|topic| &topic.partitions)
+        .any(|p| p.partition_epoch.0 != p.leader_epoch.0);
+    let version = match (epochs, configs, reassigning) {
+        (true, _, _) => VERSION_EPOCHS,
+        (false, true, _) => VERSION_CONFIGS,
+        (false, false, true) => VERSION_REASSIGNING,
+        (false, false, false) => VERSION,
     };
     let reassigning = version != VERSION;
     body.extend_from_slice(&(state.topics.len() as u32).to_be_bytes());
@@ -159,6 +171,9 @@ pub fn encode(meta: &SnapshotMeta, state: &MetadataState) -> Vec<u8> {
             put_leaders(&mut body, &partition.isr);
             body.extend_from_slice(&partition.leader.0.to_be_bytes());
             body.extend_from_slice(&partition.leader_epoch.0.to_be_bytes());
+            if version == VERSION_EPOCHS {
+                body.extend_from_slice(&partition.partition_epoch.0.to_be_bytes());
+            }
             if reassigning {
                 put_leaders(&mut body, &partition.adding);
                 put_leaders(&mut body, &partition.removing);
@@ -174,7 +189,7 @@ pub fn encode(meta: &SnapshotMeta, state: &MetadataState) -> Vec<u8> {
     for request in &state.requests_order {
         put_request(&mut body, request);
     }
-    if version == VERSION_CONFIGS {
+    if version >= VERSION_CONFIGS {
         body.extend_from_slice(&(state.configs.resources.len() as u32).to_be_bytes());
         for ((resource_type, name), values) in &state.configs.resources {
             body.push(*resource_type as u8);
@@ -200,7 +215,7 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, MetadataState), SnapshotErr
         return Err(SnapshotError::Magic);
     }
     let version = bytes[4];
-    if ![VERSION, VERSION_REASSIGNING, VERSION_CONFIGS].contains(&version) {
+    if ![VERSION, VERSION_REASSIGNING, VERSION_CONFIGS, VERSION_EPOCHS].contains(&version) {
         return Err(SnapshotError::Version(version));
     }
     let want = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
@@ -258,11 +273,20 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, MetadataState), SnapshotErr
         let count = reader.count(4 + 4 + 4 + 4)?;
         let mut partitions = Vec::with_capacity(count);
         for _ in 0..count {
+            let replicas = reader.leaders()?;
+            let isr = reader.leaders()?;
+            let leader = NodeId(reader.i32()?);
+            let leader_epoch = LeaderEpoch(reader.i32()?);
+            let partition_epoch = match version {
+                VERSION_EPOCHS => PartitionEpoch(reader.i32()?),
+                _ => PartitionEpoch(leader_epoch.0),
+            };
             let mut partition = PartitionState {
-                replicas: reader.leaders()?,
-                isr: reader.leaders()?,
-                leader: NodeId(reader.i32()?),
-                leader_epoch: LeaderEpoch(reader.i32()?),
+                replicas,
+                isr,
+                leader,
+                leader_epoch,
+                partition_epoch,
                 adding: Vec::new(),
                 removing: Vec::new(),
             };
@@ -299,7 +323,7 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, MetadataState), SnapshotErr
         }
         state.requests_order.push_back(request);
     }
-    if version == VERSION_CONFIGS {
+    if version >= VERSION_CONFIGS {
         let resources = reader.count(1 + 2 + 4)?;
         for _ in 0..resources {
             let resource_type = reader.u8()? as i8;
@@ -539,7 +563,7 @@ mod tests {
                 })
                 .collect()
         };
-        let record = match rng.gen_range(0..18) {
+        let record = match rng.gen_range(0..20) {
             0 => return None,
             1 => MetadataRecord::LeaderChange { leader_id: node(rng), term: rng.gen_range(0..9) },
             2 => MetadataRecord::RegisterBroker {
@@ -611,6 +635,31 @@ mod tests {
                     n => BTreeMap::from([("c".into(), format!("{n}"))]),
                 },
             },
+            17 | 18 => {
+                // A leader's ISR change, mostly in the partition's current epochs (so that
+                // partition epochs move apart from leader epochs).
+                let topic = state.topics.values().nth(rng.gen_range(0..6));
+                let partition: i32 = rng.gen_range(0..3);
+                let current = topic.and_then(|t| t.partitions.get(partition as usize));
+                let (leader, leader_epoch, partition_epoch) = match current {
+                    Some(p) if rng.gen_bool(0.8) => (p.leader, p.leader_epoch, p.partition_epoch),
+                    _ => (
+                        node(rng),
+                        LeaderEpoch(rng.gen_range(0..3)),
+                        PartitionEpoch(rng.gen_range(0..3)),
+                    ),
+                };
+                let mut isr = vec![leader];
+                isr.extend((0..rng.gen_range(0..2)).map(|_| node(rng)).filter(|id| *id != leader));
+                MetadataRecord::AlterPartition {
+                    topic_id: topic.map_or([0; 16], |t| t.topic_id),
+                    partition,
+                    leader,
+                    leader_epoch,
+                    partition_epoch,
+                    isr,
+                }
+            }
             15 => MetadataRecord::ElectLeader {
                 request: request(rng),
                 name: name(rng),
@@ -628,6 +677,7 @@ mod tests {
                         partition: rng.gen_range(0..3),
                         leader: node(rng),
                         leader_epoch: LeaderEpoch(rng.gen_range(0..3)),
+                        partition_epoch: PartitionEpoch(rng.gen_range(0..3)),
                         isr: vec![node(rng)],
                     }
                 }

@@ -16,8 +16,11 @@
 //! A registration committed twice (the same incarnation) takes effect once. Fencing does not
 //! move leaders by itself: the active controller proposes `PartitionChange` records for
 //! what `partition_changes` finds (a partition led by a fenced broker loses its leader; a
-//! leaderless one whose replica is unfenced gets it back), each naming the next leader
+//! leaderless one whose replica is unfenced gets it back), each naming the next partition
 //! epoch, so that a change committed twice or proposed from a stale state is skipped.
+//! Partition leaders change their ISRs with `AlterPartition` records (Kafka's request of
+//! that name), checked here against the leader and partition epochs they saw. The leader
+//! epoch moves only with the leader (and with reassignments and requested elections).
 //!
 //! Lifecycle: built empty when the node starts, then fed every committed entry from index 1
 //! on (the log is replayed after a restart), or decoded from a snapshot (`snapshot`) and
@@ -31,7 +34,7 @@ use super::placement::Candidate;
 use super::records::{Election, MetadataRecord, RequestId};
 use crate::constants::CLUSTER_REQUESTS_REMEMBERED_MAX;
 use crate::model::dynamic_config::DynamicConfigs;
-use crate::model::{ErrorCode, LeaderEpoch, NodeId};
+use crate::model::{ErrorCode, LeaderEpoch, NodeId, PartitionEpoch};
 use crate::shard::internal_log::{self, INTERNAL_TOPICS};
 
 /// A registered broker and where clients reach it.
@@ -61,7 +64,12 @@ pub struct PartitionState {
     pub isr: Vec<NodeId>,
     /// NONE: no leader (no in-sync replica is unfenced).
     pub leader: NodeId,
+    /// Moves when the leader changes (and when a reassignment starts or ends, or a leader
+    /// is elected by request), not when only the ISR does: a client's fetch in the
+    /// current leader epoch is not fenced by an ISR change.
     pub leader_epoch: LeaderEpoch,
+    /// Moves with every change (KIP-497's partition epoch).
+    pub partition_epoch: PartitionEpoch,
     /// A reassignment in progress (Kafka's addingReplicas and removingReplicas): the
     /// replicas it adds (in `replicas`, catching up) and the ones it removes once they have
     /// (still in `replicas`). Both empty: none.
@@ -70,6 +78,13 @@ pub struct PartitionState {
 }
 
 impl PartitionState {
+    /// The epochs of a change to `leader`: the leader epoch one more if the leader
+    /// changes, the partition epoch one more always.
+    pub fn next_epochs(&self, leader: NodeId) -> (LeaderEpoch, PartitionEpoch) {
+        let bump = i32::from(leader != self.leader);
+        (LeaderEpoch(self.leader_epoch.0 + bump), self.partition_epoch.next())
+    }
+
     /// Whether a reassignment is in progress.
     pub fn reassigning(&self) -> bool {
         !self.adding.is_empty() || !self.removing.is_empty()
@@ -91,6 +106,14 @@ impl PartitionState {
         self.isr.retain(|id| !removing.contains(id));
         self.adding.clear();
     }
+}
+
+/// What a leader's AlterPartition record asks (`MetadataState::alter_partition`).
+struct AlterPartition<'a> {
+    leader: NodeId,
+    leader_epoch: LeaderEpoch,
+    partition_epoch: PartitionEpoch,
+    isr: &'a [NodeId],
 }
 
 /// A topic as the log says: its id, its partitions, and its config overrides (effective
@@ -242,9 +265,33 @@ impl MetadataState {
             MetadataRecord::UnfenceBroker { node_id, broker_epoch } => {
                 self.set_fenced(*node_id, *broker_epoch, false)
             }
-            MetadataRecord::PartitionChange { topic_id, partition, leader, leader_epoch, isr } => {
-                let changed =
-                    self.change_partition(topic_id, *partition, *leader, *leader_epoch, isr);
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let epochs = (*leader_epoch, *partition_epoch);
+                let changed = self.change_partition(topic_id, *partition, *leader, epochs, isr);
+                Applied { changed, catalog_changed: changed, outcome: None }
+            }
+            MetadataRecord::AlterPartition {
+                topic_id,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let asked = AlterPartition {
+                    leader: *leader,
+                    leader_epoch: *leader_epoch,
+                    partition_epoch: *partition_epoch,
+                    isr,
+                };
+                let changed = self.alter_partition(topic_id, *partition, &asked) == Ok(true);
                 Applied { changed, catalog_changed: changed, outcome: None }
             }
             MetadataRecord::ClusterId { cluster_id } => {
@@ -340,8 +387,10 @@ impl MetadataState {
     /// the ISR (the last in-sync replica stays in it, so that the partition waits for it
     /// rather than lose what only it has: unclean election is off); a partition whose
     /// leader is not a live broker gets its first live in-sync replica, or none. Each names
-    /// the next leader epoch. A partition that needs none of these and whose reassignment
-    /// can end (its added replicas joined the ISR) gets `CompleteReassignment`. The active
+    /// the next partition epoch, and the next leader epoch where the leader changes (an ISR
+    /// that only shrinks keeps the leader epoch, as Kafka's since 3.6). A partition that
+    /// needs none of these and whose reassignment can end (its added replicas joined the
+    /// ISR) gets `CompleteReassignment`. The active
     /// controller proposes them (Kafka's controller writes them with the fencing, and ends a
     /// reassignment with the ISR change that makes it complete).
     pub fn partition_changes(&self) -> Vec<MetadataRecord> {
@@ -362,11 +411,13 @@ impl MetadataState {
                     }
                     continue;
                 }
+                let (leader_epoch, partition_epoch) = partition.next_epochs(wanted);
                 changes.push(MetadataRecord::PartitionChange {
                     topic_id: topic.topic_id,
                     partition: index as i32,
                     leader: wanted,
-                    leader_epoch: LeaderEpoch(partition.leader_epoch.0 + 1),
+                    leader_epoch,
+                    partition_epoch,
                     isr,
                 });
             }
@@ -390,11 +441,13 @@ impl MetadataState {
                 {
                     continue;
                 }
+                let (leader_epoch, partition_epoch) = partition.next_epochs(preferred);
                 changes.push(MetadataRecord::PartitionChange {
                     topic_id: topic.topic_id,
                     partition: index as i32,
                     leader: preferred,
-                    leader_epoch: LeaderEpoch(partition.leader_epoch.0 + 1),
+                    leader_epoch,
+                    partition_epoch,
                     isr: partition.isr.clone(),
                 });
             }
@@ -425,14 +478,16 @@ impl MetadataState {
         }
     }
 
-    /// Applies a PartitionChange if it is the partition's next leader epoch and names a
-    /// leader among its replicas (or none); whether anything changed.
+    /// Applies a PartitionChange if it is the partition's next partition epoch, its leader
+    /// epoch is the partition's (one more when the leader changes; a record of the
+    /// previous version also moved it for an ISR change) and it names a leader among its
+    /// replicas (or none); whether anything changed.
     fn change_partition(
         &mut self,
         topic_id: &[u8; 16],
         partition: i32,
         leader: NodeId,
-        leader_epoch: LeaderEpoch,
+        (leader_epoch, partition_epoch): (LeaderEpoch, PartitionEpoch),
         isr: &[NodeId],
     ) -> bool {
         let Some(name) = self.topic_names.get(topic_id) else { return false };
@@ -441,7 +496,11 @@ impl MetadataState {
         else {
             return false;
         };
-        if leader_epoch.0 != state.leader_epoch.0 + 1 {
+        if partition_epoch != state.partition_epoch.next() {
+            return false;
+        }
+        let bumped = leader_epoch.0 == state.leader_epoch.0 + 1;
+        if !bumped && (leader != state.leader || leader_epoch != state.leader_epoch) {
             return false;
         }
         if leader != NodeId::NONE && !state.replicas.contains(&leader) {
@@ -459,8 +518,90 @@ impl MetadataState {
         }
         state.leader = leader;
         state.leader_epoch = leader_epoch;
+        state.partition_epoch = partition_epoch;
         state.isr = isr.to_vec();
         true
+    }
+
+    /// Kafka's `ReplicationControlManager.alterPartition` for one partition, at apply time:
+    /// the leader's ISR change takes effect if it comes from the partition's leader in its
+    /// leader epoch (FENCED_LEADER_EPOCH otherwise; NOT_LEADER_OR_FOLLOWER from another
+    /// broker), based on its partition epoch (INVALID_UPDATE_VERSION otherwise), and names
+    /// an ISR of replicas, the leader in it (INVALID_REQUEST otherwise) and no fenced broker
+    /// joining (INELIGIBLE_REPLICA). Ok(false): the ISR it asks for is the partition's
+    /// already (nothing changes, as Kafka's controller writes no record then).
+    fn alter_partition(
+        &mut self,
+        topic_id: &[u8; 16],
+        partition: i32,
+        asked: &AlterPartition,
+    ) -> Result<bool, ErrorCode> {
+        if !self.check_alter_partition(topic_id, partition, asked)? {
+            return Ok(false);
+        }
+        let name = self.topic_names.get(topic_id).ok_or(ErrorCode::UnknownTopicId)?;
+        let state = partition_mut(&mut self.topics, name, partition)
+            .map_err(|_| ErrorCode::UnknownTopicOrPartition)?;
+        state.isr = asked.isr.to_vec();
+        state.partition_epoch = state.partition_epoch.next();
+        Ok(true)
+    }
+
+    /// Why the AlterPartition `record` would be refused if it were applied now (None: it
+    /// would not be, or it is no AlterPartition), for the driver's log.
+    pub fn alter_partition_refusal(&self, record: &MetadataRecord) -> Option<ErrorCode> {
+        let MetadataRecord::AlterPartition {
+            topic_id,
+            partition,
+            leader,
+            leader_epoch,
+            partition_epoch,
+            isr,
+        } = record
+        else {
+            return None;
+        };
+        let asked = AlterPartition {
+            leader: *leader,
+            leader_epoch: *leader_epoch,
+            partition_epoch: *partition_epoch,
+            isr,
+        };
+        self.check_alter_partition(topic_id, *partition, &asked).err()
+    }
+
+    /// `alter_partition`'s checks: Ok(true) when it changes the ISR.
+    fn check_alter_partition(
+        &self,
+        topic_id: &[u8; 16],
+        partition: i32,
+        asked: &AlterPartition,
+    ) -> Result<bool, ErrorCode> {
+        let live = |id: &NodeId| self.is_live(*id);
+        let name = self.topic_names.get(topic_id).ok_or(ErrorCode::UnknownTopicId)?;
+        let topic = self.topics.get(name).ok_or(ErrorCode::UnknownTopicId)?;
+        let index = usize::try_from(partition).ok();
+        let state = index
+            .and_then(|index| topic.partitions.get(index))
+            .ok_or(ErrorCode::UnknownTopicOrPartition)?;
+        if asked.leader != state.leader {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
+        if asked.leader_epoch != state.leader_epoch {
+            return Err(ErrorCode::FencedLeaderEpoch);
+        }
+        if asked.partition_epoch != state.partition_epoch {
+            return Err(ErrorCode::InvalidUpdateVersion);
+        }
+        let isr = asked.isr;
+        let in_replicas = isr.iter().all(|id| state.replicas.contains(id));
+        if !in_replicas || !isr.contains(&asked.leader) {
+            return Err(ErrorCode::InvalidRequest);
+        }
+        if isr.iter().any(|id| !state.isr.contains(id) && !live(id)) {
+            return Err(ErrorCode::IneligibleReplica);
+        }
+        Ok(*isr != state.isr[..])
     }
 
     fn remember(&mut self, request: RequestId) {
@@ -484,6 +625,7 @@ impl MetadataState {
                 isr: set.clone(),
                 leader: set.iter().copied().find(|id| self.is_live(*id)).unwrap_or(NodeId::NONE),
                 leader_epoch: LeaderEpoch::INITIAL,
+                partition_epoch: PartitionEpoch::INITIAL,
                 adding: Vec::new(),
                 removing: Vec::new(),
             })
@@ -664,6 +806,7 @@ impl MetadataState {
         }
         state.leader = clean_leader(state, &state.isr, live);
         state.leader_epoch = LeaderEpoch(state.leader_epoch.0 + 1);
+        state.partition_epoch = state.partition_epoch.next();
         Ok(())
     }
 
@@ -725,6 +868,7 @@ impl MetadataState {
             }
         }
         state.leader_epoch = LeaderEpoch(state.leader_epoch.0 + 1);
+        state.partition_epoch = state.partition_epoch.next();
         Ok(())
     }
 
@@ -746,6 +890,7 @@ impl MetadataState {
         state.finish_reassignment();
         state.leader = clean_leader(state, &state.isr, live);
         state.leader_epoch = leader_epoch;
+        state.partition_epoch = state.partition_epoch.next();
         true
     }
 
@@ -1205,23 +1350,26 @@ mod tests {
         next(&mut state, &fence(2, two));
         assert_eq!(settle(&mut state), 1);
         assert_eq!(isr(&state), [1, 3].map(NodeId));
-        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(1), 1), "a follower left");
+        // A follower left: a new partition epoch, the same leader epoch.
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(1), 0), "a follower left");
+        assert_eq!(state.topics["t"].partitions[0].partition_epoch, PartitionEpoch(1));
         next(&mut state, &fence(1, one));
         assert_eq!(settle(&mut state), 1);
         assert_eq!(isr(&state), [NodeId(3)]);
-        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(3), 2));
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(3), 1));
         next(&mut state, &fence(3, three));
         assert_eq!(settle(&mut state), 1);
         assert_eq!(isr(&state), [NodeId(3)], "the last in-sync replica stays");
-        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId::NONE, 3));
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId::NONE, 2));
         // Replicas out of sync coming back do not lead: what only 3 has would be lost.
         next(&mut state, &unfence(1, one));
         next(&mut state, &unfence(2, two));
         assert_eq!(settle(&mut state), 0);
-        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId::NONE, 3));
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId::NONE, 2));
         next(&mut state, &unfence(3, three));
         assert_eq!(settle(&mut state), 1);
-        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(3), 4));
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(3), 3));
+        assert_eq!(state.topics["t"].partitions[0].partition_epoch, PartitionEpoch(4));
         assert_eq!(isr(&state), [NodeId(3)], "the leader adds caught-up followers back");
     }
 
@@ -1241,14 +1389,16 @@ mod tests {
         assert_eq!(settle(&mut state), 0);
         assert!(state.preferred_leader_changes().is_empty(), "1 is not in sync yet");
         // Its leader adds it back to the ISR (as `replication` proposes it).
-        let caught_up = MetadataRecord::PartitionChange {
+        let caught_up = MetadataRecord::AlterPartition {
             topic_id: [1; 16],
             partition: 0,
             leader: NodeId(2),
-            leader_epoch: LeaderEpoch(2),
+            leader_epoch: LeaderEpoch(1),
+            partition_epoch: PartitionEpoch(1),
             isr: [2, 3, 1].map(NodeId).to_vec(),
         };
         assert!(next(&mut state, &caught_up).catalog_changed);
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(2), 1), "the ISR only");
         let changes = state.preferred_leader_changes();
         assert_eq!(
             changes,
@@ -1256,13 +1406,15 @@ mod tests {
                 topic_id: [1; 16],
                 partition: 0,
                 leader: NodeId(1),
-                leader_epoch: LeaderEpoch(3),
+                leader_epoch: LeaderEpoch(2),
+                partition_epoch: PartitionEpoch(3),
                 isr: [2, 3, 1].map(NodeId).to_vec(),
             }]
         );
         assert!(next(&mut state, &changes[0]).catalog_changed);
-        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(1), 3));
-        assert_eq!(leader_and_epoch(&state, "t", 1), (NodeId(2), 1), "led by its preferred");
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(1), 2));
+        // 1 left its ISR in a new partition epoch, the leader epoch stayed.
+        assert_eq!(leader_and_epoch(&state, "t", 1), (NodeId(2), 0), "led by its preferred");
         assert!(state.preferred_leader_changes().is_empty());
         assert!(state.partition_changes().is_empty());
     }
@@ -1352,6 +1504,7 @@ mod tests {
                 partition,
                 leader: NodeId::NONE,
                 leader_epoch: LeaderEpoch(1),
+                partition_epoch: PartitionEpoch(1),
                 isr: vec![NodeId(2)],
             })
             .to_vec();
@@ -1397,11 +1550,22 @@ mod tests {
             partition,
             leader: NodeId(leader),
             leader_epoch: LeaderEpoch(epoch),
+            partition_epoch: PartitionEpoch(epoch),
             isr: isr.iter().map(|id| NodeId(*id)).collect(),
         };
+        let mut leader_skips = change(0, -1, 1, &[1]);
+        if let MetadataRecord::PartitionChange { leader_epoch, .. } = &mut leader_skips {
+            *leader_epoch = LeaderEpoch(2);
+        }
+        let mut same_epoch_new_leader = change(0, -1, 1, &[1]);
+        if let MetadataRecord::PartitionChange { leader_epoch, .. } = &mut same_epoch_new_leader {
+            *leader_epoch = LeaderEpoch(0);
+        }
         for stale in [
             change(0, -1, 0, &[1]),  // not the next epoch
             change(0, -1, 2, &[1]),  // skips one
+            leader_skips,            // the next partition epoch, a leader epoch skipped
+            same_epoch_new_leader,   // another leader in the same leader epoch
             change(0, 2, 1, &[1]),   // a leader that is no replica
             change(0, -1, 1, &[]),   // an empty isr
             change(0, -1, 1, &[3]),  // an isr that is no replica
@@ -1476,9 +1640,18 @@ mod tests {
                 partition: 0,
                 leader,
                 leader_epoch: LeaderEpoch(1),
+                partition_epoch: PartitionEpoch(1),
                 isr: vec![NodeId(1)],
             });
         }
+        alphabet.push(MetadataRecord::AlterPartition {
+            topic_id: [1; 16],
+            partition: 0,
+            leader: NodeId(1),
+            leader_epoch: LeaderEpoch(0),
+            partition_epoch: PartitionEpoch(0),
+            isr: vec![NodeId(1)],
+        });
         let n = alphabet.len();
         let mut sequences = 0;
         for length in 1..=4u32 {
@@ -1546,11 +1719,12 @@ mod tests {
         let p = &state.topics["t"].partitions[partition as usize];
         let mut isr = p.isr.clone();
         isr.push(NodeId(id));
-        let change = MetadataRecord::PartitionChange {
+        let change = MetadataRecord::AlterPartition {
             topic_id: state.topics["t"].topic_id,
             partition,
             leader: p.leader,
-            leader_epoch: LeaderEpoch(p.leader_epoch.0 + 1),
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
             isr,
         };
         assert!(next(state, &change).catalog_changed);
@@ -1577,7 +1751,7 @@ mod tests {
         let complete = MetadataRecord::CompleteReassignment {
             topic_id: [1; 16],
             partition: 0,
-            leader_epoch: LeaderEpoch(3),
+            leader_epoch: LeaderEpoch(2),
         };
         assert_eq!(changes, std::slice::from_ref(&complete));
         assert!(next(&mut state, &complete).catalog_changed);
@@ -1586,16 +1760,18 @@ mod tests {
         assert_eq!((replicas, isr), (ids(&[4, 2, 3]), ids(&[2, 3, 4])));
         assert!(adding.is_empty() && removing.is_empty());
         // Kafka's electAnyLeader: the first live in-sync replica in the target's order.
-        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(4), 3), "the first in-sync target");
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(4), 2), "the first in-sync target");
         assert!(state.partition_changes().is_empty());
         let not_needed = next(&mut state, &elect(3, 0, Election::Preferred));
         assert_eq!(outcome_code(&not_needed), ErrorCode::ElectionNotNeeded);
         // A new order names another preferred replica; a preferred election makes it lead.
         next(&mut state, &reassign(4, 0, Some(&[2, 4, 3])));
-        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(4), 4), "a new order moves nobody");
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(4), 3), "a new order moves nobody");
         let elected = next(&mut state, &elect(5, 0, Election::Preferred));
         assert_eq!(outcome_code(&elected), ErrorCode::None);
-        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(2), 5));
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(2), 4));
+        // Every change moved the partition epoch: start, join, end, new order, election.
+        assert_eq!(state.topics["t"].partitions[0].partition_epoch, PartitionEpoch(5));
     }
 
     #[test]
@@ -1640,7 +1816,7 @@ mod tests {
         let [replicas, isr, adding, removing] = assignment(&state, 0);
         assert_eq!((replicas, isr), (ids(&[1, 2]), ids(&[1, 2])));
         assert!(adding.is_empty() && removing.is_empty());
-        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(1), 3));
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(1), 2));
         // A new target while one is in progress: counted from the replicas before it.
         next(&mut state, &reassign(5, 0, Some(&[3, 4])));
         next(&mut state, &reassign(6, 0, Some(&[1, 3])));
@@ -1721,8 +1897,62 @@ mod tests {
         next(&mut state, &unfence(3, three));
         assert_eq!(settle(&mut state), 0, "3 is not in sync: no clean election");
         assert_eq!(code(&mut state, elect(7, 0, Election::Unclean)), ErrorCode::None);
-        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(3), 4));
+        assert_eq!(leader_and_epoch(&state, "t", 0), (NodeId(3), 3));
         assert_eq!(state.topics["t"].partitions[0].isr, ids(&[3]));
+    }
+
+    /// Kafka's AlterPartition checks, at apply time: the leader in its leader epoch, based
+    /// on the partition epoch, replicas only, the leader in it, no fenced broker joining;
+    /// taken, it moves the partition epoch and leaves the leader epoch.
+    #[test]
+    fn alter_partition_answers_as_kafkas_controller() {
+        let mut state = three_brokers();
+        next(&mut state, &create_replicated(1, "t", &[&[1, 2, 3]]));
+        let topic_id = state.topics["t"].topic_id;
+        // (leader, its leader epoch, the partition epoch it saw, the ISR it asks for)
+        type Asked<'a> = (i32, i32, i32, &'a [i32]);
+        let alter = |state: &mut MetadataState, asked: Asked<'_>| {
+            let (leader, leader_epoch, partition_epoch, isr) = asked;
+            let isr = ids(isr);
+            let asked = AlterPartition {
+                leader: NodeId(leader),
+                leader_epoch: LeaderEpoch(leader_epoch),
+                partition_epoch: PartitionEpoch(partition_epoch),
+                isr: &isr,
+            };
+            state.alter_partition(&topic_id, 0, &asked)
+        };
+        assert_eq!(alter(&mut state, (2, 0, 0, &[1, 2])), Err(ErrorCode::NotLeaderOrFollower));
+        assert_eq!(alter(&mut state, (1, 1, 0, &[1, 2])), Err(ErrorCode::FencedLeaderEpoch));
+        assert_eq!(alter(&mut state, (1, 0, 1, &[1, 2])), Err(ErrorCode::InvalidUpdateVersion));
+        assert_eq!(alter(&mut state, (1, 0, 0, &[1, 4])), Err(ErrorCode::InvalidRequest));
+        assert_eq!(alter(&mut state, (1, 0, 0, &[2, 3])), Err(ErrorCode::InvalidRequest));
+        assert_eq!(alter(&mut state, (1, 0, 0, &[1, 2, 3])), Ok(false), "the same ISR");
+        assert_eq!(alter(&mut state, (1, 0, 0, &[1, 2])), Ok(true));
+        let p = &state.topics["t"].partitions[0];
+        assert_eq!((p.leader_epoch, p.partition_epoch), (LeaderEpoch(0), PartitionEpoch(1)));
+        assert_eq!(p.isr, ids(&[1, 2]));
+        // The same change again is based on an old partition epoch.
+        assert_eq!(alter(&mut state, (1, 0, 0, &[1, 2])), Err(ErrorCode::InvalidUpdateVersion));
+        // A fenced broker does not join; the ISR may keep one (it only shrinks here).
+        let three = state.brokers[&NodeId(3)].epoch;
+        next(&mut state, &fence(3, three));
+        assert_eq!(alter(&mut state, (1, 0, 1, &[1, 2, 3])), Err(ErrorCode::IneligibleReplica));
+        next(&mut state, &unfence(3, three));
+        assert_eq!(alter(&mut state, (1, 0, 1, &[1, 2, 3])), Ok(true));
+        let p = &state.topics["t"].partitions[0];
+        assert_eq!((p.leader_epoch, p.partition_epoch), (LeaderEpoch(0), PartitionEpoch(2)));
+        // As a record: applied once, a copy refused.
+        let record = MetadataRecord::AlterPartition {
+            topic_id,
+            partition: 0,
+            leader: NodeId(1),
+            leader_epoch: LeaderEpoch(0),
+            partition_epoch: PartitionEpoch(2),
+            isr: ids(&[1, 3]),
+        };
+        assert!(next(&mut state, &record).catalog_changed);
+        assert_eq!(next(&mut state, &record), Applied::default());
     }
 
     #[test]

@@ -49,7 +49,7 @@ use crate::constants::{
     CLUSTER_LIVE_BROKER_WAIT_MS_MAX, CLUSTER_PROPOSAL_POLL_MS, CLUSTER_PROPOSAL_RETRY_MS,
     CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT,
 };
-use crate::model::{ErrorCode, LeaderEpoch, NodeId};
+use crate::model::{ErrorCode, LeaderEpoch, NodeId, PartitionEpoch};
 use crate::partition::{PartitionRequest, PartitionResponse};
 use crate::shard::catalog::{PartitionLeader, TopicMeta};
 use crate::shard::internal_log::{self, INTERNAL_TOPICS};
@@ -429,6 +429,7 @@ impl Controller {
                 isr: partition.isr.as_slice().into(),
                 leader: partition.leader,
                 leader_epoch: partition.leader_epoch,
+                partition_epoch: partition.partition_epoch,
                 adding: partition.adding.as_slice().into(),
                 removing: partition.removing.as_slice().into(),
             });
@@ -538,6 +539,7 @@ fn new_placement(replicas: &[NodeId]) -> PartitionLeader {
         isr: replicas.into(),
         leader: replicas.first().copied().unwrap_or(NodeId::NONE),
         leader_epoch: LeaderEpoch::INITIAL,
+        partition_epoch: PartitionEpoch::INITIAL,
         adding: Arc::from([]),
         removing: Arc::from([]),
     }

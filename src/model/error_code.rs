@@ -84,8 +84,13 @@ pub enum ErrorCode {
     ResourceNotFound = 91,
     DuplicateResource = 92,
     UnacceptableCredential = 93,
+    /// AlterPartition based on a partition epoch that is not the partition's (an older
+    /// state: the metadata log refuses it; `cluster::state`).
+    InvalidUpdateVersion = 95,
     UnknownTopicId = 100,
     TransactionalIdNotFound = 105,
+    /// AlterPartition adding a replica whose broker is fenced.
+    IneligibleReplica = 107,
     FencedMemberEpoch = 110,
     UnreleasedInstanceId = 111,
     UnsupportedAssignor = 112,
@@ -95,7 +100,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, by wire value.
-    pub const ALL: [ErrorCode; 73] = [
+    pub const ALL: [ErrorCode; 75] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -162,8 +167,10 @@ impl ErrorCode {
         ErrorCode::ResourceNotFound,
         ErrorCode::DuplicateResource,
         ErrorCode::UnacceptableCredential,
+        ErrorCode::InvalidUpdateVersion,
         ErrorCode::UnknownTopicId,
         ErrorCode::TransactionalIdNotFound,
+        ErrorCode::IneligibleReplica,
         ErrorCode::FencedMemberEpoch,
         ErrorCode::UnreleasedInstanceId,
         ErrorCode::UnsupportedAssignor,
@@ -195,7 +202,7 @@ mod tests {
     use super::*;
 
     /// The wire values, written out once more: a renumbered variant fails here.
-    const WIRE: [(ErrorCode, i16); 73] = [
+    const WIRE: [(ErrorCode, i16); 75] = [
         (ErrorCode::UnknownServerError, -1),
         (ErrorCode::None, 0),
         (ErrorCode::OffsetOutOfRange, 1),
@@ -262,8 +269,10 @@ mod tests {
         (ErrorCode::ResourceNotFound, 91),
         (ErrorCode::DuplicateResource, 92),
         (ErrorCode::UnacceptableCredential, 93),
+        (ErrorCode::InvalidUpdateVersion, 95),
         (ErrorCode::UnknownTopicId, 100),
         (ErrorCode::TransactionalIdNotFound, 105),
+        (ErrorCode::IneligibleReplica, 107),
         (ErrorCode::FencedMemberEpoch, 110),
         (ErrorCode::UnreleasedInstanceId, 111),
         (ErrorCode::UnsupportedAssignor, 112),

@@ -148,6 +148,29 @@ impl fmt::Display for LeaderEpoch {
     }
 }
 
+/// A partition's epoch (Kafka's `partitionEpoch`, KIP-497): bumped by every change of the
+/// partition's state on the metadata log (ISR, leader, replicas), where the leader epoch
+/// moves only with the leader. A leader's ISR change names the one it saw, so that a change
+/// based on a stale state is refused (INVALID_UPDATE_VERSION) rather than undo a newer one.
+/// Never on the wire to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartitionEpoch(pub i32);
+
+impl PartitionEpoch {
+    /// A new partition's epoch.
+    pub const INITIAL: PartitionEpoch = PartitionEpoch(0);
+
+    pub fn next(self) -> PartitionEpoch {
+        PartitionEpoch(self.0 + 1)
+    }
+}
+
+impl fmt::Display for PartitionEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A broker's node id (`node.id`): what Metadata, FindCoordinator and DescribeCluster name as
 /// the leader, the coordinator and the controller. -1 (`NodeId::NONE`) is the wire's "no
 /// node".

@@ -14,7 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use error_code::ErrorCode;
-pub use ids::{LeaderEpoch, NodeId, Offset, ProducerEpoch, ProducerId};
+pub use ids::{LeaderEpoch, NodeId, Offset, PartitionEpoch, ProducerEpoch, ProducerId};
 
 /// A partition of a topic. Cheap to clone and to send to another core (the name is shared).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -35,7 +35,7 @@ use crate::constants::{
 use crate::metrics::{CacheReport, PartitionReport};
 use crate::model::dynamic_config::DynamicConfigs;
 use crate::model::{now_ms, ErrorCode, Isolation, Offset, ProducerEpoch, ProducerId};
-use crate::model::{LeaderEpoch, NodeId, ShardId, TopicPartition};
+use crate::model::{LeaderEpoch, NodeId, PartitionEpoch, ShardId, TopicPartition};
 use crate::shard::catalog::{TopicMeta, META_DIR};
 use crate::shard::delayed::{Key, Wait};
 use crate::shard::internal_log::{InternalRole, REPLICATED_INTERNAL_TOPICS};
@@ -271,11 +271,13 @@ pub struct FetchPosition {
     pub log_start: Offset,
 }
 
-/// What a leader wants changed in a partition's ISR (proposed by the `replication` service).
+/// What a leader wants changed in a partition's ISR (proposed by the `replication` service),
+/// and the epochs it saw the partition in.
 #[derive(Debug, Clone)]
 pub struct IsrChange {
     pub tp: TopicPartition,
     pub leader_epoch: LeaderEpoch,
+    pub partition_epoch: PartitionEpoch,
     pub isr: Vec<NodeId>,
 }
 
@@ -678,6 +680,7 @@ impl Partitions {
                     // Leading on in a new epoch (an ISR change, a reassignment): the
                     // followers' progress stays.
                     followers.leader_epoch = placement.leader_epoch;
+                    followers.partition_epoch = placement.partition_epoch;
                     followers.set_replicas(&placement.replicas, now_ms());
                     followers.set_isr(&placement.isr);
                     followers.high_watermark_bound()
@@ -844,8 +847,9 @@ impl Partitions {
     }
 
     /// The ISR changes the partitions this shard leads call for (a follower that fell
-    /// behind for `lag_ms`, one that caught up), for the controller.
-    pub fn isr_changes(&self, lag_ms: i64) -> Vec<IsrChange> {
+    /// behind for `lag_ms`, one that caught up and whose broker is `eligible`), for the
+    /// controller.
+    pub fn isr_changes(&self, lag_ms: i64, eligible: &dyn Fn(NodeId) -> bool) -> Vec<IsrChange> {
         let now = now_ms();
         let leading = self.leading.borrow();
         leading
@@ -854,8 +858,14 @@ impl Partitions {
                 let log = self.log(tp)?;
                 let high_watermark = log.borrow().high_watermark;
                 let epoch_start = followers.epoch_start;
-                let isr = followers.wanted_isr(now, lag_ms, high_watermark, epoch_start)?;
-                Some(IsrChange { tp: tp.clone(), leader_epoch: followers.leader_epoch, isr })
+                let isr =
+                    followers.wanted_isr(now, lag_ms, high_watermark, epoch_start, eligible)?;
+                Some(IsrChange {
+                    tp: tp.clone(),
+                    leader_epoch: followers.leader_epoch,
+                    partition_epoch: followers.partition_epoch,
+                    isr,
+                })
             })
             .collect()
     }

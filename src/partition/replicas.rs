@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::model::{LeaderEpoch, NodeId, Offset};
+use crate::model::{LeaderEpoch, NodeId, Offset, PartitionEpoch};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Progress {
@@ -66,6 +66,8 @@ pub fn rack_aware_read_replica(
 pub struct Followers {
     pub me: NodeId,
     pub leader_epoch: LeaderEpoch,
+    /// The partition epoch of the ISR this leader knows (its ISR changes are based on it).
+    pub partition_epoch: PartitionEpoch,
     pub replicas: Vec<NodeId>,
     pub isr: Vec<NodeId>,
     /// The leader's log end when it took office: a follower holds this epoch's batches
@@ -100,6 +102,7 @@ impl Followers {
         Followers {
             me,
             leader_epoch,
+            partition_epoch: PartitionEpoch::INITIAL,
             replicas: replicas.to_vec(),
             isr: isr.to_vec(),
             epoch_start: Offset::ZERO,
@@ -156,21 +159,33 @@ impl Followers {
     }
 
     /// The ISR this leader should ask for, if it differs from the current one: in-sync
-    /// followers not caught up within `lag_ms` leave; followers out of it whose log end
-    /// reached `high_watermark` (and the start of this leader's epoch, so they hold its
-    /// first batch) come back. The leader always stays.
+    /// followers not caught up within `lag_ms` leave; followers out of it come back when
+    /// their log end reached `high_watermark` (and the start of this leader's epoch, so
+    /// they hold its first batch), they were caught up within `lag_ms` (so they would not
+    /// leave again at the next look: Kafka adds a follower on its fetch) and `eligible`
+    /// says their broker may join (Kafka's `isReplicaIsrEligible`: not fenced; the
+    /// controller refuses a fenced one). Without the last two, a dead follower that had
+    /// everything was asked back in again and again (the controller refusing each, or
+    /// taking it before the fencing and then losing it to the lag), hundreds of metadata
+    /// records a second. The leader always stays.
     pub fn wanted_isr(
         &self,
         now_ms: i64,
         lag_ms: i64,
         high_watermark: Offset,
         epoch_start: Offset,
+        eligible: &dyn Fn(NodeId) -> bool,
     ) -> Option<Vec<NodeId>> {
         let keep = |id: &NodeId| {
             *id == self.me
                 || match self.progress.get(id) {
                     Some(p) if self.isr.contains(id) => now_ms - p.caught_up_ms <= lag_ms,
-                    Some(p) => p.log_end >= high_watermark && p.log_end >= epoch_start,
+                    Some(p) => {
+                        p.log_end >= high_watermark
+                            && p.log_end >= epoch_start
+                            && now_ms - p.caught_up_ms <= lag_ms
+                            && eligible(*id)
+                    }
                     None => false,
                 }
         };
@@ -237,6 +252,11 @@ impl Followers {
 mod tests {
     use super::*;
 
+    /// Every broker live (unfenced): any replica may join the ISR.
+    fn live(_: NodeId) -> bool {
+        true
+    }
+
     fn three() -> Followers {
         let ids = [1, 2, 3].map(NodeId);
         Followers::new(NodeId(1), LeaderEpoch(4), &ids, &ids, 1_000)
@@ -264,16 +284,16 @@ mod tests {
         let lag = 500;
         f.on_fetch(NodeId(2), Offset(0), Offset(0), 1_000);
         f.on_fetch(NodeId(3), Offset(0), Offset(0), 1_000);
-        assert_eq!(f.wanted_isr(1_400, lag, Offset(0), Offset(0)), None);
+        assert_eq!(f.wanted_isr(1_400, lag, Offset(0), Offset(0), &live), None);
         // The leader grows; 2 keeps fetching what was there at its last fetch, 3 stalls
         // (caught up last at 1,100, when it fetched all there was at its fetch before).
         f.on_fetch(NodeId(2), Offset(0), Offset(50), 1_200);
         f.on_fetch(NodeId(3), Offset(0), Offset(50), 1_100);
         f.on_fetch(NodeId(2), Offset(50), Offset(90), 1_400);
         f.on_fetch(NodeId(3), Offset(0), Offset(90), 1_400);
-        assert_eq!(f.wanted_isr(1_600, lag, Offset(0), Offset(0)), None, "within the lag");
+        assert_eq!(f.wanted_isr(1_600, lag, Offset(0), Offset(0), &live), None, "within the lag");
         let without_3 = Some(vec![NodeId(1), NodeId(2)]);
-        assert_eq!(f.wanted_isr(1_601, lag, Offset(0), Offset(0)), without_3);
+        assert_eq!(f.wanted_isr(1_601, lag, Offset(0), Offset(0), &live), without_3);
         // A stalled follower never holds the high watermark once it is out.
         f.set_isr(&[NodeId(1), NodeId(2)]);
         assert_eq!(f.high_watermark_bound(), Offset(50));
@@ -288,13 +308,17 @@ mod tests {
         f.on_fetch(NodeId(3), Offset(40), Offset(40), 1_000);
         f.set_replicas(&[4, 2, 3, 1].map(NodeId), 1_100);
         assert_eq!(f.high_watermark_bound(), Offset(40), "4 is not in sync");
-        assert_eq!(f.wanted_isr(1_200, 500, Offset(40), Offset(0)), None, "4 has not fetched");
+        assert_eq!(
+            f.wanted_isr(1_200, 500, Offset(40), Offset(0), &live),
+            None,
+            "4 has not fetched"
+        );
         f.on_fetch(NodeId(4), Offset(10), Offset(40), 1_200);
-        assert_eq!(f.wanted_isr(1_300, 500, Offset(40), Offset(0)), None, "4 is behind");
+        assert_eq!(f.wanted_isr(1_300, 500, Offset(40), Offset(0), &live), None, "4 is behind");
         f.on_fetch(NodeId(4), Offset(40), Offset(40), 1_300);
         let with_4 = Some([2, 3, 1, 4].map(NodeId).to_vec());
         // Wanted in replica order: 4 first as the target has it.
-        let wanted = f.wanted_isr(1_400, 500, Offset(40), Offset(0));
+        let wanted = f.wanted_isr(1_400, 500, Offset(40), Offset(0), &live);
         assert_eq!(
             wanted.map(|mut isr| {
                 isr.sort();
@@ -383,13 +407,40 @@ mod tests {
         let ids = [1, 2, 3].map(NodeId);
         let mut f = Followers::new(NodeId(1), LeaderEpoch(4), &ids, &[NodeId(1)], 0);
         f.on_fetch(NodeId(2), Offset(30), Offset(40), 10);
-        assert_eq!(f.wanted_isr(20, 500, Offset(35), Offset(0)), None, "below the hw");
-        assert_eq!(f.wanted_isr(20, 500, Offset(30), Offset(31)), None, "below the epoch");
-        assert_eq!(f.wanted_isr(20, 500, Offset(30), Offset(30)), Some(vec![NodeId(1), NodeId(2)]));
+        assert_eq!(f.wanted_isr(20, 500, Offset(35), Offset(0), &live), None, "below the hw");
+        assert_eq!(f.wanted_isr(20, 500, Offset(30), Offset(31), &live), None, "below the epoch");
+        assert_eq!(
+            f.wanted_isr(20, 500, Offset(30), Offset(30), &live),
+            Some(vec![NodeId(1), NodeId(2)])
+        );
         // Replica order is kept, whatever order the ISR had.
         f.on_fetch(NodeId(3), Offset(40), Offset(40), 10);
         f.set_isr(&[NodeId(2), NodeId(1)]);
-        assert_eq!(f.wanted_isr(20, 500, Offset(40), Offset(0)), Some(ids.to_vec()));
+        assert_eq!(f.wanted_isr(20, 500, Offset(40), Offset(0), &live), Some(ids.to_vec()));
         assert_eq!(f.isr_len(), 2);
+    }
+
+    /// A follower that died holding everything (its last log end at the high watermark) is
+    /// not asked back in: not once its broker is fenced, and not while it is live but no
+    /// longer caught up (it would leave again at the next look, a flip-flop of records).
+    #[test]
+    fn a_dead_follower_at_the_high_watermark_is_not_asked_back() {
+        let ids = [1, 2, 3].map(NodeId);
+        let mut f = Followers::new(NodeId(1), LeaderEpoch(4), &ids, &ids, 0);
+        let lag = 500;
+        f.on_fetch(NodeId(2), Offset(10), Offset(10), 100);
+        f.on_fetch(NodeId(3), Offset(10), Offset(10), 100);
+        // 3 dies; 2 keeps fetching; the fencing took 3 out of the ISR.
+        f.on_fetch(NodeId(2), Offset(10), Offset(10), 400);
+        f.set_isr(&[NodeId(1), NodeId(2)]);
+        let fenced = |id: NodeId| id != NodeId(3);
+        assert_eq!(f.wanted_isr(450, lag, Offset(10), Offset(0), &fenced), None, "fenced");
+        // Live (not fenced yet) but silent for longer than the lag time: stays out.
+        assert_eq!(f.wanted_isr(601, lag, Offset(10), Offset(0), &live), None, "silent");
+        assert_eq!(f.wanted_isr(450, lag, Offset(10), Offset(0), &live), Some(ids.to_vec()));
+        // Back and fetching: it joins.
+        f.on_fetch(NodeId(2), Offset(10), Offset(10), 1_000);
+        f.on_fetch(NodeId(3), Offset(10), Offset(10), 1_000);
+        assert_eq!(f.wanted_isr(1_050, lag, Offset(10), Offset(0), &live), Some(ids.to_vec()));
     }
 }

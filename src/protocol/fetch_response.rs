@@ -14,9 +14,12 @@
 //!                              [producer_id i64, first_offset i64, tagged fields (v12+)],
 //!                            preferred_read_replica i32 (v11+),
 //!                            records nullable bytes, tagged fields (v12+: tag 0
-//!                            diverging_epoch [epoch i32, end_offset i64, tagged fields]) ]
+//!                            diverging_epoch [epoch i32, end_offset i64, tagged fields];
+//!                            tag 1 current_leader [leader_id i32, leader_epoch i32,
+//!                            tagged fields] (KIP-951, filled in from v16)) ]
 //!              tagged fields (v12+) ]
-//! tagged fields (v12+)
+//! tagged fields (v12+: tag 0 node_endpoints (v16+, KIP-951) [node_id i32, host string,
+//!                port i32, rack nullable string, tagged fields])
 //! ```
 //! v12+ ("flexible") writes arrays, strings and bytes with compact (varint) lengths.
 
@@ -50,6 +53,17 @@ pub struct PartitionData<R> {
     pub diverging_epoch: Option<(i32, i64)>,
     /// The replica the consumer should fetch from instead (v11+, KIP-392); -1: none.
     pub preferred_read_replica: i32,
+    /// The partition's leader and leader epoch (v12+, a tagged field; KIP-951).
+    pub current_leader: Option<(i32, i32)>,
+}
+
+/// A broker a response names (KIP-951's node endpoints).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEndpoint {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
 }
 
 #[derive(Debug)]
@@ -63,7 +77,12 @@ pub struct FetchResponseHead {
     pub throttle_time_ms: i32,
     pub error_code: i16,
     pub session_id: i32,
+    /// The leaders the partitions' `current_leader` name (v16+, a tagged field at the end).
+    pub node_endpoints: Vec<NodeEndpoint>,
 }
+
+/// The first version with node endpoints.
+pub const NODE_ENDPOINTS_FROM: i16 = 16;
 
 /// Encodes the response body (after the response header). Returns the parts and the total
 /// body size in bytes.
@@ -126,24 +145,48 @@ pub fn encode<R>(
                 size += partition.records_size;
                 parts.extend(partition.records.into_iter().map(Part::Records));
             }
-            match partition.diverging_epoch {
-                Some((epoch, end_offset)) if flexible => {
-                    // One tagged field, tag 0, of 13 bytes: the struct and its own (empty)
-                    // tagged fields.
-                    out.put_slice(&[1, 0, 13]);
+            if flexible {
+                let diverging = partition.diverging_epoch;
+                let leader = partition.current_leader;
+                out.put_u8(u8::from(diverging.is_some()) + u8::from(leader.is_some()));
+                if let Some((epoch, end_offset)) = diverging {
+                    // Tag 0, of 13 bytes: the struct and its own (empty) tagged fields.
+                    out.put_slice(&[0, 13]);
                     out.put_i32(epoch);
                     out.put_i64(end_offset);
                     out.put_u8(0);
                 }
-                _ if flexible => out.put_u8(0),
-                _ => {}
+                if let Some((leader_id, leader_epoch)) = leader {
+                    // Tag 1, of 9 bytes.
+                    out.put_slice(&[1, 9]);
+                    out.put_i32(leader_id);
+                    out.put_i32(leader_epoch);
+                    out.put_u8(0);
+                }
             }
         }
         if flexible {
             out.put_u8(0);
         }
     }
-    if flexible {
+    if version >= NODE_ENDPOINTS_FROM && !head.node_endpoints.is_empty() {
+        let mut field = BytesMut::new();
+        put_array_len(&mut field, head.node_endpoints.len(), true);
+        for endpoint in &head.node_endpoints {
+            field.put_i32(endpoint.node_id);
+            put_string(&mut field, &endpoint.host, true);
+            field.put_i32(endpoint.port);
+            match &endpoint.rack {
+                Some(rack) => put_string(&mut field, rack, true),
+                None => put_unsigned_varint(&mut field, 0),
+            }
+            field.put_u8(0);
+        }
+        out.put_u8(1); // one tagged field: tag 0
+        out.put_u8(0);
+        put_unsigned_varint(&mut out, field.len() as u64);
+        out.put_slice(&field);
+    } else if flexible {
         out.put_u8(0);
     }
     size += out.len();
@@ -194,6 +237,7 @@ mod tests {
                         records_size: 7,
                         diverging_epoch: None,
                         preferred_read_replica: -1,
+                        current_leader: None,
                     },
                     PartitionData {
                         partition_index: 4,
@@ -206,10 +250,22 @@ mod tests {
                         records_size: 0,
                         diverging_epoch: Some((6, 120)),
                         preferred_read_replica: 2,
+                        current_leader: Some((3, 8)),
                     },
                 ],
             }];
-            let head = FetchResponseHead { throttle_time_ms: 0, error_code: 0, session_id: 0 };
+            let endpoint = |node_id, rack: Option<&str>| NodeEndpoint {
+                node_id,
+                host: "10.0.0.3".into(),
+                port: 9092,
+                rack: rack.map(str::to_string),
+            };
+            let head = FetchResponseHead {
+                throttle_time_ms: 0,
+                error_code: 0,
+                session_id: 0,
+                node_endpoints: vec![endpoint(3, Some("r1")), endpoint(4, None)],
+            };
             let (parts, size) = encode(version, &head, topics);
             let mut flat = BytesMut::new();
             for part in parts {
@@ -244,6 +300,21 @@ mod tests {
             assert_eq!(p.preferred_read_replica.0, -1);
             let preferred = topic.partitions[1].preferred_read_replica.0;
             assert_eq!(preferred, if version >= 11 { 2 } else { -1 }, "v{version}");
+            let leader = &topic.partitions[1].current_leader;
+            let expected = if version >= FLEXIBLE_FROM { (3, 8) } else { (-1, -1) };
+            assert_eq!((leader.leader_id.0, leader.leader_epoch), expected, "v{version}");
+            assert_eq!(p.current_leader.leader_id.0, -1);
+            let endpoints: Vec<(i32, &str, i32, Option<&str>)> = decoded
+                .node_endpoints
+                .iter()
+                .map(|e| (e.node_id.0, &*e.host, e.port, e.rack.as_deref()))
+                .collect();
+            if version >= NODE_ENDPOINTS_FROM {
+                let expected = [(3, "10.0.0.3", 9092, Some("r1")), (4, "10.0.0.3", 9092, None)];
+                assert_eq!(endpoints, expected, "v{version}");
+            } else {
+                assert!(endpoints.is_empty(), "v{version}");
+            }
         }
     }
 }

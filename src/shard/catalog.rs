@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::dynamic_config::{self, DynamicConfigs};
 use crate::model::topic::TopicConfig;
-use crate::model::{LeaderEpoch, NodeId};
+use crate::model::{LeaderEpoch, NodeId, PartitionEpoch};
 use crate::shard::internal_log::INTERNAL_TOPICS;
 
 pub const META_DIR: &str = "__spate_meta";
@@ -48,6 +48,9 @@ pub struct PartitionLeader {
     /// NONE: no leader (no in-sync replica is unfenced).
     pub leader: NodeId,
     pub leader_epoch: LeaderEpoch,
+    /// Moves with every change of the partition on the metadata log (the ISR's too, which
+    /// leave the leader epoch): what the leader's ISR changes are based on.
+    pub partition_epoch: PartitionEpoch,
     /// A reassignment in progress: the replicas it adds and removes (both in `replicas`);
     /// empty when none is.
     pub adding: Arc<[NodeId]>,

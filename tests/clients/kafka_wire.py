@@ -243,6 +243,126 @@ def produce_v8(topic, partition, batch, correlation_id, acks=-1, timeout_ms=1000
     return frame(request_header(PRODUCE, 8, correlation_id) + body)
 
 
+def uvarint(value):
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def produce_v10(topic, partition, batch, correlation_id, acks=-1, timeout_ms=10000):
+    """Produce v10 (flexible): the v3 fields as compact strings, arrays and bytes."""
+    body = b"\x00" + struct.pack(">hi", acks, timeout_ms)  # null transactional_id
+    body += uvarint(2) + uvarint(len(topic) + 1) + topic + uvarint(2)
+    body += struct.pack(">i", partition) + uvarint(len(batch) + 1) + batch
+    body += b"\x00" + b"\x00" + b"\x00"  # partition, topic and request tagged fields
+    return frame(request_header(PRODUCE, 10, correlation_id, flexible=True) + body)
+
+
+def read_compact_string(data, position):
+    size, position = read_uvarint(data, position)
+    if size == 0:
+        return None, position
+    return data[position:position + size - 1].decode(), position + size - 1
+
+
+def produce_v10_result(response):
+    """The single partition of a Produce v10 response (after the response header's tagged
+    fields): (error_code, base_offset, current_leader as (leader_id, leader_epoch) or None,
+    node_endpoints as {node_id: (host, port, rack)}) (KIP-951's tagged fields)."""
+    position = skip_tagged_fields(response, 0)
+    topics, position = read_uvarint(response, position)
+    assert topics == 2, topics
+    _, position = read_compact_string(response, position)
+    partitions, position = read_uvarint(response, position)
+    assert partitions == 2, partitions
+    _, error_code, base_offset = struct.unpack_from(">ihq", response, position)
+    position += 4 + 2 + 8 + 8 + 8
+    record_errors, position = read_uvarint(response, position)
+    for _ in range(max(record_errors - 1, 0)):
+        _, position = read_compact_string(response, position + 4)
+        position = skip_tagged_fields(response, position)
+    _, position = read_compact_string(response, position)  # error_message
+    current_leader = None
+    tags, position = read_uvarint(response, position)
+    for _ in range(tags):
+        tag, position = read_uvarint(response, position)
+        size, position = read_uvarint(response, position)
+        if tag == 0:
+            current_leader = struct.unpack_from(">ii", response, position)
+        position += size
+    position = skip_tagged_fields(response, position)  # topic
+    position += 4  # throttle_time_ms
+    endpoints, position = read_node_endpoints(response, position)
+    assert position == len(response), f"{len(response) - position} bytes left"
+    return error_code, base_offset, current_leader, endpoints
+
+
+def read_node_endpoints(data, position):
+    """A response's last tagged fields, where tag 0 is KIP-951's node_endpoints:
+    ({node_id: (host, port, rack)}, position after them)."""
+    endpoints = {}
+    tags, position = read_uvarint(data, position)
+    for _ in range(tags):
+        tag, position = read_uvarint(data, position)
+        size, position = read_uvarint(data, position)
+        end = position + size
+        if tag == 0:
+            count, position = read_uvarint(data, position)
+            for _ in range(count - 1):
+                (node_id,) = struct.unpack_from(">i", data, position)
+                host, position = read_compact_string(data, position + 4)
+                (port,) = struct.unpack_from(">i", data, position)
+                rack, position = read_compact_string(data, position + 4)
+                position = skip_tagged_fields(data, position)
+                endpoints[node_id] = (host, port, rack)
+        position = end
+    return endpoints, position
+
+
+def fetch_v16(topic_id, partition, offset, correlation_id, current_leader_epoch=-1):
+    """A consumer's Fetch v16 (flexible, topic ids) of one partition, no wait."""
+    body = struct.pack(">iiibii", 0, 1, 1 << 20, 0, 0, -1)  # wait, bytes, isolation, session
+    body += uvarint(2) + topic_id + uvarint(2)
+    body += struct.pack(">iiqiqi", partition, current_leader_epoch, offset, -1, -1, 1 << 20)
+    body += b"\x00" + b"\x00"  # partition and topic tagged fields
+    body += uvarint(1) + uvarint(1) + b"\x00"  # no forgotten topics, rack "", tagged fields
+    return frame(request_header(FETCH, 16, correlation_id, flexible=True) + body)
+
+
+def fetch_v16_result(response):
+    """The single partition of a Fetch v16 response: (error_code, current_leader as
+    (leader_id, leader_epoch) or None, node_endpoints as {node_id: (host, port, rack)})."""
+    position = skip_tagged_fields(response, 0)
+    position += 4 + 2 + 4  # throttle_time_ms, error_code, session_id
+    topics, position = read_uvarint(response, position)
+    assert topics == 2, topics
+    partitions, position = read_uvarint(response, position + 16)
+    assert partitions == 2, partitions
+    _, error_code = struct.unpack_from(">ih", response, position)
+    position += 4 + 2 + 8 + 8 + 8
+    aborted, position = read_uvarint(response, position)
+    for _ in range(max(aborted - 1, 0)):
+        position = skip_tagged_fields(response, position + 16)
+    position += 4  # preferred_read_replica
+    size, position = read_uvarint(response, position)
+    position += max(size - 1, 0)
+    current_leader = None
+    tags, position = read_uvarint(response, position)
+    for _ in range(tags):
+        tag, position = read_uvarint(response, position)
+        size, position = read_uvarint(response, position)
+        if tag == 1:
+            current_leader = struct.unpack_from(">ii", response, position)
+        position += size
+    position = skip_tagged_fields(response, position)  # topic
+    endpoints, position = read_node_endpoints(response, position)
+    assert position == len(response), f"{len(response) - position} bytes left"
+    return error_code, current_leader, endpoints
+
+
 def read_nullable_string(data, position):
     (size,) = struct.unpack_from(">h", data, position)
     position += 2

@@ -135,8 +135,7 @@ def test_a_snapshot_larger_than_a_frame_reaches_a_follower_in_chunks(spate_facto
     checked whole, installed; the follower then answers Metadata and DescribeConfigs as the
     others, and restarts from it. 192 topics with a 30 KB config value each make it (cheaper
     than thousands of topics: the value is stored and reported, and the snapshot holds it)."""
-    # A larger interval than the other tests': each snapshot of this state is 5.8 MB, and
-    # the leaders' ISR changes while a node is down commit hundreds of records a second.
+    # A larger interval than the other tests': each snapshot of this state is 5.8 MB.
     nodes = start_cluster(spate_factory, "--metadata-snapshot-interval-records", "500")
     leader, _, _ = wait_for("a leader", lambda: agreed_leader(nodes))
     victim = next(node for node in nodes if node.node_id != leader)

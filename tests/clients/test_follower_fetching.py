@@ -11,7 +11,8 @@ rack or in the leader's rack reads from the leader; after kill -9 of the followe
 consumer goes back to the leader and reads every record once, in order. Raw Fetch v11
 requests check the wire: the preferred replica at the leader, a follower serving up to its
 own high watermark (nothing between it and its log end, OFFSET_OUT_OF_RANGE past that),
-FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH for a stale / future `current_leader_epoch`, and
+UNKNOWN_LEADER_EPOCH for a future `current_leader_epoch` and the current one still served
+after the follower's death shrank the ISR (KIP-497: the leader epoch stays), and
 NOT_LEADER_OR_FOLLOWER for a fetch before v11 (no client metadata). With the default
 selector nothing changes: a consumer in a follower's rack reads from the leader. Racks are
 in Metadata and DescribeCluster. A follower killed while it held records not yet committed
@@ -40,7 +41,6 @@ RACKS = {1: "a", 2: "b", 3: "c"}
 SESSION_TIMEOUT_MS = 3000
 OFFSET_OUT_OF_RANGE = 1
 NOT_LEADER_OR_FOLLOWER = 6
-FENCED_LEADER_EPOCH = 74
 UNKNOWN_LEADER_EPOCH = 75
 
 
@@ -269,11 +269,11 @@ def test_after_its_follower_dies_the_consumer_reads_from_the_leader(spate_factor
         assert read == expected, f"read {len(read)}, {len(set(read))} distinct"
         # Not from the other follower (another rack): from the leader.
         assert bytes_out(by_id[far], "failing") == 0
-        # The ISR shrank in a new leader epoch: the old one is fenced on the leader and on
-        # the follower.
+        # The ISR shrank in the same leader epoch (KIP-497: only the partition epoch moved),
+        # so the consumer's epoch is still current on the leader and on the follower.
         for node_id in (leader, far):
             port = by_id[node_id].broker.port
-            assert fetch_v11(port, "failing", 0, "", epoch)[0] == FENCED_LEADER_EPOCH
+            assert fetch_v11(port, "failing", 0, "", epoch)[0] == 0
     finally:
         reader.close()
 

@@ -16,25 +16,32 @@ acks=all producer loses nothing. A transaction over partitions that all three no
 ends in every one of them: the coordinator sends the markers of partitions other nodes lead
 as WriteTxnMarkers, each written by the partition's leader and replicated before it counts,
 so read_committed consumers see exactly the committed records and all replicas agree; a
-commit while one of those leaders is dead completes at the partition's next leader. Every
-wait is bounded.
+commit while one of those leaders is dead completes at the partition's next leader. An ISR
+shrink and expand leave the leader epoch (KIP-497: only the partition epoch moves), so a
+consumer's fetch in it is not fenced; with one of three brokers dead the metadata log stays
+still (no ISR change asked again and again); a replica that does not lead names the leader,
+its epoch and endpoint in its Produce v10 and Fetch v16 answers (KIP-951). Every wait is
+bounded.
 """
 
 import os
 import signal
 import time
+import uuid
 
 import pytest
 
 from conftest import TARGET
-from kafka_wire import (connect, produce_v3, produce_v3_result, read_response, record_batch,
+from kafka_wire import (connect, fetch_v16, fetch_v16_result, produce_v3, produce_v3_result,
+                        produce_v10, produce_v10_result, read_response, record_batch,
                         write_txn_markers_v1, write_txn_markers_v1_result)
 from test_cluster import (HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, admin, agreed_leader,
-                          find_coordinator_v1, metadata_v7, read_from_start, start_cluster,
-                          wait_for)
+                          describe_quorum, find_coordinator_v1, metadata_v7, read_from_start,
+                          start_cluster, wait_for)
 
 pytestmark = pytest.mark.skipif(TARGET != "spate", reason="spate's cluster options")
 
+NOT_LEADER_OR_FOLLOWER = 6
 NOT_ENOUGH_REPLICAS = 19
 
 
@@ -290,6 +297,162 @@ def test_a_lagging_follower_leaves_the_isr_and_comes_back(spate_factory):
     wait_for("the ISR whole again", lambda: all_in_sync(nodes, "lag", 1), timeout=30)
     assert replicas_identical(nodes, "lag", [0])
     assert "asking the controller for an ISR change" in leader.broker.log_text()
+
+
+FENCED_LEADER_EPOCH = 74
+UNKNOWN_LEADER_EPOCH = 75
+
+
+def test_an_isr_change_leaves_the_leader_epoch(spate_factory):
+    """KIP-497: a follower stopped (SIGSTOP) past the lag time leaves the ISR and comes back,
+    and the leader epoch stays what it was in every node's Metadata; a consumer's Fetch in
+    that epoch is answered by the leader (not FENCED_LEADER_EPOCH) after the shrink and
+    after the expand. Before, each ISR change moved the leader epoch and fenced clients.
+    A new leader (the old one's controlled shutdown) is one epoch higher and fences it."""
+    from test_follower_fetching import fetch_v11
+    nodes, by_id = replicated_cluster(spate_factory, "--replica-lag-time-max-ms", "1500",
+                                      session_timeout_ms=30000)
+    create_replicated(nodes[0], "epochs", 1)
+    states = wait_for("every replica in sync", lambda: all_in_sync(nodes, "epochs", 1))
+    leader, epoch = by_id[states[0][1]], states[0][2]
+    laggard = next(node for node in nodes if node is not leader)
+    others = [node for node in nodes if node is not laggard]
+    first, errors = produce(nodes, "epochs", [0], 10, "before")
+    assert errors == []
+    os.kill(laggard.broker.pid, signal.SIGSTOP)
+    try:
+        acknowledged, errors = produce(others, "epochs", [0], 10, "meanwhile")
+        assert errors == []
+        wait_for("the laggard out of the ISR", lambda: isr_size(others, "epochs", 2))
+        shrunk = partition_states(others, "epochs")[0]
+        assert (shrunk[1], shrunk[2]) == (leader.node_id, epoch), shrunk
+        error, high_watermark, _, records = fetch_v11(leader.broker.port, "epochs", 0, "", epoch)
+        assert (error, high_watermark) == (0, 20) and records
+    finally:
+        os.kill(laggard.broker.pid, signal.SIGCONT)
+    grown = wait_for("the ISR whole again", lambda: all_in_sync(nodes, "epochs", 1), timeout=30)
+    assert (grown[0][1], grown[0][2]) == (leader.node_id, epoch), grown
+    assert fetch_v11(leader.broker.port, "epochs", 0, "", epoch)[0] == 0
+    # The epoch check itself still holds: a newer one is unknown to the leader.
+    assert fetch_v11(leader.broker.port, "epochs", 0, "", epoch + 1)[0] == UNKNOWN_LEADER_EPOCH
+    asks = leader.broker.log_text().count("asking the controller for an ISR change")
+    assert asks >= 2, asks  # the shrink and the expand, both the leader's
+    # A new leader is a new leader epoch: the old one is fenced there (a controlled
+    # shutdown moves the leadership at once).
+    assert leader.broker.stop() == 0, leader.broker.log_tail()
+    survivors = [node for node in nodes if node is not leader]
+
+    def new_leader():
+        s = partition_states(survivors, "epochs")
+        return s if s and s[0][1] not in (-1, leader.node_id) else None
+
+    moved = wait_for("a new leader", new_leader)[0]
+    assert moved[2] == epoch + 1, moved
+    port = by_id[moved[1]].broker.port
+    assert fetch_v11(port, "epochs", 0, "", epoch)[0] == FENCED_LEADER_EPOCH
+    assert fetch_v11(port, "epochs", 0, "", epoch + 1)[0] == 0
+
+
+def produce_v10_to(node, topic, correlation_id):
+    """One record by Produce v10 to `node`: (error, base offset, current leader, endpoints)."""
+    batch = record_batch([b"kip-951"], timestamp=int(time.time() * 1000))
+    with connect(node.broker.port, timeout=15) as sock:
+        sock.sendall(produce_v10(topic.encode(), 0, batch, correlation_id))
+        return produce_v10_result(read_response(sock)[1])
+
+
+def test_not_leader_answers_name_the_current_leader(spate_factory):
+    """KIP-951: Produce v10 to a replica that does not lead is NOT_LEADER_OR_FOLLOWER with the
+    partition's leader and leader epoch and the leader's endpoint, so a client goes there
+    without a Metadata request; the leader answers without them; after the leader's
+    controlled shutdown the answer names the new leader in the next epoch, and a Fetch v16
+    in the old epoch is FENCED_LEADER_EPOCH naming it too."""
+    nodes, by_id = replicated_cluster(spate_factory)
+    create_replicated(nodes[0], "kip951", 1)
+    states = wait_for("every replica in sync", lambda: all_in_sync(nodes, "kip951", 1))
+    leader, epoch = by_id[states[0][1]], states[0][2]
+
+    def endpoint(node):
+        host, port = node.broker.bootstrap.rsplit(":", 1)
+        return {node.node_id: (host, int(port), None)}
+
+    followers = [node for node in nodes if node is not leader]
+    for i, follower in enumerate(followers):
+        answer = produce_v10_to(follower, "kip951", 10 + i)
+        assert answer[0] == NOT_LEADER_OR_FOLLOWER, answer
+        assert answer[2:] == ((leader.node_id, epoch), endpoint(leader)), answer
+    error, base_offset, current, endpoints = produce_v10_to(leader, "kip951", 20)
+    assert (error, base_offset, current, endpoints) == (0, 0, None, {})
+    assert leader.broker.stop() == 0, leader.broker.log_tail()
+
+    def new_leader():
+        s = partition_states(followers, "kip951")
+        return s if s and s[0][1] not in (-1, leader.node_id) else None
+
+    moved = wait_for("a new leader", new_leader)[0]
+    successor = by_id[moved[1]]
+    other = next(node for node in followers if node is not successor)
+    answer = produce_v10_to(other, "kip951", 30)
+    assert answer[0] == NOT_LEADER_OR_FOLLOWER, answer
+    assert answer[2:] == ((successor.node_id, epoch + 1), endpoint(successor)), answer
+    from kafka.admin import KafkaAdminClient
+    client = KafkaAdminClient(bootstrap_servers=other.broker.bootstrap, request_timeout_ms=20000)
+    try:
+        topic_id = client.describe_topic_partitions(["kip951"])["topics"][0]["topic_id"]
+    finally:
+        client.close()
+    topic_id = topic_id.bytes if hasattr(topic_id, "bytes") else uuid.UUID(str(topic_id)).bytes
+    for node in (successor, other):
+        with connect(node.broker.port, timeout=15) as sock:
+            sock.sendall(fetch_v16(topic_id, 0, 0, 40, current_leader_epoch=epoch))
+            answer = fetch_v16_result(read_response(sock)[1])
+        assert answer == (FENCED_LEADER_EPOCH, (successor.node_id, epoch + 1),
+                          endpoint(successor)), answer
+        with connect(node.broker.port, timeout=15) as sock:
+            sock.sendall(fetch_v16(topic_id, 0, 0, 41, current_leader_epoch=epoch + 1))
+            assert fetch_v16_result(read_response(sock)[1]) == (0, None, {})
+
+
+def isr_asks(node):
+    """How many ISR changes `node`'s leaders asked the controller for (its log)."""
+    return node.broker.log_text().count("asking the controller for an ISR change")
+
+
+def test_a_dead_broker_does_not_churn_the_metadata_log(spate_factory):
+    """kill -9 of one of three: once it is fenced and out of every ISR, the survivors ask
+    the controller for nothing more and the metadata log stays still (its end offset, the
+    high watermark of DescribeQuorum, over 10 s). Before, every leader asked every 500 ms
+    to take the dead follower back (it had every record), each ask a record the controller
+    refused: hundreds of records a second with the 100 internal partitions."""
+    nodes, by_id = replicated_cluster(spate_factory)
+    create_replicated(nodes[0], "quiet", 6)
+    wait_for("every replica in sync", lambda: all_in_sync(nodes, "quiet", 6))
+    acknowledged, errors = produce(nodes, "quiet", range(6), 20, "before")
+    assert errors == []
+    controller, _, _ = agreed_leader(nodes)
+    victim = next(node for node in nodes if node.node_id != controller)
+    survivors = [node for node in nodes if node is not victim]
+    victim.broker.kill9()
+
+    def shrunk():
+        states = partition_states(survivors, "quiet")
+        return states and all(s[0] == 0 and s[1] != victim.node_id and victim.node_id not in s[4]
+                              for s in states.values())
+
+    wait_for("the victim out of every ISR", shrunk)
+    time.sleep(3)  # the fencing's changes of every partition (the internal ones too) commit
+    port = survivors[0].broker.port
+    asks_before = sum(isr_asks(node) for node in survivors)
+    start = describe_quorum(port)[2]
+    time.sleep(10)
+    end = describe_quorum(port)[2]
+    asks = sum(isr_asks(node) for node in survivors) - asks_before
+    print(f"metadata log: {end - start} records in 10 s, {asks} ISR changes asked")
+    assert end - start <= 10, (end - start, asks)
+    assert asks <= 10, asks
+    # Still serving: more acks=all records on the survivors.
+    later, errors = produce(survivors, "quiet", range(6), 10, "after")
+    assert errors == [] and all(len(v) == 10 for v in later.values()), errors
 
 
 def test_a_rolling_restart_under_load_loses_nothing(spate_factory):
