@@ -85,6 +85,9 @@ run "fuzzing" scripts/fuzz.sh "${SPATE_FUZZ_SECONDS:-5}"
 if [[ "${SPATE_SKIP_LIBRDKAFKA:-0}" != 1 ]]; then
   step "librdkafka's own test suite, allowlist (scripts/librdkafka-suite.sh)"
   run "librdkafka suite" env SPATE_BIN="$ROOT/target/release/spate" scripts/librdkafka-suite.sh
+  step "librdkafka's consumer group tests with the consumer protocol (KIP-848)"
+  run "librdkafka suite (group.protocol=consumer)" env SPATE_BIN="$ROOT/target/release/spate" \
+    scripts/librdkafka-suite.sh --group-protocol consumer
 fi
 
 if ((${#failed[@]} > 0)); then
