@@ -135,8 +135,12 @@ def test_a_snapshot_larger_than_a_frame_reaches_a_follower_in_chunks(spate_facto
     checked whole, installed; the follower then answers Metadata and DescribeConfigs as the
     others, and restarts from it. 192 topics with a 30 KB config value each make it (cheaper
     than thousands of topics: the value is stored and reported, and the snapshot holds it)."""
-    # A larger interval than the other tests': each snapshot of this state is 5.8 MB.
-    nodes = start_cluster(spate_factory, "--metadata-snapshot-interval-records", "500")
+    # Each snapshot of this state is up to 5.8 MB. The 233 topics are about as many records:
+    # an interval of 100 takes two snapshots past the victim's position, and the leader keeps
+    # its log only from the older of its two newest snapshots, so the victim must fetch one.
+    # (It was 500, reached only while leaders churned ISR changes for the stopped victim,
+    # a bug since fixed.)
+    nodes = start_cluster(spate_factory, "--metadata-snapshot-interval-records", "100")
     leader, _, _ = wait_for("a leader", lambda: agreed_leader(nodes))
     victim = next(node for node in nodes if node.node_id != leader)
     others = [node for node in nodes if node is not victim]
@@ -167,6 +171,13 @@ def test_a_snapshot_larger_than_a_frame_reaches_a_follower_in_chunks(spate_facto
                  lambda node=node: any(
                      (node.broker.data_dir / "__cluster_metadata" / name).stat().st_size
                      > 4 * 1024 * 1024 for name in snapshot_files(node)))
+    # Two snapshots more, so that the leader's log (kept from the older of its two newest
+    # snapshots) starts past everything the victim has.
+    padding = [f"pad-{i}" for i in range(220)]
+    for first in range(0, len(padding), 55):
+        assert create_topics(others[0], padding[first:first + 55]) == []
+    names += padding
+    wait_for("every padding topic on the survivors", lambda: metadata_everywhere(others, names))
     victim.broker.start()
     wait_for("the snapshot installed on the restarted node",
              lambda: "installed the metadata snapshot from the leader" in plain_log(victim),
