@@ -66,6 +66,13 @@ def read_compact_string(data, position):
 def describe_quorum(port):
     """DescribeQuorum v0 (flexible): (leader_id, leader_epoch, high_watermark,
     {voter: log_end_offset}) or the partition error code as an int."""
+    answer = describe_quorum_with_observers(port)
+    return answer if isinstance(answer, int) else answer[:4]
+
+
+def describe_quorum_with_observers(port):
+    """DescribeQuorum v0 (flexible): (leader_id, leader_epoch, high_watermark,
+    {voter: log_end_offset}, {observer: log_end_offset}) or the partition error code."""
     body = b"\x02" + compact_string(METADATA_TOPIC) + b"\x02" + struct.pack(">i", 0)
     body += b"\x00" + b"\x00" + b"\x00"  # partition, topic, request tagged fields
     with connect(port, timeout=5) as sock:
@@ -85,14 +92,17 @@ def describe_quorum(port):
     if error != 0:
         return error
     position += 22
-    voters = {}
-    count = data[position] - 1
-    position += 1
-    for _ in range(count):
-        replica, log_end = struct.unpack_from(">iq", data, position)
-        voters[replica] = log_end
-        position += 12 + 1  # and the tagged fields
-    return leader, epoch, high_watermark, voters
+    lists = []
+    for _ in range(2):  # current_voters, observers
+        replicas = {}
+        count = data[position] - 1
+        position += 1
+        for _ in range(count):
+            replica, log_end = struct.unpack_from(">iq", data, position)
+            replicas[replica] = log_end
+            position += 12 + 1  # and the tagged fields
+        lists.append(replicas)
+    return leader, epoch, high_watermark, lists[0], lists[1]
 
 
 def describe_cluster(port):

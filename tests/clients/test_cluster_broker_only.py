@@ -13,56 +13,19 @@ listed again. Starting a broker-only node with --controller-listen, or with a vo
 is refused in one sentence. Every wait is bounded.
 """
 
-import struct
 import subprocess
 
 import pytest
 
 from conftest import TARGET
-from kafka_wire import connect, frame, read_response, request_header
 from test_idempotence import compile_java
-from test_cluster import (DESCRIBE_QUORUM, HEARTBEAT_INTERVAL_MS, METADATA_TOPIC,
-                          SESSION_TIMEOUT_MS, Node, admin, compact_string, create_topic,
-                          describe_cluster, metadata_v1, read_compact_string, read_from_start,
-                          produce_to, start_cluster, wait_for)
+from test_cluster import (HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, Node, admin, create_topic,
+                          describe_cluster, describe_quorum_with_observers, metadata_v1,
+                          read_from_start, produce_to, start_cluster, wait_for)
 
 pytestmark = pytest.mark.skipif(TARGET != "spate", reason="spate's cluster options")
 
 BROKER_ONLY = 4
-
-
-def describe_quorum_v0(port):
-    """DescribeQuorum v0: (leader, epoch, high watermark, {voter: log end},
-    {observer: log end}), or the partition's error code."""
-    body = b"\x02" + compact_string(METADATA_TOPIC) + b"\x02" + struct.pack(">i", 0)
-    body += b"\x00" + b"\x00" + b"\x00"
-    with connect(port, timeout=5) as sock:
-        sock.sendall(frame(request_header(DESCRIBE_QUORUM, 0, 7, flexible=True) + body))
-        _, data = read_response(sock)
-    position = 1
-    (top_error,) = struct.unpack_from(">h", data, position)
-    assert top_error == 0, f"DescribeQuorum error {top_error}"
-    position += 2
-    assert data[position] == 2, "one topic"
-    name, position = read_compact_string(data, position + 1)
-    assert name == METADATA_TOPIC
-    assert data[position] == 2, "one partition"
-    position += 1
-    _, error, leader, epoch, high_watermark = struct.unpack_from(">ihiiq", data, position)
-    if error != 0:
-        return error
-    position += 22
-    lists = []
-    for _ in range(2):  # current_voters, observers
-        replicas = {}
-        count = data[position] - 1
-        position += 1
-        for _ in range(count):
-            replica, log_end = struct.unpack_from(">iq", data, position)
-            replicas[replica] = log_end
-            position += 12 + 1
-        lists.append(replicas)
-    return leader, epoch, high_watermark, lists[0], lists[1]
 
 
 def broker_only(spate_factory, voters_text, *extra):
@@ -81,7 +44,7 @@ def voters_text(nodes):
 def agreed(nodes, brokers):
     """(leader, epoch) every node names, with every node listing exactly `brokers` in
     DescribeCluster; None before."""
-    answers = [describe_quorum_v0(node.broker.port) for node in nodes]
+    answers = [describe_quorum_with_observers(node.broker.port) for node in nodes]
     if any(isinstance(answer, int) for answer in answers):
         return None
     if len({(a[0], a[1]) for a in answers}) != 1:
@@ -129,7 +92,7 @@ def test_a_broker_only_node_joins_takes_replicas_and_never_votes(spate_factory, 
                     lambda: same_map(everyone, "before", 3, (1, 2, 3, 4))) == before
 
     def observed():
-        answer = describe_quorum_v0(nodes[leader - 1].broker.port)
+        answer = describe_quorum_with_observers(nodes[leader - 1].broker.port)
         if isinstance(answer, int):
             return None
         _, _, high_watermark, current, observers = answer
@@ -140,7 +103,7 @@ def test_a_broker_only_node_joins_takes_replicas_and_never_votes(spate_factory, 
     assert list(observers) == [BROKER_ONLY], observers
     assert observers[BROKER_ONLY] > 0, observers
     # The broker-only node answers with the same quorum and counts itself an observer.
-    answer = describe_quorum_v0(extra.port)
+    answer = describe_quorum_with_observers(extra.port)
     assert answer[:2] == (leader, epoch) and sorted(answer[3]) == [1, 2, 3], answer
     assert list(answer[4]) == [BROKER_ONLY], answer
     # The Java AdminClient's describeMetadataQuorum reads it so, through either.
