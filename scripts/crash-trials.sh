@@ -8,8 +8,13 @@
 # Prints a line per trial, then the seed and the counts; exits 1 if any trial failed, naming
 # its broker log (the failing trial's data dir is kept). See tests/clients/crash_trials.py.
 # Not part of scripts/test.sh (tests/clients/test_crash.py runs six seeded trials there).
+# --cluster: three-node trials instead (issue 14), a replicated topic (RF 3,
+# min.insync.replicas 2) under idempotent acks=all produce, kill -9 of a leader, a follower or
+# the active controller (and sometimes a second node while the first catches up), restart,
+# then every acknowledged record once, in order, at its offset, and the replicas identical.
 #
 #   scripts/crash-trials.sh [N] [--seed S] [--durability write|fsync|both] [--workdir DIR]
+#                           [--cluster]
 #
 # Environment: SPATE_BIN (default target/release/spate, or --spate-bin PATH).
 set -euo pipefail

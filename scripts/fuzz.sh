@@ -2,6 +2,8 @@
 # Runs the libFuzzer targets in fuzz/ (cargo fuzz) for a bounded time each.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 10 s, every target)
+#   scripts/fuzz.sh --build                              only build the targets (scripts/test.sh
+#                                                        builds them while other tests run)
 #
 # scripts/test.sh runs the short form; a long run is e.g. `scripts/fuzz.sh 3600`. Each target
 # starts from the committed seeds (fuzz/seeds/<target>, real client requests and the files
@@ -15,6 +17,11 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BUILD_ONLY=0
+if [ "${1:-}" = "--build" ]; then
+    BUILD_ONLY=1
+    shift
+fi
 SECONDS_PER_TARGET="${1:-10}"
 shift || true
 TARGETS=("$@")
@@ -38,6 +45,9 @@ fi
 cd "$ROOT/fuzz"
 echo "== building the fuzz targets (${TOOLCHAIN[*]:-stable}, ${SANITIZER[*]})"
 cargo "${TOOLCHAIN[@]}" fuzz build -O "${SANITIZER[@]}"
+if [ "$BUILD_ONLY" = 1 ]; then
+    exit 0
+fi
 
 failed=()
 for target in "${TARGETS[@]}"; do

@@ -345,7 +345,12 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         partitions.clone(),
         cluster.clone(),
     ));
-    let groups = Rc::new(GroupCoordinator::new(shard.clone(), groups_mesh));
+    let groups = Rc::new(GroupCoordinator::new(
+        shard.clone(),
+        groups_mesh,
+        partitions.clone(),
+        controller.clone(),
+    ));
     let peers = TxnPeers {
         partitions: partitions.clone(),
         groups: groups.clone(),
@@ -514,6 +519,7 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
     )
     .unwrap_or_else(|e| unreachable!("cleaner task queue: {e}"));
     let delayed = glommio::spawn_local(shard.delayed.clone().run());
+    let deliveries = glommio::spawn_local(partitions.clone().run_deliveries());
     txns.start();
     SHARDS_SERVING.fetch_add(1, Ordering::AcqRel);
     while !SHUTDOWN.load(Ordering::Relaxed) {
@@ -562,6 +568,7 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
             "requests still in flight after the shutdown drain; closing anyway"
         );
     }
+    deliveries.cancel().await;
     delayed.cancel().await;
     if config.cluster.is_some() {
         partitions.checkpoint_high_watermarks().await;

@@ -193,6 +193,11 @@ pub struct Args {
     /// [default: 5000].
     #[arg(long, value_name = "MS")]
     pub log_retention_check_interval_ms: Option<u64>,
+    /// Delayed delivery (topics with spate.delivery.delay.ms): how far ahead each
+    /// partition's schedule keeps delayed records in memory; records due later wait only in
+    /// its delay log on disk and are loaded as their time approaches [default: 600000].
+    #[arg(long, value_name = "MS")]
+    pub delivery_horizon_ms: Option<u64>,
     /// How often each shard's cleaner looks for a compacted log to clean when it found none
     /// (Kafka's log.cleaner.backoff.ms) [default: 15000].
     #[arg(long, value_name = "MS")]
@@ -253,6 +258,26 @@ pub struct Args {
     /// (group.consumer.assignors; `uniform`, `range`) [default: uniform,range].
     #[arg(long, value_name = "LIST")]
     pub group_consumer_assignors: Option<String>,
+    /// Session timeout of share group members (group.share.session.timeout.ms)
+    /// [default: 45000].
+    #[arg(long, value_name = "MS")]
+    pub group_share_session_timeout_ms: Option<i32>,
+    /// Heartbeat interval share group members are told (group.share.heartbeat.interval.ms)
+    /// [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub group_share_heartbeat_interval_ms: Option<i32>,
+    /// How long a share consumer holds the records it was given before they are offered to
+    /// others again (group.share.record.lock.duration.ms) [default: 30000].
+    #[arg(long, value_name = "MS")]
+    pub group_share_record_lock_duration_ms: Option<i32>,
+    /// Deliveries of a record to share consumers before it is archived
+    /// (group.share.delivery.count.limit) [default: 5].
+    #[arg(long, value_name = "N")]
+    pub group_share_delivery_count_limit: Option<i32>,
+    /// Records of one share partition in flight at most (acquired or waiting to be
+    /// redelivered; group.share.partition.max.record.locks) [default: 2000].
+    #[arg(long, value_name = "N")]
+    pub group_share_partition_max_record_locks: Option<i32>,
     /// How long committed offsets of an empty group are kept (offsets.retention.minutes)
     /// [default: 10080, 7 days].
     #[arg(long, value_name = "MINUTES")]
@@ -316,6 +341,7 @@ struct FileConfig {
     retention_ms: Option<i64>,
     retention_bytes: Option<i64>,
     log_retention_check_interval_ms: Option<u64>,
+    delivery_horizon_ms: Option<u64>,
     log_cleaner_backoff_ms: Option<u64>,
     log_cleaner_dedupe_buffer_size: Option<u64>,
     log_cleaner_io_max_bytes_per_second: Option<u64>,
@@ -330,6 +356,11 @@ struct FileConfig {
     group_consumer_session_timeout_ms: Option<i32>,
     group_consumer_heartbeat_interval_ms: Option<i32>,
     group_consumer_assignors: Option<String>,
+    group_share_session_timeout_ms: Option<i32>,
+    group_share_heartbeat_interval_ms: Option<i32>,
+    group_share_record_lock_duration_ms: Option<i32>,
+    group_share_delivery_count_limit: Option<i32>,
+    group_share_partition_max_record_locks: Option<i32>,
     offsets_retention_minutes: Option<i64>,
     offsets_topic_segment_bytes: Option<u64>,
     transaction_state_log_segment_bytes: Option<u64>,
@@ -457,6 +488,8 @@ pub struct Config {
     pub idle_poll_time_us: u64,
     /// How often each shard runs its retention pass (`broker::housekeeping`).
     pub log_retention_check_interval_ms: u64,
+    /// Delayed delivery: the window of each partition's schedule (`wheel::schedule`).
+    pub delivery_horizon_ms: u64,
     /// The shards' cleaners (`partition::cleaner`).
     pub cleaner: CleanerConfig,
     /// Connections per client address (`net::caps`).
@@ -651,6 +684,16 @@ impl Config {
                         is 300000)."
                 .to_string());
         }
+        let delivery_horizon_ms = args
+            .delivery_horizon_ms
+            .or(file.delivery_horizon_ms)
+            .unwrap_or(constants::DELIVERY_HORIZON_MS);
+        if delivery_horizon_ms < constants::DELIVERY_HORIZON_MS_MIN {
+            return Err(format!(
+                "--delivery-horizon-ms must be at least {}.",
+                constants::DELIVERY_HORIZON_MS_MIN
+            ));
+        }
         let overrides = match args
             .max_connections_per_ip_overrides
             .as_deref()
@@ -692,6 +735,8 @@ impl Config {
                 .or(file.min_insync_replicas)
                 .unwrap_or(constants::MIN_INSYNC_REPLICAS_DEFAULT),
             cleanup: Default::default(),
+            delivery_delay_ms: -1,
+            dead_letter_group_enable: false,
         };
         topic_defaults.validate().map_err(|e| format!("{e}."))?;
         let groups = group_config(&GroupValues {
@@ -720,6 +765,15 @@ impl Config {
                 .group_consumer_assignors
                 .clone()
                 .or(file.group_consumer_assignors.clone()),
+            share: [
+                args.group_share_session_timeout_ms.or(file.group_share_session_timeout_ms),
+                args.group_share_heartbeat_interval_ms.or(file.group_share_heartbeat_interval_ms),
+                args.group_share_record_lock_duration_ms
+                    .or(file.group_share_record_lock_duration_ms),
+                args.group_share_delivery_count_limit.or(file.group_share_delivery_count_limit),
+                args.group_share_partition_max_record_locks
+                    .or(file.group_share_partition_max_record_locks),
+            ],
         })?;
         let node_id = args.node_id.or(file.node_id);
         let liveness = liveness_config(
@@ -801,6 +855,7 @@ impl Config {
             connections_max_idle_ms,
             idle_poll_time_us,
             log_retention_check_interval_ms,
+            delivery_horizon_ms,
             cleaner: CleanerConfig {
                 backoff_ms: args
                     .log_cleaner_backoff_ms
@@ -1082,6 +1137,9 @@ struct GroupValues {
     consumer_session_timeout_ms: Option<i32>,
     consumer_heartbeat_interval_ms: Option<i32>,
     consumer_assignors: Option<String>,
+    /// The share group options, in `--group-share-*` order: session timeout, heartbeat
+    /// interval, record lock duration, delivery count limit, max record locks.
+    share: [Option<i32>; 5],
 }
 
 fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
@@ -1128,7 +1186,40 @@ fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
             names
         }
     };
+    let [share_session, share_interval, lock, limit, locks] = values.share;
+    let share_session = share_session.unwrap_or(defaults.share_session_timeout_ms);
+    let share_interval = share_interval.unwrap_or(defaults.share_heartbeat_interval_ms);
+    if share_interval <= 0 || share_session <= share_interval {
+        return Err(format!(
+            "--group-share-heartbeat-interval-ms ({share_interval}) must be positive and below \
+             --group-share-session-timeout-ms ({share_session})."
+        ));
+    }
+    let lock = lock.unwrap_or(defaults.share_record_lock_duration_ms);
+    let limit = limit.unwrap_or(defaults.share_delivery_count_limit);
+    let locks = locks.unwrap_or(defaults.share_partition_max_record_locks);
+    // Kafka's bounds: lock duration 1000..=3600000, delivery count 2..=10, locks 100..=10000.
+    if !(1_000..=3_600_000).contains(&lock) {
+        return Err(format!(
+            "--group-share-record-lock-duration-ms {lock} must be between 1000 and 3600000."
+        ));
+    }
+    if !(2..=10).contains(&limit) {
+        return Err(format!(
+            "--group-share-delivery-count-limit {limit} must be between 2 and 10."
+        ));
+    }
+    if !(100..=10_000).contains(&locks) {
+        return Err(format!(
+            "--group-share-partition-max-record-locks {locks} must be between 100 and 10000."
+        ));
+    }
     Ok(GroupConfig {
+        share_session_timeout_ms: share_session,
+        share_heartbeat_interval_ms: share_interval,
+        share_record_lock_duration_ms: lock,
+        share_delivery_count_limit: limit,
+        share_partition_max_record_locks: locks,
         consumer_session_timeout_ms: session,
         consumer_heartbeat_interval_ms: interval,
         consumer_assignors: assignors,

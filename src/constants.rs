@@ -100,6 +100,30 @@ pub const RETENTION_CHECK_INTERVAL_MS: u64 = 5_000;
 /// Longest a client may ask a fetch to wait; protects the broker from a wait of days.
 pub const FETCH_WAIT_MS_MAX: i32 = 60_000;
 
+/// A waiting ShareFetch looks again this often for records released or whose acquisition
+/// lock ended (new data wakes it at once through the partitions' watches).
+pub const SHARE_FETCH_RECHECK_MS: u64 = 50;
+
+/// Dead letters (KIP-1191): a write that failed for a reason that may pass (the disk, a
+/// topic being created) is tried again after this long; its warning repeats at most every
+/// `DEAD_LETTER_WARN_INTERVAL_MS`.
+pub const DEAD_LETTER_RETRY_MS: u64 = 1_000;
+pub const DEAD_LETTER_WARN_INTERVAL_MS: u64 = 10_000;
+/// How long a dead letter's write may wait for its partition (acks=all).
+pub const DEAD_LETTER_WRITE_TIMEOUT_MS: i32 = 30_000;
+/// Bytes read of the source partition to copy a record into its dead letter (Kafka's
+/// `DLQ_MAX_FETCH_BYTES`: a dead letter is one record), and what its batch may decompress to.
+pub const DEAD_LETTER_READ_BYTES_MAX: usize = 1 << 20;
+pub const DEAD_LETTER_DECOMPRESSED_BYTES_MAX: u64 = 64 << 20;
+
+/// Bytes a ShareFetch reads of one partition at most per round (the response then carries
+/// only the batches holding records it hands out).
+pub const SHARE_FETCH_PARTITION_BYTES_MAX: usize = 1 << 20;
+
+/// Records a ShareFetch hands out when it names no limit (v1's MaxRecords 0; the Java
+/// client's `max.poll.records`).
+pub const SHARE_FETCH_MAX_RECORDS_DEFAULT: usize = 500;
+
 /// Threads per shard that run `sendfile` calls for catch-up reads (`net::readers`).
 pub const READER_THREADS_PER_SHARD: usize = 2;
 
@@ -329,11 +353,18 @@ pub const METADATA_SNAPSHOT_CHUNK_BYTES: u32 = 1024 * 1024;
 pub const METADATA_SNAPSHOT_FETCH_RETRY_MS: u64 = 1000;
 pub const METADATA_SNAPSHOT_FETCH_IDLE_MS: u64 = 10_000;
 pub const METADATA_SNAPSHOT_SIZE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
-/// Clustered, each node hands out producer ids from its own blocks, as a single node does,
-/// and interleaves them: node n's local id i is `i * STRIDE + n mod STRIDE`, so two nodes
-/// whose ids differ modulo the stride never hand out the same id (until producer id blocks
-/// are on the metadata log).
+/// Before producer id blocks were on the metadata log, each clustered node handed out ids
+/// from its own blocks and interleaved them: node n's local id i was `i * STRIDE + n mod
+/// STRIDE`. Kept to bound those ids on upgrade (`controller::producer_ids::legacy_end`).
 pub const CLUSTER_PRODUCER_ID_STRIDE: i64 = 1024;
+/// The first producer id of the metadata log's blocks (2^50): a node that interleaved ids
+/// (an earlier version, perhaps still running beside upgraded nodes) stays below it until
+/// it has handed out 2^40 ids, so blocks never hold one of its ids without waiting for its
+/// report. Ids up to 2^63 remain, some 8,000 times as many.
+pub const CLUSTER_PRODUCER_ID_BLOCKS_START: i64 = CLUSTER_PRODUCER_ID_STRIDE << 40;
+/// Clustered, how long an InitProducerId waits for a block of producer ids when this node
+/// has none left (COORDINATOR_LOAD_IN_PROGRESS after it, which clients retry).
+pub const PRODUCER_ID_BLOCK_WAIT_MS: u64 = 5_000;
 /// Partitions of each internal topic in a cluster (Kafka's offsets.topic.num.partitions and
 /// transaction.state.log.num.partitions, 50 by default): a group's or transactional id's
 /// coordinator is the leader of its partition.
@@ -341,6 +372,11 @@ pub const CLUSTER_INTERNAL_TOPIC_PARTITIONS: usize = 50;
 /// Replicas of each partition of a replicated internal topic, at most the brokers of the
 /// formed cluster (Kafka's offsets.topic.replication.factor, 3 by default).
 pub const CLUSTER_INTERNAL_TOPIC_REPLICATION_FACTOR: usize = 3;
+/// The most bytes of config names and values one metadata record holds (a topic's overrides,
+/// a broker or group resource's whole dynamic set; INVALID_CONFIG beyond it): with a topic's
+/// replicas (at most `PARTITIONS_PER_TOPIC_MAX`) it fits a controller frame, which an append
+/// of one entry must.
+pub const CLUSTER_RECORD_CONFIG_BYTES_MAX: usize = 1024 * 1024;
 /// Committed topic changes queued from the Raft driver to the controller; the driver waits
 /// beyond (the controller applies each to every shard).
 pub const CLUSTER_COMMITTED_QUEUED_MAX: usize = 64;
@@ -381,11 +417,16 @@ const _: () = assert!(SHARD_REQUEST_BYTES_IN_FLIGHT_MAX >= CONNECTION_BYTES_IN_F
 const _: () = assert!(BATCH_CACHE_BYTES_PER_LOG > MESSAGE_SIZE_BYTES_MAX_DEFAULT as usize);
 const _: () = assert!(BATCH_CACHE_BYTES_PER_SHARD_DEFAULT > MESSAGE_SIZE_BYTES_MAX_DEFAULT as u64);
 const _: () = assert!(PRODUCER_BATCHES_RETAINED >= 5 && PRODUCER_BATCHES_RETAINED <= 255);
-const _: () = assert!(PRODUCER_ID_BLOCK_SIZE > 0);
+const _: () = assert!(PRODUCER_ID_BLOCK_SIZE > 0 && PRODUCER_ID_BLOCK_SIZE <= i32::MAX as i64);
 const _: () = assert!(MIN_FREE_PERCENT_DEFAULT < 100);
 const _: () = assert!(NO_SPACE_RETRY_MS_MIN > 0 && NO_SPACE_RETRY_MS_MIN <= NO_SPACE_RETRY_MS_MAX);
 const _: () = assert!(RAFT_HEARTBEAT_TICKS < RAFT_ELECTION_TICKS);
 const _: () = assert!(RAFT_FRAME_SIZE_BYTES_MAX as u64 > 2 * RAFT_MESSAGE_SIZE_BYTES_MAX);
+// One entry of the largest configs and a topic of the most partitions of 32 replicas.
+const _: () = assert!(
+    CLUSTER_RECORD_CONFIG_BYTES_MAX + PARTITIONS_PER_TOPIC_MAX as usize * 4 * 33
+        < RAFT_FRAME_SIZE_BYTES_MAX - 64 * 1024
+);
 // A chunk and its header fit in a frame.
 const _: () = assert!((METADATA_SNAPSHOT_CHUNK_BYTES as usize) < RAFT_FRAME_SIZE_BYTES_MAX - 64);
 const _: () = assert!(METADATA_SNAPSHOT_FETCH_RETRY_MS < METADATA_SNAPSHOT_FETCH_IDLE_MS);
@@ -433,6 +474,13 @@ pub const CLEANER_READ_BYTES: usize = 1024 * 1024;
 /// queue's default (glommio shares; the default queue has 1000): compaction yields to
 /// produce and fetch whenever both have work.
 pub const CLEANER_SHARES: usize = 50;
+
+/// The longest the cleaner works on the shard's CPU before it lets the executor reap I/O
+/// completions (`storage::cleaner`'s `Turns`), and how long it then sleeps. glommio reaps
+/// network completions only between task-queue runs and preempts a queue on its 100 ms
+/// timer, so shares alone do not bound how long a request that arrives mid-clean waits.
+pub const CLEANER_TURN: std::time::Duration = std::time::Duration::from_micros(500);
+pub const CLEANER_PAUSE: std::time::Duration = std::time::Duration::from_micros(20);
 
 const _: () = assert!(OFFSET_MAP_LOAD_PERCENT > 0 && OFFSET_MAP_LOAD_PERCENT <= 100);
 const _: () = assert!(CLEANER_READ_BYTES as u64 <= CLEANER_DECOMPRESSED_MAX);
@@ -532,3 +580,33 @@ pub const METRICS_SCRAPE_TIMEOUT_MS: u64 = 10_000;
 /// Partitions a shard reads into its report between two `yield_if_needed` (a scrape at
 /// 100,000 partitions must not hold a saturated shard's requests back).
 pub const METRICS_PARTITIONS_PER_YIELD: usize = 1024;
+
+// ----- delayed delivery ---------------------------------------------------------------------
+
+/// The longest delay a record may ask for (`spate-delay-ms`, or `spate-deliver-at` this far
+/// ahead of the broker's clock) or a topic may set (`spate.delivery.delay.ms`): 366 days.
+/// Beyond it the header is refused with INVALID_RECORD naming it ("absurdly far").
+pub const DELIVERY_DELAY_MS_MAX: i64 = 366 * 24 * 60 * 60 * 1000;
+
+/// How far ahead of now the delivery schedule keeps records in memory (on its timing wheel,
+/// with their batches). Records due later stay only in the partition's delay log and are
+/// loaded when the window moves over them (`wheel::schedule`), so memory does not grow with
+/// records due next month.
+pub const DELIVERY_HORIZON_MS: u64 = 10 * 60 * 1000;
+/// The shortest horizon `--delivery-horizon-ms` takes (tests use it to cross the horizon
+/// in seconds).
+pub const DELIVERY_HORIZON_MS_MIN: u64 = 1_000;
+
+/// Most bytes a produce to a topic with delayed delivery decompresses from one batch to read
+/// its records' headers; a batch beyond it is refused (INVALID_RECORD).
+pub const DELIVERY_HEADER_SCAN_DECOMPRESSED_MAX: u64 = 64 * 1024 * 1024;
+
+/// Most records' batches one delivery round appends to one partition (the rest wait for the
+/// next round, a moment later).
+pub const DELIVERY_ROUND_BATCHES_MAX: usize = 1024;
+
+/// The segment size of a partition's delay log.
+pub const DELAY_LOG_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+const _: () = assert!(DELIVERY_HORIZON_MS >= DELIVERY_HORIZON_MS_MIN);
+const _: () = assert!(DELIVERY_ROUND_BATCHES_MAX > 0);

@@ -12,7 +12,7 @@ use common::{config, on_executor, read_batches, temp_dir};
 use spate::model::batch::build_uncompressed;
 use spate::model::{FirstBatch, Offset, TopicPartition};
 use spate::storage::cache::CacheBudget;
-use spate::storage::files::OpenFiles;
+use spate::storage::files::{self, OpenFiles};
 use spate::storage::log::{self, Log};
 use spate::storage::Error;
 
@@ -21,6 +21,14 @@ const BUDGET: usize = 8;
 
 fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+}
+
+/// How many of this process's descriptors refer to `path` (removed or not).
+fn descriptors_of(path: &std::path::Path) -> usize {
+    let entries = std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd");
+    let links = entries.filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok());
+    let name = path.to_string_lossy().into_owned();
+    links.filter(|link| link.to_string_lossy().trim_end_matches(" (deleted)") == name).count()
 }
 
 fn batch(count: i32) -> Bytes {
@@ -82,6 +90,41 @@ fn many_logs_work_within_a_budget_far_below_their_files() {
             let appended = log::append(log, vec![batch(1)]).await.expect("append");
             assert_eq!(appended.base_offset, Offset(600));
         }
+    });
+}
+
+/// The last close of a removed file frees its blocks (on ext4 with `discard`, waiting for the
+/// device): it must happen on the blocking pool, never on the shard's thread, which glommio's
+/// io_uring close of its O_DIRECT descriptor would make it.
+#[test]
+fn a_removed_files_last_descriptor_is_closed_off_the_shard() {
+    let dir = temp_dir();
+    on_executor(dir.path().to_path_buf(), |dir| async move {
+        let files = OpenFiles::new(16);
+        let path = dir.join("00000000000000000000.log");
+        std::fs::write(&path, vec![7u8; 1 << 20]).expect("write");
+        let segment = files.new_segment();
+        let direct = files.direct(segment, &path).await.expect("open");
+        let buffered = files.buffered(segment, &path).expect("open").expect("room");
+        assert_eq!(descriptors_of(&path), 2);
+        drop((direct, buffered));
+        let shard = std::thread::current().id();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let seen_in_work = seen.clone();
+        let unlinked = path.clone();
+        files::close_removed(vec![files.forget(segment)], move || {
+            std::fs::remove_file(&unlinked).expect("unlink");
+            // The shard's O_DIRECT descriptor is closed already; the duplicate that keeps the
+            // file and the buffered descriptor are this thread's to close.
+            let state = (std::thread::current().id(), descriptors_of(&unlinked));
+            *seen_in_work.lock().expect("lock") = Some(state);
+        })
+        .await;
+        let (thread, open_then) = seen.lock().expect("lock").take().expect("the work ran");
+        assert_ne!(thread, shard, "the unlink and the last closes ran on the shard");
+        assert_eq!(open_then, 2, "the duplicate and the buffered descriptor, nothing else");
+        assert_eq!(descriptors_of(&path), 0, "every descriptor of the file is closed");
+        assert_eq!(files.stats().open, 0);
     });
 }
 

@@ -108,7 +108,17 @@ fn decode_body(api_key: ApiKey, version: i16, body: Bytes) -> bool {
         ApiKey::DeleteAcls => delete_acls(body, version),
         ApiKey::ConsumerGroupHeartbeat => decode::<ConsumerGroupHeartbeatRequest>(body, version),
         ApiKey::ConsumerGroupDescribe => decode::<ConsumerGroupDescribeRequest>(body, version),
+        ApiKey::ShareGroupHeartbeat => decode::<ShareGroupHeartbeatRequest>(body, version),
+        ApiKey::ShareGroupDescribe => decode::<ShareGroupDescribeRequest>(body, version),
+        ApiKey::ShareFetch => decode::<ShareFetchRequest>(body, version),
+        ApiKey::ShareAcknowledge => decode::<ShareAcknowledgeRequest>(body, version),
+        ApiKey::DescribeShareGroupOffsets => {
+            decode::<DescribeShareGroupOffsetsRequest>(body, version)
+        }
+        ApiKey::AlterShareGroupOffsets => decode::<AlterShareGroupOffsetsRequest>(body, version),
+        ApiKey::DeleteShareGroupOffsets => decode::<DeleteShareGroupOffsetsRequest>(body, version),
         ApiKey::WriteTxnMarkers => decode::<WriteTxnMarkersRequest>(body, version),
+        ApiKey::UnregisterBroker => decode::<UnregisterBrokerRequest>(body, version),
         other => {
             let served = versions::advertised(true).any(|s| s.key == other);
             assert!(!served, "{other:?} is served but the fuzz target has no decoder for it");

@@ -8,16 +8,14 @@ use bytes::Bytes;
 use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 
-use super::group_common::{call, check_group_id, EmptyGroupId};
-use super::{str_bytes, Context, Outcome};
+use super::group_common::{heartbeat_response, modern_heartbeat};
+use super::{Context, Outcome};
 use crate::group::assignor;
 use crate::group::consumer::{
-    ConsumerHeartbeat, ConsumerHeartbeatResponse, LEAVE_GROUP_MEMBER_EPOCH,
-    LEAVE_GROUP_STATIC_MEMBER_EPOCH,
+    ConsumerHeartbeat, HeartbeatResponse, LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH,
 };
-use crate::group::coordinator::{GroupRequest, GroupResponse};
+use crate::group::coordinator::GroupRequest;
 use crate::model::ErrorCode;
-use crate::security::acl::Operation;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: ConsumerGroupHeartbeatRequest = match ctx.decode(body) {
@@ -27,70 +25,25 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let group_id = request.group_id.0.to_string();
     let answer = match validate(ctx, &request) {
         Err(answer) => answer,
-        Ok(()) => match check_group_id(ctx, &group_id, EmptyGroupId::Refused, Operation::Read) {
-            Err(ErrorCode::GroupAuthorizationFailed) => ConsumerHeartbeatResponse::error(
-                ErrorCode::GroupAuthorizationFailed,
-                "Group authorization failed.",
-            ),
-            Err(code) => ConsumerHeartbeatResponse::error(code, "not the coordinator"),
-            Ok(()) if !subscription_allowed(ctx, &request) => ConsumerHeartbeatResponse::error(
-                ErrorCode::TopicAuthorizationFailed,
-                "Topic authorization failed for a subscribed topic.",
-            ),
-            Ok(()) => {
-                let beat = heartbeat(ctx, &group_id, &request);
-                match call(ctx, &group_id, GroupRequest::ConsumerHeartbeat(beat)).await {
-                    Some(GroupResponse::ConsumerHeartbeat(answer)) => answer,
-                    _ => ConsumerHeartbeatResponse::error(
-                        ErrorCode::CoordinatorNotAvailable,
-                        "coordinator unavailable",
-                    ),
-                }
-            }
-        },
+        Ok(()) => {
+            let subscribed = request.subscribed_topic_names.as_ref();
+            let beat = || GroupRequest::ConsumerHeartbeat(heartbeat(ctx, &group_id, &request));
+            modern_heartbeat(ctx, &group_id, subscribed, beat).await
+        }
     };
-    let mut response = ConsumerGroupHeartbeatResponse::default();
-    response.error_code = answer.error_code.code();
-    response.error_message = answer.error_message.as_deref().map(str_bytes);
-    if answer.error_code == ErrorCode::None {
-        response.member_id = Some(str_bytes(&answer.member_id));
-        response.member_epoch = answer.member_epoch;
-        response.heartbeat_interval_ms = answer.heartbeat_interval_ms;
-        response.assignment = answer.assignment.map(|assigned| {
-            let mut assignment = Assignment::default();
-            assignment.topic_partitions = assigned
-                .into_iter()
-                .map(|(topic, partitions)| {
-                    let mut entry = TopicPartitions::default();
-                    entry.topic_id = uuid::Uuid::from_bytes(topic);
-                    entry.partitions = partitions.into_iter().collect();
-                    entry
-                })
-                .collect();
-            assignment
-        });
-    }
+    let response =
+        heartbeat_response!(ConsumerGroupHeartbeatResponse, Assignment, TopicPartitions, answer);
     ctx.reply(&response)
-}
-
-/// Kafka: every topic a member subscribes to by name needs DESCRIBE.
-fn subscription_allowed(ctx: &Context, request: &ConsumerGroupHeartbeatRequest) -> bool {
-    let names = request.subscribed_topic_names.iter().flatten();
-    names.into_iter().all(|name| ctx.topic_allowed(Operation::Describe, name))
 }
 
 /// Kafka's request checks: INVALID_REQUEST with Kafka's messages, or UNSUPPORTED_ASSIGNOR.
 fn validate(
     ctx: &Context,
     request: &ConsumerGroupHeartbeatRequest,
-) -> Result<(), ConsumerHeartbeatResponse> {
-    let invalid =
-        |message: &str| Err(ConsumerHeartbeatResponse::error(ErrorCode::InvalidRequest, message));
+) -> Result<(), HeartbeatResponse> {
+    let invalid = |message: &str| Err(HeartbeatResponse::error(ErrorCode::InvalidRequest, message));
     if request.group_id.0.is_empty() {
-        return Err(ConsumerHeartbeatResponse::error(
-            ErrorCode::InvalidGroupId,
-            "GroupId can't be empty.",
-        ));
+        return Err(HeartbeatResponse::error(ErrorCode::InvalidGroupId, "GroupId can't be empty."));
     }
     if request.instance_id.as_ref().is_some_and(|i| i.is_empty()) {
         return invalid("InstanceId can't be empty.");
@@ -132,7 +85,7 @@ fn validate(
     if let Some(assignor) = request.server_assignor.as_ref().filter(|a| !a.is_empty()) {
         let offered = ctx.groups().config().consumer_assignors;
         if !assignor::known(assignor) || !offered.iter().any(|a| a.as_str() == &**assignor) {
-            return Err(ConsumerHeartbeatResponse::error(
+            return Err(HeartbeatResponse::error(
                 ErrorCode::UnsupportedAssignor,
                 format!(
                     "ServerAssignor {} is not supported. Supported assignors: {}.",

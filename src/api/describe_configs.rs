@@ -18,7 +18,8 @@ use super::config_common::{
 };
 use super::{str_bytes, Context, Outcome};
 use crate::model::dynamic_config::{
-    self, broker_def, broker_synonym, ConfigType, DYNAMIC_BROKER_CONFIGS, GROUP_CONFIG_NAMES,
+    self, broker_def, broker_def_of, broker_synonym, ConfigType, DYNAMIC_BROKER_CONFIGS,
+    GROUP_CONFIG_NAMES,
 };
 use crate::model::topic::{TopicConfig, PASSIVE_TOPIC_CONFIG_NAMES, TOPIC_CONFIG_NAMES};
 use crate::model::ErrorCode;
@@ -132,7 +133,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                     let set = stored.contains_key(*key);
                     let source = if set { SOURCE_GROUP } else { SOURCE_DEFAULT };
                     let mut e = entry(key, Some(value.as_str()), source, false);
-                    e.config_type = ConfigType::Int.code();
+                    let kind = dynamic_config::group_kind(key).map(|(kind, _)| kind);
+                    e.config_type = kind.unwrap_or(ConfigType::Int).code();
                     if set && include_synonyms {
                         e.synonyms = synonyms(vec![(key.to_string(), Some(value), SOURCE_GROUP)]);
                     }
@@ -183,7 +185,7 @@ fn synonyms(chain: Vec<Synonym>) -> Vec<DescribeConfigsSynonym> {
 /// value when it has none), read-only unless Kafka may change it at runtime, a password's
 /// value hidden, as Kafka's `ConfigHelper.createBrokerConfigEntry` answers.
 fn broker_entry(name: &str, chain: Vec<Synonym>, include: bool) -> DescribeConfigsResourceResult {
-    let def = broker_def(name);
+    let def = broker_def_of(name);
     let sensitive = def.is_some_and(|d| d.kind == ConfigType::Password);
     let (value, source) = match chain.first() {
         Some((_, value, source)) => (value.clone(), *source),
@@ -276,6 +278,19 @@ fn broker_configs(shard: &Shard) -> Vec<(String, Vec<Synonym>)> {
         }
         let default = def.topic.and_then(|t| builtin.value_of(t)).or(def.default.map(String::from));
         out.push((def.name.to_string(), broker_chain(shard, def.name, None, default)));
+    }
+    // Stored names Kafka has no config of (custom ones) and listener-prefixed ones.
+    let stored: Vec<String> = {
+        let catalog = shard.catalog.borrow();
+        let mine = catalog.configs.of(RESOURCE_BROKER, &shard.config.node_id.to_string());
+        let cluster = catalog.configs.of(RESOURCE_BROKER, "");
+        mine.keys().chain(cluster.keys()).cloned().collect()
+    };
+    for name in stored {
+        if !out.iter().any(|(listed, _)| *listed == name) {
+            let chain = broker_chain(shard, &name, None, None);
+            out.push((name, chain));
+        }
     }
     out
 }

@@ -62,6 +62,7 @@ error_codes! {
         r.responses.iter().flat_map(|t| &t.partitions).for_each(|p| f(p.error_code));
     }
     ListPartitionReassignmentsResponse => |r, f| { f(r.error_code); }
+    UnregisterBrokerResponse => |r, f| { f(r.error_code); }
     DescribeQuorumResponse => |r, f| {
         f(r.error_code);
         for t in &r.topics {
@@ -103,6 +104,30 @@ error_codes! {
     DeleteGroupsResponse => |r, f| { r.results.iter().for_each(|g| f(g.error_code)); }
     ConsumerGroupHeartbeatResponse => |r, f| { f(r.error_code); }
     ConsumerGroupDescribeResponse => |r, f| { r.groups.iter().for_each(|g| f(g.error_code)); }
+    ShareGroupHeartbeatResponse => |r, f| { f(r.error_code); }
+    ShareGroupDescribeResponse => |r, f| { r.groups.iter().for_each(|g| f(g.error_code)); }
+    ShareFetchResponse => |r, f| {
+        f(r.error_code);
+        r.responses.iter().flat_map(|t| &t.partitions).for_each(|p| f(p.error_code));
+    }
+    DescribeShareGroupOffsetsResponse => |r, f| {
+        for g in &r.groups {
+            f(g.error_code);
+            g.topics.iter().flat_map(|t| &t.partitions).for_each(|p| f(p.error_code));
+        }
+    }
+    AlterShareGroupOffsetsResponse => |r, f| {
+        f(r.error_code);
+        r.responses.iter().flat_map(|t| &t.partitions).for_each(|p| f(p.error_code));
+    }
+    DeleteShareGroupOffsetsResponse => |r, f| {
+        f(r.error_code);
+        r.responses.iter().for_each(|t| f(t.error_code));
+    }
+    ShareAcknowledgeResponse => |r, f| {
+        f(r.error_code);
+        r.responses.iter().flat_map(|t| &t.partitions).for_each(|p| f(p.error_code));
+    }
     InitProducerIdResponse => |r, f| { f(r.error_code); }
     DeleteRecordsResponse => |r, f| {
         r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| f(p.error_code));

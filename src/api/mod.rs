@@ -17,6 +17,7 @@ mod add_offsets_to_txn;
 mod add_partitions_to_txn;
 mod alter_configs;
 mod alter_partition_reassignments;
+mod alter_share_group_offsets;
 mod alter_user_scram_credentials;
 mod api_versions;
 mod config_common;
@@ -28,6 +29,7 @@ mod create_topics;
 mod delete_acls;
 mod delete_groups;
 mod delete_records;
+mod delete_share_group_offsets;
 mod delete_topics;
 mod describe_acls;
 mod describe_cluster;
@@ -35,6 +37,7 @@ mod describe_configs;
 mod describe_groups;
 mod describe_producers;
 mod describe_quorum;
+mod describe_share_group_offsets;
 mod describe_topic_partitions;
 mod describe_transactions;
 mod describe_user_scram_credentials;
@@ -60,9 +63,15 @@ mod offset_fetch;
 mod produce;
 mod sasl_authenticate;
 mod sasl_handshake;
+mod share_acknowledge;
+mod share_common;
+mod share_fetch;
+mod share_group_describe;
+mod share_group_heartbeat;
 mod sync_group;
 mod txn_common;
 mod txn_offset_commit;
+mod unregister_broker;
 mod write_txn_markers;
 
 use std::future::Future;
@@ -210,6 +219,13 @@ async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         ApiKey::DeleteGroups => delete_groups::handle(ctx, body).await,
         ApiKey::ConsumerGroupHeartbeat => consumer_group_heartbeat::handle(ctx, body).await,
         ApiKey::ConsumerGroupDescribe => consumer_group_describe::handle(ctx, body).await,
+        ApiKey::ShareGroupHeartbeat => share_group_heartbeat::handle(ctx, body).await,
+        ApiKey::ShareGroupDescribe => share_group_describe::handle(ctx, body).await,
+        ApiKey::ShareFetch => share_fetch::handle(ctx, body).await,
+        ApiKey::ShareAcknowledge => share_acknowledge::handle(ctx, body).await,
+        ApiKey::DescribeShareGroupOffsets => describe_share_group_offsets::handle(ctx, body).await,
+        ApiKey::AlterShareGroupOffsets => alter_share_group_offsets::handle(ctx, body).await,
+        ApiKey::DeleteShareGroupOffsets => delete_share_group_offsets::handle(ctx, body).await,
         ApiKey::InitProducerId => init_producer_id::handle(ctx, body).await,
         ApiKey::DeleteRecords => delete_records::handle(ctx, body).await,
         ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(ctx, body).await,
@@ -233,6 +249,7 @@ async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             alter_partition_reassignments::handle(ctx, body).await
         }
         ApiKey::ListPartitionReassignments => list_partition_reassignments::handle(ctx, body),
+        ApiKey::UnregisterBroker => unregister_broker::handle(ctx, body).await,
         other => Outcome::Close(format!("{other:?} is not implemented")),
     }
 }

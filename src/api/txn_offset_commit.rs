@@ -1,8 +1,7 @@
 //! TxnOffsetCommit (API 28): offsets committed inside a transaction, which reach the group
-//! only if the transaction commits. On a single node the transaction's coordinator checks and
-//! keeps them and hands them to the group at the end; in a cluster the group's coordinator
-//! does, as in Kafka: it writes them to the group's partition of `__consumer_offsets` in a
-//! transactional batch, and the transaction's marker in that partition settles them.
+//! only if the transaction commits. The group's coordinator checks them, as in Kafka: it
+//! writes them to the group's partition of `__consumer_offsets` (a single node: its shard's
+//! offsets log) in a transactional batch, and the transaction's marker there settles them.
 
 use bytes::Bytes;
 use kafka_protocol::messages::txn_offset_commit_response::{
@@ -11,14 +10,12 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
 use super::group_common::{call as group_call, coordinated_here};
-use super::txn_common::{call, fenced};
 use super::{Context, Outcome};
 use crate::constants::GROUP_ID_LENGTH_MAX;
 use crate::group::coordinator::{GroupRequest, GroupResponse, OFFSETS_TOPIC};
 use crate::group::state::TxnCommitRequest;
 use crate::model::{ErrorCode, LeaderEpoch, Offset, ProducerEpoch};
 use crate::security::acl::Operation;
-use crate::txn::coordinator::{TxnRequest, TxnResponse};
 use crate::txn::state::{Producer, TxnOffset};
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -67,35 +64,11 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             offsets.push((topic.name.0.to_string(), p.partition_index, offset));
         }
     }
-    if ctx.cluster().clustered() {
-        return reply(
-            ctx,
-            &request,
-            commit_at_group(ctx, &request, producer, whole, codes, offsets).await,
-        );
-    }
-    let offsets_empty = offsets.is_empty();
-    let commit = TxnRequest::CommitOffsets {
-        transactional_id: request.transactional_id.0.to_string(),
-        producer,
-        group_id: request.group_id.0.to_string(),
-        offsets,
-    };
-    let code = match (whole, offsets_empty) {
-        (Some(code), _) => code,
-        (None, true) if codes.iter().any(|c| *c != ErrorCode::None) => ErrorCode::None,
-        (None, _) => match call(ctx, &request.transactional_id.0, commit).await {
-            Some(TxnResponse::Code(code)) => fenced(code, ctx.version, 2),
-            _ => ErrorCode::CoordinatorNotAvailable,
-        },
-    };
-    if code != ErrorCode::None {
-        codes.iter_mut().filter(|c| **c == ErrorCode::None).for_each(|c| *c = code);
-    }
+    let codes = commit_at_group(ctx, &request, producer, whole, codes, offsets).await;
     reply(ctx, &request, codes)
 }
 
-/// Clustered (Kafka's way): the group's coordinator checks the producer epoch, member and
+/// Kafka's way: the group's coordinator checks the producer epoch, member and
 /// generation, writes the offsets to the group's partition of `__consumer_offsets` in a
 /// transactional batch and keeps them pending until the transaction's marker arrives there;
 /// NOT_COORDINATOR on a node that does not coordinate the group. `codes` holds each

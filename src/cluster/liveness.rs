@@ -20,11 +20,21 @@
 //! is applied the state no longer asks for it. Heartbeats are not written to the log: only
 //! the changes they cause are (as in Kafka).
 //!
+//! Heartbeats are also stamped as they arrive (`Arrivals`, written by the controller
+//! transport and the local heartbeat task before the heartbeat waits in the driver's event
+//! queue, as Kafka's `BrokerHeartbeatTracker` takes contact times outside its controller's
+//! queue): `due` counts a broker alive from the later of the two, so a driver that is behind
+//! (each applied batch waits for an fdatasync; a restarted broker's partitions bring a burst
+//! of ISR changes) never fences brokers whose heartbeats are only waiting in its queue. A
+//! controlled shutdown and an unfencing still go by the heartbeats the driver took.
+//!
 //! Lifecycle: one per node, in the Raft driver; active only while the node is the leader
 //! and has applied its own LeaderChange record (then it has applied the whole log before
 //! its term). Concurrency: shard 0 only.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use super::records::{FenceReason, MetadataRecord};
 use super::state::MetadataState;
@@ -51,6 +61,31 @@ pub struct Sessions {
     heard: BTreeMap<NodeId, Heard>,
     /// The last fence or unfence proposed for each broker.
     proposed: Throttle<(NodeId, u64, bool)>,
+    /// Heartbeats as they arrived, before the driver took them.
+    arrivals: Arrivals,
+}
+
+/// The last heartbeat of each broker stamped when it arrived (see the module doc); shared
+/// by the driver's `Sessions` and what receives heartbeats, on the same shard.
+#[derive(Debug, Clone, Default)]
+pub struct Arrivals(Rc<RefCell<BTreeMap<NodeId, Heard>>>);
+
+impl Arrivals {
+    /// A heartbeat arrived at `at_ms` (the driver's clock).
+    pub fn record(&self, at_ms: u64, heartbeat: &BrokerHeartbeat) {
+        let heard = Heard {
+            broker_epoch: heartbeat.broker_epoch,
+            at_ms,
+            want_shut_down: heartbeat.want_shut_down,
+        };
+        self.0.borrow_mut().insert(heartbeat.node_id, heard);
+    }
+
+    /// When a heartbeat of `node_id`'s registration `broker_epoch` last arrived.
+    fn last_ms(&self, node_id: NodeId, broker_epoch: u64) -> Option<u64> {
+        let arrivals = self.0.borrow();
+        arrivals.get(&node_id).filter(|h| h.broker_epoch == broker_epoch).map(|h| h.at_ms)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -69,7 +104,13 @@ impl Sessions {
             active_since_ms: None,
             heard: BTreeMap::new(),
             proposed: Throttle::new(retry_ms),
+            arrivals: Arrivals::default(),
         }
+    }
+
+    /// Where heartbeats are stamped as they arrive.
+    pub fn arrivals(&self) -> Arrivals {
+        self.arrivals.clone()
     }
 
     pub fn is_active(&self) -> bool {
@@ -122,7 +163,8 @@ impl Sessions {
             let heard = self.heard.get(&broker.node_id).filter(|h| h.broker_epoch == broker.epoch);
             let (node_id, broker_epoch) = (broker.node_id, broker.epoch);
             let record = if !broker.fenced {
-                let last_ms = heard.map_or(since_ms, |h| h.at_ms.max(since_ms));
+                let arrived_ms = self.arrivals.last_ms(node_id, broker_epoch).unwrap_or(0);
+                let last_ms = heard.map_or(since_ms, |h| h.at_ms).max(since_ms).max(arrived_ms);
                 if heard.is_some_and(|h| h.want_shut_down) {
                     let reason = FenceReason::ControlledShutdown;
                     Some(MetadataRecord::FenceBroker { node_id, broker_epoch, reason })
@@ -175,9 +217,76 @@ impl<K: Ord> Throttle<K> {
     }
 }
 
+/// Partition changes the active controller proposed and the log index each went in at: one
+/// is proposed again only once the state has applied that index (so the proposal was
+/// committed and applied, refused as stale, or lost with a leadership change) and
+/// `retry_ms` has passed. `Throttle` alone re-proposed a change every `retry_ms` while its
+/// first proposal still waited in the log: with 10,000 partitions changing at once (every
+/// broker back after a stop of the cluster) a round takes longer than that to commit, so
+/// each retry appended another 10,000 entries that applied as stale, and the log grew
+/// faster than it committed (a clustered start that never ended). Forgetting is done once
+/// a round (`forget_settled`), not on each look-up: rounds of 10,000 keys stay linear.
+#[derive(Debug)]
+pub struct InFlight<K> {
+    retry_ms: u64,
+    proposed: BTreeMap<K, (u64, u64)>,
+}
+
+impl<K: Ord> InFlight<K> {
+    pub fn new(retry_ms: u64) -> InFlight<K> {
+        InFlight { retry_ms, proposed: BTreeMap::new() }
+    }
+
+    /// Whether `key` may be proposed at `now_ms` with `applied` the state's applied index.
+    pub fn due(&self, key: &K, now_ms: u64, applied: u64) -> bool {
+        self.proposed
+            .get(key)
+            .is_none_or(|&(at_ms, index)| applied >= index && now_ms >= at_ms + self.retry_ms)
+    }
+
+    /// `key` was proposed at `now_ms`; the log's last index after it is `index`.
+    pub fn proposed(&mut self, key: K, now_ms: u64, index: u64) {
+        self.proposed.insert(key, (now_ms, index));
+    }
+
+    /// Drops the keys that are due again (what is still asked for is proposed anew).
+    pub fn forget_settled(&mut self, now_ms: u64, applied: u64) {
+        let retry_ms = self.retry_ms;
+        self.proposed.retain(|_, &mut (at_ms, index)| applied < index || now_ms < at_ms + retry_ms);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.proposed.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proposal_in_flight_is_not_proposed_again_until_applied() {
+        let mut in_flight = InFlight::new(500);
+        assert!(in_flight.due(&7, 0, 10));
+        in_flight.proposed(7, 0, 20);
+        // Not before the retry interval, and not while its index is not applied, however
+        // long that takes.
+        assert!(!in_flight.due(&7, 100, 10));
+        assert!(!in_flight.due(&7, 60_000, 19));
+        // Applied (committed, or refused as stale): due again after the interval.
+        assert!(!in_flight.due(&7, 499, 20));
+        assert!(in_flight.due(&7, 500, 20));
+        // Other keys are independent.
+        assert!(in_flight.due(&8, 100, 10));
+        in_flight.proposed(8, 100, 21);
+        in_flight.forget_settled(500, 20);
+        assert_eq!(in_flight.len(), 1);
+        assert!(!in_flight.due(&8, 600, 20));
+        in_flight.forget_settled(600, 21);
+        assert_eq!(in_flight.len(), 0);
+        assert!(in_flight.due(&8, 600, 21));
+    }
 
     const TIMEOUT_MS: u64 = 1000;
     const RETRY_MS: u64 = 300;
@@ -241,6 +350,25 @@ mod tests {
         // Broker 2 was heard at 5500: fenced at 6500, not a millisecond before.
         assert!(sessions.due(6499, &state).is_empty());
         assert_eq!(sessions.due(6500, &state), [fence(2, FenceReason::SessionExpired)]);
+    }
+
+    #[test]
+    fn a_heartbeat_waiting_in_the_drivers_queue_keeps_its_broker_alive() {
+        let mut state = state();
+        let mut sessions = Sessions::new(TIMEOUT_MS, RETRY_MS);
+        let arrivals = sessions.arrivals();
+        sessions.activate(0);
+        assert!(sessions.heard(100, &beat(1, 1), &state));
+        assert!(sessions.heard(100, &beat(2, 2), &state));
+        // Broker 1's next heartbeat arrived at 900 but the driver, behind, has not taken
+        // it at 1100; broker 2's arrived too, of an old registration.
+        arrivals.record(900, &beat(1, 1));
+        arrivals.record(900, &beat(2, 7));
+        let due = sessions.due(1100, &state);
+        assert_eq!(due, [fence(2, FenceReason::SessionExpired)]);
+        apply(&mut state, &due);
+        assert!(sessions.due(1899, &state).is_empty());
+        assert_eq!(sessions.due(1900, &state), [fence(1, FenceReason::SessionExpired)]);
     }
 
     #[test]

@@ -34,7 +34,8 @@
 //! clock and, checked on every event (the 100 ms tick at least), asks for FenceBroker and
 //! UnfenceBroker records; the partition leader changes that fencing calls for
 //! (`MetadataState::partition_changes`) are proposed after each applied batch, each again
-//! after the proposal retry interval until applied.
+//! after the proposal retry interval once the state has applied the index its previous
+//! proposal went in at (`liveness::InFlight`), until it no longer differs.
 //!
 //! Snapshots (`snapshot`): every `--metadata-snapshot-interval-records` applied entries
 //! the driver writes the state at its applied index S as a snapshot and drops the entries
@@ -107,7 +108,7 @@ use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateRole, Storage};
 
 use super::journal::{self, Journal};
-use super::liveness::{BrokerHeartbeat, Sessions, Throttle};
+use super::liveness::{BrokerHeartbeat, InFlight, Sessions, Throttle};
 use super::placement::{self, Start};
 use super::records::{MetadataRecord, RequestId};
 use super::snapshot::{self, SnapshotMeta};
@@ -267,6 +268,8 @@ pub async fn run(
     let incarnation =
         u64::from_be_bytes(*uuid::Uuid::new_v4().as_bytes().first_chunk().unwrap_or(&[1; 8])) | 1;
     cluster.incarnation.set(incarnation);
+    let sessions = Sessions::new(quorum.broker_session_timeout_ms, CLUSTER_PROPOSAL_RETRY_MS);
+    let stamps = transport::Stamps { clock: Instant::now(), arrivals: sessions.arrivals() };
     if let Some(listen) = quorum.controller_listen {
         let listener = glommio::net::TcpListener::bind(listen).unwrap_or_else(|e| {
             fatal(
@@ -277,14 +280,17 @@ pub async fn run(
                 ),
             )
         });
-        glommio::spawn_local(transport::accept_loop(listener, sender.clone(), me, voters)).detach();
+        let accepting =
+            transport::accept_loop(listener, sender.clone(), me, voters, stamps.clone());
+        glommio::spawn_local(accepting).detach();
         tracing::info!(%listen, "controller accepting peers");
     } else {
         tracing::info!("a broker-only node: following the metadata log as a Raft learner");
     }
     glommio::spawn_local(ticker(sender.clone())).detach();
     glommio::spawn_local(register(cluster.clone(), sender.clone(), config.clone())).detach();
-    glommio::spawn_local(heartbeat(cluster.clone(), sender.clone(), quorum.clone())).detach();
+    let beating = heartbeat(cluster.clone(), sender.clone(), quorum.clone(), stamps.clone());
+    glommio::spawn_local(beating).detach();
     tracing::info!(
         heartbeat_interval_ms = quorum.broker_heartbeat_interval_ms,
         session_timeout_ms = quorum.broker_session_timeout_ms,
@@ -292,7 +298,6 @@ pub async fn run(
     );
     let peers = Peers::start(&quorum.voters, me, learner.then(|| sender.clone()));
     let quorum_snapshot_interval = quorum.metadata_snapshot_interval_records;
-    let sessions = Sessions::new(quorum.broker_session_timeout_ms, CLUSTER_PROPOSAL_RETRY_MS);
     let driver = Driver {
         node,
         journal,
@@ -304,9 +309,9 @@ pub async fn run(
         leader_change_proposed_term: 0,
         committed,
         internal_proposed_term: 0,
-        clock: Instant::now(),
+        clock: stamps.clock,
         sessions,
-        partition_changes: Throttle::new(CLUSTER_PROPOSAL_RETRY_MS),
+        partition_changes: InFlight::new(CLUSTER_PROPOSAL_RETRY_MS),
         partition_changes_checked: None,
         preferred_checked_ms: 0,
         snapshot_index,
@@ -317,8 +322,9 @@ pub async fn run(
         fetcher: Fetcher::new(me, fetch_limits()),
         downloaded: None,
         learner,
-        joined: Vec::new(),
+        joined: HashMap::new(),
         learner_proposals: Throttle::new(CLUSTER_PROPOSAL_RETRY_MS),
+        removal_proposals: Throttle::new(CLUSTER_PROPOSAL_RETRY_MS),
     };
     driver.run(events).await;
 }
@@ -369,7 +375,14 @@ async fn register(cluster: Rc<Cluster>, events: Rc<LocalSender<Event>>, config: 
 /// Heartbeats this process's registration (once committed) every heartbeat interval, at
 /// once when its epoch changes or a shutdown begins, and every `BROKER_HEARTBEAT_POLL_MS`
 /// x 4 while shutting down (so a lost one does not hold the shutdown for an interval).
-async fn heartbeat(cluster: Rc<Cluster>, events: Rc<LocalSender<Event>>, quorum: ClusterConfig) {
+/// Stamped as it leaves (this node's own session, if it is the active controller), before
+/// it waits in the driver's queue.
+async fn heartbeat(
+    cluster: Rc<Cluster>,
+    events: Rc<LocalSender<Event>>,
+    quorum: ClusterConfig,
+    stamps: transport::Stamps,
+) {
     let interval = Duration::from_millis(quorum.broker_heartbeat_interval_ms);
     let shutting_down_interval = Duration::from_millis(BROKER_HEARTBEAT_POLL_MS * 4);
     let mut last: Option<(Instant, BrokerHeartbeat)> = None;
@@ -384,6 +397,7 @@ async fn heartbeat(cluster: Rc<Cluster>, events: Rc<LocalSender<Event>>, quorum:
             let due = last.is_none_or(|(at, sent)| sent != heartbeat || at.elapsed() >= wait);
             if due {
                 last = Some((Instant::now(), heartbeat));
+                stamps.record(&heartbeat);
                 if events.send(Event::Heartbeat(heartbeat)).await.is_err() {
                     return;
                 }
@@ -412,7 +426,7 @@ struct Driver {
     /// Broker sessions, while this node is the active controller.
     sessions: Sessions,
     /// The partition changes proposed lately, by (topic id, partition, leader epoch).
-    partition_changes: Throttle<([u8; 16], i32, i32)>,
+    partition_changes: InFlight<([u8; 16], i32, i32)>,
     /// The applied index and time of the last look for partition changes.
     partition_changes_checked: Option<(u64, u64)>,
     /// When the active controller last looked for partitions not led by their preferred
@@ -436,10 +450,13 @@ struct Driver {
     downloaded: Option<snapshot::Downloaded>,
     /// This node is broker-only: a Raft learner.
     learner: bool,
-    /// The broker-only nodes that joined on this voter's listener.
-    joined: Vec<u64>,
+    /// The broker-only nodes that joined on this voter's listener, with this node's applied
+    /// index when they last did (a join after a node's unregistration brings it back).
+    joined: HashMap<u64, u64>,
     /// The learners this node proposed to add lately.
     learner_proposals: Throttle<u64>,
+    /// The unregistered learners the leader proposed to remove lately.
+    removal_proposals: Throttle<u64>,
 }
 
 /// What a batch of applied entries has for the controller.
@@ -483,12 +500,11 @@ impl Driver {
                 Event::Resign => self.resign(),
                 Event::Observer { node_id, queue } => {
                     self.peers.attach(node_id, queue);
-                    if !self.joined.contains(&node_id) {
-                        self.joined.push(node_id);
-                    }
+                    self.joined.insert(node_id, self.state.applied_index);
                 }
             }
             self.propose_learners();
+            self.propose_learner_removals();
             self.propose_leader_change();
             self.propose_internal_topics();
             self.update_active();
@@ -646,9 +662,13 @@ impl Driver {
             return;
         }
         let now_ms = self.now_ms();
-        for node_id in self.joined.clone() {
+        let joined: Vec<(u64, u64)> = self.joined.iter().map(|(id, at)| (*id, *at)).collect();
+        for (node_id, joined_at) in joined {
             let learner = self.node.raft.prs().conf().learners().contains(&node_id);
-            if learner || !self.learner_proposals.due(node_id, now_ms) {
+            // Unregistered since it last joined: it stays out until it joins again.
+            let unregistered = self.state.unregistered.get(&NodeId(node_id as i32));
+            let gone = unregistered.is_some_and(|index| joined_at < *index);
+            if learner || gone || !self.learner_proposals.due(node_id, now_ms) {
                 continue;
             }
             let change = ConfChange {
@@ -663,14 +683,44 @@ impl Driver {
         }
     }
 
-    /// Applies a committed conf change (a learner added) on every node, and keeps the new
-    /// configuration in the raft storage (snapshots) and the journal (restarts).
+    /// The leader removes each learner the log unregistered (UnregisterBroker) from the
+    /// configuration, until it is out (raft-rs takes one conf change at a time).
+    fn propose_learner_removals(&mut self) {
+        if self.node.raft.state != StateRole::Leader || self.state.unregistered.is_empty() {
+            return;
+        }
+        let now_ms = self.now_ms();
+        let learners: Vec<u64> = self.node.raft.prs().conf().learners().iter().copied().collect();
+        for node_id in learners {
+            let unregistered = self.state.unregistered.contains_key(&NodeId(node_id as i32));
+            if !unregistered || !self.removal_proposals.due(node_id, now_ms) {
+                continue;
+            }
+            let change = ConfChange {
+                change_type: ConfChangeType::RemoveNode,
+                node_id,
+                ..Default::default()
+            };
+            tracing::info!(node_id, "proposing to remove an unregistered broker-only node");
+            if let Err(e) = self.node.propose_conf_change(vec![], change) {
+                tracing::debug!("raft propose of a learner's removal: {e}");
+            }
+        }
+    }
+
+    /// Applies a committed conf change (a learner added or removed) on every node, and keeps
+    /// the new configuration in the raft storage (snapshots) and the journal (restarts).
     async fn apply_conf_change(&mut self, entry: &Entry) {
         let mut change = ConfChange::default();
         if let Err(e) = change.merge_from_bytes(&entry.data) {
             let index = entry.index;
             tracing::error!(index, "skipping a conf change that does not decode: {e}");
             return;
+        }
+        let was_learner = self.node.raft.prs().conf().learners().contains(&change.node_id);
+        if change.change_type == ConfChangeType::AddLearnerNode && !was_learner {
+            // Joined again: an earlier unregistration no longer removes it.
+            self.state.learner_added(NodeId(change.node_id as i32));
         }
         let conf_state = match self.node.apply_conf_change(&change) {
             Ok(conf_state) => conf_state,
@@ -685,7 +735,8 @@ impl Driver {
             index = entry.index,
             node_id = change.node_id,
             learners = ?conf_state.learners,
-            "applied a conf change: a broker-only node follows the log"
+            change = ?change.change_type,
+            "applied a conf change of the broker-only nodes"
         );
     }
 
@@ -715,7 +766,7 @@ impl Driver {
         if active && !self.sessions.is_active() {
             let now_ms = self.now_ms();
             self.sessions.activate(now_ms);
-            self.partition_changes = Throttle::new(CLUSTER_PROPOSAL_RETRY_MS);
+            self.partition_changes = InFlight::new(CLUSTER_PROPOSAL_RETRY_MS);
             self.partition_changes_checked = None;
             tracing::info!(
                 node_id = self.me,
@@ -752,17 +803,8 @@ impl Driver {
             return;
         }
         self.partition_changes_checked = Some((applied, now_ms));
-        let mut proposed = 0;
-        for record in self.state.partition_changes() {
-            let Some(key) = record.partition_epoch() else { continue };
-            if !self.partition_changes.due(key, now_ms) {
-                continue;
-            }
-            proposed += 1;
-            if let Err(e) = self.node.propose(vec![], record.encode()) {
-                tracing::debug!("raft propose of a partition change: {e}");
-            }
-        }
+        let changes = self.state.partition_changes();
+        let proposed = self.propose_partition_changes(changes, now_ms, "a partition change");
         if proposed > 0 {
             tracing::info!(partitions = proposed, "proposing partition changes");
         }
@@ -786,20 +828,38 @@ impl Driver {
         if !self.state.partition_changes().is_empty() {
             return;
         }
+        let changes = self.state.preferred_leader_changes();
+        let proposed = self.propose_partition_changes(changes, now_ms, "a preferred leader");
+        if proposed > 0 {
+            tracing::info!(partitions = proposed, "proposing preferred replicas as leaders");
+        }
+    }
+
+    /// Proposes each of `records` (partition changes) that `partition_changes` says is due
+    /// and records the log index it went in at; returns how many. `what` names them in the
+    /// log line of a failed proposal.
+    fn propose_partition_changes(
+        &mut self,
+        records: Vec<MetadataRecord>,
+        now_ms: u64,
+        what: &str,
+    ) -> usize {
+        let applied = self.state.applied_index;
+        self.partition_changes.forget_settled(now_ms, applied);
         let mut proposed = 0;
-        for record in self.state.preferred_leader_changes() {
+        for record in records {
             let Some(key) = record.partition_epoch() else { continue };
-            if !self.partition_changes.due(key, now_ms) {
+            if !self.partition_changes.due(&key, now_ms, applied) {
                 continue;
             }
             proposed += 1;
             if let Err(e) = self.node.propose(vec![], record.encode()) {
-                tracing::debug!("raft propose of a preferred leader: {e}");
+                tracing::debug!("raft propose of {what}: {e}");
             }
+            let index = self.node.raft.raft_log.last_index();
+            self.partition_changes.proposed(key, now_ms, index);
         }
-        if proposed > 0 {
-            tracing::info!(partitions = proposed, "proposing preferred replicas as leaders");
-        }
+        proposed
     }
 
     /// A new leader names itself in the log (after raft-rs's own empty entry).
@@ -948,6 +1008,7 @@ impl Driver {
     /// Writes the state at the applied index as a snapshot and drops the entries it covers
     /// (the order and its crash points are in the module doc).
     async fn take_snapshot(&mut self) {
+        let began = Instant::now();
         let index = self.state.applied_index;
         let storage = self.node.store().clone();
         let term = storage.term(index).unwrap_or_else(|e| {
@@ -957,6 +1018,7 @@ impl Driver {
         let meta = SnapshotMeta { index, term, conf_state: conf_state.clone() };
         let bytes = snapshot::encode(&meta, &self.state);
         let size = bytes.len();
+        let encoded = began.elapsed();
         self.write_snapshot_file(index, bytes.clone()).await;
         let last = storage.mem.last_index().unwrap_or(index);
         let entries = if last > index {
@@ -979,6 +1041,8 @@ impl Driver {
             term,
             bytes = size,
             entries_kept = entries.len(),
+            encode_us = encoded.as_micros() as u64,
+            total_us = began.elapsed().as_micros() as u64,
             "took a metadata snapshot"
         );
     }
@@ -1130,35 +1194,30 @@ impl Driver {
     fn publish(&self) {
         let raft = &self.node.raft;
         let leader = raft.state == StateRole::Leader;
+        // A node's log end as this node knows it: its own last index, the leader's
+        // `matched` for the others, else unknown.
+        let log_end = |raft_id: u64| {
+            if raft_id == self.me {
+                Some(raft.raft_log.last_index())
+            } else if leader {
+                raft.prs().get(raft_id).map(|progress| progress.matched)
+            } else {
+                None
+            }
+        };
         let voters = self
             .quorum
             .voters
             .ids()
-            .map(|id| {
-                let raft_id = id.0 as u64;
-                let log_end = if raft_id == self.me {
-                    Some(raft.raft_log.last_index())
-                } else if leader {
-                    raft.prs().get(raft_id).map(|progress| progress.matched)
-                } else {
-                    None
-                };
-                VoterState { node_id: id, log_end_index: log_end }
-            })
+            .map(|id| VoterState { node_id: id, log_end_index: log_end(id.0 as u64) })
             .collect();
         let mut learners: Vec<u64> = raft.prs().conf().learners().iter().copied().collect();
         learners.sort_unstable();
         let observers = learners
             .into_iter()
-            .map(|raft_id| {
-                let log_end = if raft_id == self.me {
-                    Some(raft.raft_log.last_index())
-                } else if leader {
-                    raft.prs().get(raft_id).map(|progress| progress.matched)
-                } else {
-                    None
-                };
-                VoterState { node_id: NodeId(raft_id as i32), log_end_index: log_end }
+            .map(|raft_id| VoterState {
+                node_id: NodeId(raft_id as i32),
+                log_end_index: log_end(raft_id),
             })
             .collect();
         let view = ClusterView {
@@ -1335,5 +1394,59 @@ impl slog::Drain for TracingDrain {
             _ => tracing::trace!(target: "raft", "{}", record.msg()),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raft::prelude::HardState;
+
+    use super::*;
+
+    fn snapshot_at(index: u64) -> Snapshot {
+        let mut snapshot = Snapshot { data: vec![1].into(), ..Default::default() };
+        snapshot.mut_metadata().index = index;
+        snapshot.mut_metadata().term = 1;
+        snapshot
+    }
+
+    fn entries(from: u64, to: u64) -> Vec<Entry> {
+        (from..=to).map(|index| Entry { index, term: 1, ..Default::default() }).collect()
+    }
+
+    fn hard_state(commit: u64) -> HardState {
+        HardState { term: 1, commit, ..Default::default() }
+    }
+
+    fn first(storage: &MetadataStorage) -> u64 {
+        storage.first_index().expect("first index")
+    }
+
+    #[test]
+    fn compaction_keeps_the_entries_after_the_previous_snapshot_only() {
+        // Taken snapshots, from a log replayed whole (no snapshot loaded at start).
+        let storage = MetadataStorage::default();
+        storage.mem.wl().append(&entries(1, 400)).expect("append");
+        storage.compact(snapshot_at(100), &entries(101, 400), hard_state(400));
+        assert_eq!(first(&storage), 101, "the first snapshot of the process: after it");
+        storage.compact(snapshot_at(200), &entries(201, 400), hard_state(400));
+        assert_eq!(first(&storage), 101, "after the previous snapshot, 100");
+        storage.compact(snapshot_at(300), &entries(301, 400), hard_state(400));
+        assert_eq!(first(&storage), 201, "after the previous snapshot, 200");
+        assert_eq!(storage.last_index().expect("last"), 400);
+        assert_eq!(storage.raft_state().hard_state.commit, 400);
+        assert_eq!(storage.snapshot(0, 2).expect("offered").get_metadata().index, 300);
+        assert_eq!(storage.previous.borrow().get_metadata().index, 200);
+
+        // A snapshot loaded at start (or installed from the leader), then two taken: the
+        // log starts after the loaded one, then after the first taken one.
+        let storage = MetadataStorage::default();
+        storage.install(snapshot_at(100));
+        storage.mem.wl().append(&entries(101, 400)).expect("append");
+        storage.compact(snapshot_at(200), &entries(201, 400), hard_state(400));
+        assert_eq!(first(&storage), 101, "after the loaded snapshot, 100");
+        storage.compact(snapshot_at(300), &entries(301, 400), hard_state(400));
+        assert_eq!(first(&storage), 201, "after the previous snapshot, 200");
+        assert_eq!(storage.last_index().expect("last"), 400);
     }
 }

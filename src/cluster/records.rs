@@ -37,8 +37,18 @@
 //!   type 21 AlterPartition topic_id: 16 bytes, partition: i32, leader: i32,
 //!                          leader_epoch: i32, partition_epoch: i32, isr (the epochs the
 //!                          leader saw; Kafka's AlterPartition request)
+//!   type 22 ProducerIds    request, legacy_end: i64, block_size: i32 (a block of producer
+//!                          ids for the proposing node; Kafka's AllocateProducerIds and
+//!                          ProducerIdsRecord)
+//!   type 23 UnregisterBroker request, node_id: i32 (Kafka's UnregisterBroker request and
+//!                          UnregisterBrokerRecord)
+//!
+//!   ver 1: as ver 0, with every config value of `overrides` a `long string` (written only
+//!   for a record with a value longer than a string holds; ver 0 otherwise, so a cluster
+//!   without such values writes only what the previous version reads)
 //!
 //!   string    u16 length + UTF-8
+//!   long string u32 length + UTF-8
 //!   request   node_id: i32, serial: u64 (the proposer's RequestId)
 //!   leaders   u32 count + i32 node id per partition, in partition order
 //!   overrides u32 count + (name: string, value: string) per config, sorted by name
@@ -59,6 +69,9 @@
 //! partition moved its leader epoch) is read as a PartitionChange whose partition epoch is
 //! its leader epoch, which it was then; changes are now written as type 20, and a leader's
 //! ISR changes as type 21. Types never change their meaning; a new field is a new type.
+//! Version 1 changes only how config values are written (Kafka has no bound on a config
+//! value; a u16 length held 64 KiB), for the types that have `overrides` (7, 13, 19, and
+//! 4 when read); a previous version refuses such a record as one of an unknown version.
 //!
 //! Topic records carry everything their apply needs (the placement and the topic id are
 //! decided by the proposer), so that applying them is deterministic on every node; whether
@@ -73,8 +86,10 @@ use std::collections::BTreeMap;
 
 use crate::model::{LeaderEpoch, NodeId, PartitionEpoch};
 
-/// The only record format so far.
+/// The record format, and the one whose config values have u32 lengths (written only
+/// when one is longer than `STRING_BYTES_MAX`).
 const RECORD_VERSION: u8 = 0;
+const RECORD_VERSION_LONG_VALUES: u8 = 1;
 const TYPE_LEADER_CHANGE: u8 = 1;
 const TYPE_REGISTER_BROKER: u8 = 2;
 const TYPE_CLUSTER_ID: u8 = 3;
@@ -96,6 +111,8 @@ const TYPE_COMPLETE_REASSIGNMENT: u8 = 18;
 const TYPE_ALTER_CONFIGS: u8 = 19;
 const TYPE_PARTITION_CHANGE_EPOCHS: u8 = 20;
 const TYPE_ALTER_PARTITION: u8 = 21;
+const TYPE_PRODUCER_IDS: u8 = 22;
+const TYPE_UNREGISTER_BROKER: u8 = 23;
 
 /// Who asked for a change: the proposing node and its serial number, unique per node (the
 /// serials of one process start at a random point, so a restarted node does not reuse the
@@ -236,6 +253,24 @@ pub enum MetadataRecord {
         partition: i32,
         election: Election,
     },
+    /// A node asks for the next block of `block_size` producer ids (Kafka's
+    /// AllocateProducerIds; the block is decided at apply time, where Kafka's controller
+    /// writes it into its ProducerIdsRecord: the same on every node, so the state's next
+    /// producer id is Kafka's). `legacy_end`: every id this node handed out before blocks
+    /// were on the log (interleaved by node id) is below it; the first block of the
+    /// cluster starts above every node's (`state::ProducerIds`).
+    ProducerIds {
+        request: RequestId,
+        legacy_end: i64,
+        block_size: i32,
+    },
+    /// UnregisterBroker (Kafka's, `kafka-cluster.sh unregister`): the broker's registration
+    /// goes (its partitions move as for a fenced broker) and, a broker-only node, it leaves
+    /// the Raft configuration; decided at apply time (BROKER_ID_NOT_REGISTERED).
+    UnregisterBroker {
+        request: RequestId,
+        node_id: NodeId,
+    },
     /// The active controller ends a reassignment whose added replicas all joined the ISR:
     /// the replicas being removed leave (Kafka's second PartitionChangeRecord), in
     /// `leader_epoch`, which must be the partition's epoch + 1.
@@ -287,7 +322,11 @@ pub enum RecordError {
 
 impl MetadataRecord {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![RECORD_VERSION];
+        let long = self.overrides().is_some_and(has_long_values);
+        let mut out = vec![if long { RECORD_VERSION_LONG_VALUES } else { RECORD_VERSION }];
+        let put_overrides = |out: &mut Vec<u8>, overrides: &BTreeMap<String, String>| {
+            put_overrides(out, overrides, long)
+        };
         match self {
             MetadataRecord::LeaderChange { leader_id, term } => {
                 out.push(TYPE_LEADER_CHANGE);
@@ -420,6 +459,17 @@ impl MetadataRecord {
                     Election::Unclean => 1,
                 });
             }
+            MetadataRecord::ProducerIds { request, legacy_end, block_size } => {
+                out.push(TYPE_PRODUCER_IDS);
+                put_request(&mut out, request);
+                out.extend_from_slice(&legacy_end.to_be_bytes());
+                out.extend_from_slice(&block_size.to_be_bytes());
+            }
+            MetadataRecord::UnregisterBroker { request, node_id } => {
+                out.push(TYPE_UNREGISTER_BROKER);
+                put_request(&mut out, request);
+                out.extend_from_slice(&node_id.0.to_be_bytes());
+            }
             MetadataRecord::CompleteReassignment { topic_id, partition, leader_epoch } => {
                 out.push(TYPE_COMPLETE_REASSIGNMENT);
                 out.extend_from_slice(topic_id);
@@ -428,6 +478,16 @@ impl MetadataRecord {
             }
         }
         out
+    }
+
+    /// The config values the record carries, if it is of a type that has them.
+    fn overrides(&self) -> Option<&BTreeMap<String, String>> {
+        match self {
+            MetadataRecord::CreateTopic { overrides, .. }
+            | MetadataRecord::AlterTopicConfig { overrides, .. }
+            | MetadataRecord::AlterConfigs { configs: overrides, .. } => Some(overrides),
+            _ => None,
+        }
     }
 
     /// The request a topic record answers, if it is one.
@@ -439,7 +499,9 @@ impl MetadataRecord {
             | MetadataRecord::AlterTopicConfig { request, .. }
             | MetadataRecord::AlterConfigs { request, .. }
             | MetadataRecord::AlterReassignment { request, .. }
-            | MetadataRecord::ElectLeader { request, .. } => Some(*request),
+            | MetadataRecord::ElectLeader { request, .. }
+            | MetadataRecord::ProducerIds { request, .. }
+            | MetadataRecord::UnregisterBroker { request, .. } => Some(*request),
             _ => None,
         }
     }
@@ -461,11 +523,12 @@ impl MetadataRecord {
     }
 
     pub fn decode(data: &[u8]) -> Result<MetadataRecord, RecordError> {
-        let mut reader = Reader { data, position: 0 };
+        let mut reader = Reader::new(data);
         let version = reader.u8()?;
-        if version != RECORD_VERSION {
+        if version != RECORD_VERSION && version != RECORD_VERSION_LONG_VALUES {
             return Err(RecordError::Version(version));
         }
+        reader.long_values = version == RECORD_VERSION_LONG_VALUES;
         let record = match reader.u8()? {
             TYPE_LEADER_CHANGE => {
                 let leader_id = NodeId(reader.i32()?);
@@ -601,6 +664,16 @@ impl MetadataRecord {
                 };
                 MetadataRecord::ElectLeader { request, name, partition, election }
             }
+            TYPE_PRODUCER_IDS => {
+                let request = reader.request()?;
+                let legacy_end = reader.u64()? as i64;
+                let block_size = reader.i32()?;
+                MetadataRecord::ProducerIds { request, legacy_end, block_size }
+            }
+            TYPE_UNREGISTER_BROKER => {
+                let request = reader.request()?;
+                MetadataRecord::UnregisterBroker { request, node_id: NodeId(reader.i32()?) }
+            }
             TYPE_COMPLETE_REASSIGNMENT => {
                 let topic_id = reader.array::<16>()?;
                 let partition = reader.i32()?;
@@ -634,10 +707,12 @@ impl std::fmt::Display for MetadataRecord {
                 write!(f, "CreatePartitions {name} to {count}, request {request}")
             }
             MetadataRecord::AlterTopicConfig { request, name, overrides } => {
-                write!(f, "AlterTopicConfig {name} {overrides:?}, request {request}")
+                let overrides = Shortened(overrides);
+                write!(f, "AlterTopicConfig {name} {overrides}, request {request}")
             }
             MetadataRecord::AlterConfigs { request, resource_type, name, configs } => {
-                write!(f, "AlterConfigs {resource_type}/{name:?} {configs:?}, request {request}")
+                let configs = Shortened(configs);
+                write!(f, "AlterConfigs {resource_type}/{name:?} {configs}, request {request}")
             }
             MetadataRecord::InternalTopic { name, leaders } => {
                 write!(f, "InternalTopic {name}, {} partitions", leaders.len())
@@ -675,8 +750,36 @@ impl std::fmt::Display for MetadataRecord {
     }
 }
 
-/// The longest string a record holds (a u16 length).
+/// Configs for a log line: each value as its first `SHORTENED_VALUE_CHARS` characters and
+/// its length when longer (a value may be megabytes).
+struct Shortened<'a>(&'a BTreeMap<String, String>);
+
+const SHORTENED_VALUE_CHARS: usize = 64;
+
+impl std::fmt::Display for Shortened<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut map = f.debug_map();
+        for (name, value) in self.0 {
+            match value.char_indices().nth(SHORTENED_VALUE_CHARS) {
+                Some((end, _)) => {
+                    let shortened = format!("{}... ({} bytes)", &value[..end], value.len());
+                    map.entry(name, &shortened)
+                }
+                None => map.entry(name, value),
+            };
+        }
+        map.finish()
+    }
+}
+
+/// The longest string a record holds (a u16 length); longer config values are written as
+/// long strings (record version 1, snapshot version 6).
 pub const STRING_BYTES_MAX: usize = u16::MAX as usize;
+
+/// Whether a config value is too long for a string (so needs a long string).
+pub(super) fn has_long_values(overrides: &BTreeMap<String, String>) -> bool {
+    overrides.values().any(|value| value.len() > STRING_BYTES_MAX)
+}
 
 /// Strings longer than a u16 length are cut (names are at most 249 bytes, config values
 /// are checked by the proposer, `controller::quorum`; a host name is at most 253).
@@ -708,22 +811,33 @@ pub(super) fn put_replicas(out: &mut Vec<u8>, replicas: &[Vec<NodeId>]) {
     }
 }
 
-pub(super) fn put_overrides(out: &mut Vec<u8>, overrides: &BTreeMap<String, String>) {
+/// `long`: values as long strings (u32 lengths, never cut); else as strings, which must
+/// then hold them (`has_long_values` is false).
+pub(super) fn put_overrides(out: &mut Vec<u8>, overrides: &BTreeMap<String, String>, long: bool) {
+    assert!(long || !has_long_values(overrides), "a config value longer than a string");
     out.extend_from_slice(&(overrides.len() as u32).to_be_bytes());
     for (name, value) in overrides {
         put_string(out, name);
-        put_string(out, value);
+        if long {
+            let length = u32::try_from(value.len()).expect("a config value below 4 GiB");
+            out.extend_from_slice(&length.to_be_bytes());
+            out.extend_from_slice(value.as_bytes());
+        } else {
+            put_string(out, value);
+        }
     }
 }
 
 pub(super) struct Reader<'a> {
     data: &'a [u8],
     position: usize,
+    /// Config values are long strings (record version 1, snapshot version 6).
+    pub(super) long_values: bool,
 }
 
 impl<'a> Reader<'a> {
     pub(super) fn new(data: &'a [u8]) -> Reader<'a> {
-        Reader { data, position: 0 }
+        Reader { data, position: 0, long_values: false }
     }
 
     /// Bytes not read yet.
@@ -773,6 +887,12 @@ impl<'a> Reader<'a> {
         String::from_utf8(bytes.to_vec()).map_err(|_| RecordError::Text)
     }
 
+    pub(super) fn long_string(&mut self) -> Result<String, RecordError> {
+        let length = self.u32()? as usize;
+        let bytes = self.take(length)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| RecordError::Text)
+    }
+
     pub(super) fn request(&mut self) -> Result<RequestId, RecordError> {
         Ok(RequestId { node_id: NodeId(self.i32()?), serial: self.u64()? })
     }
@@ -801,7 +921,8 @@ impl<'a> Reader<'a> {
         let mut overrides = BTreeMap::new();
         for _ in 0..count {
             let name = self.string()?;
-            overrides.insert(name, self.string()?);
+            let value = if self.long_values { self.long_string()? } else { self.string()? };
+            overrides.insert(name, value);
         }
         Ok(overrides)
     }
@@ -972,6 +1093,12 @@ mod tests {
             alter(true, None),
             elect(Election::Preferred),
             elect(Election::Unclean),
+            MetadataRecord::ProducerIds {
+                request: request(),
+                legacy_end: 7 * 1024,
+                block_size: 1000,
+            },
+            MetadataRecord::UnregisterBroker { request: request(), node_id: NodeId(4) },
             MetadataRecord::CompleteReassignment {
                 topic_id: [9; 16],
                 partition: 2,
@@ -995,6 +1122,9 @@ mod tests {
         // Cancel: request, "t", partition 3, allowed, no target.
         let cancel = [0, 16, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 1, 2, 0, 1, b't', 0, 0, 0, 3, 1, 0];
         assert_eq!(admin_records()[2].encode(), cancel);
+        let producer_ids = [0, 22, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0x1c, 0];
+        assert_eq!(&admin_records()[5].encode()[..22], producer_ids);
+        assert_eq!(&admin_records()[5].encode()[22..], [0, 0, 0x03, 0xe8]);
         let mut bad = admin_records()[4].encode();
         assert_eq!(bad.last(), Some(&1));
         *bad.last_mut().unwrap() = 2;
@@ -1118,10 +1248,67 @@ mod tests {
         let mut longer = encoded.clone();
         longer.push(0);
         assert_eq!(MetadataRecord::decode(&longer), Err(RecordError::Trailing(1)));
-        assert_eq!(MetadataRecord::decode(&[1, 1]), Err(RecordError::Version(1)));
-        assert_eq!(MetadataRecord::decode(&[0, 22]), Err(RecordError::Type(22)));
+        assert_eq!(MetadataRecord::decode(&[2, 1]), Err(RecordError::Version(2)));
+        assert_eq!(MetadataRecord::decode(&[0, 99]), Err(RecordError::Type(99)));
         let mut bad_host = encoded;
         bad_host[8] = 0xff;
         assert_eq!(MetadataRecord::decode(&bad_host), Err(RecordError::Host));
+    }
+
+    /// Config values longer than a u16 string (Kafka has no bound) are written in record
+    /// version 1 as u32-length strings, whole; records without one stay version 0, byte for
+    /// byte what the previous version wrote and reads.
+    #[test]
+    fn config_values_longer_than_a_string_are_written_whole_in_version_1() {
+        let long = "x".repeat(STRING_BYTES_MAX + 1);
+        let configs = |value: &str| BTreeMap::from([("a.b".into(), value.to_string())]);
+        let records = |value: &str| {
+            vec![
+                MetadataRecord::AlterConfigs {
+                    request: request(),
+                    resource_type: 4,
+                    name: String::new(),
+                    configs: configs(value),
+                },
+                MetadataRecord::AlterTopicConfig {
+                    request: request(),
+                    name: "t".into(),
+                    overrides: configs(value),
+                },
+                MetadataRecord::CreateTopic {
+                    request: request(),
+                    name: "t".into(),
+                    topic_id: [7; 16],
+                    replicas: vec![vec![NodeId(1)]],
+                    overrides: configs(value),
+                },
+            ]
+        };
+        for (short, whole) in records("v").into_iter().zip(records(&long)) {
+            let encoded = short.encode();
+            assert_eq!(encoded[0], RECORD_VERSION, "{short:?}");
+            // The value as a u16-length string, as the previous version wrote it.
+            assert!(encoded.ends_with(&[0, 3, b'a', b'.', b'b', 0, 1, b'v']), "{encoded:?}");
+            assert_eq!(MetadataRecord::decode(&encoded), Ok(short));
+            let encoded = whole.encode();
+            assert_eq!(encoded[0], RECORD_VERSION_LONG_VALUES);
+            let length = (STRING_BYTES_MAX as u32 + 1).to_be_bytes();
+            let value_at = encoded.len() - STRING_BYTES_MAX - 1;
+            assert_eq!(encoded[value_at - 4..value_at], length);
+            assert_eq!(MetadataRecord::decode(&encoded), Ok(whole));
+            for size in [0, 1, 2, value_at - 1, value_at, value_at + 1, encoded.len() - 1] {
+                assert!(MetadataRecord::decode(&encoded[..size]).is_err(), "size {size}");
+            }
+            // Version 0 bytes are not read as version 1 (nor the other way round).
+            let mut as_short = encoded.clone();
+            as_short[0] = RECORD_VERSION;
+            assert!(MetadataRecord::decode(&as_short).is_err());
+        }
+        // Its log line holds the value's start and length, not the value.
+        let line = records(&long)[0].to_string();
+        assert!(line.len() < 300 && line.contains("(65536 bytes)"), "{line}");
+        assert!(records("v")[1].to_string().contains(r#"{"a.b": "v"}"#));
+        // A type without configs is never version 1.
+        assert_eq!(MetadataRecord::DeleteTopic { request: request(), name: long }.encode()[0], 0);
     }
 }

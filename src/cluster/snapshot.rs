@@ -14,7 +14,11 @@
 //!   set; 4: as 3, and each partition's partition epoch follows its leader epoch; written
 //!   only when some partition's differs from its leader epoch, as an ISR change without a
 //!   new leader makes it; before 4 a partition's partition epoch is its leader epoch, which
-//!   it was when every change moved the leader epoch); body:
+//!   it was when every change moved the leader epoch; 5: as 4, and the producer ids and the
+//!   unregistered nodes follow the configs; written once producer ids were asked for or a
+//!   broker unregistered; 6: as 5, and every config value of `overrides` is a long string,
+//!   written only when some value is longer than a string holds, as record version 1);
+//!   body:
 //!     index u64, term u64                      the last entry the snapshot covers
 //!     conf state: voters, learners, voters_outgoing, learners_next (ids), auto_leave u8
 //!     leader: u8 present + i32, leader_term u64, cluster id: u8 present + string
@@ -27,6 +31,8 @@
 //!     internal  count + (name string, leaders ids), by name
 //!     requests  count + request (node_id i32, serial u64), oldest first
 //!     ver 3: configs  count + (resource_type i8, name string, overrides), by resource
+//!     ver 5: producer ids  next i64, started u8, reported ids (i32 each)
+//!            unregistered  count + (node_id i32, index u64), by node id
 //!
 //!   ids: u32 count + u64 (conf state) or i32 (brokers) each; string, overrides, request
 //!   as in `records`
@@ -53,7 +59,8 @@ use std::path::{Path, PathBuf};
 use raft::prelude::ConfState;
 
 use super::records::{
-    put_leaders, put_overrides, put_request, put_string, Reader, RecordError, RequestId,
+    has_long_values, put_leaders, put_overrides, put_request, put_string, Reader, RecordError,
+    RequestId,
 };
 use super::state::{BrokerRegistration, MetadataState, PartitionState, TopicState};
 use crate::constants::CLUSTER_REQUESTS_REMEMBERED_MAX;
@@ -67,6 +74,10 @@ const VERSION_REASSIGNING: u8 = 2;
 const VERSION_CONFIGS: u8 = 3;
 /// As `VERSION_CONFIGS`, with partition epochs (some differ from their leader epochs).
 const VERSION_EPOCHS: u8 = 4;
+/// As `VERSION_EPOCHS`, with the producer id blocks (some were asked for).
+const VERSION_PRODUCER_IDS: u8 = 5;
+/// As `VERSION_PRODUCER_IDS`, with config values as long strings (some need it).
+const VERSION_LONG_VALUES: u8 = 6;
 const HEADER_BYTES: usize = 13;
 const SUFFIX: &str = ".snapshot";
 const TEMP_SUFFIX: &str = ".tmp";
@@ -153,7 +164,12 @@ pub fn encode(meta: &SnapshotMeta, state: &MetadataState) -> Vec<u8> {
         .values()
         .flat_map(|topic| &topic.partitions)
         .any(|p| p.partition_epoch.0 != p.leader_epoch.0);
+    let producer_ids = state.producer_ids != Default::default() || !state.unregistered.is_empty();
+    let long_values = state.topics.values().any(|topic| has_long_values(&topic.overrides))
+        || state.configs.resources.values().any(has_long_values);
     let version = match (epochs, configs, reassigning) {
+        _ if long_values => VERSION_LONG_VALUES,
+        _ if producer_ids => VERSION_PRODUCER_IDS,
         (true, _, _) => VERSION_EPOCHS,
         (false, true, _) => VERSION_CONFIGS,
         (false, false, true) => VERSION_REASSIGNING,
@@ -164,14 +180,14 @@ pub fn encode(meta: &SnapshotMeta, state: &MetadataState) -> Vec<u8> {
     for (name, topic) in &state.topics {
         put_string(&mut body, name);
         body.extend_from_slice(&topic.topic_id);
-        put_overrides(&mut body, &topic.overrides);
+        put_overrides(&mut body, &topic.overrides, long_values);
         body.extend_from_slice(&(topic.partitions.len() as u32).to_be_bytes());
         for partition in &topic.partitions {
             put_leaders(&mut body, &partition.replicas);
             put_leaders(&mut body, &partition.isr);
             body.extend_from_slice(&partition.leader.0.to_be_bytes());
             body.extend_from_slice(&partition.leader_epoch.0.to_be_bytes());
-            if version == VERSION_EPOCHS {
+            if version >= VERSION_EPOCHS {
                 body.extend_from_slice(&partition.partition_epoch.0.to_be_bytes());
             }
             if reassigning {
@@ -194,7 +210,19 @@ pub fn encode(meta: &SnapshotMeta, state: &MetadataState) -> Vec<u8> {
         for ((resource_type, name), values) in &state.configs.resources {
             body.push(*resource_type as u8);
             put_string(&mut body, name);
-            put_overrides(&mut body, values);
+            put_overrides(&mut body, values, long_values);
+        }
+    }
+    if version >= VERSION_PRODUCER_IDS {
+        let ids = &state.producer_ids;
+        body.extend_from_slice(&ids.next.to_be_bytes());
+        body.push(u8::from(ids.started));
+        let reported: Vec<NodeId> = ids.reported.iter().copied().collect();
+        put_leaders(&mut body, &reported);
+        body.extend_from_slice(&(state.unregistered.len() as u32).to_be_bytes());
+        for (node_id, index) in &state.unregistered {
+            body.extend_from_slice(&node_id.0.to_be_bytes());
+            body.extend_from_slice(&index.to_be_bytes());
         }
     }
     let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
@@ -215,7 +243,15 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, MetadataState), SnapshotErr
         return Err(SnapshotError::Magic);
     }
     let version = bytes[4];
-    if ![VERSION, VERSION_REASSIGNING, VERSION_CONFIGS, VERSION_EPOCHS].contains(&version) {
+    let versions = [
+        VERSION,
+        VERSION_REASSIGNING,
+        VERSION_CONFIGS,
+        VERSION_EPOCHS,
+        VERSION_PRODUCER_IDS,
+        VERSION_LONG_VALUES,
+    ];
+    if !versions.contains(&version) {
         return Err(SnapshotError::Version(version));
     }
     let want = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
@@ -228,6 +264,7 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, MetadataState), SnapshotErr
         return Err(SnapshotError::Crc);
     }
     let mut reader = Reader::new(body);
+    reader.long_values = version >= VERSION_LONG_VALUES;
     let index = reader.u64()?;
     let term = reader.u64()?;
     let mut lists: [Vec<u64>; 4] = Default::default();
@@ -277,9 +314,10 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, MetadataState), SnapshotErr
             let isr = reader.leaders()?;
             let leader = NodeId(reader.i32()?);
             let leader_epoch = LeaderEpoch(reader.i32()?);
-            let partition_epoch = match version {
-                VERSION_EPOCHS => PartitionEpoch(reader.i32()?),
-                _ => PartitionEpoch(leader_epoch.0),
+            let partition_epoch = if version >= VERSION_EPOCHS {
+                PartitionEpoch(reader.i32()?)
+            } else {
+                PartitionEpoch(leader_epoch.0)
             };
             let mut partition = PartitionState {
                 replicas,
@@ -335,6 +373,22 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, MetadataState), SnapshotErr
             let key = (resource_type, name.clone());
             if state.configs.resources.insert(key, values).is_some() {
                 return inconsistent(format!("configs of {resource_type}/{name:?} twice"));
+            }
+        }
+    }
+    if version >= VERSION_PRODUCER_IDS {
+        state.producer_ids.next = reader.u64()? as i64;
+        state.producer_ids.started = flag(&mut reader)?;
+        let reported = reader.leaders()?;
+        state.producer_ids.reported = reported.iter().copied().collect();
+        if state.producer_ids.reported.len() != reported.len() {
+            return inconsistent("a producer id report twice".into());
+        }
+        let unregistered = reader.count(4 + 8)?;
+        for _ in 0..unregistered {
+            let node_id = NodeId(reader.i32()?);
+            if state.unregistered.insert(node_id, reader.u64()?).is_some() {
+                return inconsistent(format!("node {node_id} unregistered twice"));
             }
         }
     }
@@ -530,7 +584,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
-    use crate::cluster::records::{Election, FenceReason, MetadataRecord};
+    use crate::cluster::records::{Election, FenceReason, MetadataRecord, STRING_BYTES_MAX};
 
     fn meta(index: u64) -> SnapshotMeta {
         let conf_state = ConfState { voters: vec![1, 2, 3], ..Default::default() };
@@ -563,8 +617,14 @@ mod tests {
                 })
                 .collect()
         };
-        let record = match rng.gen_range(0..20) {
+        let record = match rng.gen_range(0..22) {
             0 => return None,
+            21 => MetadataRecord::UnregisterBroker { request: request(rng), node_id: node(rng) },
+            20 => MetadataRecord::ProducerIds {
+                request: request(rng),
+                legacy_end: rng.gen_range(0..3) * 1024,
+                block_size: 1000,
+            },
             1 => MetadataRecord::LeaderChange { leader_id: node(rng), term: rng.gen_range(0..9) },
             2 => MetadataRecord::RegisterBroker {
                 node_id: node(rng),
@@ -806,6 +866,41 @@ mod tests {
         state.topics.insert("b".into(), topic);
         let error = decode(&encode(&meta(1), &state)).unwrap_err();
         assert!(matches!(error, SnapshotError::Inconsistent(_)), "{error}");
+    }
+
+    /// Config values longer than a u16 string make the snapshot version 6 (long strings);
+    /// without them it stays the version the previous one wrote.
+    #[test]
+    fn long_config_values_are_kept_whole_in_version_6() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut state = MetadataState::default();
+        apply_random(&mut rng, &mut state, 200);
+        let without = encode(&meta(state.applied_index), &state);
+        assert!(without[4] < VERSION_LONG_VALUES, "version {}", without[4]);
+        let long = "y".repeat(STRING_BYTES_MAX + 10);
+        let topic =
+            TopicState { topic_id: [9; 16], partitions: vec![], overrides: BTreeMap::new() };
+        state.topic_names.insert(topic.topic_id, "long".into());
+        state.topics.insert("long".into(), topic);
+        let mut expected = state.clone();
+        let long_topic = state.topics.get_mut("long").unwrap();
+        long_topic.overrides.insert("leader.replication.throttled.replicas".into(), long.clone());
+        let broker_config = BTreeMap::from([("custom.long".to_string(), long.clone())]);
+        state.configs.resources.insert((4, String::new()), broker_config);
+        let bytes = encode(&meta(state.applied_index), &state);
+        assert_eq!(bytes[4], VERSION_LONG_VALUES);
+        let (_, decoded) = decode(&bytes).expect("decodes");
+        assert_eq!(decoded, state);
+        for cut in [HEADER_BYTES, bytes.len() / 2, bytes.len() - 1] {
+            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        // A value at the bound still fits a string: the earlier version.
+        let at_bound = "z".repeat(STRING_BYTES_MAX);
+        let long_topic = expected.topics.get_mut("long").unwrap();
+        long_topic.overrides.insert("a".into(), at_bound);
+        let bytes = encode(&meta(expected.applied_index), &expected);
+        assert!(bytes[4] < VERSION_LONG_VALUES, "version {}", bytes[4]);
+        assert_eq!(decode(&bytes).expect("decodes").1, expected);
     }
 
     #[test]

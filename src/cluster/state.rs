@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::placement::Candidate;
 use super::records::{Election, MetadataRecord, RequestId};
-use crate::constants::CLUSTER_REQUESTS_REMEMBERED_MAX;
+use crate::constants::{CLUSTER_PRODUCER_ID_BLOCKS_START, CLUSTER_REQUESTS_REMEMBERED_MAX};
 use crate::model::dynamic_config::DynamicConfigs;
 use crate::model::{ErrorCode, LeaderEpoch, NodeId, PartitionEpoch};
 use crate::shard::internal_log::{self, INTERNAL_TOPICS};
@@ -151,6 +151,48 @@ pub struct TopicSummary {
     pub topic_id: [u8; 16],
     pub partitions: i32,
     pub overrides: BTreeMap<String, String>,
+    /// A ProducerIds record's outcome: the block the proposer got (no topic then: the name
+    /// is empty).
+    pub producer_ids: Option<ProducerIdBlock>,
+}
+
+/// A block of producer ids given to one node (Kafka's ProducerIdsBlock): `first` to
+/// `first + size - 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdBlock {
+    pub first: i64,
+    pub size: i32,
+}
+
+/// The producer id blocks given out so far (Kafka's ProducerIdControlManager): each
+/// ProducerIds record gets the next block at once, whoever else is registered, live or not
+/// (Kafka's controller allocates on demand).
+///
+/// Upgrade from the interleaved ids: before blocks were on the log, each node handed out
+/// ids from its own file, interleaved by node id (`local * 1024 + node_id mod 1024`), and
+/// those ids live on in the partitions' producer states; a node of that version may still
+/// be running beside upgraded ones, handing out more. Blocks start at
+/// `CLUSTER_PRODUCER_ID_BLOCKS_START` (2^50) or above, out of their reach: a node's
+/// interleaved ids stay below it until it has handed out 2^40 of them. Every ProducerIds
+/// record also carries its node's `legacy_end` (all ids that node handed out are below it;
+/// 0 for a node that never did), which `next` rises to, so a node past that many still
+/// gets blocks above its own ids. The previous rule (the first block waited until every
+/// registered broker had reported its legacy end, so a registered broker that never
+/// started again held producer ids up) is gone; `started` and `reported` are still read
+/// from snapshots of it. Replaying that version's records with this rule gives every block
+/// at or above where that version gave it (a block is never refused now, and `next` only
+/// rises), so blocks given now never meet one given then; and a node of that version still
+/// running gives blocks below 2^50 from its own apply, which blocks given now never reach.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerIds {
+    /// The first id of the next block (Kafka's nextProducerId): every id below it is in a
+    /// block given out or below a node's legacy end.
+    pub next: i64,
+    /// A block was given out.
+    pub started: bool,
+    /// The previous version's reports before its first block (read from its snapshots;
+    /// cleared by the first block given).
+    pub reported: BTreeSet<NodeId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +241,13 @@ pub struct MetadataState {
     pub internal: BTreeMap<String, Vec<NodeId>>,
     /// The dynamic configs of broker and group resources (AlterConfigs records).
     pub configs: DynamicConfigs,
+    /// The producer id blocks given out (ProducerIds records).
+    pub producer_ids: ProducerIds,
+    /// Nodes unregistered (UnregisterBroker) and not back since, with the index of the
+    /// record: a broker-only one leaves the Raft configuration (the active controller
+    /// proposes its removal), and comes back by joining again (a learner added after that
+    /// index: `learner_added`) or registering again.
+    pub unregistered: BTreeMap<NodeId, u64>,
     /// The requests applied lately (a set, and the same ids oldest first to forget them).
     pub(super) requests_seen: BTreeSet<RequestId>,
     pub(super) requests_order: VecDeque<RequestId>,
@@ -216,6 +265,24 @@ impl MetadataState {
                 return Applied::default();
             }
             self.remember(request);
+            if let MetadataRecord::UnregisterBroker { node_id, .. } = record {
+                let outcome = self.unregister(*node_id, index);
+                let changed = outcome.is_ok();
+                return Applied {
+                    changed,
+                    catalog_changed: false,
+                    outcome: Some((request, outcome)),
+                };
+            }
+            if let MetadataRecord::ProducerIds { legacy_end, block_size, .. } = record {
+                // Changes no topic; a refusal may still record the node's report.
+                let outcome = self.give_producer_ids(*legacy_end, *block_size);
+                return Applied {
+                    changed: true,
+                    catalog_changed: false,
+                    outcome: Some((request, outcome)),
+                };
+            }
             let outcome = self.apply_topic_record(record);
             let changed = outcome.is_ok();
             return Applied {
@@ -257,6 +324,7 @@ impl MetadataState {
                     fenced: true,
                 };
                 self.brokers.insert(*node_id, registration);
+                self.unregistered.remove(node_id);
                 Applied::changed(true)
             }
             MetadataRecord::FenceBroker { node_id, broker_epoch, .. } => {
@@ -291,7 +359,11 @@ impl MetadataState {
                     partition_epoch: *partition_epoch,
                     isr,
                 };
-                let changed = self.alter_partition(topic_id, *partition, &asked) == Ok(true);
+                // Taken (the ISR changed or not) or refused as invalid, the partition
+                // epoch moved (`alter_partition`); refused as stale, nothing did.
+                let changed = alter_partition_moves_epoch(
+                    &self.alter_partition(topic_id, *partition, &asked),
+                );
                 Applied { changed, catalog_changed: changed, outcome: None }
             }
             MetadataRecord::ClusterId { cluster_id } => {
@@ -536,15 +608,22 @@ impl MetadataState {
         partition: i32,
         asked: &AlterPartition,
     ) -> Result<bool, ErrorCode> {
-        if !self.check_alter_partition(topic_id, partition, asked)? {
-            return Ok(false);
+        let checked = self.check_alter_partition(topic_id, partition, asked);
+        if alter_partition_moves_epoch(&checked) {
+            // Based on the partition as it is (its leader, leader epoch and partition
+            // epoch): the partition epoch moves whether the ISR changes, stays or the
+            // change is refused, so that the leader learns from the metadata log alone
+            // that its change is over (it holds the high watermark for the followers a
+            // pending change would add: `partition::replicas`).
+            let name = self.topic_names.get(topic_id).ok_or(ErrorCode::UnknownTopicId)?;
+            let state = partition_mut(&mut self.topics, name, partition)
+                .map_err(|_| ErrorCode::UnknownTopicOrPartition)?;
+            if checked == Ok(true) {
+                state.isr = asked.isr.to_vec();
+            }
+            state.partition_epoch = state.partition_epoch.next();
         }
-        let name = self.topic_names.get(topic_id).ok_or(ErrorCode::UnknownTopicId)?;
-        let state = partition_mut(&mut self.topics, name, partition)
-            .map_err(|_| ErrorCode::UnknownTopicOrPartition)?;
-        state.isr = asked.isr.to_vec();
-        state.partition_epoch = state.partition_epoch.next();
-        Ok(true)
+        checked
     }
 
     /// Why the AlterPartition `record` would be refused if it were applied now (None: it
@@ -602,6 +681,56 @@ impl MetadataState {
             return Err(ErrorCode::IneligibleReplica);
         }
         Ok(*isr != state.isr[..])
+    }
+
+    /// A ProducerIds record: the next block of `block_size` ids, at or above
+    /// `CLUSTER_PRODUCER_ID_BLOCKS_START` and the proposer's `legacy_end` (see
+    /// `ProducerIds`), given at once (Kafka's controller does not wait for other brokers).
+    fn give_producer_ids(&mut self, legacy_end: i64, block_size: i32) -> TopicOutcome {
+        if block_size <= 0 {
+            return refuse(ErrorCode::InvalidRequest, format!("a block of {block_size} ids"));
+        }
+        let ids = &mut self.producer_ids;
+        ids.next = ids.next.max(legacy_end).max(CLUSTER_PRODUCER_ID_BLOCKS_START);
+        let first = ids.next;
+        let Some(next) = first.checked_add(i64::from(block_size)) else {
+            return refuse(ErrorCode::UnknownServerError, "producer ids are exhausted".into());
+        };
+        ids.next = next;
+        ids.started = true;
+        ids.reported.clear();
+        Ok(TopicSummary {
+            name: String::new(),
+            topic_id: [0; 16],
+            partitions: 0,
+            overrides: BTreeMap::new(),
+            producer_ids: Some(ProducerIdBlock { first, size: block_size }),
+        })
+    }
+
+    /// UnregisterBroker of `node_id` (Kafka's `ReplicationControlManager.unregisterBroker`):
+    /// its registration goes, so it is no longer live (the active controller's partition
+    /// changes move its leaderships and ISR places as for a fenced broker) and no longer
+    /// waited for; BROKER_ID_NOT_REGISTERED when it has none.
+    fn unregister(&mut self, node_id: NodeId, index: u64) -> TopicOutcome {
+        if self.brokers.remove(&node_id).is_none() {
+            let message = format!("Broker ID {node_id} is not currently registered");
+            return refuse(ErrorCode::BrokerIdNotRegistered, message);
+        }
+        self.unregistered.insert(node_id, index);
+        Ok(TopicSummary {
+            name: String::new(),
+            topic_id: [0; 16],
+            partitions: 0,
+            overrides: BTreeMap::new(),
+            producer_ids: None,
+        })
+    }
+
+    /// A conf change made `node_id` a learner (it was not one): a broker-only node joined
+    /// again, so an earlier unregistration no longer removes it.
+    pub fn learner_added(&mut self, node_id: NodeId) {
+        self.unregistered.remove(&node_id);
     }
 
     fn remember(&mut self, request: RequestId) {
@@ -719,6 +848,7 @@ impl MetadataState {
                     topic_id: [0; 16],
                     partitions: 0,
                     overrides: configs.clone(),
+                    producer_ids: None,
                 })
             }
             _ => unreachable!("not a topic record"),
@@ -960,6 +1090,7 @@ impl MetadataState {
             topic_id: topic.topic_id,
             partitions: topic.partitions.len() as i32,
             overrides: topic.overrides.clone(),
+            producer_ids: None,
         }
     }
 }
@@ -1016,6 +1147,13 @@ pub fn place(name: &str, brokers: &[NodeId], first: usize, count: usize) -> Vec<
     sorted.dedup();
     let start = crate::shard::table::shard_for_key(name, sorted.len()).index();
     (first..first + count).map(|partition| sorted[(start + partition) % sorted.len()]).collect()
+}
+
+/// Whether an AlterPartition with this outcome moved the partition epoch: taken (with a new
+/// ISR or the same) or refused as invalid, based on the partition as it is; a stale one
+/// (another leader, leader epoch or partition epoch) moves nothing.
+fn alter_partition_moves_epoch(checked: &Result<bool, ErrorCode>) -> bool {
+    matches!(checked, Ok(_) | Err(ErrorCode::InvalidRequest | ErrorCode::IneligibleReplica))
 }
 
 #[cfg(test)]
@@ -1107,6 +1245,92 @@ mod tests {
             Some((_, Err(refusal))) => refusal.code,
             None => panic!("no outcome: {applied:?}"),
         }
+    }
+
+    fn producer_ids(node: i32, serial: u64, legacy_end: i64) -> MetadataRecord {
+        let request = RequestId { node_id: NodeId(node), serial };
+        MetadataRecord::ProducerIds { request, legacy_end, block_size: 1000 }
+    }
+
+    fn block(applied: &Applied) -> Result<ProducerIdBlock, ErrorCode> {
+        match &applied.outcome {
+            Some((_, Ok(summary))) => Ok(summary.producer_ids.expect("a block")),
+            Some((_, Err(refusal))) => Err(refusal.code),
+            None => panic!("no outcome: {applied:?}"),
+        }
+    }
+
+    #[test]
+    fn producer_id_blocks_are_given_at_once_above_every_interleaved_id() {
+        const START: i64 = CLUSTER_PRODUCER_ID_BLOCKS_START;
+        let mut state = three_brokers();
+        // Brokers 2 and 3 are registered and never ask (dead, or an earlier version still
+        // handing out interleaved ids): node 1's first block is given at once, at 2^50.
+        let first = state.apply(4, Some(&producer_ids(1, 1, 0)));
+        assert_eq!(block(&first), Ok(ProducerIdBlock { first: START, size: 1000 }));
+        assert!(!first.catalog_changed);
+        // The next blocks follow, whoever asks; a repeated record takes effect once.
+        let second = state.apply(5, Some(&producer_ids(2, 1, 5 * 1024)));
+        assert_eq!(block(&second), Ok(ProducerIdBlock { first: START + 1000, size: 1000 }));
+        assert_eq!(state.apply(6, Some(&producer_ids(2, 1, 5 * 1024))).outcome, None);
+        // A node whose interleaved ids went past 2^50 gets its block above its own ids.
+        state.apply(7, Some(&register(4, 9004)));
+        let late = state.apply(8, Some(&producer_ids(4, 1, START + 100_000)));
+        assert_eq!(block(&late), Ok(ProducerIdBlock { first: START + 100_000, size: 1000 }));
+        assert_eq!(state.producer_ids.next, START + 101_000);
+        let bad =
+            MetadataRecord::ProducerIds { request: request(77), legacy_end: 0, block_size: 0 };
+        assert_eq!(block(&state.apply(9, Some(&bad))), Err(ErrorCode::InvalidRequest));
+        state.producer_ids.next = i64::MAX - 10;
+        let exhausted = state.apply(10, Some(&producer_ids(2, 9, 0)));
+        assert_eq!(block(&exhausted), Err(ErrorCode::UnknownServerError));
+    }
+
+    /// A state of the previous version (its snapshot: no block yet, some reports, `next`
+    /// at a legacy end) or one where that version already gave blocks below 2^50: the next
+    /// block starts at 2^50, above all of them, and clears the old reports.
+    #[test]
+    fn blocks_after_the_previous_rule_start_above_what_it_gave() {
+        let mut waiting = three_brokers();
+        waiting.producer_ids.next = 9 * 1024;
+        waiting.producer_ids.reported = BTreeSet::from([NodeId(1)]);
+        let first = waiting.apply(4, Some(&producer_ids(2, 1, 0)));
+        let start = CLUSTER_PRODUCER_ID_BLOCKS_START;
+        assert_eq!(block(&first), Ok(ProducerIdBlock { first: start, size: 1000 }));
+        assert!(waiting.producer_ids.started && waiting.producer_ids.reported.is_empty());
+        let mut started = three_brokers();
+        started.producer_ids.next = 2_048_000 + 3000;
+        started.producer_ids.started = true;
+        let next = started.apply(4, Some(&producer_ids(3, 1, 0)));
+        assert_eq!(block(&next), Ok(ProducerIdBlock { first: start, size: 1000 }));
+    }
+
+    #[test]
+    fn an_unregistered_broker_is_gone_until_it_registers_or_joins_again() {
+        let mut state = three_brokers();
+        let unregister = |serial, id| MetadataRecord::UnregisterBroker {
+            request: request(serial),
+            node_id: NodeId(id),
+        };
+        state.apply(4, Some(&create(10, "t", &[3, 1])));
+        let applied = state.apply(5, Some(&unregister(11, 3)));
+        assert_eq!(outcome_code(&applied), ErrorCode::None);
+        assert!(!state.brokers.contains_key(&NodeId(3)));
+        assert_eq!(state.unregistered.get(&NodeId(3)), Some(&5));
+        // Its partition loses its leader as for a fenced broker.
+        let changes = state.partition_changes();
+        assert!(
+            matches!(&changes[..], [MetadataRecord::PartitionChange { leader: NodeId::NONE, .. }]),
+            "{changes:?}"
+        );
+        let again = state.apply(6, Some(&unregister(12, 3)));
+        assert_eq!(outcome_code(&again), ErrorCode::BrokerIdNotRegistered);
+        // Registering again brings it back; a learner added again forgets it too.
+        state.apply(9, Some(&register(3, 9013)));
+        assert!(state.brokers.contains_key(&NodeId(3)) && state.unregistered.is_empty());
+        state.apply(10, Some(&unregister(13, 3)));
+        state.learner_added(NodeId(3));
+        assert!(state.unregistered.is_empty());
     }
 
     #[test]
@@ -1925,30 +2149,40 @@ mod tests {
         assert_eq!(alter(&mut state, (2, 0, 0, &[1, 2])), Err(ErrorCode::NotLeaderOrFollower));
         assert_eq!(alter(&mut state, (1, 1, 0, &[1, 2])), Err(ErrorCode::FencedLeaderEpoch));
         assert_eq!(alter(&mut state, (1, 0, 1, &[1, 2])), Err(ErrorCode::InvalidUpdateVersion));
+        let epochs = |state: &MetadataState| {
+            let p = &state.topics["t"].partitions[0];
+            (p.leader_epoch, p.partition_epoch, p.isr.clone())
+        };
+        let at = |epoch: i32, isr: &[i32]| (LeaderEpoch(0), PartitionEpoch(epoch), ids(isr));
+        // Stale: nothing moves.
+        assert_eq!(epochs(&state), at(0, &[1, 2, 3]));
+        // Based on the partition as it is, refused as invalid or taken with the ISR it has:
+        // the partition epoch moves (so that the leader learns its change is over).
         assert_eq!(alter(&mut state, (1, 0, 0, &[1, 4])), Err(ErrorCode::InvalidRequest));
-        assert_eq!(alter(&mut state, (1, 0, 0, &[2, 3])), Err(ErrorCode::InvalidRequest));
-        assert_eq!(alter(&mut state, (1, 0, 0, &[1, 2, 3])), Ok(false), "the same ISR");
-        assert_eq!(alter(&mut state, (1, 0, 0, &[1, 2])), Ok(true));
-        let p = &state.topics["t"].partitions[0];
-        assert_eq!((p.leader_epoch, p.partition_epoch), (LeaderEpoch(0), PartitionEpoch(1)));
-        assert_eq!(p.isr, ids(&[1, 2]));
+        assert_eq!(epochs(&state), at(1, &[1, 2, 3]));
+        assert_eq!(alter(&mut state, (1, 0, 1, &[2, 3])), Err(ErrorCode::InvalidRequest));
+        assert_eq!(alter(&mut state, (1, 0, 2, &[1, 2, 3])), Ok(false), "the same ISR");
+        assert_eq!(epochs(&state), at(3, &[1, 2, 3]));
+        assert_eq!(alter(&mut state, (1, 0, 3, &[1, 2])), Ok(true));
+        assert_eq!(epochs(&state), at(4, &[1, 2]));
         // The same change again is based on an old partition epoch.
-        assert_eq!(alter(&mut state, (1, 0, 0, &[1, 2])), Err(ErrorCode::InvalidUpdateVersion));
+        assert_eq!(alter(&mut state, (1, 0, 3, &[1, 2])), Err(ErrorCode::InvalidUpdateVersion));
+        assert_eq!(epochs(&state), at(4, &[1, 2]));
         // A fenced broker does not join; the ISR may keep one (it only shrinks here).
         let three = state.brokers[&NodeId(3)].epoch;
         next(&mut state, &fence(3, three));
-        assert_eq!(alter(&mut state, (1, 0, 1, &[1, 2, 3])), Err(ErrorCode::IneligibleReplica));
+        assert_eq!(alter(&mut state, (1, 0, 4, &[1, 2, 3])), Err(ErrorCode::IneligibleReplica));
+        assert_eq!(epochs(&state), at(5, &[1, 2]));
         next(&mut state, &unfence(3, three));
-        assert_eq!(alter(&mut state, (1, 0, 1, &[1, 2, 3])), Ok(true));
-        let p = &state.topics["t"].partitions[0];
-        assert_eq!((p.leader_epoch, p.partition_epoch), (LeaderEpoch(0), PartitionEpoch(2)));
+        assert_eq!(alter(&mut state, (1, 0, 5, &[1, 2, 3])), Ok(true));
+        assert_eq!(epochs(&state), at(6, &[1, 2, 3]));
         // As a record: applied once, a copy refused.
         let record = MetadataRecord::AlterPartition {
             topic_id,
             partition: 0,
             leader: NodeId(1),
             leader_epoch: LeaderEpoch(0),
-            partition_epoch: PartitionEpoch(2),
+            partition_epoch: PartitionEpoch(6),
             isr: ids(&[1, 3]),
         };
         assert!(next(&mut state, &record).catalog_changed);

@@ -27,7 +27,7 @@ use glommio::net::{TcpListener, TcpStream};
 use raft::prelude::Message;
 
 use super::frame::{self, Incoming, LENGTH_BYTES};
-use super::liveness::BrokerHeartbeat;
+use super::liveness::{Arrivals, BrokerHeartbeat};
 use super::Event;
 use crate::constants::{
     RAFT_FRAME_SIZE_BYTES_MAX, RAFT_PEER_CONNECT_TIMEOUT_MS, RAFT_PEER_MESSAGES_QUEUED_MAX,
@@ -158,7 +158,7 @@ async fn send_loop(voter: Voter, queue: LocalReceiver<Vec<u8>>, back: Option<Bac
         // Not detached: dropped (cancelled) when this connection is given up.
         let _reader = glommio::spawn_local(async move {
             let _closed_sender = closed_sender;
-            if let Err(reason) = read_loop(reader, &events, me, &voters, None).await {
+            if let Err(reason) = read_loop(reader, &events, me, &voters, None, None).await {
                 tracing::debug!("controller connection closed: {reason}");
             }
         });
@@ -209,13 +209,28 @@ async fn resolve(voter: &Voter) -> std::io::Result<SocketAddr> {
         .await
 }
 
+/// Stamps heartbeats as they arrive, on the Raft driver's clock, before they wait in its
+/// event queue (`liveness::Arrivals`).
+#[derive(Clone)]
+pub struct Stamps {
+    pub clock: Instant,
+    pub arrivals: Arrivals,
+}
+
+impl Stamps {
+    pub fn record(&self, heartbeat: &BrokerHeartbeat) {
+        self.arrivals.record(self.clock.elapsed().as_millis() as u64, heartbeat);
+    }
+}
+
 /// Accepts peers on `listener` until the process ends; each connection's messages go to
-/// `events`.
+/// `events`, its heartbeats stamped by `stamps` first.
 pub async fn accept_loop(
     listener: TcpListener,
     events: Rc<LocalSender<Event>>,
     me: u64,
     voters: Rc<Vec<u64>>,
+    stamps: Stamps,
 ) {
     let started = Instant::now();
     let mut retries =
@@ -229,11 +244,13 @@ pub async fn accept_loop(
                 }
                 let events = events.clone();
                 let voters = voters.clone();
+                let stamps = stamps.clone();
                 glommio::spawn_local(async move {
                     let peer = stream.peer_addr().ok();
                     let (reader, writer) = futures_lite::io::split(stream);
-                    let writer = Some(writer);
-                    if let Err(reason) = read_loop(reader, &events, me, &voters, writer).await {
+                    let (writer, stamps) = (Some(writer), Some(&stamps));
+                    let read = read_loop(reader, &events, me, &voters, writer, stamps).await;
+                    if let Err(reason) = read {
                         tracing::debug!(?peer, "controller connection closed: {reason}");
                     }
                 })
@@ -257,13 +274,14 @@ pub async fn accept_loop(
 /// Reads frames until the peer closes or sends a bad one. On a voter's listener
 /// (`writer`: the connection's write half) a broker-only node may join, and the frames for
 /// it are written there (`Event::Observer`); on a broker-only node's own connections
-/// (`None`) only voters' frames are taken.
+/// (`None`) only voters' frames are taken. Heartbeats are stamped by `stamps` on arrival.
 async fn read_loop<S>(
     mut stream: ReadHalf<S>,
     events: &LocalSender<Event>,
     me: u64,
     voters: &[u64],
     mut writer: Option<WriteHalf<S>>,
+    stamps: Option<&Stamps>,
 ) -> Result<(), String>
 where
     S: AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
@@ -288,7 +306,12 @@ where
         };
         let event = match incoming.map_err(|e| e.to_string())? {
             Incoming::Raft(message) => Event::Message(message),
-            Incoming::Heartbeat(heartbeat) => Event::Heartbeat(heartbeat),
+            Incoming::Heartbeat(heartbeat) => {
+                if let Some(stamps) = stamps {
+                    stamps.record(&heartbeat);
+                }
+                Event::Heartbeat(heartbeat)
+            }
             Incoming::FetchSnapshot(request) => Event::FetchSnapshot(request),
             Incoming::SnapshotChunk(chunk) => Event::SnapshotChunk(chunk),
             Incoming::Join(node_id) => {

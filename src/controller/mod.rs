@@ -20,6 +20,7 @@
 pub mod producer_ids;
 mod quorum;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -77,6 +78,10 @@ pub enum ControllerRequest {
         election: Election,
         timeout_ms: i32,
     },
+    /// UnregisterBroker (clustered only: a single node does not serve it).
+    UnregisterBroker {
+        node_id: NodeId,
+    },
     /// AlterPartitionReassignments of one partition: a new target, or a cancel (None).
     AlterReassignment {
         name: String,
@@ -122,6 +127,8 @@ pub struct Controller {
     mesh: Mesh<Controller>,
     partitions: Rc<Partitions>,
     producer_ids: producer_ids::ProducerIdAllocator,
+    /// Clustered: the producer id blocks from the metadata log (shard 0).
+    producer_id_blocks: RefCell<producer_ids::Blocks>,
     /// Held while the controller writes the catalog file: one write at a time, each of the
     /// catalog as it is when its turn comes.
     catalog_writes: futures::lock::Mutex<()>,
@@ -164,8 +171,15 @@ impl Service for Controller {
                 Q::AlterTopicConfig { name, overrides, validate_only } => {
                     R::Topic(this.alter_topic_config(name, overrides, validate_only).await)
                 }
+                Q::AllocateProducerId if this.cluster.clustered() => {
+                    R::ProducerId(this.producer_id_from_blocks().await)
+                }
                 Q::AllocateProducerId => R::ProducerId(this.allocate_producer_id().await),
                 Q::AlterConfigs { .. } => unreachable!("answered above"),
+                Q::UnregisterBroker { .. } => R::Topic(Err(TopicError {
+                    code: ErrorCode::InvalidRequest,
+                    message: "a single node has no broker registrations".into(),
+                })),
                 Q::ElectLeader { name, partition, election, .. } => {
                     let record = |request| MetadataRecord::ElectLeader {
                         request,
@@ -202,6 +216,7 @@ impl Controller {
             mesh,
             partitions,
             producer_ids: producer_ids::ProducerIdAllocator::new(),
+            producer_id_blocks: RefCell::new(producer_ids::Blocks::default()),
             catalog_writes: futures::lock::Mutex::new(()),
             cluster,
             proposals: quorum::Proposals::new(),
@@ -217,6 +232,9 @@ impl Controller {
         if let Some(committed) = self.cluster.take_committed() {
             glommio::spawn_local(self.clone().apply_committed(committed)).detach();
         }
+        // The first block at once: the first InitProducerId need not wait for a commit, and
+        // the request reports this node's legacy ids (see `cluster::state::ProducerIds`).
+        self.ask_for_producer_ids();
     }
 
     /// Sends a request to the controller and waits for the answer; `None` once the mesh is
@@ -323,12 +341,9 @@ impl Controller {
         }
     }
 
+    /// A single node's producer id, from its own durable blocks.
     async fn allocate_producer_id(&self) -> Result<ProducerId, ErrorCode> {
         let allocated = self.producer_ids.allocate(&self.shard.config.data_dir).await;
-        let node_id = self.shard.config.node_id;
-        let clustered = self.cluster.clustered();
-        let allocated =
-            allocated.map(|id| if clustered { producer_ids::spread(id, node_id) } else { id });
         allocated.map_err(|e| {
             tracing::error!("producer id allocation failed: {e}");
             ErrorCode::UnknownServerError

@@ -10,22 +10,30 @@
 //! block is skipped, never reused. Other shards ask the controller over the mesh;
 //! InitProducerId is rare (once per producer), so one round trip each is cheap.
 //!
-//! Clustered, every node allocates from its own file and `spread` interleaves the ids of the
-//! nodes (`constants::CLUSTER_PRODUCER_ID_STRIDE`), so that producers that asked different
-//! nodes never share an id; producer id blocks on the metadata log (Kafka's
-//! ProducerIdsRecord) are a later step.
+//! Clustered, the blocks come from the metadata log instead, as in KRaft (KIP-730): shard 0
+//! of each node proposes a ProducerIds record, every node's apply gives the block after
+//! the last one given (`cluster::state::ProducerIds`), and the node hands ids out from it
+//! (`Blocks`, asking for the next one when 90% of the current one is used, as Kafka's
+//! RPCProducerIdManager; `controller::quorum`). A block is durable once committed, and the
+//! node never writes its file then: a restart simply asks for a new block. The file of a
+//! node that ran an earlier version, which interleaved the nodes' ids
+//! (`local * CLUSTER_PRODUCER_ID_STRIDE + node_id mod CLUSTER_PRODUCER_ID_STRIDE`), bounds
+//! every id it handed out (`legacy_end`); the log's blocks start at 2^50 and above every
+//! node's legacy end it was told (`cluster::state::ProducerIds`).
 //!
 //! Lifecycle: the allocator lives in every `Controller` but only shard 0's is used; it
 //! reads its file on the first allocation. One allocation at a time (a shard-local async
-//! semaphore), since reserving a block waits for the disk.
+//! semaphore), since reserving a block waits for the disk. `Blocks` likewise lives on shard
+//! 0 of a clustered node, with at most one request for a block in flight.
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::state::ProducerIdBlock;
 use crate::constants::{CLUSTER_PRODUCER_ID_STRIDE, PRODUCER_ID_BLOCK_SIZE};
-use crate::model::{NodeId, ProducerId};
+use crate::model::ProducerId;
 use crate::shard::catalog::META_DIR;
 
 const PRODUCER_IDS_FILE: &str = "producer_ids";
@@ -86,11 +94,62 @@ impl Default for ProducerIdAllocator {
     }
 }
 
-/// A node's local producer id as the cluster's: interleaved with the other nodes' (see the
-/// module doc).
-pub fn spread(local: ProducerId, node_id: NodeId) -> ProducerId {
-    let slot = i64::from(node_id.0).rem_euclid(CLUSTER_PRODUCER_ID_STRIDE);
-    ProducerId(local.0 * CLUSTER_PRODUCER_ID_STRIDE + slot)
+/// Clustered: the producer id blocks this node got from the metadata log, used in order.
+/// Pure: the controller asks for a block when `wants_block` says so and hands it in with
+/// `add`.
+#[derive(Debug, Default)]
+pub struct Blocks {
+    /// The next id to hand out and the end of its block (used up: `next == end`).
+    next: i64,
+    end: i64,
+    /// The current block's size (0 before the first).
+    size: i64,
+    /// A block got ahead of need, used once the current one is.
+    following: Option<ProducerIdBlock>,
+    /// A request for a block is in flight.
+    asking: bool,
+}
+
+impl Blocks {
+    /// The next id, if a block has one left.
+    pub fn take(&mut self) -> Option<ProducerId> {
+        if self.next >= self.end {
+            let block = self.following.take()?;
+            self.next = block.first;
+            self.size = i64::from(block.size);
+            self.end = block.first + self.size;
+        }
+        let id = self.next;
+        self.next += 1;
+        Some(ProducerId(id))
+    }
+
+    /// Whether to ask for the next block: none is asked or got ahead, and 90% of the current
+    /// one is used (Kafka's prefetch threshold), or there is none.
+    pub fn wants_block(&self) -> bool {
+        !self.asking && self.following.is_none() && (self.end - self.next) * 10 <= self.size
+    }
+
+    pub fn set_asking(&mut self, asking: bool) {
+        self.asking = asking;
+    }
+
+    /// A block the log gave this node: used after the current one.
+    pub fn add(&mut self, block: ProducerIdBlock) {
+        assert!(block.size > 0 && block.first >= 0, "{block:?}");
+        assert!(self.following.is_none(), "one block ahead at most");
+        self.following = Some(block);
+    }
+}
+
+/// Every producer id this node handed out before producer id blocks were on the log is
+/// below this (0 when it handed out none): its file bounds the local ids, which the
+/// interleaving spread to `local * stride + slot`, each below `(local + 1) * stride`.
+pub fn legacy_end(data_dir: &Path) -> Result<i64, String> {
+    let local_end = read_file(&file_path(data_dir))?;
+    local_end
+        .checked_mul(CLUSTER_PRODUCER_ID_STRIDE)
+        .ok_or_else(|| format!("{} holds a block end too large", file_path(data_dir).display()))
 }
 
 fn file_path(data_dir: &Path) -> PathBuf {
@@ -131,16 +190,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spread_ids_of_different_nodes_never_meet() {
-        let mut seen = std::collections::BTreeSet::new();
-        for node in [1, 2, 3, 1023, 1025 + 4] {
-            for local in 0..2000 {
-                assert!(seen.insert(spread(ProducerId(local), NodeId(node))), "{node} {local}");
-            }
+    fn blocks_are_used_in_order_and_the_next_is_asked_for_at_90_percent() {
+        let mut blocks = Blocks::default();
+        assert!(blocks.wants_block());
+        assert_eq!(blocks.take(), None);
+        blocks.set_asking(true);
+        assert!(!blocks.wants_block());
+        blocks.add(ProducerIdBlock { first: 5000, size: 10 });
+        blocks.set_asking(false);
+        let mut ids = Vec::new();
+        for _ in 0..9 {
+            assert!(!blocks.wants_block());
+            ids.push(blocks.take().expect("id").0);
         }
-        assert_eq!(spread(ProducerId(0), NodeId(2)), ProducerId(2));
-        assert_eq!(spread(ProducerId(3), NodeId(1)), ProducerId(3 * 1024 + 1));
-        assert!(spread(ProducerId(0), NodeId(-1)).0 >= 0);
+        assert!(blocks.wants_block(), "9 of 10 used");
+        blocks.add(ProducerIdBlock { first: 7000, size: 3 });
+        assert!(!blocks.wants_block());
+        for _ in 0..4 {
+            ids.push(blocks.take().expect("id").0);
+        }
+        assert_eq!(
+            ids,
+            [5000, 5001, 5002, 5003, 5004, 5005, 5006, 5007, 5008, 5009, 7000, 7001, 7002]
+        );
+        assert!(blocks.wants_block());
+        assert_eq!(blocks.take(), None);
+    }
+
+    #[test]
+    fn the_legacy_end_is_above_every_interleaved_id_a_node_handed_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(legacy_end(dir.path()), Ok(0));
+        write_file(dir.path(), 2 * PRODUCER_ID_BLOCK_SIZE).expect("write");
+        let end = legacy_end(dir.path()).expect("end");
+        // The previous version's largest id: local id 1999 of node 1023.
+        let largest = (2 * PRODUCER_ID_BLOCK_SIZE - 1) * CLUSTER_PRODUCER_ID_STRIDE + 1023;
+        assert!(largest < end, "{largest} {end}");
+        assert_eq!(end, largest + 1);
+        write_file(dir.path(), i64::MAX / 2).expect("write");
+        assert!(legacy_end(dir.path()).is_err());
     }
 
     #[test]

@@ -41,15 +41,17 @@ use futures::channel::oneshot;
 use futures::future::Either;
 use glommio::channels::local_channel::LocalReceiver;
 
-use super::{partitions_added, Controller, ControllerRequest, CreateTopic, TopicError};
+use super::TopicError;
+use super::{partitions_added, producer_ids, Controller, ControllerRequest, CreateTopic};
 use crate::cluster::placement::{self, Candidate, Start};
-use crate::cluster::{records, TopicSummary};
+use crate::cluster::TopicSummary;
 use crate::cluster::{Committed, MetadataRecord, RequestId, TopicOutcome, TopicState};
 use crate::constants::{
     CLUSTER_LIVE_BROKER_WAIT_MS_MAX, CLUSTER_PROPOSAL_POLL_MS, CLUSTER_PROPOSAL_RETRY_MS,
-    CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT,
+    CLUSTER_RECORD_CONFIG_BYTES_MAX, CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT, PRODUCER_ID_BLOCK_SIZE,
+    PRODUCER_ID_BLOCK_WAIT_MS,
 };
-use crate::model::{ErrorCode, LeaderEpoch, NodeId, PartitionEpoch};
+use crate::model::{ErrorCode, LeaderEpoch, NodeId, PartitionEpoch, ProducerId};
 use crate::partition::{PartitionRequest, PartitionResponse};
 use crate::shard::catalog::{PartitionLeader, TopicMeta};
 use crate::shard::internal_log::{self, INTERNAL_TOPICS};
@@ -175,10 +177,81 @@ impl Controller {
                 let summary = self.propose_and_wait(record, deadline(timeout_ms)).await?;
                 Ok(self.meta_of(summary))
             }
+            ControllerRequest::UnregisterBroker { node_id } => {
+                let record = |request| MetadataRecord::UnregisterBroker { request, node_id };
+                let summary = self.propose_and_wait(record, deadline(0)).await?;
+                Ok(self.meta_of(summary))
+            }
             ControllerRequest::AllocateProducerId | ControllerRequest::AlterConfigs { .. } => {
                 unreachable!("not a topic change")
             }
         }
+    }
+
+    /// A producer id from this node's blocks (Kafka's RPCProducerIdManager), asking the
+    /// log for the next block first when due. With no id left it waits for the block asked
+    /// for, up to `PRODUCER_ID_BLOCK_WAIT_MS`, then answers COORDINATOR_LOAD_IN_PROGRESS
+    /// (Kafka's answer while its block has not come; clients retry).
+    pub(super) async fn producer_id_from_blocks(self: &Rc<Self>) -> Result<ProducerId, ErrorCode> {
+        let deadline = Instant::now() + Duration::from_millis(PRODUCER_ID_BLOCK_WAIT_MS);
+        loop {
+            let id = self.producer_id_blocks.borrow_mut().take();
+            self.ask_for_producer_ids();
+            if let Some(id) = id {
+                return Ok(id);
+            }
+            if Instant::now() >= deadline {
+                return Err(ErrorCode::CoordinatorLoadInProgress);
+            }
+            glommio::timer::sleep(Duration::from_millis(CLUSTER_PROPOSAL_POLL_MS)).await;
+        }
+    }
+
+    /// Starts a request for the next producer id block when one is due (`Blocks`).
+    pub(super) fn ask_for_producer_ids(self: &Rc<Self>) {
+        if !self.producer_id_blocks.borrow().wants_block() {
+            return;
+        }
+        self.producer_id_blocks.borrow_mut().set_asking(true);
+        glommio::spawn_local(self.clone().ask_producer_ids()).detach();
+    }
+
+    /// Proposes a ProducerIds record until it is applied here (again after a timeout), and
+    /// keeps the block it gives (at once: the state gives blocks on demand). A refusal (ids
+    /// exhausted) is asked again by the next InitProducerId, not before
+    /// `CLUSTER_PROPOSAL_RETRY_MS`.
+    async fn ask_producer_ids(self: Rc<Self>) {
+        let data_dir = self.shard.config.data_dir.clone();
+        let legacy_end =
+            glommio::executor().spawn_blocking(move || producer_ids::legacy_end(&data_dir)).await;
+        let legacy_end = match legacy_end {
+            Ok(end) => end,
+            Err(e) => {
+                // Never guess: an unreadable file could hide ids this node handed out.
+                tracing::error!("cannot ask for producer ids: {e}");
+                glommio::timer::sleep(Duration::from_millis(CLUSTER_PROPOSAL_RETRY_MS)).await;
+                self.producer_id_blocks.borrow_mut().set_asking(false);
+                return;
+            }
+        };
+        let block_size = PRODUCER_ID_BLOCK_SIZE as i32;
+        loop {
+            let record = |request| MetadataRecord::ProducerIds { request, legacy_end, block_size };
+            match self.propose_and_wait(record, deadline(0)).await {
+                Ok(TopicSummary { producer_ids: Some(block), .. }) => {
+                    tracing::info!(first = block.first, size = block.size, "got producer ids");
+                    self.producer_id_blocks.borrow_mut().add(block);
+                }
+                Ok(summary) => unreachable!("a ProducerIds record gives a block: {summary:?}"),
+                Err(e) if e.code == ErrorCode::RequestTimedOut => continue,
+                Err(e) => {
+                    tracing::warn!(code = ?e.code, "no producer id block yet: {}", e.message);
+                    glommio::timer::sleep(Duration::from_millis(CLUSTER_PROPOSAL_RETRY_MS)).await;
+                }
+            }
+            break;
+        }
+        self.producer_id_blocks.borrow_mut().set_asking(false);
     }
 
     /// Dynamic configs of a broker or group resource in a cluster: a record on the metadata
@@ -189,6 +262,7 @@ impl Controller {
         name: String,
         configs: BTreeMap<String, String>,
     ) -> Result<(), TopicError> {
+        check_config_bytes(&configs)?;
         let record =
             |request| MetadataRecord::AlterConfigs { request, resource_type, name, configs };
         self.propose_and_wait(record, deadline(0)).await.map(|_| ())
@@ -517,17 +591,42 @@ impl Brokers {
     }
 }
 
-/// Config values a metadata record can hold: longer ones are refused (INVALID_CONFIG) rather
-/// than cut by the record's u16 string length. Kafka has no such bound.
+/// Configs a metadata record can hold: more than `CLUSTER_RECORD_CONFIG_BYTES_MAX` of names
+/// and values in one record (a topic's overrides, a resource's whole set) are refused with
+/// INVALID_CONFIG, so that the record's entry fits a controller frame (appends are not
+/// chunked). A single value may be longer than a record's u16 string (records then carry
+/// it as a long string, `records`). Kafka bounds a controller's record batch (8 MiB), not
+/// a value.
 fn check_value_lengths(overrides: &BTreeMap<String, String>) -> Result<(), TopicError> {
-    let long = overrides.iter().find(|(_, value)| value.len() > records::STRING_BYTES_MAX);
-    let Some((name, value)) = long else { return Ok(()) };
+    // Delayed delivery keeps its pending records in a per-partition delay log on the leader's
+    // disk, which is not replicated: a cluster refuses to turn it on (Known gaps).
+    let delayed = overrides.get(crate::model::delay::DELIVERY_DELAY_CONFIG);
+    if delayed.is_some_and(|value| value.trim() != "-1") {
+        return Err(TopicError {
+            code: ErrorCode::InvalidConfig,
+            message: format!(
+                "{} is not available in clustered mode: the delay log is not replicated",
+                crate::model::delay::DELIVERY_DELAY_CONFIG
+            ),
+        });
+    }
+    check_config_bytes(overrides)
+}
+
+/// INVALID_CONFIG when `configs` would not fit one record (see `check_value_lengths`).
+fn check_config_bytes(overrides: &BTreeMap<String, String>) -> Result<(), TopicError> {
+    let size: usize = overrides.iter().map(|(name, value)| name.len() + value.len()).sum();
+    if size <= CLUSTER_RECORD_CONFIG_BYTES_MAX {
+        return Ok(());
+    }
+    let longest = overrides.iter().max_by_key(|(_, value)| value.len());
+    let longest = longest.map(|(name, value)| format!(" (the longest, {name}: {})", value.len()));
     Err(TopicError {
         code: ErrorCode::InvalidConfig,
         message: format!(
-            "the value of {name} is {} bytes; a cluster stores at most {} per config value",
-            value.len(),
-            records::STRING_BYTES_MAX
+            "the configs are {size} bytes{}; a cluster stores at most {} per resource",
+            longest.unwrap_or_default(),
+            CLUSTER_RECORD_CONFIG_BYTES_MAX
         ),
     })
 }
@@ -559,11 +658,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn config_values_longer_than_a_record_string_are_refused() {
+    fn configs_beyond_a_record_are_refused_and_long_values_within_it_are_not() {
         let with = |length: usize| BTreeMap::from([("flush.ms".to_string(), "1".repeat(length))]);
         assert!(check_value_lengths(&BTreeMap::new()).is_ok());
-        assert!(check_value_lengths(&with(records::STRING_BYTES_MAX)).is_ok());
-        let refused = check_value_lengths(&with(records::STRING_BYTES_MAX + 1)).unwrap_err();
+        // Longer than a record's u16 string: kept whole (record version 1).
+        let longer_than_a_string = crate::cluster::records::STRING_BYTES_MAX + 1;
+        assert!(check_value_lengths(&with(longer_than_a_string)).is_ok());
+        let name_bytes = "flush.ms".len();
+        assert!(check_value_lengths(&with(CLUSTER_RECORD_CONFIG_BYTES_MAX - name_bytes)).is_ok());
+        let too_long = with(CLUSTER_RECORD_CONFIG_BYTES_MAX - name_bytes + 1);
+        let refused = check_value_lengths(&too_long).unwrap_err();
         assert_eq!(refused.code, ErrorCode::InvalidConfig);
         assert!(refused.message.contains("flush.ms"), "{}", refused.message);
     }

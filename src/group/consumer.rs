@@ -91,8 +91,10 @@ pub struct ConsumerHeartbeat {
     pub client_host: String,
 }
 
+/// The answer to a ConsumerGroupHeartbeat (KIP-848) or a ShareGroupHeartbeat (KIP-932): the
+/// two carry the same fields.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ConsumerHeartbeatResponse {
+pub struct HeartbeatResponse {
     pub error_code: ErrorCode,
     pub error_message: Option<String>,
     pub member_id: String,
@@ -102,12 +104,12 @@ pub struct ConsumerHeartbeatResponse {
     pub assignment: Option<Assignment>,
 }
 
-impl ConsumerHeartbeatResponse {
-    pub fn error(code: ErrorCode, message: impl Into<String>) -> ConsumerHeartbeatResponse {
-        ConsumerHeartbeatResponse {
+impl HeartbeatResponse {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> HeartbeatResponse {
+        HeartbeatResponse {
             error_code: code,
             error_message: Some(message.into()),
-            ..ConsumerHeartbeatResponse::default()
+            ..HeartbeatResponse::default()
         }
     }
 }
@@ -287,7 +289,7 @@ impl ConsumerGroup {
         topics: &dyn TopicView,
         cfg: &GroupConfig,
         fx: &mut Effects,
-    ) -> ConsumerHeartbeatResponse {
+    ) -> HeartbeatResponse {
         if req.member_epoch == LEAVE_GROUP_MEMBER_EPOCH
             || req.member_epoch == LEAVE_GROUP_STATIC_MEMBER_EPOCH
         {
@@ -295,7 +297,7 @@ impl ConsumerGroup {
         }
         if let Some(assignor) = req.server_assignor.as_deref().filter(|a| !a.is_empty()) {
             if !cfg.consumer_assignors.iter().any(|a| a == assignor) || !assignor::known(assignor) {
-                return ConsumerHeartbeatResponse::error(
+                return HeartbeatResponse::error(
                     ErrorCode::UnsupportedAssignor,
                     format!("Assignor {assignor} is not supported."),
                 );
@@ -303,7 +305,7 @@ impl ConsumerGroup {
         }
         if let Some(regex) = req.subscribed_topic_regex.as_deref().filter(|r| !r.is_empty()) {
             if let Err(e) = compile(regex) {
-                return ConsumerHeartbeatResponse::error(
+                return HeartbeatResponse::error(
                     ErrorCode::InvalidRegularExpression,
                     format!(
                         "SubscribedTopicRegex `{regex}` is not a valid regular expression: {e}."
@@ -340,7 +342,7 @@ impl ConsumerGroup {
             deadline: now.saturating_add(cfg.consumer_session_timeout_ms as i64),
         });
         let Some(member) = self.members.get(&member_id) else {
-            return ConsumerHeartbeatResponse::error(ErrorCode::UnknownServerError, "member lost");
+            return HeartbeatResponse::error(ErrorCode::UnknownServerError, "member lost");
         };
         let changed = member.assigned != before.assigned;
         if member.member_epoch != before.member_epoch
@@ -349,7 +351,7 @@ impl ConsumerGroup {
         {
             fx.dirty = true;
         }
-        ConsumerHeartbeatResponse {
+        HeartbeatResponse {
             error_code: ErrorCode::None,
             error_message: None,
             member_id: member_id.clone(),
@@ -366,7 +368,7 @@ impl ConsumerGroup {
         now: i64,
         req: &ConsumerHeartbeat,
         fx: &mut Effects,
-    ) -> Result<(String, bool), ConsumerHeartbeatResponse> {
+    ) -> Result<(String, bool), HeartbeatResponse> {
         let requested_id = if req.member_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
         } else {
@@ -380,7 +382,7 @@ impl ConsumerGroup {
                 };
                 let old = self.members.get(&old_id).cloned().unwrap_or_default();
                 if old.member_epoch != LEAVE_GROUP_STATIC_MEMBER_EPOCH {
-                    return Err(ConsumerHeartbeatResponse::error(
+                    return Err(HeartbeatResponse::error(
                         ErrorCode::UnreleasedInstanceId,
                         format!(
                             "Static member {old_id} with instance id {instance_id} is present \
@@ -410,11 +412,11 @@ impl ConsumerGroup {
                 return Ok((requested_id, false));
             }
             return match existing {
-                None => Err(ConsumerHeartbeatResponse::error(
+                None => Err(HeartbeatResponse::error(
                     ErrorCode::UnknownMemberId,
                     format!("Instance id {instance_id} is unknown."),
                 )),
-                Some(id) if id != req.member_id => Err(ConsumerHeartbeatResponse::error(
+                Some(id) if id != req.member_id => Err(HeartbeatResponse::error(
                     ErrorCode::FencedInstanceId,
                     format!("Instance id {instance_id} belongs to another member."),
                 )),
@@ -440,7 +442,7 @@ impl ConsumerGroup {
             return Ok((self.add_member(now, &requested_id, req), true));
         }
         if !self.members.contains_key(&req.member_id) {
-            return Err(ConsumerHeartbeatResponse::error(
+            return Err(HeartbeatResponse::error(
                 ErrorCode::UnknownMemberId,
                 format!("Member {} is not a member of group {}.", req.member_id, self.group_id),
             ));
@@ -455,12 +457,12 @@ impl ConsumerGroup {
         &self,
         member_id: &str,
         req: &ConsumerHeartbeat,
-    ) -> Result<(), ConsumerHeartbeatResponse> {
+    ) -> Result<(), HeartbeatResponse> {
         let Some(member) = self.members.get(member_id) else {
-            return Err(ConsumerHeartbeatResponse::error(ErrorCode::UnknownMemberId, "unknown"));
+            return Err(HeartbeatResponse::error(ErrorCode::UnknownMemberId, "unknown"));
         };
         let fenced = || {
-            Err(ConsumerHeartbeatResponse::error(
+            Err(HeartbeatResponse::error(
                 ErrorCode::FencedMemberEpoch,
                 format!(
                     "The consumer group member has a greater or smaller epoch ({}) than the one \
@@ -690,17 +692,17 @@ impl ConsumerGroup {
         req: &ConsumerHeartbeat,
         cfg: &GroupConfig,
         fx: &mut Effects,
-    ) -> ConsumerHeartbeatResponse {
+    ) -> HeartbeatResponse {
         let member_id = match req.instance_id.as_deref() {
             Some(instance_id) => match self.static_member(instance_id) {
                 None => {
-                    return ConsumerHeartbeatResponse::error(
+                    return HeartbeatResponse::error(
                         ErrorCode::UnknownMemberId,
                         format!("Instance id {instance_id} is unknown."),
                     )
                 }
                 Some(id) if id != req.member_id => {
-                    return ConsumerHeartbeatResponse::error(
+                    return HeartbeatResponse::error(
                         ErrorCode::FencedInstanceId,
                         format!("Instance id {instance_id} belongs to another member."),
                     )
@@ -709,7 +711,7 @@ impl ConsumerGroup {
             },
             None => {
                 if !self.members.contains_key(&req.member_id) {
-                    return ConsumerHeartbeatResponse::error(
+                    return HeartbeatResponse::error(
                         ErrorCode::UnknownMemberId,
                         format!(
                             "Member {} is not a member of group {}.",
@@ -735,11 +737,11 @@ impl ConsumerGroup {
         } else {
             self.remove_member(now, &member_id, fx);
         }
-        ConsumerHeartbeatResponse {
+        HeartbeatResponse {
             member_id,
             member_epoch: req.member_epoch,
             heartbeat_interval_ms: 0,
-            ..ConsumerHeartbeatResponse::default()
+            ..HeartbeatResponse::default()
         }
     }
 

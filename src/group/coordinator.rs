@@ -24,13 +24,14 @@
 //! after its records are written (under the broker's durability policy); group records are
 //! written behind (losing one in a crash only costs the members a rejoin).
 //!
-//! Transactions (clustered, Kafka's way): TxnOffsetCommit comes here, to the group's
-//! coordinator; its offsets are written to the group's partition in a transactional batch of
-//! the producer and kept pending (`txn_offsets`), and the transaction's marker, sent by its
-//! coordinator to this partition's leader, is written here as a control batch and then
-//! settles them (commit: committed offsets; abort: dropped). Loading a partition replays
-//! both in log order. A single node keeps the older path: the transaction's coordinator
-//! holds the offsets and hands them over (`GroupRequest::TxnEnd`).
+//! Transactions (Kafka's way): TxnOffsetCommit comes here, to the group's coordinator; its
+//! offsets are written to the group's partition (a single node: this shard's log) in a
+//! transactional batch of the producer and kept pending (`txn_offsets`), and the
+//! transaction's marker, sent by its coordinator to this partition's leader (this shard), is
+//! written here as a control batch and then settles them (commit: committed offsets; abort:
+//! dropped). Loading a partition (a single node's log) replays both in log order. A
+//! transaction a single node's previous version began holds its offsets in the transaction
+//! log and hands them over at its end (`GroupRequest::TxnEnd`).
 //!
 //! Compaction and layout: the offsets log is one of the shard's internal logs
 //! (`shard::internal_log`): compacted by a snapshot of the whole state, each group reset
@@ -48,26 +49,45 @@ use futures::channel::oneshot;
 use futures::future::join_all;
 
 use crate::constants::{
-    CLUSTER_INTERNAL_TOPIC_PARTITIONS, GROUP_IDLE_WAKE_MS, INTERNAL_BATCH_BYTES_MAX,
+    CLUSTER_INTERNAL_TOPIC_PARTITIONS, DEAD_LETTER_DECOMPRESSED_BYTES_MAX,
+    DEAD_LETTER_READ_BYTES_MAX, DEAD_LETTER_RETRY_MS, DEAD_LETTER_WARN_INTERVAL_MS,
+    DEAD_LETTER_WRITE_TIMEOUT_MS, GROUP_IDLE_WAKE_MS, INTERNAL_BATCH_BYTES_MAX,
     OFFSETS_RETENTION_CHECK_INTERVAL_MS,
 };
+use crate::controller::{Controller, ControllerRequest, CreateTopic};
 use crate::group::assignor::TopicId;
 use crate::group::consumer::{
-    ConsumerHeartbeat, ConsumerHeartbeatResponse, DescribedConsumerGroup, TopicView,
+    ConsumerHeartbeat, DescribedConsumerGroup, HeartbeatResponse, TopicView,
 };
 use crate::group::records::Record;
+use crate::group::share::DeadLetter;
+use crate::group::share::{
+    AckRequest, DescribedShareGroup, FetchOpen, FetchOpened, FetchPlan, ShareHeartbeat, ShareRead,
+    ShareSettings, Shares, StartOffsets,
+};
+use crate::group::share_partition::Acquired;
+use crate::group::share_partition::DeadLetterProducer;
 use crate::group::state::{
     CommitPartition, CommitRequest, DescribedGroup, FetchedOffset, GroupConfig, Groups,
     HeartbeatRequest, JoinRequest, JoinResponse, LeaveMember, LeaveResponse, ListedGroup,
     PartitionCodes, Reply, ReplyId, SyncRequest, SyncResponse, TopicPartitions, TxnCommitRequest,
 };
 use crate::model::batch::BatchHeader;
-use crate::model::dynamic_config::{consumer_timeouts, RESOURCE_GROUP};
+use crate::model::dynamic_config::{
+    consumer_timeouts, DeadLetterRules, RedeliveryBackoff, DLQ_COPY_RECORD, DLQ_TOPIC_NAME,
+    RESOURCE_GROUP, SHARE_AUTO_OFFSET_RESET, SHARE_DELIVERY_COUNT_LIMIT, SHARE_HEARTBEAT_INTERVAL,
+    SHARE_PARTITION_MAX_RECORD_LOCKS, SHARE_RECORD_LOCK_DURATION, SHARE_REDELIVERY_BACKOFF,
+    SHARE_SESSION_TIMEOUT,
+};
+use crate::model::record_scan::KeyValue;
 use crate::model::records::{self as model_records, RecordIn};
 use crate::model::topic::Durability;
+use crate::model::topic::DLQ_GROUP_ENABLE;
+use crate::model::Isolation;
 use crate::model::{
     now_ms, ErrorCode, Offset, ProducerEpoch, ProducerId, ShardId, TopicPartition, TxnOutcome,
 };
+use crate::partition::{PartitionRequest, PartitionResponse, Partitions, ReadSpec};
 use crate::shard::delayed::Key;
 pub use crate::shard::internal_log::OFFSETS_TOPIC;
 use crate::shard::internal_log::{self, Compactor, InternalRole, LogRef};
@@ -76,6 +96,7 @@ use crate::shard::table::coordinator_partition;
 use crate::shard::Shard;
 use crate::storage::clean_stop::{CleanStop, LogState};
 use crate::storage::log;
+use crate::throttle::Throttle;
 
 /// A group request forwarded to the owning shard (one per client request and shard).
 #[derive(Debug)]
@@ -98,6 +119,43 @@ pub enum GroupRequest {
     ConsumerDescribe {
         groups: Vec<String>,
     },
+    /// ShareGroupHeartbeat (KIP-932).
+    ShareHeartbeat(ShareHeartbeat),
+    /// ShareGroupDescribe for groups this shard owns.
+    ShareDescribe {
+        groups: Vec<String>,
+    },
+    /// The first half of a ShareFetch: the share session and its acknowledgements.
+    ShareFetchOpen(FetchOpen),
+    /// A waiting ShareFetch asks again where to read.
+    SharePlan {
+        group_id: String,
+        member_id: String,
+    },
+    /// The second half of a ShareFetch: what was read, to hand out.
+    ShareAcquire {
+        group_id: String,
+        member_id: String,
+        reads: Vec<ShareRead>,
+        max_records: usize,
+    },
+    /// ShareAcknowledge.
+    ShareAcknowledge(AckRequest),
+    /// DescribeShareGroupOffsets for groups this shard owns: each share partition's start.
+    ShareOffsets {
+        groups: Vec<String>,
+    },
+    /// AlterShareGroupOffsets: each share partition named starts again at its offset (the
+    /// handler checked the topics and partitions).
+    ShareAlterOffsets {
+        group_id: String,
+        offsets: Vec<(TopicPartition, i64)>,
+    },
+    /// DeleteShareGroupOffsets: the share state of the topics named goes.
+    ShareDeleteOffsets {
+        group_id: String,
+        topics: Vec<String>,
+    },
     Describe {
         groups: Vec<String>,
     },
@@ -111,12 +169,14 @@ pub enum GroupRequest {
         group_id: String,
         topics: TopicPartitions,
     },
-    /// Clustered TxnOffsetCommit, at the group's coordinator as in Kafka: the offsets are
-    /// written to the group's partition in a transactional batch and kept pending.
+    /// TxnOffsetCommit, at the group's coordinator as in Kafka: the offsets are written to
+    /// the group's partition (single node: the shard's log) in a transactional batch and
+    /// kept pending.
     TxnCommit(TxnCommitRequest),
-    /// Clustered: a transaction marker for a partition of `__consumer_offsets` this node
-    /// leads (from the transaction's coordinator, on this node or by WriteTxnMarkers): written
-    /// to the partition, then its groups' pending offsets of the producer are settled.
+    /// A transaction marker for a partition of `__consumer_offsets` this node leads (from
+    /// the transaction's coordinator, on this node or by WriteTxnMarkers), or, on a single
+    /// node, for this shard's log (`partition`: the shard): written there, then the
+    /// producer's pending offsets of its groups are settled.
     TxnMarker {
         partition: i32,
         producer_id: ProducerId,
@@ -124,8 +184,8 @@ pub enum GroupRequest {
         outcome: TxnOutcome,
     },
     /// Single node, from the transaction coordinator: the producer's transaction ended; a
-    /// commit carries the offsets its TxnOffsetCommit requests gave (kept in the transaction
-    /// log until now).
+    /// commit carries the offsets a transaction begun by the previous version kept in the
+    /// transaction log (none for one begun since: its offsets are pending here).
     TxnEnd {
         group_id: String,
         producer_id: ProducerId,
@@ -142,8 +202,20 @@ pub enum GroupResponse {
     Leave(LeaveResponse),
     Commit(Result<Vec<ErrorCode>, ErrorCode>),
     Fetch(Vec<(String, Result<Vec<FetchedOffset>, ErrorCode>)>),
-    ConsumerHeartbeat(ConsumerHeartbeatResponse),
+    ConsumerHeartbeat(HeartbeatResponse),
     ConsumerDescribe(Vec<DescribedConsumerGroup>),
+    ShareHeartbeat(HeartbeatResponse),
+    ShareDescribe(Vec<DescribedShareGroup>),
+    ShareFetchOpened(FetchOpened),
+    SharePlan(Vec<FetchPlan>),
+    ShareAcquired(Vec<(TopicPartition, Vec<Acquired>)>),
+    ShareAcknowledged(Result<Vec<(TopicPartition, ErrorCode)>, ErrorCode>),
+    /// Per group: its share partitions' start offsets (None: not a share group here).
+    ShareOffsets(Vec<(String, Option<StartOffsets>)>),
+    /// AlterShareGroupOffsets: done, or the group's error.
+    ShareOffsetsAltered(Result<(), ErrorCode>),
+    /// DeleteShareGroupOffsets: per topic, or the group's error.
+    ShareOffsetsDeleted(Result<Vec<(String, ErrorCode)>, ErrorCode>),
     Describe(Vec<DescribedGroup>),
     List(Vec<ListedGroup>),
     Delete(Vec<(String, ErrorCode)>),
@@ -203,6 +275,8 @@ pub struct Coordinator {
     durability: Durability,
     segment_bytes: u64,
     state: RefCell<Groups>,
+    /// Share groups (KIP-932): membership, sessions, share partitions (single node).
+    shares: RefCell<Shares>,
     log: RefCell<Option<LogRef>>,
     waiting: RefCell<HashMap<ReplyId, oneshot::Sender<Reply>>>,
     next_reply: Cell<ReplyId>,
@@ -219,6 +293,13 @@ pub struct Coordinator {
     loaded: RefCell<BTreeMap<i32, LoadedPartition>>,
     /// Clustered: the partitions being replayed.
     loading: RefCell<BTreeSet<i32>>,
+    /// Dead letters (KIP-1191): the data partitions a dead letter's source is read from and
+    /// its topic written to, and the controller that creates the topic and gives producer ids.
+    partitions: Rc<Partitions>,
+    controller: Rc<Controller>,
+    /// Wakes the dead-letter writer (`write_dead_letters`) when records were archived.
+    dead_letter_wake: RefCell<Option<futures::channel::mpsc::UnboundedSender<()>>>,
+    dead_letter_task: RefCell<Option<glommio::task::JoinHandle<()>>>,
 }
 
 /// A partition of `__consumer_offsets` whose groups this coordinator serves.
@@ -274,7 +355,12 @@ impl Service for Coordinator {
 }
 
 impl Coordinator {
-    pub fn new(home: Rc<Shard>, mesh: Mesh<Coordinator>) -> Coordinator {
+    pub fn new(
+        home: Rc<Shard>,
+        mesh: Mesh<Coordinator>,
+        partitions: Rc<Partitions>,
+        controller: Rc<Controller>,
+    ) -> Coordinator {
         let config = &home.config;
         Coordinator {
             shard: home.id,
@@ -283,6 +369,7 @@ impl Coordinator {
             durability: config.topic_defaults.durability,
             segment_bytes: config.groups.offsets_segment_bytes,
             state: RefCell::new(Groups::new(config.groups.clone())),
+            shares: RefCell::new(Shares::new(config.groups.clone())),
             log: RefCell::new(None),
             waiting: RefCell::new(HashMap::new()),
             next_reply: Cell::new(1),
@@ -293,6 +380,10 @@ impl Coordinator {
             clustered: config.cluster.is_some(),
             loaded: RefCell::new(BTreeMap::new()),
             loading: RefCell::new(BTreeSet::new()),
+            partitions,
+            controller,
+            dead_letter_wake: RefCell::new(None),
+            dead_letter_task: RefCell::new(None),
             home,
             mesh,
         }
@@ -316,6 +407,35 @@ impl Coordinator {
 
     pub fn config(&self) -> GroupConfig {
         self.state.borrow().config().clone()
+    }
+
+    /// A share group's settings: the broker's, with the group's configs over them
+    /// (`share.auto.offset.reset`, `share.record.lock.duration.ms`,
+    /// `share.session.timeout.ms`, `share.heartbeat.interval.ms`,
+    /// `share.delivery.count.limit`, `share.partition.max.record.locks`).
+    fn share_settings(&self, group_id: &str) -> ShareSettings {
+        let base = ShareSettings::of(&self.home.config.groups);
+        let catalog = self.home.catalog.borrow();
+        let configs = catalog.configs.of(RESOURCE_GROUP, group_id);
+        let int = |name: &str| configs.get(name).and_then(|v| v.trim().parse::<i32>().ok());
+        ShareSettings {
+            reset_earliest: configs
+                .get(SHARE_AUTO_OFFSET_RESET)
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("earliest")),
+            lock_ms: int(SHARE_RECORD_LOCK_DURATION).map_or(base.lock_ms, i64::from),
+            session_timeout_ms: int(SHARE_SESSION_TIMEOUT).unwrap_or(base.session_timeout_ms),
+            heartbeat_interval_ms: int(SHARE_HEARTBEAT_INTERVAL)
+                .unwrap_or(base.heartbeat_interval_ms),
+            delivery_limit: int(SHARE_DELIVERY_COUNT_LIMIT)
+                .map_or(base.delivery_limit, |limit| limit.clamp(2, 10) as i16),
+            max_locks: int(SHARE_PARTITION_MAX_RECORD_LOCKS).map_or(base.max_locks, i64::from),
+            dead_letters: configs.get(DLQ_TOPIC_NAME).is_some_and(|t| !t.trim().is_empty()),
+            backoff: configs
+                .get(SHARE_REDELIVERY_BACKOFF)
+                .and_then(|v| RedeliveryBackoff::parse(v).ok())
+                .unwrap_or_default(),
+            now_ms: now_ms(),
+        }
     }
 
     /// The shard that owns `group_id`.
@@ -342,14 +462,32 @@ impl Coordinator {
         let log = log.await?;
         *self.log.borrow_mut() = Some(log.clone());
         let now = now_ms();
-        let replayed = internal_log::replay(
+        // Transactional offsets (a producer's transactional batches) are pending until the
+        // marker that ends them in the same log, as in a partition of a cluster's.
+        let replayed = internal_log::replay_batches(
             &self.data_dir,
             OFFSETS_TOPIC,
             self.shard,
             self.shards,
-            |key, value| Record::decode(key, value).ok(),
-            Record::group_id,
-            |record| self.state.borrow_mut().replay(now, record),
+            |source, batches| {
+                let tp = TopicPartition::new(OFFSETS_TOPIC.into(), source as i32);
+                decode_partition(&tp, batches)
+            },
+            |record| match record {
+                Record::Marker { .. } => None,
+                record => Some(record.group_id()),
+            },
+            |record, stored_in_source| match record {
+                Record::Share { group, topic, partition, value } => {
+                    let tp = TopicPartition::new(topic.into(), partition);
+                    self.shares.borrow_mut().replay(group, tp, value)
+                }
+                Record::Marker { producer_id, outcome, .. } => {
+                    let mut state = self.state.borrow_mut();
+                    state.complete_txn(now, producer_id, outcome, stored_in_source);
+                }
+                record => self.state.borrow_mut().replay(now, record),
+            },
         )
         .await?;
         let groups = {
@@ -361,7 +499,8 @@ impl Coordinator {
             state.group_count()
         };
         if replayed.migrated {
-            let snapshot = self.state.borrow().snapshot();
+            let mut snapshot = self.state.borrow().snapshot();
+            snapshot.extend(self.shares.borrow().snapshot_of(|_| true));
             if let Some(done) = self.persist(snapshot, WaitFor::Write) {
                 let _ = done.await;
             }
@@ -369,6 +508,12 @@ impl Coordinator {
         self.compactor.loaded(&log);
         let tick = glommio::spawn_local(self.clone().run_tick()).detach();
         *self.tick.borrow_mut() = Some(tick);
+        // Dead letters restored by the replay are written first.
+        let (wake, woken) = futures::channel::mpsc::unbounded();
+        let _ = wake.unbounded_send(());
+        *self.dead_letter_wake.borrow_mut() = Some(wake);
+        let writer = glommio::spawn_local(self.clone().write_dead_letters(woken)).detach();
+        *self.dead_letter_task.borrow_mut() = Some(writer);
         Ok(LoadReport { records: replayed.records, groups, migrated: replayed.migrated })
     }
 
@@ -377,6 +522,9 @@ impl Coordinator {
     pub async fn close(&self) -> Option<LogState> {
         if let Some(tick) = self.tick.borrow_mut().take() {
             tick.cancel();
+        }
+        if let Some(writer) = self.dead_letter_task.borrow_mut().take() {
+            writer.cancel();
         }
         while self.outbox.borrow().flushing {
             glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -396,6 +544,12 @@ impl Coordinator {
         }
         let now = now_ms();
         match request {
+            GroupRequest::Join(req) if self.shares.borrow().contains(&req.group_id) => {
+                GroupResponse::Join(JoinResponse::error(
+                    &req.member_id,
+                    ErrorCode::InconsistentGroupProtocol,
+                ))
+            }
             GroupRequest::Join(req) => {
                 let member_id = req.member_id.clone();
                 let (id, answer) = self.park();
@@ -449,10 +603,6 @@ impl Coordinator {
                 GroupResponse::Commit(self.written(result).await)
             }
             GroupRequest::TxnMarker { partition, producer_id, producer_epoch, outcome } => {
-                if !self.clustered {
-                    // A single node keeps no `__consumer_offsets` partitions to mark.
-                    return GroupResponse::Marker(ErrorCode::UnknownTopicOrPartition);
-                }
                 GroupResponse::Marker(
                     self.write_marker(partition, producer_id, producer_epoch, outcome).await,
                 )
@@ -488,6 +638,119 @@ impl Coordinator {
                     .collect();
                 GroupResponse::Fetch(found)
             }
+            GroupRequest::ConsumerHeartbeat(req)
+                if self.shares.borrow().contains(&req.group_id) =>
+            {
+                GroupResponse::ConsumerHeartbeat(HeartbeatResponse::error(
+                    ErrorCode::GroupIdNotFound,
+                    format!("Group {} is not a consumer group.", req.group_id),
+                ))
+            }
+            GroupRequest::ShareHeartbeat(req) => {
+                if self.state.borrow().contains(&req.group_id) {
+                    return GroupResponse::ShareHeartbeat(HeartbeatResponse::error(
+                        ErrorCode::GroupIdNotFound,
+                        format!("Group {} is not a share group.", req.group_id),
+                    ));
+                }
+                let settings = self.share_settings(&req.group_id);
+                let response = {
+                    let catalog = self.home.catalog.borrow();
+                    let view = CatalogView(&catalog);
+                    self.shares.borrow_mut().heartbeat(now, req, &view, settings)
+                };
+                self.dispatch(WaitFor::Nothing);
+                GroupResponse::ShareHeartbeat(response)
+            }
+            GroupRequest::ShareDescribe { groups } => {
+                let state = self.state.borrow();
+                let shares = self.shares.borrow();
+                let described = groups.iter().map(|g| {
+                    let mut described = shares.describe(g);
+                    if state.contains(g) {
+                        described.error_message = Some(format!("Group {g} is not a share group."));
+                    }
+                    described
+                });
+                GroupResponse::ShareDescribe(described.collect())
+            }
+            GroupRequest::ShareFetchOpen(req) => {
+                let settings = self.share_settings(&req.group_id);
+                let opened = self.shares.borrow_mut().open_fetch(now, req, settings);
+                let acked = !opened.acks.is_empty();
+                let wait = if acked { WaitFor::Write } else { WaitFor::Nothing };
+                if let Some(written) = self.dispatch(wait) {
+                    if let Ok(Err(code)) = written.await {
+                        let acks = opened.acks.iter().map(|(tp, _)| (tp.clone(), code)).collect();
+                        return GroupResponse::ShareFetchOpened(FetchOpened { acks, ..opened });
+                    }
+                }
+                GroupResponse::ShareFetchOpened(opened)
+            }
+            GroupRequest::SharePlan { group_id, member_id } => {
+                let settings = self.share_settings(&group_id);
+                GroupResponse::SharePlan(self.shares.borrow().plan(&group_id, &member_id, settings))
+            }
+            GroupRequest::ShareAcquire { group_id, member_id, reads, max_records } => {
+                // Below the free-space reserve nothing new is handed out: its state could not
+                // be written.
+                if self.home.space.check().is_err() {
+                    return GroupResponse::ShareAcquired(Vec::new());
+                }
+                let settings = self.share_settings(&group_id);
+                let acquired = self.shares.borrow_mut().acquire(
+                    now,
+                    &group_id,
+                    &member_id,
+                    reads,
+                    max_records,
+                    settings,
+                );
+                // Handed out only once written: a crash then cannot lose what a member holds
+                // nor forget a share partition's start.
+                if let Some(written) = self.dispatch(WaitFor::Write) {
+                    if !matches!(written.await, Ok(Ok(_))) {
+                        return GroupResponse::ShareAcquired(Vec::new());
+                    }
+                }
+                GroupResponse::ShareAcquired(acquired)
+            }
+            GroupRequest::ShareOffsets { groups } => {
+                let shares = self.shares.borrow();
+                let offsets = groups.into_iter().map(|g| {
+                    let starts = shares.start_offsets(&g);
+                    (g, starts)
+                });
+                GroupResponse::ShareOffsets(offsets.collect())
+            }
+            GroupRequest::ShareAlterOffsets { group_id, offsets } => {
+                // A classic or consumer group under the id: Kafka's "not a share group".
+                if self.state.borrow().contains(&group_id) {
+                    return GroupResponse::ShareOffsetsAltered(Err(ErrorCode::GroupIdNotFound));
+                }
+                let result = self.shares.borrow_mut().alter_offsets(&group_id, &offsets);
+                let written = self.written(Ok(Vec::new())).await;
+                GroupResponse::ShareOffsetsAltered(result.and(written.map(|_| ())))
+            }
+            GroupRequest::ShareDeleteOffsets { group_id, topics } => {
+                if self.state.borrow().contains(&group_id) {
+                    return GroupResponse::ShareOffsetsDeleted(Err(ErrorCode::GroupIdNotFound));
+                }
+                let result = self.shares.borrow_mut().delete_offsets(&group_id, &topics);
+                let written = self.written(Ok(Vec::new())).await;
+                GroupResponse::ShareOffsetsDeleted(written.and(result))
+            }
+            GroupRequest::ShareAcknowledge(req) => {
+                let settings = self.share_settings(&req.group_id);
+                let result = self.shares.borrow_mut().acknowledge(req, settings);
+                if let Some(written) = self.dispatch(WaitFor::Write) {
+                    if let (Ok(Err(code)), Ok(acked)) = (written.await, &result) {
+                        let failed = acked.iter().map(|(tp, _)| (tp.clone(), code)).collect();
+                        return GroupResponse::ShareAcknowledged(Ok(failed));
+                    }
+                }
+                GroupResponse::ShareAcknowledged(result)
+            }
             GroupRequest::ConsumerHeartbeat(req) => {
                 let response = {
                     let catalog = self.home.catalog.borrow();
@@ -509,14 +772,23 @@ impl Coordinator {
                 let state = self.state.borrow();
                 GroupResponse::Describe(groups.iter().map(|g| state.describe(g)).collect())
             }
-            GroupRequest::List { states } => GroupResponse::List(self.state.borrow().list(&states)),
+            GroupRequest::List { states } => {
+                let mut listed = self.state.borrow().list(&states);
+                listed.extend(self.shares.borrow().list(&states));
+                GroupResponse::List(listed)
+            }
             GroupRequest::Delete { groups } => {
                 let results: Vec<(String, ErrorCode)> = {
                     let mut state = self.state.borrow_mut();
+                    let mut shares = self.shares.borrow_mut();
                     groups
                         .into_iter()
                         .map(|g| {
-                            let code = state.delete_group(&g);
+                            let code = if shares.contains(&g) {
+                                shares.delete_group(&g)
+                            } else {
+                                state.delete_group(&g)
+                            };
                             (g, code)
                         })
                         .collect()
@@ -564,7 +836,34 @@ impl Coordinator {
     fn dispatch(self: &Rc<Self>, wait: WaitFor) -> Option<oneshot::Receiver<Written>> {
         let (replies, records, next_deadline) = {
             let mut state = self.state.borrow_mut();
-            (state.take_replies(), state.take_records(), state.next_deadline())
+            let mut shares = self.shares.borrow_mut();
+            let mut records = state.take_records();
+            records.extend(shares.take_records());
+            // Archived share records (rejected, or past the delivery count limit): those of a
+            // group with a dead-letter topic wait for the writer, which is woken.
+            let archived = shares.take_archived();
+            for (group, tp, archived) in &archived {
+                tracing::debug!(%group, %tp, offset = archived.offset,
+                    delivery_count = archived.delivery_count, reason = ?archived.reason,
+                    "share record archived");
+            }
+            if !archived.is_empty() {
+                if let Some(wake) = self.dead_letter_wake.borrow().as_ref() {
+                    let _ = wake.unbounded_send(());
+                }
+            }
+            // Records made available again: the ShareFetches waiting on their partitions look
+            // again now rather than at their next recheck.
+            let freed = shares.take_freed();
+            if !freed.is_empty() {
+                let partitions = self.partitions.clone();
+                glommio::spawn_local(async move { partitions.wake(freed).await }).detach();
+            }
+            let deadline = match (state.next_deadline(), shares.next_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            (state.take_replies(), records, deadline)
         };
         if next_deadline.is_some_and(|deadline| deadline < self.planned_wake_ms.get()) {
             self.planned_wake_ms.set(next_deadline.unwrap_or(i64::MAX));
@@ -588,6 +887,236 @@ impl Coordinator {
         let (sender, rx) = oneshot::channel();
         out.acks.push(Ack { partition: None, sender });
         Some(rx)
+    }
+
+    // ----- dead letters (KIP-1191) -----------------------------------------------------------
+
+    /// Writes the dead letters of this shard's share partitions, one at a time in each share
+    /// partition's letter order, for as long as the coordinator runs; waits on `woken` when
+    /// there is none. A write that fails for a reason that may pass (the disk, the topic
+    /// being created) is tried again after `DEAD_LETTER_RETRY_MS`.
+    async fn write_dead_letters(
+        self: Rc<Self>,
+        mut woken: futures::channel::mpsc::UnboundedReceiver<()>,
+    ) {
+        use futures::StreamExt;
+        let mut failures = Throttle::new(DEAD_LETTER_WARN_INTERVAL_MS);
+        loop {
+            let next = self.shares.borrow().next_dead_letter();
+            let Some(next) = next else {
+                if woken.next().await.is_none() {
+                    return;
+                }
+                continue;
+            };
+            match self.write_dead_letter(&next).await {
+                Ok(written) => {
+                    let offset = next.letter.offset;
+                    self.shares.borrow_mut().dead_lettered(
+                        &next.group_id,
+                        &next.tp,
+                        offset,
+                        written,
+                    );
+                    if let Some(done) = self.dispatch(WaitFor::Write) {
+                        let _ = done.await;
+                    }
+                }
+                Err(why) => {
+                    if let Some(count) = failures.admit(now_ms().max(0) as u64) {
+                        tracing::warn!(group = %next.group_id, tp = %next.tp,
+                            offset = next.letter.offset, count,
+                            "dead letter not written yet, will try again: {why}");
+                    }
+                    glommio::timer::sleep(Duration::from_millis(DEAD_LETTER_RETRY_MS)).await;
+                }
+            }
+        }
+    }
+
+    /// Writes one dead letter (Kafka's `ShareGroupDLQStateManager`): Ok(true) once it is in
+    /// the group's dead-letter topic, Ok(false) when the topic cannot take it (the group
+    /// names none any more, a name Kafka refuses, a topic that does not allow it or does not
+    /// exist without auto-creation: the record is archived without it, as in Kafka, with a
+    /// warning), Err for a failure that may pass.
+    async fn write_dead_letter(self: &Rc<Self>, next: &DeadLetter) -> Result<bool, String> {
+        let group = &next.group_id;
+        let (topic, copy, rules) = {
+            let catalog = self.home.catalog.borrow();
+            let configs = catalog.configs.of(RESOURCE_GROUP, group);
+            let topic = configs.get(DLQ_TOPIC_NAME).map(|t| t.trim().to_string());
+            let copy = configs.get(DLQ_COPY_RECORD);
+            let copy = copy.is_some_and(|c| c.trim().eq_ignore_ascii_case("true"));
+            (topic, copy, DeadLetterRules::of(&catalog.configs, self.home.config.node_id))
+        };
+        let give_up = |why: String| {
+            tracing::warn!(%group, tp = %next.tp, offset = next.letter.offset,
+                "record archived without its dead letter: {why}");
+            Ok(false)
+        };
+        let Some(topic) = topic.filter(|t| !t.is_empty()) else {
+            return give_up(format!("share group {group} names no dead-letter topic any more"));
+        };
+        if let Some(why) = rules.refuse_name(group, &topic) {
+            return give_up(why);
+        }
+        let meta = self.home.catalog.borrow().get(&topic).cloned();
+        let meta = match meta {
+            Some(meta) if !meta.config.dead_letter_group_enable => {
+                return give_up(format!(
+                    "DLQ is not enabled on configured DLQ topic for share group: {group}, \
+                     topic: {topic}."
+                ));
+            }
+            Some(meta) => meta,
+            None if !rules.auto_create => {
+                return give_up(format!(
+                    "DLQ topic does not exist and auto create is disabled on cluster for share \
+                     group: {group}, topic: {topic}."
+                ));
+            }
+            None => self.create_dead_letter_topic(&topic).await?,
+        };
+        let partition = next.tp.partition % meta.partitions.max(1);
+        let letter = &next.letter;
+        // The producer the target partition knows, if it expects this letter's sequence;
+        // else a new one (a partition takes any first sequence of a producer it does not know).
+        let usable = |p: &&DeadLetterProducer| {
+            p.topic == topic && p.partition == partition && p.next_sequence == letter.sequence
+        };
+        let producer = match next.producer.as_ref().filter(usable) {
+            Some(producer) => producer.clone(),
+            None => self.new_dead_letter_producer(next, &topic, partition).await?,
+        };
+        let source = match copy {
+            true => self.read_source(&next.tp, next.letter.offset).await?,
+            false => None,
+        };
+        let (key, value) = source.unwrap_or_default();
+        let headers = [
+            ("__dlq.errors.topic", next.tp.topic.to_string()),
+            ("__dlq.errors.partition", next.tp.partition.to_string()),
+            ("__dlq.errors.offset", letter.offset.to_string()),
+            ("__dlq.errors.group", group.clone()),
+            ("__dlq.errors.delivery.count", letter.delivery_count.to_string()),
+            ("__dlq.errors.message", letter.reason.message().to_string()),
+        ];
+        let batch = model_records::build_dead_letter_batch(
+            now_ms(),
+            key.as_deref(),
+            value.as_deref(),
+            &headers,
+            ProducerId(producer.producer_id),
+            letter.sequence,
+        );
+        // Written only once the letter's Archiving state (and so its sequence) is in the log:
+        // a sequence that reached the topic is then never given to another letter.
+        if let Some(stored) = self.barrier() {
+            if !matches!(stored.await, Ok(Ok(_))) {
+                return Err("the share partition's state was not written".into());
+            }
+        }
+        let target = TopicPartition::new(topic.clone().into(), partition);
+        let owner = self.home.owner(&target);
+        let produce = PartitionRequest::Produce {
+            partitions: vec![(target, vec![Bytes::from(batch)])],
+            timeout_ms: DEAD_LETTER_WRITE_TIMEOUT_MS,
+            acks: -1,
+        };
+        let Some(PartitionResponse::Produce(results)) = self.partitions.call(owner, produce).await
+        else {
+            return Err("the partition did not answer".into());
+        };
+        // A repeated write (after a crash) is a duplicate of the first: answered without error.
+        match results.first().map(|r| r.error_code) {
+            Some(ErrorCode::None) => Ok(true),
+            Some(code @ (ErrorCode::MessageTooLarge | ErrorCode::CorruptMessage)) => {
+                give_up(format!("the dead-letter topic {topic} refused it: {code:?}"))
+            }
+            code => Err(format!("writing to {topic}: {code:?}")),
+        }
+    }
+
+    /// Auto-creation of a dead-letter topic (`errors.deadletterqueue.auto.create.topics.enable`):
+    /// the broker's default partitions, `errors.deadletterqueue.group.enable=true`.
+    async fn create_dead_letter_topic(
+        &self,
+        topic: &str,
+    ) -> Result<crate::shard::catalog::TopicMeta, String> {
+        let create = CreateTopic {
+            name: topic.to_string(),
+            partitions: -1,
+            overrides: [(DLQ_GROUP_ENABLE.to_string(), "true".to_string())].into(),
+            validate_only: false,
+            assignments: Vec::new(),
+            replication_factor: -1,
+            timeout_ms: 0,
+        };
+        match self.controller.change_topic(ControllerRequest::CreateTopic(create)).await {
+            Ok(_) => {}
+            Err(e) if e.code == ErrorCode::TopicAlreadyExists => {}
+            Err(e) => return Err(format!("creating {topic}: {}", e.message)),
+        }
+        let meta = self.home.catalog.borrow().get(topic).cloned();
+        meta.ok_or_else(|| format!("{topic} not in the catalog yet"))
+    }
+
+    /// A producer id for a share partition's dead letters to a new target, stored before its
+    /// first write (a write repeated after a crash must carry the same id and sequence).
+    async fn new_dead_letter_producer(
+        self: &Rc<Self>,
+        next: &DeadLetter,
+        topic: &str,
+        partition: i32,
+    ) -> Result<DeadLetterProducer, String> {
+        let id = self.controller.producer_id().await;
+        let id = id.map_err(|code| format!("no producer id: {code:?}"))?;
+        let producer = DeadLetterProducer {
+            producer_id: id.0,
+            next_sequence: next.letter.sequence,
+            topic: topic.to_string(),
+            partition,
+        };
+        let group = &next.group_id;
+        self.shares.borrow_mut().set_dead_letter_producer(group, &next.tp, producer.clone());
+        if let Some(written) = self.dispatch(WaitFor::Write) {
+            if !matches!(written.await, Ok(Ok(_))) {
+                return Err("the share partition's state was not written".into());
+            }
+        }
+        Ok(producer)
+    }
+
+    /// The key and value of the source record (`errors.deadletterqueue.copy.record.enable`);
+    /// None when the log no longer has it.
+    async fn read_source(
+        &self,
+        tp: &TopicPartition,
+        offset: i64,
+    ) -> Result<Option<KeyValue>, String> {
+        let spec = ReadSpec {
+            tp: tp.clone(),
+            offset: Offset(offset),
+            size_bytes_max: DEAD_LETTER_READ_BYTES_MAX,
+            isolation: Isolation::ReadUncommitted,
+            follower: None,
+            client_rack: None,
+        };
+        let read = PartitionRequest::Read { partitions: vec![spec] };
+        let Some(PartitionResponse::Read(results)) =
+            self.partitions.call(self.home.owner(tp), read).await
+        else {
+            return Err("the partition did not answer".into());
+        };
+        let Some(result) = results.into_iter().next() else { return Ok(None) };
+        match result.error_code {
+            ErrorCode::None => {}
+            ErrorCode::OffsetOutOfRange => return Ok(None),
+            code => return Err(format!("reading {tp} at {offset}: {code:?}")),
+        }
+        let bytes = result.bytes().map_err(|e| format!("reading {tp} at {offset}: {e}"))?;
+        let max = DEAD_LETTER_DECOMPRESSED_BYTES_MAX;
+        Ok(crate::model::record_scan::key_value_at(&bytes, offset, max))
     }
 
     // ----- persistence -----------------------------------------------------------------------
@@ -649,9 +1178,24 @@ impl Coordinator {
                 continue;
             };
             let batch_bytes_max = INTERNAL_BATCH_BYTES_MAX.min(self.segment_bytes as usize / 4);
-            let encoded: Vec<_> = records.iter().map(Record::encode).collect();
-            let batches = internal_log::encode_batches(&encoded, now_ms(), batch_bytes_max);
-            match log::append(&log, batches).await {
+            let transactional = records
+                .iter()
+                .any(|r| matches!(r, Record::TxnOffset { .. } | Record::Marker { .. }));
+            let batches = encode_records(&records, now_ms(), batch_bytes_max);
+            let appended = if transactional {
+                // The coordinator's own append (transactional offsets, markers), without
+                // the idempotence checks, as a cluster's partition takes them.
+                match log::enqueue_coordinator(&log, batches) {
+                    Ok(mut appending) => {
+                        appending.wait().await;
+                        appending.outcome().unwrap_or(Err(crate::storage::Error::Deleted))
+                    }
+                    Err(e) => Err(e),
+                }
+            } else {
+                log::append(&log, batches).await
+            };
+            match appended {
                 Ok(info) => {
                     for ack in acks {
                         let _ = ack.sender.send(Ok(Some(info.base_offset)));
@@ -705,7 +1249,8 @@ impl Coordinator {
             ) => return ErrorCode::NotLeaderOrFollower,
             Err(code) => return code,
         }
-        let owned = |group_id: &str| self.partition_of(group_id) == partition;
+        // A single node's log is its shard's: the marker settles every group of the shard.
+        let owned = |group_id: &str| !self.clustered || self.partition_of(group_id) == partition;
         let settled = self.state.borrow_mut().complete_txn(now_ms(), producer_id, outcome, owned);
         tracing::debug!(partition, %producer_id, ?outcome, settled, "transaction marker written");
         ErrorCode::None
@@ -765,9 +1310,8 @@ impl Coordinator {
                 .serves_partition(*partition)
                 .err()
                 .map(|_| GroupResponse::Marker(ErrorCode::NotLeaderOrFollower)),
-            GroupRequest::ConsumerHeartbeat(req) => refused(&req.group_id).map(|code| {
-                GroupResponse::ConsumerHeartbeat(ConsumerHeartbeatResponse::error(code, ""))
-            }),
+            GroupRequest::ConsumerHeartbeat(req) => refused(&req.group_id)
+                .map(|code| GroupResponse::ConsumerHeartbeat(HeartbeatResponse::error(code, ""))),
             GroupRequest::DeleteOffsets { group_id, .. } => {
                 refused(group_id).map(|code| GroupResponse::DeleteOffsets(Err(code)))
             }
@@ -809,6 +1353,17 @@ impl Coordinator {
             GroupRequest::ConsumerDescribe { .. }
             | GroupRequest::Describe { .. }
             | GroupRequest::List { .. } => None,
+            // Share groups are single-node only: their handlers answer a clustered node's
+            // requests UNSUPPORTED_VERSION before they come here.
+            GroupRequest::ShareHeartbeat(_)
+            | GroupRequest::ShareDescribe { .. }
+            | GroupRequest::ShareFetchOpen(_)
+            | GroupRequest::SharePlan { .. }
+            | GroupRequest::ShareAcquire { .. }
+            | GroupRequest::ShareAcknowledge(_)
+            | GroupRequest::ShareOffsets { .. }
+            | GroupRequest::ShareAlterOffsets { .. }
+            | GroupRequest::ShareDeleteOffsets { .. } => None,
         }
     }
 
@@ -1010,6 +1565,7 @@ impl Coordinator {
             self.reconcile();
             let now = now_ms();
             self.state.borrow_mut().advance(now);
+            self.shares.borrow_mut().advance(now, |group| self.share_settings(group));
             if now - last_retention >= OFFSETS_RETENTION_CHECK_INTERVAL_MS {
                 last_retention = now;
                 let expired = self.state.borrow_mut().expire_offsets(now);
@@ -1022,7 +1578,9 @@ impl Coordinator {
             self.maybe_compact().await;
             let now = now_ms();
             let idle_wake = now + GROUP_IDLE_WAKE_MS as i64;
+            let shares_deadline = self.shares.borrow().next_deadline().unwrap_or(i64::MAX);
             let wake = self.state.borrow().next_deadline().map_or(idle_wake, |d| d.min(idle_wake));
+            let wake = wake.min(shares_deadline);
             self.planned_wake_ms.set(wake);
             let sleep_ms = wake.saturating_sub(now).max(1) as u64;
             let keys = [Key::Groups, Key::InternalRoles(OFFSETS_TOPIC)];
@@ -1039,7 +1597,8 @@ impl Coordinator {
         let log = self.log.borrow().clone();
         let Some(log) = log else { return };
         let Some(run) = self.compactor.begin(&log) else { return };
-        let snapshot = self.state.borrow().snapshot();
+        let mut snapshot = self.state.borrow().snapshot();
+        snapshot.extend(self.shares.borrow().snapshot_of(|_| true));
         // An empty state still waits for what is queued: the cut then falls after it.
         let written = if snapshot.is_empty() {
             self.barrier()

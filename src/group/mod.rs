@@ -9,6 +9,9 @@
 //! - `state`: the pure state machine (Kafka's classic group coordinator), time injected; it
 //!   holds KIP-848 consumer groups too, in the same namespace.
 //! - `consumer`: a KIP-848 consumer group (ConsumerGroupHeartbeat, epochs, reconciliation).
+//! - `share`: KIP-932 share groups (membership, assignment, share sessions), and
+//!   `share_partition`: one share partition's records in flight (acquisition locks,
+//!   acknowledgements, delivery counts).
 //! - `assignor`: the server-side assignors of consumer groups (`uniform`, `range`).
 //! - `timers`: keyed deadlines the state machine schedules; driven by a periodic tick.
 //! - `txn_offsets`: transactional offsets pending until their transaction's marker
@@ -22,6 +25,8 @@ pub mod assignor;
 pub mod consumer;
 pub mod coordinator;
 pub mod records;
+pub mod share;
+pub mod share_partition;
 pub mod state;
 pub mod timers;
 pub mod txn_offsets;

@@ -31,7 +31,23 @@
 //!                                          previous_member_epoch int32, state int8,
 //!                                          assigned, pending_revocation, target: each
 //!                                          [topic uuid, partitions [int32]]]
+//!  SharePartitionKey (Spate's own)       SharePartitionValue v1 (Spate's own): a share
+//!    version   int16 = 0x5353 ("SS")       partition's state (KIP-932), rewritten whole
+//!    group     string                      version int16 = 1, start_offset int64,
+//!    topic     string                      end_offset int64, in-flight records as runs
+//!    partition int32                       [first int64, last int64, delivery_count int16],
+//!                                          dead letters to write (KIP-1191) [offset int64,
+//!                                          delivery_count int16, reason int8, sequence
+//!                                          int32], next_letter int32, their producer:
+//!                                          producer_id int64 (-1: none, and nothing
+//!                                          follows), next_sequence int32, topic string,
+//!                                          partition int32. v0 ends after the runs.
 //! ```
+//!
+//! A share partition's record replaces Kafka's share coordinator (`__share_group_state`,
+//! ShareSnapshot/ShareUpdate records): one record with the whole state of one (group, topic,
+//! partition), written before an acknowledgement is answered and before acquired records are
+//! handed out, so that nothing accepted is redelivered and nothing handed out is lost.
 //!
 //! Kafka spreads a consumer group over six record types (key versions 3-8: group epoch,
 //! subscription metadata, member subscription, target assignment epoch, target assignment per
@@ -49,6 +65,7 @@
 
 use bytes::Bytes;
 
+use crate::group::share_partition::{ArchiveReason, DeadLetterProducer, Letter, Stored};
 use crate::model::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, TxnOutcome};
 
 const OFFSET_KEY_VERSION: i16 = 1;
@@ -58,6 +75,8 @@ const OFFSET_VALUE_VERSION_EXPIRING: i16 = 1;
 const GROUP_VALUE_VERSION: i16 = 3;
 const CONSUMER_GROUP_KEY_VERSION: i16 = 0x5350;
 const CONSUMER_GROUP_VALUE_VERSION: i16 = 0;
+const SHARE_PARTITION_KEY_VERSION: i16 = 0x5353;
+const SHARE_PARTITION_VALUE_VERSION: i16 = 1;
 
 /// Longest string the formats can hold (int16 length).
 pub const STRING_LENGTH_MAX: usize = crate::model::records::SHORT_STRING_BYTES_MAX;
@@ -146,6 +165,13 @@ pub enum Record {
         group: String,
         value: Option<ConsumerGroupValue>,
     },
+    /// A share partition's state (KIP-932; None: the group forgot it).
+    Share {
+        group: String,
+        topic: String,
+        partition: i32,
+        value: Option<Stored>,
+    },
     /// Clustered: an offset of a transaction (TxnOffsetCommit), the same key and value as
     /// `Offset` in a transactional batch of the producer (Kafka's format); pending until
     /// the transaction's marker reaches the partition (`group::txn_offsets`).
@@ -180,6 +206,7 @@ impl Record {
             Record::Offset { group, .. }
             | Record::Group { group, .. }
             | Record::Consumer { group, .. }
+            | Record::Share { group, .. }
             | Record::TxnOffset { group, .. } => group,
             // A marker belongs to its partition, never to a group (see `Record::Marker`).
             Record::Marker { .. } => "",
@@ -214,6 +241,14 @@ impl Record {
                 put_string(&mut key, group);
                 (key, value.as_ref().map(encode_consumer_group))
             }
+            Record::Share { group, topic, partition, value } => {
+                let mut key = Vec::with_capacity(8 + group.len() + topic.len());
+                key.extend(SHARE_PARTITION_KEY_VERSION.to_be_bytes());
+                put_string(&mut key, group);
+                put_string(&mut key, topic);
+                key.extend(partition.to_be_bytes());
+                (key, value.as_ref().map(encode_share_partition))
+            }
         }
     }
 
@@ -237,9 +272,90 @@ impl Record {
                 let value = value.map(decode_consumer_group).transpose()?;
                 Ok(Record::Consumer { group, value })
             }
+            SHARE_PARTITION_KEY_VERSION => {
+                let group = k.string()?;
+                let topic = k.string()?;
+                let partition = k.i32()?;
+                let value = value.map(decode_share_partition).transpose()?;
+                Ok(Record::Share { group, topic, partition, value })
+            }
             other => Err(DecodeError::UnknownVersion(other)),
         }
     }
+}
+
+fn encode_share_partition(v: &Stored) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + 18 * v.runs.len());
+    out.extend(SHARE_PARTITION_VALUE_VERSION.to_be_bytes());
+    out.extend(v.start_offset.to_be_bytes());
+    out.extend(v.end_offset.to_be_bytes());
+    out.extend((v.runs.len() as i32).to_be_bytes());
+    for (first, last, count) in &v.runs {
+        out.extend(first.to_be_bytes());
+        out.extend(last.to_be_bytes());
+        out.extend(count.to_be_bytes());
+    }
+    out.extend((v.letters.len() as i32).to_be_bytes());
+    for letter in &v.letters {
+        out.extend(letter.offset.to_be_bytes());
+        out.extend(letter.delivery_count.to_be_bytes());
+        out.push(letter.reason.code() as u8);
+        out.extend(letter.sequence.to_be_bytes());
+    }
+    out.extend(v.next_letter.to_be_bytes());
+    match &v.producer {
+        None => out.extend((-1i64).to_be_bytes()),
+        Some(producer) => {
+            out.extend(producer.producer_id.to_be_bytes());
+            out.extend(producer.next_sequence.to_be_bytes());
+            put_string(&mut out, &producer.topic);
+            out.extend(producer.partition.to_be_bytes());
+        }
+    }
+    out
+}
+
+fn decode_share_partition(bytes: &[u8]) -> Result<Stored, DecodeError> {
+    let mut r = Reader(bytes);
+    let version = r.i16()?;
+    if !(0..=SHARE_PARTITION_VALUE_VERSION).contains(&version) {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let start_offset = r.i64()?;
+    let end_offset = r.i64()?;
+    let count = r.i32()?;
+    if count < 0 {
+        return Err(DecodeError::NegativeLength);
+    }
+    let mut runs = Vec::with_capacity((count as usize).min(bytes.len() / 18));
+    for _ in 0..count {
+        runs.push((r.i64()?, r.i64()?, r.i16()?));
+    }
+    let mut stored = Stored { start_offset, end_offset, runs, ..Stored::default() };
+    if version == 0 {
+        return Ok(stored);
+    }
+    let count = r.i32()?;
+    if count < 0 {
+        return Err(DecodeError::NegativeLength);
+    }
+    for _ in 0..count {
+        let (offset, delivery_count) = (r.i64()?, r.i16()?);
+        let reason = ArchiveReason::from_code(r.take(1)?[0] as i8);
+        let sequence = r.i32()?;
+        stored.letters.push(Letter { offset, delivery_count, reason, sequence });
+    }
+    stored.next_letter = r.i32()?;
+    let producer_id = r.i64()?;
+    if producer_id >= 0 {
+        stored.producer = Some(DeadLetterProducer {
+            producer_id,
+            next_sequence: r.i32()?,
+            topic: r.string()?,
+            partition: r.i32()?,
+        });
+    }
+    Ok(stored)
 }
 
 fn offset_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
@@ -622,6 +738,28 @@ mod tests {
         let record = Record::Consumer { group: "g".into(), value: Some(value) };
         round_trip(record.clone());
         round_trip(Record::Consumer { group: "g".into(), value: None });
+        let stored = Stored {
+            start_offset: 5,
+            end_offset: 9,
+            runs: vec![(5, 6, 2), (8, 8, 1)],
+            letters: vec![Letter {
+                offset: 7,
+                delivery_count: 3,
+                reason: ArchiveReason::DeliveryCountExceeded,
+                sequence: 4,
+            }],
+            next_letter: 5,
+            producer: Some(DeadLetterProducer {
+                producer_id: 41,
+                next_sequence: 2,
+                topic: "dlq.t".into(),
+                partition: 1,
+            }),
+        };
+        let share =
+            |value| Record::Share { group: "g".into(), topic: "t".into(), partition: 3, value };
+        round_trip(share(Some(stored)));
+        round_trip(share(None));
         let (key, value) = record.encode();
         let value = value.unwrap_or_default();
         for cut in 0..value.len() {

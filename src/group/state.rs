@@ -19,18 +19,18 @@
 //! Lifecycle: one `Groups` per shard, owned by the shard's coordinator; single-threaded.
 //! Replies for parked requests are identified by a `ReplyId` the caller chose.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use bytes::Bytes;
 use indexmap::IndexMap;
 
 use crate::group::consumer::{
-    self, ConsumerGroup, ConsumerHeartbeat, ConsumerHeartbeatResponse, DescribedConsumerGroup,
-    TimerCmd, TopicView,
+    self, ConsumerGroup, ConsumerHeartbeat, DescribedConsumerGroup, HeartbeatResponse, TimerCmd,
+    TopicView,
 };
 use crate::group::records::{GroupValue, MemberValue, OffsetValue, Record};
 use crate::group::timers::Timers;
-use crate::group::txn_offsets::PendingOffsets;
+use crate::group::txn_offsets::{PendingOffsets, Restated};
 use crate::metrics::GroupReport;
 use crate::model::dynamic_config::ConsumerTimeouts;
 use crate::model::{ErrorCode, LeaderEpoch, Offset, ProducerEpoch, ProducerId, TxnOutcome};
@@ -885,7 +885,7 @@ impl Groups {
         now: i64,
         req: ConsumerHeartbeat,
         topics: &dyn TopicView,
-    ) -> ConsumerHeartbeatResponse {
+    ) -> HeartbeatResponse {
         self.consumer_heartbeat_with(now, req, topics, ConsumerTimeouts::default())
     }
 
@@ -899,7 +899,7 @@ impl Groups {
         req: ConsumerHeartbeat,
         topics: &dyn TopicView,
         timeouts: ConsumerTimeouts,
-    ) -> ConsumerHeartbeatResponse {
+    ) -> HeartbeatResponse {
         let Groups { config, groups, fx, .. } = self;
         let group_config;
         let config = if timeouts.is_empty() {
@@ -916,7 +916,7 @@ impl Groups {
                 groups.entry(req.group_id.clone()).or_insert(group)
             }
             None => {
-                return ConsumerHeartbeatResponse::error(
+                return HeartbeatResponse::error(
                     ErrorCode::UnknownMemberId,
                     format!("Group {} not found.", req.group_id),
                 )
@@ -927,7 +927,7 @@ impl Groups {
                 && group.pending_join_members.is_empty()
                 && matches!(group.state, GroupState::Empty | GroupState::Dead);
             if !(joining && empty_classic) {
-                return ConsumerHeartbeatResponse::error(
+                return HeartbeatResponse::error(
                     ErrorCode::GroupIdNotFound,
                     format!("Group {} is not a consumer group.", req.group_id),
                 );
@@ -938,7 +938,7 @@ impl Groups {
             group.consumer = Some(ConsumerGroup::new(&req.group_id, now));
         }
         let Some(consumer) = group.consumer.as_mut() else {
-            return ConsumerHeartbeatResponse::error(ErrorCode::UnknownServerError, "no group");
+            return HeartbeatResponse::error(ErrorCode::UnknownServerError, "no group");
         };
         let mut effects = consumer::Effects::default();
         let response = consumer.heartbeat(now, req, topics, config, &mut effects);
@@ -1102,7 +1102,7 @@ impl Groups {
         now: i64,
         req: CommitRequest,
     ) -> Result<Vec<ErrorCode>, ErrorCode> {
-        let Groups { config, groups, fx, .. } = self;
+        let Groups { config, groups, fx, txn_offsets, .. } = self;
         let mut cx = Ctx { cfg: config, fx, now };
         if !groups.contains_key(&req.group_id) {
             if req.generation_id >= 0 {
@@ -1147,6 +1147,8 @@ impl Groups {
                 partition: p.partition,
                 value: Some(value.clone()),
             });
+            // Written after any offset a transaction holds for it: a commit keeps this one.
+            txn_offsets.supersede(&(req.group_id.clone(), p.topic.clone(), p.partition));
             group.offsets.insert((p.topic, p.partition), value);
             codes.push(ErrorCode::None);
         }
@@ -1182,7 +1184,7 @@ impl Groups {
         }
     }
 
-    /// Clustered TxnOffsetCommit (Kafka's `commitTransactionalOffset`): checks the producer
+    /// TxnOffsetCommit (Kafka's `commitTransactionalOffset`): checks the producer
     /// epoch against the offsets it has pending, then the member and generation (Kafka's
     /// `validateTransactionalOffsetCommit`: an unknown group is created as a simple group for
     /// generation -1, else ILLEGAL_GENERATION; a consumer group's stale epoch is
@@ -1424,7 +1426,7 @@ impl Groups {
         group_id: &str,
         topics: TopicPartitions,
     ) -> Result<PartitionCodes, ErrorCode> {
-        let Groups { groups, fx, .. } = self;
+        let Groups { groups, fx, txn_offsets, .. } = self;
         let Some(group) = groups.get_mut(group_id) else { return Err(ErrorCode::GroupIdNotFound) };
         match group.state {
             GroupState::Dead => return Err(ErrorCode::GroupIdNotFound),
@@ -1451,7 +1453,11 @@ impl Groups {
                     if subscribed {
                         return (partition, ErrorCode::GroupSubscribedToTopic);
                     }
-                    if group.offsets.remove(&(topic.clone(), partition)).is_some() {
+                    // A tombstone where an offset is committed or pending (Kafka's
+                    // `deleteOffsets`); it drops the pending ones too.
+                    let committed = group.offsets.remove(&(topic.clone(), partition)).is_some();
+                    let key = (group_id.to_string(), topic.clone(), partition);
+                    if txn_offsets.remove(&key) || committed {
                         fx.records.push(Record::Offset {
                             group: group_id.to_string(),
                             topic: topic.clone(),
@@ -1550,6 +1556,11 @@ impl Groups {
                     Some(at) => now >= at,
                     None => now >= base.unwrap_or(v.commit_timestamp) + retention,
                 })
+                // Not while a transaction holds an offset for it (Kafka's
+                // `cleanupExpiredOffsets`).
+                .filter(|((topic, partition), _)| {
+                    !self.txn_offsets.is_pending(&group.group_id, topic, *partition)
+                })
                 .map(|(key, _)| key.clone())
                 .collect();
             for key in keys {
@@ -1562,7 +1573,11 @@ impl Groups {
                 });
                 expired += 1;
             }
-            if group.is(GroupState::Empty) && group.offsets.is_empty() {
+            // Nor the group while a transaction holds one of its offsets (KAFKA-19163).
+            if group.is(GroupState::Empty)
+                && group.offsets.is_empty()
+                && !self.txn_offsets.has_group(&group.group_id)
+            {
                 doomed.push(group.group_id.clone());
             }
         }
@@ -1572,13 +1587,18 @@ impl Groups {
         expired
     }
 
+    /// Removes a group with a tombstone for each offset it has committed or pending (Kafka's
+    /// `deleteAllOffsets`: a transaction that commits later leaves nothing of it).
     fn remove_group(&mut self, group_id: &str) {
         let Some(group) = self.groups.remove(group_id) else { return };
-        for (topic, partition) in group.offsets.keys() {
+        let mut partitions: BTreeSet<(String, i32)> = group.offsets.keys().cloned().collect();
+        partitions.extend(self.txn_offsets.partitions_of(group_id));
+        for (topic, partition) in partitions {
+            self.txn_offsets.remove(&(group_id.to_string(), topic.clone(), partition));
             self.fx.records.push(Record::Offset {
                 group: group_id.to_string(),
-                topic: topic.clone(),
-                partition: *partition,
+                topic,
+                partition,
                 value: None,
             });
         }
@@ -1640,13 +1660,19 @@ impl Groups {
             Record::Marker { producer_id, outcome, .. } => {
                 self.complete_txn(now, producer_id, outcome, |_| true);
             }
+            // Share groups' records are the coordinator's `group::share` state.
+            Record::Share { .. } => {}
+            // As Kafka replays them: a plain commit is after the pending offsets of its
+            // partition (a later commit keeps it), a tombstone drops them.
             Record::Offset { group, topic, partition, value } => match value {
                 Some(value) => {
+                    self.txn_offsets.supersede(&(group.clone(), topic.clone(), partition));
                     let g =
                         self.groups.entry(group.clone()).or_insert_with(|| Group::new(&group, now));
                     g.offsets.insert((topic, partition), value);
                 }
                 None => {
+                    self.txn_offsets.remove(&(group.clone(), topic.clone(), partition));
                     if let Some(g) = self.groups.get_mut(&group) {
                         g.offsets.remove(&(topic, partition));
                     }
@@ -1757,6 +1783,16 @@ impl Groups {
         let mut ids: Vec<&String> = self.groups.keys().filter(|id| owned(id)).collect();
         ids.sort();
         let mut out = Vec::new();
+        let (superseded, pending): (Vec<Restated>, Vec<Restated>) =
+            self.txn_offsets.snapshot_of(&owned).into_iter().partition(|r| r.superseded);
+        let restate = |r: Restated| Record::TxnOffset {
+            producer_id: r.producer_id,
+            producer_epoch: r.producer_epoch,
+            group: r.key.0,
+            topic: r.key.1,
+            partition: r.key.2,
+            value: r.value,
+        };
         for id in ids {
             let Some(group) = self.groups.get(id) else { continue };
             out.push(Record::Group { group: id.clone(), value: None });
@@ -1766,6 +1802,10 @@ impl Groups {
             if group.consumer.is_some() {
                 out.push(group.consumer_record());
             }
+            // Pending offsets a plain commit superseded go before the group's commits, so
+            // that replaying the commit supersedes them again.
+            let before = superseded.iter().filter(|r| r.key.0 == **id).cloned();
+            out.extend(before.map(restate));
             for ((topic, partition), value) in &group.offsets {
                 out.push(Record::Offset {
                     group: id.clone(),
@@ -1777,18 +1817,7 @@ impl Groups {
         }
         // After the groups' resets: the offsets still pending, as their transactions wrote
         // them (the markers that end them come later in the log).
-        for (producer_id, producer_epoch, (group, topic, partition), value) in
-            self.txn_offsets.snapshot_of(&owned)
-        {
-            out.push(Record::TxnOffset {
-                producer_id,
-                producer_epoch,
-                group,
-                topic,
-                partition,
-                value,
-            });
-        }
+        out.extend(pending.into_iter().map(restate));
         out
     }
 }
@@ -2887,6 +2916,97 @@ mod tests {
         // Unloading the partition forgets what is pending there.
         replayed.unload(|g| g == "g");
         assert_eq!(replayed.pending_txn_offsets(), 0);
+    }
+
+    fn commit_marker() -> Record {
+        Record::Marker {
+            partition: 0,
+            producer_id: ProducerId(7),
+            producer_epoch: ProducerEpoch(0),
+            outcome: TxnOutcome::Commit,
+        }
+    }
+
+    #[test]
+    fn a_plain_commit_after_a_transactions_offset_stays_when_the_transaction_commits() {
+        let (mut h, _a, _b, _generation) = stable_pair();
+        let now = h.now;
+        let mut log = h.groups.snapshot();
+        let txn = h.groups.txn_commit_offsets(now, txn_commit("s", 0, -1, "", 5));
+        assert_eq!(txn, Ok(vec![ErrorCode::None]));
+        assert_eq!(h.commit("s", -1, "", 9), Ok(vec![ErrorCode::None]));
+        log.extend(h.groups.take_records());
+        let mut replayed = Groups::new(GroupConfig::default());
+        for record in log {
+            replayed.replay(now, record);
+        }
+        // A snapshot taken while the transaction is open keeps the two in log order.
+        let mut again = Groups::new(GroupConfig::default());
+        for record in replayed.snapshot() {
+            again.replay(now, record);
+        }
+        assert_eq!(h.groups.complete_txn(now, ProducerId(7), TxnOutcome::Commit, |_| true), 0);
+        assert_eq!(committed(&h.groups, "s"), Offset(9), "the later plain commit stays");
+        for groups in [&mut replayed, &mut again] {
+            assert_eq!(groups.pending_txn_offsets(), 1);
+            groups.replay(now, commit_marker());
+            assert_eq!(committed(groups, "s"), Offset(9));
+            assert_eq!(groups.pending_txn_offsets(), 0);
+        }
+        // The other order: the transaction's offset is the later record, and wins.
+        assert_eq!(h.commit("s", -1, "", 11), Ok(vec![ErrorCode::None]));
+        let txn = h.groups.txn_commit_offsets(now, txn_commit("s", 0, -1, "", 12));
+        assert_eq!(txn, Ok(vec![ErrorCode::None]));
+        assert_eq!(h.groups.complete_txn(now, ProducerId(7), TxnOutcome::Commit, |_| true), 1);
+        assert_eq!(committed(&h.groups, "s"), Offset(12));
+    }
+
+    #[test]
+    fn deleting_a_group_drops_its_pending_offsets_and_expiry_waits_for_them() {
+        let (mut h, _a, _b, _generation) = stable_pair();
+        let now = h.now;
+        // DeleteGroups of a group whose only offset is pending: a tombstone for it, and a
+        // later commit of the transaction brings nothing back (Kafka's deleteAllOffsets).
+        let txn = h.groups.txn_commit_offsets(now, txn_commit("s", 0, -1, "", 5));
+        assert_eq!(txn, Ok(vec![ErrorCode::None]));
+        let mut log = h.groups.take_records();
+        assert_eq!(h.groups.delete_group("s"), ErrorCode::None);
+        let records = h.groups.take_records();
+        assert!(
+            matches!(
+                &records[..],
+                [
+                    Record::Offset { value: None, partition: 0, .. },
+                    Record::Group { value: None, .. }
+                ]
+            ),
+            "{records:?}"
+        );
+        log.extend(records);
+        assert_eq!(h.groups.complete_txn(now, ProducerId(7), TxnOutcome::Commit, |_| true), 0);
+        assert_eq!(committed(&h.groups, "s"), Offset::NONE);
+        let mut replayed = Groups::new(GroupConfig::default());
+        for record in log {
+            replayed.replay(now, record);
+        }
+        replayed.replay(now, commit_marker());
+        assert_eq!(committed(&replayed, "s"), Offset::NONE);
+        // Expiry: an expired offset stays while a transaction holds its partition, and a
+        // group whose only offset is pending stays too (Kafka's cleanupExpiredOffsets).
+        assert_eq!(h.commit("e", -1, "", 3), Ok(vec![ErrorCode::None]));
+        let txn = h.groups.txn_commit_offsets(now, txn_commit("e", 0, -1, "", 4));
+        assert_eq!(txn, Ok(vec![ErrorCode::None]));
+        let mut pending_only = txn_commit("p", 0, -1, "", 8);
+        pending_only.partitions[0].partition = 1;
+        assert_eq!(h.groups.txn_commit_offsets(now, pending_only), Ok(vec![ErrorCode::None]));
+        let later = now + h.groups.config.offsets_retention_ms + 1;
+        assert_eq!(h.groups.expire_offsets(later), 0);
+        assert_eq!(committed(&h.groups, "e"), Offset(3));
+        assert!(h.groups.groups.contains_key("p"));
+        assert_eq!(h.groups.complete_txn(now, ProducerId(7), TxnOutcome::Abort, |_| true), 0);
+        assert_eq!(h.groups.expire_offsets(later), 1);
+        assert_eq!(committed(&h.groups, "e"), Offset::NONE);
+        assert!(!h.groups.groups.contains_key("p"));
     }
 
     #[test]

@@ -9,8 +9,17 @@
 //! Pure: no I/O, no clock. Keyed by producer id, as a marker names only the producer; a
 //! marker applies to the groups of one partition (`owned`), since one shard coordinates
 //! several partitions and one transaction may span groups of several.
+//!
+//! Kafka's rules beside the commit (`OffsetMetadataManager`): a commit keeps, for each
+//! partition, the offset whose record is last in the log, so a plain OffsetCommit written
+//! after the transaction's offset stays (`supersede`: the pending offset is then skipped
+//! at the commit, as Kafka compares the two records' log offsets; a later TxnOffsetCommit
+//! of the transaction takes over again); a tombstone of a group's partition (OffsetDelete,
+//! DeleteGroups) drops what every transaction has pending for it (`remove`); expiry leaves
+//! a partition with pending offsets, and a group with any, alone (`is_pending`,
+//! `has_group`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::group::records::OffsetValue;
 use crate::model::{ErrorCode, ProducerEpoch, ProducerId, TxnOutcome};
@@ -29,6 +38,18 @@ pub struct PendingOffsets {
 struct Pending {
     producer_epoch: ProducerEpoch,
     offsets: BTreeMap<PendingKey, OffsetValue>,
+    /// The keys of `offsets` a plain OffsetCommit wrote after (skipped at the commit).
+    superseded: BTreeSet<PendingKey>,
+}
+
+/// A pending offset as a snapshot restates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restated {
+    pub producer_id: ProducerId,
+    pub producer_epoch: ProducerEpoch,
+    pub key: PendingKey,
+    pub value: OffsetValue,
+    pub superseded: bool,
 }
 
 /// An offset a transaction's end settled: what it became.
@@ -66,14 +87,49 @@ impl PendingOffsets {
         key: PendingKey,
         value: OffsetValue,
     ) {
-        let pending = self
-            .producers
-            .entry(producer_id)
-            .or_insert_with(|| Pending { producer_epoch, offsets: BTreeMap::new() });
+        let pending = self.producers.entry(producer_id).or_insert_with(|| Pending {
+            producer_epoch,
+            offsets: BTreeMap::new(),
+            superseded: BTreeSet::new(),
+        });
         if producer_epoch.0 > pending.producer_epoch.0 {
             pending.producer_epoch = producer_epoch;
         }
+        pending.superseded.remove(&key);
         pending.offsets.insert(key, value);
+    }
+
+    /// A plain OffsetCommit of `key` was written (after every pending offset of it): a
+    /// transaction that commits later leaves it in place.
+    pub fn supersede(&mut self, key: &PendingKey) {
+        for pending in self.producers.values_mut() {
+            if pending.offsets.contains_key(key) {
+                pending.superseded.insert(key.clone());
+            }
+        }
+    }
+
+    /// A tombstone of `key` was written: no transaction's offset for it stays pending.
+    /// Returns whether one was.
+    pub fn remove(&mut self, key: &PendingKey) -> bool {
+        let mut removed = false;
+        for pending in self.producers.values_mut() {
+            removed |= pending.offsets.remove(key).is_some();
+            pending.superseded.remove(key);
+        }
+        self.producers.retain(|_, pending| !pending.offsets.is_empty());
+        removed
+    }
+
+    /// Whether a transaction holds an offset of `group`.
+    pub fn has_group(&self, group: &str) -> bool {
+        self.producers.values().any(|p| p.offsets.keys().any(|(g, _, _)| g == group))
+    }
+
+    /// The partitions (topic, partition) of `group` some transaction holds an offset for.
+    pub fn partitions_of(&self, group: &str) -> BTreeSet<(String, i32)> {
+        let keys = self.producers.values().flat_map(|pending| pending.offsets.keys());
+        keys.filter(|(g, _, _)| g == group).map(|(_, t, p)| (t.clone(), *p)).collect()
     }
 
     /// A marker of `producer_id` reached the partition holding the groups `owned` names:
@@ -92,7 +148,8 @@ impl PendingOffsets {
         let mut settled = Vec::new();
         for key in keys {
             let Some(value) = pending.offsets.remove(&key) else { continue };
-            if outcome == TxnOutcome::Commit {
+            let superseded = pending.superseded.remove(&key);
+            if outcome == TxnOutcome::Commit && !superseded {
                 let (group, topic, partition) = key;
                 settled.push(Settled { group, topic, partition, value });
             }
@@ -115,20 +172,26 @@ impl PendingOffsets {
     pub fn unload(&mut self, owned: impl Fn(&str) -> bool) {
         for pending in self.producers.values_mut() {
             pending.offsets.retain(|(group, _, _), _| !owned(group));
+            pending.superseded.retain(|(group, _, _)| !owned(group));
         }
         self.producers.retain(|_, pending| !pending.offsets.is_empty());
     }
 
     /// The pending offsets of the groups `owned` names, by producer, to restate in a
-    /// snapshot (as transactional records of each producer).
-    pub fn snapshot_of(
-        &self,
-        owned: impl Fn(&str) -> bool,
-    ) -> Vec<(ProducerId, ProducerEpoch, PendingKey, OffsetValue)> {
+    /// snapshot (as transactional records of each producer), each with whether a plain
+    /// commit superseded it (then restated before that commit, so that replay supersedes
+    /// it again).
+    pub fn snapshot_of(&self, owned: impl Fn(&str) -> bool) -> Vec<Restated> {
         let mut out = Vec::new();
         for (producer_id, pending) in &self.producers {
             for (key, value) in pending.offsets.iter().filter(|(key, _)| owned(&key.0)) {
-                out.push((*producer_id, pending.producer_epoch, key.clone(), value.clone()));
+                out.push(Restated {
+                    producer_id: *producer_id,
+                    producer_epoch: pending.producer_epoch,
+                    key: key.clone(),
+                    value: value.clone(),
+                    superseded: pending.superseded.contains(key),
+                });
             }
         }
         out
@@ -221,16 +284,63 @@ mod tests {
         pending.add(P2, ProducerEpoch(2), key("b", 0), value(2));
         let snapshot = pending.snapshot_of(|group| group == "b");
         assert_eq!(snapshot.len(), 1);
-        assert_eq!((snapshot[0].0, snapshot[0].1), (P2, ProducerEpoch(2)));
+        assert_eq!((snapshot[0].producer_id, snapshot[0].producer_epoch), (P2, ProducerEpoch(2)));
         pending.unload(|group| group == "a");
         assert!(!pending.is_pending("a", "t", 0));
         assert!(pending.is_pending("b", "t", 0));
         // Replaying the snapshot restores what was pending.
         let mut replayed = PendingOffsets::default();
-        for (producer_id, epoch, key, value) in snapshot {
-            replayed.add(producer_id, epoch, key, value);
+        for restated in snapshot {
+            assert!(!restated.superseded);
+            let Restated { producer_id, producer_epoch, key, value, .. } = restated;
+            replayed.add(producer_id, producer_epoch, key, value);
         }
         assert!(replayed.is_pending("b", "t", 0));
         assert_eq!(replayed.check(P2, ProducerEpoch(1)), Err(ErrorCode::InvalidProducerEpoch));
+    }
+
+    #[test]
+    fn a_plain_commit_after_the_transactions_offset_stays_and_a_later_one_takes_over() {
+        let mut pending = PendingOffsets::default();
+        pending.add(P1, ProducerEpoch(0), key("g", 0), value(5));
+        pending.add(P1, ProducerEpoch(0), key("g", 1), value(6));
+        pending.add(P2, ProducerEpoch(0), key("g", 1), value(8));
+        // Plain commits of partition 0 (held by P1) and 1 (held by both) come after.
+        pending.supersede(&key("g", 0));
+        pending.supersede(&key("g", 1));
+        assert!(pending.is_pending("g", "t", 0), "still pending for require_stable");
+        // P2 writes partition 1 again after the plain commit: its offset is the last.
+        pending.add(P2, ProducerEpoch(0), key("g", 1), value(9));
+        let snapshot = pending.snapshot_of(|_| true);
+        let flags: Vec<_> =
+            snapshot.iter().map(|r| (r.producer_id, r.key.2, r.superseded)).collect();
+        assert_eq!(flags, [(P1, 0, true), (P1, 1, true), (P2, 1, false)]);
+        assert!(pending.complete(P1, TxnOutcome::Commit, |_| true).is_empty());
+        let settled = pending.complete(P2, TxnOutcome::Commit, |_| true);
+        assert_eq!(settled.len(), 1);
+        assert_eq!((settled[0].partition, settled[0].value.offset), (1, Offset(9)));
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn a_tombstone_drops_every_transactions_offset_of_its_partition() {
+        let mut pending = PendingOffsets::default();
+        pending.add(P1, ProducerEpoch(0), key("g", 0), value(5));
+        pending.add(P2, ProducerEpoch(0), key("g", 0), value(6));
+        pending.add(P2, ProducerEpoch(0), key("g", 1), value(7));
+        pending.add(P2, ProducerEpoch(0), key("h", 1), value(7));
+        assert!(pending.has_group("g"));
+        let partitions: Vec<_> = pending.partitions_of("g").into_iter().collect();
+        assert_eq!(partitions, [("t".to_string(), 0), ("t".to_string(), 1)]);
+        assert!(pending.remove(&key("g", 0)));
+        assert!(!pending.remove(&key("g", 0)));
+        assert!(!pending.is_pending("g", "t", 0));
+        assert_eq!(pending.len(), 2, "P1 had only that one and is gone");
+        assert!(pending.remove(&key("g", 1)));
+        assert!(!pending.has_group("g"));
+        assert!(pending.has_group("h"));
+        let settled = pending.complete(P2, TxnOutcome::Commit, |_| true);
+        assert_eq!(settled.len(), 1);
+        assert_eq!(settled[0].group, "h");
     }
 }

@@ -278,6 +278,10 @@ pub struct PartitionReport {
     /// with); 0 for other logs.
     pub dirty_bytes: u64,
     pub cleanable_bytes: u64,
+    /// Delayed delivery: batches waiting in the partition's delay log, and the next time its
+    /// schedule wakes (epoch ms, at or before the earliest due time; 0 when none waits).
+    pub delayed_batches: u64,
+    pub delayed_next_due_ms: u64,
 }
 
 /// What went in and out of a log since it was opened: counted by the log as it appends and

@@ -350,7 +350,7 @@ fn render_listeners(out: &mut Exposition, reports: &[ShardReport], listeners: &[
 
 fn render_partitions(out: &mut Exposition, reports: &[ShardReport]) {
     type Field = fn(&PartitionReport) -> u64;
-    let families: [(&str, Kind, &str, Field); 10] = [
+    let families: [(&str, Kind, &str, Field); 12] = [
         ("spate_partition_log_end_offset", Kind::Gauge, "The next offset the log assigns.", |p| {
             p.log_end_offset as u64
         }),
@@ -406,6 +406,19 @@ fn render_partitions(out: &mut Exposition, reports: &[ShardReport]) {
             "A compacted log's cleanable bytes (sealed, below the last stable offset); the \
              dirty ratio is dirty / cleanable.",
             |p| p.cleanable_bytes,
+        ),
+        (
+            "spate_partition_delayed_batches",
+            Kind::Gauge,
+            "Delayed delivery: produced batches waiting in the partition's delay log.",
+            |p| p.delayed_batches,
+        ),
+        (
+            "spate_partition_delayed_next_due_ms",
+            Kind::Gauge,
+            "Delayed delivery: when the partition's schedule next wakes (epoch ms, at or \
+             before its earliest due batch); 0 when nothing waits.",
+            |p| p.delayed_next_due_ms,
         ),
     ];
     for (name, kind, help, field) in families {

@@ -45,7 +45,91 @@ pub const SOURCE_GROUP: i8 = 8;
 /// The group configs (Kafka's `GroupConfig`).
 pub const GROUP_SESSION_TIMEOUT: &str = "consumer.session.timeout.ms";
 pub const GROUP_HEARTBEAT_INTERVAL: &str = "consumer.heartbeat.interval.ms";
-pub const GROUP_CONFIG_NAMES: [&str; 2] = [GROUP_SESSION_TIMEOUT, GROUP_HEARTBEAT_INTERVAL];
+/// KIP-932 share group configs.
+pub const SHARE_SESSION_TIMEOUT: &str = "share.session.timeout.ms";
+pub const SHARE_HEARTBEAT_INTERVAL: &str = "share.heartbeat.interval.ms";
+pub const SHARE_RECORD_LOCK_DURATION: &str = "share.record.lock.duration.ms";
+pub const SHARE_DELIVERY_COUNT_LIMIT: &str = "share.delivery.count.limit";
+pub const SHARE_PARTITION_MAX_RECORD_LOCKS: &str = "share.partition.max.record.locks";
+pub const SHARE_AUTO_OFFSET_RESET: &str = "share.auto.offset.reset";
+/// KIP-1191 share group configs: the group's dead-letter topic (empty: none), and whether a
+/// dead letter carries the record's key and value (else only the context headers).
+pub const DLQ_TOPIC_NAME: &str = "errors.deadletterqueue.topic.name";
+pub const DLQ_COPY_RECORD: &str = "errors.deadletterqueue.copy.record.enable";
+/// Spate's share group config: the redelivery back-off, a comma list of milliseconds
+/// (`RedeliveryBackoff`).
+pub const SHARE_REDELIVERY_BACKOFF: &str = "spate.share.redelivery.backoff.ms";
+pub const GROUP_CONFIG_NAMES: [&str; 11] = [
+    GROUP_SESSION_TIMEOUT,
+    GROUP_HEARTBEAT_INTERVAL,
+    SHARE_SESSION_TIMEOUT,
+    SHARE_HEARTBEAT_INTERVAL,
+    SHARE_RECORD_LOCK_DURATION,
+    SHARE_DELIVERY_COUNT_LIMIT,
+    SHARE_PARTITION_MAX_RECORD_LOCKS,
+    SHARE_AUTO_OFFSET_RESET,
+    DLQ_TOPIC_NAME,
+    DLQ_COPY_RECORD,
+    SHARE_REDELIVERY_BACKOFF,
+];
+
+/// Most values `spate.share.redelivery.backoff.ms` takes: a record is delivered at most
+/// `share.delivery.count.limit` (10 at most) times.
+pub const REDELIVERY_BACKOFF_STEPS_MAX: usize = 10;
+/// Longest back-off step (ms): one hour, `share.record.lock.duration.ms`'s bound.
+pub const REDELIVERY_BACKOFF_MS_MAX: u32 = 3_600_000;
+
+/// The redelivery back-off of a share group (`spate.share.redelivery.backoff.ms`, e.g.
+/// `1000,10000,60000`): a record released (RELEASE, a lock that ended, a member that left)
+/// after its n-th delivery is not handed out again for the n-th value (ms), the last value
+/// repeating; empty: at once, as Kafka.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RedeliveryBackoff {
+    steps: [u32; REDELIVERY_BACKOFF_STEPS_MAX],
+    len: u8,
+}
+
+impl RedeliveryBackoff {
+    /// Parses the config's value: comma-separated milliseconds (0 to one hour), at most
+    /// `REDELIVERY_BACKOFF_STEPS_MAX` of them; blank is none.
+    pub fn parse(text: &str) -> Result<RedeliveryBackoff, String> {
+        let mut out = RedeliveryBackoff::default();
+        if text.trim().is_empty() {
+            return Ok(out);
+        }
+        for part in text.split(',').map(str::trim) {
+            let value: u32 = match part.parse() {
+                Ok(value) if value <= REDELIVERY_BACKOFF_MS_MAX => value,
+                _ => {
+                    return Err(format!(
+                        "Invalid value {text} for configuration {SHARE_REDELIVERY_BACKOFF}: \
+                         {part} is not a number of milliseconds from 0 to \
+                         {REDELIVERY_BACKOFF_MS_MAX}"
+                    ))
+                }
+            };
+            let Some(slot) = out.steps.get_mut(usize::from(out.len)) else {
+                return Err(format!(
+                    "Invalid value {text} for configuration {SHARE_REDELIVERY_BACKOFF}: \
+                     at most {REDELIVERY_BACKOFF_STEPS_MAX} values"
+                ));
+            };
+            *slot = value;
+            out.len += 1;
+        }
+        Ok(out)
+    }
+
+    /// How long a record released after `delivery_count` deliveries waits before it may be
+    /// handed out again (ms).
+    pub fn wait_ms(&self, delivery_count: i16) -> i64 {
+        if self.len == 0 {
+            return 0;
+        }
+        let nth = usize::try_from(delivery_count).unwrap_or(0).clamp(1, usize::from(self.len));
+        i64::from(self.steps[nth - 1])
+    }
+}
 
 /// Kafka's bounds of the group configs (`group.consumer.min.session.timeout.ms` and the
 /// others), widened to take in the broker's own `--group-consumer-*` values.
@@ -324,7 +408,55 @@ pub const DYNAMIC_BROKER_CONFIGS: &[BrokerConfigDef] = &[
     def("sasl.login.refresh.window.jitter", T::Double, Some("0.05"), None, P),
     def("sasl.login.refresh.min.period.seconds", T::Short, Some("60"), None, P),
     def("sasl.login.refresh.buffer.seconds", T::Short, Some("300"), None, P),
+    // KIP-1191: share groups' dead-letter topics (`DLQ_TOPIC_NAME_PREFIX`, `DLQ_AUTO_CREATE`).
+    def(DLQ_TOPIC_NAME_PREFIX, T::String, Some(DLQ_TOPIC_NAME_PREFIX_DEFAULT), None, C),
+    def(DLQ_AUTO_CREATE, T::Boolean, Some("false"), None, C),
 ];
+
+/// KIP-1191's broker configs: the prefix every dead-letter topic's name must have (empty: any
+/// name), and whether a dead-letter topic that does not exist is created when a record is to
+/// be written to it (with `errors.deadletterqueue.group.enable=true`).
+pub const DLQ_TOPIC_NAME_PREFIX: &str = "errors.deadletterqueue.topic.name.prefix";
+pub const DLQ_TOPIC_NAME_PREFIX_DEFAULT: &str = "dlq.";
+pub const DLQ_AUTO_CREATE: &str = "errors.deadletterqueue.auto.create.topics.enable";
+
+/// The dead-letter rules of the broker (KIP-1191), its dynamic configs over Kafka's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterRules {
+    pub topic_name_prefix: String,
+    pub auto_create: bool,
+}
+
+impl DeadLetterRules {
+    pub fn of(configs: &DynamicConfigs, node: NodeId) -> DeadLetterRules {
+        let prefix = configs.broker_value(node, DLQ_TOPIC_NAME_PREFIX).map(|(v, _)| v);
+        let create = configs.broker_value(node, DLQ_AUTO_CREATE).map(|(v, _)| v);
+        DeadLetterRules {
+            topic_name_prefix: prefix.unwrap_or(DLQ_TOPIC_NAME_PREFIX_DEFAULT).trim().to_string(),
+            auto_create: create.is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+        }
+    }
+
+    /// Why `topic` cannot be a share group's dead-letter topic by its name (Kafka's
+    /// `ShareGroupDLQStateManager.validateDlqTopic`): a name of an internal topic (`__`), or
+    /// one without the prefix.
+    pub fn refuse_name(&self, group: &str, topic: &str) -> Option<String> {
+        if topic.starts_with("__") {
+            return Some(format!(
+                "Configured DLQ topic name in share group: {group} cannot start with __, \
+                 topic: {topic}."
+            ));
+        }
+        let prefix = &self.topic_name_prefix;
+        if !prefix.is_empty() && !topic.starts_with(prefix.as_str()) {
+            return Some(format!(
+                "Configured DLQ topic name does not comply with the DLQ topic prefix in share \
+                 group: {group}, topic: {topic}, prefix: {prefix}."
+            ));
+        }
+        None
+    }
+}
 
 /// Kafka broker configs that are not dynamic (a subset of `KafkaConfig`'s names: those a
 /// client is likely to try, and every static one Spate describes). Altering one is Kafka's
@@ -395,6 +527,20 @@ pub fn broker_def(name: &str) -> Option<&'static BrokerConfigDef> {
     DYNAMIC_BROKER_CONFIGS.iter().find(|d| d.name == name)
 }
 
+/// The config a listener-prefixed name sets: `ssl.keystore.location` for
+/// `listener.name.sasl_ssl.ssl.keystore.location` (Kafka's `ListenerConfigRegex`,
+/// `listener\.name\.[^.]*\.(.*)`).
+pub fn listener_base(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("listener.name.")?;
+    let (_listener, base) = rest.split_once('.')?;
+    Some(base)
+}
+
+/// The dynamic broker config `name` sets, itself or under a listener prefix.
+pub fn broker_def_of(name: &str) -> Option<&'static BrokerConfigDef> {
+    broker_def(name).or_else(|| listener_base(name).and_then(broker_def))
+}
+
 /// A refused config change: the Kafka error code and message to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigRefusal {
@@ -429,21 +575,14 @@ pub struct BrokerCheck<'a> {
 /// (`DynamicBrokerConfig.validateConfigs`): names that are not dynamic, security configs
 /// without a listener prefix, types, per-broker configs at the cluster level, then the
 /// values as the topics' defaults would be (Kafka's `DynamicLogConfig` validation).
+///
+/// Names Kafka does not know (custom configs, for plugins) are stored as Kafka stores them, as
+/// are listener-prefixed ones (`listener.name.<listener>.<config>`, typed as their config);
+/// neither has an effect here.
 pub fn check_broker_configs(
     configs: &BTreeMap<String, String>,
     check: &BrokerCheck,
 ) -> Result<(), ConfigRefusal> {
-    let unknown: Vec<&str> = configs
-        .keys()
-        .map(String::as_str)
-        .filter(|n| broker_def(n).is_none() && !STATIC_BROKER_CONFIG_NAMES.contains(n))
-        .collect();
-    if let Some(name) = unknown.first() {
-        return Err(refuse(
-            ErrorCode::InvalidConfig,
-            format!("Unknown broker config name: {name}"),
-        ));
-    }
     let invalid = |message: String| refuse(ErrorCode::InvalidRequest, message);
     let fixed: Vec<&str> = configs
         .keys()
@@ -463,12 +602,22 @@ pub fn check_broker_configs(
         )));
     }
     for (name, value) in configs {
-        if let Some(def) = broker_def(name) {
-            def.kind.check(name, value).map_err(invalid)?;
+        // Under its own name, as Kafka checks a prefixed config's base.
+        if let Some(def) = broker_def_of(name) {
+            def.kind.check(def.name, value).map_err(invalid)?;
         }
     }
     if check.cluster_default {
-        let per_broker = names_where(configs, Scope::PerBroker);
+        // Kafka's `perBrokerListenerConfig`: a prefixed security config is one broker's
+        // (its key stores), except a JAAS config.
+        let per_broker_listener = |name: &&str| {
+            listener_base(name).is_some_and(|base| {
+                !base.ends_with(".jaas.config")
+                    && broker_def(base).is_some_and(|d| matches!(d.scope, Scope::PerBroker | L))
+            })
+        };
+        let mut per_broker = names_where(configs, Scope::PerBroker);
+        per_broker.extend(configs.keys().map(String::as_str).filter(per_broker_listener));
         if !per_broker.is_empty() {
             return Err(invalid(format!(
                 "Cannot update these configs at default cluster level, broker id must be \
@@ -623,11 +772,18 @@ pub fn apply_ops(
 
 /// A broker config's type and default, for `apply_ops`.
 pub fn broker_kind(name: &str) -> Option<(ConfigType, Option<&'static str>)> {
-    broker_def(name).map(|d| (d.kind, d.default))
+    broker_def_of(name).map(|d| (d.kind, d.default))
 }
 
 /// A group config's type and default, for `apply_ops`.
 pub fn group_kind(name: &str) -> Option<(ConfigType, Option<&'static str>)> {
+    if name == SHARE_AUTO_OFFSET_RESET || name == DLQ_TOPIC_NAME || name == SHARE_REDELIVERY_BACKOFF
+    {
+        return Some((ConfigType::String, None));
+    }
+    if name == DLQ_COPY_RECORD {
+        return Some((ConfigType::Boolean, None));
+    }
     GROUP_CONFIG_NAMES.contains(&name).then_some((ConfigType::Int, None))
 }
 
@@ -670,6 +826,19 @@ pub fn group_value(configs: &BTreeMap<String, String>, name: &str, base: &GroupC
     match configs.get(name) {
         Some(value) => value.clone(),
         None if name == GROUP_SESSION_TIMEOUT => base.consumer_session_timeout_ms.to_string(),
+        None if name == SHARE_SESSION_TIMEOUT => base.share_session_timeout_ms.to_string(),
+        None if name == SHARE_HEARTBEAT_INTERVAL => base.share_heartbeat_interval_ms.to_string(),
+        None if name == SHARE_RECORD_LOCK_DURATION => {
+            base.share_record_lock_duration_ms.to_string()
+        }
+        None if name == SHARE_DELIVERY_COUNT_LIMIT => base.share_delivery_count_limit.to_string(),
+        None if name == SHARE_PARTITION_MAX_RECORD_LOCKS => {
+            base.share_partition_max_record_locks.to_string()
+        }
+        None if name == SHARE_AUTO_OFFSET_RESET => "latest".to_string(),
+        None if name == DLQ_TOPIC_NAME => String::new(),
+        None if name == DLQ_COPY_RECORD => "false".to_string(),
+        None if name == SHARE_REDELIVERY_BACKOFF => String::new(),
         None => base.consumer_heartbeat_interval_ms.to_string(),
     }
 }
@@ -685,8 +854,9 @@ pub fn check_group_configs(
     if let Some(name) = configs.keys().find(|n| !GROUP_CONFIG_NAMES.contains(&n.as_str())) {
         return Err(invalid(format!("Unknown group config name: {name}")));
     }
+    check_share_configs(configs, base)?;
     let mut values = [base.consumer_session_timeout_ms, base.consumer_heartbeat_interval_ms];
-    for (slot, name) in GROUP_CONFIG_NAMES.iter().enumerate() {
+    for (slot, name) in GROUP_CONFIG_NAMES[..2].iter().enumerate() {
         let Some(value) = configs.get(*name) else { continue };
         ConfigType::Int.check(name, value).map_err(invalid)?;
         let parsed: i32 = value.trim().parse().unwrap_or(0);
@@ -733,9 +903,102 @@ pub fn check_group_configs(
     Ok(())
 }
 
+/// The share group configs (KIP-932), as Kafka's `GroupConfig.validate` checks them: INT
+/// values of at least 1, the record lock duration within Kafka's widest bounds (1 s to
+/// 1 h), the delivery count limit 2-10 and the record locks 100-10000 (Kafka's
+/// `group.share.min/max.*` defaults), the session longer than the heartbeat, and
+/// `share.auto.offset.reset` one of `latest` and `earliest` (Kafka's `by_duration:` is not
+/// supported yet).
+fn check_share_configs(
+    configs: &BTreeMap<String, String>,
+    base: &GroupConfig,
+) -> Result<(), ConfigRefusal> {
+    let invalid = |message: String| refuse(ErrorCode::InvalidConfig, message);
+    let mut values = [
+        base.share_session_timeout_ms,
+        base.share_heartbeat_interval_ms,
+        base.share_record_lock_duration_ms,
+        base.share_delivery_count_limit,
+        base.share_partition_max_record_locks,
+    ];
+    for (slot, name) in GROUP_CONFIG_NAMES[2..7].iter().enumerate() {
+        let Some(value) = configs.get(*name) else { continue };
+        ConfigType::Int.check(name, value).map_err(invalid)?;
+        let parsed: i32 = value.trim().parse().unwrap_or(0);
+        if parsed < 1 {
+            return Err(invalid(format!(
+                "Invalid value {value} for configuration {name}: Value must be at least 1"
+            )));
+        }
+        values[slot] = parsed;
+    }
+    let [session, interval, lock, limit, locks] = values;
+    if !(2..=10).contains(&limit) {
+        return Err(invalid(format!("{SHARE_DELIVERY_COUNT_LIMIT} must be between 2 and 10")));
+    }
+    if !(100..=10_000).contains(&locks) {
+        return Err(invalid(format!(
+            "{SHARE_PARTITION_MAX_RECORD_LOCKS} must be between 100 and 10000"
+        )));
+    }
+    if session <= interval {
+        return Err(invalid(format!(
+            "{SHARE_SESSION_TIMEOUT} must be greater than {SHARE_HEARTBEAT_INTERVAL}"
+        )));
+    }
+    if !(1_000..=3_600_000).contains(&lock) {
+        return Err(invalid(format!(
+            "{SHARE_RECORD_LOCK_DURATION} must be between 1000 and 3600000"
+        )));
+    }
+    if let Some(reset) = configs.get(SHARE_AUTO_OFFSET_RESET) {
+        let reset = reset.trim();
+        if !reset.eq_ignore_ascii_case("latest") && !reset.eq_ignore_ascii_case("earliest") {
+            return Err(invalid(format!(
+                "Invalid value {reset} for configuration {SHARE_AUTO_OFFSET_RESET}: \
+                 String must be one of: latest, earliest"
+            )));
+        }
+    }
+    // KIP-1191: Kafka's `GroupConfig.validateValues` refuses an internal topic's name; the
+    // prefix and the topic itself are checked when a dead letter is written, as in Kafka.
+    if let Some(topic) = configs.get(DLQ_TOPIC_NAME) {
+        if topic.starts_with("__") {
+            return Err(invalid(format!(
+                "{DLQ_TOPIC_NAME}: DLQ topic name must not start with '__'"
+            )));
+        }
+    }
+    if let Some(copy) = configs.get(DLQ_COPY_RECORD) {
+        ConfigType::Boolean.check(DLQ_COPY_RECORD, copy).map_err(invalid)?;
+    }
+    if let Some(backoff) = configs.get(SHARE_REDELIVERY_BACKOFF) {
+        RedeliveryBackoff::parse(backoff).map_err(invalid)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_redelivery_backoff_parses_a_list_whose_last_value_repeats() {
+        let backoff = RedeliveryBackoff::parse(" 1000, 10000,60000 ").expect("valid");
+        let waits: Vec<i64> = (0..6).map(|n| backoff.wait_ms(n)).collect();
+        assert_eq!(waits, [1000, 1000, 10000, 60000, 60000, 60000]);
+        assert_eq!(RedeliveryBackoff::parse("").expect("none").wait_ms(3), 0);
+        assert_eq!(RedeliveryBackoff::parse("0").expect("zero").wait_ms(1), 0);
+        let ten = ["5"; REDELIVERY_BACKOFF_STEPS_MAX].join(",");
+        assert!(RedeliveryBackoff::parse(&ten).is_ok());
+        for bad in ["soon", "1000,-5", "1,,2", "3600001", &format!("{ten},5")] {
+            assert!(RedeliveryBackoff::parse(bad).is_err(), "{bad}");
+        }
+        let base = GroupConfig::default();
+        let refused = check_group_configs(&set(&[(SHARE_REDELIVERY_BACKOFF, "x")]), &base);
+        assert!(refused.is_err());
+        assert!(check_group_configs(&set(&[(SHARE_REDELIVERY_BACKOFF, "1,2")]), &base).is_ok());
+    }
 
     fn set(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -773,10 +1036,21 @@ mod tests {
             refused.message,
             "Cannot update these configs dynamically: Set(log.dirs, node.id)"
         );
-        assert_eq!(
-            ok(&[("no.such.thing", "1")], false).unwrap_err().code,
-            ErrorCode::InvalidConfig
-        );
+        // Custom configs are stored, at either level, as Kafka stores them.
+        assert_eq!(ok(&[("no.such.thing", "1")], false), Ok(()));
+        assert_eq!(ok(&[("no.such.thing", "1")], true), Ok(()));
+        // Listener-prefixed ones are typed as their config and belong to one broker, except
+        // a JAAS config.
+        let prefixed = "listener.name.sasl_ssl.ssl.keystore.location";
+        assert_eq!(ok(&[(prefixed, "/k")], false), Ok(()));
+        let at_default = ok(&[(prefixed, "/k")], true).unwrap_err();
+        assert!(at_default.message.starts_with("Cannot update these configs at default"));
+        assert!(at_default.message.contains(prefixed), "{at_default:?}");
+        let jaas = "listener.name.sasl_ssl.sasl.jaas.config";
+        assert_eq!(ok(&[(jaas, "x required;")], true), Ok(()));
+        let relogin = "listener.name.sasl_ssl.sasl.kerberos.min.time.before.relogin";
+        let typed = ok(&[(relogin, "soon")], false).unwrap_err();
+        assert!(typed.message.contains("Not a number of type LONG"), "{typed:?}");
         let typed = ok(&[("background.threads", "many")], false).unwrap_err();
         assert_eq!(typed.code, ErrorCode::InvalidRequest);
         assert_eq!(
@@ -866,12 +1140,22 @@ mod tests {
         let ok = |pairs: &[(&str, &str)]| check_group_configs(&set(pairs), &base);
         assert_eq!(ok(&[(GROUP_SESSION_TIMEOUT, "50000")]), Ok(()));
         assert_eq!(ok(&[(GROUP_HEARTBEAT_INTERVAL, "6000")]), Ok(()));
+        assert_eq!(ok(&[(SHARE_AUTO_OFFSET_RESET, "earliest")]), Ok(()));
+        assert_eq!(ok(&[(SHARE_RECORD_LOCK_DURATION, "2000")]), Ok(()));
+        assert_eq!(ok(&[(SHARE_DELIVERY_COUNT_LIMIT, "2")]), Ok(()));
+        assert_eq!(ok(&[(DLQ_TOPIC_NAME, "dlq.orders"), (DLQ_COPY_RECORD, "TRUE")]), Ok(()));
         for bad in [
             [(GROUP_SESSION_TIMEOUT, "1000")],
             [(GROUP_SESSION_TIMEOUT, "70000")],
             [(GROUP_HEARTBEAT_INTERVAL, "100")],
             [(GROUP_HEARTBEAT_INTERVAL, "abc")],
-            [("share.session.timeout.ms", "50000")],
+            [("share.session.timeout.ms", "1000")],
+            [(SHARE_AUTO_OFFSET_RESET, "by_duration:PT1H")],
+            [(SHARE_RECORD_LOCK_DURATION, "10")],
+            [(SHARE_DELIVERY_COUNT_LIMIT, "11")],
+            [("share.unknown", "3")],
+            [(DLQ_TOPIC_NAME, "__consumer_offsets")],
+            [(DLQ_COPY_RECORD, "yes")],
         ] {
             assert_eq!(ok(&bad).unwrap_err().code, ErrorCode::InvalidConfig, "{bad:?}");
         }

@@ -88,6 +88,8 @@ pub enum ErrorCode {
     /// state: the metadata log refuses it; `cluster::state`).
     InvalidUpdateVersion = 95,
     UnknownTopicId = 100,
+    /// UnregisterBroker of a node id the metadata log has no registration of.
+    BrokerIdNotRegistered = 102,
     TransactionalIdNotFound = 105,
     /// AlterPartition adding a replica whose broker is fenced.
     IneligibleReplica = 107,
@@ -95,12 +97,16 @@ pub enum ErrorCode {
     UnreleasedInstanceId = 111,
     UnsupportedAssignor = 112,
     StaleMemberEpoch = 113,
+    /// A share acknowledgement of a record the member does not hold (KIP-932).
+    InvalidRecordState = 121,
+    ShareSessionNotFound = 122,
+    InvalidShareSessionEpoch = 123,
     InvalidRegularExpression = 128,
 }
 
 impl ErrorCode {
     /// Every code, by wire value.
-    pub const ALL: [ErrorCode; 75] = [
+    pub const ALL: [ErrorCode; 79] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -169,12 +175,16 @@ impl ErrorCode {
         ErrorCode::UnacceptableCredential,
         ErrorCode::InvalidUpdateVersion,
         ErrorCode::UnknownTopicId,
+        ErrorCode::BrokerIdNotRegistered,
         ErrorCode::TransactionalIdNotFound,
         ErrorCode::IneligibleReplica,
         ErrorCode::FencedMemberEpoch,
         ErrorCode::UnreleasedInstanceId,
         ErrorCode::UnsupportedAssignor,
         ErrorCode::StaleMemberEpoch,
+        ErrorCode::InvalidRecordState,
+        ErrorCode::ShareSessionNotFound,
+        ErrorCode::InvalidShareSessionEpoch,
         ErrorCode::InvalidRegularExpression,
     ];
 
@@ -202,7 +212,7 @@ mod tests {
     use super::*;
 
     /// The wire values, written out once more: a renumbered variant fails here.
-    const WIRE: [(ErrorCode, i16); 75] = [
+    const WIRE: [(ErrorCode, i16); 79] = [
         (ErrorCode::UnknownServerError, -1),
         (ErrorCode::None, 0),
         (ErrorCode::OffsetOutOfRange, 1),
@@ -271,12 +281,16 @@ mod tests {
         (ErrorCode::UnacceptableCredential, 93),
         (ErrorCode::InvalidUpdateVersion, 95),
         (ErrorCode::UnknownTopicId, 100),
+        (ErrorCode::BrokerIdNotRegistered, 102),
         (ErrorCode::TransactionalIdNotFound, 105),
         (ErrorCode::IneligibleReplica, 107),
         (ErrorCode::FencedMemberEpoch, 110),
         (ErrorCode::UnreleasedInstanceId, 111),
         (ErrorCode::UnsupportedAssignor, 112),
         (ErrorCode::StaleMemberEpoch, 113),
+        (ErrorCode::InvalidRecordState, 121),
+        (ErrorCode::ShareSessionNotFound, 122),
+        (ErrorCode::InvalidShareSessionEpoch, 123),
         (ErrorCode::InvalidRegularExpression, 128),
     ];
 

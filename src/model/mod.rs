@@ -1,6 +1,7 @@
 //! Plain types with no I/O: topic-partitions, topic configs and the record batch header.
 
 pub mod batch;
+pub mod delay;
 pub mod dynamic_config;
 pub mod error_code;
 pub mod ids;

@@ -153,6 +153,8 @@ pub struct RecordView<'a> {
     /// The record from its offset delta to its end (offset delta, key, value, headers): what
     /// a record rewritten with another timestamp delta keeps as it was.
     pub after_timestamp: &'a [u8],
+    /// The record's headers section (count, then each key and value).
+    pub headers: &'a [u8],
 }
 
 /// The `count` records of a decompressed records section, in order; an error for bytes that
@@ -183,11 +185,61 @@ pub fn records(section: &[u8], count: i32) -> Result<Vec<RecordView<'_>>, ScanEr
             key,
             value,
             after_timestamp,
+            headers: body,
         });
         at += header_bytes + length;
     }
     if at != section.len() {
         return Err(bad("bytes after the last record"));
+    }
+    Ok(out)
+}
+
+/// A record's key and value, copied (either may be null).
+pub type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The key and value of the record at `offset` in `batches` (whole stored batches, as a read
+/// returns them), each copied; None when no batch holds it (compacted away, or a read that
+/// did not reach it). Decompresses at most `decompressed_max` bytes of its batch.
+pub fn key_value_at(batches: &[u8], offset: i64, decompressed_max: u64) -> Option<KeyValue> {
+    let mut at = 0usize;
+    while at < batches.len() {
+        let header = BatchHeader::parse(&batches[at..]).ok()?;
+        let size = header.size_bytes();
+        if size < BATCH_HEADER_BYTES || at + size > batches.len() {
+            return None;
+        }
+        let base = header.base_offset().0;
+        if !header.is_control() && (base..=header.last_offset().0).contains(&offset) {
+            let section = decompress_records(&batches[at..at + size], decompressed_max).ok()?;
+            let found = records(&section, header.records_count()).ok()?;
+            let record = found.iter().find(|r| base.saturating_add(r.offset_delta) == offset)?;
+            return Some((record.key.map(<[u8]>::to_vec), record.value.map(<[u8]>::to_vec)));
+        }
+        at += size;
+    }
+    None
+}
+
+/// A record header: its key and value (None: a null value).
+pub type Header<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// The headers of a record (`RecordView::headers`): each key and value (None: a null value),
+/// in order; an error for bytes that are not exactly the headers they announce.
+pub fn record_headers(section: &[u8]) -> Result<Vec<Header<'_>>, ScanError> {
+    let mut input = section;
+    let count = read_varlong(&mut input).map_err(damaged)?;
+    let count = usize::try_from(count).map_err(|_| ScanError::Records("negative count".into()))?;
+    let mut out = Vec::with_capacity(count.min(section.len()));
+    for _ in 0..count {
+        let Some(key) = read_bytes(&mut input)? else {
+            return Err(ScanError::Records("a header with a null key".into()));
+        };
+        let value = read_bytes(&mut input)?;
+        out.push((key, value));
+    }
+    if !input.is_empty() {
+        return Err(ScanError::Records("bytes after the last header".into()));
     }
     Ok(out)
 }

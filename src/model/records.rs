@@ -27,6 +27,7 @@
 //! tests keep a few of those as fixtures, read them back and write them again byte for byte.
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
     TimestampType, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
@@ -93,6 +94,33 @@ pub fn build_txn_batch(
         })
         .collect();
     encode(&records)
+}
+
+/// One dead letter (KIP-1191): a record whose key and value are the source record's (or
+/// null), with the context headers, as an idempotent producer's batch of one record with
+/// sequence `base_sequence` (a repeated write is then a duplicate the partition drops).
+pub fn build_dead_letter_batch(
+    timestamp: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[(&str, String)],
+    producer_id: ProducerId,
+    base_sequence: i32,
+) -> Vec<u8> {
+    assert!(producer_id.is_valid());
+    assert!(base_sequence >= 0);
+    let headers = headers.iter().map(|(name, value)| {
+        (StrBytes::from_string(name.to_string()), Some(Bytes::copy_from_slice(value.as_bytes())))
+    });
+    encode(&[Record {
+        producer_id: producer_id.0,
+        producer_epoch: 0,
+        sequence: base_sequence,
+        key: key.map(Bytes::copy_from_slice),
+        value: value.map(Bytes::copy_from_slice),
+        headers: headers.collect(),
+        ..record(0, timestamp)
+    }])
 }
 
 /// A transaction marker: the control batch the transaction coordinator asks a partition to
@@ -236,6 +264,28 @@ fn check_decodable(header: &BatchHeader<'_>, size_bytes: usize) -> Result<(), Ba
 mod tests {
     use super::*;
     use crate::model::Offset;
+
+    #[test]
+    fn a_dead_letter_is_an_idempotent_batch_with_its_headers() {
+        let headers =
+            [("__dlq.errors.topic", "t".to_string()), ("__dlq.errors.offset", "7".into())];
+        let batch = build_dead_letter_batch(99, Some(b"k"), None, &headers, ProducerId(42), 3);
+        let header = batch::validate(&batch, usize::MAX).expect("a valid batch");
+        assert_eq!((header.producer_id(), header.base_sequence()), (ProducerId(42), 3));
+        assert_eq!((header.producer_epoch(), header.records_count()), (ProducerEpoch(0), 1));
+        let records = parse_batch(&batch).expect("parse");
+        assert_eq!(records[0].key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(records[0].value, None);
+        let read: Vec<(String, Option<Bytes>)> =
+            records[0].headers.iter().map(|(k, v)| (k.as_str().to_string(), v.clone())).collect();
+        assert_eq!(read[1], ("__dlq.errors.offset".to_string(), Some(Bytes::from("7"))));
+        // The record it copies is found by its offset in a read's batches.
+        let mut stored = build_batch(5, &[RecordIn { key: None, value: Some(b"a") }; 3]);
+        stored[0..8].copy_from_slice(&10i64.to_be_bytes());
+        let found = crate::model::record_scan::key_value_at(&stored, 11, 1 << 20);
+        assert_eq!(found, Some((None, Some(b"a".to_vec()))));
+        assert_eq!(crate::model::record_scan::key_value_at(&stored, 13, 1 << 20), None);
+    }
 
     /// Batches as Spate's hand-written codec wrote them before kafka-protocol's replaced it
     /// (captured from it before it was deleted): what existing data directories hold.

@@ -32,6 +32,16 @@ pub struct GroupConfig {
     /// group.consumer.assignors: the server-side assignors a member may name; the first is
     /// the default.
     pub consumer_assignors: Vec<String>,
+    /// group.share.session.timeout.ms (KIP-932 share groups)
+    pub share_session_timeout_ms: i32,
+    /// group.share.heartbeat.interval.ms
+    pub share_heartbeat_interval_ms: i32,
+    /// group.share.record.lock.duration.ms: how long an acquired record stays locked
+    pub share_record_lock_duration_ms: i32,
+    /// group.share.delivery.count.limit: deliveries before a record is archived
+    pub share_delivery_count_limit: i32,
+    /// group.share.partition.max.record.locks: in-flight records of one share partition
+    pub share_partition_max_record_locks: i32,
 }
 
 impl Default for GroupConfig {
@@ -47,6 +57,11 @@ impl Default for GroupConfig {
             consumer_session_timeout_ms: 45_000,
             consumer_heartbeat_interval_ms: 5_000,
             consumer_assignors: CONSUMER_ASSIGNORS.iter().map(|a| a.to_string()).collect(),
+            share_session_timeout_ms: 45_000,
+            share_heartbeat_interval_ms: 5_000,
+            share_record_lock_duration_ms: 30_000,
+            share_delivery_count_limit: 5,
+            share_partition_max_record_locks: 2_000,
         }
     }
 }

@@ -34,7 +34,16 @@ pub struct TopicConfig {
     pub min_insync_replicas: i32,
     /// `cleanup.policy` and the compaction configs.
     pub cleanup: Cleanup,
+    /// `spate.delivery.delay.ms` (`model::delay`): -1 off (batches are never opened), 0
+    /// records with a delivery header are delayed, above 0 also every record without one.
+    pub delivery_delay_ms: i64,
+    /// `errors.deadletterqueue.group.enable` (KIP-1191): whether share groups may write their
+    /// dead letters to this topic.
+    pub dead_letter_group_enable: bool,
 }
+
+/// KIP-1191's topic config: a topic takes share groups' dead letters only with it `true`.
+pub const DLQ_GROUP_ENABLE: &str = "errors.deadletterqueue.group.enable";
 
 /// `cleanup.policy` (a list of `delete` and `compact`) and Kafka's compaction configs, with
 /// Kafka's defaults. With `delete` in the policy, retention deletes old segments; with
@@ -105,7 +114,7 @@ fn java_double(value: f64) -> String {
 }
 
 /// The config names Spate accepts in CreateTopics and reports in DescribeConfigs.
-pub const TOPIC_CONFIG_NAMES: [&str; 13] = [
+pub const TOPIC_CONFIG_NAMES: [&str; 15] = [
     "cleanup.policy",
     "min.cleanable.dirty.ratio",
     "min.compaction.lag.ms",
@@ -119,6 +128,8 @@ pub const TOPIC_CONFIG_NAMES: [&str; 13] = [
     "message.timestamp.type",
     "flush.messages",
     "min.insync.replicas",
+    crate::model::delay::DELIVERY_DELAY_CONFIG,
+    DLQ_GROUP_ENABLE,
 ];
 
 /// Kafka topic configs that Spate accepts, stores and reports but does not act on yet
@@ -158,6 +169,8 @@ impl TopicConfig {
             durability: Durability::Write,
             min_insync_replicas: constants::MIN_INSYNC_REPLICAS_DEFAULT,
             cleanup: Cleanup::default(),
+            delivery_delay_ms: -1,
+            dead_letter_group_enable: false,
         }
     }
 
@@ -232,6 +245,23 @@ impl TopicConfig {
             "min.insync.replicas" => {
                 self.min_insync_replicas = value.parse().map_err(|_| bad())?;
             }
+            crate::model::delay::DELIVERY_DELAY_CONFIG => {
+                let parsed = long_at_least(-1)?;
+                if parsed > constants::DELIVERY_DELAY_MS_MAX {
+                    return Err(kafka(&format!(
+                        "Value must be no more than {}",
+                        constants::DELIVERY_DELAY_MS_MAX
+                    )));
+                }
+                self.delivery_delay_ms = parsed;
+            }
+            DLQ_GROUP_ENABLE => {
+                self.dead_letter_group_enable = match value.trim().to_ascii_lowercase().as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(kafka("Expected value to be either true or false")),
+                }
+            }
             _ if PASSIVE_TOPIC_CONFIG_NAMES.contains(&name) => {}
             _ => return Err(format!("unknown topic config {name}")),
         }
@@ -301,6 +331,8 @@ impl TopicConfig {
                 Durability::Write => i64::MAX.to_string(),
             },
             "min.insync.replicas" => self.min_insync_replicas.to_string(),
+            crate::model::delay::DELIVERY_DELAY_CONFIG => self.delivery_delay_ms.to_string(),
+            DLQ_GROUP_ENABLE => self.dead_letter_group_enable.to_string(),
             _ => return None,
         })
     }
@@ -438,6 +470,8 @@ mod tests {
             durability: Durability::Write,
             min_insync_replicas: 1,
             cleanup: Cleanup::default(),
+            delivery_delay_ms: -1,
+            dead_letter_group_enable: false,
         }
     }
 

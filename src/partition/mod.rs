@@ -15,6 +15,7 @@
 //! (`Watch`) that a notification of the partition turns into a `Notify` of the waiter.
 
 pub mod cleaner;
+pub mod delay;
 mod produce;
 mod read;
 pub mod replicas;
@@ -114,6 +115,11 @@ pub enum PartitionRequest {
     Notify {
         waiter: u64,
     },
+    /// A post: wake the fetches waiting on these partitions of this shard (a share group's
+    /// coordinator freed records of them: released, or their acquisition locks ended).
+    Wake {
+        partitions: Vec<TopicPartition>,
+    },
 }
 
 #[derive(Debug)]
@@ -195,6 +201,26 @@ pub struct ReadResult {
     pub preferred_read_replica: Option<NodeId>,
 }
 
+impl ReadResult {
+    /// The bytes read, in one buffer: a catch-up read's file regions are read into memory
+    /// (for the few readers that need the records themselves: ShareFetch, dead letters).
+    pub fn bytes(&self) -> std::io::Result<Bytes> {
+        use std::os::unix::fs::FileExt;
+        let mut data = bytes::BytesMut::with_capacity(self.size_bytes);
+        for chunk in &self.chunks {
+            match chunk {
+                ReadChunk::Memory(bytes) => data.extend_from_slice(bytes),
+                ReadChunk::File { file, position, len } => {
+                    let mut buf = vec![0u8; *len as usize];
+                    file.read_exact_at(&mut buf, *position)?;
+                    data.extend_from_slice(&buf);
+                }
+            }
+        }
+        Ok(data.freeze())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct OffsetResult {
     pub tp: TopicPartition,
@@ -237,6 +263,8 @@ pub struct Partitions {
     checkpointed: RefCell<HashMap<TopicPartition, Offset>>,
     /// What this shard's checkpoint last held, so an unchanged one is not written again.
     checkpoint_written: RefCell<Vec<(TopicPartition, Offset)>>,
+    /// Delayed delivery: the delay logs and schedules of this shard's partitions (`delay.rs`).
+    delays: delay::Delays,
 }
 
 /// What a waiting fetch saw of a partition: a consumer its high watermark, a follower the
@@ -350,6 +378,12 @@ impl Service for Partitions {
                 debug_assert!(remote.is_empty(), "a waiter id is only watched on its shard");
                 Served::Now(R::Done)
             }
+            Q::Wake { partitions } => Served::Later(Box::pin(async move {
+                for tp in &partitions {
+                    this.notify_partition(tp).await;
+                }
+                R::Done
+            })),
         }
     }
 }
@@ -373,6 +407,7 @@ impl Partitions {
             following: RefCell::new(BTreeMap::new()),
             checkpointed: RefCell::new(HashMap::new()),
             checkpoint_written: RefCell::new(Vec::new()),
+            delays: delay::Delays::default(),
         }
     }
 
@@ -419,8 +454,24 @@ impl Partitions {
             total.segments += report.segments;
             total.truncated_segments += report.truncated_segments;
             total.resumed += report.resumed;
+            self.open_delay_logs(&meta).await?;
         }
         Ok(total)
+    }
+
+    /// Opens the delay logs of `meta`'s partitions whose logs are open here (see
+    /// `delay::open_delay_log`): those of a topic that opted in, and any left on disk.
+    async fn open_delay_logs(
+        &self,
+        meta: &TopicMeta,
+    ) -> Result<(), (TopicPartition, StorageError)> {
+        for partition in 0..meta.partitions {
+            let tp = TopicPartition::new(meta.name.clone(), partition);
+            if self.log(&tp).is_some() {
+                self.open_delay_log(&tp).await.map_err(|e| (tp, e))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn owned_partition_count(&self) -> usize {
@@ -441,7 +492,10 @@ impl Partitions {
             }
             let l = log.borrow();
             let cleanable = crate::storage::cleaner::cleanable(&l, now);
+            let delayed = self.delay_stats(&l.tp);
             reports.push(PartitionReport {
+                delayed_batches: delayed.pending_batches,
+                delayed_next_due_ms: delayed.next_due_ms.unwrap_or(0).max(0) as u64,
                 dirty_bytes: cleanable.map_or(0, |c| c.dirty_bytes),
                 cleanable_bytes: cleanable.map_or(0, |c| c.dirty_bytes + c.clean_bytes),
                 topic: l.tp.topic.clone(),
@@ -562,6 +616,7 @@ impl Partitions {
     /// stopped. Returns what the caller records for the next start (`clean_stop.rs`), after
     /// it has synced the file system.
     pub async fn close_all(&self) -> Vec<LogState> {
+        self.close_delay_logs().await;
         let logs: Vec<LogRef> = self.logs.borrow().values().cloned().collect();
         futures::stream::iter(logs)
             .map(|log| async move { log::close(&log).await })
@@ -599,7 +654,12 @@ impl Partitions {
     async fn apply_topic(&self, meta: TopicMeta) -> Result<(), String> {
         self.shard.catalog.borrow_mut().apply(meta.clone());
         self.reconfigure_logs(&meta);
-        let opened = self.open_topic(&meta, None).await.map(|_| ()).map_err(|(tp, e)| {
+        let opened = self.open_topic(&meta, None).await.map(|_| ());
+        let opened = match opened {
+            Ok(()) => self.open_delay_logs(&meta).await,
+            Err(e) => Err(e),
+        };
+        let opened = opened.map_err(|(tp, e)| {
             tracing::error!(%tp, "cannot open the partition's log: {e}");
             format!("cannot open the log of {tp} in {}: {e}", self.shard.config.data_dir.display())
         });
@@ -680,9 +740,19 @@ impl Partitions {
                     // Leading on in a new epoch (an ISR change, a reassignment): the
                     // followers' progress stays.
                     followers.leader_epoch = placement.leader_epoch;
-                    followers.partition_epoch = placement.partition_epoch;
                     followers.set_replicas(&placement.replicas, now_ms());
-                    followers.set_isr(&placement.isr);
+                    followers.set_isr(&placement.isr, placement.partition_epoch);
+                    let behind = followers.behind(log.borrow().high_watermark);
+                    if !behind.is_empty() {
+                        // Never, with the maximal ISR: records up to the high watermark
+                        // were acknowledged, and an in-sync replica lacks some of them.
+                        tracing::error!(
+                            %tp,
+                            ?behind,
+                            high_watermark = log.borrow().high_watermark.0,
+                            "an in-sync replica is behind the high watermark"
+                        );
+                    }
                     followers.high_watermark_bound()
                 };
                 self.set_bound(&tp, &log, bound).await;
@@ -870,6 +940,16 @@ impl Partitions {
             .collect()
     }
 
+    /// The replication service asks the controller for `change`: from now on the
+    /// followers it would add hold the high watermark (`Followers::asked`).
+    pub fn isr_asked(&self, change: &IsrChange) {
+        let mut leading = self.leading.borrow_mut();
+        let Some(followers) = leading.get_mut(&change.tp) else { return };
+        if followers.leader_epoch == change.leader_epoch {
+            followers.asked(change.partition_epoch, &change.isr);
+        }
+    }
+
     /// Where this shard leads `tp` replicated: the replica a consumer in `client`'s rack
     /// fetching from `fetch_offset` should read from instead (None: read here).
     fn preferred_read_replica(
@@ -926,6 +1006,7 @@ impl Partitions {
             self.following.borrow_mut().remove(&tp);
             self.set_internal_role(&tp, None);
             log::delete(&log).await;
+            self.delete_delay_log(&tp).await;
             self.notify_partition(&tp).await;
         }
     }
@@ -983,6 +1064,24 @@ impl Partitions {
             (Some(log), Seen::HighWatermark(seen)) => log.borrow().high_watermark > seen,
             (Some(log), Seen::LogEnd(seen)) => log.borrow().written_end > seen,
             (None, _) => true,
+        }
+    }
+
+    /// Wakes the fetches waiting on `partitions` wherever they are owned (a share group's
+    /// coordinator freed records of them): one post per owning shard.
+    pub async fn wake(&self, partitions: Vec<TopicPartition>) {
+        let mut by_shard: BTreeMap<ShardId, Vec<TopicPartition>> = BTreeMap::new();
+        for tp in partitions {
+            by_shard.entry(self.shard.owner(&tp)).or_default().push(tp);
+        }
+        for (owner, partitions) in by_shard {
+            if owner == self.shard.id {
+                for tp in &partitions {
+                    self.notify_partition(tp).await;
+                }
+            } else {
+                self.mesh.post(owner, PartitionRequest::Wake { partitions }).await;
+            }
         }
     }
 

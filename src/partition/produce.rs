@@ -15,6 +15,9 @@ use crate::model::{ErrorCode, Offset, ShardId, TopicPartition};
 use crate::storage::log::{self, Marker};
 use crate::storage::Error as StorageError;
 
+/// A partition whose delayed-delivery headers were refused: the message and record errors.
+type Refused = (TopicPartition, String, Vec<(i32, String)>);
+
 impl Partitions {
     /// Admits a produce on this shard, without an await: each partition's batches get their
     /// offsets and are queued for writing before this returns, so produces admitted one after
@@ -38,6 +41,8 @@ impl Partitions {
         let refused = self.shard.space.admit(bytes as u64).err().map(|refusal| refusal.to_string());
         let mut replicated = Vec::new();
         let mut keyless = Vec::new();
+        // Refusals of delayed delivery (a bad header): their message and record errors.
+        let mut refusals: Vec<Refused> = Vec::new();
         let mut admitted: Vec<(TopicPartition, Result<log::Appending, ErrorCode>)> = partitions
             .into_iter()
             .map(|(tp, batches)| {
@@ -49,13 +54,27 @@ impl Partitions {
                                 keyless.push((tp.clone(), records));
                                 Err(ErrorCode::InvalidRecord)
                             }
-                            None => self.enqueue_produce(&tp, &log, batches, acks, &mut replicated),
+                            None => self.enqueue_or_delay(
+                                &tp,
+                                &log,
+                                batches,
+                                acks,
+                                &mut replicated,
+                                &mut refusals,
+                            ),
                         }
                     }
                     Some(log) if acks == -1 && self.too_few_in_sync(&tp, &log) => {
                         Err(ErrorCode::NotEnoughReplicas)
                     }
-                    Some(log) => self.enqueue_produce(&tp, &log, batches, acks, &mut replicated),
+                    Some(log) => self.enqueue_or_delay(
+                        &tp,
+                        &log,
+                        batches,
+                        acks,
+                        &mut replicated,
+                        &mut refusals,
+                    ),
                     None => Err(ErrorCode::UnknownTopicOrPartition),
                 };
                 (tp, appending)
@@ -108,6 +127,18 @@ impl Partitions {
             let mut late = Vec::new();
             for (tp, appending) in admitted {
                 let failed = |tp: TopicPartition, error_code| {
+                    let delayed = refusals.iter().find(|(refused, ..)| *refused == tp);
+                    if let Some((_, message, records)) = delayed {
+                        return ProduceResult {
+                            error_message: (!message.is_empty()).then(|| message.clone()),
+                            record_errors: records.clone(),
+                            tp,
+                            error_code,
+                            base_offset: Offset::NONE,
+                            log_append_time: -1,
+                            log_start_offset: Offset::NONE,
+                        };
+                    }
                     let record_errors = match keyless.iter().find(|(keyless, _)| *keyless == tp) {
                         Some((_, records)) if error_code == ErrorCode::InvalidRecord => records
                             .iter()
@@ -200,6 +231,29 @@ impl Partitions {
                 .detach();
             }
             results
+        }
+    }
+
+    /// On a topic with delayed delivery, batches due later go to the partition's delay log
+    /// (`delay.rs`; a refusal's message and record errors go to `refusals`); everything
+    /// else is appended as usual.
+    #[allow(clippy::type_complexity)]
+    fn enqueue_or_delay(
+        &self,
+        tp: &TopicPartition,
+        log: &super::LogRef,
+        batches: Vec<Bytes>,
+        acks: i16,
+        replicated: &mut Vec<(TopicPartition, Option<futures::channel::oneshot::Receiver<()>>)>,
+        refusals: &mut Vec<Refused>,
+    ) -> Result<log::Appending, ErrorCode> {
+        match self.admit_delayed(tp, log, &batches) {
+            None => self.enqueue_produce(tp, log, batches, acks, replicated),
+            Some(Ok(appending)) => Ok(appending),
+            Some(Err((code, message, records))) => {
+                refusals.push((tp.clone(), message, records));
+                Err(code)
+            }
         }
     }
 
@@ -297,6 +351,10 @@ impl Partitions {
 
     async fn write_marker(&self, tp: &TopicPartition, log: &LogRef, marker: Marker) -> ErrorCode {
         self.mark_for_retention(tp);
+        // Delayed batches of the transaction are scheduled or dropped first (`delay.rs`).
+        if !self.end_delayed_txn(tp, marker.producer_id, marker.outcome).await {
+            return ErrorCode::KafkaStorageError;
+        }
         let offset = match log::append_marker(log, marker).await {
             Ok(offset) => offset,
             Err(StorageError::Producer(e)) => return e.error_code(),

@@ -74,6 +74,14 @@ pub struct Followers {
     /// once its log end reaches it.
     pub epoch_start: Offset,
     progress: BTreeMap<NodeId, Progress>,
+    /// Followers out of `isr` that an ISR change asked for in this partition epoch would
+    /// add (Kafka's pending AlterPartition and its "maximal ISR"). Such a change may still
+    /// be applied at any moment while the partition epoch is this one, and then the
+    /// controller may elect any of them leader; so from the moment it is asked, they hold
+    /// the high watermark as if they were in, and nothing is acknowledged that they lack.
+    /// Cleared when the partition epoch moves (the change was applied, or refused, or
+    /// another one was: see `MetadataState::alter_partition`).
+    pending: Vec<NodeId>,
 }
 
 impl Followers {
@@ -107,12 +115,50 @@ impl Followers {
             isr: isr.to_vec(),
             epoch_start: Offset::ZERO,
             progress,
+            pending: Vec::new(),
         }
     }
 
-    /// The metadata log changed the ISR (or confirmed ours).
-    pub fn set_isr(&mut self, isr: &[NodeId]) {
+    /// The metadata log's ISR and partition epoch (changed, or ours confirmed). A new
+    /// partition epoch ends every change asked in the one before.
+    pub fn set_isr(&mut self, isr: &[NodeId], partition_epoch: PartitionEpoch) {
+        if partition_epoch != self.partition_epoch {
+            self.pending.clear();
+            self.partition_epoch = partition_epoch;
+        }
         self.isr = isr.to_vec();
+        self.pending.retain(|id| !isr.contains(id));
+    }
+
+    /// An ISR change was asked for (proposed to the metadata log) based on
+    /// `partition_epoch`: its additions hold the high watermark from now on.
+    pub fn asked(&mut self, partition_epoch: PartitionEpoch, isr: &[NodeId]) {
+        if partition_epoch != self.partition_epoch {
+            return;
+        }
+        for id in isr {
+            if !self.isr.contains(id) && !self.pending.contains(id) && *id != self.me {
+                self.pending.push(*id);
+            }
+        }
+    }
+
+    /// The ISR as the high watermark must see it: the metadata log's, and the followers
+    /// that a change asked in this partition epoch would add (Kafka's maximal ISR).
+    fn maximal_isr(&self) -> impl Iterator<Item = &NodeId> {
+        self.isr.iter().chain(self.pending.iter())
+    }
+
+    /// In-sync followers (of the maximal ISR) whose last fetch said they lack records
+    /// below `high_watermark`. Always empty while the high watermark is bounded by them:
+    /// a name here means an acknowledged record that a replica the controller may elect
+    /// does not have (logged as a broken invariant by the caller).
+    pub fn behind(&self, high_watermark: Offset) -> Vec<(NodeId, Offset)> {
+        self.maximal_isr()
+            .filter(|id| **id != self.me)
+            .filter_map(|id| self.progress.get(id).map(|p| (*id, p.log_end)))
+            .filter(|(_, end)| *end != Offset::NONE && *end < high_watermark)
+            .collect()
     }
 
     /// The metadata log changed the replicas (a reassignment): a new follower is tracked
@@ -153,7 +199,7 @@ impl Followers {
     /// the leader is the only one in sync; NONE while one has not fetched yet, which holds
     /// the high watermark where it is).
     pub fn high_watermark_bound(&self) -> Offset {
-        let followers = self.isr.iter().filter(|id| **id != self.me);
+        let followers = self.maximal_isr().filter(|id| **id != self.me);
         let ends = followers.map(|id| self.progress.get(id).map_or(Offset::NONE, |p| p.log_end));
         ends.min().unwrap_or(Offset(i64::MAX))
     }
@@ -167,7 +213,11 @@ impl Followers {
     /// controller refuses a fenced one). Without the last two, a dead follower that had
     /// everything was asked back in again and again (the controller refusing each, or
     /// taking it before the fencing and then losing it to the lag), hundreds of metadata
-    /// records a second. The leader always stays.
+    /// records a second. The leader always stays. Followers a pending change would add
+    /// count as in sync; while one is pending, the ISR wanted is returned even when it is
+    /// the metadata log's (asking for it again moves the partition epoch, which ends the
+    /// pending change: a follower that stopped fetching meanwhile holds the high watermark
+    /// no longer than that).
     pub fn wanted_isr(
         &self,
         now_ms: i64,
@@ -179,7 +229,9 @@ impl Followers {
         let keep = |id: &NodeId| {
             *id == self.me
                 || match self.progress.get(id) {
-                    Some(p) if self.isr.contains(id) => now_ms - p.caught_up_ms <= lag_ms,
+                    Some(p) if self.isr.contains(id) || self.pending.contains(id) => {
+                        now_ms - p.caught_up_ms <= lag_ms
+                    }
                     Some(p) => {
                         p.log_end >= high_watermark
                             && p.log_end >= epoch_start
@@ -194,7 +246,7 @@ impl Followers {
         current.sort_unstable();
         let mut sorted = wanted.clone();
         sorted.sort_unstable();
-        (sorted != current).then_some(wanted)
+        (sorted != current || !self.pending.is_empty()).then_some(wanted)
     }
 
     /// A follower's fetch said its log starts at `log_start`.
@@ -272,9 +324,9 @@ mod tests {
         assert_eq!(f.high_watermark_bound(), Offset(10));
         assert!(!f.on_fetch(NodeId(9), Offset(12), Offset(12), 1_100), "not a replica");
         // A follower out of the ISR no longer holds it back.
-        f.set_isr(&[NodeId(1), NodeId(3)]);
+        f.set_isr(&[NodeId(1), NodeId(3)], PartitionEpoch(1));
         assert_eq!(f.high_watermark_bound(), Offset(12));
-        f.set_isr(&[NodeId(1)]);
+        f.set_isr(&[NodeId(1)], PartitionEpoch(2));
         assert_eq!(f.high_watermark_bound(), Offset(i64::MAX));
     }
 
@@ -295,7 +347,7 @@ mod tests {
         let without_3 = Some(vec![NodeId(1), NodeId(2)]);
         assert_eq!(f.wanted_isr(1_601, lag, Offset(0), Offset(0), &live), without_3);
         // A stalled follower never holds the high watermark once it is out.
-        f.set_isr(&[NodeId(1), NodeId(2)]);
+        f.set_isr(&[NodeId(1), NodeId(2)], PartitionEpoch(1));
         assert_eq!(f.high_watermark_bound(), Offset(50));
     }
 
@@ -330,7 +382,7 @@ mod tests {
             })
         );
         f.set_replicas(&[4, 2, 1].map(NodeId), 1_500);
-        f.set_isr(&[1, 2, 4].map(NodeId));
+        f.set_isr(&[1, 2, 4].map(NodeId), PartitionEpoch(1));
         assert!(!f.on_fetch(NodeId(3), Offset(40), Offset(40), 1_600), "no longer a replica");
         assert_eq!(f.high_watermark_bound(), Offset(40));
     }
@@ -395,7 +447,7 @@ mod tests {
         assert_eq!(prefer(&f, "a", &racks, 50), None, "the leader's rack");
         assert_eq!(prefer(&f, "", &racks, 50), None, "no client rack");
         // Out of the ISR: not a candidate; nor when its broker is not live (no rack known).
-        f.set_isr(&[NodeId(1), NodeId(3)]);
+        f.set_isr(&[NodeId(1), NodeId(3)], PartitionEpoch(1));
         assert_eq!(prefer(&f, "b", &racks, 50), None);
         let mut fenced = racks.clone();
         fenced.remove(&NodeId(3));
@@ -415,7 +467,7 @@ mod tests {
         );
         // Replica order is kept, whatever order the ISR had.
         f.on_fetch(NodeId(3), Offset(40), Offset(40), 10);
-        f.set_isr(&[NodeId(2), NodeId(1)]);
+        f.set_isr(&[NodeId(2), NodeId(1)], PartitionEpoch(1));
         assert_eq!(f.wanted_isr(20, 500, Offset(40), Offset(0), &live), Some(ids.to_vec()));
         assert_eq!(f.isr_len(), 2);
     }
@@ -432,7 +484,7 @@ mod tests {
         f.on_fetch(NodeId(3), Offset(10), Offset(10), 100);
         // 3 dies; 2 keeps fetching; the fencing took 3 out of the ISR.
         f.on_fetch(NodeId(2), Offset(10), Offset(10), 400);
-        f.set_isr(&[NodeId(1), NodeId(2)]);
+        f.set_isr(&[NodeId(1), NodeId(2)], PartitionEpoch(1));
         let fenced = |id: NodeId| id != NodeId(3);
         assert_eq!(f.wanted_isr(450, lag, Offset(10), Offset(0), &fenced), None, "fenced");
         // Live (not fenced yet) but silent for longer than the lag time: stays out.
@@ -442,5 +494,76 @@ mod tests {
         f.on_fetch(NodeId(2), Offset(10), Offset(10), 1_000);
         f.on_fetch(NodeId(3), Offset(10), Offset(10), 1_000);
         assert_eq!(f.wanted_isr(1_050, lag, Offset(10), Offset(0), &live), Some(ids.to_vec()));
+    }
+
+    /// The lost records of a cluster crash trial: a follower back from a restart caught
+    /// up, the leader asked to add it, and went on acknowledging with the old ISR while the
+    /// change was being committed; the controller then elected the added follower, which
+    /// lacked the last acknowledged records. With Kafka's maximal ISR, an addition holds
+    /// the high watermark from the moment it is asked.
+    #[test]
+    fn a_follower_being_added_holds_the_high_watermark_from_the_ask() {
+        let ids = [1, 2, 3].map(NodeId);
+        let mut f = Followers::new(NodeId(2), LeaderEpoch(7), &ids, &[NodeId(2), NodeId(3)], 0);
+        f.set_isr(&[NodeId(2), NodeId(3)], PartitionEpoch(3));
+        f.on_fetch(NodeId(3), Offset(1470), Offset(1470), 10);
+        f.on_fetch(NodeId(1), Offset(1470), Offset(1470), 10);
+        assert_eq!(f.high_watermark_bound(), Offset(1470));
+        let wanted = f.wanted_isr(20, 500, Offset(1470), Offset(0), &live);
+        assert_eq!(wanted.as_deref(), Some(&ids[..]));
+        f.asked(PartitionEpoch(3), &ids);
+        // 3 fetches on; 1 is slower: the high watermark waits for it.
+        f.on_fetch(NodeId(3), Offset(1476), Offset(1476), 30);
+        assert_eq!(f.high_watermark_bound(), Offset(1470));
+        assert!(f.behind(Offset(1470)).is_empty());
+        assert_eq!(f.behind(Offset(1476)), vec![(NodeId(1), Offset(1470))], "what was lost");
+        // Asked again (in case the proposal was lost) while pending and caught up.
+        assert_eq!(
+            f.wanted_isr(40, 500, Offset(1470), Offset(0), &live).as_deref(),
+            Some(&ids[..])
+        );
+        // Applied: 1 is in the ISR, nothing pending.
+        f.set_isr(&ids, PartitionEpoch(4));
+        assert_eq!(f.high_watermark_bound(), Offset(1470));
+        f.on_fetch(NodeId(1), Offset(1476), Offset(1476), 50);
+        assert_eq!(f.high_watermark_bound(), Offset(1476));
+        assert_eq!(f.wanted_isr(60, 500, Offset(1476), Offset(0), &live), None);
+        // An ask based on an old partition epoch can never be applied: it holds nothing.
+        f.set_isr(&[NodeId(2), NodeId(1)], PartitionEpoch(5));
+        f.asked(PartitionEpoch(4), &ids);
+        assert_eq!(f.high_watermark_bound(), Offset(1476));
+        assert_eq!(
+            f.wanted_isr(60, 500, Offset(1476), Offset(0), &live).as_deref(),
+            Some(&ids[..])
+        );
+    }
+
+    /// A follower being added that stops fetching holds the high watermark only until the
+    /// lag time: the leader then asks for the ISR the metadata log has, which moves the
+    /// partition epoch (taken or refused, the pending change is over).
+    #[test]
+    fn a_follower_being_added_that_stops_fetching_is_let_go() {
+        let ids = [1, 2, 3].map(NodeId);
+        let mut f = Followers::new(NodeId(2), LeaderEpoch(7), &ids, &[NodeId(2), NodeId(3)], 0);
+        f.set_isr(&[NodeId(2), NodeId(3)], PartitionEpoch(3));
+        f.on_fetch(NodeId(3), Offset(100), Offset(100), 10);
+        f.on_fetch(NodeId(1), Offset(100), Offset(100), 10);
+        f.asked(PartitionEpoch(3), &ids);
+        f.on_fetch(NodeId(3), Offset(150), Offset(150), 400);
+        assert_eq!(f.high_watermark_bound(), Offset(100), "1 is being added");
+        let lag = 500;
+        assert_eq!(
+            f.wanted_isr(510, lag, Offset(100), Offset(0), &live).as_deref(),
+            Some(&ids[..])
+        );
+        // 1 silent for longer than the lag: the ISR the log has is asked for again.
+        let without_1 = [NodeId(2), NodeId(3)];
+        let wanted = f.wanted_isr(511, lag, Offset(100), Offset(0), &live);
+        assert_eq!(wanted.as_deref(), Some(&without_1[..]));
+        // Still pending until the partition epoch moves.
+        assert_eq!(f.high_watermark_bound(), Offset(100));
+        f.set_isr(&without_1, PartitionEpoch(4));
+        assert_eq!(f.high_watermark_bound(), Offset(150));
+        assert_eq!(f.wanted_isr(520, lag, Offset(150), Offset(0), &live), None);
     }
 }

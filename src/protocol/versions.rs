@@ -21,7 +21,7 @@ const fn api(key: ApiKey, min: i16, max: i16) -> Supported {
     Supported { key, advertised_min: min, min, max }
 }
 
-pub const SUPPORTED: [Supported; 45] = [
+pub const SUPPORTED: [Supported; 52] = [
     Supported { key: ApiKey::Produce, advertised_min: 0, min: 3, max: 12 },
     api(ApiKey::Fetch, 4, 17),
     api(ApiKey::ListOffsets, 1, 9),
@@ -58,6 +58,15 @@ pub const SUPPORTED: [Supported; 45] = [
     // the member epoch).
     api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     api(ApiKey::ConsumerGroupDescribe, 0, 1),
+    // Share groups (KIP-932) at Kafka 4.1's stable versions (single node; a clustered node
+    // answers them UNSUPPORTED_VERSION, as Kafka does with share groups off).
+    api(ApiKey::ShareGroupHeartbeat, 1, 1),
+    api(ApiKey::ShareGroupDescribe, 1, 1),
+    api(ApiKey::ShareFetch, 1, 1),
+    api(ApiKey::ShareAcknowledge, 1, 1),
+    api(ApiKey::DescribeShareGroupOffsets, 0, 0),
+    api(ApiKey::AlterShareGroupOffsets, 0, 0),
+    api(ApiKey::DeleteShareGroupOffsets, 0, 0),
     api(ApiKey::InitProducerId, 0, 5),
     // Transactions at Kafka 4.0's ranges (transaction version 1: the `transaction.version`
     // feature is not advertised, so clients do not use KIP-890's flows).
@@ -84,9 +93,13 @@ pub const SUPPORTED: [Supported; 45] = [
 /// APIs a node serves only in a cluster (`--controller-quorum-voters`), at Kafka 4.0's
 /// ranges. A single node does not advertise them, as a ZooKeeper-mode Kafka broker did not
 /// advertise DescribeQuorum: clients then report it as unsupported without asking.
-/// WriteTxnMarkers is what one node's transaction coordinator sends another's partitions.
-pub const CLUSTER_ONLY: [Supported; 2] =
-    [api(ApiKey::DescribeQuorum, 0, 2), api(ApiKey::WriteTxnMarkers, 1, 1)];
+/// WriteTxnMarkers is what one node's transaction coordinator sends another's partitions;
+/// UnregisterBroker removes a registration from the metadata log.
+pub const CLUSTER_ONLY: [Supported; 3] = [
+    api(ApiKey::DescribeQuorum, 0, 2),
+    api(ApiKey::WriteTxnMarkers, 1, 1),
+    api(ApiKey::UnregisterBroker, 0, 0),
+];
 
 /// What a node advertises: `SUPPORTED`, plus `CLUSTER_ONLY` when clustered.
 pub fn advertised(clustered: bool) -> impl Iterator<Item = Supported> {
@@ -130,6 +143,7 @@ mod tests {
         assert!(serves(0, 3, true));
         assert!(!serves(55, 2, false));
         assert!(serves(55, 2, true));
+        assert!(serves(64, 0, true) && !serves(64, 0, false) && !serves(64, 1, true));
         assert!(!serves(55, 3, true));
         assert!(supported(999).is_none());
     }

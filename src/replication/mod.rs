@@ -147,6 +147,7 @@ impl Replication {
         let forget = Duration::from_millis(REPLICA_ISR_CHANGE_RETRY_MS_MAX * 2);
         let me = self.shard.config.node_id;
         let mut records = Vec::new();
+        let mut first = None;
         {
             let mut asked = self.asked.borrow_mut();
             asked.retain(|_, last| last.at.elapsed() < forget);
@@ -160,7 +161,7 @@ impl Replication {
                 let times = again.map_or(1, |last| last.times + 1);
                 let catalog = self.shard.catalog.borrow();
                 let Some(meta) = catalog.get(&change.tp.topic) else { continue };
-                tracing::info!(
+                tracing::debug!(
                     tp = %change.tp,
                     isr = ?change.isr,
                     leader_epoch = change.leader_epoch.0,
@@ -175,6 +176,9 @@ impl Replication {
                     times,
                 };
                 asked.insert(change.tp.clone(), last);
+                // Before it can be applied: what it adds holds the high watermark.
+                self.partitions.isr_asked(&change);
+                first.get_or_insert_with(|| format!("{} to {:?}", change.tp, change.isr));
                 records.push(MetadataRecord::AlterPartition {
                     topic_id: meta.id,
                     partition: change.tp.partition,
@@ -184,6 +188,12 @@ impl Replication {
                     isr: change.isr,
                 });
             }
+        }
+        if let Some(first) = first {
+            // One line a round (a start with thousands of partitions asks for thousands at
+            // once); each change is at debug level.
+            let count = records.len();
+            tracing::info!("asking the controller for {count} ISR changes (the first: {first})");
         }
         for record in records {
             self.cluster.propose_from_any_shard(record).await;

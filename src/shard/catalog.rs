@@ -301,6 +301,8 @@ mod tests {
             durability: Durability::Write,
             min_insync_replicas: 1,
             cleanup: Default::default(),
+            delivery_delay_ms: -1,
+            dead_letter_group_enable: false,
         }
     }
 

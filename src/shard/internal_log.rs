@@ -67,6 +67,8 @@ pub fn log_config(segment_bytes: u64, durability: Durability) -> TopicConfig {
         durability,
         min_insync_replicas: 1,
         cleanup: Default::default(),
+        delivery_delay_ms: -1,
+        dead_letter_group_enable: false,
     }
 }
 
@@ -238,6 +240,28 @@ pub fn decode_records<R>(
     out
 }
 
+/// The old logs a shard replays (`replay`, `replay_batches`): its own, or every log of the
+/// old layout when the core count changed (`layout` shards then, `shards` now).
+struct Sources {
+    layout: usize,
+    sources: Vec<usize>,
+    /// No record yet; `migrated` set.
+    replayed: Replayed,
+}
+
+fn sources(data_dir: &Path, shard: ShardId, shards: usize) -> Sources {
+    let layout = read_layout(data_dir).unwrap_or(shards);
+    let migrated = layout != shards;
+    let sources = if migrated { (0..layout).collect() } else { vec![shard.index()] };
+    Sources { layout, sources, replayed: Replayed { records: 0, migrated } }
+}
+
+/// Every intact batch of old log `source` of `topic` (`read_batches`, off the shard).
+async fn read_source(data_dir: &Path, topic: &str, source: usize) -> std::io::Result<Vec<Vec<u8>>> {
+    let dir = data_dir.join(format!("{topic}-{source}"));
+    glommio::executor().spawn_blocking(move || read_batches(&dir)).await
+}
+
 /// What `replay` read.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Replayed {
@@ -261,13 +285,9 @@ pub async fn replay<R>(
     key: impl Fn(&R) -> &str,
     mut apply: impl FnMut(R),
 ) -> std::io::Result<Replayed> {
-    let layout = read_layout(data_dir).unwrap_or(shards);
-    let migrated = layout != shards;
-    let sources: Vec<usize> = if migrated { (0..layout).collect() } else { vec![shard.index()] };
-    let mut replayed = Replayed { records: 0, migrated };
+    let Sources { layout, sources, mut replayed } = sources(data_dir, shard, shards);
     for source in sources {
-        let dir = data_dir.join(format!("{topic}-{source}"));
-        let batches = glommio::executor().spawn_blocking(move || read_batches(&dir)).await?;
+        let batches = read_source(data_dir, topic, source).await?;
         for bytes in &batches {
             let Ok(views) = records::parse_batch(bytes) else { continue };
             for view in views {
@@ -293,10 +313,45 @@ pub async fn replay<R>(
     Ok(replayed)
 }
 
+/// As `replay`, for a log whose batches mean more than their records (the group
+/// coordinator's: transactional batches and markers): `decode` turns one old log's batches
+/// (its index in the old layout, its batches oldest first) into records, and `key` names a
+/// record's owner key, None for one that belongs to the log rather than to a key (a
+/// marker), which `apply` always gets. `apply` also gets whether an owner key's records
+/// were stored in that log (a marker settles only what its own log held).
+pub async fn replay_batches<R>(
+    data_dir: &Path,
+    topic: &'static str,
+    shard: ShardId,
+    shards: usize,
+    decode: impl Fn(usize, &[Vec<u8>]) -> Vec<R>,
+    key: impl Fn(&R) -> Option<&str>,
+    mut apply: impl FnMut(R, &dyn Fn(&str) -> bool),
+) -> std::io::Result<Replayed> {
+    let Sources { layout, sources, mut replayed } = sources(data_dir, shard, shards);
+    for source in sources {
+        let batches = read_source(data_dir, topic, source).await?;
+        let stored_here = |owner_key: &str| shard_for_key(owner_key, layout).index() == source;
+        for record in decode(source, &batches) {
+            let mine = match key(&record) {
+                Some(owner_key) => {
+                    stored_here(owner_key) && shard_for_key(owner_key, shards) == shard
+                }
+                None => true,
+            };
+            if mine {
+                apply(record, &stored_here);
+                replayed.records += 1;
+            }
+        }
+    }
+    Ok(replayed)
+}
+
 /// Every intact batch of the log in `dir`, oldest first, read straight from the segment
 /// files (blocking; start-up only). Stops at the first torn or invalid batch: what follows a
 /// damaged spot is not a prefix of the history. (Only the last segment may end in padding.)
-fn read_batches(dir: &Path) -> std::io::Result<Vec<Vec<u8>>> {
+pub fn read_batches(dir: &Path) -> std::io::Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     let bases = match crate::storage::segment::list_segments(dir) {
         Ok(bases) => bases,

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::constants::{BATCH_HEADER_BYTES, CLEANER_READ_BYTES};
+use crate::constants::{BATCH_HEADER_BYTES, CLEANER_PAUSE, CLEANER_READ_BYTES, CLEANER_TURN};
 use crate::model::batch::BatchHeader;
 use crate::model::{now_ms, Offset};
 use crate::storage::compaction::{Cleaner, Filled, MapBuilder, OffsetMap, Retained};
@@ -147,6 +147,7 @@ pub async fn clean(
     settings: &CleanSettings,
 ) -> Result<Option<CleanReport>, Error> {
     let mut pace = Pace::new(settings.io_bytes_per_second);
+    let mut turns = Turns::new();
     let (dir, files, aborted, producers_last, delete_retention_ms, segment_bytes, openings) = {
         let l = log.borrow();
         let openings: Vec<_> = l
@@ -191,7 +192,7 @@ pub async fn clean(
                 if builder.add(&batch).map_err(clean_error)? == Filled::Full {
                     break 'segments;
                 }
-                glommio::yield_if_needed().await;
+                turns.take().await;
             }
         }
     }
@@ -227,8 +228,8 @@ pub async fn clean(
             let mut next = reader.next(&mut pace, &mut report).await?;
             while let Some(batch) = next {
                 if settings.stop.get() {
-                    drop(writer);
-                    let _ = std::fs::remove_file(&cleaned_path);
+                    writer.abandon().await;
+                    remove_cleaned(cleaned_path).await;
                     return Ok(None);
                 }
                 next = reader.next(&mut pace, &mut report).await?;
@@ -251,12 +252,12 @@ pub async fn clean(
                     let wrote = writer.append(&bytes).await?;
                     pace.charge(wrote).await;
                 }
-                glommio::yield_if_needed().await;
+                turns.take().await;
             }
         }
         if !changed {
-            drop(writer);
-            let _ = std::fs::remove_file(&cleaned_path);
+            writer.abandon().await;
+            remove_cleaned(cleaned_path).await;
             continue;
         }
         let written = writer.finish().await?;
@@ -265,12 +266,12 @@ pub async fn clean(
         if written.next_offset != group_end {
             // The group's last batch is always kept (at least empty), so this is a segment
             // that changed under the clean: give the clean up rather than leave a gap.
-            let _ = std::fs::remove_file(&cleaned_path);
+            remove_cleaned(cleaned_path).await;
             return Ok(None);
         }
         let ids: Vec<(Offset, SegmentId)> = group.iter().map(|s| (s.base_offset, s.id)).collect();
         if !swap(log, &dir, &ids, group_end, written, &files).await? {
-            let _ = std::fs::remove_file(&cleaned_path);
+            remove_cleaned(cleaned_path).await;
             return Ok(None);
         }
     }
@@ -286,6 +287,13 @@ pub async fn clean(
         .spawn_blocking(move || write_checkpoint(&checkpoint_dir, cleaned_to))
         .await?;
     Ok(Some(report))
+}
+
+/// Removes a cleaned file that is not swapped in, on the blocking pool: unlinking a closed
+/// file frees its blocks inside the call (see `storage::files`), which must not stall the
+/// shard.
+async fn remove_cleaned(path: PathBuf) {
+    let _ = glommio::executor().spawn_blocking(move || std::fs::remove_file(path)).await;
 }
 
 /// Steps 2-4 of the swap (module doc) and the log's segments replaced in memory. False when
@@ -504,6 +512,33 @@ impl<'a> BatchReader<'a> {
     fn damaged(&self) -> Error {
         let path = self.file.path().map(|p| p.to_path_buf()).unwrap_or_default();
         Error::Corrupt { path, position: self.position }
+    }
+}
+
+/// The cleaner's turns on the shard's CPU. Shares decide between task queues that are both
+/// runnable, but a request that arrives while the cleaner runs is not runnable yet: glommio
+/// reaps network completions only between task-queue runs, and preempts a queue only on its
+/// preempt timer (100 ms: see `broker`) or on latency-ring I/O. Between two of its own reads
+/// or writes the cleaner decompresses, hashes and recompresses up to a megabyte of batches
+/// (milliseconds), and produce's p99 rose with it (`scripts/measure-compaction.py`). So after
+/// `CLEANER_TURN` of work it sleeps for `CLEANER_PAUSE`: its queue goes idle, the executor
+/// reaps what arrived, and the requests run before the cleaner's next turn.
+struct Turns {
+    since: Instant,
+}
+
+impl Turns {
+    fn new() -> Turns {
+        Turns { since: Instant::now() }
+    }
+
+    async fn take(&mut self) {
+        if self.since.elapsed() >= CLEANER_TURN {
+            glommio::timer::sleep(CLEANER_PAUSE).await;
+            self.since = Instant::now();
+        } else {
+            glommio::yield_if_needed().await;
+        }
     }
 }
 

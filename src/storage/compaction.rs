@@ -368,6 +368,34 @@ impl Transactions {
     }
 }
 
+/// What `drop_records` made of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dropped {
+    /// No record was dropped: the batch as it was.
+    Nothing,
+    /// Some were: the batch rebuilt with the others, in its own codec (their offset deltas
+    /// and the batch's last offset delta kept, as compaction leaves them).
+    Rebuilt(Vec<u8>),
+    /// Every record was dropped.
+    Everything,
+}
+
+/// `batch` (one whole batch) without the records `drop` picks: delayed delivery's cancels.
+pub fn drop_records(
+    batch: &[u8],
+    drop: impl Fn(&RecordView<'_>) -> bool,
+) -> Result<Dropped, CleanError> {
+    let header = BatchHeader::parse(batch).map_err(|_| CleanError::Header)?;
+    let section = record_scan::decompress_records(batch, CLEANER_DECOMPRESSED_MAX)?;
+    let records = record_scan::records(&section, header.records_count())?;
+    let kept: Vec<RecordView<'_>> = records.iter().filter(|r| !drop(r)).copied().collect();
+    Ok(match kept.len() {
+        0 => Dropped::Everything,
+        n if n == records.len() => Dropped::Nothing,
+        _ => Dropped::Rebuilt(rebuild(batch, &header, &kept, None)?),
+    })
+}
+
 /// An empty batch in place of `batch`: its offsets (base offset, last offset delta), leader
 /// epoch, producer fields and max timestamp, no records, uncompressed (Kafka's
 /// `writeEmptyHeader`).
@@ -717,6 +745,33 @@ mod tests {
                     at += 1;
                 }
             }
+        }
+    }
+
+    #[test]
+    fn dropped_records_leave_the_others_in_their_codec() {
+        for codec in CODECS {
+            let records: Vec<Rec> = (0..4)
+                .map(|i| Rec {
+                    offset: i,
+                    key: Some(format!("k{}", i % 2).into_bytes()),
+                    value: Some(format!("v{i}").into_bytes()),
+                    timestamp: 1_000 + i,
+                    txn: None,
+                })
+                .collect();
+            let batch = data_batch(&records, None, codec);
+            assert_eq!(drop_records(&batch, |_| false).expect("read"), Dropped::Nothing);
+            assert_eq!(drop_records(&batch, |_| true).expect("read"), Dropped::Everything);
+            let odd = drop_records(&batch, |r| r.key == Some(b"k0".as_slice())).expect("read");
+            let Dropped::Rebuilt(rebuilt) = odd else { panic!("not rebuilt") };
+            let header = batch::validate(&rebuilt, usize::MAX).expect("a valid batch");
+            assert_eq!((header.records_count(), header.last_offset_delta()), (2, 3));
+            let section = record_scan::decompress_records(&rebuilt, u64::MAX).expect("read");
+            let kept = record_scan::records(&section, 2).expect("two records");
+            let deltas: Vec<i64> = kept.iter().map(|r| r.offset_delta).collect();
+            assert_eq!(deltas, [1, 3], "{codec:?}");
+            assert_eq!(kept[1].value, Some(b"v3".as_slice()));
         }
     }
 

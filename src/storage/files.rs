@@ -10,12 +10,22 @@
 //! idle files. A file opened again is opened without `O_CREAT`: a segment that retention
 //! removed in the meantime reads as gone (`NotFound`), never as a new empty file.
 //!
+//! Removing a file: the last close of an unlinked file frees its blocks, inside `close(2)`
+//! or in the closing thread's return to user space (ext4 truncates it there and, on a file
+//! system mounted with `discard`, waits for the device to discard every extent: tens of
+//! milliseconds for a segment, measured). glommio closes its descriptors with an io_uring
+//! close whose final `fput` runs on the shard's own thread, so a removed segment's
+//! descriptors are closed by `close_removed`: the shard's O_DIRECT descriptor is closed
+//! while a duplicate keeps the file, and the duplicate and the buffered descriptor are
+//! closed last, on glommio's blocking pool.
+//!
 //! Lifecycle: one per shard, built by the service that owns the shard's logs (or one per log
 //! in tests, `OpenFiles::unbounded`), shared by its logs through an `Rc`.
 
 use std::cell::{Cell, RefCell};
 use std::num::NonZeroUsize;
 use std::ops::Deref;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,19 +45,29 @@ pub struct SegmentId(u64);
 /// whether the cache still holds it or only an operation in flight does.
 pub struct Direct {
     file: DmaFile,
-    live: Rc<Cell<usize>>,
+    _live: DirectLive,
+}
+
+/// One count of `OpenFiles::direct_live`, given back when the descriptor goes.
+struct DirectLive(Rc<Cell<usize>>);
+
+impl DirectLive {
+    fn new(live: &Rc<Cell<usize>>) -> DirectLive {
+        live.set(live.get() + 1);
+        DirectLive(live.clone())
+    }
+}
+
+impl Drop for DirectLive {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 impl Deref for Direct {
     type Target = DmaFile;
     fn deref(&self) -> &DmaFile {
         &self.file
-    }
-}
-
-impl Drop for Direct {
-    fn drop(&mut self) {
-        self.live.set(self.live.get() - 1);
     }
 }
 
@@ -159,16 +179,9 @@ impl OpenFiles {
             glommio::timer::sleep(DIRECT_RETRY).await;
         }
         // Counted before the open, so that concurrent opens see each other.
-        self.direct_live.set(self.direct_live.get() + 1);
+        let live = DirectLive::new(&self.direct_live);
         let opened = OpenOptions::new().read(true).write(true).dma_open(path).await;
-        let file = match opened {
-            Ok(file) => file,
-            Err(e) => {
-                self.direct_live.set(self.direct_live.get() - 1);
-                return Err(io_error(e));
-            }
-        };
-        let file = Rc::new(Direct { file, live: self.direct_live.clone() });
+        let file = Rc::new(Direct { file: opened.map_err(io_error)?, _live: live });
         self.opened.set(self.opened.get() + 1);
         self.direct.borrow_mut().put(segment, file.clone());
         Ok(file)
@@ -178,8 +191,7 @@ impl OpenFiles {
     /// and there is at most one per log at a time).
     pub fn insert_direct(&self, segment: SegmentId, file: DmaFile) -> Rc<Direct> {
         self.make_room_direct();
-        self.direct_live.set(self.direct_live.get() + 1);
-        let file = Rc::new(Direct { file, live: self.direct_live.clone() });
+        let file = Rc::new(Direct { file, _live: DirectLive::new(&self.direct_live) });
         self.opened.set(self.opened.get() + 1);
         self.direct.borrow_mut().put(segment, file.clone());
         file
@@ -211,12 +223,13 @@ impl OpenFiles {
         Ok(Some(file))
     }
 
-    /// Drops the segment's descriptors from the cache (it is being removed) and returns the
-    /// buffered one, whose last close frees the file's blocks and so belongs on a helper
-    /// thread.
-    pub fn forget(&self, segment: SegmentId) -> Option<Arc<Buffered>> {
-        self.direct.borrow_mut().pop(&segment);
-        self.buffered.borrow_mut().pop(&segment)
+    /// Takes the segment's descriptors out of the cache (it is being removed), for
+    /// `close_removed`.
+    pub fn forget(&self, segment: SegmentId) -> Forgotten {
+        Forgotten {
+            direct: self.direct.borrow_mut().pop(&segment),
+            buffered: self.buffered.borrow_mut().pop(&segment),
+        }
     }
 
     pub fn stats(&self) -> FileStats {
@@ -241,6 +254,73 @@ impl OpenFiles {
         make_room(&mut self.buffered.borrow_mut(), live, self.buffered_max, &self.evicted)
     }
 }
+
+/// A removed segment's descriptors, taken out of the cache (see the module doc).
+pub struct Forgotten {
+    direct: Option<Rc<Direct>>,
+    buffered: Option<Arc<Buffered>>,
+}
+
+/// How long a removed segment's O_DIRECT file may stay shared (an operation in flight, a
+/// clean that still holds its input) before its close is left to whoever drops it last.
+const REMOVED_IN_FLIGHT_WAIT: Duration = Duration::from_secs(600);
+
+/// Closes removed segments' descriptors so that no last close of a file runs on the shard's
+/// thread (module doc): `work` (the unlinks) and then the last closes run on the blocking
+/// pool; returns when the unlinks are done. An O_DIRECT file still shared is closed later,
+/// by a task that waits until it is the file's only holder.
+pub async fn close_removed(forgotten: Vec<Forgotten>, work: impl FnOnce() + Send + 'static) {
+    let mut last = Vec::with_capacity(forgotten.len());
+    let mut buffered = Vec::with_capacity(forgotten.len());
+    for Forgotten { direct, buffered: read } in forgotten {
+        buffered.extend(read);
+        let Some(direct) = direct else { continue };
+        // SAFETY: `direct` owns the descriptor and keeps it open for this call.
+        let raw = unsafe { BorrowedFd::borrow_raw(direct.file.as_raw_fd()) };
+        let Ok(duplicate) = raw.try_clone_to_owned() else { continue };
+        match Rc::try_unwrap(direct) {
+            Ok(Direct { file, _live }) => {
+                // Not the file's last reference: the duplicate holds it.
+                let _ = file.close().await;
+                last.push(duplicate);
+            }
+            Err(shared) => {
+                glommio::spawn_local(close_when_unshared(shared, duplicate)).detach();
+            }
+        }
+    }
+    glommio::executor()
+        .spawn_blocking(move || {
+            work();
+            drop(last);
+            drop(buffered);
+        })
+        .await;
+}
+
+/// Closes a removed segment's O_DIRECT file once nothing else holds it, then its duplicate
+/// on the blocking pool (see `close_removed`).
+async fn close_when_unshared(mut direct: Rc<Direct>, duplicate: std::os::fd::OwnedFd) {
+    let waited = std::time::Instant::now();
+    loop {
+        match Rc::try_unwrap(direct) {
+            Ok(Direct { file, _live }) => {
+                let _ = file.close().await;
+                break;
+            }
+            Err(shared) if waited.elapsed() >= REMOVED_IN_FLIGHT_WAIT => {
+                drop(shared);
+                break;
+            }
+            Err(shared) => direct = shared,
+        }
+        glommio::timer::sleep(REMOVED_POLL).await;
+    }
+    glommio::executor().spawn_blocking(move || drop(duplicate)).await;
+}
+
+/// How often `close_when_unshared` looks again.
+const REMOVED_POLL: Duration = Duration::from_millis(10);
 
 /// Pops least recently used entries of `lru` while `live()` descriptors of its kind are at
 /// `max` or more; false when the cache is empty and they still are. An entry in use (held

@@ -344,6 +344,17 @@ pub struct Appending {
 }
 
 impl Appending {
+    /// An append that is already answered (a duplicate of a delayed batch): `info` at once.
+    pub fn ready(info: AppendInfo) -> Appending {
+        Appending { info, durable: None, deleted: false }
+    }
+
+    /// The same write, answered with `info` once it is durable (a delayed batch: written to
+    /// the partition's delay log, its records placed in the partition later).
+    pub fn answered_as(self, info: AppendInfo) -> Appending {
+        Appending { info, ..self }
+    }
+
     /// Waits until the append is durable (or its log deleted). Cancel-safe: dropping the
     /// future leaves the append as it was, to be waited for or asked again.
     pub async fn wait(&mut self) {
@@ -460,6 +471,66 @@ pub fn enqueue_coordinator(
         glommio::spawn_local(flush_loop(log.clone())).detach();
     }
     Ok(Appending { info, durable: Some(done_rx), deleted: false })
+}
+
+/// Delayed delivery, at admission: runs the idempotent-producer checks of `batches` (bound
+/// for the partition's delay log, not for this log) against this log's producer state and
+/// records them without offsets (`ProducerStateTable::try_append_delayed`), in the same
+/// order as `enqueue` checks, so that the producer's next batch follows them. `Some` is the
+/// original of a duplicate (a retry: nothing is scheduled again).
+pub fn admit_delayed(
+    log: &Rc<RefCell<Log>>,
+    batches: &[Bytes],
+) -> Result<Option<producer_state::BatchMetadata>, Error> {
+    let mut l = log.borrow_mut();
+    if l.deleted {
+        return Err(Error::Deleted);
+    }
+    let producer_batches = producer_batches_of(batches, -1)?;
+    if producer_batches.is_empty() {
+        return Ok(None);
+    }
+    match l.producers.try_append_delayed(&producer_batches, now_ms()) {
+        Ok(AppendCheck::Append) => Ok(None),
+        Ok(AppendCheck::Duplicate(original)) => Ok(Some(original)),
+        Err(e) => Err(Error::Producer(e)),
+    }
+}
+
+/// Delayed delivery, at start-up: a delayed batch read back from the partition's delay log
+/// (`ProducerStateTable::restore_delayed`), since a crash may have left this log's producer
+/// state without it.
+pub fn restore_delayed(log: &Rc<RefCell<Log>>, batch: &[u8]) {
+    let Ok(header) = BatchHeader::parse(batch) else { return };
+    let producer_batch = ProducerBatch::from_header(&header, header.max_timestamp());
+    log.borrow_mut().producers.restore_delayed(&producer_batch, now_ms());
+}
+
+/// Delayed delivery: the next base sequence of the broker's delivery producer
+/// (`producer_id`, epoch 0) in this log, 0 when it has none.
+pub fn delivery_sequence_next(log: &Rc<RefCell<Log>>, producer_id: ProducerId) -> i32 {
+    let l = log.borrow();
+    let last = l.producers.get(producer_id).and_then(|entry| entry.batches.back());
+    last.map_or(0, |m| m.last_sequence.wrapping_add(1).max(0))
+}
+
+/// Delayed delivery: appends one batch of the broker's delivery producer (see
+/// `partition::delay`), unless this log already has it (its last sequence is at or below
+/// the producer's last one here: a delivery repeated after a crash). None: already here.
+pub fn enqueue_delivery(log: &Rc<RefCell<Log>>, batch: Bytes) -> Result<Option<Appending>, Error> {
+    {
+        let l = log.borrow();
+        let header = BatchHeader::parse(&batch).unwrap_or_else(|_| unreachable!());
+        let producer_batch = ProducerBatch::from_header(&header, header.max_timestamp());
+        assert!(producer_batch.has_producer_id());
+        let entry = l.producers.get(producer_batch.producer_id);
+        let known = entry.filter(|entry| entry.epoch == producer_batch.producer_epoch);
+        let last = known.and_then(|entry| entry.batches.back()).map(|m| m.last_sequence);
+        if last.is_some_and(|last| producer_batch.last_sequence() <= last) {
+            return Ok(None);
+        }
+    }
+    enqueue(log, vec![batch]).map(Some)
 }
 
 /// A transaction marker for the partition, asked for by the transaction coordinator.
@@ -637,6 +708,48 @@ pub fn wait_high_watermark(
 pub fn drop_replication_waiters(log: &Rc<RefCell<Log>>) -> usize {
     let waiters = std::mem::take(&mut log.borrow_mut().replication_waiters);
     waiters.len()
+}
+
+/// Writes a producer-state snapshot of the log now, named by its next offset, and waits until
+/// it is on disk and the log's writes have reached that offset (so that recovery can use it).
+/// For a caller about to drop another copy of that state: delayed delivery trims its delay
+/// log, whose records are what restores the admissions of delayed batches (recorded in this
+/// log's producer state without offsets) after a crash. False: not written.
+pub async fn snapshot_producers(log: &Rc<RefCell<Log>>) -> bool {
+    let (dir, offset, bytes) = {
+        let l = log.borrow();
+        if l.deleted {
+            return false;
+        }
+        (l.dir.clone(), l.next_offset, l.producers.encode_snapshot(l.next_offset))
+    };
+    let written = glommio::executor()
+        .spawn_blocking(move || snapshot::write(&dir, offset, &bytes, Flush::Now))
+        .await;
+    if let Err(e) = written {
+        tracing::warn!(tp = %log.borrow().tp, "cannot write a producer snapshot: {e}");
+        return false;
+    }
+    if offset > Offset::ZERO {
+        if let Some(reached) = wait_high_watermark(log, Offset(offset.0 - 1)) {
+            let _ = reached.await;
+        }
+    }
+    !log.borrow().deleted
+}
+
+/// How many whole segments lie below `offset` (never the active one): what
+/// `delete_segments_before` would delete.
+pub fn segments_before(log: &Rc<RefCell<Log>>, offset: Offset) -> usize {
+    whole_segments_before(&log.borrow(), offset)
+}
+
+fn whole_segments_before(l: &Log, offset: Offset) -> usize {
+    let mut count = 0;
+    while count + 1 < l.segments.len() && l.segments[count + 1].base_offset <= offset {
+        count += 1;
+    }
+    count
 }
 
 /// Waits until no write of the log is queued or running (nothing is claimed: a write
@@ -986,29 +1099,38 @@ fn check_producers(
     batches: &[Bytes],
     append_time: i64,
 ) -> Result<Option<producer_state::BatchMetadata>, Error> {
-    fn header_of(bytes: &Bytes) -> BatchHeader<'_> {
-        BatchHeader::parse(bytes).unwrap_or_else(|_| unreachable!())
-    }
-    if batches.iter().all(|bytes| !header_of(bytes).producer_id().is_valid()) {
+    let producer_batches = producer_batches_of(batches, append_time)?;
+    if producer_batches.is_empty() {
         return Ok(None);
     }
-    if batches.iter().any(|bytes| header_of(bytes).is_control()) {
-        return Err(Error::Producer(producer_state::ProducerError::ControlFromClient));
-    }
-    let producer_batches: Vec<ProducerBatch> = batches
-        .iter()
-        .map(|bytes| {
-            let header = header_of(bytes);
-            let max_timestamp = if append_time >= 0 { append_time } else { header.max_timestamp() };
-            ProducerBatch::from_header(&header, max_timestamp)
-        })
-        .collect();
     let first_offset = l.next_offset;
     match l.producers.try_append(&producer_batches, first_offset, now_ms()) {
         Ok(AppendCheck::Append) => Ok(None),
         Ok(AppendCheck::Duplicate(original)) => Ok(Some(original)),
         Err(e) => Err(Error::Producer(e)),
     }
+}
+
+/// The producer view of `batches` for the idempotence checks: empty when none carries a
+/// producer id; a control batch from a client is refused.
+fn producer_batches_of(batches: &[Bytes], append_time: i64) -> Result<Vec<ProducerBatch>, Error> {
+    fn header_of(bytes: &Bytes) -> BatchHeader<'_> {
+        BatchHeader::parse(bytes).unwrap_or_else(|_| unreachable!())
+    }
+    if batches.iter().all(|bytes| !header_of(bytes).producer_id().is_valid()) {
+        return Ok(Vec::new());
+    }
+    if batches.iter().any(|bytes| header_of(bytes).is_control()) {
+        return Err(Error::Producer(producer_state::ProducerError::ControlFromClient));
+    }
+    Ok(batches
+        .iter()
+        .map(|bytes| {
+            let header = header_of(bytes);
+            let max_timestamp = if append_time >= 0 { append_time } else { header.max_timestamp() };
+            ProducerBatch::from_header(&header, max_timestamp)
+        })
+        .collect())
 }
 
 /// Writes queued batches until the queue is empty. Exactly one runs per log at a time.
@@ -1948,25 +2070,33 @@ pub async fn enforce_retention(log: &Rc<RefCell<Log>>, now: i64) -> Result<usize
 /// `offset` (a snapshot), so that the history before it can go. Returns how many went; their
 /// files are removed by a task of their own.
 pub fn delete_segments_before(log: &Rc<RefCell<Log>>, offset: Offset) -> usize {
-    let removed: Vec<Segment> = {
-        let mut l = log.borrow_mut();
-        if l.swapping {
-            return 0;
-        }
-        let mut count = 0;
-        while count + 1 < l.segments.len() && l.segments[count + 1].base_offset <= offset {
-            count += 1;
-        }
-        let removed: Vec<Segment> = l.segments.drain(..count).collect();
-        if count > 0 {
-            l.log_start_offset = l.segments[0].base_offset.max(l.log_start_offset);
-            l.cache.clear();
-        }
-        removed
-    };
+    let removed = take_segments_before(log, offset);
     let count = removed.len();
     glommio::spawn_local(segment::remove(removed)).detach();
     count
+}
+
+/// `delete_segments_before`, returning once the files are removed (oldest first: a crash
+/// midway leaves segments that still follow one another).
+pub async fn remove_segments_before(log: &Rc<RefCell<Log>>, offset: Offset) -> usize {
+    let removed = take_segments_before(log, offset);
+    let count = removed.len();
+    segment::remove(removed).await;
+    count
+}
+
+fn take_segments_before(log: &Rc<RefCell<Log>>, offset: Offset) -> Vec<Segment> {
+    let mut l = log.borrow_mut();
+    if l.swapping {
+        return Vec::new();
+    }
+    let count = whole_segments_before(&l, offset);
+    let removed: Vec<Segment> = l.segments.drain(..count).collect();
+    if count > 0 {
+        l.log_start_offset = l.segments[0].base_offset.max(l.log_start_offset);
+        l.cache.clear();
+    }
+    removed
 }
 
 /// Finishes queued writes and returns what the next start needs to resume the log without

@@ -165,6 +165,76 @@ impl ProducerStateTable {
         now_ms: i64,
     ) -> Result<AppendCheck, ProducerError> {
         assert!(first_offset >= Offset::ZERO);
+        self.try_append_at(batches, Some(first_offset), now_ms)
+    }
+
+    /// `try_append` for batches that go to the partition's delay log (delayed delivery):
+    /// checked the same way and recorded without offsets (`Offset::NONE`), so that the
+    /// producer's next batch follows their sequences and a retry of them is a duplicate
+    /// (answered with base offset -1: the records get theirs when they are delivered).
+    pub fn try_append_delayed(
+        &mut self,
+        batches: &[ProducerBatch],
+        now_ms: i64,
+    ) -> Result<AppendCheck, ProducerError> {
+        self.try_append_at(batches, None, now_ms)
+    }
+
+    /// A delayed batch read back from the delay log at start-up (the partition's snapshot
+    /// and log may predate it): put among the producer's retained batches in sequence order
+    /// (a retry of it is then a duplicate, and the producer's next batch follows the latest),
+    /// unless its epoch is older, it is there already, or it is older than all of them.
+    pub fn restore_delayed(&mut self, batch: &ProducerBatch, now_ms: i64) {
+        if !batch.has_producer_id() || batch.base_sequence < 0 {
+            return;
+        }
+        let entry = self.producers.entry(batch.producer_id).or_insert_with(|| ProducerEntry {
+            epoch: batch.producer_epoch,
+            batches: VecDeque::with_capacity(PRODUCER_BATCHES_RETAINED),
+            last_seen_ms: now_ms,
+        });
+        if batch.producer_epoch < entry.epoch {
+            return;
+        }
+        if batch.producer_epoch > entry.epoch {
+            entry.epoch = batch.producer_epoch;
+            entry.batches.clear();
+        }
+        let (first_sequence, last_sequence) = (batch.base_sequence, batch.last_sequence());
+        let same = |m: &BatchMetadata| {
+            m.first_sequence == first_sequence && m.last_sequence == last_sequence
+        };
+        if entry.batches.iter().any(same) {
+            return;
+        }
+        let at = entry
+            .batches
+            .iter()
+            .position(|m| m.first_sequence > first_sequence)
+            .unwrap_or(entry.batches.len());
+        if at == 0 && entry.batches.len() == PRODUCER_BATCHES_RETAINED {
+            return;
+        }
+        let metadata = BatchMetadata {
+            first_sequence,
+            last_sequence,
+            first_offset: Offset::NONE,
+            last_offset: Offset::NONE,
+            timestamp: batch.max_timestamp,
+        };
+        entry.batches.insert(at, metadata);
+        if entry.batches.len() > PRODUCER_BATCHES_RETAINED {
+            entry.batches.pop_front();
+        }
+        entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
+    }
+
+    fn try_append_at(
+        &mut self,
+        batches: &[ProducerBatch],
+        first_offset: Option<Offset>,
+        now_ms: i64,
+    ) -> Result<AppendCheck, ProducerError> {
         if !batches.iter().any(ProducerBatch::has_producer_id) {
             return Ok(AppendCheck::Append);
         }
@@ -185,7 +255,7 @@ impl ProducerStateTable {
                 }
                 self.record(batch, offset, now_ms);
             }
-            offset += i64::from(batch.last_offset_delta) + 1;
+            offset = offset.map(|o| o + (i64::from(batch.last_offset_delta) + 1));
         }
         Ok(AppendCheck::Append)
     }
@@ -195,7 +265,7 @@ impl ProducerStateTable {
     /// `try_append` never lets in) are ignored.
     pub fn replay(&mut self, batch: &ProducerBatch, first_offset: Offset, now_ms: i64) {
         if batch.has_producer_id() && batch.base_sequence >= 0 {
-            self.record(batch, first_offset, now_ms);
+            self.record(batch, Some(first_offset), now_ms);
         }
     }
 
@@ -274,12 +344,14 @@ impl ProducerStateTable {
         Ok(AppendCheck::Append)
     }
 
-    fn record(&mut self, batch: &ProducerBatch, first_offset: Offset, now_ms: i64) {
+    /// `first_offset` None: a delayed batch, which has no offsets yet (both `Offset::NONE`).
+    fn record(&mut self, batch: &ProducerBatch, first_offset: Option<Offset>, now_ms: i64) {
         let metadata = BatchMetadata {
             first_sequence: batch.base_sequence,
             last_sequence: batch.last_sequence(),
-            first_offset,
-            last_offset: first_offset + i64::from(batch.last_offset_delta),
+            first_offset: first_offset.unwrap_or(Offset::NONE),
+            last_offset: first_offset
+                .map_or(Offset::NONE, |first| first + i64::from(batch.last_offset_delta)),
             timestamp: batch.max_timestamp,
         };
         let entry = self.producers.entry(batch.producer_id).or_insert_with(|| ProducerEntry {
@@ -542,6 +614,41 @@ mod tests {
         offset: i64,
     ) -> Result<AppendCheck, ProducerError> {
         table.try_append(&[b], Offset(offset), NOW)
+    }
+
+    #[test]
+    fn delayed_batches_take_sequences_without_offsets_and_come_back_after_a_crash() {
+        let mut table = ProducerStateTable::default();
+        assert_eq!(append(&mut table, batch(0, 0, 2), 0), Ok(AppendCheck::Append));
+        let delayed = batch(0, 2, 3);
+        assert_eq!(table.try_append_delayed(&[delayed], NOW), Ok(AppendCheck::Append));
+        // A retry is a duplicate without offsets; the next batch follows its sequences.
+        let Ok(AppendCheck::Duplicate(original)) = table.try_append_delayed(&[delayed], NOW) else {
+            panic!("a retry of a delayed batch is a duplicate")
+        };
+        assert_eq!((original.first_offset, original.last_offset), (Offset::NONE, Offset::NONE));
+        assert_eq!(append(&mut table, batch(0, 5, 1), 2), Ok(AppendCheck::Append));
+        // After a crash the log's replay knows batches 0-1 and 5 only: the delayed one is
+        // restored between them, so a retry of either is a duplicate.
+        let mut replayed = ProducerStateTable::default();
+        replayed.replay(&batch(0, 0, 2), Offset(0), NOW);
+        replayed.replay(&batch(0, 5, 1), Offset(2), NOW);
+        replayed.restore_delayed(&delayed, NOW);
+        replayed.restore_delayed(&delayed, NOW);
+        let sequences: Vec<(i32, i32)> = replayed.producers[&ProducerId(PID)]
+            .batches
+            .iter()
+            .map(|m| (m.first_sequence, m.last_sequence))
+            .collect();
+        assert_eq!(sequences, [(0, 1), (2, 4), (5, 5)]);
+        assert!(matches!(
+            replayed.try_append_delayed(&[delayed], NOW),
+            Ok(AppendCheck::Duplicate(_))
+        ));
+        assert_eq!(append(&mut replayed, batch(0, 6, 1), 3), Ok(AppendCheck::Append));
+        // An older epoch is not restored.
+        replayed.restore_delayed(&batch(-1, 9, 1), NOW);
+        assert_eq!(replayed.producers[&ProducerId(PID)].batches.len(), 4);
     }
 
     #[test]

@@ -34,7 +34,7 @@ use crate::constants::{
 use crate::model::batch::{self, ScannedBatch};
 use crate::model::Offset;
 use crate::storage::clean_stop::{LastBatch, LogState};
-use crate::storage::files::{Buffered, Direct, OpenFiles, SegmentId};
+use crate::storage::files::{self, Buffered, Direct, OpenFiles, SegmentId};
 use crate::storage::index::SegmentIndex;
 use crate::storage::{count_fdatasync, io_error, Error};
 
@@ -609,6 +609,12 @@ impl SegmentWriter {
         Ok(())
     }
 
+    /// Closes the file unfinished (the clean gave up; its caller removes it), so that the
+    /// removal is not left with a close still in flight on the shard (`files` module doc).
+    pub async fn abandon(self) {
+        let _ = self.file.close().await;
+    }
+
     /// Writes what is pending, cuts the file to the batches' length and fdatasyncs it.
     pub async fn finish(mut self) -> Result<Written, Error> {
         if !self.pending.is_empty() {
@@ -639,39 +645,33 @@ const WRITER_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Deletes segments' files on glommio's blocking pool: removing a large file frees its blocks
 /// inside the call (on ext4, milliseconds per GiB), which must not stall the shard. Readers
-/// that still hold a descriptor can finish; the last descriptor of the buffered kind is
-/// dropped on the helper thread too, since closing the last one is what frees the blocks.
+/// that still hold a descriptor can finish; the last descriptor is closed on the helper
+/// thread too, since closing the last one is what frees the blocks (`files::close_removed`).
 pub async fn remove(segments: Vec<Segment>) {
     if segments.is_empty() {
         return;
     }
     let paths: Vec<PathBuf> = segments.iter().flat_map(Segment::file_paths).collect();
-    let read_files: Vec<Arc<Buffered>> =
-        segments.iter().filter_map(|segment| segment.files.forget(segment.id)).collect();
-    glommio::executor()
-        .spawn_blocking(move || {
-            for path in paths {
-                let _ = std::fs::remove_file(path);
-            }
-            drop(read_files);
-        })
-        .await;
+    let forgotten = segments.iter().map(|segment| segment.files.forget(segment.id)).collect();
     drop(segments);
+    files::close_removed(forgotten, move || {
+        for path in paths {
+            let _ = std::fs::remove_file(path);
+        }
+    })
+    .await;
 }
 
 /// Gives back the descriptors of segments whose files the cleaner already removed or
-/// replaced (a swap): like `remove`, the last buffered descriptor of a removed file is closed
-/// on the blocking pool, since that close frees its blocks; no file is touched.
+/// replaced (a swap): like `remove`, the last descriptor of a removed file is closed on the
+/// blocking pool, since that close frees its blocks; no file is touched.
 pub async fn release(segments: Vec<Segment>) {
     if segments.is_empty() {
         return;
     }
-    let read_files: Vec<Arc<Buffered>> =
-        segments.iter().filter_map(|segment| segment.files.forget(segment.id)).collect();
+    let forgotten = segments.iter().map(|segment| segment.files.forget(segment.id)).collect();
     drop(segments);
-    if !read_files.is_empty() {
-        glommio::executor().spawn_blocking(move || drop(read_files)).await;
-    }
+    files::close_removed(forgotten, || {}).await;
 }
 
 /// The next preallocation step of a segment with `allocated` bytes: as much again, within

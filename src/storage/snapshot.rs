@@ -60,7 +60,12 @@ pub enum Flush {
 pub fn write(dir: &Path, offset: Offset, bytes: &[u8], flush: Flush) -> std::io::Result<()> {
     use std::io::Write;
     let path = dir.join(segment::file_name(offset, EXTENSION));
-    let temporary = dir.join(format!("{}.tmp", segment::file_name(offset, EXTENSION)));
+    // A name of its own per write: a roll's snapshot and one asked for by delayed delivery's
+    // trim (`log::snapshot_producers`) may be written at the same offset at the same time.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = segment::file_name(offset, EXTENSION);
+    let temporary = dir.join(format!("{name}.{write}.tmp"));
     let mut file = std::fs::File::create(&temporary)?;
     file.write_all(bytes)?;
     if flush == Flush::Now {

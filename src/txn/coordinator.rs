@@ -10,9 +10,11 @@
 //! Ending a transaction (EndTxn, a timeout, or InitProducerId during a transaction):
 //! 1. the state machine moves it to Prepare* and the record is written to the log;
 //! 2. each partition's owner appends a marker (one mesh message per owning shard), and each
-//!    group's owner settles the transaction's pending offsets (commit: they become the
-//!    group's committed offsets; abort: dropped). Clustered, the markers go to each
-//!    partition's leader, and a group's offsets are settled by the marker of its partition of
+//!    group's coordinator writes a marker to its offsets log, which settles the producer's
+//!    pending offsets there (commit: they become the group's committed offsets; abort:
+//!    dropped; a transaction begun before the upgrade to this path hands its offsets over
+//!    with `GroupRequest::TxnEnd`). Clustered, the markers go to each partition's leader,
+//!    and a group's offsets are settled by the marker of its partition of
 //!    `__consumer_offsets` (added by AddOffsetsToTxn), which its group coordinator writes;
 //! 3. Complete* is written, and EndTxn answers.
 //!
@@ -68,8 +70,7 @@ use crate::shard::Shard;
 use crate::storage::clean_stop::{CleanStop, LogState};
 use crate::storage::log::{self, Marker};
 use crate::txn::state::{
-    EndOutcome, EndPlan, InitOutcome, Producer, Transactions, TxnConfig, TxnMeta, TxnOffset,
-    TxnRecord,
+    EndOutcome, EndPlan, InitOutcome, Producer, Transactions, TxnConfig, TxnMeta, TxnRecord,
 };
 
 /// A transaction request forwarded to the shard that owns the transactional id.
@@ -85,13 +86,6 @@ pub enum TxnRequest {
         producer: Producer,
         partitions: Vec<(String, i32)>,
         groups: Vec<String>,
-    },
-    /// TxnOffsetCommit: these offsets join the producer's transaction.
-    CommitOffsets {
-        transactional_id: String,
-        producer: Producer,
-        group_id: String,
-        offsets: Vec<(String, i32, TxnOffset)>,
     },
     End {
         transactional_id: String,
@@ -330,15 +324,11 @@ impl TxnCoordinator {
         // transactions already open still write, into the reserve.
         let writes = matches!(
             request,
-            TxnRequest::Init { .. }
-                | TxnRequest::Add { .. }
-                | TxnRequest::CommitOffsets { .. }
-                | TxnRequest::End { .. }
+            TxnRequest::Init { .. } | TxnRequest::Add { .. } | TxnRequest::End { .. }
         );
         let key = match &request {
             TxnRequest::Init { transactional_id, .. }
             | TxnRequest::Add { transactional_id, .. }
-            | TxnRequest::CommitOffsets { transactional_id, .. }
             | TxnRequest::End { transactional_id, .. } => Some(transactional_id.as_str()),
             TxnRequest::Describe { .. } | TxnRequest::List => None,
         };
@@ -371,20 +361,6 @@ impl TxnCoordinator {
                         self.arm_timeout(&transactional_id);
                         self.persist().await.err().unwrap_or(ErrorCode::None)
                     }
-                    Err(code) => code,
-                };
-                TxnResponse::Code(code)
-            }
-            TxnRequest::CommitOffsets { transactional_id, producer, group_id, offsets } => {
-                let committed = self.state.borrow_mut().commit_offsets(
-                    now_ms(),
-                    &transactional_id,
-                    producer,
-                    &group_id,
-                    offsets,
-                );
-                let code = match committed {
-                    Ok(()) => self.persist().await.err().unwrap_or(ErrorCode::None),
                     Err(code) => code,
                 };
                 TxnResponse::Code(code)
@@ -485,7 +461,11 @@ impl TxnCoordinator {
             };
             self.peers.groups.call(owner, request)
         });
-        futures::join!(self.write_markers(partitions, marker), join_all(groups));
+        futures::join!(
+            self.write_markers(partitions, marker),
+            join_all(groups),
+            self.write_group_markers(&plan.groups, marker)
+        );
         self.state.borrow_mut().complete(now_ms(), &plan);
         self.persist().await.err().unwrap_or(ErrorCode::None)
     }
@@ -566,6 +546,49 @@ impl TxnCoordinator {
                     "transaction markers not written yet; retrying"
                 );
             }
+            glommio::timer::sleep(Duration::from_millis(retry_ms)).await;
+            retry_ms = (retry_ms * 2).min(TXN_MARKER_RETRY_MS_MAX);
+        }
+    }
+
+    /// Single node: writes `marker` to the offsets log of each shard that coordinates one of
+    /// `groups` (a transaction's AddOffsetsToTxn groups), whose coordinator then settles the
+    /// producer's pending offsets there (a cluster's partitions of `__consumer_offsets` get
+    /// theirs in `write_markers`). A refused write is retried as those are, until written.
+    async fn write_group_markers(&self, groups: &[String], marker: Marker) {
+        if self.clustered {
+            return;
+        }
+        let mut pending: BTreeSet<ShardId> =
+            groups.iter().map(|group| self.peers.groups.owner(group)).collect();
+        let mut retry_ms = TXN_MARKER_RETRY_MS_MIN;
+        while !pending.is_empty() {
+            let owners: Vec<ShardId> = pending.iter().copied().collect();
+            let sends = owners.into_iter().map(|owner| async move {
+                let request = GroupRequest::TxnMarker {
+                    partition: owner.index() as i32,
+                    producer_id: marker.producer_id,
+                    producer_epoch: marker.producer_epoch,
+                    outcome: marker.outcome,
+                };
+                // Settled: written, or the mesh is closed (shutting down; as `write_markers`
+                // gives a shard up then).
+                let settled = !matches!(
+                    self.peers.groups.call(owner, request).await,
+                    Some(GroupResponse::Marker(code)) if code != ErrorCode::None
+                );
+                (owner, settled)
+            });
+            for (owner, settled) in join_all(sends).await {
+                if settled {
+                    pending.remove(&owner);
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+            let producer_id = marker.producer_id;
+            tracing::warn!(shards = pending.len(), %producer_id, "offsets markers not written yet");
             glommio::timer::sleep(Duration::from_millis(retry_ms)).await;
             retry_ms = (retry_ms * 2).min(TXN_MARKER_RETRY_MS_MAX);
         }

@@ -95,6 +95,7 @@
 //! per wheel: 705 list heads of 4 bytes plus 90 bytes of bitmaps, about 2.9 KiB.
 
 mod level;
+pub mod schedule;
 
 use level::{level_for, slot_for, slot_start, LEVELS, SLOTS_PER_LEVEL};
 

@@ -2,7 +2,9 @@
 
 Every test gets its own broker: a fresh port on 127.0.0.1 and a fresh data directory under
 pytest's tmp_path. The broker's stdout and stderr go to a log file in that directory; when a
-test fails, the log is attached to the failure report.
+test fails, the log is attached to the failure report. Tests can run in parallel (pytest -n,
+pytest-xdist): ports are reserved machine-wide (free_port), Java builds are shared under a
+lock (java_build.py), and the tests marked `serial` are left to a run of their own (README.md).
 
 Environment:
     SPATE_BIN           the broker binary (default target/release/spate of this
@@ -16,11 +18,15 @@ Environment:
 """
 
 import base64
+import contextlib
+import fcntl
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -43,11 +49,83 @@ STOP_TIMEOUT_S = 30.0
 CRASH_MARKS = ("panicked", "memory allocation of")
 
 
-def free_port():
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+# Ports for brokers, listeners and other servers the tests start. They come from below the
+# kernel's ephemeral range, so no client's outgoing connection can be holding one (bind(0)
+# would hand out a port from that range), and below the ports the measuring scripts take
+# (20000-39999, 19092: scripts/baseline.sh, kafka-reference.sh, measure-compaction.py), so a
+# test run never takes a port from a measurement. Each port handed out is reserved machine-wide
+# for PORT_RESERVE_S by a file in PORT_RESERVATIONS: parallel workers (pytest -n), and other
+# test runs on the same machine, never get the same port while a test may still use it, also
+# across a broker's restarts on its port.
+MACHINE_LOCKS = Path(tempfile.gettempdir()) / "spate-tests"
+PORT_RESERVATIONS = MACHINE_LOCKS / "ports"
+PORT_RESERVE_S = 30 * 60  # longer than any test (the longest timeout mark is 600 s)
+PORTS = (10000, 19000)
+
+
+def _port_candidates():
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    end = min(PORTS[1], ephemeral_low)
+    return range(PORTS[0], end) if end - PORTS[0] >= 4096 else None
+
+
+_PORTS = _port_candidates()
+# Its own generator: seeded trials (crash_trials.py) keep their sequences of random numbers.
+_PORT_RANDOM = random.Random()
+
+
+def _kernel_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _bindable(port):
+    # No SO_REUSEADDR: a port with connections of an earlier user in TIME_WAIT is passed over.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _reserve(port):
+    """Reserves `port` unless another process (or this one) did within PORT_RESERVE_S."""
+    marker = PORT_RESERVATIONS / str(port)
+    with open(PORT_RESERVATIONS / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if time.time() - marker.stat().st_mtime < PORT_RESERVE_S:
+                return False
+        except FileNotFoundError:
+            pass
+        marker.write_text(f"{os.getpid()}\n")
+        return True
+
+
+@contextlib.contextmanager
+def machine_lock(name):
+    """A lock that every test process on this machine shares (parallel workers, other runs),
+    around steps that are not safe at once, e.g. `mount -o loop` picking a free loop device."""
+    MACHINE_LOCKS.mkdir(parents=True, exist_ok=True)
+    with open(MACHINE_LOCKS / f"{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nobody listens on right now and that no other test (of
+    this run or another one on this machine) was given in the last PORT_RESERVE_S."""
+    PORT_RESERVATIONS.mkdir(parents=True, exist_ok=True)
+    for _ in range(10_000):
+        port = _PORT_RANDOM.choice(_PORTS) if _PORTS else _kernel_port()
+        if _bindable(port) and _reserve(port):
+            return port
+    raise RuntimeError(f"no free port: every candidate is in use or reserved ({PORT_RESERVATIONS})")
 
 
 def port_accepts(port):
@@ -283,6 +361,39 @@ appender.file.layout.pattern=[%d] %p %m (%c)%n
             ["java", "-cp", f"{KAFKA_LIBS}/*", "kafka.tools.StorageTool", "format",
              f"--cluster-id={cluster_id}", "-c", str(self.config_path)], capture_output=True, timeout=120)
         assert done.returncode == 0, f"formatting Kafka's storage failed: {done.stderr}"
+
+
+def pytest_sessionstart(session):
+    """Under pytest-xdist (-n N), the controller resolves the Java programs' Maven classpaths
+    once before the workers start (java_build.py): no test then waits, within its time bound,
+    for another worker's download. A failure here is left to the tests (they skip)."""
+    config = session.config
+    if not hasattr(config, "workerinput") and not config.option.collectonly \
+            and (config.getoption("numprocesses", None) or 0) > 0:
+        import java_build
+
+        for pom, timeout in ((java_build.CLIENTS_POM, 240), (java_build.CONNECT_POM, 300)):
+            java_build.resolve_classpath(pom, timeout)
+
+
+def pytest_configure(config):
+    # Under pytest-xdist's load scheduling, a worker gets one more test whenever it finishes
+    # one (instead of chunks of consecutive tests), so that the long tests sorted first
+    # (below) spread over the workers. Tests of a file share no state (each has its own
+    # broker) beyond a few cheap module fixtures.
+    if getattr(config.option, "maxschedchunk", False) is None:
+        config.option.maxschedchunk = 1
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, the tests with a longer time bound (their timeout mark: Java
+    clients, crash trials, rebalances) go first, so that they spread over the workers from
+    the start instead of one of them starting last; every worker sorts alike."""
+    if hasattr(config, "workerinput"):
+        def bound(item):
+            mark = item.get_closest_marker("timeout")
+            return -(mark.args[0] if mark and mark.args else 0)
+        items.sort(key=bound)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -4,7 +4,7 @@ delivery was acknowledged is present exactly once, in order, at the offset it wa
 with; committed offsets are not below the last acknowledged commit; the broker serves again.
 
     python3 tests/clients/crash_trials.py [--trials N] [--seed S] [--durability write|fsync|both]
-                                          [--spate-bin PATH] [--workdir DIR]
+                                          [--spate-bin PATH] [--workdir DIR] [--cluster]
 
 prints one line per trial, then the seed and the counts (`test_crash.py` runs a short seeded
 form; `scripts/crash-trials.sh N` is the long form).
@@ -51,6 +51,27 @@ numbers that go down along the offsets are reordered. Every partition must have 
 records after the restart (the broker serves produce), and the read back must reach the log
 end (it serves fetches).
 
+`--cluster` (issue 14) runs trials of another kind: three nodes (`--cores 1`, each a broker
+and a controller voter, broker heartbeat 200 ms, session 1.5 s), a topic of 3 partitions of
+replication factor 3 with min.insync.replicas 2 (256 KiB segments), an idempotent acks=all
+producer writing ~600 records/s to its partitions in turn. After 0.3-4 s of load a node is
+killed with SIGKILL: the role asked for goes round the trials (the leader of a random
+partition; a follower, a node that leads nothing when there is one; the active controller),
+and since a node often holds several the trial line says what the killed one held (with
+`--durability both`, each round of the three roles runs in one mode, the next in the
+other). It stays
+down 0.2-3 s and is started again; a third of the trials (at random) kill a second node of a
+random role 0-2 s after the first came back, while it catches up. Once every replica is back
+in every ISR with all three nodes agreeing on one controller (within 90 s, else "not serving":
+a failover that never completes), load goes on for a second, the producer is flushed, every
+partition is read back as above (its log start must be 0) and the three replicas of each
+partition must become byte for byte identical within 30 s ("replicas differ"); no node may
+have logged that the metadata log made a replica in sync that lacked records below the
+leader's high watermark ("behind the high watermark", the invariant acks=all rests on, which a
+leader checks at every ISR change it applies: broken, a later election could lose
+acknowledged records even where this trial lost none). Records whose
+delivery failed (message.timeout.ms, 60 s) were never acknowledged and are not counted.
+
 A kill -9 is a process crash, not a power loss: the page cache survives, so under both
 durability modes nothing acknowledged may be lost (power loss is another test).
 """
@@ -81,6 +102,7 @@ import conftest  # noqa: E402
 from client_helpers import CK_COMMON  # noqa: E402
 from conftest import CRASH_MARKS, Broker  # noqa: E402
 from kafka_wire import connect, metadata_request_v1, read_response  # noqa: E402
+from test_cluster import Node, agreed_leader, describe_quorum, metadata_v7  # noqa: E402
 
 TOPIC = "crash"
 PARTITIONS = 4
@@ -91,7 +113,9 @@ GROUP = "crash-member"
 CHURN_GROUP = "crash-churn"
 ALL_PARTITIONS = ([(TOPIC, p) for p in range(PARTITIONS)]
                   + [(RETAINED, p) for p in range(RETAINED_PARTITIONS)])
-TAGS = {TOPIC: "m", RETAINED: "r"}
+CLUSTER_TOPIC = "crash-replicated"
+CLUSTER_PARTITIONS = 3
+TAGS = {TOPIC: "m", RETAINED: "r", CLUSTER_TOPIC: "c"}
 
 TOPIC_SEGMENT_BYTES = 256 * 1024
 RETAINED_SEGMENT_BYTES = 64 * 1024
@@ -120,7 +144,7 @@ CLIENT = {**CK_COMMON, "reconnect.backoff.ms": 20, "reconnect.backoff.max.ms": 5
 # What a trial can find; the first five are counted per record or offset, the others per check.
 FAILURES = ("lost", "duplicated", "moved", "reordered", "wrong committed offsets",
             "log end below an acknowledged offset", "log start wrong", "not serving",
-            "broker crashed")
+            "broker crashed", "replicas differ")
 
 
 def value_of(topic, partition, seq):
@@ -707,6 +731,8 @@ def check_partition(broker, load, restart_life, outcome, reader, tp):
             if topic == RETAINED and timestamp > young:
                 outcome.fail("lost", f"{tp} seq {seq} at {offset}: below log start {low} "
                                      f"but only {now_ms - timestamp} ms old")
+            elif topic not in (TOPIC, RETAINED):  # nothing deletes records there
+                outcome.fail("lost", f"{tp} seq {seq} at {offset}: below log start {low}")
             continue  # below a DeleteRecords (its bounds are checked) or expired
         found = at.get(seq)
         if not found:
@@ -826,15 +852,23 @@ def run(trials, seed, workdir, durability="both", say=print):
     return outcomes, failures
 
 
-def summary(seed, outcomes, elapsed_s):
-    """The counts, over all trials and per durability mode."""
-    lines = [f"seed {seed}: {len(outcomes)} trials in {elapsed_s / 60:.1f} min "
-             f"({len(outcomes) / max(elapsed_s / 60, 1e-9):.1f} trials/min)"]
+def rate_line(seed, count, what, elapsed_s):
+    """The summary's first line: how many trials, in how long."""
+    return (f"seed {seed}: {count} {what} in {elapsed_s / 60:.1f} min "
+            f"({count / max(elapsed_s / 60, 1e-9):.1f} trials/min)")
+
+
+def by_durability(outcomes):
+    """("all", every outcome), then each durability mode that has outcomes."""
     groups = [("all", outcomes)] + [
         (mode, [o for o in outcomes if o.durability == mode]) for mode in ("write", "fsync")]
-    for name, group in groups:
-        if not group:
-            continue
+    return [(name, group) for name, group in groups if group]
+
+
+def summary(seed, outcomes, elapsed_s):
+    """The counts, over all trials and per durability mode."""
+    lines = [rate_line(seed, len(outcomes), "trials", elapsed_s)]
+    for name, group in by_durability(outcomes):
         counts = sum((o.counts for o in group), collections.Counter())
         times = sorted(o.recovery_s * 1000 for o in group if o.recovery_s)
         kills = collections.Counter(phase for o in group for _, phase in o.recovery_kills)
@@ -857,6 +891,405 @@ def summary(seed, outcomes, elapsed_s):
     return lines
 
 
+# ---------------------------------------------------------------------------------------------
+# Cluster trials (issue 14): three nodes, a replicated topic, kills of a leader, a follower
+# or the active controller.
+
+CLUSTER_ROLES = ("leader", "follower", "controller")
+CLUSTER_HEARTBEAT_MS = 200
+CLUSTER_SESSION_MS = 1500
+CLUSTER_MIN_INSYNC = 2
+CLUSTER_RECORDS_PER_TICK = 6  # 600 records/s over the three partitions
+CLUSTER_STEADY_S = (0.3, 4.0)  # load before a kill
+CLUSTER_DOWN_S = (0.2, 3.0)  # a killed node stays down this long
+CLUSTER_SECOND_KILL_S = (0.0, 2.0)  # after the first node's restart, while it catches up
+CLUSTER_WHOLE_TIMEOUT_S = 90.0  # until every replica is back in every ISR
+CLUSTER_IDENTICAL_TIMEOUT_S = 30.0
+
+
+class ClusterLoad:
+    """An idempotent acks=all producer on its own thread writing CLUSTER_TOPIC's partitions
+    in turn, and what was acknowledged; the fields `check_partition` reads."""
+
+    def __init__(self, bootstrap):
+        self.bootstrap = bootstrap
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.life = 0
+        self.errors = []
+        self.acked = {(CLUSTER_TOPIC, p): {} for p in range(CLUSTER_PARTITIONS)}
+        self.acked_in_life = collections.Counter()
+        self.delivery_failed = collections.Counter()
+        self.thread = threading.Thread(target=self._guard, daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(timeout=120)
+        return not self.thread.is_alive()
+
+    def next_life(self):
+        with self.lock:
+            self.life += 1
+            return self.life
+
+    def _guard(self):
+        try:
+            self._produce()
+        except Exception as error:  # the thread must not die silently
+            self.errors.append(f"producer: {error!r}")
+
+    def _produce(self):
+        producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True,
+                             "acks": "all", "linger.ms": 5, "message.timeout.ms": 60000,
+                             "request.timeout.ms": 10000, **CLIENT})
+        seqs = collections.Counter()
+
+        def on_delivery(err, msg):
+            tp = (msg.topic(), msg.partition())
+            if err:
+                with self.lock:
+                    self.delivery_failed[str(err)] += 1
+                return
+            _, seq = seq_of(msg.value())
+            with self.lock:
+                self.acked[tp][seq] = (msg.offset(), msg.timestamp()[1])
+                self.acked_in_life[(self.life, tp)] += 1
+
+        turn = 0
+        next_tick = time.monotonic()
+        while not self.stopping.is_set():
+            now_ms = int(time.time() * 1000)
+            for _ in range(CLUSTER_RECORDS_PER_TICK):
+                tp = (CLUSTER_TOPIC, turn % CLUSTER_PARTITIONS)
+                try:
+                    producer.produce(CLUSTER_TOPIC, value_of(*tp, seqs[tp]), partition=tp[1],
+                                     timestamp=now_ms, on_delivery=on_delivery)
+                except BufferError:
+                    break
+                seqs[tp] += 1
+                turn += 1
+            producer.poll(0)
+            next_tick += TICK_S
+            time.sleep(max(0.0, next_tick - time.monotonic()))
+        remaining = producer.flush(90)
+        if remaining:
+            self.errors.append(f"producer: {remaining} records neither delivered nor failed")
+
+
+class Cluster:
+    """Three voters, each a broker; `bootstrap` names all three."""
+
+    def __init__(self, workdir, durability):
+        ports = [conftest.free_port() for _ in range(3)]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{port}" for i, port in enumerate(ports))
+        self.nodes = {}
+        for i, port in enumerate(ports):
+            broker = Broker(Path(workdir) / f"node{i + 1}", [
+                "--cores", "1", "--min-free-bytes", "0", "--durability", durability,
+                "--auto-create-topics", "false", "--node-id", str(i + 1),
+                "--controller-listen", f"127.0.0.1:{port}",
+                "--controller-quorum-voters", voters,
+                "--broker-heartbeat-interval-ms", str(CLUSTER_HEARTBEAT_MS),
+                "--broker-session-timeout-ms", str(CLUSTER_SESSION_MS)], i + 1)
+            self.nodes[i + 1] = Node(i + 1, broker, port)
+        self.bootstrap = ",".join(n.broker.bootstrap for n in self.nodes.values())
+
+    def start(self):
+        for node in self.nodes.values():
+            node.broker.start()
+
+    def kill_all(self):
+        for node in self.nodes.values():
+            node.broker.kill9(wait_for_port=False)
+
+    def live(self):
+        return [n for n in self.nodes.values() if n.broker.alive()]
+
+    def states(self):
+        """CLUSTER_TOPIC's partitions as a live node answers Metadata v7, or None."""
+        for node in self.live():
+            try:
+                found = metadata_v7(node.broker.port, [CLUSTER_TOPIC.encode()])[1]
+            except (OSError, AssertionError, struct.error):
+                continue
+            if found.get(CLUSTER_TOPIC):
+                return found[CLUSTER_TOPIC]
+        return None
+
+    def controller(self):
+        for node in self.live():
+            try:
+                answer = describe_quorum(node.broker.port)
+            except (OSError, AssertionError, struct.error, IndexError):
+                continue
+            if not isinstance(answer, int) and answer[0] in self.nodes:
+                return answer[0]
+        return None
+
+    def whole(self):
+        """True when all three agree on one controller, every broker registered, and every
+        node's Metadata gives every partition a leader and all three replicas in its ISR."""
+        try:
+            if not agreed_leader(list(self.nodes.values())):
+                return False
+            answers = [metadata_v7(n.broker.port, [CLUSTER_TOPIC.encode()])[1]
+                       .get(CLUSTER_TOPIC) for n in self.nodes.values()]
+        except (OSError, AssertionError, struct.error, IndexError):
+            return False
+        first = answers[0]
+        return bool(first) and len(first) == CLUSTER_PARTITIONS and all(
+            a == first for a in answers) and all(
+            s[0] == 0 and s[1] > 0 and sorted(s[4]) == [1, 2, 3] for s in first.values())
+
+    def wait_quorum(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if agreed_leader(list(self.nodes.values())):
+                    return True
+            except (OSError, AssertionError, struct.error, IndexError):
+                pass
+            time.sleep(0.05)
+        return False
+
+    def wait_whole(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.whole():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def roles(self, node_id):
+        """What `node_id` is now: the partitions it leads and whether it is the controller."""
+        states = self.states() or {}
+        led = sorted(p for p, s in states.items() if s[1] == node_id)
+        held = [f"leader of {CLUSTER_TOPIC}-{p}" for p in led]
+        if self.controller() == node_id:
+            held.append("controller")
+        return ", ".join(held) or "a follower only"
+
+    def pick(self, role, rng):
+        """A live node holding `role` now (None if none does)."""
+        live = [n.node_id for n in self.live()]
+        if role == "controller":
+            return self.controller()
+        states = self.states() or {}
+        partition = rng.randrange(CLUSTER_PARTITIONS)
+        leader = states.get(partition, (0, -1))[1]
+        if role == "leader":
+            return leader if leader in live else None
+        followers = [n for n in live if n != leader]
+        # Prefer a node that leads nothing, when there is one.
+        idle = [n for n in followers if all(s[1] != n for s in states.values())]
+        return rng.choice(idle or followers) if followers else None
+
+
+def create_cluster_topic(bootstrap):
+    admin = AdminClient({"bootstrap.servers": bootstrap, **CLIENT})
+    futures = admin.create_topics([NewTopic(
+        CLUSTER_TOPIC, num_partitions=CLUSTER_PARTITIONS, replication_factor=3,
+        config={"min.insync.replicas": str(CLUSTER_MIN_INSYNC),
+                "segment.bytes": str(TOPIC_SEGMENT_BYTES)})],
+        operation_timeout=30, request_timeout=40)
+    for future in futures.values():
+        future.result(timeout=45)
+
+
+def replica_bytes(node, partition):
+    """A replica's records: its segment files in order, without preallocation's zeros."""
+    directory = node.broker.partition_dir(CLUSTER_TOPIC, partition)
+    data = b""
+    try:
+        for name in sorted(os.listdir(directory)):
+            if name.endswith(".log"):
+                data += (directory / name).read_bytes().rstrip(b"\0")
+    except FileNotFoundError:
+        return None
+    return data
+
+
+def replicas_differ(cluster):
+    """Partitions whose three replicas are not byte for byte alike after a while."""
+    deadline = time.monotonic() + CLUSTER_IDENTICAL_TIMEOUT_S
+    while True:
+        differ = []
+        for partition in range(CLUSTER_PARTITIONS):
+            copies = {n.node_id: replica_bytes(n, partition) for n in cluster.nodes.values()}
+            if len(set(copies.values())) != 1:
+                differ.append((partition, {i: len(c or b"") for i, c in copies.items()}))
+        if not differ or time.monotonic() > deadline:
+            return differ
+        time.sleep(0.5)
+
+
+class ClusterOutcome(Outcome):
+    def __init__(self, durability):
+        super().__init__(durability)
+        self.kills = []  # (role asked, node id, what it held, seconds into the trial, down s)
+        self.whole_s = None  # from the last restart until every replica in every ISR
+        self.failed_deliveries = 0  # not acknowledged (message.timeout.ms): not counted lost
+
+
+# A leader logs this when the metadata log makes a replica in sync whose last fetch lacked
+# records below the high watermark (acknowledged, yet the controller could elect a replica
+# without them): the invariant behind acks=all, checked even when no record was lost.
+BEHIND_HIGH_WATERMARK = "an in-sync replica is behind the high watermark"
+
+
+def kill_one(cluster, role, rng, began, outcome):
+    """Kills the node holding `role` (or a random live one) with SIGKILL; returns it."""
+    node_id = cluster.pick(role, rng) or rng.choice([n.node_id for n in cluster.live()])
+    held = cluster.roles(node_id)
+    cluster.nodes[node_id].broker.kill9(wait_for_port=False)
+    outcome.kills.append([role, node_id, held, time.monotonic() - began, None])
+    return cluster.nodes[node_id]
+
+
+def restart(node):
+    """Starts a killed node again; waits until it answers (its port, then ApiVersions)."""
+    node.broker.kill9()  # its port gone
+    node.broker.start()
+
+
+def cluster_trial(index, seed, workdir, durability, role):
+    """One cluster trial; returns its ClusterOutcome and the Cluster."""
+    rng = random.Random(seed)
+    outcome = ClusterOutcome(durability)
+    shutil.rmtree(Path(workdir) / f"trial-{index}", ignore_errors=True)
+    cluster = Cluster(Path(workdir) / f"trial-{index}", durability)
+    load = None
+    try:
+        cluster.start()
+        if not cluster.wait_quorum(30):
+            raise TrialFailed("not serving", "no controller all three agree on in 30 s")
+        create_cluster_topic(cluster.bootstrap)
+        if not cluster.wait_whole(30):
+            raise TrialFailed("not serving", "the topic not in sync on all three in 30 s")
+        load = ClusterLoad(cluster.bootstrap)
+        load.start()
+        began = time.monotonic()
+        time.sleep(rng.uniform(*CLUSTER_STEADY_S))
+        # One kill, or (a third of the trials) a second one of any node a moment after the
+        # first came back, while it catches up.
+        roles = [role] + ([rng.choice(CLUSTER_ROLES)] if rng.random() < 1 / 3 else [])
+        for number, asked in enumerate(roles):
+            if number:
+                time.sleep(rng.uniform(*CLUSTER_SECOND_KILL_S))
+            victim = kill_one(cluster, asked, rng, began, outcome)
+            down = rng.uniform(*CLUSTER_DOWN_S)
+            time.sleep(down)
+            restart(victim)
+            outcome.kills[-1][4] = down
+        restarted = time.monotonic()
+        if not cluster.wait_whole(CLUSTER_WHOLE_TIMEOUT_S):
+            raise TrialFailed("not serving", f"not every replica back in every ISR "
+                                             f"{CLUSTER_WHOLE_TIMEOUT_S:.0f} s after the restart")
+        outcome.whole_s = time.monotonic() - restarted
+        restart_life = load.next_life()
+        time.sleep(RESUME_S)
+        if not load.stop():
+            raise TrialFailed("not serving", "the producer did not finish within 120 s")
+        for error in load.errors:
+            outcome.fail("not serving", error)
+        reader = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "crash-checker",
+                           **CLIENT})
+        try:
+            for partition in range(CLUSTER_PARTITIONS):
+                check_partition(cluster, load, restart_life, outcome, reader,
+                                (CLUSTER_TOPIC, partition))
+        finally:
+            reader.close()
+        for partition, sizes in replicas_differ(cluster):
+            outcome.fail("replicas differ", f"{CLUSTER_TOPIC}-{partition}: replica bytes "
+                                            f"{sizes} {CLUSTER_IDENTICAL_TIMEOUT_S:.0f} s after "
+                                            "the last acknowledgement")
+    except TrialFailed as failed:
+        outcome.fail(failed.kind, failed.detail)
+    except (AssertionError, KafkaException) as error:
+        outcome.fail("not serving", str(error).splitlines()[0])
+    finally:
+        if load is not None:
+            load.stopping.set()
+        cluster.kill_all()
+        for node in cluster.nodes.values():
+            text = node.broker.log_text()
+            if any(mark in text for mark in CRASH_MARKS):
+                outcome.fail("broker crashed", f"a panic or an abort in {node.broker.log_path}")
+            if BEHIND_HIGH_WATERMARK in text:
+                outcome.fail("behind the high watermark",
+                             f"an in-sync replica lacked acknowledged records: "
+                             f"{node.broker.log_path}")
+    if load is not None:
+        outcome.failed_deliveries = sum(load.delivery_failed.values())
+    return outcome, cluster
+
+
+def describe_cluster_trial(index, outcome):
+    kills = "; ".join(f"killed node {node_id} ({held}; asked for a {role}) at {at:.2f} s"
+                      + (f", down {down:.2f} s" if down is not None else "")
+                      for role, node_id, held, at, down in outcome.kills)
+    whole = (f"every replica back in every ISR {outcome.whole_s:.2f} s after the restart"
+             if outcome.whole_s is not None else "not whole again")
+    failed = outcome.failed_deliveries
+    verdict = "ok" if outcome.ok else "FAILED: " + "; ".join(outcome.problems[:3])
+    return (f"trial {index}: {outcome.durability}, {kills or 'no kill'}; {whole}; "
+            f"{outcome.acked} acknowledged"
+            + (f" ({failed} deliveries failed)" if failed else "") + f"; {verdict}")
+
+
+def run_cluster(trials, seed, workdir, durability="both", say=print):
+    """Runs `trials` cluster trials; returns (the outcomes, the failing trials' descriptions).
+    The role killed first goes round CLUSTER_ROLES, each round in one durability mode, the
+    next in the other, so that each role meets each mode as often."""
+    rng = random.Random(seed)
+    modes = ["write", "fsync"] if durability == "both" else [durability]
+    outcomes, failures = [], []
+    for index in range(trials):
+        cycle, turn = divmod(index, len(CLUSTER_ROLES))
+        mode = modes[cycle % len(modes)]
+        outcome, cluster = cluster_trial(index, rng.randrange(1 << 32), workdir, mode,
+                                         CLUSTER_ROLES[turn])
+        outcomes.append(outcome)
+        say(describe_cluster_trial(index, outcome))
+        if outcome.ok:
+            shutil.rmtree(Path(workdir) / f"trial-{index}", ignore_errors=True)
+        else:
+            logs = ", ".join(str(n.broker.log_path) for n in cluster.nodes.values())
+            failures.append(f"{describe_cluster_trial(index, outcome)}\n  "
+                            + "\n  ".join(outcome.problems[:20])
+                            + f"\n  broker logs (data dirs kept next to them): {logs}")
+    return outcomes, failures
+
+
+def cluster_summary(seed, outcomes, elapsed_s):
+    """The counts, over all trials and per durability mode."""
+    lines = [rate_line(seed, len(outcomes), "cluster trials", elapsed_s)]
+    for name, group in by_durability(outcomes):
+        counts = sum((o.counts for o in group), collections.Counter())
+        kills = collections.Counter(role for o in group for role, *_ in o.kills)
+        held = collections.Counter(
+            part.split(" of ")[0] for o in group for _, _, roles, _, _ in o.kills
+            for part in roles.split(", "))
+        times = sorted(o.whole_s for o in group if o.whole_s is not None)
+        whole = (f"back in every ISR p50 {statistics.median(times):.1f} s, max "
+                 f"{times[-1]:.1f} s" if times else "never whole again")
+        lines.append(
+            f"  {name:5s}: {len(group)} trials ({sum(not o.ok for o in group)} failed), "
+            f"{sum(len(o.kills) for o in group)} kills (asked: {dict(kills)}; the killed "
+            f"nodes held: {dict(held)}), {sum(o.acked for o in group)} acknowledged, "
+            f"lost {counts['lost']}, duplicated {counts['duplicated']}, moved "
+            f"{counts['moved']}, reordered {counts['reordered']}; {whole}")
+        other = [f"{kind} {counts[kind]}" for kind in counts
+                 if kind not in ("lost", "duplicated", "moved", "reordered")]
+        if other:
+            lines.append(f"         also: {', '.join(other)}")
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=200)
@@ -867,17 +1300,22 @@ def main():
     parser.add_argument("--workdir", default=None,
                         help="where trials keep their data dirs and logs (default: a new "
                              "temporary directory); passing trials' are removed")
+    parser.add_argument("--cluster", action="store_true",
+                        help="three-node trials: a replicated topic, kills of a leader, a "
+                             "follower or the controller (see the top)")
     args = parser.parse_args()
     conftest.SPATE_BIN = args.spate_bin
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
     workdir = args.workdir or tempfile.mkdtemp(prefix="spate-crash-")
-    print(f"crash trials: seed {seed}, {args.trials} trials, durability {args.durability}, "
+    kind = "cluster crash trials" if args.cluster else "crash trials"
+    print(f"{kind}: seed {seed}, {args.trials} trials, durability {args.durability}, "
           f"broker {args.spate_bin}, workdir {workdir}", flush=True)
     began = time.monotonic()
-    outcomes, failures = run(args.trials, seed, workdir, args.durability,
-                             say=lambda line: print(line, flush=True))
+    outcomes, failures = (run_cluster if args.cluster else run)(
+        args.trials, seed, workdir, args.durability, say=lambda line: print(line, flush=True))
     print()
-    print("\n".join(summary(seed, outcomes, time.monotonic() - began)))
+    print("\n".join((cluster_summary if args.cluster else summary)(
+        seed, outcomes, time.monotonic() - began)))
     for failure in failures:
         print(failure)
     if not failures and args.workdir is None:

@@ -554,8 +554,8 @@ def test_java_admin_client_describe_acls(spate_factory, tmp_path):
     """The Java AdminClient (kafka-clients 4.3) creates a prefixed ACL and lists every ACL
     with describeAcls; against a broker without an authorizer it gets
     SecurityDisabledException."""
-    from test_idempotence import compile_java
-    classpath = compile_java(tmp_path, "AclDescribe")
+    from java_build import compile_java
+    classpath = compile_java("AclDescribe")
     broker = acl_broker(spate_factory, super_users="User:admin,User:ANONYMOUS")
     grant(broker, binding(GROUP, "g", "User:bob", AclOperation.READ, DENY))
 

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 
+import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from client_helpers import CK_COMMON, ck_consume, unique_topic
@@ -49,6 +50,8 @@ def drop_from_page_cache(data_dir):
                     os.close(fd)
 
 
+# Serial: times 96 MiB of cold reads from the disk against a bound.
+@pytest.mark.serial
 def test_stalled_cold_fetches_hold_up_no_one(spate_factory):
     """Three clients fetch 64 MiB of cold backlog each and never read the answer. While they
     hang, on the same shard: a consumer reads the whole 96 MiB backlog from the start, and a

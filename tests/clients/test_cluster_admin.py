@@ -21,7 +21,7 @@ import pytest
 from conftest import TARGET
 from test_cluster import (HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, admin, agreed_leader,
                           metadata_v7, read_from_start, start_cluster, wait_for)
-from test_idempotence import compile_java
+from java_build import compile_java
 from test_replication import log_bytes, partition_states, produce
 
 pytestmark = pytest.mark.skipif(TARGET != "spate", reason="spate's cluster options")
@@ -81,7 +81,7 @@ def test_describe_topic_partitions_pages_through_every_partition(spate_factory, 
     states = wait_for("both topics in sync everywhere", lambda: in_sync(nodes, "paged", paged))
     wait_for("other in sync", lambda: in_sync(nodes, "other", {0: [3]}))
     # The Java client's describeTopics (DescribeTopicPartitions), two partitions a page.
-    classpath = compile_java(tmp_path, "ClusterAdmin")
+    classpath = compile_java("ClusterAdmin")
     lines = java_admin(classpath, by_id[3], "describe", "paged", "2")
     expected = []
     for partition, (_, leader, _, replicas, isr, _) in sorted(states.items()):
@@ -134,7 +134,7 @@ def test_preferred_and_unclean_elections(spate_factory, tmp_path):
     assignment = {0: [1, 2, 3], 1: [2, 3, 1]}
     create(by_id[1], "elect", assignment)
     wait_for("elect in sync", lambda: in_sync(nodes, "elect", assignment))
-    classpath = compile_java(tmp_path, "ClusterAdmin")
+    classpath = compile_java("ClusterAdmin")
     # A new order (a reassignment that moves no replica) names 2 the preferred replica of
     # partition 0; the leader (1) stays until an election.
     client = python_admin(by_id[3])
@@ -206,7 +206,7 @@ def test_reassignment_moves_every_record_and_deletes_the_old_copy(spate_factory,
     wait_for("moved in sync", lambda: in_sync(nodes, "moved", assignment))
     acknowledged, errors = produce(nodes, "moved", [0, 1], 300, "before")
     assert errors == [] and all(len(values) == 300 for values in acknowledged.values())
-    classpath = compile_java(tmp_path, "ClusterAdmin")
+    classpath = compile_java("ClusterAdmin")
     # Node 3 down (fenced, still registered): the reassignments to it cannot complete.
     by_id[3].broker.kill9()
     wait_for("3 fenced", lambda: all(3 not in metadata_v7(n.broker.port)[0]
@@ -267,7 +267,7 @@ def test_a_single_node_answers_as_a_cluster_of_one(broker, tmp_path):
     from confluent_kafka.admin import NewTopic
     client = admin_for(broker)
     client.create_topics([NewTopic("solo", 3, 1)])["solo"].result(timeout=30)
-    classpath = compile_java(tmp_path, "ClusterAdmin")
+    classpath = compile_java("ClusterAdmin")
     node = type("Node", (), {"broker": broker})()
     wait_for("solo described", lambda: java_admin(classpath, node, "describe", "solo", "2")
              == ["p=0", "leader=1", "replicas=1", "isr=1", "p=1", "leader=1", "replicas=1",

@@ -10,7 +10,11 @@ replicas and leaders on it, and records produced and consumed through it alone
 reads the observer too. Killed with kill -9 it is fenced, while the
 quorum keeps its leader and epoch and commits a new topic; restarted, it catches up and is
 listed again. Starting a broker-only node with --controller-listen, or with a voter's id,
-is refused in one sentence. Every wait is bounded.
+is refused in one sentence. A stopped broker-only node unregistered with the Java
+AdminClient's unregisterBroker (Kafka's UnregisterBroker) leaves the registered brokers and
+the Raft configuration (no longer an observer; a second unregisterBroker is
+BrokerIdNotRegisteredException); started again, it joins and registers anew. Every wait is
+bounded.
 """
 
 import subprocess
@@ -18,7 +22,7 @@ import subprocess
 import pytest
 
 from conftest import TARGET
-from test_idempotence import compile_java
+from java_build import compile_java
 from test_cluster import (HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, Node, admin, create_topic,
                           describe_cluster, describe_quorum_with_observers, metadata_v1,
                           read_from_start, produce_to, start_cluster, wait_for)
@@ -107,7 +111,7 @@ def test_a_broker_only_node_joins_takes_replicas_and_never_votes(spate_factory, 
     assert answer[:2] == (leader, epoch) and sorted(answer[3]) == [1, 2, 3], answer
     assert list(answer[4]) == [BROKER_ONLY], answer
     # The Java AdminClient's describeMetadataQuorum reads it so, through either.
-    classpath = compile_java(tmp_path, "QuorumDescribe")
+    classpath = compile_java("QuorumDescribe")
     for node in (nodes[leader - 1], everyone[3]):
         done = subprocess.run(["java", "-cp", classpath, "QuorumDescribe", node.broker.bootstrap],
                               capture_output=True, timeout=120)
@@ -164,3 +168,55 @@ def test_a_broker_only_node_refuses_a_controller_listener_or_a_voters_id(spate_f
         assert done.returncode != 0
         lines = [line for line in done.stderr.decode().splitlines() if line.startswith("spate: ")]
         assert len(lines) == 1 and expected in lines[0], done.stderr.decode()
+
+
+def test_an_unregistered_broker_only_node_leaves_the_quorum_until_it_comes_back(spate_factory,
+                                                                             tmp_path):
+    nodes = start_cluster(spate_factory,
+                          "--broker-heartbeat-interval-ms", str(HEARTBEAT_INTERVAL_MS),
+                          "--broker-session-timeout-ms", str(SESSION_TIMEOUT_MS))
+    wait_for("a leader all three agree on", lambda: agreed(nodes, (1, 2, 3)))
+    extra = broker_only(spate_factory, voters_text(nodes))
+    extra.start()
+    everyone = nodes + [Node(BROKER_ONLY, extra, None)]
+    wait_for("the broker-only node registered everywhere",
+             lambda: agreed(everyone, (1, 2, 3, BROKER_ONLY)))
+
+    def observers_everywhere():
+        """Each voter's observers (its Raft configuration's learners)."""
+        answers = [describe_quorum_with_observers(node.broker.port) for node in nodes]
+        if any(isinstance(answer, int) for answer in answers):
+            return None
+        return [sorted(answer[4]) for answer in answers]
+
+    wait_for("an observer on every voter",
+             lambda: observers_everywhere() == [[BROKER_ONLY]] * 3)
+    classpath = compile_java("BrokerUnregister")
+
+    def unregister(through):
+        done = subprocess.run(["java", "-cp", classpath, "BrokerUnregister",
+                               through.broker.bootstrap, str(BROKER_ONLY)],
+                              capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        return done.stdout.decode().strip()
+
+    # Stopped and fenced, then unregistered through a voter.
+    extra.kill9()
+    wait_for("the broker-only node fenced",
+             lambda: all(describe_cluster(n.broker.port)[1] == [1, 2, 3] for n in nodes))
+    assert unregister(nodes[1]) == f"unregistered {BROKER_ONLY}"
+    wait_for("no observer on any voter", lambda: observers_everywhere() == [[]] * 3)
+    answer = unregister(nodes[2])
+    assert answer.startswith("failed BrokerIdNotRegisteredException"), answer
+    wait_for("the voters agreeing without it", lambda: agreed(nodes, (1, 2, 3)))
+    removal = "proposing to remove an unregistered broker-only node"
+    assert any(removal in node.broker.log_text() for node in nodes)
+
+    # Started again, it joins, registers and follows the log as before.
+    extra.start()
+    wait_for("the broker-only node back everywhere",
+             lambda: agreed(everyone, (1, 2, 3, BROKER_ONLY)))
+    wait_for("an observer on every voter again",
+             lambda: observers_everywhere() == [[BROKER_ONLY]] * 3)
+    assert create_topic(everyone[3], "back", 4, 2) is None
+    wait_for("'back' alike on all four", lambda: same_map(everyone, "back", 4, (1, 2, 3, 4)))

@@ -14,11 +14,14 @@ entries never loses a committed topic (seeded, the seed printed). Every wait is 
 import os
 import random
 import re
+import struct
 import threading
 
 import pytest
 
 from conftest import TARGET
+from kafka_wire import (connect, frame, read_compact_string, read_response, read_uvarint,
+                        request_header, skip_tagged_fields, uvarint)
 from test_cluster import (admin, agreed_leader, metadata_v1, start_cluster, wait_for)
 
 pytestmark = pytest.mark.skipif(TARGET != "spate", reason="spate's cluster options")
@@ -75,7 +78,14 @@ def test_a_restart_starts_from_the_snapshot(spate_factory):
     for node in nodes:
         node.broker.start()
     wait_for("a leader after the restart", lambda: agreed_leader(nodes))
-    after = wait_for("every topic after the restart", lambda: metadata_everywhere(nodes, names))
+
+    def led_again():
+        # Until a restarted broker is unfenced, all agree that its partitions have no leader.
+        found = metadata_everywhere(nodes, names)
+        return found if found and all(leader != -1 for _, partitions in found[1].values()
+                                      for leader, _, _ in partitions.values()) else None
+
+    after = wait_for("every topic after the restart, every partition led", led_again)
     assert after[1] == before[1]
     for node in nodes:
         loaded = re.findall(r"loaded the metadata snapshot index=(\d+) term=\d+ bytes=\d+ "
@@ -240,3 +250,126 @@ def test_kill_9_while_snapshotting_loses_no_committed_topic(spate_factory):
     wait_for("every committed topic after a restart of all three",
              lambda: metadata_everywhere(nodes, committed), timeout=40)
     assert any("took a metadata snapshot" in plain_log(node) for node in nodes)
+
+
+
+def _compact(text):
+    data = text.encode()
+    return uvarint(len(data) + 1) + data
+
+
+def incremental_alter_v1(port, resource_type, name, key, value):
+    """IncrementalAlterConfigs v1 (flexible: values of any length) SET of one config:
+    (error_code, error_message)."""
+    body = uvarint(2) + struct.pack(">b", resource_type) + _compact(name)
+    body += uvarint(2) + _compact(key) + struct.pack(">b", 0) + _compact(value) + b"\x00"
+    body += b"\x00" + struct.pack(">?", False) + b"\x00"
+    with connect(port, timeout=40) as sock:
+        sock.sendall(frame(request_header(44, 1, 9, flexible=True) + body))
+        _, data = read_response(sock)
+    position = skip_tagged_fields(data, 0) + 4  # header tagged fields, throttle_time_ms
+    _, position = read_uvarint(data, position)
+    (code,) = struct.unpack_from(">h", data, position)
+    message, _ = read_compact_string(data, position + 2)
+    return code, message
+
+
+def describe_v4(port, resource_type, name, key):
+    """One config's value as the node on `port` answers DescribeConfigs v4 (flexible: a
+    non-flexible version holds at most 32767 bytes, in Kafka as here); None when unset."""
+    body = uvarint(2) + struct.pack(">b", resource_type) + _compact(name)
+    body += uvarint(2) + _compact(key) + b"\x00" + struct.pack(">??", False, False) + b"\x00"
+    with connect(port, timeout=20) as sock:
+        sock.sendall(frame(request_header(32, 4, 10, flexible=True) + body))
+        _, data = read_response(sock)
+    position = skip_tagged_fields(data, 0) + 4
+    _, position = read_uvarint(data, position)  # one result
+    (code,) = struct.unpack_from(">h", data, position)
+    assert code == 0, code
+    _, position = read_compact_string(data, position + 2)  # error_message
+    _, position = read_compact_string(data, position + 1)  # resource_type, resource_name
+    count, position = read_uvarint(data, position)
+    values = {}
+    for _ in range(count - 1):
+        config, position = read_compact_string(data, position)
+        value, position = read_compact_string(data, position)
+        position += 1 + 1 + 1  # read_only, config_source, is_sensitive
+        synonyms, position = read_uvarint(data, position)
+        for _ in range(synonyms - 1):
+            _, position = read_compact_string(data, position)
+            _, position = read_compact_string(data, position)
+            position = skip_tagged_fields(data, position + 1)
+        position += 1  # config_type
+        _, position = read_compact_string(data, position)  # documentation
+        position = skip_tagged_fields(data, position)
+        values[config] = value
+    return values.get(key)
+
+
+def long_config(node, resource_type, name, key):
+    """One config's value as `node` answers DescribeConfigs through kafka-python, whose
+    version is flexible (a non-flexible response's string holds at most 32767 bytes, in
+    Kafka as here)."""
+    from kafka.admin import ConfigResource, KafkaAdminClient
+    client = KafkaAdminClient(bootstrap_servers=node.broker.bootstrap, request_timeout_ms=30000)
+    try:
+        described = client.describe_configs([ConfigResource(resource_type, name, [key])],
+                                            config_filter="all")
+    finally:
+        client.close()
+    (by_name,) = described.values()
+    (configs,) = by_name.values()
+    entry = configs.get(key)
+    return None if entry is None else entry["value"]
+
+
+def test_config_values_longer_than_64_kib_are_kept_whole(spate_factory):
+    """A topic config and a broker config of about 100 KB (above a record's u16 string, which
+    used to bound them at 64 KiB) set through IncrementalAlterConfigs on one node are
+    described alike, byte for byte, by every node, and after a restart of all three (from
+    a snapshot that holds them: `--metadata-snapshot-interval-records 5`)."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+    nodes = start_cluster(spate_factory, "--metadata-snapshot-interval-records", "5")
+    wait_for("a leader", lambda: agreed_leader(nodes))
+    assert create_topics(nodes[0], ["long"]) == []
+    wait_for("the topic everywhere", lambda: metadata_everywhere(nodes, ["long"]))
+    topic_value = ",".join(f"{p}:{p % 3 + 1}" for p in range(15_000))
+    broker_value = "v" * 100_000
+    assert len(topic_value) > 65_535 and len(broker_value) > 65_535
+    custom = "spate.test.long.value"
+    # The topic's through kafka-python (IncrementalAlterConfigs v1), the cluster-wide broker
+    # default (resource "", which kafka-python does not address) on the wire, through node 2.
+    client = KafkaAdminClient(bootstrap_servers=nodes[1].broker.bootstrap,
+                              request_timeout_ms=40000)
+    try:
+        answers = client.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, "long", {THROTTLED: ("SET", topic_value)})],
+            incremental=True, raise_on_unknown=False)
+    finally:
+        client.close()
+    print(f"IncrementalAlterConfigs answered {answers!r}"[:500])
+    assert incremental_alter_v1(nodes[1].broker.port, 4, "", custom, broker_value)[0] == 0
+    # Enough records after it for a snapshot that holds both values on every node.
+    assert create_topics(nodes[2], [f"pad-{i}" for i in range(8)]) == []
+
+    def described_everywhere():
+        values = [(describe_v4(node.broker.port, 2, "long", THROTTLED),
+                   describe_v4(node.broker.port, 4, "", custom)) for node in nodes]
+        return values if all(v == (topic_value, broker_value) for v in values) else None
+
+    wait_for("both values described whole by every node", described_everywhere)
+    for node in nodes:
+        wait_for(f"a snapshot of version 6 (long values) on node {node.node_id}",
+                 lambda node=node: 6 in [
+                     (node.broker.data_dir / "__cluster_metadata" / name).read_bytes()[4]
+                     for name in snapshot_files(node)])
+    for node in nodes:
+        assert node.broker.stop() == 0, node.broker.log_tail()
+    for node in nodes:
+        node.broker.start()
+    wait_for("a leader after the restart", lambda: agreed_leader(nodes))
+    wait_for("both values described whole by every node after the restart",
+             described_everywhere)
+    assert long_config(nodes[0], ConfigResourceType.TOPIC, "long", THROTTLED) == topic_value
+    for node in nodes:
+        assert "record version 1 is unknown" not in plain_log(node)

@@ -123,9 +123,14 @@ def test_a_killed_member_loses_its_partitions_at_the_session_timeout(broker, mem
 
 
 @pytest.mark.timeout(300)
-def test_a_static_member_restarts_into_its_assignment(broker, members, java_members):
+def test_a_static_member_restarts_into_its_assignment(spate_factory, members, java_members):
     """group.instance.id: the member closes (a static leave, epoch -2) and a new process with
     the same instance id gets the same partitions; the other member is never disturbed."""
+    # The new process must be back within the session timeout, or the group lets the static
+    # member go: a JVM's start on a loaded machine took longer than the 6 s of the others.
+    broker = spate_factory("--default-partitions", "4",
+                           "--group-consumer-heartbeat-interval-ms", "500",
+                           "--group-consumer-session-timeout-ms", "30000")
     topic, group = create_topic(broker), unique("kip848")
     conf = lambda instance: {**CONSUMER, "group.instance.id": instance}  # noqa: E731
     a = members("java", broker, group, topic, conf=conf("a"), java_classpath=java_members)

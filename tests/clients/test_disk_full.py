@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from client_helpers import CK_COMMON, ck_consume_all, ck_producer, unique_topic
-from conftest import TARGET
+from conftest import TARGET, machine_lock
 from kafka_wire import connect, produce_v8, produce_v8_result, read_response, record_batch
 
 pytestmark = pytest.mark.skipif(TARGET != "spate", reason="--min-free-bytes is Spate's option")
@@ -57,16 +57,19 @@ def small_fs(tmp_path):
                           capture_output=True, timeout=60)
     if made.returncode != 0:
         pytest.skip(f"mkfs.ext4 failed: {made.stderr.decode(errors='replace')}")
-    mounted = subprocess.run(["mount", "-o", "loop", str(image), str(mount)],
-                             capture_output=True, timeout=60)
+    # Parallel workers: two `mount -o loop` at once can pick the same free loop device.
+    with machine_lock("loop-devices"):
+        mounted = subprocess.run(["mount", "-o", "loop", str(image), str(mount)],
+                                 capture_output=True, timeout=60)
     if mounted.returncode != 0:
         pytest.skip(f"cannot loop-mount a file system: {mounted.stderr.decode(errors='replace')}")
     try:
         yield mount
     finally:
         # The broker is gone by now (spate_factory is torn down first).
-        if subprocess.run(["umount", str(mount)], capture_output=True, timeout=60).returncode:
-            subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=60)
+        with machine_lock("loop-devices"):
+            if subprocess.run(["umount", str(mount)], capture_output=True, timeout=60).returncode:
+                subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=60)
         image.unlink(missing_ok=True)
 
 

@@ -204,6 +204,10 @@ def tear(path, damage):
 DAMAGES = ["cut-tail", "cut-header", "garbage", "zeros", "bad-crc", "fake-batch"]
 
 
+# Serial: in one parallel run at load average 17-22, two of these on two workers at the same
+# moment hung in start-up after a clean stop (no line after "starting spate" for 30 s);
+# unexplained, see docs/ARCHITECTURE.md, Known gaps.
+@pytest.mark.serial
 @pytest.mark.parametrize("stop", ["sigterm", "kill9"])
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_torn_segment_tail_recovered(broker, damage, stop):
@@ -376,6 +380,9 @@ def test_durability_policy_decides_the_fdatasyncs(spate_factory, durability):
     assert [r.value for r in ck_consume_all(broker.bootstrap, topic)] == values
 
 
+# Serial: the idle flusher gets one second to write its zeros; other tests' disk writes would
+# take it from it.
+@pytest.mark.serial
 @pytest.mark.parametrize("durability", ["fsync", "write"])
 def test_fsync_writes_zeros_ahead_of_the_data_while_idle(spate_factory, durability):
     """Under --durability fsync an idle log's flusher writes (and syncs) zeros over the

@@ -189,8 +189,8 @@ def test_broker_configs_incremental_ops_sources_and_errors(spate_factory):
     log.cleanup.policy (librdkafka 0081's own steps), then SUBTRACT and DELETE them back;
     DescribeConfigs reports each config's source (dynamic, static from the command line,
     default) and read-only flag, and the synonyms in Kafka's order; validate_only changes
-    nothing; a non-dynamic, unknown or mistyped config and another broker's id get Kafka's
-    errors."""
+    nothing; custom and listener-prefixed configs are stored; a non-dynamic or mistyped
+    config and another broker's id get Kafka's errors."""
     if TARGET == "kafka":
         pytest.skip("asserts Spate's static options (--retention-ms)")
     broker = spate_factory("--retention-ms", "86400000")
@@ -233,8 +233,24 @@ def test_broker_configs_incremental_ops_sources_and_errors(spate_factory):
     code, message = incremental(admin, ResourceType.BROKER, me, [("log.dirs", SET, "/x")])
     assert code == INVALID_REQUEST
     assert "Cannot update these configs dynamically: Set(log.dirs)" in message
-    code, _ = incremental(admin, ResourceType.BROKER, me, [("no.such.config", SET, "1")])
-    assert code == INVALID_CONFIG
+    # Custom configs (for plugins) and listener-prefixed ones are stored and described, as
+    # Kafka does; a prefixed one is typed as its config and is one broker's.
+    prefixed = "listener.name.plaintext.ssl.keystore.password"
+    assert incremental(admin, ResourceType.BROKER, me, [
+        ("no.such.config", SET, "1"), (prefixed, SET, "secret")]) is None
+    configs = described(admin, ResourceType.BROKER, me)
+    assert (configs["no.such.config"].value, configs["no.such.config"].source) == \
+        ("1", DYNAMIC_BROKER)
+    assert configs[prefixed].source == DYNAMIC_BROKER
+    assert configs[prefixed].is_sensitive and configs[prefixed].value is None
+    code, message = wire_incremental(broker.port, BROKER_TYPE, "", [(prefixed, 0, "x")])
+    assert code == INVALID_REQUEST and "default cluster level" in message
+    code, message = incremental(admin, ResourceType.BROKER, me, [
+        ("listener.name.plaintext.sasl.kerberos.min.time.before.relogin", SET, "soon")])
+    assert code == INVALID_REQUEST and "Not a number of type LONG" in message
+    assert incremental(admin, ResourceType.BROKER, me, [
+        ("no.such.config", DELETE, ""), (prefixed, DELETE, "")]) is None
+    assert "no.such.config" not in described(admin, ResourceType.BROKER, me)
     code, message = incremental(admin, ResourceType.BROKER, me, [("background.threads", SET, "x")])
     assert code == INVALID_REQUEST and "Not a number of type INT" in message
     code, _ = incremental(admin, ResourceType.BROKER, me, [("background.threads", APPEND, "1")])
@@ -377,7 +393,7 @@ def test_group_configs_set_the_heartbeat_interval_of_its_members(broker):
     for bad in ([("consumer.session.timeout.ms", SET, "1000")],
                 [("consumer.heartbeat.interval.ms", SET, "60000")],
                 [("consumer.heartbeat.interval.ms", SET, "soon")],
-                [("share.session.timeout.ms", SET, "50000")]):
+                [("share.session.timeout.ms", SET, "1000")]):
         assert incremental(admin, ResourceType.GROUP, group, bad)[0] == INVALID_CONFIG, bad
     assert incremental(admin, ResourceType.GROUP, group,
                        [("consumer.heartbeat.interval.ms", DELETE, None)]) is None

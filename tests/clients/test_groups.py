@@ -848,11 +848,11 @@ def admin_list_groups(broker):
 
 
 @pytest.fixture(scope="module")
-def java_members(tmp_path_factory):
+def java_members():
     """The classpath to run java/GroupMember.java (compiled once), or a skip without Maven."""
-    from test_idempotence import compile_java
+    from java_build import compile_java
 
-    return compile_java(tmp_path_factory.mktemp("java"), "GroupMember")
+    return compile_java("GroupMember")
 
 
 @pytest.mark.timeout(420)

@@ -9,13 +9,11 @@ of the earlier ones twice.
 """
 
 import json
-import shutil
 import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 from confluent_kafka import TopicPartition
@@ -23,8 +21,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 from client_helpers import CK_COMMON, ck_consumer, unique_topic, wait_until
 from conftest import free_port
+from java_build import CONNECT_POM, maven_classpath
 
-CONNECT_POM = Path(__file__).parent / "connect" / "pom.xml"
 LOG4J = """status = error
 appender.file.type = File
 appender.file.name = FILE
@@ -34,24 +32,6 @@ appender.file.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = info
 rootLogger.appenderRef.file.ref = FILE
 """
-
-
-def connect_classpath(workdir):
-    """Kafka Connect's runtime and FileStream connectors through Maven, or a skip when Maven
-    cannot get them (as the Java client tests do)."""
-    if not shutil.which("mvn") or not shutil.which("java"):
-        pytest.skip("Java 17 and Maven are needed for the Kafka Connect test")
-    output = workdir / "connect-classpath.txt"
-    try:
-        done = subprocess.run(["mvn", "-q", "-B", "-f", str(CONNECT_POM),
-                               "dependency:build-classpath", f"-Dmdep.outputFile={output}"],
-                              capture_output=True, timeout=300)
-    except subprocess.TimeoutExpired:
-        pytest.skip("Maven did not resolve Kafka Connect within 300 s (Maven Central unreachable?)")
-    if done.returncode != 0 or not output.exists():
-        pytest.skip("Maven could not fetch Kafka Connect (Maven Central unreachable?): "
-                    + done.stdout.decode(errors="replace")[-300:])
-    return output.read_text().strip()
 
 
 class Worker:
@@ -166,7 +146,7 @@ def cleanup_policies(bootstrap, topics):
 
 @pytest.mark.timeout(600)
 def test_kafka_connect_distributed_worker_runs_a_file_source(broker, tmp_path):
-    classpath = connect_classpath(tmp_path)
+    classpath = maven_classpath(CONNECT_POM, 300, "the Kafka Connect test")
     suffix = unique_topic("w")
     topic = unique_topic("connect-lines")
     source = tmp_path / "input.txt"

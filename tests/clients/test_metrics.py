@@ -276,6 +276,8 @@ def test_metrics_port_in_use_is_one_sentence(tmp_path):
     assert "in use" in lines[0] and "--metrics-listen" in lines[0], lines[0]
 
 
+# Serial: needs a whole core for the shard (busy > 0.5) and times the scrapes.
+@pytest.mark.serial
 def test_metrics_answer_while_producers_saturate_the_shard(spate_factory, tmp_path):
     """One shard, two native producers in a closed loop (each keeps 256 one-record Produce
     requests in flight): the shard is saturated, and every scrape is still answered."""

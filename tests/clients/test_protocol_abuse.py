@@ -216,6 +216,8 @@ def test_frames_announced_large_and_trickled_hold_memory_for_what_arrived(spate_
             sock.close()
 
 
+# Serial: a connection that sends every 300 ms must stay open under a 1 s idle limit.
+@pytest.mark.serial
 @pytest.mark.skipif(TARGET != "spate", reason="--connections-max-idle-ms is Spate's option")
 def test_idle_and_trickling_connections_are_closed_busy_ones_kept(spate_factory):
     """With --connections-max-idle-ms 1000: a connection that sends nothing and one that
@@ -254,6 +256,9 @@ def test_idle_and_trickling_connections_are_closed_busy_ones_kept(spate_factory)
             sock.close()
 
 
+# Serial: 10,000 connections accepted within 5 s, and closed by the idle sweep 1 s after their
+# 12 s idle limit.
+@pytest.mark.serial
 @pytest.mark.skipif(TARGET != "spate", reason="--connections-max-idle-ms is Spate's option")
 def test_thousands_of_idle_connections_cost_little_and_are_closed(spate_factory):
     """10,000 connections that never send a byte (one descriptor each: with the writer's `dup`

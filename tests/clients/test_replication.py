@@ -25,6 +25,7 @@ bounded.
 """
 
 import os
+import re
 import signal
 import time
 import uuid
@@ -296,7 +297,7 @@ def test_a_lagging_follower_leaves_the_isr_and_comes_back(spate_factory):
         os.kill(laggard.broker.pid, signal.SIGCONT)
     wait_for("the ISR whole again", lambda: all_in_sync(nodes, "lag", 1), timeout=30)
     assert replicas_identical(nodes, "lag", [0])
-    assert "asking the controller for an ISR change" in leader.broker.log_text()
+    assert isr_asks(leader) >= 1
 
 
 FENCED_LEADER_EPOCH = 74
@@ -335,7 +336,7 @@ def test_an_isr_change_leaves_the_leader_epoch(spate_factory):
     assert fetch_v11(leader.broker.port, "epochs", 0, "", epoch)[0] == 0
     # The epoch check itself still holds: a newer one is unknown to the leader.
     assert fetch_v11(leader.broker.port, "epochs", 0, "", epoch + 1)[0] == UNKNOWN_LEADER_EPOCH
-    asks = leader.broker.log_text().count("asking the controller for an ISR change")
+    asks = isr_asks(leader)
     assert asks >= 2, asks  # the shrink and the expand, both the leader's
     # A new leader is a new leader epoch: the old one is fenced there (a controlled
     # shutdown moves the leadership at once).
@@ -414,8 +415,10 @@ def test_not_leader_answers_name_the_current_leader(spate_factory):
 
 
 def isr_asks(node):
-    """How many ISR changes `node`'s leaders asked the controller for (its log)."""
-    return node.broker.log_text().count("asking the controller for an ISR change")
+    """How many ISR changes `node`'s leaders asked the controller for (its log: a line a
+    round, with the count)."""
+    rounds = re.findall(r"asking the controller for (\d+) ISR changes", node.broker.log_text())
+    return sum(int(count) for count in rounds)
 
 
 def test_a_dead_broker_does_not_churn_the_metadata_log(spate_factory):
@@ -616,3 +619,80 @@ def test_a_follower_behind_the_leaders_log_start_starts_again_there(spate_factor
     # Its records are the leader's from offset 400 on, byte for byte.
     copy = log_bytes(follower, "moved-start", 0)
     assert copy and log_bytes(leader, "moved-start", 0).endswith(copy)
+
+
+LOG4J2_TRACE_CLIENT = """status = error
+appender.err.type = Console
+appender.err.name = err
+appender.err.target = SYSTEM_ERR
+appender.err.layout.type = PatternLayout
+appender.err.layout.pattern = %d{HH:mm:ss.SSS} %-5p %c{1}: %m%n
+rootLogger.level = info
+rootLogger.appenderRef.err.ref = err
+logger.sender.name = org.apache.kafka.clients.producer.internals.Sender
+logger.sender.level = trace
+logger.metadata.name = org.apache.kafka.clients.Metadata
+logger.metadata.level = trace
+logger.network.name = org.apache.kafka.clients.NetworkClient
+logger.network.level = debug
+"""
+
+
+def test_the_java_client_takes_the_new_leader_from_a_produce_answer(spate_factory, tmp_path):
+    """KIP-951 with a real client: the Java producer 4.3.1 writes to a partition's leader
+    every 5 ms while a preferred election (after a new replica order) moves the leadership
+    to another live broker; the old leader's NOT_LEADER_OR_FOLLOWER names the new one, and
+    the producer's own log says it took the leader from that answer (Sender: the error with
+    the leader and epoch; Metadata: the leader updated from it), and every record is
+    acknowledged. (Log4j from Kafka's jars gives the client a logger; a skip without them.)"""
+    import subprocess
+    from conftest import KAFKA_LIBS
+    from test_cluster_admin import java_admin
+    from test_idempotence import compile_java
+    libs = [os.path.join(KAFKA_LIBS, name) for name in sorted(os.listdir(KAFKA_LIBS))
+            if name.startswith(("log4j-api", "log4j-core", "log4j-slf4j-impl"))] \
+        if os.path.isdir(KAFKA_LIBS) else []
+    if len(libs) < 3:
+        pytest.skip(f"no log4j jars in {KAFKA_LIBS}; run scripts/kafka-reference.sh fetch")
+    nodes, by_id = replicated_cluster(spate_factory)
+    create_replicated(nodes[0], "hinted", 1)
+    states = wait_for("every replica in sync", lambda: all_in_sync(nodes, "hinted", 1))
+    leader, replicas, epoch = states[0][1], states[0][3], states[0][2]
+    successor = next(r for r in replicas if r != leader)
+    order = [successor] + [r for r in replicas if r != successor]
+    classpath = compile_java("PacedProducer", "ProducerSetup", "ClusterAdmin")
+    config = tmp_path / "log4j2.properties"
+    config.write_text(LOG4J2_TRACE_CLIENT)
+    run_classpath = os.pathsep.join([classpath, *libs])
+    producer = subprocess.Popen(
+        ["java", f"-Dlog4j2.configurationFile={config}", "-cp", run_classpath,
+         "PacedProducer", by_id[leader].broker.bootstrap, "hinted", "8"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(4)
+        other = by_id[successor]
+        assert java_admin(classpath, other, "reassign", "hinted",
+                          "0=" + ",".join(map(str, order))) == ["p=0", "result=OK"]
+
+        def partition():
+            states = partition_states(nodes, "hinted")
+            return states[0] if states else None
+
+        wait_for("the new order", lambda: partition() and partition()[3] == order)
+        assert java_admin(classpath, other, "elect", "preferred", "hinted", "0") == \
+            ["p=0", "result=OK"]
+        wait_for("the new leader", lambda: partition() and partition()[1] == successor)
+        out, err = producer.communicate(timeout=90)
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+    log = err.decode(errors="replace")
+    assert producer.returncode == 0, log[-4000:]
+    assert "acknowledged" in out.decode(), log[-4000:]
+    hinted = [line for line in log.splitlines() if "received error NOT_LEADER_OR_FOLLOWER" in line
+              or "updating leader information" in line]
+    print("\n".join(hinted[:6]))
+    assert any(f"leaderId={successor}" in line and "NOT_LEADER_OR_FOLLOWER" in line
+               for line in hinted), log[-4000:]
+    assert any("updating leader information" in line for line in hinted), log[-4000:]
+    assert partition()[2] > epoch

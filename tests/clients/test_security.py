@@ -212,7 +212,11 @@ def test_untrusted_server_certificate_is_refused_by_the_client(spate_factory, ce
     broker = secure_broker(spate_factory, certs, listeners=("SSL",))
     conf = {**ssl_conf(broker, certs, None), "ssl.ca.location": str(certs["rogue_ca"])}
     error = failure_of(conf)
-    assert error is not None and error.code() == KafkaError._SSL, error
+    # librdkafka reports the failed verification as an SSL error, or on a loaded machine at
+    # times as a transport error whose text names it.
+    assert error is not None and (error.code() == KafkaError._SSL or (
+        error.code() == KafkaError._TRANSPORT and "certificate verify failed" in error.str())), \
+        error
     round_trip(ssl_conf(broker, certs, None), count=5)
 
 
@@ -311,8 +315,8 @@ def test_kcat_over_ssl(spate_factory, certs):
 def test_java_client_over_sasl_ssl_scram(spate_factory, certs, tmp_path):
     """The Java client (kafka-clients 4.3) with SASL_SSL and SCRAM-SHA-512, truststore in
     PEM: produces and reads back 500 records."""
-    from test_idempotence import compile_java
-    classpath = compile_java(tmp_path, "SecureClient")
+    from java_build import compile_java
+    classpath = compile_java("SecureClient")
     broker = secure_broker(spate_factory, certs)
     properties = tmp_path / "client.properties"
     properties.write_text(
@@ -453,6 +457,8 @@ def test_requests_before_authentication_close_the_connection(spate_factory, cert
         assert metadata_answered(sock)
 
 
+# Serial: logins and requests timed within a 1.5 s session (0.5 s to spare).
+@pytest.mark.serial
 def test_reauthentication_extends_the_session_and_expiry_closes(spate_factory, certs):
     """--connections-max-reauth-ms: SaslAuthenticate answers the session lifetime; a request
     after it ran out closes the connection; a re-authentication on the same connection before

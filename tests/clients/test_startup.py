@@ -267,7 +267,9 @@ def shard_states(pid, samples=50, every=0.01):
     return states
 
 
-@spate_only
+@spate_only# Serial: on a loaded machine an idle shard that wakes on its timers waits to run (R) as often
+# as it sleeps (S).
+@pytest.mark.serial
 def test_idle_poll_time_keeps_a_shard_polling_instead_of_sleeping(spate_factory):
     """--idle-poll-time-us: a shard out of work polls that long before it sleeps in the kernel.
     Its timers wake it every few milliseconds, so with 100 ms it polls all the time (running,

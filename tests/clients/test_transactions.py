@@ -313,9 +313,9 @@ def test_java_transactional_producer_and_read_committed_consumer(broker, tmp_pat
     transaction.version): committed records visible, aborted ones not."""
     import subprocess
 
-    from test_idempotence import compile_java
+    from java_build import compile_java
 
-    run_classpath = compile_java(tmp_path, "TransactionalProducer", "ProducerSetup")
+    run_classpath = compile_java("TransactionalProducer", "ProducerSetup")
     topic = unique_topic("javatxn")
     create_topic(broker.bootstrap, topic)
     done = subprocess.run(
@@ -391,6 +391,67 @@ def test_offsets_sent_to_an_open_transaction_survive_kill9(broker):
         probe.close()
     assert read_to_end(broker.bootstrap, sink, "read_committed") == [
         v.upper() for v in values("in-", 5)]
+
+
+def test_transactional_offsets_meet_plain_commits_and_deletion_as_in_kafka(broker):
+    """Kafka's rules for a transaction's offsets (its group coordinator's
+    `OffsetMetadataManager`; the cluster's case is test_cluster_txn_offsets.py): the record
+    last in the group's log wins at the commit, so a plain OffsetCommit written after
+    send_offsets_to_transaction stays, also across a kill -9 between the two and the commit
+    (the log holds both in order), and one written before it is replaced; DeleteGroups of a
+    group whose offset a transaction holds drops that offset, and the commit brings nothing
+    back."""
+    from test_cluster_txn_offsets import delete_groups_v0
+    from test_coordinator_failover import committed
+    source, sink = unique_topic("txo-in"), unique_topic("txo-out")
+    create_topic(broker.bootstrap, source)
+    create_topic(broker.bootstrap, sink)
+    producer = txn_producer(broker.bootstrap, None, **{"transaction.timeout.ms": 60000})
+    suffix = uuid.uuid4().hex[:6]
+
+    def plain_commit(group, offset):
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group,
+                      "enable.auto.commit": False, **CK_COMMON})
+        c.commit(offsets=[TopicPartition(source, 0, offset)], asynchronous=False)
+        c.close()
+
+    def send_offset(group, offset):
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group,
+                      "enable.auto.commit": False, **CK_COMMON})
+        producer.begin_transaction()
+        producer.produce(sink, f"{group}-{offset}".encode(), partition=0)
+        producer.send_offsets_to_transaction([TopicPartition(source, 0, offset)],
+                                             c.consumer_group_metadata(), 30)
+        c.close()
+
+    def offset_of(group):
+        return wait_until(lambda: committed(broker.bootstrap, group, source, [0]), 30,
+                          f"{group}'s committed offset")
+
+    # The transaction's offset, then a plain commit, a crash, then the commit.
+    plain_last = f"txo-plain-last-{suffix}"
+    send_offset(plain_last, 5)
+    plain_commit(plain_last, 9)
+    broker.kill9()
+    broker.start()
+    producer.commit_transaction(60)
+    assert offset_of(plain_last) == {0: 9}
+
+    # A plain commit, then the transaction's offset: the transaction's is the later one.
+    txn_last = f"txo-txn-last-{suffix}"
+    plain_commit(txn_last, 11)
+    send_offset(txn_last, 12)
+    producer.commit_transaction(60)
+    assert offset_of(txn_last) == {0: 12}
+
+    # DeleteGroups while a transaction holds the group's only offset: deleted with it.
+    deleted = f"txo-deleted-{suffix}"
+    send_offset(deleted, 7)
+    assert delete_groups_v0(broker.port, deleted) == [(deleted, 0)]
+    producer.commit_transaction(60)
+    assert offset_of(deleted) == {0: -1001}
+    # The transactions' records are committed all the same.
+    assert len(read_to_end(broker.bootstrap, sink, "read_committed")) == 3
 
 
 def fnv1a_shard(key, shards):

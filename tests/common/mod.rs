@@ -30,6 +30,8 @@ pub fn config(segment_bytes: u64) -> TopicConfig {
         durability: Durability::Write,
         min_insync_replicas: 1,
         cleanup: Default::default(),
+        delivery_delay_ms: -1,
+        dead_letter_group_enable: false,
     }
 }
 

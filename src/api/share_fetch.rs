@@ -1,0 +1,394 @@
+//! ShareFetch (API 78, KIP-932): a share group member's fetch, in two halves around the
+//! reads. First the group's coordinator shard moves the member's share session (epoch 0
+//! opens it, -1 closes it, otherwise the next epoch; SHARE_SESSION_NOT_FOUND and
+//! INVALID_SHARE_SESSION_EPOCH as Kafka answers), applies the acknowledgements the request
+//! carries and says where to read each partition of the session (`group::share`). Then each
+//! partition is read from its owning shard like a Fetch (read_uncommitted), a share
+//! partition met for the first time starting at its `share.auto.offset.reset` offset, and the
+//! coordinator hands out what it may of the batches read (`ShareAcquire`, written to its log
+//! before the answer). The response carries whole batches, as Kafka's does, with the acquired
+//! ranges and their delivery counts; the client keeps only the acquired records.
+//!
+//! Waiting: with nothing acquired and `max_wait_ms` left, the fetch waits for new data on its
+//! partitions (their watches, as Fetch does) or `SHARE_FETCH_RECHECK_MS`, whichever comes
+//! first, and asks again. Records released or whose lock ended wake it at once: the
+//! coordinator wakes the watches of their partitions (`Partitions::wake`); the recheck
+//! covers a release that lands between the read and the watch.
+//!
+//! Not yet: zero-copy (the vendored encoder copies the record bytes, and a catch-up read
+//! from a segment file is read into memory), clustered nodes (UNSUPPORTED_VERSION, Kafka's
+//! answer when share groups are off).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::future::join_all;
+use kafka_protocol::messages::share_fetch_response::{
+    AcquiredRecords, LeaderIdAndEpoch, PartitionData, ShareFetchableTopicResponse,
+};
+use kafka_protocol::messages::{ShareFetchRequest, ShareFetchResponse};
+
+use super::share_common::{check_request, named_partitions, resolve};
+use super::{Context, Outcome};
+use crate::constants::{
+    FETCH_WAIT_MS_MAX, SHARE_FETCH_MAX_RECORDS_DEFAULT, SHARE_FETCH_PARTITION_BYTES_MAX,
+    SHARE_FETCH_RECHECK_MS,
+};
+use crate::group::assignor::TopicId;
+use crate::group::coordinator::{GroupRequest, GroupResponse};
+use crate::group::share::{FetchOpen, FetchOpened, FetchPlan, ShareRead};
+use crate::group::share_partition::Acquired;
+use crate::model::batch::BatchHeader;
+use crate::model::{ErrorCode, Isolation, Offset, ShardId, TopicPartition};
+use crate::partition::{PartitionRequest, PartitionResponse, ReadResult, ReadSpec, Seen};
+
+/// One batch read: its offsets and bytes.
+struct ReadBatch {
+    first: i64,
+    last: i64,
+    control: bool,
+    bytes: Bytes,
+}
+
+/// What one partition's read gave.
+struct PartitionRead {
+    /// The offset the read began at.
+    read_from: i64,
+    error_code: ErrorCode,
+    high_watermark: i64,
+    log_start: i64,
+    batches: Vec<ReadBatch>,
+}
+
+pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
+    let request: ShareFetchRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(close) => return close,
+    };
+    let mut response = ShareFetchResponse::default();
+    let group_id = request.group_id.as_ref().map(|g| g.0.to_string()).unwrap_or_default();
+    let member_id = request.member_id.as_ref().map(|m| m.to_string()).unwrap_or_default();
+    if let Err(code) = check_request(ctx, &group_id, &member_id) {
+        response.error_code = code.code();
+        return ctx.reply(&response);
+    }
+    let named = named_partitions!(request.topics);
+    let resolved = resolve(ctx, named);
+    let forgotten: Vec<TopicPartition> = {
+        let forgotten = request.forgotten_topics_data.iter().flat_map(|topic| {
+            let topic_id = *topic.topic_id.as_bytes();
+            topic.partitions.iter().map(move |p| (topic_id, *p, Vec::new()))
+        });
+        resolve(ctx, forgotten.collect()).known.into_iter().map(|p| p.tp).collect()
+    };
+    let open = FetchOpen {
+        group_id: group_id.clone(),
+        member_id: member_id.clone(),
+        session_epoch: request.share_session_epoch,
+        partitions: resolved.known,
+        forgotten,
+    };
+    let opened = match call(ctx, &group_id, GroupRequest::ShareFetchOpen(open)).await {
+        Some(GroupResponse::ShareFetchOpened(opened)) => opened,
+        _ => FetchOpened { error_code: ErrorCode::CoordinatorNotAvailable, ..Default::default() },
+    };
+    if opened.error_code != ErrorCode::None {
+        response.error_code = opened.error_code.code();
+        return ctx.reply(&response);
+    }
+    response.acquisition_lock_timeout_ms = opened.lock_ms.clamp(0, i64::from(i32::MAX)) as i32;
+
+    let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
+    let deadline = Instant::now() + max_wait;
+    let max_records = match request.max_records {
+        n if n > 0 => n as usize,
+        _ => SHARE_FETCH_MAX_RECORDS_DEFAULT,
+    };
+    let size_bytes_max = (request.max_bytes.max(1) as usize).min(SHARE_FETCH_PARTITION_BYTES_MAX);
+    let mut plan = opened.plan;
+    let mut acquired: Vec<(TopicPartition, Vec<Acquired>)> = Vec::new();
+    let mut reads: BTreeMap<TopicPartition, PartitionRead> = BTreeMap::new();
+    while !plan.is_empty() {
+        let starts = initial_offsets(ctx, &plan).await;
+        reads = read_all(ctx, &plan, &starts, size_bytes_max).await;
+        let share_reads: Vec<ShareRead> = plan
+            .iter()
+            .filter_map(|p| {
+                let read = reads.get(&p.tp)?;
+                // Below the log start (retention moved it): the share partition moves up,
+                // and the next round reads from there.
+                let usable = [ErrorCode::None, ErrorCode::OffsetOutOfRange];
+                if !usable.contains(&read.error_code) {
+                    return None;
+                }
+                let init_offset = match p.fetch_offset {
+                    None => Some(*starts.get(&p.tp)?),
+                    Some(_) => None,
+                };
+                Some(ShareRead {
+                    tp: p.tp.clone(),
+                    init_offset,
+                    log_start: read.log_start,
+                    read_from: read.read_from,
+                    batches: read.batches.iter().map(|b| (b.first, b.last, b.control)).collect(),
+                })
+            })
+            .collect();
+        let acquire = GroupRequest::ShareAcquire {
+            group_id: group_id.clone(),
+            member_id: member_id.clone(),
+            reads: share_reads,
+            max_records,
+        };
+        if let Some(GroupResponse::ShareAcquired(got)) = call(ctx, &group_id, acquire).await {
+            acquired = got;
+        }
+        let errors = reads.values().any(|r| !read_ok(r.error_code));
+        let now = Instant::now();
+        if !acquired.is_empty() || errors || now >= deadline {
+            break;
+        }
+        // Wait for new data or the recheck, then ask where to read again.
+        let seen: Vec<(TopicPartition, Seen)> = reads
+            .iter()
+            .map(|(tp, r)| (tp.clone(), Seen::HighWatermark(Offset(r.high_watermark))))
+            .collect();
+        let recheck = Duration::from_millis(SHARE_FETCH_RECHECK_MS).min(deadline - now);
+        if let Some(wait) = ctx.partitions().watch(seen, recheck).await {
+            let _ = wait.done.await;
+        }
+        let replan =
+            GroupRequest::SharePlan { group_id: group_id.clone(), member_id: member_id.clone() };
+        plan = match call(ctx, &group_id, replan).await {
+            Some(GroupResponse::SharePlan(plan)) => plan,
+            _ => Vec::new(),
+        };
+    }
+    respond(ctx, response, resolved.failed, opened.acks, &plan, acquired, reads)
+}
+
+async fn call(ctx: &Context, group_id: &str, request: GroupRequest) -> Option<GroupResponse> {
+    let owner = ctx.groups().owner(group_id);
+    ctx.groups().call(owner, request).await
+}
+
+/// The offsets to start the share partitions at that the plan says are new
+/// (`share.auto.offset.reset`: earliest, the log start; latest, the high watermark).
+async fn initial_offsets(ctx: &Context, plan: &[FetchPlan]) -> BTreeMap<TopicPartition, i64> {
+    let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, i64)>> = BTreeMap::new();
+    for p in plan.iter().filter(|p| p.fetch_offset.is_none()) {
+        // Kafka's ListOffsets timestamps: -2 earliest, -1 latest.
+        let timestamp = if p.reset_earliest { -2 } else { -1 };
+        by_shard.entry(ctx.shard().owner(&p.tp)).or_default().push((p.tp.clone(), timestamp));
+    }
+    let calls = by_shard.into_iter().map(|(owner, partitions)| {
+        let isolation = Isolation::ReadUncommitted;
+        ctx.partitions().call(owner, PartitionRequest::ListOffsets { partitions, isolation })
+    });
+    let mut out = BTreeMap::new();
+    for answer in join_all(calls).await {
+        let Some(PartitionResponse::Offsets(results)) = answer else { continue };
+        for result in results.into_iter().filter(|r| r.error_code == ErrorCode::None) {
+            out.insert(result.tp, result.offset.0);
+        }
+    }
+    out
+}
+
+/// Whether a partition's read went well enough to answer it (a read below the log start
+/// moves the share partition and is read again).
+fn read_ok(code: ErrorCode) -> bool {
+    code == ErrorCode::None || code == ErrorCode::OffsetOutOfRange
+}
+
+/// Reads every planned partition from where the plan (or its initial offset) says: one
+/// message per owning shard.
+async fn read_all(
+    ctx: &Context,
+    plan: &[FetchPlan],
+    starts: &BTreeMap<TopicPartition, i64>,
+    size_bytes_max: usize,
+) -> BTreeMap<TopicPartition, PartitionRead> {
+    let mut by_shard: BTreeMap<ShardId, Vec<ReadSpec>> = BTreeMap::new();
+    let mut from: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    for p in plan {
+        let Some(offset) = p.fetch_offset.or_else(|| starts.get(&p.tp).copied()) else {
+            continue;
+        };
+        from.insert(p.tp.clone(), offset);
+        let spec = ReadSpec {
+            tp: p.tp.clone(),
+            offset: Offset(offset),
+            size_bytes_max,
+            isolation: Isolation::ReadUncommitted,
+            follower: None,
+            client_rack: None,
+        };
+        by_shard.entry(ctx.shard().owner(&p.tp)).or_default().push(spec);
+    }
+    let calls = by_shard.into_iter().map(|(owner, partitions)| {
+        ctx.partitions().call(owner, PartitionRequest::Read { partitions })
+    });
+    let mut out = BTreeMap::new();
+    for response in join_all(calls).await {
+        if let Some(PartitionResponse::Read(results)) = response {
+            for result in results {
+                let read_from = from.get(&result.tp).copied().unwrap_or(i64::MAX);
+                out.insert(result.tp.clone(), batches_of(result, read_from));
+            }
+        }
+    }
+    out
+}
+
+/// The batches of a read, each with its offsets. A catch-up read's file regions are read
+/// into memory (the response encoder copies them anyway).
+fn batches_of(result: ReadResult, read_from: i64) -> PartitionRead {
+    let mut read = PartitionRead {
+        read_from,
+        error_code: result.error_code,
+        high_watermark: result.high_watermark.0,
+        log_start: result.log_start_offset.0,
+        batches: Vec::new(),
+    };
+    let data = match result.bytes() {
+        Ok(data) => data,
+        Err(e) => {
+            tracing::warn!(tp = %result.tp, "share fetch read failed: {e}");
+            read.error_code = ErrorCode::UnknownServerError;
+            return read;
+        }
+    };
+    let mut position = 0;
+    while position < data.len() {
+        let Ok(header) = BatchHeader::parse(&data[position..]) else { break };
+        let size = header.size_bytes();
+        if position + size > data.len() {
+            break;
+        }
+        read.batches.push(ReadBatch {
+            first: header.base_offset().0,
+            last: header.last_offset().0,
+            control: header.is_control(),
+            bytes: data.slice(position..position + size),
+        });
+        position += size;
+    }
+    read
+}
+
+/// What goes into one partition of the response.
+enum Update {
+    Failed(ErrorCode),
+    Acked(ErrorCode),
+    ReadFailed(ErrorCode),
+    Records(Bytes, Vec<AcquiredRecords>),
+}
+
+fn respond(
+    ctx: &Context,
+    mut response: ShareFetchResponse,
+    failed: Vec<(TopicId, i32, ErrorCode)>,
+    acks: Vec<(TopicPartition, ErrorCode)>,
+    plan: &[FetchPlan],
+    acquired: Vec<(TopicPartition, Vec<Acquired>)>,
+    mut reads: BTreeMap<TopicPartition, PartitionRead>,
+) -> Outcome {
+    let node = ctx.shard().config.node_id.0;
+    let topic_ids: BTreeMap<TopicPartition, TopicId> =
+        plan.iter().map(|p| (p.tp.clone(), p.topic_id)).collect();
+    let mut by_topic: BTreeMap<TopicId, BTreeMap<i32, PartitionData>> = BTreeMap::new();
+    let mut entry = |topic_id: TopicId, partition: i32| {
+        let partitions = by_topic.entry(topic_id).or_default();
+        partitions.entry(partition).or_insert_with(|| {
+            let mut data = PartitionData::default();
+            data.partition_index = partition;
+            let mut leader = LeaderIdAndEpoch::default();
+            leader.leader_id = node;
+            data.current_leader = leader;
+            data
+        });
+        (topic_id, partition)
+    };
+    let mut updates: Vec<((TopicId, i32), Update)> = Vec::new();
+    for (topic_id, partition, code) in failed {
+        updates.push((entry(topic_id, partition), Update::Failed(code)));
+    }
+    for (tp, code) in &acks {
+        if let Some(topic_id) = topic_id_of(&topic_ids, tp, ctx) {
+            updates.push((entry(topic_id, tp.partition), Update::Acked(*code)));
+        }
+    }
+    for (tp, read) in &reads {
+        if !read_ok(read.error_code) {
+            if let Some(topic_id) = topic_ids.get(tp) {
+                let key = entry(*topic_id, tp.partition);
+                updates.push((key, Update::ReadFailed(read.error_code)));
+            }
+        }
+    }
+    for (tp, runs) in acquired {
+        let Some(topic_id) = topic_ids.get(&tp).copied() else { continue };
+        let Some(read) = reads.remove(&tp) else { continue };
+        let overlaps = |b: &ReadBatch| {
+            runs.iter().any(|r| b.first <= r.last_offset && r.first_offset <= b.last)
+        };
+        let mut records = BytesMut::new();
+        for batch in read.batches.iter().filter(|b| !b.control && overlaps(b)) {
+            records.extend_from_slice(&batch.bytes);
+        }
+        let key = entry(topic_id, tp.partition);
+        let acquired = runs
+            .iter()
+            .map(|run| {
+                let mut acquired = AcquiredRecords::default();
+                acquired.first_offset = run.first_offset;
+                acquired.last_offset = run.last_offset;
+                acquired.delivery_count = run.delivery_count;
+                acquired
+            })
+            .collect();
+        updates.push((key, Update::Records(records.freeze(), acquired)));
+    }
+    for ((topic_id, partition), update) in updates {
+        let Some(data) = by_topic.get_mut(&topic_id).and_then(|t| t.get_mut(&partition)) else {
+            continue;
+        };
+        match update {
+            Update::Failed(code) => {
+                data.error_code = code.code();
+                data.acknowledge_error_code = code.code();
+            }
+            Update::Acked(code) => data.acknowledge_error_code = code.code(),
+            Update::ReadFailed(code) => data.error_code = code.code(),
+            Update::Records(records, acquired) => {
+                data.records = Some(records);
+                data.acquired_records = acquired;
+            }
+        }
+    }
+    response.responses = by_topic
+        .into_iter()
+        .map(|(topic_id, partitions)| {
+            let mut topic = ShareFetchableTopicResponse::default();
+            topic.topic_id = uuid::Uuid::from_bytes(topic_id);
+            topic.partitions = partitions.into_values().collect();
+            topic
+        })
+        .collect();
+    ctx.reply(&response)
+}
+
+/// A partition's topic id: from the plan, else the catalog (an acknowledgement in a closing
+/// request, which has no plan).
+fn topic_id_of(
+    plan: &BTreeMap<TopicPartition, TopicId>,
+    tp: &TopicPartition,
+    ctx: &Context,
+) -> Option<TopicId> {
+    if let Some(id) = plan.get(tp) {
+        return Some(*id);
+    }
+    ctx.shard().catalog.borrow().get(&tp.topic).map(|meta| meta.id)
+}
