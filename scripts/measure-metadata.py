@@ -6,7 +6,8 @@ Each side is a cluster of three processes on 127.0.0.1, each a broker and a cont
 (Spate: `--cores 1 --controller-quorum-voters ...`; Kafka 4.3.1 from the Maven jars that
 scripts/kafka-reference.sh fetches: `process.roles=broker,controller`, static
 `controller.quorum.voters`, Kafka's shipped thread counts, G1, `--kafka-heap` each), on fresh
-temporary data dirs. A round on one side:
+temporary data dirs; scripts/cluster_procs.py starts and stops them (the Spate nodes may use
+every CPU, so each pins its one shard to CPU 0). A round on one side:
 
 - create: `--topics` topics of `--partitions` partitions, replication factor 3, created with
   confluent-kafka's AdminClient in requests of 10 topics one after the other (Kafka refuses
@@ -49,129 +50,43 @@ java and (once, for the jars) mvn. Every process it starts is killed at the end.
 """
 
 import argparse
-import base64
 import json
 import os
 import re
-import resource
-import shutil
-import signal
 import socket
 import statistics
-import struct
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "clients"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cluster_procs import (ROOT, WAIT_LIMIT_S, KafkaCluster, SpateCluster,  # noqa: E402
+                           fetch_kafka, metadata_all, node_metadata)
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from kafka_wire import frame, request_header  # noqa: E402
-
-KAFKA_VERSION = os.environ.get("KAFKA_VERSION", "4.3.1")
-KAFKA_LIBS = Path.home() / ".cache" / "spate" / f"kafka-{KAFKA_VERSION}" / "libs"
-KAFKA_SCRIPT = ROOT / "scripts" / "kafka-reference.sh"
 TOPICS_PER_REQUEST = 10
-WAIT_LIMIT_S = 900
 PREFIX = "meta10k-"
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def load():
     return round(os.getloadavg()[0], 2)
 
 
-def raise_nofile():
-    """The child's soft open-file limit up to its hard limit."""
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def recv_exact(sock, size):
-    data = bytearray()
-    while len(data) < size:
-        chunk = sock.recv(min(size - len(data), 1 << 20))
-        if not chunk:
-            raise ConnectionError(f"closed after {len(data)} of {size} bytes")
-        data += chunk
-    return bytes(data)
-
-
-METADATA_ALL_V7 = frame(request_header(3, 7, 7) + struct.pack(">i", -1) + b"\x00")
-
-
-def metadata_all(sock):
-    """One Metadata v7 request for all topics on `sock`: the answer after the correlation
-    id, and its size on the wire."""
-    sock.sendall(METADATA_ALL_V7)
-    (size,) = struct.unpack(">i", recv_exact(sock, 4))
-    payload = recv_exact(sock, size)
-    return payload[4:], size + 4
-
-
-def parse_metadata_v7(data):
-    """(broker ids, controller id, {topic: [(error, leader)]})."""
-    position = 4
-    (count,) = struct.unpack_from(">i", data, position)
-    position += 4
-    brokers = set()
-    for _ in range(count):
-        node_id, size = struct.unpack_from(">ih", data, position)
-        position += 6 + size + 4
-        (rack,) = struct.unpack_from(">h", data, position)
-        position += 2 + max(rack, 0)
-        brokers.add(node_id)
-    (size,) = struct.unpack_from(">h", data, position)
-    position += 2 + max(size, 0)
-    (controller,) = struct.unpack_from(">i", data, position)
-    position += 4
-    (count,) = struct.unpack_from(">i", data, position)
-    position += 4
-    topics = {}
-    for _ in range(count):
-        _, size = struct.unpack_from(">hh", data, position)
-        position += 4
-        name = data[position:position + size].decode()
-        position += size + 1
-        (partition_count,) = struct.unpack_from(">i", data, position)
-        position += 4
-        partitions = []
-        for _ in range(partition_count):
-            error, _, leader, _ = struct.unpack_from(">hiii", data, position)
-            position += 14
-            for _ in range(3):  # replicas, isr, offline
-                (n,) = struct.unpack_from(">i", data, position)
-                position += 4 + 4 * n
-            partitions.append((error, leader))
-        topics[name] = partitions
-    return brokers, controller, topics
-
-
 def all_led(port, topics, partitions, nodes):
     """True when this node's Metadata lists all our partitions with a leader among its live
     brokers, all the nodes as brokers and a controller."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            data, _ = metadata_all(sock)
-        brokers, controller, found = parse_metadata_v7(data)
-    except (OSError, struct.error, ConnectionError):
+    found = node_metadata(port)
+    if found is None:
         return False
+    brokers, controller, found = found
     if brokers != set(range(1, nodes + 1)) or controller < 0:
         return False
     ours = {name: parts for name, parts in found.items() if name.startswith(PREFIX)}
     if len(ours) != topics:
         return False
-    return all(len(parts) == partitions and all(e == 0 and l in brokers for e, l in parts)
+    return all(len(parts) == partitions and all(p[0] == 0 and p[1] in brokers for p in parts)
                for parts in ours.values())
 
 
@@ -190,14 +105,6 @@ def wait_all_led(cluster, topics, partitions, began, poll):
     return time.monotonic() - began
 
 
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def rss_mib(pid):
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -206,120 +113,16 @@ def rss_mib(pid):
     return 0.0
 
 
-class Process:
-    """One node's process: its command, its log, start, SIGTERM, kill -9."""
+class MetadataCluster:
+    """What this script adds to a cluster: snapshots due at once or not, probe topics."""
 
-    def __init__(self, node_id, port, workdir):
-        self.node_id = node_id
-        self.port = port
-        self.dir = workdir
-        self.proc = None
-        self.log_from = 0
-
-    def log_since_start(self, log_name):
-        """What the node logged since its latest start."""
-        with open(self.dir / log_name, "rb") as log:
-            log.seek(self.log_from)
-            return log.read().decode(errors="replace")
-
-    def check_alive(self):
-        if self.proc.poll() is not None:
-            raise SystemExit(f"node {self.node_id} exited with {self.proc.returncode}; "
-                             f"see {self.dir}")
-
-    def start(self, command, log_name, env=None):
-        """Starts the process; `log_name` is the node's log, read from where it ends now."""
-        path = self.dir / log_name
-        self.log_from = path.stat().st_size if path.exists() else 0
-        log = open(self.dir / "stdout.log", "ab")
-        self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True,
-                                     preexec_fn=raise_nofile, env=env)
-        log.close()
-
-    def term(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-
-    def wait(self, limit=WAIT_LIMIT_S):
-        if self.proc:
-            try:
-                self.proc.wait(timeout=limit)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-                raise SystemExit(f"node {self.node_id} did not exit within {limit} s")
-
-    def kill9(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=60)
-        while self.proc and alive(self.proc.pid):
-            time.sleep(0.02)
+    snapshot_due = False
+    probes = 0
 
 
-class Cluster:
-    """Three nodes of one side; subclasses say how a node starts and where its snapshot is."""
-
-    name = ""
-
-    def __init__(self, count=3):
-        self.root = Path(tempfile.mkdtemp(prefix=f"measure-metadata-{self.name}-"))
-        self.controller_ports = [free_port() for _ in range(count)]
-        self.nodes = []
-        for i in range(count):
-            workdir = self.root / f"node{i + 1}"
-            workdir.mkdir()
-            self.nodes.append(Process(i + 1, free_port(), workdir))
-        self.voters = ",".join(f"{i + 1}@127.0.0.1:{port}"
-                               for i, port in enumerate(self.controller_ports))
-        self.snapshot_due = False
-        self.probes = 0
-
-    @property
-    def bootstrap(self):
-        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
-
-    def start_all(self):
-        for node in self.nodes:
-            self.start_node(node)
-
-    def wait_formed(self):
-        """Until every node lists the three brokers and a controller."""
-        wait_all_led(self, 0, 0, time.monotonic(), 0.2)
-
-    def term_all(self):
-        began = time.monotonic()
-        for node in self.nodes:
-            node.term()
-        for node in self.nodes:
-            node.wait()
-        return time.monotonic() - began
-
-    def kill_all(self):
-        for node in self.nodes:
-            node.kill9()
-
-    def cleanup(self):
-        self.kill_all()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-class SpateCluster(Cluster):
-    name = "spate"
-
-    def __init__(self, binary):
-        self.binary = binary
-        super().__init__()
-
-    def start_node(self, node):
-        command = [self.binary, "--listen", f"127.0.0.1:{node.port}",
-                   "--data-dir", str(node.dir / "data"), "--cores", "1",
-                   "--min-free-bytes", "0", "--node-id", str(node.node_id),
-                   "--controller-listen", f"127.0.0.1:{self.controller_ports[node.node_id - 1]}",
-                   "--controller-quorum-voters", self.voters]
-        if self.snapshot_due:
-            command += ["--metadata-snapshot-interval-records", "50"]
-        node.start(command, "stdout.log")
+class MetadataSpate(MetadataCluster, SpateCluster):
+    def node_args(self, node):
+        return ["--metadata-snapshot-interval-records", "50"] if self.snapshot_due else []
 
     def snapshots(self, node):
         return sorted((node.dir / "data" / "__cluster_metadata").glob("*.snapshot"))
@@ -334,75 +137,10 @@ class SpateCluster(Cluster):
         return statistics.median(int(us) for _, us in found) / 1e6, int(found[-1][0])
 
 
-class KafkaCluster(Cluster):
-    name = "kafka"
-
-    def __init__(self, heap):
-        self.heap = heap
-        super().__init__()
-        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
-        for node in self.nodes:
-            self.write_config(node)
-        formats = [subprocess.Popen(
-            ["java", "-cp", f"{KAFKA_LIBS}/*",
-             f"-Dlog4j2.configurationFile={node.dir}/log4j2.properties",
-             "kafka.tools.StorageTool", "format", "-t", cluster_id,
-             "-c", str(node.dir / "server.properties")],
-            stdout=open(node.dir / "format.log", "wb"), stderr=subprocess.STDOUT)
-            for node in self.nodes]
-        for node, done in zip(self.nodes, formats):
-            if done.wait(timeout=300) != 0:
-                self.cleanup()
-                raise SystemExit("kafka-storage format failed:\n"
-                                 + (node.dir / "format.log").read_text(errors="replace"))
-
-    def write_config(self, node):
-        controller = self.controller_ports[node.node_id - 1]
+class MetadataKafka(MetadataCluster, KafkaCluster):
+    def extra_properties(self):
         interval = 1000 if self.snapshot_due else 3_600_000
-        (node.dir / "server.properties").write_text(f"""\
-process.roles=broker,controller
-node.id={node.node_id}
-controller.quorum.voters={self.voters}
-listeners=PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{node.port}
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs={node.dir}/data
-metadata.log.dir={node.dir}/metadata
-metadata.log.max.snapshot.interval.ms={interval}
-num.network.threads=3
-num.io.threads=8
-socket.send.buffer.bytes=102400
-socket.receive.buffer.bytes=102400
-socket.request.max.bytes=104857600
-log.segment.bytes=1073741824
-num.recovery.threads.per.data.dir=1
-num.partitions=1
-default.replication.factor=3
-offsets.topic.replication.factor=3
-transaction.state.log.replication.factor=3
-group.initial.rebalance.delay.ms=0
-""")
-        (node.dir / "log4j2.properties").write_text(f"""\
-rootLogger.level=INFO
-rootLogger.appenderRef.file.ref=FILE
-appender.file.type=File
-appender.file.name=FILE
-appender.file.fileName={node.dir}/server.log
-appender.file.layout.type=PatternLayout
-appender.file.layout.pattern=[%d] %p %m (%c)%n
-""")
-
-    def start_node(self, node):
-        self.write_config(node)
-        command = ["java", f"-Xms{self.heap}", f"-Xmx{self.heap}", "-server", "-XX:+UseG1GC",
-                   "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
-                   "-XX:+ExplicitGCInvokesConcurrent", "-XX:MaxInlineLevel=15",
-                   "-Djava.awt.headless=true",
-                   f"-Dlog4j2.configurationFile={node.dir}/log4j2.properties",
-                   "-cp", f"{KAFKA_LIBS}/*", "kafka.Kafka", str(node.dir / "server.properties")]
-        node.start(command, "server.log")
+        return [f"metadata.log.max.snapshot.interval.ms={interval}"]
 
     def snapshots(self, node):
         return sorted((node.dir / "metadata" / "__cluster_metadata-0").glob("*.checkpoint"))
@@ -494,7 +232,8 @@ def wait_snapshots(cluster):
 
 
 def one_round(side, args):
-    cluster = SpateCluster(args.spate_bin) if side == "spate" else KafkaCluster(args.kafka_heap)
+    cluster = (MetadataSpate(args.spate_bin) if side == "spate"
+               else MetadataKafka(args.kafka_heap))
     result = {"side": side}
 
     def note(key, value):
@@ -558,7 +297,7 @@ def main():
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.only != "spate":
-        subprocess.run([str(KAFKA_SCRIPT), "fetch"], check=True)
+        fetch_kafka()
     sides = [args.only] if args.only else ["spate", "kafka"]
     print(f"{args.topics} topics x {args.partitions} partitions, replication factor 3, "
           f"3 nodes each; {os.cpu_count()} CPUs; {datetime.utcnow():%Y-%m-%d %H:%M} UTC",

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Replication factor 3 against 1 on one three-node cluster (issue 14's targets): closed-loop
-throughput and broker CPU per record, and the publish latency of a 1,000 records/s producer.
+throughput and broker CPU per record, and the publish latency of a 1,000 records/s producer;
+with --against-kafka, Spate's three nodes at replication factor 3 against Apache Kafka's.
 
 Three `spate` processes on 127.0.0.1 (`--cores 1` each, each a broker and a controller voter)
 serve both kinds of topic, so both runs meet the same brokers in the same run:
@@ -8,27 +9,55 @@ serve both kinds of topic, so both runs meet the same brokers in the same run:
   acks=all, linger 5 ms) to a topic of 3 partitions (one led by each node) of replication
   factor 1, then to one of replication factor 3 (min.insync.replicas 2); records/s of the
   measured window and the three brokers' CPU seconds over it divided by its records. Each run
-  has a topic of its own, deleted after it;
-- publish latency: spate-bench's native producer (one record per Produce request, linger 0)
-  at 1,000 records/s, 1 KiB lz4, acks=all, to a topic of one partition of each factor; p50,
-  p99 and p99.9 of the measured window.
+  has a topic of its own, deleted after it (`--duration 0`: none);
+- publish latency: 1,000 records/s, 1 KiB lz4, acks=all, linger 0, to a topic of one
+  partition of each factor, from each of `--publishers`: `native`, spate-bench's native
+  producer (one record per Produce request, pipelined on one connection), and `librdkafka`
+  with at most 5 requests in flight (the Java producer's default: records that arrive while
+  5 are in flight share the next request); p50, p99 and p99.9 of the measured window.
 The two factors alternate within each round, in ABBA order over the rounds (RF1 first in
-even rounds), and the ratios are of the medians over the rounds. Each run also records what
-the rest of the machine used meanwhile (/proc/stat's busy time less the brokers' and the
-bench's CPU): other work on a shared machine shows there, and for the open-loop runs whether
-the bench kept its schedule (`kept_up`, its send lag's p99: a starved bench sends late, and
-the latencies, corrected for coordinated omission, include the lateness).
+even rounds), and the ratios are of the medians over the rounds.
+
+--against-kafka: one cluster at a time (a two-core machine cannot give six brokers CPUs of
+their own), the sides alternating in ABBA order (Spate first in even rounds), each on fresh
+data dirs, started for the round and killed after it (scripts/cluster_procs.py starts both):
+three Spate nodes (`--cores 1`, default durability `write`: acknowledged once the O_DIRECT
+writes landed), or three Apache Kafka 4.3.1 nodes in KRaft combined mode (a JVM each, G1,
+`--kafka-heap` fixed heap, Kafka's shipped thread counts, no fsync: acknowledged from the
+page cache). On each: a topic of 1 partition, replication factor 3, min.insync.replicas 2,
+and the publish latency runs above (`--latency-warmup` first: the JVM's JIT warms up), then
+the closed loop to a topic of 3 partitions of factor 3. Kafka reads a connection's next
+request only once it answered the last, so the native producer (1,000 acks=all requests a
+second on one connection) gets at most one request per replication round trip through
+Kafka and falls behind its schedule (`kept_up` false, latencies in seconds); the
+librdkafka figures are the comparable ones.
+
+Spate's nodes: `--spate-cpus spread` (the default) starts node i on CPU (i-1) mod the CPU
+count (node 1 and 3 on CPU 0, node 2 on CPU 1 here); `shared` lets each use every CPU, and
+then each pins its one shard to the first one, CPU 0, all three together.
+
+Each run also records what the rest of the machine used meanwhile (/proc/stat's busy time
+less the brokers' and the bench's CPU, `others_share` of the machine), the load average at
+its end, and the share of its time some task waited for a CPU or for I/O (`cpu_pressure`,
+`io_pressure`, from /proc/pressure): other work on a shared machine shows there; and for the
+open-loop runs whether the bench kept its schedule (`kept_up`, its send lag's p99: a starved
+bench sends late, and the latencies, corrected for coordinated omission, include the
+lateness).
 
     scripts/measure-replication.py [--rounds 3] [--duration 15] [--latency-duration 20]
+                                   [--latency-warmup 5] [--publishers native,librdkafka]
+                                   [--spate-cpus spread|shared]
+                                   [--against-kafka [--kafka-heap 1g]]
                                    [--spate-bin target/release/spate]
                                    [--bench target/release/spate-bench] [--json FILE]
 
 Prints a line per run, then the medians and ratios (and JSON with --json). Not a test:
 minutes long and machine dependent. The targets: RF3 throughput at least 60% of RF1's, broker
-CPU per record at most 3x, publish p99 at most 2x.
+CPU per record at most 3x, publish p99 at most 2x RF1's and at most 1/5 of Kafka's RF3.
 """
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -41,10 +70,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "clients"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 import conftest  # noqa: E402
+from cluster_procs import (KAFKA_VERSION, KafkaCluster, SpateCluster, fetch_kafka,  # noqa: E402
+                           node_metadata, spread_cpu)
 from conftest import Broker, free_port  # noqa: E402
 from test_cluster import Node, agreed_leader, metadata_v7  # noqa: E402
 
@@ -65,7 +97,7 @@ def process_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def start_cluster(workdir):
+def start_cluster(workdir, spread):
     ports = [free_port() for _ in range(3)]
     voters = ",".join(f"{i + 1}@127.0.0.1:{port}" for i, port in enumerate(ports))
     nodes = []
@@ -74,6 +106,8 @@ def start_cluster(workdir):
             "--cores", "1", "--min-free-bytes", "0", "--node-id", str(i + 1),
             "--controller-listen", f"127.0.0.1:{port}", "--controller-quorum-voters", voters],
             i + 1)
+        if spread:
+            broker.preexec = functools.partial(os.sched_setaffinity, 0, {spread_cpu(i)})
         nodes.append(Node(i + 1, broker, port))
     for node in nodes:
         node.broker.start()
@@ -112,17 +146,15 @@ def create(nodes, name, partitions, factor):
     wait(f"topic {name} in sync everywhere", ready)
 
 
-def bench_run(args, nodes, topic, extra, bootstrap=None):
-    """One spate-bench produce run; (its JSON, what other processes used in CPU seconds
-    per second of the run, as a share of the machine)."""
+def bench_run(args, pids, bootstrap, topic, extra):
+    """One spate-bench produce run against the brokers `pids`; (its JSON, what other
+    processes used in CPU seconds per second of the run, as a share of the machine)."""
     out = Path(tempfile.mkdtemp(prefix="measure-replication-")) / "run.json"
-    pids = [str(n.broker.pid) for n in nodes]
-    bootstrap = bootstrap or ",".join(n.broker.bootstrap for n in nodes)
     command = [args.bench, "produce", "-b", bootstrap,
                "--topic", topic, "--acks", "all", "--compression", "lz4",
                "--record-size", "1024", "--json", str(out), "--quiet", *extra]
     for pid in pids:
-        command += ["--broker-pid", pid]
+        command += ["--broker-pid", str(pid)]
     ours_before = sum(process_seconds(pid) for pid in pids)
     busy_before, began = machine_busy_seconds(), time.monotonic()
     done = subprocess.run(command, stdout=subprocess.DEVNULL, timeout=600)
@@ -137,30 +169,167 @@ def bench_run(args, nodes, topic, extra, bootstrap=None):
     return result, max(0.0, busy - ours) / elapsed / CPUS
 
 
-def throughput(args, nodes, factor, label):
-    topic = f"throughput-rf{factor}-{label}"
-    create(nodes, topic, 3, factor)
-    result, others = bench_run(args, nodes, topic, [
+def closed_loop(args, pids, bootstrap, topic):
+    result, others = bench_run(args, pids, bootstrap, topic, [
         "--duration", f"{args.duration}s", "--warmup", "3s", "--delete-topic"])
     acked = result["produce"]["acked"]
     broker_cpu = sum(b["measured_seconds"] for b in result["cpu"]["brokers"])
     return {"records_per_sec": round(result["produce"]["records_per_sec"]),
             "mb_per_sec": round(result["produce"]["mb_per_sec"], 1),
             "broker_cpu_us_per_record": round(broker_cpu / max(acked, 1) * 1e6, 2),
-            "errors": result.get("errors", {}), "others_share": round(others, 3)}
+            "errors": result.get("errors", {}), "others_share": round(others, 3),
+            "load": load()}
 
 
-def latency(args, nodes, factor, label):
-    result, others = bench_run(args, nodes, f"publish-rf{factor}", [
-        "--partitions", "1", "--rate", "1000", "--linger-ms", "0", "--client", "native",
-        "--duration", f"{args.latency_duration}s", "--warmup", "5s"],
-        bootstrap=nodes[0].broker.bootstrap)  # the native client takes one address
-    publish = result["latency"]["publish"]
-    return {"p50_ms": publish["p50_us"] / 1000, "p99_ms": publish["p99_us"] / 1000,
-            "p99.9_ms": publish["p99_9_us"] / 1000, "errors": result.get("errors", {}),
-            "kept_up": result["open_loop"]["kept_up"],
-            "send_lag_p99_ms": result["open_loop"]["send_lag"]["p99_us"] / 1000,
-            "others_share": round(others, 3)}
+# The publishing clients of --against-kafka, each at 1,000 records/s, linger 0: the bench's
+# native producer (one record per Produce request, pipelined on one connection), and
+# librdkafka with at most 5 requests in flight (the Java producer's default), which puts
+# the records that arrive meanwhile into the next request's batch.
+PUBLISHERS = {
+    "native": ["--client", "native"],
+    "librdkafka": ["--client", "librdkafka", "-X", "max.in.flight.requests.per.connection=5"],
+}
+
+
+def publish(args, pids, bootstrap, topic, client=("--client", "native")):
+    pressure_before = pressure_seconds()
+    began = time.monotonic()
+    result, others = bench_run(args, pids, bootstrap, topic, [
+        "--partitions", "1", "--rate", "1000", "--linger-ms", "0", *client,
+        "--duration", f"{args.latency_duration}s", "--warmup", f"{args.latency_warmup}s"])
+    elapsed = time.monotonic() - began
+    found = result["latency"]["publish"]
+    lag = result["open_loop"]["send_lag"]
+    # None: no measured record was acknowledged (the client fell that far behind).
+    measured = found["count"] > 0
+    return {**{key: found[field] / 1000 if measured else None for key, field in (
+                ("p50_ms", "p50_us"), ("p99_ms", "p99_us"), ("p99.9_ms", "p99_9_us"))},
+            "count": found["count"], "sent_per_sec": result["open_loop"]["achieved_rate"],
+            "errors": result.get("errors", {}), "kept_up": result["open_loop"]["kept_up"],
+            "send_lag_p99_ms": lag["p99_us"] / 1000 if lag else None,
+            "others_share": round(others, 3), "load": load(),
+            **{f"{kind}_pressure": round((after - before) / elapsed, 3) for kind, before, after
+               in zip(("cpu", "io"), pressure_before, pressure_seconds())}}
+
+
+def pressure_seconds():
+    """(cpu, io): the seconds some task waited for a CPU, for I/O (/proc/pressure, PSI)."""
+    found = []
+    for kind in ("cpu", "io"):
+        try:
+            with open(f"/proc/pressure/{kind}") as pressure:
+                line = pressure.readline()
+            found.append(int(line.rsplit("total=", 1)[1]) / 1e6)
+        except (OSError, IndexError, ValueError):
+            found.append(0.0)
+    return found
+
+
+def load():
+    return round(os.getloadavg()[0], 2)
+
+
+def throughput(args, nodes, factor, label):
+    topic = f"throughput-rf{factor}-{label}"
+    create(nodes, topic, 3, factor)
+    return closed_loop(args, [n.broker.pid for n in nodes],
+                       ",".join(n.broker.bootstrap for n in nodes), topic)
+
+
+def latency(args, nodes, factor, client):
+    # The native client takes one address, and finds the leader through it.
+    return publish(args, [n.broker.pid for n in nodes], nodes[0].broker.bootstrap,
+                   f"publish-rf{factor}", PUBLISHERS[client])
+
+
+def create_rf3(cluster, name, partitions):
+    """A topic of replication factor 3 (min.insync.replicas 2) on a cluster_procs cluster,
+    then waits until every node lists it with a leader and all three replicas in sync."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    futures = admin.create_topics([NewTopic(name, partitions, 3, config={
+        "min.insync.replicas": "2"})], operation_timeout=30)
+    futures[name].result(timeout=40)
+
+    def ready():
+        answers = []
+        for node in cluster.nodes:
+            found = node_metadata(node.port)
+            if found is None or name not in found[2]:
+                return False
+            answers.append(found[2][name])
+        first = answers[0]
+        return (len(first) == partitions and all(a == first for a in answers)
+                and all(p[0] == 0 and p[1] > 0 and len(p[3]) == 3 for p in first))
+
+    wait(f"{cluster.name}: topic {name} in sync everywhere", ready)
+
+
+def against_kafka(args):
+    """Spate's three nodes against Kafka's, one cluster at a time, alternating ABBA."""
+    fetch_kafka()
+    print(f"Spate RF3 against Kafka {KAFKA_VERSION} RF3: {args.rounds} rounds, {CPUS} CPUs, "
+          f"Kafka heap {args.kafka_heap} a node; load {load()}", flush=True)
+    clients = args.publishers.split(",")
+    runs = {"latency": {client: {"spate": [], "kafka": []} for client in clients},
+            "throughput": {"spate": [], "kafka": []}}
+    for number in range(args.rounds):
+        order = ("spate", "kafka") if number % 2 == 0 else ("kafka", "spate")
+        for side in order:
+            cluster = (SpateCluster(args.spate_bin, args.spate_cpus == "spread")
+                       if side == "spate"
+                       else KafkaCluster(args.kafka_heap))
+            try:
+                cluster.start_all()
+                cluster.wait_formed(limit=120)
+                pids = [node.pid for node in cluster.nodes]
+                create_rf3(cluster, "publish", 1)
+                for client in args.publishers.split(","):
+                    found = publish(args, pids, f"127.0.0.1:{cluster.nodes[0].port}",
+                                    "publish", PUBLISHERS[client])
+                    runs["latency"][client][side].append(found)
+                    print(f"round {number}: {side} RF3 publish at 1,000/s, {client} {found}",
+                          flush=True)
+                if args.duration > 0:
+                    create_rf3(cluster, "closed-loop", 3)
+                    found = closed_loop(args, pids, cluster.bootstrap, "closed-loop")
+                    runs["throughput"][side].append(found)
+                    print(f"round {number}: {side} RF3 closed loop {found}", flush=True)
+            finally:
+                cluster.cleanup()
+    summary = {}
+
+    def compare(name, sides, keys):
+        def median(runs, key):
+            values = [run[key] for run in runs if run[key] is not None]
+            return statistics.median(values) if values else None
+
+        for key in keys:
+            spate, kafka = median(sides["spate"], key), median(sides["kafka"], key)
+            rounds = [round(s[key] / k[key], 3) if s[key] is not None and k[key] else None
+                      for s, k in zip(sides["spate"], sides["kafka"])]
+            summary[f"{name} {key}"] = {"spate": spate, "kafka": kafka,
+                                        "spate/kafka": (round(spate / kafka, 3)
+                                                        if spate is not None and kafka else None),
+                                        "rounds": rounds}
+
+    for client in clients:
+        compare(f"publish {client}", runs["latency"][client], ("p50_ms", "p99_ms", "p99.9_ms"))
+        kept = {side: sum(r["kept_up"] for r in runs["latency"][client][side])
+                for side in ("spate", "kafka")}
+        summary[f"publish {client} kept_up (runs)"] = kept
+    if runs["throughput"]["spate"]:
+        compare("closed loop", runs["throughput"],
+                ("records_per_sec", "broker_cpu_us_per_record"))
+    everything = [run for side in runs["throughput"].values() for run in side] + [
+        run for client in runs["latency"].values() for side in client.values() for run in side]
+    for key in ("others_share", "load", "cpu_pressure", "io_pressure"):
+        values = [r[key] for r in everything if key in r]
+        summary[key] = {"median": statistics.median(values), "min": min(values),
+                        "max": max(values)}
+    print(f"medians over {args.rounds} rounds (Spate/Kafka below 1: Spate lower):")
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    return {"runs": runs, "summary": summary}
 
 
 def main():
@@ -168,46 +337,66 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=15, help="closed-loop seconds")
     parser.add_argument("--latency-duration", type=int, default=20)
+    parser.add_argument("--latency-warmup", type=int, default=5)
     parser.add_argument("--spate-bin", default=os.environ.get(
         "SPATE_BIN", str(ROOT / "target" / "release" / "spate")))
     parser.add_argument("--bench", default=str(ROOT / "target" / "release" / "spate-bench"))
+    parser.add_argument("--against-kafka", action="store_true",
+                        help="Spate RF3 against Apache Kafka RF3, three nodes each")
+    parser.add_argument("--kafka-heap", default="1g")
+    parser.add_argument("--publishers", default="native,librdkafka",
+                        help="publishing clients, of " + ",".join(PUBLISHERS))
+    parser.add_argument("--spate-cpus", choices=["spread", "shared"], default="spread",
+                        help="spread: each Spate node on a CPU of its own, in turn; shared: "
+                        "each may use every CPU (and pins its one shard to CPU 0)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     conftest.SPATE_BIN = args.spate_bin
+    if args.against_kafka:
+        found = against_kafka(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(found, indent=1))
+        return 0
     workdir = tempfile.mkdtemp(prefix="spate-replication-")
     print(f"replication factor 3 against 1: {args.rounds} rounds, logs in {workdir}",
           flush=True)
-    nodes = start_cluster(workdir)
-    runs = {"throughput": {1: [], 3: []}, "latency": {1: [], 3: []}}
+    nodes = start_cluster(workdir, args.spate_cpus == "spread")
+    clients = args.publishers.split(",")
+    runs = {"throughput": {1: [], 3: []},
+            **{f"latency {client}": {1: [], 3: []} for client in clients}}
     try:
         for factor in (1, 3):
             create(nodes, f"publish-rf{factor}", 1, factor)
         for number in range(args.rounds):
             order = (1, 3) if number % 2 == 0 else (3, 1)
-            for factor in order:
+            for factor in order if args.duration > 0 else ():
                 found = throughput(args, nodes, factor, number)
                 runs["throughput"][factor].append(found)
                 print(f"round {number}: RF{factor} closed loop {found}", flush=True)
-            for factor in order:
-                found = latency(args, nodes, factor, number)
-                runs["latency"][factor].append(found)
-                print(f"round {number}: RF{factor} publish at 1,000/s {found}", flush=True)
+            for client in clients:
+                for factor in order:
+                    found = latency(args, nodes, factor, client)
+                    runs[f"latency {client}"][factor].append(found)
+                    print(f"round {number}: RF{factor} publish at 1,000/s, {client} {found}",
+                          flush=True)
     finally:
         for node in nodes:
             node.broker.kill9(wait_for_port=False)
 
-    def median(kind, factor, key):
-        return statistics.median(run[key] for run in runs[kind][factor])
-
     summary = {}
-    for kind, keys in (("throughput", ("records_per_sec", "broker_cpu_us_per_record")),
-                       ("latency", ("p50_ms", "p99_ms", "p99.9_ms"))):
+    for kind, found in runs.items():
+        if not found[1]:
+            continue
+        keys = (("records_per_sec", "broker_cpu_us_per_record") if kind == "throughput"
+                else ("p50_ms", "p99_ms", "p99.9_ms"))
         for key in keys:
-            rf1, rf3 = median(kind, 1, key), median(kind, 3, key)
-            summary[key] = {"rf1": rf1, "rf3": rf3, "rf3/rf1": round(rf3 / rf1, 2)}
-    others = [run["others_share"] for kind in runs.values() for factor in kind.values()
-              for run in factor]
-    summary["others_share"] = {"median": statistics.median(others), "max": max(others)}
+            rf1, rf3 = (statistics.median(run[key] for run in found[f]) for f in (1, 3))
+            summary[f"{kind} {key}"] = {"rf1": rf1, "rf3": rf3, "rf3/rf1": round(rf3 / rf1, 2)}
+    everything = [run for kind in runs.values() for factor in kind.values() for run in factor]
+    for key in ("others_share", "load", "cpu_pressure", "io_pressure"):
+        values = [r[key] for r in everything if key in r]
+        summary[key] = {"median": statistics.median(values), "min": min(values),
+                        "max": max(values)}
     for key, value in summary.items():
         print(f"{key}: {value}")
     if args.json:
