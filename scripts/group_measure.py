@@ -5,6 +5,7 @@
                                        [--session-ms 10000]
     scripts/group_measure.py commits   [--rate 10000] [--seconds 10] [--connections 64]
                                        [--shard 0]
+    scripts/group_measure.py join      [--rounds 4] [--members 4] [--heartbeat-ms 3000]
 
 rebalance: a 4-member group (confluent-kafka members, eager range assignor, 8 partitions).
   Reports how long a member killed (kill -9, the first --kills rounds), a member leaving
@@ -14,6 +15,18 @@ rebalance: a 4-member group (confluent-kafka members, eager range assignor, 8 pa
   dominated by heartbeat.interval.ms; the broker side is reported separately as the time the
   coordinator needs once every member has rejoined (from the broker's debug log is not
   needed: it answers all parked JoinGroups in the same tick).
+
+join: how long a new member waits for its assignment, classic protocol (librdkafka's eager
+  range assignor) against KIP-848's (`group.protocol=consumer`, the broker's assignor), in
+  the same run on one broker, at one heartbeat interval for both (--heartbeat-ms: the
+  classic members' heartbeat.interval.ms, and the broker's
+  --group-consumer-heartbeat-interval-ms; librdkafka's classic default is 3000, Kafka's
+  consumer-protocol default 5000) and the broker's default initial rebalance delay (3 s, as
+  Kafka's). Per round and protocol, a
+  fresh group on an 8-partition topic: the first member's time from its consumer's creation
+  to its first assignment, then --members - 1 more joining one at a time, each timed from
+  its creation until every partition is held again and the newcomer holds some. Protocols
+  alternate in ABBA order over the rounds; medians and the consumer/classic ratios.
 
 commits: OffsetCommit v2 requests (one partition each, simple groups) at a fixed rate for
   groups that all belong to one shard (the coordinator under test), pipelined over a few
@@ -168,6 +181,64 @@ def rebalance(args):
             member.leave()
     finally:
         broker.close()
+
+
+# ----- join ----------------------------------------------------------------------------------
+
+def join_round(broker, topic, partitions, protocol, members_wanted, heartbeat_ms):
+    """(first member's wait, [each later member's wait]) for one fresh group."""
+    conf = {"group.protocol": protocol}
+    if protocol == "classic":
+        conf.update({"heartbeat.interval.ms": heartbeat_ms, "session.timeout.ms": 45000})
+    group = f"join-{protocol}-{time.monotonic_ns()}"
+    members, joins = [], []
+    try:
+        for _ in range(members_wanted):
+            member = Member(broker, group, topic, conf)
+            members.append(member)
+            while not member.ready_at():
+                time.sleep(0.002)
+            covered = wait_covered(members, partitions)
+            joins.append(covered - member.ready_at())
+            time.sleep(0.5)
+    finally:
+        for member in members:
+            member.leave()
+    return joins[0], joins[1:]
+
+
+def join(args):
+    partitions = 8
+    broker = Broker("--group-consumer-heartbeat-interval-ms", str(args.heartbeat_ms))
+    try:
+        topic = "join-topic"
+        create_topic(broker, topic, partitions)
+        first = {"classic": [], "consumer": []}
+        later = {"classic": [], "consumer": []}
+        for round_ in range(args.rounds):
+            order = ["classic", "consumer"] if round_ % 2 == 0 else ["consumer", "classic"]
+            for protocol in order:
+                one, rest = join_round(broker, topic, partitions, protocol, args.members,
+                                       args.heartbeat_ms)
+                first[protocol].append(one)
+                later[protocol].extend(rest)
+                print(f"round {round_} {protocol}: first member {one:.3f} s, then "
+                      + ", ".join(f"{t:.3f}" for t in rest) + f" s; load {load_average()}",
+                      flush=True)
+        for name, times in (("first member", first), ("a member joining", later)):
+            classic = statistics.median(times["classic"])
+            consumer = statistics.median(times["consumer"])
+            print(f"{name}: classic median {classic:.3f} s (max {max(times['classic']):.3f}), "
+                  f"consumer median {consumer:.3f} s (max {max(times['consumer']):.3f}), "
+                  f"ratio consumer/classic {consumer / classic:.2f}; heartbeat interval "
+                  f"{args.heartbeat_ms} ms")
+    finally:
+        broker.close()
+
+
+def load_average():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
 
 # ----- commits -------------------------------------------------------------------------------
@@ -339,8 +410,12 @@ def main():
     c.add_argument("--seconds", type=float, default=10)
     c.add_argument("--connections", type=int, default=64)
     c.add_argument("--shard", type=int, default=0, help="the shard whose groups are used")
+    j = sub.add_parser("join")
+    j.add_argument("--rounds", type=int, default=4)
+    j.add_argument("--members", type=int, default=4)
+    j.add_argument("--heartbeat-ms", type=int, default=3000)
     args = parser.parse_args()
-    (rebalance if args.what == "rebalance" else commits)(args)
+    {"rebalance": rebalance, "commits": commits, "join": join}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ use serde::Deserialize;
 
 use crate::constants;
 use crate::model::quorum::QuorumVoters;
-use crate::model::settings::{ConnectionCaps, GroupConfig, TxnConfig, CONSUMER_ASSIGNORS};
+use crate::model::settings::{
+    ConnectionCaps, GroupConfig, MigrationPolicy, TxnConfig, CONSUMER_ASSIGNORS,
+};
 use crate::model::topic::{Durability, TimestampType, TopicConfig};
 use crate::model::{NodeId, ReplicaSelector};
 
@@ -258,6 +260,11 @@ pub struct Args {
     /// (group.consumer.assignors; `uniform`, `range`) [default: uniform,range].
     #[arg(long, value_name = "LIST")]
     pub group_consumer_assignors: Option<String>,
+    /// Online conversion of groups with members between the classic and the consumer
+    /// protocol (group.consumer.migration.policy: bidirectional, upgrade, downgrade,
+    /// disabled) [default: bidirectional].
+    #[arg(long, value_name = "POLICY")]
+    pub group_consumer_migration_policy: Option<String>,
     /// Session timeout of share group members (group.share.session.timeout.ms)
     /// [default: 45000].
     #[arg(long, value_name = "MS")]
@@ -356,6 +363,7 @@ struct FileConfig {
     group_consumer_session_timeout_ms: Option<i32>,
     group_consumer_heartbeat_interval_ms: Option<i32>,
     group_consumer_assignors: Option<String>,
+    group_consumer_migration_policy: Option<String>,
     group_share_session_timeout_ms: Option<i32>,
     group_share_heartbeat_interval_ms: Option<i32>,
     group_share_record_lock_duration_ms: Option<i32>,
@@ -765,6 +773,10 @@ impl Config {
                 .group_consumer_assignors
                 .clone()
                 .or(file.group_consumer_assignors.clone()),
+            migration_policy: args
+                .group_consumer_migration_policy
+                .clone()
+                .or(file.group_consumer_migration_policy.clone()),
             share: [
                 args.group_share_session_timeout_ms.or(file.group_share_session_timeout_ms),
                 args.group_share_heartbeat_interval_ms.or(file.group_share_heartbeat_interval_ms),
@@ -944,6 +956,13 @@ fn given_broker_configs(args: &Args, file: &FileConfig) -> BTreeSet<&'static str
             "group.consumer.heartbeat.interval.ms",
             a.group_consumer_heartbeat_interval_ms
                 .or(f.group_consumer_heartbeat_interval_ms)
+                .is_some(),
+        ),
+        (
+            "group.consumer.migration.policy",
+            a.group_consumer_migration_policy
+                .as_ref()
+                .or(f.group_consumer_migration_policy.as_ref())
                 .is_some(),
         ),
         (
@@ -1137,6 +1156,7 @@ struct GroupValues {
     consumer_session_timeout_ms: Option<i32>,
     consumer_heartbeat_interval_ms: Option<i32>,
     consumer_assignors: Option<String>,
+    migration_policy: Option<String>,
     /// The share group options, in `--group-share-*` order: session timeout, heartbeat
     /// interval, record lock duration, delivery count limit, max record locks.
     share: [Option<i32>; 5],
@@ -1186,6 +1206,15 @@ fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
             names
         }
     };
+    let migration_policy = match &values.migration_policy {
+        None => defaults.migration_policy,
+        Some(name) => MigrationPolicy::parse(name.trim()).ok_or_else(|| {
+            format!(
+                "--group-consumer-migration-policy {name:?} must be one of bidirectional, \
+                 upgrade, downgrade, disabled."
+            )
+        })?,
+    };
     let [share_session, share_interval, lock, limit, locks] = values.share;
     let share_session = share_session.unwrap_or(defaults.share_session_timeout_ms);
     let share_interval = share_interval.unwrap_or(defaults.share_heartbeat_interval_ms);
@@ -1223,6 +1252,7 @@ fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
         consumer_session_timeout_ms: session,
         consumer_heartbeat_interval_ms: interval,
         consumer_assignors: assignors,
+        migration_policy,
         initial_rebalance_delay_ms: delay,
         session_timeout_ms_min: min,
         session_timeout_ms_max: max,
@@ -1702,6 +1732,14 @@ mod tests {
         assert_eq!(config.groups.consumer_session_timeout_ms, 45_000);
         assert_eq!(config.groups.consumer_heartbeat_interval_ms, 5_000);
         assert_eq!(config.groups.consumer_assignors, ["uniform", "range"]);
+        assert_eq!(config.groups.migration_policy, MigrationPolicy::Bidirectional);
+        let args =
+            Args { group_consumer_migration_policy: Some("Disabled".into()), ..Args::default() };
+        let policy = Config::from_args(args).expect("valid").groups.migration_policy;
+        assert_eq!(policy, MigrationPolicy::Disabled);
+        let args =
+            Args { group_consumer_migration_policy: Some("sideways".into()), ..Args::default() };
+        assert!(Config::from_args(args).is_err());
         let args =
             Args { group_consumer_assignors: Some("range, uniform".into()), ..Args::default() };
         assert_eq!(Config::from_args(args).expect("valid").groups.consumer_assignors[0], "range");

@@ -9,7 +9,8 @@
 #   --iface IF          the interface clients reach the broker on (required unless --only host)
 #   --cores LIST        the CPUs the broker runs on, e.g. 0-3,8 (default: all online CPUs)
 #   --profile P         latency (default) or throughput: ring sizes and interrupt coalescing
-#   --data-dir DIR      the broker's data dir: check its device's I/O scheduler and queue depth
+#   --data-dir DIR      the broker's data dir: check its device's I/O scheduler and queue depth,
+#                       and its file system's discard mount option
 #   --only nic|host     only the NIC part, or only the host part (governor, THP, disk, memlock)
 #   --state-dir DIR     where --apply writes rollback files (default /var/lib/spate/tuning)
 # Environment: SPATE_TUNING_ROOT=DIR runs against a fake /proc and /sys under DIR, and
@@ -24,8 +25,9 @@
 #   to the core whose shard reads the socket.
 # - Ring sizes and interrupt coalescing per profile; offloads are reported, not changed.
 # - Host: the performance CPU governor on broker cores, transparent huge pages not "always",
-#   the data device's I/O scheduler and queue depth; RLIMIT_MEMLOCK and irqbalance are
-#   reported with the fix, because a script cannot change them for a process yet to start.
+#   the data device's I/O scheduler and queue depth; RLIMIT_MEMLOCK, irqbalance and a data
+#   file system mounted with online discard are reported with the fix, because a script
+#   cannot change them for a process yet to start (or should not edit /etc/fstab).
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -739,6 +741,51 @@ plan_disk() {
     done <<< "$disks"
 }
 
+# Online discard on the data dir's file system: every removed segment (retention, the
+# cleaner's swaps, DeleteRecords) then waits for the device to discard its extents when its
+# last descriptor closes. Spate closes removed files off its shards' threads, so a shard no
+# longer stalls there, but the discards still queue behind the device's other I/O. A warning
+# and not a plan: a mount option belongs in /etc/fstab, which this script does not edit.
+# btrfs's discard=async batches its discards and is fine.
+check_discard() {
+    local mountinfo="$ROOT/proc/self/mountinfo" dev real found
+    if [[ ! -r $mountinfo ]]; then
+        report skip "data dir mount options: cannot read $mountinfo"
+        return
+    fi
+    dev=$(stat -c '%Hd:%Ld' -- "$DATA_DIR")
+    real=$(cd -- "$DATA_DIR" && pwd -P)
+    # The mount of DIR's device whose mount point is the longest prefix of DIR's real path;
+    # prints the mount point, the file system type and both option lists.
+    found=$(awk -v dev="$dev" -v path="$real" '
+        $3 == dev {
+            point = $5
+            gsub(/\\040/, " ", point)
+            if (!(path == point || point == "/" || index(path, point "/") == 1)) next
+            if (length(point) <= best) next
+            best = length(point)
+            for (i = 7; $i != "-"; i++) {}
+            line = point "\t" $(i + 1) "\t" $6 "," $(i + 3)
+        }
+        END { if (best > 0) print line }
+    ' "$mountinfo")
+    if [[ -z $found ]]; then
+        report skip "data dir mount options: no mount of device $dev holds $real in $mountinfo"
+        return
+    fi
+    local point fstype options
+    IFS=$'\t' read -r point fstype options <<< "$found"
+    if [[ ",$options," == *,discard,* || ",$options," == *,discard=sync,* ]]; then
+        report warn "$point ($fstype, holds $DATA_DIR) is mounted with online discard: each" \
+            "removed segment waits for the device to discard its blocks; mount it with" \
+            "nodiscard in /etc/fstab (mount -o remount,nodiscard $point for now) and trim" \
+            "weekly instead (systemctl enable --now fstrim.timer)"
+    else
+        report ok "$point ($fstype, holds $DATA_DIR) has no online discard (periodic fstrim" \
+            "is the way to trim)"
+    fi
+}
+
 check_memlock() {
     local limits="$ROOT/proc/self/limits" soft need
     need=$((MEMLOCK_PER_CORE_BYTES * ${#CORES[@]}))
@@ -759,6 +806,7 @@ host_section() {
     plan_governor
     plan_thp
     plan_disk
+    [[ -z $DATA_DIR ]] || check_discard
     check_memlock
 }
 

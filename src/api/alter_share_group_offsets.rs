@@ -3,7 +3,8 @@
 //! and the Admin client's `alterShareGroupOffsets` do. Each partition named starts again at
 //! its offset with nothing in flight (Kafka's share coordinator initializes its state anew);
 //! the new state is written before the answer. As Kafka (since 4.2) a group that does not
-//! exist yet is created, so that its offsets can be set before first use; a classic or
+//! exist yet is created, so that its offsets can be set before first use (not when no
+//! partition named passes: there would be no state to keep across a restart); a classic or
 //! consumer group under the id is GROUP_ID_NOT_FOUND, a group with members NON_EMPTY_GROUP.
 //! Authorization as Kafka's: READ on the group, READ on each topic
 //! (TOPIC_AUTHORIZATION_FAILED per partition). A topic the catalog does not know, or a
@@ -19,7 +20,8 @@ use kafka_protocol::messages::{
     AlterShareGroupOffsetsRequest, AlterShareGroupOffsetsResponse, TopicName,
 };
 
-use super::group_common::{call, check_group_id, EmptyGroupId};
+use super::group_common::call;
+use super::share_common::{check_offsets_admin, non_empty_message};
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::model::{ErrorCode, TopicPartition};
@@ -32,11 +34,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     };
     let group_id = request.group_id.0.to_string();
     let mut response = AlterShareGroupOffsetsResponse::default();
-    if ctx.cluster().clustered() {
-        response.error_code = ErrorCode::UnsupportedVersion.code();
-        return ctx.reply(&response);
-    }
-    if let Err(code) = check_group_id(ctx, &group_id, EmptyGroupId::Refused, Operation::Read) {
+    if let Err(code) = check_offsets_admin(ctx, &group_id, Operation::Read) {
         response.error_code = code.code();
         return ctx.reply(&response);
     }
@@ -83,8 +81,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         response.responses.clear();
         response.error_code = code.code();
         if code == ErrorCode::NonEmptyGroup {
-            let message = format!("The group {group_id} is not empty.");
-            response.error_message = Some(str_bytes(&message));
+            response.error_message = Some(str_bytes(&non_empty_message(&group_id)));
         }
     }
     ctx.reply(&response)

@@ -16,8 +16,10 @@ use crate::group::assignor;
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::security::acl::ResourceType;
 
-/// Member type of a member that speaks the consumer protocol (v1+; 0 would be classic).
+/// Member types (v1+): a member that speaks the consumer protocol, and a classic member of a
+/// consumer group (KIP-848's online migration).
 const MEMBER_TYPE_CONSUMER: i8 = 1;
+const MEMBER_TYPE_CLASSIC: i8 = 0;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: ConsumerGroupDescribeRequest = match ctx.decode(body) {
@@ -76,7 +78,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 member.assignment = assignment(&m.assignment);
                 member.target_assignment = assignment(&m.target);
                 if ctx.version >= 1 {
-                    member.member_type = MEMBER_TYPE_CONSUMER;
+                    member.member_type =
+                        if m.classic { MEMBER_TYPE_CLASSIC } else { MEMBER_TYPE_CONSUMER };
                 }
                 member
             })

@@ -15,7 +15,8 @@ use kafka_protocol::messages::{
     DeleteShareGroupOffsetsRequest, DeleteShareGroupOffsetsResponse, TopicName,
 };
 
-use super::group_common::{call, check_group_id, EmptyGroupId};
+use super::group_common::call;
+use super::share_common::{check_offsets_admin, non_empty_message};
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::model::ErrorCode;
@@ -31,11 +32,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     };
     let group_id = request.group_id.0.to_string();
     let mut response = DeleteShareGroupOffsetsResponse::default();
-    if ctx.cluster().clustered() {
-        response.error_code = ErrorCode::UnsupportedVersion.code();
-        return ctx.reply(&response);
-    }
-    if let Err(code) = check_group_id(ctx, &group_id, EmptyGroupId::Refused, Operation::Delete) {
+    if let Err(code) = check_offsets_admin(ctx, &group_id, Operation::Delete) {
         response.error_code = code.code();
         return ctx.reply(&response);
     }
@@ -69,7 +66,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(code) => {
             response.error_code = code.code();
             let message = match code {
-                ErrorCode::NonEmptyGroup => Some(format!("The group {group_id} is not empty.")),
+                ErrorCode::NonEmptyGroup => Some(non_empty_message(&group_id)),
                 ErrorCode::GroupIdNotFound => Some(format!("Group {group_id} not found.")),
                 _ => None,
             };

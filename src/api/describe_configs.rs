@@ -330,6 +330,7 @@ fn honoured_configs(shard: &Shard) -> Vec<(String, String)> {
             "group.consumer.heartbeat.interval.ms".into(),
             g.consumer_heartbeat_interval_ms.to_string(),
         ),
+        ("group.consumer.migration.policy".into(), g.migration_policy.name().to_string()),
         ("offsets.retention.minutes".into(), (g.offsets_retention_ms / 60_000).to_string()),
         ("offset.metadata.max.bytes".into(), g.offset_metadata_bytes_max.to_string()),
         ("offsets.topic.segment.bytes".into(), g.offsets_segment_bytes.to_string()),

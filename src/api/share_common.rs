@@ -1,13 +1,34 @@
-//! What the share group handlers (`share_fetch`, `share_acknowledge`) share: the checks of
-//! the request as a whole, naming its partitions by topic id, with READ checked on each
+//! What the share group handlers (`share_fetch`, `share_acknowledge`, and the offset admin
+//! APIs) share: the checks of the request as a whole, naming its partitions by topic id, with READ checked on each
 //! topic, and turning its acknowledgement batches into `group::share_partition::AckBatch`es.
 
+use super::group_common::{check_group_id, EmptyGroupId};
 use super::Context;
 use crate::group::assignor::TopicId;
 use crate::group::share::SessionPartition;
 use crate::group::share_partition::AckBatch;
 use crate::model::{ErrorCode, TopicPartition};
 use crate::security::acl::Operation;
+
+/// The group-level checks of the share-group offset admin APIs (AlterShareGroupOffsets,
+/// DeleteShareGroupOffsets), in Kafka's order: a clustered node answers UNSUPPORTED_VERSION
+/// (share groups are single-node for now), then the group id and `operation` on the group
+/// as `group_common::check_group_id` makes them.
+pub(super) fn check_offsets_admin(
+    ctx: &Context,
+    group_id: &str,
+    operation: Operation,
+) -> Result<(), ErrorCode> {
+    if ctx.cluster().clustered() {
+        return Err(ErrorCode::UnsupportedVersion);
+    }
+    check_group_id(ctx, group_id, EmptyGroupId::Refused, operation)
+}
+
+/// Kafka's message with NON_EMPTY_GROUP from the share-group offset admin APIs.
+pub(super) fn non_empty_message(group_id: &str) -> String {
+    format!("The group {group_id} is not empty.")
+}
 
 /// A request's partitions: those it may use, and the others with their error.
 #[derive(Default)]

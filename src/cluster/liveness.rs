@@ -239,9 +239,8 @@ impl<K: Ord> InFlight<K> {
 
     /// Whether `key` may be proposed at `now_ms` with `applied` the state's applied index.
     pub fn due(&self, key: &K, now_ms: u64, applied: u64) -> bool {
-        self.proposed
-            .get(key)
-            .is_none_or(|&(at_ms, index)| applied >= index && now_ms >= at_ms + self.retry_ms)
+        let retry_ms = self.retry_ms;
+        self.proposed.get(key).is_none_or(|&proposal| settled(retry_ms, proposal, now_ms, applied))
     }
 
     /// `key` was proposed at `now_ms`; the log's last index after it is `index`.
@@ -252,13 +251,19 @@ impl<K: Ord> InFlight<K> {
     /// Drops the keys that are due again (what is still asked for is proposed anew).
     pub fn forget_settled(&mut self, now_ms: u64, applied: u64) {
         let retry_ms = self.retry_ms;
-        self.proposed.retain(|_, &mut (at_ms, index)| applied < index || now_ms < at_ms + retry_ms);
+        self.proposed.retain(|_, &mut proposal| !settled(retry_ms, proposal, now_ms, applied));
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
         self.proposed.len()
     }
+}
+
+/// Whether a proposal made at `at_ms`, whose log index was `index`, is applied and at least
+/// `retry_ms` old, so that it may be made again.
+fn settled(retry_ms: u64, (at_ms, index): (u64, u64), now_ms: u64, applied: u64) -> bool {
+    applied >= index && now_ms >= at_ms + retry_ms
 }
 
 #[cfg(test)]

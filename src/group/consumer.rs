@@ -47,8 +47,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+use bytes::Bytes;
+
 use crate::group::assignor::{self, AssignMember, Assignment, TopicId};
-use crate::group::records::{ConsumerGroupValue, ConsumerMemberValue, StoredAssignment};
+use crate::group::consumer_protocol::{self, NamedPartitions};
+use crate::group::records::{
+    ClassicMemberValue, ConsumerGroupValue, ConsumerMemberValue, StoredAssignment,
+};
+use crate::group::state::{Protocol, CONSUMER_PROTOCOL_TYPE};
 use crate::model::settings::GroupConfig;
 use crate::model::ErrorCode;
 
@@ -139,6 +145,8 @@ pub struct DescribedConsumerMember {
     pub subscribed_topic_regex: Option<String>,
     pub assignment: Assignment,
     pub target: Assignment,
+    /// The member speaks the classic protocol (JoinGroup/SyncGroup) inside this group.
+    pub classic: bool,
 }
 
 /// Reconciliation state of a member (Kafka's `MemberState`).
@@ -179,6 +187,23 @@ pub enum TimerCmd {
     CancelRevoke {
         member: String,
     },
+    /// A classic member told to rejoin must send JoinGroup by `deadline` (Kafka's
+    /// consumer-group join timeout), else it is fenced.
+    ClassicJoin {
+        member: String,
+        deadline: i64,
+    },
+    /// A classic member that joined must send SyncGroup by `deadline`, else it is fenced.
+    ClassicSync {
+        member: String,
+        deadline: i64,
+    },
+    CancelClassicJoin {
+        member: String,
+    },
+    CancelClassicSync {
+        member: String,
+    },
 }
 
 /// What a call did besides its answer.
@@ -207,6 +232,82 @@ pub struct ConsumerMember {
     pub pending_revocation: Assignment,
     /// When the member must have revoked `pending_revocation` (UNREVOKED only).
     revoke_deadline_ms: Option<i64>,
+    /// Some: the member speaks the classic protocol (Kafka's `ClassicMemberMetadata`).
+    pub classic: Option<ClassicMetadata>,
+    /// A classic member's pending join deadline (scheduled once, until it rejoins).
+    join_deadline_ms: Option<i64>,
+}
+
+/// What a classic member of a consumer group sent in its last JoinGroup.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClassicMetadata {
+    pub session_timeout_ms: i32,
+    /// Its protocols (assignor names and subscription bytes), in its order of preference.
+    pub protocols: Vec<Protocol>,
+}
+
+impl ClassicMetadata {
+    /// The protocol Kafka names in the member's JoinGroup answer: its first.
+    pub fn protocol_name(&self) -> &str {
+        self.protocols.first().map(|p| p.name.as_str()).unwrap_or("")
+    }
+
+    /// The consumer protocol version the member's subscription uses.
+    fn version(&self) -> i16 {
+        self.protocols.first().and_then(|p| consumer_protocol::version(&p.metadata)).unwrap_or(0)
+    }
+}
+
+/// A JoinGroup from a classic member, as plain data.
+#[derive(Debug, Clone)]
+pub struct ClassicJoin {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<Protocol>,
+    pub require_known_member_id: bool,
+}
+
+/// What a classic JoinGroup to a consumer group is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassicJoined {
+    pub member_id: String,
+    pub generation_id: i32,
+    pub protocol_name: String,
+}
+
+/// A classic member of a consumer group as it was when the group converts back to classic.
+#[derive(Debug, Clone)]
+pub struct ClassicSeed {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    pub protocols: Vec<Protocol>,
+    /// Its target assignment, named.
+    pub target: NamedPartitions,
+}
+
+/// A classic group member as an online upgrade reads it (Kafka's `fromClassicGroup`).
+#[derive(Debug, Clone)]
+pub struct ClassicMemberState {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    pub protocols: Vec<Protocol>,
+    /// Its subscription in the group's selected protocol.
+    pub metadata: Bytes,
+    /// Its assignment bytes of the current generation.
+    pub assignment: Bytes,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -539,6 +640,14 @@ impl ConsumerGroup {
             m.client_host = req.client_host.clone();
             touched = true;
         }
+        if m.classic.take().is_some() {
+            // Kafka's `setClassicMemberMetadata(null)`: it now speaks the consumer protocol.
+            touched = true;
+            if m.join_deadline_ms.take().is_some() {
+                fx.timers.push(TimerCmd::CancelClassicJoin { member: member_id.to_string() });
+            }
+            fx.timers.push(TimerCmd::CancelClassicSync { member: member_id.to_string() });
+        }
         if changed || touched {
             fx.dirty = true;
         }
@@ -654,6 +763,10 @@ impl ConsumerGroup {
             compute_next_assignment(member, target_epoch, &target, &owners);
         }
         let Some(member) = self.members.get_mut(member_id) else { return };
+        if member.classic.is_some() {
+            // Classic members have join and sync timeouts instead (Kafka's `maybeReconcile`).
+            return;
+        }
         match (member.state, member.revoke_deadline_ms) {
             (MemberState::UnrevokedPartitions, None) => {
                 let timeout = member.rebalance_timeout_ms.max(0) as i64;
@@ -752,8 +865,7 @@ impl ConsumerGroup {
             return false;
         }
         self.target.remove(member_id);
-        fx.timers.push(TimerCmd::CancelSession { member: member_id.to_string() });
-        fx.timers.push(TimerCmd::CancelRevoke { member: member_id.to_string() });
+        self.cancel_member_timers(member_id, fx);
         self.group_epoch += 1;
         if self.members.is_empty() {
             self.state_timestamp_ms = now;
@@ -777,6 +889,425 @@ impl ConsumerGroup {
         late && self.remove_member(now, member_id, fx)
     }
 
+    // ----- classic members (KIP-848's online migration) ------------------------------------
+
+    /// Kafka's `ConsumerGroup.fromClassicGroup`: the classic group's generation becomes the
+    /// group, assignment and member epochs; each member keeps its subscription (read from its
+    /// metadata in the selected protocol) and its current assignment, which is also its
+    /// target, and stays a classic member. None if some member's bytes are malformed.
+    pub fn from_classic(
+        group_id: &str,
+        generation_id: i32,
+        members: Vec<ClassicMemberState>,
+        topics: &dyn TopicView,
+        now: i64,
+    ) -> Option<ConsumerGroup> {
+        let mut group = ConsumerGroup::new(group_id, now);
+        group.group_epoch = generation_id;
+        group.assignment_epoch = generation_id;
+        for m in members {
+            let subscription = consumer_protocol::decode_subscription(&m.metadata)?;
+            let assigned = to_ids(&consumer_protocol::decode_assignment(&m.assignment)?, topics);
+            let member = ConsumerMember {
+                member_id: m.member_id.clone(),
+                instance_id: m.instance_id,
+                rack_id: subscription.rack_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                subscribed_topic_names: sorted(subscription.topics),
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                member_epoch: generation_id,
+                previous_member_epoch: generation_id,
+                assigned: assigned.clone(),
+                classic: Some(ClassicMetadata {
+                    session_timeout_ms: m.session_timeout_ms,
+                    protocols: m.protocols,
+                }),
+                ..ConsumerMember::default()
+            };
+            group.target.insert(m.member_id.clone(), assigned);
+            group.members.insert(m.member_id, member);
+        }
+        // The subscribed topics as the classic members left them; the heartbeat that made
+        // the group moves its epoch anyway.
+        let mut ignored = Effects::default();
+        group.refresh_subscriptions(now, topics, &mut ignored);
+        Some(group)
+    }
+
+    /// The classic members as a classic group takes them back (Kafka's
+    /// `ClassicGroup.fromConsumerGroup`), without `leaving`; each with its target assignment.
+    pub fn classic_seeds(&self, leaving: &str) -> Vec<ClassicSeed> {
+        self.members
+            .values()
+            .filter(|m| m.member_id != leaving)
+            .filter_map(|m| {
+                let classic = m.classic.as_ref()?;
+                let target = self.target.get(&m.member_id).cloned().unwrap_or_default();
+                Some(ClassicSeed {
+                    member_id: m.member_id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    session_timeout_ms: classic.session_timeout_ms,
+                    protocols: classic.protocols.clone(),
+                    target: self.to_names(&target),
+                })
+            })
+            .collect()
+    }
+
+    /// Kafka's `allMembersUseClassicProtocolExcept`: `member_id` speaks the consumer protocol
+    /// and every other member the classic one.
+    pub fn all_classic_except(&self, member_id: &str) -> bool {
+        self.members.get(member_id).is_some_and(|m| m.classic.is_none())
+            && self
+                .members
+                .values()
+                .filter(|m| m.member_id != member_id)
+                .all(|m| m.classic.is_some())
+    }
+
+    /// Every member id with its timers' kinds, for cancelling them all.
+    pub fn member_ids(&self) -> Vec<String> {
+        self.members.keys().cloned().collect()
+    }
+
+    /// Kafka's `supportsClassicProtocols`: the consumer protocol type, and a protocol every
+    /// classic member supports (any, when there is no classic member yet).
+    fn supports_classic_protocols(&self, protocol_type: &str, protocols: &[Protocol]) -> bool {
+        if protocol_type != CONSUMER_PROTOCOL_TYPE {
+            return false;
+        }
+        if self.members.is_empty() {
+            return !protocols.is_empty();
+        }
+        let classic: Vec<&ClassicMetadata> =
+            self.members.values().filter_map(|m| m.classic.as_ref()).collect();
+        protocols
+            .iter()
+            .any(|p| classic.iter().all(|c| c.protocols.iter().any(|theirs| theirs.name == p.name)))
+    }
+
+    /// JoinGroup from a classic member (Kafka's `classicGroupJoinToConsumerGroup`): the
+    /// member is created or updated from its subscription, the group epoch moves if the
+    /// subscription changed, and the member reconciles towards its target with the partitions
+    /// its subscription says it owns. Answered at once: the generation is the member epoch.
+    pub fn classic_join(
+        &mut self,
+        now: i64,
+        req: ClassicJoin,
+        topics: &dyn TopicView,
+        cfg: &GroupConfig,
+        fx: &mut Effects,
+    ) -> Result<ClassicJoined, (ErrorCode, String)> {
+        let unknown = req.member_id.is_empty();
+        let member_id =
+            if unknown { uuid::Uuid::new_v4().to_string() } else { req.member_id.clone() };
+        if !self.supports_classic_protocols(&req.protocol_type, &req.protocols) {
+            return Err((ErrorCode::InconsistentGroupProtocol, req.member_id.clone()));
+        }
+        if unknown && req.require_known_member_id && req.instance_id.is_none() {
+            return Err((ErrorCode::MemberIdRequired, member_id));
+        }
+        let Some(subscription) =
+            req.protocols.first().and_then(|p| consumer_protocol::decode_subscription(&p.metadata))
+        else {
+            return Err((ErrorCode::InconsistentGroupProtocol, req.member_id.clone()));
+        };
+        let mut bump = false;
+        match req.instance_id.as_deref() {
+            None => {
+                if !self.members.contains_key(&member_id) {
+                    self.add_member(now, &member_id, &ConsumerHeartbeat::default());
+                    bump = true;
+                }
+            }
+            Some(instance_id) => {
+                let existing = self.static_member(instance_id).map(str::to_string);
+                match existing {
+                    None if unknown => {
+                        let join = ConsumerHeartbeat {
+                            instance_id: Some(instance_id.to_string()),
+                            ..ConsumerHeartbeat::default()
+                        };
+                        self.add_member(now, &member_id, &join);
+                        bump = true;
+                    }
+                    None => return Err((ErrorCode::UnknownMemberId, req.member_id.clone())),
+                    Some(old_id) if unknown => {
+                        // The new incarnation takes the old one's place and assignment.
+                        let mut member = self.members.remove(&old_id).unwrap_or_default();
+                        let target = self.target.remove(&old_id).unwrap_or_default();
+                        self.cancel_member_timers(&old_id, fx);
+                        member.member_id = member_id.clone();
+                        member.member_epoch = 0;
+                        member.previous_member_epoch = 0;
+                        member.revoke_deadline_ms = None;
+                        member.join_deadline_ms = None;
+                        self.members.insert(member_id.clone(), member);
+                        self.target.insert(member_id.clone(), target);
+                        fx.dirty = true;
+                    }
+                    Some(old_id) if old_id != member_id => {
+                        return Err((ErrorCode::FencedInstanceId, req.member_id.clone()));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        let Some(m) = self.members.get_mut(&member_id) else {
+            return Err((ErrorCode::UnknownServerError, req.member_id.clone()));
+        };
+        let before = m.clone();
+        if req.instance_id.is_some() {
+            m.instance_id = req.instance_id.clone();
+        }
+        if subscription.rack_id.is_some() {
+            m.rack_id = subscription.rack_id.clone();
+        }
+        if req.rebalance_timeout_ms != -1 {
+            m.rebalance_timeout_ms = req.rebalance_timeout_ms;
+        }
+        let names = sorted(subscription.topics.clone());
+        if names != m.subscribed_topic_names {
+            m.subscribed_topic_names = names;
+            bump = true;
+        }
+        m.client_id = req.client_id.clone();
+        m.client_host = req.client_host.clone();
+        m.classic = Some(ClassicMetadata {
+            session_timeout_ms: req.session_timeout_ms,
+            protocols: req.protocols.clone(),
+        });
+        let protocol_name = req.protocols.first().map(|p| p.name.clone()).unwrap_or_default();
+        if *m != before {
+            fx.dirty = true;
+        }
+        bump |= self.refresh_subscriptions(now, topics, fx);
+        if bump {
+            self.group_epoch += 1;
+            fx.dirty = true;
+        }
+        if self.group_epoch > self.assignment_epoch {
+            self.compute_target(cfg);
+            fx.dirty = true;
+        }
+        let owned = to_ids(&subscription.owned, topics);
+        let before = self.members.get(&member_id).cloned().unwrap_or_default();
+        self.reconcile(now, &member_id, Some(&owned), fx);
+        let Some(member) = self.members.get_mut(&member_id) else {
+            return Err((ErrorCode::UnknownServerError, req.member_id.clone()));
+        };
+        if *member != before {
+            fx.dirty = true;
+        }
+        if member.join_deadline_ms.take().is_some() {
+            fx.timers.push(TimerCmd::CancelClassicJoin { member: member_id.clone() });
+        }
+        fx.timers.push(TimerCmd::Session {
+            member: member_id.clone(),
+            deadline: now.saturating_add(i64::from(req.session_timeout_ms)),
+        });
+        fx.timers.push(TimerCmd::ClassicSync {
+            member: member_id.clone(),
+            deadline: now.saturating_add(i64::from(req.rebalance_timeout_ms.max(0))),
+        });
+        Ok(ClassicJoined { member_id, generation_id: member.member_epoch, protocol_name })
+    }
+
+    /// Kafka's `validateConsumerGroupMember` and `throwIfMemberDoesNotUseClassicProtocol`.
+    fn classic_member(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<&ConsumerMember, ErrorCode> {
+        let member = match instance_id {
+            None => self.members.get(member_id).ok_or(ErrorCode::UnknownMemberId)?,
+            Some(instance_id) => {
+                let id = self.static_member(instance_id).ok_or(ErrorCode::UnknownMemberId)?;
+                if id != member_id {
+                    return Err(ErrorCode::FencedInstanceId);
+                }
+                self.members.get(id).ok_or(ErrorCode::UnknownMemberId)?
+            }
+        };
+        if member.classic.is_none() {
+            return Err(ErrorCode::UnknownMemberId);
+        }
+        Ok(member)
+    }
+
+    /// Asks a classic member to rejoin: its join deadline is set once (Kafka's
+    /// `scheduleConsumerGroupJoinTimeoutIfAbsent`).
+    fn schedule_join_if_absent(&mut self, now: i64, member_id: &str, fx: &mut Effects) {
+        let Some(m) = self.members.get_mut(member_id) else { return };
+        if m.join_deadline_ms.is_none() {
+            let deadline = now.saturating_add(i64::from(m.rebalance_timeout_ms.max(0)));
+            m.join_deadline_ms = Some(deadline);
+            fx.timers.push(TimerCmd::ClassicJoin { member: member_id.to_string(), deadline });
+        }
+    }
+
+    /// SyncGroup from a classic member (Kafka's `classicGroupSyncToConsumerGroup`): its
+    /// current assignment in the consumer protocol's bytes, at its subscription's version.
+    pub fn classic_sync(
+        &mut self,
+        now: i64,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation_id: i32,
+        protocol: (Option<&str>, Option<&str>),
+        fx: &mut Effects,
+    ) -> Result<Bytes, ErrorCode> {
+        let member = self.classic_member(member_id, instance_id)?;
+        if member.member_epoch != generation_id {
+            return Err(ErrorCode::IllegalGeneration);
+        }
+        let classic = member.classic.clone().unwrap_or_default();
+        let (protocol_type, protocol_name) = protocol;
+        if protocol_type.is_some_and(|t| t != CONSUMER_PROTOCOL_TYPE)
+            || protocol_name.is_some_and(|n| n != classic.protocol_name())
+        {
+            return Err(ErrorCode::InconsistentGroupProtocol);
+        }
+        let member_id = member.member_id.clone();
+        if self.group_epoch > member.member_epoch
+            && member.state != MemberState::UnrevokedPartitions
+        {
+            self.schedule_join_if_absent(now, &member_id, fx);
+            return Err(ErrorCode::RebalanceInProgress);
+        }
+        let assigned = self.members.get(&member_id).map(|m| m.assigned.clone()).unwrap_or_default();
+        fx.timers.push(TimerCmd::CancelClassicSync { member: member_id.clone() });
+        fx.timers.push(TimerCmd::Session {
+            member: member_id,
+            deadline: now.saturating_add(i64::from(classic.session_timeout_ms)),
+        });
+        Ok(consumer_protocol::encode_assignment(classic.version(), &self.to_names(&assigned)))
+    }
+
+    /// Heartbeat from a classic member (Kafka's `classicGroupHeartbeatToConsumerGroup`):
+    /// REBALANCE_IN_PROGRESS when it must rejoin: the group epoch moved past it, it has
+    /// partitions to revoke, or the partitions it waits for are free now.
+    pub fn classic_heartbeat(
+        &mut self,
+        now: i64,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation_id: i32,
+        fx: &mut Effects,
+    ) -> ErrorCode {
+        let member = match self.classic_member(member_id, instance_id) {
+            Ok(member) => member,
+            Err(code) => return code,
+        };
+        if member.member_epoch != generation_id {
+            return ErrorCode::IllegalGeneration;
+        }
+        let session_ms = member.classic.as_ref().map_or(0, |c| c.session_timeout_ms);
+        let member_id = member.member_id.clone();
+        let rejoin = member.member_epoch < self.group_epoch
+            || member.state == MemberState::UnrevokedPartitions
+            || (member.state == MemberState::UnreleasedPartitions
+                && !self.waiting_on_unreleased_partition(&member_id));
+        fx.timers.push(TimerCmd::Session {
+            member: member_id.clone(),
+            deadline: now.saturating_add(i64::from(session_ms)),
+        });
+        if rejoin {
+            self.schedule_join_if_absent(now, &member_id, fx);
+            return ErrorCode::RebalanceInProgress;
+        }
+        ErrorCode::None
+    }
+
+    /// Kafka's `waitingOnUnreleasedPartition`: some partition of the member's target that it
+    /// does not have yet is still owned by another member.
+    fn waiting_on_unreleased_partition(&self, member_id: &str) -> bool {
+        let Some(member) = self.members.get(member_id) else { return false };
+        let target = self.target.get(member_id).cloned().unwrap_or_default();
+        let owners = self.owners(member_id);
+        target.iter().any(|(topic, partitions)| {
+            partitions.iter().any(|p| {
+                !member.assigned.get(topic).is_some_and(|a| a.contains(p))
+                    && owners.contains(&(*topic, *p))
+            })
+        })
+    }
+
+    /// LeaveGroup for one classic member (Kafka's `classicGroupLeaveToConsumerGroup`); an
+    /// empty member id with an instance id removes that static member (administrative).
+    /// Returns the removed member's id. The group epoch moves once per request: the caller
+    /// calls `members_left` after the batch.
+    pub fn classic_leave(
+        &mut self,
+        now: i64,
+        member_id: &str,
+        instance_id: Option<&str>,
+        fx: &mut Effects,
+    ) -> Result<String, ErrorCode> {
+        let id = match instance_id {
+            None => {
+                let m = self.members.get(member_id).ok_or(ErrorCode::UnknownMemberId)?;
+                if m.classic.is_none() {
+                    return Err(ErrorCode::UnknownMemberId);
+                }
+                member_id.to_string()
+            }
+            Some(instance_id) => {
+                let id = self.static_member(instance_id).ok_or(ErrorCode::UnknownMemberId)?;
+                if !member_id.is_empty() && id != member_id {
+                    return Err(ErrorCode::FencedInstanceId);
+                }
+                if self.members.get(id).is_some_and(|m| m.classic.is_none()) {
+                    return Err(ErrorCode::UnknownMemberId);
+                }
+                id.to_string()
+            }
+        };
+        self.members.remove(&id);
+        self.target.remove(&id);
+        self.cancel_member_timers(&id, fx);
+        if self.members.is_empty() {
+            self.state_timestamp_ms = now;
+        }
+        fx.dirty = true;
+        Ok(id)
+    }
+
+    /// After `classic_leave` removed members: the group epoch moves once.
+    pub fn members_left(&mut self, fx: &mut Effects) {
+        self.group_epoch += 1;
+        fx.dirty = true;
+    }
+
+    /// A classic member's join or sync deadline passed: it is fenced.
+    pub fn expire_classic(&mut self, now: i64, member_id: &str, fx: &mut Effects) -> bool {
+        self.remove_member(now, member_id, fx)
+    }
+
+    fn cancel_member_timers(&mut self, member_id: &str, fx: &mut Effects) {
+        let member = member_id.to_string();
+        fx.timers.push(TimerCmd::CancelSession { member: member.clone() });
+        fx.timers.push(TimerCmd::CancelRevoke { member: member.clone() });
+        fx.timers.push(TimerCmd::CancelClassicJoin { member: member.clone() });
+        fx.timers.push(TimerCmd::CancelClassicSync { member });
+    }
+
+    /// Topic ids to names through the subscribed topics (a partition of a topic the group no
+    /// longer knows is left out, as Kafka leaves out topics missing from its image).
+    fn to_names(&self, assignment: &Assignment) -> NamedPartitions {
+        assignment
+            .iter()
+            .filter_map(|(id, partitions)| {
+                let name = self.subscribed.iter().find(|(_, (t, _))| t == id)?.0.clone();
+                Some((name, partitions.iter().copied().collect()))
+            })
+            .collect()
+    }
+
     // ----- offsets --------------------------------------------------------------------------
 
     /// Kafka's `ConsumerGroup.validateOffsetCommit` for OffsetCommit (not transactional).
@@ -792,13 +1323,10 @@ impl ConsumerGroup {
         let Some(member) = self.members.get(member_id) else {
             return Err(ErrorCode::UnknownMemberId);
         };
-        if api_version < 9 {
+        if api_version < 9 && member.classic.is_none() {
             return Err(ErrorCode::UnsupportedVersion);
         }
-        if member_epoch != member.member_epoch {
-            return Err(ErrorCode::StaleMemberEpoch);
-        }
-        Ok(())
+        member.validate_epoch(member_epoch)
     }
 
     /// Kafka's `ConsumerGroup.validateOffsetFetch`: no member id and a negative epoch is an
@@ -817,10 +1345,7 @@ impl ConsumerGroup {
         let Some(member) = self.members.get(member_id) else {
             return Err(ErrorCode::UnknownMemberId);
         };
-        if member_epoch != member.member_epoch {
-            return Err(ErrorCode::StaleMemberEpoch);
-        }
-        Ok(())
+        member.validate_epoch(member_epoch)
     }
 
     // ----- describe, persist, replay ---------------------------------------------------------
@@ -848,6 +1373,7 @@ impl ConsumerGroup {
                     subscribed_topic_regex: m.subscribed_topic_regex.clone(),
                     assignment: m.assigned.clone(),
                     target: self.target.get(&m.member_id).cloned().unwrap_or_default(),
+                    classic: m.classic.is_some(),
                 })
                 .collect(),
         }
@@ -882,6 +1408,14 @@ impl ConsumerGroup {
                     assigned: to_stored(&m.assigned),
                     pending_revocation: to_stored(&m.pending_revocation),
                     target: to_stored(&self.target.get(&m.member_id).cloned().unwrap_or_default()),
+                    classic: m.classic.as_ref().map(|c| ClassicMemberValue {
+                        session_timeout: c.session_timeout_ms,
+                        protocols: c
+                            .protocols
+                            .iter()
+                            .map(|p| (p.name.clone(), p.metadata.clone()))
+                            .collect(),
+                    }),
                 })
                 .collect(),
         }
@@ -914,6 +1448,15 @@ impl ConsumerGroup {
                 assigned: from_stored(&m.assigned),
                 pending_revocation: from_stored(&m.pending_revocation),
                 revoke_deadline_ms: None,
+                classic: m.classic.map(|c| ClassicMetadata {
+                    session_timeout_ms: c.session_timeout,
+                    protocols: c
+                        .protocols
+                        .into_iter()
+                        .map(|(name, metadata)| Protocol { name, metadata })
+                        .collect(),
+                }),
+                join_deadline_ms: None,
             };
             group.members.insert(m.member_id, member);
         }
@@ -924,17 +1467,54 @@ impl ConsumerGroup {
     /// coordinator failover); a member that was revoking gets a fresh revocation deadline.
     pub fn loaded(&mut self, now: i64, cfg: &GroupConfig, fx: &mut Effects) {
         for (id, m) in self.members.iter_mut() {
+            let session_ms = m
+                .classic
+                .as_ref()
+                .map_or(cfg.consumer_session_timeout_ms, |c| c.session_timeout_ms);
             fx.timers.push(TimerCmd::Session {
                 member: id.clone(),
-                deadline: now.saturating_add(cfg.consumer_session_timeout_ms as i64),
+                deadline: now.saturating_add(i64::from(session_ms)),
             });
-            if m.state == MemberState::UnrevokedPartitions {
+            if m.state == MemberState::UnrevokedPartitions && m.classic.is_none() {
                 let deadline = now.saturating_add(m.rebalance_timeout_ms.max(0) as i64);
                 m.revoke_deadline_ms = Some(deadline);
                 fx.timers.push(TimerCmd::Revoke { member: id.clone(), deadline });
             }
         }
     }
+}
+
+impl ConsumerMember {
+    /// Kafka's `validateMemberEpoch`: a consumer-protocol member's stale epoch is
+    /// STALE_MEMBER_EPOCH, a classic member's ILLEGAL_GENERATION.
+    fn validate_epoch(&self, epoch: i32) -> Result<(), ErrorCode> {
+        if epoch == self.member_epoch {
+            Ok(())
+        } else if self.classic.is_some() {
+            Err(ErrorCode::IllegalGeneration)
+        } else {
+            Err(ErrorCode::StaleMemberEpoch)
+        }
+    }
+}
+
+fn sorted(mut names: Vec<String>) -> Vec<String> {
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Named partitions to topic ids (topics the catalog does not know are left out).
+fn to_ids(named: &NamedPartitions, topics: &dyn TopicView) -> Assignment {
+    let mut out = Assignment::new();
+    for (name, partitions) in named {
+        if let Some((id, count)) = topics.lookup(name) {
+            let valid = partitions.iter().copied().filter(|p| (0..count).contains(p));
+            out.entry(id).or_default().extend(valid);
+        }
+    }
+    out.retain(|_, set| !set.is_empty());
+    out
 }
 
 /// Kafka's `CurrentAssignmentBuilder.computeNextAssignment`.
@@ -1242,45 +1822,220 @@ mod tests {
         assert_eq!(answer.error_code, ErrorCode::InvalidRegularExpression);
     }
 
-    #[test]
-    fn classic_and_consumer_members_do_not_mix() {
-        let mut g = Groups::default();
-        let t = topics(&[("t", 1, 1)]);
-        g.consumer_heartbeat(0, join("a", &["t"]), &t);
-        let classic = JoinRequest {
-            group_id: "g".into(),
-            member_id: String::new(),
+    fn classic_join(group: &str, member: &str, owned: &[(&str, &[i32])]) -> JoinRequest {
+        let metadata = consumer_protocol::subscription_bytes(1, &["t"], owned);
+        JoinRequest {
+            group_id: group.into(),
+            member_id: member.into(),
             group_instance_id: None,
             client_id: "c".into(),
             client_host: "h".into(),
             session_timeout_ms: 10_000,
             rebalance_timeout_ms: 10_000,
             protocol_type: "consumer".into(),
-            protocols: vec![Protocol { name: "range".into(), metadata: bytes::Bytes::new() }],
-            require_known_member_id: true,
+            protocols: vec![Protocol { name: "range".into(), metadata }],
+            require_known_member_id: false,
             supports_skip_assignment: false,
-        };
-        g.join(1, 7, classic.clone());
-        match g.take_replies().pop() {
-            Some((7, Reply::Join(r))) => {
-                assert_eq!(r.error_code, ErrorCode::InconsistentGroupProtocol)
-            }
+        }
+    }
+
+    fn joined(g: &mut Groups, reply: u64) -> crate::group::state::JoinResponse {
+        joined_of(&mut g.take_replies(), reply)
+    }
+
+    fn joined_of(replies: &mut Vec<(u64, Reply)>, reply: u64) -> crate::group::state::JoinResponse {
+        let at = replies.iter().position(|(id, _)| *id == reply);
+        match at.map(|at| replies.remove(at)) {
+            Some((_, Reply::Join(r))) => r,
             other => panic!("{other:?}"),
         }
-        // A classic group with a member refuses a consumer-protocol member.
-        let mut classic = classic;
-        classic.group_id = "c".into();
-        classic.require_known_member_id = false;
-        g.join(2, 8, classic);
-        let mut other = join("x", &["t"]);
-        other.group_id = "c".into();
-        let answer = g.consumer_heartbeat(3, other, &t);
-        assert_eq!(answer.error_code, ErrorCode::GroupIdNotFound);
+    }
+
+    fn synced(g: &mut Groups, reply: u64) -> crate::group::state::SyncResponse {
+        match g.take_replies().into_iter().find(|(id, _)| *id == reply) {
+            Some((_, Reply::Sync(r))) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn sync_request(member: &str, generation: i32) -> crate::group::state::SyncRequest {
+        crate::group::state::SyncRequest {
+            group_id: "g".into(),
+            generation_id: generation,
+            member_id: member.into(),
+            group_instance_id: None,
+            protocol_type: Some("consumer".into()),
+            protocol_name: Some("range".into()),
+            assignments: Vec::new(),
+        }
+    }
+
+    fn classic_beat(member: &str, generation: i32) -> crate::group::state::HeartbeatRequest {
+        crate::group::state::HeartbeatRequest {
+            group_id: "g".into(),
+            generation_id: generation,
+            member_id: member.into(),
+            group_instance_id: None,
+        }
+    }
+
+    fn partitions_of(assignment: &bytes::Bytes) -> Vec<i32> {
+        let named = consumer_protocol::decode_assignment(assignment).expect("readable");
+        named.into_iter().flat_map(|(_, p)| p).collect()
+    }
+
+    /// Two classic members in a Stable generation of group "g" holding t's 4 partitions.
+    fn stable_classic_pair(g: &mut Groups, t: &Topics) -> (String, String) {
+        // (v0-3 JoinGroup: no MEMBER_ID_REQUIRED; both wait for the initial delay.)
+        g.join(0, 1, classic_join("g", "", &[]), t);
+        g.join(1, 2, classic_join("g", "", &[]), t);
+        for now in (1..=10).map(|s| s * 1_000) {
+            g.advance(now); // the initial delay, extended while members arrive
+        }
+        let mut replies = g.take_replies();
+        let (a, b) = (joined_of(&mut replies, 1), joined_of(&mut replies, 2));
+        assert_eq!((a.error_code, b.error_code), (ErrorCode::None, ErrorCode::None));
+        assert_eq!(a.leader, a.member_id, "the first member leads");
+        let (a, b) = (a.member_id, b.member_id);
+        let mut leader = sync_request(&a, 1);
+        let half = |ps: &[i32]| {
+            consumer_protocol::encode_assignment(1, &vec![("t".to_string(), ps.to_vec())])
+        };
+        leader.assignments = vec![(a.clone(), half(&[0, 1])), (b.clone(), half(&[2, 3]))];
+        g.sync(10_001, 3, leader);
+        assert_eq!(partitions_of(&synced(g, 3).assignment), [0, 1]);
+        g.sync(10_002, 4, sync_request(&b, 1));
+        assert_eq!(partitions_of(&synced(g, 4).assignment), [2, 3]);
+        (a, b)
+    }
+
+    #[test]
+    fn an_online_upgrade_keeps_classic_members_and_a_downgrade_brings_them_back() {
+        let mut g = Groups::default();
+        let t = topics(&[("t", 1, 4)]);
+        let (a, b) = stable_classic_pair(&mut g, &t);
+        // Stand-in for the client's join: one member at a time is restarted with
+        // group.protocol=consumer.
+        let n = g.consumer_heartbeat(20_000, join("n", &["t"]), &t);
+        assert_eq!(n.error_code, ErrorCode::None, "{n:?}");
+        assert_eq!((n.member_epoch, n.assignment.clone()), (2, Some(Assignment::new())));
+        let d = g.consumer_describe("g");
+        assert_eq!(d.error_code, ErrorCode::None);
+        assert_eq!(d.members.iter().filter(|m| m.classic).count(), 2);
+        assert!(g.describe("g").is_consumer_group);
+        // The classic members hear of the rebalance from their heartbeats.
+        assert_eq!(g.heartbeat(20_001, classic_beat(&a, 1)), ErrorCode::RebalanceInProgress);
+        // Each rejoins owning what it has (cooperative): while it has partitions to give up
+        // it keeps what it may keep, at generation 1, and is told to rejoin again; once it
+        // reports only those it moves to generation 2.
+        let mut held = Vec::new();
+        for (member, owned, reply) in [(&a, [0, 1], 5), (&b, [2, 3], 9)] {
+            assert_eq!(
+                g.heartbeat(20_001, classic_beat(member, 1)),
+                ErrorCode::RebalanceInProgress
+            );
+            g.join(20_002, reply, classic_join("g", member, &[("t", &owned)]), &t);
+            let j = joined(&mut g, reply);
+            assert_eq!(j.error_code, ErrorCode::None, "{j:?}");
+            assert_eq!(j.protocol_name.as_deref(), Some("range"));
+            assert!(j.members.is_empty() && j.leader.is_empty());
+            g.sync(20_003, reply + 1, sync_request(member, j.generation_id));
+            let mut kept = partitions_of(&synced(&mut g, reply + 1).assignment);
+            if j.generation_id == 1 {
+                assert!(kept.len() < 2, "{member} gives something up: {kept:?}");
+                let beat = g.heartbeat(20_004, classic_beat(member, 1));
+                assert_eq!(beat, ErrorCode::RebalanceInProgress);
+                g.join(20_005, reply + 2, classic_join("g", member, &[("t", &kept)]), &t);
+                let j = joined(&mut g, reply + 2);
+                assert_eq!(j.generation_id, 2, "{j:?}");
+                g.sync(20_006, reply + 3, sync_request(member, 2));
+                kept = partitions_of(&synced(&mut g, reply + 3).assignment);
+            } else {
+                assert_eq!(j.generation_id, 2, "{j:?}");
+            }
+            held.push(kept);
+        }
+        let (a_now, kept_b) = (held[0].clone(), held[1].clone());
+        // n gets the rest; every partition is held once.
+        let n = g.consumer_heartbeat(20_012, beat("n", 2, &Assignment::new()), &t);
+        let n_parts: Vec<i32> =
+            n.assignment.clone().unwrap_or_default().values().flatten().copied().collect();
+        let mut all: Vec<i32> = a_now.iter().chain(&kept_b).chain(&n_parts).copied().collect();
+        all.sort();
+        assert_eq!(all, [0, 1, 2, 3], "a {a_now:?} b {kept_b:?} n {n_parts:?}");
+        // An old-version commit from a classic member is fine; a stale generation is not.
+        let commit = |member: &str, generation| CommitRequest {
+            group_id: "g".into(),
+            generation_id: generation,
+            member_id: member.into(),
+            group_instance_id: None,
+            retention_time_ms: -1,
+            api_version: 2,
+            partitions: vec![CommitPartition {
+                topic: "t".into(),
+                partition: 0,
+                offset: Offset(5),
+                leader_epoch: LeaderEpoch(-1),
+                metadata: None,
+            }],
+        };
+        assert!(g.commit_offsets(20_013, commit(&a, 2)).is_ok());
+        assert_eq!(g.commit_offsets(20_013, commit(&a, 1)), Err(ErrorCode::IllegalGeneration));
+        // The group survives a restart with its classic members.
+        let mut replayed = Groups::default();
+        for record in g.snapshot() {
+            replayed.replay(30_000, record);
+        }
+        replayed.finish_load(30_000);
+        let d = replayed.consumer_describe("g");
+        assert_eq!(d.members.iter().filter(|m| m.classic).count(), 2);
+        // n leaves: the last consumer-protocol member, so the group is classic again, its
+        // members asked to rejoin.
+        let left = g.consumer_heartbeat(20_014, beat("n", -1, &Assignment::new()), &t);
+        assert_eq!(left.error_code, ErrorCode::None);
+        assert_eq!(g.consumer_describe("g").error_code, ErrorCode::GroupIdNotFound);
+        assert_eq!(g.state_of("g"), Some(crate::group::state::GroupState::PreparingRebalance));
+        assert_eq!(g.heartbeat(20_015, classic_beat(&a, 2)), ErrorCode::RebalanceInProgress);
+        let listed = g.list(&[]);
+        assert_eq!(listed[0].group_type, "classic");
+        g.join(20_016, 12, classic_join("g", &a, &[]), &t);
+        g.join(20_017, 13, classic_join("g", &b, &[]), &t);
+        let ja = joined(&mut g, 12);
+        assert_eq!((ja.error_code, ja.generation_id), (ErrorCode::None, 3));
+    }
+
+    #[test]
+    fn migration_policy_disabled_refuses_the_upgrade_and_the_downgrade() {
+        let config = GroupConfig {
+            migration_policy: crate::model::settings::MigrationPolicy::Disabled,
+            ..GroupConfig::default()
+        };
+        let mut g = Groups::new(config);
+        let t = topics(&[("t", 1, 4)]);
+        stable_classic_pair(&mut g, &t);
+        let n = g.consumer_heartbeat(20_000, join("n", &["t"]), &t);
+        assert_eq!(n.error_code, ErrorCode::GroupIdNotFound);
+        assert_eq!(n.error_message.as_deref(), Some("Group g is not a consumer group."));
+        // A classic member of another protocol type is refused by a consumer group.
+        let x = ConsumerHeartbeat { group_id: "h".into(), ..join("x", &["t"]) };
+        assert_eq!(g.consumer_heartbeat(0, x, &t).error_code, ErrorCode::None);
+        let mut other = classic_join("h", "", &[]);
+        other.protocol_type = "connect".into();
+        g.join(1, 7, other, &t);
+        assert_eq!(joined(&mut g, 7).error_code, ErrorCode::InconsistentGroupProtocol);
+        // Under `disabled`, a classic member still joins a consumer group (Kafka admits it
+        // under every policy), but the group stays a consumer group when the last
+        // consumer-protocol member leaves.
+        g.join(2, 8, classic_join("h", "k", &[]), &t);
+        assert_eq!(joined(&mut g, 8).error_code, ErrorCode::None);
+        let mut leave = beat("x", -1, &Assignment::new());
+        leave.group_id = "h".into();
+        g.consumer_heartbeat(3, leave, &t);
+        let d = g.consumer_describe("h");
+        assert_eq!((d.error_code, d.members.len()), (ErrorCode::None, 1));
         let listed = g.list(&[]);
         let types: Vec<_> = listed.iter().map(|l| (l.group_id.as_str(), l.group_type)).collect();
-        assert_eq!(types, [("c", "classic"), ("g", "consumer")]);
-        assert!(g.describe("g").is_consumer_group);
-        assert_eq!(g.consumer_describe("c").error_code, ErrorCode::GroupIdNotFound);
+        assert_eq!(types, [("g", "classic"), ("h", "consumer")]);
     }
 
     #[test]

@@ -553,7 +553,10 @@ impl Coordinator {
             GroupRequest::Join(req) => {
                 let member_id = req.member_id.clone();
                 let (id, answer) = self.park();
-                self.state.borrow_mut().join(now, id, req);
+                {
+                    let catalog = self.home.catalog.borrow();
+                    self.state.borrow_mut().join(now, id, req, &CatalogView(&catalog));
+                }
                 self.dispatch(WaitFor::Nothing);
                 match answer.await {
                     Ok(Reply::Join(response)) => GroupResponse::Join(response),

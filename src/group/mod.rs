@@ -12,6 +12,9 @@
 //! - `share`: KIP-932 share groups (membership, assignment, share sessions), and
 //!   `share_partition`: one share partition's records in flight (acquisition locks,
 //!   acknowledgements, delivery counts).
+//! - `consumer_protocol`: the consumer protocol's subscription and assignment bytes that
+//!   classic consumers send (read to convert groups and to serve classic members of a
+//!   consumer group).
 //! - `assignor`: the server-side assignors of consumer groups (`uniform`, `range`).
 //! - `timers`: keyed deadlines the state machine schedules; driven by a periodic tick.
 //! - `txn_offsets`: transactional offsets pending until their transaction's marker
@@ -23,6 +26,7 @@
 
 pub mod assignor;
 pub mod consumer;
+pub mod consumer_protocol;
 pub mod coordinator;
 pub mod records;
 pub mod share;

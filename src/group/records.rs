@@ -30,7 +30,10 @@
 //!                                          rebalance_timeout int32, member_epoch int32,
 //!                                          previous_member_epoch int32, state int8,
 //!                                          assigned, pending_revocation, target: each
-//!                                          [topic uuid, partitions [int32]]]
+//!                                          [topic uuid, partitions [int32]], v1: classic
+//!                                          int8 (1: a classic member, then
+//!                                          session_timeout int32, protocols [name
+//!                                          string, metadata bytes])]
 //!  SharePartitionKey (Spate's own)       SharePartitionValue v1 (Spate's own): a share
 //!    version   int16 = 0x5353 ("SS")       partition's state (KIP-932), rewritten whole
 //!    group     string                      version int16 = 1, start_offset int64,
@@ -74,7 +77,9 @@ const OFFSET_VALUE_VERSION: i16 = 3;
 const OFFSET_VALUE_VERSION_EXPIRING: i16 = 1;
 const GROUP_VALUE_VERSION: i16 = 3;
 const CONSUMER_GROUP_KEY_VERSION: i16 = 0x5350;
-const CONSUMER_GROUP_VALUE_VERSION: i16 = 0;
+/// v1 adds each member's classic metadata (members that speak the classic protocol inside a
+/// consumer group, KIP-848's online migration); v0 is still read.
+const CONSUMER_GROUP_VALUE_VERSION: i16 = 1;
 const SHARE_PARTITION_KEY_VERSION: i16 = 0x5353;
 const SHARE_PARTITION_VALUE_VERSION: i16 = 1;
 
@@ -146,6 +151,16 @@ pub struct ConsumerMemberValue {
     pub assigned: StoredAssignment,
     pub pending_revocation: StoredAssignment,
     pub target: StoredAssignment,
+    /// Some: the member speaks the classic protocol (Kafka's `ClassicMemberMetadata`).
+    pub classic: Option<ClassicMemberValue>,
+}
+
+/// A classic member's JoinGroup data inside a consumer group.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClassicMemberValue {
+    pub session_timeout: i32,
+    /// Protocol names and metadata, in the member's order.
+    pub protocols: Vec<(String, Bytes)>,
 }
 
 /// One record of the log, decoded.
@@ -499,6 +514,18 @@ fn encode_consumer_group(v: &ConsumerGroupValue) -> Vec<u8> {
         for assignment in [&m.assigned, &m.pending_revocation, &m.target] {
             put_assignment(&mut out, assignment);
         }
+        match &m.classic {
+            None => out.push(0),
+            Some(classic) => {
+                out.push(1);
+                out.extend(classic.session_timeout.to_be_bytes());
+                out.extend((classic.protocols.len() as i32).to_be_bytes());
+                for (name, metadata) in &classic.protocols {
+                    put_string(&mut out, name);
+                    put_bytes(&mut out, metadata);
+                }
+            }
+        }
     }
     out
 }
@@ -517,7 +544,7 @@ fn put_assignment(out: &mut Vec<u8>, assignment: &StoredAssignment) {
 fn decode_consumer_group(bytes: &[u8]) -> Result<ConsumerGroupValue, DecodeError> {
     let mut r = Reader(bytes);
     let version = r.i16()?;
-    if version != CONSUMER_GROUP_VALUE_VERSION {
+    if !(0..=CONSUMER_GROUP_VALUE_VERSION).contains(&version) {
         return Err(DecodeError::UnknownVersion(version));
     }
     let group_epoch = r.i32()?;
@@ -552,6 +579,17 @@ fn decode_consumer_group(bytes: &[u8]) -> Result<ConsumerGroupValue, DecodeError
         let assigned = r.assignment(bytes.len())?;
         let pending_revocation = r.assignment(bytes.len())?;
         let target = r.assignment(bytes.len())?;
+        let classic = if version >= 1 && r.take(1)?[0] == 1 {
+            let session_timeout = r.i32()?;
+            let count = r.count(bytes.len())?;
+            let mut protocols = Vec::with_capacity(count);
+            for _ in 0..count {
+                protocols.push((r.string()?, r.bytes()?));
+            }
+            Some(ClassicMemberValue { session_timeout, protocols })
+        } else {
+            None
+        };
         members.push(ConsumerMemberValue {
             member_id,
             instance_id,
@@ -568,6 +606,7 @@ fn decode_consumer_group(bytes: &[u8]) -> Result<ConsumerGroupValue, DecodeError
             assigned,
             pending_revocation,
             target,
+            classic,
         });
     }
     Ok(ConsumerGroupValue { group_epoch, assignment_epoch, state_timestamp, subscribed, members })
@@ -727,13 +766,22 @@ mod tests {
             assigned: vec![([1; 16], vec![0, 2])],
             pending_revocation: vec![([1; 16], vec![1])],
             target: vec![([1; 16], vec![0, 2]), ([2; 16], vec![])],
+            classic: None,
+        };
+        let classic = ConsumerMemberValue {
+            member_id: "k".into(),
+            classic: Some(ClassicMemberValue {
+                session_timeout: 10_000,
+                protocols: vec![("range".into(), Bytes::from_static(b"\0\x01xyz"))],
+            }),
+            ..member.clone()
         };
         let value = ConsumerGroupValue {
             group_epoch: 5,
             assignment_epoch: 5,
             state_timestamp: 77,
             subscribed: vec![("a".into(), [1; 16], 3)],
-            members: vec![member],
+            members: vec![member, classic],
         };
         let record = Record::Consumer { group: "g".into(), value: Some(value) };
         round_trip(record.clone());

@@ -543,6 +543,11 @@ impl Shares {
         group_id: &str,
         offsets: &[(TopicPartition, i64)],
     ) -> Result<(), ErrorCode> {
+        // A group is made only with state to keep: one named with no partition that passed
+        // (every topic unknown) would live in memory only, and a restart would forget it.
+        if offsets.is_empty() && !self.groups.contains_key(group_id) {
+            return Ok(());
+        }
         let group = self.groups.entry(group_id.to_string()).or_default();
         if !group.members.is_empty() {
             return Err(ErrorCode::NonEmptyGroup);
@@ -1244,6 +1249,10 @@ mod tests {
         // A group that does not exist is created with its offsets.
         assert_eq!(shares.alter_offsets("new", &[(tp.clone(), 5)]), Ok(()));
         assert_eq!(shares.start_offsets("new"), Some(vec![(tp.clone(), 5)]));
+        // Not when nothing passed (every topic unknown): there is no state to keep, and a
+        // group in memory only would be gone after a restart.
+        assert_eq!(shares.alter_offsets("unknown-only", &[]), Ok(()));
+        assert!(!shares.contains("unknown-only"));
         // Delete: the topic's state goes (a tombstone); a topic without state is refused.
         let deleted = shares.delete_offsets("g", &["t".into(), "u".into()]);
         let codes =

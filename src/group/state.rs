@@ -25,9 +25,10 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 
 use crate::group::consumer::{
-    self, ConsumerGroup, ConsumerHeartbeat, DescribedConsumerGroup, HeartbeatResponse, TimerCmd,
-    TopicView,
+    self, ClassicJoin, ClassicMemberState, ConsumerGroup, ConsumerHeartbeat,
+    DescribedConsumerGroup, HeartbeatResponse, TimerCmd, TopicView,
 };
+use crate::group::consumer_protocol;
 use crate::group::records::{GroupValue, MemberValue, OffsetValue, Record};
 use crate::group::timers::Timers;
 use crate::group::txn_offsets::{PendingOffsets, Restated};
@@ -322,18 +323,45 @@ enum TimerKey {
     ConsumerSession(String, String),
     /// A consumer group member's revocation deadline (group, member).
     ConsumerRevoke(String, String),
+    /// A classic member of a consumer group told to rejoin (group, member).
+    ConsumerJoin(String, String),
+    /// A classic member of a consumer group that joined and must sync (group, member).
+    ConsumerSync(String, String),
     Join(String),
     Sync(String),
 }
 
 #[derive(Debug, Clone)]
 enum TimerOp {
-    ExpireHeartbeat { group: String, member: String },
-    CompleteJoin { group: String },
-    InitialJoin { group: String, delay_ms: i32, remaining_ms: i32 },
-    ExpireSync { group: String, generation: i32 },
-    ExpireConsumerSession { group: String, member: String },
-    ExpireConsumerRevoke { group: String, member: String },
+    ExpireHeartbeat {
+        group: String,
+        member: String,
+    },
+    CompleteJoin {
+        group: String,
+    },
+    InitialJoin {
+        group: String,
+        delay_ms: i32,
+        remaining_ms: i32,
+    },
+    ExpireSync {
+        group: String,
+        generation: i32,
+    },
+    ExpireConsumerSession {
+        group: String,
+        member: String,
+    },
+    ExpireConsumerRevoke {
+        group: String,
+        member: String,
+    },
+    /// A classic member of a consumer group missed its join or sync deadline.
+    ExpireConsumerClassic {
+        group: String,
+        member: String,
+    },
 }
 
 struct Group {
@@ -926,16 +954,38 @@ impl Groups {
             let empty_classic = group.members.is_empty()
                 && group.pending_join_members.is_empty()
                 && matches!(group.state, GroupState::Empty | GroupState::Dead);
-            if !(joining && empty_classic) {
+            let upgrade = joining
+                && !empty_classic
+                && config.migration_policy.is_upgrade_enabled()
+                && group.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE);
+            if upgrade {
+                if let Err(response) = convert_to_consumer_group(fx, group, topics, now, config) {
+                    return response;
+                }
+            } else if !(joining && empty_classic) {
                 return HeartbeatResponse::error(
                     ErrorCode::GroupIdNotFound,
                     format!("Group {} is not a consumer group.", req.group_id),
                 );
+            } else {
+                // Converted; the classic group's last record is superseded by the consumer
+                // group's (replay keeps the offsets).
+                group.persisted = None;
+                group.consumer = Some(ConsumerGroup::new(&req.group_id, now));
             }
-            // Converted; the classic group's last record is superseded by the consumer
-            // group's (replay keeps the offsets).
-            group.persisted = None;
-            group.consumer = Some(ConsumerGroup::new(&req.group_id, now));
+        }
+        let leaving = req.member_epoch == consumer::LEAVE_GROUP_MEMBER_EPOCH
+            && req.instance_id.is_none()
+            && group.consumer.as_ref().is_some_and(|c| c.all_classic_except(&req.member_id));
+        if leaving {
+            let mut cx = Ctx { cfg: config, fx: &mut *fx, now };
+            if cx.maybe_downgrade(group, &req.member_id) {
+                return HeartbeatResponse {
+                    member_id: req.member_id,
+                    member_epoch: req.member_epoch,
+                    ..HeartbeatResponse::default()
+                };
+            }
         }
         let Some(consumer) = group.consumer.as_mut() else {
             return HeartbeatResponse::error(ErrorCode::UnknownServerError, "no group");
@@ -970,8 +1020,9 @@ impl Groups {
         }
     }
 
-    /// JoinGroup. The answer comes as a `Reply::Join` for `reply`, now or later.
-    pub fn join(&mut self, now: i64, reply: ReplyId, req: JoinRequest) {
+    /// JoinGroup. The answer comes as a `Reply::Join` for `reply`, now or later. `topics`
+    /// serves a classic member of a consumer group (its subscription names topics).
+    pub fn join(&mut self, now: i64, reply: ReplyId, req: JoinRequest, topics: &dyn TopicView) {
         let Groups { config, groups, fx, .. } = self;
         let mut cx = Ctx { cfg: config, fx, now };
         let unknown = req.member_id == UNKNOWN_MEMBER_ID;
@@ -985,10 +1036,8 @@ impl Groups {
         }
         let Some(group) = groups.get_mut(&req.group_id) else { return };
         if group.has_consumer_members() {
-            // Kafka 4 would take the classic member into the consumer group (KIP-848's
-            // upgrade path); Spate does not, and answers as Kafka does for a member whose
-            // protocol the group cannot serve.
-            let answer = JoinResponse::error(&req.member_id, ErrorCode::InconsistentGroupProtocol);
+            // Kafka's `classicGroupJoinToConsumerGroup` (under every migration policy).
+            let answer = cx.join_consumer_group(group, req, topics);
             cx.fx.replies.push((reply, Reply::Join(answer)));
             return;
         }
@@ -1008,6 +1057,10 @@ impl Groups {
         let Groups { config, groups, fx, .. } = self;
         let mut cx = Ctx { cfg: config, fx, now };
         match groups.get_mut(&req.group_id) {
+            Some(group) if group.has_consumer_members() => {
+                let answer = cx.sync_consumer_group(group, req);
+                cx.fx.replies.push((reply, Reply::Sync(answer)));
+            }
             Some(group) if !group.is(GroupState::Empty) => cx.sync(group, reply, req),
             _ => cx
                 .fx
@@ -1020,6 +1073,18 @@ impl Groups {
         let Groups { config, groups, fx, .. } = self;
         let mut cx = Ctx { cfg: config, fx, now };
         let Some(group) = groups.get_mut(&req.group_id) else { return ErrorCode::UnknownMemberId };
+        if let Some(consumer) = group.consumer.as_mut() {
+            let mut effects = consumer::Effects::default();
+            let code = consumer.classic_heartbeat(
+                now,
+                &req.member_id,
+                req.group_instance_id.as_deref(),
+                req.generation_id,
+                &mut effects,
+            );
+            apply_timers(cx.fx, &group.group_id, effects.timers);
+            return code;
+        }
         if let Err(code) = group.validate_member(&req.member_id, req.group_instance_id.as_deref()) {
             return code;
         }
@@ -1047,6 +1112,28 @@ impl Groups {
         let Some(group) = groups.get_mut(group_id) else {
             return LeaveResponse { error_code: ErrorCode::UnknownMemberId, members: Vec::new() };
         };
+        if let Some(consumer) = group.consumer.as_mut() {
+            // Kafka's `classicGroupLeaveToConsumerGroup`.
+            let mut effects = consumer::Effects::default();
+            let mut answers = Vec::with_capacity(leaving.len());
+            for who in leaving {
+                let left = consumer.classic_leave(
+                    now,
+                    &who.member_id,
+                    who.group_instance_id.as_deref(),
+                    &mut effects,
+                );
+                answers.push((who, left.err().unwrap_or(ErrorCode::None)));
+            }
+            if answers.iter().any(|(_, code)| *code == ErrorCode::None) {
+                consumer.members_left(&mut effects);
+            }
+            apply_timers(cx.fx, &group.group_id, effects.timers);
+            if effects.dirty {
+                cx.fx.records.push(group.consumer_record());
+            }
+            return LeaveResponse { error_code: ErrorCode::None, members: answers };
+        }
         let mut answers = Vec::with_capacity(leaving.len());
         let mut any_left = false;
         for who in leaving {
@@ -1514,6 +1601,11 @@ impl Groups {
                         cx.expire_consumer(g, &member, true);
                     }
                 }
+                TimerOp::ExpireConsumerClassic { group, member } => {
+                    if let Some(g) = groups.get_mut(&group) {
+                        cx.fence_consumer_member(g, &member);
+                    }
+                }
             }
         }
     }
@@ -1641,9 +1733,7 @@ impl Groups {
         self.fx.timers.cancel(&TimerKey::Join(group_id.to_string()));
         self.fx.timers.cancel(&TimerKey::Sync(group_id.to_string()));
         for member_id in group.consumer.iter().flat_map(|c| c.members.keys()) {
-            let (group, member) = (group_id.to_string(), member_id.clone());
-            self.fx.timers.cancel(&TimerKey::ConsumerSession(group.clone(), member.clone()));
-            self.fx.timers.cancel(&TimerKey::ConsumerRevoke(group, member));
+            cancel_consumer_timers(&mut self.fx, group_id, member_id);
         }
     }
 
@@ -1822,6 +1912,86 @@ impl Groups {
     }
 }
 
+/// Drops every timer of a consumer group's member.
+fn cancel_consumer_timers(fx: &mut Effects, group_id: &str, member_id: &str) {
+    let (group, member) = (group_id.to_string(), member_id.to_string());
+    fx.timers.cancel(&TimerKey::ConsumerSession(group.clone(), member.clone()));
+    fx.timers.cancel(&TimerKey::ConsumerRevoke(group.clone(), member.clone()));
+    fx.timers.cancel(&TimerKey::ConsumerJoin(group.clone(), member.clone()));
+    fx.timers.cancel(&TimerKey::ConsumerSync(group, member));
+}
+
+/// Kafka's `convertToConsumerGroup`: a classic group with members becomes a consumer group
+/// (a ConsumerGroupHeartbeat joins it under an upgrade policy). Parked JoinGroup and
+/// SyncGroup requests are answered REBALANCE_IN_PROGRESS (those members rejoin), the classic
+/// timers go, and each member keeps its subscription and assignment as a classic member of
+/// the consumer group, with a session timer at its own session timeout.
+fn convert_to_consumer_group(
+    fx: &mut Effects,
+    group: &mut Group,
+    topics: &dyn TopicView,
+    now: i64,
+    config: &GroupConfig,
+) -> Result<(), HeartbeatResponse> {
+    let protocol = group.protocol_name.clone().unwrap_or_default();
+    let members: Vec<ClassicMemberState> = group
+        .members
+        .values()
+        .map(|m| ClassicMemberState {
+            member_id: m.member_id.clone(),
+            instance_id: m.group_instance_id.clone(),
+            client_id: m.client_id.clone(),
+            client_host: m.client_host.clone(),
+            rebalance_timeout_ms: m.rebalance_timeout_ms,
+            session_timeout_ms: m.session_timeout_ms,
+            protocols: m.protocols.clone(),
+            metadata: m.metadata(&protocol),
+            assignment: m.assignment.clone(),
+        })
+        .collect();
+    let Some(consumer) =
+        ConsumerGroup::from_classic(&group.group_id, group.generation_id, members, topics, now)
+    else {
+        return Err(HeartbeatResponse::error(
+            ErrorCode::GroupIdNotFound,
+            format!(
+                "Cannot upgrade the classic group {} to consumer group because the embedded \
+                 consumer protocol is malformed.",
+                group.group_id
+            ),
+        ));
+    };
+    for member in group.members.values_mut() {
+        if let Some(parked) = member.awaiting_join.take() {
+            let answer = JoinResponse::error(&member.member_id, ErrorCode::RebalanceInProgress);
+            fx.replies.push((parked, Reply::Join(answer)));
+        }
+        if let Some(parked) = member.awaiting_sync.take() {
+            let answer = SyncResponse::error(ErrorCode::RebalanceInProgress);
+            fx.replies.push((parked, Reply::Sync(answer)));
+        }
+    }
+    let ids: Vec<String> =
+        group.members.keys().chain(&group.pending_join_members).cloned().collect();
+    for member_id in ids {
+        fx.timers.cancel(&TimerKey::Heartbeat(group.group_id.clone(), member_id));
+    }
+    fx.timers.cancel(&TimerKey::Join(group.group_id.clone()));
+    fx.timers.cancel(&TimerKey::Sync(group.group_id.clone()));
+    let mut effects = consumer::Effects::default();
+    let mut consumer = consumer;
+    consumer.loaded(now, config, &mut effects);
+    apply_timers(fx, &group.group_id, effects.timers);
+    let offsets = std::mem::take(&mut group.offsets);
+    *group = Group::new(&group.group_id, now);
+    group.offsets = offsets;
+    group.consumer = Some(consumer);
+    // The consumer group's record (written by the heartbeat that follows) supersedes the
+    // classic one; replay keeps the offsets.
+    fx.records.push(group.consumer_record());
+    Ok(())
+}
+
 /// Puts a consumer group's timer commands on the timing wheel.
 fn apply_timers(fx: &mut Effects, group_id: &str, timers: Vec<TimerCmd>) {
     let key = |member: &str| (group_id.to_string(), member.to_string());
@@ -1846,6 +2016,26 @@ fn apply_timers(fx: &mut Effects, group_id: &str, timers: Vec<TimerCmd>) {
             TimerCmd::CancelRevoke { member } => {
                 let (group, member) = key(&member);
                 fx.timers.cancel(&TimerKey::ConsumerRevoke(group, member));
+            }
+            TimerCmd::ClassicJoin { member, deadline } => {
+                let (group, member) = key(&member);
+                let op =
+                    TimerOp::ExpireConsumerClassic { group: group.clone(), member: member.clone() };
+                fx.timers.schedule(TimerKey::ConsumerJoin(group, member), deadline, op);
+            }
+            TimerCmd::ClassicSync { member, deadline } => {
+                let (group, member) = key(&member);
+                let op =
+                    TimerOp::ExpireConsumerClassic { group: group.clone(), member: member.clone() };
+                fx.timers.schedule(TimerKey::ConsumerSync(group, member), deadline, op);
+            }
+            TimerCmd::CancelClassicJoin { member } => {
+                let (group, member) = key(&member);
+                fx.timers.cancel(&TimerKey::ConsumerJoin(group, member));
+            }
+            TimerCmd::CancelClassicSync { member } => {
+                let (group, member) = key(&member);
+                fx.timers.cancel(&TimerKey::ConsumerSync(group, member));
             }
         }
     }
@@ -2384,6 +2574,14 @@ impl Ctx<'_> {
     /// A consumer group member's session or revocation deadline passed.
     fn expire_consumer(&mut self, group: &mut Group, member_id: &str, revocation: bool) {
         let Some(consumer) = group.consumer.as_mut() else { return };
+        let due = consumer
+            .members
+            .get(member_id)
+            .is_some_and(|m| !revocation || m.state == consumer::MemberState::UnrevokedPartitions);
+        if due && self.maybe_downgrade(group, member_id) {
+            return;
+        }
+        let Some(consumer) = group.consumer.as_mut() else { return };
         let mut effects = consumer::Effects::default();
         let fenced = if revocation {
             consumer.expire_revocation(self.now, member_id, &mut effects)
@@ -2394,6 +2592,155 @@ impl Ctx<'_> {
         if fenced || effects.dirty {
             self.fx.records.push(group.consumer_record());
         }
+    }
+
+    /// JoinGroup from a classic member to a consumer group with members.
+    fn join_consumer_group(
+        &mut self,
+        group: &mut Group,
+        req: JoinRequest,
+        topics: &dyn TopicView,
+    ) -> JoinResponse {
+        let Some(consumer) = group.consumer.as_mut() else {
+            return JoinResponse::error(&req.member_id, ErrorCode::UnknownServerError);
+        };
+        let join = ClassicJoin {
+            member_id: req.member_id.clone(),
+            instance_id: req.group_instance_id.clone(),
+            client_id: req.client_id,
+            client_host: req.client_host,
+            session_timeout_ms: req.session_timeout_ms,
+            rebalance_timeout_ms: req.rebalance_timeout_ms,
+            protocol_type: req.protocol_type,
+            protocols: req.protocols,
+            require_known_member_id: req.require_known_member_id,
+        };
+        let mut effects = consumer::Effects::default();
+        let joined = consumer.classic_join(self.now, join, topics, self.cfg, &mut effects);
+        apply_timers(self.fx, &group.group_id, effects.timers);
+        if effects.dirty {
+            self.fx.records.push(group.consumer_record());
+        }
+        match joined {
+            Ok(joined) => JoinResponse {
+                error_code: ErrorCode::None,
+                generation_id: joined.generation_id,
+                protocol_type: Some(CONSUMER_PROTOCOL_TYPE.to_string()),
+                protocol_name: Some(joined.protocol_name),
+                leader: String::new(),
+                skip_assignment: false,
+                member_id: joined.member_id,
+                members: Vec::new(),
+            },
+            Err((code, member_id)) => JoinResponse::error(&member_id, code),
+        }
+    }
+
+    /// SyncGroup from a classic member of a consumer group: its assignment, at once.
+    fn sync_consumer_group(&mut self, group: &mut Group, req: SyncRequest) -> SyncResponse {
+        let Some(consumer) = group.consumer.as_mut() else {
+            return SyncResponse::error(ErrorCode::UnknownMemberId);
+        };
+        let mut effects = consumer::Effects::default();
+        let synced = consumer.classic_sync(
+            self.now,
+            &req.member_id,
+            req.group_instance_id.as_deref(),
+            req.generation_id,
+            (req.protocol_type.as_deref(), req.protocol_name.as_deref()),
+            &mut effects,
+        );
+        apply_timers(self.fx, &group.group_id, effects.timers);
+        match synced {
+            Ok(assignment) => SyncResponse {
+                error_code: ErrorCode::None,
+                protocol_type: req.protocol_type,
+                protocol_name: req.protocol_name,
+                assignment,
+            },
+            Err(code) => SyncResponse::error(code),
+        }
+    }
+
+    /// Kafka's `consumerGroupFenceMember`: removes a member from a consumer group, or, when
+    /// it is the last one speaking the consumer protocol and the policy allows a downgrade,
+    /// makes the group classic again without it.
+    fn fence_consumer_member(&mut self, group: &mut Group, member_id: &str) {
+        let Some(consumer) = group.consumer.as_mut() else { return };
+        if !consumer.members.contains_key(member_id) {
+            return;
+        }
+        if self.maybe_downgrade(group, member_id) {
+            return;
+        }
+        let Some(consumer) = group.consumer.as_mut() else { return };
+        let mut effects = consumer::Effects::default();
+        consumer.remove_member(self.now, member_id, &mut effects);
+        apply_timers(self.fx, &group.group_id, effects.timers);
+        self.fx.records.push(group.consumer_record());
+    }
+
+    /// Kafka's `validateOnlineDowngradeWithFencedMember` and `convertToClassicGroup`: when
+    /// `leaving` is the last member speaking the consumer protocol, others remain, and the
+    /// policy allows it, the group becomes a classic group of the remaining members (their
+    /// assignments are their targets), Stable at the group epoch, and a rebalance starts so
+    /// that they rejoin. True if it did.
+    fn maybe_downgrade(&mut self, group: &mut Group, leaving: &str) -> bool {
+        let Some(consumer) = group.consumer.as_ref() else { return false };
+        if !consumer.all_classic_except(leaving)
+            || consumer.members.len() <= 1
+            || !self.cfg.migration_policy.is_downgrade_enabled()
+        {
+            return false;
+        }
+        let seeds = consumer.classic_seeds(leaving);
+        let generation = consumer.group_epoch;
+        for member_id in consumer.member_ids() {
+            cancel_consumer_timers(self.fx, &group.group_id, &member_id);
+        }
+        group.consumer = None;
+        self.fx.records.push(Record::Consumer { group: group.group_id.clone(), value: None });
+        let offsets = std::mem::take(&mut group.offsets);
+        *group = Group::new(&group.group_id, self.now);
+        group.offsets = offsets;
+        group.generation_id = generation;
+        group.state = GroupState::Stable;
+        group.previous_state = GroupState::CompletingRebalance;
+        let mut targets = Vec::with_capacity(seeds.len());
+        for seed in seeds {
+            targets.push((seed.member_id.clone(), seed.target));
+            let member = Member {
+                member_id: seed.member_id,
+                group_instance_id: seed.instance_id,
+                client_id: seed.client_id,
+                client_host: seed.client_host,
+                rebalance_timeout_ms: seed.rebalance_timeout_ms,
+                session_timeout_ms: seed.session_timeout_ms,
+                protocol_type: CONSUMER_PROTOCOL_TYPE.to_string(),
+                protocols: seed.protocols,
+                assignment: Bytes::new(),
+                awaiting_join: None,
+                awaiting_sync: None,
+                is_new: false,
+            };
+            group.add(member, None);
+        }
+        group.protocol_name = group.select_protocol();
+        group.subscribed_topics = group.compute_subscribed_topics();
+        let protocol = group.protocol_name.clone().unwrap_or_default();
+        for (member_id, target) in targets {
+            if let Some(member) = group.members.get_mut(&member_id) {
+                let version = consumer_protocol::version(&member.metadata(&protocol)).unwrap_or(0);
+                member.assignment = consumer_protocol::encode_assignment(version, &target);
+            }
+        }
+        self.persist(group);
+        let members: Vec<String> = group.members.keys().cloned().collect();
+        for member_id in members {
+            self.reschedule_heartbeat(group, &member_id);
+        }
+        self.prepare_rebalance(group);
+        true
     }
 
     fn expire_pending_sync(&mut self, group: &mut Group, generation: i32) {
@@ -2445,6 +2792,22 @@ mod txn_tests {
 mod tests {
     use super::*;
 
+    /// A catalog without topics: classic groups never look topics up.
+    struct NoTopics;
+
+    impl TopicView for NoTopics {
+        fn lookup(&self, _: &str) -> Option<(consumer_assignor::TopicId, i32)> {
+            None
+        }
+        fn name_of(&self, _: &consumer_assignor::TopicId) -> Option<String> {
+            None
+        }
+        fn names(&self) -> Vec<String> {
+            Vec::new()
+        }
+    }
+    use crate::group::assignor as consumer_assignor;
+
     const SESSION_MS: i32 = 10_000;
     const REBALANCE_MS: i32 = 30_000;
     const DELAY_MS: i32 = 100;
@@ -2484,7 +2847,7 @@ mod tests {
         fn join(&mut self, req: JoinRequest) -> ReplyId {
             let id = self.next_reply;
             self.next_reply += 1;
-            self.groups.join(self.now, id, req);
+            self.groups.join(self.now, id, req, &NoTopics);
             self.collect();
             id
         }

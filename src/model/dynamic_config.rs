@@ -480,6 +480,7 @@ pub const STATIC_BROKER_CONFIG_NAMES: &[&str] = &[
     "group.consumer.assignors",
     "group.consumer.heartbeat.interval.ms",
     "group.consumer.max.heartbeat.interval.ms",
+    "group.consumer.migration.policy",
     "group.consumer.max.session.timeout.ms",
     "group.consumer.min.heartbeat.interval.ms",
     "group.consumer.min.session.timeout.ms",

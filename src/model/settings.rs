@@ -32,6 +32,9 @@ pub struct GroupConfig {
     /// group.consumer.assignors: the server-side assignors a member may name; the first is
     /// the default.
     pub consumer_assignors: Vec<String>,
+    /// group.consumer.migration.policy: whether a classic group may become a consumer group
+    /// (upgrade) and back (downgrade) while it has members.
+    pub migration_policy: MigrationPolicy,
     /// group.share.session.timeout.ms (KIP-932 share groups)
     pub share_session_timeout_ms: i32,
     /// group.share.heartbeat.interval.ms
@@ -57,12 +60,58 @@ impl Default for GroupConfig {
             consumer_session_timeout_ms: 45_000,
             consumer_heartbeat_interval_ms: 5_000,
             consumer_assignors: CONSUMER_ASSIGNORS.iter().map(|a| a.to_string()).collect(),
+            migration_policy: MigrationPolicy::Bidirectional,
             share_session_timeout_ms: 45_000,
             share_heartbeat_interval_ms: 5_000,
             share_record_lock_duration_ms: 30_000,
             share_delivery_count_limit: 5,
             share_partition_max_record_locks: 2_000,
         }
+    }
+}
+
+/// Kafka's `group.consumer.migration.policy` (`ConsumerGroupMigrationPolicy`): which online
+/// conversions between a classic group and a KIP-848 consumer group are allowed while the
+/// group has members. An empty group converts either way under every policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MigrationPolicy {
+    /// Both upgrade and downgrade (Kafka 4's default).
+    #[default]
+    Bidirectional,
+    Upgrade,
+    Downgrade,
+    Disabled,
+}
+
+impl MigrationPolicy {
+    /// Kafka's names, matched case-insensitively as Kafka parses them.
+    pub fn parse(name: &str) -> Option<MigrationPolicy> {
+        match name.to_ascii_lowercase().as_str() {
+            "bidirectional" => Some(MigrationPolicy::Bidirectional),
+            "upgrade" => Some(MigrationPolicy::Upgrade),
+            "downgrade" => Some(MigrationPolicy::Downgrade),
+            "disabled" => Some(MigrationPolicy::Disabled),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MigrationPolicy::Bidirectional => "bidirectional",
+            MigrationPolicy::Upgrade => "upgrade",
+            MigrationPolicy::Downgrade => "downgrade",
+            MigrationPolicy::Disabled => "disabled",
+        }
+    }
+
+    /// A ConsumerGroupHeartbeat may convert a classic group with members.
+    pub fn is_upgrade_enabled(self) -> bool {
+        matches!(self, MigrationPolicy::Bidirectional | MigrationPolicy::Upgrade)
+    }
+
+    /// A consumer group whose last consumer-protocol member goes becomes classic again.
+    pub fn is_downgrade_enabled(self) -> bool {
+        matches!(self, MigrationPolicy::Bidirectional | MigrationPolicy::Downgrade)
     }
 }
 

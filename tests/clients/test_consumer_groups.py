@@ -5,8 +5,8 @@ What each member reports (group_member.py's event lines: added, revoked, assigne
 evidence: members share the partitions, a partition moves only after its owner revoked it
 (checked on the timeline of every member's added/revoked events), leaves and crashes move
 partitions, a static member comes back to its assignment, committed offsets survive a
-restart and kill -9, and classic and consumer-protocol members in one group get Kafka's
-errors. OffsetCommit and OffsetFetch v10 (topics by id) are also sent by hand. The brokers
+restart and kill -9, and a classic member joins a consumer group as Kafka 4 lets it
+(test_group_migration.py has the upgrade and downgrade between the protocols). OffsetCommit and OffsetFetch v10 (topics by id) are also sent by hand. The brokers
 run with a 500 ms heartbeat interval and a 6 s session timeout so that the tests stay
 short; every wait has a deadline.
 """
@@ -181,31 +181,30 @@ def admin(broker):
 
 
 @pytest.mark.timeout(300)
-def test_classic_and_consumer_members_in_one_group_get_kafkas_errors(broker, members,
-                                                                     java_members):
-    """A classic member joining a consumer group is refused (INCONSISTENT_GROUP_PROTOCOL;
-    Kafka 4 would take it in, see ARCHITECTURE's known gaps) and a consumer-protocol member
-    joining a classic group with members gets GROUP_ID_NOT_FOUND, as Kafka answers with
-    group.consumer.migration.policy=disabled. The group that was there first is undisturbed."""
+@pytest.mark.parametrize("classic", ["ck", "java"])
+def test_a_classic_member_joins_a_consumer_group(broker, members, java_members, classic):
+    """A classic member (JoinGroup/SyncGroup, eager range) joining a consumer group with
+    members is taken in as Kafka 4 takes it, under every migration policy: the broker's
+    assignor gives it a share, it is told to rejoin (REBALANCE_IN_PROGRESS) when the
+    assignment moves, no partition is held twice, and when it leaves the consumer-protocol
+    member gets everything back. The group stays a consumer group throughout."""
     topic = create_topic(broker)
     group = unique("kip848")
     new = members("ck", broker, group, topic, conf=CONSUMER)
     wait_balanced([new], timeout=60)
-    classic = members("ck", broker, group, topic)
-    wait_until(lambda: any(e["event"] == "error" for e in classic.snapshot()), 30,
-               "the classic member's error")
-    errors = [e["error"] for e in classic.snapshot() if e["event"] == "error"]
-    assert any("INCONSISTENT_GROUP_PROTOCOL" in e or "nconsistent" in e for e in errors), errors
-    assert classic.assignment() == ()
-    assert new.assignment() == (0, 1, 2, 3)
-
-    group2 = unique("kip848")
-    old = members("ck", broker, group2, topic)
-    wait_balanced([old], timeout=60)
-    joiner = members("java", broker, group2, topic, conf=CONSUMER, java_classpath=java_members)
-    wait_until(lambda: joiner.crashed(), 30, "the consumer-protocol member's error")
-    assert "GroupIdNotFound" in joiner.crashed()[0]["error"], joiner.crashed()
-    assert old.assignment() == (0, 1, 2, 3)
+    old = members(classic, broker, group, topic, java_classpath=java_members)
+    wait_balanced([new, old], timeout=60)
+    produced = produce(broker, topic, per_partition=10)
+    wait_until(lambda: len(new.records()) + len(old.records()) >= len(produced), TIMEOUT_S,
+               "every record read")
+    ownership_never_overlaps([new, old])
+    client = admin(broker)  # kept alive until the future resolves
+    listed = client.list_consumer_groups().result(timeout=TIMEOUT_S)
+    found = [g for g in listed.valid if g.group_id == group]
+    assert found and str(found[0].type).endswith("CONSUMER"), (listed.valid, listed.errors)
+    old.leave()
+    wait_balanced([new], timeout=30)
+    ownership_never_overlaps([new, old])
 
 
 @pytest.mark.timeout(300)

@@ -138,6 +138,25 @@ class ShareMember:
                 pending = []
         return out
 
+    def in_doubt(self):
+        """Offsets whose acknowledgement commitSync answered with an error. A broker killed
+        after it wrote an acknowledgement and before it answered leaves the client with an
+        error for an acknowledgement that holds: such a record is either never delivered
+        again, or delivered again (when the acknowledgement was lost) and acknowledged then."""
+        out, pending = set(), []
+        for event in self.snapshot():
+            if event["event"] == "record":
+                pending.append(event["offset"])
+            elif event["event"] == "acked":
+                if event["errors"]:
+                    out.update(pending)
+                pending = []
+        return out - self.confirmed()
+
+    def settled(self):
+        """Offsets acknowledged for sure (`confirmed`) or possibly (`in_doubt`)."""
+        return self.confirmed() | self.in_doubt()
+
     def log(self):
         return self.stderr_path.read_text(errors="replace")[-3000:]
 
@@ -180,6 +199,12 @@ def share_admin(java_share, broker, group):
     listed, described, offsets = [json.loads(line) for line in done.stdout.splitlines()[:3]]
     described["offsets"] = offsets["offsets"]
     return listed["listed"], described
+
+
+def share_start(java_share, broker, group, partition=0):
+    """The share partition's start offset as the Admin client lists it (None: not known)."""
+    offsets = (share_admin(java_share, broker, group)[1] or {}).get("offsets") or {}
+    return offsets.get(str(partition))
 
 
 @pytest.mark.timeout(300)
@@ -282,16 +307,18 @@ def test_rejected_records_are_archived(broker, share_members):
     assert sorted(o for o, _, _, _ in taker.records()) == list(range(10, 15))
 
 
-# Serial: beside three other workers (load ~8) the Java share consumers never had every
-# acknowledgement confirmed after the restart within 360 s (2026-12-06; alone: passes in
-# seconds). Not understood yet: see docs/ARCHITECTURE.md, Known gaps.
-@pytest.mark.serial
 @pytest.mark.timeout(300)
-def test_kill9_of_the_broker_loses_no_acknowledgement_and_no_record(broker, share_members):
+def test_kill9_of_the_broker_loses_no_acknowledgement_and_no_record(broker, share_members,
+                                                                     java_share):
     """A member accepts records ten at a time; the broker is killed (-9) half-way and
-    restarted. Every record is delivered; none whose acknowledgement commitSync confirmed
-    is delivered again; the ones delivered again are those in flight at the crash (their
-    delivery count then is 2 or more)."""
+    restarted. Every record is delivered and in the end acknowledged (the share partition's
+    start offset reaches the end); none whose acknowledgement commitSync confirmed is
+    delivered again; the ones delivered again are those in flight at the crash (their
+    delivery count then is 2 or more).
+
+    An acknowledgement in flight at the kill may have been written before it (the client then
+    reports an error for it, but it holds: `in_doubt`). Under load the kill lands there often;
+    waiting for every acknowledgement to be confirmed made this test time out."""
     topic, group = create_topic(broker), unique("sg")
     read_from_earliest(broker, group)
     values = produce(broker, topic, 200)
@@ -301,8 +328,10 @@ def test_kill9_of_the_broker_loses_no_acknowledgement_and_no_record(broker, shar
     delivered_before = len(member.records())
     broker.kill9()
     broker.start()
-    wait_until(lambda: member.confirmed() >= set(range(len(values))), TIMEOUT_S * 2,
+    wait_until(lambda: member.settled() >= set(range(len(values))), TIMEOUT_S * 2,
                "every record to be acknowledged after the restart")
+    wait_until(lambda: share_start(java_share, broker, group) == len(values), TIMEOUT_S,
+               "the share partition's start offset to reach the end")
     after = member.records()[delivered_before:]
     again = [(o, d) for o, d, _, _ in after if o in confirmed_before]
     assert again == [], f"acknowledged records delivered again: {again}"
@@ -471,15 +500,12 @@ def test_the_delivery_count_limit_sends_records_to_an_auto_created_dead_letter_t
     assert created["errors.deadletterqueue.group.enable"].value == "true"
 
 
-# Serial: beside three other workers (load ~8) the Java share consumers never had every
-# acknowledgement confirmed after the restart within 360 s (2026-12-06; alone: passes in
-# seconds). Not understood yet: see docs/ARCHITECTURE.md, Known gaps.
-@pytest.mark.serial
 @pytest.mark.timeout(300)
 def test_dead_letters_survive_a_kill9_exactly_once(broker, share_members):
     """A member rejects 300 records ten at a time; the broker is killed (-9) while the dead
     letters are being written, and restarted. In the end the dead-letter topic holds exactly
-    one dead letter per record: none lost, none written twice."""
+    one dead letter per record: none lost, none written twice. (A rejection in flight at the
+    kill may hold although the client saw an error: see the test above.)"""
     topic, group = create_topic(broker), unique("sg")
     dlq = create_dead_letter_topic(broker)
     read_from_earliest(broker, group)
@@ -491,7 +517,7 @@ def test_dead_letters_survive_a_kill9_exactly_once(broker, share_members):
     wait_until(lambda: end_offset(broker, dlq) >= 40, TIMEOUT_S, "some dead letters")
     broker.kill9()
     broker.start()
-    wait_until(lambda: rejecter.confirmed() >= set(range(count)), TIMEOUT_S * 2,
+    wait_until(lambda: rejecter.settled() >= set(range(count)), TIMEOUT_S * 2,
                "every rejection to be acknowledged after the restart")
     letters = dead_letters(broker, dlq, count, timeout=TIMEOUT_S * 2)
     time.sleep(2)  # a repeated write would land now

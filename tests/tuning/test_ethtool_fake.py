@@ -223,3 +223,43 @@ def test_apply_without_root_is_a_clear_error():
                   ETHTOOL_SH, "--apply", "--only", "host"], env=env, check_rc=2)
     assert "must run as root" in result.stderr
     assert not parse_commands(result.stdout)
+
+
+def mountinfo(data_dir, point, fstype, options):
+    """A fake /proc/self/mountinfo with `/` and the mount at POINT of DATA_DIR's device."""
+    st = os.stat(data_dir)
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    return ("22 27 0:21 / /proc rw,relatime - proc proc rw\n"
+            f"27 1 {dev} / / rw,relatime - ext4 /dev/fake rw\n"
+            f"31 27 {dev} / {point} rw,noatime - {fstype} /dev/fake {options}\n")
+
+
+@pytest.mark.parametrize("fstype,options,verdict", [
+    ("ext4", "rw,discard,errors=remount-ro", "warn"),
+    ("xfs", "rw,attr2,discard,inode64", "warn"),
+    ("ext4", "rw,nodiscard", "ok"),
+    ("btrfs", "rw,ssd,discard=async,space_cache=v2", "ok"),
+])
+def test_online_discard_on_the_data_file_system_is_reported(nic_tree, fstype, options, verdict):
+    root, data_dir = nic_tree
+    # The data dir's own mount, not `/` (whose options say nothing), decides.
+    point = os.path.dirname(os.path.realpath(data_dir))
+    write(root / "proc/self/mountinfo", mountinfo(data_dir, point, fstype, options))
+    check = run([ETHTOOL_SH, "--check", "--only", "host", "--data-dir", data_dir],
+                env=fake_env(root), check_rc=1)
+    lines = [line for line in check.stdout.splitlines() if f"holds {data_dir}" in line]
+    assert len(lines) == 1, check.stdout
+    assert lines[0].startswith(f"{verdict:<6} {point} ({fstype}, holds {data_dir})")
+    if verdict == "warn":
+        assert "nodiscard" in lines[0] and "fstrim.timer" in lines[0]
+    # --apply plans nothing for it: the fix is the operator's, in /etc/fstab.
+    dry = run([ETHTOOL_SH, "--dry-run", "--only", "host", "--data-dir", data_dir],
+              env=fake_env(root), check_rc=0)
+    assert not [line for line in parse_commands(dry.stdout) if "mount" in line]
+
+
+def test_discard_check_skips_without_mountinfo(nic_tree):
+    root, data_dir = nic_tree
+    check = run([ETHTOOL_SH, "--check", "--only", "host", "--data-dir", data_dir],
+                env=fake_env(root), check_rc=1)
+    assert "skip   data dir mount options: cannot read" in check.stdout
