@@ -1,6 +1,7 @@
 //! What the share group handlers (`share_fetch`, `share_acknowledge`, and the offset admin
-//! APIs) share: the checks of the request as a whole, naming its partitions by topic id, with READ checked on each
-//! topic, and turning its acknowledgement batches into `group::share_partition::AckBatch`es.
+//! APIs) share: the checks of the request as a whole, naming its partitions by topic id,
+//! with READ checked on each topic, and turning its acknowledgement batches into
+//! `group::share_partition::AckBatch`es.
 
 use super::group_common::{check_group_id, EmptyGroupId};
 use super::Context;
