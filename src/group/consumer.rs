@@ -429,14 +429,7 @@ impl ConsumerGroup {
         let before = self.members.get(&member_id).cloned().unwrap_or_default();
         bump |= self.update_member(&member_id, &req, fx);
         bump |= self.refresh_subscriptions(now, topics, fx);
-        if bump {
-            self.group_epoch += 1;
-            fx.dirty = true;
-        }
-        if self.group_epoch > self.assignment_epoch {
-            self.compute_target(cfg);
-            fx.dirty = true;
-        }
+        self.advance_epochs(bump, cfg, fx);
         self.reconcile(now, &member_id, req.owned.as_ref(), fx);
         fx.timers.push(TimerCmd::Session {
             member: member_id.clone(),
@@ -710,6 +703,20 @@ impl ConsumerGroup {
             None => {
                 cfg.consumer_assignors.first().cloned().unwrap_or_else(|| assignor::UNIFORM.into())
             }
+        }
+    }
+
+    /// After a member's request changed the group (`bump`: a member, subscription or
+    /// subscribed topic changed): moves the group epoch, and computes a new target assignment
+    /// when the group epoch is past the last one's.
+    fn advance_epochs(&mut self, bump: bool, cfg: &GroupConfig, fx: &mut Effects) {
+        if bump {
+            self.group_epoch += 1;
+            fx.dirty = true;
+        }
+        if self.group_epoch > self.assignment_epoch {
+            self.compute_target(cfg);
+            fx.dirty = true;
         }
     }
 
@@ -1086,14 +1093,7 @@ impl ConsumerGroup {
             fx.dirty = true;
         }
         bump |= self.refresh_subscriptions(now, topics, fx);
-        if bump {
-            self.group_epoch += 1;
-            fx.dirty = true;
-        }
-        if self.group_epoch > self.assignment_epoch {
-            self.compute_target(cfg);
-            fx.dirty = true;
-        }
+        self.advance_epochs(bump, cfg, fx);
         let owned = to_ids(&subscription.owned, topics);
         let before = self.members.get(&member_id).cloned().unwrap_or_default();
         self.reconcile(now, &member_id, Some(&owned), fx);
