@@ -91,7 +91,7 @@ for dir in "$TARGET_DIR" "${TMPDIR:-/tmp}" "$HOME"; do
   if ((free < NEED_GIB)); then
     echo "scripts/test.sh needs about $NEED_GIB GiB free for its builds and data, but the file" \
       "system of $dir has $free GiB: free some space (old cargo target directories," \
-      "~/.cache/spate) or point CARGO_TARGET_DIR/TMPDIR at a larger one." >&2
+      "$HOME/.cache/spate) or point CARGO_TARGET_DIR/TMPDIR at a larger one." >&2
     exit 1
   fi
 done
