@@ -5,7 +5,9 @@ Records read back are `Rec` tuples, so records read by confluent-kafka and by ka
 be compared with `==`.
 """
 
+import json
 import subprocess
+import threading
 import time
 import uuid
 from typing import NamedTuple, Optional
@@ -297,3 +299,35 @@ def assert_healthy(bootstrap, timeout=30.0):
                                        flush_timeout=timeout)
     [rec] = ck_consume(bootstrap, topic, partition, offset, 1, timeout)
     assert rec.value == payload
+
+
+class EventProcess:
+    """A client process in its own session that reports JSON event lines on stdout (the
+    group and share members: group_member.py, java/GroupMember.java, java/ShareMember.java).
+    Each event gets the monotonic time it was read at (`at`); lines that are not JSON are
+    skipped. Its stderr goes to `stderr_path`."""
+
+    def __init__(self, cmd, stderr_path):
+        self.stderr_path = stderr_path
+        self.stderr = open(stderr_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+                                     start_new_session=True)
+        self.events = []
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            event["at"] = time.monotonic()
+            with self.lock:
+                self.events.append(event)
+
+    def snapshot(self):
+        """The events so far, in order."""
+        with self.lock:
+            return list(self.events)

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -23,7 +22,7 @@ from confluent_kafka import (ConsumerGroupState, ConsumerGroupTopicPartitions, K
                              TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from client_helpers import (CK_COMMON, Msg, assert_healthy, ck_consumer, ck_produce, kcat,
+from client_helpers import (CK_COMMON, EventProcess, Msg, assert_healthy, ck_consumer, ck_produce, kcat,
                             wait_until)
 from conftest import TARGET
 from kafka_wire import connect, frame, read_response, request_header
@@ -82,7 +81,7 @@ def produce(broker, topic, per_partition, partitions=4, tag="r"):
     return msgs
 
 
-class Member:
+class Member(EventProcess):
     """A group member process and the events it reported (see group_member.py)."""
 
     def __init__(self, kind, broker, group, topic, conf=None, commit=True, log_dir=None,
@@ -97,28 +96,8 @@ class Member:
                    json.dumps(conf or {})]
         if not commit:
             cmd.append("--no-commit")
-        self.stderr = open(os.path.join(log_dir or "/tmp", f"member-{uuid.uuid4().hex[:8]}.err"),
-                           "w")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
-                                     start_new_session=True)
-        self.events = []
-        self.lock = threading.Lock()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            event["at"] = time.monotonic()
-            with self.lock:
-                self.events.append(event)
-
-    def snapshot(self):
-        with self.lock:
-            return list(self.events)
+        super().__init__(cmd, os.path.join(log_dir or "/tmp",
+                                           f"member-{uuid.uuid4().hex[:8]}.err"))
 
     def assignment(self):
         assigned = [e for e in self.snapshot() if e["event"] == "assigned"]

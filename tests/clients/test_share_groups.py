@@ -19,7 +19,6 @@ import os
 import signal
 import struct
 import subprocess
-import threading
 import time
 import uuid
 
@@ -29,7 +28,7 @@ from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, 
                                    NewTopic, ResourceType)
 
 import kafka_wire as wire
-from client_helpers import CK_COMMON, Msg, ck_consume, ck_produce, ck_watermarks
+from client_helpers import CK_COMMON, EventProcess, Msg, ck_consume, ck_produce, ck_watermarks
 from conftest import TARGET, free_port
 
 TIMEOUT_S = 90
@@ -92,34 +91,13 @@ def wait_until(condition, timeout, what):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-class ShareMember:
+class ShareMember(EventProcess):
     """A KafkaShareConsumer process and the events it reported."""
 
     def __init__(self, classpath, broker, group, topic, mode, tmp_path, conf=None):
         cmd = ["java", "-cp", classpath, "ShareMember", broker.bootstrap, group, topic, mode,
                *(f"{k}={v}" for k, v in (conf or {}).items())]
-        self.stderr_path = tmp_path / f"share-member-{uuid.uuid4().hex[:8]}.err"
-        self.stderr = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
-                                     start_new_session=True)
-        self.events = []
-        self.lock = threading.Lock()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            event["at"] = time.monotonic()
-            with self.lock:
-                self.events.append(event)
-
-    def snapshot(self):
-        with self.lock:
-            return list(self.events)
+        super().__init__(cmd, tmp_path / f"share-member-{uuid.uuid4().hex[:8]}.err")
 
     def records(self):
         """(offset, delivery count, value, when) of every record delivered to it."""
