@@ -857,17 +857,7 @@ pub fn check_group_configs(
     }
     check_share_configs(configs, base)?;
     let mut values = [base.consumer_session_timeout_ms, base.consumer_heartbeat_interval_ms];
-    for (slot, name) in GROUP_CONFIG_NAMES[..2].iter().enumerate() {
-        let Some(value) = configs.get(*name) else { continue };
-        ConfigType::Int.check(name, value).map_err(invalid)?;
-        let parsed: i32 = value.trim().parse().unwrap_or(0);
-        if parsed < 1 {
-            return Err(invalid(format!(
-                "Invalid value {value} for configuration {name}: Value must be at least 1"
-            )));
-        }
-        values[slot] = parsed;
-    }
+    positive_ints(configs, &GROUP_CONFIG_NAMES[..2], &mut values)?;
     let [session, interval] = values;
     let session_min = GROUP_SESSION_TIMEOUT_MS_MIN.min(base.consumer_session_timeout_ms);
     let session_max = GROUP_SESSION_TIMEOUT_MS_MAX.max(base.consumer_session_timeout_ms);
@@ -904,6 +894,28 @@ pub fn check_group_configs(
     Ok(())
 }
 
+/// Reads each of `names` that `configs` sets into the same slot of `values`: an INT of at
+/// least 1, INVALID_CONFIG with Kafka's message otherwise.
+fn positive_ints(
+    configs: &BTreeMap<String, String>,
+    names: &[&str],
+    values: &mut [i32],
+) -> Result<(), ConfigRefusal> {
+    let invalid = |message: String| refuse(ErrorCode::InvalidConfig, message);
+    for (slot, name) in names.iter().enumerate() {
+        let Some(value) = configs.get(*name) else { continue };
+        ConfigType::Int.check(name, value).map_err(invalid)?;
+        let parsed: i32 = value.trim().parse().unwrap_or(0);
+        if parsed < 1 {
+            return Err(invalid(format!(
+                "Invalid value {value} for configuration {name}: Value must be at least 1"
+            )));
+        }
+        values[slot] = parsed;
+    }
+    Ok(())
+}
+
 /// The share group configs (KIP-932), as Kafka's `GroupConfig.validate` checks them: INT
 /// values of at least 1, the record lock duration within Kafka's widest bounds (1 s to
 /// 1 h), the delivery count limit 2-10 and the record locks 100-10000 (Kafka's
@@ -922,17 +934,7 @@ fn check_share_configs(
         base.share_delivery_count_limit,
         base.share_partition_max_record_locks,
     ];
-    for (slot, name) in GROUP_CONFIG_NAMES[2..7].iter().enumerate() {
-        let Some(value) = configs.get(*name) else { continue };
-        ConfigType::Int.check(name, value).map_err(invalid)?;
-        let parsed: i32 = value.trim().parse().unwrap_or(0);
-        if parsed < 1 {
-            return Err(invalid(format!(
-                "Invalid value {value} for configuration {name}: Value must be at least 1"
-            )));
-        }
-        values[slot] = parsed;
-    }
+    positive_ints(configs, &GROUP_CONFIG_NAMES[2..7], &mut values)?;
     let [session, interval, lock, limit, locks] = values;
     if !(2..=10).contains(&limit) {
         return Err(invalid(format!("{SHARE_DELIVERY_COUNT_LIMIT} must be between 2 and 10")));
