@@ -209,16 +209,32 @@ def publish(args, pids, bootstrap, topic, client=("--client", "native")):
     elapsed = time.monotonic() - began
     found = result["latency"]["publish"]
     lag = result["open_loop"]["send_lag"]
-    # None: no measured record was acknowledged (the client fell that far behind).
-    measured = found["count"] > 0
-    return {**{key: found[field] / 1000 if measured else None for key, field in (
-                ("p50_ms", "p50_us"), ("p99_ms", "p99_us"), ("p99.9_ms", "p99_9_us"))},
+    # Host steal (spate-bench's host_steal): the same percentiles without the records an
+    # episode of steal spanned, and the episodes.
+    steal = result.get("host_steal") or {}
+    steal_free = steal.get("steal_free", {}).get("publish") or {"count": 0}
+
+    def percentiles(summary, prefix=""):
+        # None: no measured record was acknowledged (the client fell that far behind).
+        measured = summary["count"] > 0
+        return {prefix + key: summary[field] / 1000 if measured else None
+                for key, field in (("p50_ms", "p50_us"), ("p99_ms", "p99_us"),
+                                   ("p99.9_ms", "p99_9_us"))}
+
+    return {**percentiles(found), **percentiles(steal_free, "steal_free_"),
+            "steal_episodes": steal.get("episodes"), "steal_ms": steal.get("stolen_ms"),
+            "steal_touched": steal.get("touched", {}).get("publish"),
             "count": found["count"], "sent_per_sec": result["open_loop"]["achieved_rate"],
             "errors": result.get("errors", {}), "kept_up": result["open_loop"]["kept_up"],
             "send_lag_p99_ms": lag["p99_us"] / 1000 if lag else None,
             "others_share": round(others, 3), "load": load(),
             **{f"{kind}_pressure": round((after - before) / elapsed, 3) for kind, before, after
                in zip(("cpu", "io"), pressure_before, pressure_seconds())}}
+
+
+# Publish latency percentiles, then the same without the records host steal touched.
+LATENCY_KEYS = ("p50_ms", "p99_ms", "p99.9_ms",
+                "steal_free_p50_ms", "steal_free_p99_ms", "steal_free_p99.9_ms")
 
 
 def pressure_seconds():
@@ -322,7 +338,7 @@ def against_kafka(args):
                                         "rounds": rounds}
 
     for client in clients:
-        compare(f"publish {client}", runs["latency"][client], ("p50_ms", "p99_ms", "p99.9_ms"))
+        compare(f"publish {client}", runs["latency"][client], LATENCY_KEYS)
         kept = {side: sum(r["kept_up"] for r in runs["latency"][client][side])
                 for side in ("spate", "kafka")}
         summary[f"publish {client} kept_up (runs)"] = kept
@@ -397,10 +413,12 @@ def main():
         if not found[1]:
             continue
         keys = (("records_per_sec", "broker_cpu_us_per_record") if kind == "throughput"
-                else ("p50_ms", "p99_ms", "p99.9_ms"))
+                else LATENCY_KEYS)
         for key in keys:
-            rf1, rf3 = (statistics.median(run[key] for run in found[f]) for f in (1, 3))
-            summary[f"{kind} {key}"] = {"rf1": rf1, "rf3": rf3, "rf3/rf1": round(rf3 / rf1, 2)}
+            rf1, rf3 = (statistics.median([run[key] for run in found[f] if run[key] is not None]
+                                          or [0]) for f in (1, 3))
+            summary[f"{kind} {key}"] = {"rf1": rf1, "rf3": rf3,
+                                        "rf3/rf1": round(rf3 / rf1, 2) if rf1 else None}
     everything = [run for kind in runs.values() for factor in kind.values() for run in factor]
     for key in ("others_share", "load", "cpu_pressure", "io_pressure"):
         values = [r[key] for r in everything if key in r]

@@ -85,9 +85,9 @@ pub fn run(
         }
         bump(&stats.consumed_measured, 1);
         bump(&stats.consumed_bytes_measured, bytes);
-        stats.end_to_end.record_ns(now_ns.saturating_sub(header.intended_ns));
+        stats.end_to_end.record_span(header.intended_ns, now_ns);
         if setup.open_loop {
-            stats.end_to_end_uncorrected.record_ns(now_ns.saturating_sub(header.sent_ns));
+            stats.end_to_end_uncorrected.record_span(header.sent_ns, now_ns);
         }
     }
 }

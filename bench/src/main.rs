@@ -16,6 +16,7 @@ mod report;
 mod run;
 mod spec;
 mod stats;
+mod steal;
 mod sweep;
 mod wire;
 

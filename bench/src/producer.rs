@@ -343,9 +343,9 @@ pub fn count_acked(
     }
     bump(&stats.acked_measured, 1);
     bump(&stats.acked_bytes_measured, bytes);
-    stats.publish.record_ns(now_ns.saturating_sub(header.intended_ns));
+    stats.publish.record_span(header.intended_ns, now_ns);
     if open_loop {
-        stats.publish_uncorrected.record_ns(now_ns.saturating_sub(header.sent_ns));
+        stats.publish_uncorrected.record_span(header.sent_ns, now_ns);
     }
 }
 

@@ -41,6 +41,11 @@ pub struct RunResult {
     /// Keyed by series name: publish, publish_uncorrected (open loop), end_to_end,
     /// end_to_end_uncorrected (open loop).
     pub latency: BTreeMap<String, LatencySummary>,
+    /// What the host took from the machine's CPUs during the measured window, and the
+    /// latency series without the records it touched. Absent where /proc/stat has no steal,
+    /// and from results written before it was added.
+    #[serde(default)]
+    pub host_steal: Option<HostSteal>,
     /// Errors by kind over the whole run, warm-up included.
     pub errors: BTreeMap<String, u64>,
     pub cpu: CpuResult,
@@ -181,6 +186,24 @@ pub struct LatencySummary {
     pub corrected: bool,
     /// (percentile 0..100, latency us) points for plots.
     pub curve: Vec<[f64; 2]>,
+}
+
+/// Host steal during the measured window (see bench/src/steal.rs): on a virtual machine the
+/// host stops a CPU now and then, and every thread on it stops too.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct HostSteal {
+    /// Steal of all CPUs over the window, in ms (the kernel counts 10 ms ticks).
+    pub stolen_ms: u64,
+    /// Episodes (20 ms or more of steal on one CPU) that overlap the window or the drain
+    /// after it (when its last records complete).
+    pub episodes: usize,
+    /// The longest of them, in ms.
+    pub longest_ms: u64,
+    /// Per series: the records whose intended send to completion spans an episode.
+    pub touched: BTreeMap<String, u64>,
+    /// Per series: the latencies of all other records. Shown beside `latency`, never
+    /// instead of it: a user's machine may be stopped by its host too.
+    pub steal_free: BTreeMap<String, LatencySummary>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
@@ -350,6 +373,34 @@ pub fn summary_table(result: &RunResult) -> String {
             }
             let _ = writeln!(out);
         }
+        if let Some(host_steal) = result.host_steal.as_ref().filter(|h| h.episodes > 0) {
+            for series in SERIES_ORDER {
+                let Some(summary) = host_steal.steal_free.get(series) else {
+                    continue;
+                };
+                let title = format!("{} steal-free", series_title(series));
+                let _ = write!(out, "{title:<26} {:>10}", summary.count);
+                for (_, value) in summary.percentiles() {
+                    let _ = write!(out, " {:>9}", ms(value));
+                }
+                let _ = writeln!(out);
+            }
+        }
+    }
+    if let Some(host_steal) = &result.host_steal {
+        let _ = writeln!(
+            out,
+            "\nhost steal: {} ms in the measured window, {} episode(s) of 20 ms or more on one \
+             CPU (longest {} ms){}",
+            host_steal.stolen_ms,
+            host_steal.episodes,
+            host_steal.longest_ms,
+            if host_steal.episodes > 0 {
+                "; the steal-free rows leave out the records an episode spanned"
+            } else {
+                ""
+            }
+        );
     }
     if let Some(open_loop) = &result.open_loop {
         let _ = writeln!(out, "\nopen loop: {}", open_loop.verdict);

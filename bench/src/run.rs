@@ -27,11 +27,14 @@ use crate::native::{self, NativeProducer, MAX_IN_FLIGHT_DEFAULT};
 use crate::payload::PayloadPool;
 use crate::producer::{self, ProducerCtx, ProducerSetup, Timeline, LATE_SEND_NS};
 use crate::report::{
-    mb_per_sec, ms, per_sec, BrokerCpu, ConsumeResult, CpuResult, LatencySummary,
+    mb_per_sec, ms, per_sec, BrokerCpu, ConsumeResult, CpuResult, HostSteal, LatencySummary,
     NativeClientConfig, OpenLoopResult, ProduceResult, RunConfig, RunResult, FORMAT_VERSION,
 };
 use crate::spec::{Acks, Arrival, Client, StartFrom};
-use crate::stats::{load, merge, sum, ConsumerStats, ErrorCounts, ProducerStats};
+use crate::stats::{
+    load, merge, merge_steal_free, sum, ConsumerStats, ErrorCounts, LatencyRecorder, ProducerStats,
+};
+use crate::steal;
 use crate::wire;
 
 /// How often the monitor wakes up to check for the end of the run.
@@ -93,6 +96,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
     let open_loop = workload.produces() && args.rate.is_some();
     let errors = Arc::new(ErrorCounts::default());
     let timeline = Arc::new(Timeline::default());
+    steal::start(clock);
     let stop_producers = Arc::new(AtomicBool::new(false));
     let stop_consumers = Arc::new(AtomicBool::new(false));
     let interrupted = interrupt_flag()?;
@@ -288,6 +292,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
     let mut progress = Progress::new(clock, start_ns, warmup_end_ns, args);
     let mut broker_cpu_window_start: Option<Vec<Option<f64>>> = None;
     let mut bench_cpu_window_start: Option<f64> = None;
+    let mut steal_window_start: Option<u64> = None;
     let measure_end_ns;
     let (mut consumed_before, mut last_progress_ns) = (0u64, start_ns.max(warmup_end_ns));
     loop {
@@ -299,6 +304,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
         if broker_cpu_window_start.is_none() && now_ns >= warmup_end_ns {
             broker_cpu_window_start = Some(sample_brokers(&args.broker_pid));
             bench_cpu_window_start = Some(process_cpu_seconds());
+            steal_window_start = steal::total_ms();
         }
         progress.maybe_print(now_ns, "", &producer_stats, &consumer_stats, &errors);
         let done = if workload.produces() {
@@ -335,6 +341,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
     }
     let broker_cpu_window_end = sample_brokers(&args.broker_pid);
     let bench_cpu_window_end = process_cpu_seconds();
+    let steal_window_end = steal::total_ms();
     let bench_cpu_measured_seconds =
         bench_cpu_window_end - bench_cpu_window_start.unwrap_or(bench_cpu_window_end);
     let broker_cpu_window_start =
@@ -388,18 +395,41 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
     let bench_cpu_seconds = process_cpu_seconds() - bench_cpu_start;
 
     let measured_seconds = measure_end_ns.saturating_sub(warmup_end_ns) as f64 / 1e9;
+    let monitor = steal::monitor();
+    if let Some(monitor) = monitor {
+        monitor.settle();
+    }
     let mut latency = BTreeMap::new();
     let mut histograms = Vec::new();
-    let mut add_series = |name: &str, histogram: Histogram<u64>, corrected: bool| {
-        latency.insert(name.to_string(), LatencySummary::from_histogram(&histogram, corrected));
-        histograms.push((name.to_string(), histogram));
+    let mut host_steal = monitor.map(|monitor| {
+        // Through the drain too: the last measured records complete after the window.
+        let episodes = monitor.episodes_within(warmup_end_ns, clock.wall_ns());
+        HostSteal {
+            stolen_ms: steal_window_end
+                .zip(steal_window_start)
+                .map_or(0, |(end, start)| end.saturating_sub(start)),
+            episodes: episodes.len(),
+            longest_ms: episodes.iter().map(|e| e.stolen_ms).max().unwrap_or(0),
+            ..HostSteal::default()
+        }
+    });
+    let mut add_series = |name: &str, series: Series, corrected: bool| {
+        latency.insert(name.to_string(), LatencySummary::from_histogram(&series.all, corrected));
+        histograms.push((name.to_string(), series.all));
+        if let Some(host_steal) = host_steal.as_mut() {
+            let (steal_free, touched) = series.steal_free;
+            host_steal.touched.insert(name.to_string(), touched);
+            host_steal
+                .steal_free
+                .insert(name.to_string(), LatencySummary::from_histogram(&steal_free, corrected));
+        }
     };
     let produce = workload.produces().then(|| {
-        add_series("publish", merge(&producer_stats, |s| &s.publish), open_loop);
+        add_series("publish", Series::merge(&producer_stats, |s| &s.publish), open_loop);
         if open_loop {
             add_series(
                 "publish_uncorrected",
-                merge(&producer_stats, |s| &s.publish_uncorrected),
+                Series::merge(&producer_stats, |s| &s.publish_uncorrected),
                 false,
             );
         }
@@ -427,11 +457,11 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
             consume_window_snapshot
         };
         if workload == Workload::EndToEnd {
-            add_series("end_to_end", merge(&consumer_stats, |s| &s.end_to_end), open_loop);
+            add_series("end_to_end", Series::merge(&consumer_stats, |s| &s.end_to_end), open_loop);
             if open_loop {
                 add_series(
                     "end_to_end_uncorrected",
-                    merge(&consumer_stats, |s| &s.end_to_end_uncorrected),
+                    Series::merge(&consumer_stats, |s| &s.end_to_end_uncorrected),
                     false,
                 );
             }
@@ -477,6 +507,7 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunOutput, String> {
         consume,
         open_loop: open_loop_result,
         latency,
+        host_steal,
         errors: errors.snapshot(),
         cpu: CpuResult {
             bench_seconds: bench_cpu_seconds,
@@ -712,6 +743,19 @@ fn open_loop_result(
         send_lag,
         kept_up,
         verdict,
+    }
+}
+
+/// One latency series merged over workers: every record, and the steal-free half with the
+/// count of records host steal touched.
+struct Series {
+    all: Histogram<u64>,
+    steal_free: (Histogram<u64>, u64),
+}
+
+impl Series {
+    fn merge<T>(workers: &[Arc<T>], series: impl Fn(&T) -> &LatencyRecorder + Copy) -> Series {
+        Series { all: merge(workers, series), steal_free: merge_steal_free(workers, series) }
     }
 }
 

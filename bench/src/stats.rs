@@ -11,6 +11,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use hdrhistogram::Histogram;
 
+use crate::steal::{self, SpanFilter};
+
 /// Latencies above one hour are recorded as one hour: a run that long has failed anyway, and the
 /// bound keeps every histogram at a fixed, small size (about 200 KiB).
 pub const LATENCY_US_MAX: u64 = 3_600_000_000;
@@ -32,21 +34,64 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// One latency series of one worker, in microseconds.
 pub struct LatencyRecorder {
     histogram: Mutex<Histogram<u64>>,
+    /// The same series without the records host steal touched (`steal`), when the steal
+    /// monitor runs.
+    steal_free: Mutex<StealFree>,
+}
+
+struct StealFree {
+    histogram: Histogram<u64>,
+    filter: SpanFilter,
 }
 
 impl LatencyRecorder {
     pub fn new() -> LatencyRecorder {
-        LatencyRecorder { histogram: Mutex::new(new_histogram()) }
+        LatencyRecorder {
+            histogram: Mutex::new(new_histogram()),
+            steal_free: Mutex::new(StealFree {
+                histogram: new_histogram(),
+                filter: SpanFilter::default(),
+            }),
+        }
     }
 
     pub fn record_ns(&self, latency_ns: u64) {
         lock(&self.histogram).saturating_record(latency_ns / 1_000);
     }
 
+    /// Records the latency from `start_ns` to `end_ns` (wall ns of the run's clock), and, once
+    /// the steal monitor has seen past it, in the steal-free series unless host steal touched
+    /// it.
+    pub fn record_span(&self, start_ns: u64, end_ns: u64) {
+        self.record_ns(end_ns.saturating_sub(start_ns));
+        if let Some(monitor) = steal::monitor() {
+            let mut steal_free = lock(&self.steal_free);
+            let StealFree { histogram, filter } = &mut *steal_free;
+            for latency_ns in filter.push(start_ns, end_ns, monitor) {
+                histogram.saturating_record(latency_ns / 1_000);
+            }
+        }
+    }
+
     /// Adds this worker's latencies into `total`.
     pub fn add_to(&self, total: &mut Histogram<u64>) {
         // Same bounds on both sides, so the addition cannot fail.
         let _ = total.add(&*lock(&self.histogram));
+    }
+
+    /// Adds this worker's steal-free latencies into `total` and returns how many records host
+    /// steal touched; classifies what is still queued first (call `StealMonitor::settle`
+    /// before, so that the monitor has seen the end of the run).
+    pub fn add_steal_free_to(&self, total: &mut Histogram<u64>) -> u64 {
+        let mut steal_free = lock(&self.steal_free);
+        let StealFree { histogram, filter } = &mut *steal_free;
+        if let Some(monitor) = steal::monitor() {
+            for latency_ns in filter.drain(u64::MAX, monitor) {
+                histogram.saturating_record(latency_ns / 1_000);
+            }
+        }
+        let _ = total.add(&*histogram);
+        filter.touched
     }
 }
 
@@ -153,6 +198,17 @@ pub fn merge<T>(
         series(worker).add_to(&mut total);
     }
     total
+}
+
+/// Merges the steal-free half of one latency series over workers; with the records host
+/// steal touched.
+pub fn merge_steal_free<T>(
+    workers: &[std::sync::Arc<T>],
+    series: impl Fn(&T) -> &LatencyRecorder,
+) -> (Histogram<u64>, u64) {
+    let mut total = new_histogram();
+    let touched = workers.iter().map(|worker| series(worker).add_steal_free_to(&mut total)).sum();
+    (total, touched)
 }
 
 #[cfg(test)]

@@ -186,8 +186,20 @@ def test_end_to_end_open_loop_outputs(broker, bench_bin, topic, tmp_path):
         assert (result["latency"]["publish"][field]
                 >= result["latency"]["publish_uncorrected"][field])
 
+    # Host steal (this machine is a VM): every record is either steal-free or counted as one
+    # an episode touched, and the steal-free series is never slower than the whole.
+    host_steal = result["host_steal"]
+    assert set(host_steal["steal_free"]) == set(result["latency"])
+    for series, summary in result["latency"].items():
+        steal_free = host_steal["steal_free"][series]
+        assert steal_free["count"] + host_steal["touched"][series] == summary["count"]
+        if host_steal["episodes"] == 0:
+            assert host_steal["touched"][series] == 0
+        assert steal_free["count"] == 0 or steal_free["max_us"] <= summary["max_us"]
+
     # The summary table on stdout has the throughput and latency rows.
-    for text in ("produced (acknowledged)", "consumed", "end-to-end", "p99.99", "open loop:"):
+    for text in ("produced (acknowledged)", "consumed", "end-to-end", "p99.99", "open loop:",
+                 "host steal:"):
         assert text in run.stdout
 
     # .hgrm files: one per series, parseable, consistent with the JSON.
