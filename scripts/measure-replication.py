@@ -55,8 +55,9 @@ Measured here (2026-12-06, two cores shared with other builds, load 5-13 through
 in docs/ARCHITECTURE.md, Replication): --against-kafka --rounds 4 --latency-warmup 10,
 librdkafka publisher, Spate/Kafka medians: p50 0.95/0.52 ms, p99 5.2/12.1 ms (0.43), p99.9
 7.0/37.1 ms (shared); p99 9.3/16.3 ms (0.57, spread); a later shared run p99 65.9/11.8 ms
-(5.6: two Spate runs met 100-200 ms stall episodes: the leader's shard asleep through a lost
-wake-up while its nudge thread waited for a CPU, see Known gaps). Closed loop 1.3-1.6x
+(5.6: two Spate runs met 100-200 ms stall episodes, found later to be the host stopping a
+virtual CPU: each run now reports its host steal, `steal_*`, and the percentiles without
+the records a steal episode spanned, `steal_free_*`). Closed loop 1.3-1.6x
 Kafka's records/s at 0.19-0.24x its CPU per record. Kafka never kept the native producer's
 schedule. RF1/RF3 (--duration 0): p50 0.21/1.57 ms native, 0.29/1.01 ms librdkafka.
 
