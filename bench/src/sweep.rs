@@ -402,6 +402,11 @@ pub fn table(result: &SweepResult, markdown: bool) -> String {
             header.push(format!("{prefix} {name} ms"));
         }
     }
+    // Host steal (bench/README.md): the step's episodes, and publish p99.9 without the records
+    // they spanned.
+    for name in ["steal episodes", "steal-free p99.9 ms"] {
+        header.push(name.to_string());
+    }
     for name in ["kept up", "errors", "bench CPU %", "bench us/rec", "broker CPU %"] {
         header.push(name.to_string());
     }
@@ -424,6 +429,13 @@ pub fn table(result: &SweepResult, markdown: bool) -> String {
             for latency in latencies {
                 row.extend(latency.values().iter().map(|v| format!("{v:.3}")));
             }
+            let steal = point.result.host_steal.as_ref();
+            row.push(steal.map_or("-".to_string(), |s| s.episodes.to_string()));
+            let steal_free =
+                steal.and_then(|s| s.steal_free.get("publish")).filter(|s| s.count > 0);
+            row.push(
+                steal_free.map_or("-".to_string(), |s| format!("{:.3}", s.p99_9_us as f64 / 1e3)),
+            );
             row.push(if point.kept_up { "yes" } else { "no" }.to_string());
             row.push(point.errors.to_string());
             row.push(format!("{:.1}", point.bench_cpu_percent));

@@ -263,3 +263,41 @@ def test_discard_check_skips_without_mountinfo(nic_tree):
     check = run([ETHTOOL_SH, "--check", "--only", "host", "--data-dir", data_dir],
                 env=fake_env(root), check_rc=1)
     assert "skip   data dir mount options: cannot read" in check.stdout
+
+
+STAT_HEAD = "cpu  {user} 0 {system} {idle} 0 0 0 {steal} 0 0\n"
+
+
+@pytest.mark.parametrize("steal, verdict, percent", [
+    (0, "ok", "0.000"),
+    (9, "ok", "0.009"),         # 90 ppm: the rounding of a host that barely takes anything
+    (200, "warn", "0.200"),     # this project's VM: 0.15%, all of it in 100 ms stops
+])
+def test_host_steal_is_reported_with_its_share_since_boot(nic_tree, steal, verdict, percent):
+    root, _ = nic_tree
+    # 100,000 ticks of CPU time in all, `steal` of them stolen.
+    write(root / "proc/stat", STAT_HEAD.format(user=60_000, system=10_000,
+                                                idle=30_000 - steal, steal=steal)
+          + "cpu0 0 0 0 0 0 0 0 0 0 0\nintr 0\n")
+    check = run([ETHTOOL_SH, "--check", "--only", "host"],
+                env=fake_env(root, {"SPATE_TUNING_STEAL_SECONDS": "0"}), check_rc=None)
+    lines = [line for line in check.stdout.splitlines() if "host steal" in line]
+    assert len(lines) == 1, check.stdout
+    assert lines[0].startswith(f"{verdict:<6} host steal:"), lines[0]
+    assert f"{percent}% of" in lines[0]
+    if verdict == "warn":
+        assert "dedicated, pinned vCPUs" in lines[0]
+        # A finding, so --check fails; --apply has nothing to do for it.
+        assert check.returncode == 1
+        dry = run([ETHTOOL_SH, "--dry-run", "--only", "host"],
+                  env=fake_env(root, {"SPATE_TUNING_STEAL_SECONDS": "0"}), check_rc=0)
+        # (the fake root's path has the test's name in it, so commands are matched by what
+        # they would touch)
+        assert "# warn: host steal:" in dry.stdout
+        assert not [line for line in parse_commands(dry.stdout) if "proc/stat" in line]
+
+
+def test_host_steal_check_skips_without_proc_stat(nic_tree):
+    root, _ = nic_tree
+    check = run([ETHTOOL_SH, "--check", "--only", "host"], env=fake_env(root), check_rc=None)
+    assert "skip   host steal: cannot read" in check.stdout
