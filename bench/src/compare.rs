@@ -159,6 +159,23 @@ fn rows(runs: &[RunResult], uncorrected: bool) -> Vec<Row> {
             });
         }
     }
+    // Host steal (bench/README.md): the episodes each run met, and the publish percentiles
+    // without the records they spanned. Rows only where some run met an episode.
+    if runs.iter().any(|r| r.host_steal.as_ref().is_some_and(|h| h.episodes > 0)) {
+        add("host steal episodes", integer, false, &|r| {
+            r.host_steal.as_ref().map(|h| h.episodes as f64)
+        });
+        add("host steal ms", integer, false, &|r| {
+            r.host_steal.as_ref().map(|h| h.stolen_ms as f64)
+        });
+        for (position, name) in ["p50", "p90", "p99", "p99.9"].iter().enumerate() {
+            let metric = format!("publish steal-free {name} (ms)");
+            add(&metric, latency_ms, true, &|r| {
+                let summary = r.host_steal.as_ref()?.steal_free.get("publish")?;
+                (summary.count > 0).then(|| summary.percentiles()[position].1 as f64)
+            });
+        }
+    }
     add("errors", integer, false, &|r| Some(r.errors.values().sum::<u64>() as f64));
     add("bench CPU s", float2, true, &|r| Some(r.cpu.bench_seconds));
     add("bench CPU us per record", float2, true, &bench_cpu_us_per_record);
@@ -224,4 +241,39 @@ pub fn render(cells: &[Vec<String>], markdown: bool) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{HostSteal, LatencySummary};
+
+    fn run(label: &str, p99_9_us: u64, steal: Option<(usize, u64)>) -> RunResult {
+        let summary = LatencySummary { count: 1_000, p99_9_us, ..LatencySummary::default() };
+        let mut run = RunResult { label: label.to_string(), ..RunResult::default() };
+        run.latency.insert("publish".to_string(), summary.clone());
+        run.host_steal = steal.map(|(episodes, steal_free_p99_9_us)| HostSteal {
+            episodes,
+            stolen_ms: 100 * episodes as u64,
+            steal_free: [(
+                "publish".to_string(),
+                LatencySummary { p99_9_us: steal_free_p99_9_us, ..summary },
+            )]
+            .into(),
+            ..HostSteal::default()
+        });
+        run
+    }
+
+    #[test]
+    fn steal_free_rows_appear_only_when_a_run_met_steal() {
+        let quiet = [run("a", 2_000, Some((0, 2_000))), run("b", 20_000, Some((0, 20_000)))];
+        assert!(!table(&quiet, false, false).contains("steal"));
+        let stolen = [run("a", 90_000, Some((1, 2_000))), run("b", 20_000, None)];
+        let text = table(&stolen, false, false);
+        let row = text.lines().find(|l| l.starts_with("publish steal-free p99.9")).expect("row");
+        // a's steal-free value, and "-" for b, which has no steal figures.
+        assert!(row.contains("2.000") && row.trim_end().ends_with('-'), "{row}");
+        assert!(text.lines().any(|l| l.starts_with("host steal episodes")), "{text}");
+    }
 }
