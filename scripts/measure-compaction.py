@@ -108,7 +108,9 @@ def latency(bootstrap, pid, label, window):
     for line in out.stdout.splitlines():
         if line.startswith(label + " "):
             fields = line.split()
-            return float(fields[3]), float(fields[4]), float(fields[5])
+            # p50, p99, p99.9, then the host steal episodes the run met and its steal-free
+            # p99.9 (bench/README.md, "Host steal"; "-" where /proc/stat has no steal).
+            return (float(fields[3]), float(fields[4]), float(fields[5]), fields[6], fields[7])
     sys.exit(f"measure-compaction: spate-bench gave no row for {label}:\n{out.stdout}"
              f"\n{out.stderr[-2000:]}")
 
@@ -222,13 +224,15 @@ def main():
             rows.append((broker, fill_mbs, cleans, mb, seconds, idle, busy))
             print(f"measure-compaction: {broker} done", file=sys.stderr, flush=True)
     print("broker  fill MB/s  cleans  cleaned MB  clean s  cleaner MB/s  "
-          "p50/p99/p99.9 ms idle  p50/p99/p99.9 ms cleaning  p99 change")
+          "p50/p99/p99.9 ms idle  p50/p99/p99.9 ms cleaning  p99 change  "
+          "steal episodes idle/cleaning (steal-free p99.9 ms)")
     for broker, fill_mbs, cleans, mb, seconds, idle, busy in rows:
         rate = mb / seconds if seconds else float("nan")
         change = (busy[1] / idle[1] - 1) * 100
         print(f"{broker:6}  {fill_mbs:9.0f}  {cleans:6}  {mb:10.0f}  {seconds:7.1f}  "
               f"{rate:12.0f}  {idle[0]:.3f}/{idle[1]:.3f}/{idle[2]:.3f}       "
-              f"{busy[0]:.3f}/{busy[1]:.3f}/{busy[2]:.3f}           {change:+.0f}%")
+              f"{busy[0]:.3f}/{busy[1]:.3f}/{busy[2]:.3f}           {change:+.0f}%  "
+              f"{idle[3]}/{busy[3]} ({idle[4]}/{busy[4]})")
 
 
 if __name__ == "__main__":
