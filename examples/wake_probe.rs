@@ -157,13 +157,24 @@ fn main() {
                     late
                 });
                 let mut late_wakes = Vec::new();
+                let started = Instant::now();
+                // A stop leaves a queue of messages, each later than the next: one stall.
+                let mut stalled_until = started;
                 if let Some(mut receiver) = receiver {
                     while Instant::now() < end {
                         let Some(sent) = futures::StreamExt::next(&mut receiver).await else {
                             break;
                         };
+                        if sent < started {
+                            continue; // sent while the executors were still starting
+                        }
                         let late_us = sent.elapsed().as_micros() as u64;
-                        record("executor wake", late_us);
+                        if sent >= stalled_until {
+                            record("executor wake", late_us);
+                        }
+                        if late_us / 1000 > STALL_MS {
+                            stalled_until = stalled_until.max(Instant::now());
+                        }
                         late_wakes.push(late_us);
                     }
                 }
