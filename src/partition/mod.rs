@@ -735,6 +735,12 @@ impl Partitions {
                             now_ms(),
                         );
                         followers.epoch_start = log::log_end(&log);
+                        // Leading in an epoch this log already has batches of: this process
+                        // resumes it after a restart, and followers may hold batches of it
+                        // that were never written here (`log::read_for_follower`).
+                        if log.borrow().epochs.latest() == Some(placement.leader_epoch) {
+                            followers.resumed = Some((placement.leader_epoch, log::log_end(&log)));
+                        }
                         followers
                     });
                     // Leading on in a new epoch (an ISR change, a reassignment): the
@@ -916,6 +922,27 @@ impl Partitions {
         self.set_bound(tp, &log, bound).await;
     }
 
+    /// A follower's fetch past where this leader resumed its epoch after a restart, before
+    /// it truncated there (`Followers::resumed_divergence`): the diverging epoch to answer.
+    pub(super) fn resumed_divergence(
+        &self,
+        tp: &TopicPartition,
+        node: NodeId,
+        last_epoch: LeaderEpoch,
+        fetch_offset: Offset,
+    ) -> Option<(LeaderEpoch, Offset)> {
+        let mut leading = self.leading.borrow_mut();
+        let diverging = leading.get_mut(tp)?.resumed_divergence(node, last_epoch, fetch_offset)?;
+        tracing::info!(
+            %tp,
+            follower = node.0,
+            fetch_offset = fetch_offset.0,
+            resumed_end = diverging.1 .0,
+            "a follower holds batches this leader never wrote before its restart: it truncates"
+        );
+        Some(diverging)
+    }
+
     /// The ISR changes the partitions this shard leads call for (a follower that fell
     /// behind for `lag_ms`, one that caught up and whose broker is `eligible`), for the
     /// controller.
@@ -1013,6 +1040,11 @@ impl Partitions {
 
     // ----- fetch long-poll ----------------------------------------------------------------
 
+    /// True if this shard leads `tp` with followers (they fetch what is queued here).
+    pub(crate) fn has_followers(&self, tp: &TopicPartition) -> bool {
+        self.leading.borrow().contains_key(tp)
+    }
+
     /// Waits until one of `partitions` (with the high watermark the fetch saw) gets new
     /// data, or `timeout`. `None` when one of them already has: read again at once.
     /// Registered before the watches go out, so a notification cannot come too early.
@@ -1030,7 +1062,7 @@ impl Partitions {
             return None;
         }
         let waiter = self.shard.new_waiter_id();
-        let keys = here.into_iter().map(|(tp, _)| Key::Partition(tp));
+        let keys = here.into_iter().map(|(tp, seen)| watch_key(tp, seen));
         let wait = self.shard.delayed.wait(keys.chain([Key::Waiter(waiter)]), timeout);
         let timeout_ms = timeout.as_millis() as u64;
         for (owner, partitions) in by_shard {
@@ -1052,7 +1084,7 @@ impl Partitions {
         if partitions.iter().any(|(tp, seen)| self.moved_past(tp, *seen)) {
             return true;
         }
-        let keys = partitions.into_iter().map(|(tp, _)| Key::Partition(tp));
+        let keys = partitions.into_iter().map(|(tp, seen)| watch_key(tp, seen));
         let timeout = Duration::from_millis(timeout_ms);
         self.shard.delayed.wait_there(from, waiter, keys, timeout);
         false
@@ -1062,7 +1094,7 @@ impl Partitions {
     fn moved_past(&self, tp: &TopicPartition, seen: Seen) -> bool {
         match (self.log(tp), seen) {
             (Some(log), Seen::HighWatermark(seen)) => log.borrow().high_watermark > seen,
-            (Some(log), Seen::LogEnd(seen)) => log.borrow().written_end > seen,
+            (Some(log), Seen::LogEnd(seen)) => log::log_end(&log) > seen,
             (None, _) => true,
         }
     }
@@ -1087,9 +1119,29 @@ impl Partitions {
 
     /// Wakes the fetches waiting on `tp`: after an append, a marker, a deletion.
     pub(crate) async fn notify_partition(&self, tp: &TopicPartition) {
-        let remote = self.shard.delayed.notify(&Key::Partition(tp.clone()));
+        self.notify_key(Key::Partition(tp.clone())).await;
+        self.notify_key(Key::Replicas(tp.clone())).await;
+    }
+
+    /// Wakes only the followers' fetches waiting on `tp`: batches were queued (they read
+    /// them before they are written).
+    pub(crate) async fn notify_replicas(&self, tp: &TopicPartition) {
+        self.notify_key(Key::Replicas(tp.clone())).await;
+    }
+
+    async fn notify_key(&self, key: Key) {
+        let remote = self.shard.delayed.notify(&key);
         for (shard, waiter) in remote {
             self.mesh.post(shard, PartitionRequest::Notify { waiter }).await;
         }
+    }
+}
+
+/// What a fetch waits on: a follower's (it saw the log end) also wakes when batches are
+/// queued; a consumer's only when they are written.
+fn watch_key(tp: TopicPartition, seen: Seen) -> Key {
+    match seen {
+        Seen::LogEnd(_) => Key::Replicas(tp),
+        Seen::HighWatermark(_) => Key::Partition(tp),
     }
 }

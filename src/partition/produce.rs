@@ -84,6 +84,12 @@ impl Partitions {
         let timeout = std::time::Duration::from_millis(timeout_ms.max(1) as u64);
         let expiry = self.shard.delayed.wait([], timeout);
         async move {
+            // Queued: followers read the batches now, while they are written here.
+            for (tp, appending) in &admitted {
+                if appending.is_ok() && this.has_followers(tp) {
+                    this.notify_replicas(tp).await;
+                }
+            }
             let mut unreplicated = Vec::new();
             {
                 let writes = admitted.iter_mut().filter_map(|(_, a)| a.as_mut().ok());

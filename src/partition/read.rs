@@ -35,16 +35,22 @@ impl Partitions {
                     high_watermark: l.high_watermark,
                     last_stable_offset: l.producers.txns.last_stable_offset(l.high_watermark),
                     log_start_offset: l.log_start_offset,
-                    log_end: l.written_end,
+                    log_end: log::log_end(&log),
                     ..empty(tp.clone(), ErrorCode::None)
                 }
             };
-            // Before the read: an append landing meanwhile wakes a follower's watch.
-            let log_end = log.borrow().written_end;
+            // Before the read: an append queued meanwhile wakes a follower's watch.
+            let log_end = log::log_end(&log);
             let read = match spec.follower {
                 Some(follower) => {
                     let last_epoch = follower.last_epoch;
-                    if let Some(diverging) = diverging(&log.borrow(), spec.offset, last_epoch) {
+                    let diverged = diverging(&log.borrow(), log_end, spec.offset, last_epoch);
+                    if let Some(diverging) = diverged {
+                        return ReadResult { diverging: Some(diverging), ..offsets_only(&spec.tp) };
+                    }
+                    let resumed =
+                        self.resumed_divergence(&spec.tp, follower.node, last_epoch, spec.offset);
+                    if let Some(diverging) = resumed {
                         return ReadResult { diverging: Some(diverging), ..offsets_only(&spec.tp) };
                     }
                     self.on_follower_fetch(&spec.tp, follower, spec.offset).await;
@@ -228,14 +234,16 @@ impl Partitions {
 /// Where a follower's log diverges from this leader's (KIP-279, Kafka's
 /// `Partition.fetchRecords`): the follower's last epoch ends here before its fetch offset,
 /// or this log never had that epoch. None when it does not diverge (or it has no epochs).
+/// `log_end` counts the batches still being written: followers are served them.
 fn diverging(
     l: &crate::storage::log::Log,
+    log_end: Offset,
     fetch_offset: Offset,
     last_epoch: LeaderEpoch,
 ) -> Option<(LeaderEpoch, Offset)> {
     if last_epoch.0 < 0 {
         return None;
     }
-    let (epoch, end) = l.epochs.end_offset_for(last_epoch, l.written_end)?;
+    let (epoch, end) = l.epochs.end_offset_for(last_epoch, log_end)?;
     (end < fetch_offset || epoch != last_epoch).then_some((epoch, end))
 }

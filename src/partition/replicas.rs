@@ -82,6 +82,14 @@ pub struct Followers {
     /// Cleared when the partition epoch moves (the change was applied, or refused, or
     /// another one was: see `MetadataState::alter_partition`).
     pending: Vec<NodeId>,
+    /// Set when this leader took office in an epoch its log already had batches of (this
+    /// process resumed it after a restart): that epoch and the log end then. Followers are
+    /// served batches before this log writes them (`log::read_for_follower`), so one may
+    /// hold batches of that epoch past that end which this log never wrote and now assigns
+    /// to other records: a divergence that epochs alone cannot show.
+    pub resumed: Option<(LeaderEpoch, Offset)>,
+    /// Followers whose fetch showed they hold nothing past `resumed`'s end in its epoch.
+    resumed_checked: Vec<NodeId>,
 }
 
 impl Followers {
@@ -116,7 +124,31 @@ impl Followers {
             epoch_start: Offset::ZERO,
             progress,
             pending: Vec::new(),
+            resumed: None,
+            resumed_checked: Vec::new(),
         }
+    }
+
+    /// A follower's fetch (`node`, whose last batch is of `last_epoch`, at `fetch_offset`)
+    /// after this leader resumed an epoch (`resumed`): the diverging epoch to answer, so that
+    /// it truncates to where this log ended then, while its fetch is in that epoch past that
+    /// end and it has not yet fetched at or below it; its progress does not count meanwhile.
+    /// None once it has (and for a leader that did not resume).
+    pub fn resumed_divergence(
+        &mut self,
+        node: NodeId,
+        last_epoch: LeaderEpoch,
+        fetch_offset: Offset,
+    ) -> Option<(LeaderEpoch, Offset)> {
+        let (epoch, end) = self.resumed?;
+        if self.resumed_checked.contains(&node) {
+            return None;
+        }
+        if last_epoch == epoch && fetch_offset > end {
+            return Some((epoch, end));
+        }
+        self.resumed_checked.push(node);
+        None
     }
 
     /// The metadata log's ISR and partition epoch (changed, or ours confirmed). A new
@@ -565,5 +597,30 @@ mod tests {
         f.set_isr(&without_1, PartitionEpoch(4));
         assert_eq!(f.high_watermark_bound(), Offset(150));
         assert_eq!(f.wanted_isr(520, lag, Offset(150), Offset(0), &live), None);
+    }
+
+    #[test]
+    fn a_resumed_leader_truncates_followers_past_its_end_once() {
+        let (a, b) = (NodeId(2), NodeId(3));
+        let mut f = Followers::new(NodeId(1), LeaderEpoch(4), &[NodeId(1), a, b], &[], 0);
+        // Not resumed: nothing to say.
+        assert_eq!(f.resumed_divergence(a, LeaderEpoch(4), Offset(90)), None);
+        let mut f = Followers::new(NodeId(1), LeaderEpoch(4), &[NodeId(1), a, b], &[], 0);
+        f.resumed = Some((LeaderEpoch(4), Offset(50)));
+        // a holds epoch 4 past 50: truncate to 50, as often as it asks before it did.
+        assert_eq!(
+            f.resumed_divergence(a, LeaderEpoch(4), Offset(60)),
+            Some((LeaderEpoch(4), Offset(50)))
+        );
+        assert_eq!(
+            f.resumed_divergence(a, LeaderEpoch(4), Offset(60)),
+            Some((LeaderEpoch(4), Offset(50)))
+        );
+        // Truncated: from 50 on, anything it fetches came from this process.
+        assert_eq!(f.resumed_divergence(a, LeaderEpoch(4), Offset(50)), None);
+        assert_eq!(f.resumed_divergence(a, LeaderEpoch(4), Offset(70)), None);
+        // b's last batch is of an earlier epoch (the plain epoch check covers it): checked.
+        assert_eq!(f.resumed_divergence(b, LeaderEpoch(3), Offset(55)), None);
+        assert_eq!(f.resumed_divergence(b, LeaderEpoch(4), Offset(80)), None);
     }
 }

@@ -44,6 +44,9 @@ const IDLE_SLEEP_MS: u64 = 1_000;
 pub enum Key {
     /// An append, a marker or a deletion on a partition this shard owns.
     Partition(TopicPartition),
+    /// Followers' fetches of a partition this shard leads: also woken when batches are queued,
+    /// before they are written (`log::read_for_follower` reads them from memory).
+    Replicas(TopicPartition),
     /// A waiting operation of this shard, by its id (`Shard::new_waiter_id`).
     Waiter(u64),
     /// The end of a transaction this shard coordinates, by transactional id.

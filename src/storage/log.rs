@@ -22,6 +22,7 @@
 //! bytes read with O_DIRECT for the few blocks that may still be rewritten.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -132,6 +133,10 @@ pub struct Log {
     /// The shard's cache of open segment files (see `files.rs`).
     pub(super) files: Rc<OpenFiles>,
     pending: Vec<Pending>,
+    /// The batches queued or being written (offsets assigned, not yet in `cache` nor in the
+    /// segment), oldest first: a follower reads them before they land here
+    /// (`read_for_follower`), so that its write overlaps this one.
+    unwritten: VecDeque<CachedBatch>,
     /// True while a flusher task (or a roll, or close) owns the active segment.
     busy: bool,
     pub(super) deleted: bool,
@@ -290,6 +295,7 @@ impl Log {
             cache: BatchCache::new(cache),
             files: files.clone(),
             pending: Vec::new(),
+            unwritten: VecDeque::new(),
             busy: false,
             deleted: false,
             held: false,
@@ -818,6 +824,7 @@ pub fn enqueue_replica(log: &Rc<RefCell<Log>>, batches: Vec<Bytes>) -> Result<Ap
             note_epoch(&mut l, epoch, base_offset);
             l.next_offset = last_offset + 1;
             let done = if i + 1 == count { done.take() } else { None };
+            l.unwritten.push_back(CachedBatch { base_offset, last_offset, bytes: bytes.clone() });
             l.pending.push(Pending { bytes, base_offset, last_offset, max_timestamp, done });
         }
         let info = AppendInfo {
@@ -1066,13 +1073,9 @@ fn queue(
         };
         l.next_offset = last_offset + 1;
         let done = if i + 1 == count { done.take() } else { None };
-        l.pending.push(Pending {
-            bytes: bytes.freeze(),
-            base_offset,
-            last_offset,
-            max_timestamp,
-            done,
-        });
+        let bytes = bytes.freeze();
+        l.unwritten.push_back(CachedBatch { base_offset, last_offset, bytes: bytes.clone() });
+        l.pending.push(Pending { bytes, base_offset, last_offset, max_timestamp, done });
     }
     let info = AppendInfo {
         base_offset: first_offset,
@@ -1284,6 +1287,10 @@ fn commit_run(log: &Rc<RefCell<Log>>, run: &[Pending]) -> bool {
             bytes: pending.bytes.clone(),
         });
         l.written_end = pending.last_offset + 1;
+        // Runs are written in the order their offsets were assigned.
+        if l.unwritten.front().is_some_and(|b| b.last_offset <= pending.last_offset) {
+            l.unwritten.pop_front();
+        }
     }
     let mut traffic = l.traffic.get();
     for pending in run {
@@ -1656,8 +1663,12 @@ pub async fn read_below(
     read_up_to(log, offset, size_bytes_max, first, isolation, false).await
 }
 
-/// A follower's read: like `read`, but up to the written end, past the high watermark (the
-/// follower's fetch is what moves it).
+/// A follower's read: like `read`, but past the high watermark (the follower's fetch is
+/// what moves it), up to the log end: from the written end on, the batches still queued or
+/// being written here, from memory. The follower's write then overlaps this log's own; the
+/// high watermark still waits for this one (it never passes `written_end`). A leader that
+/// crashes before its write lands may restart with followers ahead of it in the same epoch:
+/// `partition::replicas::Followers::resumed` makes them truncate first.
 pub async fn read_for_follower(
     log: &Rc<RefCell<Log>>,
     offset: Offset,
@@ -1665,6 +1676,26 @@ pub async fn read_for_follower(
 ) -> Result<ReadOutcome, Error> {
     read_up_to(log, offset, size_bytes_max, FirstBatch::Whole, Isolation::ReadUncommitted, true)
         .await
+}
+
+/// The queued and in-flight batches from the one holding `offset`: at most `size_bytes_max`
+/// bytes, but always a whole first batch (a follower must make progress).
+fn unwritten_from(
+    unwritten: &VecDeque<CachedBatch>,
+    offset: Offset,
+    size_bytes_max: usize,
+) -> Vec<Bytes> {
+    let start = unwritten.partition_point(|b| b.last_offset < offset);
+    let mut out = Vec::new();
+    let mut size = 0;
+    for batch in unwritten.range(start..) {
+        if !out.is_empty() && size + batch.bytes.len() > size_bytes_max {
+            break;
+        }
+        size += batch.bytes.len();
+        out.push(batch.bytes.clone());
+    }
+    out
 }
 
 /// A read that a cleaner's swap overlapped is done again: it may have located its batch in
@@ -1699,13 +1730,13 @@ async fn read_once(
     let committed = isolation == Isolation::ReadCommitted;
     let (opening, read_file, scan_from, end, stable_end, bound, base) = {
         let l = log.borrow();
-        let visible_end = if follower { l.written_end } else { l.high_watermark };
+        let visible_end = if follower { l.next_offset } else { l.high_watermark };
         // Out of range only past the log end (Kafka's `LocalLog.read`): a consumer's offset
         // between the high watermark and the log end reads nothing yet. A consumer that
         // read up to its leader's high watermark and now reads from a follower whose high
         // watermark is behind (KIP-392) is there, as is one whose new leader's high
         // watermark has not caught up with the old leader's.
-        let log_end = if follower { l.written_end } else { l.next_offset };
+        let log_end = l.next_offset;
         if offset < l.log_start_offset || offset > log_end {
             return Err(Error::OffsetOutOfRange);
         }
@@ -1724,6 +1755,16 @@ async fn read_once(
         }
         if committed {
             outcome.aborted = l.producers.txns.aborted_between(offset, bound);
+        }
+        if follower && offset >= l.written_end {
+            let batches = unwritten_from(&l.unwritten, offset, size_bytes_max);
+            outcome.size_bytes = batches.iter().map(Bytes::len).sum();
+            let mut traffic = l.traffic.get();
+            traffic.bytes_out += outcome.size_bytes as u64;
+            traffic.records_out += batches.iter().map(|b| records_by_offset(b)).sum::<u64>();
+            l.traffic.set(traffic);
+            outcome.chunks = batches.into_iter().map(ReadChunk::Memory).collect();
+            return Ok(outcome);
         }
         if let Some(cached) = l.cache.read_below(offset, size_bytes_max, first, bound) {
             outcome.size_bytes = cached.iter().map(Bytes::len).sum();
@@ -2162,6 +2203,7 @@ pub async fn delete(log: &Rc<RefCell<Log>>) {
         for pending in l.pending.drain(..) {
             drop(pending.done);
         }
+        l.unwritten.clear();
         l.durable_waiters.clear();
         l.replication_waiters.clear();
         l.segments.clear();
@@ -2178,7 +2220,31 @@ fn remove_segment_files(dir: &Path, base: Offset) {
 
 #[cfg(test)]
 mod tests {
-    use super::copy_range;
+    use super::{copy_range, unwritten_from};
+    use crate::model::Offset;
+    use crate::storage::cache::CachedBatch;
+    use bytes::Bytes;
+    use std::collections::VecDeque;
+
+    #[test]
+    fn a_follower_reads_unwritten_batches_from_the_one_holding_its_offset() {
+        // Batches [10..=14] (100 bytes), [15..=15] (50), [16..=20] (100).
+        let batch = |base: i64, last: i64, size: usize| CachedBatch {
+            base_offset: Offset(base),
+            last_offset: Offset(last),
+            bytes: Bytes::from(vec![base as u8; size]),
+        };
+        let unwritten: VecDeque<CachedBatch> =
+            [batch(10, 14, 100), batch(15, 15, 50), batch(16, 20, 100)].into();
+        let firsts = |out: Vec<Bytes>| out.iter().map(|b| b[0]).collect::<Vec<u8>>();
+        assert_eq!(firsts(unwritten_from(&unwritten, Offset(10), 1 << 20)), [10, 15, 16]);
+        // The batch holding the offset, then whole batches within the size...
+        assert_eq!(firsts(unwritten_from(&unwritten, Offset(12), 150)), [10, 15]);
+        assert_eq!(firsts(unwritten_from(&unwritten, Offset(15), 149)), [15]);
+        // ...but always a whole first one, and nothing past the end.
+        assert_eq!(firsts(unwritten_from(&unwritten, Offset(16), 1)), [16]);
+        assert!(unwritten_from(&unwritten, Offset(21), 1 << 20).is_empty());
+    }
 
     #[test]
     fn copy_range_reads_across_pieces_and_pads_with_zeros() {
