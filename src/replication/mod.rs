@@ -10,7 +10,7 @@
 //!   leader node                                 follower node, shard owning the partition
 //!   Fetch(replica_id) ─▶ partition::read:       fetcher(leader) ─▶ Partitions::
 //!     follower's log end ─▶ Followers ─▶ hw       fetch_positions / append_replica /
-//!     read up to the written end ──────────────▶  truncate_replica (the log's bound: the
+//!     read up to the log end ──────────────────▶  truncate_replica (the log's bound: the
 //!   manager tick: Partitions::isr_changes          leader's high watermark)
 //!     ─▶ AlterPartition ─▶ metadata log ─▶ every node's catalog ─▶ roles
 //! ```
