@@ -17,7 +17,7 @@
 //! 100-110 ms, each on one CPU at a time, hit executor and plain thread together, with 10-11
 //! ticks of steal; without steal both woke within 5-12 ms under build load.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 const STALL_MS: u64 = 20;
@@ -28,6 +28,10 @@ struct Stall {
     what: &'static str,
     at_ms: u64,
     late_ms: u64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn steal_ticks() -> Vec<u64> {
@@ -79,7 +83,7 @@ fn main() {
         std::thread::spawn(move || {
             while Instant::now() < end + Duration::from_millis(500) {
                 let at = start.elapsed().as_millis() as u64;
-                steal.lock().unwrap().push((at, steal_ticks()));
+                lock(&steal).push((at, steal_ticks()));
                 std::thread::sleep(Duration::from_millis(STEAL_SAMPLE_MS));
             }
         })
@@ -99,7 +103,7 @@ fn main() {
                         let at_ms = start.elapsed().as_millis() as u64;
                         let stall =
                             Stall { cpu, what: "plain sleep", at_ms, late_ms: late_us / 1000 };
-                        stalls.lock().unwrap().push(stall);
+                        lock(&stalls).push(stall);
                     }
                     late.push(late_us);
                 }
@@ -132,7 +136,7 @@ fn main() {
         let stalls = Arc::clone(&stalls);
         let results = Arc::clone(&results);
         move || {
-            let receiver = receivers.lock().unwrap().pop();
+            let receiver = lock(&receivers).pop();
             let (stalls, results) = (Arc::clone(&stalls), Arc::clone(&results));
             async move {
                 // SAFETY: sched_getcpu takes no arguments; the executor is pinned.
@@ -141,7 +145,7 @@ fn main() {
                     if late_us / 1000 > STALL_MS {
                         let at_ms = start.elapsed().as_millis() as u64;
                         let stall = Stall { cpu, what, at_ms, late_ms: late_us / 1000 };
-                        stalls.lock().unwrap().push(stall);
+                        lock(&stalls).push(stall);
                     }
                 });
                 let record_timer = std::rc::Rc::clone(&record);
@@ -179,7 +183,7 @@ fn main() {
                     }
                 }
                 let late_timers = timers.await;
-                results.lock().unwrap().push((cpu, late_timers, late_wakes));
+                lock(&results).push((cpu, late_timers, late_wakes));
             }
         }
     })
@@ -193,14 +197,14 @@ fn main() {
     for (cpu, late) in plain {
         println!("cpu {cpu} plain sleep 1 ms: late {}", summary(late));
     }
-    let mut results = std::mem::take(&mut *results.lock().unwrap());
+    let mut results = std::mem::take(&mut *lock(&results));
     results.sort_by_key(|(cpu, _, _)| *cpu);
     for (cpu, timers, wakes) in results {
         println!("cpu {cpu} executor timer 1 ms: late {}", summary(timers));
         println!("cpu {cpu} executor wake from a thread: late {}", summary(wakes));
     }
-    let steal = steal.lock().unwrap();
-    let mut stalls = std::mem::take(&mut *stalls.lock().unwrap());
+    let steal = lock(&steal);
+    let mut stalls = std::mem::take(&mut *lock(&stalls));
     stalls.sort_by_key(|s| (s.at_ms, s.cpu));
     let (mut with_steal, mut without) = (0, 0);
     for stall in &stalls {
