@@ -1409,6 +1409,62 @@ mod tests {
     }
 
     #[test]
+    fn security_records_round_trip_and_keep_their_keys_out_of_the_log() {
+        use crate::security::acl::{Operation, PatternType, Permission, ResourceType};
+        let request = RequestId { node_id: NodeId(2), serial: 9 };
+        let credential = Credential {
+            salt: b"salt".to_vec(),
+            stored_key: vec![0xAB; 32],
+            server_key: vec![0xCD; 32],
+            iterations: 8192,
+        };
+        let acl = AclBinding {
+            resource_type: ResourceType::Topic,
+            name: "orders".into(),
+            pattern: PatternType::Prefixed,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: Operation::Write,
+            permission: Permission::Allow,
+        };
+        let records = [
+            MetadataRecord::ScramCredential {
+                request,
+                user: "al,ice".into(),
+                mechanism: Mechanism::Sha512,
+                credential,
+                if_absent: true,
+            },
+            MetadataRecord::RemoveScramCredential {
+                request,
+                user: "bob".into(),
+                mechanism: Mechanism::Sha256,
+            },
+            MetadataRecord::AccessControlEntry { request, acl: acl.clone() },
+            MetadataRecord::RemoveAccessControlEntry { request, acl },
+        ];
+        for record in records {
+            let encoded = record.encode();
+            assert_eq!(encoded[0], RECORD_VERSION, "{record}");
+            assert_eq!(MetadataRecord::decode(&encoded), Ok(record.clone()));
+            for size in 0..encoded.len() {
+                assert!(MetadataRecord::decode(&encoded[..size]).is_err(), "size {size}");
+            }
+            let line = record.to_string();
+            assert!(!line.contains("171") && !line.contains("205"), "{line}");
+        }
+        // An unknown mechanism or ACL operation is an error, not a guess.
+        let mut encoded = MetadataRecord::RemoveScramCredential {
+            request,
+            user: "bob".into(),
+            mechanism: Mechanism::Sha256,
+        }
+        .encode();
+        *encoded.last_mut().unwrap() = 9;
+        assert_eq!(MetadataRecord::decode(&encoded), Err(RecordError::Security(9)));
+    }
+
+    #[test]
     fn topic_records_truncated_or_lying_about_counts_are_errors() {
         for record in topic_records() {
             let encoded = record.encode();

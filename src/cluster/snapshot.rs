@@ -967,6 +967,13 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(11);
         let mut state = MetadataState::default();
         apply_random(&mut rng, &mut state, 200);
+        // Credentials or ACLs make it version 7 (below); this test is of the configs.
+        let (scram, acls) = (std::mem::take(&mut state.scram), std::mem::take(&mut state.acls));
+        assert!(!scram.is_empty() || !acls.is_empty(), "the random records made none");
+        let with_security = MetadataState { scram, acls, ..state.clone() };
+        let bytes = encode(&meta(state.applied_index), &with_security);
+        assert_eq!(bytes[4], VERSION_SECURITY);
+        assert_eq!(decode(&bytes).expect("decodes").1, with_security);
         let without = encode(&meta(state.applied_index), &state);
         assert!(without[4] < VERSION_LONG_VALUES, "version {}", without[4]);
         let long = "y".repeat(STRING_BYTES_MAX + 10);

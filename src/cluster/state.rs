@@ -1598,6 +1598,66 @@ mod tests {
         MetadataRecord::UnfenceBroker { node_id: NodeId(id), broker_epoch }
     }
 
+    #[test]
+    fn credentials_and_acls_apply_alike_everywhere() {
+        use crate::security::acl::{Operation, PatternType, Permission, ResourceType};
+        let mut state = MetadataState::default();
+        let mut serial = 0;
+        let mut request = || {
+            serial += 1;
+            RequestId { node_id: NodeId(1), serial }
+        };
+        let credential = |byte: u8| Credential {
+            salt: vec![byte],
+            stored_key: vec![byte; 32],
+            server_key: vec![byte; 32],
+            iterations: 4096,
+        };
+        let upsert = |request, byte, if_absent| MetadataRecord::ScramCredential {
+            request,
+            user: "alice".into(),
+            mechanism: Mechanism::Sha256,
+            credential: credential(byte),
+            if_absent,
+        };
+        let key = ("alice".to_string(), Mechanism::Sha256);
+        assert!(next(&mut state, &upsert(request(), 1, true)).security_changed);
+        // A bootstrap (if absent) keeps what is there; a change replaces it.
+        assert!(!next(&mut state, &upsert(request(), 2, true)).security_changed);
+        assert_eq!(state.scram[&key], credential(1));
+        let changed = upsert(request(), 3, false);
+        assert!(next(&mut state, &changed).security_changed);
+        assert_eq!(state.scram[&key], credential(3));
+        // The same request committed twice takes effect once.
+        assert_eq!(next(&mut state, &changed), Applied::default());
+        let remove = |request| MetadataRecord::RemoveScramCredential {
+            request,
+            user: "alice".into(),
+            mechanism: Mechanism::Sha256,
+        };
+        let applied = next(&mut state, &remove(request()));
+        assert!(applied.security_changed && applied.outcome.unwrap().1.is_ok());
+        let applied = next(&mut state, &remove(request()));
+        let refusal = applied.outcome.unwrap().1.unwrap_err();
+        assert_eq!(refusal.code, ErrorCode::ResourceNotFound);
+        let acl = AclBinding {
+            resource_type: ResourceType::Group,
+            name: "g".into(),
+            pattern: PatternType::Literal,
+            principal: "User:bob".into(),
+            host: "*".into(),
+            operation: Operation::Read,
+            permission: Permission::Deny,
+        };
+        let add = |request| MetadataRecord::AccessControlEntry { request, acl: acl.clone() };
+        assert!(next(&mut state, &add(request())).security_changed);
+        assert!(!next(&mut state, &add(request())).security_changed);
+        assert_eq!(state.acls.len(), 1);
+        let drop = MetadataRecord::RemoveAccessControlEntry { request: request(), acl };
+        assert!(next(&mut state, &drop).security_changed);
+        assert!(state.acls.is_empty());
+    }
+
     /// Applies `record` at the next index.
     fn next(state: &mut MetadataState, record: &MetadataRecord) -> Applied {
         state.apply(state.applied_index + 1, Some(record))
