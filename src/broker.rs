@@ -344,6 +344,7 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         controller_mesh,
         partitions.clone(),
         cluster.clone(),
+        security.clone(),
     ));
     let groups = Rc::new(GroupCoordinator::new(
         shard.clone(),

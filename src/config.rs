@@ -76,6 +76,21 @@ pub struct Args {
     /// [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub allow_everyone_if_no_acl_found: Option<bool>,
+    /// The SASL mechanism this broker's own clients (follower fetchers, transaction
+    /// markers) log in with on the other brokers' SASL_PLAINTEXT listener, Kafka's
+    /// sasl.mechanism.inter.broker.protocol: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; needs
+    /// --inter-broker-sasl-username and --inter-broker-sasl-password [default: none, the
+    /// brokers connect as User:ANONYMOUS].
+    #[arg(long, value_name = "MECHANISM")]
+    pub sasl_mechanism_inter_broker_protocol: Option<String>,
+    /// The user the brokers log in as (Kafka's username in the inter-broker listener's
+    /// sasl.jaas.config); with --authorizer acl it needs CLUSTER_ACTION on the cluster
+    /// (or --super-users).
+    #[arg(long, value_name = "NAME")]
+    pub inter_broker_sasl_username: Option<String>,
+    /// That user's password (better in the TOML file than on a command line others see).
+    #[arg(long, value_name = "PASSWORD")]
+    pub inter_broker_sasl_password: Option<String>,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (per shard, partition, API,
     /// group and listener; one shard answers) [default: off].
     #[arg(long, value_name = "HOST:PORT")]
@@ -320,6 +335,9 @@ struct FileConfig {
     authorizer: Option<String>,
     super_users: Option<String>,
     allow_everyone_if_no_acl_found: Option<bool>,
+    sasl_mechanism_inter_broker_protocol: Option<String>,
+    inter_broker_sasl_username: Option<String>,
+    inter_broker_sasl_password: Option<String>,
     metrics_listen: Option<String>,
     data_dir: Option<PathBuf>,
     cores: Option<usize>,
@@ -457,6 +475,10 @@ pub struct SecurityConfig {
     /// `--super-users`, each `Type:name`.
     pub super_users: Vec<String>,
     pub allow_everyone_if_no_acl_found: bool,
+    /// Kafka's sasl.mechanism.inter.broker.protocol (checked by `security`).
+    pub sasl_mechanism_inter_broker_protocol: Option<String>,
+    pub inter_broker_sasl_username: Option<String>,
+    pub inter_broker_sasl_password: Option<String>,
 }
 
 /// The shards' cleaners of compacted topics (Kafka's `log.cleaner.*`).
@@ -601,6 +623,15 @@ impl Config {
                 .allow_everyone_if_no_acl_found
                 .or(file.allow_everyone_if_no_acl_found)
                 .unwrap_or(false),
+            sasl_mechanism_inter_broker_protocol: args
+                .sasl_mechanism_inter_broker_protocol
+                .or(file.sasl_mechanism_inter_broker_protocol),
+            inter_broker_sasl_username: args
+                .inter_broker_sasl_username
+                .or(file.inter_broker_sasl_username),
+            inter_broker_sasl_password: args
+                .inter_broker_sasl_password
+                .or(file.inter_broker_sasl_password),
         };
         check_security(&listeners, &security)?;
         let available = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);

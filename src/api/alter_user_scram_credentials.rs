@@ -5,8 +5,9 @@
 //! others are written to the credentials file in one go (`security::credentials`).
 //!
 //! With an authorizer it needs ALTER on the cluster; without one every client may call it,
-//! as on Kafka without one. Clustered, the credentials are this node's (not on the metadata
-//! log).
+//! as on Kafka without one. Clustered, each change is a record on the metadata log (Kafka's
+//! UserScramCredentialRecord and RemoveUserScramCredentialRecord), through any node, and
+//! every node authenticates with it once applied (`controller::Controller::change_scram`).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -22,7 +23,7 @@ use crate::security::acl::Operation;
 use crate::security::credentials::{Change, ChangeError};
 use crate::security::scram::{Credential, Mechanism, ITERATIONS_MAX, ITERATIONS_MIN};
 
-pub fn handle(ctx: &Context, body: Bytes) -> Outcome {
+pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let request: AlterUserScramCredentialsRequest = match ctx.decode(body) {
         Ok(r) => r,
         Err(close) => return close,
@@ -111,7 +112,10 @@ pub fn handle(ctx: &Context, body: Bytes) -> Outcome {
             Err((code, message)) => response.results.push(result_of(&user, code, Some(message))),
         }
     }
-    let mut outcomes = ctx.services.security.shared.scram.apply(changes).into_iter();
+    let mut outcomes = match changes.is_empty() {
+        true => Vec::new().into_iter(),
+        false => ctx.services.controller.change_scram(changes).await.into_iter(),
+    };
     for (user, count) in pending {
         let mut error: Option<(ErrorCode, String)> = None;
         for outcome in outcomes.by_ref().take(count) {
@@ -124,6 +128,10 @@ pub fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 Err(ChangeError::Storage(message)) => {
                     tracing::error!("AlterUserScramCredentials: {message}");
                     Some((ErrorCode::KafkaStorageError, message))
+                }
+                Err(ChangeError::Refused(code, message)) => {
+                    tracing::warn!("AlterUserScramCredentials: {message}");
+                    Some((code, message))
                 }
             };
             error = error.or(failed);

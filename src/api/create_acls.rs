@@ -1,6 +1,7 @@
 //! CreateAcls (v1-3, Kafka 4's range): each creation validated as Kafka's controller does
 //! (INVALID_REQUEST with its message), the valid ones written to the ACL file in one go
-//! (`security::acl::AclStore`). Needs ALTER on the cluster; without `--authorizer acl` every
+//! (`security::acl::AclStore`), or clustered each a record on the metadata log that every
+//! node applies (`controller::Controller::create_acls`). Needs ALTER on the cluster; without `--authorizer acl` every
 //! creation is SECURITY_DISABLED, as Kafka answers without an authorizer.
 
 use bytes::Bytes;
@@ -45,27 +46,27 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         })
         .collect();
     let valid: Vec<AclBinding> = checked.iter().filter_map(|c| c.as_ref().ok()).cloned().collect();
-    let store = ctx.services.security.acls.store.clone();
     let count = valid.len();
-    let written = match valid.is_empty() {
-        true => Ok(()),
-        false => {
-            glommio::executor().spawn_blocking(move || store.create(&valid)).await.map_err(|e| e.0)
-        }
+    let mut written = match valid.is_empty() {
+        true => Vec::new().into_iter(),
+        false => ctx.services.controller.create_acls(valid).await.into_iter(),
     };
-    match &written {
-        Ok(()) if count > 0 => {
-            tracing::info!(principal = ctx.session.principal(), count, "ACLs created")
-        }
-        Ok(()) => {}
-        Err(message) => tracing::error!("CreateAcls: {message}"),
+    let created = written.as_slice().iter().filter(|w| w.is_ok()).count();
+    if created > 0 {
+        tracing::info!(principal = ctx.session.principal(), count = created, "ACLs created");
+    }
+    if let Some(Err(e)) = written.as_slice().iter().find(|w| w.is_err()) {
+        tracing::error!(failed = count - created, "CreateAcls: {}", e.message);
     }
     response.results = checked
         .into_iter()
-        .map(|c| match (c, &written) {
-            (Err(message), _) => result(ErrorCode::InvalidRequest, Some(message)),
-            (Ok(_), Ok(())) => result(ErrorCode::None, None),
-            (Ok(_), Err(message)) => result(ErrorCode::UnknownServerError, Some(message.clone())),
+        .map(|c| match c {
+            Err(message) => result(ErrorCode::InvalidRequest, Some(message)),
+            Ok(_) => match written.next() {
+                Some(Ok(())) => result(ErrorCode::None, None),
+                Some(Err(e)) => result(e.code, Some(e.message)),
+                None => unreachable!("one outcome per valid creation"),
+            },
         })
         .collect();
     ctx.reply(&response)

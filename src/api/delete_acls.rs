@@ -1,7 +1,8 @@
 //! DeleteAcls (v1-3): every ACL matching any filter is removed in one write of the ACL file;
 //! each filter's result lists what it matched (an ACL matched by two filters under both, as
 //! Kafka reports it). An invalid filter is INVALID_REQUEST for that filter alone. Needs ALTER
-//! on the cluster; SECURITY_DISABLED without an authorizer.
+//! on the cluster; SECURITY_DISABLED without an authorizer. Clustered, each ACL matched is a
+//! removal record on the metadata log (`controller::Controller::delete_acls`).
 
 use bytes::Bytes;
 use kafka_protocol::messages::delete_acls_response::{
@@ -46,12 +47,9 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         })
         .collect();
     let valid: Vec<AclFilter> = checked.iter().filter_map(|c| c.as_ref().ok()).cloned().collect();
-    let store = ctx.services.security.acls.store.clone();
     let removed = match valid.is_empty() {
         true => Ok(Vec::new()),
-        false => {
-            glommio::executor().spawn_blocking(move || store.delete(&valid)).await.map_err(|e| e.0)
-        }
+        false => ctx.services.controller.delete_acls(valid).await,
     };
     let mut removed = match removed {
         Ok(removed) => {
@@ -61,13 +59,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             }
             removed.into_iter()
         }
-        Err(message) => {
-            tracing::error!("DeleteAcls: {message}");
+        Err(error) => {
+            tracing::error!("DeleteAcls: {}", error.message);
             response.filter_results = checked
                 .iter()
                 .map(|c| match c {
                     Err(invalid) => failed(ErrorCode::InvalidRequest, invalid),
-                    Ok(_) => failed(ErrorCode::UnknownServerError, &message),
+                    Ok(_) => failed(error.code, &error.message),
                 })
                 .collect();
             return ctx.reply(&response);

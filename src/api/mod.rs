@@ -237,7 +237,7 @@ async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         ApiKey::DescribeProducers => describe_producers::handle(ctx, body).await,
         ApiKey::SaslHandshake => sasl_handshake::handle(ctx, body),
         ApiKey::SaslAuthenticate => sasl_authenticate::handle(ctx, body).await,
-        ApiKey::AlterUserScramCredentials => alter_user_scram_credentials::handle(ctx, body),
+        ApiKey::AlterUserScramCredentials => alter_user_scram_credentials::handle(ctx, body).await,
         ApiKey::DescribeUserScramCredentials => describe_user_scram_credentials::handle(ctx, body),
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(ctx, body).await,
         ApiKey::CreateAcls => create_acls::handle(ctx, body).await,

@@ -3,17 +3,28 @@
 //! transaction coordinator's WriteTxnMarkers (`txn::coordinator`). A connection to a
 //! registered broker (its advertised host, resolved off the executor when it is a name),
 //! and Kafka frames out and in with a bound on the response size.
+//!
+//! With `--sasl-mechanism-inter-broker-protocol` (Kafka's sasl.mechanism.inter.broker.protocol)
+//! every connection logs in first, as a Kafka broker's inter-broker client does
+//! (SaslHandshake, then SaslAuthenticate: PLAIN's one message, or SCRAM's two with the
+//! server's signature checked), so the other broker's authorizer sees the brokers' user
+//! rather than User:ANONYMOUS.
 
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{
+    ApiKey, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::Cluster;
 use crate::model::NodeId;
+use crate::security::scram::ScramClient;
+use crate::security::{nonce, InterBroker, SaslMechanism};
 
 /// Connects to `node`'s client listener (the address it registered) within `timeout`.
 pub async fn connect(
@@ -41,9 +52,94 @@ pub async fn connect(
         }
     };
     let address = std::net::SocketAddr::new(ip, broker.port);
-    let stream = TcpStream::connect_timeout(address, timeout).await?;
+    let mut stream = TcpStream::connect_timeout(address, timeout).await?;
     stream.set_nodelay(true)?;
+    let login =
+        InterBroker::from_config(&cluster.shard.config.security).map_err(std::io::Error::other)?;
+    if let Some(login) = login {
+        authenticate(&mut stream, &login, timeout).await.map_err(|e| {
+            std::io::Error::other(format!("inter-broker login on broker {node} failed: {e}"))
+        })?;
+    }
     Ok(stream)
+}
+
+const SASL_HANDSHAKE_VERSION: i16 = 1;
+const SASL_AUTHENTICATE_VERSION: i16 = 2;
+
+/// Logs in on a fresh connection as `login` says (see the module doc).
+async fn authenticate(
+    stream: &mut TcpStream,
+    login: &InterBroker,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let client_id = || "spate-inter-broker".to_string();
+    let mut handshake = SaslHandshakeRequest::default();
+    handshake.mechanism = StrBytes::from_string(login.mechanism.name().to_string());
+    let answer: SaslHandshakeResponse = exchange(
+        stream,
+        ApiKey::SaslHandshake,
+        SASL_HANDSHAKE_VERSION,
+        1,
+        client_id(),
+        &handshake,
+        timeout,
+    )
+    .await?;
+    if answer.error_code != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} refused (error {}); the broker offers {:?}",
+            login.mechanism.name(),
+            answer.error_code,
+            answer.mechanisms.iter().map(|m| m.to_string()).collect::<Vec<_>>()
+        )));
+    }
+    let mut correlation_id = 1;
+    let mut send = |bytes: Vec<u8>| {
+        correlation_id += 1;
+        let mut request = SaslAuthenticateRequest::default();
+        request.auth_bytes = Bytes::from(bytes);
+        (correlation_id, request)
+    };
+    async fn step(
+        stream: &mut TcpStream,
+        (correlation_id, request): (i32, SaslAuthenticateRequest),
+        timeout: Duration,
+    ) -> std::io::Result<Bytes> {
+        let answer: SaslAuthenticateResponse = exchange(
+            stream,
+            ApiKey::SaslAuthenticate,
+            SASL_AUTHENTICATE_VERSION,
+            correlation_id,
+            "spate-inter-broker".to_string(),
+            &request,
+            timeout,
+        )
+        .await?;
+        if answer.error_code != 0 {
+            let message = answer.error_message.map(|m| m.to_string()).unwrap_or_default();
+            return Err(std::io::Error::other(format!(
+                "authentication failed (error {}): {message}",
+                answer.error_code
+            )));
+        }
+        Ok(answer.auth_bytes)
+    }
+    match login.mechanism {
+        SaslMechanism::Plain => {
+            let message = format!("\0{}\0{}", login.username, login.password).into_bytes();
+            step(stream, send(message), timeout).await?;
+        }
+        SaslMechanism::Scram(mechanism) => {
+            let mut client =
+                ScramClient::new(mechanism, &login.username, &login.password, &nonce());
+            let server_first = step(stream, send(client.first()), timeout).await?;
+            let last = client.last(&server_first).map_err(|e| std::io::Error::other(e.0))?;
+            let server_final = step(stream, send(last), timeout).await?;
+            client.verify(&server_final).map_err(|e| std::io::Error::other(e.0))?;
+        }
+    }
+    Ok(())
 }
 
 /// One request frame: length, header v1/v2 for `api_key` at `version`, body.

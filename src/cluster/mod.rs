@@ -151,6 +151,11 @@ pub struct Committed {
     pub topics: BTreeMap<String, TopicState>,
     /// The dynamic configs of broker and group resources as the log has them.
     pub configs: DynamicConfigs,
+    /// The SCRAM credentials and the ACLs as the log has them (the process's
+    /// `security::Security` takes them when they differ from what it has).
+    pub scram:
+        BTreeMap<(String, crate::security::scram::Mechanism), crate::security::scram::Credential>,
+    pub acls: std::collections::BTreeSet<crate::security::acl::AclBinding>,
     pub outcomes: Vec<(RequestId, TopicOutcome)>,
 }
 
@@ -199,7 +204,7 @@ pub enum Event {
 
 /// The cluster service on one shard.
 pub struct Cluster {
-    shard: Rc<Shard>,
+    pub(crate) shard: Rc<Shard>,
     mesh: Mesh<Cluster>,
     view: RefCell<Option<Rc<ClusterView>>>,
     /// The sequence of the view held (shard 0 counts its publications).

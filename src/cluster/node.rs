@@ -463,6 +463,7 @@ struct Driver {
 #[derive(Default)]
 struct Pending {
     catalog_changed: bool,
+    security_changed: bool,
     outcomes: Vec<(super::RequestId, super::TopicOutcome)>,
 }
 
@@ -1157,6 +1158,7 @@ impl Driver {
                         tracing::info!(index = entry.index, %record, "applied metadata record");
                     }
                     pending.catalog_changed |= applied.catalog_changed;
+                    pending.security_changed |= applied.security_changed;
                     pending.outcomes.extend(applied.outcome);
                 }
                 Err(e) => {
@@ -1171,7 +1173,7 @@ impl Driver {
             self.catalog_due_at = None;
             pending.catalog_changed = true;
         }
-        if !pending.catalog_changed && pending.outcomes.is_empty() {
+        if !pending.catalog_changed && !pending.security_changed && pending.outcomes.is_empty() {
             return;
         }
         self.hand_over(pending.outcomes).await;
@@ -1183,6 +1185,8 @@ impl Driver {
             cluster_id: self.state.cluster_id.clone(),
             topics: self.state.topics.clone(),
             configs: self.state.configs.clone(),
+            scram: self.state.scram.clone(),
+            acls: self.state.acls.clone(),
             outcomes,
         };
         if self.committed.send(committed).await.is_err() {

@@ -42,6 +42,14 @@
 //!                          ProducerIdsRecord)
 //!   type 23 UnregisterBroker request, node_id: i32 (Kafka's UnregisterBroker request and
 //!                          UnregisterBrokerRecord)
+//!   type 24 ScramCredential request, user: string, mechanism: u8, iterations: u32,
+//!                          salt: bytes, stored_key: bytes, server_key: bytes,
+//!                          if_absent: u8 (Kafka's UserScramCredentialRecord: salted keys,
+//!                          never a password)
+//!   type 25 RemoveScramCredential request, user: string, mechanism: u8 (Kafka's
+//!                          RemoveUserScramCredentialRecord)
+//!   type 26 AccessControlEntry request, acl (Kafka's AccessControlEntryRecord)
+//!   type 27 RemoveAccessControlEntry request, acl (Kafka's RemoveAccessControlEntryRecord)
 //!
 //!   ver 1: as ver 0, with every config value of `overrides` a `long string` (written only
 //!   for a record with a value longer than a string holds; ver 0 otherwise, so a cluster
@@ -57,6 +65,10 @@
 //!             preferred leader first
 //!   reason    0 the session expired, 1 a controlled shutdown
 //!   election  0 preferred, 1 unclean (Kafka's ElectionType)
+//!   mechanism 1 SCRAM-SHA-256, 2 SCRAM-SHA-512 (the type ids of AlterUserScramCredentials)
+//!   bytes     u16 length + bytes
+//!   acl       resource_type: u8, name: string, pattern_type: u8, principal: string,
+//!             host: string, operation: u8, permission: u8 (Kafka's wire values)
 //! ```
 //!
 //! Type 2 is the registration of the first version, without an incarnation: it is still
@@ -85,6 +97,8 @@
 use std::collections::BTreeMap;
 
 use crate::model::{LeaderEpoch, NodeId, PartitionEpoch};
+use crate::security::acl::{AclBinding, Operation, PatternType, Permission, ResourceType};
+use crate::security::scram::{Credential, Mechanism};
 
 /// The record format, and the one whose config values have u32 lengths (written only
 /// when one is longer than `STRING_BYTES_MAX`).
@@ -113,6 +127,10 @@ const TYPE_PARTITION_CHANGE_EPOCHS: u8 = 20;
 const TYPE_ALTER_PARTITION: u8 = 21;
 const TYPE_PRODUCER_IDS: u8 = 22;
 const TYPE_UNREGISTER_BROKER: u8 = 23;
+const TYPE_SCRAM_CREDENTIAL: u8 = 24;
+const TYPE_REMOVE_SCRAM_CREDENTIAL: u8 = 25;
+const TYPE_ACCESS_CONTROL_ENTRY: u8 = 26;
+const TYPE_REMOVE_ACCESS_CONTROL_ENTRY: u8 = 27;
 
 /// Who asked for a change: the proposing node and its serial number, unique per node (the
 /// serials of one process start at a random point, so a restarted node does not reuse the
@@ -274,6 +292,34 @@ pub enum MetadataRecord {
     /// The active controller ends a reassignment whose added replicas all joined the ISR:
     /// the replicas being removed leave (Kafka's second PartitionChangeRecord), in
     /// `leader_epoch`, which must be the partition's epoch + 1.
+    /// A user's SCRAM credential for one mechanism is set (Kafka's
+    /// UserScramCredentialRecord): salted keys only. `if_absent`: only when the user has
+    /// none for the mechanism yet (the bootstrap credentials, and a node's credentials file
+    /// from before the log carried them), decided at apply time.
+    ScramCredential {
+        request: RequestId,
+        user: String,
+        mechanism: Mechanism,
+        credential: Credential,
+        if_absent: bool,
+    },
+    /// A user's SCRAM credential for one mechanism is removed (RESOURCE_NOT_FOUND when it
+    /// has none).
+    RemoveScramCredential {
+        request: RequestId,
+        user: String,
+        mechanism: Mechanism,
+    },
+    /// An ACL is added (nothing when it is there already, as in Kafka).
+    AccessControlEntry {
+        request: RequestId,
+        acl: AclBinding,
+    },
+    /// An ACL is removed (nothing when it is not there).
+    RemoveAccessControlEntry {
+        request: RequestId,
+        acl: AclBinding,
+    },
     CompleteReassignment {
         topic_id: [u8; 16],
         partition: i32,
@@ -318,6 +364,8 @@ pub enum RecordError {
     Reason(u8),
     #[error("record has an election type {0} that is unknown")]
     Election(u8),
+    #[error("record has a SCRAM mechanism or ACL field {0} that is unknown")]
+    Security(u8),
 }
 
 impl MetadataRecord {
@@ -470,6 +518,32 @@ impl MetadataRecord {
                 put_request(&mut out, request);
                 out.extend_from_slice(&node_id.0.to_be_bytes());
             }
+            MetadataRecord::ScramCredential { request, user, mechanism, credential, if_absent } => {
+                out.push(TYPE_SCRAM_CREDENTIAL);
+                put_request(&mut out, request);
+                put_string(&mut out, user);
+                out.push(mechanism.type_id() as u8);
+                out.extend_from_slice(&credential.iterations.to_be_bytes());
+                for bytes in [&credential.salt, &credential.stored_key, &credential.server_key] {
+                    put_bytes(&mut out, bytes);
+                }
+                out.push(u8::from(*if_absent));
+            }
+            MetadataRecord::RemoveScramCredential { request, user, mechanism } => {
+                out.push(TYPE_REMOVE_SCRAM_CREDENTIAL);
+                put_request(&mut out, request);
+                put_string(&mut out, user);
+                out.push(mechanism.type_id() as u8);
+            }
+            MetadataRecord::AccessControlEntry { request, acl }
+            | MetadataRecord::RemoveAccessControlEntry { request, acl } => {
+                out.push(match self {
+                    MetadataRecord::AccessControlEntry { .. } => TYPE_ACCESS_CONTROL_ENTRY,
+                    _ => TYPE_REMOVE_ACCESS_CONTROL_ENTRY,
+                });
+                put_request(&mut out, request);
+                put_acl(&mut out, acl);
+            }
             MetadataRecord::CompleteReassignment { topic_id, partition, leader_epoch } => {
                 out.push(TYPE_COMPLETE_REASSIGNMENT);
                 out.extend_from_slice(topic_id);
@@ -501,7 +575,11 @@ impl MetadataRecord {
             | MetadataRecord::AlterReassignment { request, .. }
             | MetadataRecord::ElectLeader { request, .. }
             | MetadataRecord::ProducerIds { request, .. }
-            | MetadataRecord::UnregisterBroker { request, .. } => Some(*request),
+            | MetadataRecord::UnregisterBroker { request, .. }
+            | MetadataRecord::ScramCredential { request, .. }
+            | MetadataRecord::RemoveScramCredential { request, .. }
+            | MetadataRecord::AccessControlEntry { request, .. }
+            | MetadataRecord::RemoveAccessControlEntry { request, .. } => Some(*request),
             _ => None,
         }
     }
@@ -674,6 +752,35 @@ impl MetadataRecord {
                 let request = reader.request()?;
                 MetadataRecord::UnregisterBroker { request, node_id: NodeId(reader.i32()?) }
             }
+            TYPE_SCRAM_CREDENTIAL => {
+                let request = reader.request()?;
+                let user = reader.string()?;
+                let mechanism = reader.mechanism()?;
+                let iterations = reader.u32()?;
+                let salt = reader.bytes()?;
+                let stored_key = reader.bytes()?;
+                let server_key = reader.bytes()?;
+                let credential = Credential { salt, stored_key, server_key, iterations };
+                let if_absent = reader.u8()? != 0;
+                MetadataRecord::ScramCredential { request, user, mechanism, credential, if_absent }
+            }
+            TYPE_REMOVE_SCRAM_CREDENTIAL => {
+                let request = reader.request()?;
+                let user = reader.string()?;
+                MetadataRecord::RemoveScramCredential {
+                    request,
+                    user,
+                    mechanism: reader.mechanism()?,
+                }
+            }
+            TYPE_ACCESS_CONTROL_ENTRY => {
+                let request = reader.request()?;
+                MetadataRecord::AccessControlEntry { request, acl: reader.acl()? }
+            }
+            TYPE_REMOVE_ACCESS_CONTROL_ENTRY => {
+                let request = reader.request()?;
+                MetadataRecord::RemoveAccessControlEntry { request, acl: reader.acl()? }
+            }
             TYPE_COMPLETE_REASSIGNMENT => {
                 let topic_id = reader.array::<16>()?;
                 let partition = reader.i32()?;
@@ -745,9 +852,39 @@ impl std::fmt::Display for MetadataRecord {
                 let id = uuid::Uuid::from_bytes(*topic_id);
                 write!(f, "CompleteReassignment {id}-{partition} epoch {}", leader_epoch.0)
             }
+            // The salted keys stay out of the log.
+            MetadataRecord::ScramCredential { request, user, mechanism, credential, if_absent } => {
+                write!(f, "ScramCredential {user:?} {} ", mechanism.name())?;
+                write!(f, "iterations {}", credential.iterations)?;
+                let absent = if *if_absent { " if absent" } else { "" };
+                write!(f, "{absent}, request {request}")
+            }
+            MetadataRecord::RemoveScramCredential { request, user, mechanism } => {
+                write!(f, "RemoveScramCredential {user:?} {}, request {request}", mechanism.name())
+            }
+            MetadataRecord::AccessControlEntry { request, acl } => {
+                write!(f, "AccessControlEntry {}, request {request}", acl_text(acl))
+            }
+            MetadataRecord::RemoveAccessControlEntry { request, acl } => {
+                write!(f, "RemoveAccessControlEntry {}, request {request}", acl_text(acl))
+            }
             other => write!(f, "{other:?}"),
         }
     }
+}
+
+/// An ACL for a log line, as kafka-acls prints one.
+fn acl_text(acl: &AclBinding) -> String {
+    format!(
+        "{} {}:{:?} {} from {} {} {}",
+        acl.resource_type.name(),
+        acl.pattern.name(),
+        acl.name,
+        acl.principal,
+        acl.host,
+        acl.permission.name(),
+        acl.operation.name()
+    )
 }
 
 /// Configs for a log line: each value as its first `SHORTENED_VALUE_CHARS` characters and
@@ -790,6 +927,24 @@ pub(super) fn put_string(out: &mut Vec<u8>, text: &str) {
     }
     out.extend_from_slice(&(length as u16).to_be_bytes());
     out.extend_from_slice(&text.as_bytes()[..length]);
+}
+
+/// Bytes of at most a u16 length (a SCRAM salt or key: 64 bytes at most from a client's
+/// hash, a salt as the client chose it, bounded by the proposer).
+pub(super) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    let length = bytes.len().min(STRING_BYTES_MAX);
+    out.extend_from_slice(&(length as u16).to_be_bytes());
+    out.extend_from_slice(&bytes[..length]);
+}
+
+pub(super) fn put_acl(out: &mut Vec<u8>, acl: &AclBinding) {
+    out.push(acl.resource_type as u8);
+    put_string(out, &acl.name);
+    out.push(acl.pattern as u8);
+    put_string(out, &acl.principal);
+    put_string(out, &acl.host);
+    out.push(acl.operation as u8);
+    out.push(acl.permission as u8);
 }
 
 pub(super) fn put_request(out: &mut Vec<u8>, request: &RequestId) {
@@ -891,6 +1046,43 @@ impl<'a> Reader<'a> {
         let length = self.u32()? as usize;
         let bytes = self.take(length)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| RecordError::Text)
+    }
+
+    pub(super) fn bytes(&mut self) -> Result<Vec<u8>, RecordError> {
+        let length = usize::from(self.u16()?);
+        Ok(self.take(length)?.to_vec())
+    }
+
+    pub(super) fn mechanism(&mut self) -> Result<Mechanism, RecordError> {
+        let id = self.u8()?;
+        Mechanism::from_type_id(id as i8).ok_or(RecordError::Security(id))
+    }
+
+    pub(super) fn acl(&mut self) -> Result<AclBinding, RecordError> {
+        let resource_type = self.u8()?;
+        let resource = ResourceType::from_wire(resource_type as i8)
+            .ok_or(RecordError::Security(resource_type))?;
+        let name = self.string()?;
+        let pattern_type = self.u8()?;
+        let pattern = PatternType::from_wire(pattern_type as i8)
+            .ok_or(RecordError::Security(pattern_type))?;
+        let principal = self.string()?;
+        let host = self.string()?;
+        let operation_type = self.u8()?;
+        let operation = Operation::from_wire(operation_type as i8)
+            .ok_or(RecordError::Security(operation_type))?;
+        let permission_type = self.u8()?;
+        let permission = Permission::from_wire(permission_type as i8)
+            .ok_or(RecordError::Security(permission_type))?;
+        Ok(AclBinding {
+            resource_type: resource,
+            name,
+            pattern,
+            principal,
+            host,
+            operation,
+            permission,
+        })
     }
 
     pub(super) fn request(&mut self) -> Result<RequestId, RecordError> {
@@ -1214,6 +1406,62 @@ mod tests {
             replicas: one_each,
         };
         assert_eq!(MetadataRecord::decode(&grow), Ok(expected));
+    }
+
+    #[test]
+    fn security_records_round_trip_and_keep_their_keys_out_of_the_log() {
+        use crate::security::acl::{Operation, PatternType, Permission, ResourceType};
+        let request = RequestId { node_id: NodeId(2), serial: 9 };
+        let credential = Credential {
+            salt: b"salt".to_vec(),
+            stored_key: vec![0xAB; 32],
+            server_key: vec![0xCD; 32],
+            iterations: 8192,
+        };
+        let acl = AclBinding {
+            resource_type: ResourceType::Topic,
+            name: "orders".into(),
+            pattern: PatternType::Prefixed,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: Operation::Write,
+            permission: Permission::Allow,
+        };
+        let records = [
+            MetadataRecord::ScramCredential {
+                request,
+                user: "al,ice".into(),
+                mechanism: Mechanism::Sha512,
+                credential,
+                if_absent: true,
+            },
+            MetadataRecord::RemoveScramCredential {
+                request,
+                user: "bob".into(),
+                mechanism: Mechanism::Sha256,
+            },
+            MetadataRecord::AccessControlEntry { request, acl: acl.clone() },
+            MetadataRecord::RemoveAccessControlEntry { request, acl },
+        ];
+        for record in records {
+            let encoded = record.encode();
+            assert_eq!(encoded[0], RECORD_VERSION, "{record}");
+            assert_eq!(MetadataRecord::decode(&encoded), Ok(record.clone()));
+            for size in 0..encoded.len() {
+                assert!(MetadataRecord::decode(&encoded[..size]).is_err(), "size {size}");
+            }
+            let line = record.to_string();
+            assert!(!line.contains("171") && !line.contains("205"), "{line}");
+        }
+        // An unknown mechanism or ACL operation is an error, not a guess.
+        let mut encoded = MetadataRecord::RemoveScramCredential {
+            request,
+            user: "bob".into(),
+            mechanism: Mechanism::Sha256,
+        }
+        .encode();
+        *encoded.last_mut().unwrap() = 9;
+        assert_eq!(MetadataRecord::decode(&encoded), Err(RecordError::Security(9)));
     }
 
     #[test]

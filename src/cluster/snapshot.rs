@@ -17,7 +17,9 @@
 //!   it was when every change moved the leader epoch; 5: as 4, and the producer ids and the
 //!   unregistered nodes follow the configs; written once producer ids were asked for or a
 //!   broker unregistered; 6: as 5, and every config value of `overrides` is a long string,
-//!   written only when some value is longer than a string holds, as record version 1);
+//!   written only when some value is longer than a string holds, as record version 1;
+//!   7: as 6, and the SCRAM credentials and the ACLs follow the unregistered nodes; written
+//!   only when some are set);
 //!   body:
 //!     index u64, term u64                      the last entry the snapshot covers
 //!     conf state: voters, learners, voters_outgoing, learners_next (ids), auto_leave u8
@@ -33,9 +35,12 @@
 //!     ver 3: configs  count + (resource_type i8, name string, overrides), by resource
 //!     ver 5: producer ids  next i64, started u8, reported ids (i32 each)
 //!            unregistered  count + (node_id i32, index u64), by node id
+//!     ver 7: scram  count + (user string, mechanism u8, iterations u32, salt bytes,
+//!                    stored_key bytes, server_key bytes), by user and mechanism
+//!            acls   count + acl, in order
 //!
-//!   ids: u32 count + u64 (conf state) or i32 (brokers) each; string, overrides, request
-//!   as in `records`
+//!   ids: u32 count + u64 (conf state) or i32 (brokers) each; string, overrides, request,
+//!   bytes, mechanism and acl as in `records`
 //! ```
 //!
 //! The state's applied index is the snapshot's index. The topic-id index and the set of
@@ -59,12 +64,13 @@ use std::path::{Path, PathBuf};
 use raft::prelude::ConfState;
 
 use super::records::{
-    has_long_values, put_leaders, put_overrides, put_request, put_string, Reader, RecordError,
-    RequestId,
+    has_long_values, put_acl, put_bytes, put_leaders, put_overrides, put_request, put_string,
+    Reader, RecordError, RequestId,
 };
 use super::state::{BrokerRegistration, MetadataState, PartitionState, TopicState};
 use crate::constants::CLUSTER_REQUESTS_REMEMBERED_MAX;
 use crate::model::{LeaderEpoch, NodeId, PartitionEpoch};
+use crate::security::scram::Credential;
 
 const MAGIC: [u8; 4] = *b"SPMS";
 const VERSION: u8 = 1;
@@ -78,6 +84,8 @@ const VERSION_EPOCHS: u8 = 4;
 const VERSION_PRODUCER_IDS: u8 = 5;
 /// As `VERSION_PRODUCER_IDS`, with config values as long strings (some need it).
 const VERSION_LONG_VALUES: u8 = 6;
+/// As `VERSION_LONG_VALUES`, with the SCRAM credentials and the ACLs (some are set).
+const VERSION_SECURITY: u8 = 7;
 const HEADER_BYTES: usize = 13;
 const SUFFIX: &str = ".snapshot";
 const TEMP_SUFFIX: &str = ".tmp";
@@ -165,9 +173,12 @@ pub fn encode(meta: &SnapshotMeta, state: &MetadataState) -> Vec<u8> {
         .flat_map(|topic| &topic.partitions)
         .any(|p| p.partition_epoch.0 != p.leader_epoch.0);
     let producer_ids = state.producer_ids != Default::default() || !state.unregistered.is_empty();
-    let long_values = state.topics.values().any(|topic| has_long_values(&topic.overrides))
+    let security = !state.scram.is_empty() || !state.acls.is_empty();
+    let long_values = security
+        || state.topics.values().any(|topic| has_long_values(&topic.overrides))
         || state.configs.resources.values().any(has_long_values);
     let version = match (epochs, configs, reassigning) {
+        _ if security => VERSION_SECURITY,
         _ if long_values => VERSION_LONG_VALUES,
         _ if producer_ids => VERSION_PRODUCER_IDS,
         (true, _, _) => VERSION_EPOCHS,
@@ -225,6 +236,21 @@ pub fn encode(meta: &SnapshotMeta, state: &MetadataState) -> Vec<u8> {
             body.extend_from_slice(&index.to_be_bytes());
         }
     }
+    if version >= VERSION_SECURITY {
+        body.extend_from_slice(&(state.scram.len() as u32).to_be_bytes());
+        for ((user, mechanism), credential) in &state.scram {
+            put_string(&mut body, user);
+            body.push(mechanism.type_id() as u8);
+            body.extend_from_slice(&credential.iterations.to_be_bytes());
+            for bytes in [&credential.salt, &credential.stored_key, &credential.server_key] {
+                put_bytes(&mut body, bytes);
+            }
+        }
+        body.extend_from_slice(&(state.acls.len() as u32).to_be_bytes());
+        for acl in &state.acls {
+            put_acl(&mut body, acl);
+        }
+    }
     let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
     out.extend_from_slice(&MAGIC);
     out.push(version);
@@ -250,6 +276,7 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, MetadataState), SnapshotErr
         VERSION_EPOCHS,
         VERSION_PRODUCER_IDS,
         VERSION_LONG_VALUES,
+        VERSION_SECURITY,
     ];
     if !versions.contains(&version) {
         return Err(SnapshotError::Version(version));
@@ -389,6 +416,28 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, MetadataState), SnapshotErr
             let node_id = NodeId(reader.i32()?);
             if state.unregistered.insert(node_id, reader.u64()?).is_some() {
                 return inconsistent(format!("node {node_id} unregistered twice"));
+            }
+        }
+    }
+    if version >= VERSION_SECURITY {
+        let credentials = reader.count(2 + 1 + 4 + 2 + 2 + 2)?;
+        for _ in 0..credentials {
+            let user = reader.string()?;
+            let mechanism = reader.mechanism()?;
+            let iterations = reader.u32()?;
+            let salt = reader.bytes()?;
+            let stored_key = reader.bytes()?;
+            let server_key = reader.bytes()?;
+            let credential = Credential { salt, stored_key, server_key, iterations };
+            if state.scram.insert((user.clone(), mechanism), credential).is_some() {
+                return inconsistent(format!("SCRAM credential of {user:?} twice"));
+            }
+        }
+        let acls = reader.count(1 + 2 + 1 + 2 + 2 + 1 + 1)?;
+        for _ in 0..acls {
+            let acl = reader.acl()?;
+            if !state.acls.insert(acl) {
+                return inconsistent("an ACL twice".into());
             }
         }
     }
@@ -617,8 +666,51 @@ mod tests {
                 })
                 .collect()
         };
-        let record = match rng.gen_range(0..22) {
+        let record = match rng.gen_range(0..26) {
             0 => return None,
+            22 | 23 => {
+                use crate::security::scram::{Credential, Mechanism};
+                let user = format!("u{}", rng.gen_range(0..3));
+                let mechanism = [Mechanism::Sha256, Mechanism::Sha512][rng.gen_range(0..2)];
+                if rng.gen_bool(0.3) {
+                    MetadataRecord::RemoveScramCredential { request: request(rng), user, mechanism }
+                } else {
+                    let key = |rng: &mut StdRng| vec![rng.gen_range(0..4u8); rng.gen_range(1..4)];
+                    let credential = Credential {
+                        salt: key(rng),
+                        stored_key: key(rng),
+                        server_key: key(rng),
+                        iterations: 4096,
+                    };
+                    let if_absent = rng.gen_bool(0.5);
+                    let request = request(rng);
+                    MetadataRecord::ScramCredential {
+                        request,
+                        user,
+                        mechanism,
+                        credential,
+                        if_absent,
+                    }
+                }
+            }
+            24 | 25 => {
+                use crate::security::acl::{
+                    AclBinding, Operation, PatternType, Permission, ResourceType,
+                };
+                let acl = AclBinding {
+                    resource_type: [ResourceType::Topic, ResourceType::Group][rng.gen_range(0..2)],
+                    name: name(rng),
+                    pattern: [PatternType::Literal, PatternType::Prefixed][rng.gen_range(0..2)],
+                    principal: format!("User:u{}", rng.gen_range(0..3)),
+                    host: "*".into(),
+                    operation: [Operation::Read, Operation::Write][rng.gen_range(0..2)],
+                    permission: [Permission::Allow, Permission::Deny][rng.gen_range(0..2)],
+                };
+                match rng.gen_bool(0.3) {
+                    true => MetadataRecord::RemoveAccessControlEntry { request: request(rng), acl },
+                    false => MetadataRecord::AccessControlEntry { request: request(rng), acl },
+                }
+            }
             21 => MetadataRecord::UnregisterBroker { request: request(rng), node_id: node(rng) },
             20 => MetadataRecord::ProducerIds {
                 request: request(rng),
@@ -875,6 +967,13 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(11);
         let mut state = MetadataState::default();
         apply_random(&mut rng, &mut state, 200);
+        // Credentials or ACLs make it version 7 (below); this test is of the configs.
+        let (scram, acls) = (std::mem::take(&mut state.scram), std::mem::take(&mut state.acls));
+        assert!(!scram.is_empty() || !acls.is_empty(), "the random records made none");
+        let with_security = MetadataState { scram, acls, ..state.clone() };
+        let bytes = encode(&meta(state.applied_index), &with_security);
+        assert_eq!(bytes[4], VERSION_SECURITY);
+        assert_eq!(decode(&bytes).expect("decodes").1, with_security);
         let without = encode(&meta(state.applied_index), &state);
         assert!(without[4] < VERSION_LONG_VALUES, "version {}", without[4]);
         let long = "y".repeat(STRING_BYTES_MAX + 10);

@@ -35,6 +35,8 @@ use super::records::{Election, MetadataRecord, RequestId};
 use crate::constants::{CLUSTER_PRODUCER_ID_BLOCKS_START, CLUSTER_REQUESTS_REMEMBERED_MAX};
 use crate::model::dynamic_config::DynamicConfigs;
 use crate::model::{ErrorCode, LeaderEpoch, NodeId, PartitionEpoch};
+use crate::security::acl::AclBinding;
+use crate::security::scram::{Credential, Mechanism};
 use crate::shard::internal_log::{self, INTERNAL_TOPICS};
 
 /// A registered broker and where clients reach it.
@@ -211,11 +213,14 @@ pub struct Applied {
     pub catalog_changed: bool,
     /// A topic request's outcome, for the node that proposed it.
     pub outcome: Option<(RequestId, TopicOutcome)>,
+    /// The SCRAM credentials or the ACLs changed (every node's authenticator and
+    /// authorizer take them).
+    pub security_changed: bool,
 }
 
 impl Applied {
     fn changed(changed: bool) -> Applied {
-        Applied { changed, catalog_changed: false, outcome: None }
+        Applied { changed, ..Applied::default() }
     }
 }
 
@@ -248,6 +253,10 @@ pub struct MetadataState {
     /// proposes its removal), and comes back by joining again (a learner added after that
     /// index: `learner_added`) or registering again.
     pub unregistered: BTreeMap<NodeId, u64>,
+    /// The SCRAM credentials (ScramCredential records: salted keys), by user and mechanism.
+    pub scram: BTreeMap<(String, Mechanism), Credential>,
+    /// The ACLs (AccessControlEntry records).
+    pub acls: BTreeSet<AclBinding>,
     /// The requests applied lately (a set, and the same ids oldest first to forget them).
     pub(super) requests_seen: BTreeSet<RequestId>,
     pub(super) requests_order: VecDeque<RequestId>,
@@ -272,6 +281,15 @@ impl MetadataState {
                     changed,
                     catalog_changed: false,
                     outcome: Some((request, outcome)),
+                    security_changed: false,
+                };
+            }
+            if let Some((changed, outcome)) = self.apply_security_record(record) {
+                return Applied {
+                    changed,
+                    security_changed: changed,
+                    outcome: Some((request, outcome)),
+                    ..Applied::default()
                 };
             }
             if let MetadataRecord::ProducerIds { legacy_end, block_size, .. } = record {
@@ -281,6 +299,7 @@ impl MetadataState {
                     changed: true,
                     catalog_changed: false,
                     outcome: Some((request, outcome)),
+                    security_changed: false,
                 };
             }
             let outcome = self.apply_topic_record(record);
@@ -289,6 +308,7 @@ impl MetadataState {
                 changed,
                 catalog_changed: changed,
                 outcome: Some((request, outcome)),
+                security_changed: false,
             };
         }
         match record {
@@ -343,7 +363,12 @@ impl MetadataState {
             } => {
                 let epochs = (*leader_epoch, *partition_epoch);
                 let changed = self.change_partition(topic_id, *partition, *leader, epochs, isr);
-                Applied { changed, catalog_changed: changed, outcome: None }
+                Applied {
+                    changed,
+                    catalog_changed: changed,
+                    outcome: None,
+                    security_changed: false,
+                }
             }
             MetadataRecord::AlterPartition {
                 topic_id,
@@ -364,14 +389,24 @@ impl MetadataState {
                 let changed = alter_partition_moves_epoch(
                     &self.alter_partition(topic_id, *partition, &asked),
                 );
-                Applied { changed, catalog_changed: changed, outcome: None }
+                Applied {
+                    changed,
+                    catalog_changed: changed,
+                    outcome: None,
+                    security_changed: false,
+                }
             }
             MetadataRecord::ClusterId { cluster_id } => {
                 if self.cluster_id.is_some() {
                     return Applied::default();
                 }
                 self.cluster_id = Some(cluster_id.clone());
-                Applied { changed: true, catalog_changed: true, outcome: None }
+                Applied {
+                    changed: true,
+                    catalog_changed: true,
+                    outcome: None,
+                    security_changed: false,
+                }
             }
             MetadataRecord::InternalTopic { name, leaders } => {
                 if self.internal.contains_key(name) || leaders.is_empty() {
@@ -382,10 +417,59 @@ impl MetadataState {
             }
             MetadataRecord::CompleteReassignment { topic_id, partition, leader_epoch } => {
                 let changed = self.complete_reassignment(topic_id, *partition, *leader_epoch);
-                Applied { changed, catalog_changed: changed, outcome: None }
+                Applied {
+                    changed,
+                    catalog_changed: changed,
+                    outcome: None,
+                    security_changed: false,
+                }
             }
             _ => unreachable!("topic records carry a request id"),
         }
+    }
+
+    /// Applies a SCRAM credential or ACL record (None for other records): whether the state
+    /// changed, and the outcome for the proposer. Every node applies them alike, so every
+    /// node authenticates and authorizes from the same credentials and ACLs.
+    fn apply_security_record(&mut self, record: &MetadataRecord) -> Option<(bool, TopicOutcome)> {
+        let done = |name: &str| TopicSummary {
+            name: name.to_string(),
+            topic_id: [0; 16],
+            partitions: 0,
+            overrides: BTreeMap::new(),
+            producer_ids: None,
+        };
+        Some(match record {
+            MetadataRecord::ScramCredential { user, mechanism, credential, if_absent, .. } => {
+                let key = (user.clone(), *mechanism);
+                if *if_absent && self.scram.contains_key(&key) {
+                    return Some((false, Ok(done(user))));
+                }
+                let changed = self.scram.get(&key) != Some(credential);
+                self.scram.insert(key, credential.clone());
+                (changed, Ok(done(user)))
+            }
+            MetadataRecord::RemoveScramCredential { user, mechanism, .. } => {
+                match self.scram.remove(&(user.clone(), *mechanism)) {
+                    Some(_) => (true, Ok(done(user))),
+                    None => (
+                        false,
+                        Err(Refusal {
+                            code: ErrorCode::ResourceNotFound,
+                            message: "Attempt to delete a user credential that does not exist"
+                                .into(),
+                        }),
+                    ),
+                }
+            }
+            MetadataRecord::AccessControlEntry { acl, .. } => {
+                (self.acls.insert(acl.clone()), Ok(done(&acl.name)))
+            }
+            MetadataRecord::RemoveAccessControlEntry { acl, .. } => {
+                (self.acls.remove(acl), Ok(done(&acl.name)))
+            }
+            _ => return None,
+        })
     }
 
     /// Where each internal topic's keys are coordinated: the leader of each partition (NONE
@@ -1512,6 +1596,66 @@ mod tests {
 
     fn unfence(id: i32, broker_epoch: u64) -> MetadataRecord {
         MetadataRecord::UnfenceBroker { node_id: NodeId(id), broker_epoch }
+    }
+
+    #[test]
+    fn credentials_and_acls_apply_alike_everywhere() {
+        use crate::security::acl::{Operation, PatternType, Permission, ResourceType};
+        let mut state = MetadataState::default();
+        let mut serial = 0;
+        let mut request = || {
+            serial += 1;
+            RequestId { node_id: NodeId(1), serial }
+        };
+        let credential = |byte: u8| Credential {
+            salt: vec![byte],
+            stored_key: vec![byte; 32],
+            server_key: vec![byte; 32],
+            iterations: 4096,
+        };
+        let upsert = |request, byte, if_absent| MetadataRecord::ScramCredential {
+            request,
+            user: "alice".into(),
+            mechanism: Mechanism::Sha256,
+            credential: credential(byte),
+            if_absent,
+        };
+        let key = ("alice".to_string(), Mechanism::Sha256);
+        assert!(next(&mut state, &upsert(request(), 1, true)).security_changed);
+        // A bootstrap (if absent) keeps what is there; a change replaces it.
+        assert!(!next(&mut state, &upsert(request(), 2, true)).security_changed);
+        assert_eq!(state.scram[&key], credential(1));
+        let changed = upsert(request(), 3, false);
+        assert!(next(&mut state, &changed).security_changed);
+        assert_eq!(state.scram[&key], credential(3));
+        // The same request committed twice takes effect once.
+        assert_eq!(next(&mut state, &changed), Applied::default());
+        let remove = |request| MetadataRecord::RemoveScramCredential {
+            request,
+            user: "alice".into(),
+            mechanism: Mechanism::Sha256,
+        };
+        let applied = next(&mut state, &remove(request()));
+        assert!(applied.security_changed && applied.outcome.unwrap().1.is_ok());
+        let applied = next(&mut state, &remove(request()));
+        let refusal = applied.outcome.unwrap().1.unwrap_err();
+        assert_eq!(refusal.code, ErrorCode::ResourceNotFound);
+        let acl = AclBinding {
+            resource_type: ResourceType::Group,
+            name: "g".into(),
+            pattern: PatternType::Literal,
+            principal: "User:bob".into(),
+            host: "*".into(),
+            operation: Operation::Read,
+            permission: Permission::Deny,
+        };
+        let add = |request| MetadataRecord::AccessControlEntry { request, acl: acl.clone() };
+        assert!(next(&mut state, &add(request())).security_changed);
+        assert!(!next(&mut state, &add(request())).security_changed);
+        assert_eq!(state.acls.len(), 1);
+        let drop = MetadataRecord::RemoveAccessControlEntry { request: request(), acl };
+        assert!(next(&mut state, &drop).security_changed);
+        assert!(state.acls.is_empty());
     }
 
     /// Applies `record` at the next index.

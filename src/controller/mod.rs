@@ -33,6 +33,9 @@ use crate::model::dynamic_config::DynamicConfigs;
 use crate::model::topic::{validate_topic_name, TopicConfig};
 use crate::model::{ErrorCode, NodeId, ProducerId, ShardId};
 use crate::partition::{PartitionRequest, PartitionResponse, Partitions};
+use crate::security::acl::{AclBinding, AclFilter};
+use crate::security::credentials::{Change as ScramChange, ChangeError};
+use crate::security::Security;
 use crate::shard::catalog::{self, TopicMeta};
 use crate::shard::internal_log::INTERNAL_TOPICS;
 use crate::shard::mesh::{Mesh, Served, Service};
@@ -82,6 +85,9 @@ pub enum ControllerRequest {
     UnregisterBroker {
         node_id: NodeId,
     },
+    /// Clustered: SCRAM credential and ACL changes, each a record on the metadata log
+    /// (`quorum`), answered one by one.
+    Security(Vec<SecurityChange>),
     /// AlterPartitionReassignments of one partition: a new target, or a cancel (None).
     AlterReassignment {
         name: String,
@@ -99,6 +105,43 @@ pub enum ControllerResponse {
     ProducerId(Result<ProducerId, ErrorCode>),
     /// The outcome of AlterConfigs of a broker or group resource.
     Configs(Result<(), TopicError>),
+    /// The outcome of each `SecurityChange`, in order.
+    Security(Vec<Result<(), TopicError>>),
+}
+
+/// One change of the SCRAM credentials or the ACLs (AlterUserScramCredentials, CreateAcls,
+/// DeleteAcls).
+#[derive(Debug, Clone)]
+pub enum SecurityChange {
+    Scram(ScramChange),
+    AddAcl(AclBinding),
+    RemoveAcl(AclBinding),
+}
+
+impl SecurityChange {
+    /// Its record on the metadata log (Kafka's UserScramCredentialRecord and
+    /// RemoveUserScramCredentialRecord, AccessControlEntryRecord and
+    /// RemoveAccessControlEntryRecord).
+    fn record(self, request: RequestId) -> MetadataRecord {
+        match self {
+            SecurityChange::Scram(ScramChange::Upsert { user, mechanism, credential }) => {
+                MetadataRecord::ScramCredential {
+                    request,
+                    user,
+                    mechanism,
+                    credential,
+                    if_absent: false,
+                }
+            }
+            SecurityChange::Scram(ScramChange::Delete { user, mechanism }) => {
+                MetadataRecord::RemoveScramCredential { request, user, mechanism }
+            }
+            SecurityChange::AddAcl(acl) => MetadataRecord::AccessControlEntry { request, acl },
+            SecurityChange::RemoveAcl(acl) => {
+                MetadataRecord::RemoveAccessControlEntry { request, acl }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +178,8 @@ pub struct Controller {
     cluster: Rc<Cluster>,
     /// Clustered: the requests waiting for their records to be applied.
     proposals: quorum::Proposals,
+    /// The credentials and ACLs of the process (clustered: set from the log on shard 0).
+    security: Arc<Security>,
 }
 
 impl Service for Controller {
@@ -158,6 +203,9 @@ impl Service for Controller {
             if let Q::AlterConfigs { resource_type, name, configs } = request {
                 return R::Configs(this.alter_configs(resource_type, name, configs).await);
             }
+            if let Q::Security(changes) = request {
+                return R::Security(this.change_security_through_log(changes).await);
+            }
             if this.cluster.clustered() && !matches!(request, Q::AllocateProducerId) {
                 return R::Topic(this.change_through_log(request).await);
             }
@@ -175,7 +223,7 @@ impl Service for Controller {
                     R::ProducerId(this.producer_id_from_blocks().await)
                 }
                 Q::AllocateProducerId => R::ProducerId(this.allocate_producer_id().await),
-                Q::AlterConfigs { .. } => unreachable!("answered above"),
+                Q::AlterConfigs { .. } | Q::Security(_) => unreachable!("answered above"),
                 Q::UnregisterBroker { .. } => R::Topic(Err(TopicError {
                     code: ErrorCode::InvalidRequest,
                     message: "a single node has no broker registrations".into(),
@@ -210,6 +258,7 @@ impl Controller {
         mesh: Mesh<Controller>,
         partitions: Rc<Partitions>,
         cluster: Rc<Cluster>,
+        security: Arc<Security>,
     ) -> Self {
         Controller {
             shard,
@@ -220,6 +269,7 @@ impl Controller {
             catalog_writes: futures::lock::Mutex::new(()),
             cluster,
             proposals: quorum::Proposals::new(),
+            security,
         }
     }
 
@@ -235,6 +285,95 @@ impl Controller {
         // The first block at once: the first InitProducerId need not wait for a commit, and
         // the request reports this node's legacy ids (see `cluster::state::ProducerIds`).
         self.ask_for_producer_ids();
+        let to_log = self.security.to_log.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(to_log) = to_log {
+            glommio::spawn_local(self.clone().carry_security_to_log(to_log)).detach();
+        }
+    }
+
+    /// AlterUserScramCredentials' changes: in the credentials file on a single node, as
+    /// records on the metadata log in a cluster. The result of each, in order.
+    pub async fn change_scram(&self, changes: Vec<ScramChange>) -> Vec<Result<(), ChangeError>> {
+        if !self.security.clustered {
+            let security = self.security.clone();
+            return glommio::executor().spawn_blocking(move || security.scram.apply(changes)).await;
+        }
+        let changes = changes.into_iter().map(SecurityChange::Scram).collect();
+        self.change_security(changes)
+            .await
+            .into_iter()
+            .map(|outcome| match outcome {
+                Ok(()) => Ok(()),
+                Err(e) if e.code == ErrorCode::ResourceNotFound => Err(ChangeError::NotFound),
+                Err(e) => Err(ChangeError::Refused(e.code, e.message)),
+            })
+            .collect()
+    }
+
+    /// CreateAcls' valid creations: in the ACL file on a single node (all or none), as
+    /// records on the metadata log in a cluster. The result of each, in order.
+    pub async fn create_acls(&self, acls: Vec<AclBinding>) -> Vec<Result<(), TopicError>> {
+        if !self.security.clustered {
+            let count = acls.len();
+            let store = self.security.acls.clone();
+            let written = glommio::executor().spawn_blocking(move || store.create(&acls)).await;
+            return match written {
+                Ok(()) => vec![Ok(()); count],
+                Err(e) => {
+                    let error = TopicError { code: ErrorCode::UnknownServerError, message: e.0 };
+                    vec![Err(error); count]
+                }
+            };
+        }
+        self.change_security(acls.into_iter().map(SecurityChange::AddAcl).collect()).await
+    }
+
+    /// DeleteAcls' valid filters: the ACLs each removed. Clustered, the filters select from
+    /// the ACLs this node has applied, and each one selected is a removal record on the
+    /// metadata log (as Kafka's controller turns a filter into RemoveAccessControlEntry
+    /// records); an ACL whose removal did not commit fails the whole request.
+    pub async fn delete_acls(
+        &self,
+        filters: Vec<AclFilter>,
+    ) -> Result<Vec<Vec<AclBinding>>, TopicError> {
+        if !self.security.clustered {
+            let store = self.security.acls.clone();
+            let removed = glommio::executor().spawn_blocking(move || store.delete(&filters)).await;
+            return removed
+                .map_err(|e| TopicError { code: ErrorCode::UnknownServerError, message: e.0 });
+        }
+        let current = self.security.acls.load();
+        let removed: Vec<Vec<AclBinding>> = filters
+            .iter()
+            .map(|filter| {
+                current.acls().iter().filter(|acl| filter.matches(acl)).cloned().collect()
+            })
+            .collect();
+        let distinct: std::collections::BTreeSet<AclBinding> =
+            removed.iter().flatten().cloned().collect();
+        let changes = distinct.into_iter().map(SecurityChange::RemoveAcl).collect();
+        for outcome in self.change_security(changes).await {
+            outcome?;
+        }
+        Ok(removed)
+    }
+
+    /// Clustered: the changes through the controller on shard 0, one record each.
+    async fn change_security(&self, changes: Vec<SecurityChange>) -> Vec<Result<(), TopicError>> {
+        let count = changes.len();
+        if count == 0 {
+            return Vec::new();
+        }
+        match self.call(ControllerRequest::Security(changes)).await {
+            Some(ControllerResponse::Security(outcomes)) => outcomes,
+            _ => {
+                let error = TopicError {
+                    code: ErrorCode::UnknownServerError,
+                    message: "the controller is not available (shutting down)".into(),
+                };
+                vec![Err(error); count]
+            }
+        }
     }
 
     /// Sends a request to the controller and waits for the answer; `None` once the mesh is

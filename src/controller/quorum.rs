@@ -42,7 +42,9 @@ use futures::future::Either;
 use glommio::channels::local_channel::LocalReceiver;
 
 use super::TopicError;
-use super::{partitions_added, producer_ids, Controller, ControllerRequest, CreateTopic};
+use super::{
+    partitions_added, producer_ids, Controller, ControllerRequest, CreateTopic, SecurityChange,
+};
 use crate::cluster::placement::{self, Candidate, Start};
 use crate::cluster::TopicSummary;
 use crate::cluster::{Committed, MetadataRecord, RequestId, TopicOutcome, TopicState};
@@ -53,6 +55,7 @@ use crate::constants::{
 };
 use crate::model::{ErrorCode, LeaderEpoch, NodeId, PartitionEpoch, ProducerId};
 use crate::partition::{PartitionRequest, PartitionResponse};
+use crate::security::ToLog;
 use crate::shard::catalog::{PartitionLeader, TopicMeta};
 use crate::shard::internal_log::{self, INTERNAL_TOPICS};
 
@@ -182,9 +185,9 @@ impl Controller {
                 let summary = self.propose_and_wait(record, deadline(0)).await?;
                 Ok(self.meta_of(summary))
             }
-            ControllerRequest::AllocateProducerId | ControllerRequest::AlterConfigs { .. } => {
-                unreachable!("not a topic change")
-            }
+            ControllerRequest::AllocateProducerId
+            | ControllerRequest::AlterConfigs { .. }
+            | ControllerRequest::Security(_) => unreachable!("not a topic change"),
         }
     }
 
@@ -266,6 +269,83 @@ impl Controller {
         let record =
             |request| MetadataRecord::AlterConfigs { request, resource_type, name, configs };
         self.propose_and_wait(record, deadline(0)).await.map(|_| ())
+    }
+
+    /// SCRAM credential and ACL changes in a cluster: one record each, proposed together
+    /// and answered once this node applied them (its authenticator and authorizer have
+    /// them then).
+    pub(super) async fn change_security_through_log(
+        &self,
+        changes: Vec<SecurityChange>,
+    ) -> Vec<Result<(), TopicError>> {
+        let proposals = changes.into_iter().map(|change| {
+            let record = move |request| change.record(request);
+            async move { self.propose_and_wait(record, deadline(0)).await.map(|_| ()) }
+        });
+        futures::future::join_all(proposals).await
+    }
+
+    /// Carries this node's credentials and ACLs files (from before the log held them) and
+    /// the bootstrap credentials to the log (`security::ToLog`), retrying until each is
+    /// applied; then renames the files `*.migrated`, so they are carried once.
+    pub(super) async fn carry_security_to_log(self: Rc<Self>, to_log: ToLog) {
+        let ToLog { scram, acls, bootstrap, files } = to_log;
+        let mut records: Vec<Box<dyn Fn(RequestId) -> MetadataRecord>> = Vec::new();
+        let credentials = scram.into_iter();
+        let bootstrapped = bootstrap.iter().map(|c| ((c.user.clone(), c.mechanism), c.salted()));
+        for ((user, mechanism), credential) in credentials.chain(bootstrapped) {
+            records.push(Box::new(move |request| MetadataRecord::ScramCredential {
+                request,
+                user: user.clone(),
+                mechanism,
+                credential: credential.clone(),
+                if_absent: true,
+            }));
+        }
+        let acl_count = acls.len();
+        for acl in acls {
+            records.push(Box::new(move |request| MetadataRecord::AccessControlEntry {
+                request,
+                acl: acl.clone(),
+            }));
+        }
+        if records.is_empty() && files.is_empty() {
+            return;
+        }
+        let count = records.len();
+        for make in &records {
+            loop {
+                match self.propose_and_wait(make, deadline(0)).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::debug!(code = ?e.code, "carrying credentials and ACLs: {}", e.message);
+                        glommio::timer::sleep(Duration::from_millis(CLUSTER_PROPOSAL_RETRY_MS))
+                            .await;
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            records = count,
+            acls = acl_count,
+            bootstrap = bootstrap.len(),
+            "SCRAM credentials and ACLs of this node are on the metadata log"
+        );
+        let renamed = glommio::executor()
+            .spawn_blocking(move || {
+                for file in &files {
+                    std::fs::rename(file, file.with_extension("migrated"))?;
+                }
+                Ok::<_, std::io::Error>(files)
+            })
+            .await;
+        match renamed {
+            Ok(files) if !files.is_empty() => {
+                tracing::info!(?files, "renamed the node's credentials and ACL files (*.migrated)")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot rename the carried credentials or ACL files: {e}"),
+        }
     }
 
     async fn create_topic_through_log(&self, create: CreateTopic) -> Result<TopicMeta, TopicError> {
@@ -453,6 +533,17 @@ impl Controller {
     /// they decided. Runs on shard 0 of a clustered node until the process ends.
     pub(super) async fn apply_committed(self: Rc<Self>, committed: LocalReceiver<Committed>) {
         while let Some(batch) = committed.recv().await {
+            // The credentials and the ACLs before the outcomes: a client told its change is
+            // done finds it here.
+            if self.security.scram.replace(&batch.scram) {
+                tracing::debug!(
+                    credentials = batch.scram.len(),
+                    "SCRAM credentials (metadata log)"
+                );
+            }
+            if self.security.acls.replace(&batch.acls) {
+                tracing::debug!(acls = batch.acls.len(), "ACLs (metadata log)");
+            }
             // New dynamic configs first: the topics below take their defaults.
             if batch.configs != self.shard.catalog.borrow().configs {
                 let changed = self.adopt_configs(batch.configs);

@@ -29,8 +29,11 @@
 //! copy's and reloads when it moved. No lock is taken and nothing crosses cores per request.
 //!
 //! The file, `__spate_meta/acls`, is TOML, written whole (temporary file, fsync, rename,
-//! directory fsync) as the SCRAM credentials and the catalog are. It is per node: a cluster's
-//! nodes each keep their own (not on the metadata log yet).
+//! directory fsync) as the SCRAM credentials and the catalog are, on a single node.
+//! Clustered, the ACLs are on the metadata log instead (AccessControlEntry records, applied
+//! by every node): the set is replaced by the log's (`AclStore::replace`) whenever it
+//! changes, and the file is only read once, to carry what it holds to the log
+//! (`controller`).
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -739,6 +742,20 @@ impl AclStore {
             set.len() != before
         })?;
         Ok(removed)
+    }
+
+    /// Clustered: the ACLs become the metadata log's (nothing is written; the log is
+    /// durable), published with the next version when they differ. Whether they changed.
+    pub fn replace(&self, acls: &BTreeSet<AclBinding>) -> bool {
+        let _writing = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.current.load_full();
+        if current.acls == *acls {
+            return false;
+        }
+        let version = current.version + 1;
+        self.current.store(Arc::new(AclSet::new(acls.clone(), version)));
+        self.version.store(version, Ordering::Release);
+        true
     }
 
     /// Applies `edit` to a copy of the ACLs under the writer lock; when it changed them,

@@ -6,6 +6,10 @@
 //! Reads (a login) load the current table without a lock (`ArcSwap`); a change
 //! (AlterUserScramCredentials, rare and administrative) takes the one writer lock, writes the
 //! file and then swaps the table in, so what a login sees is always what is on the disk.
+//!
+//! Clustered, the credentials are on the metadata log instead (`cluster::records`,
+//! ScramCredential): the table is replaced by the log's (`replace`) whenever it changes, and
+//! the file is only read once, to carry what it holds to the log (`controller`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +28,18 @@ pub const CREDENTIALS_FILE: &str = "scram-credentials";
 /// Salt bytes of a credential made here (bootstrap): 32 random bytes.
 const SALT_BYTES: usize = 32;
 
-type Table = BTreeMap<(String, Mechanism), Credential>;
+impl BootstrapCredential {
+    /// The credential with a fresh random salt.
+    pub fn salted(&self) -> Credential {
+        let mut salt = [0u8; SALT_BYTES];
+        getrandom::getrandom(&mut salt)
+            .unwrap_or_else(|e| unreachable!("the kernel's random source failed: {e}"));
+        Credential::from_password(self.mechanism, &self.password, &salt, self.iterations)
+    }
+}
+
+/// The credentials by user and mechanism.
+pub type Table = BTreeMap<(String, Mechanism), Credential>;
 
 /// The credential table of the process (one, shared by the shards).
 pub struct ScramStore {
@@ -53,6 +68,7 @@ struct Entry {
 }
 
 /// One change of AlterUserScramCredentials.
+#[derive(Debug, Clone)]
 pub enum Change {
     Upsert { user: String, mechanism: Mechanism, credential: Credential },
     Delete { user: String, mechanism: Mechanism },
@@ -65,6 +81,8 @@ pub enum ChangeError {
     NotFound,
     /// The file could not be written (KAFKA_STORAGE_ERROR).
     Storage(String),
+    /// Clustered: the metadata log did not take it (the code and message to answer).
+    Refused(crate::model::ErrorCode, String),
 }
 
 impl ScramStore {
@@ -83,6 +101,22 @@ impl ScramStore {
 
     pub fn get(&self, user: &str, mechanism: Mechanism) -> Option<Credential> {
         self.table.load().get(&(user.to_string(), mechanism)).cloned()
+    }
+
+    /// Every credential (clustered: what the file held, for the log).
+    pub fn entries(&self) -> Table {
+        (**self.table.load()).clone()
+    }
+
+    /// Clustered: the credentials become the metadata log's (nothing is written; the log
+    /// is durable). Whether they changed.
+    pub fn replace(&self, table: &Table) -> bool {
+        let _writing = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if **self.table.load() == *table {
+            return false;
+        }
+        self.table.store(Arc::new(table.clone()));
+        true
     }
 
     /// Every user with the mechanisms and iterations they have, by user.
@@ -133,21 +167,10 @@ impl ScramStore {
         let changes: Vec<Change> = credentials
             .iter()
             .filter(|c| self.get(&c.user, c.mechanism).is_none())
-            .map(|c| {
-                let mut salt = [0u8; SALT_BYTES];
-                getrandom::getrandom(&mut salt).unwrap_or_else(|e| {
-                    unreachable!("the kernel's random source failed: {e}");
-                });
-                Change::Upsert {
-                    user: c.user.clone(),
-                    mechanism: c.mechanism,
-                    credential: Credential::from_password(
-                        c.mechanism,
-                        &c.password,
-                        &salt,
-                        c.iterations,
-                    ),
-                }
+            .map(|c| Change::Upsert {
+                user: c.user.clone(),
+                mechanism: c.mechanism,
+                credential: c.salted(),
             })
             .collect();
         let added = changes.len();

@@ -70,6 +70,79 @@ pub struct Security {
     pub reauth_ms: u64,
     /// The ACLs and the authorizer's settings (`acl`).
     pub acls: Arc<AclStore>,
+    /// Clustered (`--controller-quorum-voters`): the credentials and the ACLs are the
+    /// metadata log's, which the controller applies (`ScramStore::replace`,
+    /// `AclStore::replace`) and changes go through.
+    pub clustered: bool,
+    /// Clustered: what this node's files held and the bootstrap credentials, for the
+    /// controller to carry to the log once (taken).
+    pub to_log: std::sync::Mutex<Option<ToLog>>,
+    /// How this node's inter-broker clients authenticate (`inter_broker`).
+    pub inter_broker: Option<InterBroker>,
+}
+
+/// What a clustered node carries to the metadata log at start (`Security::to_log`): the
+/// credentials and ACLs of its files (from before the log carried them: added when the log
+/// has no credential for that user and mechanism; ACLs are added, which changes nothing
+/// when the log has them), and the `--scram-bootstrap` credentials (added when absent, as
+/// on a single node). The files are renamed `*.migrated` once the log holds them.
+pub struct ToLog {
+    pub scram: credentials::Table,
+    pub acls: std::collections::BTreeSet<acl::AclBinding>,
+    pub bootstrap: Vec<BootstrapCredential>,
+    /// The files to rename once carried (those that exist).
+    pub files: Vec<std::path::PathBuf>,
+}
+
+/// Kafka's `sasl.mechanism.inter.broker.protocol` with the broker's own user and password
+/// (Kafka's `listener.name.<listener>.<mechanism>.sasl.jaas.config` username and password):
+/// what the follower fetchers and the transaction coordinator log in with on the other
+/// brokers' listener (a cluster node has one: Kafka's inter.broker.listener.name).
+#[derive(Clone)]
+pub struct InterBroker {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: String,
+}
+
+impl InterBroker {
+    /// The inter-broker login of the config (None: the brokers connect as ANONYMOUS); the
+    /// error is one sentence with the fix.
+    pub fn from_config(s: &crate::config::SecurityConfig) -> Result<Option<InterBroker>, String> {
+        let Some(name) = &s.sasl_mechanism_inter_broker_protocol else {
+            if s.inter_broker_sasl_username.is_some() || s.inter_broker_sasl_password.is_some() {
+                return Err("--inter-broker-sasl-username and --inter-broker-sasl-password need \
+                            --sasl-mechanism-inter-broker-protocol"
+                    .into());
+            }
+            return Ok(None);
+        };
+        let mechanism = match name.as_str() {
+            "PLAIN" => SaslMechanism::Plain,
+            other => SaslMechanism::Scram(Mechanism::from_name(other).ok_or_else(|| {
+                format!(
+                    "--sasl-mechanism-inter-broker-protocol {other:?} is not one of PLAIN, \
+                     SCRAM-SHA-256, SCRAM-SHA-512"
+                )
+            })?),
+        };
+        match (&s.inter_broker_sasl_username, &s.inter_broker_sasl_password) {
+            (Some(username), Some(password)) if !username.is_empty() => Ok(Some(InterBroker {
+                mechanism,
+                username: username.clone(),
+                password: password.clone(),
+            })),
+            _ => Err("--sasl-mechanism-inter-broker-protocol needs --inter-broker-sasl-username \
+                      and --inter-broker-sasl-password"
+                .into()),
+        }
+    }
+}
+
+impl std::fmt::Debug for InterBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} as {:?}", self.mechanism.name(), self.username)
+    }
 }
 
 impl Security {
@@ -94,10 +167,13 @@ impl Security {
             .iter()
             .map(|text| BootstrapCredential::parse(text))
             .collect::<Result<_, _>>()?;
+        let clustered = config.cluster.is_some();
         let scram = ScramStore::open(meta_dir)?;
-        let added = scram.bootstrap(&bootstrap)?;
-        if added > 0 {
-            tracing::info!(added, "SCRAM bootstrap credentials stored");
+        if !clustered {
+            let added = scram.bootstrap(&bootstrap)?;
+            if added > 0 {
+                tracing::info!(added, "SCRAM bootstrap credentials stored");
+            }
         }
         let mut mechanisms = Vec::new();
         if s.sasl_plain_users_file.is_some() {
@@ -110,6 +186,54 @@ impl Security {
             allow_if_no_acl: s.allow_everyone_if_no_acl_found,
         };
         let acls = Arc::new(AclStore::open(meta_dir, s.authorizer, policy)?);
+        // Clustered: the log's credentials and ACLs only (none until it is applied); the
+        // files' go to the log.
+        let to_log = clustered.then(|| {
+            let files = [credentials::CREDENTIALS_FILE, acl::ACLS_FILE]
+                .iter()
+                .map(|name| meta_dir.join(name))
+                .filter(|path| path.exists())
+                .collect();
+            let to_log = ToLog {
+                scram: scram.entries(),
+                acls: acls.load().acls().clone(),
+                bootstrap: bootstrap.clone(),
+                files,
+            };
+            scram.replace(&credentials::Table::new());
+            acls.replace(&std::collections::BTreeSet::new());
+            to_log
+        });
+        let inter_broker = InterBroker::from_config(s)?;
+        let first = config.listeners.first().map(|l| l.protocol);
+        if clustered {
+            match (first, &inter_broker) {
+                (Some(p), None) if p.sasl() => {
+                    return Err(format!(
+                        "the brokers of a cluster connect to each other on their listener \
+                         ({}); give --sasl-mechanism-inter-broker-protocol with \
+                         --inter-broker-sasl-username and --inter-broker-sasl-password",
+                        p.name()
+                    ))
+                }
+                (Some(p), _) if p.tls() => {
+                    return Err(format!(
+                        "the brokers of a cluster connect to each other on their listener \
+                         ({}), and their clients do not speak TLS yet; use a PLAINTEXT or \
+                         SASL_PLAINTEXT listener",
+                        p.name()
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if inter_broker.is_some() && !(clustered && first.is_some_and(|p| p.sasl())) {
+            return Err(
+                "--sasl-mechanism-inter-broker-protocol needs a cluster node whose listener \
+                        is SASL_PLAINTEXT (the brokers connect to each other on it)"
+                    .into(),
+            );
+        }
         if s.authorizer {
             tracing::info!(
                 acls = acls.load().acls().len(),
@@ -125,6 +249,9 @@ impl Security {
             mechanisms,
             reauth_ms: s.connections_max_reauth_ms,
             acls,
+            clustered,
+            to_log: std::sync::Mutex::new(to_log),
+            inter_broker,
         })
     }
 

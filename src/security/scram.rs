@@ -289,6 +289,87 @@ impl ScramServer {
     }
 }
 
+/// One SCRAM exchange as the client (a broker logging in on another broker,
+/// `security::inter_broker`): client-first, then client-final from server-first, then the
+/// server's signature checked in server-final, as RFC 5802 and Kafka's ScramSaslClient.
+pub struct ScramClient {
+    mechanism: Mechanism,
+    password: String,
+    client_first_bare: String,
+    nonce: String,
+    /// The server signature server-final must carry (after `last`).
+    server_signature: Option<Vec<u8>>,
+}
+
+impl ScramClient {
+    /// `nonce`: fresh random printable characters without a comma.
+    pub fn new(mechanism: Mechanism, user: &str, password: &str, nonce: &str) -> ScramClient {
+        let name = user.replace('=', "=3D").replace(',', "=2C");
+        ScramClient {
+            mechanism,
+            password: password.to_string(),
+            client_first_bare: format!("n={name},r={nonce}"),
+            nonce: nonce.to_string(),
+            server_signature: None,
+        }
+    }
+
+    pub fn first(&self) -> Vec<u8> {
+        format!("n,,{}", self.client_first_bare).into_bytes()
+    }
+
+    /// Takes server-first, gives client-final with the proof.
+    pub fn last(&mut self, server_first: &[u8]) -> Result<Vec<u8>, Failure> {
+        let fail = |reason: &str| Failure(format!("{}: {reason}", self.mechanism.name()));
+        let text = std::str::from_utf8(server_first).map_err(|_| fail("not UTF-8"))?;
+        let (mut nonce, mut salt, mut iterations) = (None, None, None);
+        for attribute in text.split(',') {
+            match attribute.split_once('=') {
+                Some(("r", value)) => nonce = Some(value),
+                Some(("s", value)) => salt = BASE64.decode(value).ok(),
+                Some(("i", value)) => iterations = value.parse::<u32>().ok(),
+                _ => {}
+            }
+        }
+        let (Some(nonce), Some(salt), Some(iterations)) = (nonce, salt, iterations) else {
+            return Err(fail("server-first lacks r=, s= or i="));
+        };
+        if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
+            return Err(fail("server nonce does not extend the client's"));
+        }
+        if !(ITERATIONS_MIN..=ITERATIONS_MAX).contains(&iterations) {
+            return Err(fail("iterations out of range"));
+        }
+        let salted = self.mechanism.salted_password(self.password.as_bytes(), &salt, iterations);
+        let client_key = self.mechanism.hmac(&salted, &[b"Client Key"]);
+        let stored_key = self.mechanism.hash(&client_key);
+        let without_proof = format!("c={},r={nonce}", BASE64.encode(b"n,,"));
+        let auth_message = format!("{},{text},{without_proof}", self.client_first_bare);
+        let signature = self.mechanism.hmac(&stored_key, &[auth_message.as_bytes()]);
+        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+        let server_key = self.mechanism.hmac(&salted, &[b"Server Key"]);
+        self.server_signature = Some(self.mechanism.hmac(&server_key, &[auth_message.as_bytes()]));
+        Ok(format!("{without_proof},p={}", BASE64.encode(proof)).into_bytes())
+    }
+
+    /// Checks server-final: the server knew the credential.
+    pub fn verify(&self, server_final: &[u8]) -> Result<(), Failure> {
+        let fail = |reason: &str| Failure(format!("{}: {reason}", self.mechanism.name()));
+        let text = std::str::from_utf8(server_final).map_err(|_| fail("not UTF-8"))?;
+        if let Some(error) = text.strip_prefix("e=") {
+            return Err(fail(&format!("the server refused: {error}")));
+        }
+        let signature = text
+            .strip_prefix("v=")
+            .and_then(|v| BASE64.decode(v.split(',').next().unwrap_or_default()).ok())
+            .ok_or_else(|| fail("server-final has no v="))?;
+        match &self.server_signature {
+            Some(expected) if equal_in_constant_time(expected, &signature) => Ok(()),
+            _ => Err(fail("the server's signature does not match")),
+        }
+    }
+}
+
 /// Whether two byte strings are equal, in a time that does not depend on where they differ.
 pub fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -416,6 +497,31 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_client_logs_in_on_the_server_and_checks_its_signature() {
+        for mechanism in [Mechanism::Sha256, Mechanism::Sha512] {
+            let credential = Credential::from_password(mechanism, "pw", b"salty", 4096);
+            let login = |password: &str| {
+                let mut client = ScramClient::new(mechanism, "bro,ker=1", password, "cnonce");
+                let mut server = ScramServer::new(mechanism);
+                let lookup = |user: &str| (user == "bro,ker=1").then(|| credential.clone());
+                let first = server.first(&client.first(), lookup, "snonce", b"fake").unwrap();
+                let last = client.last(&first).unwrap();
+                let (user, server_final) = server.last(&last)?;
+                assert_eq!(user, "bro,ker=1");
+                client.verify(&server_final).map(|_| ())
+            };
+            assert!(login("pw").is_ok());
+            assert!(login("wrong").is_err());
+            // A server that does not know the credential cannot sign.
+            let mut client = ScramClient::new(mechanism, "u", "pw", "cnonce");
+            let first = format!("r=cnonceS,s={},i=4096", BASE64.encode(b"salty"));
+            client.last(first.as_bytes()).unwrap();
+            assert!(client.verify(b"v=AAAA").is_err());
+            assert!(client.last(b"r=other,s=AAAA,i=4096").is_err());
         }
     }
 
