@@ -372,7 +372,8 @@ impl ConsumerGroup {
         names
     }
 
-    fn static_member(&self, instance_id: &str) -> Option<&str> {
+    /// The member id of the static member with `instance_id`, if any.
+    pub fn static_member(&self, instance_id: &str) -> Option<&str> {
         self.members
             .values()
             .find(|m| m.instance_id.as_deref() == Some(instance_id))
@@ -395,6 +396,9 @@ impl ConsumerGroup {
             || req.member_epoch == LEAVE_GROUP_STATIC_MEMBER_EPOCH
         {
             return self.leave(now, &req, cfg, fx);
+        }
+        if let Err(response) = self.check_size(&req.member_id, cfg) {
+            return response;
         }
         if let Some(assignor) = req.server_assignor.as_deref().filter(|a| !a.is_empty()) {
             if !cfg.consumer_assignors.iter().any(|a| a == assignor) || !assignor::known(assignor) {
@@ -453,6 +457,21 @@ impl ConsumerGroup {
             heartbeat_interval_ms: cfg.consumer_heartbeat_interval_ms,
             assignment: (full_request || changed).then(|| member.assigned.clone()),
         }
+    }
+
+    /// Kafka's `throwIfConsumerGroupIsFull`: a member the group does not have is refused once
+    /// the group has `group.consumer.max.size` members.
+    fn check_size(&self, member_id: &str, cfg: &GroupConfig) -> Result<(), HeartbeatResponse> {
+        if self.members.len() < cfg.consumer_max_size || self.members.contains_key(member_id) {
+            return Ok(());
+        }
+        Err(HeartbeatResponse::error(
+            ErrorCode::GroupMaxSizeReached,
+            format!(
+                "The consumer group has reached its maximum capacity of {} members.",
+                cfg.consumer_max_size
+            ),
+        ))
     }
 
     /// The member a heartbeat is for: an existing one whose epoch checks out, a new one (epoch
@@ -976,6 +995,13 @@ impl ConsumerGroup {
                 .all(|m| m.classic.is_some())
     }
 
+    /// Kafka's `allMembersUseClassicProtocolExcept` for a static member about to be replaced
+    /// (`validateOnlineDowngradeWithReplacedMemberId`): the member holding `instance_id`
+    /// speaks the consumer protocol and every other member the classic one.
+    pub fn all_classic_except_instance(&self, instance_id: &str) -> bool {
+        self.static_member(instance_id).is_some_and(|id| self.all_classic_except(id))
+    }
+
     /// Every member id with its timers' kinds, for cancelling them all.
     pub fn member_ids(&self) -> Vec<String> {
         self.members.keys().cloned().collect()
@@ -1014,6 +1040,9 @@ impl ConsumerGroup {
             if unknown { uuid::Uuid::new_v4().to_string() } else { req.member_id.clone() };
         if !self.supports_classic_protocols(&req.protocol_type, &req.protocols) {
             return Err((ErrorCode::InconsistentGroupProtocol, req.member_id.clone()));
+        }
+        if self.check_size(&req.member_id, cfg).is_err() {
+            return Err((ErrorCode::GroupMaxSizeReached, req.member_id.clone()));
         }
         if unknown && req.require_known_member_id && req.instance_id.is_none() {
             return Err((ErrorCode::MemberIdRequired, member_id));
