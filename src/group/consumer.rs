@@ -2034,6 +2034,50 @@ mod tests {
     }
 
     #[test]
+    fn a_classic_static_member_replacing_the_last_consumer_member_downgrades_at_once() {
+        let mut g = Groups::default();
+        let t = topics(&[("t", 1, 4)]);
+        stable_classic_pair(&mut g, &t);
+        let mut n = join("n", &["t"]);
+        n.instance_id = Some("i".into());
+        assert_eq!(g.consumer_heartbeat(20_000, n, &t).error_code, ErrorCode::None);
+        assert!(g.describe("g").is_consumer_group);
+        // Kafka's validateOnlineDowngradeWithReplacedMemberId: a classic member takes the
+        // instance id's place, and the group is classic at once, Stable, no rebalance.
+        let replacing =
+            JoinRequest { group_instance_id: Some("i".into()), ..classic_join("g", "", &[]) };
+        g.join(20_001, 7, replacing, &t);
+        let j = joined(&mut g, 7);
+        assert_eq!(j.error_code, ErrorCode::None, "{j:?}");
+        assert!(!g.describe("g").is_consumer_group);
+        assert_eq!(g.state_of("g"), Some(crate::group::state::GroupState::Stable));
+        assert_eq!(g.list(&[])[0].group_type, "classic");
+    }
+
+    #[test]
+    fn a_static_member_leaving_with_epoch_minus_one_downgrades_the_group() {
+        let mut g = Groups::default();
+        let t = topics(&[("t", 1, 4)]);
+        stable_classic_pair(&mut g, &t);
+        let mut n = join("n", &["t"]);
+        n.instance_id = Some("i".into());
+        assert_eq!(g.consumer_heartbeat(20_000, n, &t).error_code, ErrorCode::None);
+        let leave = |member: &str| ConsumerHeartbeat {
+            instance_id: Some("i".into()),
+            ..beat(member, -1, &Assignment::new())
+        };
+        // The instance id must name the member (Kafka's throwIfInstanceIdIsFenced).
+        let wrong = g.consumer_heartbeat(20_001, leave("x"), &t);
+        assert_eq!(wrong.error_code, ErrorCode::FencedInstanceId);
+        assert!(g.describe("g").is_consumer_group);
+        // Kafka's consumerGroupLeave: fenced as a dynamic member is, so the group of the two
+        // classic members is classic again, rebalancing.
+        assert_eq!(g.consumer_heartbeat(20_002, leave("n"), &t).error_code, ErrorCode::None);
+        assert_eq!(g.consumer_describe("g").error_code, ErrorCode::GroupIdNotFound);
+        assert_eq!(g.state_of("g"), Some(crate::group::state::GroupState::PreparingRebalance));
+    }
+
+    #[test]
     fn migration_policy_disabled_refuses_the_upgrade_and_the_downgrade() {
         let config = GroupConfig {
             migration_policy: crate::model::settings::MigrationPolicy::Disabled,
