@@ -280,6 +280,13 @@ pub struct Args {
     /// disabled) [default: bidirectional].
     #[arg(long, value_name = "POLICY")]
     pub group_consumer_migration_policy: Option<String>,
+    /// Members of a KIP-848 consumer group at most; a new one beyond is refused
+    /// GROUP_MAX_SIZE_REACHED (group.consumer.max.size) [default: 2147483647].
+    #[arg(long, value_name = "N")]
+    pub group_consumer_max_size: Option<i32>,
+    /// Members of a share group at most, 1 to 1000 (group.share.max.size) [default: 200].
+    #[arg(long, value_name = "N")]
+    pub group_share_max_size: Option<i32>,
     /// Session timeout of share group members (group.share.session.timeout.ms)
     /// [default: 45000].
     #[arg(long, value_name = "MS")]
@@ -382,6 +389,8 @@ struct FileConfig {
     group_consumer_heartbeat_interval_ms: Option<i32>,
     group_consumer_assignors: Option<String>,
     group_consumer_migration_policy: Option<String>,
+    group_consumer_max_size: Option<i32>,
+    group_share_max_size: Option<i32>,
     group_share_session_timeout_ms: Option<i32>,
     group_share_heartbeat_interval_ms: Option<i32>,
     group_share_record_lock_duration_ms: Option<i32>,
@@ -808,6 +817,8 @@ impl Config {
                 .group_consumer_migration_policy
                 .clone()
                 .or(file.group_consumer_migration_policy.clone()),
+            consumer_max_size: args.group_consumer_max_size.or(file.group_consumer_max_size),
+            share_max_size: args.group_share_max_size.or(file.group_share_max_size),
             share: [
                 args.group_share_session_timeout_ms.or(file.group_share_session_timeout_ms),
                 args.group_share_heartbeat_interval_ms.or(file.group_share_heartbeat_interval_ms),
@@ -996,6 +1007,11 @@ fn given_broker_configs(args: &Args, file: &FileConfig) -> BTreeSet<&'static str
                 .or(f.group_consumer_migration_policy.as_ref())
                 .is_some(),
         ),
+        (
+            "group.consumer.max.size",
+            a.group_consumer_max_size.or(f.group_consumer_max_size).is_some(),
+        ),
+        ("group.share.max.size", a.group_share_max_size.or(f.group_share_max_size).is_some()),
         (
             "offsets.retention.minutes",
             a.offsets_retention_minutes.or(f.offsets_retention_minutes).is_some(),
@@ -1188,6 +1204,8 @@ struct GroupValues {
     consumer_heartbeat_interval_ms: Option<i32>,
     consumer_assignors: Option<String>,
     migration_policy: Option<String>,
+    consumer_max_size: Option<i32>,
+    share_max_size: Option<i32>,
     /// The share group options, in `--group-share-*` order: session timeout, heartbeat
     /// interval, record lock duration, delivery count limit, max record locks.
     share: [Option<i32>; 5],
@@ -1246,6 +1264,15 @@ fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
             )
         })?,
     };
+    let consumer_max_size = values.consumer_max_size.unwrap_or(i32::MAX);
+    if consumer_max_size < 1 {
+        return Err(format!("--group-consumer-max-size {consumer_max_size} must be positive."));
+    }
+    let share_max_size = values.share_max_size.unwrap_or(defaults.share_max_size as i32);
+    // Kafka's bounds for group.share.max.size.
+    if !(1..=1000).contains(&share_max_size) {
+        return Err(format!("--group-share-max-size {share_max_size} must be between 1 and 1000."));
+    }
     let [share_session, share_interval, lock, limit, locks] = values.share;
     let share_session = share_session.unwrap_or(defaults.share_session_timeout_ms);
     let share_interval = share_interval.unwrap_or(defaults.share_heartbeat_interval_ms);
@@ -1284,6 +1311,8 @@ fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
         consumer_heartbeat_interval_ms: interval,
         consumer_assignors: assignors,
         migration_policy,
+        consumer_max_size: consumer_max_size as usize,
+        share_max_size: share_max_size as usize,
         initial_rebalance_delay_ms: delay,
         session_timeout_ms_min: min,
         session_timeout_ms_max: max,

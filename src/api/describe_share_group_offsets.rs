@@ -4,10 +4,15 @@
 //! group has not started is -1, as in Kafka; a topic the catalog does not know is
 //! UNKNOWN_TOPIC_OR_PARTITION. One mesh message per owning shard. A clustered node answers
 //! UNSUPPORTED_VERSION for each group (share groups are single-node for now).
+//!
+//! v1 (Kafka 4.2, KIP-1226) adds each partition's lag: the records below the high watermark
+//! whose delivery is not complete (`ShareOffset::lag`; -1 for a partition not started), the
+//! high watermarks read from the partitions' owning shards (ListOffsets, latest).
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use futures::future::join_all;
 use kafka_protocol::messages::describe_share_group_offsets_response::{
     DescribeShareGroupOffsetsResponseGroup, DescribeShareGroupOffsetsResponsePartition,
     DescribeShareGroupOffsetsResponseTopic,
@@ -19,7 +24,9 @@ use kafka_protocol::messages::{
 use super::group_common::{by_owner, check_group_id, EmptyGroupId};
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
-use crate::model::{ErrorCode, TopicPartition};
+use crate::group::share::ShareOffset;
+use crate::model::{ErrorCode, Isolation, ShardId, TopicPartition};
+use crate::partition::{PartitionRequest, PartitionResponse};
 use crate::security::acl::Operation;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -29,7 +36,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     };
     let ids: Vec<String> = request.groups.iter().map(|g| g.group_id.0.to_string()).collect();
     let clustered = ctx.cluster().clustered();
-    let mut found: BTreeMap<String, Option<Vec<(TopicPartition, i64)>>> = BTreeMap::new();
+    let mut found: BTreeMap<String, Option<Vec<(TopicPartition, ShareOffset)>>> = BTreeMap::new();
     if !clustered {
         let calls = by_owner(ctx, &ids, EmptyGroupId::Refused, Operation::Describe)
             .into_iter()
@@ -40,6 +47,12 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             }
         }
     }
+    let high_watermarks = if ctx.version >= 1 {
+        let started = found.values().flatten().flatten().map(|(tp, _)| tp.clone());
+        high_watermarks(ctx, started).await
+    } else {
+        BTreeMap::new()
+    };
     let mut response = DescribeShareGroupOffsetsResponse::default();
     for asked in &request.groups {
         let id = asked.group_id.0.to_string();
@@ -55,7 +68,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             response.groups.push(group);
             continue;
         }
-        let starts: BTreeMap<TopicPartition, i64> =
+        let starts: BTreeMap<TopicPartition, ShareOffset> =
             found.remove(&id).flatten().unwrap_or_default().into_iter().collect();
         // Asked partitions, or every partition the group started (topics null).
         let wanted: Vec<(String, Vec<i32>)> = match &asked.topics {
@@ -88,7 +101,12 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                     match meta {
                         Some(meta) if (0..meta.partitions).contains(&partition) => {
                             let tp = TopicPartition::new(meta.name.clone(), partition);
-                            out.start_offset = starts.get(&tp).copied().unwrap_or(-1);
+                            let offset = starts.get(&tp);
+                            out.start_offset = offset.map_or(-1, |o| o.start);
+                            if ctx.version >= 1 {
+                                let lag = offset.zip(high_watermarks.get(&tp));
+                                out.lag = lag.map_or(-1, |(o, hw)| o.lag(*hw));
+                            }
                         }
                         _ => {
                             out.start_offset = -1;
@@ -104,4 +122,29 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         response.groups.push(group);
     }
     ctx.reply(&response)
+}
+
+/// The high watermark of each partition, read from its owning shard (a partition whose
+/// read fails is left out: its lag is -1).
+async fn high_watermarks(
+    ctx: &Context,
+    partitions: impl Iterator<Item = TopicPartition>,
+) -> BTreeMap<TopicPartition, i64> {
+    let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, i64)>> = BTreeMap::new();
+    for tp in partitions {
+        // Kafka's ListOffsets timestamp -1: the latest offset, the high watermark.
+        by_shard.entry(ctx.shard().owner(&tp)).or_default().push((tp, -1));
+    }
+    let calls = by_shard.into_iter().map(|(owner, partitions)| {
+        let isolation = Isolation::ReadUncommitted;
+        ctx.partitions().call(owner, PartitionRequest::ListOffsets { partitions, isolation })
+    });
+    let mut out = BTreeMap::new();
+    for answer in join_all(calls).await {
+        let Some(PartitionResponse::Offsets(results)) = answer else { continue };
+        for result in results.into_iter().filter(|r| r.error_code == ErrorCode::None) {
+            out.insert(result.tp, result.offset.0);
+        }
+    }
+    out
 }

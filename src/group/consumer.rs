@@ -372,7 +372,8 @@ impl ConsumerGroup {
         names
     }
 
-    fn static_member(&self, instance_id: &str) -> Option<&str> {
+    /// The member id of the static member with `instance_id`, if any.
+    pub fn static_member(&self, instance_id: &str) -> Option<&str> {
         self.members
             .values()
             .find(|m| m.instance_id.as_deref() == Some(instance_id))
@@ -395,6 +396,9 @@ impl ConsumerGroup {
             || req.member_epoch == LEAVE_GROUP_STATIC_MEMBER_EPOCH
         {
             return self.leave(now, &req, cfg, fx);
+        }
+        if let Err(response) = self.check_size(&req.member_id, cfg) {
+            return response;
         }
         if let Some(assignor) = req.server_assignor.as_deref().filter(|a| !a.is_empty()) {
             if !cfg.consumer_assignors.iter().any(|a| a == assignor) || !assignor::known(assignor) {
@@ -453,6 +457,21 @@ impl ConsumerGroup {
             heartbeat_interval_ms: cfg.consumer_heartbeat_interval_ms,
             assignment: (full_request || changed).then(|| member.assigned.clone()),
         }
+    }
+
+    /// Kafka's `throwIfConsumerGroupIsFull`: a member the group does not have is refused once
+    /// the group has `group.consumer.max.size` members.
+    fn check_size(&self, member_id: &str, cfg: &GroupConfig) -> Result<(), HeartbeatResponse> {
+        if self.members.len() < cfg.consumer_max_size || self.members.contains_key(member_id) {
+            return Ok(());
+        }
+        Err(HeartbeatResponse::error(
+            ErrorCode::GroupMaxSizeReached,
+            format!(
+                "The consumer group has reached its maximum capacity of {} members.",
+                cfg.consumer_max_size
+            ),
+        ))
     }
 
     /// The member a heartbeat is for: an existing one whose epoch checks out, a new one (epoch
@@ -976,6 +995,13 @@ impl ConsumerGroup {
                 .all(|m| m.classic.is_some())
     }
 
+    /// Kafka's `allMembersUseClassicProtocolExcept` for a static member about to be replaced
+    /// (`validateOnlineDowngradeWithReplacedMemberId`): the member holding `instance_id`
+    /// speaks the consumer protocol and every other member the classic one.
+    pub fn all_classic_except_instance(&self, instance_id: &str) -> bool {
+        self.static_member(instance_id).is_some_and(|id| self.all_classic_except(id))
+    }
+
     /// Every member id with its timers' kinds, for cancelling them all.
     pub fn member_ids(&self) -> Vec<String> {
         self.members.keys().cloned().collect()
@@ -1014,6 +1040,9 @@ impl ConsumerGroup {
             if unknown { uuid::Uuid::new_v4().to_string() } else { req.member_id.clone() };
         if !self.supports_classic_protocols(&req.protocol_type, &req.protocols) {
             return Err((ErrorCode::InconsistentGroupProtocol, req.member_id.clone()));
+        }
+        if self.check_size(&req.member_id, cfg).is_err() {
+            return Err((ErrorCode::GroupMaxSizeReached, req.member_id.clone()));
         }
         if unknown && req.require_known_member_id && req.instance_id.is_none() {
             return Err((ErrorCode::MemberIdRequired, member_id));
@@ -2002,6 +2031,50 @@ mod tests {
         g.join(20_017, 13, classic_join("g", &b, &[]), &t);
         let ja = joined(&mut g, 12);
         assert_eq!((ja.error_code, ja.generation_id), (ErrorCode::None, 3));
+    }
+
+    #[test]
+    fn a_classic_static_member_replacing_the_last_consumer_member_downgrades_at_once() {
+        let mut g = Groups::default();
+        let t = topics(&[("t", 1, 4)]);
+        stable_classic_pair(&mut g, &t);
+        let mut n = join("n", &["t"]);
+        n.instance_id = Some("i".into());
+        assert_eq!(g.consumer_heartbeat(20_000, n, &t).error_code, ErrorCode::None);
+        assert!(g.describe("g").is_consumer_group);
+        // Kafka's validateOnlineDowngradeWithReplacedMemberId: a classic member takes the
+        // instance id's place, and the group is classic at once, Stable, no rebalance.
+        let replacing =
+            JoinRequest { group_instance_id: Some("i".into()), ..classic_join("g", "", &[]) };
+        g.join(20_001, 7, replacing, &t);
+        let j = joined(&mut g, 7);
+        assert_eq!(j.error_code, ErrorCode::None, "{j:?}");
+        assert!(!g.describe("g").is_consumer_group);
+        assert_eq!(g.state_of("g"), Some(crate::group::state::GroupState::Stable));
+        assert_eq!(g.list(&[])[0].group_type, "classic");
+    }
+
+    #[test]
+    fn a_static_member_leaving_with_epoch_minus_one_downgrades_the_group() {
+        let mut g = Groups::default();
+        let t = topics(&[("t", 1, 4)]);
+        stable_classic_pair(&mut g, &t);
+        let mut n = join("n", &["t"]);
+        n.instance_id = Some("i".into());
+        assert_eq!(g.consumer_heartbeat(20_000, n, &t).error_code, ErrorCode::None);
+        let leave = |member: &str| ConsumerHeartbeat {
+            instance_id: Some("i".into()),
+            ..beat(member, -1, &Assignment::new())
+        };
+        // The instance id must name the member (Kafka's throwIfInstanceIdIsFenced).
+        let wrong = g.consumer_heartbeat(20_001, leave("x"), &t);
+        assert_eq!(wrong.error_code, ErrorCode::FencedInstanceId);
+        assert!(g.describe("g").is_consumer_group);
+        // Kafka's consumerGroupLeave: fenced as a dynamic member is, so the group of the two
+        // classic members is classic again, rebalancing.
+        assert_eq!(g.consumer_heartbeat(20_002, leave("n"), &t).error_code, ErrorCode::None);
+        assert_eq!(g.consumer_describe("g").error_code, ErrorCode::GroupIdNotFound);
+        assert_eq!(g.state_of("g"), Some(crate::group::state::GroupState::PreparingRebalance));
     }
 
     #[test]

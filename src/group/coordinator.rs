@@ -210,7 +210,7 @@ pub enum GroupResponse {
     SharePlan(Vec<FetchPlan>),
     ShareAcquired(Vec<(TopicPartition, Vec<Acquired>)>),
     ShareAcknowledged(Result<Vec<(TopicPartition, ErrorCode)>, ErrorCode>),
-    /// Per group: its share partitions' start offsets (None: not a share group here).
+    /// Per group: its share partitions' offsets (None: not a share group here).
     ShareOffsets(Vec<(String, Option<StartOffsets>)>),
     /// AlterShareGroupOffsets: done, or the group's error.
     ShareOffsetsAltered(Result<(), ErrorCode>),
@@ -429,6 +429,7 @@ impl Coordinator {
             delivery_limit: int(SHARE_DELIVERY_COUNT_LIMIT)
                 .map_or(base.delivery_limit, |limit| limit.clamp(2, 10) as i16),
             max_locks: int(SHARE_PARTITION_MAX_RECORD_LOCKS).map_or(base.max_locks, i64::from),
+            max_size: base.max_size,
             dead_letters: configs.get(DLQ_TOPIC_NAME).is_some_and(|t| !t.trim().is_empty()),
             backoff: configs
                 .get(SHARE_REDELIVERY_BACKOFF)

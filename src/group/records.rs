@@ -34,9 +34,9 @@
 //!                                          int8 (1: a classic member, then
 //!                                          session_timeout int32, protocols [name
 //!                                          string, metadata bytes])]
-//!  SharePartitionKey (Spate's own)       SharePartitionValue v1 (Spate's own): a share
+//!  SharePartitionKey (Spate's own)       SharePartitionValue v2 (Spate's own): a share
 //!    version   int16 = 0x5353 ("SS")       partition's state (KIP-932), rewritten whole
-//!    group     string                      version int16 = 1, start_offset int64,
+//!    group     string                      version int16 = 2, start_offset int64,
 //!    topic     string                      end_offset int64, in-flight records as runs
 //!    partition int32                       [first int64, last int64, delivery_count int16],
 //!                                          dead letters to write (KIP-1191) [offset int64,
@@ -44,7 +44,9 @@
 //!                                          int32], next_letter int32, their producer:
 //!                                          producer_id int64 (-1: none, and nothing
 //!                                          follows), next_sequence int32, topic string,
-//!                                          partition int32. v0 ends after the runs.
+//!                                          partition int32, v2: redelivery back-offs
+//!                                          [first int64, last int64, until_ms int64 (wall
+//!                                          clock)]. v0 ends after the runs.
 //! ```
 //!
 //! A share partition's record replaces Kafka's share coordinator (`__share_group_state`,
@@ -81,7 +83,7 @@ const CONSUMER_GROUP_KEY_VERSION: i16 = 0x5350;
 /// consumer group, KIP-848's online migration); v0 is still read.
 const CONSUMER_GROUP_VALUE_VERSION: i16 = 1;
 const SHARE_PARTITION_KEY_VERSION: i16 = 0x5353;
-const SHARE_PARTITION_VALUE_VERSION: i16 = 1;
+const SHARE_PARTITION_VALUE_VERSION: i16 = 2;
 
 /// Longest string the formats can hold (int16 length).
 pub const STRING_LENGTH_MAX: usize = crate::model::records::SHORT_STRING_BYTES_MAX;
@@ -327,6 +329,12 @@ fn encode_share_partition(v: &Stored) -> Vec<u8> {
             out.extend(producer.partition.to_be_bytes());
         }
     }
+    out.extend((v.backoffs.len() as i32).to_be_bytes());
+    for (first, last, until_ms) in &v.backoffs {
+        out.extend(first.to_be_bytes());
+        out.extend(last.to_be_bytes());
+        out.extend(until_ms.to_be_bytes());
+    }
     out
 }
 
@@ -369,6 +377,17 @@ fn decode_share_partition(bytes: &[u8]) -> Result<Stored, DecodeError> {
             topic: r.string()?,
             partition: r.i32()?,
         });
+    }
+    if version == 1 {
+        return Ok(stored);
+    }
+    let count = r.i32()?;
+    if count < 0 {
+        return Err(DecodeError::NegativeLength);
+    }
+    stored.backoffs = Vec::with_capacity((count as usize).min(bytes.len() / 24));
+    for _ in 0..count {
+        stored.backoffs.push((r.i64()?, r.i64()?, r.i64()?));
     }
     Ok(stored)
 }
@@ -803,11 +822,19 @@ mod tests {
                 topic: "dlq.t".into(),
                 partition: 1,
             }),
+            backoffs: vec![(5, 5, 1_700_000_000_123), (6, 6, 1_700_000_004_000)],
         };
         let share =
             |value| Record::Share { group: "g".into(), topic: "t".into(), partition: 3, value };
-        round_trip(share(Some(stored)));
+        round_trip(share(Some(stored.clone())));
         round_trip(share(None));
+        // A v1 value (before the back-offs) still reads, without back-offs.
+        let (key, value) = share(Some(stored.clone())).encode();
+        let mut v1 = value.expect("a value");
+        v1.truncate(v1.len() - 4 - 24 * stored.backoffs.len());
+        v1[..2].copy_from_slice(&1i16.to_be_bytes());
+        let old = Stored { backoffs: vec![], ..stored };
+        assert_eq!(Record::decode(&key, Some(&v1)).expect("v1"), share(Some(old)));
         let (key, value) = record.encode();
         let value = value.unwrap_or_default();
         for cut in 0..value.len() {

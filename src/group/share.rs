@@ -49,8 +49,29 @@ pub const LEAVE_GROUP_MEMBER_EPOCH: i32 = -1;
 pub const INITIAL_SESSION_EPOCH: i32 = 0;
 pub const FINAL_SESSION_EPOCH: i32 = -1;
 
-/// Each started share partition of a group and its start offset.
-pub type StartOffsets = Vec<(TopicPartition, i64)>;
+/// A started share partition's offsets, what DescribeShareGroupOffsets reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShareOffset {
+    /// The share-partition start offset (SPSO).
+    pub start: i64,
+    /// The first offset never handed out (SPEO).
+    pub end: i64,
+    /// The records between start and end whose delivery is not complete (Available or
+    /// Acquired; a record accepted or archived is complete, one waiting for its dead letter
+    /// too).
+    pub incomplete: i64,
+}
+
+impl ShareOffset {
+    /// KIP-1226's lag: the records below `high_watermark` whose delivery is not complete
+    /// (Kafka's high watermark - start - delivery-complete count).
+    pub fn lag(&self, high_watermark: i64) -> i64 {
+        (high_watermark - self.end).max(0) + self.incomplete
+    }
+}
+
+/// Each started share partition of a group and its offsets.
+pub type StartOffsets = Vec<(TopicPartition, ShareOffset)>;
 
 /// A group's settings: the broker's, with the group's configs over them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +84,8 @@ pub struct ShareSettings {
     pub heartbeat_interval_ms: i32,
     pub delivery_limit: i16,
     pub max_locks: i64,
+    /// `group.share.max.size`: members at most.
+    pub max_size: usize,
     /// The group names a dead-letter topic (`errors.deadletterqueue.topic.name`, KIP-1191):
     /// records archived without being accepted wait for their dead letters.
     pub dead_letters: bool,
@@ -82,6 +105,7 @@ impl ShareSettings {
             heartbeat_interval_ms: config.share_heartbeat_interval_ms,
             delivery_limit: config.share_delivery_count_limit as i16,
             max_locks: i64::from(config.share_partition_max_record_locks),
+            max_size: config.share_max_size,
             dead_letters: false,
             backoff: RedeliveryBackoff::default(),
             now_ms: 0,
@@ -353,6 +377,18 @@ impl Shares {
                 ..HeartbeatResponse::default()
             };
         }
+        // Kafka's `throwIfShareGroupIsFull`: a member the group does not have is refused
+        // once the group has `group.share.max.size` members.
+        let size = self.groups.get(&group_id).map_or(0, |g| g.members.len());
+        if known_epochs.is_none() && size >= settings.max_size {
+            return HeartbeatResponse::error(
+                ErrorCode::GroupMaxSizeReached,
+                format!(
+                    "The share group has reached its maximum capacity of {} members.",
+                    settings.max_size
+                ),
+            );
+        }
         let full = req.member_epoch == 0 || req.subscribed_topic_names.is_some();
         {
             let group = self.groups.entry(group_id.clone()).or_default();
@@ -506,11 +542,16 @@ impl Shares {
         listed.filter(wanted).collect()
     }
 
-    /// The start offset of each initialized share partition of a group
+    /// The offsets of each initialized share partition of a group
     /// (DescribeShareGroupOffsets).
     pub fn start_offsets(&self, group_id: &str) -> Option<StartOffsets> {
         let group = self.groups.get(group_id)?;
-        Some(group.partitions.iter().map(|(tp, p)| (tp.clone(), p.start_offset())).collect())
+        let offset = |p: &SharePartition| ShareOffset {
+            start: p.start_offset(),
+            end: p.end_offset(),
+            incomplete: p.incomplete() as i64,
+        };
+        Some(group.partitions.iter().map(|(tp, p)| (tp.clone(), offset(p))).collect())
     }
 
     /// DeleteGroups of a share group: only without members; its share state goes too.
@@ -974,10 +1015,13 @@ impl Shares {
     pub fn replay(&mut self, group_id: String, tp: TopicPartition, value: Option<Stored>) {
         match value {
             Some(stored) => {
-                let group = self.groups.entry(group_id).or_default();
-                group.partitions.insert(tp, SharePartition::from_stored(&stored));
+                let group = self.groups.entry(group_id.clone()).or_default();
+                group.partitions.insert(tp.clone(), SharePartition::from_stored(&stored));
+                // Redelivery back-offs survive a restart: their ends wake the fetches.
+                self.schedule_locks(&group_id, &tp);
             }
             None => {
+                self.timers.cancel(&locks_key(&group_id, &tp));
                 if let Some(group) = self.groups.get_mut(&group_id) {
                     group.partitions.remove(&tp);
                     if group.partitions.is_empty() && group.members.is_empty() {
@@ -1101,6 +1145,22 @@ mod tests {
     }
 
     #[test]
+    fn a_share_group_at_its_max_size_refuses_a_new_member() {
+        let topics = Topics(vec![("t", [1; 16], 1)]);
+        let mut shares = Shares::new(GroupConfig::default());
+        let one = ShareSettings { max_size: 1, ..settings() };
+        let a = shares.heartbeat(0, beat("a", 0, Some(&["t"])), &topics, one);
+        assert_eq!(a.error_code, ErrorCode::None);
+        let b = shares.heartbeat(0, beat("b", 0, Some(&["t"])), &topics, one);
+        assert_eq!(b.error_code, ErrorCode::GroupMaxSizeReached);
+        let again = shares.heartbeat(0, beat("a", a.member_epoch, None), &topics, one);
+        assert_eq!(again.error_code, ErrorCode::None);
+        shares.heartbeat(0, beat("a", LEAVE_GROUP_MEMBER_EPOCH, None), &topics, one);
+        let b = shares.heartbeat(0, beat("b", 0, Some(&["t"])), &topics, one);
+        assert_eq!(b.error_code, ErrorCode::None);
+    }
+
+    #[test]
     fn members_share_a_partition_and_leave() {
         let topics = Topics(vec![("t", [1; 16], 1)]);
         let mut shares = Shares::new(GroupConfig::default());
@@ -1155,6 +1215,10 @@ mod tests {
         let opened = shares.open_fetch(0, open(1, vec![ack]), settings());
         assert_eq!(opened.acks, vec![(tp.clone(), ErrorCode::None)]);
         assert_eq!(opened.plan[0].fetch_offset, Some(8));
+        // 5 and 6 done, 7 held, 8 and 9 (of a log ending at 10) never handed out: a lag of 3.
+        let offsets = shares.start_offsets("g").expect("a share group");
+        assert_eq!(offsets[0].1, ShareOffset { start: 7, end: 8, incomplete: 1 });
+        assert_eq!(offsets[0].1.lag(10), 3);
         // Offset 7's lock ends: the next fetch starts there again.
         shares.advance(30_000, |_| settings());
         let opened = shares.open_fetch(30_000, open(2, vec![]), settings());
@@ -1237,7 +1301,8 @@ mod tests {
         assert_eq!(shares.acquire(0, "g", "s", vec![read], 10, settings()).len(), 1);
         shares.take_records();
         assert_eq!(shares.alter_offsets("g", &[(tp.clone(), 3)]), Ok(()));
-        assert_eq!(shares.start_offsets("g"), Some(vec![(tp.clone(), 3)]));
+        let at = |n| ShareOffset { start: n, end: n, incomplete: 0 };
+        assert_eq!(shares.start_offsets("g"), Some(vec![(tp.clone(), at(3))]));
         assert_eq!(shares.in_flight("g", &tp), Some(0));
         // The locks' timer (30 s) is gone; the stranger's session timer (45 s) is left.
         assert!(shares.next_deadline() > Some(settings().lock_ms), "{:?}", shares.next_deadline());
@@ -1248,7 +1313,7 @@ mod tests {
         );
         // A group that does not exist is created with its offsets.
         assert_eq!(shares.alter_offsets("new", &[(tp.clone(), 5)]), Ok(()));
-        assert_eq!(shares.start_offsets("new"), Some(vec![(tp.clone(), 5)]));
+        assert_eq!(shares.start_offsets("new"), Some(vec![(tp.clone(), at(5))]));
         // Not when nothing passed (every topic unknown): there is no state to keep, and a
         // group in memory only would be gone after a restart.
         assert_eq!(shares.alter_offsets("unknown-only", &[]), Ok(()));

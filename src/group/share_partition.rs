@@ -198,6 +198,9 @@ pub struct Stored {
     /// The sequence number the next letter gets.
     pub next_letter: i32,
     pub producer: Option<DeadLetterProducer>,
+    /// The redelivery back-offs of Available records: runs of offsets (first, last) waiting
+    /// until one wall-clock time (ms since the Unix epoch), so that a restart keeps them.
+    pub backoffs: Vec<(i64, i64, i64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,6 +244,11 @@ impl SharePartition {
                 records.insert(offset, record);
             }
         }
+        for &(first, last, until_ms) in &stored.backoffs {
+            for (_, record) in records.range_mut(first..=last) {
+                record.lock_deadline_ms = until_ms.max(0);
+            }
+        }
         for letter in stored.letters.iter().filter(|l| l.offset >= stored.start_offset) {
             let record = InFlight {
                 state: RecordState::Archiving,
@@ -268,7 +276,15 @@ impl SharePartition {
     pub fn stored(&self) -> Stored {
         let mut runs: Vec<(i64, i64, i16)> = Vec::new();
         let mut letters = Vec::new();
+        let mut backoffs: Vec<(i64, i64, i64)> = Vec::new();
         for (&offset, record) in &self.records {
+            if record.state == RecordState::Available && record.lock_deadline_ms > 0 {
+                let until = record.lock_deadline_ms;
+                match backoffs.last_mut() {
+                    Some(run) if run.1 + 1 == offset && run.2 == until => run.1 = offset,
+                    _ => backoffs.push((offset, offset, until)),
+                }
+            }
             if record.state == RecordState::Archiving {
                 letters.push(Letter {
                     offset,
@@ -292,6 +308,7 @@ impl SharePartition {
             letters,
             next_letter: self.next_letter,
             producer: self.producer.clone(),
+            backoffs,
         }
     }
 
@@ -306,6 +323,12 @@ impl SharePartition {
     /// Records in flight (Available or Acquired).
     pub fn in_flight(&self) -> usize {
         self.records.len()
+    }
+
+    /// Records in flight whose delivery is not complete (Available or Acquired: not those
+    /// waiting for their dead letters).
+    pub fn incomplete(&self) -> usize {
+        self.records.values().filter(|r| r.state != RecordState::Archiving).count()
     }
 
     /// Where a fetch at `now_ms` should read from: the first record waiting to be
@@ -665,6 +688,11 @@ mod tests {
         let (archived, changed) = p.expire_locks(release(1000));
         assert!(archived.is_empty() && changed);
         assert_eq!(p.next_lock_deadline(), Some(1100));
+        // A restart keeps both back-offs (stored with their wall-clock ends).
+        let restored = SharePartition::from_stored(&p.stored());
+        assert_eq!(restored.stored().backoffs, vec![(0, 0, 1100), (1, 1, 2000)]);
+        assert_eq!((restored.fetch_offset(1099), restored.next_lock_deadline()), (2, Some(1100)));
+        assert_eq!(restored.fetch_offset(1100), 0);
         let (_, changed) = p.expire_locks(release(1100));
         assert!(changed, "a back-off that ends is a change (waiting fetches are woken)");
         assert_eq!((p.fetch_offset(1100), p.next_lock_deadline()), (0, Some(2000)));

@@ -954,10 +954,13 @@ impl Groups {
             let empty_classic = group.members.is_empty()
                 && group.pending_join_members.is_empty()
                 && matches!(group.state, GroupState::Empty | GroupState::Dead);
+            // Kafka's `validateOnlineUpgrade`, with its size check: a classic group larger
+            // than `group.consumer.max.size` stays classic.
             let upgrade = joining
                 && !empty_classic
                 && config.migration_policy.is_upgrade_enabled()
-                && group.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE);
+                && group.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE)
+                && group.members.len() <= config.consumer_max_size;
             if upgrade {
                 if let Err(response) = convert_to_consumer_group(fx, group, topics, now, config) {
                     return response;
@@ -974,9 +977,17 @@ impl Groups {
                 group.consumer = Some(ConsumerGroup::new(&req.group_id, now));
             }
         }
+        // A leave with epoch -1 fences the member, a static one too (Kafka's
+        // `consumerGroupLeave`: the instance id must name this member, else the heartbeat
+        // below answers the error), which may downgrade the group.
         let leaving = req.member_epoch == consumer::LEAVE_GROUP_MEMBER_EPOCH
-            && req.instance_id.is_none()
-            && group.consumer.as_ref().is_some_and(|c| c.all_classic_except(&req.member_id));
+            && group.consumer.as_ref().is_some_and(|c| {
+                let named = match req.instance_id.as_deref() {
+                    None => true,
+                    Some(instance_id) => c.static_member(instance_id) == Some(&req.member_id),
+                };
+                named && c.all_classic_except(&req.member_id)
+            });
         if leaving {
             let mut cx = Ctx { cfg: config, fx: &mut *fx, now };
             if cx.maybe_downgrade(group, &req.member_id) {
@@ -2615,11 +2626,24 @@ impl Ctx<'_> {
             protocols: req.protocols,
             require_known_member_id: req.require_known_member_id,
         };
+        // Kafka's `validateOnlineDowngradeWithReplacedMemberId`: a classic static member
+        // replacing the last member that speaks the consumer protocol downgrades the group.
+        let replaces_last = req
+            .group_instance_id
+            .as_deref()
+            .is_some_and(|instance_id| consumer.all_classic_except_instance(instance_id));
         let mut effects = consumer::Effects::default();
         let joined = consumer.classic_join(self.now, join, topics, self.cfg, &mut effects);
         apply_timers(self.fx, &group.group_id, effects.timers);
         if effects.dirty {
             self.fx.records.push(group.consumer_record());
+        }
+        if joined.is_ok() && replaces_last && self.cfg.migration_policy.is_downgrade_enabled() {
+            // The joining member is in the group in its predecessor's place: every member is
+            // classic now, and the group becomes a classic group of them, Stable, without a
+            // rebalance (Kafka's `convertToClassicGroup` with a joining member). The member
+            // syncs next and gets its predecessor's assignment.
+            self.downgrade(group, None);
         }
         match joined {
             Ok(joined) => JoinResponse {
@@ -2693,7 +2717,16 @@ impl Ctx<'_> {
         {
             return false;
         }
-        let seeds = consumer.classic_seeds(leaving);
+        self.downgrade(group, Some(leaving));
+        true
+    }
+
+    /// Kafka's `convertToClassicGroup`: the consumer group becomes a classic group of its
+    /// classic members but `leaving`. A member leaving starts a rebalance; without one (a
+    /// static member replaced its predecessor) the group stays Stable.
+    fn downgrade(&mut self, group: &mut Group, leaving: Option<&str>) {
+        let Some(consumer) = group.consumer.as_ref() else { return };
+        let seeds = consumer.classic_seeds(leaving.unwrap_or_default());
         let generation = consumer.group_epoch;
         for member_id in consumer.member_ids() {
             cancel_consumer_timers(self.fx, &group.group_id, &member_id);
@@ -2739,8 +2772,9 @@ impl Ctx<'_> {
         for member_id in members {
             self.reschedule_heartbeat(group, &member_id);
         }
-        self.prepare_rebalance(group);
-        true
+        if leaving.is_some() {
+            self.prepare_rebalance(group);
+        }
     }
 
     fn expire_pending_sync(&mut self, group: &mut Group, generation: i32) {

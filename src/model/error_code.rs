@@ -71,6 +71,9 @@ pub enum ErrorCode {
     UnknownLeaderEpoch = 75,
     MemberIdRequired = 79,
     PreferredLeaderNotAvailable = 80,
+    /// A new member of a group at its maximum size (`group.consumer.max.size`,
+    /// `group.share.max.size`).
+    GroupMaxSizeReached = 81,
     FencedInstanceId = 82,
     EligibleLeadersNotAvailable = 83,
     ElectionNotNeeded = 84,
@@ -106,7 +109,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, by wire value.
-    pub const ALL: [ErrorCode; 79] = [
+    pub const ALL: [ErrorCode; 80] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -162,6 +165,7 @@ impl ErrorCode {
         ErrorCode::UnknownLeaderEpoch,
         ErrorCode::MemberIdRequired,
         ErrorCode::PreferredLeaderNotAvailable,
+        ErrorCode::GroupMaxSizeReached,
         ErrorCode::FencedInstanceId,
         ErrorCode::EligibleLeadersNotAvailable,
         ErrorCode::ElectionNotNeeded,
@@ -212,7 +216,7 @@ mod tests {
     use super::*;
 
     /// The wire values, written out once more: a renumbered variant fails here.
-    const WIRE: [(ErrorCode, i16); 79] = [
+    const WIRE: [(ErrorCode, i16); 80] = [
         (ErrorCode::UnknownServerError, -1),
         (ErrorCode::None, 0),
         (ErrorCode::OffsetOutOfRange, 1),
@@ -268,6 +272,7 @@ mod tests {
         (ErrorCode::UnknownLeaderEpoch, 75),
         (ErrorCode::MemberIdRequired, 79),
         (ErrorCode::PreferredLeaderNotAvailable, 80),
+        (ErrorCode::GroupMaxSizeReached, 81),
         (ErrorCode::FencedInstanceId, 82),
         (ErrorCode::EligibleLeadersNotAvailable, 83),
         (ErrorCode::ElectionNotNeeded, 84),

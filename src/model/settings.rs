@@ -35,6 +35,11 @@ pub struct GroupConfig {
     /// group.consumer.migration.policy: whether a classic group may become a consumer group
     /// (upgrade) and back (downgrade) while it has members.
     pub migration_policy: MigrationPolicy,
+    /// group.consumer.max.size: members of a consumer group at most (a new one beyond is
+    /// GROUP_MAX_SIZE_REACHED)
+    pub consumer_max_size: usize,
+    /// group.share.max.size: members of a share group at most
+    pub share_max_size: usize,
     /// group.share.session.timeout.ms (KIP-932 share groups)
     pub share_session_timeout_ms: i32,
     /// group.share.heartbeat.interval.ms
@@ -61,6 +66,8 @@ impl Default for GroupConfig {
             consumer_heartbeat_interval_ms: 5_000,
             consumer_assignors: CONSUMER_ASSIGNORS.iter().map(|a| a.to_string()).collect(),
             migration_policy: MigrationPolicy::Bidirectional,
+            consumer_max_size: i32::MAX as usize,
+            share_max_size: 200,
             share_session_timeout_ms: 45_000,
             share_heartbeat_interval_ms: 5_000,
             share_record_lock_duration_ms: 30_000,

@@ -64,7 +64,8 @@ pub const SUPPORTED: [Supported; 52] = [
     api(ApiKey::ShareGroupDescribe, 1, 1),
     api(ApiKey::ShareFetch, 1, 1),
     api(ApiKey::ShareAcknowledge, 1, 1),
-    api(ApiKey::DescribeShareGroupOffsets, 0, 0),
+    // v1: each partition's lag (Kafka 4.2, KIP-1226).
+    api(ApiKey::DescribeShareGroupOffsets, 0, 1),
     api(ApiKey::AlterShareGroupOffsets, 0, 0),
     api(ApiKey::DeleteShareGroupOffsets, 0, 0),
     api(ApiKey::InitProducerId, 0, 5),

@@ -135,3 +135,69 @@ def test_policy_disabled_refuses_a_consumer_member_in_a_classic_group(spate_fact
     assert "GroupIdNotFound" in joiner.crashed()[0]["error"], joiner.crashed()
     assert old.assignment() == (0, 1, 2, 3)
     assert group_type(broker, group) == "CLASSIC"
+
+
+# A consumer-protocol member's session outlasts every wait below, so that only the member's
+# replacement or its leave can convert the group, not its session's end.
+LONG_SESSION_MS = 120_000
+
+
+@pytest.mark.timeout(300)
+def test_a_classic_static_member_replacing_the_last_consumer_member_downgrades(
+        spate_factory, members, java_members):
+    """Kafka's `validateOnlineDowngradeWithReplacedMemberId`: a consumer group of a classic
+    member (confluent-kafka) and a static consumer-protocol member (Java,
+    group.instance.id=b) that crashes; a classic member with the same instance id takes its
+    place (long before its session would end). The group becomes a classic group at once,
+    Stable, with no rebalance: the newcomer gets its predecessor's partitions and the
+    other member keeps its own without a revocation. Records produced after are all read."""
+    broker = spate_factory("--default-partitions", "4",
+                           "--group-consumer-heartbeat-interval-ms", "500",
+                           "--group-consumer-session-timeout-ms", str(LONG_SESSION_MS))
+    topic, group = create_topic(broker), unique("migrate")
+    a = members("ck", broker, group, topic)
+    wait_balanced([a], timeout=60)
+    b = members("java", broker, group, topic, conf={**CONSUMER, "group.instance.id": "b"},
+                java_classpath=java_members)
+    wait_balanced([a, b], timeout=60)
+    assert group_type(broker, group) == "CONSUMER"
+    kept, taken = a.assignment(), b.assignment()
+    b.kill()
+    moment = time.monotonic()
+    b2 = members("ck", broker, group, topic, conf={"group.instance.id": "b"})
+    wait_until(lambda: b2.assignment() == taken or b2.crashed(), TIMEOUT_S,
+               f"the newcomer to take {taken}: {b2.assignment()}")
+    assert not b2.crashed(), b2.crashed()
+    assert group_type(broker, group) == "CLASSIC"
+    after = produce(broker, topic, per_partition=5, tag="after")
+    wait_read([a, b2], after, "after the downgrade")
+    assert a.assignment() == kept
+    assert not a.events_after(moment, "revoked", "assigned"), a.snapshot()
+    ownership_never_overlaps([a, b, b2])
+
+
+@pytest.mark.timeout(300)
+def test_a_static_consumer_member_leaving_for_good_downgrades(spate_factory, members,
+                                                               java_members):
+    """Kafka's `consumerGroupLeave`: a static consumer-protocol member that leaves with epoch
+    -1 (the Java client's close with CloseOptions LEAVE_GROUP; a plain close is -2 and keeps
+    it until its session ends) is fenced as a dynamic one is: the last member of the
+    consumer protocol, so the group is classic again and its classic member takes every
+    partition."""
+    broker = spate_factory("--default-partitions", "4",
+                           "--group-consumer-heartbeat-interval-ms", "500",
+                           "--group-consumer-session-timeout-ms", str(LONG_SESSION_MS))
+    topic, group = create_topic(broker), unique("migrate")
+    a = members("ck", broker, group, topic)
+    wait_balanced([a], timeout=60)
+    b = members("java", broker, group, topic,
+                conf={**CONSUMER, "group.instance.id": "b", "test.close": "leave"},
+                java_classpath=java_members)
+    wait_balanced([a, b], timeout=60)
+    assert group_type(broker, group) == "CONSUMER"
+    b.leave()
+    wait_until(lambda: group_type(broker, group) == "CLASSIC", TIMEOUT_S, "a classic group")
+    wait_balanced([a], timeout=60)
+    final = produce(broker, topic, per_partition=5, tag="final")
+    wait_read([a], final, "after the downgrade")
+    ownership_never_overlaps([a, b])

@@ -174,8 +174,9 @@ def share_admin(java_share, broker, group):
                           capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         return None, None
-    listed, described, offsets = [json.loads(line) for line in done.stdout.splitlines()[:3]]
+    listed, described, offsets, lags = [json.loads(line) for line in done.stdout.splitlines()[:4]]
     described["offsets"] = offsets["offsets"]
+    described["lags"] = lags["lags"]
     return listed["listed"], described
 
 
@@ -602,6 +603,44 @@ def test_alter_share_group_offsets_resets_the_start_durably(broker, share_member
 
 
 @pytest.mark.timeout(300)
+def test_list_share_group_offsets_reports_each_partitions_lag(broker, share_members,
+                                                               java_share):
+    """listShareGroupOffsets of the Java Admin 4.3.1 gets the lag (DescribeShareGroupOffsets
+    v1, Kafka 4.2's KIP-1226): the records below the high watermark whose delivery is not
+    complete. 0 once a member accepted all 30; 12 after 12 more are produced; a record in
+    flight counts until it is accepted (a member holding 5 leaves the lag at 12); the
+    records REJECTed by a second member are complete too; after an alter to 10 the lag is
+    everything from there to the end; the same after a kill -9."""
+    topic, group = create_topic(broker), unique("sg")
+    read_from_earliest(broker, group)
+    produce(broker, topic, 30)
+    member = share_members(broker, group, topic, "accept")
+    wait_until(lambda: len(member.confirmed()) >= 30, TIMEOUT_S, "every acknowledgement")
+    member.stop()
+    wait_empty(java_share, broker, group)
+    described = share_admin(java_share, broker, group)[1]
+    assert (described["offsets"], described["lags"]) == ({"0": 30}, {"0": 0}), described
+    produce(broker, topic, 12)
+    assert share_admin(java_share, broker, group)[1]["lags"] == {"0": 12}
+    holder = share_members(broker, group, topic, "hold", {"max.poll.records": "5"})
+    wait_until(lambda: len(holder.records()) >= 5, TIMEOUT_S, "five records held")
+    assert share_admin(java_share, broker, group)[1]["lags"] == {"0": 12}
+    holder.stop()  # its close releases the five
+    rejecter = share_members(broker, group, topic, "reject")
+    wait_until(lambda: len(rejecter.confirmed()) >= 12, TIMEOUT_S, "12 rejections")
+    rejecter.stop()
+    wait_empty(java_share, broker, group)
+    described = share_admin(java_share, broker, group)[1]
+    assert (described["offsets"], described["lags"]) == ({"0": 42}, {"0": 0}), described
+    assert share_offsets(java_share, broker, group, "alter", f"{topic}:0=10")["all"] == "ok"
+    assert share_admin(java_share, broker, group)[1]["lags"] == {"0": 32}
+    broker.kill9()
+    broker.start()
+    described = share_admin(java_share, broker, group)[1]
+    assert (described["offsets"], described["lags"]) == ({"0": 10}, {"0": 32}), described
+
+
+@pytest.mark.timeout(300)
 def test_delete_share_group_offsets_starts_the_topic_again_durably(broker, share_members,
                                                                     java_share):
     """deleteShareGroupOffsets: refused while the group has a member; once empty the topic's
@@ -628,6 +667,31 @@ def test_delete_share_group_offsets_starts_the_topic_again_durably(broker, share
     assert consume_all(share_members, broker, group, topic, 20) == [(o, 1) for o in range(20)]
     missing = share_offsets(java_share, broker, unique("sg"), "delete", topic)
     assert missing["all"] == "GroupIdNotFoundException", missing
+
+
+@pytest.mark.timeout(300)
+def test_a_share_group_at_its_max_size_refuses_a_new_member(spate_factory, share_members,
+                                                            java_share):
+    """`--group-share-max-size 1` (Kafka's group.share.max.size): a second KafkaShareConsumer
+    gets GroupMaxSizeReachedException (GROUP_MAX_SIZE_REACHED, fatal in the client) and no
+    record while the first consumes; once the first leaves, a new member is taken."""
+    broker = spate_factory("--group-share-max-size", "1")
+    topic, group = create_topic(broker), unique("sg")
+    read_from_earliest(broker, group)
+    produce(broker, topic, 10)
+    first = share_members(broker, group, topic, "accept")
+    wait_until(lambda: len(first.confirmed()) >= 10, TIMEOUT_S, "the first member's records")
+    second = share_members(broker, group, topic, "accept")
+    error = "GroupMaxSizeReachedException"
+    wait_until(lambda: error in second.stderr_path.read_text(errors="replace"), TIMEOUT_S,
+               "the second member's error")
+    assert second.records() == []
+    first.stop()
+    wait_empty(java_share, broker, group)
+    produce(broker, topic, 5, tag="later")
+    third = share_members(broker, group, topic, "accept")
+    wait_until(lambda: len(third.confirmed()) >= 5, TIMEOUT_S, "the third member's records")
+    assert sorted(o for o, _, _, _ in third.records()) == list(range(10, 15))
 
 
 # --- redelivery back-off (spate.share.redelivery.backoff.ms) ---------------------------------
@@ -678,6 +742,39 @@ def test_the_redelivery_backoff_holds_released_records(broker, share_members):
     print(f"no back-off: first redelivery {summary(first_fast)}; second {summary(second_fast)}")
     both = sorted(first_fast + second_fast)
     assert both[len(both) // 2] < min(first), (both, sorted(first))
+
+
+@pytest.mark.timeout(300)
+def test_the_redelivery_backoff_survives_a_kill9(broker, share_members):
+    """Back-offs are stored with the share state: 10 records RELEASEd once under a 30 s
+    back-off, then a kill -9 of the broker and a restart. A new member gets a record
+    produced after the restart first (the back-off still holds the 10), and the 10 only
+    once 30 s from their first delivery passed, with delivery count 2. (Before, a restart
+    made every in-flight record Available at once.)"""
+    topic, group = create_topic(broker), unique("sg")
+    read_from_earliest(broker, group)
+    assert alter_configs(broker, ResourceType.GROUP, group, {BACKOFF: "30000"}) is None
+    produce(broker, topic, 10)
+    releaser = share_members(broker, group, topic, "release")
+    wait_until(lambda: len(releaser.confirmed()) >= 10, TIMEOUT_S, "ten releases")
+    releaser.stop()
+    first = {o: at for o, d, _, at in releaser.records() if d == 1}
+    assert sorted(first) == list(range(10)), releaser.records()
+    broker.kill9()
+    broker.start()
+    produce(broker, topic, 1, tag="fresh")
+    member = share_members(broker, group, topic, "accept")
+    wait_until(lambda: len(member.confirmed()) >= 11, TIMEOUT_S, "every record accepted")
+    got = member.records()
+    fresh_at = next(at for o, _, _, at in got if o == 10)
+    # The restart must come well within the back-off for the order to say anything.
+    assert fresh_at < min(first.values()) + 30.0, (fresh_at, first)
+    assert [o for o, _, _, _ in got][0] == 10, got
+    again = {o: (d, at) for o, d, _, at in got if o < 10}
+    assert sorted(again) == list(range(10)), got
+    for offset, (delivery, at) in again.items():
+        assert delivery == 2, got
+        assert at >= first[offset] + 30.0 - 0.5, (offset, at - first[offset])
 
 
 @pytest.mark.timeout(120)

@@ -6,6 +6,7 @@ import java.util.List;
 import java.util.Properties;
 import java.util.concurrent.CountDownLatch;
 
+import org.apache.kafka.clients.consumer.CloseOptions;
 import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
@@ -21,7 +22,9 @@ import org.apache.kafka.common.serialization.StringDeserializer;
  *     java GroupMember BOOTSTRAP GROUP TOPIC [key=value ...]
  *
  * Each polled batch is committed synchronously before the next poll. SIGTERM closes the
- * consumer cleanly (LeaveGroup); SIGKILL is a crash.
+ * consumer cleanly (LeaveGroup); SIGKILL is a crash. The option test.close=leave (not given
+ * to the client) closes with CloseOptions LEAVE_GROUP: a static member leaves for good
+ * (member epoch -1) instead of for a while (-2).
  */
 public final class GroupMember {
     private static void say(String json) {
@@ -71,6 +74,7 @@ public final class GroupMember {
             String[] pair = args[i].split("=", 2);
             props.put(pair[0], pair[1]);
         }
+        boolean leaveForGood = "leave".equals(props.remove("test.close"));
         if ("consumer".equals(props.get("group.protocol"))) {
             // KIP-848: the broker owns these; the client refuses them with this protocol.
             props.remove("session.timeout.ms");
@@ -133,7 +137,12 @@ public final class GroupMember {
         } catch (Exception e) {
             say("{\"event\": \"crashed\", \"error\": " + quote(e.toString()) + "}");
         } finally {
-            consumer.close();
+            if (leaveForGood) {
+                consumer.close(CloseOptions.groupMembershipOperation(
+                    CloseOptions.GroupMembershipOperation.LEAVE_GROUP));
+            } else {
+                consumer.close();
+            }
             say("{\"event\": \"closed\"}");
             closed.countDown();
         }

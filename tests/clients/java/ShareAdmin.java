@@ -18,8 +18,9 @@ import org.apache.kafka.common.TopicPartition;
  *
  * prints {"listed": [[group, type, state], ...]} from listGroups(forShareGroups()), then
  * {"group": ..., "state": ..., "epoch": ..., "members": [[member id, [partitions]], ...]}
- * from describeShareGroups, then {"offsets": {"partition": start offset, ...}} from
- * listShareGroupOffsets (DescribeShareGroupOffsets).
+ * from describeShareGroups, then {"offsets": {"partition": start offset, ...}} and
+ * {"lags": {"partition": lag or null, ...}} from listShareGroupOffsets
+ * (DescribeShareGroupOffsets; the lag is v1's, Kafka 4.2, KIP-1226).
  */
 public final class ShareAdmin {
     public static void main(String[] args) throws Exception {
@@ -65,16 +66,22 @@ public final class ShareAdmin {
                 .listShareGroupOffsets(Collections.singletonMap(args[1], new ListShareGroupOffsetsSpec()))
                 .partitionsToOffsetInfo(args[1]).get();
             StringBuilder starts = new StringBuilder("{\"offsets\": {");
+            StringBuilder lags = new StringBuilder("{\"lags\": {");
             first = true;
             for (Map.Entry<TopicPartition, SharePartitionOffsetInfo> e : offsets.entrySet()) {
                 if (!first) {
                     starts.append(", ");
+                    lags.append(", ");
                 }
                 first = false;
                 long start = e.getValue() == null ? -1 : e.getValue().startOffset();
                 starts.append("\"").append(e.getKey().partition()).append("\": ").append(start);
+                String lag = e.getValue() == null ? "null"
+                    : e.getValue().lag().map(Object::toString).orElse("null");
+                lags.append("\"").append(e.getKey().partition()).append("\": ").append(lag);
             }
             System.out.println(starts.append("}}"));
+            System.out.println(lags.append("}}"));
         }
     }
 }
