@@ -1,8 +1,9 @@
 //! CreateAcls (v1-3, Kafka 4's range): each creation validated as Kafka's controller does
 //! (INVALID_REQUEST with its message), the valid ones written to the ACL file in one go
 //! (`security::acl::AclStore`), or clustered each a record on the metadata log that every
-//! node applies (`controller::Controller::create_acls`). Needs ALTER on the cluster; without `--authorizer acl` every
-//! creation is SECURITY_DISABLED, as Kafka answers without an authorizer.
+//! node applies (`controller::Controller::create_acls`). Needs ALTER on the cluster;
+//! without `--authorizer acl` every creation is SECURITY_DISABLED, as Kafka answers without
+//! an authorizer.
 
 use bytes::Bytes;
 use kafka_protocol::messages::create_acls_response::AclCreationResult;

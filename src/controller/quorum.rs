@@ -318,7 +318,8 @@ impl Controller {
                 match self.propose_and_wait(make, deadline(0)).await {
                     Ok(_) => break,
                     Err(e) => {
-                        tracing::debug!(code = ?e.code, "carrying credentials and ACLs: {}", e.message);
+                        let message = &e.message;
+                        tracing::debug!(code = ?e.code, "carrying credentials and ACLs: {message}");
                         glommio::timer::sleep(Duration::from_millis(CLUSTER_PROPOSAL_RETRY_MS))
                             .await;
                     }
