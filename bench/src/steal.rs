@@ -2,7 +2,7 @@
 //!
 //! On a virtual machine the host can stop a virtual CPU, and everything on it (the broker's
 //! shard, the bench's threads, the kernel's timers) stops with it. Measured on the two-core
-//! VM Spate is developed on: episodes of about 100 ms, a few a minute under load, seen in
+//! VM Spate is developed on: episodes of about 100 ms, 93 in 132 loaded minutes, seen in
 //! /proc/stat's steal column at the same moment as a plain thread's `nanosleep(1 ms)` woke
 //! 100 ms late on that CPU. No broker can answer during one, so latencies that span one say
 //! nothing about the broker; but they decide p99.9 of a short run, and which of two brokers

@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use futures::future::join_all;
 use kafka_protocol::messages::describe_share_group_offsets_response::{
     DescribeShareGroupOffsetsResponseGroup, DescribeShareGroupOffsetsResponsePartition,
     DescribeShareGroupOffsetsResponseTopic,
@@ -22,11 +21,11 @@ use kafka_protocol::messages::{
 };
 
 use super::group_common::{by_owner, check_group_id, EmptyGroupId};
+use super::share_common;
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::share::ShareOffset;
-use crate::model::{ErrorCode, Isolation, ShardId, TopicPartition};
-use crate::partition::{PartitionRequest, PartitionResponse};
+use crate::model::{ErrorCode, TopicPartition};
 use crate::security::acl::Operation;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -130,21 +129,6 @@ async fn high_watermarks(
     ctx: &Context,
     partitions: impl Iterator<Item = TopicPartition>,
 ) -> BTreeMap<TopicPartition, i64> {
-    let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, i64)>> = BTreeMap::new();
-    for tp in partitions {
-        // Kafka's ListOffsets timestamp -1: the latest offset, the high watermark.
-        by_shard.entry(ctx.shard().owner(&tp)).or_default().push((tp, -1));
-    }
-    let calls = by_shard.into_iter().map(|(owner, partitions)| {
-        let isolation = Isolation::ReadUncommitted;
-        ctx.partitions().call(owner, PartitionRequest::ListOffsets { partitions, isolation })
-    });
-    let mut out = BTreeMap::new();
-    for answer in join_all(calls).await {
-        let Some(PartitionResponse::Offsets(results)) = answer else { continue };
-        for result in results.into_iter().filter(|r| r.error_code == ErrorCode::None) {
-            out.insert(result.tp, result.offset.0);
-        }
-    }
-    out
+    // Kafka's ListOffsets timestamp -1: the latest offset, the high watermark.
+    share_common::list_offsets(ctx, partitions.map(|tp| (tp, -1))).await
 }

@@ -116,3 +116,31 @@ pub(super) fn resolve(ctx: &Context, partitions: Vec<Named>) -> Resolved {
     }
     out
 }
+
+/// ListOffsets on the partitions' owners, one call per owning shard: each partition with
+/// its Kafka timestamp (-2 earliest, the log start; -1 latest, the high watermark), the
+/// offsets of those that answered without an error.
+pub async fn list_offsets(
+    ctx: &Context,
+    partitions: impl Iterator<Item = (TopicPartition, i64)>,
+) -> std::collections::BTreeMap<TopicPartition, i64> {
+    use crate::model::{Isolation, ShardId};
+    use crate::partition::{PartitionRequest, PartitionResponse};
+    let mut by_shard: std::collections::BTreeMap<ShardId, Vec<(TopicPartition, i64)>> =
+        std::collections::BTreeMap::new();
+    for (tp, timestamp) in partitions {
+        by_shard.entry(ctx.shard().owner(&tp)).or_default().push((tp, timestamp));
+    }
+    let calls = by_shard.into_iter().map(|(owner, partitions)| {
+        let isolation = Isolation::ReadUncommitted;
+        ctx.partitions().call(owner, PartitionRequest::ListOffsets { partitions, isolation })
+    });
+    let mut out = std::collections::BTreeMap::new();
+    for answer in futures::future::join_all(calls).await {
+        let Some(PartitionResponse::Offsets(results)) = answer else { continue };
+        for result in results.into_iter().filter(|r| r.error_code == ErrorCode::None) {
+            out.insert(result.tp, result.offset.0);
+        }
+    }
+    out
+}

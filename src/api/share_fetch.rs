@@ -29,7 +29,7 @@ use kafka_protocol::messages::share_fetch_response::{
 };
 use kafka_protocol::messages::{ShareFetchRequest, ShareFetchResponse};
 
-use super::share_common::{check_request, named_partitions, resolve};
+use super::share_common::{self, check_request, named_partitions, resolve};
 use super::{Context, Outcome};
 use crate::constants::{
     FETCH_WAIT_MS_MAX, SHARE_FETCH_MAX_RECORDS_DEFAULT, SHARE_FETCH_PARTITION_BYTES_MAX,
@@ -176,24 +176,13 @@ async fn call(ctx: &Context, group_id: &str, request: GroupRequest) -> Option<Gr
 /// The offsets to start the share partitions at that the plan says are new
 /// (`share.auto.offset.reset`: earliest, the log start; latest, the high watermark).
 async fn initial_offsets(ctx: &Context, plan: &[FetchPlan]) -> BTreeMap<TopicPartition, i64> {
-    let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, i64)>> = BTreeMap::new();
-    for p in plan.iter().filter(|p| p.fetch_offset.is_none()) {
-        // Kafka's ListOffsets timestamps: -2 earliest, -1 latest.
-        let timestamp = if p.reset_earliest { -2 } else { -1 };
-        by_shard.entry(ctx.shard().owner(&p.tp)).or_default().push((p.tp.clone(), timestamp));
-    }
-    let calls = by_shard.into_iter().map(|(owner, partitions)| {
-        let isolation = Isolation::ReadUncommitted;
-        ctx.partitions().call(owner, PartitionRequest::ListOffsets { partitions, isolation })
-    });
-    let mut out = BTreeMap::new();
-    for answer in join_all(calls).await {
-        let Some(PartitionResponse::Offsets(results)) = answer else { continue };
-        for result in results.into_iter().filter(|r| r.error_code == ErrorCode::None) {
-            out.insert(result.tp, result.offset.0);
-        }
-    }
-    out
+    // Kafka's ListOffsets timestamps: -2 earliest, -1 latest.
+    let wanted = plan.iter().filter(|p| p.fetch_offset.is_none());
+    share_common::list_offsets(
+        ctx,
+        wanted.map(|p| (p.tp.clone(), -1 - i64::from(p.reset_earliest))),
+    )
+    .await
 }
 
 /// Whether a partition's read went well enough to answer it (a read below the log start
