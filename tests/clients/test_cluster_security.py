@@ -94,6 +94,10 @@ def restart_all(nodes):
     bootstrapped(nodes)
 
 
+# Serial: in the parallel step the first AlterUserScramCredentials on a freshly formed
+# cluster twice got no answer within 30 s (2 of about 15 runs, cause not found; see Known
+# gaps in docs/ARCHITECTURE.md). Alone it has not failed; it still fails if the bug shows.
+@pytest.mark.serial
 def test_scram_credentials_are_on_the_metadata_log(spate_factory):
     """A user created through node 1 logs in on nodes 2 and 3 (a node's own file would
     not have it); it still does on every node after all three restarted (journal and
