@@ -756,11 +756,7 @@ impl MetadataRecord {
                 let request = reader.request()?;
                 let user = reader.string()?;
                 let mechanism = reader.mechanism()?;
-                let iterations = reader.u32()?;
-                let salt = reader.bytes()?;
-                let stored_key = reader.bytes()?;
-                let server_key = reader.bytes()?;
-                let credential = Credential { salt, stored_key, server_key, iterations };
+                let credential = reader.credential()?;
                 let if_absent = reader.u8()? != 0;
                 MetadataRecord::ScramCredential { request, user, mechanism, credential, if_absent }
             }
@@ -1051,6 +1047,15 @@ impl<'a> Reader<'a> {
     pub(super) fn bytes(&mut self) -> Result<Vec<u8>, RecordError> {
         let length = usize::from(self.u16()?);
         Ok(self.take(length)?.to_vec())
+    }
+
+    /// A SCRAM credential as `Writer` puts it: iterations, salt, stored key, server key.
+    pub(super) fn credential(&mut self) -> Result<Credential, RecordError> {
+        let iterations = self.u32()?;
+        let salt = self.bytes()?;
+        let stored_key = self.bytes()?;
+        let server_key = self.bytes()?;
+        Ok(Credential { salt, stored_key, server_key, iterations })
     }
 
     pub(super) fn mechanism(&mut self) -> Result<Mechanism, RecordError> {

@@ -70,7 +70,6 @@ use super::records::{
 use super::state::{BrokerRegistration, MetadataState, PartitionState, TopicState};
 use crate::constants::CLUSTER_REQUESTS_REMEMBERED_MAX;
 use crate::model::{LeaderEpoch, NodeId, PartitionEpoch};
-use crate::security::scram::Credential;
 
 const MAGIC: [u8; 4] = *b"SPMS";
 const VERSION: u8 = 1;
@@ -424,11 +423,7 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, MetadataState), SnapshotErr
         for _ in 0..credentials {
             let user = reader.string()?;
             let mechanism = reader.mechanism()?;
-            let iterations = reader.u32()?;
-            let salt = reader.bytes()?;
-            let stored_key = reader.bytes()?;
-            let server_key = reader.bytes()?;
-            let credential = Credential { salt, stored_key, server_key, iterations };
+            let credential = reader.credential()?;
             if state.scram.insert((user.clone(), mechanism), credential).is_some() {
                 return inconsistent(format!("SCRAM credential of {user:?} twice"));
             }

@@ -142,9 +142,10 @@ class Node:
         self.controller_port = controller_port
 
 
-def start_cluster(spate_factory, *extra):
-    """Three voters on 127.0.0.1 with free ports and `extra` options, started together;
-    returns the Nodes."""
+def start_cluster(spate_factory, *extra, args_of=None, start=True):
+    """Three voters on 127.0.0.1 with free ports and `extra` options, started together
+    (unless `start` is false); returns the Nodes. `args_of(index)`: more options per node,
+    in which "{port}" stands for the node's fixture port."""
     controller_ports = [free_port() for _ in range(3)]
     voters = ",".join(f"{i + 1}@127.0.0.1:{port}" for i, port in enumerate(controller_ports))
     nodes = []
@@ -154,9 +155,13 @@ def start_cluster(spate_factory, *extra):
                                "--node-id", str(i + 1),
                                "--controller-listen", f"127.0.0.1:{port}",
                                "--controller-quorum-voters", voters, *extra, start=False)
+        if args_of is not None:
+            broker.extra_args += [a.replace("{port}", str(broker.port)) if isinstance(a, str)
+                                  else a for a in args_of(i)]
         nodes.append(Node(i + 1, broker, port))
-    for node in nodes:
-        node.broker.start()
+    if start:
+        for node in nodes:
+            node.broker.start()
     return nodes
 
 

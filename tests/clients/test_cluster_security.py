@@ -22,8 +22,8 @@ from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation,
                                    ScramMechanism, UserScramCredentialDeletion,
                                    UserScramCredentialUpsertion)
 
-from conftest import TARGET, free_port
-from test_cluster import Node, wait_for
+from conftest import TARGET
+from test_cluster import start_cluster, wait_for
 
 pytestmark = pytest.mark.skipif(TARGET != "spate", reason="spate's cluster options")
 
@@ -124,27 +124,6 @@ def test_scram_credentials_are_on_the_metadata_log(spate_factory):
         assert "carol-secret" not in text and "dave-secret" not in text
 
 
-def start_cluster_with(spate_factory, args_of, start=True):
-    """Three voters as test_cluster.start_cluster starts them, with per-node options
-    `args_of(index)` in which "{port}" stands for the node's fixture port."""
-    controller_ports = [free_port() for _ in range(3)]
-    voters = ",".join(f"{i + 1}@127.0.0.1:{port}" for i, port in enumerate(controller_ports))
-    nodes = []
-    for i, port in enumerate(controller_ports):
-        broker = spate_factory("--cores", "1", "--min-free-bytes", "0",
-                               "--group-initial-rebalance-delay-ms", "0",
-                               "--node-id", str(i + 1),
-                               "--controller-listen", f"127.0.0.1:{port}",
-                               "--controller-quorum-voters", voters, start=False)
-        broker.extra_args += [a.replace("{port}", str(broker.port)) if isinstance(a, str)
-                              else a for a in args_of(i)]
-        nodes.append(Node(i + 1, broker, port))
-    if start:
-        for node in nodes:
-            node.broker.start()
-    return nodes
-
-
 def secured_cluster(spate_factory, *extra, authorizer=True):
     """Three nodes whose one listener is SASL_PLAINTEXT (the fixture port), the ACL
     authorizer with admin and broker as super users (unless `authorizer` is false), and the
@@ -158,7 +137,7 @@ def secured_cluster(spate_factory, *extra, authorizer=True):
             "--metadata-snapshot-interval-records", "5", *extra]
     for user, password in BOOTSTRAP.items():
         args += ["--scram-bootstrap", f"SCRAM-SHA-256=[name={user},password={password}]"]
-    nodes = start_cluster_with(spate_factory, lambda _: args)
+    nodes = start_cluster(spate_factory, args_of=lambda _: args)
     bootstrapped(nodes)
     return nodes
 
@@ -257,7 +236,7 @@ def test_a_broker_user_without_cluster_action_cannot_replicate(spate_factory):
             "--replica-lag-time-max-ms", "2000"]
     for user, password in BOOTSTRAP.items():
         args += ["--scram-bootstrap", f"SCRAM-SHA-256=[name={user},password={password}]"]
-    nodes = start_cluster_with(spate_factory, lambda _: args)
+    nodes = start_cluster(spate_factory, args_of=lambda _: args)
     bootstrapped(nodes)
     topic = "needs-followers"
     create_led_by_each(nodes[0], topic)
@@ -275,7 +254,7 @@ def test_a_broker_user_without_cluster_action_cannot_replicate(spate_factory):
 def test_a_sasl_listener_needs_an_inter_broker_login(spate_factory):
     """A clustered node whose listener is SASL (the one the brokers connect to each other
     on) without an inter-broker login refuses to start, naming the options."""
-    nodes = start_cluster_with(spate_factory, lambda _: [
+    nodes = start_cluster(spate_factory, args_of=lambda _: [
         "--listen", None, "--listeners", "SASL_PLAINTEXT://127.0.0.1:{port}"], start=False)
     broker = nodes[0].broker
     with pytest.raises(AssertionError) as refused:
