@@ -182,6 +182,12 @@ pub const SASL_FAILED_LOGIN_WINDOW_MS: u64 = 60_000;
 /// Source addresses a shard remembers failed logins of; older entries are dropped first.
 pub const SASL_FAILED_LOGIN_SOURCES_MAX: usize = 10_000;
 
+/// How long a SCRAM login waits on a clustered node that has not yet applied the metadata
+/// log's credentials (after its start, until its bootstrap credentials are on the log)
+/// before it is refused, uncounted, as "not ready"; and how often it looks meanwhile.
+pub const SASL_CREDENTIALS_WAIT_MS: u64 = 10_000;
+pub const SASL_CREDENTIALS_POLL_MS: u64 = 20;
+
 /// A TLS handshake that has not completed in this long closes the connection.
 pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 

@@ -66,10 +66,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     // live broker rather than the active controller (KIP-590): any node takes admin
     // requests and proposes them to the metadata log, so a client's CreateTopics goes to
     // the node it asked. DescribeCluster and DescribeQuorum name the Raft leader.
+    // Before any broker is live here, this node, as the brokers above: never -1, which
+    // librdkafka's admin client takes as "no controller" and then waits for a broker to
+    // change state, not for a new Metadata (an AlterUserScramCredentials sent right after
+    // a cluster formed waited out its whole timeout).
     response.controller_id = match &view {
         Some(view) if view.live_broker(node_id).is_some() => node_id.into(),
-        Some(view) => view.live_brokers().next().map_or(NodeId::NONE, |b| b.node_id).into(),
-        None if ctx.cluster().clustered() => NodeId::NONE.into(),
+        Some(view) => view.live_brokers().next().map_or(node_id, |b| b.node_id).into(),
         None => node_id.into(),
     };
     let auto_create =

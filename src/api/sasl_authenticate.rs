@@ -3,6 +3,13 @@
 //! (`--connections-max-reauth-ms`, KIP-368; 0 when sessions do not expire); failure answers
 //! SASL_AUTHENTICATION_FAILED after a short delay, logs the user and the source (never the
 //! secret), counts the failure against the source, and closes the connection, as Kafka does.
+//!
+//! A clustered node has no SCRAM credentials after its start until it has applied the
+//! metadata log's, its own bootstrap ones included (Kafka's broker does not open its
+//! listeners before it caught up with the log). A SCRAM login meanwhile waits for them, up
+//! to `SASL_CREDENTIALS_WAIT_MS`, then is refused as not ready, uncounted: counted, the
+//! brokers' own logins to a node that is starting would block their address (every
+//! client's on one host) for the rest of the window.
 
 use std::time::Duration;
 
@@ -10,7 +17,10 @@ use bytes::Bytes;
 use kafka_protocol::messages::{SaslAuthenticateRequest, SaslAuthenticateResponse};
 
 use super::{str_bytes, Context, Outcome};
-use crate::constants::{SASL_FAILED_LOGIN_DELAY_MS, SASL_FAILED_LOGIN_WINDOW_MS};
+use crate::constants::{
+    SASL_CREDENTIALS_POLL_MS, SASL_CREDENTIALS_WAIT_MS, SASL_FAILED_LOGIN_DELAY_MS,
+    SASL_FAILED_LOGIN_WINDOW_MS,
+};
 use crate::model::ErrorCode;
 use crate::security::scram::ScramServer;
 use crate::security::{nonce, now_ms, plain, SaslMechanism};
@@ -36,6 +46,9 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         // `Session::admits` lets SaslAuthenticate through only during an exchange.
         return Outcome::Close("SaslAuthenticate without SaslHandshake".into());
     };
+    if matches!(mechanism, SaslMechanism::Scram(_)) && !credentials_ready(ctx).await {
+        return not_ready(ctx, mechanism);
+    }
     let ip = session.peer.map(|peer| peer.ip());
     let now = now_ms();
     let step = if ip.is_some_and(|ip| security.failures.borrow().blocked(ip, now)) {
@@ -115,6 +128,43 @@ fn step(ctx: &Context, mechanism: SaslMechanism, message: &[u8]) -> Step {
                 }
             }
         },
+    }
+}
+
+/// Whether the SCRAM credentials are applied (`Security::scram_ready`), waiting up to
+/// `SASL_CREDENTIALS_WAIT_MS` for them.
+async fn credentials_ready(ctx: &Context) -> bool {
+    let shared = &ctx.services.security.shared;
+    let mut waited = 0;
+    while !shared.scram_ready() {
+        if waited >= SASL_CREDENTIALS_WAIT_MS {
+            return false;
+        }
+        glommio::timer::sleep(Duration::from_millis(SASL_CREDENTIALS_POLL_MS)).await;
+        waited += SASL_CREDENTIALS_POLL_MS;
+    }
+    true
+}
+
+/// Refuses a SCRAM login on a node whose credentials are not applied yet: not counted
+/// against the source (the password may be right), and said so to the client.
+fn not_ready(ctx: &Context, mechanism: SaslMechanism) -> Outcome {
+    let session = &ctx.session;
+    session.fail();
+    tracing::info!(
+        peer = ?session.peer,
+        mechanism = mechanism.name(),
+        "SASL login refused: the metadata log's SCRAM credentials are not applied here yet"
+    );
+    let mut response = SaslAuthenticateResponse::default();
+    response.error_code = ErrorCode::SaslAuthenticationFailed.code();
+    response.error_message = Some(str_bytes(
+        "Authentication failed: this broker has not yet applied the cluster's SCRAM \
+         credentials from the metadata log; retry shortly",
+    ));
+    match ctx.reply(&response) {
+        Outcome::Reply(frame) => Outcome::ReplyAndClose(frame, "SASL: not ready".into()),
+        other => other,
     }
 }
 

@@ -271,7 +271,11 @@ impl MetadataState {
         let Some(record) = record else { return Applied::default() };
         if let Some(request) = record.request() {
             if self.requests_seen.contains(&request) {
-                return Applied::default();
+                // Committed twice (a retry): it takes effect once. Its proposer may not have
+                // seen the first outcome (that entry reached its node inside a snapshot), so
+                // the outcome again where the state still shows it.
+                let outcome = self.repeated_outcome(record).map(|outcome| (request, outcome));
+                return Applied { outcome, ..Applied::default() };
             }
             self.remember(request);
             if let MetadataRecord::UnregisterBroker { node_id, .. } = record {
@@ -428,17 +432,30 @@ impl MetadataState {
         }
     }
 
+    /// The outcome of a request committed before, for its proposer, where the state still
+    /// shows it: a credential or ACL change (never refused but for the removal of a
+    /// credential that is gone: gone either way), a topic created with the record's id
+    /// that still exists. None for the others: their first outcome cannot be told from the
+    /// state, and their proposer answers REQUEST_TIMED_OUT ("it may still take effect").
+    fn repeated_outcome(&self, record: &MetadataRecord) -> Option<TopicOutcome> {
+        match record {
+            MetadataRecord::ScramCredential { user, .. }
+            | MetadataRecord::RemoveScramCredential { user, .. } => Some(Ok(done(user))),
+            MetadataRecord::AccessControlEntry { acl, .. }
+            | MetadataRecord::RemoveAccessControlEntry { acl, .. } => Some(Ok(done(&acl.name))),
+            MetadataRecord::CreateTopic { name, topic_id, .. } => self
+                .topics
+                .get(name)
+                .filter(|topic| topic.topic_id == *topic_id)
+                .map(|_| Ok(self.summary(name))),
+            _ => None,
+        }
+    }
+
     /// Applies a SCRAM credential or ACL record (None for other records): whether the state
     /// changed, and the outcome for the proposer. Every node applies them alike, so every
     /// node authenticates and authorizes from the same credentials and ACLs.
     fn apply_security_record(&mut self, record: &MetadataRecord) -> Option<(bool, TopicOutcome)> {
-        let done = |name: &str| TopicSummary {
-            name: name.to_string(),
-            topic_id: [0; 16],
-            partitions: 0,
-            overrides: BTreeMap::new(),
-            producer_ids: None,
-        };
         Some(match record {
             MetadataRecord::ScramCredential { user, mechanism, credential, if_absent, .. } => {
                 let key = (user.clone(), *mechanism);
@@ -1179,6 +1196,17 @@ impl MetadataState {
     }
 }
 
+/// The outcome of a credential or ACL change: done, naming the user or the resource.
+fn done(name: &str) -> TopicSummary {
+    TopicSummary {
+        name: name.to_string(),
+        topic_id: [0; 16],
+        partitions: 0,
+        overrides: BTreeMap::new(),
+        producer_ids: None,
+    }
+}
+
 fn refuse<T>(code: ErrorCode, message: String) -> Result<T, Refusal> {
     Err(Refusal { code, message })
 }
@@ -1480,6 +1508,21 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_create_answers_again_while_its_topic_stands() {
+        let mut state = three_brokers();
+        let first = state.apply(4, Some(&create(2, "t", &[3])));
+        let again = state.apply(5, Some(&create(2, "t", &[3])));
+        assert!(!again.changed && !again.catalog_changed);
+        assert_eq!(again.outcome, first.outcome);
+        assert_eq!(state.topics.len(), 1);
+        // Deleted since (or created again under another id): nothing to tell.
+        let delete = MetadataRecord::DeleteTopic { request: request(3), name: "t".into() };
+        state.apply(6, Some(&delete));
+        assert_eq!(state.apply(7, Some(&create(2, "t", &[3]))).outcome, None);
+        assert_eq!(state.apply(8, Some(&delete)), Applied::default());
+    }
+
+    #[test]
     fn delete_topic_of_an_unknown_name_is_unknown_topic() {
         let mut state = three_brokers();
         let delete = MetadataRecord::DeleteTopic { request: request(1), name: "t".into() };
@@ -1628,8 +1671,14 @@ mod tests {
         let changed = upsert(request(), 3, false);
         assert!(next(&mut state, &changed).security_changed);
         assert_eq!(state.scram[&key], credential(3));
-        // The same request committed twice takes effect once.
-        assert_eq!(next(&mut state, &changed), Applied::default());
+        // The same request committed twice takes effect once, and answers its proposer
+        // again (it may have missed the first outcome inside a snapshot).
+        let again = next(&mut state, &changed);
+        assert!(!again.changed && !again.security_changed);
+        assert_eq!(
+            again.outcome.map(|(_, outcome)| outcome.map(|s| s.name)),
+            Some(Ok("alice".into()))
+        );
         let remove = |request| MetadataRecord::RemoveScramCredential {
             request,
             user: "alice".into(),
@@ -2034,7 +2083,9 @@ mod tests {
                     once.apply(index, Some(record));
                     twice.apply(index, Some(record));
                     let repeated = twice.apply(index + 1, Some(record));
-                    assert_eq!(repeated, Applied::default(), "{picks:?} at {i}");
+                    // Nothing changes; a repeated request may answer its proposer again.
+                    let unchanged = Applied { outcome: None, ..repeated };
+                    assert_eq!(unchanged, Applied::default(), "{picks:?} at {i}");
                     once.applied_index = index + 1;
                     // The controller's changes applied on both keep them equal.
                     assert_eq!(once.partition_changes(), twice.partition_changes());

@@ -180,6 +180,9 @@ pub struct Controller {
     proposals: quorum::Proposals,
     /// The credentials and ACLs of the process (clustered: set from the log on shard 0).
     security: Arc<Security>,
+    /// Clustered: this start's credentials are on the metadata log (or there were none to
+    /// carry), so SCRAM logins open once a committed batch is applied (`Security::scram_ready`).
+    security_carried: std::cell::Cell<bool>,
 }
 
 impl Service for Controller {
@@ -270,6 +273,7 @@ impl Controller {
             cluster,
             proposals: quorum::Proposals::new(),
             security,
+            security_carried: std::cell::Cell::new(false),
         }
     }
 

@@ -310,6 +310,8 @@ impl Controller {
             }));
         }
         if records.is_empty() && files.is_empty() {
+            // Nothing of this node's own: logins open with the first applied batch.
+            self.security_carried.set(true);
             return;
         }
         let count = records.len();
@@ -332,6 +334,9 @@ impl Controller {
             bootstrap = bootstrap.len(),
             "SCRAM credentials and ACLs of this node are on the metadata log"
         );
+        // Applied here too: `propose_and_wait` answers after this node's apply.
+        self.security_carried.set(true);
+        self.security.mark_scram_ready();
         let renamed = glommio::executor()
             .spawn_blocking(move || {
                 for file in &files {
@@ -544,6 +549,9 @@ impl Controller {
             }
             if self.security.acls.replace(&batch.acls) {
                 tracing::debug!(acls = batch.acls.len(), "ACLs (metadata log)");
+            }
+            if self.security_carried.get() {
+                self.security.mark_scram_ready();
             }
             // New dynamic configs first: the topics below take their defaults.
             if batch.configs != self.shard.catalog.borrow().configs {

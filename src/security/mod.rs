@@ -79,6 +79,11 @@ pub struct Security {
     pub to_log: std::sync::Mutex<Option<ToLog>>,
     /// How this node's inter-broker clients authenticate (`inter_broker`).
     pub inter_broker: Option<InterBroker>,
+    /// Whether `scram` holds what logins are checked against: at once on a single node;
+    /// clustered, once this start's credentials are on the metadata log and applied here
+    /// (`mark_scram_ready`). Before, a login cannot tell a wrong password from a credential
+    /// not applied yet, so it waits, and is not counted against its source.
+    scram_ready: std::sync::atomic::AtomicBool,
 }
 
 /// What a clustered node carries to the metadata log at start (`Security::to_log`): the
@@ -252,7 +257,24 @@ impl Security {
             clustered,
             to_log: std::sync::Mutex::new(to_log),
             inter_broker,
+            scram_ready: std::sync::atomic::AtomicBool::new(!clustered),
         })
+    }
+
+    /// Whether SCRAM logins are checked against the credentials they should be (see
+    /// `scram_ready`).
+    pub fn scram_ready(&self) -> bool {
+        self.scram_ready.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Clustered: the metadata log's credentials are applied here, this start's included.
+    pub fn mark_scram_ready(&self) {
+        if !self.scram_ready.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            tracing::info!(
+                credentials = self.scram.describe().len(),
+                "SCRAM logins open: the metadata log's credentials are applied"
+            );
+        }
     }
 
     pub fn mechanism(&self, name: &str) -> Option<SaslMechanism> {
