@@ -3,12 +3,15 @@
 //! with READ checked on each topic, and turning its acknowledgement batches into
 //! `group::share_partition::AckBatch`es.
 
+use std::collections::BTreeMap;
+
 use super::group_common::{check_group_id, EmptyGroupId};
 use super::Context;
 use crate::group::assignor::TopicId;
 use crate::group::share::SessionPartition;
 use crate::group::share_partition::AckBatch;
-use crate::model::{ErrorCode, TopicPartition};
+use crate::model::{ErrorCode, Isolation, ShardId, TopicPartition};
+use crate::partition::{PartitionRequest, PartitionResponse};
 use crate::security::acl::Operation;
 
 /// The group-level checks of the share-group offset admin APIs (AlterShareGroupOffsets,
@@ -123,11 +126,8 @@ pub(super) fn resolve(ctx: &Context, partitions: Vec<Named>) -> Resolved {
 pub async fn list_offsets(
     ctx: &Context,
     partitions: impl Iterator<Item = (TopicPartition, i64)>,
-) -> std::collections::BTreeMap<TopicPartition, i64> {
-    use crate::model::{Isolation, ShardId};
-    use crate::partition::{PartitionRequest, PartitionResponse};
-    let mut by_shard: std::collections::BTreeMap<ShardId, Vec<(TopicPartition, i64)>> =
-        std::collections::BTreeMap::new();
+) -> BTreeMap<TopicPartition, i64> {
+    let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, i64)>> = BTreeMap::new();
     for (tp, timestamp) in partitions {
         by_shard.entry(ctx.shard().owner(&tp)).or_default().push((tp, timestamp));
     }
@@ -135,7 +135,7 @@ pub async fn list_offsets(
         let isolation = Isolation::ReadUncommitted;
         ctx.partitions().call(owner, PartitionRequest::ListOffsets { partitions, isolation })
     });
-    let mut out = std::collections::BTreeMap::new();
+    let mut out = BTreeMap::new();
     for answer in futures::future::join_all(calls).await {
         let Some(PartitionResponse::Offsets(results)) = answer else { continue };
         for result in results.into_iter().filter(|r| r.error_code == ErrorCode::None) {

@@ -176,13 +176,12 @@ async fn call(ctx: &Context, group_id: &str, request: GroupRequest) -> Option<Gr
 /// The offsets to start the share partitions at that the plan says are new
 /// (`share.auto.offset.reset`: earliest, the log start; latest, the high watermark).
 async fn initial_offsets(ctx: &Context, plan: &[FetchPlan]) -> BTreeMap<TopicPartition, i64> {
-    // Kafka's ListOffsets timestamps: -2 earliest, -1 latest.
-    let wanted = plan.iter().filter(|p| p.fetch_offset.is_none());
-    share_common::list_offsets(
-        ctx,
-        wanted.map(|p| (p.tp.clone(), -1 - i64::from(p.reset_earliest))),
-    )
-    .await
+    let wanted = plan.iter().filter(|p| p.fetch_offset.is_none()).map(|p| {
+        // Kafka's ListOffsets timestamps: -2 earliest, -1 latest.
+        let timestamp = if p.reset_earliest { -2 } else { -1 };
+        (p.tp.clone(), timestamp)
+    });
+    share_common::list_offsets(ctx, wanted).await
 }
 
 /// Whether a partition's read went well enough to answer it (a read below the log start
