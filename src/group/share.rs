@@ -481,8 +481,9 @@ impl Shares {
                 continue;
             }
             partition.set_dead_letters(settings.dead_letters);
+            let was_full = window_full(partition, settings.max_locks);
             let archived = partition.release_member(member_id, settings.release());
-            if partition.fetch_offset(settings.now_ms) < partition.end_offset() {
+            if frees(partition, was_full, settings.max_locks, settings.now_ms) {
                 self.freed.push(tp.clone());
             }
             for gone in archived {
@@ -868,9 +869,10 @@ impl Shares {
             return ErrorCode::InvalidRecordState;
         };
         partition.set_dead_letters(settings.dead_letters);
+        let was_full = window_full(partition, settings.max_locks);
         match partition.acknowledge(member_id, &p.acks, settings.release()) {
             Ok(archived) => {
-                if partition.fetch_offset(settings.now_ms) < partition.end_offset() {
+                if frees(partition, was_full, settings.max_locks, settings.now_ms) {
                     self.freed.push(p.tp.clone());
                 }
                 for gone in archived {
@@ -968,8 +970,9 @@ impl Shares {
                     };
                     partition.set_dead_letters(settings.dead_letters);
                     let release = Release { now_ms: now, ..settings.release() };
+                    let was_full = window_full(partition, settings.max_locks);
                     let (archived, changed) = partition.expire_locks(release);
-                    if changed && partition.fetch_offset(now) < partition.end_offset() {
+                    if changed && frees(partition, was_full, settings.max_locks, now) {
                         self.freed.push(tp.clone());
                     }
                     for gone in archived {
@@ -1052,6 +1055,22 @@ impl Shares {
     pub fn in_flight(&self, group_id: &str, tp: &TopicPartition) -> Option<usize> {
         self.groups.get(group_id)?.partitions.get(tp).map(SharePartition::in_flight)
     }
+}
+
+/// Whether `partition` holds as many records in flight as it may (`max_locks`): no fetch can
+/// take a new record from its end until the start moves.
+fn window_full(partition: &SharePartition, max_locks: i64) -> bool {
+    partition.end_offset() - partition.start_offset() >= max_locks
+}
+
+/// Whether a change to `partition` (full before it when `was_full`) lets a waiting ShareFetch
+/// take something: a record Available again, or room in the in-flight window again (the
+/// start moved), so that records past the end may be taken. Without the second, fetches
+/// waiting while four members held the whole window of a topic that already had every
+/// record slept until their recheck (`SHARE_FETCH_RECHECK_MS`) after each acknowledgement.
+fn frees(partition: &SharePartition, was_full: bool, max_locks: i64, now_ms: i64) -> bool {
+    partition.fetch_offset(now_ms) < partition.end_offset()
+        || (was_full && !window_full(partition, max_locks))
 }
 
 fn locks_key(group_id: &str, tp: &TopicPartition) -> TimerKey {
@@ -1187,6 +1206,43 @@ mod tests {
     }
 
     #[test]
+    fn an_acknowledgement_that_reopens_a_full_window_wakes_the_waiting_fetches() {
+        let tp = TopicPartition::new("t".into(), 0);
+        let mut shares = Shares::new(GroupConfig::default());
+        let window = ShareSettings { max_locks: 4, ..settings() };
+        let open = |epoch, acks: Vec<AckBatch>| FetchOpen {
+            group_id: "g".into(),
+            member_id: "a".into(),
+            session_epoch: epoch,
+            partitions: vec![SessionPartition { tp: tp.clone(), topic_id: [1; 16], acks }],
+            forgotten: vec![],
+        };
+        shares.open_fetch(0, open(0, vec![]), window);
+        // The log holds 0..=9, a batch per record; the window lets 4 be in flight.
+        let read = ShareRead {
+            batches: (0..=9).map(|offset| (offset, offset, false)).collect(),
+            ..read_from_start(&tp, 9)
+        };
+        let got = shares.acquire(0, "g", "a", vec![read], 10, window);
+        assert_eq!(got[0].1[0].last_offset, 3);
+        assert!(shares.take_freed().is_empty());
+        // Accepting offset 1 leaves the start at 0: still full, nothing to wake for.
+        let middle = AckBatch { first_offset: 1, last_offset: 1, types: vec![ACK_ACCEPT] };
+        shares.open_fetch(0, open(1, vec![middle]), window);
+        assert!(shares.take_freed().is_empty());
+        // Accepting offset 0 moves the start past 1: two more may be taken from the end,
+        // though no record is Available.
+        let first = AckBatch { first_offset: 0, last_offset: 0, types: vec![ACK_ACCEPT] };
+        let opened = shares.open_fetch(0, open(2, vec![first]), window);
+        assert_eq!(opened.plan[0].fetch_offset, Some(4));
+        assert_eq!(shares.take_freed(), vec![tp.clone()]);
+        // The window is not full now: accepting more wakes nobody (nothing was waiting on it).
+        let more = AckBatch { first_offset: 2, last_offset: 2, types: vec![ACK_ACCEPT] };
+        shares.open_fetch(0, open(3, vec![more]), window);
+        assert!(shares.take_freed().is_empty());
+    }
+
+    #[test]
     fn sessions_fetches_acknowledgements_and_timeouts() {
         let tp = TopicPartition::new("t".into(), 0);
         let mut shares = Shares::new(GroupConfig::default());
@@ -1203,7 +1259,7 @@ mod tests {
             tp: tp.clone(),
             init_offset: Some(5),
             log_start: 0,
-            batches: vec![(5, 9, false)],
+            batches: vec![(5, 7, false), (8, 9, false)],
             read_from: 5,
         };
         let got = shares.acquire(0, "g", "a", vec![read], 3, settings());

@@ -401,12 +401,18 @@ impl SharePartition {
                 }
             }
             // Records never handed out. Offsets between `end` and the batch's first are not
-            // in the log (compacted away): they are done.
+            // in the log (compacted away): they are done. The limits are Kafka's soft ones
+            // (`SharePartition.acquireNewBatchRecords`, the batch-optimized acquire mode):
+            // they decide whether a batch is begun, and one begun is taken to its end, so
+            // that a batch goes to one member rather than to several that would each
+            // receive (and decompress) all of it to keep only their part.
             let mut offset = first.max(self.end);
+            if offset <= last
+                && (got.len() >= limits.max_records || offset - self.start >= limits.max_locks)
+            {
+                break 'batches;
+            }
             while offset <= last {
-                if got.len() >= limits.max_records || offset - self.start >= limits.max_locks {
-                    break 'batches;
-                }
                 if self.records.is_empty() && offset > self.end {
                     // Nothing in flight and a gap: start moves with end.
                     self.start = offset;
@@ -757,9 +763,10 @@ mod tests {
     #[test]
     fn two_members_get_disjoint_records_and_accepts_move_the_start() {
         let mut p = SharePartition::new(0);
-        let a = p.acquire(0, "a", &[(0, 4)], AcquireLimits { max_records: 3, ..LIMITS });
+        let batches = [(0, 2), (3, 4)];
+        let a = p.acquire(0, "a", &batches, AcquireLimits { max_records: 3, ..LIMITS });
         assert_eq!(runs(&a), vec![(0, 2, 1)]);
-        let b = p.acquire(0, "b", &[(0, 4)], LIMITS);
+        let b = p.acquire(0, "b", &batches, LIMITS);
         assert_eq!(runs(&b), vec![(3, 4, 1)]);
         let wrong = p.acknowledge("b", &[ack(0, 0, ACK_ACCEPT)], Release::at_once(5));
         assert_eq!(wrong, Err(ErrorCode::InvalidRecordState));
@@ -810,17 +817,42 @@ mod tests {
         assert!(p.acquire(0, "b", &[(5, 9)], LIMITS).acquired.is_empty());
     }
 
+    /// Batches of ten records from `first` up to `last`.
+    fn tens(first: i64, last: i64) -> Vec<(i64, i64)> {
+        (first..=last).step_by(10).map(|base| (base, base + 9)).collect()
+    }
+
     #[test]
     fn max_locks_bounds_what_is_in_flight() {
         let mut p = SharePartition::new(0);
         let small = AcquireLimits { max_locks: 100, ..LIMITS };
-        let got = p.acquire(0, "a", &[(0, 999)], small);
+        let got = p.acquire(0, "a", &tens(0, 999), small);
         assert_eq!(got.acquired[0].last_offset, 99);
-        assert!(p.acquire(0, "b", &[(100, 999)], small).acquired.is_empty());
+        assert!(p.acquire(0, "b", &tens(100, 999), small).acquired.is_empty());
         assert!(!p.has_acquirable(1000, 100, 0));
         p.acknowledge("a", &[ack(0, 9, ACK_ACCEPT)], Release::at_once(5)).expect("ack");
-        let more = p.acquire(0, "b", &[(100, 999)], small);
+        let more = p.acquire(0, "b", &tens(100, 999), small);
         assert_eq!(runs(&more), vec![(100, 109, 1)]);
+    }
+
+    #[test]
+    fn a_batch_begun_is_handed_out_whole() {
+        // Kafka's batch-optimized acquisition: the limits decide whether a batch is begun;
+        // one begun goes to one member whole, beyond MaxRecords and the in-flight window.
+        let mut p = SharePartition::new(0);
+        let limits = AcquireLimits { max_records: 3, max_locks: 8, ..LIMITS };
+        let a = p.acquire(0, "a", &[(0, 4), (5, 9)], limits);
+        assert_eq!(runs(&a), vec![(0, 4, 1)], "the first batch whole, the second not begun");
+        let b = p.acquire(0, "b", &[(5, 9), (10, 14)], limits);
+        assert_eq!(runs(&b), vec![(5, 9, 1)], "begun at 5 of 8 in flight, ends at 10 of 8");
+        assert_eq!(p.in_flight(), 10);
+        assert!(p.acquire(0, "c", &[(10, 14)], limits).acquired.is_empty());
+        // A batch taken up to the middle before (a restart, a smaller limit then) is taken
+        // on from the end.
+        let mut q = SharePartition::new(0);
+        q.acquire(0, "a", &[(0, 0)], limits);
+        let rest = q.acquire(0, "b", &[(0, 4)], limits);
+        assert_eq!(runs(&rest), vec![(1, 4, 1)]);
     }
 
     #[test]
