@@ -222,6 +222,39 @@ def test_two_share_consumers_on_one_partition_share_its_records(broker, share_me
     assert described["offsets"] == {"0": len(values)}, described
 
 
+@pytest.mark.timeout(300)
+def test_a_batch_goes_to_one_member_whole(broker, share_members, java_share):
+    """Kafka's batch-optimized acquisition: MaxRecords (the client's max.poll.records, 10
+    here) decides whether a batch is begun, and one begun goes to one member whole. Three
+    batches of 100 lz4 records are produced while two members wait: each batch's records
+    all go to one member, once each (cut at 10, each batch went to both members, and each
+    received and decompressed all of it to keep its part)."""
+    topic, group = create_topic(broker), unique("sg")
+    read_from_earliest(broker, group)
+    conf = {"max.poll.records": "10"}
+    a = share_members(broker, group, topic, "accept", conf)
+    b = share_members(broker, group, topic, "accept", conf)
+    wait_until(lambda: len((share_admin(java_share, broker, group)[1] or {}).get("members", ()))
+               == 2, TIMEOUT_S, "both members to join")
+    batches = []
+    for n in range(3):
+        msgs = [Msg(b"k", f"b{n}-{i}".encode(), partition=0) for i in range(100)]
+        # One flush of records produced within the linger: one batch.
+        placed = ck_produce(broker.bootstrap, topic, msgs, compression="lz4",
+                            **{"linger.ms": 2000})
+        batches.append({offset for _, offset in placed})
+        time.sleep(0.5)
+    assert [min(x) for x in batches] == [0, 100, 200], batches
+    wait_until(lambda: len(a.records()) + len(b.records()) >= 300, TIMEOUT_S,
+               "every record to be delivered")
+    time.sleep(LOCK_MS / 1000 + 1)  # a record delivered twice would show up now
+    got = {name: {o for o, d, _, _ in m.records()} for name, m in (("a", a), ("b", b))}
+    assert sorted(o for m in (a, b) for o, _, _, _ in m.records()) == list(range(300))
+    for n, batch in enumerate(batches):
+        holders = [name for name, offsets in got.items() if offsets & batch]
+        assert len(holders) == 1, f"batch {n} went to {holders}: {got}"
+
+
 @pytest.mark.timeout(240)
 def test_a_released_record_comes_back_with_a_higher_delivery_count(broker, share_members):
     """RELEASE: each record is delivered a second time, with delivery count 2, then accepted
