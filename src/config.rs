@@ -284,6 +284,10 @@ pub struct Args {
     /// GROUP_MAX_SIZE_REACHED (group.consumer.max.size) [default: 2147483647].
     #[arg(long, value_name = "N")]
     pub group_consumer_max_size: Option<i32>,
+    /// Members of a classic group at most; a new one beyond is refused
+    /// GROUP_MAX_SIZE_REACHED (group.max.size) [default: 2147483647].
+    #[arg(long, value_name = "N")]
+    pub group_max_size: Option<i32>,
     /// Members of a share group at most, 1 to 1000 (group.share.max.size) [default: 200].
     #[arg(long, value_name = "N")]
     pub group_share_max_size: Option<i32>,
@@ -390,6 +394,7 @@ struct FileConfig {
     group_consumer_assignors: Option<String>,
     group_consumer_migration_policy: Option<String>,
     group_consumer_max_size: Option<i32>,
+    group_max_size: Option<i32>,
     group_share_max_size: Option<i32>,
     group_share_session_timeout_ms: Option<i32>,
     group_share_heartbeat_interval_ms: Option<i32>,
@@ -818,6 +823,7 @@ impl Config {
                 .clone()
                 .or(file.group_consumer_migration_policy.clone()),
             consumer_max_size: args.group_consumer_max_size.or(file.group_consumer_max_size),
+            classic_max_size: args.group_max_size.or(file.group_max_size),
             share_max_size: args.group_share_max_size.or(file.group_share_max_size),
             share: [
                 args.group_share_session_timeout_ms.or(file.group_share_session_timeout_ms),
@@ -1011,6 +1017,7 @@ fn given_broker_configs(args: &Args, file: &FileConfig) -> BTreeSet<&'static str
             "group.consumer.max.size",
             a.group_consumer_max_size.or(f.group_consumer_max_size).is_some(),
         ),
+        ("group.max.size", a.group_max_size.or(f.group_max_size).is_some()),
         ("group.share.max.size", a.group_share_max_size.or(f.group_share_max_size).is_some()),
         (
             "offsets.retention.minutes",
@@ -1205,6 +1212,7 @@ struct GroupValues {
     consumer_assignors: Option<String>,
     migration_policy: Option<String>,
     consumer_max_size: Option<i32>,
+    classic_max_size: Option<i32>,
     share_max_size: Option<i32>,
     /// The share group options, in `--group-share-*` order: session timeout, heartbeat
     /// interval, record lock duration, delivery count limit, max record locks.
@@ -1268,6 +1276,10 @@ fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
     if consumer_max_size < 1 {
         return Err(format!("--group-consumer-max-size {consumer_max_size} must be positive."));
     }
+    let classic_max_size = values.classic_max_size.unwrap_or(i32::MAX);
+    if classic_max_size < 1 {
+        return Err(format!("--group-max-size {classic_max_size} must be positive."));
+    }
     let share_max_size = values.share_max_size.unwrap_or(defaults.share_max_size as i32);
     // Kafka's bounds for group.share.max.size.
     if !(1..=1000).contains(&share_max_size) {
@@ -1312,6 +1324,7 @@ fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
         consumer_assignors: assignors,
         migration_policy,
         consumer_max_size: consumer_max_size as usize,
+        classic_max_size: classic_max_size as usize,
         share_max_size: share_max_size as usize,
         initial_rebalance_delay_ms: delay,
         session_timeout_ms_min: min,

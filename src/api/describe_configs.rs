@@ -332,6 +332,7 @@ fn honoured_configs(shard: &Shard) -> Vec<(String, String)> {
         ),
         ("group.consumer.migration.policy".into(), g.migration_policy.name().to_string()),
         ("group.consumer.max.size".into(), g.consumer_max_size.to_string()),
+        ("group.max.size".into(), g.classic_max_size.to_string()),
         ("group.share.max.size".into(), g.share_max_size.to_string()),
         ("offsets.retention.minutes".into(), (g.offsets_retention_ms / 60_000).to_string()),
         ("offset.metadata.max.bytes".into(), g.offset_metadata_bytes_max.to_string()),

@@ -2034,6 +2034,24 @@ mod tests {
     }
 
     #[test]
+    fn no_downgrade_to_a_classic_group_beyond_its_max_size() {
+        // Kafka's validateOnlineDowngradeWithFencedMembers: two classic members would be more
+        // than group.max.size 1, so the group stays a consumer group when n leaves (with
+        // room for both, the same leave downgrades: the test above).
+        let mut g = Groups::default();
+        let t = topics(&[("t", 1, 4)]);
+        stable_classic_pair(&mut g, &t);
+        let n = g.consumer_heartbeat(20_000, join("n", &["t"]), &t);
+        assert_eq!(n.error_code, ErrorCode::None, "{n:?}");
+        g.config_mut().classic_max_size = 1;
+        let left = g.consumer_heartbeat(20_001, beat("n", -1, &Assignment::new()), &t);
+        assert_eq!(left.error_code, ErrorCode::None);
+        let d = g.consumer_describe("g");
+        assert_eq!(d.error_code, ErrorCode::None, "still a consumer group");
+        assert_eq!(d.members.iter().filter(|m| m.classic).count(), 2);
+    }
+
+    #[test]
     fn a_classic_static_member_replacing_the_last_consumer_member_downgrades_at_once() {
         let mut g = Groups::default();
         let t = topics(&[("t", 1, 4)]);

@@ -521,6 +521,24 @@ impl Group {
         self.members.values().map(|m| m.rebalance_timeout_ms).max().unwrap_or(0)
     }
 
+    /// Kafka's `acceptJoiningMember` (`group.max.size`): an empty group takes anyone; during
+    /// a rebalance a member already rejoined is taken, others while fewer than `max_size`
+    /// have rejoined (so that a group above a size lowered since keeps the first to rejoin);
+    /// otherwise a member of the group is taken, a new one while it has fewer than
+    /// `max_size` members.
+    fn accepts_joining(&self, member_id: &str, max_size: usize) -> bool {
+        match self.state {
+            GroupState::Empty | GroupState::Dead => true,
+            GroupState::PreparingRebalance => {
+                self.members.get(member_id).is_some_and(|m| m.awaiting_join.is_some())
+                    || self.num_awaiting_join < max_size
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                self.members.contains_key(member_id) || self.members.len() < max_size
+            }
+        }
+    }
+
     fn has_all_members_joined(&self) -> bool {
         self.members.len() == self.num_awaiting_join && self.pending_join_members.is_empty()
     }
@@ -872,6 +890,13 @@ impl Groups {
         &self.config
     }
 
+    /// For tests: a config changed under groups that exist (as a restart with other
+    /// options finds them).
+    #[cfg(test)]
+    pub fn config_mut(&mut self) -> &mut GroupConfig {
+        &mut self.config
+    }
+
     /// Answers for parked requests produced since the last call.
     /// When `advance` next has something to do (session, rebalance, join or sync deadline),
     /// in milliseconds; None when no timeout is pending.
@@ -1055,6 +1080,19 @@ impl Groups {
         if group.consumer.take().is_some() {
             // An empty consumer group becomes a classic group (Kafka converts it too).
             cx.fx.records.push(Record::Consumer { group: group.group_id.clone(), value: None });
+        }
+        if !group.accepts_joining(&req.member_id, cx.cfg.classic_max_size) {
+            // Kafka's `classicGroupJoin` with `acceptJoiningMember` false: the member is
+            // removed (a member of a rebalance beyond the size that had not rejoined yet) and
+            // told the group is full.
+            if group.members.contains_key(&req.member_id) {
+                cx.fx.timers.cancel(&Ctx::heartbeat_key(group, &req.member_id));
+                cx.remove_member(group, &req.member_id);
+            }
+            group.pending_join_members.remove(&req.member_id);
+            let answer = JoinResponse::error(UNKNOWN_MEMBER_ID, ErrorCode::GroupMaxSizeReached);
+            cx.fx.replies.push((reply, Reply::Join(answer)));
+            return;
         }
         if unknown {
             cx.join_new_member(group, reply, req);
@@ -2631,7 +2669,8 @@ impl Ctx<'_> {
         let replaces_last = req
             .group_instance_id
             .as_deref()
-            .is_some_and(|instance_id| consumer.all_classic_except_instance(instance_id));
+            .is_some_and(|instance_id| consumer.all_classic_except_instance(instance_id))
+            && consumer.members.len() <= self.cfg.classic_max_size;
         let mut effects = consumer::Effects::default();
         let joined = consumer.classic_join(self.now, join, topics, self.cfg, &mut effects);
         apply_timers(self.fx, &group.group_id, effects.timers);
@@ -2711,9 +2750,12 @@ impl Ctx<'_> {
     /// that they rejoin. True if it did.
     fn maybe_downgrade(&mut self, group: &mut Group, leaving: &str) -> bool {
         let Some(consumer) = group.consumer.as_ref() else { return false };
+        // Kafka's size check: a group that would be larger than `group.max.size` as a
+        // classic group stays a consumer group.
         if !consumer.all_classic_except(leaving)
             || consumer.members.len() <= 1
             || !self.cfg.migration_policy.is_downgrade_enabled()
+            || consumer.members.len() - 1 > self.cfg.classic_max_size
         {
             return false;
         }
@@ -3047,6 +3089,38 @@ mod tests {
         let records = h.groups.take_records();
         let last = records.last();
         assert!(matches!(last, Some(Record::Group { value: Some(v), .. }) if v.generation == 1));
+    }
+
+    #[test]
+    fn a_classic_group_at_its_max_size_refuses_a_new_member_and_drops_a_late_one() {
+        let (mut h, a, b, generation) = stable_pair();
+        h.groups.config_mut().classic_max_size = 2;
+        // Stable with 2 members: a new member is refused, and nothing changes.
+        let c = h.join(join_request("g", "", "c", &["range"]));
+        let refused = h.joined(c);
+        assert_eq!(refused.error_code, ErrorCode::GroupMaxSizeReached);
+        assert_eq!(refused.member_id, UNKNOWN_MEMBER_ID);
+        assert_eq!(h.groups.state_of("g"), Some(GroupState::Stable));
+        assert_eq!(h.heartbeat("g", generation, &b), ErrorCode::None);
+        // A member's rejoin starts a rebalance; while fewer than 2 have rejoined, a new
+        // member is taken, and then the member that had not rejoined yet is the one too many.
+        let ja = h.join(join_request("g", &a, "a", &["range"]));
+        assert_eq!(h.groups.state_of("g"), Some(GroupState::PreparingRebalance));
+        let c = h.join_dynamic("g", "c");
+        let jc = h.join(join_request("g", &c, "c", &["range"]));
+        let jb = h.join(join_request("g", &b, "b", &["range"]));
+        let late = h.joined(jb);
+        assert_eq!(late.error_code, ErrorCode::GroupMaxSizeReached);
+        // Everyone left has rejoined: the generation completes with a and c.
+        let ra = h.joined(ja);
+        assert_eq!(ra.generation_id, generation + 1);
+        assert_eq!(ra.members.len(), 2);
+        assert_eq!(h.joined(jc).generation_id, generation + 1);
+        assert_eq!(h.heartbeat("g", generation + 1, &b), ErrorCode::UnknownMemberId);
+        // Below the size again (b is gone, a leaves), a new member is taken.
+        h.groups.leave(h.now, "g", vec![LeaveMember { member_id: a, group_instance_id: None }]);
+        let d = h.join(join_request("g", "", "d", &["range"]));
+        assert_eq!(h.joined(d).error_code, ErrorCode::MemberIdRequired);
     }
 
     #[test]

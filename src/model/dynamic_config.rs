@@ -488,6 +488,7 @@ pub const STATIC_BROKER_CONFIG_NAMES: &[&str] = &[
     "group.consumer.session.timeout.ms",
     "group.initial.rebalance.delay.ms",
     "group.max.session.timeout.ms",
+    "group.max.size",
     "group.min.session.timeout.ms",
     "group.share.max.size",
     "inter.broker.listener.name",

@@ -38,6 +38,9 @@ pub struct GroupConfig {
     /// group.consumer.max.size: members of a consumer group at most (a new one beyond is
     /// GROUP_MAX_SIZE_REACHED)
     pub consumer_max_size: usize,
+    /// group.max.size: members of a classic group at most (a new one beyond is
+    /// GROUP_MAX_SIZE_REACHED)
+    pub classic_max_size: usize,
     /// group.share.max.size: members of a share group at most
     pub share_max_size: usize,
     /// group.share.session.timeout.ms (KIP-932 share groups)
@@ -67,6 +70,7 @@ impl Default for GroupConfig {
             consumer_assignors: CONSUMER_ASSIGNORS.iter().map(|a| a.to_string()).collect(),
             migration_policy: MigrationPolicy::Bidirectional,
             consumer_max_size: i32::MAX as usize,
+            classic_max_size: i32::MAX as usize,
             share_max_size: 200,
             share_session_timeout_ms: 45_000,
             share_heartbeat_interval_ms: 5_000,

@@ -177,6 +177,36 @@ def test_a_consumer_group_at_its_max_size_refuses_a_new_member(spate_factory, me
 
 
 @pytest.mark.timeout(300)
+def test_a_classic_group_at_its_max_size_refuses_a_new_member(spate_factory, members,
+                                                              java_members):
+    """`--group-max-size 2` (Kafka's group.max.size, for classic groups): a third classic
+    member (the Java client, eager protocol) gets GROUP_MAX_SIZE_REACHED
+    (GroupMaxSizeReachedException, fatal) while the two keep their partitions, without a
+    rebalance; once one leaves, a new member is taken. DescribeConfigs shows the limit."""
+    broker = spate_factory("--default-partitions", "4", "--group-max-size", "2",
+                           "--group-initial-rebalance-delay-ms", "0")
+    topic, group = create_topic(broker), unique("classic")
+    classic = {"heartbeat.interval.ms": "500", "session.timeout.ms": str(SESSION_MS)}
+    start = lambda: members("java", broker, group, topic, conf=classic,  # noqa: E731
+                            java_classpath=java_members)
+    a, b = start(), start()
+    wait_balanced([a, b], timeout=60)
+    before = (a.assignment(), b.assignment())
+    third = start()
+    wait_until(lambda: third.crashed(), TIMEOUT_S, "the third member's error")
+    assert "GroupMaxSizeReached" in third.crashed()[0]["error"], third.crashed()
+    assert third.assignment() == ()
+    assert (a.assignment(), b.assignment()) == before
+    b.leave()
+    fourth = start()
+    wait_balanced([a, fourth], timeout=60)
+    client = AdminClient({"bootstrap.servers": broker.bootstrap, **CK_COMMON})
+    resource = ConfigResource(ResourceType.BROKER, "1")
+    described = client.describe_configs([resource])[resource].result(timeout=TIMEOUT_S)
+    assert described["group.max.size"].value == "2"
+
+
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("how", ["restart", "kill9"])
 def test_committed_offsets_and_the_group_survive_the_broker(broker, members, how):
     topic, group = create_topic(broker), unique("kip848")
