@@ -1902,6 +1902,20 @@ impl Groups {
             for member in members {
                 cx.reschedule_heartbeat(group, &member);
             }
+            if group.consumer.is_none()
+                && group.members.len() > cx.cfg.classic_max_size
+                && group.can_rebalance()
+            {
+                // Kafka's load of a classic group over `group.max.size` (lowered since): a
+                // rebalance, in which the members that rejoin last are refused.
+                tracing::info!(
+                    group = %group.group_id,
+                    members = group.members.len(),
+                    max = cx.cfg.classic_max_size,
+                    "a loaded group is over group.max.size: rebalancing"
+                );
+                cx.prepare_rebalance(group);
+            }
             if let Some(consumer) = group.consumer.as_mut() {
                 let mut effects = consumer::Effects::default();
                 let group_config = timeouts(&group.group_id).applied_to(cx.cfg);
@@ -3121,6 +3135,26 @@ mod tests {
         h.groups.leave(h.now, "g", vec![LeaveMember { member_id: a, group_instance_id: None }]);
         let d = h.join(join_request("g", "", "d", &["range"]));
         assert_eq!(h.joined(d).error_code, ErrorCode::MemberIdRequired);
+    }
+
+    #[test]
+    fn a_group_loaded_over_a_lowered_max_size_rebalances_down_to_it() {
+        let (mut h, a, b, generation) = stable_pair();
+        let records = h.groups.snapshot();
+        // A restart with group.max.size 1.
+        let config = GroupConfig { classic_max_size: 1, ..h.groups.config().clone() };
+        h.groups = Groups::new(config);
+        for record in records {
+            h.groups.replay(h.now, record);
+        }
+        h.groups.finish_load(h.now);
+        assert_eq!(h.groups.state_of("g"), Some(GroupState::PreparingRebalance));
+        assert_eq!(h.heartbeat("g", generation, &b), ErrorCode::RebalanceInProgress);
+        let ja = h.join(join_request("g", &a, "a", &["range"]));
+        let jb = h.join(join_request("g", &b, "b", &["range"]));
+        assert_eq!(h.joined(jb).error_code, ErrorCode::GroupMaxSizeReached);
+        let ra = h.joined(ja);
+        assert_eq!((ra.generation_id, ra.members.len()), (generation + 1, 1));
     }
 
     #[test]
