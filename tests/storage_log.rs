@@ -12,7 +12,7 @@ use bytes::Bytes;
 use common::{config, on_executor, open, read_batches, temp_dir, tp};
 use spate::model::batch::build_uncompressed;
 use spate::model::topic::TimestampType;
-use spate::model::{FirstBatch, Offset};
+use spate::model::{FirstBatch, LeaderEpoch, Offset};
 use spate::storage::clean_stop;
 use spate::storage::log::{self, Log, ReadChunk};
 
@@ -466,5 +466,25 @@ fn a_clean_stop_record_that_no_longer_matches_the_files_is_not_used() {
         bytes[last + 70] ^= 0xff;
         std::fs::write(&path, &bytes).expect("damage");
         assert_eq!(reopen(state.clone()).await, (0, 18, 9));
+    });
+}
+
+#[test]
+fn a_log_deleted_while_its_flusher_writes_the_epochs_file_fails_its_waiters() {
+    // A reassignment deleted a follower's log while its flusher awaited the write of the
+    // leader epochs file; the flusher then looked for the active segment of a log that had
+    // none, and the shard panicked (a CI run, 2026-12-06).
+    let dir = temp_dir();
+    on_executor(dir.path().to_path_buf(), |dir| async move {
+        let log = open(&dir, config(1 << 20)).await;
+        log::set_replication(&log, LeaderEpoch(3), false);
+        let mut appending = log::enqueue(&log, vec![batch(2, 100, 1)]).expect("queued");
+        // The flusher starts and awaits the epochs file's write; the log goes meanwhile.
+        futures_lite::future::yield_now().await;
+        log::delete(&log).await;
+        appending.wait().await;
+        assert!(matches!(appending.outcome(), Some(Err(_))), "the append cannot succeed");
+        // A later append is refused as deleted, and nothing panicked.
+        assert!(log::enqueue(&log, vec![batch(1, 100, 2)]).is_err());
     });
 }

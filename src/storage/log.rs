@@ -1172,6 +1172,12 @@ async fn flush_loop(log: Rc<RefCell<Log>>) {
         while start < group.len() {
             let end = {
                 let l = log.borrow();
+                // Deleted during an await above (a reassignment moved the partition away
+                // while its epochs file was written): it has no segments any more, and the
+                // group's waiters fail with `Deleted` as their `done`s drop.
+                if l.deleted {
+                    return;
+                }
                 run_end(&l, &group, start)
             };
             write_run(&log, &group[start..end], durability).await;
@@ -1543,6 +1549,10 @@ async fn roll(log: &Rc<RefCell<Log>>, base_offset: Offset, when_full: WhenFull) 
     let durability = log.borrow().config.durability;
     let (dir, preallocate, files, opening, size) = {
         let l = log.borrow();
+        if l.deleted {
+            // Deleted while its caller awaited: no segments left to seal.
+            return;
+        }
         let active = l.segments.last().unwrap_or_else(|| unreachable!());
         (l.dir.clone(), l.config.segment_bytes, l.files.clone(), active.direct(), active.size)
     };

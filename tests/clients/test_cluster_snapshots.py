@@ -107,12 +107,17 @@ def test_a_node_far_behind_catches_up_through_a_snapshot(spate_factory):
     assert create_topics(others[0], ["early"]) == []
     wait_for("the first topic everywhere", lambda: metadata_everywhere(nodes, ["early"]))
     victim.broker.kill9()
+    taken = {node.node_id: plain_log(node).count("took a metadata snapshot") for node in others}
     names = [f"behind-{i}" for i in range(80)]
     assert create_topics(others[0], names) == []
-    # The survivors compacted well past the victim's log end.
+    # The survivors compacted well past the victim's log end: a log keeps the entries after
+    # its previous snapshot, so two snapshots of entries made after the kill leave none the
+    # victim needs (one was not enough when the victim's end was near the first: it then
+    # caught up from entries, and no snapshot was installed).
     for node in others:
-        wait_for("a snapshot on the survivors",
-                 lambda node=node: "took a metadata snapshot" in plain_log(node))
+        wait_for("two snapshots on the survivors after the kill",
+                 lambda node=node: plain_log(node).count("took a metadata snapshot")
+                 >= taken[node.node_id] + 2)
     victim.broker.start()
     wait_for("the snapshot installed on the restarted node",
              lambda: "installed the metadata snapshot from the leader" in plain_log(victim),

@@ -76,9 +76,9 @@ def read_from_earliest(broker, group):
     admin.incremental_alter_configs([resource])[resource].result(timeout=TIMEOUT_S)
 
 
-def produce(broker, topic, count, tag="r"):
+def produce(broker, topic, count, tag="r", **conf):
     msgs = [Msg(b"k", f"{tag}-{i}".encode(), partition=0) for i in range(count)]
-    ck_produce(broker.bootstrap, topic, msgs)
+    ck_produce(broker.bootstrap, topic, msgs, **conf)
     return [m.value.decode() for m in msgs]
 
 
@@ -203,7 +203,9 @@ def test_two_share_consumers_on_one_partition_share_its_records(broker, share_me
                == 2, TIMEOUT_S, "both members to join")
     values = []
     for round_ in range(10):  # records keep coming while both consume
-        values += produce(broker, topic, 30, tag=f"r{round_}")
+        # A batch per record: a batch goes to one member whole, and 30 in one batch could
+        # all go to whichever member asked first, every round.
+        values += produce(broker, topic, 30, tag=f"r{round_}", **{"batch.num.messages": 1})
         time.sleep(0.2)
     wait_until(lambda: len(a.records()) + len(b.records()) >= len(values), TIMEOUT_S,
                "every record to be delivered")
