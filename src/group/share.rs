@@ -1210,13 +1210,7 @@ mod tests {
         let tp = TopicPartition::new("t".into(), 0);
         let mut shares = Shares::new(GroupConfig::default());
         let window = ShareSettings { max_locks: 4, ..settings() };
-        let open = |epoch, acks: Vec<AckBatch>| FetchOpen {
-            group_id: "g".into(),
-            member_id: "a".into(),
-            session_epoch: epoch,
-            partitions: vec![SessionPartition { tp: tp.clone(), topic_id: [1; 16], acks }],
-            forgotten: vec![],
-        };
+        let open = |epoch, acks: Vec<AckBatch>| fetch_open("a", &tp, epoch, acks);
         shares.open_fetch(0, open(0, vec![]), window);
         // The log holds 0..=9, a batch per record; the window lets 4 be in flight.
         let read = ShareRead {
@@ -1246,13 +1240,7 @@ mod tests {
     fn sessions_fetches_acknowledgements_and_timeouts() {
         let tp = TopicPartition::new("t".into(), 0);
         let mut shares = Shares::new(GroupConfig::default());
-        let open = |epoch, acks: Vec<AckBatch>| FetchOpen {
-            group_id: "g".into(),
-            member_id: "a".into(),
-            session_epoch: epoch,
-            partitions: vec![SessionPartition { tp: tp.clone(), topic_id: [1; 16], acks }],
-            forgotten: vec![],
-        };
+        let open = |epoch, acks: Vec<AckBatch>| fetch_open("a", &tp, epoch, acks);
         let opened = shares.open_fetch(0, open(0, vec![]), settings());
         assert_eq!(opened.plan[0].fetch_offset, None);
         let read = ShareRead {
@@ -1300,15 +1288,19 @@ mod tests {
     }
 
     /// Opens a share session of `member` in group "g" on `tp` (epoch 0, no acks).
-    fn open_session(shares: &mut Shares, member: &str, tp: &TopicPartition) {
-        let open = FetchOpen {
+    /// A ShareFetch of `member` in group "g" on `tp` at `epoch`, with `acks`.
+    fn fetch_open(member: &str, tp: &TopicPartition, epoch: i32, acks: Vec<AckBatch>) -> FetchOpen {
+        FetchOpen {
             group_id: "g".into(),
             member_id: member.into(),
-            session_epoch: 0,
-            partitions: vec![SessionPartition { tp: tp.clone(), topic_id: [1; 16], acks: vec![] }],
+            session_epoch: epoch,
+            partitions: vec![SessionPartition { tp: tp.clone(), topic_id: [1; 16], acks }],
             forgotten: vec![],
-        };
-        shares.open_fetch(0, open, settings());
+        }
+    }
+
+    fn open_session(shares: &mut Shares, member: &str, tp: &TopicPartition) {
+        shares.open_fetch(0, fetch_open(member, tp, 0, vec![]), settings());
     }
 
     /// A read of `tp` from offset 0: one data batch of offsets 0..=`last`.

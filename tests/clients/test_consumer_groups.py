@@ -146,48 +146,13 @@ def test_a_static_member_restarts_into_its_assignment(spate_factory, members, ja
     assert not b.events_after(moment, "revoked", "added"), b.events_after(moment, "revoked")
 
 
-@pytest.mark.timeout(300)
-def test_a_consumer_group_at_its_max_size_refuses_a_new_member(spate_factory, members,
-                                                               java_members):
-    """`--group-consumer-max-size 2` (Kafka's group.consumer.max.size): a third member gets
-    GROUP_MAX_SIZE_REACHED (the Java client's GroupMaxSizeReachedException, fatal) while the
-    two keep their partitions; once one leaves, a new member is taken. DescribeConfigs shows
-    the limit."""
-    broker = spate_factory("--default-partitions", "4",
-                           "--group-consumer-heartbeat-interval-ms", "500",
-                           "--group-consumer-session-timeout-ms", str(SESSION_MS),
-                           "--group-consumer-max-size", "2")
-    topic, group = create_topic(broker), unique("kip848")
-    start = lambda: members("java", broker, group, topic, conf=CONSUMER,  # noqa: E731
-                            java_classpath=java_members)
-    a, b = start(), start()
-    wait_balanced([a, b], timeout=60)
-    third = start()
-    wait_until(lambda: third.crashed(), TIMEOUT_S, "the third member's error")
-    assert "GroupMaxSizeReached" in third.crashed()[0]["error"], third.crashed()
-    assert third.assignment() == ()
-    b.leave()
-    fourth = start()
-    wait_balanced([a, fourth], timeout=60)
-    client = AdminClient({"bootstrap.servers": broker.bootstrap, **CK_COMMON})
-    resource = ConfigResource(ResourceType.BROKER, "1")
-    described = client.describe_configs([resource])[resource].result(timeout=TIMEOUT_S)
-    assert described["group.consumer.max.size"].value == "2"
-    assert described["group.share.max.size"].value == "200"
-
-
-@pytest.mark.timeout(300)
-def test_a_classic_group_at_its_max_size_refuses_a_new_member(spate_factory, members,
-                                                              java_members):
-    """`--group-max-size 2` (Kafka's group.max.size, for classic groups): a third classic
-    member (the Java client, eager protocol) gets GROUP_MAX_SIZE_REACHED
-    (GroupMaxSizeReachedException, fatal) while the two keep their partitions, without a
-    rebalance; once one leaves, a new member is taken. DescribeConfigs shows the limit."""
-    broker = spate_factory("--default-partitions", "4", "--group-max-size", "2",
-                           "--group-initial-rebalance-delay-ms", "0")
-    topic, group = create_topic(broker), unique("classic")
-    classic = {"heartbeat.interval.ms": "500", "session.timeout.ms": str(SESSION_MS)}
-    start = lambda: members("java", broker, group, topic, conf=classic,  # noqa: E731
+def refuse_a_third_member(broker, members, java_members, conf, prefix):
+    """On a broker whose groups take 2 members: two Java members (`conf`) share a topic, a
+    third fails with GroupMaxSizeReachedException (fatal) while the two keep their
+    partitions, and once one leaves a fourth is taken. Returns the broker's configs as
+    DescribeConfigs gives them."""
+    topic, group = create_topic(broker), unique(prefix)
+    start = lambda: members("java", broker, group, topic, conf=conf,  # noqa: E731
                             java_classpath=java_members)
     a, b = start(), start()
     wait_balanced([a, b], timeout=60)
@@ -202,7 +167,36 @@ def test_a_classic_group_at_its_max_size_refuses_a_new_member(spate_factory, mem
     wait_balanced([a, fourth], timeout=60)
     client = AdminClient({"bootstrap.servers": broker.bootstrap, **CK_COMMON})
     resource = ConfigResource(ResourceType.BROKER, "1")
-    described = client.describe_configs([resource])[resource].result(timeout=TIMEOUT_S)
+    return client.describe_configs([resource])[resource].result(timeout=TIMEOUT_S)
+
+
+@pytest.mark.timeout(300)
+def test_a_consumer_group_at_its_max_size_refuses_a_new_member(spate_factory, members,
+                                                               java_members):
+    """`--group-consumer-max-size 2` (Kafka's group.consumer.max.size): a third member gets
+    GROUP_MAX_SIZE_REACHED (the Java client's GroupMaxSizeReachedException, fatal) while the
+    two keep their partitions; once one leaves, a new member is taken. DescribeConfigs shows
+    the limit."""
+    broker = spate_factory("--default-partitions", "4",
+                           "--group-consumer-heartbeat-interval-ms", "500",
+                           "--group-consumer-session-timeout-ms", str(SESSION_MS),
+                           "--group-consumer-max-size", "2")
+    described = refuse_a_third_member(broker, members, java_members, CONSUMER, "kip848")
+    assert described["group.consumer.max.size"].value == "2"
+    assert described["group.share.max.size"].value == "200"
+
+
+@pytest.mark.timeout(300)
+def test_a_classic_group_at_its_max_size_refuses_a_new_member(spate_factory, members,
+                                                              java_members):
+    """`--group-max-size 2` (Kafka's group.max.size, for classic groups): a third classic
+    member (the Java client, eager protocol) gets GROUP_MAX_SIZE_REACHED
+    (GroupMaxSizeReachedException, fatal) while the two keep their partitions, without a
+    rebalance; once one leaves, a new member is taken. DescribeConfigs shows the limit."""
+    broker = spate_factory("--default-partitions", "4", "--group-max-size", "2",
+                           "--group-initial-rebalance-delay-ms", "0")
+    classic = {"heartbeat.interval.ms": "500", "session.timeout.ms": str(SESSION_MS)}
+    described = refuse_a_third_member(broker, members, java_members, classic, "classic")
     assert described["group.max.size"].value == "2"
 
 
