@@ -11,6 +11,10 @@
 #   scripts/librdkafka-suite.sh --group-protocol consumer   the consumer groups' tests with
 #                                                    KIP-848's protocol, against their own
 #                                                    allowlist (allowlist-consumer-protocol.txt)
+#   scripts/librdkafka-suite.sh --share              the share consumer's tests (KIP-932), as a
+#                                                    Kafka 4.2 broker, in full rather than quick
+#                                                    mode, against their own allowlist
+#                                                    (allowlist-share.txt)
 #   scripts/librdkafka-suite.sh --prepare            only fetch and build what the runs need
 #                                                    (scripts/test.sh does it while other tests
 #                                                    run)
@@ -45,6 +49,8 @@
 #   TEST_KAFKA_VERSION    broker version the tests assume (default 4.0.0: Spate speaks Kafka 4's
 #                         protocol, without the pre-0.10 requests and message formats that
 #                         Kafka 4.0 removed (KIP-896), which tests then leave out, as 0052 does)
+#   SHARE_KAFKA_VERSION   the broker version --share runs as (default 4.2.0, the first Kafka
+#                         whose share groups are generally available; the tests ask for it)
 #   TEST_TIMEOUT_MULT     test.timeout.multiplier in test.conf (default 2: a busy 2-core box)
 #   TEST_TIMEOUT_SECS     bound on each test number's run (default 600)
 #   SUITE_JOBS            test numbers run at once against the one broker (default 3: most
@@ -67,6 +73,7 @@ KAFKA_TOOLS_VERSION="${KAFKA_TOOLS_VERSION:-4.3.1}"
 KAFKA_TOOLS_LOG4J_VERSION="2.25.4"
 KAFKA_TOOLS="${CACHE}/kafka-tools-${KAFKA_TOOLS_VERSION}"
 export TEST_KAFKA_VERSION="${TEST_KAFKA_VERSION:-4.0.0}"
+QUICK="-Q"
 # librdkafka reads CI: longer timeouts, at most 3 tests at once, and timing-only tests skip
 # themselves. Set it always so that a run here behaves as the CI run does.
 export CI="${CI:-1}"
@@ -76,7 +83,7 @@ log() { echo "librdkafka-suite: $*" >&2; }
 die() { log "$*"; exit 2; }
 
 usage() {
-    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit 64
 }
 
@@ -104,6 +111,13 @@ while (( $# )); do
                 *) die "--group-protocol takes classic or consumer" ;;
             esac
             shift 2 ;;
+        --share)
+            # The share consumer's tests ask for a 4.2 broker, and most of their sub-tests
+            # are not "quick": in quick mode (-Q) they pass without running.
+            export TEST_KAFKA_VERSION="${SHARE_KAFKA_VERSION:-4.2.0}"
+            QUICK=""
+            ALLOWLIST="${REPO}/tests/librdkafka/allowlist-share.txt"
+            shift ;;
         -h|--help) usage ;;
         *) log "unknown argument $1"; usage ;;
     esac
@@ -151,13 +165,19 @@ fetch_source() {
 }
 
 build() {
-    if [[ -f "${SRC}/.spate-built" && -x "${SRC}/tests/test-runner" ]]; then
-        return 0
-    fi
     local missing=()
     for header in zstd.h lz4.h zlib.h openssl/ssl.h; do
         [[ -f "/usr/include/${header}" ]] || missing+=("${header}")
     done
+    # The marker names the headers the build had: one made without some of them is made
+    # again once they are installed.
+    local marker="${SRC}/.spate-built"
+    local had="all"
+    (( ${#missing[@]} )) && had="without ${missing[*]}"
+    if [[ -f "${marker}" && -x "${SRC}/tests/test-runner" && "$(cat "${marker}")" == "${had}" ]]
+    then
+        return 0
+    fi
     if (( ${#missing[@]} )); then
         log "warning: ${missing[*]} not found; the compression and SSL tests need" \
             "'apt-get install -y libzstd-dev liblz4-dev zlib1g-dev libssl-dev'."
@@ -169,7 +189,7 @@ build() {
         tail -30 "${build_log}" >&2
         die "building librdkafka failed; the full log is ${build_log}."
     fi
-    touch "${SRC}/.spate-built"
+    echo "${had}" > "${marker}"
 }
 
 # Kafka's command-line tools as librdkafka's tests call them: $KAFKA_PATH/bin/<tool>.sh. The
@@ -479,9 +499,9 @@ run_number() {
         export LD_LIBRARY_PATH="../src:../src-cpp" RDKAFKA_TEST_CONF="${conf}" TESTS="${number}"
         # Kafka's tools ($KAFKA_PATH/bin/kafka-topics.sh ...) and the bootstrap they are given.
         export KAFKA_PATH="${KAFKA_TOOLS}" BROKERS="${bootstrap}"
-        # -Q quick mode; -p1 one test of this number at a time (the broker shares a 2-core
-        # machine with SUITE_JOBS runners).
-        exec timeout --kill-after=30 "${left}" ./test-runner -Q -p1
+        # -Q quick mode (not for --share); -p1 one test of this number at a time (the
+        # broker shares a 2-core machine with SUITE_JOBS runners).
+        exec timeout --kill-after=30 "${left}" ./test-runner ${QUICK} -p1
     ) > "${run_dir}/out/${number}.log" 2>&1; } 2>> "${run_dir}/out/${number}.log"
     echo "$?" > "${run_dir}/out/${number}.rc"
 }

@@ -3,7 +3,7 @@
 # and clippy's lints (warnings are errors), builds, and runs unit tests, Rust integration
 # tests, the real-client tests (kcat, confluent-kafka, kafka-python, the Java client), the
 # spate-bench tests, the tuning playbook tests, a short fuzzing run (scripts/fuzz.sh) and
-# librdkafka's allowlisted tests (classic and consumer group protocol).
+# librdkafka's allowlisted tests (classic and consumer group protocol, share consumer).
 #
 #   scripts/test.sh            everything (CI runs this through .ci/run)
 #   SPATE_SKIP_LIBRDKAFKA=1    skip librdkafka's own suite (it needs a ~3 min build once)
@@ -105,6 +105,10 @@ done
 # libfuse2 for the power-loss trials' FUSE file system (fusepy loads it), fuse3 for /dev/fuse's
 # helpers.
 ldconfig -p | grep -q 'libfuse.so.2 ' || missing+=(libfuse2)
+# zstd and lz4 headers for librdkafka's build: without them its test-runner has no zstd, and
+# the compression tests (0017, the share consumer's 0171) cannot use it.
+[[ -f /usr/include/zstd.h ]] || missing+=(libzstd-dev)
+[[ -f /usr/include/lz4.h ]] || missing+=(liblz4-dev)
 if ((${#missing[@]} > 0)); then
   packages=()
   for tool in "${missing[@]}"; do
@@ -185,6 +189,10 @@ if [[ "${SPATE_SKIP_LIBRDKAFKA:-0}" != 1 ]]; then
     step "librdkafka's consumer group tests with the consumer protocol (KIP-848)"
     run "librdkafka suite (group.protocol=consumer)" env SPATE_BIN="$TARGET_DIR/release/spate" \
       scripts/librdkafka-suite.sh --group-protocol consumer
+    step "librdkafka's share consumer tests (KIP-932)"
+    # Five test numbers at once: these tests spend their time waiting (sessions, locks).
+    run "librdkafka suite (share consumer)" env SPATE_BIN="$TARGET_DIR/release/spate" \
+      SUITE_JOBS="${SUITE_JOBS:-5}" scripts/librdkafka-suite.sh --share
   else
     echo "not run: librdkafka did not build (see above)"
   fi

@@ -25,7 +25,7 @@ use super::share_common;
 use super::{str_bytes, Context, Outcome};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::share::ShareOffset;
-use crate::model::{ErrorCode, TopicPartition};
+use crate::model::{ErrorCode, Isolation, TopicPartition};
 use crate::security::acl::Operation;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -130,5 +130,5 @@ async fn high_watermarks(
     partitions: impl Iterator<Item = TopicPartition>,
 ) -> BTreeMap<TopicPartition, i64> {
     // Kafka's ListOffsets timestamp -1: the latest offset, the high watermark.
-    share_common::list_offsets(ctx, partitions.map(|tp| (tp, -1))).await
+    share_common::list_offsets(ctx, partitions.map(|tp| (tp, -1)), Isolation::ReadUncommitted).await
 }

@@ -121,18 +121,19 @@ pub(super) fn resolve(ctx: &Context, partitions: Vec<Named>) -> Resolved {
 }
 
 /// ListOffsets on the partitions' owners, one call per owning shard: each partition with
-/// its Kafka timestamp (-2 earliest, the log start; -1 latest, the high watermark), the
-/// offsets of those that answered without an error.
+/// its Kafka timestamp (-2 earliest, the log start; -1 latest, the high watermark, or under
+/// read_committed the last stable offset), the offsets of those that answered without an
+/// error.
 pub async fn list_offsets(
     ctx: &Context,
     partitions: impl Iterator<Item = (TopicPartition, i64)>,
+    isolation: Isolation,
 ) -> BTreeMap<TopicPartition, i64> {
     let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, i64)>> = BTreeMap::new();
     for (tp, timestamp) in partitions {
         by_shard.entry(ctx.shard().owner(&tp)).or_default().push((tp, timestamp));
     }
     let calls = by_shard.into_iter().map(|(owner, partitions)| {
-        let isolation = Isolation::ReadUncommitted;
         ctx.partitions().call(owner, PartitionRequest::ListOffsets { partitions, isolation })
     });
     let mut out = BTreeMap::new();

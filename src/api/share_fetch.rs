@@ -42,6 +42,7 @@ use crate::group::share_partition::Acquired;
 use crate::model::batch::BatchHeader;
 use crate::model::{ErrorCode, Isolation, Offset, ShardId, TopicPartition};
 use crate::partition::{PartitionRequest, PartitionResponse, ReadResult, ReadSpec, Seen};
+use crate::storage::txn_index;
 
 /// One batch read: its offsets and bytes.
 struct ReadBatch {
@@ -105,7 +106,22 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         n if n > 0 => n as usize,
         _ => SHARE_FETCH_MAX_RECORDS_DEFAULT,
     };
-    let size_bytes_max = (request.max_bytes.max(1) as usize).min(SHARE_FETCH_PARTITION_BYTES_MAX);
+    // MaxBytes 0 (a client's fetch.max.bytes=0) reads nothing, as Kafka answers it: the
+    // session and the acknowledgements still count, and the fetch waits out max_wait_ms
+    // rather than have the client ask again at once.
+    if request.max_bytes <= 0 {
+        glommio::timer::sleep(max_wait).await;
+        return respond(
+            ctx,
+            response,
+            resolved.failed,
+            opened.acks,
+            &[],
+            Vec::new(),
+            BTreeMap::new(),
+        );
+    }
+    let size_bytes_max = (request.max_bytes as usize).min(SHARE_FETCH_PARTITION_BYTES_MAX);
     let mut plan = opened.plan;
     let mut acquired: Vec<(TopicPartition, Vec<Acquired>)> = Vec::new();
     let mut reads: BTreeMap<TopicPartition, PartitionRead> = BTreeMap::new();
@@ -174,14 +190,30 @@ async fn call(ctx: &Context, group_id: &str, request: GroupRequest) -> Option<Gr
 }
 
 /// The offsets to start the share partitions at that the plan says are new
-/// (`share.auto.offset.reset`: earliest, the log start; latest, the high watermark).
+/// (`share.auto.offset.reset`: earliest, the log start; latest, the high watermark, or the
+/// last stable offset under `share.isolation.level=read_committed`).
 async fn initial_offsets(ctx: &Context, plan: &[FetchPlan]) -> BTreeMap<TopicPartition, i64> {
-    let wanted = plan.iter().filter(|p| p.fetch_offset.is_none()).map(|p| {
-        // Kafka's ListOffsets timestamps: -2 earliest, -1 latest.
-        let timestamp = if p.reset_earliest { -2 } else { -1 };
-        (p.tp.clone(), timestamp)
-    });
-    share_common::list_offsets(ctx, wanted).await
+    let mut out = BTreeMap::new();
+    for isolation in [Isolation::ReadUncommitted, Isolation::ReadCommitted] {
+        let wanted =
+            plan.iter().filter(|p| p.fetch_offset.is_none() && isolation_of(p) == isolation);
+        let wanted = wanted.map(|p| {
+            // Kafka's ListOffsets timestamps: -2 earliest, -1 latest.
+            let timestamp = if p.reset_earliest { -2 } else { -1 };
+            (p.tp.clone(), timestamp)
+        });
+        out.extend(share_common::list_offsets(ctx, wanted, isolation).await);
+    }
+    out
+}
+
+/// How a planned partition is read (`share.isolation.level`).
+fn isolation_of(plan: &FetchPlan) -> Isolation {
+    if plan.read_committed {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::ReadUncommitted
+    }
 }
 
 /// Whether a partition's read went well enough to answer it (a read below the log start
@@ -209,7 +241,7 @@ async fn read_all(
             tp: p.tp.clone(),
             offset: Offset(offset),
             size_bytes_max,
-            isolation: Isolation::ReadUncommitted,
+            isolation: isolation_of(p),
             follower: None,
             client_rack: None,
         };
@@ -231,7 +263,9 @@ async fn read_all(
 }
 
 /// The batches of a read, each with its offsets. A catch-up read's file regions are read
-/// into memory (the response encoder copies them anyway).
+/// into memory (the response encoder copies them anyway). Under read_committed the batches
+/// of aborted transactions (the read's aborted list) count as control batches: never handed
+/// out, the share partition moves past them, as Kafka archives them.
 fn batches_of(result: ReadResult, read_from: i64) -> PartitionRead {
     let mut read = PartitionRead {
         read_from,
@@ -258,7 +292,13 @@ fn batches_of(result: ReadResult, read_from: i64) -> PartitionRead {
         read.batches.push(ReadBatch {
             first: header.base_offset().0,
             last: header.last_offset().0,
-            control: header.is_control(),
+            control: header.is_control()
+                || (header.is_transactional()
+                    && txn_index::is_aborted(
+                        &result.aborted,
+                        header.producer_id(),
+                        header.base_offset(),
+                    )),
             bytes: data.slice(position..position + size),
         });
         position += size;

@@ -76,8 +76,8 @@ use crate::model::batch::BatchHeader;
 use crate::model::dynamic_config::{
     consumer_timeouts, DeadLetterRules, RedeliveryBackoff, DLQ_COPY_RECORD, DLQ_TOPIC_NAME,
     RESOURCE_GROUP, SHARE_AUTO_OFFSET_RESET, SHARE_DELIVERY_COUNT_LIMIT, SHARE_HEARTBEAT_INTERVAL,
-    SHARE_PARTITION_MAX_RECORD_LOCKS, SHARE_RECORD_LOCK_DURATION, SHARE_REDELIVERY_BACKOFF,
-    SHARE_SESSION_TIMEOUT,
+    SHARE_ISOLATION_LEVEL, SHARE_PARTITION_MAX_RECORD_LOCKS, SHARE_RECORD_LOCK_DURATION,
+    SHARE_REDELIVERY_BACKOFF, SHARE_SESSION_TIMEOUT,
 };
 use crate::model::record_scan::KeyValue;
 use crate::model::records::{self as model_records, RecordIn};
@@ -410,7 +410,7 @@ impl Coordinator {
     }
 
     /// A share group's settings: the broker's, with the group's configs over them
-    /// (`share.auto.offset.reset`, `share.record.lock.duration.ms`,
+    /// (`share.auto.offset.reset`, `share.isolation.level`, `share.record.lock.duration.ms`,
     /// `share.session.timeout.ms`, `share.heartbeat.interval.ms`,
     /// `share.delivery.count.limit`, `share.partition.max.record.locks`).
     fn share_settings(&self, group_id: &str) -> ShareSettings {
@@ -422,6 +422,9 @@ impl Coordinator {
             reset_earliest: configs
                 .get(SHARE_AUTO_OFFSET_RESET)
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("earliest")),
+            read_committed: configs
+                .get(SHARE_ISOLATION_LEVEL)
+                .is_some_and(|v| v.as_str() == "read_committed"),
             lock_ms: int(SHARE_RECORD_LOCK_DURATION).map_or(base.lock_ms, i64::from),
             session_timeout_ms: int(SHARE_SESSION_TIMEOUT).unwrap_or(base.session_timeout_ms),
             heartbeat_interval_ms: int(SHARE_HEARTBEAT_INTERVAL)
@@ -452,6 +455,12 @@ impl Coordinator {
         self: &Rc<Self>,
         clean_stop: &Mutex<CleanStop>,
     ) -> Result<LoadReport, crate::storage::Error> {
+        let me = Rc::downgrade(self);
+        self.partitions.on_topic_removed(Box::new(move |topic| {
+            if let Some(me) = me.upgrade() {
+                me.forget_topic(topic);
+            }
+        }));
         if self.clustered {
             // The partitions are loaded as this node comes to lead them (`reconcile`).
             let tick = glommio::spawn_local(self.clone().run_tick()).detach();
@@ -837,6 +846,18 @@ impl Coordinator {
     /// Delivers the state machine's answers and queues its records. With `WaitFor::Write`,
     /// returns a receiver that fires once those records are in the log (None: nothing to
     /// write).
+    /// A topic was removed from this shard (`Partitions::on_topic_removed`): its committed
+    /// offsets and share state leave every group served here, written as tombstones (Kafka's
+    /// `onTopicsDeleted` and `maybeCleanupShareGroupState`).
+    fn forget_topic(self: &Rc<Self>, topic: &str) {
+        let offsets = self.state.borrow_mut().forget_topic(topic);
+        let share_partitions = self.shares.borrow_mut().forget_topic(topic);
+        if offsets + share_partitions > 0 {
+            tracing::info!(topic, offsets, share_partitions, "deleted topic's group state removed");
+            let _ = self.dispatch(WaitFor::Nothing);
+        }
+    }
+
     fn dispatch(self: &Rc<Self>, wait: WaitFor) -> Option<oneshot::Receiver<Written>> {
         let (replies, records, next_deadline) = {
             let mut state = self.state.borrow_mut();

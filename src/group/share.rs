@@ -78,6 +78,8 @@ pub type StartOffsets = Vec<(TopicPartition, ShareOffset)>;
 pub struct ShareSettings {
     /// `share.auto.offset.reset`: earliest (true) or latest.
     pub reset_earliest: bool,
+    /// `share.isolation.level`: read_committed (true) or read_uncommitted.
+    pub read_committed: bool,
     /// `share.record.lock.duration.ms`
     pub lock_ms: i64,
     pub session_timeout_ms: i32,
@@ -100,6 +102,7 @@ impl ShareSettings {
     pub fn of(config: &GroupConfig) -> ShareSettings {
         ShareSettings {
             reset_earliest: false,
+            read_committed: false,
             lock_ms: i64::from(config.share_record_lock_duration_ms),
             session_timeout_ms: config.share_session_timeout_ms,
             heartbeat_interval_ms: config.share_heartbeat_interval_ms,
@@ -178,6 +181,9 @@ pub struct FetchPlan {
     /// watermark (latest); the reader looks that offset up.
     pub fetch_offset: Option<i64>,
     pub reset_earliest: bool,
+    /// `share.isolation.level=read_committed`: read below the last stable offset, and the
+    /// records of aborted transactions are never handed out.
+    pub read_committed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -370,7 +376,7 @@ impl Shares {
             }
         }
         if req.member_epoch == LEAVE_GROUP_MEMBER_EPOCH {
-            self.remove_member(&group_id, &req.member_id, settings);
+            self.leave(now, &group_id, &req.member_id, settings);
             return HeartbeatResponse {
                 member_id: req.member_id,
                 member_epoch: LEAVE_GROUP_MEMBER_EPOCH,
@@ -454,8 +460,35 @@ impl Shares {
         }
     }
 
-    /// A member leaves or its session timed out: the group epoch moves, its acquired records
-    /// go back to the others, its share session ends.
+    /// A member leaves the group (a heartbeat with epoch -1): the group epoch moves, and
+    /// its share session, if it has one, stays open for its final acknowledgements (a
+    /// client may leave before it closes its sessions: librdkafka's close does), as Kafka
+    /// keeps it until the session closes or its connection drops. What the member holds
+    /// goes back to the others when the session closes, or after the session timeout when
+    /// it never does; at once when it has no session.
+    fn leave(&mut self, now: i64, group_id: &str, member_id: &str, settings: ShareSettings) {
+        let has_session = self.groups.get(group_id).is_some_and(|group| {
+            group.members.contains_key(member_id) && group.sessions.contains_key(member_id)
+        });
+        if !has_session {
+            self.remove_member(group_id, member_id, settings);
+            return;
+        }
+        let Some(group) = self.groups.get_mut(group_id) else { return };
+        group.members.remove(member_id);
+        group.group_epoch += 1;
+        let key = TimerKey {
+            kind: TimerKind::Session,
+            group: group_id.to_string(),
+            member: member_id.to_string(),
+            tp: None,
+        };
+        let deadline = now.saturating_add(i64::from(settings.session_timeout_ms));
+        self.timers.schedule(key.clone(), deadline, key);
+    }
+
+    /// A member leaves without a share session, or its session timed out: the group epoch
+    /// moves, its acquired records go back to the others, its share session ends.
     fn remove_member(&mut self, group_id: &str, member_id: &str, settings: ShareSettings) {
         let Some(group) = self.groups.get_mut(group_id) else { return };
         if group.members.remove(member_id).is_none() {
@@ -645,6 +678,34 @@ impl Shares {
         Ok(out)
     }
 
+    /// A topic was deleted (Kafka's `maybeCleanupShareGroupState`): every share group's state
+    /// of its partitions goes (a tombstone each), with the records in flight, the dead
+    /// letters still to write and the sessions' references to them, so that a topic created
+    /// again under the name starts by `share.auto.offset.reset` and nothing its members still
+    /// held comes back. Returns how many share partitions went.
+    pub fn forget_topic(&mut self, topic: &str) -> usize {
+        let of_topic = |tp: &TopicPartition| tp.topic.as_ref() == topic;
+        let mut gone: Vec<(String, TopicPartition)> = Vec::new();
+        for (group_id, group) in &mut self.groups {
+            let tps: Vec<TopicPartition> =
+                group.partitions.keys().filter(|tp| of_topic(tp)).cloned().collect();
+            for tp in tps {
+                group.partitions.remove(&tp);
+                gone.push((group_id.clone(), tp));
+            }
+            for session in group.sessions.values_mut() {
+                session.partitions.retain(|tp, _| !of_topic(tp));
+            }
+        }
+        self.archived.retain(|(_, tp, _)| !of_topic(tp));
+        self.freed.retain(|tp| !of_topic(tp));
+        for (group_id, tp) in &gone {
+            self.timers.cancel(&locks_key(group_id, tp));
+            self.persist_partition(group_id, tp);
+        }
+        gone.len()
+    }
+
     // ----- share sessions, fetches and acknowledgements ---------------------------------
 
     /// The first half of a ShareFetch: checks and moves the member's share session, applies
@@ -728,6 +789,7 @@ impl Shares {
                 topic_id: *topic_id,
                 fetch_offset: group.partitions.get(tp).map(|p| p.fetch_offset(settings.now_ms)),
                 reset_earliest: settings.reset_earliest,
+                read_committed: settings.read_committed,
             })
             .collect()
     }
@@ -1055,6 +1117,13 @@ impl Shares {
     pub fn in_flight(&self, group_id: &str, tp: &TopicPartition) -> Option<usize> {
         self.groups.get(group_id)?.partitions.get(tp).map(SharePartition::in_flight)
     }
+
+    /// How many records of `tp` `member` holds.
+    #[cfg(test)]
+    pub fn acquired_by(&self, group_id: &str, tp: &TopicPartition, member: &str) -> usize {
+        let partition = self.groups.get(group_id).and_then(|g| g.partitions.get(tp));
+        partition.map_or(0, |p| p.acquired_by(member))
+    }
 }
 
 /// Whether `partition` holds as many records in flight as it may (`max_locks`): no fetch can
@@ -1312,6 +1381,90 @@ mod tests {
             batches: vec![(0, last, false)],
             read_from: 0,
         }
+    }
+
+    #[test]
+    fn a_member_that_leaves_before_closing_its_session_still_acknowledges() {
+        let tp = TopicPartition::new("t".into(), 0);
+        let topics = Topics(vec![("t", [1; 16], 1)]);
+        let mut shares = Shares::new(GroupConfig::default());
+        let joined = shares.heartbeat(0, beat("a", 0, Some(&["t"])), &topics, settings());
+        assert_eq!(joined.error_code, ErrorCode::None);
+        open_session(&mut shares, "a", &tp);
+        let got = shares.acquire(0, "g", "a", vec![read_from_start(&tp, 9)], 100, settings());
+        assert_eq!(got[0].1[0].last_offset, 9);
+        // librdkafka's close leaves the group first, then sends its last acknowledgements
+        // with the session's final epoch: they are taken, the rest goes back.
+        let left = shares.heartbeat(1, beat("a", -1, None), &topics, settings());
+        assert_eq!(left.member_epoch, -1);
+        assert!(shares.describe("g").members.is_empty());
+        assert_eq!(shares.acquired_by("g", &tp, "a"), 10, "still held by its session");
+        let last = AckRequest {
+            group_id: "g".into(),
+            member_id: "a".into(),
+            session_epoch: FINAL_SESSION_EPOCH,
+            partitions: vec![SessionPartition {
+                tp: tp.clone(),
+                topic_id: [1; 16],
+                acks: vec![AckBatch { first_offset: 0, last_offset: 4, types: vec![ACK_ACCEPT] }],
+            }],
+        };
+        let acked = shares.acknowledge(last, settings());
+        assert_eq!(acked, Ok(vec![(tp.clone(), ErrorCode::None)]));
+        let offsets = shares.start_offsets("g").expect("a share group");
+        assert_eq!(offsets[0].1.start, 5, "0-4 accepted");
+        assert_eq!(shares.acquired_by("g", &tp, "a"), 0, "5-9 released at the close");
+
+        // A member that leaves and never closes its session: what it holds goes back after
+        // the session timeout.
+        shares.heartbeat(2, beat("b", 0, Some(&["t"])), &topics, settings());
+        open_session(&mut shares, "b", &tp);
+        let read = ShareRead { init_offset: None, ..read_from_start(&tp, 9) };
+        assert!(!shares.acquire(2, "g", "b", vec![read], 100, settings()).is_empty());
+        shares.heartbeat(3, beat("b", -1, None), &topics, settings());
+        assert_eq!(shares.acquired_by("g", &tp, "b"), 5);
+        shares.advance(3 + i64::from(settings().session_timeout_ms) + 1, |_| settings());
+        assert_eq!(shares.acquired_by("g", &tp, "b"), 0);
+    }
+
+    #[test]
+    fn a_deleted_topics_share_state_goes_with_what_members_held() {
+        let t = TopicPartition::new("t".into(), 0);
+        let u = TopicPartition::new("u".into(), 0);
+        let mut shares = Shares::new(GroupConfig::default());
+        let session = |tp: &TopicPartition, topic_id| SessionPartition {
+            tp: tp.clone(),
+            topic_id,
+            acks: vec![],
+        };
+        let open = FetchOpen {
+            partitions: vec![session(&t, [1; 16]), session(&u, [2; 16])],
+            ..fetch_open("a", &t, 0, vec![])
+        };
+        shares.open_fetch(0, open, settings());
+        let reads = vec![read_from_start(&t, 9), read_from_start(&u, 4)];
+        assert_eq!(shares.acquire(0, "g", "a", reads, 100, settings()).len(), 2);
+        let _ = shares.take_records();
+
+        assert_eq!(shares.forget_topic("t"), 1);
+        let records = shares.take_records();
+        assert!(
+            matches!(&records[..], [Record::Share { topic, value: None, .. }] if topic == "t"),
+            "one tombstone: {records:?}"
+        );
+        let plan = shares.plan("g", "a", settings());
+        assert_eq!(plan.iter().map(|p| p.tp.clone()).collect::<Vec<_>>(), vec![u.clone()]);
+        assert_eq!(shares.start_offsets("g").map(|s| s.len()), Some(1));
+        // The held records' locks end: only u's come back.
+        shares.advance(settings().lock_ms + 1, |_| settings());
+        assert_eq!(shares.take_freed(), vec![u.clone()]);
+        // The topic created again starts anew, by share.auto.offset.reset.
+        let again =
+            FetchOpen { partitions: vec![session(&t, [3; 16])], ..fetch_open("a", &t, 1, vec![]) };
+        let opened = shares.open_fetch(0, again, settings());
+        let t_plan = opened.plan.iter().find(|p| p.tp == t).expect("t is read again");
+        assert_eq!((t_plan.topic_id, t_plan.fetch_offset), ([3; 16], None));
+        assert_eq!(shares.forget_topic("none"), 0);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::group::consumer::{
 use crate::group::consumer_protocol;
 use crate::group::records::{GroupValue, MemberValue, OffsetValue, Record};
 use crate::group::timers::Timers;
-use crate::group::txn_offsets::{PendingOffsets, Restated};
+use crate::group::txn_offsets::{PendingKey, PendingOffsets, Restated};
 use crate::metrics::GroupReport;
 use crate::model::dynamic_config::ConsumerTimeouts;
 use crate::model::{ErrorCode, LeaderEpoch, Offset, ProducerEpoch, ProducerId, TxnOutcome};
@@ -1607,6 +1607,29 @@ impl Groups {
             out.push((topic, results));
         }
         Ok(out)
+    }
+
+    /// A topic was deleted (Kafka's `onTopicsDeleted`): every group's committed offsets of
+    /// its partitions go, and transactions' pending ones too, each with a tombstone, so that
+    /// a topic created again under the name starts without them. Returns how many went.
+    pub fn forget_topic(&mut self, topic: &str) -> usize {
+        let Groups { groups, fx, txn_offsets, .. } = self;
+        let mut doomed: BTreeSet<PendingKey> = txn_offsets.keys_of_topic(topic);
+        for (group_id, group) in groups.iter_mut() {
+            group.offsets.retain(|(t, partition), _| {
+                let keep = t != topic;
+                if !keep {
+                    doomed.insert((group_id.clone(), t.clone(), *partition));
+                }
+                keep
+            });
+        }
+        for key in &doomed {
+            txn_offsets.remove(key);
+            let (group, topic, partition) = key.clone();
+            fx.records.push(Record::Offset { group, topic, partition, value: None });
+        }
+        doomed.len()
     }
 
     /// Runs every timeout due at `now`: session expiry, rebalance and join delays, sync
@@ -3706,6 +3729,48 @@ mod tests {
         assert!(!h.groups.contains("g"));
         assert_eq!(h.heartbeat("g", generation, &a), ErrorCode::UnknownMemberId);
         assert_eq!(h.groups.describe("g").state, GroupState::Dead);
+    }
+
+    #[test]
+    fn a_deleted_topics_offsets_leave_every_group_pending_ones_too() {
+        let (mut h, a, _b, generation) = stable_pair();
+        h.commit("g", generation, &a, 9).expect("commit");
+        h.commit("simple", -1, "", 7).expect("commit");
+        let other_topic = CommitRequest {
+            group_id: "simple".into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            retention_time_ms: -1,
+            api_version: 9,
+            partitions: vec![CommitPartition {
+                topic: "u".into(),
+                partition: 3,
+                offset: Offset(5),
+                leader_epoch: LeaderEpoch::NONE,
+                metadata: None,
+            }],
+        };
+        h.groups.commit_offsets(h.now, other_topic).expect("accepted");
+        let pending = h.groups.txn_commit_offsets(h.now, txn_commit("txn", 0, -1, "", 4));
+        assert_eq!(pending, Ok(vec![ErrorCode::None]));
+        let _ = h.groups.take_records();
+
+        assert_eq!(h.groups.forget_topic("t"), 3, "two committed, one pending");
+        let records = h.groups.take_records();
+        assert_eq!(records.len(), 3);
+        assert!(records.iter().all(|r| matches!(r,
+            Record::Offset { topic, partition: 0, value: None, .. } if topic == "t")));
+        assert_eq!(committed(&h.groups, "g"), Offset::NONE);
+        assert_eq!(committed(&h.groups, "simple"), Offset::NONE);
+        let kept = h.groups.fetch_offsets("simple", Some(vec![("u".to_string(), vec![3])]));
+        assert_eq!(kept[0].offset, Offset(5), "another topic's offset stays");
+        assert_eq!(h.groups.pending_txn_offsets(), 0);
+        // The transaction commits later: its offset of the deleted topic does not come back.
+        h.groups.complete_txn(h.now, ProducerId(7), TxnOutcome::Commit, |_| true);
+        assert_eq!(committed(&h.groups, "txn"), Offset::NONE);
+        assert_eq!(h.groups.forget_topic("t"), 0, "nothing left to forget");
+        assert!(h.groups.take_records().is_empty());
     }
 
     #[test]

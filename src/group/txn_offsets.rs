@@ -121,6 +121,12 @@ impl PendingOffsets {
         removed
     }
 
+    /// The pending offsets of `topic`'s partitions, of every group and transaction.
+    pub fn keys_of_topic(&self, topic: &str) -> BTreeSet<PendingKey> {
+        let keys = self.producers.values().flat_map(|pending| pending.offsets.keys());
+        keys.filter(|(_, t, _)| t == topic).cloned().collect()
+    }
+
     /// Whether a transaction holds an offset of `group`.
     pub fn has_group(&self, group: &str) -> bool {
         self.producers.values().any(|p| p.offsets.keys().any(|(g, _, _)| g == group))

@@ -52,6 +52,7 @@ pub const SHARE_RECORD_LOCK_DURATION: &str = "share.record.lock.duration.ms";
 pub const SHARE_DELIVERY_COUNT_LIMIT: &str = "share.delivery.count.limit";
 pub const SHARE_PARTITION_MAX_RECORD_LOCKS: &str = "share.partition.max.record.locks";
 pub const SHARE_AUTO_OFFSET_RESET: &str = "share.auto.offset.reset";
+pub const SHARE_ISOLATION_LEVEL: &str = "share.isolation.level";
 /// KIP-1191 share group configs: the group's dead-letter topic (empty: none), and whether a
 /// dead letter carries the record's key and value (else only the context headers).
 pub const DLQ_TOPIC_NAME: &str = "errors.deadletterqueue.topic.name";
@@ -59,7 +60,7 @@ pub const DLQ_COPY_RECORD: &str = "errors.deadletterqueue.copy.record.enable";
 /// Spate's share group config: the redelivery back-off, a comma list of milliseconds
 /// (`RedeliveryBackoff`).
 pub const SHARE_REDELIVERY_BACKOFF: &str = "spate.share.redelivery.backoff.ms";
-pub const GROUP_CONFIG_NAMES: [&str; 11] = [
+pub const GROUP_CONFIG_NAMES: [&str; 12] = [
     GROUP_SESSION_TIMEOUT,
     GROUP_HEARTBEAT_INTERVAL,
     SHARE_SESSION_TIMEOUT,
@@ -71,6 +72,7 @@ pub const GROUP_CONFIG_NAMES: [&str; 11] = [
     DLQ_TOPIC_NAME,
     DLQ_COPY_RECORD,
     SHARE_REDELIVERY_BACKOFF,
+    SHARE_ISOLATION_LEVEL,
 ];
 
 /// Most values `spate.share.redelivery.backoff.ms` takes: a record is delivered at most
@@ -781,8 +783,9 @@ pub fn broker_kind(name: &str) -> Option<(ConfigType, Option<&'static str>)> {
 
 /// A group config's type and default, for `apply_ops`.
 pub fn group_kind(name: &str) -> Option<(ConfigType, Option<&'static str>)> {
-    if name == SHARE_AUTO_OFFSET_RESET || name == DLQ_TOPIC_NAME || name == SHARE_REDELIVERY_BACKOFF
-    {
+    let strings =
+        [SHARE_AUTO_OFFSET_RESET, SHARE_ISOLATION_LEVEL, DLQ_TOPIC_NAME, SHARE_REDELIVERY_BACKOFF];
+    if strings.contains(&name) {
         return Some((ConfigType::String, None));
     }
     if name == DLQ_COPY_RECORD {
@@ -840,6 +843,7 @@ pub fn group_value(configs: &BTreeMap<String, String>, name: &str, base: &GroupC
             base.share_partition_max_record_locks.to_string()
         }
         None if name == SHARE_AUTO_OFFSET_RESET => "latest".to_string(),
+        None if name == SHARE_ISOLATION_LEVEL => "read_uncommitted".to_string(),
         None if name == DLQ_TOPIC_NAME => String::new(),
         None if name == DLQ_COPY_RECORD => "false".to_string(),
         None if name == SHARE_REDELIVERY_BACKOFF => String::new(),
@@ -924,7 +928,8 @@ fn positive_ints(
 /// 1 h), the delivery count limit 2-10 and the record locks 100-10000 (Kafka's
 /// `group.share.min/max.*` defaults), the session longer than the heartbeat, and
 /// `share.auto.offset.reset` one of `latest` and `earliest` (Kafka's `by_duration:` is not
-/// supported yet).
+/// supported yet), `share.isolation.level` one of `read_committed` and `read_uncommitted`
+/// (as Kafka's validator, case-sensitive).
 fn check_share_configs(
     configs: &BTreeMap<String, String>,
     base: &GroupConfig,
@@ -963,6 +968,14 @@ fn check_share_configs(
             return Err(invalid(format!(
                 "Invalid value {reset} for configuration {SHARE_AUTO_OFFSET_RESET}: \
                  String must be one of: latest, earliest"
+            )));
+        }
+    }
+    if let Some(level) = configs.get(SHARE_ISOLATION_LEVEL) {
+        if level != "read_committed" && level != "read_uncommitted" {
+            return Err(invalid(format!(
+                "Invalid value {level} for configuration {SHARE_ISOLATION_LEVEL}: \
+                 String must be one of: read_committed, read_uncommitted"
             )));
         }
     }
@@ -1147,6 +1160,8 @@ mod tests {
         assert_eq!(ok(&[(GROUP_SESSION_TIMEOUT, "50000")]), Ok(()));
         assert_eq!(ok(&[(GROUP_HEARTBEAT_INTERVAL, "6000")]), Ok(()));
         assert_eq!(ok(&[(SHARE_AUTO_OFFSET_RESET, "earliest")]), Ok(()));
+        assert_eq!(ok(&[(SHARE_ISOLATION_LEVEL, "read_committed")]), Ok(()));
+        assert_eq!(ok(&[(SHARE_ISOLATION_LEVEL, "read_uncommitted")]), Ok(()));
         assert_eq!(ok(&[(SHARE_RECORD_LOCK_DURATION, "2000")]), Ok(()));
         assert_eq!(ok(&[(SHARE_DELIVERY_COUNT_LIMIT, "2")]), Ok(()));
         assert_eq!(ok(&[(DLQ_TOPIC_NAME, "dlq.orders"), (DLQ_COPY_RECORD, "TRUE")]), Ok(()));
@@ -1157,6 +1172,8 @@ mod tests {
             [(GROUP_HEARTBEAT_INTERVAL, "abc")],
             [("share.session.timeout.ms", "1000")],
             [(SHARE_AUTO_OFFSET_RESET, "by_duration:PT1H")],
+            [(SHARE_ISOLATION_LEVEL, "READ_COMMITTED")],
+            [(SHARE_ISOLATION_LEVEL, "serializable")],
             [(SHARE_RECORD_LOCK_DURATION, "10")],
             [(SHARE_DELIVERY_COUNT_LIMIT, "11")],
             [("share.unknown", "3")],

@@ -265,7 +265,12 @@ pub struct Partitions {
     checkpoint_written: RefCell<Vec<(TopicPartition, Offset)>>,
     /// Delayed delivery: the delay logs and schedules of this shard's partitions (`delay.rs`).
     delays: delay::Delays,
+    /// Told the name of each topic removed on this shard (`on_topic_removed`).
+    topic_removed: RefCell<Vec<TopicRemoved>>,
 }
+
+/// A listener of topic removals (`Partitions::on_topic_removed`).
+pub type TopicRemoved = Box<dyn Fn(&str)>;
 
 /// What a waiting fetch saw of a partition: a consumer its high watermark, a follower the
 /// leader's written end (which it reads up to).
@@ -408,6 +413,7 @@ impl Partitions {
             checkpointed: RefCell::new(HashMap::new()),
             checkpoint_written: RefCell::new(Vec::new()),
             delays: delay::Delays::default(),
+            topic_removed: RefCell::new(Vec::new()),
         }
     }
 
@@ -1008,6 +1014,13 @@ impl Partitions {
         self.leading.borrow().get(tp).map(Followers::isr_len)
     }
 
+    /// `listener` is called on this shard with the name of each topic removed from it
+    /// (deleted, or, clustered, created again under its name with another id), once its logs
+    /// here are gone: the group coordinator forgets the topic's offsets and share state.
+    pub fn on_topic_removed(&self, listener: TopicRemoved) {
+        self.topic_removed.borrow_mut().push(listener);
+    }
+
     async fn remove_partitions(&self, name: &str, from: i32) {
         if from == 0 {
             self.shard.catalog.borrow_mut().remove(name);
@@ -1022,6 +1035,11 @@ impl Partitions {
             keys.into_iter().filter_map(|tp| logs.remove(&tp).map(|log| (tp, log))).collect()
         };
         self.delete_logs(doomed).await;
+        if from == 0 {
+            for listener in self.topic_removed.borrow().iter() {
+                listener(name);
+            }
+        }
     }
 
     /// Deletes logs already taken out of `logs`, with their retention, replication roles

@@ -33,6 +33,17 @@ pub struct AbortedTxn {
     pub last_offset: Offset,
 }
 
+/// Whether the transactional batch of `producer_id` at `base_offset` belongs to one of the
+/// `aborted` transactions (a read's list: those overlapping what it read): its producer's,
+/// begun at or before the batch and ended by a marker after it.
+pub fn is_aborted(aborted: &[AbortedTxn], producer_id: ProducerId, base_offset: Offset) -> bool {
+    aborted.iter().any(|txn| {
+        txn.producer_id == producer_id
+            && txn.first_offset <= base_offset
+            && base_offset < txn.last_offset
+    })
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TxnIndex {
     /// Producer id -> first offset of its open transaction.
@@ -111,6 +122,22 @@ impl TxnIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_aborted_between_its_producers_first_offset_and_abort_marker() {
+        // Producer 7 aborted a transaction of offsets 3..=8, its marker at 9.
+        let aborted = [AbortedTxn {
+            producer_id: ProducerId(7),
+            first_offset: Offset(3),
+            last_offset: Offset(9),
+        }];
+        assert!(is_aborted(&aborted, ProducerId(7), Offset(3)));
+        assert!(is_aborted(&aborted, ProducerId(7), Offset(8)));
+        assert!(!is_aborted(&aborted, ProducerId(7), Offset(2)), "before it began");
+        assert!(!is_aborted(&aborted, ProducerId(7), Offset(10)), "its next transaction");
+        assert!(!is_aborted(&aborted, ProducerId(8), Offset(5)), "another producer's");
+        assert!(!is_aborted(&[], ProducerId(7), Offset(5)));
+    }
 
     #[test]
     fn the_lso_is_the_first_offset_of_the_oldest_open_transaction() {

@@ -271,6 +271,35 @@ def test_committed_offsets_resume_exactly_after_the_broker_stops(broker, members
     assert committed(broker, group, topic) == {p: 20 for p in range(4)}
 
 
+def test_a_deleted_topics_committed_offsets_go_with_it(broker, members):
+    """Deleting a topic drops every group's committed offsets of it (Kafka's onTopicsDeleted),
+    through a restart too: a topic created again under the name is read from
+    auto.offset.reset (earliest here), not from where the group was in the old one."""
+    topic, group = create_topic(broker), unique("recreated")
+    first = members("ck", broker, group, topic)
+    old = produce(broker, topic, per_partition=5, tag="old")
+    wait_until(lambda: len(first.records()) >= len(old), TIMEOUT_S, "the first member to read")
+    first.leave()
+    assert committed(broker, group, topic) == {p: 5 for p in range(4)}
+    client = admin(broker)
+    for future in client.delete_topics([topic]).values():
+        future.result(timeout=TIMEOUT_S)
+    wait_until(lambda: topic not in client.list_topics(timeout=10).topics, TIMEOUT_S,
+               "the topic to go")
+    assert committed(broker, group, topic) == {p: -1001 for p in range(4)}
+    for future in client.create_topics(
+            [NewTopic(topic, num_partitions=4, replication_factor=1)]).values():
+        future.result(timeout=TIMEOUT_S)
+    new = produce(broker, topic, per_partition=15, tag="new")
+    broker.restart()
+    assert committed(broker, group, topic) == {p: -1001 for p in range(4)}
+    second = members("kp", broker, group, topic)
+    wait_until(lambda: len(second.records()) >= len(new), TIMEOUT_S, "the second member")
+    read = second.records()
+    assert sorted(v for _, _, v in read) == sorted(m.value.decode() for m in new)
+    second.leave()
+
+
 def test_cooperative_sticky_keeps_unaffected_partitions(broker, members):
     """With cooperative-sticky, a third member takes one partition; the first two never
     lose the partitions they keep (incremental rebalance, KIP-429)."""
