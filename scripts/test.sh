@@ -190,9 +190,8 @@ if [[ "${SPATE_SKIP_LIBRDKAFKA:-0}" != 1 ]]; then
     run "librdkafka suite (group.protocol=consumer)" env SPATE_BIN="$TARGET_DIR/release/spate" \
       scripts/librdkafka-suite.sh --group-protocol consumer
     step "librdkafka's share consumer tests (KIP-932)"
-    # Five test numbers at once: these tests spend their time waiting (sessions, locks).
     run "librdkafka suite (share consumer)" env SPATE_BIN="$TARGET_DIR/release/spate" \
-      SUITE_JOBS="${SUITE_JOBS:-5}" scripts/librdkafka-suite.sh --share
+      scripts/librdkafka-suite.sh --share
   else
     echo "not run: librdkafka did not build (see above)"
   fi
