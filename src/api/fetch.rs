@@ -328,6 +328,12 @@ fn respond(
         node_endpoints: node_endpoints(ctx, leaders),
     };
     let (parts, body_size) = fetch_response::encode(ctx.version, &head, out);
+    reply_parts(ctx, parts, body_size)
+}
+
+/// A hand-framed answer (Fetch, ShareFetch): the length prefix and the response header,
+/// then the parts in order, the records among them as they were read.
+pub(super) fn reply_parts(ctx: &Context, parts: Vec<Part<ReadChunk>>, body_size: usize) -> Outcome {
     let header_version = ctx.api_key.response_header_version(ctx.version);
     let mut prefix = BytesMut::with_capacity(16);
     let header_size = if header_version >= 1 { 5 } else { 4 };

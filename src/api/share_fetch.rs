@@ -3,11 +3,15 @@
 //! opens it, -1 closes it, otherwise the next epoch; SHARE_SESSION_NOT_FOUND and
 //! INVALID_SHARE_SESSION_EPOCH as Kafka answers), applies the acknowledgements the request
 //! carries and says where to read each partition of the session (`group::share`). Then each
-//! partition is read from its owning shard like a Fetch (read_uncommitted), a share
+//! partition is read from its owning shard like a Fetch (read_uncommitted, or below the last
+//! stable offset with `share.isolation.level=read_committed`), a share
 //! partition met for the first time starting at its `share.auto.offset.reset` offset, and the
 //! coordinator hands out what it may of the batches read (`ShareAcquire`, written to its log
 //! before the answer). The response carries whole batches, as Kafka's does, with the acquired
-//! ranges and their delivery counts; the client keeps only the acquired records.
+//! ranges and their delivery counts; the client keeps only the acquired records. It is
+//! framed by hand (`protocol::share_fetch_response`) so that those batches are never copied:
+//! cache memory goes out as it is, segment file regions with sendfile (of a catch-up read
+//! only the batch headers are read).
 //!
 //! Waiting: with nothing acquired and `max_wait_ms` left, the fetch waits for new data on its
 //! partitions (their watches, as Fetch does) or `SHARE_FETCH_RECHECK_MS`, whichever comes
@@ -15,25 +19,22 @@
 //! coordinator wakes the watches of their partitions (`Partitions::wake`); the recheck
 //! covers a release that lands between the read and the watch.
 //!
-//! Not yet: zero-copy (the vendored encoder copies the record bytes, and a catch-up read
-//! from a segment file is read into memory), clustered nodes (UNSUPPORTED_VERSION, Kafka's
-//! answer when share groups are off).
+//! Not yet: clustered nodes (UNSUPPORTED_VERSION, Kafka's answer when share groups are off).
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::future::join_all;
-use kafka_protocol::messages::share_fetch_response::{
-    AcquiredRecords, LeaderIdAndEpoch, PartitionData, ShareFetchableTopicResponse,
-};
 use kafka_protocol::messages::{ShareFetchRequest, ShareFetchResponse};
 
 use super::share_common::{self, check_request, named_partitions, resolve};
 use super::{Context, Outcome};
 use crate::constants::{
-    FETCH_WAIT_MS_MAX, SHARE_FETCH_MAX_RECORDS_DEFAULT, SHARE_FETCH_PARTITION_BYTES_MAX,
-    SHARE_FETCH_RECHECK_MS,
+    BATCH_HEADER_BYTES, FETCH_WAIT_MS_MAX, SHARE_FETCH_MAX_RECORDS_DEFAULT,
+    SHARE_FETCH_PARTITION_BYTES_MAX, SHARE_FETCH_RECHECK_MS,
 };
 use crate::group::assignor::TopicId;
 use crate::group::coordinator::{GroupRequest, GroupResponse};
@@ -42,14 +43,17 @@ use crate::group::share_partition::Acquired;
 use crate::model::batch::BatchHeader;
 use crate::model::{ErrorCode, Isolation, Offset, ShardId, TopicPartition};
 use crate::partition::{PartitionRequest, PartitionResponse, ReadResult, ReadSpec, Seen};
+use crate::protocol::share_fetch_response::{self, PartitionData, TopicData};
+use crate::storage::log::ReadChunk;
 use crate::storage::txn_index;
 
-/// One batch read: its offsets and bytes.
+/// One batch read: its offsets, and where its bytes are (a slice of the cache's memory or a
+/// region of a segment file, sent as they are).
 struct ReadBatch {
     first: i64,
     last: i64,
     control: bool,
-    bytes: Bytes,
+    data: ReadChunk,
 }
 
 /// What one partition's read gave.
@@ -98,7 +102,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         response.error_code = opened.error_code.code();
         return ctx.reply(&response);
     }
-    response.acquisition_lock_timeout_ms = opened.lock_ms.clamp(0, i64::from(i32::MAX)) as i32;
+    let lock_ms = opened.lock_ms.clamp(0, i64::from(i32::MAX)) as i32;
 
     let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
     let deadline = Instant::now() + max_wait;
@@ -111,15 +115,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     // rather than have the client ask again at once.
     if request.max_bytes <= 0 {
         glommio::timer::sleep(max_wait).await;
-        return respond(
-            ctx,
-            response,
-            resolved.failed,
-            opened.acks,
-            &[],
-            Vec::new(),
-            BTreeMap::new(),
-        );
+        let (failed, acks) = (resolved.failed, opened.acks);
+        return respond(ctx, lock_ms, failed, acks, &[], Vec::new(), BTreeMap::new());
     }
     let size_bytes_max = (request.max_bytes as usize).min(SHARE_FETCH_PARTITION_BYTES_MAX);
     let mut plan = opened.plan;
@@ -181,7 +178,7 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             _ => Vec::new(),
         };
     }
-    respond(ctx, response, resolved.failed, opened.acks, &plan, acquired, reads)
+    respond(ctx, lock_ms, resolved.failed, opened.acks, &plan, acquired, reads)
 }
 
 async fn call(ctx: &Context, group_id: &str, request: GroupRequest) -> Option<GroupResponse> {
@@ -262,10 +259,11 @@ async fn read_all(
     out
 }
 
-/// The batches of a read, each with its offsets. A catch-up read's file regions are read
-/// into memory (the response encoder copies them anyway). Under read_committed the batches
-/// of aborted transactions (the read's aborted list) count as control batches: never handed
-/// out, the share partition moves past them, as Kafka archives them.
+/// The batches of a read, each with its offsets and its bytes where they are: memory the
+/// cache holds is sliced, and of a catch-up read's file regions only the batch headers are
+/// read (the records go out with sendfile, as a Fetch's do). Under read_committed the
+/// batches of aborted transactions (the read's aborted list) count as control batches:
+/// never handed out, the share partition moves past them, as Kafka archives them.
 fn batches_of(result: ReadResult, read_from: i64) -> PartitionRead {
     let mut read = PartitionRead {
         read_from,
@@ -274,34 +272,57 @@ fn batches_of(result: ReadResult, read_from: i64) -> PartitionRead {
         log_start: result.log_start_offset.0,
         batches: Vec::new(),
     };
-    let data = match result.bytes() {
-        Ok(data) => data,
-        Err(e) => {
-            tracing::warn!(tp = %result.tp, "share fetch read failed: {e}");
-            read.error_code = ErrorCode::UnknownServerError;
-            return read;
-        }
+    let aborted = &result.aborted;
+    let batch_of = |header: &BatchHeader, data: ReadChunk| ReadBatch {
+        first: header.base_offset().0,
+        last: header.last_offset().0,
+        control: header.is_control()
+            || (header.is_transactional()
+                && txn_index::is_aborted(aborted, header.producer_id(), header.base_offset())),
+        data,
     };
-    let mut position = 0;
-    while position < data.len() {
-        let Ok(header) = BatchHeader::parse(&data[position..]) else { break };
-        let size = header.size_bytes();
-        if position + size > data.len() {
+    for chunk in &result.chunks {
+        // A batch cut short ends the read: whatever follows it is not at a batch boundary.
+        let whole = match chunk {
+            ReadChunk::Memory(bytes) => {
+                let mut position = 0;
+                while position < bytes.len() {
+                    let Ok(header) = BatchHeader::parse(&bytes[position..]) else { break };
+                    let size = header.size_bytes();
+                    if position + size > bytes.len() {
+                        break;
+                    }
+                    let data = ReadChunk::Memory(bytes.slice(position..position + size));
+                    read.batches.push(batch_of(&header, data));
+                    position += size;
+                }
+                position == bytes.len()
+            }
+            ReadChunk::File { file, position, len } => {
+                let mut at = 0u64;
+                let mut head = [0u8; BATCH_HEADER_BYTES];
+                while at + BATCH_HEADER_BYTES as u64 <= *len {
+                    if let Err(e) = file.read_exact_at(&mut head, position + at) {
+                        tracing::warn!(tp = %result.tp, "share fetch read failed: {e}");
+                        read.error_code = ErrorCode::UnknownServerError;
+                        return read;
+                    }
+                    let Ok(header) = BatchHeader::parse(&head) else { break };
+                    let size = header.size_bytes() as u64;
+                    if at + size > *len {
+                        break;
+                    }
+                    let data =
+                        ReadChunk::File { file: file.clone(), position: position + at, len: size };
+                    read.batches.push(batch_of(&header, data));
+                    at += size;
+                }
+                at == *len
+            }
+        };
+        if !whole {
             break;
         }
-        read.batches.push(ReadBatch {
-            first: header.base_offset().0,
-            last: header.last_offset().0,
-            control: header.is_control()
-                || (header.is_transactional()
-                    && txn_index::is_aborted(
-                        &result.aborted,
-                        header.producer_id(),
-                        header.base_offset(),
-                    )),
-            bytes: data.slice(position..position + size),
-        });
-        position += size;
     }
     read
 }
@@ -311,12 +332,15 @@ enum Update {
     Failed(ErrorCode),
     Acked(ErrorCode),
     ReadFailed(ErrorCode),
-    Records(Bytes, Vec<AcquiredRecords>),
+    Records(Vec<ReadChunk>, usize, Vec<(i64, i64, i16)>),
 }
 
+/// The answer, framed by hand (`protocol::share_fetch_response`) so that the acquired
+/// batches go out as they were read: cache memory as it is, segment file regions with
+/// sendfile.
 fn respond(
     ctx: &Context,
-    mut response: ShareFetchResponse,
+    lock_ms: i32,
     failed: Vec<(TopicId, i32, ErrorCode)>,
     acks: Vec<(TopicPartition, ErrorCode)>,
     plan: &[FetchPlan],
@@ -326,16 +350,18 @@ fn respond(
     let node = ctx.shard().config.node_id.0;
     let topic_ids: BTreeMap<TopicPartition, TopicId> =
         plan.iter().map(|p| (p.tp.clone(), p.topic_id)).collect();
-    let mut by_topic: BTreeMap<TopicId, BTreeMap<i32, PartitionData>> = BTreeMap::new();
+    let mut by_topic: BTreeMap<TopicId, BTreeMap<i32, PartitionData<ReadChunk>>> = BTreeMap::new();
     let mut entry = |topic_id: TopicId, partition: i32| {
         let partitions = by_topic.entry(topic_id).or_default();
-        partitions.entry(partition).or_insert_with(|| {
-            let mut data = PartitionData::default();
-            data.partition_index = partition;
-            let mut leader = LeaderIdAndEpoch::default();
-            leader.leader_id = node;
-            data.current_leader = leader;
-            data
+        partitions.entry(partition).or_insert_with(|| PartitionData {
+            partition_index: partition,
+            error_code: 0,
+            acknowledge_error_code: 0,
+            leader_id: node,
+            leader_epoch: 0,
+            records: Vec::new(),
+            records_size: 0,
+            acquired: Vec::new(),
         });
         (topic_id, partition)
     };
@@ -362,22 +388,11 @@ fn respond(
         let overlaps = |b: &ReadBatch| {
             runs.iter().any(|r| b.first <= r.last_offset && r.first_offset <= b.last)
         };
-        let mut records = BytesMut::new();
-        for batch in read.batches.iter().filter(|b| !b.control && overlaps(b)) {
-            records.extend_from_slice(&batch.bytes);
-        }
+        let batches = read.batches.into_iter().filter(|b| !b.control && overlaps(b));
+        let (records, size) = contiguous(batches.map(|b| b.data));
         let key = entry(topic_id, tp.partition);
-        let acquired = runs
-            .iter()
-            .map(|run| {
-                let mut acquired = AcquiredRecords::default();
-                acquired.first_offset = run.first_offset;
-                acquired.last_offset = run.last_offset;
-                acquired.delivery_count = run.delivery_count;
-                acquired
-            })
-            .collect();
-        updates.push((key, Update::Records(records.freeze(), acquired)));
+        let runs = runs.iter().map(|r| (r.first_offset, r.last_offset, r.delivery_count));
+        updates.push((key, Update::Records(records, size, runs.collect())));
     }
     for ((topic_id, partition), update) in updates {
         let Some(data) = by_topic.get_mut(&topic_id).and_then(|t| t.get_mut(&partition)) else {
@@ -390,22 +405,44 @@ fn respond(
             }
             Update::Acked(code) => data.acknowledge_error_code = code.code(),
             Update::ReadFailed(code) => data.error_code = code.code(),
-            Update::Records(records, acquired) => {
-                data.records = Some(records);
-                data.acquired_records = acquired;
+            Update::Records(records, size, acquired) => {
+                data.records = records;
+                data.records_size = size;
+                data.acquired = acquired;
             }
         }
     }
-    response.responses = by_topic
+    let topics = by_topic
         .into_iter()
-        .map(|(topic_id, partitions)| {
-            let mut topic = ShareFetchableTopicResponse::default();
-            topic.topic_id = uuid::Uuid::from_bytes(topic_id);
-            topic.partitions = partitions.into_values().collect();
-            topic
+        .map(|(topic_id, partitions)| TopicData {
+            topic_id,
+            partitions: partitions.into_values().collect(),
         })
         .collect();
-    ctx.reply(&response)
+    let (parts, body_size) = share_fetch_response::encode(0, lock_ms, topics);
+    super::fetch::reply_parts(ctx, parts, body_size)
+}
+
+/// The chunks of the batches to send, in order, with the file regions that follow each
+/// other in one file made one (one sendfile), and their size in bytes.
+fn contiguous(chunks: impl Iterator<Item = ReadChunk>) -> (Vec<ReadChunk>, usize) {
+    let mut out: Vec<ReadChunk> = Vec::new();
+    let mut size = 0;
+    for chunk in chunks {
+        size += chunk.len();
+        if let (
+            Some(ReadChunk::File { file, position, len }),
+            ReadChunk::File { file: next, position: at, len: more },
+        ) = (out.last_mut(), &chunk)
+        {
+            if Arc::ptr_eq(file, next) && *position + *len == *at {
+                *len += more;
+                continue;
+            }
+        }
+        out.push(chunk);
+    }
+    (out, size)
 }
 
 /// A partition's topic id: from the plan, else the catalog (an acknowledgement in a closing

@@ -203,7 +203,7 @@ pub struct ReadResult {
 
 impl ReadResult {
     /// The bytes read, in one buffer: a catch-up read's file regions are read into memory
-    /// (for the few readers that need the records themselves: ShareFetch, dead letters).
+    /// (for the readers that need the records themselves: the dead-letter writer).
     pub fn bytes(&self) -> std::io::Result<Bytes> {
         use std::os::unix::fs::FileExt;
         let mut data = bytes::BytesMut::with_capacity(self.size_bytes);

@@ -1,10 +1,12 @@
 //! The Kafka wire protocol: request prefixes, the table of supported versions, and the
-//! hand-written Fetch response framing. Message bodies use the `kafka-protocol` crate; the
-//! Fetch response is framed by hand so that record bytes are never copied into a buffer.
+//! hand-written Fetch and ShareFetch response framing. Message bodies use the
+//! `kafka-protocol` crate; the Fetch and ShareFetch responses are framed by hand so that
+//! record bytes are never copied into a buffer.
 //!
 //! Pure: no sockets, no files. `net` does the reading and writing.
 
 pub mod fetch_response;
+pub mod share_fetch_response;
 pub mod versions;
 
 use bytes::{BufMut, BytesMut};

@@ -258,6 +258,30 @@ def test_a_batch_goes_to_one_member_whole(broker, share_members, java_share):
 
 
 @pytest.mark.timeout(240)
+def test_a_backlog_is_read_from_the_segment_files_intact(spate_factory, share_members):
+    """With the batch cache off and 256 KiB segments, every ShareFetch reads segment files:
+    only the batch headers are read, and the batches go out as file regions with sendfile
+    (those that follow each other in a file as one). A member gets each of 2,000 records of
+    lz4 and uncompressed batches across several segments once, with its value intact."""
+    broker = spate_factory("--batch-cache-bytes", "0", "--segment-bytes", "262144")
+    topic, group = create_topic(broker), unique("sg")
+    read_from_earliest(broker, group)
+    values = []
+    for tag, codec in (("lz4", "lz4"), ("none", "none")):
+        msgs = [Msg(b"k", f"{tag}-{i}-{'x' * 1500}".encode(), partition=0) for i in range(1000)]
+        ck_produce(broker.bootstrap, topic, msgs, compression=codec)
+        values += [m.value.decode() for m in msgs]
+    segments = list(broker.partition_dir(topic, 0).glob("*.log"))
+    assert len(segments) >= 3, segments
+    member = share_members(broker, group, topic, "accept")
+    wait_until(lambda: len(member.confirmed()) >= len(values), TIMEOUT_S,
+               "every record to be acknowledged")
+    got = sorted((o, v) for o, _, v, _ in member.records())
+    assert [o for o, _ in got] == list(range(len(values)))
+    assert [v for _, v in got] == values
+
+
+@pytest.mark.timeout(240)
 def test_a_released_record_comes_back_with_a_higher_delivery_count(broker, share_members):
     """RELEASE: each record is delivered a second time, with delivery count 2, then accepted
     and never delivered again."""
