@@ -508,6 +508,17 @@ impl Coordinator {
             state.finish_load_of(now, |_| true, timeouts);
             state.group_count()
         };
+        // A topic deleted just before a crash, its group state's tombstones not yet written:
+        // the catalog (read before this load) no longer has it, so the state goes now.
+        let deleted: Vec<String> = {
+            let catalog = self.home.catalog.borrow();
+            let mut names = self.state.borrow().topic_names();
+            names.extend(self.shares.borrow().topic_names());
+            names.into_iter().filter(|name| catalog.get(name).is_none()).collect()
+        };
+        for topic in &deleted {
+            self.forget_topic(topic);
+        }
         if replayed.migrated {
             let mut snapshot = self.state.borrow().snapshot();
             snapshot.extend(self.shares.borrow().snapshot_of(|_| true));

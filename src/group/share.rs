@@ -311,6 +311,12 @@ impl Shares {
         self.groups.contains_key(group_id)
     }
 
+    /// The topics some share group holds share state of.
+    pub fn topic_names(&self) -> BTreeSet<String> {
+        let tps = self.groups.values().flat_map(|g| g.partitions.keys());
+        tps.map(|tp| tp.topic.to_string()).collect()
+    }
+
     pub fn group_count(&self) -> usize {
         self.groups.len()
     }

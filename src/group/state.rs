@@ -917,6 +917,14 @@ impl Groups {
         self.groups.len()
     }
 
+    /// The topics some group holds a committed or pending offset of.
+    pub fn topic_names(&self) -> BTreeSet<String> {
+        let committed = self.groups.values().flat_map(|g| g.offsets.keys().map(|(t, _)| t));
+        let mut names: BTreeSet<String> = committed.cloned().collect();
+        names.extend(self.txn_offsets.topic_names());
+        names
+    }
+
     pub fn contains(&self, group_id: &str) -> bool {
         self.groups.contains_key(group_id)
     }

@@ -127,6 +127,12 @@ impl PendingOffsets {
         keys.filter(|(_, t, _)| t == topic).cloned().collect()
     }
 
+    /// The topics some transaction holds an offset of.
+    pub fn topic_names(&self) -> BTreeSet<String> {
+        let keys = self.producers.values().flat_map(|pending| pending.offsets.keys());
+        keys.map(|(_, topic, _)| topic.clone()).collect()
+    }
+
     /// Whether a transaction holds an offset of `group`.
     pub fn has_group(&self, group: &str) -> bool {
         self.producers.values().any(|p| p.offsets.keys().any(|(g, _, _)| g == group))
