@@ -854,9 +854,6 @@ impl Coordinator {
         }
     }
 
-    /// Delivers the state machine's answers and queues its records. With `WaitFor::Write`,
-    /// returns a receiver that fires once those records are in the log (None: nothing to
-    /// write).
     /// A topic was removed from this shard (`Partitions::on_topic_removed`): its committed
     /// offsets and share state leave every group served here, written as tombstones (Kafka's
     /// `onTopicsDeleted` and `maybeCleanupShareGroupState`).
@@ -869,6 +866,9 @@ impl Coordinator {
         }
     }
 
+    /// Delivers the state machine's answers and queues its records. With `WaitFor::Write`,
+    /// returns a receiver that fires once those records are in the log (None: nothing to
+    /// write).
     fn dispatch(self: &Rc<Self>, wait: WaitFor) -> Option<oneshot::Receiver<Written>> {
         let (replies, records, next_deadline) = {
             let mut state = self.state.borrow_mut();

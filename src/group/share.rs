@@ -278,6 +278,18 @@ struct ShareGroup {
     sessions: BTreeMap<String, Session>,
 }
 
+impl ShareGroup {
+    /// Takes the share partitions of `topic` out of the group: their names.
+    fn take_partitions_of(&mut self, topic: &str) -> Vec<TopicPartition> {
+        let tps: Vec<TopicPartition> =
+            self.partitions.keys().filter(|tp| tp.topic.as_ref() == topic).cloned().collect();
+        for tp in &tps {
+            self.partitions.remove(tp);
+        }
+        tps
+    }
+}
+
 /// Every share group a shard coordinates.
 pub struct Shares {
     config: GroupConfig,
@@ -448,12 +460,7 @@ impl Shares {
         let assignment = (full || member.assignment_unsent).then(|| member.assignment.clone());
         member.assignment_unsent = false;
         let member_epoch = member.member_epoch;
-        let key = TimerKey {
-            kind: TimerKind::Session,
-            group: group_id,
-            member: req.member_id.clone(),
-            tp: None,
-        };
+        let key = session_key(&group_id, &req.member_id);
         let deadline = now.saturating_add(i64::from(settings.session_timeout_ms));
         self.timers.schedule(key.clone(), deadline, key);
         HeartbeatResponse {
@@ -483,12 +490,7 @@ impl Shares {
         let Some(group) = self.groups.get_mut(group_id) else { return };
         group.members.remove(member_id);
         group.group_epoch += 1;
-        let key = TimerKey {
-            kind: TimerKind::Session,
-            group: group_id.to_string(),
-            member: member_id.to_string(),
-            tp: None,
-        };
+        let key = session_key(group_id, member_id);
         let deadline = now.saturating_add(i64::from(settings.session_timeout_ms));
         self.timers.schedule(key.clone(), deadline, key);
     }
@@ -502,13 +504,7 @@ impl Shares {
         }
         group.group_epoch += 1;
         group.sessions.remove(member_id);
-        let session_key = TimerKey {
-            kind: TimerKind::Session,
-            group: group_id.to_string(),
-            member: member_id.to_string(),
-            tp: None,
-        };
-        self.timers.cancel(&session_key);
+        self.timers.cancel(&session_key(group_id, member_id));
         self.release_member_records(group_id, member_id, settings);
     }
 
@@ -663,18 +659,10 @@ impl Shares {
         let mut out = Vec::new();
         let mut gone = Vec::new();
         for topic in topics {
-            let tps: Vec<TopicPartition> = group
-                .partitions
-                .keys()
-                .filter(|tp| tp.topic.as_ref() == topic.as_str())
-                .cloned()
-                .collect();
+            let tps = group.take_partitions_of(topic);
             let code =
                 if tps.is_empty() { ErrorCode::UnknownTopicOrPartition } else { ErrorCode::None };
-            for tp in tps {
-                group.partitions.remove(&tp);
-                gone.push(tp);
-            }
+            gone.extend(tps);
             out.push((topic.clone(), code));
         }
         for tp in gone {
@@ -693,12 +681,8 @@ impl Shares {
         let of_topic = |tp: &TopicPartition| tp.topic.as_ref() == topic;
         let mut gone: Vec<(String, TopicPartition)> = Vec::new();
         for (group_id, group) in &mut self.groups {
-            let tps: Vec<TopicPartition> =
-                group.partitions.keys().filter(|tp| of_topic(tp)).cloned().collect();
-            for tp in tps {
-                group.partitions.remove(&tp);
-                gone.push((group_id.clone(), tp));
-            }
+            let tps = group.take_partitions_of(topic);
+            gone.extend(tps.into_iter().map(|tp| (group_id.clone(), tp)));
             for session in group.sessions.values_mut() {
                 session.partitions.retain(|tp, _| !of_topic(tp));
             }
@@ -736,12 +720,7 @@ impl Shares {
                 // not since a restart) ends after the session timeout unless the member
                 // joins, whose heartbeats then keep the same timer.
                 if !group.members.contains_key(&req.member_id) {
-                    let key = TimerKey {
-                        kind: TimerKind::Session,
-                        group: req.group_id.clone(),
-                        member: req.member_id.clone(),
-                        tp: None,
-                    };
+                    let key = session_key(&req.group_id, &req.member_id);
                     let deadline = now.saturating_add(i64::from(settings.session_timeout_ms));
                     self.timers.schedule(key.clone(), deadline, key);
                 }
@@ -1146,6 +1125,17 @@ fn window_full(partition: &SharePartition, max_locks: i64) -> bool {
 fn frees(partition: &SharePartition, was_full: bool, max_locks: i64, now_ms: i64) -> bool {
     partition.fetch_offset(now_ms) < partition.end_offset()
         || (was_full && !window_full(partition, max_locks))
+}
+
+/// The timer of a member's session (its heartbeats', or its share session's when the group
+/// does not have it).
+fn session_key(group_id: &str, member_id: &str) -> TimerKey {
+    TimerKey {
+        kind: TimerKind::Session,
+        group: group_id.to_string(),
+        member: member_id.to_string(),
+        tp: None,
+    }
 }
 
 fn locks_key(group_id: &str, tp: &TopicPartition) -> TimerKey {
