@@ -351,6 +351,7 @@ async fn shard_main(config: Config, catalog: Catalog, meshes: MeshBuilders, star
         groups_mesh,
         partitions.clone(),
         controller.clone(),
+        cluster.clone(),
     ));
     let peers = TxnPeers {
         partitions: partitions.clone(),

@@ -104,6 +104,15 @@ pub const FETCH_WAIT_MS_MAX: i32 = 60_000;
 /// lock ended (new data wakes it at once through the partitions' watches).
 pub const SHARE_FETCH_RECHECK_MS: u64 = 50;
 
+/// How long a partition leader waits for a share group's coordinator on another node to
+/// answer a share call (`group::share_call`): an acquisition or acknowledgement waits for its
+/// replicated write there, which a slow follower can hold up to `replica.lag.time.max.ms`.
+pub const SHARE_CALL_TIMEOUT_MS: u64 = 35_000;
+
+/// Idle connections a shard keeps to each other broker for share calls; more are opened
+/// when more calls are in flight at once, and closed after.
+pub const PEER_IDLE_CONNECTIONS_MAX: usize = 8;
+
 /// Dead letters (KIP-1191): a write that failed for a reason that may pass (the disk, a
 /// topic being created) is tried again after this long; its warning repeats at most every
 /// `DEAD_LETTER_WARN_INTERVAL_MS`.

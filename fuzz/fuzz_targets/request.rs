@@ -1,6 +1,7 @@
 //! A request frame as the broker reads it off a connection (after the 4-byte length): the
 //! prefix, the version check, the header, then the body of every API the broker serves,
-//! decoded with the same codec and version as its handler does (`api::Context::decode`).
+//! decoded with the same codec and version as its handler does (`api::Context::decode`),
+//! and Spate's private share call between brokers (`group::share_call`).
 //! Anything may be refused; nothing may panic, hang or allocate beyond the frame's size
 //! many times over (libFuzzer's `-rss_limit_mb` and `-malloc_limit_mb` catch that).
 
@@ -10,6 +11,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Decodable;
 use libfuzzer_sys::fuzz_target;
+use spate::group::share_call::{ShareAnswer, ShareCall, SHARE_CALL_API_KEY};
 use spate::model::batch;
 use spate::protocol::versions;
 use spate::protocol::RequestPrefix;
@@ -18,6 +20,15 @@ use spate::security::acl::{AclBinding, AclFilter, WireAcl};
 fuzz_target!(|data: &[u8]| {
     let frame = Bytes::copy_from_slice(data);
     let Some(prefix) = RequestPrefix::parse(&frame) else { return };
+    if prefix.api_key == SHARE_CALL_API_KEY {
+        // Spate's private request between brokers: a share call after the prefix and the
+        // client id. A leader decodes the other broker's answer with the same rules, so
+        // the same bytes go to the answer's decoder too.
+        let body = frame.slice(8.min(frame.len())..);
+        let _ = ShareCall::decode(body.clone());
+        let _ = ShareAnswer::decode(body);
+        return;
+    }
     let Ok(api_key) = ApiKey::try_from(prefix.api_key) else { return };
     // Both modes: the clustered broker serves a few more APIs.
     if !versions::serves(prefix.api_key, prefix.api_version, true) {

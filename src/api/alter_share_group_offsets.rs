@@ -9,8 +9,7 @@
 //! Authorization as Kafka's: READ on the group, READ on each topic
 //! (TOPIC_AUTHORIZATION_FAILED per partition). A topic the catalog does not know, or a
 //! partition it does not have, is UNKNOWN_TOPIC_OR_PARTITION; a negative offset
-//! INVALID_REQUEST (Spate's check: Kafka's tool resolves offsets before it asks). A clustered
-//! node answers UNSUPPORTED_VERSION (share groups are single-node for now).
+//! INVALID_REQUEST (Spate's check: Kafka's tool resolves offsets before it asks).
 
 use bytes::Bytes;
 use kafka_protocol::messages::alter_share_group_offsets_response::{

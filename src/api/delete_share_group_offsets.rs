@@ -6,8 +6,7 @@
 //! GROUP_ID_NOT_FOUND, one with members NON_EMPTY_GROUP; per topic, one the catalog does not
 //! know UNKNOWN_TOPIC_OR_PARTITION, one the group has no state for the same code with
 //! "There is no offset information to delete.". Authorization as Kafka's: DELETE on the
-//! group, READ on each topic (TOPIC_AUTHORIZATION_FAILED). A clustered node answers
-//! UNSUPPORTED_VERSION (share groups are single-node for now).
+//! group, READ on each topic (TOPIC_AUTHORIZATION_FAILED).
 
 use bytes::Bytes;
 use kafka_protocol::messages::delete_share_group_offsets_response as wire;

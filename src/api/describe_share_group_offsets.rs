@@ -2,8 +2,7 @@
 //! every record below it is acknowledged or archived), what `kafka-share-groups.sh
 //! --describe --offsets` and the Admin client's `listShareGroupOffsets` show. A partition the
 //! group has not started is -1, as in Kafka; a topic the catalog does not know is
-//! UNKNOWN_TOPIC_OR_PARTITION. One mesh message per owning shard. A clustered node answers
-//! UNSUPPORTED_VERSION for each group (share groups are single-node for now).
+//! UNKNOWN_TOPIC_OR_PARTITION. One mesh message per owning shard.
 //!
 //! v1 (Kafka 4.2, KIP-1226) adds each partition's lag: the records below the high watermark
 //! whose delivery is not complete (`ShareOffset::lag`; -1 for a partition not started), the
@@ -34,16 +33,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let ids: Vec<String> = request.groups.iter().map(|g| g.group_id.0.to_string()).collect();
-    let clustered = ctx.cluster().clustered();
     let mut found: BTreeMap<String, Option<Vec<(TopicPartition, ShareOffset)>>> = BTreeMap::new();
-    if !clustered {
-        let calls = by_owner(ctx, &ids, EmptyGroupId::Refused, Operation::Describe)
-            .into_iter()
-            .map(|(owner, groups)| ctx.groups().call(owner, GroupRequest::ShareOffsets { groups }));
-        for answer in futures::future::join_all(calls).await {
-            if let Some(GroupResponse::ShareOffsets(groups)) = answer {
-                found.extend(groups);
-            }
+    let calls = by_owner(ctx, &ids, EmptyGroupId::Refused, Operation::Describe)
+        .into_iter()
+        .map(|(owner, groups)| ctx.groups().call(owner, GroupRequest::ShareOffsets { groups }));
+    for answer in futures::future::join_all(calls).await {
+        if let Some(GroupResponse::ShareOffsets(groups)) = answer {
+            found.extend(groups);
         }
     }
     let high_watermarks = if ctx.version >= 1 {
@@ -57,11 +53,6 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         let id = asked.group_id.0.to_string();
         let mut group = DescribeShareGroupOffsetsResponseGroup::default();
         group.group_id = GroupId(str_bytes(&id));
-        if clustered {
-            group.error_code = ErrorCode::UnsupportedVersion.code();
-            response.groups.push(group);
-            continue;
-        }
         if let Err(code) = check_group_id(ctx, &id, EmptyGroupId::Refused, Operation::Describe) {
             group.error_code = code.code();
             response.groups.push(group);

@@ -64,6 +64,7 @@ mod produce;
 mod sasl_authenticate;
 mod sasl_handshake;
 mod share_acknowledge;
+mod share_call;
 mod share_common;
 mod share_fetch;
 mod share_group_describe;
@@ -86,6 +87,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use crate::cluster::Cluster;
 use crate::controller::Controller;
 use crate::group::coordinator::Coordinator as GroupCoordinator;
+use crate::group::share_call::SHARE_CALL_API_KEY;
 use crate::partition::Partitions;
 use crate::protocol::{put_response_header, versions, RequestPrefix};
 use crate::security::acl::{operations_bitfield, Operation, ResourceType, CLUSTER_NAME};
@@ -161,6 +163,10 @@ pub async fn admit(services: &Rc<Services>, frame: Bytes, session: &Rc<Session>)
         if let Admission::Close(reason) = session.admits(prefix.api_key, now_ms()) {
             return Admitted::Now(Outcome::Close(reason));
         }
+    }
+    if prefix.api_key == SHARE_CALL_API_KEY {
+        let (services, session) = (services.clone(), session.clone());
+        return Admitted::Later(Box::pin(share_call::serve(services, session, frame)));
     }
     let Ok(api_key) = ApiKey::try_from(prefix.api_key) else {
         return Admitted::Now(Outcome::Close(format!("unknown API key {}", prefix.api_key)));

@@ -3,7 +3,8 @@
 //! session's next epoch (0 is INVALID_SHARE_SESSION_EPOCH; -1 closes the session after the
 //! acknowledgements, releasing what the member still holds). Answered once the share
 //! partitions' new states are in the coordinator's log, so an acknowledged record is never
-//! delivered again, not even after a crash. A clustered node answers UNSUPPORTED_VERSION.
+//! delivered again, not even after a crash. Clustered, it comes to the partitions' leader
+//! and goes on to the group's coordinator (`share_call`).
 
 use std::collections::BTreeMap;
 
@@ -13,11 +14,12 @@ use kafka_protocol::messages::share_acknowledge_response::{
 };
 use kafka_protocol::messages::{ShareAcknowledgeRequest, ShareAcknowledgeResponse};
 
+use super::share_call;
 use super::share_common::{check_request, named_partitions, resolve};
 use super::{Context, Outcome};
 use crate::group::assignor::TopicId;
-use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::share::AckRequest;
+use crate::group::share_call::{ShareAnswer, ShareCall};
 use crate::model::ErrorCode;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -39,12 +41,12 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let ack = AckRequest {
         group_id: group_id.clone(),
         member_id,
+        node: ctx.shard().config.node_id,
         session_epoch: request.share_session_epoch,
         partitions: resolved.known,
     };
-    let owner = ctx.groups().owner(&group_id);
-    let outcome = match ctx.groups().call(owner, GroupRequest::ShareAcknowledge(ack)).await {
-        Some(GroupResponse::ShareAcknowledged(outcome)) => outcome,
+    let outcome = match share_call::call(ctx, ShareCall::Acknowledge(ack)).await {
+        ShareAnswer::Acknowledged(outcome) => outcome,
         _ => Err(ErrorCode::CoordinatorNotAvailable),
     };
     let acked = match outcome {

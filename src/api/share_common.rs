@@ -15,17 +15,13 @@ use crate::partition::{PartitionRequest, PartitionResponse};
 use crate::security::acl::Operation;
 
 /// The group-level checks of the share-group offset admin APIs (AlterShareGroupOffsets,
-/// DeleteShareGroupOffsets), in Kafka's order: a clustered node answers UNSUPPORTED_VERSION
-/// (share groups are single-node for now), then the group id and `operation` on the group
-/// as `group_common::check_group_id` makes them.
+/// DeleteShareGroupOffsets): the group id and `operation` on the group as
+/// `group_common::check_group_id` makes them.
 pub(super) fn check_offsets_admin(
     ctx: &Context,
     group_id: &str,
     operation: Operation,
 ) -> Result<(), ErrorCode> {
-    if ctx.cluster().clustered() {
-        return Err(ErrorCode::UnsupportedVersion);
-    }
     check_group_id(ctx, group_id, EmptyGroupId::Refused, operation)
 }
 
@@ -46,17 +42,14 @@ pub(super) struct Resolved {
 pub(super) type Named = (TopicId, i32, Vec<(i64, i64, Vec<i8>)>);
 
 /// The checks ShareFetch and ShareAcknowledge make of the whole request, in Kafka's order: a
-/// clustered node answers UNSUPPORTED_VERSION (Kafka's answer when share groups are off; share
-/// groups are single-node for now), a request without a group or member id INVALID_REQUEST,
-/// and the member needs READ on the group (GROUP_AUTHORIZATION_FAILED).
+/// request without a group or member id INVALID_REQUEST, and the member needs READ on the
+/// group (GROUP_AUTHORIZATION_FAILED).
 pub(super) fn check_request(
     ctx: &Context,
     group_id: &str,
     member_id: &str,
 ) -> Result<(), ErrorCode> {
-    if ctx.cluster().clustered() {
-        Err(ErrorCode::UnsupportedVersion)
-    } else if group_id.is_empty() || member_id.is_empty() {
+    if group_id.is_empty() || member_id.is_empty() {
         Err(ErrorCode::InvalidRequest)
     } else if !ctx.group_allowed(Operation::Read, group_id) {
         Err(ErrorCode::GroupAuthorizationFailed)

@@ -1,5 +1,5 @@
 //! ShareFetch (API 78, KIP-932): a share group member's fetch, in two halves around the
-//! reads. First the group's coordinator shard moves the member's share session (epoch 0
+//! reads. First the group's coordinator moves the member's share session (epoch 0
 //! opens it, -1 closes it, otherwise the next epoch; SHARE_SESSION_NOT_FOUND and
 //! INVALID_SHARE_SESSION_EPOCH as Kafka answers), applies the acknowledgements the request
 //! carries and says where to read each partition of the session (`group::share`). Then each
@@ -19,7 +19,8 @@
 //! coordinator wakes the watches of their partitions (`Partitions::wake`); the recheck
 //! covers a release that lands between the read and the watch.
 //!
-//! Not yet: clustered nodes (UNSUPPORTED_VERSION, Kafka's answer when share groups are off).
+//! Clustered, the request comes to the leader of its partitions and the coordinator is
+//! usually on another node: the calls go there (`share_call`).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
@@ -30,6 +31,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use kafka_protocol::messages::{ShareFetchRequest, ShareFetchResponse};
 
+use super::share_call;
 use super::share_common::{self, check_request, named_partitions, resolve};
 use super::{Context, Outcome};
 use crate::constants::{
@@ -37,8 +39,8 @@ use crate::constants::{
     SHARE_FETCH_PARTITION_BYTES_MAX, SHARE_FETCH_RECHECK_MS,
 };
 use crate::group::assignor::TopicId;
-use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::share::{FetchOpen, FetchOpened, FetchPlan, ShareRead};
+use crate::group::share_call::{ShareAnswer, ShareCall};
 use crate::group::share_partition::Acquired;
 use crate::model::batch::BatchHeader;
 use crate::model::{ErrorCode, Isolation, Offset, ShardId, TopicPartition};
@@ -87,15 +89,17 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         });
         resolve(ctx, forgotten.collect()).known.into_iter().map(|p| p.tp).collect()
     };
+    let node = ctx.shard().config.node_id;
     let open = FetchOpen {
         group_id: group_id.clone(),
         member_id: member_id.clone(),
+        node,
         session_epoch: request.share_session_epoch,
         partitions: resolved.known,
         forgotten,
     };
-    let opened = match call(ctx, &group_id, GroupRequest::ShareFetchOpen(open)).await {
-        Some(GroupResponse::ShareFetchOpened(opened)) => opened,
+    let opened = match share_call::call(ctx, ShareCall::Open(open)).await {
+        ShareAnswer::Opened(opened) => opened,
         _ => FetchOpened { error_code: ErrorCode::CoordinatorNotAvailable, ..Default::default() },
     };
     if opened.error_code != ErrorCode::None {
@@ -148,13 +152,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
                 })
             })
             .collect();
-        let acquire = GroupRequest::ShareAcquire {
+        let acquire = ShareCall::Acquire {
             group_id: group_id.clone(),
             member_id: member_id.clone(),
             reads: share_reads,
             max_records,
         };
-        if let Some(GroupResponse::ShareAcquired(got)) = call(ctx, &group_id, acquire).await {
+        if let ShareAnswer::Acquired(got) = share_call::call(ctx, acquire).await {
             acquired = got;
         }
         let errors = reads.values().any(|r| !read_ok(r.error_code));
@@ -172,18 +176,13 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             let _ = wait.done.await;
         }
         let replan =
-            GroupRequest::SharePlan { group_id: group_id.clone(), member_id: member_id.clone() };
-        plan = match call(ctx, &group_id, replan).await {
-            Some(GroupResponse::SharePlan(plan)) => plan,
+            ShareCall::Plan { group_id: group_id.clone(), member_id: member_id.clone(), node };
+        plan = match share_call::call(ctx, replan).await {
+            ShareAnswer::Plan(plan) => plan,
             _ => Vec::new(),
         };
     }
     respond(ctx, lock_ms, resolved.failed, opened.acks, &plan, acquired, reads)
-}
-
-async fn call(ctx: &Context, group_id: &str, request: GroupRequest) -> Option<GroupResponse> {
-    let owner = ctx.groups().owner(group_id);
-    ctx.groups().call(owner, request).await
 }
 
 /// The offsets to start the share partitions at that the plan says are new

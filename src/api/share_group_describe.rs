@@ -1,7 +1,6 @@
 //! ShareGroupDescribe (API 77, KIP-932): each share group's state, epochs, assignor and
 //! members with their assignments (topic ids with names), one mesh message per owning shard.
-//! A group that is not a share group, or none, is GROUP_ID_NOT_FOUND, as in Kafka. A
-//! clustered node answers UNSUPPORTED_VERSION (share groups are single-node for now).
+//! A group that is not a share group, or none, is GROUP_ID_NOT_FOUND, as in Kafka.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +17,6 @@ use super::{str_bytes, Context, Outcome};
 use crate::group::assignor;
 use crate::group::coordinator::{GroupRequest, GroupResponse};
 use crate::group::share::{DescribedShareGroup, SHARE_ASSIGNOR};
-use crate::model::ErrorCode;
 use crate::security::acl::ResourceType;
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -27,18 +25,15 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let ids: Vec<String> = request.group_ids.iter().map(|g| g.0.to_string()).collect();
-    let clustered = ctx.cluster().clustered();
-    let mut described: BTreeMap<String, DescribedShareGroup> = BTreeMap::new();
-    if !clustered {
-        let ask = |groups| GroupRequest::ShareDescribe { groups };
-        described = describe_by_owner(ctx, &ids, ask, |response| match response {
+    let ask = |groups| GroupRequest::ShareDescribe { groups };
+    let mut described: BTreeMap<String, DescribedShareGroup> =
+        describe_by_owner(ctx, &ids, ask, |response| match response {
             GroupResponse::ShareDescribe(groups) => {
                 Some(groups.into_iter().map(|g| (g.group_id.clone(), g)).collect())
             }
             _ => None,
         })
         .await;
-    }
     let mut response = ShareGroupDescribeResponse::default();
     let catalog = ctx.shard().catalog.borrow();
     let assignment = |assigned: &assignor::Assignment| {
@@ -48,11 +43,6 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         let mut group = DescribedGroup::default();
         group.group_id = GroupId(str_bytes(&id));
         group.authorized_operations = i32::MIN;
-        if clustered {
-            group.error_code = ErrorCode::UnsupportedVersion.code();
-            response.groups.push(group);
-            continue;
-        }
         let found = match described_one(ctx, &id, &mut described) {
             Ok(found) => found,
             Err(code) => {

@@ -2,8 +2,8 @@
 //! subscription change and leave. Checks what Kafka checks before its coordinator
 //! (`throwIfShareGroupHeartbeatRequestIsInvalid`), then the group's owning shard answers
 //! (`group::share`): the member epoch, the heartbeat interval and, when it changed, the
-//! member's partitions by topic id. A clustered node answers UNSUPPORTED_VERSION, Kafka's
-//! answer when share groups are not enabled (share groups are single-node for now).
+//! member's partitions by topic id (clustered, a node that does not coordinate the group
+//! answers NOT_COORDINATOR, as for a consumer group).
 
 use bytes::Bytes;
 use kafka_protocol::messages::share_group_heartbeat_response::{Assignment, TopicPartitions};
@@ -22,19 +22,12 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
         Err(close) => return close,
     };
     let group_id = request.group_id.0.to_string();
-    let answer = if ctx.cluster().clustered() {
-        HeartbeatResponse::error(
-            ErrorCode::UnsupportedVersion,
-            "Share groups are not supported on a clustered Spate node yet.",
-        )
-    } else {
-        match validate(&request) {
-            Err(answer) => answer,
-            Ok(()) => {
-                let subscribed = request.subscribed_topic_names.as_ref();
-                let beat = || GroupRequest::ShareHeartbeat(heartbeat(ctx, &group_id, &request));
-                modern_heartbeat(ctx, &group_id, subscribed, beat).await
-            }
+    let answer = match validate(&request) {
+        Err(answer) => answer,
+        Ok(()) => {
+            let subscribed = request.subscribed_topic_names.as_ref();
+            let beat = || GroupRequest::ShareHeartbeat(heartbeat(ctx, &group_id, &request));
+            modern_heartbeat(ctx, &group_id, subscribed, beat).await
         }
     };
     let response =

@@ -10,6 +10,8 @@
 //! server's signature checked), so the other broker's authorizer sees the brokers' user
 //! rather than User:ANONYMOUS.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -22,9 +24,34 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::Cluster;
+use crate::constants::PEER_IDLE_CONNECTIONS_MAX;
 use crate::model::NodeId;
 use crate::security::scram::ScramClient;
 use crate::security::{nonce, InterBroker, SaslMechanism};
+
+/// Idle connections to other brokers' client listeners, kept for the next request of the
+/// same kind (one shard's; each connection carries one request at a time).
+#[derive(Default)]
+pub struct Pool {
+    idle: RefCell<HashMap<NodeId, Vec<TcpStream>>>,
+}
+
+impl Pool {
+    /// An idle connection to `node`, if one is kept.
+    pub fn take(&self, node: NodeId) -> Option<TcpStream> {
+        self.idle.borrow_mut().get_mut(&node)?.pop()
+    }
+
+    /// Keeps `stream` (after a complete exchange) for the next request to `node`, unless
+    /// `PEER_IDLE_CONNECTIONS_MAX` are kept already.
+    pub fn give_back(&self, node: NodeId, stream: TcpStream) {
+        let mut idle = self.idle.borrow_mut();
+        let kept = idle.entry(node).or_default();
+        if kept.len() < PEER_IDLE_CONNECTIONS_MAX {
+            kept.push(stream);
+        }
+    }
+}
 
 /// Connects to `node`'s client listener (the address it registered) within `timeout`.
 pub async fn connect(
@@ -224,6 +251,39 @@ pub async fn exchange<Q: Encodable, R: Decodable>(
     .await
     .map_err(|e| std::io::Error::other(e.to_string()))?;
     decode_response(body, api_key, version, correlation_id)
+}
+
+/// One request to `node` and its response within `timeout`, on a connection the shard keeps
+/// (`Cluster::peers`) or a new one. A kept connection that fails is replaced once: the other
+/// broker may have closed it while it was idle.
+pub async fn call<Q: Encodable, R: Decodable>(
+    cluster: &Cluster,
+    node: NodeId,
+    api_key: ApiKey,
+    version: i16,
+    request: &Q,
+    timeout: Duration,
+) -> std::io::Result<R> {
+    let client_id = format!("spate-broker-{}", cluster.shard.config.node_id.0);
+    let mut failure = std::io::Error::other("no connection");
+    for kept in [true, false] {
+        let mut stream = match kept {
+            true => match cluster.peers.take(node) {
+                Some(stream) => stream,
+                None => continue,
+            },
+            false => connect(cluster, node, timeout).await?,
+        };
+        let id = client_id.clone();
+        match exchange(&mut stream, api_key, version, 1, id, request, timeout).await {
+            Ok(response) => {
+                cluster.peers.give_back(node, stream);
+                return Ok(response);
+            }
+            Err(e) => failure = e,
+        }
+    }
+    Err(failure)
 }
 
 #[cfg(test)]

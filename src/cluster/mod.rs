@@ -219,6 +219,9 @@ pub struct Cluster {
     incarnation: Cell<u64>,
     /// SIGTERM: heartbeats say `want_shut_down` from now on.
     want_shut_down: Cell<bool>,
+    /// Idle connections to the other brokers, for the share group calls a partition leader
+    /// makes of a group's coordinator (`group::share_call`).
+    pub peers: broker_client::Pool,
 }
 
 impl Cluster {
@@ -234,6 +237,7 @@ impl Cluster {
             committed_receiver: RefCell::new(Some(receiver)),
             incarnation: Cell::new(0),
             want_shut_down: Cell::new(false),
+            peers: broker_client::Pool::default(),
         }
     }
 

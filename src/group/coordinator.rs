@@ -47,7 +47,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::future::join_all;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
 
+use crate::cluster::{broker_client, Cluster};
 use crate::constants::{
     CLUSTER_INTERNAL_TOPIC_PARTITIONS, DEAD_LETTER_DECOMPRESSED_BYTES_MAX,
     DEAD_LETTER_READ_BYTES_MAX, DEAD_LETTER_RETRY_MS, DEAD_LETTER_WARN_INTERVAL_MS,
@@ -62,10 +69,9 @@ use crate::group::consumer::{
 use crate::group::records::Record;
 use crate::group::share::DeadLetter;
 use crate::group::share::{
-    AckRequest, DescribedShareGroup, FetchOpen, FetchOpened, FetchPlan, ShareHeartbeat, ShareRead,
-    ShareSettings, Shares, StartOffsets,
+    DescribedShareGroup, FetchOpened, ShareHeartbeat, ShareSettings, Shares, StartOffsets,
 };
-use crate::group::share_partition::Acquired;
+use crate::group::share_call::{ShareAnswer, ShareCall};
 use crate::group::share_partition::DeadLetterProducer;
 use crate::group::state::{
     CommitPartition, CommitRequest, DescribedGroup, FetchedOffset, GroupConfig, Groups,
@@ -85,7 +91,8 @@ use crate::model::topic::Durability;
 use crate::model::topic::DLQ_GROUP_ENABLE;
 use crate::model::Isolation;
 use crate::model::{
-    now_ms, ErrorCode, Offset, ProducerEpoch, ProducerId, ShardId, TopicPartition, TxnOutcome,
+    now_ms, ErrorCode, NodeId, Offset, ProducerEpoch, ProducerId, ShardId, TopicPartition,
+    TxnOutcome,
 };
 use crate::partition::{PartitionRequest, PartitionResponse, Partitions, ReadSpec};
 use crate::shard::delayed::Key;
@@ -125,22 +132,8 @@ pub enum GroupRequest {
     ShareDescribe {
         groups: Vec<String>,
     },
-    /// The first half of a ShareFetch: the share session and its acknowledgements.
-    ShareFetchOpen(FetchOpen),
-    /// A waiting ShareFetch asks again where to read.
-    SharePlan {
-        group_id: String,
-        member_id: String,
-    },
-    /// The second half of a ShareFetch: what was read, to hand out.
-    ShareAcquire {
-        group_id: String,
-        member_id: String,
-        reads: Vec<ShareRead>,
-        max_records: usize,
-    },
-    /// ShareAcknowledge.
-    ShareAcknowledge(AckRequest),
+    /// A call of a ShareFetch or ShareAcknowledge (`share_call`).
+    Share(ShareCall),
     /// DescribeShareGroupOffsets for groups this shard owns: each share partition's start.
     ShareOffsets {
         groups: Vec<String>,
@@ -206,10 +199,7 @@ pub enum GroupResponse {
     ConsumerDescribe(Vec<DescribedConsumerGroup>),
     ShareHeartbeat(HeartbeatResponse),
     ShareDescribe(Vec<DescribedShareGroup>),
-    ShareFetchOpened(FetchOpened),
-    SharePlan(Vec<FetchPlan>),
-    ShareAcquired(Vec<(TopicPartition, Vec<Acquired>)>),
-    ShareAcknowledged(Result<Vec<(TopicPartition, ErrorCode)>, ErrorCode>),
+    Share(ShareAnswer),
     /// Per group: its share partitions' offsets (None: not a share group here).
     ShareOffsets(Vec<(String, Option<StartOffsets>)>),
     /// AlterShareGroupOffsets: done, or the group's error.
@@ -297,6 +287,9 @@ pub struct Coordinator {
     /// its topic written to, and the controller that creates the topic and gives producer ids.
     partitions: Rc<Partitions>,
     controller: Rc<Controller>,
+    /// Clustered: the other brokers, for dead letters whose source or target partition
+    /// another node leads.
+    cluster: Rc<Cluster>,
     /// Wakes the dead-letter writer (`write_dead_letters`) when records were archived.
     dead_letter_wake: RefCell<Option<futures::channel::mpsc::UnboundedSender<()>>>,
     dead_letter_task: RefCell<Option<glommio::task::JoinHandle<()>>>,
@@ -360,6 +353,7 @@ impl Coordinator {
         mesh: Mesh<Coordinator>,
         partitions: Rc<Partitions>,
         controller: Rc<Controller>,
+        cluster: Rc<Cluster>,
     ) -> Coordinator {
         let config = &home.config;
         Coordinator {
@@ -382,6 +376,7 @@ impl Coordinator {
             loading: RefCell::new(BTreeSet::new()),
             partitions,
             controller,
+            cluster,
             dead_letter_wake: RefCell::new(None),
             dead_letter_task: RefCell::new(None),
             home,
@@ -465,6 +460,7 @@ impl Coordinator {
             // The partitions are loaded as this node comes to lead them (`reconcile`).
             let tick = glommio::spawn_local(self.clone().run_tick()).detach();
             *self.tick.borrow_mut() = Some(tick);
+            self.start_dead_letter_writer();
             return Ok(LoadReport::default());
         }
         let config = internal_log::log_config(self.segment_bytes, self.durability);
@@ -530,11 +526,7 @@ impl Coordinator {
         let tick = glommio::spawn_local(self.clone().run_tick()).detach();
         *self.tick.borrow_mut() = Some(tick);
         // Dead letters restored by the replay are written first.
-        let (wake, woken) = futures::channel::mpsc::unbounded();
-        let _ = wake.unbounded_send(());
-        *self.dead_letter_wake.borrow_mut() = Some(wake);
-        let writer = glommio::spawn_local(self.clone().write_dead_letters(woken)).detach();
-        *self.dead_letter_task.borrow_mut() = Some(writer);
+        self.start_dead_letter_writer();
         Ok(LoadReport { records: replayed.records, groups, migrated: replayed.migrated })
     }
 
@@ -698,47 +690,7 @@ impl Coordinator {
                 });
                 GroupResponse::ShareDescribe(described.collect())
             }
-            GroupRequest::ShareFetchOpen(req) => {
-                let settings = self.share_settings(&req.group_id);
-                let opened = self.shares.borrow_mut().open_fetch(now, req, settings);
-                let acked = !opened.acks.is_empty();
-                let wait = if acked { WaitFor::Write } else { WaitFor::Nothing };
-                if let Some(written) = self.dispatch(wait) {
-                    if let Ok(Err(code)) = written.await {
-                        let acks = opened.acks.iter().map(|(tp, _)| (tp.clone(), code)).collect();
-                        return GroupResponse::ShareFetchOpened(FetchOpened { acks, ..opened });
-                    }
-                }
-                GroupResponse::ShareFetchOpened(opened)
-            }
-            GroupRequest::SharePlan { group_id, member_id } => {
-                let settings = self.share_settings(&group_id);
-                GroupResponse::SharePlan(self.shares.borrow().plan(&group_id, &member_id, settings))
-            }
-            GroupRequest::ShareAcquire { group_id, member_id, reads, max_records } => {
-                // Below the free-space reserve nothing new is handed out: its state could not
-                // be written.
-                if self.home.space.check().is_err() {
-                    return GroupResponse::ShareAcquired(Vec::new());
-                }
-                let settings = self.share_settings(&group_id);
-                let acquired = self.shares.borrow_mut().acquire(
-                    now,
-                    &group_id,
-                    &member_id,
-                    reads,
-                    max_records,
-                    settings,
-                );
-                // Handed out only once written: a crash then cannot lose what a member holds
-                // nor forget a share partition's start.
-                if let Some(written) = self.dispatch(WaitFor::Write) {
-                    if !matches!(written.await, Ok(Ok(_))) {
-                        return GroupResponse::ShareAcquired(Vec::new());
-                    }
-                }
-                GroupResponse::ShareAcquired(acquired)
-            }
+            GroupRequest::Share(call) => GroupResponse::Share(self.share_call(now, call).await),
             GroupRequest::ShareOffsets { groups } => {
                 let shares = self.shares.borrow();
                 let offsets = groups.into_iter().map(|g| {
@@ -763,17 +715,6 @@ impl Coordinator {
                 let result = self.shares.borrow_mut().delete_offsets(&group_id, &topics);
                 let written = self.written(Ok(Vec::new())).await;
                 GroupResponse::ShareOffsetsDeleted(written.and(result))
-            }
-            GroupRequest::ShareAcknowledge(req) => {
-                let settings = self.share_settings(&req.group_id);
-                let result = self.shares.borrow_mut().acknowledge(req, settings);
-                if let Some(written) = self.dispatch(WaitFor::Write) {
-                    if let (Ok(Err(code)), Ok(acked)) = (written.await, &result) {
-                        let failed = acked.iter().map(|(tp, _)| (tp.clone(), code)).collect();
-                        return GroupResponse::ShareAcknowledged(Ok(failed));
-                    }
-                }
-                GroupResponse::ShareAcknowledged(result)
             }
             GroupRequest::ConsumerHeartbeat(req) => {
                 let response = {
@@ -927,6 +868,15 @@ impl Coordinator {
 
     // ----- dead letters (KIP-1191) -----------------------------------------------------------
 
+    /// Starts the dead-letter writer, woken once for the letters a replay restored.
+    fn start_dead_letter_writer(self: &Rc<Self>) {
+        let (wake, woken) = futures::channel::mpsc::unbounded();
+        let _ = wake.unbounded_send(());
+        *self.dead_letter_wake.borrow_mut() = Some(wake);
+        let writer = glommio::spawn_local(self.clone().write_dead_letters(woken)).detach();
+        *self.dead_letter_task.borrow_mut() = Some(writer);
+    }
+
     /// Writes the dead letters of this shard's share partitions, one at a time in each share
     /// partition's letter order, for as long as the coordinator runs; waits on `woken` when
     /// there is none. A write that fails for a reason that may pass (the disk, the topic
@@ -1053,18 +1003,24 @@ impl Coordinator {
             }
         }
         let target = TopicPartition::new(topic.clone().into(), partition);
-        let owner = self.home.owner(&target);
-        let produce = PartitionRequest::Produce {
-            partitions: vec![(target, vec![Bytes::from(batch)])],
-            timeout_ms: DEAD_LETTER_WRITE_TIMEOUT_MS,
-            acks: -1,
-        };
-        let Some(PartitionResponse::Produce(results)) = self.partitions.call(owner, produce).await
-        else {
-            return Err("the partition did not answer".into());
+        let written = match self.remote_leader(&target) {
+            Some(leader) => self.produce_on(leader, &target, Bytes::from(batch)).await?,
+            None => {
+                let owner = self.home.owner(&target);
+                let produce = PartitionRequest::Produce {
+                    partitions: vec![(target, vec![Bytes::from(batch)])],
+                    timeout_ms: DEAD_LETTER_WRITE_TIMEOUT_MS,
+                    acks: -1,
+                };
+                let answer = self.partitions.call(owner, produce).await;
+                let Some(PartitionResponse::Produce(results)) = answer else {
+                    return Err("the partition did not answer".into());
+                };
+                results.first().map(|r| r.error_code)
+            }
         };
         // A repeated write (after a crash) is a duplicate of the first: answered without error.
-        match results.first().map(|r| r.error_code) {
+        match written {
             Some(ErrorCode::None) => Ok(true),
             Some(code @ (ErrorCode::MessageTooLarge | ErrorCode::CorruptMessage)) => {
                 give_up(format!("the dead-letter topic {topic} refused it: {code:?}"))
@@ -1123,13 +1079,58 @@ impl Coordinator {
         Ok(producer)
     }
 
+    /// Clustered: the node that leads `tp` when it is another one (None on a single node, or
+    /// when this node leads it or no node does: the local call then answers the error).
+    fn remote_leader(&self, tp: &TopicPartition) -> Option<NodeId> {
+        if !self.clustered {
+            return None;
+        }
+        let leader = self.home.catalog.borrow().get(&tp.topic).and_then(|m| m.leader(tp.partition));
+        leader.filter(|leader| *leader != self.home.config.node_id)
+    }
+
+    /// A dead letter's write to the leader of `tp` on another node: an acks=all Produce v9, as
+    /// the idempotent producer of the letter's batch (the brokers' login, as any request
+    /// between them). Its partition's error code (None: not in the answer).
+    async fn produce_on(
+        &self,
+        leader: NodeId,
+        tp: &TopicPartition,
+        batch: Bytes,
+    ) -> Result<Option<ErrorCode>, String> {
+        let mut partition = PartitionProduceData::default();
+        partition.index = tp.partition;
+        partition.records = Some(batch);
+        let mut topic = TopicProduceData::default();
+        topic.name = TopicName(StrBytes::from_string(tp.topic.to_string()));
+        topic.partition_data = vec![partition];
+        let mut request = ProduceRequest::default();
+        request.acks = -1;
+        request.timeout_ms = DEAD_LETTER_WRITE_TIMEOUT_MS;
+        request.topic_data = vec![topic];
+        let timeout = Duration::from_millis(DEAD_LETTER_WRITE_TIMEOUT_MS as u64 + 5_000);
+        let answer: ProduceResponse =
+            broker_client::call(&self.cluster, leader, ApiKey::Produce, 9, &request, timeout)
+                .await
+                .map_err(|e| format!("writing {tp} on broker {leader}: {e}"))?;
+        let codes = answer.responses.iter().flat_map(|t| &t.partition_responses);
+        let code = codes.filter(|p| p.index == tp.partition).map(|p| p.error_code).next();
+        Ok(code.map(|code| ErrorCode::from_code(code).unwrap_or(ErrorCode::UnknownServerError)))
+    }
+
     /// The key and value of the source record (`errors.deadletterqueue.copy.record.enable`);
-    /// None when the log no longer has it.
+    /// None when the log no longer has it. Clustered, read from the partition's leader (a
+    /// consumer's Fetch v12 when that is another node).
     async fn read_source(
         &self,
         tp: &TopicPartition,
         offset: i64,
     ) -> Result<Option<KeyValue>, String> {
+        if let Some(leader) = self.remote_leader(tp) {
+            let bytes = self.fetch_on(leader, tp, offset).await?;
+            let max = DEAD_LETTER_DECOMPRESSED_BYTES_MAX;
+            return Ok(bytes.and_then(|b| crate::model::record_scan::key_value_at(&b, offset, max)));
+        }
         let spec = ReadSpec {
             tp: tp.clone(),
             offset: Offset(offset),
@@ -1153,6 +1154,45 @@ impl Coordinator {
         let bytes = result.bytes().map_err(|e| format!("reading {tp} at {offset}: {e}"))?;
         let max = DEAD_LETTER_DECOMPRESSED_BYTES_MAX;
         Ok(crate::model::record_scan::key_value_at(&bytes, offset, max))
+    }
+
+    /// The batches of `tp` from `offset` on its leader `leader` (None: below its log start).
+    async fn fetch_on(
+        &self,
+        leader: NodeId,
+        tp: &TopicPartition,
+        offset: i64,
+    ) -> Result<Option<Bytes>, String> {
+        let mut partition = FetchPartition::default();
+        partition.partition = tp.partition;
+        partition.current_leader_epoch = -1;
+        partition.fetch_offset = offset;
+        partition.log_start_offset = -1;
+        partition.partition_max_bytes = DEAD_LETTER_READ_BYTES_MAX as i32;
+        let mut topic = FetchTopic::default();
+        topic.topic = TopicName(StrBytes::from_string(tp.topic.to_string()));
+        topic.partitions = vec![partition];
+        let mut request = FetchRequest::default();
+        request.replica_id = (-1).into();
+        request.max_wait_ms = 0;
+        request.min_bytes = 0;
+        request.max_bytes = DEAD_LETTER_READ_BYTES_MAX as i32;
+        request.session_epoch = -1;
+        request.topics = vec![topic];
+        let timeout = Duration::from_millis(DEAD_LETTER_WRITE_TIMEOUT_MS as u64);
+        let answer: FetchResponse =
+            broker_client::call(&self.cluster, leader, ApiKey::Fetch, 12, &request, timeout)
+                .await
+                .map_err(|e| format!("reading {tp} at {offset} on broker {leader}: {e}"))?;
+        let found = answer.responses.into_iter().flat_map(|t| t.partitions);
+        let Some(found) = found.into_iter().find(|p| p.partition_index == tp.partition) else {
+            return Err(format!("reading {tp} at {offset} on broker {leader}: no answer"));
+        };
+        match ErrorCode::from_code(found.error_code) {
+            Some(ErrorCode::None) => Ok(found.records),
+            Some(ErrorCode::OffsetOutOfRange) => Ok(None),
+            code => Err(format!("reading {tp} at {offset} on broker {leader}: {code:?}")),
+        }
     }
 
     // ----- persistence -----------------------------------------------------------------------
@@ -1292,6 +1332,64 @@ impl Coordinator {
         ErrorCode::None
     }
 
+    /// A ShareFetch's or ShareAcknowledge's call (`share_call`).
+    async fn share_call(self: &Rc<Self>, now: i64, call: ShareCall) -> ShareAnswer {
+        match call {
+            ShareCall::Open(req) => {
+                let settings = self.share_settings(&req.group_id);
+                let opened = self.shares.borrow_mut().open_fetch(now, req, settings);
+                let acked = !opened.acks.is_empty();
+                let wait = if acked { WaitFor::Write } else { WaitFor::Nothing };
+                if let Some(written) = self.dispatch(wait) {
+                    if let Ok(Err(code)) = written.await {
+                        let acks = opened.acks.iter().map(|(tp, _)| (tp.clone(), code)).collect();
+                        return ShareAnswer::Opened(FetchOpened { acks, ..opened });
+                    }
+                }
+                ShareAnswer::Opened(opened)
+            }
+            ShareCall::Plan { group_id, member_id, node } => {
+                let settings = self.share_settings(&group_id);
+                ShareAnswer::Plan(self.shares.borrow().plan(&group_id, &member_id, node, settings))
+            }
+            ShareCall::Acquire { group_id, member_id, reads, max_records } => {
+                // Below the free-space reserve nothing new is handed out: its state could not
+                // be written.
+                if self.home.space.check().is_err() {
+                    return ShareAnswer::Acquired(Vec::new());
+                }
+                let settings = self.share_settings(&group_id);
+                let acquired = self.shares.borrow_mut().acquire(
+                    now,
+                    &group_id,
+                    &member_id,
+                    reads,
+                    max_records,
+                    settings,
+                );
+                // Handed out only once written: a crash then cannot lose what a member holds
+                // nor forget a share partition's start.
+                if let Some(written) = self.dispatch(WaitFor::Write) {
+                    if !matches!(written.await, Ok(Ok(_))) {
+                        return ShareAnswer::Acquired(Vec::new());
+                    }
+                }
+                ShareAnswer::Acquired(acquired)
+            }
+            ShareCall::Acknowledge(req) => {
+                let settings = self.share_settings(&req.group_id);
+                let result = self.shares.borrow_mut().acknowledge(req, settings);
+                if let Some(written) = self.dispatch(WaitFor::Write) {
+                    if let (Ok(Err(code)), Ok(acked)) = (written.await, &result) {
+                        let failed = acked.iter().map(|(tp, _)| (tp.clone(), code)).collect();
+                        return ShareAnswer::Acknowledged(Ok(failed));
+                    }
+                }
+                ShareAnswer::Acknowledged(result)
+            }
+        }
+    }
+
     /// Clustered: whether this coordinator serves `group_id` now: NOT_COORDINATOR when this
     /// node does not lead its partition (any more), COORDINATOR_LOAD_IN_PROGRESS while it
     /// replays it, as Kafka answers.
@@ -1389,17 +1487,19 @@ impl Coordinator {
             GroupRequest::ConsumerDescribe { .. }
             | GroupRequest::Describe { .. }
             | GroupRequest::List { .. } => None,
-            // Share groups are single-node only: their handlers answer a clustered node's
-            // requests UNSUPPORTED_VERSION before they come here.
-            GroupRequest::ShareHeartbeat(_)
-            | GroupRequest::ShareDescribe { .. }
-            | GroupRequest::ShareFetchOpen(_)
-            | GroupRequest::SharePlan { .. }
-            | GroupRequest::ShareAcquire { .. }
-            | GroupRequest::ShareAcknowledge(_)
-            | GroupRequest::ShareOffsets { .. }
-            | GroupRequest::ShareAlterOffsets { .. }
-            | GroupRequest::ShareDeleteOffsets { .. } => None,
+            GroupRequest::Share(call) => {
+                refused(call.group_id()).map(|code| GroupResponse::Share(call.refused(code)))
+            }
+            GroupRequest::ShareHeartbeat(req) => refused(&req.group_id)
+                .map(|code| GroupResponse::ShareHeartbeat(HeartbeatResponse::error(code, ""))),
+            GroupRequest::ShareAlterOffsets { group_id, .. } => {
+                refused(group_id).map(|code| GroupResponse::ShareOffsetsAltered(Err(code)))
+            }
+            GroupRequest::ShareDeleteOffsets { group_id, .. } => {
+                refused(group_id).map(|code| GroupResponse::ShareOffsetsDeleted(Err(code)))
+            }
+            // Described from what is loaded, as consumer groups are.
+            GroupRequest::ShareDescribe { .. } | GroupRequest::ShareOffsets { .. } => None,
         }
     }
 
@@ -1473,9 +1573,13 @@ impl Coordinator {
         let now = now_ms();
         let (count, groups) = {
             let mut state = self.state.borrow_mut();
+            let mut shares = self.shares.borrow_mut();
             let mut count = 0;
             for record in records {
                 match record {
+                    Record::Share { group, topic, partition, value } if owned(&group) => {
+                        shares.replay(group, TopicPartition::new(topic.into(), partition), value)
+                    }
                     // A marker settles the producer's pending offsets of this partition's
                     // groups, in log order with the rest.
                     Record::Marker { producer_id, outcome, .. } => {
@@ -1491,7 +1595,7 @@ impl Coordinator {
             let timeouts =
                 |group: &str| consumer_timeouts(catalog.configs.of(RESOURCE_GROUP, group));
             state.finish_load_of(now, owned, timeouts);
-            (count, state.group_count())
+            (count, state.group_count() + shares.group_count())
         };
         let compactor = Compactor::new(OFFSETS_TOPIC, self.segment_bytes);
         compactor.loaded(&role.log);
@@ -1513,8 +1617,8 @@ impl Coordinator {
     /// the records still queued for it are dropped when their write finds it gone.
     fn unload_partition(self: &Rc<Self>, partition: i32) {
         self.loaded.borrow_mut().remove(&partition);
-        let groups =
-            self.state.borrow_mut().unload(|group_id| self.partition_of(group_id) == partition);
+        let owned = |group_id: &str| self.partition_of(group_id) == partition;
+        let groups = self.state.borrow_mut().unload(owned) + self.shares.borrow_mut().unload(owned);
         self.dispatch(WaitFor::Nothing);
         let tp = TopicPartition::new(OFFSETS_TOPIC.into(), partition);
         tracing::info!(%tp, groups, "unloaded the groups of a partition this node no longer leads");
@@ -1572,7 +1676,8 @@ impl Coordinator {
             };
             let Some((run, log)) = due else { continue };
             let owned = |group_id: &str| self.partition_of(group_id) == partition;
-            let snapshot = self.state.borrow().snapshot_of(owned);
+            let mut snapshot = self.state.borrow().snapshot_of(owned);
+            snapshot.extend(self.shares.borrow().snapshot_of(owned));
             let written = if snapshot.is_empty() {
                 self.barrier()
             } else {

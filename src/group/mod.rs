@@ -11,7 +11,8 @@
 //! - `consumer`: a KIP-848 consumer group (ConsumerGroupHeartbeat, epochs, reconciliation).
 //! - `share`: KIP-932 share groups (membership, assignment, share sessions), and
 //!   `share_partition`: one share partition's records in flight (acquisition locks,
-//!   acknowledgements, delivery counts).
+//!   acknowledgements, delivery counts). `share_call`: the calls a ShareFetch or
+//!   ShareAcknowledge makes of the group's coordinator, and their bytes between brokers.
 //! - `consumer_protocol`: the consumer protocol's subscription and assignment bytes that
 //!   classic consumers send (read to convert groups and to serve classic members of a
 //!   consumer group).
@@ -30,6 +31,7 @@ pub mod consumer_protocol;
 pub mod coordinator;
 pub mod records;
 pub mod share;
+pub mod share_call;
 pub mod share_partition;
 pub mod state;
 pub mod timers;

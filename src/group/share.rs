@@ -7,10 +7,11 @@
 //! Kafka splits this over the group coordinator (membership), the partition leaders
 //! (`SharePartition`, where ShareFetch goes) and the share coordinator (`__share_group_state`).
 //! Spate keeps all of a group's share state on the group's coordinator shard, beside its
-//! membership, and persists each share partition as one record of the shard's offsets log
-//! (`records::Record::Share`); the ShareFetch handler reads the data partitions and asks this
-//! state which records to hand out. Single node only for now (clustered nodes answer the
-//! share APIs UNSUPPORTED_VERSION, Kafka's answer when share groups are off).
+//! membership, and persists each share partition as one record of the group's offsets log
+//! (`records::Record::Share`; clustered, the group's replicated `__consumer_offsets`
+//! partition); the ShareFetch handler, on the partitions' leader, reads the data partitions
+//! and asks this state which records to hand out (`share_call`, across nodes in a cluster).
+//! A member has one share session per broker it fetches from (`SessionKey`).
 //!
 //! Membership: a member joins with epoch 0 and its subscribed topic names; every join, leave,
 //! session timeout, subscription change or partition count change moves the group epoch, and
@@ -37,7 +38,7 @@ use crate::group::state::ListedGroup;
 use crate::group::timers::Timers;
 use crate::model::dynamic_config::RedeliveryBackoff;
 use crate::model::settings::GroupConfig;
-use crate::model::{ErrorCode, TopicPartition};
+use crate::model::{ErrorCode, NodeId, TopicPartition};
 
 /// The protocol type and group type share groups are listed with.
 pub const SHARE_PROTOCOL_TYPE: &str = "share";
@@ -155,7 +156,7 @@ pub struct DescribedShareMember {
 }
 
 /// One partition named by a ShareFetch or ShareAcknowledge, with its acknowledgements.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionPartition {
     pub tp: TopicPartition,
     pub topic_id: TopicId,
@@ -163,10 +164,12 @@ pub struct SessionPartition {
 }
 
 /// The first half of a ShareFetch: the share session, the acknowledgements it carries.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchOpen {
     pub group_id: String,
     pub member_id: String,
+    /// The broker the member fetches from (`SessionKey`).
+    pub node: NodeId,
     pub session_epoch: i32,
     pub partitions: Vec<SessionPartition>,
     pub forgotten: Vec<TopicPartition>,
@@ -198,7 +201,7 @@ pub struct FetchOpened {
 }
 
 /// What the reader found in one partition, for the second half of a ShareFetch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShareRead {
     pub tp: TopicPartition,
     /// The share partition's start when the plan said to initialize it.
@@ -225,10 +228,12 @@ pub struct DeadLetter {
 }
 
 /// A ShareAcknowledge.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AckRequest {
     pub group_id: String,
     pub member_id: String,
+    /// The broker the member acknowledges at (`SessionKey`).
+    pub node: NodeId,
     pub session_epoch: i32,
     pub partitions: Vec<SessionPartition>,
 }
@@ -261,6 +266,11 @@ struct ShareMember {
     assignment_unsent: bool,
 }
 
+/// A share session: a member's with one broker. A client keeps one share session per broker
+/// it fetches from (the leader of the partitions it reads there), each with its own epochs,
+/// as Kafka's `ShareSessionCache` does on each broker; a single node's members have one.
+type SessionKey = (String, NodeId);
+
 #[derive(Debug, Clone, Default)]
 struct Session {
     next_epoch: i32,
@@ -275,7 +285,13 @@ struct ShareGroup {
     /// The subscribed topics' ids and partition counts the assignment was computed for.
     subscribed: BTreeMap<String, (TopicId, i32)>,
     partitions: BTreeMap<TopicPartition, SharePartition>,
-    sessions: BTreeMap<String, Session>,
+    sessions: BTreeMap<SessionKey, Session>,
+}
+
+impl ShareGroup {
+    fn has_session(&self, member_id: &str) -> bool {
+        self.sessions.keys().any(|(member, _)| member == member_id)
+    }
 }
 
 impl ShareGroup {
@@ -481,7 +497,7 @@ impl Shares {
     /// it never does; at once when it has no session.
     fn leave(&mut self, now: i64, group_id: &str, member_id: &str, settings: ShareSettings) {
         let has_session = self.groups.get(group_id).is_some_and(|group| {
-            group.members.contains_key(member_id) && group.sessions.contains_key(member_id)
+            group.members.contains_key(member_id) && group.has_session(member_id)
         });
         if !has_session {
             self.remove_member(group_id, member_id, settings);
@@ -503,16 +519,24 @@ impl Shares {
             return;
         }
         group.group_epoch += 1;
-        group.sessions.remove(member_id);
+        group.sessions.retain(|(member, _), _| member != member_id);
         self.timers.cancel(&session_key(group_id, member_id));
         self.release_member_records(group_id, member_id, settings);
     }
 
+    /// What `member_id` holds goes back to the others, but for the partitions of its share
+    /// sessions that are still open (with other brokers).
     fn release_member_records(&mut self, group_id: &str, member_id: &str, settings: ShareSettings) {
         let Some(group) = self.groups.get_mut(group_id) else { return };
+        let kept: BTreeSet<TopicPartition> = group
+            .sessions
+            .iter()
+            .filter(|((member, _), _)| member == member_id)
+            .flat_map(|(_, session)| session.partitions.keys().cloned())
+            .collect();
         let mut changed = Vec::new();
         for (tp, partition) in group.partitions.iter_mut() {
-            if partition.acquired_by(member_id) == 0 {
+            if partition.acquired_by(member_id) == 0 || kept.contains(tp) {
                 continue;
             }
             partition.set_dead_letters(settings.dead_letters);
@@ -715,7 +739,7 @@ impl Shares {
                 }
                 let partitions = req.partitions.iter().map(|p| (p.tp.clone(), p.topic_id));
                 let session = Session { next_epoch: 1, partitions: partitions.collect() };
-                group.sessions.insert(req.member_id.clone(), session);
+                group.sessions.insert((req.member_id.clone(), req.node), session);
                 // A session of a member id the group does not have (it never heartbeated, or
                 // not since a restart) ends after the session timeout unless the member
                 // joins, whose heartbeats then keep the same timer.
@@ -727,7 +751,8 @@ impl Shares {
             }
             FINAL_SESSION_EPOCH => {}
             _ => {
-                let Some(session) = group.sessions.get_mut(&req.member_id) else {
+                let Some(session) = group.sessions.get_mut(&(req.member_id.clone(), req.node))
+                else {
                     return FetchOpened {
                         error_code: ErrorCode::ShareSessionNotFound,
                         ..FetchOpened::default()
@@ -754,18 +779,26 @@ impl Shares {
             acks.push((p.tp.clone(), code));
         }
         if epoch == FINAL_SESSION_EPOCH {
-            self.close_session(&req.group_id, &req.member_id, settings);
+            self.close_session(&req.group_id, &req.member_id, req.node, settings);
             return FetchOpened { acks, lock_ms: settings.lock_ms, ..FetchOpened::default() };
         }
-        let plan = self.plan(&req.group_id, &req.member_id, settings);
+        let plan = self.plan(&req.group_id, &req.member_id, req.node, settings);
         FetchOpened { error_code: ErrorCode::None, acks, plan, lock_ms: settings.lock_ms }
     }
 
     /// Where to read each partition of a member's share session now (a waiting ShareFetch
     /// asks again after each wait).
-    pub fn plan(&self, group_id: &str, member_id: &str, settings: ShareSettings) -> Vec<FetchPlan> {
+    pub fn plan(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        node: NodeId,
+        settings: ShareSettings,
+    ) -> Vec<FetchPlan> {
         let Some(group) = self.groups.get(group_id) else { return Vec::new() };
-        let Some(session) = group.sessions.get(member_id) else { return Vec::new() };
+        let Some(session) = group.sessions.get(&(member_id.to_string(), node)) else {
+            return Vec::new();
+        };
         session
             .partitions
             .iter()
@@ -884,7 +917,8 @@ impl Shares {
             INITIAL_SESSION_EPOCH => return Err(ErrorCode::InvalidShareSessionEpoch),
             FINAL_SESSION_EPOCH => {}
             epoch => {
-                let Some(session) = group.sessions.get_mut(&req.member_id) else {
+                let Some(session) = group.sessions.get_mut(&(req.member_id.clone(), req.node))
+                else {
                     return Err(ErrorCode::ShareSessionNotFound);
                 };
                 if session.next_epoch != epoch {
@@ -899,7 +933,7 @@ impl Shares {
             out.push((p.tp.clone(), code));
         }
         if req.session_epoch == FINAL_SESSION_EPOCH {
-            self.close_session(&req.group_id, &req.member_id, settings);
+            self.close_session(&req.group_id, &req.member_id, req.node, settings);
         }
         Ok(out)
     }
@@ -933,11 +967,27 @@ impl Shares {
         }
     }
 
-    /// A member's share session ends (a final ShareFetch or ShareAcknowledge): what it still
-    /// holds goes back to the others.
-    fn close_session(&mut self, group_id: &str, member_id: &str, settings: ShareSettings) {
+    /// A member's share session with `node` ends (a final ShareFetch or ShareAcknowledge):
+    /// what it still holds goes back to the others, but for the partitions of its sessions
+    /// with other brokers.
+    fn close_session(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        node: NodeId,
+        settings: ShareSettings,
+    ) {
         if let Some(group) = self.groups.get_mut(group_id) {
-            group.sessions.remove(member_id);
+            group.sessions.remove(&(member_id.to_string(), node));
+        }
+        self.release_member_records(group_id, member_id, settings);
+    }
+
+    /// Every share session of `member_id` ends (a member id that never joined, after the
+    /// session timeout): what it holds goes back to the others.
+    fn close_sessions_of(&mut self, group_id: &str, member_id: &str, settings: ShareSettings) {
+        if let Some(group) = self.groups.get_mut(group_id) {
+            group.sessions.retain(|(member, _), _| member != member_id);
         }
         self.release_member_records(group_id, member_id, settings);
     }
@@ -1007,7 +1057,7 @@ impl Shares {
                     } else {
                         // A share session of a member id that never joined: it ends, and
                         // what it holds goes back to the others.
-                        self.close_session(&key.group, &key.member, settings);
+                        self.close_sessions_of(&key.group, &key.member, settings);
                     }
                 }
                 (TimerKind::Locks, Some(tp)) => {
@@ -1080,6 +1130,25 @@ impl Shares {
                 }
             }
         }
+    }
+
+    /// Clustered: forgets the share groups of a `__consumer_offsets` partition this node no
+    /// longer leads (`owned`), with their timers; the new coordinator replays them. Their
+    /// records queued and not yet written are dropped by the coordinator. How many went.
+    pub fn unload(&mut self, owned: impl Fn(&str) -> bool) -> usize {
+        let doomed: Vec<String> = self.groups.keys().filter(|id| owned(id)).cloned().collect();
+        for group_id in &doomed {
+            let Some(group) = self.groups.remove(group_id) else { continue };
+            let members = group.members.keys().chain(group.sessions.keys().map(|(m, _)| m));
+            for member_id in members {
+                self.timers.cancel(&session_key(group_id, member_id));
+            }
+            for tp in group.partitions.keys() {
+                self.timers.cancel(&locks_key(group_id, tp));
+            }
+        }
+        self.archived.retain(|(group_id, _, _)| !owned(group_id));
+        doomed.len()
     }
 
     /// Every share partition's state, for a snapshot of the log (`owned` groups only).
@@ -1336,6 +1405,7 @@ mod tests {
             AckRequest {
                 group_id: "g".into(),
                 member_id: "b".into(),
+                node: NODE,
                 session_epoch: 1,
                 partitions: vec![],
             },
@@ -1352,12 +1422,15 @@ mod tests {
         assert_eq!(restored.in_flight("g", &tp), Some(1));
     }
 
-    /// Opens a share session of `member` in group "g" on `tp` (epoch 0, no acks).
+    /// The broker the tests' members fetch from.
+    const NODE: NodeId = NodeId(1);
+
     /// A ShareFetch of `member` in group "g" on `tp` at `epoch`, with `acks`.
     fn fetch_open(member: &str, tp: &TopicPartition, epoch: i32, acks: Vec<AckBatch>) -> FetchOpen {
         FetchOpen {
             group_id: "g".into(),
             member_id: member.into(),
+            node: NODE,
             session_epoch: epoch,
             partitions: vec![SessionPartition { tp: tp.clone(), topic_id: [1; 16], acks }],
             forgotten: vec![],
@@ -1380,6 +1453,76 @@ mod tests {
     }
 
     #[test]
+    fn a_member_keeps_one_share_session_per_broker() {
+        let t = TopicPartition::new("t".into(), 0);
+        let u = TopicPartition::new("u".into(), 0);
+        let mut shares = Shares::new(GroupConfig::default());
+        let on = |node, tp: &TopicPartition, epoch| FetchOpen {
+            node: NodeId(node),
+            ..fetch_open("a", tp, epoch, vec![])
+        };
+        // One session with broker 1 (leader of t), one with broker 2 (leader of u), each
+        // with its own epochs.
+        assert_eq!(shares.open_fetch(0, on(1, &t, 0), settings()).plan[0].tp, t);
+        assert_eq!(shares.open_fetch(0, on(2, &u, 0), settings()).plan[0].tp, u);
+        let plan = |shares: &Shares, node| {
+            let plan = shares.plan("g", "a", NodeId(node), settings());
+            plan.into_iter().map(|p| p.tp).collect::<Vec<_>>()
+        };
+        assert_eq!((plan(&shares, 1), plan(&shares, 2)), (vec![t.clone()], vec![u.clone()]));
+        assert_eq!(shares.open_fetch(0, on(1, &t, 1), settings()).error_code, ErrorCode::None);
+        assert_eq!(shares.open_fetch(0, on(2, &u, 1), settings()).error_code, ErrorCode::None);
+        let stale = shares.open_fetch(0, on(2, &u, 1), settings());
+        assert_eq!(stale.error_code, ErrorCode::InvalidShareSessionEpoch);
+        let unknown = shares.open_fetch(0, on(3, &u, 1), settings());
+        assert_eq!(unknown.error_code, ErrorCode::ShareSessionNotFound);
+        let reads = vec![read_from_start(&t, 4), read_from_start(&u, 4)];
+        assert_eq!(shares.acquire(0, "g", "a", reads, 100, settings()).len(), 2);
+        // Closing the session with broker 1 gives back what it held of t; u stays held by
+        // the session with broker 2, whose acknowledgements still count.
+        let closed = shares.open_fetch(0, on(1, &t, FINAL_SESSION_EPOCH), settings());
+        assert_eq!(closed.error_code, ErrorCode::None);
+        assert_eq!(shares.acquired_by("g", &t, "a"), 0);
+        assert_eq!(shares.acquired_by("g", &u, "a"), 5);
+        let ack = AckRequest {
+            group_id: "g".into(),
+            member_id: "a".into(),
+            node: NodeId(2),
+            session_epoch: 2,
+            partitions: vec![SessionPartition {
+                tp: u.clone(),
+                topic_id: [1; 16],
+                acks: vec![AckBatch { first_offset: 0, last_offset: 4, types: vec![ACK_ACCEPT] }],
+            }],
+        };
+        assert_eq!(shares.acknowledge(ack, settings()), Ok(vec![(u.clone(), ErrorCode::None)]));
+        assert_eq!(shares.acquired_by("g", &u, "a"), 0);
+        assert!(plan(&shares, 1).is_empty(), "the session with broker 1 is gone");
+    }
+
+    #[test]
+    fn unloading_a_partitions_groups_forgets_them_and_their_timers() {
+        let tp = TopicPartition::new("t".into(), 0);
+        let topics = Topics(vec![("t", [1; 16], 1)]);
+        let mut shares = Shares::new(GroupConfig::default());
+        for group in ["g", "h"] {
+            let mut beat = beat("a", 0, Some(&["t"]));
+            beat.group_id = group.into();
+            shares.heartbeat(0, beat, &topics, settings());
+        }
+        open_session(&mut shares, "a", &tp);
+        assert_eq!(
+            shares.acquire(0, "g", "a", vec![read_from_start(&tp, 4)], 9, settings()).len(),
+            1
+        );
+        assert!(shares.next_deadline().is_some());
+        assert_eq!(shares.unload(|group| group == "g"), 1);
+        assert!(!shares.contains("g") && shares.contains("h"));
+        assert_eq!(shares.unload(|group| group == "h"), 1);
+        assert_eq!(shares.next_deadline(), None, "no timer of an unloaded group is left");
+    }
+
+    #[test]
     fn a_member_that_leaves_before_closing_its_session_still_acknowledges() {
         let tp = TopicPartition::new("t".into(), 0);
         let topics = Topics(vec![("t", [1; 16], 1)]);
@@ -1398,6 +1541,7 @@ mod tests {
         let last = AckRequest {
             group_id: "g".into(),
             member_id: "a".into(),
+            node: NODE,
             session_epoch: FINAL_SESSION_EPOCH,
             partitions: vec![SessionPartition {
                 tp: tp.clone(),
@@ -1448,7 +1592,7 @@ mod tests {
             matches!(&records[..], [Record::Share { topic, value: None, .. }] if topic == "t"),
             "one tombstone: {records:?}"
         );
-        let plan = shares.plan("g", "a", settings());
+        let plan = shares.plan("g", "a", NODE, settings());
         assert_eq!(plan.iter().map(|p| p.tp.clone()).collect::<Vec<_>>(), vec![u.clone()]);
         assert_eq!(shares.start_offsets("g").map(|s| s.len()), Some(1));
         // The held records' locks end: only u's come back.
@@ -1474,9 +1618,9 @@ mod tests {
         assert_eq!(shares.acquire(0, "g", "stranger", vec![read], 5, long_locks).len(), 1);
         let timeout = i64::from(settings().session_timeout_ms);
         shares.advance(timeout - 1, |_| settings());
-        assert!(!shares.plan("g", "stranger", settings()).is_empty());
+        assert!(!shares.plan("g", "stranger", NODE, settings()).is_empty());
         shares.advance(timeout, |_| settings());
-        assert!(shares.plan("g", "stranger", settings()).is_empty(), "the session ended");
+        assert!(shares.plan("g", "stranger", NODE, settings()).is_empty(), "the session ended");
         // Its records are available again, long before their locks would end.
         assert_eq!(shares.take_freed(), vec![tp.clone()]);
         assert_eq!(shares.in_flight("g", &tp), Some(5));

@@ -58,8 +58,7 @@ pub const SUPPORTED: [Supported; 52] = [
     // the member epoch).
     api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     api(ApiKey::ConsumerGroupDescribe, 0, 1),
-    // Share groups (KIP-932) at Kafka 4.1's stable versions (single node; a clustered node
-    // answers them UNSUPPORTED_VERSION, as Kafka does with share groups off).
+    // Share groups (KIP-932) at Kafka 4.1's stable versions, on a single node and clustered.
     api(ApiKey::ShareGroupHeartbeat, 1, 1),
     api(ApiKey::ShareGroupDescribe, 1, 1),
     api(ApiKey::ShareFetch, 1, 1),

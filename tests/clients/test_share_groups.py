@@ -17,7 +17,6 @@ IncrementalAlterConfigs). Every wait has a deadline.
 import json
 import os
 import signal
-import struct
 import subprocess
 import time
 import uuid
@@ -27,9 +26,8 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
                                    NewTopic, ResourceType)
 
-import kafka_wire as wire
 from client_helpers import CK_COMMON, EventProcess, Msg, ck_consume, ck_produce, ck_watermarks
-from conftest import TARGET, free_port
+from conftest import TARGET
 
 TIMEOUT_S = 90
 LOCK_MS = 2000
@@ -377,38 +375,6 @@ def test_kill9_of_the_broker_loses_no_acknowledgement_and_no_record(broker, shar
     twice = {o for o in seen if seen.count(o) > 1}
     counts = {o: d for o, d, _, _ in after if o in twice}
     assert all(d >= 2 for d in counts.values()), counts
-
-
-def compact_string(text):
-    data = text.encode()
-    return wire.uvarint(len(data) + 1) + data
-
-
-@pytest.mark.timeout(120)
-def test_a_clustered_node_answers_the_share_apis_unsupported_version(spate_factory):
-    """Share groups are single-node for now: a clustered node (here a quorum of one) answers
-    ShareGroupHeartbeat and ShareFetch with UNSUPPORTED_VERSION, Kafka's answer when share
-    groups are not enabled, and keeps the connection."""
-    port = free_port()
-    broker = spate_factory("--node-id", "1", "--controller-listen", f"127.0.0.1:{port}",
-                           "--controller-quorum-voters", f"1@127.0.0.1:{port}")
-    heartbeat = (compact_string("g") + compact_string("m") + struct.pack(">i", 0)
-                 + b"\x00" + wire.uvarint(2) + compact_string("t") + b"\x00")
-    fetch = (compact_string("g") + compact_string("m") + struct.pack(">iiiiii", 0, 0, 1, 1 << 20,
-                                                                        10, 10)
-             + wire.uvarint(1) + wire.uvarint(1) + b"\x00")
-    sock = wire.connect(broker.port)
-    try:
-        for correlation_id, (api_key, body) in enumerate([(76, heartbeat), (78, fetch)], 1):
-            header = wire.request_header(api_key, 1, correlation_id, flexible=True)
-            sock.sendall(wire.frame(header + body))
-            got, rest = wire.read_response(sock)
-            assert got == correlation_id
-            # Response header v1: tagged fields (none); then throttle_time_ms, error_code.
-            (error_code,) = struct.unpack_from(">h", rest, 1 + 4)
-            assert error_code == 35, (api_key, rest[:16])
-    finally:
-        sock.close()
 
 
 # --- dead letters (KIP-1191) ------------------------------------------------------------------

@@ -1,0 +1,202 @@
+//! The share group calls of ShareFetch and ShareAcknowledge (`group::share_call`) on their
+//! way to the group's coordinator, and Spate's private request between brokers that carries
+//! them in a cluster.
+//!
+//! A client sends ShareFetch and ShareAcknowledge to the leader of the partitions it reads,
+//! which reads them; the group's share state is kept by the group's coordinator, which is
+//! usually on another node (the leader of the group's `__consumer_offsets` partition, where
+//! that state is written and replicated). So the leader asks the coordinator: over the mesh
+//! when the coordinator is this node, else with a `SHARE_CALL_API_KEY` request on a kept
+//! connection to the coordinator's client listener (the brokers' own login when SASL is on;
+//! CLUSTER_ACTION on the cluster when the authorizer is on, as Kafka's requests between
+//! brokers need). Kafka splits it otherwise (share partitions at the leader, their state sent
+//! to a share coordinator); here one place keeps a share partition's records in flight, so a
+//! leader change moves nothing, at the cost of one round trip to the coordinator per call.
+//!
+//! Request: the length, API key, version (0), correlation id and client id (Kafka's request
+//! header v1), then the encoded call. Response: the length, the correlation id, an error
+//! code, and the encoded answer when that is NONE.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_lite::AsyncWriteExt;
+use glommio::net::TcpStream;
+
+use super::{Context, Outcome, Services};
+use crate::cluster::broker_client;
+use crate::constants::{SHARE_CALL_TIMEOUT_MS, TXN_MARKER_RETRY_MS_MAX};
+use crate::group::coordinator::{GroupRequest, GroupResponse};
+use crate::group::share_call::{ShareAnswer, ShareCall, SHARE_CALL_API_KEY, SHARE_CALL_VERSION};
+use crate::model::{ErrorCode, NodeId};
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::Session;
+use crate::shard::internal_log::OFFSETS_TOPIC;
+use crate::storage::log::ReadChunk;
+
+/// The largest answer taken from another broker (an acquisition lists runs of offsets).
+const ANSWER_BYTES_MAX: usize = 16 << 20;
+
+/// Asks the group's coordinator: on this node over the mesh, else on its node.
+pub(super) async fn call(ctx: &Context, call: ShareCall) -> ShareAnswer {
+    let group_id = call.group_id().to_string();
+    if ctx.cluster().clustered() {
+        let view = ctx.cluster().view();
+        let coordinator = view.as_ref().and_then(|view| view.coordinator(OFFSETS_TOPIC, &group_id));
+        match coordinator {
+            None => return call.refused(ErrorCode::CoordinatorNotAvailable),
+            Some(node) if node != ctx.shard().config.node_id => {
+                return remote(ctx, node, call).await;
+            }
+            Some(_) => {}
+        }
+    }
+    local(&ctx.services, call).await
+}
+
+async fn local(services: &Services, call: ShareCall) -> ShareAnswer {
+    let owner = services.groups.owner(call.group_id());
+    let refused = call.refused(ErrorCode::CoordinatorNotAvailable);
+    match services.groups.call(owner, GroupRequest::Share(call)).await {
+        Some(GroupResponse::Share(answer)) => answer,
+        _ => refused,
+    }
+}
+
+/// The call on `node`: COORDINATOR_NOT_AVAILABLE when it cannot be asked (clients retry, and
+/// look the coordinator up again). A kept connection that fails is replaced once: the other
+/// broker may have closed it while it was idle.
+async fn remote(ctx: &Context, node: NodeId, call: ShareCall) -> ShareAnswer {
+    let cluster = ctx.cluster();
+    let correlation_id = 1;
+    let mut frame = BytesMut::with_capacity(256);
+    frame.put_i32(0);
+    frame.put_i16(SHARE_CALL_API_KEY);
+    frame.put_i16(SHARE_CALL_VERSION);
+    frame.put_i32(correlation_id);
+    let client_id = format!("spate-share-{}", ctx.shard().config.node_id.0);
+    frame.put_i16(client_id.len() as i16);
+    frame.put_slice(client_id.as_bytes());
+    call.encode(&mut frame);
+    let length = (frame.len() - 4) as i32;
+    frame[..4].copy_from_slice(&length.to_be_bytes());
+    let timeout = Duration::from_millis(SHARE_CALL_TIMEOUT_MS);
+    let mut failure = String::new();
+    for kept in [true, false] {
+        let stream = match kept {
+            true => match cluster.peers.take(node) {
+                Some(stream) => stream,
+                None => continue,
+            },
+            false => {
+                let connect_timeout = Duration::from_millis(TXN_MARKER_RETRY_MS_MAX);
+                match broker_client::connect(cluster, node, connect_timeout).await {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        failure = e.to_string();
+                        break;
+                    }
+                }
+            }
+        };
+        match exchange(stream, &frame, correlation_id, timeout).await {
+            Ok((stream, body)) => {
+                cluster.peers.give_back(node, stream);
+                return match decode_answer(body) {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(code)) => call.refused(code),
+                    Err(e) => {
+                        tracing::warn!(%node, "bad share call answer: {e}");
+                        call.refused(ErrorCode::CoordinatorNotAvailable)
+                    }
+                };
+            }
+            Err(e) => failure = e.to_string(),
+        }
+    }
+    tracing::debug!(%node, group = call.group_id(), "share call failed: {failure}");
+    call.refused(ErrorCode::CoordinatorNotAvailable)
+}
+
+async fn exchange(
+    mut stream: TcpStream,
+    frame: &[u8],
+    correlation_id: i32,
+    timeout: Duration,
+) -> std::io::Result<(TcpStream, Bytes)> {
+    stream.write_all(frame).await?;
+    let mut body = glommio::timer::timeout(timeout, async {
+        broker_client::read_frame(&mut stream, ANSWER_BYTES_MAX)
+            .await
+            .map_err(glommio::GlommioError::from)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
+    if body.remaining() < 4 || body.get_i32() != correlation_id {
+        return Err(std::io::Error::other("an answer to another request"));
+    }
+    Ok((stream, body))
+}
+
+/// A response body after its correlation id: the error code, then the answer when NONE.
+fn decode_answer(mut body: Bytes) -> Result<Result<ShareAnswer, ErrorCode>, String> {
+    if body.remaining() < 2 {
+        return Err("no error code".into());
+    }
+    let code = body.get_i16();
+    match ErrorCode::from_code(code) {
+        Some(ErrorCode::None) => ShareAnswer::decode(body).map(Ok).map_err(|e| e.0),
+        Some(code) => Ok(Err(code)),
+        None => Err(format!("unknown error code {code}")),
+    }
+}
+
+/// Serves another broker's share call (`frame`: the request after its length). A frame
+/// that is not one closes the connection, as a broken Kafka request does.
+pub(super) async fn serve(services: Rc<Services>, session: Rc<Session>, frame: Bytes) -> Outcome {
+    let mut buf = frame;
+    // The prefix (API key, version, correlation id) was parsed already: 8 bytes.
+    if buf.remaining() < 10 {
+        return Outcome::Close("share call shorter than its header".into());
+    }
+    buf.advance(2);
+    let version = buf.get_i16();
+    let correlation_id = buf.get_i32();
+    let client_id = buf.get_i16();
+    if client_id > 0 {
+        if buf.remaining() < client_id as usize {
+            return Outcome::Close("share call header cut short".into());
+        }
+        buf.advance(client_id as usize);
+    }
+    if version != SHARE_CALL_VERSION {
+        return Outcome::Close(format!("unsupported share call version {version}"));
+    }
+    if !services.cluster.clustered() {
+        return Outcome::Close("a share call to a single node".into());
+    }
+    let mut out = BytesMut::with_capacity(256);
+    out.put_i32(0);
+    out.put_i32(correlation_id);
+    let allowed = services.security.authorize(
+        &session,
+        Operation::ClusterAction,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    );
+    if allowed {
+        let call = match ShareCall::decode(buf) {
+            Ok(call) => call,
+            Err(e) => return Outcome::Close(format!("bad share call: {e}")),
+        };
+        let answer = local(&services, call).await;
+        out.put_i16(ErrorCode::None.code());
+        answer.encode(&mut out);
+    } else {
+        out.put_i16(ErrorCode::ClusterAuthorizationFailed.code());
+    }
+    let size = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&size.to_be_bytes());
+    Outcome::Reply(vec![ReadChunk::Memory(out.freeze())])
+}
