@@ -121,5 +121,8 @@ async fn high_watermarks(
     partitions: impl Iterator<Item = TopicPartition>,
 ) -> BTreeMap<TopicPartition, i64> {
     // Kafka's ListOffsets timestamp -1: the latest offset, the high watermark.
-    share_common::list_offsets(ctx, partitions.map(|tp| (tp, -1)), Isolation::ReadUncommitted).await
+    let found =
+        share_common::list_offsets(ctx, partitions.map(|tp| (tp, -1)), Isolation::ReadUncommitted)
+            .await;
+    found.into_iter().filter_map(|(tp, offset)| Some((tp, offset.ok()?))).collect()
 }

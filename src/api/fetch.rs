@@ -350,7 +350,11 @@ pub(super) fn reply_parts(ctx: &Context, parts: Vec<Part<ReadChunk>>, body_size:
 
 /// KIP-951: the leader of `topic`-`partition` and its leader epoch as this node's catalog
 /// has them (Kafka's `getCurrentLeader`); None on a single node or without a leader.
-fn current_leader(ctx: &Context, topic: &str, partition: i32) -> Option<(NodeId, LeaderEpoch)> {
+pub(super) fn current_leader(
+    ctx: &Context,
+    topic: &str,
+    partition: i32,
+) -> Option<(NodeId, LeaderEpoch)> {
     let catalog = ctx.shard().catalog.borrow();
     let placement = catalog.get(topic)?.placement(partition)?.clone();
     (placement.leader != NodeId::NONE).then_some((placement.leader, placement.leader_epoch))
@@ -358,7 +362,7 @@ fn current_leader(ctx: &Context, topic: &str, partition: i32) -> Option<(NodeId,
 
 /// KIP-951: the endpoints of `leaders` that are live brokers (Kafka's response field
 /// `node_endpoints`, of the listener the client came on: a cluster node has one).
-fn node_endpoints(
+pub(super) fn node_endpoints(
     ctx: &Context,
     leaders: std::collections::BTreeSet<NodeId>,
 ) -> Vec<fetch_response::NodeEndpoint> {

@@ -115,13 +115,13 @@ pub(super) fn resolve(ctx: &Context, partitions: Vec<Named>) -> Resolved {
 
 /// ListOffsets on the partitions' owners, one call per owning shard: each partition with
 /// its Kafka timestamp (-2 earliest, the log start; -1 latest, the high watermark, or under
-/// read_committed the last stable offset), the offsets of those that answered without an
-/// error.
+/// read_committed the last stable offset), the offset or the error of each that answered
+/// (NOT_LEADER_OR_FOLLOWER on a clustered node that does not lead it).
 pub async fn list_offsets(
     ctx: &Context,
     partitions: impl Iterator<Item = (TopicPartition, i64)>,
     isolation: Isolation,
-) -> BTreeMap<TopicPartition, i64> {
+) -> BTreeMap<TopicPartition, Result<i64, ErrorCode>> {
     let mut by_shard: BTreeMap<ShardId, Vec<(TopicPartition, i64)>> = BTreeMap::new();
     for (tp, timestamp) in partitions {
         by_shard.entry(ctx.shard().owner(&tp)).or_default().push((tp, timestamp));
@@ -132,8 +132,12 @@ pub async fn list_offsets(
     let mut out = BTreeMap::new();
     for answer in futures::future::join_all(calls).await {
         let Some(PartitionResponse::Offsets(results)) = answer else { continue };
-        for result in results.into_iter().filter(|r| r.error_code == ErrorCode::None) {
-            out.insert(result.tp, result.offset.0);
+        for result in results {
+            let offset = match result.error_code {
+                ErrorCode::None => Ok(result.offset.0),
+                code => Err(code),
+            };
+            out.insert(result.tp, offset);
         }
     }
     out

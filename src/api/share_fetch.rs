@@ -22,7 +22,7 @@
 //! Clustered, the request comes to the leader of its partitions and the coordinator is
 //! usually on another node: the calls go there (`share_call`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +31,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use kafka_protocol::messages::{ShareFetchRequest, ShareFetchResponse};
 
+use super::fetch::{current_leader, node_endpoints};
 use super::share_call;
 use super::share_common::{self, check_request, named_partitions, resolve};
 use super::{Context, Outcome};
@@ -66,6 +67,18 @@ struct PartitionRead {
     high_watermark: i64,
     log_start: i64,
     batches: Vec<ReadBatch>,
+}
+
+impl PartitionRead {
+    fn failed(error_code: ErrorCode) -> PartitionRead {
+        PartitionRead {
+            read_from: -1,
+            error_code,
+            high_watermark: -1,
+            log_start: -1,
+            batches: Vec::new(),
+        }
+    }
 }
 
 pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
@@ -127,8 +140,22 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
     let mut acquired: Vec<(TopicPartition, Vec<Acquired>)> = Vec::new();
     let mut reads: BTreeMap<TopicPartition, PartitionRead> = BTreeMap::new();
     while !plan.is_empty() {
-        let starts = initial_offsets(ctx, &plan).await;
+        let mut starts = BTreeMap::new();
+        let mut unstarted = Vec::new();
+        for (tp, start) in initial_offsets(ctx, &plan).await {
+            match start {
+                Ok(offset) => {
+                    starts.insert(tp, offset);
+                }
+                Err(code) => unstarted.push((tp, code)),
+            }
+        }
         reads = read_all(ctx, &plan, &starts, size_bytes_max).await;
+        // A partition whose start could not be looked up answers why, so that the client
+        // goes to its leader.
+        for (tp, code) in unstarted {
+            reads.insert(tp, PartitionRead::failed(code));
+        }
         let share_reads: Vec<ShareRead> = plan
             .iter()
             .filter_map(|p| {
@@ -187,8 +214,12 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
 
 /// The offsets to start the share partitions at that the plan says are new
 /// (`share.auto.offset.reset`: earliest, the log start; latest, the high watermark, or the
-/// last stable offset under `share.isolation.level=read_committed`).
-async fn initial_offsets(ctx: &Context, plan: &[FetchPlan]) -> BTreeMap<TopicPartition, i64> {
+/// last stable offset under `share.isolation.level=read_committed`), or why there is none
+/// (a clustered node that does not lead the partition: NOT_LEADER_OR_FOLLOWER).
+async fn initial_offsets(
+    ctx: &Context,
+    plan: &[FetchPlan],
+) -> BTreeMap<TopicPartition, Result<i64, ErrorCode>> {
     let mut out = BTreeMap::new();
     for isolation in [Isolation::ReadUncommitted, Isolation::ReadCommitted] {
         let wanted =
@@ -411,6 +442,25 @@ fn respond(
             }
         }
     }
+    // Each partition names its leader and leader epoch as the catalog has them (clustered; a
+    // single node names itself, epoch 0), with the endpoints of those that are other brokers
+    // (KIP-951), so that a client sent away with NOT_LEADER_OR_FOLLOWER knows where to go.
+    let mut leaders = BTreeSet::new();
+    for (topic_id, partitions) in by_topic.iter_mut() {
+        let name = ctx.shard().catalog.borrow().name_of(topic_id);
+        let Some(name) = name else { continue };
+        for data in partitions.values_mut() {
+            let Some((leader, epoch)) = current_leader(ctx, &name, data.partition_index) else {
+                continue;
+            };
+            data.leader_id = leader.0;
+            data.leader_epoch = epoch.0;
+            if leader.0 != node {
+                leaders.insert(leader);
+            }
+        }
+    }
+    let endpoints = node_endpoints(ctx, leaders);
     let topics = by_topic
         .into_iter()
         .map(|(topic_id, partitions)| TopicData {
@@ -418,7 +468,7 @@ fn respond(
             partitions: partitions.into_values().collect(),
         })
         .collect();
-    let (parts, body_size) = share_fetch_response::encode(0, lock_ms, topics);
+    let (parts, body_size) = share_fetch_response::encode(0, lock_ms, topics, &endpoints);
     super::fetch::reply_parts(ctx, parts, body_size)
 }
 

@@ -202,7 +202,7 @@ fn put_array_len(out: &mut BytesMut, len: usize, flexible: bool) {
     }
 }
 
-fn put_string(out: &mut BytesMut, value: &str, flexible: bool) {
+pub(super) fn put_string(out: &mut BytesMut, value: &str, flexible: bool) {
     if flexible {
         put_unsigned_varint(out, value.len() as u64 + 1);
     } else {

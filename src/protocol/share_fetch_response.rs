@@ -21,11 +21,12 @@
 //! tagged fields
 //! ```
 //!
-//! The messages are always null and the node endpoints empty: Spate names no other leader.
+//! The messages are always null. The node endpoints are those of the leaders the partitions
+//! name that are other brokers (a clustered node's NOT_LEADER_OR_FOLLOWER, KIP-951).
 
 use bytes::{BufMut, BytesMut};
 
-use super::fetch_response::Part;
+use super::fetch_response::{put_string, NodeEndpoint, Part};
 use super::put_unsigned_varint;
 
 /// The one ShareFetch version this framing writes.
@@ -59,6 +60,7 @@ pub fn encode<R>(
     error_code: i16,
     acquisition_lock_timeout_ms: i32,
     topics: Vec<TopicData<R>>,
+    node_endpoints: &[NodeEndpoint],
 ) -> (Vec<Part<R>>, usize) {
     let mut parts = Vec::new();
     let mut size = 0usize;
@@ -98,7 +100,17 @@ pub fn encode<R>(
         }
         out.put_u8(0);
     }
-    put_unsigned_varint(&mut out, 1); // node_endpoints: empty
+    put_unsigned_varint(&mut out, node_endpoints.len() as u64 + 1);
+    for endpoint in node_endpoints {
+        out.put_i32(endpoint.node_id);
+        put_string(&mut out, &endpoint.host, true);
+        out.put_i32(endpoint.port);
+        match &endpoint.rack {
+            Some(rack) => put_string(&mut out, rack, true),
+            None => put_unsigned_varint(&mut out, 0),
+        }
+        out.put_u8(0);
+    }
     out.put_u8(0);
     size += out.len();
     parts.push(Part::Encoded(out.freeze()));
@@ -148,7 +160,11 @@ mod tests {
             },
             TopicData { topic_id: [9; 16], partitions: vec![] },
         ];
-        let (parts, size) = encode(0, 30_000, topics);
+        let endpoints = [
+            NodeEndpoint { node_id: 2, host: "10.0.0.2".into(), port: 9092, rack: None },
+            NodeEndpoint { node_id: 3, host: "b3".into(), port: 19092, rack: Some("r1".into()) },
+        ];
+        let (parts, size) = encode(0, 30_000, topics, &endpoints);
         let mut ours = Vec::new();
         for part in parts {
             match part {
@@ -186,6 +202,18 @@ mod tests {
         let mut empty = ShareFetchableTopicResponse::default();
         empty.topic_id = uuid::Uuid::from_bytes([9; 16]);
         reference.responses = vec![topic, empty];
+        reference.node_endpoints = endpoints
+            .iter()
+            .map(|e| {
+                let mut node =
+                    kafka_protocol::messages::share_fetch_response::NodeEndpoint::default();
+                node.node_id = e.node_id.into();
+                node.host = kafka_protocol::protocol::StrBytes::from_string(e.host.clone());
+                node.port = e.port;
+                node.rack = e.rack.clone().map(kafka_protocol::protocol::StrBytes::from_string);
+                node
+            })
+            .collect();
         let mut theirs = BytesMut::new();
         reference.encode(&mut theirs, VERSION).expect("encodes");
         assert_eq!(ours, theirs.to_vec());

@@ -10,6 +10,8 @@ end. Then the coordinator's node is killed with kill -9: the survivors elect a n
 the group's partition, which replays the share state; records produced after the kill are
 delivered, and no record whose acknowledgement was confirmed before the kill is delivered
 again (those in flight at the kill may come again, with a higher delivery count). The
+killed node comes back and leads its partition again while the old leader lives: the
+members follow the leader the NOT_LEADER_OR_FOLLOWER answers name, and read on. The
 leaders' calls of the coordinator, Spate's private request between brokers, are checked on
 the wire. Every wait is bounded.
 """
@@ -92,7 +94,8 @@ def starts(java_share, brokers, group):
 @pytest.mark.timeout(420)
 def test_share_consumers_read_a_cluster_and_survive_the_kill_of_the_coordinator(
         spate_factory, members, java_share):
-    nodes, by_id = replicated_cluster(spate_factory, *SHARE_OPTIONS)
+    nodes, by_id = replicated_cluster(spate_factory, *SHARE_OPTIONS,
+                                      "--leader-imbalance-check-interval-ms", "1000")
     topic, group = "queue", f"sg-{uuid.uuid4().hex[:8]}"
     partitions = [0, 1, 2]
     create_replicated(nodes[0], topic, 3, min_insync=2)
@@ -142,6 +145,26 @@ def test_share_consumers_read_a_cluster_and_survive_the_kill_of_the_coordinator(
     surviving = Bootstrap(survivors)
     wait_for("each share partition's start at its new end",
              lambda: starts(java_share, surviving, group) == {p: 60 for p in partitions},
+             timeout=TIMEOUT_S)
+
+    # The killed node comes back and leads its partition again (preferred leader election)
+    # while both of its old leaders live: the members' fetches there are answered
+    # NOT_LEADER_OR_FOLLOWER with the new leader, and they follow it.
+    victim.broker.start()
+    wait_for("the ISR whole again", lambda: all_in_sync(nodes, topic, 3), timeout=60)
+
+    def preferred():
+        s = partition_states(nodes, topic)
+        return s if s and all(p[1] == p[3][0] for p in s.values()) else None
+
+    wait_for("the preferred replicas leading again", preferred, timeout=30)
+    third, errors = produce(nodes, topic, partitions, 20, "back")
+    assert errors == [], errors
+    last = {v for p in partitions for v in third[p]}
+    wait_for("the records produced after the return delivered and acknowledged",
+             lambda: confirmed(a) | confirmed(b) >= last, timeout=TIMEOUT_S)
+    wait_for("each share partition's start at its last end",
+             lambda: starts(java_share, brokers, group) == {p: 80 for p in partitions},
              timeout=TIMEOUT_S)
 
 
