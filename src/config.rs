@@ -299,6 +299,11 @@ pub struct Args {
     /// [default: 5000].
     #[arg(long, value_name = "MS")]
     pub group_share_heartbeat_interval_ms: Option<i32>,
+    /// How often at most a share group's assignment is computed again, so that members
+    /// joining together are assigned together (group.share.assignment.interval.ms; 0: at
+    /// every change) [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub group_share_assignment_interval_ms: Option<i32>,
     /// How long a share consumer holds the records it was given before they are offered to
     /// others again (group.share.record.lock.duration.ms) [default: 30000].
     #[arg(long, value_name = "MS")]
@@ -398,6 +403,7 @@ struct FileConfig {
     group_share_max_size: Option<i32>,
     group_share_session_timeout_ms: Option<i32>,
     group_share_heartbeat_interval_ms: Option<i32>,
+    group_share_assignment_interval_ms: Option<i32>,
     group_share_record_lock_duration_ms: Option<i32>,
     group_share_delivery_count_limit: Option<i32>,
     group_share_partition_max_record_locks: Option<i32>,
@@ -833,6 +839,7 @@ impl Config {
                 args.group_share_delivery_count_limit.or(file.group_share_delivery_count_limit),
                 args.group_share_partition_max_record_locks
                     .or(file.group_share_partition_max_record_locks),
+                args.group_share_assignment_interval_ms.or(file.group_share_assignment_interval_ms),
             ],
         })?;
         let node_id = args.node_id.or(file.node_id);
@@ -1215,8 +1222,9 @@ struct GroupValues {
     classic_max_size: Option<i32>,
     share_max_size: Option<i32>,
     /// The share group options, in `--group-share-*` order: session timeout, heartbeat
-    /// interval, record lock duration, delivery count limit, max record locks.
-    share: [Option<i32>; 5],
+    /// interval, record lock duration, delivery count limit, max record locks, assignment
+    /// interval.
+    share: [Option<i32>; 6],
 }
 
 fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
@@ -1285,7 +1293,13 @@ fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
     if !(1..=1000).contains(&share_max_size) {
         return Err(format!("--group-share-max-size {share_max_size} must be between 1 and 1000."));
     }
-    let [share_session, share_interval, lock, limit, locks] = values.share;
+    let [share_session, share_interval, lock, limit, locks, assignment] = values.share;
+    let assignment = assignment.unwrap_or(defaults.share_assignment_interval_ms);
+    if assignment < 0 {
+        return Err(format!(
+            "--group-share-assignment-interval-ms {assignment} must not be negative."
+        ));
+    }
     let share_session = share_session.unwrap_or(defaults.share_session_timeout_ms);
     let share_interval = share_interval.unwrap_or(defaults.share_heartbeat_interval_ms);
     if share_interval <= 0 || share_session <= share_interval {
@@ -1316,6 +1330,7 @@ fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
     Ok(GroupConfig {
         share_session_timeout_ms: share_session,
         share_heartbeat_interval_ms: share_interval,
+        share_assignment_interval_ms: assignment,
         share_record_lock_duration_ms: lock,
         share_delivery_count_limit: limit,
         share_partition_max_record_locks: locks,

@@ -424,6 +424,7 @@ impl Coordinator {
             session_timeout_ms: int(SHARE_SESSION_TIMEOUT).unwrap_or(base.session_timeout_ms),
             heartbeat_interval_ms: int(SHARE_HEARTBEAT_INTERVAL)
                 .unwrap_or(base.heartbeat_interval_ms),
+            assignment_interval_ms: base.assignment_interval_ms,
             delivery_limit: int(SHARE_DELIVERY_COUNT_LIMIT)
                 .map_or(base.delivery_limit, |limit| limit.clamp(2, 10) as i16),
             max_locks: int(SHARE_PARTITION_MAX_RECORD_LOCKS).map_or(base.max_locks, i64::from),

@@ -85,6 +85,8 @@ pub struct ShareSettings {
     pub lock_ms: i64,
     pub session_timeout_ms: i32,
     pub heartbeat_interval_ms: i32,
+    /// `group.share.assignment.interval.ms`
+    pub assignment_interval_ms: i64,
     pub delivery_limit: i16,
     pub max_locks: i64,
     /// `group.share.max.size`: members at most.
@@ -107,6 +109,7 @@ impl ShareSettings {
             lock_ms: i64::from(config.share_record_lock_duration_ms),
             session_timeout_ms: config.share_session_timeout_ms,
             heartbeat_interval_ms: config.share_heartbeat_interval_ms,
+            assignment_interval_ms: i64::from(config.share_assignment_interval_ms),
             delivery_limit: config.share_delivery_count_limit as i16,
             max_locks: i64::from(config.share_partition_max_record_locks),
             max_size: config.share_max_size,
@@ -286,17 +289,46 @@ struct ShareGroup {
     subscribed: BTreeMap<String, (TopicId, i32)>,
     partitions: BTreeMap<TopicPartition, SharePartition>,
     sessions: BTreeMap<SessionKey, Session>,
+    /// Subscribed partitions initialized for the group though not started yet (Kafka's
+    /// initialized share partitions; a started one, in `partitions`, is initialized too):
+    /// only these are assigned.
+    initialized: BTreeSet<TopicPartition>,
+    /// When the assignment was last computed (ms; None: never).
+    assigned_at: Option<i64>,
 }
 
 impl ShareGroup {
     fn has_session(&self, member_id: &str) -> bool {
         self.sessions.keys().any(|(member, _)| member == member_id)
     }
+
+    fn is_initialized(&self, tp: &TopicPartition) -> bool {
+        self.partitions.contains_key(tp) || self.initialized.contains(tp)
+    }
+
+    /// Initializes the subscribed partitions that are not yet (Kafka's
+    /// `InitializeShareGroupState`; here nothing waits for it): they are assigned from the
+    /// next assignment on. Whether there were any.
+    fn initialize_subscribed(&mut self) -> bool {
+        let mut new = Vec::new();
+        for (name, (_, partitions)) in &self.subscribed {
+            for partition in 0..(*partitions).max(0) {
+                let tp = TopicPartition::new(name.as_str().into(), partition);
+                if !self.is_initialized(&tp) {
+                    new.push(tp);
+                }
+            }
+        }
+        let any = !new.is_empty();
+        self.initialized.extend(new);
+        any
+    }
 }
 
 impl ShareGroup {
     /// Takes the share partitions of `topic` out of the group: their names.
     fn take_partitions_of(&mut self, topic: &str) -> Vec<TopicPartition> {
+        self.initialized.retain(|tp| tp.topic.as_ref() != topic);
         let tps: Vec<TopicPartition> =
             self.partitions.keys().filter(|tp| tp.topic.as_ref() == topic).cloned().collect();
         for tp in &tps {
@@ -462,9 +494,23 @@ impl Shares {
                 group.subscribed = metadata;
                 group.group_epoch += 1;
             }
-            if group.assignment_epoch != group.group_epoch {
+            // Kafka's assignment of a share group: computed at most once per
+            // `group.share.assignment.interval.ms` (members joining together are assigned
+            // together), and of initialized partitions only. Partitions new to the group are
+            // initialized once an assignment was computed without them, and assigned by the
+            // next one: a new group's first members get nothing on their first heartbeat and
+            // their partitions a heartbeat later, as in Kafka.
+            let due = group.assigned_at.is_none_or(|at| {
+                settings.assignment_interval_ms == 0
+                    || now.saturating_sub(at) >= settings.assignment_interval_ms
+            });
+            if group.assignment_epoch != group.group_epoch && due {
                 assign(group);
                 group.assignment_epoch = group.group_epoch;
+                group.assigned_at = Some(now);
+                if group.initialize_subscribed() {
+                    group.group_epoch += 1;
+                }
             }
         }
         let group = self.groups.get_mut(&group_id).expect("group just used");
@@ -1225,9 +1271,9 @@ fn state_name(group: &ShareGroup) -> &'static str {
 }
 
 /// Kafka's `SimpleAssignor` in spirit: per topic, the members subscribed to it in member id
-/// order; with at least as many partitions as members each partition goes to one member
-/// (round robin), with more members than partitions each member gets one partition and
-/// partitions are shared (member i reads partition i mod P).
+/// order and its initialized partitions; with at least as many partitions as members each
+/// partition goes to one member (round robin), with more members than partitions each member
+/// gets one partition and partitions are shared (member i reads partition i mod P).
 fn assign(group: &mut ShareGroup) {
     let mut target: BTreeMap<String, Assignment> = BTreeMap::new();
     for (name, (topic_id, partitions)) in &group.subscribed {
@@ -1238,20 +1284,23 @@ fn assign(group: &mut ShareGroup) {
             .map(|(id, _)| id)
             .collect();
         let count = members.len();
-        let partitions = (*partitions).max(0) as usize;
-        if count == 0 || partitions == 0 {
+        let assignable: Vec<i32> = (0..(*partitions).max(0))
+            .filter(|p| group.is_initialized(&TopicPartition::new(name.as_str().into(), *p)))
+            .collect();
+        if count == 0 || assignable.is_empty() {
             continue;
         }
-        if count <= partitions {
-            for partition in 0..partitions {
-                let member = members[partition % count];
+        if count <= assignable.len() {
+            for (index, partition) in assignable.iter().enumerate() {
+                let member = members[index % count];
                 let entry = target.entry(member.clone()).or_default();
-                entry.entry(*topic_id).or_default().insert(partition as i32);
+                entry.entry(*topic_id).or_default().insert(*partition);
             }
         } else {
             for (index, member) in members.iter().enumerate() {
                 let entry = target.entry((*member).clone()).or_default();
-                entry.entry(*topic_id).or_default().insert((index % partitions) as i32);
+                let partition = assignable[index % assignable.len()];
+                entry.entry(*topic_id).or_default().insert(partition);
             }
         }
     }
@@ -1317,26 +1366,42 @@ mod tests {
     fn members_share_a_partition_and_leave() {
         let topics = Topics(vec![("t", [1; 16], 1)]);
         let mut shares = Shares::new(GroupConfig::default());
+        // The first member's first heartbeat: the partition is not initialized yet, so
+        // nothing is assigned; it is initialized then (group epoch 3).
+        let none = Some(Assignment::default());
         let a = shares.heartbeat(0, beat("a", 0, Some(&["t"])), &topics, settings());
-        assert_eq!((a.error_code, a.member_epoch), (ErrorCode::None, 2));
-        let b = shares.heartbeat(0, beat("b", 0, Some(&["t"])), &topics, settings());
-        assert_eq!(b.member_epoch, 3);
+        assert_eq!((a.error_code, a.member_epoch, &a.assignment), (ErrorCode::None, 2, &none));
+        // A member joining within the assignment interval is not assigned yet either.
+        let b = shares.heartbeat(10, beat("b", 0, Some(&["t"])), &topics, settings());
+        assert_eq!((b.member_epoch, &b.assignment), (2, &none));
+        let a = shares.heartbeat(999, beat("a", 2, None), &topics, settings());
+        assert_eq!((a.member_epoch, a.assignment), (2, None));
+        // Past the interval, the next heartbeat assigns the initialized partition to both
+        // (a shared partition), each told on its own next heartbeat.
         let one: Assignment = [([1; 16], [0].into())].into();
-        assert_eq!(b.assignment, Some(one.clone()));
-        let a = shares.heartbeat(1, beat("a", 2, None), &topics, settings());
-        assert_eq!((a.member_epoch, a.assignment), (3, None));
+        let a = shares.heartbeat(1_000, beat("a", 2, None), &topics, settings());
+        assert_eq!((a.member_epoch, a.assignment), (4, Some(one.clone())));
+        let b = shares.heartbeat(1_001, beat("b", 2, None), &topics, settings());
+        assert_eq!((b.member_epoch, b.assignment), (4, Some(one.clone())));
+        let a = shares.heartbeat(1_002, beat("a", 4, None), &topics, settings());
+        assert_eq!((a.member_epoch, a.assignment), (4, None));
         // The previous epoch is taken (its answer may have been lost), others are fenced.
-        let previous = shares.heartbeat(1, beat("a", 2, None), &topics, settings());
-        assert_eq!((previous.error_code, previous.member_epoch), (ErrorCode::None, 3));
-        for epoch in [1, 4] {
-            let stale = shares.heartbeat(1, beat("a", epoch, None), &topics, settings());
+        let previous = shares.heartbeat(1_003, beat("a", 2, None), &topics, settings());
+        assert_eq!((previous.error_code, previous.member_epoch), (ErrorCode::None, 4));
+        for epoch in [1, 3, 5] {
+            let stale = shares.heartbeat(1_003, beat("a", epoch, None), &topics, settings());
             assert_eq!(stale.error_code, ErrorCode::FencedMemberEpoch);
         }
-        let left = shares.heartbeat(2, beat("b", -1, None), &topics, settings());
+        // With an interval of 0 (Kafka's escape hatch), a change is assigned at once, here
+        // a member leaving: the other keeps the partition.
+        let at_once = ShareSettings { assignment_interval_ms: 0, ..settings() };
+        let left = shares.heartbeat(1_004, beat("b", -1, None), &topics, at_once);
         assert_eq!(left.member_epoch, -1);
         assert_eq!(shares.describe("g").members.len(), 1);
         let unknown = shares.heartbeat(2, beat("c", 4, None), &topics, settings());
         assert_eq!(unknown.error_code, ErrorCode::UnknownMemberId);
+        let a = shares.heartbeat(1_005, beat("a", 4, None), &topics, at_once);
+        assert_eq!((a.member_epoch, a.assignment), (5, None), "the same partition");
     }
 
     #[test]

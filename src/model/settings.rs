@@ -47,6 +47,9 @@ pub struct GroupConfig {
     pub share_session_timeout_ms: i32,
     /// group.share.heartbeat.interval.ms
     pub share_heartbeat_interval_ms: i32,
+    /// group.share.assignment.interval.ms: a share group's assignment is computed again at
+    /// most this often (0: at every change)
+    pub share_assignment_interval_ms: i32,
     /// group.share.record.lock.duration.ms: how long an acquired record stays locked
     pub share_record_lock_duration_ms: i32,
     /// group.share.delivery.count.limit: deliveries before a record is archived
@@ -74,6 +77,7 @@ impl Default for GroupConfig {
             share_max_size: 200,
             share_session_timeout_ms: 45_000,
             share_heartbeat_interval_ms: 5_000,
+            share_assignment_interval_ms: 1_000,
             share_record_lock_duration_ms: 30_000,
             share_delivery_count_limit: 5,
             share_partition_max_record_locks: 2_000,
