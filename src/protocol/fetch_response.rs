@@ -171,17 +171,7 @@ pub fn encode<R>(
     }
     if version >= NODE_ENDPOINTS_FROM && !head.node_endpoints.is_empty() {
         let mut field = BytesMut::new();
-        put_array_len(&mut field, head.node_endpoints.len(), true);
-        for endpoint in &head.node_endpoints {
-            field.put_i32(endpoint.node_id);
-            put_string(&mut field, &endpoint.host, true);
-            field.put_i32(endpoint.port);
-            match &endpoint.rack {
-                Some(rack) => put_string(&mut field, rack, true),
-                None => put_unsigned_varint(&mut field, 0),
-            }
-            field.put_u8(0);
-        }
+        put_node_endpoints(&mut field, &head.node_endpoints);
         out.put_u8(1); // one tagged field: tag 0
         out.put_u8(0);
         put_unsigned_varint(&mut out, field.len() as u64);
@@ -202,7 +192,23 @@ fn put_array_len(out: &mut BytesMut, len: usize, flexible: bool) {
     }
 }
 
-pub(super) fn put_string(out: &mut BytesMut, value: &str, flexible: bool) {
+/// Node endpoints as the flexible versions write them (Fetch's tagged field, ShareFetch's
+/// last field): a compact array of node id, host, port, nullable rack and tagged fields.
+pub(super) fn put_node_endpoints(out: &mut BytesMut, endpoints: &[NodeEndpoint]) {
+    put_array_len(out, endpoints.len(), true);
+    for endpoint in endpoints {
+        out.put_i32(endpoint.node_id);
+        put_string(out, &endpoint.host, true);
+        out.put_i32(endpoint.port);
+        match &endpoint.rack {
+            Some(rack) => put_string(out, rack, true),
+            None => put_unsigned_varint(out, 0),
+        }
+        out.put_u8(0);
+    }
+}
+
+fn put_string(out: &mut BytesMut, value: &str, flexible: bool) {
     if flexible {
         put_unsigned_varint(out, value.len() as u64 + 1);
     } else {

@@ -26,7 +26,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::fetch_response::{put_string, NodeEndpoint, Part};
+use super::fetch_response::{put_node_endpoints, NodeEndpoint, Part};
 use super::put_unsigned_varint;
 
 /// The one ShareFetch version this framing writes.
@@ -100,17 +100,7 @@ pub fn encode<R>(
         }
         out.put_u8(0);
     }
-    put_unsigned_varint(&mut out, node_endpoints.len() as u64 + 1);
-    for endpoint in node_endpoints {
-        out.put_i32(endpoint.node_id);
-        put_string(&mut out, &endpoint.host, true);
-        out.put_i32(endpoint.port);
-        match &endpoint.rack {
-            Some(rack) => put_string(&mut out, rack, true),
-            None => put_unsigned_varint(&mut out, 0),
-        }
-        out.put_u8(0);
-    }
+    put_node_endpoints(&mut out, node_endpoints);
     out.put_u8(0);
     size += out.len();
     parts.push(Part::Encoded(out.freeze()));

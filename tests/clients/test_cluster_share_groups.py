@@ -74,15 +74,7 @@ def delivered(members):
 
 def confirmed(member):
     """Values whose acknowledgement commitSync confirmed without error."""
-    out, pending = set(), []
-    for event in member.snapshot():
-        if event["event"] == "record":
-            pending.append(event["value"])
-        elif event["event"] == "acked":
-            if not event["errors"]:
-                out.update(pending)
-            pending = []
-    return out
+    return member.confirmed("value")
 
 
 def starts(java_share, brokers, group):

@@ -102,12 +102,13 @@ class ShareMember(EventProcess):
         return [(e["offset"], e["delivery"], e["value"], e["at"]) for e in self.snapshot()
                 if e["event"] == "record"]
 
-    def confirmed(self):
-        """Offsets whose acknowledgement commitSync confirmed without error."""
+    def confirmed(self, field="offset"):
+        """Offsets (or another field of the records, such as "value") whose acknowledgement
+        commitSync confirmed without error."""
         out, pending = set(), []
         for event in self.snapshot():
             if event["event"] == "record":
-                pending.append(event["offset"])
+                pending.append(event[field])
             elif event["event"] == "acked":
                 if not event["errors"]:
                     out.update(pending)
