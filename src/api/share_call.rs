@@ -13,16 +13,16 @@
 //! to a share coordinator); here one place keeps a share partition's records in flight, so a
 //! leader change moves nothing, at the cost of one round trip to the coordinator per call.
 //!
-//! Request: the length, API key, version (0), correlation id and client id (Kafka's request
-//! header v1), then the encoded call. Response: the length, the correlation id, an error
-//! code, and the encoded answer when that is NONE.
+//! Request: the length and Kafka's request header v1 (API key, version 0, correlation id,
+//! client id), then the encoded call. Response: the length, the correlation id (response
+//! header v0), an error code, and the encoded answer when that is NONE.
 
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
+use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::{Context, Outcome, Services};
 use crate::cluster::broker_client;
@@ -37,6 +37,8 @@ use crate::storage::log::ReadChunk;
 
 /// The largest answer taken from another broker (an acquisition lists runs of offsets).
 const ANSWER_BYTES_MAX: usize = 16 << 20;
+/// Kafka's request header v1 (client id, no tagged fields); the response's is v0.
+const HEADER_VERSION: i16 = 1;
 
 /// Asks the group's coordinator: on this node over the mesh, else on its node.
 pub(super) async fn call(ctx: &Context, call: ShareCall) -> ShareAnswer {
@@ -64,79 +66,57 @@ async fn local(services: &Services, call: ShareCall) -> ShareAnswer {
     }
 }
 
-/// The call on `node`: COORDINATOR_NOT_AVAILABLE when it cannot be asked (clients retry, and
-/// look the coordinator up again). A kept connection that fails is replaced once: the other
-/// broker may have closed it while it was idle.
+/// The call on `node` (`broker_client::round_trip`, on a kept connection):
+/// COORDINATOR_NOT_AVAILABLE when it cannot be asked (clients retry, and look the
+/// coordinator up again).
 async fn remote(ctx: &Context, node: NodeId, call: ShareCall) -> ShareAnswer {
-    let cluster = ctx.cluster();
     let correlation_id = 1;
+    let mut header = RequestHeader::default();
+    header.request_api_key = SHARE_CALL_API_KEY;
+    header.request_api_version = SHARE_CALL_VERSION;
+    header.correlation_id = correlation_id;
+    let client_id = format!("spate-share-{}", ctx.shard().config.node_id.0);
+    header.client_id = Some(StrBytes::from_string(client_id));
     let mut frame = BytesMut::with_capacity(256);
     frame.put_i32(0);
-    frame.put_i16(SHARE_CALL_API_KEY);
-    frame.put_i16(SHARE_CALL_VERSION);
-    frame.put_i32(correlation_id);
-    let client_id = format!("spate-share-{}", ctx.shard().config.node_id.0);
-    frame.put_i16(client_id.len() as i16);
-    frame.put_slice(client_id.as_bytes());
+    if let Err(e) = header.encode(&mut frame, HEADER_VERSION) {
+        tracing::warn!("cannot encode a share call's header: {e}");
+        return call.refused(ErrorCode::CoordinatorNotAvailable);
+    }
     call.encode(&mut frame);
     let length = (frame.len() - 4) as i32;
     frame[..4].copy_from_slice(&length.to_be_bytes());
+    let connect_timeout = Duration::from_millis(TXN_MARKER_RETRY_MS_MAX);
     let timeout = Duration::from_millis(SHARE_CALL_TIMEOUT_MS);
-    let mut failure = String::new();
-    for kept in [true, false] {
-        let stream = match kept {
-            true => match cluster.peers.take(node) {
-                Some(stream) => stream,
-                None => continue,
-            },
-            false => {
-                let connect_timeout = Duration::from_millis(TXN_MARKER_RETRY_MS_MAX);
-                match broker_client::connect(cluster, node, connect_timeout).await {
-                    Ok(stream) => stream,
-                    Err(e) => {
-                        failure = e.to_string();
-                        break;
-                    }
-                }
-            }
-        };
-        match exchange(stream, &frame, correlation_id, timeout).await {
-            Ok((stream, body)) => {
-                cluster.peers.give_back(node, stream);
-                return match decode_answer(body) {
-                    Ok(Ok(answer)) => answer,
-                    Ok(Err(code)) => call.refused(code),
-                    Err(e) => {
-                        tracing::warn!(%node, "bad share call answer: {e}");
-                        call.refused(ErrorCode::CoordinatorNotAvailable)
-                    }
-                };
-            }
-            Err(e) => failure = e.to_string(),
+    let answered = broker_client::round_trip(
+        ctx.cluster(),
+        node,
+        &frame,
+        connect_timeout,
+        timeout,
+        ANSWER_BYTES_MAX,
+    )
+    .await;
+    let mut body = match answered {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::debug!(%node, group = call.group_id(), "share call failed: {e}");
+            return call.refused(ErrorCode::CoordinatorNotAvailable);
+        }
+    };
+    let answer = match ResponseHeader::decode(&mut body, 0) {
+        Ok(header) if header.correlation_id == correlation_id => decode_answer(body),
+        Ok(header) => Err(format!("an answer to request {}", header.correlation_id)),
+        Err(e) => Err(e.to_string()),
+    };
+    match answer {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(code)) => call.refused(code),
+        Err(e) => {
+            tracing::warn!(%node, "bad share call answer: {e}");
+            call.refused(ErrorCode::CoordinatorNotAvailable)
         }
     }
-    tracing::debug!(%node, group = call.group_id(), "share call failed: {failure}");
-    call.refused(ErrorCode::CoordinatorNotAvailable)
-}
-
-async fn exchange(
-    mut stream: TcpStream,
-    frame: &[u8],
-    correlation_id: i32,
-    timeout: Duration,
-) -> std::io::Result<(TcpStream, Bytes)> {
-    stream.write_all(frame).await?;
-    let mut body = glommio::timer::timeout(timeout, async {
-        broker_client::read_frame(&mut stream, ANSWER_BYTES_MAX)
-            .await
-            .map_err(glommio::GlommioError::from)
-    })
-    .await
-    .map_err(|e| std::io::Error::other(e.to_string()))?;
-    if body.remaining() < 4 || body.get_i32() != correlation_id {
-        return Err(std::io::Error::other("an answer to another request"));
-    }
-    Ok((stream, body))
 }
 
 /// A response body after its correlation id: the error code, then the answer when NONE.
@@ -156,20 +136,11 @@ fn decode_answer(mut body: Bytes) -> Result<Result<ShareAnswer, ErrorCode>, Stri
 /// that is not one closes the connection, as a broken Kafka request does.
 pub(super) async fn serve(services: Rc<Services>, session: Rc<Session>, frame: Bytes) -> Outcome {
     let mut buf = frame;
-    // The prefix (API key, version, correlation id) was parsed already: 8 bytes.
-    if buf.remaining() < 10 {
-        return Outcome::Close("share call shorter than its header".into());
-    }
-    buf.advance(2);
-    let version = buf.get_i16();
-    let correlation_id = buf.get_i32();
-    let client_id = buf.get_i16();
-    if client_id > 0 {
-        if buf.remaining() < client_id as usize {
-            return Outcome::Close("share call header cut short".into());
-        }
-        buf.advance(client_id as usize);
-    }
+    let header = match RequestHeader::decode(&mut buf, HEADER_VERSION) {
+        Ok(header) => header,
+        Err(e) => return Outcome::Close(format!("bad share call header: {e}")),
+    };
+    let (version, correlation_id) = (header.request_api_version, header.correlation_id);
     if version != SHARE_CALL_VERSION {
         return Outcome::Close(format!("unsupported share call version {version}"));
     }

@@ -244,18 +244,28 @@ pub async fn exchange<Q: Encodable, R: Decodable>(
     timeout: Duration,
 ) -> std::io::Result<R> {
     let frame = encode_request(api_key, version, correlation_id, client_id, request)?;
-    stream.write_all(&frame).await?;
-    let body = glommio::timer::timeout(timeout, async {
-        read_frame(stream, RESPONSE_BYTES_MAX).await.map_err(glommio::GlommioError::from)
-    })
-    .await
-    .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let body = send_and_read(stream, &frame, timeout, RESPONSE_BYTES_MAX).await?;
     decode_response(body, api_key, version, correlation_id)
 }
 
+/// Writes `frame` (length prefix included) and reads the response frame's body, of at most
+/// `max_bytes`, within `timeout`.
+async fn send_and_read(
+    stream: &mut TcpStream,
+    frame: &[u8],
+    timeout: Duration,
+    max_bytes: usize,
+) -> std::io::Result<Bytes> {
+    stream.write_all(frame).await?;
+    glommio::timer::timeout(timeout, async {
+        read_frame(stream, max_bytes).await.map_err(glommio::GlommioError::from)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
 /// One request to `node` and its response within `timeout`, on a connection the shard keeps
-/// (`Cluster::peers`) or a new one. A kept connection that fails is replaced once: the other
-/// broker may have closed it while it was idle.
+/// (`round_trip`).
 pub async fn call<Q: Encodable, R: Decodable>(
     cluster: &Cluster,
     node: NodeId,
@@ -265,6 +275,24 @@ pub async fn call<Q: Encodable, R: Decodable>(
     timeout: Duration,
 ) -> std::io::Result<R> {
     let client_id = format!("spate-broker-{}", cluster.shard.config.node_id.0);
+    let correlation_id = 1;
+    let frame = encode_request(api_key, version, correlation_id, client_id, request)?;
+    let body = round_trip(cluster, node, &frame, timeout, timeout, RESPONSE_BYTES_MAX).await?;
+    decode_response(body, api_key, version, correlation_id)
+}
+
+/// One request frame (`frame`, length prefix included) to `node` and the body of its
+/// response frame (at most `max_bytes`, within `timeout`), on a connection the shard keeps
+/// (`Cluster::peers`), or a new one connected within `connect_timeout`. A kept connection
+/// that fails is replaced once: the other broker may have closed it while it was idle.
+pub async fn round_trip(
+    cluster: &Cluster,
+    node: NodeId,
+    frame: &[u8],
+    connect_timeout: Duration,
+    timeout: Duration,
+    max_bytes: usize,
+) -> std::io::Result<Bytes> {
     let mut failure = std::io::Error::other("no connection");
     for kept in [true, false] {
         let mut stream = match kept {
@@ -272,13 +300,12 @@ pub async fn call<Q: Encodable, R: Decodable>(
                 Some(stream) => stream,
                 None => continue,
             },
-            false => connect(cluster, node, timeout).await?,
+            false => connect(cluster, node, connect_timeout).await?,
         };
-        let id = client_id.clone();
-        match exchange(&mut stream, api_key, version, 1, id, request, timeout).await {
-            Ok(response) => {
+        match send_and_read(&mut stream, frame, timeout, max_bytes).await {
+            Ok(body) => {
                 cluster.peers.give_back(node, stream);
-                return Ok(response);
+                return Ok(body);
             }
             Err(e) => failure = e,
         }
