@@ -433,6 +433,18 @@ if new:
     print("passing but not allowlisted (add them):", " ".join(new))
 if bad:
     print("ALLOWLISTED TESTS FAILED:", ", ".join(bad))
+    # What each failed test number was doing last: CI keeps only this output.
+    for number in sorted(set(name[:4] for name in bad)):
+        path = os.path.join(out_dir, number + ".log")
+        if not os.path.exists(path):
+            continue
+        lines = [l for l in ansi.sub("", open(path, errors="replace").read()).splitlines()
+                 if l.strip()]
+        started = [l for l in lines if re.search(r"\[ \w+:\d+ \]$", l)]
+        print(f"\n--- {number}: last sub-test started: "
+              f"{started[-1].strip() if started else 'none'}; last lines of {path}:")
+        for line in lines[-25:]:
+            print("  " + line[:200])
     sys.exit(1)
 print(f"allowlist: all {sum(1 for n in allowlist if n[:4] in selected)} selected tests passed")
 PY
