@@ -15,7 +15,8 @@
 # Fairness on a small machine: unless --no-pin is given, every broker process (all its threads)
 # is pinned to the CPUs in BROKER_CPUS (default: the last CPU) and the bench to BENCH_CPUS
 # (default: all the others), so each broker gets the same CPU and never competes with the
-# load generator. The broker's CPU seconds (user + system, from /proc/<pid>/stat before and
+# load generator. In a sweep each broker is stopped (SIGSTOP) while the other is loaded, so
+# that neither's background work runs in the other's measurement. The broker's CPU seconds (user + system, from /proc/<pid>/stat before and
 # after) are reported per run.
 #
 # Results: <out>/<label>.json, .hgrm files and .svg per broker, compare.txt (table),
@@ -144,7 +145,12 @@ mkdir -p "${OUT}"
 STARTED_SPATE_PID=""
 STARTED_SPATE_DIR=""
 STARTED_KAFKA=0
+PAUSED_PIDS=()
 cleanup() {
+    # A sweep stops the idle broker during the other's steps; never leave one stopped.
+    for pid in "${PAUSED_PIDS[@]}"; do
+        kill -CONT "${pid}" 2>/dev/null || true
+    done
     if [[ -n "${STARTED_SPATE_PID}" ]]; then
         kill -TERM "${STARTED_SPATE_PID}" 2>/dev/null || true
         wait "${STARTED_SPATE_PID}" 2>/dev/null || true
@@ -280,8 +286,14 @@ if [[ "${WORKLOAD}" == sweep* ]]; then
         pid="$(pin_broker "${label}" "${addr}")"
         log "${label} (${addr}, pid ${pid:-unknown})"
         target_args+=(-b "${addr}" --label "${label}")
-        [[ -n "${pid}" ]] && target_args+=(--broker-pid "${pid}")
+        [[ -n "${pid}" ]] && target_args+=(--broker-pid "${pid}") && PAUSED_PIDS+=("${pid}")
     done
+    # Pinned to the same CPU, an idle broker's background work (a JVM's compiler and
+    # collector) would run inside the other's measurement: each is stopped while the other
+    # is loaded, when every broker's pid is known.
+    if (( PIN )) && (( CPU_COUNT > 1 )) && (( ${#PAUSED_PIDS[@]} == ${#BROKERS[@]} )); then
+        target_args+=(--pause-idle-brokers)
+    fi
     labels="$(printf '%s\n' "${BROKERS[@]%%=*}" | paste -sd, - | sed 's/,/ vs /g')"
     status=0
     "${BENCH_PREFIX[@]}" "${BENCH}" "${BENCH_ARGS[@]}" "${target_args[@]}" \

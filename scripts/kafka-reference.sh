@@ -204,6 +204,10 @@ share.coordinator.state.topic.min.isr=1
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
+# scripts/compare.sh's sweeps stop the whole process (SIGSTOP) while the other broker is
+# measured (spate-bench sweep --pause-idle-brokers), up to a 30 s warm-up: the controller must
+# not then fence its own broker for the heartbeats it missed (default 9 s).
+broker.session.timeout.ms=120000
 PROPS
     cat > "${dir}/log4j2.properties" <<LOG4J
 rootLogger.level=INFO

@@ -251,6 +251,14 @@ pub struct SweepArgs {
     #[arg(long)]
     pub keep_topics: bool,
 
+    /// Stop the other brokers (SIGSTOP) while one is loaded, warm-up included, and continue
+    /// them (SIGCONT) after: brokers pinned to the same CPU then do not run their background
+    /// work (a JVM's compiler and collector, timers) inside each other's measurements. Needs
+    /// every broker's --broker-pid. A bench killed in a step leaves the others stopped
+    /// (`kill -CONT <pid>`).
+    #[arg(long)]
+    pub pause_idle_brokers: bool,
+
     /// Before the ladder, load each broker this long at the first rate, unmeasured: a JVM
     /// broker compiles its hot paths in its first tens of seconds under load, and its first
     /// step would otherwise measure the compiler (Kafka 4.3: p99 150 ms at 1,000/s cold).

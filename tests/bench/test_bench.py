@@ -405,6 +405,63 @@ def test_sweep_writes_every_step_to_json_table_and_chart(broker, bench_bin, topi
     assert len(list(root.iter(f"{SVG_NS}circle"))) == 3 * kept_up
 
 
+TICKER = """
+import sys, time
+with open(sys.argv[1], "a", buffering=1) as out:
+    while True:
+        out.write(f"{time.monotonic()}\\n")
+        time.sleep(0.02)
+"""
+
+
+def ticks_stopped(path, start, end):
+    """The longest time (s) a ticker went without a tick within [start, end]."""
+    ticks = [float(line) for line in path.read_text().split()]
+    inside = [start] + [t for t in ticks if start <= t <= end] + [end]
+    return max(b - a for a, b in zip(inside, inside[1:]))
+
+
+def test_sweep_pauses_the_idle_brokers_during_each_step(broker, bench_bin, topic, tmp_path):
+    # Two "brokers" that are the same broker under two labels, each given the pid of a ticker
+    # of its own: while one label is loaded, the other's ticker must be stopped, and both
+    # must run again after the sweep.
+    tickers, logs = [], []
+    for name in ("a", "b"):
+        log = tmp_path / f"{name}.ticks"
+        log.touch()
+        tickers.append(subprocess.Popen(["python3", "-c", TICKER, str(log)]))
+        logs.append(log)
+    try:
+        start = time.monotonic()
+        run = run_bench(bench_bin, "sweep", "-b", broker.bootstrap, "--label", "a",
+                        "--broker-pid", tickers[0].pid, "-b", broker.bootstrap, "--label", "b",
+                        "--broker-pid", tickers[1].pid, "-t", topic, "--rates", "500",
+                        "--duration", "2s", "--warmup", "0", "--settle", "1s", "--keep-going",
+                        "--pause-idle-brokers", "-q")
+        end = time.monotonic()
+        assert len([line for line in run.stdout.splitlines() if line[:2] in ("a ", "b ")]) == 2
+        time.sleep(0.5)
+        for ticker, log in zip(tickers, logs):
+            assert ticker.poll() is None
+            with open(f"/proc/{ticker.pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            assert state != "T", "a paused broker must be continued after the sweep"
+            # Stopped for one step (at least its 2 s), running otherwise.
+            assert ticks_stopped(log, start, end) >= 1.9, log.read_text()[-400:]
+            assert ticks_stopped(log, end, time.monotonic()) < 0.3
+    finally:
+        for ticker in tickers:
+            os.kill(ticker.pid, signal.SIGCONT)
+            ticker.kill()
+            ticker.wait()
+
+    refused = run_bench(bench_bin, "sweep", "-b", broker.bootstrap, "--label", "a",
+                        "--broker-pid", os.getpid(), "-b", broker.bootstrap, "--label", "b",
+                        "--rates", "500", "--pause-idle-brokers", "-q", expect=(EXIT_FAILED,))
+    assert "--pause-idle-brokers needs the pid of every broker; give b a --broker-pid" in (
+        refused.stderr), refused.stderr
+
+
 def read_topic(bootstrap, topic, expected, timeout_s=30):
     """Every record of `topic` as (partition, key, value), read from the start by librdkafka
     (which checks each batch's CRC and decompresses it) until `expected` records came or the
