@@ -1152,6 +1152,7 @@ async fn flush_loop(log: Rc<RefCell<Log>>) {
             zero_ahead(&log, step).await;
             continue;
         }
+        hold_while_asked(&log).await;
         let (group, durability, roll_needed) = {
             let mut l = log.borrow_mut();
             if l.pending.is_empty() || l.deleted {
@@ -1238,6 +1239,28 @@ fn zero_ahead_due(l: &Log) -> Option<(u64, u64)> {
         return None;
     }
     Some((from, limit.min(from + ZERO_AHEAD_STEP_BYTES)))
+}
+
+/// Test hook for the replication tests: with `SPATE_TEST_HOLD_WRITES=<file>`, while that
+/// file exists the logs of user topics write nothing, their batches queued in memory (where
+/// followers read them), as a leader whose writes are slow and that is killed before they
+/// land. Costs one environment lookup per shard without the variable.
+async fn hold_while_asked(log: &Rc<RefCell<Log>>) {
+    thread_local! {
+        static HOLD: Option<PathBuf> =
+            std::env::var_os("SPATE_TEST_HOLD_WRITES").map(PathBuf::from);
+    }
+    let Some(file) = HOLD.with(Clone::clone) else { return };
+    if log.borrow().tp.topic.starts_with("__") {
+        return;
+    }
+    let mut said = false;
+    while file.exists() {
+        if !std::mem::replace(&mut said, true) {
+            tracing::warn!(tp = %log.borrow().tp, "test hook: holding this log's writes");
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// Writes zeros over `[from, to)` of the active segment and fdatasyncs them (see

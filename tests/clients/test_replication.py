@@ -10,6 +10,9 @@ min.insync.replicas=3 a killed follower leaves the ISR and acks=all writes get
 NOT_ENOUGH_REPLICAS (acks=1 still writes), until it is back. A leader that wrote records no
 follower has (they were stopped with SIGSTOP) and was killed truncates them when it comes
 back (the new leader's diverging epoch, KIP-279), so all replicas are identical again. A
+leader killed before its own write of batches its followers already had, and back in the
+same epoch before the controller moved it (SPATE_TEST_HOLD_WRITES holds its writes), makes a
+follower that fetches only after new records took those offsets truncate them. A
 follower that stops fetching for longer than the lag time is dropped from the ISR by its
 leader and added back once it caught up; a rolling restart of all three under an idempotent
 acks=all producer loses nothing. A transaction over partitions that all three nodes lead
@@ -274,6 +277,80 @@ def test_a_returning_leader_truncates_what_only_it_had(spate_factory):
     assert "log diverged" in old_leader.broker.log_text()
     read = read_from_start(nodes, "diverge", {0: 70})
     assert read[0] == acknowledged[0] + later[0]
+
+
+def test_a_leader_back_in_its_own_epoch_makes_followers_drop_what_it_never_wrote(
+        spate_factory, tmp_path):
+    # Followers read a leader's batches before its own write lands (log::read_for_follower).
+    # A leader killed before its write, and back before the controller moved its partitions,
+    # leads in the same epoch again without those batches and gives their offsets to new
+    # records. A follower that fetches only once the leader's log is past what it holds
+    # cannot tell from epochs that its batches there differ: the leader must tell it
+    # (partition::replicas::Followers::resumed). SPATE_TEST_HOLD_WRITES holds a node's
+    # writes while its file exists, which makes the slow write certain.
+    holds = {node_id: tmp_path / f"hold-{node_id}" for node_id in (1, 2, 3)}
+    nodes = start_cluster(spate_factory,
+                          "--broker-heartbeat-interval-ms", str(HEARTBEAT_INTERVAL_MS),
+                          "--broker-session-timeout-ms", "20000", start=False)
+    for node in nodes:
+        hold = str(holds[node.node_id])
+        node.broker.preexec = lambda hold=hold: os.putenv("SPATE_TEST_HOLD_WRITES", hold)
+        node.broker.start()
+    controller_id, _, _ = wait_for("a leader all three agree on", lambda: agreed_leader(nodes))
+    # The partition's leader is not the controller (whose restart would elect another one
+    # and move the partition's epoch), nor is the follower that comes late.
+    controller = next(node for node in nodes if node.node_id == controller_id)
+    leader, late = [node for node in nodes if node is not controller]
+    from confluent_kafka.admin import NewTopic
+    client = admin(controller)
+    assignment = [[leader.node_id, late.node_id, controller.node_id]]
+    futures = client.create_topics([NewTopic("resumed", 1, replica_assignment=assignment)],
+                                   operation_timeout=30, request_timeout=40)
+    futures["resumed"].result(timeout=45)
+    states = wait_for("every replica in sync", lambda: all_in_sync(nodes, "resumed", 1))
+    assert states[0][1] == leader.node_id
+    epoch = states[0][2]
+    acknowledged, errors = produce(nodes, "resumed", [0], 50, "shared")
+    assert errors == []
+
+    # The leader writes nothing from here on; acks=0 batches reach its followers all the same.
+    holds[leader.node_id].touch()
+    with connect(leader.broker.port, timeout=15) as sock:
+        for i in range(5):
+            sock.sendall(produce_v3(b"resumed", 0, record_batch([f"ghost-{i}".encode()]),
+                                    200 + i, acks=0))
+        wait_for("the followers holding what the leader never wrote",
+                 lambda: all(b"ghost-4" in log_bytes(node, "resumed", 0)
+                             for node in (late, controller)))
+    assert b"ghost" not in log_bytes(leader, "resumed", 0)
+    os.kill(late.broker.pid, signal.SIGSTOP)
+    try:
+        leader.broker.kill9()
+        holds[leader.node_id].unlink()
+        leader.broker.start()
+        states = wait_for("the leader back in its epoch",
+                          lambda: (s := partition_states([leader, controller], "resumed"))
+                          and s[0][0] == 0 and s[0][1] == leader.node_id and s)
+        assert states[0][2] == epoch, "the controller moved the epoch: not the case under test"
+        # Written (acks=1) past the late follower's end before it fetches again.
+        later = []
+        with connect(leader.broker.port, timeout=15) as sock:
+            for i in range(20):
+                batch = record_batch([f"later-{i}".encode()])
+                sock.sendall(produce_v3(b"resumed", 0, batch, 300 + i, acks=1))
+                assert produce_v3_result(read_response(sock)[1])[0] == 0
+                later.append(f"later-{i}")
+    finally:
+        os.kill(late.broker.pid, signal.SIGCONT)
+
+    wait_for("the ISR whole again", lambda: all_in_sync(nodes, "resumed", 1), timeout=30)
+    wait_for("all replicas identical", lambda: replicas_identical(nodes, "resumed", [0]),
+             timeout=30)
+    for node in nodes:
+        assert b"ghost" not in log_bytes(node, "resumed", 0), f"node {node.node_id} kept them"
+    assert "a follower holds batches this leader never wrote" in leader.broker.log_text()
+    read = read_from_start(nodes, "resumed", {0: 70})
+    assert read[0] == acknowledged[0] + later
 
 
 def test_a_lagging_follower_leaves_the_isr_and_comes_back(spate_factory):
