@@ -12,6 +12,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -202,9 +203,48 @@ pub async fn read_frame(stream: &mut TcpStream, max_bytes: usize) -> std::io::Re
         .ok()
         .filter(|length| *length <= max_bytes)
         .ok_or_else(|| std::io::Error::other(format!("bad response length {length}")))?;
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await?;
-    Ok(Bytes::from(body))
+    Ok(Bytes::from(read_unzeroed(stream, length).await?))
+}
+
+/// Reads exactly `length` bytes into memory that is not zeroed first. A follower's fetch
+/// answer is up to megabytes; zeroing the buffer before the copy in cost about as much as
+/// the copy (memset was 7-8% of a three-node cluster's CPU at replication factor 3). The
+/// bytes come by non-blocking recv(2) straight into the vector's spare capacity, and
+/// glommio's peek waits while the socket has none (the stream is unbuffered: glommio holds
+/// no received bytes of its own that this would pass over).
+async fn read_unzeroed(stream: &mut TcpStream, length: usize) -> std::io::Result<Vec<u8>> {
+    let fd = stream.as_raw_fd();
+    let mut body: Vec<u8> = Vec::with_capacity(length);
+    while body.len() < length {
+        let missing = length - body.len();
+        let spare = &mut body.spare_capacity_mut()[..missing];
+        // SAFETY: recv writes at most `spare.len()` bytes into `spare`, memory the vector
+        // owns; nothing reads it before `set_len` below counts only what recv wrote.
+        let received =
+            unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), libc::MSG_DONTWAIT) };
+        match received {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n if n > 0 => {
+                // SAFETY: the first `n` bytes of the spare capacity were just written.
+                unsafe { body.set_len(body.len() + n as usize) };
+            }
+            _ => {
+                let e = std::io::Error::last_os_error();
+                match e.kind() {
+                    std::io::ErrorKind::WouldBlock => {
+                        let mut one = [0u8; 1];
+                        let peeked = stream.peek(&mut one).await.map_err(std::io::Error::from)?;
+                        if peeked == 0 {
+                            return Err(std::io::ErrorKind::UnexpectedEof.into());
+                        }
+                    }
+                    std::io::ErrorKind::Interrupted => {}
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(body)
 }
 
 /// Decodes a response frame's body: the header must carry `correlation_id`, and nothing may
@@ -330,6 +370,48 @@ mod tests {
                 .unwrap();
         assert_eq!((header.request_api_key, header.correlation_id), (27, 7));
         assert_eq!(WriteTxnMarkersRequest::decode(&mut body, 1).unwrap(), request);
+    }
+
+    /// Frames arrive whole, in pieces with pauses (the reader waits in `peek`), and cut
+    /// short (an error, not a short frame); an announced length over the bound is refused.
+    #[test]
+    fn a_frame_is_read_whole_whatever_pieces_it_comes_in() {
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let expected = body.clone();
+        let outcomes = glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                let address = listener.local_addr().expect("address");
+                let writer = std::thread::spawn(move || {
+                    use std::io::Write;
+                    let pause = || std::thread::sleep(Duration::from_millis(20));
+                    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+                    frame.extend_from_slice(&body);
+                    let mut socket = std::net::TcpStream::connect(address).expect("connect");
+                    socket.write_all(&frame).expect("whole");
+                    for piece in frame.chunks(70_001) {
+                        pause();
+                        socket.write_all(piece).expect("piece");
+                    }
+                    socket.write_all(&(1u32 << 30).to_be_bytes()).expect("oversized");
+                    let mut second = std::net::TcpStream::connect(address).expect("connect");
+                    second.write_all(&frame[..frame.len() / 2]).expect("half");
+                });
+                let mut first = listener.accept().await.expect("accept");
+                let whole = read_frame(&mut first, 1 << 20).await.map(|b| b.to_vec());
+                let pieces = read_frame(&mut first, 1 << 20).await.map(|b| b.to_vec());
+                let oversized = read_frame(&mut first, 1 << 20).await.is_err();
+                let mut second = listener.accept().await.expect("accept");
+                writer.join().expect("writer");
+                let cut = read_frame(&mut second, 1 << 20).await.map_err(|e| e.kind());
+                (whole.expect("whole"), pieces.expect("pieces"), oversized, cut)
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
+        assert!(outcomes.0 == expected && outcomes.1 == expected);
+        assert!(outcomes.2, "a length over the bound is refused");
+        assert_eq!(outcomes.3.map(|b| b.len()), Err(std::io::ErrorKind::UnexpectedEof));
     }
 
     #[test]
