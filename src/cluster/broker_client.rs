@@ -12,7 +12,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -203,48 +202,9 @@ pub async fn read_frame(stream: &mut TcpStream, max_bytes: usize) -> std::io::Re
         .ok()
         .filter(|length| *length <= max_bytes)
         .ok_or_else(|| std::io::Error::other(format!("bad response length {length}")))?;
-    Ok(Bytes::from(read_unzeroed(stream, length).await?))
-}
-
-/// Reads exactly `length` bytes into memory that is not zeroed first. A follower's fetch
-/// answer is up to megabytes; zeroing the buffer before the copy in cost about as much as
-/// the copy (memset was 7-8% of a three-node cluster's CPU at replication factor 3). The
-/// bytes come by non-blocking recv(2) straight into the vector's spare capacity, and
-/// glommio's peek waits while the socket has none (the stream is unbuffered: glommio holds
-/// no received bytes of its own that this would pass over).
-async fn read_unzeroed(stream: &mut TcpStream, length: usize) -> std::io::Result<Vec<u8>> {
-    let fd = stream.as_raw_fd();
-    let mut body: Vec<u8> = Vec::with_capacity(length);
-    while body.len() < length {
-        let missing = length - body.len();
-        let spare = &mut body.spare_capacity_mut()[..missing];
-        // SAFETY: recv writes at most `spare.len()` bytes into `spare`, memory the vector
-        // owns; nothing reads it before `set_len` below counts only what recv wrote.
-        let received =
-            unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), libc::MSG_DONTWAIT) };
-        match received {
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            n if n > 0 => {
-                // SAFETY: the first `n` bytes of the spare capacity were just written.
-                unsafe { body.set_len(body.len() + n as usize) };
-            }
-            _ => {
-                let e = std::io::Error::last_os_error();
-                match e.kind() {
-                    std::io::ErrorKind::WouldBlock => {
-                        let mut one = [0u8; 1];
-                        let peeked = stream.peek(&mut one).await.map_err(std::io::Error::from)?;
-                        if peeked == 0 {
-                            return Err(std::io::ErrorKind::UnexpectedEof.into());
-                        }
-                    }
-                    std::io::ErrorKind::Interrupted => {}
-                    _ => return Err(e),
-                }
-            }
-        }
-    }
-    Ok(body)
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await?;
+    Ok(Bytes::from(body))
 }
 
 /// Decodes a response frame's body: the header must carry `correlation_id`, and nothing may
@@ -372,8 +332,8 @@ mod tests {
         assert_eq!(WriteTxnMarkersRequest::decode(&mut body, 1).unwrap(), request);
     }
 
-    /// Frames arrive whole, in pieces with pauses (the reader waits in `peek`), and cut
-    /// short (an error, not a short frame); an announced length over the bound is refused.
+    /// Frames arrive whole, in pieces with pauses, and cut short (an error, not a short
+    /// frame); an announced length over the bound is refused.
     #[test]
     fn a_frame_is_read_whole_whatever_pieces_it_comes_in() {
         let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
