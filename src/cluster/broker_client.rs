@@ -362,8 +362,9 @@ mod tests {
                 let pieces = read_frame(&mut first, 1 << 20).await.map(|b| b.to_vec());
                 let oversized = read_frame(&mut first, 1 << 20).await.is_err();
                 let mut second = listener.accept().await.expect("accept");
-                writer.join().expect("writer");
+                // The writer's end closes when its thread ends: the read then meets EOF.
                 let cut = read_frame(&mut second, 1 << 20).await.map_err(|e| e.kind());
+                writer.join().expect("writer");
                 (whole.expect("whole"), pieces.expect("pieces"), oversized, cut)
             })
             .expect("executor")
