@@ -21,8 +21,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::messages::RequestHeader;
+use kafka_protocol::protocol::Decodable;
 
 use super::{Context, Outcome, Services};
 use crate::cluster::broker_client;
@@ -71,21 +71,23 @@ async fn local(services: &Services, call: ShareCall) -> ShareAnswer {
 /// coordinator up again).
 async fn remote(ctx: &Context, node: NodeId, call: ShareCall) -> ShareAnswer {
     let correlation_id = 1;
-    let mut header = RequestHeader::default();
-    header.request_api_key = SHARE_CALL_API_KEY;
-    header.request_api_version = SHARE_CALL_VERSION;
-    header.correlation_id = correlation_id;
-    let client_id = format!("spate-share-{}", ctx.shard().config.node_id.0);
-    header.client_id = Some(StrBytes::from_string(client_id));
-    let mut frame = BytesMut::with_capacity(256);
-    frame.put_i32(0);
-    if let Err(e) = header.encode(&mut frame, HEADER_VERSION) {
-        tracing::warn!("cannot encode a share call's header: {e}");
-        return call.refused(ErrorCode::CoordinatorNotAvailable);
-    }
-    call.encode(&mut frame);
-    let length = (frame.len() - 4) as i32;
-    frame[..4].copy_from_slice(&length.to_be_bytes());
+    let header = broker_client::RequestFrame {
+        api_key: SHARE_CALL_API_KEY,
+        version: SHARE_CALL_VERSION,
+        header_version: HEADER_VERSION,
+        correlation_id,
+        client_id: format!("spate-share-{}", ctx.shard().config.node_id.0),
+    };
+    let frame = match header.frame(|frame| {
+        call.encode(frame);
+        Ok(())
+    }) {
+        Ok(frame) => frame,
+        Err(e) => {
+            tracing::warn!("cannot encode a share call's header: {e}");
+            return call.refused(ErrorCode::CoordinatorNotAvailable);
+        }
+    };
     let connect_timeout = Duration::from_millis(TXN_MARKER_RETRY_MS_MAX);
     let timeout = Duration::from_millis(SHARE_CALL_TIMEOUT_MS);
     let answered = broker_client::round_trip(
@@ -97,16 +99,15 @@ async fn remote(ctx: &Context, node: NodeId, call: ShareCall) -> ShareAnswer {
         ANSWER_BYTES_MAX,
     )
     .await;
-    let mut body = match answered {
+    let body = match answered {
         Ok(body) => body,
         Err(e) => {
             tracing::debug!(%node, group = call.group_id(), "share call failed: {e}");
             return call.refused(ErrorCode::CoordinatorNotAvailable);
         }
     };
-    let answer = match ResponseHeader::decode(&mut body, 0) {
-        Ok(header) if header.correlation_id == correlation_id => decode_answer(body),
-        Ok(header) => Err(format!("an answer to request {}", header.correlation_id)),
+    let answer = match broker_client::response_body(body, 0, correlation_id) {
+        Ok(body) => decode_answer(body),
         Err(e) => Err(e.to_string()),
     };
     match answer {

@@ -177,20 +177,46 @@ pub fn encode_request<R: Encodable>(
     client_id: String,
     request: &R,
 ) -> std::io::Result<BytesMut> {
-    let mut header = RequestHeader::default();
-    header.request_api_key = api_key as i16;
-    header.request_api_version = version;
-    header.correlation_id = correlation_id;
-    header.client_id = Some(StrBytes::from_string(client_id));
-    let mut frame = BytesMut::with_capacity(256);
-    frame.put_i32(0);
-    header
-        .encode(&mut frame, api_key.request_header_version(version))
-        .map_err(std::io::Error::other)?;
-    request.encode(&mut frame, version).map_err(std::io::Error::other)?;
-    let length = (frame.len() - 4) as i32;
-    frame[..4].copy_from_slice(&length.to_be_bytes());
-    Ok(frame)
+    let header = RequestFrame {
+        api_key: api_key as i16,
+        version,
+        header_version: api_key.request_header_version(version),
+        correlation_id,
+        client_id,
+    };
+    header.frame(|frame| request.encode(frame, version).map_err(std::io::Error::other))
+}
+
+/// A request frame's header fields, for a body that is not one of the codec's messages
+/// (Spate's private share call) as much as for one that is (`encode_request`).
+pub struct RequestFrame {
+    pub api_key: i16,
+    pub version: i16,
+    /// Kafka's request header version: 1 (client id) or 2 (and tagged fields).
+    pub header_version: i16,
+    pub correlation_id: i32,
+    pub client_id: String,
+}
+
+impl RequestFrame {
+    /// The frame: its length, the header, then what `body` writes.
+    pub fn frame(
+        self,
+        body: impl FnOnce(&mut BytesMut) -> std::io::Result<()>,
+    ) -> std::io::Result<BytesMut> {
+        let mut header = RequestHeader::default();
+        header.request_api_key = self.api_key;
+        header.request_api_version = self.version;
+        header.correlation_id = self.correlation_id;
+        header.client_id = Some(StrBytes::from_string(self.client_id));
+        let mut frame = BytesMut::with_capacity(256);
+        frame.put_i32(0);
+        header.encode(&mut frame, self.header_version).map_err(std::io::Error::other)?;
+        body(&mut frame)?;
+        let length = (frame.len() - 4) as i32;
+        frame[..4].copy_from_slice(&length.to_be_bytes());
+        Ok(frame)
+    }
 }
 
 /// Reads one response frame of at most `max_bytes`.
@@ -210,24 +236,36 @@ pub async fn read_frame(stream: &mut TcpStream, max_bytes: usize) -> std::io::Re
 /// Decodes a response frame's body: the header must carry `correlation_id`, and nothing may
 /// follow the response.
 pub fn decode_response<R: Decodable>(
-    mut body: Bytes,
+    body: Bytes,
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
 ) -> std::io::Result<R> {
-    let header = ResponseHeader::decode(&mut body, api_key.response_header_version(version))
-        .map_err(std::io::Error::other)?;
+    let header_version = api_key.response_header_version(version);
+    let mut body = response_body(body, header_version, correlation_id)?;
+    let response = R::decode(&mut body, version).map_err(std::io::Error::other)?;
+    if body.has_remaining() {
+        return Err(std::io::Error::other(format!("bytes after the {api_key:?} response")));
+    }
+    Ok(response)
+}
+
+/// A response frame's body after its header (Kafka's response header `header_version`),
+/// which must carry `correlation_id`.
+pub fn response_body(
+    mut body: Bytes,
+    header_version: i16,
+    correlation_id: i32,
+) -> std::io::Result<Bytes> {
+    let header =
+        ResponseHeader::decode(&mut body, header_version).map_err(std::io::Error::other)?;
     if header.correlation_id != correlation_id {
         return Err(std::io::Error::other(format!(
             "response {} to request {correlation_id}",
             header.correlation_id
         )));
     }
-    let response = R::decode(&mut body, version).map_err(std::io::Error::other)?;
-    if body.has_remaining() {
-        return Err(std::io::Error::other(format!("bytes after the {api_key:?} response")));
-    }
-    Ok(response)
+    Ok(body)
 }
 
 /// The largest response `exchange` takes (the fetchers read theirs with their own bound).
