@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Semaphore, StaticPermit};
 
@@ -64,7 +64,7 @@ use crate::metrics::ShardMetrics;
 use crate::model::ShardId;
 use crate::net::caps::PerIp;
 use crate::net::readers::Readers;
-use crate::net::socket::Socket;
+use crate::net::socket::{FrameInput, Socket};
 use crate::net::tls::TlsShared;
 use crate::security::{now_ms, Session};
 use crate::storage::log::ReadChunk;
@@ -288,7 +288,7 @@ impl Connection<'_> {
         self.run(input, Output::Tls(shared), session).await
     }
 
-    async fn run<R: AsyncRead + Unpin>(
+    async fn run<R: FrameInput>(
         self,
         input: R,
         output: Output,
@@ -320,7 +320,7 @@ enum Output {
 }
 
 /// The reader: frames off the socket, admitted one at a time in arrival order.
-async fn read_requests<R: AsyncRead + Unpin>(
+async fn read_requests<R: FrameInput>(
     services: &Rc<Services>,
     mut input: R,
     window: &Rc<Window>,
@@ -385,24 +385,31 @@ async fn read_requests<R: AsyncRead + Unpin>(
     }
 }
 
-/// Reads a frame body of `size` bytes, growing the buffer as the bytes arrive, so that a
-/// frame announced but not sent costs no more memory than what was sent: the buffer is at
-/// most about twice what arrived plus `FRAME_READ_STEP_BYTES_MIN`. (It grew in 1 MiB steps
-/// before: 1,000 connections that each announced 50 MiB and sent 100 bytes held 1 GiB.)
-async fn read_body<R: AsyncRead + Unpin>(input: &mut R, size: usize) -> std::io::Result<BytesMut> {
+/// Reads a frame body of `size` bytes. A frame that has all arrived in the socket's buffer
+/// is taken from it as it is. Otherwise the buffer grows as the bytes arrive, so that a frame
+/// announced but not sent costs no more memory than what was sent: each growth is what
+/// already arrived (in the socket's buffer and its receive queue), or what came so far
+/// (`FRAME_READ_STEP_BYTES_MIN` at first, at most `FRAME_READ_STEP_BYTES_MAX`), whichever is
+/// more; the buffer is at most about twice what arrived plus `FRAME_READ_STEP_BYTES_MIN`. (It
+/// grew in 1 MiB steps before: 1,000 connections that each announced 50 MiB and sent 100
+/// bytes held 1 GiB.) A frame that is all there is read into one buffer of its size.
+async fn read_body<R: FrameInput>(input: &mut R, size: usize) -> std::io::Result<BytesMut> {
+    if let Some(frame) = input.take_received(size) {
+        return Ok(frame);
+    }
     let mut frame = BytesMut::new();
-    while frame.len() < size {
-        let start = frame.len();
-        let step = start.clamp(FRAME_READ_STEP_BYTES_MIN, FRAME_READ_STEP_BYTES_MAX);
-        frame.resize(start + (size - start).min(step), 0);
-        let read = input.read(&mut frame[start..]).await;
-        match read {
+    let mut filled = 0;
+    while filled < size {
+        if filled == frame.len() {
+            let step = filled
+                .clamp(FRAME_READ_STEP_BYTES_MIN, FRAME_READ_STEP_BYTES_MAX)
+                .max(input.received());
+            frame.resize(filled + (size - filled).min(step), 0);
+        }
+        match input.read(&mut frame[filled..]).await {
             Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => frame.truncate(start + n),
-            Err(e) => {
-                frame.truncate(start);
-                return Err(e);
-            }
+            Ok(n) => filled += n,
+            Err(e) => return Err(e),
         }
     }
     Ok(frame)
@@ -732,5 +739,102 @@ impl Drop for Slot {
         self.activity.last_request_ms.set(now_ms());
         let elapsed_us = self.timing.received.elapsed().as_micros() as u64;
         self.timing.metrics.request_done(self.timing.api_key, elapsed_us);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context as TaskContext, Poll};
+
+    use futures_lite::AsyncRead;
+
+    use super::*;
+
+    /// A stream that has `arrived` bytes of `data` and hands them out in pieces of at most
+    /// `piece`; it records the space each read offered.
+    struct Arriving {
+        data: Vec<u8>,
+        arrived: usize,
+        read: usize,
+        piece: usize,
+        held: Option<usize>,
+        offered: Vec<(usize, usize)>,
+    }
+
+    impl AsyncRead for Arriving {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut TaskContext<'_>,
+            buf: &mut [u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let this = self.get_mut();
+            this.offered.push((this.read, buf.len()));
+            let n = buf.len().min(this.piece).min(this.arrived - this.read);
+            buf[..n].copy_from_slice(&this.data[this.read..this.read + n]);
+            this.read += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl FrameInput for Arriving {
+        fn take_received(&mut self, size: usize) -> Option<BytesMut> {
+            let held = self.held?;
+            (held >= size).then(|| {
+                self.read += size;
+                BytesMut::from(&self.data[..size])
+            })
+        }
+
+        fn received(&self) -> usize {
+            self.arrived - self.read
+        }
+    }
+
+    fn read(input: &mut Arriving, size: usize) -> std::io::Result<BytesMut> {
+        futures::executor::block_on(read_body(input, size))
+    }
+
+    fn arriving(data: &[u8], arrived: usize, piece: usize) -> Arriving {
+        let data = data.to_vec();
+        Arriving { data, arrived, read: 0, piece, held: None, offered: Vec::new() }
+    }
+
+    /// A frame that has all arrived is read into one buffer of its size, whatever pieces
+    /// the stream hands out; one held whole is taken as it is.
+    #[test]
+    fn a_frame_that_has_arrived_is_read_into_one_buffer_of_its_size() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        for piece in [1_000, 64 * 1024, 3_000_000] {
+            let mut input = arriving(&data, data.len(), piece);
+            assert_eq!(&read(&mut input, data.len()).unwrap()[..], &data[..]);
+            assert!(input.offered.iter().all(|&(_, space)| space <= data.len()));
+            // One buffer: every read offers the rest of it.
+            assert!(input.offered.iter().all(|&(at, space)| at + space == data.len()));
+        }
+        let mut held = arriving(&data[..100], 100, 100);
+        held.held = Some(100);
+        assert_eq!(&read(&mut held, 100).unwrap()[..], &data[..100]);
+        assert!(held.offered.is_empty(), "taken without a read");
+    }
+
+    /// A frame announced large of which little arrived never gets a buffer much larger than
+    /// what arrived: at most about twice that plus the first step, and the stream's end
+    /// before the frame's is an error.
+    #[test]
+    fn a_frame_announced_but_not_sent_costs_what_was_sent() {
+        let announced = 50 * 1024 * 1024;
+        let data = vec![7u8; announced];
+        for (arrived, piece) in [(100, 100), (300_000, 1_000), (3_000_000, 50_000)] {
+            let mut input = arriving(&data, arrived, piece);
+            let outcome = read(&mut input, announced).map_err(|e| e.kind());
+            assert_eq!(outcome.map(|f| f.len()), Err(std::io::ErrorKind::UnexpectedEof));
+            for &(at, space) in &input.offered {
+                assert!(
+                    at + space <= 2 * arrived.max(at) + FRAME_READ_STEP_BYTES_MIN,
+                    "{arrived} arrived, a read at {at} offered {space}"
+                );
+            }
+        }
     }
 }

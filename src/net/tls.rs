@@ -129,6 +129,9 @@ impl TlsInput {
     }
 }
 
+/// Plaintext is read through rustls: no frame is taken whole from a buffer here.
+impl crate::net::socket::FrameInput for TlsInput {}
+
 impl AsyncRead for TlsInput {
     fn poll_read(
         self: Pin<&mut Self>,
