@@ -108,6 +108,9 @@ pub const SHARE_FETCH_RECHECK_MS: u64 = 50;
 /// answer a share call (`group::share_call`): an acquisition or acknowledgement waits for its
 /// replicated write there, which a slow follower can hold up to `replica.lag.time.max.ms`.
 pub const SHARE_CALL_TIMEOUT_MS: u64 = 35_000;
+/// How long DescribeShareGroupOffsets waits for another node's high watermarks (its lags):
+/// well inside the Admin client's 30 s request timeout; past it those lags are -1.
+pub const SHARE_LAG_CALL_TIMEOUT_MS: u64 = 5_000;
 
 /// Idle connections a shard keeps to each other broker for share calls; more are opened
 /// when more calls are in flight at once, and closed after.

@@ -13,7 +13,8 @@ again (those in flight at the kill may come again, with a higher delivery count)
 killed node comes back and leads its partition again while the old leader lives: the
 members follow the leader the NOT_LEADER_OR_FOLLOWER answers name, and read on. The
 leaders' calls of the coordinator, Spate's private request between brokers, are checked on
-the wire. Every wait is bounded.
+the wire. The Admin client's share lags are those of each partition's leader, also where
+the coordinator's node holds no replica. Every wait is bounded.
 """
 
 import struct
@@ -158,6 +159,67 @@ def test_share_consumers_read_a_cluster_and_survive_the_kill_of_the_coordinator(
     wait_for("each share partition's start at its last end",
              lambda: starts(java_share, brokers, group) == {p: 80 for p in partitions},
              timeout=TIMEOUT_S)
+
+    # Each partition's lag (DescribeShareGroupOffsets v1, KIP-1226): the coordinator's node
+    # asks the high watermarks of the partitions the other two lead of them (-1, shown as
+    # null, before). None once everything is acknowledged; then, with the members gone, the
+    # records nobody read.
+    wait_for("no lag once every record is acknowledged",
+             lambda: lags(java_share, brokers, group) == {p: 0 for p in partitions},
+             timeout=TIMEOUT_S)
+    a.kill()
+    b.kill()
+    _, errors = produce(nodes, topic, partitions, 5, "unread")
+    assert errors == [], errors
+    wait_for("a lag of the records nobody read",
+             lambda: lags(java_share, brokers, group) == {p: 5 for p in partitions},
+             timeout=TIMEOUT_S)
+
+
+@pytest.mark.timeout(300)
+def test_share_lags_of_partitions_other_nodes_lead(spate_factory, members, java_share):
+    """DescribeShareGroupOffsets v1's lag (KIP-1226) of every partition of a topic of
+    replication factor 1 whose three partitions the three nodes lead: the coordinator's node
+    holds no replica of two of them and asks their leaders for the high watermarks (those
+    lags were -1, shown as null, before)."""
+    from confluent_kafka.admin import NewTopic
+
+    nodes, _ = replicated_cluster(spate_factory, *SHARE_OPTIONS)
+    topic, group = "lags", f"sg-{uuid.uuid4().hex[:8]}"
+    partitions = [0, 1, 2]
+    client = admin(nodes[0])
+    created = client.create_topics([NewTopic(topic, 3, 1)], operation_timeout=30,
+                                   request_timeout=40)
+    created[topic].result(timeout=45)
+    states = wait_for("the topic on every node",
+                      lambda: all_in_sync(nodes, topic, 3, replicas=1))
+    owner = wait_for("a coordinator all three agree on", lambda: coordinator(nodes, group))
+    elsewhere = [p for p, s in states.items() if s[1] != owner]
+    assert elsewhere, f"every partition on the coordinator's node {owner}: {states}"
+    brokers = Bootstrap(nodes)
+    read_from_earliest(brokers, group)
+    first, errors = produce(nodes, topic, partitions, 10, "read")
+    assert errors == [], errors
+    member = members(brokers, group, topic)
+    values = {v for p in partitions for v in first[p]}
+    wait_for("every record acknowledged", lambda: confirmed(member) >= values,
+             timeout=TIMEOUT_S)
+    wait_for("no lag once every record is acknowledged",
+             lambda: lags(java_share, brokers, group) == {p: 0 for p in partitions},
+             timeout=TIMEOUT_S)
+    member.kill()
+    _, errors = produce(nodes, topic, partitions, 5, "unread")
+    assert errors == [], errors
+    wait_for("a lag of the records nobody read",
+             lambda: lags(java_share, brokers, group) == {p: 5 for p in partitions},
+             timeout=TIMEOUT_S)
+
+
+def lags(java_share, brokers, group):
+    """Each share partition's lag as the Admin client lists it, by partition (None: not
+    known)."""
+    described = share_admin(java_share, brokers, group)[1] or {}
+    return {int(p): lag for p, lag in (described.get("lags") or {}).items()}
 
 
 def leaders_alive(nodes, topic, dead):
