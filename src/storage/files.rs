@@ -92,6 +92,24 @@ impl Drop for Buffered {
     }
 }
 
+/// Turns the kernel's readahead off for a buffered descriptor (`POSIX_FADV_RANDOM`): a
+/// `sendfile` then reads from the disk what it sends and no more, at most
+/// `SENDFILE_CALL_BYTES_MAX` at a time per reader thread. With the device's readahead (8 MiB
+/// windows on this machine's disk, `read_ahead_kb`) a catch-up consumer kept the device's
+/// queue full of large reads, and produce's O_DIRECT writes waited behind them: beside a
+/// consumer reading a cold 3 GiB backlog, 5% of a 1,000/s producer's requests took over 1 ms
+/// inside the broker, against 0.05% alone; without readahead 0.07%, while the backlog was
+/// read at about the same speed (3 GiB in 8.1-8.4 s, against 5.4-9.7 s). Best effort: a
+/// refusal only leaves readahead on.
+fn no_readahead(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an advice on a descriptor `file` keeps open; no pointers.
+    let advised = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+    if advised != 0 {
+        tracing::debug!("posix_fadvise(POSIX_FADV_RANDOM) refused: error {advised}");
+    }
+}
+
 /// What the cache did since start, for the shutdown line and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FileStats {
@@ -216,6 +234,7 @@ impl OpenFiles {
             return Ok(None);
         }
         let file = std::fs::File::open(path)?;
+        no_readahead(&file);
         self.buffered_live.fetch_add(1, Ordering::Relaxed);
         let file = Arc::new(Buffered { file, live: self.buffered_live.clone() });
         self.opened.set(self.opened.get() + 1);
