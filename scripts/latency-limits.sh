@@ -176,8 +176,14 @@ rm -f "$DONE_FLAG"
     taskset -c "$LOAD_CPUS" "$BENCH_BIN" consume -b "127.0.0.1:$PORT" -q --topic backlog \
       --from earliest -n $((BACKLOG_GB * 1024 * 1024)) --duration 300s --warmup 0s \
       >"$OUT/catch-up-$pass.txt" 2>&1 || true
-    printf 'catch-up consumer pass %d: %s GiB in %.1f s\n' "$pass" "$BACKLOG_GB" \
-      "$(echo "$(date +%s.%N) - $began" | bc)" >>"$OUT/catch-up.txt"
+    took=$(echo "$(date +%s.%N) - $began" | bc)
+    if [[ -e "$DONE_FLAG" ]]; then
+      printf 'catch-up consumer pass %d: stopped with the producer after %.1f s\n' "$pass" \
+        "$took" >>"$OUT/catch-up.txt"
+    else
+      printf 'catch-up consumer pass %d: %s GiB in %.1f s\n' "$pass" "$BACKLOG_GB" "$took" \
+        >>"$OUT/catch-up.txt"
+    fi
   done
 ) &
 CONSUMER=$!
