@@ -11,11 +11,11 @@
 //! small frame) receives into the shard's one scratch buffer, takes what it asked for, and
 //! keeps the rest (the next frames of a pipelined client) in a buffer of exactly that size,
 //! freed once read. A frame whose bytes are all in that buffer is handed out as a piece of
-//! it (`FrameInput::take_received`), not copied again. A connection waiting for bytes holds no buffer at all: glommio's
-//! unbuffered receive needs the buffer only during the `recv` call, and waits for readiness
-//! with an io_uring poll. A 64 KiB buffer per connection (glommio's `Preallocated`, as
-//! before) cost 640 MiB for 10,000 idle connections once the allocator had handed out used
-//! (and so zeroed) memory, 855 MiB of broker RSS in all.
+//! it (`FrameInput::take_received`), not copied again. A connection waiting for bytes holds
+//! no buffer at all: glommio's unbuffered receive needs the buffer only during the `recv`
+//! call, and waits for readiness with an io_uring poll. A 64 KiB buffer per connection
+//! (glommio's `Preallocated`, as before) cost 640 MiB for 10,000 idle connections once the
+//! allocator had handed out used (and so zeroed) memory, 855 MiB of broker RSS in all.
 
 use std::cell::RefCell;
 use std::io;
