@@ -164,16 +164,7 @@ def test_share_consumers_read_a_cluster_and_survive_the_kill_of_the_coordinator(
     # asks the high watermarks of the partitions the other two lead of them (-1, shown as
     # null, before). None once everything is acknowledged; then, with the members gone, the
     # records nobody read.
-    wait_for("no lag once every record is acknowledged",
-             lambda: lags(java_share, brokers, group) == {p: 0 for p in partitions},
-             timeout=TIMEOUT_S)
-    a.kill()
-    b.kill()
-    _, errors = produce(nodes, topic, partitions, 5, "unread")
-    assert errors == [], errors
-    wait_for("a lag of the records nobody read",
-             lambda: lags(java_share, brokers, group) == {p: 5 for p in partitions},
-             timeout=TIMEOUT_S)
+    lags_then_unread(java_share, nodes, topic, partitions, group, [a, b])
 
 
 @pytest.mark.timeout(300)
@@ -204,10 +195,18 @@ def test_share_lags_of_partitions_other_nodes_lead(spate_factory, members, java_
     values = {v for p in partitions for v in first[p]}
     wait_for("every record acknowledged", lambda: confirmed(member) >= values,
              timeout=TIMEOUT_S)
+    lags_then_unread(java_share, nodes, topic, partitions, group, [member])
+
+
+def lags_then_unread(java_share, nodes, topic, partitions, group, members):
+    """Every share partition's lag 0 (all acknowledged), then, with `members` gone, 5 on each
+    after 5 records nobody reads."""
+    brokers = Bootstrap(nodes)
     wait_for("no lag once every record is acknowledged",
              lambda: lags(java_share, brokers, group) == {p: 0 for p in partitions},
              timeout=TIMEOUT_S)
-    member.kill()
+    for member in members:
+        member.kill()
     _, errors = produce(nodes, topic, partitions, 5, "unread")
     assert errors == [], errors
     wait_for("a lag of the records nobody read",
