@@ -316,6 +316,11 @@ pub struct Args {
     /// redelivered; group.share.partition.max.record.locks) [default: 2000].
     #[arg(long, value_name = "N")]
     pub group_share_partition_max_record_locks: Option<i32>,
+    /// How often a waiting ShareFetch asks its group's coordinator again whether records
+    /// came free, beside being woken when they do (Spate's own; a safety net: higher means
+    /// fewer calls between brokers while share consumers wait) [default: 50].
+    #[arg(long, value_name = "MS")]
+    pub group_share_fetch_recheck_ms: Option<i32>,
     /// How long committed offsets of an empty group are kept (offsets.retention.minutes)
     /// [default: 10080, 7 days].
     #[arg(long, value_name = "MINUTES")]
@@ -407,6 +412,7 @@ struct FileConfig {
     group_share_record_lock_duration_ms: Option<i32>,
     group_share_delivery_count_limit: Option<i32>,
     group_share_partition_max_record_locks: Option<i32>,
+    group_share_fetch_recheck_ms: Option<i32>,
     offsets_retention_minutes: Option<i64>,
     offsets_topic_segment_bytes: Option<u64>,
     transaction_state_log_segment_bytes: Option<u64>,
@@ -840,6 +846,7 @@ impl Config {
                 args.group_share_partition_max_record_locks
                     .or(file.group_share_partition_max_record_locks),
                 args.group_share_assignment_interval_ms.or(file.group_share_assignment_interval_ms),
+                args.group_share_fetch_recheck_ms.or(file.group_share_fetch_recheck_ms),
             ],
         })?;
         let node_id = args.node_id.or(file.node_id);
@@ -1223,8 +1230,8 @@ struct GroupValues {
     share_max_size: Option<i32>,
     /// The share group options, in `--group-share-*` order: session timeout, heartbeat
     /// interval, record lock duration, delivery count limit, max record locks, assignment
-    /// interval.
-    share: [Option<i32>; 6],
+    /// interval, fetch recheck.
+    share: [Option<i32>; 7],
 }
 
 fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
@@ -1293,7 +1300,13 @@ fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
     if !(1..=1000).contains(&share_max_size) {
         return Err(format!("--group-share-max-size {share_max_size} must be between 1 and 1000."));
     }
-    let [share_session, share_interval, lock, limit, locks, assignment] = values.share;
+    let [share_session, share_interval, lock, limit, locks, assignment, recheck] = values.share;
+    let recheck = recheck.unwrap_or(defaults.share_fetch_recheck_ms);
+    if !(1..=3_600_000).contains(&recheck) {
+        return Err(format!(
+            "--group-share-fetch-recheck-ms {recheck} must be between 1 and 3600000."
+        ));
+    }
     let assignment = assignment.unwrap_or(defaults.share_assignment_interval_ms);
     if assignment < 0 {
         return Err(format!(
@@ -1334,6 +1347,7 @@ fn group_config(values: &GroupValues) -> Result<GroupConfig, String> {
         share_record_lock_duration_ms: lock,
         share_delivery_count_limit: limit,
         share_partition_max_record_locks: locks,
+        share_fetch_recheck_ms: recheck,
         consumer_session_timeout_ms: session,
         consumer_heartbeat_interval_ms: interval,
         consumer_assignors: assignors,

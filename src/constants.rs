@@ -100,10 +100,6 @@ pub const RETENTION_CHECK_INTERVAL_MS: u64 = 5_000;
 /// Longest a client may ask a fetch to wait; protects the broker from a wait of days.
 pub const FETCH_WAIT_MS_MAX: i32 = 60_000;
 
-/// A waiting ShareFetch looks again this often for records released or whose acquisition
-/// lock ended (new data wakes it at once through the partitions' watches).
-pub const SHARE_FETCH_RECHECK_MS: u64 = 50;
-
 /// How long a partition leader waits for a share group's coordinator on another node to
 /// answer a share call (`group::share_call`): an acquisition or acknowledgement waits for its
 /// replicated write there, which a slow follower can hold up to `replica.lag.time.max.ms`.

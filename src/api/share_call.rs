@@ -12,33 +12,25 @@
 //! brokers need). Kafka splits it otherwise (share partitions at the leader, their state sent
 //! to a share coordinator); here one place keeps a share partition's records in flight, so a
 //! leader change moves nothing, at the cost of one round trip to the coordinator per call.
-//!
-//! Request: the length and Kafka's request header v1 (API key, version 0, correlation id,
-//! client id), then the encoded call. Response: the length, the correlation id (response
-//! header v0), an error code, and the encoded answer when that is NONE.
+//! The coordinator in turn wakes the leader's waiting ShareFetches when it makes records
+//! available again (`ShareCall::Wake`, which the node serves itself). The bytes on the wire:
+//! `group::share_remote`.
 
 use std::rc::Rc;
-use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::RequestHeader;
 use kafka_protocol::protocol::Decodable;
 
 use super::{Context, Outcome, Services};
-use crate::cluster::broker_client;
-use crate::constants::{SHARE_CALL_TIMEOUT_MS, TXN_MARKER_RETRY_MS_MAX};
 use crate::group::coordinator::{GroupRequest, GroupResponse};
-use crate::group::share_call::{ShareAnswer, ShareCall, SHARE_CALL_API_KEY, SHARE_CALL_VERSION};
+use crate::group::share_call::{ShareAnswer, ShareCall, SHARE_CALL_VERSION};
+use crate::group::share_remote;
 use crate::model::{ErrorCode, NodeId};
 use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::security::Session;
 use crate::shard::internal_log::OFFSETS_TOPIC;
 use crate::storage::log::ReadChunk;
-
-/// The largest answer taken from another broker (an acquisition lists runs of offsets).
-const ANSWER_BYTES_MAX: usize = 16 << 20;
-/// Kafka's request header v1 (client id, no tagged fields); the response's is v0.
-const HEADER_VERSION: i16 = 1;
 
 /// Asks the group's coordinator: on this node over the mesh, else on its node.
 pub(super) async fn call(ctx: &Context, call: ShareCall) -> ShareAnswer {
@@ -66,70 +58,18 @@ async fn local(services: &Services, call: ShareCall) -> ShareAnswer {
     }
 }
 
-/// The call on `node` (`broker_client::round_trip`, on a kept connection):
+/// The call on `node` (`group::share_remote`, on a kept connection):
 /// COORDINATOR_NOT_AVAILABLE when it cannot be asked (clients retry, and look the
 /// coordinator up again).
 async fn remote(ctx: &Context, node: NodeId, call: ShareCall) -> ShareAnswer {
-    let correlation_id = 1;
-    let header = broker_client::RequestFrame {
-        api_key: SHARE_CALL_API_KEY,
-        version: SHARE_CALL_VERSION,
-        header_version: HEADER_VERSION,
-        correlation_id,
-        client_id: format!("spate-share-{}", ctx.shard().config.node_id.0),
-    };
-    let frame = match header.frame(|frame| {
-        call.encode(frame);
-        Ok(())
-    }) {
-        Ok(frame) => frame,
-        Err(e) => {
-            tracing::warn!("cannot encode a share call's header: {e}");
-            return call.refused(ErrorCode::CoordinatorNotAvailable);
-        }
-    };
-    let connect_timeout = Duration::from_millis(TXN_MARKER_RETRY_MS_MAX);
-    let timeout = Duration::from_millis(SHARE_CALL_TIMEOUT_MS);
-    let answered = broker_client::round_trip(
-        ctx.cluster(),
-        node,
-        &frame,
-        connect_timeout,
-        timeout,
-        ANSWER_BYTES_MAX,
-    )
-    .await;
-    let body = match answered {
-        Ok(body) => body,
-        Err(e) => {
-            tracing::debug!(%node, group = call.group_id(), "share call failed: {e}");
-            return call.refused(ErrorCode::CoordinatorNotAvailable);
-        }
-    };
-    let answer = match broker_client::response_body(body, 0, correlation_id) {
-        Ok(body) => decode_answer(body),
-        Err(e) => Err(e.to_string()),
-    };
-    match answer {
+    let from = ctx.shard().config.node_id;
+    match share_remote::send(ctx.cluster(), from, node, &call).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(code)) => call.refused(code),
         Err(e) => {
-            tracing::warn!(%node, "bad share call answer: {e}");
+            tracing::debug!(%node, group = call.group_id(), "share call failed: {e}");
             call.refused(ErrorCode::CoordinatorNotAvailable)
         }
-    }
-}
-
-/// A response body after its correlation id: the error code, then the answer when NONE.
-fn decode_answer(mut body: Bytes) -> Result<Result<ShareAnswer, ErrorCode>, String> {
-    if body.remaining() < 2 {
-        return Err("no error code".into());
-    }
-    let code = body.get_i16();
-    match ErrorCode::from_code(code) {
-        Some(ErrorCode::None) => ShareAnswer::decode(body).map(Ok).map_err(|e| e.0),
-        Some(code) => Ok(Err(code)),
-        None => Err(format!("unknown error code {code}")),
     }
 }
 
@@ -137,12 +77,12 @@ fn decode_answer(mut body: Bytes) -> Result<Result<ShareAnswer, ErrorCode>, Stri
 /// that is not one closes the connection, as a broken Kafka request does.
 pub(super) async fn serve(services: Rc<Services>, session: Rc<Session>, frame: Bytes) -> Outcome {
     let mut buf = frame;
-    let header = match RequestHeader::decode(&mut buf, HEADER_VERSION) {
+    let header = match RequestHeader::decode(&mut buf, share_remote::HEADER_VERSION) {
         Ok(header) => header,
         Err(e) => return Outcome::Close(format!("bad share call header: {e}")),
     };
     let (version, correlation_id) = (header.request_api_version, header.correlation_id);
-    if version != SHARE_CALL_VERSION {
+    if !(0..=SHARE_CALL_VERSION).contains(&version) {
         return Outcome::Close(format!("unsupported share call version {version}"));
     }
     if !services.cluster.clustered() {
@@ -162,7 +102,15 @@ pub(super) async fn serve(services: Rc<Services>, session: Rc<Session>, frame: B
             Ok(call) => call,
             Err(e) => return Outcome::Close(format!("bad share call: {e}")),
         };
-        let answer = local(&services, call).await;
+        let answer = match call {
+            // A coordinator freed records of partitions this node leads: the ShareFetches
+            // waiting on them look again.
+            ShareCall::Wake { partitions, .. } => {
+                services.partitions.wake(partitions).await;
+                ShareAnswer::Woken
+            }
+            call => local(&services, call).await,
+        };
         out.put_i16(ErrorCode::None.code());
         answer.encode(&mut out);
     } else {

@@ -14,10 +14,11 @@
 //! only the batch headers are read).
 //!
 //! Waiting: with nothing acquired and `max_wait_ms` left, the fetch waits for new data on its
-//! partitions (their watches, as Fetch does) or `SHARE_FETCH_RECHECK_MS`, whichever comes
-//! first, and asks again. Records released or whose lock ended wake it at once: the
-//! coordinator wakes the watches of their partitions (`Partitions::wake`); the recheck
-//! covers a release that lands between the read and the watch.
+//! partitions (their watches, as Fetch does) or `--group-share-fetch-recheck-ms` (50),
+//! whichever comes first, and asks again. Records released or whose lock ended wake it at
+//! once: the coordinator wakes the watches of their partitions (`Partitions::wake`), on its
+//! own node and, clustered, on the node that leads them (`ShareCall::Wake`); the recheck
+//! covers a release that lands between the read and the watch, and a wake that was lost.
 //!
 //! Clustered, the request comes to the leader of its partitions and the coordinator is
 //! usually on another node: the calls go there (`share_call`).
@@ -37,7 +38,7 @@ use super::share_common::{self, check_request, named_partitions, resolve};
 use super::{Context, Outcome};
 use crate::constants::{
     BATCH_HEADER_BYTES, FETCH_WAIT_MS_MAX, SHARE_FETCH_MAX_RECORDS_DEFAULT,
-    SHARE_FETCH_PARTITION_BYTES_MAX, SHARE_FETCH_RECHECK_MS,
+    SHARE_FETCH_PARTITION_BYTES_MAX,
 };
 use crate::group::assignor::TopicId;
 use crate::group::share::{FetchOpen, FetchOpened, FetchPlan, ShareRead};
@@ -198,7 +199,8 @@ pub async fn handle(ctx: &Context, body: Bytes) -> Outcome {
             .iter()
             .map(|(tp, r)| (tp.clone(), Seen::HighWatermark(Offset(r.high_watermark))))
             .collect();
-        let recheck = Duration::from_millis(SHARE_FETCH_RECHECK_MS).min(deadline - now);
+        let recheck_ms = ctx.shard().config.groups.share_fetch_recheck_ms.max(1) as u64;
+        let recheck = Duration::from_millis(recheck_ms).min(deadline - now);
         if let Some(wait) = ctx.partitions().watch(seen, recheck).await {
             let _ = wait.done.await;
         }

@@ -73,6 +73,7 @@ use crate::group::share::{
 };
 use crate::group::share_call::{ShareAnswer, ShareCall};
 use crate::group::share_partition::DeadLetterProducer;
+use crate::group::share_remote;
 use crate::group::state::{
     CommitPartition, CommitRequest, DescribedGroup, FetchedOffset, GroupConfig, Groups,
     HeartbeatRequest, JoinRequest, JoinResponse, LeaveMember, LeaveResponse, ListedGroup,
@@ -293,6 +294,17 @@ pub struct Coordinator {
     /// Wakes the dead-letter writer (`write_dead_letters`) when records were archived.
     dead_letter_wake: RefCell<Option<futures::channel::mpsc::UnboundedSender<()>>>,
     dead_letter_task: RefCell<Option<glommio::task::JoinHandle<()>>>,
+    /// Clustered: the partitions whose waiting ShareFetches another node is still to be
+    /// woken for (`wake_fetches`), by the node that leads them.
+    remote_wakes: RefCell<HashMap<NodeId, RemoteWake>>,
+}
+
+/// The wake of one other node's ShareFetches: the partitions still to name, and whether a
+/// call to it is on its way (the next one takes what freed meanwhile).
+#[derive(Default)]
+struct RemoteWake {
+    partitions: BTreeSet<TopicPartition>,
+    sending: bool,
 }
 
 /// A partition of `__consumer_offsets` whose groups this coordinator serves.
@@ -379,6 +391,7 @@ impl Coordinator {
             cluster,
             dead_letter_wake: RefCell::new(None),
             dead_letter_task: RefCell::new(None),
+            remote_wakes: RefCell::new(HashMap::new()),
             home,
             mesh,
         }
@@ -834,8 +847,7 @@ impl Coordinator {
             // again now rather than at their next recheck.
             let freed = shares.take_freed();
             if !freed.is_empty() {
-                let partitions = self.partitions.clone();
-                glommio::spawn_local(async move { partitions.wake(freed).await }).detach();
+                self.wake_fetches(freed);
             }
             let deadline = match (state.next_deadline(), shares.next_deadline()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -854,6 +866,55 @@ impl Coordinator {
             }
         }
         self.persist(records, wait)
+    }
+
+    /// Wakes the ShareFetches waiting on partitions whose records were made available again:
+    /// this node's at once, and clustered, those on each other node that leads some of them
+    /// (a client sends its ShareFetch to the partition's leader) with a `ShareCall::Wake`,
+    /// one call at a time per node; what frees while one is on its way goes in the next. A
+    /// wake that fails is left to the fetches' recheck.
+    fn wake_fetches(self: &Rc<Self>, freed: Vec<TopicPartition>) {
+        let mut start = Vec::new();
+        {
+            let mut wakes = self.remote_wakes.borrow_mut();
+            for tp in &freed {
+                let Some(node) = self.remote_leader(tp) else { continue };
+                let wake = wakes.entry(node).or_default();
+                wake.partitions.insert(tp.clone());
+                if !wake.sending {
+                    wake.sending = true;
+                    start.push(node);
+                }
+            }
+        }
+        for node in start {
+            let this = self.clone();
+            glommio::spawn_local(async move { this.send_wakes(node).await }).detach();
+        }
+        let partitions = self.partitions.clone();
+        glommio::spawn_local(async move { partitions.wake(freed).await }).detach();
+    }
+
+    /// Sends `node` the wakes queued for it until none are left.
+    async fn send_wakes(self: Rc<Self>, node: NodeId) {
+        loop {
+            let partitions = {
+                let mut wakes = self.remote_wakes.borrow_mut();
+                let Some(wake) = wakes.get_mut(&node) else { return };
+                if wake.partitions.is_empty() {
+                    wakes.remove(&node);
+                    return;
+                }
+                std::mem::take(&mut wake.partitions)
+            };
+            let call = ShareCall::Wake { partitions: partitions.into_iter().collect() };
+            let from = self.home.config.node_id;
+            match share_remote::send(&self.cluster, from, node, &call).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(code)) => tracing::debug!(%node, ?code, "share fetch wake refused"),
+                Err(e) => tracing::debug!(%node, "share fetch wake not sent: {e}"),
+            }
+        }
     }
 
     /// A receiver that fires when everything queued so far is written (None: nothing queued).
@@ -1387,6 +1448,12 @@ impl Coordinator {
                     }
                 }
                 ShareAnswer::Acknowledged(result)
+            }
+            // Served by the node that gets it (`api::share_call`); here for a call on this
+            // node's own mesh, which wakes the same fetches.
+            ShareCall::Wake { partitions } => {
+                self.partitions.wake(partitions).await;
+                ShareAnswer::Woken
             }
         }
     }

@@ -33,6 +33,7 @@ pub mod records;
 pub mod share;
 pub mod share_call;
 pub mod share_partition;
+pub mod share_remote;
 pub mod state;
 pub mod timers;
 pub mod txn_offsets;

@@ -1236,7 +1236,7 @@ fn window_full(partition: &SharePartition, max_locks: i64) -> bool {
 /// take something: a record Available again, or room in the in-flight window again (the
 /// start moved), so that records past the end may be taken. Without the second, fetches
 /// waiting while four members held the whole window of a topic that already had every
-/// record slept until their recheck (`SHARE_FETCH_RECHECK_MS`) after each acknowledgement.
+/// record slept until their recheck (`--group-share-fetch-recheck-ms`) after each acknowledgement.
 fn frees(partition: &SharePartition, was_full: bool, max_locks: i64, now_ms: i64) -> bool {
     partition.fetch_offset(now_ms) < partition.end_offset()
         || (was_full && !window_full(partition, max_locks))

@@ -11,6 +11,10 @@
 //! API version; a decoder refuses anything malformed, and checks every length against the
 //! bytes left before it allocates.
 //!
+//! One call goes the other way: `Wake`, from a coordinator to a node that leads partitions
+//! whose records it made available again (released, or their locks ended), so that the
+//! ShareFetches waiting there look again at once rather than at their next recheck.
+//!
 //! Pure: no I/O.
 
 use std::sync::Arc;
@@ -25,8 +29,10 @@ use crate::model::{ErrorCode, NodeId, TopicPartition};
 /// The API key of the private request between brokers that carries a `ShareCall` (outside
 /// Kafka's range, so that no Kafka request is ever taken for it).
 pub const SHARE_CALL_API_KEY: i16 = 32_000;
-/// The one version of its encoding.
-pub const SHARE_CALL_VERSION: i16 = 0;
+/// The highest version of its encoding served here: 0 carries the calls of a ShareFetch or
+/// ShareAcknowledge, 1 adds `Wake`. A call goes at the lowest version that has it
+/// (`ShareCall::version`), so that a node not upgraded yet still serves the others.
+pub const SHARE_CALL_VERSION: i16 = 1;
 
 /// One call to a share group's coordinator.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +45,10 @@ pub enum ShareCall {
     Acquire { group_id: String, member_id: String, reads: Vec<ShareRead>, max_records: usize },
     /// ShareAcknowledge.
     Acknowledge(AckRequest),
+    /// From a coordinator to a leader: records of `partitions` are available again (in
+    /// whichever groups); wake the ShareFetches waiting on them. Served by the node, not by
+    /// a coordinator.
+    Wake { partitions: Vec<TopicPartition> },
 }
 
 /// The coordinator's answer to a `ShareCall`, variant for variant.
@@ -48,14 +58,25 @@ pub enum ShareAnswer {
     Plan(Vec<FetchPlan>),
     Acquired(Vec<(TopicPartition, Vec<Acquired>)>),
     Acknowledged(Result<Vec<(TopicPartition, ErrorCode)>, ErrorCode>),
+    Woken,
 }
 
 impl ShareCall {
+    /// The group the call is about ("" for a `Wake`, which is about partitions).
     pub fn group_id(&self) -> &str {
         match self {
             ShareCall::Open(open) => &open.group_id,
             ShareCall::Plan { group_id, .. } | ShareCall::Acquire { group_id, .. } => group_id,
             ShareCall::Acknowledge(ack) => &ack.group_id,
+            ShareCall::Wake { .. } => "",
+        }
+    }
+
+    /// The version of the private request this call goes in (see `SHARE_CALL_VERSION`).
+    pub fn version(&self) -> i16 {
+        match self {
+            ShareCall::Wake { .. } => 1,
+            _ => 0,
         }
     }
 
@@ -70,6 +91,7 @@ impl ShareCall {
             ShareCall::Plan { .. } => ShareAnswer::Plan(Vec::new()),
             ShareCall::Acquire { .. } => ShareAnswer::Acquired(Vec::new()),
             ShareCall::Acknowledge(_) => ShareAnswer::Acknowledged(Err(code)),
+            ShareCall::Wake { .. } => ShareAnswer::Woken,
         }
     }
 
@@ -105,6 +127,10 @@ impl ShareCall {
                 out.put_i32(ack.session_epoch);
                 put_list(out, &ack.partitions, put_session_partition);
             }
+            ShareCall::Wake { partitions } => {
+                out.put_u8(4);
+                put_list(out, partitions, put_tp);
+            }
         }
     }
 
@@ -138,6 +164,7 @@ impl ShareCall {
                 session_epoch: get_i32(buf)?,
                 partitions: get_list(buf, get_session_partition)?,
             }),
+            4 => ShareCall::Wake { partitions: get_list(buf, get_tp)? },
             other => return Err(WireError(format!("unknown share call {other}"))),
         };
         finish(buf)?;
@@ -178,6 +205,7 @@ impl ShareAnswer {
                 out.put_u8(4);
                 out.put_i16(code.code());
             }
+            ShareAnswer::Woken => out.put_u8(5),
         }
     }
 
@@ -205,6 +233,7 @@ impl ShareAnswer {
             })?),
             3 => ShareAnswer::Acknowledged(Ok(get_list(buf, get_tp_code)?)),
             4 => ShareAnswer::Acknowledged(Err(get_code(buf)?)),
+            5 => ShareAnswer::Woken,
             other => return Err(WireError(format!("unknown share answer {other}"))),
         };
         finish(buf)?;
@@ -477,6 +506,7 @@ mod tests {
                 session_epoch: -1,
                 partitions: vec![partition],
             }),
+            ShareCall::Wake { partitions: vec![tp("a", 0), tp("b", 3)] },
         ]
     }
 
@@ -510,6 +540,7 @@ mod tests {
             )]),
             ShareAnswer::Acknowledged(Ok(vec![(tp("a", 0), ErrorCode::None)])),
             ShareAnswer::Acknowledged(Err(ErrorCode::ShareSessionNotFound)),
+            ShareAnswer::Woken,
         ]
     }
 
@@ -567,6 +598,15 @@ mod tests {
     }
 
     #[test]
+    fn a_call_goes_at_the_lowest_version_that_has_it() {
+        for call in calls() {
+            let wanted = if matches!(call, ShareCall::Wake { .. }) { 1 } else { 0 };
+            assert_eq!(call.version(), wanted, "{call:?}");
+            assert!(call.version() <= SHARE_CALL_VERSION);
+        }
+    }
+
+    #[test]
     fn a_refused_call_hands_nothing_out() {
         for call in calls() {
             match call.refused(ErrorCode::NotCoordinator) {
@@ -579,6 +619,7 @@ mod tests {
                 ShareAnswer::Acknowledged(result) => {
                     assert_eq!(result, Err(ErrorCode::NotCoordinator))
                 }
+                ShareAnswer::Woken => assert!(matches!(call, ShareCall::Wake { .. })),
             }
         }
     }

@@ -56,6 +56,9 @@ pub struct GroupConfig {
     pub share_delivery_count_limit: i32,
     /// group.share.partition.max.record.locks: in-flight records of one share partition
     pub share_partition_max_record_locks: i32,
+    /// How often a waiting ShareFetch asks its coordinator again (Spate's own; it is also
+    /// woken when records come free)
+    pub share_fetch_recheck_ms: i32,
 }
 
 impl Default for GroupConfig {
@@ -81,6 +84,7 @@ impl Default for GroupConfig {
             share_record_lock_duration_ms: 30_000,
             share_delivery_count_limit: 5,
             share_partition_max_record_locks: 2_000,
+            share_fetch_recheck_ms: 50,
         }
     }
 }

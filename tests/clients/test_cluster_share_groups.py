@@ -14,10 +14,12 @@ killed node comes back and leads its partition again while the old leader lives:
 members follow the leader the NOT_LEADER_OR_FOLLOWER answers name, and read on. The
 leaders' calls of the coordinator, Spate's private request between brokers, are checked on
 the wire. The Admin client's share lags are those of each partition's leader, also where
-the coordinator's node holds no replica. Every wait is bounded.
+the coordinator's node holds no replica. Records the coordinator makes available again wake
+the fetches waiting for them on the partition's leader. Every wait is bounded.
 """
 
 import struct
+import time
 import uuid
 
 import pytest
@@ -221,6 +223,73 @@ def lags(java_share, brokers, group):
     return {int(p): lag for p, lag in (described.get("lags") or {}).items()}
 
 
+@pytest.mark.timeout(300)
+def test_records_made_available_wake_fetches_waiting_on_their_leader(spate_factory, java_share,
+                                                                     tmp_path):
+    """Records the coordinator makes available again wake the ShareFetches waiting for them
+    on the partition's leader, another node, at once (`ShareCall::Wake`). One member holds
+    every record of a one-partition topic (it stops polling), a second member's ShareFetch
+    waits on the leader (fetch.max.wait.ms 30 s), then the first closes and its records go
+    back. The fetches' recheck is set to ten minutes, so without the wake the records would
+    reach the second member only when its wait ends, some 25 s after the close."""
+    from confluent_kafka.admin import NewTopic
+
+    nodes, by_id = replicated_cluster(
+        spate_factory, "--group-share-record-lock-duration-ms", "120000",
+        "--group-share-heartbeat-interval-ms", "500", "--group-share-session-timeout-ms", "8000",
+        "--group-share-fetch-recheck-ms", "600000")
+    topic = "wake"
+    client = admin(nodes[0])
+    created = client.create_topics([NewTopic(topic, 1, 1)], operation_timeout=30,
+                                   request_timeout=40)
+    created[topic].result(timeout=45)
+    states = wait_for("the topic on every node",
+                      lambda: all_in_sync(nodes, topic, 1, replicas=1))
+    leader = states[0][1]
+    # A group whose coordinator is not the partition's leader.
+    group = None
+    for _ in range(30):
+        candidate = f"sg-{uuid.uuid4().hex[:8]}"
+        owner = wait_for("a coordinator all three agree on",
+                         lambda c=candidate: coordinator(nodes, c))
+        if owner != leader:
+            group = candidate
+            break
+    assert group, f"every group tried is coordinated by the leader {leader}"
+    brokers = Bootstrap(nodes)
+    read_from_earliest(brokers, group)
+    sent, errors = produce(nodes, topic, [0], 10, "held")
+    assert errors == [], errors
+    values = set(sent[0])
+
+    holder = ShareMember(java_share, brokers, group, topic, "hold", tmp_path,
+                         {"max.poll.records": "100"})
+    waiter = None
+    try:
+        wait_for("every record held by the first member",
+                 lambda: {v for v, *_ in delivered([holder])} >= values, timeout=TIMEOUT_S)
+        waiter = ShareMember(java_share, brokers, group, topic, "accept", tmp_path,
+                             {"max.poll.records": "100", "fetch.max.wait.ms": "30000"})
+        wait_for("both members assigned the partition",
+                 lambda: assigned(java_share, brokers, group) == [[0], [0]], timeout=TIMEOUT_S)
+        time.sleep(5)  # its ShareFetch at the leader, waiting
+        assert delivered([waiter]) == []
+        holder.stop()  # closes: the records it holds go back
+        wait_for("the released records delivered to the waiting member",
+                 lambda: {v for v, *_ in delivered([waiter])} >= values, timeout=15)
+        assert {d for *_, d in delivered([waiter])} == {2}
+    finally:
+        holder.kill()
+        if waiter:
+            waiter.kill()
+
+
+def assigned(java_share, brokers, group):
+    """Each member's assigned partitions as the Admin client describes the group."""
+    described = share_admin(java_share, brokers, group)[1] or {}
+    return sorted(sorted(partitions) for _, partitions in described.get("members") or [])
+
+
 def leaders_alive(nodes, topic, dead):
     states = partition_states(nodes, topic)
     return bool(states) and all(s[0] == 0 and s[1] not in (-1, dead) for s in states.values())
@@ -300,6 +369,13 @@ def share_plan_call(version=0, kind=1):
     return wire.frame(wire.request_header(SHARE_CALL, version, 7) + body)
 
 
+def share_wake_call(topic=b"t", partition=0):
+    """A coordinator's wake of the fetches waiting on one partition (kind 4, version 1)."""
+    body = bytes([4]) + struct.pack(">I", 1)
+    body += struct.pack(">I", len(topic)) + topic + struct.pack(">i", partition)
+    return wire.frame(wire.request_header(SHARE_CALL, 1, 7) + body)
+
+
 def quorum_of_one(spate_factory, *extra):
     port = free_port()
     return spate_factory("--node-id", "1", "--controller-listen", f"127.0.0.1:{port}",
@@ -309,8 +385,8 @@ def quorum_of_one(spate_factory, *extra):
 def test_the_share_call_between_brokers_is_checked(spate_factory):
     """A clustered node answers a well-formed share call (here: a plan for a session it does
     not have, so nothing to read) with its correlation id, NONE and the encoded answer, and
-    keeps the connection; a call it cannot decode, or of a version it does not know, closes
-    the connection, as a broken Kafka request does; a single node takes none. With the
+    keeps the connection, and so a coordinator's wake (version 1); a call it cannot decode,
+    or of a version it does not know, closes the connection, as a broken Kafka request does; a single node takes none. With the
     authorizer on, a client that is not a broker gets CLUSTER_AUTHORIZATION_FAILED."""
     node = quorum_of_one(spate_factory)
     sock = wire.connect(node.port)
@@ -321,10 +397,14 @@ def test_the_share_call_between_brokers_is_checked(spate_factory):
             assert correlation_id == 7
             # Error NONE, then ShareAnswer::Plan (tag 1) with no partition (count 0).
             assert rest == struct.pack(">hBI", 0, 1, 0), rest
+        # A wake (version 1): NONE, then ShareAnswer::Woken (tag 5), on the same connection.
+        sock.sendall(share_wake_call())
+        correlation_id, rest = wire.read_response(sock)
+        assert (correlation_id, rest) == (7, struct.pack(">hB", 0, 5))
     finally:
         sock.close()
-    for broken in (share_plan_call(kind=9), share_plan_call(version=1),
-                   share_plan_call()[:-2]):
+    for broken in (share_plan_call(kind=9), share_plan_call(version=2),
+                   share_plan_call(version=-1), share_plan_call()[:-2], share_wake_call()[:-1]):
         sock = wire.connect(node.port)
         try:
             body = broken[4:]
