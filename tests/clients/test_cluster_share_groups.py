@@ -386,8 +386,9 @@ def test_the_share_call_between_brokers_is_checked(spate_factory):
     """A clustered node answers a well-formed share call (here: a plan for a session it does
     not have, so nothing to read) with its correlation id, NONE and the encoded answer, and
     keeps the connection, and so a coordinator's wake (version 1); a call it cannot decode,
-    or of a version it does not know, closes the connection, as a broken Kafka request does; a single node takes none. With the
-    authorizer on, a client that is not a broker gets CLUSTER_AUTHORIZATION_FAILED."""
+    or of a version it does not know, closes the connection, as a broken Kafka request does;
+    a single node takes none. With the authorizer on, a client that is not a broker gets
+    CLUSTER_AUTHORIZATION_FAILED."""
     node = quorum_of_one(spate_factory)
     sock = wire.connect(node.port)
     try:
