@@ -162,8 +162,7 @@ fn remote_leader(ctx: &Context, tp: &TopicPartition) -> Option<NodeId> {
     if !ctx.cluster().clustered() {
         return None;
     }
-    let leader = ctx.shard().catalog.borrow().get(&tp.topic).and_then(|m| m.leader(tp.partition));
-    leader.filter(|leader| *leader != ctx.shard().config.node_id)
+    ctx.shard().catalog.borrow().leader_other_than(tp, ctx.shard().config.node_id)
 }
 
 /// The high watermarks of `partitions` on their leader `leader`, another node: a consumer's

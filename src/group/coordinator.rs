@@ -1147,8 +1147,7 @@ impl Coordinator {
         if !self.clustered {
             return None;
         }
-        let leader = self.home.catalog.borrow().get(&tp.topic).and_then(|m| m.leader(tp.partition));
-        leader.filter(|leader| *leader != self.home.config.node_id)
+        self.home.catalog.borrow().leader_other_than(tp, self.home.config.node_id)
     }
 
     /// A dead letter's write to the leader of `tp` on another node: an acks=all Produce v9, as

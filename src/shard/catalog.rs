@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::dynamic_config::{self, DynamicConfigs};
 use crate::model::topic::TopicConfig;
-use crate::model::{LeaderEpoch, NodeId, PartitionEpoch};
+use crate::model::{LeaderEpoch, NodeId, PartitionEpoch, TopicPartition};
 use crate::shard::internal_log::INTERNAL_TOPICS;
 
 pub const META_DIR: &str = "__spate_meta";
@@ -142,6 +142,13 @@ struct TopicRecord {
 impl Catalog {
     pub fn get(&self, name: &str) -> Option<&TopicMeta> {
         self.topics.get(name)
+    }
+
+    /// The leader of `tp` when that is a node other than `me` (None: `me` leads it, or no
+    /// leader or topic is known).
+    pub fn leader_other_than(&self, tp: &TopicPartition, me: NodeId) -> Option<NodeId> {
+        let leader = self.get(&tp.topic).and_then(|meta| meta.leader(tp.partition));
+        leader.filter(|leader| *leader != me)
     }
 
     pub fn name_of(&self, id: &[u8; 16]) -> Option<Arc<str>> {
