@@ -519,16 +519,8 @@ impl Coordinator {
             state.group_count()
         };
         // A topic deleted just before a crash, its group state's tombstones not yet written:
-        // the catalog (read before this load) no longer has it, so the state goes now.
-        let deleted: Vec<String> = {
-            let catalog = self.home.catalog.borrow();
-            let mut names = self.state.borrow().topic_names();
-            names.extend(self.shares.borrow().topic_names());
-            names.into_iter().filter(|name| catalog.get(name).is_none()).collect()
-        };
-        for topic in &deleted {
-            self.forget_topic(topic);
-        }
+        // the catalog (read before this load) no longer has it.
+        self.forget_deleted_topics();
         if replayed.migrated {
             let mut snapshot = self.state.borrow().snapshot();
             snapshot.extend(self.shares.borrow().snapshot_of(|_| true));
@@ -806,6 +798,21 @@ impl Coordinator {
             Ok(Ok(_)) => result,
             Ok(Err(code)) => Err(code),
             Err(_) => Err(ErrorCode::CoordinatorNotAvailable),
+        }
+    }
+
+    /// Forgets the committed offsets and share state of the topics the catalog no longer
+    /// has, written as tombstones: topics deleted while no coordinator here could write
+    /// theirs (see the callers for why the catalog is current enough).
+    fn forget_deleted_topics(self: &Rc<Self>) {
+        let deleted: Vec<String> = {
+            let catalog = self.home.catalog.borrow();
+            let mut names = self.state.borrow().topic_names();
+            names.extend(self.shares.borrow().topic_names());
+            names.into_iter().filter(|name| catalog.get(name).is_none()).collect()
+        };
+        for topic in &deleted {
+            self.forget_topic(topic);
         }
     }
 
@@ -1668,6 +1675,12 @@ impl Coordinator {
         compactor.loaded(&role.log);
         let loaded = LoadedPartition { log: role.log, led_since: role.led_since, compactor };
         self.loaded.borrow_mut().insert(partition, loaded);
+        // A topic deleted while the partition's last coordinator held its groups, which died
+        // before it wrote their tombstones. The catalog that named this node the leader is
+        // past every record that coordinator could still write (it wrote only while it led,
+        // and only of topics its own catalog had, which is behind that same record), so a
+        // topic the replayed state names and the catalog does not have was deleted.
+        self.forget_deleted_topics();
         self.dispatch(WaitFor::Nothing);
         tracing::info!(
             %tp,

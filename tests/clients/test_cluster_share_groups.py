@@ -15,9 +15,13 @@ members follow the leader the NOT_LEADER_OR_FOLLOWER answers name, and read on. 
 leaders' calls of the coordinator, Spate's private request between brokers, are checked on
 the wire. The Admin client's share lags are those of each partition's leader, also where
 the coordinator's node holds no replica. Records the coordinator makes available again wake
-the fetches waiting for them on the partition's leader. Every wait is bounded.
+the fetches waiting for them on the partition's leader. A topic deleted while its group's
+coordinator could not write the tombstones of its share state loses that state when a
+survivor loads the group. Every wait is bounded.
 """
 
+import os
+import signal
 import struct
 import time
 import uuid
@@ -282,6 +286,62 @@ def test_records_made_available_wake_fetches_waiting_on_their_leader(spate_facto
         holder.kill()
         if waiter:
             waiter.kill()
+
+
+@pytest.mark.timeout(300)
+def test_share_state_of_a_topic_deleted_under_a_dead_coordinator_goes(spate_factory, members,
+                                                                      java_share):
+    """The share state of a topic deleted while its group's coordinator could not write the
+    state's tombstones (stopped with SIGSTOP, then killed): the survivor that comes to lead
+    the group's partition replays the state and drops that of the topic its catalog no longer
+    has, as a single node does at start. Before, it kept it: a topic created again under the
+    same name started its share partitions where the deleted one's were, and its first
+    records were never delivered."""
+    from confluent_kafka.admin import NewTopic
+
+    nodes, by_id = replicated_cluster(spate_factory, *SHARE_OPTIONS, session_timeout_ms=15000)
+    topic, group = "doomed", f"sg-{uuid.uuid4().hex[:8]}"
+    partitions = [0, 1]
+    create_replicated(nodes[0], topic, 2)
+    wait_for("every replica in sync", lambda: all_in_sync(nodes, topic, 2))
+    owner_id = wait_for("a coordinator all three agree on", lambda: coordinator(nodes, group))
+    brokers = Bootstrap(nodes)
+    read_from_earliest(brokers, group)
+    first, errors = produce(nodes, topic, partitions, 10, "old")
+    assert errors == [], errors
+    member = members(brokers, group, topic)
+    wait_for("every record acknowledged",
+             lambda: confirmed(member) >= {v for p in partitions for v in first[p]},
+             timeout=TIMEOUT_S)
+    wait_for("each share partition's start at its end",
+             lambda: starts(java_share, brokers, group) == {0: 10, 1: 10}, timeout=TIMEOUT_S)
+    member.kill()
+
+    # The coordinator stops (it writes nothing more) and the topic is deleted meanwhile,
+    # before the controller fences it and the group's partition gets a new leader.
+    victim = by_id[owner_id]
+    survivors = [node for node in nodes if node is not victim]
+    os.kill(victim.broker.pid, signal.SIGSTOP)
+    try:
+        client = admin(survivors[0])
+        client.delete_topics([topic], operation_timeout=30)[topic].result(timeout=45)
+    finally:
+        victim.broker.kill9()
+    wait_for("a new coordinator", lambda: coordinator(survivors, group) not in
+             (None, victim.node_id) and coordinator(survivors, group), timeout=60)
+
+    # The same name again, a new topic: its records from offset 0 are the group's to read.
+    created = client.create_topics([NewTopic(topic, 2, 2)], operation_timeout=30,
+                                   request_timeout=40)
+    created[topic].result(timeout=45)
+    wait_for("the new topic on the survivors",
+             lambda: all_in_sync(survivors, topic, 2, replicas=2), timeout=60)
+    again, errors = produce(survivors, topic, partitions, 10, "new")
+    assert errors == [], errors
+    values = {v for p in partitions for v in again[p]}
+    reader = members(Bootstrap(survivors), group, topic)
+    wait_for("every record of the new topic delivered",
+             lambda: {v for v, *_ in delivered([reader])} >= values, timeout=TIMEOUT_S)
 
 
 def assigned(java_share, brokers, group):
