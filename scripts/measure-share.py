@@ -28,6 +28,12 @@ record.locks`), Spate the same by default; both hand a ShareFetch at most the cl
                              [--partitions 1] [--consumers 4] [--brokers spate,kafka]
                              [--json FILE]
 
+`--brokers` also takes `spate-cluster`: three Spate nodes (`scripts/cluster_procs.py`, each
+`--cores 1`, all on BROKER_CPU), the topic of replication factor 3,
+the members bootstrapped from all three; the CPU is the three nodes'. The share partition's
+leader and the group's coordinator are then usually different nodes, so every ShareFetch
+and acknowledgement also crosses to the coordinator (`api::share_call`).
+
 Environment: SPATE_BIN (default target/release/spate), SPATE_ARGS (more options for it),
 SPATE_BENCH_BIN (default target/release/spate-bench), BROKER_CPU (default the last CPU),
 CLIENT_CPU (default 0), DATA_PARENT (where Spate's data dir goes; default the repository:
@@ -50,7 +56,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "clients"))
+sys.path.insert(0, str(REPO / "scripts"))
 from java_build import CLIENTS_POM, JAVA_DIR, resolve_classpath  # noqa: E402
+from cluster_procs import SpateCluster  # noqa: E402
 
 SPATE_BIN = os.environ.get("SPATE_BIN", str(REPO / "target/release/spate"))
 BENCH_BIN = os.environ.get("SPATE_BENCH_BIN", str(REPO / "target/release/spate-bench"))
@@ -91,10 +99,11 @@ def compile_program(workdir):
     return f"{classes}{os.pathsep}{classpath}"
 
 
-def fill(bootstrap, topic, args):
+def fill(bootstrap, topic, args, replicas=1):
     done = subprocess.run(
         ["taskset", "-c", CLIENT_CPU, BENCH_BIN, "produce", "-b", bootstrap, "-t", topic,
-         "--partitions", str(args.partitions), "--records", str(args.records),
+         "--partitions", str(args.partitions), "--replication-factor", str(replicas),
+         "--records", str(args.records),
          "--record-size", str(args.record_size), "--payload", "text", "--compression", "lz4",
          "--acks", "all", "--linger-ms", "5", "--producers", "1", "--warmup", "0s"],
         capture_output=True, text=True, timeout=600)
@@ -102,8 +111,8 @@ def fill(bootstrap, topic, args):
         sys.exit(f"measure-share: the fill failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
-def consume(bootstrap, group, topic, args, classpath, broker_pid):
-    """Runs ShareThroughput; returns its done line with the broker's CPU seconds added."""
+def consume(bootstrap, group, topic, args, classpath, broker_pids):
+    """Runs ShareThroughput; returns its done line with the brokers' CPU seconds added."""
     proc = subprocess.Popen(
         ["taskset", "-c", CLIENT_CPU, "java", "-Xmx1g", "-cp", classpath, "ShareThroughput",
          bootstrap, group, topic, str(args.consumers), str(args.records),
@@ -113,9 +122,9 @@ def consume(bootstrap, group, topic, args, classpath, broker_pid):
     for line in proc.stdout:
         event = json.loads(line)
         if event["event"] == "first":
-            cpu_first = cpu_seconds(broker_pid)
+            cpu_first = sum(cpu_seconds(pid) for pid in broker_pids)
         elif event["event"] == "done":
-            cpu_done = cpu_seconds(broker_pid)
+            cpu_done = sum(cpu_seconds(pid) for pid in broker_pids)
             done = event
     stderr = proc.stderr.read()
     code = proc.wait(timeout=args.timeout + 120)
@@ -137,11 +146,29 @@ def run_spate(args, round_no, classpath):
         bootstrap = f"127.0.0.1:{SPATE_PORT}"
         topic = f"share-{round_no}"
         fill(bootstrap, topic, args)
-        return consume(bootstrap, f"share-group-{round_no}", topic, args, classpath, proc.pid)
+        return consume(bootstrap, f"share-group-{round_no}", topic, args, classpath, [proc.pid])
     finally:
         proc.terminate()
         proc.wait(timeout=60)
         shutil.rmtree(data, ignore_errors=True)
+
+
+def run_spate_cluster(args, round_no, classpath):
+    cluster = SpateCluster(SPATE_BIN)
+    try:
+        cluster.start_all()
+        cluster.wait_formed()
+        pids = [node.pid for node in cluster.nodes]
+        for pid in pids:
+            subprocess.run(["taskset", "-a", "-p", "-c", BROKER_CPU, str(pid)], check=True,
+                           stdout=subprocess.DEVNULL)
+        topic = f"share-{round_no}"
+        fill(cluster.bootstrap, topic, args, replicas=3)
+        return consume(cluster.bootstrap, f"share-group-{round_no}", topic, args, classpath,
+                       pids)
+    finally:
+        cluster.term_all()
+        cluster.cleanup()
 
 
 def run_kafka(args, round_no, classpath):
@@ -156,7 +183,7 @@ def run_kafka(args, round_no, classpath):
         bootstrap = f"127.0.0.1:{KAFKA_PORT}"
         topic = f"share-{round_no}"
         fill(bootstrap, topic, args)
-        return consume(bootstrap, f"share-group-{round_no}", topic, args, classpath, pid)
+        return consume(bootstrap, f"share-group-{round_no}", topic, args, classpath, [pid])
     finally:
         subprocess.run([str(KAFKA_SCRIPT), "stop"], env=env, stdout=subprocess.DEVNULL)
 
@@ -180,7 +207,8 @@ def main():
         for round_no in range(args.rounds):
             order = brokers if round_no % 2 == 0 else list(reversed(brokers))
             for broker in order:
-                run = {"spate": run_spate, "kafka": run_kafka}[broker]
+                run = {"spate": run_spate, "spate-cluster": run_spate_cluster,
+                       "kafka": run_kafka}[broker]
                 result = run(args, round_no, classpath)
                 result["broker"] = broker
                 result["round"] = round_no
@@ -194,10 +222,10 @@ def main():
                       file=sys.stderr, flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(runs, indent=1))
-    print("broker  round  records/s  broker CPU us/record  redelivered  per member  "
+    print("broker          round  records/s  broker CPU us/record  redelivered  per member  "
           "ack errors  load")
     for r in runs:
-        print(f"{r['broker']:6}  {r['round']:5}  {r['records'] / r['seconds']:9,.0f}  "
+        print(f"{r['broker']:14}  {r['round']:5}  {r['records'] / r['seconds']:9,.0f}  "
               f"{r['broker_cpu_s'] * 1e6 / r['records']:20.1f}  "
               f"{r['deliveries'] - r['records']:11}  {r['per_member']}  {r['ack_errors']:10}  "
               f"{r['load']:4.1f}")

@@ -181,6 +181,10 @@ pub struct Args {
     /// the in-sync replicas (Kafka's replica.lag.time.max.ms) [default: 30000].
     #[arg(long, value_name = "MS")]
     pub replica_lag_time_max_ms: Option<u64>,
+    /// Clustered: how long a follower's fetch waits at its leader for new data (Kafka's
+    /// replica.fetch.wait.max.ms; at most --replica-lag-time-max-ms) [default: 500].
+    #[arg(long, value_name = "MS")]
+    pub replica_fetch_wait_max_ms: Option<u64>,
     /// The rack (or zone) this broker is in (Kafka's broker.rack): registered on the
     /// metadata log, reported in Metadata and DescribeCluster, used to place each
     /// partition's replicas on distinct racks, and matched against consumers' client.rack
@@ -380,6 +384,7 @@ struct FileConfig {
     max_connections_per_ip: Option<u32>,
     max_connections_per_ip_overrides: Option<String>,
     replica_lag_time_max_ms: Option<u64>,
+    replica_fetch_wait_max_ms: Option<u64>,
     rack: Option<String>,
     replica_selector: Option<String>,
     segment_bytes: Option<u64>,
@@ -552,6 +557,8 @@ pub struct Config {
     pub connection_caps: ConnectionCaps,
     /// A follower not caught up for this long leaves the ISR (`partition::replicas`).
     pub replica_lag_time_max_ms: u64,
+    /// How long a follower's fetch waits at its leader (`replication::fetcher`).
+    pub replica_fetch_wait_max_ms: u64,
     /// This broker's rack (Kafka's broker.rack), registered on the metadata log.
     pub rack: Option<String>,
     /// Which replica a leader names to consumers as their preferred read replica.
@@ -682,6 +689,22 @@ impl Config {
                 return Err(format!("--durability {other:?} is unknown; use write or fsync."))
             }
         };
+        let replica_lag_time_max_ms = args
+            .replica_lag_time_max_ms
+            .or(file.replica_lag_time_max_ms)
+            .unwrap_or(constants::REPLICA_LAG_TIME_MS_DEFAULT)
+            .max(1);
+        let replica_fetch_wait_max_ms = args
+            .replica_fetch_wait_max_ms
+            .or(file.replica_fetch_wait_max_ms)
+            .unwrap_or(constants::REPLICA_FETCH_WAIT_MS_DEFAULT);
+        // Kafka's check: a follower waiting longer than the lag time would leave the ISR.
+        if replica_fetch_wait_max_ms == 0 || replica_fetch_wait_max_ms > replica_lag_time_max_ms {
+            return Err(format!(
+                "--replica-fetch-wait-max-ms {replica_fetch_wait_max_ms} must be positive and at \
+                 most --replica-lag-time-max-ms ({replica_lag_time_max_ms})."
+            ));
+        }
         let rack = match args.rack.or(file.rack) {
             Some(rack) if rack.is_empty() || rack.len() > constants::RACK_ID_BYTES_MAX => {
                 return Err(format!(
@@ -946,11 +969,8 @@ impl Config {
                     .filter(|rate| *rate > 0),
             },
             connection_caps,
-            replica_lag_time_max_ms: args
-                .replica_lag_time_max_ms
-                .or(file.replica_lag_time_max_ms)
-                .unwrap_or(constants::REPLICA_LAG_TIME_MS_DEFAULT)
-                .max(1),
+            replica_lag_time_max_ms,
+            replica_fetch_wait_max_ms,
             rack,
             replica_selector,
             batch_cache_bytes: args

@@ -508,9 +508,9 @@ pub const REPLICA_LAG_TIME_MS_DEFAULT: u64 = 30_000;
 /// metadata log (a u16-length string there) and in every Metadata response.
 pub const RACK_ID_BYTES_MAX: usize = 255;
 
-/// How long a follower's fetch waits at the leader for new data (Kafka's
-/// `replica.fetch.wait.max.ms`).
-pub const REPLICA_FETCH_WAIT_MS: i32 = 500;
+/// How long a follower's fetch waits at the leader for new data by default (Kafka's
+/// `replica.fetch.wait.max.ms`; `--replica-fetch-wait-max-ms`).
+pub const REPLICA_FETCH_WAIT_MS_DEFAULT: u64 = 500;
 
 /// A follower fetch's response limit and per-partition limit (Kafka's
 /// `replica.fetch.response.max.bytes` and `replica.fetch.max.bytes`).

@@ -1141,6 +1141,20 @@ impl Partitions {
         self.notify_key(Key::Replicas(tp.clone())).await;
     }
 
+    /// Wakes the followers' fetches waiting on `tp`, a replicated internal partition whose
+    /// coordinator queued batches on its log itself (`shard::internal_log::Led`): no produce
+    /// request announces those, and until a follower fetches them the coordinator's append
+    /// waits (for the high watermark) and its followers' fetches at the leader wait out
+    /// their max wait (500 ms). Routed to the partition's owner.
+    pub async fn queued_by_coordinator(&self, tp: TopicPartition) {
+        let owner = self.shard.owner(&tp);
+        if owner == self.shard.id {
+            self.notify_replicas(&tp).await;
+        } else {
+            self.mesh.post(owner, PartitionRequest::Wake { partitions: vec![tp] }).await;
+        }
+    }
+
     /// Wakes only the followers' fetches waiting on `tp`: batches were queued (they read
     /// them before they are written).
     pub(crate) async fn notify_replicas(&self, tp: &TopicPartition) {

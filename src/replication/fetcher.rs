@@ -8,8 +8,9 @@
 //! its high watermark.
 //!
 //! Failures (leader unreachable, connection lost, a response that does not decode, no
-//! response within `REPLICA_FETCH_TIMEOUT_MS`) reconnect after a back-off; errors of one
-//! partition (not the leader any more, unknown) leave it to the next metadata change.
+//! response within `REPLICA_FETCH_TIMEOUT_MS` past the fetch's wait) reconnect after a
+//! back-off; errors of one partition (not the leader any more, unknown) leave it to the next
+//! metadata change.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ use crate::cluster::{broker_client, Cluster};
 use crate::constants::{
     REPEATED_WARNING_INTERVAL_MS, REPLICA_FETCH_BACKOFF_MS_MAX, REPLICA_FETCH_BACKOFF_MS_MIN,
     REPLICA_FETCH_BYTES_MAX, REPLICA_FETCH_PARTITION_BYTES_MAX, REPLICA_FETCH_RESPONSE_BYTES_MAX,
-    REPLICA_FETCH_TIMEOUT_MS, REPLICA_FETCH_WAIT_MS,
+    REPLICA_FETCH_TIMEOUT_MS,
 };
 use crate::model::batch::BatchHeader;
 use crate::model::{ErrorCode, NodeId, Offset, ShardId, TopicPartition};
@@ -94,7 +95,8 @@ impl Fetcher {
             correlation_id = correlation_id.wrapping_add(1);
             let request = self.encode_request(correlation_id, &positions)?;
             stream.write_all(&request).await?;
-            let timeout = Duration::from_millis(REPLICA_FETCH_TIMEOUT_MS);
+            let wait_ms = self.cluster.shard.config.replica_fetch_wait_max_ms;
+            let timeout = Duration::from_millis(REPLICA_FETCH_TIMEOUT_MS + wait_ms);
             let body = glommio::timer::timeout(timeout, async {
                 broker_client::read_frame(&mut stream, REPLICA_FETCH_RESPONSE_BYTES_MAX)
                     .await
@@ -140,7 +142,8 @@ impl Fetcher {
         }
         let mut request = FetchRequest::default();
         request.replica_id = self.me.0.into();
-        request.max_wait_ms = REPLICA_FETCH_WAIT_MS;
+        let wait_ms = self.cluster.shard.config.replica_fetch_wait_max_ms;
+        request.max_wait_ms = i32::try_from(wait_ms).unwrap_or(i32::MAX);
         request.min_bytes = 1;
         request.max_bytes = REPLICA_FETCH_BYTES_MAX;
         request.isolation_level = 0;

@@ -170,8 +170,14 @@ impl Led<'_> {
     /// loaded in (only the leader writes the log: a follower's takes only what its leader
     /// wrote), and waits until the high watermark passes them (Kafka's coordinators append
     /// with acks=all), within offsets.commit.timeout.ms. The base offset, or the code Kafka's
-    /// coordinators turn the append's error into.
-    pub async fn append(&self, batches: Vec<Bytes>) -> Result<Offset, ErrorCode> {
+    /// coordinators turn the append's error into. `queued` runs once the batches are queued:
+    /// the caller wakes the followers' fetches waiting at this leader there (the partition
+    /// service does, which this layer does not reach), so that they take the batches now.
+    pub async fn append(
+        &self,
+        batches: Vec<Bytes>,
+        queued: impl FnOnce(),
+    ) -> Result<Offset, ErrorCode> {
         let role = self.roles.get(&self.tp.topic, self.tp.partition);
         let Some(role) = role.filter(|role| role.leads && role.led_since == self.led_since) else {
             return Err(ErrorCode::NotCoordinator);
@@ -187,6 +193,7 @@ impl Led<'_> {
         let mut appending =
             log::enqueue_coordinator(self.log, batches).map_err(|_| ErrorCode::NotCoordinator)?;
         let last_offset = Offset(log::log_end(self.log).0 - 1);
+        queued();
         appending.wait().await;
         let info = match appending.outcome() {
             Some(Ok(info)) => info,

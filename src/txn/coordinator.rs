@@ -931,7 +931,13 @@ impl TxnCoordinator {
             let tp = TopicPartition::new(TRANSACTION_TOPIC.into(), partition);
             let led =
                 internal_log::Led { roles: &self.home.internal, tp: &tp, log: &log, led_since };
-            let base = led.append(batches).await?;
+            let partitions = self.peers.partitions.clone();
+            let queued_tp = tp.clone();
+            let queued = move || {
+                let wake = async move { partitions.queued_by_coordinator(queued_tp).await };
+                glommio::spawn_local(wake).detach();
+            };
+            let base = led.append(batches, queued).await?;
             first = first.or(Some(base));
         }
         Ok(first)

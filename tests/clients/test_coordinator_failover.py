@@ -11,7 +11,8 @@ node comes back as a follower of the partition. The same for `__transaction_stat
 transaction committed before the kill of its coordinator's node is described alike by the
 new coordinator, a new InitProducerId there bumps the same producer's epoch and fences the
 old instance, and read_committed consumers see both transactions committed before and
-after the kill. Every wait is bounded.
+after the kill. A coordinator's own writes wake the followers' fetches waiting at its node,
+as produce requests do. Every wait is bounded.
 """
 
 import time
@@ -183,6 +184,32 @@ def describe_transaction(bootstrap, transactional_id):
     if not (state and producer_id and epoch):
         return None
     return state.group(1), int(producer_id.group(1)), int(epoch.group(1))
+
+
+def test_coordinator_writes_wake_the_followers_waiting_at_its_node(spate_factory):
+    """A group coordinator's append to its `__consumer_offsets` partition (an offset commit
+    here) waits until the followers have it (Kafka's acks=all for coordinators); it wakes
+    their fetches waiting at its node, as a produce request does. With followers that wait
+    20 s at their leader (`--replica-fetch-wait-max-ms`), ten synchronous commits are
+    answered within 30 s in all; before, each waited for the followers' fetches to end on
+    their own and timed out (offsets.commit.timeout.ms, 5 s)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    nodes, _ = replicated_cluster(spate_factory, "--replica-fetch-wait-max-ms", "20000")
+    create_replicated(nodes[0], "commits", 1)
+    wait_for("every replica in sync", lambda: all_in_sync(nodes, "commits", 1))
+    bootstrap = ",".join(node.broker.bootstrap for node in nodes)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "prompt-commits",
+                         "enable.auto.commit": False})
+    try:
+        began = time.monotonic()
+        for offset in range(1, 11):
+            committed = consumer.commit(offsets=[TopicPartition("commits", 0, offset)],
+                                        asynchronous=False)
+            assert [(tp.offset, tp.error) for tp in committed] == [(offset, None)]
+            assert time.monotonic() - began < 30, f"{offset} commits took over 30 s"
+    finally:
+        consumer.close()
 
 
 def test_a_transactional_id_survives_the_kill_of_its_coordinator(spate_factory):
