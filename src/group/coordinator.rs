@@ -1740,12 +1740,7 @@ impl Coordinator {
         let batches = encode_records(&records, now_ms(), batch_bytes_max);
         let tp = TopicPartition::new(OFFSETS_TOPIC.into(), partition);
         let led = internal_log::Led { roles: &self.home.internal, tp: &tp, log: &log, led_since };
-        let (partitions, queued_tp) = (self.partitions.clone(), tp.clone());
-        let queued = move || {
-            let wake = async move { partitions.queued_by_coordinator(queued_tp).await };
-            glommio::spawn_local(wake).detach();
-        };
-        led.append(batches, queued).await.map(Some)
+        led.append(batches, self.partitions.wake_followers_when_queued(&tp)).await.map(Some)
     }
 
     /// Clustered: compacts each loaded partition that outgrew its threshold, as a single

@@ -1141,12 +1141,23 @@ impl Partitions {
         self.notify_key(Key::Replicas(tp.clone())).await;
     }
 
-    /// Wakes the followers' fetches waiting on `tp`, a replicated internal partition whose
-    /// coordinator queued batches on its log itself (`shard::internal_log::Led`): no produce
-    /// request announces those, and until a follower fetches them the coordinator's append
-    /// waits (for the high watermark) and its followers' fetches at the leader wait out
-    /// their max wait (500 ms). Routed to the partition's owner.
-    pub async fn queued_by_coordinator(&self, tp: TopicPartition) {
+    /// The hook a coordinator gives `shard::internal_log::Led::append` for `tp`, a
+    /// replicated internal partition: once the coordinator's batches are queued on its log,
+    /// it wakes the followers' fetches waiting on `tp` (`queued_by_coordinator`).
+    pub fn wake_followers_when_queued(self: &Rc<Self>, tp: &TopicPartition) -> impl FnOnce() {
+        let (partitions, tp) = (self.clone(), tp.clone());
+        move || {
+            let wake = async move { partitions.queued_by_coordinator(tp).await };
+            glommio::spawn_local(wake).detach();
+        }
+    }
+
+    /// Wakes the followers' fetches waiting on `tp`, whose coordinator queued batches on its
+    /// log itself: no produce request announces those, and until a follower fetches them the
+    /// coordinator's append waits (for the high watermark) and the followers' fetches at
+    /// this leader wait out their max wait (`--replica-fetch-wait-max-ms`). Routed to the
+    /// partition's owner.
+    async fn queued_by_coordinator(&self, tp: TopicPartition) {
         let owner = self.shard.owner(&tp);
         if owner == self.shard.id {
             self.notify_replicas(&tp).await;

@@ -931,12 +931,7 @@ impl TxnCoordinator {
             let tp = TopicPartition::new(TRANSACTION_TOPIC.into(), partition);
             let led =
                 internal_log::Led { roles: &self.home.internal, tp: &tp, log: &log, led_since };
-            let partitions = self.peers.partitions.clone();
-            let queued_tp = tp.clone();
-            let queued = move || {
-                let wake = async move { partitions.queued_by_coordinator(queued_tp).await };
-                glommio::spawn_local(wake).detach();
-            };
+            let queued = self.peers.partitions.wake_followers_when_queued(&tp);
             let base = led.append(batches, queued).await?;
             first = first.or(Some(base));
         }
