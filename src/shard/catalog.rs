@@ -353,6 +353,34 @@ mod tests {
     }
 
     #[test]
+    fn the_leader_other_than_a_node_is_none_for_its_own_and_unknown_partitions() {
+        let led_by = |leader: i32| PartitionLeader {
+            replicas: Arc::from([NodeId(1), NodeId(2)]),
+            isr: Arc::from([NodeId(1), NodeId(2)]),
+            leader: NodeId(leader),
+            leader_epoch: LeaderEpoch(1),
+            partition_epoch: PartitionEpoch(1),
+            adding: Arc::from([]),
+            removing: Arc::from([]),
+        };
+        let mut catalog = Catalog::default();
+        catalog.apply(TopicMeta {
+            name: "t".into(),
+            id: [3; 16],
+            partitions: 2,
+            overrides: BTreeMap::new(),
+            config: defaults(),
+            leaders: Arc::from([led_by(1), led_by(2)]),
+        });
+        let tp = |topic: &str, partition| TopicPartition::new(topic.into(), partition);
+        assert_eq!(catalog.leader_other_than(&tp("t", 0), NodeId(1)), None);
+        assert_eq!(catalog.leader_other_than(&tp("t", 1), NodeId(1)), Some(NodeId(2)));
+        assert_eq!(catalog.leader_other_than(&tp("t", 1), NodeId(2)), None);
+        assert_eq!(catalog.leader_other_than(&tp("t", 2), NodeId(1)), None);
+        assert_eq!(catalog.leader_other_than(&tp("gone", 0), NodeId(1)), None);
+    }
+
+    #[test]
     fn a_damaged_catalog_is_refused_with_its_path() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = catalog_path(dir.path());
