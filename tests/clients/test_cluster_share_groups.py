@@ -179,17 +179,10 @@ def test_share_lags_of_partitions_other_nodes_lead(spate_factory, members, java_
     replication factor 1 whose three partitions the three nodes lead: the coordinator's node
     holds no replica of two of them and asks their leaders for the high watermarks (those
     lags were -1, shown as null, before)."""
-    from confluent_kafka.admin import NewTopic
-
     nodes, _ = replicated_cluster(spate_factory, *SHARE_OPTIONS)
     topic, group = "lags", f"sg-{uuid.uuid4().hex[:8]}"
     partitions = [0, 1, 2]
-    client = admin(nodes[0])
-    created = client.create_topics([NewTopic(topic, 3, 1)], operation_timeout=30,
-                                   request_timeout=40)
-    created[topic].result(timeout=45)
-    states = wait_for("the topic on every node",
-                      lambda: all_in_sync(nodes, topic, 3, replicas=1))
+    states = create_unreplicated(nodes, topic, 3)
     owner = wait_for("a coordinator all three agree on", lambda: coordinator(nodes, group))
     elsewhere = [p for p, s in states.items() if s[1] != owner]
     assert elsewhere, f"every partition on the coordinator's node {owner}: {states}"
@@ -202,6 +195,18 @@ def test_share_lags_of_partitions_other_nodes_lead(spate_factory, members, java_
     wait_for("every record acknowledged", lambda: confirmed(member) >= values,
              timeout=TIMEOUT_S)
     lags_then_unread(java_share, nodes, topic, partitions, group, [member])
+
+
+def create_unreplicated(nodes, topic, partitions):
+    """A topic of replication factor 1; its partition states once every node has them."""
+    from confluent_kafka.admin import NewTopic
+
+    client = admin(nodes[0])
+    created = client.create_topics([NewTopic(topic, partitions, 1)], operation_timeout=30,
+                                   request_timeout=40)
+    created[topic].result(timeout=45)
+    return wait_for("the topic on every node",
+                    lambda: all_in_sync(nodes, topic, partitions, replicas=1))
 
 
 def lags_then_unread(java_share, nodes, topic, partitions, group, members):
@@ -236,19 +241,12 @@ def test_records_made_available_wake_fetches_waiting_on_their_leader(spate_facto
     waits on the leader (fetch.max.wait.ms 30 s), then the first closes and its records go
     back. The fetches' recheck is set to ten minutes, so without the wake the records would
     reach the second member only when its wait ends, some 25 s after the close."""
-    from confluent_kafka.admin import NewTopic
-
     nodes, by_id = replicated_cluster(
         spate_factory, "--group-share-record-lock-duration-ms", "120000",
         "--group-share-heartbeat-interval-ms", "500", "--group-share-session-timeout-ms", "8000",
         "--group-share-fetch-recheck-ms", "600000")
     topic = "wake"
-    client = admin(nodes[0])
-    created = client.create_topics([NewTopic(topic, 1, 1)], operation_timeout=30,
-                                   request_timeout=40)
-    created[topic].result(timeout=45)
-    states = wait_for("the topic on every node",
-                      lambda: all_in_sync(nodes, topic, 1, replicas=1))
+    states = create_unreplicated(nodes, topic, 1)
     leader = states[0][1]
     # A group whose coordinator is not the partition's leader.
     group = None
