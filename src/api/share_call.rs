@@ -62,8 +62,7 @@ async fn local(services: &Services, call: ShareCall) -> ShareAnswer {
 /// COORDINATOR_NOT_AVAILABLE when it cannot be asked (clients retry, and look the
 /// coordinator up again).
 async fn remote(ctx: &Context, node: NodeId, call: ShareCall) -> ShareAnswer {
-    let from = ctx.shard().config.node_id;
-    match share_remote::send(ctx.cluster(), from, node, &call).await {
+    match share_remote::send(ctx.cluster(), node, &call).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(code)) => call.refused(code),
         Err(e) => {
@@ -105,7 +104,7 @@ pub(super) async fn serve(services: Rc<Services>, session: Rc<Session>, frame: B
         let answer = match call {
             // A coordinator freed records of partitions this node leads: the ShareFetches
             // waiting on them look again.
-            ShareCall::Wake { partitions, .. } => {
+            ShareCall::Wake { partitions } => {
                 services.partitions.wake(partitions).await;
                 ShareAnswer::Woken
             }

@@ -915,8 +915,7 @@ impl Coordinator {
                 std::mem::take(&mut wake.partitions)
             };
             let call = ShareCall::Wake { partitions: partitions.into_iter().collect() };
-            let from = self.home.config.node_id;
-            match share_remote::send(&self.cluster, from, node, &call).await {
+            match share_remote::send(&self.cluster, node, &call).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(code)) => tracing::debug!(%node, ?code, "share fetch wake refused"),
                 Err(e) => tracing::debug!(%node, "share fetch wake not sent: {e}"),

@@ -23,12 +23,11 @@ const ANSWER_BYTES_MAX: usize = 16 << 20;
 /// Kafka's request header v1 (client id, no tagged fields); the response's is v0.
 pub const HEADER_VERSION: i16 = 1;
 
-/// Sends `call` from this node (`from`) to `node` and waits for its answer
-/// (`SHARE_CALL_TIMEOUT_MS`): the answer, the error code `node` refused it with, or why it
-/// could not be asked (no connection, no answer in time, an answer that is not one).
+/// Sends `call` to `node` and waits for its answer (`SHARE_CALL_TIMEOUT_MS`): the answer,
+/// the error code `node` refused it with, or why it could not be asked (no connection, no
+/// answer in time, an answer that is not one).
 pub async fn send(
     cluster: &Cluster,
-    from: NodeId,
     node: NodeId,
     call: &ShareCall,
 ) -> Result<Result<ShareAnswer, ErrorCode>, String> {
@@ -38,7 +37,7 @@ pub async fn send(
         version: call.version(),
         header_version: HEADER_VERSION,
         correlation_id,
-        client_id: format!("spate-share-{}", from.0),
+        client_id: format!("spate-share-{}", cluster.shard.config.node_id.0),
     };
     let frame = header
         .frame(|frame| {

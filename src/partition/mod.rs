@@ -1143,26 +1143,15 @@ impl Partitions {
 
     /// The hook a coordinator gives `shard::internal_log::Led::append` for `tp`, a
     /// replicated internal partition: once the coordinator's batches are queued on its log,
-    /// it wakes the followers' fetches waiting on `tp` (`queued_by_coordinator`).
+    /// it wakes the fetches waiting on `tp` on its owning shard (`wake`). No produce request
+    /// announces those batches, and until a follower fetches them the coordinator's append
+    /// waits (for the high watermark) and the followers' fetches at this leader would wait
+    /// out their max wait (`--replica-fetch-wait-max-ms`).
     pub fn wake_followers_when_queued(self: &Rc<Self>, tp: &TopicPartition) -> impl FnOnce() {
         let (partitions, tp) = (self.clone(), tp.clone());
         move || {
-            let wake = async move { partitions.queued_by_coordinator(tp).await };
+            let wake = async move { partitions.wake(vec![tp]).await };
             glommio::spawn_local(wake).detach();
-        }
-    }
-
-    /// Wakes the followers' fetches waiting on `tp`, whose coordinator queued batches on its
-    /// log itself: no produce request announces those, and until a follower fetches them the
-    /// coordinator's append waits (for the high watermark) and the followers' fetches at
-    /// this leader wait out their max wait (`--replica-fetch-wait-max-ms`). Routed to the
-    /// partition's owner.
-    async fn queued_by_coordinator(&self, tp: TopicPartition) {
-        let owner = self.shard.owner(&tp);
-        if owner == self.shard.id {
-            self.notify_replicas(&tp).await;
-        } else {
-            self.mesh.post(owner, PartitionRequest::Wake { partitions: vec![tp] }).await;
         }
     }
 
