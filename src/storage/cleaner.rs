@@ -457,7 +457,7 @@ fn corrupt(path: &Path) -> Error {
     ))
 }
 
-/// The whole batches of a sealed segment's `[0, size)`, read in large O_DIRECT reads.
+/// The whole batches of a sealed segment's `[0, size)`, read in O_DIRECT reads of `CLEANER_READ_BYTES` (or a whole batch when one is larger).
 struct BatchReader<'a> {
     file: &'a Direct,
     position: u64,
@@ -519,8 +519,9 @@ impl<'a> BatchReader<'a> {
 /// runnable, but a request that arrives while the cleaner runs is not runnable yet: glommio
 /// reaps network completions only between task-queue runs, and preempts a queue only on its
 /// preempt timer (100 ms: see `broker`) or on latency-ring I/O. Between two of its own reads
-/// or writes the cleaner decompresses, hashes and recompresses up to a megabyte of batches
-/// (milliseconds), and produce's p99 rose with it (`scripts/measure-compaction.py`). So after
+/// or writes the cleaner decompresses, hashes and recompresses a read's worth of batches
+/// (a megabyte took milliseconds), and produce's p99 rose with it
+/// (`scripts/measure-compaction.py`). So after
 /// `CLEANER_TURN` of work it sleeps for `CLEANER_PAUSE`: its queue goes idle, the executor
 /// reaps what arrived, and the requests run before the cleaner's next turn.
 struct Turns {

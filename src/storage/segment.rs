@@ -29,7 +29,8 @@ use std::sync::Arc;
 use glommio::io::{DmaFile, OpenOptions};
 
 use crate::constants::{
-    INDEX_INTERVAL_BYTES, PREALLOCATE_STEP_BYTES, PREALLOCATE_STEP_BYTES_MIN, RECOVERY_READ_BYTES,
+    CLEANER_WRITE_BYTES, INDEX_INTERVAL_BYTES, PREALLOCATE_STEP_BYTES, PREALLOCATE_STEP_BYTES_MIN,
+    RECOVERY_READ_BYTES,
 };
 use crate::model::batch::{self, ScannedBatch};
 use crate::model::Offset;
@@ -581,7 +582,7 @@ impl SegmentWriter {
         self.size += batch.len() as u64;
         self.next_offset = header.last_offset() + 1;
         self.pending.extend_from_slice(batch);
-        if self.pending.len() < WRITER_CHUNK_BYTES {
+        if self.pending.len() < CLEANER_WRITE_BYTES {
             return Ok(0);
         }
         let whole = self.pending.len() - self.pending.len() % self.alignment as usize;
@@ -639,9 +640,6 @@ impl SegmentWriter {
 fn bad_batch() -> Error {
     Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, "not a record batch"))
 }
-
-/// How many bytes a `SegmentWriter` gathers before a write.
-const WRITER_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Deletes segments' files on glommio's blocking pool: removing a large file frees its blocks
 /// inside the call (on ext4, milliseconds per GiB), which must not stall the shard. Readers
