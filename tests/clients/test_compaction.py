@@ -208,6 +208,42 @@ def test_latest_value_of_each_key_survives_and_older_ones_go(spate_factory):
     assert len(again) <= len(records)
 
 
+def test_batches_larger_than_the_cleaners_reads_are_cleaned_whole(spate_factory):
+    """The cleaner reads 128 KiB at a time (`CLEANER_READ_BYTES`) and a batch that does not
+    fit in what it has reads the rest of it at once: uncompressed batches of 200-450 KB,
+    each starting inside one read and ending in the next, come out of a clean byte for
+    byte."""
+    broker = spate_factory(*FAST)
+    topic = unique_topic("large")
+    create(broker, topic, {**COMPACTED, "segment.bytes": str(2 << 20)})
+    rng = random.Random(1919)
+    keys = [b"big-%d" % i for i in range(5)]
+    produced = []
+    for round_ in range(6):
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all",
+                             "linger.ms": 0, "compression.type": "none", **CK_COMMON})
+        results = {}
+        for key in keys:
+            value = b"%s@%d:" % (key, round_) + rng.randbytes(rng.randrange(200_000, 450_000))
+
+            def report(err, msg, key=key, value=value):
+                results[key] = (err, msg.offset(), value)
+            producer.produce(topic, key=key, value=value, on_delivery=report)
+            assert producer.flush(TIMEOUT_S) == 0
+        for key, (err, offset, value) in results.items():
+            assert err is None, err
+            produced.append((offset, key, value))
+        time.sleep(0.35)
+    produced.sort()
+    total = len(produced)
+
+    def compacted():
+        records = read_all(broker, topic)
+        return records if len(records) < total // 2 else None
+    records = wait_until(compacted, 60, "the cleaner did not remove older values")
+    check_compacted(records, produced)
+
+
 def test_tombstones_delete_and_then_disappear_after_delete_retention(spate_factory):
     broker = spate_factory(*FAST)
     topic = unique_topic("tomb")
