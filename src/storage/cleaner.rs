@@ -457,7 +457,8 @@ fn corrupt(path: &Path) -> Error {
     ))
 }
 
-/// The whole batches of a sealed segment's `[0, size)`, read in O_DIRECT reads of `CLEANER_READ_BYTES` (or a whole batch when one is larger).
+/// The whole batches of a sealed segment's `[0, size)`, read in O_DIRECT reads of
+/// `CLEANER_READ_BYTES` (or the rest of a batch at once when it is larger).
 struct BatchReader<'a> {
     file: &'a Direct,
     position: u64,

@@ -15,7 +15,7 @@ through another node refuses the user again everywhere. Every wait is bounded.
 import time
 
 import pytest
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation,
                                    AclPermissionType, AdminClient, NewTopic,
                                    ResourcePatternType, ResourceType, ScramCredentialInfo,
@@ -55,10 +55,21 @@ def logs_in(port, user, password, mechanism="SCRAM-SHA-256", timeout=4):
 
 def upsert(client, user, password, mechanism=ScramMechanism.SCRAM_SHA_256):
     info = ScramCredentialInfo(mechanism, 4096)
-    futures = client.alter_user_scram_credentials(
-        [UserScramCredentialUpsertion(user, info, password.encode(), b"salt-" + user.encode())])
-    for future in futures.values():
-        future.result(timeout=30)
+    upsertion = UserScramCredentialUpsertion(user, info, password.encode(),
+                                             b"salt-" + user.encode())
+    for attempt in range(3):
+        futures = client.alter_user_scram_credentials([upsertion])
+        try:
+            for future in futures.values():
+                future.result(timeout=30)
+            return
+        except KafkaException as e:
+            # librdkafka (2.10 and later) drops its bootstrap connection once Metadata names
+            # the brokers, and a request in flight on it fails in the client, unanswered
+            # (seen once, on an upsert sent right after the nodes' first start). The same
+            # upsert again is harmless; any answer from a broker is final.
+            if e.args[0].code() != KafkaError._DESTROY_BROKER or attempt == 2:
+                raise
 
 
 def delete(client, user, mechanism=ScramMechanism.SCRAM_SHA_256):
