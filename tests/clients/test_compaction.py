@@ -111,6 +111,14 @@ def produce_rounds(broker, topic, keys, rounds, rng, tombstone_share=0.0, pause_
     return produced
 
 
+def wait_half_cleaned(broker, topic, total):
+    """The partition's records once fewer than half of the `total` produced remain."""
+    def compacted():
+        records = read_all(broker, topic)
+        return records if len(records) < total // 2 else None
+    return wait_until(compacted, 60, "the cleaner did not remove older values")
+
+
 def check_compacted(records, produced):
     """Every record read is the one produced at its offset; every key's latest value is
     there; offsets only go up."""
@@ -193,12 +201,7 @@ def test_latest_value_of_each_key_survives_and_older_ones_go(spate_factory):
     rng = random.Random(19)
     keys = [b"key-%03d" % i for i in range(60)]
     produced = produce_rounds(broker, topic, keys, 12, rng, pause_s=0.35)
-    total = len(produced)
-
-    def compacted():
-        records = read_all(broker, topic)
-        return records if len(records) < total // 2 else None
-    records = wait_until(compacted, 60, "the cleaner did not remove older values")
+    records = wait_half_cleaned(broker, topic, len(produced))
     check_compacted(records, produced)
     assert "cleaned a compacted log" in broker.log_text()
     # A restart (clean stop) keeps the cleaned log as it is.
@@ -219,9 +222,9 @@ def test_batches_larger_than_the_cleaners_reads_are_cleaned_whole(spate_factory)
     rng = random.Random(1919)
     keys = [b"big-%d" % i for i in range(5)]
     produced = []
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all",
+                         "linger.ms": 0, "compression.type": "none", **CK_COMMON})
     for round_ in range(6):
-        producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all",
-                             "linger.ms": 0, "compression.type": "none", **CK_COMMON})
         results = {}
         for key in keys:
             value = b"%s@%d:" % (key, round_) + rng.randbytes(rng.randrange(200_000, 450_000))
@@ -235,12 +238,7 @@ def test_batches_larger_than_the_cleaners_reads_are_cleaned_whole(spate_factory)
             produced.append((offset, key, value))
         time.sleep(0.35)
     produced.sort()
-    total = len(produced)
-
-    def compacted():
-        records = read_all(broker, topic)
-        return records if len(records) < total // 2 else None
-    records = wait_until(compacted, 60, "the cleaner did not remove older values")
+    records = wait_half_cleaned(broker, topic, len(produced))
     check_compacted(records, produced)
 
 
