@@ -19,6 +19,7 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
@@ -140,6 +141,18 @@ pub trait FrameInput: AsyncRead + Unpin {
     fn received(&self) -> usize {
         0
     }
+
+    /// Whether `receive_now` can receive: the frame reader then reads into memory it has not
+    /// zeroed, and waits with small reads; otherwise it zeroes its buffer and reads into it.
+    fn receives_uninit(&self) -> bool {
+        false
+    }
+
+    /// Receives into `spare`, memory not yet initialised, what can be had without waiting:
+    /// `Some(Ok(n))` wrote its first `n` bytes (0: the stream ended), `None` has nothing now.
+    fn receive_now(&mut self, _spare: &mut [MaybeUninit<u8>]) -> Option<io::Result<usize>> {
+        None
+    }
 }
 
 impl FrameInput for Socket {
@@ -162,6 +175,48 @@ impl FrameInput for Socket {
         let asked = unsafe { libc::ioctl(self.as_raw_fd(), libc::FIONREAD, &mut queued) };
         let queued = if asked == 0 { usize::try_from(queued).unwrap_or(0) } else { 0 };
         self.pending.len() + queued
+    }
+
+    fn receives_uninit(&self) -> bool {
+        self.buffered
+    }
+
+    /// What is held here, else a non-blocking recv(2) straight into `spare`.
+    fn receive_now(&mut self, spare: &mut [MaybeUninit<u8>]) -> Option<io::Result<usize>> {
+        if !self.pending.is_empty() {
+            let n = spare.len().min(self.pending.len());
+            // SAFETY: both ranges are `n` bytes long and do not overlap (`spare` is lent by
+            // the caller, `pending` is this handle's own).
+            unsafe {
+                std::ptr::copy_nonoverlapping(self.pending.as_ptr(), spare.as_mut_ptr().cast(), n)
+            };
+            self.pending.advance(n);
+            if self.pending.is_empty() {
+                self.pending = BytesMut::new();
+            }
+            return Some(Ok(n));
+        }
+        loop {
+            // SAFETY: recv writes at most `spare.len()` bytes into `spare`, memory the caller
+            // lends for the call; the caller counts as written only what it returns.
+            let received = unsafe {
+                libc::recv(
+                    self.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if received >= 0 {
+                return Some(Ok(received as usize));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => return None,
+                io::ErrorKind::Interrupted => continue,
+                _ => return Some(Err(e)),
+            }
+        }
     }
 }
 
