@@ -1220,9 +1220,16 @@ def cluster_trial(index, seed, workdir, durability, role):
             if any(mark in text for mark in CRASH_MARKS):
                 outcome.fail("broker crashed", f"a panic or an abort in {node.broker.log_path}")
             if BEHIND_HIGH_WATERMARK in text:
+                # The lines themselves, with the ISR changes and leadership before them: the
+                # logs may be gone by the time someone reads this (pytest keeps three runs).
+                lines = text.splitlines()
+                marks = [i for i, line in enumerate(lines) if BEHIND_HIGH_WATERMARK in line]
+                context = [line for line in lines[:marks[0]]
+                           if "isr" in line.lower() or "leader" in line.lower()][-12:]
+                shown = "\n      ".join(context + [lines[i] for i in marks[:3]])
                 outcome.fail("behind the high watermark",
                              f"an in-sync replica lacked acknowledged records: "
-                             f"{node.broker.log_path}")
+                             f"{node.broker.log_path}:\n      {shown}")
     if load is not None:
         outcome.failed_deliveries = sum(load.delivery_failed.values())
     return outcome, cluster
