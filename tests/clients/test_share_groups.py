@@ -28,6 +28,7 @@ from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, 
 
 from client_helpers import CK_COMMON, EventProcess, Msg, ck_consume, ck_produce, ck_watermarks
 from conftest import TARGET
+from segment_tools import read_valid_prefix, valid_batches
 
 TIMEOUT_S = 90
 LOCK_MS = 2000
@@ -223,6 +224,12 @@ def test_two_share_consumers_on_one_partition_share_its_records(broker, share_me
     assert described["offsets"] == {"0": len(values)}, described
 
 
+def stored_batches(broker, topic):
+    """(first, last) offset of each batch in partition 0's first segment, as stored."""
+    path = broker.partition_dir(topic, 0) / "00000000000000000000.log"
+    return [(b.base_offset, b.last_offset) for b in valid_batches(read_valid_prefix(path))]
+
+
 @pytest.mark.timeout(300)
 def test_a_batch_goes_to_one_member_whole(broker, share_members, java_share):
     """Kafka's batch-optimized acquisition: MaxRecords (the client's max.poll.records, 10
@@ -253,7 +260,8 @@ def test_a_batch_goes_to_one_member_whole(broker, share_members, java_share):
     assert sorted(o for m in (a, b) for o, _, _, _ in m.records()) == list(range(300))
     for n, batch in enumerate(batches):
         holders = [name for name, offsets in got.items() if offsets & batch]
-        assert len(holders) == 1, f"batch {n} went to {holders}: {got}"
+        assert len(holders) == 1, (f"batch {n} went to {holders}: {got}; batches stored: "
+                                   f"{stored_batches(broker, topic)}")
 
 
 @pytest.mark.timeout(240)
