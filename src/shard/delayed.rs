@@ -101,6 +101,11 @@ impl Delayed {
         self.epoch.elapsed().as_millis() as u64 / TICK_MS
     }
 
+    /// The first tick boundary at or after now.
+    fn next_tick(&self) -> u64 {
+        (self.epoch.elapsed().as_micros() as u64).div_ceil(TICK_MS * 1_000)
+    }
+
     /// Waits for one of `keys` to be notified (true) or for `timeout` to pass (false).
     pub fn wait(&self, keys: impl IntoIterator<Item = Key>, timeout: Duration) -> Wait {
         let (tx, done) = oneshot::channel();
@@ -124,7 +129,9 @@ impl Delayed {
         let timeout_ticks = (timeout.as_millis() as u64).div_ceil(TICK_MS).max(1);
         let (id, deadline) = {
             let mut purgatory = self.purgatory.borrow_mut();
-            let deadline = purgatory.current_tick().max(self.now_tick()) + timeout_ticks;
+            // From the next tick boundary: the wheel expires at whole ticks, so counting from
+            // the current (floored) tick would expire up to a tick early.
+            let deadline = purgatory.current_tick().max(self.next_tick()) + timeout_ticks;
             (purgatory.watch(op, keys, deadline), deadline)
         };
         if deadline < self.planned_wake_tick.get() {
